@@ -1,0 +1,269 @@
+"""The one module that talks to Spark.
+
+Stages are plain functions over Arrow batches or whole shards; this adapter ships them to
+Spark tasks (``map_tasks``, ``tasks_to_frame``), runs the shuffles that need a cluster
+(``write_sorted_table``), and builds the session. Nothing else in curate imports pyspark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Callable, Iterator
+
+import pyarrow as pa
+
+from curate.tables import Dataset, write_parquet_atomic
+
+TaskBatchesFn = Callable[[dict], Iterator[pa.RecordBatch]]
+
+
+# ---------------------------------------------------------------- session
+def _default_local_conf() -> dict[str, str]:
+    cores = os.cpu_count() or 2
+    return {
+        # Sized for a small machine: few shuffle partitions, Arrow on, quiet UI.
+        "spark.sql.shuffle.partitions": str(max(2, cores * 2)),
+        "spark.default.parallelism": str(max(2, cores)),
+        "spark.driver.memory": os.environ.get("CURATE_DRIVER_MEMORY", "4g"),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
+        "spark.python.worker.reuse": "true",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.enabled": "true",
+        "spark.sql.adaptive.enabled": "false",  # deterministic partition counts for exact sharding
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+    }
+
+
+def get_session(master: str | None = None, conf: dict[str, str] | None = None, app_name: str = "curate"):
+    """A SparkSession: ``master`` if given, else the one spark-submit set, else ``local[*]``.
+
+    ``conf`` entries override our defaults, so any Spark setting passes through unchanged.
+    """
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON") or _python())
+    submitted = SparkConf()  # under spark-submit this already holds spark.master
+    builder = SparkSession.builder.appName(app_name)
+    settings = {}
+    if master:
+        settings["spark.master"] = master
+    elif not submitted.contains("spark.master"):
+        settings["spark.master"] = "local[*]"
+    effective_master = settings.get("spark.master") or submitted.get("spark.master", "")
+    defaults = _default_local_conf()
+    if not effective_master.startswith("local"):
+        defaults = {k: v for k, v in defaults.items() if not k.startswith("spark.driver.")}
+    for k, v in defaults.items():
+        if not submitted.contains(k):
+            settings[k] = v
+    settings.update(conf or {})
+    for k, v in settings.items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("CURATE_SPARK_LOG_LEVEL", "ERROR"))
+    return spark
+
+
+def _python() -> str:
+    import sys
+
+    return sys.executable
+
+
+def ui_url(spark) -> str | None:
+    return spark.sparkContext.uiWebUrl
+
+
+# ---------------------------------------------------------------- progress
+class _StageProgress:
+    """Shows Spark task progress (done / total, rate) while a job runs on the driver."""
+
+    def __init__(self, spark, description: str, total: int, unit: str = "tasks"):
+        self.sc = spark.sparkContext
+        self.description, self.total, self.unit = description, total, unit
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        import sys
+
+        if sys.stderr.isatty() and self.total > 0:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from curate.progress import console
+
+        tracker = self.sc.statusTracker()
+        t0 = time.time()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
+                      transient=True) as p:
+            tid = p.add_task(self.description, total=self.total, rate="")
+            while not self._stop.wait(0.5):
+                done = 0
+                for sid in tracker.getActiveStageIds():
+                    info = tracker.getStageInfo(sid)
+                    if info:
+                        done = max(done, info.numCompletedTasks)
+                rate = done / max(time.time() - t0, 1e-9)
+                p.update(tid, completed=min(done, self.total), rate=f"{rate:.1f} {self.unit}/s")
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2)
+
+
+# ---------------------------------------------------------------- executor
+class SparkExecutor:
+    """Runs task functions as Spark tasks, one partition per task, results in task order."""
+
+    name = "spark"
+
+    def __init__(self, spark):
+        self.spark = spark
+
+    @property
+    def parallelism(self) -> int:
+        return self.spark.sparkContext.defaultParallelism
+
+    def map_tasks(self, tasks: list[dict], fn: Callable[[dict], dict], description: str = "") -> list[dict]:
+        if not tasks:
+            return []
+        payload = [json.dumps(t, sort_keys=True) for t in tasks]
+
+        def run_partition(index, rows):
+            for i, task_json in rows:
+                yield i, json.dumps(fn(json.loads(task_json)), sort_keys=True, default=str)
+
+        rdd = self.spark.sparkContext.parallelize(list(enumerate(payload)), len(payload))
+        with _StageProgress(self.spark, description or "tasks", len(payload)):
+            out = rdd.mapPartitionsWithIndex(run_partition).collect()
+        out.sort(key=lambda x: x[0])
+        return [json.loads(r) for _, r in out]
+
+    def tasks_to_frame(self, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schema):
+        """A DataFrame of the batches ``fn`` yields for each task (one partition per task)."""
+        return tasks_to_frame(self.spark, tasks, fn, schema)
+
+
+def to_spark_schema(schema: pa.Schema):
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+def tasks_to_frame(spark, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schema):
+    payload = [(i, json.dumps(t, sort_keys=True)) for i, t in enumerate(tasks)]
+    frame = spark.sparkContext.parallelize(payload, max(1, len(payload))).toDF("task_index int, task string")
+    names = schema.names
+
+    def run(batches):
+        for b in batches:
+            for task_json in b.column("task").to_pylist():
+                for out in fn(json.loads(task_json)):
+                    if out.num_rows:
+                        yield out.select(names)
+
+    return frame.mapInArrow(run, to_spark_schema(schema))
+
+
+# ---------------------------------------------------------------- sharded writes
+def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort_by: list[str],
+                       rows_per_shard: int, skip_existing: bool = False) -> dict:
+    """Write ``df`` as ``table``: globally sorted by ``sort_by``, shards of exactly
+    ``rows_per_shard`` rows (the last may be smaller), each written by pyarrow with fixed
+    options and committed atomically. Same rows in, same bytes out.
+
+    With ``skip_existing``, shards already committed are left as they are (resume after a
+    kill: the plan is deterministic, so a committed shard i has the same rows).
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    ordered = df.orderBy(*sort_by).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        pid_counts = (ordered.withColumn("_pid", F.spark_partition_id())
+                      .groupBy("_pid").count().collect())
+        counts = {r["_pid"]: r["count"] for r in pid_counts}
+        total = sum(counts.values())
+        offsets, acc = {}, 0
+        for pid in sorted(counts):
+            offsets[pid] = acc
+            acc += counts[pid]
+        nshards = max(1, -(-total // rows_per_shard))
+        root = str(dataset.root)
+        names = schema.names
+
+        def number(batches):
+            from pyspark import TaskContext
+
+            pid = TaskContext.get().partitionId()
+            pos = offsets.get(pid, 0)
+            for b in batches:
+                idx = pa.array(range(pos, pos + b.num_rows), pa.int64())
+                pos += b.num_rows
+                shard = pa.compute.divide(idx, pa.scalar(rows_per_shard, pa.int64()))
+                yield b.append_column("_shard", shard).append_column("_pos", idx)
+
+        numbered_schema = to_spark_schema(schema).add("_shard", "long", False).add("_pos", "long", False)
+        numbered = ordered.select(*names).mapInArrow(number, numbered_schema)
+        grouped = numbered.repartition(max(1, min(nshards, 4096)), "_shard").sortWithinPartitions("_shard", "_pos")
+
+        def write(batches):
+            from curate.tables import Dataset as _Dataset
+
+            ds = _Dataset(root)
+            current, parts = None, []
+
+            def flush(shard, parts):
+                path = ds.shard_path(table, shard)
+                if skip_existing and path.exists():
+                    return pa.RecordBatch.from_pylist([{"shard": shard, "rows": sum(p.num_rows for p in parts), "skipped": True}])
+                t = pa.Table.from_batches(parts).select(names)
+                t = pa.Table.from_arrays([t.column(n).cast(schema.field(n).type) for n in names], schema=schema)
+                write_parquet_atomic(t, path)
+                return pa.RecordBatch.from_pylist([{"shard": shard, "rows": t.num_rows, "skipped": False}])
+
+            for b in batches:
+                shards = b.column("_shard")
+                # Batches are sorted by shard; split at shard boundaries.
+                start = 0
+                values = shards.to_numpy()
+                n = len(values)
+                while start < n:
+                    s = int(values[start])
+                    end = start
+                    while end < n and values[end] == s:
+                        end += 1
+                    if current is not None and s != current:
+                        yield flush(current, parts)
+                        parts = []
+                    current = s
+                    parts.append(b.slice(start, end - start))
+                    start = end
+            if current is not None:
+                yield flush(current, parts)
+
+        written = grouped.mapInArrow(write, "shard long, rows long, skipped boolean").collect()
+    finally:
+        ordered.unpersist()
+    keep = {dataset.shard_path(table, r["shard"]).name for r in written}
+    if total == 0:  # an empty table is one empty shard, so the table and its schema exist
+        write_parquet_atomic(schema.empty_table(), dataset.shard_path(table, 0))
+        keep = {dataset.shard_path(table, 0).name}
+    for old in dataset.shards(table):
+        if old.name not in keep:
+            old.unlink()
+    return {"rows": total, "shards": len(keep), "skipped_shards": sum(1 for r in written if r["skipped"])}

@@ -1,0 +1,21 @@
+"""Errors a user can act on. The CLI prints their message without a traceback."""
+
+
+class CurateError(Exception):
+    """Base class for errors that carry a complete, user-facing message."""
+
+
+class InputFileError(CurateError):
+    """An input file is unreadable as a whole (corrupt, wrong schema, missing column)."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class SchemaError(CurateError):
+    """A batch or table does not match its schema in schemas/."""
+
+
+class DatasetError(CurateError):
+    """A dataset folder is missing, incomplete or inconsistent."""
