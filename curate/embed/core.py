@@ -1,0 +1,172 @@
+"""Embedding helpers over an open_clip :class:`~curate.models.ModelBundle`.
+
+Images are decoded and preprocessed in a thread pool one batch ahead of the model (Pillow's
+JPEG decoder and resizer release the GIL), so a GPU does not wait on JPEG decoding. Outputs
+are float32, L2-normalised, one row per input, in input order.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from curate.errors import CurateError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+
+
+class ImageDecodeError(CurateError):
+    """An image could not be decoded; ``error_class`` says how."""
+
+    def __init__(self, where: str, error_class: str, message: str):
+        self.where, self.error_class = where, error_class
+        super().__init__(f"{where}: {error_class}: {message}")
+
+
+def default_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def open_image(item: Any, where: str = ""):
+    """A fully decoded RGB PIL image from a PIL image, a path or encoded bytes.
+
+    Raises ImageDecodeError (``decode_error`` / ``truncated`` / ``too_large``).
+    """
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return item.convert("RGB") if item.mode != "RGB" else item
+    where = where or (str(item) if isinstance(item, (str, os.PathLike)) else "<bytes>")
+    try:
+        src = io.BytesIO(item) if isinstance(item, (bytes, bytearray, memoryview)) else item
+        with Image.open(src) as im:
+            im.load()
+            return im.convert("RGB")
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(where, "too_large", str(e)) from e
+    except OSError as e:
+        cls = "truncated" if "truncated" in str(e).lower() else "decode_error"
+        raise ImageDecodeError(where, cls, str(e) or type(e).__name__) from e
+    except (ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
+        raise ImageDecodeError(where, "decode_error", str(e) or type(e).__name__) from e
+
+
+def prepared_batches(items: Sequence[Any], prepare: Callable[[Any], Any], batch_size: int,
+                     threads: int | None = None) -> Iterator[tuple[int, list]]:
+    """Yield ``(start, [prepare(item) or exception, ...])`` per batch, preparing the next
+    batch in a thread pool while the caller works on the current one."""
+    threads = threads or default_threads()
+
+    def safe(item):
+        try:
+            return prepare(item)
+        except Exception as e:  # reported per item, never drops it
+            return e
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        starts = list(range(0, len(items), batch_size))
+        pending = None
+        for i, start in enumerate(starts):
+            if pending is None:
+                pending = [pool.submit(safe, x) for x in items[start:start + batch_size]]
+            nxt = None
+            if i + 1 < len(starts):
+                s2 = starts[i + 1]
+                nxt = [pool.submit(safe, x) for x in items[s2:s2 + batch_size]]
+            yield start, [f.result() for f in pending]
+            pending = nxt
+
+
+def _to_device(tensor, bundle):
+    import torch
+
+    if bundle.device.startswith("cuda"):
+        return tensor.pin_memory().to(bundle.device, non_blocking=True)
+    return tensor.to(bundle.device) if bundle.device != "cpu" else tensor
+
+
+def encode_image_tensor(bundle, pixels) -> np.ndarray:
+    """[n,3,H,W] preprocessed pixels -> [n,d] float32 L2-normalised image embeddings."""
+    import torch
+
+    with torch.inference_mode(), bundle.autocast():
+        x = _to_device(pixels, bundle)
+        if bundle.precision in ("bf16", "fp16"):
+            x = x.to(next(bundle.model.parameters()).dtype)
+        f = bundle.model.encode_image(x).float()
+        f = torch.nn.functional.normalize(f, dim=-1)
+    return f.cpu().numpy().astype(np.float32, copy=False)
+
+
+def encode_text_tokens(bundle, tokens) -> np.ndarray:
+    """[n,L] token ids -> [n,d] float32 L2-normalised text embeddings."""
+    import torch
+
+    with torch.inference_mode(), bundle.autocast():
+        f = bundle.model.encode_text(_to_device(tokens, bundle)).float()
+        f = torch.nn.functional.normalize(f, dim=-1)
+    return f.cpu().numpy().astype(np.float32, copy=False)
+
+
+def embed_texts(bundle, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+    """Float32 L2-normalised text embeddings, one row per text (``None`` counts as empty)."""
+    out = np.zeros((len(texts), bundle.embed_dim), np.float32)
+    for start in range(0, len(texts), batch_size):
+        chunk = ["" if t is None else str(t) for t in texts[start:start + batch_size]]
+        out[start:start + len(chunk)] = encode_text_tokens(bundle, bundle.tokenizer(chunk))
+    return out
+
+
+def embed_images(bundle, images: Sequence[Any], batch_size: int = 256, threads: int | None = None) -> np.ndarray:
+    """Float32 L2-normalised image embeddings of PIL images, paths or encoded bytes, in order.
+
+    An image that cannot be decoded raises ImageDecodeError naming it (use the embed job,
+    which records failures instead, for web data).
+    """
+    import torch
+
+    images = list(images)
+    out = np.zeros((len(images), bundle.embed_dim), np.float32)
+
+    def prepare(item):
+        return bundle.preprocess(open_image(item))
+
+    for start, prepared in prepared_batches(images, prepare, batch_size, threads):
+        for p in prepared:
+            if isinstance(p, Exception):
+                raise p
+        out[start:start + len(prepared)] = encode_image_tensor(bundle, torch.stack(prepared))
+    return out
+
+
+def list_image_folder(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """``folder/<label>/*.<image>`` -> (sorted paths, labels); images directly in ``folder``
+    get the label ``""``."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise CurateError(f"image folder {root} does not exist")
+    paths, labels = [], []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            rel = p.relative_to(root)
+            paths.append(str(p))
+            labels.append(rel.parts[0] if len(rel.parts) > 1 else "")
+    if not paths:
+        raise CurateError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    return paths, labels
+
+
+def embed_image_folder(folder: str | os.PathLike, bundle, batch_size: int = 256,
+                       threads: int | None = None) -> tuple[list[str], list[str], np.ndarray]:
+    """Embed a labelled image folder such as ``cifar10_test/<class>/*.jpg``.
+
+    Returns (paths, labels, embeddings): sorted paths, each image's class folder name, and
+    float32 L2-normalised embeddings in the same order.
+    """
+    paths, labels = list_image_folder(folder)
+    return paths, labels, embed_images(bundle, paths, batch_size=batch_size, threads=threads)
