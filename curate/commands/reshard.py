@@ -1,0 +1,40 @@
+"""``curate reshard``: a subset as WebDataset training shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("reshard")
+    def reshard_cmd(
+        dataset: Path = typer.Argument(..., help="Dataset folder (holds downloads/ and images/*.tar)."),
+        subset: Optional[str] = typer.Option(None, "--subset", "-s", help="Subset name (DATASET/subsets/NAME)."),
+        subset_file: Optional[Path] = typer.Option(
+            None, "--subset-file", help="Any subset file instead: folder, uids.parquet or DataComp .npy."),
+        output: Optional[Path] = typer.Option(
+            None, "--output", "-o", help="Output folder (default DATASET/webdataset/<subset>)."),
+        shard_size: int = typer.Option(10_000, "--shard-size", help="Samples per output shard."),
+        shuffle: bool = typer.Option(False, "--shuffle/--no-shuffle",
+                                     help="Shuffle source-shard order and samples within each shard."),
+        seed: int = typer.Option(0, "--seed", help="Shuffle seed."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different reshard in --output."),
+        engine: str = EngineOpt,
+        master: Optional[str] = MasterOpt,
+        conf: list[str] = ConfOpt,
+    ) -> None:
+        """Write a subset's samples (repeats as uid-0, uid-1, ...) as WebDataset tars with meta.json."""
+        from curate.reshard import reshard
+
+        executor = open_executor(engine, master, conf, "curate-reshard")
+        meta = reshard(dataset, subset, output, subset_file=subset_file, shard_size=shard_size,
+                       shuffle=shuffle, seed=seed, overwrite=overwrite, executor=executor)
+        c = meta["counts"]
+        missing = ", ".join(f"{k}={v}" for k, v in c["not_written"].items()) or "none"
+        typer.echo(f"reshard: {c['written']} of {c['subset_rows']} subset rows written to "
+                   f"{meta['output_shard_count']} shards in {meta['output_dir']} (not written: {missing})")

@@ -1,0 +1,26 @@
+"""Subset -> WebDataset training shards (DataComp resharder semantics).
+
+``reshard(dataset, subset, output)`` plans on the driver (subset uid counts joined with the
+``downloads`` table), then writes each output shard in its own task (Spark or local) with
+the webdataset library's ``TarWriter``. See docs/reshard.md.
+"""
+
+from curate.reshard.job import (
+    OUTPUT_SHARD_FORMAT,
+    ReshardPlan,
+    plan_reshard,
+    read_meta,
+    reshard,
+    shard_urls,
+    write_shard_task,
+)
+
+__all__ = [
+    "OUTPUT_SHARD_FORMAT",
+    "ReshardPlan",
+    "plan_reshard",
+    "read_meta",
+    "reshard",
+    "shard_urls",
+    "write_shard_task",
+]

@@ -1,0 +1,395 @@
+"""Reshard: a subset's samples, read from the download shards, written as training tars.
+
+Semantics follow DataComp's resharder: a uid that appears k times in the subset is written
+k times, keyed ``<uid>-0`` ... ``<uid>-(k-1)`` (every sample gets the ``-j`` suffix), shards
+hold ``shard_size`` samples (default 10,000), and ``meta.json`` carries
+``output_shard_count`` / ``output_shard_format`` so DataComp's and curate's trainers find
+the shards. Unlike DataComp, output shards are planned on the driver, so shard contents
+and names are deterministic, every shard is one independent, resumable task, and every
+subset row ends written or listed in ``_missing.parquet`` with a reason.
+
+Output folder::
+
+    00000000.tar ...          samples (members <uid>-<j>.jpg/.txt/.json, as downloaded)
+    00000000_stats.json ...   per shard: samples written, bytes, missing by reason (written last)
+    sizes.json                {shard file: samples}: open_clip_train reads it for dataset size
+    sample_ids.npy            the subset as DataComp u8,u8 uids (with repeats)
+    _missing.parquet          uid, copies, reason for subset rows not written
+    meta.json                 parameters, counts, shard list, code version, timings (written last)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import tarfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.errors import DatasetError
+from curate.manifest import RunManifest, code_version, stable_hash
+from curate.subset import read_subset, read_subset_manifest, subset_dir
+from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
+from curate.uid import uids_to_datacomp
+
+OUTPUT_SHARD_FORMAT = "{:08d}.tar"
+STATS_FORMAT = "{:08d}_stats.json"
+
+# Reasons a subset row is not written.
+NOT_IN_DOWNLOADS = "not_in_downloads"
+DOWNLOAD_FAILED = "download_failed"
+NO_IMAGE_SHARD = "no_image_shard"
+SOURCE_UNREADABLE = "source_shard_unreadable"
+MISSING_IN_SHARD = "missing_in_shard"
+NO_IMAGE_MEMBER = "no_image_member"
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+@dataclass
+class ReshardPlan:
+    """What goes where: one task per output shard, plus the rows dropped before any reading."""
+
+    tasks: list[dict]
+    subset_rows: int
+    distinct_uids: int
+    planned: int
+    dropped: dict[str, int]  # reason -> rows (with multiplicity)
+    dropped_table: pa.Table  # uid, copies, reason
+    plan_hash: str
+    sources: int
+    extra: dict = field(default_factory=dict)
+
+
+def _split_member(name: str) -> tuple[str, str] | None:
+    """webdataset's key/extension split: key = path up to the first dot of the basename."""
+    slash = name.rfind("/")
+    dot = name.find(".", slash + 1)
+    if dot < 0:
+        return None
+    return name[:dot], name[dot + 1:].lower()
+
+
+def plan_reshard(dataset: Dataset, uids: list[str] | pa.Array, shard_size: int = 10_000,
+                 shuffle: bool = False, seed: int = 0, output: str | os.PathLike | None = None) -> ReshardPlan:
+    """Join the subset's uid counts with ``downloads`` and cut the result into output shards.
+
+    Order without shuffle: by source shard, then key (each output task streams a run of
+    source shards). With shuffle: source shards in a seeded random order, and each task
+    shuffles its shard's samples with a seed derived from ``seed`` and the shard index.
+    """
+    if shard_size < 1:
+        raise DatasetError(f"shard size must be >= 1, got {shard_size}")
+    arr = uids if isinstance(uids, (pa.Array, pa.ChunkedArray)) else pa.array(list(uids), pa.string())
+    subset_rows = len(arr)
+    counts = pa.table({"uid": arr}).group_by("uid").aggregate([("uid", "count")]).rename_columns(["uid", "copies"])
+    if not dataset.has_table("downloads"):
+        raise DatasetError(f"{dataset.root}: no downloads table; run `curate download` first")
+    downloads = dataset.read("downloads", columns=["uid", "status", "shard", "key"])
+    dup = downloads.group_by("uid").aggregate([("uid", "count")])
+    dup = dup.filter(pc.greater(dup["uid_count"], 1))
+    if dup.num_rows:
+        raise DatasetError(f"{dataset.table_dir('downloads')}: uid {dup['uid'][0].as_py()} has "
+                           f"{dup['uid_count'][0].as_py()} rows; downloads must have one row per uid")
+    joined = counts.join(downloads, "uid", join_type="left outer").sort_by("uid")
+
+    status = joined["status"]
+    reason = pc.if_else(pc.is_null(status), NOT_IN_DOWNLOADS,
+                        pc.if_else(pc.not_equal(status, "success"), DOWNLOAD_FAILED,
+                                   pc.if_else(pc.or_(pc.is_null(joined["shard"]), pc.is_null(joined["key"])),
+                                              NO_IMAGE_SHARD, "ok")))
+    ok_mask = pc.equal(reason, "ok")
+    dropped = joined.filter(pc.invert(ok_mask))
+    dropped_table = pa.table({"uid": dropped["uid"], "copies": dropped["copies"].cast(pa.int64()),
+                              "reason": reason.filter(pc.invert(ok_mask))})
+    dropped_counts: Counter = Counter()
+    for r, c in zip(dropped_table["reason"].to_pylist(), dropped_table["copies"].to_pylist()):
+        dropped_counts[r] += c
+
+    good = joined.filter(ok_mask)
+    shard_names = sorted(set(good["shard"].to_pylist()))
+    if shuffle:
+        order = list(range(len(shard_names)))
+        random.Random(seed).shuffle(order)
+        rank = {name: order[i] for i, name in enumerate(shard_names)}
+    else:
+        rank = {name: i for i, name in enumerate(shard_names)}
+    shard_rank = pa.array([rank[s] for s in good["shard"].to_pylist()], pa.int64())
+    good = good.append_column("shard_rank", shard_rank).sort_by([("shard_rank", "ascending"), ("key", "ascending")])
+
+    copies = good["copies"].to_numpy().astype(np.int64)
+    rows = np.repeat(np.arange(good.num_rows), copies)
+    starts = np.repeat(np.cumsum(copies) - copies, copies)
+    j = np.arange(len(rows)) - starts
+    planned = int(len(rows))
+    g_uid = good["uid"].to_pylist()
+    g_shard = good["shard"].to_pylist()
+    g_key = good["key"].to_pylist()
+
+    root = dataset.root
+    tasks = []
+    out = Path(output) if output is not None else None
+    for index, begin in enumerate(range(0, planned, shard_size)):
+        sources: list[dict] = []
+        for pos in range(begin, min(begin + shard_size, planned)):
+            r = int(rows[pos])
+            if not sources or sources[-1]["rel"] != g_shard[r]:
+                sources.append({"rel": g_shard[r], "path": str(root / g_shard[r]), "items": []})
+            sources[-1]["items"].append([g_key[r], g_uid[r], int(j[pos])])
+        tasks.append({
+            "index": index,
+            "output": str(out) if out is not None else None,
+            "sources": sources,
+            "shuffle_seed": (seed * 1_000_003 + index) if shuffle else None,
+        })
+    plan_hash = stable_hash({"tasks": [[t["index"], t["sources"], t["shuffle_seed"]] for t in tasks]})
+    return ReshardPlan(tasks=tasks, subset_rows=subset_rows, distinct_uids=counts.num_rows, planned=planned,
+                       dropped=dict(dropped_counts), dropped_table=dropped_table, plan_hash=plan_hash,
+                       sources=len(shard_names))
+
+
+def _read_members(path: str, wanted: set[str]) -> tuple[dict[str, dict[str, bytes]], str | None]:
+    """Members of ``wanted`` keys in one tar, streamed once; (samples, error or None)."""
+    found: dict[str, dict[str, bytes]] = {}
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                if not m.isfile():
+                    continue
+                split = _split_member(m.name)
+                if split is None or split[0] not in wanted:
+                    continue
+                f = tf.extractfile(m)
+                if f is not None:
+                    found.setdefault(split[0], {})[split[1]] = f.read()
+    except (OSError, tarfile.TarError, EOFError) as e:
+        return found, f"{path}: {e}"
+    return found, None
+
+
+def write_shard_task(task: dict) -> dict:
+    """Write output shard ``task['index']`` (tar, then its stats file last). Skips a finished shard."""
+    out = Path(task["output"])
+    index = task["index"]
+    tar_path = out / OUTPUT_SHARD_FORMAT.format(index)
+    stats_path = out / STATS_FORMAT.format(index)
+    if stats_path.exists() and tar_path.exists():
+        stats = json.loads(stats_path.read_text())
+        if stats.get("plan_hash") == task.get("plan_hash"):
+            stats["skipped"] = True
+            return stats
+    t0 = time.perf_counter()
+    samples: list[dict] = []
+    missing: list[list] = []  # [uid, reason]
+    errors: list[str] = []
+    for src in task["sources"]:
+        wanted = {item[0] for item in src["items"]}
+        found, err = _read_members(src["path"], wanted)
+        if err:
+            errors.append(err)
+        for key, uid, j in src["items"]:
+            members = found.get(key)
+            if members is None:
+                missing.append([uid, SOURCE_UNREADABLE if err else MISSING_IN_SHARD])
+                continue
+            if not any(e in members for e in IMAGE_EXTS):
+                missing.append([uid, NO_IMAGE_MEMBER])
+                continue
+            sample = {"__key__": f"{uid}-{j}"}
+            for ext, data in members.items():
+                if ext == "json":
+                    try:
+                        meta = json.loads(data)
+                    except ValueError:
+                        meta = {}
+                    if not isinstance(meta, dict):
+                        meta = {}
+                    meta.update(uid=uid, source_shard=src["rel"], source_key=key)
+                    data = json.dumps(meta, sort_keys=True).encode()
+                sample[ext] = data
+            if "json" not in sample:
+                sample["json"] = json.dumps({"uid": uid, "source_shard": src["rel"], "source_key": key},
+                                            sort_keys=True).encode()
+            samples.append(sample)
+    if task.get("shuffle_seed") is not None:
+        random.Random(task["shuffle_seed"]).shuffle(samples)
+
+    import webdataset as wds
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{tar_path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            # Fixed mtime/owner: same plan, same bytes.
+            writer = wds.TarWriter(f, encoder=False, mtime=0.0, user="curate", group="curate")
+            for s in samples:
+                writer.write(s)
+            writer.close()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, tar_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    reasons = Counter(r for _, r in missing)
+    stats = {
+        "shard": tar_path.name,
+        "index": index,
+        "successes": len(samples),  # DataComp's field name for a shard's sample count
+        "planned": sum(len(s["items"]) for s in task["sources"]),
+        "missing": dict(sorted(reasons.items())),
+        "missing_uids": missing,
+        "bytes": tar_path.stat().st_size,
+        "sources": [s["rel"] for s in task["sources"]],
+        "errors": errors,
+        "seconds": round(time.perf_counter() - t0, 4),
+        "plan_hash": task.get("plan_hash"),
+    }
+    atomic_write_bytes(stats_path, (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
+    stats["skipped"] = False
+    return stats
+
+
+def _clear_output(out: Path) -> None:
+    for p in out.iterdir():
+        if p.is_file() and (p.suffix in (".tar", ".json", ".npy", ".parquet") or p.name.endswith(".tmp")):
+            p.unlink()
+
+
+def reshard(dataset: Dataset | str | os.PathLike, subset: str | None = None, output: str | os.PathLike | None = None,
+            *, subset_file: str | os.PathLike | None = None, shard_size: int = 10_000, shuffle: bool = False,
+            seed: int = 0, overwrite: bool = False, executor=None) -> dict:
+    """Write the subset's samples as WebDataset shards; returns the ``meta.json`` content.
+
+    ``subset`` names ``DATASET/subsets/<subset>``; ``subset_file`` is any subset path
+    (folder, uids.parquet, DataComp .npy). Output defaults to ``DATASET/webdataset/<subset>``.
+    Re-running with the same plan resumes (finished shards are skipped); a different plan in
+    a non-empty folder needs ``overwrite=True``.
+    """
+    ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    if subset is None and subset_file is None:
+        raise DatasetError("reshard needs a subset name or a subset file")
+    name = subset or Path(subset_file).stem
+    params = {"subset": subset, "subset_file": str(subset_file) if subset_file else None,
+              "shard_size": shard_size, "shuffle": shuffle, "seed": seed}
+    manifest = RunManifest("reshard", params)
+    with manifest.stage("plan"):
+        uids = read_subset(subset_file) if subset_file is not None else read_subset(ds, subset)
+        out = Path(output) if output is not None else ds.root / "webdataset" / name
+        plan = plan_reshard(ds, uids, shard_size=shard_size, shuffle=shuffle, seed=seed, output=out)
+    meta_path = out / "meta.json"
+    if out.exists() and any(out.iterdir()):
+        old = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        resumable = any(out.glob("*_stats.json")) and not meta_path.exists()
+        if overwrite:
+            _clear_output(out)
+        elif resumable:  # an interrupted run: keep finished shards of this plan, drop extra ones
+            for p in list(out.glob("*.tar")) + list(out.glob("*_stats.json")):
+                stem = p.name.split("_")[0].split(".")[0]
+                if stem.isdigit() and int(stem) >= len(plan.tasks):
+                    p.unlink()
+        elif old is not None and old.get("plan_hash") == plan.plan_hash:
+            return old  # already complete with this exact plan
+        elif not resumable:
+            raise DatasetError(f"{out} is not empty and holds a different reshard; pass --overwrite "
+                               f"to replace it or choose another --output")
+    out.mkdir(parents=True, exist_ok=True)
+    for t in plan.tasks:
+        t["plan_hash"] = plan.plan_hash
+
+    if executor is None:
+        from curate.engine import LocalExecutor
+
+        executor = LocalExecutor()
+    with manifest.stage("write"):
+        results = executor.map_tasks(plan.tasks, write_shard_task, description="reshard")
+
+    with manifest.stage("finish"):
+        missing_rows: Counter = Counter()
+        task_missing: Counter = Counter()
+        for r in results:
+            for uid, reason in r["missing_uids"]:
+                missing_rows[(uid, reason)] += 1
+                task_missing[reason] += 1
+        late = pa.table({"uid": pa.array([k[0] for k in missing_rows], pa.string()),
+                         "copies": pa.array(list(missing_rows.values()), pa.int64()),
+                         "reason": pa.array([k[1] for k in missing_rows], pa.string())})
+        missing_table = pa.concat_tables([plan.dropped_table, late]).sort_by([("uid", "ascending"), ("reason", "ascending")])
+        write_parquet_atomic(load_schema("reshard_missing").conform(missing_table), out / "_missing.parquet")
+        buf = io.BytesIO()
+        np.save(buf, uids_to_datacomp(sorted(uids)))
+        atomic_write_bytes(out / "sample_ids.npy", buf.getvalue())
+        sizes = {r["shard"]: r["successes"] for r in results}
+        atomic_write_bytes(out / "sizes.json", (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
+        written = sum(sizes.values())
+        not_written = Counter(plan.dropped) + task_missing
+        if written + sum(not_written.values()) != plan.subset_rows:  # bookkeeping invariant
+            raise DatasetError(f"reshard accounting mismatch: {written} written + {sum(not_written.values())} "
+                               f"not written != {plan.subset_rows} subset rows")
+    sub_manifest = read_subset_manifest(ds, subset) if subset else {}
+    meta = {
+        "dataset": str(ds.root),
+        "subset": subset,
+        "subset_path": str(subset_file) if subset_file else str(subset_dir(ds, subset)),
+        "subset_manifest": sub_manifest,
+        "output_dir": str(out),
+        "output_shard_format": OUTPUT_SHARD_FORMAT,
+        "output_shard_count": len(plan.tasks),
+        "shard_size": shard_size,
+        "shuffle": shuffle,
+        "seed": seed,
+        "plan_hash": plan.plan_hash,
+        "counts": {
+            "subset_rows": plan.subset_rows,
+            "distinct_uids": plan.distinct_uids,
+            "written": written,
+            "not_written": dict(sorted(not_written.items())),
+            "source_shards": plan.sources,
+            "resumed_shards": sum(1 for r in results if r.get("skipped")),
+        },
+        "bytes": sum(r["bytes"] for r in results),
+        "errors": [e for r in results for e in r["errors"]],
+        "code": code_version(),
+        "timings_s": manifest["timings_s"],
+    }
+    atomic_write_bytes(meta_path, (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode())
+    manifest["counts"] = meta["counts"]
+    manifest["outputs"] = {"dir": str(out), "shards": len(plan.tasks)}
+    manifest.write(ds, f"reshard-{name}")
+    return meta
+
+
+def read_meta(folder: str | os.PathLike) -> dict:
+    p = Path(folder) / "meta.json"
+    if not p.exists():
+        raise DatasetError(f"{folder}: no meta.json (not a finished reshard output)")
+    return json.loads(p.read_text())
+
+
+def shard_urls(folder: str | os.PathLike) -> tuple[list[str], int]:
+    """Shard paths of a reshard output (or any folder of .tar files) and their sample total."""
+    folder = Path(folder)
+    sizes_path = folder / "sizes.json"
+    if (folder / "meta.json").exists():
+        meta = read_meta(folder)
+        fmt, n = meta["output_shard_format"], int(meta["output_shard_count"])
+        names = [fmt.format(i) for i in range(n)]
+    else:
+        names = sorted(p.name for p in folder.glob("*.tar"))
+    if not names:
+        raise DatasetError(f"{folder}: no .tar shards")
+    total = 0
+    if sizes_path.exists():
+        sizes = json.loads(sizes_path.read_text())
+        total = sum(int(sizes.get(n, 0)) for n in names)
+    return [str(folder / n) for n in names], total
+
