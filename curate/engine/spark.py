@@ -207,6 +207,7 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
         names = schema.names
 
         def number(batches):
+            import pyarrow.compute as pc
             from pyspark import TaskContext
 
             pid = TaskContext.get().partitionId()
@@ -214,7 +215,7 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
             for b in batches:
                 idx = pa.array(range(pos, pos + b.num_rows), pa.int64())
                 pos += b.num_rows
-                shard = pa.compute.divide(idx, pa.scalar(rows_per_shard, pa.int64()))
+                shard = pc.divide(idx, pa.scalar(rows_per_shard, pa.int64()))
                 yield b.append_column("_shard", shard).append_column("_pos", idx)
 
         numbered_schema = to_spark_schema(schema).add("_shard", "long", False).add("_pos", "long", False)
@@ -267,3 +268,55 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
         if old.name not in keep:
             old.unlink()
     return {"rows": total, "shards": len(keep), "skipped_shards": sum(1 for r in written if r["skipped"])}
+
+
+# ---------------------------------------------------------------- small frame helpers
+# Callers outside this module treat DataFrames as opaque handles and use these.
+def persist(df):
+    from pyspark import StorageLevel
+
+    return df.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def unpersist(df) -> None:
+    df.unpersist()
+
+
+def where(df, condition_sql: str):
+    """Rows matching a Spark SQL condition."""
+    return df.where(condition_sql)
+
+
+def select_columns(df, names: list[str]):
+    return df.select(*names)
+
+
+def group_counts(df, columns: list[str]) -> list[dict]:
+    """Row counts per distinct value combination of ``columns`` (small results only)."""
+    return [r.asDict() for r in df.groupBy(*columns).count().collect()]
+
+
+def mark_first(df, partition_by: list[str], order_by: list[str], id_column: str,
+               is_first: str = "_is_first", first_id: str = "_first_id"):
+    """Add ``is_first`` (row is the first of its group in ``order_by`` order) and ``first_id``
+    (``id_column`` of that first row). Deterministic when ``order_by`` is unique per group."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy(*partition_by).orderBy(*order_by)
+    wall = w.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    return (df.withColumn("_rn", F.row_number().over(w))
+              .withColumn(first_id, F.first(id_column).over(wall))
+              .withColumn(is_first, F.col("_rn") == 1)
+              .drop("_rn"))
+
+
+def with_column_sql(df, name: str, expression_sql: str):
+    from pyspark.sql import functions as F
+
+    return df.withColumn(name, F.expr(expression_sql))
+
+
+def union(a, b):
+    """Rows of both frames (same column names)."""
+    return a.unionByName(b)

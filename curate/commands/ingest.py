@@ -1,0 +1,62 @@
+"""`curate ingest`: read pools into the uid-keyed samples table."""
+
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+from curate.commands._common import ConfOpt, MasterOpt, parse_conf
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("ingest")
+    def ingest(
+        inputs: List[str] = typer.Argument(..., help="Input files or folders (Parquet, CSV, TSV, JSONL, COCO JSON, "
+                                                     "WebDataset tars, img2dataset output, image folders)."),
+        output: str = typer.Option(..., "--output", "-o", help="Dataset folder to write (samples, rejects, duplicates)."),
+        fmt: Optional[str] = typer.Option(None, "--format", help="Force a format: parquet, datacomp, csv, tsv, jsonl, "
+                                                                 "coco, webdataset, img2dataset, imagefolder. Default: by extension/content."),
+        url_col: Optional[str] = typer.Option(None, "--url-col", help="Column holding the image URL (headerless CSV/TSV: its 0-based index)."),
+        text_col: Optional[str] = typer.Option(None, "--text-col", help="Column holding the caption."),
+        uid_col: Optional[str] = typer.Option(None, "--uid-col", help="Column holding an existing 128-bit hex uid (DataComp: uid)."),
+        width_col: Optional[str] = typer.Option(None, "--width-col", help="Column holding the original image width."),
+        height_col: Optional[str] = typer.Option(None, "--height-col", help="Column holding the original image height."),
+        image_col: Optional[str] = typer.Option(None, "--image-col", help="Image folders: captions-file column naming the image file."),
+        captions: Optional[str] = typer.Option(None, "--captions", help="Image folders: captions file (CSV/TSV/JSONL); default captions.* inside the folder, else name.txt sidecars."),
+        header: str = typer.Option("auto", "--header", help="CSV/TSV header line: yes, no, or auto (no header when the first row holds a URL)."),
+        rows_per_shard: int = typer.Option(500_000, "--rows-per-shard", help="Rows per output Parquet shard."),
+        max_text_chars: int = typer.Option(100_000, "--max-text-chars", help="Longer captions are rejected (text_too_long)."),
+        master: Optional[str] = MasterOpt,
+        conf: List[str] = ConfOpt,
+    ):
+        """Read pools into DATASET/samples (uid-keyed, deduplicated), with rejects and duplicates beside it.
+
+        Every input row ends in exactly one of samples, duplicates or rejects; the counts and the
+        inputs' fingerprints are written to DATASET/_runs/ingest.json.
+        """
+        from curate.engine.spark import get_session, ui_url
+        from curate.ingest.job import IngestConfig, run_ingest
+        from curate.ingest.stage import IngestRules
+        from curate.progress import info
+        from curate.readers import ColumnMap, ReaderOptions
+
+        if header not in ("auto", "yes", "no"):
+            raise typer.BadParameter("--header must be yes, no or auto")
+        cfg = IngestConfig(
+            inputs=list(inputs), output=output, format=fmt,
+            options=ReaderOptions(columns=ColumnMap(url=url_col, text=text_col, uid=uid_col, width=width_col,
+                                                    height=height_col, image=image_col),
+                                  header=header, captions=captions),
+            rules=IngestRules(max_text_chars=max_text_chars),
+            rows_per_shard=rows_per_shard,
+        )
+        spark = get_session(master=master, conf=parse_conf(conf), app_name="curate-ingest")
+        info(f"Spark UI: {ui_url(spark)}")
+        result = run_ingest(spark, cfg)
+        c = result["counts"]
+        info(f"ingest: {c['input_rows']} rows in -> {c['kept']} samples, {c['duplicates']} duplicates, "
+             f"{c['rejects']} rejects ({result['timings_s']['total']:.1f} s)")
+        if c["reject_reasons"]:
+            info("reject reasons: " + json.dumps(c["reject_reasons"]))

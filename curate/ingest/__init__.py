@@ -1,0 +1,1 @@
+"""Ingest: read any supported pool into the uid-keyed ``samples`` table (+ ``rejects``, ``duplicates``)."""

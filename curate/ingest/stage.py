@@ -1,0 +1,133 @@
+"""The per-batch ingest stage: validate and normalise raw rows, assign uids.
+
+Plain functions over Arrow batches; no Spark here. ``prepare_batch`` turns a reader's raw
+batch into a "staged" batch where every row is either a sample or a reject with a reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.readers import RAW_SCHEMA, ReaderOptions, read_file_raw
+from curate.text import normalize_text
+from curate.uid import derive_uids
+
+STAGED_SCHEMA = pa.schema([
+    pa.field("kind", pa.string(), nullable=False),  # sample | reject
+    pa.field("uid", pa.string()),
+    pa.field("url", pa.string()),
+    pa.field("text", pa.string()),
+    pa.field("source_file", pa.string(), nullable=False),
+    pa.field("source_row", pa.int64(), nullable=False),
+    pa.field("original_width", pa.int32()),
+    pa.field("original_height", pa.int32()),
+    pa.field("extra", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("detail", pa.string()),
+    pa.field("raw", pa.string()),
+    pa.field("file_index", pa.int32(), nullable=False),
+])
+
+
+@dataclass(frozen=True)
+class IngestRules:
+    max_text_chars: int = 100_000
+    max_url_chars: int = 4096
+    max_size: int = 1 << 20  # a stated width/height above this is not a real image size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mark(reason, detail, cond, code, message):
+    """Set reason/detail where ``cond`` holds and no earlier reason was set."""
+    cond = pc.fill_null(cond, False)
+    new = pc.and_(cond, pc.is_null(reason))
+    if not pc.any(new).as_py():
+        return reason, detail
+    return pc.if_else(new, code, reason), pc.if_else(new, message, detail)
+
+
+def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
+                  rules: IngestRules = IngestRules()) -> tuple[pa.RecordBatch, Counter]:
+    """Raw reader rows -> staged rows (samples or rejects) and counts by outcome."""
+    n = raw.num_rows
+    reason = raw.column("reason")
+    detail = raw.column("detail")
+    url = pc.utf8_trim_whitespace(raw.column("url"))
+    text_in = raw.column("text")
+    reason, detail = _mark(reason, detail, pc.or_kleene(pc.is_null(url), pc.equal(pc.utf8_length(url), 0)),
+                           "empty_url", "url is empty or missing")
+    reason, detail = _mark(reason, detail, pc.greater(pc.utf8_length(url), rules.max_url_chars),
+                           "url_too_long", f"url longer than {rules.max_url_chars} characters")
+    reason, detail = _mark(reason, detail, pc.is_null(text_in), "missing_text", "caption is missing (null)")
+    reason, detail = _mark(reason, detail, pc.greater(pc.utf8_length(pc.fill_null(text_in, "")), rules.max_text_chars),
+                           "text_too_long", f"caption longer than {rules.max_text_chars} characters")
+    given_uid = raw.column("uid")
+    has_uid = pc.is_valid(given_uid)
+    uid_norm = pc.utf8_lower(pc.utf8_trim_whitespace(given_uid))
+    uid_ok = pc.match_substring_regex(uid_norm, r"^[0-9a-f]{32}$")
+    reason, detail = _mark(reason, detail, pc.and_(has_uid, pc.invert(pc.fill_null(uid_ok, False))),
+                           "invalid_uid", "uid is not 32 hex characters")
+    w, h = raw.column("original_width"), raw.column("original_height")
+    bad_size = pc.or_kleene(pc.or_kleene(pc.less_equal(w, 0), pc.less_equal(h, 0)),
+                            pc.or_kleene(pc.greater(w, rules.max_size), pc.greater(h, rules.max_size)))
+    reason, detail = _mark(reason, detail, bad_size, "invalid_size", "stated width/height is not a positive image size")
+
+    is_sample = pc.is_null(reason)
+    # Long captions are only normalised when kept; rejected ones keep their raw form.
+    text = normalize_text(pc.if_else(is_sample, text_in, pa.scalar(None, pa.string())))
+    derived = _derive(url, text, is_sample)
+    uid = pc.if_else(pc.and_(is_sample, has_uid), uid_norm, derived)
+    raw_col = raw.column("raw")
+    reject_raw = pc.if_else(pc.is_null(raw_col),
+                            pc.utf8_slice_codeunits(pc.fill_null(text_in, ""), 0, 2000), raw_col)
+    raw_out = pc.if_else(is_sample, pa.scalar(None, pa.string()), reject_raw)
+    # Rejects whose reason was decided here: show url + caption as the raw value.
+    kind = pc.if_else(is_sample, "sample", "reject")
+    staged = pa.RecordBatch.from_arrays([
+        kind,
+        pc.if_else(is_sample, uid, pa.scalar(None, pa.string())),
+        pc.if_else(is_sample, url, pa.scalar(None, pa.string())),
+        text,
+        pa.array([source_file] * n, pa.string()),
+        raw.column("source_row"),
+        pc.if_else(is_sample, w, pa.scalar(None, pa.int64())).cast(pa.int32()),
+        pc.if_else(is_sample, h, pa.scalar(None, pa.int64())).cast(pa.int32()),
+        pc.if_else(is_sample, raw.column("extra"), pa.scalar(None, pa.string())),
+        reason,
+        detail,
+        raw_out,
+        pa.array([file_index] * n, pa.int32()),
+    ], schema=STAGED_SCHEMA)
+    counts = Counter({"rows": n, "samples": pc.sum(is_sample.cast(pa.int64())).as_py() or 0})
+    counts["rejects"] = n - counts["samples"]
+    return staged, counts
+
+
+def _derive(url: pa.Array, text: pa.Array, mask: pa.Array) -> pa.Array:
+    idx = pc.indices_nonzero(mask)
+    if len(idx) == 0:
+        return pa.nulls(len(url), pa.string())
+    sub = derive_uids(pc.take(url, idx).to_pylist(), pc.take(text, idx).to_pylist())
+    out = [None] * len(url)
+    for i, u in zip(idx.to_pylist(), sub.to_pylist()):
+        out[i] = u
+    return pa.array(out, pa.string())
+
+
+def ingest_task_batches(task: dict) -> Iterator[pa.RecordBatch]:
+    """Staged batches for one ingest task (a file or a row-group slice of one)."""
+    options = ReaderOptions.from_dict(task["options"])
+    rules = IngestRules(**task.get("rules", {}))
+    slice_args = {}
+    if task.get("row_groups") is not None:
+        slice_args = {"row_groups": task["row_groups"], "first_row": task["first_row"]}
+    for raw in read_file_raw(task["path"], options, task["format"], **slice_args):
+        staged, _ = prepare_batch(raw, task["source"], task["file_index"], rules)
+        yield staged

@@ -1,0 +1,67 @@
+"""COCO-style caption files: {"images": [...], "annotations": [{"image_id", "caption"}...]}.
+
+One sample per caption annotation; url = the image's coco_url (else flickr_url), size from
+the image record. source_row is the annotation's index in the file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import pyarrow as pa
+
+from curate.errors import InputFileError
+from curate.readers.base import RawBuilder, ReaderOptions, as_int, extra_json, iter_flush
+
+
+def is_coco(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    h = head.lstrip()
+    return h.startswith(b"{") and b'"images"' in head or (h.startswith(b"{") and b'"info"' in head)
+
+
+def read_coco(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputFileError(path, f"not a readable COCO captions JSON file ({e})") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list) or not isinstance(doc.get("images"), list):
+        raise InputFileError(path, "expected a JSON object with 'images' and 'annotations' lists (COCO captions format)")
+    images = {}
+    for im in doc["images"]:
+        if isinstance(im, dict) and "id" in im:
+            images[im["id"]] = im
+    url_key = options.columns.url
+    out = RawBuilder(options.batch_size)
+    for i, ann in enumerate(doc["annotations"]):
+        if not isinstance(ann, dict):
+            out.reject(i, "malformed_record", f"annotation {i} is not an object", json.dumps(ann)[:2000])
+            continue
+        im = images.get(ann.get("image_id"))
+        if im is None:
+            out.reject(i, "malformed_record", f"annotation {i}: image_id {ann.get('image_id')!r} has no image record",
+                       json.dumps(ann, ensure_ascii=False))
+            continue
+        caption = ann.get("caption")
+        if caption is not None and not isinstance(caption, str):
+            out.reject(i, "wrong_type", f"annotation {i}: caption must be a string", json.dumps(ann, ensure_ascii=False))
+            continue
+        url = im.get(url_key) if url_key else (im.get("coco_url") or im.get("flickr_url") or im.get("url"))
+        w, okw = as_int(im.get("width"))
+        h, okh = as_int(im.get("height"))
+        if not (okw and okh):
+            out.reject(i, "wrong_type", f"annotation {i}: image width/height must be integers", json.dumps(im))
+            continue
+        extra = extra_json({"image_id": ann.get("image_id"), "annotation_id": ann.get("id"),
+                            "file_name": im.get("file_name"), "flickr_url": im.get("flickr_url"),
+                            "license": im.get("license")})
+        out.add(i, url=url if isinstance(url, str) else None, text=caption, width=w, height=h, extra=extra)
+        if out.full():
+            yield from iter_flush(out)
+    yield from iter_flush(out)

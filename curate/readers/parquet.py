@@ -1,0 +1,152 @@
+"""Parquet pools: generic url/caption tables, DataComp metadata, img2dataset's per-shard Parquet."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.errors import InputFileError
+from curate.readers.base import (HEIGHT_CANDIDATES, RAW_SCHEMA, TEXT_CANDIDATES, UID_CANDIDATES,
+                                 URL_CANDIDATES, WIDTH_CANDIDATES, ReaderOptions, clip_raw, extra_json,
+                                 pick)
+
+_STRINGISH = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+        raise InputFileError(path, f"not a readable Parquet file ({e})") from e
+
+
+def resolve_columns(path: str, schema: pa.Schema, options: ReaderOptions) -> dict[str, str | None]:
+    names = schema.names
+    cm = options.columns
+    cols = {
+        "url": pick(names, cm.url, URL_CANDIDATES),
+        "text": pick(names, cm.text, TEXT_CANDIDATES),
+        "uid": pick(names, cm.uid, UID_CANDIDATES),
+        "width": pick(names, cm.width, WIDTH_CANDIDATES),
+        "height": pick(names, cm.height, HEIGHT_CANDIDATES),
+    }
+    for role, flag in (("url", "--url-col"), ("text", "--text-col")):
+        if cols[role] is None:
+            asked = getattr(cm, role)
+            what = f"column {asked!r} not found" if asked else f"no {role} column found"
+            raise InputFileError(path, f"{what}; columns are {names}; map one with {flag}")
+    for role in ("url", "text", "uid"):
+        c = cols[role]
+        if c is not None and not any(f(schema.field(c).type) for f in _STRINGISH):
+            raise InputFileError(path, f"column {c!r} ({role}) has type {schema.field(c).type}, expected a string type")
+    for role in ("width", "height"):
+        c = cols[role]
+        if c is not None and not (pa.types.is_integer(schema.field(c).type) or pa.types.is_floating(schema.field(c).type)):
+            raise InputFileError(path, f"column {c!r} ({role}) has type {schema.field(c).type}, expected a number")
+    return cols
+
+
+def _to_string(arr: pa.Array, path: str, column: str, offsets: int):
+    """Binary -> string; returns (strings, mask of rows whose bytes are not UTF-8)."""
+    if pa.types.is_large_string(arr.type):
+        return arr.cast(pa.string()), None
+    if pa.types.is_string(arr.type):
+        return arr, None
+    try:
+        return arr.cast(pa.string()), None
+    except pa.ArrowInvalid:
+        values, bad = [], []
+        for v in arr.to_pylist():
+            if v is None:
+                values.append(None)
+                bad.append(False)
+                continue
+            try:
+                values.append(v.decode("utf-8"))
+                bad.append(False)
+            except UnicodeDecodeError:
+                values.append(None)
+                bad.append(True)
+        return pa.array(values, pa.string()), pa.array(bad, pa.bool_())
+
+
+def read_parquet(path: str, options: ReaderOptions, row_groups: list[int] | None = None,
+                 first_row: int = 0) -> Iterator[pa.RecordBatch]:
+    """Raw batches from ``path`` (optionally only ``row_groups``, whose first row is ``first_row``)."""
+    pf = open_parquet(path)
+    cols = resolve_columns(path, pf.schema_arrow, options)
+    used = {c for c in cols.values() if c is not None}
+    # pandas index columns are storage artefacts, not data
+    extras = [n for n in pf.schema_arrow.names if n not in used and not n.startswith("__index_level_")]
+    row = first_row
+    try:
+        batches = pf.iter_batches(batch_size=options.batch_size, row_groups=row_groups)
+        for b in batches:
+            yield _raw_from_batch(b, cols, extras, row, path)
+            row += b.num_rows
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+        raise InputFileError(path, f"corrupt Parquet data after row {row} ({e})") from e
+
+
+def _raw_from_batch(b: pa.RecordBatch, cols: dict, extras: list[str], row0: int, path: str) -> pa.RecordBatch:
+    n = b.num_rows
+    reason = pa.nulls(n, pa.string())
+    detail = pa.nulls(n, pa.string())
+    raw = pa.nulls(n, pa.string())
+
+    def col(role):
+        c = cols[role]
+        return b.column(c) if c is not None else pa.nulls(n, pa.string())
+
+    url, bad_url = _to_string(col("url"), path, cols["url"], row0)
+    text, bad_text = _to_string(col("text"), path, cols["text"], row0)
+    uid, bad_uid = (_to_string(col("uid"), path, cols["uid"], row0) if cols["uid"] else (pa.nulls(n, pa.string()), None))
+    for bad, name in ((bad_url, "url"), (bad_text, "text"), (bad_uid, "uid")):
+        if bad is not None and pc.any(bad).as_py():
+            reason = pc.if_else(pc.and_(bad, pc.is_null(reason)), "text_not_utf8", reason)
+            detail = pc.if_else(pc.and_(bad, pc.is_null(detail)), f"column {cols[name]!r} is not valid UTF-8", detail)
+            raws = pa.array([clip_raw(v) for v in b.column(cols[name]).to_pylist()], pa.string())
+            raw = pc.if_else(pc.and_(bad, pc.is_null(raw)), raws, raw)
+
+    def size(role):
+        c = cols[role]
+        if c is None:
+            return pa.nulls(n, pa.int64())
+        a = b.column(c)
+        if pa.types.is_floating(a.type):
+            ok = pc.or_(pc.is_null(a), pc.equal(pc.floor(a), a))
+            a = pc.if_else(ok, a, None)  # non-integral sizes -> unknown
+            a = pc.if_else(pc.is_nan(a), None, a) if len(a) else a
+            return pc.cast(a, pa.int64(), safe=False)
+        return a.cast(pa.int64())
+
+    if extras:
+        rows = b.select(extras).to_pylist()
+        extra = pa.array([extra_json(r) for r in rows], pa.string())
+    else:
+        extra = pa.nulls(n, pa.string())
+    source_row = pa.array(range(row0, row0 + n), pa.int64())
+    return pa.RecordBatch.from_arrays(
+        [source_row, url, text, uid, size("width"), size("height"), extra, reason, detail, raw], schema=RAW_SCHEMA)
+
+
+def plan_parquet(path: str, target_rows: int) -> list[dict]:
+    """Split a Parquet file into tasks of whole row groups, about ``target_rows`` each."""
+    pf = open_parquet(path)
+    md = pf.metadata
+    tasks, groups, first, rows, start = [], [], 0, 0, 0
+    for i in range(md.num_row_groups):
+        if not groups:
+            start = first
+        groups.append(i)
+        rows += md.row_group(i).num_rows
+        first += md.row_group(i).num_rows
+        if rows >= target_rows:
+            tasks.append({"row_groups": groups, "first_row": start, "rows": rows})
+            groups, rows = [], 0
+    if groups or not tasks:
+        tasks.append({"row_groups": groups or None, "first_row": start, "rows": rows})
+    return tasks

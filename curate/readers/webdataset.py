@@ -1,0 +1,135 @@
+"""WebDataset tars (and img2dataset's tar output): one sample per member group (same key).
+
+The caption comes from ``key.txt`` (else the json's caption/text), the url and sizes from
+``key.json``. Images are not read here; they are downloaded or resharded later. Members are
+only ever read, never extracted, and a member path that could escape a folder
+(absolute, or with ``..``) makes its sample a reject.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tarfile
+from typing import Iterator
+
+import pyarrow as pa
+
+from curate.errors import InputFileError
+from curate.readers.base import (HEIGHT_CANDIDATES, TEXT_CANDIDATES, UID_CANDIDATES, URL_CANDIDATES,
+                                 WIDTH_CANDIDATES, RawBuilder, ReaderOptions, as_int, extra_json, iter_flush,
+                                 pick)
+
+_TEXT_EXT = {"txt", "text", "caption"}
+_MAX_META = 10 << 20  # never load more than 10 MiB of a text/json member
+
+
+def unsafe_member(name: str) -> bool:
+    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+        return True
+    parts = posixpath.normpath(name.replace("\\", "/")).split("/")
+    return ".." in name.replace("\\", "/").split("/") or parts[0] == ".."
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """WebDataset convention: key = path up to the first dot of the basename."""
+    d, base = posixpath.split(name)
+    if "." not in base:
+        return name, ""
+    stem, ext = base.split(".", 1)
+    return (posixpath.join(d, stem) if d else stem), ext.lower()
+
+
+def read_webdataset(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
+    cm = options.columns
+    out = RawBuilder(options.batch_size)
+    try:
+        tf = tarfile.open(path, "r|*")
+    except (tarfile.TarError, OSError) as e:
+        raise InputFileError(path, f"not a readable tar file ({e})") from e
+    group_index = -1
+    current_key = None
+    parts: dict[str, bytes] = {}
+    unsafe: list[str] = []
+
+    def finish():
+        if current_key is None:
+            return
+        i = group_index
+        if unsafe:
+            out.reject(i, "unsafe_member_path", f"tar member path escapes the folder: {unsafe[0]!r}", unsafe[0])
+            return
+        if oversize:
+            out.reject(i, "text_too_long", f"member {oversize[0]!r} is larger than {_MAX_META} bytes", oversize[0])
+            return
+        meta = {}
+        if "json" in parts:
+            try:
+                meta = json.loads(parts["json"].decode("utf-8"))
+                if not isinstance(meta, dict):
+                    raise ValueError("not an object")
+            except (UnicodeDecodeError, ValueError) as e:
+                out.reject(i, "malformed_record", f"member {current_key}.json is not a JSON object ({e})", parts["json"])
+                return
+        text = None
+        txt_ext = next((e for e in parts if e in _TEXT_EXT), None)
+        if txt_ext is not None:
+            try:
+                text = parts[txt_ext].decode("utf-8")
+            except UnicodeDecodeError:
+                out.reject(i, "text_not_utf8", f"member {current_key}.{txt_ext} is not valid UTF-8", parts[txt_ext])
+                return
+        names = list(meta)
+        url_c = pick(names, cm.url, URL_CANDIDATES)
+        text_c = pick(names, cm.text, TEXT_CANDIDATES)
+        if text is None and text_c:
+            text = meta.get(text_c)
+        url = meta.get(url_c) if url_c else None
+        uid_c = pick(names, cm.uid, UID_CANDIDATES)
+        uid = meta.get(uid_c) if uid_c else None
+        if any(v is not None and not isinstance(v, str) for v in (url, text, uid)):
+            out.reject(i, "wrong_type", f"sample {current_key}: url/caption/uid must be strings", parts.get("json"))
+            return
+        w_c = pick(names, cm.width, WIDTH_CANDIDATES)
+        h_c = pick(names, cm.height, HEIGHT_CANDIDATES)
+        w, okw = as_int(meta.get(w_c)) if w_c else (None, True)
+        h, okh = as_int(meta.get(h_c)) if h_c else (None, True)
+        if not (okw and okh):
+            out.reject(i, "wrong_type", f"sample {current_key}: width/height must be integers", parts.get("json"))
+            return
+        used = {url_c, text_c, uid_c, w_c, h_c}
+        extra = {k: v for k, v in meta.items() if k not in used}
+        extra["__key__"] = current_key
+        extra["__members__"] = sorted(parts) + sorted(skipped)
+        out.add(i, url=url, text=text, uid=uid, width=w, height=h, extra=extra_json(extra))
+
+    skipped: list[str] = []
+    oversize: list[str] = []
+    try:
+        for member in tf:
+            if not member.isfile():
+                continue  # folders, links, devices: never followed
+            key, ext = split_key(member.name)
+            if key != current_key:
+                finish()
+                if out.full():
+                    yield from iter_flush(out)
+                current_key, parts, unsafe, skipped, oversize = key, {}, [], [], []
+                group_index += 1
+            if unsafe_member(member.name):
+                unsafe.append(member.name)
+                continue
+            if ext in _TEXT_EXT or ext == "json":
+                if member.size > _MAX_META:
+                    oversize.append(member.name)
+                    continue
+                f = tf.extractfile(member)
+                parts[ext] = f.read() if f is not None else b""
+            else:
+                skipped.append(ext)
+        finish()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise InputFileError(path, f"corrupt or truncated tar after member group {group_index} ({e})") from e
+    finally:
+        tf.close()
+    yield from iter_flush(out)
