@@ -1,0 +1,158 @@
+"""SemDeDup (Abbas et al. 2023): remove semantic near-duplicates inside each k-means cluster.
+
+Semantics (as in facebookresearch/SemDeDup): within a cluster, members are ordered by their
+cosine distance to the centroid, farthest first ("keep hard"), ties by uid; item j is
+removed when its largest cosine similarity to any earlier item (kept or not) exceeds
+``1 - eps``; the first item is always kept. The pairwise similarities are computed as
+blocked matrix products (torch on GPU when there is one, else NumPy/BLAS), never as Python
+loops over pairs, so a cluster of any size fits in bounded memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+KEEP_CHOICES = ("hard", "easy", "random")
+REASON = "semantic_duplicate"
+
+
+def cluster_order(uids: np.ndarray | list, distances: np.ndarray, keep: str = "hard", seed: int = 0,
+                  cluster_id: int = 0) -> np.ndarray:
+    """Processing order of a cluster's members (indices into the inputs).
+
+    hard: farthest from the centroid first; easy: nearest first; random: a permutation
+    seeded by (seed, cluster_id). Ties (and the random permutation's base order) go by uid,
+    so the order never depends on how rows were partitioned.
+    """
+    uids = np.asarray(uids, dtype=object).astype(str)
+    d = np.asarray(distances, dtype=np.float64)
+    if keep == "hard":
+        return np.lexsort((uids, -d))
+    if keep == "easy":
+        return np.lexsort((uids, d))
+    if keep == "random":
+        base = np.argsort(uids, kind="stable")
+        rng = np.random.default_rng([int(seed), int(cluster_id)])
+        return base[rng.permutation(len(base))]
+    raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {keep!r}")
+
+
+def _block_rows(n: int, max_cells: int) -> int:
+    return max(1, min(n, max_cells // max(n, 1)))
+
+
+def max_earlier_similarity(x: np.ndarray, block_cells: int = 1 << 24, device: str = "auto",
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """For each row j of ``x`` (ordered, normalised): the max similarity to rows i < j and its i.
+
+    Row 0 gets (-inf, -1). Rows are processed in blocks of B so that a B x j similarity
+    block stays under ``block_cells`` entries.
+    """
+    n = x.shape[0]
+    best = np.full(n, -np.inf, dtype=np.float32)
+    arg = np.full(n, -1, dtype=np.int64)
+    if n < 2:
+        return best, arg
+    use_torch = _torch_device(device)
+    B = _block_rows(n, block_cells)
+    if use_torch is not None:
+        import torch
+
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(use_torch)
+    for s in range(0, n, B):
+        e = min(n, s + B)
+        if s == 0 and e == 1:
+            continue
+        if use_torch is not None:
+            sims = (xt[s:e] @ xt[:e].T)
+            rows = torch.arange(s, e, device=use_torch)[:, None]
+            cols = torch.arange(e, device=use_torch)[None, :]
+            sims = sims.masked_fill(cols >= rows, float("-inf"))
+            m, a = sims.max(dim=1)
+            m, a = m.cpu().numpy(), a.cpu().numpy()
+        else:
+            sims = x[s:e] @ x[:e].T
+            # mask the diagonal and everything after it: only earlier items count
+            sims[np.arange(e)[None, :] >= np.arange(s, e)[:, None]] = -np.inf
+            a = sims.argmax(axis=1)
+            m = sims[np.arange(e - s), a]
+        best[s:e] = m
+        arg[s:e] = np.where(np.isfinite(m), a, -1)
+    return best, arg
+
+
+def _torch_device(device: str):
+    if device == "cpu" or device == "numpy":
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else None
+    return device
+
+
+def semdedup_cluster(x: np.ndarray, uids, distances, eps: float, keep: str = "hard", seed: int = 0,
+                     cluster_id: int = 0, block_cells: int = 1 << 24, device: str = "auto") -> dict:
+    """SemDeDup of one cluster. ``x``: (n, d) normalised float32 rows aligned with ``uids``.
+
+    Returns arrays aligned with the inputs: ``kept`` (bool), ``max_sim`` (float32, NaN for
+    the first item), ``nearest`` (uid of the most similar earlier item, None for the first)
+    and ``rank`` (position in the processing order).
+    """
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"eps must be in [0, 1], got {eps}")
+    uids = np.asarray(uids, dtype=object)
+    n = len(uids)
+    order = cluster_order(uids, distances, keep=keep, seed=seed, cluster_id=cluster_id)
+    xs = np.ascontiguousarray(x[order], dtype=np.float32)
+    best, arg = max_earlier_similarity(xs, block_cells=block_cells, device=device)
+    removed_sorted = best > (1.0 - eps)
+    kept = np.empty(n, dtype=bool)
+    kept[order] = ~removed_sorted
+    max_sim = np.full(n, np.nan, dtype=np.float32)
+    max_sim[order] = np.where(np.isfinite(best), best, np.nan)
+    nearest = np.empty(n, dtype=object)
+    sorted_uids = uids[order]
+    nearest[order] = [sorted_uids[a] if a >= 0 else None for a in arg]
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return {"kept": kept, "max_sim": max_sim, "nearest": nearest, "rank": rank}
+
+
+def semdedup_reference(x: np.ndarray, uids, distances, eps: float) -> np.ndarray:
+    """Direct transcription of the reference (full similarity matrix, upper triangle, max
+    over earlier rows), for tests and the benchmark. Returns ``kept`` aligned with inputs."""
+    uids = np.asarray(uids, dtype=object).astype(str)
+    order = np.lexsort((uids, -np.asarray(distances, dtype=np.float64)))
+    xs = np.asarray(x, dtype=np.float32)[order]
+    sim = xs @ xs.T
+    np.fill_diagonal(sim, 0.0)
+    m = np.triu(sim, k=1).max(axis=0) if len(xs) > 1 else np.zeros(len(xs), np.float32)
+    kept = np.empty(len(xs), dtype=bool)
+    kept[order] = ~(m > 1 - eps)
+    return kept
+
+
+def semdedup_group_table(group: pa.Table, eps: float, dim: int, keep: str = "hard", seed: int = 0,
+                         stage: str = "semdedup", block_cells: int = 1 << 24, device: str = "auto",
+                         ) -> pa.Table:
+    """Decisions for one cluster given as an Arrow table with columns
+    ``cluster_id, uid, distance, embedding`` (binary float16 rows)."""
+    from curate.decisions import decisions_table
+    from curate.embedding_space.vectors import binary_to_matrix, normalize_rows
+
+    if group.num_rows == 0:
+        return decisions_table([], stage, [], [])
+    cid = int(group.column("cluster_id")[0].as_py())
+    uids = np.asarray(group.column("uid").to_pylist(), dtype=object)
+    dist = group.column("distance").to_numpy()
+    x = normalize_rows(binary_to_matrix(group.column("embedding"), dim))
+    r = semdedup_cluster(x, uids, dist, eps, keep=keep, seed=seed, cluster_id=cid,
+                         block_cells=block_cells, device=device)
+    kept = r["kept"]
+    reason = np.where(kept, "kept", REASON)
+    value = [None if np.isnan(v) else float(v) for v in r["max_sim"]]
+    return decisions_table(list(uids), stage, kept.tolist(), reason.tolist(), value, r["nearest"].tolist())

@@ -1,0 +1,83 @@
+"""Embedding columns <-> NumPy matrices, and the binary form used to move them through Spark.
+
+The embeddings table stores ``fixed_size_list<float16>``; Spark has neither float16 nor
+fixed-size lists, so rows travel through Spark as ``binary`` holding the raw float16 bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from curate.errors import SchemaError
+
+EMBEDDING_KINDS = ("image", "text", "concat")
+
+
+def _chunk(arr) -> pa.Array:
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def list_to_matrix(arr, where: str = "") -> np.ndarray:
+    """(n, d) matrix (dtype of the list values, no copy when possible) from a fixed-size list column."""
+    arr = _chunk(arr)
+    if not pa.types.is_fixed_size_list(arr.type):
+        raise SchemaError(f"{where}expected a fixed_size_list embedding column, got {arr.type}")
+    if arr.null_count:
+        raise SchemaError(f"{where}embedding column has {arr.null_count} null rows")
+    d = arr.type.list_size
+    flat = arr.flatten()  # honours the array's offset
+    return flat.to_numpy(zero_copy_only=False).reshape(len(arr), d)
+
+
+def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, eps)
+
+
+def embedding_matrix(table: pa.Table | pa.RecordBatch, kind: str = "image", where: str = "") -> np.ndarray:
+    """float32, row-normalised matrix of the chosen embedding of an embeddings table.
+
+    ``concat`` joins the normalised image and text embeddings and renormalises, so both
+    halves weigh the same in cosine similarity.
+    """
+    if kind not in EMBEDDING_KINDS:
+        raise ValueError(f"embedding must be one of {EMBEDDING_KINDS}, got {kind!r}")
+    if kind == "concat":
+        img = normalize_rows(list_to_matrix(table.column("image_embedding"), where))
+        txt = normalize_rows(list_to_matrix(table.column("text_embedding"), where))
+        return normalize_rows(np.concatenate([img, txt], axis=1))
+    return normalize_rows(list_to_matrix(table.column(f"{kind}_embedding"), where))
+
+
+def embedding_columns(kind: str) -> list[str]:
+    return ["image_embedding", "text_embedding"] if kind == "concat" else [f"{kind}_embedding"]
+
+
+def matrix_to_binary(x: np.ndarray, dtype=np.float16) -> pa.Array:
+    """One binary value per row holding the row's raw bytes (default float16)."""
+    x = np.ascontiguousarray(x, dtype=dtype)
+    n = x.shape[0]
+    width = x.shape[1] * x.dtype.itemsize if x.ndim == 2 else 0
+    offsets = (np.arange(n + 1, dtype=np.int64) * width)
+    if offsets[-1] < 2**31:
+        return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(x)])
+    return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(x)])
+
+
+def binary_to_matrix(arr, dim: int, dtype=np.float16) -> np.ndarray:
+    """Inverse of ``matrix_to_binary``: an (n, dim) matrix of ``dtype``."""
+    arr = _chunk(arr)
+    n = len(arr)
+    if n == 0:
+        return np.zeros((0, dim), dtype=dtype)
+    if arr.null_count:
+        raise SchemaError(f"binary embedding column has {arr.null_count} nulls")
+    width = dim * np.dtype(dtype).itemsize
+    off_dtype = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=off_dtype)[arr.offset: arr.offset + n + 1]
+    if not np.all(np.diff(offsets) == width):
+        raise SchemaError(f"binary embeddings are not all {width} bytes ({dim} x {np.dtype(dtype).name})")
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[0] + n * width]
+    return data.view(dtype).reshape(n, dim)
