@@ -1,0 +1,51 @@
+"""``curate run RECIPE.yaml``: run a curation recipe (cached per stage) into a subset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        recipe: Path = typer.Argument(..., help="Recipe YAML (see docs/recipe.md)."),
+        dataset: Optional[Path] = typer.Option(None, "--dataset", "-d",
+                                               help="Dataset folder; overrides the recipe's 'dataset'."),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Subset name; overrides the recipe's 'output'."),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Recompute every stage (the cache is still refreshed)."),
+        check: bool = typer.Option(False, "--check", help="Only validate the recipe and list its stages."),
+        master: Optional[str] = MasterOpt,
+        conf: list[str] = ConfOpt,
+        engine: str = EngineOpt,
+    ) -> None:
+        """Run RECIPE: stages in order from the pool to subsets/OUTPUT, with lineage and per-stage cache."""
+        from curate.recipe import load_recipe, run_recipe
+
+        loaded = load_recipe(recipe)
+        if dataset is not None:
+            loaded.recipe.dataset = str(dataset.resolve())
+        if output is not None:
+            loaded.recipe.output = output
+        if check:
+            for s in loaded.stages:
+                typer.echo(f"{loaded.path}:{s.line}: {s.name} ({s.kind}) {json.dumps(s.params, sort_keys=True)}"
+                           f"{'' if s.enabled else '  [disabled]'}")
+            typer.echo(f"recipe {loaded.name}: {len(loaded.stages)} stages, ok")
+            return
+        run_recipe(loaded, engine=engine, master=master, conf=conf, use_cache=not no_cache)
+
+    @app.command("stages")
+    def stages() -> None:
+        """List the stage kinds a recipe can use, with their parameters."""
+        from curate.recipe.registry import all_kinds
+
+        for k in all_kinds():
+            fields = ", ".join(
+                f"{n}={'required' if f.is_required() else repr(f.default)}" for n, f in k.params.model_fields.items())
+            typer.echo(f"{k.kind:<22} [{k.family}] {k.doc}\n{'':<22} {fields}")

@@ -1,0 +1,179 @@
+"""Stage kinds a recipe can name, registered by small adapter modules in ``curate/recipe/stages/``.
+
+An adapter declares a pydantic model of its parameters and a function
+``run(ctx, uids, params) -> StageResult``: it gets the current subset (a uid array) and
+returns one decision row per input uid. Adding a stage family means adding one module
+there; the runner, the cache and the other stages are untouched. Every module in
+``curate/recipe/stages/`` is imported on first use of the registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from curate.tables import Dataset
+
+
+class Params(BaseModel):
+    """Base of every stage's parameter model: unknown keys are errors (typos never pass)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StageResult:
+    """A stage's output: decisions over its input, and the uids passed on.
+
+    ``uids`` defaults to the kept uids of ``decisions``; a stage that upsamples (repeats a
+    uid) sets it explicitly.
+    """
+
+    decisions: pa.Table
+    uids: pa.Array | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides its input uids and parameters."""
+
+    dataset: Dataset
+    embedding_model: str | None
+    stage_name: str
+    engine: str = "spark"
+    master: str | None = None
+    conf: list[str] = field(default_factory=list)
+    workdir: Path | None = None  # scratch folder for this stage run (under the dataset's _cache)
+    _executor: Any = None
+
+    def executor(self):
+        """The job executor (Spark by default), opened once per recipe run."""
+        if self._executor is None:
+            from curate.commands._common import open_executor
+
+            self._executor = open_executor(self.engine, self.master, self.conf, app_name="curate-run")
+        return self._executor
+
+    def spark(self):
+        ex = self.executor()
+        return getattr(ex, "spark", None)
+
+    def embeddings_table(self) -> str:
+        from curate.recipe.spec import RecipeError
+
+        if not self.embedding_model:
+            raise RecipeError(f"stage {self.stage_name!r} reads embeddings: set 'embedding_model' in the recipe")
+        name = f"embeddings/{self.embedding_model}"
+        if not self.dataset.has_table(name):
+            raise RecipeError(f"stage {self.stage_name!r}: table {name} not found in {self.dataset.root} "
+                              f"(run `curate embed` with that model first)")
+        return name
+
+
+RunFn = Callable[[StageContext, pa.Array, Any], StageResult]
+
+
+@dataclass(frozen=True)
+class StageKind:
+    kind: str
+    params: type[Params]
+    run: RunFn
+    family: str
+    doc: str
+    # tables whose content the output depends on ("{embeddings}" = the recipe model's), or a
+    # function (params, dataset, embedding_model) -> table names, for stages like sql
+    reads: tuple[str, ...] | Callable[[Any, Dataset, str | None], list[str]] = ()
+    code_modules: tuple[str, ...] = ()   # modules whose source is part of the cache key
+    version: str = "1"                   # bump when behaviour changes in a way the source hash misses
+
+
+_REGISTRY: dict[str, StageKind] = {}
+_loaded = False
+
+
+def register(kind: str, params: type[Params], *, family: str, reads: Any = (),
+             code_modules: tuple[str, ...] = (), version: str = "1"):
+    """Decorator registering ``fn(ctx, uids, params) -> StageResult`` as stage ``kind``."""
+
+    def deco(fn: RunFn) -> RunFn:
+        if kind in _REGISTRY and _REGISTRY[kind].run is not fn:
+            raise ValueError(f"stage kind {kind!r} registered twice")
+        doc = inspect.getdoc(fn) or ""
+        _REGISTRY[kind] = StageKind(kind, params, fn, family, doc.split("\n\n")[0], reads,
+                                    (fn.__module__, *code_modules), version)
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import curate.recipe.stages as pkg
+
+    for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"curate.recipe.stages.{mod.name}")
+
+
+def get_kind(kind: str) -> StageKind:
+    _load()
+    return _REGISTRY[kind]
+
+
+def kinds() -> list[str]:
+    _load()
+    return sorted(_REGISTRY)
+
+
+def all_kinds() -> list[StageKind]:
+    _load()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def code_hash(stage: StageKind) -> str:
+    """Hash of the source of the modules a stage's output depends on, plus its version.
+
+    A module that cannot be imported (its issue has not landed) hashes as 'missing'; the
+    stage then fails when run, not when hashed.
+    """
+    h = hashlib.sha256(f"{stage.kind}:{stage.version}".encode())
+    for name in stage.code_modules:
+        h.update(f"\n{name}:".encode())
+        for f in _module_files(name):
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _module_files(name: str) -> list[Path]:
+    try:
+        mod = sys.modules.get(name) or importlib.import_module(name)
+    except ImportError:
+        return []
+    f = getattr(mod, "__file__", None)
+    if not f:
+        return []
+    p = Path(f)
+    if p.name == "__init__.py":  # a package: every module in it
+        return sorted(x for x in p.parent.rglob("*.py"))
+    return [p]
+
+
+def tables_read(stage: StageKind, params: Any, dataset: Dataset, embedding_model: str | None) -> list[str]:
+    if callable(stage.reads):
+        names = list(stage.reads(params, dataset, embedding_model))
+    else:
+        names = [t.replace("{embeddings}", f"embeddings/{embedding_model}") for t in stage.reads]
+    return sorted(set(names))

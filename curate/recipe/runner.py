@@ -1,0 +1,168 @@
+"""Run a recipe: stages in order over a shrinking uid list, each cached by content hash.
+
+Output, all under the recipe's dataset:
+- ``subsets/<output>/`` (uids.parquet + DataComp uids.npy + _manifest.json holding the lineage),
+- ``decisions/<recipe name>/``: one row per (uid, stage) for every uid that reached the stage,
+- ``_runs/recipe-<name>.json``: the run manifest (recipe text, per-stage hashes, counts per
+  reason, timings, cache hits).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.decisions import KEPT, reason_counts, write_decisions
+from curate.errors import DatasetError
+from curate.manifest import RunManifest
+from curate.progress import info
+from curate.recipe.cache import StageCache, cache_key, subset_hash, table_fingerprint
+from curate.recipe.registry import StageContext, StageResult, code_hash, get_kind, tables_read
+from curate.recipe.spec import LoadedRecipe, RecipeError
+from curate.subset import read_subset, write_subset
+from curate.tables import Dataset, load_schema
+
+
+def initial_uids(dataset: Dataset, spec: str) -> pa.Array:
+    """The subset a recipe starts from: all samples, the downloaded ones, or a named subset."""
+    if spec == "all":
+        return dataset.read("samples", columns=["uid"]).column("uid").combine_chunks()
+    if spec == "downloaded":
+        if not dataset.has_table("downloads"):
+            raise DatasetError(f"{dataset.root}: no downloads table; run `curate download` first "
+                               f"or start the recipe with `input: all`")
+        t = dataset.read("downloads", columns=["uid", "status"])
+        return t.filter(pc.equal(t.column("status"), "success")).column("uid").combine_chunks()
+    if spec.startswith("subset:"):
+        return pa.array(read_subset(dataset, spec[len("subset:"):]), pa.string())
+    raise RecipeError(f"unknown recipe input {spec!r}")
+
+
+def _check_decisions(decisions: pa.Table, uids: pa.Array, stage: str) -> pa.Table:
+    """Conform a stage's decisions and check: one row per distinct input uid, reasons consistent."""
+    schema = load_schema("decisions")
+    n = decisions.num_rows
+    decisions = decisions.set_column(decisions.schema.get_field_index("stage"), "stage",
+                                     pa.array([stage] * n, pa.string()))
+    decisions = schema.conform(decisions)
+    distinct_in = pc.unique(uids)
+    if n != len(distinct_in) or pc.count_distinct(decisions.column("uid")).as_py() != n:
+        raise DatasetError(f"stage {stage!r} returned {n} decision rows for {len(distinct_in)} distinct "
+                           f"input uids (each input uid needs exactly one decision)")
+    if not pc.all(pc.is_in(decisions.column("uid"), value_set=distinct_in)).as_py():
+        raise DatasetError(f"stage {stage!r} returned decisions for uids that were not in its input")
+    is_kept_reason = pc.equal(decisions.column("reason"), KEPT)
+    if not pc.all(pc.equal(is_kept_reason, decisions.column("kept"))).as_py():
+        raise DatasetError(f"stage {stage!r}: reason must be 'kept' exactly where kept is true")
+    return decisions
+
+
+def _passed(uids: pa.Array, decisions: pa.Table) -> pa.Array:
+    """Input uids (repeats preserved) whose decision is kept."""
+    kept = decisions.filter(decisions.column("kept")).column("uid")
+    return uids.filter(pc.is_in(uids, value_set=kept.combine_chunks()))
+
+
+def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None = None,
+               conf: list[str] | None = None, use_cache: bool = True, quiet: bool = False) -> dict:
+    """Run every enabled stage; returns the lineage (also saved with the subset and in _runs/)."""
+    ds_path = loaded.dataset_path()
+    if not ds_path.is_dir():
+        raise RecipeError(f"{loaded.where(('dataset',))}: dataset folder {ds_path} does not exist")
+    dataset = Dataset(ds_path)
+    recipe = loaded.recipe
+    cache = StageCache(dataset, enabled=use_cache)
+    manifest = RunManifest(f"recipe-{recipe.name}", {"recipe": recipe.model_dump(mode="json"),
+                                                     "recipe_file": str(loaded.path) if loaded.path else None,
+                                                     "engine": engine, "master": master})
+    manifest["recipe_text"] = loaded.text
+    say = (lambda m: None) if quiet else info
+
+    with manifest.stage("input"):
+        uids = initial_uids(dataset, recipe.input)
+    lineage: dict[str, Any] = {
+        "recipe": recipe.name, "recipe_file": str(loaded.path) if loaded.path else None,
+        "dataset": str(dataset.root), "input": recipe.input, "embedding_model": recipe.embedding_model,
+        "input_count": len(uids), "input_hash": subset_hash(uids), "stages": [],
+    }
+    say(f"recipe {recipe.name}: {len(uids):,} samples from {recipe.input}")
+    all_decisions: list[pa.Table] = []
+    ctx_shared: dict[str, Any] = {"executor": None}
+    for spec in loaded.stages:
+        if not spec.enabled:
+            lineage["stages"].append({"name": spec.name, "kind": spec.kind, "line": spec.line, "enabled": False})
+            continue
+        kind = get_kind(spec.kind)
+        params = kind.params.model_validate(spec.params)
+        reads = [table_fingerprint(dataset, t)
+                 for t in tables_read(kind, params, dataset, recipe.embedding_model)]
+        in_hash = subset_hash(uids)
+        code = code_hash(kind)
+        key = cache_key(in_hash, spec.kind, spec.params, code, reads)
+        t0 = time.perf_counter()
+        hit = cache.get(key)
+        if hit is not None:
+            decisions, out_uids, meta = hit
+            stats = meta.get("stats", {})
+            cached = True
+        else:
+            ctx = StageContext(dataset=dataset, embedding_model=recipe.embedding_model, stage_name=spec.name,
+                               engine=engine, master=master, conf=list(conf or []),
+                               workdir=cache.root / f"work-{key}", _executor=ctx_shared["executor"])
+            try:
+                result = kind.run(ctx, uids, params)
+            except RecipeError:
+                raise
+            except DatasetError as e:
+                raise DatasetError(f"{loaded.where(('stages', loaded.stages.index(spec)))}: stage "
+                                   f"{spec.name!r}: {e}") from e
+            ctx_shared["executor"] = ctx._executor
+            if not isinstance(result, StageResult):
+                result = StageResult(decisions=result)
+            decisions = _check_decisions(result.decisions, uids, spec.name)
+            out_uids = result.uids if result.uids is not None else _passed(uids, decisions)
+            out_uids = out_uids.cast(pa.string())
+            stats = result.stats
+            cached = False
+            cache.put(key, decisions, out_uids, {"stage": spec.name, "kind": spec.kind, "params": spec.params,
+                                                 "input_hash": in_hash, "code": code, "reads": reads,
+                                                 "stats": stats})
+        seconds = round(time.perf_counter() - t0, 4)
+        manifest.data["timings_s"][spec.name] = seconds
+        counts = reason_counts(decisions)
+        entry = {"name": spec.name, "kind": spec.kind, "family": kind.family, "line": spec.line,
+                 "params": spec.params, "cache_key": key, "cached": cached, "code_hash": code,
+                 "input_count": len(uids), "input_hash": in_hash, "output_count": len(out_uids),
+                 "output_hash": subset_hash(out_uids), "reasons": counts, "seconds": seconds, "stats": stats}
+        lineage["stages"].append(entry)
+        removed = len(uids) - len(out_uids)
+        say(f"  {spec.name:<24} {len(uids):>10,} -> {len(out_uids):>10,}  (-{removed:,})"
+            f"{'  [cached]' if cached else ''}  {seconds:.2f}s")
+        all_decisions.append(decisions)
+        uids = out_uids
+
+    ex = ctx_shared["executor"]
+    lineage["output"] = loaded.output
+    lineage["output_count"] = len(uids)
+    lineage["output_distinct"] = len(pc.unique(uids)) if len(uids) else 0
+    lineage["output_hash"] = subset_hash(uids)
+    with manifest.stage("write"):
+        if all_decisions:
+            write_decisions(dataset, recipe.name, pa.concat_tables(all_decisions))
+            lineage["decisions"] = f"decisions/{recipe.name}"
+        write_subset(dataset, loaded.output, uids, manifest={"lineage": lineage, "recipe": recipe.name,
+                                                              "recipe_text": loaded.text})
+    lineage["subset"] = f"subsets/{loaded.output}"
+    manifest["lineage"] = lineage
+    manifest["counts"] = {"input": lineage["input_count"], "output": len(uids),
+                          **{s["name"]: s.get("reasons", {}) for s in lineage["stages"]}}
+    manifest["outputs"] = {"subset": lineage["subset"], "decisions": lineage.get("decisions")}
+    lineage["manifest"] = str(manifest.write(dataset))
+    say(f"subset {loaded.output}: {len(uids):,} samples -> {dataset.root / lineage['subset']}")
+    if ex is not None and hasattr(ex, "spark"):
+        pass  # the session is reused by later commands in the same process; Spark stops it at exit
+    return lineage

@@ -1,0 +1,153 @@
+"""Recipe validation (errors name the line), stage execution, lineage and the per-stage cache."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pyarrow.compute as pc
+import pytest
+
+from curate.decisions import KEPT
+from curate.recipe import RecipeError, load_recipe, run_recipe
+from curate.subset import read_subset, read_subset_manifest
+
+RECIPE = """\
+name: toy
+dataset: {ds}
+embedding_model: toy-model
+input: downloaded
+output: curated
+stages:
+  - kind: sql
+    name: no-spam
+    query: SELECT uid FROM samples WHERE text NOT LIKE 'spam%'
+    reason: spam
+  - kind: sql
+    name: clip
+    query: SELECT uid, clip_score AS value FROM embeddings WHERE clip_score > {threshold}
+    reason: low_clip_score
+  - kind: sample
+    fraction: 0.5
+    seed: 7
+"""
+
+
+def write(tmp_path, text, name="r.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_run_counts_lineage_and_subset(pool, tmp_path):
+    path = write(tmp_path, RECIPE.format(ds=pool.root, threshold=-0.2))
+    lineage = run_recipe(load_recipe(path), engine="local", quiet=True)
+    samples = pool.read("samples")
+    downloads = pool.read("downloads")
+    emb = pool.read("embeddings/toy-model")
+    ok = set(downloads.filter(pc.equal(downloads["status"], "success"))["uid"].to_pylist())
+    spam = {u for u, t in zip(samples["uid"].to_pylist(), samples["text"].to_pylist()) if t.startswith("spam")}
+    high = {u for u, s in zip(emb["uid"].to_pylist(), emb["clip_score"].to_pylist()) if s > -0.2}
+    expected_after_clip = (ok - spam) & high
+
+    assert lineage["input_count"] == len(ok)
+    st = {s["name"]: s for s in lineage["stages"]}
+    assert st["no-spam"]["reasons"] == {KEPT: len(ok - spam), "spam": len(ok & spam)}
+    assert st["clip"]["input_count"] == len(ok - spam)
+    assert st["clip"]["output_count"] == len(expected_after_clip)
+    assert st["sample"]["output_count"] == round(len(expected_after_clip) * 0.5)
+    for s in lineage["stages"]:  # counts add up at every stage
+        assert sum(s["reasons"].values()) == s["input_count"]
+        assert s["reasons"].get(KEPT, 0) == s["output_count"]
+        assert s["line"] > 0 and not s["cached"]
+
+    final = read_subset(pool, "curated")
+    assert final == sorted(final) and len(final) == lineage["output_count"]
+    assert set(final) <= expected_after_clip
+    assert read_subset(pool.root / "subsets" / "curated" / "uids.npy") == final
+    assert read_subset_manifest(pool, "curated")["lineage"]["output_hash"] == lineage["output_hash"]
+    dec = pool.read("decisions/toy", schema="decisions")
+    assert dec.num_rows == sum(s["input_count"] for s in lineage["stages"])
+    # the clip stage stores the score as the decision value of kept rows
+    clip_rows = dec.filter(pc.and_(pc.equal(dec["stage"], "clip"), dec["kept"]))
+    scores = dict(zip(emb["uid"].to_pylist(), emb["clip_score"].to_pylist()))
+    for u, v in zip(clip_rows["uid"].to_pylist()[:20], clip_rows["value"].to_pylist()[:20]):
+        assert v == pytest.approx(scores[u], abs=1e-6)
+    m = json.loads((pool.root / "_runs" / "recipe-toy.json").read_text())
+    assert m["lineage"]["stages"][0]["name"] == "no-spam" and "recipe_text" in m
+    assert set(m["timings_s"]) >= {"no-spam", "clip", "sample", "total"}
+
+
+def test_cache_recomputes_only_changed_steps(pool, tmp_path):
+    path = write(tmp_path, RECIPE.format(ds=pool.root, threshold=-0.2))
+    first = run_recipe(load_recipe(path), engine="local", quiet=True)
+    again = run_recipe(load_recipe(path), engine="local", quiet=True)
+    assert [s["cached"] for s in again["stages"]] == [True, True, True]
+    assert again["output_hash"] == first["output_hash"]
+
+    # change the second step: the first stays cached, the second and third recompute
+    path = write(tmp_path, RECIPE.format(ds=pool.root, threshold=0.1))
+    changed = run_recipe(load_recipe(path), engine="local", quiet=True)
+    assert [s["cached"] for s in changed["stages"]] == [True, False, False]
+    assert changed["stages"][1]["output_count"] < first["stages"][1]["output_count"]
+
+    # a change that leaves a step's output identical keeps the later steps cached
+    path = write(tmp_path, RECIPE.format(ds=pool.root, threshold=0.1).replace(
+        "WHERE clip_score > 0.1", "WHERE clip_score > 0.1 AND uid IS NOT NULL"))
+    same_out = run_recipe(load_recipe(path), engine="local", quiet=True)
+    assert [s["cached"] for s in same_out["stages"]] == [True, False, True]
+    assert same_out["output_hash"] == changed["output_hash"]
+
+    # --no-cache recomputes all and gives the same result
+    fresh = run_recipe(load_recipe(path), engine="local", quiet=True, use_cache=False)
+    assert not any(s["cached"] for s in fresh["stages"]) and fresh["output_hash"] == changed["output_hash"]
+
+
+def test_cache_tracks_table_content(pool, tmp_path):
+    path = write(tmp_path, RECIPE.format(ds=pool.root, threshold=-0.2))
+    run_recipe(load_recipe(path), engine="local", quiet=True)
+    emb = pool.read("embeddings/toy-model")
+    scores = pc.multiply(emb["clip_score"], -1.0).cast("float32")
+    pool.write_table("embeddings/toy-model", emb.set_column(3, "clip_score", scores), schema="embeddings")
+    again = run_recipe(load_recipe(path), engine="local", quiet=True)
+    assert [s["cached"] for s in again["stages"]][:2] == [True, False]
+
+
+@pytest.mark.parametrize("text,line,needle", [
+    ("name: x\ndataset: d\nstages:\n  - kind: sql\n    query: SELECT 1\n  - kind: nope\n", 6, "unknown stage kind 'nope'"),
+    ("name: x\ndataset: d\nstages:\n  - kind: sample\n    seed: 1\n    fracton: 0.5\n", 6, "stages.0.fracton"),
+    ("name: x\ndataset: d\nstages:\n  - kind: sample\n    fraction: 2.5\n", 5, "stages.0.fraction"),
+    ("name: x\ndataset: d\nstages:\n  - kind: sample\n    count: 3\n    fraction: 0.1\n", 4, "exactly one"),
+    ("name: x\ndataset: d\ninput: everything\nstages: []\n", 3, "input"),
+    ("name: x\ndataset: d\nstages:\n  - kind: sql\n    query: [a\n", 6, "invalid YAML"),
+    ("name: x\ndataset: d\nstages:\n  - kind: sql\n    query: SELECT 1\n  - kind: sql\n    query: SELECT 2\n", 6, "used twice"),
+    ("name: x\ndataset: d\nstages:\n  - query: SELECT 1\n", 4, "needs a 'kind'"),
+    ("name: x\ndataset: d\nstagez: []\n", 3, "stagez"),
+])
+def test_validation_errors_point_at_the_line(tmp_path, text, line, needle):
+    p = write(tmp_path, text)
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    assert f"{p}:{line}:" in str(e.value)
+    assert needle in str(e.value)
+
+
+def test_relative_dataset_and_input_subset(pool, tmp_path):
+    from curate.subset import write_subset
+
+    some = pool.read("samples", columns=["uid"])["uid"].to_pylist()[:30]
+    write_subset(pool, "start", some)
+    rdir = pool.root.parent / "recipes"
+    rdir.mkdir()
+    p = write(rdir, "name: rel\ndataset: ../pool\ninput: subset:start\nstages:\n  - kind: sample\n    count: 10\n")
+    lineage = run_recipe(load_recipe(p), engine="local", quiet=True)
+    assert lineage["input_count"] == 30 and lineage["output_count"] == 10
+    assert set(read_subset(pool, "rel")) <= set(some)
+
+
+def test_bad_query_names_the_stage(pool, tmp_path):
+    p = write(tmp_path, f"name: bad\ndataset: {pool.root}\nstages:\n  - kind: sql\n    query: SELECT uid FROM nosuchtable\n")
+    from curate.errors import CurateError
+
+    with pytest.raises(CurateError, match="nosuchtable"):
+        run_recipe(load_recipe(p), engine="local", quiet=True)
