@@ -320,3 +320,21 @@ def with_column_sql(df, name: str, expression_sql: str):
 def union(a, b):
     """Rows of both frames (same column names)."""
     return a.unionByName(b)
+
+
+def group_apply(df, keys: list[str], fn: Callable[[pa.Table], pa.Table], schema: pa.Schema):
+    """``fn(group_table) -> pa.Table`` once per distinct value of ``keys`` (Spark's grouped
+    ``applyInArrow``): each group arrives whole in one Python worker, so per-group work (a
+    cluster's similarity matrix) runs there as vectorised code. Output columns follow ``schema``."""
+    names = schema.names
+
+    def run(table: pa.Table) -> pa.Table:
+        out = fn(table)
+        return pa.Table.from_arrays([out.column(n).cast(schema.field(n).type) for n in names], names=names)
+
+    return df.groupBy(*keys).applyInArrow(run, to_spark_schema(schema))
+
+
+def collect_arrow(df) -> pa.Table:
+    """All rows of ``df`` as one Arrow table on the driver (results that fit in driver memory)."""
+    return df.toArrow()
