@@ -1,0 +1,22 @@
+# Quick start: `make demo` runs the whole product on generated data (Spark local mode);
+# `make test` runs the test suite. Both create .venv on first use (scripts/setup.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CURATE := $(VENV)/bin/curate
+
+.PHONY: setup demo test bench clean
+
+setup:
+	@VENV=$(VENV) bash scripts/setup.sh
+
+demo: setup
+	$(CURATE) demo --output demo-output
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf demo-output .pytest_cache

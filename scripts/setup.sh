@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The one install script: used by `make demo`, `make test`, CI and the docker images.
+# Creates the virtual environment when missing and installs curate into it (editable),
+# plus the system packages curate uses when they are missing and we can install them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+SYSTEM_PACKAGES="${CURATE_SYSTEM_PACKAGES:-wordnet-base chromium}"
+
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  missing=""
+  command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
+  for pkg in $SYSTEM_PACKAGES; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+  done
+  if [ -n "$missing" ]; then
+    echo "setup: installing system packages:$missing"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip wheel setuptools
+fi
+# Reinstall only when the project's requirements changed.
+if [ ! -f "$VENV/.curate-installed" ] || [ pyproject.toml -nt "$VENV/.curate-installed" ]; then
+  echo "setup: installing curate and its dependencies into $VENV"
+  "$VENV/bin/pip" install -q -e ".[test]" ${CURATE_PIP_EXTRA:-}
+  touch "$VENV/.curate-installed"
+fi
