@@ -105,7 +105,7 @@ def similar_pairs(x: np.ndarray, threshold: float, batch_size: int = 16384, inde
     A, B, S = [], [], []
     for s in range(0, n, batch_size):
         lims, D, I = index.range_search(x[s:s + batch_size], float(threshold))
-        rows = np.repeat(np.arange(s, min(n, s + batch_size)), np.diff(lims))
+        rows = np.repeat(np.arange(s, min(n, s + batch_size)), np.diff(lims).astype(np.int64))
         keep = I > rows  # each pair once, never a row with itself
         A.append(rows[keep]); B.append(I[keep]); S.append(D[keep])
     if not A:

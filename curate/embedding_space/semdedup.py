@@ -10,6 +10,9 @@ loops over pairs, so a cluster of any size fits in bounded memory.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pyarrow as pa
 
@@ -85,6 +88,8 @@ def max_earlier_similarity(x: np.ndarray, block_cells: int = 1 << 24, device: st
 def _torch_device(device: str):
     if device == "cpu" or device == "numpy":
         return None
+    if device == "auto" and "torch" not in sys.modules and not os.path.exists("/dev/nvidiactl"):
+        return None  # no GPU driver: skip importing torch (seconds) just to learn that
     try:
         import torch
     except ImportError:

@@ -1,0 +1,218 @@
+"""``curate cluster``: k-means over an embeddings table, then every sample assigned.
+
+1. A deterministic sample (smallest uid hashes, so independent of sharding) is gathered on
+   the driver and FAISS k-means is trained on it.
+2. Centroids go to ``centroids/<name>/`` with ``_meta.json`` (model, embedding, parameters).
+3. Each embeddings shard is assigned by one task (centroids loaded once per worker) and
+   written as the aligned shard of ``clusters/<name>/`` (same rows, same order).
+4. ``cluster_stats/<name>/``: size, d_intra (mean cosine distance to the centroid) and
+   d_inter (mean cosine distance to the 20 nearest other centroids) per cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.embedding_space.common import (collect_rows, embeddings_table, read_uid_filter, restrict,
+                                           shard_tasks, uid_hash, write_json, write_uid_filter)
+from curate.embedding_space.kmeans import assign, train_kmeans
+from curate.embedding_space.vectors import (EMBEDDING_KINDS, binary_to_matrix, embedding_columns,
+                                            embedding_matrix, matrix_to_binary)
+from curate.engine import LocalExecutor, worker_cache
+from curate.errors import DatasetError
+from curate.manifest import RunManifest
+from curate.tables import Dataset, load_schema, write_parquet_atomic
+
+META = "_meta.json"
+SAMPLE_SCHEMA = pa.schema([("uid", pa.string()), ("hash", pa.uint64()), ("embedding", pa.binary())])
+
+
+def centroids_dir(dataset: Dataset, name: str) -> Path:
+    return dataset.table_dir(f"centroids/{name}")
+
+
+def load_clustering(dataset: Dataset, name: str) -> tuple[np.ndarray, dict]:
+    """(centroids float32 (k, d), meta) of clustering ``name``."""
+    d = centroids_dir(dataset, name)
+    meta_path = d / META
+    if not meta_path.exists():
+        have = sorted(p.name for p in (dataset.root / "centroids").iterdir()) if (dataset.root / "centroids").is_dir() else []
+        raise DatasetError(f"clustering {name!r} not found in {dataset.root} (no {meta_path}; clusterings: "
+                           f"{have or 'none'}; run `curate cluster` first)")
+    meta = json.loads(meta_path.read_text())
+    t = dataset.read(f"centroids/{name}")
+    t = t.sort_by("cluster_id")
+    col = t.column("centroid").combine_chunks()
+    c = col.flatten().to_numpy().reshape(len(t), col.type.list_size).astype(np.float32)
+    return c, meta
+
+
+def _load_centroids_cached(root: str, name: str) -> tuple[np.ndarray, dict]:
+    ds = Dataset(root)
+    p = ds.shard_path(f"centroids/{name}", 0)
+    st = p.stat()
+    return worker_cache(("centroids", str(p), st.st_mtime_ns, st.st_size), lambda: load_clustering(ds, name))
+
+
+def _read_shard(path: str, columns: list[str], where: str) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError, KeyError) as e:
+        raise DatasetError(f"{where}: cannot read columns {columns}: {e}") from e
+
+
+# ---------------------------------------------------------------- tasks
+def sample_task(task: dict):
+    """Rows of one shard whose uid hash is below the threshold, embeddings as float16 bytes."""
+    t = _read_shard(task["path"], ["uid", *embedding_columns(task["embedding"])], task["path"])
+    t = restrict(t, read_uid_filter(task.get("uid_filter")))
+    if t.num_rows == 0:
+        return
+    h = uid_hash(t.column("uid").to_pylist(), task["seed"])
+    sel = np.flatnonzero(h <= np.uint64(task["threshold"]))
+    if len(sel) == 0:
+        return
+    t = t.take(pa.array(sel))
+    x = embedding_matrix(t, task["embedding"], where=f"{task['path']}: ")
+    yield pa.record_batch([t.column("uid").combine_chunks(), pa.array(h[sel], pa.uint64()), matrix_to_binary(x)],
+                          schema=SAMPLE_SCHEMA)
+
+
+def assign_task(task: dict) -> dict:
+    """Assign one embeddings shard; write the aligned clusters shard; per-cluster sums."""
+    c, meta = _load_centroids_cached(task["root"], task["name"])
+    ds = Dataset(task["root"])
+    out = ds.shard_path(f"clusters/{task['name']}", task["index"])
+    t = _read_shard(task["path"], ["uid", *embedding_columns(meta["embedding"])], task["path"])
+    k = c.shape[0]
+    x = embedding_matrix(t, meta["embedding"], where=f"{task['path']}: ")
+    if x.shape[0] and x.shape[1] != c.shape[1]:
+        raise DatasetError(f"{task['path']}: embeddings have dim {x.shape[1]}, clustering {task['name']!r} "
+                           f"has dim {c.shape[1]}")
+    cn = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    if meta["spherical"]:
+        ids, cos = assign(x, cn, metric="ip")
+        l2 = np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
+    else:
+        ids, d2 = assign(x, c, metric="l2")
+        cos = np.einsum("ij,ij->i", x, cn[ids]) if len(ids) else np.zeros(0, np.float32)
+        l2 = np.sqrt(np.maximum(d2, 0.0))
+    cos = np.clip(cos, -1.0, 1.0).astype(np.float32)
+    dist = (1.0 - cos).astype(np.float32)
+    table = pa.Table.from_arrays(
+        [t.column("uid").combine_chunks(), pa.array(ids.astype(np.int32)), pa.array(cos),
+         pa.array(dist), pa.array(l2.astype(np.float32))],
+        schema=load_schema("clusters").arrow())
+    write_parquet_atomic(table, out)
+    size = np.bincount(ids, minlength=k)
+    dsum = np.bincount(ids, weights=dist.astype(np.float64), minlength=k)
+    return {"rows": int(len(ids)), "size": size.tolist(), "distance_sum": dsum.tolist()}
+
+
+# ---------------------------------------------------------------- job
+def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmeans", embedding: str = "image",
+                niter: int = 20, seed: int = 0, spherical: bool = True, max_points_per_centroid: int = 256,
+                sample_size: int | None = None, gpu="auto", executor=None, input_uids=None,
+                n_neighbors: int = 20) -> dict:
+    """Train k-means on a sample of ``embeddings/<model_id>`` and assign every row."""
+    from curate.embedding_space.dbp import centroid_d_inter
+
+    ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    executor = executor or LocalExecutor()
+    if embedding not in EMBEDDING_KINDS:
+        raise DatasetError(f"--embedding must be one of {EMBEDDING_KINDS}, got {embedding!r}")
+    table = embeddings_table(ds, model_id)
+    params = dict(model_id=model_id, embedding=embedding, k=k, niter=niter, seed=seed, spherical=spherical,
+                  max_points_per_centroid=max_points_per_centroid, sample_size=sample_size,
+                  restricted=input_uids is not None, engine=executor.name, n_neighbors=n_neighbors)
+    m = RunManifest("cluster", params)
+    m["inputs"] = [{"table": table, "rows": ds.count(table)}]
+    uid_filter = write_uid_filter(ds, f"cluster-{name}", input_uids)
+    total = len(input_uids) if input_uids is not None else ds.count(table)
+    want = min(total, sample_size or k * max_points_per_centroid)
+    if want < k:
+        raise DatasetError(f"clustering needs at least k={k} rows, {table} has {total}")
+    # Hash threshold giving ~10% more rows than wanted; the smallest hashes are then taken.
+    frac = min(1.0, 1.1 * want / max(total, 1))
+    threshold = int(min(2**64 - 1, frac * 2**64)) if frac < 1.0 else 2**64 - 1
+    tasks = shard_tasks(ds, table, embedding=embedding, seed=seed, threshold=threshold, uid_filter=uid_filter)
+    with m.stage("sample"):
+        sample = collect_rows(executor, tasks, sample_task, SAMPLE_SCHEMA, "sample")
+        if sample.num_rows < want:  # unlucky hash draw: take everything
+            tasks = [dict(t, threshold=2**64 - 1) for t in tasks]
+            sample = collect_rows(executor, tasks, sample_task, SAMPLE_SCHEMA, "sample")
+        sample = sample.sort_by([("hash", "ascending"), ("uid", "ascending")]).slice(0, want)
+        dim = len(sample.column("embedding")[0].as_py()) // 2
+        xs = binary_to_matrix(sample.column("embedding"), dim).astype(np.float32)
+    with m.stage("train"):
+        c = train_kmeans(xs, k, niter=niter, seed=seed, spherical=spherical,
+                         max_points_per_centroid=max_points_per_centroid, gpu=gpu)
+    import faiss
+
+    meta = dict(params, name=name, dim=int(c.shape[1]), embeddings_table=table, train_rows=int(len(xs)),
+                faiss=faiss.__version__)
+    cdir = centroids_dir(ds, name)
+    ct = pa.Table.from_arrays([pa.array(np.arange(k, dtype=np.int32)),
+                               pa.FixedSizeListArray.from_arrays(pa.array(c.reshape(-1)), c.shape[1])],
+                              schema=load_schema("centroids").arrow(dim=c.shape[1]))
+    ds.write_table(f"centroids/{name}", ct)
+    write_json(cdir / META, meta)
+    # drop shards of an earlier clustering with the same name before writing new ones
+    for old in ds.shards(f"clusters/{name}"):
+        old.unlink()
+    atasks = [dict(t, name=name) for t in shard_tasks(ds, table)]
+    with m.stage("assign"):
+        res = executor.map_tasks(atasks, assign_task, "assign")
+    size = np.sum([r["size"] for r in res], axis=0) if res else np.zeros(k, np.int64)
+    dsum = np.sum([r["distance_sum"] for r in res], axis=0) if res else np.zeros(k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_intra = np.where(size > 0, dsum / np.maximum(size, 1), np.nan)
+    d_inter = centroid_d_inter(c, n_neighbors)
+    write_cluster_stats(ds, name, size, d_intra, d_inter)
+    counts = {"rows": int(size.sum()), "clusters": k, "empty_clusters": int((size == 0).sum()),
+              "largest_cluster": int(size.max()) if k else 0, "train_rows": int(len(xs))}
+    m["counts"] = counts
+    m["outputs"] = {"centroids": f"centroids/{name}", "clusters": f"clusters/{name}",
+                    "cluster_stats": f"cluster_stats/{name}"}
+    m.write(ds, f"cluster-{name}")
+    return {"name": name, "counts": counts, "timings_s": m["timings_s"], "meta": meta}
+
+
+def write_cluster_stats(ds: Dataset, name: str, size, d_intra, d_inter, complexity=None, probability=None,
+                        quota=None, kept=None) -> None:
+    k = len(size)
+
+    def col(v, typ):
+        if v is None:
+            return pa.nulls(k, typ)
+        arr = np.asarray(v, dtype=np.float64 if typ == pa.float64() else np.int64)
+        return pa.array(arr, typ, mask=np.isnan(arr) if arr.dtype.kind == "f" else None)
+
+    t = pa.Table.from_arrays(
+        [pa.array(np.arange(k, dtype=np.int32)), pa.array(np.asarray(size, dtype=np.int64)),
+         col(d_intra, pa.float64()), col(d_inter, pa.float64()), col(complexity, pa.float64()),
+         col(probability, pa.float64()), col(quota, pa.int64()), col(kept, pa.int64())],
+        schema=load_schema("cluster_stats").arrow())
+    ds.write_table(f"cluster_stats/{name}", t)
+
+
+def clusters_meta_or_error(ds: Dataset, name: str) -> dict:
+    return load_clustering(ds, name)[1]
+
+
+def cleanup_tmp(ds: Dataset, run: str) -> None:
+    d = ds.root / "_tmp" / run
+    if d.is_dir():
+        for p in d.iterdir():
+            if p.is_file():
+                p.unlink()
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass

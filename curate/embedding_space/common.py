@@ -1,0 +1,158 @@
+"""Plumbing shared by the embedding-space jobs: shard tasks, input restriction to a uid set,
+and the two execution shapes (collect rows from shard tasks; apply a function per group),
+each runnable in-process (LocalExecutor) or on Spark with identical results."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.engine import worker_cache
+from curate.errors import DatasetError
+from curate.tables import Dataset, write_parquet_atomic
+
+RowsFn = Callable[[dict], Iterator[pa.RecordBatch]]
+
+
+def embeddings_table(dataset: Dataset, model_id: str) -> str:
+    name = f"embeddings/{model_id}"
+    if not dataset.has_table(name):
+        have = [t for t in dataset.tables() if t.startswith("embeddings/")] if dataset.root.is_dir() else []
+        raise DatasetError(f"table {name} not found in {dataset.root} (embeddings tables: {have or 'none'}; "
+                           f"run `curate embed` first)")
+    return name
+
+
+def default_model_id(dataset: Dataset) -> str:
+    have = [t.split("/", 1)[1] for t in dataset.tables() if t.startswith("embeddings/")]
+    if len(have) != 1:
+        raise DatasetError(f"{dataset.root}: pass --model (embeddings tables: {have or 'none'})")
+    return have[0]
+
+
+def shard_tasks(dataset: Dataset, table: str, **extra) -> list[dict]:
+    return [dict(root=str(dataset.root), table=table, index=i, path=str(p), **extra)
+            for i, p in enumerate(dataset.shards(table))]
+
+
+# ---------------------------------------------------------------- input restriction
+def write_uid_filter(dataset: Dataset, run: str, uids) -> str | None:
+    """Store the uids a run is restricted to where every task can read them; None = no filter."""
+    if uids is None:
+        return None
+    arr = uids if isinstance(uids, (pa.Array, pa.ChunkedArray)) else pa.array(list(uids), pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = pc.unique(arr.cast(pa.string()))
+    path = dataset.root / "_tmp" / run / "input_uids.parquet"
+    write_parquet_atomic(pa.table({"uid": arr}), path)
+    return str(path)
+
+
+def read_uid_filter(path: str | None) -> pa.Array | None:
+    if not path:
+        return None
+    st = os.stat(path)
+    return worker_cache(("uid_filter", path, st.st_mtime_ns, st.st_size),
+                        lambda: pq.read_table(path).column("uid").combine_chunks())
+
+
+def restrict(table: pa.Table, uid_filter: pa.Array | None) -> pa.Table:
+    if uid_filter is None:
+        return table
+    return table.filter(pc.is_in(table.column("uid"), value_set=uid_filter))
+
+
+def subset_uids(dataset: Dataset, subset: str | None) -> pa.Array | None:
+    if not subset:
+        return None
+    from curate.subset import read_subset
+
+    p = Path(subset)
+    src = p if (p.exists() and (p.is_file() or (p / "uids.parquet").exists())) else None
+    uids = read_subset(src) if src is not None else read_subset(dataset, subset)
+    return pa.array(uids, pa.string())
+
+
+def missing_uids(wanted: pa.Array | None, present: pa.Array) -> pa.Array:
+    """uids of the input restriction that are absent from the table the stage reads."""
+    if wanted is None:
+        return pa.array([], pa.string())
+    wanted = pc.unique(wanted)
+    return wanted.filter(pc.invert(pc.is_in(wanted, value_set=present)))
+
+
+# ---------------------------------------------------------------- execution shapes
+def collect_rows(executor, tasks: list[dict], fn: RowsFn, schema: pa.Schema, description: str = "") -> pa.Table:
+    """Concatenate the batches ``fn`` yields for every task (in-process or as Spark tasks)."""
+    if not tasks:
+        return schema.empty_table()
+    if getattr(executor, "name", "local") == "spark":
+        from curate.engine.spark import collect_arrow, tasks_to_frame
+
+        t = collect_arrow(tasks_to_frame(executor.spark, tasks, fn, schema))
+        return _cast(t, schema)
+    batches = [b for t in tasks for b in fn(t) if b.num_rows]
+    if not batches:
+        return schema.empty_table()
+    return _cast(pa.Table.from_batches(batches), schema)
+
+
+def grouped_apply(executor, tasks: list[dict], rows_fn: RowsFn, row_schema: pa.Schema, key: str,
+                  group_fn: Callable[[pa.Table], pa.Table], out_schema: pa.Schema) -> pa.Table:
+    """Rows from shard tasks, grouped by ``key``, ``group_fn`` applied to each whole group.
+
+    Spark: a shuffle by ``key`` and a grouped ``applyInArrow``. Local: sort and slice. Group
+    results never depend on how rows were partitioned (callers order rows within a group).
+    """
+    if not tasks:
+        return out_schema.empty_table()
+    if getattr(executor, "name", "local") == "spark":
+        from curate.engine.spark import collect_arrow, group_apply, tasks_to_frame
+
+        frame = tasks_to_frame(executor.spark, tasks, rows_fn, row_schema)
+        return _cast(collect_arrow(group_apply(frame, [key], group_fn, out_schema)), out_schema)
+    rows = collect_rows(executor, tasks, rows_fn, row_schema)
+    if rows.num_rows == 0:
+        return out_schema.empty_table()
+    rows = rows.sort_by([(key, "ascending")])
+    keys = rows.column(key).to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    outs = [group_fn(rows.slice(s, e - s)) for s, e in zip(starts, ends)]
+    outs = [_cast(o, out_schema) for o in outs if o.num_rows]
+    return pa.concat_tables(outs) if outs else out_schema.empty_table()
+
+
+def _cast(t: pa.Table, schema: pa.Schema) -> pa.Table:
+    cols = []
+    for f in schema:
+        c = t.column(f.name)
+        cols.append(c.cast(f.type) if c.type != f.type else c)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def write_json(path: Path, obj) -> None:
+    from curate.tables import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+# ---------------------------------------------------------------- deterministic sampling
+def uid_hash(uids, seed: int = 0) -> np.ndarray:
+    """A uint64 per uid, uniform and independent of row order (splitmix64 of the uid's bits)."""
+    hi = np.array([int(u[:16], 16) for u in uids], dtype=np.uint64)
+    lo = np.array([int(u[16:32] or "0", 16) for u in uids], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = hi ^ (lo * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64((seed * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return z

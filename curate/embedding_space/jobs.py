@@ -1,0 +1,442 @@
+"""The embedding-space selection jobs: SemDeDup, DBP/SSP pruning, exact and near duplicate
+removal, decontamination. Each reads its input (optionally restricted to a uid set), writes
+``decisions/<run>/`` (one row per input uid), the kept uids as ``subsets/<run>/``, per-cluster
+stats where clusters are involved, and ``_runs/<run>.json``; and returns the decisions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.decisions import decisions_table, reason_counts, write_decisions
+from curate.embedding_space import dbp as _dbp
+from curate.embedding_space.clusters import cleanup_tmp, load_clustering, write_cluster_stats
+from curate.embedding_space.common import (collect_rows, embeddings_table, grouped_apply, missing_uids,
+                                           read_uid_filter, restrict, shard_tasks, write_uid_filter)
+from curate.embedding_space.semdedup import KEEP_CHOICES, semdedup_group_table
+from curate.embedding_space.vectors import (binary_to_matrix, embedding_columns, embedding_matrix,
+                                            matrix_to_binary)
+from curate.engine import LocalExecutor, worker_cache
+from curate.errors import DatasetError
+from curate.manifest import RunManifest
+from curate.subset import write_subset
+from curate.tables import Dataset, load_schema
+
+NO_EMBEDDING = "no_embedding"
+NOT_DOWNLOADED = "not_downloaded"
+
+DECISIONS = load_schema("decisions").arrow()
+DECISIONS_C = DECISIONS.append(pa.field("cluster_id", pa.int32(), nullable=False))
+
+
+def _ds(dataset) -> Dataset:
+    return dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+
+
+def _finish(ds: Dataset, run: str, stage: str, decisions: pa.Table, manifest: RunManifest, output: str | None,
+            extra_counts: dict | None = None) -> dict:
+    """Write decisions, the kept subset and the manifest; check every input has one row."""
+    n = decisions.num_rows
+    distinct = len(pc.unique(decisions.column("uid")))
+    if distinct != n:
+        raise DatasetError(f"{run}: {n - distinct} input uids got more than one decision (duplicate uids in input?)")
+    with manifest.stage("write"):
+        counts = write_decisions(ds, run, decisions)
+        kept = decisions.filter(decisions.column("kept")).column("uid")
+        name = output or run
+        write_subset(ds, name, kept, {"stage": stage, "run": run, "params": manifest["params"],
+                                      "input_count": n, "reasons": counts})
+    c = {"input": n, "kept": int(counts.get("kept", 0)), "removed": n - int(counts.get("kept", 0)),
+         "reasons": counts}
+    c.update(extra_counts or {})
+    manifest["counts"] = c
+    manifest["outputs"] = {"decisions": f"decisions/{run}", "subset": f"subsets/{name}"}
+    manifest.write(ds, run)
+    cleanup_tmp(ds, run)
+    return {"run": run, "counts": c, "decisions": decisions, "timings_s": manifest["timings_s"]}
+
+
+def _missing_decisions(ds: Dataset, input_uids, table: str, stage: str, reason: str) -> pa.Table:
+    if input_uids is None:
+        return decisions_table([], stage, [], [])
+    present = pa.concat_arrays([pq.read_table(p, columns=["uid"]).column("uid").combine_chunks()
+                                for p in ds.shards(table)]) if ds.shards(table) else pa.array([], pa.string())
+    miss = missing_uids(input_uids, present)
+    return decisions_table(miss, stage, [False] * len(miss), [reason] * len(miss))
+
+
+def _concat_decisions(*tables: pa.Table) -> pa.Table:
+    parts = [t.select(DECISIONS.names).cast(DECISIONS) for t in tables if t.num_rows]
+    return pa.concat_tables(parts) if parts else DECISIONS.empty_table()
+
+
+# ---------------------------------------------------------------- clustered rows
+def _cluster_rows(task: dict):
+    """(cluster_id, uid, distance[, embedding]) of one embeddings shard and its aligned clusters shard."""
+    ds = Dataset(task["root"])
+    cpath = ds.shard_path(f"clusters/{task['clusters']}", task["index"])
+    if not cpath.exists():
+        raise DatasetError(f"{cpath} is missing: clusters/{task['clusters']} does not cover {task['path']} "
+                           f"(rerun `curate cluster`)")
+    cl = pq.read_table(cpath, columns=["uid", "cluster_id", "distance"])
+    cols = [("cluster_id", cl.column("cluster_id")), ("uid", cl.column("uid")), ("distance", cl.column("distance"))]
+    if task.get("embedding"):
+        emb = pq.read_table(task["path"], columns=["uid", *embedding_columns(task["embedding"])])
+        if emb.num_rows != cl.num_rows or not emb.column("uid").equals(cl.column("uid")):
+            raise DatasetError(f"{cpath} does not match {task['path']} row for row (embeddings changed after "
+                               f"clustering; rerun `curate cluster`)")
+        cols.append(("embedding", matrix_to_binary(embedding_matrix(emb, task["embedding"], f"{task['path']}: "))))
+    t = pa.table(dict(cols))
+    t = restrict(t, read_uid_filter(task.get("uid_filter")))
+    if t.num_rows:
+        yield from t.to_batches()
+
+
+def _row_schema(with_embedding: bool) -> pa.Schema:
+    fields = [("cluster_id", pa.int32()), ("uid", pa.string()), ("distance", pa.float32())]
+    if with_embedding:
+        fields.append(("embedding", pa.binary()))
+    return pa.schema(fields)
+
+
+def _clustering_tasks(ds: Dataset, clusters: str, uid_filter, with_embedding: bool):
+    _, meta = load_clustering(ds, clusters)
+    table = meta["embeddings_table"]
+    if not ds.has_table(table):
+        raise DatasetError(f"clustering {clusters!r} was made from {table}, which is missing in {ds.root}")
+    return meta, table, shard_tasks(ds, table, clusters=clusters, uid_filter=uid_filter,
+                                    embedding=meta["embedding"] if with_embedding else None)
+
+
+def _per_cluster(dec: pa.Table, k: int) -> tuple[np.ndarray, np.ndarray]:
+    cid = dec.column("cluster_id").to_numpy()
+    kept = dec.column("kept").to_numpy(zero_copy_only=False)
+    return np.bincount(cid, minlength=k), np.bincount(cid, weights=kept.astype(np.float64), minlength=k).astype(np.int64)
+
+
+# ---------------------------------------------------------------- SemDeDup
+def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep: str = "hard", seed: int = 0,
+                 input_uids=None, executor=None, output: str | None = None, block_cells: int = 1 << 24,
+                 device: str = "auto") -> dict:
+    ds = _ds(dataset)
+    executor = executor or LocalExecutor()
+    if keep not in KEEP_CHOICES:
+        raise DatasetError(f"--keep must be one of {KEEP_CHOICES}, got {keep!r}")
+    if not 0.0 <= eps <= 1.0:
+        raise DatasetError(f"--eps must be in [0, 1], got {eps}")
+    c, _ = load_clustering(ds, clusters)
+    uid_filter = write_uid_filter(ds, run, input_uids)
+    meta, table, tasks = _clustering_tasks(ds, clusters, uid_filter, with_embedding=True)
+    m = RunManifest(run, dict(stage="semdedup", clusters=clusters, eps=eps, keep=keep, seed=seed,
+                              model_id=meta["model_id"], embedding=meta["embedding"],
+                              restricted=input_uids is not None, engine=executor.name))
+    m["inputs"] = [{"table": table, "rows": ds.count(table)}, {"table": f"clusters/{clusters}"}]
+    dim = meta["dim"]
+
+    def group_fn(group: pa.Table) -> pa.Table:
+        out = semdedup_group_table(group, eps, dim, keep=keep, seed=seed, stage="semdedup",
+                                   block_cells=block_cells, device=device)
+        return out.append_column("cluster_id", pa.array(np.full(out.num_rows, group.column("cluster_id")[0].as_py(),
+                                                                   dtype=np.int32)))
+
+    with m.stage("semdedup"):
+        dec = grouped_apply(executor, tasks, _cluster_rows, _row_schema(True), "cluster_id", group_fn, DECISIONS_C)
+    size, kept = _per_cluster(dec, c.shape[0])
+    write_cluster_stats(ds, run, size, None, None, kept=kept)
+    miss = _missing_decisions(ds, input_uids, table, "semdedup", NO_EMBEDDING)
+    return _finish(ds, run, "semdedup", _concat_decisions(dec, miss), m, output,
+                   {"clusters_with_removals": int(((size - kept) > 0).sum())})
+
+
+# ---------------------------------------------------------------- DBP / SSP
+def _stats_task(task: dict) -> dict:
+    k = task["k"]
+    size = np.zeros(k, np.int64)
+    dsum = np.zeros(k)
+    for b in _cluster_rows(task):
+        cid = b.column("cluster_id").to_numpy()
+        size += np.bincount(cid, minlength=k)
+        dsum += np.bincount(cid, weights=b.column("distance").to_numpy().astype(np.float64), minlength=k)
+    return {"size": size.tolist(), "distance_sum": dsum.tolist()}
+
+
+def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp", run: str | None = None,
+              keep: str = "hard", seed: int = 0, temperature: float = 0.5, balance_ratio: float = 0.5,
+              n_neighbors: int = 20, input_uids=None, executor=None, output: str | None = None) -> dict:
+    """Density-based pruning (``dbp``) or self-supervised-prototype pruning (``ssp``)."""
+    ds = _ds(dataset)
+    executor = executor or LocalExecutor()
+    run = run or method
+    if method not in ("dbp", "ssp"):
+        raise DatasetError(f"pruning method must be dbp or ssp, got {method!r}")
+    if keep not in KEEP_CHOICES:
+        raise DatasetError(f"--keep must be one of {KEEP_CHOICES}, got {keep!r}")
+    c, _ = load_clustering(ds, clusters)
+    k = c.shape[0]
+    uid_filter = write_uid_filter(ds, run, input_uids)
+    meta, table, tasks = _clustering_tasks(ds, clusters, uid_filter, with_embedding=False)
+    params = dict(stage=method, clusters=clusters, keep_fraction=keep_fraction, keep=keep, seed=seed,
+                  model_id=meta["model_id"], restricted=input_uids is not None, engine=executor.name)
+    if method == "dbp":
+        params.update(temperature=temperature, balance_ratio=balance_ratio, n_neighbors=n_neighbors)
+    m = RunManifest(run, params)
+    m["inputs"] = [{"table": f"clusters/{clusters}", "rows": ds.count(f"clusters/{clusters}")}]
+    with m.stage("stats"):
+        res = executor.map_tasks([dict(t, k=k) for t in tasks], _stats_task, "cluster stats")
+        size = np.sum([r["size"] for r in res], axis=0).astype(np.int64) if res else np.zeros(k, np.int64)
+        dsum = np.sum([r["distance_sum"] for r in res], axis=0) if res else np.zeros(k)
+    total = int(size.sum())
+    try:
+        n_keep = _dbp.n_keep_from_fraction(total, keep_fraction)
+    except ValueError as e:
+        raise DatasetError(str(e)) from e
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_intra = np.where(size > 0, dsum / np.maximum(size, 1), np.nan)
+    d_inter = _dbp.centroid_d_inter(c, n_neighbors)
+    if method == "dbp":
+        plan = _dbp.dbp_plan(size, d_intra, d_inter, n_keep, temperature=temperature, balance_ratio=balance_ratio)
+        quota = plan["quota"]
+    else:
+        plan = {"complexity": None, "probability": None}
+        quota = _dbp.ssp_quotas(size, n_keep)
+    quota_list = quota.astype(np.int64)
+    stage = method
+    reason = "dbp_pruned" if method == "dbp" else "ssp_pruned"
+
+    def group_fn(group: pa.Table) -> pa.Table:
+        cid = int(group.column("cluster_id")[0].as_py())
+        uids = np.asarray(group.column("uid").to_pylist(), dtype=object)
+        dist = group.column("distance").to_numpy()
+        mask = _dbp.select_in_cluster(uids, dist, int(quota_list[cid]), keep=keep, seed=seed, cluster_id=cid)
+        out = decisions_table(list(uids), stage, mask.tolist(), np.where(mask, "kept", reason).tolist(),
+                              dist.astype(np.float64).tolist(), [f"cluster={cid}"] * len(uids))
+        return out.append_column("cluster_id", pa.array(np.full(len(uids), cid, dtype=np.int32)))
+
+    with m.stage("select"):
+        dec = grouped_apply(executor, tasks, _cluster_rows, _row_schema(False), "cluster_id", group_fn, DECISIONS_C)
+    size2, kept = _per_cluster(dec, k)
+    if not np.array_equal(size2, size) or int(kept.sum()) != n_keep:
+        raise DatasetError(f"{run}: internal count mismatch (kept {int(kept.sum())}, planned {n_keep})")
+    write_cluster_stats(ds, run, size, d_intra, d_inter, plan["complexity"], plan["probability"], quota, kept)
+    miss = _missing_decisions(ds, input_uids, table, stage, NO_EMBEDDING)
+    return _finish(ds, run, stage, _concat_decisions(dec, miss), m, output, {"target_kept": n_keep})
+
+
+# ---------------------------------------------------------------- exact duplicates
+_DL_SCHEMA = pa.schema([("uid", pa.string()), ("status", pa.string()), ("sha256", pa.string())])
+
+
+def _downloads_rows(task: dict):
+    t = pq.read_table(task["path"], columns=["uid", "status", "sha256"])
+    t = restrict(t, read_uid_filter(task.get("uid_filter")))
+    if t.num_rows:
+        yield from t.to_batches()
+
+
+def run_exact_dedup(dataset, run: str = "exact_dedup", input_uids=None, executor=None, output: str | None = None) -> dict:
+    from curate.embedding_space.duplicates import exact_duplicate_decisions
+
+    ds = _ds(dataset)
+    executor = executor or LocalExecutor()
+    if not ds.has_table("downloads"):
+        raise DatasetError(f"table downloads not found in {ds.root} (run `curate download` first)")
+    uid_filter = write_uid_filter(ds, run, input_uids)
+    m = RunManifest(run, dict(stage="exact_dedup", restricted=input_uids is not None, engine=executor.name))
+    m["inputs"] = [{"table": "downloads", "rows": ds.count("downloads")}]
+    with m.stage("read"):
+        rows = collect_rows(executor, shard_tasks(ds, "downloads", uid_filter=uid_filter), _downloads_rows, _DL_SCHEMA)
+    ok = pc.and_(pc.equal(rows.column("status"), "success"), pc.is_valid(rows.column("sha256")))
+    ok = pc.fill_null(ok, False)
+    good, bad = rows.filter(ok), rows.filter(pc.invert(ok))
+    with m.stage("dedup"):
+        dec = exact_duplicate_decisions(good.column("uid"), good.column("sha256"), stage="exact_dedup")
+    failed = decisions_table(bad.column("uid"), "exact_dedup", [False] * bad.num_rows, [NOT_DOWNLOADED] * bad.num_rows)
+    miss = _missing_decisions(ds, input_uids, "downloads", "exact_dedup", NOT_DOWNLOADED)
+    return _finish(ds, run, "exact_dedup", _concat_decisions(dec, failed, miss), m, output)
+
+
+# ---------------------------------------------------------------- near duplicates
+_EMB_SCHEMA = pa.schema([("uid", pa.string()), ("clip_score", pa.float32()), ("embedding", pa.binary())])
+
+
+def _embedding_rows(task: dict):
+    t = pq.read_table(task["path"], columns=["uid", "clip_score", *embedding_columns(task["embedding"])])
+    t = restrict(t, read_uid_filter(task.get("uid_filter")))
+    if t.num_rows:
+        x = embedding_matrix(t, task["embedding"], f"{task['path']}: ")
+        yield pa.record_batch([t.column("uid").combine_chunks(), t.column("clip_score").combine_chunks(),
+                               matrix_to_binary(x)], schema=_EMB_SCHEMA)
+
+
+def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_dedup", keep_by: str = "uid",
+                   embedding: str = "image", clusters: str | None = None, nprobe: int = 8, input_uids=None,
+                   executor=None, output: str | None = None) -> dict:
+    """Near duplicates by embedding cosine >= ``threshold``: exact FAISS range search, or an
+    IVF index over the centroids of ``clusters`` probing ``nprobe`` lists (large pools)."""
+    import faiss
+
+    from curate.embedding_space.duplicates import near_duplicate_decisions
+
+    ds = _ds(dataset)
+    executor = executor or LocalExecutor()
+    if keep_by not in ("uid", "clip_score"):
+        raise DatasetError(f"--keep-by must be uid or clip_score, got {keep_by!r}")
+    if not -1.0 <= threshold <= 1.0:
+        raise DatasetError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    table = embeddings_table(ds, model_id)
+    uid_filter = write_uid_filter(ds, run, input_uids)
+    m = RunManifest(run, dict(stage="near_dedup", model_id=model_id, threshold=threshold, keep_by=keep_by,
+                              embedding=embedding, clusters=clusters, nprobe=nprobe,
+                              restricted=input_uids is not None, engine=executor.name))
+    m["inputs"] = [{"table": table, "rows": ds.count(table)}]
+    with m.stage("read"):
+        rows = collect_rows(executor, shard_tasks(ds, table, embedding=embedding, uid_filter=uid_filter),
+                            _embedding_rows, _EMB_SCHEMA)
+    n = rows.num_rows
+    dim = (len(rows.column("embedding")[0].as_py()) // 2) if n else 1
+    x = binary_to_matrix(rows.column("embedding"), dim).astype(np.float32)
+    index = None
+    if clusters and n:
+        c, cmeta = load_clustering(ds, clusters)
+        if cmeta["embedding"] != embedding or c.shape[1] != dim:
+            raise DatasetError(f"clustering {clusters!r} is over {cmeta['embedding']} embeddings of dim {c.shape[1]}; "
+                               f"near dedup uses {embedding} of dim {dim}")
+        quant = faiss.IndexFlatIP(dim)
+        quant.add(np.ascontiguousarray(c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)))
+        index = faiss.IndexIVFFlat(quant, dim, c.shape[0], faiss.METRIC_INNER_PRODUCT)
+        index.is_trained = True
+        index.add(x)
+        index.nprobe = int(nprobe)
+    with m.stage("search"):
+        scores = rows.column("clip_score").to_numpy() if keep_by == "clip_score" else None
+        dec, stats = near_duplicate_decisions(rows.column("uid").to_pylist(), x, threshold, scores=scores,
+                                              stage="near_dedup", index=index)
+    miss = _missing_decisions(ds, input_uids, table, "near_dedup", NO_EMBEDDING)
+    return _finish(ds, run, "near_dedup", _concat_decisions(dec, miss), m, output, stats)
+
+
+# ---------------------------------------------------------------- decontamination
+def _eval_index(path: str):
+    st = Path(path).stat()
+
+    def build():
+        from curate.embedding_space.decontaminate import build_eval_index
+
+        return build_eval_index(np.load(path, allow_pickle=False))
+
+    return worker_cache(("eval_index", path, st.st_mtime_ns, st.st_size), build)
+
+
+def _decontam_rows(task: dict):
+    from curate.embedding_space.decontaminate import nearest_eval
+
+    t = pq.read_table(task["path"], columns=["uid", "image_embedding"])
+    t = restrict(t, read_uid_filter(task.get("uid_filter")))
+    if t.num_rows == 0:
+        return
+    x = embedding_matrix(t, "image", f"{task['path']}: ")
+    sims, ids = nearest_eval(_eval_index(task["eval_npy"]), x)
+    yield pa.record_batch([t.column("uid").combine_chunks(), pa.array(sims), pa.array(ids.astype(np.int64))],
+                          schema=_DECONTAM_SCHEMA)
+
+
+_DECONTAM_SCHEMA = pa.schema([("uid", pa.string()), ("similarity", pa.float32()), ("eval_index", pa.int64())])
+
+
+def load_eval_embeddings(source: str, dataset: Dataset, model_id: str, model_name: str | None = None,
+                         pretrained: str | None = None, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
+    """Evaluation image ids and normalised embeddings from a folder of images (embedded with the
+    pool's model), a Parquet file/table folder with ``image_embedding``, or a table of ``dataset``."""
+    p = Path(source)
+    table_path = None
+    if p.is_file() and p.suffix == ".parquet":
+        table_path = [p]
+    elif p.is_dir() and any(p.glob("*.parquet")):
+        table_path = sorted(p.glob("*.parquet"))
+    elif not p.exists() and dataset.has_table(source):
+        table_path = dataset.shards(source)
+    if table_path is not None:
+        t = pa.concat_tables([pq.read_table(f) for f in table_path])
+        if "image_embedding" not in t.column_names:
+            raise DatasetError(f"{source}: evaluation table has no image_embedding column (columns: {t.column_names})")
+        id_col = next((c for c in ("uid", "key", "path", "id") if c in t.column_names), None)
+        ids = [str(v) for v in t.column(id_col).to_pylist()] if id_col else [str(i) for i in range(t.num_rows)]
+        return ids, embedding_matrix(t, "image", f"{source}: ")
+    if not p.is_dir():
+        raise DatasetError(f"--eval {source}: neither an image folder, a Parquet table, nor a table of {dataset.root}")
+    from curate.embed import embed_image_folder
+    from curate.models import load_model
+
+    name, _, suffix = model_id.partition("__")
+    seed = 0
+    if model_name is None:
+        model_name = name
+        if suffix.startswith("random-seed"):
+            seed, pretrained = int(suffix[len("random-seed"):]), None
+        elif pretrained is None:
+            pretrained = suffix
+    bundle = load_model(model_name, pretrained, seed=seed)
+    if bundle.model_id != model_id:
+        raise DatasetError(f"evaluation images would be embedded with {bundle.model_id}, but the pool embeddings "
+                           f"are {model_id}; pass --eval-model/--eval-pretrained matching the pool's model")
+    paths, _, x = embed_image_folder(p, bundle, batch_size=batch_size)
+    ids = [str(Path(q).relative_to(p)) for q in paths]
+    return ids, np.asarray(x, dtype=np.float32)
+
+
+def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float, run: str = "decontaminate",
+                      model_name: str | None = None, pretrained: str | None = None, input_uids=None,
+                      executor=None, output: str | None = None) -> dict:
+    from curate.embedding_space.vectors import normalize_rows
+
+    ds = _ds(dataset)
+    executor = executor or LocalExecutor()
+    table = embeddings_table(ds, model_id)
+    m = RunManifest(run, dict(stage="decontaminate", model_id=model_id, eval=str(eval_source), threshold=threshold,
+                              restricted=input_uids is not None, engine=executor.name))
+    with m.stage("embed_eval"):
+        eval_ids, ex = load_eval_embeddings(str(eval_source), ds, model_id, model_name, pretrained)
+    ex = normalize_rows(ex)
+    if len(eval_ids) == 0:
+        raise DatasetError(f"--eval {eval_source}: no evaluation images")
+    m["inputs"] = [{"table": table, "rows": ds.count(table)}, {"eval": str(eval_source), "images": len(eval_ids)}]
+    tmp = ds.root / "_tmp" / run
+    tmp.mkdir(parents=True, exist_ok=True)
+    npy = tmp / "eval.npy"
+    with open(npy, "wb") as f:
+        np.save(f, np.ascontiguousarray(ex, dtype=np.float32))
+    uid_filter = write_uid_filter(ds, run, input_uids)
+    with m.stage("search"):
+        rows = collect_rows(executor, shard_tasks(ds, table, eval_npy=str(npy), uid_filter=uid_filter),
+                            _decontam_rows, _DECONTAM_SCHEMA)
+    sims = rows.column("similarity").to_numpy()
+    eidx = rows.column("eval_index").to_numpy()
+    removed = sims >= threshold
+    eids = np.asarray(eval_ids, dtype=object)
+    dec = decisions_table(rows.column("uid"), "decontaminate", (~removed).tolist(),
+                          np.where(removed, "eval_near_copy", "kept").tolist(), sims.astype(np.float64).tolist(),
+                          [eids[i] if r else None for i, r in zip(eidx, removed)])
+    # per evaluation image: how many pool samples were its near copies, the closest one
+    uids = np.asarray(rows.column("uid").to_pylist(), dtype=object)
+    count = np.bincount(eidx[removed], minlength=len(eval_ids))
+    best = np.full(len(eval_ids), np.nan)
+    nearest = np.full(len(eval_ids), None, dtype=object)
+    for j in np.flatnonzero(removed)[np.lexsort((uids[removed], -sims[removed]))]:
+        e = eidx[j]
+        if nearest[e] is None:
+            best[e], nearest[e] = float(sims[j]), uids[j]
+    report = pa.Table.from_arrays(
+        [pa.array(eval_ids, pa.string()), pa.array(count.astype(np.int64)),
+         pa.array(best, pa.float64(), mask=np.isnan(best)), pa.array(nearest.tolist(), pa.string())],
+        schema=load_schema("decontamination").arrow())
+    ds.write_table(f"decontamination/{run}", report)
+    miss = _missing_decisions(ds, input_uids, table, "decontaminate", NO_EMBEDDING)
+    res = _finish(ds, run, "decontaminate", _concat_decisions(dec, miss), m, output,
+                  {"eval_images": len(eval_ids), "eval_images_with_copies": int((count > 0).sum())})
+    res["report"] = report
+    return res

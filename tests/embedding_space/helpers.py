@@ -1,0 +1,44 @@
+"""Synthetic embeddings tables for the embedding-space tests (written directly, as the embed
+job would)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from curate.tables import Dataset, load_schema
+
+
+def uid(i: int) -> str:
+    # spread uids so their sort order differs from generation order
+    return f"{(i * 2654435761) % (1 << 64):016x}{i:016x}"
+
+
+def clustered_embeddings(n: int = 2000, d: int = 32, centers: int = 8, dup_frac: float = 0.25,
+                         dup_noise: float = 0.02, seed: int = 0) -> np.ndarray:
+    """Normalised Gaussian-mixture vectors where ``dup_frac`` of rows are noisy copies of others."""
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal((centers, d)) * 2.5
+    lab = rng.integers(0, centers, n)
+    x = mu[lab] + rng.standard_normal((n, d))
+    ndup = int(n * dup_frac)
+    dst = rng.choice(n, ndup, replace=False)
+    src = rng.integers(0, n, ndup)
+    x[dst] = x[src] + rng.standard_normal((ndup, d)) * dup_noise * np.linalg.norm(x[src], axis=1, keepdims=True) / np.sqrt(d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def write_embeddings(ds: Dataset, model_id: str, x: np.ndarray, uids: list[str] | None = None,
+                     text: np.ndarray | None = None, rows_per_shard: int = 700) -> list[str]:
+    n, d = x.shape
+    uids = uids or [uid(i) for i in range(n)]
+    text = x[:, ::-1].copy() if text is None else text
+    f16 = x.astype(np.float16)
+    t = pa.Table.from_arrays(
+        [pa.array(uids, pa.string()),
+         pa.FixedSizeListArray.from_arrays(pa.array(f16.reshape(-1)), d),
+         pa.FixedSizeListArray.from_arrays(pa.array(text.astype(np.float16).reshape(-1)), d),
+         pa.array(np.einsum("ij,ij->i", x, text).astype(np.float32))],
+        schema=load_schema("embeddings").arrow(dim=d))
+    ds.write_table(f"embeddings/{model_id}", t, schema="embeddings", rows_per_shard=rows_per_shard)
+    return uids
