@@ -338,3 +338,42 @@ def group_apply(df, keys: list[str], fn: Callable[[pa.Table], pa.Table], schema:
 def collect_arrow(df) -> pa.Table:
     """All rows of ``df`` as one Arrow table on the driver (results that fit in driver memory)."""
     return df.toArrow()
+
+
+# ---------------------------------------------------------------- frame helpers
+def join_frames(left, right, on: str | list[str], how: str = "left"):
+    """``left`` joined with ``right`` on key column(s) (``how``: left, inner, ...)."""
+    return left.join(right, on=on, how=how)
+
+
+def map_frame(df, fn: Callable[[pa.RecordBatch], pa.RecordBatch | pa.Table], schema: pa.Schema):
+    """A DataFrame of ``fn`` applied to every Arrow batch of ``df`` (``mapInArrow``).
+
+    ``fn`` returns a batch or table with (at least) the columns of ``schema``.
+    """
+    names = schema.names
+
+    def run(batches):
+        for b in batches:
+            out = fn(b)
+            for ob in (out.to_batches() if isinstance(out, pa.Table) else [out]):
+                if ob.num_rows:
+                    yield ob.select(names)
+
+    return df.mapInArrow(run, to_spark_schema(schema))
+
+
+def collect_frame(df) -> pa.Table:
+    """All rows of ``df`` on the driver as one Arrow table."""
+    return df.toArrow()
+
+
+def sum_by_key(df, keys: list[str], value: str, min_total: int | float | None = None) -> pa.Table:
+    """Sum of ``value`` per distinct ``keys`` (a shuffle), optionally only the groups whose
+    sum is at least ``min_total``, collected to the driver as Arrow (column ``value``)."""
+    from pyspark.sql import functions as F
+
+    out = df.groupBy(*keys).agg(F.sum(value).alias(value))
+    if min_total is not None:
+        out = out.where(F.col(value) >= min_total)
+    return out.toArrow()

@@ -1,0 +1,427 @@
+"""The filters: parameters and per-batch decisions.
+
+Every filter is a function ``decide(batch, params, ctx) -> Decision`` over one Arrow table of
+joined columns (samples + text_stats + the embeddings it needs). It assigns each row 'kept' or
+the first failing rule as its reason (rules are checked in the order listed), the number that
+decided, and a text detail. Pool-wide facts (a fraction threshold, k-means centroids, a synset
+list) are computed once by the job and arrive in ``ctx``.
+
+DataComp's rules, reproduced exactly (mlfoundations/datacomp, baselines/apply_filter.py):
+- basic: fastText top-1 label == en; len(text.split()) > 2; len(text) > 5;
+  min(w, h) >= 200 and max(w, h) / min(w, h) <= 3.0 (float division; missing size fails).
+- clip_score: score >= threshold; fraction f: threshold = descending-sorted scores[int(N f)].
+- laion2b: score >= 0.28 and English (DataComp asked gcld3; we ask fastText).
+- image_based: caption filter (en, > 1 fastText token, > 5 chars), then the sample's nearest
+  centroid by largest dot product must have received at least one target image.
+- text_based: English, and some word of text.split() has a first WordNet synset
+  (``wordnet.synsets(word)[0]``) whose offset is in the target list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.engine import worker_cache
+from curate.errors import CurateError
+
+KEPT = "kept"
+
+
+class FilterSpecError(CurateError):
+    """A --filter argument names an unknown filter or parameter, or a bad value."""
+
+
+# ---------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class Param:
+    default: Any
+    type: Callable[[str], Any]
+    doc: str
+
+
+def _opt_float(s: str):
+    return None if s in ("", "none", "None") else float(s)
+
+
+PARAMS: dict[str, dict[str, Param]] = {
+    "basic": {
+        "lang": Param("en", str, "required top-1 fastText label"),
+        "min_words": Param(3, int, "minimum words (str.split); DataComp: more than 2"),
+        "min_chars": Param(6, int, "minimum characters; DataComp: more than 5"),
+        "min_side": Param(200, int, "minimum of original width and height, pixels"),
+        "max_aspect": Param(3.0, float, "maximum of max(w,h)/min(w,h)"),
+    },
+    "clip_score": {
+        "threshold": Param(None, _opt_float, "keep clip_score >= threshold"),
+        "fraction": Param(None, _opt_float, "keep the top fraction of the pool (ties at the cut kept)"),
+        "model": Param(None, str, "embeddings/<model> table to read (default: the only one)"),
+    },
+    "laion2b": {
+        "threshold": Param(0.28, float, "minimum clip_score"),
+        "lang": Param("en", str, "required top-1 fastText label"),
+        "model": Param(None, str, "embeddings/<model> table (DataComp: ViT-B-32 scores)"),
+    },
+    "image_based": {
+        "target": Param(None, str, "target images: an image folder (embedded with the pool's model) "
+                        "or a .npy / .parquet of target image embeddings"),
+        "k": Param(100_000, int, "k-means clusters (DataComp: 100,000)"),
+        "niter": Param(20, int, "k-means iterations"),
+        "seed": Param(0, int, "k-means seed"),
+        "sample_ratio": Param(-1.0, float, "share of caption-filtered pool embeddings to cluster (<= 0: all)"),
+        "centroids": Param(None, str, "precomputed pool centroids (.npy, k x d); skips k-means"),
+        "clip_threshold": Param(None, _opt_float, "also require clip_score >= this"),
+        "clip_fraction": Param(None, _opt_float, "also require the top fraction by clip_score"),
+        "lang": Param("en", str, "caption filter: required top-1 fastText label"),
+        "min_tokens": Param(2, int, "caption filter: minimum fastText tokens; DataComp: more than 1"),
+        "min_chars": Param(6, int, "caption filter: minimum characters; DataComp: more than 5"),
+        "model": Param(None, str, "embeddings/<model> table"),
+    },
+    "text_based": {
+        "synsets": Param(None, str, "file of target synsets, one per line: WordNet ids (n01440764), "
+                         "offsets (1440764) or names (tench.n.01); DataComp used ImageNet-21k's ids"),
+        "lang": Param("en", str, "required top-1 fastText label"),
+        "wordnet_dir": Param(None, str, "WordNet 3.0 dict folder (default: Debian's /usr/share/wordnet)"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    name: str
+    params: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        given = {k: v for k, v in self.params.items() if v != PARAMS[self.name][k].default}
+        return self.name + (":" + ",".join(f"{k}={v}" for k, v in sorted(given.items())) if given else "")
+
+    @property
+    def model(self) -> str | None:
+        return self.params.get("model")
+
+    def needs_scores(self) -> bool:
+        return self.name in ("clip_score", "laion2b") or (
+            self.name == "image_based" and (self.params["clip_threshold"] is not None
+                                            or self.params["clip_fraction"] is not None))
+
+    def needs_embeddings(self) -> bool:
+        return self.name == "image_based"
+
+
+def parse_filter(text: str) -> FilterSpec:
+    """``name`` or ``name:key=value,key=value`` -> FilterSpec with every parameter resolved."""
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if name not in PARAMS:
+        raise FilterSpecError(f"unknown filter {name!r} in --filter {text!r}; known: {', '.join(PARAMS)}")
+    schema = PARAMS[name]
+    params = {k: p.default for k, p in schema.items()}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise FilterSpecError(f"--filter {text!r}: expected key=value, got {item!r}")
+        if key not in schema:
+            raise FilterSpecError(f"--filter {text!r}: {name} has no parameter {key!r}; "
+                                  f"parameters: {', '.join(schema)}")
+        try:
+            params[key] = schema[key].type(value.strip())
+        except ValueError as e:
+            raise FilterSpecError(f"--filter {text!r}: bad value for {key}: {value!r} ({e})") from e
+    spec = FilterSpec(name, params)
+    _check(spec, text)
+    return spec
+
+
+def _check(spec: FilterSpec, text: str) -> None:
+    p = spec.params
+    if spec.name == "clip_score" and (p["threshold"] is None) == (p["fraction"] is None):
+        raise FilterSpecError(f"--filter {text!r}: give exactly one of threshold=... or fraction=...")
+    for key in ("fraction", "clip_fraction", "sample_ratio"):
+        v = p.get(key)
+        if key != "sample_ratio" and v is not None and not 0.0 <= v <= 1.0:
+            raise FilterSpecError(f"--filter {text!r}: {key} must be in [0, 1], got {v}")
+    if spec.name == "image_based":
+        if p["target"] is None:
+            raise FilterSpecError(f"--filter {text!r}: image_based needs target=PATH "
+                                  "(an image folder, or a .npy/.parquet of target embeddings)")
+        if p["clip_threshold"] is not None and p["clip_fraction"] is not None:
+            raise FilterSpecError(f"--filter {text!r}: give at most one of clip_threshold, clip_fraction")
+        if p["k"] < 1:
+            raise FilterSpecError(f"--filter {text!r}: k must be >= 1")
+    if spec.name == "text_based" and p["synsets"] is None:
+        raise FilterSpecError(f"--filter {text!r}: text_based needs synsets=FILE (one WordNet id per line)")
+
+
+def describe_filters() -> str:
+    lines = []
+    for name, params in PARAMS.items():
+        lines.append(f"{name}: " + "; ".join(f"{k}={p.default} ({p.doc})" for k, p in params.items()))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- decisions
+@dataclass
+class Decision:
+    kept: np.ndarray
+    reason: np.ndarray  # object array of str
+    value: np.ndarray  # float64, NaN -> null
+    detail: np.ndarray  # object array of str | None
+    rules: Counter  # rows failing each rule (all failures, not only the first)
+
+    def arrays(self) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
+        return (pa.array(self.kept, pa.bool_()), pa.array(self.reason, pa.string()),
+                pa.array(self.value, pa.float64(), mask=np.isnan(self.value)),
+                pa.array(self.detail, pa.string()))
+
+
+def _first_failure(n: int, rules: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]],
+                   kept_value: np.ndarray | None = None, kept_detail: np.ndarray | None = None) -> Decision:
+    """Each row's reason is the first rule (in order) whose mask is true; else 'kept'."""
+    reason = np.full(n, KEPT, dtype=object)
+    value = np.full(n, np.nan) if kept_value is None else np.asarray(kept_value, dtype=np.float64).copy()
+    detail = np.full(n, None, dtype=object) if kept_detail is None else np.asarray(kept_detail, dtype=object).copy()
+    decided = np.zeros(n, dtype=bool)
+    counts: Counter = Counter()
+    for name, mask, val, det in rules:
+        mask = np.asarray(mask, dtype=bool)
+        counts[name] += int(mask.sum())
+        m = mask & ~decided
+        reason[m] = name
+        value[m] = np.nan if val is None else np.asarray(val, dtype=np.float64)[m]
+        detail[m] = None if det is None else np.asarray(det, dtype=object)[m]
+        decided |= m
+    return Decision(~decided, reason, value, detail, counts)
+
+
+def _f64(col) -> np.ndarray:
+    """Numeric column as float64 with NaN for nulls."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    return col.cast(pa.float64()).fill_null(math.nan).to_numpy(zero_copy_only=False)
+
+
+def _obj(col) -> np.ndarray:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _is(col, value: str) -> np.ndarray:
+    return pc.fill_null(pc.equal(col, value), False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _lang_reason(lang: str) -> str:
+    return "not_english" if lang == "en" else f"not_{lang}"
+
+
+def _size_detail(t: pa.Table) -> np.ndarray:
+    w = pc.cast(t.column("original_width"), pa.string()).fill_null("?")
+    h = pc.cast(t.column("original_height"), pa.string()).fill_null("?")
+    return _obj(pc.binary_join_element_wise(w, h, "x"))
+
+
+def decide_basic(t: pa.Table, p: dict, ctx: dict) -> Decision:
+    n = t.num_rows
+    lang_ok = _is(t.column("language"), p["lang"])
+    words = _f64(t.column("word_count"))
+    chars = _f64(t.column("char_count"))
+    w, h = _f64(t.column("original_width")), _f64(t.column("original_height"))
+    lo, hi = np.minimum(w, h), np.maximum(w, h)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        aspect = hi / lo  # DataComp's float division: 0 -> inf, 0/0 -> nan, both fail
+    size = _size_detail(t) if n else np.empty(0, dtype=object)
+    lang_score = _f64(t.column("language_score"))
+    rules = [
+        (_lang_reason(p["lang"]), ~lang_ok, lang_score, _obj(t.column("language"))),
+        ("too_few_words", words < p["min_words"], words, None),
+        ("too_few_chars", chars < p["min_chars"], chars, None),
+        ("missing_size", np.isnan(w) | np.isnan(h), None, size),
+        ("image_too_small", ~(lo >= p["min_side"]), lo, size),
+        ("bad_aspect_ratio", ~(aspect <= p["max_aspect"]), aspect, size),
+    ]
+    return _first_failure(n, rules, kept_value=lang_score, kept_detail=_obj(t.column("language")))
+
+
+def _score_rules(t: pa.Table, ctx: dict, threshold: float) -> tuple[np.ndarray, list]:
+    col = t.column(ctx["score_column"])
+    missing = col.is_null().to_numpy(zero_copy_only=False).astype(bool)
+    s = _f64(col)
+    return s, [("no_embedding", missing, None, None),
+               ("low_clip_score", ~missing & ~(s >= threshold), s, None)]
+
+
+def decide_clip_score(t: pa.Table, p: dict, ctx: dict) -> Decision:
+    s, rules = _score_rules(t, ctx, ctx["threshold"])
+    return _first_failure(t.num_rows, rules, kept_value=s)
+
+
+def decide_laion2b(t: pa.Table, p: dict, ctx: dict) -> Decision:
+    s, (missing, low) = _score_rules(t, ctx, p["threshold"])
+    lang = (_lang_reason(p["lang"]), ~_is(t.column("language"), p["lang"]),
+            _f64(t.column("language_score")), _obj(t.column("language")))
+    return _first_failure(t.num_rows, [missing, lang, low], kept_value=s)
+
+
+def embeddings_from_binary(col) -> tuple[np.ndarray, np.ndarray]:
+    """(valid mask, float32 matrix of the valid rows) from raw float16 bytes per row."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    valid = col.is_valid().to_numpy(zero_copy_only=False).astype(bool)
+    if not valid.any():
+        return valid, np.zeros((0, 0), dtype=np.float32)
+    col = col.cast(pa.binary())
+    offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset: col.offset + len(col) + 1]
+    data = np.frombuffer(col.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
+    lengths = np.diff(offsets)[valid]
+    if lengths.min() != lengths.max():
+        raise CurateError(f"image embeddings of different sizes in one batch ({lengths.min()} vs {lengths.max()} bytes)")
+    d = int(lengths[0]) // 2
+    return valid, data.view(np.float16).reshape(-1, d).astype(np.float32)
+
+
+def embeddings_to_binary(col) -> pa.Array:
+    """fixed_size_list<float16> -> binary of the raw float16 bytes (Spark has neither type)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    n, d = len(col), col.type.list_size
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float16, copy=False)
+    data = pa.py_buffer(np.ascontiguousarray(flat).tobytes())
+    offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * (2 * d)).tobytes())
+    return pa.Array.from_buffers(pa.binary(), n, [None, offsets, data])
+
+
+def _centroids(path: str) -> np.ndarray:
+    import os
+
+    key = ("filters-centroids", path, os.stat(path).st_mtime_ns)
+    return worker_cache(key, lambda: np.load(path, allow_pickle=False).astype(np.float32))
+
+
+def assign_clusters(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Nearest centroid by largest dot product (DataComp's argmax of x @ c.T)."""
+    from curate.embedding_space.kmeans import assign
+
+    ids, _ = assign(x, centroids, metric="ip")
+    return ids
+
+
+def caption_rules(t: pa.Table, p: dict) -> list:
+    """DataComp's caption filter for the image-based baseline (and its k-means input)."""
+    return [
+        (_lang_reason(p["lang"]), ~_is(t.column("language"), p["lang"]),
+         _f64(t.column("language_score")), _obj(t.column("language"))),
+        ("too_few_tokens", _f64(t.column("token_count")) < p["min_tokens"], _f64(t.column("token_count")), None),
+        ("too_few_chars", _f64(t.column("char_count")) < p["min_chars"], _f64(t.column("char_count")), None),
+    ]
+
+
+def decide_image_based(t: pa.Table, p: dict, ctx: dict) -> Decision:
+    n = t.num_rows
+    valid, x = embeddings_from_binary(t.column(ctx["embedding_column"]))
+    cluster = np.full(n, np.nan)
+    in_target = np.zeros(n, dtype=bool)
+    if valid.any():
+        ids = assign_clusters(x, _centroids(ctx["centroids_path"]))
+        cluster[valid] = ids
+        in_target[valid] = np.isin(ids, np.asarray(ctx["target_clusters"], dtype=np.int64))
+    rules = [("no_embedding", ~valid, None, None)]
+    if ctx.get("score_column"):
+        s = _f64(t.column(ctx["score_column"]))
+        rules.append(("low_clip_score", valid & ~(s >= ctx["threshold"]), s, None))
+    rules += caption_rules(t, p)
+    rules.append(("cluster_without_target", valid & ~in_target, cluster, None))
+    return _first_failure(n, rules, kept_value=cluster)
+
+
+# ---- text_based
+def _entity_lookup(wordnet_dir: str | None):
+    """word -> offset of its first WordNet synset (or -1), memoised per worker."""
+    from curate.wordnet import get_wordnet
+
+    wn = get_wordnet(wordnet_dir)
+    memo: dict[str, int] = {}
+
+    def first_offset(word: str) -> int:
+        off = memo.get(word)
+        if off is None:
+            ss = wn.synsets(word)
+            off = ss[0].offset() if ss else -1
+            if len(memo) < 2_000_000:
+                memo[word] = off
+        return off
+
+    return first_offset
+
+
+def decide_text_based(t: pa.Table, p: dict, ctx: dict) -> Decision:
+    n = t.num_rows
+    lang_ok = _is(t.column("language"), p["lang"])
+    first_offset = worker_cache(("filters-wordnet", p["wordnet_dir"]), lambda: _entity_lookup(p["wordnet_dir"]))
+    targets = frozenset(ctx["target_offsets"])
+    matched = np.zeros(n, dtype=bool)
+    value = np.full(n, np.nan)
+    detail = np.full(n, None, dtype=object)
+    texts = t.column("text").to_pylist()
+    for i in np.flatnonzero(lang_ok):  # the decision needs the match only where the language passed
+        for word in texts[i].split():
+            off = first_offset(word)
+            if off in targets:  # DataComp compares the offset only, whatever the part of speech
+                matched[i], value[i], detail[i] = True, off, word
+                break
+    rules = [
+        (_lang_reason(p["lang"]), ~lang_ok, _f64(t.column("language_score")), _obj(t.column("language"))),
+        ("no_target_synset", lang_ok & ~matched, None, None),
+    ]
+    return _first_failure(n, rules, kept_value=value, kept_detail=detail)
+
+
+DECIDE = {
+    "basic": decide_basic,
+    "clip_score": decide_clip_score,
+    "laion2b": decide_laion2b,
+    "image_based": decide_image_based,
+    "text_based": decide_text_based,
+}
+
+
+def read_synset_offsets(path: str, wordnet_dir: str | None = None) -> list[int]:
+    """Target offsets from a file: wnids (n01440764), bare offsets, or synset names (dog.n.01)."""
+    from pathlib import Path
+
+    from curate.errors import InputFileError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(str(p), "synset list not found")
+    out = []
+    wn = None
+    for lineno, raw in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        s = raw.strip()
+        if not s or s.startswith("#"):
+            continue
+        if len(s) > 1 and s[0] in "nvarsNVARS" and s[1:].isdigit():
+            out.append(int(s[1:]))  # DataComp: int(x[1:])
+        elif s.isdigit():
+            out.append(int(s))
+        elif s.count(".") >= 2:
+            if wn is None:
+                from curate.wordnet import get_wordnet
+
+                wn = get_wordnet(wordnet_dir)
+            try:
+                out.append(wn.synset(s).offset())
+            except Exception as e:  # nltk raises WordNetError / ValueError for unknown names
+                raise InputFileError(str(p), f"line {lineno}: unknown synset {s!r} ({e})") from e
+        else:
+            raise InputFileError(str(p), f"line {lineno}: {s!r} is not a WordNet id (n01440764), "
+                                 "an offset or a synset name (dog.n.01)")
+    if not out:
+        raise InputFileError(str(p), "no synsets in the list")
+    return sorted(set(out))
