@@ -70,9 +70,9 @@ class SparkFrames:
         return map_frame(frame, fn, schema)
 
     def collect(self, frame) -> pa.Table:
-        from curate.engine.spark import collect_frame
+        from curate.engine.spark import collect_arrow
 
-        return collect_frame(frame)
+        return collect_arrow(frame)
 
     def write_sorted(self, frame, dataset: Dataset, table: str, schema_name: str, sort_by: list[str],
                      rows_per_shard: int) -> dict:
