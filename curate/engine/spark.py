@@ -361,3 +361,14 @@ def map_frame(df, fn: Callable[[pa.RecordBatch], pa.RecordBatch | pa.Table], sch
                     yield ob.select(names)
 
     return df.mapInArrow(run, to_spark_schema(schema))
+
+
+def sum_by_key(df, keys: list[str], value: str, min_total: int | float | None = None) -> pa.Table:
+    """Sum of ``value`` per distinct ``keys`` (a shuffle), optionally only the groups whose
+    sum is at least ``min_total``, collected to the driver as Arrow (column ``value``)."""
+    from pyspark.sql import functions as F
+
+    out = df.groupBy(*keys).agg(F.sum(value).alias(value))
+    if min_total is not None:
+        out = out.where(F.col(value) >= min_total)
+    return out.toArrow()

@@ -1,0 +1,368 @@
+"""MetaCLIP jobs: per-shard tasks plus the drivers that plan, run and summarise them.
+
+Tasks are JSON dicts run by any executor (Spark or local): each reads one input shard with
+pyarrow, writes its own output shard atomically and returns counts that add up.
+
+- match: ``samples`` shard i -> ``metadata_matches`` shard i (uid, sorted entry ids) and a
+  sparse per-shard entry count in ``metadata_matches/_counts/``; the driver sums those into
+  ``entry_counts``. The Aho-Corasick automaton is built once per Python worker.
+- balance: ``metadata_matches`` shard i -> ``decisions/<run>`` shard i plus sparse kept
+  counts; the driver writes the subset, ``entry_balance/<run>`` and the distribution report.
+- bigram counting: per-shard (gram, order, n) rows, summed by a Spark shuffle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.decisions import decisions_table, reason_counts
+from curate.engine import worker_cache
+from curate.errors import DatasetError, InputFileError
+from curate.manifest import RunManifest, file_fingerprint
+from curate.metaclip import balance as bal
+from curate.metaclip.matching import Matcher, load_metadata
+from curate.metaclip.metadata import NGRAM_SCHEMA, ngram_batch
+from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
+
+MATCHES = "metadata_matches"
+ENTRY_COUNTS = "entry_counts"
+ENTRY_BALANCE = "entry_balance"
+STAGE = "metaclip_balance"
+METADATA_COPY = "metaclip/metadata.json"  # the entries a dataset was matched against
+_COUNTS_DIR = "_counts"
+_COUNT_SCHEMA = pa.schema([("entry_id", pa.int32()), ("count", pa.int64())])
+
+
+# ---------------------------------------------------------------- helpers
+def _input_shards(dataset: Dataset, table: str, hint: str) -> list[Path]:
+    shards = dataset.shards(table)
+    if not shards:
+        raise DatasetError(f"table {table!r} not found in {dataset.root}: {hint}")
+    return shards
+
+
+def _check_columns(path: Path, needed: list[str]) -> pq.ParquetFile:
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise InputFileError(str(path), f"cannot read Parquet shard ({e})") from None
+    missing = [c for c in needed if c not in pf.schema_arrow.names]
+    if missing:
+        raise InputFileError(str(path), f"missing column(s) {', '.join(missing)}")
+    return pf
+
+
+def _write_sparse_counts(counts: np.ndarray, path: Path) -> None:
+    ids = np.flatnonzero(counts)
+    t = pa.table([pa.array(ids.astype(np.int32)), pa.array(counts[ids].astype(np.int64))], schema=_COUNT_SCHEMA)
+    write_parquet_atomic(t, path)
+
+
+def _sum_sparse_counts(paths: list[Path], size: int) -> np.ndarray:
+    total = np.zeros(size, dtype=np.int64)
+    for p in paths:
+        t = pq.read_table(p)
+        np.add.at(total, t.column("entry_id").to_numpy(), t.column("count").to_numpy())
+    return total
+
+
+def _clear_stale(dataset: Dataset, table: str, keep: int) -> None:
+    """Remove shards (and count parts) past ``keep`` left by an earlier, larger run."""
+    for p in dataset.shards(table):
+        if int(p.stem.split("-")[1]) >= keep:
+            p.unlink()
+    parts = dataset.table_dir(table) / _COUNTS_DIR
+    if parts.is_dir():
+        for p in parts.glob("part-*.parquet"):
+            if int(p.stem.split("-")[1]) >= keep:
+                p.unlink()
+
+
+def _matcher(path: str, sha: str) -> Matcher:
+    return worker_cache(("curate.metaclip.Matcher", path, sha), lambda: Matcher(load_metadata(path)))
+
+
+# ---------------------------------------------------------------- match
+def match_shard_task(task: dict) -> dict:
+    """Match one ``samples`` shard; writes ``metadata_matches`` shard i and its entry counts."""
+    ds = Dataset(task["root"])
+    i = task["shard"]
+    out = ds.shard_path(MATCHES, i)
+    counts_path = ds.table_dir(MATCHES) / _COUNTS_DIR / out.name
+    if task.get("resume") and out.exists() and counts_path.exists():
+        return {"shard": i, "rows": pq.ParquetFile(out).metadata.num_rows, "skipped": 1}
+    matcher = _matcher(task["metadata"], task["metadata_sha"])
+    pf = _check_columns(Path(task["input"]), ["uid", "text"])
+    schema = load_schema(MATCHES).arrow()
+    counts = np.zeros(matcher.num_entries, dtype=np.int64)
+    batches, rows, matched, pairs = [], 0, 0, 0
+    for b in pf.iter_batches(batch_size=task.get("batch_size", 65536), columns=["uid", "text"]):
+        ids = matcher.match_array(b.column("text"))
+        flat = pc.list_flatten(ids).to_numpy(zero_copy_only=False)
+        counts += np.bincount(flat, minlength=matcher.num_entries)
+        rows += b.num_rows
+        pairs += len(flat)
+        matched += int(pc.sum(pc.greater(pc.list_value_length(ids), 0)).as_py() or 0)
+        batches.append(pa.record_batch([b.column("uid"), ids], schema=schema))
+    _write_sparse_counts(counts, counts_path)  # before the shard: the shard marks completion
+    write_parquet_atomic(pa.Table.from_batches(batches, schema=schema), out)
+    return {"shard": i, "rows": rows, "matched": matched, "unmatched": rows - matched, "pairs": pairs, "skipped": 0}
+
+
+def run_match(dataset: Dataset, metadata: str | Path, executor, *, batch_size: int = 65536,
+              resume: bool = False, params: dict | None = None) -> dict:
+    """Match every sample's text against ``metadata``; writes ``metadata_matches``,
+    ``entry_counts`` and ``_runs/metadata-match.json``. Returns the manifest data."""
+    manifest = RunManifest("metadata-match", dict(params or {}, metadata=str(metadata), batch_size=batch_size))
+    with manifest.stage("load_metadata"):
+        entries = load_metadata(metadata)
+        copy = dataset.root / METADATA_COPY
+        src_fp = file_fingerprint(metadata)
+        if not copy.exists() or file_fingerprint(copy)["sha256"] != src_fp["sha256"]:
+            # Executors read the entries from the dataset folder, which every node can reach.
+            atomic_write_bytes(copy, Path(metadata).read_bytes())
+        sha = file_fingerprint(copy)["sha256"]
+    shards = _input_shards(dataset, "samples", "run `curate ingest` first")
+    manifest["inputs"] = [src_fp, {"table": "samples", "shards": len(shards)}]
+    job_marker = dataset.table_dir(MATCHES) / "_job.json"
+    plan = {"metadata_sha256": sha, "inputs": [p.name for p in shards]}
+    if resume and job_marker.exists() and json.loads(job_marker.read_text()) != plan:
+        resume = False  # different metadata or inputs: nothing to resume
+    if not resume:
+        _clear_stale(dataset, MATCHES, 0)
+    dataset.write_json(f"{MATCHES}/_job.json", plan)
+    tasks = [{"root": str(dataset.root), "shard": i, "input": str(p), "metadata": str(copy),
+              "metadata_sha": sha, "batch_size": batch_size, "resume": resume}
+             for i, p in enumerate(shards)]
+    with manifest.stage("match"):
+        stats = executor.map_tasks(tasks, match_shard_task, "metaclip match")
+    _clear_stale(dataset, MATCHES, len(tasks))
+    with manifest.stage("entry_counts"):
+        parts = [dataset.table_dir(MATCHES) / _COUNTS_DIR / dataset.shard_path(MATCHES, i).name
+                 for i in range(len(tasks))]
+        counts = _sum_sparse_counts(parts, len(entries))
+        table = pa.table({"entry_id": pa.array(np.arange(len(entries), dtype=np.int32)),
+                          "entry": pa.array(entries, pa.string()),
+                          "count": pa.array(counts)})
+        dataset.write_table(ENTRY_COUNTS, table, schema=ENTRY_COUNTS)
+    rows = sum(s["rows"] for s in stats)
+    totals = {k: sum(s.get(k, 0) for s in stats) for k in ("matched", "unmatched", "pairs", "skipped")}
+    manifest["counts"] = {"samples": rows, **totals, "entries": len(entries),
+                          "entries_matched": int((counts > 0).sum()),
+                          "engine": getattr(executor, "name", "?")}
+    manifest["outputs"] = {MATCHES: len(tasks), ENTRY_COUNTS: 1, "metadata": str(copy)}
+    manifest.write(dataset, "metadata-match")
+    return manifest.data
+
+
+# ---------------------------------------------------------------- balance
+def _probabilities(root: str, t: float) -> np.ndarray:
+    ds = Dataset(root)
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in ds.shards(ENTRY_COUNTS))
+
+    def build():
+        counts = ds.read(ENTRY_COUNTS, columns=["entry_id", "count"]).sort_by("entry_id")
+        return bal.entry_probabilities(counts.column("count").to_numpy(), t)
+
+    return worker_cache(("curate.metaclip.probs", root, stamp, t), build)
+
+
+def balance_shard_task(task: dict) -> dict:
+    """Balance one ``metadata_matches`` shard; writes decisions shard i and kept entry counts."""
+    ds = Dataset(task["root"])
+    i, run = task["shard"], task["run"]
+    probs = _probabilities(task["root"], task["t"])
+    entries = task["entries"]
+    pf = _check_columns(Path(task["input"]), ["uid", "entry_ids"])
+    kept_counts = np.zeros(len(probs), dtype=np.int64)
+    parts, reasons = [], {}
+    entry_names = None
+    for b in pf.iter_batches(batch_size=task.get("batch_size", 65536), columns=["uid", "entry_ids"]):
+        r = bal.balance_matches(b.column("uid"), b.column("entry_ids"), probs, task["seed"])
+        kept_counts += r.kept_entry_counts
+        if entry_names is None:
+            entry_names = _entry_names(task["root"], entries)
+        detail = [entry_names[e] if e >= 0 else None for e in r.first_entry.tolist()]
+        dt = decisions_table(b.column("uid"), STAGE, r.kept, bal.decision_reasons(r).tolist(),
+                             value=r.p_keep, detail=detail)
+        parts.append(dt)
+        for k, v in reason_counts(dt).items():
+            reasons[k] = reasons.get(k, 0) + v
+    schema = load_schema("decisions").arrow()
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    table = table.sort_by([("uid", "ascending")])
+    _write_sparse_counts(kept_counts, ds.table_dir(f"{ENTRY_BALANCE}/{run}") / _COUNTS_DIR / f"part-{i:05d}.parquet")
+    write_parquet_atomic(table, ds.shard_path(f"decisions/{run}", i))
+    return {"shard": i, "rows": table.num_rows, **reasons}
+
+
+def _entry_names(root: str, sha: str) -> list[str]:
+    return worker_cache(("curate.metaclip.entries", root, sha),
+                        lambda: load_metadata(Path(root) / METADATA_COPY))
+
+
+def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_reference_pool: int | None = None,
+                seed: int = 0, name: str = "metaclip", batch_size: int = 65536,
+                params: dict | None = None) -> dict:
+    """Balance ``metadata_matches`` with per-entry cap t; writes the subset ``name``,
+    ``decisions/<name>``, ``entry_balance/<name>`` and the entry distribution report."""
+    from curate.metaclip import report
+    from curate.subset import subset_dir, write_subset
+
+    shards = _input_shards(dataset, MATCHES, "run `curate metadata match` first")
+    if not dataset.has_table(ENTRY_COUNTS):
+        raise DatasetError(f"table {ENTRY_COUNTS!r} not found in {dataset.root}: run `curate metadata match` first")
+    pool = dataset.count(MATCHES)
+    t_eff = bal.scaled_t(t, pool, t_reference_pool)
+    manifest = RunManifest("metadata-balance", dict(params or {}, t=t, t_reference_pool=t_reference_pool,
+                                                    t_effective=t_eff, seed=seed, name=name))
+    entry_counts = dataset.read(ENTRY_COUNTS).sort_by("entry_id")
+    entries_sha = file_fingerprint(dataset.root / METADATA_COPY)["sha256"]
+    manifest["inputs"] = [{"table": MATCHES, "shards": len(shards), "rows": pool},
+                          {"table": ENTRY_COUNTS, "rows": entry_counts.num_rows},
+                          file_fingerprint(dataset.root / METADATA_COPY)]
+    run = name
+    for table in (f"decisions/{run}", f"{ENTRY_BALANCE}/{run}"):
+        _clear_stale(dataset, table, 0)
+    tasks = [{"root": str(dataset.root), "shard": i, "input": str(p), "run": run, "t": t_eff, "seed": seed,
+              "entries": entries_sha, "batch_size": batch_size} for i, p in enumerate(shards)]
+    with manifest.stage("balance"):
+        stats = executor.map_tasks(tasks, balance_shard_task, "metaclip balance")
+    with manifest.stage("subset"):
+        decisions = dataset.read(f"decisions/{run}", columns=["uid", "kept"])
+        kept = decisions.filter(decisions.column("kept")).column("uid")
+        counts_before = entry_counts.column("count").to_numpy()
+        parts = sorted((dataset.table_dir(f"{ENTRY_BALANCE}/{run}") / _COUNTS_DIR).glob("part-*.parquet"))
+        counts_after = _sum_sparse_counts(parts, len(counts_before))
+        probs = bal.entry_probabilities(counts_before, t_eff)
+        dataset.write_table(f"{ENTRY_BALANCE}/{run}", pa.table({
+            "entry_id": entry_counts.column("entry_id"), "entry": entry_counts.column("entry"),
+            "count": entry_counts.column("count"), "probability": pa.array(probs),
+            "kept": pa.array(counts_after)}), schema=ENTRY_BALANCE)
+        reasons: dict[str, int] = {}
+        for s in stats:
+            for k, v in s.items():
+                if k not in ("shard", "rows"):
+                    reasons[k] = reasons.get(k, 0) + v
+        summary = report.distribution_summary(entry_counts.column("entry").to_pylist(), counts_before,
+                                              counts_after, t_eff)
+        out_dir = subset_dir(dataset, name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plot = report.plot_distribution(counts_before, counts_after, t_eff, out_dir / "entry_distribution.png")
+        dataset.write_json(f"subsets/{name}/entry_distribution.json", summary)
+        counts = {"input": pool, **dict(sorted(reasons.items())), "kept_total": int(len(kept))}
+        write_subset(dataset, name, kept, manifest={
+            "stage": STAGE, "params": {"t": t, "t_effective": t_eff, "t_reference_pool": t_reference_pool,
+                                       "seed": seed},
+            "decisions": f"decisions/{run}", "counts": counts,
+            "entry_distribution": ["entry_distribution.json", plot.name]})
+    manifest["counts"] = counts
+    manifest["distribution"] = {k: summary[k] for k in ("before", "after")}
+    manifest["outputs"] = {"subset": f"subsets/{name}", "decisions": f"decisions/{run}",
+                           ENTRY_BALANCE: f"{ENTRY_BALANCE}/{run}", "plot": f"subsets/{name}/{plot.name}"}
+    manifest.write(dataset, f"metadata-balance-{name}")
+    return manifest.data
+
+
+# ---------------------------------------------------------------- bigram counting
+def ngram_count_task(task: dict) -> Iterator[pa.RecordBatch]:
+    """(gram, order, n) counts of one input shard's text column, one batch per read batch."""
+    pf = _check_columns(Path(task["input"]), [task.get("column", "text")])
+    for b in pf.iter_batches(batch_size=task.get("batch_size", 65536), columns=[task.get("column", "text")]):
+        yield ngram_batch(b.column(0))
+
+
+def count_dataset_ngrams(dataset: Dataset, executor, min_count: int) -> tuple[dict[str, int], dict[str, int], int]:
+    """Unigram and bigram counts (those of at least ``min_count``) over the pool's captions,
+    plus the total number of word tokens. Summed by a Spark shuffle on the Spark executor."""
+    shards = _input_shards(dataset, "samples", "run `curate ingest` first, or give --bigram-corpus")
+    tasks = [{"input": str(p)} for p in shards]
+    if getattr(executor, "name", "") == "spark":
+        from curate.engine.spark import sum_by_key, tasks_to_frame
+
+        frame = tasks_to_frame(executor.spark, tasks, ngram_count_task, NGRAM_SCHEMA)
+        totals = sum_by_key(frame, ["order"], "n")
+        summed = sum_by_key(frame, ["gram", "order"], "n", min_total=min_count)
+        total_words = int(next((r["n"] for r in totals.to_pylist() if r["order"] == 1), 0))
+    else:
+        batches = [b for t in tasks for b in ngram_count_task(t)]
+        table = pa.Table.from_batches(batches, schema=NGRAM_SCHEMA)
+        summed = table.group_by(["gram", "order"]).aggregate([("n", "sum")]).rename_columns(["gram", "order", "n"])
+        total_words = int(pc.sum(table.filter(pc.equal(table["order"], 1))["n"]).as_py() or 0)
+        summed = summed.filter(pc.greater_equal(summed["n"], min_count))
+    uni: dict[str, int] = {}
+    bi: dict[str, int] = {}
+    for g, o, n in zip(summed["gram"].to_pylist(), summed["order"].to_pylist(), summed["n"].to_pylist()):
+        (uni if o == 1 else bi)[g] = n
+    return uni, bi, total_words
+
+
+
+# ---------------------------------------------------------------- build
+def run_build(output: str | Path, *, numbers: bool = True, wordnet: bool = True, wordnet_dir: str | None = None,
+              wordfreq_top: int | None = 100_000, wordfreq_min_frequency: float | None = None,
+              wordfreq_list: str = "best", dataset: Dataset | None = None, corpus: list[str] | None = None,
+              corpus_column: str = "text", bigram_min_count: int = 10, bigram_min_pmi: float = 8.0,
+              bigrams: bool = True, entry_lists: list[str] | None = None, keep_unmatchable: bool = False,
+              max_entries: int | None = None, executor=None) -> dict:
+    """Build a metadata JSON list from the sources of ``curate.metaclip.metadata``; writes
+    ``output`` and ``<output>.build.json`` (sources, parameters, counts) and returns the latter."""
+    import time
+
+    from curate.manifest import code_version
+    from curate.metaclip import metadata as md
+
+    timings: dict[str, float] = {}
+    sources: list[tuple[str, list[str]]] = []
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        timings[name] = round(time.perf_counter() - t0, 3)
+        return out
+
+    if numbers:
+        sources.append(("numbers", md.number_entries()))
+    if wordnet:
+        sources.append(("wordnet", timed("wordnet", lambda: md.wordnet_entries(wordnet_dir))))
+    if wordfreq_top or wordfreq_min_frequency is not None:
+        sources.append(("wordfreq", timed("wordfreq", lambda: md.wordfreq_entries(
+            wordfreq_top, wordfreq_min_frequency, wordlist=wordfreq_list))))
+    bigram_info: dict = {}
+    if bigrams and (corpus or dataset is not None):
+        def mine():
+            if corpus:
+                texts = (t for path in corpus for t in md.iter_corpus_file(path, corpus_column))
+                uni, bi = md.count_ngrams(md.spacing(t) for t in texts)
+                total = sum(uni.values())
+            else:
+                uni, bi, total = count_dataset_ngrams(dataset, executor, bigram_min_count)
+            return md.pmi_bigrams(uni, bi, total, bigram_min_count, bigram_min_pmi), total
+
+        mined, total_words = timed("bigrams", mine)
+        sources.append(("bigrams", [b.text for b in mined]))
+        bigram_info = {"corpus": list(corpus) if corpus else f"{dataset.root}/samples",
+                       "word_tokens": total_words, "mined": len(mined),
+                       "top": [{"bigram": b.text, "count": b.count, "pmi": round(b.pmi, 3)} for b in mined[:20]]}
+    for path in entry_lists or []:
+        sources.append((f"user:{path}", md.read_entry_list(path)))
+    entries, report = md.assemble(sources, keep_unmatchable=keep_unmatchable, max_entries=max_entries)
+    out = md.write_metadata(entries, output)
+    build = {
+        "output": str(out), "entries": report.entries, "sources": report.sources, "bigrams": bigram_info,
+        "params": {"numbers": numbers, "wordnet": wordnet, "wordnet_dir": wordnet_dir, "wordfreq_top": wordfreq_top,
+                   "wordfreq_min_frequency": wordfreq_min_frequency, "wordfreq_list": wordfreq_list,
+                   "bigram_min_count": bigram_min_count, "bigram_min_pmi": bigram_min_pmi,
+                   "keep_unmatchable": keep_unmatchable, "max_entries": max_entries,
+                   "entry_lists": list(entry_lists or [])},
+        "sha256": file_fingerprint(out)["sha256"], "code": code_version(), "timings_s": timings,
+    }
+    atomic_write_bytes(Path(f"{out}.build.json"), (json.dumps(build, indent=2, sort_keys=True) + "\n").encode())
+    return build

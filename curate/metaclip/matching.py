@@ -1,0 +1,151 @@
+"""MetaCLIP v1 substring matching, exactly.
+
+MetaCLIP (``metaclip/substr_matching.py``) matches a caption against every metadata entry
+after "spacing" both sides:
+
+- the text gets one space at both ends, each of ``, . ; : ? !`` and the backtick gets a
+  space on both sides, and tab, newline and carriage return become spaces;
+- each entry gets one space at both ends (nothing else: an entry holding one of the wrapped
+  punctuation marks can never match, and case is significant);
+- entry ``e`` matches text ``t`` iff ``" e "`` is a substring of ``spacing(t)``.
+
+A text's result is its set of entry ids (positions in the metadata list), sorted here.
+``Matcher`` finds all of them in one pass with an Aho-Corasick automaton, which reports
+every occurrence of every pattern, overlapping ones included, so its result equals the
+plain ``[i for i, e in enumerate(entries) if f" {e} " in spacing(t)]`` (``naive_match``).
+Duplicate entries are kept apart: each id of a repeated entry is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.errors import InputFileError
+
+PUNCTS_TO_WRAP = (",", ".", ";", ":", "?", "!", "`")
+CHARS_TO_SPACE = ("\t", "\n", "\r")
+_NEVER_IN_SPACED_TEXT = frozenset("\t\n\r")
+
+
+def spacing(text: str) -> str:
+    """MetaCLIP's text spacing (see module doc)."""
+    spaced = f" {text} "
+    for p in PUNCTS_TO_WRAP:
+        spaced = spaced.replace(p, f" {p} ")
+    for c in CHARS_TO_SPACE:
+        spaced = spaced.replace(c, " ")
+    return spaced
+
+
+def spacing_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``spacing`` over an Arrow string array, vectorised (nulls count as empty texts)."""
+    arr = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    if not pa.types.is_string(arr.type):
+        arr = arr.cast(pa.string())
+    arr = pc.fill_null(arr, "")
+    for p in PUNCTS_TO_WRAP:
+        arr = pc.replace_substring(arr, pattern=p, replacement=f" {p} ")
+    for c in CHARS_TO_SPACE:
+        arr = pc.replace_substring(arr, pattern=c, replacement=" ")
+    space = pa.scalar(" ", pa.string())
+    return pc.binary_join_element_wise(space, arr, space, pa.scalar("", pa.string()))
+
+
+def can_match(entry: str) -> bool:
+    """False for entries no text can ever match (they hold a wrapped mark or a tab/newline)."""
+    return not any(p in entry for p in PUNCTS_TO_WRAP) and not (_NEVER_IN_SPACED_TEXT & set(entry))
+
+
+def naive_match(text: str, entries: Sequence[str]) -> list[int]:
+    """Reference implementation: the plain ``entry in text`` loop MetaCLIP started from."""
+    spaced = spacing(text)
+    return [i for i, e in enumerate(entries) if f" {e} " in spaced]
+
+
+class Matcher:
+    """Aho-Corasick automaton over the spaced entries; build once, match many batches.
+
+    Building takes about 1 s per 150k entries, so jobs get one per Python worker through
+    ``curate.engine.worker_cache`` (see ``curate.metaclip.jobs``).
+    """
+
+    def __init__(self, entries: Sequence[str]):
+        import ahocorasick
+
+        self.num_entries = len(entries)
+        first_id: dict[str, int] = {}
+        extra: dict[int, list[int]] = {}
+        for i, e in enumerate(entries):
+            key = f" {e} "
+            j = first_id.setdefault(key, i)
+            if j != i:
+                extra.setdefault(j, []).append(i)
+        # Repeated entries share one pattern; the automaton stores the first id, `_extra` the rest.
+        self._extra = {j: tuple(ids) for j, ids in extra.items()}
+        self._automaton = None
+        if first_id:
+            automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+            for key, i in first_id.items():
+                automaton.add_word(key, i)
+            automaton.make_automaton()
+            self._automaton = automaton
+
+    def match_spaced(self, spaced_texts: Iterable[str]) -> list[list[int]]:
+        """Sorted entry ids for each already-spaced text."""
+        if self._automaton is None:
+            return [[] for _ in spaced_texts]
+        it = self._automaton.iter
+        extra = self._extra
+        out = []
+        append = out.append
+        for t in spaced_texts:
+            ids = {v for _, v in it(t)}
+            if extra and ids:
+                for j in [j for j in ids if j in extra]:
+                    ids.update(extra[j])
+            append(sorted(ids))
+        return out
+
+    def match(self, texts: Iterable[str]) -> list[list[int]]:
+        """Sorted entry ids for each raw text."""
+        return self.match_spaced(spacing(t if t is not None else "") for t in texts)
+
+    def match_array(self, texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
+        """Matches of an Arrow string array as ``list<int32>`` (sorted ids per text)."""
+        spaced = spacing_array(texts).to_pylist()
+        matches = self.match_spaced(spaced)
+        return ids_to_list_array(matches)
+
+
+def ids_to_list_array(matches: list[list[int]]) -> pa.ListArray:
+    lengths = np.fromiter((len(m) for m in matches), dtype=np.int32, count=len(matches))
+    offsets = np.zeros(len(matches) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter((i for m in matches for i in m), dtype=np.int32, count=int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()))
+
+
+def load_metadata(path: str | os.PathLike) -> list[str]:
+    """Entries of a metadata file: a JSON list of strings (MetaCLIP's ``metadata.json``),
+    kept as is and in order, so entry ids are the same as MetaCLIP's."""
+    p = Path(path)
+    try:
+        with open(p, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise InputFileError(str(p), "metadata file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputFileError(str(p), f"not a JSON file ({e})") from None
+    if not isinstance(data, list):
+        raise InputFileError(str(p), f"expected a JSON list of strings, got a {type(data).__name__}")
+    for i, e in enumerate(data):
+        if not isinstance(e, str):
+            raise InputFileError(str(p), f"entry {i} is {e!r} ({type(e).__name__}); every entry must be a string")
+    return data
