@@ -1,0 +1,40 @@
+"""``curate report``: a static, self-contained HTML report of a subset and its run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report(
+        dataset: Path = typer.Argument(..., help="Dataset folder."),
+        subset: str = typer.Option(..., "--subset", "-s", help="Subset to report on (a `curate run` output has its lineage)."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default DATASET/reports/SUBSET.html)."),
+        eval_: list[str] = typer.Option([], "--eval", help="LABEL=PATH of an evaluation JSON (curate eval), repeatable."),
+        comparison: Optional[Path] = typer.Option(None, "--comparison", help="Multi-seed comparison JSON (curate demo writes one)."),
+        pool_subset: Optional[str] = typer.Option(None, "--pool-subset", help="Subset to compare against (default: every downloaded sample)."),
+        embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="Model for the CLIP score histogram (default: the recipe's)."),
+        title: Optional[str] = typer.Option(None, "--title"),
+        open_: bool = typer.Option(False, "--open", help="Open the report in a browser when done."),
+    ) -> None:
+        """Write the HTML report: funnel, distributions, galleries per stage, evaluation results."""
+        from curate.report import build_report
+        from curate.tables import Dataset
+
+        evals = {}
+        for item in eval_:
+            if "=" not in item:
+                raise typer.BadParameter(f"--eval expects LABEL=PATH, got {item!r}")
+            k, v = item.split("=", 1)
+            evals[k] = Path(v)
+        path = build_report(Dataset(dataset), subset, out=out, evals=evals, comparison=comparison,
+                            pool_subset=pool_subset, embedding_model=embedding_model, title=title)
+        typer.echo(f"report: {path}")
+        if open_:
+            import webbrowser
+
+            webbrowser.open(path.resolve().as_uri())

@@ -1,0 +1,67 @@
+"""Thumbnails of downloaded samples, read straight from the img2dataset tar shards."""
+
+from __future__ import annotations
+
+import base64
+import io
+import tarfile
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.tables import Dataset
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def thumbnail(data: bytes, size: int = 112) -> tuple[str, tuple[int, int]] | None:
+    """JPEG data URI of a thumbnail (longest side ``size``) and the original (w, h); None if undecodable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            im = im.convert("RGB")
+            im.thumbnail((size, size))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=80)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    return data_uri(buf.getvalue(), "image/jpeg"), (w, h)
+
+
+def thumbnails(dataset: Dataset, uids: list[str], size: int = 112) -> dict[str, str]:
+    """uid -> thumbnail data URI for the uids that have a downloaded image (one pass per tar)."""
+    if not uids or not dataset.has_table("downloads"):
+        return {}
+    t = dataset.read("downloads", columns=["uid", "status", "shard", "key"])
+    t = t.filter(pc.and_(pc.is_in(t.column("uid"), value_set=pa.array(sorted(set(uids)), pa.string())),
+                         pc.equal(t.column("status"), "success")))
+    by_shard: dict[str, dict[str, str]] = defaultdict(dict)
+    for uid, shard, key in zip(t.column("uid").to_pylist(), t.column("shard").to_pylist(), t.column("key").to_pylist()):
+        if shard and key:
+            by_shard[shard][key] = uid
+    out: dict[str, str] = {}
+    for shard, keys in sorted(by_shard.items()):
+        path = Path(shard) if Path(shard).is_absolute() else dataset.root / shard
+        if not path.exists():
+            continue
+        try:
+            with tarfile.open(path) as tf:
+                for m in tf:
+                    stem, dot, ext = m.name.rpartition(".")
+                    if not dot or f".{ext.lower()}" not in IMAGE_EXTS or stem not in keys:
+                        continue
+                    f = tf.extractfile(m)
+                    th = thumbnail(f.read(), size) if f else None
+                    if th:
+                        out[keys[stem]] = th[0]
+        except (tarfile.TarError, OSError):
+            continue  # a damaged shard leaves its samples without a picture, not the report
+    return out

@@ -1,0 +1,93 @@
+"""Small matplotlib charts rendered to PNG data URIs (the report embeds everything)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from curate.report.images import data_uri
+
+PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+
+
+def _fig(w=6.0, h=3.0):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(w, h), dpi=100)
+    return plt, fig, ax
+
+
+def _png(plt, fig) -> str:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return data_uri(buf.getvalue(), "image/png")
+
+
+def histogram(series: dict[str, np.ndarray], title: str, xlabel: str, bins: int = 40,
+              log: bool = False, density: bool = True) -> str:
+    """Overlaid histograms (e.g. pool vs curated) on shared bins."""
+    plt, fig, ax = _fig()
+    vals = [np.asarray(v, dtype=float) for v in series.values() if len(v)]
+    if vals:
+        allv = np.concatenate(vals)
+        lo, hi = float(np.nanmin(allv)), float(np.nanmax(allv))
+        if np.all(np.mod(allv, 1) == 0) and hi - lo <= bins:  # integers (word counts): one bar each
+            edges = np.arange(lo - 0.5, hi + 1.5)
+        else:
+            edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+        for i, (name, v) in enumerate(series.items()):
+            if len(v):
+                ax.hist(np.asarray(v, float), bins=edges, alpha=0.55, density=density, label=f"{name} (n={len(v):,})",
+                        color=PALETTE[i % len(PALETTE)])
+        ax.legend(fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel("share" if density else "count", fontsize=9)
+    return _png(plt, fig)
+
+
+def grouped_bars(categories: list[str], series: dict[str, list[float]], title: str, ylabel: str,
+                 errors: dict[str, list[float]] | None = None, horizontal: bool = False) -> str:
+    plt, fig, ax = _fig(6.5, max(3.0, 0.28 * len(categories)) if horizontal else 3.2)
+    n = max(1, len(series))
+    width = 0.8 / n
+    x = np.arange(len(categories))
+    for i, (name, vals) in enumerate(series.items()):
+        err = (errors or {}).get(name)
+        pos = x + (i - (n - 1) / 2) * width
+        if horizontal:
+            ax.barh(pos, vals, height=width, xerr=err, label=name, color=PALETTE[i % len(PALETTE)], capsize=2)
+        else:
+            ax.bar(pos, vals, width=width, yerr=err, label=name, color=PALETTE[i % len(PALETTE)], capsize=2)
+    if horizontal:
+        ax.set_yticks(x, categories, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(ylabel, fontsize=9)
+    else:
+        ax.set_xticks(x, categories, fontsize=8, rotation=30 if len(categories) > 5 else 0, ha="right" if len(categories) > 5 else "center")
+        ax.set_ylabel(ylabel, fontsize=9)
+    if n > 1:
+        ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _png(plt, fig)
+
+
+def funnel(labels: list[str], counts: list[int], title: str = "Samples after each step") -> str:
+    plt, fig, ax = _fig(6.5, max(2.5, 0.38 * len(labels) + 0.8))
+    y = np.arange(len(labels))
+    ax.barh(y, counts, color=PALETTE[0])
+    for yi, c in zip(y, counts):
+        ax.text(c, yi, f" {c:,}", va="center", fontsize=8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(counts + [1]) * 1.18)
+    ax.set_title(title, fontsize=10)
+    return _png(plt, fig)
