@@ -83,3 +83,19 @@ def list_subsets(dataset: Dataset) -> list[str]:
     if not d.is_dir():
         return []
     return sorted(p.name for p in d.iterdir() if (p / "uids.parquet").exists())
+
+
+def append_subset_manifest(dataset: Dataset, name: str, key: str, entry: dict, replace_on: str | None = None) -> dict:
+    """Append ``entry`` to the list ``key`` of a subset's ``_manifest.json`` (e.g. the
+    trainings and evaluations made from it). With ``replace_on``, an earlier entry with the
+    same value of that field is replaced instead of kept. Returns the updated manifest."""
+    p = subset_dir(dataset, name) / "_manifest.json"
+    if not p.parent.is_dir():
+        raise DatasetError(f"subset {name!r} not found in {dataset.root}")
+    meta = json.loads(p.read_text()) if p.exists() else {"name": name}
+    items = [e for e in meta.get(key, [])
+             if replace_on is None or e.get(replace_on) != entry.get(replace_on)]
+    items.append(entry)
+    meta[key] = items
+    atomic_write_bytes(p, (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode())
+    return meta

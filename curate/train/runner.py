@@ -1,0 +1,296 @@
+"""The reference trainer: open_clip_train's own ``main`` with a preset's arguments.
+
+curate never reimplements the training loop. It turns (shards, preset, seed) into the
+argument list DataComp's ``train.py`` would pass (webdataset input, sampling with
+replacement, ``--train-num-samples`` = samples seen / checkpoints, ``--epochs`` =
+checkpoints), runs it, and records what happened in ``OUTPUT/train.json``.
+
+Output folder (open_clip_train's layout, ``--logs`` = parent, ``--name`` = folder name)::
+
+    out.log, params.txt          open_clip_train's log and resolved arguments
+    checkpoints/epoch_<k>.pt     open_clip_train checkpoints (resume with the same call)
+    model.pt                     final weights only ({"state_dict": ...}), weights_only-loadable
+    train.json                   preset, arguments, samples seen, steps, loss, timings, data lineage
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+from curate.errors import CurateError
+from curate.manifest import code_version, stable_hash
+from curate.tables import atomic_write_bytes
+from curate.train.presets import Preset, get_preset
+
+
+class TrainError(CurateError):
+    """Training could not start or did not finish."""
+
+
+def resolve_train_data(data: str | os.PathLike | list) -> dict:
+    """Shard list of a training input: a reshard output folder, a folder of .tar files, one
+    .tar, a list of .tar paths or a brace/``::`` pattern. Returns urls (open_clip string),
+    shard count, sample count (0 when unknown) and the reshard meta when there is one."""
+    from curate.reshard import shard_urls
+
+    meta = None
+    if isinstance(data, (list, tuple)):
+        paths = [str(p) for p in data]
+        total = 0
+    else:
+        p = Path(data)
+        if p.is_dir():
+            paths, total = shard_urls(p)
+            if (p / "meta.json").exists():
+                meta = json.loads((p / "meta.json").read_text())
+        elif p.is_file():
+            paths, total = [str(p)], 0
+        elif "{" in str(data) or "::" in str(data):
+            import webdataset as wds
+
+            paths, total = list(wds.shardlists.expand_urls(str(data))), 0
+        else:
+            raise TrainError(f"training data {data} does not exist")
+    missing = [x for x in paths if "://" not in x and not os.path.exists(x)]
+    if missing:
+        raise TrainError(f"training shard {missing[0]} does not exist ({len(missing)} missing)")
+    if meta is not None and meta.get("counts", {}).get("written", 1) == 0:
+        raise TrainError(f"{data}: the reshard wrote no samples")
+    return {"urls": "::".join(paths), "shards": len(paths), "samples": total, "reshard": meta,
+            "path": str(data) if not isinstance(data, (list, tuple)) else None}
+
+
+def plan_steps(samples_seen: int, batch_size: int, checkpoints: int) -> dict:
+    """Per-"epoch" sample count and the step arithmetic open_clip_train will apply."""
+    checkpoints = max(1, int(checkpoints))
+    per_epoch = max(batch_size, samples_seen // checkpoints)
+    steps_per_epoch = math.ceil(per_epoch / batch_size)
+    return {"train_num_samples": per_epoch, "epochs": checkpoints, "steps_per_epoch": steps_per_epoch,
+            "steps": steps_per_epoch * checkpoints,
+            "samples_seen": steps_per_epoch * checkpoints * batch_size}
+
+
+def _device_and_precision(device: str | None, precision: str | None) -> tuple[str, str]:
+    import torch
+
+    dev = device if device not in (None, "", "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
+    prec = precision if precision not in (None, "", "auto") else ("amp" if dev.startswith("cuda") else "fp32")
+    return dev, prec
+
+
+def build_args(data_info: dict, preset: Preset, output: Path, seed: int, workers: int, device: str,
+               precision: str, pretrained: str | None = None, log_every: int = 50,
+               extra_args: list[str] | tuple = ()) -> tuple[list[str], dict]:
+    steps = plan_steps(preset.samples_seen, preset.batch_size, preset.checkpoints)
+    warmup = min(preset.warmup, max(1, steps["steps"] // 2))  # a short --samples-seen keeps a real schedule
+    args = [
+        "--train-data", data_info["urls"],
+        "--dataset-type", "webdataset",
+        "--dataset-resampled",  # sampling with replacement: equal samples seen whatever the subset size
+        "--train-num-samples", str(steps["train_num_samples"]),
+        "--epochs", str(steps["epochs"]),
+        "--batch-size", str(preset.batch_size),
+        "--lr", str(preset.lr),
+        "--warmup", str(warmup),
+        "--wd", str(preset.wd),
+        "--beta2", str(preset.beta2),
+        "--model", preset.model,
+        "--seed", str(seed),
+        "--workers", str(workers),
+        "--device", device,
+        "--precision", precision,
+        "--logs", str(output.parent),
+        "--name", output.name,
+        "--save-frequency", "1",
+        "--resume", "latest",
+        "--log-every-n-steps", str(log_every),
+        "--report-to", "",
+    ]
+    if pretrained:
+        args += ["--pretrained", pretrained]
+    args += list(extra_args)
+    steps["warmup"] = warmup
+    return args, steps
+
+
+_LOSS_RE = re.compile(r"Contrastive_loss: ([0-9.eE+-]+) \(([0-9.eE+-]+)\)")
+
+
+def _losses(log_path: Path) -> list[float]:
+    if not log_path.exists():
+        return []
+    return [float(m.group(1)) for m in _LOSS_RE.finditer(log_path.read_text(errors="replace"))]
+
+
+def _patch_webdataset_eof() -> None:
+    """webdataset >= 0.2.96 ends each tar with an ``{}`` EOF marker that open_clip_train's
+    ``group_by_keys_nothrow`` cannot read (KeyError 'fname'; webdataset#384, open_clip#935).
+    The fix upstream suggests: expand tars with ``eof_value=None``."""
+    import inspect
+
+    import open_clip_train.data as ocd
+    from webdataset.tariterators import tar_file_expander, url_opener
+
+    if getattr(ocd.tarfile_to_samples_nothrow, "_curate_patched", False):
+        return
+    if "eof_value" not in inspect.signature(tar_file_expander).parameters:
+        return  # older webdataset: nothing to fix
+
+    def tarfile_to_samples_nothrow(src, handler=ocd.log_and_continue):
+        streams = url_opener(src, handler=handler)
+        files = tar_file_expander(streams, handler=handler, eof_value=None)
+        return ocd.group_by_keys_nothrow(files, handler=handler)
+
+    tarfile_to_samples_nothrow._curate_patched = True
+    ocd.tarfile_to_samples_nothrow = tarfile_to_samples_nothrow
+
+
+def _run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = False) -> int | None:
+    """open_clip_train.main.main in this process; undo its global logging and thread setup.
+
+    Not verbose: its console log (model printout, every argument, progress) goes to
+    ``os.devnull``; ``out.log`` in the run folder has all of it either way.
+    """
+    import contextlib
+
+    import torch
+
+    from curate.models import register_configs
+    from open_clip_train.main import main as oc_main
+
+    _patch_webdataset_eof()
+    register_configs()  # curate-tiny & co. exist for open_clip_train once registered
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {n: logging.getLogger(n).level for n in list(logging.root.manager.loggerDict)}
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with contextlib.ExitStack() as stack:
+            if not verbose:
+                stack.enter_context(contextlib.redirect_stderr(stack.enter_context(open(os.devnull, "w"))))
+            return oc_main(argv)
+    finally:
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        root.setLevel(level)
+        for n, lv in levels.items():
+            logging.getLogger(n).setLevel(lv)
+        torch.set_num_threads(old_threads)
+
+
+def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str = "tiny", *,
+          seed: int = 0, samples_seen: int | None = None, batch_size: int | None = None,
+          lr: float | None = None, warmup: int | None = None, checkpoints: int | None = None,
+          model: str | None = None, pretrained: str | None = None, workers: int = 0,
+          device: str | None = "auto", precision: str | None = "auto", threads: int | None = None,
+          extra_args: list[str] | tuple = (), overwrite: bool = False, verbose: bool = False) -> dict:
+    """Train a CLIP model on WebDataset shards with a scale preset; returns ``train.json``'s content.
+
+    Same call again: returns the finished run, or resumes an interrupted one from its latest
+    checkpoint. A different configuration in a used folder needs ``overwrite=True``.
+    """
+    output = Path(output).resolve()
+    cfg = get_preset(preset, samples_seen=samples_seen, batch_size=batch_size, lr=lr, warmup=warmup,
+                     checkpoints=checkpoints, model=model)
+    data_info = resolve_train_data(data)
+    dev, prec = _device_and_precision(device, precision)
+    argv, steps = build_args(data_info, cfg, output, seed, workers, dev, prec, pretrained,
+                             log_every=max(1, min(50, plan_steps(cfg.samples_seen, cfg.batch_size,
+                                                                 cfg.checkpoints)["steps_per_epoch"] // 4)),
+                             extra_args=extra_args)
+    config_hash = stable_hash({"argv": argv, "preset": cfg.to_dict()})
+    info_path = output / "train.json"
+    if info_path.exists():
+        old = json.loads(info_path.read_text())
+        if old.get("config_hash") == config_hash and Path(old.get("checkpoint", "")).exists():
+            return old
+    if output.exists() and any(output.iterdir()):
+        prev = output / "_config_hash"
+        same = prev.exists() and prev.read_text().strip() == config_hash
+        if overwrite:
+            import shutil
+
+            shutil.rmtree(output)
+        elif not same:
+            raise TrainError(f"{output} holds another training run; pass overwrite=True (--overwrite) "
+                             f"or choose another output folder")
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(output / "_config_hash", config_hash.encode())
+
+    t0 = time.perf_counter()
+    rc = _run_open_clip_train(argv, threads, verbose)
+    wall = time.perf_counter() - t0
+    final = output / "checkpoints" / f"epoch_{steps['epochs']}.pt"
+    if rc == -1 or not final.exists():
+        raise TrainError(f"open_clip_train did not finish (see {output / 'out.log'}); expected {final}")
+
+    import torch
+
+    from curate.models import save_checkpoint
+
+    ckpt = torch.load(final, map_location="cpu", weights_only=True)  # proves the weights_only contract
+    sd = ckpt["state_dict"]
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+
+    class _Weights:  # save_checkpoint wants an object with state_dict()
+        def state_dict(self):
+            return sd
+
+    model_path = save_checkpoint(_Weights(), output / "model.pt", arch=cfg.model, epoch=ckpt.get("epoch"))
+    losses = _losses(output / "out.log")
+    reshard_meta = data_info["reshard"] or {}
+    info = {
+        "preset": cfg.to_dict(),
+        "model": cfg.model,
+        "pretrained": pretrained,
+        "seed": seed,
+        "device": dev,
+        "precision": prec,
+        "data": {"path": data_info["path"], "shards": data_info["shards"], "samples": data_info["samples"],
+                 "dataset": reshard_meta.get("dataset"), "subset": reshard_meta.get("subset"),
+                 "reshard_plan_hash": reshard_meta.get("plan_hash")},
+        "samples_seen": steps["samples_seen"],
+        "steps": steps["steps"],
+        "epochs": steps["epochs"],
+        "warmup": steps["warmup"],
+        "passes_over_data": (round(steps["samples_seen"] / data_info["samples"], 3)
+                             if data_info["samples"] else None),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "checkpoint": str(model_path),
+        "train_checkpoint": str(final),
+        "wall_s": round(wall, 2),
+        "samples_per_s": round(steps["samples_seen"] / wall, 1) if wall > 0 else None,
+        "argv": argv,
+        "config_hash": config_hash,
+        "code": code_version(),
+    }
+    atomic_write_bytes(info_path, (json.dumps(info, indent=2, sort_keys=True, default=str) + "\n").encode())
+    _link_to_subset(info, "trainings", {"train_json": str(info_path), "checkpoint": str(model_path),
+                                        "preset": cfg.name, "seed": seed, "samples_seen": steps["samples_seen"]},
+                    replace_on="train_json")
+    return info
+
+
+def _link_to_subset(info: dict, key: str, entry: dict, replace_on: str | None = None) -> None:
+    """Record an artifact in the trained subset's manifest, when the data came from a reshard."""
+    data = info.get("data") or {}
+    if not data.get("dataset") or not data.get("subset"):
+        return
+    from curate.subset import append_subset_manifest
+    from curate.tables import Dataset
+
+    try:
+        append_subset_manifest(Dataset(data["dataset"]), data["subset"], key, entry, replace_on=replace_on)
+    except (OSError, CurateError) as e:  # the dataset may have moved; the run itself stands
+        logging.getLogger(__name__).warning("could not link %s into subset %s: %s", key, data["subset"], e)

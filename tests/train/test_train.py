@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from curate.train import TrainError, get_preset, plan_steps, train
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+def _jpeg(rgb) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 24), rgb).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    import webdataset as wds
+
+    d = tmp_path_factory.mktemp("wds")
+    names = list(COLOURS)
+    sizes = {}
+    for s in range(2):
+        with wds.TarWriter(str(d / f"{s:08d}.tar"), encoder=False) as w:
+            for i in range(24):
+                c = names[(s * 24 + i) % 4]
+                w.write({"__key__": f"{s}{i:04d}", "jpg": _jpeg(COLOURS[c]), "txt": f"a {c} square".encode()})
+        sizes[f"{s:08d}.tar"] = 24
+    (d / "sizes.json").write_text(json.dumps(sizes))
+    return d
+
+
+def test_plan_steps_gives_equal_samples_seen_whatever_the_data_size():
+    p = plan_steps(samples_seen=1000, batch_size=64, checkpoints=2)
+    assert p == {"train_num_samples": 500, "epochs": 2, "steps_per_epoch": 8, "steps": 16, "samples_seen": 1024}
+    assert plan_steps(64, 128, 1)["samples_seen"] == 128  # at least one full batch
+    small = get_preset("small")
+    assert (small.model, small.samples_seen, small.batch_size, small.lr, small.warmup) == (
+        "ViT-B-32", 12_800_000, 4096, 5e-4, 500)
+    xl = get_preset("xlarge")
+    assert (xl.model, xl.batch_size, xl.lr, xl.warmup, xl.beta2) == ("ViT-L-14", 90_112, 1e-3, 10_000, 0.95)
+    assert get_preset("large", lr=1e-4).lr == 1e-4
+    with pytest.raises(Exception, match="unknown preset"):
+        get_preset("huge")
+
+
+def test_tiny_training_writes_weights_only_checkpoints_and_resumes(shards, tmp_path):
+    out = tmp_path / "run"
+    info = train(shards, out, "tiny", seed=1, samples_seen=256, batch_size=32)
+    assert info["samples_seen"] == 256 and info["steps"] == 8 and info["epochs"] == 1
+    assert info["data"]["samples"] == 48 and info["passes_over_data"] == pytest.approx(256 / 48, abs=1e-3)
+    assert info["loss_first"] is not None and info["loss_last"] is not None
+    for ck in (info["checkpoint"], info["train_checkpoint"]):
+        sd = torch.load(ck, map_location="cpu", weights_only=True)["state_dict"]
+        assert "visual.conv1.weight" in sd
+    # the argument list is open_clip_train's own, DataComp style
+    argv = info["argv"]
+    assert "--dataset-resampled" in argv and argv[argv.index("--train-num-samples") + 1] == "256"
+    assert (out / "out.log").exists() and (out / "params.txt").exists()
+
+    from curate.models import load_model
+
+    bundle = load_model("curate-tiny", pretrained=info["checkpoint"])
+    with torch.no_grad():
+        f = bundle.model.encode_text(bundle.tokenizer(["a red square"]))
+    assert f.shape == (1, 64)
+
+    # same call: the finished run comes back as is
+    mtime = (out / "model.pt").stat().st_mtime_ns
+    assert train(shards, out, "tiny", seed=1, samples_seen=256, batch_size=32)["config_hash"] == info["config_hash"]
+    assert (out / "model.pt").stat().st_mtime_ns == mtime
+    # interrupted after the last checkpoint: the rerun resumes instead of starting over
+    (out / "train.json").unlink()
+    (out / "model.pt").unlink()
+    again = train(shards, out, "tiny", seed=1, samples_seen=256, batch_size=32)
+    assert again["samples_seen"] == 256 and (out / "model.pt").exists()
+    with pytest.raises(TrainError, match="another training run"):
+        train(shards, out, "tiny", seed=2, samples_seen=256, batch_size=32)
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    with pytest.raises(TrainError, match="does not exist"):
+        train(tmp_path / "nope", tmp_path / "run")
