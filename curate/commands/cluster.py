@@ -1,0 +1,52 @@
+"""``curate cluster``: FAISS k-means over an embeddings table, every sample assigned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("cluster")
+    def cluster_cmd(
+        dataset: Path = typer.Argument(..., help="Dataset folder (holds embeddings/<model>/)."),
+        k: int = typer.Option(..., "--k", "-k", help="Number of clusters."),
+        model: Optional[str] = typer.Option(None, "--model", "-m",
+                                            help="Embeddings model id (embeddings/<id>); default: the only one."),
+        name: str = typer.Option("kmeans", "--name", help="Clustering name: centroids/, clusters/, cluster_stats/<name>."),
+        embedding: str = typer.Option("image", "--embedding", help="image, text or concat (both, normalised)."),
+        niter: int = typer.Option(20, "--niter", help="k-means iterations."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the training sample and of k-means."),
+        spherical: bool = typer.Option(True, "--spherical/--euclidean",
+                                       help="Spherical (cosine) k-means, as SemDeDup/DBP use; or plain L2."),
+        max_points_per_centroid: int = typer.Option(256, "--max-points-per-centroid",
+                                                    help="Training sample = k x this (FAISS's cap)."),
+        sample_size: Optional[int] = typer.Option(None, "--sample-size", help="Training rows (default k x max-points)."),
+        subset: Optional[str] = typer.Option(None, "--subset", "-s", help="Train on this subset's samples only."),
+        gpu: str = typer.Option("auto", "--gpu", help="auto (faiss-gpu when present), yes or no."),
+        engine: str = EngineOpt,
+        master: Optional[str] = MasterOpt,
+        conf: list[str] = ConfOpt,
+    ) -> None:
+        """Train k-means on a deterministic sample (driver) and assign every sample (Spark tasks)."""
+        from curate.embedding_space.clusters import run_cluster
+        from curate.embedding_space.common import default_model_id, subset_uids
+        from curate.tables import Dataset
+
+        ds = Dataset(dataset)
+        model = model or default_model_id(ds)
+        g = {"auto": "auto", "yes": True, "no": False}.get(gpu)
+        if g is None:
+            raise typer.BadParameter(f"--gpu must be auto, yes or no, got {gpu!r}")
+        executor = open_executor(engine, master, conf, "curate-cluster")
+        r = run_cluster(ds, model, k, name=name, embedding=embedding, niter=niter, seed=seed, spherical=spherical,
+                        max_points_per_centroid=max_points_per_centroid, sample_size=sample_size, gpu=g,
+                        executor=executor, input_uids=subset_uids(ds, subset))
+        c = r["counts"]
+        typer.echo(f"cluster {name}: {c['rows']} samples in {c['clusters']} clusters (trained on {c['train_rows']}; "
+                   f"largest {c['largest_cluster']}, empty {c['empty_clusters']}) -> clusters/{name}, "
+                   f"cluster_stats/{name}")

@@ -1,0 +1,45 @@
+"""``curate decontaminate``: drop pool samples that are near copies of evaluation images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.embedding_space.cli import OutputOpt, SubsetOpt, echo_result, input_uids
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("decontaminate")
+    def decontaminate_cmd(
+        dataset: Path = typer.Argument(..., help="Dataset folder."),
+        eval_source: str = typer.Option(..., "--eval", help="Evaluation images: an image folder (embedded with the "
+                                        "pool's model), a Parquet file/folder with image_embedding, or a table name."),
+        threshold: float = typer.Option(0.9, "--threshold", help="Remove pool samples with cosine >= this to any eval image."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Pool embeddings model id (default: the only one)."),
+        eval_model: Optional[str] = typer.Option(None, "--eval-model",
+                                                 help="open_clip model name for an image folder (default: from --model)."),
+        eval_pretrained: Optional[str] = typer.Option(None, "--eval-pretrained",
+                                                      help="Pretrained tag or checkpoint file for --eval-model."),
+        name: str = typer.Option("decontaminate", "--name", help="Run name (decisions/, subsets/, decontamination/<name>)."),
+        subset: Optional[str] = SubsetOpt,
+        output: Optional[str] = OutputOpt,
+        engine: str = EngineOpt,
+        master: Optional[str] = MasterOpt,
+        conf: list[str] = ConfOpt,
+    ) -> None:
+        """Remove pool samples within a cosine threshold of any evaluation image; report eval images with copies."""
+        from curate.embedding_space.common import default_model_id
+        from curate.embedding_space.jobs import run_decontaminate
+        from curate.tables import Dataset
+
+        ds = Dataset(dataset)
+        ex = open_executor(engine, master, conf, "curate-decontaminate")
+        r = run_decontaminate(ds, model or default_model_id(ds), eval_source, threshold, run=name,
+                              model_name=eval_model, pretrained=eval_pretrained,
+                              input_uids=input_uids(ds, subset), executor=ex, output=output)
+        echo_result(r)
+        typer.echo(f"{r['counts']['eval_images_with_copies']} of {r['counts']['eval_images']} evaluation images had "
+                   f"near copies in the pool -> decontamination/{name}")

@@ -1,0 +1,87 @@
+"""``curate dedup semantic|exact|near``: duplicate removal in embedding space and by image bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.embedding_space.cli import ClustersOpt, OutputOpt, SubsetOpt, echo_result, input_uids
+
+
+def register(app: typer.Typer) -> None:
+    dedup = typer.Typer(help="Remove duplicates: semantic (SemDeDup), exact (image sha256), near (embedding cosine).",
+                        no_args_is_help=True)
+    app.add_typer(dedup, name="dedup")
+
+    @dedup.command("semantic")
+    def semantic_cmd(
+        dataset: Path = typer.Argument(..., help="Dataset folder."),
+        eps: float = typer.Option(..., "--eps", help="Remove items with cosine > 1 - eps to an earlier item of their cluster."),
+        clusters: str = ClustersOpt,
+        keep: str = typer.Option("hard", "--keep", help="Which item of a duplicate group survives: hard (farthest from "
+                                 "the centroid), easy (nearest) or random (seeded)."),
+        seed: int = typer.Option(0, "--seed", help="Seed for --keep random."),
+        name: str = typer.Option("semdedup", "--name", help="Run name (decisions/<name>, subsets/<name>)."),
+        subset: Optional[str] = SubsetOpt,
+        output: Optional[str] = OutputOpt,
+        engine: str = EngineOpt,
+        master: Optional[str] = MasterOpt,
+        conf: list[str] = ConfOpt,
+    ) -> None:
+        """SemDeDup within each k-means cluster (Spark groups by cluster; blocked matrix products)."""
+        from curate.embedding_space.jobs import run_semdedup
+        from curate.tables import Dataset
+
+        ds = Dataset(dataset)
+        ex = open_executor(engine, master, conf, "curate-dedup-semantic")
+        echo_result(run_semdedup(ds, clusters, eps, run=name, keep=keep, seed=seed, input_uids=input_uids(ds, subset),
+                                 executor=ex, output=output))
+
+    @dedup.command("exact")
+    def exact_cmd(
+        dataset: Path = typer.Argument(..., help="Dataset folder (holds downloads/)."),
+        name: str = typer.Option("exact_dedup", "--name", help="Run name."),
+        subset: Optional[str] = SubsetOpt,
+        output: Optional[str] = OutputOpt,
+        engine: str = EngineOpt,
+        master: Optional[str] = MasterOpt,
+        conf: list[str] = ConfOpt,
+    ) -> None:
+        """Keep one sample (smallest uid) per identical image (sha256 of the downloaded bytes)."""
+        from curate.embedding_space.jobs import run_exact_dedup
+        from curate.tables import Dataset
+
+        ds = Dataset(dataset)
+        ex = open_executor(engine, master, conf, "curate-dedup-exact")
+        echo_result(run_exact_dedup(ds, run=name, input_uids=input_uids(ds, subset), executor=ex, output=output))
+
+    @dedup.command("near")
+    def near_cmd(
+        dataset: Path = typer.Argument(..., help="Dataset folder."),
+        threshold: float = typer.Option(0.95, "--threshold", help="Cosine similarity at or above which two samples are duplicates."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Embeddings model id (default: the only one)."),
+        embedding: str = typer.Option("image", "--embedding", help="image, text or concat."),
+        keep_by: str = typer.Option("uid", "--keep-by", help="Survivor of a group: uid (smallest) or clip_score (highest)."),
+        clusters: Optional[str] = typer.Option(None, "--clusters", "-c",
+                                               help="Search an IVF index over this clustering's centroids (large pools)."),
+        nprobe: int = typer.Option(8, "--nprobe", help="Clusters probed per query with --clusters."),
+        name: str = typer.Option("near_dedup", "--name", help="Run name."),
+        subset: Optional[str] = SubsetOpt,
+        output: Optional[str] = OutputOpt,
+        engine: str = EngineOpt,
+        master: Optional[str] = MasterOpt,
+        conf: list[str] = ConfOpt,
+    ) -> None:
+        """Group samples linked by embedding cosine >= threshold (FAISS range search); keep one per group."""
+        from curate.embedding_space.common import default_model_id
+        from curate.embedding_space.jobs import run_near_dedup
+        from curate.tables import Dataset
+
+        ds = Dataset(dataset)
+        ex = open_executor(engine, master, conf, "curate-dedup-near")
+        echo_result(run_near_dedup(ds, model or default_model_id(ds), threshold, run=name, keep_by=keep_by,
+                                   embedding=embedding, clusters=clusters, nprobe=nprobe,
+                                   input_uids=input_uids(ds, subset), executor=ex, output=output))
