@@ -71,6 +71,29 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
     return spark
 
 
+def activate(spark) -> None:
+    """Make ``spark`` this thread's active session, for libraries that look it up with
+    ``SparkSession.getActiveSession()`` (img2dataset's pyspark distributor)."""
+    from pyspark.sql import SparkSession
+
+    SparkSession._activeSession = spark
+    SparkSession._get_j_spark_session_class(spark._jvm).setActiveSession(spark._jsparkSession)
+
+
+def task_resource_addresses(name: str = "gpu") -> list[str]:
+    """Addresses of resource ``name`` (e.g. GPU ordinals) assigned to the running Spark task;
+    empty outside a task or when the task has none (``spark.task.resource.gpu.amount``)."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return []
+    ctx = TaskContext.get()
+    if ctx is None:
+        return []
+    info = ctx.resources().get(name)
+    return list(info.addresses) if info is not None else []
+
+
 def _python() -> str:
     import sys
 

@@ -1,0 +1,9 @@
+"""Download sample images with img2dataset (pyspark distributor) into WebDataset shards,
+with a uid-keyed downloads table and a crawler safety policy."""
+
+from curate.download.job import DownloadOptions, build_downloads_table, complete_shards, run_download
+from curate.download.safety import FetchPolicy, build_opener, robots_optout, user_agent
+from curate.download.fetch import classify_error
+
+__all__ = ["DownloadOptions", "FetchPolicy", "build_downloads_table", "build_opener", "classify_error",
+           "complete_shards", "robots_optout", "run_download", "user_agent"]

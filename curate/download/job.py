@@ -1,0 +1,309 @@
+"""The download job: samples -> image shards (img2dataset) -> the downloads table.
+
+Layout inside the dataset::
+
+    images/00000.tar              WebDataset shard: <key>.jpg, <key>.txt (caption), <key>.json (meta, uid)
+    images/00000.parquet          img2dataset's per-shard results (one row per attempted sample)
+    images/00000_stats.json       img2dataset's per-shard counters; written last = the shard is complete
+    downloads/part-*.parquet      one row per samples uid (schemas/downloads.yaml)
+
+Each run looks at the complete shards already there, downloads the uids no complete shard
+holds (plus, with ``retry_failed``, the uids whose latest attempt failed) into new shards
+numbered after the existing ones, then rebuilds the downloads table from every complete
+shard (a uid's latest attempt wins; ``attempts`` counts them). A killed run therefore loses
+only its incomplete shards, which the next run removes and redoes; a finished download
+reruns as a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.download.fetch import DEFAULT_MAX_IMAGE_AREA, SafeDownloader, SafeResizer, classify_error
+from curate.download.safety import FetchPolicy
+from curate.errors import CurateError, DatasetError
+from curate.tables import Dataset, load_schema, write_parquet_atomic
+
+IMAGES = "images"
+WORK = "_download"  # hidden: img2dataset's input file and temporary feather shards
+SHARD_DIGITS = 5
+_STATS_RE = re.compile(r"^(\d+)_stats\.json$")
+
+RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
+
+
+@dataclass
+class DownloadOptions:
+    """Everything that shapes a download. Defaults follow DataComp's download of its pools:
+    keep the aspect ratio, shrink only images larger than 512 px on their longer side, keep the
+    original JPEG bytes when no resize is needed."""
+
+    image_size: int = 512
+    resize_mode: str = "keep_ratio_largest"
+    resize_only_if_bigger: bool = True
+    encode_format: str = "jpg"
+    encode_quality: int = 95
+    skip_reencode: bool = True
+    min_image_size: int = 0
+    max_image_area: float = DEFAULT_MAX_IMAGE_AREA
+    max_aspect_ratio: float = math.inf
+    samples_per_shard: int = 10_000
+    thread_count: int = 64  # download threads per task
+    processes_count: int = 0  # Spark tasks at once: 0 = the cluster's default parallelism
+    timeout: float = 10.0  # per socket operation
+    retries: int = 0  # extra attempts per URL inside a run
+    subjob_size: int = 1000  # shards per Spark job (img2dataset's pyspark distributor)
+    max_shard_retry: int = 1
+    extract_exif: bool = False
+    policy: FetchPolicy = field(default_factory=FetchPolicy)
+
+    def check(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise CurateError(f"--resize-mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
+        if self.encode_format not in ("jpg", "png", "webp"):
+            raise CurateError(f"--encode-format must be jpg, png or webp, got {self.encode_format!r}")
+        if self.samples_per_shard < 1 or self.thread_count < 1 or self.image_size < 1:
+            raise CurateError("--samples-per-shard, --threads and --image-size must be positive")
+
+
+# ---------------------------------------------------------------- shard bookkeeping
+def shard_name(shard_id: int) -> str:
+    return f"{shard_id:0{SHARD_DIGITS}d}"
+
+
+def complete_shards(dataset: Dataset) -> list[int]:
+    """Ids of shards whose stats file exists (img2dataset writes it after the tar and parquet)."""
+    d = dataset.root / IMAGES
+    if not d.is_dir():
+        return []
+    ids = []
+    for p in d.iterdir():
+        m = _STATS_RE.match(p.name)
+        if m and (d / f"{m.group(1)}.parquet").exists():
+            ids.append(int(m.group(1)))
+    return sorted(ids)
+
+
+def remove_incomplete(dataset: Dataset) -> list[str]:
+    """Delete shard files of killed runs (no stats file); returns their names."""
+    d = dataset.root / IMAGES
+    if not d.is_dir():
+        return []
+    done = {shard_name(i) for i in complete_shards(dataset)}
+    removed = []
+    for p in sorted(d.iterdir()):
+        if p.is_file() and not p.name.startswith((".", "_")):
+            stem = p.name.split(".")[0].split("_")[0]
+            if stem.isdigit() and stem not in done:
+                p.unlink()
+                removed.append(p.name)
+    return removed
+
+
+_RESULT_COLUMNS = ["uid", "key", "status", "error_message", "width", "height", "original_width",
+                   "original_height", "sha256"]
+
+
+def shard_results(dataset: Dataset, shard_id: int) -> pa.Table:
+    """img2dataset's per-shard parquet, normalised, with the shard's id."""
+    path = dataset.root / IMAGES / f"{shard_name(shard_id)}.parquet"
+    try:
+        t = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DatasetError(f"{path}: cannot read img2dataset shard results ({e})") from e
+    for c in _RESULT_COLUMNS:
+        if c not in t.column_names:
+            raise DatasetError(f"{path}: img2dataset shard results lack column {c!r}")
+    t = t.select(_RESULT_COLUMNS)
+    return t.append_column("shard_id", pa.array([shard_id] * t.num_rows, pa.int32()))
+
+
+def all_results(dataset: Dataset) -> pa.Table:
+    ids = complete_shards(dataset)
+    if not ids:
+        schema = pa.schema([("uid", pa.string()), ("key", pa.string()), ("status", pa.string()),
+                            ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                            ("original_width", pa.int32()), ("original_height", pa.int32()),
+                            ("sha256", pa.string()), ("shard_id", pa.int32())])
+        return schema.empty_table()
+    return pa.concat_tables([shard_results(dataset, i) for i in ids], promote_options="permissive")
+
+
+# ---------------------------------------------------------------- the downloads table
+def build_downloads_table(dataset: Dataset, samples_uids: pa.Array) -> tuple[pa.Table, dict]:
+    """One row per samples uid from every complete shard (latest attempt wins)."""
+    import duckdb
+
+    results = all_results(dataset)
+    uids = pa.table({"uid": samples_uids})
+    con = duckdb.connect()
+    con.register("results", results)
+    con.register("samples", uids)
+    rel = con.sql(f"""
+        WITH ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY uid ORDER BY shard_id DESC) AS rn,
+                   count(*) OVER (PARTITION BY uid) AS n
+            FROM results WHERE uid IS NOT NULL
+        )
+        SELECT s.uid,
+               CASE WHEN r.status = 'success' THEN 'success' ELSE 'failed' END AS status,
+               r.error_message, r.sha256,
+               r.width::INTEGER AS width, r.height::INTEGER AS height,
+               r.original_width::INTEGER AS original_width, r.original_height::INTEGER AS original_height,
+               CASE WHEN r.status = 'success'
+                    THEN '{IMAGES}/' || lpad(r.shard_id::VARCHAR, {SHARD_DIGITS}, '0') || '.tar' END AS shard,
+               CASE WHEN r.status = 'success' THEN r.key END AS key,
+               coalesce(r.n, 0)::INTEGER AS attempts,
+               r.status AS raw_status
+        FROM samples s LEFT JOIN (SELECT * FROM ranked WHERE rn = 1) r USING (uid)
+        ORDER BY s.uid
+    """)
+    table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+    stale = con.execute("SELECT count(DISTINCT uid) FROM results WHERE uid NOT IN (SELECT uid FROM samples)").fetchone()[0]
+    con.close()
+
+    raw = table.column("raw_status").to_pylist()
+    msgs = table.column("error_message").to_pylist()
+    classes, messages = [], []
+    for status, msg in zip(raw, msgs):
+        if status == "success":
+            classes.append(None)
+            messages.append(None)
+        elif status is None:  # its shard never completed (the task failed after its retries)
+            classes.append("not_downloaded")
+            messages.append("no complete image shard holds this uid; rerun download to retry it")
+        else:
+            msg = msg or status
+            classes.append(classify_error(msg))
+            messages.append(msg)
+    table = table.drop_columns(["raw_status", "error_message"])
+    table = table.append_column("error_class", pa.array(classes, pa.string()))
+    table = table.append_column("error_message", pa.array(messages, pa.string()))
+    schema = load_schema("downloads")
+    table = pa.Table.from_arrays([table.column(n).cast(schema.arrow().field(n).type) for n in schema.names],
+                                 schema=schema.arrow())
+    counts = {"samples": table.num_rows,
+              "success": int(pc.sum(pc.equal(table.column("status"), "success")).as_py() or 0),
+              "stale_uids_in_shards": int(stale)}
+    counts["failed"] = counts["samples"] - counts["success"]
+    by_class: dict[str, int] = {}
+    for c in classes:
+        if c is not None:
+            by_class[c] = by_class.get(c, 0) + 1
+    counts["failed_by_class"] = dict(sorted(by_class.items()))
+    return table, counts
+
+
+# ---------------------------------------------------------------- running img2dataset
+def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOptions) -> SafeDownloader:
+    from img2dataset.writer import WebDatasetSampleWriter
+
+    resizer = SafeResizer(
+        image_size=opts.image_size, resize_mode=opts.resize_mode, resize_only_if_bigger=opts.resize_only_if_bigger,
+        encode_quality=opts.encode_quality, encode_format=opts.encode_format, skip_reencode=opts.skip_reencode,
+        min_image_size=opts.min_image_size, max_image_area=opts.max_image_area,
+        max_aspect_ratio=opts.max_aspect_ratio)
+    return SafeDownloader(
+        sample_writer_class=WebDatasetSampleWriter, resizer=resizer, thread_count=opts.thread_count,
+        save_caption=True, extract_exif=opts.extract_exif, output_folder=str(dataset.root / IMAGES),
+        column_list=column_list, timeout=opts.timeout, number_sample_per_shard=opts.samples_per_shard,
+        oom_shard_count=SHARD_DIGITS, compute_hash="sha256", verify_hash_type=None,
+        encode_format=opts.encode_format, retries=opts.retries, user_agent_token=opts.policy.user_agent_token,
+        disallowed_header_directives=opts.policy.disallowed_directives or None, policy=opts.policy)
+
+
+def _run_img2dataset(dataset: Dataset, todo: pa.Table, first_shard: int, opts: DownloadOptions, executor) -> None:
+    from img2dataset.reader import Reader
+
+    work = dataset.root / WORK
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "tmp").mkdir(parents=True)
+    (dataset.root / IMAGES).mkdir(parents=True, exist_ok=True)
+    input_file = work / "input.parquet"
+    write_parquet_atomic(todo, input_file)
+    reader = Reader(str(input_file), "parquet", "url", "text", None, None, ["uid"], opts.samples_per_shard,
+                    set(), str(work / "tmp"), first_shard)
+    downloader = _make_downloader(dataset, reader.column_list, opts)
+    spark = getattr(executor, "spark", None)
+    if spark is not None:
+        from img2dataset.distributor import pyspark_distributor
+
+        from curate.engine.spark import activate
+
+        activate(spark)  # img2dataset finds the session with getActiveSession()
+        processes = opts.processes_count or executor.parallelism
+        pyspark_distributor(processes, downloader, reader, opts.subjob_size, opts.max_shard_retry)
+    else:  # plain in-process loop, same downloader, same retry policy
+        failed = [row for row in reader if not downloader(row)[0]]
+        for _ in range(opts.max_shard_retry):
+            failed = [row for row in failed if not downloader(row)[0]]
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None,
+                 retry_failed: bool = False) -> dict:
+    """Download the images of ``dataset``'s samples and write its downloads table.
+
+    Returns the run's counts; the run manifest goes to ``_runs/download.json``.
+    """
+    from curate.manifest import RunManifest
+
+    opts = opts or DownloadOptions()
+    opts.check()
+    manifest = RunManifest("download", {**options_dict(opts), "retry_failed": retry_failed,
+                                        "engine": getattr(executor, "name", "?")})
+    stats = _download(dataset, executor, opts, retry_failed, manifest)
+    manifest["counts"] = stats
+    manifest["outputs"] = {"downloads": str(dataset.table_dir("downloads")), "images": str(dataset.root / IMAGES)}
+    manifest.write(dataset)
+    return stats
+
+
+def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: bool, manifest) -> dict:
+    if not dataset.has_table("samples"):
+        raise DatasetError(f"{dataset.root} has no samples table; run `curate ingest` first")
+    samples = dataset.read("samples", columns=["uid", "url", "text"])
+    removed = remove_incomplete(dataset)
+    results = all_results(dataset)
+    attempted = set(results.column("uid").to_pylist())
+    todo_mask = pc.invert(pc.is_in(samples.column("uid"), pa.array(list(attempted), pa.string())))
+    retried = 0
+    if retry_failed and dataset.has_table("downloads"):
+        prev = dataset.read("downloads", columns=["uid", "status"])
+        failed = prev.filter(pc.equal(prev.column("status"), "failed")).column("uid")
+        retry_mask = pc.is_in(samples.column("uid"), failed)
+        retried = int(pc.sum(pc.and_(retry_mask, pc.invert(todo_mask))).as_py() or 0)
+        todo_mask = pc.or_(todo_mask, retry_mask)
+    todo = samples.filter(todo_mask)
+    stats = {"to_download": todo.num_rows, "retried": retried, "removed_incomplete_files": len(removed)}
+    if todo.num_rows == 0 and dataset.has_table("downloads") and dataset.count("downloads") == samples.num_rows:
+        stats["skipped"] = True  # finished: nothing to fetch, table up to date
+        return stats
+    if todo.num_rows:
+        done = complete_shards(dataset)
+        first = (max(done) + 1) if done else 0
+        with manifest.stage("img2dataset"):
+            _run_img2dataset(dataset, todo, first, opts, executor)
+        stats["new_shards"] = [shard_name(i) for i in complete_shards(dataset) if i >= first]
+    with manifest.stage("downloads_table"):
+        table, counts = build_downloads_table(dataset, samples.column("uid"))
+        dataset.write_table("downloads", table, schema="downloads")
+    stats.update(counts)
+    stats["skipped"] = False
+    return stats
+
+
+def options_dict(opts: DownloadOptions) -> dict:
+    d = asdict(opts)
+    return json.loads(json.dumps(d, default=str))
+
