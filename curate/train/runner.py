@@ -276,13 +276,13 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
         "code": code_version(),
     }
     atomic_write_bytes(info_path, (json.dumps(info, indent=2, sort_keys=True, default=str) + "\n").encode())
-    _link_to_subset(info, "trainings", {"train_json": str(info_path), "checkpoint": str(model_path),
+    link_to_subset(info, "trainings", {"train_json": str(info_path), "checkpoint": str(model_path),
                                         "preset": cfg.name, "seed": seed, "samples_seen": steps["samples_seen"]},
                     replace_on="train_json")
     return info
 
 
-def _link_to_subset(info: dict, key: str, entry: dict, replace_on: str | None = None) -> None:
+def link_to_subset(info: dict, key: str, entry: dict, replace_on: str | None = None) -> None:
     """Record an artifact in the trained subset's manifest, when the data came from a reshard."""
     data = info.get("data") or {}
     if not data.get("dataset") or not data.get("subset"):

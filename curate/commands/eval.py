@@ -1,0 +1,44 @@
+"""``curate eval``: zero-shot classification and image-text retrieval of a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_cmd(
+        checkpoint: Optional[Path] = typer.Argument(
+            None, help="Checkpoint (a run's model.pt or checkpoints/epoch_k.pt); omit with --model for random weights."),
+        model: Optional[str] = typer.Option(None, "--model", help="Architecture (default: from the run's train.json)."),
+        zeroshot: list[Path] = typer.Option([], "--zeroshot", "-z", help="Labelled image folder FOLDER/<class>/*.jpg; "
+                                                                          "repeatable."),
+        retrieval: list[Path] = typer.Option([], "--retrieval", "-r", help="Image-caption set: a folder with "
+                                                                           "captions.csv (image,caption) and images/, "
+                                                                           "or the csv; repeatable."),
+        templates: Optional[str] = typer.Option(None, "--templates", help="default, openai, simple or a file "
+                                                                          "with one {} template per line."),
+        max_per_class: Optional[int] = typer.Option(None, "--max-per-class", help="Zero-shot: first N images per class."),
+        images: Optional[Path] = typer.Option(None, "--images", help="Retrieval: a file listing the image names "
+                                                                      "to use (a held-out split)."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results JSON (default "
+                                                                           "<checkpoint stem>.eval.json beside it)."),
+        device: str = typer.Option("auto", "--device"),
+        batch_size: int = typer.Option(256, "--batch-size"),
+        seed: int = typer.Option(0, "--seed", help="Seed of the random weights when no checkpoint is given."),
+    ) -> None:
+        """Evaluate a checkpoint; results JSON beside it, linked from the trained subset's manifest."""
+        from curate.evaluate import evaluate
+
+        names = None
+        if images is not None:
+            names = [ln.strip() for ln in images.read_text().splitlines() if ln.strip()]
+        res = evaluate(checkpoint, model, zeroshot=zeroshot, retrieval_sets=retrieval, templates=templates,
+                       max_per_class=max_per_class, retrieval_images=names, output=output, device=device,
+                       batch_size=batch_size, seed=seed)
+        typer.echo(json.dumps(res["summary"], indent=1, sort_keys=True))
+        typer.echo(f"eval: results in {res['results_path']}")

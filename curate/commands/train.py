@@ -1,0 +1,45 @@
+"""``curate train``: the reference trainer (open_clip_train with a scale preset)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def train_cmd(
+        ctx: typer.Context,
+        data: str = typer.Argument(..., help="Training shards: a `curate reshard` folder, a folder of .tar, "
+                                             "one .tar or a brace pattern."),
+        output: Path = typer.Option(..., "--output", "-o", help="Run folder (logs, checkpoints, model.pt, train.json)."),
+        preset: str = typer.Option("tiny", "--preset", "-p", help="tiny, small, medium, large or xlarge."),
+        seed: int = typer.Option(0, "--seed"),
+        samples_seen: Optional[int] = typer.Option(None, "--samples-seen", help="Override the preset's budget."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the global batch size."),
+        lr: Optional[float] = typer.Option(None, "--lr"),
+        warmup: Optional[int] = typer.Option(None, "--warmup", help="Warmup steps."),
+        checkpoints: Optional[int] = typer.Option(None, "--checkpoints", help="Checkpoints saved over training."),
+        model: Optional[str] = typer.Option(None, "--model", help="Override the preset's architecture."),
+        pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Start from a tag or checkpoint."),
+        workers: int = typer.Option(0, "--workers", help="Data loader processes (0: load in the training process)."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+        precision: str = typer.Option("auto", "--precision", help="auto (amp on GPU, fp32 on CPU) or an "
+                                                                  "open_clip_train precision."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace another run in --output."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Show open_clip_train's log on the console."),
+    ) -> None:
+        """Train CLIP on shards at a fixed samples-seen budget. Extra arguments after `--` go to
+        open_clip_train unchanged."""
+        from curate.train import train
+
+        info = train(data, output, preset, seed=seed, samples_seen=samples_seen, batch_size=batch_size, lr=lr,
+                     warmup=warmup, checkpoints=checkpoints, model=model, pretrained=pretrained, workers=workers,
+                     device=device, precision=precision, threads=threads, extra_args=list(ctx.args),
+                     overwrite=overwrite, verbose=verbose)
+        typer.echo(f"train: {info['model']} saw {info['samples_seen']} samples in {info['steps']} steps "
+                   f"({info['wall_s']} s, loss {info['loss_first']} -> {info['loss_last']}); "
+                   f"weights: {info['checkpoint']}")

@@ -1,0 +1,225 @@
+"""Evaluation tasks: zero-shot classification on a labelled image folder, image-text
+retrieval on an image-caption set, and ``evaluate`` that runs them for one checkpoint and
+writes the results beside it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from curate.errors import CurateError
+from curate.evaluate.metrics import class_embeddings, retrieval_metrics, zero_shot_metrics
+from curate.manifest import code_version
+from curate.tables import atomic_write_bytes
+
+# A short, generic set (CLIP's paper found a few photo-style prompts carry most of the gain).
+DEFAULT_TEMPLATES = (
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a photo of the {}.",
+    "a close-up photo of a {}.",
+    "a bright photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a big {}.",
+    "an image of a {}.",
+)
+
+
+class EvalError(CurateError):
+    """An evaluation set or checkpoint cannot be used."""
+
+
+def load_templates(spec: str | os.PathLike | list | tuple | None) -> list[str]:
+    """``None``/"default": DEFAULT_TEMPLATES; "openai": open_clip's 80 ImageNet prompts;
+    "simple": its 7; a list; or a text file with one ``{}`` template per line."""
+    if spec is None or spec == "default":
+        return list(DEFAULT_TEMPLATES)
+    if isinstance(spec, (list, tuple)):
+        templates = [str(t) for t in spec]
+    elif spec in ("openai", "simple"):
+        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+        fns = OPENAI_IMAGENET_TEMPLATES if spec == "openai" else SIMPLE_IMAGENET_TEMPLATES
+        templates = [f("{}") for f in fns]
+    else:
+        p = Path(spec)
+        if not p.is_file():
+            raise EvalError(f"templates: {spec} is neither default/openai/simple nor a file")
+        templates = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    bad = [t for t in templates if "{}" not in t and "{c}" not in t]
+    if bad or not templates:
+        raise EvalError(f"every template needs a {{}} placeholder for the class name; bad: {bad[:1] or 'none given'}")
+    return [t.replace("{c}", "{}") for t in templates]
+
+
+def _folder_images(folder: Path, max_per_class: int | None) -> tuple[list[str], list[str]]:
+    from curate.embed.core import list_image_folder
+
+    paths, labels = list_image_folder(folder)
+    if max_per_class:
+        kept, seen = [], {}
+        for p, lab in zip(paths, labels):
+            if seen.get(lab, 0) < max_per_class:
+                seen[lab] = seen.get(lab, 0) + 1
+                kept.append((p, lab))
+        paths, labels = [p for p, _ in kept], [lab for _, lab in kept]
+    return paths, labels
+
+
+def zero_shot(bundle, folder: str | os.PathLike, templates=None, classnames: dict[str, str] | None = None,
+              max_per_class: int | None = None, batch_size: int = 256) -> dict:
+    """Zero-shot classification of ``folder/<class>/*.jpg``: top-1, top-5, mean per-class recall.
+
+    Class names are the folder names with ``_`` as spaces, unless ``classnames`` maps a folder
+    name to a prompt name."""
+    from curate.embed.core import embed_images, embed_texts
+
+    folder = Path(folder)
+    paths, labels = _folder_images(folder, max_per_class)
+    folders = sorted(set(labels) - {""})
+    if len(folders) < 2:
+        raise EvalError(f"{folder}: zero-shot needs at least 2 class sub-folders, found {len(folders)}")
+    names = [(classnames or {}).get(f, f.replace("_", " ")) for f in folders]
+    tmpl = load_templates(templates)
+    prompts = [t.format(n) for n in names for t in tmpl]
+    class_emb = class_embeddings(embed_texts(bundle, prompts), len(names), len(tmpl))
+    keep = [i for i, lab in enumerate(labels) if lab]
+    img = embed_images(bundle, [paths[i] for i in keep], batch_size=batch_size)
+    y = np.array([folders.index(labels[i]) for i in keep])
+    out = zero_shot_metrics(img, y, class_emb, names)
+    out.update(task="zeroshot", dataset=str(folder), templates=len(tmpl), max_per_class=max_per_class)
+    return out
+
+
+def read_captions(path: str | os.PathLike) -> tuple[Path, list[tuple[str, str]]]:
+    """(images folder, [(image file, caption)]) from ``captions.csv`` (header ``image,caption``)
+    or a folder holding ``captions.csv`` and ``images/``."""
+    p = Path(path)
+    csv_path = p / "captions.csv" if p.is_dir() else p
+    if not csv_path.is_file():
+        raise EvalError(f"retrieval set {path}: no captions.csv")
+    images_dir = csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        if "image" not in cols or "caption" not in cols:
+            raise EvalError(f"{csv_path}: needs columns image,caption (has {','.join(cols)})")
+        rows = []
+        for line, r in enumerate(reader, start=2):
+            if not r["image"] or r["caption"] is None:
+                raise EvalError(f"{csv_path}: row {line}: empty image or caption")
+            rows.append((r["image"], r["caption"]))
+    return images_dir, rows
+
+
+def retrieval(bundle, captions: str | os.PathLike, images: list[str] | None = None,
+              batch_size: int = 256, ks: tuple[int, ...] = (1, 5, 10)) -> dict:
+    """Image-text retrieval recall@k on an image-caption set (e.g. Flickr8k: images/ + captions.csv).
+
+    ``images`` restricts the set to those image files (a held-out split)."""
+    from curate.embed.core import embed_images, embed_texts
+
+    images_dir, rows = read_captions(captions)
+    if images is not None:
+        wanted = set(images)
+        rows = [r for r in rows if r[0] in wanted]
+    order = sorted({im for im, _ in rows})
+    if len(order) < 2:
+        raise EvalError(f"retrieval set {captions}: needs at least 2 images, found {len(order)}")
+    missing = [im for im in order if not (images_dir / im).is_file()]
+    if missing:
+        raise EvalError(f"retrieval set {captions}: image {images_dir / missing[0]} not found "
+                        f"({len(missing)} missing)")
+    index = {im: i for i, im in enumerate(order)}
+    img = embed_images(bundle, [str(images_dir / im) for im in order], batch_size=batch_size)
+    txt = embed_texts(bundle, [c for _, c in rows])
+    out = retrieval_metrics(img, txt, np.array([index[im] for im, _ in rows]), ks=ks)
+    out.update(task="retrieval", dataset=str(captions))
+    return out
+
+
+def _find_train_info(checkpoint: Path) -> dict | None:
+    for d in (checkpoint.parent, checkpoint.parent.parent):
+        p = d / "train.json"
+        if p.exists():
+            return json.loads(p.read_text())
+    return None
+
+
+def results_path(checkpoint: str | os.PathLike) -> Path:
+    """Where ``evaluate`` writes a checkpoint's results: ``<stem>.eval.json`` beside it."""
+    c = Path(checkpoint)
+    return c.with_name(f"{c.stem}.eval.json")
+
+
+def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
+             zeroshot: list | tuple = (), retrieval_sets: list | tuple = (), templates=None,
+             max_per_class: int | None = None, retrieval_images: list[str] | None = None,
+             output: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 256,
+             seed: int = 0) -> dict:
+    """Evaluate one checkpoint on zero-shot folders and retrieval sets; writes and returns the results.
+
+    ``model`` defaults to the architecture recorded in the run's ``train.json``. ``checkpoint``
+    None evaluates random weights from ``seed`` (the chance baseline; ``output`` is then needed).
+    Results go to ``<checkpoint stem>.eval.json`` beside the checkpoint and are linked from
+    the trained subset's manifest.
+    """
+    from curate.models import load_model
+
+    if not zeroshot and not retrieval_sets:
+        raise EvalError("nothing to evaluate: give at least one zero-shot folder or retrieval set")
+    ck = Path(checkpoint).resolve() if checkpoint is not None else None
+    if ck is not None and not ck.is_file():
+        raise EvalError(f"checkpoint {checkpoint} does not exist")
+    info = _find_train_info(ck) if ck is not None else None
+    arch = model or (info or {}).get("model")
+    if arch is None and ck is not None:
+        import torch
+
+        arch = torch.load(ck, map_location="cpu", weights_only=True).get("arch")
+    if arch is None:
+        raise EvalError(f"{checkpoint}: no train.json beside it; pass the model architecture (--model)")
+    if output is None and ck is None:
+        raise EvalError("evaluating random weights needs an output path")
+    t0 = time.perf_counter()
+    bundle = load_model(arch, pretrained=str(ck) if ck else None, device=device, seed=seed)
+    results: dict = {"zeroshot": {}, "retrieval": {}}
+    for folder in zeroshot:
+        results["zeroshot"][Path(folder).name] = zero_shot(bundle, folder, templates=templates,
+                                                           max_per_class=max_per_class, batch_size=batch_size)
+    for cap in retrieval_sets:
+        key = Path(cap).name if Path(cap).is_dir() else Path(cap).parent.name
+        results["retrieval"][key] = retrieval(bundle, cap, images=retrieval_images, batch_size=batch_size)
+    summary = {}
+    for k, v in results["zeroshot"].items():
+        summary[f"{k}/top1"] = v["top1"]
+        summary[f"{k}/mean_per_class_recall"] = v["mean_per_class_recall"]
+    for k, v in results["retrieval"].items():
+        summary[f"{k}/mean_recall"] = v["mean_recall"]
+        summary[f"{k}/image_to_text_R@1"] = v["image_to_text_R@1"]
+        summary[f"{k}/text_to_image_R@1"] = v["text_to_image_R@1"]
+    out = {
+        "checkpoint": str(ck) if ck else None,
+        "model": arch,
+        "model_id": bundle.model_id,
+        "train": {k: (info or {}).get(k) for k in ("preset", "seed", "samples_seen", "data")} if info else None,
+        "summary": summary,
+        **results,
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "code": code_version(),
+    }
+    path = Path(output) if output is not None else results_path(ck)
+    atomic_write_bytes(path, (json.dumps(out, indent=2, sort_keys=True, default=str) + "\n").encode())
+    out["results_path"] = str(path)
+    if info:
+        from curate.train.runner import link_to_subset
+
+        link_to_subset(info, "evaluations", {"results": str(path), "checkpoint": out["checkpoint"],
+                                              "seed": info.get("seed"), "summary": summary},
+                        replace_on="results")
+    return out

@@ -1,0 +1,35 @@
+"""The chain a user runs: subset -> reshard -> train -> eval, linked from the subset's manifest."""
+
+from __future__ import annotations
+
+import json
+
+from curate.evaluate import evaluate
+from curate.reshard import reshard
+from curate.subset import read_subset_manifest, write_subset
+from curate.train import train
+
+
+def test_reshard_train_eval_links_into_subset_manifest(download_dataset, tmp_path):
+    ds, uids = download_dataset
+    write_subset(ds, "pick", uids[:20] + [uids[0]])
+    reshard(ds, "pick", shard_size=8)
+    info = train(ds.root / "webdataset" / "pick", tmp_path / "run", "tiny", samples_seen=64, batch_size=16)
+    assert info["data"]["subset"] == "pick" and info["data"]["samples"] == 20  # 21 rows, uid 3 failed
+    # a labelled folder made from the same tiny images: 2 classes by colour channel
+    zs = tmp_path / "zs"
+    for i, cls in enumerate(["red thing", "blue thing"]):
+        (zs / cls.replace(" ", "_")).mkdir(parents=True)
+        from PIL import Image
+
+        for j in range(3):
+            Image.new("RGB", (16, 16), (200, 20, 20) if i == 0 else (20, 20, 200)).save(zs / cls.replace(" ", "_") / f"{j}.jpg")
+    res = evaluate(info["checkpoint"], zeroshot=[zs])
+    assert res["model"] == "curate-tiny" and res["train"]["seed"] == 0
+    man = read_subset_manifest(ds, "pick")
+    assert man["trainings"][0]["checkpoint"] == info["checkpoint"]
+    assert man["evaluations"][0]["results"] == res["results_path"]
+    assert json.loads(open(res["results_path"]).read())["zeroshot"]["zs"]["n_images"] == 6
+    # evaluating again replaces the link instead of piling up duplicates
+    evaluate(info["checkpoint"], zeroshot=[zs])
+    assert len(read_subset_manifest(ds, "pick")["evaluations"]) == 1
