@@ -50,6 +50,7 @@ class StageContext:
     dataset: Dataset
     embedding_model: str | None
     stage_name: str
+    recipe_name: str = "recipe"
     engine: str = "spark"
     master: str | None = None
     conf: list[str] = field(default_factory=list)
@@ -63,6 +64,24 @@ class StageContext:
 
             self._executor = open_executor(self.engine, self.master, self.conf, app_name="curate-run")
         return self._executor
+
+    @property
+    def run_name(self) -> str:
+        """Name for the tables a wrapped job writes (decisions/<run>, subsets/<run>)."""
+        return f"recipe-{self.recipe_name}-{self.stage_name}"
+
+    def restrict(self, decisions: pa.Table, uids: pa.Array) -> pa.Table:
+        """A pool-wide job's decisions, cut down to this stage's input uids (one row each)."""
+        import pyarrow.compute as pc
+
+        from curate.errors import DatasetError
+
+        distinct = pc.unique(uids)
+        out = decisions.filter(pc.is_in(decisions.column("uid"), value_set=distinct))
+        if out.num_rows != len(distinct):
+            raise DatasetError(f"stage {self.stage_name!r}: the job decided {out.num_rows} of the "
+                               f"{len(distinct)} input uids (is the input from this dataset?)")
+        return out
 
     def spark(self):
         ex = self.executor()

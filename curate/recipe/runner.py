@@ -111,6 +111,7 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
             cached = True
         else:
             ctx = StageContext(dataset=dataset, embedding_model=recipe.embedding_model, stage_name=spec.name,
+                               recipe_name=recipe.name,
                                engine=engine, master=master, conf=list(conf or []),
                                workdir=cache.root / f"work-{key}", _executor=ctx_shared["executor"])
             try:
@@ -141,7 +142,7 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         lineage["stages"].append(entry)
         removed = len(uids) - len(out_uids)
         say(f"  {spec.name:<24} {len(uids):>10,} -> {len(out_uids):>10,}  (-{removed:,})"
-            f"{'  [cached]' if cached else ''}  {seconds:.2f}s")
+            f"{'  (cached)' if cached else ''}  {seconds:.2f}s")
         all_decisions.append(decisions)
         uids = out_uids
 

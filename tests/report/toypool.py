@@ -1,4 +1,6 @@
-"""A small downloaded pool: samples, downloads with img2dataset-style tar shards, embeddings."""
+"""A small downloaded pool: samples, downloads with img2dataset-style tar shards, embeddings.
+
+A plain module (not conftest) so tests/recipe can build the same pool."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import tarfile
 
 import numpy as np
 import pyarrow as pa
-import pytest
 from PIL import Image, ImageDraw
 
 from curate.tables import Dataset
@@ -84,17 +85,13 @@ def make_downloaded_pool(root, n: int = 60, dim: int = 8) -> Dataset:
     return ds
 
 
-@pytest.fixture
-def curated_pool(tmp_path):
-    """The pool plus a two-stage recipe run into subsets/curated."""
+def run_two_stage_recipe(tmp_path, ds):
     from curate.recipe import load_recipe, run_recipe
 
-    ds = make_downloaded_pool(tmp_path / "pool")
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         f"name: rep\ndataset: {ds.root}\nembedding_model: toy\noutput: curated\nstages:\n"
         "  - kind: sql\n    name: no-spam\n    query: SELECT uid FROM samples WHERE text NOT LIKE 'buy%'\n    reason: spam\n"
         "  - kind: sql\n    name: clip\n    query: SELECT uid, clip_score AS value FROM embeddings WHERE clip_score > -0.3\n"
         "    reason: low_clip_score\n")
-    lineage = run_recipe(load_recipe(recipe), engine="local", quiet=True)
-    return ds, lineage
+    return run_recipe(load_recipe(recipe), engine="local", quiet=True)

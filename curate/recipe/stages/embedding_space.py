@@ -1,0 +1,162 @@
+"""Embedding-space stages (issue 6): cluster, semdedup, prune (DBP/SSP), exact_dedup,
+near_dedup, decontaminate. Each calls the job function of ``curate.embedding_space`` with
+``input_uids`` = this stage's input, so the work is done on the current subset only.
+
+``cluster`` keeps every sample; it writes ``clusters/<name>`` that ``semdedup`` and
+``prune`` read (name it with ``clusters:`` in both; default ``recipe-<recipe>``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from curate.decisions import KEPT, decisions_table
+from curate.recipe.registry import Params, StageContext, StageResult, register
+
+_MODULES = ("curate.embedding_space",)
+
+
+def _clusters_name(ctx: StageContext, name: Optional[str]) -> str:
+    return name or f"recipe-{ctx.recipe_name}"
+
+
+def _model(ctx: StageContext, model: Optional[str]) -> str:
+    if model:
+        return model
+    ctx.embeddings_table()  # clear error when the recipe names no model
+    return ctx.embedding_model  # type: ignore[return-value]
+
+
+class ClusterParams(Params):
+    k: int = Field(ge=1, description="number of k-means clusters")
+    clusters: Optional[str] = Field(None, description="name of the clustering (clusters/<name>)")
+    embedding: Literal["image", "text"] = "image"
+    niter: int = Field(20, ge=1)
+    seed: int = 0
+    spherical: bool = True
+    sample_size: Optional[int] = Field(None, ge=1)
+    model: Optional[str] = None
+
+
+@register("cluster", ClusterParams, family="clustering", reads=("{embeddings}",), code_modules=_MODULES)
+def run_cluster_stage(ctx: StageContext, uids: pa.Array, p: ClusterParams) -> StageResult:
+    """k-means over the input's embeddings; keeps everything, writes clusters/<name> for later stages."""
+    from curate.embedding_space.clusters import run_cluster
+
+    name = _clusters_name(ctx, p.clusters)
+    distinct = pc.unique(uids)
+    r = run_cluster(ctx.dataset, _model(ctx, p.model), p.k, name=name, embedding=p.embedding, niter=p.niter,
+                    seed=p.seed, spherical=p.spherical, sample_size=p.sample_size, executor=ctx.executor(),
+                    input_uids=distinct)
+    c = ctx.dataset.read(f"clusters/{name}", columns=["uid", "cluster_id", "distance"])
+    c = c.filter(pc.is_in(c.column("uid"), value_set=distinct))
+    by = dict(zip(c.column("uid").to_pylist(), zip(c.column("cluster_id").to_pylist(), c.column("distance").to_pylist())))
+    ids = distinct.to_pylist()
+    has = [u in by for u in ids]
+    kept = has  # a sample without an embedding cannot be clustered
+    reason = [KEPT if h else "no_embedding" for h in has]
+    value = [by[u][1] if u in by else None for u in ids]
+    detail = [f"cluster {by[u][0]}" if u in by else None for u in ids]
+    return StageResult(decisions_table(distinct, ctx.stage_name, kept, reason, value, detail),
+                       stats={"clusters": f"clusters/{name}", **r.get("counts", {})})
+
+
+class SemDeDupParams(Params):
+    eps: float = Field(ge=0, le=1, description="remove pairs with cosine similarity > 1 - eps")
+    clusters: Optional[str] = None
+    keep: Literal["hard", "easy", "random"] = "hard"
+    seed: int = 0
+
+
+def _reads_clusters():
+    def reads(p, dataset, model):
+        name = p.clusters
+        if name is None:  # default name depends on the recipe; fingerprint every clustering
+            return [t for t in dataset.tables() if t.startswith("clusters/")] + [f"embeddings/{model}"]
+        return [f"clusters/{name}", f"embeddings/{model}"]
+    return reads
+
+
+@register("semdedup", SemDeDupParams, family="dedup", reads=_reads_clusters(), code_modules=_MODULES)
+def run_semdedup_stage(ctx: StageContext, uids: pa.Array, p: SemDeDupParams) -> StageResult:
+    """SemDeDup: within each cluster, drop samples too similar to a kept one."""
+    from curate.embedding_space.jobs import run_semdedup
+
+    r = run_semdedup(ctx.dataset, _clusters_name(ctx, p.clusters), p.eps, run=ctx.run_name, keep=p.keep, seed=p.seed,
+                     input_uids=pc.unique(uids), executor=ctx.executor())
+    return StageResult(ctx.restrict(r["decisions"], uids), stats=r.get("counts", {}))
+
+
+class PruneParams(Params):
+    keep_fraction: float = Field(gt=0, le=1)
+    method: Literal["dbp", "ssp"] = "dbp"
+    clusters: Optional[str] = None
+    keep: Literal["hard", "easy", "random"] = "hard"
+    seed: int = 0
+    temperature: float = Field(0.5, gt=0)
+    balance_ratio: float = Field(0.5, ge=0, le=1)
+
+
+@register("prune", PruneParams, family="pruning", reads=_reads_clusters(), code_modules=_MODULES)
+def run_prune_stage(ctx: StageContext, uids: pa.Array, p: PruneParams) -> StageResult:
+    """Density-based pruning (DBP) or SSP prototypes: keep a fraction, fewer from dense clusters."""
+    from curate.embedding_space.jobs import run_prune
+
+    r = run_prune(ctx.dataset, _clusters_name(ctx, p.clusters), p.keep_fraction, method=p.method, run=ctx.run_name,
+                  keep=p.keep, seed=p.seed, temperature=p.temperature, balance_ratio=p.balance_ratio,
+                  input_uids=pc.unique(uids), executor=ctx.executor())
+    return StageResult(ctx.restrict(r["decisions"], uids), stats=r.get("counts", {}))
+
+
+class ExactDedupParams(Params):
+    pass
+
+
+@register("exact_dedup", ExactDedupParams, family="dedup", reads=("downloads",), code_modules=_MODULES)
+def run_exact_dedup_stage(ctx: StageContext, uids: pa.Array, p: ExactDedupParams) -> StageResult:
+    """Exact image duplicates (same downloaded bytes): keep one per image."""
+    from curate.embedding_space.jobs import run_exact_dedup
+
+    r = run_exact_dedup(ctx.dataset, run=ctx.run_name, input_uids=pc.unique(uids), executor=ctx.executor())
+    return StageResult(ctx.restrict(r["decisions"], uids), stats=r.get("counts", {}))
+
+
+class NearDedupParams(Params):
+    threshold: float = Field(ge=-1, le=1, description="cosine similarity at or above which two samples are duplicates")
+    keep_by: Literal["uid", "clip_score"] = "uid"
+    embedding: Literal["image", "text"] = "image"
+    model: Optional[str] = None
+
+
+@register("near_dedup", NearDedupParams, family="dedup", reads=("{embeddings}",), code_modules=_MODULES)
+def run_near_dedup_stage(ctx: StageContext, uids: pa.Array, p: NearDedupParams) -> StageResult:
+    """Near duplicates by embedding similarity (FAISS range search): keep one per group."""
+    from curate.embedding_space.jobs import run_near_dedup
+
+    r = run_near_dedup(ctx.dataset, _model(ctx, p.model), p.threshold, run=ctx.run_name, keep_by=p.keep_by,
+                       embedding=p.embedding, input_uids=pc.unique(uids), executor=ctx.executor())
+    return StageResult(ctx.restrict(r["decisions"], uids), stats=r.get("counts", {}))
+
+
+class DecontaminateParams(Params):
+    eval: str = Field(description="evaluation images: an image folder or a .npy/.parquet of embeddings")
+    threshold: float = Field(ge=-1, le=1, description="remove pool samples this similar to an eval image")
+    model: Optional[str] = None
+    model_name: Optional[str] = Field(None, description="open_clip model to embed an eval folder with")
+    pretrained: Optional[str] = Field(None, description="its weights (a local checkpoint)")
+
+
+@register("decontaminate", DecontaminateParams, family="decontamination", reads=("{embeddings}",),
+          code_modules=_MODULES)
+def run_decontaminate_stage(ctx: StageContext, uids: pa.Array, p: DecontaminateParams) -> StageResult:
+    """Remove pool samples whose image is a near copy of an evaluation image."""
+    from curate.embedding_space.jobs import run_decontaminate
+
+    r = run_decontaminate(ctx.dataset, _model(ctx, p.model), p.eval, p.threshold, run=ctx.run_name,
+                          model_name=p.model_name, pretrained=p.pretrained, input_uids=pc.unique(uids),
+                          executor=ctx.executor())
+    return StageResult(ctx.restrict(r["decisions"], uids), stats=r.get("counts", {}))

@@ -1,0 +1,47 @@
+"""MetaCLIP balancing (issue 5) as a recipe stage: match captions to metadata, cap each entry.
+
+Matching and balancing run over the whole pool (entry counts are pool counts, as in
+MetaCLIP); the stage keeps the balanced decisions of its input uids. Put it first, or
+accept that the caps were computed on the pool rather than on the current subset.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pyarrow as pa
+from pydantic import Field
+
+from curate.recipe.registry import Params, StageContext, StageResult, register
+
+
+class BalanceParams(Params):
+    metadata: str = Field(description="metadata file (curate metadata build), JSON list of entries")
+    t: float = Field(20_000, gt=0, description="per-entry cap (MetaCLIP: 20,000 for 400M)")
+    t_reference_pool: Optional[int] = Field(None, ge=1, description="scale t by pool size / this")
+    seed: int = 0
+
+
+def _reads(p, dataset, model):
+    return ["samples"]
+
+
+@register("metaclip_balance", BalanceParams, family="balancing", reads=_reads, code_modules=("curate.metaclip",))
+def run_balance_stage(ctx: StageContext, uids: pa.Array, p: BalanceParams) -> StageResult:
+    """MetaCLIP: substring-match captions to metadata entries, then sample each entry up to t."""
+    from curate.metaclip.jobs import run_balance, run_match
+    from curate.recipe.spec import RecipeError
+
+    from pathlib import Path
+
+    meta = Path(p.metadata)
+    if not meta.is_absolute():
+        meta = (ctx.dataset.root / meta) if (ctx.dataset.root / meta).exists() else meta.resolve()
+    if not meta.exists():
+        raise RecipeError(f"stage {ctx.stage_name!r}: metadata file {meta} not found (curate metadata build)")
+    ex = ctx.executor()
+    match = run_match(ctx.dataset, meta, ex)
+    bal = run_balance(ctx.dataset, ex, t=p.t, t_reference_pool=p.t_reference_pool, seed=p.seed, name=ctx.run_name)
+    decisions = ctx.dataset.read(f"decisions/{ctx.run_name}")
+    return StageResult(ctx.restrict(decisions, uids),
+                       stats={"counts": bal.get("counts", {}), "match": match.get("counts", {})})
