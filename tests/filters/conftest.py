@@ -68,3 +68,9 @@ def pool(tmp_dataset):
     scores = rng.uniform(0.1, 0.4, 50).round(2)  # rounding makes ties
     write_embeddings(tmp_dataset, "tiny", uids[:50], scores, rows_per_shard=20)
     return tmp_dataset
+
+
+@pytest.fixture
+def writers():
+    """(write_samples, write_embeddings) for tests that build their own tables."""
+    return write_samples, write_embeddings

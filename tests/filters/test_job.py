@@ -1,0 +1,177 @@
+"""The filter job end to end: decisions complete, counts add up, subsets in both formats,
+the same output from Spark and from the in-process engine, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from curate.engine import LocalExecutor
+from curate.errors import CurateError, DatasetError
+from curate.filters.job import run_filters
+from curate.filters.stages import parse_filter
+from curate.filters.threshold import reference_threshold
+from curate.subset import read_subset
+from curate.uid import DATACOMP_DTYPE
+
+
+def specs(*texts):
+    return [parse_filter(t) for t in texts]
+
+
+def check_complete(ds, name, n_samples, stage_names):
+    d = ds.read(f"decisions/{name}", schema="decisions")
+    samples = set(ds.read("samples", columns=["uid"]).column("uid").to_pylist())
+    for s in stage_names:
+        part = d.filter(pc.equal(d.column("stage"), s))
+        assert part.num_rows == n_samples
+        assert set(part.column("uid").to_pylist()) == samples
+        kept = part.column("kept").to_pylist()
+        reasons = part.column("reason").to_pylist()
+        assert all((r == "kept") == k for r, k in zip(reasons, kept))
+    return d
+
+
+def test_local_run_decisions_subset_manifest(pool):
+    r = run_filters(pool, specs("basic", "clip_score:fraction=0.3"), LocalExecutor())
+    name = "basic+clip_score"
+    d = check_complete(pool, name, 60, ["basic", "clip_score"])
+    c = r["counts"]
+    for stage, reasons in c["filters"].items():
+        assert sum(reasons.values()) == 60
+    assert c["kept"] + c["removed"] == 60
+    # The subset is exactly the uids both filters kept.
+    kept = {}
+    for row in d.to_pylist():
+        kept.setdefault(row["uid"], []).append(row["kept"])
+    expect = sorted(u for u, ks in kept.items() if all(ks))
+    assert read_subset(pool, name) == expect and len(expect) == c["kept"]
+    # DataComp's .npy: sorted u8,u8, high and low 64 bits of int(uid, 16).
+    arr = np.load(pool.root / "subsets" / name / "uids.npy")
+    assert arr.dtype == DATACOMP_DTYPE
+    assert [(int(u[:16], 16), int(u[16:], 16)) for u in expect] == arr.tolist()
+    assert read_subset(pool.root / "subsets" / name / "uids.npy") == expect
+    # The threshold is DataComp's over the pool with scores, and ties are kept.
+    scores = pool.read("embeddings/tiny", columns=["clip_score"]).column(0).to_numpy()
+    thr = reference_threshold(scores, 0.3)
+    assert r["resolved"]["clip_score"]["threshold"] == thr
+    assert c["filters"]["clip_score"]["kept"] == int((scores >= thr).sum())
+    assert c["filters"]["clip_score"]["no_embedding"] == 10
+    # Manifest on disk, text_stats queryable beside samples.
+    m = json.loads((pool.root / "_runs" / f"filter-{name}.json").read_text())
+    assert m["counts"] == c and m["params"]["filters"] == ["basic", "clip_score:fraction=0.3"]
+    ts = pool.read("text_stats", schema="text_stats")
+    assert ts.column("uid").equals(pool.read("samples", columns=["uid"]).column("uid"))
+    assert "en" in ts.column("language").to_pylist()
+
+
+def test_rerun_skips_current_text_stats(pool):
+    run_filters(pool, specs("basic"), LocalExecutor())
+    before = [p.stat().st_mtime_ns for p in pool.shards("text_stats")]
+    r = run_filters(pool, specs("basic"), LocalExecutor(), name="again")
+    assert r["counts"]["text_stats"]["skipped_shards"] == 3
+    assert [p.stat().st_mtime_ns for p in pool.shards("text_stats")] == before
+    r = run_filters(pool, specs("basic"), LocalExecutor(), name="again", recompute_stats=True)
+    assert r["counts"]["text_stats"]["skipped_shards"] == 0
+
+
+def test_image_based_intersect_clip(pool):
+    rng = np.random.default_rng(3)
+    target = rng.normal(size=(4, 8)).astype(np.float32)
+    np.save(pool.root / "target.npy", target)
+    r = run_filters(pool, specs(f"image_based:k=3,target={pool.root / 'target.npy'},clip_fraction=0.5"),
+                    LocalExecutor(), name="ib")
+    d = check_complete(pool, "ib", 60, ["image_based"])
+    info = r["resolved"]["image_based"]
+    assert info["k"] == 3 and 1 <= info["target_clusters"] <= 3
+    reasons = set(d.column("reason").to_pylist())
+    assert {"no_embedding", "low_clip_score"} <= reasons
+    centroids = np.load(pool.root / info["centroids_path"])
+    assert centroids.shape == (3, 8)
+    # Kept rows are in a cluster that received a target image.
+    tc = set(np.argmax(target @ centroids.T, axis=1).tolist())
+    kept = d.filter(d.column("kept"))
+    assert set(int(v) for v in kept.column("value").to_pylist()) <= tc
+
+
+def test_text_based_run(pool, tmp_path):
+    from curate.wordnet import get_wordnet
+
+    wn = get_wordnet()
+    (tmp_path / "t.txt").write_text("\n".join(f"n{wn.synsets(w)[0].offset():08d}" for w in ("dog", "cat")))
+    r = run_filters(pool, specs(f"text_based:synsets={tmp_path / 't.txt'}"), LocalExecutor(), name="tb")
+    d = check_complete(pool, "tb", 60, ["text_based"])
+    kept_text = set(d.filter(d.column("kept")).column("detail").to_pylist())
+    assert kept_text == {"dog", "cat"}
+    assert r["counts"]["filters"]["text_based"]["not_english"] > 0
+
+
+def test_sizes_fall_back_to_downloads(tmp_dataset, writers):
+    write_samples, _ = writers
+    uids = write_samples(tmp_dataset, ["a dog running on the beach"] * 3, [None, None, 640], [None, None, 480])
+    dl = pa.table({"uid": uids, "status": ["success", "failed", "success"], "original_width": pa.array([800, None, 10], pa.int32()),
+                   "original_height": pa.array([600, None, 10], pa.int32())})
+    for c in ("error_class", "error_message", "sha256", "shard", "key"):
+        dl = dl.append_column(c, pa.nulls(3, pa.string()))
+    for c in ("width", "height"):
+        dl = dl.append_column(c, pa.nulls(3, pa.int32()))
+    dl = dl.append_column("attempts", pa.array([1, 1, 1], pa.int32()))
+    tmp_dataset.write_table("downloads", dl.select(["uid", "status", "error_class", "error_message", "sha256", "width",
+                                                   "height", "original_width", "original_height", "shard", "key", "attempts"]),
+                            schema="downloads")
+    run_filters(tmp_dataset, specs("basic"), LocalExecutor())
+    d = tmp_dataset.read("decisions/basic")
+    by_uid = dict(zip(d.column("uid").to_pylist(), d.column("reason").to_pylist()))
+    assert [by_uid[u] for u in uids] == ["kept", "missing_size", "kept"]  # samples' 640x480 wins over 10x10
+
+
+def test_errors(tmp_dataset, pool, writers):
+    write_embeddings = writers[1]
+    with pytest.raises(DatasetError, match="no samples table"):
+        run_filters(tmp_dataset.__class__(tmp_dataset.root / "empty"), specs("basic"), LocalExecutor())
+    write_embeddings(pool, "other", ["0" * 32], [0.1])
+    with pytest.raises(DatasetError, match="several embedding tables"):
+        run_filters(pool, specs("clip_score:threshold=0.2"), LocalExecutor())
+    with pytest.raises(DatasetError, match="no table embeddings/nope"):
+        run_filters(pool, specs("clip_score:threshold=0.2,model=nope"), LocalExecutor())
+    with pytest.raises(CurateError, match="k=1000"):
+        np.save(pool.root / "t.npy", np.ones((2, 8), np.float32))
+        run_filters(pool, specs(f"image_based:k=1000,model=tiny,target={pool.root / 't.npy'}"), LocalExecutor())
+    with pytest.raises(CurateError, match="given twice"):
+        run_filters(pool, specs("basic", "basic:min_side=10"), LocalExecutor())
+
+
+def test_duplicate_embedding_uids_fail(pool, writers):
+    write_embeddings = writers[1]
+    uids = pool.read("samples", columns=["uid"]).column("uid").to_pylist()
+    write_embeddings(pool, "tiny", uids[:5] + uids[:5], [0.3] * 10)
+    with pytest.raises(DatasetError, match="decisions for 60 samples"):
+        run_filters(pool, specs("clip_score:threshold=0.2"), LocalExecutor())
+
+
+def test_spark_equals_local_and_cli(pool, spark, capsys):
+    from curate.cli import main
+    from curate.engine.spark import SparkExecutor
+
+    np.save(pool.root / "target.npy", np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32))
+    f = ["basic", "clip_score:fraction=0.25", f"image_based:k=4,target={pool.root / 'target.npy'}"]
+    run_filters(pool, specs(*f), LocalExecutor(), name="local")
+    run_filters(pool, specs(*f), SparkExecutor(spark), name="spark", rows_per_shard=70)
+    a, b = pool.read("decisions/local"), pool.read("decisions/spark")
+    assert a.equals(b) and len(pool.shards("decisions/spark")) == 3
+    assert read_subset(pool, "local") == read_subset(pool, "spark")
+    # Same through the command line (in-process engine: one Spark session per test run is enough).
+    with pytest.raises(SystemExit) as e:
+        main(["filter", str(pool.root), "--filter", "basic", "-f", "clip_score:fraction=0.25", "--name", "cli",
+              "--engine", "local"])
+    assert e.value.code == 0
+    local2 = run_filters(pool, specs("basic", "clip_score:fraction=0.25"), LocalExecutor(), name="api")
+    assert read_subset(pool, "cli") == read_subset(pool, "api")
+    assert f"kept {local2['counts']['kept']:,} of 60" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["filter", str(pool.root), "--filter", "clip_score", "--engine", "local"])
+    assert e.value.code == 2
