@@ -30,7 +30,7 @@ from curate.manifest import RunManifest
 from curate.tables import Dataset, load_schema, write_parquet_atomic
 
 META = "_meta.json"
-SAMPLE_SCHEMA = pa.schema([("uid", pa.string()), ("hash", pa.uint64()), ("embedding", pa.binary())])
+SAMPLE_SCHEMA = pa.schema([("uid", pa.string()), ("hash", pa.int64()), ("embedding", pa.binary())])
 
 
 def centroids_dir(dataset: Dataset, name: str) -> Path:
@@ -75,12 +75,12 @@ def sample_task(task: dict):
     if t.num_rows == 0:
         return
     h = uid_hash(t.column("uid").to_pylist(), task["seed"])
-    sel = np.flatnonzero(h <= np.uint64(task["threshold"]))
+    sel = np.flatnonzero(h <= task["threshold"])
     if len(sel) == 0:
         return
     t = t.take(pa.array(sel))
     x = embedding_matrix(t, task["embedding"], where=f"{task['path']}: ")
-    yield pa.record_batch([t.column("uid").combine_chunks(), pa.array(h[sel], pa.uint64()), matrix_to_binary(x)],
+    yield pa.record_batch([t.column("uid").combine_chunks(), pa.array(h[sel], pa.int64()), matrix_to_binary(x)],
                           schema=SAMPLE_SCHEMA)
 
 
@@ -140,12 +140,12 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
         raise DatasetError(f"clustering needs at least k={k} rows, {table} has {total}")
     # Hash threshold giving ~10% more rows than wanted; the smallest hashes are then taken.
     frac = min(1.0, 1.1 * want / max(total, 1))
-    threshold = int(min(2**64 - 1, frac * 2**64)) if frac < 1.0 else 2**64 - 1
+    threshold = int(min(2**63 - 1, frac * 2**63)) if frac < 1.0 else 2**63 - 1
     tasks = shard_tasks(ds, table, embedding=embedding, seed=seed, threshold=threshold, uid_filter=uid_filter)
     with m.stage("sample"):
         sample = collect_rows(executor, tasks, sample_task, SAMPLE_SCHEMA, "sample")
         if sample.num_rows < want:  # unlucky hash draw: take everything
-            tasks = [dict(t, threshold=2**64 - 1) for t in tasks]
+            tasks = [dict(t, threshold=2**63 - 1) for t in tasks]
             sample = collect_rows(executor, tasks, sample_task, SAMPLE_SCHEMA, "sample")
         sample = sample.sort_by([("hash", "ascending"), ("uid", "ascending")]).slice(0, want)
         dim = len(sample.column("embedding")[0].as_py()) // 2

@@ -147,7 +147,8 @@ def write_json(path: Path, obj) -> None:
 
 # ---------------------------------------------------------------- deterministic sampling
 def uid_hash(uids, seed: int = 0) -> np.ndarray:
-    """A uint64 per uid, uniform and independent of row order (splitmix64 of the uid's bits)."""
+    """A 63-bit int64 per uid, uniform and independent of row order (splitmix64 of the uid's
+    bits; 63 bits because Spark has no unsigned types)."""
     hi = np.array([int(u[:16], 16) for u in uids], dtype=np.uint64)
     lo = np.array([int(u[16:32] or "0", 16) for u in uids], dtype=np.uint64)
     with np.errstate(over="ignore"):
@@ -155,4 +156,4 @@ def uid_hash(uids, seed: int = 0) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
-    return z
+    return (z >> np.uint64(1)).astype(np.int64)

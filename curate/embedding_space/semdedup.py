@@ -49,11 +49,12 @@ def max_earlier_similarity(x: np.ndarray, block_cells: int = 1 << 24, device: st
                            ) -> tuple[np.ndarray, np.ndarray]:
     """For each row j of ``x`` (ordered, normalised): the max similarity to rows i < j and its i.
 
-    Row 0 gets (-inf, -1). Rows are processed in blocks of B so that a B x j similarity
+    Row 0 gets (-inf, -1). The maximum is located with float32 matrix products and its value
+    recomputed in float64. Rows are processed in blocks of B so that a B x j similarity
     block stays under ``block_cells`` entries.
     """
     n = x.shape[0]
-    best = np.full(n, -np.inf, dtype=np.float32)
+    best = np.full(n, -np.inf, dtype=np.float64)
     arg = np.full(n, -1, dtype=np.int64)
     if n < 2:
         return best, arg
@@ -82,6 +83,12 @@ def max_earlier_similarity(x: np.ndarray, block_cells: int = 1 << 24, device: st
             m = sims[np.arange(e - s), a]
         best[s:e] = m
         arg[s:e] = np.where(np.isfinite(m), a, -1)
+    # BLAS float32 results can differ in the last bit with thread count or memory alignment
+    # (Spark worker vs driver); recompute the chosen pairs exactly so decisions and values
+    # never depend on where the cluster was processed.
+    has = arg >= 0
+    x64 = np.asarray(x, dtype=np.float64)
+    best[has] = np.einsum("ij,ij->i", x64[has], x64[arg[has]])
     return best, arg
 
 

@@ -1,0 +1,176 @@
+"""End-to-end jobs on written embeddings tables: Spark vs in-process, partition counts,
+reference semantics, counts that add up, outputs queryable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from curate.embedding_space.clusters import run_cluster
+from curate.embedding_space.jobs import run_exact_dedup, run_near_dedup, run_prune, run_semdedup
+from curate.embedding_space.semdedup import semdedup_reference
+from curate.engine import LocalExecutor
+from curate.subset import read_subset
+from curate.tables import Dataset
+
+from .helpers import clustered_embeddings, uid, write_embeddings
+
+K = 6
+
+
+def _pipeline(ds: Dataset, executor):
+    run_cluster(ds, "m", K, executor=executor)
+    sd = run_semdedup(ds, "kmeans", 0.01, executor=executor)
+    dbp = run_prune(ds, "kmeans", 0.5, input_uids=pa.array(read_subset(ds, "semdedup")), executor=executor)
+    return sd, dbp
+
+
+def _decisions(ds, run):
+    return ds.read(f"decisions/{run}").sort_by("uid")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clustered_embeddings(n=1500, d=24, centers=5, seed=3)
+
+
+def test_spark_equals_local_across_partition_counts(tmp_path, spark, data):
+    from curate.engine.spark import SparkExecutor
+
+    a = Dataset(tmp_path / "a")
+    write_embeddings(a, "m", data, rows_per_shard=1500)  # one shard
+    _pipeline(a, LocalExecutor())
+    b = Dataset(tmp_path / "b")
+    write_embeddings(b, "m", data, rows_per_shard=230)  # seven shards
+    old = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", "3")
+    try:
+        _pipeline(b, SparkExecutor(spark))
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", old)
+    # same centroids, same assignment, same decisions, same subsets
+    np.testing.assert_array_equal(a.read("centroids/kmeans").column("centroid").to_pylist(),
+                                  b.read("centroids/kmeans").column("centroid").to_pylist())
+    ca = a.read("clusters/kmeans").sort_by("uid")
+    cb = b.read("clusters/kmeans").sort_by("uid")
+    assert ca.column("cluster_id").equals(cb.column("cluster_id"))
+    for run in ("semdedup", "dbp"):
+        assert _decisions(a, run).equals(_decisions(b, run)), run
+        assert read_subset(a, run) == read_subset(b, run)
+    assert a.read("cluster_stats/dbp").equals(b.read("cluster_stats/dbp"))
+
+
+def test_semdedup_job_matches_reference_and_counts_add_up(tmp_path, data):
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", data, rows_per_shard=400)
+    sd, dbp = _pipeline(ds, LocalExecutor())
+    # reference semantics straight from the tables: cluster members ordered by distance
+    cl = ds.read("clusters/kmeans")
+    pos = {u: i for i, u in enumerate(uids)}
+    x16 = data.astype(np.float16).astype(np.float32)
+    x16 /= np.linalg.norm(x16, axis=1, keepdims=True)
+    dec = {r["uid"]: r for r in ds.read("decisions/semdedup").to_pylist()}
+    removed = 0
+    for k in range(K):
+        sel = [i for i, c in enumerate(cl.column("cluster_id").to_pylist()) if c == k]
+        u = np.array([cl.column("uid")[i].as_py() for i in sel], dtype=object)
+        dist = cl.column("distance").to_numpy()[sel]
+        ref = semdedup_reference(x16[[pos[v] for v in u]], u, dist, 0.01)
+        assert [dec[v]["kept"] for v in u] == ref.tolist()
+        removed += int((~ref).sum())
+    assert removed > 100
+    c = sd["counts"]
+    assert c["input"] == len(uids) and c["kept"] + c["removed"] == c["input"]
+    assert c["reasons"]["semantic_duplicate"] == removed
+    # a removed row points at a member of the same cluster that came earlier
+    cid = dict(zip(cl.column("uid").to_pylist(), cl.column("cluster_id").to_pylist()))
+    for r in dec.values():
+        if not r["kept"]:
+            assert r["reason"] == "semantic_duplicate" and r["value"] > 0.99
+            assert cid[r["detail"]] == cid[r["uid"]]
+    # DBP ran on the semdedup subset: totals are exact, quotas within bounds
+    stats = ds.read("cluster_stats/dbp").to_pylist()
+    n_in = c["kept"]
+    n_keep = int(n_in * 0.5)
+    assert dbp["counts"]["input"] == n_in and dbp["counts"]["kept"] == n_keep
+    assert sum(s["quota"] for s in stats) == n_keep == sum(s["kept"] for s in stats)
+    m = int(n_keep / K * 0.5)
+    for s in stats:
+        assert min(m, s["size"] - 1) <= s["quota"] <= s["size"]
+    manifest = json.loads((ds.root / "_runs" / "dbp.json").read_text())
+    assert manifest["counts"]["kept"] == n_keep and manifest["params"]["temperature"] == 0.5
+    # hardest kept: within each cluster every kept distance >= every pruned distance
+    d = ds.read("decisions/dbp").to_pylist()
+    for k in range(K):
+        kept = [r["value"] for r in d if r["detail"] == f"cluster={k}" and r["kept"]]
+        gone = [r["value"] for r in d if r["detail"] == f"cluster={k}" and not r["kept"]]
+        if kept and gone:
+            assert min(kept) >= max(gone)
+
+
+def test_subset_uids_without_embeddings_are_reported(tmp_path, data):
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", data[:300], rows_per_shard=300)
+    run_cluster(ds, "m", 3)
+    ghost = [uid(10_000 + i) for i in range(4)]
+    r = run_semdedup(ds, "kmeans", 0.01, input_uids=pa.array(uids[:100] + ghost))
+    assert r["counts"]["input"] == 104
+    assert r["counts"]["reasons"]["no_embedding"] == 4
+    assert set(read_subset(ds, "semdedup")) <= set(uids[:100])
+
+
+def test_near_and_exact_duplicates(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((40, 16)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    # rows 40..44 are near copies of row 0 and 1; rows 45.. a chain 5 -> 45 -> 46
+    x = np.concatenate([base, base[[0, 0, 1]] + 0.001, base[[5]] * 0.9 + base[[6]] * 0.1])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", x, rows_per_shard=20)
+    r = run_near_dedup(ds, "m", 0.99)
+    dec = {d["uid"]: d for d in r["decisions"].to_pylist()}
+    g0 = sorted([uids[0], uids[40], uids[41]])
+    assert [dec[u]["kept"] for u in g0] == [True, False, False]
+    assert all(dec[u]["detail"] == g0[0] for u in g0[1:])
+    assert r["counts"]["removed"] == 3 + (0 if dec[uids[43]]["kept"] and dec[uids[5]]["kept"] else 1)
+    # exact duplicates from the downloads table
+    from curate.tables import load_schema
+
+    n = 6
+    dl = pa.table({
+        "uid": [uid(i) for i in range(n)], "status": ["success"] * 5 + ["failed"],
+        "error_class": [None] * 5 + ["timeout"], "error_message": [None] * 6,
+        "sha256": ["aa", "bb", "aa", "cc", "aa", None],
+        "width": pa.array([1] * 6, pa.int32()), "height": pa.array([1] * 6, pa.int32()),
+        "original_width": pa.array([1] * 6, pa.int32()), "original_height": pa.array([1] * 6, pa.int32()),
+        "shard": [None] * 6, "key": [None] * 6, "attempts": pa.array([1] * 6, pa.int32())},
+        schema=load_schema("downloads").arrow())
+    ds.write_table("downloads", dl, schema="downloads")
+    r = run_exact_dedup(ds)
+    dec = {d["uid"]: d for d in r["decisions"].to_pylist()}
+    aa = sorted([uid(0), uid(2), uid(4)])
+    assert [dec[u]["reason"] for u in aa] == ["kept", "exact_duplicate", "exact_duplicate"]
+    assert dec[aa[1]]["detail"] == aa[0] and dec[aa[1]]["value"] == 3
+    assert dec[uid(5)]["reason"] == "not_downloaded"
+    assert r["counts"] == {"input": 6, "kept": 3, "removed": 3,
+                           "reasons": {"exact_duplicate": 2, "kept": 3, "not_downloaded": 1}}
+
+
+def test_cluster_stats_queryable_with_duckdb(tmp_path, data):
+    import duckdb
+
+    ds = Dataset(tmp_path / "d")
+    write_embeddings(ds, "m", data[:600], rows_per_shard=600)
+    run_cluster(ds, "m", 4)
+    run_prune(ds, "kmeans", 0.3)
+    con = duckdb.connect()
+    row = con.execute(f"SELECT sum(size), sum(quota), sum(kept), count(*) FROM "
+                      f"read_parquet('{ds.root}/cluster_stats/dbp/*.parquet')").fetchone()
+    assert row == (600, 180, 180, 4)
+    s = con.execute(f"SELECT count(*) FROM read_parquet('{ds.root}/cluster_stats/kmeans/*.parquet') "
+                    f"WHERE d_intra > 0 AND d_inter > 0 AND quota IS NULL").fetchone()
+    assert s == (4,)
