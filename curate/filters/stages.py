@@ -221,10 +221,15 @@ def _lang_reason(lang: str) -> str:
     return "not_english" if lang == "en" else f"not_{lang}"
 
 
-def _size_detail(t: pa.Table) -> np.ndarray:
-    w = pc.cast(t.column("original_width"), pa.string()).fill_null("?")
-    h = pc.cast(t.column("original_height"), pa.string()).fill_null("?")
-    return _obj(pc.binary_join_element_wise(w, h, "x"))
+def _size_detail(t: pa.Table, rows: np.ndarray) -> np.ndarray:
+    """'WxH' ('?' for a missing side) at ``rows``, None elsewhere (built only where needed)."""
+    out = np.full(t.num_rows, None, dtype=object)
+    if rows.any():
+        sel = pa.array(rows)
+        w = pc.cast(t.column("original_width").filter(sel), pa.string()).fill_null("?")
+        h = pc.cast(t.column("original_height").filter(sel), pa.string()).fill_null("?")
+        out[rows] = _obj(pc.binary_join_element_wise(w, h, "x"))
+    return out
 
 
 def decide_basic(t: pa.Table, p: dict, ctx: dict) -> Decision:
@@ -236,17 +241,18 @@ def decide_basic(t: pa.Table, p: dict, ctx: dict) -> Decision:
     lo, hi = np.minimum(w, h), np.maximum(w, h)
     with np.errstate(divide="ignore", invalid="ignore"):
         aspect = hi / lo  # DataComp's float division: 0 -> inf, 0/0 -> nan, both fail
-    size = _size_detail(t) if n else np.empty(0, dtype=object)
-    lang_score = _f64(t.column("language_score"))
+    missing, small, wide = np.isnan(w) | np.isnan(h), ~(lo >= p["min_side"]), ~(aspect <= p["max_aspect"])
+    size = _size_detail(t, missing | small | wide)
+    lang_score, lang = _f64(t.column("language_score")), _obj(t.column("language"))
     rules = [
-        (_lang_reason(p["lang"]), ~lang_ok, lang_score, _obj(t.column("language"))),
+        (_lang_reason(p["lang"]), ~lang_ok, lang_score, lang),
         ("too_few_words", words < p["min_words"], words, None),
         ("too_few_chars", chars < p["min_chars"], chars, None),
-        ("missing_size", np.isnan(w) | np.isnan(h), None, size),
-        ("image_too_small", ~(lo >= p["min_side"]), lo, size),
-        ("bad_aspect_ratio", ~(aspect <= p["max_aspect"]), aspect, size),
+        ("missing_size", missing, None, size),
+        ("image_too_small", small, lo, size),
+        ("bad_aspect_ratio", wide, aspect, size),
     ]
-    return _first_failure(n, rules, kept_value=lang_score, kept_detail=_obj(t.column("language")))
+    return _first_failure(n, rules, kept_value=lang_score, kept_detail=lang)
 
 
 def _score_rules(t: pa.Table, ctx: dict, threshold: float) -> tuple[np.ndarray, list]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -21,28 +22,73 @@ from curate.tables import Dataset, load_schema, write_parquet_atomic
 # A word is a run of characters outside Python's str.isspace() set (which str.split() uses):
 # \t-\r, \x1c-\x20, \x85 and the Unicode separators Z*.
 _PY_WORD_RE2 = r"[^\t-\r\x{1c}-\x{20}\x{85}\p{Z}]+"
-# fastText's Dictionary::readWord splits on these bytes only; each "\n" adds an EOS token.
-_FT_WORD_RE2 = r"[^ \n\r\t\x{0b}\x{0c}\x{00}]+"
 
 TABLE = "text_stats"
 _SOURCE_KEY = b"curate.text_stats.source"
 
 
+# Separator bytes: Python's ASCII whitespace (str.split on an ASCII string) and fastText's.
+_PY_ASCII_SEP = np.zeros(256, dtype=bool)
+_PY_ASCII_SEP[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+_FT_SEP = np.zeros(256, dtype=bool)
+_FT_SEP[[32, 10, 13, 9, 11, 12, 0]] = True
+
+
+def _string_array(texts) -> pa.Array:
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    if pa.types.is_large_string(texts.type):
+        texts = texts.cast(pa.string())
+    return texts
+
+
+def _byte_runs(texts: pa.Array, is_sep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per string: runs of non-separator bytes, and newline bytes (numpy over the UTF-8 buffer)."""
+    n = len(texts)
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset: texts.offset + n + 1]
+    data_buf = texts.buffers()[2]
+    if n == 0 or data_buf is None or offsets[-1] == offsets[0]:
+        return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0]: offsets[-1]]
+    rel = (offsets - offsets[0]).astype(np.int64)
+    sep = is_sep[data]
+    start = ~sep
+    start[1:] &= sep[:-1]  # a run starts after a separator...
+    firsts = rel[:-1][rel[1:] > rel[:-1]]
+    start[firsts] = ~sep[firsts]  # ...or at the first byte of its string
+    starts = np.flatnonzero(start)  # sparse positions: cheaper than a cumsum over every byte
+    newlines = np.flatnonzero(data == 10)
+    lo, hi = rel[:-1], rel[1:]
+    runs = np.searchsorted(starts, hi) - np.searchsorted(starts, lo)
+    nl = np.searchsorted(newlines, hi) - np.searchsorted(newlines, lo)
+    return runs, nl
+
+
 def word_count(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """``len(t.split())`` for every string."""
-    return pc.count_substring_regex(texts, _PY_WORD_RE2).cast(pa.int32())
+    """``len(t.split())`` for every string.
+
+    ASCII strings (most captions) are counted on the bytes; the rest with a regex over
+    Python's full whitespace set.
+    """
+    texts = _string_array(texts)
+    runs, _ = _byte_runs(texts, _PY_ASCII_SEP)
+    ascii_ = pc.string_is_ascii(texts).to_numpy(zero_copy_only=False)
+    if not ascii_.all():
+        other = ~ascii_
+        runs[other] = pc.count_substring_regex(texts.filter(pa.array(other)), _PY_WORD_RE2).to_numpy()
+    return pa.array(runs, pa.int32())
 
 
 def char_count(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
     """``len(t)``: Unicode code points."""
-    return pc.utf8_length(texts).cast(pa.int32())
+    return pc.utf8_length(_string_array(texts)).cast(pa.int32())
 
 
 def token_count(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """``len(fasttext.tokenize(t))``: whitespace-separated tokens plus one per newline."""
-    words = pc.count_substring_regex(texts, _FT_WORD_RE2)
-    newlines = pc.count_substring(texts, "\n")
-    return pc.add(words, newlines).cast(pa.int32())
+    """``len(fasttext.tokenize(t))``: runs between fastText's separator bytes, plus one
+    end-of-line token per newline (UTF-8 never puts those bytes inside a character)."""
+    runs, newlines = _byte_runs(_string_array(texts), _FT_SEP)
+    return pa.array(runs + newlines, pa.int32())
 
 
 def text_stats(uids: pa.Array, texts: pa.Array, model) -> pa.Table:
