@@ -1,0 +1,241 @@
+"""The embed job: downloaded image shards -> embeddings/<model_id>/ and embed_failures/<model_id>/.
+
+One task per image shard (``images/NNNNN.tar``). A task reads the shard's img2dataset
+results for its success rows (uid, key, caption), decodes and preprocesses the images in a
+thread pool one batch ahead of the model, embeds images and captions, and writes
+``embed_failures/<model_id>/part-NNNNN.parquet`` then ``embeddings/<model_id>/part-NNNNN.parquet``
+(the completion marker), each atomically. A rerun skips shards whose embeddings part exists;
+a killed task leaves only hidden temporary files.
+
+The model is loaded once per worker process (``worker_cache``). Inside a Spark task that was
+given GPUs (``spark.task.resource.gpu.amount``) the device is the task's first GPU address.
+``embed_shard`` needs neither Spark nor a dataset writer, so a GPU box without Spark can
+benchmark and run it in a plain loop (``--engine local``).
+"""
+
+from __future__ import annotations
+
+import tarfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.download.job import IMAGES, complete_shards, shard_name
+from curate.embed.core import ImageDecodeError, default_threads, encode_image_tensor, encode_text_tokens, open_image, prepared_batches
+from curate.engine import worker_cache
+from curate.errors import CurateError, DatasetError
+from curate.tables import Dataset, load_schema, write_parquet_atomic
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+@dataclass
+class EmbedOptions:
+    model: str = "ViT-B-32"
+    pretrained: str | None = None
+    device: str = "auto"  # auto: the Spark task's GPU, else cuda if visible, else cpu
+    precision: str = "auto"  # auto: bf16 autocast on GPUs that have it, fp16 autocast on older GPUs, fp32 on CPU
+    batch_size: int = 0  # 0: 1024 on a GPU, 64 on CPU
+    threads: int = 0  # decode threads per task; 0: min(8, cores)
+    seed: int = 0  # random init when pretrained is None
+    limit_shards: int = 0  # 0: all
+
+
+def _device_for_task(requested: str) -> str:
+    """The Spark task's GPU when it was given one, else the requested device."""
+    from curate.engine.spark import task_resource_addresses
+
+    try:
+        gpus = task_resource_addresses("gpu")
+    except Exception:  # noqa: BLE001 - no Spark here
+        gpus = []
+    if gpus and requested in ("auto", "cuda"):
+        return f"cuda:{gpus[0]}"
+    return requested
+
+
+def get_bundle(opts: EmbedOptions):
+    """The model for ``opts`` on this worker, loaded once per process."""
+    from curate.models import load_model
+
+    device = _device_for_task(opts.device)
+    key = ("embed-model", opts.model, opts.pretrained, device, opts.precision, opts.seed)
+    return worker_cache(key, lambda: load_model(opts.model, opts.pretrained, device=device,
+                                                precision=opts.precision, seed=opts.seed))
+
+
+# ---------------------------------------------------------------- reading a shard
+def shard_samples(root: Path, shard_id: int) -> pa.Table:
+    """The shard's success rows from img2dataset's results: uid, key, caption."""
+    path = root / IMAGES / f"{shard_name(shard_id)}.parquet"
+    try:
+        t = pq.read_table(path, columns=["uid", "key", "caption", "status"])
+    except (pa.ArrowInvalid, OSError, KeyError) as e:
+        raise DatasetError(f"{path}: cannot read img2dataset shard results ({e})") from e
+    import pyarrow.compute as pc
+
+    return t.filter(pc.equal(t.column("status"), "success")).select(["uid", "key", "caption"])
+
+
+def read_tar_images(tar_path: Path, keys: set[str]) -> dict[str, bytes]:
+    """key -> encoded image bytes for the wanted keys (one sequential pass over the tar)."""
+    out: dict[str, bytes] = {}
+    try:
+        with tarfile.open(tar_path, "r|*") as tf:  # streaming: no seeks, works on any file object
+            for m in tf:
+                if not m.isfile():
+                    continue
+                stem, _, ext = m.name.rpartition(".")
+                if ext.lower() in IMAGE_EXTS and stem in keys:
+                    out[stem] = tf.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DatasetError(f"{tar_path}: cannot read image shard ({e})") from e
+    return out
+
+
+# ---------------------------------------------------------------- the per-shard function
+def embed_shard(bundle, uids: list[str], keys: list[str], texts: list[str], images: dict[str, bytes],
+                shard: str, batch_size: int, threads: int | None = None) -> tuple[pa.Table, pa.Table, dict]:
+    """Embed one shard's samples. Returns (embeddings table, failures table, stats).
+
+    ``images`` maps key -> encoded bytes; a key without bytes is a ``missing_member`` failure.
+    Every input uid lands in exactly one of the two tables.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    n = len(uids)
+    d = bundle.embed_dim
+    img_out = np.zeros((n, d), np.float32)
+    txt_out = np.zeros((n, d), np.float32)
+    ok = np.zeros(n, bool)
+    failures: list[dict] = []
+    model_s = 0.0
+
+    def prepare(i):
+        data = images.get(keys[i])
+        if data is None:
+            raise ImageDecodeError(f"{shard}:{keys[i]}", "missing_member", "the image shard has no image for this key")
+        try:
+            return bundle.preprocess(open_image(data, where=f"{shard}:{keys[i]}"))
+        except ImageDecodeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a transform error is this sample's failure, not the job's
+            raise ImageDecodeError(f"{shard}:{keys[i]}", "preprocess_error", f"{type(e).__name__}: {e}") from e
+
+    for start, prepared in prepared_batches(list(range(n)), prepare, batch_size, threads):
+        good = []
+        for j, p in enumerate(prepared):
+            i = start + j
+            if isinstance(p, ImageDecodeError):
+                failures.append({"uid": uids[i], "shard": shard, "key": keys[i], "error_class": p.error_class,
+                                 "error_message": str(p)})
+            elif isinstance(p, Exception):
+                failures.append({"uid": uids[i], "shard": shard, "key": keys[i], "error_class": "decode_error",
+                                 "error_message": f"{type(p).__name__}: {p}"})
+            else:
+                good.append((i, p))
+        if not good:
+            continue
+        idx = np.array([i for i, _ in good])
+        tm = time.perf_counter()
+        img_out[idx] = encode_image_tensor(bundle, torch.stack([p for _, p in good]))
+        txt_out[idx] = encode_text_tokens(bundle, bundle.tokenizer([texts[i] or "" for i in idx]))
+        model_s += time.perf_counter() - tm
+        ok[idx] = True
+
+    keep = np.flatnonzero(ok)
+    emb = embeddings_table(np.asarray(uids, dtype=object)[keep].tolist(), img_out[keep], txt_out[keep])
+    fail_schema = load_schema("embed_failures").arrow()
+    fails = pa.Table.from_pylist(failures, schema=fail_schema) if failures else fail_schema.empty_table()
+    stats = {"samples": n, "embedded": int(len(keep)), "failed": len(failures),
+             "seconds": round(time.perf_counter() - t0, 4), "model_seconds": round(model_s, 4)}
+    return emb, fails, stats
+
+
+def embeddings_table(uids: list[str], image_emb: np.ndarray, text_emb: np.ndarray) -> pa.Table:
+    """The embeddings schema: float16 fixed-size lists; clip_score from the float32 vectors."""
+    d = image_emb.shape[1]
+    score = np.einsum("ij,ij->i", image_emb, text_emb).astype(np.float32)
+
+    def fsl(a: np.ndarray) -> pa.Array:
+        flat = pa.array(np.ascontiguousarray(a, dtype=np.float16).reshape(-1), pa.float16())
+        return pa.FixedSizeListArray.from_arrays(flat, d)
+
+    schema = load_schema("embeddings").arrow(d)
+    return pa.Table.from_arrays([pa.array(uids, pa.string()), fsl(image_emb), fsl(text_emb),
+                                 pa.array(score, pa.float32())], schema=schema)
+
+
+# ---------------------------------------------------------------- the task and the job
+def table_names(model_id: str) -> tuple[str, str]:
+    return f"embeddings/{model_id}", f"embed_failures/{model_id}"
+
+
+def run_shard_task(task: dict) -> dict:
+    """Executor task: embed image shard ``task['shard_id']`` unless its output exists."""
+    ds = Dataset(task["root"])
+    opts = EmbedOptions(**task["opts"])
+    shard_id = task["shard_id"]
+    emb_name, fail_name = table_names(task["model_id"])
+    out = ds.shard_path(emb_name, shard_id)
+    if out.exists():
+        return {"shard_id": shard_id, "skipped": True}
+    bundle = get_bundle(opts)
+    if bundle.model_id != task["model_id"]:
+        raise CurateError(f"worker loaded {bundle.model_id}, driver planned {task['model_id']}: "
+                          "the checkpoint must be the same file on every worker")
+    rows = shard_samples(ds.root, shard_id)
+    shard = f"{IMAGES}/{shard_name(shard_id)}.tar"
+    keys = rows.column("key").to_pylist()
+    images = read_tar_images(ds.root / shard, set(keys))
+    batch = opts.batch_size or (1024 if bundle.device.startswith("cuda") else 64)
+    emb, fails, stats = embed_shard(bundle, rows.column("uid").to_pylist(), keys, rows.column("caption").to_pylist(),
+                                    images, shard, batch, opts.threads or default_threads())
+    write_parquet_atomic(fails, ds.shard_path(fail_name, shard_id))
+    write_parquet_atomic(emb, out)  # last: its existence marks the shard done
+    return {"shard_id": shard_id, "skipped": False, "device": bundle.device, "precision": bundle.precision, **stats}
+
+
+def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
+    """Embed every complete image shard of ``dataset``; returns counts (also in the run manifest)."""
+    from curate.manifest import RunManifest
+    from curate.models import model_id_for, register_configs
+
+    register_configs()
+    shards = complete_shards(dataset)
+    if not shards:
+        raise DatasetError(f"{dataset.root} has no downloaded image shards; run `curate download` first")
+    if opts.limit_shards:
+        shards = shards[: opts.limit_shards]
+    model_id = model_id_for(opts.model, opts.pretrained, opts.seed)
+    emb_name, fail_name = table_names(model_id)
+    manifest = RunManifest("embed", {**asdict(opts), "model_id": model_id, "engine": getattr(executor, "name", "?")})
+    tasks = [{"root": str(dataset.root), "shard_id": s, "model_id": model_id, "opts": asdict(opts)} for s in shards]
+    with manifest.stage("embed"):
+        results = executor.map_tasks(tasks, run_shard_task, description=f"embed {model_id}")
+    done = [r for r in results if not r["skipped"]]
+    stats = {"model_id": model_id, "shards": len(shards), "shards_skipped": len(results) - len(done),
+             "embedded": dataset.count(emb_name), "failed": dataset.count(fail_name)}
+    if dataset.has_table("downloads"):
+        import pyarrow.compute as pc
+
+        d = dataset.read("downloads", columns=["status", "shard"])
+        wanted = {f"{IMAGES}/{shard_name(s)}.tar" for s in shards}
+        success = d.filter(pc.and_(pc.equal(d.column("status"), "success"), pc.is_in(d.column("shard"), pa.array(sorted(wanted)))))
+        stats["downloads_success"] = success.num_rows
+        stats["unaccounted"] = success.num_rows - stats["embedded"] - stats["failed"]
+    secs = sum(r["seconds"] for r in done)
+    if done:
+        stats["images_per_second_per_task"] = round(sum(r["samples"] for r in done) / max(secs, 1e-9), 2)
+        stats["device"] = done[0]["device"]
+        stats["precision"] = done[0]["precision"]
+    manifest["counts"] = stats
+    manifest["outputs"] = {"embeddings": emb_name, "failures": fail_name}
+    manifest["tasks"] = results
+    manifest.write(dataset, name=f"embed-{model_id}")
+    return stats

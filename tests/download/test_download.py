@@ -1,0 +1,190 @@
+"""curate download against a real HTTP server on 127.0.0.1 with real photos and broken responses."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+
+import pyarrow.compute as pc
+import pytest
+
+from curate.download import DownloadOptions, FetchPolicy, complete_shards, run_download
+from curate.engine import LocalExecutor
+from curate.tables import Dataset, load_schema
+
+from conftest import samples_table  # noqa: E402 - tests/download/conftest.py
+
+
+def _opts(**kw) -> DownloadOptions:
+    policy = FetchPolicy(allow_networks=["127.0.0.1/32"], max_seconds=1.5)
+    base = dict(samples_per_shard=10, thread_count=8, timeout=2.0, min_image_size=8, policy=policy)
+    base.update(kw)
+    return DownloadOptions(**base)
+
+
+def _pool(server, photos):
+    """(url, caption, expected error class or None for success, served bytes or None)."""
+    b = server.base
+    rows = [(f"{b}/img/{p.name}", f"photo {i} of a scene", None, p.read_bytes()) for i, p in enumerate(photos[:12])]
+    rows += [
+        (f"{b}/missing", "gone", "http_404", None),
+        (f"{b}/forbidden", "forbidden", "http_error", None),
+        (f"{b}/truncated.jpg", "half a photo", "decode_error", None),
+        (f"{b}/page.html", "an html page", "not_an_image", None),
+        (f"{b}/fake.jpg", "html served as jpeg", "not_an_image", None),
+        (f"{b}/slow.jpg", "slow server", "timeout", None),
+        (f"{b}/dribble.jpg", "endless body", "timeout", None),
+        (f"{b}/bomb.png", "decompression bomb", "too_large", None),
+        (f"{b}/tiny.gif", "tracking pixel", "too_small", None),
+        (f"{b}/noai/{photos[12].name}", "opted out", "robots_optout", None),
+        (f"{b}/ours/{photos[13].name}", "opted out for curate", "robots_optout", None),
+        (f"{b}/otherbot/{photos[14].name}", "opt-out for another bot", None, photos[14].read_bytes()),
+        (f"{b}/redirect/{photos[15].name}", "redirected", None, photos[15].read_bytes()),
+        (f"{b}/redirect-metadata", "redirect to cloud metadata", "blocked_address", None),
+        (f"{b}/redirect-loopback", "redirect to another loopback address", "blocked_address", None),
+        ("http://10.1.2.3/x.jpg", "private network", "blocked_address", None),
+        ("http://169.254.169.254/latest/meta-data/", "metadata", "blocked_address", None),
+        ("file:///etc/passwd", "local file", "unsupported_url", None),
+        (f"{b}/flaky/{photos[16].name}", "fails once", "http_error", photos[16].read_bytes()),
+    ]
+    return rows
+
+
+def _read_tar(path):
+    members = {}
+    with tarfile.open(path) as tf:
+        for m in tf.getmembers():
+            members[m.name] = tf.extractfile(m).read()
+    return members
+
+
+def test_every_uid_once_with_status_reason_and_exact_bytes(tmp_path, image_server, photos):
+    pool = _pool(image_server, photos)
+    samples = samples_table([(u, t) for u, t, _, _ in pool])
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("samples", samples, schema="samples")
+
+    stats = run_download(ds, LocalExecutor(), _opts())
+
+    table = ds.read("downloads", schema="downloads")
+    load_schema("downloads").validate(table)
+    rows = {r["uid"]: r for r in table.to_pylist()}
+    assert len(rows) == table.num_rows == samples.num_rows  # every uid exactly once
+    assert stats["success"] + stats["failed"] == len(pool)
+    assert table.column("uid").to_pylist() == sorted(rows)
+    tars = {}
+    for uid, (url, text, expected, served) in zip(samples.column("uid").to_pylist(), pool):
+        r = rows[uid]
+        assert r["attempts"] == 1, url
+        if expected is None:
+            assert (r["status"], r["error_class"], r["error_message"]) == ("success", None, None), (url, r)
+            assert r["sha256"] == hashlib.sha256(served).hexdigest()
+            assert r["shard"].startswith("images/") and r["shard"].endswith(".tar")
+            members = tars.setdefault(r["shard"], _read_tar(ds.root / r["shard"]))
+            assert members[f"{r['key']}.jpg"] == served  # small JPEGs are kept byte for byte
+            assert members[f"{r['key']}.txt"].decode() == text
+            assert json.loads(members[f"{r['key']}.json"])["uid"] == uid
+            assert (r["width"], r["height"]) == (r["original_width"], r["original_height"])
+            from PIL import Image
+            assert Image.open(io.BytesIO(served)).size == (r["width"], r["height"])
+        else:
+            assert r["status"] == "failed" and r["error_class"] == expected, (url, r)
+            assert r["error_message"] and r["shard"] is None and r["key"] is None and r["sha256"] is None
+    assert sum(stats["failed_by_class"].values()) == stats["failed"]
+    # an honest user agent on every request; nothing ever reached the refused addresses
+    assert {ua for _, ua in image_server.requests} == {ua for _, ua in image_server.requests if ua.startswith("curate/")}
+    assert all("127.0.0.2" not in p for p, _ in image_server.requests)
+    manifest = json.loads((ds.root / "_runs" / "download.json").read_text())
+    assert manifest["counts"]["success"] == stats["success"]
+
+
+def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, image_server, photos):
+    b = image_server.base
+    pool = [(f"{b}/img/{p.name}", f"c{i}") for i, p in enumerate(photos[:5])]
+    pool += [(f"{b}/flaky/{photos[5].name}", "flaky"), (f"{b}/missing", "gone")]
+    ds = Dataset(tmp_path / "ds")
+    samples = samples_table(pool)
+    ds.write_table("samples", samples, schema="samples")
+    uid = dict(zip([u for u, _ in pool], samples.column("uid").to_pylist()))
+
+    first = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4))
+    before = {r["uid"]: r for r in ds.read("downloads").to_pylist()}
+    assert first["success"] == 5 and before[uid[pool[5][0]]]["error_class"] == "http_error"
+    n_requests = len(image_server.requests)
+
+    # plain rerun: every uid already has a result in a complete shard -> nothing fetched
+    again = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4))
+    assert again["skipped"] and again["to_download"] == 0
+    assert len(image_server.requests) == n_requests
+
+    retry = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4), retry_failed=True)
+    assert retry["to_download"] == 2 and retry["retried"] == 2
+    assert len(image_server.requests) == n_requests + 2  # only the failed uids were asked for
+    after = {r["uid"]: r for r in ds.read("downloads").to_pylist()}
+    assert set(after) == set(before)
+    flaky = after[uid[pool[5][0]]]
+    assert flaky["status"] == "success" and flaky["attempts"] == 2
+    assert flaky["shard"] == "images/00002.tar"  # retries land in new shards after the existing ones
+    assert after[uid[pool[6][0]]]["error_class"] == "http_404" and after[uid[pool[6][0]]]["attempts"] == 2
+    for u, r in before.items():  # earlier successes are untouched
+        if r["status"] == "success":
+            assert after[u] == r
+    assert complete_shards(ds) == [0, 1, 2]
+
+
+def test_killed_run_resumes_without_duplicates(tmp_path, image_server, photos):
+    b = image_server.base
+    pool = [(f"{b}/img/{p.name}", f"c{i}") for i, p in enumerate(photos[:9])]
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("samples", samples_table(pool), schema="samples")
+    run_download(ds, LocalExecutor(), _opts(samples_per_shard=3))
+    # simulate a kill during shard 1: its completion marker never got written, no table yet
+    (ds.root / "images" / "00001_stats.json").unlink()
+    for p in ds.shards("downloads"):
+        p.unlink()
+    n_requests = len(image_server.requests)
+
+    stats = run_download(ds, LocalExecutor(), _opts(samples_per_shard=3))
+    assert stats["to_download"] == 3 and stats["removed_incomplete_files"] == 2  # its tar and parquet
+    assert len(image_server.requests) == n_requests + 3
+    t = ds.read("downloads")
+    assert t.num_rows == 9 and len(set(t.column("uid").to_pylist())) == 9
+    assert pc.all(pc.equal(t.column("status"), "success")).as_py()
+    assert sorted(set(t.column("shard").to_pylist())) == ["images/00000.tar", "images/00002.tar", "images/00003.tar"]
+    assert not (ds.root / "images" / "00001.tar").exists()
+
+
+def test_default_policy_refuses_loopback_before_connecting(tmp_path, image_server, photos):
+    from curate.cli import main
+
+    pool = [(f"{image_server.base}/img/{p.name}", "x") for p in photos[:3]]
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("samples", samples_table(pool), schema="samples")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["download", str(ds.root), "--engine", "local", "--threads", "4"])
+    assert exit_info.value.code in (0, None)
+    t = ds.read("downloads")
+    assert t.column("error_class").to_pylist() == ["blocked_address"] * 3
+    assert all("127.0.0.1 (loopback)" in m for m in t.column("error_message").to_pylist())
+    assert image_server.requests == []
+
+
+def test_pyspark_distributor_gives_the_same_results_as_the_local_loop(tmp_path, image_server, photos, spark):
+    from curate.engine.spark import SparkExecutor
+
+    b = image_server.base
+    pool = [(f"{b}/img/{p.name}", f"c{i}") for i, p in enumerate(photos[:7])]
+    pool += [(f"{b}/missing", "gone"), (f"{b}/page.html", "html"), (f"{b}/bomb.png", "bomb")]
+    results = {}
+    for name, executor in (("spark", SparkExecutor(spark)), ("local", LocalExecutor())):
+        ds = Dataset(tmp_path / name)
+        ds.write_table("samples", samples_table(pool), schema="samples")
+        run_download(ds, executor, _opts(samples_per_shard=4))
+        t = ds.read("downloads")
+        results[name] = t.select(["uid", "status", "error_class", "sha256", "width", "height", "shard", "key"]).to_pylist()
+        assert complete_shards(ds) == [0, 1, 2]
+    assert results["spark"] == results["local"]
+    assert sum(r["status"] == "success" for r in results["spark"]) == 7
+    assert spark.range(3).count() == 3  # img2dataset left our session running

@@ -1,0 +1,162 @@
+"""The embed job over real downloaded shards: equality with open_clip, scores, failures, resume, Spark."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import torch
+from PIL import Image
+
+from curate.embed.job import EmbedOptions, run_embed
+from curate.engine import LocalExecutor
+from curate.models import load_model, save_checkpoint
+from curate.tables import load_schema
+
+TINY = "curate-tiny__random-seed0"
+
+
+def _opts(**kw):
+    return EmbedOptions(**{"model": "curate-tiny", "batch_size": 4, "threads": 2, **kw})
+
+
+def _vectors(col) -> np.ndarray:
+    return np.stack([np.asarray(v, np.float32) for v in col.to_pylist()])
+
+
+def _direct(bundle, ds, uids):
+    """open_clip called directly on the stored JPEG bytes and the samples' captions."""
+    downloads = {r["uid"]: r for r in ds.read("downloads").to_pylist()}
+    texts = dict(zip(*[ds.read("samples").column(c).to_pylist() for c in ("uid", "text")]))
+    pixels = []
+    for u in uids:
+        r = downloads[u]
+        with tarfile.open(ds.root / r["shard"]) as tf:
+            data = tf.extractfile(f"{r['key']}.jpg").read()
+        pixels.append(bundle.preprocess(Image.open(io.BytesIO(data)).convert("RGB")))
+    with torch.no_grad():
+        img = torch.nn.functional.normalize(bundle.model.encode_image(torch.stack(pixels)), dim=-1)
+        txt = torch.nn.functional.normalize(bundle.model.encode_text(bundle.tokenizer([texts[u] for u in uids])), dim=-1)
+    return img.numpy(), txt.numpy()
+
+
+def test_embeddings_equal_direct_open_clip_within_float16(downloaded):
+    stats = run_embed(downloaded, LocalExecutor(), _opts())
+    assert stats["model_id"] == TINY
+    assert (stats["embedded"], stats["failed"], stats["unaccounted"]) == (18, 0, 0)
+    t = downloaded.read(f"embeddings/{TINY}", schema="embeddings")
+    load_schema("embeddings").validate(t)
+    assert t.schema.field("image_embedding").type.list_size == 64
+    uids = t.column("uid").to_pylist()
+    assert len(set(uids)) == 18
+    img, txt = _vectors(t.column("image_embedding")), _vectors(t.column("text_embedding"))
+    d_img, d_txt = _direct(load_model("curate-tiny", seed=0), downloaded, uids)
+    np.testing.assert_allclose(img, d_img, atol=2e-3)
+    np.testing.assert_allclose(txt, d_txt, atol=2e-3)
+    np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1.0, atol=2e-3)
+    score = t.column("clip_score").to_numpy()
+    np.testing.assert_allclose(score, np.sum(d_img * d_txt, axis=1), atol=1e-5)  # cosine, in float32
+    np.testing.assert_allclose(score, np.sum(img * txt, axis=1), atol=2e-3)
+    assert (downloaded.root / "_runs" / f"embed-{TINY}.json").exists()
+
+
+def test_local_checkpoint_gives_its_own_table(downloaded, tmp_path):
+    src = load_model("curate-tiny", seed=5)
+    ckpt = save_checkpoint(src.model, tmp_path / "epoch_1.pt", epoch=1)
+    stats = run_embed(downloaded, LocalExecutor(), _opts(pretrained=str(ckpt)))
+    assert stats["model_id"].startswith("curate-tiny__epoch_1-") and stats["embedded"] == 18
+    t = downloaded.read(f"embeddings/{stats['model_id']}")
+    d_img, _ = _direct(load_model("curate-tiny", pretrained=str(ckpt)), downloaded, t.column("uid").to_pylist())
+    np.testing.assert_allclose(_vectors(t.column("image_embedding")), d_img, atol=2e-3)
+
+
+def _rewrite_tar(path, change):
+    """Rewrite an image shard, letting ``change(name, data)`` return new bytes or None to drop."""
+    members = []
+    with tarfile.open(path) as tf:
+        for m in tf.getmembers():
+            members.append((m, tf.extractfile(m).read()))
+    with tarfile.open(path, "w") as tf:
+        for m, data in members:
+            new = change(m.name, data)
+            if new is None:
+                continue
+            m.size = len(new)
+            tf.addfile(m, io.BytesIO(new))
+
+
+def test_bad_images_get_failure_rows_and_nothing_disappears(downloaded):
+    d = downloaded.read("downloads").to_pylist()
+    in_shard1 = sorted((r for r in d if r["shard"] == "images/00001.tar"), key=lambda r: r["key"])
+    truncated, garbage, missing = in_shard1[0], in_shard1[1], in_shard1[2]
+
+    def change(name, data):
+        if name == f"{truncated['key']}.jpg":
+            return data[: len(data) // 3]
+        if name == f"{garbage['key']}.jpg":
+            return b"\x00not a jpeg" * 50
+        if name == f"{missing['key']}.jpg":
+            return None
+        return data
+
+    _rewrite_tar(downloaded.root / "images" / "00001.tar", change)
+    stats = run_embed(downloaded, LocalExecutor(), _opts())
+    assert (stats["embedded"], stats["failed"], stats["unaccounted"]) == (15, 3, 0)
+    f = downloaded.read(f"embed_failures/{TINY}", schema="embed_failures")
+    reasons = {r["uid"]: r for r in f.to_pylist()}
+    assert reasons[truncated["uid"]]["error_class"] == "truncated"
+    assert reasons[garbage["uid"]]["error_class"] == "decode_error"
+    assert reasons[missing["uid"]]["error_class"] == "missing_member"
+    assert all(r["shard"] == "images/00001.tar" and r["error_message"] for r in reasons.values())
+    emb_uids = set(downloaded.read(f"embeddings/{TINY}").column("uid").to_pylist())
+    assert emb_uids.isdisjoint(reasons) and len(emb_uids | set(reasons)) == 18
+
+
+def test_resume_skips_finished_shards_and_redoes_a_killed_one(downloaded):
+    first = run_embed(downloaded, LocalExecutor(), _opts(limit_shards=1))
+    assert first["shards"] == 1 and first["embedded"] == 6
+    emb_dir = downloaded.table_dir(f"embeddings/{TINY}")
+    part0 = emb_dir / "part-00000.parquet"
+    before = part0.read_bytes()
+    mtime = part0.stat().st_mtime_ns
+    # a task killed mid-write leaves a hidden temp file and its failures part, but no embeddings part
+    (emb_dir / ".part-00001.parquet.dead.tmp").write_bytes(b"partial")
+    fail_dir = downloaded.table_dir(f"embed_failures/{TINY}")
+    (fail_dir / "part-00001.parquet").write_bytes((fail_dir / "part-00000.parquet").read_bytes())
+    assert downloaded.count(f"embeddings/{TINY}") == 6  # the partial file is invisible
+
+    second = run_embed(downloaded, LocalExecutor(), _opts())
+    assert second["shards"] == 3 and second["shards_skipped"] == 1
+    assert part0.stat().st_mtime_ns == mtime and part0.read_bytes() == before
+    assert second["embedded"] == 18 and second["failed"] == 0 and second["unaccounted"] == 0
+    third = run_embed(downloaded, LocalExecutor(), _opts())
+    assert third["shards_skipped"] == 3
+
+
+def test_spark_tasks_write_the_same_bytes_as_the_local_loop(downloaded, spark, tmp_path):
+    import shutil
+
+    from curate.engine.spark import SparkExecutor
+
+    other = tmp_path / "other"
+    shutil.copytree(downloaded.root, other)
+    from curate.tables import Dataset
+
+    local = run_embed(downloaded, LocalExecutor(), _opts())
+    on_spark = run_embed(Dataset(other), SparkExecutor(spark), _opts())
+    assert local["embedded"] == on_spark["embedded"] == 18
+    for i in range(3):
+        a = downloaded.shard_path(f"embeddings/{TINY}", i).read_bytes()
+        b = Dataset(other).shard_path(f"embeddings/{TINY}", i).read_bytes()
+        assert a == b
+
+
+def test_missing_downloads_is_a_clear_error(tmp_dataset):
+    from curate.errors import DatasetError
+
+    tmp_dataset.root.mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no downloaded image shards"):
+        run_embed(tmp_dataset, LocalExecutor(), _opts())
