@@ -1,0 +1,121 @@
+"""MetaCLIP jobs end to end on Spark (local) and the local executor: outputs, accounting,
+and the same matches, counts and subset for 1, 2 and 4 partitions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from curate.engine import LocalExecutor
+from curate.metaclip.jobs import count_dataset_ngrams, run_balance, run_build, run_match
+from curate.metaclip.matching import Matcher
+from curate.metaclip.metadata import count_ngrams, spacing
+from curate.subset import read_subset
+from curate.tables import Dataset
+
+
+@pytest.fixture(scope="module")
+def pool_texts(real_captions):
+    # Human captions and noisy web alt-text, duplicates and empty texts included.
+    return real_captions["flickr8k_all"][:4000] + real_captions["web_alttext"][:2000] + ["", "   ", "dog"]
+
+
+@pytest.fixture(scope="module")
+def small_metadata(tmp_path_factory):
+    path = tmp_path_factory.mktemp("meta") / "metadata.json"
+    run_build(path, wordnet=False, wordfreq_top=20_000)
+    return path
+
+
+def _outputs(ds: Dataset):
+    matches = ds.read("metadata_matches")
+    return {
+        "matches": dict(zip(matches.column("uid").to_pylist(), matches.column("entry_ids").to_pylist())),
+        "counts": ds.read("entry_counts").column("count").to_pylist(),
+        "subset": read_subset(ds, "metaclip"),
+        "decisions": ds.read("decisions/metaclip").sort_by("uid").to_pylist(),
+        "balance": ds.read("entry_balance/metaclip").to_pylist(),
+    }
+
+
+def test_spark_same_result_for_1_2_4_partitions_and_local(spark, tmp_path, pool_texts, small_metadata, make_samples):
+    from curate.engine.spark import SparkExecutor
+
+    results = {}
+    for shards in (1, 2, 4):
+        ds = make_samples(tmp_path / f"pool{shards}", pool_texts, shards=shards)
+        run_match(ds, small_metadata, SparkExecutor(spark), batch_size=1000)
+        run_balance(ds, SparkExecutor(spark), t=50, seed=11)
+        assert len(ds.shards("metadata_matches")) == shards == len(ds.shards("decisions/metaclip"))
+        results[shards] = _outputs(ds)
+    local = make_samples(tmp_path / "local", pool_texts, shards=3)
+    run_match(local, small_metadata, LocalExecutor())
+    run_balance(local, LocalExecutor(), t=50, seed=11)
+    results["local"] = _outputs(local)
+    for k in (2, 4, "local"):
+        assert results[k] == results[1], k
+
+    # The matches are the matcher's, the counts add up from them.
+    r = results[1]
+    entries = json.loads(small_metadata.read_text())
+    samples = Dataset(tmp_path / "pool1").read("samples")
+    expect = Matcher(entries).match(samples.column("text").to_pylist())
+    assert [r["matches"][u] for u in samples.column("uid").to_pylist()] == expect
+    counts = np.bincount([i for m in expect for i in m], minlength=len(entries))
+    assert r["counts"] == counts.tolist()
+    # Every sample has one decision; kept ones are the subset; reasons explain the rest.
+    assert len(r["decisions"]) == samples.num_rows
+    assert sorted(d["uid"] for d in r["decisions"] if d["kept"]) == r["subset"]
+    reasons = {d["reason"] for d in r["decisions"]}
+    assert reasons == {"kept", "balanced_out", "no_metadata_match"}
+    assert all((not m) == (d["reason"] == "no_metadata_match")
+               for d in r["decisions"] for m in [r["matches"][d["uid"]]])
+    # Balancing capped the head: the most matched entry lost texts, the tail kept all.
+    kept_set = set(r["subset"])
+    kept_counts = np.bincount([i for u, m in r["matches"].items() if u in kept_set for i in m],
+                              minlength=len(entries))
+    assert [b["kept"] for b in r["balance"]] == kept_counts.tolist()
+    top = int(np.argmax(counts))
+    assert counts[top] > 1000 and kept_counts[top] < counts[top]
+    tail = (counts > 0) & (counts < 50)
+    assert np.array_equal(kept_counts[tail], counts[tail])
+
+
+def test_outputs_on_disk_and_manifests(tmp_path, pool_texts, small_metadata, make_samples):
+    ds = make_samples(tmp_path / "pool", pool_texts[:3000], shards=2)
+    m = run_match(ds, small_metadata, LocalExecutor())
+    assert m["counts"]["samples"] == 3000 == m["counts"]["matched"] + m["counts"]["unmatched"]
+    b = run_balance(ds, LocalExecutor(), t=20, seed=0, name="mc20")
+    c = b["counts"]
+    assert c["input"] == 3000 == c["kept"] + c["balanced_out"] + c.get("no_metadata_match", 0)
+    assert c["kept_total"] == c["kept"] == len(read_subset(ds.root / "subsets" / "mc20" / "uids.npy"))
+    d = ds.root / "subsets" / "mc20"
+    assert (d / "entry_distribution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dist = json.loads((d / "entry_distribution.json").read_text())
+    assert dist["before"]["pairs"] > dist["after"]["pairs"] and dist["head"][0]["before"] > dist["head"][0]["after"]
+    assert json.loads((d / "_manifest.json").read_text())["stage"] == "metaclip_balance"
+    for name in ("metadata-match", "metadata-balance-mc20"):
+        assert (ds.root / "_runs" / f"{name}.json").exists()
+    # A rerun with a new seed replaces the decisions, never mixes shards of two runs.
+    run_balance(ds, LocalExecutor(), t=20, seed=1, name="mc20")
+    assert ds.count("decisions/mc20") == 3000
+    # --resume skips shards matched against the same metadata.
+    again = run_match(ds, small_metadata, LocalExecutor(), resume=True)
+    assert again["counts"]["skipped"] == 2 and again["counts"]["pairs"] == 0
+    assert ds.read("entry_counts").column("count").to_pylist() == \
+        pq.read_table(ds.root / "entry_counts").column("count").to_pylist()
+
+
+def test_bigram_counts_spark_equal_local(spark, tmp_path, pool_texts, make_samples):
+    from curate.engine.spark import SparkExecutor
+
+    ds = make_samples(tmp_path / "pool", pool_texts, shards=3)
+    uni_s, bi_s, total_s = count_dataset_ngrams(ds, SparkExecutor(spark), min_count=3)
+    uni_l, bi_l, total_l = count_dataset_ngrams(ds, LocalExecutor(), min_count=3)
+    assert (uni_s, bi_s, total_s) == (uni_l, bi_l, total_l)
+    uni, bi = count_ngrams(spacing(t) for t in pool_texts)
+    assert total_s == sum(uni.values())
+    assert bi_s == {k: v for k, v in bi.items() if v >= 3} and len(bi_s) > 100
