@@ -164,7 +164,7 @@ def _check_samples(dataset: Dataset) -> list[Path]:
     return shards
 
 
-def _load_target(path: str, model_table: str) -> np.ndarray:
+def _load_target(path: str, model_table: str, dataset: Dataset) -> np.ndarray:
     p = Path(path)
     if p.suffix == ".npy":
         x = np.load(p, allow_pickle=False)
@@ -176,7 +176,7 @@ def _load_target(path: str, model_table: str) -> np.ndarray:
         c = t.column(col).combine_chunks()
         x = c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), -1)
     elif p.is_dir():
-        x = _embed_folder(p, model_table)
+        x = _embed_folder(p, model_table, dataset)
     else:
         raise InputFileError(str(p), "image_based target must be an image folder, a .npy or a .parquet of embeddings")
     x = np.asarray(x, dtype=np.float32)
@@ -185,23 +185,24 @@ def _load_target(path: str, model_table: str) -> np.ndarray:
     return x
 
 
-def _embed_folder(folder: Path, model_table: str) -> np.ndarray:
-    """Embed every image of ``folder`` with the model that made the pool's embeddings."""
-    try:
-        from curate.embed import embed_image_folder
-        from curate.models import load_model
-    except ImportError as e:
-        raise CurateError(f"embedding target images in {folder} needs curate.embed and curate.models ({e}); "
-                          "pass target=FILE.npy with precomputed target embeddings instead") from e
+def _embed_folder(folder: Path, model_table: str, dataset: Dataset) -> np.ndarray:
+    """Embed every image under ``folder`` with the model that made the pool's embeddings
+    (its name, weights and seed come from that embed run's manifest)."""
+    from curate.manifest import read_manifest
+
     model_id = model_table.split("/", 1)[1]
-    bundle = load_model(model_id)
-    out = embed_image_folder(str(folder), bundle)
-    x = out.get("image_embedding") if isinstance(out, dict) else out
-    if isinstance(x, (pa.Table,)):
-        x = x.column("image_embedding")
-    if isinstance(x, (pa.ChunkedArray, pa.Array)):
-        x = x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
-        x = x.flatten().to_numpy(zero_copy_only=False).reshape(len(x), -1)
+    run = read_manifest(dataset, f"embed-{model_id}")
+    if not run or "model" not in run.get("params", {}):
+        raise CurateError(f"image_based: cannot tell which model made {model_table} (no _runs/embed-{model_id}.json); "
+                          "pass target=FILE.npy with target embeddings from that model instead")
+    from curate.embed.core import embed_image_folder
+    from curate.models import load_model
+
+    params = run["params"]
+    bundle = load_model(params["model"], params.get("pretrained"), seed=int(params.get("seed", 0)))
+    if bundle.model_id != model_id:
+        raise CurateError(f"image_based: loaded {bundle.model_id}, expected {model_id}; pass target=FILE.npy instead")
+    _, _, x = embed_image_folder(folder, bundle)
     return np.asarray(x, dtype=np.float32)
 
 
@@ -357,7 +358,7 @@ def _prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name
     path = dataset.root / "decisions" / run_name / "_image_based_centroids.npy"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, centroids)
-    target = _load_target(p["target"], table)
+    target = _load_target(p["target"], table, dataset)
     if target.shape[1] != centroids.shape[1]:
         raise CurateError(f"image_based: target embeddings have dim {target.shape[1]}, pool has {centroids.shape[1]}")
     tc = np.unique(stages.assign_clusters(target, centroids))

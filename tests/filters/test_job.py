@@ -175,3 +175,44 @@ def test_spark_equals_local_and_cli(pool, spark, capsys):
     with pytest.raises(SystemExit) as e:
         main(["filter", str(pool.root), "--filter", "clip_score", "--engine", "local"])
     assert e.value.code == 2
+
+
+def test_image_based_target_folder_embedded_with_pool_model(tmp_dataset, writers, tmp_path):
+    """target=FOLDER: images embedded with the model named by the pool's embed run."""
+    from PIL import Image
+
+    from curate.embed.core import embed_images
+    from curate.manifest import RunManifest
+    from curate.models import load_model
+
+    write_samples, write_embeddings = writers
+    rng = np.random.default_rng(0)
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+
+    def image(path, colour):
+        px = np.clip(np.array(colour) + rng.integers(-20, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(px).save(path)
+        return path
+
+    pool_dir, target = tmp_path / "pool", tmp_path / "target" / "red"
+    pool_dir.mkdir()
+    target.mkdir(parents=True)
+    pool_imgs = [image(pool_dir / f"{i}.png", colours[i % 3]) for i in range(24)]
+    for i in range(3):
+        image(target / f"{i}.png", colours[0])
+    bundle = load_model("curate-tiny", seed=0)
+    x = embed_images(bundle, [str(p) for p in pool_imgs])
+    uids = write_samples(tmp_dataset, ["a photo of a small coloured square"] * 24, [640] * 24, [480] * 24)
+    write_embeddings(tmp_dataset, bundle.model_id, uids, [0.3] * 24, image=x)
+    RunManifest("embed", {"model": "curate-tiny", "pretrained": None, "seed": 0}).write(tmp_dataset, f"embed-{bundle.model_id}")
+    r = run_filters(tmp_dataset, specs(f"image_based:k=3,target={tmp_path / 'target'}"), LocalExecutor(), name="ib")
+    info = r["resolved"]["image_based"]
+    assert info["target_images"] == 3 and info["model"] == f"embeddings/{bundle.model_id}"
+    centroids = np.load(tmp_dataset.root / info["centroids_path"])
+    from curate.embed.core import embed_image_folder
+
+    _, _, t = embed_image_folder(tmp_path / "target", bundle)
+    clusters = set(np.argmax(t @ centroids.T, axis=1).tolist())
+    d = tmp_dataset.read("decisions/ib")
+    kept = d.filter(d.column("kept"))
+    assert kept.num_rows > 0 and set(int(v) for v in kept.column("value").to_pylist()) == clusters
