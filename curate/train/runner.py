@@ -172,6 +172,9 @@ def _run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = F
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    if not verbose:  # handlers someone else installed (basicConfig) would echo every line too
+        for h in handlers:
+            root.removeHandler(h)
     try:
         with contextlib.ExitStack() as stack:
             if not verbose:
@@ -182,6 +185,9 @@ def _run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = F
             if h not in handlers:
                 root.removeHandler(h)
                 h.close()
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
         root.setLevel(level)
         for n, lv in levels.items():
             logging.getLogger(n).setLevel(lv)

@@ -51,16 +51,16 @@ def test_plan_steps_gives_equal_samples_seen_whatever_the_data_size():
 
 def test_tiny_training_writes_weights_only_checkpoints_and_resumes(shards, tmp_path):
     out = tmp_path / "run"
-    info = train(shards, out, "tiny", seed=1, samples_seen=256, batch_size=32)
-    assert info["samples_seen"] == 256 and info["steps"] == 8 and info["epochs"] == 1
-    assert info["data"]["samples"] == 48 and info["passes_over_data"] == pytest.approx(256 / 48, abs=1e-3)
+    info = train(shards, out, "tiny", seed=1, samples_seen=64, batch_size=16)
+    assert info["samples_seen"] == 64 and info["steps"] == 4 and info["epochs"] == 1
+    assert info["data"]["samples"] == 48 and info["passes_over_data"] == pytest.approx(64 / 48, abs=1e-3)
     assert info["loss_first"] is not None and info["loss_last"] is not None
     for ck in (info["checkpoint"], info["train_checkpoint"]):
         sd = torch.load(ck, map_location="cpu", weights_only=True)["state_dict"]
         assert "visual.conv1.weight" in sd
     # the argument list is open_clip_train's own, DataComp style
     argv = info["argv"]
-    assert "--dataset-resampled" in argv and argv[argv.index("--train-num-samples") + 1] == "256"
+    assert "--dataset-resampled" in argv and argv[argv.index("--train-num-samples") + 1] == "64"
     assert (out / "out.log").exists() and (out / "params.txt").exists()
 
     from curate.models import load_model
@@ -72,15 +72,15 @@ def test_tiny_training_writes_weights_only_checkpoints_and_resumes(shards, tmp_p
 
     # same call: the finished run comes back as is
     mtime = (out / "model.pt").stat().st_mtime_ns
-    assert train(shards, out, "tiny", seed=1, samples_seen=256, batch_size=32)["config_hash"] == info["config_hash"]
+    assert train(shards, out, "tiny", seed=1, samples_seen=64, batch_size=16)["config_hash"] == info["config_hash"]
     assert (out / "model.pt").stat().st_mtime_ns == mtime
     # interrupted after the last checkpoint: the rerun resumes instead of starting over
     (out / "train.json").unlink()
     (out / "model.pt").unlink()
-    again = train(shards, out, "tiny", seed=1, samples_seen=256, batch_size=32)
-    assert again["samples_seen"] == 256 and (out / "model.pt").exists()
+    again = train(shards, out, "tiny", seed=1, samples_seen=64, batch_size=16)
+    assert again["samples_seen"] == 64 and (out / "model.pt").exists()
     with pytest.raises(TrainError, match="another training run"):
-        train(shards, out, "tiny", seed=2, samples_seen=256, batch_size=32)
+        train(shards, out, "tiny", seed=2, samples_seen=64, batch_size=16)
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
