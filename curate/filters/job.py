@@ -257,7 +257,8 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
     m["resolved"] = resolved
 
     with m.stage("decide"):
-        with_text = any(s.name == "text_based" for s in specs)
+        with_text = any(s.name == "text_based" or (s.name == "laion2b" and s.params["lang_id"] == "gcld3")
+                        for s in specs)
         base = frames.from_tasks(_base_tasks(dataset, shards, with_text), read_base, base_schema(with_text))
         if any(s.name == "basic" for s in specs) and dataset.has_table("downloads"):
             tasks = [{"path": str(p)} for p in dataset.shards("downloads")]

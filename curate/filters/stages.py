@@ -10,7 +10,7 @@ DataComp's rules, reproduced exactly (mlfoundations/datacomp, baselines/apply_fi
 - basic: fastText top-1 label == en; len(text.split()) > 2; len(text) > 5;
   min(w, h) >= 200 and max(w, h) / min(w, h) <= 3.0 (float division; missing size fails).
 - clip_score: score >= threshold; fraction f: threshold = descending-sorted scores[int(N f)].
-- laion2b: score >= 0.28 and English (DataComp asked gcld3; we ask fastText).
+- laion2b: score >= 0.28 and gcld3 (min 0, max 1000 bytes) says English.
 - image_based: caption filter (en, > 1 fastText token, > 5 chars), then the sample's nearest
   centroid by largest dot product must have received at least one target image.
 - text_based: English, and some word of text.split() has a first WordNet synset
@@ -65,7 +65,8 @@ PARAMS: dict[str, dict[str, Param]] = {
     },
     "laion2b": {
         "threshold": Param(0.28, float, "minimum clip_score"),
-        "lang": Param("en", str, "required top-1 fastText label"),
+        "lang": Param("en", str, "required language"),
+        "lang_id": Param("gcld3", str, "language identifier: gcld3 (DataComp's choice for this baseline) or fasttext"),
         "model": Param(None, str, "embeddings/<model> table (DataComp: ViT-B-32 scores)"),
     },
     "image_based": {
@@ -155,6 +156,8 @@ def _check(spec: FilterSpec, text: str) -> None:
             raise FilterSpecError(f"--filter {text!r}: give at most one of clip_threshold, clip_fraction")
         if p["k"] < 1:
             raise FilterSpecError(f"--filter {text!r}: k must be >= 1")
+    if spec.name == "laion2b" and p["lang_id"] not in ("gcld3", "fasttext"):
+        raise FilterSpecError(f"--filter {text!r}: lang_id must be gcld3 or fasttext")
     if spec.name == "text_based" and p["synsets"] is None:
         raise FilterSpecError(f"--filter {text!r}: text_based needs synsets=FILE (one WordNet id per line)")
 
@@ -270,8 +273,13 @@ def decide_clip_score(t: pa.Table, p: dict, ctx: dict) -> Decision:
 
 def decide_laion2b(t: pa.Table, p: dict, ctx: dict) -> Decision:
     s, (missing, low) = _score_rules(t, ctx, p["threshold"])
-    lang = (_lang_reason(p["lang"]), ~_is(t.column("language"), p["lang"]),
-            _f64(t.column("language_score")), _obj(t.column("language")))
+    if p["lang_id"] == "gcld3":
+        from curate.filters.langid import predict_gcld3
+
+        labels, probs = predict_gcld3(t.column("text"))
+    else:
+        labels, probs = t.column("language"), t.column("language_score")
+    lang = (_lang_reason(p["lang"]), ~_is(labels, p["lang"]), _f64(probs), _obj(labels))
     return _first_failure(t.num_rows, [missing, lang, low], kept_value=s)
 
 

@@ -148,10 +148,26 @@ def test_clip_score_ties_at_the_cut_are_kept(model):
     assert d.value[4] == pytest.approx(0.25) and math.isnan(d.value[8])
 
 
-def test_laion2b(model):
+@pytest.mark.parametrize("lang_id", ["gcld3", "fasttext"])
+def test_laion2b(model, lang_id):
     t = joined(model, [EN, EN, "un chien noir qui court dans le jardin", EN], scores=[0.28, 0.2799, 0.5, None])
-    d = decide("laion2b", t, {"score_column": "s0"})
+    d = decide("laion2b", t, {"score_column": "s0"}, lang_id=lang_id)
     assert list(d.reason) == ["kept", "low_clip_score", "not_english", "no_embedding"]
+    assert d.detail[2] == "fr"
+
+
+def test_laion2b_equals_datacomp_gcld3(model, shared_data):
+    import gcld3
+
+    texts = pq.read_table(shared_data / "alttext" / "web_alttext_10k.parquet", columns=["TEXT"]).column(0)
+    texts = texts.slice(0, 1500).to_pylist()
+    scores = np.random.default_rng(0).uniform(0.2, 0.35, len(texts)).astype(np.float32)
+    d = decide("laion2b", joined(model, texts, scores=scores.tolist()), {"score_column": "s0"})
+    # DataComp's load_uids_with_clip_score_helper with gcld3_en_filter=True, row by row.
+    det = gcld3.NNetLanguageIdentifier(min_num_bytes=0, max_num_bytes=1000)
+    ref = np.array([det.FindLanguage(text=t.replace("\n", " ")).language == "en" and s >= 0.28
+                    for t, s in zip(texts, scores)])
+    assert np.array_equal(d.kept, ref) and 0 < ref.sum() < len(ref)
 
 
 def test_text_based_first_synset(model, tmp_path):
