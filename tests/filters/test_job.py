@@ -216,3 +216,28 @@ def test_image_based_target_folder_embedded_with_pool_model(tmp_dataset, writers
     d = tmp_dataset.read("decisions/ib")
     kept = d.filter(d.column("kept"))
     assert kept.num_rows > 0 and set(int(v) for v in kept.column("value").to_pylist()) == clusters
+
+
+def test_empty_pool(tmp_dataset, writers):
+    writers[0](tmp_dataset, [], [], [])
+    r = run_filters(tmp_dataset, specs("basic"), LocalExecutor())
+    assert r["counts"]["samples"] == 0 and r["counts"]["kept"] == 0
+    assert read_subset(tmp_dataset, "basic") == []
+    assert np.load(tmp_dataset.root / "subsets" / "basic" / "uids.npy").dtype == DATACOMP_DTYPE
+
+
+def test_bad_shard_names_file_and_row(tmp_dataset, writers):
+    import pyarrow.parquet as pq
+
+    from curate.errors import InputFileError
+
+    writers[0](tmp_dataset, ["a dog on a beach in summer"] * 4, [640] * 4, [480] * 4)
+    p = tmp_dataset.shards("samples")[0]
+    t = pq.read_table(p)
+    t = t.set_column(t.column_names.index("text"), "text", pa.array(["ok text here", None, "x", "y"], pa.string()))
+    pq.write_table(t, p)
+    with pytest.raises(InputFileError, match=r"part-00000.parquet: row 1: column 'text' is null"):
+        run_filters(tmp_dataset, specs("basic"), LocalExecutor())
+    pq.write_table(t.drop_columns(["original_width"]), p)
+    with pytest.raises(InputFileError, match="no column 'original_width'"):
+        run_filters(tmp_dataset, specs("basic"), LocalExecutor())
