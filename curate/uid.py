@@ -30,16 +30,11 @@ def derive_uid(url: str, text: str) -> str:
 
 
 def derive_uids(urls: Sequence[str], texts: Sequence[str]) -> pa.Array:
+    """Vector form of ``derive_uid`` (same values)."""
     key = _UID_KEY
     blake = hashlib.blake2b
-    out = []
-    append = out.append
-    for u, t in zip(urls, texts):
-        h = blake(digest_size=16, key=key)
-        h.update(u.encode("utf-8"))
-        h.update(b"\x00")
-        h.update(t.encode("utf-8"))
-        append(h.hexdigest())
+    out = [blake(f"{u}\x00{t}".encode("utf-8"), digest_size=16, key=key).hexdigest()
+           for u, t in zip(urls, texts)]
     return pa.array(out, pa.string())
 
 

@@ -204,18 +204,21 @@ def tasks_to_frame(spark, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schem
 
 # ---------------------------------------------------------------- sharded writes
 def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort_by: list[str],
-                       rows_per_shard: int, skip_existing: bool = False) -> dict:
+                       rows_per_shard: int, skip_existing: bool = False, presorted: bool = False) -> dict:
     """Write ``df`` as ``table``: globally sorted by ``sort_by``, shards of exactly
     ``rows_per_shard`` rows (the last may be smaller), each written by pyarrow with fixed
     options and committed atomically. Same rows in, same bytes out.
 
-    With ``skip_existing``, shards already committed are left as they are (resume after a
-    kill: the plan is deterministic, so a committed shard i has the same rows).
+    ``presorted``: ``df``'s partitions are already in global ``sort_by`` order (e.g. from
+    ``range_sorted``), so no sort is run. With ``skip_existing``, shards already committed
+    are left as they are (resume after a kill: the plan is deterministic, so a committed
+    shard i has the same rows).
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    ordered = df.orderBy(*sort_by).persist(StorageLevel.MEMORY_AND_DISK)
+    ordered = df if presorted else df.orderBy(*sort_by)
+    ordered = ordered.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         pid_counts = (ordered.withColumn("_pid", F.spark_partition_id())
                       .groupBy("_pid").count().collect())
@@ -228,6 +231,7 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
         nshards = max(1, -(-total // rows_per_shard))
         root = str(dataset.root)
         names = schema.names
+        existing = {p.name for p in dataset.shards(table)} if skip_existing else set()
 
         def number(batches):
             import pyarrow.compute as pc
@@ -243,6 +247,12 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
 
         numbered_schema = to_spark_schema(schema).add("_shard", "long", False).add("_pos", "long", False)
         numbered = ordered.select(*names).mapInArrow(number, numbered_schema)
+        if existing:  # resume: committed shards need no rows at all
+            done = [i for i in range(nshards) if dataset.shard_path(table, i).name in existing]
+            if done:
+                numbered = numbered.where(~F.col("_shard").isin(done))
+        else:
+            done = []
         grouped = numbered.repartition(max(1, min(nshards, 4096)), "_shard").sortWithinPartitions("_shard", "_pos")
 
         def write(batches):
@@ -252,21 +262,15 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
             current, parts = None, []
 
             def flush(shard, parts):
-                path = ds.shard_path(table, shard)
-                if skip_existing and path.exists():
-                    return pa.RecordBatch.from_pylist([{"shard": shard, "rows": sum(p.num_rows for p in parts), "skipped": True}])
                 t = pa.Table.from_batches(parts).select(names)
                 t = pa.Table.from_arrays([t.column(n).cast(schema.field(n).type) for n in names], schema=schema)
-                write_parquet_atomic(t, path)
-                return pa.RecordBatch.from_pylist([{"shard": shard, "rows": t.num_rows, "skipped": False}])
+                write_parquet_atomic(t, ds.shard_path(table, shard))
+                return pa.RecordBatch.from_pylist([{"shard": shard, "rows": t.num_rows}])
 
             for b in batches:
-                shards = b.column("_shard")
-                # Batches are sorted by shard; split at shard boundaries.
-                start = 0
-                values = shards.to_numpy()
-                n = len(values)
-                while start < n:
+                values = b.column("_shard").to_numpy()
+                start, n = 0, len(values)
+                while start < n:  # batches arrive sorted by shard: split at boundaries
                     s = int(values[start])
                     end = start
                     while end < n and values[end] == s:
@@ -280,17 +284,74 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
             if current is not None:
                 yield flush(current, parts)
 
-        written = grouped.mapInArrow(write, "shard long, rows long, skipped boolean").collect()
+        written = grouped.mapInArrow(write, "shard long, rows long").collect()
     finally:
         ordered.unpersist()
     keep = {dataset.shard_path(table, r["shard"]).name for r in written}
+    keep |= {dataset.shard_path(table, i).name for i in done}
     if total == 0:  # an empty table is one empty shard, so the table and its schema exist
         write_parquet_atomic(schema.empty_table(), dataset.shard_path(table, 0))
         keep = {dataset.shard_path(table, 0).name}
     for old in dataset.shards(table):
         if old.name not in keep:
             old.unlink()
-    return {"rows": total, "shards": len(keep), "skipped_shards": sum(1 for r in written if r["skipped"])}
+    return {"rows": total, "shards": len(keep), "skipped_shards": len(done)}
+
+
+def range_sorted(df, key: str, then_by: list[str], partitions: int | None = None):
+    """Globally ordered by (key, *then_by), with all rows of one ``key`` value in one partition."""
+    n = partitions or int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    return df.repartitionByRange(n, key).sortWithinPartitions(key, *then_by)
+
+
+def first_of_groups(df, group_by: list[str], order_by: list[str], id_column: str, schema: pa.Schema,
+                    presorted_by_group: bool = False, partitions: int | None = None):
+    """Add ``_is_first`` (first row of its group in ``order_by`` order) and ``_first_id``
+    (``id_column`` of that row), computed with Arrow inside each partition.
+
+    Rows are hash-partitioned by ``group_by`` (or, with ``presorted_by_group``, arrive with
+    each group whole in one partition and sorted by group then order). Deterministic when
+    ``order_by`` is unique within a group.
+    """
+    if not presorted_by_group:
+        n = partitions or int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+        df = df.repartition(n, *group_by).sortWithinPartitions(*group_by, *order_by)
+    out_schema = pa.schema(list(schema) + [pa.field("_is_first", pa.bool_(), False),
+                                           pa.field("_first_id", pa.string())])
+    names = schema.names
+
+    def mark(batches):
+        import numpy as np
+        import pyarrow.compute as pc
+
+        prev_key, prev_id = None, None  # carried across batch boundaries
+        for b in batches:
+            n = b.num_rows
+            if n == 0:
+                continue
+            starts = np.zeros(n, dtype=bool)
+            for k in group_by:
+                col = b.column(k)
+                diff = pc.fill_null(pc.not_equal(col.slice(1), col.slice(0, n - 1)), True).to_numpy(zero_copy_only=False)
+                nulls = pc.is_null(col).to_numpy(zero_copy_only=False)
+                both_null = nulls[1:] & nulls[:-1]
+                starts[1:] |= diff & ~both_null
+            first_key = tuple(b.column(k)[0].as_py() for k in group_by)
+            starts[0] = first_key != prev_key
+            ids = b.column(id_column).to_numpy(zero_copy_only=False)
+            pos = np.where(starts, np.arange(n), 0)
+            np.maximum.accumulate(pos, out=pos)
+            first_ids = ids[pos].astype(object)
+            if not starts[0]:  # group continues from the previous batch
+                head = ~np.maximum.accumulate(starts)
+                first_ids[head] = prev_id
+            prev_key = tuple(b.column(k)[n - 1].as_py() for k in group_by)
+            prev_id = first_ids[-1]
+            yield pa.RecordBatch.from_arrays(
+                [b.column(x).cast(schema.field(x).type) for x in names] + [pa.array(starts), pa.array(first_ids, pa.string())],
+                schema=out_schema)
+
+    return df.select(*names).mapInArrow(mark, to_spark_schema(out_schema))
 
 
 # ---------------------------------------------------------------- small frame helpers

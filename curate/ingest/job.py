@@ -90,25 +90,27 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
         by_kind = eng.group_counts(staged, ["kind", "reason"])
     try:
         with manifest.stage("dedup"):
+            # 1) same (url, text): keep the earliest input row (file order, then row).
             samples = eng.where(staged, "kind = 'sample'")
-            marked = eng.mark_first(samples, ["url", "text"], ["file_index", "source_row"], "uid",
-                                    "_first_pair", "_pair_uid")
-            firsts = eng.where(marked, "_first_pair")
-            marked2 = eng.persist(eng.mark_first(firsts, ["uid"], ["file_index", "source_row"], "uid",
-                                                 "_first_uid", "_uid_of_first"))
-            dup_pairs = eng.with_column_sql(eng.with_column_sql(eng.where(marked, "NOT _first_pair"),
-                                                                "duplicate_of", "_pair_uid"),
-                                            "reason", "'duplicate_url_text'")
-            dup_uids = eng.with_column_sql(eng.with_column_sql(eng.where(marked2, "NOT _first_uid"),
-                                                               "duplicate_of", "_uid_of_first"),
-                                           "reason", "'duplicate_uid'")
+            pairs = eng.persist(eng.first_of_groups(samples, ["url", "text"], ["file_index", "source_row"],
+                                                    "uid", STAGED_SCHEMA))
+            # 2) same uid with other url/text (input uids): again the earliest row wins. The
+            # frame comes out range-partitioned and sorted by uid, ready to write.
+            by_uid = eng.range_sorted(eng.where(pairs, "_is_first"), "uid", ["file_index", "source_row"])
+            uids = eng.persist(eng.first_of_groups(by_uid, ["uid"], ["file_index", "source_row"], "uid",
+                                                   STAGED_SCHEMA, presorted_by_group=True))
             dup_cols = ["uid", "duplicate_of", "reason", "source_file", "source_row"]
-            duplicates = eng.union(eng.select_columns(dup_pairs, dup_cols), eng.select_columns(dup_uids, dup_cols))
-            kept = eng.where(marked2, "_first_uid")
+            dup_pairs = eng.select_columns(eng.with_column_sql(eng.with_column_sql(
+                eng.where(pairs, "NOT _is_first"), "duplicate_of", "_first_id"), "reason", "'duplicate_url_text'"), dup_cols)
+            dup_uids = eng.select_columns(eng.with_column_sql(eng.with_column_sql(
+                eng.where(uids, "NOT _is_first"), "duplicate_of", "_first_id"), "reason", "'duplicate_uid'"), dup_cols)
+            duplicates = eng.union(dup_pairs, dup_uids)
+            kept = eng.where(uids, "_is_first")
         outputs = {}
         with manifest.stage("write_samples"):
             outputs["samples"] = eng.write_sorted_table(kept, dataset, "samples", load_schema("samples").arrow(),
-                                                        ["uid"], cfg.rows_per_shard, skip_existing=resume)
+                                                        ["uid"], cfg.rows_per_shard, skip_existing=resume,
+                                                        presorted=True)
         with manifest.stage("write_rejects"):
             rejects = eng.where(staged, "kind = 'reject'")
             outputs["rejects"] = eng.write_sorted_table(rejects, dataset, "rejects", load_schema("rejects").arrow(),
@@ -119,7 +121,8 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
                                                            load_schema("duplicates").arrow(),
                                                            ["source_file", "source_row"], cfg.rows_per_shard,
                                                            skip_existing=resume)
-        eng.unpersist(marked2)
+        eng.unpersist(uids)
+        eng.unpersist(pairs)
     finally:
         eng.unpersist(staged)
 
