@@ -106,7 +106,10 @@ def read_delimited(path: str, options: ReaderOptions, delimiter: str) -> Iterato
         out = RawBuilder(options.batch_size)
         delim_name = "tab" if delimiter == "\t" else repr(delimiter)
 
+        shift = 1 if header == "yes" else 0  # source_row counts data records only
+
         def handle(index, fields, err):
+            index -= shift
             if fields is None:
                 out.reject(index, "malformed_record", err, None)
                 return
