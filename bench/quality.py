@@ -120,7 +120,7 @@ def build_pool(out: Path, args, rng: random.Random):
     per_shard = 1000
     for s0 in range(0, len(samples), per_shard):
         rel = f"images/{s0 // per_shard:05d}.tar"
-        with wds.TarWriter(str(ds.root / rel), encoder=False) as w:
+        with wds.TarWriter(str(ds.root / rel), encoder=False, mtime=0.0) as w:
             for i in range(s0, min(len(samples), s0 + per_shard)):
                 smp = samples[i]
                 url = f"https://photos.example/{smp['image']}" + (f"?mirror={smp['mirror']}" if "mirror" in smp else "")
@@ -149,7 +149,7 @@ def train_dfn(out: Path, seed_pairs, jpeg_cache, args) -> str:
 
     d = out / "dfn_seed"
     d.mkdir(parents=True, exist_ok=True)
-    with wds.TarWriter(str(d / "00000000.tar"), encoder=False) as w:
+    with wds.TarWriter(str(d / "00000000.tar"), encoder=False, mtime=0.0) as w:
         for i, (im, c) in enumerate(seed_pairs):
             w.write({"__key__": f"{i:06d}", "jpg": jpeg_cache[im], "txt": c.encode()})
     (d / "sizes.json").write_text(json.dumps({"00000000.tar": len(seed_pairs)}))
@@ -217,6 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-fraction", type=float, default=0.6, help="DFN score: top fraction kept")
     ap.add_argument("--pool-size", type=int, default=64, help="stored image size (img2dataset --image_size)")
     ap.add_argument("--cifar-per-class", type=int, default=200)
+    ap.add_argument("--fresh", action="store_true", help="delete --out first (default: reuse finished runs)")
     args = ap.parse_args(argv)
     if not (DATA / "flickr8k" / "captions.csv").exists():
         print(f"shared data not found at {DATA}; nothing to measure", file=sys.stderr)
@@ -229,9 +230,9 @@ def main(argv=None) -> int:
     from curate.train import train
 
     t_all = time.perf_counter()
-    if args.out.exists():
+    if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
+    args.out.mkdir(parents=True, exist_ok=True)  # finished runs in it are reused (same config)
     rng = random.Random(0)
     log("building the corrupted Flickr8k pool")
     ds, samples, eval_images, seed_pairs, jpeg_cache = build_pool(args.out, args, rng)

@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
         checkpoint: Optional[Path] = typer.Argument(
-            None, help="Checkpoint (a run's model.pt or checkpoints/epoch_k.pt); omit with --model for random weights."),
+            None, help="Checkpoint (a run's model.pt or checkpoints/epoch_k.pt) or a run folder; omit with --model for random weights."),
         model: Optional[str] = typer.Option(None, "--model", help="Architecture (default: from the run's train.json)."),
         zeroshot: list[Path] = typer.Option([], "--zeroshot", "-z", help="Labelled image folder FOLDER/<class>/*.jpg; "
                                                                           "repeatable."),

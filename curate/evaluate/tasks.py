@@ -174,6 +174,8 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
     if not zeroshot and not retrieval_sets:
         raise EvalError("nothing to evaluate: give at least one zero-shot folder or retrieval set")
     ck = Path(checkpoint).resolve() if checkpoint is not None else None
+    if ck is not None and ck.is_dir() and (ck / "model.pt").is_file():
+        ck = ck / "model.pt"  # a `curate train` run folder
     if ck is not None and not ck.is_file():
         raise EvalError(f"checkpoint {checkpoint} does not exist")
     info = _find_train_info(ck) if ck is not None else None

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from curate.evaluate import evaluate
 from curate.reshard import reshard
 from curate.subset import read_subset_manifest, write_subset
-from curate.train import train
 
 
-def test_reshard_train_eval_links_into_subset_manifest(download_dataset, tmp_path):
+def test_reshard_train_eval_links_into_subset_manifest(download_dataset, tmp_path, capsys):
+    from curate.cli import main
+
     ds, uids = download_dataset
     write_subset(ds, "pick", uids[:20] + [uids[0]])
     reshard(ds, "pick", shard_size=8)
-    info = train(ds.root / "webdataset" / "pick", tmp_path / "run", "tiny", samples_seen=64, batch_size=16)
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(ds.root / "webdataset" / "pick"), "-o", str(tmp_path / "run"), "--preset", "tiny",
+              "--samples-seen", "64", "--batch-size", "16"])
+    assert e.value.code == 0
+    assert "saw 64 samples in 4 steps" in capsys.readouterr().out
+    info = json.loads((tmp_path / "run" / "train.json").read_text())
     assert info["data"]["subset"] == "pick" and info["data"]["samples"] == 20  # 21 rows, uid 3 failed
     # a labelled folder made from the same tiny images: 2 classes by colour channel
     zs = tmp_path / "zs"
@@ -24,7 +32,8 @@ def test_reshard_train_eval_links_into_subset_manifest(download_dataset, tmp_pat
 
         for j in range(3):
             Image.new("RGB", (16, 16), (200, 20, 20) if i == 0 else (20, 20, 200)).save(zs / cls.replace(" ", "_") / f"{j}.jpg")
-    res = evaluate(info["checkpoint"], zeroshot=[zs])
+    res = evaluate(tmp_path / "run", zeroshot=[zs])  # a run folder means its model.pt
+    assert res["checkpoint"] == info["checkpoint"]
     assert res["model"] == "curate-tiny" and res["train"]["seed"] == 0
     man = read_subset_manifest(ds, "pick")
     assert man["trainings"][0]["checkpoint"] == info["checkpoint"]
