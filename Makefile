@@ -10,7 +10,7 @@ setup:
 	@VENV=$(VENV) bash scripts/setup.sh
 
 demo: setup
-	$(CURATE) demo --output demo-output
+	$(CURATE) demo --workdir demo-output
 
 test: setup
 	$(PY) -m pytest -q tests
