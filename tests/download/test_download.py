@@ -14,7 +14,7 @@ from curate.download import DownloadOptions, FetchPolicy, complete_shards, run_d
 from curate.engine import LocalExecutor
 from curate.tables import Dataset, load_schema
 
-from conftest import samples_table  # noqa: E402 - tests/download/conftest.py
+from .conftest import samples_table  # noqa: E402
 
 
 def _opts(**kw) -> DownloadOptions:
