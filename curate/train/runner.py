@@ -158,7 +158,9 @@ def _run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = F
     ``os.devnull``; ``out.log`` in the run folder has all of it either way.
     """
     import contextlib
+    import random
 
+    import numpy as np
     import torch
 
     from curate.models import register_configs
@@ -170,6 +172,8 @@ def _run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = F
     handlers, level = list(root.handlers), root.level
     levels = {n: logging.getLogger(n).level for n in list(logging.root.manager.loggerDict)}
     old_threads = torch.get_num_threads()
+    # open_clip_train seeds the global RNGs; the caller's random streams stay as they were
+    rng_states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     if threads:
         torch.set_num_threads(threads)
     if not verbose:  # handlers someone else installed (basicConfig) would echo every line too
@@ -192,6 +196,9 @@ def _run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = F
         for n, lv in levels.items():
             logging.getLogger(n).setLevel(lv)
         torch.set_num_threads(old_threads)
+        random.setstate(rng_states[0])
+        np.random.set_state(rng_states[1])
+        torch.set_rng_state(rng_states[2])
 
 
 def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str = "tiny", *,

@@ -50,8 +50,12 @@ def test_plan_steps_gives_equal_samples_seen_whatever_the_data_size():
 
 
 def test_tiny_training_writes_weights_only_checkpoints_and_resumes(shards, tmp_path):
+    import random
+
     out = tmp_path / "run"
+    random.seed(123)
     info = train(shards, out, "tiny", seed=1, samples_seen=64, batch_size=16)
+    assert random.random() == random.Random(123).random()  # the caller's RNG is left alone
     assert info["samples_seen"] == 64 and info["steps"] == 4 and info["epochs"] == 1
     assert info["data"]["samples"] == 48 and info["passes_over_data"] == pytest.approx(64 / 48, abs=1e-3)
     assert info["loss_first"] is not None and info["loss_last"] is not None
