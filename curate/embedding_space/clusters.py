@@ -181,6 +181,7 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     m["outputs"] = {"centroids": f"centroids/{name}", "clusters": f"clusters/{name}",
                     "cluster_stats": f"cluster_stats/{name}"}
     m.write(ds, f"cluster-{name}")
+    cleanup_tmp(ds, f"cluster-{name}")
     return {"name": name, "counts": counts, "timings_s": m["timings_s"], "meta": meta}
 
 
