@@ -32,3 +32,10 @@ if [ ! -f "$VENV/.curate-installed" ] || [ pyproject.toml -nt "$VENV/.curate-ins
   "$VENV/bin/pip" install -q -e ".[test]" ${CURATE_PIP_EXTRA:-}
   touch "$VENV/.curate-installed"
 fi
+# GPU images (docker/Dockerfile.gpu): CURATE_FAISS=gpu replaces faiss-cpu with the CUDA build,
+# which provides the same `faiss` module (both installed at once would overwrite each other).
+if [ "${CURATE_FAISS:-cpu}" = "gpu" ] && "$VENV/bin/pip" show -q faiss-cpu >/dev/null 2>&1; then
+  echo "setup: replacing faiss-cpu with ${CURATE_FAISS_GPU_PACKAGE:-faiss-gpu-cu12}"
+  "$VENV/bin/pip" uninstall -y -q faiss-cpu
+  "$VENV/bin/pip" install -q "${CURATE_FAISS_GPU_PACKAGE:-faiss-gpu-cu12}"
+fi

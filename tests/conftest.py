@@ -34,3 +34,20 @@ def tmp_dataset(tmp_path):
     from curate.tables import Dataset
 
     return Dataset(tmp_path / "dataset")
+
+
+@pytest.fixture(scope="session")
+def standalone(tmp_path_factory):
+    """A real Spark standalone cluster on 127.0.0.1: a master and two 1-core workers started
+    with pyspark's own launcher (tests/cluster/spark_standalone.py), stopped by process id."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "cluster"))
+    from spark_standalone import StandaloneCluster
+
+    cluster = StandaloneCluster(tmp_path_factory.mktemp("spark-standalone"), workers=2, cores=1, memory="1g")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

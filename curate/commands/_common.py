@@ -36,6 +36,9 @@ def open_executor(engine: str, master: Optional[str], conf: list[str], app_name:
         return LocalExecutor(progress=True)
     if engine != "spark":
         raise typer.BadParameter(f"--engine must be spark or local, got {engine!r}")
-    from curate.engine.spark import SparkExecutor, get_session
+    from curate.engine.spark import SparkExecutor, get_session, ui_url
+    from curate.progress import info
 
-    return SparkExecutor(get_session(master=master, conf=parse_conf(conf), app_name=app_name))
+    spark = get_session(master=master, conf=parse_conf(conf), app_name=app_name)
+    info(f"Spark UI: {ui_url(spark)} (master {spark.sparkContext.master})")
+    return SparkExecutor(spark)

@@ -49,6 +49,12 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON") or _python())
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Started by spark-submit: attach to its JVM first, else SparkConf() cannot see the
+        # settings spark-submit was given (--master, --conf) and we would fall back to local.
+        from pyspark import SparkContext
+
+        SparkContext._ensure_initialized()
     submitted = SparkConf()  # under spark-submit this already holds spark.master
     builder = SparkSession.builder.appName(app_name)
     settings = {}
