@@ -153,6 +153,7 @@ def test_duplicate_embedding_uids_fail(pool, writers):
         run_filters(pool, specs("clip_score:threshold=0.2"), LocalExecutor())
 
 
+@pytest.mark.slow
 def test_spark_equals_local_and_cli(pool, spark, capsys):
     from curate.cli import main
     from curate.engine.spark import SparkExecutor
@@ -243,6 +244,8 @@ def test_bad_shard_names_file_and_row(tmp_dataset, writers):
         run_filters(tmp_dataset, specs("basic"), LocalExecutor())
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
 def test_ingested_real_pool_basic_equals_datacomp(spark, shared_data, tmp_path):
     """Real web alt-text + COCO (with image sizes) through ingest, then the basic filter; the
     subset equals DataComp's basic_filter expressions evaluated row by row on the samples."""
