@@ -83,11 +83,67 @@ def prepared_batches(items: Sequence[Any], prepare: Callable[[Any], Any], batch_
 
 
 def _to_device(tensor, bundle):
-    import torch
-
-    if bundle.device.startswith("cuda"):
+    if bundle.device.startswith("cuda") and tensor.device.type == "cpu":
         return tensor.pin_memory().to(bundle.device, non_blocking=True)
-    return tensor.to(bundle.device) if bundle.device != "cpu" else tensor
+    return tensor.to(bundle.device)
+
+
+class ImagePipeline:
+    """Per-image CPU work (in decode threads) and per-batch finishing (on the model's device).
+
+    With ``uint8`` (default on CUDA), threads stop after open_clip's resize and crop and hand
+    over uint8 HWC pixels; the batch crosses to the GPU as uint8 (a quarter of the float32
+    bytes) and ToTensor's /255 and Normalize run there, with the same float32 arithmetic
+    as torchvision's. Otherwise threads run the whole eval transform.
+    """
+
+    def __init__(self, bundle, uint8: bool | None = None):
+        import torch
+
+        self.bundle = bundle
+        if uint8 is None:
+            uint8 = bundle.device.startswith("cuda")
+        self.head, self.mean, self.std = _split_normalize(bundle.preprocess) if uint8 else (None, None, None)
+        self.uint8 = self.head is not None
+        if self.uint8:
+            dev = bundle.device
+            self.mean = torch.tensor(self.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+            self.std = torch.tensor(self.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+
+    def prepare(self, image):
+        """PIL image -> tensor ready to stack (uint8 HWC or normalised float CHW)."""
+        import numpy as _np
+        import torch
+
+        if not self.uint8:
+            return self.bundle.preprocess(image)
+        im = self.head(image)
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        return torch.from_numpy(_np.asarray(im, dtype=_np.uint8).copy())
+
+    def batch(self, prepared: list):
+        """Stacked batch on the model's device, normalised."""
+        import torch
+
+        x = _to_device(torch.stack(prepared), self.bundle)
+        if not self.uint8:
+            return x
+        x = x.permute(0, 3, 1, 2).to(torch.float32).div(255)
+        return x.sub_(self.mean).div_(self.std).contiguous()
+
+
+def _split_normalize(preprocess):
+    """(transforms before ToTensor, mean, std) for open_clip's usual eval Compose, else Nones."""
+    from torchvision import transforms as T
+
+    steps = list(getattr(preprocess, "transforms", []))
+    if len(steps) < 2 or not isinstance(steps[-1], T.Normalize) or not isinstance(steps[-2], T.ToTensor):
+        return None, None, None
+    mean, std = steps[-1].mean, steps[-1].std
+    if len(mean) != 3 or len(std) != 3:
+        return None, None, None
+    return T.Compose(steps[:-2]), tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 def encode_image_tensor(bundle, pixels) -> np.ndarray:
@@ -128,19 +184,19 @@ def embed_images(bundle, images: Sequence[Any], batch_size: int = 256, threads: 
     An image that cannot be decoded raises ImageDecodeError naming it (use the embed job,
     which records failures instead, for web data).
     """
-    import torch
 
     images = list(images)
     out = np.zeros((len(images), bundle.embed_dim), np.float32)
+    pipe = ImagePipeline(bundle)
 
     def prepare(item):
-        return bundle.preprocess(open_image(item))
+        return pipe.prepare(open_image(item))
 
     for start, prepared in prepared_batches(images, prepare, batch_size, threads):
         for p in prepared:
             if isinstance(p, Exception):
                 raise p
-        out[start:start + len(prepared)] = encode_image_tensor(bundle, torch.stack(prepared))
+        out[start:start + len(prepared)] = encode_image_tensor(bundle, pipe.batch(prepared))
     return out
 
 

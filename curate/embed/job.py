@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.download.job import IMAGES, complete_shards, shard_name
-from curate.embed.core import ImageDecodeError, default_threads, encode_image_tensor, encode_text_tokens, open_image, prepared_batches
+from curate.embed.core import ImageDecodeError, ImagePipeline, default_threads, encode_image_tensor, encode_text_tokens, open_image, prepared_batches
 from curate.engine import worker_cache
 from curate.errors import CurateError, DatasetError
 from curate.tables import Dataset, load_schema, write_parquet_atomic
@@ -99,14 +99,14 @@ def read_tar_images(tar_path: Path, keys: set[str]) -> dict[str, bytes]:
 
 # ---------------------------------------------------------------- the per-shard function
 def embed_shard(bundle, uids: list[str], keys: list[str], texts: list[str], images: dict[str, bytes],
-                shard: str, batch_size: int, threads: int | None = None) -> tuple[pa.Table, pa.Table, dict]:
+                shard: str, batch_size: int, threads: int | None = None,
+                uint8_transfer: bool | None = None) -> tuple[pa.Table, pa.Table, dict]:
     """Embed one shard's samples. Returns (embeddings table, failures table, stats).
 
     ``images`` maps key -> encoded bytes; a key without bytes is a ``missing_member`` failure.
-    Every input uid lands in exactly one of the two tables.
+    Every input uid lands in exactly one of the two tables. ``uint8_transfer`` (default: on
+    CUDA) moves uint8 pixels to the device and normalises there (see ImagePipeline).
     """
-    import torch
-
     t0 = time.perf_counter()
     n = len(uids)
     d = bundle.embed_dim
@@ -115,13 +115,14 @@ def embed_shard(bundle, uids: list[str], keys: list[str], texts: list[str], imag
     ok = np.zeros(n, bool)
     failures: list[dict] = []
     model_s = 0.0
+    pipe = ImagePipeline(bundle, uint8=uint8_transfer)
 
     def prepare(i):
         data = images.get(keys[i])
         if data is None:
             raise ImageDecodeError(f"{shard}:{keys[i]}", "missing_member", "the image shard has no image for this key")
         try:
-            return bundle.preprocess(open_image(data, where=f"{shard}:{keys[i]}"))
+            return pipe.prepare(open_image(data, where=f"{shard}:{keys[i]}"))
         except ImageDecodeError:
             raise
         except Exception as e:  # noqa: BLE001 - a transform error is this sample's failure, not the job's
@@ -143,7 +144,7 @@ def embed_shard(bundle, uids: list[str], keys: list[str], texts: list[str], imag
             continue
         idx = np.array([i for i, _ in good])
         tm = time.perf_counter()
-        img_out[idx] = encode_image_tensor(bundle, torch.stack([p for _, p in good]))
+        img_out[idx] = encode_image_tensor(bundle, pipe.batch([p for _, p in good]))
         txt_out[idx] = encode_text_tokens(bundle, bundle.tokenizer([texts[i] or "" for i in idx]))
         model_s += time.perf_counter() - tm
         ok[idx] = True

@@ -63,3 +63,19 @@ def test_labelled_folder(tiny, shared_data, tmp_path):
     assert labels == ["cat"] * 4 + ["ship"] * 4
     assert [p.split("/")[-2] for p in paths] == labels
     np.testing.assert_allclose(emb, _direct_images(tiny, [Image.open(p) for p in paths]), atol=1e-5)
+
+
+def test_uint8_pipeline_equals_open_clip_preprocess(tiny, shared_data):
+    """The GPU path's split transform (uint8 to the device, normalise there) runs on CPU too."""
+    from curate.embed import open_image
+    from curate.embed.core import ImagePipeline
+
+    paths = sorted((shared_data / "flickr8k" / "images").glob("*.jpg"))[:5]
+    pipe = ImagePipeline(tiny, uint8=True)
+    assert pipe.uint8
+    prepared = [pipe.prepare(open_image(p)) for p in paths]
+    assert prepared[0].dtype == torch.uint8 and prepared[0].shape == (32, 32, 3)
+    fast = pipe.batch(prepared)
+    ref = torch.stack([tiny.preprocess(open_image(p)) for p in paths])
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)
+    assert not ImagePipeline(tiny).uint8  # CPU default: the whole transform in the threads

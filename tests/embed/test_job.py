@@ -160,3 +160,18 @@ def test_missing_downloads_is_a_clear_error(tmp_dataset):
     tmp_dataset.root.mkdir(parents=True)
     with pytest.raises(DatasetError, match="no downloaded image shards"):
         run_embed(tmp_dataset, LocalExecutor(), _opts())
+
+
+def test_uint8_transfer_path_gives_the_same_shard(downloaded):
+    from curate.embed.job import embed_shard, read_tar_images, shard_samples
+
+    rows = shard_samples(downloaded.root, 0)
+    keys = rows.column("key").to_pylist()
+    images = read_tar_images(downloaded.root / "images" / "00000.tar", set(keys))
+    bundle = load_model("curate-tiny", seed=0)
+    args = (bundle, rows.column("uid").to_pylist(), keys, rows.column("caption").to_pylist(), images, "images/00000.tar", 4, 2)
+    plain, _, _ = embed_shard(*args, uint8_transfer=False)
+    fast, _, stats = embed_shard(*args, uint8_transfer=True)
+    assert stats["embedded"] == 6
+    np.testing.assert_allclose(_vectors(fast.column("image_embedding")), _vectors(plain.column("image_embedding")), atol=1e-3)
+    assert fast.column("uid").to_pylist() == plain.column("uid").to_pylist()
