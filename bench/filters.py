@@ -8,6 +8,11 @@ captions (default 1,000,000) with random image sizes, processed in one thread:
 - baseline: a plain per-row Python loop with the same rules (DataComp's expressions through
   fastText's public ``predict``), over --baseline-rows of the same captions.
 
+fastText runs once per distinct caption of a batch. The replicated pool repeats each caption
+about 6.5 times per 65,536-row batch, which flatters that; the same pipeline is therefore also
+timed on every distinct real caption of the shared alt-text files (web alt-text, CC3M, COCO;
+about 50,000, no repeats), the honest per-core figure for a pool without duplicates.
+
 Both selections must agree row for row. Rates are given per wall second and per CPU second of
 this process (the per-core figure that holds on a busy machine). Target: >= 50,000 captions/s
 per core.
@@ -55,6 +60,27 @@ def load_pool(rows: int, seed: int = 0) -> pa.Table:
         "text": texts,
         "original_width": pa.array(rng.choice([120, 200, 256, 640, 1024, 3000], rows), pa.int32()),
         "original_height": pa.array(rng.choice([150, 200, 480, 768, 1000], rows), pa.int32()),
+    })
+
+
+def load_distinct(seed: int = 1) -> pa.Table:
+    """Every distinct caption of the three shared alt-text files, with random sizes."""
+    import csv
+    import json
+
+    alt = DATA / "alttext"
+    texts = pq.read_table(alt / "web_alttext_10k.parquet", columns=["TEXT"]).column(0).to_pylist()
+    with open(alt / "cc3m_validation.tsv", newline="", encoding="utf-8") as f:
+        texts += [row[0] for row in csv.reader(f, delimiter="\t") if row]
+    texts += [a["caption"] for a in json.loads((alt / "coco_val2017_captions.json").read_text())["annotations"]]
+    texts = sorted({t for t in texts if t is not None})
+    n = len(texts)
+    rng = np.random.default_rng(seed)
+    return pa.table({
+        "uid": pa.array([f"{i:032x}" for i in range(n)]),
+        "text": pa.array(texts, pa.string()),
+        "original_width": pa.array(rng.choice([120, 200, 256, 640, 1024, 3000], n), pa.int32()),
+        "original_height": pa.array(rng.choice([150, 200, 480, 768, 1000], n), pa.int32()),
     })
 
 
@@ -106,26 +132,36 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}; python {platform.python_version()}; model {langid.resolve_model_path().name}")
     print(f"captions: {pool.num_rows:,} (alt-text x{-(-args.rows // 10000)}), baseline on {base_pool.num_rows:,}")
 
+    distinct = load_distinct()
     with Timer() as tc:
         kept = curate_basic(pool, model)
+    with Timer() as tu:
+        kept_u = curate_basic(distinct, model)
     with Timer() as tb:
         ref = baseline_basic(base_pool, model)
+    with Timer() as tbu:
+        ref_u = baseline_basic(distinct, model)
     with Timer() as tf:
-        fasttext_only(base_pool, model)
-    agree = bool(np.array_equal(kept[: base_pool.num_rows], ref))
+        fasttext_only(distinct, model)
+    agree = bool(np.array_equal(kept[: base_pool.num_rows], ref)) and bool(np.array_equal(kept_u, ref_u))
 
     def line(label, n, t):
         print(f"  {label:<34} {n / t.wall:>10,.0f} captions/s wall   {n / max(t.cpu, 1e-9):>10,.0f} captions/s per CPU second")
 
     print("results (one thread):")
+    print(f" replicated pool ({pool.num_rows:,} rows, captions repeat within a batch):")
     line("curate text_stats + basic", pool.num_rows, tc)
     line("baseline per-row Python loop", base_pool.num_rows, tb)
-    line("fastText predict alone", base_pool.num_rows, tf)
+    print(f" distinct real captions ({distinct.num_rows:,} rows, no repeats):")
+    line("curate text_stats + basic", distinct.num_rows, tu)
+    line("baseline per-row Python loop", distinct.num_rows, tbu)
+    line("fastText predict alone", distinct.num_rows, tf)
     ratio = (pool.num_rows / tc.cpu) / (base_pool.num_rows / tb.cpu)
-    print(f"speedup vs per-row loop (CPU time): {ratio:.2f}x; kept {kept.mean():.1%}; "
-          f"selections agree on the baseline rows: {agree}")
-    per_core = pool.num_rows / tc.cpu
-    print(f"target >= 50,000 captions/s per core: {'met' if per_core >= 50_000 else 'NOT met'} ({per_core:,.0f})")
+    ratio_u = (distinct.num_rows / tu.cpu) / (distinct.num_rows / tbu.cpu)
+    print(f"speedup vs per-row loop (CPU time): replicated {ratio:.2f}x, distinct {ratio_u:.2f}x; "
+          f"kept {kept.mean():.1%}; selections agree with the loop: {agree}")
+    for label, rate in (("replicated", pool.num_rows / tc.cpu), ("distinct", distinct.num_rows / tu.cpu)):
+        print(f"target >= 50,000 captions/s per core ({label}): {'met' if rate >= 50_000 else 'NOT met'} ({rate:,.0f})")
     if not agree:
         sys.exit(1)
 

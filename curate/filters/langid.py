@@ -66,26 +66,31 @@ def load_model(path: str | os.PathLike | None = None):
 def predict_languages(texts: pa.Array | pa.ChunkedArray | list[str], model) -> tuple[pa.Array, pa.Array]:
     """Top-1 label (without ``__label__``) and its probability for every caption.
 
-    One C++ call per caption on the raw binding: fasttext-predict's list API drops the
-    probabilities, and this loop is the bulk of the cost of the basic filter.
+    One C++ call per distinct caption of the batch (web pools repeat captions; the answer
+    depends on the text alone), on the raw binding: fasttext-predict's list API drops the
+    probabilities. This loop is the bulk of the cost of the basic filter.
     """
-    if isinstance(texts, (pa.Array, pa.ChunkedArray)):
-        texts = texts.to_pylist()
+    import pyarrow.compute as pc
+
+    if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        texts = pa.array(texts, pa.string())
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    enc = pc.dictionary_encode(texts.fill_null(""))
+    distinct = enc.dictionary.to_pylist()
     predict = model.f.predict
-    n = len(texts)
+    n = len(distinct)
     labels: list[str | None] = [None] * n
     probs = np.full(n, np.nan, dtype=np.float32)
-    for i, t in enumerate(texts):
+    for i, t in enumerate(distinct):
         # fastText reads one line: DataComp turns newlines into spaces; "\n" ends the line.
-        r = predict((t or "").replace("\n", " ") + "\n", 1, 0.0, "strict")
+        r = predict(t.replace("\n", " ") + "\n", 1, 0.0, "strict")
         if r:
             probs[i] = r[0][0]
             labels[i] = r[0][1]
-    lab = pa.array(labels, pa.string())
-    import pyarrow.compute as pc
-
-    lab = pc.utf8_slice_codeunits(lab, len(_LABEL_PREFIX))
-    return lab, pa.array(probs, pa.float32(), mask=np.isnan(probs))
+    lab = pc.utf8_slice_codeunits(pa.array(labels, pa.string()), len(_LABEL_PREFIX))
+    prob = pa.array(probs, pa.float32(), mask=np.isnan(probs))
+    return lab.take(enc.indices), prob.take(enc.indices)
 
 
 # ---------------------------------------------------------------- gcld3 (LAION-2B reproduction)
