@@ -350,33 +350,34 @@ def _eval_html(ev: dict) -> str:
 
 
 def _comparison_html(comp: dict) -> str:
+    """Metrics as rows, training sets as columns (mean ± std over seeds), then the margins."""
     arms = comp.get("arms", [])
     metrics = comp.get("metrics") or sorted({m for a in arms for r in a.get("runs", []) for m in r.get("metrics", {})})
     out = [f"<h3>{E(comp.get('title', 'Trained baselines'))}</h3>"]
     if comp.get("note"):
         out.append(f"<p>{E(comp['note'])}</p>")
-    head = "".join(f"<th>{E(m)}</th>" for m in metrics)
-    rows, means, stds = [], {}, {}
+    means, stds, per = {}, {}, {}
     for a in arms:
         vals = {m: [r["metrics"][m] for r in a.get("runs", []) if m in r.get("metrics", {})] for m in metrics}
-        means[a["name"]] = [float(np.mean(vals[m])) if vals[m] else 0.0 for m in metrics]
+        means[a["name"]] = [float(np.mean(vals[m])) if vals[m] else float("nan") for m in metrics]
         stds[a["name"]] = [float(np.std(vals[m])) if len(vals[m]) > 1 else 0.0 for m in metrics]
-    best = {m: max(means[a["name"]][i] for a in arms) for i, m in enumerate(metrics)} if arms else {}
-    for a in arms:
-        cells = []
-        for i, m in enumerate(metrics):
-            mu, sd = means[a["name"]][i], stds[a["name"]][i]
-            per = ", ".join(f"{r['metrics'][m]:.3f}" for r in a.get("runs", []) if m in r.get("metrics", {}))
-            cls = " class=win" if mu == best[m] and len(arms) > 1 else ""
-            cells.append(f"<td{cls} title='seeds: {E(per)}'>{mu:.3f} ± {sd:.3f}</td>")
-        size = a.get("size")
-        rows.append(f"<tr><td class=l>{E(a['name'])}</td><td>{'' if size is None else f'{size:,}'}</td>"
-                    f"<td>{len(a.get('runs', []))}</td>{''.join(cells)}</tr>")
-    out.append(f"<table><tr><th class=l>training set</th><th>samples</th><th>seeds</th>{head}</tr>{''.join(rows)}</table>")
-    if comp.get("margins"):
-        out.append("<table><tr><th class=l>margin of curated over</th>" + head + "</tr>" + "".join(
-            f"<tr><td class=l>{E(k)}</td>" + "".join(f"<td>{v.get(m, 0):+.3f}</td>" for m in metrics) + "</tr>"
-            for k, v in comp["margins"].items()) + "</table>")
+        per[a["name"]] = [", ".join(f"{v:.3f}" for v in vals[m]) for m in metrics]
+    margins = comp.get("margins") or {}
+    def arm_head(a: dict) -> str:
+        size = "" if a.get("size") is None else f"{a['size']:,} samples, "
+        return f"<th>{E(a['name'])}<br><span class=muted>{size}{len(a.get('runs', []))} seeds</span></th>"
+
+    head = "".join(arm_head(a) for a in arms)
+    head += "".join(f"<th>curated − {E(k)}</th>" for k in margins)
+    rows = []
+    for i, m in enumerate(metrics):
+        best = max((means[a["name"]][i] for a in arms), default=None)
+        cells = "".join(
+            f"<td{' class=win' if means[a['name']][i] == best and len(arms) > 1 else ''} title='seeds: {E(per[a['name']][i])}'>"
+            f"{means[a['name']][i]:.3f} ± {stds[a['name']][i]:.3f}</td>" for a in arms)
+        cells += "".join(f"<td>{mg.get(m, float('nan')):+.3f}</td>" for mg in margins.values())
+        rows.append(f"<tr><td class=l>{E(m)}</td>{cells}</tr>")
+    out.append(f"<table><tr><th class=l>metric</th>{head}</tr>{''.join(rows)}</table>")
     if arms and metrics:
         chart = plots.grouped_bars(metrics, {a["name"]: means[a["name"]] for a in arms}, "Mean over seeds (± std)",
                                    "score", errors={a["name"]: stds[a["name"]] for a in arms})
