@@ -92,3 +92,12 @@ def test_real_alttext_languages(shared_data, model):
     found = {lang for lang in langs if lang != "en"}
     assert {"de", "fr", "es"} & found  # European languages are present in LAION-style alt-text
     assert stats.column("word_count").to_pylist() == [len(t.split()) for t in texts.to_pylist()]
+
+
+def test_repeated_captions_predicted_once_same_answers(model):
+    texts = ["a dog on the beach", "ein Hund am Strand", "a dog on the beach", "", "ein Hund am Strand"]
+    lang, score = langid.predict_languages(pa.array(texts), model)
+    one_by_one = [langid.predict_languages([t], model) for t in texts]
+    assert lang.to_pylist() == [l[0].as_py() for l, _ in one_by_one]
+    assert score.to_pylist() == [s[0].as_py() for _, s in one_by_one]
+    assert lang.to_pylist()[:2] == ["en", "de"]
