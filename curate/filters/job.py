@@ -287,7 +287,7 @@ def _base_tasks(dataset: Dataset, shards: list[Path], with_text: bool) -> list[d
             for i, p in enumerate(shards)]
 
 
-def _emb_frame(dataset: Dataset, frames, table: str, j: int, with_embedding: bool, columns_check: bool = True):
+def _emb_frame(dataset: Dataset, frames, table: str, j: int, with_embedding: bool):
     tasks = [{"path": str(p), "j": j, "with_embedding": with_embedding} for p in dataset.shards(table)]
     return frames.from_tasks(tasks, read_embeddings, emb_schema(j, with_embedding))
 
