@@ -18,6 +18,7 @@ Duplicate entries are kept apart: each id of a repeated entry is reported.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -73,7 +74,10 @@ class Matcher:
     """Aho-Corasick automaton over the spaced entries; build once, match many batches.
 
     Building takes about 1 s per 150k entries, so jobs get one per Python worker through
-    ``curate.engine.worker_cache`` (see ``curate.metaclip.jobs``).
+    ``curate.engine.worker_cache`` (see ``curate.metaclip.jobs``). A batch is matched in one
+    pass over its spaced texts joined by newlines: no pattern holds a newline (entries that
+    do can never match a spaced text and are left out), so no match crosses two texts, and
+    each match's end offset tells its text.
     """
 
     def __init__(self, entries: Sequence[str]):
@@ -83,12 +87,15 @@ class Matcher:
         first_id: dict[str, int] = {}
         extra: dict[int, list[int]] = {}
         for i, e in enumerate(entries):
+            if _NEVER_IN_SPACED_TEXT.intersection(e):
+                continue  # can never match; keeps "\n" free to separate texts
             key = f" {e} "
             j = first_id.setdefault(key, i)
             if j != i:
                 extra.setdefault(j, []).append(i)
         # Repeated entries share one pattern; the automaton stores the first id, `_extra` the rest.
         self._extra = {j: tuple(ids) for j, ids in extra.items()}
+        self._extra_keys = np.array(sorted(self._extra), dtype=np.int64)
         self._automaton = None
         if first_id:
             automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
@@ -97,39 +104,40 @@ class Matcher:
             automaton.make_automaton()
             self._automaton = automaton
 
-    def match_spaced(self, spaced_texts: Iterable[str]) -> list[list[int]]:
-        """Sorted entry ids for each already-spaced text."""
-        if self._automaton is None:
-            return [[] for _ in spaced_texts]
-        it = self._automaton.iter
-        extra = self._extra
-        out = []
-        append = out.append
-        for t in spaced_texts:
-            ids = {v for _, v in it(t)}
-            if extra and ids:
-                for j in [j for j in ids if j in extra]:
-                    ids.update(extra[j])
-            append(sorted(ids))
-        return out
+    def _pairs(self, spaced: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(text index, entry id) of every match, unique, sorted by text then entry."""
+        n = len(spaced)
+        if self._automaton is None or n == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        joined = "\n".join(spaced.to_pylist())
+        flat = np.fromiter(itertools.chain.from_iterable(self._automaton.iter(joined)), dtype=np.int64)
+        ends, ids = flat[0::2], flat[1::2]
+        starts = np.zeros(n + 1, dtype=np.int64)  # code-point offsets, as str indices count
+        np.cumsum(pc.utf8_length(spaced).to_numpy(zero_copy_only=False).astype(np.int64) + 1, out=starts[1:])
+        rows = np.searchsorted(starts, ends, side="right") - 1
+        if len(self._extra_keys):
+            dup = np.isin(ids, self._extra_keys)
+            if dup.any():
+                more = [(r, k) for r, j in zip(rows[dup].tolist(), ids[dup].tolist()) for k in self._extra[j]]
+                rows = np.concatenate([rows, np.array([r for r, _ in more], np.int64)])
+                ids = np.concatenate([ids, np.array([k for _, k in more], np.int64)])
+        key = np.unique(rows * max(self.num_entries, 1) + ids)
+        return key // max(self.num_entries, 1), key % max(self.num_entries, 1)
 
-    def match(self, texts: Iterable[str]) -> list[list[int]]:
-        """Sorted entry ids for each raw text."""
-        return self.match_spaced(spacing(t if t is not None else "") for t in texts)
+    def match_spaced_array(self, spaced: pa.Array) -> pa.ListArray:
+        """Matches of already-spaced texts as ``list<int32>`` (sorted ids per text)."""
+        rows, ids = self._pairs(spaced)
+        offsets = np.zeros(len(spaced) + 1, dtype=np.int32)
+        np.cumsum(np.bincount(rows, minlength=len(spaced)), out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids.astype(np.int32), pa.int32()))
 
     def match_array(self, texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
         """Matches of an Arrow string array as ``list<int32>`` (sorted ids per text)."""
-        spaced = spacing_array(texts).to_pylist()
-        matches = self.match_spaced(spaced)
-        return ids_to_list_array(matches)
+        return self.match_spaced_array(spacing_array(texts))
 
-
-def ids_to_list_array(matches: list[list[int]]) -> pa.ListArray:
-    lengths = np.fromiter((len(m) for m in matches), dtype=np.int32, count=len(matches))
-    offsets = np.zeros(len(matches) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = np.fromiter((i for m in matches for i in m), dtype=np.int32, count=int(offsets[-1]))
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()))
+    def match(self, texts: Iterable[str | None]) -> list[list[int]]:
+        """Sorted entry ids for each raw text."""
+        return self.match_array(pa.array(list(texts), pa.string())).to_pylist()
 
 
 def load_metadata(path: str | os.PathLike) -> list[str]:
