@@ -123,11 +123,15 @@ def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embed
     lang = _languages(dataset, samples, before, final)
     if lang:
         dists["language"] = lang
-    clusters = _find_tables_with(dataset, {"uid", "cluster"})
+    clusters = _find_tables_with(dataset, {"uid", "cluster_id"}, prefix="clusters/")
     if clusters:
-        c = dataset.read(clusters[0], columns=["uid", "cluster"])
-        sizes_before = pc.value_counts(_uids_in(c, before).column("cluster").combine_chunks()).field("counts")
-        sizes_after = pc.value_counts(_uids_in(c, final).column("cluster").combine_chunks()).field("counts")
+        # the clustering this run made, else the most recently written one
+        own = [t for t in clusters if t == f"clusters/recipe-{lineage.get('recipe')}"]
+        name = own[0] if own else max(clusters, key=lambda t: max(p.stat().st_mtime for p in dataset.shards(t)))
+        clusters = [name]
+        c = dataset.read(name, columns=["uid", "cluster_id"])
+        sizes_before = pc.value_counts(_uids_in(c, before).column("cluster_id").combine_chunks()).field("counts")
+        sizes_after = pc.value_counts(_uids_in(c, final).column("cluster_id").combine_chunks()).field("counts")
         dists["cluster_sizes"] = {"table": clusters[0], "pool": sizes_before.to_numpy(), "curated": sizes_after.to_numpy()}
     meta = _metadata_counts(dataset, before, final)
     if meta:
@@ -196,16 +200,19 @@ def _languages(dataset: Dataset, samples, before: pa.Array, final: pa.Array, lim
 
 
 def _metadata_counts(dataset: Dataset, before: pa.Array, final: pa.Array) -> dict | None:
-    """Matches per metadata entry before/after balancing, from a (uid, entry) match table."""
-    for cols in ({"uid", "entry_id"}, {"uid", "entry"}):
-        found = _find_tables_with(dataset, cols)
-        if found:
-            col = sorted(cols - {"uid"})[0]
-            t = dataset.read(found[0], columns=["uid", col])
-            b = pc.value_counts(_uids_in(t, before).column(col).combine_chunks()).field("counts").to_numpy()
-            a = pc.value_counts(_uids_in(t, final).column(col).combine_chunks()).field("counts").to_numpy()
-            return {"table": found[0], "pool": b, "curated": a}
-    return None
+    """Matches per metadata entry before/after, from MetaCLIP's metadata_matches (uid, entry_ids)."""
+    if not dataset.has_table("metadata_matches"):
+        return None
+    t = dataset.read("metadata_matches", columns=["uid", "entry_ids"])
+
+    def per_entry(uids):
+        ids = pc.list_flatten(_uids_in(t, uids).column("entry_ids").combine_chunks())
+        return pc.value_counts(ids).field("counts").to_numpy() if len(ids) else np.array([], np.int64)
+
+    b, a = per_entry(before), per_entry(final)
+    if not len(b):
+        return None
+    return {"table": "metadata_matches", "pool": b, "curated": a}
 
 
 def load_evals(evals: dict[str, Path], comparison: Path | None) -> dict:

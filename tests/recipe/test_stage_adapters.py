@@ -61,6 +61,13 @@ def test_filters_and_embedding_space_stages(tmp_path):
         assert sum(s["reasons"].values()) == s["input_count"]
     assert lin["output_count"] == len(read_subset(ds, "es"))
 
+    # the report finds the run's clustering: cluster sizes before (downloaded) and after
+    from curate.report import collect
+
+    cs = collect(ds, "es")["distributions"]["cluster_sizes"]
+    assert cs["table"] == "clusters/recipe-es"
+    assert cs["pool"].sum() == 54 and cs["curated"].sum() == lin["output_count"]
+
     again = run_recipe(load_recipe(p), engine="local", quiet=True)
     assert all(s["cached"] for s in again["stages"])
     p.write_text(RECIPE.format(ds=ds.root, fraction=0.6))
