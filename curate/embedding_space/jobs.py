@@ -5,7 +5,6 @@ stats where clusters are involved, and ``_runs/<run>.json``; and returns the dec
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.decisions import decisions_table, reason_counts, write_decisions
+from curate.decisions import decisions_table, write_decisions
 from curate.embedding_space import dbp as _dbp
 from curate.embedding_space.clusters import cleanup_tmp, load_clustering, write_cluster_stats
 from curate.embedding_space.common import (collect_rows, embeddings_table, grouped_apply, missing_uids,
                                            read_uid_filter, restrict, shard_tasks, write_uid_filter)
+from curate.embedding_space.decontaminate import REASON as EVAL_REASON
 from curate.embedding_space.semdedup import KEEP_CHOICES, semdedup_group_table
 from curate.embedding_space.vectors import (binary_to_matrix, embedding_columns, embedding_matrix,
                                             matrix_to_binary)
@@ -29,6 +29,7 @@ from curate.tables import Dataset, load_schema
 
 NO_EMBEDDING = "no_embedding"
 NOT_DOWNLOADED = "not_downloaded"
+
 
 DECISIONS = load_schema("decisions").arrow()
 DECISIONS_C = DECISIONS.append(pa.field("cluster_id", pa.int32(), nullable=False))
@@ -419,7 +420,7 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
     removed = sims >= threshold
     eids = np.asarray(eval_ids, dtype=object)
     dec = decisions_table(rows.column("uid"), "decontaminate", (~removed).tolist(),
-                          np.where(removed, "eval_near_copy", "kept").tolist(), sims.astype(np.float64).tolist(),
+                          np.where(removed, EVAL_REASON, "kept").tolist(), sims.astype(np.float64).tolist(),
                           [eids[i] if r else None for i, r in zip(eidx, removed)])
     # per evaluation image: how many pool samples were its near copies, the closest one
     uids = np.asarray(rows.column("uid").to_pylist(), dtype=object)
