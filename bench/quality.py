@@ -256,8 +256,9 @@ def main(argv=None) -> int:
         comp.setdefault("random", composition(rand, by_uid))
         for arm, sub in arms.items():
             name = sub or f"random-s{seed}"
-            reshard(ds, name, shard_size=1000, shuffle=True, seed=seed)
-            info = train(ds.root / "webdataset" / name, args.out / "runs" / f"{arm}-s{seed}", args.preset,
+            shards = ds.root / "webdataset" / f"{arm}-s{seed}"  # shuffled with this seed
+            reshard(ds, name, shards, shard_size=1000, shuffle=True, seed=seed)
+            info = train(shards, args.out / "runs" / f"{arm}-s{seed}", args.preset,
                          seed=seed, samples_seen=args.samples_seen, model=args.model)
             res = evaluate(info["checkpoint"], zeroshot=[cifar], retrieval_sets=[DATA / "flickr8k"],
                            retrieval_images=eval_images, max_per_class=args.cifar_per_class)
