@@ -54,7 +54,6 @@ class StageContext:
     engine: str = "spark"
     master: str | None = None
     conf: list[str] = field(default_factory=list)
-    workdir: Path | None = None  # scratch folder for this stage run (under the dataset's _cache)
     _executor: Any = None
 
     def executor(self):

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.decisions import KEPT, reason_counts, write_decisions
-from curate.errors import DatasetError
+from curate.errors import CurateError, DatasetError
 from curate.manifest import RunManifest
 from curate.progress import info
 from curate.recipe.cache import StageCache, cache_key, subset_hash, table_fingerprint
@@ -50,6 +50,8 @@ def _check_decisions(decisions: pa.Table, uids: pa.Array, stage: str) -> pa.Tabl
                                      pa.array([stage] * n, pa.string()))
     decisions = schema.conform(decisions)
     distinct_in = pc.unique(uids)
+    if n == 0 and len(distinct_in) == 0:
+        return decisions
     if n != len(distinct_in) or pc.count_distinct(decisions.column("uid")).as_py() != n:
         raise DatasetError(f"stage {stage!r} returned {n} decision rows for {len(distinct_in)} distinct "
                            f"input uids (each input uid needs exactly one decision)")
@@ -104,8 +106,10 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         code = code_hash(kind)
         key = cache_key(in_hash, spec.kind, spec.params, code, reads)
         t0 = time.perf_counter()
-        hit = cache.get(key)
-        if hit is not None:
+        hit = cache.get(key) if len(uids) else None
+        if not len(uids):  # nothing left to decide: the stage is not run
+            decisions, out_uids, stats, cached = load_schema("decisions").arrow().empty_table(), uids, {}, False
+        elif hit is not None:
             decisions, out_uids, meta = hit
             stats = meta.get("stats", {})
             cached = True
@@ -113,14 +117,14 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
             ctx = StageContext(dataset=dataset, embedding_model=recipe.embedding_model, stage_name=spec.name,
                                recipe_name=recipe.name,
                                engine=engine, master=master, conf=list(conf or []),
-                               workdir=cache.root / f"work-{key}", _executor=ctx_shared["executor"])
+                               _executor=ctx_shared["executor"])
             try:
                 result = kind.run(ctx, uids, params)
             except RecipeError:
                 raise
-            except DatasetError as e:
-                raise DatasetError(f"{loaded.where(('stages', loaded.stages.index(spec)))}: stage "
-                                   f"{spec.name!r}: {e}") from e
+            except CurateError as e:  # say which recipe line the failing stage is on
+                raise CurateError(f"{loaded.where(('stages', loaded.stages.index(spec)))}: stage "
+                                  f"{spec.name!r}: {e}") from e
             ctx_shared["executor"] = ctx._executor
             if not isinstance(result, StageResult):
                 result = StageResult(decisions=result)

@@ -149,5 +149,15 @@ def test_bad_query_names_the_stage(pool, tmp_path):
     p = write(tmp_path, f"name: bad\ndataset: {pool.root}\nstages:\n  - kind: sql\n    query: SELECT uid FROM nosuchtable\n")
     from curate.errors import CurateError
 
-    with pytest.raises(CurateError, match="nosuchtable"):
+    with pytest.raises(CurateError, match=rf"{p}:4: stage 'sql': .*nosuchtable"):
         run_recipe(load_recipe(p), engine="local", quiet=True)
+
+
+def test_a_stage_with_nothing_left_is_not_run(pool, tmp_path):
+    p = write(tmp_path, f"name: empty\ndataset: {pool.root}\ninput: all\nstages:\n"
+                        "  - kind: sql\n    query: SELECT uid FROM samples WHERE false\n"
+                        "  - kind: sample\n    count: 3\n")
+    lin = run_recipe(load_recipe(p), engine="local", quiet=True)
+    assert [s["output_count"] for s in lin["stages"]] == [0, 0]
+    assert lin["stages"][1]["reasons"] == {} and lin["output_count"] == 0
+    assert read_subset(pool, "empty") == []
