@@ -274,14 +274,13 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
         raise DatasetError(f"{dataset.root} has no samples table; run `curate ingest` first")
     samples = dataset.read("samples", columns=["uid", "url", "text"])
     removed = remove_incomplete(dataset)
-    results = all_results(dataset)
-    attempted = set(results.column("uid").to_pylist())
-    todo_mask = pc.invert(pc.is_in(samples.column("uid"), pa.array(list(attempted), pa.string())))
+    attempted = all_results(dataset).column("uid").combine_chunks().cast(pa.string())
+    todo_mask = pc.invert(pc.is_in(samples.column("uid"), value_set=attempted))
     retried = 0
     if retry_failed and dataset.has_table("downloads"):
         prev = dataset.read("downloads", columns=["uid", "status"])
         failed = prev.filter(pc.equal(prev.column("status"), "failed")).column("uid")
-        retry_mask = pc.is_in(samples.column("uid"), failed)
+        retry_mask = pc.is_in(samples.column("uid"), value_set=failed.combine_chunks())
         retried = int(pc.sum(pc.and_(retry_mask, pc.invert(todo_mask))).as_py() or 0)
         todo_mask = pc.or_(todo_mask, retry_mask)
     todo = samples.filter(todo_mask)

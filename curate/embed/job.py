@@ -58,6 +58,21 @@ def _device_for_task(requested: str) -> str:
     return requested
 
 
+def _limit_cpu_threads() -> None:
+    """Inside a Spark task, torch uses the task's cores, not every core of the executor
+    (N concurrent tasks x all cores threads would thrash)."""
+    import torch
+
+    from curate.engine.spark import task_cpus
+
+    try:
+        cpus = task_cpus()
+    except Exception:  # noqa: BLE001 - no Spark here
+        cpus = None
+    if cpus and torch.get_num_threads() != cpus:
+        torch.set_num_threads(cpus)
+
+
 def get_bundle(opts: EmbedOptions):
     """The model for ``opts`` on this worker, loaded once per process."""
     from curate.models import load_model
@@ -187,6 +202,8 @@ def run_shard_task(task: dict) -> dict:
     if out.exists():
         return {"shard_id": shard_id, "skipped": True}
     bundle = get_bundle(opts)
+    if not bundle.device.startswith("cuda"):
+        _limit_cpu_threads()
     if bundle.model_id != task["model_id"]:
         raise CurateError(f"worker loaded {bundle.model_id}, driver planned {task['model_id']}: "
                           "the checkpoint must be the same file on every worker")

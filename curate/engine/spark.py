@@ -100,6 +100,21 @@ def task_resource_addresses(name: str = "gpu") -> list[str]:
     return list(info.addresses) if info is not None else []
 
 
+def task_cpus() -> int | None:
+    """CPU cores the running Spark task was given (``spark.task.cpus``); None outside a task."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return None
+    ctx = TaskContext.get()
+    if ctx is None:
+        return None
+    try:
+        return int(ctx.cpus())
+    except Exception:  # noqa: BLE001 - older pyspark without TaskContext.cpus
+        return None
+
+
 def _python() -> str:
     import sys
 
