@@ -171,6 +171,7 @@ def test_default_policy_refuses_loopback_before_connecting(tmp_path, image_serve
     assert image_server.requests == []
 
 
+@pytest.mark.slow
 def test_pyspark_distributor_gives_the_same_results_as_the_local_loop(tmp_path, image_server, photos, spark):
     from curate.engine.spark import SparkExecutor
 

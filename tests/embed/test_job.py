@@ -136,6 +136,7 @@ def test_resume_skips_finished_shards_and_redoes_a_killed_one(downloaded):
     assert third["shards_skipped"] == 3
 
 
+@pytest.mark.slow
 def test_spark_tasks_write_the_same_bytes_as_the_local_loop(downloaded, spark, tmp_path):
     import shutil
 
