@@ -159,11 +159,11 @@ def test_spark_equals_local_and_cli(pool, spark, capsys):
     from curate.engine.spark import SparkExecutor
 
     np.save(pool.root / "target.npy", np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32))
-    f = ["basic", "clip_score:fraction=0.25", f"image_based:k=4,target={pool.root / 'target.npy'}"]
+    f = ["basic", "clip_score:fraction=0.25", "laion2b", f"image_based:k=4,target={pool.root / 'target.npy'}"]
     run_filters(pool, specs(*f), LocalExecutor(), name="local")
     run_filters(pool, specs(*f), SparkExecutor(spark), name="spark", rows_per_shard=70)
     a, b = pool.read("decisions/local"), pool.read("decisions/spark")
-    assert a.equals(b) and len(pool.shards("decisions/spark")) == 3
+    assert a.equals(b) and len(pool.shards("decisions/spark")) == 4  # 240 rows, 70 per shard
     assert read_subset(pool, "local") == read_subset(pool, "spark")
     # Same through the command line (in-process engine: one Spark session per test run is enough).
     with pytest.raises(SystemExit) as e:
