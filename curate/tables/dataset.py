@@ -37,14 +37,16 @@ def _hidden(name: str) -> bool:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write aside in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, read-only or missing folder: one clear line, not a traceback
+        raise DatasetError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -57,9 +59,9 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, row_group_siz
     no random names), so a rerun over the same rows is byte-identical.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp, row_group_size=row_group_size, **PARQUET_OPTIONS)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
