@@ -63,6 +63,10 @@ def _check_decisions(decisions: pa.Table, uids: pa.Array, stage: str) -> pa.Tabl
     return decisions
 
 
+def removed_any(decisions: pa.Table) -> bool:
+    return decisions.num_rows > 0 and not pc.all(decisions.column("kept")).as_py()
+
+
 def _passed(uids: pa.Array, decisions: pa.Table) -> pa.Array:
     """Input uids (repeats preserved) whose decision is kept."""
     kept = decisions.filter(decisions.column("kept")).column("uid")
@@ -91,6 +95,7 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         "dataset": str(dataset.root), "input": recipe.input, "embedding_model": recipe.embedding_model,
         "input_count": len(uids), "input_hash": subset_hash(uids), "stages": [],
     }
+    cur_hash = lineage["input_hash"]
     say(f"recipe {recipe.name}: {len(uids):,} samples from {recipe.input}")
     all_decisions: list[pa.Table] = []
     ctx_shared: dict[str, Any] = {"executor": None}
@@ -102,16 +107,18 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         params = kind.params.model_validate(spec.params)
         reads = [table_fingerprint(dataset, t)
                  for t in tables_read(kind, params, dataset, recipe.embedding_model)]
-        in_hash = subset_hash(uids)
+        in_hash = cur_hash
         code = code_hash(kind)
         key = cache_key(in_hash, spec.kind, spec.params, code, reads)
         t0 = time.perf_counter()
         hit = cache.get(key) if len(uids) else None
         if not len(uids):  # nothing left to decide: the stage is not run
             decisions, out_uids, stats, cached = load_schema("decisions").arrow().empty_table(), uids, {}, False
+            out_hash = in_hash
         elif hit is not None:
             decisions, out_uids, meta = hit
             stats = meta.get("stats", {})
+            out_hash = meta.get("output_hash") or subset_hash(out_uids)
             cached = True
         else:
             ctx = StageContext(dataset=dataset, embedding_model=recipe.embedding_model, stage_name=spec.name,
@@ -131,10 +138,13 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
             decisions = _check_decisions(result.decisions, uids, spec.name)
             out_uids = result.uids if result.uids is not None else _passed(uids, decisions)
             out_uids = out_uids.cast(pa.string())
+            # a pass-through that removed nothing has its input's hash (hashing sorts: skip it)
+            out_hash = in_hash if result.uids is None and not removed_any(decisions) else subset_hash(out_uids)
             stats = result.stats
             cached = False
             cache.put(key, decisions, out_uids, {"stage": spec.name, "kind": spec.kind, "params": spec.params,
-                                                 "input_hash": in_hash, "code": code, "reads": reads,
+                                                 "input_hash": in_hash, "output_hash": out_hash,
+                                                 "code": code, "reads": reads,
                                                  "stats": stats})
         seconds = round(time.perf_counter() - t0, 4)
         manifest.data["timings_s"][spec.name] = seconds
@@ -142,19 +152,19 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         entry = {"name": spec.name, "kind": spec.kind, "family": kind.family, "line": spec.line,
                  "params": spec.params, "cache_key": key, "cached": cached, "code_hash": code,
                  "input_count": len(uids), "input_hash": in_hash, "output_count": len(out_uids),
-                 "output_hash": subset_hash(out_uids), "reasons": counts, "seconds": seconds, "stats": stats}
+                 "output_hash": out_hash, "reasons": counts, "seconds": seconds, "stats": stats}
         lineage["stages"].append(entry)
         removed = len(uids) - len(out_uids)
         say(f"  {spec.name:<24} {len(uids):>10,} -> {len(out_uids):>10,}  (-{removed:,})"
             f"{'  (cached)' if cached else ''}  {seconds:.2f}s")
         all_decisions.append(decisions)
-        uids = out_uids
+        uids, cur_hash = out_uids, out_hash
 
     ex = ctx_shared["executor"]
     lineage["output"] = loaded.output
     lineage["output_count"] = len(uids)
     lineage["output_distinct"] = len(pc.unique(uids)) if len(uids) else 0
-    lineage["output_hash"] = subset_hash(uids)
+    lineage["output_hash"] = cur_hash
     with manifest.stage("write"):
         if all_decisions:
             write_decisions(dataset, recipe.name, pa.concat_tables(all_decisions))
