@@ -136,6 +136,10 @@ def text_stats_task(task: dict) -> dict:
         if col.null_count:
             row = pc.index(pc.is_null(col), True).as_py()
             raise InputFileError(str(src), f"row {row}: column {name!r} is null")
+    bad = pc.invert(pc.match_substring_regex(t.column("uid"), "^[0-9a-f]{32}$"))
+    if pc.any(bad).as_py():
+        row = pc.index(bad, True).as_py()
+        raise InputFileError(str(src), f"row {row}: uid {t.column('uid')[row].as_py()!r} is not 32 lowercase hex characters")
     model = langid.load_model(task["lid_model"])
     parts = []
     for b in t.to_batches(max_chunksize=65536):

@@ -239,6 +239,11 @@ def test_bad_shard_names_file_and_row(tmp_dataset, writers):
     pq.write_table(t, p)
     with pytest.raises(InputFileError, match=r"part-00000.parquet: row 1: column 'text' is null"):
         run_filters(tmp_dataset, specs("basic"), LocalExecutor())
+    t2 = t.set_column(t.column_names.index("text"), "text", pa.array(["a", "b", "c", "d"]))
+    t2 = t2.set_column(0, "uid", pa.array(["0" * 32, "1" * 32, "X" * 32, "3" * 32]))
+    pq.write_table(t2, p)
+    with pytest.raises(InputFileError, match=r"row 2: uid 'XXXX"):
+        run_filters(tmp_dataset, specs("basic"), LocalExecutor())
     pq.write_table(t.drop_columns(["original_width"]), p)
     with pytest.raises(InputFileError, match="no column 'original_width'"):
         run_filters(tmp_dataset, specs("basic"), LocalExecutor())
