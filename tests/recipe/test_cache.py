@@ -1,0 +1,40 @@
+"""Cache keys: subset hashes, table fingerprints, damaged entries."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from curate.recipe.cache import StageCache, subset_hash, table_fingerprint
+
+A, B, C = "a" * 32, "b" * 32, "c" * 32
+
+
+def test_subset_hash_is_order_free_and_counts_repeats():
+    assert subset_hash(pa.array([A, B, C])) == subset_hash(pa.array([C, A, B]))
+    assert subset_hash(pa.array([A, B])) != subset_hash(pa.array([A, B, B]))
+    assert subset_hash(pa.array([A, B])) != subset_hash(pa.array([A, C]))
+    assert subset_hash(pa.array([], pa.string())) != subset_hash(pa.array([A]))
+    sliced = pa.array([C, B, A, C]).slice(1, 2)  # offsets into a bigger buffer
+    assert subset_hash(sliced) == subset_hash(pa.array([A, B]))
+
+
+def test_table_fingerprint_follows_content_not_mtime(pool):
+    before = table_fingerprint(pool, "samples")
+    t = pool.read("samples")
+    pool.write_table("samples", t, schema="samples")  # same rows: same bytes
+    assert table_fingerprint(pool, "samples") == before
+    pool.write_table("samples", t.slice(1), schema="samples")
+    assert table_fingerprint(pool, "samples") != before
+
+
+def test_damaged_entry_is_a_miss(pool):
+    from curate.decisions import decisions_table
+
+    cache = StageCache(pool)
+    d = decisions_table([A, B], "s", [True, False], ["kept", "x"])
+    cache.put("k1", d, pa.array([A]), {"stats": {"n": 1}})
+    dec, uids, meta = cache.get("k1")
+    assert dec.num_rows == 2 and uids.to_pylist() == [A] and meta["stats"] == {"n": 1}
+    (cache.path("k1") / "decisions.parquet").write_bytes(b"not parquet")
+    assert cache.get("k1") is None
+    assert StageCache(pool, enabled=False).get("k1") is None
