@@ -285,3 +285,19 @@ def test_ingested_real_pool_basic_equals_datacomp(spark, shared_data, tmp_path):
     assert reasons["missing_size"] > 1000 and reasons["not_english"] > 100 and reasons["kept"] > 20_000
     lang = query(out, "SELECT language, count(*) AS n FROM text_stats GROUP BY 1 ORDER BY 2 DESC LIMIT 1").to_pylist()
     assert lang[0]["language"] == "en"
+
+
+def test_jobs_entry_point(pool):
+    """jobs/filter.py (the spark-submit script) is `curate filter`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    p = subprocess.run([sys.executable, str(repo / "jobs" / "filter.py"), str(pool.root), "--filter", "basic",
+                        "--engine", "local", "--name", "job"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "kept" in p.stderr and (pool.root / "subsets" / "job" / "uids.npy").exists()
+    p = subprocess.run([sys.executable, str(repo / "jobs" / "filter.py"), str(pool.root), "--filter", "nope",
+                        "--engine", "local"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "unknown filter 'nope'" in p.stderr
