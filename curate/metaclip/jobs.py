@@ -288,19 +288,22 @@ def count_dataset_ngrams(dataset: Dataset, executor, min_count: int) -> tuple[di
         from curate.engine.spark import sum_by_key, tasks_to_frame
 
         frame = tasks_to_frame(executor.spark, tasks, ngram_count_task, NGRAM_SCHEMA)
-        totals = sum_by_key(frame, ["order"], "n")
         summed = sum_by_key(frame, ["gram", "order"], "n", min_total=min_count)
-        total_words = int(next((r["n"] for r in totals.to_pylist() if r["order"] == 1), 0))
     else:
         batches = [b for t in tasks for b in ngram_count_task(t)]
         table = pa.Table.from_batches(batches, schema=NGRAM_SCHEMA)
         summed = table.group_by(["gram", "order"]).aggregate([("n", "sum")]).rename_columns(["gram", "order", "n"])
-        total_words = int(pc.sum(table.filter(pc.equal(table["order"], 1))["n"]).as_py() or 0)
         summed = summed.filter(pc.greater_equal(summed["n"], min_count))
+    # The order-0 row holds the number of word tokens; below min_count it is filtered out,
+    # and then no bigram can reach min_count either.
+    total_words = 0
     uni: dict[str, int] = {}
     bi: dict[str, int] = {}
     for g, o, n in zip(summed["gram"].to_pylist(), summed["order"].to_pylist(), summed["n"].to_pylist()):
-        (uni if o == 1 else bi)[g] = n
+        if o == 0:
+            total_words = n
+        else:
+            (uni if o == 1 else bi)[g] = n
     return uni, bi, total_words
 
 

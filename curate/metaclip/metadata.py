@@ -108,11 +108,12 @@ def count_ngrams(spaced_texts: Iterable[str]) -> tuple[Counter, Counter]:
 
 
 def ngram_batch(texts: pa.Array | pa.ChunkedArray) -> pa.RecordBatch:
-    """(gram, order, n) rows counting the unigrams and bigrams of ``texts``."""
+    """(gram, order, n) rows counting the unigrams and bigrams of ``texts``, plus one row
+    ("", 0, number of word tokens) so one aggregation also gives the corpus size."""
     uni, bi = count_ngrams(spacing_array(texts).to_pylist())
-    grams = list(uni) + list(bi)
-    orders = [1] * len(uni) + [2] * len(bi)
-    counts = list(uni.values()) + list(bi.values())
+    grams = [""] + list(uni) + list(bi)
+    orders = [0] + [1] * len(uni) + [2] * len(bi)
+    counts = [sum(uni.values())] + list(uni.values()) + list(bi.values())
     return pa.record_batch([pa.array(grams, pa.string()), pa.array(orders, pa.int8()),
                             pa.array(counts, pa.int64())], schema=NGRAM_SCHEMA)
 
