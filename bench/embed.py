@@ -125,11 +125,12 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--fast-decode", action="store_true", help="end to end with JPEG DCT-scaled decoding")
     args = ap.parse_args()
 
     import torch
 
-    from curate.embed.core import encode_image_tensor, encode_text_tokens, open_image
+    from curate.embed.core import ImagePipeline, encode_image_tensor, encode_text_tokens, open_image, prepared_batches
     from curate.embed.job import embed_shard, read_tar_images, shard_samples
     from curate.download import complete_shards
     from curate.models import load_model
@@ -145,7 +146,7 @@ def main():
     h, w = bundle.image_size
     result = {
         "model": args.model, "image_size": [h, w], "device": bundle.device, "precision": bundle.precision,
-        "batch_size": batch, "decode_threads": threads, "images": n, "stored_size": args.stored_size,
+        "batch_size": batch, "decode_threads": threads, "fast_decode": args.fast_decode, "images": n, "stored_size": args.stored_size,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -185,6 +186,17 @@ def main():
         sync(bundle)
         result["sequential_images_per_s"] = round(m / (time.perf_counter() - t), 1)
 
+        # decode + preprocess only (the CPU side of the pipeline), threads, full and fast decode
+        items = [images[k] for k in keys]
+        for label, fast in (("decode_preprocess_images_per_s", False), ("decode_preprocess_fast_decode_images_per_s", True)):
+            pipe = ImagePipeline(bundle, fast_decode=fast)
+            t = time.perf_counter()
+            for _, prepared in prepared_batches(items, lambda d: pipe.prepare(pipe.open(d)), batch, threads):
+                assert not any(isinstance(p, Exception) for p in prepared)
+            rate = len(items) / (time.perf_counter() - t)
+            result[label] = round(rate, 1)
+            result[label.replace("_images_per_s", "_per_thread")] = round(rate / threads, 1)
+
         # end to end over every shard: curate's per-shard function in a plain loop (no Spark)
         total = 0
         with GpuSampler() as sampler:
@@ -195,7 +207,7 @@ def main():
                 imgs = read_tar_images(ds.root / "images" / f"{s:05d}.tar", set(keys))
                 emb, fails, st = embed_shard(bundle, rows.column("uid").to_pylist(), keys,
                                              rows.column("caption").to_pylist(), imgs, f"images/{s:05d}.tar",
-                                             batch, threads)
+                                             batch, threads, fast_decode=args.fast_decode)
                 assert fails.num_rows == 0
                 total += emb.num_rows
             sync(bundle)

@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0, "--threads", help="JPEG decode threads per task (0: min(8, cores))."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random weights when no --pretrained is given."),
         limit_shards: int = typer.Option(0, "--limit-shards", help="Embed only the first N image shards (0: all)."),
+        fast_decode: bool = typer.Option(False, "--fast-decode", help="Decode large JPEGs at 1/2-1/8 scale (libjpeg DCT scaling, never below the model's input size): several times less decode work, slightly different pixels."),
         master: Optional[str] = MasterOpt,
         conf: List[str] = ConfOpt,
         engine: str = EngineOpt,
@@ -38,7 +39,8 @@ def register(app: typer.Typer) -> None:
         from curate.tables import Dataset
 
         opts = EmbedOptions(model=model, pretrained=pretrained, device=device, precision=precision,
-                            batch_size=batch_size, threads=threads, seed=seed, limit_shards=limit_shards)
+                            batch_size=batch_size, threads=threads, seed=seed, limit_shards=limit_shards,
+                            fast_decode=fast_decode)
         executor = open_executor(engine, master, conf, "curate-embed")
         stats = run_embed(Dataset(dataset), executor, opts)
         info(f"embed {stats['model_id']}: {stats['embedded']} embedded, {stats['failed']} failed, "

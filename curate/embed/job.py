@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.download.job import IMAGES, complete_shards, shard_name
-from curate.embed.core import ImageDecodeError, ImagePipeline, default_threads, encode_image_tensor, encode_text_tokens, open_image, prepared_batches
+from curate.embed.core import ImageDecodeError, ImagePipeline, default_threads, encode_image_tensor, encode_text_tokens, prepared_batches
 from curate.engine import worker_cache
 from curate.errors import CurateError, DatasetError
 from curate.tables import Dataset, load_schema, write_parquet_atomic
@@ -42,6 +42,7 @@ class EmbedOptions:
     batch_size: int = 0  # 0: 1024 on a GPU, 64 on CPU
     threads: int = 0  # decode threads per task; 0: min(8, cores)
     seed: int = 0  # random init when pretrained is None
+    fast_decode: bool = False  # JPEG DCT-scaled decode (faster, pixels differ slightly)
     limit_shards: int = 0  # 0: all
 
 
@@ -115,12 +116,13 @@ def read_tar_images(tar_path: Path, keys: set[str]) -> dict[str, bytes]:
 # ---------------------------------------------------------------- the per-shard function
 def embed_shard(bundle, uids: list[str], keys: list[str], texts: list[str], images: dict[str, bytes],
                 shard: str, batch_size: int, threads: int | None = None,
-                uint8_transfer: bool | None = None) -> tuple[pa.Table, pa.Table, dict]:
+                uint8_transfer: bool | None = None, fast_decode: bool = False) -> tuple[pa.Table, pa.Table, dict]:
     """Embed one shard's samples. Returns (embeddings table, failures table, stats).
 
     ``images`` maps key -> encoded bytes; a key without bytes is a ``missing_member`` failure.
     Every input uid lands in exactly one of the two tables. ``uint8_transfer`` (default: on
-    CUDA) moves uint8 pixels to the device and normalises there (see ImagePipeline).
+    CUDA) moves uint8 pixels to the device and normalises there; ``fast_decode`` decodes
+    large JPEGs at reduced scale (see ImagePipeline, open_image).
     """
     t0 = time.perf_counter()
     n = len(uids)
@@ -130,14 +132,14 @@ def embed_shard(bundle, uids: list[str], keys: list[str], texts: list[str], imag
     ok = np.zeros(n, bool)
     failures: list[dict] = []
     model_s = 0.0
-    pipe = ImagePipeline(bundle, uint8=uint8_transfer)
+    pipe = ImagePipeline(bundle, uint8=uint8_transfer, fast_decode=fast_decode)
 
     def prepare(i):
         data = images.get(keys[i])
         if data is None:
             raise ImageDecodeError(f"{shard}:{keys[i]}", "missing_member", "the image shard has no image for this key")
         try:
-            return pipe.prepare(open_image(data, where=f"{shard}:{keys[i]}"))
+            return pipe.prepare(pipe.open(data, where=f"{shard}:{keys[i]}"))
         except ImageDecodeError:
             raise
         except Exception as e:  # noqa: BLE001 - a transform error is this sample's failure, not the job's
@@ -213,7 +215,8 @@ def run_shard_task(task: dict) -> dict:
     images = read_tar_images(ds.root / shard, set(keys))
     batch = opts.batch_size or (1024 if bundle.device.startswith("cuda") else 64)
     emb, fails, stats = embed_shard(bundle, rows.column("uid").to_pylist(), keys, rows.column("caption").to_pylist(),
-                                    images, shard, batch, opts.threads or default_threads())
+                                    images, shard, batch, opts.threads or default_threads(),
+                                    fast_decode=opts.fast_decode)
     write_parquet_atomic(fails, ds.shard_path(fail_name, shard_id))
     write_parquet_atomic(emb, out)  # last: its existence marks the shard done
     return {"shard_id": shard_id, "skipped": False, "device": bundle.device, "precision": bundle.precision, **stats}

@@ -79,3 +79,28 @@ def test_uint8_pipeline_equals_open_clip_preprocess(tiny, shared_data):
     ref = torch.stack([tiny.preprocess(open_image(p)) for p in paths])
     torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)
     assert not ImagePipeline(tiny).uint8  # CPU default: the whole transform in the threads
+
+
+def test_fast_decode_scales_jpegs_but_never_below_the_model_input(tiny, shared_data):
+    from curate.embed import open_image
+    from curate.embed.core import ImagePipeline
+
+    photo = sorted((shared_data / "flickr8k" / "images").glob("*.jpg"))[0]
+    big = Image.open(photo).convert("RGB").resize((512, 384))
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=90)
+    data = buf.getvalue()
+    assert open_image(data).size == (512, 384)
+    assert open_image(data, min_side=100).size == (256, 192)  # 1/2: 1/4 would give 96 < 100
+    assert open_image(data, min_side=32).size == (64, 48)  # 1/8
+    assert open_image(data, min_side=300).size == (512, 384)  # no reduction possible
+    png = io.BytesIO()
+    big.save(png, format="PNG")
+    assert open_image(png.getvalue(), min_side=32).size == (512, 384)  # only JPEGs
+    fast, plain = ImagePipeline(tiny, fast_decode=True), ImagePipeline(tiny)
+    a = embed_images(tiny, [data])
+    x_fast = fast.batch([fast.prepare(fast.open(data))])
+    x_plain = plain.batch([plain.prepare(plain.open(data))])
+    assert x_fast.shape == x_plain.shape == (1, 3, 32, 32)
+    assert (x_fast - x_plain).abs().mean() < 0.1  # same picture, slightly different pixels
+    assert a.shape == (1, 64)
