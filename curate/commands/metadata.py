@@ -48,6 +48,8 @@ def build(
     from curate.tables import Dataset
 
     ds = Dataset(dataset) if dataset else None
+    if bigrams and ds is None and not corpus:
+        info("metadata: no bigram corpus (--dataset or --bigram-corpus), so no bigrams")
     executor = None
     if ds is not None and bigrams and not corpus:
         executor = open_executor(engine, master, conf, "curate-metadata-build")
