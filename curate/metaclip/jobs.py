@@ -132,7 +132,8 @@ def run_match(dataset: Dataset, metadata: str | Path, executor, *, batch_size: i
     shards = _input_shards(dataset, "samples", "run `curate ingest` first")
     manifest["inputs"] = [src_fp, {"table": "samples", "shards": len(shards)}]
     job_marker = dataset.table_dir(MATCHES) / "_job.json"
-    plan = {"metadata_sha256": sha, "inputs": [p.name for p in shards]}
+    plan = {"metadata_sha256": sha,
+            "inputs": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in shards]}
     if resume and job_marker.exists() and json.loads(job_marker.read_text()) != plan:
         resume = False  # different metadata or inputs: nothing to resume
     if not resume:
