@@ -27,6 +27,9 @@ def embeddings_table(dataset: Dataset, model_id: str) -> str:
         have = [t for t in dataset.tables() if t.startswith("embeddings/")] if dataset.root.is_dir() else []
         raise DatasetError(f"table {name} not found in {dataset.root} (embeddings tables: {have or 'none'}; "
                            f"run `curate embed` first)")
+    from curate.embedding_space.vectors import check_embedding_shards
+
+    check_embedding_shards(dataset.shards(name))  # one dim across shards, named shard if not
     return name
 
 

@@ -32,7 +32,9 @@ NOT_DOWNLOADED = "not_downloaded"
 
 
 DECISIONS = load_schema("decisions").arrow()
-DECISIONS_C = DECISIONS.append(pa.field("cluster_id", pa.int32(), nullable=False))
+# decisions plus the row's cluster and distance, for the per-cluster stats of the run
+DECISIONS_C = (DECISIONS.append(pa.field("cluster_id", pa.int32(), nullable=False))
+               .append(pa.field("distance", pa.float32(), nullable=False)))
 
 
 def _ds(dataset) -> Dataset:
@@ -114,10 +116,20 @@ def _clustering_tasks(ds: Dataset, clusters: str, uid_filter, with_embedding: bo
                                     embedding=meta["embedding"] if with_embedding else None)
 
 
-def _per_cluster(dec: pa.Table, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _per_cluster(dec: pa.Table, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(size, kept, d_intra) per cluster over the run's input rows."""
     cid = dec.column("cluster_id").to_numpy()
     kept = dec.column("kept").to_numpy(zero_copy_only=False)
-    return np.bincount(cid, minlength=k), np.bincount(cid, weights=kept.astype(np.float64), minlength=k).astype(np.int64)
+    size = np.bincount(cid, minlength=k)
+    dsum = np.bincount(cid, weights=dec.column("distance").to_numpy().astype(np.float64), minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_intra = np.where(size > 0, dsum / np.maximum(size, 1), np.nan)
+    return size, np.bincount(cid, weights=kept.astype(np.float64), minlength=k).astype(np.int64), d_intra
+
+
+def _with_cluster(out: pa.Table, group: pa.Table) -> pa.Table:
+    cid = np.full(out.num_rows, group.column("cluster_id")[0].as_py(), dtype=np.int32)
+    return out.append_column("cluster_id", pa.array(cid)).append_column("distance", group.column("distance"))
 
 
 # ---------------------------------------------------------------- SemDeDup
@@ -142,13 +154,12 @@ def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep
     def group_fn(group: pa.Table) -> pa.Table:
         out = semdedup_group_table(group, eps, dim, keep=keep, seed=seed, stage="semdedup",
                                    block_cells=block_cells, device=device)
-        return out.append_column("cluster_id", pa.array(np.full(out.num_rows, group.column("cluster_id")[0].as_py(),
-                                                                   dtype=np.int32)))
+        return _with_cluster(out, group)  # rows are in group order
 
     with m.stage("semdedup"):
         dec = grouped_apply(executor, tasks, _cluster_rows, _row_schema(True), "cluster_id", group_fn, DECISIONS_C)
-    size, kept = _per_cluster(dec, c.shape[0])
-    write_cluster_stats(ds, run, size, None, None, kept=kept)
+    size, kept, d_intra = _per_cluster(dec, c.shape[0])
+    write_cluster_stats(ds, run, size, d_intra, _dbp.centroid_d_inter(c), kept=kept)
     miss = _missing_decisions(ds, input_uids, table, "semdedup", NO_EMBEDDING)
     return _finish(ds, run, "semdedup", _concat_decisions(dec, miss), m, output,
                    {"clusters_with_removals": int(((size - kept) > 0).sum())})
@@ -216,11 +227,11 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
         mask = _dbp.select_in_cluster(uids, dist, int(quota_list[cid]), keep=keep, seed=seed, cluster_id=cid)
         out = decisions_table(list(uids), stage, mask.tolist(), np.where(mask, "kept", reason).tolist(),
                               dist.astype(np.float64).tolist(), [f"cluster={cid}"] * len(uids))
-        return out.append_column("cluster_id", pa.array(np.full(len(uids), cid, dtype=np.int32)))
+        return _with_cluster(out, group)
 
     with m.stage("select"):
         dec = grouped_apply(executor, tasks, _cluster_rows, _row_schema(False), "cluster_id", group_fn, DECISIONS_C)
-    size2, kept = _per_cluster(dec, k)
+    size2, kept, _ = _per_cluster(dec, k)
     if not np.array_equal(size2, size) or int(kept.sum()) != n_keep:
         raise DatasetError(f"{run}: internal count mismatch (kept {int(kept.sum())}, planned {n_keep})")
     write_cluster_stats(ds, run, size, d_intra, d_inter, plan["complexity"], plan["probability"], quota, kept)

@@ -93,8 +93,12 @@ def max_earlier_similarity(x: np.ndarray, block_cells: int = 1 << 24, device: st
 
 
 def _torch_device(device: str):
+    """torch device for the products, or None for NumPy. ``auto``: CUDA when available, else
+    NumPy; ``cpu``/``numpy``: NumPy; ``torch:<dev>`` or a torch device name: torch there."""
     if device == "cpu" or device == "numpy":
         return None
+    if device.startswith("torch:"):
+        device = device[len("torch:"):]
     if device == "auto" and "torch" not in sys.modules and not os.path.exists("/dev/nvidiactl"):
         return None  # no GPU driver: skip importing torch (seconds) just to learn that
     try:

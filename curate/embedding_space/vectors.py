@@ -36,6 +36,43 @@ def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(n, eps)
 
 
+def check_finite(x: np.ndarray, uids=None, where: str = "", column: str = "embedding") -> None:
+    """Raise SchemaError naming the first row (its uid when given) holding NaN or infinity:
+    one such row would poison k-means, similarities and thresholds for the whole pool."""
+    ok = np.isfinite(x).all(axis=1) if x.ndim == 2 else np.isfinite(x)
+    if ok.all():
+        return
+    bad = np.flatnonzero(~ok)
+    row = f"row {bad[0]}"
+    if uids is not None:
+        u = uids[int(bad[0])]
+        row += f" (uid {u.as_py() if hasattr(u, 'as_py') else u})"
+    raise SchemaError(f"{where}{column} has NaN or infinite values in {len(bad)} rows, first {row}; "
+                      "re-embed those samples or drop them")
+
+
+def check_embedding_shards(paths, columns=("image_embedding", "text_embedding")) -> int | None:
+    """The embedding dim every shard shares, read from the Parquet footers (no data read);
+    raises SchemaError naming the first shard whose embedding type or dim differs."""
+    import pyarrow.parquet as pq
+
+    dim, first = None, None
+    for p in paths:
+        schema = pq.read_schema(p)
+        for c in columns:
+            if c not in schema.names:
+                continue
+            t = schema.field(c).type
+            if not pa.types.is_fixed_size_list(t):
+                raise SchemaError(f"{p}: {c} is {t}, expected fixed_size_list<float16>")
+            if dim is None:
+                dim, first = t.list_size, (p, c)
+            elif t.list_size != dim:
+                raise SchemaError(f"{p}: {c} has dim {t.list_size}, but {first[0]} ({first[1]}) has dim {dim}; "
+                                  "one embeddings table holds one model's embeddings")
+    return dim
+
+
 def embedding_matrix(table: pa.Table | pa.RecordBatch, kind: str = "image", where: str = "") -> np.ndarray:
     """float32, row-normalised matrix of the chosen embedding of an embeddings table.
 
@@ -44,11 +81,15 @@ def embedding_matrix(table: pa.Table | pa.RecordBatch, kind: str = "image", wher
     """
     if kind not in EMBEDDING_KINDS:
         raise ValueError(f"embedding must be one of {EMBEDDING_KINDS}, got {kind!r}")
+    uids = table.column("uid") if "uid" in table.schema.names else None
+    mats = []
+    for c in embedding_columns(kind):
+        x = list_to_matrix(table.column(c), where)
+        check_finite(x, uids, where, c)
+        mats.append(normalize_rows(x))
     if kind == "concat":
-        img = normalize_rows(list_to_matrix(table.column("image_embedding"), where))
-        txt = normalize_rows(list_to_matrix(table.column("text_embedding"), where))
-        return normalize_rows(np.concatenate([img, txt], axis=1))
-    return normalize_rows(list_to_matrix(table.column(f"{kind}_embedding"), where))
+        return normalize_rows(np.concatenate(mats, axis=1))
+    return mats[0]
 
 
 def embedding_columns(kind: str) -> list[str]:

@@ -83,6 +83,17 @@ def test_blocked_max_matches_full_matrix():
     assert np.array_equal(a[1:], full.argmax(axis=0)[1:])
 
 
+def test_torch_path_matches_numpy_path():
+    # the GPU code path (torch) run on the CPU: same maxima, same argmax, same decisions
+    rng = np.random.default_rng(2)
+    x = normalize_rows(rng.standard_normal((257, 12)))
+    x[100] = x[7]
+    m1, a1 = max_earlier_similarity(x, block_cells=257 * 20, device="cpu")
+    m2, a2 = max_earlier_similarity(x, block_cells=257 * 20, device="torch:cpu")
+    np.testing.assert_allclose(m1, m2, atol=1e-12)
+    assert np.array_equal(a1, a2) and a2[100] == 7
+
+
 def _clustered(n=3000, d=32, k=12, dup_frac=0.3, seed=0):
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((k, d)) * 3
