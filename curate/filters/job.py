@@ -81,6 +81,10 @@ def read_embeddings(task: dict):
         raise InputFileError(task["path"], f"cannot read columns {', '.join(cols)} ({e})") from e
     arrays = [t.column("uid"), t.column("clip_score").cast(pa.float32())]
     if with_emb:
+        from curate.embedding_space.vectors import check_finite, list_to_matrix
+
+        check_finite(list_to_matrix(t.column("image_embedding"), f"{task['path']}: "), t.column("uid"),
+                     f"{task['path']}: ", "image_embedding")
         arrays.append(stages.embeddings_to_binary(t.column("image_embedding")))
     yield from pa.Table.from_arrays(arrays, schema=emb_schema(j, with_emb)).to_batches(max_chunksize=65536)
 
@@ -128,6 +132,13 @@ def embedding_tables(dataset: Dataset) -> list[str]:
     return [t for t in dataset.tables() if t.startswith("embeddings/")]
 
 
+def _checked(dataset: Dataset, table: str) -> str:
+    from curate.embedding_space.vectors import check_embedding_shards
+
+    check_embedding_shards(dataset.shards(table))  # one dim across shards, named shard if not
+    return table
+
+
 def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
     tables = embedding_tables(dataset)
     if model:
@@ -135,9 +146,9 @@ def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
         if name not in tables:
             raise DatasetError(f"filter {spec.name}: no table {name} in {dataset.root} "
                                f"(found: {', '.join(tables) or 'none'}); run `curate embed` first")
-        return name
+        return _checked(dataset, name)
     if len(tables) == 1:
-        return tables[0]
+        return _checked(dataset, tables[0])
     if not tables:
         raise DatasetError(f"filter {spec.name} needs CLIP embeddings but {dataset.root} has no "
                            "embeddings/<model> table; run `curate embed` first")
