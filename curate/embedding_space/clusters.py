@@ -125,6 +125,9 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     executor = executor or LocalExecutor()
+    if k < 1 or niter < 1 or max_points_per_centroid < 1:
+        raise DatasetError(f"need k >= 1, --niter >= 1 and --max-points-per-centroid >= 1 "
+                           f"(got {k}, {niter}, {max_points_per_centroid})")
     if embedding not in EMBEDDING_KINDS:
         raise DatasetError(f"--embedding must be one of {EMBEDDING_KINDS}, got {embedding!r}")
     table = embeddings_table(ds, model_id)

@@ -188,6 +188,11 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
         raise DatasetError(f"pruning method must be dbp or ssp, got {method!r}")
     if keep not in KEEP_CHOICES:
         raise DatasetError(f"--keep must be one of {KEEP_CHOICES}, got {keep!r}")
+    if not 0.0 <= keep_fraction <= 1.0:
+        raise DatasetError(f"--keep-fraction must be in [0, 1], got {keep_fraction}")
+    if temperature <= 0 or not 0.0 <= balance_ratio <= 1.0 or n_neighbors < 1:
+        raise DatasetError(f"need --temperature > 0, --balance-ratio in [0, 1] and --neighbors >= 1 "
+                           f"(got {temperature}, {balance_ratio}, {n_neighbors})")
     c, _ = load_clustering(ds, clusters)
     k = c.shape[0]
     uid_filter = write_uid_filter(ds, run, input_uids)
@@ -408,6 +413,8 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
 
     ds = _ds(dataset)
     executor = executor or LocalExecutor()
+    if not -1.0 <= threshold <= 1.0:
+        raise DatasetError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
     table = embeddings_table(ds, model_id)
     m = RunManifest(run, dict(stage="decontaminate", model_id=model_id, eval=str(eval_source), threshold=threshold,
                               restricted=input_uids is not None, engine=executor.name))
