@@ -177,3 +177,29 @@ def test_cluster_stats_queryable_with_duckdb(tmp_path, data):
     s = con.execute(f"SELECT count(*) FROM read_parquet('{ds.root}/cluster_stats/kmeans/*.parquet') "
                     f"WHERE d_intra > 0 AND d_inter > 0 AND quota IS NULL").fetchone()
     assert s == (4,)
+
+
+def test_near_dedup_ivf_with_all_lists_equals_exact_and_keep_by_score(tmp_path, data):
+    ds = Dataset(tmp_path / "d")
+    write_embeddings(ds, "m", data[:900], rows_per_shard=450)
+    run_cluster(ds, "m", 4)
+    exact = run_near_dedup(ds, "m", 0.98, run="exact")["decisions"]
+    ivf = run_near_dedup(ds, "m", 0.98, clusters="kmeans", nprobe=4, run="ivf")["decisions"]
+    assert exact.equals(ivf)
+    assert exact.filter(pa.compute.invert(exact.column("kept"))).num_rows > 20
+    # keep the highest CLIP score of each group instead of the smallest uid
+    by_score = run_near_dedup(ds, "m", 0.98, keep_by="clip_score", run="score")["decisions"].to_pylist()
+    emb = ds.read("embeddings/m", columns=["uid", "clip_score"]).to_pylist()
+    score = {r["uid"]: r["clip_score"] for r in emb}
+    for r in by_score:
+        if not r["kept"]:
+            assert score[r["detail"]] >= score[r["uid"]]
+
+
+def test_concat_embedding_clustering(tmp_path, data):
+    ds = Dataset(tmp_path / "d")
+    write_embeddings(ds, "m", data[:400], rows_per_shard=400)
+    r = run_cluster(ds, "m", 3, embedding="concat", name="both")
+    assert r["meta"]["dim"] == 2 * data.shape[1] and r["counts"]["rows"] == 400
+    sd = run_semdedup(ds, "both", 0.02)
+    assert sd["counts"]["input"] == 400
