@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0, "--threads", help="JPEG decode threads per task (0: min(8, cores))."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random weights when no --pretrained is given."),
         limit_shards: int = typer.Option(0, "--limit-shards", help="Embed only the first N image shards (0: all)."),
+        decode: str = typer.Option("pil", "--decode", help="pil: Pillow in CPU threads (open_clip's own transform); tensor: torchvision batch JPEG decode + resize on the model's device (nvJPEG on CUDA), for GPUs that the CPU cannot feed."),
         fast_decode: bool = typer.Option(False, "--fast-decode", help="Decode large JPEGs at 1/2-1/8 scale (libjpeg DCT scaling, never below the model's input size): several times less decode work, slightly different pixels."),
         master: Optional[str] = MasterOpt,
         conf: List[str] = ConfOpt,
@@ -40,7 +41,7 @@ def register(app: typer.Typer) -> None:
 
         opts = EmbedOptions(model=model, pretrained=pretrained, device=device, precision=precision,
                             batch_size=batch_size, threads=threads, seed=seed, limit_shards=limit_shards,
-                            fast_decode=fast_decode)
+                            fast_decode=fast_decode, decode=decode)
         executor = open_executor(engine, master, conf, "curate-embed")
         stats = run_embed(Dataset(dataset), executor, opts)
         info(f"embed {stats['model_id']}: {stats['embedded']} embedded, {stats['failed']} failed, "

@@ -161,6 +161,96 @@ def _split_normalize(preprocess):
     return T.Compose(steps[:-2]), tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
+class TensorJpegPipeline:
+    """JPEG decode and the eval transform as tensor ops on the model's device.
+
+    On CUDA, ``torchvision.io.decode_jpeg`` decodes a whole batch with nvJPEG and resize,
+    crop and normalise run on the GPU, so CPU threads only read bytes; on CPU the same code
+    uses libjpeg-turbo. Applies when the eval transform is open_clip's usual
+    Resize(shorter side) + CenterCrop + ToTensor + Normalize (``usable``). Items that are not
+    JPEG, or that the batch decoder rejects, go through the PIL path (which names the error).
+    Pixels match the PIL path within resampling rounding (torch's and Pillow's bicubic
+    antialias filters differ slightly).
+    """
+
+    def __init__(self, bundle):
+        from torchvision import transforms as T
+
+        self.bundle = bundle
+        self.fallback = ImagePipeline(bundle, uint8=False)
+        head, mean, std = _split_normalize(bundle.preprocess)
+        self.usable = False
+        if head is None:
+            return
+        core = [t for t in head.transforms if type(t).__name__ != "MaybeConvertMode"]
+        shorter_side = (len(core) == 2 and isinstance(core[0], T.Resize) and isinstance(core[1], T.CenterCrop)
+                        and (isinstance(core[0].size, int)
+                             or (isinstance(core[0].size, (list, tuple)) and len(core[0].size) == 1)))
+        if shorter_side:
+            import torch
+
+            size = core[0].size
+            self.resize_size = [size] if isinstance(size, int) else list(size)
+            self.interpolation = core[0].interpolation
+            self.antialias = core[0].antialias if core[0].antialias is not None else True
+            self.crop = list(core[1].size)
+            dev = bundle.device
+            self.mean = torch.tensor(mean, dtype=torch.float32, device=dev).view(3, 1, 1)
+            self.std = torch.tensor(std, dtype=torch.float32, device=dev).view(3, 1, 1)
+            self.usable = True
+
+    @staticmethod
+    def is_jpeg(data) -> bool:
+        return isinstance(data, (bytes, bytearray)) and data[:3] == b"\xff\xd8\xff"
+
+    def prepare(self, data, where: str = ""):
+        """In a decode thread: raw JPEG bytes as a uint8 tensor, anything else fully on the PIL path."""
+        import torch
+
+        if self.is_jpeg(data):
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return self.fallback.prepare(self.fallback.open(data, where))
+
+    def _finish(self, img):
+        from torchvision.transforms.v2 import functional as F
+
+        img = F.resize(img, self.resize_size, interpolation=self.interpolation, antialias=self.antialias)
+        img = F.center_crop(img, self.crop)
+        return img.float().div_(255).sub_(self.mean).div_(self.std)
+
+    def batch(self, prepared: list, datas: list, wheres: list) -> tuple[list, list]:
+        """(tensors on the device, errors): one of the two is None per item."""
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        dev = self.bundle.device
+        out: list = [None] * len(prepared)
+        errors: list = [None] * len(prepared)
+        jpeg_idx = [i for i, p in enumerate(prepared) if p.dtype == torch.uint8 and p.dim() == 1]
+        decoded: dict[int, object] = {}
+        if jpeg_idx:
+            try:
+                imgs = decode_jpeg([prepared[i] for i in jpeg_idx], mode=ImageReadMode.RGB, device=dev)
+                decoded = dict(zip(jpeg_idx, imgs))
+            except RuntimeError:  # one bad file fails the batch: decode one by one
+                for i in jpeg_idx:
+                    try:
+                        decoded[i] = decode_jpeg(prepared[i], mode=ImageReadMode.RGB, device=dev)
+                    except RuntimeError:
+                        pass
+        for i, p in enumerate(prepared):
+            if i in decoded:
+                out[i] = self._finish(decoded[i])
+            elif i in jpeg_idx:  # rejected by the tensor decoder: the PIL path names the problem
+                try:
+                    out[i] = self.fallback.prepare(self.fallback.open(datas[i], wheres[i])).to(dev)
+                except Exception as e:  # noqa: BLE001 - reported per item
+                    errors[i] = e
+            else:
+                out[i] = p.to(dev)
+        return out, errors
+
+
 def encode_image_tensor(bundle, pixels) -> np.ndarray:
     """[n,3,H,W] preprocessed pixels -> [n,d] float32 L2-normalised image embeddings."""
     import torch

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.download.job import IMAGES, complete_shards, shard_name
-from curate.embed.core import ImageDecodeError, ImagePipeline, default_threads, encode_image_tensor, encode_text_tokens, prepared_batches
+from curate.embed.core import ImageDecodeError, ImagePipeline, TensorJpegPipeline, default_threads, encode_image_tensor, encode_text_tokens, prepared_batches
 from curate.engine import worker_cache
 from curate.errors import CurateError, DatasetError
 from curate.tables import Dataset, load_schema, write_parquet_atomic
@@ -43,6 +43,7 @@ class EmbedOptions:
     threads: int = 0  # decode threads per task; 0: min(8, cores)
     seed: int = 0  # random init when pretrained is None
     fast_decode: bool = False  # JPEG DCT-scaled decode (faster, pixels differ slightly)
+    decode: str = "pil"  # pil (threads, Pillow) or tensor (torchvision batch decode on the model's device)
     limit_shards: int = 0  # 0: all
 
 
@@ -116,14 +117,23 @@ def read_tar_images(tar_path: Path, keys: set[str]) -> dict[str, bytes]:
 # ---------------------------------------------------------------- the per-shard function
 def embed_shard(bundle, uids: list[str], keys: list[str], texts: list[str], images: dict[str, bytes],
                 shard: str, batch_size: int, threads: int | None = None,
-                uint8_transfer: bool | None = None, fast_decode: bool = False) -> tuple[pa.Table, pa.Table, dict]:
+                uint8_transfer: bool | None = None, fast_decode: bool = False,
+                decode: str = "pil") -> tuple[pa.Table, pa.Table, dict]:
     """Embed one shard's samples. Returns (embeddings table, failures table, stats).
 
     ``images`` maps key -> encoded bytes; a key without bytes is a ``missing_member`` failure.
-    Every input uid lands in exactly one of the two tables. ``uint8_transfer`` (default: on
-    CUDA) moves uint8 pixels to the device and normalises there; ``fast_decode`` decodes
-    large JPEGs at reduced scale (see ImagePipeline, open_image).
+    Every input uid lands in exactly one of the two tables.
+
+    ``decode``: ``pil`` decodes and preprocesses in the threads with Pillow (open_clip's own
+    transform); ``uint8_transfer`` (default: on CUDA) then moves uint8 pixels to the device and
+    normalises there, ``fast_decode`` decodes large JPEGs at reduced scale. ``tensor`` decodes
+    JPEG batches with torchvision on the model's device (nvJPEG on CUDA) and resizes there
+    (see TensorJpegPipeline); it falls back to ``pil`` when the transform is not the usual one.
     """
+    import torch
+
+    if decode not in ("pil", "tensor"):
+        raise CurateError(f"decode must be pil or tensor, got {decode!r}")
     t0 = time.perf_counter()
     n = len(uids)
     d = bundle.embed_dim
@@ -133,35 +143,52 @@ def embed_shard(bundle, uids: list[str], keys: list[str], texts: list[str], imag
     failures: list[dict] = []
     model_s = 0.0
     pipe = ImagePipeline(bundle, uint8=uint8_transfer, fast_decode=fast_decode)
+    tpipe = TensorJpegPipeline(bundle) if decode == "tensor" else None
+    if tpipe is not None and not tpipe.usable:
+        tpipe = None
+
+    def where(i):
+        return f"{shard}:{keys[i]}"
 
     def prepare(i):
         data = images.get(keys[i])
         if data is None:
-            raise ImageDecodeError(f"{shard}:{keys[i]}", "missing_member", "the image shard has no image for this key")
+            raise ImageDecodeError(where(i), "missing_member", "the image shard has no image for this key")
         try:
-            return pipe.prepare(pipe.open(data, where=f"{shard}:{keys[i]}"))
+            if tpipe is not None:
+                return tpipe.prepare(data, where(i))
+            return pipe.prepare(pipe.open(data, where=where(i)))
         except ImageDecodeError:
             raise
         except Exception as e:  # noqa: BLE001 - a transform error is this sample's failure, not the job's
-            raise ImageDecodeError(f"{shard}:{keys[i]}", "preprocess_error", f"{type(e).__name__}: {e}") from e
+            raise ImageDecodeError(where(i), "preprocess_error", f"{type(e).__name__}: {e}") from e
+
+    def fail(i, err):
+        cls = err.error_class if isinstance(err, ImageDecodeError) else "decode_error"
+        msg = str(err) if isinstance(err, ImageDecodeError) else f"{type(err).__name__}: {err}"
+        failures.append({"uid": uids[i], "shard": shard, "key": keys[i], "error_class": cls, "error_message": msg})
 
     for start, prepared in prepared_batches(list(range(n)), prepare, batch_size, threads):
         good = []
         for j, p in enumerate(prepared):
-            i = start + j
-            if isinstance(p, ImageDecodeError):
-                failures.append({"uid": uids[i], "shard": shard, "key": keys[i], "error_class": p.error_class,
-                                 "error_message": str(p)})
-            elif isinstance(p, Exception):
-                failures.append({"uid": uids[i], "shard": shard, "key": keys[i], "error_class": "decode_error",
-                                 "error_message": f"{type(p).__name__}: {p}"})
-            else:
-                good.append((i, p))
+            (fail(start + j, p) if isinstance(p, Exception) else good.append((start + j, p)))
         if not good:
             continue
-        idx = np.array([i for i, _ in good])
         tm = time.perf_counter()
-        img_out[idx] = encode_image_tensor(bundle, pipe.batch([p for _, p in good]))
+        if tpipe is not None:
+            idx_all = [i for i, _ in good]
+            tensors, errors = tpipe.batch([p for _, p in good], [images[keys[i]] for i in idx_all],
+                                          [where(i) for i in idx_all])
+            good = []
+            for i, t, e in zip(idx_all, tensors, errors):
+                (fail(i, e) if e is not None else good.append((i, t)))
+            if not good:
+                continue
+            pixels = torch.stack([t for _, t in good])
+        else:
+            pixels = pipe.batch([p for _, p in good])
+        idx = np.array([i for i, _ in good])
+        img_out[idx] = encode_image_tensor(bundle, pixels)
         txt_out[idx] = encode_text_tokens(bundle, bundle.tokenizer([texts[i] or "" for i in idx]))
         model_s += time.perf_counter() - tm
         ok[idx] = True
@@ -171,7 +198,8 @@ def embed_shard(bundle, uids: list[str], keys: list[str], texts: list[str], imag
     fail_schema = load_schema("embed_failures").arrow()
     fails = pa.Table.from_pylist(failures, schema=fail_schema) if failures else fail_schema.empty_table()
     stats = {"samples": n, "embedded": int(len(keep)), "failed": len(failures),
-             "seconds": round(time.perf_counter() - t0, 4), "model_seconds": round(model_s, 4)}
+             "seconds": round(time.perf_counter() - t0, 4), "model_seconds": round(model_s, 4),
+             "decode": "tensor" if tpipe is not None else "pil"}
     return emb, fails, stats
 
 
@@ -216,7 +244,7 @@ def run_shard_task(task: dict) -> dict:
     batch = opts.batch_size or (1024 if bundle.device.startswith("cuda") else 64)
     emb, fails, stats = embed_shard(bundle, rows.column("uid").to_pylist(), keys, rows.column("caption").to_pylist(),
                                     images, shard, batch, opts.threads or default_threads(),
-                                    fast_decode=opts.fast_decode)
+                                    fast_decode=opts.fast_decode, decode=opts.decode)
     write_parquet_atomic(fails, ds.shard_path(fail_name, shard_id))
     write_parquet_atomic(emb, out)  # last: its existence marks the shard done
     return {"shard_id": shard_id, "skipped": False, "device": bundle.device, "precision": bundle.precision, **stats}
@@ -228,6 +256,8 @@ def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
     from curate.models import model_id_for, register_configs
 
     register_configs()
+    if opts.decode not in ("pil", "tensor"):
+        raise CurateError(f"--decode must be pil or tensor, got {opts.decode!r}")
     shards = complete_shards(dataset)
     if not shards:
         raise DatasetError(f"{dataset.root} has no downloaded image shards; run `curate download` first")
