@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,8 +182,9 @@ def load_model(name: str, pretrained: str | None = None, device: str = "cpu", pr
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, device=device, precision=PRECISIONS[precision][0],
             cache_dir=cache_dir, weights_only=True)
-    except (RuntimeError, AssertionError, KeyError, ValueError, OSError) as e:
-        # a checkpoint of another architecture, a corrupt file, a failed tag download
+    except (RuntimeError, AssertionError, KeyError, ValueError, OSError, pickle.UnpicklingError) as e:
+        # a checkpoint of another architecture, a corrupt file, a failed tag download, or one
+        # holding pickled objects that the weights-only loader refuses to run
         where = f" from {pretrained}" if pretrained else ""
         raise ModelError(f"cannot load {name}{where}: {type(e).__name__}: {str(e)[:300]}") from e
     model.eval()
