@@ -305,7 +305,8 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
             if current is not None:
                 yield flush(current, parts)
 
-        written = grouped.mapInArrow(write, "shard long, rows long").collect()
+        with _StageProgress(df.sparkSession, f"write {table}", max(1, min(nshards, 4096)), unit="shards"):
+            written = grouped.mapInArrow(write, "shard long, rows long").collect()
     finally:
         ordered.unpersist()
     keep = {dataset.shard_path(table, r["shard"]).name for r in written}
