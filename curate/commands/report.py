@@ -12,7 +12,8 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
         dataset: Path = typer.Argument(..., help="Dataset folder."),
-        subset: str = typer.Option(..., "--subset", "-s", help="Subset to report on (a `curate run` output has its lineage)."),
+        subset: Optional[str] = typer.Option(None, "--subset", "-s", help="Subset to report on (a `curate run` output has its "
+                                             "lineage). Default: the output of the latest `curate run`, else the only subset."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default DATASET/reports/SUBSET.html)."),
         eval_: list[str] = typer.Option([], "--eval", help="LABEL=PATH of an evaluation JSON (curate eval), repeatable."),
         comparison: Optional[Path] = typer.Option(None, "--comparison", help="Multi-seed comparison JSON (curate demo writes one)."),
@@ -31,7 +32,11 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(f"--eval expects LABEL=PATH, got {item!r}")
             k, v = item.split("=", 1)
             evals[k] = Path(v)
-        path = build_report(Dataset(dataset), subset, out=out, evals=evals, comparison=comparison,
+        from curate.report.build import default_subset
+
+        ds = Dataset(dataset)
+        subset = subset or default_subset(ds)
+        path = build_report(ds, subset, out=out, evals=evals, comparison=comparison,
                             pool_subset=pool_subset, embedding_model=embedding_model, title=title)
         typer.echo(f"report: {path}")
         if open_:

@@ -81,3 +81,14 @@ def test_report_renders_in_headless_chromium(curated_pool, tmp_path):
     r = subprocess.run(args + [f"--screenshot={shot}", "--window-size=1200,2000", out.as_uri()],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and shot.stat().st_size > 10_000
+
+
+def test_cli_defaults_to_the_latest_recipe_output(curated_pool, tmp_path):
+    import sys
+
+    ds, _ = curated_pool
+    out = tmp_path / "cli.html"
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "report", str(ds.root), "-o", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "subset <b>curated</b>" in out.read_text()
