@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
     def download(
         dataset: str = typer.Argument(..., help="Dataset folder holding a samples table (from `curate ingest`)."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Also re-attempt the uids whose latest attempt failed; results are merged."),
+        retry_class: List[str] = typer.Option([], "--retry-class", help="With --retry-failed: only these error classes (repeatable, e.g. timeout, connection_error, http_error)."),
         image_size: int = typer.Option(512, "--image-size", help="Target size in pixels for the resize mode."),
         resize_mode: str = typer.Option("keep_ratio_largest", "--resize-mode", help="no, keep_ratio (shorter side = size), keep_ratio_largest (longer side = size), center_crop, border."),
         resize_only_if_bigger: bool = typer.Option(True, "--resize-only-if-bigger/--resize-always", help="Only shrink; never upscale small images."),
@@ -61,7 +62,8 @@ def register(app: typer.Typer) -> None:
         opts.check()
         ds = Dataset(dataset)
         executor = open_executor(engine, master, conf, "curate-download")
-        stats = run_download(ds, executor, opts, retry_failed=retry_failed)
+        stats = run_download(ds, executor, opts, retry_failed=retry_failed,
+                             retry_classes=list(retry_class) or None)
         if stats.get("skipped"):
             info("download: nothing to do (every sample has a result in a complete shard)")
             return

@@ -251,9 +251,11 @@ def _run_img2dataset(dataset: Dataset, todo: pa.Table, first_shard: int, opts: D
 
 
 def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None,
-                 retry_failed: bool = False) -> dict:
+                 retry_failed: bool = False, retry_classes: list[str] | None = None) -> dict:
     """Download the images of ``dataset``'s samples and write its downloads table.
 
+    ``retry_failed`` re-attempts the uids whose latest attempt failed, only those whose
+    ``error_class`` is in ``retry_classes`` when given (e.g. ``["timeout", "connection_error"]``).
     Returns the run's counts; the run manifest goes to ``_runs/download.json``.
     """
     from curate.manifest import RunManifest
@@ -261,15 +263,17 @@ def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None
     opts = opts or DownloadOptions()
     opts.check()
     manifest = RunManifest("download", {**options_dict(opts), "retry_failed": retry_failed,
+                                        "retry_classes": retry_classes,
                                         "engine": getattr(executor, "name", "?")})
-    stats = _download(dataset, executor, opts, retry_failed, manifest)
+    stats = _download(dataset, executor, opts, retry_failed, retry_classes, manifest)
     manifest["counts"] = stats
     manifest["outputs"] = {"downloads": str(dataset.table_dir("downloads")), "images": str(dataset.root / IMAGES)}
     manifest.write(dataset)
     return stats
 
 
-def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: bool, manifest) -> dict:
+def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: bool,
+              retry_classes: list[str] | None, manifest) -> dict:
     if not dataset.has_table("samples"):
         raise DatasetError(f"{dataset.root} has no samples table; run `curate ingest` first")
     samples = dataset.read("samples", columns=["uid", "url", "text"])
@@ -278,8 +282,11 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
     todo_mask = pc.invert(pc.is_in(samples.column("uid"), value_set=attempted))
     retried = 0
     if retry_failed and dataset.has_table("downloads"):
-        prev = dataset.read("downloads", columns=["uid", "status"])
-        failed = prev.filter(pc.equal(prev.column("status"), "failed")).column("uid")
+        prev = dataset.read("downloads", columns=["uid", "status", "error_class"])
+        wanted = pc.equal(prev.column("status"), "failed")
+        if retry_classes:
+            wanted = pc.and_(wanted, pc.is_in(prev.column("error_class"), value_set=pa.array(retry_classes, pa.string())))
+        failed = prev.filter(wanted).column("uid")
         retry_mask = pc.is_in(samples.column("uid"), value_set=failed.combine_chunks())
         retried = int(pc.sum(pc.and_(retry_mask, pc.invert(todo_mask))).as_py() or 0)
         todo_mask = pc.or_(todo_mask, retry_mask)

@@ -119,6 +119,11 @@ def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, im
     assert again["skipped"] and again["to_download"] == 0
     assert len(image_server.requests) == n_requests
 
+    # only transient classes: the 404 and the 500 are not timeouts -> nothing to retry
+    narrow = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4), retry_failed=True, retry_classes=["timeout"])
+    assert narrow["to_download"] == 0 and narrow["skipped"]
+    assert len(image_server.requests) == n_requests
+
     retry = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4), retry_failed=True)
     assert retry["to_download"] == 2 and retry["retried"] == 2
     assert len(image_server.requests) == n_requests + 2  # only the failed uids were asked for
