@@ -21,6 +21,7 @@ import json
 import math
 import re
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -250,6 +251,24 @@ def _run_img2dataset(dataset: Dataset, todo: pa.Table, first_shard: int, opts: D
     shutil.rmtree(work, ignore_errors=True)
 
 
+@contextmanager
+def download_lock(dataset: Dataset):
+    """One download per dataset at a time: a run removes other runs' unfinished shards."""
+    import fcntl
+
+    dataset.root.mkdir(parents=True, exist_ok=True)
+    with open(dataset.root / "_download.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            raise DatasetError(f"another `curate download` is running on {dataset.root} "
+                               f"(lock {dataset.root / '_download.lock'})") from e
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None,
                  retry_failed: bool = False, retry_classes: list[str] | None = None) -> dict:
     """Download the images of ``dataset``'s samples and write its downloads table.
@@ -265,7 +284,8 @@ def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None
     manifest = RunManifest("download", {**options_dict(opts), "retry_failed": retry_failed,
                                         "retry_classes": retry_classes,
                                         "engine": getattr(executor, "name", "?")})
-    stats = _download(dataset, executor, opts, retry_failed, retry_classes, manifest)
+    with download_lock(dataset):
+        stats = _download(dataset, executor, opts, retry_failed, retry_classes, manifest)
     manifest["counts"] = stats
     manifest["outputs"] = {"downloads": str(dataset.table_dir("downloads")), "images": str(dataset.root / IMAGES)}
     manifest.write(dataset)

@@ -194,3 +194,17 @@ def test_pyspark_distributor_gives_the_same_results_as_the_local_loop(tmp_path, 
     assert results["spark"] == results["local"]
     assert sum(r["status"] == "success" for r in results["spark"]) == 7
     assert spark.range(3).count() == 3  # img2dataset left our session running
+
+
+def test_one_download_per_dataset_at_a_time(tmp_path, image_server, photos):
+    import fcntl
+
+    from curate.errors import DatasetError
+
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("samples", samples_table([(f"{image_server.base}/img/{photos[0].name}", "x")]), schema="samples")
+    with open(ds.root / "_download.lock", "w") as held:  # another run holds the lock
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(DatasetError, match="another `curate download` is running"):
+            run_download(ds, LocalExecutor(), _opts())
+    assert run_download(ds, LocalExecutor(), _opts())["success"] == 1
