@@ -231,15 +231,16 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
     options and committed atomically. Same rows in, same bytes out.
 
     ``presorted``: ``df``'s partitions are already in global ``sort_by`` order (e.g. from
-    ``range_sorted``), so no sort is run. With ``skip_existing``, shards already committed
+    ``range_sorted``) and computed from persisted data, so no sort is run. With ``skip_existing``, shards already committed
     are left as they are (resume after a kill: the plan is deterministic, so a committed
     shard i has the same rows).
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    ordered = df if presorted else df.orderBy(*sort_by)
-    ordered = ordered.persist(StorageLevel.MEMORY_AND_DISK)
+    # A presorted frame comes from cached data (the caller's contract), so caching it again
+    # would only copy it; a sort result is cached so the count and write passes agree.
+    ordered = df if presorted else df.orderBy(*sort_by).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         pid_counts = (ordered.withColumn("_pid", F.spark_partition_id())
                       .groupBy("_pid").count().collect())
@@ -308,7 +309,8 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
         with _StageProgress(df.sparkSession, f"write {table}", max(1, min(nshards, 4096)), unit="shards"):
             written = grouped.mapInArrow(write, "shard long, rows long").collect()
     finally:
-        ordered.unpersist()
+        if not presorted:
+            ordered.unpersist()
     keep = {dataset.shard_path(table, r["shard"]).name for r in written}
     keep |= {dataset.shard_path(table, i).name for i in done}
     if total == 0:  # an empty table is one empty shard, so the table and its schema exist
