@@ -22,7 +22,6 @@ Random weights: throughput does not depend on the weights' values.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform

@@ -6,7 +6,6 @@ import io
 import tarfile
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
 import torch
 from PIL import Image
