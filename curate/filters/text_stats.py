@@ -7,6 +7,7 @@ Each count reproduces the Python expression DataComp evaluates per row:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -101,8 +102,13 @@ def text_stats(uids: pa.Array, texts: pa.Array, model) -> pa.Table:
 
 # ---------------------------------------------------------------- per-shard task
 def _source_key(samples_shard: Path, model_path: str) -> str:
-    st = samples_shard.stat()
-    return f"{samples_shard.name}:{st.st_size}:{st.st_mtime_ns}:{Path(model_path).name}:{os.path.getsize(model_path)}"
+    # The shard's content hash, not its mtime: the key is written into the output, and the
+    # same samples must give the same text_stats bytes (reruns, other machines, clusters).
+    h = hashlib.sha256()
+    with open(samples_shard, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{samples_shard.name}:{h.hexdigest()}:{Path(model_path).name}:{os.path.getsize(model_path)}"
 
 
 def _is_current(out: Path, key: str) -> bool:
