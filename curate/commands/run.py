@@ -18,6 +18,8 @@ def register(app: typer.Typer) -> None:
         dataset: Optional[Path] = typer.Option(None, "--dataset", "-d",
                                                help="Dataset folder; overrides the recipe's 'dataset'."),
         output: Optional[str] = typer.Option(None, "--output", "-o", help="Subset name; overrides the recipe's 'output'."),
+        embedding_model: Optional[str] = typer.Option(None, "--embedding-model", "-m",
+                                                      help="Model id (embeddings/<id>); overrides the recipe's."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Recompute every stage (the cache is still refreshed)."),
         check: bool = typer.Option(False, "--check", help="Only validate the recipe and list its stages."),
         master: Optional[str] = MasterOpt,
@@ -32,6 +34,8 @@ def register(app: typer.Typer) -> None:
             loaded.recipe.dataset = str(dataset.resolve())
         if output is not None:
             loaded.recipe.output = output
+        if embedding_model is not None:
+            loaded.recipe.embedding_model = embedding_model
         if check:
             for s in loaded.stages:
                 typer.echo(f"{loaded.path}:{s.line}: {s.name} ({s.kind}) {json.dumps(s.params, sort_keys=True)}"
