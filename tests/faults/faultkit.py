@@ -31,7 +31,8 @@ def curate_cmd(*args: str) -> list[str]:
 
 def start_group(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     """Start ``cmd`` in its own process group (its JVM and Python workers die with it)."""
-    e = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", **(env or {}))
+    e = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    e.update(env or {})
     return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=e, cwd=REPO,
                             start_new_session=True)
 

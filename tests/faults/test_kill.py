@@ -73,3 +73,36 @@ def test_worker_killed_mid_stage_job_completes_with_identical_output(standalone,
     man = json.loads((out / "_runs" / "ingest.json").read_text())
     assert man["resumed"] is False and man["counts"]["kept"] == 600
     standalone.restart_worker(0)
+
+
+def test_driver_killed_mid_filter_resumes_to_identical_tables(reference, tmp_path):
+    import shutil
+
+    from curate.engine import LocalExecutor
+    from curate.filters.job import run_filters
+    from curate.filters.stages import parse_filter
+    from curate.tables import Dataset
+
+    tables = ("text_stats", "decisions/basic", "subsets/basic")
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for d in (whole, killed):
+        shutil.copytree(reference, d)
+    run_filters(Dataset(whole), [parse_filter("basic")], LocalExecutor())
+
+    log = tmp_path / "filter.log"
+    proc = start_group(curate_cmd("filter", str(killed), "--filter", "basic", "--engine", "local"), log)
+    wait_for(lambda: len(visible_shards(killed / "text_stats")) >= 3, proc, 600, log, "the first text_stats shards")
+    kill_group(proc)
+    done = visible_shards(killed / "text_stats")
+    assert 3 <= len(done) and not (killed / "_runs" / "filter-basic.json").exists()
+    for p in done:  # complete shards only
+        assert pq.ParquetFile(p).metadata.num_rows == ROWS_PER_SHARD
+
+    m = run_filters(Dataset(killed), [parse_filter("basic")], LocalExecutor())
+    assert m["counts"]["text_stats"]["skipped_shards"] >= len(done)
+
+    def files(root):
+        return {t: {p.name: p.read_bytes() for p in sorted((root / t).iterdir()) if not p.name.startswith((".", "_"))}
+                for t in tables}
+
+    assert files(killed) == files(whole)
