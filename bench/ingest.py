@@ -4,7 +4,7 @@ Builds N rows (default 1,000,000) by replicating the shared alt-text (LAION-styl
 CC3M tsv captions) with distinct urls, split over several Parquet files, then times
   (a) curate's Spark ingest job (local[*]): read, normalise, uid, dedup, sort, write shards;
   (b) a plain loop in this process: the same readers + prepare_batch, a pyarrow dedup on
-      (url, text), sort by uid, and Parquet writes.
+      the (url, text) pair key, sort by uid, and Parquet writes.
 Prints rows/s for both, per-core rows/s, and the ratio (target: Spark per core >= 0.5x plain).
 
     python bench/ingest.py [--rows 1000000] [--files 8] [--cores 2]
@@ -60,7 +60,7 @@ def plain_loop(paths: list[str], out: Path, rows_per_shard: int) -> int:
     t = pa.Table.from_batches(staged)
     samples = t.filter(pc.equal(t.column("kind"), "sample"))
     samples = samples.append_column("_i", pa.array(range(samples.num_rows), pa.int64()))
-    first = samples.group_by(["url", "text"], use_threads=False).aggregate([("_i", "min")]).column("_i_min")
+    first = samples.group_by(["pair_key"], use_threads=False).aggregate([("_i", "min")]).column("_i_min")
     kept = samples.take(pc.sort_indices(first)).sort_by("uid")
     schema = load_schema("samples").arrow()
     kept = pa.Table.from_arrays([kept.column(n).cast(schema.field(n).type) for n in schema.names], schema=schema)

@@ -224,93 +224,109 @@ def tasks_to_frame(spark, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schem
 
 
 # ---------------------------------------------------------------- sharded writes
-def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort_by: list[str],
-                       rows_per_shard: int, skip_existing: bool = False, presorted: bool = False) -> dict:
-    """Write ``df`` as ``table``: globally sorted by ``sort_by``, shards of exactly
-    ``rows_per_shard`` rows (the last may be smaller), each written by pyarrow with fixed
-    options and committed atomically. Same rows in, same bytes out.
+_LOW33 = (1 << 33) - 1  # monotonically_increasing_id: partition index << 33 | row index
 
-    ``presorted``: ``df``'s partitions are already in global ``sort_by`` order (e.g. from
-    ``range_sorted``) and computed from persisted data, so no sort is run. With ``skip_existing``, shards already committed
-    are left as they are (resume after a kill: the plan is deterministic, so a committed
-    shard i has the same rows).
+
+def rank_rows(df, sort_by: list[str], partitions: int | None = None):
+    """(``df`` with ``_rank`` = 0..n-1 in global ``sort_by`` order, persisted; n).
+
+    Runs in the JVM, no Python pass: range partitions sorted inside, each row's index in its
+    partition (the low bits of ``monotonically_increasing_id``) plus the row counts of the
+    partitions before it. The result is persisted so every later pass sees the same ranks.
+    Deterministic when ``sort_by`` is unique per row. The caller unpersists it.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    # A presorted frame comes from cached data (the caller's contract), so caching it again
-    # would only copy it; a sort result is cached so the count and write passes agree.
-    ordered = df if presorted else df.orderBy(*sort_by).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        pid_counts = (ordered.withColumn("_pid", F.spark_partition_id())
-                      .groupBy("_pid").count().collect())
-        counts = {r["_pid"]: r["count"] for r in pid_counts}
-        total = sum(counts.values())
-        offsets, acc = {}, 0
-        for pid in sorted(counts):
-            offsets[pid] = acc
-            acc += counts[pid]
-        nshards = max(1, -(-total // rows_per_shard))
-        root = str(dataset.root)
-        names = schema.names
-        existing = {p.name for p in dataset.shards(table)} if skip_existing else set()
+    ordered = (range_sorted(df, sort_by, [], partitions)
+               .withColumn("_mid", F.monotonically_increasing_id())
+               .persist(StorageLevel.MEMORY_AND_DISK))
+    return _rank_from_mid(ordered)
 
-        def number(batches):
-            import pyarrow.compute as pc
-            from pyspark import TaskContext
 
-            pid = TaskContext.get().partitionId()
-            pos = offsets.get(pid, 0)
-            for b in batches:
-                idx = pa.array(range(pos, pos + b.num_rows), pa.int64())
-                pos += b.num_rows
-                shard = pc.divide(idx, pa.scalar(rows_per_shard, pa.int64()))
-                yield b.append_column("_shard", shard).append_column("_pos", idx)
+def rank_in_partition_order(df):
+    """(``df`` with ``_rank`` = 0..n-1 in its partition order; n), for a frame whose
+    partitions are already in global order (from ``range_sorted``) and come from persisted
+    data or a deterministic sort, so each evaluation sees the same rows in the same order."""
+    from pyspark.sql import functions as F
 
-        numbered_schema = to_spark_schema(schema).add("_shard", "long", False).add("_pos", "long", False)
-        numbered = ordered.select(*names).mapInArrow(number, numbered_schema)
-        if existing:  # resume: committed shards need no rows at all
-            done = [i for i in range(nshards) if dataset.shard_path(table, i).name in existing]
-            if done:
-                numbered = numbered.where(~F.col("_shard").isin(done))
-        else:
-            done = []
-        grouped = numbered.repartition(max(1, min(nshards, 4096)), "_shard").sortWithinPartitions("_shard", "_pos")
+    return _rank_from_mid(df.withColumn("_mid", F.monotonically_increasing_id()))
 
-        def write(batches):
-            from curate.tables import Dataset as _Dataset
 
-            ds = _Dataset(root)
-            current, parts = None, []
+def _rank_from_mid(ordered):
+    from pyspark.sql import functions as F
 
-            def flush(shard, parts):
-                t = pa.Table.from_batches(parts).select(names)
-                t = pa.Table.from_arrays([t.column(n).cast(schema.field(n).type) for n in names], schema=schema)
-                write_parquet_atomic(t, ds.shard_path(table, shard))
-                return pa.RecordBatch.from_pylist([{"shard": shard, "rows": t.num_rows}])
+    counts = {r["_pid"]: r["count"] for r in
+              ordered.groupBy(F.shiftright("_mid", 33).alias("_pid")).count().collect()}
+    total = sum(counts.values())
+    offsets, acc = [], 0
+    for pid in range(max(counts) + 1 if counts else 1):
+        offsets.append(acc)
+        acc += counts.get(pid, 0)
+    offset_of = F.element_at(F.array(*[F.lit(o).cast("long") for o in offsets]),
+                             (F.shiftright("_mid", 33) + 1).cast("int"))
+    ranked = ordered.withColumn("_rank", offset_of + F.col("_mid").bitwiseAND(F.lit(_LOW33))).drop("_mid")
+    return ranked, total
 
-            for b in batches:
-                values = b.column("_shard").to_numpy()
-                start, n = 0, len(values)
-                while start < n:  # batches arrive sorted by shard: split at boundaries
-                    s = int(values[start])
-                    end = start
-                    while end < n and values[end] == s:
-                        end += 1
-                    if current is not None and s != current:
-                        yield flush(current, parts)
-                        parts = []
-                    current = s
-                    parts.append(b.slice(start, end - start))
-                    start = end
-            if current is not None:
-                yield flush(current, parts)
 
-        with _StageProgress(df.sparkSession, f"write {table}", max(1, min(nshards, 4096)), unit="shards"):
-            written = grouped.mapInArrow(write, "shard long, rows long").collect()
-    finally:
-        if not presorted:
-            ordered.unpersist()
+def range_sorted(df, keys: list[str], then_by: list[str], partitions: int | None = None):
+    """Globally ordered by (*keys, *then_by): range partitions on ``keys`` sorted inside, so all
+    rows of one ``keys`` value share a partition (a window over ``keys`` needs no other shuffle)."""
+    n = partitions or int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    return df.repartitionByRange(n, *keys).sortWithinPartitions(*keys, *then_by)
+
+
+def write_ranked_table(df, dataset: Dataset, table: str, schema: pa.Schema, total: int,
+                       rows_per_shard: int, skip_existing: bool = False) -> dict:
+    """Write ``df`` (with a ``_rank`` column numbering its ``total`` rows 0..total-1) as
+    ``table``: shard i holds ranks [i*rows_per_shard, (i+1)*rows_per_shard) in rank order,
+    written by pyarrow with fixed options and committed atomically. Same rows, same bytes.
+
+    With ``skip_existing``, shards already committed are left as they are (resume after a
+    kill: ranks are deterministic, so a committed shard i has the same rows).
+    """
+    from pyspark.sql import functions as F
+
+    nshards = max(1, -(-total // rows_per_shard))
+    root = str(dataset.root)
+    names = schema.names
+    existing = {p.name for p in dataset.shards(table)} if skip_existing else set()
+    numbered = df.select(*names, "_rank").withColumn("_shard", F.expr(f"_rank div {int(rows_per_shard)}"))
+    done = [i for i in range(nshards) if dataset.shard_path(table, i).name in existing]
+    if done:  # resume: committed shards need no rows at all
+        numbered = numbered.where(~F.col("_shard").isin(done))
+    grouped = numbered.repartition(max(1, min(nshards, 4096)), "_shard").sortWithinPartitions("_shard", "_rank")
+
+    def write(batches):
+        from curate.tables import Dataset as _Dataset
+
+        ds = _Dataset(root)
+        current, parts = None, []
+
+        def flush(shard, parts):
+            t = pa.Table.from_batches(parts).select(names)
+            t = pa.Table.from_arrays([t.column(n).cast(schema.field(n).type) for n in names], schema=schema)
+            write_parquet_atomic(t, ds.shard_path(table, shard))
+            return pa.RecordBatch.from_pylist([{"shard": shard, "rows": t.num_rows}])
+
+        for b in batches:
+            values = b.column("_shard").to_numpy()
+            if len(values) == 0:
+                continue
+            # Batches arrive sorted by shard: split at the boundaries.
+            cuts = [0, *(int(i) + 1 for i in (values[1:] != values[:-1]).nonzero()[0]), len(values)]
+            for start, end in zip(cuts[:-1], cuts[1:]):
+                s = int(values[start])
+                if current is not None and s != current:
+                    yield flush(current, parts)
+                    parts = []
+                current = s
+                parts.append(b.slice(start, end - start))
+        if current is not None:
+            yield flush(current, parts)
+
+    with _StageProgress(df.sparkSession, f"write {table}", max(1, min(nshards, 4096)), unit="shards"):
+        written = grouped.mapInArrow(write, "shard long, rows long").collect()
     keep = {dataset.shard_path(table, r["shard"]).name for r in written}
     keep |= {dataset.shard_path(table, i).name for i in done}
     if total == 0:  # an empty table is one empty shard, so the table and its schema exist
@@ -322,60 +338,28 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
     return {"rows": total, "shards": len(keep), "skipped_shards": len(done)}
 
 
-def range_sorted(df, key: str, then_by: list[str], partitions: int | None = None):
-    """Globally ordered by (key, *then_by), with all rows of one ``key`` value in one partition."""
-    n = partitions or int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-    return df.repartitionByRange(n, key).sortWithinPartitions(key, *then_by)
+def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort_by: list[str],
+                       rows_per_shard: int, skip_existing: bool = False) -> dict:
+    """Write ``df`` as ``table``: globally sorted by ``sort_by``, shards of exactly
+    ``rows_per_shard`` rows (the last may be smaller); see ``write_ranked_table``."""
+    ranked, total = rank_rows(df.select(*schema.names), sort_by)
+    try:
+        return write_ranked_table(ranked, dataset, table, schema, total, rows_per_shard, skip_existing)
+    finally:
+        ranked.unpersist()
 
 
-def first_of_groups(df, group_by: list[str], order_by: list[str], id_column: str, schema: pa.Schema,
-                    presorted_by_group: bool = False, partitions: int | None = None):
-    """Add ``_is_first`` (first row of its group in ``order_by`` order) and ``_first_id``
-    (``id_column`` of that row), computed with Arrow inside each partition.
+def read_parquet(spark, paths: list[str], schema: pa.Schema):
+    """A DataFrame over Parquet files or folders, read natively by Spark with ``schema``."""
+    return spark.read.schema(to_spark_schema(schema)).parquet(*paths)
 
-    Rows are hash-partitioned by ``group_by`` (or, with ``presorted_by_group``, arrive with
-    each group whole in one partition and sorted by group then order). Deterministic when
-    ``order_by`` is unique within a group.
-    """
-    if not presorted_by_group:
-        n = partitions or int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-        df = df.repartition(n, *group_by).sortWithinPartitions(*group_by, *order_by)
-    out_schema = pa.schema(list(schema) + [pa.field("_is_first", pa.bool_(), False),
-                                           pa.field("_first_id", pa.string())])
-    names = schema.names
 
-    def mark(batches):
-        import numpy as np
-        import pyarrow.compute as pc
+def with_lookup(df, name: str, index_column: str, values: list[str]):
+    """Add ``name`` = ``values[index_column]`` (a small driver-side list, e.g. file names)."""
+    from pyspark.sql import functions as F
 
-        prev_key, prev_id = None, None  # carried across batch boundaries
-        for b in batches:
-            n = b.num_rows
-            if n == 0:
-                continue
-            starts = np.zeros(n, dtype=bool)
-            for k in group_by:
-                col = b.column(k)
-                diff = pc.fill_null(pc.not_equal(col.slice(1), col.slice(0, n - 1)), True).to_numpy(zero_copy_only=False)
-                nulls = pc.is_null(col).to_numpy(zero_copy_only=False)
-                both_null = nulls[1:] & nulls[:-1]
-                starts[1:] |= diff & ~both_null
-            first_key = tuple(b.column(k)[0].as_py() for k in group_by)
-            starts[0] = first_key != prev_key
-            ids = b.column(id_column).to_numpy(zero_copy_only=False)
-            pos = np.where(starts, np.arange(n), 0)
-            np.maximum.accumulate(pos, out=pos)
-            first_ids = ids[pos].astype(object)
-            if not starts[0]:  # group continues from the previous batch
-                head = ~np.maximum.accumulate(starts)
-                first_ids[head] = prev_id
-            prev_key = tuple(b.column(k)[n - 1].as_py() for k in group_by)
-            prev_id = first_ids[-1]
-            yield pa.RecordBatch.from_arrays(
-                [b.column(x).cast(schema.field(x).type) for x in names] + [pa.array(starts), pa.array(first_ids, pa.string())],
-                schema=out_schema)
-
-    return df.select(*names).mapInArrow(mark, to_spark_schema(out_schema))
+    return df.withColumn(name, F.element_at(F.array(*[F.lit(v) for v in values]),
+                                            (F.col(index_column) + 1).cast("int")))
 
 
 # ---------------------------------------------------------------- small frame helpers
@@ -397,11 +381,6 @@ def where(df, condition_sql: str):
 
 def select_columns(df, names: list[str]):
     return df.select(*names)
-
-
-def group_counts(df, columns: list[str]) -> list[dict]:
-    """Row counts per distinct value combination of ``columns`` (small results only)."""
-    return [r.asDict() for r in df.groupBy(*columns).count().collect()]
 
 
 def mark_first(df, partition_by: list[str], order_by: list[str], id_column: str,
@@ -449,8 +428,14 @@ def collect_arrow(df) -> pa.Table:
 
 
 # ---------------------------------------------------------------- frame helpers
-def join_frames(left, right, on: str | list[str], how: str = "left"):
-    """``left`` joined with ``right`` on key column(s) (``how``: left, inner, ...)."""
+def join_frames(left, right, on: str | list[str], how: str = "left", broadcast_right: bool = False):
+    """``left`` joined with ``right`` on key column(s) (``how``: left, inner, ...).
+    ``broadcast_right``: ship ``right`` whole to every task (small frames), so ``left``
+    is not shuffled."""
+    if broadcast_right:
+        from pyspark.sql import functions as F
+
+        right = F.broadcast(right)
     return left.join(right, on=on, how=how)
 
 

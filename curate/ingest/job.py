@@ -1,10 +1,12 @@
 """The ingest job: inputs -> samples, rejects, duplicates tables + a run manifest, on Spark.
 
 Plan (driver): expand inputs into tasks (a file, or a slice of row groups of a big Parquet
-file). Map (executors): each task reads its slice and runs ``prepare_batch``. Shuffle:
-exact duplicates of (url, text) are removed keeping the earliest input row (input order,
-then row), then repeated uids likewise. Write: each table is globally sorted and cut into
-shards of exactly ``rows_per_shard`` rows, each committed atomically. Same inputs and
+file). Stage (executors, Python): each task reads its slice, runs ``prepare_batch`` and
+writes one staged Parquet file (committed atomically, so a rerun skips it). Dedup (JVM, no
+Python): over the small key columns only, exact duplicates of (url, text) are removed
+keeping the earliest input row (input order, then row), then repeated uids likewise; the
+kept keys are ranked by uid. Write: the kept rows are joined back, cut into shards of
+exactly ``rows_per_shard`` rows by rank and each committed atomically. Same inputs and
 parameters give byte-identical shards; a rerun after a kill skips committed shards.
 """
 
@@ -23,6 +25,8 @@ from curate.tables import Dataset, load_schema
 
 INGEST_TABLES = ("samples", "rejects", "duplicates")
 PLAN_FILE = "_runs/ingest.plan.json"
+STAGING_DIR = "_staging"  # hidden from table discovery
+BROADCAST_KEYS_MAX_ROWS = 4_000_000  # kept keys are ~24 bytes a row: up to ~100 MB broadcast
 
 
 @dataclass
@@ -67,6 +71,34 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
     return tasks, fingerprints
 
 
+def stage_task(task: dict) -> dict:
+    """Read and normalise one task into its staged Parquet file; counts of samples and of
+    rejects by reason. A file already committed by an earlier (killed) run is reused."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from curate.tables.dataset import atomic_path
+
+    path = Path(task["staged_path"])
+    if not path.exists():
+        with atomic_path(path) as tmp:
+            with pq.ParquetWriter(tmp, STAGED_SCHEMA, compression="lz4") as writer:
+                wrote = False
+                for staged in ingest_task_batches(task):
+                    writer.write_batch(staged)
+                    wrote = True
+                if not wrote:
+                    writer.write_table(STAGED_SCHEMA.empty_table())
+    staged = pq.read_table(path, columns=["kind", "reason", "uid", "pair_key"])
+    counts = {}
+    for item in pc.value_counts(staged.column("reason")).to_pylist():
+        counts["sample" if item["values"] is None else item["values"]] = item["counts"]
+    is_sample = pc.equal(staged.column("kind"), "sample")
+    own_uid = pc.and_(is_sample, pc.not_equal(staged.column("uid"), staged.column("pair_key")))
+    return {"rows": staged.num_rows, "counts": counts, "input_uids": pc.sum(own_uid.cast("int64")).as_py() or 0}
+
+
 def run_ingest(spark, cfg: IngestConfig) -> dict:
     """Run ingest on ``spark``; returns the manifest dict (also written to the dataset)."""
     from curate.engine import spark as eng
@@ -84,33 +116,62 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
     ui = eng.ui_url(spark)
     if ui:
         manifest["spark_ui"] = ui
+    staging = dataset.root / STAGING_DIR / f"ingest-{plan_key[:16]}"
+    for i, t in enumerate(tasks):
+        t["staged_path"] = str(staging / f"task-{i:06d}.parquet")
+    sources = [f["path"] for f in fingerprints]
+    for t in tasks:
+        sources[t["file_index"]] = t["source"]
 
     with manifest.stage("read_normalise"):
-        staged = eng.persist(eng.tasks_to_frame(spark, tasks, ingest_task_batches, STAGED_SCHEMA))
-        by_kind = eng.group_counts(staged, ["kind", "reason"])
+        results = eng.SparkExecutor(spark).map_tasks(tasks, stage_task, "read + normalise")
+    outcome: dict[str, int] = {}
+    for r in results:
+        for k, v in r["counts"].items():
+            outcome[k] = outcome.get(k, 0) + v
+    rows_in = sum(r["rows"] for r in results)
+    input_uids = sum(r["input_uids"] for r in results)
+    staged = eng.read_parquet(spark, [str(staging)], STAGED_SCHEMA)
+    order = ["file_index", "source_row"]
+    outputs = {}
+    cached = []
     try:
         with manifest.stage("dedup"):
-            # 1) same (url, text): keep the earliest input row (file order, then row).
+            # Keys only (fixed-width hashes and positions): captions never cross the shuffle.
             samples = eng.where(staged, "kind = 'sample'")
-            pairs = eng.persist(eng.first_of_groups(samples, ["url", "text"], ["file_index", "source_row"],
-                                                    "uid", STAGED_SCHEMA))
-            # 2) same uid with other url/text (input uids): again the earliest row wins. The
-            # frame comes out range-partitioned and sorted by uid, ready to write.
-            by_uid = eng.range_sorted(eng.where(pairs, "_is_first"), "uid", ["file_index", "source_row"])
-            uids = eng.persist(eng.first_of_groups(by_uid, ["uid"], ["file_index", "source_row"], "uid",
-                                                   STAGED_SCHEMA, presorted_by_group=True))
-            dup_cols = ["uid", "duplicate_of", "reason", "source_file", "source_row"]
-            dup_pairs = eng.select_columns(eng.with_column_sql(eng.with_column_sql(
-                eng.where(pairs, "NOT _is_first"), "duplicate_of", "_first_id"), "reason", "'duplicate_url_text'"), dup_cols)
-            dup_uids = eng.select_columns(eng.with_column_sql(eng.with_column_sql(
-                eng.where(uids, "NOT _is_first"), "duplicate_of", "_first_id"), "reason", "'duplicate_uid'"), dup_cols)
-            duplicates = eng.union(dup_pairs, dup_uids)
-            kept = eng.where(uids, "_is_first")
-        outputs = {}
+            keys = eng.select_columns(samples, ["pair_key", "uid", *order])
+            # 1) same (url, text): keep the earliest input row (file order, then row). The
+            # keys are range-sorted by pair key, so the window needs no shuffle of its own.
+            pairs = eng.persist(eng.mark_first(eng.range_sorted(keys, ["pair_key"], order), ["pair_key"],
+                                               order, "uid"))
+            cached.append(pairs)
+            firsts = eng.select_columns(eng.where(pairs, "_is_first"), ["uid", *order])
+            if input_uids:
+                # 2) same input uid with other url/text: again the earliest row wins.
+                uids = eng.persist(eng.mark_first(firsts, ["uid"], order, "uid"))
+                cached.append(uids)
+                kept_keys, kept_rows = eng.rank_rows(eng.where(uids, "_is_first"), ["uid"])
+                cached.append(kept_keys)
+            else:
+                # Derived uids are the pair keys themselves: the cached pairs are already in
+                # uid order, and no two kept rows can share a uid.
+                kept_keys, kept_rows = eng.rank_in_partition_order(firsts)
+
+            def dups(frame, reason):
+                out = eng.with_column_sql(eng.where(frame, "NOT _is_first"), "duplicate_of", "_first_id")
+                out = eng.with_lookup(eng.with_column_sql(out, "reason", f"'{reason}'"), "source_file",
+                                      "file_index", sources)
+                return eng.select_columns(out, ["uid", "duplicate_of", "reason", "source_file", "source_row"])
+
+            duplicates = dups(pairs, "duplicate_url_text")
+            if input_uids:
+                duplicates = eng.union(duplicates, dups(uids, "duplicate_uid"))
         with manifest.stage("write_samples"):
-            outputs["samples"] = eng.write_sorted_table(kept, dataset, "samples", load_schema("samples").arrow(),
-                                                        ["uid"], cfg.rows_per_shard, skip_existing=resume,
-                                                        presorted=True)
+            # Small key sets are broadcast, so the full rows cross only one shuffle (to their shard).
+            rows = eng.join_frames(samples, eng.select_columns(kept_keys, [*order, "_rank"]), order, "inner",
+                                   broadcast_right=kept_rows <= BROADCAST_KEYS_MAX_ROWS)
+            outputs["samples"] = eng.write_ranked_table(rows, dataset, "samples", load_schema("samples").arrow(),
+                                                        kept_rows, cfg.rows_per_shard, skip_existing=resume)
         with manifest.stage("write_rejects"):
             rejects = eng.where(staged, "kind = 'reject'")
             outputs["rejects"] = eng.write_sorted_table(rejects, dataset, "rejects", load_schema("rejects").arrow(),
@@ -121,13 +182,11 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
                                                            load_schema("duplicates").arrow(),
                                                            ["source_file", "source_row"], cfg.rows_per_shard,
                                                            skip_existing=resume)
-        eng.unpersist(uids)
-        eng.unpersist(pairs)
     finally:
-        eng.unpersist(staged)
+        for frame in cached:
+            eng.unpersist(frame)
 
-    reject_reasons = {r["reason"]: r["count"] for r in by_kind if r["kind"] == "reject"}
-    rows_in = sum(r["count"] for r in by_kind)
+    reject_reasons = {k: v for k, v in outcome.items() if k != "sample"}
     dup_reasons = {}
     if outputs["duplicates"]["rows"]:
         from curate.decisions import reason_counts
@@ -147,6 +206,7 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
     manifest["outputs"] = outputs
     manifest["tasks"] = len(tasks)
     manifest.write(dataset, "ingest")
+    shutil.rmtree(staging, ignore_errors=True)
     return manifest.data
 
 
@@ -166,5 +226,7 @@ def _prepare_output(dataset: Dataset, plan_key: str) -> bool:
         d = dataset.table_dir(t)
         if d.exists():
             shutil.rmtree(d)
+    for old in (dataset.root / STAGING_DIR).glob("ingest-*"):
+        shutil.rmtree(old, ignore_errors=True)
     dataset.write_json(PLAN_FILE, {"plan_key": plan_key})
     return False

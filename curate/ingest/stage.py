@@ -31,6 +31,9 @@ STAGED_SCHEMA = pa.schema([
     pa.field("detail", pa.string()),
     pa.field("raw", pa.string()),
     pa.field("file_index", pa.int32(), nullable=False),
+    # Hash of the (url, text) pair (the derived uid): exact-duplicate detection compares
+    # these 128-bit keys instead of shuffling whole captions.
+    pa.field("pair_key", pa.string()),
 ])
 
 
@@ -104,6 +107,7 @@ def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
         detail,
         raw_out,
         pa.array([file_index] * n, pa.int32()),
+        derived,
     ], schema=STAGED_SCHEMA)
     counts = Counter({"rows": n, "samples": pc.sum(is_sample.cast(pa.int64())).as_py() or 0})
     counts["rejects"] = n - counts["samples"]
@@ -115,10 +119,9 @@ def _derive(url: pa.Array, text: pa.Array, mask: pa.Array) -> pa.Array:
     if len(idx) == 0:
         return pa.nulls(len(url), pa.string())
     sub = derive_uids(pc.take(url, idx).to_pylist(), pc.take(text, idx).to_pylist())
-    out = [None] * len(url)
-    for i, u in zip(idx.to_pylist(), sub.to_pylist()):
-        out[i] = u
-    return pa.array(out, pa.string())
+    if len(idx) == len(url):
+        return sub
+    return pc.replace_with_mask(pa.nulls(len(url), pa.string()), mask, sub)
 
 
 def ingest_task_batches(task: dict) -> Iterator[pa.RecordBatch]:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -34,15 +35,16 @@ def _hidden(name: str) -> bool:
     return name.startswith("_") or name.startswith(".")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write aside in the same folder, fsync, then rename over ``path``."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A hidden temporary path beside ``path`` to write to; on success it is fsynced and
+    renamed over ``path``, so readers see the old file or the whole new one, never a part."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:  # disk full, read-only or missing folder: one clear line, not a traceback
@@ -52,27 +54,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             tmp.unlink()
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, row_group_size: int = 65536) -> int:
     """Write ``table`` to ``path`` atomically; returns the byte size written.
 
     Output bytes depend only on the table's contents and schema (no timestamps,
     no random names), so a rerun over the same rows is byte-identical.
     """
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size, **PARQUET_OPTIONS)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
         size = tmp.stat().st_size
-        os.replace(tmp, path)
-        return size
-    except OSError as e:
-        raise DatasetError(f"cannot write {path}: {e.strerror or e}") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    return size
 
 
 class Dataset:
