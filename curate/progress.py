@@ -27,4 +27,4 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
 
 
 def info(message: str) -> None:
-    console.print(message, highlight=False)
+    console.print(message, highlight=False, soft_wrap=True)  # logs: never break lines

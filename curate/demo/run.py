@@ -299,19 +299,27 @@ def _quality(ds, gen_dir: Path, subset: str) -> dict:
     return out
 
 
+def _short(metric: str) -> str:
+    return (metric.replace("retrieval_image_to_text_", "retrieval i->t ").replace("retrieval_text_to_image_", "retrieval t->i ")
+            .replace("zeroshot_", "zero-shot ").replace("_", " "))
+
+
 def _print_summary(comparison: dict, summary: dict) -> None:
     info("")
     info(comparison["title"])
     metrics = comparison["metrics"]
-    info(f"{'arm':<9} {'samples':>8}  " + "  ".join(f"{m:>28}" for m in metrics))
-    for a in comparison["arms"]:
+    arms = comparison["arms"]
+    # One row a metric, one column an arm (mean ± std over seeds), then the margins: fits 100 columns.
+    others = list(comparison["margins"])
+    heads = [f"{a['name']} ({a['size']:,})" for a in arms]
+    info(f"{'metric':<31}" + "".join(f"{h:>17}" for h in heads) + "".join(f"{'cur-' + o:>11}" for o in others))
+    for m in metrics:
         cells = []
-        for m in metrics:
+        for a in arms:
             v = [r["metrics"][m] for r in a["runs"] if m in r["metrics"]]
-            cells.append(f"{np.mean(v):>19.4f} ± {np.std(v):.4f}")
-        info(f"{a['name']:<9} {a['size']:>8,}  " + "  ".join(cells))
-    for other, mg in comparison["margins"].items():
-        info(f"curated - {other:<6}: " + ", ".join(f"{m} {v:+.4f}" for m, v in mg.items()))
+            cells.append(f"{np.mean(v):>9.3f} ± {np.std(v):.3f}")
+        info(f"{_short(m):<31}" + "".join(f"{c:>17}" for c in cells)
+             + "".join(f"{comparison['margins'][o].get(m, float('nan')):>+11.3f}" for o in others))
     info(f"seeds where curated beats (zero-shot top-1): {comparison['seed_wins_zeroshot_top1']}")
     q = summary["curation_quality"]
     info("noise share raw -> curated: " + ", ".join(
