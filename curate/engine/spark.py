@@ -277,21 +277,28 @@ def range_sorted(df, keys: list[str], then_by: list[str], partitions: int | None
 
 
 def write_ranked_table(df, dataset: Dataset, table: str, schema: pa.Schema, total: int,
-                       rows_per_shard: int, skip_existing: bool = False) -> dict:
+                       rows_per_shard: int, skip_existing: bool = False,
+                       lookups: dict[str, tuple[str, list[str]]] | None = None) -> dict:
     """Write ``df`` (with a ``_rank`` column numbering its ``total`` rows 0..total-1) as
     ``table``: shard i holds ranks [i*rows_per_shard, (i+1)*rows_per_shard) in rank order,
     written by pyarrow with fixed options and committed atomically. Same rows, same bytes.
 
     With ``skip_existing``, shards already committed are left as they are (resume after a
     kill: ranks are deterministic, so a committed shard i has the same rows).
+
+    ``lookups``: {column: (index column, values)} builds a repetitive string column (a source
+    file name) in the writer as ``values[index]``, so only a small integer crosses from the
+    JVM to Python.
     """
     from pyspark.sql import functions as F
 
+    lookups = lookups or {}
     nshards = max(1, -(-total // rows_per_shard))
     root = str(dataset.root)
     names = schema.names
     existing = {p.name for p in dataset.shards(table)} if skip_existing else set()
-    numbered = df.select(*names, "_rank").withColumn("_shard", F.expr(f"_rank div {int(rows_per_shard)}"))
+    shipped = [n for n in names if n not in lookups] + sorted({i for i, _ in lookups.values()} - set(names))
+    numbered = df.select(*shipped, "_rank").withColumn("_shard", F.expr(f"_rank div {int(rows_per_shard)}"))
     done = [i for i in range(nshards) if dataset.shard_path(table, i).name in existing]
     if done:  # resume: committed shards need no rows at all
         numbered = numbered.where(~F.col("_shard").isin(done))
@@ -304,8 +311,12 @@ def write_ranked_table(df, dataset: Dataset, table: str, schema: pa.Schema, tota
         current, parts = None, []
 
         def flush(shard, parts):
-            t = pa.Table.from_batches(parts).select(names)
-            t = pa.Table.from_arrays([t.column(n).cast(schema.field(n).type) for n in names], schema=schema)
+            import pyarrow.compute as pc
+
+            t = pa.Table.from_batches(parts)
+            cols = [pc.take(pa.array(lookups[n][1], pa.string()), t.column(lookups[n][0])) if n in lookups
+                    else t.column(n) for n in names]
+            t = pa.Table.from_arrays([c.cast(schema.field(n).type) for n, c in zip(names, cols)], schema=schema)
             write_parquet_atomic(t, ds.shard_path(table, shard))
             return pa.RecordBatch.from_pylist([{"shard": shard, "rows": t.num_rows}])
 

@@ -171,7 +171,8 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
             rows = eng.join_frames(samples, eng.select_columns(kept_keys, [*order, "_rank"]), order, "inner",
                                    broadcast_right=kept_rows <= BROADCAST_KEYS_MAX_ROWS)
             outputs["samples"] = eng.write_ranked_table(rows, dataset, "samples", load_schema("samples").arrow(),
-                                                        kept_rows, cfg.rows_per_shard, skip_existing=resume)
+                                                        kept_rows, cfg.rows_per_shard, skip_existing=resume,
+                                                        lookups={"source_file": ("file_index", sources)})
         with manifest.stage("write_rejects"):
             rejects = eng.where(staged, "kind = 'reject'")
             outputs["rejects"] = eng.write_sorted_table(rejects, dataset, "rejects", load_schema("rejects").arrow(),
