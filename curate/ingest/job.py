@@ -74,29 +74,39 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
 def stage_task(task: dict) -> dict:
     """Read and normalise one task into its staged Parquet file; counts of samples and of
     rejects by reason. A file already committed by an earlier (killed) run is reused."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from curate.tables.dataset import atomic_path
 
     path = Path(task["staged_path"])
-    if not path.exists():
-        with atomic_path(path) as tmp:
-            with pq.ParquetWriter(tmp, STAGED_SCHEMA, compression="lz4") as writer:
-                wrote = False
-                for staged in ingest_task_batches(task):
-                    writer.write_batch(staged)
-                    wrote = True
-                if not wrote:
-                    writer.write_table(STAGED_SCHEMA.empty_table())
-    staged = pq.read_table(path, columns=["kind", "reason", "uid", "pair_key"])
-    counts = {}
-    for item in pc.value_counts(staged.column("reason")).to_pylist():
-        counts["sample" if item["values"] is None else item["values"]] = item["counts"]
-    is_sample = pc.equal(staged.column("kind"), "sample")
-    own_uid = pc.and_(is_sample, pc.not_equal(staged.column("uid"), staged.column("pair_key")))
-    return {"rows": staged.num_rows, "counts": counts, "input_uids": pc.sum(own_uid.cast("int64")).as_py() or 0}
+    if path.exists():  # resume: only the columns the counts need
+        return _staged_counts([pq.read_table(path, columns=["kind", "reason", "uid", "pair_key"])])
+    batches = []
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, STAGED_SCHEMA, compression="lz4") as writer:
+            for staged in ingest_task_batches(task):
+                writer.write_batch(staged)
+                batches.append(staged.select(["kind", "reason", "uid", "pair_key"]))
+            if not batches:
+                writer.write_table(STAGED_SCHEMA.empty_table())
+    return _staged_counts(batches)
+
+
+def _staged_counts(parts) -> dict:
+    """Rows, outcome counts ("sample" or the reject reason) and rows carrying their own input
+    uid (a uid other than the (url, text) hash), over staged batches or tables."""
+    import pyarrow.compute as pc
+
+    rows, counts, input_uids = 0, {}, 0
+    for part in parts:
+        rows += part.num_rows
+        for item in pc.value_counts(part.column("reason")).to_pylist():
+            key = "sample" if item["values"] is None else item["values"]
+            counts[key] = counts.get(key, 0) + item["counts"]
+        is_sample = pc.equal(part.column("kind"), "sample")
+        own_uid = pc.and_(is_sample, pc.not_equal(part.column("uid"), part.column("pair_key")))
+        input_uids += pc.sum(own_uid.cast("int64")).as_py() or 0
+    return {"rows": rows, "counts": counts, "input_uids": input_uids}
 
 
 def run_ingest(spark, cfg: IngestConfig) -> dict:
