@@ -67,12 +67,12 @@ def _find_tables_with(dataset: Dataset, columns: set[str], prefix: str | None = 
 
 def default_subset(dataset: Dataset) -> str:
     """The output of the most recent ``curate run`` on this dataset, else its only subset."""
+    subsets = list_subsets(dataset)
     runs = sorted(dataset.runs_dir().glob("recipe-*.json"), key=lambda p: p.stat().st_mtime)
     for p in reversed(runs):
         out = (json.loads(p.read_text()).get("lineage") or {}).get("output")
-        if out and out in list_subsets(dataset):
+        if out and out in subsets:
             return out
-    subsets = list_subsets(dataset)
     if len(subsets) == 1:
         return subsets[0]
     raise DatasetError(f"{dataset.root}: say which subset to report on (--subset); "
