@@ -92,3 +92,24 @@ _ALPHABET = st.sampled_from(list("ab ,.;:?!`\t\n\rA-é"))
 def test_automaton_equals_plain_loop(entries, texts):
     got = Matcher(entries).match(texts)
     assert got == [naive_match(t, entries) for t in texts]
+
+
+def test_signposts_and_separators_never_match():
+    # Signpost keys (space + char + tab) and the text separator are internal: entries that
+    # start with those characters, and texts full of them, still match as the plain loop.
+    entries = [".", ",x", " ", "", "\n", "a", "-b", "'c", "\t"]
+    texts = ["a .  ,x", "\n\na\n", " -b 'c ", "a\t", "", None, "  ", ". , ; : ? ! `"]
+    got = Matcher(entries).match(texts)
+    assert got == [naive_match(t or "", entries) for t in texts]
+
+
+def test_repeated_texts_and_chunks_match_each_row(monkeypatch):
+    import curate.metaclip.matching as matching
+
+    entries = ["dog", "cat", "hot dog"]
+    texts = ["hot dog", "cat", None, "hot dog", "x", "cat", "hot dog", "", "dog cat"] * 3
+    expect = [naive_match(t or "", entries) for t in texts]
+    assert Matcher(entries).match(texts) == expect
+    monkeypatch.setattr(matching, "_MAX_CHUNK_BYTES", 5)  # several texts per automaton pass
+    assert Matcher(entries).match(texts) == expect
+    assert matching._chunks(pa.array(["abcdefgh", "ab", "abc", "a", ""]), 5) == [(0, 1), (1, 3), (3, 5)]
