@@ -276,6 +276,87 @@ def range_sorted(df, keys: list[str], then_by: list[str], partitions: int | None
     return df.repartitionByRange(n, *keys).sortWithinPartitions(*keys, *then_by)
 
 
+def _route_key_ranges(df, key: str, boundaries: list[str]):
+    """``df`` shuffled so that partition i holds exactly key range i (keys k with
+    ``boundaries[i-1] <= k < boundaries[i]``), with a ``_to`` column to group on.
+
+    Hash partitioning sends value v to partition pmod(hash(v), n); for each range i a value
+    landing in partition i is found first (one tiny job), so no sampling pass over the data
+    is needed, as ``repartitionByRange`` would make.
+    """
+    from pyspark.sql import functions as F
+
+    n = len(boundaries) + 1
+    targets: dict[int, int] = {}
+    span = 0
+    while len(targets) < n:
+        rows = df.sparkSession.range(span, span + 64 * n).select("id", F.expr(f"pmod(hash(id), {n})").alias("p"))
+        for r in rows.collect():
+            targets.setdefault(r["p"], r["id"])
+        span += 64 * n
+
+    def range_of(lo: int, hi: int):  # binary search over boundaries[lo:hi]
+        if lo == hi:
+            return F.lit(lo)
+        mid = (lo + hi) // 2
+        return F.when(F.col(key) < F.lit(boundaries[mid]), range_of(lo, mid)).otherwise(range_of(mid + 1, hi))
+
+    to = F.element_at(F.array(*[F.lit(targets[i]).cast("long") for i in range(n)]), range_of(0, n - 1) + 1)
+    return df.withColumn("_to", to).repartition(n, "_to")
+
+
+def _part_files(folder: str) -> dict[int, str]:
+    """Spark's output files in ``folder`` by task partition (``part-NNNNN-...``)."""
+    import re
+    from pathlib import Path
+
+    out = {}
+    for p in Path(folder).glob("part-*.parquet"):
+        m = re.match(r"part-(\d+)-", p.name)
+        if m:
+            out[int(m.group(1))] = str(p)
+    return out
+
+
+def first_by_key_ranges(df, key: str, id_column: str, order: list[str], boundaries: list[str],
+                        kept_dir: str) -> list[tuple[str, int]]:
+    """Exact dedup on the JVM: for each ``key`` the row first in ``order`` (unique per row)
+    is kept. Writes the kept rows as (uid = its ``id_column``, *order) to ``kept_dir``, one
+    file per key range in key order (see ``_route_key_ranges``); returns [(file, rows)] in
+    range order. One shuffle; the aggregation needs none of its own (it groups on ``_to``).
+    """
+    from pyspark.sql import functions as F
+
+    fields = [*order] if id_column == key else [*order, F.col(id_column).alias("_id")]
+    firsts = _route_key_ranges(df, key, boundaries).groupBy("_to", key).agg(F.min(F.struct(*fields)).alias("_first"))
+    uid = F.col(key) if id_column == key else F.col("_first._id")
+    kept = firsts.sortWithinPartitions(key).select(uid.alias("uid"), *[F.col(f"_first.{c}").alias(c) for c in order])
+    with _StageProgress(df.sparkSession, f"dedup by {key}", len(boundaries) + 1):
+        kept.write.mode("overwrite").parquet(kept_dir)
+    import pyarrow.parquet as pq
+
+    files = _part_files(kept_dir)
+    return [(files[i], pq.ParquetFile(files[i]).metadata.num_rows) for i in sorted(files)]
+
+
+def duplicates_by_key_ranges(df, key: str, id_column: str, order: list[str], boundaries: list[str],
+                             reason: str, out_dir: str) -> None:
+    """The rows ``first_by_key_ranges`` does not keep, as (uid, duplicate_of, reason, *order)
+    in ``out_dir``: ``duplicate_of`` is the kept row's ``id_column``."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import Window
+
+    routed = _route_key_ranges(df, key, boundaries)
+    w = Window.partitionBy("_to", key)
+    first = F.min(F.struct(*order, F.col(id_column).alias("_id"))).over(w)
+    dups = (routed.withColumn("_first", first)
+            .where(~F.struct(*order).eqNullSafe(F.struct(*[F.col(f"_first.{c}") for c in order])))
+            .select(F.col(id_column).alias("uid"), F.col("_first._id").alias("duplicate_of"),
+                    F.lit(reason).alias("reason"), *order))
+    with _StageProgress(df.sparkSession, f"duplicates by {key}", len(boundaries) + 1):
+        dups.write.mode("overwrite").parquet(out_dir)
+
+
 def write_ranked_table(df, dataset: Dataset, table: str, schema: pa.Schema, total: int,
                        rows_per_shard: int, skip_existing: bool = False,
                        lookups: dict[str, tuple[str, list[str]]] | None = None) -> dict:

@@ -2,12 +2,16 @@
 
 Plan (driver): expand inputs into tasks (a file, or a slice of row groups of a big Parquet
 file). Stage (executors, Python): each task reads its slice, runs ``prepare_batch`` and
-writes one staged Parquet file (committed atomically, so a rerun skips it). Dedup (JVM, no
-Python): over the small key columns only, exact duplicates of (url, text) are removed
-keeping the earliest input row (input order, then row), then repeated uids likewise; the
-kept keys are ranked by uid. Write: the kept rows are joined back, cut into shards of
-exactly ``rows_per_shard`` rows by rank and each committed atomically. Same inputs and
-parameters give byte-identical shards; a rerun after a kill skips committed shards.
+writes its samples sorted by uid (in runs) and its rejects, committed atomically so a rerun
+skips it; it also returns a sample of its keys. Dedup (JVM, keys only): exact duplicates of
+(url, text) are removed keeping the earliest input row (input order, then row), then
+repeated input uids likewise, in key ranges cut from those samples; the kept keys come out
+in uid order, one file per range. Write (executors, Python): samples shard i (exactly
+``rows_per_shard`` rows) is gathered from the staged runs for its uid range (or, for pools
+where that would reread rows many times, cut from one Spark shuffle of the full rows);
+rejects shards are slices of the staged reject files in (source, row) order. Every shard is
+committed atomically. Same inputs and parameters give byte-identical shards; a rerun after
+a kill skips committed shards.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from curate.errors import DatasetError
+from curate.ingest.shards import gather_samples_shard, plan_segments, write_segments_shard
 from curate.ingest.stage import STAGED_SCHEMA, IngestRules, ingest_task_batches
 from curate.manifest import RunManifest, file_fingerprint, read_manifest, stable_hash
 from curate.readers import ReaderOptions, expand_inputs
@@ -27,6 +35,13 @@ INGEST_TABLES = ("samples", "rejects", "duplicates")
 PLAN_FILE = "_runs/ingest.plan.json"
 STAGING_DIR = "_staging"  # hidden from table discovery
 BROADCAST_KEYS_MAX_ROWS = 4_000_000  # kept keys are ~24 bytes a row: up to ~100 MB broadcast
+KEY_SCHEMA = pa.schema([("uid", pa.string()), ("file_index", pa.int32()), ("source_row", pa.int64())])
+DUP_SCHEMA = pa.schema([("uid", pa.string()), ("duplicate_of", pa.string()), ("reason", pa.string()),
+                        ("file_index", pa.int32()), ("source_row", pa.int64())])
+STAGED_RUN_ROWS = 262_144  # a stage task sorts its samples by uid in runs of this many rows
+STAGED_ROW_GROUP = 16_384  # ...written in row groups of this many: the unit a uid-range read skips by
+GATHER_SLACK_ROWS = 1_000_000
+KEY_SAMPLE_EVERY = 1024  # staged rows per key sampled for the dedup ranges
 
 
 @dataclass
@@ -72,31 +87,67 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
 
 
 def stage_task(task: dict) -> dict:
-    """Read and normalise one task into its staged Parquet file; counts of samples and of
-    rejects by reason. A file already committed by an earlier (killed) run is reused."""
+    """Read and normalise one task into its staged files: samples sorted by uid in runs of
+    at most ``task["run_rows"]`` rows (so a uid range is a few row groups of each run), and
+    rejects in input order. Returns counts of samples and of rejects by reason, and the
+    number of runs. Files already committed by an earlier (killed) run are reused."""
     import pyarrow.parquet as pq
 
     from curate.tables.dataset import atomic_path
 
-    path = Path(task["staged_path"])
-    if path.exists():  # resume: only the columns the counts need
-        return _staged_counts([pq.read_table(path, columns=["kind", "reason", "uid", "pair_key"])])
-    batches = []
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, STAGED_SCHEMA, compression="lz4") as writer:
+    samples_path, rejects_path = Path(task["staged_path"]), Path(task["rejects_path"])
+    if samples_path.exists() and rejects_path.exists():  # resume: the samples file is written last
+        meta = pq.ParquetFile(samples_path).metadata
+        tables = [pq.read_table(p, columns=["kind", "reason", "uid", "pair_key"]) for p in (samples_path, rejects_path)]
+        return {**_staged_counts(tables), **_key_samples(tables[0], task["sample_every"]),
+                "runs": int((meta.metadata or {}).get(b"curate.runs", b"0"))}
+    parts, pending, runs, sampled = [], [], 0, []
+    with atomic_path(rejects_path) as rej_tmp, atomic_path(samples_path) as smp_tmp:
+        with pq.ParquetWriter(rej_tmp, STAGED_SCHEMA, compression="lz4") as rej_w, \
+             pq.ParquetWriter(smp_tmp, STAGED_SCHEMA, compression="lz4") as smp_w:
+
+            def flush_run():
+                nonlocal runs
+                run = pa.Table.from_batches(pending, STAGED_SCHEMA).sort_by([("uid", "ascending"),
+                                                                              ("source_row", "ascending")])
+                smp_w.write_table(run, row_group_size=task["row_group"])
+                sampled.append(run.select(["uid", "pair_key"]))
+                runs += 1
+                pending.clear()
+
+            pending_rows = 0
             for staged in ingest_task_batches(task):
-                writer.write_batch(staged)
-                batches.append(staged.select(["kind", "reason", "uid", "pair_key"]))
-            if not batches:
-                writer.write_table(STAGED_SCHEMA.empty_table())
-    return _staged_counts(batches)
+                parts.append(staged.select(["kind", "reason", "uid", "pair_key"]))
+                is_sample = pc.equal(staged.column("kind"), "sample")
+                rej = staged.filter(pc.invert(is_sample))
+                if rej.num_rows:
+                    rej_w.write_batch(rej)
+                smp = staged.filter(is_sample)
+                if smp.num_rows:
+                    pending.append(smp)
+                    pending_rows += smp.num_rows
+                if pending_rows >= task["run_rows"]:
+                    flush_run()
+                    pending_rows = 0
+            if pending:
+                flush_run()
+            smp_w.add_key_value_metadata({"curate.runs": str(runs)})
+    samples = (_key_samples(pa.concat_tables(sampled), task["sample_every"]) if sampled
+               else {"pair_key_sample": [], "uid_sample": []})
+    return {**_staged_counts(parts), **samples, "runs": runs}
+
+
+def _key_samples(staged, every: int) -> dict:
+    """Every ``every``-th pair key and uid of a staged samples file, in file order: the
+    driver cuts the dedup key ranges from these (no sampling pass over the data)."""
+    picks = pa.array(range(0, staged.num_rows, every), pa.int64())
+    return {"pair_key_sample": staged.column("pair_key").take(picks).to_pylist(),
+            "uid_sample": staged.column("uid").take(picks).to_pylist()}
 
 
 def _staged_counts(parts) -> dict:
     """Rows, outcome counts ("sample" or the reject reason) and rows carrying their own input
     uid (a uid other than the (url, text) hash), over staged batches or tables."""
-    import pyarrow.compute as pc
-
     rows, counts, input_uids = 0, {}, 0
     for part in parts:
         rows += part.num_rows
@@ -107,6 +158,65 @@ def _staged_counts(parts) -> dict:
         own_uid = pc.and_(is_sample, pc.not_equal(part.column("uid"), part.column("pair_key")))
         input_uids += pc.sum(own_uid.cast("int64")).as_py() or 0
     return {"rows": rows, "counts": counts, "input_uids": input_uids}
+
+
+def _dedup_pass(spark, keys, key: str, id_column: str, reason: str, sample: list[str], rows: int,
+                folder: Path) -> dict:
+    """One exact-dedup pass over ``keys`` on the JVM, in ranges of ``key`` cut from
+    ``sample``: the earliest input row of each key is kept. Returns the kept files in key
+    order, their row counts, and the duplicates' folder and count (``rows`` - kept)."""
+    from curate.engine import spark as eng
+
+    shutil.rmtree(folder, ignore_errors=True)  # ranges of a killed run may differ
+    order = ["file_index", "source_row"]
+    cuts = _boundaries(sample, int(spark.conf.get("spark.sql.shuffle.partitions")))
+    kept = eng.first_by_key_ranges(keys, key, id_column, order, cuts, str(folder / "kept"))
+    n_kept = sum(n for _, n in kept)
+    dups_dir = str(folder / "dups")
+    if n_kept < rows:  # only then a second pass lists the duplicates
+        eng.duplicates_by_key_ranges(keys, key, id_column, order, cuts, reason, dups_dir)
+    return {"kept_files": [f for f, _ in kept], "kept_counts": [n for _, n in kept], "kept": n_kept,
+            "dups_dir": dups_dir, "duplicates": rows - n_kept}
+
+
+def _boundaries(sample: list[str], ranges: int) -> list[str]:
+    """Up to ``ranges`` - 1 cut points splitting the sampled keys into equal parts."""
+    values = sorted(set(sample))
+    cuts = [values[len(values) * i // ranges] for i in range(1, ranges)] if values else []
+    return sorted(set(cuts))
+
+
+def _gather_reads_little(runs: int, shards: int, staged_rows: int, kept: int) -> bool:
+    """Whether samples shards can be gathered from the staged runs without reading much more
+    than they hold. A shard reads at least a row group of every run that overlaps its uid
+    range, so a pool of a billion rows in thousands of tasks would read each row many times
+    over: there the full rows go through one Spark shuffle instead. A small surplus (up to
+    ``GATHER_SLACK_ROWS``) is always fine."""
+    read = min(shards * staged_rows, staged_rows + runs * shards * STAGED_ROW_GROUP)
+    return read <= 2 * kept + GATHER_SLACK_ROWS
+
+
+def _write_shards_task(task: dict) -> dict:
+    return gather_samples_shard(task) if task["kind"] == "gather" else write_segments_shard(task)
+
+
+def _plan_shard_tasks(dataset: Dataset, table: str, parts: list[str], counts: list[int], rows_per_shard: int,
+                      skip_existing: bool, **extra) -> tuple[list[dict], dict]:
+    """Tasks writing ``table`` from ordered parts (files of ``counts`` rows); committed shards
+    are skipped when resuming. Also returns the table's output entry for the manifest."""
+    segments = plan_segments(counts, rows_per_shard) or [[]]
+    tasks, skipped = [], 0
+    for i, segs in enumerate(segments):
+        out = dataset.shard_path(table, i)
+        if skip_existing and out.exists():
+            skipped += 1
+            continue
+        tasks.append({"table": table, "shard": i, "out": str(out), "parts": parts, "segments": segs, **extra})
+    keep = {dataset.shard_path(table, i).name for i in range(len(segments))}
+    for old in dataset.shards(table):  # shards past the end of an earlier, larger run
+        if old.name not in keep:
+            old.unlink()
+    return tasks, {"rows": sum(counts), "shards": len(segments), "skipped_shards": skipped}
 
 
 def run_ingest(spark, cfg: IngestConfig) -> dict:
@@ -128,7 +238,9 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
         manifest["spark_ui"] = ui
     staging = dataset.root / STAGING_DIR / f"ingest-{plan_key[:16]}"
     for i, t in enumerate(tasks):
-        t["staged_path"] = str(staging / f"task-{i:06d}.parquet")
+        t["staged_path"] = str(staging / "samples" / f"task-{i:06d}.parquet")
+        t["rejects_path"] = str(staging / "rejects" / f"task-{i:06d}.parquet")
+        t.update(run_rows=STAGED_RUN_ROWS, row_group=STAGED_ROW_GROUP, sample_every=KEY_SAMPLE_EVERY)
     sources = [f["path"] for f in fingerprints]
     for t in tasks:
         sources[t["file_index"]] = t["source"]
@@ -141,61 +253,69 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
             outcome[k] = outcome.get(k, 0) + v
     rows_in = sum(r["rows"] for r in results)
     input_uids = sum(r["input_uids"] for r in results)
-    staged = eng.read_parquet(spark, [str(staging)], STAGED_SCHEMA)
-    order = ["file_index", "source_row"]
     outputs = {}
-    cached = []
-    try:
-        with manifest.stage("dedup"):
-            # Keys only (fixed-width hashes and positions): captions never cross the shuffle.
-            samples = eng.where(staged, "kind = 'sample'")
-            keys = eng.select_columns(samples, ["pair_key", "uid", *order])
-            # 1) same (url, text): keep the earliest input row (file order, then row). The
-            # keys are range-sorted by pair key, so the window needs no shuffle of its own.
-            pairs = eng.persist(eng.mark_first(eng.range_sorted(keys, ["pair_key"], order), ["pair_key"],
-                                               order, "uid"))
-            cached.append(pairs)
-            firsts = eng.select_columns(eng.where(pairs, "_is_first"), ["uid", *order])
-            if input_uids:
-                # 2) same input uid with other url/text: again the earliest row wins.
-                uids = eng.persist(eng.mark_first(firsts, ["uid"], order, "uid"))
-                cached.append(uids)
-                kept_keys, kept_rows = eng.rank_rows(eng.where(uids, "_is_first"), ["uid"])
-                cached.append(kept_keys)
-            else:
-                # Derived uids are the pair keys themselves: the cached pairs are already in
-                # uid order, and no two kept rows can share a uid.
-                kept_keys, kept_rows = eng.rank_in_partition_order(firsts)
-
-            def dups(frame, reason):
-                out = eng.with_column_sql(eng.where(frame, "NOT _is_first"), "duplicate_of", "_first_id")
-                out = eng.with_lookup(eng.with_column_sql(out, "reason", f"'{reason}'"), "source_file",
-                                      "file_index", sources)
-                return eng.select_columns(out, ["uid", "duplicate_of", "reason", "source_file", "source_row"])
-
-            duplicates = dups(pairs, "duplicate_url_text")
-            if input_uids:
-                duplicates = eng.union(duplicates, dups(uids, "duplicate_uid"))
-        with manifest.stage("write_samples"):
-            # Small key sets are broadcast, so the full rows cross only one shuffle (to their shard).
-            rows = eng.join_frames(samples, eng.select_columns(kept_keys, [*order, "_rank"]), order, "inner",
-                                   broadcast_right=kept_rows <= BROADCAST_KEYS_MAX_ROWS)
-            outputs["samples"] = eng.write_ranked_table(rows, dataset, "samples", load_schema("samples").arrow(),
-                                                        kept_rows, cfg.rows_per_shard, skip_existing=resume,
-                                                        lookups={"source_file": ("file_index", sources)})
-        with manifest.stage("write_rejects"):
-            rejects = eng.where(staged, "kind = 'reject'")
-            outputs["rejects"] = eng.write_sorted_table(rejects, dataset, "rejects", load_schema("rejects").arrow(),
-                                                        ["source_file", "source_row"], cfg.rows_per_shard,
-                                                        skip_existing=resume)
-        with manifest.stage("write_duplicates"):
-            outputs["duplicates"] = eng.write_sorted_table(duplicates, dataset, "duplicates",
-                                                           load_schema("duplicates").arrow(),
+    with manifest.stage("dedup"):
+        # Keys only (hashes and positions): captions never cross a shuffle here.
+        staged = eng.read_parquet(spark, [str(staging / "samples")], STAGED_SCHEMA)
+        # Derived uids are the pair keys themselves: then the uid column need not travel.
+        id_column = "uid" if input_uids else "pair_key"
+        keys = eng.select_columns(staged, list(dict.fromkeys(["pair_key", id_column, "file_index", "source_row"])))
+        # 1) same (url, text): keep the earliest input row (file order, then row).
+        staged_rows = sum(r["counts"].get("sample", 0) for r in results)
+        passes = [_dedup_pass(spark, keys, "pair_key", id_column, "duplicate_url_text",
+                              [k for r in results for k in r["pair_key_sample"]], staged_rows,
+                              staging / "dedup-pairs")]
+        if input_uids:
+            # 2) same input uid with other url/text: again the earliest row wins. (Without
+            # input uids, pass 1's kept keys are already unique uids, in uid order.)
+            firsts = eng.read_parquet(spark, passes[0]["kept_files"], KEY_SCHEMA)
+            passes.append(_dedup_pass(spark, firsts, "uid", "uid", "duplicate_uid",
+                                      [k for r in results for k in r["uid_sample"]], passes[0]["kept"],
+                                      staging / "dedup-uids"))
+        kept = passes[-1]
+    with manifest.stage("write_samples_rejects"):
+        samples_schema = load_schema("samples").arrow()
+        nshards = max(1, -(-kept["kept"] // cfg.rows_per_shard))
+        runs = sum(r["runs"] for r in results)
+        gather = _gather_reads_little(runs, nshards, staged_rows, kept["kept"])
+        manifest["samples_write"] = "gather" if gather else "shuffle"
+        shard_tasks = []
+        if gather:
+            staged_files = [t["staged_path"] for t in tasks]
+            shard_tasks, outputs["samples"] = _plan_shard_tasks(
+                dataset, "samples", kept["kept_files"], kept["kept_counts"], cfg.rows_per_shard, resume,
+                kind="gather", staged=staged_files)
+        # Rejects in (source file, row) order: the tasks' reject files in that order.
+        by_source = sorted(range(len(tasks)), key=lambda i: (tasks[i]["source"], tasks[i].get("first_row", 0), i))
+        reject_tasks, outputs["rejects"] = _plan_shard_tasks(
+            dataset, "rejects", [tasks[i]["rejects_path"] for i in by_source],
+            [results[i]["rows"] - results[i]["counts"].get("sample", 0) for i in by_source],
+            cfg.rows_per_shard, resume, kind="segments")
+        eng.SparkExecutor(spark).map_tasks(shard_tasks + reject_tasks, _write_shards_task, "write shards")
+        if not gather:
+            ranked, total = eng.rank_rows(eng.read_parquet(spark, kept["kept_files"], KEY_SCHEMA), ["uid"])
+            try:
+                rows = eng.join_frames(staged, eng.select_columns(ranked, ["file_index", "source_row", "_rank"]),
+                                       ["file_index", "source_row"], "inner",
+                                       broadcast_right=total <= BROADCAST_KEYS_MAX_ROWS)
+                outputs["samples"] = eng.write_ranked_table(rows, dataset, "samples", samples_schema, total,
+                                                            cfg.rows_per_shard, skip_existing=resume,
+                                                            lookups={"source_file": ("file_index", sources)})
+            finally:
+                eng.unpersist(ranked)
+    with manifest.stage("write_duplicates"):
+        dup_schema = load_schema("duplicates").arrow()
+        if sum(p["duplicates"] for p in passes):
+            dups = eng.read_parquet(spark, [p["dups_dir"] for p in passes if p["duplicates"]], DUP_SCHEMA)
+            dups = eng.with_lookup(dups, "source_file", "file_index", sources)
+            outputs["duplicates"] = eng.write_sorted_table(dups, dataset, "duplicates", dup_schema,
                                                            ["source_file", "source_row"], cfg.rows_per_shard,
                                                            skip_existing=resume)
-    finally:
-        for frame in cached:
-            eng.unpersist(frame)
+        else:
+            dup_tasks, outputs["duplicates"] = _plan_shard_tasks(dataset, "duplicates", [], [], cfg.rows_per_shard,
+                                                                 resume, kind="segments")
+            for t in dup_tasks:
+                _write_shards_task(t)
 
     reject_reasons = {k: v for k, v in outcome.items() if k != "sample"}
     dup_reasons = {}

@@ -111,3 +111,33 @@ def test_cli_reports_a_bad_file_in_one_line(tmp_path):
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2
     assert f"curate: error: {bad.resolve()}: not a readable tar file" in r.stderr
+
+
+def test_gathered_and_shuffled_samples_shards_are_identical(spark, pool, tmp_path, monkeypatch):
+    """Samples shards are gathered from the uid-sorted staged runs, or (for pools where
+    that would read rows many times over) cut from one Spark shuffle: same bytes."""
+    import curate.ingest.job as job
+
+    inputs, _ = pool
+    # Several runs per task and row groups of a few rows, so a shard reads slices of runs.
+    monkeypatch.setattr(job, "STAGED_RUN_ROWS", 8)
+    monkeypatch.setattr(job, "STAGED_ROW_GROUP", 3)
+    monkeypatch.setattr(job, "KEY_SAMPLE_EVERY", 2)  # several dedup key ranges
+    gathered = run_ingest(spark, IngestConfig(inputs=inputs, output=str(tmp_path / "gather"), rows_per_shard=7))
+    monkeypatch.setattr(job, "_gather_reads_little", lambda *a: False)
+    shuffled = run_ingest(spark, IngestConfig(inputs=inputs, output=str(tmp_path / "shuffle"), rows_per_shard=7))
+    assert (gathered["samples_write"], shuffled["samples_write"]) == ("gather", "shuffle")
+    assert gathered["counts"] == shuffled["counts"]
+    for t in ("samples", "rejects", "duplicates"):
+        assert digest(tmp_path / "gather" / t) == digest(tmp_path / "shuffle" / t) != {}
+
+
+def test_gather_is_chosen_only_when_it_reads_little():
+    from curate.ingest.job import STAGED_ROW_GROUP, _gather_reads_little
+
+    assert _gather_reads_little(runs=8, shards=4, staged_rows=1_000_000, kept=1_000_000)
+    assert _gather_reads_little(runs=3, shards=40, staged_rows=300, kept=280)  # tiny: any way is cheap
+    # A billion rows in 4,000 runs and 2,000 shards: each shard would touch every run.
+    assert not _gather_reads_little(runs=4000, shards=2000, staged_rows=10**9, kept=10**9)
+    assert not _gather_reads_little(runs=2000, shards=2000, staged_rows=2000 * STAGED_ROW_GROUP,
+                                    kept=2000 * STAGED_ROW_GROUP)
