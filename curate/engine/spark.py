@@ -244,15 +244,6 @@ def rank_rows(df, sort_by: list[str], partitions: int | None = None):
     return _rank_from_mid(ordered)
 
 
-def rank_in_partition_order(df):
-    """(``df`` with ``_rank`` = 0..n-1 in its partition order; n), for a frame whose
-    partitions are already in global order (from ``range_sorted``) and come from persisted
-    data or a deterministic sort, so each evaluation sees the same rows in the same order."""
-    from pyspark.sql import functions as F
-
-    return _rank_from_mid(df.withColumn("_mid", F.monotonically_increasing_id()))
-
-
 def _rank_from_mid(ordered):
     from pyspark.sql import functions as F
 
@@ -318,41 +309,49 @@ def _part_files(folder: str) -> dict[int, str]:
     return out
 
 
-def first_by_key_ranges(df, key: str, id_column: str, order: list[str], boundaries: list[str],
+def first_by_key_ranges(df, key: str, id_column: str, order_column: str, boundaries: list[str],
                         kept_dir: str) -> list[tuple[str, int]]:
-    """Exact dedup on the JVM: for each ``key`` the row first in ``order`` (unique per row)
-    is kept. Writes the kept rows as (uid = its ``id_column``, *order) to ``kept_dir``, one
-    file per key range in key order (see ``_route_key_ranges``); returns [(file, rows)] in
-    range order. One shuffle; the aggregation needs none of its own (it groups on ``_to``).
+    """Exact dedup on the JVM: for each ``key`` the row with the smallest ``order_column`` (a
+    long, unique per row) is kept. Writes the kept rows as (uid = its ``id_column``,
+    ``order_column``) to ``kept_dir``, one file per key range in key order (see
+    ``_route_key_ranges``); returns [(file, rows)] in range order. One shuffle: the
+    aggregation groups on the routing column too, so it needs none of its own.
     """
+    import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
-    fields = [*order] if id_column == key else [*order, F.col(id_column).alias("_id")]
-    firsts = _route_key_ranges(df, key, boundaries).groupBy("_to", key).agg(F.min(F.struct(*fields)).alias("_first"))
-    uid = F.col(key) if id_column == key else F.col("_first._id")
-    kept = firsts.sortWithinPartitions(key).select(uid.alias("uid"), *[F.col(f"_first.{c}").alias(c) for c in order])
+    aggs = [F.min(order_column).alias(order_column)]
+    if id_column != key:
+        aggs.append(F.min_by(id_column, order_column).alias("_id"))
+    firsts = _route_key_ranges(df, key, boundaries).groupBy("_to", key).agg(*aggs)
+    uid = F.col(key) if id_column == key else F.col("_id")
+    kept = firsts.sortWithinPartitions(key).select(uid.alias("uid"), order_column)
     with _StageProgress(df.sparkSession, f"dedup by {key}", len(boundaries) + 1):
         kept.write.mode("overwrite").parquet(kept_dir)
-    import pyarrow.parquet as pq
-
     files = _part_files(kept_dir)
-    return [(files[i], pq.ParquetFile(files[i]).metadata.num_rows) for i in sorted(files)]
+    metas = [pq.ParquetFile(files[i]).metadata for i in sorted(files)]
+    if id_column == key:  # the files must follow each other in uid order: check the routing
+        spans = [(m.row_group(0).column(0).statistics.min, m.row_group(m.num_row_groups - 1).column(0).statistics.max)
+                 for m in metas if m.num_rows]
+        if any(a[1] >= b[0] for a, b in zip(spans, spans[1:])):
+            raise RuntimeError(f"key ranges out of order in {kept_dir}: Spark's hash partitioning changed?")
+    return [(files[i], m.num_rows) for i, m in zip(sorted(files), metas)]
 
 
-def duplicates_by_key_ranges(df, key: str, id_column: str, order: list[str], boundaries: list[str],
+def duplicates_by_key_ranges(df, key: str, id_column: str, order_column: str, boundaries: list[str],
                              reason: str, out_dir: str) -> None:
-    """The rows ``first_by_key_ranges`` does not keep, as (uid, duplicate_of, reason, *order)
-    in ``out_dir``: ``duplicate_of`` is the kept row's ``id_column``."""
-    from pyspark.sql import functions as F
+    """The rows ``first_by_key_ranges`` does not keep, as (uid, duplicate_of, reason,
+    ``order_column``) in ``out_dir``: ``duplicate_of`` is the kept row's ``id_column``."""
     from pyspark.sql import Window
+    from pyspark.sql import functions as F
 
-    routed = _route_key_ranges(df, key, boundaries)
     w = Window.partitionBy("_to", key)
-    first = F.min(F.struct(*order, F.col(id_column).alias("_id"))).over(w)
-    dups = (routed.withColumn("_first", first)
-            .where(~F.struct(*order).eqNullSafe(F.struct(*[F.col(f"_first.{c}") for c in order])))
-            .select(F.col(id_column).alias("uid"), F.col("_first._id").alias("duplicate_of"),
-                    F.lit(reason).alias("reason"), *order))
+    dups = (_route_key_ranges(df, key, boundaries)
+            .withColumn("_first", F.min(order_column).over(w))
+            .withColumn("_first_id", F.min_by(id_column, order_column).over(w))
+            .where(F.col(order_column) != F.col("_first"))
+            .select(F.col(id_column).alias("uid"), F.col("_first_id").alias("duplicate_of"),
+                    F.lit(reason).alias("reason"), order_column))
     with _StageProgress(df.sparkSession, f"duplicates by {key}", len(boundaries) + 1):
         dups.write.mode("overwrite").parquet(out_dir)
 
@@ -456,49 +455,18 @@ def with_lookup(df, name: str, index_column: str, values: list[str]):
 
 # ---------------------------------------------------------------- small frame helpers
 # Callers outside this module treat DataFrames as opaque handles and use these.
-def persist(df):
-    from pyspark import StorageLevel
-
-    return df.persist(StorageLevel.MEMORY_AND_DISK)
-
-
 def unpersist(df) -> None:
     df.unpersist()
-
-
-def where(df, condition_sql: str):
-    """Rows matching a Spark SQL condition."""
-    return df.where(condition_sql)
 
 
 def select_columns(df, names: list[str]):
     return df.select(*names)
 
 
-def mark_first(df, partition_by: list[str], order_by: list[str], id_column: str,
-               is_first: str = "_is_first", first_id: str = "_first_id"):
-    """Add ``is_first`` (row is the first of its group in ``order_by`` order) and ``first_id``
-    (``id_column`` of that first row). Deterministic when ``order_by`` is unique per group."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    w = Window.partitionBy(*partition_by).orderBy(*order_by)
-    wall = w.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    return (df.withColumn("_rn", F.row_number().over(w))
-              .withColumn(first_id, F.first(id_column).over(wall))
-              .withColumn(is_first, F.col("_rn") == 1)
-              .drop("_rn"))
-
-
 def with_column_sql(df, name: str, expression_sql: str):
     from pyspark.sql import functions as F
 
     return df.withColumn(name, F.expr(expression_sql))
-
-
-def union(a, b):
-    """Rows of both frames (same column names)."""
-    return a.unionByName(b)
 
 
 def group_apply(df, keys: list[str], fn: Callable[[pa.Table], pa.Table], schema: pa.Schema):

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.errors import DatasetError
-from curate.ingest.shards import gather_samples_shard, plan_segments, write_segments_shard
+from curate.ingest.shards import ROW_ID_BITS, gather_samples_shard, plan_segments, write_segments_shard
 from curate.ingest.stage import STAGED_SCHEMA, IngestRules, ingest_task_batches
 from curate.manifest import RunManifest, file_fingerprint, read_manifest, stable_hash
 from curate.readers import ReaderOptions, expand_inputs
@@ -35,9 +35,11 @@ INGEST_TABLES = ("samples", "rejects", "duplicates")
 PLAN_FILE = "_runs/ingest.plan.json"
 STAGING_DIR = "_staging"  # hidden from table discovery
 BROADCAST_KEYS_MAX_ROWS = 4_000_000  # kept keys are ~24 bytes a row: up to ~100 MB broadcast
-KEY_SCHEMA = pa.schema([("uid", pa.string()), ("file_index", pa.int32()), ("source_row", pa.int64())])
+# Dedup works on one long per input row (file index and row packed, see ROW_ID_BITS).
+KEY_SCHEMA = pa.schema([("uid", pa.string()), ("row_id", pa.int64())])
 DUP_SCHEMA = pa.schema([("uid", pa.string()), ("duplicate_of", pa.string()), ("reason", pa.string()),
-                        ("file_index", pa.int32()), ("source_row", pa.int64())])
+                        ("row_id", pa.int64())])
+ROW_ID_SQL = f"shiftleft(cast(file_index AS bigint), {ROW_ID_BITS}) | source_row"
 STAGED_RUN_ROWS = 262_144  # a stage task sorts its samples by uid in runs of this many rows
 STAGED_ROW_GROUP = 16_384  # ...written in row groups of this many: the unit a uid-range read skips by
 GATHER_SLACK_ROWS = 1_000_000
@@ -70,6 +72,9 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
     files = expand_inputs(cfg.inputs, cfg.format)
     if not files:
         raise DatasetError(f"no input files found in {cfg.inputs}")
+    if len(files) >= 1 << (63 - ROW_ID_BITS):
+        raise DatasetError(f"{len(files):,} input files: ingest takes at most {(1 << (63 - ROW_ID_BITS)) - 1:,} "
+                           "per run (merge small files or ingest in parts)")
     opts = cfg.options.to_dict()
     tasks, fingerprints = [], []
     for file_index, (path, fmt) in enumerate(files):
@@ -168,13 +173,12 @@ def _dedup_pass(spark, keys, key: str, id_column: str, reason: str, sample: list
     from curate.engine import spark as eng
 
     shutil.rmtree(folder, ignore_errors=True)  # ranges of a killed run may differ
-    order = ["file_index", "source_row"]
     cuts = _boundaries(sample, int(spark.conf.get("spark.sql.shuffle.partitions")))
-    kept = eng.first_by_key_ranges(keys, key, id_column, order, cuts, str(folder / "kept"))
+    kept = eng.first_by_key_ranges(keys, key, id_column, "row_id", cuts, str(folder / "kept"))
     n_kept = sum(n for _, n in kept)
     dups_dir = str(folder / "dups")
     if n_kept < rows:  # only then a second pass lists the duplicates
-        eng.duplicates_by_key_ranges(keys, key, id_column, order, cuts, reason, dups_dir)
+        eng.duplicates_by_key_ranges(keys, key, id_column, "row_id", cuts, reason, dups_dir)
     return {"kept_files": [f for f, _ in kept], "kept_counts": [n for _, n in kept], "kept": n_kept,
             "dups_dir": dups_dir, "duplicates": rows - n_kept}
 
@@ -259,7 +263,8 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
         staged = eng.read_parquet(spark, [str(staging / "samples")], STAGED_SCHEMA)
         # Derived uids are the pair keys themselves: then the uid column need not travel.
         id_column = "uid" if input_uids else "pair_key"
-        keys = eng.select_columns(staged, list(dict.fromkeys(["pair_key", id_column, "file_index", "source_row"])))
+        staged = eng.with_column_sql(staged, "row_id", ROW_ID_SQL)
+        keys = eng.select_columns(staged, list(dict.fromkeys(["pair_key", id_column, "row_id"])))
         # 1) same (url, text): keep the earliest input row (file order, then row).
         staged_rows = sum(r["counts"].get("sample", 0) for r in results)
         passes = [_dedup_pass(spark, keys, "pair_key", id_column, "duplicate_url_text",
@@ -295,8 +300,7 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
         if not gather:
             ranked, total = eng.rank_rows(eng.read_parquet(spark, kept["kept_files"], KEY_SCHEMA), ["uid"])
             try:
-                rows = eng.join_frames(staged, eng.select_columns(ranked, ["file_index", "source_row", "_rank"]),
-                                       ["file_index", "source_row"], "inner",
+                rows = eng.join_frames(staged, eng.select_columns(ranked, ["row_id", "_rank"]), "row_id", "inner",
                                        broadcast_right=total <= BROADCAST_KEYS_MAX_ROWS)
                 outputs["samples"] = eng.write_ranked_table(rows, dataset, "samples", samples_schema, total,
                                                             cfg.rows_per_shard, skip_existing=resume,
@@ -307,6 +311,8 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
         dup_schema = load_schema("duplicates").arrow()
         if sum(p["duplicates"] for p in passes):
             dups = eng.read_parquet(spark, [p["dups_dir"] for p in passes if p["duplicates"]], DUP_SCHEMA)
+            dups = eng.with_column_sql(dups, "file_index", f"cast(shiftright(row_id, {ROW_ID_BITS}) AS int)")
+            dups = eng.with_column_sql(dups, "source_row", f"row_id & {(1 << ROW_ID_BITS) - 1}")
             dups = eng.with_lookup(dups, "source_file", "file_index", sources)
             outputs["duplicates"] = eng.write_sorted_table(dups, dataset, "duplicates", dup_schema,
                                                            ["source_file", "source_row"], cfg.rows_per_shard,

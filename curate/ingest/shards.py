@@ -65,10 +65,13 @@ def write_segments_shard(task: dict) -> dict:
     return {"shard": task["shard"], "rows": t.num_rows}
 
 
-def _row_ids(file_index: pa.Array, source_row: pa.Array) -> np.ndarray:
-    """One int64 per input row: file index in the high bits, row in the low 40."""
-    return (pc.cast(file_index, pa.int64()).to_numpy(zero_copy_only=False) << 40) | \
-        source_row.to_numpy(zero_copy_only=False)
+ROW_ID_BITS = 40  # row_id = file_index << 40 | source_row: 2**40 rows a file, 2**23 files
+
+
+def row_ids(file_index, source_row) -> np.ndarray:
+    """One int64 per input row (see ``ROW_ID_BITS``)."""
+    return (pc.cast(file_index, pa.int64()).to_numpy(zero_copy_only=False) << ROW_ID_BITS) | \
+        pc.cast(source_row, pa.int64()).to_numpy(zero_copy_only=False)
 
 
 def gather_samples_shard(task: dict) -> dict:
@@ -80,12 +83,12 @@ def gather_samples_shard(task: dict) -> dict:
     keys = read_segments(task["parts"], [tuple(s) for s in task["segments"]])
     uids = keys.column("uid")
     lo, hi = uids[0].as_py(), uids[len(uids) - 1].as_py()
-    wanted = pa.array(_row_ids(keys.column("file_index").combine_chunks(), keys.column("source_row").combine_chunks()))
+    wanted = keys.column("row_id")
     pieces = [pq.read_table(path, columns=[*schema.names, "file_index"], filters=[("uid", ">=", lo), ("uid", "<=", hi)])
               for path in task["staged"]]
     candidates = pa.concat_tables(pieces)  # the shard's rows, plus duplicates of them in its uid range
-    ids = pa.array(_row_ids(candidates.column("file_index").combine_chunks(),
-                            candidates.column("source_row").combine_chunks()))
+    ids = pa.array(row_ids(candidates.column("file_index").combine_chunks(),
+                           candidates.column("source_row").combine_chunks()))
     at = pc.index_in(wanted, value_set=ids)  # each kept key's row, in the keys' (uid) order
     if at.null_count:
         raise DatasetError(f"samples shard {task['shard']}: {at.null_count} of {len(wanted)} kept rows not "
