@@ -43,6 +43,8 @@ ROW_ID_SQL = f"shiftleft(cast(file_index AS bigint), {ROW_ID_BITS}) | source_row
 STAGED_RUN_ROWS = 262_144  # a stage task sorts its samples by uid in runs of this many rows
 STAGED_ROW_GROUP = 16_384  # ...written in row groups of this many: the unit a uid-range read skips by
 GATHER_SLACK_ROWS = 1_000_000
+# Staged files are read once or twice: fast lz4, dictionaries only where values repeat.
+STAGED_PARQUET = dict(compression="lz4", use_dictionary=["kind", "source_file", "reason", "detail"])
 KEY_SAMPLE_EVERY = 1024  # staged rows per key sampled for the dedup ranges
 
 
@@ -108,8 +110,8 @@ def stage_task(task: dict) -> dict:
                 "runs": int((meta.metadata or {}).get(b"curate.runs", b"0"))}
     parts, pending, runs, sampled = [], [], 0, []
     with atomic_path(rejects_path) as rej_tmp, atomic_path(samples_path) as smp_tmp:
-        with pq.ParquetWriter(rej_tmp, STAGED_SCHEMA, compression="lz4") as rej_w, \
-             pq.ParquetWriter(smp_tmp, STAGED_SCHEMA, compression="lz4") as smp_w:
+        with pq.ParquetWriter(rej_tmp, STAGED_SCHEMA, **STAGED_PARQUET) as rej_w, \
+             pq.ParquetWriter(smp_tmp, STAGED_SCHEMA, **STAGED_PARQUET) as smp_w:
 
             def flush_run():
                 nonlocal runs
@@ -296,7 +298,12 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
             dataset, "rejects", [tasks[i]["rejects_path"] for i in by_source],
             [results[i]["rows"] - results[i]["counts"].get("sample", 0) for i in by_source],
             cfg.rows_per_shard, resume, kind="segments")
-        eng.SparkExecutor(spark).map_tasks(shard_tasks + reject_tasks, _write_shards_task, "write shards")
+        # An empty rejects table is written here; executors write the rest, small tasks first.
+        small = [t for t in reject_tasks if not t["segments"]]
+        for t in small:
+            _write_shards_task(t)
+        big = [t for t in reject_tasks if t["segments"]] + shard_tasks
+        eng.SparkExecutor(spark).map_tasks(big, _write_shards_task, "write shards")
         if not gather:
             ranked, total = eng.rank_rows(eng.read_parquet(spark, kept["kept_files"], KEY_SCHEMA), ["uid"])
             try:
