@@ -305,6 +305,8 @@ def _part_files(folder: str) -> dict[int, str]:
     for p in Path(folder).glob("part-*.parquet"):
         m = re.match(r"part-(\d+)-", p.name)
         if m:
+            if int(m.group(1)) in out:
+                raise RuntimeError(f"two output files for partition {m.group(1)} in {folder}")
             out[int(m.group(1))] = str(p)
     return out
 
@@ -327,7 +329,7 @@ def first_by_key_ranges(df, key: str, id_column: str, order_column: str, boundar
     uid = F.col(key) if id_column == key else F.col("_id")
     kept = firsts.sortWithinPartitions(key).select(uid.alias("uid"), order_column)
     with _StageProgress(df.sparkSession, f"dedup by {key}", len(boundaries) + 1):
-        kept.write.mode("overwrite").parquet(kept_dir)
+        kept.write.mode("overwrite").option("maxRecordsPerFile", 0).parquet(kept_dir)  # one file a range
     files = _part_files(kept_dir)
     metas = [pq.ParquetFile(files[i]).metadata for i in sorted(files)]
     if id_column == key:  # the files must follow each other in uid order: check the routing

@@ -103,7 +103,7 @@ def stage_task(task: dict) -> dict:
     from curate.tables.dataset import atomic_path
 
     samples_path, rejects_path = Path(task["staged_path"]), Path(task["rejects_path"])
-    if samples_path.exists() and rejects_path.exists():  # resume: the samples file is written last
+    if samples_path.exists() and rejects_path.exists():  # resume: both were committed
         meta = pq.ParquetFile(samples_path).metadata
         tables = [pq.read_table(p, columns=["kind", "reason", "uid", "pair_key"]) for p in (samples_path, rejects_path)]
         return {**_staged_counts(tables), **_key_samples(tables[0], task["sample_every"]),
