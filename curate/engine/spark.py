@@ -267,24 +267,45 @@ def range_sorted(df, keys: list[str], then_by: list[str], partitions: int | None
     return df.repartitionByRange(n, *keys).sortWithinPartitions(*keys, *then_by)
 
 
+def spark_hash_long(value: int, seed: int = 42) -> int:
+    """Spark SQL's ``hash()`` of a bigint (Murmur3 x86_32, seed 42), which hash partitioning
+    uses: the same int, computed on the driver without a job."""
+    mask = 0xFFFFFFFF
+
+    def rotl(x, r):
+        return ((x << r) | (x >> (32 - r))) & mask
+
+    def mix(h, k):
+        k = rotl((k * 0xCC9E2D51) & mask, 15) * 0x1B873593 & mask
+        return (rotl(h ^ k, 13) * 5 + 0xE6546B64) & mask
+
+    value &= 0xFFFFFFFFFFFFFFFF
+    h = mix(mix(seed, value & mask), value >> 32) ^ 8
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & mask
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & mask
+    h ^= h >> 16
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
 def _route_key_ranges(df, key: str, boundaries: list[str]):
     """``df`` shuffled so that partition i holds exactly key range i (keys k with
     ``boundaries[i-1] <= k < boundaries[i]``), with a ``_to`` column to group on.
 
     Hash partitioning sends value v to partition pmod(hash(v), n); for each range i a value
-    landing in partition i is found first (one tiny job), so no sampling pass over the data
-    is needed, as ``repartitionByRange`` would make.
+    landing in partition i is picked (``spark_hash_long``), so no sampling pass over the data
+    is needed, as ``repartitionByRange`` would make. Grouping on ``_to`` is right whatever
+    the mapping; the range order is checked where it matters (``first_by_key_ranges``).
     """
     from pyspark.sql import functions as F
 
     n = len(boundaries) + 1
     targets: dict[int, int] = {}
-    span = 0
+    v = 0
     while len(targets) < n:
-        rows = df.sparkSession.range(span, span + 64 * n).select("id", F.expr(f"pmod(hash(id), {n})").alias("p"))
-        for r in rows.collect():
-            targets.setdefault(r["p"], r["id"])
-        span += 64 * n
+        targets.setdefault(spark_hash_long(v) % n, v)  # Python's % is Spark's pmod here
+        v += 1
 
     def range_of(lo: int, hi: int):  # binary search over boundaries[lo:hi]
         if lo == hi:

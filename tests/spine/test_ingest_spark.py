@@ -141,3 +141,14 @@ def test_gather_is_chosen_only_when_it_reads_little():
     assert not _gather_reads_little(runs=4000, shards=2000, staged_rows=10**9, kept=10**9)
     assert not _gather_reads_little(runs=2000, shards=2000, staged_rows=2000 * STAGED_ROW_GROUP,
                                     kept=2000 * STAGED_ROW_GROUP)
+
+
+def test_driver_side_hash_matches_spark_hash_partitioning(spark):
+    from pyspark.sql import functions as F
+
+    from curate.engine.spark import spark_hash_long
+
+    values = [0, 1, 2, 41, -1, -7, 2**31, 2**40 + 5, -(2**62), 2**63 - 1, 123456789]
+    got = spark.createDataFrame([(v,) for v in values], "v long").select(
+        "v", F.expr("hash(v)").alias("h"), F.expr("pmod(hash(v), 7)").alias("p")).collect()
+    assert [(spark_hash_long(r["v"]), spark_hash_long(r["v"]) % 7) for r in got] == [(r["h"], r["p"]) for r in got]
