@@ -42,11 +42,19 @@ def plan_segments(counts: list[int], rows_per_shard: int) -> list[list[Segment]]
 
 
 def read_segments(paths: list[str], segments: list[Segment], columns: list[str] | None = None) -> pa.Table:
-    """The rows of ``segments`` (over the part files ``paths``), in order."""
+    """The rows of ``segments`` (over the part files ``paths``), in order. Only the row
+    groups a slice overlaps are read: a part is often shared by several shards."""
     pieces = []
     for part, start, stop in segments:
-        t = pq.read_table(paths[part], columns=columns)
-        pieces.append(t.slice(start, stop - start))
+        f = pq.ParquetFile(paths[part])
+        groups, first, row = [], 0, 0
+        for g in range(f.metadata.num_row_groups):
+            n = f.metadata.row_group(g).num_rows
+            if row < stop and row + n > start:
+                first = row if not groups else first
+                groups.append(g)
+            row += n
+        pieces.append(f.read_row_groups(groups, columns=columns).slice(start - first, stop - start))
     return pa.concat_tables(pieces)
 
 
