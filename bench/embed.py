@@ -136,6 +136,7 @@ def main():
     from curate.embed.core import ImagePipeline, TensorJpegPipeline, encode_image_tensor, encode_text_tokens, open_image, prepared_batches
     from curate.embed.job import embed_shard, read_tar_images, shard_samples
     from curate.download import complete_shards
+    from curate.download.job import shard_digits, shard_name
     from curate.models import load_model
 
     bundle = load_model(args.model, device=args.device, precision=args.precision)
@@ -162,6 +163,7 @@ def main():
         ds = make_dataset(work, n, args.stored_size, per_shard)
         result["setup_seconds"] = round(time.perf_counter() - t, 1)
         shards = complete_shards(ds)
+        digits = shard_digits(ds)
 
         # model only: preprocessed tensors in memory
         x = torch.randn(batch, 3, h, w)
@@ -177,7 +179,7 @@ def main():
         # sequential baseline: read, decode, preprocess, then model, no overlap
         rows = shard_samples(ds.root, shards[0])
         keys = rows.column("key").to_pylist()
-        images = read_tar_images(ds.root / "images" / f"{shards[0]:05d}.tar", set(keys))
+        images = read_tar_images(ds.root / "images" / f"{shard_name(shards[0], digits)}.tar", set(keys))
         texts = rows.column("caption").to_pylist()
         m = min(len(keys), batch * 2)
         t = time.perf_counter()
@@ -218,9 +220,9 @@ def main():
                 for s in shards:
                     rows = shard_samples(ds.root, s)
                     keys = rows.column("key").to_pylist()
-                    imgs = read_tar_images(ds.root / "images" / f"{s:05d}.tar", set(keys))
+                    imgs = read_tar_images(ds.root / "images" / f"{shard_name(s, digits)}.tar", set(keys))
                     emb, fails, st = embed_shard(bundle, rows.column("uid").to_pylist(), keys,
-                                                 rows.column("caption").to_pylist(), imgs, f"images/{s:05d}.tar",
+                                                 rows.column("caption").to_pylist(), imgs, f"images/{shard_name(s, digits)}.tar",
                                                  batch, threads, fast_decode=args.fast_decode, decode=mode)
                     assert fails.num_rows == 0
                     total += emb.num_rows

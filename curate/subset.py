@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from curate.errors import DatasetError
 from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
-from curate.uid import UID_RE, datacomp_to_uids, uids_to_datacomp
+from curate.uid import UID_RE, uids_to_datacomp
 
 
 def subset_dir(dataset: Dataset, name: str) -> Path:
@@ -57,7 +57,9 @@ def write_subset(dataset: Dataset, name: str, uids: Iterable[str] | pa.Array | p
 
 
 def read_subset(path_or_dataset: str | Path | Dataset, name: str | None = None) -> list[str]:
-    """uids of a subset: a subset folder, a ``uids.parquet``, a DataComp ``.npy``, or (dataset, name)."""
+    """uids of a subset: a subset folder, a ``uids.parquet``, a DataComp subset file (``.npy``
+    or raw ``u8,u8`` records, told apart by content as DataComp's resharder does; sorted, with
+    a warning, when it is not), or (dataset, name)."""
     if isinstance(path_or_dataset, Dataset):
         p = subset_dir(path_or_dataset, name or "")
     else:
@@ -66,11 +68,22 @@ def read_subset(path_or_dataset: str | Path | Dataset, name: str | None = None) 
         p = p / "uids.parquet"
     if not p.exists():
         raise DatasetError(f"subset not found: {p}")
-    if p.suffix == ".npy":
-        return datacomp_to_uids(np.load(p, allow_pickle=False))
+    if p.suffix != ".parquet":
+        from curate.progress import info
+        from curate.subset_file import first_unsorted, hex_uids, open_subset_array, sort_records, unsorted_warning
+
+        arr = np.array(open_subset_array(p)[0])
+        bad = first_unsorted(arr)
+        if bad is not None:
+            info(unsorted_warning(p, bad))
+            arr = sort_records(arr)
+        return hex_uids(arr).to_pylist()
     import pyarrow.parquet as pq
 
-    return pq.read_table(p, columns=["uid"]).column("uid").to_pylist()
+    try:
+        return pq.read_table(p, columns=["uid"]).column("uid").to_pylist()
+    except (pa.ArrowInvalid, KeyError, OSError) as e:
+        raise DatasetError(f"{p}: not a subset Parquet with a uid column ({e})") from None
 
 
 def read_subset_manifest(dataset: Dataset, name: str) -> dict:

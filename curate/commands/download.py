@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         max_image_area: float = typer.Option(89_478_485, "--max-image-area", help="Images with more pixels fail as too_large, checked from the header before decoding (decompression bombs)."),
         max_aspect_ratio: float = typer.Option(float("inf"), "--max-aspect-ratio", help="Images more elongated than this fail as bad_aspect_ratio."),
         samples_per_shard: int = typer.Option(10_000, "--samples-per-shard", help="Samples per image shard (one Spark task each)."),
+        shard_digits: Optional[int] = typer.Option(None, "--shard-digits", help="Digits in shard names (default: the dataset's existing shards', else 8 = DataComp's 00000000.tar)."),
         threads: int = typer.Option(64, "--threads", help="Download threads per task."),
         processes: int = typer.Option(0, "--processes", help="Concurrent tasks (0: the Spark default parallelism)."),
         timeout: float = typer.Option(10.0, "--timeout", help="Seconds per socket operation."),
@@ -58,7 +59,7 @@ def register(app: typer.Typer) -> None:
             encode_format=encode_format, encode_quality=encode_quality, skip_reencode=skip_reencode,
             min_image_size=min_image_size, max_image_area=max_image_area, max_aspect_ratio=max_aspect_ratio,
             samples_per_shard=samples_per_shard, thread_count=threads, processes_count=processes,
-            timeout=timeout, retries=retries, policy=policy)
+            timeout=timeout, retries=retries, shard_digits=shard_digits, policy=policy)
         opts.check()
         ds = Dataset(dataset)
         executor = open_executor(engine, master, conf, "curate-download")

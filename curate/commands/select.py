@@ -1,8 +1,10 @@
-"""``curate select --sql QUERY``: a subset from a DuckDB query over the dataset's tables."""
+"""``curate select``: a subset from a DuckDB query over the dataset's tables, or imported from
+a DataComp subset file."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -11,17 +13,36 @@ def register(app: typer.Typer) -> None:
     @app.command("select")
     def select(
         dataset: Path = typer.Argument(..., help="Dataset folder."),
-        sql: str = typer.Option(..., "--sql", help="SELECT returning a uid column; every table is a view "
-                                "(samples, downloads, embeddings_<model>, decisions_<run>, subsets_<name>...). "
-                                "A uid returned k times is kept k times (upsampling)."),
+        sql: Optional[str] = typer.Option(None, "--sql", help="SELECT returning a uid column; every table is a view "
+                                          "(samples, downloads, embeddings_<model>, decisions_<run>, subsets_<name>...). "
+                                          "A uid returned k times is kept k times (upsampling)."),
+        from_file: Optional[Path] = typer.Option(None, "--from-file", help="Import a DataComp subset file instead: "
+                                                 "a u8,u8 .npy (apply_filter.py's output) or the same records "
+                                                 "without a header (raw memmap). Unsorted files are sorted, with a warning."),
         name: str = typer.Option(..., "--name", "-n", help="Subset name: written to subsets/NAME/."),
         embedding_model: str = typer.Option(None, "--embedding-model", help="Model whose table is also the view 'embeddings'."),
         allow_unknown: bool = typer.Option(False, "--allow-unknown",
                                            help="Drop uids that are not in samples instead of failing."),
     ) -> None:
-        """Write subsets/NAME (uids.parquet, DataComp uids.npy, manifest) from a SQL query."""
-        from curate.recipe.select import select_sql
+        """Write subsets/NAME (uids.parquet, DataComp uids.npy, manifest) from a SQL query or a DataComp subset file."""
+        from curate.errors import CurateError
         from curate.tables import Dataset
 
-        info = select_sql(Dataset(dataset), sql, name, embedding_model=embedding_model, allow_unknown=allow_unknown)
+        if (sql is None) == (from_file is None):
+            raise CurateError("curate select needs exactly one of --sql QUERY or --from-file PATH")
+        ds = Dataset(dataset)
+        if from_file is not None:
+            from curate.subset_file import import_subset
+
+            if not ds.root.is_dir():
+                raise CurateError(f"dataset folder {ds.root} does not exist")
+            info = import_subset(ds, name, from_file, allow_unknown=allow_unknown)
+            dropped = info["counts"]["unknown_uid"]
+            typer.echo(f"subset {name}: {info['count']:,} uids ({info['distinct']:,} distinct) from {from_file} "
+                       f"({info['format']}{'' if info['sorted_input'] else ', sorted'}"
+                       f"{f', {dropped:,} unknown dropped' if dropped else ''}) -> {info['path']}")
+            return
+        from curate.recipe.select import select_sql
+
+        info = select_sql(ds, sql, name, embedding_model=embedding_model, allow_unknown=allow_unknown)
         typer.echo(f"subset {name}: {info['count']:,} uids ({info['distinct']:,} distinct) -> {info['path']}")

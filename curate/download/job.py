@@ -2,10 +2,14 @@
 
 Layout inside the dataset::
 
-    images/00000.tar              WebDataset shard: <key>.jpg, <key>.txt (caption), <key>.json (meta, uid)
-    images/00000.parquet          img2dataset's per-shard results (one row per attempted sample)
-    images/00000_stats.json       img2dataset's per-shard counters; written last = the shard is complete
+    images/00000000.tar           WebDataset shard: <key>.jpg, <key>.txt (caption), <key>.json (meta, uid)
+    images/00000000.parquet       img2dataset's per-shard results (one row per attempted sample;
+                                  with the pool's face_bboxes when samples carry them)
+    images/00000000_stats.json    img2dataset's per-shard counters; written last = the shard is complete
     downloads/part-*.parquet      one row per samples uid (schemas/downloads.yaml)
+
+Shard numbers have 8 digits, as DataComp's download and resharder expect; a dataset whose
+shards were written with another width (curate used 5 before) keeps that width.
 
 Each run looks at the complete shards already there, downloads the uids no complete shard
 holds (plus, with ``retry_failed``, the uids whose latest attempt failed) into new shards
@@ -28,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.download.faces import with_face_bboxes, write_blur_metadata_map
 from curate.download.fetch import DEFAULT_MAX_IMAGE_AREA, SafeDownloader, SafeResizer, classify_error
 from curate.download.safety import FetchPolicy
 from curate.errors import CurateError, DatasetError
@@ -35,7 +40,7 @@ from curate.tables import Dataset, load_schema, write_parquet_atomic
 
 IMAGES = "images"
 WORK = "_download"  # hidden: img2dataset's input file and temporary feather shards
-SHARD_DIGITS = 5
+SHARD_DIGITS = 8  # DataComp's download_upstream.py (oom_shard_count=8) and resharder.py ({:08d}.tar)
 _STATS_RE = re.compile(r"^(\d+)_stats\.json$")
 
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
@@ -64,6 +69,7 @@ class DownloadOptions:
     subjob_size: int = 1000  # shards per Spark job (img2dataset's pyspark distributor)
     max_shard_retry: int = 1
     extract_exif: bool = False
+    shard_digits: int | None = None  # None: the dataset's existing width, else SHARD_DIGITS
     policy: FetchPolicy = field(default_factory=FetchPolicy)
 
     def check(self) -> None:
@@ -73,24 +79,57 @@ class DownloadOptions:
             raise CurateError(f"--encode-format must be jpg, png or webp, got {self.encode_format!r}")
         if self.samples_per_shard < 1 or self.thread_count < 1 or self.image_size < 1:
             raise CurateError("--samples-per-shard, --threads and --image-size must be positive")
+        if self.shard_digits is not None and not 1 <= self.shard_digits <= 12:
+            raise CurateError(f"--shard-digits must be between 1 and 12, got {self.shard_digits}")
 
 
 # ---------------------------------------------------------------- shard bookkeeping
-def shard_name(shard_id: int) -> str:
-    return f"{shard_id:0{SHARD_DIGITS}d}"
+def shard_name(shard_id: int, digits: int = SHARD_DIGITS) -> str:
+    return f"{shard_id:0{digits}d}"
+
+
+def _complete_stems(dataset: Dataset) -> dict[int, str]:
+    """Shard id -> file stem of every shard whose stats file exists (img2dataset writes it
+    after the tar and parquet)."""
+    d = dataset.root / IMAGES
+    if not d.is_dir():
+        return {}
+    stems: dict[int, str] = {}
+    for p in d.iterdir():
+        m = _STATS_RE.match(p.name)
+        if m and (d / f"{m.group(1)}.parquet").exists():
+            i = int(m.group(1))
+            if i in stems:
+                raise DatasetError(f"{d}: shards {stems[i]} and {m.group(1)} have the same number; "
+                                   f"remove one of them")
+            stems[i] = m.group(1)
+    return stems
 
 
 def complete_shards(dataset: Dataset) -> list[int]:
     """Ids of shards whose stats file exists (img2dataset writes it after the tar and parquet)."""
-    d = dataset.root / IMAGES
-    if not d.is_dir():
-        return []
-    ids = []
-    for p in d.iterdir():
-        m = _STATS_RE.match(p.name)
-        if m and (d / f"{m.group(1)}.parquet").exists():
-            ids.append(int(m.group(1)))
-    return sorted(ids)
+    return sorted(_complete_stems(dataset))
+
+
+def shard_digits(dataset: Dataset, requested: int | None = None) -> int:
+    """Width of the dataset's shard numbers: that of its complete shards (5 for datasets made
+    before curate followed DataComp's naming), else ``requested``, else 8 (DataComp's).
+
+    A number too large for the width is written longer without a leading zero (img2dataset's
+    ``{:0Nd}``), so the width is the shortest stem; any other mix of widths is an error.
+    """
+    stems = list(_complete_stems(dataset).values())
+    if not stems:
+        return requested or SHARD_DIGITS
+    width = min(len(s) for s in stems)
+    odd = next((s for s in stems if len(s) != width and s.startswith("0")), None)
+    if odd is not None:
+        raise DatasetError(f"{dataset.root / IMAGES}: shard names of different widths ({odd} and "
+                           f"{width}-digit ones); rename them to one width")
+    if requested is not None and requested != width:
+        raise CurateError(f"{dataset.root / IMAGES} holds {width}-digit shards; --shard-digits {requested} "
+                          f"would mix names (download into a new dataset to change the width)")
+    return width
 
 
 def remove_incomplete(dataset: Dataset) -> list[str]:
@@ -98,7 +137,7 @@ def remove_incomplete(dataset: Dataset) -> list[str]:
     d = dataset.root / IMAGES
     if not d.is_dir():
         return []
-    done = {shard_name(i) for i in complete_shards(dataset)}
+    done = set(_complete_stems(dataset).values())
     removed = []
     for p in sorted(d.iterdir()):
         if p.is_file() and not p.name.startswith((".", "_")):
@@ -113,9 +152,10 @@ _RESULT_COLUMNS = ["uid", "key", "status", "error_message", "width", "height", "
                    "original_height", "sha256"]
 
 
-def shard_results(dataset: Dataset, shard_id: int) -> pa.Table:
+def shard_results(dataset: Dataset, shard_id: int, digits: int | None = None) -> pa.Table:
     """img2dataset's per-shard parquet, normalised, with the shard's id."""
-    path = dataset.root / IMAGES / f"{shard_name(shard_id)}.parquet"
+    digits = digits or shard_digits(dataset)
+    path = dataset.root / IMAGES / f"{shard_name(shard_id, digits)}.parquet"
     try:
         t = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
@@ -135,7 +175,8 @@ def all_results(dataset: Dataset) -> pa.Table:
                             ("original_width", pa.int32()), ("original_height", pa.int32()),
                             ("sha256", pa.string()), ("shard_id", pa.int32())])
         return schema.empty_table()
-    return pa.concat_tables([shard_results(dataset, i) for i in ids], promote_options="permissive")
+    digits = shard_digits(dataset)
+    return pa.concat_tables([shard_results(dataset, i, digits) for i in ids], promote_options="permissive")
 
 
 # ---------------------------------------------------------------- the downloads table
@@ -144,6 +185,7 @@ def build_downloads_table(dataset: Dataset, samples_uids: pa.Array) -> tuple[pa.
     import duckdb
 
     results = all_results(dataset)
+    digits = shard_digits(dataset)
     uids = pa.table({"uid": samples_uids})
     con = duckdb.connect()
     con.register("results", results)
@@ -160,7 +202,7 @@ def build_downloads_table(dataset: Dataset, samples_uids: pa.Array) -> tuple[pa.
                r.width::INTEGER AS width, r.height::INTEGER AS height,
                r.original_width::INTEGER AS original_width, r.original_height::INTEGER AS original_height,
                CASE WHEN r.status = 'success'
-                    THEN '{IMAGES}/' || lpad(r.shard_id::VARCHAR, {SHARD_DIGITS}, '0') || '.tar' END AS shard,
+                    THEN '{IMAGES}/' || printf('%0{digits}d', r.shard_id) || '.tar' END AS shard,
                CASE WHEN r.status = 'success' THEN r.key END AS key,
                coalesce(r.n, 0)::INTEGER AS attempts,
                r.status AS raw_status
@@ -204,7 +246,7 @@ def build_downloads_table(dataset: Dataset, samples_uids: pa.Array) -> tuple[pa.
 
 
 # ---------------------------------------------------------------- running img2dataset
-def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOptions) -> SafeDownloader:
+def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOptions, digits: int) -> SafeDownloader:
     from img2dataset.writer import WebDatasetSampleWriter
 
     resizer = SafeResizer(
@@ -216,12 +258,13 @@ def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOpt
         sample_writer_class=WebDatasetSampleWriter, resizer=resizer, thread_count=opts.thread_count,
         save_caption=True, extract_exif=opts.extract_exif, output_folder=str(dataset.root / IMAGES),
         column_list=column_list, timeout=opts.timeout, number_sample_per_shard=opts.samples_per_shard,
-        oom_shard_count=SHARD_DIGITS, compute_hash="sha256", verify_hash_type=None,
+        oom_shard_count=digits, compute_hash="sha256", verify_hash_type=None,
         encode_format=opts.encode_format, retries=opts.retries, user_agent_token=opts.policy.user_agent_token,
         disallowed_header_directives=opts.policy.disallowed_directives or None, policy=opts.policy)
 
 
-def _run_img2dataset(dataset: Dataset, todo: pa.Table, first_shard: int, opts: DownloadOptions, executor) -> None:
+def _run_img2dataset(dataset: Dataset, todo: pa.Table, first_shard: int, opts: DownloadOptions, executor,
+                     digits: int = SHARD_DIGITS) -> None:
     from img2dataset.reader import Reader
 
     work = dataset.root / WORK
@@ -231,9 +274,10 @@ def _run_img2dataset(dataset: Dataset, todo: pa.Table, first_shard: int, opts: D
     (dataset.root / IMAGES).mkdir(parents=True, exist_ok=True)
     input_file = work / "input.parquet"
     write_parquet_atomic(todo, input_file)
-    reader = Reader(str(input_file), "parquet", "url", "text", None, None, ["uid"], opts.samples_per_shard,
+    carried = [c for c in todo.column_names if c not in ("url", "text")]  # uid (+ face_bboxes)
+    reader = Reader(str(input_file), "parquet", "url", "text", None, None, carried, opts.samples_per_shard,
                     set(), str(work / "tmp"), first_shard)
-    downloader = _make_downloader(dataset, reader.column_list, opts)
+    downloader = _make_downloader(dataset, reader.column_list, opts, digits)
     spark = getattr(executor, "spark", None)
     if spark is not None:
         from img2dataset.distributor import pyspark_distributor
@@ -297,6 +341,7 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
         raise DatasetError(f"{dataset.root} has no samples table; run `curate ingest` first")
     samples = dataset.read("samples", columns=["uid", "url", "text"])
     removed = remove_incomplete(dataset)
+    digits = shard_digits(dataset, opts.shard_digits)
     attempted = all_results(dataset).column("uid").combine_chunks().cast(pa.string())
     todo_mask = pc.invert(pc.is_in(samples.column("uid"), value_set=attempted))
     retried = 0
@@ -309,7 +354,7 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
         retry_mask = pc.is_in(samples.column("uid"), value_set=failed.combine_chunks())
         retried = int(pc.sum(pc.and_(retry_mask, pc.invert(todo_mask))).as_py() or 0)
         todo_mask = pc.or_(todo_mask, retry_mask)
-    todo = samples.filter(todo_mask)
+    todo = with_face_bboxes(dataset, samples.filter(todo_mask))
     stats = {"to_download": todo.num_rows, "retried": retried, "removed_incomplete_files": len(removed)}
     if todo.num_rows == 0 and dataset.has_table("downloads") and dataset.count("downloads") == samples.num_rows:
         stats["skipped"] = True  # finished: nothing to fetch, table up to date
@@ -318,11 +363,12 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
         done = complete_shards(dataset)
         first = (max(done) + 1) if done else 0
         with manifest.stage("img2dataset"):
-            _run_img2dataset(dataset, todo, first, opts, executor)
-        stats["new_shards"] = [shard_name(i) for i in complete_shards(dataset) if i >= first]
+            _run_img2dataset(dataset, todo, first, opts, executor, digits)
+        stats["new_shards"] = [shard_name(i, digits) for i in complete_shards(dataset) if i >= first]
     with manifest.stage("downloads_table"):
         table, counts = build_downloads_table(dataset, samples.column("uid"))
         dataset.write_table("downloads", table, schema="downloads")
+        write_blur_metadata_map(dataset)
     stats.update(counts)
     stats["skipped"] = False
     return stats

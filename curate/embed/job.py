@@ -1,6 +1,6 @@
 """The embed job: downloaded image shards -> embeddings/<model_id>/ and embed_failures/<model_id>/.
 
-One task per image shard (``images/NNNNN.tar``). A task reads the shard's img2dataset
+One task per image shard (``images/NNNNNNNN.tar``; older datasets: ``images/NNNNN.tar``). A task reads the shard's img2dataset
 results for its success rows (uid, key, caption), decodes and preprocesses the images in a
 thread pool one batch ahead of the model, embeds images and captions, and writes
 ``embed_failures/<model_id>/part-NNNNN.parquet`` then ``embeddings/<model_id>/part-NNNNN.parquet``
@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.download.job import IMAGES, complete_shards, shard_name
+from curate.download.job import IMAGES, complete_shards, shard_digits, shard_name
 from curate.embed.core import ImageDecodeError, ImagePipeline, TensorJpegPipeline, default_threads, encode_image_tensor, encode_text_tokens, prepared_batches
 from curate.engine import worker_cache
 from curate.errors import CurateError, DatasetError
@@ -86,9 +86,10 @@ def get_bundle(opts: EmbedOptions):
 
 
 # ---------------------------------------------------------------- reading a shard
-def shard_samples(root: Path, shard_id: int) -> pa.Table:
+def shard_samples(root: Path, shard_id: int, digits: int | None = None) -> pa.Table:
     """The shard's success rows from img2dataset's results: uid, key, caption."""
-    path = root / IMAGES / f"{shard_name(shard_id)}.parquet"
+    digits = digits or shard_digits(Dataset(root))
+    path = root / IMAGES / f"{shard_name(shard_id, digits)}.parquet"
     try:
         t = pq.read_table(path, columns=["uid", "key", "caption", "status"])
     except (pa.ArrowInvalid, OSError, KeyError) as e:
@@ -237,8 +238,9 @@ def run_shard_task(task: dict) -> dict:
     if bundle.model_id != task["model_id"]:
         raise CurateError(f"worker loaded {bundle.model_id}, driver planned {task['model_id']}: "
                           "the checkpoint must be the same file on every worker")
-    rows = shard_samples(ds.root, shard_id)
-    shard = f"{IMAGES}/{shard_name(shard_id)}.tar"
+    digits = task.get("digits") or shard_digits(ds)
+    rows = shard_samples(ds.root, shard_id, digits)
+    shard = f"{IMAGES}/{shard_name(shard_id, digits)}.tar"
     keys = rows.column("key").to_pylist()
     images = read_tar_images(ds.root / shard, set(keys))
     batch = opts.batch_size or (1024 if bundle.device.startswith("cuda") else 64)
@@ -266,7 +268,9 @@ def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
     model_id = model_id_for(opts.model, opts.pretrained, opts.seed)
     emb_name, fail_name = table_names(model_id)
     manifest = RunManifest("embed", {**asdict(opts), "model_id": model_id, "engine": getattr(executor, "name", "?")})
-    tasks = [{"root": str(dataset.root), "shard_id": s, "model_id": model_id, "opts": asdict(opts)} for s in shards]
+    digits = shard_digits(dataset)
+    tasks = [{"root": str(dataset.root), "shard_id": s, "digits": digits, "model_id": model_id, "opts": asdict(opts)}
+             for s in shards]
     with manifest.stage("embed"):
         results = executor.map_tasks(tasks, run_shard_task, description=f"embed {model_id}")
     done = [r for r in results if not r["skipped"]]
@@ -276,7 +280,7 @@ def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
         import pyarrow.compute as pc
 
         d = dataset.read("downloads", columns=["status", "shard"])
-        wanted = {f"{IMAGES}/{shard_name(s)}.tar" for s in shards}
+        wanted = {f"{IMAGES}/{shard_name(s, digits)}.tar" for s in shards}
         success = d.filter(pc.and_(pc.equal(d.column("status"), "success"), pc.is_in(d.column("shard"), pa.array(sorted(wanted)))))
         stats["downloads_success"] = success.num_rows
         stats["unaccounted"] = success.num_rows - stats["embedded"] - stats["failed"]

@@ -375,21 +375,44 @@ def read_meta(folder: str | os.PathLike) -> dict:
     return json.loads(p.read_text())
 
 
-def shard_urls(folder: str | os.PathLike) -> tuple[list[str], int]:
-    """Shard paths of a reshard output (or any folder of .tar files) and their sample total."""
+def shard_sizes(folder: str | os.PathLike, names: list[str]) -> dict[str, int | None]:
+    """Samples per shard: from ``sizes.json`` (curate, open_clip) or else the shard's
+    ``<stem>_stats.json`` ``successes`` (DataComp's resharder and img2dataset); None when
+    neither says."""
     folder = Path(folder)
+    table: dict = {}
     sizes_path = folder / "sizes.json"
-    if (folder / "meta.json").exists():
-        meta = read_meta(folder)
+    if sizes_path.exists():
+        try:
+            table = json.loads(sizes_path.read_text())
+        except ValueError as e:
+            raise DatasetError(f"{sizes_path}: not valid JSON ({e})") from None
+    out: dict[str, int | None] = {}
+    for n in names:
+        size = table.get(n)
+        if size is None:
+            stats = folder / (n[: -len(".tar")] + "_stats.json" if n.endswith(".tar") else n + "_stats.json")
+            if stats.exists():
+                try:
+                    size = json.loads(stats.read_text()).get("successes")
+                except (ValueError, AttributeError) as e:
+                    raise DatasetError(f"{stats}: not a shard stats JSON object ({e})") from None
+        out[n] = int(size) if size is not None else None
+    return out
+
+
+def shard_urls(folder: str | os.PathLike) -> tuple[list[str], int]:
+    """Shard paths of a reshard output (curate's or DataComp's, or any folder of .tar files)
+    and their sample total (0 when some shard's size is unknown)."""
+    folder = Path(folder)
+    meta = read_meta(folder) if (folder / "meta.json").exists() else {}
+    if "output_shard_format" in meta and "output_shard_count" in meta:
         fmt, n = meta["output_shard_format"], int(meta["output_shard_count"])
         names = [fmt.format(i) for i in range(n)]
     else:
         names = sorted(p.name for p in folder.glob("*.tar"))
     if not names:
         raise DatasetError(f"{folder}: no .tar shards")
-    total = 0
-    if sizes_path.exists():
-        sizes = json.loads(sizes_path.read_text())
-        total = sum(int(sizes.get(n, 0)) for n in names)
+    sizes = shard_sizes(folder, names)
+    total = 0 if any(v is None for v in sizes.values()) else sum(sizes.values())
     return [str(folder / n) for n in names], total
-

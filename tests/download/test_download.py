@@ -131,7 +131,7 @@ def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, im
     assert set(after) == set(before)
     flaky = after[uid[pool[5][0]]]
     assert flaky["status"] == "success" and flaky["attempts"] == 2
-    assert flaky["shard"] == "images/00002.tar"  # retries land in new shards after the existing ones
+    assert flaky["shard"] == "images/00000002.tar"  # retries land in new shards after the existing ones
     assert after[uid[pool[6][0]]]["error_class"] == "http_404" and after[uid[pool[6][0]]]["attempts"] == 2
     for u, r in before.items():  # earlier successes are untouched
         if r["status"] == "success":
@@ -146,7 +146,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path, image_server, photos):
     ds.write_table("samples", samples_table(pool), schema="samples")
     run_download(ds, LocalExecutor(), _opts(samples_per_shard=3))
     # simulate a kill during shard 1: its completion marker never got written, no table yet
-    (ds.root / "images" / "00001_stats.json").unlink()
+    (ds.root / "images" / "00000001_stats.json").unlink()
     for p in ds.shards("downloads"):
         p.unlink()
     n_requests = len(image_server.requests)
@@ -157,8 +157,8 @@ def test_killed_run_resumes_without_duplicates(tmp_path, image_server, photos):
     t = ds.read("downloads")
     assert t.num_rows == 9 and len(set(t.column("uid").to_pylist())) == 9
     assert pc.all(pc.equal(t.column("status"), "success")).as_py()
-    assert sorted(set(t.column("shard").to_pylist())) == ["images/00000.tar", "images/00002.tar", "images/00003.tar"]
-    assert not (ds.root / "images" / "00001.tar").exists()
+    assert sorted(set(t.column("shard").to_pylist())) == ["images/00000000.tar", "images/00000002.tar", "images/00000003.tar"]
+    assert not (ds.root / "images" / "00000001.tar").exists()
 
 
 def test_default_policy_refuses_loopback_before_connecting(tmp_path, image_server, photos):

@@ -90,7 +90,7 @@ def _rewrite_tar(path, change):
 @pytest.mark.parametrize("decode", ["pil", "tensor"])
 def test_bad_images_get_failure_rows_and_nothing_disappears(downloaded, decode):
     d = downloaded.read("downloads").to_pylist()
-    in_shard1 = sorted((r for r in d if r["shard"] == "images/00001.tar"), key=lambda r: r["key"])
+    in_shard1 = sorted((r for r in d if r["shard"] == "images/00000001.tar"), key=lambda r: r["key"])
     truncated, garbage, missing = in_shard1[0], in_shard1[1], in_shard1[2]
 
     def change(name, data):
@@ -102,7 +102,7 @@ def test_bad_images_get_failure_rows_and_nothing_disappears(downloaded, decode):
             return None
         return data
 
-    _rewrite_tar(downloaded.root / "images" / "00001.tar", change)
+    _rewrite_tar(downloaded.root / "images" / "00000001.tar", change)
     stats = run_embed(downloaded, LocalExecutor(), _opts(decode=decode))
     assert (stats["embedded"], stats["failed"], stats["unaccounted"]) == (15, 3, 0)
     f = downloaded.read(f"embed_failures/{TINY}", schema="embed_failures")
@@ -110,7 +110,7 @@ def test_bad_images_get_failure_rows_and_nothing_disappears(downloaded, decode):
     assert reasons[truncated["uid"]]["error_class"] == "truncated"
     assert reasons[garbage["uid"]]["error_class"] == "decode_error"
     assert reasons[missing["uid"]]["error_class"] == "missing_member"
-    assert all(r["shard"] == "images/00001.tar" and r["error_message"] for r in reasons.values())
+    assert all(r["shard"] == "images/00000001.tar" and r["error_message"] for r in reasons.values())
     emb_uids = set(downloaded.read(f"embeddings/{TINY}").column("uid").to_pylist())
     assert emb_uids.isdisjoint(reasons) and len(emb_uids | set(reasons)) == 18
 
@@ -168,9 +168,9 @@ def test_uint8_transfer_path_gives_the_same_shard(downloaded):
 
     rows = shard_samples(downloaded.root, 0)
     keys = rows.column("key").to_pylist()
-    images = read_tar_images(downloaded.root / "images" / "00000.tar", set(keys))
+    images = read_tar_images(downloaded.root / "images" / "00000000.tar", set(keys))
     bundle = load_model("curate-tiny", seed=0)
-    args = (bundle, rows.column("uid").to_pylist(), keys, rows.column("caption").to_pylist(), images, "images/00000.tar", 4, 2)
+    args = (bundle, rows.column("uid").to_pylist(), keys, rows.column("caption").to_pylist(), images, "images/00000000.tar", 4, 2)
     plain, _, _ = embed_shard(*args, uint8_transfer=False)
     fast, _, stats = embed_shard(*args, uint8_transfer=True)
     assert stats["embedded"] == 6
@@ -187,8 +187,8 @@ def test_tensor_decode_path_matches_the_pil_path(downloaded):
     assert TensorJpegPipeline(bundle).usable
     rows = shard_samples(downloaded.root, 2)
     keys = rows.column("key").to_pylist()
-    images = read_tar_images(downloaded.root / "images" / "00002.tar", set(keys))
-    args = (bundle, rows.column("uid").to_pylist(), keys, rows.column("caption").to_pylist(), images, "images/00002.tar", 4, 2)
+    images = read_tar_images(downloaded.root / "images" / "00000002.tar", set(keys))
+    args = (bundle, rows.column("uid").to_pylist(), keys, rows.column("caption").to_pylist(), images, "images/00000002.tar", 4, 2)
     pil, _, _ = embed_shard(*args)
     tensor, _, stats = embed_shard(*args, decode="tensor")
     assert stats["decode"] == "tensor" and stats["embedded"] == 6

@@ -1,0 +1,112 @@
+"""DataComp's face boxes, carried from the pool into the download shards.
+
+DataComp's metadata gives every sample ``face_bboxes``: a list of ``[x1, y1, x2, y2]`` boxes
+(floats, relative to the image size). DataComp's resharder blurs those faces
+(``--apply-blur``) reading them from a Parquet per shard, found through a
+``--blur-metadata-map`` JSON. So the download passes the pool's boxes to img2dataset as an
+extra column: they land in each shard's ``images/NNNNNNNN.parquet`` (and the member
+``.json``), and ``images/_blur_metadata_map.json`` maps every shard to its Parquet.
+
+The boxes are read from wherever ``samples`` holds them: a ``face_bboxes`` column (list or
+JSON text) or the ``face_bboxes`` key of the ``extra`` JSON (how ingest keeps DataComp's
+other columns).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.errors import DatasetError
+from curate.tables import Dataset, atomic_write_bytes
+
+FACE_BBOXES = "face_bboxes"
+FACE_BBOXES_TYPE = pa.list_(pa.list_(pa.float64()))  # DataComp's metadata type
+BLUR_MAP = "_blur_metadata_map.json"
+
+
+def _source_expr(dataset: Dataset) -> tuple[str, str] | None:
+    """(SQL expression giving the boxes as JSON or a list, row prefilter) over samples, or None."""
+    shards = dataset.shards("samples")
+    if not shards:
+        return None
+    schema = pq.read_schema(shards[0])
+    if FACE_BBOXES in schema.names:
+        t = schema.field(FACE_BBOXES).type
+        expr = f"{FACE_BBOXES}::JSON" if pa.types.is_string(t) or pa.types.is_large_string(t) else FACE_BBOXES
+        return expr, f"{FACE_BBOXES} IS NOT NULL"
+    if "extra" in schema.names:
+        return f"json_extract(extra, '$.{FACE_BBOXES}')", f"extra LIKE '%\"{FACE_BBOXES}\"%'"
+    return None
+
+
+def with_face_bboxes(dataset: Dataset, todo: pa.Table) -> pa.Table:
+    """``todo`` (uid, url, text) plus a ``face_bboxes`` column, same row order, when any
+    sample of the pool carries face boxes; ``todo`` unchanged otherwise. A value that is
+    not a list of 4-number boxes is an error naming the uid."""
+    import duckdb
+
+    source = _source_expr(dataset)
+    if source is None or todo.num_rows == 0:
+        return todo
+    expr, where = source
+    files = [str(p) for p in dataset.shards("samples")]
+    con = duckdb.connect()
+    try:
+        con.register("todo", todo.append_column("_order", pa.array(range(todo.num_rows), pa.int64())))
+        out = con.sql(f"""
+            WITH f AS (
+                SELECT uid, {expr} AS raw FROM read_parquet($files) WHERE {where}
+            )
+            SELECT t.uid, t.url, t.text,
+                   TRY_CAST(f.raw AS DOUBLE[][]) AS {FACE_BBOXES},
+                   f.raw IS NOT NULL AND json_type(f.raw::JSON) <> 'NULL' AS has_raw
+            FROM todo t LEFT JOIN f USING (uid)
+            ORDER BY t._order
+        """, params={"files": files}).to_arrow_table()
+    except duckdb.Error as e:
+        raise DatasetError(f"{dataset.table_dir('samples')}: cannot read face_bboxes ({e})") from e
+    finally:
+        con.close()
+    if not pc.any(out.column("has_raw")).as_py():
+        return todo  # a pool without face boxes: the shards' Parquet stays as img2dataset writes it
+    boxes = out.column(FACE_BBOXES).combine_chunks().cast(FACE_BBOXES_TYPE)
+    unparsed = pc.and_(out.column("has_raw").combine_chunks(), pc.is_null(boxes))
+    inner = boxes.flatten()
+    bad_inner = pc.or_kleene(pc.is_null(inner), pc.not_equal(pc.list_value_length(inner), 4))
+    bad_row = None
+    if pc.any(unparsed).as_py():
+        bad_row = pc.index(unparsed, True).as_py()
+    elif len(inner) and pc.any(bad_inner).as_py():
+        bad_row = pc.list_parent_indices(boxes)[pc.index(bad_inner, True).as_py()].as_py()
+    if bad_row is not None:
+        uid = out.column("uid")[bad_row].as_py()
+        raise DatasetError(f"{dataset.table_dir('samples')}: uid {uid}: face_bboxes is not a list of "
+                           f"[x1, y1, x2, y2] boxes (DataComp's format)")
+    return todo.append_column(pa.field(FACE_BBOXES, FACE_BBOXES_TYPE), boxes)
+
+
+def write_blur_metadata_map(dataset: Dataset) -> int:
+    """Write ``images/_blur_metadata_map.json`` (DataComp resharder's ``--blur-metadata-map``:
+    ``{name: {"parquet": path, "shards": [tar path]}}``, absolute paths) for the complete
+    shards whose Parquet has face boxes; returns how many. No such shard: no map."""
+    from curate.download.job import IMAGES, complete_shards, shard_digits, shard_name
+
+    d = (dataset.root / IMAGES).resolve()
+    path = d / BLUR_MAP
+    digits = shard_digits(dataset)
+    entries = {}
+    for i in complete_shards(dataset):
+        name = shard_name(i, digits)
+        parquet = d / f"{name}.parquet"
+        if FACE_BBOXES in pq.read_schema(parquet).names and (d / f"{name}.tar").exists():
+            entries[name] = {"parquet": str(parquet), "shards": [str(d / f"{name}.tar")]}
+    if not entries:
+        if path.exists():
+            path.unlink()
+        return 0
+    atomic_write_bytes(path, (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode())
+    return len(entries)

@@ -1,0 +1,288 @@
+"""External DataComp subset files: open, check, sort and import them as curate subsets.
+
+DataComp's ``apply_filter.py`` writes a subset as a NumPy array of dtype ``u8,u8`` (each uid's
+high and low 64 bits), and its resharder reads either that ``.npy`` or the same records with
+no header (it looks for the ``\\x93NUMPY`` magic and otherwise ``np.memmap``-s the file). The
+resharder looks uids up with ``searchsorted``, so an unsorted file silently loses samples
+there; here an unsorted file is reported and sorted.
+
+``import_subset`` turns such a file into ``DATASET/subsets/NAME/`` (uids.parquet, uids.npy,
+_manifest.json), so it works everywhere a subset does: ``curate select``, recipes
+(``input: subset:NAME``), the ``subsets_NAME`` SQL view, ``curate reshard --subset NAME``.
+The file is memory-mapped and streamed in chunks; an unsorted file is sorted through
+bucket files on disk (uids are hashes, so the buckets by leading bits are even), so memory
+stays about one chunk whatever the file size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.errors import DatasetError, InputFileError
+from curate.uid import DATACOMP_DTYPE
+
+NPY_MAGIC = b"\x93NUMPY"
+CHUNK_ROWS = 8_000_000  # 128 MB of u8,u8 records per chunk
+_MAX_BUCKET_BITS = 8  # at most 256 bucket files open at once
+_HEX = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
+_NIBBLE = np.full(256, 255, np.uint8)
+_NIBBLE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_NIBBLE[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+
+
+def open_subset_array(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """A DataComp subset file as a read-only ``u8,u8`` memmap, and its format (``npy`` or
+    ``raw``). Anything else is an ``InputFileError`` naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(str(p), "subset file not found" if not p.exists() else "not a file")
+    with open(p, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head == NPY_MAGIC:
+        try:
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        except ValueError as e:  # pickled objects, bad header, data shorter than the header says
+            raise InputFileError(str(p), f"not a readable .npy subset ({e})") from None
+        if arr.dtype != DATACOMP_DTYPE:
+            raise InputFileError(str(p), f"dtype {arr.dtype} is not DataComp's u8,u8 (two little-endian "
+                                         f"uint64 per uid, as apply_filter.py writes)")
+        if arr.ndim != 1:
+            raise InputFileError(str(p), f"a subset is a 1-D array, this one has shape {arr.shape}")
+        return arr, "npy"
+    size = p.stat().st_size
+    if size == 0:
+        raise InputFileError(str(p), "empty file (a raw DataComp subset holds 16 bytes per uid)")
+    if size % DATACOMP_DTYPE.itemsize:
+        raise InputFileError(str(p), f"no .npy header and a size of {size} bytes, not a multiple of 16: "
+                                     f"neither a DataComp .npy nor a raw u8,u8 memmap")
+    return np.memmap(p, DATACOMP_DTYPE, mode="r"), "raw"
+
+
+def first_unsorted(arr: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> int | None:
+    """Index of the first record smaller than the one before it, or None when sorted."""
+    prev = None
+    for start in range(0, len(arr), chunk_rows):
+        c = np.asarray(arr[start:start + chunk_rows])
+        hi, lo = c["f0"], c["f1"]
+        down = (hi[1:] < hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] < lo[:-1]))
+        if prev is not None and (hi[0] < prev[0] or (hi[0] == prev[0] and lo[0] < prev[1])):
+            return start
+        if down.any():
+            return start + 1 + int(np.argmax(down))
+        prev = (hi[-1], lo[-1])
+    return None
+
+
+def sort_records(a: np.ndarray) -> np.ndarray:
+    """``u8,u8`` records in DataComp's order (by high, then low 64 bits)."""
+    return a[np.lexsort((a["f1"], a["f0"]))]
+
+
+def unsorted_warning(path, index: int) -> str:
+    return (f"warning: {path} is not sorted (row {index} is smaller than the row before it); "
+            f"sorting it. DataComp's resharder needs a sorted file: unsorted, it silently drops samples")
+
+
+def sorted_chunks(arr: np.ndarray, work_dir: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+    """The records of ``arr`` in sorted order, as consecutive chunks. Small inputs are sorted
+    in memory; larger ones are split by the leading bits of the uid into bucket files,
+    each then sorted on its own."""
+    n = len(arr)
+    if n <= chunk_rows:
+        if n:
+            yield sort_records(np.array(arr))
+        return
+    bits = min(_MAX_BUCKET_BITS, max(1, math.ceil(math.log2(2 * n / chunk_rows))))
+    shift = np.uint64(64 - bits)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    paths = [work_dir / f"bucket-{i:04d}.u8u8" for i in range(1 << bits)]
+    files = [open(p, "wb") for p in paths]
+    try:
+        for start in range(0, n, chunk_rows):
+            c = np.asarray(arr[start:start + chunk_rows])
+            b = (c["f0"] >> shift).astype(np.int64)
+            order = np.argsort(b, kind="stable")
+            c, b = c[order], b[order]
+            bounds = np.searchsorted(b, np.arange((1 << bits) + 1))
+            for i, f in enumerate(files):
+                if bounds[i + 1] > bounds[i]:
+                    f.write(c[bounds[i]:bounds[i + 1]].tobytes())
+    finally:
+        for f in files:
+            f.close()
+    for p in paths:
+        a = np.fromfile(p, DATACOMP_DTYPE)
+        p.unlink()
+        if len(a):
+            yield sort_records(a)
+
+
+def hex_uids(a: np.ndarray) -> pa.StringArray:
+    """32-char lowercase hex uids of ``u8,u8`` records (vectorised ``f"{hi:016x}{lo:016x}"``)."""
+    n = len(a)
+    be = np.empty((n, 2), ">u8")
+    be[:, 0], be[:, 1] = a["f0"], a["f1"]
+    data = _HEX[be.view(np.uint8).reshape(n, 16)].tobytes()
+    offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int64)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data)).cast(pa.string())
+
+
+def records_from_hex(uids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``u8,u8`` records of 32-char lowercase hex uids (inverse of ``hex_uids``)."""
+    raw = np.asarray(pc.cast(uids, pa.large_binary()).to_numpy(zero_copy_only=False).astype("S32"))
+    digits = _NIBBLE[raw.view(np.uint8).reshape(len(raw), 32)].astype(np.uint64)
+    out = np.empty(len(raw), DATACOMP_DTYPE)
+    weights = np.uint64(16) ** np.arange(15, -1, -1, dtype=np.uint64)
+    out["f0"] = digits[:, :16] @ weights
+    out["f1"] = digits[:, 16:] @ weights
+    return out
+
+
+def _write_npy_header(f, n: int) -> None:
+    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(DATACOMP_DTYPE),
+                                            "fortran_order": False, "shape": (n,)})
+
+
+class _SubsetWriter:
+    """uids.parquet and uids.npy of a subset written chunk by chunk (records in sorted order)."""
+
+    def __init__(self, folder: Path, n: int):
+        from curate.tables import load_schema
+        from curate.tables.dataset import PARQUET_OPTIONS
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.schema = load_schema("subset").arrow()
+        self.parquet = pq.ParquetWriter(folder / "uids.parquet", self.schema, **PARQUET_OPTIONS)
+        self.npy = open(folder / "uids.npy", "wb")
+        _write_npy_header(self.npy, n)
+        self.n = n
+        self.rows = self.distinct = 0
+        self._last: tuple | None = None
+
+    def write(self, records: np.ndarray) -> None:
+        if not len(records):
+            return
+        self.npy.write(np.ascontiguousarray(records).tobytes())
+        self.parquet.write_table(pa.Table.from_arrays([hex_uids(records)], schema=self.schema), row_group_size=65536)
+        same = (records["f0"][1:] == records["f0"][:-1]) & (records["f1"][1:] == records["f1"][:-1])
+        first_new = self._last is None or (records["f0"][0], records["f1"][0]) != self._last
+        self.distinct += int(len(records) - 1 - same.sum()) + int(first_new)
+        self.rows += len(records)
+        self._last = (records["f0"][-1], records["f1"][-1])
+
+    def close(self) -> None:
+        if self.rows != self.n:  # the .npy header promised n records
+            raise DatasetError(f"subset import wrote {self.rows} uids, expected {self.n}")
+        self.parquet.close()
+        self.npy.flush()
+        os.fsync(self.npy.fileno())
+        self.npy.close()
+
+
+def _unknown_uids(dataset, parquet: Path) -> tuple[int, str | None]:
+    """(uids of the subset file not in samples, the first of them); (0, None) without samples."""
+    import duckdb
+
+    if not dataset.has_table("samples"):
+        return 0, None
+    con = duckdb.connect()
+    try:
+        files = [str(p) for p in dataset.shards("samples")]
+        n, first = con.sql(
+            "SELECT count(*), min(s.uid) FROM read_parquet($sub) s ANTI JOIN read_parquet($samples) k USING (uid)",
+            params={"sub": str(parquet), "samples": files}).fetchone()
+    finally:
+        con.close()
+    return int(n), first
+
+
+def _drop_unknown(dataset, folder: Path, known: int, chunk_rows: int) -> tuple[int, int]:
+    """Rewrite the subset in ``folder`` keeping only uids that are in samples (sorted);
+    returns its (rows, distinct)."""
+    import duckdb
+
+    src = folder / "uids.all.parquet"
+    (folder / "uids.parquet").rename(src)
+    (folder / "uids.npy").unlink()
+    con = duckdb.connect()
+    try:
+        reader = con.sql(
+            "SELECT s.uid FROM read_parquet($sub) s SEMI JOIN read_parquet($samples) k USING (uid) ORDER BY s.uid",
+            params={"sub": str(src), "samples": [str(p) for p in dataset.shards("samples")]}).to_arrow_reader(chunk_rows)
+        writer = _SubsetWriter(folder, known)
+        for batch in reader:
+            writer.write(records_from_hex(batch.column(0)))
+        writer.close()
+    finally:
+        con.close()
+    src.unlink()
+    return writer.rows, writer.distinct
+
+
+def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bool = False,
+                  chunk_rows: int = CHUNK_ROWS) -> dict:
+    """Write ``subsets/<name>/`` from a DataComp subset file (.npy or raw ``u8,u8``).
+
+    Returns counts: rows, distinct, format, sorted_input (False: the file was unsorted and is
+    stored sorted; ``first_unsorted`` is the first out-of-order row), unknown_uid (uids not in
+    samples: an error unless ``allow_unknown``, which drops them). The subset folder is
+    replaced as a whole, never left half-written.
+    """
+    import json
+
+    from curate.manifest import RunManifest
+    from curate.tables import atomic_write_bytes
+
+    t0 = time.perf_counter()
+    from curate.progress import info
+
+    arr, fmt = open_subset_array(path)
+    bad = first_unsorted(arr, chunk_rows)
+    if bad is not None:
+        info(unsorted_warning(path, bad))
+    root = dataset.root / "subsets"
+    tmp = root / f".{name}.import-{uuid.uuid4().hex}"
+    try:
+        writer = _SubsetWriter(tmp, len(arr))
+        chunks = (sorted_chunks(arr, tmp / "_sort", chunk_rows) if bad is not None else
+                  (np.asarray(arr[s:s + chunk_rows]) for s in range(0, len(arr), chunk_rows)))
+        for c in chunks:
+            writer.write(c)
+        writer.close()
+        shutil.rmtree(tmp / "_sort", ignore_errors=True)
+        unknown, first_unknown = _unknown_uids(dataset, tmp / "uids.parquet")
+        if unknown and not allow_unknown:
+            raise DatasetError(f"{path}: {unknown} uids are not in samples of {dataset.root} (first: "
+                               f"{first_unknown}); pass --allow-unknown to drop them")
+        count, distinct = writer.rows, writer.distinct
+        if unknown:
+            count, distinct = _drop_unknown(dataset, tmp, writer.rows - unknown, chunk_rows)
+        counts = {"file_rows": len(arr), "unknown_uid": unknown, "selected": count}
+        meta = {"stage": "import", "name": name, "source": str(Path(path).resolve()), "format": fmt,
+                "sorted_input": bad is None, "first_unsorted": bad, "counts": counts,
+                "count": count, "distinct": distinct, "seconds": round(time.perf_counter() - t0, 4)}
+        atomic_write_bytes(tmp / "_manifest.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+        final = root / name
+        old = root / f".{name}.old-{uuid.uuid4().hex}"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    m = RunManifest(f"select-{name}", {"from_file": str(path), "allow_unknown": allow_unknown})
+    m["counts"] = counts
+    m["outputs"] = {"subset": f"subsets/{name}"}
+    m.write(dataset)
+    return {**meta, "path": str(root / name)}
