@@ -195,3 +195,21 @@ def test_tensor_decode_path_matches_the_pil_path(downloaded):
     a, b = _vectors(tensor.column("image_embedding")), _vectors(pil.column("image_embedding"))
     assert np.min(np.sum(a * b, axis=1)) > 0.99  # same pictures, resampling rounding apart
     assert tensor.column("text_embedding").equals(pil.column("text_embedding"))
+
+
+def test_a_dataset_with_five_digit_image_shards_embeds(tmp_path, shared_data):
+    """Datasets downloaded before shard names followed DataComp (00000.tar) still embed."""
+    from curate.download import DownloadOptions, FetchPolicy, run_download
+    from curate.tables import Dataset
+
+    from .conftest import make_samples
+
+    photos = sorted((shared_data / "flickr8k" / "images").glob("*.jpg"))[:5]
+    ds = Dataset(tmp_path / "old")
+    ds.write_table("samples", make_samples(photos, [f"photo {i}" for i in range(5)]), schema="samples")
+    run_download(ds, LocalExecutor(), DownloadOptions(samples_per_shard=3, thread_count=2, shard_digits=5,
+                                                      policy=FetchPolicy(allow_file_urls=True)))
+    assert sorted(p.name for p in (ds.root / "images").glob("*.tar")) == ["00000.tar", "00001.tar"]
+    stats = run_embed(ds, LocalExecutor(), _opts())
+    assert (stats["embedded"], stats["failed"], stats["unaccounted"]) == (5, 0, 0)
+    assert sorted(ds.read(f"embeddings/{TINY}")["uid"].to_pylist()) == sorted(ds.read("samples")["uid"].to_pylist())
