@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import time
+import tokenize
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -52,7 +53,8 @@ def open_subset_array(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     if head == NPY_MAGIC:
         try:
             arr = np.load(p, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:  # pickled objects, bad header, data shorter than the header says
+        except (ValueError, TypeError, SyntaxError, EOFError, OSError, tokenize.TokenError) as e:
+            # pickled objects, a garbled header, data shorter than the header says
             raise InputFileError(str(p), f"not a readable .npy subset ({e})") from None
         if arr.dtype != DATACOMP_DTYPE:
             raise InputFileError(str(p), f"dtype {arr.dtype} is not DataComp's u8,u8 (two little-endian "
@@ -201,7 +203,7 @@ def _unknown_uids(dataset, parquet: Path) -> tuple[int, str | None]:
         files = [str(p) for p in dataset.shards("samples")]
         n, first = con.sql(
             "SELECT count(*), min(s.uid) FROM read_parquet($sub) s ANTI JOIN read_parquet($samples) k USING (uid)",
-            params={"sub": str(parquet), "samples": files}).fetchone()
+            params={"sub": str(parquet), "samples": files}).fetchall()[0]
     finally:
         con.close()
     return int(n), first
