@@ -1,7 +1,7 @@
 """The embed job: downloaded image shards -> embeddings/<model_id>/ and embed_failures/<model_id>/.
 
-One task per image shard (``images/NNNNNNNN.tar``; older datasets: ``images/NNNNN.tar``). A task reads the shard's img2dataset
-results for its success rows (uid, key, caption), decodes and preprocesses the images in a
+One task per image shard (``images/NNNNNNNN.tar``; older datasets: ``images/NNNNN.tar``).
+A task reads the shard's img2dataset results for its success rows (uid, key, caption), decodes and preprocesses the images in a
 thread pool one batch ahead of the model, embeds images and captions, and writes
 ``embed_failures/<model_id>/part-NNNNN.parquet`` then ``embeddings/<model_id>/part-NNNNN.parquet``
 (the completion marker), each atomically. A rerun skips shards whose embeddings part exists;
