@@ -211,3 +211,24 @@ def test_malformed_face_boxes_are_a_one_line_error_naming_the_uid(tmp_path, imag
     ds.write_table("samples", samples, schema="samples")
     with pytest.raises(DatasetError, match=f"uid {bad}: face_bboxes is not a list of"):
         run_download(ds, LocalExecutor(), _opts())
+
+
+@pytest.mark.slow
+def test_face_boxes_on_spark_match_the_local_loop(tmp_path, image_server, photos, spark):
+    from curate.engine.spark import SparkExecutor
+
+    rows, boxes = _pool_with_boxes(image_server, photos)
+    samples = samples_table(rows)
+    extra = [None if fb is None else json.dumps({"face_bboxes": fb}) for fb in boxes]
+    samples = samples.set_column(samples.schema.get_field_index("extra"), "extra", pa.array(extra, pa.string()))
+    got = {}
+    for name, executor in (("spark", SparkExecutor(spark)), ("local", LocalExecutor())):
+        ds = Dataset(tmp_path / name)
+        ds.write_table("samples", samples, schema="samples")
+        run_download(ds, executor, _opts())
+        _check_boxes_in_shards(ds, samples, boxes)
+        got[name] = sorted(
+            (r["uid"], r["face_bboxes"], r["status"])
+            for i in complete_shards(ds)
+            for r in pq.read_table(ds.root / "images" / f"{i:08d}.parquet", columns=["uid", "face_bboxes", "status"]).to_pylist())
+    assert got["spark"] == got["local"] and len(got["local"]) == len(rows)
