@@ -232,3 +232,29 @@ def test_face_boxes_on_spark_match_the_local_loop(tmp_path, image_server, photos
             for i in complete_shards(ds)
             for r in pq.read_table(ds.root / "images" / f"{i:08d}.parquet", columns=["uid", "face_bboxes", "status"]).to_pylist())
     assert got["spark"] == got["local"] and len(got["local"]) == len(rows)
+
+
+@pytest.mark.slow
+def test_face_boxes_from_ingested_datacomp_metadata(tmp_path, image_server, photos, spark):
+    """The whole path: DataComp metadata Parquet -> curate ingest (face_bboxes kept in
+    samples.extra) -> download -> each shard's Parquet and DataComp's blur lookup."""
+    from curate.ingest.job import IngestConfig, run_ingest
+
+    rows, boxes = _pool_with_boxes(image_server, photos)
+    uids = [f"{(i + 1) * 0x9E3779B97F4A7C15:032x}"[-32:] for i in range(len(rows))]
+    meta = pa.table({
+        "uid": uids, "url": [u for u, _ in rows], "text": [t for _, t in rows],
+        "original_width": pa.array([500] * len(rows), pa.int64()), "original_height": pa.array([375] * len(rows), pa.int64()),
+        "clip_b32_similarity_score": pa.array([0.3] * len(rows), pa.float32()),
+        "clip_l14_similarity_score": pa.array([0.25] * len(rows), pa.float32()),
+        "face_bboxes": pa.array([fb if fb is not None else [] for fb in boxes], pa.list_(pa.list_(pa.float64()))),
+        "sha256": ["0" * 64] * len(rows),
+    })
+    src = tmp_path / "metadata"
+    src.mkdir()
+    pq.write_table(meta, src / "0000.parquet")
+    ds = Dataset(tmp_path / "ds")
+    run_ingest(spark, IngestConfig(inputs=[str(src)], output=str(ds.root), format="datacomp"))
+    assert sorted(ds.read("samples")["uid"].to_pylist()) == sorted(uids)
+    run_download(ds, LocalExecutor(), _opts())
+    _check_boxes_in_shards(ds, meta, [fb if fb is not None else [] for fb in boxes])
