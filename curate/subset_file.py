@@ -34,7 +34,8 @@ from curate.errors import DatasetError, InputFileError
 from curate.uid import DATACOMP_DTYPE
 
 NPY_MAGIC = b"\x93NUMPY"
-CHUNK_ROWS = 8_000_000  # 128 MB of u8,u8 records per chunk
+CHUNK_ROWS = 4_000_000  # 64 MB of u8,u8 records per chunk
+_HEX_ROWS = 1_000_000  # records converted to hex strings at a time (~100 MB of temporaries)
 _MAX_BUCKET_BITS = 8  # at most 256 bucket files open at once
 _HEX = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
 _NIBBLE = np.full(256, 255, np.uint8)
@@ -87,8 +88,19 @@ def first_unsorted(arr: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> int | None:
 
 
 def sort_records(a: np.ndarray) -> np.ndarray:
-    """``u8,u8`` records in DataComp's order (by high, then low 64 bits)."""
-    return a[np.lexsort((a["f1"], a["f0"]))]
+    """``u8,u8`` records in DataComp's order (by high, then low 64 bits). Sorts by the high
+    half (one uint64 argsort, ~2x faster than a two-key lexsort), then orders the rare runs
+    of equal high halves (repeats) by their low half."""
+    s = a[np.argsort(a["f0"])]
+    eq = s["f0"][1:] == s["f0"][:-1]
+    if eq.any():
+        run = np.zeros(len(s), bool)
+        run[1:] |= eq
+        run[:-1] |= eq
+        idx = np.flatnonzero(run)
+        sub = s[idx]
+        s[idx] = sub[np.lexsort((sub["f1"], sub["f0"]))]
+    return s
 
 
 def unsorted_warning(path, index: int) -> str:
@@ -176,7 +188,9 @@ class _SubsetWriter:
         if not len(records):
             return
         self.npy.write(np.ascontiguousarray(records).tobytes())
-        self.parquet.write_table(pa.Table.from_arrays([hex_uids(records)], schema=self.schema), row_group_size=65536)
+        for s in range(0, len(records), _HEX_ROWS):
+            part = hex_uids(records[s:s + _HEX_ROWS])
+            self.parquet.write_table(pa.Table.from_arrays([part], schema=self.schema), row_group_size=65536)
         same = (records["f0"][1:] == records["f0"][:-1]) & (records["f1"][1:] == records["f1"][:-1])
         first_new = self._last is None or (records["f0"][0], records["f1"][0]) != self._last
         self.distinct += int(len(records) - 1 - same.sum()) + int(first_new)
