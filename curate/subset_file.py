@@ -72,6 +72,37 @@ def open_subset_array(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     return np.memmap(p, DATACOMP_DTYPE, mode="r"), "raw"
 
 
+def _is_parquet(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"PAR1"
+
+
+def _parquet_records(path: Path, out: Path) -> np.ndarray:
+    """The ``uid`` column of a Parquet subset (curate's ``uids.parquet``) as ``u8,u8`` records
+    in a file beside the import, streamed a row group at a time; memory-mapped."""
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputFileError(str(path), f"not a readable Parquet file ({e})") from None
+    field = pf.schema_arrow.field("uid") if "uid" in pf.schema_arrow.names else None
+    if field is None or not pa.types.is_string(field.type):
+        raise InputFileError(str(path), "a Parquet subset needs a string column 'uid'")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    row = 0
+    with open(out, "wb") as f:
+        for batch in pf.iter_batches(columns=["uid"], batch_size=_HEX_ROWS):
+            col = batch.column(0)
+            ok = pc.fill_null(pc.match_substring_regex(col, r"^[0-9a-f]{32}$"), False)
+            if not pc.all(ok).as_py():
+                i = pc.index(ok, False).as_py()
+                raise InputFileError(str(path), f"row {row + i}: {col[i].as_py()!r} is not a 32-char lowercase hex uid")
+            f.write(records_from_hex(col).tobytes())
+            row += len(col)
+    return np.memmap(out, DATACOMP_DTYPE, mode="r") if row else np.zeros(0, DATACOMP_DTYPE)
+
+
 def first_unsorted(arr: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> int | None:
     """Index of the first record smaller than the one before it, or None when sorted."""
     prev = None
@@ -248,7 +279,8 @@ def _drop_unknown(dataset, folder: Path, known: int, chunk_rows: int) -> tuple[i
 
 def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bool = False,
                   chunk_rows: int = CHUNK_ROWS) -> dict:
-    """Write ``subsets/<name>/`` from a DataComp subset file (.npy or raw ``u8,u8``).
+    """Write ``subsets/<name>/`` from a DataComp subset file (.npy or raw ``u8,u8``), or a
+    curate subset (folder or ``uids.parquet``, e.g. from another dataset).
 
     Returns counts: rows, distinct, format, sorted_input (False: the file was unsorted and is
     stored sorted; ``first_unsorted`` is the first out-of-order row), unknown_uid (uids not in
@@ -258,18 +290,23 @@ def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bo
     import json
 
     from curate.manifest import RunManifest
+    from curate.progress import info
     from curate.tables import atomic_write_bytes
 
     t0 = time.perf_counter()
-    from curate.progress import info
-
-    arr, fmt = open_subset_array(path)
-    bad = first_unsorted(arr, chunk_rows)
-    if bad is not None:
-        info(unsorted_warning(path, bad))
     root = dataset.root / "subsets"
     tmp = root / f".{name}.import-{uuid.uuid4().hex}"
     try:
+        source = Path(path)
+        if source.is_dir():  # a curate subset folder
+            source = source / "uids.parquet"
+        if _is_parquet(source):
+            arr, fmt = _parquet_records(source, tmp / "_parquet.u8u8"), "parquet"
+        else:
+            arr, fmt = open_subset_array(source)
+        bad = first_unsorted(arr, chunk_rows)
+        if bad is not None:
+            info(unsorted_warning(path, bad))
         writer = _SubsetWriter(tmp, len(arr))
         chunks = (sorted_chunks(arr, tmp / "_sort", chunk_rows) if bad is not None else
                   (np.asarray(arr[s:s + chunk_rows]) for s in range(0, len(arr), chunk_rows)))
@@ -277,6 +314,7 @@ def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bo
             writer.write(c)
         writer.close()
         shutil.rmtree(tmp / "_sort", ignore_errors=True)
+        (tmp / "_parquet.u8u8").unlink(missing_ok=True)
         unknown, first_unknown = _unknown_uids(dataset, tmp / "uids.parquet")
         if unknown and not allow_unknown:
             raise DatasetError(f"{path}: {unknown} uids are not in samples of {dataset.root} (first: "

@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
                                           "A uid returned k times is kept k times (upsampling)."),
         from_file: Optional[Path] = typer.Option(None, "--from-file", help="Import a DataComp subset file instead: "
                                                  "a u8,u8 .npy (apply_filter.py's output) or the same records "
-                                                 "without a header (raw memmap). Unsorted files are sorted, with a warning."),
+                                                 "without a header (raw memmap), or a curate subset folder/uids.parquet. "
+                                                 "Unsorted files are sorted, with a warning."),
         name: str = typer.Option(..., "--name", "-n", help="Subset name: written to subsets/NAME/."),
         embedding_model: str = typer.Option(None, "--embedding-model", help="Model whose table is also the view 'embeddings'."),
         allow_unknown: bool = typer.Option(False, "--allow-unknown",

@@ -9,6 +9,7 @@ import pickle
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401 - pa.parquet
 import pytest
 
 from curate.cli import main
@@ -189,6 +190,27 @@ def test_a_pickle_that_happens_to_have_a_multiple_of_16_bytes_is_read_as_raw_rec
     assert f.stat().st_size % 16 == 0
     code, _, err = _cli(["select", str(pool.root), "--from-file", str(f), "--name", "dc"], capsys)
     assert code == 2 and "are not in samples" in err
+
+
+def test_a_curate_subset_from_another_dataset_imports_too(pool, picks, tmp_path, capsys):
+    from curate.subset import write_subset
+    from curate.tables import Dataset
+
+    other = Dataset(tmp_path / "other")
+    write_subset(other, "mine", list(reversed(picks)))
+    for src in (other.root / "subsets" / "mine", other.root / "subsets" / "mine" / "uids.parquet"):
+        code, out, err = _cli(["select", str(pool.root), "--from-file", str(src), "--name", "copied"], capsys)
+        assert code == 0 and "(parquet)" in out, err
+        assert read_subset(pool, "copied") == picks
+        assert sorted(p.name for p in (pool.root / "subsets" / "copied").iterdir()) == [
+            "_manifest.json", "uids.npy", "uids.parquet"]
+    bad = tmp_path / "bad.parquet"
+    pa.parquet.write_table(pa.table({"uid": picks[:3] + ["NOT-A-UID"]}), bad)
+    code, _, err = _cli(["select", str(pool.root), "--from-file", str(bad), "--name", "x"], capsys)
+    assert code == 2 and f"{bad}: row 3: 'NOT-A-UID' is not a 32-char lowercase hex uid" in err
+    pa.parquet.write_table(pa.table({"id": picks[:3]}), bad)
+    code, _, err = _cli(["select", str(pool.root), "--from-file", str(bad), "--name", "x"], capsys)
+    assert code == 2 and "needs a string column 'uid'" in err
 
 
 def test_select_needs_exactly_one_source(pool, tmp_path, capsys):
