@@ -68,7 +68,9 @@ def read_subset(path_or_dataset: str | Path | Dataset, name: str | None = None) 
         p = p / "uids.parquet"
     if not p.exists():
         raise DatasetError(f"subset not found: {p}")
-    if p.suffix != ".parquet":
+    from curate.subset_file import is_parquet
+
+    if p.suffix != ".parquet" and not is_parquet(p):
         from curate.progress import info
         from curate.subset_file import first_unsorted, hex_uids, open_subset_array, sort_records, unsorted_warning
 

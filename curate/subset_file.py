@@ -72,7 +72,8 @@ def open_subset_array(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     return np.memmap(p, DATACOMP_DTYPE, mode="r"), "raw"
 
 
-def _is_parquet(path: Path) -> bool:
+def is_parquet(path: Path) -> bool:
+    """Whether ``path`` is a file starting with Parquet's magic bytes."""
     if not path.is_file():
         return False
     with open(path, "rb") as f:
@@ -300,7 +301,7 @@ def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bo
         source = Path(path)
         if source.is_dir():  # a curate subset folder
             source = source / "uids.parquet"
-        if _is_parquet(source):
+        if is_parquet(source):
             arr, fmt = _parquet_records(source, tmp / "_parquet.u8u8"), "parquet"
         else:
             arr, fmt = open_subset_array(source)
