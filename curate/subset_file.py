@@ -292,10 +292,12 @@ def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bo
 
     from curate.manifest import RunManifest
     from curate.progress import info
+    from curate.subset import subset_dir
     from curate.tables import atomic_write_bytes
 
     t0 = time.perf_counter()
-    root = dataset.root / "subsets"
+    final = subset_dir(dataset, name)  # the one place subset names become paths
+    root = final.parent
     tmp = root / f".{name}.import-{uuid.uuid4().hex}"
     try:
         source = Path(path)
@@ -328,7 +330,6 @@ def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bo
                 "sorted_input": bad is None, "first_unsorted": bad, "counts": counts,
                 "count": count, "distinct": distinct, "seconds": round(time.perf_counter() - t0, 4)}
         atomic_write_bytes(tmp / "_manifest.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
-        final = root / name
         old = root / f".{name}.old-{uuid.uuid4().hex}"
         if final.exists():
             final.rename(old)
@@ -340,4 +341,4 @@ def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bo
     m["counts"] = counts
     m["outputs"] = {"subset": f"subsets/{name}"}
     m.write(dataset)
-    return {**meta, "path": str(root / name)}
+    return {**meta, "path": str(final)}
