@@ -72,3 +72,5 @@ def register(app: typer.Typer) -> None:
              f"({stats['to_download']} attempted this run)")
         if stats["failed_by_class"]:
             info("failed by class: " + json.dumps(stats["failed_by_class"]))
+        if stats.get("datacomp_resharder_args"):
+            info("DataComp's resharder.py reads these shards with: " + " ".join(stats["datacomp_resharder_args"]))

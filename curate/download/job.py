@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.download.faces import with_face_bboxes, write_blur_metadata_map
+from curate.download.faces import BLUR_MAP, with_face_bboxes, write_blur_metadata_map
 from curate.download.fetch import DEFAULT_MAX_IMAGE_AREA, SafeDownloader, SafeResizer, classify_error
 from curate.download.safety import FetchPolicy
 from curate.errors import CurateError, DatasetError
@@ -130,6 +130,25 @@ def shard_digits(dataset: Dataset, requested: int | None = None) -> int:
         raise CurateError(f"{dataset.root / IMAGES} holds {width}-digit shards; --shard-digits {requested} "
                           f"would mix names (download into a new dataset to change the width)")
     return width
+
+
+def datacomp_resharder_args(dataset: Dataset) -> list[str]:
+    """Flags DataComp's resharder.py needs to read these shards, beyond ``-i/-o/-s``: the
+    shard formats when they are not its 8-digit defaults, ``--num-shards`` when the numbering
+    has gaps (its shard-count search assumes none), the blur map when there is one."""
+    ids = complete_shards(dataset)
+    if not ids:
+        return []
+    digits = shard_digits(dataset)
+    args = []
+    if digits != SHARD_DIGITS:
+        args += ["--shard-format", f"{{:0{digits}d}}.tar", "--shard-stats-format", f"{{:0{digits}d}}_stats.json"]
+    if ids != list(range(len(ids))):
+        args += ["--num-shards", str(ids[-1] + 1)]
+    blur_map = (dataset.root / IMAGES / BLUR_MAP).resolve()
+    if blur_map.exists():
+        args += ["--blur-metadata-map", str(blur_map)]
+    return args
 
 
 def remove_incomplete(dataset: Dataset) -> list[str]:
@@ -370,6 +389,7 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
         dataset.write_table("downloads", table, schema="downloads")
         write_blur_metadata_map(dataset)
     stats.update(counts)
+    stats["datacomp_resharder_args"] = datacomp_resharder_args(dataset)
     stats["skipped"] = False
     return stats
 

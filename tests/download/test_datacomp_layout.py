@@ -64,6 +64,7 @@ def test_shards_have_datacomps_names_and_its_resharder_listing_finds_them_all(tm
     ds.write_table("samples", samples_table(pool), schema="samples")
     stats = run_download(ds, LocalExecutor(), _opts())
     assert stats["new_shards"] == ["00000000", "00000001", "00000002"]
+    assert stats["datacomp_resharder_args"] == []  # its defaults fit
 
     images = ds.root / "images"
     on_disk = sorted(p.name for p in images.glob("*.tar"))
@@ -89,6 +90,7 @@ def test_a_dataset_with_five_digit_shards_keeps_them(tmp_path, image_server, pho
     # a later run with default options (8 digits for new datasets) continues the dataset's width
     retry = run_download(ds, LocalExecutor(), _opts(), retry_failed=True)
     assert retry["new_shards"] == ["00002"] and retry["success"] == 5
+    assert retry["datacomp_resharder_args"] == ["--shard-format", "{:05d}.tar", "--shard-stats-format", "{:05d}_stats.json"]
     assert sorted(set(ds.read("downloads")["shard"].to_pylist())) == ["images/00000.tar", "images/00002.tar"]
     assert sorted(p.name for p in (ds.root / "images").glob("*.tar")) == ["00000.tar", "00001.tar", "00002.tar"]
     assert complete_shards(ds) == [0, 1, 2]
@@ -96,6 +98,23 @@ def test_a_dataset_with_five_digit_shards_keeps_them(tmp_path, image_server, pho
         "00000.tar", "00001.tar", "00002.tar"]  # DataComp's resharder with --shard-format {:05d}.tar ...
     with pytest.raises(CurateError, match="holds 5-digit shards; --shard-digits 8"):
         run_download(ds, LocalExecutor(), _opts(shard_digits=8), retry_failed=True)
+
+
+def test_a_gap_left_by_a_killed_run_needs_num_shards_which_the_download_reports(tmp_path, image_server, photos):
+    b = image_server.base
+    pool = [(f"{b}/img/{p.name}", f"c{i}") for i, p in enumerate(photos[:12])]
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("samples", samples_table(pool), schema="samples")
+    run_download(ds, LocalExecutor(), _opts(samples_per_shard=3))
+    (ds.root / "images" / "00000001_stats.json").unlink()  # killed while shard 1 was being written
+    stats = run_download(ds, LocalExecutor(), _opts(samples_per_shard=3))
+    images = ds.root / "images"
+    assert sorted(p.name for p in images.glob("*.tar")) == ["00000000.tar", "00000002.tar", "00000003.tar", "00000004.tar"]
+    assert stats["datacomp_resharder_args"] == ["--num-shards", "5"]
+    assert sum(_datacomp_listing(images).values()) < 12  # its shard-count search stops at the gap
+    found = _datacomp_listing(images, num_shards=5)
+    assert sorted(found) == ["00000000.tar", "00000002.tar", "00000003.tar", "00000004.tar"]
+    assert sum(found.values()) == 12
 
 
 # ------------------------------------------------------------------ face boxes
@@ -158,6 +177,8 @@ def test_face_bboxes_from_samples_extra_reach_the_shard_parquet_and_datacomps_bl
     ds.write_table("samples", samples, schema="samples")
     stats = run_download(ds, LocalExecutor(), _opts())
     assert stats["success"] == 6
+    assert stats["datacomp_resharder_args"] == [
+        "--blur-metadata-map", str((ds.root / "images" / "_blur_metadata_map.json").resolve())]
     _check_boxes_in_shards(ds, samples, boxes)
 
     # DataComp's own blurrer (img2dataset's BoundingBoxBlurrer, what --apply-blur calls) runs on them
