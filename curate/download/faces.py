@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -75,13 +76,17 @@ def with_face_bboxes(dataset: Dataset, todo: pa.Table) -> pa.Table:
         return todo  # a pool without face boxes: the shards' Parquet stays as img2dataset writes it
     boxes = out.column(FACE_BBOXES).combine_chunks().cast(FACE_BBOXES_TYPE)
     unparsed = pc.and_(out.column("has_raw").combine_chunks(), pc.is_null(boxes))
-    inner = boxes.flatten()
-    bad_inner = pc.or_kleene(pc.is_null(inner), pc.not_equal(pc.list_value_length(inner), 4))
+    inner = boxes.flatten()  # one list per box
+    bad_box = ~pc.fill_null(pc.equal(pc.list_value_length(inner), 4), False).to_numpy(zero_copy_only=False)
+    coords = inner.flatten()
+    if len(coords):  # a null or NaN coordinate (NaN is null in samples.extra) makes the box unusable
+        bad_coord = ~pc.fill_null(pc.is_finite(coords), False).to_numpy(zero_copy_only=False)
+        np.logical_or.at(bad_box, pc.list_parent_indices(inner).to_numpy(), bad_coord)
     bad_row = None
     if pc.any(unparsed).as_py():
         bad_row = pc.index(unparsed, True).as_py()
-    elif len(inner) and pc.any(bad_inner).as_py():
-        bad_row = pc.list_parent_indices(boxes)[pc.index(bad_inner, True).as_py()].as_py()
+    elif bad_box.any():
+        bad_row = pc.list_parent_indices(boxes)[int(np.argmax(bad_box))].as_py()
     if bad_row is not None:
         uid = out.column("uid")[bad_row].as_py()
         raise DatasetError(f"{dataset.table_dir('samples')}: uid {uid}: face_bboxes is not a list of "

@@ -227,11 +227,13 @@ def test_malformed_face_boxes_are_a_one_line_error_naming_the_uid(tmp_path, imag
     bad = samples["uid"][1].as_py()
     with pytest.raises(DatasetError, match=f"uid {bad}: face_bboxes is not a list of"):
         run_download(ds, LocalExecutor(), _opts())
-    extra[1] = json.dumps({"face_bboxes": "eyes at the top"})
-    samples = samples.set_column(samples.schema.get_field_index("extra"), "extra", pa.array(extra, pa.string()))
-    ds.write_table("samples", samples, schema="samples")
-    with pytest.raises(DatasetError, match=f"uid {bad}: face_bboxes is not a list of"):
-        run_download(ds, LocalExecutor(), _opts())
+    for value in ("eyes at the top", [[0.1, None, 0.3, 0.4]], [None], [[0.1, 0.2, 0.3, 0.4], [1, 2]]):
+        extra[1] = json.dumps({"face_bboxes": value})  # NaN coordinates reach samples.extra as null
+        samples = samples.set_column(samples.schema.get_field_index("extra"), "extra", pa.array(extra, pa.string()))
+        ds.write_table("samples", samples, schema="samples")
+        with pytest.raises(DatasetError, match=f"uid {bad}: face_bboxes is not a list of"):
+            run_download(ds, LocalExecutor(), _opts())
+    assert not (ds.root / "images").exists() or not any((ds.root / "images").glob("*.tar"))  # checked first
 
 
 @pytest.mark.slow
