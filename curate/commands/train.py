@@ -31,15 +31,33 @@ def register(app: typer.Typer) -> None:
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace another run in --output."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Show open_clip_train's log on the console."),
+        nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Ranks on this node (GPUs; on CPU, gloo "
+                                                                       "processes). Above 1: torchrun."),
+        nnodes: int = typer.Option(1, "--nnodes", help="Nodes in the run (run the same command on each)."),
+        node_rank: int = typer.Option(0, "--node-rank", help="This node's rank; node 0 writes the run's files."),
+        master_addr: Optional[str] = typer.Option(None, "--master-addr", help="Node 0's address (needed with "
+                                                                              "--nnodes > 1)."),
+        master_port: int = typer.Option(29500, "--master-port", help="Node 0's rendezvous port."),
+        accum_freq: int = typer.Option(1, "--accum-freq", help="Gradient accumulation: per-rank batch = global "
+                                                               "batch // (world size x accum freq)."),
+        local_loss: Optional[bool] = typer.Option(None, "--local-loss/--global-loss", help="With several ranks: "
+                                                  "--local-loss --gather-with-grad (default: the preset's; on for "
+                                                  "DataComp's scales)."),
     ) -> None:
         """Train CLIP on shards at a fixed samples-seen budget. Extra arguments after `--` go to
         open_clip_train unchanged."""
-        from curate.train import train
+        from curate.train import Launch, train
 
+        launch = Launch(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                        master_port=master_port, accum_freq=accum_freq)
         info = train(data, output, preset, seed=seed, samples_seen=samples_seen, batch_size=batch_size, lr=lr,
                      warmup=warmup, checkpoints=checkpoints, model=model, pretrained=pretrained, workers=workers,
                      device=device, precision=precision, threads=threads, extra_args=list(ctx.args),
-                     overwrite=overwrite, verbose=verbose)
+                     overwrite=overwrite, verbose=verbose, launch=launch, local_loss=local_loss)
+        if "model" not in info:  # a node other than 0: node 0 writes the run's files
+            typer.echo(f"train: node {info['node_rank']}'s ranks finished ({info['world_size']} ranks in all); "
+                       f"node 0 writes {info['output']}")
+            return
         typer.echo(f"train: {info['model']} saw {info['samples_seen']} samples in {info['steps']} steps "
-                   f"({info['wall_s']} s, loss {info['loss_first']} -> {info['loss_last']}); "
+                   f"on {info['world_size']} rank(s) ({info['wall_s']} s, loss {info['loss_first']} -> {info['loss_last']}); "
                    f"weights: {info['checkpoint']}")

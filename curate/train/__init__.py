@@ -3,7 +3,8 @@
 ``train(shards, output, preset="tiny", seed=0)`` -> ``train.json`` content; see docs/train.md.
 """
 
+from curate.train.launch import Launch, LaunchError
 from curate.train.presets import PRESETS, Preset, get_preset
 from curate.train.runner import TrainError, build_args, plan_steps, resolve_train_data, train
 
-__all__ = ["PRESETS", "Preset", "TrainError", "build_args", "get_preset", "plan_steps", "resolve_train_data", "train"]
+__all__ = ["Launch", "LaunchError", "PRESETS", "Preset", "TrainError", "build_args", "get_preset", "plan_steps", "resolve_train_data", "train"]

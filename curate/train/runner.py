@@ -15,6 +15,7 @@ Output folder (open_clip_train's layout, ``--logs`` = parent, ``--name`` = folde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -26,6 +27,9 @@ from pathlib import Path
 from curate.errors import CurateError
 from curate.manifest import code_version, stable_hash
 from curate.tables import atomic_write_bytes
+from curate.train.launch import (Launch, align_resume_checkpoint, clear_rank_records, distributed_args,
+                                 per_rank_batch, rank_environment, rank_record, read_rank_records,
+                                 torchrun_command, write_rank_record)
 from curate.train.presets import Preset, get_preset
 
 
@@ -86,8 +90,12 @@ def _device_and_precision(device: str | None, precision: str | None) -> tuple[st
 
 def build_args(data_info: dict, preset: Preset, output: Path, seed: int, workers: int, device: str,
                precision: str, pretrained: str | None = None, log_every: int = 50,
-               extra_args: list[str] | tuple = ()) -> tuple[list[str], dict]:
-    steps = plan_steps(preset.samples_seen, preset.batch_size, preset.checkpoints)
+               extra_args: list[str] | tuple = (), batch_size: int | None = None) -> tuple[list[str], dict]:
+    """open_clip_train's arguments for one process holding the whole global batch (the world-size
+    independent form: ``launch`` turns ``--batch-size`` into the per-rank batch). ``batch_size``:
+    the global batch actually used (the preset's, unless the world size does not divide it)."""
+    batch_size = batch_size or preset.batch_size
+    steps = plan_steps(preset.samples_seen, batch_size, preset.checkpoints)
     warmup = min(preset.warmup, max(1, steps["steps"] // 2))  # a short --samples-seen keeps a real schedule
     args = [
         "--train-data", data_info["urls"],
@@ -95,7 +103,7 @@ def build_args(data_info: dict, preset: Preset, output: Path, seed: int, workers
         "--dataset-resampled",  # sampling with replacement: equal samples seen whatever the subset size
         "--train-num-samples", str(steps["train_num_samples"]),
         "--epochs", str(steps["epochs"]),
-        "--batch-size", str(preset.batch_size),
+        "--batch-size", str(batch_size),
         "--lr", str(preset.lr),
         "--warmup", str(warmup),
         "--wd", str(preset.wd),
@@ -112,11 +120,19 @@ def build_args(data_info: dict, preset: Preset, output: Path, seed: int, workers
         "--log-every-n-steps", str(log_every),
         "--report-to", "",
     ]
+    if preset.grad_checkpointing:
+        args.append("--grad-checkpointing")
     if pretrained:
         args += ["--pretrained", pretrained]
     args += list(extra_args)
     steps["warmup"] = warmup
     return args, steps
+
+
+def with_batch_size(argv: list[str], batch_size: int) -> list[str]:
+    out = list(argv)
+    out[out.index("--batch-size") + 1] = str(batch_size)
+    return out
 
 
 _LOSS_RE = re.compile(r"Contrastive_loss: ([0-9.eE+-]+) \(([0-9.eE+-]+)\)")
@@ -151,13 +167,15 @@ def _patch_webdataset_eof() -> None:
     ocd.tarfile_to_samples_nothrow = tarfile_to_samples_nothrow
 
 
-def _run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = False) -> int | None:
+def run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = False,
+                        epochs: list | None = None) -> int | None:
     """open_clip_train.main.main in this process; undo its global logging and thread setup.
+
+    ``epochs``: a list that receives one record per epoch trained (samples, seconds, device).
 
     Not verbose: its console log (model printout, every argument, progress) goes to
     ``os.devnull``; ``out.log`` in the run folder has all of it either way.
     """
-    import contextlib
     import random
 
     import numpy as np
@@ -183,6 +201,10 @@ def _run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = F
         with contextlib.ExitStack() as stack:
             if not verbose:
                 stack.enter_context(contextlib.redirect_stderr(stack.enter_context(open(os.devnull, "w"))))
+            if epochs is not None:
+                stack.enter_context(_timed_epochs(epochs))
+            if argv[argv.index("--device") + 1].startswith("cpu"):
+                stack.enter_context(_cpu_ddp())
             return oc_main(argv)
     finally:
         for h in list(root.handlers):
@@ -201,47 +223,105 @@ def _run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = F
         torch.set_rng_state(rng_states[2])
 
 
+@contextlib.contextmanager
+def _cpu_ddp():
+    """open_clip_train 3.3 wraps the model as ``DistributedDataParallel(model, device_ids=[device])``,
+    which torch refuses for a CPU module (device_ids must be None there), so its gloo/CPU path
+    cannot start. While it runs, DDP drops a CPU device list; everything else is torch's DDP."""
+    import torch
+
+    ddp = torch.nn.parallel.DistributedDataParallel
+
+    class CpuDistributedDataParallel(ddp):
+        def __init__(self, module, device_ids=None, *args, **kwargs):
+            if device_ids is not None and all(torch.device(d).type == "cpu" for d in device_ids):
+                device_ids = None
+            super().__init__(module, device_ids, *args, **kwargs)
+
+    torch.nn.parallel.DistributedDataParallel = CpuDistributedDataParallel
+    try:
+        yield
+    finally:
+        torch.nn.parallel.DistributedDataParallel = ddp
+
+
+@contextlib.contextmanager
+def _timed_epochs(records: list):
+    """Time open_clip_train's epoch loop (model building, data setup and saving excluded):
+    this rank's samples and seconds per epoch, for per-rank throughput."""
+    import open_clip_train.main as ocm
+
+    original = ocm.train_one_epoch
+
+    def timed(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=None):
+        import torch
+
+        t = time.perf_counter()
+        out = original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
+        if str(args.device).startswith("cuda"):
+            torch.cuda.synchronize(args.device)
+        records.append({"epoch": epoch + 1, "device": str(args.device),
+                        "samples": int(data["train"].dataloader.num_batches) * int(args.batch_size),
+                        "seconds": time.perf_counter() - t})
+        return out
+
+    ocm.train_one_epoch = timed
+    try:
+        yield
+    finally:
+        ocm.train_one_epoch = original
+
+
 def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str = "tiny", *,
           seed: int = 0, samples_seen: int | None = None, batch_size: int | None = None,
           lr: float | None = None, warmup: int | None = None, checkpoints: int | None = None,
           model: str | None = None, pretrained: str | None = None, workers: int = 0,
           device: str | None = "auto", precision: str | None = "auto", threads: int | None = None,
-          extra_args: list[str] | tuple = (), overwrite: bool = False, verbose: bool = False) -> dict:
+          extra_args: list[str] | tuple = (), overwrite: bool = False, verbose: bool = False,
+          launch: Launch | None = None, local_loss: bool | None = None) -> dict:
     """Train a CLIP model on WebDataset shards with a scale preset; returns ``train.json``'s content.
 
     Same call again: returns the finished run, or resumes an interrupted one from its latest
-    checkpoint. A different configuration in a used folder needs ``overwrite=True``.
+    checkpoint (with any world size). A different configuration in a used folder needs
+    ``overwrite=True``. ``launch`` (a :class:`~curate.train.launch.Launch`): several ranks under
+    torchrun; on a node other than 0 the call returns ``{"node_rank", "world_size", "output"}``
+    once its ranks finished, and node 0 writes the run's files.
     """
     output = Path(output).resolve()
+    launch = launch or Launch()
     cfg = get_preset(preset, samples_seen=samples_seen, batch_size=batch_size, lr=lr, warmup=warmup,
-                     checkpoints=checkpoints, model=model)
+                     checkpoints=checkpoints, model=model, local_loss=local_loss)
     data_info = resolve_train_data(data)
     dev, prec = _device_and_precision(device, precision)
-    argv, steps = build_args(data_info, cfg, output, seed, workers, dev, prec, pretrained,
-                             log_every=max(1, min(50, plan_steps(cfg.samples_seen, cfg.batch_size,
-                                                                 cfg.checkpoints)["steps_per_epoch"] // 4)),
-                             extra_args=extra_args)
-    config_hash = stable_hash({"argv": argv, "preset": cfg.to_dict()})
+    rank_batch = per_rank_batch(cfg.batch_size, launch.world_size, launch.accum_freq)
+    global_batch = rank_batch * launch.world_size * launch.accum_freq
+    log_every = max(1, min(50, plan_steps(cfg.samples_seen, global_batch, cfg.checkpoints)["steps_per_epoch"] // 4))
+    # the hash covers what decides the result, not how many ranks compute it: resumable anywhere
+    argv, steps = build_args(data_info, cfg, output, seed, workers, dev, prec, pretrained, log_every=log_every,
+                             extra_args=extra_args, batch_size=global_batch)
+    config_hash = stable_hash({"argv": argv, "preset": {k: v for k, v in cfg.to_dict().items() if k != "local_loss"}})
+    rank_argv = with_batch_size(argv, rank_batch) + distributed_args(cfg.local_loss, launch)
     info_path = output / "train.json"
     if info_path.exists():
         old = json.loads(info_path.read_text())
         if old.get("config_hash") == config_hash and Path(old.get("checkpoint", "")).exists():
-            return old
-    if output.exists() and any(output.iterdir()):
-        prev = output / "_config_hash"
-        same = prev.exists() and prev.read_text().strip() == config_hash
-        if overwrite:
-            import shutil
-
-            shutil.rmtree(output)
-        elif not same:
-            raise TrainError(f"{output} holds another training run; pass overwrite=True (--overwrite) "
-                             f"or choose another output folder")
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(output / "_config_hash", config_hash.encode())
+            return old if launch.node_rank == 0 else _node_result(launch, output)
+    if launch.node_rank == 0:
+        _prepare_run_folder(output, config_hash, overwrite)
+        clear_rank_records(output)
+        if launch.uses_torchrun:
+            align_resume_checkpoint(output / "checkpoints", distributed=True)
 
     t0 = time.perf_counter()
-    rc = _run_open_clip_train(argv, threads, verbose)
+    if launch.uses_torchrun:
+        rc = _launch_torchrun(launch, rank_argv, output, dev, threads, verbose)
+        if launch.node_rank != 0:
+            return _node_result(launch, output)
+    else:
+        epochs: list[dict] = []
+        rc = run_open_clip_train(rank_argv, threads, verbose, epochs=epochs)
+        if rc != -1:
+            write_rank_record(output, rank_record(0, 0, 1, dev, epochs))
     wall = time.perf_counter() - t0
     final = output / "checkpoints" / f"epoch_{steps['epochs']}.pt"
     if rc == -1 or not final.exists():
@@ -262,6 +342,7 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
     model_path = save_checkpoint(_Weights(), output / "model.pt", arch=cfg.model, epoch=ckpt.get("epoch"))
     losses = _losses(output / "out.log")
     reshard_meta = data_info["reshard"] or {}
+    ranks = read_rank_records(output)
     info = {
         "preset": cfg.to_dict(),
         "model": cfg.model,
@@ -284,7 +365,13 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
         "train_checkpoint": str(final),
         "wall_s": round(wall, 2),
         "samples_per_s": round(steps["samples_seen"] / wall, 1) if wall > 0 else None,
-        "argv": argv,
+        "world_size": launch.world_size,
+        "launch": launch.to_dict(),
+        "global_batch": global_batch,
+        "per_rank_batch": rank_batch,
+        "ranks": ranks,  # this launch's ranks: epochs trained, samples, seconds in the epoch loop
+        "train_samples_per_s": _loop_throughput(ranks),
+        "argv": rank_argv,
         "config_hash": config_hash,
         "code": code_version(),
     }
@@ -293,6 +380,51 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
                                         "preset": cfg.name, "seed": seed, "samples_seen": steps["samples_seen"]},
                     replace_on="train_json")
     return info
+
+
+def _prepare_run_folder(output: Path, config_hash: str, overwrite: bool) -> None:
+    if output.exists() and any(output.iterdir()):
+        prev = output / "_config_hash"
+        same = prev.exists() and prev.read_text().strip() == config_hash
+        if overwrite:
+            import shutil
+
+            shutil.rmtree(output)
+        elif not same:
+            raise TrainError(f"{output} holds another training run; pass overwrite=True (--overwrite) "
+                             f"or choose another output folder")
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(output / "_config_hash", config_hash.encode())
+
+
+def _launch_torchrun(launch: Launch, rank_argv: list[str], output: Path, device: str, threads: int | None,
+                     verbose: bool) -> int:
+    """torchrun for this node's ranks; their console output goes to ``torchrun-node<R>.log``."""
+    import subprocess
+
+    cmd = torchrun_command(launch, ["--output", str(output), *(["--threads", str(threads)] if threads else []),
+                                    *(["--verbose"] if verbose else []), "--", *rank_argv])
+    output.mkdir(parents=True, exist_ok=True)
+    log = output / f"torchrun-node{launch.node_rank}.log"
+    with open(log, "ab") as f:
+        f.write((" ".join(cmd) + "\n").encode())
+        f.flush()
+        sink = {} if verbose else {"stdout": f, "stderr": subprocess.STDOUT}
+        rc = subprocess.run(cmd, env=rank_environment(launch, device, threads), **sink).returncode
+    if rc != 0:
+        raise TrainError(f"torchrun ({launch.world_size} ranks) exited with code {rc} on node {launch.node_rank}; "
+                         f"see {log} and {output / 'out.log'}")
+    return rc
+
+
+def _node_result(launch: Launch, output: Path) -> dict:
+    return {"node_rank": launch.node_rank, "world_size": launch.world_size, "output": str(output)}
+
+
+def _loop_throughput(ranks: list[dict]) -> float | None:
+    """All ranks' samples over the slowest rank's time in the epoch loop."""
+    slowest = max((r["train_s"] for r in ranks), default=0)
+    return round(sum(r["samples"] for r in ranks) / slowest, 1) if slowest > 0 else None
 
 
 def link_to_subset(info: dict, key: str, entry: dict, replace_on: str | None = None) -> None:
