@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         pretrained: Optional[str] = typer.Option(None, "--pretrained", "-p", help="open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local checkpoint file. Without it: random weights from --seed."),
         device: str = typer.Option("auto", "--device", help="auto (the Spark task's GPU, else cuda if visible, else cpu), cpu, cuda, cuda:N."),
         precision: str = typer.Option("auto", "--precision", help="auto, fp32, amp_bf16, amp_fp16, bf16, fp16."),
-        batch_size: int = typer.Option(0, "--batch-size", help="Images per forward pass (0: 1024 on GPU, 64 on CPU)."),
+        batch_size: int = typer.Option(0, "--batch-size", help="Images per forward pass (0: by the GPU's memory, 256-2048; 64 on CPU)."),
         threads: int = typer.Option(0, "--threads", help="JPEG decode threads per task (0: min(8, cores))."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random weights when no --pretrained is given."),
         limit_shards: int = typer.Option(0, "--limit-shards", help="Embed only the first N image shards (0: all)."),
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         and DATASET/embed_failures/<model_id>/ for images that cannot be decoded.
 
         One task per image shard; reruns skip finished shards. On a GPU cluster give each task a
-        GPU: --conf spark.executor.resource.gpu.amount=N --conf spark.task.resource.gpu.amount=1
+        GPU: --conf spark.executor.resource.gpu.amount=N --conf spark.task.resource.gpu.amount=1 (one task per GPU)
         (plus the cluster's GPU discovery script).
         """
         from curate.embed.job import EmbedOptions, run_embed

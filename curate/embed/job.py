@@ -7,8 +7,10 @@ thread pool one batch ahead of the model, embeds images and captions, and writes
 (the completion marker), each atomically. A rerun skips shards whose embeddings part exists;
 a killed task leaves only hidden temporary files.
 
-The model is loaded once per worker process (``worker_cache``). Inside a Spark task that was
-given GPUs (``spark.task.resource.gpu.amount``) the device is the task's first GPU address.
+The model is loaded once per worker process (``get_bundle``). Inside a Spark task that was
+given a GPU (``spark.task.resource.gpu.amount=1``) the device is ``cuda:<its address>``, and
+precision and batch size follow that GPU's properties (``curate.embed.devices``): an executor
+with 8 GPUs runs 8 tasks, one per GPU.
 ``embed_shard`` needs neither Spark nor a dataset writer, so a GPU box without Spark can
 benchmark and run it in a plain loop (``--engine local``).
 """
@@ -16,6 +18,7 @@ benchmark and run it in a plain loop (``--engine local``).
 from __future__ import annotations
 
 import tarfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ import pyarrow.parquet as pq
 
 from curate.download.job import IMAGES, complete_shards, shard_digits, shard_name
 from curate.embed.core import ImageDecodeError, ImagePipeline, TensorJpegPipeline, default_threads, encode_image_tensor, encode_text_tokens, prepared_batches
-from curate.engine import worker_cache
+from curate.embed.devices import DevicePlan, task_device_plan
 from curate.errors import CurateError, DatasetError
 from curate.tables import Dataset, load_schema, write_parquet_atomic
 
@@ -38,26 +41,13 @@ class EmbedOptions:
     model: str = "ViT-B-32"
     pretrained: str | None = None
     device: str = "auto"  # auto: the Spark task's GPU, else cuda if visible, else cpu
-    precision: str = "auto"  # auto: bf16 autocast on GPUs that have it, fp16 autocast on older GPUs, fp32 on CPU
-    batch_size: int = 0  # 0: 1024 on a GPU, 64 on CPU
+    precision: str = "auto"  # auto: bf16 autocast on the task's GPU if it has it, else fp16 autocast; fp32 on CPU
+    batch_size: int = 0  # 0: by the task's GPU memory (256-2048, curate.embed.devices), 64 on CPU
     threads: int = 0  # decode threads per task; 0: min(8, cores)
     seed: int = 0  # random init when pretrained is None
     fast_decode: bool = False  # JPEG DCT-scaled decode (faster, pixels differ slightly)
     decode: str = "pil"  # pil (threads, Pillow) or tensor (torchvision batch decode on the model's device)
     limit_shards: int = 0  # 0: all
-
-
-def _device_for_task(requested: str) -> str:
-    """The Spark task's GPU when it was given one, else the requested device."""
-    from curate.engine.spark import task_resource_addresses
-
-    try:
-        gpus = task_resource_addresses("gpu")
-    except Exception:  # noqa: BLE001 - no Spark here
-        gpus = []
-    if gpus and requested in ("auto", "cuda"):
-        return f"cuda:{gpus[0]}"
-    return requested
 
 
 def _limit_cpu_threads() -> None:
@@ -75,14 +65,42 @@ def _limit_cpu_threads() -> None:
         torch.set_num_threads(cpus)
 
 
-def get_bundle(opts: EmbedOptions):
-    """The model for ``opts`` on this worker, loaded once per process."""
+def task_plan(opts: EmbedOptions) -> DevicePlan:
+    """This task's device (its Spark GPU, if it was given one), precision and batch size."""
+    return task_device_plan(opts.device, opts.precision, opts.batch_size)
+
+
+_model_lock = threading.Lock()
+_model_slot: dict = {}
+
+
+def get_bundle(opts: EmbedOptions, plan: DevicePlan | None = None):
+    """The model for ``opts`` on this task's device, loaded once per worker process.
+
+    One embed model per process: a reused Python worker handed another GPU by a later task
+    drops the model it held (and its cached CUDA blocks) before loading on the new device, so
+    N workers x N GPUs never pile up N models per GPU.
+    """
     from curate.models import load_model
 
-    device = _device_for_task(opts.device)
-    key = ("embed-model", opts.model, opts.pretrained, device, opts.precision, opts.seed)
-    return worker_cache(key, lambda: load_model(opts.model, opts.pretrained, device=device,
-                                                precision=opts.precision, seed=opts.seed))
+    plan = plan or task_plan(opts)
+    key = ("embed-model", opts.model, opts.pretrained, plan.device, plan.precision, opts.seed)
+    with _model_lock:
+        if _model_slot.get("key") != key:
+            old = _model_slot.pop("bundle", None)
+            _model_slot.pop("key", None)
+            if old is not None and old.device.startswith("cuda"):
+                import gc
+
+                import torch
+
+                del old
+                gc.collect()
+                torch.cuda.empty_cache()
+            _model_slot["bundle"] = load_model(opts.model, opts.pretrained, device=plan.device,
+                                               precision=plan.precision, seed=opts.seed)
+            _model_slot["key"] = key
+        return _model_slot["bundle"]
 
 
 # ---------------------------------------------------------------- reading a shard
@@ -232,7 +250,8 @@ def run_shard_task(task: dict) -> dict:
     out = ds.shard_path(emb_name, shard_id)
     if out.exists():
         return {"shard_id": shard_id, "skipped": True}
-    bundle = get_bundle(opts)
+    plan = task_plan(opts)
+    bundle = get_bundle(opts, plan)
     if not bundle.device.startswith("cuda"):
         _limit_cpu_threads()
     if bundle.model_id != task["model_id"]:
@@ -243,13 +262,14 @@ def run_shard_task(task: dict) -> dict:
     shard = f"{IMAGES}/{shard_name(shard_id, digits)}.tar"
     keys = rows.column("key").to_pylist()
     images = read_tar_images(ds.root / shard, set(keys))
-    batch = opts.batch_size or (1024 if bundle.device.startswith("cuda") else 64)
+    batch = plan.batch_size
     emb, fails, stats = embed_shard(bundle, rows.column("uid").to_pylist(), keys, rows.column("caption").to_pylist(),
                                     images, shard, batch, opts.threads or default_threads(),
                                     fast_decode=opts.fast_decode, decode=opts.decode)
     write_parquet_atomic(fails, ds.shard_path(fail_name, shard_id))
     write_parquet_atomic(emb, out)  # last: its existence marks the shard done
-    return {"shard_id": shard_id, "skipped": False, "device": bundle.device, "precision": bundle.precision, **stats}
+    return {"shard_id": shard_id, "skipped": False, "device": bundle.device, "precision": bundle.precision,
+            "batch_size": batch, "gpu": plan.gpu, **stats}
 
 
 def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
@@ -289,6 +309,7 @@ def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
         stats["images_per_second_per_task"] = round(sum(r["samples"] for r in done) / max(secs, 1e-9), 2)
         stats["device"] = done[0]["device"]
         stats["precision"] = done[0]["precision"]
+        stats["devices"] = sorted({r["device"] for r in done})  # one per GPU when tasks ran on several
     manifest["counts"] = stats
     manifest["outputs"] = {"embeddings": emb_name, "failures": fail_name}
     manifest["tasks"] = results
