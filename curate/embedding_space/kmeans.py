@@ -72,8 +72,11 @@ def train_kmeans(x: np.ndarray, k: int, niter: int = 20, seed: int = 0, spherica
 
 
 def assign(x: np.ndarray, centroids: np.ndarray, metric: str = "l2", batch_size: int = 65536,
-           ) -> tuple[np.ndarray, np.ndarray]:
+           gpu=False) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid of every row of ``x``: ``(ids int64, scores float32)``.
+
+    ``gpu``: search on GPU 0 with faiss-gpu (``True``, or ``"auto"`` when faiss sees a GPU). Off
+    by default: the jobs keep the CPU search, whose ties and rounding every engine shares.
 
     ``metric="l2"``: scores are squared L2 distances (smaller is nearer).
     ``metric="ip"``: scores are inner products (larger is nearer); with normalized inputs and
@@ -90,6 +93,8 @@ def assign(x: np.ndarray, centroids: np.ndarray, metric: str = "l2", batch_size:
     else:
         raise ValueError(f"metric must be 'l2' or 'ip', got {metric!r}")
     index.add(c)
+    if _use_gpu(gpu):
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     x = np.asarray(x)
     n = x.shape[0]
     ids = np.empty(n, dtype=np.int64)
