@@ -16,7 +16,7 @@ Sections (each timed on its own; a failing section records its error and the res
   dedup     10M x 768 unit vectors (Gaussian mixture plus planted near copies, generated on the
             GPU): faiss k-means (spherical, GPU), nearest-centroid assignment (faiss GPU flat
             index), SemDeDup per cluster (torch on the GPU), through curate's library functions
-  train     ``small`` (ViT-B-32, global batch 4096, DataComp's flags) on one GPU for --train-steps
+  train     ``small`` (ViT-B-32, global batch 4096, DataComp's flags) on one GPU for --train-steps (150)
             steps over the JPEG shards: samples/s in open_clip's loop and end to end
 
 The JPEG shards are generated (smooth random images, 512 px on the longer side like DataComp's
@@ -319,7 +319,7 @@ def main(argv=None) -> int:
     g.add_argument("--eps", type=float, default=0.01)
     g = ap.add_argument_group("train")
     g.add_argument("--train-preset", default="small")
-    g.add_argument("--train-steps", type=int, default=200)
+    g.add_argument("--train-steps", type=int, default=150, help="steps of the global batch (data decode bounds them on one node)")
     g.add_argument("--train-batch", type=int, default=0, help="0: the preset's global batch")
     g.add_argument("--train-workers", type=int, default=0, help="data loader processes (0: min(16, cores))")
     g.add_argument("--train-gpus", type=int, default=1)

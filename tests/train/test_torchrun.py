@@ -87,3 +87,19 @@ def test_two_gloo_ranks_train_the_single_process_budget_and_resume_across_world_
     back = train(shards, run, "tiny", local_loss=True, **kw)
     assert back["world_size"] == 1 and [r["epochs"] for r in back["ranks"]] == [[2]]
     assert back["config_hash"] == two["config_hash"]
+
+
+def test_launch_mistakes_are_one_line_cli_errors(shards, tmp_path, capsys):
+    from curate.cli import main
+
+    def run(argv):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        return e.value.code, " ".join(capsys.readouterr().err.split())
+
+    base = ["train", str(shards), "-o", str(tmp_path / "run"), "--preset", "tiny"]
+    code, err = run(base + ["--nproc-per-node", "2", "--nnodes", "2"])
+    assert code == 2 and "--master-addr" in err
+    code, err = run(base + ["--nproc-per-node", "4", "--batch-size", "2"])
+    assert code == 2 and "at least one sample" in err
+    assert not (tmp_path / "run").exists()  # nothing started
