@@ -10,7 +10,12 @@ Output folder (open_clip_train's layout, ``--logs`` = parent, ``--name`` = folde
     out.log, params.txt          open_clip_train's log and resolved arguments
     checkpoints/epoch_<k>.pt     open_clip_train checkpoints (resume with the same call)
     model.pt                     final weights only ({"state_dict": ...}), weights_only-loadable
-    train.json                   preset, arguments, samples seen, steps, loss, timings, data lineage
+    train.json                   preset, arguments, samples seen, steps, loss, timings, data lineage,
+                                 world size and per-rank throughput
+    ranks/rank_<r>.json          each rank's samples and seconds in open_clip's epoch loop
+    torchrun-node<n>.log         torchrun's and the ranks' console output (several ranks only)
+
+Several ranks (``launch``): see :mod:`curate.train.launch`.
 """
 
 from __future__ import annotations
