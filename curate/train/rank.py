@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     world = int(os.environ.get("WORLD_SIZE", 1))
     device = epochs[0]["device"] if epochs else "?"
     write_rank_record(a.output, rank_record(rank, local_rank, world, device, epochs))
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # no rank exits before every record is written: node 0 reads them next
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 

@@ -388,13 +388,21 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
 
 
 def _prepare_run_folder(output: Path, config_hash: str, overwrite: bool) -> None:
-    if output.exists() and any(output.iterdir()):
+    """Node 0's check of the run folder (another run? overwrite?), then the hash of this one.
+    Other nodes' ``torchrun-node<R>.log`` files do not make the folder used: they may be
+    written before node 0 gets here."""
+    def ours(p: Path) -> bool:
+        return not (p.name.startswith("torchrun-node") and p.name != "torchrun-node0.log")
+
+    used = [p for p in output.iterdir() if ours(p)] if output.exists() else []
+    if used:
         prev = output / "_config_hash"
         same = prev.exists() and prev.read_text().strip() == config_hash
         if overwrite:
             import shutil
 
-            shutil.rmtree(output)
+            for p in used:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         elif not same:
             raise TrainError(f"{output} holds another training run; pass overwrite=True (--overwrite) "
                              f"or choose another output folder")
@@ -417,8 +425,9 @@ def _launch_torchrun(launch: Launch, rank_argv: list[str], output: Path, device:
         sink = {} if verbose else {"stdout": f, "stderr": subprocess.STDOUT}
         rc = subprocess.run(cmd, env=rank_environment(launch, device, threads), **sink).returncode
     if rc != 0:
+        also = f" and {output / 'out.log'}" if (output / "out.log").exists() else ""
         raise TrainError(f"torchrun ({launch.world_size} ranks) exited with code {rc} on node {launch.node_rank}; "
-                         f"see {log} and {output / 'out.log'}")
+                         f"see {log}{also}")
     return rc
 
 
