@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -69,15 +71,28 @@ def test_two_gloo_ranks_train_the_single_process_budget_and_resume_across_world_
     assert img.shape == (1, 64) and txt.shape == (2, 64)
     assert np.allclose(np.linalg.norm(np.vstack([img, txt]), axis=1), 1, atol=1e-4)
 
-    # a one-process run interrupted after its first checkpoint is finished by two ranks
-    # (its bare keys get DDP's "module." prefix before the ranks resume from it)
+    # a one-process run interrupted after its first checkpoint is finished by two ranks, here as
+    # two "nodes" of one rank each on this machine (static rendezvous on 127.0.0.1, as across
+    # machines); its bare keys get DDP's "module." prefix before the ranks resume from it
     run = tmp_path / "one"
     for name in ("train.json", "model.pt", "checkpoints/epoch_2.pt"):
         (run / name).unlink()
-    again = train(shards, run, "tiny", launch=Launch(nproc_per_node=2), **kw)
-    assert again["world_size"] == 2 and again["samples_seen"] == 256
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    nodes = [Launch(nproc_per_node=1, nnodes=2, node_rank=r, master_addr="127.0.0.1", master_port=port)
+             for r in (1, 0)]
+    pool = ThreadPoolExecutor(2)
+    try:
+        node1, again = [f.result(timeout=600) for f in
+                        [pool.submit(train, shards, run, "tiny", launch=n, **kw) for n in nodes]]
+    finally:
+        pool.shutdown(wait=False)
+    assert node1 == {"node_rank": 1, "world_size": 2, "output": str(run)}
+    assert again["world_size"] == 2 and again["launch"]["nnodes"] == 2 and again["samples_seen"] == 256
     assert [r["epochs"] for r in again["ranks"]] == [[2], [2]]  # only the missing epoch was trained
     assert "resuming checkpoint" in (run / "out.log").read_text()
+    assert (run / "torchrun-node1.log").exists()
     assert json.loads((run / "train.json").read_text())["config_hash"] == one["config_hash"]
 
     # and the two-rank run interrupted the same way is finished by one process
