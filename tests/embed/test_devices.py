@@ -36,7 +36,7 @@ def test_plan_maps_the_task_address_to_its_cuda_device_and_follows_its_propertie
     assert [gpu_batch_size(GpuProperties("x", g * GIB, 8)) for g in (8, 16, 24, 48)] == [256, 512, 1024, 2048]
 
 
-def test_outside_spark_the_plan_is_this_process(tmp_path):
+def test_outside_spark_the_plan_is_this_process():
     from curate.embed.devices import task_device_plan
 
     p = task_device_plan("auto", "auto", 0, gpu_properties=lambda i: H100, cuda_available=lambda: False)
