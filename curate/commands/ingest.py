@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from curate.commands._common import ConfOpt, MasterOpt, parse_conf
+from curate.ingest.stage import IngestRules
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +28,10 @@ def register(app: typer.Typer) -> None:
         captions: Optional[str] = typer.Option(None, "--captions", help="Image folders: captions file (CSV/TSV/JSONL); default captions.* inside the folder, else name.txt sidecars."),
         header: str = typer.Option("auto", "--header", help="CSV/TSV header line: yes, no, or auto (no header when the first row holds a URL)."),
         rows_per_shard: int = typer.Option(500_000, "--rows-per-shard", help="Rows per output Parquet shard."),
-        max_text_chars: int = typer.Option(100_000, "--max-text-chars", help="Longer captions are rejected (text_too_long)."),
+        max_text_chars: int = typer.Option(IngestRules.max_text_chars, "--max-text-chars", min=1,
+                                           help="Longer captions are rejected (text_too_long)."),
+        max_url_chars: int = typer.Option(IngestRules.max_url_chars, "--max-url-chars", min=1,
+                                          help="Longer URLs are rejected (url_too_long)."),
         master: Optional[str] = MasterOpt,
         conf: List[str] = ConfOpt,
     ):
@@ -38,7 +42,6 @@ def register(app: typer.Typer) -> None:
         """
         from curate.engine.spark import get_session, ui_url
         from curate.ingest.job import IngestConfig, run_ingest
-        from curate.ingest.stage import IngestRules
         from curate.progress import info
         from curate.readers import ColumnMap, ReaderOptions
 
@@ -49,7 +52,7 @@ def register(app: typer.Typer) -> None:
             options=ReaderOptions(columns=ColumnMap(url=url_col, text=text_col, uid=uid_col, width=width_col,
                                                     height=height_col, image=image_col),
                                   header=header, captions=captions),
-            rules=IngestRules(max_text_chars=max_text_chars),
+            rules=IngestRules(max_text_chars=max_text_chars, max_url_chars=max_url_chars),
             rows_per_shard=rows_per_shard,
         )
         spark = get_session(master=master, conf=parse_conf(conf), app_name="curate-ingest")
@@ -60,3 +63,5 @@ def register(app: typer.Typer) -> None:
              f"{c['rejects']} rejects ({result['timings_s']['total']:.1f} s)")
         if c["reject_reasons"]:
             info("reject reasons: " + json.dumps(c["reject_reasons"]))
+        if c.get("files_skipped"):
+            info("input files not read: " + json.dumps(c["files_skipped"]) + " (listed in _runs/ingest.json)")

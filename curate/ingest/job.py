@@ -16,8 +16,10 @@ a kill skips committed shards.
 
 from __future__ import annotations
 
+import os
 import shutil
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,13 +29,15 @@ from curate.errors import DatasetError
 from curate.ingest.shards import ROW_ID_BITS, gather_samples_shard, plan_segments, write_segments_shard
 from curate.ingest.stage import STAGED_SCHEMA, IngestRules, ingest_task_batches
 from curate.manifest import RunManifest, file_fingerprint, read_manifest, stable_hash
-from curate.readers import ReaderOptions, expand_inputs
+from curate.readers import InputScan, ReaderOptions, scan_inputs
 from curate.readers.parquet import plan_parquet
 from curate.tables import Dataset, load_schema
 
 INGEST_TABLES = ("samples", "rejects", "duplicates")
 PLAN_FILE = "_runs/ingest.plan.json"
 STAGING_DIR = "_staging"  # hidden from table discovery
+STAGED_TABLES = "tables"  # a new plan's tables, written in its staging folder while an older run's stay
+SWAP_FILE = "swap.json"  # written once those tables are complete: put them in place
 BROADCAST_KEYS_MAX_ROWS = 4_000_000  # kept keys are ~24 bytes a row: up to ~100 MB broadcast
 # Dedup works on one long per input row (file index and row packed, see ROW_ID_BITS).
 KEY_SCHEMA = pa.schema([("uid", pa.string()), ("row_id", pa.int64())])
@@ -69,18 +73,26 @@ class IngestConfig:
         }
 
 
-def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
-    """(tasks, input fingerprints). File order (as given, folders sorted) fixes dedup priority."""
-    files = expand_inputs(cfg.inputs, cfg.format)
+def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
+    """(tasks, input fingerprints, the scan with every file not read). File order (as given,
+    folders sorted) fixes dedup priority. The output folder is never read as input."""
+    scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions)
+    files = scan.files
     if not files:
+        if scan.skipped:
+            first = scan.skipped[0]
+            raise DatasetError(f"no readable input files in {cfg.inputs}: {len(scan.skipped)} skipped, the first "
+                               f"{first.path}: {first.outcome}: {first.detail}")
         raise DatasetError(f"no input files found in {cfg.inputs}")
     if len(files) >= 1 << (63 - ROW_ID_BITS):
         raise DatasetError(f"{len(files):,} input files: ingest takes at most {(1 << (63 - ROW_ID_BITS)) - 1:,} "
                            "per run (merge small files or ingest in parts)")
-    opts = cfg.options.to_dict()
+    options = replace(cfg.options, exclude=[str(Path(cfg.output).resolve())])
+    opts = options.to_dict()
     tasks, fingerprints = [], []
     for file_index, (path, fmt) in enumerate(files):
-        fingerprints.append({**file_fingerprint(path), "format": fmt, "file_index": file_index})
+        fp = _folder_fingerprint(path, options.exclude) if fmt == "imagefolder" else file_fingerprint(path)
+        fingerprints.append({**fp, "format": fmt, "file_index": file_index})
         base = {"path": path, "source": path, "format": fmt, "file_index": file_index, "options": opts,
                 "rules": cfg.rules.to_dict()}
         if fmt == "imagefolder" and cfg.options.captions:
@@ -90,7 +102,41 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
                 tasks.append({**base, "row_groups": piece["row_groups"], "first_row": piece["first_row"]})
         else:
             tasks.append(base)
-    return tasks, fingerprints
+    return tasks, fingerprints, scan
+
+
+def _folder_fingerprint(root: str, exclude: list[str]) -> dict:
+    """An image folder's fingerprint over the files ingest may read (hidden names and the
+    output left out); a file that cannot be read is fingerprinted by its error."""
+    import hashlib
+    import os
+
+    skip = {Path(x) for x in exclude}
+    h, size = hashlib.sha256(), 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(("_", ".")) and (here / d).resolve() not in skip)
+        for name in sorted(f for f in filenames if not f.startswith(("_", "."))):
+            f = here / name
+            try:
+                fp = file_fingerprint(f)
+                digest, size = fp["sha256"], size + fp["bytes"]
+            except OSError as e:
+                digest = f"unreadable:{e.errno}"
+            h.update(f"{f.relative_to(root).as_posix()}:{digest}\n".encode("utf-8", "surrogateescape"))
+    return {"path": str(root), "bytes": size, "sha256": h.hexdigest(), "kind": "folder"}
+
+
+def report_skipped(scan: InputScan, limit: int = 20) -> None:
+    """One line per file not read (the first ``limit``; all are in the run manifest)."""
+    from curate.progress import info
+
+    for f in scan.skipped[:limit]:
+        info(f"ingest: not reading {f.path}: {f.outcome}: {f.detail}")
+    if len(scan.skipped) > limit:
+        info(f"ingest: ... and {len(scan.skipped) - limit} more files not read (see _runs/ingest.json, skipped_files)")
+    for d in scan.excluded:
+        info(f"ingest: not reading {d}: it is the output dataset")
 
 
 def stage_task(task: dict) -> dict:
@@ -232,11 +278,18 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
     dataset = Dataset(cfg.output)
     manifest = RunManifest("ingest", cfg.params())
     with manifest.stage("plan"):
-        tasks, fingerprints = plan_tasks(cfg)
+        tasks, fingerprints, scan = plan_tasks(cfg)  # before anything in the output is touched
+    report_skipped(scan)
     manifest["inputs"] = fingerprints
+    manifest["skipped_files"] = [f.to_dict() for f in scan.skipped]
+    if scan.excluded:
+        manifest["excluded_folders"] = scan.excluded
     plan_key = stable_hash({"params": cfg.params(), "inputs": [(f["path"], f["sha256"]) for f in fingerprints],
+                            "skipped": [(f.path, f.outcome) for f in scan.skipped],
                             "code": manifest["code"]["curate"]})
-    resume = _prepare_output(dataset, plan_key)
+    finish_pending_swap(dataset)  # a run killed while putting its tables in place
+    remove_stale_temp_files(dataset)
+    target, resume = _prepare_output(dataset, plan_key)
     manifest["resumed"] = resume
     manifest["plan_key"] = plan_key
     ui = eng.ui_url(spark)
@@ -290,12 +343,12 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
         if gather:
             staged_files = [t["staged_path"] for t in tasks]
             shard_tasks, outputs["samples"] = _plan_shard_tasks(
-                dataset, "samples", kept["kept_files"], kept["kept_counts"], cfg.rows_per_shard, resume,
+                target, "samples", kept["kept_files"], kept["kept_counts"], cfg.rows_per_shard, resume,
                 kind="gather", staged=staged_files)
         # Rejects in (source file, row) order: the tasks' reject files in that order.
         by_source = sorted(range(len(tasks)), key=lambda i: (tasks[i]["source"], tasks[i].get("first_row", 0), i))
         reject_tasks, outputs["rejects"] = _plan_shard_tasks(
-            dataset, "rejects", [tasks[i]["rejects_path"] for i in by_source],
+            target, "rejects", [tasks[i]["rejects_path"] for i in by_source],
             [results[i]["rows"] - results[i]["counts"].get("sample", 0) for i in by_source],
             cfg.rows_per_shard, resume, kind="segments")
         # An empty rejects table is written here; executors write the rest, small tasks first.
@@ -309,7 +362,7 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
             try:
                 rows = eng.join_frames(staged, eng.select_columns(ranked, ["row_id", "_rank"]), "row_id", "inner",
                                        broadcast_right=total <= BROADCAST_KEYS_MAX_ROWS)
-                outputs["samples"] = eng.write_ranked_table(rows, dataset, "samples", samples_schema, total,
+                outputs["samples"] = eng.write_ranked_table(rows, target, "samples", samples_schema, total,
                                                             cfg.rows_per_shard, skip_existing=resume,
                                                             lookups={"source_file": ("file_index", sources)})
             finally:
@@ -321,21 +374,17 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
             dups = eng.with_column_sql(dups, "file_index", f"cast(shiftright(row_id, {ROW_ID_BITS}) AS int)")
             dups = eng.with_column_sql(dups, "source_row", f"row_id & {(1 << ROW_ID_BITS) - 1}")
             dups = eng.with_lookup(dups, "source_file", "file_index", sources)
-            outputs["duplicates"] = eng.write_sorted_table(dups, dataset, "duplicates", dup_schema,
+            outputs["duplicates"] = eng.write_sorted_table(dups, target, "duplicates", dup_schema,
                                                            ["source_file", "source_row"], cfg.rows_per_shard,
                                                            skip_existing=resume)
         else:
-            dup_tasks, outputs["duplicates"] = _plan_shard_tasks(dataset, "duplicates", [], [], cfg.rows_per_shard,
+            dup_tasks, outputs["duplicates"] = _plan_shard_tasks(target, "duplicates", [], [], cfg.rows_per_shard,
                                                                  resume, kind="segments")
             for t in dup_tasks:
                 _write_shards_task(t)
 
     reject_reasons = {k: v for k, v in outcome.items() if k != "sample"}
-    dup_reasons = {}
-    if outputs["duplicates"]["rows"]:
-        from curate.decisions import reason_counts
-
-        dup_reasons = reason_counts(dataset.read("duplicates", columns=["reason"]))
+    dup_reasons, dups_by_file = _duplicate_counts(passes)
     counts = {
         "input_rows": rows_in,
         "kept": outputs["samples"]["rows"],
@@ -343,34 +392,135 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
         "rejects": outputs["rejects"]["rows"],
         "reject_reasons": dict(sorted(reject_reasons.items())),
         "duplicate_reasons": dup_reasons,
+        "files_read": len(fingerprints),
+        "files_skipped": dict(sorted(Counter(f.outcome for f in scan.skipped).items())),
     }
     if counts["kept"] + counts["duplicates"] + counts["rejects"] != rows_in:
         raise DatasetError(f"ingest counts do not add up: {counts}")  # never silently lose rows
+    _per_file_counts(fingerprints, tasks, results, dups_by_file)
     manifest["counts"] = counts
     manifest["outputs"] = outputs
     manifest["tasks"] = len(tasks)
+    if target.root != dataset.root:  # put the new tables in place only now that all are complete
+        dataset.write_json(str(staging.relative_to(dataset.root) / SWAP_FILE),
+                           {"plan_key": plan_key, "tables": list(INGEST_TABLES)})
+        finish_pending_swap(dataset)
     manifest.write(dataset, "ingest")
     shutil.rmtree(staging, ignore_errors=True)
+    _remove_if_empty(dataset.root / STAGING_DIR)
     return manifest.data
 
 
-def _prepare_output(dataset: Dataset, plan_key: str) -> bool:
-    """True when resuming the same plan (keep committed shards); else clear old ingest tables."""
-    plan_path = dataset.root / PLAN_FILE
-    if plan_path.exists():
-        import json
+def _duplicate_counts(passes: list[dict]) -> tuple[dict, dict]:
+    """Duplicates by reason and by input file index, from the dedup passes' files (keys
+    only, read file by file: bounded memory)."""
+    import pyarrow.parquet as pq
 
+    by_reason: Counter = Counter()
+    by_file: Counter = Counter()
+    for p in passes:
+        if not p["duplicates"]:
+            continue
+        for f in sorted(Path(p["dups_dir"]).rglob("*.parquet")):
+            t = pq.read_table(f, columns=["reason", "row_id"])
+            for item in pc.value_counts(t.column("reason")).to_pylist():
+                by_reason[item["values"]] += item["counts"]
+            files = pc.shift_right(t.column("row_id"), ROW_ID_BITS)
+            for item in pc.value_counts(files).to_pylist():
+                by_file[item["values"]] += item["counts"]
+    return dict(sorted(by_reason.items())), dict(by_file)
+
+
+def _per_file_counts(fingerprints: list[dict], tasks: list[dict], results: list[dict], dups_by_file: dict) -> None:
+    """Each input's outcome counts, in place: rows = kept + duplicates + rejects, per file."""
+    for f in fingerprints:
+        f.update(rows=0, kept=0, duplicates=dups_by_file.get(f["file_index"], 0), rejects=0, reject_reasons={})
+    for t, r in zip(tasks, results):
+        f = fingerprints[t["file_index"]]
+        f["rows"] += r["rows"]
+        for reason, n in r["counts"].items():
+            if reason == "sample":
+                f["kept"] += n
+            else:
+                f["rejects"] += n
+                f["reject_reasons"][reason] = f["reject_reasons"].get(reason, 0) + n
+    for f in fingerprints:
+        f["kept"] -= f["duplicates"]
+        f["reject_reasons"] = dict(sorted(f["reject_reasons"].items()))
+        if f["kept"] + f["duplicates"] + f["rejects"] != f["rows"]:
+            raise DatasetError(f"ingest counts do not add up for {f['path']}: {f}")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (another plan's staging) or already gone
+        pass
+
+
+def remove_stale_temp_files(dataset: Dataset) -> list[Path]:
+    """Temp files of writes a kill -9 interrupted (``atomic_path``'s hidden ``.*.tmp``) in
+    the tables ingest writes, its run records and its staging; run before anything is
+    written, so none belongs to a live writer of this dataset."""
+    found = []
+    for d in [*(dataset.table_dir(t) for t in INGEST_TABLES), dataset.runs_dir(), dataset.runs_dir() / "history"]:
+        if d.is_dir():
+            found += [p for p in d.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    staging = dataset.root / STAGING_DIR
+    if staging.is_dir():
+        found += [p for p in staging.rglob(".*.tmp")]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
+def finish_pending_swap(dataset: Dataset) -> None:
+    """Put in place the tables of a run that completed them in its staging folder (see
+    ``_prepare_output``): each old table is replaced by the new one, then the staging folder
+    goes. Idempotent, so a run killed half-way through is finished by the next one."""
+    import json
+
+    for marker in sorted((dataset.root / STAGING_DIR).glob(f"ingest-*/{SWAP_FILE}")):
+        staging = marker.parent
+        spec = json.loads(marker.read_text())
+        for t in spec["tables"]:
+            new = staging / STAGED_TABLES / t
+            if not new.exists():
+                continue  # moved by the killed run already
+            old = dataset.table_dir(t)
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(new, old)
+        dataset.write_json(PLAN_FILE, {"plan_key": spec["plan_key"], "target": "."})
+        marker.unlink()
+
+
+def _prepare_output(dataset: Dataset, plan_key: str) -> tuple[Dataset, bool]:
+    """Where this run writes its tables, and whether it resumes the same plan (keeping its
+    committed shards). The tables of a completed earlier run (it has a manifest) are never
+    removed before the new ones are complete: a new plan then writes into its staging
+    folder and ``finish_pending_swap`` replaces them at the end; a failing run leaves them
+    and their manifest as they were. Without a completed run, tables are written in place."""
+    import json
+
+    plan_path = dataset.root / PLAN_FILE
+    staging_tables = Path(STAGING_DIR) / f"ingest-{plan_key[:16]}" / STAGED_TABLES
+    if plan_path.exists():
         try:
-            same = json.loads(plan_path.read_text()).get("plan_key") == plan_key
+            plan = json.loads(plan_path.read_text())
         except ValueError:
-            same = False
-        if same:
-            return True
-    for t in INGEST_TABLES:
+            plan = {}
+        if plan.get("plan_key") == plan_key:
+            where = plan.get("target", ".")
+            return (dataset if where == "." else Dataset(dataset.root / where)), True
+    for old in (dataset.root / STAGING_DIR).glob("ingest-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    if (dataset.runs_dir() / "ingest.json").exists() and any(dataset.table_dir(t).exists() for t in INGEST_TABLES):
+        dataset.write_json(PLAN_FILE, {"plan_key": plan_key, "target": str(staging_tables)})
+        return Dataset(dataset.root / staging_tables), False
+    for t in INGEST_TABLES:  # leftovers of a run that never completed
         d = dataset.table_dir(t)
         if d.exists():
             shutil.rmtree(d)
-    for old in (dataset.root / STAGING_DIR).glob("ingest-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    dataset.write_json(PLAN_FILE, {"plan_key": plan_key})
-    return False
+    dataset.write_json(PLAN_FILE, {"plan_key": plan_key, "target": "."})
+    return dataset, False

@@ -13,7 +13,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.readers import RAW_SCHEMA, ReaderOptions, read_file_raw
+from curate.readers import RAW_SCHEMA, REJECT_REASONS, ReaderOptions, read_file_raw
 from curate.text import normalize_text
 from curate.uid import derive_uids
 
@@ -37,8 +37,13 @@ STAGED_SCHEMA = pa.schema([
 ])
 
 
+_CONTROL_CHARS = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
+
+
 @dataclass(frozen=True)
 class IngestRules:
+    """Limits a row must meet to become a sample (the CLI options take their defaults from here)."""
+
     max_text_chars: int = 100_000
     max_url_chars: int = 4096
     max_size: int = 1 << 20  # a stated width/height above this is not a real image size
@@ -67,7 +72,10 @@ def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
     reason, detail = _mark(reason, detail, pc.or_kleene(pc.is_null(url), pc.equal(pc.utf8_length(url), 0)),
                            "empty_url", "url is empty or missing")
     reason, detail = _mark(reason, detail, pc.greater(pc.utf8_length(url), rules.max_url_chars),
-                           "url_too_long", f"url longer than {rules.max_url_chars} characters")
+                           "url_too_long", f"url longer than {rules.max_url_chars} characters (raise --max-url-chars)")
+    # NUL, tab, newline, DEL, C1 controls: no client sends them, and they break what reads urls later
+    reason, detail = _mark(reason, detail, pc.match_substring_regex(url, _CONTROL_CHARS),
+                           "url_control_character", "url contains a control character (NUL, tab, newline, DEL...)")
     reason, detail = _mark(reason, detail, pc.is_null(text_in), "missing_text", "caption is missing (null)")
     reason, detail = _mark(reason, detail, pc.greater(pc.utf8_length(pc.fill_null(text_in, "")), rules.max_text_chars),
                            "text_too_long", f"caption longer than {rules.max_text_chars} characters")
@@ -82,6 +90,9 @@ def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
                             pc.or_kleene(pc.greater(w, rules.max_size), pc.greater(h, rules.max_size)))
     reason, detail = _mark(reason, detail, bad_size, "invalid_size", "stated width/height is not a positive image size")
 
+    unknown = set(pc.unique(reason).drop_null().to_pylist()) - REJECT_REASONS.keys()
+    if unknown:  # every reason must be documented (REJECT_REASONS, schemas/rejects.yaml)
+        raise ValueError(f"unregistered reject reason(s) {sorted(unknown)}")
     is_sample = pc.is_null(reason)
     # Long captions are only normalised when kept; rejected ones keep their raw form.
     text = normalize_text(pc.if_else(is_sample, text_in, pa.scalar(None, pa.string())))

@@ -2,60 +2,257 @@
 
 Formats: parquet (incl. DataComp metadata and img2dataset's per-shard Parquet), csv, tsv,
 jsonl, coco (COCO captions JSON), webdataset (tars), imagefolder (images + captions file),
-img2dataset (an img2dataset output folder: its per-shard Parquet files).
+img2dataset (an img2dataset output folder: its per-shard Parquet files). A folder is read
+file by file, each with its own reader (``scan_inputs``); every file not read is reported
+with its outcome (unreadable, unsupported, covered by an img2dataset Parquet file).
 """
 
 from __future__ import annotations
 
+import os
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
 
 from curate.errors import InputFileError
-from curate.readers.base import RAW_SCHEMA, ColumnMap, ReaderOptions
+from curate.readers.base import IMAGE_EXTS, RAW_SCHEMA, REJECT_REASONS, ColumnMap, ReaderOptions
+from curate.readers.coco import is_coco
 
 FORMATS = ("parquet", "datacomp", "csv", "tsv", "jsonl", "coco", "webdataset", "img2dataset", "imagefolder")
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
         ".ndjson": "jsonl", ".tar": "webdataset", ".json": "coco"}
+_CAPTIONS_FILES = ("captions.csv", "captions.tsv", "captions.jsonl")
+# What a forced --format reads from a folder (by file format); image folders are one unit.
+_FORCED_READS = {"parquet": "parquet", "datacomp": "parquet", "img2dataset": "parquet", "csv": "csv",
+                 "tsv": "tsv", "jsonl": "jsonl", "coco": "coco", "webdataset": "webdataset"}
+
+# Outcomes of an input file that is not read (counted in the run manifest, never silent).
+UNREADABLE = "unreadable"    # no permission, broken link, folder that cannot be listed, undecodable name
+UNSUPPORTED = "unsupported"  # no reader for this kind of file (or not the --format given)
+COVERED = "covered"          # img2dataset: a shard's tar/folder/stats, whose samples its Parquet file holds
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    outcome: str  # UNREADABLE | UNSUPPORTED | COVERED
+    detail: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "outcome": self.outcome, "detail": self.detail}
+
+
+@dataclass
+class InputScan:
+    """What ingest reads: ``files`` as (path, format) in dedup-priority order, and every
+    other file it found with the reason it is not read. ``excluded``: folders left out
+    because they are the output dataset."""
+
+    files: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(("_", "."))
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _name_problem(path: Path) -> str | None:
+    try:
+        str(path).encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8 (rename the file)"
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` (a file found or given) cannot be read, or None. Never opens anything
+    that is not a regular file (a FIFO would block)."""
+    problem = _name_problem(path)
+    if problem:
+        return problem
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if path.is_symlink():
+            return f"broken symbolic link ({e.strerror})"
+        return e.strerror or str(e)
+    if not stat.S_ISREG(st.st_mode):
+        return None  # handled by the caller (folders) or skipped as unsupported
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def _walk(root: Path, exclude: list[Path], scan: InputScan) -> list[Path]:
+    """Every non-hidden entry under ``root`` that is not a folder (files, links, specials),
+    sorted as paths; folders that cannot be listed become unreadable outcomes, links to
+    folders unsupported ones (never followed), and excluded folders are left out."""
+    found: list[Path] = []
+
+    def on_error(e: OSError) -> None:
+        where = Path(e.filename) if e.filename else root
+        scan.skipped.append(SkippedFile(str(where), UNREADABLE, f"cannot list the folder ({e.strerror or e})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            sub = here / d
+            if _hidden(d):
+                continue
+            if any(_within(sub.resolve(), x) for x in exclude):
+                scan.excluded.append(str(sub))
+                continue
+            if sub.is_symlink():
+                found.append(sub)  # a link to a folder: reported, not followed (no loops)
+                continue
+            keep.append(d)
+        dirnames[:] = keep
+        found.extend(here / f for f in filenames if not _hidden(f))
+    return sorted(found)
+
+
+def _classify_folder(root: Path, entries: list[Path]) -> str:
+    """"imagefolder" when the folder holds images and no Parquet or tar files (then the
+    images with their captions file or sidecars are the input); else "files": each data
+    file read by its own reader."""
+    exts = {p.suffix.lower() for p in entries}
+    if exts & IMAGE_EXTS and not exts & {".parquet", ".pq", ".tar"}:
+        return "imagefolder"
+    return "files"
 
 
 def detect_format(path: str) -> str:
+    """The format of a file (by extension), or of a folder: "imagefolder", the one format
+    all its data files share ("img2dataset" for Parquet + tars), or "mixed"."""
     p = Path(path)
     if p.is_dir():
-        names = [x.name for x in p.iterdir()]
-        if any(n.endswith(".tar") for n in names) and any(n.endswith(".parquet") for n in names):
+        scan = InputScan()
+        _folder_files(p, None, [], scan, None)
+        fmts = {f for _, f in scan.files}
+        if any(s.outcome == COVERED for s in scan.skipped) and fmts <= {"parquet"}:
             return "img2dataset"
-        if any(n.endswith(".tar") for n in names):
-            return "webdataset"
-        if any(n.endswith(".parquet") for n in names):
-            return "parquet"
-        return "imagefolder"
+        if len(fmts) == 1:
+            return fmts.pop()
+        return "mixed" if fmts else "imagefolder"
     fmt = _EXT.get(p.suffix.lower())
     if fmt is None:
         raise InputFileError(path, f"cannot tell the format from the extension {p.suffix!r}; pass --format ({', '.join(FORMATS)})")
     return fmt
 
 
-def expand_inputs(paths: list[str], fmt: str | None) -> list[tuple[str, str]]:
-    """(file, format) pairs: folders of parquet/tar files expand to their files, sorted."""
-    out: list[tuple[str, str]] = []
+def _folder_files(root: Path, fmt: str | None, exclude: list[Path], scan: InputScan, captions: str | None) -> None:
+    entries = _walk(root, exclude, scan)
+    if fmt == "imagefolder" or (fmt is None and _classify_folder(root, entries) == "imagefolder"):
+        caption_files = {root / n for n in _CAPTIONS_FILES}
+        used = Path(captions) if captions else next((c for c in sorted(caption_files) if c in entries), None)
+        why = _unreadable(used) if used is not None else None
+        if why:
+            scan.skipped.append(SkippedFile(str(root), UNREADABLE, f"its captions file {used} cannot be read ({why})"))
+            return
+        scan.files.append((str(root.resolve()), "imagefolder"))
+        for e in entries:
+            ext = e.suffix.lower()
+            if ext in IMAGE_EXTS or ext == ".txt" or e in caption_files:
+                continue  # the image folder's own files (unreadable images become row rejects)
+            why = _unreadable(e)
+            if why:
+                scan.skipped.append(SkippedFile(str(e), UNREADABLE, why))
+            else:
+                scan.skipped.append(SkippedFile(str(e), UNSUPPORTED, "inside an image folder (images with their "
+                                                "captions file or .txt sidecars); ingest it on its own"))
+        return
+    # img2dataset: NNNNN.parquet holds every sample of its shard; the shard's tar, its
+    # files folder and its stats are the same samples again.
+    shard_stems = {(e.parent, e.stem) for e in entries if e.suffix.lower() in (".parquet", ".pq")}
+    if fmt not in (None, "img2dataset", "parquet", "datacomp"):
+        shard_stems = set()  # e.g. --format webdataset: the tars are what was asked for
+    covered_dirs = {parent / stem for parent, stem in shard_stems}
+    reported_dirs: set[Path] = set()
+    for e in entries:
+        ext = e.suffix.lower()
+        owner = next((d for d in covered_dirs if d in e.parents), None)
+        if owner is not None:
+            if owner not in reported_dirs:
+                reported_dirs.add(owner)
+                scan.skipped.append(SkippedFile(str(owner), COVERED, f"img2dataset shard files: their samples "
+                                                f"are read from {owner.name}.parquet"))
+            continue
+        stem = e.name[: -len("_stats.json")] if e.name.endswith("_stats.json") else e.stem
+        if (e.parent, stem) in shard_stems and ext in (".tar", ".json"):
+            scan.skipped.append(SkippedFile(str(e), COVERED, f"img2dataset shard {'stats' if ext == '.json' else 'tar'}: "
+                                            f"its samples are read from {stem}.parquet"))
+            continue
+        why = _unreadable(e)
+        if why:
+            scan.skipped.append(SkippedFile(str(e), UNREADABLE, why))
+            continue
+        if e.is_symlink() and e.is_dir():
+            scan.skipped.append(SkippedFile(str(e), UNSUPPORTED, "a link to a folder is not followed; pass the folder itself"))
+            continue
+        if not e.is_file():
+            scan.skipped.append(SkippedFile(str(e), UNSUPPORTED, "not a regular file"))
+            continue
+        file_fmt = _EXT.get(ext)
+        if file_fmt == "coco" and not is_coco(str(e)):
+            file_fmt = None
+        wanted = _FORCED_READS.get(fmt) if fmt else file_fmt
+        if file_fmt is None or file_fmt != wanted:
+            what = f"--format {fmt} was given" if fmt and file_fmt else "no reader for this kind of file"
+            scan.skipped.append(SkippedFile(str(e), UNSUPPORTED, what))
+            continue
+        scan.files.append((str(e.resolve()), file_fmt))
+
+
+def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (),
+                captions: str | None = None) -> InputScan:
+    """Every input file with the reader it gets, and every file found but not read with its
+    outcome (see ``InputScan``). Folders are read file by file, each with its own format
+    (Parquet, CSV, TSV, JSONL, COCO JSON, WebDataset tars; img2dataset output), or as one
+    image folder. An input inside an ``exclude`` folder (the output) is an error; such a
+    folder inside an input folder is left out."""
+    if fmt is not None and fmt not in FORMATS:
+        raise InputFileError(str(fmt), f"unknown format; choose one of {', '.join(FORMATS)}")
+    excluded = [Path(x).resolve() for x in exclude]
+    scan = InputScan()
     for raw in paths:
         p = Path(raw)
-        if not p.exists():
+        if not p.exists() and not p.is_symlink():
             raise InputFileError(raw, "no such file or folder")
+        real = p.resolve()
+        inside = next((x for x in excluded if _within(real, x)), None)
+        if inside is not None:
+            raise InputFileError(raw, f"is inside the output dataset {inside}: ingest would read its own output; "
+                                      "write the output elsewhere")
+        if p.is_dir():
+            _folder_files(p, fmt, excluded, scan, captions)
+            continue
+        why = _unreadable(p)
+        if why:
+            scan.skipped.append(SkippedFile(str(p), UNREADABLE, why))
+            continue
+        if not p.is_file():
+            scan.skipped.append(SkippedFile(str(p), UNSUPPORTED, "not a regular file"))
+            continue
         f = fmt or detect_format(raw)
-        if p.is_dir() and f in ("parquet", "datacomp", "img2dataset"):
-            files = sorted(x for x in p.rglob("*.parquet") if not x.name.startswith(("_", ".")))
-            out += [(str(x.resolve()), "parquet") for x in files]
-        elif p.is_dir() and f == "webdataset":
-            out += [(str(x.resolve()), "webdataset") for x in sorted(p.rglob("*.tar"))]
-        elif p.is_dir() and f in ("jsonl", "csv", "tsv"):
-            ext = {"jsonl": "*.jsonl", "csv": "*.csv", "tsv": "*.tsv"}[f]
-            out += [(str(x.resolve()), f) for x in sorted(p.rglob(ext))]
-        else:
-            out.append((str(p.resolve()), "parquet" if f == "datacomp" else f))
-    return out
+        scan.files.append((str(real), "parquet" if f in ("datacomp", "img2dataset") else f))
+    return scan
+
+
+def expand_inputs(paths: list[str], fmt: str | None) -> list[tuple[str, str]]:
+    """(file, format) pairs that ``scan_inputs`` would read (its skipped files aside)."""
+    return scan_inputs(paths, fmt).files
 
 
 def read_file_raw(path: str, options: ReaderOptions, fmt: str | None = None, **slice_args) -> Iterator[pa.RecordBatch]:
@@ -92,4 +289,5 @@ def read_file_raw(path: str, options: ReaderOptions, fmt: str | None = None, **s
     raise InputFileError(path, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-__all__ = ["RAW_SCHEMA", "ColumnMap", "ReaderOptions", "FORMATS", "detect_format", "expand_inputs", "read_file_raw"]
+__all__ = ["RAW_SCHEMA", "REJECT_REASONS", "ColumnMap", "ReaderOptions", "FORMATS", "InputScan", "SkippedFile",
+           "detect_format", "expand_inputs", "scan_inputs", "read_file_raw"]

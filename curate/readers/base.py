@@ -30,6 +30,27 @@ RAW_SCHEMA = pa.schema([
 ])
 
 RAW_MAX_CHARS = 2000
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+# Every reason a row of the rejects table can carry (schemas/rejects.yaml lists the same
+# codes; a test checks both against the code). Readers and the ingest stage use only these.
+REJECT_REASONS = {
+    "malformed_record": "the record cannot be parsed (bad JSON, wrong field count, unterminated quote, "
+                        "a tar member whose JSON is not an object)",
+    "wrong_type": "a field has the wrong type (url/caption/uid not a string, width/height not an integer)",
+    "text_not_utf8": "url, caption or another text column is not valid UTF-8 (bad bytes, lone surrogates)",
+    "empty_url": "the url is empty or missing",
+    "url_too_long": "the url is longer than the ingest limit (--max-url-chars)",
+    "url_control_character": "the url holds a control character (NUL, tab, newline, DEL, C1 controls)",
+    "missing_text": "the caption is missing (null), or an image has no readable caption file",
+    "text_too_long": "the caption (or a tar text/json member) is longer than the ingest limit (--max-text-chars)",
+    "invalid_uid": "a given uid is not 32 hex characters",
+    "invalid_size": "a stated width/height is not a positive image size",
+    "unsafe_member_path": "a tar member or image path could leave its folder (absolute, or with '..')",
+    "duplicate_member_key": "a WebDataset sample key (or one member of it) repeats in the same tar; the first copy is used",
+    "missing_image": "an image folder row names no image, or an image file that does not exist",
+    "unreadable_image": "an image folder image that cannot be opened as an image",
+}
 
 # Column names tried, in order, when the user maps none.
 URL_CANDIDATES = ("url", "URL", "image_url", "img_url", "imageurl", "link")
@@ -61,6 +82,7 @@ class ReaderOptions:
     batch_size: int = 65536
     image_root: str | None = None  # image folders: where image files are
     captions: str | None = None    # image folders: captions file
+    exclude: list[str] = field(default_factory=list)  # folders never read (the output dataset)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -149,6 +171,7 @@ class RawBuilder:
         c["raw"].append(None)
 
     def reject(self, source_row: int, reason: str, detail: str, raw: Any = None) -> None:
+        assert reason in REJECT_REASONS, f"unregistered reject reason {reason!r}"
         c = self.cols
         c["source_row"].append(source_row)
         for n in ("url", "text", "uid", "original_width", "original_height", "extra"):
@@ -163,9 +186,49 @@ class RawBuilder:
     def flush(self) -> pa.RecordBatch | None:
         if not len(self):
             return None
-        batch = pa.RecordBatch.from_pydict(self.cols, schema=RAW_SCHEMA)
+        try:
+            batch = pa.RecordBatch.from_pydict(self.cols, schema=RAW_SCHEMA)
+        except UnicodeEncodeError:  # a lone surrogate somewhere (JSON escapes, tar names): rare
+            _reject_unencodable(self.cols)
+            batch = pa.RecordBatch.from_pydict(self.cols, schema=RAW_SCHEMA)
         self.cols = {n: [] for n in RAW_SCHEMA.names}
         return batch
+
+
+def encodable(s: str) -> bool:
+    """Whether ``s`` is valid Unicode text (no lone surrogates), i.e. can be stored as UTF-8."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def first_surrogate(s: str) -> str:
+    return next((f"U+{ord(ch):04X}" for ch in s if 0xD800 <= ord(ch) <= 0xDFFF), "?")
+
+
+def _reject_unencodable(cols: dict[str, list]) -> None:
+    """Turn rows whose url/caption/uid/extra text holds a lone surrogate into
+    ``text_not_utf8`` rejects (in place); escape such characters in details."""
+    for i in range(len(cols["source_row"])):
+        bad = next((n for n in ("url", "text", "uid", "extra")
+                    if isinstance(cols[n][i], str) and not encodable(cols[n][i])), None)
+        if bad is not None:
+            value = cols[bad][i]
+            for n in ("url", "text", "uid", "original_width", "original_height", "extra"):
+                cols[n][i] = None
+            cols["reason"][i] = "text_not_utf8"
+            column = {"text": "caption", "extra": "an extra column"}.get(bad, bad)
+            cols["detail"][i] = (f"{column} holds a lone surrogate {first_surrogate(value)} "
+                                 "(not valid Unicode text)")
+            cols["raw"][i] = clip_raw(value)
+        for n in ("detail", "raw"):
+            v = cols[n][i]
+            if isinstance(v, str) and not encodable(v):
+                cols[n][i] = v.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def as_int(v: Any) -> tuple[int | None, bool]:

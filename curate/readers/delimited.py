@@ -8,15 +8,16 @@ are kept as surrogate escapes while parsing and turn the row into a ``text_not_u
 from __future__ import annotations
 
 import csv
-import io
 import re
 import sys
+from collections import deque
+from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
 
 from curate.errors import InputFileError
-from curate.readers.base import (HEIGHT_CANDIDATES, TEXT_CANDIDATES, UID_CANDIDATES, URL_CANDIDATES,
+from curate.readers.base import (HEIGHT_CANDIDATES, IMAGE_EXTS, TEXT_CANDIDATES, UID_CANDIDATES, URL_CANDIDATES,
                                  WIDTH_CANDIDATES, RawBuilder, ReaderOptions, as_int, extra_json, iter_flush,
                                  pick)
 
@@ -36,44 +37,92 @@ def _open_text(path: str):
         raise InputFileError(path, f"cannot open ({e.strerror})") from e
 
 
-def _records(reader, path: str, fh) -> Iterator[tuple[int, list[str] | None, str | None]]:
-    """(record index, fields or None, error) for each non-blank record, surviving bad lines."""
+class LineFeed:
+    """The file's physical lines for ``csv.reader``, remembering which lines made the last
+    record; lines handed back with ``push_back`` are read again first (after a record with
+    an unterminated quote has been cut to its first line)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.lineno = 0
+        self.pending: deque[tuple[int, str]] = deque()
+        self.taken: list[tuple[int, str]] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self.pending:
+            item = self.pending.popleft()
+        else:
+            line = self.fh.readline()
+            if not line:
+                raise StopIteration
+            self.lineno += 1
+            item = (self.lineno, line)
+        self.taken.append(item)
+        return item[1]
+
+    def push_back(self, lines: list[tuple[int, str]]) -> None:
+        self.pending.extendleft(reversed(lines))
+
+
+def _records(reader, feed: LineFeed, path: str) -> Iterator[tuple[int, list[str] | None, str | None, list]]:
+    """(record index, fields or None, error, physical lines) for each non-blank record,
+    surviving bad lines. The index counts records as they come (a record cut short by
+    ``push_back`` is one record; its pushed-back lines make the following ones)."""
     index = 0
     while True:
+        feed.taken = []
         try:
             fields = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
-            yield index, None, f"line {reader.line_num}: {e}"
+            yield index, None, f"line {feed.taken[0][0] if feed.taken else feed.lineno}: {e}", feed.taken
             index += 1
             continue
         except OSError as e:
             raise InputFileError(path, f"read error at record {index} ({e})") from e
         if not fields:  # blank line: not a record
             continue
-        yield index, fields, None
+        yield index, fields, None, feed.taken
         index += 1
+
+
+def _ends_inside_quotes(lines: list[tuple[int, str]], delimiter: str) -> bool:
+    """Whether the record's text ends inside a quoted field (the file ended first). Only an
+    odd number of quote characters can, so the strict re-parse is rare."""
+    if sum(t.count('"') for _, t in lines) % 2 == 0:
+        return False
+    try:
+        for _ in csv.reader([t for _, t in lines], delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as e:
+        return "unexpected end of data" in str(e)
+    return False
 
 
 def read_delimited(path: str, options: ReaderOptions, delimiter: str) -> Iterator[pa.RecordBatch]:
     fh = _open_text(path)
     with fh:
-        reader = csv.reader(fh, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
-        records = _records(reader, path, fh)
+        feed = LineFeed(fh)
+        reader = csv.reader(feed, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
+        records = _records(reader, feed, path)
         first = next(records, None)
         if first is None:
             return
         cm = options.columns
         header = options.header
         if header == "auto":
-            _, f0, err0 = first
+            f0 = first[1]
             header = "no" if (f0 is not None and any(_URL_LIKE.match(x.strip()) for x in f0)) else "yes"
         if header == "yes":
-            _, names, err = first
+            names, err = first[1], first[2]
             if names is None:
                 raise InputFileError(path, f"cannot parse the header line ({err})")
-            names = [n.strip() for n in names]
+            # column names are labels, not data: undecodable bytes become U+FFFD
+            names = [n.strip().encode("utf-8", "surrogateescape").decode("utf-8", "replace") for n in names]
             pending = None
         else:
             fields = first[1] or []
@@ -106,39 +155,64 @@ def read_delimited(path: str, options: ReaderOptions, delimiter: str) -> Iterato
         out = RawBuilder(options.batch_size)
         delim_name = "tab" if delimiter == "\t" else repr(delimiter)
 
+        def starts_record(line: str) -> bool:
+            """Whether a physical line reads as a whole record of its own (the right number
+            of fields, a URL or image file where the url column is)."""
+            fields = next(csv.reader([line], delimiter=delimiter, strict=False), [])
+            if len(fields) != ncol:
+                return False
+            v = fields[iu].strip()
+            return bool(_URL_LIKE.match(v)) or Path(v).suffix.lower() in IMAGE_EXTS
+
+        def unterminated(lines) -> bool:
+            """A quote opened in the record's first line never closed where it should: the
+            file ended inside it, or it swallowed lines that are records of their own."""
+            if len(lines) > 1 and any(starts_record(t) for _, t in lines[1:]):
+                return True
+            return _ends_inside_quotes(lines, delimiter)
+
         shift = 1 if header == "yes" else 0  # source_row counts data records only
 
-        def handle(index, fields, err):
+        def handle(index, fields, err, lines):
             index -= shift
             if fields is None:
-                out.reject(index, "malformed_record", err, None)
+                out.reject(index, "malformed_record", err, "".join(t for _, t in lines))
                 return
             if len(fields) != ncol:
                 out.reject(index, "malformed_record",
-                           f"expected {ncol} {delim_name}-separated fields, found {len(fields)}",
-                           delimiter.join(fields))
-                return
-            url, text = fields[iu], fields[it]
-            if _has_bad_bytes(url) or _has_bad_bytes(text):
-                out.reject(index, "text_not_utf8", "url or caption is not valid UTF-8",
+                           f"line {lines[0][0]}: expected {ncol} {delim_name}-separated fields, found {len(fields)}",
                            delimiter.join(fields).encode("utf-8", "surrogateescape"))
                 return
+            if any(_has_bad_bytes(t) for _, t in lines):
+                bad = [names[i] for i, f in enumerate(fields) if _has_bad_bytes(f)]
+                out.reject(index, "text_not_utf8", f"line {lines[0][0]}: column(s) {bad} are not valid UTF-8",
+                           delimiter.join(fields).encode("utf-8", "surrogateescape"))
+                return
+            url, text = fields[iu], fields[it]
             w, okw = as_int(fields[iw]) if iw is not None else (None, True)
             h, okh = as_int(fields[ih]) if ih is not None else (None, True)
             if not (okw and okh):
-                out.reject(index, "wrong_type", "width/height is not an integer", delimiter.join(fields))
+                out.reject(index, "wrong_type", f"line {lines[0][0]}: width/height is not an integer",
+                           delimiter.join(fields))
                 return
-            extra = None
-            if extra_idx:
-                extra = extra_json({names[i]: fields[i].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                                    for i in extra_idx})
+            extra = extra_json({names[i]: fields[i] for i in extra_idx}) if extra_idx else None
             out.add(index, url=url, text=text, uid=fields[iuid] if iuid is not None else None,
                     width=w, height=h, extra=extra)
 
+        def take(index, fields, err, lines):
+            if fields is not None and lines and unterminated(lines):
+                out.reject(index - shift, "malformed_record",
+                           f"line {lines[0][0]}: unterminated quote (the quoted field does not close on this "
+                           "line; the lines after it are read as records of their own)",
+                           lines[0][1].encode("utf-8", "surrogateescape"))
+                feed.push_back(lines[1:])
+                return
+            handle(index, fields, err, lines)
+
         if pending is not None:
-            handle(*pending)
+            take(*pending)
         for rec in records:
-            handle(*rec)
+            take(*rec)
             if out.full():
                 yield from iter_flush(out)
         yield from iter_flush(out)

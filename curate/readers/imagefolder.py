@@ -12,9 +12,8 @@ from typing import Iterator
 import pyarrow as pa
 
 from curate.errors import InputFileError
-from curate.readers.base import ColumnMap, RawBuilder, ReaderOptions, iter_flush
+from curate.readers.base import IMAGE_EXTS, ColumnMap, RawBuilder, ReaderOptions, iter_flush
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 IMAGE_CANDIDATES = ("image", "file_name", "filename", "file", "image_path", "path", "img")
 
 
@@ -28,8 +27,17 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+def list_images(folder: Path, exclude: list[str] = ()) -> list[Path]:
+    """Image files under ``folder`` in sorted order, hidden names and ``exclude`` folders
+    left out. Links are listed too (a broken one becomes an ``unreadable_image`` reject)."""
+    skip = {Path(x).resolve() for x in exclude}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not d.startswith(("_", ".")) and (here / d).resolve() not in skip]
+        found += [here / f for f in filenames
+                  if not f.startswith(("_", ".")) and Path(f).suffix.lower() in IMAGE_EXTS]
+    return sorted(found)
 
 
 def read_imagefolder(folder: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
@@ -117,15 +125,20 @@ def _detect_image_col(captions: str) -> str:
 def _read_sidecars(root: Path, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
     """source_row = index of the image in sorted order; an image without a .txt is a reject."""
     out = RawBuilder(options.batch_size)
-    for i, p in enumerate(list_images(root)):
+    for i, p in enumerate(list_images(root, options.exclude)):
         txt = p.with_suffix(".txt")
-        if not txt.exists():
+        if not txt.exists() and not txt.is_symlink():
             out.reject(i, "missing_text", f"no caption file {txt.name} beside {p.name}", str(p))
             continue
         try:
-            text = txt.read_bytes().decode("utf-8")
+            data = txt.read_bytes()
+        except OSError as e:
+            out.reject(i, "missing_text", f"cannot read the caption file {txt} ({e.strerror or e})", str(p))
+            continue
+        try:
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
-            out.reject(i, "text_not_utf8", f"{txt} is not valid UTF-8", txt.read_bytes()[:2000])
+            out.reject(i, "text_not_utf8", f"{txt} is not valid UTF-8", data[:2000])
             continue
         size = _image_size(p)
         if size is None:

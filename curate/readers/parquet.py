@@ -51,10 +51,12 @@ def resolve_columns(path: str, schema: pa.Schema, options: ReaderOptions) -> dic
 
 def _to_string(arr: pa.Array, path: str, column: str, offsets: int):
     """Binary -> string; returns (strings, mask of rows whose bytes are not UTF-8)."""
-    if pa.types.is_large_string(arr.type):
-        return arr.cast(pa.string()), None
-    if pa.types.is_string(arr.type):
-        return arr, None
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        try:  # Parquet does not check that strings are UTF-8: a writer may have stored any bytes
+            arr.validate(full=True)
+            return arr.cast(pa.string()), None
+        except pa.ArrowInvalid:
+            arr = arr.cast(pa.large_binary() if pa.types.is_large_string(arr.type) else pa.binary())
     try:
         return arr.cast(pa.string()), None
     except pa.ArrowInvalid:
@@ -108,7 +110,10 @@ def _raw_from_batch(b: pa.RecordBatch, cols: dict, extras: list[str], row0: int,
         if bad is not None and pc.any(bad).as_py():
             reason = pc.if_else(pc.and_(bad, pc.is_null(reason)), "text_not_utf8", reason)
             detail = pc.if_else(pc.and_(bad, pc.is_null(detail)), f"column {cols[name]!r} is not valid UTF-8", detail)
-            raws = pa.array([clip_raw(v) for v in b.column(cols[name]).to_pylist()], pa.string())
+            column = b.column(cols[name])
+            if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+                column = column.cast(pa.binary())  # a string column holding non-UTF-8 bytes
+            raws = pa.array([clip_raw(v) for v in column.to_pylist()], pa.string())
             raw = pc.if_else(pc.and_(bad, pc.is_null(raw)), raws, raw)
 
     def size(role):
@@ -124,13 +129,37 @@ def _raw_from_batch(b: pa.RecordBatch, cols: dict, extras: list[str], row0: int,
         return a.cast(pa.int64())
 
     if extras:
-        rows = b.select(extras).to_pylist()
-        extra = pa.array([extra_json(r) for r in rows], pa.string())
+        extra, bad_extra = _extra_json_column(b.select(extras))
+        if bad_extra is not None:
+            bad_now = pc.and_(bad_extra, pc.is_null(reason))
+            reason = pc.if_else(bad_now, "text_not_utf8", reason)
+            detail = pc.if_else(bad_now, "an extra column is not valid UTF-8", detail)
+            extra = pc.if_else(bad_extra, pa.scalar(None, pa.string()), extra)
     else:
         extra = pa.nulls(n, pa.string())
     source_row = pa.array(range(row0, row0 + n), pa.int64())
     return pa.RecordBatch.from_arrays(
         [source_row, url, text, uid, size("width"), size("height"), extra, reason, detail, raw], schema=RAW_SCHEMA)
+
+
+def _extra_json_column(extras: pa.RecordBatch) -> tuple[pa.Array, pa.Array | None]:
+    """JSON text of each row's extra columns; also a mask of rows whose strings are not
+    UTF-8 (None when all are), found row by row only in a batch that fails validation."""
+    try:
+        extras.validate(full=True)
+    except pa.ArrowInvalid:
+        values, bad = [], []
+        for i in range(extras.num_rows):
+            row = extras.slice(i, 1)
+            try:
+                row.validate(full=True)
+                values.append(extra_json(row.to_pylist()[0]))
+                bad.append(False)
+            except pa.ArrowInvalid:
+                values.append(None)
+                bad.append(True)
+        return pa.array(values, pa.string()), pa.array(bad, pa.bool_())
+    return pa.array([extra_json(r) for r in extras.to_pylist()], pa.string()), None
 
 
 def plan_parquet(path: str, target_rows: int) -> list[dict]:

@@ -3,7 +3,9 @@
 The caption comes from ``key.txt`` (else the json's caption/text), the url and sizes from
 ``key.json``. Images are not read here; they are downloaded or resharded later. Members are
 only ever read, never extracted, and a member path that could escape a folder
-(absolute, or with ``..``) makes its sample a reject.
+(absolute, or with ``..``) makes its sample a reject. A key seen before in the same tar
+(a member appended again, or a key whose members are not adjacent) is a
+``duplicate_member_key`` reject: the first copy is the sample, never silently overwritten.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import pyarrow as pa
 
 from curate.errors import InputFileError
 from curate.readers.base import (HEIGHT_CANDIDATES, TEXT_CANDIDATES, UID_CANDIDATES, URL_CANDIDATES,
-                                 WIDTH_CANDIDATES, RawBuilder, ReaderOptions, as_int, extra_json, iter_flush,
-                                 pick)
+                                 WIDTH_CANDIDATES, RawBuilder, ReaderOptions, as_int, clip_raw, encodable,
+                                 extra_json, iter_flush, pick)
 
 _TEXT_EXT = {"txt", "text", "caption"}
 _MAX_META = 10 << 20  # never load more than 10 MiB of a text/json member
@@ -56,6 +58,18 @@ def read_webdataset(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatc
         if current_key is None:
             return
         i = group_index
+        if current_key in first_group:
+            first = first_group[current_key]
+            what = f"member {repeat_of}" if repeat_of else f"key {current_key!r}"
+            out.reject(i, "duplicate_member_key",
+                       f"{what} repeats in the tar (first at member group {first}); only the first copy is used",
+                       current_key)
+            return
+        first_group[current_key] = i
+        if not encodable(current_key):
+            out.reject(i, "text_not_utf8", f"tar member name {clip_raw(current_key)!r} is not valid UTF-8",
+                       current_key)
+            return
         if unsafe:
             out.reject(i, "unsafe_member_path", f"tar member path escapes the folder: {unsafe[0]!r}", unsafe[0])
             return
@@ -105,16 +119,22 @@ def read_webdataset(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatc
 
     skipped: list[str] = []
     oversize: list[str] = []
+    oversize_exts: set[str] = set()
+    first_group: dict[str, int] = {}  # key -> its first member group: a repeat is a reject, not an overwrite
+    repeat_of = None  # the member whose repeat started the current group
     try:
         for member in tf:
             if not member.isfile():
                 continue  # folders, links, devices: never followed
             key, ext = split_key(member.name)
-            if key != current_key:
+            # A member whose extension the current group already has starts a new group:
+            # the same key again (a repeat), which ``finish`` rejects.
+            if key != current_key or ext in parts or ext in skipped or ext in oversize_exts:
                 finish()
                 if out.full():
                     yield from iter_flush(out)
-                current_key, parts, unsafe, skipped, oversize = key, {}, [], [], []
+                repeat_of = member.name if key == current_key else None
+                current_key, parts, unsafe, skipped, oversize, oversize_exts = key, {}, [], [], [], set()
                 group_index += 1
             if unsafe_member(member.name):
                 unsafe.append(member.name)
@@ -122,6 +142,7 @@ def read_webdataset(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatc
             if ext in _TEXT_EXT or ext == "json":
                 if member.size > _MAX_META:
                     oversize.append(member.name)
+                    oversize_exts.add(ext)
                     continue
                 f = tf.extractfile(member)
                 parts[ext] = f.read() if f is not None else b""
