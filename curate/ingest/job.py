@@ -504,17 +504,21 @@ def _prepare_output(dataset: Dataset, plan_key: str) -> tuple[Dataset, bool]:
     import json
 
     plan_path = dataset.root / PLAN_FILE
-    staging_tables = Path(STAGING_DIR) / f"ingest-{plan_key[:16]}" / STAGED_TABLES
+    own = Path(STAGING_DIR) / f"ingest-{plan_key[:16]}"
+    staging_tables = own / STAGED_TABLES
+    plan = {}
     if plan_path.exists():
         try:
             plan = json.loads(plan_path.read_text())
         except ValueError:
-            plan = {}
-        if plan.get("plan_key") == plan_key:
-            where = plan.get("target", ".")
-            return (dataset if where == "." else Dataset(dataset.root / where)), True
-    for old in (dataset.root / STAGING_DIR).glob("ingest-*"):
-        shutil.rmtree(old, ignore_errors=True)
+            pass
+    same = plan.get("plan_key") == plan_key
+    for old in (dataset.root / STAGING_DIR).glob("ingest-*"):  # other plans' files never resume
+        if not (same and old == dataset.root / own):
+            shutil.rmtree(old, ignore_errors=True)
+    if same:
+        where = plan.get("target", ".")
+        return (dataset if where == "." else Dataset(dataset.root / where)), True
     if (dataset.runs_dir() / "ingest.json").exists() and any(dataset.table_dir(t).exists() for t in INGEST_TABLES):
         dataset.write_json(PLAN_FILE, {"plan_key": plan_key, "target": str(staging_tables)})
         return Dataset(dataset.root / staging_tables), False
