@@ -12,6 +12,11 @@ where that would reread rows many times, cut from one Spark shuffle of the full 
 rejects shards are slices of the staged reject files in (source, row) order. Every shard is
 committed atomically. Same inputs and parameters give byte-identical shards; a rerun after
 a kill skips committed shards.
+
+Inputs are scanned first (``curate.readers.scan_inputs``): every file found but not read is
+a counted outcome in the manifest, and the output folder is never read. A run with a new
+plan over a completed one writes its tables in its staging folder and swaps them in only
+when all are complete, so a failing rerun never destroys committed tables.
 """
 
 from __future__ import annotations
@@ -109,7 +114,6 @@ def _folder_fingerprint(root: str, exclude: list[str]) -> dict:
     """An image folder's fingerprint over the files ingest may read (hidden names and the
     output left out); a file that cannot be read is fingerprinted by its error."""
     import hashlib
-    import os
 
     skip = {Path(x) for x in exclude}
     h, size = hashlib.sha256(), 0
