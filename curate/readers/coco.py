@@ -28,8 +28,10 @@ def is_coco(path: str) -> bool:
 def read_coco(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
     try:
         with open(path, "rb") as f:
-            doc = json.loads(f.read().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            # Bytes that are not UTF-8 stay as surrogate escapes: only the annotations holding
+            # them become text_not_utf8 rejects (RawBuilder), not the whole file.
+            doc = json.loads(f.read().decode("utf-8", "surrogateescape"))
+    except (OSError, json.JSONDecodeError) as e:
         raise InputFileError(path, f"not a readable COCO captions JSON file ({e})") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list) or not isinstance(doc.get("images"), list):
         raise InputFileError(path, "expected a JSON object with 'images' and 'annotations' lists (COCO captions format)")

@@ -82,7 +82,11 @@ def read_webdataset(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatc
                 meta = json.loads(parts["json"].decode("utf-8"))
                 if not isinstance(meta, dict):
                     raise ValueError("not an object")
-            except (UnicodeDecodeError, ValueError) as e:
+            except UnicodeDecodeError as e:
+                out.reject(i, "text_not_utf8", f"member {current_key}.json is not valid UTF-8 ({e.reason} at byte "
+                           f"{e.start})", parts["json"])
+                return
+            except ValueError as e:
                 out.reject(i, "malformed_record", f"member {current_key}.json is not a JSON object ({e})", parts["json"])
                 return
         text = None

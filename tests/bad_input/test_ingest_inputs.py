@@ -194,6 +194,28 @@ def test_control_characters_in_urls_are_rejects(mixed):
     assert not [r for r in _rows(ds, "samples") if any(ch in r["url"] for ch in "\x00\t\x7f\x85")]
 
 
+def _staged(path: Path, fmt: str) -> list[dict]:
+    rows = []
+    for raw in read_file_raw(str(path), ReaderOptions(), fmt):
+        staged, _ = prepare_batch(raw, str(path), 0)
+        rows += staged.to_pylist()
+    return rows
+
+
+def test_bytes_that_are_not_utf8_in_coco_and_tar_json_reject_only_their_row(tmp_path):
+    coco = tmp_path / "captions.json"
+    coco.write_bytes(b'{"images": [{"id": 1, "coco_url": "http://coco/1.jpg"}], "annotations": ['
+                     b'{"image_id": 1, "caption": "fine"}, {"image_id": 1, "caption": "caf\xe9"}]}')
+    rows = _staged(coco, "coco")
+    assert [(r["kind"], r["reason"]) for r in rows] == [("sample", None), ("reject", "text_not_utf8")]
+    tar = tmp_path / "shard.tar"
+    _tar(tar, [("a.txt", b"fine"), ("a.json", b'{"url": "http://t/a.jpg"}'),
+               ("b.txt", b"fine too"), ("b.json", b'{"url": "http://t/b.jpg", "note": "caf\xe9"}')])
+    rows = _staged(tar, "webdataset")
+    assert [(r["kind"], r["reason"]) for r in rows] == [("sample", None), ("reject", "text_not_utf8")]
+    assert "b.json is not valid UTF-8" in rows[1]["detail"]
+
+
 # ---------------------------------------------------------------- folders of one text format
 def test_folders_of_only_csv_or_only_jsonl_are_read(spark, tmp_path):
     csvs, jsonls = tmp_path / "csvs", tmp_path / "jsonls"
