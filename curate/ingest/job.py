@@ -407,7 +407,7 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
     manifest["tasks"] = len(tasks)
     if target.root != dataset.root:  # put the new tables in place only now that all are complete
         dataset.write_json(str(staging.relative_to(dataset.root) / SWAP_FILE),
-                           {"plan_key": plan_key, "tables": list(INGEST_TABLES)})
+                           {"plan_key": plan_key, "tables": list(INGEST_TABLES), "manifest": manifest.data})
         finish_pending_swap(dataset)
     manifest.write(dataset, "ingest")
     shutil.rmtree(staging, ignore_errors=True)
@@ -495,6 +495,8 @@ def finish_pending_swap(dataset: Dataset) -> None:
             if old.exists():
                 shutil.rmtree(old)
             os.replace(new, old)
+        if spec.get("manifest"):  # the manifest of those tables (a finishing run rewrites it)
+            dataset.write_json("_runs/ingest.json", spec["manifest"])
         dataset.write_json(PLAN_FILE, {"plan_key": spec["plan_key"], "target": "."})
         marker.unlink()
 
