@@ -379,3 +379,29 @@ def test_every_reject_reason_the_code_can_give_is_in_the_rejects_schema():
     assert emitted <= listed, emitted - listed
     reason_doc = next(c["doc"] for c in spec["columns"] if c["name"] == "reason")
     assert all(code in reason_doc for code in listed)
+
+
+def test_a_swap_cut_short_by_a_kill_is_finished_by_the_next_run(tmp_path):
+    """The state a kill leaves half-way through putting a new plan's tables in place: the
+    samples table already moved, rejects and duplicates still staged."""
+    from curate.ingest.job import finish_pending_swap
+
+    ds = Dataset(tmp_path / "ds")
+    staged = ds.root / "_staging" / "ingest-0123456789abcdef"
+    for t in ("rejects", "duplicates"):
+        (ds.root / t).mkdir(parents=True)
+        (ds.root / t / "part-00000.parquet").write_bytes(b"old " + t.encode())
+        (staged / "tables" / t).mkdir(parents=True)
+        (staged / "tables" / t / "part-00000.parquet").write_bytes(b"new " + t.encode())
+    (ds.root / "samples").mkdir()
+    (ds.root / "samples" / "part-00000.parquet").write_bytes(b"new samples")
+    ds.write_json("_runs/ingest.json", {"plan_key": "old"})
+    ds.write_json(str(staged.relative_to(ds.root) / "swap.json"),
+                  {"plan_key": "new", "tables": ["samples", "rejects", "duplicates"], "manifest": {"plan_key": "new"}})
+    finish_pending_swap(ds)
+    assert {t: (ds.root / t / "part-00000.parquet").read_bytes() for t in ("samples", "rejects", "duplicates")} == {
+        "samples": b"new samples", "rejects": b"new rejects", "duplicates": b"new duplicates"}
+    assert _manifest(ds.root) == {"plan_key": "new"}
+    assert not (staged / "swap.json").exists()
+    finish_pending_swap(ds)  # idempotent
+    assert (ds.root / "samples" / "part-00000.parquet").read_bytes() == b"new samples"
