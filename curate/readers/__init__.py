@@ -182,7 +182,7 @@ def _folder_files(root: Path, fmt: str | None, exclude: list[Path], scan: InputS
     reported_dirs: set[Path] = set()
     for e in entries:
         ext = e.suffix.lower()
-        owner = next((d for d in covered_dirs if d in e.parents), None)
+        owner = next((d for d in e.parents if d in covered_dirs), None) if covered_dirs else None
         if owner is not None:
             if owner not in reported_dirs:
                 reported_dirs.add(owner)
