@@ -43,7 +43,7 @@ class LineFeed:
     an unterminated quote has been cut to its first line)."""
 
     def __init__(self, fh):
-        self.fh = fh
+        self.lines = iter(fh)
         self.lineno = 0
         self.pending: deque[tuple[int, str]] = deque()
         self.taken: list[tuple[int, str]] = []
@@ -55,11 +55,8 @@ class LineFeed:
         if self.pending:
             item = self.pending.popleft()
         else:
-            line = self.fh.readline()
-            if not line:
-                raise StopIteration
             self.lineno += 1
-            item = (self.lineno, line)
+            item = (self.lineno, next(self.lines))  # StopIteration ends the file
         self.taken.append(item)
         return item[1]
 
@@ -183,7 +180,7 @@ def read_delimited(path: str, options: ReaderOptions, delimiter: str) -> Iterato
                            f"line {lines[0][0]}: expected {ncol} {delim_name}-separated fields, found {len(fields)}",
                            delimiter.join(fields).encode("utf-8", "surrogateescape"))
                 return
-            if any(_has_bad_bytes(t) for _, t in lines):
+            if (_has_bad_bytes(lines[0][1]) if len(lines) == 1 else any(_has_bad_bytes(t) for _, t in lines)):
                 bad = [names[i] for i, f in enumerate(fields) if _has_bad_bytes(f)]
                 out.reject(index, "text_not_utf8", f"line {lines[0][0]}: column(s) {bad} are not valid UTF-8",
                            delimiter.join(fields).encode("utf-8", "surrogateescape"))
@@ -200,7 +197,9 @@ def read_delimited(path: str, options: ReaderOptions, delimiter: str) -> Iterato
                     width=w, height=h, extra=extra)
 
         def take(index, fields, err, lines):
-            if fields is not None and lines and unterminated(lines):
+            # most records are one line with balanced quotes: nothing more to check
+            suspect = len(lines) > 1 or (len(lines) == 1 and lines[0][1].count('"') % 2 == 1)
+            if fields is not None and suspect and unterminated(lines):
                 out.reject(index - shift, "malformed_record",
                            f"line {lines[0][0]}: unterminated quote (the quoted field does not close on this "
                            "line; the lines after it are read as records of their own)",
