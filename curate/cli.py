@@ -7,7 +7,10 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import re
+import signal
 import sys
+import threading
 
 import typer
 
@@ -39,25 +42,70 @@ def _load_commands() -> None:
 _load_commands()
 
 
+# The last line of a Python traceback names the exception by its qualified class:
+# "curate.recipe.spec.RecipeError: recipe.yaml:3: ...". A Spark worker's error reaches the
+# driver only as such text (inside a PythonException or Py4JJavaError message).
+_TRACEBACK_ERROR = re.compile(r"^\s*(curate(?:\.\w+)+)\.(\w+): (.*)$", re.MULTILINE)
+
+INTERRUPTED = "interrupted; rerun the same command to resume (finished shards are kept)"
+
+
+def _curate_error_class(module: str, name: str) -> type | None:
+    """The CurateError subclass ``module.name`` names, or None (any other class or module)."""
+    try:
+        cls = getattr(importlib.import_module(module), name, None)
+    except Exception:  # a module that no longer imports here: not a class we can vouch for
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, CurateError) else None
+
+
 def _user_message(exc: BaseException) -> str | None:
-    """A CurateError's message, also when it crossed a Spark worker boundary."""
+    """A CurateError's message, also when it crossed a Spark worker boundary.
+
+    Across the boundary the class is matched by its qualified name in the traceback text and
+    resolved to a real class, so every CurateError subclass is carried, wherever it is defined.
+    """
     if isinstance(exc, CurateError):
-        return str(exc)
-    text = str(exc)
-    for marker in ("InputFileError: ", "SchemaError: ", "DatasetError: ", "CurateError: "):
-        if marker in text:
-            tail = text.split(marker, 1)[1]
-            return tail.strip().splitlines()[0]
-    return None
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    found = None
+    for module, name, message in _TRACEBACK_ERROR.findall(str(exc)):
+        if _curate_error_class(module, name) is not None:
+            found = message.strip()  # the last one is the error the worker ended with
+    return found
+
+
+def _on_interrupt(signum, frame) -> None:
+    """Ctrl-C. Without Spark: KeyboardInterrupt, so ``finally`` blocks tidy up. With a Spark
+    JVM running, unwinding would interleave py4j and JVM shutdown noise: print the one line,
+    SIGKILL the JVM and exit 130. Every write is atomic, so this leaves what kill -9 leaves:
+    committed shards that the rerun skips."""
+    spark = sys.modules.get("curate.engine.spark")
+    sc = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
+    if spark is None or sc is None or getattr(sc.SparkContext, "_active_spark_context", None) is None:
+        raise KeyboardInterrupt
+    sys.stderr.write(f"curate: {INTERRUPTED}\n")
+    sys.stderr.flush()
+    try:
+        spark.kill_driver_jvm()
+    finally:
+        os._exit(130)
+
+
+_on_interrupt.keep_over_spark = True  # curate.engine.spark.get_session puts it back over pyspark's
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point; ``argv`` lets ``jobs/*.py`` call a subcommand directly."""
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_interrupt)
     try:
         app(args=argv, prog_name="curate", standalone_mode=True)
     except SystemExit:
         raise
+    except KeyboardInterrupt:  # Ctrl-C: every job commits shards atomically and resumes on rerun
+        print(f"curate: {INTERRUPTED}", file=sys.stderr)
+        sys.exit(130)
     except Exception as exc:  # turn known user errors into one clear line
         msg = _user_message(exc)
         if msg is None:

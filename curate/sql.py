@@ -8,8 +8,14 @@ a ``_table`` column saying which sub-table a row came from.
 
 from __future__ import annotations
 
+import atexit
 import re
+import shutil
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 import pyarrow as pa
@@ -52,12 +58,40 @@ def table_views(dataset: Dataset) -> dict[str, str]:
     return views
 
 
-def connect(dataset: Dataset | str | Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with a view per table; external writes disabled."""
+DEFAULT_MEMORY_LIMIT = "50%"  # of this machine's RAM; DuckDB spills sorts and joins beyond it
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def _spill_dir() -> str:
+    """A private folder for DuckDB's spill files (by default it writes ``.tmp`` into the cwd)."""
+    global _SPILL
+    if _SPILL is None:
+        _SPILL = tempfile.mkdtemp(prefix="curate-sql-")
+        atexit.register(shutil.rmtree, _SPILL, True)
+    return _SPILL
+
+
+_SPILL: str | None = None
+
+
+def connect(dataset: Dataset | str | Path, memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with a view per table; external writes disabled.
+
+    ``memory_limit`` is DuckDB's (``4GB``, ``50%``); beyond it queries spill to a private
+    temporary folder or fail with a one-line error.
+    """
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     con = duckdb.connect(":memory:")
     for name, sql in table_views(ds).items():
         con.execute(f'CREATE VIEW "{name}" AS {sql}')
+    try:
+        if memory_limit:
+            con.execute(f"SET memory_limit = {_q(str(memory_limit))}")
+    except duckdb.Error as e:
+        con.close()
+        raise CurateError(f"--memory-limit {memory_limit!r} is not a size DuckDB understands "
+                          f"(e.g. 4GB, 512MB, 50%): {_first_line(e)}") from None
+    con.execute(f"SET temp_directory = {_q(_spill_dir())}")
     # Read-only: the dataset folder may be read, nothing else may be touched (no COPY ... TO,
     # no ATTACH, no other files), and the settings are then locked.
     con.execute(f"SET allowed_directories = [{_q(str(ds.root) + '/')}]")
@@ -69,12 +103,17 @@ def connect(dataset: Dataset | str | Path) -> duckdb.DuckDBPyConnection:
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     """Only SELECT-like statements (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) run."""
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:
-        raise CurateError(f"SQL error: {e}") from e
+        raise CurateError(f"SQL error: {_first_line(e)}") from e
     if not statements:
         raise CurateError("SQL error: no statement given")
     for st in statements:
@@ -82,13 +121,61 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             raise CurateError(f"curate sql is read-only: {st.type.name} statements are not allowed")
 
 
-def query(dataset: Dataset | str | Path, sql: str) -> pa.Table:
+@contextmanager
+def limited(con: duckdb.DuckDBPyConnection, timeout: float | None = DEFAULT_TIMEOUT_S,
+            memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> Iterator[None]:
+    """Run the block's queries on ``con`` under ``timeout`` seconds (interrupted when it passes);
+    DuckDB errors, the timeout and running out of memory become one-line ``CurateError``s."""
+    fired = threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        con.interrupt()
+
+    timer = threading.Timer(timeout, stop) if timeout and timeout > 0 else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    except duckdb.InterruptException as e:
+        if fired.is_set():
+            raise CurateError(f"SQL stopped after {timeout:g} s (--timeout {timeout:g}); narrow the query "
+                              f"or raise --timeout (0: no limit)") from None
+        raise CurateError(f"SQL interrupted: {_first_line(e)}") from None
+    except duckdb.OutOfMemoryException as e:
+        raise CurateError(f"SQL needs more memory than --memory-limit {memory_limit} allows; narrow the query "
+                          f"or raise --memory-limit ({_first_line(e)})") from None
+    except duckdb.Error as e:
+        raise CurateError(f"SQL error: {_first_line(e)}") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def query(dataset: Dataset | str | Path, sql: str, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+          timeout: float | None = DEFAULT_TIMEOUT_S) -> pa.Table:
     """Run read-only SQL over the dataset's views; the last statement's result as Arrow."""
-    con = connect(dataset)
+    con = connect(dataset, memory_limit=memory_limit)
     try:
         check_read_only(con, sql)
-        return con.sql(sql).to_arrow_table()
-    except duckdb.Error as e:
-        raise CurateError(f"SQL error: {e}") from e
+        with limited(con, timeout, memory_limit):
+            return con.sql(sql).to_arrow_table()
+    finally:
+        con.close()
+
+
+def query_batches(dataset: Dataset | str | Path, sql: str, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+                  timeout: float | None = DEFAULT_TIMEOUT_S, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+    """The result of read-only SQL as a stream of record batches (never all rows in memory at once)."""
+    con = connect(dataset, memory_limit=memory_limit)
+    try:
+        check_read_only(con, sql)
+        with limited(con, timeout, memory_limit):
+            # only the last statement's rows are wanted; the ones before it are read-only,
+            # so leaving them out changes nothing
+            last = con.extract_statements(sql)[-1]
+            reader = con.sql(last.query).to_arrow_reader(batch_rows)
+            yield from reader
     finally:
         con.close()
