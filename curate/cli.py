@@ -11,6 +11,8 @@ import re
 import signal
 import sys
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import typer
 
@@ -47,7 +49,7 @@ _load_commands()
 # driver only as such text (inside a PythonException or Py4JJavaError message).
 _TRACEBACK_ERROR = re.compile(r"^\s*(curate(?:\.\w+)+)\.(\w+): (.*)$", re.MULTILINE)
 
-INTERRUPTED = "interrupted; rerun the same command to resume (finished shards are kept)"
+INTERRUPTED = "interrupted; rerun the same command to resume"
 
 
 def _curate_error_class(module: str, name: str) -> type | None:
@@ -75,43 +77,63 @@ def _user_message(exc: BaseException) -> str | None:
 
 
 def _on_interrupt(signum, frame) -> None:
-    """Ctrl-C. Without Spark: KeyboardInterrupt, so ``finally`` blocks tidy up. With a Spark
-    JVM running, unwinding would interleave py4j and JVM shutdown noise: print the one line,
-    SIGKILL the JVM and exit 130. Every write is atomic, so this leaves what kill -9 leaves:
-    committed shards that the rerun skips."""
-    spark = sys.modules.get("curate.engine.spark")
-    sc = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
-    if spark is None or sc is None or getattr(sc.SparkContext, "_active_spark_context", None) is None:
+    """Ctrl-C: one line, exit 130. Without Spark a KeyboardInterrupt unwinds, so ``finally``
+    blocks tidy up (typer turns it into exit 130). With a Spark JVM running, unwinding would
+    interleave py4j and JVM shutdown noise: SIGKILL the JVM and exit at once. Every write is
+    atomic, so this leaves what kill -9 leaves: committed shards that the rerun skips."""
+    global _interrupted
+    if not _interrupted:
+        _interrupted = True
+        sys.stderr.write(f"curate: {INTERRUPTED}\n")
+        sys.stderr.flush()
+    engine = sys.modules.get("curate.engine.spark")
+    context = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
+    if engine is None or context is None or getattr(context.SparkContext, "_active_spark_context", None) is None:
         raise KeyboardInterrupt
-    sys.stderr.write(f"curate: {INTERRUPTED}\n")
-    sys.stderr.flush()
     try:
-        spark.kill_driver_jvm()
+        engine.kill_driver_jvm()
     finally:
         os._exit(130)
 
 
 _on_interrupt.keep_over_spark = True  # curate.engine.spark.get_session puts it back over pyspark's
+_interrupted = False
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point; ``argv`` lets ``jobs/*.py`` call a subcommand directly."""
-    os.environ.setdefault("PYTHONHASHSEED", "0")
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_interrupt)
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """What the CLI does with an exception: a user error (a CurateError, also from a Spark
+    worker) becomes one line and exit 2, Ctrl-C one line and exit 130; anything else is a bug
+    and keeps its traceback."""
+    global _interrupted
     try:
-        app(args=argv, prog_name="curate", standalone_mode=True)
-    except SystemExit:
-        raise
-    except KeyboardInterrupt:  # Ctrl-C: every job commits shards atomically and resumes on rerun
-        print(f"curate: {INTERRUPTED}", file=sys.stderr)
+        yield
+    except KeyboardInterrupt:
+        if not _interrupted:
+            print(f"curate: {INTERRUPTED}", file=sys.stderr)
+        _interrupted = False
         sys.exit(130)
-    except Exception as exc:  # turn known user errors into one clear line
+    except Exception as exc:
         msg = _user_message(exc)
         if msg is None:
             raise
         print(f"curate: error: {msg}", file=sys.stderr)
         sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point; ``argv`` lets ``jobs/*.py`` call a subcommand directly."""
+    global _interrupted
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    _interrupted = False
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_interrupt) if main_thread else None
+    try:
+        with cli_errors():
+            app(args=argv, prog_name="curate", standalone_mode=True)
+    finally:
+        if main_thread:  # in-process callers (tests, notebooks) get their handler back
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from __future__ import annotations
 import atexit
 import re
 import shutil
+import signal
+import socket
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -34,13 +36,18 @@ def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def shard_list(dataset: Dataset, table: str) -> str:
+    """The table's shard files as a DuckDB list literal. Listed, not globbed: a dataset path such
+    as ``pool [v2]`` holds glob characters, and ``allowed_directories`` checks paths literally."""
+    return "[" + ", ".join(_q(str(p)) for p in dataset.shards(table)) + "]"
+
+
 def table_views(dataset: Dataset) -> dict[str, str]:
     """view name -> SQL that reads it."""
     views: dict[str, str] = {}
     tables = dataset.tables()
     for t in tables:
-        glob = str(dataset.table_dir(t) / "*.parquet")
-        views[view_name(t)] = f"SELECT * FROM read_parquet({_q(glob)})"
+        views[view_name(t)] = f"SELECT * FROM read_parquet({shard_list(dataset, t)})"
     groups: dict[str, list[str]] = {}
     for t in tables:
         if "/" in t:
@@ -52,7 +59,7 @@ def table_views(dataset: Dataset) -> dict[str, str]:
         schemas = {tuple(pq.read_schema(dataset.shards(m)[0]).names) for m in members}
         if len(schemas) != 1:
             continue
-        parts = [f"SELECT *, {_q(m.rsplit('/', 1)[1])} AS _table FROM read_parquet({_q(str(dataset.table_dir(m) / '*.parquet'))})"
+        parts = [f"SELECT *, {_q(m.rsplit('/', 1)[1])} AS _table FROM read_parquet({shard_list(dataset, m)})"
                  for m in members]
         views[name] = " UNION ALL BY NAME ".join(parts)
     return views
@@ -122,11 +129,53 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
 
 
 @contextmanager
+def _interrupt_on_sigint(con: duckdb.DuckDBPyConnection, pressed: threading.Event) -> Iterator[None]:
+    """Ctrl-C stops a running query. DuckDB holds the main thread in C++, where Python's own
+    signal handler cannot run until the query ends; the signal's wakeup byte (written at C
+    level) reaches a watcher thread at once, which interrupts the connection."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    r, w = socket.socketpair()
+    w.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(w.fileno())
+    except ValueError:  # not allowed here (e.g. no Python signal handling): plain run
+        r.close(), w.close()
+        yield
+        return
+
+    def watch() -> None:
+        while True:
+            try:
+                data = r.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            if signal.SIGINT in data:
+                pressed.set()
+                con.interrupt()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        w.close()
+        r.shutdown(socket.SHUT_RDWR)
+        watcher.join(1)
+        r.close()
+
+
+@contextmanager
 def limited(con: duckdb.DuckDBPyConnection, timeout: float | None = DEFAULT_TIMEOUT_S,
             memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> Iterator[None]:
     """Run the block's queries on ``con`` under ``timeout`` seconds (interrupted when it passes);
-    DuckDB errors, the timeout and running out of memory become one-line ``CurateError``s."""
-    fired = threading.Event()
+    DuckDB errors, the timeout and running out of memory become one-line ``CurateError``s,
+    Ctrl-C a KeyboardInterrupt."""
+    fired, pressed = threading.Event(), threading.Event()
 
     def stop() -> None:
         fired.set()
@@ -137,8 +186,15 @@ def limited(con: duckdb.DuckDBPyConnection, timeout: float | None = DEFAULT_TIME
         timer.daemon = True
         timer.start()
     try:
-        yield
-    except duckdb.InterruptException as e:
+        with _interrupt_on_sigint(con, pressed):
+            yield
+    except (duckdb.InterruptException, RuntimeError) as e:
+        # an interrupt surfaces as InterruptException, or as RuntimeError("Query interrupted")
+        # when it lands while a streamed result is being set up
+        if not isinstance(e, duckdb.InterruptException) and not (pressed.is_set() or fired.is_set()):
+            raise
+        if pressed.is_set():
+            raise KeyboardInterrupt from None
         if fired.is_set():
             raise CurateError(f"SQL stopped after {timeout:g} s (--timeout {timeout:g}); narrow the query "
                               f"or raise --timeout (0: no limit)") from None
