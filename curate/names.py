@@ -25,9 +25,12 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 RESERVED = frozenset({
     "samples", "rejects", "duplicates", "downloads", "images", "embeddings", "embed_failures",
     "decisions", "subsets", "text_stats", "centroids", "clusters", "cluster_stats",
-    "decontamination", "metadata_matches", "entry_counts", "entry_balance", "metaclip",
+    "decontamination", "metadata_matches", "entry_counts", "entry_balance",
     "reshard_missing", "webdataset", "reports", "subset",
 })
+# Folders of a dataset that an output path may not enter (webdataset/ and reports/ are where
+# reshard and report write by default; metaclip/ holds the metadata copy a balance reads).
+PROTECTED_FOLDERS = (RESERVED | {"metaclip"}) - {"webdataset", "reports"}
 
 
 class InvalidNameError(CurateError):
@@ -69,7 +72,7 @@ def check_output_path(path: str | os.PathLike, dataset_root: str | os.PathLike, 
                                f"choose a folder of its own")
     if out.is_relative_to(root):
         top = out.relative_to(root).parts[0]
-        if top.startswith((".", "_")) or top.lower() in RESERVED - {"webdataset", "reports"}:
+        if top.startswith((".", "_")) or top.lower() in PROTECTED_FOLDERS:
             raise InvalidNameError(f"{what} {str(path)!r} is inside the dataset's {top!r} folder; "
                                    f"choose a path outside the dataset's tables")
     return out
