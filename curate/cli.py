@@ -132,7 +132,10 @@ def main(argv: list[str] | None = None) -> None:
         with cli_errors():
             app(args=argv, prog_name="curate", standalone_mode=True)
     finally:
-        if main_thread:  # in-process callers (tests, notebooks) get their handler back
+        from curate.lock import release_command_locks
+
+        release_command_locks()  # in-process callers (tests, notebooks) run the next command freely
+        if main_thread:  # and get their Ctrl-C handler back
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 

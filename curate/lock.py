@@ -6,7 +6,7 @@ once with one line naming it, before it starts Spark or touches a file. The kern
 lock when the holder exits, kill -9 included, so a crashed run never leaves a stale lock.
 Readers (``curate sql``, ``stats``, ``report``) take no lock.
 
-Within one process the lock is re-entrant: a CLI command holds it for the whole process
+Within one process the lock is re-entrant: a CLI command holds it until it returns
 (``hold_dataset_lock``), and the jobs it calls may take it again (``dataset_lock``).
 """
 
@@ -109,5 +109,17 @@ def dataset_lock(root: str | os.PathLike, create: bool = False) -> Iterator[Path
 
 
 def hold_dataset_lock(root: str | os.PathLike, create: bool = False) -> Path:
-    """Take the lock for the rest of this process (a CLI command: one line, before Spark starts)."""
-    return acquire(root, create=create)
+    """Take the lock for the rest of the command (one line in a CLI command, before Spark
+    starts); ``curate.cli.main`` lets go of it when the command returns."""
+    path = acquire(root, create=create)
+    _command_holds.append(path)
+    return path
+
+
+def release_command_locks() -> None:
+    """Drop the holds ``hold_dataset_lock`` took (the end of a CLI command)."""
+    while _command_holds:
+        release(_command_holds.pop())
+
+
+_command_holds: list[Path] = []

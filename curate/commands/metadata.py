@@ -9,7 +9,7 @@ import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
 from curate.lock import hold_dataset_lock
-from curate.names import name_callback
+from curate.names import check_output_path, name_callback
 
 metadata_app = typer.Typer(
     help="MetaCLIP curation: build a metadata list, match captions against it (exact MetaCLIP "
@@ -50,6 +50,7 @@ def build(
     from curate.tables import Dataset
 
     ds = Dataset(dataset) if dataset else None
+    output = str(check_output_path(output, ds.root, "OUTPUT")) if ds is not None else output
     if bigrams and ds is None and not corpus:
         info("metadata: no bigram corpus (--dataset or --bigram-corpus), so no bigrams")
     executor = None

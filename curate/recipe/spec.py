@@ -68,10 +68,11 @@ class Recipe(BaseModel):
     @field_validator("output")
     @classmethod
     def _check_output(cls, v: str | None) -> str | None:
-        import re
-
-        if v is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", v):
-            raise ValueError("output must be a subset name (letters, digits, _ . -)")
+        if v is not None:
+            try:
+                check_name(v, "output")
+            except CurateError as e:
+                raise ValueError(f"output must be a subset name: {e}") from None
         return v
 
 

@@ -140,3 +140,11 @@ def test_two_concurrent_ingests_the_second_gets_one_line_naming_the_first(tmp_pa
         first.wait(60)
     acquire(out)  # kill -9 of the holder leaves no stale lock
     release(out)
+
+
+def test_an_in_process_command_lets_go_of_the_lock_when_it_returns(ds, capsys):
+    with pytest.raises(SystemExit):
+        main(["select", str(ds.root), "--sql", "SELECT uid FROM samples", "--name", "ok"])
+    probe = subprocess.run([sys.executable, "-c", f"from curate.lock import acquire; acquire({str(ds.root)!r})"],
+                           capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr

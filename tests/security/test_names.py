@@ -108,6 +108,7 @@ def test_every_name_option_is_checked_before_spark_starts(ds, capsys, argv, opti
     (["report", D, "--subset", "ok", "--out", "{ds}/samples/part-00001.parquet"], "--out"),
     (["sql", D, "SELECT * FROM samples", "--out", "{ds}/samples/part-00001.parquet"], "--out"),
     (["sql", D, "SELECT * FROM samples", "--out", "{ds}/subsets/ok/uids.parquet"], "--out"),
+    (["metadata", "build", "{ds}/samples/metadata.json", "--dataset", D], "OUTPUT"),
 ])
 def test_output_paths_never_land_on_the_datasets_tables(ds, capsys, argv, option):
     before = snapshot(ds.root)

@@ -85,3 +85,22 @@ def test_text_naming_a_non_curate_class_is_not_a_user_error():
     assert _user_message(RuntimeError("curate.nosuchmodule.InputFileError: nope")) is None
     assert _user_message(RuntimeError("curate.tables.dataset.Dataset: not an exception")) is None
     assert _user_message(RuntimeError("x\ncurate.errors.SchemaError: col a\nmore")) == "col a"
+
+
+def test_a_curate_error_from_a_dataframe_worker_prints_one_line(spark, capsys):
+    """The Spark SQL path (mapInArrow, applyInArrow) wraps worker errors differently from RDDs."""
+    import pyarrow as pa
+
+    from curate.engine.spark import tasks_to_frame
+    from curate.recipe.spec import RecipeError
+
+    def batches(task: dict):
+        raise RecipeError("recipe.yaml:3: stage 'x' is bad")
+        yield  # a generator, as task batch functions are
+
+    schema = pa.schema([("uid", pa.string())])
+    with pytest.raises(SystemExit) as info:
+        with cli_errors():
+            tasks_to_frame(spark, [{"i": 0}], batches, schema).collect()
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == ["curate: error: recipe.yaml:3: stage 'x' is bad"]
