@@ -78,8 +78,11 @@ def acquire(root: str | os.PathLike, create: bool = False) -> Path:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "command": " ".join(["curate", *sys.argv[1:]]) if sys.argv else "curate",
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same; the job itself will say why it fails
+            pass
         _held[root] = [fd, 1]
         return root
 
