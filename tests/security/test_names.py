@@ -66,6 +66,7 @@ D = "{ds}"
 COMMANDS = [
     (["select", D, "--sql", "SELECT uid FROM samples", "--name", "{bad}"], "--name"),
     (["select", D, "--sql", "SELECT uid FROM samples", "--name", "ok", "--embedding-model", "{bad}"], "--embedding-model"),
+    (["select", D, "--from-file", "{ds}/x.npy", "--name", "{bad}"], "--name"),
     (["filter", D, "--filter", "basic", "--name", "{bad}"], "--name"),
     (["cluster", D, "--k", "2", "--name", "{bad}"], "--name"),
     (["cluster", D, "--k", "2", "--model", "{bad}"], "--model"),
@@ -87,7 +88,7 @@ COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("argv,option", COMMANDS, ids=[" ".join(c[0][:2]) + " " + c[1] for c in COMMANDS])
+@pytest.mark.parametrize("argv,option", COMMANDS, ids=[f"{i}-{c[0][0]}-{c[1]}" for i, c in enumerate(COMMANDS)])
 @pytest.mark.parametrize("bad", ["../samples", "/tmp/curate-escape"])
 def test_every_name_option_is_checked_before_spark_starts(ds, capsys, argv, option, bad):
     before = snapshot(ds.root)
