@@ -7,7 +7,12 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import re
+import signal
 import sys
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import typer
 
@@ -39,31 +44,99 @@ def _load_commands() -> None:
 _load_commands()
 
 
-def _user_message(exc: BaseException) -> str | None:
-    """A CurateError's message, also when it crossed a Spark worker boundary."""
-    if isinstance(exc, CurateError):
-        return str(exc)
-    text = str(exc)
-    for marker in ("InputFileError: ", "SchemaError: ", "DatasetError: ", "CurateError: "):
-        if marker in text:
-            tail = text.split(marker, 1)[1]
-            return tail.strip().splitlines()[0]
-    return None
+# The last line of a Python traceback names the exception by its qualified class:
+# "curate.recipe.spec.RecipeError: recipe.yaml:3: ...". A Spark worker's error reaches the
+# driver only as such text (inside a PythonException or Py4JJavaError message).
+_TRACEBACK_ERROR = re.compile(r"^\s*(curate(?:\.\w+)+)\.(\w+): (.*)$", re.MULTILINE)
+
+INTERRUPTED = "interrupted; rerun the same command to resume"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point; ``argv`` lets ``jobs/*.py`` call a subcommand directly."""
-    os.environ.setdefault("PYTHONHASHSEED", "0")
+def _curate_error_class(module: str, name: str) -> type | None:
+    """The CurateError subclass ``module.name`` names, or None (any other class or module)."""
     try:
-        app(args=argv, prog_name="curate", standalone_mode=True)
-    except SystemExit:
-        raise
-    except Exception as exc:  # turn known user errors into one clear line
+        cls = getattr(importlib.import_module(module), name, None)
+    except Exception:  # a module that no longer imports here: not a class we can vouch for
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, CurateError) else None
+
+
+def _user_message(exc: BaseException) -> str | None:
+    """A CurateError's message, also when it crossed a Spark worker boundary.
+
+    Across the boundary the class is matched by its qualified name in the traceback text and
+    resolved to a real class, so every CurateError subclass is carried, wherever it is defined.
+    """
+    if isinstance(exc, CurateError):
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    found = None
+    for module, name, message in _TRACEBACK_ERROR.findall(str(exc)):
+        if _curate_error_class(module, name) is not None:
+            found = message.strip()  # the last one is the error the worker ended with
+    return found
+
+
+def _on_interrupt(signum, frame) -> None:
+    """Ctrl-C: one line, exit 130. Without Spark a KeyboardInterrupt unwinds, so ``finally``
+    blocks tidy up (typer turns it into exit 130). With a Spark JVM running, unwinding would
+    interleave py4j and JVM shutdown noise: SIGKILL the JVM and exit at once. Every write is
+    atomic, so this leaves what kill -9 leaves: committed shards that the rerun skips."""
+    global _interrupted
+    if not _interrupted:
+        _interrupted = True
+        sys.stderr.write(f"curate: {INTERRUPTED}\n")
+        sys.stderr.flush()
+    engine = sys.modules.get("curate.engine.spark")
+    context = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
+    if engine is None or context is None or getattr(context.SparkContext, "_active_spark_context", None) is None:
+        raise KeyboardInterrupt
+    try:
+        engine.kill_driver_jvm()
+    finally:
+        os._exit(130)
+
+
+_on_interrupt.keep_over_spark = True  # curate.engine.spark.get_session puts it back over pyspark's
+_interrupted = False
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """What the CLI does with an exception: a user error (a CurateError, also from a Spark
+    worker) becomes one line and exit 2, Ctrl-C one line and exit 130; anything else is a bug
+    and keeps its traceback."""
+    global _interrupted
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not _interrupted:
+            print(f"curate: {INTERRUPTED}", file=sys.stderr)
+        _interrupted = False
+        sys.exit(130)
+    except Exception as exc:
         msg = _user_message(exc)
         if msg is None:
             raise
         print(f"curate: error: {msg}", file=sys.stderr)
         sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point; ``argv`` lets ``jobs/*.py`` call a subcommand directly."""
+    global _interrupted
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    _interrupted = False
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_interrupt) if main_thread else None
+    try:
+        with cli_errors():
+            app(args=argv, prog_name="curate", standalone_mode=True)
+    finally:
+        from curate.lock import release_command_locks
+
+        release_command_locks()  # in-process callers (tests, notebooks) run the next command freely
+        if main_thread:  # and get their Ctrl-C handler back
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.names import check_name
 from curate.tables import Dataset, load_schema
 
 KEPT = "kept"
@@ -47,6 +48,7 @@ def reason_counts(decisions: pa.Table) -> dict[str, int]:
 
 def write_decisions(dataset: Dataset, run_name: str, decisions: pa.Table, rows_per_shard: int = 2_000_000) -> dict:
     """Sort by uid, write ``decisions/<run_name>/``, return counts per reason."""
+    check_name(run_name, "decisions run name", reserved=False)
     decisions = decisions.sort_by([("uid", "ascending"), ("stage", "ascending")])
     dataset.write_table(f"decisions/{run_name}", decisions, schema="decisions", rows_per_shard=rows_per_shard)
     return reason_counts(decisions)

@@ -8,8 +8,16 @@ a ``_table`` column saying which sub-table a row came from.
 
 from __future__ import annotations
 
+import atexit
 import re
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 import pyarrow as pa
@@ -28,13 +36,18 @@ def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def shard_list(dataset: Dataset, table: str) -> str:
+    """The table's shard files as a DuckDB list literal. Listed, not globbed: a dataset path such
+    as ``pool [v2]`` holds glob characters, and ``allowed_directories`` checks paths literally."""
+    return "[" + ", ".join(_q(str(p)) for p in dataset.shards(table)) + "]"
+
+
 def table_views(dataset: Dataset) -> dict[str, str]:
     """view name -> SQL that reads it."""
     views: dict[str, str] = {}
     tables = dataset.tables()
     for t in tables:
-        glob = str(dataset.table_dir(t) / "*.parquet")
-        views[view_name(t)] = f"SELECT * FROM read_parquet({_q(glob)})"
+        views[view_name(t)] = f"SELECT * FROM read_parquet({shard_list(dataset, t)})"
     groups: dict[str, list[str]] = {}
     for t in tables:
         if "/" in t:
@@ -46,18 +59,46 @@ def table_views(dataset: Dataset) -> dict[str, str]:
         schemas = {tuple(pq.read_schema(dataset.shards(m)[0]).names) for m in members}
         if len(schemas) != 1:
             continue
-        parts = [f"SELECT *, {_q(m.rsplit('/', 1)[1])} AS _table FROM read_parquet({_q(str(dataset.table_dir(m) / '*.parquet'))})"
+        parts = [f"SELECT *, {_q(m.rsplit('/', 1)[1])} AS _table FROM read_parquet({shard_list(dataset, m)})"
                  for m in members]
         views[name] = " UNION ALL BY NAME ".join(parts)
     return views
 
 
-def connect(dataset: Dataset | str | Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with a view per table; external writes disabled."""
+DEFAULT_MEMORY_LIMIT = "50%"  # of this machine's RAM; DuckDB spills sorts and joins beyond it
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def _spill_dir() -> str:
+    """A private folder for DuckDB's spill files (by default it writes ``.tmp`` into the cwd)."""
+    global _SPILL
+    if _SPILL is None:
+        _SPILL = tempfile.mkdtemp(prefix="curate-sql-")
+        atexit.register(shutil.rmtree, _SPILL, True)
+    return _SPILL
+
+
+_SPILL: str | None = None
+
+
+def connect(dataset: Dataset | str | Path, memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with a view per table; external writes disabled.
+
+    ``memory_limit`` is DuckDB's (``4GB``, ``50%``); beyond it queries spill to a private
+    temporary folder or fail with a one-line error.
+    """
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     con = duckdb.connect(":memory:")
     for name, sql in table_views(ds).items():
         con.execute(f'CREATE VIEW "{name}" AS {sql}')
+    try:
+        if memory_limit:
+            con.execute(f"SET memory_limit = {_q(str(memory_limit))}")
+    except duckdb.Error as e:
+        con.close()
+        raise CurateError(f"--memory-limit {memory_limit!r} is not a size DuckDB understands "
+                          f"(e.g. 4GB, 512MB, 50%): {_first_line(e)}") from None
+    con.execute(f"SET temp_directory = {_q(_spill_dir())}")
     # Read-only: the dataset folder may be read, nothing else may be touched (no COPY ... TO,
     # no ATTACH, no other files), and the settings are then locked.
     con.execute(f"SET allowed_directories = [{_q(str(ds.root) + '/')}]")
@@ -69,12 +110,17 @@ def connect(dataset: Dataset | str | Path) -> duckdb.DuckDBPyConnection:
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     """Only SELECT-like statements (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) run."""
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:
-        raise CurateError(f"SQL error: {e}") from e
+        raise CurateError(f"SQL error: {_first_line(e)}") from e
     if not statements:
         raise CurateError("SQL error: no statement given")
     for st in statements:
@@ -82,13 +128,110 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             raise CurateError(f"curate sql is read-only: {st.type.name} statements are not allowed")
 
 
-def query(dataset: Dataset | str | Path, sql: str) -> pa.Table:
+@contextmanager
+def _interrupt_on_sigint(con: duckdb.DuckDBPyConnection, pressed: threading.Event) -> Iterator[None]:
+    """Ctrl-C stops a running query. DuckDB holds the main thread in C++, where Python's own
+    signal handler cannot run until the query ends; the signal's wakeup byte (written at C
+    level) reaches a watcher thread at once, which interrupts the connection."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    r, w = socket.socketpair()
+    w.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(w.fileno())
+    except ValueError:  # not allowed here (e.g. no Python signal handling): plain run
+        r.close(), w.close()
+        yield
+        return
+
+    def watch() -> None:
+        while True:
+            try:
+                data = r.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            if signal.SIGINT in data:
+                pressed.set()
+                con.interrupt()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        w.close()
+        r.shutdown(socket.SHUT_RDWR)
+        watcher.join(1)
+        r.close()
+
+
+@contextmanager
+def limited(con: duckdb.DuckDBPyConnection, timeout: float | None = DEFAULT_TIMEOUT_S,
+            memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> Iterator[None]:
+    """Run the block's queries on ``con`` under ``timeout`` seconds (interrupted when it passes);
+    DuckDB errors, the timeout and running out of memory become one-line ``CurateError``s,
+    Ctrl-C a KeyboardInterrupt."""
+    fired, pressed = threading.Event(), threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        con.interrupt()
+
+    timer = threading.Timer(timeout, stop) if timeout and timeout > 0 else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        with _interrupt_on_sigint(con, pressed):
+            yield
+    except (duckdb.InterruptException, RuntimeError) as e:
+        # an interrupt surfaces as InterruptException, or as RuntimeError("Query interrupted")
+        # when it lands while a streamed result is being set up
+        if not isinstance(e, duckdb.InterruptException) and not (pressed.is_set() or fired.is_set()):
+            raise
+        if pressed.is_set():
+            raise KeyboardInterrupt from None
+        if fired.is_set():
+            raise CurateError(f"SQL stopped after {timeout:g} s (--timeout {timeout:g}); narrow the query "
+                              f"or raise --timeout (0: no limit)") from None
+        raise CurateError(f"SQL interrupted: {_first_line(e)}") from None
+    except duckdb.OutOfMemoryException as e:
+        raise CurateError(f"SQL needs more memory than --memory-limit {memory_limit} allows; narrow the query "
+                          f"or raise --memory-limit ({_first_line(e)})") from None
+    except duckdb.Error as e:
+        raise CurateError(f"SQL error: {_first_line(e)}") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def query(dataset: Dataset | str | Path, sql: str, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+          timeout: float | None = DEFAULT_TIMEOUT_S) -> pa.Table:
     """Run read-only SQL over the dataset's views; the last statement's result as Arrow."""
-    con = connect(dataset)
+    con = connect(dataset, memory_limit=memory_limit)
     try:
         check_read_only(con, sql)
-        return con.sql(sql).to_arrow_table()
-    except duckdb.Error as e:
-        raise CurateError(f"SQL error: {e}") from e
+        with limited(con, timeout, memory_limit):
+            return con.sql(sql).to_arrow_table()
+    finally:
+        con.close()
+
+
+def query_batches(dataset: Dataset | str | Path, sql: str, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+                  timeout: float | None = DEFAULT_TIMEOUT_S, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+    """The result of read-only SQL as a stream of record batches (never all rows in memory at once)."""
+    con = connect(dataset, memory_limit=memory_limit)
+    try:
+        check_read_only(con, sql)
+        with limited(con, timeout, memory_limit):
+            # only the last statement's rows are wanted; the ones before it are read-only,
+            # so leaving them out changes nothing
+            last = con.extract_statements(sql)[-1]
+            reader = con.sql(last.query).to_arrow_reader(batch_rows)
+            yield from reader
     finally:
         con.close()

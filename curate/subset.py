@@ -20,11 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.errors import DatasetError
+from curate.names import check_name
 from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
 from curate.uid import UID_RE, uids_to_datacomp
 
 
 def subset_dir(dataset: Dataset, name: str) -> Path:
+    check_name(name, "subset name", reserved=False)
     return dataset.root / "subsets" / name
 
 

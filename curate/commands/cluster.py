@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.lock import hold_dataset_lock
+from curate.names import model_id_callback, name_callback
 
 
 def register(app: typer.Typer) -> None:
@@ -16,8 +18,10 @@ def register(app: typer.Typer) -> None:
         dataset: Path = typer.Argument(..., help="Dataset folder (holds embeddings/<model>/)."),
         k: int = typer.Option(..., "--k", "-k", help="Number of clusters."),
         model: Optional[str] = typer.Option(None, "--model", "-m",
-                                            help="Embeddings model id (embeddings/<id>); default: the only one."),
-        name: str = typer.Option("kmeans", "--name", help="Clustering name: centroids/, clusters/, cluster_stats/<name>."),
+                                            help="Embeddings model id (embeddings/<id>); default: the only one.",
+                                            callback=model_id_callback),
+        name: str = typer.Option("kmeans", "--name", help="Clustering name: centroids/, clusters/, cluster_stats/<name>.",
+                               callback=name_callback),
         embedding: str = typer.Option("image", "--embedding", help="image, text or concat (both, normalised)."),
         niter: int = typer.Option(20, "--niter", help="k-means iterations."),
         seed: int = typer.Option(0, "--seed", help="Seed of the training sample and of k-means."),
@@ -42,6 +46,7 @@ def register(app: typer.Typer) -> None:
         g = {"auto": "auto", "yes": True, "no": False}.get(gpu)
         if g is None:
             raise typer.BadParameter(f"--gpu must be auto, yes or no, got {gpu!r}")
+        hold_dataset_lock(dataset)  # one writer per dataset
         executor = open_executor(engine, master, conf, "curate-cluster")
         r = run_cluster(ds, model, k, name=name, embedding=embedding, niter=niter, seed=seed, spherical=spherical,
                         max_points_per_centroid=max_points_per_centroid, sample_size=sample_size, gpu=g,

@@ -9,6 +9,8 @@ import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
 from curate.embedding_space.cli import OutputOpt, SubsetOpt, echo_result, input_uids
+from curate.lock import hold_dataset_lock
+from curate.names import model_id_callback, name_callback
 
 
 def register(app: typer.Typer) -> None:
@@ -18,12 +20,14 @@ def register(app: typer.Typer) -> None:
         eval_source: str = typer.Option(..., "--eval", help="Evaluation images: an image folder (embedded with the "
                                         "pool's model), a Parquet file/folder with image_embedding, or a table name."),
         threshold: float = typer.Option(0.9, "--threshold", help="Remove pool samples with cosine >= this to any eval image."),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="Pool embeddings model id (default: the only one)."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Pool embeddings model id (default: the only one).",
+                                             callback=model_id_callback),
         eval_model: Optional[str] = typer.Option(None, "--eval-model",
                                                  help="open_clip model name for an image folder (default: from --model)."),
         eval_pretrained: Optional[str] = typer.Option(None, "--eval-pretrained",
                                                       help="Pretrained tag or checkpoint file for --eval-model."),
-        name: str = typer.Option("decontaminate", "--name", help="Run name (decisions/, subsets/, decontamination/<name>)."),
+        name: str = typer.Option("decontaminate", "--name", help="Run name (decisions/, subsets/, decontamination/<name>).",
+                           callback=name_callback),
         subset: Optional[str] = SubsetOpt,
         output: Optional[str] = OutputOpt,
         engine: str = EngineOpt,
@@ -36,6 +40,7 @@ def register(app: typer.Typer) -> None:
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
+        hold_dataset_lock(dataset)  # one writer per dataset
         ex = open_executor(engine, master, conf, "curate-decontaminate")
         r = run_decontaminate(ds, model or default_model_id(ds), eval_source, threshold, run=name,
                               model_name=eval_model, pretrained=eval_pretrained,

@@ -9,6 +9,8 @@ import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
 from curate.embedding_space.cli import ClustersOpt, OutputOpt, SubsetOpt, echo_result, input_uids
+from curate.lock import hold_dataset_lock
+from curate.names import model_id_callback, name_callback
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +26,7 @@ def register(app: typer.Typer) -> None:
         keep: str = typer.Option("hard", "--keep", help="Which item of a duplicate group survives: hard (farthest from "
                                  "the centroid), easy (nearest) or random (seeded)."),
         seed: int = typer.Option(0, "--seed", help="Seed for --keep random."),
-        name: str = typer.Option("semdedup", "--name", help="Run name (decisions/<name>, subsets/<name>)."),
+        name: str = typer.Option("semdedup", "--name", help="Run name (decisions/<name>, subsets/<name>).", callback=name_callback),
         subset: Optional[str] = SubsetOpt,
         output: Optional[str] = OutputOpt,
         engine: str = EngineOpt,
@@ -36,6 +38,7 @@ def register(app: typer.Typer) -> None:
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
+        hold_dataset_lock(dataset)  # one writer per dataset
         ex = open_executor(engine, master, conf, "curate-dedup-semantic")
         echo_result(run_semdedup(ds, clusters, eps, run=name, keep=keep, seed=seed, input_uids=input_uids(ds, subset),
                                  executor=ex, output=output))
@@ -43,7 +46,7 @@ def register(app: typer.Typer) -> None:
     @dedup.command("exact")
     def exact_cmd(
         dataset: Path = typer.Argument(..., help="Dataset folder (holds downloads/)."),
-        name: str = typer.Option("exact_dedup", "--name", help="Run name."),
+        name: str = typer.Option("exact_dedup", "--name", help="Run name.", callback=name_callback),
         subset: Optional[str] = SubsetOpt,
         output: Optional[str] = OutputOpt,
         engine: str = EngineOpt,
@@ -55,6 +58,7 @@ def register(app: typer.Typer) -> None:
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
+        hold_dataset_lock(dataset)  # one writer per dataset
         ex = open_executor(engine, master, conf, "curate-dedup-exact")
         echo_result(run_exact_dedup(ds, run=name, input_uids=input_uids(ds, subset), executor=ex, output=output))
 
@@ -62,13 +66,15 @@ def register(app: typer.Typer) -> None:
     def near_cmd(
         dataset: Path = typer.Argument(..., help="Dataset folder."),
         threshold: float = typer.Option(0.95, "--threshold", help="Cosine similarity at or above which two samples are duplicates."),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="Embeddings model id (default: the only one)."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Embeddings model id (default: the only one).",
+                                             callback=model_id_callback),
         embedding: str = typer.Option("image", "--embedding", help="image, text or concat."),
         keep_by: str = typer.Option("uid", "--keep-by", help="Survivor of a group: uid (smallest) or clip_score (highest)."),
         clusters: Optional[str] = typer.Option(None, "--clusters", "-c",
-                                               help="Search an IVF index over this clustering's centroids (large pools)."),
+                                               help="Search an IVF index over this clustering's centroids (large pools).",
+                                               callback=name_callback),
         nprobe: int = typer.Option(8, "--nprobe", help="Clusters probed per query with --clusters."),
-        name: str = typer.Option("near_dedup", "--name", help="Run name."),
+        name: str = typer.Option("near_dedup", "--name", help="Run name.", callback=name_callback),
         subset: Optional[str] = SubsetOpt,
         output: Optional[str] = OutputOpt,
         engine: str = EngineOpt,
@@ -81,6 +87,7 @@ def register(app: typer.Typer) -> None:
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
+        hold_dataset_lock(dataset)  # one writer per dataset
         ex = open_executor(engine, master, conf, "curate-dedup-near")
         echo_result(run_near_dedup(ds, model or default_model_id(ds), threshold, run=name, keep_by=keep_by,
                                    embedding=embedding, clusters=clusters, nprobe=nprobe,

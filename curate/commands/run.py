@@ -9,6 +9,8 @@ from typing import Optional
 import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt
+from curate.lock import hold_dataset_lock
+from curate.names import model_id_callback, name_callback
 
 
 def register(app: typer.Typer) -> None:
@@ -17,9 +19,11 @@ def register(app: typer.Typer) -> None:
         recipe: Path = typer.Argument(..., help="Recipe YAML (see docs/recipe.md)."),
         dataset: Optional[Path] = typer.Option(None, "--dataset", "-d",
                                                help="Dataset folder; overrides the recipe's 'dataset'."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Subset name; overrides the recipe's 'output'."),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Subset name; overrides the recipe's 'output'.",
+                                          callback=name_callback),
         embedding_model: Optional[str] = typer.Option(None, "--embedding-model", "-m",
-                                                      help="Model id (embeddings/<id>); overrides the recipe's."),
+                                                      help="Model id (embeddings/<id>); overrides the recipe's.",
+                                                      callback=model_id_callback),
         no_cache: bool = typer.Option(False, "--no-cache", help="Recompute every stage (the cache is still refreshed)."),
         check: bool = typer.Option(False, "--check", help="Only validate the recipe and list its stages."),
         master: Optional[str] = MasterOpt,
@@ -42,6 +46,7 @@ def register(app: typer.Typer) -> None:
                            f"{'' if s.enabled else '  [disabled]'}")
             typer.echo(f"recipe {loaded.name}: {len(loaded.stages)} stages, ok")
             return
+        hold_dataset_lock(loaded.dataset_path())  # one writer per dataset
         run_recipe(loaded, engine=engine, master=master, conf=conf, use_cache=not no_cache)
 
     @app.command("stages")

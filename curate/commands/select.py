@@ -8,6 +8,9 @@ from typing import Optional
 
 import typer
 
+from curate.lock import hold_dataset_lock
+from curate.names import model_id_callback, name_callback
+
 
 def register(app: typer.Typer) -> None:
     @app.command("select")
@@ -20,8 +23,9 @@ def register(app: typer.Typer) -> None:
                                                  "a u8,u8 .npy (apply_filter.py's output) or the same records "
                                                  "without a header (raw memmap), or a curate subset folder/uids.parquet. "
                                                  "Unsorted files are sorted, with a warning."),
-        name: str = typer.Option(..., "--name", "-n", help="Subset name: written to subsets/NAME/."),
-        embedding_model: str = typer.Option(None, "--embedding-model", help="Model whose table is also the view 'embeddings'."),
+        name: str = typer.Option(..., "--name", "-n", help="Subset name: written to subsets/NAME/.", callback=name_callback),
+        embedding_model: str = typer.Option(None, "--embedding-model", help="Model whose table is also the view 'embeddings'.",
+                                           callback=model_id_callback),
         allow_unknown: bool = typer.Option(False, "--allow-unknown",
                                            help="Drop uids that are not in samples instead of failing."),
     ) -> None:
@@ -32,6 +36,7 @@ def register(app: typer.Typer) -> None:
         if (sql is None) == (from_file is None):
             raise CurateError("curate select needs exactly one of --sql QUERY or --from-file PATH")
         ds = Dataset(dataset)
+        hold_dataset_lock(dataset)  # one writer per dataset
         if from_file is not None:
             from curate.subset_file import import_subset
 

@@ -7,20 +7,58 @@ from typing import Optional
 
 import typer
 
+from curate.names import check_output_path
+from curate.sql import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S
 
-def _print_table(table, max_rows: int, title: str | None = None) -> None:
+
+def data_console():
+    """A console that prints data as it is: no markup ([red]), no emoji codes, no highlighting."""
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table(title=title, show_lines=False)
+    width = 200 if not Console().is_terminal else None
+    return Console(width=width, markup=False, emoji=False, highlight=False)
+
+
+def _print_table(table, max_rows: int, title: str | None = None, more: int = 0) -> None:
+    """Print up to ``max_rows`` rows; every cell, header and title is plain text, never markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title=Text(title) if title else None, show_lines=False)
     for name in table.column_names:
-        t.add_column(name, overflow="fold")
+        t.add_column(Text(name), overflow="fold")
     for row in table.slice(0, max_rows).to_pylist():
-        t.add_row(*["" if v is None else str(v) for v in row.values()])
-    console = Console(width=200 if not Console().is_terminal else None)
+        t.add_row(*[Text("" if v is None else str(v)) for v in row.values()])
+    console = data_console()
     console.print(t)
-    if table.num_rows > max_rows:
-        console.print(f"... {table.num_rows - max_rows} more rows (use --limit or --out)")
+    more += max(0, table.num_rows - max_rows)
+    if more:
+        console.print(f"... {more} more rows (use --limit or --out)")
+
+
+def _write_out(batches, p: Path) -> int:
+    """Stream the result into a .parquet or .csv file (atomic: a temp file renamed at the end)."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from curate.tables.dataset import atomic_path
+
+    rows = 0
+    with atomic_path(p) as tmp:
+        writer = None
+        try:
+            for batch in batches:
+                if writer is None:
+                    writer = (pq.ParquetWriter(tmp, batch.schema) if p.suffix == ".parquet"
+                              else pcsv.CSVWriter(tmp, batch.schema))
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:  # no batches at all: an empty file of the right kind
+            tmp.write_bytes(b"")
+    return rows
 
 
 def register(app: typer.Typer) -> None:
@@ -31,26 +69,35 @@ def register(app: typer.Typer) -> None:
                                               "decisions_<run>, embeddings_<model>, subsets_<name>, ...)."),
         out: Optional[str] = typer.Option(None, "--out", help="Write the result to a .csv or .parquet file instead of printing."),
         limit: int = typer.Option(50, "--limit", help="Rows to print."),
+        memory_limit: str = typer.Option(DEFAULT_MEMORY_LIMIT, "--memory-limit",
+                                         help="DuckDB memory limit (4GB, 512MB or a share of RAM like 50%); "
+                                              "larger sorts and joins spill to a temporary folder."),
+        timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout",
+                                      help="Seconds before the query is interrupted (0: no limit)."),
     ):
         """Run read-only SQL (DuckDB) over views of every table in DATASET."""
-        from curate.sql import query as run_query
+        from curate.sql import query_batches
 
-        result = run_query(dataset, query)
         if out:
             p = Path(out)
-            if p.suffix == ".parquet":
-                import pyarrow.parquet as pq
-
-                pq.write_table(result, p)
-            elif p.suffix == ".csv":
-                import pyarrow.csv as pcsv
-
-                pcsv.write_csv(result, p)
-            else:
+            if p.suffix not in (".parquet", ".csv"):
                 raise typer.BadParameter("--out must end in .csv or .parquet")
-            typer.echo(f"wrote {result.num_rows} rows to {p}")
+            check_output_path(p, dataset, "--out")
+            n = _write_out(query_batches(dataset, query, memory_limit=memory_limit, timeout=timeout), p)
+            typer.echo(f"wrote {n} rows to {p}")
             return
-        _print_table(result, limit)
+        import pyarrow as pa
+
+        shown, more, schema = [], 0, None
+        for batch in query_batches(dataset, query, memory_limit=memory_limit, timeout=timeout):
+            schema = batch.schema
+            room = limit - sum(b.num_rows for b in shown)
+            if room > 0:
+                shown.append(batch.slice(0, room))
+            more += max(0, batch.num_rows - max(room, 0))  # the rest is counted, not kept
+        if schema is None:
+            return
+        _print_table(pa.Table.from_batches(shown, schema=schema), limit, more=more)
 
     @app.command("stats")
     def stats(dataset: str = typer.Argument(..., help="Dataset folder.")):

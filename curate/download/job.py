@@ -36,6 +36,7 @@ from curate.download.faces import BLUR_MAP, with_face_bboxes, write_blur_metadat
 from curate.download.fetch import DEFAULT_MAX_IMAGE_AREA, SafeDownloader, SafeResizer, classify_error
 from curate.download.safety import FetchPolicy
 from curate.errors import CurateError, DatasetError
+from curate.lock import dataset_lock
 from curate.tables import Dataset, load_schema, write_parquet_atomic
 
 IMAGES = "images"
@@ -315,20 +316,9 @@ def _run_img2dataset(dataset: Dataset, todo: pa.Table, first_shard: int, opts: D
 
 @contextmanager
 def download_lock(dataset: Dataset):
-    """One download per dataset at a time: a run removes other runs' unfinished shards."""
-    import fcntl
-
-    dataset.root.mkdir(parents=True, exist_ok=True)
-    with open(dataset.root / "_download.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            raise DatasetError(f"another `curate download` is running on {dataset.root} "
-                               f"(lock {dataset.root / '_download.lock'})") from e
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """One writer per dataset at a time: a run removes other runs' unfinished shards."""
+    with dataset_lock(dataset.root, create=True):
+        yield
 
 
 def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None,

@@ -6,10 +6,14 @@ from typing import Optional
 
 import typer
 
+from curate.names import name_callback
+
 SubsetOpt = typer.Option(None, "--subset", "-s",
                          help="Input: only this subset's samples (a name under subsets/, or a subset file/folder).")
-OutputOpt = typer.Option(None, "--output", "-o", help="Name of the kept subset (default: the run name).")
-ClustersOpt = typer.Option("kmeans", "--clusters", "-c", help="Clustering name (from `curate cluster --name`).")
+OutputOpt = typer.Option(None, "--output", "-o", help="Name of the kept subset (default: the run name).",
+                         callback=name_callback)
+ClustersOpt = typer.Option("kmeans", "--clusters", "-c", help="Clustering name (from `curate cluster --name`).",
+                           callback=name_callback)
 
 
 def echo_result(r: dict) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from typing import Callable, Iterator
@@ -72,9 +73,22 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
     settings.update(conf or {})
     for k, v in settings.items():
         builder = builder.config(k, v)
+    handler = signal.getsignal(signal.SIGINT)
     spark = builder.getOrCreate()
+    if getattr(handler, "keep_over_spark", False):  # the CLI's Ctrl-C handling stays (pyspark replaces it)
+        signal.signal(signal.SIGINT, handler)
     spark.sparkContext.setLogLevel(os.environ.get("CURATE_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+def kill_driver_jvm() -> None:
+    """SIGKILL the Spark JVM this process started, if any (the CLI's Ctrl-C: no shutdown noise;
+    every committed shard stays, as after kill -9, and a rerun resumes)."""
+    from pyspark import SparkContext
+
+    proc = getattr(SparkContext._gateway, "proc", None)
+    if proc is not None and proc.poll() is None:
+        proc.kill()
 
 
 def activate(spark) -> None:

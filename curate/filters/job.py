@@ -31,6 +31,7 @@ from curate.filters.frames import frames_for
 from curate.filters.stages import FilterSpec, FilterSpecError
 from curate.filters.threshold import top_fraction_threshold
 from curate.manifest import RunManifest, file_fingerprint
+from curate.names import check_name
 from curate.subset import write_subset
 from curate.tables import Dataset, load_schema
 
@@ -244,8 +245,7 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
     if dup:
         raise FilterSpecError(f"filter {dup[0]} given twice; run it again under another --name instead")
     name = name or "+".join(seen)
-    if "/" in name or name.startswith((".", "_")):
-        raise FilterSpecError(f"run name {name!r} must not contain '/' or start with '.' or '_'")
+    check_name(name, "filter run name")
     shards = _check_samples(dataset)
     frames = frames_for(executor)
     m = RunManifest("filter", {"name": name, "filters": [str(s) for s in specs],

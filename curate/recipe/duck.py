@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 
 from curate.errors import CurateError
-from curate.sql import check_read_only, view_name
+from curate.sql import check_read_only, shard_list, view_name
 from curate.sql import connect as _connect
 from curate.tables import Dataset
 
@@ -25,8 +25,8 @@ class SQLError(CurateError):
 def connect(dataset: Dataset, embedding_model: str | None = None) -> duckdb.DuckDBPyConnection:
     con = _connect(dataset)
     if embedding_model and dataset.has_table(f"embeddings/{embedding_model}"):
-        glob = str(dataset.table_dir(f"embeddings/{embedding_model}") / "*.parquet").replace("'", "''")
-        con.execute(f"CREATE OR REPLACE VIEW embeddings AS SELECT * FROM read_parquet('{glob}')")
+        files = shard_list(dataset, f"embeddings/{embedding_model}")
+        con.execute(f"CREATE OR REPLACE VIEW embeddings AS SELECT * FROM read_parquet({files})")
     return con
 
 

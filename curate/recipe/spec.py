@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curate.errors import CurateError
+from curate.names import check_name
 
 RESERVED_STAGE_KEYS = ("kind", "name", "enabled")
 
@@ -67,10 +68,11 @@ class Recipe(BaseModel):
     @field_validator("output")
     @classmethod
     def _check_output(cls, v: str | None) -> str | None:
-        import re
-
-        if v is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", v):
-            raise ValueError("output must be a subset name (letters, digits, _ . -)")
+        if v is not None:
+            try:
+                check_name(v, "output")
+            except CurateError as e:
+                raise ValueError(f"output must be a subset name: {e}") from None
         return v
 
 
@@ -176,6 +178,10 @@ def _stage_specs(recipe: Recipe, path: Path | None, lines: dict[tuple, int]) -> 
             raise RecipeError(f"{_where(path, lines, loc + ('kind',))}: unknown stage kind {kind!r} "
                               f"(known: {', '.join(kinds())})") from None
         name = str(raw.get("name") or kind)
+        try:  # the stage name becomes part of table paths (decisions/recipe-<recipe>-<stage>)
+            check_name(name, "stage name", reserved=False)
+        except CurateError as e:
+            raise RecipeError(f"{_where(path, lines, loc + ('name',))}: {e}") from None
         if name in seen:
             raise RecipeError(f"{_where(path, lines, loc + ('name',))}: stage name {name!r} is used twice "
                               f"(first at line {seen[name]}); give one a distinct 'name'")

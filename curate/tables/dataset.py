@@ -83,6 +83,9 @@ class Dataset:
 
     # ---- layout -------------------------------------------------------------
     def table_dir(self, name: str) -> Path:
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:  # a table never lies outside its dataset
+            raise DatasetError(f"table name {name!r} must be a relative path inside {self.root} without '..'")
         return self.root / name
 
     def runs_dir(self) -> Path:

@@ -203,8 +203,8 @@ def test_one_download_per_dataset_at_a_time(tmp_path, image_server, photos):
 
     ds = Dataset(tmp_path / "ds")
     ds.write_table("samples", samples_table([(f"{image_server.base}/img/{photos[0].name}", "x")]), schema="samples")
-    with open(ds.root / "_download.lock", "w") as held:  # another run holds the lock
+    with open(ds.root / "_curate.lock", "w") as held:  # another run holds the lock
         fcntl.flock(held, fcntl.LOCK_EX)
-        with pytest.raises(DatasetError, match="another `curate download` is running"):
+        with pytest.raises(DatasetError, match="is being written by"):
             run_download(ds, LocalExecutor(), _opts())
     assert run_download(ds, LocalExecutor(), _opts())["success"] == 1

@@ -1,0 +1,128 @@
+"""One writer per dataset: an advisory lock every job that writes a dataset takes.
+
+The lock is ``flock`` on ``DATASET/_curate.lock`` (hidden from table discovery). The holder
+writes who it is into the file (pid, host, command, start time), so a second writer fails at
+once with one line naming it, before it starts Spark or touches a file. The kernel drops the
+lock when the holder exits, kill -9 included, so a crashed run never leaves a stale lock.
+Readers (``curate sql``, ``stats``, ``report``) take no lock.
+
+Within one process the lock is re-entrant: a CLI command holds it until it returns
+(``hold_dataset_lock``), and the jobs it calls may take it again (``dataset_lock``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from curate.errors import DatasetError
+
+LOCK_FILE = "_curate.lock"
+
+_held: dict[Path, list] = {}  # resolved dataset root -> [fd, depth]
+_guard = threading.Lock()
+
+
+class DatasetLockedError(DatasetError):
+    """Another process is writing this dataset."""
+
+
+def _holder_text(info: dict) -> str:
+    if not info:
+        return "another process (no holder information yet)"
+    return (f"pid {info.get('pid')} on {info.get('host')} since {info.get('started')}, "
+            f"running `{info.get('command')}`")
+
+
+def acquire(root: str | os.PathLike, create: bool = False) -> Path:
+    """Take the write lock of the dataset at ``root`` (re-entrant in this process).
+
+    ``create`` makes the dataset folder first (a job writing a new dataset); otherwise a
+    missing folder is a one-line ``DatasetError``. A held lock raises ``DatasetLockedError``.
+    """
+    root = Path(root).expanduser().resolve()
+    with _guard:
+        if root in _held:
+            _held[root][1] += 1
+            return root
+        if create:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DatasetError(f"cannot create dataset folder {root}: {e.strerror or e}") from e
+        elif not root.is_dir():
+            raise DatasetError(f"dataset folder {root} does not exist")
+        path = root / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # never truncate: the holder's line is in it
+        except OSError as e:
+            raise DatasetError(f"cannot open the lock file {path}: {e.strerror or e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                info = json.loads(os.pread(fd, 65536, 0).decode() or "{}")
+            except (OSError, ValueError):
+                info = {}
+            os.close(fd)
+            raise DatasetLockedError(f"dataset {root} is being written by {_holder_text(info)}; wait for it to "
+                                     f"finish (lock file {path})") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "command": " ".join(["curate", *sys.argv[1:]]) if sys.argv else "curate",
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same; the job itself will say why it fails
+            pass
+        _held[root] = [fd, 1]
+        return root
+
+
+def release(root: str | os.PathLike) -> None:
+    """Drop one hold of the lock; the last one unlocks (the file stays, empty of meaning)."""
+    root = Path(root).expanduser().resolve()
+    with _guard:
+        entry = _held.get(root)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _held[root]
+            fcntl.flock(entry[0], fcntl.LOCK_UN)
+            os.close(entry[0])
+
+
+@contextmanager
+def dataset_lock(root: str | os.PathLike, create: bool = False) -> Iterator[Path]:
+    """Hold the dataset's write lock for the ``with`` block."""
+    path = acquire(root, create=create)
+    try:
+        yield path
+    finally:
+        release(path)
+
+
+def hold_dataset_lock(root: str | os.PathLike, create: bool = False) -> Path:
+    """Take the lock for the rest of the command (one line in a CLI command, before Spark
+    starts); ``curate.cli.main`` lets go of it when the command returns."""
+    path = acquire(root, create=create)
+    _command_holds.append(path)
+    return path
+
+
+def release_command_locks() -> None:
+    """Drop the holds ``hold_dataset_lock`` took (the end of a CLI command)."""
+    while _command_holds:
+        release(_command_holds.pop())
+
+
+_command_holds: list[Path] = []
