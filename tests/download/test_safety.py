@@ -147,6 +147,7 @@ def test_robots_optout(values, hit):
     ("not an image (content starts with b'<html>')", "not_an_image"),
     ("Image decoding error", "decode_error"),
     ("something new", "other"),
+    ("aspect ratio too large", "bad_aspect_ratio"),
     ("unsupported image format HEIC: no installed decoder reads it", "unsupported_format"),
     ("unsupported image format JPEG2000: decoder jpeg2k not available", "unsupported_format"),
     ("unsupported content encoding 'compress' (accepted: gzip, deflate)", "unsupported_format"),
@@ -218,3 +219,13 @@ def test_content_decoding_and_its_limits():
         decode_content(gzip.compress(data)[:-30], "gzip", 10**6)
     with pytest.raises(BodyLimitError, match="unsupported content encoding 'compress'"):
         decode_content(data, "compress", 10**6)
+
+
+def test_a_malformed_allow_network_entry_is_a_one_line_error(tmp_path, capsys):
+    from curate.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["download", str(tmp_path / "ds"), "--engine", "local", "--allow-network", "127.0.0.1:http"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--allow-network '127.0.0.1:http'" in err and "Traceback" not in err
