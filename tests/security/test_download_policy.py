@@ -236,3 +236,34 @@ def test_ipv6_forms_of_inside_addresses_are_refused_before_dialling(host, why):
     with pytest.raises(BlockedAddressError, match="blocked address") as info:
         FetchPolicy().resolve(host, 80)
     assert why in str(info.value)
+
+
+def test_the_deadline_covers_a_dripped_tls_handshake():
+    """A TLS server that announces a 16 KB handshake record and sends it a byte at a time."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)  # the ClientHello
+            conn.sendall(b"\x16\x03\x03\x40\x00")  # handshake record header: 16384 bytes follow
+            end = time.monotonic() + DRIP_SECONDS
+            try:
+                while time.monotonic() < end and not done.is_set():
+                    conn.sendall(b"\x00")
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    opener = build_opener(FetchPolicy(allow_networks=[f"127.0.0.1:{port}"], max_seconds=1.0))
+    start = time.monotonic()
+    try:
+        with pytest.raises(Exception, match="timed out"):
+            opener.open(f"https://127.0.0.1:{port}/x.jpg", timeout=5)
+        assert time.monotonic() - start < 1.0 + 3.0 < DRIP_SECONDS
+    finally:
+        done.set()
+        listener.close()
