@@ -120,7 +120,7 @@ def to_8bit(im: Image.Image) -> Image.Image:
         else:
             finite = a[np.isfinite(a)]
             full = 1.0 if finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1) else None
-        return Image.fromarray(_scaled(a, full), "L")
+        return Image.fromarray(_scaled(a, full))  # 2-D uint8: mode L
     if mode == "1":
         return im.convert("L")
     if mode in ("P", "PA"):

@@ -83,7 +83,7 @@ def bands16(channels: int, alpha: bool = False) -> np.ndarray:
 
 
 def bands_scene() -> Image.Image:
-    return Image.fromarray(np.tile(np.repeat(np.array(LEVELS, np.uint8), 16), (16, 1)), "L")
+    return Image.fromarray(np.tile(np.repeat(np.array(LEVELS, np.uint8), 16), (16, 1)))
 
 
 def animated(fmt: str) -> bytes:
@@ -107,7 +107,7 @@ def grey_alpha() -> tuple[bytes, Image.Image]:
     a[:, 32:, 1] = 255  # left half fully transparent, right half opaque grey 100
     shown = Image.new("L", (64, 32), 255)
     shown.paste(100, (32, 0, 64, 32))
-    return encode(Image.fromarray(a, "LA"), "PNG"), shown
+    return encode(Image.fromarray(a), "PNG"), shown
 
 
 def one_bit() -> tuple[bytes, Image.Image]:
