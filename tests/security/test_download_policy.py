@@ -267,3 +267,62 @@ def test_the_deadline_covers_a_dripped_tls_handshake():
     finally:
         done.set()
         listener.close()
+
+
+@pytest.fixture
+def tls_server(tmp_path, monkeypatch):
+    """An HTTPS server on 127.0.0.1 with a certificate made here and trusted through
+    SSL_CERT_FILE (OpenSSL's own variable, read by ssl.create_default_context)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            body = b"\xff\xd8\xff\xe0 over tls"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) if self.path == "/ok" else 1000))
+            self.end_headers()
+            try:
+                if self.path == "/ok":
+                    self.wfile.write(body)
+                    return
+                end = time.monotonic() + DRIP_SECONDS
+                while time.monotonic() < end:
+                    self.wfile.write(b"\x00")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_https_works_and_its_body_is_under_the_deadline(tls_server):
+    opener = build_opener(FetchPolicy(allow_networks=[f"127.0.0.1:{tls_server}"], max_seconds=1.0))
+    assert opener.open(f"https://127.0.0.1:{tls_server}/ok", timeout=5).read() == b"\xff\xd8\xff\xe0 over tls"
+    start = time.monotonic()
+    with pytest.raises(Exception, match="timed out"):
+        opener.open(f"https://127.0.0.1:{tls_server}/drip", timeout=5).read()
+    assert time.monotonic() - start < 1.0 + 3.0 < DRIP_SECONDS
