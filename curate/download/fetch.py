@@ -48,7 +48,7 @@ class SafeResizer(Resizer):
     the displayed ones.
     """
 
-    _OPENCV_FORMATS = ("JPEG", "PNG", "WEBP")
+    _OPENCV_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 
     def __call__(self, img_stream, blurring_bbox_list=None):
         from PIL import Image
@@ -75,8 +75,9 @@ class SafeResizer(Resizer):
                     if re.search(r"decoder \S+ not available|Ghostscript|not supported|unsupported", str(e), re.I):
                         return (*failed, f"unsupported image format {fmt}: {e}")
                     raise
+                # MPO (a camera JPEG carrying extra pictures) is a JPEG whose first picture OpenCV reads
                 plain = (fmt in self._OPENCV_FORMATS and im.mode in ("L", "RGB", "RGBA") and not deep
-                         and not getattr(im, "is_animated", False) and orientation(im) == 1)
+                         and (fmt == "MPO" or not getattr(im, "is_animated", False)) and orientation(im) == 1)
                 if plain:
                     result = super().__call__(io.BytesIO(data), blurring_bbox_list)
                     if result[-1] is None or "decoding error" not in result[-1]:

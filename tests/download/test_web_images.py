@@ -206,6 +206,12 @@ def _cases() -> dict[str, Case]:
     c["one-bit.png"] = Case(body, shown=shown)
     c["grey.jpg"] = Case(encode(bands_scene(), "JPEG", quality=95), shown=bands_scene(), stored_bytes=None)
     c["plain.jpg"] = Case(photo, shown=scene, stored_bytes=photo)  # unchanged path: bytes kept
+    mpo = encode(scene, "MPO", save_all=True, append_images=[quadrants(96, 48)], quality=95)
+    c["camera.mpo.jpg"] = Case(mpo, shown=scene, stored_bytes=mpo)  # a JPEG with extra pictures: kept too
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    c["camera6.mpo.jpg"] = Case(encode(scene.transpose(Image.Transpose.ROTATE_90), "MPO", save_all=True,
+                                       append_images=[scene], quality=95, exif=exif.tobytes()), shown=scene)
     c["eps.eps"] = Case(EPS, "unsupported_format")
     c["vector.svg"] = Case(serve(SVG, "image/svg+xml"), "unsupported_format")
     c["photo.jxl"] = Case(serve(JXL, "image/jxl"), "unsupported_format")
