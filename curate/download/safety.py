@@ -219,10 +219,11 @@ class FetchPolicy:
             return "reserved"  # every other IPv6 range is unassigned or special
         return None
 
-    def resolve(self, host: str, port: int) -> list[tuple]:
-        """Allowed getaddrinfo entries for host:port; raises BlockedAddressError if none."""
+    def resolve(self, host: str, port: int, deadline: float | None = None) -> list[tuple]:
+        """Allowed getaddrinfo entries for host:port; raises BlockedAddressError if none, and
+        TimeoutError when the lookup has not finished by ``deadline`` (time.monotonic())."""
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = _getaddrinfo_until(host, port, deadline, self.max_seconds)
         except socket.gaierror as e:
             raise OSError(f"cannot resolve host {host}: {e.strerror or e}") from e
         allowed, refused = [], []
@@ -233,6 +234,37 @@ class FetchPolicy:
         if not allowed:
             raise BlockedAddressError(f"blocked address: host {host} port {port} resolves to {', '.join(refused)}")
         return allowed
+
+
+def _getaddrinfo_until(host: str, port: int, deadline: float | None, max_seconds: float) -> list[tuple]:
+    """getaddrinfo, given up at ``deadline``: the system resolver cannot be interrupted, so a
+    name lookup runs in a helper thread and the request's thread leaves on time (the helper
+    ends with the resolver's own timeout). Address literals need no lookup and no thread."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        literal = True
+    except ValueError:
+        literal = False
+    if literal or deadline is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if deadline <= time.monotonic():
+        raise TimeoutError(f"timed out: no time left to resolve {host} within {max_seconds:g}s (--max-seconds)")
+    out: dict = {}
+
+    def lookup():
+        try:
+            out["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except Exception as e:  # noqa: BLE001 - handed to the waiting thread
+            out["error"] = e
+
+    helper = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
+    helper.start()
+    helper.join(max(0.0, deadline - time.monotonic()))
+    if helper.is_alive():
+        raise TimeoutError(f"timed out: resolving {host} not complete after {max_seconds:g}s (--max-seconds)")
+    if "error" in out:
+        raise out["error"]
+    return out["infos"]
 
 
 # ---------------------------------------------------------------- URLs as a browser sends them
@@ -362,7 +394,7 @@ def _checked_connection(policy: FetchPolicy):
     def create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **_):
         host, port = address
         last = None
-        for family, socktype, proto, _, sockaddr in policy.resolve(host, port):
+        for family, socktype, proto, _, sockaddr in policy.resolve(host, port, getattr(_request, "deadline", None)):
             sock = _DeadlineSocket(family, socktype, proto)
             sock.deadline = getattr(_request, "deadline", None)
             sock.max_seconds = policy.max_seconds

@@ -229,3 +229,13 @@ def test_a_malformed_allow_network_entry_is_a_one_line_error(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "--allow-network '127.0.0.1:http'" in err and "Traceback" not in err
+
+
+def test_a_name_lookup_past_the_deadline_is_a_timeout():
+    import time
+
+    # a deadline already passed (earlier redirects used it up): no lookup of a name is started
+    with pytest.raises(TimeoutError, match="timed out: no time left to resolve localhost"):
+        FetchPolicy(allow_private=True).resolve("localhost", 80, deadline=time.monotonic() - 1)
+    assert FetchPolicy(allow_private=True).resolve("127.0.0.1", 80, deadline=time.monotonic() - 1)
+    assert FetchPolicy(allow_private=True).resolve("localhost", 80, deadline=time.monotonic() + 30)
