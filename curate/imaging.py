@@ -1,7 +1,8 @@
 """Decoding web images into the pixels a viewer shows, shared by download and embed.
 
-A browser shows a photo upright (EXIF/TIFF orientation applied), maps 16-bit and float
-samples onto 8 bits by scale (not by clipping), composites transparency over the page,
+A browser shows a photo upright (EXIF/TIFF orientation applied), in sRGB (an embedded
+colour profile applied), maps 16-bit and float samples onto 8 bits by scale (not by
+clipping), composites transparency over the page,
 converts CMYK and palette images to RGB and shows the first frame of an animation. Pillow
 decodes; its optional plugins (pillow-heif for HEIC, pillow-jxl for JPEG XL) are used when
 installed.
@@ -83,6 +84,43 @@ def encoded_orientation(data: bytes) -> int:
         return 1
 
 
+def icc_needs_conversion(im: Image.Image) -> bool:
+    """True when ``im`` carries a colour profile other than sRGB that a colour-managed
+    viewer would apply (RGB, RGBA and CMYK images). Unreadable profiles are ignored, as
+    browsers ignore them."""
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK"):
+        return False
+    try:
+        import io
+
+        from PIL import ImageCms
+
+        description = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except Exception:  # noqa: BLE001
+        return False
+    return "srgb" not in description.lower().replace(" ", "")
+
+
+def to_srgb(im: Image.Image) -> Image.Image:
+    """``im`` converted from its embedded colour profile to sRGB (perceptual intent), when it
+    has one other than sRGB; RGBA keeps its alpha."""
+    if not icc_needs_conversion(im):
+        return im
+    import io
+
+    from PIL import ImageCms
+
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(im.info["icc_profile"]))
+        out = ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"),
+                                        outputMode="RGBA" if im.mode == "RGBA" else "RGB")
+    except Exception:  # noqa: BLE001 - a profile LittleCMS cannot use is ignored, as browsers do
+        return im
+    out.info.pop("icc_profile", None)
+    return out
+
+
 def upright(im: Image.Image) -> Image.Image:
     """``im`` with its EXIF orientation applied (a copy when it had one)."""
     try:
@@ -144,13 +182,14 @@ def flatten_on_white(pixels: np.ndarray) -> np.ndarray:
 def display_pixels(im: Image.Image) -> np.ndarray:
     """What a viewer shows for a loaded image: upright, 8-bit, grey (HxW) or RGB (HxWx3),
     transparency over white, the first frame of an animation."""
-    im = to_8bit(upright(im))
+    im = to_8bit(upright(to_srgb(im)))
     a = np.asarray(im)
     return flatten_on_white(a) if im.mode in ("LA", "RGBA") else a
 
 
 def viewer_rgb(im: Image.Image) -> Image.Image:
-    """An RGB image as a viewer would orient and scale it, for models (embed). Transparency
-    is dropped as PIL's ``convert("RGB")`` drops it, which is what open_clip's loaders do."""
-    im = to_8bit(upright(im))
+    """An RGB image as a viewer would orient, colour-manage and scale it, for models (embed).
+    Transparency is dropped as PIL's ``convert("RGB")`` drops it, which is what open_clip's
+    loaders do."""
+    im = to_8bit(upright(to_srgb(im)))
     return im if im.mode == "RGB" else im.convert("RGB")

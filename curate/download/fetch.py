@@ -40,12 +40,12 @@ class SafeResizer(Resizer):
 
     Pillow reads the header first (a decompression bomb is refused without being decoded),
     then decodes fully (a truncated or corrupt file is named as such). Plain 8-bit JPEG, PNG
-    and WebP images without an EXIF rotation go to img2dataset's OpenCV path unchanged (the
-    original bytes are kept when no resize is needed). Every other image, or one that
-    OpenCV cannot decode, is turned into what a viewer shows (curate.imaging: upright, 16-bit
-    and float scaled, CMYK and palettes converted, transparency over white, first frame of an
-    animation) and handed to the same resizer, so the stored image and its width/height are
-    the displayed ones.
+    and WebP images without an EXIF rotation or a non-sRGB colour profile go to
+    img2dataset's OpenCV path unchanged (the original bytes are kept when no resize is
+    needed). Every other image, or one that OpenCV cannot decode, is turned into what a
+    viewer shows (curate.imaging: upright, in sRGB, 16-bit and float scaled, CMYK and
+    palettes converted, transparency over white, first frame of an animation) and handed to
+    the same resizer, so the stored image and its width/height are the displayed ones.
     """
 
     _OPENCV_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
@@ -53,7 +53,7 @@ class SafeResizer(Resizer):
     def __call__(self, img_stream, blurring_bbox_list=None):
         from PIL import Image
 
-        from curate.imaging import display_pixels, orientation, sniff_image_format
+        from curate.imaging import display_pixels, icc_needs_conversion, orientation, sniff_image_format
 
         failed = (None, None, None, None, None)
         img_stream.seek(0)
@@ -77,7 +77,8 @@ class SafeResizer(Resizer):
                     raise
                 # MPO (a camera JPEG carrying extra pictures) is a JPEG whose first picture OpenCV reads
                 plain = (fmt in self._OPENCV_FORMATS and im.mode in ("L", "RGB", "RGBA") and not deep
-                         and (fmt == "MPO" or not getattr(im, "is_animated", False)) and orientation(im) == 1)
+                         and (fmt == "MPO" or not getattr(im, "is_animated", False)) and orientation(im) == 1
+                         and not icc_needs_conversion(im))
                 if plain:
                     result = super().__call__(io.BytesIO(data), blurring_bbox_list)
                     if result[-1] is None or "decoding error" not in result[-1]:

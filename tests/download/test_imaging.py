@@ -62,3 +62,18 @@ def test_display_pixels_are_grey_or_rgb_over_white(mode, fill, shown):
 ])
 def test_formats_nothing_decodes_are_named(head, name):
     assert sniff_image_format(head) == name
+
+
+def test_a_broken_or_srgb_colour_profile_is_left_alone():
+    from PIL import ImageCms
+
+    from curate.imaging import icc_needs_conversion, to_srgb
+
+    im = Image.new("RGB", (2, 2), (200, 60, 60))
+    im.info["icc_profile"] = b"not a profile"
+    assert not icc_needs_conversion(im) and to_srgb(im) is im
+    im.info["icc_profile"] = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert not icc_needs_conversion(im) and to_srgb(im) is im
+    grey = Image.new("L", (2, 2), 7)
+    grey.info["icc_profile"] = b"a grey profile"
+    assert to_srgb(grey) is grey

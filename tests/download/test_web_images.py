@@ -123,6 +123,48 @@ HEIC_HEAD = struct.pack(">I", 24) + b"ftypheic" + b"\x00\x00\x00\x00" + b"mif1he
 JXL = b"\xff\x0a" + bytes(range(64))
 
 
+def _s15(x: float) -> bytes:
+    return struct.pack(">i", round(x * 65536))  # ICC s15Fixed16Number
+
+
+def adobe_rgb_icc() -> bytes:
+    """A minimal ICC v2 display profile with Adobe RGB (1998) primaries (D50-adapted) and gamma 2.2."""
+    def xyz(x, y, z):
+        return b"XYZ " + b"\0" * 4 + _s15(x) + _s15(y) + _s15(z)
+
+    text = b"Adobe RGB (1998) test profile\0"
+    desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * 4 + b"\0" * 4 + b"\0" * 2 + b"\0" + b"\0" * 67
+    curv = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, 563) + b"\0\0"
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.6097, 0.3111, 0.0195)),
+            (b"gXYZ", xyz(0.2053, 0.6257, 0.0609)), (b"bXYZ", xyz(0.1492, 0.0632, 0.7446)),
+            (b"rTRC", curv), (b"gTRC", curv), (b"bTRC", curv)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + struct.pack(">6H", 2026, 1, 1, 0, 0, 0) + b"acsp" + b"\0" * 24 + struct.pack(">I", 0)
+              + _s15(0.9642) + _s15(1.0) + _s15(0.8249) + b"\0" * 48)
+    assert len(header) == 128, len(header)
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def colour_managed() -> tuple[Image.Image, Image.Image]:
+    """(pixels in Adobe RGB, what a colour-managed viewer shows in sRGB: LittleCMS's answer)."""
+    from PIL import ImageCms
+
+    raw = Image.new("RGB", (96, 48))
+    for (x, y), c in {(0, 0): (200, 60, 60), (1, 0): (90, 160, 90), (0, 1): (60, 60, 200), (1, 1): (160, 160, 160)}.items():
+        raw.paste(c, (x * 48, y * 24, (x + 1) * 48, (y + 1) * 24))
+    shown = ImageCms.profileToProfile(raw, ImageCms.ImageCmsProfile(io.BytesIO(adobe_rgb_icc())),
+                                      ImageCms.createProfile("sRGB"), outputMode="RGB")
+    assert np.abs(np.asarray(shown, np.int32) - np.asarray(raw, np.int32)).max() > 50  # a visible difference
+    return raw, shown
+
+
 # ---------------------------------------------------------------- cases
 @dataclass
 class Case:
@@ -194,6 +236,14 @@ def _cases() -> dict[str, Case]:
                      ("QOI", "qoi"), ("BMP", "bmp"), ("TIFF", "tif"), ("JPEG2000", "jp2"),
                      ("AVIF", "avif"), ("PPM", "ppm"), ("GIF", "gif")):
         c[f"square.{ext}"] = Case(encode(square, fmt), shown=square, tolerance=30 if fmt == "AVIF" else 12)
+    raw, shown = colour_managed()
+    c["adobe-rgb.jpg"] = Case(encode(raw, "JPEG", quality=95, icc_profile=adobe_rgb_icc()), shown=shown)
+    c["adobe-rgb.png"] = Case(encode(raw, "PNG", icc_profile=adobe_rgb_icc()), shown=shown, tolerance=3)
+    from PIL import ImageCms
+
+    srgb_tagged = encode(scene, "JPEG", quality=95,
+                         icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    c["srgb-profile.jpg"] = Case(srgb_tagged, shown=scene, stored_bytes=srgb_tagged)  # nothing to convert: kept
     c["cmyk.jpg"] = Case(encode(scene.convert("CMYK"), "JPEG", quality=95), shown=scene)
     c["animated.gif"] = Case(animated("GIF"), shown=quadrants(64, 32))
     c["animated.webp"] = Case(animated("WEBP"), shown=quadrants(64, 32))
@@ -343,7 +393,8 @@ def test_error_messages_say_what_happened(downloaded):
 
 
 def test_embed_decodes_what_a_viewer_shows():
-    """curate.embed's decoder applies the EXIF orientation and scales 16-bit and float samples."""
+    """curate.embed's decoder applies the EXIF orientation and the colour profile, and scales
+    16-bit and float samples."""
     from curate.embed.core import open_image
 
     scene = quadrants(96, 48)
@@ -352,6 +403,9 @@ def test_embed_decodes_what_a_viewer_shows():
         assert im.mode == "RGB" and im.size == (96, 48)
         for x, y in _sample_points(96, 48):
             assert np.abs(np.array(im.getpixel((x, y)), np.int32) - scene.getpixel((x, y))).max() <= 12, (o, x, y)
+    raw, shown = colour_managed()
+    im = open_image(encode(raw, "PNG", icc_profile=adobe_rgb_icc()))
+    assert np.abs(np.asarray(im, np.int32) - np.asarray(shown, np.int32)).max() <= 1
     for body in (png16(bands16(1), 0), encode(Image.fromarray((bands16(1) / 65535).astype(np.float32)), "TIFF"),
                  encode(Image.fromarray(bands16(1)), "TIFF")):
         im = open_image(body)
