@@ -71,17 +71,20 @@ def orientation(im: Image.Image) -> int:
         return 1
 
 
-def encoded_orientation(data: bytes) -> int:
-    """The EXIF orientation of encoded image bytes (1 when none), reading only the header."""
-    if b"Exif\x00\x00" not in data[:131072] and b"eXIf" not in data[:131072]:
-        return 1  # the common case, without parsing
+def needs_viewer_decode(data: bytes) -> bool:
+    """True when encoded image bytes carry an EXIF rotation or a non-sRGB colour profile,
+    which a decoder that ignores both (nvJPEG, OpenCV) would get wrong. Reads only the
+    header, and only when the first bytes hold EXIF or ICC data at all."""
+    head = data[:131072]
+    if b"Exif\x00\x00" not in head and b"eXIf" not in head and b"ICC_PROFILE" not in head and b"iCCP" not in head:
+        return False  # the common case, without parsing
     import io
 
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return orientation(im)
+            return orientation(im) != 1 or icc_needs_conversion(im)
     except Exception:  # noqa: BLE001 - undecodable bytes are the decoder's to report
-        return 1
+        return False
 
 
 def icc_needs_conversion(im: Image.Image) -> bool:

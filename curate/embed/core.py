@@ -34,8 +34,8 @@ def default_threads() -> int:
 
 def open_image(item: Any, where: str = "", min_side: int | None = None):
     """A fully decoded RGB PIL image from a PIL image, a path or encoded bytes, as a viewer
-    shows it: EXIF orientation applied, 16-bit and float samples scaled to 8 bits
-    (curate.imaging). Transparency is dropped as open_clip's ``convert("RGB")`` drops it.
+    shows it: EXIF orientation and a non-sRGB colour profile applied, 16-bit and float
+    samples scaled to 8 bits (curate.imaging). Transparency is dropped as open_clip's ``convert("RGB")`` drops it.
 
     ``min_side``: for JPEGs at least twice that size, let libjpeg decode at 1/2, 1/4 or 1/8
     scale (DCT scaling, several times faster) while keeping the shorter side >= ``min_side``.
@@ -59,7 +59,7 @@ def open_image(item: Any, where: str = "", min_side: int | None = None):
                 if short >= 2 * min_side:
                     im.draft("RGB", (-(-w * min_side // short), -(-h * min_side // short)))
             im.load()
-            return viewer_rgb(im)  # upright (EXIF), 16-bit and float samples scaled, as a viewer shows it
+            return viewer_rgb(im)  # upright (EXIF), sRGB, 16-bit and float samples scaled
     except Image.DecompressionBombError as e:
         raise ImageDecodeError(where, "too_large", str(e)) from e
     except OSError as e:
@@ -172,7 +172,8 @@ class TensorJpegPipeline:
     crop and normalise run on the GPU, so CPU threads only read bytes; on CPU the same code
     uses libjpeg-turbo. Applies when the eval transform is open_clip's usual
     Resize(shorter side) + CenterCrop + ToTensor + Normalize (``usable``). Items that are not
-    JPEG, or that the batch decoder rejects, go through the PIL path (which names the error).
+    JPEG, JPEGs with an EXIF rotation or a non-sRGB colour profile, and files the batch
+    decoder rejects go through the PIL path (which names the error).
     Pixels match the PIL path within resampling rounding (torch's and Pillow's bicubic
     antialias filters differ slightly).
     """
@@ -211,11 +212,11 @@ class TensorJpegPipeline:
         """In a decode thread: raw JPEG bytes as a uint8 tensor, anything else fully on the PIL path."""
         import torch
 
-        from curate.imaging import encoded_orientation
+        from curate.imaging import needs_viewer_decode
 
-        # nvJPEG ignores EXIF orientation (torchvision's apply_exif_orientation is CPU-only):
-        # rotated photos take the PIL path, which turns them upright
-        if self.is_jpeg(data) and encoded_orientation(data) == 1:
+        # nvJPEG ignores EXIF orientation (torchvision's apply_exif_orientation is CPU-only) and
+        # colour profiles: such photos take the PIL path, which turns them upright and into sRGB
+        if self.is_jpeg(data) and not needs_viewer_decode(data):
             return torch.frombuffer(bytearray(data), dtype=torch.uint8)
         return self.fallback.prepare(self.fallback.open(data, where))
 

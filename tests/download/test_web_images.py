@@ -413,8 +413,8 @@ def test_embed_decodes_what_a_viewer_shows():
 
 
 def test_embed_tensor_decode_path_turns_rotated_photos_upright():
-    """nvJPEG ignores EXIF orientation, so rotated JPEGs take the PIL path; every orientation
-    ends as the upright scene's pixels."""
+    """nvJPEG ignores EXIF orientation and colour profiles, so such JPEGs take the PIL path;
+    every orientation ends as the upright scene's pixels."""
     import torch
 
     from curate.embed.core import TensorJpegPipeline, open_image
@@ -428,6 +428,13 @@ def test_embed_tensor_decode_path_turns_rotated_photos_upright():
     assert prepared[0].dtype == torch.uint8 and all(p.dtype != torch.uint8 for p in prepared[1:])
     out, errors = pipe.batch(prepared, datas, [f"orientation {o}" for o in range(1, 9)])
     assert errors == [None] * 8
+    raw, shown = colour_managed()  # a colour profile takes the PIL path too, and is applied
+    tagged = encode(raw, "JPEG", quality=95, icc_profile=adobe_rgb_icc())
+    assert pipe.prepare(tagged).dtype != torch.uint8
+    managed = pipe.batch([pipe.prepare(tagged)], [tagged], ["adobe rgb"])[0][0]
+    unmanaged = pipe.fallback.prepare(raw)
+    want = pipe.fallback.prepare(shown)
+    assert (managed - want).abs().mean() < 0.25 * (unmanaged - want).abs().mean()
     want = pipe.fallback.prepare(open_image(encode(scene, "JPEG", quality=95)))
     for o, got in enumerate(out, 1):
         assert got.shape == want.shape
