@@ -14,7 +14,7 @@ import pytest
 
 from curate.download.safety import BlockedAddressError, FetchPolicy, build_opener
 
-DRIP_SECONDS = 15  # how long a dripping server keeps going; the deadline must end it long before
+DRIP_SECONDS = 30  # how long a dripping server keeps going; the deadline must end it long before
 
 
 class _Server:
@@ -114,7 +114,7 @@ def test_the_deadline_covers_the_whole_request(server, path):
             r.read()
     elapsed = time.monotonic() - start
     assert "timed out" in str(info.value)
-    assert elapsed < 1.0 + 3.0 < DRIP_SECONDS, elapsed  # ended by the deadline, not by the server
+    assert elapsed < 1.0 + 9.0 < DRIP_SECONDS, elapsed  # ended by the deadline, not by the server
 
 
 def test_each_request_gets_its_own_deadline(server):
@@ -263,7 +263,7 @@ def test_the_deadline_covers_a_dripped_tls_handshake():
     try:
         with pytest.raises(Exception, match="timed out"):
             opener.open(f"https://127.0.0.1:{port}/x.jpg", timeout=5)
-        assert time.monotonic() - start < 1.0 + 3.0 < DRIP_SECONDS
+        assert time.monotonic() - start < 1.0 + 9.0 < DRIP_SECONDS
     finally:
         done.set()
         listener.close()
@@ -325,4 +325,4 @@ def test_https_works_and_its_body_is_under_the_deadline(tls_server):
     start = time.monotonic()
     with pytest.raises(Exception, match="timed out"):
         opener.open(f"https://127.0.0.1:{tls_server}/drip", timeout=5).read()
-    assert time.monotonic() - start < 1.0 + 3.0 < DRIP_SECONDS
+    assert time.monotonic() - start < 1.0 + 9.0 < DRIP_SECONDS
