@@ -182,10 +182,12 @@ def flatten_on_white(pixels: np.ndarray) -> np.ndarray:
     return out[..., 0] if out.shape[-1] == 1 else out
 
 
-def display_pixels(im: Image.Image) -> np.ndarray:
+def display_pixels(im: Image.Image, apply_orientation: bool = True) -> np.ndarray:
     """What a viewer shows for a loaded image: upright, 8-bit, grey (HxW) or RGB (HxWx3),
-    transparency over white, the first frame of an animation."""
-    im = to_8bit(upright(to_srgb(im)))
+    transparency over white, the first frame of an animation. ``apply_orientation=False``
+    keeps the stored frame (for boxes given relative to it)."""
+    im = to_srgb(im)
+    im = to_8bit(upright(im) if apply_orientation else im)
     a = np.asarray(im)
     return flatten_on_white(a) if im.mode in ("LA", "RGBA") else a
 

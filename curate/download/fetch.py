@@ -56,6 +56,7 @@ class SafeResizer(Resizer):
         from curate.imaging import display_pixels, icc_needs_conversion, orientation, sniff_image_format
 
         failed = (None, None, None, None, None)
+        boxes = blurring_bbox_list if self.blurrer is not None else None  # curate blurs later, if at all
         img_stream.seek(0)
         data = img_stream.read()
         if not data:
@@ -76,15 +77,19 @@ class SafeResizer(Resizer):
                         return (*failed, f"unsupported image format {fmt}: {e}")
                     raise
                 # MPO (a camera JPEG carrying extra pictures) is a JPEG whose first picture OpenCV reads
+                # Face boxes (DataComp's face_bboxes) are relative to the stored pixels of DataComp's
+                # own download, which never applied EXIF orientation: an image that has boxes
+                # keeps that frame, so the resharder's --apply-blur covers the faces.
+                rotate = not blurring_bbox_list
                 plain = (fmt in self._OPENCV_FORMATS and im.mode in ("L", "RGB", "RGBA") and not deep
-                         and (fmt == "MPO" or not getattr(im, "is_animated", False)) and orientation(im) == 1
-                         and not icc_needs_conversion(im))
+                         and (fmt == "MPO" or not getattr(im, "is_animated", False))
+                         and (orientation(im) == 1 or not rotate) and not icc_needs_conversion(im))
                 if plain:
-                    result = super().__call__(io.BytesIO(data), blurring_bbox_list)
+                    result = super().__call__(io.BytesIO(data), boxes)
                     if result[-1] is None or "decoding error" not in result[-1]:
                         return result
                     # OpenCV could not decode what Pillow did: go on with Pillow's pixels
-                pixels = display_pixels(im)
+                pixels = display_pixels(im, apply_orientation=rotate)
         except Image.DecompressionBombError as e:
             return (*failed, f"image area too large ({e})")
         except Image.UnidentifiedImageError:
@@ -94,7 +99,7 @@ class SafeResizer(Resizer):
             return (*failed, f"not an image (content starts with {data[:16]!r})")
         except (OSError, ValueError, SyntaxError, EOFError) as e:
             return (*failed, f"decode error: {e}")
-        return super().__call__(io.BytesIO(_ppm(pixels)), blurring_bbox_list)
+        return super().__call__(io.BytesIO(_ppm(pixels)), boxes)
 
 
 class SafeDownloader(Downloader):

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.download.faces import BLUR_MAP, with_face_bboxes, write_blur_metadata_map
+from curate.download.faces import BLUR_MAP, FACE_BBOXES, with_face_bboxes, write_blur_metadata_map
 from curate.download.fetch import DEFAULT_MAX_IMAGE_AREA, SafeDownloader, SafeResizer, classify_error
 from curate.download.safety import FetchPolicy
 from curate.errors import CurateError, DatasetError
@@ -281,7 +281,9 @@ def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOpt
         oom_shard_count=digits, compute_hash="sha256", verify_hash_type=None,
         encode_format=opts.encode_format, retries=opts.retries, user_agent_token=opts.policy.user_agent_token,
         # X-Robots-Tag is checked by the policy's opener (its grammar); img2dataset's parser is off
-        disallowed_header_directives=None, policy=opts.policy)
+        disallowed_header_directives=None, policy=opts.policy,
+        # face boxes reach the resizer (which keeps their frame; it does not blur)
+        blurring_bbox_col=FACE_BBOXES if FACE_BBOXES in column_list else None)
 
 
 def _run_img2dataset(dataset: Dataset, todo: pa.Table, first_shard: int, opts: DownloadOptions, executor,

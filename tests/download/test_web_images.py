@@ -439,3 +439,40 @@ def test_embed_tensor_decode_path_turns_rotated_photos_upright():
     for o, got in enumerate(out, 1):
         assert got.shape == want.shape
         assert torch.corrcoef(torch.stack([got.flatten(), want.flatten()]))[0, 1] > 0.98, o
+
+
+def test_images_with_datacomp_face_boxes_keep_the_frame_the_boxes_refer_to(tmp_path):
+    """DataComp's face_bboxes are relative to the pixels its download stored, which never
+    applied EXIF orientation: a rotated photo that has boxes stays in that frame (so the
+    resharder's --apply-blur covers the faces), one without boxes is turned upright."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    scene = quadrants(96, 48)
+    rotated_jpeg = with_orientation(scene, 6)
+    rotated_png = with_orientation(scene, 6, "PNG")  # the Pillow path
+    stored_frame = scene.transpose(Image.Transpose.ROTATE_90)  # 48x96, as DataComp stored it
+    names = {"faces.jpg": (rotated_jpeg, [[0.1, 0.1, 0.4, 0.4]], stored_frame),
+             "faces.png": (rotated_png, [[0.5, 0.5, 0.9, 0.9]], stored_frame),
+             "no-faces.jpg": (rotated_jpeg, [], scene), "no-boxes.png": (rotated_png, None, scene)}
+    with RouteServer({f"/{n}": serve(body) for n, (body, _, _) in names.items()}) as server:
+        rows = [(f"{server.base}/{n}", f"caption {n}") for n in names]
+        samples = samples_table(rows).append_column(
+            "face_bboxes", pa.array([b for _, b, _ in names.values()], pa.list_(pa.list_(pa.float64()))))
+        ds = Dataset(tmp_path / "ds")
+        (ds.root / "samples").mkdir(parents=True)
+        pq.write_table(samples, ds.root / "samples" / "part-00000.parquet")
+        stats = run_download(ds, LocalExecutor(), DownloadOptions(
+            samples_per_shard=10, thread_count=4, timeout=5,
+            policy=FetchPolicy(allow_networks=[f"127.0.0.1:{server.port}"], max_seconds=10)))
+    assert stats["success"] == 4
+    rows_by_uid = {r["uid"]: r for r in ds.read("downloads").to_pylist()}
+    for uid, (name, (_, _, frame)) in zip(samples["uid"].to_pylist(), names.items()):
+        r = rows_by_uid[uid]
+        with tarfile.open(ds.root / r["shard"]) as tf:
+            im = Image.open(io.BytesIO(tf.extractfile(f"{r['key']}.jpg").read()))
+            im.load()
+        assert im.size == frame.size == (r["width"], r["height"]), name
+        for x, y in _sample_points(*frame.size):
+            diff = np.abs(np.array(im.convert("RGB").getpixel((x, y)), np.int32) - frame.getpixel((x, y))).max()
+            assert diff <= 12, (name, x, y)
