@@ -2,13 +2,16 @@
 
 ``SafeDownloader`` is img2dataset's per-shard ``Downloader``; around each shard it installs
 the policy's urllib opener (curate.download.safety) in the worker process, so every fetch
-img2dataset makes, redirects included, goes through the address check. ``SafeResizer``
-looks at the image header before img2dataset's OpenCV decode, so a decompression bomb is
-refused without being decoded, and a truncated file or a non-image is named as such.
+img2dataset makes, redirects included, goes through the address check, the request
+deadline, X-Robots-Tag and content decoding. ``SafeResizer`` decodes with Pillow before
+img2dataset's OpenCV path: a decompression bomb is refused without being decoded, a
+truncated file, a non-image and an image format nothing can decode are named as such, and
+rotated, high-bit-depth, CMYK, palette and animated images are stored as a viewer shows them.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import urllib.request
@@ -24,29 +27,79 @@ from curate.download.safety import FetchPolicy, build_opener  # noqa: E402
 DEFAULT_MAX_IMAGE_AREA = 89_478_485
 
 
+def _ppm(pixels) -> bytes:
+    """Grey (HxW) or RGB (HxWx3) uint8 pixels as binary PGM/PPM: lossless and nearly free to
+    write and for OpenCV to read, so img2dataset's resizer can take Pillow's pixels."""
+    h, w = pixels.shape[:2]
+    magic = b"P5" if pixels.ndim == 2 else b"P6"
+    return magic + b"\n%d %d\n255\n" % (w, h) + pixels.tobytes()
+
+
 class SafeResizer(Resizer):
-    """img2dataset's Resizer after a Pillow header check and a full decode check."""
+    """img2dataset's Resizer behind a Pillow decode.
+
+    Pillow reads the header first (a decompression bomb is refused without being decoded),
+    then decodes fully (a truncated or corrupt file is named as such). Plain 8-bit JPEG, PNG
+    and WebP images without an EXIF rotation or a non-sRGB colour profile go to
+    img2dataset's OpenCV path unchanged (the original bytes are kept when no resize is
+    needed). Every other image, or one that OpenCV cannot decode, is turned into what a
+    viewer shows (curate.imaging: upright, in sRGB, 16-bit and float scaled, CMYK and
+    palettes converted, transparency over white, first frame of an animation) and handed to
+    the same resizer, so the stored image and its width/height are the displayed ones.
+    """
+
+    _OPENCV_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 
     def __call__(self, img_stream, blurring_bbox_list=None):
         from PIL import Image
 
+        from curate.imaging import display_pixels, icc_needs_conversion, orientation, sniff_image_format
+
+        failed = (None, None, None, None, None)
+        boxes = blurring_bbox_list if self.blurrer is not None else None  # curate blurs later, if at all
         img_stream.seek(0)
-        head = img_stream.read(16)
-        img_stream.seek(0)
+        data = img_stream.read()
+        if not data:
+            return (*failed, "not an image (empty body)")
         try:
-            with Image.open(img_stream) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
                 if w * h > self.max_image_area:
-                    return None, None, None, None, None, f"image area too large ({w}x{h} pixels, limit {self.max_image_area:.0f})"
-                im.load()  # catches truncated and corrupt files OpenCV would half-decode
+                    return (*failed, f"image area too large ({w}x{h} pixels, limit {self.max_image_area:.0f})")
+                fmt = im.format or "?"
+                # 16-bit samples (e.g. RGB;16B) load into 8-bit modes here but reach OpenCV as 16-bit
+                deep = any(re.search(r";(16|32)", str(t[3][0] if isinstance(t[3], tuple) else t[3]))
+                           for t in (im.tile or []))
+                try:
+                    im.load()  # catches truncated and corrupt files OpenCV would half-decode
+                except OSError as e:
+                    if re.search(r"decoder \S+ not available|Ghostscript|not supported|unsupported", str(e), re.I):
+                        return (*failed, f"unsupported image format {fmt}: {e}")
+                    raise
+                # MPO (a camera JPEG carrying extra pictures) is a JPEG whose first picture OpenCV reads
+                # Face boxes (DataComp's face_bboxes) are relative to the stored pixels of DataComp's
+                # own download, which never applied EXIF orientation: an image that has boxes
+                # keeps that frame, so the resharder's --apply-blur covers the faces.
+                rotate = not blurring_bbox_list
+                plain = (fmt in self._OPENCV_FORMATS and im.mode in ("L", "RGB", "RGBA") and not deep
+                         and (fmt == "MPO" or not getattr(im, "is_animated", False))
+                         and (orientation(im) == 1 or not rotate) and not icc_needs_conversion(im))
+                if plain:
+                    result = super().__call__(io.BytesIO(data), boxes)
+                    if result[-1] is None or "decoding error" not in result[-1]:
+                        return result
+                    # OpenCV could not decode what Pillow did: go on with Pillow's pixels
+                pixels = display_pixels(im, apply_orientation=rotate)
         except Image.DecompressionBombError as e:
-            return None, None, None, None, None, f"image area too large ({e})"
+            return (*failed, f"image area too large ({e})")
         except Image.UnidentifiedImageError:
-            return None, None, None, None, None, f"not an image (content starts with {head!r})"
-        except (OSError, ValueError, SyntaxError) as e:
-            return None, None, None, None, None, f"decode error: {e}"
-        img_stream.seek(0)
-        return super().__call__(img_stream, blurring_bbox_list)
+            named = sniff_image_format(data)
+            if named:
+                return (*failed, f"unsupported image format {named}: no installed decoder reads it")
+            return (*failed, f"not an image (content starts with {data[:16]!r})")
+        except (OSError, ValueError, SyntaxError, EOFError) as e:
+            return (*failed, f"decode error: {e}")
+        return super().__call__(io.BytesIO(_ppm(pixels)), boxes)
 
 
 class SafeDownloader(Downloader):
@@ -71,15 +124,17 @@ _ERROR_CLASSES = [
     (r"robots opt-out|disallowed by X-Robots-Tag", "robots_optout"),
     (r"HTTP Error 404", "http_404"),
     (r"HTTP Error \d+", "http_error"),
+    (r"unsupported image format|unsupported content encoding", "unsupported_format"),
     (r"timed out|timeout", "timeout"),
-    (r"image area too large|too large: body", "too_large"),
-    (r"image too small", "too_small"),
     (r"aspect ratio too large", "bad_aspect_ratio"),
+    (r"too large", "too_large"),
+    (r"image too small", "too_small"),
     (r"not an image", "not_an_image"),
-    (r"decode error|decoding error|truncated|cannot identify", "decode_error"),
-    (r"unknown url type|no host given|unsupported", "unsupported_url"),
+    (r"connection closed early|IncompleteRead|RemoteDisconnected", "connection_error"),
+    (r"decode error|decoding error|truncated|cannot identify|corrupt content encoding", "decode_error"),
+    (r"unknown url type|no host given|unsupported url|InvalidURL|nonnumeric port|can't contain control", "unsupported_url"),
     (r"hash mismatch", "hash_mismatch"),
-    (r"urlopen error|Connection|Errno|cannot resolve|cannot connect|RemoteDisconnected|IncompleteRead", "connection_error"),
+    (r"urlopen error|Connection|Errno|cannot resolve|cannot connect", "connection_error"),
 ]
 
 

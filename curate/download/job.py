@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.download.faces import BLUR_MAP, with_face_bboxes, write_blur_metadata_map
+from curate.download.faces import BLUR_MAP, FACE_BBOXES, with_face_bboxes, write_blur_metadata_map
 from curate.download.fetch import DEFAULT_MAX_IMAGE_AREA, SafeDownloader, SafeResizer, classify_error
 from curate.download.safety import FetchPolicy
 from curate.errors import CurateError, DatasetError
@@ -82,6 +82,7 @@ class DownloadOptions:
             raise CurateError("--samples-per-shard, --threads and --image-size must be positive")
         if self.shard_digits is not None and not 1 <= self.shard_digits <= 12:
             raise CurateError(f"--shard-digits must be between 1 and 12, got {self.shard_digits}")
+        self.policy.check()
 
 
 # ---------------------------------------------------------------- shard bookkeeping
@@ -280,7 +281,10 @@ def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOpt
         column_list=column_list, timeout=opts.timeout, number_sample_per_shard=opts.samples_per_shard,
         oom_shard_count=digits, compute_hash="sha256", verify_hash_type=None,
         encode_format=opts.encode_format, retries=opts.retries, user_agent_token=opts.policy.user_agent_token,
-        disallowed_header_directives=opts.policy.disallowed_directives or None, policy=opts.policy)
+        # X-Robots-Tag is checked by the policy's opener (its grammar); img2dataset's parser is off
+        disallowed_header_directives=None, policy=opts.policy,
+        # face boxes reach the resizer (which keeps their frame; it does not blur)
+        blurring_bbox_col=FACE_BBOXES if FACE_BBOXES in column_list else None)
 
 
 def _run_img2dataset(dataset: Dataset, todo: pa.Table, first_shard: int, opts: DownloadOptions, executor,

@@ -33,7 +33,9 @@ def default_threads() -> int:
 
 
 def open_image(item: Any, where: str = "", min_side: int | None = None):
-    """A fully decoded RGB PIL image from a PIL image, a path or encoded bytes.
+    """A fully decoded RGB PIL image from a PIL image, a path or encoded bytes, as a viewer
+    shows it: EXIF orientation and a non-sRGB colour profile applied, 16-bit and float
+    samples scaled to 8 bits (curate.imaging). Transparency is dropped as open_clip's ``convert("RGB")`` drops it.
 
     ``min_side``: for JPEGs at least twice that size, let libjpeg decode at 1/2, 1/4 or 1/8
     scale (DCT scaling, several times faster) while keeping the shorter side >= ``min_side``.
@@ -43,8 +45,10 @@ def open_image(item: Any, where: str = "", min_side: int | None = None):
     """
     from PIL import Image
 
+    from curate.imaging import viewer_rgb
+
     if isinstance(item, Image.Image):
-        return item.convert("RGB") if item.mode != "RGB" else item
+        return viewer_rgb(item)
     where = where or (str(item) if isinstance(item, (str, os.PathLike)) else "<bytes>")
     try:
         src = io.BytesIO(item) if isinstance(item, (bytes, bytearray, memoryview)) else item
@@ -55,7 +59,7 @@ def open_image(item: Any, where: str = "", min_side: int | None = None):
                 if short >= 2 * min_side:
                     im.draft("RGB", (-(-w * min_side // short), -(-h * min_side // short)))
             im.load()
-            return im.convert("RGB")
+            return viewer_rgb(im)  # upright (EXIF), sRGB, 16-bit and float samples scaled
     except Image.DecompressionBombError as e:
         raise ImageDecodeError(where, "too_large", str(e)) from e
     except OSError as e:
@@ -168,7 +172,8 @@ class TensorJpegPipeline:
     crop and normalise run on the GPU, so CPU threads only read bytes; on CPU the same code
     uses libjpeg-turbo. Applies when the eval transform is open_clip's usual
     Resize(shorter side) + CenterCrop + ToTensor + Normalize (``usable``). Items that are not
-    JPEG, or that the batch decoder rejects, go through the PIL path (which names the error).
+    JPEG, JPEGs with an EXIF rotation or a non-sRGB colour profile, and files the batch
+    decoder rejects go through the PIL path (which names the error).
     Pixels match the PIL path within resampling rounding (torch's and Pillow's bicubic
     antialias filters differ slightly).
     """
@@ -207,7 +212,11 @@ class TensorJpegPipeline:
         """In a decode thread: raw JPEG bytes as a uint8 tensor, anything else fully on the PIL path."""
         import torch
 
-        if self.is_jpeg(data):
+        from curate.imaging import needs_viewer_decode
+
+        # nvJPEG ignores EXIF orientation (torchvision's apply_exif_orientation is CPU-only) and
+        # colour profiles: such photos take the PIL path, which turns them upright and into sRGB
+        if self.is_jpeg(data) and not needs_viewer_decode(data):
             return torch.frombuffer(bytearray(data), dtype=torch.uint8)
         return self.fallback.prepare(self.fallback.open(data, where))
 
@@ -230,12 +239,14 @@ class TensorJpegPipeline:
         decoded: dict[int, object] = {}
         if jpeg_idx:
             try:
-                imgs = decode_jpeg([prepared[i] for i in jpeg_idx], mode=ImageReadMode.RGB, device=dev)
+                imgs = decode_jpeg([prepared[i] for i in jpeg_idx], mode=ImageReadMode.RGB, device=dev,
+                                   apply_exif_orientation=True)
                 decoded = dict(zip(jpeg_idx, imgs))
             except RuntimeError:  # one bad file fails the batch: decode one by one
                 for i in jpeg_idx:
                     try:
-                        decoded[i] = decode_jpeg(prepared[i], mode=ImageReadMode.RGB, device=dev)
+                        decoded[i] = decode_jpeg(prepared[i], mode=ImageReadMode.RGB, device=dev,
+                                                 apply_exif_orientation=True)
                     except RuntimeError:
                         pass
         for i, p in enumerate(prepared):

@@ -185,3 +185,59 @@ def samples_table(rows: list[tuple[str, str]]) -> pa.Table:
         "original_height": pa.array([None] * len(rows), pa.int32()),
         "extra": pa.array([None] * len(rows), pa.string()),
     })
+
+
+class RouteServer:
+    """A 127.0.0.1 HTTP/1.1 server whose routes are functions of the request handler.
+
+    ``routes``: path (as received, percent-encoded) -> fn(handler). ``requests`` records
+    (path, headers) of every request. Helpers on the handler: ``reply(body, headers)``.
+    """
+
+    def __init__(self, routes: dict):
+        self.routes = routes
+        self.requests: list[tuple[str, dict]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def reply(self, body: bytes, headers=(("Content-Type", "image/jpeg"),), code: int = 200,
+                      length: int | None = None):
+                self.send_response(code)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body) if length is None else length))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                server.requests.append((self.path, dict(self.headers.items())))
+                route = server.routes.get(self.path)
+                try:
+                    if route is None:
+                        self.reply(b"no route", (("Content-Type", "text/plain"),), 404)
+                    else:
+                        route(self)
+                except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                    pass
+                self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -14,13 +14,41 @@ from curate.download import FetchPolicy, classify_error, robots_optout, user_age
     ("10.0.0.8", "private"), ("192.168.1.1", "private"), ("172.16.5.4", "private"), ("fd00::1", "private"),
     ("169.254.169.254", "link-local"), ("fe80::1", "link-local"), ("100.100.100.200", "cloud metadata"),
     ("fd00:ec2::254", "cloud metadata"), ("0.0.0.0", "unspecified"), ("224.0.0.1", "multicast"),
-    ("100.64.0.1", "not globally routable"),
+    ("100.64.0.1", "shared address space (CGNAT)"),
+    # issue 15 item 9: special ranges Python's is_global lets through, and IPv6 forms that
+    # embed an IPv4 address, judged by the address they embed
+    ("fec0::1", "site-local"), ("2002:a00:1::1", "6to4 address embedding 10.0.0.1 (private)"),
+    ("2002:7f00:1::", "6to4 address embedding 127.0.0.1 (loopback)"),
+    ("2002:a9fe:a9fe::", "6to4 address embedding 169.254.169.254 (link-local)"),
+    ("64:ff9b::a00:1", "NAT64 address embedding 10.0.0.1 (private)"),
+    ("64:ff9b::7f00:1", "NAT64 address embedding 127.0.0.1 (loopback)"),
+    ("64:ff9b::a9fe:a9fe", "NAT64 address embedding 169.254.169.254 (link-local)"),
+    ("64:ff9b:1::808:808", "NAT64 local-use prefix"),
+    ("::10.0.0.1", "IPv4-compatible address embedding 10.0.0.1 (private)"),
+    ("::127.0.0.1", "IPv4-compatible address embedding 127.0.0.1 (loopback)"),
+    ("::8.8.8.8", "reserved"),  # deprecated form, never dialled as IPv4
+    ("::ffff:0:a00:1", "IPv4-translated address embedding 10.0.0.1 (private)"),
+    ("::ffff:10.0.0.1", "private"), ("::ffff:169.254.169.254", "link-local"),
+    # Teredo: server 65.54.227.120, client 10.0.0.1 (stored inverted: f5ff:fffe)
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "Teredo client address embedding 10.0.0.1 (private)"),
+    ("2001:0:a00:1:8000:63bf:3fff:fdd2", "Teredo server address embedding 10.0.0.1 (private)"),
+    ("2001:db8::1", "documentation"), ("3fff::1", "documentation"), ("5f00::1", "SRv6 segment identifiers"),
+    ("100::1", "discard-only"), ("2001:2::1", "benchmarking"), ("2001:10::1", "ORCHID"),
+    ("ff02::1", "multicast"), ("4000::1", "reserved"), ("::", "unspecified"),
+    ("192.0.2.7", "documentation"), ("198.51.100.1", "documentation"), ("203.0.113.9", "documentation"),
+    ("198.18.0.1", "benchmarking"), ("192.88.99.1", "6to4 relay anycast"), ("192.0.0.170", "IETF protocol assignments"),
+    ("240.0.0.1", "reserved"), ("255.255.255.255", "broadcast"), ("0.1.2.3", "this network"),
+    ("168.63.129.16", "cloud metadata"),
 ])
 def test_refused_addresses(ip, why):
     assert FetchPolicy().address_problem(ip) == why
 
 
-@pytest.mark.parametrize("ip", ["8.8.8.8", "151.101.1.69", "2a04:4e42::81"])
+@pytest.mark.parametrize("ip", ["8.8.8.8", "151.101.1.69", "2a04:4e42::81",
+                                "2002:808:808::1",  # 6to4 of a public address
+                                "64:ff9b::808:808",  # NAT64 of a public address
+                                "2001:0:4136:e378:8000:63bf:f7f7:f7f7",  # Teredo, public server and client
+                                "::ffff:8.8.8.8"])
 def test_public_addresses_allowed(ip):
     assert FetchPolicy().address_problem(ip) is None
 
@@ -28,12 +56,42 @@ def test_public_addresses_allowed(ip):
 def test_allow_lists():
     p = FetchPolicy(allow_networks=["127.0.0.1/32"])
     assert p.address_problem("127.0.0.1") is None
+    assert p.address_problem("127.0.0.1", 8080) is None  # no port in the entry: every port
     assert p.address_problem("127.0.0.2") == "loopback"
     assert FetchPolicy(allow_private=True).address_problem("169.254.169.254") is None
+    # an allowed address does not allow the 6to4/NAT64 forms that embed it (another host)
+    assert p.address_problem("2002:7f00:1::") == "6to4 address embedding 127.0.0.1 (loopback)"
+
+
+@pytest.mark.parametrize("entry, allowed, refused", [
+    ("127.0.0.1:8080", [("127.0.0.1", 8080)], [("127.0.0.1", 8081), ("127.0.0.1", None), ("127.0.0.2", 8080)]),
+    ("127.0.0.0/8:8000-8099", [("127.0.0.9", 8000), ("127.0.0.1", 8099)], [("127.0.0.1", 8100), ("10.0.0.1", 8000)]),
+    ("[::1]:8080", [("::1", 8080)], [("::1", 80), ("127.0.0.1", 8080)]),
+    ("[fd00::/8]:443", [("fd12::5", 443)], [("fd12::5", 80)]),
+    ("::1", [("::1", 1), ("::1", None)], [("::2", 1)]),
+    ("fd00::/8", [("fd00::1", 443)], [("fe80::1", 443)]),
+    (" 10.0.0.0/8 ", [("10.9.9.9", 22)], [("192.168.0.1", 22)]),
+])
+def test_allow_list_entries_with_ports(entry, allowed, refused):
+    p = FetchPolicy(allow_networks=[entry])
+    p.check()
+    for ip, port in allowed:
+        assert p.address_problem(ip, port) is None, (entry, ip, port)
+    for ip, port in refused:
+        assert p.address_problem(ip, port) is not None, (entry, ip, port)
+
+
+@pytest.mark.parametrize("entry", ["127.0.0.1:0", "127.0.0.1:99999", "127.0.0.1:http", "[::1]8080", "[::1",
+                                   "localhost", "10.0.0.0/33", "127.0.0.1:90-80", ""])
+def test_bad_allow_list_entries_are_one_line_errors(entry):
+    from curate.errors import CurateError
+
+    with pytest.raises(CurateError, match="--allow-network"):
+        FetchPolicy(allow_networks=[entry]).check()
 
 
 def test_resolve_refuses_names_that_point_inside():
-    with pytest.raises(OSError, match="blocked address: host localhost resolves to"):
+    with pytest.raises(OSError, match="blocked address: host localhost port 80 resolves to"):
         FetchPolicy().resolve("localhost", 80)
 
 
@@ -53,6 +111,24 @@ def _headers(*values):
     (["noindex"], None),
     (["googlebot: noai", "noimageai"], "noimageai"),
     ([], None),
+    # issue 15 item 10: the whole grammar
+    (["*: noai"], "*: noai"),
+    (["noindex noai"], "noindex noai"),
+    (["noindex  NOIMAGEAI"], "noindex  NOIMAGEAI"),
+    (["noindex;noai"], "noindex;noai"),
+    (["CURATE:NOAI"], "CURATE:NOAI"),
+    (["curate : noindex, noai"], "curate : noindex, noai"),
+    (["googlebot: noindex, noai"], None),  # the scope lasts to the end of the header
+    (["googlebot: noindex, curate: noai"], "googlebot: noindex, curate: noai"),
+    (["curate: noindex, googlebot: noai"], None),
+    (["googlebot: noai", "*: noimageai"], "*: noimageai"),
+    (["unavailable_after: 25 Jun 2010 15:00:00 PST, noai"], "unavailable_after: 25 Jun 2010 15:00:00 PST, noai"),
+    (["unavailable_after: 25 Jun 2010 15:00:00 PST"], None),
+    (["max-image-preview:large"], None),
+    (["max-image-preview: large noai"], None),  # the value of a directive, not a directive
+    (["noaiX, xnoai, no-ai"], None),
+    (["googlebot: noai", "bingbot: noai"], None),
+    (["all", "none"], None),
 ])
 def test_robots_optout(values, hit):
     assert robots_optout(_headers(*values), {"curate", "img2dataset"}, {"noai", "noimageai"}) == hit
@@ -71,6 +147,19 @@ def test_robots_optout(values, hit):
     ("not an image (content starts with b'<html>')", "not_an_image"),
     ("Image decoding error", "decode_error"),
     ("something new", "other"),
+    ("aspect ratio too large", "bad_aspect_ratio"),
+    ("unsupported image format HEIC: no installed decoder reads it", "unsupported_format"),
+    ("unsupported image format JPEG2000: decoder jpeg2k not available", "unsupported_format"),
+    ("unsupported content encoding 'compress' (accepted: gzip, deflate)", "unsupported_format"),
+    ("connection closed early: body shorter than its Content-Length (got 10 bytes, 90 missing)", "connection_error"),
+    ("IncompleteRead(100 bytes read, 50 more expected)", "connection_error"),
+    ("timed out: request not complete after 1.5s (--max-seconds)", "timeout"),
+    ("too large: Content-Length 99999999999 over 52428800 bytes", "too_large"),
+    ("too large: decoded body over 1000 bytes", "too_large"),
+    ("corrupt content encoding gzip: Error -3 while decompressing data", "decode_error"),
+    ("not an image (empty body)", "not_an_image"),
+    ("decode error: image file is truncated (3 bytes not processed)", "decode_error"),
+    ("<urlopen error unsupported url: invalid host name 'a..b' (x)>", "unsupported_url"),
     (None, None),
 ])
 def test_error_classes(message, cls):
@@ -80,3 +169,73 @@ def test_error_classes(message, cls):
 def test_user_agent_names_us():
     ua = user_agent("curate")
     assert ua.startswith("curate/") and "+http" in ua and "Mozilla" not in ua
+
+
+@pytest.mark.parametrize("url, sent", [
+    ("http://h.test/a b.jpg", "http://h.test/a%20b.jpg"),
+    ("http://h.test/ä/ö.jpg?q=ü ß", "http://h.test/%C3%A4/%C3%B6.jpg?q=%C3%BC%20%C3%9F"),
+    ("http://h.test/已/图片.jpg", "http://h.test/%E5%B7%B2/%E5%9B%BE%E7%89%87.jpg"),
+    ("http://h.test/a%20b.jpg", "http://h.test/a%20b.jpg"),  # existing escapes are kept
+    ("http://h.test/100%.jpg", "http://h.test/100%.jpg"),  # a lone % as browsers send it
+    ("http://h.test/a\"b<c>`{d}.jpg", "http://h.test/a%22b%3Cc%3E%60%7Bd%7D.jpg"),
+    ("http://h.test/p?x='a b'&y=\"c\"", "http://h.test/p?x=%27a%20b%27&y=%22c%22"),
+    ("http://h.test/p#frag ment", "http://h.test/p"),
+    ("  http://h.test/x.jpg\n", "http://h.test/x.jpg"),
+    ("http://h.test/x\t\n.jpg", "http://h.test/x.jpg"),
+    ("http://h.test/a\\b.jpg", "http://h.test/a/b.jpg"),
+    ("HTTP://H.Test:8080/X.jpg", "http://h.test:8080/X.jpg"),
+    ("http://Bücher.example/x.jpg", "http://xn--bcher-kva.example/x.jpg"),
+    ("http://例え.テスト/写真.jpg", "http://xn--r8jz45g.xn--zckzah/%E5%86%99%E7%9C%9F.jpg"),
+    ("http://b%C3%BCcher.example/x.jpg", "http://xn--bcher-kva.example/x.jpg"),
+    ("http://[::1]:8080/a b", "http://[::1]:8080/a%20b"),
+    ("http://h.test", "http://h.test/"),
+    ("file:///tmp/a b.jpg", "file:///tmp/a b.jpg"),
+])
+def test_urls_are_sent_as_a_browser_writes_them(url, sent):
+    from curate.download.safety import browser_url
+
+    assert browser_url(url) == sent
+
+
+def test_content_decoding_and_its_limits():
+    import gzip
+    import zlib
+
+    from curate.download.safety import ACCEPT_ENCODING, BodyLimitError, decode_content
+
+    data = bytes(range(256)) * 40
+    assert "gzip" in ACCEPT_ENCODING and "deflate" in ACCEPT_ENCODING
+    assert decode_content(gzip.compress(data), "gzip", 10**6) == data
+    assert decode_content(gzip.compress(data[:100]) + gzip.compress(data[100:]), "x-gzip", 10**6) == data
+    assert decode_content(gzip.compress(data) + b"\0\0\0", "GZIP", 10**6) == data  # trailing padding
+    assert decode_content(zlib.compress(data), "deflate", 10**6) == data
+    raw = zlib.compressobj(9, zlib.DEFLATED, -15)
+    assert decode_content(raw.compress(data) + raw.flush(), "deflate", 10**6) == data
+    assert decode_content(gzip.compress(zlib.compress(data)), "deflate, gzip", 10**6) == data
+    assert decode_content(data, "identity", 10**6) == data and decode_content(data, None, 10) == data
+    with pytest.raises(BodyLimitError, match="too large: decoded body over 1000 bytes"):
+        decode_content(gzip.compress(b"\0" * 10**6), "gzip", 1000)  # a gzip bomb stops at the limit
+    with pytest.raises(BodyLimitError, match="corrupt content encoding gzip"):
+        decode_content(gzip.compress(data)[:-30], "gzip", 10**6)
+    with pytest.raises(BodyLimitError, match="unsupported content encoding 'compress'"):
+        decode_content(data, "compress", 10**6)
+
+
+def test_a_malformed_allow_network_entry_is_a_one_line_error(tmp_path, capsys):
+    from curate.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["download", str(tmp_path / "ds"), "--engine", "local", "--allow-network", "127.0.0.1:http"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--allow-network '127.0.0.1:http'" in err and "Traceback" not in err
+
+
+def test_a_name_lookup_past_the_deadline_is_a_timeout():
+    import time
+
+    # a deadline already passed (earlier redirects used it up): no lookup of a name is started
+    with pytest.raises(TimeoutError, match="timed out: no time left to resolve localhost"):
+        FetchPolicy(allow_private=True).resolve("localhost", 80, deadline=time.monotonic() - 1)
+    assert FetchPolicy(allow_private=True).resolve("127.0.0.1", 80, deadline=time.monotonic() - 1)
+    assert FetchPolicy(allow_private=True).resolve("localhost", 80, deadline=time.monotonic() + 30)
