@@ -89,12 +89,13 @@ _NOT_PARAMS = {"lineage", "evaluations", "trainings", "counts", "reasons", "stag
 def _subset_lineage(subset: str, man: dict, count: int) -> dict:
     """A one-step lineage for a subset made without a recipe (select, filter, import, stages)."""
     stage = man.get("stage") or "unknown"
+    made_by = MADE_BY.get(stage, f"curate {stage}") if man.get("stage") else "unknown (its manifest names no stage)"
     params = {k: v for k, v in man.items() if k not in _NOT_PARAMS}
     reasons = man.get("reasons") or {}
     reasons = {k: v for k, v in reasons.items() if k != "kept" and isinstance(v, int)}
     counts = man.get("counts") or {}
     input_count = man.get("input_count", counts.get("input", counts.get("returned", counts.get("file_rows"))))
-    return {"name": subset, "kind": stage, "made_by": MADE_BY.get(stage, f"curate {stage}"), "params": params,
+    return {"name": subset, "kind": stage, "made_by": made_by, "params": params,
             "reasons": reasons, "counts": counts, "input_count": input_count, "output_count": count,
             "seconds": man.get("seconds")}
 
@@ -116,6 +117,9 @@ def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embed
     man = read_subset_manifest(dataset, subset)
     lineage = man.get("lineage") or {}
     model = embedding_model or lineage.get("embedding_model") or (man.get("params") or {}).get("embedding_model")
+    if not model:  # a subset made without a recipe: the dataset's only embeddings table, if one
+        emb = [t for t in dataset.tables() if t.startswith("embeddings/")]
+        model = emb[0].split("/", 1)[1] if len(emb) == 1 else None
     final = pa.array(sorted(set(read_subset(dataset, subset))), pa.string())
     origin = None if lineage else _subset_lineage(subset, man, len(final))
     out: dict[str, Any] = {"dataset": str(dataset.root), "subset": subset, "lineage": lineage, "origin": origin,
