@@ -221,3 +221,22 @@ def test_select_and_imported_subsets_get_evaluations_galleries_lineage(tmp_path)
     page = build_report(ds, "reds-copy", out=tmp_path / "copy.html").read_text()
     assert "id=galleries" in page and "id=lineage" in page and "uids.parquet" in page
     assert read_subset(ds, "reds-copy") == read_subset(ds, "reds")
+
+
+def test_stage_subset_gallery_comes_from_its_decisions(tmp_path):
+    """A subset written by an embedding-space stage (no recipe) shows that stage's decisions."""
+    from curate.embedding_space.jobs import run_near_dedup
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from toypool import make_downloaded_pool
+
+    ds = make_downloaded_pool(tmp_path / "pool")
+    res = run_near_dedup(ds, "toy", 0.5, run="nd")
+    data = collect(ds, "nd")
+    assert data["origin"]["kind"] != "unknown" and "recipe" not in data["made_by"]
+    (g,) = data["galleries"]
+    counts = {grp["reason"]: grp["count"] for grp in g["groups"]}
+    assert counts == {k: v for k, v in res["counts"]["reasons"].items() if v}
+    assert data["funnel"][-1]["reasons"] == {k: v for k, v in res["counts"]["reasons"].items() if k != "kept"}
+    page = build_report(ds, "nd", out=tmp_path / "nd.html").read_text()
+    assert "id=galleries" in page and "id=lineage" in page and "0.5" in page
