@@ -5,6 +5,10 @@ mailed, attached to an issue or opened offline. Sections appear when their data 
 funnel (lineage of ``curate run`` plus ingest/download counts), distributions (CLIP score,
 caption length, language, cluster sizes, metadata entry counts), galleries of kept and
 removed samples per stage, and evaluation results side by side.
+
+Three layers: ``collect`` gathers the numbers as plain data, the ``_*_view`` functions turn
+them into table rows and charts, and ``templates/report.html.j2`` (jinja2, autoescaped) lays
+them out.
 """
 
 from __future__ import annotations
