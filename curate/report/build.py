@@ -310,9 +310,11 @@ CSS = (Path(__file__).parent / "templates" / "report.css").read_text()
 # is above zero and no other run shows the same value at the displayed precision: a tie, an
 # all-zero row or a count (n_images, wall_s, chance) is never highlighted.
 SCORE_RE = re.compile(r"(?i)top-?\d|recall|accuracy|(^|[^a-z])acc([^a-z]|$)|r@\d|precision|auc|(^|[^a-z])map([^a-z]|$)|f1")
-# a parent key with more children than this is a per-item table (per-class recall...), shown
-# apart from the summary metrics: top/bottom LONG_K rows, the rest collapsed
+# a per-item table (per-class recall...) is shown apart from the summary metrics, as its
+# top/bottom LONG_K rows with the rest collapsed: a parent key named per_* with more than
+# LONG_GROUP children, or any parent with more than HUGE_GROUP (a summary of 40 tasks stays)
 LONG_GROUP = 12
+HUGE_GROUP = 100
 LONG_K = 10
 
 
@@ -350,7 +352,8 @@ def split_metrics(runs: dict[str, dict[str, float]]) -> tuple[list[str], dict[st
     children: dict[str, list[str]] = {}
     for m in names:
         children.setdefault(m.rpartition(".")[0], []).append(m)
-    long = {p: ms for p, ms in children.items() if p and len(ms) > LONG_GROUP}
+    long = {p: ms for p, ms in children.items()
+            if p and (len(ms) > HUGE_GROUP or (len(ms) > LONG_GROUP and p.rpartition(".")[2].startswith("per_")))}
     in_long = {m for ms in long.values() for m in ms}
     return [m for m in names if m not in in_long], long
 

@@ -240,3 +240,14 @@ def test_stage_subset_gallery_comes_from_its_decisions(tmp_path):
     assert data["funnel"][-1]["reasons"] == {k: v for k, v in res["counts"]["reasons"].items() if k != "kept"}
     page = build_report(ds, "nd", out=tmp_path / "nd.html").read_text()
     assert "id=galleries" in page and "id=lineage" in page and "0.5" in page
+
+
+def test_split_metrics_keeps_a_long_summary_and_moves_per_class_rows():
+    from curate.report.build import split_metrics
+
+    runs = {"a": {**{f"summary.task{i:02d}/top1": 0.1 for i in range(40)},
+                  **{f"zeroshot.x.per_class_recall.c{i}": 0.5 for i in range(13)},
+                  **{f"zeroshot.y.per_class_recall.c{i}": 0.5 for i in range(5)}, "wall_s": 1.0}}
+    summary, long = split_metrics(runs)
+    assert list(long) == ["zeroshot.x.per_class_recall"] and len(long["zeroshot.x.per_class_recall"]) == 13
+    assert len(summary) == 40 + 5 + 1
