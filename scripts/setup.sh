@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-SYSTEM_PACKAGES="${CURATE_SYSTEM_PACKAGES:-wordnet-base chromium}"
+# fonts-noto-cjk: report charts and pages show Chinese/Japanese/Korean captions (not empty boxes).
+SYSTEM_PACKAGES="${CURATE_SYSTEM_PACKAGES:-wordnet-base chromium fonts-noto-cjk}"
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   missing=""

@@ -11,6 +11,15 @@ from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
 from curate.lock import hold_dataset_lock
 
 
+def blocked_hint(failed_by_class: dict[str, int]) -> str | None:
+    """One line saying what to do when the address policy refused rows (a private or loopback server)."""
+    n = failed_by_class.get("blocked_address", 0)
+    if not n:
+        return None
+    return (f"{n:,} rows were refused by the address policy (private, loopback or link-local host); for a server "
+            "you trust, rerun with --retry-failed --allow-network CIDR (e.g. --allow-network 127.0.0.1/32)")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("download")
     def download(
@@ -74,5 +83,8 @@ def register(app: typer.Typer) -> None:
              f"({stats['to_download']} attempted this run)")
         if stats["failed_by_class"]:
             info("failed by class: " + json.dumps(stats["failed_by_class"]))
+        hint = blocked_hint(stats["failed_by_class"])
+        if hint:
+            info(hint)
         if stats.get("datacomp_resharder_args"):
             info("DataComp's resharder.py reads these shards with: " + " ".join(stats["datacomp_resharder_args"]))

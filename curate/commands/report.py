@@ -14,18 +14,20 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
         dataset: Path = typer.Argument(..., help="Dataset folder."),
-        subset: Optional[str] = typer.Option(None, "--subset", "-s", help="Subset to report on (a `curate run` output has its "
-                                             "lineage). Default: the output of the latest `curate run`, else the only subset.",
+        subset: Optional[str] = typer.Option(None, "--subset", "-s", help="Subset to report on, however it was made (run, select, "
+                                             "filter, import): its lineage, galleries and the evaluations its manifest lists. "
+                                             "Default: the output of the latest `curate run`, else the only subset.",
                                              callback=name_callback),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default DATASET/reports/SUBSET.html)."),
-        eval_: list[str] = typer.Option([], "--eval", help="LABEL=PATH of an evaluation JSON (curate eval), repeatable."),
+        eval_: list[str] = typer.Option([], "--eval", help="LABEL=PATH of an evaluation JSON (curate eval), repeatable; "
+                                    "those the subset's manifest lists are added."),
         comparison: Optional[Path] = typer.Option(None, "--comparison", help="Multi-seed comparison JSON (curate demo writes one)."),
         pool_subset: Optional[str] = typer.Option(None, "--pool-subset", help="Subset to compare against (default: every downloaded sample)."),
         embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="Model for the CLIP score histogram (default: the recipe's)."),
         title: Optional[str] = typer.Option(None, "--title"),
         open_: bool = typer.Option(False, "--open", help="Open the report in a browser when done."),
     ) -> None:
-        """Write the HTML report: funnel, distributions, galleries per stage, evaluation results."""
+        """Write the HTML report: funnel, evaluation results, distributions, galleries per stage, lineage."""
         from curate.report import build_report
         from curate.tables import Dataset
 

@@ -12,24 +12,33 @@ from curate.sql import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S
 
 
 def data_console():
-    """A console that prints data as it is: no markup ([red]), no emoji codes, no highlighting."""
+    """A console that prints data as it is: no markup ([red]), no emoji codes, no highlighting.
+    On a terminal, or with COLUMNS set, that width; other piped output: wide enough not to fold."""
+    import os
+
     from rich.console import Console
 
-    width = 200 if not Console().is_terminal else None
+    width = None if Console().is_terminal or os.environ.get("COLUMNS") else 200
     return Console(width=width, markup=False, emoji=False, highlight=False)
 
 
 def _print_table(table, max_rows: int, title: str | None = None, more: int = 0) -> None:
     """Print up to ``max_rows`` rows; every cell, header and title is plain text, never markup."""
+    import pyarrow.types as pat
     from rich.table import Table
     from rich.text import Text
 
-    t = Table(title=Text(title) if title else None, show_lines=False)
-    for name in table.column_names:
-        t.add_column(Text(name), overflow="fold")
+    console = data_console()
+    if title:
+        # a heading of its own, wrapped between words: a Table title is squeezed into the
+        # table's width and breaks letter by letter on a narrow terminal
+        console.print(Text(title, style="bold"), overflow="fold")
+    t = Table(show_lines=False)
+    for field in table.schema:
+        numeric = pat.is_integer(field.type) or pat.is_floating(field.type) or pat.is_decimal(field.type)
+        t.add_column(Text(field.name), overflow="fold", justify="right" if numeric else "left")
     for row in table.slice(0, max_rows).to_pylist():
         t.add_row(*[Text("" if v is None else str(v)) for v in row.values()])
-    console = data_console()
     console.print(t)
     more += max(0, table.num_rows - max_rows)
     if more:
@@ -101,18 +110,36 @@ def register(app: typer.Typer) -> None:
 
     @app.command("stats")
     def stats(dataset: str = typer.Argument(..., help="Dataset folder.")):
-        """Row counts per table, and why rows were rejected or removed."""
+        """Row counts per table, download outcomes, and why rows were rejected or removed."""
         import pyarrow as pa
 
+        from curate.download.job import IMAGES
         from curate.sql import query as run_query
-        from curate.sql import table_views
+        from curate.sql import table_views, view_name
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
         views = table_views(ds)
-        rows = [{"table": name, "rows": run_query(ds, f'SELECT count(*) AS n FROM "{name}"').column(0)[0].as_py()}
-                for name in sorted(views)]
-        _print_table(pa.Table.from_pylist(rows), 1000, title=f"tables in {ds.root}")
+        # images/*.parquet are img2dataset's raw per-shard results, one row per attempt (a
+        # first all-blocked run and its retry both count): not a table of the dataset; the
+        # downloads table holds each sample's latest outcome
+        # one row per table folder (decisions/rep, not also the "decisions" view over all runs)
+        tables = [t for t in ds.tables() if t != IMAGES]
+        rows = [{"table": t, "rows": run_query(ds, f'SELECT count(*) AS n FROM "{view_name(t)}"').column(0)[0].as_py()}
+                for t in tables]
+        _print_table(pa.Table.from_pylist(rows, schema=pa.schema([("table", pa.string()), ("rows", pa.int64())])),
+                     1000, title=f"tables in {ds.root}")
+        if IMAGES in views:
+            attempts = run_query(ds, f'SELECT count(*) FROM "{IMAGES}"').column(0)[0].as_py()
+            files = len(ds.shards(IMAGES))
+            data_console().print(f"{IMAGES}/: img2dataset's raw results, {attempts:,} attempt rows in {files:,} "
+                             "files (every attempt; not samples); see downloads for each sample's outcome",
+                             highlight=False)
+        if "downloads" in views:
+            r = run_query(ds, "SELECT status, coalesce(error_class, '') AS error_class, count(*) AS samples "
+                              "FROM downloads GROUP BY ALL ORDER BY samples DESC, status, error_class")
+            if r.num_rows:
+                _print_table(r, 100, title="downloads by outcome (one row per sample)")
         if "rejects" in views:
             r = run_query(ds, "SELECT reason, count(*) AS rows FROM rejects GROUP BY reason ORDER BY rows DESC, reason")
             if r.num_rows:

@@ -5,17 +5,22 @@ mailed, attached to an issue or opened offline. Sections appear when their data 
 funnel (lineage of ``curate run`` plus ingest/download counts), distributions (CLIP score,
 caption length, language, cluster sizes, metadata entry counts), galleries of kept and
 removed samples per stage, and evaluation results side by side.
+
+Three layers: ``collect`` gathers the numbers as plain data, the ``_*_view`` functions turn
+them into table rows and charts, and ``templates/report.html.j2`` (jinja2, autoescaped) lays
+them out.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,8 +32,6 @@ from curate.report import plots
 from curate.report.images import thumbnails
 from curate.subset import list_subsets, read_subset, read_subset_manifest
 from curate.tables import Dataset, atomic_write_bytes
-
-E = html.escape
 
 
 # ------------------------------------------------------------------ collection
@@ -79,6 +82,36 @@ def default_subset(dataset: Dataset) -> str:
                        f"have: {', '.join(subsets) or 'none'}")
 
 
+# how a subset was made, from its manifest's "stage" (recipes carry a lineage instead)
+MADE_BY = {"select_sql": "curate select --sql", "import": "curate select --from-file (imported subset file)",
+           "filter": "curate filter", "demo": "curate demo"}
+# manifest keys that describe the run rather than configure it (left out of the lineage parameters)
+_NOT_PARAMS = {"lineage", "evaluations", "trainings", "counts", "reasons", "stage", "seconds", "recipe_text",
+               "count", "distinct", "name", "created", "code"}
+
+
+def _subset_lineage(subset: str, man: dict, count: int) -> dict:
+    """A one-step lineage for a subset made without a recipe (select, filter, import, stages)."""
+    stage = man.get("stage") or "unknown"
+    made_by = MADE_BY.get(stage, f"curate {stage}") if man.get("stage") else "unknown (its manifest names no stage)"
+    params = {k: v for k, v in man.items() if k not in _NOT_PARAMS}
+    reasons = man.get("reasons") or {}
+    reasons = {k: v for k, v in reasons.items() if k != "kept" and isinstance(v, int)}
+    counts = man.get("counts") or {}
+    input_count = man.get("input_count", counts.get("input", counts.get("returned", counts.get("file_rows"))))
+    return {"name": subset, "kind": stage, "made_by": made_by, "params": params,
+            "reasons": reasons, "counts": counts, "input_count": input_count, "output_count": count,
+            "seconds": man.get("seconds")}
+
+
+def _decisions_table(dataset: Dataset, man: dict, lineage: dict) -> str | None:
+    name = lineage.get("decisions") or man.get("decisions")
+    run = man.get("run")
+    if not name and isinstance(run, str) and "/" not in run:
+        name = f"decisions/{run}"  # embedding-space stages name their run, not the table
+    return name if name and dataset.has_table(name) else None
+
+
 def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embedding_model: str | None = None,
             per_reason: int = 6) -> dict:
     """Everything the report shows, as plain data (tested apart from the HTML)."""
@@ -87,12 +120,18 @@ def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embed
                            f"(have: {', '.join(list_subsets(dataset)) or 'none'})")
     man = read_subset_manifest(dataset, subset)
     lineage = man.get("lineage") or {}
-    model = embedding_model or lineage.get("embedding_model")
+    model = embedding_model or lineage.get("embedding_model") or (man.get("params") or {}).get("embedding_model")
+    if not model:  # a subset made without a recipe: the dataset's only embeddings table, if one
+        emb = [t for t in dataset.tables() if t.startswith("embeddings/")]
+        model = emb[0].split("/", 1)[1] if len(emb) == 1 else None
     final = pa.array(sorted(set(read_subset(dataset, subset))), pa.string())
-    out: dict[str, Any] = {"dataset": str(dataset.root), "subset": subset, "lineage": lineage,
-                           "recipe_text": man.get("recipe_text"), "manifest": man, "model": model}
+    origin = None if lineage else _subset_lineage(subset, man, len(final))
+    out: dict[str, Any] = {"dataset": str(dataset.root), "subset": subset, "lineage": lineage, "origin": origin,
+                           "made_by": "curate run (recipe " + str(lineage.get("recipe")) + ")" if lineage else origin["made_by"],
+                           "recipe_text": man.get("recipe_text"), "manifest": man, "model": model,
+                           "evaluations": [e for e in man.get("evaluations", []) if isinstance(e, dict) and e.get("results")]}
 
-    # funnel: pool -> download -> recipe stages
+    # funnel: pool -> download -> recipe stages (or the one step that made the subset)
     steps: list[dict] = []
     if dataset.has_table("samples"):
         steps.append({"name": "pool (ingested samples)", "count": dataset.count("samples"), "reasons": {}})
@@ -108,20 +147,24 @@ def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embed
         removed = {k: v for k, v in s.get("reasons", {}).items() if k != "kept"}
         steps.append({"name": f"{s['name']} ({s['kind']})", "count": s["output_count"], "reasons": removed,
                       "cached": s.get("cached"), "seconds": s.get("seconds"), "input": s["input_count"]})
-    if not lineage:
-        steps.append({"name": f"subset {subset}", "count": len(final), "reasons": {}})
+    if origin:
+        steps.append({"name": f"subset {subset} ({origin['kind']})", "count": len(final), "reasons": origin["reasons"]})
     out["funnel"] = steps
 
-    # the "before" population for distributions: the recipe's input (else every downloaded sample)
+    # the "before" population for distributions: --pool-subset, else every downloaded sample
     if pool_subset:
         before = pa.array(sorted(set(read_subset(dataset, pool_subset))), pa.string())
+        out["before_label"] = f"subset {pool_subset}"
     elif dataset.has_table("downloads"):
         d = dataset.read("downloads", columns=["uid", "status"])
         before = d.filter(pc.equal(d.column("status"), "success")).column("uid").combine_chunks()
+        out["before_label"] = "downloaded"
     elif dataset.has_table("samples"):
         before = dataset.read("samples", columns=["uid"]).column("uid").combine_chunks()
+        out["before_label"] = "ingested"
     else:
         before = final
+        out["before_label"] = subset
     out["before_count"], out["after_count"] = len(before), len(final)
     dists: dict[str, Any] = {}
     samples = dataset.read("samples", columns=["uid", "text"]) if dataset.has_table("samples") else None
@@ -152,32 +195,43 @@ def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embed
         dists["metadata_entries"] = meta
     out["distributions"] = dists
 
-    # galleries: per stage, a few kept and a few per removal reason, with value/detail
-    galleries = []
-    dec_name = lineage.get("decisions")
-    if dec_name and dataset.has_table(dec_name):
+    # galleries: per stage, a few kept and a few per removal reason, with value/detail; a subset
+    # without decisions (select, import) shows selected vs not-selected samples of the "before" set
+    texts = dict(zip(samples.column("uid").to_pylist(), samples.column("text").to_pylist())) if samples is not None else {}
+    dec_name = _decisions_table(dataset, man, lineage)
+    if dec_name:
         dec = dataset.read(dec_name)
-        texts = dict(zip(samples.column("uid").to_pylist(), samples.column("text").to_pylist())) if samples is not None else {}
-        wanted: list[str] = []
-        for s in lineage.get("stages", []):
-            if s.get("enabled") is False:
-                continue
-            rows = dec.filter(pc.equal(dec.column("stage"), s["name"]))
+        if lineage:
+            stages = [(s["name"], s["kind"]) for s in lineage.get("stages", []) if s.get("enabled") is not False]
+        else:
+            stages = [(n, origin["kind"]) for n in sorted(set(dec.column("stage").to_pylist()))]
+        groups_by_stage = []
+        for name, kind in stages:
+            rows = dec.filter(pc.equal(dec.column("stage"), name))
             groups = []
             for reason in sorted(set(rows.column("reason").to_pylist()), key=lambda r: (r == "kept", r)):
                 r = rows.filter(pc.equal(rows.column("reason"), reason))
-                pick = set(_stable_pick(r.column("uid").to_pylist(), per_reason, s["name"] + reason))
+                pick = set(_stable_pick(r.column("uid").to_pylist(), per_reason, name + reason))
                 items = [{"uid": u, "value": v, "detail": dt, "text": texts.get(u, "")}
                          for u, v, dt in zip(r.column("uid").to_pylist(), r.column("value").to_pylist(),
                                              r.column("detail").to_pylist()) if u in pick]
-                wanted += [i["uid"] for i in items]
                 groups.append({"reason": reason, "count": r.num_rows, "items": items})
-            galleries.append({"stage": s["name"], "kind": s["kind"], "groups": groups})
-        thumbs = thumbnails(dataset, wanted)
-        for g in galleries:
-            for grp in g["groups"]:
-                for it in grp["items"]:
-                    it["thumb"] = thumbs.get(it["uid"])
+            groups_by_stage.append({"stage": name, "kind": kind, "groups": groups})
+    else:
+        not_chosen = before.filter(pc.invert(pc.is_in(before, value_set=final))).to_pylist()
+        groups = [{"reason": f"not selected (of {out['before_label']})", "uids": not_chosen},
+                  {"reason": "kept", "uids": final.to_pylist()}]
+        groups_by_stage = [{"stage": subset, "kind": origin["kind"] if origin else "subset", "groups": [
+            {"reason": g["reason"], "count": len(g["uids"]),
+             "items": [{"uid": u, "value": None, "detail": None, "text": texts.get(u, "")}
+                       for u in _stable_pick(g["uids"], per_reason, subset + g["reason"])]}
+            for g in groups if g["uids"]]}] if len(final) else []
+    galleries = [g for g in groups_by_stage if g["groups"]]
+    thumbs = thumbnails(dataset, [it["uid"] for g in galleries for grp in g["groups"] for it in grp["items"]])
+    for g in galleries:
+        for grp in g["groups"]:
+            for it in grp["items"]:
+                it["thumb"] = thumbs.get(it["uid"])
     out["galleries"] = galleries
     return out
 
@@ -246,25 +300,22 @@ def load_evals(evals: dict[str, Path], comparison: Path | None) -> dict:
     return {"runs": runs, "comparison": comp}
 
 
-# ------------------------------------------------------------------ rendering
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
-main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
-h3{font-size:15px;margin:18px 0 6px}.muted{color:#777}
-table{border-collapse:collapse;margin:8px 0;background:#fff}td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
-th{background:#f0f0f0}td.l,th.l{text-align:left}
-.cards{display:flex;gap:12px;flex-wrap:wrap}.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 14px}
-.card b{display:block;font-size:20px}
-.charts{display:flex;flex-wrap:wrap;gap:10px}.charts img{max-width:100%;border:1px solid #eee;background:#fff}
-.gallery{display:flex;flex-wrap:wrap;gap:8px;margin-bottom:6px}
-.item{width:150px;background:#fff;border:1px solid #ddd;border-radius:4px;padding:4px;font-size:11px;overflow:hidden}
-.item img{width:142px;height:112px;object-fit:contain;background:#eee;display:block}
-.noimg{width:142px;height:112px;background:#eee;display:flex;align-items:center;justify-content:center;color:#999}
-.reason{font-weight:600}.kept{color:#2a7a2a}.removed{color:#b03030}
-pre{background:#fff;border:1px solid #ddd;padding:10px;overflow:auto;font-size:12px}
-.win{background:#e8f5e9}
-"""
+# ------------------------------------------------------------------ view model
+CSS = (Path(__file__).parent / "templates" / "report.css").read_text()
+
+
+
+# A row is highlighted as "best" only when it is a score where higher is better (recall,
+# top-k, accuracy, R@k, precision, AUC, mAP, F1), at least two runs report it, the best value
+# is above zero and no other run shows the same value at the displayed precision: a tie, an
+# all-zero row or a count (n_images, wall_s, chance) is never highlighted.
+SCORE_RE = re.compile(r"(?i)top-?\d|recall|accuracy|(^|[^a-z])acc([^a-z]|$)|r@\d|precision|auc|(^|[^a-z])map([^a-z]|$)|f1")
+# a per-item table (per-class recall...) is shown apart from the summary metrics, as its
+# top/bottom LONG_K rows with the rest collapsed: a parent key named per_* with more than
+# LONG_GROUP children, or any parent with more than HUGE_GROUP (a summary of 40 tasks stays)
+LONG_GROUP = 12
+HUGE_GROUP = 100
+LONG_K = 10
 
 
 def _fmt(v: Any) -> str:
@@ -272,31 +323,106 @@ def _fmt(v: Any) -> str:
         return f"{v:.4g}"
     if isinstance(v, int):
         return f"{v:,}"
-    return E(str(v))
+    return str(v)
 
 
-def _funnel_html(steps: list[dict]) -> str:
-    if not steps:
-        return ""
+def best_index(values: list[float | None], metric: str, fmt=_fmt) -> int | None:
+    """Index of the value to highlight in a row of runs, or None (see the rule above)."""
+    present = [(i, v) for i, v in enumerate(values) if v is not None and not np.isnan(v)]
+    if len(present) < 2 or not SCORE_RE.search(metric):
+        return None
+    i_best, v_best = max(present, key=lambda iv: iv[1])
+    if v_best <= 0:
+        return None
+    shown = fmt(v_best)
+    if any(fmt(v) == shown for i, v in present if i != i_best):
+        return None
+    return i_best
+
+
+def _row(name: str, values: list[float | None], metric: str) -> dict:
+    win = best_index(values, metric)
+    return {"name": name, "cells": [{"text": "" if v is None else _fmt(v), "win": i == win}
+                                    for i, v in enumerate(values)]}
+
+
+def split_metrics(runs: dict[str, dict[str, float]]) -> tuple[list[str], dict[str, list[str]]]:
+    """Flattened metric names -> (summary metrics, {parent: per-item metrics}) by LONG_GROUP."""
+    names = sorted({m for r in runs.values() for m in r})
+    children: dict[str, list[str]] = {}
+    for m in names:
+        children.setdefault(m.rpartition(".")[0], []).append(m)
+    long = {p: ms for p, ms in children.items()
+            if p and (len(ms) > HUGE_GROUP or (len(ms) > LONG_GROUP and p.rpartition(".")[2].startswith("per_")))}
+    in_long = {m for ms in long.values() for m in ms}
+    return [m for m in names if m not in in_long], long
+
+
+def _eval_view(ev: dict) -> dict | None:
+    runs = ev.get("runs") or {}
+    comp = _comparison_view(ev["comparison"]) if ev.get("comparison") else None
+    if not runs and not comp and not ev.get("missing"):
+        return None
+    labels = list(runs)
+    summary, long = split_metrics(runs)
+    rows = [_row(m, [runs[l].get(m) for l in labels], m) for m in summary]
+    per_item = []
+    for parent, ms in sorted(long.items()):
+        items = [(m.rpartition(".")[2], [runs[l].get(m) for l in labels], m) for m in ms]
+        mean = lambda it: float(np.mean([v for v in it[1] if v is not None] or [np.nan]))  # noqa: E731
+        by_mean = sorted(items, key=lambda it: (-np.nan_to_num(mean(it), nan=-np.inf), it[0]))
+        k = LONG_K if len(items) > 2 * LONG_K else len(items)
+        per_item.append({"name": parent, "n": len(items), "k": k,
+                         "top": [_row(n, v, m) for n, v, m in by_mean[:k]],
+                         "bottom": [_row(n, v, m) for n, v, m in by_mean[-k:][::-1]] if len(items) > 2 * LONG_K else [],
+                         "all": [_row(n, v, m) for n, v, m in sorted(items)]})
+    return {"labels": labels, "summary": rows, "per_item": per_item, "comparison": comp,
+            "missing": ev.get("missing", [])}
+
+
+def _comparison_view(comp: dict) -> dict:
+    """Metrics as rows, training sets as columns (mean ± std over seeds), then the margins."""
+    arms = comp.get("arms", [])
+    metrics = comp.get("metrics") or sorted({m for a in arms for r in a.get("runs", []) for m in r.get("metrics", {})})
+    means, stds, per = {}, {}, {}
+    for a in arms:
+        vals = {m: [r["metrics"][m] for r in a.get("runs", []) if m in r.get("metrics", {})] for m in metrics}
+        means[a["name"]] = [float(np.mean(vals[m])) if vals[m] else float("nan") for m in metrics]
+        stds[a["name"]] = [float(np.std(vals[m])) if len(vals[m]) > 1 else 0.0 for m in metrics]
+        per[a["name"]] = [", ".join(f"{v:.3f}" for v in vals[m]) for m in metrics]
+    margins = comp.get("margins") or {}
     rows = []
-    prev = None
+    for i, m in enumerate(metrics):
+        win = best_index([means[a["name"]][i] for a in arms], m, fmt=lambda v: f"{v:.3f}")
+        rows.append({"name": m, "cells": [{"text": f"{means[a['name']][i]:.3f} ± {stds[a['name']][i]:.3f}",
+                                           "win": j == win, "title": f"seeds: {per[a['name']][i]}"}
+                                          for j, a in enumerate(arms)],
+                     "margins": [f"{mg.get(m, float('nan')):+.3f}" for mg in margins.values()]})
+    chart = None
+    if arms and metrics:
+        chart = plots.grouped_bars(metrics, {a["name"]: means[a["name"]] for a in arms}, "Mean over seeds (± std)",
+                                   "score", errors={a["name"]: stds[a["name"]] for a in arms})
+    return {"title": comp.get("title", "Trained baselines"), "note": comp.get("note"),
+            "arms": [{"name": a["name"], "size": a.get("size"), "seeds": len(a.get("runs", []))} for a in arms],
+            "margins": list(margins), "rows": rows, "chart": chart, "samples_seen": comp.get("samples_seen")}
+
+
+def _funnel_view(steps: list[dict]) -> dict | None:
+    if not steps:
+        return None
+    rows, prev = [], None
     for s in steps:
-        removed = (prev - s["count"]) if prev is not None else None
-        reasons = ", ".join(f"{E(k)}: {v:,}" for k, v in sorted(s["reasons"].items(), key=lambda kv: -kv[1]))
-        extra = ""
+        run = ""
         if s.get("cached") is not None:
-            extra = "cached" if s["cached"] else f"{s.get('seconds', 0):.2f}s"
-        rows.append(f"<tr><td class=l>{E(s['name'])}</td><td>{s['count']:,}</td>"
-                    f"<td>{'' if removed is None else f'{removed:,}'}</td><td class=l>{reasons}</td>"
-                    f"<td class=l>{E(extra)}</td></tr>")
+            run = "cached" if s["cached"] else f"{s.get('seconds', 0):.2f}s"
+        rows.append({"name": s["name"], "count": s["count"],
+                     "removed": None if prev is None else prev - s["count"],
+                     "reasons": sorted(s["reasons"].items(), key=lambda kv: -kv[1]), "run": run})
         prev = s["count"]
-    chart = plots.funnel([s["name"] for s in steps], [s["count"] for s in steps])
-    return ("<h2 id=funnel>Funnel</h2><table><tr><th class=l>step</th><th>samples after</th><th>removed</th>"
-            "<th class=l>removal reasons</th><th class=l>run</th></tr>" + "".join(rows) + "</table>"
-            f"<div class=charts><img alt='funnel chart' src='{chart}'></div>")
+    return {"rows": rows, "chart": plots.funnel([s["name"] for s in steps], [s["count"] for s in steps])}
 
 
-def _dist_html(d: dict) -> str:
+def _dist_view(d: dict) -> list[tuple[str, str]]:
     imgs = []
     if "clip_score" in d:
         imgs.append(("CLIP score", plots.histogram(d["clip_score"], "CLIP score (image-text cosine)", "clip_score")))
@@ -307,138 +433,85 @@ def _dist_html(d: dict) -> str:
         lg = d["language"]
         imgs.append(("language", plots.grouped_bars(lg["labels"], {"pool": lg["pool"], "curated": lg["curated"]},
                                                     f"Caption language (fastText; n={lg['n_pool']:,} / {lg['n_curated']:,})",
-                                                    "share")))
+                                                    "share of samples")))
     if "cluster_sizes" in d:
         cs = d["cluster_sizes"]
         imgs.append(("cluster sizes", plots.histogram({"pool": cs["pool"], "curated": cs["curated"]},
                                                        f"Samples per cluster ({cs['table']})", "cluster size",
-                                                       bins=30, density=False)))
+                                                       bins=30, share=False)))
     if "metadata_entries" in d:
         me = d["metadata_entries"]
         imgs.append(("metadata entries", plots.histogram({"before balancing": np.log10(me["pool"]),
                                                           "after": np.log10(me["curated"])},
                                                          f"Matches per metadata entry ({me['table']})",
-                                                         "log10(matches)", bins=30, density=False, log=True)))
-    if not imgs:
-        return ""
-    return "<h2 id=distributions>Distributions</h2><div class=charts>" + "".join(
-        f"<img alt='{E(a)} histogram' src='{src}'>" for a, src in imgs) + "</div>"
+                                                         "log10(matches)", bins=30, share=False, log=True)))
+    return imgs
 
 
-def _gallery_html(galleries: list[dict]) -> str:
-    if not galleries:
-        return ""
-    parts = ["<h2 id=galleries>Kept and removed samples per stage</h2>"]
-    for g in galleries:
-        parts.append(f"<h3>{E(g['stage'])} <span class=muted>({E(g['kind'])})</span></h3>")
-        for grp in g["groups"]:
-            cls = "kept" if grp["reason"] == "kept" else "removed"
-            parts.append(f"<div><span class='reason {cls}'>{E(grp['reason'])}</span> "
-                         f"<span class=muted>{grp['count']:,} samples, {len(grp['items'])} shown</span></div><div class=gallery>")
-            for it in grp["items"]:
-                img = (f"<img alt='sample {E(it['uid'][:8])}' src='{it['thumb']}'>" if it.get("thumb")
-                       else "<div class=noimg>no image</div>")
-                val = [] if it["value"] is None else [f"value {it['value']:.4g}"]
-                if it["detail"]:
-                    val.append(E(str(it["detail"])[:60]))
-                text = it["text"] if len(it["text"]) <= 120 else it["text"][:117] + "..."
-                parts.append(f"<div class=item>{img}<div>{E(text)}</div><div class=muted>{' · '.join(val)}</div></div>")
-            parts.append("</div>")
-    return "".join(parts)
+def _param_text(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
 
 
-def _eval_html(ev: dict) -> str:
-    parts = []
-    comp = ev.get("comparison")
-    if comp:
-        parts.append(_comparison_html(comp))
-    runs = ev.get("runs") or {}
-    if runs:
-        metrics = sorted({m for r in runs.values() for m in r})
-        labels = list(runs)
-        head = "".join(f"<th>{E(l)}</th>" for l in labels)
-        rows = []
-        for m in metrics:
-            vals = [runs[l].get(m) for l in labels]
-            best = max((v for v in vals if v is not None), default=None)
-            cells = "".join(f"<td{' class=win' if v is not None and v == best and len(labels) > 1 else ''}>"
-                            f"{'' if v is None else _fmt(v)}</td>" for v in vals)
-            rows.append(f"<tr><td class=l>{E(m)}</td>{cells}</tr>")
-        parts.append(f"<h3>Evaluation runs</h3><table><tr><th class=l>metric</th>{head}</tr>{''.join(rows)}</table>")
-    if not parts:
-        return ""
-    return "<h2 id=evaluation>Evaluation</h2>" + "".join(parts)
+def _lineage_view(data: dict) -> list[dict]:
+    lin, origin = data.get("lineage") or {}, data.get("origin")
+    rows = [{"name": s["name"], "kind": s["kind"], "line": s.get("line", ""), "cache_key": s.get("cache_key", "")[:12],
+             "cached": "yes" if s.get("cached") else "no", "seconds": f"{s.get('seconds', 0):.2f}",
+             "params": [(k, _param_text(v)) for k, v in sorted((s.get("params") or {}).items())]}
+            for s in lin.get("stages", []) if s.get("enabled") is not False]
+    if origin:
+        params = sorted(origin["params"].items()) + [("counts", origin["counts"])] * bool(origin["counts"])
+        rows.append({"name": origin["name"], "kind": origin["kind"], "line": "", "cache_key": "", "cached": "",
+                     "seconds": "" if origin.get("seconds") is None else f"{origin['seconds']:.2f}",
+                     "params": [(k, _param_text(v)) for k, v in params]})
+    return rows
 
 
-def _comparison_html(comp: dict) -> str:
-    """Metrics as rows, training sets as columns (mean ± std over seeds), then the margins."""
-    arms = comp.get("arms", [])
-    metrics = comp.get("metrics") or sorted({m for a in arms for r in a.get("runs", []) for m in r.get("metrics", {})})
-    out = [f"<h3>{E(comp.get('title', 'Trained baselines'))}</h3>"]
-    if comp.get("note"):
-        out.append(f"<p>{E(comp['note'])}</p>")
-    means, stds, per = {}, {}, {}
-    for a in arms:
-        vals = {m: [r["metrics"][m] for r in a.get("runs", []) if m in r.get("metrics", {})] for m in metrics}
-        means[a["name"]] = [float(np.mean(vals[m])) if vals[m] else float("nan") for m in metrics]
-        stds[a["name"]] = [float(np.std(vals[m])) if len(vals[m]) > 1 else 0.0 for m in metrics]
-        per[a["name"]] = [", ".join(f"{v:.3f}" for v in vals[m]) for m in metrics]
-    margins = comp.get("margins") or {}
-    def arm_head(a: dict) -> str:
-        size = "" if a.get("size") is None else f"{a['size']:,} samples, "
-        return f"<th>{E(a['name'])}<br><span class=muted>{size}{len(a.get('runs', []))} seeds</span></th>"
-
-    head = "".join(arm_head(a) for a in arms)
-    head += "".join(f"<th>curated − {E(k)}</th>" for k in margins)
-    rows = []
-    for i, m in enumerate(metrics):
-        best = max((means[a["name"]][i] for a in arms), default=None)
-        cells = "".join(
-            f"<td{' class=win' if means[a['name']][i] == best and len(arms) > 1 else ''} title='seeds: {E(per[a['name']][i])}'>"
-            f"{means[a['name']][i]:.3f} ± {stds[a['name']][i]:.3f}</td>" for a in arms)
-        cells += "".join(f"<td>{mg.get(m, float('nan')):+.3f}</td>" for mg in margins.values())
-        rows.append(f"<tr><td class=l>{E(m)}</td>{cells}</tr>")
-    out.append(f"<table><tr><th class=l>metric</th>{head}</tr>{''.join(rows)}</table>")
-    if arms and metrics:
-        chart = plots.grouped_bars(metrics, {a["name"]: means[a["name"]] for a in arms}, "Mean over seeds (± std)",
-                                   "score", errors={a["name"]: stds[a["name"]] for a in arms})
-        out.append(f"<div class=charts><img alt='evaluation chart' src='{chart}'></div>")
-    if comp.get("samples_seen"):
-        out.append(f"<p class=muted>Every model saw {comp['samples_seen']:,} training samples (equal compute).</p>")
-    return "".join(out)
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("curate.report", "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["num"] = lambda v: "" if v is None else f"{v:,}"
+    env.filters["fmt"] = _fmt
+    return env
 
 
 def render(data: dict, evals: dict | None = None, title: str | None = None) -> str:
     lin = data.get("lineage") or {}
     title = title or f"curate report: {data['subset']}"
-    cards = [("pool", data["funnel"][0]["count"] if data["funnel"] else data["before_count"]),
-             ("recipe input", lin.get("input_count", data["before_count"])), ("curated", data["after_count"])]
-    cards_html = "".join(f"<div class=card><span class=muted>{E(k)}</span><b>{v:,}</b></div>" for k, v in cards)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if lin:
+        middle = ("recipe input", lin.get("input_count", data["before_count"]))
+    else:
+        middle = (data.get("before_label", "before"), data["before_count"])
+    cards = [("pool", data["funnel"][0]["count"] if data["funnel"] else data["before_count"]), middle,
+             (f"subset {data['subset']}", data["after_count"])]
     cv = code_version()
-    lineage_rows = "".join(
-        f"<tr><td class=l>{E(s['name'])}</td><td class=l>{E(s['kind'])}</td><td>{s.get('line', '')}</td>"
-        f"<td class=l><code>{E(s.get('cache_key', '')[:12])}</code></td><td class=l>{'yes' if s.get('cached') else 'no'}</td>"
-        f"<td>{s.get('seconds', 0):.2f}</td><td class=l><code>{E(json.dumps(s.get('params', {}), sort_keys=True))[:200]}</code></td></tr>"
-        for s in lin.get("stages", []) if s.get("enabled") is not False)
-    lineage_html = (f"<h2 id=lineage>Lineage</h2><table><tr><th class=l>stage</th><th class=l>kind</th><th>line</th>"
-                    f"<th class=l>cache key</th><th class=l>cached</th><th>seconds</th><th class=l>params</th></tr>"
-                    f"{lineage_rows}</table>") if lineage_rows else ""
-    recipe = f"<h3>Recipe</h3><pre>{E(data['recipe_text'])}</pre>" if data.get("recipe_text") else ""
-    body = "".join([
-        f"<h1>{E(title)}</h1><p class=muted>dataset {E(data['dataset'])} · subset <b>{E(data['subset'])}</b>"
-        f"{' · embedding model ' + E(data['model']) if data.get('model') else ''} · {E(stamp)} · curate {E(cv.get('curate', ''))}"
-        f"{' @ ' + E(cv['git_commit'][:10]) if cv.get('git_commit') else ''}</p>",
-        f"<div class=cards>{cards_html}</div>",
-        _eval_html(evals or {}),
-        _funnel_html(data["funnel"]),
-        _dist_html(data["distributions"]),
-        _gallery_html(data["galleries"]),
-        lineage_html, recipe,
-    ])
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{E(title)}</title>"
-            f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head>"
-            f"<body><main>{body}</main></body></html>\n")
+    return _env().get_template("report.html.j2").render(
+        title=title, css=CSS, data=data, cards=cards, code=cv,
+        stamp=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        funnel=_funnel_view(data["funnel"]), evaluation=_eval_view(evals or {}),
+        distributions=_dist_view(data["distributions"]), galleries=data["galleries"],
+        lineage=_lineage_view(data), recipe_text=data.get("recipe_text"))
+
+
+def subset_evaluations(data: dict, explicit: dict[str, Path]) -> tuple[dict[str, Path], list[str]]:
+    """The evaluations the subset's manifest lists (curate eval links them), beside --eval ones.
+
+    Returns label -> results path, and the listed files that are gone (shown, not fatal)."""
+    seen = {Path(p).resolve() for p in explicit.values()}
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for i, e in enumerate(data.get("evaluations") or []):
+        p = Path(e["results"])
+        if p.resolve() in seen:
+            continue
+        if not p.is_file():
+            missing.append(str(p))
+            continue
+        label = f"{data['subset']} seed {e['seed']}" if e.get("seed") is not None else f"{data['subset']} #{i + 1}"
+        while label in explicit or label in found:
+            label += "'"
+        found[label] = p
+        seen.add(p.resolve())
+    return found, missing
 
 
 def build_report(dataset: Dataset, subset: str, out: Path | None = None, evals: dict[str, Path] | None = None,
@@ -446,7 +519,9 @@ def build_report(dataset: Dataset, subset: str, out: Path | None = None, evals: 
                  embedding_model: str | None = None, title: str | None = None) -> Path:
     """Write the report (default ``DATASET/reports/<subset>.html``); returns its path."""
     data = collect(dataset, subset, pool_subset=pool_subset, embedding_model=embedding_model)
-    ev = load_evals(evals or {}, comparison)
+    listed, missing = subset_evaluations(data, evals or {})
+    ev = load_evals({**(evals or {}), **listed}, comparison)
+    ev["missing"] = missing
     page = render(data, ev, title)
     out = Path(out) if out else dataset.root / "reports" / f"{subset}.html"
     atomic_write_bytes(out, page.encode("utf-8"))

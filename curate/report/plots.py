@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 
@@ -11,12 +12,44 @@ from curate.report.images import data_uri
 PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
 
 
+# Captions and labels may be Chinese, Japanese or Korean: after DejaVu Sans (Latin, Greek,
+# Cyrillic) matplotlib falls back glyph by glyph to the first installed CJK family
+# (scripts/setup.sh installs Debian's fonts-noto-cjk). Families that are not installed are
+# left out of the list, so matplotlib does not warn about them.
+FONT_FAMILIES = ["DejaVu Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK KR", "Noto Sans CJK TC",
+                 "Source Han Sans", "WenQuanYi Zen Hei", "IPAGothic", "Droid Sans Fallback"]
+
+
+_FAMILIES: list[str] | None = None
+
+
+def font_families() -> list[str]:
+    """The FONT_FAMILIES installed here, in order (CJK coverage depends on one of them)."""
+    global _FAMILIES
+    if _FAMILIES is None:
+        from matplotlib import font_manager
+
+        fm = font_manager.fontManager
+        if not any("CJK" in f.name for f in fm.ttflist):
+            # installed after matplotlib cached its font list (it does not rescan by itself)
+            for path in font_manager.findSystemFonts():
+                if "CJK" in Path(path).name:
+                    try:
+                        fm.addfont(path)
+                    except (OSError, RuntimeError, ValueError):
+                        continue
+        have = {f.name for f in fm.ttflist}
+        _FAMILIES = [f for f in FONT_FAMILIES if f in have] or ["sans-serif"]
+    return _FAMILIES
+
+
 def _fig(w=6.0, h=3.0):
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    matplotlib.rcParams["font.family"] = font_families()
     fig, ax = plt.subplots(figsize=(w, h), dpi=100)
     return plt, fig, ax
 
@@ -29,28 +62,43 @@ def _png(plt, fig) -> str:
     return data_uri(buf.getvalue(), "image/png")
 
 
-def histogram(series: dict[str, np.ndarray], title: str, xlabel: str, bins: int = 40,
-              log: bool = False, density: bool = True) -> str:
-    """Overlaid histograms (e.g. pool vs curated) on shared bins."""
-    plt, fig, ax = _fig()
+def bin_heights(series: dict[str, np.ndarray], bins: int = 40, share: bool = True
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Shared bin edges and each series' bar heights: with ``share`` the fraction of that
+    series' samples in each bin (its bars sum to 1, so groups of different sizes compare; not
+    a density, which exceeds 1 on narrow bins), else raw counts."""
     vals = [np.asarray(v, dtype=float) for v in series.values() if len(v)]
-    if vals:
-        allv = np.concatenate(vals)
-        lo, hi = float(np.nanmin(allv)), float(np.nanmax(allv))
-        if np.all(np.mod(allv, 1) == 0) and hi - lo <= bins:  # integers (word counts): one bar each
-            edges = np.arange(lo - 0.5, hi + 1.5)
-        else:
-            edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
-        for i, (name, v) in enumerate(series.items()):
-            if len(v):
-                ax.hist(np.asarray(v, float), bins=edges, alpha=0.55, density=density, label=f"{name} (n={len(v):,})",
-                        color=PALETTE[i % len(PALETTE)])
+    if not vals:
+        return np.array([0.0, 1.0]), {}
+    allv = np.concatenate(vals)
+    lo, hi = float(np.nanmin(allv)), float(np.nanmax(allv))
+    if np.all(np.mod(allv, 1) == 0) and hi - lo <= bins:  # integers (word counts): one bar each
+        edges = np.arange(lo - 0.5, hi + 1.5)
+    else:
+        edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+    heights = {}
+    for name, v in series.items():
+        if len(v):
+            counts, _ = np.histogram(np.asarray(v, float), bins=edges)
+            heights[name] = counts / len(v) if share else counts.astype(float)
+    return edges, heights
+
+
+def histogram(series: dict[str, np.ndarray], title: str, xlabel: str, bins: int = 40,
+              log: bool = False, share: bool = True) -> str:
+    """Overlaid histograms (e.g. pool vs curated) on shared bins (see ``bin_heights``)."""
+    plt, fig, ax = _fig()
+    edges, heights = bin_heights(series, bins, share)
+    for i, (name, h) in enumerate(heights.items()):
+        ax.hist(edges[:-1], bins=edges, weights=h, alpha=0.55, label=f"{name} (n={len(series[name]):,})",
+                color=PALETTE[i % len(PALETTE)])
+    if heights:
         ax.legend(fontsize=8)
     if log:
         ax.set_yscale("log")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel, fontsize=9)
-    ax.set_ylabel("share" if density else "count", fontsize=9)
+    ax.set_ylabel("share of samples" if share else "count", fontsize=9)
     return _png(plt, fig)
 
 

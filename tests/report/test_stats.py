@@ -1,0 +1,108 @@
+"""`curate stats` after a real download that was first refused by the address policy and then
+retried with --allow-network (issue 16, points 8 and 9): the download summary says what to do,
+and stats counts samples and their outcomes, not img2dataset's raw attempt rows."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curate.commands.download import blocked_hint
+from curate.tables import Dataset
+from curate.uid import derive_uid
+
+N = 12
+
+
+def _jpeg(i: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 40), (20 * i % 255, 90, 160)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def loopback_server():
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            m = re.fullmatch(r"/(\d+)\.jpg", self.path)
+            body = _jpeg(int(m.group(1))) if m else b""
+            self.send_response(200 if m else 404)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _curate(*args, columns: int | None = None):
+    env = dict(os.environ)
+    env.pop("COLUMNS", None)
+    if columns:
+        env["COLUMNS"] = str(columns)
+    r = subprocess.run([sys.executable, "-m", "curate.cli", *args], capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout + r.stderr
+
+
+def test_blocked_hint_names_allow_network():
+    assert blocked_hint({"http_404": 3}) is None
+    line = blocked_hint({"blocked_address": 12, "http_404": 1})
+    assert "\n" not in line and line.startswith("12 rows") and "--allow-network" in line and "--retry-failed" in line
+
+
+def test_stats_counts_samples_not_attempts_and_wraps_by_words(tmp_path, loopback_server):
+    ds = Dataset(tmp_path / "a-dataset-with-a-rather-long-folder-name")
+    urls = [f"{loopback_server}/{i}.jpg" for i in range(N - 1)] + [f"{loopback_server}/missing"]
+    texts = [f"picture number {i}" for i in range(N)]
+    ds.write_table("samples", pa.table({
+        "uid": [derive_uid(u, t) for u, t in zip(urls, texts)], "url": urls, "text": texts,
+        "source_file": ["pool.parquet"] * N, "source_row": pa.array(range(N), pa.int64()),
+        "original_width": pa.nulls(N, pa.int32()), "original_height": pa.nulls(N, pa.int32()),
+        "extra": pa.nulls(N, pa.string())}), schema="samples")
+
+    # as the README's first command: the loopback server is refused, every row, and the summary says why
+    out = _curate("download", str(ds.root), "--engine", "local", "--processes", "1", "--threads", "4")
+    assert f"0 success, {N} failed" in out
+    assert blocked_hint({"blocked_address": N}) in out
+    out = _curate("download", str(ds.root), "--engine", "local", "--processes", "1", "--threads", "4",
+                  "--retry-failed", "--allow-network", "127.0.0.1/32")
+    assert f"{N - 1} success, 1 failed" in out and "--allow-network" not in out
+
+    wide = _curate("stats", str(ds.root))
+    raw = sum(pq.read_table(p).num_rows for p in ds.shards("images"))
+    assert raw == 2 * N  # img2dataset kept every attempt: the blocked run and the retry
+    table_rows = dict(re.findall(r"│ ([\w/]+)\s+│\s+([\d,]+)\s+│", wide))
+    assert "images" not in table_rows and table_rows["samples"] == str(N) and table_rows["downloads"] == str(N)
+    assert f"{raw:,} attempt rows" in wide
+    outcomes = re.findall(r"│ (success|failed)\s+│ (\w*)\s+│\s+(\d+)\s+│", wide)
+    assert sorted(outcomes) == [("failed", "http_404", "1"), ("success", "", str(N - 1))]
+
+    for columns in (20, 40):
+        narrow = _curate("stats", str(ds.root), columns=columns)
+        lines = narrow.splitlines()
+        assert max(len(line) for line in lines) <= columns
+        # headings wrap between words, never one letter a line
+        assert not [line for line in lines if len(line.strip()) == 1 and line.strip().isalpha()]
+        text = " ".join(line.strip() for line in lines)
+        for heading in ("tables in", "downloads by outcome"):
+            assert heading in text, narrow
