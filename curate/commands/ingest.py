@@ -33,6 +33,10 @@ def register(app: typer.Typer) -> None:
                                            help="Longer captions are rejected (text_too_long)."),
         max_url_chars: int = typer.Option(IngestRules.max_url_chars, "--max-url-chars", min=1,
                                           help="Longer URLs are rejected (url_too_long)."),
+        faithful: Optional[bool] = typer.Option(None, "--faithful/--no-faithful",
+                                                help="Keep captions raw, keep any stated size, never merge rows with "
+                                                     "distinct input uids (DataComp's semantics; docs/filters.md). "
+                                                     "Default: on for --format datacomp, off otherwise."),
         master: Optional[str] = MasterOpt,
         conf: List[str] = ConfOpt,
     ):
@@ -53,7 +57,8 @@ def register(app: typer.Typer) -> None:
             options=ReaderOptions(columns=ColumnMap(url=url_col, text=text_col, uid=uid_col, width=width_col,
                                                     height=height_col, image=image_col),
                                   header=header, captions=captions),
-            rules=IngestRules(max_text_chars=max_text_chars, max_url_chars=max_url_chars),
+            rules=IngestRules(max_text_chars=max_text_chars, max_url_chars=max_url_chars,
+                              faithful=(fmt == "datacomp") if faithful is None else faithful),
             rows_per_shard=rows_per_shard,
         )
         hold_dataset_lock(output, create=True)  # one writer per dataset
@@ -67,3 +72,9 @@ def register(app: typer.Typer) -> None:
             info("reject reasons: " + json.dumps(c["reject_reasons"]))
         if c.get("files_skipped"):
             info("input files not read: " + json.dumps(c["files_skipped"]) + " (listed in _runs/ingest.json)")
+        if c.get("url_text_duplicates"):
+            info(f"{c['url_text_duplicates']} samples repeat an earlier (url, text) with their own uid "
+                 "(kept; listed in url_text_duplicates)")
+        for table, out in result["outputs"].items():
+            if table.startswith("embeddings/"):
+                info(f"{table}: {out['rows']} rows imported from the pool's .npz files")

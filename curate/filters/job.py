@@ -140,9 +140,14 @@ def _checked(dataset: Dataset, table: str) -> str:
     return table
 
 
+# DataComp's --arch names for the tables a DataComp pool import writes (curate.ingest.datacomp).
+MODEL_ALIASES = {"b32": "ViT-B-32__openai", "l14": "ViT-L-14__openai"}
+
+
 def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
     tables = embedding_tables(dataset)
     if model:
+        model = MODEL_ALIASES.get(model, model)
         name = model if model.startswith("embeddings/") else f"embeddings/{model}"
         if name not in tables:
             raise DatasetError(f"filter {spec.name}: no table {name} in {dataset.root} "
@@ -177,9 +182,15 @@ def _check_samples(dataset: Dataset) -> list[Path]:
 
 
 def _load_target(path: str, model_table: str, dataset: Dataset) -> np.ndarray:
+    """Target embeddings: a .npy or DataComp .pt file, a folder or glob of them (concatenated,
+    as DataComp joins its five ImageNet-1k files), a .parquet of embeddings, or an image
+    folder embedded with the pool's model."""
+    from curate.filters.assets import load_matrices, matrix_files
+
     p = Path(path)
-    if p.suffix == ".npy":
-        x = np.load(p, allow_pickle=False)
+    files = matrix_files(path)
+    if files:
+        x = load_matrices(files)
     elif p.suffix == ".parquet" or (p.is_dir() and any(p.glob("*.parquet"))):
         t = pq.read_table(p)
         col = next((c for c in ("image_embedding", "embedding") if c in t.column_names), None)
@@ -190,7 +201,8 @@ def _load_target(path: str, model_table: str, dataset: Dataset) -> np.ndarray:
     elif p.is_dir():
         x = _embed_folder(p, model_table, dataset)
     else:
-        raise InputFileError(str(p), "image_based target must be an image folder, a .npy or a .parquet of embeddings")
+        raise InputFileError(str(p), "image_based target must be an image folder, a .npy / .pt file (or a folder "
+                             "or glob of them) or a .parquet of embeddings")
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or len(x) == 0:
         raise InputFileError(str(p), f"target embeddings must be a non-empty 2-D array, got shape {x.shape}")
@@ -344,13 +356,19 @@ def _prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name
     ctx: dict = {"embedding_column": f"e{j}"}
     info: dict = {"model": table}
     if p["clip_threshold"] is not None or p["clip_fraction"] is not None:
+        # DataComp cuts on the B/32 or L/14 score (--arch) but clusters L/14 embeddings.
+        score_table = resolve_model(dataset, p["clip_model"], spec) if p["clip_model"] else table
+        js = plan.index(score_table, embedding=False)
         if p["clip_fraction"] is not None:
-            info["clip"] = _fraction_threshold(dataset, table, p["clip_fraction"], executor)
+            info["clip"] = _fraction_threshold(dataset, score_table, p["clip_fraction"], executor)
         else:
             info["clip"] = {"threshold": p["clip_threshold"]}
-        ctx["score_column"], ctx["threshold"] = f"s{j}", info["clip"]["threshold"]
+        info["clip"]["model"] = score_table
+        ctx["score_column"], ctx["threshold"] = f"s{js}", info["clip"]["threshold"]
     if p["centroids"]:
-        centroids = np.load(p["centroids"], allow_pickle=False).astype(np.float32)
+        from curate.filters.assets import load_matrix
+
+        centroids = load_matrix(p["centroids"])
         info["centroids"] = file_fingerprint(p["centroids"])
     else:
         # DataComp clusters the caption-filtered pool (no CLIP-score cut) with L2 k-means.

@@ -70,15 +70,19 @@ PARAMS: dict[str, dict[str, Param]] = {
         "model": Param(None, str, "embeddings/<model> table (DataComp: ViT-B-32 scores)"),
     },
     "image_based": {
-        "target": Param(None, str, "target images: an image folder (embedded with the pool's model) "
-                        "or a .npy / .parquet of target image embeddings"),
+        "target": Param(None, str, "target images: an image folder (embedded with the pool's model), "
+                        "a .npy / .parquet of target image embeddings, or DataComp's in1k_clip_vit_l14_*.pt "
+                        "(a .pt file, a folder or a glob of them)"),
         "k": Param(100_000, int, "k-means clusters (DataComp: 100,000)"),
         "niter": Param(20, int, "k-means iterations"),
         "seed": Param(0, int, "k-means seed"),
         "sample_ratio": Param(-1.0, float, "share of caption-filtered pool embeddings to cluster (<= 0: all)"),
-        "centroids": Param(None, str, "precomputed pool centroids (.npy, k x d); skips k-means"),
+        "centroids": Param(None, str, "precomputed pool centroids, k x d: a .npy, or DataComp's "
+                           "<scale>_centroids_l14.pt; skips k-means"),
         "clip_threshold": Param(None, _opt_float, "also require clip_score >= this"),
         "clip_fraction": Param(None, _opt_float, "also require the top fraction by clip_score"),
+        "clip_model": Param(None, str, "embeddings/<model> whose clip_score the clip cut uses (default: model; "
+                            "DataComp: --arch b32 or l14, while clustering L/14 embeddings)"),
         "lang": Param("en", str, "caption filter: required top-1 fastText label"),
         "min_tokens": Param(2, int, "caption filter: minimum fastText tokens; DataComp: more than 1"),
         "min_chars": Param(6, int, "caption filter: minimum characters; DataComp: more than 5"),
@@ -258,12 +262,27 @@ def decide_basic(t: pa.Table, p: dict, ctx: dict) -> Decision:
     return _first_failure(n, rules, kept_value=lang_score, kept_detail=lang)
 
 
+def at_least(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """``scores >= threshold`` in the scores' stored precision (float32), as DataComp compares
+    (a float32 pandas column against a Python float): float32(0.22) = 0.2199999988 passes a
+    threshold of 0.22. NaN never passes."""
+    s = np.asarray(scores, dtype=np.float32)
+    return s >= np.float32(threshold)
+
+
+def _f32(col) -> np.ndarray:
+    """A stored score column as float32 with NaN for nulls (no widening before a comparison)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    return col.cast(pa.float32()).fill_null(math.nan).to_numpy(zero_copy_only=False)
+
+
 def _score_rules(t: pa.Table, ctx: dict, threshold: float) -> tuple[np.ndarray, list]:
     col = t.column(ctx["score_column"])
     missing = col.is_null().to_numpy(zero_copy_only=False).astype(bool)
-    s = _f64(col)
+    s = _f32(col)
     return s, [("no_embedding", missing, None, None),
-               ("low_clip_score", ~missing & ~(s >= threshold), s, None)]
+               ("low_clip_score", ~missing & ~at_least(s, threshold), s, None)]
 
 
 def decide_clip_score(t: pa.Table, p: dict, ctx: dict) -> Decision:
@@ -347,8 +366,8 @@ def decide_image_based(t: pa.Table, p: dict, ctx: dict) -> Decision:
         in_target[valid] = np.isin(ids, np.asarray(ctx["target_clusters"], dtype=np.int64))
     rules = [("no_embedding", ~valid, None, None)]
     if ctx.get("score_column"):
-        s = _f64(t.column(ctx["score_column"]))
-        rules.append(("low_clip_score", valid & ~(s >= ctx["threshold"]), s, None))
+        s = _f32(t.column(ctx["score_column"]))
+        rules.append(("low_clip_score", valid & ~at_least(s, ctx["threshold"]), s, None))
     rules += caption_rules(t, p)
     rules.append(("cluster_without_target", valid & ~in_target, cluster, None))
     return _first_failure(n, rules, kept_value=cluster)

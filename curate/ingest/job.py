@@ -38,7 +38,7 @@ from curate.readers import InputScan, ReaderOptions, scan_inputs
 from curate.readers.parquet import plan_parquet
 from curate.tables import Dataset, load_schema
 
-INGEST_TABLES = ("samples", "rejects", "duplicates")
+INGEST_TABLES = ("samples", "rejects", "duplicates", "url_text_duplicates")
 PLAN_FILE = "_runs/ingest.plan.json"
 STAGING_DIR = "_staging"  # hidden from table discovery
 STAGED_TABLES = "tables"  # a new plan's tables, written in its staging folder while an older run's stay
@@ -235,6 +235,26 @@ def _dedup_pass(spark, keys, key: str, id_column: str, reason: str, sample: list
             "dups_dir": dups_dir, "duplicates": rows - n_kept}
 
 
+def _report_pair_duplicates(spark, dataset: Dataset, keys, kept: dict, sample: list[str], sources: list[str],
+                            folder: Path, rows_per_shard: int, resume: bool) -> dict:
+    """Faithful mode: the ``url_text_duplicates`` table lists every kept sample whose
+    (url, text) an earlier kept sample already has (input order), pointing at that one. Keys
+    only travel: the kept rows' pair keys, deduplicated in ranges as in ``_dedup_pass``."""
+    from curate.engine import spark as eng
+
+    shutil.rmtree(folder, ignore_errors=True)
+    kept_ids = eng.select_columns(eng.read_parquet(spark, kept["kept_files"], KEY_SCHEMA), ["row_id"])
+    kept_keys = eng.join_frames(eng.select_columns(keys, ["pair_key", "uid", "row_id"]), kept_ids, "row_id", "inner")
+    cuts = _boundaries(sample, int(spark.conf.get("spark.sql.shuffle.partitions")))
+    eng.duplicates_by_key_ranges(kept_keys, "pair_key", "uid", "row_id", cuts, "same_url_text", str(folder))
+    dups = eng.read_parquet(spark, [str(folder)], DUP_SCHEMA)
+    dups = eng.with_column_sql(dups, "file_index", f"cast(shiftright(row_id, {ROW_ID_BITS}) AS int)")
+    dups = eng.with_column_sql(dups, "source_row", f"row_id & {(1 << ROW_ID_BITS) - 1}")
+    dups = eng.with_lookup(dups, "source_file", "file_index", sources)
+    return eng.write_sorted_table(dups, dataset, "url_text_duplicates", load_schema("url_text_duplicates").arrow(),
+                                  ["source_file", "source_row"], rows_per_shard, skip_existing=resume)
+
+
 def _boundaries(sample: list[str], ranges: int) -> list[str]:
     """Up to ``ranges`` - 1 cut points splitting the sampled keys into equal parts."""
     values = sorted(set(sample))
@@ -288,8 +308,15 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
     manifest["skipped_files"] = [f.to_dict() for f in scan.skipped]
     if scan.excluded:
         manifest["excluded_folders"] = scan.excluded
+    npz_plan = {"models": {}, "npz": []}
+    if cfg.format == "datacomp":  # the .npz beside each shard: checked from headers before any work
+        from curate.ingest.datacomp import plan_npz_import
+
+        with manifest.stage("plan_npz"):
+            npz_plan = plan_npz_import(fingerprints)
+        manifest["npz_inputs"] = npz_plan["npz"]
     plan_key = stable_hash({"params": cfg.params(), "inputs": [(f["path"], f["sha256"]) for f in fingerprints],
-                            "skipped": [(f.path, f.outcome) for f in scan.skipped],
+                            "skipped": [(f.path, f.outcome) for f in scan.skipped], "npz": npz_plan["npz"],
                             "code": manifest["code"]["curate"]})
     finish_pending_swap(dataset)  # a run killed while putting its tables in place
     remove_stale_temp_files(dataset)
@@ -324,12 +351,19 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
         id_column = "uid" if input_uids else "pair_key"
         staged = eng.with_column_sql(staged, "row_id", ROW_ID_SQL)
         keys = eng.select_columns(staged, list(dict.fromkeys(["pair_key", id_column, "row_id"])))
-        # 1) same (url, text): keep the earliest input row (file order, then row).
         staged_rows = sum(r["counts"].get("sample", 0) for r in results)
-        passes = [_dedup_pass(spark, keys, "pair_key", id_column, "duplicate_url_text",
-                              [k for r in results for k in r["pair_key_sample"]], staged_rows,
-                              staging / "dedup-pairs")]
-        if input_uids:
+        # Faithful mode: a uid is a sample, so only a repeated input uid is merged (the
+        # earliest row wins); repeated (url, text) pairs are reported apart, not removed.
+        faithful_uids = cfg.rules.faithful and input_uids > 0
+        if faithful_uids:
+            passes = [_dedup_pass(spark, keys, "uid", "uid", "duplicate_uid",
+                                  [k for r in results for k in r["uid_sample"]], staged_rows, staging / "dedup-uids")]
+        else:
+            # 1) same (url, text): keep the earliest input row (file order, then row).
+            passes = [_dedup_pass(spark, keys, "pair_key", id_column, "duplicate_url_text",
+                                  [k for r in results for k in r["pair_key_sample"]], staged_rows,
+                                  staging / "dedup-pairs")]
+        if input_uids and not faithful_uids:
             # 2) same input uid with other url/text: again the earliest row wins. (Without
             # input uids, pass 1's kept keys are already unique uids, in uid order.)
             firsts = eng.read_parquet(spark, passes[0]["kept_files"], KEY_SCHEMA)
@@ -387,6 +421,19 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
             for t in dup_tasks:
                 _write_shards_task(t)
 
+    if faithful_uids:
+        with manifest.stage("report_url_text_duplicates"):
+            outputs["url_text_duplicates"] = _report_pair_duplicates(
+                spark, target, keys, kept, [k for r in results for k in r["pair_key_sample"]], sources,
+                staging / "pair-report", cfg.rows_per_shard, resume)
+
+    if npz_plan["models"]:
+        from curate.ingest.datacomp import run_npz_import
+
+        with manifest.stage("import_npz"):
+            outputs.update(run_npz_import(target, npz_plan, eng.SparkExecutor(spark), sources,
+                                          outputs["samples"]["rows"], resume, runs_dataset=dataset))
+
     reject_reasons = {k: v for k, v in outcome.items() if k != "sample"}
     dup_reasons, dups_by_file = _duplicate_counts(passes)
     counts = {
@@ -399,6 +446,8 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
         "files_read": len(fingerprints),
         "files_skipped": dict(sorted(Counter(f.outcome for f in scan.skipped).items())),
     }
+    if "url_text_duplicates" in outputs:  # kept samples (not removed) that repeat a (url, text)
+        counts["url_text_duplicates"] = outputs["url_text_duplicates"]["rows"]
     if counts["kept"] + counts["duplicates"] + counts["rejects"] != rows_in:
         raise DatasetError(f"ingest counts do not add up: {counts}")  # never silently lose rows
     _per_file_counts(fingerprints, tasks, results, dups_by_file)
@@ -407,7 +456,8 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
     manifest["tasks"] = len(tasks)
     if target.root != dataset.root:  # put the new tables in place only now that all are complete
         dataset.write_json(str(staging.relative_to(dataset.root) / SWAP_FILE),
-                           {"plan_key": plan_key, "tables": list(INGEST_TABLES), "manifest": manifest.data})
+                           {"plan_key": plan_key, "manifest": manifest.data,
+                            "tables": [*INGEST_TABLES, *(t for t in outputs if t.startswith("embeddings/"))]})
         finish_pending_swap(dataset)
     manifest.write(dataset, "ingest")
     shutil.rmtree(staging, ignore_errors=True)

@@ -38,6 +38,7 @@ STAGED_SCHEMA = pa.schema([
 
 
 _CONTROL_CHARS = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class IngestRules:
     max_text_chars: int = 100_000
     max_url_chars: int = 4096
     max_size: int = 1 << 20  # a stated width/height above this is not a real image size
+    # Faithful mode (default for DataComp input): captions stored as given, stated sizes kept
+    # whatever they are (the filters judge them), rows with distinct input uids never merged.
+    # Differences from the default mode are listed in docs/ingest.md.
+    faithful: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +72,8 @@ def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
     n = raw.num_rows
     reason = raw.column("reason")
     detail = raw.column("detail")
-    url = pc.utf8_trim_whitespace(raw.column("url"))
+    url_in = raw.column("url")
+    url = pc.utf8_trim_whitespace(url_in)
     text_in = raw.column("text")
     reason, detail = _mark(reason, detail, pc.or_kleene(pc.is_null(url), pc.equal(pc.utf8_length(url), 0)),
                            "empty_url", "url is empty or missing")
@@ -86,9 +92,14 @@ def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
     reason, detail = _mark(reason, detail, pc.and_(has_uid, pc.invert(pc.fill_null(uid_ok, False))),
                            "invalid_uid", "uid is not 32 hex characters")
     w, h = raw.column("original_width"), raw.column("original_height")
-    bad_size = pc.or_kleene(pc.or_kleene(pc.less_equal(w, 0), pc.less_equal(h, 0)),
-                            pc.or_kleene(pc.greater(w, rules.max_size), pc.greater(h, rules.max_size)))
-    reason, detail = _mark(reason, detail, bad_size, "invalid_size", "stated width/height is not a positive image size")
+    if rules.faithful:  # any stated size is kept for the filters to judge; only int32 bounds it
+        bad_size = pc.or_kleene(pc.or_kleene(pc.less(w, _INT32_MIN), pc.less(h, _INT32_MIN)),
+                                pc.or_kleene(pc.greater(w, _INT32_MAX), pc.greater(h, _INT32_MAX)))
+        reason, detail = _mark(reason, detail, bad_size, "invalid_size", "stated width/height does not fit in 32 bits")
+    else:
+        bad_size = pc.or_kleene(pc.or_kleene(pc.less_equal(w, 0), pc.less_equal(h, 0)),
+                                pc.or_kleene(pc.greater(w, rules.max_size), pc.greater(h, rules.max_size)))
+        reason, detail = _mark(reason, detail, bad_size, "invalid_size", "stated width/height is not a positive image size")
 
     unknown = set(pc.unique(reason).drop_null().to_pylist()) - REJECT_REASONS.keys()
     if unknown:  # every reason must be documented (REJECT_REASONS, schemas/rejects.yaml)
@@ -96,7 +107,10 @@ def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
     is_sample = pc.is_null(reason)
     # Long captions are only normalised when kept; rejected ones keep their raw form.
     text = normalize_text(pc.if_else(is_sample, text_in, pa.scalar(None, pa.string())))
-    derived = _derive(url, text, is_sample)
+    derived = _derive(url, text, is_sample)  # the normalised pair names a sample without an input uid
+    if rules.faithful:  # the caption and url as given: the filters judge what DataComp judges
+        text = pc.if_else(is_sample, text_in, pa.scalar(None, pa.string()))
+        url = url_in
     uid = pc.if_else(pc.and_(is_sample, has_uid), uid_norm, derived)
     raw_col = raw.column("raw")
     reject_raw = pc.if_else(pc.is_null(raw_col),

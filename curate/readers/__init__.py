@@ -32,7 +32,8 @@ _FORCED_READS = {"parquet": "parquet", "datacomp": "parquet", "img2dataset": "pa
 # Outcomes of an input file that is not read (counted in the run manifest, never silent).
 UNREADABLE = "unreadable"    # no permission, broken link, folder that cannot be listed, undecodable name
 UNSUPPORTED = "unsupported"  # no reader for this kind of file (or not the --format given)
-COVERED = "covered"          # img2dataset: a shard's tar/folder/stats, whose samples its Parquet file holds
+COVERED = "covered"          # img2dataset: a shard's tar/folder/stats, whose samples its Parquet file holds;
+                             # DataComp: a shard's .npz, read by the embeddings import
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,10 @@ def _folder_files(root: Path, fmt: str | None, exclude: list[Path], scan: InputS
                                                 f"are read from {owner.name}.parquet"))
             continue
         stem = e.name[: -len("_stats.json")] if e.name.endswith("_stats.json") else e.stem
+        if fmt == "datacomp" and ext == ".npz" and (e.parent, stem) in shard_stems:
+            scan.skipped.append(SkippedFile(str(e), COVERED, f"DataComp embeddings of {stem}.parquet: imported "
+                                            "into embeddings/<model> (curate.ingest.datacomp)"))
+            continue
         if (e.parent, stem) in shard_stems and ext in (".tar", ".json"):
             scan.skipped.append(SkippedFile(str(e), COVERED, f"img2dataset shard {'stats' if ext == '.json' else 'tar'}: "
                                             f"its samples are read from {stem}.parquet"))

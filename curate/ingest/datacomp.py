@@ -1,0 +1,267 @@
+"""A DataComp pool as shipped: the ``.npz`` beside each metadata shard becomes embeddings tables.
+
+DataComp's ``download_upstream.py --download_npz`` puts ``<shard>.npz`` next to every
+``<shard>.parquet``: float16 arrays ``b32_img``, ``b32_txt`` (OpenAI ViT-B/32) and ``l14_img``,
+``l14_txt`` (OpenAI ViT-L/14), row i of each array belonging to row i of the Parquet shard,
+whose ``clip_b32_similarity_score`` / ``clip_l14_similarity_score`` are the cosine of the two.
+For every model present, ingest writes ``embeddings/<model_id>/`` (the ``embeddings`` schema):
+the shipped vectors as they are and the shipped score, float32 as stored, as ``clip_score``.
+
+Checks, each failing with one line naming the shard: every Parquet shard has its ``.npz`` (or
+none has: metadata only), the same models everywhere, row counts, image and text dims, finite
+vectors, and row order: against an ``uid`` array when the ``.npz`` carries one, else through
+the shipped score, which must be the cosine of the row's two vectors (float16 error is about
+0.001; rows of another order miss by about 0.05).
+
+Plan (driver): file names and ``.npy`` headers only. Import (executors): one task per shard
+reads its uids, scores and arrays, drops the rows ingest rejected or merged (read from the
+rejects and duplicates tables for that file), and commits one part per model; a rerun skips
+shards whose parts exist.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.errors import DatasetError, InputFileError
+from curate.tables import Dataset, load_schema, write_parquet_atomic
+
+# name -> (open_clip model, pretrained tag, Parquet score column)
+MODELS = {
+    "b32": ("ViT-B-32", "openai", "clip_b32_similarity_score"),
+    "l14": ("ViT-L-14", "openai", "clip_l14_similarity_score"),
+}
+ALIGN_TOLERANCE = 0.02  # |shipped score - cosine of the shipped vectors| for a row to line up
+ALIGN_MAX_SHARE = 0.01  # more rows than this share out of line: the .npz is not this shard's
+
+
+def model_id(name: str) -> str:
+    from curate.models import model_id_for
+
+    arch, tag, _ = MODELS[name]
+    return model_id_for(arch, tag)
+
+
+def npz_path(parquet: str) -> Path:
+    return Path(parquet).with_suffix(".npz")
+
+
+def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{array name: (shape, dtype)} from an .npz's member headers (no array data read)."""
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for name in z.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with z.open(name) as f:
+                    version = np.lib.format.read_magic(f)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0(f))
+                out[name[:-4]] = (tuple(shape), str(dtype))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise InputFileError(str(path), f"not a readable .npz ({e})") from e
+    return out
+
+
+def plan_npz_import(inputs: list[dict]) -> dict:
+    """Check every input shard's .npz from its headers; returns the import plan.
+
+    ``inputs``: [{"path", "file_index"}] of the pool's Parquet shards. The plan lists the
+    models found (name -> dim), one task per shard, and the .npz fingerprints (size, mtime).
+    """
+    have = [npz_path(f["path"]).is_file() for f in inputs]
+    if not any(have):
+        return {"models": {}, "tasks": [], "npz": []}
+    if not all(have):
+        missing = inputs[have.index(False)]["path"]
+        raise InputFileError(missing, f"DataComp shard without its embeddings file {npz_path(missing).name} "
+                             f"({have.count(False)} of {len(have)} shards lack one)")
+    models: dict[str, int] | None = None
+    tasks, fingerprints = [], []
+    for f in inputs:
+        npz = npz_path(f["path"])
+        heads = npz_headers(npz)
+        found = {}
+        for name in MODELS:
+            img, txt = heads.get(f"{name}_img"), heads.get(f"{name}_txt")
+            if img is None and txt is None:
+                continue
+            if img is None or txt is None:
+                raise InputFileError(str(npz), f"has {name}_{'img' if img else 'txt'} but not "
+                                     f"{name}_{'txt' if img else 'img'}")
+            for key, (shape, dtype) in ((f"{name}_img", img), (f"{name}_txt", txt)):
+                if len(shape) != 2 or not dtype.lstrip("<>=|").startswith("f"):
+                    raise InputFileError(str(npz), f"{key} must be a 2-D float array, got {dtype} of shape {shape}")
+            if img[0] != txt[0] or img[1] != txt[1]:
+                raise InputFileError(str(npz), f"{name}_img {img[0]} shape {img} and {name}_txt shape {txt} differ")
+            found[name] = img[0]
+        if not found:
+            raise InputFileError(str(npz), f"no embeddings (expected {', '.join(k + '_img/_txt' for k in MODELS)}; "
+                                 f"found {sorted(heads)})")
+        rows = pq.ParquetFile(f["path"]).metadata.num_rows
+        schema = pq.read_schema(f["path"])
+        for name, shape in found.items():
+            if shape[0] != rows:
+                raise InputFileError(str(npz), f"{name}_img has {shape[0]} rows, {Path(f['path']).name} has {rows}")
+            if MODELS[name][2] not in schema.names:
+                raise InputFileError(f["path"], f"no column {MODELS[name][2]} for the {name} embeddings of {npz.name}")
+        dims = {name: int(shape[1]) for name, shape in found.items()}
+        if models is None:
+            models = dims
+        elif dims != models:
+            raise InputFileError(str(npz), f"embeddings {dims} (name: dim) differ from the first shard's {models}")
+        st = npz.stat()
+        fingerprints.append({"path": str(npz), "bytes": st.st_size, "mtime": st.st_mtime})
+        tasks.append({"path": f["path"], "npz": str(npz), "file_index": f["file_index"], "rows": rows})
+    return {"models": models or {}, "tasks": tasks, "npz": fingerprints}
+
+
+# ---------------------------------------------------------------- the per-shard task
+def _removed_rows(root: str, source: str) -> np.ndarray:
+    """Input rows of ``source`` that ingest rejected or merged into an earlier row."""
+    ds = Dataset(root)
+    out = []
+    for table in ("rejects", "duplicates"):
+        shards = ds.shards(table)
+        if not shards:
+            continue
+        # Both tables are sorted by (source_file, source_row): the filter skips other files' row groups.
+        t = pq.read_table([str(p) for p in shards], columns=["source_row"], filters=[("source_file", "=", source)])
+        out.append(t.column(0).to_numpy())
+    return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+
+def _sample_uids(path: str, uid: pa.Array) -> pa.Array:
+    """The samples uid of every row, as ingest assigns it (input uid, else derived)."""
+    if not uid.null_count:
+        return pc.utf8_lower(pc.utf8_trim_whitespace(uid))
+    from curate.text import normalize_text
+    from curate.uid import derive_uids
+
+    t = pq.read_table(path, columns=["url", "text"])
+    url = pc.utf8_trim_whitespace(t.column("url").combine_chunks())
+    text = normalize_text(t.column("text").combine_chunks())
+    derived = derive_uids(url.fill_null("").to_pylist(), text.fill_null("").to_pylist())
+    return pc.coalesce(pc.utf8_lower(pc.utf8_trim_whitespace(uid)), derived)
+
+
+def _check_rows(npz: str, name: str, img: np.ndarray, txt: np.ndarray, scores: np.ndarray,
+                uids: list[str] | None, npz_uids) -> None:
+    for key, x in ((f"{name}_img", img), (f"{name}_txt", txt)):
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise InputFileError(npz, f"{key} row {row} (uid {uids[row] if uids else '?'}): not a finite vector "
+                                 f"({int(bad.sum())} such rows)")
+    if npz_uids is not None:
+        if len(npz_uids) != len(uids) or any(a != b for a, b in zip(npz_uids, uids)):
+            row = next((i for i, (a, b) in enumerate(zip(npz_uids, uids)) if a != b), min(len(npz_uids), len(uids)))
+            raise InputFileError(npz, f"uid order differs from the Parquet shard at row {row}")
+        return
+    a, b = img.astype(np.float32), txt.astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    ok = np.isfinite(scores) & np.isfinite(cos)
+    off = ok & (np.abs(scores - cos) > ALIGN_TOLERANCE)
+    if off.sum() > int(ALIGN_MAX_SHARE * ok.sum()):
+        row = int(np.flatnonzero(off)[0])
+        raise InputFileError(npz, f"rows do not line up with the Parquet shard ({int(off.sum())} of {int(ok.sum())} "
+                             f"rows off; row {row}: shipped {MODELS[name][2]} {scores[row]:.4f}, cosine of its "
+                             f"{name} vectors {cos[row]:.4f}): wrong .npz, or rows in another order")
+
+
+def _fsl(x: np.ndarray) -> pa.Array:
+    flat = pa.array(np.ascontiguousarray(x, dtype=np.float16).reshape(-1), pa.float16())
+    return pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
+
+
+def import_npz_task(task: dict) -> dict:
+    """Write this shard's part of every ``embeddings/<model>`` table (skipped when committed)."""
+    ds = Dataset(task["root"])
+    outs = {name: ds.shard_path(f"embeddings/{mid}", task["file_index"]) for name, mid in task["tables"].items()}
+    if all(p.exists() for p in outs.values()):
+        return {"rows": {name: pq.ParquetFile(p).metadata.num_rows for name, p in outs.items()}, "skipped": 1}
+    path, npz = task["path"], task["npz"]
+    score_cols = [MODELS[name][2] for name in outs]
+    try:
+        meta = pq.read_table(path, columns=["uid", *score_cols])
+    except (pa.ArrowInvalid, OSError, KeyError) as e:
+        raise InputFileError(path, f"cannot read columns uid, {', '.join(score_cols)} ({e})") from e
+    raw_uid = meta.column("uid").combine_chunks().cast(pa.string())
+    uids = _sample_uids(path, raw_uid)
+    try:
+        arrays = np.load(npz, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise InputFileError(npz, f"not a readable .npz ({e})") from e
+    npz_uids = None
+    if "uid" in arrays.files:
+        u = arrays["uid"]
+        npz_uids = ([f"{int(hi):016x}{int(lo):016x}" for hi, lo in u.tolist()] if u.dtype.names
+                    else [str(x).strip().lower() for x in u.tolist()])
+    keep = np.ones(meta.num_rows, dtype=bool)
+    removed = _removed_rows(task["root"], task["source"])
+    keep[removed[removed < meta.num_rows]] = False
+    uid_list = uids.to_pylist()
+    idx = pa.array(np.flatnonzero(keep))
+    kept_uids = uids.take(idx)
+    written = {}
+    for name, out in outs.items():
+        img, txt = arrays[f"{name}_img"], arrays[f"{name}_txt"]
+        if len(img) != meta.num_rows or len(txt) != meta.num_rows:
+            raise InputFileError(npz, f"{name} arrays have {len(img)}/{len(txt)} rows, {Path(path).name} has "
+                                 f"{meta.num_rows}")
+        if img.shape[1] != task["dims"][name] or txt.shape[1] != task["dims"][name]:
+            raise InputFileError(npz, f"{name} dims {img.shape[1]}/{txt.shape[1]}, expected {task['dims'][name]}")
+        col = meta.column(MODELS[name][2]).combine_chunks()
+        scores = col.cast(pa.float32()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+        _check_rows(npz, name, img, txt, scores, uid_list, npz_uids)
+        schema = load_schema("embeddings").arrow(img.shape[1])
+        k = np.flatnonzero(keep)
+        table = pa.Table.from_arrays([kept_uids, _fsl(img[k]), _fsl(txt[k]), pa.array(scores[k], pa.float32())],
+                                     schema=schema)
+        write_parquet_atomic(table, out)
+        written[name] = table.num_rows
+    return {"rows": written, "skipped": 0}
+
+
+def run_npz_import(dataset: Dataset, plan: dict, executor, sources: list[str], kept_samples: int,
+                   resume: bool, runs_dataset: Dataset | None = None) -> dict:
+    """Import every shard's .npz into ``dataset`` (where this ingest run writes its tables;
+    see ``import_npz_task``); checks each table has one row per sample; writes an embed-style
+    run manifest per model to ``runs_dataset`` (default: ``dataset``). Returns outputs per table."""
+    import shutil
+
+    from curate.manifest import RunManifest
+
+    if not plan["models"]:
+        return {}
+    tables = {name: model_id(name) for name in plan["models"]}
+    if not resume:
+        for mid in tables.values():
+            d = dataset.table_dir(f"embeddings/{mid}")
+            if d.exists():
+                shutil.rmtree(d)
+    tasks = [{**t, "root": str(dataset.root), "source": sources[t["file_index"]], "tables": tables,
+              "dims": plan["models"]} for t in plan["tasks"]]
+    results = executor.map_tasks(tasks, import_npz_task, "import DataComp embeddings")
+    outputs = {}
+    for name, mid in tables.items():
+        rows = sum(r["rows"][name] for r in results)
+        if rows != kept_samples:
+            raise DatasetError(f"embeddings/{mid}: {rows} rows imported for {kept_samples} samples")
+        outputs[f"embeddings/{mid}"] = {"rows": rows, "shards": len(tasks),
+                                        "skipped_shards": sum(r["skipped"] for r in results)}
+        arch, tag, column = MODELS[name]
+        m = RunManifest("embed", {"model": arch, "pretrained": tag, "model_id": mid, "source": "datacomp npz",
+                                  "npz_arrays": [f"{name}_img", f"{name}_txt"], "score_column": column})
+        m["counts"] = {"model_id": mid, "embedded": rows, "dim": plan["models"][name]}
+        m["outputs"] = {"embeddings": f"embeddings/{mid}"}
+        m.write(runs_dataset or dataset, name=f"embed-{mid}")
+    return outputs
