@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import io
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def _load_torch(path: Path):
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about protocol 4 before refusing it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as first:
         if not zipfile.is_zipfile(path):
             raise InputFileError(str(path), f"cannot read it weights-only ({str(first).splitlines()[0]})") from first

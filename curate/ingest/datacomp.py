@@ -99,8 +99,8 @@ def plan_npz_import(inputs: list[dict]) -> dict:
             for key, (shape, dtype) in ((f"{name}_img", img), (f"{name}_txt", txt)):
                 if len(shape) != 2 or not dtype.lstrip("<>=|").startswith("f"):
                     raise InputFileError(str(npz), f"{key} must be a 2-D float array, got {dtype} of shape {shape}")
-            if img[0] != txt[0] or img[1] != txt[1]:
-                raise InputFileError(str(npz), f"{name}_img {img[0]} shape {img} and {name}_txt shape {txt} differ")
+            if img[0] != txt[0]:
+                raise InputFileError(str(npz), f"{name}_img shape {img[0]} and {name}_txt shape {txt[0]} differ")
             found[name] = img[0]
         if not found:
             raise InputFileError(str(npz), f"no embeddings (expected {', '.join(k + '_img/_txt' for k in MODELS)}; "
