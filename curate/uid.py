@@ -46,9 +46,13 @@ def normalize_uid(value: str) -> str | None:
 
 def uids_to_datacomp(uids: Iterable[str]) -> np.ndarray:
     """Sorted ``u8,u8`` array (DataComp's subset format) from hex uids; duplicates kept."""
-    ints = [int(u, 16) for u in uids]
-    arr = np.empty(len(ints), dtype=DATACOMP_DTYPE)
-    if ints:
+    uids = list(uids)
+    arr = np.empty(len(uids), dtype=DATACOMP_DTYPE)
+    if uids and all(len(u) == 32 for u in uids):  # the usual case: one hex decode for all
+        words = np.frombuffer(bytes.fromhex("".join(uids)), dtype=">u8").reshape(-1, 2)
+        arr["f0"], arr["f1"] = words[:, 0], words[:, 1]
+    elif uids:
+        ints = [int(u, 16) for u in uids]
         arr["f0"] = np.array([i >> 64 for i in ints], dtype=np.uint64)
         arr["f1"] = np.array([i & 0xFFFFFFFFFFFFFFFF for i in ints], dtype=np.uint64)
     arr.sort(order=["f0", "f1"])

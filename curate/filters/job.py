@@ -40,28 +40,33 @@ STAT_COLUMNS = ["language", "language_score", "word_count", "char_count", "token
 
 
 # ---------------------------------------------------------------- frame readers (run in tasks)
-def base_schema(with_text: bool) -> pa.Schema:
+def base_schema(with_text: bool, with_stats: bool = True) -> pa.Schema:
     fields = [pa.field("uid", pa.string()), pa.field("original_width", pa.int32()),
               pa.field("original_height", pa.int32())]
     if with_text:
         fields.append(pa.field("text", pa.string()))
+    if not with_stats:
+        return pa.schema(fields)
     ts = load_schema("text_stats").arrow()
     return pa.schema(fields + [ts.field(c).with_nullable(True) for c in STAT_COLUMNS])
 
 
 def read_base(task: dict):
-    """samples shard i beside text_stats shard i (same rows, same order)."""
+    """samples shard i beside text_stats shard i (same rows, same order); without text_stats
+    when no filter of the run reads them (``stats_shard`` None)."""
     src, stats = task["samples_shard"], task["stats_shard"]
     cols = SAMPLE_COLUMNS + (["text"] if task["with_text"] else [])
     try:
         s = pq.read_table(src, columns=cols)
     except (pa.ArrowInvalid, OSError, KeyError) as e:
         raise InputFileError(src, f"cannot read columns {', '.join(cols)} ({e})") from e
-    t = pq.read_table(stats, columns=["uid"] + STAT_COLUMNS)
-    if t.num_rows != s.num_rows or not t.column("uid").equals(s.column("uid")):
-        raise DatasetError(f"{stats} does not match {src} row for row; rerun with --recompute-stats")
-    schema = base_schema(task["with_text"])
-    arrays = [s.column(c).cast(schema.field(c).type) for c in cols] + [t.column(c) for c in STAT_COLUMNS]
+    schema = base_schema(task["with_text"], stats is not None)
+    arrays = [s.column(c).cast(schema.field(c).type) for c in cols]
+    if stats is not None:
+        t = pq.read_table(stats, columns=["uid"] + STAT_COLUMNS)
+        if t.num_rows != s.num_rows or not t.column("uid").equals(s.column("uid")):
+            raise DatasetError(f"{stats} does not match {src} row for row; rerun with --recompute-stats")
+        arrays += [t.column(c) for c in STAT_COLUMNS]
     yield from pa.Table.from_arrays(arrays, schema=schema).to_batches(max_chunksize=65536)
 
 
@@ -265,9 +270,15 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
                                "engine": executor.name, "rows_per_shard": rows_per_shard})
     m["inputs"] = [{"table": "samples", "rows": dataset.count("samples"), "shards": len(shards)}]
 
+    # Score-only runs (clip_score, laion2b with gcld3) read no caption statistics: no fastText pass.
+    with_stats = any(s.name in ("basic", "text_based", "image_based")
+                     or (s.name == "laion2b" and s.params["lang_id"] == "fasttext") for s in specs)
     with m.stage("text_stats"):
-        ts = text_stats.compute_text_stats(dataset, executor, lid_model, recompute=recompute_stats)
-    m["inputs"].append({"lid_model": file_fingerprint(ts["lid_model"])})
+        if with_stats:
+            ts = text_stats.compute_text_stats(dataset, executor, lid_model, recompute=recompute_stats)
+            m["inputs"].append({"lid_model": file_fingerprint(ts["lid_model"])})
+        else:
+            ts = {"rows": m["inputs"][0]["rows"], "shards": 0, "skipped_shards": 0, "not_needed": True}
 
     plan, ctxs, resolved = _Plan(), [], {}
     with m.stage("prepare"):
@@ -282,7 +293,8 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
     with m.stage("decide"):
         with_text = any(s.name == "text_based" or (s.name == "laion2b" and s.params["lang_id"] == "gcld3")
                         for s in specs)
-        base = frames.from_tasks(_base_tasks(dataset, shards, with_text), read_base, base_schema(with_text))
+        base = frames.from_tasks(_base_tasks(dataset, shards, with_text, with_stats), read_base,
+                                 base_schema(with_text, with_stats))
         if any(s.name == "basic" for s in specs) and dataset.has_table("downloads"):
             tasks = [{"path": str(p)} for p in dataset.shards("downloads")]
             base = frames.join(base, frames.from_tasks(tasks, read_downloads, DOWNLOAD_SCHEMA))
@@ -305,8 +317,9 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
     return m.data
 
 
-def _base_tasks(dataset: Dataset, shards: list[Path], with_text: bool) -> list[dict]:
-    return [{"samples_shard": str(p), "stats_shard": str(dataset.shard_path("text_stats", i)), "with_text": with_text}
+def _base_tasks(dataset: Dataset, shards: list[Path], with_text: bool, with_stats: bool = True) -> list[dict]:
+    return [{"samples_shard": str(p), "with_text": with_text,
+             "stats_shard": str(dataset.shard_path("text_stats", i)) if with_stats else None}
             for i, p in enumerate(shards)]
 
 
