@@ -50,7 +50,7 @@ class IngestRules:
     max_size: int = 1 << 20  # a stated width/height above this is not a real image size
     # Faithful mode (default for DataComp input): captions stored as given, stated sizes kept
     # whatever they are (the filters judge them), rows with distinct input uids never merged.
-    # Differences from the default mode are listed in docs/ingest.md.
+    # Differences from the default mode are listed in docs/filters.md (Faithful mode).
     faithful: bool = False
 
     def to_dict(self) -> dict:

@@ -116,7 +116,7 @@ def pool(shared_data, tmp_path_factory):
     sizes = [640, 200, 199, 0, 1024, 256, 300, 900, 601]
     width = pd.array(rng.choice(sizes, n), dtype="Int64")
     height = pd.array(rng.choice(sizes, n), dtype="Int64")
-    width[7], height[8], width[9], height[9] = pd.NA, pd.NA, 0, 0
+    width[7], height[8], width[9], height[9], width[13] = pd.NA, pd.NA, 0, 0, -5
     scores = {m: scores_with_edges(rng, n) for m in DIMS}
     scores["b32"][11] = np.nan
     centers = unit(rng, CENTERS, DIMS["l14"])
@@ -284,6 +284,7 @@ def test_import_keeps_the_pool_as_shipped(pool, imported):
     assert all(raw[u] == t for u, t in zip(samples.uid, samples.text))  # captions stored raw
     assert any("\x07" in t or "\u00a0" in t for t in samples.text)
     assert (samples.original_width == 0).sum() >= 1 and samples.original_width.isna().sum() >= 1
+    assert (samples.original_width < 0).sum() == 1  # kept: basic judges it
     # Repeated (url, text) under distinct uids: all kept, reported as a table.
     rep = ds.read("url_text_duplicates").to_pylist()
     assert {r["source_row"] for r in rep if r["source_file"].endswith("00000000.parquet")} >= {4, 38, 41}
