@@ -30,7 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import DatasetError, InputFileError
-from curate.tables import Dataset, load_schema, write_parquet_atomic
+from curate.tables import Dataset, load_schema
+from curate.tables.dataset import PARQUET_OPTIONS, atomic_path
 
 # name -> (open_clip model, pretrained tag, Parquet score column)
 MODELS = {
@@ -226,7 +227,8 @@ def import_npz_task(task: dict) -> dict:
         k = np.flatnonzero(keep)
         table = pa.Table.from_arrays([kept_uids, _fsl(img[k]), _fsl(txt[k]), pa.array(scores[k], pa.float32())],
                                      schema=schema)
-        write_parquet_atomic(table, out)
+        with atomic_path(out) as tmp:  # fixed options; no dictionaries: vectors and uids are unique (3x faster)
+            pq.write_table(table, tmp, row_group_size=65536, **{**PARQUET_OPTIONS, "use_dictionary": False})
         written[name] = table.num_rows
     return {"rows": written, "skipped": 0}
 
