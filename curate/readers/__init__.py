@@ -192,8 +192,8 @@ def _folder_files(root: Path, fmt: str | None, exclude: list[Path], scan: InputS
             continue
         stem = e.name[: -len("_stats.json")] if e.name.endswith("_stats.json") else e.stem
         if fmt == "datacomp" and ext == ".npz" and (e.parent, stem) in shard_stems:
-            scan.skipped.append(SkippedFile(str(e), COVERED, f"DataComp embeddings of {stem}.parquet: imported "
-                                            "into embeddings/<model> (curate.ingest.datacomp)"))
+            scan.skipped.append(SkippedFile(str(e), COVERED, f"not sample rows: the embeddings of {stem}.parquet, "
+                                            "read by the DataComp import into embeddings/<model>"))
             continue
         if (e.parent, stem) in shard_stems and ext in (".tar", ".json"):
             scan.skipped.append(SkippedFile(str(e), COVERED, f"img2dataset shard {'stats' if ext == '.json' else 'tar'}: "
