@@ -22,7 +22,7 @@ app = typer.Typer(
     name="curate",
     help="Curate web image-text pools into CLIP training sets: ingest, download, embed, "
     "filter, dedup, balance, select, reshard, train, evaluate, report. "
-    "Every job runs on Spark (local mode by default; --master for a cluster).",
+    "Small pools run in-process, larger ones on Spark (--engine auto; --master for a cluster).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -39,6 +39,15 @@ def _load_commands() -> None:
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="Show Spark's INFO logs (quiet by default: WARN and above)."),
+) -> None:
+    if verbose:
+        os.environ["CURATE_VERBOSE"] = "1"  # read by curate.engine.spark.get_session
 
 
 _load_commands()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
@@ -13,9 +14,10 @@ MasterOpt = typer.Option(
 ConfOpt = typer.Option(
     [], "--conf", help="Spark setting KEY=VALUE, repeatable (e.g. spark.executor.memory=8g).")
 EngineOpt = typer.Option(
-    "spark", "--engine",
-    help="spark (default: the one engine at scale) or local (plain in-process loop, no JVM; "
-    "for debugging and GPU boxes without Spark).")
+    "auto", "--engine",
+    help="auto (default): in-process for a dataset of at most CURATE_LOCAL_MAX_ROWS samples "
+    "(200,000), Spark above that and whenever --master/--conf is given or under spark-submit; "
+    "spark; or local (plain in-process loop, no JVM). Same output bytes either way.")
 
 
 def parse_conf(conf: list[str]) -> dict[str, str]:
@@ -28,17 +30,30 @@ def parse_conf(conf: list[str]) -> dict[str, str]:
     return out
 
 
-def open_executor(engine: str, master: Optional[str], conf: list[str], app_name: str):
-    """The executor for a job: SparkExecutor (default) or LocalExecutor."""
+def open_executor(engine: str, master: Optional[str], conf: list[str], app_name: str,
+                  dataset: Optional[str] = None):
+    """The executor for a job: LocalExecutor or SparkExecutor, ``engine`` auto/local/spark.
+
+    ``auto`` sizes the job by the samples in ``dataset`` (a folder); see
+    ``curate.engine.auto_engine`` for the rule."""
+    from curate.engine import ENGINES, auto_engine
+
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "auto":
+        engine, why = auto_engine(master=master, conf=conf, dataset=dataset)
+        if os.environ.get("CURATE_VERBOSE"):
+            from curate.progress import info
+
+            info(f"engine auto: {engine} ({why})")
     if engine == "local":
         from curate.engine import LocalExecutor
 
         return LocalExecutor(progress=True)
-    if engine != "spark":
-        raise typer.BadParameter(f"--engine must be spark or local, got {engine!r}")
     from curate.engine.spark import SparkExecutor, get_session, ui_url
     from curate.progress import info
 
     spark = get_session(master=master, conf=parse_conf(conf), app_name=app_name)
-    info(f"Spark UI: {ui_url(spark)} (master {spark.sparkContext.master})")
+    if ui_url(spark):
+        info(f"Spark UI: {ui_url(spark)} (master {spark.sparkContext.master})")
     return SparkExecutor(spark)

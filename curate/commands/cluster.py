@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         if g is None:
             raise typer.BadParameter(f"--gpu must be auto, yes or no, got {gpu!r}")
         hold_dataset_lock(dataset)  # one writer per dataset
-        executor = open_executor(engine, master, conf, "curate-cluster")
+        executor = open_executor(engine, master, conf, "curate-cluster", dataset=dataset)
         r = run_cluster(ds, model, k, name=name, embedding=embedding, niter=niter, seed=seed, spherical=spherical,
                         max_points_per_centroid=max_points_per_centroid, sample_size=sample_size, gpu=g,
                         executor=executor, input_uids=subset_uids(ds, subset))

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
 
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
-        ex = open_executor(engine, master, conf, "curate-decontaminate")
+        ex = open_executor(engine, master, conf, "curate-decontaminate", dataset=dataset)
         r = run_decontaminate(ds, model or default_model_id(ds), eval_source, threshold, run=name,
                               model_name=eval_model, pretrained=eval_pretrained,
                               input_uids=input_uids(ds, subset), executor=ex, output=output)

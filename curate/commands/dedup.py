@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
-        ex = open_executor(engine, master, conf, "curate-dedup-semantic")
+        ex = open_executor(engine, master, conf, "curate-dedup-semantic", dataset=dataset)
         echo_result(run_semdedup(ds, clusters, eps, run=name, keep=keep, seed=seed, input_uids=input_uids(ds, subset),
                                  executor=ex, output=output))
 
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
 
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
-        ex = open_executor(engine, master, conf, "curate-dedup-exact")
+        ex = open_executor(engine, master, conf, "curate-dedup-exact", dataset=dataset)
         echo_result(run_exact_dedup(ds, run=name, input_uids=input_uids(ds, subset), executor=ex, output=output))
 
     @dedup.command("near")
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
 
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
-        ex = open_executor(engine, master, conf, "curate-dedup-near")
+        ex = open_executor(engine, master, conf, "curate-dedup-near", dataset=dataset)
         echo_result(run_near_dedup(ds, model or default_model_id(ds), threshold, run=name, keep_by=keep_by,
                                    embedding=embedding, clusters=clusters, nprobe=nprobe,
                                    input_uids=input_uids(ds, subset), executor=ex, output=output))

@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         opts.check()
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
-        executor = open_executor(engine, master, conf, "curate-download")
+        executor = open_executor(engine, master, conf, "curate-download", dataset=dataset)
         stats = run_download(ds, executor, opts, retry_failed=retry_failed,
                              retry_classes=list(retry_class) or None)
         if stats.get("skipped"):

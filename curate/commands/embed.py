@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
                             batch_size=batch_size, threads=threads, seed=seed, limit_shards=limit_shards,
                             fast_decode=fast_decode, decode=decode)
         hold_dataset_lock(dataset)  # one writer per dataset
-        executor = open_executor(engine, master, conf, "curate-embed")
+        executor = open_executor(engine, master, conf, "curate-embed", dataset=dataset)
         stats = run_embed(Dataset(dataset), executor, opts)
         info(f"embed {stats['model_id']}: {stats['embedded']} embedded, {stats['failed']} failed, "
              f"{stats['shards_skipped']} of {stats['shards']} shards already done")

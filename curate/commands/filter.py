@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
 
         specs = [parse_filter(f) for f in filters]
         hold_dataset_lock(dataset)  # one writer per dataset
-        executor = open_executor(engine, master, conf, app_name="curate-filter")
+        executor = open_executor(engine, master, conf, app_name="curate-filter", dataset=dataset)
         result = run_filters(Dataset(dataset), specs, executor, name=name, lid_model=lid_model,
                              recompute_stats=recompute_stats, rows_per_shard=rows_per_shard)
         c = result["counts"]

@@ -63,7 +63,8 @@ def register(app: typer.Typer) -> None:
         )
         hold_dataset_lock(output, create=True)  # one writer per dataset
         spark = get_session(master=master, conf=parse_conf(conf), app_name="curate-ingest")
-        info(f"Spark UI: {ui_url(spark)}")
+        if ui_url(spark):
+            info(f"Spark UI: {ui_url(spark)}")
         result = run_ingest(spark, cfg)
         c = result["counts"]
         info(f"ingest: {c['input_rows']} rows in -> {c['kept']} samples, {c['duplicates']} duplicates, "

@@ -55,7 +55,7 @@ def build(
         info("metadata: no bigram corpus (--dataset or --bigram-corpus), so no bigrams")
     executor = None
     if ds is not None and bigrams and not corpus:
-        executor = open_executor(engine, master, conf, "curate-metadata-build")
+        executor = open_executor(engine, master, conf, "curate-metadata-build", dataset=dataset)
     result = run_build(output, numbers=numbers, wordnet=wordnet, wordnet_dir=wordnet_dir,
                        wordfreq_top=wordfreq_top or None, wordfreq_min_frequency=wordfreq_min_frequency,
                        wordfreq_list=wordfreq_list, dataset=ds, corpus=list(corpus), corpus_column=corpus_column,
@@ -86,7 +86,7 @@ def match(
     from curate.tables import Dataset
 
     hold_dataset_lock(dataset)  # one writer per dataset
-    executor = open_executor(engine, master, conf, "curate-metadata-match")
+    executor = open_executor(engine, master, conf, "curate-metadata-match", dataset=dataset)
     result = run_match(Dataset(dataset), metadata, executor, batch_size=batch_size, resume=resume,
                        params={"engine": engine, "master": master})
     c = result["counts"]
@@ -122,7 +122,7 @@ def balance(
     if t <= 0:
         raise typer.BadParameter("--t must be positive")
     hold_dataset_lock(dataset)  # one writer per dataset
-    executor = open_executor(engine, master, conf, "curate-metadata-balance")
+    executor = open_executor(engine, master, conf, "curate-metadata-balance", dataset=dataset)
     result = run_balance(Dataset(dataset), executor, t=t, t_reference_pool=t_reference_pool, seed=seed,
                          name=name, batch_size=batch_size, params={"engine": engine, "master": master})
     c = result["counts"]

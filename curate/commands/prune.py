@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
 
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
-        ex = open_executor(engine, master, conf, "curate-prune-dbp")
+        ex = open_executor(engine, master, conf, "curate-prune-dbp", dataset=dataset)
         echo_result(run_prune(ds, clusters, keep_fraction, method="dbp", run=name, keep=keep, seed=seed,
                               temperature=temperature, balance_ratio=balance_ratio, n_neighbors=neighbors,
                               input_uids=input_uids(ds, subset), executor=ex, output=output))
@@ -70,6 +70,6 @@ def register(app: typer.Typer) -> None:
 
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
-        ex = open_executor(engine, master, conf, "curate-prune-ssp")
+        ex = open_executor(engine, master, conf, "curate-prune-ssp", dataset=dataset)
         echo_result(run_prune(ds, clusters, keep_fraction, method="ssp", run=name, keep=keep, seed=seed,
                               input_uids=input_uids(ds, subset), executor=ex, output=output))

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
 
         output = output and check_output_path(output, dataset, "--output")
         hold_dataset_lock(dataset)  # one writer per dataset
-        executor = open_executor(engine, master, conf, "curate-reshard")
+        executor = open_executor(engine, master, conf, "curate-reshard", dataset=dataset)
         meta = reshard(dataset, subset, output, subset_file=subset_file, shard_size=shard_size,
                        shuffle=shuffle, seed=seed, overwrite=overwrite, executor=executor)
         c = meta["counts"]

@@ -8,8 +8,11 @@
 A task is a JSON-able dict. A task function takes the task and returns a JSON-able dict of
 stats (counts that add up across tasks); it reads and writes its own shards with pyarrow,
 committing each output atomically, so a rerun can skip tasks whose outputs exist.
+
+``auto_engine`` picks one for ``--engine auto`` (the CLI default): in-process for small pools,
+Spark for large ones and whenever a cluster is named (docs/engine.md).
 """
 
-from curate.engine.base import Executor, LocalExecutor, worker_cache
+from curate.engine.base import ENGINES, Executor, LocalExecutor, auto_engine, local_max_rows, worker_cache
 
-__all__ = ["Executor", "LocalExecutor", "worker_cache"]
+__all__ = ["ENGINES", "Executor", "LocalExecutor", "auto_engine", "local_max_rows", "worker_cache"]

@@ -57,11 +57,12 @@ class StageContext:
     _executor: Any = None
 
     def executor(self):
-        """The job executor (Spark by default), opened once per recipe run."""
+        """The job executor (``engine``: auto, local or spark), opened once per recipe run."""
         if self._executor is None:
             from curate.commands._common import open_executor
 
-            self._executor = open_executor(self.engine, self.master, self.conf, app_name="curate-run")
+            self._executor = open_executor(self.engine, self.master, self.conf, app_name="curate-run",
+                                           dataset=str(self.dataset.root))
         return self._executor
 
     @property
