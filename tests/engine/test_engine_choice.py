@@ -154,3 +154,22 @@ def test_a_spark_job_prints_no_noise_and_verbose_brings_info_back(tmp_path):
     # from the first job on, -v shows INFO.
     assert re.search(r" INFO (SparkContext|DAGScheduler|TaskSetManager|Executor): ", loud.stderr), loud.stderr[-2000:]
     assert (tmp_path / "quiet" / "samples").is_dir() and (tmp_path / "loud" / "samples").is_dir()
+
+
+@pytest.mark.slow
+def test_under_spark_submit_the_jobs_print_no_info(tmp_path):
+    """spark-submit's own JVM start-up lines come before curate runs (docs/engine.md); once
+    the session exists curate's levels apply, so the job itself logs nothing at INFO."""
+    import pyspark
+
+    ds = make_pool(tmp_path / "pool", n=20)
+    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CURATE_VERBOSE", "PYSPARK_GATEWAY"))}
+    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    r = subprocess.run([str(submit), "--master", "local[1]", str(REPO / "jobs" / "filter.py"), str(ds.root),
+                        "-f", "basic", "--name", "submitted"], capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "kept" in r.stdout + r.stderr and (ds.root / "subsets" / "submitted").is_dir()
+    job_info = [line for line in r.stderr.splitlines()
+                if re.search(r" INFO (DAGScheduler|TaskSetManager|CodeGenerator|SparkContext: Starting job|Executor: Running task)", line)]
+    assert not job_info, job_info[:5]
