@@ -31,6 +31,10 @@ def register(app: typer.Typer) -> None:
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace another run in --output."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Show open_clip_train's log on the console."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="A live line: step, samples seen, "
+                                      "loss, samples/s, ETA (verbose or not)."),
+        progress_every: float = typer.Option(10.0, "--progress-every", help="Seconds between progress lines when "
+                                             "stderr is not a terminal (a terminal gets one updating line)."),
         nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Ranks on this node (GPUs; on CPU, gloo "
                                                                        "processes). Above 1: torchrun."),
         nnodes: int = typer.Option(1, "--nnodes", help="Nodes in the run (run the same command on each)."),
@@ -53,7 +57,8 @@ def register(app: typer.Typer) -> None:
         info = train(data, output, preset, seed=seed, samples_seen=samples_seen, batch_size=batch_size, lr=lr,
                      warmup=warmup, checkpoints=checkpoints, model=model, pretrained=pretrained, workers=workers,
                      device=device, precision=precision, threads=threads, extra_args=list(ctx.args),
-                     overwrite=overwrite, verbose=verbose, launch=launch, local_loss=local_loss)
+                     overwrite=overwrite, verbose=verbose, launch=launch, local_loss=local_loss,
+                     progress=progress, progress_every_s=progress_every)
         if "model" not in info:  # a node other than 0: node 0 writes the run's files
             typer.echo(f"train: node {info['node_rank']}'s ranks finished ({info['world_size']} ranks in all); "
                        f"node 0 writes {info['output']}")

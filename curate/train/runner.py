@@ -36,6 +36,7 @@ from curate.train.launch import (Launch, align_resume_checkpoint, clear_rank_rec
                                  per_rank_batch, rank_environment, rank_record, read_rank_records,
                                  torchrun_command, write_rank_record)
 from curate.train.presets import Preset, get_preset
+from curate.train.progress import TrainProgress
 
 
 class TrainError(CurateError):
@@ -283,14 +284,17 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
           model: str | None = None, pretrained: str | None = None, workers: int = 0,
           device: str | None = "auto", precision: str | None = "auto", threads: int | None = None,
           extra_args: list[str] | tuple = (), overwrite: bool = False, verbose: bool = False,
-          launch: Launch | None = None, local_loss: bool | None = None) -> dict:
+          launch: Launch | None = None, local_loss: bool | None = None, progress: bool = True,
+          progress_every_s: float = 10.0) -> dict:
     """Train a CLIP model on WebDataset shards with a scale preset; returns ``train.json``'s content.
 
     Same call again: returns the finished run, or resumes an interrupted one from its latest
     checkpoint (with any world size). A different configuration in a used folder needs
     ``overwrite=True``. ``launch`` (a :class:`~curate.train.launch.Launch`): several ranks under
     torchrun; on a node other than 0 the call returns ``{"node_rank", "world_size", "output"}``
-    once its ranks finished, and node 0 writes the run's files.
+    once its ranks finished, and node 0 writes the run's files. ``progress``: a live line (step,
+    samples seen, loss, samples/s, ETA) on stderr, verbose or not (:mod:`curate.train.progress`);
+    a plain line every ``progress_every_s`` seconds when stderr is not a terminal.
     """
     output = Path(output).resolve()
     launch = launch or Launch()
@@ -318,15 +322,19 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
             align_resume_checkpoint(output / "checkpoints", distributed=True)
 
     t0 = time.perf_counter()
-    if launch.uses_torchrun:
-        rc = _launch_torchrun(launch, rank_argv, output, dev, threads, verbose)
-        if launch.node_rank != 0:
-            return _node_result(launch, output)
-    else:
-        epochs: list[dict] = []
-        rc = run_open_clip_train(rank_argv, threads, verbose, epochs=epochs)
-        if rc != -1:
-            write_rank_record(output, rank_record(0, 0, 1, dev, epochs))
+    live = (TrainProgress(output / "out.log", steps["steps_per_epoch"], global_batch, steps["epochs"],
+                          every_s=progress_every_s)
+            if progress and launch.node_rank == 0 else contextlib.nullcontext())
+    with live:
+        if launch.uses_torchrun:
+            rc = _launch_torchrun(launch, rank_argv, output, dev, threads, verbose)
+        else:
+            epochs: list[dict] = []
+            rc = run_open_clip_train(rank_argv, threads, verbose, epochs=epochs)
+            if rc != -1:
+                write_rank_record(output, rank_record(0, 0, 1, dev, epochs))
+    if launch.uses_torchrun and launch.node_rank != 0:
+        return _node_result(launch, output)
     wall = time.perf_counter() - t0
     final = output / "checkpoints" / f"epoch_{steps['epochs']}.pt"
     if rc == -1 or not final.exists():
