@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command("embed")
     def embed(
         dataset: str = typer.Argument(..., help="Dataset folder with downloaded image shards (`curate download`)."),
-        model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name (`curate models` lists them; curate-tiny and curate-small are built in)."),
+        model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name (`curate models` lists them; curate-tiny and curate-small are built in), or a scorer: its name in DATASET/scorers/ or its folder (`curate scorer train`)."),
         pretrained: Optional[str] = typer.Option(None, "--pretrained", "-p", help="open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local checkpoint file. Without it: random weights from --seed."),
         device: str = typer.Option("auto", "--device", help="auto (the Spark task's GPU, else cuda if visible, else cpu), cpu, cuda, cuda:N."),
         precision: str = typer.Option("auto", "--precision", help="auto, fp32, amp_bf16, amp_fp16, bf16, fp16."),

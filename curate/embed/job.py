@@ -20,7 +20,7 @@ from __future__ import annotations
 import tarfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -276,6 +276,7 @@ def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
     """Embed every complete image shard of ``dataset``; returns counts (also in the run manifest)."""
     from curate.manifest import RunManifest
     from curate.models import model_id_for, register_configs
+    from curate.models.scorers import resolve_scorer
 
     register_configs()
     if opts.decode not in ("pil", "tensor"):
@@ -285,16 +286,21 @@ def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
         raise DatasetError(f"{dataset.root} has no downloaded image shards; run `curate download` first")
     if opts.limit_shards:
         shards = shards[: opts.limit_shards]
+    scorer = resolve_scorer(opts.model, dataset.root) if opts.pretrained is None else None
+    if scorer is not None:  # a trained scorer by name (`curate scorer train`): its arch + weights
+        opts = replace(opts, model=scorer.arch, pretrained=str(scorer.checkpoint))
     model_id = model_id_for(opts.model, opts.pretrained, opts.seed)
     emb_name, fail_name = table_names(model_id)
-    manifest = RunManifest("embed", {**asdict(opts), "model_id": model_id, "engine": getattr(executor, "name", "?")})
+    manifest = RunManifest("embed", {**asdict(opts), "model_id": model_id, "engine": getattr(executor, "name", "?"),
+                                     "scorer": ({"name": scorer.name, "folder": str(scorer.folder)}
+                                                if scorer is not None else None)})
     digits = shard_digits(dataset)
     tasks = [{"root": str(dataset.root), "shard_id": s, "digits": digits, "model_id": model_id, "opts": asdict(opts)}
              for s in shards]
     with manifest.stage("embed"):
         results = executor.map_tasks(tasks, run_shard_task, description=f"embed {model_id}")
     done = [r for r in results if not r["skipped"]]
-    stats = {"model_id": model_id, "shards": len(shards), "shards_skipped": len(results) - len(done),
+    stats = {"model_id": model_id, **({"scorer": scorer.name} if scorer is not None else {}), "shards": len(shards), "shards_skipped": len(results) - len(done),
              "embedded": dataset.count(emb_name), "failed": dataset.count(fail_name)}
     if dataset.has_table("downloads"):
         import pyarrow.compute as pc

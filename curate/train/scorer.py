@@ -1,0 +1,245 @@
+"""``curate scorer train``: a data-filtering network (DFN) trained on a trusted seed set.
+
+After Apple's "Data Filtering Networks" (Fang et al., 2023): a CLIP model trained on a small set
+of high-quality image-text pairs scores a large pool by its CLIP score (the cosine of its image
+and text embeddings); filtering the pool on that score keeps pairs that look like the seed set.
+curate trains the DFN with the reference trainer (open_clip_train, a scale preset; ``tiny`` by
+default, which runs on a laptop CPU) and stores it as ``DATASET/scorers/<name>/``:
+
+    scorer.json     manifest: name, arch, checkpoint, model_id, seed set, preset, samples seen, loss
+    <name>.pt       the weights (a hard link to run/model.pt); embeddings/<arch>__<name>-<hash>/
+    seed/           the seed set as WebDataset shards, when it had to be packed (image folder, subset)
+    run/            the training run (out.log, checkpoints/, model.pt, train.json)
+
+The seed set is one of:
+
+- a folder of image files with captions beside them (``cat.jpg`` + ``cat.txt``), packed into
+  shards; every file is counted: packed, or skipped with a reason (``seed/packing.json``);
+- the name of a subset of the dataset (``curate select`` / a recipe), resharded into ``seed/``;
+- WebDataset shards: a folder of ``.tar`` files, one ``.tar``, a brace pattern or ``::`` list,
+  or a text file listing shard paths or URLs, one a line.
+
+``curate embed DS --model <name>`` then embeds with the scorer (:mod:`curate.models.scorers`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from curate.errors import CurateError
+from curate.manifest import code_version
+from curate.models.scorers import MANIFEST, check_scorer_name, list_scorers
+from curate.tables import Dataset, atomic_write_bytes
+
+IMAGE_EXTS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
+PACK_SHARD_SIZE = 10_000
+
+
+class ScorerError(CurateError):
+    """A scorer cannot be trained from what was given."""
+
+
+# ---------------------------------------------------------------- seed sets
+def seed_kind(dataset: Dataset, seed_set: str) -> str:
+    """What ``seed_set`` is: ``images`` (image + caption files), ``subset``, ``webdataset`` or ``list``."""
+    p = Path(seed_set)
+    if p.is_dir():
+        if any(p.glob("*.tar")):
+            return "webdataset"
+        if any(q.suffix.lower() in IMAGE_EXTS for q in p.iterdir()):
+            return "images"
+        raise ScorerError(f"seed set {p}: a folder with neither .tar shards nor image files (with .txt captions)")
+    if p.is_file():
+        return "webdataset" if p.suffix == ".tar" else "list"
+    if "{" in seed_set or "::" in seed_set:
+        return "webdataset"
+    if (dataset.root / "subsets" / seed_set / "uids.parquet").exists():
+        return "subset"
+    from curate.subset import list_subsets
+
+    known = ", ".join(list_subsets(dataset)) or "none"
+    raise ScorerError(f"seed set {seed_set!r} is neither a folder, a shard file or list, nor a subset of "
+                      f"{dataset.root} (subsets: {known})")
+
+
+def pack_image_folder(folder: Path, out: Path, shard_size: int = PACK_SHARD_SIZE) -> dict:
+    """Image files with a ``<stem>.txt`` caption beside them -> WebDataset shards in ``out``.
+
+    Sorted by file name, so the same folder packs into the same shards. Every file ends in one
+    count: ``packed``, or ``no_caption`` / ``empty_caption`` / ``unreadable_image`` for an image,
+    ``caption_without_image`` for a lone ``.txt``; other files are ``other_file``.
+    """
+    import webdataset as wds
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    stems_with_image = {p.stem for p in files if p.suffix.lower() in IMAGE_EXTS}
+    counts = {"packed": 0, "no_caption": 0, "empty_caption": 0, "unreadable_image": 0,
+              "caption_without_image": 0, "other_file": 0}
+    skipped: list[dict] = []
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.tar"):
+        old.unlink()
+    sizes: dict[str, int] = {}
+    writer, shard = None, -1
+
+    def skip(p: Path, reason: str) -> None:
+        counts[reason] += 1
+        if len(skipped) < 1000:
+            skipped.append({"file": p.name, "reason": reason})
+
+    try:
+        for p in files:
+            ext = IMAGE_EXTS.get(p.suffix.lower())
+            if ext is None:
+                if p.suffix.lower() == ".txt":
+                    if p.stem not in stems_with_image:
+                        skip(p, "caption_without_image")
+                else:
+                    skip(p, "other_file")
+                continue
+            cap = p.with_suffix(".txt")
+            if not cap.is_file():
+                skip(p, "no_caption")
+                continue
+            caption = cap.read_text(encoding="utf-8", errors="replace").strip()
+            if not caption:
+                skip(p, "empty_caption")
+                continue
+            data = p.read_bytes()
+            try:
+                import io
+
+                with Image.open(io.BytesIO(data)) as im:
+                    im.verify()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                skip(p, "unreadable_image")
+                continue
+            if counts["packed"] % shard_size == 0:
+                if writer is not None:
+                    writer.close()
+                shard += 1
+                writer = wds.TarWriter(str(out / f"{shard:08d}.tar"), encoder=False)
+                sizes[f"{shard:08d}.tar"] = 0
+            writer.write({"__key__": f"{counts['packed']:09d}", ext: data, "txt": caption.encode("utf-8")})
+            sizes[f"{shard:08d}.tar"] += 1
+            counts["packed"] += 1
+    finally:
+        if writer is not None:
+            writer.close()
+    report = {"source": str(folder), "files": len(files), "counts": counts, "skipped": skipped}
+    if not counts["packed"]:
+        raise ScorerError(f"seed set {folder}: no image has a non-empty .txt caption beside it "
+                          f"({json.dumps(counts)})")
+    atomic_write_bytes(out / "sizes.json", json.dumps(sizes, sort_keys=True).encode())
+    atomic_write_bytes(out / "packing.json", (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
+    return report
+
+
+def read_url_list(path: Path) -> list[str]:
+    """Shard paths or URLs, one a line (blank lines and ``#`` comments skipped); relative paths
+    are relative to the list file."""
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        out.append(line if "://" in line or os.path.isabs(line) else str((path.parent / line).resolve()))
+    if not out:
+        raise ScorerError(f"seed set {path}: the shard list is empty")
+    return out
+
+
+def prepare_seed_set(dataset: Dataset, seed_set: str, folder: Path, executor=None) -> tuple[object, dict]:
+    """The training input for ``seed_set`` and a description of it for the manifest."""
+    kind = seed_kind(dataset, seed_set)
+    desc: dict = {"kind": kind, "source": seed_set}
+    if kind == "images":
+        rep = pack_image_folder(Path(seed_set), folder / "seed")
+        desc.update(samples=rep["counts"]["packed"], counts=rep["counts"], shards=str(folder / "seed"))
+        return folder / "seed", desc
+    if kind == "subset":
+        from curate.reshard.job import reshard
+
+        meta = reshard(dataset, subset=seed_set, output=folder / "seed", shard_size=PACK_SHARD_SIZE,
+                       overwrite=True, executor=executor)
+        desc.update(samples=meta.get("counts", {}).get("written"), counts=meta.get("counts"),
+                    shards=str(folder / "seed"))
+        return folder / "seed", desc
+    if kind == "list":
+        urls = read_url_list(Path(seed_set))
+        desc.update(shards=len(urls))
+        return urls, desc
+    return seed_set, desc
+
+
+# ---------------------------------------------------------------- training
+def train_scorer(dataset: Dataset | str | os.PathLike, name: str, seed_set: str, *, preset: str = "tiny",
+                 output: str | os.PathLike | None = None, executor=None, overwrite: bool = False,
+                 **train_kwargs) -> dict:
+    """Train the DFN ``name`` on ``seed_set``; returns (and writes) its ``scorer.json``.
+
+    ``output``: the scorer folder (default ``DATASET/scorers/<name>``). ``train_kwargs`` go to
+    :func:`curate.train.train` (seed, samples_seen, batch_size, device, threads, verbose ...).
+    The same call again returns the finished scorer without training; ``overwrite`` retrains.
+    """
+    from curate.train.runner import train
+
+    ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    if not ds.root.is_dir():
+        raise ScorerError(f"dataset folder {ds.root} does not exist")
+    check_scorer_name(name)
+    folder = Path(output).resolve() if output else ds.root / "scorers" / name
+    if overwrite and folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data, desc = prepare_seed_set(ds, seed_set, folder, executor)
+    t0 = time.perf_counter()
+    info = train(data, folder / "run", preset, **train_kwargs)
+    # the scorer's weights are named after it, so its embeddings are embeddings/<arch>__<name>-<hash>
+    model_path = folder / f"{name}.pt"
+    _link_or_copy(Path(info["checkpoint"]), model_path)
+    from curate.models import model_id_for
+
+    manifest = {
+        "name": name,
+        "kind": "dfn",
+        "arch": info["model"],
+        "checkpoint": os.path.relpath(model_path, folder),
+        "model_id": model_id_for(info["model"], str(model_path)),
+        "dataset": str(ds.root),
+        "seed_set": desc,
+        "preset": info["preset"],
+        "seed": info["seed"],
+        "samples_seen": info["samples_seen"],
+        "steps": info["steps"],
+        "passes_over_data": info["passes_over_data"],
+        "loss_first": info["loss_first"],
+        "loss_last": info["loss_last"],
+        "device": info["device"],
+        "train_json": os.path.relpath(folder / "run" / "train.json", folder),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "code": code_version(),
+    }
+    atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode())
+    return manifest
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # another filesystem, or no hard links there
+        import shutil
+
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+__all__ = ["ScorerError", "train_scorer", "pack_image_folder", "prepare_seed_set", "seed_kind", "list_scorers"]
