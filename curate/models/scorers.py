@@ -98,3 +98,13 @@ def resolve_scorer(name: str, dataset_root: str | os.PathLike | None = None) -> 
 def list_scorers(dataset_root: str | os.PathLike) -> list[str]:
     d = Path(dataset_root) / SCORERS_DIR
     return sorted(p.name for p in d.iterdir() if (p / MANIFEST).is_file()) if d.is_dir() else []
+
+
+def embeddings_id(name: str | None, dataset_root: str | os.PathLike) -> str | None:
+    """The embeddings table id ``name`` means in a dataset: itself when ``embeddings/<name>``
+    exists or it names no scorer, else the scorer's ``model_id`` (a recipe's ``embedding_model:
+    dfn``, ``curate select --embedding-model dfn``)."""
+    if not name or (Path(dataset_root) / "embeddings" / name).is_dir():
+        return name
+    scorer = resolve_scorer(name, dataset_root)
+    return scorer.model_id if scorer is not None else name

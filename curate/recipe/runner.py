@@ -73,6 +73,30 @@ def _passed(uids: pa.Array, decisions: pa.Table) -> pa.Array:
     return uids.filter(pc.is_in(uids, value_set=kept.combine_chunks()))
 
 
+def _embed_with_scorer(loaded: LoadedRecipe, dataset: Dataset, engine: str, master: str | None,
+                       conf: list[str] | None, quiet: bool) -> None:
+    """``embedding_model: <scorer name or folder>`` (``curate scorer train``): the recipe reads that
+    scorer's embeddings, embedding the pool with it first when they are not there yet."""
+    from curate.models.scorers import resolve_scorer
+
+    recipe = loaded.recipe
+    name = recipe.embedding_model
+    if not name or dataset.has_table(f"embeddings/{name}"):
+        return
+    scorer = resolve_scorer(name, dataset.root)
+    if scorer is None:
+        return
+    recipe.embedding_model = scorer.model_id
+    if not dataset.has_table(f"embeddings/{scorer.model_id}"):
+        from curate.commands._common import open_executor
+        from curate.embed.job import EmbedOptions, run_embed
+
+        if not quiet:
+            info(f"recipe {recipe.name}: embedding the pool with scorer {scorer.name} (embeddings/{scorer.model_id})")
+        run_embed(dataset, open_executor(engine, master, list(conf or []), "curate-embed"),
+                  EmbedOptions(model=str(scorer.folder), device="auto"))
+
+
 def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None = None,
                conf: list[str] | None = None, use_cache: bool = True, quiet: bool = False) -> dict:
     """Run every enabled stage; returns the lineage (also saved with the subset and in _runs/)."""
@@ -81,6 +105,7 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         raise RecipeError(f"{loaded.where(('dataset',))}: dataset folder {ds_path} does not exist")
     dataset = Dataset(ds_path)
     recipe = loaded.recipe
+    _embed_with_scorer(loaded, dataset, engine, master, conf, quiet)
     cache = StageCache(dataset, enabled=use_cache)
     manifest = RunManifest(f"recipe-{recipe.name}", {"recipe": recipe.model_dump(mode="json"),
                                                      "recipe_file": str(loaded.path) if loaded.path else None,

@@ -20,6 +20,9 @@ def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | N
     if not dataset.root.is_dir():
         raise DatasetError(f"dataset folder {dataset.root} does not exist")
     t0 = time.perf_counter()
+    from curate.models.scorers import embeddings_id
+
+    embedding_model = embeddings_id(embedding_model, dataset.root)  # a scorer's name: its embeddings
     con = connect(dataset, embedding_model)
     uids = query_uids(con, query).column("uid").combine_chunks()
     nulls = uids.null_count
