@@ -2,8 +2,8 @@
 
 1. generate a procedural pool with labelled noise, a clean seed set and a separate eval set;
 2. serve the pool on 127.0.0.1 and ``ingest`` + ``download`` it (img2dataset);
-3. train a data-filtering network (DFN) on the clean seed set with the reference trainer;
-4. ``embed`` the pool with it (CLIP score = DFN score);
+3. ``scorer train``: a data-filtering network (DFN) on the clean seed set, ``DATASET/scorers/dfn``;
+4. ``embed --model dfn``: the pool embedded by it (CLIP score = DFN score);
 5. run the default recipe (``recipes/demo.yaml``) into ``subsets/curated``;
 6. make ``subsets/raw`` (every downloaded sample) and ``subsets/random`` (a random sample of
    the pool, as large as the curated subset); ``reshard`` all three;
@@ -28,6 +28,7 @@ from curate.progress import info
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 ARMS = ("raw", "random", "curated")
+DFN_NAME = "dfn"  # the scorer: DATASET/scorers/dfn/ (`curate scorer train`)
 
 
 @dataclass
@@ -136,9 +137,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         steps.run("download", _download, executor, ds)
     finally:
         server.stop()
-    dfn = steps.run("train DFN", _train, g["seed_shards"], wd / "models" / "dfn", cfg.dfn_samples_seen, 0, cfg,
-                    cfg.dfn_batch_size)
-    model_id = steps.run("embed", _embed, ds, executor, dfn["checkpoint"])
+    steps.run("train DFN", _train_scorer, ds, gen_dir / "seed", cfg)
+    model_id = steps.run("embed", _embed, ds, executor, DFN_NAME)
     lineage = steps.run("recipe", _recipe, cfg, ds, model_id)
     sizes = steps.run("subsets", _subsets, ds, lineage["output_count"], cfg.pool_seed)
     shards = {arm: steps.run(f"reshard {arm}", _reshard, ds, arm, wd / "shards" / arm, executor) for arm in ARMS}
@@ -198,10 +198,20 @@ def _train(data, out: Path, samples_seen: int, seed: int, cfg: DemoConfig, batch
                  warmup=max(1, samples_seen // bs // 8), threads=cfg.threads)
 
 
-def _embed(ds, executor, checkpoint: str) -> str:
+def _train_scorer(ds, seed_shards: Path, cfg: DemoConfig) -> dict:
+    """`curate scorer train DATASET --seed-set generated/seed --name dfn` at the demo's budget."""
+    from curate.train.scorer import train_scorer
+
+    n, bs = cfg.dfn_samples_seen, cfg.dfn_batch_size
+    return train_scorer(ds, DFN_NAME, str(seed_shards), preset="tiny", seed=0, samples_seen=n, batch_size=bs,
+                        warmup=max(1, n // bs // 8), threads=cfg.threads)
+
+
+def _embed(ds, executor, scorer: str) -> str:
+    """`curate embed DATASET --model dfn`: the pool scored by the DFN (clip_score = DFN score)."""
     from curate.embed.job import EmbedOptions, run_embed
 
-    stats = run_embed(ds, executor, EmbedOptions(model="curate-tiny", pretrained=str(checkpoint), device="cpu"))
+    stats = run_embed(ds, executor, EmbedOptions(model=scorer, device="cpu"))
     return stats["model_id"]
 
 
