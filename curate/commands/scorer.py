@@ -50,6 +50,9 @@ def scorer_train(
     from curate.train import Launch
     from curate.train.scorer import seed_kind, train_scorer
 
+    from curate.models.scorers import check_scorer_name
+
+    check_scorer_name(name)  # every check before a JVM starts
     ds = Dataset(dataset)
     executor = None
     if ds.root.is_dir() and seed_kind(ds, seed_set) == "subset":

@@ -1,0 +1,122 @@
+"""`curate scorer train` (a DFN on a trusted seed set) and `curate embed --model <scorer>`, for real:
+open_clip_train's tiny preset on real flickr8k photos with their captions, then the real embed job."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from curate.cli import main
+from curate.models.scorers import embeddings_id, resolve_scorer
+from curate.tables import Dataset
+
+
+def _run(argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    return e.value.code
+
+
+@pytest.fixture(scope="module")
+def seed_folder(tmp_path_factory, shared_data) -> Path:
+    """24 flickr8k photos not in the pool, a caption file beside each; plus what a real folder
+    also holds: an image without caption, one with an empty caption, a lone caption, a README,
+    and a file named .jpg that is no image."""
+    photos = sorted((shared_data / "flickr8k" / "images").glob("*.jpg"))[18:45]
+    captions = {}
+    with open(shared_data / "flickr8k" / "captions.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            captions.setdefault(row["image"], row["caption"])
+    d = tmp_path_factory.mktemp("seed") / "trusted"
+    d.mkdir()
+    for p in photos[:24]:
+        shutil.copy(p, d / p.name)
+        (d / f"{p.stem}.txt").write_text(captions[p.name] + "\n")
+    shutil.copy(photos[24], d / photos[24].name)  # no caption
+    shutil.copy(photos[25], d / photos[25].name)
+    (d / f"{photos[25].stem}.txt").write_text("  \n")  # empty caption
+    (d / "orphan.txt").write_text("a caption without its image")
+    (d / "README.md").write_text("trusted pairs")
+    (d / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (d / "broken.txt").write_text("a broken image")
+    return d
+
+
+@pytest.mark.slow
+def test_scorer_train_then_embed_by_name(downloaded, seed_folder, capfd):
+    ds: Dataset = downloaded
+    argv = ["scorer", "train", str(ds.root), "--seed-set", str(seed_folder), "--name", "dfn",
+            "--samples-seen", "64", "--batch-size", "16", "--progress-every", "0"]
+    assert _run(argv) in (0, None)
+    err = " ".join(capfd.readouterr().err.split())
+    assert "train: step 4/4, samples 64/64, loss" in err and "ETA" in err  # the progress line, without -v
+    assert "curate embed" in err and "--model dfn" in err
+
+    folder = ds.root / "scorers" / "dfn"
+    m = json.loads((folder / "scorer.json").read_text())
+    assert m["name"] == "dfn" and m["arch"] == "curate-tiny" and m["samples_seen"] == 64 and m["steps"] == 4
+    assert m["seed_set"]["kind"] == "images" and m["seed_set"]["samples"] == 24
+    # every file of the seed folder is accounted for
+    assert m["seed_set"]["counts"] == {"packed": 24, "no_caption": 1, "empty_caption": 1, "unreadable_image": 1,
+                                       "caption_without_image": 1, "other_file": 1}
+    assert sum(m["seed_set"]["counts"].values()) + 24 + 2 == len(list(seed_folder.iterdir()))  # + the .txt beside
+    assert m["loss_first"] > 0 and m["loss_last"] > 0
+    train_info = json.loads((folder / "run" / "train.json").read_text())
+    assert train_info["data"]["samples"] == 24 and train_info["checkpoint"] == str(folder / "run" / "model.pt")
+    assert (folder / "dfn.pt").samefile(folder / "run" / "model.pt") or \
+        (folder / "dfn.pt").read_bytes() == (folder / "run" / "model.pt").read_bytes()
+
+    ref = resolve_scorer("dfn", ds.root)
+    assert ref is not None and ref.model_id == m["model_id"] and ref.model_id.startswith("curate-tiny__dfn-")
+    assert resolve_scorer(str(folder), None).model_id == ref.model_id  # by folder, from anywhere
+    assert resolve_scorer("curate-tiny", ds.root) is None and resolve_scorer("nope", ds.root) is None
+
+    # the same call again: the finished scorer, no training
+    assert _run(argv) in (0, None)
+    capfd.readouterr()
+
+    assert _run(["embed", str(ds.root), "--model", "dfn", "--engine", "local", "--batch-size", "8"]) in (0, None)
+    table = f"embeddings/{ref.model_id}"
+    emb = ds.read(table)
+    assert emb.num_rows == 18 and "clip_score" in emb.column_names
+    scores = emb.column("clip_score")
+    assert pc.all(pc.is_finite(scores)).as_py() and pc.min(scores).as_py() >= -1 and pc.max(scores).as_py() <= 1
+    assert pc.count_distinct(scores).as_py() > 1  # a real model, real images: scores differ
+    manifest = json.loads((ds.root / "_runs" / f"embed-{ref.model_id}.json").read_text())
+    assert manifest["params"]["model_id"] == ref.model_id and manifest["params"]["scorer"]["name"] == "dfn"
+    assert manifest["params"]["pretrained"] == str(ref.checkpoint) and manifest["params"]["model"] == "curate-tiny"
+    assert manifest["counts"]["embedded"] == 18 and manifest["counts"]["scorer"] == "dfn"
+    # select and recipes name the scorer's embeddings by the scorer's name
+    assert embeddings_id("dfn", ds.root) == ref.model_id and embeddings_id(ref.model_id, ds.root) == ref.model_id
+
+
+def test_scorer_train_bad_input_is_one_line(downloaded, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.md").write_text("x")
+    assert _run(["scorer", "train", str(downloaded.root), "--seed-set", str(empty)]) == 2
+    assert "neither .tar shards nor image files" in " ".join(capsys.readouterr().err.split())
+    assert _run(["scorer", "train", str(downloaded.root), "--seed-set", "no-such-subset"]) == 2
+    assert "neither a folder, a shard file or list, nor a subset" in " ".join(capsys.readouterr().err.split())
+    nocap = tmp_path / "nocap"
+    nocap.mkdir()
+    shutil.copy(next((downloaded.root).rglob("*.jpg"), None) or _a_jpeg(tmp_path), nocap / "a.jpg")
+    assert _run(["scorer", "train", str(downloaded.root), "--seed-set", str(nocap)]) == 2
+    assert "no image has a non-empty .txt caption" in " ".join(capsys.readouterr().err.split())
+    assert _run(["scorer", "train", str(downloaded.root), "--seed-set", str(empty), "--name", "ViT-B-32"]) == 2
+    assert "is an open_clip model name" in " ".join(capsys.readouterr().err.split())
+    assert _run(["scorer", "train", str(downloaded.root), "--seed-set", str(empty), "--name", "../x"]) == 2
+    assert "scorer name '../x'" in " ".join(capsys.readouterr().err.split())
+
+
+def _a_jpeg(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    p = tmp_path / "a.jpg"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(p)
+    return p
