@@ -152,7 +152,10 @@ MODEL_ALIASES = {"b32": "ViT-B-32__openai", "l14": "ViT-L-14__openai"}
 def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
     tables = embedding_tables(dataset)
     if model:
+        from curate.models.scorers import embeddings_id
+
         model = MODEL_ALIASES.get(model, model)
+        model = embeddings_id(model, dataset.root)  # a scorer's name (`curate scorer train`): its embeddings
         name = model if model.startswith("embeddings/") else f"embeddings/{model}"
         if name not in tables:
             raise DatasetError(f"filter {spec.name}: no table {name} in {dataset.root} "

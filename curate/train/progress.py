@@ -15,7 +15,7 @@ import re
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 _LINE_RE = re.compile(r"Train Epoch: (?P<epoch>\d+) \[\s*(?P<done>\d+)/(?P<per_epoch>\d+) \((?P<pct>\d+)%\)\]"
@@ -85,6 +85,7 @@ class TrainProgress:
         self._stop = threading.Event()
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # a resumed run appends
         self._pending = ""
+        self._first: tuple[float, int] | None = None  # (time, samples) of the first line seen
         self._thread: threading.Thread | None = None
         self._progress = None
         self._task = None
@@ -133,11 +134,17 @@ class TrainProgress:
                 self._show(point)
 
     def _show(self, point: TrainPoint) -> None:
+        # open_clip_train's samples/s is the last batch's; the run's average since the first line
+        # seen gives a steadier rate and ETA
+        now = time.monotonic()
+        if self._first is None or point.samples <= self._first[1]:
+            self._first = (now, point.samples)
+        elif now - self._first[0] >= 1.0:
+            point = replace(point, samples_per_s=(point.samples - self._first[1]) / (now - self._first[0]))
         self.last = point
         if self._progress is not None:
             self._progress.update(self._task, description=point.text(), total=point.steps, completed=point.step)
             return
-        now = time.monotonic()
         if self._printed is None or now - self._printed_at >= self.every_s:
             self._print(point)
 
