@@ -156,7 +156,8 @@ def read_url_list(path: Path) -> list[str]:
 def prepare_seed_set(dataset: Dataset, seed_set: str, folder: Path, executor=None) -> tuple[object, dict]:
     """The training input for ``seed_set`` and a description of it for the manifest."""
     kind = seed_kind(dataset, seed_set)
-    desc: dict = {"kind": kind, "source": seed_set}
+    source = str(Path(seed_set).resolve()) if kind in ("images", "list") or Path(seed_set).exists() else seed_set
+    desc: dict = {"kind": kind, "source": source}
     if kind == "images":
         rep = pack_image_folder(Path(seed_set), folder / "seed")
         desc.update(samples=rep["counts"]["packed"], counts=rep["counts"], shards=str(folder / "seed"))
