@@ -120,3 +120,30 @@ def _a_jpeg(tmp_path: Path) -> Path:
     p = tmp_path / "a.jpg"
     Image.new("RGB", (8, 8), (1, 2, 3)).save(p)
     return p
+
+
+@pytest.mark.slow
+def test_scorer_from_a_subset_then_a_recipe_names_it(downloaded):
+    """A subset of the dataset as the seed set (resharded), then a recipe whose embedding_model is
+    the scorer's name: the recipe embeds the pool with it and filters on its scores."""
+    from curate.recipe import load_recipe, run_recipe
+    from curate.subset import write_subset
+    from curate.train.scorer import train_scorer
+
+    ds: Dataset = downloaded
+    uids = sorted(ds.read("samples", columns=["uid"]).column("uid").to_pylist())[:12]
+    write_subset(ds, "trusted", uids, {"stage": "test", "what": "12 hand-checked pairs"})
+    m = train_scorer(ds, "dfn-sub", "trusted", samples_seen=32, batch_size=16, progress=False)
+    assert m["seed_set"]["kind"] == "subset" and m["seed_set"]["samples"] == 12 and m["samples_seen"] == 32
+    assert json.loads((ds.root / "scorers" / "dfn-sub" / "run" / "train.json").read_text())["data"]["samples"] == 12
+    assert not ds.has_table(f"embeddings/{m['model_id']}")
+
+    loaded = load_recipe(Path(__file__).parents[2] / "recipes" / "demo.yaml")
+    loaded.recipe.dataset = str(ds.root)
+    loaded.recipe.embedding_model = "dfn-sub"
+    loaded.recipe.output = "curated"
+    lineage = run_recipe(loaded, engine="local")
+    assert ds.count(f"embeddings/{m['model_id']}") == 18  # embedded by the recipe, with the scorer
+    assert lineage["embedding_model"] == m["model_id"]
+    stage = lineage["stages"][-1]
+    assert stage["kind"] == "clip_score" and stage["output_count"] < stage["input_count"]
