@@ -58,7 +58,7 @@ def scorer_train(
     if ds.root.is_dir() and seed_kind(ds, seed_set) == "subset":
         from curate.commands._common import open_executor
 
-        executor = open_executor(engine, master, conf, "curate-scorer")
+        executor = open_executor(engine, master, conf, "curate-scorer", dataset=dataset)
     m = train_scorer(ds, name, seed_set, preset=preset, output=output, executor=executor, overwrite=overwrite,
                      seed=seed, samples_seen=samples_seen, batch_size=batch_size, lr=lr, warmup=warmup, model=model,
                      device=device, threads=threads, verbose=verbose, extra_args=list(ctx.args),

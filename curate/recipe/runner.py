@@ -93,7 +93,7 @@ def _embed_with_scorer(loaded: LoadedRecipe, dataset: Dataset, engine: str, mast
 
         if not quiet:
             info(f"recipe {recipe.name}: embedding the pool with scorer {scorer.name} (embeddings/{scorer.model_id})")
-        run_embed(dataset, open_executor(engine, master, list(conf or []), "curate-embed"),
+        run_embed(dataset, open_executor(engine, master, list(conf or []), "curate-embed", dataset=str(dataset.root)),
                   EmbedOptions(model=str(scorer.folder), device="auto"))
 
 
