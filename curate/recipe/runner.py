@@ -93,8 +93,8 @@ def _embed_with_scorer(loaded: LoadedRecipe, dataset: Dataset, engine: str, mast
 
         if not quiet:
             info(f"recipe {recipe.name}: embedding the pool with scorer {scorer.name} (embeddings/{scorer.model_id})")
-        run_embed(dataset, open_executor(engine, master, list(conf or []), "curate-embed", dataset=str(dataset.root)),
-                  EmbedOptions(model=str(scorer.folder), device="auto"))
+        executor = open_executor(engine, master, list(conf or []), "curate-embed", dataset=str(dataset.root))
+        run_embed(dataset, executor, EmbedOptions(model=str(scorer.folder), device="auto"))
 
 
 def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None = None,
