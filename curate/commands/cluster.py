@@ -8,8 +8,10 @@ from typing import Optional
 import typer
 
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.embedding_space.cli import echo_guards
 from curate.lock import hold_dataset_lock
-from curate.names import model_id_callback, name_callback
+from curate.models.resolve import model_spec_callback
+from curate.names import name_callback
 
 
 def register(app: typer.Typer) -> None:
@@ -17,9 +19,10 @@ def register(app: typer.Typer) -> None:
     def cluster_cmd(
         dataset: Path = typer.Argument(..., help="Dataset folder (holds embeddings/<model>/)."),
         k: int = typer.Option(..., "--k", "-k", help="Number of clusters."),
-        model: Optional[str] = typer.Option(None, "--model", "-m",
-                                            help="Embeddings model id (embeddings/<id>); default: the only one.",
-                                            callback=model_id_callback),
+        model: Optional[str] = typer.Option(None, "--embeddings", "--model", "-m",
+                                            help="Embeddings table id (embeddings/<id>), open_clip NAME[:TAG] or "
+                                            "checkpoint it was embedded with; default: the only one.",
+                                            callback=model_spec_callback),
         name: str = typer.Option("kmeans", "--name", help="Clustering name: centroids/, clusters/, cluster_stats/<name>.",
                                callback=name_callback),
         embedding: str = typer.Option("image", "--embedding", help="image, text or concat (both, normalised)."),
@@ -37,21 +40,26 @@ def register(app: typer.Typer) -> None:
         conf: list[str] = ConfOpt,
     ) -> None:
         """Train k-means on a deterministic sample (driver) and assign every sample (Spark tasks)."""
-        from curate.embedding_space.clusters import run_cluster
-        from curate.embedding_space.common import default_model_id, subset_uids
+        from curate.embedding_space.clusters import check_cluster, run_cluster
+        from curate.embedding_space.common import subset_uids
+        from curate.embedding_space.jobs import check_dataset
+        from curate.models.resolve import resolve_embeddings
         from curate.tables import Dataset
 
-        ds = Dataset(dataset)
-        model = model or default_model_id(ds)
         g = {"auto": "auto", "yes": True, "no": False}.get(gpu)
         if g is None:
             raise typer.BadParameter(f"--gpu must be auto, yes or no, got {gpu!r}")
         hold_dataset_lock(dataset)  # one writer per dataset
+        ds = check_dataset(Dataset(dataset))
+        model = resolve_embeddings(ds, model)
+        uids = subset_uids(ds, subset)
+        check_cluster(ds, model, k, embedding, niter, max_points_per_centroid, uids)
         executor = open_executor(engine, master, conf, "curate-cluster", dataset=dataset)
         r = run_cluster(ds, model, k, name=name, embedding=embedding, niter=niter, seed=seed, spherical=spherical,
                         max_points_per_centroid=max_points_per_centroid, sample_size=sample_size, gpu=g,
-                        executor=executor, input_uids=subset_uids(ds, subset))
+                        executor=executor, input_uids=uids)
         c = r["counts"]
         typer.echo(f"cluster {name}: {c['rows']} samples in {c['clusters']} clusters (trained on {c['train_rows']}; "
                    f"largest {c['largest_cluster']}, empty {c['empty_clusters']}) -> clusters/{name}, "
                    f"cluster_stats/{name}")
+        echo_guards(r.get("guards"))

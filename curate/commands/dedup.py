@@ -10,7 +10,8 @@ import typer
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
 from curate.embedding_space.cli import ClustersOpt, OutputOpt, SubsetOpt, echo_result, input_uids
 from curate.lock import hold_dataset_lock
-from curate.names import model_id_callback, name_callback
+from curate.models.resolve import model_spec_callback
+from curate.names import name_callback
 
 
 def register(app: typer.Typer) -> None:
@@ -34,13 +35,15 @@ def register(app: typer.Typer) -> None:
         conf: list[str] = ConfOpt,
     ) -> None:
         """SemDeDup within each k-means cluster (Spark groups by cluster; blocked matrix products)."""
-        from curate.embedding_space.jobs import run_semdedup
+        from curate.embedding_space.jobs import check_semdedup, run_semdedup
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
+        check_semdedup(ds, clusters, eps, keep)
+        uids = input_uids(ds, subset)
         ex = open_executor(engine, master, conf, "curate-dedup-semantic", dataset=dataset)
-        echo_result(run_semdedup(ds, clusters, eps, run=name, keep=keep, seed=seed, input_uids=input_uids(ds, subset),
+        echo_result(run_semdedup(ds, clusters, eps, run=name, keep=keep, seed=seed, input_uids=uids,
                                  executor=ex, output=output))
 
     @dedup.command("exact")
@@ -54,20 +57,23 @@ def register(app: typer.Typer) -> None:
         conf: list[str] = ConfOpt,
     ) -> None:
         """Keep one sample (smallest uid) per identical image (sha256 of the downloaded bytes)."""
-        from curate.embedding_space.jobs import run_exact_dedup
+        from curate.embedding_space.jobs import check_exact_dedup, run_exact_dedup
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
+        check_exact_dedup(ds)
+        uids = input_uids(ds, subset)
         ex = open_executor(engine, master, conf, "curate-dedup-exact", dataset=dataset)
-        echo_result(run_exact_dedup(ds, run=name, input_uids=input_uids(ds, subset), executor=ex, output=output))
+        echo_result(run_exact_dedup(ds, run=name, input_uids=uids, executor=ex, output=output))
 
     @dedup.command("near")
     def near_cmd(
         dataset: Path = typer.Argument(..., help="Dataset folder."),
         threshold: float = typer.Option(0.95, "--threshold", help="Cosine similarity at or above which two samples are duplicates."),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="Embeddings model id (default: the only one).",
-                                             callback=model_id_callback),
+        model: Optional[str] = typer.Option(None, "--embeddings", "--model", "-m",
+                                            help="Embeddings table id, open_clip NAME[:TAG] or checkpoint "
+                                            "(default: the only table).", callback=model_spec_callback),
         embedding: str = typer.Option("image", "--embedding", help="image, text or concat."),
         keep_by: str = typer.Option("uid", "--keep-by", help="Survivor of a group: uid (smallest) or clip_score (highest)."),
         clusters: Optional[str] = typer.Option(None, "--clusters", "-c",
@@ -82,13 +88,17 @@ def register(app: typer.Typer) -> None:
         conf: list[str] = ConfOpt,
     ) -> None:
         """Group samples linked by embedding cosine >= threshold (FAISS range search); keep one per group."""
-        from curate.embedding_space.common import default_model_id
-        from curate.embedding_space.jobs import run_near_dedup
+        from curate.embedding_space.jobs import check_dataset, check_near_dedup, run_near_dedup
+        from curate.models.resolve import resolve_embeddings
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
+        ds = check_dataset(Dataset(dataset))
+        model = resolve_embeddings(ds, model)
+        check_near_dedup(ds, model, threshold, keep_by, embedding, clusters, nprobe)
+        uids = input_uids(ds, subset)
         ex = open_executor(engine, master, conf, "curate-dedup-near", dataset=dataset)
-        echo_result(run_near_dedup(ds, model or default_model_id(ds), threshold, run=name, keep_by=keep_by,
+        echo_result(run_near_dedup(ds, model, threshold, run=name, keep_by=keep_by,
                                    embedding=embedding, clusters=clusters, nprobe=nprobe,
-                                   input_uids=input_uids(ds, subset), executor=ex, output=output))
+                                   input_uids=uids, executor=ex, output=output))

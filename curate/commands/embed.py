@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command("embed")
     def embed(
         dataset: str = typer.Argument(..., help="Dataset folder with downloaded image shards (`curate download`)."),
-        model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name (`curate models` lists them; curate-tiny and curate-small are built in), or a scorer: its name in DATASET/scorers/ or its folder (`curate scorer train`)."),
+        model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name (`curate models` lists them; curate-tiny and curate-small are built in), NAME:TAG, a checkpoint file, an embeddings table id (embed again with the same model), or a scorer: its name in DATASET/scorers/ or its folder (`curate scorer train`)."),
         pretrained: Optional[str] = typer.Option(None, "--pretrained", "-p", help="open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local checkpoint file. Without it: random weights from --seed."),
         device: str = typer.Option("auto", "--device", help="auto (the Spark task's GPU, else cuda if visible, else cpu), cpu, cuda, cuda:N."),
         precision: str = typer.Option("auto", "--precision", help="auto, fp32, amp_bf16, amp_fp16, bf16, fp16."),
@@ -36,16 +36,26 @@ def register(app: typer.Typer) -> None:
         GPU: --conf spark.executor.resource.gpu.amount=N --conf spark.task.resource.gpu.amount=1 (one task per GPU)
         (plus the cluster's GPU discovery script).
         """
-        from curate.embed.job import EmbedOptions, run_embed
+        from curate.embed.job import EmbedOptions, check_embed, run_embed
+        from curate.models.resolve import resolve_model
         from curate.progress import info
         from curate.tables import Dataset
 
-        opts = EmbedOptions(model=model, pretrained=pretrained, device=device, precision=precision,
+        hold_dataset_lock(dataset)  # one writer per dataset
+        ds = Dataset(dataset)
+        from curate.models.scorers import resolve_scorer
+
+        if pretrained is None and resolve_scorer(model, ds.root) is not None:
+            name, weights = model, None  # run_embed records the scorer by name
+        else:
+            ref = resolve_model(model, pretrained, seed, dataset=ds)
+            name, weights, seed = ref.name, ref.pretrained, ref.seed
+        opts = EmbedOptions(model=name, pretrained=weights, device=device, precision=precision,
                             batch_size=batch_size, threads=threads, seed=seed, limit_shards=limit_shards,
                             fast_decode=fast_decode, decode=decode)
-        hold_dataset_lock(dataset)  # one writer per dataset
+        check_embed(ds, opts)
         executor = open_executor(engine, master, conf, "curate-embed", dataset=dataset)
-        stats = run_embed(Dataset(dataset), executor, opts)
+        stats = run_embed(ds, executor, opts)
         info(f"embed {stats['model_id']}: {stats['embedded']} embedded, {stats['failed']} failed, "
              f"{stats['shards_skipped']} of {stats['shards']} shards already done")
         if stats.get("unaccounted"):

@@ -14,7 +14,9 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         checkpoint: Optional[Path] = typer.Argument(
             None, help="Checkpoint (a run's model.pt or checkpoints/epoch_k.pt) or a run folder; omit with --model for random weights."),
-        model: Optional[str] = typer.Option(None, "--model", help="Architecture (default: from the run's train.json)."),
+        model: Optional[str] = typer.Option(None, "--model", help="Architecture (default: from the run's train.json); "
+                                            "also NAME:TAG, a checkpoint file, or an embeddings id such as "
+                                            "curate-tiny__random-seed0."),
         zeroshot: list[Path] = typer.Option([], "--zeroshot", "-z", help="Labelled image folder FOLDER/<class>/*.jpg; "
                                                                           "repeatable."),
         retrieval: list[Path] = typer.Option([], "--retrieval", "-r", help="Image-caption set: a folder with "
@@ -33,12 +35,26 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a checkpoint; results JSON beside it, linked from the trained subset's manifest."""
         from curate.evaluate import evaluate
+        from curate.models.resolve import resolve_model
 
+        tag = None
+        if model is not None:  # the one model resolver: NAME, NAME:TAG, a checkpoint, an embeddings id
+            ref = resolve_model(model, None, seed)
+            model, seed = ref.name, ref.seed
+            if ref.pretrained and Path(ref.pretrained).is_file() and checkpoint is None:
+                checkpoint = Path(ref.pretrained)
+            elif ref.pretrained:
+                tag = ref.pretrained
+        for p in [*zeroshot, *retrieval, *([images] if images else [])]:
+            if not p.exists():
+                from curate.errors import CurateError
+
+                raise CurateError(f"{p} does not exist")
         names = None
         if images is not None:
             names = [ln.strip() for ln in images.read_text().splitlines() if ln.strip()]
         res = evaluate(checkpoint, model, zeroshot=zeroshot, retrieval_sets=retrieval, templates=templates,
                        max_per_class=max_per_class, retrieval_images=names, output=output, device=device,
-                       batch_size=batch_size, seed=seed)
+                       batch_size=batch_size, seed=seed, pretrained=tag)
         typer.echo(json.dumps(res["summary"], indent=1, sort_keys=True))
         typer.echo(f"eval: results in {res['results_path']}")

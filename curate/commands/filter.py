@@ -34,13 +34,15 @@ def register(app: typer.Typer) -> None:
         conf: List[str] = ConfOpt,
         engine: str = EngineOpt,
     ) -> None:
-        from curate.filters.job import run_filters
+        from curate.embedding_space.cli import echo_guards
+        from curate.filters.job import check_filters, run_filters
         from curate.filters.stages import parse_filter
         from curate.progress import console
         from curate.tables import Dataset
 
         specs = [parse_filter(f) for f in filters]
         hold_dataset_lock(dataset)  # one writer per dataset
+        check_filters(Dataset(dataset), specs)
         executor = open_executor(engine, master, conf, app_name="curate-filter", dataset=dataset)
         result = run_filters(Dataset(dataset), specs, executor, name=name, lid_model=lid_model,
                              recompute_stats=recompute_stats, rows_per_shard=rows_per_shard)
@@ -51,3 +53,4 @@ def register(app: typer.Typer) -> None:
             thr = f" (threshold {info['threshold']:.6g})" if isinstance(info.get("threshold"), float) else ""
             console.print(f"  {stage}{thr}: " + ", ".join(f"{r} {n:,}" for r, n in reasons.items()))
         console.print(f"  subset: {result['outputs']['subset']}  decisions: {result['outputs']['decisions']}")
+        echo_guards(result.get("guards"))

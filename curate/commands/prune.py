@@ -40,15 +40,17 @@ def register(app: typer.Typer) -> None:
         conf: list[str] = ConfOpt,
     ) -> None:
         """Density-based pruning: quotas by cluster complexity (d_intra x d_inter), exact QP, then per cluster."""
-        from curate.embedding_space.jobs import run_prune
+        from curate.embedding_space.jobs import check_prune, run_prune
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
+        check_prune(ds, clusters, keep_fraction, "dbp", keep, temperature, balance_ratio, neighbors)
+        uids = input_uids(ds, subset)
         ex = open_executor(engine, master, conf, "curate-prune-dbp", dataset=dataset)
         echo_result(run_prune(ds, clusters, keep_fraction, method="dbp", run=name, keep=keep, seed=seed,
                               temperature=temperature, balance_ratio=balance_ratio, n_neighbors=neighbors,
-                              input_uids=input_uids(ds, subset), executor=ex, output=output))
+                              input_uids=uids, executor=ex, output=output))
 
     @prune.command("ssp")
     def ssp_cmd(
@@ -65,11 +67,13 @@ def register(app: typer.Typer) -> None:
         conf: list[str] = ConfOpt,
     ) -> None:
         """Self-supervised-prototype pruning: the hardest fraction of every cluster (the simple baseline)."""
-        from curate.embedding_space.jobs import run_prune
+        from curate.embedding_space.jobs import check_prune, run_prune
         from curate.tables import Dataset
 
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
+        check_prune(ds, clusters, keep_fraction, "ssp", keep)
+        uids = input_uids(ds, subset)
         ex = open_executor(engine, master, conf, "curate-prune-ssp", dataset=dataset)
         echo_result(run_prune(ds, clusters, keep_fraction, method="ssp", run=name, keep=keep, seed=seed,
-                              input_uids=input_uids(ds, subset), executor=ex, output=output))
+                              input_uids=uids, executor=ex, output=output))

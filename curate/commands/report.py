@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
                                     "those the subset's manifest lists are added."),
         comparison: Optional[Path] = typer.Option(None, "--comparison", help="Multi-seed comparison JSON (curate demo writes one)."),
         pool_subset: Optional[str] = typer.Option(None, "--pool-subset", help="Subset to compare against (default: every downloaded sample)."),
-        embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="Model for the CLIP score histogram (default: the recipe's)."),
+        embedding_model: Optional[str] = typer.Option(None, "--embeddings", "--embedding-model",
+                                                      help="Embeddings for the CLIP score histogram: table id, "
+                                                      "open_clip NAME[:TAG] or checkpoint (default: the recipe's)."),
         title: Optional[str] = typer.Option(None, "--title"),
         open_: bool = typer.Option(False, "--open", help="Open the report in a browser when done."),
     ) -> None:
@@ -41,6 +43,10 @@ def register(app: typer.Typer) -> None:
         from curate.report.build import default_subset
 
         ds = Dataset(dataset)
+        if embedding_model:
+            from curate.models.resolve import resolve_embeddings
+
+            embedding_model = resolve_embeddings(ds, embedding_model)
         subset = subset or default_subset(ds)
         path = build_report(ds, subset, out=out, evals=evals, comparison=comparison,
                             pool_subset=pool_subset, embedding_model=embedding_model, title=title)

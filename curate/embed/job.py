@@ -272,6 +272,32 @@ def run_shard_task(task: dict) -> dict:
             "batch_size": batch, "gpu": plan.gpu, **stats}
 
 
+def check_embed(dataset: Dataset, opts: EmbedOptions) -> list:
+    """The image shards to embed, after every check that needs no model and no engine (run
+    before a JVM starts): options, the model name and weights, the dataset's shards."""
+    from curate.models import PRECISIONS, check_model
+
+    if opts.decode not in ("pil", "tensor"):
+        raise CurateError(f"--decode must be pil or tensor, got {opts.decode!r}")
+    if opts.precision not in (None, "", "auto", *PRECISIONS):
+        raise CurateError(f"unknown precision {opts.precision!r}; use auto or one of {sorted(PRECISIONS)}")
+    if opts.batch_size < 0 or opts.threads < 0 or opts.limit_shards < 0:
+        raise CurateError("--batch-size, --threads and --limit-shards must be >= 0")
+    from curate.models.scorers import resolve_scorer
+
+    scorer = resolve_scorer(opts.model, dataset.root) if opts.pretrained is None else None
+    if scorer is not None:  # a trained scorer by name: its architecture and weights
+        check_model(scorer.arch, str(scorer.checkpoint))
+    else:
+        check_model(opts.model, opts.pretrained)
+    if not dataset.root.is_dir():
+        raise DatasetError(f"dataset folder {dataset.root} does not exist")
+    shards = complete_shards(dataset)
+    if not shards:
+        raise DatasetError(f"{dataset.root} has no downloaded image shards; run `curate download` first")
+    return shards
+
+
 def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
     """Embed every complete image shard of ``dataset``; returns counts (also in the run manifest)."""
     from curate.manifest import RunManifest
@@ -279,11 +305,7 @@ def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
     from curate.models.scorers import resolve_scorer
 
     register_configs()
-    if opts.decode not in ("pil", "tensor"):
-        raise CurateError(f"--decode must be pil or tensor, got {opts.decode!r}")
-    shards = complete_shards(dataset)
-    if not shards:
-        raise DatasetError(f"{dataset.root} has no downloaded image shards; run `curate download` first")
+    shards = check_embed(dataset, opts)
     if opts.limit_shards:
         shards = shards[: opts.limit_shards]
     scorer = resolve_scorer(opts.model, dataset.root) if opts.pretrained is None else None

@@ -21,6 +21,15 @@ def echo_result(r: dict) -> None:
     reasons = ", ".join(f"{k}={v}" for k, v in c["reasons"].items() if k != "kept") or "none"
     typer.echo(f"{r['run']}: kept {c['kept']} of {c['input']} (removed: {reasons}) -> subsets/{r['run']}, "
                f"decisions/{r['run']}")
+    echo_guards(r.get("guards"))
+
+
+def echo_guards(guards: dict | None) -> None:
+    """The similarity distributions a stage acted on, and its warnings (also in the run manifest)."""
+    from curate.embedding_space.guards import summary_lines
+
+    for line in summary_lines(guards):
+        typer.echo(line)
 
 
 def input_uids(ds, subset: Optional[str]):

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from curate.embedding_space.common import (collect_rows, embeddings_table, read_uid_filter, restrict,
                                            shard_tasks, uid_hash, write_json, write_uid_filter)
+from curate.embedding_space import guards
 from curate.embedding_space.kmeans import assign, train_kmeans
 from curate.embedding_space.vectors import (EMBEDDING_KINDS, binary_to_matrix, embedding_columns,
                                             embedding_matrix, matrix_to_binary)
@@ -112,10 +113,31 @@ def assign_task(task: dict) -> dict:
     write_parquet_atomic(table, out)
     size = np.bincount(ids, minlength=k)
     dsum = np.bincount(ids, weights=dist.astype(np.float64), minlength=k)
-    return {"rows": int(len(ids)), "size": size.tolist(), "distance_sum": dsum.tolist()}
+    from curate.embedding_space.guards import histogram
+
+    return {"rows": int(len(ids)), "size": size.tolist(), "distance_sum": dsum.tolist(),
+            "similarity_hist": histogram(cos).tolist()}
 
 
 # ---------------------------------------------------------------- job
+def check_cluster(ds: Dataset, model_id: str, k: int, embedding: str = "image", niter: int = 20,
+                  max_points_per_centroid: int = 256, input_uids=None) -> str:
+    """The embeddings table to cluster, after every check that needs no data pass (run before
+    an engine starts)."""
+    if not ds.root.is_dir():
+        raise DatasetError(f"dataset folder {ds.root} does not exist")
+    if k < 1 or niter < 1 or max_points_per_centroid < 1:
+        raise DatasetError(f"need k >= 1, --niter >= 1 and --max-points-per-centroid >= 1 "
+                           f"(got {k}, {niter}, {max_points_per_centroid})")
+    if embedding not in EMBEDDING_KINDS:
+        raise DatasetError(f"--embedding must be one of {EMBEDDING_KINDS}, got {embedding!r}")
+    table = embeddings_table(ds, model_id)
+    total = len(input_uids) if input_uids is not None else ds.count(table)
+    if total < k:
+        raise DatasetError(f"clustering needs at least k={k} rows, {table} has {total}")
+    return table
+
+
 def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmeans", embedding: str = "image",
                 niter: int = 20, seed: int = 0, spherical: bool = True, max_points_per_centroid: int = 256,
                 sample_size: int | None = None, gpu="auto", executor=None, input_uids=None,
@@ -125,12 +147,7 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     executor = executor or LocalExecutor()
-    if k < 1 or niter < 1 or max_points_per_centroid < 1:
-        raise DatasetError(f"need k >= 1, --niter >= 1 and --max-points-per-centroid >= 1 "
-                           f"(got {k}, {niter}, {max_points_per_centroid})")
-    if embedding not in EMBEDDING_KINDS:
-        raise DatasetError(f"--embedding must be one of {EMBEDDING_KINDS}, got {embedding!r}")
-    table = embeddings_table(ds, model_id)
+    table = check_cluster(ds, model_id, k, embedding, niter, max_points_per_centroid, input_uids)
     params = dict(model_id=model_id, embedding=embedding, k=k, niter=niter, seed=seed, spherical=spherical,
                   max_points_per_centroid=max_points_per_centroid, sample_size=sample_size,
                   restricted=input_uids is not None, engine=executor.name, n_neighbors=n_neighbors)
@@ -181,11 +198,17 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     counts = {"rows": int(size.sum()), "clusters": k, "empty_clusters": int((size == 0).sum()),
               "largest_cluster": int(size.max()) if k else 0, "train_rows": int(len(xs))}
     m["counts"] = counts
+    # guards: the sample is ordered by uid hash, so its head is a random pick
+    health, warns = guards.embedding_health(guards.pairwise_histogram(xs[:guards.PAIR_SAMPLE]))
+    sim_hist = np.sum([r["similarity_hist"] for r in res], axis=0) if res else np.zeros(guards.BINS, np.int64)
+    m["guards"] = guards.guards_record(
+        {"embeddings": health, "acted_on": guards.distribution(sim_hist, "cosine to the assigned centroid")},
+        warns + guards.cluster_warnings(counts["rows"], k, counts["empty_clusters"]))
     m["outputs"] = {"centroids": f"centroids/{name}", "clusters": f"clusters/{name}",
                     "cluster_stats": f"cluster_stats/{name}"}
     m.write(ds, f"cluster-{name}")
     cleanup_tmp(ds, f"cluster-{name}")
-    return {"name": name, "counts": counts, "timings_s": m["timings_s"], "meta": meta}
+    return {"name": name, "counts": counts, "timings_s": m["timings_s"], "meta": meta, "guards": m["guards"]}
 
 
 def write_cluster_stats(ds: Dataset, name: str, size, d_intra, d_inter, complexity=None, probability=None,

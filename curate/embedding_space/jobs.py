@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from curate.decisions import decisions_table, write_decisions
 from curate.embedding_space import dbp as _dbp
+from curate.embedding_space import guards as _guards
 from curate.embedding_space.clusters import cleanup_tmp, load_clustering, write_cluster_stats
 from curate.embedding_space.common import (collect_rows, embeddings_table, grouped_apply, missing_uids,
                                            read_uid_filter, restrict, shard_tasks, write_uid_filter)
@@ -42,26 +43,46 @@ def _ds(dataset) -> Dataset:
 
 
 def _finish(ds: Dataset, run: str, stage: str, decisions: pa.Table, manifest: RunManifest, output: str | None,
-            extra_counts: dict | None = None) -> dict:
-    """Write decisions, the kept subset and the manifest; check every input has one row."""
+            extra_counts: dict | None = None, guards: tuple[dict, list[str]] | None = None,
+            removal_guard: bool = True) -> dict:
+    """Write decisions, the kept subset and the manifest; check every input has one row.
+
+    ``guards``: (similarity distributions, warnings) of the stage; the removal guard is added here."""
     n = decisions.num_rows
     distinct = len(pc.unique(decisions.column("uid")))
     if distinct != n:
         raise DatasetError(f"{run}: {n - distinct} input uids got more than one decision (duplicate uids in input?)")
+    n_kept = int(pc.sum(decisions.column("kept")).as_py() or 0) if n else 0
+    dists, warns = guards or ({}, [])
+    if removal_guard:
+        warns = list(warns) + _guards.removal_warning(stage, n, n - n_kept)
+    g = _guards.guards_record(dists, warns)
     with manifest.stage("write"):
         counts = write_decisions(ds, run, decisions)
         kept = decisions.filter(decisions.column("kept")).column("uid")
         name = output or run
         write_subset(ds, name, kept, {"stage": stage, "run": run, "params": manifest["params"],
-                                      "input_count": n, "reasons": counts})
+                                      "input_count": n, "reasons": counts, "guards": g})
     c = {"input": n, "kept": int(counts.get("kept", 0)), "removed": n - int(counts.get("kept", 0)),
          "reasons": counts}
     c.update(extra_counts or {})
     manifest["counts"] = c
+    manifest["guards"] = g
     manifest["outputs"] = {"decisions": f"decisions/{run}", "subset": f"subsets/{name}"}
     manifest.write(ds, run)
     cleanup_tmp(ds, run)
-    return {"run": run, "counts": c, "decisions": decisions, "timings_s": manifest["timings_s"]}
+    return {"run": run, "counts": c, "decisions": decisions, "timings_s": manifest["timings_s"], "guards": g}
+
+
+def _values_histogram(dec: pa.Table, transform=None) -> np.ndarray:
+    """Histogram of a decisions table's ``value`` column (the similarity each row was judged by)."""
+    v = dec.column("value").to_numpy(zero_copy_only=False) if dec.num_rows else np.zeros(0)
+    v = np.asarray([np.nan if x is None else x for x in v], dtype=np.float64) if v.dtype == object else v
+    return _guards.histogram(transform(v) if transform else v)
+
+
+def _clustering_health(ds: Dataset, meta: dict) -> tuple[dict, list[str]]:
+    return _guards.table_health(ds, meta["embeddings_table"], meta["embedding"])
 
 
 def _missing_decisions(ds: Dataset, input_uids, table: str, stage: str, reason: str) -> pa.Table:
@@ -76,6 +97,94 @@ def _missing_decisions(ds: Dataset, input_uids, table: str, stage: str, reason: 
 def _concat_decisions(*tables: pa.Table) -> pa.Table:
     parts = [t.select(DECISIONS.names).cast(DECISIONS) for t in tables if t.num_rows]
     return pa.concat_tables(parts) if parts else DECISIONS.empty_table()
+
+
+# ---------------------------------------------------------------- checks (before any engine starts)
+def check_dataset(ds: Dataset) -> Dataset:
+    if not ds.root.is_dir():
+        raise DatasetError(f"dataset folder {ds.root} does not exist")
+    return ds
+
+
+def check_clustering(ds: Dataset, clusters: str) -> dict:
+    """The clustering's metadata; an error if it or the embeddings table it was made from is missing."""
+    check_dataset(ds)
+    _, meta = load_clustering(ds, clusters)
+    if not ds.has_table(meta["embeddings_table"]):
+        raise DatasetError(f"clustering {clusters!r} was made from {meta['embeddings_table']}, which is missing "
+                           f"in {ds.root}")
+    return meta
+
+
+def check_semdedup(ds: Dataset, clusters: str, eps: float, keep: str) -> None:
+    if keep not in KEEP_CHOICES:
+        raise DatasetError(f"--keep must be one of {KEEP_CHOICES}, got {keep!r}")
+    if not 0.0 <= eps <= 1.0:
+        raise DatasetError(f"--eps must be in [0, 1], got {eps}")
+    check_clustering(ds, clusters)
+
+
+def check_prune(ds: Dataset, clusters: str, keep_fraction: float, method: str = "dbp", keep: str = "hard",
+                temperature: float = 0.5, balance_ratio: float = 0.5, n_neighbors: int = 20) -> None:
+    if method not in ("dbp", "ssp"):
+        raise DatasetError(f"pruning method must be dbp or ssp, got {method!r}")
+    if keep not in KEEP_CHOICES:
+        raise DatasetError(f"--keep must be one of {KEEP_CHOICES}, got {keep!r}")
+    if not 0.0 <= keep_fraction <= 1.0:
+        raise DatasetError(f"--keep-fraction must be in [0, 1], got {keep_fraction}")
+    if temperature <= 0 or not 0.0 <= balance_ratio <= 1.0 or n_neighbors < 1:
+        raise DatasetError(f"need --temperature > 0, --balance-ratio in [0, 1] and --neighbors >= 1 "
+                           f"(got {temperature}, {balance_ratio}, {n_neighbors})")
+    check_clustering(ds, clusters)
+
+
+def check_exact_dedup(ds: Dataset) -> None:
+    check_dataset(ds)
+    if not ds.has_table("downloads"):
+        raise DatasetError(f"table downloads not found in {ds.root} (run `curate download` first)")
+
+
+def check_near_dedup(ds: Dataset, model_id: str, threshold: float, keep_by: str = "uid", embedding: str = "image",
+                     clusters: str | None = None, nprobe: int = 8) -> str:
+    """The embeddings table near dedup reads, after checking every argument."""
+    from curate.embedding_space.vectors import EMBEDDING_KINDS
+
+    if keep_by not in ("uid", "clip_score"):
+        raise DatasetError(f"--keep-by must be uid or clip_score, got {keep_by!r}")
+    if not -1.0 <= threshold <= 1.0:
+        raise DatasetError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    if embedding not in EMBEDDING_KINDS:
+        raise DatasetError(f"--embedding must be one of {EMBEDDING_KINDS}, got {embedding!r}")
+    if nprobe < 1:
+        raise DatasetError(f"--nprobe must be >= 1, got {nprobe}")
+    table = embeddings_table(check_dataset(ds), model_id)
+    if clusters:
+        check_clustering(ds, clusters)
+    return table
+
+
+def check_decontaminate(ds: Dataset, model_id: str, eval_source: str, threshold: float,
+                        model_name: str | None = None, pretrained: str | None = None) -> str:
+    """The pool's embeddings table, after checking the threshold, the evaluation source and, for
+    an image folder, that the model to embed it with resolves."""
+    if not -1.0 <= threshold <= 1.0:
+        raise DatasetError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    table = embeddings_table(check_dataset(ds), model_id)
+    p = Path(str(eval_source))
+    if not p.exists() and not ds.has_table(str(eval_source)):
+        raise DatasetError(f"--eval {eval_source}: neither an image folder, a Parquet table, nor a table of {ds.root}")
+    if p.is_dir() and not any(p.glob("*.parquet")):
+        _eval_model_ref(ds, model_id, model_name, pretrained)
+    return table
+
+
+def _eval_model_ref(ds: Dataset, model_id: str, model_name: str | None, pretrained: str | None):
+    """The model that embeds evaluation images: the pool's own (via the resolver), or the one given."""
+    from curate.models.resolve import resolve_model
+
+    if model_name is None:
+        return resolve_model(model_id, dataset=ds)
+    return resolve_model(model_name, pretrained)
 
 
 # ---------------------------------------------------------------- clustered rows
@@ -138,10 +247,7 @@ def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep
                  device: str = "auto") -> dict:
     ds = _ds(dataset)
     executor = executor or LocalExecutor()
-    if keep not in KEEP_CHOICES:
-        raise DatasetError(f"--keep must be one of {KEEP_CHOICES}, got {keep!r}")
-    if not 0.0 <= eps <= 1.0:
-        raise DatasetError(f"--eps must be in [0, 1], got {eps}")
+    check_semdedup(ds, clusters, eps, keep)
     c, _ = load_clustering(ds, clusters)
     uid_filter = write_uid_filter(ds, run, input_uids)
     meta, table, tasks = _clustering_tasks(ds, clusters, uid_filter, with_embedding=True)
@@ -161,8 +267,11 @@ def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep
     size, kept, d_intra = _per_cluster(dec, c.shape[0])
     write_cluster_stats(ds, run, size, d_intra, _dbp.centroid_d_inter(c), kept=kept)
     miss = _missing_decisions(ds, input_uids, table, "semdedup", NO_EMBEDDING)
+    health, warns = _clustering_health(ds, meta)
+    dists = {"embeddings": health, "acted_on": _guards.distribution(
+        _values_histogram(dec), "largest cosine to an earlier item of the same cluster")}
     return _finish(ds, run, "semdedup", _concat_decisions(dec, miss), m, output,
-                   {"clusters_with_removals": int(((size - kept) > 0).sum())})
+                   {"clusters_with_removals": int(((size - kept) > 0).sum())}, guards=(dists, warns))
 
 
 # ---------------------------------------------------------------- DBP / SSP
@@ -184,15 +293,7 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
     ds = _ds(dataset)
     executor = executor or LocalExecutor()
     run = run or method
-    if method not in ("dbp", "ssp"):
-        raise DatasetError(f"pruning method must be dbp or ssp, got {method!r}")
-    if keep not in KEEP_CHOICES:
-        raise DatasetError(f"--keep must be one of {KEEP_CHOICES}, got {keep!r}")
-    if not 0.0 <= keep_fraction <= 1.0:
-        raise DatasetError(f"--keep-fraction must be in [0, 1], got {keep_fraction}")
-    if temperature <= 0 or not 0.0 <= balance_ratio <= 1.0 or n_neighbors < 1:
-        raise DatasetError(f"need --temperature > 0, --balance-ratio in [0, 1] and --neighbors >= 1 "
-                           f"(got {temperature}, {balance_ratio}, {n_neighbors})")
+    check_prune(ds, clusters, keep_fraction, method, keep, temperature, balance_ratio, n_neighbors)
     c, _ = load_clustering(ds, clusters)
     k = c.shape[0]
     uid_filter = write_uid_filter(ds, run, input_uids)
@@ -241,7 +342,12 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
         raise DatasetError(f"{run}: internal count mismatch (kept {int(kept.sum())}, planned {n_keep})")
     write_cluster_stats(ds, run, size, d_intra, d_inter, plan["complexity"], plan["probability"], quota, kept)
     miss = _missing_decisions(ds, input_uids, table, stage, NO_EMBEDDING)
-    return _finish(ds, run, stage, _concat_decisions(dec, miss), m, output, {"target_kept": n_keep})
+    health, warns = _clustering_health(ds, meta)
+    dists = {"embeddings": health, "acted_on": _guards.distribution(
+        _values_histogram(dec, lambda d: 1.0 - d), "cosine to the cluster centroid")}
+    # removing most of the input is what a small --keep-fraction asks for: no removal warning here
+    return _finish(ds, run, stage, _concat_decisions(dec, miss), m, output, {"target_kept": n_keep},
+                   guards=(dists, warns), removal_guard=False)
 
 
 # ---------------------------------------------------------------- exact duplicates
@@ -260,8 +366,7 @@ def run_exact_dedup(dataset, run: str = "exact_dedup", input_uids=None, executor
 
     ds = _ds(dataset)
     executor = executor or LocalExecutor()
-    if not ds.has_table("downloads"):
-        raise DatasetError(f"table downloads not found in {ds.root} (run `curate download` first)")
+    check_exact_dedup(ds)
     uid_filter = write_uid_filter(ds, run, input_uids)
     m = RunManifest(run, dict(stage="exact_dedup", restricted=input_uids is not None, engine=executor.name))
     m["inputs"] = [{"table": "downloads", "rows": ds.count("downloads")}]
@@ -301,11 +406,7 @@ def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_de
 
     ds = _ds(dataset)
     executor = executor or LocalExecutor()
-    if keep_by not in ("uid", "clip_score"):
-        raise DatasetError(f"--keep-by must be uid or clip_score, got {keep_by!r}")
-    if not -1.0 <= threshold <= 1.0:
-        raise DatasetError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
-    table = embeddings_table(ds, model_id)
+    table = check_near_dedup(ds, model_id, threshold, keep_by, embedding, clusters, nprobe)
     uid_filter = write_uid_filter(ds, run, input_uids)
     m = RunManifest(run, dict(stage="near_dedup", model_id=model_id, threshold=threshold, keep_by=keep_by,
                               embedding=embedding, clusters=clusters, nprobe=nprobe,
@@ -334,7 +435,10 @@ def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_de
         dec, stats = near_duplicate_decisions(rows.column("uid").to_pylist(), x, threshold, scores=scores,
                                               stage="near_dedup", index=index)
     miss = _missing_decisions(ds, input_uids, table, "near_dedup", NO_EMBEDDING)
-    return _finish(ds, run, "near_dedup", _concat_decisions(dec, miss), m, output, stats)
+    health, warns = _guards.table_health(ds, table, embedding)
+    dists = {"embeddings": health, "acted_on": _guards.distribution(
+        _values_histogram(dec), "cosine of each removed sample to its group")}
+    return _finish(ds, run, "near_dedup", _concat_decisions(dec, miss), m, output, stats, guards=(dists, warns))
 
 
 # ---------------------------------------------------------------- decontamination
@@ -389,15 +493,8 @@ def load_eval_embeddings(source: str, dataset: Dataset, model_id: str, model_nam
     from curate.embed import embed_image_folder
     from curate.models import load_model
 
-    name, _, suffix = model_id.partition("__")
-    seed = 0
-    if model_name is None:
-        model_name = name
-        if suffix.startswith("random-seed"):
-            seed, pretrained = int(suffix[len("random-seed"):]), None
-        elif pretrained is None:
-            pretrained = suffix
-    bundle = load_model(model_name, pretrained, seed=seed)
+    ref = _eval_model_ref(dataset, model_id, model_name, pretrained)
+    bundle = load_model(ref.name, ref.pretrained, seed=ref.seed)
     if bundle.model_id != model_id:
         raise DatasetError(f"evaluation images would be embedded with {bundle.model_id}, but the pool embeddings "
                            f"are {model_id}; pass --eval-model/--eval-pretrained matching the pool's model")
@@ -413,9 +510,7 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
 
     ds = _ds(dataset)
     executor = executor or LocalExecutor()
-    if not -1.0 <= threshold <= 1.0:
-        raise DatasetError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
-    table = embeddings_table(ds, model_id)
+    table = check_decontaminate(ds, model_id, eval_source, threshold, model_name, pretrained)
     m = RunManifest(run, dict(stage="decontaminate", model_id=model_id, eval=str(eval_source), threshold=threshold,
                               restricted=input_uids is not None, engine=executor.name))
     with m.stage("embed_eval"):
@@ -455,7 +550,11 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
         schema=load_schema("decontamination").arrow())
     ds.write_table(f"decontamination/{run}", report)
     miss = _missing_decisions(ds, input_uids, table, "decontaminate", NO_EMBEDDING)
+    health, warns = _guards.table_health(ds, table, "image")
+    dists = {"embeddings": health,
+             "acted_on": _guards.distribution(_guards.histogram(sims), "cosine to the nearest evaluation image")}
     res = _finish(ds, run, "decontaminate", _concat_decisions(dec, miss), m, output,
-                  {"eval_images": len(eval_ids), "eval_images_with_copies": int((count > 0).sum())})
+                  {"eval_images": len(eval_ids), "eval_images_with_copies": int((count > 0).sum())},
+                  guards=(dists, warns))
     res["report"] = report
     return res

@@ -161,11 +161,12 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
              zeroshot: list | tuple = (), retrieval_sets: list | tuple = (), templates=None,
              max_per_class: int | None = None, retrieval_images: list[str] | None = None,
              output: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 256,
-             seed: int = 0) -> dict:
+             seed: int = 0, pretrained: str | None = None) -> dict:
     """Evaluate one checkpoint on zero-shot folders and retrieval sets; writes and returns the results.
 
     ``model`` defaults to the architecture recorded in the run's ``train.json``. ``checkpoint``
-    None evaluates random weights from ``seed`` (the chance baseline; ``output`` is then needed).
+    None evaluates random weights from ``seed`` (the chance baseline; ``output`` is then needed),
+    or the open_clip ``pretrained`` tag when one is given.
     Results go to ``<checkpoint stem>.eval.json`` beside the checkpoint and are linked from
     the trained subset's manifest.
     """
@@ -189,7 +190,7 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
     if output is None and ck is None:
         raise EvalError("evaluating random weights needs an output path")
     t0 = time.perf_counter()
-    bundle = load_model(arch, pretrained=str(ck) if ck else None, device=device, seed=seed)
+    bundle = load_model(arch, pretrained=str(ck) if ck else pretrained, device=device, seed=seed)
     results: dict = {"zeroshot": {}, "retrieval": {}}
     for folder in zeroshot:
         results["zeroshot"][Path(folder).name] = zero_shot(bundle, folder, templates=templates,

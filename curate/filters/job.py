@@ -150,17 +150,18 @@ MODEL_ALIASES = {"b32": "ViT-B-32__openai", "l14": "ViT-L-14__openai"}
 
 
 def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
+    from curate.models.resolve import resolve_embeddings
+
     tables = embedding_tables(dataset)
     if model:
-        from curate.models.scorers import embeddings_id
-
-        model = MODEL_ALIASES.get(model, model)
-        model = embeddings_id(model, dataset.root)  # a scorer's name (`curate scorer train`): its embeddings
-        name = model if model.startswith("embeddings/") else f"embeddings/{model}"
-        if name not in tables:
-            raise DatasetError(f"filter {spec.name}: no table {name} in {dataset.root} "
-                               f"(found: {', '.join(tables) or 'none'}); run `curate embed` first")
-        return _checked(dataset, name)
+        model = MODEL_ALIASES.get(model, model)  # DataComp's --arch names
+        # any model spec: a table id, an open_clip NAME[:TAG], a checkpoint file
+        try:
+            return _checked(dataset, f"embeddings/{resolve_embeddings(dataset, model)}")
+        except DatasetError as e:
+            raise DatasetError(f"filter {spec.name}: no table embeddings/{model.removeprefix('embeddings/')} in "
+                               f"{dataset.root} (found: {', '.join(tables) or 'none'}; {e}); "
+                               f"run `curate embed` first") from None
     if len(tables) == 1:
         return _checked(dataset, tables[0])
     if not tables:
@@ -168,6 +169,28 @@ def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
                            "embeddings/<model> table; run `curate embed` first")
     raise DatasetError(f"filter {spec.name}: several embedding tables ({', '.join(tables)}); "
                        f"choose one with {spec.name}:model=NAME")
+
+
+def check_filters(dataset: Dataset, specs: list[FilterSpec]) -> None:
+    """Every check that needs no data pass: samples table, embeddings tables the filters read,
+    image_based target paths. Run before an engine starts (a JVM takes seconds)."""
+    if not Path(dataset.root).is_dir():
+        raise DatasetError(f"dataset folder {dataset.root} does not exist")
+    _check_samples(dataset)
+    for spec in specs:
+        if spec.name in ("clip_score", "laion2b", "image_based"):
+            resolve_model(dataset, spec.params.get("model"), spec)
+        if spec.name == "image_based":
+            for key in ("target", "centroids"):
+                v = spec.params.get(key)
+                if v and not Path(v).exists():
+                    raise InputFileError(str(v), f"image_based {key} does not exist")
+            t = Path(spec.params.get("target") or "")
+            if spec.params.get("target") and t.is_dir() and not any(t.glob("*.parquet")):
+                from curate.models.resolve import resolve_model as resolve_model_spec
+
+                table = resolve_model(dataset, spec.params.get("model"), spec)
+                resolve_model_spec(table.split("/", 1)[1], dataset=dataset)  # the model that embeds the folder
 
 
 def _check_samples(dataset: Dataset) -> list[Path]:
@@ -230,8 +253,10 @@ def _embed_folder(folder: Path, model_table: str, dataset: Dataset) -> np.ndarra
     from curate.embed.core import embed_image_folder
     from curate.models import load_model
 
-    params = run["params"]
-    bundle = load_model(params["model"], params.get("pretrained"), seed=int(params.get("seed", 0)))
+    from curate.models.resolve import resolve_model as resolve_model_spec
+
+    ref = resolve_model_spec(model_id, dataset=dataset)
+    bundle = load_model(ref.name, ref.pretrained, seed=ref.seed)
     if bundle.model_id != model_id:
         raise CurateError(f"image_based: loaded {bundle.model_id}, expected {model_id}; pass target=FILE.npy instead")
     _, _, x = embed_image_folder(folder, bundle)
@@ -310,6 +335,13 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
 
     with m.stage("subset"):
         counts, kept = _summarize(dataset, name, [s.name for s in specs], ts["rows"])
+        if "image_based" in resolved:  # guards: degenerate embeddings, most of the pool removed
+            from curate.embedding_space import guards
+
+            g = resolved["image_based"]["guards"]
+            removed = ts["rows"] - counts["image_based"].get("kept", 0)
+            g["warnings"] += guards.removal_warning("image_based", ts["rows"], removed)
+            m["guards"] = g
         d = write_subset(dataset, name, kept, manifest={
             "stage": "filter", "filters": [str(s) for s in specs], "decisions": f"decisions/{name}",
             "run": f"_runs/filter-{name}.json", "resolved": resolved})
@@ -407,6 +439,10 @@ def _prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name
     target = _load_target(p["target"], table, dataset)
     if target.shape[1] != centroids.shape[1]:
         raise CurateError(f"image_based: target embeddings have dim {target.shape[1]}, pool has {centroids.shape[1]}")
+    from curate.embedding_space import guards
+
+    health, warns = guards.table_health(dataset, table, "image")
+    info["guards"] = guards.guards_record({"embeddings": health}, warns)
     tc = np.unique(stages.assign_clusters(target, centroids))
     ctx.update({"centroids_path": str(path), "target_clusters": [int(c) for c in tc]})
     info.update({"target": p["target"], "target_images": int(len(target)), "target_clusters": int(len(tc)),

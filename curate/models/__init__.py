@@ -151,6 +151,26 @@ def resolve_precision(precision: str | None, device: str) -> str:
     return precision
 
 
+def check_model(name: str, pretrained: str | None) -> None:
+    """A ModelError unless ``name`` is a known architecture and ``pretrained`` (if given) is a
+    checkpoint file or one of its pretrained tags. Loads nothing (cheap: run before any job)."""
+    import open_clip
+
+    register_configs()
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return
+    if open_clip.get_model_config(name) is None:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+    if pretrained is not None:
+        is_file = os.path.isfile(pretrained)
+        looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+        if not is_file and looks_like_path:
+            raise ModelError(f"checkpoint {pretrained} does not exist")
+        if not is_file and pretrained not in list_pretrained_tags(name):
+            raise ModelError(f"{pretrained!r} is neither a checkpoint file nor a pretrained tag of {name} "
+                             f"(tags: {', '.join(list_pretrained_tags(name)) or 'none'})")
+
+
 def load_model(name: str, pretrained: str | None = None, device: str = "cpu", precision: str = "auto",
                seed: int = 0, cache_dir: str | None = None) -> ModelBundle:
     """An eval-mode open_clip model, its eval preprocess and tokenizer.
@@ -166,16 +186,7 @@ def load_model(name: str, pretrained: str | None = None, device: str = "cpu", pr
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     schema_prefixed = name.startswith(("hf-hub:", "local-dir:"))
-    if not schema_prefixed and open_clip.get_model_config(name) is None:
-        raise ModelError(f"unknown model {name!r}; known: {', '.join(list_models())}")
-    if pretrained is not None and not schema_prefixed:
-        is_file = os.path.isfile(pretrained)
-        looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
-        if not is_file and looks_like_path:
-            raise ModelError(f"checkpoint {pretrained} does not exist")
-        if not is_file and pretrained not in list_pretrained_tags(name):
-            raise ModelError(f"{pretrained!r} is neither a checkpoint file nor a pretrained tag of {name} "
-                             f"(tags: {', '.join(list_pretrained_tags(name)) or 'none'})")
+    check_model(name, pretrained)
     if pretrained is None:
         torch.manual_seed(seed)  # random init is reproducible from the seed
     try:

@@ -474,6 +474,17 @@ def _env() -> jinja2.Environment:
     return env
 
 
+def guard_warnings(man: dict) -> list[tuple[str, str]]:
+    """(stage, warning) of the embedding-space guards recorded in a subset's manifest: its own
+    stage's, a filter run's per filter, or each recipe stage's (curate.embedding_space.guards)."""
+    found = [(man.get("stage") or "stage", (man.get("guards") or {}).get("warnings", []))]
+    found += [(k, (v.get("guards") or {}).get("warnings", []))
+              for k, v in (man.get("resolved") or {}).items() if isinstance(v, dict)]
+    found += [(s.get("name", ""), (s.get("stats") or {}).get("warnings", []))
+              for s in (man.get("lineage") or {}).get("stages", [])]
+    return [(stage, w) for stage, ws in found for w in ws]
+
+
 def render(data: dict, evals: dict | None = None, title: str | None = None) -> str:
     lin = data.get("lineage") or {}
     title = title or f"curate report: {data['subset']}"
@@ -485,7 +496,7 @@ def render(data: dict, evals: dict | None = None, title: str | None = None) -> s
              (f"subset {data['subset']}", data["after_count"])]
     cv = code_version()
     return _env().get_template("report.html.j2").render(
-        title=title, css=CSS, data=data, cards=cards, code=cv,
+        title=title, css=CSS, data=data, cards=cards, code=cv, warnings=guard_warnings(data.get("manifest") or {}),
         stamp=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         funnel=_funnel_view(data["funnel"]), evaluation=_eval_view(evals or {}),
         distributions=_dist_view(data["distributions"]), galleries=data["galleries"],
