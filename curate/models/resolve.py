@@ -11,7 +11,8 @@ A model spec is any of:
   architecture comes from the ``train.json`` beside it or the checkpoint's ``arch`` entry.
 
 ``resolve_embeddings`` turns a spec into the id of an existing embeddings table of a dataset
-(for the jobs that read embeddings); ``resolve_model`` turns it into (name, pretrained, seed)
+(for the jobs that read embeddings; a one-line error listing the tables when it names none
+or several); ``resolve_model`` turns it into (name, pretrained, seed)
 for ``load_model`` (for the jobs that embed images), going through the embed run's manifest
 when the spec names an embeddings table. Neither loads weights: both run before any Spark job.
 """
@@ -90,7 +91,7 @@ def checkpoint_arch(path: str) -> str:
 
 def resolve_embeddings(dataset, spec: str | None, pretrained: str | None = None) -> str:
     """The id of the embeddings table of ``dataset`` that ``spec`` names (see the module doc);
-    with no spec, the only one. A one-line ModelError listing the tables otherwise."""
+    with no spec, the only one. A one-line DatasetError listing the tables otherwise."""
     from curate.errors import DatasetError
 
     from curate.models.scorers import resolve_scorer
@@ -172,7 +173,8 @@ def resolve_model(spec: str, pretrained: str | None = None, seed: int = 0, datas
                              f"and --pretrained instead")
         return check_ref(ref)
     name, tag = _split(s, pretrained)
-    if tag is None and _looks_like_checkpoint(name) and not _known_name(name):
+    if (tag is None and not name.startswith(("hf-hub:", "local-dir:")) and _looks_like_checkpoint(name)
+            and not _known_name(name)):
         if not os.path.isfile(name):
             raise ModelError(f"checkpoint {name} does not exist")
         return check_ref(ModelRef(checkpoint_arch(name), name, seed))

@@ -182,6 +182,8 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         removed = len(uids) - len(out_uids)
         say(f"  {spec.name:<24} {len(uids):>10,} -> {len(out_uids):>10,}  (-{removed:,})"
             f"{'  (cached)' if cached else ''}  {seconds:.2f}s")
+        for w in (stats or {}).get("warnings", []):  # embedding-space guards
+            say(f"    warning: {w}")
         all_decisions.append(decisions)
         uids, cur_hash = out_uids, out_hash
 

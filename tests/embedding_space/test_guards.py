@@ -152,3 +152,22 @@ def test_cluster_warns_on_large_k_and_empty_clusters(tmp_path, capsys):
     assert f"{c['empty_clusters']} of 40 clusters are empty" in _manifest(ds, "cluster-kmeans")["guards"]["warnings"]
     code, out, _ = _run(["cluster", str(ds.root), "-k", "4", "--engine", "local"], capsys)
     assert code == 0 and "too large" not in out and "clusters are empty" not in out
+
+
+def test_recipe_stages_carry_warnings_to_lineage_and_report(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "report"))
+    from toypool import make_downloaded_pool
+
+    from curate.recipe import load_recipe, run_recipe
+
+    ds = make_downloaded_pool(tmp_path / "pool")
+    p = tmp_path / "r.yaml"
+    p.write_text(f"name: g\ndataset: {ds.root}\nembedding_model: toy\noutput: g\nstages:\n  - kind: cluster\n    k: 20\n")
+    lin = run_recipe(load_recipe(p), engine="local", quiet=True)
+    warns = lin["stages"][0]["stats"]["warnings"]
+    assert any("k=20 is too large" in w for w in warns)
+    html = _guards_html(read_subset_manifest(ds, "g"))
+    assert "<b>cluster</b>: k=20 is too large" in html

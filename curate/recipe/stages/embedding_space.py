@@ -24,6 +24,12 @@ def _clusters_name(ctx: StageContext, name: Optional[str]) -> str:
     return name or f"recipe-{ctx.recipe_name}"
 
 
+def _warnings(r: dict) -> dict:
+    """The job's guard warnings (curate.embedding_space.guards) for the lineage and the report."""
+    w = (r.get("guards") or {}).get("warnings")
+    return {"warnings": w} if w else {}
+
+
 def _model(ctx: StageContext, model: Optional[str]) -> str:
     if model:
         return model
@@ -62,7 +68,7 @@ def run_cluster_stage(ctx: StageContext, uids: pa.Array, p: ClusterParams) -> St
     value = [by[u][1] if u in by else None for u in ids]
     detail = [f"cluster {by[u][0]}" if u in by else None for u in ids]
     return StageResult(decisions_table(distinct, ctx.stage_name, kept, reason, value, detail),
-                       stats={"clusters": f"clusters/{name}", **r.get("counts", {})})
+                       stats={"clusters": f"clusters/{name}", **r.get("counts", {}), **_warnings(r)})
 
 
 class SemDeDupParams(Params):
@@ -88,7 +94,7 @@ def run_semdedup_stage(ctx: StageContext, uids: pa.Array, p: SemDeDupParams) -> 
 
     r = run_semdedup(ctx.dataset, _clusters_name(ctx, p.clusters), p.eps, run=ctx.run_name, keep=p.keep, seed=p.seed,
                      input_uids=pc.unique(uids), executor=ctx.executor())
-    return StageResult(ctx.restrict(r["decisions"], uids), stats=r.get("counts", {}))
+    return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
 
 
 class PruneParams(Params):
@@ -109,7 +115,7 @@ def run_prune_stage(ctx: StageContext, uids: pa.Array, p: PruneParams) -> StageR
     r = run_prune(ctx.dataset, _clusters_name(ctx, p.clusters), p.keep_fraction, method=p.method, run=ctx.run_name,
                   keep=p.keep, seed=p.seed, temperature=p.temperature, balance_ratio=p.balance_ratio,
                   input_uids=pc.unique(uids), executor=ctx.executor())
-    return StageResult(ctx.restrict(r["decisions"], uids), stats=r.get("counts", {}))
+    return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
 
 
 class ExactDedupParams(Params):
@@ -122,7 +128,7 @@ def run_exact_dedup_stage(ctx: StageContext, uids: pa.Array, p: ExactDedupParams
     from curate.embedding_space.jobs import run_exact_dedup
 
     r = run_exact_dedup(ctx.dataset, run=ctx.run_name, input_uids=pc.unique(uids), executor=ctx.executor())
-    return StageResult(ctx.restrict(r["decisions"], uids), stats=r.get("counts", {}))
+    return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
 
 
 class NearDedupParams(Params):
@@ -139,7 +145,7 @@ def run_near_dedup_stage(ctx: StageContext, uids: pa.Array, p: NearDedupParams) 
 
     r = run_near_dedup(ctx.dataset, _model(ctx, p.model), p.threshold, run=ctx.run_name, keep_by=p.keep_by,
                        embedding=p.embedding, input_uids=pc.unique(uids), executor=ctx.executor())
-    return StageResult(ctx.restrict(r["decisions"], uids), stats=r.get("counts", {}))
+    return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
 
 
 class DecontaminateParams(Params):
@@ -159,4 +165,4 @@ def run_decontaminate_stage(ctx: StageContext, uids: pa.Array, p: DecontaminateP
     r = run_decontaminate(ctx.dataset, _model(ctx, p.model), p.eval, p.threshold, run=ctx.run_name,
                           model_name=p.model_name, pretrained=p.pretrained, input_uids=pc.unique(uids),
                           executor=ctx.executor())
-    return StageResult(ctx.restrict(r["decisions"], uids), stats=r.get("counts", {}))
+    return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
