@@ -3,7 +3,7 @@ warnings when the embeddings look meaningless or a stage removes most of its inp
 
 Distributions are fixed-bin histograms over cosine similarity in [-1, 1] (``BINS`` bins), so
 tasks can return them and the driver sums them: no per-row data needs to reach the driver.
-Quantiles are read off the summed histogram (bin centres, precision 2 / BINS = 0.005).
+Quantiles are read off the summed histogram (bin centres, precision 2 / BINS = 0.001).
 
 Degenerate embeddings (a random-init model, a collapsed one) show as near-constant cosine
 similarity between unrelated samples: the median pairwise cosine among a bounded random
@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-BINS = 400
+BINS = 2000
 DEGENERATE_MEDIAN = 0.9
 MIN_SPREAD = 0.02
 PAIR_SAMPLE = 256
