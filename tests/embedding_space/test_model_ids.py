@@ -117,3 +117,4 @@ def test_eval_takes_a_checkpoint_or_an_embeddings_id_as_model(setup, capsys, tmp
         assert code == 0, err
         outs[label] = json.loads(out_json.read_text())
     assert outs["ckpt"]["model_id"] == ids["ckpt"] and outs["id"]["model_id"] == ids["random"]
+
