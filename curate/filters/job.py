@@ -442,7 +442,16 @@ def _prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name
     from curate.embedding_space import guards
 
     health, warns = guards.table_health(dataset, table, "image")
-    info["guards"] = guards.guards_record({"embeddings": health}, warns)
+    dists = {"embeddings": health}
+    if not p["centroids"] and len(x):
+        # what the filter compares: each sample's similarity to its nearest centroid (a bounded
+        # head of the uid-sorted k-means input, already on the driver)
+        xs = x[:8 * guards.PAIR_SAMPLE]
+        cn = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        xn = xs / np.maximum(np.linalg.norm(xs, axis=1, keepdims=True), 1e-12)
+        sims = np.einsum("ij,ij->i", xn, cn[stages.assign_clusters(xs, centroids)])
+        dists["acted_on"] = guards.distribution(guards.histogram(sims), "cosine of a sample to its nearest centroid")
+    info["guards"] = guards.guards_record(dists, warns)
     tc = np.unique(stages.assign_clusters(target, centroids))
     ctx.update({"centroids_path": str(path), "target_clusters": [int(c) for c in tc]})
     info.update({"target": p["target"], "target_images": int(len(target)), "target_clusters": int(len(tc)),

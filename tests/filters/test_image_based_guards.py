@@ -47,6 +47,8 @@ def test_random_init_embeddings_warn(tmp_dataset, writers, tmp_path, capsys):
     assert g["distributions"]["embeddings"]["median"] > 0.9
     assert any("embeddings look degenerate" in w for w in g["warnings"])
     assert "warning: embeddings look degenerate" in out
+    assert "cosine of a sample to its nearest centroid (n=30)" in out
+    assert g["distributions"]["acted_on"]["quantiles"]["p50"] > 0.9
     removed = 30 - m["counts"]["filters"]["image_based"].get("kept", 0)
     assert (removed > 15) == any("image_based removed" in w for w in g["warnings"])
     assert read_subset_manifest(tmp_dataset, "ib")["resolved"]["image_based"]["guards"]["warnings"] == g["warnings"]
