@@ -14,7 +14,7 @@ import pytest
 
 from curate.cli import main
 from curate.embedding_space import guards
-from curate.report.build import _guards_html
+from curate.report.build import guard_warnings
 from curate.subset import read_subset_manifest
 from curate.tables import Dataset
 
@@ -104,8 +104,7 @@ def test_random_init_model_warns_everywhere(tmp_path, capsys, random_init_embedd
     # the kept subset's manifest carries the guards, and the report shows them
     sub = read_subset_manifest(ds, "decontaminate")
     assert sub["guards"]["warnings"] == m["guards"]["warnings"]
-    html = _guards_html(sub)
-    assert "id=warnings" in html and "embeddings look degenerate" in html
+    assert ("decontaminate", m["guards"]["warnings"][0]) in guard_warnings(sub)
 
     code, out, _ = _run(["dedup", "near", root, "--threshold", "0.99", "--engine", "local"], capsys)
     assert code == 0 and "warning: embeddings look degenerate" in out
@@ -169,5 +168,10 @@ def test_recipe_stages_carry_warnings_to_lineage_and_report(tmp_path):
     lin = run_recipe(load_recipe(p), engine="local", quiet=True)
     warns = lin["stages"][0]["stats"]["warnings"]
     assert any("k=20 is too large" in w for w in warns)
-    html = _guards_html(read_subset_manifest(ds, "g"))
-    assert "<b>cluster</b>: k=20 is too large" in html
+    assert any(st == "cluster" and "k=20 is too large" in w for st, w in guard_warnings(read_subset_manifest(ds, "g")))
+    # the report shows them near the top, before the funnel
+    from curate.report import build_report
+
+    html = build_report(ds, "g", out=tmp_path / "r.html").read_text()
+    assert "id=warnings" in html and "<b>cluster</b>: k=20 is too large" in html
+    assert html.index("id=warnings") < html.index("id=funnel")
