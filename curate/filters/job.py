@@ -16,6 +16,7 @@ Steps (each timed in the run manifest):
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 from pathlib import Path
 
@@ -183,10 +184,11 @@ def check_filters(dataset: Dataset, specs: list[FilterSpec]) -> None:
         if spec.name == "image_based":
             for key in ("target", "centroids"):
                 v = spec.params.get(key)
-                if v and not Path(v).exists():
+                if v and not Path(v).exists() and not (any(c in v for c in "*?[") and glob.glob(v)):
                     raise InputFileError(str(v), f"image_based {key} does not exist")
             t = Path(spec.params.get("target") or "")
-            if spec.params.get("target") and t.is_dir() and not any(t.glob("*.parquet")):
+            if (spec.params.get("target") and t.is_dir()
+                    and not any(next(t.glob(f"*.{ext}"), None) for ext in ("parquet", "pt", "npy"))):
                 from curate.models.resolve import resolve_model as resolve_model_spec
 
                 table = resolve_model(dataset, spec.params.get("model"), spec)
