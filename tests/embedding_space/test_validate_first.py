@@ -1,5 +1,5 @@
 """Argument, path and table errors are reported before any engine starts: every job command,
-run with the default Spark engine and a bad argument, exits 2 with a one-line message while
+run with the Spark engine and a bad argument, exits 2 with a one-line message while
 pyspark was never imported (so no JVM was started), in a fresh interpreter."""
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ def test_bad_arguments_fail_before_spark(tmp_path):
         "embed shards": ["embed", root, "--model", "curate-tiny"],
         "filter samples": ["filter", root, "-f", "clip_score:threshold=0.3"],
     }
-    res = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(list(cases.values()))],
+    # --engine spark: the engine that starts a JVM (auto would pick in-process for this small pool)
+    argvs = [[*a, "--engine", "spark"] for a in cases.values()]
+    res = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(argvs)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     results = json.loads(res.stdout.strip().splitlines()[-1])
