@@ -1,7 +1,4 @@
-"""Training shards: 48 solid-colour squares with their colour as caption, in two WebDataset tars.
-
-(test_train.py still defines its own copy of `shards`, which wins in that module; it can go
-once the branches touching that file have merged.)"""
+"""Training shards: 48 solid-colour squares with their colour as caption, in two WebDataset tars."""
 
 from __future__ import annotations
 
@@ -14,7 +11,7 @@ from PIL import Image
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
 
 
-def _jpeg(rgb) -> bytes:
+def jpeg_square(rgb) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (24, 24), rgb).save(buf, format="JPEG")
     return buf.getvalue()
@@ -31,7 +28,7 @@ def shards(tmp_path_factory):
         with wds.TarWriter(str(d / f"{s:08d}.tar"), encoder=False) as w:
             for i in range(24):
                 c = names[(s * 24 + i) % 4]
-                w.write({"__key__": f"{s}{i:04d}", "jpg": _jpeg(COLOURS[c]), "txt": f"a {c} square".encode()})
+                w.write({"__key__": f"{s}{i:04d}", "jpg": jpeg_square(COLOURS[c]), "txt": f"a {c} square".encode()})
         sizes[f"{s:08d}.tar"] = 24
     (d / "sizes.json").write_text(json.dumps(sizes))
     return d

@@ -1,38 +1,9 @@
 from __future__ import annotations
 
-import io
-import json
-
 import pytest
 import torch
-from PIL import Image
 
 from curate.train import TrainError, get_preset, plan_steps, train
-
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
-
-
-def _jpeg(rgb) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (24, 24), rgb).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    import webdataset as wds
-
-    d = tmp_path_factory.mktemp("wds")
-    names = list(COLOURS)
-    sizes = {}
-    for s in range(2):
-        with wds.TarWriter(str(d / f"{s:08d}.tar"), encoder=False) as w:
-            for i in range(24):
-                c = names[(s * 24 + i) % 4]
-                w.write({"__key__": f"{s}{i:04d}", "jpg": _jpeg(COLOURS[c]), "txt": f"a {c} square".encode()})
-        sizes[f"{s:08d}.tar"] = 24
-    (d / "sizes.json").write_text(json.dumps(sizes))
-    return d
 
 
 def test_plan_steps_gives_equal_samples_seen_whatever_the_data_size():
