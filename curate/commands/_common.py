@@ -30,6 +30,33 @@ def parse_conf(conf: list[str]) -> dict[str, str]:
     return out
 
 
+def require_tables(dataset: str, tables: dict[str, str]) -> None:
+    """Before any engine starts: the dataset folder exists and holds each table named in
+    ``tables`` (table -> the command that makes it); else one line saying what to run."""
+    from curate.errors import DatasetError
+    from curate.tables import Dataset
+
+    ds = Dataset(dataset)
+    if not ds.root.is_dir():
+        raise DatasetError(f"dataset folder {ds.root} does not exist")
+    for table, maker in tables.items():
+        if not ds.has_table(table):
+            raise DatasetError(f"{ds.root} has no {table} table; run `{maker}` first")
+
+
+def require_paths(paths, what: str) -> None:
+    """Before any engine starts: every input path exists (a dangling link counts as there:
+    the readers report it as an unreadable file)."""
+    from pathlib import Path
+
+    from curate.errors import InputFileError
+
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists() and not p.is_symlink():
+            raise InputFileError(str(raw), f"no such {what}")
+
+
 def open_executor(engine: str, master: Optional[str], conf: list[str], app_name: str,
                   dataset: Optional[str] = None):
     """The executor for a job: LocalExecutor or SparkExecutor, ``engine`` auto/local/spark.

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor, require_tables
 from curate.lock import hold_dataset_lock
 
 
@@ -73,6 +73,7 @@ def register(app: typer.Typer) -> None:
         opts.check()
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
+        require_tables(dataset, {"samples": "curate ingest"})
         executor = open_executor(engine, master, conf, "curate-download", dataset=dataset)
         stats = run_download(ds, executor, opts, retry_failed=retry_failed,
                              retry_classes=list(retry_class) or None)

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from curate.commands._common import ConfOpt, MasterOpt, parse_conf
+from curate.commands._common import ConfOpt, MasterOpt, parse_conf, require_paths
 from curate.ingest.stage import IngestRules
 from curate.lock import hold_dataset_lock
 
@@ -45,7 +45,6 @@ def register(app: typer.Typer) -> None:
         Every input row ends in exactly one of samples, duplicates or rejects; the counts and the
         inputs' fingerprints are written to DATASET/_runs/ingest.json.
         """
-        from curate.engine.spark import get_session, ui_url
         from curate.ingest.job import IngestConfig, run_ingest
         from curate.progress import info
         from curate.readers import ColumnMap, ReaderOptions
@@ -61,7 +60,10 @@ def register(app: typer.Typer) -> None:
                               faithful=(fmt == "datacomp") if faithful is None else faithful),
             rows_per_shard=rows_per_shard,
         )
+        require_paths(inputs, "file or folder")
         hold_dataset_lock(output, create=True)  # one writer per dataset
+        from curate.engine.spark import get_session, ui_url
+
         spark = get_session(master=master, conf=parse_conf(conf), app_name="curate-ingest")
         if ui_url(spark):
             info(f"Spark UI: {ui_url(spark)}")

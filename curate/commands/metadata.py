@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor, require_paths, require_tables
 from curate.lock import hold_dataset_lock
 from curate.names import check_output_path, name_callback
 
@@ -86,6 +86,8 @@ def match(
     from curate.tables import Dataset
 
     hold_dataset_lock(dataset)  # one writer per dataset
+    require_tables(dataset, {"samples": "curate ingest"})
+    require_paths([metadata], "metadata file")
     executor = open_executor(engine, master, conf, "curate-metadata-match", dataset=dataset)
     result = run_match(Dataset(dataset), metadata, executor, batch_size=batch_size, resume=resume,
                        params={"engine": engine, "master": master})
@@ -122,6 +124,7 @@ def balance(
     if t <= 0:
         raise typer.BadParameter("--t must be positive")
     hold_dataset_lock(dataset)  # one writer per dataset
+    require_tables(dataset, {"metadata_matches": "curate metadata match", "entry_counts": "curate metadata match"})
     executor = open_executor(engine, master, conf, "curate-metadata-balance", dataset=dataset)
     result = run_balance(Dataset(dataset), executor, t=t, t_reference_pool=t_reference_pool, seed=seed,
                          name=name, batch_size=batch_size, params={"engine": engine, "master": master})

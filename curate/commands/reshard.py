@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor, require_paths, require_tables
 from curate.lock import hold_dataset_lock
 from curate.names import check_output_path, name_callback
 
@@ -35,6 +35,16 @@ def register(app: typer.Typer) -> None:
 
         output = output and check_output_path(output, dataset, "--output")
         hold_dataset_lock(dataset)  # one writer per dataset
+        require_tables(dataset, {})
+        if subset_file is not None:
+            require_paths([subset_file], "subset file")
+        elif subset is not None:
+            from curate.errors import DatasetError
+            from curate.subset import subset_dir
+            from curate.tables import Dataset
+
+            if not subset_dir(Dataset(dataset), subset).is_dir():
+                raise DatasetError(f"subset not found: {subset_dir(Dataset(dataset), subset)}")
         executor = open_executor(engine, master, conf, "curate-reshard", dataset=dataset)
         meta = reshard(dataset, subset, output, subset_file=subset_file, shard_size=shard_size,
                        shuffle=shuffle, seed=seed, overwrite=overwrite, executor=executor)

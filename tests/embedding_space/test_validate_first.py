@@ -55,9 +55,15 @@ def test_bad_arguments_fail_before_spark(tmp_path):
         "embed tag": ["embed", root, "--model", "curate-tiny", "--pretrained", "no_such_tag"],
         "embed shards": ["embed", root, "--model", "curate-tiny"],
         "filter samples": ["filter", root, "-f", "clip_score:threshold=0.3"],
+        "download samples": ["download", root],
+        "match samples": ["metadata", "match", root, "--metadata", missing],
+        "balance matches": ["metadata", "balance", root],
+        "reshard subset": ["reshard", root, "--subset", "nope", "--output", str(tmp_path / "wds")],
+        "ingest input": ["ingest", missing, "-o", str(tmp_path / "out")],
     }
-    # --engine spark: the engine that starts a JVM (auto would pick in-process for this small pool)
-    argvs = [[*a, "--engine", "spark"] for a in cases.values()]
+    # --engine spark: the engine that starts a JVM (auto would pick in-process for this small
+    # pool); ingest always runs on Spark and has no --engine
+    argvs = [a if a[0] == "ingest" else [*a, "--engine", "spark"] for a in cases.values()]
     res = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(argvs)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -78,4 +84,10 @@ def test_bad_arguments_fail_before_spark(tmp_path):
     assert "no-such-arch" in by["embed model"]["err"]
     assert "no_such_tag" in by["embed tag"]["err"]
     assert "no downloaded image shards" in by["embed shards"]["err"]
+    assert "no samples table; run `curate ingest`" in by["download samples"]["err"]
+    assert "no samples table" in by["match samples"]["err"]
+    assert "no metadata_matches table; run `curate metadata match`" in by["balance matches"]["err"]
+    assert "subset not found" in by["reshard subset"]["err"]
+    assert f"{missing}: no such file or folder" in by["ingest input"]["err"]
+    assert not (tmp_path / "out").exists()  # nothing written for a failed start
     assert "samples" in by["filter samples"]["err"]
