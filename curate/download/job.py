@@ -302,19 +302,8 @@ def _run_img2dataset(dataset: Dataset, todo: pa.Table, first_shard: int, opts: D
     reader = Reader(str(input_file), "parquet", "url", "text", None, None, carried, opts.samples_per_shard,
                     set(), str(work / "tmp"), first_shard)
     downloader = _make_downloader(dataset, reader.column_list, opts, digits)
-    spark = getattr(executor, "spark", None)
-    if spark is not None:
-        from img2dataset.distributor import pyspark_distributor
-
-        from curate.engine.spark import activate
-
-        activate(spark)  # img2dataset finds the session with getActiveSession()
-        processes = opts.processes_count or executor.parallelism
-        pyspark_distributor(processes, downloader, reader, opts.subjob_size, opts.max_shard_retry)
-    else:  # plain in-process loop, same downloader, same retry policy
-        failed = [row for row in reader if not downloader(row)[0]]
-        for _ in range(opts.max_shard_retry):
-            failed = [row for row in failed if not downloader(row)[0]]
+    # Spark: img2dataset's pyspark distributor; local: the same downloader in a plain loop
+    executor.run_img2dataset(downloader, reader, opts.processes_count, opts.subjob_size, opts.max_shard_retry)
     shutil.rmtree(work, ignore_errors=True)
 
 

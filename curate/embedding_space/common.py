@@ -97,15 +97,7 @@ def collect_rows(executor, tasks: list[dict], fn: RowsFn, schema: pa.Schema, des
     """Concatenate the batches ``fn`` yields for every task (in-process or as Spark tasks)."""
     if not tasks:
         return schema.empty_table()
-    if getattr(executor, "name", "local") == "spark":
-        from curate.engine.spark import collect_arrow, tasks_to_frame
-
-        t = collect_arrow(tasks_to_frame(executor.spark, tasks, fn, schema))
-        return _cast(t, schema)
-    batches = [b for t in tasks for b in fn(t) if b.num_rows]
-    if not batches:
-        return schema.empty_table()
-    return _cast(pa.Table.from_batches(batches), schema)
+    return _cast(executor.collect_task_rows(tasks, fn, schema), schema)
 
 
 def grouped_apply(executor, tasks: list[dict], rows_fn: RowsFn, row_schema: pa.Schema, key: str,
@@ -117,21 +109,7 @@ def grouped_apply(executor, tasks: list[dict], rows_fn: RowsFn, row_schema: pa.S
     """
     if not tasks:
         return out_schema.empty_table()
-    if getattr(executor, "name", "local") == "spark":
-        from curate.engine.spark import collect_arrow, group_apply, tasks_to_frame
-
-        frame = tasks_to_frame(executor.spark, tasks, rows_fn, row_schema)
-        return _cast(collect_arrow(group_apply(frame, [key], group_fn, out_schema)), out_schema)
-    rows = collect_rows(executor, tasks, rows_fn, row_schema)
-    if rows.num_rows == 0:
-        return out_schema.empty_table()
-    rows = rows.sort_by([(key, "ascending")])
-    keys = rows.column(key).to_numpy()
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    ends = np.r_[starts[1:], len(keys)]
-    outs = [group_fn(rows.slice(s, e - s)) for s, e in zip(starts, ends)]
-    outs = [_cast(o, out_schema) for o in outs if o.num_rows]
-    return pa.concat_tables(outs) if outs else out_schema.empty_table()
+    return _cast(executor.grouped_apply(tasks, rows_fn, row_schema, key, group_fn, out_schema), out_schema)
 
 
 def _cast(t: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -51,6 +51,51 @@ class LocalExecutor:
             results.append(fn(t))
         return results
 
+    # Data operations jobs ask of any executor (SparkExecutor has the same methods); tables
+    # come back with the columns of ``schema`` as produced, callers cast them.
+    def collect_task_rows(self, tasks: list[dict], fn: Callable, schema):
+        """Every batch ``fn`` yields for every task, concatenated in task order."""
+        import pyarrow as pa
+
+        batches = [b for t in tasks for b in fn(t) if b.num_rows]
+        return pa.Table.from_batches(batches) if batches else schema.empty_table()
+
+    def grouped_apply(self, tasks: list[dict], rows_fn: Callable, row_schema, key: str,
+                      group_fn: Callable, out_schema):
+        """Rows from the tasks grouped by ``key`` (sort and slice), ``group_fn`` per group."""
+        import numpy as np
+        import pyarrow as pa
+
+        rows = self.collect_task_rows(tasks, rows_fn, row_schema)
+        if rows.num_rows == 0:
+            return out_schema.empty_table()
+        rows = rows.sort_by([(key, "ascending")])
+        keys = rows.column(key).to_numpy()
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        ends = np.r_[starts[1:], len(keys)]
+        outs = [group_fn(rows.slice(s, e - s)) for s, e in zip(starts, ends)]
+        outs = [o.select(out_schema.names).cast(out_schema) for o in outs if o.num_rows]
+        return pa.concat_tables(outs) if outs else out_schema.empty_table()
+
+    def sum_task_rows(self, tasks: list[dict], fn: Callable, schema, keys: list[str], value: str,
+                      min_total: int):
+        """Rows from the tasks summed by ``keys``; groups whose total is below ``min_total`` dropped."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        batches = [b for t in tasks for b in fn(t)]
+        table = pa.Table.from_batches(batches, schema=schema)
+        summed = table.group_by(keys).aggregate([(value, "sum")]).rename_columns([*keys, value])
+        return summed.filter(pc.greater_equal(summed[value], min_total))
+
+    def run_img2dataset(self, downloader: Callable, reader, processes: int, subjob_size: int,
+                        max_shard_retry: int) -> None:
+        """img2dataset's shards downloaded in this process, failed shards retried as its
+        distributors do."""
+        failed = [row for row in reader if not downloader(row)[0]]
+        for _ in range(max_shard_retry):
+            failed = [row for row in failed if not downloader(row)[0]]
+
 
 # ---------------------------------------------------------------- engine choice
 ENGINES = ("auto", "local", "spark")

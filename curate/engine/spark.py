@@ -320,6 +320,28 @@ class SparkExecutor:
         """A DataFrame of the batches ``fn`` yields for each task (one partition per task)."""
         return tasks_to_frame(self.spark, tasks, fn, schema)
 
+    # The data operations of LocalExecutor, on Spark.
+    def collect_task_rows(self, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schema) -> pa.Table:
+        return collect_arrow(tasks_to_frame(self.spark, tasks, fn, schema))
+
+    def grouped_apply(self, tasks: list[dict], rows_fn: TaskBatchesFn, row_schema: pa.Schema, key: str,
+                      group_fn: Callable[[pa.Table], pa.Table], out_schema: pa.Schema) -> pa.Table:
+        """A shuffle by ``key`` and a grouped ``applyInArrow``."""
+        frame = tasks_to_frame(self.spark, tasks, rows_fn, row_schema)
+        return collect_arrow(group_apply(frame, [key], group_fn, out_schema))
+
+    def sum_task_rows(self, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schema, keys: list[str],
+                      value: str, min_total: int) -> pa.Table:
+        return sum_by_key(tasks_to_frame(self.spark, tasks, fn, schema), keys, value, min_total=min_total)
+
+    def run_img2dataset(self, downloader, reader, processes: int, subjob_size: int, max_shard_retry: int) -> None:
+        """img2dataset's own pyspark distributor on this session (0 processes: the default
+        parallelism)."""
+        from img2dataset.distributor import pyspark_distributor
+
+        activate(self.spark)  # img2dataset finds the session with getActiveSession()
+        pyspark_distributor(processes or self.parallelism, downloader, reader, subjob_size, max_shard_retry)
+
 
 def to_spark_schema(schema: pa.Schema):
     from pyspark.sql.pandas.types import from_arrow_schema

@@ -282,19 +282,10 @@ def ngram_count_task(task: dict) -> Iterator[pa.RecordBatch]:
 
 def count_dataset_ngrams(dataset: Dataset, executor, min_count: int) -> tuple[dict[str, int], dict[str, int], int]:
     """Unigram and bigram counts (those of at least ``min_count``) over the pool's captions,
-    plus the total number of word tokens. Summed by a Spark shuffle on the Spark executor."""
+    plus the total number of word tokens. Summed by the executor (a shuffle on Spark)."""
     shards = _input_shards(dataset, "samples", "run `curate ingest` first, or give --bigram-corpus")
     tasks = [{"input": str(p)} for p in shards]
-    if getattr(executor, "name", "") == "spark":
-        from curate.engine.spark import sum_by_key, tasks_to_frame
-
-        frame = tasks_to_frame(executor.spark, tasks, ngram_count_task, NGRAM_SCHEMA)
-        summed = sum_by_key(frame, ["gram", "order"], "n", min_total=min_count)
-    else:
-        batches = [b for t in tasks for b in ngram_count_task(t)]
-        table = pa.Table.from_batches(batches, schema=NGRAM_SCHEMA)
-        summed = table.group_by(["gram", "order"]).aggregate([("n", "sum")]).rename_columns(["gram", "order", "n"])
-        summed = summed.filter(pc.greater_equal(summed["n"], min_count))
+    summed = executor.sum_task_rows(tasks, ngram_count_task, NGRAM_SCHEMA, ["gram", "order"], "n", min_count)
     # The order-0 row holds the number of word tokens; below min_count it is filtered out,
     # and then no bigram can reach min_count either.
     total_words = 0
