@@ -58,17 +58,17 @@ def require_paths(paths, what: str) -> None:
 
 
 def open_executor(engine: str, master: Optional[str], conf: list[str], app_name: str,
-                  dataset: Optional[str] = None):
+                  dataset: Optional[str] = None, rows: Optional[int] = None):
     """The executor for a job: LocalExecutor or SparkExecutor, ``engine`` auto/local/spark.
 
-    ``auto`` sizes the job by the samples in ``dataset`` (a folder); see
-    ``curate.engine.auto_engine`` for the rule."""
+    ``auto`` sizes the job by the samples in ``dataset`` (a folder), or by ``rows`` (a job
+    whose dataset does not exist yet: ingest); see ``curate.engine.auto_engine`` for the rule."""
     from curate.engine import ENGINES, auto_engine
 
     if engine not in ENGINES:
         raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "auto":
-        engine, why = auto_engine(master=master, conf=conf, dataset=dataset)
+        engine, why = auto_engine(master=master, conf=conf, dataset=dataset, rows=rows)
         if os.environ.get("CURATE_VERBOSE"):
             from curate.progress import info
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Iterable, Protocol
 
+from curate.engine.local_frames import ArrowFrameOps
+
 TaskFn = Callable[[dict], dict]
 
 _cache: dict[Any, Any] = {}
@@ -32,8 +34,9 @@ class Executor(Protocol):
     def map_tasks(self, tasks: list[dict], fn: TaskFn, description: str = "") -> list[dict]: ...
 
 
-class LocalExecutor:
-    """Runs tasks one after another in this process, with a progress bar."""
+class LocalExecutor(ArrowFrameOps):
+    """Runs tasks one after another in this process, with a progress bar. Frame operations
+    (``ArrowFrameOps``) hold their rows in memory."""
 
     name = "local"
 
@@ -127,10 +130,11 @@ def dataset_rows(dataset: str) -> int | None:
 
 
 def auto_engine(master: str | None = None, conf: list[str] | None = None,
-                dataset: str | None = None) -> tuple[str, str]:
+                dataset: str | None = None, rows: int | None = None) -> tuple[str, str]:
     """(engine, why) for ``--engine auto``: Spark when a Spark master or setting is given, when
     running under spark-submit, or when the dataset is over ``local_max_rows()`` samples or
-    of unknown size; in-process otherwise."""
+    of unknown size; in-process otherwise. ``rows`` sizes a job whose dataset does not exist
+    yet (ingest: its inputs' rows, ``curate.ingest.job.estimate_input_rows``)."""
     import os
 
     if master:
@@ -139,10 +143,12 @@ def auto_engine(master: str | None = None, conf: list[str] | None = None,
         return "spark", "--conf given"
     if "PYSPARK_GATEWAY_PORT" in os.environ:
         return "spark", "running under spark-submit"
-    rows = dataset_rows(dataset) if dataset else None
+    what = "input rows" if rows is not None else "samples"
+    if rows is None:
+        rows = dataset_rows(dataset) if dataset else None
     if rows is None:
         return "spark", "dataset size unknown"
     limit = local_max_rows()
     if rows > limit:
-        return "spark", f"{rows:,} samples > {limit:,} (CURATE_LOCAL_MAX_ROWS)"
-    return "local", f"{rows:,} samples <= {limit:,} (CURATE_LOCAL_MAX_ROWS)"
+        return "spark", f"{rows:,} {what} > {limit:,} (CURATE_LOCAL_MAX_ROWS)"
+    return "local", f"{rows:,} {what} <= {limit:,} (CURATE_LOCAL_MAX_ROWS)"

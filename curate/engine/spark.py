@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
+from curate.engine.spark_frames import SparkFrameOps
 from curate.tables import Dataset, write_parquet_atomic
 
 TaskBatchesFn = Callable[[dict], Iterator[pa.RecordBatch]]
@@ -289,8 +290,9 @@ class _StageProgress:
 
 
 # ---------------------------------------------------------------- executor
-class SparkExecutor:
-    """Runs task functions as Spark tasks, one partition per task, results in task order."""
+class SparkExecutor(SparkFrameOps):
+    """Runs task functions as Spark tasks, one partition per task, results in task order.
+    Frame operations (``SparkFrameOps``) are DataFrame operations and key-range shuffles."""
 
     name = "spark"
 
