@@ -238,6 +238,7 @@ def main() -> None:
     from curate.filters.job import run_filters
     from curate.filters.stages import parse_filter
     from curate.ingest.job import IngestConfig, run_ingest
+    from curate.engine.spark import SparkExecutor
     from curate.ingest.stage import IngestRules
     from curate.subset import read_subset
     from curate.tables import Dataset
@@ -252,7 +253,7 @@ def main() -> None:
     if not (out / "_runs" / "ingest.json").exists():
         spark = get_session(master="local[2]", app_name="bench-datacomp")
         with Timer() as t:
-            r = run_ingest(spark, IngestConfig(inputs=[str(pool)], output=str(out), format="datacomp",
+            r = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(out), format="datacomp",
                                                rules=IngestRules(faithful=True)))
         print(f"ingest --format datacomp (Spark local[2]): {t.wall:.1f} s wall, {rows / t.wall:,.0f} rows/s; "
               f"timings {r['timings_s']}", flush=True)

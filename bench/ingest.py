@@ -88,14 +88,15 @@ def main() -> None:
         paths = build_pool(args.rows, args.files, work)
         from curate.engine.spark import get_session
         from curate.ingest.job import IngestConfig, run_ingest
+        from curate.engine.spark import SparkExecutor
 
         spark = get_session(master=f"local[{args.cores}]", app_name="bench-ingest")
         # Warm the JVM and Python workers on a tiny input so start-up is not counted.
-        run_ingest(spark, IngestConfig(inputs=paths[:1], output=str(work / "warm"), task_rows=10_000_000))
+        run_ingest(SparkExecutor(spark), IngestConfig(inputs=paths[:1], output=str(work / "warm"), task_rows=10_000_000))
         runs = []
         for i in range(2):
             t0 = time.perf_counter()
-            m = run_ingest(spark, IngestConfig(inputs=paths, output=str(work / f"spark{i}"),
+            m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=paths, output=str(work / f"spark{i}"),
                                                rows_per_shard=args.rows_per_shard))
             runs.append((time.perf_counter() - t0, m))
         spark.stop()

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from curate.commands._common import ConfOpt, MasterOpt, parse_conf, require_paths
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor, require_paths
 from curate.ingest.stage import IngestRules
 from curate.lock import hold_dataset_lock
 
@@ -39,13 +39,14 @@ def register(app: typer.Typer) -> None:
                                                      "Default: on for --format datacomp, off otherwise."),
         master: Optional[str] = MasterOpt,
         conf: List[str] = ConfOpt,
+        engine: str = EngineOpt,
     ):
         """Read pools into DATASET/samples (uid-keyed, deduplicated), with rejects and duplicates beside it.
 
         Every input row ends in exactly one of samples, duplicates or rejects; the counts and the
         inputs' fingerprints are written to DATASET/_runs/ingest.json.
         """
-        from curate.ingest.job import IngestConfig, run_ingest
+        from curate.ingest.job import IngestConfig, estimate_input_rows, run_ingest
         from curate.progress import info
         from curate.readers import ColumnMap, ReaderOptions
 
@@ -61,13 +62,11 @@ def register(app: typer.Typer) -> None:
             rows_per_shard=rows_per_shard,
         )
         require_paths(inputs, "file or folder")
+        # The dataset does not exist yet: --engine auto sizes the job by its inputs.
+        rows = estimate_input_rows(cfg) if engine == "auto" and not master and not conf else None
         hold_dataset_lock(output, create=True)  # one writer per dataset
-        from curate.engine.spark import get_session, ui_url
-
-        spark = get_session(master=master, conf=parse_conf(conf), app_name="curate-ingest")
-        if ui_url(spark):
-            info(f"Spark UI: {ui_url(spark)}")
-        result = run_ingest(spark, cfg)
+        executor = open_executor(engine, master, conf, app_name="curate-ingest", rows=rows)
+        result = run_ingest(executor, cfg)
         c = result["counts"]
         info(f"ingest: {c['input_rows']} rows in -> {c['kept']} samples, {c['duplicates']} duplicates, "
              f"{c['rejects']} rejects ({result['timings_s']['total']:.1f} s)")

@@ -170,12 +170,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 def _ingest(cfg: DemoConfig, executor, pool_file: Path, ds) -> dict:
     from curate.ingest.job import IngestConfig, run_ingest
 
-    spark = getattr(executor, "spark", None)
-    if spark is None:
-        from curate.engine.spark import get_session
-
-        spark = get_session(master=cfg.master or "local[2]", app_name="curate-demo")
-    return run_ingest(spark, IngestConfig(inputs=[str(pool_file)], output=str(ds.root), rows_per_shard=100_000))
+    return run_ingest(executor, IngestConfig(inputs=[str(pool_file)], output=str(ds.root), rows_per_shard=100_000))
 
 
 def _download(executor, ds) -> dict:

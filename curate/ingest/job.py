@@ -1,17 +1,19 @@
-"""The ingest job: inputs -> samples, rejects, duplicates tables + a run manifest, on Spark.
+"""The ingest job: inputs -> samples, rejects, duplicates tables + a run manifest, on an executor.
 
 Plan (driver): expand inputs into tasks (a file, or a slice of row groups of a big Parquet
 file). Stage (executors, Python): each task reads its slice, runs ``prepare_batch`` and
 writes its samples sorted by uid (in runs) and its rejects, committed atomically so a rerun
-skips it; it also returns a sample of its keys. Dedup (JVM, keys only): exact duplicates of
-(url, text) are removed keeping the earliest input row (input order, then row), then
-repeated input uids likewise, in key ranges cut from those samples; the kept keys come out
-in uid order, one file per range. Write (executors, Python): samples shard i (exactly
+skips it; it also returns a sample of its keys. Dedup (the executor's exact dedup over keys
+only: on Spark in the JVM, in key ranges cut from those samples, one partition a range;
+in-process, one sort in memory): exact duplicates of (url, text) are removed keeping the
+earliest input row (input order, then row), then repeated input uids likewise; the kept keys
+come out in uid order, one file per range. Write (executors, Python): samples shard i (exactly
 ``rows_per_shard`` rows) is gathered from the staged runs for its uid range (or, for pools
-where that would reread rows many times, cut from one Spark shuffle of the full rows);
+where that would reread rows many times, cut from one shuffle of the full rows);
 rejects shards are slices of the staged reject files in (source, row) order. Every shard is
 committed atomically. Same inputs and parameters give byte-identical shards; a rerun after
-a kill skips committed shards.
+a kill skips committed shards. The job asks its executor for every data operation and
+never checks which one it got: ``LocalExecutor`` and ``SparkExecutor`` write the same bytes.
 
 Inputs are scanned first (``curate.readers.scan_inputs``): every file found but not read is
 a counted outcome in the manifest, and the output folder is never read. A run with a new
@@ -48,7 +50,6 @@ BROADCAST_KEYS_MAX_ROWS = 4_000_000  # kept keys are ~24 bytes a row: up to ~100
 KEY_SCHEMA = pa.schema([("uid", pa.string()), ("row_id", pa.int64())])
 DUP_SCHEMA = pa.schema([("uid", pa.string()), ("duplicate_of", pa.string()), ("reason", pa.string()),
                         ("row_id", pa.int64())])
-ROW_ID_SQL = f"shiftleft(cast(file_index AS bigint), {ROW_ID_BITS}) | source_row"
 STAGED_RUN_ROWS = 262_144  # a stage task sorts its samples by uid in runs of this many rows
 STAGED_ROW_GROUP = 16_384  # ...written in row groups of this many: the unit a uid-range read skips by
 GATHER_SLACK_ROWS = 1_000_000
@@ -108,6 +109,45 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
         else:
             tasks.append(base)
     return tasks, fingerprints, scan
+
+
+# ``--engine auto`` sizes an ingest by its inputs (the dataset does not exist yet): text
+# inputs by bytes, at this many a row (web alt-text rows in CSV/TSV/JSONL/COCO JSON take
+# 100-300 bytes, so this errs towards more rows, i.e. towards Spark).
+INPUT_BYTES_PER_ROW = 100
+
+
+def estimate_input_rows(cfg: IngestConfig) -> int:
+    """Rows the inputs hold, without reading any data (docs/engine.md): Parquet files by
+    their footers, WebDataset tars by their distinct keys (tar headers only), an image
+    folder by its files, any other file by its size / ``INPUT_BYTES_PER_ROW``."""
+    import tarfile
+
+    from curate.readers.parquet import open_parquet
+
+    scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions)
+    rows = 0
+    for path, fmt in scan.files:
+        p = Path(path)
+        if fmt in ("parquet", "datacomp", "img2dataset"):
+            rows += open_parquet(path).metadata.num_rows  # a broken file: its one-line error, now
+        elif fmt == "imagefolder":
+            rows += sum(1 for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", ".")))
+        elif fmt == "webdataset":
+            try:
+                with tarfile.open(path, "r:") as tar:
+                    rows += len({_tar_key(m.name) for m in tar if m.isfile()})
+            except (tarfile.TarError, OSError):  # the job reports it; size it as text
+                rows += p.stat().st_size // INPUT_BYTES_PER_ROW
+        else:
+            rows += -(-p.stat().st_size // INPUT_BYTES_PER_ROW)
+    return rows
+
+
+def _tar_key(name: str) -> str:
+    """WebDataset's sample key of a tar member: its path up to the first dot of its file name."""
+    folder, _, base = name.rpartition("/")
+    return f"{folder}/{base.split('.', 1)[0]}"
 
 
 def _folder_fingerprint(root: str, exclude: list[str]) -> dict:
@@ -217,42 +257,50 @@ def _staged_counts(parts) -> dict:
     return {"rows": rows, "counts": counts, "input_uids": input_uids}
 
 
-def _dedup_pass(spark, keys, key: str, id_column: str, reason: str, sample: list[str], rows: int,
+def _dedup_pass(executor, keys, key: str, id_column: str, reason: str, sample: list[str], rows: int,
                 folder: Path) -> dict:
-    """One exact-dedup pass over ``keys`` on the JVM, in ranges of ``key`` cut from
+    """One exact-dedup pass over ``keys`` by the executor, in ranges of ``key`` cut from
     ``sample``: the earliest input row of each key is kept. Returns the kept files in key
     order, their row counts, and the duplicates' folder and count (``rows`` - kept)."""
-    from curate.engine import spark as eng
-
     shutil.rmtree(folder, ignore_errors=True)  # ranges of a killed run may differ
-    cuts = _boundaries(sample, int(spark.conf.get("spark.sql.shuffle.partitions")))
-    kept = eng.first_by_key_ranges(keys, key, id_column, "row_id", cuts, str(folder / "kept"))
+    cuts = _boundaries(sample, executor.key_ranges)
+    kept = executor.first_by_key_ranges(keys, key, id_column, "row_id", cuts, str(folder / "kept"))
     n_kept = sum(n for _, n in kept)
     dups_dir = str(folder / "dups")
     if n_kept < rows:  # only then a second pass lists the duplicates
-        eng.duplicates_by_key_ranges(keys, key, id_column, "row_id", cuts, reason, dups_dir)
+        executor.duplicates_by_key_ranges(keys, key, id_column, "row_id", cuts, reason, dups_dir)
     return {"kept_files": [f for f, _ in kept], "kept_counts": [n for _, n in kept], "kept": n_kept,
             "dups_dir": dups_dir, "duplicates": rows - n_kept}
 
 
-def _report_pair_duplicates(spark, dataset: Dataset, keys, kept: dict, sample: list[str], sources: list[str],
+def _report_pair_duplicates(executor, dataset: Dataset, keys, kept: dict, sample: list[str], sources: list[str],
                             folder: Path, rows_per_shard: int, resume: bool) -> dict:
     """Faithful mode: the ``url_text_duplicates`` table lists every kept sample whose
     (url, text) an earlier kept sample already has (input order), pointing at that one. Keys
     only travel: the kept rows' pair keys, deduplicated in ranges as in ``_dedup_pass``."""
-    from curate.engine import spark as eng
-
+    ex = executor
     shutil.rmtree(folder, ignore_errors=True)
-    kept_ids = eng.select_columns(eng.read_parquet(spark, kept["kept_files"], KEY_SCHEMA), ["row_id"])
-    kept_keys = eng.join_frames(eng.select_columns(keys, ["pair_key", "uid", "row_id"]), kept_ids, "row_id", "inner")
-    cuts = _boundaries(sample, int(spark.conf.get("spark.sql.shuffle.partitions")))
-    eng.duplicates_by_key_ranges(kept_keys, "pair_key", "uid", "row_id", cuts, "same_url_text", str(folder))
-    dups = eng.read_parquet(spark, [str(folder)], DUP_SCHEMA)
-    dups = eng.with_column_sql(dups, "file_index", f"cast(shiftright(row_id, {ROW_ID_BITS}) AS int)")
-    dups = eng.with_column_sql(dups, "source_row", f"row_id & {(1 << ROW_ID_BITS) - 1}")
-    dups = eng.with_lookup(dups, "source_file", "file_index", sources)
-    return eng.write_sorted_table(dups, dataset, "url_text_duplicates", load_schema("url_text_duplicates").arrow(),
+    kept_ids = ex.select_columns(ex.read_parquet(kept["kept_files"], KEY_SCHEMA), ["row_id"])
+    kept_keys = ex.join_frames(ex.select_columns(keys, ["pair_key", "uid", "row_id"]), kept_ids, "row_id", "inner")
+    cuts = _boundaries(sample, ex.key_ranges)
+    ex.duplicates_by_key_ranges(kept_keys, "pair_key", "uid", "row_id", cuts, "same_url_text", str(folder))
+    dups = _with_source(ex, ex.read_parquet([str(folder)], DUP_SCHEMA), sources)
+    return ex.write_sorted_table(dups, dataset, "url_text_duplicates", load_schema("url_text_duplicates").arrow(),
                                   ["source_file", "source_row"], rows_per_shard, skip_existing=resume)
+
+
+def _staged_rows(executor, staging: Path, columns: list[str] | None = None):
+    """The staged samples (``columns`` of them, or all) with their ``row_id``."""
+    schema = STAGED_SCHEMA if columns is None else pa.schema([STAGED_SCHEMA.field(c) for c in columns])
+    staged = executor.read_parquet([str(staging / "samples")], schema)
+    return executor.with_packed_long(staged, "row_id", "file_index", "source_row", ROW_ID_BITS)
+
+
+def _with_source(executor, dups, sources: list[str]):
+    """Duplicate keys with their input position unpacked from ``row_id`` and the source
+    file named."""
+    dups = executor.with_unpacked_long(dups, "row_id", "file_index", "source_row", ROW_ID_BITS)
+    return executor.with_lookup(dups, "source_file", "file_index", sources)
 
 
 def _boundaries(sample: list[str], ranges: int) -> list[str]:
@@ -295,10 +343,10 @@ def _plan_shard_tasks(dataset: Dataset, table: str, parts: list[str], counts: li
     return tasks, {"rows": sum(counts), "shards": len(segments), "skipped_shards": skipped}
 
 
-def run_ingest(spark, cfg: IngestConfig) -> dict:
-    """Run ingest on ``spark``; returns the manifest dict (also written to the dataset)."""
-    from curate.engine import spark as eng
-
+def run_ingest(executor, cfg: IngestConfig) -> dict:
+    """Run ingest on ``executor`` (``LocalExecutor`` or ``SparkExecutor``); returns the
+    manifest dict (also written to the dataset)."""
+    ex = executor
     dataset = Dataset(cfg.output)
     manifest = RunManifest("ingest", cfg.params())
     with manifest.stage("plan"):
@@ -323,7 +371,7 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
     target, resume = _prepare_output(dataset, plan_key)
     manifest["resumed"] = resume
     manifest["plan_key"] = plan_key
-    ui = eng.ui_url(spark)
+    ui = ex.ui_url()
     if ui:
         manifest["spark_ui"] = ui
     staging = dataset.root / STAGING_DIR / f"ingest-{plan_key[:16]}"
@@ -336,7 +384,7 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
         sources[t["file_index"]] = t["source"]
 
     with manifest.stage("read_normalise"):
-        results = eng.SparkExecutor(spark).map_tasks(tasks, stage_task, "read + normalise")
+        results = ex.map_tasks(tasks, stage_task, "read + normalise")
     outcome: dict[str, int] = {}
     for r in results:
         for k, v in r["counts"].items():
@@ -346,28 +394,27 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
     outputs = {}
     with manifest.stage("dedup"):
         # Keys only (hashes and positions): captions never cross a shuffle here.
-        staged = eng.read_parquet(spark, [str(staging / "samples")], STAGED_SCHEMA)
         # Derived uids are the pair keys themselves: then the uid column need not travel.
         id_column = "uid" if input_uids else "pair_key"
-        staged = eng.with_column_sql(staged, "row_id", ROW_ID_SQL)
-        keys = eng.select_columns(staged, list(dict.fromkeys(["pair_key", id_column, "row_id"])))
+        staged = _staged_rows(ex, staging, ["pair_key", "uid", "file_index", "source_row"])
+        keys = ex.select_columns(staged, list(dict.fromkeys(["pair_key", id_column, "row_id"])))
         staged_rows = sum(r["counts"].get("sample", 0) for r in results)
         # Faithful mode: a uid is a sample, so only a repeated input uid is merged (the
         # earliest row wins); repeated (url, text) pairs are reported apart, not removed.
         faithful_uids = cfg.rules.faithful and input_uids > 0
         if faithful_uids:
-            passes = [_dedup_pass(spark, keys, "uid", "uid", "duplicate_uid",
+            passes = [_dedup_pass(ex, keys, "uid", "uid", "duplicate_uid",
                                   [k for r in results for k in r["uid_sample"]], staged_rows, staging / "dedup-uids")]
         else:
             # 1) same (url, text): keep the earliest input row (file order, then row).
-            passes = [_dedup_pass(spark, keys, "pair_key", id_column, "duplicate_url_text",
+            passes = [_dedup_pass(ex, keys, "pair_key", id_column, "duplicate_url_text",
                                   [k for r in results for k in r["pair_key_sample"]], staged_rows,
                                   staging / "dedup-pairs")]
         if input_uids and not faithful_uids:
             # 2) same input uid with other url/text: again the earliest row wins. (Without
             # input uids, pass 1's kept keys are already unique uids, in uid order.)
-            firsts = eng.read_parquet(spark, passes[0]["kept_files"], KEY_SCHEMA)
-            passes.append(_dedup_pass(spark, firsts, "uid", "uid", "duplicate_uid",
+            firsts = ex.read_parquet(passes[0]["kept_files"], KEY_SCHEMA)
+            passes.append(_dedup_pass(ex, firsts, "uid", "uid", "duplicate_uid",
                                       [k for r in results for k in r["uid_sample"]], passes[0]["kept"],
                                       staging / "dedup-uids"))
         kept = passes[-1]
@@ -394,27 +441,24 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
         for t in small:
             _write_shards_task(t)
         big = [t for t in reject_tasks if t["segments"]] + shard_tasks
-        eng.SparkExecutor(spark).map_tasks(big, _write_shards_task, "write shards")
+        ex.map_tasks(big, _write_shards_task, "write shards")
         if not gather:
-            ranked, total = eng.rank_rows(eng.read_parquet(spark, kept["kept_files"], KEY_SCHEMA), ["uid"])
+            ranked, total = ex.rank_rows(ex.read_parquet(kept["kept_files"], KEY_SCHEMA), ["uid"])
             try:
-                rows = eng.join_frames(staged, eng.select_columns(ranked, ["row_id", "_rank"]), "row_id", "inner",
+                rows = ex.join_frames(_staged_rows(ex, staging), ex.select_columns(ranked, ["row_id", "_rank"]), "row_id", "inner",
                                        broadcast_right=total <= BROADCAST_KEYS_MAX_ROWS)
-                outputs["samples"] = eng.write_ranked_table(rows, target, "samples", samples_schema, total,
+                outputs["samples"] = ex.write_ranked_table(rows, target, "samples", samples_schema, total,
                                                             cfg.rows_per_shard, skip_existing=resume,
                                                             lookups={"source_file": ("file_index", sources)})
             finally:
-                eng.unpersist(ranked)
+                ex.unpersist(ranked)
     with manifest.stage("write_duplicates"):
         dup_schema = load_schema("duplicates").arrow()
         if sum(p["duplicates"] for p in passes):
-            dups = eng.read_parquet(spark, [p["dups_dir"] for p in passes if p["duplicates"]], DUP_SCHEMA)
-            dups = eng.with_column_sql(dups, "file_index", f"cast(shiftright(row_id, {ROW_ID_BITS}) AS int)")
-            dups = eng.with_column_sql(dups, "source_row", f"row_id & {(1 << ROW_ID_BITS) - 1}")
-            dups = eng.with_lookup(dups, "source_file", "file_index", sources)
-            outputs["duplicates"] = eng.write_sorted_table(dups, target, "duplicates", dup_schema,
-                                                           ["source_file", "source_row"], cfg.rows_per_shard,
-                                                           skip_existing=resume)
+            dups = ex.read_parquet([p["dups_dir"] for p in passes if p["duplicates"]], DUP_SCHEMA)
+            outputs["duplicates"] = ex.write_sorted_table(_with_source(ex, dups, sources), target, "duplicates",
+                                                          dup_schema, ["source_file", "source_row"], cfg.rows_per_shard,
+                                                          skip_existing=resume)
         else:
             dup_tasks, outputs["duplicates"] = _plan_shard_tasks(target, "duplicates", [], [], cfg.rows_per_shard,
                                                                  resume, kind="segments")
@@ -424,14 +468,14 @@ def run_ingest(spark, cfg: IngestConfig) -> dict:
     if faithful_uids:
         with manifest.stage("report_url_text_duplicates"):
             outputs["url_text_duplicates"] = _report_pair_duplicates(
-                spark, target, keys, kept, [k for r in results for k in r["pair_key_sample"]], sources,
+                ex, target, keys, kept, [k for r in results for k in r["pair_key_sample"]], sources,
                 staging / "pair-report", cfg.rows_per_shard, resume)
 
     if npz_plan["models"]:
         from curate.ingest.datacomp import run_npz_import
 
         with manifest.stage("import_npz"):
-            outputs.update(run_npz_import(target, npz_plan, eng.SparkExecutor(spark), sources,
+            outputs.update(run_npz_import(target, npz_plan, ex, sources,
                                           outputs["samples"]["rows"], resume, runs_dataset=dataset))
 
     reject_reasons = {k: v for k, v in outcome.items() if k != "sample"}

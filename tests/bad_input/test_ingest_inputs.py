@@ -28,6 +28,7 @@ from unreadable import permissions_enforced, setpriv_prefix
 
 from curate.cli import _user_message
 from curate.ingest.job import IngestConfig, run_ingest
+from curate.engine.spark import SparkExecutor
 from curate.ingest.stage import IngestRules, prepare_batch
 from curate.readers import ReaderOptions, read_file_raw
 from curate.tables import Dataset
@@ -130,7 +131,7 @@ def mixed(spark, tmp_path_factory):
     (pool / "broken.csv").symlink_to(d / "gone.csv")
     (pool / "loop.jsonl").symlink_to(pool / "loop.jsonl")
     out = d / "ds"
-    m = run_ingest(spark, IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=1000))
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=1000))
     return pool, out, m
 
 
@@ -224,7 +225,7 @@ def test_folders_of_only_csv_or_only_jsonl_are_read(spark, tmp_path):
     for i in range(2):
         (csvs / f"part-{i}.csv").write_text(f"url,caption\nhttp://c/{i}a.jpg,csv {i} a\nhttp://c/{i}b.jpg,csv {i} b\n")
         (jsonls / f"part-{i}.jsonl").write_text(json.dumps({"url": f"http://j/{i}.jpg", "caption": f"jsonl {i}"}) + "\n")
-    m = run_ingest(spark, IngestConfig(inputs=[str(csvs), str(jsonls)], output=str(tmp_path / "ds")))
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(csvs), str(jsonls)], output=str(tmp_path / "ds")))
     assert m["counts"]["input_rows"] == m["counts"]["kept"] == 6
     assert [f["format"] for f in m["inputs"]] == ["csv", "csv", "jsonl", "jsonl"]
 
@@ -263,7 +264,7 @@ def test_nothing_readable_is_one_line_error(spark, tmp_path):
     (pool / "secret.jsonl").write_text('{"url": "http://no/1.jpg", "caption": "x"}\n')
     os.chmod(pool / "secret.jsonl", 0)
     with permissions_enforced(), pytest.raises(Exception) as info:
-        run_ingest(spark, IngestConfig(inputs=[str(pool)], output=str(tmp_path / "ds")))
+        run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(tmp_path / "ds")))
     msg = _user_message(info.value)
     assert msg and "no readable input files" in msg and "secret.jsonl: unreadable: Permission denied" in msg
 
@@ -275,17 +276,17 @@ def test_output_inside_the_input_folder_is_never_read_and_reruns_identically(spa
     (pool / "a.jsonl").write_text("".join(json.dumps({"url": f"http://o/{i}.jpg", "caption": f"c {i}"}) + "\n"
                                           for i in range(5)))
     out = pool / "ds"
-    first = run_ingest(spark, IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=2))
+    first = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=2))
     digests = {p.relative_to(out): p.read_bytes() for t in ("samples", "rejects", "duplicates")
                for p in sorted((out / t).glob("*.parquet"))}
-    again = run_ingest(spark, IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=2))
+    again = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=2))
     assert first["counts"] == again["counts"] and again["counts"]["input_rows"] == 5
     assert again["excluded_folders"] == [str(out)]
     assert {p.relative_to(out): p.read_bytes() for t in ("samples", "rejects", "duplicates")
             for p in sorted((out / t).glob("*.parquet"))} == digests
     # naming a file inside the output as input: refused before anything is touched
     with pytest.raises(Exception) as info:
-        run_ingest(spark, IngestConfig(inputs=[str(out / "samples" / "part-00000.parquet")], output=str(out)))
+        run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(out / "samples" / "part-00000.parquet")], output=str(out)))
     assert "is inside the output dataset" in _user_message(info.value)
     assert {p.relative_to(out): p.read_bytes() for t in ("samples", "rejects", "duplicates")
             for p in sorted((out / t).glob("*.parquet"))} == digests
@@ -295,7 +296,7 @@ def test_a_failing_rerun_leaves_the_committed_tables_and_manifest(spark, tmp_pat
     good = tmp_path / "good.jsonl"
     good.write_text("".join(json.dumps({"url": f"http://f/{i}.jpg", "caption": f"c {i}"}) + "\n" for i in range(4)))
     out = tmp_path / "ds"
-    run_ingest(spark, IngestConfig(inputs=[str(good)], output=str(out), rows_per_shard=3))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(good)], output=str(out), rows_per_shard=3))
 
     def state():
         files = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()
@@ -306,11 +307,11 @@ def test_a_failing_rerun_leaves_the_committed_tables_and_manifest(spark, tmp_pat
     bad = tmp_path / "bad.csv"
     bad.write_text("image,label\nhttp://f/x.jpg,3\n")  # no caption column: fails when read, in a Spark task
     with pytest.raises(Exception) as info:  # a new plan whose read fails
-        run_ingest(spark, IngestConfig(inputs=[str(good), str(bad)], output=str(out), rows_per_shard=3))
+        run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(good), str(bad)], output=str(out), rows_per_shard=3))
     assert "bad.csv" in _user_message(info.value)
     assert state() == before
     # the next good run with a new plan replaces them, and leaves no staging behind
-    m = run_ingest(spark, IngestConfig(inputs=[str(good)], output=str(out), rows_per_shard=100))
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(good)], output=str(out), rows_per_shard=100))
     assert m["counts"]["kept"] == 4 and len(list((out / "samples").glob("*.parquet"))) == 1
     assert not (out / "_staging").exists()
 
@@ -320,7 +321,7 @@ def test_stale_temp_files_and_staging_are_cleaned(spark, tmp_path):
     src = tmp_path / "a.jsonl"
     src.write_text("".join(json.dumps({"url": f"http://s/{i}.jpg", "caption": f"c {i}"}) + "\n" for i in range(3)))
     out = tmp_path / "ds"
-    run_ingest(spark, IngestConfig(inputs=[str(src)], output=str(out)))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(src)], output=str(out)))
     assert not (out / "_staging").exists()  # nothing left after a success
     # what a kill -9 mid-write leaves: hidden temp files beside shards, manifests, staged files
     stale = [out / "samples" / ".part-00001.parquet.0123abcd.tmp", out / "_runs" / ".ingest.json.0123abcd.tmp",
@@ -328,7 +329,7 @@ def test_stale_temp_files_and_staging_are_cleaned(spark, tmp_path):
     for p in stale:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"partial")
-    run_ingest(spark, IngestConfig(inputs=[str(src)], output=str(out)))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(src)], output=str(out)))
     assert not [p for p in stale if p.exists()]
     assert not (out / "_staging").exists()
     assert not [p for p in out.rglob("*.tmp")]

@@ -33,6 +33,7 @@ from unreadable import permissions_enforced
 
 from curate.errors import DatasetError
 from curate.ingest.job import IngestConfig, run_ingest
+from curate.engine.spark import SparkExecutor
 from curate.tables import Dataset
 
 CAPTION = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r:/."), max_size=24)
@@ -166,9 +167,9 @@ def test_rows_in_equal_samples_duplicates_rejects_and_unreadable_rows(spark, fil
             with permissions_enforced():
                 if nothing_readable:  # one clear error instead
                     with pytest.raises(DatasetError, match="no readable input files"):
-                        run_ingest(spark, IngestConfig(inputs=[str(pool)], output=str(out)))
+                        run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(out)))
                     return
-                m = run_ingest(spark, IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=4))
+                m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=4))
         finally:
             for folder in locked:
                 os.chmod(folder, 0o755)

@@ -32,6 +32,7 @@ from curate.errors import CurateError
 from curate.filters.job import run_filters
 from curate.filters.stages import parse_filter
 from curate.ingest.job import IngestConfig, run_ingest
+from curate.engine.spark import SparkExecutor
 from curate.tables import Dataset
 from curate.uid import derive_uid
 
@@ -187,7 +188,7 @@ def ingested(spark, tmp_path_factory):
                                ("../../etc/curate-escape.json", b'{"url": "http://e/x.jpg"}')])
     inputs = [str(p) for p in files.values()]
     out = d / "ds"
-    m = run_ingest(spark, IngestConfig(inputs=inputs, output=str(out), rows_per_shard=1000))
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=inputs, output=str(out), rows_per_shard=1000))
     ds = Dataset(out)
     tables = {t: ds.read(t).to_pylist() for t in ("samples", "rejects", "duplicates")}
     return files, m, tables, ds, d
@@ -268,7 +269,7 @@ def _bad_parquet(kind: str, d: Path) -> Path:
 def test_bad_parquet_files_are_one_clear_error_naming_the_file(spark, tmp_path, kind):
     p = tmp_path / "missing.parquet" if kind == "missing" else _bad_parquet(kind, tmp_path)
     with pytest.raises(Exception) as info:
-        run_ingest(spark, IngestConfig(inputs=[str(p)], output=str(tmp_path / "ds")))
+        run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(p)], output=str(tmp_path / "ds")))
     msg = _user_message(info.value)  # what the CLI prints as its one line
     assert msg is not None, f"not a user error: {info.value!r}"
     assert p.name in msg

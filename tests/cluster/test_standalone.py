@@ -15,6 +15,7 @@ from curate.engine.spark import SparkExecutor
 from curate.filters.job import run_filters
 from curate.filters.stages import parse_filter
 from curate.ingest.job import IngestConfig, run_ingest
+from curate.engine.spark import SparkExecutor
 from curate.tables import Dataset
 
 pytestmark = pytest.mark.cluster
@@ -74,7 +75,7 @@ def _submit_ok(standalone, job, args):
 
 def test_ingest_and_filter_on_the_cluster_equal_local_mode(standalone, spark, pool, tmp_path):
     local, remote = tmp_path / "local", tmp_path / "cluster"
-    run_ingest(spark, IngestConfig(inputs=pool, output=str(local), rows_per_shard=40))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=pool, output=str(local), rows_per_shard=40))
     _submit_ok(standalone, "ingest", [*pool, "-o", str(remote), "--rows-per-shard", "40"])
     files = table_files(local)
     assert {f.split("/")[0] for f in files} == {"samples", "rejects", "duplicates"}

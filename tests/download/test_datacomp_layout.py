@@ -262,6 +262,7 @@ def test_face_boxes_from_ingested_datacomp_metadata(tmp_path, image_server, phot
     """The whole path: DataComp metadata Parquet -> curate ingest (face_bboxes kept in
     samples.extra) -> download -> each shard's Parquet and DataComp's blur lookup."""
     from curate.ingest.job import IngestConfig, run_ingest
+    from curate.engine.spark import SparkExecutor
 
     rows, boxes = _pool_with_boxes(image_server, photos)
     uids = [f"{(i + 1) * 0x9E3779B97F4A7C15:032x}"[-32:] for i in range(len(rows))]
@@ -277,7 +278,7 @@ def test_face_boxes_from_ingested_datacomp_metadata(tmp_path, image_server, phot
     src.mkdir()
     pq.write_table(meta, src / "0000.parquet")
     ds = Dataset(tmp_path / "ds")
-    run_ingest(spark, IngestConfig(inputs=[str(src)], output=str(ds.root), format="datacomp"))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(src)], output=str(ds.root), format="datacomp"))
     assert sorted(ds.read("samples")["uid"].to_pylist()) == sorted(uids)
     run_download(ds, LocalExecutor(), _opts())
     _check_boxes_in_shards(ds, meta, [fb if fb is not None else [] for fb in boxes])

@@ -14,6 +14,7 @@ import pytest
 from faultkit import curate_cmd, digests
 
 from curate.ingest.job import IngestConfig, run_ingest
+from curate.engine.spark import SparkExecutor
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +63,7 @@ def test_disk_full_is_a_clear_error_and_committed_tables_stay(spark, small_pool,
     _need_mount(_mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)))
     mounts.append(disk)
     ds = disk / "ds"
-    run_ingest(spark, IngestConfig(inputs=[str(small_pool)], output=str(ds), rows_per_shard=10))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(small_pool)], output=str(ds), rows_per_shard=10))
     before = digests(ds)
     # Fill the disk to the last byte.
     try:
@@ -87,7 +88,7 @@ def test_disk_full_is_a_clear_error_and_committed_tables_stay(spark, small_pool,
 
 def test_read_only_output_folder_is_a_clear_error_and_leaves_the_dataset(spark, small_pool, tmp_path, mounts):
     ds = tmp_path / "ds"
-    run_ingest(spark, IngestConfig(inputs=[str(small_pool)], output=str(ds), rows_per_shard=10))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(small_pool)], output=str(ds), rows_per_shard=10))
     before = digests(ds)
     _need_mount(_mount("--bind", str(tmp_path), str(tmp_path)))
     mounts.append(tmp_path)

@@ -11,6 +11,7 @@ from faultkit import (ROWS_PER_SHARD, curate_cmd, digests, kill_group, start_gro
                       wait_for)
 
 from curate.ingest.job import IngestConfig, run_ingest
+from curate.engine.spark import SparkExecutor
 
 SHARD_NAME = r"part-\d{5}\.parquet"
 
@@ -19,7 +20,7 @@ SHARD_NAME = r"part-\d{5}\.parquet"
 def reference(spark, fault_pool, tmp_path_factory):
     """The uninterrupted local-mode run."""
     out = tmp_path_factory.mktemp("reference") / "ds"
-    m = run_ingest(spark, IngestConfig(inputs=[str(fault_pool)], output=str(out), rows_per_shard=ROWS_PER_SHARD))
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(fault_pool)], output=str(out), rows_per_shard=ROWS_PER_SHARD))
     assert m["outputs"]["samples"]["shards"] >= 100  # a long write stage to kill into
     return out
 
@@ -45,7 +46,7 @@ def test_driver_killed_mid_ingest_leaves_only_complete_shards_and_resumes(spark,
         assert pq.ParquetFile(p).metadata.num_rows == ROWS_PER_SHARD
     assert digests(out)["samples"].items() <= ref.items()
 
-    m = run_ingest(spark, IngestConfig(inputs=[str(fault_pool)], output=str(out), rows_per_shard=ROWS_PER_SHARD))
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(fault_pool)], output=str(out), rows_per_shard=ROWS_PER_SHARD))
     assert m["resumed"] is True
     assert m["outputs"]["samples"]["skipped_shards"] >= len(committed)
     assert digests(out) == digests(reference)

@@ -161,10 +161,11 @@ def pool(shared_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def imported(pool, spark, tmp_path_factory):
     from curate.ingest.job import IngestConfig, run_ingest
+    from curate.engine.spark import SparkExecutor
     from curate.ingest.stage import IngestRules
 
     out = tmp_path_factory.mktemp("dc-dataset") / "ds"
-    result = run_ingest(spark, IngestConfig(inputs=[str(pool["dir"])], output=str(out), format="datacomp",
+    result = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool["dir"])], output=str(out), format="datacomp",
                                             rules=IngestRules(faithful=True), rows_per_shard=500))
     return Dataset(out), result
 
@@ -364,11 +365,12 @@ def test_npz_problems_are_one_line_errors_naming_the_shard(pool, spark, tmp_path
 
     from curate.cli import _user_message
     from curate.ingest.job import IngestConfig, run_ingest
+    from curate.engine.spark import SparkExecutor
     from curate.ingest.stage import IngestRules
 
     def error_of(folder) -> str:
         with pytest.raises(Exception) as info:
-            run_ingest(spark, IngestConfig(inputs=[str(folder)], output=str(tmp_path / "out"), format="datacomp",
+            run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(folder)], output=str(tmp_path / "out"), format="datacomp",
                                            rules=IngestRules(faithful=True)))
         msg = _user_message(info.value)
         assert msg is not None and "\n" not in msg, info.value
@@ -404,9 +406,9 @@ def test_npz_problems_are_one_line_errors_naming_the_shard(pool, spark, tmp_path
     assert error_of(d).endswith(f"00000001.npz: b32_img row 17 (uid {uid}): not a finite vector (1 such rows)")
     # With the .npz in order the same folder imports; a rerun resumes.
     d = copy("ok")
-    r = run_ingest(spark, IngestConfig(inputs=[str(d)], output=str(tmp_path / "ok-out"), format="datacomp",
+    r = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(d)], output=str(tmp_path / "ok-out"), format="datacomp",
                                        rules=IngestRules(faithful=True)))
     assert r["outputs"]["embeddings/ViT-L-14__openai"]["rows"] == 2 * ROWS
-    r = run_ingest(spark, IngestConfig(inputs=[str(d)], output=str(tmp_path / "ok-out"), format="datacomp",
+    r = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(d)], output=str(tmp_path / "ok-out"), format="datacomp",
                                        rules=IngestRules(faithful=True)))
     assert r["resumed"] and r["outputs"]["embeddings/ViT-L-14__openai"]["skipped_shards"] == 2

@@ -258,12 +258,13 @@ def test_ingested_real_pool_basic_equals_datacomp(spark, shared_data, tmp_path):
 
     from curate.filters.langid import load_model
     from curate.ingest.job import IngestConfig, run_ingest
+    from curate.engine.spark import SparkExecutor
     from curate.sql import query
     from curate.tables import Dataset
 
     alt = shared_data / "alttext"
     out = tmp_path / "pool"
-    run_ingest(spark, IngestConfig(inputs=[str(alt / "web_alttext_10k.parquet"), str(alt / "coco_val2017_captions.json")],
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(alt / "web_alttext_10k.parquet"), str(alt / "coco_val2017_captions.json")],
                                    output=str(out), rows_per_shard=12_000))
     ds = Dataset(out)
     r = run_filters(ds, specs("basic"), LocalExecutor())

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from curate.ingest.job import IngestConfig, run_ingest
+from curate.engine.spark import SparkExecutor
 from curate.lock import acquire, release
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,7 +27,7 @@ def pool(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(spark, pool, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reference") / "ds"
-    run_ingest(spark, IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=ROWS_PER_SHARD))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=ROWS_PER_SHARD))
     return out
 
 
@@ -51,6 +52,6 @@ def test_ctrl_c_mid_ingest_prints_one_line_and_the_rerun_resumes_to_identical_ou
     assert not (out / "_runs" / "ingest.json").exists()  # it was interrupted, not finished
     acquire(out)  # and left no stale lock behind
     release(out)
-    m = run_ingest(spark, IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=ROWS_PER_SHARD))
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=ROWS_PER_SHARD))
     assert m["resumed"] is True
     assert digests(out) == digests(reference)

@@ -216,6 +216,7 @@ def test_no_pickle_in_any_table_or_manifest_of_a_pipeline_run(spark, tmp_path):
     from curate.filters.job import run_filters
     from curate.filters.stages import parse_filter
     from curate.ingest.job import IngestConfig, run_ingest
+    from curate.engine.spark import SparkExecutor
 
     pool = tmp_path / "pool.jsonl"
     pool.write_text("\n".join(json.dumps({"url": f"http://example.com/{i}.jpg", "caption": f"a dog on a beach {i}",
@@ -224,7 +225,7 @@ def test_no_pickle_in_any_table_or_manifest_of_a_pipeline_run(spark, tmp_path):
     out = tmp_path / "ds"
     from curate.tables import Dataset
 
-    run_ingest(spark, IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=10))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=10))
     run_filters(Dataset(out), [parse_filter("basic")], LocalExecutor())
     files = [p for p in out.rglob("*") if p.is_file()]
     kinds = {p.suffix for p in files}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from curate.ingest.job import IngestConfig, run_ingest
+from curate.engine.spark import SparkExecutor
 from curate.readers import ReaderOptions
 from curate.sql import query
 from curate.tables import Dataset
@@ -25,7 +26,7 @@ def test_real_alttext_pools_count_exactly_and_keep_noise(spark, shared_data, tmp
     coco = json.loads((alt / "coco_val2017_captions.json").read_text())
     expected_rows = 10_000 + 15_833 + len(coco["annotations"])
     out = tmp_path / "alt"
-    m = run_ingest(spark, IngestConfig(inputs=inputs, output=str(out), rows_per_shard=20_000))
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=inputs, output=str(out), rows_per_shard=20_000))
     c = m["counts"]
     assert c["input_rows"] == expected_rows
     assert c["kept"] + c["duplicates"] + c["rejects"] == expected_rows
@@ -47,7 +48,7 @@ def test_real_alttext_pools_count_exactly_and_keep_noise(spark, shared_data, tmp
         or has("original_width IS NOT NULL") > 20_000
     # Rerun: byte-identical shards.
     out2 = tmp_path / "alt2"
-    run_ingest(spark, IngestConfig(inputs=inputs, output=str(out2), rows_per_shard=20_000))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=inputs, output=str(out2), rows_per_shard=20_000))
     for t in ("samples", "rejects", "duplicates"):
         assert digest(out / t) == digest(out2 / t)
 
@@ -55,7 +56,7 @@ def test_real_alttext_pools_count_exactly_and_keep_noise(spark, shared_data, tmp
 def test_flickr8k_image_folder_with_captions(spark, shared_data, tmp_path):
     fl = shared_data / "flickr8k"
     out = tmp_path / "flickr"
-    m = run_ingest(spark, IngestConfig(inputs=[str(fl / "images")], output=str(out), format="imagefolder",
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(fl / "images")], output=str(out), format="imagefolder",
                                        options=ReaderOptions(captions=str(fl / "captions.csv"))))
     lines = sum(1 for _ in open(fl / "captions.csv", encoding="utf-8")) - 1
     c = m["counts"]

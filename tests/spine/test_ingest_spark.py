@@ -13,6 +13,7 @@ import pytest
 
 from curate.errors import InputFileError
 from curate.ingest.job import IngestConfig, run_ingest
+from curate.engine.spark import SparkExecutor
 from curate.sql import query
 from curate.tables import Dataset, load_schema
 from curate.uid import derive_uid
@@ -43,7 +44,7 @@ def pool(tmp_path):
 def test_ingest_counts_dedup_and_tables(spark, pool, tmp_path):
     inputs, uid = pool
     out = tmp_path / "ds"
-    m = run_ingest(spark, IngestConfig(inputs=inputs, output=str(out), rows_per_shard=10))
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=inputs, output=str(out), rows_per_shard=10))
     c = m["counts"]
     assert c["input_rows"] == 33 + 2 + 2
     assert c["kept"] + c["duplicates"] + c["rejects"] == c["input_rows"]
@@ -77,8 +78,8 @@ def test_ingest_counts_dedup_and_tables(spark, pool, tmp_path):
 def test_rerun_is_byte_identical_and_resume_skips_committed_shards(spark, pool, tmp_path):
     inputs, _ = pool
     out1, out2 = tmp_path / "one", tmp_path / "two"
-    run_ingest(spark, IngestConfig(inputs=inputs, output=str(out1), rows_per_shard=7))
-    run_ingest(spark, IngestConfig(inputs=inputs, output=str(out2), rows_per_shard=7))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=inputs, output=str(out1), rows_per_shard=7))
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=inputs, output=str(out2), rows_per_shard=7))
     for t in ("samples", "rejects", "duplicates"):
         assert digest(out1 / t) == digest(out2 / t) != {}
     # Simulate a kill after two shards were committed: later shards missing, a temp file left.
@@ -87,12 +88,12 @@ def test_rerun_is_byte_identical_and_resume_skips_committed_shards(spark, pool, 
         p.unlink()
     (out2 / "samples" / ".part-00002.parquet.deadbeef.tmp").write_bytes(b"partial")
     mtimes = {p.name: p.stat().st_mtime_ns for p in shards[:2]}
-    m = run_ingest(spark, IngestConfig(inputs=inputs, output=str(out2), rows_per_shard=7))
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=inputs, output=str(out2), rows_per_shard=7))
     assert m["resumed"] is True and m["outputs"]["samples"]["skipped_shards"] == 2
     assert {p.name: p.stat().st_mtime_ns for p in sorted((out2 / "samples").glob("*.parquet"))[:2]} == mtimes
     assert digest(out1 / "samples") == digest(out2 / "samples")
     # Changed parameters: a new plan, old shards replaced.
-    m = run_ingest(spark, IngestConfig(inputs=inputs, output=str(out2), rows_per_shard=100))
+    m = run_ingest(SparkExecutor(spark), IngestConfig(inputs=inputs, output=str(out2), rows_per_shard=100))
     assert m["resumed"] is False and len(list((out2 / "samples").glob("*.parquet"))) == 1
 
 
@@ -100,7 +101,7 @@ def test_corrupt_input_file_is_a_clear_error(spark, tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(InputFileError, match=r"bad\.parquet: not a readable Parquet file"):
-        run_ingest(spark, IngestConfig(inputs=[str(bad)], output=str(tmp_path / "ds")))
+        run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(bad)], output=str(tmp_path / "ds")))
 
 
 def test_cli_reports_a_bad_file_in_one_line(tmp_path):
@@ -123,9 +124,9 @@ def test_gathered_and_shuffled_samples_shards_are_identical(spark, pool, tmp_pat
     monkeypatch.setattr(job, "STAGED_RUN_ROWS", 8)
     monkeypatch.setattr(job, "STAGED_ROW_GROUP", 3)
     monkeypatch.setattr(job, "KEY_SAMPLE_EVERY", 2)  # several dedup key ranges
-    gathered = run_ingest(spark, IngestConfig(inputs=inputs, output=str(tmp_path / "gather"), rows_per_shard=7))
+    gathered = run_ingest(SparkExecutor(spark), IngestConfig(inputs=inputs, output=str(tmp_path / "gather"), rows_per_shard=7))
     monkeypatch.setattr(job, "_gather_reads_little", lambda *a: False)
-    shuffled = run_ingest(spark, IngestConfig(inputs=inputs, output=str(tmp_path / "shuffle"), rows_per_shard=7))
+    shuffled = run_ingest(SparkExecutor(spark), IngestConfig(inputs=inputs, output=str(tmp_path / "shuffle"), rows_per_shard=7))
     assert (gathered["samples_write"], shuffled["samples_write"]) == ("gather", "shuffle")
     assert gathered["counts"] == shuffled["counts"]
     for t in ("samples", "rejects", "duplicates"):

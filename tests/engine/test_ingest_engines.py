@@ -1,0 +1,149 @@
+"""Ingest in-process (LocalExecutor) and on Spark write the same bytes: samples, duplicates,
+rejects, url_text_duplicates, and the same counts per file; `--engine auto` runs a small
+ingest in-process and sizes it by its inputs (the dataset does not exist yet)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curate.engine import LocalExecutor, auto_engine
+from curate.engine.spark import SparkExecutor
+from curate.ingest.job import INPUT_BYTES_PER_ROW, IngestConfig, estimate_input_rows, run_ingest
+from curate.ingest.stage import IngestRules
+
+TABLES = ("samples", "rejects", "duplicates", "url_text_duplicates")
+
+
+def table_bytes(root: Path) -> dict:
+    return {f"{t}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+            for t in TABLES for p in sorted((root / t).glob("*.parquet"))}
+
+
+def per_file(manifest: dict) -> list[dict]:
+    keys = ("path", "rows", "kept", "duplicates", "rejects", "reject_reasons", "format")
+    return [{k: f[k] for k in keys} for f in manifest["inputs"]]
+
+
+@pytest.fixture
+def pool(tmp_path):
+    """Several formats, cross-file duplicates of (url, text), repeated input uids, rejects."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rows = [{"url": f"http://x/{i % 45}.jpg", "caption": f"caption {i % 45}"} for i in range(60)]
+    rows += [{"url": "", "caption": "no url"}, {"url": "http://x/1.jpg", "caption": None}]
+    (src / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n")
+    (src / "b.csv").write_text("url,caption\nhttp://x/5.jpg,caption 5\nhttp://y/1.jpg,other\n"
+                               + "".join(f"http://y/{i}.jpg,words {i}\n" for i in range(2, 40)))
+    uids = [f"{i % 7:032x}" for i in range(20)]  # input uids repeat: duplicate_uid
+    pq.write_table(pa.table({"uid": uids, "url": [f"http://z/{i % 9}.jpg" for i in range(20)],
+                             "text": [f"z {i % 9}" for i in range(20)]}), src / "c.parquet", row_group_size=6)
+    with tarfile.open(src / "d.tar", "w") as tar:
+        for i in range(5):
+            for ext, body in (("txt", f"tar caption {i % 3}"), ("json", json.dumps({"url": f"http://t/{i % 3}.jpg"}))):
+                data = body.encode()
+                info = tarfile.TarInfo(f"s{i:03d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return src
+
+
+def run_both(spark, inputs, tmp_path, **kw):
+    out = {}
+    for name, ex in (("local", LocalExecutor()), ("spark", SparkExecutor(spark))):
+        root = tmp_path / name
+        m = run_ingest(ex, IngestConfig(inputs=inputs, output=str(root), **kw))
+        out[name] = (root, m)
+    return out
+
+
+def assert_same(runs):
+    (lroot, lm), (sroot, sm) = runs["local"], runs["spark"]
+    assert table_bytes(lroot) == table_bytes(sroot) != {}
+    assert lm["counts"] == sm["counts"]
+    assert lm["outputs"] == sm["outputs"]
+    assert per_file(lm) == per_file(sm)
+    assert lm["samples_write"] == sm["samples_write"]
+
+
+def test_default_mode_local_and_spark_write_the_same_bytes(spark, pool, tmp_path):
+    runs = run_both(spark, [str(pool)], tmp_path, rows_per_shard=13)
+    assert_same(runs)
+    c = runs["local"][1]["counts"]
+    assert c["kept"] + c["duplicates"] + c["rejects"] == c["input_rows"] == 63 + 40 + 20 + 5
+    assert set(c["duplicate_reasons"]) == {"duplicate_url_text", "duplicate_uid"}
+    assert c["reject_reasons"] == {"empty_url": 1, "malformed_record": 1, "missing_text": 1}
+    assert len(table_bytes(runs["local"][0])) > 6  # several shards per table
+
+
+def test_faithful_mode_with_url_text_duplicates(spark, tmp_path):
+    p = tmp_path / "pool.parquet"
+    n = 40
+    pq.write_table(pa.table({"uid": [f"{i % 31:032x}" for i in range(n)],
+                             "url": [f"http://p/{i % 11}.jpg" for i in range(n)],
+                             "text": [f"same {i % 11}" for i in range(n)]}), p)
+    runs = run_both(spark, [str(p)], tmp_path, rules=IngestRules(faithful=True), rows_per_shard=8)
+    assert_same(runs)
+    c = runs["local"][1]["counts"]
+    assert c["duplicate_reasons"] == {"duplicate_uid": n - 31}
+    assert c["url_text_duplicates"] == 31 - 11
+
+
+def test_shuffled_samples_write_is_the_same_in_process(spark, pool, tmp_path, monkeypatch):
+    """The shuffle path of the samples write (big pools on Spark) also has an in-process form."""
+    import curate.ingest.job as job
+
+    monkeypatch.setattr(job, "_gather_reads_little", lambda *a: False)
+    runs = run_both(spark, [str(pool)], tmp_path, rows_per_shard=9)
+    assert runs["local"][1]["samples_write"] == "shuffle"
+    assert_same(runs)
+
+
+def test_resume_in_process_after_a_partial_run(pool, tmp_path):
+    """A rerun in-process skips committed shards and gives the same bytes."""
+    out = tmp_path / "ds"
+    cfg = IngestConfig(inputs=[str(pool)], output=str(out), rows_per_shard=10)
+    run_ingest(LocalExecutor(), cfg)
+    first = table_bytes(out)
+    m = run_ingest(LocalExecutor(), cfg)
+    assert table_bytes(out) == first
+    assert m["counts"]["input_rows"] == 128
+
+
+def test_input_rows_are_estimated_without_reading_data(pool, tmp_path):
+    est = estimate_input_rows(IngestConfig(inputs=[str(pool)], output=str(tmp_path / "o")))
+    text_bytes = sum((pool / f).stat().st_size for f in ("a.jsonl", "b.csv"))
+    text_rows = sum(-(-(pool / f).stat().st_size // INPUT_BYTES_PER_ROW) for f in ("a.jsonl", "b.csv"))
+    assert text_bytes > 0
+    assert est == 20 + 5 + text_rows  # Parquet footer rows + tar keys + text bytes / 100
+    assert auto_engine(rows=est) == ("local", f"{est:,} input rows <= 200,000 (CURATE_LOCAL_MAX_ROWS)")
+    assert auto_engine(rows=200_001)[0] == "spark"
+    assert auto_engine(master="local[2]", rows=10)[0] == "spark"
+
+
+def run_cli(*args, env_extra=None):
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, CURATE_VERBOSE="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "curate.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def test_cli_ingest_auto_runs_in_process_and_matches_spark(pool, tmp_path):
+    auto = run_cli("ingest", str(pool), "-o", str(tmp_path / "auto"), "--rows-per-shard", "13")
+    assert auto.returncode == 0, auto.stderr
+    assert "engine auto: local (" in auto.stderr and "input rows <=" in auto.stderr
+    assert "SparkContext" not in auto.stderr  # no JVM started
+    big = run_cli("ingest", str(pool), "-o", str(tmp_path / "spark"), "--rows-per-shard", "13",
+                  env_extra={"CURATE_LOCAL_MAX_ROWS": "10"})
+    assert big.returncode == 0, big.stderr
+    assert "engine auto: spark (" in big.stderr and "input rows > 10" in big.stderr
+    assert table_bytes(tmp_path / "auto") == table_bytes(tmp_path / "spark") != {}
