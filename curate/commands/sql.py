@@ -25,6 +25,7 @@ def data_console():
 def _print_table(table, max_rows: int, title: str | None = None, more: int = 0) -> None:
     """Print up to ``max_rows`` rows; every cell, header and title is plain text, never markup."""
     import pyarrow.types as pat
+    from rich.measure import Measurement
     from rich.table import Table
     from rich.text import Text
 
@@ -37,9 +38,21 @@ def _print_table(table, max_rows: int, title: str | None = None, more: int = 0) 
     for field in table.schema:
         numeric = pat.is_integer(field.type) or pat.is_floating(field.type) or pat.is_decimal(field.type)
         t.add_column(Text(field.name), overflow="fold", justify="right" if numeric else "left")
-    for row in table.slice(0, max_rows).to_pylist():
+    rows = table.slice(0, max_rows).to_pylist()
+    for row in rows:
         t.add_row(*[Text("" if v is None else str(v)) for v in row.values()])
-    console.print(t)
+    natural = Measurement.get(console, console.options.update_width(1 << 20), t).maximum
+    if natural <= console.width:
+        console.print(t)
+    else:
+        # Too narrow for the table's natural width: a grid would fold every cell mid-word, so
+        # each row is printed as "column: value" lines (psql's expanded mode), wrapped by words.
+        for i, row in enumerate(rows):
+            if i:
+                console.print()
+            for name, v in row.items():
+                console.print(Text.assemble((f"{name}: ", "bold"), "" if v is None else str(v)), overflow="fold")
+        console.print()
     more += max(0, table.num_rows - max_rows)
     if more:
         console.print(f"... {more} more rows (use --limit or --out)")

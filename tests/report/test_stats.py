@@ -106,3 +106,26 @@ def test_stats_counts_samples_not_attempts_and_wraps_by_words(tmp_path, loopback
         text = " ".join(line.strip() for line in lines)
         for heading in ("tables in", "downloads by outcome"):
             assert heading in text, narrow
+
+
+def test_stats_tables_at_20_columns_print_whole_values(tmp_path):
+    """At 20 columns a grid would fold every cell mid-word ("malformed" / "_record"): each row
+    is printed as "column: value" lines instead, wrapped between words; wide terminals keep
+    the grid."""
+    import json
+
+    pool = tmp_path / "pool.jsonl"
+    rows = [{"url": f"http://x/{i % 9}.jpg", "caption": f"caption {i % 9}"} for i in range(12)]
+    pool.write_text("\n".join(json.dumps(r) for r in rows) + "\n" + json.dumps({"url": "", "caption": "x"})
+                    + "\n{broken\n")
+    ds = tmp_path / "ds"
+    _curate("ingest", str(pool), "-o", str(ds), "--engine", "local")
+    narrow = _curate("stats", str(ds), columns=20)
+    lines = [line.rstrip() for line in narrow.splitlines()]
+    assert max(len(line) for line in lines) <= 20, narrow
+    for value in ("malformed_record", "duplicate_url_text", "duplicates", "samples", "empty_url"):
+        assert value in lines or any(line.endswith(f": {value}") for line in lines), (value, narrow)
+    assert "table: samples" in lines and "rows: 9" in lines and "rows: 3" in lines
+    assert not any(ch in narrow for ch in "│┃"), narrow  # no folded grid
+    wide = _curate("stats", str(ds), columns=100)
+    assert re.search(r"│ malformed_record\s+│\s+1 │", wide) and re.search(r"│ samples\s+│\s+9 │", wide), wide
