@@ -48,20 +48,20 @@ def scorer_train(
     from curate.progress import info
     from curate.tables import Dataset
     from curate.train import Launch
-    from curate.train.scorer import seed_kind, train_scorer
+    from curate.train.scorer import ScorerTrainParams, seed_kind
 
-    from curate.models.scorers import check_scorer_name
-
-    check_scorer_name(name)  # every check before a JVM starts
+    # the recipe stage `kind: scorer` takes the same parameters; every check before a JVM starts
+    params = ScorerTrainParams.checked(
+        seed_set=seed_set, name=name, output=str(output) if output is not None else None, preset=preset, seed=seed,
+        samples_seen=samples_seen, batch_size=batch_size, lr=lr, warmup=warmup, arch=model, device=device,
+        threads=threads, overwrite=overwrite)
     ds = Dataset(dataset)
     executor = None
     if ds.root.is_dir() and seed_kind(ds, seed_set) == "subset":
         from curate.commands._common import open_executor
 
         executor = open_executor(engine, master, conf, "curate-scorer", dataset=dataset)
-    m = train_scorer(ds, name, seed_set, preset=preset, output=output, executor=executor, overwrite=overwrite,
-                     seed=seed, samples_seen=samples_seen, batch_size=batch_size, lr=lr, warmup=warmup, model=model,
-                     device=device, threads=threads, verbose=verbose, extra_args=list(ctx.args),
+    m = params.train(ds, executor, verbose=verbose, extra_args=list(ctx.args),
                      launch=Launch(nproc_per_node=nproc_per_node), progress_every_s=progress_every)
     sd = m["seed_set"]
     info(f"scorer {m['name']}: {m['arch']} trained on {sd['kind']} seed set {sd['source']} "

@@ -114,6 +114,7 @@ class StageKind:
     reads: tuple[str, ...] | Callable[[Any, Dataset, str | None], list[str]] = ()
     code_modules: tuple[str, ...] = ()   # modules whose source is part of the cache key
     version: str = "1"                   # bump when behaviour changes in a way the source hash misses
+    named_output: bool = False           # the stage's name names what it makes: part of the cache key
 
 
 _REGISTRY: dict[str, StageKind] = {}
@@ -121,7 +122,7 @@ _loaded = False
 
 
 def register(kind: str, params: type[Params], *, family: str, reads: Any = (),
-             code_modules: tuple[str, ...] = (), version: str = "1"):
+             code_modules: tuple[str, ...] = (), version: str = "1", named_output: bool = False):
     """Decorator registering ``fn(ctx, uids, params) -> StageResult`` as stage ``kind``."""
 
     def deco(fn: RunFn) -> RunFn:
@@ -129,7 +130,7 @@ def register(kind: str, params: type[Params], *, family: str, reads: Any = (),
             raise ValueError(f"stage kind {kind!r} registered twice")
         doc = inspect.getdoc(fn) or ""
         _REGISTRY[kind] = StageKind(kind, params, fn, family, doc.split("\n\n")[0], reads,
-                                    (fn.__module__, *code_modules), version)
+                                    (fn.__module__, *code_modules), version, named_output)
         return fn
 
     return deco

@@ -128,13 +128,16 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         if not spec.enabled:
             lineage["stages"].append({"name": spec.name, "kind": spec.kind, "line": spec.line, "enabled": False})
             continue
+        # a scorer trained by an earlier stage (kind: scorer) is the recipe's model from here on
+        _embed_with_scorer(loaded, dataset, engine, master, conf, quiet)
         kind = get_kind(spec.kind)
         params = kind.params.model_validate(spec.params)
         reads = [table_fingerprint(dataset, t)
                  for t in tables_read(kind, params, dataset, recipe.embedding_model)]
         in_hash = cur_hash
         code = code_hash(kind)
-        key = cache_key(in_hash, spec.kind, spec.params, code, reads)
+        key_params = {**spec.params, "name": spec.name} if kind.named_output else spec.params
+        key = cache_key(in_hash, spec.kind, key_params, code, reads)
         t0 = time.perf_counter()
         hit = cache.get(key) if len(uids) else None
         if not len(uids):  # nothing left to decide: the stage is not run
@@ -188,6 +191,7 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         uids, cur_hash = out_uids, out_hash
 
     ex = ctx_shared["executor"]
+    lineage["embedding_model"] = recipe.embedding_model  # resolved, when a stage trained the scorer
     lineage["output"] = loaded.output
     lineage["output_count"] = len(uids)
     lineage["output_distinct"] = len(pc.unique(uids)) if len(uids) else 0

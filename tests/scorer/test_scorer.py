@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from curate.cli import main
@@ -147,3 +148,62 @@ def test_scorer_from_a_subset_then_a_recipe_names_it(downloaded):
     assert lineage["embedding_model"] == m["model_id"]
     stage = lineage["stages"][-1]
     assert stage["kind"] == "clip_score" and stage["output_count"] < stage["input_count"]
+
+
+@pytest.mark.slow
+def test_recipe_stage_trains_a_scorer_then_filters_on_it_by_name(downloaded, seed_folder, tmp_path):
+    """`kind: scorer` trains a DFN from a trusted seed folder inside the recipe (the parameters of
+    `curate scorer train`); the recipe's `embedding_model` names it, so the next stage embeds the
+    pool with it and filters on its scores. A rerun hits the stage cache."""
+    from curate.recipe import load_recipe, run_recipe
+    from curate.train.scorer import ScorerTrainParams
+
+    ds: Dataset = downloaded
+    recipe = tmp_path / "dfn.yaml"
+    recipe.write_text(f"""name: dfn-recipe
+dataset: {ds.root}
+embedding_model: dfn-stage
+input: downloaded
+output: dfn-half
+stages:
+  - kind: scorer
+    name: dfn-stage
+    seed_set: {seed_folder}
+    samples_seen: 32
+    batch_size: 16
+  - kind: clip_score
+    fraction: 0.5
+""")
+    lineage = run_recipe(load_recipe(recipe), engine="local")
+    folder = ds.root / "scorers" / "dfn-stage"
+    m = json.loads((folder / "scorer.json").read_text())
+    assert m["samples_seen"] == 32 and m["seed_set"]["kind"] == "images" and m["seed_set"]["samples"] == 24
+    scorer_stage, clip = lineage["stages"]
+    assert scorer_stage["kind"] == "scorer" and scorer_stage["output_count"] == scorer_stage["input_count"] == 18
+    assert scorer_stage["stats"]["model_id"] == m["model_id"] and scorer_stage["stats"]["samples_seen"] == 32
+    assert lineage["embedding_model"] == m["model_id"]  # resolved once the stage had trained it
+    assert ds.count(f"embeddings/{m['model_id']}") == 18
+    assert clip["kind"] == "clip_score" and 9 <= clip["output_count"] < 18  # DataComp: score >= the 50% quantile
+    # the subset is the top half by the scorer's own CLIP scores
+    emb = ds.read(f"embeddings/{m['model_id']}", columns=["uid", "clip_score"]).to_pylist()
+    kept = set(pq.read_table(ds.root / "subsets" / "dfn-half" / "uids.parquet").column("uid").to_pylist())
+    lowest_kept = min(r["clip_score"] for r in emb if r["uid"] in kept)
+    assert all(r["clip_score"] <= lowest_kept for r in emb if r["uid"] not in kept)
+
+    again = run_recipe(load_recipe(recipe), engine="local", quiet=True)
+    assert [s["cached"] for s in again["stages"]] == [True, True]
+
+    # one parameter model: the CLI's names and checks are the stage's
+    cli_only = {"ctx", "dataset", "nproc_per_node", "verbose", "progress_every", "master", "conf", "engine", "model"}
+    import inspect
+
+    from curate.commands.scorer import scorer_train
+
+    cli = set(inspect.signature(scorer_train).parameters) - cli_only
+    assert cli | {"arch"} == set(ScorerTrainParams.model_fields)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe.read_text().replace("name: dfn-stage", "name: ViT-B-32"))
+    from curate.errors import CurateError
+
+    with pytest.raises(CurateError, match=r"bad\.yaml:\d+: .*is an open_clip model name"):
+        run_recipe(load_recipe(bad), engine="local")

@@ -1,0 +1,46 @@
+"""``scorer``: train a data-filtering network (DFN) on a trusted seed set, as `curate scorer train`.
+
+The stage keeps every uid (it decides nothing); it leaves ``DATASET/scorers/<name>/`` behind,
+named by the stage's ``name`` (the key every stage has; without it the stage and the scorer
+are called ``scorer``), so a recipe whose ``embedding_model`` is that name embeds the pool with
+the scorer before the next stage and filters on its CLIP scores:
+
+    embedding_model: dfn
+    stages:
+      - kind: scorer
+        name: dfn                   # the scorer: DATASET/scorers/dfn
+        seed_set: trusted/          # or a subset name, or WebDataset shards
+        samples_seen: 8192
+      - kind: clip_score
+        fraction: 0.5
+
+The other parameters are those of ``curate.train.scorer.ScorerTrainParams``, the command's
+own. Cached like any stage (by its parameters and input); a finished scorer of the same name
+is reused by the trainer, ``overwrite: true`` retrains it.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.decisions import KEPT, decisions_table
+from curate.recipe.registry import StageContext, StageResult, register
+from curate.train.scorer import ScorerTrainParams, seed_kind
+
+
+@register("scorer", ScorerTrainParams, family="scorer", code_modules=("curate.train.scorer",), named_output=True)
+def run_scorer(ctx: StageContext, uids: pa.Array, p: ScorerTrainParams) -> StageResult:
+    """Train a DFN scorer on a trusted seed set (`curate scorer train`); later stages use it by name."""
+    from curate.models.scorers import check_scorer_name
+
+    # A stage's ``name`` key names the stage; here it also names the scorer (DATASET/scorers/NAME).
+    p = p.model_copy(update={"name": check_scorer_name(ctx.stage_name)})
+    executor = ctx.executor() if seed_kind(ctx.dataset, p.seed_set) == "subset" else None
+    m = p.train(ctx.dataset, executor)
+    distinct = pc.unique(uids)
+    kept = pa.array([True] * len(distinct), pa.bool_())
+    stats = {"scorer": m["name"], "model_id": m["model_id"], "arch": m["arch"], "seed_set": m["seed_set"].get("source"),
+             "seed_samples": m["seed_set"].get("samples"), "samples_seen": m["samples_seen"],
+             "loss_first": m["loss_first"], "loss_last": m["loss_last"]}
+    return StageResult(decisions_table(distinct, ctx.stage_name, kept, pa.array([KEPT] * len(distinct))), stats=stats)
