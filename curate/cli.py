@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import typer
@@ -29,16 +30,50 @@ app = typer.Typer(
 )
 
 
-def _load_commands() -> None:
+# A top-level command in a module's source: ``app.command("name"`` or ``app.add_typer(x, name="name"``.
+_TOP_LEVEL_COMMAND = re.compile(r"""\bapp\.(?:command\(\s*|add_typer\(\s*\w+\s*,\s*name=)["']([\w-]+)["']""")
+_registered: set[str] = set()
+
+
+def _command_modules() -> dict[str, list[str]]:
+    """Top-level command name -> the command modules defining it, read from their source
+    without importing them (a command's imports are paid only when it runs)."""
     import curate.commands as pkg
 
+    out: dict[str, list[str]] = {}
     for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if mod.name.startswith("_"):
             continue
-        module = importlib.import_module(f"curate.commands.{mod.name}")
+        try:
+            source = (Path(pkg.__path__[0]) / f"{mod.name}.py").read_text(encoding="utf-8")
+        except OSError:  # a package or a compiled module: found only by loading everything
+            continue
+        for name in _TOP_LEVEL_COMMAND.findall(source):
+            out.setdefault(name, []).append(mod.name)
+    return out
+
+
+def _load_commands(modules: list[str] | None = None) -> None:
+    """Register the commands of ``modules`` (default: every module in curate/commands/)."""
+    import curate.commands as pkg
+
+    if modules is None:
+        modules = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+    for name in modules:
+        if name in _registered:
+            continue
+        _registered.add(name)
+        module = importlib.import_module(f"curate.commands.{name}")
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
+
+
+def _modules_for(argv: list[str]) -> list[str] | None:
+    """The command modules ``argv`` needs: the one defining its command (the first word that is
+    not an option), or None (all: top-level help, an unknown command, an unusual layout)."""
+    words = [a for a in argv if not a.startswith("-")]
+    return _command_modules().get(words[0]) if words else None
 
 
 @app.callback()
@@ -49,8 +84,6 @@ def _global_options(
     if verbose:
         os.environ["CURATE_VERBOSE"] = "1"  # read by curate.engine.spark.get_session
 
-
-_load_commands()
 
 
 # The last line of a Python traceback names the exception by its qualified class:
@@ -139,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     previous = signal.signal(signal.SIGINT, _on_interrupt) if main_thread else None
     try:
         with cli_errors():
+            _load_commands(_modules_for(sys.argv[1:] if argv is None else list(argv)))
             app(args=argv, prog_name="curate", standalone_mode=True)
     finally:
         from curate.lock import release_command_locks
