@@ -1,0 +1,78 @@
+"""The CLI imports only what the command it runs needs (issue 16: a small `curate filter` was
+slower than DataComp's script as a process mostly from start-up imports)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+
+from curate.tables import Dataset
+from curate.uid import derive_uid
+
+# (pandas is not here: pyarrow.dataset, which pq.read_table uses, imports it)
+HEAVY = ("torch", "open_clip", "pyspark", "matplotlib", "duckdb", "sklearn", "faiss", "jinja2", "img2dataset",
+         "webdataset", "PIL")
+
+PROBE = """
+import atexit, json, sys
+atexit.register(lambda: print("MODULES " + json.dumps(sorted(sys.modules)), file=sys.stderr))
+from curate.cli import main
+main({argv!r})
+"""
+
+
+def loaded_modules(*argv: str) -> tuple[int, set[str]]:
+    r = subprocess.run([sys.executable, "-c", PROBE.format(argv=list(argv))], capture_output=True, text=True,
+                       timeout=300)
+    line = [x for x in r.stderr.splitlines() if x.startswith("MODULES ")][-1]
+    return r.returncode, set(json.loads(line[len("MODULES "):]))
+
+
+def test_every_command_is_found_without_importing_the_modules():
+    from curate import cli
+
+    found = cli._command_modules()
+    cli._load_commands()
+    registered = {c.name for c in cli.app.registered_commands} | {g.name for g in cli.app.registered_groups}
+    assert set(found) == registered
+    assert found["stats"] == ["sql"] and found["stages"] == ["run"] and found["models"] == ["embed"]
+    assert cli._modules_for(["-v", "filter", "ds/"]) == ["filter"]
+    assert cli._modules_for(["--help"]) is None and cli._modules_for(["no-such-command"]) is None
+
+
+def test_filter_imports_no_other_command_and_nothing_heavy(tmp_path):
+    n = 50
+    urls = [f"http://127.0.0.1/{i}.jpg" for i in range(n)]
+    texts = [f"a photo of a small dog number {i}" for i in range(n)]
+    Dataset(tmp_path / "ds").write_table("samples", pa.table({
+        "uid": [derive_uid(u, t) for u, t in zip(urls, texts)], "url": urls, "text": texts,
+        "source_file": ["pool.parquet"] * n, "source_row": pa.array(range(n), pa.int64()),
+        "original_width": pa.array([300] * n, pa.int32()), "original_height": pa.array([300] * n, pa.int32()),
+        "extra": pa.nulls(n, pa.string())}).sort_by("uid"), schema="samples")
+    code, mods = loaded_modules("filter", str(tmp_path / "ds"), "-f", "basic", "--engine", "auto")
+    assert code == 0
+    assert (tmp_path / "ds" / "subsets" / "basic" / "uids.parquet").exists()
+    assert not [m for m in HEAVY if m in mods]
+    others = {m for m in mods if m.startswith("curate.commands.")} - {"curate.commands", "curate.commands._common",
+                                                                      "curate.commands.filter"}
+    assert not others  # no other command module (sql: duckdb, ingest: readers, ...)
+
+    code, mods = loaded_modules("--help")
+    assert code == 0 and {"curate.commands.sql", "curate.commands.ingest", "curate.commands.filter"} <= mods
+
+
+def test_two_commands_in_one_process(tmp_path, capsys):
+    """In-process callers (tests, notebooks, jobs/*.py) run one command after another."""
+    import pytest
+
+    from curate.cli import main
+
+    for argv in (["filter", "--help"], ["stats", str(tmp_path)], ["stages"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code in (0, None, 2)
+    out = capsys.readouterr()
+    assert "DataComp" in out.out and "scorer" in out.out  # filter's help, then the stage list
