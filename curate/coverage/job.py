@@ -260,13 +260,13 @@ def build_table(concepts: ConceptList, counts: dict[tuple[str, str], np.ndarray]
 
 
 def starved(table: pa.Table, source: str, subset: str, min_pool_count: int, k: int = STARVED_K) -> list[dict]:
-    """The k concepts whose share fell most in ``subset`` (relative drop, descending; ties by
-    concept id), among those with at least ``min_pool_count`` pool samples."""
+    """The k concepts whose share fell most in ``subset`` (relative drop above 0, descending;
+    ties by concept id), among those with at least ``min_pool_count`` pool samples."""
     t = table.filter(pc.and_(pc.equal(table["source"], source), pc.equal(table["subset"], subset)))
     t = t.filter(pc.and_(pc.greater_equal(t["pool_count"], min_pool_count), pc.is_valid(t["relative_drop"])))
     rows = t.select(["concept_id", "concept", "pool_count", "count", "kept_fraction", "relative_drop"]).to_pylist()
     rows.sort(key=lambda r: (-r["relative_drop"], r["concept_id"]))
-    return rows[:k]
+    return [r for r in rows if r["relative_drop"] > 0][:k]
 
 
 # ---------------------------------------------------------------- evaluations

@@ -485,7 +485,7 @@ def guard_warnings(man: dict) -> list[tuple[str, str]]:
     return [(stage, w) for stage, ws in found for w in ws]
 
 
-def render(data: dict, evals: dict | None = None, title: str | None = None) -> str:
+def render(data: dict, evals: dict | None = None, title: str | None = None, coverage: dict | None = None) -> str:
     lin = data.get("lineage") or {}
     title = title or f"curate report: {data['subset']}"
     if lin:
@@ -500,7 +500,7 @@ def render(data: dict, evals: dict | None = None, title: str | None = None) -> s
         stamp=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         funnel=_funnel_view(data["funnel"]), evaluation=_eval_view(evals or {}),
         distributions=_dist_view(data["distributions"]), galleries=data["galleries"],
-        lineage=_lineage_view(data), recipe_text=data.get("recipe_text"))
+        lineage=_lineage_view(data), recipe_text=data.get("recipe_text"), coverage=coverage)
 
 
 def subset_evaluations(data: dict, explicit: dict[str, Path]) -> tuple[dict[str, Path], list[str]]:
@@ -533,7 +533,9 @@ def build_report(dataset: Dataset, subset: str, out: Path | None = None, evals: 
     listed, missing = subset_evaluations(data, evals or {})
     ev = load_evals({**(evals or {}), **listed}, comparison)
     ev["missing"] = missing
-    page = render(data, ev, title)
+    from curate.report.coverage import coverage_section
+
+    page = render(data, ev, title, coverage=coverage_section(dataset, subset))
     out = Path(out) if out else dataset.root / "reports" / f"{subset}.html"
     atomic_write_bytes(out, page.encode("utf-8"))
     return out
