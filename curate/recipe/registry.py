@@ -51,6 +51,7 @@ class StageContext:
     embedding_model: str | None
     stage_name: str
     recipe_name: str = "recipe"
+    output: str | None = None  # the subset the recipe writes at the end
     engine: str = "spark"
     master: str | None = None
     conf: list[str] = field(default_factory=list)

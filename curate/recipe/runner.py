@@ -150,7 +150,7 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
             cached = True
         else:
             ctx = StageContext(dataset=dataset, embedding_model=recipe.embedding_model, stage_name=spec.name,
-                               recipe_name=recipe.name,
+                               recipe_name=recipe.name, output=loaded.output,
                                engine=engine, master=master, conf=list(conf or []),
                                _executor=ctx_shared["executor"])
             try:

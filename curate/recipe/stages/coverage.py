@@ -1,0 +1,91 @@
+"""``coverage``: a pass-through step that counts concepts in its input (the selection so far;
+the recipe's output when it is the last stage) against the pool, writing ``coverage/<name>``.
+
+It keeps every uid (reason ``kept``), so it can sit anywhere after selection; put it last
+to measure what the whole recipe starved. Counting is ``curate coverage``'s job
+(``curate.coverage.job.run_coverage``) with the stage's input as the one subset.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, model_validator
+
+from curate.decisions import KEPT, decisions_table
+from curate.recipe.registry import Params, StageContext, StageResult, register
+
+
+class CoverageParams(Params):
+    concepts: Optional[str] = Field(None, description="concept list file (one a line, synset lines, .csv/.tsv)")
+    eval: Optional[str] = Field(None, description="eval set folder FOLDER/<class>/: its class names")
+    metadata: Optional[str] = Field(None, description="MetaCLIP metadata JSON: its entries")
+    pool: str = Field("auto", description="all, downloaded, subset:NAME or auto (downloaded if downloaded)")
+    threshold: Optional[float] = Field(None, ge=-1, le=1, description="also count by image: cosine of the image "
+                                       "embedding (the recipe's embedding_model) with the concept prompts")
+    templates: Optional[str] = Field(None, description="prompt templates: default, openai, simple or a file")
+    min_pool_count: int = Field(20, ge=0, description="starved concepts need at least this many pool samples")
+    label: Optional[str] = Field(None, description="subset label in the table (default: the recipe's output)")
+    name: Optional[str] = Field(None, description="table coverage/NAME (default: recipe-<recipe>-<stage>)")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if sum(x is not None for x in (self.concepts, self.eval, self.metadata)) != 1:
+            raise ValueError("give exactly one of concepts, eval or metadata")
+        return self
+
+
+def _reads(p: CoverageParams, dataset, model):
+    tables = ["samples"]
+    if p.pool in ("auto", "downloaded") and dataset.has_table("downloads"):
+        tables.append("downloads")
+    if p.pool.startswith("subset:"):
+        tables.append(f"subsets/{p.pool[7:]}")
+    if p.threshold is not None and model:
+        tables.append(f"embeddings/{model}")
+    return tables
+
+
+def _path(ctx: StageContext, raw: str) -> str:
+    from pathlib import Path
+
+    p = Path(raw)
+    if not p.is_absolute() and (ctx.dataset.root / p).exists():
+        p = ctx.dataset.root / p
+    return str(p)
+
+
+@register("coverage", CoverageParams, family="report", reads=_reads, code_modules=("curate.coverage",))
+def run_coverage_stage(ctx: StageContext, uids: pa.Array, p: CoverageParams) -> StageResult:
+    """Count concepts in the selection so far vs the pool (keeps every sample)."""
+    from curate.coverage.concepts import from_eval_folder, from_file, from_metadata
+    from curate.coverage.job import run_coverage
+    from curate.names import check_name
+    from curate.tables import write_parquet_atomic
+
+    if p.concepts:
+        concepts = from_file(_path(ctx, p.concepts))
+    elif p.eval:
+        concepts = from_eval_folder(_path(ctx, p.eval))
+    else:
+        concepts = from_metadata(_path(ctx, p.metadata))
+    name = check_name(p.name or ctx.run_name, "coverage name")
+    label = check_name(p.label or ctx.output or ctx.stage_name, "coverage label")
+    distinct = pc.unique(uids)
+    # the selection as a sorted uid file the tasks read by uid range, like a subset
+    sel = ctx.dataset.table_dir(f"coverage/{name}") / "_selection.parquet"
+    write_parquet_atomic(pa.table({"uid": distinct.take(pc.array_sort_indices(distinct))}), sel)
+    summary = run_coverage(ctx.dataset, concepts, ctx.executor(), name=name, subsets={label: str(sel)},
+                           pool=p.pool, embeddings=ctx.embedding_model if p.threshold is not None else None,
+                           threshold=p.threshold, templates=p.templates, min_pool_count=p.min_pool_count,
+                           params={"stage": ctx.stage_name, "recipe": ctx.recipe_name})
+    stats = {"table": f"coverage/{name}", "label": label,
+             **{src: {"pool_size": s["pool_size"], "subset_size": s["subsets"][label]["size"],
+                      "concepts_lost": s["subsets"][label]["concepts_lost"],
+                      "starved": [r["concept"] for r in s["subsets"][label]["starved"][:5]]}
+                for src, s in summary["sources"].items()}}
+    kept = pa.array([True] * len(distinct))
+    return StageResult(decisions_table(distinct, ctx.stage_name, kept, [KEPT] * len(distinct)),
+                       stats=stats)
