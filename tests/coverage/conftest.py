@@ -33,3 +33,19 @@ def uid_of(ds: Dataset) -> dict[int, str]:
 @pytest.fixture
 def make_pool():
     return write_pool
+
+
+def write_tiny_embeddings(ds: Dataset, uids: list[str], seed: int = 0, rows_per_shard: int = 4) -> str:
+    """embeddings/curate-tiny__random-seed0 (64 dims) with random unit image vectors: the id
+    names a model curate builds locally (random weights from seed 0), so no manifest is needed."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(len(uids), 64))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+    flat = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 64)
+    name = "curate-tiny__random-seed0"
+    ds.write_table(f"embeddings/{name}", pa.table({
+        "uid": uids, "image_embedding": flat, "text_embedding": flat,
+        "clip_score": pa.array(np.zeros(len(uids)), pa.float32())}), schema="embeddings", rows_per_shard=rows_per_shard)
+    return name
