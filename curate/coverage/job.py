@@ -44,6 +44,7 @@ CONCEPTS_FILE = "_concepts.json"
 PROMPTS_FILE = "_concept_embeddings.npy"
 DEFAULT_MIN_POOL_COUNT = 20
 STARVED_K = 10
+_MAX_SIMILARITIES = 1 << 24  # image x concept cosines held at once in a task (64 MiB of float32)
 
 
 # ---------------------------------------------------------------- populations (inside tasks)
@@ -149,11 +150,14 @@ def coverage_counts_task(task: dict) -> Iterator[pa.RecordBatch]:
             if emb.shape[1] != weights.shape[1]:
                 raise DatasetError(f"{path}: image embeddings have {emb.shape[1]} dimensions, the concept "
                                    f"prompts {weights.shape[1]} (another model?)")
-            above = (emb @ weights.T) >= threshold  # [rows, concepts]
+            step = max(1, _MAX_SIMILARITIES // max(1, n))  # rows per product: bounded memory for long lists
             for lab in labels:
-                mask = masks[lab] & masks[POOL] if lab != POOL else masks[POOL]
-                sizes[lab] += int(mask.sum())
-                totals[lab] += above[mask].sum(axis=0, dtype=np.int64)
+                sizes[lab] += int((masks[lab] & masks[POOL]).sum())
+            for a in range(0, m, step):
+                above = (emb[a:a + step] @ weights.T) >= threshold  # [rows, concepts]
+                for lab in labels:
+                    mask = (masks[lab] & masks[POOL])[a:a + step]
+                    totals[lab] += above[mask].sum(axis=0, dtype=np.int64)
     yield _rows(source, totals, sizes)
 
 

@@ -72,3 +72,12 @@ def test_cifar10_names_in_flickr8k_and_alttext(real_pool, tmp_path):
     if len(set(recall.values())) > 1:
         assert info["spearman_count"] == pytest.approx(rho)
     assert (ds.table_dir("coverage/cifar10") / "_accuracy.png").stat().st_size > 5000
+    # the report on the alt-text subset shows the accuracy scatter and the correlation
+    from curate.report import build_report
+
+    page = build_report(ds, "alttext", out=tmp_path / "alt.html").read_text()
+    sec = page[page.index("<h2 id=coverage>"):page.index("<h2 id=galleries>")]
+    assert "alt='accuracy against concept frequency' src='data:image/png;base64," in sec
+    if info["spearman_count"] is not None:
+        assert f"{info['spearman_count']:+.3f} (10 classes)" in sec
+    assert "Concepts starved by alttext (caption)" in sec and "<td class=l>dog</td><td>7,303</td>" in sec
