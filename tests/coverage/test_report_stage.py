@@ -97,3 +97,30 @@ def test_report_section_renders_in_headless_chromium(staged_pool, tmp_path):
     m = re.search(r'data-cov="(\w+)" data-cov-images="(\d+)" data-cov-ok="(\d+)"', r.stdout)
     assert m, r.stdout[:500]
     assert m.group(1) == "yes" and int(m.group(2)) >= 1 and m.group(2) == m.group(3)
+
+
+def test_recipe_stage_by_image_with_the_recipe_model(tmp_path):
+    """`threshold:` counts by image too, with the recipe's embedding_model and its prompts."""
+    import pyarrow.compute as pc
+
+    from curate.recipe import load_recipe, run_recipe
+
+    from .conftest import write_tiny_embeddings
+
+    ds = make_downloaded_pool(tmp_path / "pool")
+    d = ds.read("downloads", columns=["uid", "status"])
+    ok = sorted(d.filter(pc.equal(d["status"], "success")).column("uid").to_pylist())
+    model = write_tiny_embeddings(ds, ok[:40])
+    (tmp_path / "shapes.txt").write_text("red\ncircle\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: img\ndataset: {ds.root}\nembedding_model: {model}\noutput: sel\nstages:\n"
+        "  - kind: sample\n    fraction: 0.5\n    seed: 1\n"
+        f"  - kind: coverage\n    concepts: {tmp_path / 'shapes.txt'}\n    threshold: 0.0\n    label: half\n"
+        "    table: by-image\n")
+    lineage = run_recipe(load_recipe(recipe), engine="local", quiet=True)
+    rows = ds.read("coverage/by-image").to_pylist()
+    img = [r for r in rows if r["source"] == "image"]
+    assert {r["subset"] for r in rows} == {"half"} and len(img) == 2
+    assert img[0]["pool_size"] == 40 and 0 < img[0]["subset_size"] < 40
+    assert lineage["stages"][-1]["stats"]["image"]["pool_size"] == 40

@@ -28,7 +28,7 @@ class CoverageParams(Params):
     templates: Optional[str] = Field(None, description="prompt templates: default, openai, simple or a file")
     min_pool_count: int = Field(20, ge=0, description="starved concepts need at least this many pool samples")
     label: Optional[str] = Field(None, description="subset label in the table (default: the recipe's output)")
-    name: Optional[str] = Field(None, description="table coverage/NAME (default: recipe-<recipe>-<stage>)")
+    table: Optional[str] = Field(None, description="table coverage/TABLE (default: recipe-<recipe>-<stage>)")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -71,7 +71,7 @@ def run_coverage_stage(ctx: StageContext, uids: pa.Array, p: CoverageParams) -> 
         concepts = from_eval_folder(_path(ctx, p.eval))
     else:
         concepts = from_metadata(_path(ctx, p.metadata))
-    name = check_name(p.name or ctx.run_name, "coverage name")
+    name = check_name(p.table or ctx.run_name, "coverage table")
     label = check_name(p.label or ctx.output or ctx.stage_name, "coverage label")
     distinct = pc.unique(uids)
     # the selection as a sorted uid file the tasks read by uid range, like a subset
