@@ -107,8 +107,10 @@ def _rows(source: str, totals: dict[str, np.ndarray], sizes: dict[str, int]) -> 
                            schema=COUNT_SCHEMA)
 
 
-def coverage_counts_task(task: dict) -> Iterator[pa.RecordBatch]:
-    """Per-concept counts of one shard, for the pool and every subset (partial sums)."""
+def _shard_matches(task: dict) -> Iterator[tuple[pa.Array, dict[str, np.ndarray], np.ndarray, np.ndarray]]:
+    """Per batch of one shard: (uids, population masks, row, concept) where each (row,
+    concept) pair is a match of the task's source (caption substring, or image-prompt cosine
+    at or above the threshold). Subset masks are already restricted to the pool."""
     path = Path(task["input"])
     try:
         pf = pq.ParquetFile(path)
@@ -120,45 +122,129 @@ def coverage_counts_task(task: dict) -> Iterator[pa.RecordBatch]:
     if missing:
         raise InputFileError(str(path), f"missing column(s) {', '.join(missing)}")
     n = task["num_concepts"]
-    labels = [POOL] + [s["label"] for s in task["subsets"]]
-    totals = {lab: np.zeros(n, np.int64) for lab in labels}
-    sizes = dict.fromkeys(labels, 0)
     # membership is read once per shard for the shard's whole uid range
-    uids_all = pf.read(columns=["uid"]).column("uid").combine_chunks()
-    masks_all = _masks(task, uids_all)
-    offset = 0
+    masks_all = _masks(task, pf.read(columns=["uid"]).column("uid").combine_chunks())
+    masks_all = {k: (v & masks_all[POOL]) for k, v in masks_all.items()}
     if source == CAPTION:
         matcher = _concept_matcher(task["concepts"], task["concepts_sha"])
     else:
         weights = _concept_weights(task["weights"], task["weights_sha"])
         threshold = np.float32(task["threshold"])
+    offset = 0
     for b in pf.iter_batches(batch_size=task.get("batch_size", 65536), columns=["uid", column]):
         m = b.num_rows
         masks = {k: v[offset:offset + m] for k, v in masks_all.items()}
         offset += m
         if source == CAPTION:
             ids = matcher.match_array(b.column("text"))
-            for lab in labels:
-                mask = masks[lab] & masks[POOL] if lab != POOL else masks[POOL]
-                sizes[lab] += int(mask.sum())
-                flat = pc.list_flatten(ids.filter(pa.array(mask))).to_numpy(zero_copy_only=False)
-                totals[lab] += np.bincount(flat, minlength=n)[:n]
+            rows = pc.list_parent_indices(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+            concepts = pc.list_flatten(ids).to_numpy(zero_copy_only=False).astype(np.int64)
         else:
             col = b.column(column)
-            dim = col.type.list_size
-            emb = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(m, dim)
+            emb = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(m, col.type.list_size)
             if emb.shape[1] != weights.shape[1]:
                 raise DatasetError(f"{path}: image embeddings have {emb.shape[1]} dimensions, the concept "
                                    f"prompts {weights.shape[1]} (another model?)")
             step = max(1, _MAX_SIMILARITIES // max(1, n))  # rows per product: bounded memory for long lists
-            for lab in labels:
-                sizes[lab] += int((masks[lab] & masks[POOL]).sum())
+            rows_l, concepts_l = [], []
             for a in range(0, m, step):
-                above = (emb[a:a + step] @ weights.T) >= threshold  # [rows, concepts]
-                for lab in labels:
-                    mask = (masks[lab] & masks[POOL])[a:a + step]
-                    totals[lab] += above[mask].sum(axis=0, dtype=np.int64)
-    yield _rows(source, totals, sizes)
+                r, c = np.nonzero((emb[a:a + step] @ weights.T) >= threshold)  # [rows, concepts]
+                rows_l.append(r.astype(np.int64) + a)
+                concepts_l.append(c.astype(np.int64))
+            rows = np.concatenate(rows_l) if rows_l else np.zeros(0, np.int64)
+            concepts = np.concatenate(concepts_l) if concepts_l else np.zeros(0, np.int64)
+        yield b.column("uid"), masks, rows, concepts
+
+
+def coverage_counts_task(task: dict) -> Iterator[pa.RecordBatch]:
+    """Per-concept counts of one shard, for the pool and every subset (partial sums)."""
+    n = task["num_concepts"]
+    labels = [POOL] + [s["label"] for s in task["subsets"]]
+    totals = {lab: np.zeros(n, np.int64) for lab in labels}
+    sizes = dict.fromkeys(labels, 0)
+    for _, masks, rows, concepts in _shard_matches(task):
+        for lab in labels:
+            sizes[lab] += int(masks[lab].sum())
+            totals[lab] += np.bincount(concepts[masks[lab][rows]], minlength=n)[:n]
+    yield _rows(task["source"], totals, sizes)
+
+
+# ---------------------------------------------------------------- caption and image together
+# A concept counted in both the caption and the image of one sample (Udandarao et al.'s
+# "matched" frequency) needs each sample's two match sets side by side: tasks emit one row per
+# pool sample and source (its matched concept ids, its populations as bits), the executor
+# shuffles them by a uid bucket (grouped_apply), and each bucket returns per-concept counts.
+BOTH = "caption+image"
+MATCH_ROWS = pa.schema([("bucket", pa.int32()), ("uid", pa.string()), ("source", pa.string()),
+                        ("ids", pa.list_(pa.int32())), ("populations", pa.int64())])
+MAX_SUBSETS_WITH_BOTH = 62  # populations travel as bits of an int64 (bit 0: the pool)
+
+
+def coverage_match_rows_task(task: dict) -> Iterator[pa.RecordBatch]:
+    """One row per pool sample of the shard: its matched concept ids and population bits."""
+    labels = [POOL] + [s["label"] for s in task["subsets"]]
+    buckets = task["buckets"]
+    for uids, masks, rows, concepts in _shard_matches(task):
+        pool = masks[POOL]
+        if not pool.any():
+            continue
+        bits = np.zeros(len(uids), np.int64)
+        for j, lab in enumerate(labels):
+            bits |= masks[lab].astype(np.int64) << j
+        keep = np.flatnonzero(pool)
+        remap = np.full(len(uids), -1, np.int64)
+        remap[keep] = np.arange(len(keep))
+        sel = pool[rows]
+        offsets = np.zeros(len(keep) + 1, np.int32)
+        np.cumsum(np.bincount(remap[rows[sel]], minlength=len(keep)), out=offsets[1:])
+        kept_uids = uids.take(pa.array(keep))
+        head = np.array([int(u[:8], 16) for u in kept_uids.to_pylist()], np.int64)  # uids are hex
+        yield pa.record_batch([pa.array((head % buckets).astype(np.int32)), kept_uids,
+                               pa.array([task["source"]] * len(keep), pa.string()),
+                               pa.ListArray.from_arrays(pa.array(offsets), pa.array(concepts[sel].astype(np.int32))),
+                               pa.array(bits[keep])], schema=MATCH_ROWS)
+
+
+def bucket_counts(rows: pa.Table, num_concepts: int, labels: list[str]) -> pa.Table:
+    """Per-concept counts of one uid bucket for caption, image and both, with size rows."""
+    n = num_concepts
+    uid_idx = pc.dictionary_encode(rows.column("uid").combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    n_uids = int(uid_idx.max()) + 1 if len(uid_idx) else 0
+    bits = np.zeros(n_uids, np.int64)
+    bits[uid_idx] = rows.column("populations").to_numpy()
+    source = rows.column("source").to_numpy(zero_copy_only=False)
+    ids = rows.column("ids").combine_chunks()
+    parent = pc.list_parent_indices(ids).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    keys, present = {}, {}
+    for s in (CAPTION, IMAGE):
+        is_s = source == s
+        present[s] = np.zeros(n_uids, bool)
+        present[s][uid_idx[is_s]] = True
+        on = is_s[parent]
+        keys[s] = np.unique(uid_idx[parent[on]].astype(np.int64) * n + flat[on])
+    keys[BOTH] = np.intersect1d(keys[CAPTION], keys[IMAGE], assume_unique=True)
+    present[BOTH] = present[CAPTION] & present[IMAGE]
+    out = []
+    for s in (CAPTION, IMAGE, BOTH):
+        u, c = keys[s] // n, keys[s] % n
+        totals, sizes = {}, {}
+        for j, lab in enumerate(labels):
+            member = (bits >> j) & 1 == 1
+            totals[lab] = np.bincount(c[member[u]], minlength=n)[:n]
+            sizes[lab] = int((member & present[s]).sum())
+        out.append(_rows(s, totals, sizes))
+    return pa.Table.from_batches(out, schema=COUNT_SCHEMA)
+
+
+class _BucketCounts:
+    """``bucket_counts`` with its parameters bound (picklable for Spark workers)."""
+
+    def __init__(self, num_concepts: int, labels: list[str]):
+        self.num_concepts, self.labels = num_concepts, labels
+
+    def __call__(self, rows: pa.Table) -> pa.Table:
+        return bucket_counts(rows, self.num_concepts, self.labels)
 
 
 # ---------------------------------------------------------------- driver
@@ -366,12 +452,22 @@ def run_coverage(dataset: Dataset, concepts: ConceptList, executor, *, name: str
             wsha = hashlib.sha256(buf.getvalue()).hexdigest()
         tasks += [dict(common, source=IMAGE, input=str(p), weights=str(out_dir / PROMPTS_FILE), weights_sha=wsha,
                        threshold=float(threshold)) for p in dataset.shards(table)]
-        sources.append(IMAGE)
-    with manifest.stage("count"):
-        summed = executor.sum_task_rows(tasks, coverage_counts_task, COUNT_SCHEMA,
-                                        ["concept_id", "source", "population"], "count", 0)
+        sources += [IMAGE, BOTH]
     labels = [POOL] + sorted(subsets)
     n = len(concepts.names)
+    with manifest.stage("count"):
+        if embeddings is None:  # per-task partial sums, summed by key
+            summed = executor.sum_task_rows(tasks, coverage_counts_task, COUNT_SCHEMA,
+                                            ["concept_id", "source", "population"], "count", 0)
+        else:  # per-sample match rows shuffled by uid bucket, so caption and image meet
+            if len(labels) > MAX_SUBSETS_WITH_BOTH:
+                raise DatasetError(f"at most {MAX_SUBSETS_WITH_BOTH - 1} subsets in one run with --embeddings")
+            buckets = max(1, min(1024, len(tasks)))
+            tasks = [dict(t, buckets=buckets) for t in tasks]
+            parts = executor.grouped_apply(tasks, coverage_match_rows_task, MATCH_ROWS, "bucket",
+                                           _BucketCounts(n, labels), COUNT_SCHEMA)
+            summed = parts.group_by(["concept_id", "source", "population"]).aggregate([("count", "sum")]) \
+                .rename_columns(["concept_id", "source", "population", "count"])
     counts = {(s, lab): np.zeros(n, np.int64) for s in sources for lab in labels}
     sizes = {(s, lab): 0 for s in sources for lab in labels}
     for cid, s, lab, c in zip(summed.column("concept_id").to_pylist(), summed.column("source").to_pylist(),

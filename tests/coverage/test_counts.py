@@ -196,6 +196,18 @@ def test_image_prompt_similarity_counts(hand_pool):
         assert img[c]["pool_count"] == int(above[:, j].sum()), c
         assert img[c]["count"] == int(above[in_a, j].sum()), c
     assert img["dog"]["pool_size"] == 9 and img["dog"]["subset_size"] == 4
+    # caption and image of the same sample (the papers' "matched" frequency)
+    from curate.metaclip.matching import naive_match
+
+    text_of = dict(zip(ds.read("samples").column("uid").to_pylist(), ds.read("samples").column("text").to_pylist()))
+    cap_hit = np.array([[j in naive_match(text_of[h], concepts.names) for j in range(len(concepts.names))]
+                        for h in have])
+    both = {r["concept"]: r for r in t if r["source"] == "caption+image"}
+    for j, c in enumerate(concepts.names):
+        assert both[c]["pool_count"] == int((above[:, j] & cap_hit[:, j]).sum()), c
+        assert both[c]["count"] == int((above[in_a, j] & cap_hit[in_a, j]).sum()), c
+    assert both["dog"]["pool_size"] == 9 and both["dog"]["subset_size"] == 4
+    assert sum(r["pool_count"] for r in both.values()) > 0
     assert sum(r["pool_count"] for r in img.values()) > 0
     assert any(r["pool_count"] < 9 for r in img.values())  # the threshold tells images apart
     assert cap["dog"]["pool_count"] == 4  # the caption rows are unchanged by the image pass

@@ -30,5 +30,5 @@ def test_local_and_spark_write_the_same_bytes(spark, tmp_path):
     assert out["local"][0] == out["spark"][0]
     assert out["local"][1] == out["spark"][1]
     s = out["local"][2]["sources"]
-    assert s["caption"]["pool_size"] == 70 and s["image"]["pool_size"] == 50
+    assert s["caption"]["pool_size"] == 70 and s["image"]["pool_size"] == 50 == s["caption+image"]["pool_size"]
     assert s["caption"]["subsets"]["a"]["size"] == 5 and s["caption"]["subsets"]["b"]["size"] == 6
