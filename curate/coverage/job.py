@@ -1,12 +1,14 @@
 """The coverage job: per-concept counts in the pool and in each subset, by caption match and
-(where embeddings exist) by image-to-concept-prompt similarity.
+(where embeddings exist) by image-to-concept-prompt similarity and by both together.
 
 Tasks run on any executor: a caption task reads one ``samples`` shard, an image task one
-``embeddings/<model>`` shard, and each yields only per-concept partial sums
-(concept_id, source, population, count), plus one size row per population (concept_id -1).
-The executor sums them by key (``sum_task_rows``: a shuffle on Spark), so the driver only
-ever holds per-concept counts, never per-sample data. The driver then ranks, computes the
-relative drops, joins per-class accuracy from evaluations and writes ``coverage/<name>``.
+``embeddings/<model>`` shard. Captions only: each yields per-concept partial sums
+(concept_id, source, population, count) plus one size row per population (concept_id -1),
+summed by key (``sum_task_rows``). With images: each yields one row per pool sample (its
+matched concept ids, its populations as bits), shuffled by uid bucket (``grouped_apply``),
+and every bucket returns the same kind of counts for caption, image and caption+image. The
+driver only receives per-concept counts; it then ranks, computes the relative drops, joins
+per-class accuracy from evaluations and writes ``coverage/<name>``.
 
 Population membership is read by each task for its own uid range: a subset's sorted
 ``uids.parquet`` filtered to [first, last] uid of the shard (row-group statistics prune the
