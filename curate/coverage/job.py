@@ -518,7 +518,8 @@ def run_coverage(dataset: Dataset, concepts: ConceptList, executor, *, name: str
     dataset.write_json(f"{table_name}/_summary.json", summary)
     manifest["inputs"] = [{"table": "samples", "shards": len(dataset.shards("samples"))}, concepts.describe()]
     if embeddings:
-        manifest["inputs"].append({"table": f"embeddings/{embeddings}", "shards": len(dataset.shards(f"embeddings/{embeddings}"))})
+        emb_table = f"embeddings/{embeddings}"
+        manifest["inputs"].append({"table": emb_table, "shards": len(dataset.shards(emb_table))})
     manifest["counts"] = {"tasks": len(tasks), "concepts": n, "rows": table.num_rows,
                           **{f"{s}_pool_size": sizes[(s, POOL)] for s in sources},
                           "engine": getattr(executor, "name", "?")}

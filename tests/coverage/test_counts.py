@@ -99,7 +99,8 @@ def test_without_subsets_and_with_downloaded_pool(hand_pool):
         "sha256": pa.nulls(n, pa.string()),
         "width": pa.nulls(n, pa.int32()), "height": pa.nulls(n, pa.int32()),
         "original_width": pa.nulls(n, pa.int32()), "original_height": pa.nulls(n, pa.int32()),
-        "shard": pa.nulls(n, pa.string()), "key": pa.nulls(n, pa.string()), "attempts": pa.array([1] * n, pa.int32())}), schema="downloads")
+        "shard": pa.nulls(n, pa.string()), "key": pa.nulls(n, pa.string()),
+        "attempts": pa.array([1] * n, pa.int32())}), schema="downloads")
     s = run_coverage(ds, concepts, LocalExecutor(), name="dl", subsets={"a": subset_uids_path(ds, "a")})
     assert s["pool"] == "downloaded samples"
     a = _rows(ds, "dl", "a")
