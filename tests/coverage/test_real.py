@@ -44,6 +44,11 @@ def test_cifar10_names_in_flickr8k_and_alttext(real_pool, tmp_path):
     assert concepts.names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     # per-class accuracy of a model "trained on" alttext: a locally built random-weight model
     ev = evaluate(None, "curate-tiny", zeroshot=[cifar], max_per_class=3, output=tmp_path / "alt.eval.json")
+    # and one that a subset's manifest lists, as `curate eval` links it after `curate train`
+    from curate.subset import append_subset_manifest
+
+    ev2 = evaluate(None, "curate-tiny", zeroshot=[cifar], max_per_class=3, seed=1, output=tmp_path / "fl.eval.json")
+    append_subset_manifest(ds, "flickr", "evaluations", {"results": ev2["results_path"], "seed": 1})
     summary = run_coverage(ds, concepts, LocalExecutor(), name="cifar10", pool="all",
                            subsets={s: subset_uids_path(ds, s) for s in ("flickr", "alttext")},
                            accuracy_files={"alttext": [ev["results_path"]]})
@@ -64,7 +69,8 @@ def test_cifar10_names_in_flickr8k_and_alttext(real_pool, tmp_path):
     recall = ev["zeroshot"]["cifar10_test"]["per_class_recall"]
     acc = {c: by[("alttext", c)]["accuracy"] for c in concepts.names}
     assert acc == pytest.approx(recall)
-    assert all(by[("flickr", c)]["accuracy"] is None for c in concepts.names)
+    recall2 = ev2["zeroshot"]["cifar10_test"]["per_class_recall"]
+    assert {c: by[("flickr", c)]["accuracy"] for c in concepts.names} == pytest.approx(recall2)
     info = summary["sources"]["caption"]["subsets"]["alttext"]["accuracy"]
     assert info["classes"] == 10 and info["evaluations"][0]["set"] == "cifar10_test"
     counts = [by[("alttext", c)]["count"] for c in concepts.names]
