@@ -110,14 +110,6 @@ class FilterSpec:
     def model(self) -> str | None:
         return self.params.get("model")
 
-    def needs_scores(self) -> bool:
-        return self.name in ("clip_score", "laion2b") or (
-            self.name == "image_based" and (self.params["clip_threshold"] is not None
-                                            or self.params["clip_fraction"] is not None))
-
-    def needs_embeddings(self) -> bool:
-        return self.name == "image_based"
-
 
 def parse_filter(text: str) -> FilterSpec:
     """``name`` or ``name:key=value,key=value`` -> FilterSpec with every parameter resolved."""

@@ -150,6 +150,3 @@ def _read_sidecars(root: Path, options: ReaderOptions) -> Iterator[pa.RecordBatc
             yield from iter_flush(out)
     yield from iter_flush(out)
 
-
-def sidecar_source(root: str) -> str:
-    return os.path.abspath(root)
