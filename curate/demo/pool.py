@@ -239,9 +239,11 @@ def generate_pool(out: Path, spec: PoolSpec, base_url: str = "{base}") -> dict:
         text = captions[i]
         fname = f"{i:06d}.png"
         w, h, jitter = s, s, (0, 0)
+        source = fname  # the image this one shows: itself, or the clean sample it copies
         if kind in ("duplicate", "near_duplicate"):
             # a copy of a clean sample anywhere in the pool: same scene, render seed and caption
             src = int(rng.choice(clean))
+            source = f"{src:06d}.png"
             scene = scenes[src]
             text = captions[src]
             if kind == "near_duplicate":
@@ -268,7 +270,7 @@ def generate_pool(out: Path, spec: PoolSpec, base_url: str = "{base}") -> dict:
             if kind == "near_duplicate":  # and a re-encode, as a re-upload would
                 data = _png(Image.open(io.BytesIO(_jpeg(img, quality=70))).convert("RGB"))
             (www / fname).write_bytes(data)
-        rows.append({"file": fname, "text": text, "noise": kind, "shape": scene.shape, "colour": scene.colour,
+        rows.append({"file": fname, "source": source, "text": text, "noise": kind, "shape": scene.shape, "colour": scene.colour,
                      "size": scene.size, "texture": scene.texture, "width": w, "height": h})
     urls = [f"{base_url}/img/{r['file']}" for r in rows]
     truth = pa.table({
@@ -277,6 +279,8 @@ def generate_pool(out: Path, spec: PoolSpec, base_url: str = "{base}") -> dict:
         "size": [r["size"] for r in rows], "texture": [r["texture"] for r in rows],
         "width": pa.array([r["width"] for r in rows], pa.int32()),
         "height": pa.array([r["height"] for r in rows], pa.int32()),
+        # duplicates and near-duplicates name the file they copy: the true duplicate groups
+        "source": [r["source"] for r in rows],
     })
     pq.write_table(truth, out / "truth.parquet")
     counts: dict[str, int] = {}
