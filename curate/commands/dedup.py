@@ -1,4 +1,5 @@
-"""``curate dedup semantic|exact|near``: duplicate removal in embedding space and by image bytes."""
+"""``curate dedup semantic|exact|near|perceptual``: duplicate removal in embedding space, by image
+bytes and by perceptual hash."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from curate.names import name_callback
 
 
 def register(app: typer.Typer) -> None:
-    dedup = typer.Typer(help="Remove duplicates: semantic (SemDeDup), exact (image sha256), near (embedding cosine).",
+    dedup = typer.Typer(help="Remove duplicates: semantic (SemDeDup), exact (image sha256), near (embedding cosine), "
+                        "perceptual (image hash within a Hamming radius).",
                         no_args_is_help=True)
     app.add_typer(dedup, name="dedup")
 
@@ -102,3 +104,32 @@ def register(app: typer.Typer) -> None:
         echo_result(run_near_dedup(ds, model, threshold, run=name, keep_by=keep_by,
                                    embedding=embedding, clusters=clusters, nprobe=nprobe,
                                    input_uids=uids, executor=ex, output=output))
+
+    @dedup.command("perceptual")
+    def perceptual_cmd(
+        dataset: Path = typer.Argument(..., help="Dataset folder (downloaded image shards, or a phashes table)."),
+        radius: int = typer.Option(4, "--radius", help="Hamming distance at or below which two images are duplicates."),
+        hash_kind: str = typer.Option("phash", "--hash", help="phash (64 bits), dhash (64) or colorhash (42)."),
+        bands: Optional[int] = typer.Option(None, "--bands", help="Bands of the multi-index (default: 16-bit bands)."),
+        model: Optional[str] = typer.Option(None, "--embeddings", "--model", "-m",
+                                            help="Embeddings table whose CLIP score picks the survivor (default: "
+                                            "the only one; none: smallest uid).", callback=model_spec_callback),
+        name: str = typer.Option("perceptual_dedup", "--name", help="Run name.", callback=name_callback),
+        subset: Optional[str] = SubsetOpt,
+        output: Optional[str] = OutputOpt,
+        engine: str = EngineOpt,
+        master: Optional[str] = MasterOpt,
+        conf: list[str] = ConfOpt,
+    ) -> None:
+        """Group images whose perceptual hashes are within --radius (multi-index hashing); keep one per group."""
+        from curate.perceptual.job import check_perceptual_dedup, run_perceptual_dedup
+        from curate.tables import Dataset
+
+        ds = Dataset(dataset)
+        hold_dataset_lock(dataset)  # one writer per dataset
+        scores = check_perceptual_dedup(ds, radius, hash_kind, bands, model)
+        uids = input_uids(ds, subset)
+        ex = open_executor(engine, master, conf, "curate-dedup-perceptual", dataset=dataset)
+        echo_result(run_perceptual_dedup(ds, radius, hash_kind, run=name, bands=bands,
+                                         embeddings=scores.split("/", 1)[1] if scores else None,
+                                         input_uids=uids, executor=ex, output=output))
