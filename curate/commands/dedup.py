@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
     @dedup.command("perceptual")
     def perceptual_cmd(
         dataset: Path = typer.Argument(..., help="Dataset folder (downloaded image shards, or a phashes table)."),
-        radius: int = typer.Option(4, "--radius", help="Hamming distance at or below which two images are duplicates."),
+        radius: int = typer.Option(8, "--radius", help="Hamming distance at or below which two images are duplicates."),
         hash_kind: str = typer.Option("phash", "--hash", help="phash (64 bits), dhash (64) or colorhash (42)."),
         bands: Optional[int] = typer.Option(None, "--bands", help="Bands of the multi-index (default: 16-bit bands)."),
         model: Optional[str] = typer.Option(None, "--embeddings", "--model", "-m",

@@ -43,7 +43,7 @@ REASON = "perceptual_duplicate"
 UNDECODABLE = "undecodable_image"
 NO_PHASH = "no_phash"
 STAGE = "perceptual_dedup"
-DEFAULT_RADIUS = 4
+DEFAULT_RADIUS = 8
 # a group holding more than this share of the input (and MIN_SUSPECT_GROUP rows) is suspicious:
 # placeholder images ("image not available"), blank frames, or a radius too large for the hash
 MAX_GROUP_FRACTION = 0.01

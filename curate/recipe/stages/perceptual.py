@@ -15,7 +15,7 @@ from curate.recipe.registry import Params, StageContext, StageResult, register
 
 
 class PerceptualDedupParams(Params):
-    radius: int = Field(4, ge=0, le=64, description="Hamming distance at or below which two images are duplicates")
+    radius: int = Field(8, ge=0, le=64, description="Hamming distance at or below which two images are duplicates")
     hash: Literal["phash", "dhash", "colorhash"] = "phash"
     bands: Optional[int] = Field(None, ge=1, le=64, description="bands of the multi-index (default: 16-bit bands)")
     model: Optional[str] = Field(None, description="embeddings table whose CLIP score picks the survivor "
