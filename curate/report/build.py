@@ -233,6 +233,9 @@ def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embed
             for it in grp["items"]:
                 it["thumb"] = thumbs.get(it["uid"])
     out["galleries"] = galleries
+    from curate.report.perceptual import perceptual_groups
+
+    out["perceptual_groups"] = perceptual_groups(dataset, dec_name, texts)
     return out
 
 
