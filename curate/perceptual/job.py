@@ -89,7 +89,8 @@ def _hash_column(t: pa.Table, kind: str) -> np.ndarray:
 def _bucket_rows(task: dict):
     t = restrict(pq.read_table(task["path"], columns=["uid", task["hash"]]), read_uid_filter(task.get("uid_filter")))
     if t.num_rows:
-        yield G.bucket_entries(t.column("uid").combine_chunks(), _hash_column(t, task["hash"]), task["plan"], task["s"])
+        yield G.bucket_entries(t.column("uid").combine_chunks(), _hash_column(t, task["hash"]), task["plan"], task["s"],
+                               task["parts"])
 
 
 def _member_rows(task: dict):
@@ -168,8 +169,9 @@ def run_perceptual_dedup(dataset, radius: int = DEFAULT_RADIUS, hash_kind: str =
     uid_filter = write_uid_filter(ds, run, input_uids)
     base = dict(hash=hash_kind, uid_filter=uid_filter, stage=stage)
     with m.stage("candidates"):
-        tasks = shard_tasks(ds, HASHES, plan=[list(p) for p in plan], s=s, **base)
-        links = grouped_apply(executor, tasks, _bucket_rows, G.BUCKET_ROWS, "bucket",
+        parts = G.partitions(ds.count(HASHES), plan, s)
+        tasks = shard_tasks(ds, HASHES, plan=[list(p) for p in plan], s=s, parts=parts, **base)
+        links = grouped_apply(executor, tasks, _bucket_rows, G.BUCKET_ROWS, "part",
                               lambda g: G.bucket_links(g, radius), G.LINKS)
     with m.stage("components"):
         nodes, labels = G.merge_links(links)
@@ -206,6 +208,7 @@ def run_perceptual_dedup(dataset, radius: int = DEFAULT_RADIUS, hash_kind: str =
                                      "n": int(len(dist)),
                                      "counts": {str(k): int(v) for k, v in enumerate(np.bincount(dist)) if v}}}
     extra = {"groups_with_duplicates": int(len(sizes)), "largest_group": largest, "links": int(links.num_rows),
+             "bucket_partitions": parts,
              "hash": hstats}
     return _finish(ds, run, stage, dec, m, output, extra, guards=(dists, warns))
 

@@ -10,6 +10,7 @@ import json
 import imagehash
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -56,7 +57,7 @@ def test_hash_values_are_imagehash_bits():
     assert bin(h["phash"] ^ other["phash"]).count("1") >= 16
 
 
-@pytest.mark.parametrize("radius,bands", [(0, None), (3, None), (6, None), (10, None), (6, 7), (5, 2)])
+@pytest.mark.parametrize("radius,bands", [(0, None), (3, None), (6, None), (8, None), (10, None), (6, 7), (5, 2)])
 def test_multi_index_finds_exactly_the_brute_force_components(radius, bands):
     rng = np.random.default_rng(radius * 10 + (bands or 0))
     n = 600
@@ -68,12 +69,10 @@ def test_multi_index_finds_exactly_the_brute_force_components(radius, bands):
     h[300:310] = h[299]
     uids = [f"{(i * 7919) % 1000:04d}{i:028x}" for i in range(n)]  # uid order != row order
     plan, s = G.band_plan(64, radius, bands)
-    entries = G.bucket_entries(pa.array(uids), h, plan, s)
-    t = pa.Table.from_batches([entries]).sort_by("bucket")
-    keys = t.column("bucket").to_numpy()
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    ends = np.r_[starts[1:], len(keys)]
-    links = pa.concat_tables([G.bucket_links(t.slice(a, b - a), radius) for a, b in zip(starts, ends)])
+    entries = G.bucket_entries(pa.array(uids), h, plan, s, parts=3)
+    t = pa.Table.from_batches([entries])
+    links = pa.concat_tables([G.bucket_links(t.filter(pc.equal(t.column("part"), k)), radius, block_pairs=997)
+                              for k in range(3)])
     nodes, labels = G.merge_links(links)
     got = {}
     for u, lab in zip(nodes, labels):
