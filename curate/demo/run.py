@@ -284,24 +284,53 @@ def _report(ds, comparison: Path, out: Path) -> Path:
 
 
 def _quality(ds, gen_dir: Path, subset: str) -> dict:
-    """Share of each noise kind in raw vs the curated subset, from the generator's ground truth."""
+    """Share of each noise kind in raw vs the curated subset, from the generator's ground truth;
+    with the truth's duplicate sources, the redundant copies left (members of a true duplicate
+    group beyond the first) and the perceptual stage's precision and recall."""
     import pyarrow.parquet as pq
 
     from curate.subset import read_subset
 
-    truth = pq.read_table(gen_dir / "truth.parquet", columns=["url", "noise"]).to_pylist()
-    by_path = {t["url"].split("/img/", 1)[1]: t["noise"] for t in truth}
+    tt = pq.read_table(gen_dir / "truth.parquet")
+    truth = tt.select([c for c in ("url", "noise", "source") if c in tt.column_names]).to_pylist()
+    by_path = {t["url"].split("/img/", 1)[1]: t for t in truth}
     samples = ds.read("samples", columns=["uid", "url"])
-    noise_of = {u: by_path.get(url.split("/img/", 1)[-1], "?") for u, url in
-                zip(samples.column("uid").to_pylist(), samples.column("url").to_pylist())}
-    out = {}
+    row_of = {u: by_path.get(url.split("/img/", 1)[-1], {}) for u, url in
+              zip(samples.column("uid").to_pylist(), samples.column("url").to_pylist())}
+    out: dict = {}
     for name in ("raw", subset):
         uids = read_subset(ds, name)
         counts: dict[str, int] = {}
         for u in uids:
-            counts[noise_of.get(u, "?")] = counts.get(noise_of.get(u, "?"), 0) + 1
+            k = row_of.get(u, {}).get("noise", "?")
+            counts[k] = counts.get(k, 0) + 1
         out[name] = {"n": len(uids), "share": {k: round(v / max(1, len(uids)), 4) for k, v in sorted(counts.items())}}
+        if "source" in tt.column_names:
+            sources = [row_of.get(u, {}).get("source") for u in uids]
+            out[name]["redundant_copies"] = round((len(uids) - len(set(sources))) / max(1, len(uids)), 4)
+    if "source" in tt.column_names:
+        out["perceptual"] = _perceptual_quality(ds, {u: r.get("source") for u, r in row_of.items()})
     return out
+
+
+def _perceptual_quality(ds, source: dict) -> dict | None:
+    """Precision (removals whose survivor shows the same source picture), recall (redundant
+    copies in the stage's input that it removed) and distinct pictures removed, of the recipe's
+    perceptual_dedup stage, against the generator's truth."""
+    runs = [t for t in ds.tables() if t.startswith("decisions/recipe-") and t.endswith("perceptual_dedup")]
+    if not runs:
+        return None
+    dec = ds.read(runs[0], columns=["uid", "kept", "reason", "detail"]).to_pylist()
+    removed = [d for d in dec if d["reason"] == "perceptual_duplicate"]
+    good = sum(source.get(d["uid"]) == source.get(d["detail"]) for d in removed)
+    inputs = [source.get(d["uid"]) for d in dec if d["reason"] in ("kept", "perceptual_duplicate")]
+    redundant = len(inputs) - len(set(inputs))
+    kept_sources = {source.get(d["uid"]) for d in dec if d["kept"]}
+    lost = len(set(inputs) - kept_sources)
+    return {"table": runs[0], "input": len(inputs), "removed": len(removed), "true_removals": good,
+            "precision": round(good / len(removed), 4) if removed else None,
+            "redundant_in_input": redundant, "recall": round(good / redundant, 4) if redundant else None,
+            "distinct_pictures_lost": lost, "distinct_lost_share": round(lost / max(1, len(set(inputs))), 4)}
 
 
 def _short(metric: str) -> str:
@@ -330,4 +359,8 @@ def _print_summary(comparison: dict, summary: dict) -> None:
     info("noise share raw -> curated: " + ", ".join(
         f"{k} {q['raw']['share'].get(k, 0):.1%}->{q['curated']['share'].get(k, 0):.1%}"
         for k in sorted(q["raw"]["share"]) if k != "clean"))
+    if "redundant_copies" in q["raw"]:
+        info(f"redundant copies (true duplicate groups beyond one) raw -> curated: "
+             f"{q['raw']['redundant_copies']:.1%} -> {q['curated']['redundant_copies']:.1%}; perceptual stage: "
+             f"{q.get('perceptual')}")
     info(f"report: {summary['report']}   total {summary['total_s']:.0f}s")
