@@ -12,6 +12,9 @@ labelled in ``truth.parquet`` so the effect of every curation step can be checke
 - ``tiny``: a 12 px image, ``extreme_aspect``: a 256x24 strip,
 - ``broken``: a URL that answers 404.
 
+``truth.parquet`` also names, for a duplicate or near-duplicate, the ``source`` file it copies
+(its own file otherwise), so the true duplicate groups are known.
+
 Everything is a pure function of the seed: the same call writes the same files.
 """
 
