@@ -44,6 +44,8 @@ def test_demo_end_to_end_tiny(tmp_path, spark):
     sha = {r["uid"]: r["sha256"] for r in d}
     assert len({sha[u] for u in cur}) == len(cur)  # exact duplicates: one copy left
     assert len({sha[u] for u in raw}) < len(raw)
+    # the perceptual stage ran on what exact dedup left, measured against the truth's sources
+    assert q["perceptual"]["input"] > 0 and "redundant_copies" in q["raw"] and "redundant_copies" in q["curated"]
     funnel = summary["recipe_funnel"]
     assert funnel[0][1] == len(raw) and funnel[-1][2] == len(cur)
     page = (wd / "report.html").read_text()

@@ -24,7 +24,9 @@ class PerceptualDedupParams(Params):
 
 def _reads(p: PerceptualDedupParams, dataset, model: Optional[str]) -> list[str]:
     m = p.model or model
-    return ["downloads", "phashes", *([f"embeddings/{m}"] if m else [])]
+    # hashes are a function of the downloaded images: a phashes table the stage itself writes
+    # must not change its cache key between the first run and the next
+    return ["downloads", *([f"embeddings/{m}"] if m else [])]
 
 
 @register("perceptual_dedup", PerceptualDedupParams, family="dedup", reads=_reads,
