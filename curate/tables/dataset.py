@@ -1,4 +1,10 @@
-"""A dataset folder and its tables: discovery, reading, atomic shard writing."""
+"""A dataset folder and its tables: discovery, reading, atomic shard writing.
+
+A dataset root may be a plain path (files written aside and renamed into place, as always)
+or a URI (``s3://bucket/ds``, ``gs://``, ``hdfs://``, ...; see ``curate.storage`` and
+docs/storage.md). On an object store the methods that return paths return URI strings, and a
+shard is part of its table only once its commit marker exists.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.errors import DatasetError, SchemaError
 from curate.tables.schema import TableSchema, load_schema
 
@@ -35,10 +42,39 @@ def _hidden(name: str) -> bool:
     return name.startswith("_") or name.startswith(".")
 
 
+def _commit_object(loc: storage.Location, data: bytes) -> None:
+    """An object store's commit: a visible ``.parquet`` file is a table shard and gets a commit
+    marker after its upload (``storage.commit_shard``); anything else is one whole object."""
+    if loc.name.endswith(".parquet") and not _hidden(loc.name):
+        storage.commit_shard(loc, data)
+    else:
+        storage.put_bytes(loc, data)
+
+
+@contextmanager
+def _remote_atomic_path(path: str) -> Iterator[Path]:
+    import tempfile
+
+    loc = storage.resolve(path)
+    fd, tmp = tempfile.mkstemp(prefix=".curate-", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        _commit_object(loc, tmp.read_bytes())  # bounded by one shard/file: the same bytes a local write holds
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A hidden temporary path beside ``path`` to write to; on success it is fsynced and
-    renamed over ``path``, so readers see the old file or the whole new one, never a part."""
+    renamed over ``path``, so readers see the old file or the whole new one, never a part.
+    ``path`` may be a URI: the temporary file is local and is uploaded whole on success."""
+    if storage.is_uri(path):
+        with _remote_atomic_path(str(path)) as tmp:
+            yield tmp
+        return
     path = Path(path)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
@@ -56,6 +92,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
+    if storage.is_uri(path):
+        _commit_object(storage.resolve(path), data)
+        return
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
@@ -64,8 +103,14 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, row_group_siz
     """Write ``table`` to ``path`` atomically; returns the byte size written.
 
     Output bytes depend only on the table's contents and schema (no timestamps,
-    no random names), so a rerun over the same rows is byte-identical.
+    no random names), so a rerun over the same rows is byte-identical, here or on an object store.
     """
+    if storage.is_uri(path):
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, row_group_size=row_group_size, **PARQUET_OPTIONS)
+        data = sink.getvalue().to_pybytes()
+        _commit_object(storage.resolve(path), data)
+        return len(data)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size, **PARQUET_OPTIONS)
         size = tmp.stat().st_size
@@ -73,39 +118,74 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, row_group_siz
 
 
 class Dataset:
-    """A folder of tables. Table names may be nested paths (``embeddings/ViT-B-32``)."""
+    """A folder of tables. Table names may be nested paths (``embeddings/ViT-B-32``).
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve()
+    ``root`` is a path or a storage URI; ``self.root`` is a resolved ``Path`` for a local
+    dataset and the URI string for a remote one (``self.location`` has its filesystem).
+    """
+
+    def __init__(self, root: str | os.PathLike, storage_options: dict | None = None):
+        self.location = storage.resolve(root, storage_options)
+        self.remote = not self.location.local
+        if self.remote:
+            self.root = self.location.uri
+        else:  # exactly as before for a plain path; file:// is the same path
+            self.root = Path(self.location.path) if str(root).startswith("file://") else Path(root).resolve()
 
     def __repr__(self) -> str:
         return f"Dataset({str(self.root)!r})"
 
     # ---- layout -------------------------------------------------------------
-    def table_dir(self, name: str) -> Path:
+    def _check_name(self, name: str) -> None:
         parts = Path(name).parts
         if not parts or Path(name).is_absolute() or ".." in parts:  # a table never lies outside its dataset
             raise DatasetError(f"table name {name!r} must be a relative path inside {self.root} without '..'")
-        return self.root / name
 
-    def runs_dir(self) -> Path:
+    def path(self, relpath: str) -> Path | str:
+        """A file or folder of the dataset: a ``Path`` here, a URI on an object store."""
+        return self.location.join(relpath).uri if self.remote else self.root / relpath
+
+    def table_dir(self, name: str) -> Path | str:
+        self._check_name(name)
+        return self.path(name)
+
+    def runs_dir(self) -> Path | str:
         """Run manifests live here; hidden from table discovery."""
-        return self.root / "_runs"
+        return self.path("_runs")
 
-    def shard_path(self, name: str, index: int) -> Path:
+    def shard_path(self, name: str, index: int) -> Path | str:
+        if self.remote:
+            return f"{self.table_dir(name)}/{SHARD_PATTERN.format(index)}"
         return self.table_dir(name) / SHARD_PATTERN.format(index)
 
-    def shards(self, name: str) -> list[Path]:
+    def exists(self) -> bool:
+        return storage.is_dir(self.location) if self.remote else self.root.is_dir()
+
+    def shards(self, name: str) -> list[Path] | list[str]:
+        if self.remote:
+            return self._remote_shards(name)
         d = self.table_dir(name)
         if not d.is_dir():
             return []
         return sorted(p for p in d.iterdir() if p.is_file() and p.suffix == ".parquet" and not _hidden(p.name))
+
+    def _remote_shards(self, name: str) -> list[str]:
+        """Committed shards only: a ``.parquet`` object with its ``_committed/`` marker."""
+        d = storage.resolve(self.table_dir(name))
+        files = {i.base_name for i in storage.listing(d)
+                 if i.type == storage.pafs.FileType.File and i.base_name.endswith(".parquet") and not _hidden(i.base_name)}
+        if not files:
+            return []
+        marked = {i.base_name for i in storage.listing(d.join(storage.COMMIT_DIR))}
+        return [f"{d.uri}/{f}" for f in sorted(files & marked)]
 
     def has_table(self, name: str) -> bool:
         return bool(self.shards(name))
 
     def tables(self) -> list[str]:
         """Every folder under the root that directly holds visible Parquet files."""
+        if self.remote:
+            return self._remote_tables()
         if not self.root.is_dir():
             raise DatasetError(f"dataset folder {self.root} does not exist")
         found = []
@@ -117,6 +197,33 @@ class Dataset:
                 found.append(Path(dirpath).relative_to(self.root).as_posix())
         return sorted(found)
 
+    def _remote_tables(self) -> list[str]:
+        loc = self.location
+        try:
+            infos = loc.fs.get_file_info(storage.pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
+        except OSError as e:
+            raise DatasetError(f"cannot list dataset {self.root}: {e}") from None
+        if not infos and not storage.is_dir(loc):
+            raise DatasetError(f"dataset {self.root} does not exist")
+        prefix = loc.path.rstrip("/") + "/"
+        shards, marks = set(), set()
+        for i in infos:
+            if i.type != storage.pafs.FileType.File or not i.path.startswith(prefix):
+                continue
+            parts = i.path[len(prefix):].split("/")
+            if len(parts) >= 3 and parts[-2] == storage.COMMIT_DIR and not any(_hidden(p) for p in parts[:-2]):
+                marks.add(("/".join(parts[:-2]), parts[-1]))
+            elif len(parts) >= 2 and parts[-1].endswith(".parquet") and not any(_hidden(p) for p in parts):
+                shards.add(("/".join(parts[:-1]), parts[-1]))
+        return sorted({t for t, _ in shards & marks})
+
+    def _open(self, f):
+        """A shard for pyarrow: the local path, or an input file opened on the store."""
+        if not self.remote:
+            return f
+        loc = storage.resolve(f)
+        return loc.fs.open_input_file(loc.path)
+
     # ---- reading ------------------------------------------------------------
     def read(self, name: str, columns: list[str] | None = None, schema: str | None = None) -> pa.Table:
         """The whole table (all shards), optionally checked against ``schemas/<schema>.yaml``."""
@@ -126,7 +233,7 @@ class Dataset:
         parts = []
         for f in files:
             try:
-                parts.append(pq.read_table(f, columns=columns))
+                parts.append(pq.read_table(self._open(f), columns=columns))
             except (pa.ArrowInvalid, OSError) as e:
                 raise DatasetError(f"{f}: cannot read Parquet shard ({e})") from e
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
@@ -138,15 +245,15 @@ class Dataset:
 
     def iter_batches(self, name: str, columns: list[str] | None = None, batch_size: int = 65536) -> Iterator[pa.RecordBatch]:
         for f in self.shards(name):
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(self._open(f))
             yield from pf.iter_batches(batch_size=batch_size, columns=columns)
 
     def count(self, name: str) -> int:
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.shards(name))
+        return sum(pq.ParquetFile(self._open(f)).metadata.num_rows for f in self.shards(name))
 
     # ---- writing ------------------------------------------------------------
     def write_table(self, name: str, table: pa.Table, schema: str | TableSchema | None = None,
-                    rows_per_shard: int = 1_000_000, overwrite: bool = True) -> list[Path]:
+                    rows_per_shard: int = 1_000_000, overwrite: bool = True) -> list[Path] | list[str]:
         """Write a whole (driver-side) table as shards, atomically per shard.
 
         Old shards beyond the new count are removed afterwards, so readers never see a
@@ -156,7 +263,7 @@ class Dataset:
             ts = load_schema(schema) if isinstance(schema, str) else schema
             table = ts.conform(table)
         d = self.table_dir(name)
-        if d.exists() and not overwrite and self.shards(name):
+        if not overwrite and self.shards(name):
             raise DatasetError(f"table {name!r} already exists in {self.root}")
         paths = []
         n = table.num_rows
@@ -166,14 +273,25 @@ class Dataset:
             p = self.shard_path(name, i)
             write_parquet_atomic(part, p)
             paths.append(p)
-        keep = {p.name for p in paths}
+        self.remove_shards_beyond(name, nshards)
+        return paths
+
+    def remove_shards_beyond(self, name: str, count: int) -> None:
+        """Drop shards ``part-<count>`` and later (a shorter rewrite of a table)."""
+        keep = {SHARD_PATTERN.format(i) for i in range(count)}
+        if self.remote:
+            d = storage.resolve(self.table_dir(name))
+            present = {i.base_name for i in storage.listing(d) if i.base_name.endswith(".parquet")}
+            present |= {i.base_name for i in storage.listing(d.join(storage.COMMIT_DIR))}
+            for old in sorted(present - keep):
+                storage.uncommit_shard(d.join(old))
+            return
         for old in self.shards(name):
             if old.name not in keep:
                 old.unlink()
-        return paths
 
-    def write_json(self, relpath: str, obj) -> Path:
-        p = self.root / relpath
+    def write_json(self, relpath: str, obj) -> Path | str:
+        p = self.path(relpath)
         atomic_write_bytes(p, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
         return p
 
@@ -188,7 +306,7 @@ class ShardWriter:
         self.index = first_index
         self._pending: list[pa.RecordBatch] = []
         self._rows = 0
-        self.paths: list[Path] = []
+        self.paths: list[Path] | list[str] = []
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         if isinstance(batch, pa.Table):
@@ -218,6 +336,6 @@ class ShardWriter:
         self.index += 1
         self._pending, self._rows = [], 0
 
-    def close(self) -> list[Path]:
+    def close(self) -> list[Path] | list[str]:
         self._flush()
         return self.paths

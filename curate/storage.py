@@ -1,0 +1,325 @@
+"""Where a dataset or an input lives: one place that turns a user path into (filesystem, path).
+
+A user path is a plain path, ``file://``, ``s3://``, ``gs://`` (``gcs://``), ``hdfs://`` or any
+other scheme fsspec knows. ``pyarrow.fs`` serves the schemes it has; fsspec the rest (wrapped
+in ``pyarrow.fs.PyFileSystem`` so callers see one interface).
+
+Settings come the way pyarrow and boto users expect: S3 reads ``AWS_ENDPOINT_URL`` (or
+``AWS_ENDPOINT_URL_S3``), ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN`` and ``AWS_REGION`` / ``AWS_DEFAULT_REGION``; ``--storage-option KEY=VALUE``
+(``configure``) overrides them. Options reach Spark workers and subprocesses through the
+``CURATE_STORAGE_OPTIONS`` environment variable (JSON), which ``configure`` sets.
+
+Commits (docs/storage.md): on a local path a file is written aside and renamed (as always).
+Object stores have no rename: an object is written once, whole, under its final key, and a
+table shard counts only once its commit marker ``<table>/_committed/<shard>`` exists, written
+after the shard's upload returned. A shard without a marker (a writer killed or failed between
+the two) is invisible to readers and rewritten by a rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+from curate.errors import CurateError
+
+OPTIONS_ENV = "CURATE_STORAGE_OPTIONS"
+COMMIT_DIR = "_committed"
+
+# S3FileSystem settings given as text on the command line that are really booleans/numbers
+_S3_BOOL = {"anonymous", "background_writes", "force_virtual_addressing", "allow_bucket_creation",
+            "allow_bucket_deletion", "check_directory_existence_before_creation"}
+_S3_FLOAT = {"connect_timeout", "request_timeout"}
+
+
+class StorageError(CurateError):
+    """A storage URI that cannot be used (unknown scheme, missing support, bad option)."""
+
+
+def parse_options(items: list[str]) -> dict[str, str]:
+    """``--storage-option KEY=VALUE`` items -> dict (one-line error on a malformed one)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise StorageError(f"--storage-option expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def configure(options: dict[str, str]) -> None:
+    """Make ``options`` the defaults of every later ``resolve`` in this process and its children."""
+    if options:
+        os.environ[OPTIONS_ENV] = json.dumps(options, sort_keys=True)
+    else:
+        os.environ.pop(OPTIONS_ENV, None)
+
+
+def default_options() -> dict[str, str]:
+    raw = os.environ.get(OPTIONS_ENV)
+    if not raw:
+        return {}
+    try:
+        return dict(json.loads(raw))
+    except (ValueError, TypeError) as e:
+        raise StorageError(f"{OPTIONS_ENV} is not a JSON object: {e}") from None
+
+
+def is_uri(path: str | os.PathLike) -> bool:
+    """True for ``scheme://...`` other than ``file://`` (a path a local file API cannot open)."""
+    if isinstance(path, os.PathLike):
+        return False
+    scheme = urlsplit(str(path)).scheme
+    return len(scheme) > 1 and str(path).startswith(scheme + "://") and scheme != "file"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a filesystem: ``fs`` and the ``path`` inside it (``bucket/key`` for S3)."""
+
+    fs: pafs.FileSystem
+    path: str
+    scheme: str  # "" for a local path
+
+    @property
+    def local(self) -> bool:
+        return self.scheme == ""
+
+    @property
+    def uri(self) -> str:
+        return self.path if self.local else f"{self.scheme}://{self.path}"
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def join(self, *parts: str) -> "Location":
+        path = "/".join([self.path.rstrip("/"), *(p.strip("/") for p in parts if p)])
+        return Location(self.fs, path, self.scheme)
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> "Location":
+        return Location(self.fs, self.path.rstrip("/").rsplit("/", 1)[0], self.scheme)
+
+    @property
+    def renames(self) -> bool:
+        """Whether a write-aside + rename commit is atomic here (POSIX, HDFS); not on object stores."""
+        return self.local or self.scheme in ("hdfs", "viewfs")
+
+
+def _truthy(v) -> bool:
+    return str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _s3(options: dict) -> pafs.S3FileSystem:
+    """pyarrow's S3 filesystem from the AWS environment variables, overridden by ``options``."""
+    env = os.environ
+    kw: dict = {}
+    endpoint = options.pop("endpoint_url", None) or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        u = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kw["endpoint_override"], kw["scheme"] = u.netloc, u.scheme
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        kw["region"] = region
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        kw["access_key"], kw["secret_key"] = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        if env.get("AWS_SESSION_TOKEN"):
+            kw["session_token"] = env["AWS_SESSION_TOKEN"]
+    aliases = {"key": "access_key", "secret": "secret_key", "token": "session_token", "region_name": "region"}
+    for k, v in options.items():
+        k = aliases.get(k, k)
+        kw[k] = _truthy(v) if k in _S3_BOOL else float(v) if k in _S3_FLOAT else v
+    try:
+        return pafs.S3FileSystem(**kw)
+    except (TypeError, ValueError) as e:
+        raise StorageError(f"--storage-option for s3: {e}") from None
+
+
+def s3_settings(options: dict | None = None) -> dict:
+    """The resolved S3 settings (endpoint, region, keys) as s3fs/boto3 keyword arguments."""
+    opts = {**default_options(), **(options or {})}
+    env = os.environ
+    endpoint = opts.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    out: dict = {}
+    if endpoint:
+        out["endpoint_url"] = endpoint
+    region = opts.get("region") or opts.get("region_name") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        out["region_name"] = region
+    key = opts.get("access_key") or opts.get("key") or env.get("AWS_ACCESS_KEY_ID")
+    secret = opts.get("secret_key") or opts.get("secret") or env.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        out["aws_access_key_id"], out["aws_secret_access_key"] = key, secret
+        token = opts.get("session_token") or opts.get("token") or env.get("AWS_SESSION_TOKEN")
+        if token:
+            out["aws_session_token"] = token
+    return out
+
+
+def resolve(path: str | os.PathLike | Location, options: dict | None = None) -> Location:
+    """The filesystem and in-filesystem path of a user path or URI.
+
+    ``options`` (else the ``configure``d ones) are the filesystem's settings: for S3 the
+    ``pyarrow.fs.S3FileSystem`` arguments (``endpoint_url``, ``region``, ``access_key``,
+    ``secret_key``, ``anonymous``, ...); for other schemes the arguments of the pyarrow or
+    fsspec filesystem class.
+    """
+    if isinstance(path, Location):
+        return path
+    text = os.fspath(path)
+    if not is_uri(text):
+        if text.startswith("file://"):
+            text = urlsplit(text).path
+        return Location(pafs.LocalFileSystem(), Path(text).expanduser().resolve().as_posix(), "")
+    opts = {**default_options(), **(options or {})}
+    u = urlsplit(text)
+    scheme = u.scheme.lower()
+    inner = (u.netloc + u.path).rstrip("/")
+    if not u.netloc:
+        raise StorageError(f"{text}: a {scheme}:// URI needs a bucket or host (e.g. {scheme}://bucket/dataset)")
+    if scheme in ("s3", "s3a"):
+        return Location(_s3(dict(opts)), inner, "s3")
+    if scheme in ("gs", "gcs"):
+        try:
+            return Location(pafs.GcsFileSystem(**opts), inner, "gs")
+        except (TypeError, ValueError) as e:
+            raise StorageError(f"--storage-option for gs: {e}") from None
+    if scheme in ("hdfs", "viewfs"):
+        try:
+            fs, inner = pafs.FileSystem.from_uri(text)
+        except (OSError, ImportError) as e:
+            raise StorageError(f"{text}: cannot open HDFS ({e}); libhdfs and a Hadoop client are needed") from None
+        return Location(fs, inner.rstrip("/"), scheme)
+    try:
+        import fsspec
+
+        ffs = fsspec.filesystem(scheme, **opts)
+    except (ImportError, ValueError, TypeError) as e:
+        raise StorageError(f"{text}: no filesystem for {scheme}:// ({e})") from None
+    return Location(pafs.PyFileSystem(pafs.FSSpecHandler(ffs)), ffs._strip_protocol(text).rstrip("/"), scheme)
+
+
+def fsspec_filesystem(loc: Location):
+    """An fsspec filesystem for ``loc``'s scheme (DuckDB reads object stores through one)."""
+    import fsspec
+
+    if loc.scheme == "s3":
+        s = s3_settings()
+        kw = {"client_kwargs": {k: s[k] for k in ("endpoint_url", "region_name") if k in s}}
+        if "aws_access_key_id" in s:
+            kw.update(key=s["aws_access_key_id"], secret=s["aws_secret_access_key"],
+                      token=s.get("aws_session_token"))
+        if _truthy(default_options().get("anonymous", "")):
+            kw["anon"] = True
+        return fsspec.filesystem("s3", **kw)
+    return fsspec.filesystem(loc.scheme, **default_options())
+
+
+# ---- single objects ---------------------------------------------------------------------
+
+def _info(loc: Location) -> pafs.FileInfo:
+    try:
+        return loc.fs.get_file_info(loc.path)
+    except OSError as e:
+        raise StorageError(f"{loc}: cannot reach storage ({e})") from None
+
+
+def exists(path) -> bool:
+    loc = resolve(path)
+    return _info(loc).type != pafs.FileType.NotFound
+
+
+def is_file(path) -> bool:
+    return _info(resolve(path)).type == pafs.FileType.File
+
+
+def is_dir(path) -> bool:
+    """A folder; on an object store, a prefix with objects under it (or a bucket)."""
+    loc = resolve(path)
+    info = _info(loc)
+    if info.type == pafs.FileType.Directory:
+        return True
+    if loc.local or info.type == pafs.FileType.File:
+        return False
+    try:
+        return bool(loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=False)))
+    except OSError:
+        return False
+
+
+def read_bytes(path) -> bytes:
+    loc = resolve(path)
+    try:
+        with loc.fs.open_input_stream(loc.path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise StorageError(f"cannot read {loc}: {e}") from None
+
+
+def put_bytes(loc: Location, data: bytes) -> None:
+    """One whole object under its final key (object stores publish it only when complete)."""
+    try:
+        with loc.fs.open_output_stream(loc.path) as f:
+            f.write(data)
+    except OSError as e:
+        raise StorageError(f"cannot write {loc}: {e}") from None
+
+
+def delete(loc: Location) -> None:
+    try:
+        loc.fs.delete_file(loc.path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if _info(loc).type != pafs.FileType.NotFound:
+            raise StorageError(f"cannot delete {loc}: {e}") from None
+
+
+def marker(shard: Location) -> Location:
+    """The commit marker of a table shard: ``<table>/_committed/<shard name>``."""
+    return shard.parent.join(COMMIT_DIR, shard.name)
+
+
+def commit_shard(shard: Location, data: bytes) -> None:
+    """Object-store commit of one shard: the old marker goes first (a rewrite is invisible
+    until done), then the whole object, then its marker recording size and SHA-256."""
+    delete(marker(shard))
+    put_bytes(shard, data)
+    body = json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, sort_keys=True)
+    put_bytes(marker(shard), (body + "\n").encode())
+
+
+def uncommit_shard(shard: Location) -> None:
+    """Remove a shard: its marker first, so no reader sees it half-removed."""
+    delete(marker(shard))
+    delete(shard)
+
+
+def committed(path) -> bool:
+    """A shard is done: locally the file exists (renamed into place); on an object store its
+    commit marker exists too."""
+    loc = resolve(path)
+    if loc.renames:
+        return exists(loc)
+    return exists(marker(loc)) and exists(loc)
+
+
+def listing(loc: Location) -> list[pafs.FileInfo]:
+    """Direct children of a folder/prefix (empty when there is none)."""
+    try:
+        return loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=False))
+    except OSError as e:
+        raise StorageError(f"cannot list {loc}: {e}") from None
