@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import curate
+from curate import storage
 from curate.tables import Dataset, atomic_write_bytes
 
 
@@ -97,18 +98,20 @@ class RunManifest:
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
 
-    def write(self, dataset: Dataset, name: str | None = None) -> Path:
+    def write(self, dataset: Dataset, name: str | None = None) -> Path | str:
         self.data["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
         self.data["timings_s"]["total"] = round(time.perf_counter() - self._t0, 4)
         body = (json.dumps(self.data, indent=2, sort_keys=True, default=str) + "\n").encode()
         stem = name or self.job
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        atomic_write_bytes(dataset.runs_dir() / "history" / f"{stem}-{stamp}.json", body)
-        path = dataset.runs_dir() / f"{stem}.json"
+        atomic_write_bytes(dataset.path(f"_runs/history/{stem}-{stamp}.json"), body)
+        path = dataset.path(f"_runs/{stem}.json")
         atomic_write_bytes(path, body)
         return path
 
 
 def read_manifest(dataset: Dataset, name: str) -> dict | None:
-    p = dataset.runs_dir() / f"{name}.json"
+    p = dataset.path(f"_runs/{name}.json")
+    if dataset.remote:
+        return json.loads(storage.read_bytes(p)) if storage.exists(p) else None
     return json.loads(p.read_text()) if p.exists() else None

@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.errors import CurateError
 from curate.tables import Dataset
 
@@ -56,7 +57,7 @@ def table_views(dataset: Dataset) -> dict[str, str]:
         name = view_name(parent)
         if name in views:
             continue
-        schemas = {tuple(pq.read_schema(dataset.shards(m)[0]).names) for m in members}
+        schemas = {tuple(pq.read_schema(dataset.open_shard(dataset.shards(m)[0])).names) for m in members}
         if len(schemas) != 1:
             continue
         parts = [f"SELECT *, {_q(m.rsplit('/', 1)[1])} AS _table FROM read_parquet({shard_list(dataset, m)})"
@@ -89,6 +90,10 @@ def connect(dataset: Dataset | str | Path, memory_limit: str | None = DEFAULT_ME
     """
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     con = duckdb.connect(":memory:")
+    if ds.remote:
+        # an object store is read through an fsspec filesystem registered with DuckDB (s3fs for
+        # s3://), never a DuckDB extension (none can be downloaded); same URIs, same settings
+        con.register_filesystem(storage.fsspec_filesystem(ds.location))
     for name, sql in table_views(ds).items():
         con.execute(f'CREATE VIEW "{name}" AS {sql}')
     try:

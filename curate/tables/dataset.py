@@ -217,7 +217,7 @@ class Dataset:
                 shards.add(("/".join(parts[:-1]), parts[-1]))
         return sorted({t for t, _ in shards & marks})
 
-    def _open(self, f):
+    def open_shard(self, f):
         """A shard for pyarrow: the local path, or an input file opened on the store."""
         if not self.remote:
             return f
@@ -233,7 +233,7 @@ class Dataset:
         parts = []
         for f in files:
             try:
-                parts.append(pq.read_table(self._open(f), columns=columns))
+                parts.append(pq.read_table(self.open_shard(f), columns=columns))
             except (pa.ArrowInvalid, OSError) as e:
                 raise DatasetError(f"{f}: cannot read Parquet shard ({e})") from e
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
@@ -245,11 +245,11 @@ class Dataset:
 
     def iter_batches(self, name: str, columns: list[str] | None = None, batch_size: int = 65536) -> Iterator[pa.RecordBatch]:
         for f in self.shards(name):
-            pf = pq.ParquetFile(self._open(f))
+            pf = pq.ParquetFile(self.open_shard(f))
             yield from pf.iter_batches(batch_size=batch_size, columns=columns)
 
     def count(self, name: str) -> int:
-        return sum(pq.ParquetFile(self._open(f)).metadata.num_rows for f in self.shards(name))
+        return sum(pq.ParquetFile(self.open_shard(f)).metadata.num_rows for f in self.shards(name))
 
     # ---- writing ------------------------------------------------------------
     def write_table(self, name: str, table: pa.Table, schema: str | TableSchema | None = None,
