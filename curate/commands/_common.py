@@ -1,4 +1,4 @@
-"""Options shared by the job commands (engine selection, Spark settings)."""
+"""Options shared by the job commands (engine selection, Spark settings, storage settings)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,24 @@ EngineOpt = typer.Option(
     "(200,000), Spark above that and whenever --master/--conf is given or under spark-submit; "
     "spark; or local (plain in-process loop, no JVM). Same output bytes either way.")
 
+StorageOpt = typer.Option(
+    [], "--storage-option",
+    help="Object-store setting KEY=VALUE for s3://, gs://, ... paths, repeatable (e.g. endpoint_url=http://host:9000, "
+    "region=eu-west-1, anonymous=true); overrides the AWS_* environment variables (docs/storage.md).")
+
+
+def use_storage_options(items: list[str]) -> dict[str, str]:
+    """Parse ``--storage-option`` items once and make them every later path's settings (this
+    process, its workers and subprocesses inherit them)."""
+    from curate import storage
+
+    try:
+        options = storage.parse_options(items)
+    except storage.StorageError as e:
+        raise typer.BadParameter(str(e)) from None
+    storage.configure(options)
+    return options
+
 
 def parse_conf(conf: list[str]) -> dict[str, str]:
     out = {}
@@ -30,14 +48,27 @@ def parse_conf(conf: list[str]) -> dict[str, str]:
     return out
 
 
-def require_tables(dataset: str, tables: dict[str, str]) -> None:
+def require_local(path: str, what: str = "dataset") -> None:
+    """A command whose paths are not yet converted to object storage refuses a URI in one line."""
+    from curate import storage
+    from curate.errors import DatasetError
+
+    if storage.is_uri(path):
+        raise DatasetError(f"{what} {path}: this command does not read or write object storage yet "
+                           f"(docs/storage.md lists what does); use a local or mounted path")
+
+
+def require_tables(dataset: str, tables: dict[str, str], remote_ok: bool = False) -> None:
     """Before any engine starts: the dataset folder exists and holds each table named in
-    ``tables`` (table -> the command that makes it); else one line saying what to run."""
+    ``tables`` (table -> the command that makes it); else one line saying what to run.
+    A URI dataset is refused unless the command says it handles one (``remote_ok``)."""
     from curate.errors import DatasetError
     from curate.tables import Dataset
 
+    if not remote_ok:
+        require_local(dataset)
     ds = Dataset(dataset)
-    if not ds.root.is_dir():
+    if not ds.exists():
         raise DatasetError(f"dataset folder {ds.root} does not exist")
     for table, maker in tables.items():
         if not ds.has_table(table):

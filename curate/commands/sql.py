@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from curate.commands._common import StorageOpt, use_storage_options
 from curate.names import check_output_path
 from curate.sql import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S
 
@@ -86,7 +87,7 @@ def _write_out(batches, p: Path) -> int:
 def register(app: typer.Typer) -> None:
     @app.command("sql")
     def sql(
-        dataset: str = typer.Argument(..., help="Dataset folder."),
+        dataset: str = typer.Argument(..., help="Dataset folder or URI (s3://bucket/ds, gs://..., file://...)."),
         query: str = typer.Argument(..., help="SELECT statement; every table is a view (samples, rejects, "
                                               "decisions_<run>, embeddings_<model>, subsets_<name>, ...)."),
         out: Optional[str] = typer.Option(None, "--out", help="Write the result to a .csv or .parquet file instead of printing."),
@@ -96,11 +97,15 @@ def register(app: typer.Typer) -> None:
                                               "larger sorts and joins spill to a temporary folder."),
         timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout",
                                       help="Seconds before the query is interrupted (0: no limit)."),
+        storage_option: list[str] = StorageOpt,
     ):
         """Run read-only SQL (DuckDB) over views of every table in DATASET."""
+        from curate.commands._common import require_local
         from curate.sql import query_batches
 
+        use_storage_options(storage_option)
         if out:
+            require_local(out, "--out")
             p = Path(out)
             if p.suffix not in (".parquet", ".csv"):
                 raise typer.BadParameter("--out must end in .csv or .parquet")
@@ -122,10 +127,12 @@ def register(app: typer.Typer) -> None:
         _print_table(pa.Table.from_batches(shown, schema=schema), limit, more=more)
 
     @app.command("stats")
-    def stats(dataset: str = typer.Argument(..., help="Dataset folder.")):
+    def stats(dataset: str = typer.Argument(..., help="Dataset folder or URI (s3://bucket/ds, ...)."),
+              storage_option: list[str] = StorageOpt):
         """Row counts per table, download outcomes, and why rows were rejected or removed."""
         import pyarrow as pa
 
+        use_storage_options(storage_option)
         from curate.download.job import IMAGES
         from curate.sql import query as run_query
         from curate.sql import table_views, view_name

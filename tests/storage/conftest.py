@@ -9,8 +9,11 @@ import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # s3kit.py, shard_writer.py beside it
 
 
 def _free_port() -> int:
@@ -64,15 +67,3 @@ def bucket(s3_env):
     name = f"curate-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=name)
     return name
-
-
-def bucket_objects(bucket: str, prefix: str = "") -> dict[str, bytes]:
-    """key (relative to ``prefix``) -> bytes of every object under ``prefix``."""
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-    out = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", []):
-            out[o["Key"][len(prefix):]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-    return out
