@@ -119,12 +119,11 @@ def _create_if_absent(loc: storage.Location, body: bytes) -> bool | None:
     cannot do a conditional create (the caller falls back to check-then-write)."""
     if loc.scheme != "s3":
         return None
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, _, key = loc.path.partition("/")
     try:
-        boto3.client("s3", **storage.s3_settings()).put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+        storage.s3_client().put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
         return True
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")

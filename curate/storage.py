@@ -278,7 +278,24 @@ def put_bytes(loc: Location, data: bytes) -> None:
         raise StorageError(f"cannot write {loc}: {e}") from None
 
 
+def s3_client():
+    """A boto3 S3 client with the same settings (for what pyarrow cannot do: conditional
+    create, and deleting without leaving an empty folder-marker object behind)."""
+    import boto3
+
+    return boto3.client("s3", **s3_settings())
+
+
 def delete(loc: Location) -> None:
+    if loc.scheme == "s3":
+        # pyarrow's delete_file writes an empty "<parent>/" marker object when the parent
+        # prefix would be left empty; a dataset holds no such objects
+        bucket, _, key = loc.path.partition("/")
+        try:
+            s3_client().delete_object(Bucket=bucket, Key=key)
+        except Exception as e:  # botocore's errors: one line, like every other storage failure
+            raise StorageError(f"cannot delete {loc}: {e}") from None
+        return
     try:
         loc.fs.delete_file(loc.path)
     except FileNotFoundError:

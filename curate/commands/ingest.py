@@ -7,9 +7,32 @@ from typing import List, Optional
 
 import typer
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor, require_paths
+from curate.commands._common import (ConfOpt, EngineOpt, MasterOpt, StorageOpt, open_executor, require_local,
+                                     require_paths, use_storage_options)
 from curate.ingest.stage import IngestRules
 from curate.lock import hold_dataset_lock
+
+
+def publish_target(output: str, master: Optional[str]) -> Optional[tuple]:
+    """For an object-store ``output``: the local working folder ingest writes before publishing
+    (``$CURATE_WORK_DIR``, else ~/.cache/curate/work, one folder per target so a rerun resumes
+    there) and the target URI; ``None`` for a local output. Every worker must see the working
+    folder, so a cluster master is refused until ingest writes the store directly (docs/storage.md)."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    from curate import storage
+    from curate.errors import DatasetError
+
+    if not storage.is_uri(output):
+        return None
+    target = storage.resolve(output).uri
+    if master and not master.startswith("local"):
+        raise DatasetError(f"--output {output}: ingest into object storage runs on this machine for now "
+                           f"(--master local[*] or --engine local); --master {master} is not supported yet")
+    base = Path(os.environ.get("CURATE_WORK_DIR") or Path.home() / ".cache" / "curate" / "work")
+    return base / hashlib.sha256(target.encode()).hexdigest()[:16], target
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +40,8 @@ def register(app: typer.Typer) -> None:
     def ingest(
         inputs: List[str] = typer.Argument(..., help="Input files or folders (Parquet, CSV, TSV, JSONL, COCO JSON, "
                                                      "WebDataset tars, img2dataset output, image folders)."),
-        output: str = typer.Option(..., "--output", "-o", help="Dataset folder to write (samples, rejects, duplicates)."),
+        output: str = typer.Option(..., "--output", "-o", help="Dataset folder or URI (s3://bucket/ds, ...) to write "
+                                                               "(samples, rejects, duplicates)."),
         fmt: Optional[str] = typer.Option(None, "--format", help="Force a format: parquet, datacomp, csv, tsv, jsonl, "
                                                                  "coco, webdataset, img2dataset, imagefolder. Default: by extension/content."),
         url_col: Optional[str] = typer.Option(None, "--url-col", help="Column holding the image URL (headerless CSV/TSV: its 0-based index)."),
@@ -40,6 +64,7 @@ def register(app: typer.Typer) -> None:
         master: Optional[str] = MasterOpt,
         conf: List[str] = ConfOpt,
         engine: str = EngineOpt,
+        storage_option: List[str] = StorageOpt,
     ):
         """Read pools into DATASET/samples (uid-keyed, deduplicated), with rejects and duplicates beside it.
 
@@ -61,12 +86,25 @@ def register(app: typer.Typer) -> None:
                               faithful=(fmt == "datacomp") if faithful is None else faithful),
             rows_per_shard=rows_per_shard,
         )
+        use_storage_options(storage_option)
+        for raw in inputs:
+            require_local(raw, "input")
         require_paths(inputs, "file or folder")
+        remote = publish_target(output, master)
+        if remote:  # ingest writes a local working folder, published to the store when done
+            hold_dataset_lock(output)
+            cfg.output = output = str(remote[0])
         # The dataset does not exist yet: --engine auto sizes the job by its inputs.
         rows = estimate_input_rows(cfg) if engine == "auto" and not master and not conf else None
         hold_dataset_lock(output, create=True)  # one writer per dataset
         executor = open_executor(engine, master, conf, app_name="curate-ingest", rows=rows)
         result = run_ingest(executor, cfg)
+        if remote:
+            from curate.tables.publish import publish
+
+            pub = publish(*remote)
+            info(f"ingest: published to {remote[1]} ({pub['uploaded']} objects written, "
+                 f"{pub['skipped']} shards already there)")
         c = result["counts"]
         info(f"ingest: {c['input_rows']} rows in -> {c['kept']} samples, {c['duplicates']} duplicates, "
              f"{c['rejects']} rejects ({result['timings_s']['total']:.1f} s)")
