@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, StorageOpt, open_executor, use_storage_options
 from curate.lock import hold_dataset_lock
 from curate.names import name_callback
 
@@ -33,19 +33,24 @@ def register(app: typer.Typer) -> None:
         master: Optional[str] = MasterOpt,
         conf: List[str] = ConfOpt,
         engine: str = EngineOpt,
+        storage_option: List[str] = StorageOpt,
     ) -> None:
         from curate.embedding_space.cli import echo_guards
         from curate.filters.job import check_filters, run_filters
         from curate.filters.stages import parse_filter
         from curate.progress import console
         from curate.tables import Dataset
+        from curate.tables.publish import publish_working_copies, working_copy
 
         specs = [parse_filter(f) for f in filters]
+        use_storage_options(storage_option)
+        dataset = working_copy(dataset, master)  # a URI: fetched here, published back below (docs/storage.md)
         hold_dataset_lock(dataset)  # one writer per dataset
         check_filters(Dataset(dataset), specs)
         executor = open_executor(engine, master, conf, app_name="curate-filter", dataset=dataset)
         result = run_filters(Dataset(dataset), specs, executor, name=name, lid_model=lid_model,
                              recompute_stats=recompute_stats, rows_per_shard=rows_per_shard)
+        publish_working_copies()
         c = result["counts"]
         console.print(f"filter {result['params']['name']}: kept {c['kept']:,} of {c['samples']:,} samples")
         for stage, reasons in c["filters"].items():

@@ -13,28 +13,6 @@ from curate.ingest.stage import IngestRules
 from curate.lock import hold_dataset_lock
 
 
-def publish_target(output: str, master: Optional[str]) -> Optional[tuple]:
-    """For an object-store ``output``: the local working folder ingest writes before publishing
-    (``$CURATE_WORK_DIR``, else ~/.cache/curate/work, one folder per target so a rerun resumes
-    there) and the target URI; ``None`` for a local output. Every worker must see the working
-    folder, so a cluster master is refused until ingest writes the store directly (docs/storage.md)."""
-    import hashlib
-    import os
-    from pathlib import Path
-
-    from curate import storage
-    from curate.errors import DatasetError
-
-    if not storage.is_uri(output):
-        return None
-    target = storage.resolve(output).uri
-    if master and not master.startswith("local"):
-        raise DatasetError(f"--output {output}: ingest into object storage runs on this machine for now "
-                           f"(--master local[*] or --engine local); --master {master} is not supported yet")
-    base = Path(os.environ.get("CURATE_WORK_DIR") or Path.home() / ".cache" / "curate" / "work")
-    return base / hashlib.sha256(target.encode()).hexdigest()[:16], target
-
-
 def register(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest(
@@ -71,7 +49,9 @@ def register(app: typer.Typer) -> None:
         Every input row ends in exactly one of samples, duplicates or rejects; the counts and the
         inputs' fingerprints are written to DATASET/_runs/ingest.json.
         """
+        from curate import storage
         from curate.ingest.job import IngestConfig, estimate_input_rows, run_ingest
+        from curate.tables.publish import work_folder
         from curate.progress import info
         from curate.readers import ColumnMap, ReaderOptions
 
@@ -90,9 +70,10 @@ def register(app: typer.Typer) -> None:
         for raw in inputs:
             require_local(raw, "input")
         require_paths(inputs, "file or folder")
-        remote = publish_target(output, master)
-        if remote:  # ingest writes a local working folder, published to the store when done
-            hold_dataset_lock(output)
+        remote = None
+        if storage.is_uri(output):  # ingest writes a local working folder, published when done
+            remote = (work_folder(output, master), storage.resolve(output).uri)
+            hold_dataset_lock(remote[1])
             cfg.output = output = str(remote[0])
         # The dataset does not exist yet: --engine auto sizes the job by its inputs.
         rows = estimate_input_rows(cfg) if engine == "auto" and not master and not conf else None

@@ -84,3 +84,86 @@ def publish(local_root: str | os.PathLike, target: str) -> dict:
         upload(rel)
         uploaded += 1
     return {"uploaded": uploaded, "skipped": skipped, "removed_shards": removed}
+
+
+def work_folder(target: str, master: str | None = None) -> Path:
+    """The local working folder of a dataset URI: ``$CURATE_WORK_DIR`` (default
+    ~/.cache/curate/work) / a hash of the URI, so a rerun finds its earlier work there. Every
+    worker must see it, so a cluster master is refused until jobs write the store directly."""
+    import hashlib
+
+    from curate.errors import DatasetError
+
+    if master and not master.startswith("local"):
+        raise DatasetError(f"{target}: a dataset on object storage is worked on this machine for now "
+                           f"(--master local[*] or --engine local); --master {master} is not supported yet")
+    base = Path(os.environ.get("CURATE_WORK_DIR") or Path.home() / ".cache" / "curate" / "work")
+    return base / hashlib.sha256(storage.resolve(target).uri.encode()).hexdigest()[:16]
+
+
+def fetch(target: str, local_root: str | os.PathLike) -> dict:
+    """Make ``local_root`` hold the committed contents of the dataset at ``target``: every
+    committed shard and every other file (not markers, not unmarked shards, not the lock);
+    a local file already equal to the object is kept. Returns counts."""
+    from curate.tables import Dataset
+    from curate.tables.dataset import atomic_write_bytes
+
+    root = Path(local_root)
+    remote = Dataset(target)
+    loc = remote.location
+    infos = loc.fs.get_file_info(storage.pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
+    prefix = loc.path.rstrip("/") + "/"
+    committed = {u[len(remote.root) + 1:] for t in remote.tables() for u in remote.shards(t)}
+    fetched = kept = 0
+    for i in infos:
+        if i.type != storage.pafs.FileType.File:
+            continue
+        rel = i.path[len(prefix):]
+        parts = rel.split("/")
+        if rel == "_curate.lock" or storage.COMMIT_DIR in parts[:-1] or (_is_shard(rel) and rel not in committed):
+            continue
+        dest = root / rel
+        if _is_shard(rel):
+            mark = json.loads(storage.read_bytes(storage.marker(remote.location.join(rel))))
+            if dest.is_file() and dest.stat().st_size == mark["bytes"] and \
+                    hashlib.sha256(dest.read_bytes()).hexdigest() == mark["sha256"]:
+                kept += 1
+                continue
+        atomic_write_bytes(dest, storage.read_bytes(remote.location.join(rel)))
+        fetched += 1
+    local = Dataset(root)
+    if root.is_dir():
+        for table in local.tables():  # shards the store no longer has (an earlier, larger table)
+            want = {u.rsplit("/", 1)[1] for u in remote.shards(table)}
+            for p in local.shards(table):
+                if p.name not in want:
+                    p.unlink()
+    return {"fetched": fetched, "kept": kept}
+
+
+_open_copies: list[tuple[Path, str]] = []
+
+
+def working_copy(dataset: str, master: str | None = None) -> str:
+    """For a CLI command whose job writes POSIX paths: a dataset URI becomes a local working
+    copy (fetched now, under the dataset's remote lock) that ``publish_working_copies`` puts
+    back when the command succeeds; a local dataset is returned unchanged."""
+    from curate.lock import hold_dataset_lock
+
+    if not storage.is_uri(dataset):
+        return dataset
+    target = storage.resolve(dataset).uri
+    work = work_folder(target, master)
+    hold_dataset_lock(target)
+    fetch(target, work)
+    _open_copies.append((work, target))
+    return str(work)
+
+
+def publish_working_copies() -> list[dict]:
+    """Publish every working copy this command opened (call at the command's successful end)."""
+    out = []
+    while _open_copies:
+        work, target = _open_copies.pop(0)
+        out.append({"target": target, **publish(work, target)})
+    return out
