@@ -87,6 +87,7 @@ class Location:
     fs: pafs.FileSystem
     path: str
     scheme: str  # "" for a local path
+    prefix: str = ""  # what goes before ``path`` in the URI: "s3://", "hdfs://namenode:8020"
 
     @property
     def local(self) -> bool:
@@ -94,14 +95,14 @@ class Location:
 
     @property
     def uri(self) -> str:
-        return self.path if self.local else f"{self.scheme}://{self.path}"
+        return self.path if self.local else (self.prefix or f"{self.scheme}://") + self.path
 
     def __str__(self) -> str:
         return self.uri
 
     def join(self, *parts: str) -> "Location":
         path = "/".join([self.path.rstrip("/"), *(p.strip("/") for p in parts if p)])
-        return Location(self.fs, path, self.scheme)
+        return Location(self.fs, path, self.scheme, self.prefix)
 
     @property
     def name(self) -> str:
@@ -109,7 +110,7 @@ class Location:
 
     @property
     def parent(self) -> "Location":
-        return Location(self.fs, self.path.rstrip("/").rsplit("/", 1)[0], self.scheme)
+        return Location(self.fs, self.path.rstrip("/").rsplit("/", 1)[0], self.scheme, self.prefix)
 
     @property
     def renames(self) -> bool:
@@ -186,8 +187,8 @@ def resolve(path: str | os.PathLike | Location, options: dict | None = None) -> 
     u = urlsplit(text)
     scheme = u.scheme.lower()
     inner = (u.netloc + u.path).rstrip("/")
-    if not u.netloc:
-        raise StorageError(f"{text}: a {scheme}:// URI needs a bucket or host (e.g. {scheme}://bucket/dataset)")
+    if not u.netloc and scheme in ("s3", "s3a", "gs", "gcs"):
+        raise StorageError(f"{text}: a {scheme}:// URI needs a bucket (e.g. {scheme}://bucket/dataset)")
     if scheme in ("s3", "s3a"):
         return Location(_s3(dict(opts)), inner, "s3")
     if scheme in ("gs", "gcs"):
@@ -200,14 +201,14 @@ def resolve(path: str | os.PathLike | Location, options: dict | None = None) -> 
             fs, inner = pafs.FileSystem.from_uri(text)
         except (OSError, ImportError) as e:
             raise StorageError(f"{text}: cannot open HDFS ({e}); libhdfs and a Hadoop client are needed") from None
-        return Location(fs, inner.rstrip("/"), scheme)
+        return Location(fs, inner.rstrip("/"), scheme, f"{scheme}://{u.netloc}")
     try:
-        import fsspec
+        from fsspec.core import url_to_fs
 
-        ffs = fsspec.filesystem(scheme, **opts)
+        ffs, inner = url_to_fs(text, **opts)
     except (ImportError, ValueError, TypeError) as e:
         raise StorageError(f"{text}: no filesystem for {scheme}:// ({e})") from None
-    return Location(pafs.PyFileSystem(pafs.FSSpecHandler(ffs)), ffs._strip_protocol(text).rstrip("/"), scheme)
+    return Location(pafs.PyFileSystem(pafs.FSSpecHandler(ffs)), inner.rstrip("/"), scheme)
 
 
 def fsspec_filesystem(loc: Location):

@@ -215,6 +215,11 @@ def test_resolve_schemes(tmp_path, s3_env):
     assert s3.fs.type_name == "s3"
     mem = storage.resolve("memory://m/ds")  # a scheme only fsspec has
     assert mem.scheme == "memory" and mem.fs.type_name.startswith("py::fsspec")
+    ds = Dataset(f"memory://m/{tmp_path.name}")  # the same protocol through fsspec's filesystem
+    ds.write_table("x/y", _samples(7), rows_per_shard=3)
+    assert ds.tables() == ["x/y"] and ds.read("x/y").equals(_samples(7))
+    ds.write_table("x/y", _samples(7).slice(0, 2), rows_per_shard=3)
+    assert [s.rsplit("/", 1)[1] for s in ds.shards("x/y")] == ["part-00000.parquet"] and ds.count("x/y") == 2
     with pytest.raises(storage.StorageError, match="needs a bucket"):
         storage.resolve("s3:///nobucket")
     with pytest.raises(storage.StorageError, match="no filesystem"):
