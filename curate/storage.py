@@ -19,6 +19,7 @@ the two) is invisible to readers and rewritten by a rerun.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -122,6 +123,18 @@ def _truthy(v) -> bool:
     return str(v).strip().lower() in ("1", "true", "yes", "on")
 
 
+_AWS_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_cached(options_json: str, pid: int, *env) -> pafs.S3FileSystem:
+    """One S3 filesystem (and its connection pool) per settings, not one per call; the
+    environment values are part of the key so a changed variable takes effect, and the pid so
+    a forked worker never shares its parent's connections."""
+    return _s3(json.loads(options_json))
+
+
 def _s3(options: dict) -> pafs.S3FileSystem:
     """pyarrow's S3 filesystem from the AWS environment variables, overridden by ``options``."""
     env = os.environ
@@ -190,7 +203,8 @@ def resolve(path: str | os.PathLike | Location, options: dict | None = None) -> 
     if not u.netloc and scheme in ("s3", "s3a", "gs", "gcs"):
         raise StorageError(f"{text}: a {scheme}:// URI needs a bucket (e.g. {scheme}://bucket/dataset)")
     if scheme in ("s3", "s3a"):
-        return Location(_s3(dict(opts)), inner, "s3")
+        return Location(_s3_cached(json.dumps(opts, sort_keys=True), os.getpid(),
+                                       *(os.environ.get(k) for k in _AWS_ENV)), inner, "s3")
     if scheme in ("gs", "gcs"):
         try:
             return Location(pafs.GcsFileSystem(**opts), inner, "gs")
@@ -282,9 +296,14 @@ def put_bytes(loc: Location, data: bytes) -> None:
 def s3_client():
     """A boto3 S3 client with the same settings (for what pyarrow cannot do: conditional
     create, and deleting without leaving an empty folder-marker object behind)."""
+    return _s3_client(json.dumps(s3_settings(), sort_keys=True), os.getpid())
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_client(settings_json: str, pid: int):
     import boto3
 
-    return boto3.client("s3", **s3_settings())
+    return boto3.client("s3", **json.loads(settings_json))
 
 
 def delete(loc: Location) -> None:
