@@ -21,9 +21,13 @@ def _input(path, n=240):
     return path
 
 
-def _ingest(inp, out, *extra, env=None):
-    return subprocess.run([sys.executable, "-m", "curate.cli", "ingest", str(inp), "-o", out, "--engine", "local",
-                           "--rows-per-shard", "64", *extra], capture_output=True, text=True, env=env)
+def _ingest_cmd(inp, out, rows_per_shard=64):
+    return [sys.executable, "-m", "curate.cli", "ingest", str(inp), "-o", out, "--engine", "local",
+            "--rows-per-shard", str(rows_per_shard)]
+
+
+def _ingest(inp, out, rows_per_shard=64, env=None):
+    return subprocess.run(_ingest_cmd(inp, out, rows_per_shard), capture_output=True, text=True, env=env)
 
 
 def _tables_only(files: dict) -> dict:
@@ -76,3 +80,43 @@ def test_ingest_refuses_cluster_master_and_uri_inputs(bucket, tmp_path):
     r = subprocess.run([sys.executable, "-m", "curate.cli", "ingest", f"s3://{bucket}/in.csv", "-o",
                         str(tmp_path / "ds")], capture_output=True, text=True)
     assert r.returncode == 2 and "input s3://" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_ingest_killed_mid_publish_then_rerun(bucket, tmp_path):
+    """kill -9 of `curate ingest -o s3://...` while it uploads: only whole, committed shards are
+    visible; the rerun publishes the rest and the objects equal a local run's files."""
+    import os
+    import signal
+    import time
+
+    import boto3
+
+    env = {**os.environ, "CURATE_WORK_DIR": str(tmp_path / "work")}
+    inp = _input(tmp_path / "pool.csv")
+    local = tmp_path / "local"
+    assert _ingest(inp, str(local), 5, env=env).returncode == 0
+    want = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*")
+            if p.is_file() and not p.relative_to(local).as_posix().startswith(("_", "."))}
+    uri = f"s3://{bucket}/ds"
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    proc = subprocess.Popen(_ingest_cmd(inp, uri, 5), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # the first committed shard: publishing
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="ds/").get("Contents", [])]
+        if any("/_committed/" in k for k in keys):
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "ingest finished before it could be killed"
+
+    ds = Dataset(uri)
+    visible = [s[len(uri) + 1:] for t in ds.tables() for s in ds.shards(t)]
+    assert len(visible) < len([k for k in want if k.endswith(".parquet")])  # killed part-way
+    for rel in visible:  # every visible shard is whole
+        assert bucket_objects(bucket, f"ds/{rel}")[""] == want[rel]
+    assert "_runs/ingest.json" not in bucket_objects(bucket, "ds/")  # the manifest goes last
+
+    r = _ingest(inp, uri, 5, env=env)
+    assert r.returncode == 0, r.stderr
+    assert _tables_only(bucket_objects(bucket, "ds/")) == want
