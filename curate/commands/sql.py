@@ -100,6 +100,7 @@ def register(app: typer.Typer) -> None:
         storage_option: list[str] = StorageOpt,
     ):
         """Run read-only SQL (DuckDB) over views of every table in DATASET."""
+        from curate import storage
         from curate.commands._common import require_local
         from curate.sql import query_batches
 
@@ -109,7 +110,8 @@ def register(app: typer.Typer) -> None:
             p = Path(out)
             if p.suffix not in (".parquet", ".csv"):
                 raise typer.BadParameter("--out must end in .csv or .parquet")
-            check_output_path(p, dataset, "--out")
+            if not storage.is_uri(dataset):  # a local --out cannot touch a dataset on a store
+                check_output_path(p, dataset, "--out")
             n = _write_out(query_batches(dataset, query, memory_limit=memory_limit, timeout=timeout), p)
             typer.echo(f"wrote {n} rows to {p}")
             return
