@@ -158,6 +158,8 @@ def test_curate_sql_and_stats_on_bucket(bucket, tmp_path):
     Dataset(f"s3://{bucket}/other").write_table("t", _samples(3))
     r = _cli("sql", ds.root, f"SELECT * FROM read_parquet('s3://{bucket}/other/t/part-00000.parquet')")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "SQL error" in r.stderr
+    r = _cli("sql", f"s3://{bucket}/nope", "SELECT 1")  # no such dataset: one line, exit 2
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and f"s3://{bucket}/nope does not exist" in r.stderr
     r = _cli("stats", ds.root)
     assert r.returncode == 0, r.stderr
     rows = {ln.split("│")[1].strip(): ln.split("│")[2].strip() for ln in r.stdout.splitlines() if ln.count("│") == 3}
