@@ -55,8 +55,12 @@ def register(app: typer.Typer) -> None:
         from curate.progress import info
         from curate.readers import ColumnMap, ReaderOptions
 
+        from curate.engine import ENGINES
+
         if header not in ("auto", "yes", "no"):
             raise typer.BadParameter("--header must be yes, no or auto")
+        if engine not in ENGINES:
+            raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         cfg = IngestConfig(
             inputs=list(inputs), output=output, format=fmt,
             options=ReaderOptions(columns=ColumnMap(url=url_col, text=text_col, uid=uid_col, width=width_col,

@@ -36,6 +36,8 @@ def test_bad_arguments_fail_before_spark(tmp_path):
     write_embeddings(ds, "m", clustered_embeddings(n=60, d=8, centers=2), rows_per_shard=60)
     root = str(ds.root)
     missing = str(tmp_path / "nope")
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not a parquet file")
     cases = {
         "cluster k": ["cluster", root, "-k", "0"],
         "cluster model": ["cluster", root, "-k", "2", "--model", "nope"],
@@ -60,10 +62,11 @@ def test_bad_arguments_fail_before_spark(tmp_path):
         "balance matches": ["metadata", "balance", root],
         "reshard subset": ["reshard", root, "--subset", "nope", "--output", str(tmp_path / "wds")],
         "ingest input": ["ingest", missing, "-o", str(tmp_path / "out")],
+        # under auto, sizing the inputs reads the Parquet footers first: a broken one is its error
+        "ingest auto footer": ["ingest", str(broken), "-o", str(tmp_path / "out"), "--engine", "auto"],
     }
-    # --engine spark: the engine that starts a JVM (auto would pick in-process for this small
-    # pool); ingest always runs on Spark and has no --engine
-    argvs = [a if a[0] == "ingest" else [*a, "--engine", "spark"] for a in cases.values()]
+    # --engine spark: the engine that starts a JVM (auto would pick in-process for this small pool)
+    argvs = [a if "--engine" in a else [*a, "--engine", "spark"] for a in cases.values()]
     res = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(argvs)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -89,5 +92,6 @@ def test_bad_arguments_fail_before_spark(tmp_path):
     assert "no metadata_matches table; run `curate metadata match`" in by["balance matches"]["err"]
     assert "subset not found" in by["reshard subset"]["err"]
     assert f"{missing}: no such file or folder" in by["ingest input"]["err"]
+    assert "broken.parquet: not a readable Parquet file" in by["ingest auto footer"]["err"]
     assert not (tmp_path / "out").exists()  # nothing written for a failed start
     assert "samples" in by["filter samples"]["err"]
