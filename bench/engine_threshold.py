@@ -9,8 +9,9 @@ Parquet file of real alt-text captions replicated to the size (5% exact (url, te
 the other jobs run on bench/small_pool.py's pool (same captions, random sizes, a synthetic
 embeddings table, ``--dim`` wide).
 
-Per size and job it prints wall and CPU seconds (user + system of the process and its
-children: Spark's JVM) and spark/local; a ratio under 1 means Spark won.
+Per size and job it prints wall and CPU seconds and spark/local; a ratio under 1 means Spark
+won. CPU is user + system of the step's process and the children it waited for: Spark's driver
+JVM is not among them (pyspark does not reap it), so for Spark read the wall column.
 
     .venv/bin/python bench/engine_threshold.py [--sizes 10000,50000,200000,500000] [--dim 256]
 """
