@@ -16,7 +16,7 @@ ConfOpt = typer.Option(
 EngineOpt = typer.Option(
     "auto", "--engine",
     help="auto (default): in-process for a dataset of at most CURATE_LOCAL_MAX_ROWS samples "
-    "(200,000), Spark above that and whenever --master/--conf is given or under spark-submit; "
+    "(500,000), Spark above that and whenever --master/--conf is given or under spark-submit; "
     "spark; or local (plain in-process loop, no JVM). Same output bytes either way.")
 
 StorageOpt = typer.Option(

@@ -104,9 +104,10 @@ class LocalExecutor(ArrowFrameOps):
 ENGINES = ("auto", "local", "spark")
 
 # Pools up to this many samples run in-process under ``--engine auto``: below it the JVM
-# start-up and Spark's per-stage overhead (10-60 s on a laptop) outweigh Spark's parallelism
-# (bench/small_pool.py, docs/engine.md). Override with CURATE_LOCAL_MAX_ROWS.
-LOCAL_MAX_ROWS = 200_000
+# start-up and Spark's per-stage overhead outweigh Spark's parallelism. Measured with
+# bench/engine_threshold.py (docs/engine.md): in-process was faster for every job at 10k, 50k,
+# 200k and 500k rows on 2 cores, SemDeDup nearly even at 500k. Override with CURATE_LOCAL_MAX_ROWS.
+LOCAL_MAX_ROWS = 500_000
 
 
 def local_max_rows() -> int:

@@ -87,7 +87,7 @@ def test_auto_rules(tmp_path, monkeypatch):
     ds = make_pool(tmp_path / "pool", n=50)
     monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
     monkeypatch.delenv("CURATE_LOCAL_MAX_ROWS", raising=False)
-    assert auto_engine(dataset=str(ds.root)) == ("local", "50 samples <= 200,000 (CURATE_LOCAL_MAX_ROWS)")
+    assert auto_engine(dataset=str(ds.root)) == ("local", "50 samples <= 500,000 (CURATE_LOCAL_MAX_ROWS)")
     assert auto_engine(master="local[2]", dataset=str(ds.root))[0] == "spark"
     assert auto_engine(conf=["spark.executor.memory=2g"], dataset=str(ds.root))[0] == "spark"
     assert auto_engine(dataset=str(tmp_path / "missing")) == ("spark", "dataset size unknown")

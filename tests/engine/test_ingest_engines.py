@@ -126,8 +126,8 @@ def test_input_rows_are_estimated_without_reading_data(pool, tmp_path):
     text_rows = sum(-(-(pool / f).stat().st_size // INPUT_BYTES_PER_ROW) for f in ("a.jsonl", "b.csv"))
     assert text_bytes > 0
     assert est == 20 + 5 + text_rows  # Parquet footer rows + tar keys + text bytes / 100
-    assert auto_engine(rows=est) == ("local", f"{est:,} input rows <= 200,000 (CURATE_LOCAL_MAX_ROWS)")
-    assert auto_engine(rows=200_001)[0] == "spark"
+    assert auto_engine(rows=est) == ("local", f"{est:,} input rows <= 500,000 (CURATE_LOCAL_MAX_ROWS)")
+    assert auto_engine(rows=500_001)[0] == "spark"
     assert auto_engine(master="local[2]", rows=10)[0] == "spark"
 
 
