@@ -81,16 +81,22 @@ class Matcher:
     ``num_entries``, so the stream of matched ids alone tells where each text ends.
     """
 
-    def __init__(self, entries: Sequence[str]):
+    def __init__(self, entries: Sequence[str], key_fn=None, text_transform=None):
+        """``key_fn`` maps an entry to its automaton key (default: v1's ``" e "``; MetaCLIP 2
+        uses ``curate.metaclip.worldwide.spaced_entry``); ``text_transform`` rewrites the
+        distinct raw texts of a batch (an Arrow string array) before spacing (token mode)."""
         import ahocorasick
 
         self.num_entries = len(entries)
+        self._text_transform = text_transform
         first_id: dict[str, int] = {}
         extra: dict[int, list[int]] = {}
         for i, e in enumerate(entries):
             if _NEVER_IN_SPACED_TEXT.intersection(e):
                 continue  # can never match; keeps "\n" free to separate texts
-            key = f" {e} "
+            key = f" {e} " if key_fn is None else key_fn(e)
+            if not key:
+                continue  # an empty entry: nothing to find
             j = first_id.setdefault(key, i)
             if j != i:
                 extra.setdefault(j, []).append(i)
@@ -147,7 +153,10 @@ class Matcher:
         if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
             arr = arr.cast(pa.string())
         encoded = pc.dictionary_encode(pc.fill_null(arr, ""))
-        out = self._match_distinct(encoded.dictionary)
+        distinct = encoded.dictionary
+        if self._text_transform is not None:
+            distinct = self._text_transform(distinct)
+        out = self._match_distinct(distinct)
         return out if len(out) == len(arr) else out.take(encoded.indices)
 
     def match(self, texts: Iterable[str | None]) -> list[list[int]]:
@@ -231,18 +240,7 @@ def _insertion_order(keys: Iterable[str]) -> list[str]:
 
 def load_metadata(path: str | os.PathLike) -> list[str]:
     """Entries of a metadata file: a JSON list of strings (MetaCLIP's ``metadata.json``),
-    kept as is and in order, so entry ids are the same as MetaCLIP's."""
-    p = Path(path)
-    try:
-        with open(p, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise InputFileError(str(p), "metadata file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputFileError(str(p), f"not a JSON file ({e})") from None
-    if not isinstance(data, list):
-        raise InputFileError(str(p), f"expected a JSON list of strings, got a {type(data).__name__}")
-    for i, e in enumerate(data):
-        if not isinstance(e, str):
-            raise InputFileError(str(p), f"entry {i} is {e!r} ({type(e).__name__}); every entry must be a string")
-    return data
+    kept as is and in order, so entry ids are the same as MetaCLIP's. Errors name the line."""
+    from curate.metaclip.worldwide import read_language_file
+
+    return read_language_file(path, allow_object=False)

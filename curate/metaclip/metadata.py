@@ -186,9 +186,17 @@ class BuildReport:
 
 
 def assemble(sources: Sequence[tuple[str, Iterable[str]]], keep_unmatchable: bool = False,
-             max_entries: int | None = None) -> tuple[list[str], BuildReport]:
+             max_entries: int | None = None, is_punctuation=None,
+             max_chars: int | None = None) -> tuple[list[str], BuildReport]:
     """Concatenate sources in order, dropping repeats, empty entries, lone punctuation and
-    (unless ``keep_unmatchable``) entries that can never match; cap at ``max_entries``."""
+    (unless ``keep_unmatchable``) entries that can never match; cap at ``max_entries``.
+
+    Worldwide builds pass MetaCLIP 2's rules: ``is_punctuation`` (entries made only of
+    punctuation, CJK marks included) and ``max_chars`` (256); those drops count as
+    ``empty_or_punctuation`` and ``too_long``."""
+    def punctuation(e: str) -> bool:
+        return e in _PUNCTUATION if is_punctuation is None else is_punctuation(e)
+
     seen: set[str] = set()
     entries: list[str] = []
     report = BuildReport()
@@ -199,8 +207,10 @@ def assemble(sources: Sequence[tuple[str, Iterable[str]]], keep_unmatchable: boo
             if not isinstance(e, str):
                 raise TypeError(f"source {name}: entry {e!r} is not a string")
             e = e.strip()
-            if not e or e in _PUNCTUATION:
+            if not e or punctuation(e):
                 stats["empty_or_punctuation"] += 1
+            elif max_chars is not None and len(e) > max_chars:
+                stats["too_long"] += 1
             elif not keep_unmatchable and not can_match(e):
                 stats["unmatchable"] += 1
             elif e in seen:
