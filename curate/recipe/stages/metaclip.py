@@ -1,5 +1,8 @@
 """MetaCLIP balancing (issue 5) as a recipe stage: match captions to metadata, cap each entry.
 
+``metadata`` may be a worldwide folder (one <lang>.json per language, issue 18): captions are
+then matched against their fastText language's list and t is set per language (MetaCLIP 2).
+
 Matching and balancing run over the whole pool (entry counts are pool counts, as in
 MetaCLIP); the stage keeps the balanced decisions of its input uids. Put it first, or
 accept that the caps were computed on the pool rather than on the current subset.
@@ -7,7 +10,7 @@ accept that the caps were computed on the pool rather than on the current subset
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import pyarrow as pa
 from pydantic import Field
@@ -16,10 +19,16 @@ from curate.recipe.registry import Params, StageContext, StageResult, register
 
 
 class BalanceParams(Params):
-    metadata: str = Field(description="metadata file (curate metadata build), JSON list of entries")
+    metadata: str = Field(description="metadata file (curate metadata build), JSON list of entries; or a "
+                                      "worldwide folder of <lang>.json lists (MetaCLIP 2)")
     t: float = Field(20_000, gt=0, description="per-entry cap (MetaCLIP: 20,000 for 400M)")
     t_reference_pool: Optional[int] = Field(None, ge=1, description="scale t by pool size / this")
     seed: int = 0
+    tail_proportion: Optional[float] = Field(None, ge=0, le=1, description="worldwide: the tail proportion "
+                                             "each language's t is set from (default: English's at t)")
+    nospace_match: Literal["substring", "tokens"] = Field("substring", description="worldwide, zh/ja/th: "
+                                                          "MetaCLIP 2 substring or whole-token matching")
+    lid_model: Optional[str] = Field(None, description="worldwide: fastText language model (default lid.176.ftz)")
 
 
 def _reads(p, dataset, model):
@@ -40,8 +49,10 @@ def run_balance_stage(ctx: StageContext, uids: pa.Array, p: BalanceParams) -> St
     if not meta.exists():
         raise RecipeError(f"stage {ctx.stage_name!r}: metadata file {meta} not found (curate metadata build)")
     ex = ctx.executor()
-    match = run_match(ctx.dataset, meta, ex)
-    bal = run_balance(ctx.dataset, ex, t=p.t, t_reference_pool=p.t_reference_pool, seed=p.seed, name=ctx.run_name)
+    match = run_match(ctx.dataset, meta, ex, lid_model=p.lid_model, nospace_match=p.nospace_match)
+    bal = run_balance(ctx.dataset, ex, t=p.t, t_reference_pool=p.t_reference_pool, seed=p.seed, name=ctx.run_name,
+                      tail_proportion=p.tail_proportion)
     decisions = ctx.dataset.read(f"decisions/{ctx.run_name}")
     return StageResult(ctx.restrict(decisions, uids),
-                       stats={"counts": bal.get("counts", {}), "match": match.get("counts", {})})
+                       stats={"counts": bal.get("counts", {}), "match": match.get("counts", {}),
+                              **({"languages": bal["languages"]} if "languages" in bal else {})})
