@@ -121,10 +121,22 @@ def base_language(lang: str) -> str:
     return lang.split("_")[0]
 
 
-def _segmenter(lang: str) -> Callable[[str], list[str]]:
-    from curate.engine import worker_cache
+_SEGMENTERS: dict[str, Callable[[str], list[str]]] = {}
 
+
+def _segmenter(lang: str) -> Callable[[str], list[str]]:
+    """The language's word segmenter, built once per process. A plain dict, not
+    ``worker_cache``: the per-language matchers are built inside a ``worker_cache`` factory
+    (which holds its lock) and call this."""
     lang = base_language(lang)
+    if lang not in TOKENIZED_LANGUAGES:
+        return str.split
+    if lang not in _SEGMENTERS:
+        _SEGMENTERS[lang] = _build_segmenter(lang)
+    return _SEGMENTERS[lang]
+
+
+def _build_segmenter(lang: str) -> Callable[[str], list[str]]:
     if lang == "zh":
         def build():
             import logging
@@ -146,9 +158,7 @@ def _segmenter(lang: str) -> Callable[[str], list[str]]:
             from pythainlp.tokenize import word_tokenize
 
             return lambda text: word_tokenize(text, engine="newmm", keep_whitespace=False)
-    else:
-        return str.split
-    return worker_cache(("curate.metaclip.segmenter", lang), build)
+    return build()
 
 
 def tokenize(text: str, lang: str) -> list[str]:
