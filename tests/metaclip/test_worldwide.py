@@ -369,10 +369,13 @@ def test_real_cjk_captions_unmatched_by_v1_now_match(shared_data, tmp_path, make
     samples = ds.read("samples")
     lab = ds.read("metadata_languages")
     ww_ids = ds.read("metadata_matches").column("entry_ids").to_pylist()
-    cjk_unmatched, now = 0, 0
+    cjk_unmatched, now, checked_en = 0, 0, 0
     for uid, text, label, ids in zip(samples.column("uid").to_pylist(), samples.column("text").to_pylist(),
                                      lab.column("lang").to_pylist(), ww_ids):
-        if label in lists:  # every match is the independent reference's, in the caption's language
+        # Every non-English match (and the first 100 English captions': the plain loop costs
+        # 50,000 substring tests a caption) is the independent reference's, in the caption's language.
+        if label in lists and (label != "en" or checked_en < 100):
+            checked_en += label == "en"
             assert ids == [offsets[label] + i for i in ref_matches(text, lists[label])]
         if _CJK.search(text) and label in ("zh", "ja", "ko", "th") and not v1_ids[uid]:
             cjk_unmatched += 1
