@@ -382,3 +382,35 @@ def test_real_cjk_captions_unmatched_by_v1_now_match(shared_data, tmp_path, make
             now += bool(ids)
     assert cjk_unmatched >= 10
     assert now >= 0.75 * cjk_unmatched, (now, cjk_unmatched)
+
+
+def test_cli_and_recipe_stage_worldwide(tmp_path, make_samples, capsys):
+    from curate.cli import main
+    from curate.recipe import load_recipe, run_recipe
+
+    texts, _ = pool_texts()
+    ds = make_samples(tmp_path / "pool", texts, shards=2)
+    meta = tmp_path / "meta"
+
+    def cli(*argv):
+        with pytest.raises(SystemExit) as e:
+            main(list(argv))
+        assert e.value.code in (0, None), capsys.readouterr().err
+
+    (tmp_path / "zh.txt").write_text("日落\n", encoding="utf-8")
+    cli("metadata", "build", str(meta), "--languages", "en,de,zh", "--dataset", str(ds.root), "--engine", "local",
+        "--no-wordnet", "--wordfreq-top", "300", "--bigram-min-count", "2", "--bigram-min-pmi", "1",
+        "--entries", f"zh={tmp_path / 'zh.txt'}")
+    assert sorted(p.name for p in meta.iterdir()) == ["_build.json", "de.json", "en.json", "zh.json"]
+    cli("metadata", "match", str(ds.root), "--metadata", str(meta), "--engine", "local")
+    cli("metadata", "balance", str(ds.root), "--t", "4", "--seed", "2", "--engine", "local", "--name", "cli")
+    err = capsys.readouterr().err
+    assert "metadata zh:" in err and "  zh: t=" in err and "tail proportion p =" in err
+    cli_subset = read_subset(ds, "cli")
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: ww\ndataset: {ds.root}\ninput: all\noutput: wwcurated\nstages:\n  - kind: metaclip_balance\n"
+                      f"    metadata: {meta}\n    t: 4\n    seed: 2\n", encoding="utf-8")
+    lineage = run_recipe(load_recipe(recipe), engine="local", quiet=True)
+    assert read_subset(ds, "wwcurated") == cli_subset
+    assert lineage["stages"][0]["output_count"] == len(cli_subset)
