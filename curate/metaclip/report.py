@@ -75,3 +75,18 @@ def plot_distribution(before: np.ndarray, after: np.ndarray, t: float, path: str
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def language_section(dataset, subset: str, lineage: dict | None = None) -> dict | None:
+    """The worldwide (MetaCLIP 2) balance behind ``subset``, one row per metadata language,
+    from ``language_balance/<run>``: the subset's own run, or a recipe's metaclip_balance stage."""
+    tables = [t for t in dataset.tables() if t.startswith("language_balance/")]
+    names = [f"language_balance/{subset}"]
+    for st in (lineage or {}).get("stages", []):
+        if st.get("kind") == "metaclip_balance":
+            names += [t for t in tables if t.endswith(f"-{st.get('name')}")]
+    table = next((n for n in names if n in tables), None)
+    if table is None:
+        return None
+    rows = sorted(dataset.read(table).to_pylist(), key=lambda r: (-r["samples"], r["lang"]))
+    return {"table": table, "rows": rows}

@@ -236,6 +236,9 @@ def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embed
     from curate.report.perceptual import perceptual_groups
 
     out["perceptual_groups"] = perceptual_groups(dataset, dec_name, texts)
+    from curate.metaclip.report import language_section
+
+    out["metaclip_languages"] = language_section(dataset, subset, lineage)  # worldwide MetaCLIP only
     return out
 
 

@@ -414,3 +414,12 @@ def test_cli_and_recipe_stage_worldwide(tmp_path, make_samples, capsys):
     lineage = run_recipe(load_recipe(recipe), engine="local", quiet=True)
     assert read_subset(ds, "wwcurated") == cli_subset
     assert lineage["stages"][0]["output_count"] == len(cli_subset)
+    # The HTML report has the per-language section for both subsets.
+    from curate.report.build import collect, render
+
+    for subset in ("cli", "wwcurated"):
+        data = collect(ds, subset)
+        ml = data["metaclip_languages"]
+        assert ml is not None and {r["lang"] for r in ml["rows"]} == {"de", "en", "zh"}
+        html = render(data)
+        assert "MetaCLIP 2 balancing per language" in html and "<td class=l>zh</td>" in html
