@@ -423,7 +423,7 @@ def _range_probabilities(root: str, thresholds: list) -> np.ndarray:
     return worker_cache(("curate.metaclip.range_probs", root, stamp, key), build)
 
 
-def _balance_language_stats(task: dict, metadata_lang: list, r: "bal.BalanceResult", entry_ids) -> dict:
+def _balance_language_stats(metadata_lang: list, r: "bal.BalanceResult", entry_ids) -> dict:
     """Per metadata language: samples, matched, kept, and matches of the kept captions."""
     pairs_kept = pc.list_value_length(entry_ids).to_numpy(zero_copy_only=False)
     out: dict = {}
@@ -461,7 +461,7 @@ def balance_shard_task(task: dict) -> dict:
             if lang_b.num_rows != b.num_rows:
                 raise DatasetError(f"{ds.shard_path(LANGUAGES, i)}: rows do not line up with {task['input']}; "
                                    "rerun `curate metadata match`")
-            part = _balance_language_stats(task, lang_b.column(0).to_pylist(), r, b.column("entry_ids"))
+            part = _balance_language_stats(lang_b.column(0).to_pylist(), r, b.column("entry_ids"))
             for k, d in part.items():
                 t = languages.setdefault(k, {"samples": 0, "matched": 0, "kept": 0, "pairs_kept": 0})
                 for f, v in d.items():

@@ -18,17 +18,13 @@ Duplicate entries are kept apart: each id of a repeated entry is reported.
 
 from __future__ import annotations
 
-import json
 import operator
 import os
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from curate.errors import InputFileError
 
 PUNCTS_TO_WRAP = (",", ".", ";", ":", "?", "!", "`")
 CHARS_TO_SPACE = ("\t", "\n", "\r")

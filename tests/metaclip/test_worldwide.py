@@ -11,14 +11,12 @@ import re
 import string
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from curate.engine import LocalExecutor
 from curate.errors import InputFileError
 from curate.metaclip.jobs import run_balance, run_build, run_match
 from curate.subset import read_subset
-from curate.tables import Dataset
 
 # Captions whose fastText lid.176 label is certain (the test checks the labels too).
 CAPTIONS = {
