@@ -210,6 +210,17 @@ def test_balancing_reproducible_across_partitionings_and_local_equals_spark(spar
     for t in ("entry_counts", "entry_balance/ww", "language_balance/ww"):
         assert one.read(t).equals(three.read(t)), t
 
+    # Building from the pool: per-language bigrams summed by Spark equal the in-process sum.
+    built = {}
+    for engine in ("local", "spark"):
+        out = tmp_path / f"built-{engine}"
+        ex = LocalExecutor() if engine == "local" else SparkExecutor(spark)
+        run_build(out, languages=["en", "de", "zh"], dataset=results[(3, engine)], executor=ex, wordnet=False,
+                  wordfreq_top=100, bigram_min_count=2, bigram_min_pmi=0.5)
+        built[engine] = {f.name: f.read_bytes() for f in out.glob("*.json") if f.name != "_build.json"}
+    assert built["local"] == built["spark"] and len(built["local"]) == 3
+    assert len(json.loads(built["local"]["zh.json"])) > 200  # numbers, wordfreq, then mined zh bigrams
+
 
 def test_v1_output_is_byte_identical_with_languages_en(tmp_path, make_samples):
     from curate.cli import main
