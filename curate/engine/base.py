@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Iterable, Protocol
 
+from curate.engine.frame import LocalFrames
 from curate.engine.local_frames import ArrowFrameOps
 
 TaskFn = Callable[[dict], dict]
@@ -27,16 +28,24 @@ def worker_cache(key: Any, factory: Callable[[], Any]) -> Any:
 
 
 class Executor(Protocol):
-    """Runs independent tasks; results come back in task order."""
+    """Runs independent tasks (results come back in task order) and builds frames: lazy
+    distributed tables (``curate.engine.frame``) that jobs transform and write without the
+    rows reaching the driver. ``driver_counter`` counts the rows that do come back."""
 
     name: str
 
     def map_tasks(self, tasks: list[dict], fn: TaskFn, description: str = "") -> list[dict]: ...
 
+    def frame_from_tasks(self, tasks: list[dict], fn: Callable, schema) -> Any: ...
 
-class LocalExecutor(ArrowFrameOps):
-    """Runs tasks one after another in this process, with a progress bar. Frame operations
-    (``ArrowFrameOps``) hold their rows in memory."""
+    def frame_read(self, paths: list[str], schema) -> Any: ...
+
+    def frame_from_table(self, table) -> Any: ...
+
+
+class LocalExecutor(LocalFrames, ArrowFrameOps):
+    """Runs tasks one after another in this process, with a progress bar. Frames
+    (``LocalFrames``) and frame operations (``ArrowFrameOps``) hold their rows in memory."""
 
     name = "local"
 
@@ -52,6 +61,7 @@ class LocalExecutor(ArrowFrameOps):
             it = track(tasks, description or "tasks")
         for t in it:
             results.append(fn(t))
+        self.driver_counter.note("map_tasks", len(results))
         return results
 
     # Data operations jobs ask of any executor (SparkExecutor has the same methods); tables

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
+from curate.engine.spark_frame import SparkFrames
 from curate.engine.spark_frames import SparkFrameOps
 from curate.tables import Dataset, write_parquet_atomic
 
@@ -290,9 +291,10 @@ class _StageProgress:
 
 
 # ---------------------------------------------------------------- executor
-class SparkExecutor(SparkFrameOps):
+class SparkExecutor(SparkFrames, SparkFrameOps):
     """Runs task functions as Spark tasks, one partition per task, results in task order.
-    Frame operations (``SparkFrameOps``) are DataFrame operations and key-range shuffles."""
+    Frames (``SparkFrames``) and frame operations (``SparkFrameOps``) are DataFrame operations
+    and key-range shuffles."""
 
     name = "spark"
 
@@ -316,6 +318,7 @@ class SparkExecutor(SparkFrameOps):
         with _StageProgress(self.spark, description or "tasks", len(payload)):
             out = rdd.mapPartitionsWithIndex(run_partition).collect()
         out.sort(key=lambda x: x[0])
+        self.driver_counter.note("map_tasks", len(out))
         return [json.loads(r) for _, r in out]
 
     def tasks_to_frame(self, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schema):

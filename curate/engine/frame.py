@@ -1,0 +1,218 @@
+"""Frames: lazy distributed tables that jobs build, transform and write without the rows ever
+reaching the driver.
+
+An executor makes frames (``frame_from_tasks``, ``frame_read``, ``frame_from_table``); a frame
+is transformed (``map_batches``, ``group_apply``, ``semi_join`` / ``anti_join`` on a key,
+``distinct``, ``union``, ``aggregate``) and consumed in one of three ways:
+
+- ``write_sorted``: range-partitioned sort and exact-size shards written by the workers;
+- ``count`` / ``aggregate(...).collect_small(limit)``: numbers and per-key summaries for the
+  driver (small by construction; ``collect_small`` refuses more than ``limit`` rows).
+
+An output that must be one file (a subset's ``uids.parquet`` / DataComp ``uids.npy``) is
+streamed from the sorted shards ``write_sorted`` left (``curate.subset``), never collected.
+
+``LocalFrame`` here is the in-process reference: an Arrow table, each operation the plain
+pyarrow equivalent. ``curate.engine.spark_frame.SparkFrame`` runs the same operations on a
+Spark DataFrame; both give the same rows (row order is never part of the contract: sort on
+write). Every value that comes back to the driver through a frame is counted in
+``executor.driver_rows`` (rows of summaries, counts, written-shard records), so a test can prove a
+job's driver sees O(reasons + shards + clusters) rows, not O(rows).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+BatchFn = Callable[[pa.RecordBatch], "pa.RecordBatch | pa.Table"]
+TaskBatchesFn = Callable[[dict], Iterator[pa.RecordBatch]]
+GroupFn = Callable[[pa.Table], pa.Table]
+
+# aggregate() specs: {output column: (input column, how)}; "count" ignores its column.
+AGGREGATIONS = ("sum", "count", "min", "max")
+
+
+class TooManyRows(RuntimeError):
+    """A driver-side result larger than its declared bound: a job asked for per-row data."""
+
+
+def conform(t: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    """``t`` with exactly the columns of ``schema``, in order, cast to its types."""
+    if isinstance(t, pa.RecordBatch):
+        t = pa.Table.from_batches([t])
+    cols = []
+    for f in schema:
+        c = t.column(f.name)
+        cols.append(c.cast(f.type) if c.type != f.type else c)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def histogram_rows(values: np.ndarray, bins: int, lo: float, hi: float) -> pa.RecordBatch:
+    """A partial fixed-bin histogram as (bin, n) rows, to be summed by ``aggregate``."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = np.clip(v[~np.isnan(v)], lo, hi)
+    idx = np.minimum(((v - lo) * (bins / (hi - lo))).astype(np.int64), bins - 1)
+    h = np.bincount(idx, minlength=bins)
+    nz = np.flatnonzero(h)
+    return pa.record_batch([pa.array(nz.astype(np.int32)), pa.array(h[nz].astype(np.int64))],
+                           names=["bin", "n"])
+
+
+HISTOGRAM_SCHEMA = pa.schema([("bin", pa.int32()), ("n", pa.int64())])
+
+
+class DriverCounter:
+    """What came back to the driver through the executor interface, in rows (instrumentation)."""
+
+    def __init__(self):
+        self.driver_rows = 0
+        self.by_call: dict[str, int] = {}
+
+    def note(self, call: str, rows: int) -> None:
+        self.driver_rows += int(rows)
+        self.by_call[call] = self.by_call.get(call, 0) + int(rows)
+
+
+class LocalFrame:
+    """A frame held as one Arrow table in this process (the reference implementation)."""
+
+    def __init__(self, executor, table: pa.Table):
+        self.executor = executor
+        self.table = table
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.table.schema
+
+    def _new(self, table: pa.Table) -> "LocalFrame":
+        return LocalFrame(self.executor, table)
+
+    # ---- transformations
+    def map_batches(self, fn: BatchFn, schema: pa.Schema) -> "LocalFrame":
+        parts = []
+        for b in self.table.combine_chunks().to_batches(max_chunksize=65536):
+            out = fn(b)
+            if out.num_rows:
+                parts.append(conform(out, schema))
+        return self._new(pa.concat_tables(parts) if parts else schema.empty_table())
+
+    def select(self, names: list[str]) -> "LocalFrame":
+        return self._new(self.table.select(names))
+
+    def filter_true(self, column: str) -> "LocalFrame":
+        """Rows where boolean ``column`` is true."""
+        return self._new(self.table.filter(pc.fill_null(self.table.column(column), False)))
+
+    def semi_join(self, keys: "LocalFrame", on: str = "uid") -> "LocalFrame":
+        """Rows whose ``on`` value occurs in ``keys`` (each row at most once)."""
+        value_set = pc.unique(keys.table.column(on).combine_chunks())
+        return self._new(self.table.filter(pc.is_in(self.table.column(on), value_set=value_set)))
+
+    def anti_join(self, keys: "LocalFrame", on: str = "uid") -> "LocalFrame":
+        """Rows whose ``on`` value does not occur in ``keys``."""
+        value_set = pc.unique(keys.table.column(on).combine_chunks())
+        return self._new(self.table.filter(pc.invert(pc.is_in(self.table.column(on), value_set=value_set))))
+
+    def distinct(self) -> "LocalFrame":
+        t = self.table
+        if t.num_rows == 0:
+            return self
+        return self._new(t.group_by(t.column_names, use_threads=False).aggregate([]).select(t.column_names))
+
+    def union(self, other: "LocalFrame") -> "LocalFrame":
+        return self._new(pa.concat_tables([self.table, conform(other.table, self.schema)]))
+
+    def group_apply(self, key: str, fn: GroupFn, schema: pa.Schema) -> "LocalFrame":
+        """``fn`` once per distinct ``key`` value with that group's rows (sort and slice)."""
+        rows = self.table
+        if rows.num_rows == 0:
+            return self._new(schema.empty_table())
+        rows = rows.sort_by([(key, "ascending")])
+        keys = rows.column(key).to_numpy()
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        ends = np.r_[starts[1:], len(keys)]
+        outs = [conform(o, schema) for o in (fn(rows.slice(s, e - s)) for s, e in zip(starts, ends)) if o.num_rows]
+        return self._new(pa.concat_tables(outs) if outs else schema.empty_table())
+
+    def aggregate(self, keys: list[str], aggs: dict[str, tuple[str, str]]) -> "LocalFrame":
+        """One row per distinct ``keys``: {out: (column, sum|count|min|max)} (any row order)."""
+        t = self.table
+        specs, produced = [], []
+        for out, (col, how) in aggs.items():
+            if how not in AGGREGATIONS:
+                raise ValueError(f"aggregation {how!r} not in {AGGREGATIONS}")
+            specs.append(([], "count_all") if how == "count" else (col, how))
+            produced.append("count_all" if how == "count" else f"{col}_{how}")
+        if len(set(produced)) != len(produced):
+            raise ValueError(f"aggregate: one aggregation per column and kind ({aggs})")
+        g = t.group_by(keys, use_threads=False).aggregate(specs)
+        g = pa.Table.from_arrays([g.column(k) for k in keys] + [g.column(p) for p in produced],
+                                 names=[*keys, *aggs])
+        for out, (_, how) in aggs.items():
+            if how == "count":
+                g = g.set_column(g.schema.get_field_index(out), out, g.column(out).cast(pa.int64()))
+        return self._new(g)
+
+    def cache(self) -> "LocalFrame":
+        return self
+
+    def release(self) -> None:
+        return None
+
+    # ---- results for the driver
+    def count(self) -> int:
+        self.executor.driver_counter.note("count", 1)
+        return self.table.num_rows
+
+    def collect_small(self, limit: int, sort_by: list[str] | None = None) -> pa.Table:
+        """The whole frame on the driver; ``TooManyRows`` if it has more than ``limit`` rows."""
+        if self.table.num_rows > limit:
+            raise TooManyRows(f"{self.table.num_rows} rows for the driver, more than the bound {limit}")
+        self.executor.driver_counter.note("collect_small", self.table.num_rows)
+        t = self.table
+        return t.sort_by([(k, "ascending") for k in sort_by]) if sort_by and t.num_rows else t
+
+    def write_sorted(self, dataset, table: str, schema, sort_by: list[str], rows_per_shard: int) -> dict:
+        """``table`` sorted by ``sort_by`` in shards of exactly ``rows_per_shard`` rows (last
+        smaller), each committed atomically; the bytes equal ``SparkFrame.write_sorted``'s."""
+        from curate.tables import load_schema
+
+        ts = load_schema(schema) if isinstance(schema, str) else schema
+        t = self.table.sort_by([(c, "ascending") for c in sort_by]) if self.table.num_rows else self.table
+        t = conform(t, ts.arrow() if hasattr(ts, "arrow") else ts)
+        paths = dataset.write_table(table, t, schema=ts if hasattr(ts, "arrow") else None,
+                                    rows_per_shard=rows_per_shard)
+        self.executor.driver_counter.note("write_sorted", len(paths))
+        return {"rows": t.num_rows, "shards": len(paths)}
+
+
+class LocalFrames:
+    """The frame constructors of the in-process executor (mixed into ``LocalExecutor``)."""
+
+    @property
+    def driver_counter(self) -> DriverCounter:
+        c = self.__dict__.get("_driver_counter")
+        if c is None:
+            c = self.__dict__["_driver_counter"] = DriverCounter()
+        return c
+
+    def frame_from_tasks(self, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schema) -> LocalFrame:
+        """The batches ``fn`` yields for every task (one partition per task on Spark)."""
+        parts = [conform(b, schema) for t in tasks for b in fn(t) if b.num_rows]
+        return LocalFrame(self, pa.concat_tables(parts) if parts else schema.empty_table())
+
+    def frame_read(self, paths: list[str], schema: pa.Schema) -> LocalFrame:
+        """Parquet files read with the columns of ``schema``."""
+        import pyarrow.parquet as pq
+
+        parts = [conform(pq.read_table(p, columns=schema.names), schema) for p in paths]
+        return LocalFrame(self, pa.concat_tables(parts) if parts else schema.empty_table())
+
+    def frame_from_table(self, table: pa.Table) -> LocalFrame:
+        """A frame over a table the driver already holds (small tables, or a job whose rows
+        are not distributed yet)."""
+        return LocalFrame(self, table)
