@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from curate.errors import DatasetError
 from curate.names import check_name
 from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
-from curate.uid import UID_RE, uids_to_datacomp
+from curate.uid import DATACOMP_DTYPE, UID_RE, uids_to_datacomp
 
 
 def subset_dir(dataset: Dataset, name: str) -> Path:
@@ -32,30 +32,126 @@ def subset_dir(dataset: Dataset, name: str) -> Path:
 
 def write_subset(dataset: Dataset, name: str, uids: Iterable[str] | pa.Array | pa.ChunkedArray,
                  manifest: dict | None = None) -> Path:
-    """Write a subset (sorted uids, Parquet + DataComp .npy + manifest); returns its folder."""
+    """Write a subset (sorted uids, Parquet + DataComp .npy + manifest) from uids the driver
+    holds; returns its folder. Jobs over a pool use ``write_subset_sorted`` instead."""
     if isinstance(uids, (pa.Array, pa.ChunkedArray)):
         arr = uids.cast(pa.string())
     else:
         arr = pa.array(list(uids), pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
     if arr.null_count:
         raise DatasetError(f"subset {name!r}: {arr.null_count} null uids")
     arr = arr.take(pc.array_sort_indices(arr))
-    values = arr.to_pylist()
-    bad = next((u for u in values if not UID_RE.match(u)), None)
-    if bad is not None:
-        raise DatasetError(f"subset {name!r}: {bad!r} is not a 32-char lowercase hex uid")
+    return write_subset_sorted(dataset, name, [arr], len(arr), manifest)
+
+
+SUBSET_ROW_GROUP = 65536  # write_parquet_atomic's row group size: same bytes either way
+
+
+def write_subset_sorted(dataset: Dataset, name: str, chunks: Iterable[pa.Array], count: int,
+                        manifest: dict | None = None) -> Path:
+    """Write a subset from ``chunks`` of uids already in sorted order (e.g. streamed from the
+    sorted shards a job's workers wrote), ``count`` uids in all. One chunk in memory at a
+    time: ``uids.parquet`` gets row groups of exactly ``SUBSET_ROW_GROUP`` rows and
+    ``uids.npy`` its records as they come, so the bytes equal a whole-array write."""
+    import pyarrow.parquet as pq
+
+    from curate.tables.dataset import PARQUET_OPTIONS, atomic_path
+
     d = subset_dir(dataset, name)
-    table = pa.Table.from_arrays([pa.array(values, pa.string())], schema=load_schema("subset").arrow())
-    write_parquet_atomic(table, d / "uids.parquet")
-    buf = io.BytesIO()
-    np.save(buf, uids_to_datacomp(values))
-    atomic_write_bytes(d / "uids.npy", buf.getvalue())
+    schema = load_schema("subset").arrow()
+    rows = distinct = 0
+    prev: str | None = None
+    pending: list[pa.Array] = []
+    pending_rows = 0
+    with atomic_path(d / "uids.parquet") as ptmp, atomic_path(d / "uids.npy") as ntmp:
+        writer = pq.ParquetWriter(ptmp, schema, **PARQUET_OPTIONS)
+        with open(ntmp, "wb") as npy:
+            header = np.lib.format.header_data_from_array_1_0(np.empty(0, dtype=DATACOMP_DTYPE))
+            header["shape"] = (count,)
+            np.lib.format.write_array_header_1_0(npy, header)
+
+            def flush(final: bool) -> None:
+                nonlocal pending, pending_rows
+                while pending_rows >= SUBSET_ROW_GROUP or (final and pending_rows):
+                    whole = pa.concat_arrays(pending) if len(pending) > 1 else pending[0]
+                    head = whole.slice(0, SUBSET_ROW_GROUP)
+                    writer.write_table(pa.Table.from_arrays([head], schema=schema), row_group_size=SUBSET_ROW_GROUP)
+                    rest = whole.slice(len(head))
+                    pending, pending_rows = ([rest] if len(rest) else []), len(rest)
+
+            for chunk in chunks:
+                chunk = chunk.combine_chunks() if isinstance(chunk, pa.ChunkedArray) else chunk
+                chunk = chunk.cast(pa.string())
+                if len(chunk) == 0:
+                    continue
+                if chunk.null_count:
+                    raise DatasetError(f"subset {name!r}: {chunk.null_count} null uids")
+                ok = pc.match_substring_regex(chunk, UID_RE.pattern)
+                if not pc.all(ok).as_py():
+                    bad = chunk.filter(pc.invert(ok))[0].as_py()
+                    raise DatasetError(f"subset {name!r}: {bad!r} is not a 32-char lowercase hex uid")
+                values = chunk.to_numpy(zero_copy_only=False)
+                if (prev is not None and values[0] < prev) or bool((values[1:] < values[:-1]).any()):
+                    raise DatasetError(f"subset {name!r}: uids not in sorted order")
+                distinct += int((values[1:] != values[:-1]).sum()) + int(prev is None or values[0] != prev)
+                prev = values[-1]
+                rows += len(chunk)
+                npy.write(uids_to_datacomp(values.tolist()).tobytes())
+                pending.append(chunk)
+                pending_rows += len(chunk)
+                flush(False)
+            flush(True)
+            if rows == 0:
+                writer.write_table(schema.empty_table())
+        writer.close()
+        if rows != count:
+            raise DatasetError(f"subset {name!r}: {rows} uids written, {count} announced")
     meta = dict(manifest or {})
     meta.setdefault("name", name)
-    meta["count"] = len(values)
-    meta["distinct"] = len(set(values))
+    meta["count"] = rows
+    meta["distinct"] = distinct
     atomic_write_bytes(d / "_manifest.json", (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode())
     return d
+
+
+def sorted_uids_from_table(dataset: Dataset, table: str, kept_column: str | None = "kept",
+                           stages: int = 1) -> Iterator[pa.Array]:
+    """The uids of a table sorted by uid (e.g. ``decisions/<run>``), streamed one batch at a
+    time: rows whose ``kept_column`` is true, or with ``stages`` > 1 (rows sorted by uid then
+    stage, one per stage), the uids whose every stage kept them."""
+    import pyarrow.parquet as pq
+
+    carry_uid, carry_n = None, 0  # a uid whose rows span a batch boundary
+    for path in dataset.shards(table):
+        pf = pq.ParquetFile(path)
+        cols = ["uid"] + ([kept_column] if kept_column else [])
+        for b in pf.iter_batches(batch_size=65536, columns=cols):
+            uid = b.column(0)
+            if kept_column is None:
+                yield uid
+                continue
+            kept = pc.fill_null(b.column(1), False)
+            if stages == 1:
+                yield uid.filter(kept)
+                continue
+            # rows of one uid are adjacent: count kept rows per run of equal uids
+            u = uid.to_numpy(zero_copy_only=False)
+            k = kept.to_numpy(zero_copy_only=False).astype(np.int64)
+            starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+            sums = np.add.reduceat(k, starts) if len(u) else np.zeros(0, np.int64)
+            firsts = u[starts]
+            if carry_uid is not None and len(firsts) and firsts[0] == carry_uid:
+                sums[0] += carry_n
+            elif carry_uid is not None and carry_n == stages:
+                yield pa.array([carry_uid], pa.string())
+            carry_uid, carry_n = (firsts[-1], int(sums[-1])) if len(firsts) else (carry_uid, carry_n)
+            done = sums[:-1] == stages
+            if done.any():
+                yield pa.array(firsts[:-1][done].tolist(), pa.string())
+    if stages > 1 and carry_uid is not None and carry_n == stages:
+        yield pa.array([carry_uid], pa.string())
 
 
 def read_subset(path_or_dataset: str | Path | Dataset, name: str | None = None) -> list[str]:
