@@ -46,10 +46,26 @@ def shard_tasks(dataset: Dataset, table: str, **extra) -> list[dict]:
 
 
 # ---------------------------------------------------------------- input restriction
+UID_SCHEMA = pa.schema([("uid", pa.string())])
+
+
+class UidList:
+    """uids a run is restricted to, as a Parquet file with a ``uid`` column (a subset's
+    ``uids.parquet``) that the engine reads and joins against; never loaded on the driver."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+
+    def __len__(self) -> int:  # rows, repeats included (as the list it stands for)
+        return pq.ParquetFile(self.path).metadata.num_rows
+
+
 def write_uid_filter(dataset: Dataset, run: str, uids) -> str | None:
     """Store the uids a run is restricted to where every task can read them; None = no filter."""
     if uids is None:
         return None
+    if isinstance(uids, UidList):
+        return uids.path
     arr = uids if isinstance(uids, (pa.Array, pa.ChunkedArray)) else pa.array(list(uids), pa.string())
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -57,6 +73,19 @@ def write_uid_filter(dataset: Dataset, run: str, uids) -> str | None:
     path = dataset.root / "_tmp" / run / "input_uids.parquet"
     write_parquet_atomic(pa.table({"uid": arr}), path)
     return str(path)
+
+
+def uid_frame(executor, uid_filter: str | None):
+    """The distinct uids of a stored input restriction as an engine frame; None = no filter."""
+    if not uid_filter:
+        return None
+    return executor.frame_read([uid_filter], UID_SCHEMA).distinct()
+
+
+def restricted_frame(executor, tasks: list[dict], fn: RowsFn, schema: pa.Schema, uids=None):
+    """Rows ``fn`` yields for the tasks, restricted to the ``uids`` frame by a semi-join."""
+    frame = executor.frame_from_tasks(tasks, fn, schema)
+    return frame.semi_join(uids) if uids is not None else frame
 
 
 def read_uid_filter(path: str | None) -> pa.Array | None:
@@ -73,15 +102,30 @@ def restrict(table: pa.Table, uid_filter: pa.Array | None) -> pa.Table:
     return table.filter(pc.is_in(table.column("uid"), value_set=uid_filter))
 
 
-def subset_uids(dataset: Dataset, subset: str | None) -> pa.Array | None:
+def subset_uids(dataset: Dataset, subset: str | None):
+    """The input restriction ``--subset`` names: a ``UidList`` over its Parquet file (read by
+    the engine), or, for a DataComp ``.npy`` / raw subset file, the uids themselves."""
     if not subset:
         return None
-    from curate.subset import read_subset
+    from curate.subset import read_subset, subset_dir
+    from curate.subset_file import is_parquet
 
     p = Path(subset)
     src = p if (p.exists() and (p.is_file() or (p / "uids.parquet").exists())) else None
-    uids = read_subset(src) if src is not None else read_subset(dataset, subset)
-    return pa.array(uids, pa.string())
+    if src is None:
+        src = subset_dir(dataset, subset) / "uids.parquet"
+        if not src.exists():
+            read_subset(dataset, subset)  # its error: subset not found
+    if src.is_dir():
+        src = src / "uids.parquet"
+    if src.suffix == ".parquet" or is_parquet(src):
+        try:
+            if "uid" not in pq.read_schema(src).names:
+                raise DatasetError(f"{src}: not a subset Parquet with a uid column")
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DatasetError(f"{src}: not a subset Parquet with a uid column ({e})") from None
+        return UidList(src)
+    return pa.array(read_subset(src), pa.string())
 
 
 def missing_uids(wanted: pa.Array | None, present: pa.Array) -> pa.Array:

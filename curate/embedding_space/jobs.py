@@ -16,8 +16,8 @@ from curate.decisions import decisions_table, write_decisions
 from curate.embedding_space import dbp as _dbp
 from curate.embedding_space import guards as _guards
 from curate.embedding_space.clusters import cleanup_tmp, load_clustering, write_cluster_stats
-from curate.embedding_space.common import (collect_rows, embeddings_table, grouped_apply, missing_uids,
-                                           read_uid_filter, restrict, shard_tasks, write_uid_filter)
+from curate.embedding_space.common import (UID_SCHEMA, collect_rows, embeddings_table, read_uid_filter,
+                                           restrict, restricted_frame, shard_tasks, uid_frame, write_uid_filter)
 from curate.embedding_space.decontaminate import REASON as EVAL_REASON
 from curate.embedding_space.semdedup import KEEP_CHOICES, semdedup_group_table
 from curate.embedding_space.vectors import (binary_to_matrix, embedding_columns, embedding_matrix,
@@ -25,7 +25,7 @@ from curate.embedding_space.vectors import (binary_to_matrix, embedding_columns,
 from curate.engine import LocalExecutor, worker_cache
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
-from curate.subset import write_subset
+from curate.selection import finish_selection
 from curate.tables import Dataset, load_schema
 
 NO_EMBEDDING = "no_embedding"
@@ -44,59 +44,39 @@ def _ds(dataset) -> Dataset:
 
 def _finish(ds: Dataset, run: str, stage: str, decisions: pa.Table, manifest: RunManifest, output: str | None,
             extra_counts: dict | None = None, guards: tuple[dict, list[str]] | None = None,
-            removal_guard: bool = True) -> dict:
-    """Write decisions, the kept subset and the manifest; check every input has one row.
-
-    ``guards``: (similarity distributions, warnings) of the stage; the removal guard is added here."""
-    n = decisions.num_rows
-    distinct = len(pc.unique(decisions.column("uid")))
-    if distinct != n:
-        raise DatasetError(f"{run}: {n - distinct} input uids got more than one decision (duplicate uids in input?)")
-    n_kept = int(pc.sum(decisions.column("kept")).as_py() or 0) if n else 0
-    dists, warns = guards or ({}, [])
-    if removal_guard:
-        warns = list(warns) + _guards.removal_warning(stage, n, n - n_kept)
-    g = _guards.guards_record(dists, warns)
-    with manifest.stage("write"):
-        counts = write_decisions(ds, run, decisions)
-        kept = decisions.filter(decisions.column("kept")).column("uid")
-        name = output or run
-        write_subset(ds, name, kept, {"stage": stage, "run": run, "params": manifest["params"],
-                                      "input_count": n, "reasons": counts, "guards": g})
-    c = {"input": n, "kept": int(counts.get("kept", 0)), "removed": n - int(counts.get("kept", 0)),
-         "reasons": counts}
-    c.update(extra_counts or {})
-    manifest["counts"] = c
-    manifest["guards"] = g
-    manifest["outputs"] = {"decisions": f"decisions/{run}", "subset": f"subsets/{name}"}
-    manifest.write(ds, run)
-    cleanup_tmp(ds, run)
-    return {"run": run, "counts": c, "decisions": decisions, "timings_s": manifest["timings_s"], "guards": g}
-
-
-def _values_histogram(dec: pa.Table, transform=None) -> np.ndarray:
-    """Histogram of a decisions table's ``value`` column (the similarity each row was judged by)."""
-    v = dec.column("value").to_numpy(zero_copy_only=False) if dec.num_rows else np.zeros(0)
-    v = np.asarray([np.nan if x is None else x for x in v], dtype=np.float64) if v.dtype == object else v
-    return _guards.histogram(transform(v) if transform else v)
+            removal_guard: bool = True, executor=None) -> dict:
+    """``curate.selection.finish_selection`` for a decisions table the driver already holds
+    (kept for steps not yet written as frames); the result also carries the table."""
+    executor = executor or LocalExecutor()
+    res = finish_selection(executor, ds, run, stage, executor.frame_from_table(decisions.select(DECISIONS.names)
+                                                                                .cast(DECISIONS)),
+                           manifest, output, extra_counts, guards=guards, removal_guard=removal_guard,
+                           cleanup=lambda: cleanup_tmp(ds, run))
+    res["decisions"] = decisions
+    return res
 
 
 def _clustering_health(ds: Dataset, meta: dict) -> tuple[dict, list[str]]:
     return _guards.table_health(ds, meta["embeddings_table"], meta["embedding"])
 
 
-def _missing_decisions(ds: Dataset, input_uids, table: str, stage: str, reason: str) -> pa.Table:
-    if input_uids is None:
-        return decisions_table([], stage, [], [])
-    present = pa.concat_arrays([pq.read_table(p, columns=["uid"]).column("uid").combine_chunks()
-                                for p in ds.shards(table)]) if ds.shards(table) else pa.array([], pa.string())
-    miss = missing_uids(input_uids, present)
-    return decisions_table(miss, stage, [False] * len(miss), [reason] * len(miss))
+def _missing_frame(executor, ds: Dataset, uids, table: str, stage: str, reason: str):
+    """Decisions (removed, ``reason``) for the restriction's uids absent from ``table``: an
+    anti-join in the engine; None without a restriction."""
+    if uids is None:
+        return None
+    present = executor.frame_read([str(p) for p in ds.shards(table)], UID_SCHEMA)
+
+    def to_decisions(batch: pa.RecordBatch) -> pa.Table:
+        n = batch.num_rows
+        return decisions_table(batch.column("uid"), stage, pa.array([False] * n), pa.array([reason] * n, pa.string()))
+
+    return uids.anti_join(present).map_batches(to_decisions, DECISIONS)
 
 
-def _concat_decisions(*tables: pa.Table) -> pa.Table:
-    parts = [t.select(DECISIONS.names).cast(DECISIONS) for t in tables if t.num_rows]
-    return pa.concat_tables(parts) if parts else DECISIONS.empty_table()
+def _with_missing(decisions, missing):
+    decisions = decisions.select(DECISIONS.names)
+    return decisions.union(missing) if missing is not None else decisions
 
 
 # ---------------------------------------------------------------- checks (before any engine starts)
@@ -216,24 +196,28 @@ def _row_schema(with_embedding: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _clustering_tasks(ds: Dataset, clusters: str, uid_filter, with_embedding: bool):
+def _clustering_tasks(ds: Dataset, clusters: str, with_embedding: bool):
     _, meta = load_clustering(ds, clusters)
     table = meta["embeddings_table"]
     if not ds.has_table(table):
         raise DatasetError(f"clustering {clusters!r} was made from {table}, which is missing in {ds.root}")
-    return meta, table, shard_tasks(ds, table, clusters=clusters, uid_filter=uid_filter,
+    return meta, table, shard_tasks(ds, table, clusters=clusters,
                                     embedding=meta["embedding"] if with_embedding else None)
 
 
-def _per_cluster(dec: pa.Table, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(size, kept, d_intra) per cluster over the run's input rows."""
-    cid = dec.column("cluster_id").to_numpy()
-    kept = dec.column("kept").to_numpy(zero_copy_only=False)
-    size = np.bincount(cid, minlength=k)
-    dsum = np.bincount(cid, weights=dec.column("distance").to_numpy().astype(np.float64), minlength=k)
+def _per_cluster(dec, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(size, kept, d_intra) per cluster over the run's input rows, summed by the engine."""
+    t = dec.aggregate(["cluster_id", "kept"], {"n": ("uid", "count"), "dsum": ("distance", "sum")}
+                      ).collect_small(2 * k)
+    cid = t.column("cluster_id").to_numpy()
+    n = t.column("n").to_numpy().astype(np.int64)
+    kept_rows = t.column("kept").to_numpy(zero_copy_only=False).astype(bool)
+    size = np.bincount(cid, weights=n, minlength=k).astype(np.int64)
+    kept = np.bincount(cid[kept_rows], weights=n[kept_rows], minlength=k).astype(np.int64)
+    dsum = np.bincount(cid, weights=t.column("dsum").to_numpy().astype(np.float64), minlength=k)
     with np.errstate(invalid="ignore", divide="ignore"):
         d_intra = np.where(size > 0, dsum / np.maximum(size, 1), np.nan)
-    return size, np.bincount(cid, weights=kept.astype(np.float64), minlength=k).astype(np.int64), d_intra
+    return size, kept, d_intra
 
 
 def _with_cluster(out: pa.Table, group: pa.Table) -> pa.Table:
@@ -249,8 +233,8 @@ def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep
     executor = executor or LocalExecutor()
     check_semdedup(ds, clusters, eps, keep)
     c, _ = load_clustering(ds, clusters)
-    uid_filter = write_uid_filter(ds, run, input_uids)
-    meta, table, tasks = _clustering_tasks(ds, clusters, uid_filter, with_embedding=True)
+    uids = uid_frame(executor, write_uid_filter(ds, run, input_uids))
+    meta, table, tasks = _clustering_tasks(ds, clusters, with_embedding=True)
     m = RunManifest(run, dict(stage="semdedup", clusters=clusters, eps=eps, keep=keep, seed=seed,
                               model_id=meta["model_id"], embedding=meta["embedding"],
                               restricted=input_uids is not None, engine=executor.name))
@@ -263,29 +247,23 @@ def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep
         return _with_cluster(out, group)  # rows are in group order
 
     with m.stage("semdedup"):
-        dec = grouped_apply(executor, tasks, _cluster_rows, _row_schema(True), "cluster_id", group_fn, DECISIONS_C)
-    size, kept, d_intra = _per_cluster(dec, c.shape[0])
-    write_cluster_stats(ds, run, size, d_intra, _dbp.centroid_d_inter(c), kept=kept)
-    miss = _missing_decisions(ds, input_uids, table, "semdedup", NO_EMBEDDING)
-    health, warns = _clustering_health(ds, meta)
-    dists = {"embeddings": health, "acted_on": _guards.distribution(
-        _values_histogram(dec), "largest cosine to an earlier item of the same cluster")}
-    return _finish(ds, run, "semdedup", _concat_decisions(dec, miss), m, output,
-                   {"clusters_with_removals": int(((size - kept) > 0).sum())}, guards=(dists, warns))
+        rows = restricted_frame(executor, tasks, _cluster_rows, _row_schema(True), uids)
+        dec = rows.group_apply("cluster_id", group_fn, DECISIONS_C).cache()
+        size, kept, d_intra = _per_cluster(dec, c.shape[0])
+    try:
+        write_cluster_stats(ds, run, size, d_intra, _dbp.centroid_d_inter(c), kept=kept)
+        miss = _missing_frame(executor, ds, uids, table, "semdedup", NO_EMBEDDING)
+        health, warns = _clustering_health(ds, meta)
+        return finish_selection(executor, ds, run, "semdedup", _with_missing(dec, miss), m, output,
+                                {"clusters_with_removals": int(((size - kept) > 0).sum())},
+                                guards=({"embeddings": health}, warns),
+                                acted_on=("largest cosine to an earlier item of the same cluster", None),
+                                cleanup=lambda: cleanup_tmp(ds, run))
+    finally:
+        dec.release()
 
 
 # ---------------------------------------------------------------- DBP / SSP
-def _stats_task(task: dict) -> dict:
-    k = task["k"]
-    size = np.zeros(k, np.int64)
-    dsum = np.zeros(k)
-    for b in _cluster_rows(task):
-        cid = b.column("cluster_id").to_numpy()
-        size += np.bincount(cid, minlength=k)
-        dsum += np.bincount(cid, weights=b.column("distance").to_numpy().astype(np.float64), minlength=k)
-    return {"size": size.tolist(), "distance_sum": dsum.tolist()}
-
-
 def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp", run: str | None = None,
               keep: str = "hard", seed: int = 0, temperature: float = 0.5, balance_ratio: float = 0.5,
               n_neighbors: int = 20, input_uids=None, executor=None, output: str | None = None) -> dict:
@@ -296,8 +274,8 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
     check_prune(ds, clusters, keep_fraction, method, keep, temperature, balance_ratio, n_neighbors)
     c, _ = load_clustering(ds, clusters)
     k = c.shape[0]
-    uid_filter = write_uid_filter(ds, run, input_uids)
-    meta, table, tasks = _clustering_tasks(ds, clusters, uid_filter, with_embedding=False)
+    uids = uid_frame(executor, write_uid_filter(ds, run, input_uids))
+    meta, table, tasks = _clustering_tasks(ds, clusters, with_embedding=False)
     params = dict(stage=method, clusters=clusters, keep_fraction=keep_fraction, keep=keep, seed=seed,
                   model_id=meta["model_id"], restricted=input_uids is not None, engine=executor.name)
     if method == "dbp":
@@ -305,9 +283,11 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
     m = RunManifest(run, params)
     m["inputs"] = [{"table": f"clusters/{clusters}", "rows": ds.count(f"clusters/{clusters}")}]
     with m.stage("stats"):
-        res = executor.map_tasks([dict(t, k=k) for t in tasks], _stats_task, "cluster stats")
-        size = np.sum([r["size"] for r in res], axis=0).astype(np.int64) if res else np.zeros(k, np.int64)
-        dsum = np.sum([r["distance_sum"] for r in res], axis=0) if res else np.zeros(k)
+        rows = restricted_frame(executor, tasks, _cluster_rows, _row_schema(False), uids).cache()
+        t = rows.aggregate(["cluster_id"], {"n": ("uid", "count"), "dsum": ("distance", "sum")}).collect_small(k)
+        cid = t.column("cluster_id").to_numpy()
+        size = np.bincount(cid, weights=t.column("n").to_numpy(), minlength=k).astype(np.int64)
+        dsum = np.bincount(cid, weights=t.column("dsum").to_numpy().astype(np.float64), minlength=k)
     total = int(size.sum())
     try:
         n_keep = _dbp.n_keep_from_fraction(total, keep_fraction)
@@ -336,18 +316,26 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
         return _with_cluster(out, group)
 
     with m.stage("select"):
-        dec = grouped_apply(executor, tasks, _cluster_rows, _row_schema(False), "cluster_id", group_fn, DECISIONS_C)
-    size2, kept, _ = _per_cluster(dec, k)
-    if not np.array_equal(size2, size) or int(kept.sum()) != n_keep:
-        raise DatasetError(f"{run}: internal count mismatch (kept {int(kept.sum())}, planned {n_keep})")
-    write_cluster_stats(ds, run, size, d_intra, d_inter, plan["complexity"], plan["probability"], quota, kept)
-    miss = _missing_decisions(ds, input_uids, table, stage, NO_EMBEDDING)
-    health, warns = _clustering_health(ds, meta)
-    dists = {"embeddings": health, "acted_on": _guards.distribution(
-        _values_histogram(dec, lambda d: 1.0 - d), "cosine to the cluster centroid")}
-    # removing most of the input is what a small --keep-fraction asks for: no removal warning here
-    return _finish(ds, run, stage, _concat_decisions(dec, miss), m, output, {"target_kept": n_keep},
-                   guards=(dists, warns), removal_guard=False)
+        dec = rows.group_apply("cluster_id", group_fn, DECISIONS_C).cache()
+        size2, kept, _ = _per_cluster(dec, k)
+    try:
+        if not np.array_equal(size2, size) or int(kept.sum()) != n_keep:
+            raise DatasetError(f"{run}: internal count mismatch (kept {int(kept.sum())}, planned {n_keep})")
+        write_cluster_stats(ds, run, size, d_intra, d_inter, plan["complexity"], plan["probability"], quota, kept)
+        miss = _missing_frame(executor, ds, uids, table, stage, NO_EMBEDDING)
+        health, warns = _clustering_health(ds, meta)
+        # removing most of the input is what a small --keep-fraction asks for: no removal warning here
+        return finish_selection(executor, ds, run, stage, _with_missing(dec, miss), m, output,
+                                {"target_kept": n_keep}, guards=({"embeddings": health}, warns),
+                                acted_on=("cosine to the cluster centroid", _one_minus), removal_guard=False,
+                                cleanup=lambda: cleanup_tmp(ds, run))
+    finally:
+        dec.release()
+        rows.release()
+
+
+def _one_minus(d: np.ndarray) -> np.ndarray:
+    return 1.0 - d
 
 
 # ---------------------------------------------------------------- exact duplicates
@@ -361,25 +349,52 @@ def _downloads_rows(task: dict):
         yield from t.to_batches()
 
 
-def run_exact_dedup(dataset, run: str = "exact_dedup", input_uids=None, executor=None, output: str | None = None) -> dict:
+_HASH_SCHEMA = pa.schema([("bucket", pa.string()), ("uid", pa.string()), ("sha256", pa.string())])
+HASH_BUCKET_CHARS = 4  # rows group by this prefix of the hash: whole hash groups, bounded group size
+
+
+def _downloaded(batch: pa.RecordBatch):
+    return pc.fill_null(pc.and_(pc.equal(batch.column("status"), "success"), pc.is_valid(batch.column("sha256"))), False)
+
+
+def _hash_rows(batch: pa.RecordBatch) -> pa.Table:
+    b = batch.filter(_downloaded(batch))
+    sha = b.column("sha256")
+    return pa.table([pc.utf8_slice_codeunits(sha, 0, HASH_BUCKET_CHARS), b.column("uid"), sha], schema=_HASH_SCHEMA)
+
+
+def _not_downloaded(batch: pa.RecordBatch) -> pa.Table:
+    b = batch.filter(pc.invert(_downloaded(batch)))
+    n = b.num_rows
+    return decisions_table(b.column("uid"), "exact_dedup", pa.array([False] * n), pa.array([NOT_DOWNLOADED] * n, pa.string()))
+
+
+def _exact_group(group: pa.Table) -> pa.Table:
     from curate.embedding_space.duplicates import exact_duplicate_decisions
 
+    return exact_duplicate_decisions(group.column("uid"), group.column("sha256"), stage="exact_dedup")
+
+
+def run_exact_dedup(dataset, run: str = "exact_dedup", input_uids=None, executor=None, output: str | None = None) -> dict:
+    """One sample per sha256 of the downloaded bytes (the smallest uid); rows group by hash
+    (prefix buckets) in the engine, so no driver holds the downloads table."""
     ds = _ds(dataset)
     executor = executor or LocalExecutor()
     check_exact_dedup(ds)
-    uid_filter = write_uid_filter(ds, run, input_uids)
+    uids = uid_frame(executor, write_uid_filter(ds, run, input_uids))
     m = RunManifest(run, dict(stage="exact_dedup", restricted=input_uids is not None, engine=executor.name))
     m["inputs"] = [{"table": "downloads", "rows": ds.count("downloads")}]
     with m.stage("read"):
-        rows = collect_rows(executor, shard_tasks(ds, "downloads", uid_filter=uid_filter), _downloads_rows, _DL_SCHEMA)
-    ok = pc.and_(pc.equal(rows.column("status"), "success"), pc.is_valid(rows.column("sha256")))
-    ok = pc.fill_null(ok, False)
-    good, bad = rows.filter(ok), rows.filter(pc.invert(ok))
-    with m.stage("dedup"):
-        dec = exact_duplicate_decisions(good.column("uid"), good.column("sha256"), stage="exact_dedup")
-    failed = decisions_table(bad.column("uid"), "exact_dedup", [False] * bad.num_rows, [NOT_DOWNLOADED] * bad.num_rows)
-    miss = _missing_decisions(ds, input_uids, "downloads", "exact_dedup", NOT_DOWNLOADED)
-    return _finish(ds, run, "exact_dedup", _concat_decisions(dec, failed, miss), m, output)
+        rows = restricted_frame(executor, shard_tasks(ds, "downloads"), _downloads_rows, _DL_SCHEMA, uids).cache()
+    try:
+        with m.stage("dedup"):
+            dec = rows.map_batches(_hash_rows, _HASH_SCHEMA).group_apply("bucket", _exact_group, DECISIONS)
+        dec = dec.union(rows.map_batches(_not_downloaded, DECISIONS))
+        miss = _missing_frame(executor, ds, uids, "downloads", "exact_dedup", NOT_DOWNLOADED)
+        return finish_selection(executor, ds, run, "exact_dedup", _with_missing(dec, miss), m, output,
+                                cleanup=lambda: cleanup_tmp(ds, run))
+    finally:
+        rows.release()
 
 
 # ---------------------------------------------------------------- near duplicates
@@ -434,11 +449,13 @@ def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_de
         scores = rows.column("clip_score").to_numpy() if keep_by == "clip_score" else None
         dec, stats = near_duplicate_decisions(rows.column("uid").to_pylist(), x, threshold, scores=scores,
                                               stage="near_dedup", index=index)
-    miss = _missing_decisions(ds, input_uids, table, "near_dedup", NO_EMBEDDING)
+    # (the search still runs on the driver: issue 13's IVF-partitioned near dedup replaces it)
+    miss = _missing_frame(executor, ds, uid_frame(executor, uid_filter), table, "near_dedup", NO_EMBEDDING)
     health, warns = _guards.table_health(ds, table, embedding)
-    dists = {"embeddings": health, "acted_on": _guards.distribution(
-        _values_histogram(dec), "cosine of each removed sample to its group")}
-    return _finish(ds, run, "near_dedup", _concat_decisions(dec, miss), m, output, stats, guards=(dists, warns))
+    return finish_selection(executor, ds, run, "near_dedup", _with_missing(executor.frame_from_table(dec.select(DECISIONS.names).cast(DECISIONS)), miss), m,
+                            output, stats, guards=({"embeddings": health}, warns),
+                            acted_on=("cosine of each removed sample to its group", None),
+                            cleanup=lambda: cleanup_tmp(ds, run))
 
 
 # ---------------------------------------------------------------- decontamination
@@ -467,6 +484,15 @@ def _decontam_rows(task: dict):
 
 
 _DECONTAM_SCHEMA = pa.schema([("uid", pa.string()), ("similarity", pa.float32()), ("eval_index", pa.int64())])
+_PER_EVAL = pa.schema([("eval_index", pa.int64()), ("count", pa.int64()), ("best", pa.float64()),
+                       ("nearest", pa.string())])
+
+
+def _nearest_copy(group: pa.Table) -> pa.Table:
+    """One evaluation image's pool copies: their number, the closest (ties: smallest uid)."""
+    top = group.sort_by([("similarity", "descending"), ("uid", "ascending")]).slice(0, 1)
+    return pa.table([top.column("eval_index"), pa.array([group.num_rows], pa.int64()),
+                     top.column("similarity").cast(pa.float64()), top.column("uid")], schema=_PER_EVAL)
 
 
 def load_eval_embeddings(source: str, dataset: Dataset, model_id: str, model_name: str | None = None,
@@ -524,37 +550,49 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
     npy = tmp / "eval.npy"
     with open(npy, "wb") as f:
         np.save(f, np.ascontiguousarray(ex, dtype=np.float32))
-    uid_filter = write_uid_filter(ds, run, input_uids)
+    uids = uid_frame(executor, write_uid_filter(ds, run, input_uids))
     with m.stage("search"):
-        rows = collect_rows(executor, shard_tasks(ds, table, eval_npy=str(npy), uid_filter=uid_filter),
-                            _decontam_rows, _DECONTAM_SCHEMA)
-    sims = rows.column("similarity").to_numpy()
-    eidx = rows.column("eval_index").to_numpy()
-    removed = sims >= threshold
-    eids = np.asarray(eval_ids, dtype=object)
-    dec = decisions_table(rows.column("uid"), "decontaminate", (~removed).tolist(),
-                          np.where(removed, EVAL_REASON, "kept").tolist(), sims.astype(np.float64).tolist(),
-                          [eids[i] if r else None for i, r in zip(eidx, removed)])
-    # per evaluation image: how many pool samples were its near copies, the closest one
-    uids = np.asarray(rows.column("uid").to_pylist(), dtype=object)
-    count = np.bincount(eidx[removed], minlength=len(eval_ids))
-    best = np.full(len(eval_ids), np.nan)
-    nearest = np.full(len(eval_ids), None, dtype=object)
-    for j in np.flatnonzero(removed)[np.lexsort((uids[removed], -sims[removed]))]:
-        e = eidx[j]
-        if nearest[e] is None:
-            best[e], nearest[e] = float(sims[j]), uids[j]
-    report = pa.Table.from_arrays(
-        [pa.array(eval_ids, pa.string()), pa.array(count.astype(np.int64)),
-         pa.array(best, pa.float64(), mask=np.isnan(best)), pa.array(nearest.tolist(), pa.string())],
-        schema=load_schema("decontamination").arrow())
-    ds.write_table(f"decontamination/{run}", report)
-    miss = _missing_decisions(ds, input_uids, table, "decontaminate", NO_EMBEDDING)
-    health, warns = _guards.table_health(ds, table, "image")
-    dists = {"embeddings": health,
-             "acted_on": _guards.distribution(_guards.histogram(sims), "cosine to the nearest evaluation image")}
-    res = _finish(ds, run, "decontaminate", _concat_decisions(dec, miss), m, output,
-                  {"eval_images": len(eval_ids), "eval_images_with_copies": int((count > 0).sum())},
-                  guards=(dists, warns))
+        rows = restricted_frame(executor, shard_tasks(ds, table, eval_npy=str(npy)), _decontam_rows,
+                                _DECONTAM_SCHEMA, uids).cache()
+        eval_names = pa.array(eval_ids, pa.string())
+
+        def to_decisions(batch: pa.RecordBatch) -> pa.Table:
+            sims = batch.column("similarity").to_numpy()
+            removed = sims >= threshold
+            detail = pc.if_else(pa.array(removed), eval_names.take(batch.column("eval_index")),
+                                pa.nulls(batch.num_rows, pa.string()))
+            return decisions_table(batch.column("uid"), "decontaminate", pa.array(~removed),
+                                   pa.array(np.where(removed, EVAL_REASON, "kept")), pa.array(sims.astype(np.float64)),
+                                   detail)
+
+        def hits(batch: pa.RecordBatch) -> pa.Table:
+            return pa.Table.from_batches([batch]).filter(pc.greater_equal(batch.column("similarity"), threshold))
+
+        # per evaluation image: how many pool samples were its near copies, the closest one
+        # (highest similarity, then smallest uid); one row per evaluation image comes back
+        per_eval = (rows.map_batches(hits, _DECONTAM_SCHEMA).group_apply("eval_index", _nearest_copy, _PER_EVAL)
+                    .collect_small(len(eval_ids)))
+    try:
+        e = per_eval.column("eval_index").to_numpy()
+        count = np.zeros(len(eval_ids), np.int64)
+        count[e] = per_eval.column("count").to_numpy()
+        best = np.full(len(eval_ids), np.nan)
+        best[e] = per_eval.column("best").to_numpy()
+        nearest = np.full(len(eval_ids), None, dtype=object)
+        nearest[e] = per_eval.column("nearest").to_pylist()
+        report = pa.Table.from_arrays(
+            [eval_names, pa.array(count), pa.array(best, pa.float64(), mask=np.isnan(best)),
+             pa.array(nearest.tolist(), pa.string())], schema=load_schema("decontamination").arrow())
+        ds.write_table(f"decontamination/{run}", report)
+        miss = _missing_frame(executor, ds, uids, table, "decontaminate", NO_EMBEDDING)
+        health, warns = _guards.table_health(ds, table, "image")
+        res = finish_selection(executor, ds, run, "decontaminate",
+                               _with_missing(rows.map_batches(to_decisions, DECISIONS), miss), m, output,
+                               {"eval_images": len(eval_ids), "eval_images_with_copies": int((count > 0).sum())},
+                               guards=({"embeddings": health}, warns),
+                               acted_on=("cosine to the nearest evaluation image", None),
+                               cleanup=lambda: cleanup_tmp(ds, run))
+    finally:
+        rows.release()
     res["report"] = report
     return res

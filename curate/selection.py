@@ -1,0 +1,147 @@
+"""The one selection finish: a step's decisions become ``decisions/<run>``, ``subsets/<name>``
+and the run manifest, written by the workers.
+
+The contract (docs/ARCHITECTURE.md, "Selection steps"): a selection step builds a frame of
+decision rows with the ``decisions`` schema (uid, stage, kept, reason, value, detail), one row
+per input uid and stage, ``reason == "kept"`` exactly where ``kept``; it never collects them.
+``finish_selection`` then
+
+1. counts rows per (reason, kept) and distinct uids with the engine (a distributed count, not
+   a driver-side unique) and fails if an input uid got more than one decision;
+2. sums the per-task partial histograms of the decision ``value`` (the guards' "acted on"
+   distribution) when the step asks for one;
+3. writes ``decisions/<run>`` sorted by (uid, stage) in shards of exactly
+   ``DECISIONS_SHARD_ROWS`` rows (range-partitioned sort, written by the workers);
+4. streams the kept uids from those sorted shards into ``subsets/<name>`` (``uids.parquet``
+   and DataComp's ``uids.npy``, one batch in memory at a time);
+5. writes the manifest with one set of count keys: ``input``, ``kept``, ``removed`` and
+   ``reasons`` (rows per reason), plus what the step adds.
+
+Only the per-reason counts, the histogram bins and one record per written shard reach the
+driver. The bytes equal the driver-side finish this replaces.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from curate.errors import DatasetError
+from curate.manifest import RunManifest
+from curate.names import check_name
+from curate.subset import sorted_uids_from_table, write_subset_sorted
+from curate.tables import Dataset, load_schema
+
+DECISIONS_SHARD_ROWS = 2_000_000
+MAX_REASONS = 10_000  # distinct (reason, kept) pairs a step may produce; more is a bug
+DECISIONS = load_schema("decisions").arrow()
+
+
+def count_reasons(decisions) -> tuple[dict[str, int], int]:
+    """(rows per reason sorted by reason, rows kept) of a decisions frame, counted by the engine."""
+    t = decisions.aggregate(["reason", "kept"], {"n": ("uid", "count")}).collect_small(MAX_REASONS)
+    reasons: dict[str, int] = {}
+    kept = 0
+    for r, k, n in zip(t.column("reason").to_pylist(), t.column("kept").to_pylist(), t.column("n").to_pylist()):
+        reasons[r] = reasons.get(r, 0) + int(n)
+        kept += int(n) if k else 0
+    return dict(sorted(reasons.items())), kept
+
+
+def value_histogram(decisions, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """The guards' fixed-bin histogram of the decisions' ``value`` column: a partial histogram
+    per batch on the workers, summed by bin by the engine (at most ``guards.BINS`` rows back)."""
+    from curate.embedding_space import guards
+    from curate.engine.frame import HISTOGRAM_SCHEMA
+
+    def partial(batch: pa.RecordBatch) -> pa.Table:
+        v = batch.column("value").to_numpy(zero_copy_only=False)
+        v = np.asarray([np.nan if x is None else x for x in v], dtype=np.float64) if v.dtype == object else v
+        h = guards.histogram(transform(v) if transform else v)
+        nz = np.flatnonzero(h)
+        return pa.table([pa.array(nz.astype(np.int32)), pa.array(h[nz])], schema=HISTOGRAM_SCHEMA)
+
+    bins = (decisions.select(["value"]).map_batches(partial, HISTOGRAM_SCHEMA)
+            .aggregate(["bin"], {"n": ("n", "sum")}).collect_small(guards.BINS))
+    h = np.zeros(guards.BINS, dtype=np.int64)
+    np.add.at(h, bins.column("bin").to_numpy(), bins.column("n").to_numpy().astype(np.int64))
+    return h
+
+
+def write_decisions_frame(dataset: Dataset, run: str, decisions) -> dict:
+    """``decisions/<run>`` from a frame: sorted by (uid, stage), exact-size shards, by the workers."""
+    check_name(run, "decisions run name", reserved=False)
+    return decisions.write_sorted(dataset, f"decisions/{run}", "decisions", ["uid", "stage"], DECISIONS_SHARD_ROWS)
+
+
+def write_kept_subset(dataset: Dataset, run: str, name: str, kept: int, manifest: dict, stages: int = 1):
+    """``subsets/<name>`` streamed from the sorted ``decisions/<run>``: uids every one of the
+    ``stages`` decisions kept."""
+    return write_subset_sorted(dataset, name, sorted_uids_from_table(dataset, f"decisions/{run}", "kept", stages),
+                               kept, manifest)
+
+
+class RunResult(dict):
+    """A finished run: counts, guards, timings. ``result["decisions"]`` reads the written
+    decisions table on demand (tests and recipe stages), so nothing per row is held before."""
+
+    def __init__(self, dataset: Dataset, decisions_run: str, **items):
+        super().__init__(**items)
+        self._dataset, self._run = dataset, decisions_run
+
+    def __missing__(self, key):
+        if key == "decisions":
+            return self._dataset.read(f"decisions/{self._run}", schema="decisions")
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        return self[key] if key == "decisions" or key in self else default
+
+
+def finish_selection(executor, dataset: Dataset, run: str, stage: str, decisions, manifest: RunManifest,
+                     output: str | None = None, extra_counts: dict | None = None,
+                     guards: tuple[dict, list[str]] | None = None, acted_on: tuple[str, Callable | None] | None = None,
+                     removal_guard: bool = True, cleanup: Callable[[], None] | None = None) -> RunResult:
+    """Check, count and write a selection step's decisions frame (module docstring).
+
+    ``guards``: (distributions, warnings) the step measured itself; ``acted_on``: (what,
+    transform) asks for the histogram of the decisions' values under ``distributions["acted_on"]``;
+    the removal guard (most of the input removed) is added unless ``removal_guard`` is False.
+    """
+    from curate.embedding_space import guards as _guards
+
+    dec = decisions.cache()
+    try:
+        reasons, n_kept = count_reasons(dec)
+        n = sum(reasons.values())
+        distinct = dec.select(["uid"]).distinct().count()
+        if distinct != n:
+            raise DatasetError(f"{run}: {n - distinct} input uids got more than one decision (duplicate uids in input?)")
+        dists, warns = guards or ({}, [])
+        dists = dict(dists)
+        if acted_on is not None:
+            what, transform = acted_on
+            dists["acted_on"] = _guards.distribution(value_histogram(dec, transform), what)
+        if removal_guard:
+            warns = list(warns) + _guards.removal_warning(stage, n, n - n_kept)
+        g = _guards.guards_record(dists, warns)
+        with manifest.stage("write"):
+            write_decisions_frame(dataset, run, dec)
+            name = output or run
+            write_kept_subset(dataset, run, name, n_kept,
+                              {"stage": stage, "run": run, "params": manifest["params"], "input_count": n,
+                               "reasons": reasons, "guards": g})
+    finally:
+        dec.release()
+    c = {"input": n, "kept": int(reasons.get("kept", 0)), "removed": n - int(reasons.get("kept", 0)),
+         "reasons": reasons}
+    c.update(extra_counts or {})
+    manifest["counts"] = c
+    manifest["guards"] = g
+    manifest["outputs"] = {"decisions": f"decisions/{run}", "subset": f"subsets/{name}"}
+    manifest.write(dataset, run)
+    if cleanup is not None:
+        cleanup()
+    return RunResult(dataset, run, run=run, counts=c, timings_s=manifest["timings_s"], guards=g)
