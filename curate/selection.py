@@ -83,6 +83,23 @@ def write_kept_subset(dataset: Dataset, run: str, name: str, kept: int, manifest
                                kept, manifest)
 
 
+SUBSET_TMP_ROWS = 1_000_000
+
+
+def write_subset_frame(dataset: Dataset, name: str, uids, manifest: dict):
+    """``subsets/<name>`` from a frame of uids in any order: the workers sort it into temporary
+    shards (``_tmp/subset-<name>``), the driver streams those into the subset's files."""
+    import shutil
+
+    tmp = f"_tmp/subset-{name}"
+    try:
+        written = uids.select(["uid"]).write_sorted(dataset, tmp, load_schema("subset"), ["uid"], SUBSET_TMP_ROWS)
+        return write_subset_sorted(dataset, name, sorted_uids_from_table(dataset, tmp, None), written["rows"],
+                                   manifest)
+    finally:
+        shutil.rmtree(dataset.table_dir(tmp), ignore_errors=True)
+
+
 class RunResult(dict):
     """A finished run: counts, guards, timings. ``result["decisions"]`` reads the written
     decisions table on demand (tests and recipe stages), so nothing per row is held before."""

@@ -33,7 +33,7 @@ from curate.filters.stages import FilterSpec, FilterSpecError
 from curate.filters.threshold import top_fraction_threshold
 from curate.manifest import RunManifest, file_fingerprint
 from curate.names import check_name
-from curate.subset import write_subset
+from curate.selection import write_kept_subset
 from curate.tables import Dataset, load_schema
 
 SAMPLE_COLUMNS = ["uid", "original_width", "original_height"]
@@ -336,7 +336,7 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
     m["outputs"] = {"decisions": f"decisions/{name}", "decision_rows": written["rows"]}
 
     with m.stage("subset"):
-        counts, kept = _summarize(dataset, name, [s.name for s in specs], ts["rows"])
+        counts, n_kept = _summarize(dataset, name, [s.name for s in specs], ts["rows"], executor)
         if "image_based" in resolved:  # guards: degenerate embeddings, most of the pool removed
             from curate.embedding_space import guards
 
@@ -344,11 +344,11 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
             removed = ts["rows"] - counts["image_based"].get("kept", 0)
             g["warnings"] += guards.removal_warning("image_based", ts["rows"], removed)
             m["guards"] = g
-        d = write_subset(dataset, name, kept, manifest={
+        d = write_kept_subset(dataset, name, name, n_kept, manifest={
             "stage": "filter", "filters": [str(s) for s in specs], "decisions": f"decisions/{name}",
-            "run": f"_runs/filter-{name}.json", "resolved": resolved})
+            "run": f"_runs/filter-{name}.json", "resolved": resolved}, stages=len(specs))
     m["outputs"]["subset"] = str(d.relative_to(dataset.root))
-    m["counts"] = {"samples": ts["rows"], "kept": len(kept), "removed": ts["rows"] - len(kept),
+    m["counts"] = {"samples": ts["rows"], "kept": n_kept, "removed": ts["rows"] - n_kept,
                    "filters": counts, "text_stats": {k: v for k, v in ts.items() if k != "lid_model"}}
     m.write(dataset, f"filter-{name}")
     return m.data
@@ -462,22 +462,43 @@ def _prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name
     return ctx, info
 
 
-def _summarize(dataset: Dataset, name: str, stage_names: list[str], n_samples: int) -> tuple[dict, list[str]]:
-    """Counts per filter and reason; uids every filter kept. Checks one decision per (uid, filter)."""
-    t = dataset.read(f"decisions/{name}", columns=["uid", "stage", "kept", "reason"])
+_UID_KEPT = pa.schema([("uid", pa.string()), ("kept_n", pa.int64())])
+_PER_UID = pa.schema([("n", pa.int64()), ("all_kept", pa.bool_())])
+
+
+def _uid_kept(batch: pa.RecordBatch) -> pa.Table:
+    return pa.table([batch.column("uid"), pc.cast(pc.fill_null(batch.column("kept"), False), pa.int64())],
+                    schema=_UID_KEPT)
+
+
+def _summarize(dataset: Dataset, name: str, stage_names: list[str], n_samples: int, executor) -> tuple[dict, int]:
+    """Counts per filter and reason, and how many uids every filter kept, counted by the engine
+    over the written decisions. Checks one decision per (uid, filter)."""
+    from curate.selection import DECISIONS, MAX_REASONS
+
+    dec = executor.frame_read([str(p) for p in dataset.shards(f"decisions/{name}")], DECISIONS)
+    g = dec.aggregate(["stage", "reason"], {"n": ("uid", "count")}).collect_small(MAX_REASONS)
     counts: dict[str, dict[str, int]] = {s: {} for s in stage_names}
-    g = t.group_by(["stage", "reason"]).aggregate([([], "count_all")])
-    for row in g.to_pylist():
-        counts[row["stage"]][row["reason"]] = row["count_all"]
+    for stage, reason, n in zip(g.column("stage").to_pylist(), g.column("reason").to_pylist(), g.column("n").to_pylist()):
+        counts[stage][reason] = n
     for s in stage_names:
         total = sum(counts[s].values())
         if total != n_samples:
             raise DatasetError(f"filter {s}: {total} decisions for {n_samples} samples; duplicate uids in "
                                "samples or in an embeddings table?")
         counts[s] = dict(sorted(counts[s].items()))
-    per_uid = t.group_by("uid").aggregate([("uid", "count"), ("kept", "all")])
-    if pc.max(per_uid.column("uid_count")).as_py() not in (None, len(stage_names)) or per_uid.num_rows != n_samples:
+    k = len(stage_names)
+
+    def per_uid(batch: pa.RecordBatch) -> pa.Table:
+        n = batch.column("n")
+        return pa.table([n, pc.and_(pc.equal(n, k), pc.equal(batch.column("k"), k))], schema=_PER_UID)
+
+    hist = (dec.map_batches(_uid_kept, _UID_KEPT).aggregate(["uid"], {"n": ("uid", "count"), "k": ("kept_n", "sum")})
+            .map_batches(per_uid, _PER_UID).aggregate(["n", "all_kept"], {"uids": ("n", "count")})
+            .collect_small(MAX_REASONS))
+    uids = sum(hist.column("uids").to_pylist())
+    if set(hist.column("n").to_pylist()) - {k} or uids != n_samples:
         raise DatasetError(f"decisions/{name}: not exactly one decision per sample and filter "
-                           f"({per_uid.num_rows} uids for {n_samples} samples); duplicate uids in samples?")
-    kept = per_uid.filter(per_uid.column("kept_all")).column("uid")
-    return counts, kept.to_pylist()
+                           f"({uids} uids for {n_samples} samples); duplicate uids in samples?")
+    kept = sum(u for u, a in zip(hist.column("uids").to_pylist(), hist.column("all_kept").to_pylist()) if a)
+    return counts, kept

@@ -528,7 +528,8 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
     t, every other language gets ``p_to_t`` of English's tail proportion at t (or of
     ``tail_proportion``); also writes ``language_balance/<name>``."""
     from curate.metaclip import report
-    from curate.subset import subset_dir, write_subset
+    from curate.selection import write_subset_frame
+    from curate.subset import subset_dir
 
     shards = _input_shards(dataset, MATCHES, "run `curate metadata match` first")
     if not dataset.has_table(ENTRY_COUNTS):
@@ -568,8 +569,10 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
     with manifest.stage("balance"):
         stats = executor.map_tasks(tasks, balance_shard_task, "metaclip balance")
     with manifest.stage("subset"):
-        decisions = dataset.read(f"decisions/{run}", columns=["uid", "kept"])
-        kept = decisions.filter(decisions.column("kept")).column("uid")
+        from curate.selection import DECISIONS
+
+        decisions = executor.frame_read([str(p) for p in dataset.shards(f"decisions/{run}")], DECISIONS)
+        kept = decisions.filter_true("kept").select(["uid"])
         parts = sorted((dataset.table_dir(f"{ENTRY_BALANCE}/{run}") / _COUNTS_DIR).glob("part-*.parquet"))
         counts_after = _sum_sparse_counts(parts, len(counts_before))
         if thresholds is None:
@@ -595,8 +598,8 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
         out_dir.mkdir(parents=True, exist_ok=True)
         plot = report.plot_distribution(counts_before, counts_after, t_eff, out_dir / "entry_distribution.png")
         dataset.write_json(f"subsets/{name}/entry_distribution.json", summary)
-        counts = {"input": pool, **dict(sorted(reasons.items())), "kept_total": int(len(kept))}
-        write_subset(dataset, name, kept, manifest={
+        counts = {"input": pool, **dict(sorted(reasons.items())), "kept_total": int(reasons.get("kept", 0))}
+        write_subset_frame(dataset, name, kept, manifest={
             "stage": STAGE, "params": {"t": t, "t_effective": t_eff, "t_reference_pool": t_reference_pool,
                                        "seed": seed, **({"tail_proportion": p_tail,
                                                          "t_by_language": {th.lang: th.t for th in thresholds}}
