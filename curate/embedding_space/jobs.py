@@ -56,6 +56,32 @@ def _finish(ds: Dataset, run: str, stage: str, decisions: pa.Table, manifest: Ru
     return res
 
 
+# Driver-side helpers for steps that still hold their decisions as a table (with ``_finish``).
+def _values_histogram(dec: pa.Table, transform=None) -> np.ndarray:
+    """Histogram of a decisions table's ``value`` column (the similarity each row was judged by)."""
+    v = dec.column("value").to_numpy(zero_copy_only=False) if dec.num_rows else np.zeros(0)
+    v = np.asarray([np.nan if x is None else x for x in v], dtype=np.float64) if v.dtype == object else v
+    return _guards.histogram(transform(v) if transform else v)
+
+
+def _missing_decisions(ds: Dataset, input_uids, table: str, stage: str, reason: str) -> pa.Table:
+    if input_uids is None:
+        return decisions_table([], stage, [], [])
+    from curate.embedding_space.common import UidList, missing_uids
+
+    if isinstance(input_uids, UidList):
+        input_uids = pq.read_table(input_uids.path, columns=["uid"]).column("uid").combine_chunks()
+    present = pa.concat_arrays([pq.read_table(p, columns=["uid"]).column("uid").combine_chunks()
+                                for p in ds.shards(table)]) if ds.shards(table) else pa.array([], pa.string())
+    miss = missing_uids(input_uids, present)
+    return decisions_table(miss, stage, [False] * len(miss), [reason] * len(miss))
+
+
+def _concat_decisions(*tables: pa.Table) -> pa.Table:
+    parts = [t.select(DECISIONS.names).cast(DECISIONS) for t in tables if t.num_rows]
+    return pa.concat_tables(parts) if parts else DECISIONS.empty_table()
+
+
 def _clustering_health(ds: Dataset, meta: dict) -> tuple[dict, list[str]]:
     return _guards.table_health(ds, meta["embeddings_table"], meta["embedding"])
 

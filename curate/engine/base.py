@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Iterable, Protocol
 
-from curate.engine.frame import LocalFrames
+from curate.engine.frame import LocalFrameBuilder
 from curate.engine.local_frames import ArrowFrameOps
 
 TaskFn = Callable[[dict], dict]
@@ -43,9 +43,9 @@ class Executor(Protocol):
     def frame_from_table(self, table) -> Any: ...
 
 
-class LocalExecutor(LocalFrames, ArrowFrameOps):
+class LocalExecutor(LocalFrameBuilder, ArrowFrameOps):
     """Runs tasks one after another in this process, with a progress bar. Frames
-    (``LocalFrames``) and frame operations (``ArrowFrameOps``) hold their rows in memory."""
+    (``LocalFrameBuilder``) and frame operations (``ArrowFrameOps``) hold their rows in memory."""
 
     name = "local"
 

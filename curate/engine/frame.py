@@ -190,7 +190,7 @@ class LocalFrame:
         return {"rows": t.num_rows, "shards": len(paths)}
 
 
-class LocalFrames:
+class LocalFrameBuilder:
     """The frame constructors of the in-process executor (mixed into ``LocalExecutor``)."""
 
     @property

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
-from curate.engine.spark_frame import SparkFrames
+from curate.engine.spark_frame import SparkFrameBuilder
 from curate.engine.spark_frames import SparkFrameOps
 from curate.tables import Dataset, write_parquet_atomic
 
@@ -291,10 +291,10 @@ class _StageProgress:
 
 
 # ---------------------------------------------------------------- executor
-class SparkExecutor(SparkFrames, SparkFrameOps):
+class SparkExecutor(SparkFrameBuilder, SparkFrameOps):
     """Runs task functions as Spark tasks, one partition per task, results in task order.
-    Frames (``SparkFrames``) and frame operations (``SparkFrameOps``) are DataFrame operations
-    and key-range shuffles."""
+    Frames (``SparkFrameBuilder``) and frame operations (``SparkFrameOps``) are DataFrame
+    operations and key-range shuffles."""
 
     name = "spark"
 

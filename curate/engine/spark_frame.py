@@ -112,7 +112,7 @@ class SparkFrame:
         return out
 
 
-class SparkFrames:
+class SparkFrameBuilder:
     """The frame constructors of ``SparkExecutor``."""
 
     @property

@@ -1,0 +1,119 @@
+"""No per-row data on the driver: what the selection jobs get back through the executor
+interface (``executor.driver_counter``: rows of summaries, counts, task results, written-shard
+records) is bounded by reasons, shards and clusters, and does not grow with the pool."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from curate.embedding_space.clusters import run_cluster
+from curate.embedding_space.common import UidList
+from curate.embedding_space.jobs import run_decontaminate, run_exact_dedup, run_prune, run_semdedup
+from curate.engine import LocalExecutor
+from curate.engine.frame import TooManyRows
+from curate.tables import Dataset, load_schema
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from embedding_space.helpers import clustered_embeddings, uid, write_embeddings  # noqa: E402
+
+K = 4
+SHARD_ROWS = 500
+
+
+def _pool(root: Path, n: int) -> Dataset:
+    ds = Dataset(root)
+    uids = write_embeddings(ds, "m", clustered_embeddings(n=n, d=16, centers=K, seed=7), rows_per_shard=SHARD_ROWS)
+    sha = [f"{i % (n // 3):08x}" if i % 11 else None for i in range(n)]  # about 3 copies of every image
+    dl = pa.table({
+        "uid": uids, "status": ["failed" if i % 13 == 4 else "success" for i in range(n)],
+        "error_class": pa.nulls(n, pa.string()), "error_message": pa.nulls(n, pa.string()), "sha256": sha,
+        "width": pa.array([8] * n, pa.int32()), "height": pa.array([8] * n, pa.int32()),
+        "original_width": pa.array([8] * n, pa.int32()), "original_height": pa.array([8] * n, pa.int32()),
+        "shard": pa.nulls(n, pa.string()), "key": pa.nulls(n, pa.string()), "attempts": pa.array([1] * n, pa.int32())},
+        schema=load_schema("downloads").arrow())
+    ds.write_table("downloads", dl.sort_by("uid"), schema="downloads", rows_per_shard=SHARD_ROWS)
+    run_cluster(ds, "m", K, name="km", executor=LocalExecutor())  # k-means: not under test here
+    emb = ds.read("embeddings/m").slice(0, 5).select(["uid", "image_embedding"])
+    ds.write_table("eval_set", emb)
+    return ds
+
+
+def _driver_rows(ds: Dataset, job) -> tuple[int, dict]:
+    ex = LocalExecutor()
+    r = job(ds, ex)
+    assert r["counts"]["input"] > 0
+    return ex.driver_counter.driver_rows, dict(ex.driver_counter.by_call)
+
+
+JOBS = {
+    "semdedup": lambda ds, ex: run_semdedup(ds, "km", 0.05, executor=ex),
+    "dbp": lambda ds, ex: run_prune(ds, "km", 0.5, executor=ex, input_uids=UidList(ds.root / "subsets/semdedup/uids.parquet")),
+    "exact": lambda ds, ex: run_exact_dedup(ds, executor=ex, input_uids=UidList(ds.root / "subsets/semdedup/uids.parquet")),
+    "decontaminate": lambda ds, ex: run_decontaminate(ds, "m", "eval_set", 0.99, executor=ex),
+}
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_the_driver_gets_summaries_not_rows(tmp_path, job):
+    small, large = _pool(tmp_path / "small", 1500), _pool(tmp_path / "large", 6000)
+    if job in ("dbp", "exact"):
+        for ds in (small, large):
+            JOBS["semdedup"](ds, LocalExecutor())
+    rows_small, calls_small = _driver_rows(small, JOBS[job])
+    rows_large, calls_large = _driver_rows(large, JOBS[job])
+    shards = len(large.shards("embeddings/m"))
+    reasons = len(large.read(f"decisions/{'exact_dedup' if job == 'exact' else job}", columns=["reason"])
+                  .column("reason").unique())
+    # per-(cluster, kept) sums, per-(reason, kept) counts, histogram bins, eval images, shard records
+    bound = 2 * K + 2 * reasons + 2 * shards + 5 + 2000
+    assert rows_large <= bound, (calls_large, bound)
+    # 4x the rows: the driver sees a bounded number of summary rows, nowhere near one per row
+    assert rows_large < 6000 // 2, (calls_small, calls_large)
+    # and the outputs are complete: every input row has its decision
+    dec = large.read(f"decisions/{'exact_dedup' if job == 'exact' else job}")
+    assert dec.num_rows == r_input(large, job)
+
+
+def r_input(ds: Dataset, job: str) -> int:
+    if job in ("dbp", "exact"):
+        return ds.count("subsets/semdedup")
+    return ds.count("embeddings/m")
+
+
+def test_collect_small_refuses_per_row_results():
+    ex = LocalExecutor()
+    frame = ex.frame_from_table(pa.table({"uid": [uid(i) for i in range(100)]}))
+    with pytest.raises(TooManyRows):
+        frame.collect_small(99)
+    assert frame.aggregate([], {"n": ("uid", "count")}).collect_small(1).column("n").to_pylist() == [100]
+    assert ex.driver_counter.driver_rows == 1
+
+
+@pytest.mark.slow
+def test_spark_frames_match_local_frames(spark):
+    """Every frame operation gives the same rows on Spark as in this process."""
+    from curate.engine.spark import SparkExecutor
+
+    t = pa.table({"uid": [uid(i % 40) for i in range(120)], "g": pa.array([i % 7 for i in range(120)], pa.int32()),
+                  "v": pa.array(np.linspace(0, 1, 120), pa.float64())})
+    keys = pa.table({"uid": [uid(i) for i in range(0, 40, 3)]})
+
+    def ops(ex):
+        f = ex.frame_from_table(t)
+        k = ex.frame_from_table(keys)
+        semi = f.semi_join(k).aggregate(["g"], {"n": ("uid", "count"), "s": ("v", "sum")})
+        anti = f.anti_join(k).distinct().aggregate(["g"], {"n": ("uid", "count"), "m": ("v", "max")})
+        grouped = f.group_apply("g", lambda grp: grp.sort_by("v").slice(0, 1), t.schema)
+        doubled = f.map_batches(lambda b: pa.table({"uid": b.column("uid"), "g": b.column("g"),
+                                                    "v": pc.multiply(b.column("v"), 2.0)}), t.schema)
+        return [x.collect_small(200, sort_by=cols) for x, cols in
+                ((semi, ["g"]), (anti, ["g"]), (grouped, ["g"]), (doubled.union(f), ["uid", "v"]))]
+
+    for a, b in zip(ops(LocalExecutor()), ops(SparkExecutor(spark))):
+        assert a.equals(b), (a, b)
