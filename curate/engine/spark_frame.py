@@ -9,19 +9,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from curate.engine import spark_shuffles as _spark
 from curate.engine.frame import AGGREGATIONS, BatchFn, DriverCounter, GroupFn, TaskBatchesFn, TooManyRows, conform
-
-
-class _Lazy:
-    """``curate.engine.spark`` imported on first use (it imports this module)."""
-
-    def __getattr__(self, name):
-        from curate.engine import spark
-
-        return getattr(spark, name)
-
-
-_spark = _Lazy()
 
 
 class SparkFrame:

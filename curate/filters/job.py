@@ -348,7 +348,9 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
             "stage": "filter", "filters": [str(s) for s in specs], "decisions": f"decisions/{name}",
             "run": f"_runs/filter-{name}.json", "resolved": resolved}, stages=len(specs))
     m["outputs"]["subset"] = str(d.relative_to(dataset.root))
-    m["counts"] = {"samples": ts["rows"], "kept": n_kept, "removed": ts["rows"] - n_kept,
+    # the selection count keys (input, kept, removed, reasons = rows of decisions/<run> per reason)
+    m["counts"] = {"input": ts["rows"], "reasons": _rows_per_reason(counts),
+                   "samples": ts["rows"], "kept": n_kept, "removed": ts["rows"] - n_kept,
                    "filters": counts, "text_stats": {k: v for k, v in ts.items() if k != "lid_model"}}
     m.write(dataset, f"filter-{name}")
     return m.data
@@ -460,6 +462,14 @@ def _prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name
                  "centroids_path": str(path.relative_to(dataset.root)),
                  "centroids_sha256": hashlib.sha256(centroids.tobytes()).hexdigest()})
     return ctx, info
+
+
+def _rows_per_reason(per_stage: dict[str, dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for reasons in per_stage.values():
+        for r, n in reasons.items():
+            out[r] = out.get(r, 0) + n
+    return dict(sorted(out.items()))
 
 
 _UID_KEPT = pa.schema([("uid", pa.string()), ("kept_n", pa.int64())])

@@ -606,7 +606,9 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
                                                         if thresholds is not None else {})},
             "decisions": f"decisions/{run}", "counts": counts,
             "entry_distribution": ["entry_distribution.json", plot.name]})
-    manifest["counts"] = counts
+    # the selection count keys (input, kept, removed, reasons) beside the per-reason keys
+    kept_n = int(reasons.get("kept", 0))
+    manifest["counts"] = {**counts, "kept": kept_n, "removed": pool - kept_n, "reasons": dict(sorted(reasons.items()))}
     manifest["distribution"] = {k: summary[k] for k in ("before", "after")}
     manifest["outputs"] = {"subset": f"subsets/{name}", "decisions": f"decisions/{run}",
                            ENTRY_BALANCE: f"{ENTRY_BALANCE}/{run}", "plot": f"subsets/{name}/{plot.name}"}

@@ -16,13 +16,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.decisions import KEPT, reason_counts, write_decisions
+from curate.decisions import KEPT, reason_counts
+from curate.engine import LocalExecutor
 from curate.errors import CurateError, DatasetError
 from curate.manifest import RunManifest
 from curate.progress import info
 from curate.recipe.cache import StageCache, cache_key, subset_hash, table_fingerprint
 from curate.recipe.registry import StageContext, StageResult, code_hash, get_kind, tables_read
 from curate.recipe.spec import LoadedRecipe, RecipeError
+from curate.selection import DECISIONS, write_decisions_frame
 from curate.subset import read_subset, write_subset
 from curate.tables import Dataset, load_schema
 
@@ -190,25 +192,30 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         all_decisions.append(decisions)
         uids, cur_hash = out_uids, out_hash
 
-    ex = ctx_shared["executor"]
     lineage["embedding_model"] = recipe.embedding_model  # resolved, when a stage trained the scorer
     lineage["output"] = loaded.output
     lineage["output_count"] = len(uids)
     lineage["output_distinct"] = len(pc.unique(uids)) if len(uids) else 0
     lineage["output_hash"] = cur_hash
     with manifest.stage("write"):
-        if all_decisions:
-            write_decisions(dataset, recipe.name, pa.concat_tables(all_decisions))
+        if all_decisions:  # the shared finish's writer (the stages hand back driver-side tables)
+            write_decisions_frame(dataset, recipe.name, LocalExecutor().frame_from_table(
+                pa.concat_tables(all_decisions).cast(DECISIONS)))
             lineage["decisions"] = f"decisions/{recipe.name}"
         write_subset(dataset, loaded.output, uids, manifest={"lineage": lineage, "recipe": recipe.name,
                                                               "recipe_text": loaded.text})
     lineage["subset"] = f"subsets/{loaded.output}"
     manifest["lineage"] = lineage
-    manifest["counts"] = {"input": lineage["input_count"], "output": len(uids),
+    per_reason: dict[str, int] = {}
+    for s in lineage["stages"]:
+        for r, n in (s.get("reasons") or {}).items():
+            per_reason[r] = per_reason.get(r, 0) + n
+    # the selection count keys (input, kept, removed, reasons = rows of decisions/<recipe> per
+    # reason), then each stage's reasons under its name
+    manifest["counts"] = {"input": lineage["input_count"], "output": len(uids), "kept": len(uids),
+                          "removed": lineage["input_count"] - len(uids), "reasons": dict(sorted(per_reason.items())),
                           **{s["name"]: s.get("reasons", {}) for s in lineage["stages"]}}
     manifest["outputs"] = {"subset": lineage["subset"], "decisions": lineage.get("decisions")}
     lineage["manifest"] = str(manifest.write(dataset))
     say(f"subset {loaded.output}: {len(uids):,} samples -> {dataset.root / lineage['subset']}")
-    if ex is not None and hasattr(ex, "spark"):
-        pass  # the session is reused by later commands in the same process; Spark stops it at exit
     return lineage
