@@ -154,6 +154,21 @@ def sorted_uids_from_table(dataset: Dataset, table: str, kept_column: str | None
         yield pa.array([carry_uid], pa.string())
 
 
+def read_subset_array(path_or_dataset: str | Path | Dataset, name: str | None = None) -> pa.Array:
+    """``read_subset`` as an Arrow string array (no Python list of the uids for a Parquet subset)."""
+    p = subset_dir(path_or_dataset, name or "") if isinstance(path_or_dataset, Dataset) else Path(path_or_dataset)
+    if p.is_dir():
+        p = p / "uids.parquet"
+    if p.suffix == ".parquet" and p.exists():
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(p, columns=["uid"]).column("uid").combine_chunks().cast(pa.string())
+        except (pa.ArrowInvalid, KeyError, OSError) as e:
+            raise DatasetError(f"{p}: not a subset Parquet with a uid column ({e})") from None
+    return pa.array(read_subset(path_or_dataset, name), pa.string())
+
+
 def read_subset(path_or_dataset: str | Path | Dataset, name: str | None = None) -> list[str]:
     """uids of a subset: a subset folder, a ``uids.parquet``, a DataComp subset file (``.npy``
     or raw ``u8,u8`` records, told apart by content as DataComp's resharder does; sorted, with

@@ -25,7 +25,7 @@ from curate.recipe.cache import StageCache, cache_key, subset_hash, table_finger
 from curate.recipe.registry import StageContext, StageResult, code_hash, get_kind, tables_read
 from curate.recipe.spec import LoadedRecipe, RecipeError
 from curate.selection import DECISIONS, write_decisions_frame
-from curate.subset import read_subset, write_subset
+from curate.subset import read_subset_array, write_subset
 from curate.tables import Dataset, load_schema
 
 
@@ -40,7 +40,7 @@ def initial_uids(dataset: Dataset, spec: str) -> pa.Array:
         t = dataset.read("downloads", columns=["uid", "status"])
         return t.filter(pc.equal(t.column("status"), "success")).column("uid").combine_chunks()
     if spec.startswith("subset:"):
-        return pa.array(read_subset(dataset, spec[len("subset:"):]), pa.string())
+        return read_subset_array(dataset, spec[len("subset:"):])
     raise RecipeError(f"unknown recipe input {spec!r}")
 
 

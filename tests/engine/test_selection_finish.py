@@ -1,0 +1,92 @@
+"""The shared selection finish: streamed subset files equal whole-array writes, multi-stage kept
+uids stream right across batch boundaries, one decision per uid is enforced, counts add up."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from curate.decisions import decisions_table
+from curate.engine import LocalExecutor
+from curate.errors import DatasetError
+from curate.manifest import RunManifest
+from curate.selection import finish_selection, write_decisions_frame, write_kept_subset
+from curate.subset import read_subset, write_subset, write_subset_sorted
+from curate.tables import Dataset
+
+
+def _uids(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return ["%032x" % rng.getrandbits(128) for _ in range(n)]
+
+
+def _digest(ds: Dataset, name: str) -> dict[str, str]:
+    d = ds.root / "subsets" / name
+    return {f: hashlib.sha256((d / f).read_bytes()).hexdigest() for f in ("uids.parquet", "uids.npy")}
+
+
+@pytest.mark.parametrize("n", [0, 1, 65536, 65537, 140_001])
+def test_streamed_subset_has_the_bytes_of_a_whole_array_write(tmp_path, n):
+    ds = Dataset(tmp_path / "d")
+    uids = _uids(n)
+    if n > 2:
+        uids[2] = uids[1]  # a repeated uid (upsampling) is kept
+    write_subset(ds, "whole", uids)
+    s = sorted(uids)
+    chunks = [pa.array(s[i:i + 9999], pa.string()) for i in range(0, len(s), 9999)]
+    write_subset_sorted(ds, "streamed", chunks, len(s))
+    assert _digest(ds, "whole") == _digest(ds, "streamed")
+    assert read_subset(ds, "streamed") == s
+    assert read_subset(ds.root / "subsets" / "streamed" / "uids.npy") == s
+
+
+def test_streamed_subset_refuses_unsorted_or_bad_uids(tmp_path):
+    ds = Dataset(tmp_path / "d")
+    a, b = sorted(_uids(2))
+    with pytest.raises(DatasetError, match="sorted"):
+        write_subset_sorted(ds, "x", [pa.array([b]), pa.array([a])], 2)
+    with pytest.raises(DatasetError, match="hex uid"):
+        write_subset_sorted(ds, "x", [pa.array(["NOT-A-UID"])], 1)
+
+
+def test_kept_by_every_stage_streams_across_batches(tmp_path):
+    """Two filters' decisions sorted by (uid, stage): a uid is in the subset only if both kept
+    it, also where its two rows fall in different read batches (65,536 rows each)."""
+    ds = Dataset(tmp_path / "d")
+    n = 40_001  # 80,002 rows: the batch boundary splits some uid's pair
+    uids = _uids(n, seed=3)
+    rng = np.random.default_rng(0)
+    ka, kb = rng.random(n) < 0.7, rng.random(n) < 0.6
+    dec = pa.concat_tables([
+        decisions_table(uids, "a", ka.tolist(), np.where(ka, "kept", "ra").tolist()),
+        decisions_table(uids, "b", kb.tolist(), np.where(kb, "kept", "rb").tolist())])
+    write_decisions_frame(ds, "run", LocalExecutor().frame_from_table(dec))
+    both = sorted(u for u, x, y in zip(uids, ka, kb) if x and y)
+    write_kept_subset(ds, "run", "both", len(both), {}, stages=2)
+    assert read_subset(ds, "both") == both
+
+
+def test_finish_counts_checks_and_writes(tmp_path):
+    ds = Dataset(tmp_path / "d")
+    uids = _uids(1000, seed=5)
+    kept = [i % 3 != 0 for i in range(1000)]
+    reason = ["kept" if k else ("far" if i % 2 else "near") for i, k in enumerate(kept)]
+    values = np.linspace(-1, 1, 1000)
+    dec = decisions_table(uids, "st", kept, reason, values.tolist())
+    ex = LocalExecutor()
+    r = finish_selection(ex, ds, "run", "st", ex.frame_from_table(dec), RunManifest("run", {}),
+                         acted_on=("a value", None))
+    assert r["counts"] == {"input": 1000, "kept": sum(kept), "removed": 1000 - sum(kept),
+                           "reasons": {"far": reason.count("far"), "kept": sum(kept), "near": reason.count("near")}}
+    assert r["guards"]["distributions"]["acted_on"]["n"] == 1000
+    assert read_subset(ds, "run") == sorted(u for u, k in zip(uids, kept) if k)
+    written = ds.read("decisions/run")
+    assert written.column("uid").to_pylist() == sorted(uids) and r["decisions"].equals(written)
+    # a uid decided twice is an error, found by the engine's distinct count
+    twice = pa.concat_tables([dec, dec.slice(0, 1)])
+    with pytest.raises(DatasetError, match="more than one decision"):
+        finish_selection(ex, ds, "run2", "st", ex.frame_from_table(twice), RunManifest("run2", {}))
