@@ -35,7 +35,22 @@ NOT_DOWNLOADED = "not_downloaded"
 DECISIONS = load_schema("decisions").arrow()
 # decisions plus the row's cluster and distance, for the per-cluster stats of the run
 DECISIONS_C = (DECISIONS.append(pa.field("cluster_id", pa.int32(), nullable=False))
-               .append(pa.field("distance", pa.float32(), nullable=False)))
+               .append(pa.field("distance", pa.float32(), nullable=False))
+               .append(pa.field("distance_sum", pa.float64(), nullable=False)))
+# one row per cluster: its rows and their summed distance to the centroid
+CLUSTER_SUMS = pa.schema([("cluster_id", pa.int32()), ("n", pa.int64()), ("distance_sum", pa.float64())])
+
+
+def _distance_sum(group: pa.Table) -> float:
+    """A cluster's summed distances, added in uid order: the same float wherever its rows came
+    from (a sum in arrival order could differ in the last bit between partitionings)."""
+    d = group.column("distance").take(pc.sort_indices(group.column("uid"))).to_numpy().astype(np.float64)
+    return float(np.cumsum(d)[-1]) if len(d) else 0.0
+
+
+def _cluster_sums(group: pa.Table) -> pa.Table:
+    return pa.table([pa.array([group.column("cluster_id")[0].as_py()], pa.int32()), pa.array([group.num_rows]),
+                     pa.array([_distance_sum(group)])], schema=CLUSTER_SUMS)
 
 
 def _ds(dataset) -> Dataset:
@@ -233,14 +248,15 @@ def _clustering_tasks(ds: Dataset, clusters: str, with_embedding: bool):
 
 def _per_cluster(dec, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(size, kept, d_intra) per cluster over the run's input rows, summed by the engine."""
-    t = dec.aggregate(["cluster_id", "kept"], {"n": ("uid", "count"), "dsum": ("distance", "sum")}
+    t = dec.aggregate(["cluster_id", "kept"], {"n": ("uid", "count"), "dsum": ("distance_sum", "max")}
                       ).collect_small(2 * k)
     cid = t.column("cluster_id").to_numpy()
     n = t.column("n").to_numpy().astype(np.int64)
     kept_rows = t.column("kept").to_numpy(zero_copy_only=False).astype(bool)
     size = np.bincount(cid, weights=n, minlength=k).astype(np.int64)
     kept = np.bincount(cid[kept_rows], weights=n[kept_rows], minlength=k).astype(np.int64)
-    dsum = np.bincount(cid, weights=t.column("dsum").to_numpy().astype(np.float64), minlength=k)
+    dsum = np.zeros(k)
+    dsum[cid] = t.column("dsum").to_numpy()  # the same per-cluster value on its kept and removed rows
     with np.errstate(invalid="ignore", divide="ignore"):
         d_intra = np.where(size > 0, dsum / np.maximum(size, 1), np.nan)
     return size, kept, d_intra
@@ -248,7 +264,8 @@ def _per_cluster(dec, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _with_cluster(out: pa.Table, group: pa.Table) -> pa.Table:
     cid = np.full(out.num_rows, group.column("cluster_id")[0].as_py(), dtype=np.int32)
-    return out.append_column("cluster_id", pa.array(cid)).append_column("distance", group.column("distance"))
+    return (out.append_column("cluster_id", pa.array(cid)).append_column("distance", group.column("distance"))
+            .append_column("distance_sum", pa.array(np.full(out.num_rows, _distance_sum(group)))))
 
 
 # ---------------------------------------------------------------- SemDeDup
@@ -310,10 +327,12 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
     m["inputs"] = [{"table": f"clusters/{clusters}", "rows": ds.count(f"clusters/{clusters}")}]
     with m.stage("stats"):
         rows = restricted_frame(executor, tasks, _cluster_rows, _row_schema(False), uids).cache()
-        t = rows.aggregate(["cluster_id"], {"n": ("uid", "count"), "dsum": ("distance", "sum")}).collect_small(k)
+        t = rows.select(["cluster_id", "uid", "distance"]).group_apply("cluster_id", _cluster_sums,
+                                                                     CLUSTER_SUMS).collect_small(k)
         cid = t.column("cluster_id").to_numpy()
         size = np.bincount(cid, weights=t.column("n").to_numpy(), minlength=k).astype(np.int64)
-        dsum = np.bincount(cid, weights=t.column("dsum").to_numpy().astype(np.float64), minlength=k)
+        dsum = np.zeros(k)
+        dsum[cid] = t.column("distance_sum").to_numpy()
     total = int(size.sum())
     try:
         n_keep = _dbp.n_keep_from_fraction(total, keep_fraction)

@@ -139,7 +139,11 @@ class LocalFrame:
         return self._new(pa.concat_tables(outs) if outs else schema.empty_table())
 
     def aggregate(self, keys: list[str], aggs: dict[str, tuple[str, str]]) -> "LocalFrame":
-        """One row per distinct ``keys``: {out: (column, sum|count|min|max)} (any row order)."""
+        """One row per distinct ``keys``: {out: (column, sum|count|min|max)} (any row order).
+
+        A float ``sum`` adds in whatever order rows arrive, so its last bit may depend on the
+        partitioning unless the values add exactly; a sum that must be the same float
+        everywhere is computed inside ``group_apply`` in a fixed row order instead."""
         t = self.table
         specs, produced = [], []
         for out, (col, how) in aggs.items():

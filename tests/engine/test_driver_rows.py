@@ -101,7 +101,7 @@ def test_spark_frames_match_local_frames(spark):
     from curate.engine.spark import SparkExecutor
 
     t = pa.table({"uid": [uid(i % 40) for i in range(120)], "g": pa.array([i % 7 for i in range(120)], pa.int32()),
-                  "v": pa.array(np.linspace(0, 1, 120), pa.float64())})
+                  "v": pa.array(np.arange(120) / 8.0, pa.float64())})  # sums exact in any order
     keys = pa.table({"uid": [uid(i) for i in range(0, 40, 3)]})
 
     def ops(ex):
@@ -112,8 +112,21 @@ def test_spark_frames_match_local_frames(spark):
         grouped = f.group_apply("g", lambda grp: grp.sort_by("v").slice(0, 1), t.schema)
         doubled = f.map_batches(lambda b: pa.table({"uid": b.column("uid"), "g": b.column("g"),
                                                     "v": pc.multiply(b.column("v"), 2.0)}), t.schema)
-        return [x.collect_small(200, sort_by=cols) for x, cols in
+        return [x.collect_small(300, sort_by=cols) for x, cols in
                 ((semi, ["g"]), (anti, ["g"]), (grouped, ["g"]), (doubled.union(f), ["uid", "v"]))]
 
     for a, b in zip(ops(LocalExecutor()), ops(SparkExecutor(spark))):
         assert a.equals(b), (a, b)
+
+
+@pytest.mark.slow
+def test_on_spark_the_driver_gets_summaries_not_rows(tmp_path, spark):
+    from curate.engine.spark import SparkExecutor
+
+    ds = _pool(tmp_path / "pool", 3000)
+    for job in ("semdedup", "exact", "decontaminate"):
+        ex = SparkExecutor(spark)
+        JOBS[job](ds, ex)
+        shards = len(ds.shards("embeddings/m"))
+        assert ex.driver_counter.driver_rows <= 2 * K + 20 + 2 * shards + 2000, (job, ex.driver_counter.by_call)
+        assert ex.driver_counter.driver_rows < 3000 // 2, (job, ex.driver_counter.by_call)
