@@ -1,17 +1,50 @@
-"""``curate select --sql``: a subset straight from a DuckDB query (DataComp's "bring your own filter")."""
+"""``curate select --sql``: a subset straight from a DuckDB query (DataComp's "bring your own filter").
+
+DuckDB runs the query and every check (nulls, uid syntax, uids unknown to ``samples``) as SQL,
+and streams the selected uids in uid order into the subset's files, one batch at a time: the
+result is never held as a list.
+"""
 
 from __future__ import annotations
 
 import time
 
-import pyarrow.compute as pc
+import duckdb
 
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
-from curate.recipe.duck import connect, query_uids
-from curate.subset import write_subset
+from curate.recipe.duck import SQLError, connect
+from curate.sql import check_read_only
+from curate.subset import write_subset_sorted
 from curate.tables import Dataset
 from curate.uid import UID_RE
+
+
+def _scalar(con, sql: str):
+    """The first row of ``sql`` (None when it has none)."""
+    rows = con.execute(sql).fetchall()
+    return rows[0] if rows else None
+
+
+def _relation_sql(con, query: str) -> str:
+    """The query as a sub-select with ``uid`` as text; SQLError for a failing query or no uid."""
+    try:
+        check_read_only(con, query)
+    except Exception as e:  # noqa: BLE001 - curate's own error class, re-raised as the SQL one
+        raise SQLError(str(e)) from e
+    try:
+        rel = con.sql(query)
+        columns, types = rel.columns, [str(t) for t in rel.types]
+    except duckdb.Error as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SQLError(f"query failed: {msg}") from e
+    if "uid" not in columns:
+        raise SQLError(f"query must return a 'uid' column; it returned {columns}")
+    if types[columns.index("uid")] in ("BLOB", "BIT") or types[columns.index("uid")].startswith(("STRUCT", "MAP")) \
+            or types[columns.index("uid")].endswith("]"):
+        raise SQLError(f"query's uid column has type {types[columns.index('uid')]}, expected text")
+    body = query.strip().rstrip(";").strip()
+    return f"SELECT CAST(uid AS VARCHAR) AS uid FROM ({body}) AS q"
 
 
 def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | None = None,
@@ -24,28 +57,35 @@ def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | N
 
     embedding_model = embeddings_id(embedding_model, dataset.root)  # a scorer's name: its embeddings
     con = connect(dataset, embedding_model)
-    uids = query_uids(con, query).column("uid").combine_chunks()
-    nulls = uids.null_count
-    uids = uids.drop_null()
-    values = uids.to_pylist()
-    for i, u in enumerate(values):
-        if not UID_RE.match(u):
-            raise DatasetError(f"query result row {i}: {u!r} is not a 32-char lowercase hex uid")
-    unknown = 0
-    if dataset.has_table("samples"):
-        known = dataset.read("samples", columns=["uid"]).column("uid").combine_chunks()
-        mask = pc.is_in(uids, value_set=known)
-        unknown = len(uids) - pc.sum(mask).as_py() if len(uids) else 0
-        if unknown and not allow_unknown:
-            first = uids.filter(pc.invert(mask))[0].as_py()
-            raise DatasetError(f"query returned {unknown} uids that are not in samples (first: {first}); "
-                               f"pass --allow-unknown to drop them")
-        uids = uids.filter(mask)
-    m = RunManifest(f"select-{name}", {"sql": query, "embedding_model": embedding_model})
-    counts = {"returned": len(values) + nulls, "null_uid": nulls, "unknown_uid": unknown, "selected": len(uids)}
-    path = write_subset(dataset, name, uids, manifest={"stage": "select_sql", "sql": query, "counts": counts,
-                                                       "seconds": round(time.perf_counter() - t0, 4)})
+    rel = _relation_sql(con, query)
+    try:
+        returned, nulls = _scalar(con, f"SELECT count(*), count(*) - count(uid) FROM ({rel})")
+        present = f"SELECT uid FROM ({rel}) WHERE uid IS NOT NULL"
+        bad = _scalar(con, f"SELECT i, uid FROM (SELECT row_number() OVER () - 1 AS i, uid FROM ({present})) "
+                           f"WHERE NOT regexp_full_match(uid, '{UID_RE.pattern.strip('^$')}') ORDER BY i LIMIT 1")
+        if bad is not None:
+            raise DatasetError(f"query result row {bad[0]}: {bad[1]!r} is not a 32-char lowercase hex uid")
+        unknown = 0
+        selected_sql = present
+        if dataset.has_table("samples"):
+            outside = f"SELECT uid FROM ({present}) WHERE uid NOT IN (SELECT uid FROM samples)"
+            unknown = _scalar(con, f"SELECT count(*) FROM ({outside})")[0]
+            if unknown and not allow_unknown:
+                first = _scalar(con, f"{outside} LIMIT 1")[0]
+                raise DatasetError(f"query returned {unknown} uids that are not in samples (first: {first}); "
+                                   f"pass --allow-unknown to drop them")
+            selected_sql = f"SELECT uid FROM ({present}) WHERE uid IN (SELECT uid FROM samples)"
+        selected, distinct = _scalar(con, f"SELECT count(*), count(DISTINCT uid) FROM ({selected_sql})")
+        m = RunManifest(f"select-{name}", {"sql": query, "embedding_model": embedding_model})
+        counts = {"returned": returned, "null_uid": nulls, "unknown_uid": unknown, "selected": selected}
+        reader = con.sql(f"{selected_sql} ORDER BY uid").fetch_record_batch(65536)
+        path = write_subset_sorted(dataset, name, (b.column(0) for b in reader), selected,
+                                   manifest={"stage": "select_sql", "sql": query, "counts": counts,
+                                             "seconds": round(time.perf_counter() - t0, 4)})
+    except duckdb.Error as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SQLError(f"query failed: {msg}") from e
     m["counts"] = counts
     m["outputs"] = {"subset": f"subsets/{name}"}
     m.write(dataset)
-    return {"count": len(uids), "distinct": len(pc.unique(uids)) if len(uids) else 0, "path": str(path), **counts}
+    return {"count": selected, "distinct": distinct, "path": str(path), **counts}
