@@ -10,7 +10,6 @@ A uid may appear more than once (upsampling); the resharder writes it that many 
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -21,7 +20,7 @@ import pyarrow.compute as pc
 
 from curate.errors import DatasetError
 from curate.names import check_name
-from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
+from curate.tables import Dataset, atomic_write_bytes, load_schema
 from curate.uid import DATACOMP_DTYPE, UID_RE, uids_to_datacomp
 
 

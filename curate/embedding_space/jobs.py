@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.decisions import decisions_table, write_decisions
+from curate.decisions import decisions_table
 from curate.embedding_space import dbp as _dbp
 from curate.embedding_space import guards as _guards
 from curate.embedding_space.clusters import cleanup_tmp, load_clustering, write_cluster_stats
