@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
         max_points_per_centroid: int = typer.Option(256, "--max-points-per-centroid",
                                                     help="Training sample = k x this (FAISS's cap)."),
         sample_size: Optional[int] = typer.Option(None, "--sample-size", help="Training rows (default k x max-points)."),
+        max_sample_gb: float = typer.Option(2.0, "--max-sample-gb",
+                                            help="Cap on the float32 training sample held by the driver (GiB); "
+                                            "the sample never grows with the pool (docs/scale.md)."),
         subset: Optional[str] = typer.Option(None, "--subset", "-s", help="Train on this subset's samples only."),
         gpu: str = typer.Option("auto", "--gpu", help="auto (faiss-gpu when present), yes or no."),
         engine: str = EngineOpt,
@@ -46,6 +49,8 @@ def register(app: typer.Typer) -> None:
         from curate.models.resolve import resolve_embeddings
         from curate.tables import Dataset
 
+        if max_sample_gb <= 0:
+            raise typer.BadParameter(f"--max-sample-gb must be > 0, got {max_sample_gb}")
         g = {"auto": "auto", "yes": True, "no": False}.get(gpu)
         if g is None:
             raise typer.BadParameter(f"--gpu must be auto, yes or no, got {gpu!r}")
@@ -57,7 +62,7 @@ def register(app: typer.Typer) -> None:
         executor = open_executor(engine, master, conf, "curate-cluster", dataset=dataset)
         r = run_cluster(ds, model, k, name=name, embedding=embedding, niter=niter, seed=seed, spherical=spherical,
                         max_points_per_centroid=max_points_per_centroid, sample_size=sample_size, gpu=g,
-                        executor=executor, input_uids=uids)
+                        executor=executor, input_uids=uids, max_sample_bytes=int(max_sample_gb * (1 << 30)))
         c = r["counts"]
         typer.echo(f"cluster {name}: {c['rows']} samples in {c['clusters']} clusters (trained on {c['train_rows']}; "
                    f"largest {c['largest_cluster']}, empty {c['empty_clusters']}) -> clusters/{name}, "

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from curate.embedding_space.common import (collect_rows, embeddings_table, read_uid_filter, restrict,
-                                           shard_tasks, uid_hash, write_json, write_uid_filter)
+from curate.embedding_space.common import (collect_rows, embeddings_table, read_uid_filter, shard_tasks,
+                                           write_json, write_uid_filter)
 from curate.embedding_space import guards
 from curate.embedding_space.kmeans import assign, train_kmeans
-from curate.embedding_space.vectors import (EMBEDDING_KINDS, binary_to_matrix, embedding_columns,
-                                            embedding_matrix, matrix_to_binary)
+from curate.embedding_space.sampling import (MAX_SAMPLE_BYTES, normalized_matrix, read_shard_matrices,
+                                             sample_rows, uid_hash_array)
+from curate.embedding_space.vectors import EMBEDDING_KINDS, binary_to_matrix, check_embedding_shards, matrix_to_binary
 from curate.engine import LocalExecutor, worker_cache
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
@@ -61,28 +62,27 @@ def _load_centroids_cached(root: str, name: str) -> tuple[np.ndarray, dict]:
     return worker_cache(("centroids", str(p), st.st_mtime_ns, st.st_size), lambda: load_clustering(ds, name))
 
 
-def _read_shard(path: str, columns: list[str], where: str) -> pa.Table:
-    try:
-        return pq.read_table(path, columns=columns)
-    except (pa.ArrowInvalid, OSError, KeyError) as e:
-        raise DatasetError(f"{where}: cannot read columns {columns}: {e}") from e
-
-
 # ---------------------------------------------------------------- tasks
 def sample_task(task: dict):
-    """Rows of one shard whose uid hash is below the threshold, embeddings as float16 bytes."""
-    t = _read_shard(task["path"], ["uid", *embedding_columns(task["embedding"])], task["path"])
-    t = restrict(t, read_uid_filter(task.get("uid_filter")))
-    if t.num_rows == 0:
+    """Rows of one shard whose uid hash is below the threshold, embeddings as float16 bytes.
+
+    With ``cache_dir`` the shard's decoded matrices are kept there for the assign pass, so each
+    shard is decoded once per job."""
+    uids, mats = read_shard_matrices(task["path"], task["embedding"], task.get("cache_dir"), task["index"],
+                                     write_cache=True)
+    keep = np.ones(len(uids), dtype=bool)
+    uid_filter = read_uid_filter(task.get("uid_filter"))
+    if uid_filter is not None:
+        keep = pc.is_in(uids, value_set=uid_filter).to_numpy(zero_copy_only=False)
+    if not keep.any():
         return
-    h = uid_hash(t.column("uid").to_pylist(), task["seed"])
-    sel = np.flatnonzero(h <= task["threshold"])
+    h = uid_hash_array(uids, task["seed"])
+    sel = np.flatnonzero(keep & (h <= task["threshold"]))
     if len(sel) == 0:
         return
-    t = t.take(pa.array(sel))
-    x = embedding_matrix(t, task["embedding"], where=f"{task['path']}: ")
-    yield pa.record_batch([t.column("uid").combine_chunks(), pa.array(h[sel], pa.int64()), matrix_to_binary(x)],
-                          schema=SAMPLE_SCHEMA)
+    su = uids.take(pa.array(sel))
+    x = normalized_matrix([np.asarray(m[sel]) for m in mats], task["embedding"], su, f"{task['path']}: ")
+    yield pa.record_batch([su, pa.array(h[sel], pa.int64()), matrix_to_binary(x)], schema=SAMPLE_SCHEMA)
 
 
 def assign_task(task: dict) -> dict:
@@ -90,9 +90,9 @@ def assign_task(task: dict) -> dict:
     c, meta = _load_centroids_cached(task["root"], task["name"])
     ds = Dataset(task["root"])
     out = ds.shard_path(f"clusters/{task['name']}", task["index"])
-    t = _read_shard(task["path"], ["uid", *embedding_columns(meta["embedding"])], task["path"])
+    uids, mats = read_shard_matrices(task["path"], meta["embedding"], task.get("cache_dir"), task["index"])
     k = c.shape[0]
-    x = embedding_matrix(t, meta["embedding"], where=f"{task['path']}: ")
+    x = normalized_matrix(mats, meta["embedding"], uids, f"{task['path']}: ")
     if x.shape[0] and x.shape[1] != c.shape[1]:
         raise DatasetError(f"{task['path']}: embeddings have dim {x.shape[1]}, clustering {task['name']!r} "
                            f"has dim {c.shape[1]}")
@@ -107,7 +107,7 @@ def assign_task(task: dict) -> dict:
     cos = np.clip(cos, -1.0, 1.0).astype(np.float32)
     dist = (1.0 - cos).astype(np.float32)
     table = pa.Table.from_arrays(
-        [t.column("uid").combine_chunks(), pa.array(ids.astype(np.int32)), pa.array(cos),
+        [uids, pa.array(ids.astype(np.int32)), pa.array(cos),
          pa.array(dist), pa.array(l2.astype(np.float32))],
         schema=load_schema("clusters").arrow())
     write_parquet_atomic(table, out)
@@ -141,8 +141,12 @@ def check_cluster(ds: Dataset, model_id: str, k: int, embedding: str = "image", 
 def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmeans", embedding: str = "image",
                 niter: int = 20, seed: int = 0, spherical: bool = True, max_points_per_centroid: int = 256,
                 sample_size: int | None = None, gpu="auto", executor=None, input_uids=None,
-                n_neighbors: int = 20) -> dict:
-    """Train k-means on a sample of ``embeddings/<model_id>`` and assign every row."""
+                n_neighbors: int = 20, max_sample_bytes: int = MAX_SAMPLE_BYTES) -> dict:
+    """Train k-means on a sample of ``embeddings/<model_id>`` and assign every row.
+
+    The training sample is the rows with the smallest uid hashes, at most
+    ``sample_size or k * max_points_per_centroid`` rows and at most ``max_sample_bytes`` of float32
+    (``curate.embedding_space.sampling``): the driver's share does not grow with the pool."""
     from curate.embedding_space.dbp import centroid_d_inter
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
@@ -150,26 +154,32 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     table = check_cluster(ds, model_id, k, embedding, niter, max_points_per_centroid, input_uids)
     params = dict(model_id=model_id, embedding=embedding, k=k, niter=niter, seed=seed, spherical=spherical,
                   max_points_per_centroid=max_points_per_centroid, sample_size=sample_size,
-                  restricted=input_uids is not None, engine=executor.name, n_neighbors=n_neighbors)
+                  max_sample_bytes=int(max_sample_bytes), restricted=input_uids is not None,
+                  engine=executor.name, n_neighbors=n_neighbors)
     m = RunManifest("cluster", params)
     m["inputs"] = [{"table": table, "rows": ds.count(table)}]
     uid_filter = write_uid_filter(ds, f"cluster-{name}", input_uids)
     total = len(input_uids) if input_uids is not None else ds.count(table)
-    want = min(total, sample_size or k * max_points_per_centroid)
+    dim = (check_embedding_shards(ds.shards(table)) or 1) * (2 if embedding == "concat" else 1)
+    want, capped = sample_rows(total, k, dim, max_points_per_centroid, sample_size, max_sample_bytes)
     if want < k:
         raise DatasetError(f"clustering needs at least k={k} rows, {table} has {total}")
+    # each shard is decoded once: the sample pass keeps the decoded matrices for the assign pass
+    cache_dir = ds.root / "_tmp" / f"cluster-{name}" / "decoded"
+    _clear_cache(cache_dir)
     # Hash threshold giving ~10% more rows than wanted; the smallest hashes are then taken.
     frac = min(1.0, 1.1 * want / max(total, 1))
     threshold = int(min(2**63 - 1, frac * 2**63)) if frac < 1.0 else 2**63 - 1
-    tasks = shard_tasks(ds, table, embedding=embedding, seed=seed, threshold=threshold, uid_filter=uid_filter)
+    tasks = shard_tasks(ds, table, embedding=embedding, seed=seed, threshold=threshold, uid_filter=uid_filter,
+                        cache_dir=str(cache_dir))
     with m.stage("sample"):
         sample = collect_rows(executor, tasks, sample_task, SAMPLE_SCHEMA, "sample")
         if sample.num_rows < want:  # unlucky hash draw: take everything
             tasks = [dict(t, threshold=2**63 - 1) for t in tasks]
             sample = collect_rows(executor, tasks, sample_task, SAMPLE_SCHEMA, "sample")
         sample = sample.sort_by([("hash", "ascending"), ("uid", "ascending")]).slice(0, want)
-        dim = len(sample.column("embedding")[0].as_py()) // 2
         xs = binary_to_matrix(sample.column("embedding"), dim).astype(np.float32)
+        del sample
     with m.stage("train"):
         c = train_kmeans(xs, k, niter=niter, seed=seed, spherical=spherical,
                          max_points_per_centroid=max_points_per_centroid, gpu=gpu)
@@ -186,7 +196,7 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     # drop shards of an earlier clustering with the same name before writing new ones
     for old in ds.shards(f"clusters/{name}"):
         old.unlink()
-    atasks = [dict(t, name=name) for t in shard_tasks(ds, table)]
+    atasks = [dict(t, name=name, cache_dir=str(cache_dir)) for t in shard_tasks(ds, table)]
     with m.stage("assign"):
         res = executor.map_tasks(atasks, assign_task, "assign")
     size = np.sum([r["size"] for r in res], axis=0) if res else np.zeros(k, np.int64)
@@ -196,7 +206,8 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     d_inter = centroid_d_inter(c, n_neighbors)
     write_cluster_stats(ds, name, size, d_intra, d_inter)
     counts = {"rows": int(size.sum()), "clusters": k, "empty_clusters": int((size == 0).sum()),
-              "largest_cluster": int(size.max()) if k else 0, "train_rows": int(len(xs))}
+              "largest_cluster": int(size.max()) if k else 0, "train_rows": int(len(xs)),
+              "sample_capped": bool(capped)}
     m["counts"] = counts
     # guards: the sample is ordered by uid hash, so its head is a random pick
     health, warns = guards.embedding_health(guards.pairwise_histogram(xs[:guards.PAIR_SAMPLE]))
@@ -207,6 +218,7 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     m["outputs"] = {"centroids": f"centroids/{name}", "clusters": f"clusters/{name}",
                     "cluster_stats": f"cluster_stats/{name}"}
     m.write(ds, f"cluster-{name}")
+    _clear_cache(cache_dir)
     cleanup_tmp(ds, f"cluster-{name}")
     return {"name": name, "counts": counts, "timings_s": m["timings_s"], "meta": meta, "guards": m["guards"]}
 
@@ -231,6 +243,13 @@ def write_cluster_stats(ds: Dataset, name: str, size, d_intra, d_inter, complexi
 
 def clusters_meta_or_error(ds: Dataset, name: str) -> dict:
     return load_clustering(ds, name)[1]
+
+
+def _clear_cache(cache_dir: Path) -> None:
+    if cache_dir.is_dir():
+        for p in cache_dir.iterdir():
+            p.unlink()
+        cache_dir.rmdir()
 
 
 def cleanup_tmp(ds: Dataset, run: str) -> None:

@@ -1,0 +1,133 @@
+"""The k-means training sample: its size bound, the uid hash that picks it, and the per-shard
+decode cache that lets `curate cluster` decode each embeddings shard once.
+
+The sample is the rows with the smallest uid hashes (independent of sharding and of how an
+executor partitions the work); its size is
+
+    rows = min(input rows, sample_size or k * max_points_per_centroid, max_sample_bytes // (4 * dim))
+
+The first two terms are FAISS's own subsampling (``ClusteringParameters.max_points_per_centroid``);
+the third is a byte cap on the float32 training matrix that does not grow with the pool or
+with k, so the driver's memory is bounded whatever the pool (docs/scale.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# float32 training matrix at most this large (2 GiB: 1,048,576 rows at 512 dims, 699,050 at 768)
+MAX_SAMPLE_BYTES = 2 << 30
+
+_HEX = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _HEX[_c] = 10 + _i
+
+
+def sample_rows(total: int, k: int, dim: int, max_points_per_centroid: int = 256, sample_size: int | None = None,
+                max_sample_bytes: int = MAX_SAMPLE_BYTES) -> tuple[int, bool]:
+    """(training rows, whether the byte cap cut the sample). Never below k (k-means needs k points)."""
+    want = min(total, sample_size or k * max_points_per_centroid)
+    cap = max(k, int(max_sample_bytes) // (4 * max(dim, 1)))
+    return (cap, True) if want > cap else (want, False)
+
+
+def uid_hash_array(uids, seed: int = 0) -> np.ndarray:
+    """``curate.embedding_space.common.uid_hash`` (splitmix64 of the uid's bits), vectorised over an
+    Arrow string column of 32-hex-char uids without building Python strings; other uids go
+    through the reference function."""
+    from curate.embedding_space.common import uid_hash
+
+    arr = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
+    if not isinstance(arr, pa.Array):
+        return uid_hash(list(uids), seed)
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    if arr.null_count or not pc.all(pc.equal(pc.binary_length(arr), 32)).as_py():
+        return uid_hash(arr.to_pylist(), seed)
+    arr = arr.cast(pa.string())
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    start = offsets[0]
+    nib = _HEX[data[start: start + 32 * n]].reshape(n, 32)
+    if (nib == 255).any():  # not hex: the reference raises the same error it always did
+        return uid_hash(arr.to_pylist(), seed)
+    weights = (np.uint64(1) << (np.arange(15, -1, -1, dtype=np.uint64) * np.uint64(4)))
+    hi = (nib[:, :16].astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+    lo = (nib[:, 16:].astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = hi ^ (lo * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64((seed * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(1)).astype(np.int64)
+
+
+# ---------------------------------------------------------------- decode cache
+def cache_paths(cache_dir: str, index: int, columns: list[str]) -> list[Path]:
+    return [Path(cache_dir) / f"{index:05d}-{c}.npy" for c in columns]
+
+
+def save_cache(cache_dir: str, index: int, columns: list[str], mats: list[np.ndarray]) -> None:
+    """The shard's decoded float16 embedding matrices, one .npy per column, each written atomically."""
+    from curate.tables.dataset import atomic_path
+
+    for p, x in zip(cache_paths(cache_dir, index, columns), mats):
+        with atomic_path(p) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(x), allow_pickle=False)
+
+
+def load_cache(cache_dir: str | None, index: int, columns: list[str], rows: int) -> list[np.ndarray] | None:
+    """The cached matrices (memory-mapped) when every one exists with ``rows`` rows, else None."""
+    if not cache_dir:
+        return None
+    paths = cache_paths(cache_dir, index, columns)
+    if not all(os.path.exists(p) for p in paths):
+        return None
+    mats = [np.load(p, mmap_mode="r", allow_pickle=False) for p in paths]
+    return mats if all(m.ndim == 2 and m.shape[0] == rows for m in mats) else None
+
+
+def normalized_matrix(mats: list[np.ndarray], kind: str, uids=None, where: str = "") -> np.ndarray:
+    """``vectors.embedding_matrix`` from already decoded float16 matrices (same checks, same bits)."""
+    from curate.embedding_space.vectors import check_finite, embedding_columns, normalize_rows
+
+    out = []
+    for c, x in zip(embedding_columns(kind), mats):
+        check_finite(x, uids, where, c)
+        out.append(normalize_rows(x))
+    return normalize_rows(np.concatenate(out, axis=1)) if kind == "concat" else out[0]
+
+
+def read_shard_matrices(path: str, kind: str, cache_dir: str | None = None, index: int = 0,
+                        write_cache: bool = False) -> tuple[pa.Array, list[np.ndarray]]:
+    """(uid column, decoded float16 matrices of ``kind``'s columns) of one embeddings shard, from the
+    decode cache when it holds this shard; decoding is the costly part of reading a shard
+    (Parquet stores float16 lists as dictionary-encoded 2-byte values, ~10 us a 512-d row)."""
+    import pyarrow.parquet as pq
+
+    from curate.embedding_space.vectors import embedding_columns, list_to_matrix
+    from curate.errors import DatasetError
+
+    cols = embedding_columns(kind)
+    try:
+        if cache_dir:
+            uids = pq.read_table(path, columns=["uid"]).column("uid").combine_chunks()
+            mats = load_cache(cache_dir, index, cols, len(uids))
+            if mats is not None:
+                return uids, mats
+        t = pq.read_table(path, columns=["uid", *cols])
+    except (pa.ArrowInvalid, OSError, KeyError) as e:
+        raise DatasetError(f"{path}: cannot read columns {['uid', *cols]}: {e}") from e
+    mats = [list_to_matrix(t.column(c), f"{path}: ") for c in cols]
+    if write_cache and cache_dir:
+        save_cache(cache_dir, index, cols, mats)
+    return t.column("uid").combine_chunks(), mats
