@@ -20,8 +20,7 @@ from curate.embedding_space.common import (UID_SCHEMA, collect_rows, embeddings_
                                            restrict, restricted_frame, shard_tasks, uid_frame, write_uid_filter)
 from curate.embedding_space.decontaminate import REASON as EVAL_REASON
 from curate.embedding_space.semdedup import KEEP_CHOICES, semdedup_group_table
-from curate.embedding_space.vectors import (binary_to_matrix, embedding_columns, embedding_matrix,
-                                            matrix_to_binary)
+from curate.embedding_space.vectors import embedding_columns, embedding_matrix, matrix_to_binary
 from curate.engine import LocalExecutor, worker_cache
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
@@ -443,26 +442,13 @@ def run_exact_dedup(dataset, run: str = "exact_dedup", input_uids=None, executor
 
 
 # ---------------------------------------------------------------- near duplicates
-_EMB_SCHEMA = pa.schema([("uid", pa.string()), ("clip_score", pa.float32()), ("embedding", pa.binary())])
-
-
-def _embedding_rows(task: dict):
-    t = pq.read_table(task["path"], columns=["uid", "clip_score", *embedding_columns(task["embedding"])])
-    t = restrict(t, read_uid_filter(task.get("uid_filter")))
-    if t.num_rows:
-        x = embedding_matrix(t, task["embedding"], f"{task['path']}: ")
-        yield pa.record_batch([t.column("uid").combine_chunks(), t.column("clip_score").combine_chunks(),
-                               matrix_to_binary(x)], schema=_EMB_SCHEMA)
-
-
 def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_dedup", keep_by: str = "uid",
                    embedding: str = "image", clusters: str | None = None, nprobe: int = 8, input_uids=None,
                    executor=None, output: str | None = None) -> dict:
-    """Near duplicates by embedding cosine >= ``threshold``: exact FAISS range search, or an
-    IVF index over the centroids of ``clusters`` probing ``nprobe`` lists (large pools)."""
-    import faiss
-
-    from curate.embedding_space.duplicates import near_duplicate_decisions
+    """Near duplicates by embedding cosine >= ``threshold``: exact FAISS range search, or within the
+    partitions of an IVF layout over the centroids of ``clusters`` probing ``nprobe`` lists
+    (``curate.embedding_space.near_partitions``)."""
+    from curate.embedding_space.near_partitions import near_duplicates
 
     ds = _ds(dataset)
     executor = executor or LocalExecutor()
@@ -472,32 +458,12 @@ def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_de
                               embedding=embedding, clusters=clusters, nprobe=nprobe,
                               restricted=input_uids is not None, engine=executor.name))
     m["inputs"] = [{"table": table, "rows": ds.count(table)}]
-    with m.stage("read"):
-        rows = collect_rows(executor, shard_tasks(ds, table, embedding=embedding, uid_filter=uid_filter),
-                            _embedding_rows, _EMB_SCHEMA)
-    n = rows.num_rows
-    dim = (len(rows.column("embedding")[0].as_py()) // 2) if n else 1
-    x = binary_to_matrix(rows.column("embedding"), dim).astype(np.float32)
-    index = None
-    if clusters and n:
-        c, cmeta = load_clustering(ds, clusters)
-        if cmeta["embedding"] != embedding or c.shape[1] != dim:
-            raise DatasetError(f"clustering {clusters!r} is over {cmeta['embedding']} embeddings of dim {c.shape[1]}; "
-                               f"near dedup uses {embedding} of dim {dim}")
-        quant = faiss.IndexFlatIP(dim)
-        quant.add(np.ascontiguousarray(c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)))
-        index = faiss.IndexIVFFlat(quant, dim, c.shape[0], faiss.METRIC_INNER_PRODUCT)
-        index.is_trained = True
-        index.add(x)
-        index.nprobe = int(nprobe)
-    with m.stage("search"):
-        scores = rows.column("clip_score").to_numpy() if keep_by == "clip_score" else None
-        dec, stats = near_duplicate_decisions(rows.column("uid").to_pylist(), x, threshold, scores=scores,
-                                              stage="near_dedup", index=index)
-    # (the search still runs on the driver: issue 13's IVF-partitioned near dedup replaces it)
+    # searched within the partitions of the clustering's IVF layout (one partition without one)
+    dec, stats = near_duplicates(executor, ds, table, run, threshold, keep_by, embedding, clusters, nprobe,
+                                 uid_filter, manifest=m)
     miss = _missing_frame(executor, ds, uid_frame(executor, uid_filter), table, "near_dedup", NO_EMBEDDING)
     health, warns = _guards.table_health(ds, table, embedding)
-    return finish_selection(executor, ds, run, "near_dedup", _with_missing(executor.frame_from_table(dec.select(DECISIONS.names).cast(DECISIONS)), miss), m,
+    return finish_selection(executor, ds, run, "near_dedup", _with_missing(dec, miss), m,
                             output, stats, guards=({"embeddings": health}, warns),
                             acted_on=("cosine of each removed sample to its group", None),
                             cleanup=lambda: cleanup_tmp(ds, run))
