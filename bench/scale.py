@@ -1,0 +1,382 @@
+"""Benchmark: how every curation job grows with the pool (time per row, driver memory).
+
+For each size (default 1M, 2M, 4M, 8M rows; ``--sizes`` to pick) a synthetic pool is written:
+an input Parquet file (uid, url, real web alt-text captions replicated, stated image sizes),
+a 64-d float16 embeddings table (Gaussian mixture with 10% noisy near copies, CLIP scores),
+and a downloads table with img2dataset-style tars (tiny JPEG bytes, 5% exact byte copies).
+Then every job runs as its own ``curate`` process, as a user types it, on Spark local mode
+(``--engine spark``; ``select`` has no engine, it is DuckDB):
+
+    ingest | filter -f basic -f clip_score:fraction=0.3 | metadata match | metadata balance |
+    cluster | dedup semantic | dedup exact | prune dbp | select | reshard
+
+For every job: wall time, rows/s, peak RSS of the driver process (the ``curate`` Python
+process) and of its whole process tree (driver + JVM + Python workers), polled from /proc
+every 50 ms; then the growth factors from the smallest to the largest size. Targets: driver
+peak RSS at the largest size <= 1.2x the smallest; time per row at the largest <= 1.3x.
+``--json FILE`` writes every figure.
+
+``--gap N`` instead measures the cluster + dedup semantic + prune dbp jobs (Parquet in and out,
+Spark local mode, own processes) against bench/dedup.py's in-memory pipeline (k-means,
+assignment, SemDeDup, DBP through the same library calls) on N x 512 embeddings, in the same
+run: target jobs <= 1.5x the in-memory pipeline.
+
+    .venv/bin/python bench/scale.py --sizes 100000,200000,400000 --json scale.json
+    .venv/bin/python bench/scale.py --gap 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" / "data"))
+MODEL = "bench"
+DIM = 64
+ROWS_PER_TAR = 10_000
+TARGET_RSS, TARGET_TIME = 1.2, 1.3
+
+SPARK = ["--engine", "spark"]
+JOBS = [
+    ("ingest", ["ingest", "{work}/input", "-o", "{ds}", "--uid-col", "uid"]),
+    ("filter", ["filter", "{ds}", "-f", "basic", "-f", "clip_score:fraction=0.3", "--name", "f", *SPARK]),
+    ("metadata match", ["metadata", "match", "{ds}", "-m", "{meta}", *SPARK]),
+    ("metadata balance", ["metadata", "balance", "{ds}", "--t", "{t}", "--name", "balanced", *SPARK]),
+    ("cluster", ["cluster", "{ds}", "-k", "{k}", "--name", "km", *SPARK]),
+    ("dedup semantic", ["dedup", "semantic", "{ds}", "--eps", "0.05", "--clusters", "km", *SPARK]),
+    ("dedup exact", ["dedup", "exact", "{ds}", *SPARK]),
+    ("prune dbp", ["prune", "dbp", "{ds}", "--keep-fraction", "0.5", "--clusters", "km", "--subset", "semdedup",
+                   *SPARK]),
+    ("select", ["select", "{ds}", "--name", "final", "--sql",
+                "SELECT uid FROM subsets_f INTERSECT SELECT uid FROM subsets_dbp "
+                "INTERSECT SELECT uid FROM subsets_exact_dedup"]),
+    ("reshard", ["reshard", "{ds}", "-s", "final", "-o", "{work}/shards", "--shard-size", "10000", *SPARK]),
+]
+
+
+# ---------------------------------------------------------------- memory polling (/proc, no psutil)
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def _tree(pid: int) -> list[int]:
+    kids, out, todo = _children(), [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+class PeakRss(threading.Thread):
+    """Peak RSS (bytes) of one process and of its process tree, polled until stopped."""
+
+    def __init__(self, pid: int, every: float = 0.05):
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.driver = self.tree = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.driver = max(self.driver, _rss_kib(self.pid) * 1024)
+            self.tree = max(self.tree, sum(_rss_kib(p) for p in _tree(self.pid)) * 1024)
+            self._halt.wait(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def run_job(argv: list[str]) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "CURATE_VERBOSE"}
+    env["CURATE_PROGRESS"] = "0"
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "curate.cli", *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    mon = PeakRss(p.pid)
+    mon.start()
+    out, err = p.communicate()
+    wall = time.perf_counter() - t0
+    mon.stop()
+    if p.returncode != 0:
+        sys.exit(f"curate {' '.join(argv)} failed ({p.returncode}):\n{err[-3000:]}")
+    return {"wall_s": wall, "driver_peak_rss": mon.driver, "tree_peak_rss": mon.tree}
+
+
+# ---------------------------------------------------------------- synthetic pool
+_JPEG = None
+
+
+def _jpeg() -> bytes:
+    global _JPEG
+    if _JPEG is None:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (200, 60, 40)).save(buf, format="JPEG")
+        _JPEG = buf.getvalue()
+    return _JPEG
+
+
+def build_pool(work: Path, rows: int, seed: int = 0) -> None:
+    """input/pool.parquet, and the dataset's embeddings and downloads (+ tars) the jobs read."""
+    from curate.tables import Dataset, load_schema
+
+    src = DATA / "alttext" / "web_alttext_10k.parquet"
+    if not src.exists():
+        sys.exit(f"shared data not found: {src}")
+    rng = np.random.default_rng(seed)
+    texts = pq.read_table(src, columns=["TEXT"]).column(0).combine_chunks().cast(pa.string())
+    texts = pa.concat_arrays([texts] * -(-rows // len(texts))).slice(0, rows)
+    hi = rng.integers(0, 1 << 63, rows, dtype=np.int64).astype(np.uint64)
+    uids = np.char.add(np.char.zfill(np.char.mod("%x", hi), 16), np.char.zfill(np.char.mod("%x", np.arange(rows)), 16))
+    uid_arr = pa.array(uids.tolist(), pa.string())
+    (work / "input").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "uid": uid_arr,
+        "url": pa.array(np.char.add("http://127.0.0.1/img/", np.arange(rows).astype(str)).tolist(), pa.string()),
+        "text": texts,
+        "original_width": pa.array(rng.choice([120, 200, 256, 640, 1024, 3000], rows).astype(np.int32)),
+        "original_height": pa.array(rng.choice([150, 200, 480, 768, 1000], rows).astype(np.int32)),
+    }), work / "input" / "pool.parquet", row_group_size=65536)
+
+    ds = Dataset(work / "ds")
+    order = np.argsort(uids)
+    uid_sorted = uid_arr.take(pa.array(order))
+    centers = rng.standard_normal((256, DIM)).astype(np.float32) * 2.0
+    x = centers[rng.integers(0, 256, rows)] + rng.standard_normal((rows, DIM), dtype=np.float32)
+    dup = rng.choice(rows, rows // 10, replace=False)
+    x[dup] = x[rng.integers(0, rows, len(dup))] + rng.standard_normal((len(dup), DIM), dtype=np.float32) * 0.02
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = x + rng.standard_normal((rows, DIM), dtype=np.float32) * 2.0
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+
+    def fsl(a):
+        return pa.FixedSizeListArray.from_arrays(pa.array(a.astype(np.float16).ravel(), pa.float16()), DIM)
+
+    ds.write_table(f"embeddings/{MODEL}", pa.table(
+        {"uid": uid_sorted, "image_embedding": fsl(x), "text_embedding": fsl(y),
+         "clip_score": pa.array(np.einsum("ij,ij->i", x, y).astype(np.float32))},
+        schema=load_schema("embeddings").arrow(dim=DIM)), schema="embeddings", rows_per_shard=100_000)
+    del x, y
+
+    # downloads: 97% success; 5% of images are byte copies of another row's image
+    import hashlib
+
+    ok = rng.random(rows) >= 0.03
+    same_as = np.arange(rows)
+    copies = rng.choice(rows, rows // 20, replace=False)
+    same_as[copies] = rng.integers(0, rows, len(copies))
+    base = _jpeg()
+    images = ds.root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    shard, key, sha = [None] * rows, [None] * rows, [None] * rows
+    for t0 in range(0, rows, ROWS_PER_TAR):
+        name = f"images/{t0 // ROWS_PER_TAR:05d}.tar"
+        with tarfile.open(ds.root / name, "w") as tf:
+            for i in range(t0, min(rows, t0 + ROWS_PER_TAR)):
+                if not ok[i]:
+                    continue
+                j = int(order[i])
+                data = base + int(same_as[j]).to_bytes(8, "little")  # bytes after EOI: still a valid JPEG
+                k = f"{i:09d}"
+                for member, payload in ((f"{k}.jpg", data), (f"{k}.txt", b"caption"),
+                                        (f"{k}.json", json.dumps({"uid": uids[j]}).encode())):
+                    info = tarfile.TarInfo(member)
+                    info.size = len(payload)
+                    tf.addfile(info, io.BytesIO(payload))
+                shard[i], key[i], sha[i] = name, k, hashlib.sha256(data).hexdigest()
+    size = pa.array([8 if o else None for o in ok], pa.int32())
+    ds.write_table("downloads", pa.table({
+        "uid": uid_sorted, "status": pa.array(np.where(ok, "success", "failed").tolist(), pa.string()),
+        "error_class": pa.array([None if o else "http_404" for o in ok], pa.string()),
+        "error_message": pa.array([None if o else "404" for o in ok], pa.string()),
+        "sha256": pa.array(sha, pa.string()), "width": size, "height": size,
+        "original_width": size, "original_height": size,
+        "shard": pa.array(shard, pa.string()), "key": pa.array(key, pa.string()),
+        "attempts": pa.array(np.ones(rows, np.int32))}, schema=load_schema("downloads").arrow()),
+        schema="downloads", rows_per_shard=100_000)
+
+
+def build_metadata(work: Path, path: Path) -> None:
+    """A MetaCLIP metadata list from the smallest pool's captions (reused at every size)."""
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "metadata", "build", str(path), "--dataset",
+                        str(work / "ds"), "--no-wordnet"], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"metadata build failed:\n{r.stderr[-3000:]}")
+
+
+# ---------------------------------------------------------------- the size sweep
+def sweep(sizes: list[int], workdir: Path, keep: bool) -> dict:
+    results: dict[str, dict] = {}
+    metadata = workdir / "metadata.json"
+    for n in sizes:
+        work = workdir / f"n{n}"
+        if work.exists():
+            shutil.rmtree(work)
+        t = time.perf_counter()
+        build_pool(work, n)
+        print(f"\n{n:,} rows: pool written in {time.perf_counter() - t:.0f} s (not timed); "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        subst = {"work": str(work), "ds": str(work / "ds"), "k": str(max(8, int(np.sqrt(n / 2)))),
+                 "t": str(max(1, n // 500)), "meta": str(metadata)}
+        results[str(n)] = {}
+        for name, argv in JOBS:
+            if name == "metadata match" and not metadata.exists():
+                build_metadata(work, metadata)
+            argv = [a.format(**subst) for a in argv]
+            r = run_job(argv)
+            r["rows_per_s"] = n / r["wall_s"]
+            r["load_avg"] = os.getloadavg()[0]
+            results[str(n)][name] = r
+            print(f"  {name:<17} {r['wall_s']:7.1f} s {r['rows_per_s']:>10,.0f} rows/s  driver peak "
+                  f"{r['driver_peak_rss'] / 2**20:7.0f} MiB  tree peak {r['tree_peak_rss'] / 2**20:7.0f} MiB", flush=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def growth(results: dict) -> dict:
+    sizes = sorted(int(s) for s in results)
+    lo, hi = str(sizes[0]), str(sizes[-1])
+    out = {}
+    for name, _ in JOBS:
+        a, b = results[lo][name], results[hi][name]
+        out[name] = {"time_per_row": (b["wall_s"] / int(hi)) / (a["wall_s"] / int(lo)),
+                     "driver_peak_rss": b["driver_peak_rss"] / max(a["driver_peak_rss"], 1),
+                     "tree_peak_rss": b["tree_peak_rss"] / max(a["tree_peak_rss"], 1)}
+    return out
+
+
+def print_growth(results: dict, g: dict) -> None:
+    sizes = sorted(int(s) for s in results)
+    print(f"\ngrowth {sizes[0]:,} -> {sizes[-1]:,} rows ({sizes[-1] / sizes[0]:.0f}x rows):")
+    print(f"  {'job':<17}{'time/row':>10}{'driver RSS':>12}{'tree RSS':>10}")
+    for name, v in g.items():
+        print(f"  {name:<17}{v['time_per_row']:>9.2f}x{v['driver_peak_rss']:>11.2f}x{v['tree_peak_rss']:>9.2f}x")
+    rss_ok = all(v["driver_peak_rss"] <= TARGET_RSS for v in g.values())
+    t_ok = all(v["time_per_row"] <= TARGET_TIME for v in g.values())
+    worst_r = max(g.items(), key=lambda kv: kv[1]["driver_peak_rss"])
+    worst_t = max(g.items(), key=lambda kv: kv[1]["time_per_row"])
+    print(f"target driver peak RSS <= {TARGET_RSS}x: {'met' if rss_ok else 'NOT met'} "
+          f"(worst {worst_r[0]} {worst_r[1]['driver_peak_rss']:.2f}x); "
+          f"time per row <= {TARGET_TIME}x: {'met' if t_ok else 'NOT met'} "
+          f"(worst {worst_t[0]} {worst_t[1]['time_per_row']:.2f}x)")
+
+
+# ---------------------------------------------------------------- jobs vs the in-memory pipeline
+def gap(n: int, workdir: Path, k: int, ppc: int) -> dict:
+    sys.path.insert(0, str(REPO / "bench"))
+    from dedup import library_pipeline, make_data
+
+    from curate.tables import Dataset, load_schema
+
+    x16, uids, _, _ = make_data(n, 512, 1000, 0.1)
+    print(f"gap: {n:,} x 512 float16, k={k}, sample k x {ppc}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    c0 = time.process_time()
+    t = time.perf_counter()
+    tm, cpu, res = library_pipeline(x16, uids, k, 20, ppc, 0.01, 0.5)
+    lib = {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c0, "stages_s": tm}
+    print(f"  in-memory pipeline (k-means + assignment + SemDeDup + DBP): {lib['wall_s']:.1f} s wall, "
+          f"{lib['cpu_s']:.1f} s cpu  {({key: round(v, 1) for key, v in tm.items()})}", flush=True)
+    ds = Dataset(workdir / "gap")
+    schema = load_schema("embeddings").arrow(dim=512)
+    order = np.argsort(uids)
+    x16, uids = x16[order], uids[order]
+    for i, s in enumerate(range(0, n, 100_000)):
+        e = min(n, s + 100_000)
+        emb = pa.FixedSizeListArray.from_arrays(pa.array(x16[s:e].reshape(-1)), 512)
+        from curate.tables import write_parquet_atomic
+
+        write_parquet_atomic(pa.Table.from_arrays([pa.array(uids[s:e].tolist(), pa.string()), emb, emb,
+                                                   pa.array(np.ones(e - s, np.float32))], schema=schema),
+                             ds.shard_path(f"embeddings/{MODEL}", i))
+    del x16
+    jobs = {}
+    for name, argv in (("cluster", ["cluster", str(ds.root), "-k", str(k), "--max-points-per-centroid", str(ppc),
+                                    *SPARK]),
+                       ("dedup semantic", ["dedup", "semantic", str(ds.root), "--eps", "0.01", *SPARK]),
+                       ("prune dbp", ["prune", "dbp", str(ds.root), "--keep-fraction", "0.5", "--subset", "semdedup",
+                                      *SPARK])):
+        jobs[name] = run_job(argv)
+        print(f"  job {name:<15} {jobs[name]['wall_s']:6.1f} s  driver peak {jobs[name]['driver_peak_rss'] / 2**20:.0f} MiB",
+              flush=True)
+    total = sum(j["wall_s"] for j in jobs.values())
+    ratio = total / lib["wall_s"]
+    print(f"  jobs total {total:.1f} s vs in-memory {lib['wall_s']:.1f} s: {ratio:.2f}x "
+          f"(target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}); load average {os.getloadavg()[0]:.1f}")
+    shutil.rmtree(ds.root, ignore_errors=True)
+    return {"rows": n, "k": k, "ppc": ppc, "library": lib, "jobs": jobs, "jobs_total_s": total, "ratio": ratio}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000000,2000000,4000000,8000000", help="comma-separated pool sizes")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the pools (default: deleted after each size)")
+    ap.add_argument("--json", type=Path, default=None, help="write every figure here")
+    ap.add_argument("--gap", type=int, default=0, help="rows for the jobs-vs-in-memory comparison instead")
+    ap.add_argument("--gap-k", type=int, default=700)
+    ap.add_argument("--gap-ppc", type=int, default=64)
+    a = ap.parse_args(argv)
+    work = a.workdir or Path(tempfile.mkdtemp(prefix="curate-scale-"))
+    info = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
+            "load_avg_start": os.getloadavg()[0], "spark": "local mode (--engine spark, local[*])"}
+    print(f"machine: {info['machine']}, load average {info['load_avg_start']:.1f}; work in {work}")
+    if a.gap:
+        out = {"info": info, "gap": gap(a.gap, work, a.gap_k, a.gap_ppc)}
+    else:
+        sizes = [int(s) for s in a.sizes.split(",")]
+        res = sweep(sizes, work, a.keep)
+        g = growth(res)
+        print_growth(res, g)
+        out = {"info": info, "sizes": sizes, "results": res, "growth": g}
+    out["info"]["load_avg_end"] = os.getloadavg()[0]
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {a.json}")
+    if not a.keep and not a.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
