@@ -136,9 +136,10 @@ def run_job(argv: list[str]) -> dict:
     out, err = p.communicate()
     wall = time.perf_counter() - t0
     mon.stop()
-    if p.returncode != 0:
-        sys.exit(f"curate {' '.join(argv)} failed ({p.returncode}):\n{err[-3000:]}")
-    return {"wall_s": wall, "driver_peak_rss": mon.driver, "tree_peak_rss": mon.tree}
+    r = {"wall_s": wall, "driver_peak_rss": mon.driver, "tree_peak_rss": mon.tree}
+    if p.returncode != 0:  # recorded and shown; the sweep goes on with the next job
+        r["error"] = f"exit {p.returncode}: " + " | ".join(err.strip().splitlines()[-3:])
+    return r
 
 
 # ---------------------------------------------------------------- synthetic pool
@@ -268,7 +269,8 @@ def sweep(sizes: list[int], workdir: Path, keep: bool) -> dict:
             r["load_avg"] = os.getloadavg()[0]
             results[str(n)][name] = r
             print(f"  {name:<17} {r['wall_s']:7.1f} s {r['rows_per_s']:>10,.0f} rows/s  driver peak "
-                  f"{r['driver_peak_rss'] / 2**20:7.0f} MiB  tree peak {r['tree_peak_rss'] / 2**20:7.0f} MiB", flush=True)
+                  f"{r['driver_peak_rss'] / 2**20:7.0f} MiB  tree peak {r['tree_peak_rss'] / 2**20:7.0f} MiB"
+                  + (f"  FAILED {r['error']}" if "error" in r else ""), flush=True)
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     return results

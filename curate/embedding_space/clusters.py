@@ -115,8 +115,15 @@ def assign_task(task: dict) -> dict:
     dsum = np.bincount(ids, weights=dist.astype(np.float64), minlength=k)
     from curate.embedding_space.guards import histogram
 
-    return {"rows": int(len(ids)), "size": size.tolist(), "distance_sum": dsum.tolist(),
-            "similarity_hist": histogram(cos).tolist()}
+    # per-cluster sums go to a file, not into the task result: S results of k numbers each would
+    # sit on the driver together (S x k Python objects); the driver adds the files one by one
+    sums = Path(task["cache_dir"]).parent / f"sums-{task['index']:05d}.npz"
+    from curate.tables.dataset import atomic_path
+
+    with atomic_path(sums) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, size=size, distance_sum=dsum, similarity_hist=histogram(cos))
+    return {"rows": int(len(ids)), "sums": str(sums)}
 
 
 # ---------------------------------------------------------------- job
@@ -199,8 +206,7 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     atasks = [dict(t, name=name, cache_dir=str(cache_dir)) for t in shard_tasks(ds, table)]
     with m.stage("assign"):
         res = executor.map_tasks(atasks, assign_task, "assign")
-    size = np.sum([r["size"] for r in res], axis=0) if res else np.zeros(k, np.int64)
-    dsum = np.sum([r["distance_sum"] for r in res], axis=0) if res else np.zeros(k)
+    size, dsum, sim_hist = _add_sums([r["sums"] for r in res], k)
     with np.errstate(invalid="ignore", divide="ignore"):
         d_intra = np.where(size > 0, dsum / np.maximum(size, 1), np.nan)
     d_inter = centroid_d_inter(c, n_neighbors)
@@ -211,7 +217,6 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     m["counts"] = counts
     # guards: the sample is ordered by uid hash, so its head is a random pick
     health, warns = guards.embedding_health(guards.pairwise_histogram(xs[:guards.PAIR_SAMPLE]))
-    sim_hist = np.sum([r["similarity_hist"] for r in res], axis=0) if res else np.zeros(guards.BINS, np.int64)
     m["guards"] = guards.guards_record(
         {"embeddings": health, "acted_on": guards.distribution(sim_hist, "cosine to the assigned centroid")},
         warns + guards.cluster_warnings(counts["rows"], k, counts["empty_clusters"]))
@@ -221,6 +226,19 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     _clear_cache(cache_dir)
     cleanup_tmp(ds, f"cluster-{name}")
     return {"name": name, "counts": counts, "timings_s": m["timings_s"], "meta": meta, "guards": m["guards"]}
+
+
+def _add_sums(paths: list[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-cluster sizes, distance sums and the similarity histogram over the assign tasks'
+    files, added in task order (memory O(k), whatever the number of shards)."""
+    size, dsum, hist = np.zeros(k, np.int64), np.zeros(k), np.zeros(guards.BINS, np.int64)
+    for p in paths:
+        with np.load(p, allow_pickle=False) as z:
+            size += z["size"]
+            dsum += z["distance_sum"]
+            hist += z["similarity_hist"]
+        os.unlink(p)
+    return size, dsum, hist
 
 
 def write_cluster_stats(ds: Dataset, name: str, size, d_intra, d_inter, complexity=None, probability=None,
