@@ -82,6 +82,19 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of one process so far (seconds)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _children() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
@@ -106,18 +119,24 @@ def _tree(pid: int) -> list[int]:
 
 
 class PeakRss(threading.Thread):
-    """Peak RSS (bytes) of one process and of its process tree, polled until stopped."""
+    """Peak RSS (bytes) of one process and of its process tree, and the tree's CPU seconds
+    (each process's last polled utime + stime, so a process living under 50 ms is missed),
+    polled until stopped."""
 
     def __init__(self, pid: int, every: float = 0.05):
         super().__init__(daemon=True)
         self.pid, self.every = pid, every
         self.driver = self.tree = 0
+        self.cpu: dict[int, float] = {}
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
             self.driver = max(self.driver, _rss_kib(self.pid) * 1024)
-            self.tree = max(self.tree, sum(_rss_kib(p) for p in _tree(self.pid)) * 1024)
+            pids = _tree(self.pid)
+            self.tree = max(self.tree, sum(_rss_kib(p) for p in pids) * 1024)
+            for p in pids:
+                self.cpu[p] = max(self.cpu.get(p, 0.0), _cpu_s(p))
             self._halt.wait(self.every)
 
     def stop(self) -> None:
@@ -127,9 +146,6 @@ class PeakRss(threading.Thread):
 
 def run_job(argv: list[str]) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "CURATE_VERBOSE"}
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "curate.cli", *argv], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env)
@@ -138,9 +154,8 @@ def run_job(argv: list[str]) -> dict:
     out, err = p.communicate()
     wall = time.perf_counter() - t0
     mon.stop()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # CPU of the process and the descendants it waited for (the JVM): steadier than wall on a busy machine
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # CPU of the whole tree (driver, JVM, Python workers): steadier than wall time on a busy machine
+    cpu = sum(mon.cpu.values())
     r = {"wall_s": wall, "cpu_s": cpu, "driver_peak_rss": mon.driver, "tree_peak_rss": mon.tree}
     if p.returncode != 0:  # recorded and shown; the sweep goes on with the next job
         r["error"] = f"exit {p.returncode}: " + " | ".join(err.strip().splitlines()[-3:])
