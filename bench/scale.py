@@ -53,6 +53,9 @@ ROWS_PER_TAR = 10_000
 TARGET_RSS, TARGET_TIME = 1.2, 1.3
 
 SPARK = ["--engine", "spark"]
+# on a machine loaded far past its cores the driver's Python can take longer than Spark's
+# default 15 s to pick up a collected result (SocketAuthServer timeout): wait longer
+PATIENT = ["--conf", "spark.python.authenticate.socketTimeout=300s"]
 JOBS = [
     ("ingest", ["ingest", "{work}/input", "-o", "{ds}", "--uid-col", "uid"]),
     ("filter", ["filter", "{ds}", "-f", "basic", "-f", "clip_score:fraction=0.3", "--name", "f", *SPARK]),
@@ -356,13 +359,14 @@ def gap(n: int, workdir: Path, k: int, ppc: int) -> dict:
     del x16
     jobs = {}
     for name, argv in (("cluster", ["cluster", str(ds.root), "-k", str(k), "--max-points-per-centroid", str(ppc),
-                                    *SPARK]),
-                       ("dedup semantic", ["dedup", "semantic", str(ds.root), "--eps", "0.01", *SPARK]),
+                                    *SPARK, *PATIENT]),
+                       ("dedup semantic", ["dedup", "semantic", str(ds.root), "--eps", "0.01", *SPARK, *PATIENT]),
                        ("prune dbp", ["prune", "dbp", str(ds.root), "--keep-fraction", "0.5", "--subset", "semdedup",
-                                      *SPARK])):
+                                      *SPARK, *PATIENT])):
         jobs[name] = run_job(argv)
         print(f"  job {name:<15} {jobs[name]['wall_s']:6.1f} s wall {jobs[name]['cpu_s']:6.1f} s cpu  driver peak "
-              f"{jobs[name]['driver_peak_rss'] / 2**20:.0f} MiB", flush=True)
+              f"{jobs[name]['driver_peak_rss'] / 2**20:.0f} MiB"
+              + (f"  FAILED {jobs[name]['error']}" if "error" in jobs[name] else ""), flush=True)
     total = sum(j["wall_s"] for j in jobs.values())
     total_cpu = sum(j["cpu_s"] for j in jobs.values())
     ratio = total / lib["wall_s"]
