@@ -57,7 +57,7 @@ SPARK = ["--engine", "spark"]
 # default 15 s to pick up a collected result (SocketAuthServer timeout): wait longer
 PATIENT = ["--conf", "spark.python.authenticate.socketTimeout=300s"]
 JOBS = [
-    ("ingest", ["ingest", "{work}/input", "-o", "{ds}", "--uid-col", "uid"]),
+    ("ingest", ["ingest", "{work}/input", "-o", "{ds}", "--uid-col", "uid", *SPARK]),
     ("filter", ["filter", "{ds}", "-f", "basic", "-f", "clip_score:fraction=0.3", "--name", "f", *SPARK]),
     ("metadata match", ["metadata", "match", "{ds}", "-m", "{meta}", *SPARK]),
     ("metadata balance", ["metadata", "balance", "{ds}", "--t", "{t}", "--name", "balanced", *SPARK]),
