@@ -336,7 +336,12 @@ def gap(n: int, workdir: Path, k: int, ppc: int) -> dict:
 
     from curate.tables import Dataset, load_schema
 
-    x16, uids, _, _ = make_data(n, 512, 1000, 0.1)
+    x16, _, _, _ = make_data(n, 512, 1000, 0.1)
+    # random uids: bench/dedup.py's (hi = i * golden, lo = i) cancel inside the sampling hash's
+    # first mix (hi ^ lo * golden), so every row would hash alike
+    rng = np.random.default_rng(1)
+    uids = np.array([f"{a:016x}{b:016x}" for a, b in zip(rng.integers(0, 1 << 63, n).tolist(),
+                                                         rng.integers(0, 1 << 63, n).tolist())], dtype=object)
     print(f"gap: {n:,} x 512 float16, k={k}, sample k x {ppc}; load average {os.getloadavg()[0]:.1f}", flush=True)
     c0 = time.process_time()
     t = time.perf_counter()

@@ -78,6 +78,11 @@ def sample_task(task: dict):
         return
     h = uid_hash_array(uids, task["seed"])
     sel = np.flatnonzero(keep & (h <= task["threshold"]))
+    if len(sel) > task["limit"]:
+        # no task sends more than the whole sample: the smallest (hash, uid) are the ones the
+        # driver would keep anyway (matters only when hashes bunch, e.g. the take-all retry)
+        order = np.lexsort((np.asarray(uids.take(pa.array(sel)).to_pylist(), dtype=str), h[sel]))
+        sel = np.sort(sel[order[:task["limit"]]])
     if len(sel) == 0:
         return
     su = uids.take(pa.array(sel))
@@ -178,7 +183,7 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     frac = min(1.0, 1.1 * want / max(total, 1))
     threshold = int(min(2**63 - 1, frac * 2**63)) if frac < 1.0 else 2**63 - 1
     tasks = shard_tasks(ds, table, embedding=embedding, seed=seed, threshold=threshold, uid_filter=uid_filter,
-                        cache_dir=str(cache_dir))
+                        cache_dir=str(cache_dir), limit=int(want))
     with m.stage("sample"):
         sample = collect_rows(executor, tasks, sample_task, SAMPLE_SCHEMA, "sample")
         if sample.num_rows < want:  # unlucky hash draw: take everything

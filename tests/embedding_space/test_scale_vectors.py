@@ -170,3 +170,24 @@ def _pairs(ds, threshold, nprobe, near_duplicates, dim=24) -> set:
     assert len(set(zip(a, b))) == len(a)  # each pair emitted by one partition only
     assert pc.all(pc.less(pairs.column("uid_a"), pairs.column("uid_b"))).as_py()
     return set(zip(a, b))
+
+
+def test_sample_tasks_never_send_more_than_the_sample(tmp_path, data):
+    """uids whose hashes bunch (here every uid hashes alike: hi = i * golden, lo = i cancel in
+    the hash's first mix) make the threshold pass come back short and the retry take every row:
+    each task still sends at most the sample size, its smallest (hash, uid)."""
+    from curate.embedding_space.clusters import sample_task
+    from curate.embedding_space.common import shard_tasks
+
+    ds = Dataset(tmp_path / "d")
+    uids = [f"{(i * 0x9E3779B97F4A7C15) & ((1 << 64) - 1):016x}{i:016x}" for i in range(len(data))]
+    assert len(set(uid_hash(uids, 0).tolist())) == 1
+    write_embeddings(ds, "m", data, uids=uids, rows_per_shard=600)
+    r = run_cluster(ds, "m", K, max_points_per_centroid=20)
+    assert r["counts"]["train_rows"] == K * 20
+    for t in shard_tasks(ds, "embeddings/m", embedding="image", seed=0, threshold=2**63 - 1, limit=50):
+        import pyarrow.parquet as pq
+
+        got = [u for b in sample_task(t) for u in b.column("uid").to_pylist()]
+        shard = pq.read_table(t["path"], columns=["uid"]).column("uid").to_pylist()
+        assert len(got) == 50 and set(got) == set(sorted(shard)[:50])  # equal hashes: the smallest uids
