@@ -59,9 +59,10 @@ def uid_hash_array(uids, seed: int = 0) -> np.ndarray:
     nib = _HEX[data[start: start + 32 * n]].reshape(n, 32)
     if (nib == 255).any():  # not hex: the reference raises the same error it always did
         return uid_hash(arr.to_pylist(), seed)
-    weights = (np.uint64(1) << (np.arange(15, -1, -1, dtype=np.uint64) * np.uint64(4)))
-    hi = (nib[:, :16].astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
-    lo = (nib[:, 16:].astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+    # hex pairs -> bytes -> two big-endian 64-bit words per uid
+    packed = np.ascontiguousarray((nib[:, 0::2] << 4) | nib[:, 1::2])
+    words = packed.view(">u8").astype(np.uint64)
+    hi, lo = words[:, 0], words[:, 1]
     with np.errstate(over="ignore"):
         z = hi ^ (lo * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64((seed * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
