@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import typer
@@ -39,13 +38,13 @@ def use_storage_options(items: list[str]) -> dict[str, str]:
 
 
 def parse_conf(conf: list[str]) -> dict[str, str]:
-    out = {}
-    for item in conf:
-        if "=" not in item:
-            raise typer.BadParameter(f"--conf expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+    """``--conf KEY=VALUE`` items -> a dict; a bad item is a usage error (exit 2)."""
+    from curate.engine.factory import EngineSettingError, parse_spark_conf
+
+    try:
+        return parse_spark_conf(conf)
+    except EngineSettingError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def require_local(path: str, what: str = "dataset") -> None:
@@ -90,28 +89,10 @@ def require_paths(paths, what: str) -> None:
 
 def open_executor(engine: str, master: Optional[str], conf: list[str], app_name: str,
                   dataset: Optional[str] = None, rows: Optional[int] = None):
-    """The executor for a job: LocalExecutor or SparkExecutor, ``engine`` auto/local/spark.
+    """``curate.engine.factory.open_executor`` with its setting errors shown as usage errors."""
+    from curate.engine.factory import EngineSettingError, open_executor as open_engine
 
-    ``auto`` sizes the job by the samples in ``dataset`` (a folder), or by ``rows`` (a job
-    whose dataset does not exist yet: ingest); see ``curate.engine.auto_engine`` for the rule."""
-    from curate.engine import ENGINES, auto_engine
-
-    if engine not in ENGINES:
-        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if engine == "auto":
-        engine, why = auto_engine(master=master, conf=conf, dataset=dataset, rows=rows)
-        if os.environ.get("CURATE_VERBOSE"):
-            from curate.progress import info
-
-            info(f"engine auto: {engine} ({why})")
-    if engine == "local":
-        from curate.engine import LocalExecutor
-
-        return LocalExecutor(progress=True)
-    from curate.engine.spark import SparkExecutor, get_session, ui_url
-    from curate.progress import info
-
-    spark = get_session(master=master, conf=parse_conf(conf), app_name=app_name)
-    if ui_url(spark):
-        info(f"Spark UI: {ui_url(spark)} (master {spark.sparkContext.master})")
-    return SparkExecutor(spark)
+    try:
+        return open_engine(engine, master, conf, app_name, dataset=dataset, rows=rows)
+    except EngineSettingError as e:
+        raise typer.BadParameter(str(e)) from None

@@ -93,7 +93,7 @@ class _Steps:
 
 
 def _executor(cfg: DemoConfig):
-    from curate.commands._common import open_executor
+    from curate.engine.factory import open_executor
 
     return open_executor(cfg.engine, cfg.master, [], app_name="curate-demo")
 

@@ -60,7 +60,7 @@ class StageContext:
     def executor(self):
         """The job executor (``engine``: auto, local or spark), opened once per recipe run."""
         if self._executor is None:
-            from curate.commands._common import open_executor
+            from curate.engine.factory import open_executor
 
             self._executor = open_executor(self.engine, self.master, self.conf, app_name="curate-run",
                                            dataset=str(self.dataset.root))

@@ -90,7 +90,7 @@ def _embed_with_scorer(loaded: LoadedRecipe, dataset: Dataset, engine: str, mast
         return
     recipe.embedding_model = scorer.model_id
     if not dataset.has_table(f"embeddings/{scorer.model_id}"):
-        from curate.commands._common import open_executor
+        from curate.engine.factory import open_executor
         from curate.embed.job import EmbedOptions, run_embed
 
         if not quiet:
