@@ -46,13 +46,12 @@ class StorageError(CurateError):
 
 def parse_options(items: list[str]) -> dict[str, str]:
     """``--storage-option KEY=VALUE`` items -> dict (one-line error on a malformed one)."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise StorageError(f"--storage-option expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+    from curate.keyvalue import parse_key_values
+
+    try:
+        return parse_key_values(items, "--storage-option")
+    except ValueError as e:
+        raise StorageError(str(e)) from None
 
 
 def configure(options: dict[str, str]) -> None:

@@ -16,13 +16,12 @@ class EngineSettingError(CurateError, ValueError):
 
 def parse_spark_conf(conf: list[str]) -> dict[str, str]:
     """``KEY=VALUE`` Spark settings -> a dict (the value may itself hold '=')."""
-    out = {}
-    for item in conf:
-        if "=" not in item:
-            raise EngineSettingError(f"--conf expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+    from curate.keyvalue import parse_key_values
+
+    try:
+        return parse_key_values(conf, "--conf")
+    except ValueError as e:
+        raise EngineSettingError(str(e)) from None
 
 
 def open_executor(engine: str, master: Optional[str], conf: list[str], app_name: str,

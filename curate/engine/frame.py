@@ -194,8 +194,8 @@ class LocalFrame:
         return {"rows": t.num_rows, "shards": len(paths)}
 
 
-class LocalFrameBuilder:
-    """The frame constructors of the in-process executor (mixed into ``LocalExecutor``)."""
+class CountsDriverRows:
+    """``executor.driver_counter``, made on first use (mixed into both executors' builders)."""
 
     @property
     def driver_counter(self) -> DriverCounter:
@@ -203,6 +203,10 @@ class LocalFrameBuilder:
         if c is None:
             c = self.__dict__["_driver_counter"] = DriverCounter()
         return c
+
+
+class LocalFrameBuilder(CountsDriverRows):
+    """The frame constructors of the in-process executor (mixed into ``LocalExecutor``)."""
 
     def frame_from_tasks(self, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schema) -> LocalFrame:
         """The batches ``fn`` yields for every task (one partition per task on Spark)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from curate.engine import spark_shuffles as _spark
-from curate.engine.frame import AGGREGATIONS, BatchFn, DriverCounter, GroupFn, TaskBatchesFn, TooManyRows, conform
+from curate.engine.frame import AGGREGATIONS, BatchFn, CountsDriverRows, GroupFn, TaskBatchesFn, TooManyRows, conform
 
 
 class SparkFrame:
@@ -101,15 +101,8 @@ class SparkFrame:
         return out
 
 
-class SparkFrameBuilder:
+class SparkFrameBuilder(CountsDriverRows):
     """The frame constructors of ``SparkExecutor``."""
-
-    @property
-    def driver_counter(self) -> DriverCounter:
-        c = self.__dict__.get("_driver_counter")
-        if c is None:
-            c = self.__dict__["_driver_counter"] = DriverCounter()
-        return c
 
     def frame_from_tasks(self, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schema) -> SparkFrame:
         if not tasks:
