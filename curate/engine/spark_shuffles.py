@@ -82,24 +82,13 @@ def range_sorted(df, keys: list[str], then_by: list[str], partitions: int | None
 
 def spark_hash_long(value: int, seed: int = 42) -> int:
     """Spark SQL's ``hash()`` of a bigint (Murmur3 x86_32, seed 42), which hash partitioning
-    uses: the same int, computed on the driver without a job."""
-    mask = 0xFFFFFFFF
+    uses: the same int, computed on the driver without a job. Spark hashes the long's low then
+    high 32-bit word, which is Murmur3 over its 8 little-endian bytes."""
+    import struct
 
-    def rotl(x, r):
-        return ((x << r) | (x >> (32 - r))) & mask
+    import mmh3
 
-    def mix(h, k):
-        k = rotl((k * 0xCC9E2D51) & mask, 15) * 0x1B873593 & mask
-        return (rotl(h ^ k, 13) * 5 + 0xE6546B64) & mask
-
-    value &= 0xFFFFFFFFFFFFFFFF
-    h = mix(mix(seed, value & mask), value >> 32) ^ 8
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & mask
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & mask
-    h ^= h >> 16
-    return h - (1 << 32) if h >= 1 << 31 else h
+    return mmh3.hash(struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF), seed)
 
 
 def _route_key_ranges(df, key: str, boundaries: list[str]):
