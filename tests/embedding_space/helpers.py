@@ -10,8 +10,10 @@ from curate.tables import Dataset, load_schema
 
 
 def uid(i: int) -> str:
-    # spread uids so their sort order differs from generation order
-    return f"{(i * 2654435761) % (1 << 64):016x}{i:016x}"
+    """A distinct hex uid per row whose sort order is not row order (the golden-ratio
+    multiplier wraps 64 bits from i = 2 on), so a test can tell a uid tie-break from a
+    row-order one."""
+    return f"{(i * 0x9E3779B97F4A7C15) % (1 << 64):016x}{i:016x}"
 
 
 def clustered_embeddings(n: int = 2000, d: int = 32, centers: int = 8, dup_frac: float = 0.25,
