@@ -147,7 +147,8 @@ def test_near_and_exact_duplicates(tmp_path):
     dl = pa.table({
         "uid": [uid(i) for i in range(n)], "status": ["success"] * 5 + ["failed"],
         "error_class": [None] * 5 + ["timeout"], "error_message": [None] * 6,
-        "sha256": ["aa", "bb", "aa", "cc", "aa", None],
+        # the smallest uid of the "aa" rows (1, 2, 4) is row 2's, not the first row's
+        "sha256": ["cc", "aa", "aa", "bb", "aa", None],
         "width": pa.array([1] * 6, pa.int32()), "height": pa.array([1] * 6, pa.int32()),
         "original_width": pa.array([1] * 6, pa.int32()), "original_height": pa.array([1] * 6, pa.int32()),
         "shard": [None] * 6, "key": [None] * 6, "attempts": pa.array([1] * 6, pa.int32())},
@@ -155,12 +156,27 @@ def test_near_and_exact_duplicates(tmp_path):
     ds.write_table("downloads", dl, schema="downloads")
     r = run_exact_dedup(ds)
     dec = {d["uid"]: d for d in r["decisions"].to_pylist()}
-    aa = sorted([uid(0), uid(2), uid(4)])
+    aa = sorted([uid(1), uid(2), uid(4)])
+    assert aa[0] == uid(2)  # so a row-order tie-break (row 1) would fail below
     assert [dec[u]["reason"] for u in aa] == ["kept", "exact_duplicate", "exact_duplicate"]
     assert dec[aa[1]]["detail"] == aa[0] and dec[aa[1]]["value"] == 3
     assert dec[uid(5)]["reason"] == "not_downloaded"
     assert r["counts"] == {"input": 6, "kept": 3, "removed": 3,
                            "reasons": {"exact_duplicate": 2, "kept": 3, "not_downloaded": 1}}
+
+
+def test_near_duplicate_survivor_is_the_smallest_uid_not_the_first_row(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40, 16)).astype(np.float32)
+    # a near copy of row 1 at a later row whose uid sorts before row 1's
+    j = next(i for i in range(2, 40) if uid(i) < uid(1))
+    x[j] = x[1] + 0.001
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", x, rows_per_shard=16)
+    dec = {d["uid"]: d for d in run_near_dedup(ds, "m", 0.99)["decisions"].to_pylist()}
+    assert dec[uids[j]]["kept"] and not dec[uids[1]]["kept"]
+    assert dec[uids[1]]["detail"] == uids[j]
 
 
 def test_cluster_stats_queryable_with_duckdb(tmp_path, data):
