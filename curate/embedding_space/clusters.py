@@ -264,10 +264,6 @@ def write_cluster_stats(ds: Dataset, name: str, size, d_intra, d_inter, complexi
     ds.write_table(f"cluster_stats/{name}", t)
 
 
-def clusters_meta_or_error(ds: Dataset, name: str) -> dict:
-    return load_clustering(ds, name)[1]
-
-
 def _clear_cache(cache_dir: Path) -> None:
     if cache_dir.is_dir():
         for p in cache_dir.iterdir():

@@ -144,12 +144,6 @@ def pmi_bigrams(unigrams: dict[str, int], bigrams: dict[str, int], total_words: 
     return out
 
 
-def bigrams_from_texts(texts: Iterable[str], min_count: int, min_pmi: float) -> list[Bigram]:
-    """Mine bigrams from an in-memory or streamed text corpus (one process)."""
-    uni, bi = count_ngrams(spacing(t) for t in texts)
-    return pmi_bigrams(uni, bi, sum(uni.values()), min_count, min_pmi)
-
-
 def iter_corpus_file(path: str | os.PathLike, column: str = "text") -> Iterator[str]:
     """Texts of a corpus file: Parquet (``column``), else UTF-8 text with one text a line."""
     p = Path(path)
@@ -180,9 +174,6 @@ def iter_corpus_file(path: str | os.PathLike, column: str = "text") -> Iterator[
 class BuildReport:
     entries: int = 0
     sources: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {"entries": self.entries, "sources": self.sources}
 
 
 def assemble(sources: Sequence[tuple[str, Iterable[str]]], keep_unmatchable: bool = False,
