@@ -87,7 +87,7 @@ def _global_options(
 
 
 # The last line of a Python traceback names the exception by its qualified class:
-# "curate.recipe.spec.RecipeError: recipe.yaml:3: ...". A Spark worker's error reaches the
+# "curate.errors.RecipeError: recipe.yaml:3: ...". A Spark worker's error reaches the
 # driver only as such text (inside a PythonException or Py4JJavaError message).
 _TRACEBACK_ERROR = re.compile(r"^\s*(curate(?:\.\w+)+)\.(\w+): (.*)$", re.MULTILINE)
 

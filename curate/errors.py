@@ -19,3 +19,7 @@ class SchemaError(CurateError):
 
 class DatasetError(CurateError):
     """A dataset folder is missing, incomplete or inconsistent."""
+
+
+class RecipeError(CurateError):
+    """A recipe is malformed; the message names the file and line."""

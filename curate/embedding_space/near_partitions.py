@@ -203,8 +203,10 @@ def decision_rows(task: dict):
     take = pc.fill_null(pos, 0)
 
     def col(name):
-        return pc.if_else(hit, g.column(name).combine_chunks().take(take),
-                          pa.nulls(len(uid), g.schema.field(name).type))
+        nulls = pa.nulls(len(uid), g.schema.field(name).type)
+        if g.num_rows == 0:  # no pair anywhere in the pool: every row is kept alone
+            return nulls
+        return pc.if_else(hit, g.column(name).combine_chunks().take(take), nulls)
 
     kept = pc.fill_null(col("kept"), True)
     reason = pc.if_else(kept, "kept", NEAR_REASON)

@@ -7,7 +7,8 @@ it and writes the final subset with its lineage. Stage families plug in through
 
 from curate.recipe.registry import Params, StageContext, StageResult, get_kind, kinds, register
 from curate.recipe.runner import initial_uids, run_recipe
-from curate.recipe.spec import LoadedRecipe, RecipeError, load_recipe
+from curate.errors import RecipeError
+from curate.recipe.spec import LoadedRecipe, load_recipe
 
 __all__ = ["Params", "StageContext", "StageResult", "get_kind", "kinds", "register", "initial_uids",
            "run_recipe", "LoadedRecipe", "RecipeError", "load_recipe"]

@@ -89,7 +89,7 @@ class StageContext:
         return getattr(ex, "spark", None)
 
     def embeddings_table(self) -> str:
-        from curate.recipe.spec import RecipeError
+        from curate.errors import RecipeError
 
         if not self.embedding_model:
             raise RecipeError(f"stage {self.stage_name!r} reads embeddings: set 'embedding_model' in the recipe")

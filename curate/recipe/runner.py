@@ -23,7 +23,8 @@ from curate.manifest import RunManifest
 from curate.progress import info
 from curate.recipe.cache import StageCache, cache_key, subset_hash, table_fingerprint
 from curate.recipe.registry import StageContext, StageResult, code_hash, get_kind, tables_read
-from curate.recipe.spec import LoadedRecipe, RecipeError
+from curate.errors import RecipeError
+from curate.recipe.spec import LoadedRecipe
 from curate.selection import DECISIONS, write_decisions_frame
 from curate.subset import read_subset_array, write_subset
 from curate.tables import Dataset, load_schema

@@ -27,14 +27,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from curate.errors import CurateError
+from curate.errors import CurateError, RecipeError
 from curate.names import check_name
 
 RESERVED_STAGE_KEYS = ("kind", "name", "enabled")
-
-
-class RecipeError(CurateError):
-    """A recipe is malformed; the message names the file and line."""
 
 
 class StageSpec(BaseModel):

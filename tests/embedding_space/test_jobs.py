@@ -179,6 +179,15 @@ def test_near_duplicate_survivor_is_the_smallest_uid_not_the_first_row(tmp_path)
     assert dec[uids[1]]["detail"] == uids[j]
 
 
+def test_near_dedup_without_any_pair_keeps_every_row(tmp_path):
+    x = np.random.default_rng(2).standard_normal((30, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ds = Dataset(tmp_path / "d")
+    write_embeddings(ds, "m", x, rows_per_shard=16)
+    r = run_near_dedup(ds, "m", 0.9999)
+    assert r["counts"]["input"] == 30 and r["counts"]["removed"] == 0
+
+
 def test_cluster_stats_queryable_with_duckdb(tmp_path, data):
     import duckdb
 

@@ -39,7 +39,7 @@ def _reads(p, dataset, model):
 def run_balance_stage(ctx: StageContext, uids: pa.Array, p: BalanceParams) -> StageResult:
     """MetaCLIP: substring-match captions to metadata entries, then sample each entry up to t."""
     from curate.metaclip.jobs import run_balance, run_match
-    from curate.recipe.spec import RecipeError
+    from curate.errors import RecipeError
 
     from pathlib import Path
 
