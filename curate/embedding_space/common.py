@@ -176,6 +176,11 @@ def uid_hash(uids, seed: int = 0) -> np.ndarray:
     bits; 63 bits because Spark has no unsigned types)."""
     hi = np.array([int(u[:16], 16) for u in uids], dtype=np.uint64)
     lo = np.array([int(u[16:32] or "0", 16) for u in uids], dtype=np.uint64)
+    return mix_uid_words(hi, lo, seed)
+
+
+def mix_uid_words(hi: np.ndarray, lo: np.ndarray, seed: int) -> np.ndarray:
+    """splitmix64 of a uid's two 64-bit words, as a non-negative int64 (``uid_hash``'s core)."""
     with np.errstate(over="ignore"):
         z = hi ^ (lo * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64((seed * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

@@ -42,7 +42,7 @@ def uid_hash_array(uids, seed: int = 0) -> np.ndarray:
     """``curate.embedding_space.common.uid_hash`` (splitmix64 of the uid's bits), vectorised over an
     Arrow string column of 32-hex-char uids without building Python strings; other uids go
     through the reference function."""
-    from curate.embedding_space.common import uid_hash
+    from curate.embedding_space.common import mix_uid_words, uid_hash
 
     arr = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
     if not isinstance(arr, pa.Array):
@@ -62,13 +62,7 @@ def uid_hash_array(uids, seed: int = 0) -> np.ndarray:
     # hex pairs -> bytes -> two big-endian 64-bit words per uid
     packed = np.ascontiguousarray((nib[:, 0::2] << 4) | nib[:, 1::2])
     words = packed.view(">u8").astype(np.uint64)
-    hi, lo = words[:, 0], words[:, 1]
-    with np.errstate(over="ignore"):
-        z = hi ^ (lo * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64((seed * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(1)).astype(np.int64)
+    return mix_uid_words(words[:, 0], words[:, 1], seed)
 
 
 # ---------------------------------------------------------------- decode cache
