@@ -188,12 +188,7 @@ class ArrowFrameOps:
                     else part.column(n) for n in schema.names]
             write_parquet_atomic(pa.Table.from_arrays([c.cast(schema.field(n).type) for n, c in
                                                        zip(schema.names, cols)], schema=schema), out)
-        if total == 0:  # an empty table is one empty shard, so the table and its schema exist
-            write_parquet_atomic(schema.empty_table(), dataset.shard_path(table, 0))
-            keep = {dataset.shard_path(table, 0).name}
-        for old in dataset.shards(table):
-            if old.name not in keep:
-                old.unlink()
+        keep = dataset.finish_sharded_write(table, schema, keep, total)
         return {"rows": total, "shards": len(keep), "skipped_shards": skipped}
 
     def write_sorted_table(self, frame, dataset, table: str, schema, sort_by: list[str], rows_per_shard: int,

@@ -245,12 +245,7 @@ def write_ranked_table(df, dataset: Dataset, table: str, schema: pa.Schema, tota
         written = grouped.mapInArrow(write, "shard long, rows long").collect()
     keep = {dataset.shard_path(table, r["shard"]).name for r in written}
     keep |= {dataset.shard_path(table, i).name for i in done}
-    if total == 0:  # an empty table is one empty shard, so the table and its schema exist
-        write_parquet_atomic(schema.empty_table(), dataset.shard_path(table, 0))
-        keep = {dataset.shard_path(table, 0).name}
-    for old in dataset.shards(table):
-        if old.name not in keep:
-            old.unlink()
+    keep = dataset.finish_sharded_write(table, schema, keep, total)
     return {"rows": total, "shards": len(keep), "skipped_shards": len(done)}
 
 

@@ -290,6 +290,18 @@ class Dataset:
             if old.name not in keep:
                 old.unlink()
 
+    def finish_sharded_write(self, name: str, schema: pa.Schema, keep: set[str], total: int) -> set[str]:
+        """After a sharded write of ``total`` rows into the shard files named ``keep`` (a local
+        dataset): an empty table is one empty shard, so the table and its schema exist; stale
+        shards go. Returns the shard names kept."""
+        if total == 0:
+            write_parquet_atomic(schema.empty_table(), self.shard_path(name, 0))
+            keep = {self.shard_path(name, 0).name}
+        for old in self.shards(name):
+            if old.name not in keep:
+                old.unlink()
+        return keep
+
     def write_json(self, relpath: str, obj) -> Path | str:
         p = self.path(relpath)
         atomic_write_bytes(p, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
