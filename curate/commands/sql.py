@@ -23,6 +23,48 @@ def data_console():
     return Console(width=width, markup=False, emoji=False, highlight=False)
 
 
+def wrap_words(text: str, width: int) -> list[str]:
+    """Lines of at most ``width`` characters broken between words; a word longer than a line
+    (a path, a URL) is cut into pieces of even length, so no line is a lone letter, which is
+    what folding at the terminal edge leaves."""
+    import math
+
+    width = max(width, 1)
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if len(word) > width:
+            n = math.ceil(len(word) / width)
+            size = math.ceil(len(word) / n)
+            pieces = [word[i:i + size] for i in range(0, len(word), size)]
+        else:
+            pieces = [word]
+        for piece in pieces:
+            # a whole word joins the line if it fits; the pieces of a cut word start lines
+            if line and len(pieces) == 1 and len(line) + 1 + len(piece) <= width:
+                line += " " + piece
+            else:
+                if line:
+                    lines.append(line)
+                line = piece
+    if line:
+        lines.append(line)
+    return lines or [""]
+
+
+def _print_wrapped(console, text: str, bold_prefix: int = 0) -> None:
+    """Print ``text`` wrapped by :func:`wrap_words` at the console's width; the first
+    ``bold_prefix`` characters (a heading or a column name) in bold."""
+    from rich.text import Text
+
+    for line in wrap_words(text, console.width):
+        t = Text(line)
+        if bold_prefix > 0:
+            t.stylize("bold", 0, min(bold_prefix, len(line)))
+            bold_prefix -= len(line) + 1
+        console.print(t, overflow="ignore", no_wrap=True)
+
+
 def _print_table(table, max_rows: int, title: str | None = None, more: int = 0) -> None:
     """Print up to ``max_rows`` rows; every cell, header and title is plain text, never markup."""
     import pyarrow.types as pat
@@ -34,7 +76,7 @@ def _print_table(table, max_rows: int, title: str | None = None, more: int = 0) 
     if title:
         # a heading of its own, wrapped between words: a Table title is squeezed into the
         # table's width and breaks letter by letter on a narrow terminal
-        console.print(Text(title, style="bold"), overflow="fold")
+        _print_wrapped(console, title, bold_prefix=len(title))
     t = Table(show_lines=False)
     for field in table.schema:
         numeric = pat.is_integer(field.type) or pat.is_floating(field.type) or pat.is_decimal(field.type)
@@ -52,7 +94,7 @@ def _print_table(table, max_rows: int, title: str | None = None, more: int = 0) 
             if i:
                 console.print()
             for name, v in row.items():
-                console.print(Text.assemble((f"{name}: ", "bold"), "" if v is None else str(v)), overflow="fold")
+                _print_wrapped(console, f"{name}: {'' if v is None else v}", bold_prefix=len(name) + 1)
         console.print()
     more += max(0, table.num_rows - max_rows)
     if more:

@@ -129,3 +129,18 @@ def test_stats_tables_at_20_columns_print_whole_values(tmp_path):
     assert not any(ch in narrow for ch in "│┃"), narrow  # no folded grid
     wide = _curate("stats", str(ds), columns=100)
     assert re.search(r"│ malformed_record\s+│\s+1 │", wide) and re.search(r"│ samples\s+│\s+9 │", wide), wide
+
+
+def test_wrap_words_never_leaves_a_lone_letter_whatever_the_path_length():
+    """A path longer than the terminal is cut into even pieces: folding at the edge left a
+    one-letter line for some temporary-folder lengths (a flaky CI failure)."""
+    from curate.commands.sql import wrap_words
+
+    for width in (20, 40, 80):
+        for n in range(60):
+            text = f"tables in /tmp/pytest-{'1' * n}/test_stats_0/a-dataset-with-a-rather-long-folder-name"
+            lines = wrap_words(text, width)
+            assert all(len(line) <= width for line in lines)
+            assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+            assert min(len(line) for line in lines) >= 3, lines
+    assert wrap_words("downloads by outcome and more", 20) == ["downloads by outcome", "and more"]
