@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.embedding_space.common import (collect_rows, embeddings_table, read_uid_filter, shard_tasks,
+from curate.embedding_space.common import (cleanup_tmp, collect_rows, embeddings_table, read_uid_filter, shard_tasks,
                                            write_json, write_uid_filter)
 from curate.embedding_space import guards
 from curate.embedding_space.kmeans import assign, train_kmeans
@@ -269,15 +269,3 @@ def _clear_cache(cache_dir: Path) -> None:
         for p in cache_dir.iterdir():
             p.unlink()
         cache_dir.rmdir()
-
-
-def cleanup_tmp(ds: Dataset, run: str) -> None:
-    d = ds.root / "_tmp" / run
-    if d.is_dir():
-        for p in d.iterdir():
-            if p.is_file():
-                p.unlink()
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass

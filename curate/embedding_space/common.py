@@ -164,6 +164,19 @@ def _cast(t: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
+def cleanup_tmp(ds: Dataset, run: str) -> None:
+    """Remove a run's ``_tmp/<run>`` files (and the folder when empty)."""
+    d = ds.root / "_tmp" / run
+    if d.is_dir():
+        for p in d.iterdir():
+            if p.is_file():
+                p.unlink()
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
 def write_json(path: Path, obj) -> None:
     from curate.tables import atomic_write_bytes
 

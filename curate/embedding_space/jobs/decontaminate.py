@@ -1,0 +1,190 @@
+"""``curate decontaminate``: remove pool samples whose image embedding is a near copy of an
+evaluation image (cosine >= threshold); reports, per evaluation image, how many pool copies
+it has and the closest one (``decontamination/<run>``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.decisions import decisions_table
+from curate.embedding_space import guards as _guards
+from curate.embedding_space.common import (cleanup_tmp, embeddings_table, read_uid_filter, restrict,
+                                           restricted_frame, shard_tasks, uid_frame, write_uid_filter)
+from curate.embedding_space.decontaminate import REASON as EVAL_REASON
+from curate.embedding_space.jobs.shared import (DECISIONS, NO_EMBEDDING, as_dataset, check_dataset, missing_frame,
+                                                with_missing)
+from curate.embedding_space.vectors import embedding_matrix
+from curate.engine import LocalExecutor, worker_cache
+from curate.errors import DatasetError
+from curate.manifest import RunManifest
+from curate.selection import finish_selection
+from curate.tables import Dataset, load_schema
+
+
+def check_decontaminate(ds: Dataset, model_id: str, eval_source: str, threshold: float,
+                        model_name: str | None = None, pretrained: str | None = None) -> str:
+    """The pool's embeddings table, after checking the threshold, the evaluation source and, for
+    an image folder, that the model to embed it with resolves."""
+    if not -1.0 <= threshold <= 1.0:
+        raise DatasetError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    table = embeddings_table(check_dataset(ds), model_id)
+    p = Path(str(eval_source))
+    if not p.exists() and not ds.has_table(str(eval_source)):
+        raise DatasetError(f"--eval {eval_source}: neither an image folder, a Parquet table, nor a table of {ds.root}")
+    if p.is_dir() and not any(p.glob("*.parquet")):
+        _eval_model_ref(ds, model_id, model_name, pretrained)
+    return table
+
+
+def _eval_model_ref(ds: Dataset, model_id: str, model_name: str | None, pretrained: str | None):
+    """The model that embeds evaluation images: the pool's own (via the resolver), or the one given."""
+    from curate.models.resolve import resolve_model
+
+    if model_name is None:
+        return resolve_model(model_id, dataset=ds)
+    return resolve_model(model_name, pretrained)
+
+
+
+def _eval_index(path: str):
+    st = Path(path).stat()
+
+    def build():
+        from curate.embedding_space.decontaminate import build_eval_index
+
+        return build_eval_index(np.load(path, allow_pickle=False))
+
+    return worker_cache(("eval_index", path, st.st_mtime_ns, st.st_size), build)
+
+
+def _decontam_rows(task: dict):
+    from curate.embedding_space.decontaminate import nearest_eval
+
+    t = pq.read_table(task["path"], columns=["uid", "image_embedding"])
+    t = restrict(t, read_uid_filter(task.get("uid_filter")))
+    if t.num_rows == 0:
+        return
+    x = embedding_matrix(t, "image", f"{task['path']}: ")
+    sims, ids = nearest_eval(_eval_index(task["eval_npy"]), x)
+    yield pa.record_batch([t.column("uid").combine_chunks(), pa.array(sims), pa.array(ids.astype(np.int64))],
+                          schema=_DECONTAM_SCHEMA)
+
+
+_DECONTAM_SCHEMA = pa.schema([("uid", pa.string()), ("similarity", pa.float32()), ("eval_index", pa.int64())])
+_PER_EVAL = pa.schema([("eval_index", pa.int64()), ("count", pa.int64()), ("best", pa.float64()),
+                       ("nearest", pa.string())])
+
+
+def _nearest_copy(group: pa.Table) -> pa.Table:
+    """One evaluation image's pool copies: their number, the closest (ties: smallest uid)."""
+    top = group.sort_by([("similarity", "descending"), ("uid", "ascending")]).slice(0, 1)
+    return pa.table([top.column("eval_index"), pa.array([group.num_rows], pa.int64()),
+                     top.column("similarity").cast(pa.float64()), top.column("uid")], schema=_PER_EVAL)
+
+
+def load_eval_embeddings(source: str, dataset: Dataset, model_id: str, model_name: str | None = None,
+                         pretrained: str | None = None, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
+    """Evaluation image ids and normalised embeddings from a folder of images (embedded with the
+    pool's model), a Parquet file/table folder with ``image_embedding``, or a table of ``dataset``."""
+    p = Path(source)
+    table_path = None
+    if p.is_file() and p.suffix == ".parquet":
+        table_path = [p]
+    elif p.is_dir() and any(p.glob("*.parquet")):
+        table_path = sorted(p.glob("*.parquet"))
+    elif not p.exists() and dataset.has_table(source):
+        table_path = dataset.shards(source)
+    if table_path is not None:
+        t = pa.concat_tables([pq.read_table(f) for f in table_path])
+        if "image_embedding" not in t.column_names:
+            raise DatasetError(f"{source}: evaluation table has no image_embedding column (columns: {t.column_names})")
+        id_col = next((c for c in ("uid", "key", "path", "id") if c in t.column_names), None)
+        ids = [str(v) for v in t.column(id_col).to_pylist()] if id_col else [str(i) for i in range(t.num_rows)]
+        return ids, embedding_matrix(t, "image", f"{source}: ")
+    if not p.is_dir():
+        raise DatasetError(f"--eval {source}: neither an image folder, a Parquet table, nor a table of {dataset.root}")
+    from curate.embed import embed_image_folder
+    from curate.models import load_model
+
+    ref = _eval_model_ref(dataset, model_id, model_name, pretrained)
+    bundle = load_model(ref.name, ref.pretrained, seed=ref.seed)
+    if bundle.model_id != model_id:
+        raise DatasetError(f"evaluation images would be embedded with {bundle.model_id}, but the pool embeddings "
+                           f"are {model_id}; pass --eval-model/--eval-pretrained matching the pool's model")
+    paths, _, x = embed_image_folder(p, bundle, batch_size=batch_size)
+    ids = [str(Path(q).relative_to(p)) for q in paths]
+    return ids, np.asarray(x, dtype=np.float32)
+
+
+def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float, run: str = "decontaminate",
+                      model_name: str | None = None, pretrained: str | None = None, input_uids=None,
+                      executor=None, output: str | None = None) -> dict:
+    from curate.embedding_space.vectors import normalize_rows
+
+    ds = as_dataset(dataset)
+    executor = executor or LocalExecutor()
+    table = check_decontaminate(ds, model_id, eval_source, threshold, model_name, pretrained)
+    m = RunManifest(run, dict(stage="decontaminate", model_id=model_id, eval=str(eval_source), threshold=threshold,
+                              restricted=input_uids is not None, engine=executor.name))
+    with m.stage("embed_eval"):
+        eval_ids, ex = load_eval_embeddings(str(eval_source), ds, model_id, model_name, pretrained)
+    ex = normalize_rows(ex)
+    if len(eval_ids) == 0:
+        raise DatasetError(f"--eval {eval_source}: no evaluation images")
+    m["inputs"] = [{"table": table, "rows": ds.count(table)}, {"eval": str(eval_source), "images": len(eval_ids)}]
+    tmp = ds.root / "_tmp" / run
+    tmp.mkdir(parents=True, exist_ok=True)
+    npy = tmp / "eval.npy"
+    with open(npy, "wb") as f:
+        np.save(f, np.ascontiguousarray(ex, dtype=np.float32))
+    uids = uid_frame(executor, write_uid_filter(ds, run, input_uids))
+    with m.stage("search"):
+        rows = restricted_frame(executor, shard_tasks(ds, table, eval_npy=str(npy)), _decontam_rows,
+                                _DECONTAM_SCHEMA, uids).cache()
+        eval_names = pa.array(eval_ids, pa.string())
+
+        def to_decisions(batch: pa.RecordBatch) -> pa.Table:
+            sims = batch.column("similarity").to_numpy()
+            removed = sims >= threshold
+            detail = pc.if_else(pa.array(removed), eval_names.take(batch.column("eval_index")),
+                                pa.nulls(batch.num_rows, pa.string()))
+            return decisions_table(batch.column("uid"), "decontaminate", pa.array(~removed),
+                                   pa.array(np.where(removed, EVAL_REASON, "kept")), pa.array(sims.astype(np.float64)),
+                                   detail)
+
+        def hits(batch: pa.RecordBatch) -> pa.Table:
+            return pa.Table.from_batches([batch]).filter(pc.greater_equal(batch.column("similarity"), threshold))
+
+        # per evaluation image: how many pool samples were its near copies, the closest one
+        # (highest similarity, then smallest uid); one row per evaluation image comes back
+        per_eval = (rows.map_batches(hits, _DECONTAM_SCHEMA).group_apply("eval_index", _nearest_copy, _PER_EVAL)
+                    .collect_small(len(eval_ids)))
+    try:
+        e = per_eval.column("eval_index").to_numpy()
+        count = np.zeros(len(eval_ids), np.int64)
+        count[e] = per_eval.column("count").to_numpy()
+        best = np.full(len(eval_ids), np.nan)
+        best[e] = per_eval.column("best").to_numpy()
+        nearest = np.full(len(eval_ids), None, dtype=object)
+        nearest[e] = per_eval.column("nearest").to_pylist()
+        report = pa.Table.from_arrays(
+            [eval_names, pa.array(count), pa.array(best, pa.float64(), mask=np.isnan(best)),
+             pa.array(nearest.tolist(), pa.string())], schema=load_schema("decontamination").arrow())
+        ds.write_table(f"decontamination/{run}", report)
+        miss = missing_frame(executor, ds, uids, table, "decontaminate", NO_EMBEDDING)
+        health, warns = _guards.table_health(ds, table, "image")
+        res = finish_selection(executor, ds, run, "decontaminate",
+                               with_missing(rows.map_batches(to_decisions, DECISIONS), miss), m, output,
+                               {"eval_images": len(eval_ids), "eval_images_with_copies": int((count > 0).sum())},
+                               guards=({"embeddings": health}, warns),
+                               acted_on=("cosine to the nearest evaluation image", None),
+                               cleanup=lambda: cleanup_tmp(ds, run))
+    finally:
+        rows.release()
+    res["report"] = report
+    return res

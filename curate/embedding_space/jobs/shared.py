@@ -1,0 +1,86 @@
+"""What every embedding-space selection job shares: the decisions schema, the dataset and
+clustering checks, the decisions (removed, no embedding) of restriction uids missing from the
+table a job reads (an anti-join in the engine), and the driver-side finish of steps that
+still hold their decisions as a table."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from curate.decisions import decisions_table
+from curate.embedding_space import guards as _guards
+from curate.embedding_space.clusters import load_clustering
+from curate.embedding_space.common import UID_SCHEMA, cleanup_tmp
+from curate.engine import LocalExecutor
+from curate.errors import DatasetError
+from curate.manifest import RunManifest
+from curate.selection import finish_selection
+from curate.tables import Dataset, load_schema
+
+NO_EMBEDDING = "no_embedding"
+NOT_DOWNLOADED = "not_downloaded"
+
+DECISIONS = load_schema("decisions").arrow()
+
+
+def as_dataset(dataset) -> Dataset:
+    return dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+
+
+def _finish(ds: Dataset, run: str, stage: str, decisions: pa.Table, manifest: RunManifest, output: str | None,
+            extra_counts: dict | None = None, guards: tuple[dict, list[str]] | None = None,
+            removal_guard: bool = True, executor=None) -> dict:
+    """``curate.selection.finish_selection`` for a decisions table the driver already holds
+    (kept for steps not yet written as frames); the result also carries the table."""
+    executor = executor or LocalExecutor()
+    res = finish_selection(executor, ds, run, stage, executor.frame_from_table(decisions.select(DECISIONS.names)
+                                                                                .cast(DECISIONS)),
+                           manifest, output, extra_counts, guards=guards, removal_guard=removal_guard,
+                           cleanup=lambda: cleanup_tmp(ds, run))
+    res["decisions"] = decisions
+    return res
+
+
+def _concat_decisions(*tables: pa.Table) -> pa.Table:
+    parts = [t.select(DECISIONS.names).cast(DECISIONS) for t in tables if t.num_rows]
+    return pa.concat_tables(parts) if parts else DECISIONS.empty_table()
+
+
+def clustering_health(ds: Dataset, meta: dict) -> tuple[dict, list[str]]:
+    return _guards.table_health(ds, meta["embeddings_table"], meta["embedding"])
+
+
+def missing_frame(executor, ds: Dataset, uids, table: str, stage: str, reason: str):
+    """Decisions (removed, ``reason``) for the restriction's uids absent from ``table``: an
+    anti-join in the engine; None without a restriction."""
+    if uids is None:
+        return None
+    present = executor.frame_read([str(p) for p in ds.shards(table)], UID_SCHEMA)
+
+    def to_decisions(batch: pa.RecordBatch) -> pa.Table:
+        n = batch.num_rows
+        return decisions_table(batch.column("uid"), stage, pa.array([False] * n), pa.array([reason] * n, pa.string()))
+
+    return uids.anti_join(present).map_batches(to_decisions, DECISIONS)
+
+
+def with_missing(decisions, missing):
+    decisions = decisions.select(DECISIONS.names)
+    return decisions.union(missing) if missing is not None else decisions
+
+
+# ---------------------------------------------------------------- checks (before any engine starts)
+def check_dataset(ds: Dataset) -> Dataset:
+    if not ds.root.is_dir():
+        raise DatasetError(f"dataset folder {ds.root} does not exist")
+    return ds
+
+
+def check_clustering(ds: Dataset, clusters: str) -> dict:
+    """The clustering's metadata; an error if it or the embeddings table it was made from is missing."""
+    check_dataset(ds)
+    _, meta = load_clustering(ds, clusters)
+    if not ds.has_table(meta["embeddings_table"]):
+        raise DatasetError(f"clustering {clusters!r} was made from {meta['embeddings_table']}, which is missing "
+                           f"in {ds.root}")
+    return meta
