@@ -1,70 +1,37 @@
-"""``curate cluster``: FAISS k-means over an embeddings table, every sample assigned."""
+"""``curate cluster``: FAISS k-means over an embeddings table, every sample assigned. Options
+come from the job's model (curate/params/embedding_space.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
-from curate.embedding_space.cli import echo_guards
-from curate.lock import hold_dataset_lock
-from curate.models.resolve import model_spec_callback
-from curate.names import name_callback
+from curate.commands._jobcli import Common, JobRun, echo_guards, job_command
+from curate.params.embedding_space import DEFAULT_CLUSTERING, ClusterParams
+
+
+def cluster(run: JobRun, p: ClusterParams) -> None:
+    from curate.embedding_space.clusters import check_cluster, run_cluster
+    from curate.embedding_space.jobs import check_dataset
+    from curate.models.resolve import resolve_embeddings
+
+    model = resolve_embeddings(check_dataset(run.ds), p.embeddings)
+    uids = run.input_uids()
+    check_cluster(run.ds, model, p.k, p.embedding, p.niter, p.max_points_per_centroid, uids)
+    r = run_cluster(run.ds, model, p.k, name=run.name, embedding=p.embedding, niter=p.niter, seed=p.seed,
+                    spherical=p.spherical, max_points_per_centroid=p.max_points_per_centroid,
+                    sample_size=p.sample_size, gpu=p.gpu_flag(), executor=run.executor(), input_uids=uids,
+                    max_sample_bytes=p.max_sample_bytes())
+    c = r["counts"]
+    typer.echo(f"cluster {run.name}: {c['rows']} samples in {c['clusters']} clusters (trained on {c['train_rows']}; "
+               f"largest {c['largest_cluster']}, empty {c['empty_clusters']}) -> clusters/{run.name}, "
+               f"cluster_stats/{run.name}")
+    echo_guards(r.get("guards"))
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("cluster")
-    def cluster_cmd(
-        dataset: Path = typer.Argument(..., help="Dataset folder (holds embeddings/<model>/)."),
-        k: int = typer.Option(..., "--k", "-k", help="Number of clusters."),
-        model: Optional[str] = typer.Option(None, "--embeddings", "--model", "-m",
-                                            help="Embeddings table id (embeddings/<id>), open_clip NAME[:TAG] or "
-                                            "checkpoint it was embedded with; default: the only one.",
-                                            callback=model_spec_callback),
-        name: str = typer.Option("kmeans", "--name", help="Clustering name: centroids/, clusters/, cluster_stats/<name>.",
-                               callback=name_callback),
-        embedding: str = typer.Option("image", "--embedding", help="image, text or concat (both, normalised)."),
-        niter: int = typer.Option(20, "--niter", help="k-means iterations."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the training sample and of k-means."),
-        spherical: bool = typer.Option(True, "--spherical/--euclidean",
-                                       help="Spherical (cosine) k-means, as SemDeDup/DBP use; or plain L2."),
-        max_points_per_centroid: int = typer.Option(256, "--max-points-per-centroid",
-                                                    help="Training sample = k x this (FAISS's cap)."),
-        sample_size: Optional[int] = typer.Option(None, "--sample-size", help="Training rows (default k x max-points)."),
-        max_sample_gb: float = typer.Option(2.0, "--max-sample-gb",
-                                            help="Cap on the float32 training sample held by the driver (GiB); "
-                                            "the sample never grows with the pool (docs/scale.md)."),
-        subset: Optional[str] = typer.Option(None, "--subset", "-s", help="Train on this subset's samples only."),
-        gpu: str = typer.Option("auto", "--gpu", help="auto (faiss-gpu when present), yes or no."),
-        engine: str = EngineOpt,
-        master: Optional[str] = MasterOpt,
-        conf: list[str] = ConfOpt,
-    ) -> None:
-        """Train k-means on a deterministic sample (driver) and assign every sample (Spark tasks)."""
-        from curate.embedding_space.clusters import check_cluster, run_cluster
-        from curate.embedding_space.common import subset_uids
-        from curate.embedding_space.jobs import check_dataset
-        from curate.models.resolve import resolve_embeddings
-        from curate.tables import Dataset
-
-        if max_sample_gb <= 0:
-            raise typer.BadParameter(f"--max-sample-gb must be > 0, got {max_sample_gb}")
-        g = {"auto": "auto", "yes": True, "no": False}.get(gpu)
-        if g is None:
-            raise typer.BadParameter(f"--gpu must be auto, yes or no, got {gpu!r}")
-        hold_dataset_lock(dataset)  # one writer per dataset
-        ds = check_dataset(Dataset(dataset))
-        model = resolve_embeddings(ds, model)
-        uids = subset_uids(ds, subset)
-        check_cluster(ds, model, k, embedding, niter, max_points_per_centroid, uids)
-        executor = open_executor(engine, master, conf, "curate-cluster", dataset=dataset)
-        r = run_cluster(ds, model, k, name=name, embedding=embedding, niter=niter, seed=seed, spherical=spherical,
-                        max_points_per_centroid=max_points_per_centroid, sample_size=sample_size, gpu=g,
-                        executor=executor, input_uids=uids, max_sample_bytes=int(max_sample_gb * (1 << 30)))
-        c = r["counts"]
-        typer.echo(f"cluster {name}: {c['rows']} samples in {c['clusters']} clusters (trained on {c['train_rows']}; "
-                   f"largest {c['largest_cluster']}, empty {c['empty_clusters']}) -> clusters/{name}, "
-                   f"cluster_stats/{name}")
-        echo_guards(r.get("guards"))
+    app.command("cluster")(job_command(
+        ClusterParams, cluster, app_name="curate-cluster",
+        common=Common(DEFAULT_CLUSTERING, name_help="Clustering name: centroids/, clusters/, cluster_stats/<name>.",
+                      dataset_help="Dataset folder or URI (holds embeddings/<model>/).",
+                      subset_help="Train on this subset's samples only.", output=False),
+        help="Train k-means on a deterministic sample (driver) and assign every sample (Spark tasks)."))

@@ -1,0 +1,186 @@
+"""A job's typer command, generated from its parameters model (``curate.params``).
+
+``job_command(Model, body, ...)`` returns a function whose ``__signature__`` is the DATASET
+argument, one ``typer.Option`` per field of ``Model`` and the common options (--name,
+--subset, --output, --engine, --master, --conf), declared here once. When the command runs,
+the options are validated by ``Model`` (a bad value is one line naming the option, exit 2),
+the dataset lock is taken, and ``body(run, params)`` does the job: ``run`` is a ``JobRun``
+(dataset, run name, input subset, executor), ``params`` the validated model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional
+
+import typer
+from pydantic import BaseModel
+
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.names import name_callback
+from curate.params import base_type, choices, deprecated_flags, field_flags, negative_flag, parse_params
+
+SubsetOpt = typer.Option(None, "--subset", "-s",
+                         help="Input: only this subset's samples (a name under subsets/, or a subset file/folder).")
+OutputOpt = typer.Option(None, "--output", "-o", help="Name of the kept subset (default: the run name).",
+                         callback=name_callback)
+_DEPRECATED = "__deprecated"  # suffix of the parameter that takes a field's old spellings
+
+
+@dataclass
+class JobRun:
+    """The common options of a job command, and what a job body needs from them."""
+
+    dataset: str
+    name: str
+    subset: Optional[str]
+    output: Optional[str]
+    engine: str
+    master: Optional[str]
+    conf: list[str]
+    app_name: str
+    _ds: Any = field(default=None, repr=False)
+
+    @property
+    def ds(self):
+        from curate.tables import Dataset
+
+        if self._ds is None:
+            self._ds = Dataset(self.dataset)
+        return self._ds
+
+    def input_uids(self):
+        """The --subset's uids (None: every sample)."""
+        from curate.embedding_space.common import subset_uids
+
+        return subset_uids(self.ds, self.subset)
+
+    def executor(self):
+        return open_executor(self.engine, self.master, self.conf, self.app_name, dataset=self.dataset)
+
+
+@dataclass(frozen=True)
+class Common:
+    """Which common options a command has, and how they read for it."""
+
+    run_name: str                      # --name's default
+    name_help: str = "Run name (decisions/<name>, subsets/<name>)."
+    dataset_help: str = "Dataset folder or URI."
+    subset_help: Optional[str] = None  # None: SubsetOpt's
+    output: bool = True                # has --output (the kept subset's name)
+
+
+def _metavar(f) -> str:
+    c = choices(f)
+    if c:
+        return "[" + "|".join(str(x) for x in c) + "]"
+    return {int: "INTEGER", float: "FLOAT"}.get(base_type(f), "TEXT")
+
+
+def _option(name: str, f) -> inspect.Parameter:
+    """One field as a typer option. Values reach the model as text (bools and lists aside), so
+    the model alone converts and checks them, with one message format."""
+    required = f.is_required()
+    default = ... if required else f.default
+    t = base_type(f)
+    flags = field_flags(name, f)
+    if t is bool:
+        neg = negative_flag(f) or f"--no-{name.replace('_', '-')}"
+        opt = typer.Option(default, f"{flags[0]}/{neg}", *flags[1:], help=f.description)
+        annotation: Any = bool
+    elif getattr(t, "__origin__", None) in (list, List):
+        opt = typer.Option([] if f.default is None else default, *flags, help=f.description)
+        annotation = List[str]
+    else:
+        opt = typer.Option(default, *flags, help=f.description, metavar=_metavar(f),
+                           show_default=not required and default is not None)
+        annotation = Optional[str]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=annotation)
+
+
+def _deprecated_option(name: str, f) -> inspect.Parameter | None:
+    old = deprecated_flags(f)
+    if not old:
+        return None
+    return inspect.Parameter(name + _DEPRECATED, inspect.Parameter.KEYWORD_ONLY,
+                             default=typer.Option(None, *old, hidden=True), annotation=Optional[str])
+
+
+def _common_params(common: Common) -> list[inspect.Parameter]:
+    kw = inspect.Parameter.KEYWORD_ONLY
+    out = [
+        inspect.Parameter("dataset", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                          default=typer.Argument(..., help=common.dataset_help)),
+        inspect.Parameter("name", kw, annotation=str,
+                          default=typer.Option(common.run_name, "--name", help=common.name_help, callback=name_callback)),
+        inspect.Parameter("subset", kw, annotation=Optional[str],
+                          default=SubsetOpt if common.subset_help is None else
+                          typer.Option(None, "--subset", "-s", help=common.subset_help)),
+    ]
+    if common.output:
+        out.append(inspect.Parameter("output", kw, annotation=Optional[str], default=OutputOpt))
+    out += [inspect.Parameter("engine", kw, annotation=str, default=EngineOpt),
+            inspect.Parameter("master", kw, annotation=Optional[str], default=MasterOpt),
+            inspect.Parameter("conf", kw, annotation=List[str], default=ConfOpt)]
+    return out
+
+
+def option_label(model: type[BaseModel]) -> Callable[[str], str]:
+    """Field name -> its first CLI spelling (``keep_fraction`` -> ``--keep-fraction``)."""
+    return lambda name: field_flags(name, model.model_fields[name])[0] if name in model.model_fields else name
+
+
+def job_command(model: type[BaseModel], body: Callable[[JobRun, Any], None], *, common: Common, app_name: str,
+                help: str) -> Callable[..., None]:
+    """The typer command function of a job (register it with ``app.command("NAME")(...)``)."""
+    fields = model.model_fields
+    common_params = _common_params(common)
+    taken = {p.name for p in common_params}
+    clash = taken & set(fields)
+    if clash:
+        raise TypeError(f"{model.__name__}: fields {sorted(clash)} clash with the common options")
+    params = common_params[:1] + [_option(n, f) for n, f in fields.items()]
+    params += [p for p in (_deprecated_option(n, f) for n, f in fields.items()) if p is not None]
+    params += common_params[1:]
+
+    def command(**kwargs) -> None:
+        from curate.lock import hold_dataset_lock
+
+        values = {n: kwargs[n] for n in fields}
+        for n, f in fields.items():
+            old = kwargs.get(n + _DEPRECATED)
+            if old is not None:
+                sys.stderr.write(f"curate: warning: {'/'.join(deprecated_flags(f))} is deprecated here, use "
+                                 f"{field_flags(n, f)[0]} (docs/cli.md)\n")
+                if values[n] is None:
+                    values[n] = old
+        p = parse_params(model, {k: v for k, v in values.items() if v is not None}, option_label(model))
+        run = JobRun(dataset=kwargs["dataset"], name=kwargs["name"], subset=kwargs["subset"],
+                     output=kwargs.get("output"), engine=kwargs["engine"], master=kwargs["master"],
+                     conf=kwargs["conf"], app_name=app_name)
+        hold_dataset_lock(run.dataset)  # one writer per dataset
+        body(run, p)
+
+    command.__signature__ = inspect.Signature(params)  # typer reads the options from here
+    command.__doc__ = help
+    command.__name__ = app_name.replace("-", "_")
+    command.params_model = model  # for tests and docs: the model this command was made from
+    return command
+
+
+def echo_result(r: dict) -> None:
+    c = r["counts"]
+    reasons = ", ".join(f"{k}={v}" for k, v in c["reasons"].items() if k != "kept") or "none"
+    typer.echo(f"{r['run']}: kept {c['kept']} of {c['input']} (removed: {reasons}) -> subsets/{r['run']}, "
+               f"decisions/{r['run']}")
+    echo_guards(r.get("guards"))
+
+
+def echo_guards(guards: dict | None) -> None:
+    """The similarity distributions a stage acted on, and its warnings (also in the run manifest)."""
+    from curate.embedding_space.guards import summary_lines
+
+    for line in summary_lines(guards):
+        typer.echo(line)
