@@ -132,6 +132,21 @@ def option_label(model: type[BaseModel]) -> Callable[[str], str]:
     return lambda name: field_flags(name, model.model_fields[name])[0] if name in model.model_fields else name
 
 
+def params_from_cli(model: type[BaseModel], kwargs: dict):
+    """The job's validated parameters from a generated command's keyword arguments; an old
+    spelling of an option is taken with a one-line deprecation warning on stderr."""
+    fields = model.model_fields
+    values = {n: kwargs[n] for n in fields}
+    for n, f in fields.items():
+        old = kwargs.get(n + _DEPRECATED)
+        if old is not None:
+            sys.stderr.write(f"curate: warning: {'/'.join(deprecated_flags(f))} is deprecated here, use "
+                             f"{field_flags(n, f)[0]} (docs/embedding_space.md)\n")
+            if values[n] is None:
+                values[n] = old
+    return parse_params(model, {k: v for k, v in values.items() if v is not None}, option_label(model))
+
+
 def job_command(model: type[BaseModel], body: Callable[[JobRun, Any], None], *, common: Common, app_name: str,
                 help: str) -> Callable[..., None]:
     """The typer command function of a job (register it with ``app.command("NAME")(...)``)."""
@@ -148,15 +163,7 @@ def job_command(model: type[BaseModel], body: Callable[[JobRun, Any], None], *, 
     def command(**kwargs) -> None:
         from curate.lock import hold_dataset_lock
 
-        values = {n: kwargs[n] for n in fields}
-        for n, f in fields.items():
-            old = kwargs.get(n + _DEPRECATED)
-            if old is not None:
-                sys.stderr.write(f"curate: warning: {'/'.join(deprecated_flags(f))} is deprecated here, use "
-                                 f"{field_flags(n, f)[0]} (docs/cli.md)\n")
-                if values[n] is None:
-                    values[n] = old
-        p = parse_params(model, {k: v for k, v in values.items() if v is not None}, option_label(model))
+        p = params_from_cli(model, kwargs)
         run = JobRun(dataset=kwargs["dataset"], name=kwargs["name"], subset=kwargs["subset"],
                      output=kwargs.get("output"), engine=kwargs["engine"], master=kwargs["master"],
                      conf=kwargs["conf"], app_name=app_name)

@@ -52,9 +52,9 @@ def register(app: typer.Typer) -> None:
     @app.command("stages")
     def stages() -> None:
         """List the stage kinds a recipe can use, with their parameters."""
-        from curate.recipe.registry import all_kinds
+        from curate.recipe.registry import all_kinds, describe_params
 
         for k in all_kinds():
-            fields = ", ".join(
-                f"{n}={'required' if f.is_required() else repr(f.default)}" for n, f in k.params.model_fields.items())
-            typer.echo(f"{k.kind:<22} [{k.family}] {k.doc}\n{'':<22} {fields}")
+            typer.echo(f"{k.kind:<22} [{k.family}] {k.doc}")
+            for key, help in describe_params(k):
+                typer.echo(f"    {key:<30} {help}".rstrip())

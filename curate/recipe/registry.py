@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
-
+from curate.params import JobParams
 from curate.tables import Dataset
 
-
-class Params(BaseModel):
-    """Base of every stage's parameter model: unknown keys are errors (typos never pass)."""
-
-    model_config = ConfigDict(extra="forbid")
+# Base of every stage's parameter model: unknown keys are errors (typos never pass). A stage
+# wrapping a job takes that job's model (curate/params/), so recipe keys are the CLI options.
+Params = JobParams
 
 
 @dataclass
@@ -162,6 +159,16 @@ def kinds() -> list[str]:
 def all_kinds() -> list[StageKind]:
     _load()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def describe_params(stage: StageKind) -> list[tuple[str, str]]:
+    """(``key=default``, help) per parameter of a stage, as ``curate stages`` lists them; the
+    help is the job model's field description, the one ``--help`` shows."""
+    out = []
+    for name, f in stage.params.model_fields.items():
+        default = "required" if f.is_required() else repr(f.default)
+        out.append((f"{name}={default}", f.description or ""))
+    return out
 
 
 def code_hash(stage: StageKind) -> str:

@@ -15,7 +15,10 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curate.decisions import KEPT, decisions_table
-from curate.recipe.registry import Params, StageContext, StageResult, register
+from curate.params import Name
+from curate.params.embedding_space import (ClusterParams, DBPParams, DecontaminateParams, ExactDedupParams,
+                                           NearDedupParams, SemDeDupParams)
+from curate.recipe.registry import StageContext, StageResult, register
 
 _MODULES = ("curate.embedding_space",)
 
@@ -37,27 +40,24 @@ def _model(ctx: StageContext, model: Optional[str]) -> str:
     return ctx.embedding_model  # type: ignore[return-value]
 
 
-class ClusterParams(Params):
-    k: int = Field(ge=1, description="number of k-means clusters")
-    clusters: Optional[str] = Field(None, description="name of the clustering (clusters/<name>)")
-    embedding: Literal["image", "text"] = "image"
-    niter: int = Field(20, ge=1)
-    seed: int = 0
-    spherical: bool = True
-    sample_size: Optional[int] = Field(None, ge=1)
-    model: Optional[str] = None
+class ClusterStageParams(ClusterParams):
+    """``curate cluster``'s parameters; ``clusters`` names the clustering, as --name does there."""
+
+    clusters: Optional[Name] = Field(None, description="Name of the clustering (clusters/<name>); default: "
+                                     "recipe-<recipe>.")
 
 
-@register("cluster", ClusterParams, family="clustering", reads=("{embeddings}",), code_modules=_MODULES)
-def run_cluster_stage(ctx: StageContext, uids: pa.Array, p: ClusterParams) -> StageResult:
+@register("cluster", ClusterStageParams, family="clustering", reads=("{embeddings}",), code_modules=_MODULES)
+def run_cluster_stage(ctx: StageContext, uids: pa.Array, p: ClusterStageParams) -> StageResult:
     """k-means over the input's embeddings; keeps everything, writes clusters/<name> for later stages."""
     from curate.embedding_space.clusters import run_cluster
 
     name = _clusters_name(ctx, p.clusters)
     distinct = pc.unique(uids)
-    r = run_cluster(ctx.dataset, _model(ctx, p.model), p.k, name=name, embedding=p.embedding, niter=p.niter,
-                    seed=p.seed, spherical=p.spherical, sample_size=p.sample_size, executor=ctx.executor(),
-                    input_uids=distinct)
+    r = run_cluster(ctx.dataset, _model(ctx, p.embeddings), p.k, name=name, embedding=p.embedding, niter=p.niter,
+                    seed=p.seed, spherical=p.spherical, max_points_per_centroid=p.max_points_per_centroid,
+                    sample_size=p.sample_size, gpu=p.gpu_flag(), executor=ctx.executor(), input_uids=distinct,
+                    max_sample_bytes=p.max_sample_bytes())
     c = ctx.dataset.read(f"clusters/{name}", columns=["uid", "cluster_id", "distance"])
     c = c.filter(pc.is_in(c.column("uid"), value_set=distinct))
     by = dict(zip(c.column("uid").to_pylist(), zip(c.column("cluster_id").to_pylist(), c.column("distance").to_pylist())))
@@ -69,13 +69,6 @@ def run_cluster_stage(ctx: StageContext, uids: pa.Array, p: ClusterParams) -> St
     detail = [f"cluster {by[u][0]}" if u in by else None for u in ids]
     return StageResult(decisions_table(distinct, ctx.stage_name, kept, reason, value, detail),
                        stats={"clusters": f"clusters/{name}", **r.get("counts", {}), **_warnings(r)})
-
-
-class SemDeDupParams(Params):
-    eps: float = Field(ge=0, le=1, description="remove pairs with cosine similarity > 1 - eps")
-    clusters: Optional[str] = None
-    keep: Literal["hard", "easy", "random"] = "hard"
-    seed: int = 0
 
 
 def _reads_clusters():
@@ -97,29 +90,22 @@ def run_semdedup_stage(ctx: StageContext, uids: pa.Array, p: SemDeDupParams) -> 
     return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
 
 
-class PruneParams(Params):
-    keep_fraction: float = Field(gt=0, le=1)
-    method: Literal["dbp", "ssp"] = "dbp"
-    clusters: Optional[str] = None
-    keep: Literal["hard", "easy", "random"] = "hard"
-    seed: int = 0
-    temperature: float = Field(0.5, gt=0)
-    balance_ratio: float = Field(0.5, ge=0, le=1)
+class PruneStageParams(DBPParams):
+    """``curate prune dbp``'s parameters (``ssp``'s are a subset); ``method`` picks the command."""
+
+    method: Literal["dbp", "ssp"] = Field("dbp", description="dbp (`curate prune dbp`) or ssp (`curate prune ssp`; "
+                                          "the DBP-only keys are ignored).")
 
 
-@register("prune", PruneParams, family="pruning", reads=_reads_clusters(), code_modules=_MODULES)
-def run_prune_stage(ctx: StageContext, uids: pa.Array, p: PruneParams) -> StageResult:
+@register("prune", PruneStageParams, family="pruning", reads=_reads_clusters(), code_modules=_MODULES)
+def run_prune_stage(ctx: StageContext, uids: pa.Array, p: PruneStageParams) -> StageResult:
     """Density-based pruning (DBP) or SSP prototypes: keep a fraction, fewer from dense clusters."""
     from curate.embedding_space.jobs import run_prune
 
     r = run_prune(ctx.dataset, _clusters_name(ctx, p.clusters), p.keep_fraction, method=p.method, run=ctx.run_name,
                   keep=p.keep, seed=p.seed, temperature=p.temperature, balance_ratio=p.balance_ratio,
-                  input_uids=pc.unique(uids), executor=ctx.executor())
+                  n_neighbors=p.neighbors, input_uids=pc.unique(uids), executor=ctx.executor())
     return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
-
-
-class ExactDedupParams(Params):
-    pass
 
 
 @register("exact_dedup", ExactDedupParams, family="dedup", reads=("downloads",), code_modules=_MODULES)
@@ -131,29 +117,19 @@ def run_exact_dedup_stage(ctx: StageContext, uids: pa.Array, p: ExactDedupParams
     return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
 
 
-class NearDedupParams(Params):
-    threshold: float = Field(ge=-1, le=1, description="cosine similarity at or above which two samples are duplicates")
-    keep_by: Literal["uid", "clip_score"] = "uid"
-    embedding: Literal["image", "text"] = "image"
-    model: Optional[str] = None
+def _reads_near(p: NearDedupParams, dataset, model):
+    return [f"embeddings/{p.embeddings or model}", *([f"clusters/{p.clusters}"] if p.clusters else [])]
 
 
-@register("near_dedup", NearDedupParams, family="dedup", reads=("{embeddings}",), code_modules=_MODULES)
+@register("near_dedup", NearDedupParams, family="dedup", reads=_reads_near, code_modules=_MODULES)
 def run_near_dedup_stage(ctx: StageContext, uids: pa.Array, p: NearDedupParams) -> StageResult:
     """Near duplicates by embedding similarity (FAISS range search): keep one per group."""
     from curate.embedding_space.jobs import run_near_dedup
 
-    r = run_near_dedup(ctx.dataset, _model(ctx, p.model), p.threshold, run=ctx.run_name, keep_by=p.keep_by,
-                       embedding=p.embedding, input_uids=pc.unique(uids), executor=ctx.executor())
+    r = run_near_dedup(ctx.dataset, _model(ctx, p.embeddings), p.threshold, run=ctx.run_name, keep_by=p.keep_by,
+                       embedding=p.embedding, clusters=p.clusters, nprobe=p.nprobe, input_uids=pc.unique(uids),
+                       executor=ctx.executor())
     return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
-
-
-class DecontaminateParams(Params):
-    eval: str = Field(description="evaluation images: an image folder or a .npy/.parquet of embeddings")
-    threshold: float = Field(ge=-1, le=1, description="remove pool samples this similar to an eval image")
-    model: Optional[str] = None
-    model_name: Optional[str] = Field(None, description="open_clip model to embed an eval folder with")
-    pretrained: Optional[str] = Field(None, description="its weights (a local checkpoint)")
 
 
 @register("decontaminate", DecontaminateParams, family="decontamination", reads=("{embeddings}",),
@@ -162,7 +138,7 @@ def run_decontaminate_stage(ctx: StageContext, uids: pa.Array, p: DecontaminateP
     """Remove pool samples whose image is a near copy of an evaluation image."""
     from curate.embedding_space.jobs import run_decontaminate
 
-    r = run_decontaminate(ctx.dataset, _model(ctx, p.model), p.eval, p.threshold, run=ctx.run_name,
-                          model_name=p.model_name, pretrained=p.pretrained, input_uids=pc.unique(uids),
+    r = run_decontaminate(ctx.dataset, _model(ctx, p.embeddings), p.eval, p.threshold, run=ctx.run_name,
+                          model_name=p.eval_model, pretrained=p.eval_pretrained, input_uids=pc.unique(uids),
                           executor=ctx.executor())
     return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})

@@ -5,25 +5,17 @@ embedding model when it has one, then smallest uid). Same parameters as
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
 
-from curate.recipe.registry import Params, StageContext, StageResult, register
-
-
-class PerceptualDedupParams(Params):
-    radius: int = Field(8, ge=0, le=64, description="Hamming distance at or below which two images are duplicates")
-    hash: Literal["phash", "dhash", "colorhash"] = "phash"
-    bands: Optional[int] = Field(None, ge=1, le=64, description="bands of the multi-index (default: 16-bit bands)")
-    model: Optional[str] = Field(None, description="embeddings table whose CLIP score picks the survivor "
-                                 "(default: the recipe's embedding_model; none: smallest uid)")
+from curate.params.perceptual import PerceptualDedupParams
+from curate.recipe.registry import StageContext, StageResult, register
 
 
 def _reads(p: PerceptualDedupParams, dataset, model: Optional[str]) -> list[str]:
-    m = p.model or model
+    m = p.embeddings or model
     # hashes are a function of the downloaded images: a phashes table the stage itself writes
     # must not change its cache key between the first run and the next
     return ["downloads", *([f"embeddings/{m}"] if m else [])]
@@ -35,7 +27,7 @@ def run_perceptual_stage(ctx: StageContext, uids: pa.Array, p: PerceptualDedupPa
     """Perceptual duplicates (pHash within a Hamming radius, multi-index hashing): keep one per group."""
     from curate.perceptual.job import run_perceptual_dedup
 
-    model = p.model
+    model = p.embeddings
     if model is None and ctx.embedding_model and ctx.dataset.has_table(f"embeddings/{ctx.embedding_model}"):
         model = ctx.embedding_model  # the recipe's scores; without them, smallest uid survives
     r = run_perceptual_dedup(ctx.dataset, p.radius, p.hash, run=ctx.run_name, bands=p.bands, embeddings=model,

@@ -1,0 +1,174 @@
+"""Each job's parameters are declared once (curate/params/): the CLI command and the recipe
+stage are generated from the same model, so a field shows up in ``--help``, in
+``curate stages`` and in recipes with the same name, default and help (issue 17)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.main import get_command
+
+from curate.commands._jobcli import Common, job_command, params_from_cli
+from curate.params import Field, field_flags
+from curate.params.embedding_space import DBPParams, NearDedupParams
+from curate.recipe.registry import get_kind, register
+from curate.recipe.spec import load_recipe
+
+# command path -> the recipe stage kind running the same job
+JOBS = {
+    ("cluster",): "cluster",
+    ("dedup", "semantic"): "semdedup",
+    ("dedup", "exact"): "exact_dedup",
+    ("dedup", "near"): "near_dedup",
+    ("dedup", "perceptual"): "perceptual_dedup",
+    ("prune", "dbp"): "prune",
+    ("prune", "ssp"): "prune",
+    ("decontaminate",): "decontaminate",
+}
+
+
+def _cli():
+    from curate import cli
+
+    cli._load_commands()
+    return get_command(cli.app)
+
+
+def _command(group, path: tuple[str, ...]) -> click.Command:
+    cmd = group
+    for word in path:
+        cmd = cmd.commands[word]
+    return cmd
+
+
+def _generated(group: click.Command, path=()):
+    """Every command generated from a job model: (path, click command, model)."""
+    if hasattr(group, "commands"):
+        for name, sub in group.commands.items():
+            yield from _generated(sub, (*path, name))
+    else:
+        model = getattr(group.callback, "params_model", None)
+        if model is None:  # typer wraps the function; the original is kept on the wrapper
+            model = getattr(getattr(group.callback, "__wrapped__", None), "params_model", None)
+        if model is not None:
+            yield path, group, model
+
+
+def _assert_same(cmd, model, stage_model) -> None:
+    """Every field of ``model`` is an option of ``cmd`` (same help, required or not, and the
+    command's default parses to the model's default) and a key of the recipe stage's model
+    (same default and help)."""
+    params = {p.name: p for p in cmd.params}
+    required = [v for n, f in model.model_fields.items() if f.is_required()
+                for v in (field_flags(n, f)[0], {int: "1", float: "0.5"}.get(f.annotation, "x"))]
+    ctx = cmd.make_context(cmd.name, ["dataset", *required])  # what the command function gets
+    parsed = params_from_cli(model, ctx.params)
+    for name, f in model.model_fields.items():
+        assert name in params, f"{cmd.name}: field {name} has no CLI option"
+        opt = params[name]
+        assert field_flags(name, f)[0] in opt.opts, (name, opt.opts)
+        assert opt.help == f.description, name
+        assert opt.required == f.is_required(), name
+        if not f.is_required():
+            assert getattr(parsed, name) == f.default, name
+        assert name in stage_model.model_fields, f"{cmd.name}: field {name} is not a recipe key"
+        sf = stage_model.model_fields[name]
+        assert (sf.is_required(), sf.default, sf.description) == (f.is_required(), f.default, f.description), name
+
+
+def test_every_job_command_matches_its_recipe_stage():
+    group = _cli()
+    generated = {path: (cmd, model) for path, cmd, model in _generated(group)}
+    assert set(JOBS) <= set(generated), sorted(set(JOBS) - set(generated))
+    for path, (cmd, model) in generated.items():
+        assert path in JOBS, f"{' '.join(path)} is generated from {model.__name__} but has no recipe stage listed"
+        stage = get_kind(JOBS[path])
+        assert issubclass(stage.params, model), (path, stage.params)
+        _assert_same(cmd, model, stage.params)
+
+
+def test_a_new_field_is_one_edit_seen_by_cli_stages_and_recipes(tmp_path):
+    class NearPlus(NearDedupParams):
+        max_group: int = Field(64, ge=1, description="Largest group kept whole (a throwaway test field).")
+
+    app = typer.Typer()
+    app.command("near")(job_command(NearPlus, lambda run, p: None, common=Common("near_dedup"), app_name="t",
+                                    help="test"))
+    app.command("other")(lambda: None)
+    cmd = get_command(app).commands["near"]
+    from curate.recipe import registry
+
+    register("near_dedup_plus_test", NearPlus, family="test")(lambda ctx, uids, p: None)
+    try:
+        _one_edit(tmp_path, cmd, NearPlus)
+    finally:
+        del registry._REGISTRY["near_dedup_plus_test"]
+
+
+def _one_edit(tmp_path, cmd, NearPlus) -> None:
+    _assert_same(cmd, NearPlus, NearPlus)
+    opt = {p.name: p for p in cmd.params}["max_group"]
+    assert opt.opts == ["--max-group"] and opt.default == 64
+    # a recipe takes it, checked by the same model
+    r = load_recipe(tmp_path / "r.yaml", "name: r\ndataset: d\nstages:\n  - kind: near_dedup_plus_test\n"
+                    "    max_group: 3\n")
+    assert r.stages[0].params["max_group"] == 3
+    from curate.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"r.yaml:5: stages.0.max_group"):
+        load_recipe(tmp_path / "r.yaml", "name: r\ndataset: d\nstages:\n  - kind: near_dedup_plus_test\n"
+                    "    max_group: 0\n")
+    # and `curate stages` lists it with its help
+    from curate.recipe.registry import describe_params
+
+    assert ("max_group=64", "Largest group kept whole (a throwaway test field).") in \
+        describe_params(get_kind("near_dedup_plus_test"))
+
+
+def _curate(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "curate.cli", *argv], capture_output=True, text=True, timeout=300)
+
+
+def test_a_bad_value_is_one_line_naming_the_option(tmp_path):
+    r = _curate("dedup", "semantic", str(tmp_path), "--eps", "2")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["curate: error: --eps must be in [0, 1], got '2'"]
+    r = _curate("prune", "dbp", str(tmp_path), "--keep-fraction", "0.5", "--neighbors", "zero")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["curate: error: --neighbors must be an integer, got 'zero'"]
+    r = _curate("dedup", "near", str(tmp_path), "--embedding", "audio")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "curate: error: --embedding must be one of image, text, concat, got 'audio'"]
+
+
+def test_model_is_a_deprecated_spelling_of_embeddings(tmp_path):
+    r = _curate("cluster", str(tmp_path / "missing"), "-k", "2", "--model", "nope")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 2, r.stderr
+    assert lines[0] == "curate: warning: --model is deprecated here, use --embeddings (docs/embedding_space.md)"
+    assert lines[1].startswith("curate: error: ") and "does not exist" in lines[1]
+    r = _curate("cluster", str(tmp_path / "missing"), "-k", "2", "--embeddings", "nope")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "warning" not in r.stderr
+
+
+def test_old_recipe_keys_still_load(tmp_path):
+    r = load_recipe(tmp_path / "r.yaml", "name: r\ndataset: d\nstages:\n"
+                    "  - kind: near_dedup\n    threshold: 0.9\n    model: toy\n"
+                    "  - kind: decontaminate\n    eval: e\n    threshold: 0.9\n    model: toy\n"
+                    "    model_name: curate-tiny\n    pretrained: w.pt\n"
+                    "  - kind: cluster\n    k: 2\n    model: toy\n"
+                    "  - kind: perceptual_dedup\n    model: toy\n")
+    near, decon, clus, perc = (s.params for s in r.stages)
+    assert near["embeddings"] == decon["embeddings"] == clus["embeddings"] == perc["embeddings"] == "toy"
+    assert (decon["eval_model"], decon["eval_pretrained"]) == ("curate-tiny", "w.pt")
+    assert near["nprobe"] == 8 and near["clusters"] is None
+
+
+def test_prune_stage_takes_neighbors(tmp_path):
+    r = load_recipe(tmp_path / "r.yaml", "name: r\ndataset: d\nstages:\n  - kind: prune\n    keep_fraction: 0.5\n"
+                    "    neighbors: 5\n")
+    assert r.stages[0].params["neighbors"] == 5
+    assert set(DBPParams.model_fields) < set(get_kind("prune").params.model_fields)
