@@ -137,14 +137,18 @@ def params_from_cli(model: type[BaseModel], kwargs: dict):
     spelling of an option is taken with a one-line deprecation warning on stderr."""
     fields = model.model_fields
     values = {n: kwargs[n] for n in fields}
+    spelled: dict[str, str] = {}  # field -> the old spelling the user gave, for error messages
     for n, f in fields.items():
         old = kwargs.get(n + _DEPRECATED)
         if old is not None:
-            sys.stderr.write(f"curate: warning: {'/'.join(deprecated_flags(f))} is deprecated here, use "
-                             f"{field_flags(n, f)[0]} (docs/embedding_space.md)\n")
+            spelled[n] = "/".join(deprecated_flags(f))
+            sys.stderr.write(f"curate: warning: {spelled[n]} is deprecated here, use {field_flags(n, f)[0]} "
+                             f"(docs/embedding_space.md)\n")
             if values[n] is None:
                 values[n] = old
-    return parse_params(model, {k: v for k, v in values.items() if v is not None}, option_label(model))
+    label = option_label(model)
+    return parse_params(model, {k: v for k, v in values.items() if v is not None},
+                        lambda n: spelled.get(n) or label(n))
 
 
 def job_command(model: type[BaseModel], body: Callable[[JobRun, Any], None], *, common: Common, app_name: str,

@@ -173,8 +173,9 @@ def describe_error(model: type[BaseModel], error: dict, label) -> str:
         msg = "must be one of " + ", ".join(str(c) for c in choices(field) or ())
     elif kind in _TYPE_WORDS:
         msg = f"must be {_TYPE_WORDS[kind]}"
-    elif kind == "value_error":
-        return f"{what}: {str(error.get('msg', '')).removeprefix('Value error, ')}"
+    elif kind == "value_error":  # a validator's message names the field by its name: say it as the user did
+        msg = str(error.get("msg", "")).removeprefix("Value error, ")
+        return what + msg[len(name):] if name and msg.startswith(name + " ") else f"{what}: {msg}"
     else:
         msg = str(error.get("msg", "is invalid"))
     return f"{what} {msg}, got {got!r}"

@@ -85,7 +85,7 @@ def test_two_tables_need_a_choice_in_one_line(setup, capsys):
         code, _, err = _run([*args, "--engine", "local"], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert ids["random"] in err and ids["ckpt"] in err and "--embeddings" in err
-    code, _, err = _run(["cluster", str(ds.root), "-k", "2", "--model", "curate-tiny", "--engine", "local"], capsys)
+    code, _, err = _run(["cluster", str(ds.root), "-k", "2", "--embeddings", "curate-tiny", "--engine", "local"], capsys)
     assert code == 2 and "2 embeddings tables" in err and len(err.strip().splitlines()) == 1
 
 

@@ -40,7 +40,7 @@ def test_bad_arguments_fail_before_spark(tmp_path):
     broken.write_bytes(b"PAR1 not a parquet file")
     cases = {
         "cluster k": ["cluster", root, "-k", "0"],
-        "cluster model": ["cluster", root, "-k", "2", "--model", "nope"],
+        "cluster model": ["cluster", root, "-k", "2", "--embeddings", "nope"],
         "cluster dataset": ["cluster", missing, "-k", "2"],
         "cluster rows": ["cluster", root, "-k", "100"],
         "cluster subset": ["cluster", root, "-k", "2", "--subset", "nope"],
