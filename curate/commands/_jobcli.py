@@ -34,7 +34,7 @@ class JobRun:
     """The common options of a job command, and what a job body needs from them."""
 
     dataset: str
-    name: str
+    name: Optional[str]
     subset: Optional[str]
     output: Optional[str]
     engine: str
@@ -57,19 +57,27 @@ class JobRun:
 
         return subset_uids(self.ds, self.subset)
 
+    def lock(self) -> None:
+        from curate.lock import hold_dataset_lock
+
+        hold_dataset_lock(self.dataset)  # one writer per dataset
+
     def executor(self):
         return open_executor(self.engine, self.master, self.conf, self.app_name, dataset=self.dataset)
 
 
 @dataclass(frozen=True)
 class Common:
-    """Which common options a command has, and how they read for it."""
+    """Which common options a command has, and how they read for it. A command whose own
+    model declares --subset or --output (coverage) turns the common ones off."""
 
-    run_name: str                      # --name's default
+    run_name: Optional[str]            # --name's default; None: no --name
     name_help: str = "Run name (decisions/<name>, subsets/<name>)."
     dataset_help: str = "Dataset folder or URI."
     subset_help: Optional[str] = None  # None: SubsetOpt's
+    subset: bool = True                # has --subset (one input subset)
     output: bool = True                # has --output (the kept subset's name)
+    lock_first: bool = True            # take the dataset lock before the body (else the body calls run.lock())
 
 
 def _metavar(f) -> str:
@@ -110,15 +118,15 @@ def _deprecated_option(name: str, f) -> inspect.Parameter | None:
 
 def _common_params(common: Common) -> list[inspect.Parameter]:
     kw = inspect.Parameter.KEYWORD_ONLY
-    out = [
-        inspect.Parameter("dataset", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                          default=typer.Argument(..., help=common.dataset_help)),
-        inspect.Parameter("name", kw, annotation=str,
-                          default=typer.Option(common.run_name, "--name", help=common.name_help, callback=name_callback)),
-        inspect.Parameter("subset", kw, annotation=Optional[str],
-                          default=SubsetOpt if common.subset_help is None else
-                          typer.Option(None, "--subset", "-s", help=common.subset_help)),
-    ]
+    out = [inspect.Parameter("dataset", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                             default=typer.Argument(..., help=common.dataset_help))]
+    if common.run_name is not None:
+        out.append(inspect.Parameter("name", kw, annotation=str, default=typer.Option(
+            common.run_name, "--name", help=common.name_help, callback=name_callback)))
+    if common.subset:
+        out.append(inspect.Parameter("subset", kw, annotation=Optional[str],
+                                     default=SubsetOpt if common.subset_help is None else
+                                     typer.Option(None, "--subset", "-s", help=common.subset_help)))
     if common.output:
         out.append(inspect.Parameter("output", kw, annotation=Optional[str], default=OutputOpt))
     out += [inspect.Parameter("engine", kw, annotation=str, default=EngineOpt),
@@ -152,8 +160,10 @@ def params_from_cli(model: type[BaseModel], kwargs: dict):
 
 
 def job_command(model: type[BaseModel], body: Callable[[JobRun, Any], None], *, common: Common, app_name: str,
-                help: str) -> Callable[..., None]:
-    """The typer command function of a job (register it with ``app.command("NAME")(...)``)."""
+                help: str, job_model: type[BaseModel] | None = None) -> Callable[..., None]:
+    """The typer command function of a job (register it with ``app.command("NAME")(...)``).
+    ``model`` is the job's model, or a subclass adding command-line-only options to the job
+    model ``job_model`` that the recipe stage shares."""
     fields = model.model_fields
     common_params = _common_params(common)
     taken = {p.name for p in common_params}
@@ -165,19 +175,19 @@ def job_command(model: type[BaseModel], body: Callable[[JobRun, Any], None], *, 
     params += common_params[1:]
 
     def command(**kwargs) -> None:
-        from curate.lock import hold_dataset_lock
-
         p = params_from_cli(model, kwargs)
-        run = JobRun(dataset=kwargs["dataset"], name=kwargs["name"], subset=kwargs["subset"],
+        run = JobRun(dataset=kwargs["dataset"], name=kwargs.get("name"), subset=kwargs.get("subset"),
                      output=kwargs.get("output"), engine=kwargs["engine"], master=kwargs["master"],
                      conf=kwargs["conf"], app_name=app_name)
-        hold_dataset_lock(run.dataset)  # one writer per dataset
+        if common.lock_first:
+            run.lock()
         body(run, p)
 
     command.__signature__ = inspect.Signature(params)  # typer reads the options from here
     command.__doc__ = help
     command.__name__ = app_name.replace("-", "_")
     command.params_model = model  # for tests and docs: the model this command was made from
+    command.job_model = job_model or model  # ... and the job's model, shared with its recipe stage
     return command
 
 

@@ -160,8 +160,10 @@ def describe_error(model: type[BaseModel], error: dict, label) -> str:
     loc = error.get("loc") or ()
     name = str(loc[0]) if loc else ""
     field = model.model_fields.get(name)
-    what = label(name) if name else model.__name__
+    what = label(name) if name else ""
     kind = error.get("type", "")
+    if not name:  # a check across fields (a model validator): its message says it all
+        return str(error.get("msg", "")).removeprefix("Value error, ")
     got = error.get("input")
     if kind == "missing":
         return f"{what} is required"

@@ -27,6 +27,7 @@ JOBS = {
     ("prune", "dbp"): "prune",
     ("prune", "ssp"): "prune",
     ("decontaminate",): "decontaminate",
+    ("coverage",): "coverage",
 }
 
 
@@ -45,25 +46,27 @@ def _command(group, path: tuple[str, ...]) -> click.Command:
 
 
 def _generated(group: click.Command, path=()):
-    """Every command generated from a job model: (path, click command, model)."""
+    """Every command generated from a job model: (path, click command, its model, the job's model)."""
     if hasattr(group, "commands"):
         for name, sub in group.commands.items():
             yield from _generated(sub, (*path, name))
     else:
         model = getattr(group.callback, "params_model", None)
-        if model is None:  # typer wraps the function; the original is kept on the wrapper
-            model = getattr(getattr(group.callback, "__wrapped__", None), "params_model", None)
         if model is not None:
-            yield path, group, model
+            yield path, group, model, group.callback.job_model
 
 
-def _assert_same(cmd, model, stage_model) -> None:
+def _assert_same(cmd, model, stage_model, job_model=None) -> None:
     """Every field of ``model`` is an option of ``cmd`` (same help, required or not, and the
-    command's default parses to the model's default) and a key of the recipe stage's model
-    (same default and help)."""
+    command's default parses to the model's default); every field of the job's model (``model``
+    less its command-line-only fields) is a key of the recipe stage's model (same default and
+    help)."""
     params = {p.name: p for p in cmd.params}
     required = [v for n, f in model.model_fields.items() if f.is_required()
                 for v in (field_flags(n, f)[0], {int: "1", float: "0.5"}.get(f.annotation, "x"))]
+    if "concepts" in model.model_fields:  # coverage: one concept source is needed
+        required += ["--concepts", "c.txt"]
+    given = {n for n in model.model_fields if field_flags(n, model.model_fields[n])[0] in required}
     ctx = cmd.make_context(cmd.name, ["dataset", *required])  # what the command function gets
     parsed = params_from_cli(model, ctx.params)
     for name, f in model.model_fields.items():
@@ -72,8 +75,10 @@ def _assert_same(cmd, model, stage_model) -> None:
         assert field_flags(name, f)[0] in opt.opts, (name, opt.opts)
         assert opt.help == f.description, name
         assert opt.required == f.is_required(), name
-        if not f.is_required():
+        if not f.is_required() and name not in given:
             assert getattr(parsed, name) == f.default, name
+        if name not in (job_model or model).model_fields:
+            continue  # a command-line-only option (declared in a subclass in commands/)
         assert name in stage_model.model_fields, f"{cmd.name}: field {name} is not a recipe key"
         sf = stage_model.model_fields[name]
         assert (sf.is_required(), sf.default, sf.description) == (f.is_required(), f.default, f.description), name
@@ -81,13 +86,13 @@ def _assert_same(cmd, model, stage_model) -> None:
 
 def test_every_job_command_matches_its_recipe_stage():
     group = _cli()
-    generated = {path: (cmd, model) for path, cmd, model in _generated(group)}
+    generated = {path: (cmd, model, job) for path, cmd, model, job in _generated(group)}
     assert set(JOBS) <= set(generated), sorted(set(JOBS) - set(generated))
-    for path, (cmd, model) in generated.items():
+    for path, (cmd, model, job) in generated.items():
         assert path in JOBS, f"{' '.join(path)} is generated from {model.__name__} but has no recipe stage listed"
         stage = get_kind(JOBS[path])
-        assert issubclass(stage.params, model), (path, stage.params)
-        _assert_same(cmd, model, stage.params)
+        assert issubclass(model, job) and issubclass(stage.params, job), (path, stage.params)
+        _assert_same(cmd, model, stage.params, job)
 
 
 def test_a_new_field_is_one_edit_seen_by_cli_stages_and_recipes(tmp_path):

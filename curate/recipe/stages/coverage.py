@@ -12,39 +12,28 @@ from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from curate.decisions import KEPT, decisions_table
-from curate.recipe.registry import Params, StageContext, StageResult, register
+from curate.params.coverage import CoverageParams
+from curate.recipe.registry import StageContext, StageResult, register
 
 
-class CoverageParams(Params):
-    concepts: Optional[str] = Field(None, description="concept list file (one a line, synset lines, .csv/.tsv)")
-    eval: Optional[str] = Field(None, description="eval set folder FOLDER/<class>/: its class names")
-    metadata: Optional[str] = Field(None, description="MetaCLIP metadata JSON: its entries")
-    pool: str = Field("auto", description="all, downloaded, subset:NAME or auto (downloaded if downloaded)")
-    threshold: Optional[float] = Field(None, ge=-1, le=1, description="also count by image: cosine of the image "
-                                       "embedding (the recipe's embedding_model) with the concept prompts")
-    templates: Optional[str] = Field(None, description="prompt templates: default, openai, simple or a file")
-    min_pool_count: int = Field(20, ge=0, description="starved concepts need at least this many pool samples")
+class CoverageStageParams(CoverageParams):
+    """``curate coverage``'s parameters; the stage's input is the one subset counted."""
+
     label: Optional[str] = Field(None, description="subset label in the table (default: the recipe's output)")
     table: Optional[str] = Field(None, description="table coverage/TABLE (default: recipe-<recipe>-<stage>)")
 
-    @model_validator(mode="after")
-    def _one_source(self):
-        if sum(x is not None for x in (self.concepts, self.eval, self.metadata)) != 1:
-            raise ValueError("give exactly one of concepts, eval or metadata")
-        return self
 
-
-def _reads(p: CoverageParams, dataset, model):
+def _reads(p: CoverageStageParams, dataset, model):
     tables = ["samples"]
     if p.pool in ("auto", "downloaded") and dataset.has_table("downloads"):
         tables.append("downloads")
     if p.pool.startswith("subset:"):
         tables.append(f"subsets/{p.pool[7:]}")
-    if p.threshold is not None and model:
-        tables.append(f"embeddings/{model}")
+    if p.threshold is not None and (p.embeddings or model):
+        tables.append(f"embeddings/{p.embeddings or model}")
     return tables
 
 
@@ -57,8 +46,8 @@ def _path(ctx: StageContext, raw: str) -> str:
     return str(p)
 
 
-@register("coverage", CoverageParams, family="report", reads=_reads, code_modules=("curate.coverage",))
-def run_coverage_stage(ctx: StageContext, uids: pa.Array, p: CoverageParams) -> StageResult:
+@register("coverage", CoverageStageParams, family="report", reads=_reads, code_modules=("curate.coverage",))
+def run_coverage_stage(ctx: StageContext, uids: pa.Array, p: CoverageStageParams) -> StageResult:
     """Count concepts in the selection so far vs the pool (keeps every sample)."""
     from curate.coverage.concepts import from_eval_folder, from_file, from_metadata
     from curate.coverage.job import run_coverage
@@ -78,8 +67,9 @@ def run_coverage_stage(ctx: StageContext, uids: pa.Array, p: CoverageParams) -> 
     sel = ctx.dataset.table_dir(f"coverage/{name}") / "_selection.parquet"
     write_parquet_atomic(pa.table({"uid": distinct.take(pc.array_sort_indices(distinct))}), sel)
     summary = run_coverage(ctx.dataset, concepts, ctx.executor(), name=name, subsets={label: str(sel)},
-                           pool=p.pool, embeddings=ctx.embedding_model if p.threshold is not None else None,
-                           threshold=p.threshold, templates=p.templates, min_pool_count=p.min_pool_count,
+                           pool=p.pool, embeddings=(p.embeddings or ctx.embedding_model) if p.threshold is not None
+                           else None, threshold=p.threshold, templates=p.templates, min_pool_count=p.min_pool_count,
+                           batch_size=p.batch_size, device=p.device,
                            params={"stage": ctx.stage_name, "recipe": ctx.recipe_name})
     stats = {"table": f"coverage/{name}", "label": label,
              **{src: {"pool_size": s["pool_size"], "subset_size": s["subsets"][label]["size"],
