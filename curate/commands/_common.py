@@ -96,3 +96,11 @@ def open_executor(engine: str, master: Optional[str], conf: list[str], app_name:
         return open_engine(engine, master, conf, app_name, dataset=dataset, rows=rows)
     except EngineSettingError as e:
         raise typer.BadParameter(str(e)) from None
+
+
+def echo_guards(guards: dict | None) -> None:
+    """The similarity distributions a job acted on, and its warnings (also in the run manifest)."""
+    from curate.embedding_space.guards import summary_lines
+
+    for line in summary_lines(guards):
+        typer.echo(line)

@@ -18,7 +18,7 @@ from typing import Any, Callable, List, Optional
 import typer
 from pydantic import BaseModel
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, echo_guards, open_executor
 from curate.names import name_callback
 from curate.params import base_type, choices, deprecated_flags, field_flags, negative_flag, parse_params
 
@@ -197,11 +197,3 @@ def echo_result(r: dict) -> None:
     typer.echo(f"{r['run']}: kept {c['kept']} of {c['input']} (removed: {reasons}) -> subsets/{r['run']}, "
                f"decisions/{r['run']}")
     echo_guards(r.get("guards"))
-
-
-def echo_guards(guards: dict | None) -> None:
-    """The similarity distributions a stage acted on, and its warnings (also in the run manifest)."""
-    from curate.embedding_space.guards import summary_lines
-
-    for line in summary_lines(guards):
-        typer.echo(line)

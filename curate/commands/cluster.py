@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from curate.commands._jobcli import Common, JobRun, echo_guards, job_command
+from curate.commands._common import echo_guards
+from curate.commands._jobcli import Common, JobRun, job_command
 from curate.params.embedding_space import DEFAULT_CLUSTERING, ClusterParams
 
 

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         engine: str = EngineOpt,
         storage_option: List[str] = StorageOpt,
     ) -> None:
-        from curate.commands._jobcli import echo_guards
+        from curate.commands._common import echo_guards
         from curate.filters.job import check_filters, run_filters
         from curate.filters.stages import parse_filter
         from curate.progress import console
