@@ -18,10 +18,7 @@ def cluster(run: JobRun, p: ClusterParams) -> None:
     model = resolve_embeddings(check_dataset(run.ds), p.embeddings)
     uids = run.input_uids()
     check_cluster(run.ds, model, p.k, p.embedding, p.niter, p.max_points_per_centroid, uids)
-    r = run_cluster(run.ds, model, p.k, name=run.name, embedding=p.embedding, niter=p.niter, seed=p.seed,
-                    spherical=p.spherical, max_points_per_centroid=p.max_points_per_centroid,
-                    sample_size=p.sample_size, gpu=p.gpu_flag(), executor=run.executor(), input_uids=uids,
-                    max_sample_bytes=p.max_sample_bytes())
+    r = run_cluster(run.ds, model, name=run.name, executor=run.executor(), input_uids=uids, **p.job_kwargs())
     c = r["counts"]
     typer.echo(f"cluster {run.name}: {c['rows']} samples in {c['clusters']} clusters (trained on {c['train_rows']}; "
                f"largest {c['largest_cluster']}, empty {c['empty_clusters']}) -> clusters/{run.name}, "

@@ -4,7 +4,7 @@ concepts a curation step starved, per-class accuracy against frequency)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import typer
 from pydantic import Field
@@ -63,6 +63,8 @@ class CoverageCommandParams(CoverageParams):
     """The job's parameters plus what only the command line has (a recipe stage counts its
     own input as the one subset and names its table after the stage)."""
 
+    job_arg_exclude: ClassVar[frozenset[str]] = CoverageParams.job_arg_exclude | {"subset", "accuracy", "output"}
+
     subset: list[Name] = Field([], description="Subset to count in (repeatable).", json_schema_extra=cli_extra("-s"))
     accuracy: list[str] = Field([], description="SUBSET=EVAL_JSON: per-class accuracy of a model trained on SUBSET "
                                 "(curate eval output), repeatable; those the subset's manifest lists are added.")
@@ -103,10 +105,9 @@ def coverage(run: JobRun, p: CoverageCommandParams) -> None:
             raise CurateError(f"--accuracy {item}: {path} does not exist")
         acc_files.setdefault(sub, []).append(path)
     run.lock()
-    summary = run_coverage(ds, cl, run.executor(), name=name, subsets=subsets, pool=p.pool, embeddings=emb_id,
-                           threshold=p.threshold, templates=p.templates, min_pool_count=p.min_pool_count,
-                           accuracy_files=acc_files, batch_size=p.batch_size, device=p.device,
-                           params={"engine": run.engine, "master": run.master})
+    summary = run_coverage(ds, cl, run.executor(), name=name, subsets=subsets, embeddings=emb_id,
+                           accuracy_files=acc_files, params={"engine": run.engine, "master": run.master},
+                           **p.job_kwargs())
     echo_summary(summary)
 
 

@@ -16,8 +16,8 @@ def decontaminate(run: JobRun, p: DecontaminateParams) -> None:
     model = resolve_embeddings(check_dataset(run.ds), p.embeddings)
     check_decontaminate(run.ds, model, p.eval, p.threshold, p.eval_model, p.eval_pretrained)
     uids = run.input_uids()
-    r = run_decontaminate(run.ds, model, p.eval, p.threshold, run=run.name, model_name=p.eval_model,
-                          pretrained=p.eval_pretrained, input_uids=uids, executor=run.executor(), output=run.output)
+    r = run_decontaminate(run.ds, model, run=run.name, input_uids=uids, executor=run.executor(), output=run.output,
+                          **p.job_kwargs())
     echo_result(r)
     typer.echo(f"{r['counts']['eval_images_with_copies']} of {r['counts']['eval_images']} evaluation images had "
                f"near copies in the pool -> decontamination/{run.name}")

@@ -16,8 +16,8 @@ def semantic(run: JobRun, p: SemDeDupParams) -> None:
     clusters = clusters_name(p.clusters)
     check_semdedup(run.ds, clusters, p.eps, p.keep)
     uids = run.input_uids()
-    echo_result(run_semdedup(run.ds, clusters, p.eps, run=run.name, keep=p.keep, seed=p.seed, input_uids=uids,
-                             executor=run.executor(), output=run.output))
+    echo_result(run_semdedup(run.ds, clusters, run=run.name, input_uids=uids, executor=run.executor(),
+                             output=run.output, **p.job_kwargs()))
 
 
 def exact(run: JobRun, p: ExactDedupParams) -> None:
@@ -35,9 +35,8 @@ def near(run: JobRun, p: NearDedupParams) -> None:
     model = resolve_embeddings(check_dataset(run.ds), p.embeddings)
     check_near_dedup(run.ds, model, p.threshold, p.keep_by, p.embedding, p.clusters, p.nprobe)
     uids = run.input_uids()
-    echo_result(run_near_dedup(run.ds, model, p.threshold, run=run.name, keep_by=p.keep_by, embedding=p.embedding,
-                               clusters=p.clusters, nprobe=p.nprobe, input_uids=uids, executor=run.executor(),
-                               output=run.output))
+    echo_result(run_near_dedup(run.ds, model, run=run.name, input_uids=uids, executor=run.executor(),
+                               output=run.output, **p.job_kwargs()))
 
 
 def perceptual(run: JobRun, p: PerceptualDedupParams) -> None:
@@ -45,9 +44,9 @@ def perceptual(run: JobRun, p: PerceptualDedupParams) -> None:
 
     scores = check_perceptual_dedup(run.ds, p.radius, p.hash, p.bands, p.embeddings)
     uids = run.input_uids()
-    echo_result(run_perceptual_dedup(run.ds, p.radius, p.hash, run=run.name, bands=p.bands,
-                                     embeddings=scores.split("/", 1)[1] if scores else None,
-                                     input_uids=uids, executor=run.executor(), output=run.output))
+    echo_result(run_perceptual_dedup(run.ds, run=run.name, embeddings=scores.split("/", 1)[1] if scores else None,
+                                     input_uids=uids, executor=run.executor(), output=run.output,
+                                     **p.job_kwargs()))
 
 
 def register(app: typer.Typer) -> None:

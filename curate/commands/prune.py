@@ -17,8 +17,8 @@ def prune(run: JobRun, p: PruneParams, method: str) -> None:
         if isinstance(p, DBPParams) else {}
     check_prune(run.ds, clusters, p.keep_fraction, method, p.keep, **dbp)
     uids = run.input_uids()
-    echo_result(run_prune(run.ds, clusters, p.keep_fraction, method=method, run=run.name, keep=p.keep, seed=p.seed,
-                          **dbp, input_uids=uids, executor=run.executor(), output=run.output))
+    echo_result(run_prune(run.ds, clusters, method=method, run=run.name, input_uids=uids, executor=run.executor(),
+                          output=run.output, **p.job_kwargs()))
 
 
 def register(app: typer.Typer) -> None:

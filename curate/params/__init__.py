@@ -22,7 +22,7 @@ This package imports only pydantic: the CLI reads it while parsing, before any h
 from __future__ import annotations
 
 import typing
-from typing import Any, Literal, Optional, get_args, get_origin
+from typing import Any, ClassVar, Literal, Optional, get_args, get_origin
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from typing_extensions import Annotated
@@ -41,6 +41,19 @@ class JobParams(BaseModel):
     """Base of every job's (and recipe stage's) parameters: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    # the job function's name for a field where it differs (neighbors -> n_neighbors)
+    job_arg_names: ClassVar[dict[str, str]] = {}
+    # fields the caller turns into something else first (embeddings -> a table id), or that
+    # are not the job function's (a recipe stage's table name)
+    job_arg_exclude: ClassVar[frozenset[str]] = frozenset()
+
+    def job_kwargs(self) -> dict[str, Any]:
+        """The job function's keyword arguments: every field, renamed by ``job_arg_names``,
+        less ``job_arg_exclude``. The command and the recipe stage both call the job with
+        these, so a new field whose name is the job function's argument needs no other edit."""
+        return {self.job_arg_names.get(k, k): getattr(self, k) for k in type(self).model_fields
+                if k not in self.job_arg_exclude}
 
 
 def cli_extra(*flags: str, negative: str | None = None, deprecated: tuple[str, ...] = ()) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 from pydantic import Field, model_validator
 
@@ -28,6 +28,9 @@ class CoverageParams(JobParams):
                                 "samples (so noise does not dominate).")
     device: str = Field("cpu", description="Device for the concept prompt embeddings.")
     batch_size: int = Field(65536, ge=1, description="Rows per Arrow batch inside a task.")
+
+    # the concept source becomes the concept list; the embeddings a table id
+    job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"concepts", "eval", "metadata", "embeddings"})
 
     @model_validator(mode="after")
     def _one_source(self):

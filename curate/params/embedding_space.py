@@ -3,7 +3,7 @@ decontaminate. Each model is both ``curate <command>``'s options and the recipe 
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import AliasChoices, Field
 
@@ -48,11 +48,13 @@ class ClusterParams(JobParams):
                                  "(GiB); the sample never grows with the pool (docs/scale.md).")
     gpu: Literal["auto", "yes", "no"] = Field("auto", description="auto (faiss-gpu when present), yes or no.")
 
-    def gpu_flag(self):
-        return {"auto": "auto", "yes": True, "no": False}[self.gpu]
+    job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"embeddings", "clusters"})
 
-    def max_sample_bytes(self) -> int:
-        return int(self.max_sample_gb * (1 << 30))
+    def job_kwargs(self) -> dict[str, Any]:
+        kw = super().job_kwargs()
+        kw["gpu"] = {"auto": "auto", "yes": True, "no": False}[self.gpu]
+        kw["max_sample_bytes"] = int(kw.pop("max_sample_gb") * (1 << 30))
+        return kw
 
 
 class SemDeDupParams(JobParams):
@@ -62,6 +64,8 @@ class SemDeDupParams(JobParams):
     keep: Keep = Field("hard", description="Which item of a duplicate group survives: hard (farthest from the "
                        "centroid), easy (nearest) or random (seeded).")
     seed: int = Field(0, description="Seed for keep random.")
+
+    job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"clusters"})
 
 
 class ExactDedupParams(JobParams):
@@ -82,6 +86,8 @@ class NearDedupParams(JobParams):
                                      json_schema_extra=cli_extra("-c"))
     nprobe: int = Field(8, ge=1, description="Clusters probed per query with clusters.")
 
+    job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"embeddings"})
+
 
 class PruneParams(JobParams):
     """SSP's parameters; DBP adds its own below."""
@@ -93,12 +99,16 @@ class PruneParams(JobParams):
                        "easiest, or a seeded random choice: hard, easy, random.")
     seed: int = Field(0, description="Seed for keep random.")
 
+    job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"clusters"})
+
 
 class DBPParams(PruneParams):
     temperature: float = Field(0.5, gt=0, description="Softmax temperature T over cluster complexity.")
     balance_ratio: float = Field(0.5, ge=0, le=1, description="Lower bound per cluster: min(int(N'/k * ratio), "
                                  "size - 1).")
     neighbors: int = Field(20, ge=1, description="Nearest other centroids averaged for d_inter.")
+
+    job_arg_names: ClassVar[dict[str, str]] = {"neighbors": "n_neighbors"}
 
 
 class DecontaminateParams(JobParams):
@@ -114,3 +124,7 @@ class DecontaminateParams(JobParams):
                                                                                                 "model_name"))
     eval_pretrained: Optional[str] = Field(None, description="Pretrained tag or checkpoint file for eval_model.",
                                            validation_alias=AliasChoices("eval_pretrained", "pretrained"))
+
+    job_arg_names: ClassVar[dict[str, str]] = {"eval": "eval_source", "eval_model": "model_name",
+                                               "eval_pretrained": "pretrained"}
+    job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"embeddings"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import AliasChoices, Field
 
@@ -18,3 +18,6 @@ class PerceptualDedupParams(JobParams):
         None, description="Embeddings table whose CLIP score picks the survivor (default: the only one, in a "
         "recipe its embedding_model; none: smallest uid).", validation_alias=AliasChoices("embeddings", "model"),
         json_schema_extra=cli_extra("-m", deprecated=("--model",)))
+
+    job_arg_names: ClassVar[dict[str, str]] = {"hash": "hash_kind"}
+    job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"embeddings"})

@@ -8,7 +8,7 @@ to measure what the whole recipe starved. Counting is ``curate coverage``'s job
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,6 +21,8 @@ from curate.recipe.registry import StageContext, StageResult, register
 
 class CoverageStageParams(CoverageParams):
     """``curate coverage``'s parameters; the stage's input is the one subset counted."""
+
+    job_arg_exclude: ClassVar[frozenset[str]] = CoverageParams.job_arg_exclude | {"label", "table"}
 
     label: Optional[str] = Field(None, description="subset label in the table (default: the recipe's output)")
     table: Optional[str] = Field(None, description="table coverage/TABLE (default: recipe-<recipe>-<stage>)")
@@ -67,9 +69,8 @@ def run_coverage_stage(ctx: StageContext, uids: pa.Array, p: CoverageStageParams
     sel = ctx.dataset.table_dir(f"coverage/{name}") / "_selection.parquet"
     write_parquet_atomic(pa.table({"uid": distinct.take(pc.array_sort_indices(distinct))}), sel)
     summary = run_coverage(ctx.dataset, concepts, ctx.executor(), name=name, subsets={label: str(sel)},
-                           pool=p.pool, embeddings=(p.embeddings or ctx.embedding_model) if p.threshold is not None
-                           else None, threshold=p.threshold, templates=p.templates, min_pool_count=p.min_pool_count,
-                           batch_size=p.batch_size, device=p.device,
+                           embeddings=(p.embeddings or ctx.embedding_model) if p.threshold is not None else None,
+                           **p.job_kwargs(),
                            params={"stage": ctx.stage_name, "recipe": ctx.recipe_name})
     stats = {"table": f"coverage/{name}", "label": label,
              **{src: {"pool_size": s["pool_size"], "subset_size": s["subsets"][label]["size"],

@@ -54,10 +54,8 @@ def run_cluster_stage(ctx: StageContext, uids: pa.Array, p: ClusterStageParams) 
 
     name = _clusters_name(ctx, p.clusters)
     distinct = pc.unique(uids)
-    r = run_cluster(ctx.dataset, _model(ctx, p.embeddings), p.k, name=name, embedding=p.embedding, niter=p.niter,
-                    seed=p.seed, spherical=p.spherical, max_points_per_centroid=p.max_points_per_centroid,
-                    sample_size=p.sample_size, gpu=p.gpu_flag(), executor=ctx.executor(), input_uids=distinct,
-                    max_sample_bytes=p.max_sample_bytes())
+    r = run_cluster(ctx.dataset, _model(ctx, p.embeddings), name=name, executor=ctx.executor(), input_uids=distinct,
+                    **p.job_kwargs())
     c = ctx.dataset.read(f"clusters/{name}", columns=["uid", "cluster_id", "distance"])
     c = c.filter(pc.is_in(c.column("uid"), value_set=distinct))
     by = dict(zip(c.column("uid").to_pylist(), zip(c.column("cluster_id").to_pylist(), c.column("distance").to_pylist())))
@@ -85,8 +83,8 @@ def run_semdedup_stage(ctx: StageContext, uids: pa.Array, p: SemDeDupParams) -> 
     """SemDeDup: within each cluster, drop samples too similar to a kept one."""
     from curate.embedding_space.jobs import run_semdedup
 
-    r = run_semdedup(ctx.dataset, _clusters_name(ctx, p.clusters), p.eps, run=ctx.run_name, keep=p.keep, seed=p.seed,
-                     input_uids=pc.unique(uids), executor=ctx.executor())
+    r = run_semdedup(ctx.dataset, _clusters_name(ctx, p.clusters), run=ctx.run_name, input_uids=pc.unique(uids),
+                     executor=ctx.executor(), **p.job_kwargs())
     return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
 
 
@@ -102,9 +100,8 @@ def run_prune_stage(ctx: StageContext, uids: pa.Array, p: PruneStageParams) -> S
     """Density-based pruning (DBP) or SSP prototypes: keep a fraction, fewer from dense clusters."""
     from curate.embedding_space.jobs import run_prune
 
-    r = run_prune(ctx.dataset, _clusters_name(ctx, p.clusters), p.keep_fraction, method=p.method, run=ctx.run_name,
-                  keep=p.keep, seed=p.seed, temperature=p.temperature, balance_ratio=p.balance_ratio,
-                  n_neighbors=p.neighbors, input_uids=pc.unique(uids), executor=ctx.executor())
+    r = run_prune(ctx.dataset, _clusters_name(ctx, p.clusters), run=ctx.run_name, input_uids=pc.unique(uids),
+                  executor=ctx.executor(), **p.job_kwargs())
     return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
 
 
@@ -126,9 +123,8 @@ def run_near_dedup_stage(ctx: StageContext, uids: pa.Array, p: NearDedupParams) 
     """Near duplicates by embedding similarity (FAISS range search): keep one per group."""
     from curate.embedding_space.jobs import run_near_dedup
 
-    r = run_near_dedup(ctx.dataset, _model(ctx, p.embeddings), p.threshold, run=ctx.run_name, keep_by=p.keep_by,
-                       embedding=p.embedding, clusters=p.clusters, nprobe=p.nprobe, input_uids=pc.unique(uids),
-                       executor=ctx.executor())
+    r = run_near_dedup(ctx.dataset, _model(ctx, p.embeddings), run=ctx.run_name, input_uids=pc.unique(uids),
+                       executor=ctx.executor(), **p.job_kwargs())
     return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
 
 
@@ -138,7 +134,6 @@ def run_decontaminate_stage(ctx: StageContext, uids: pa.Array, p: DecontaminateP
     """Remove pool samples whose image is a near copy of an evaluation image."""
     from curate.embedding_space.jobs import run_decontaminate
 
-    r = run_decontaminate(ctx.dataset, _model(ctx, p.embeddings), p.eval, p.threshold, run=ctx.run_name,
-                          model_name=p.eval_model, pretrained=p.eval_pretrained, input_uids=pc.unique(uids),
-                          executor=ctx.executor())
+    r = run_decontaminate(ctx.dataset, _model(ctx, p.embeddings), run=ctx.run_name, input_uids=pc.unique(uids),
+                          executor=ctx.executor(), **p.job_kwargs())
     return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})

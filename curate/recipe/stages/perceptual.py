@@ -30,7 +30,7 @@ def run_perceptual_stage(ctx: StageContext, uids: pa.Array, p: PerceptualDedupPa
     model = p.embeddings
     if model is None and ctx.embedding_model and ctx.dataset.has_table(f"embeddings/{ctx.embedding_model}"):
         model = ctx.embedding_model  # the recipe's scores; without them, smallest uid survives
-    r = run_perceptual_dedup(ctx.dataset, p.radius, p.hash, run=ctx.run_name, bands=p.bands, embeddings=model,
-                             input_uids=pc.unique(uids), executor=ctx.executor())
+    r = run_perceptual_dedup(ctx.dataset, run=ctx.run_name, embeddings=model, input_uids=pc.unique(uids),
+                             executor=ctx.executor(), **p.job_kwargs())
     w = (r.get("guards") or {}).get("warnings")
     return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **({"warnings": w} if w else {})})
