@@ -64,6 +64,8 @@ class SemDeDupParams(JobParams):
     keep: Keep = Field("hard", description="Which item of a duplicate group survives: hard (farthest from the "
                        "centroid), easy (nearest) or random (seeded).")
     seed: int = Field(0, description="Seed for keep random.")
+    device: str = Field("auto", description="Where the similarity products run: auto (CUDA when torch sees one, "
+                        "else NumPy), cpu, or a torch device such as cuda:1.")
 
     job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"clusters"})
 
