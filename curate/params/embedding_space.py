@@ -23,11 +23,6 @@ def _embeddings_field(help: str):
                  json_schema_extra=cli_extra("-m", deprecated=("--model",)))
 
 
-def _clusters_field():
-    return Field(None, description=f"Clustering name (from `curate cluster --name`); default: {DEFAULT_CLUSTERING}, "
-                 "in a recipe the recipe's own clustering (recipe-<recipe>).", json_schema_extra=cli_extra("-c"))
-
-
 def clusters_name(clusters: Optional[str], default: str = DEFAULT_CLUSTERING) -> str:
     return clusters or default
 
@@ -57,17 +52,24 @@ class ClusterParams(JobParams):
         return kw
 
 
-class SemDeDupParams(JobParams):
-    eps: float = Field(ge=0, le=1, description="Remove items with cosine > 1 - eps to an earlier item of their "
-                       "cluster.")
-    clusters: Optional[Name] = _clusters_field()
-    keep: Keep = Field("hard", description="Which item of a duplicate group survives: hard (farthest from the "
-                       "centroid), easy (nearest) or random (seeded).")
+class InClustersParams(JobParams):
+    """What the jobs choosing within the clusters of a clustering share (semdedup, prune)."""
+
+    clusters: Optional[Name] = Field(None, description=f"Clustering name (from `curate cluster --name`); default: "
+                                     f"{DEFAULT_CLUSTERING}, in a recipe the recipe's own clustering "
+                                     "(recipe-<recipe>).", json_schema_extra=cli_extra("-c"))
+    keep: Keep = Field("hard", description="Which samples of a cluster (semdedup: of a duplicate group) survive: "
+                       "hard (farthest from the centroid), easy (nearest) or random (seeded).")
     seed: int = Field(0, description="Seed for keep random.")
-    device: str = Field("auto", description="Where the similarity products run: auto (CUDA when torch sees one, "
-                        "else NumPy), cpu, or a torch device such as cuda:1.")
 
     job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"clusters"})
+
+
+class SemDeDupParams(InClustersParams):
+    eps: float = Field(ge=0, le=1, description="Remove items with cosine > 1 - eps to an earlier item of their "
+                       "cluster.")
+    device: str = Field("auto", description="Where the similarity products run: auto (CUDA when torch sees one, "
+                        "else NumPy), cpu, or a torch device such as cuda:1.")
 
 
 class ExactDedupParams(JobParams):
@@ -91,17 +93,11 @@ class NearDedupParams(JobParams):
     job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"embeddings"})
 
 
-class PruneParams(JobParams):
+class PruneParams(InClustersParams):
     """SSP's parameters; DBP adds its own below."""
 
     keep_fraction: float = Field(gt=0, le=1, description="Fraction to keep: DBP of the input (N' = int(F*N)), "
                                  "SSP of every cluster.")
-    clusters: Optional[Name] = _clusters_field()
-    keep: Keep = Field("hard", description="Within a cluster keep the hardest (farthest from the centroid), "
-                       "easiest, or a seeded random choice: hard, easy, random.")
-    seed: int = Field(0, description="Seed for keep random.")
-
-    job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"clusters"})
 
 
 class DBPParams(PruneParams):
