@@ -22,14 +22,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.engine import worker_cache
 from curate.errors import CurateError
+from curate.params.filters import FILTERS
 
 KEPT = "kept"
 
@@ -39,63 +38,8 @@ class FilterSpecError(CurateError):
 
 
 # ---------------------------------------------------------------- specs
-@dataclass(frozen=True)
-class Param:
-    default: Any
-    type: Callable[[str], Any]
-    doc: str
-
-
-def _opt_float(s: str):
-    return None if s in ("", "none", "None") else float(s)
-
-
-PARAMS: dict[str, dict[str, Param]] = {
-    "basic": {
-        "lang": Param("en", str, "required top-1 fastText label"),
-        "min_words": Param(3, int, "minimum words (str.split); DataComp: more than 2"),
-        "min_chars": Param(6, int, "minimum characters; DataComp: more than 5"),
-        "min_side": Param(200, int, "minimum of original width and height, pixels"),
-        "max_aspect": Param(3.0, float, "maximum of max(w,h)/min(w,h)"),
-    },
-    "clip_score": {
-        "threshold": Param(None, _opt_float, "keep clip_score >= threshold"),
-        "fraction": Param(None, _opt_float, "keep the top fraction of the pool (ties at the cut kept)"),
-        "model": Param(None, str, "embeddings/<model> table to read (default: the only one)"),
-    },
-    "laion2b": {
-        "threshold": Param(0.28, float, "minimum clip_score"),
-        "lang": Param("en", str, "required language"),
-        "lang_id": Param("gcld3", str, "language identifier: gcld3 (DataComp's choice for this baseline) or fasttext"),
-        "model": Param(None, str, "embeddings/<model> table (DataComp: ViT-B-32 scores)"),
-    },
-    "image_based": {
-        "target": Param(None, str, "target images: an image folder (embedded with the pool's model), "
-                        "a .npy / .parquet of target image embeddings, or DataComp's in1k_clip_vit_l14_*.pt "
-                        "(a .pt file, a folder or a glob of them)"),
-        "k": Param(100_000, int, "k-means clusters (DataComp: 100,000)"),
-        "niter": Param(20, int, "k-means iterations"),
-        "seed": Param(0, int, "k-means seed"),
-        "sample_ratio": Param(-1.0, float, "share of caption-filtered pool embeddings to cluster (<= 0: all)"),
-        "centroids": Param(None, str, "precomputed pool centroids, k x d: a .npy, or DataComp's "
-                           "<scale>_centroids_l14.pt; skips k-means"),
-        "clip_threshold": Param(None, _opt_float, "also require clip_score >= this"),
-        "clip_fraction": Param(None, _opt_float, "also require the top fraction by clip_score"),
-        "clip_model": Param(None, str, "embeddings/<model> whose clip_score the clip cut uses (default: model; "
-                            "DataComp: --arch b32 or l14, while clustering L/14 embeddings)"),
-        "lang": Param("en", str, "caption filter: required top-1 fastText label"),
-        "min_tokens": Param(2, int, "caption filter: minimum fastText tokens; DataComp: more than 1"),
-        "min_chars": Param(6, int, "caption filter: minimum characters; DataComp: more than 5"),
-        "model": Param(None, str, "embeddings/<model> table"),
-    },
-    "text_based": {
-        "synsets": Param(None, str, "file of target synsets, one per line: WordNet ids (n01440764), "
-                         "offsets (1440764) or names (tench.n.01); DataComp used ImageNet-21k's ids"),
-        "lang": Param("en", str, "required top-1 fastText label"),
-        "wordnet_dir": Param(None, str, "WordNet 3.0 dict folder (default: Debian's /usr/share/wordnet)"),
-    },
-}
-
+# Each filter's parameters are a model in curate/params/filters.py (the recipe stages take the
+# same models); ``name:key=value,...`` is a thin front end over them.
 
 @dataclass(frozen=True)
 class FilterSpec:
@@ -103,7 +47,8 @@ class FilterSpec:
     params: dict = field(default_factory=dict)
 
     def __str__(self) -> str:
-        given = {k: v for k, v in self.params.items() if v != PARAMS[self.name][k].default}
+        fields = FILTERS[self.name].model_fields
+        given = {k: v for k, v in self.params.items() if v != fields[k].default}
         return self.name + (":" + ",".join(f"{k}={v}" for k, v in sorted(given.items())) if given else "")
 
     @property
@@ -111,57 +56,46 @@ class FilterSpec:
         return self.params.get("model")
 
 
+def filter_spec(name: str, given: dict, text: str) -> FilterSpec:
+    """The spec of filter ``name`` with ``given`` values (text or typed) checked by its model;
+    a bad one is a ``FilterSpecError`` naming ``text``."""
+    from pydantic import ValidationError
+
+    from curate.params import describe_validation
+
+    model = FILTERS[name]
+    try:
+        params = model.model_validate(given)
+    except ValidationError as e:
+        raise FilterSpecError(f"--filter {text!r}: "
+                              f"{describe_validation(model, e, lambda key: f'bad value for {key}:')}") from None
+    return FilterSpec(name, params.model_dump())
+
+
 def parse_filter(text: str) -> FilterSpec:
     """``name`` or ``name:key=value,key=value`` -> FilterSpec with every parameter resolved."""
     name, _, rest = text.partition(":")
     name = name.strip()
-    if name not in PARAMS:
-        raise FilterSpecError(f"unknown filter {name!r} in --filter {text!r}; known: {', '.join(PARAMS)}")
-    schema = PARAMS[name]
-    params = {k: p.default for k, p in schema.items()}
+    if name not in FILTERS:
+        raise FilterSpecError(f"unknown filter {name!r} in --filter {text!r}; known: {', '.join(FILTERS)}")
+    fields = FILTERS[name].model_fields
+    given: dict[str, str] = {}
     for item in filter(None, (x.strip() for x in rest.split(","))):
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq:
             raise FilterSpecError(f"--filter {text!r}: expected key=value, got {item!r}")
-        if key not in schema:
+        if key not in fields:
             raise FilterSpecError(f"--filter {text!r}: {name} has no parameter {key!r}; "
-                                  f"parameters: {', '.join(schema)}")
-        try:
-            params[key] = schema[key].type(value.strip())
-        except ValueError as e:
-            raise FilterSpecError(f"--filter {text!r}: bad value for {key}: {value!r} ({e})") from e
-    spec = FilterSpec(name, params)
-    _check(spec, text)
-    return spec
-
-
-def _check(spec: FilterSpec, text: str) -> None:
-    p = spec.params
-    if spec.name == "clip_score" and (p["threshold"] is None) == (p["fraction"] is None):
-        raise FilterSpecError(f"--filter {text!r}: give exactly one of threshold=... or fraction=...")
-    for key in ("fraction", "clip_fraction", "sample_ratio"):
-        v = p.get(key)
-        if key != "sample_ratio" and v is not None and not 0.0 <= v <= 1.0:
-            raise FilterSpecError(f"--filter {text!r}: {key} must be in [0, 1], got {v}")
-    if spec.name == "image_based":
-        if p["target"] is None:
-            raise FilterSpecError(f"--filter {text!r}: image_based needs target=PATH "
-                                  "(an image folder, or a .npy/.parquet of target embeddings)")
-        if p["clip_threshold"] is not None and p["clip_fraction"] is not None:
-            raise FilterSpecError(f"--filter {text!r}: give at most one of clip_threshold, clip_fraction")
-        if p["k"] < 1:
-            raise FilterSpecError(f"--filter {text!r}: k must be >= 1")
-    if spec.name == "laion2b" and p["lang_id"] not in ("gcld3", "fasttext"):
-        raise FilterSpecError(f"--filter {text!r}: lang_id must be gcld3 or fasttext")
-    if spec.name == "text_based" and p["synsets"] is None:
-        raise FilterSpecError(f"--filter {text!r}: text_based needs synsets=FILE (one WordNet id per line)")
+                                  f"parameters: {', '.join(fields)}")
+        given[key] = value.strip()
+    return filter_spec(name, given, text)
 
 
 def describe_filters() -> str:
     lines = []
-    for name, params in PARAMS.items():
-        lines.append(f"{name}: " + "; ".join(f"{k}={p.default} ({p.doc})" for k, p in params.items()))
+    for name, model in FILTERS.items():
+        lines.append(f"{name}: " + "; ".join(f"{k}={f.default} ({f.description})" for k, f in model.model_fields.items()))
     return "\n".join(lines)
 
 

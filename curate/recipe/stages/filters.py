@@ -10,47 +10,21 @@ threshold over the input (DataComp's rule), ``image_based``'s ``clip_fraction`` 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import create_model
 
 from curate.recipe.registry import Params, StageContext, StageResult, register
 
 _MODULES = ("curate.filters",)
 
 
-def _params_model(name: str) -> type[Params]:
-    from curate.filters.stages import PARAMS
-
-    fields: dict[str, Any] = {}
-    for key, p in PARAMS[name].items():
-        typ = p.type if p.type in (int, float, str) else float
-        fields[key] = (Optional[typ], p.default) if p.default is None or typ is float and p.type is not float \
-            else (typ, p.default)
-    from pydantic import model_validator
-
-    def check(self):
-        from curate.filters.stages import FilterSpecError
-
-        try:
-            _spec(name, self.model_dump())
-        except FilterSpecError as e:  # reported at the stage's line by the recipe loader
-            raise ValueError(str(e).replace(f"--filter '{name} (recipe stage)': ", "")) from None
-        return self
-
-    return create_model(f"{name.title().replace('_', '')}FilterParams", __base__=Params,
-                        __validators__={"check": model_validator(mode="after")(check)}, **fields)
-
-
 def _spec(name: str, given: dict):
-    from curate.filters.stages import PARAMS, FilterSpec, _check
+    from curate.filters.stages import filter_spec
 
-    spec = FilterSpec(name, {**{k: p.default for k, p in PARAMS[name].items()}, **given})
-    _check(spec, f"{name} (recipe stage)")
-    return spec
+    return filter_spec(name, given, f"{name} (recipe stage)")
 
 
 def _run(ctx: StageContext, uids: pa.Array, name: str, p: Params) -> StageResult:
@@ -87,7 +61,9 @@ def _reads(name: str):
 
 
 def _make(name: str, doc: str):
-    params = _params_model(name)
+    from curate.params.filters import FILTERS
+
+    params = FILTERS[name]  # the model `curate filter -f NAME:key=value` parses through
 
     def run(ctx: StageContext, uids: pa.Array, p) -> StageResult:
         return _run(ctx, uids, name, p)

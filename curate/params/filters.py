@@ -1,0 +1,100 @@
+"""Parameters of DataComp's filters, one model per filter: ``curate filter -f NAME:key=value``
+parses through them (``curate.filters.stages.parse_filter``, a thin front end) and the recipe's
+filter stages take them as they are. Defaults are DataComp's."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BeforeValidator, Field, model_validator
+from typing_extensions import Annotated
+
+from curate.params import JobParams
+
+
+def _none_word(value):
+    """``key=`` / ``key=none`` in a filter spec: no value."""
+    return None if isinstance(value, str) and value.strip() in ("", "none", "None") else value
+
+
+OptFloat = Annotated[Optional[float], BeforeValidator(_none_word)]
+
+
+class BasicFilterParams(JobParams):
+    lang: str = Field("en", description="required top-1 fastText label")
+    min_words: int = Field(3, description="minimum words (str.split); DataComp: more than 2")
+    min_chars: int = Field(6, description="minimum characters; DataComp: more than 5")
+    min_side: int = Field(200, description="minimum of original width and height, pixels")
+    max_aspect: float = Field(3.0, description="maximum of max(w,h)/min(w,h)")
+
+
+class ClipScoreFilterParams(JobParams):
+    threshold: OptFloat = Field(None, description="keep clip_score >= threshold")
+    fraction: OptFloat = Field(None, ge=0, le=1, description="keep the top fraction of the pool (ties at the cut kept)")
+    model: Optional[str] = Field(None, description="embeddings/<model> table to read (default: the only one)")
+
+    @model_validator(mode="after")
+    def _one_cut(self):
+        if (self.threshold is None) == (self.fraction is None):
+            raise ValueError("give exactly one of threshold=... or fraction=...")
+        return self
+
+
+class Laion2bFilterParams(JobParams):
+    threshold: float = Field(0.28, description="minimum clip_score")
+    lang: str = Field("en", description="required language")
+    lang_id: Literal["gcld3", "fasttext"] = Field("gcld3", description="language identifier: gcld3 (DataComp's "
+                                                  "choice for this baseline) or fasttext")
+    model: Optional[str] = Field(None, description="embeddings/<model> table (DataComp: ViT-B-32 scores)")
+
+
+class ImageBasedFilterParams(JobParams):
+    target: Optional[str] = Field(None, description="target images: an image folder (embedded with the pool's "
+                                  "model), a .npy / .parquet of target image embeddings, or DataComp's "
+                                  "in1k_clip_vit_l14_*.pt (a .pt file, a folder or a glob of them)")
+    k: int = Field(100_000, ge=1, description="k-means clusters (DataComp: 100,000)")
+    niter: int = Field(20, description="k-means iterations")
+    seed: int = Field(0, description="k-means seed")
+    sample_ratio: float = Field(-1.0, description="share of caption-filtered pool embeddings to cluster (<= 0: all)")
+    centroids: Optional[str] = Field(None, description="precomputed pool centroids, k x d: a .npy, or DataComp's "
+                                     "<scale>_centroids_l14.pt; skips k-means")
+    clip_threshold: OptFloat = Field(None, description="also require clip_score >= this")
+    clip_fraction: OptFloat = Field(None, ge=0, le=1, description="also require the top fraction by clip_score")
+    clip_model: Optional[str] = Field(None, description="embeddings/<model> whose clip_score the clip cut uses "
+                                      "(default: model; DataComp: --arch b32 or l14, while clustering L/14 embeddings)")
+    lang: str = Field("en", description="caption filter: required top-1 fastText label")
+    min_tokens: int = Field(2, description="caption filter: minimum fastText tokens; DataComp: more than 1")
+    min_chars: int = Field(6, description="caption filter: minimum characters; DataComp: more than 5")
+    model: Optional[str] = Field(None, description="embeddings/<model> table")
+
+    @model_validator(mode="after")
+    def _target_and_one_cut(self):
+        if self.target is None:
+            raise ValueError("image_based needs target=PATH (an image folder, or a .npy/.parquet of target embeddings)")
+        if self.clip_threshold is not None and self.clip_fraction is not None:
+            raise ValueError("give at most one of clip_threshold, clip_fraction")
+        return self
+
+
+class TextBasedFilterParams(JobParams):
+    synsets: Optional[str] = Field(None, description="file of target synsets, one per line: WordNet ids "
+                                   "(n01440764), offsets (1440764) or names (tench.n.01); DataComp used ImageNet-21k's "
+                                   "ids")
+    lang: str = Field("en", description="required top-1 fastText label")
+    wordnet_dir: Optional[str] = Field(None, description="WordNet 3.0 dict folder (default: Debian's "
+                                       "/usr/share/wordnet)")
+
+    @model_validator(mode="after")
+    def _synsets(self):
+        if self.synsets is None:
+            raise ValueError("text_based needs synsets=FILE (one WordNet id per line)")
+        return self
+
+
+FILTERS: dict[str, type[JobParams]] = {
+    "basic": BasicFilterParams,
+    "clip_score": ClipScoreFilterParams,
+    "laion2b": Laion2bFilterParams,
+    "image_based": ImageBasedFilterParams,
+    "text_based": TextBasedFilterParams,
+}
