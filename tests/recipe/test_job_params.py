@@ -177,3 +177,20 @@ def test_prune_stage_takes_neighbors(tmp_path):
                     "    neighbors: 5\n")
     assert r.stages[0].params["neighbors"] == 5
     assert set(DBPParams.model_fields) < set(get_kind("prune").params.model_fields)
+
+
+def test_filter_specs_parse_through_the_recipe_stage_models():
+    from curate.filters.stages import describe_filters, parse_filter
+    from curate.params.filters import FILTERS
+
+    needs = {"clip_score": "threshold=0.3", "image_based": "target=t.npy", "text_based": "synsets=s.txt"}
+    help_text = describe_filters()
+    for name, model in FILTERS.items():
+        assert get_kind(name).params is model  # the recipe stage takes the filter's model as is
+        given = dict(kv.split("=") for kv in filter(None, [needs.get(name)]))
+        spec = parse_filter(name + (f":{needs[name]}" if name in needs else ""))
+        assert spec.params == model.model_validate(given).model_dump()
+        for key, f in model.model_fields.items():
+            assert f"{key}={f.default} ({f.description})" in help_text  # `curate filter --help`
+            if key not in given:
+                assert spec.params[key] == f.default
