@@ -12,7 +12,7 @@ from curate.params.embedding_space import DEFAULT_CLUSTERING, ClusterParams
 
 def cluster(run: JobRun, p: ClusterParams) -> None:
     from curate.embedding_space.clusters import check_cluster, run_cluster
-    from curate.embedding_space.jobs import check_dataset
+    from curate.embedding_space.jobs.shared import check_dataset
     from curate.models.resolve import resolve_embeddings
 
     model = resolve_embeddings(check_dataset(run.ds), p.embeddings)

@@ -10,7 +10,8 @@ from curate.params.embedding_space import DecontaminateParams
 
 
 def decontaminate(run: JobRun, p: DecontaminateParams) -> None:
-    from curate.embedding_space.jobs import check_dataset, check_decontaminate, run_decontaminate
+    from curate.embedding_space.jobs.decontaminate import check_decontaminate, run_decontaminate
+    from curate.embedding_space.jobs.shared import check_dataset
     from curate.models.resolve import resolve_embeddings
 
     model = resolve_embeddings(check_dataset(run.ds), p.embeddings)

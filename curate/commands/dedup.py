@@ -11,7 +11,7 @@ from curate.params.perceptual import PerceptualDedupParams
 
 
 def semantic(run: JobRun, p: SemDeDupParams) -> None:
-    from curate.embedding_space.jobs import check_semdedup, run_semdedup
+    from curate.embedding_space.jobs.semdedup import check_semdedup, run_semdedup
 
     clusters = clusters_name(p.clusters)
     check_semdedup(run.ds, clusters, p.eps, p.keep)
@@ -21,7 +21,7 @@ def semantic(run: JobRun, p: SemDeDupParams) -> None:
 
 
 def exact(run: JobRun, p: ExactDedupParams) -> None:
-    from curate.embedding_space.jobs import check_exact_dedup, run_exact_dedup
+    from curate.embedding_space.jobs.exact_dedup import check_exact_dedup, run_exact_dedup
 
     check_exact_dedup(run.ds)
     uids = run.input_uids()
@@ -29,7 +29,8 @@ def exact(run: JobRun, p: ExactDedupParams) -> None:
 
 
 def near(run: JobRun, p: NearDedupParams) -> None:
-    from curate.embedding_space.jobs import check_dataset, check_near_dedup, run_near_dedup
+    from curate.embedding_space.jobs.near_dedup import check_near_dedup, run_near_dedup
+    from curate.embedding_space.jobs.shared import check_dataset
     from curate.models.resolve import resolve_embeddings
 
     model = resolve_embeddings(check_dataset(run.ds), p.embeddings)

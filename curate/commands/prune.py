@@ -10,7 +10,7 @@ from curate.params.embedding_space import DBPParams, PruneParams, clusters_name
 
 
 def prune(run: JobRun, p: PruneParams, method: str) -> None:
-    from curate.embedding_space.jobs import check_prune, run_prune
+    from curate.embedding_space.jobs.prune import check_prune, run_prune
 
     clusters = clusters_name(p.clusters)
     dbp = dict(temperature=p.temperature, balance_ratio=p.balance_ratio, n_neighbors=p.neighbors) \

@@ -194,3 +194,35 @@ def test_filter_specs_parse_through_the_recipe_stage_models():
             assert f"{key}={f.default} ({f.description})" in help_text  # `curate filter --help`
             if key not in given:
                 assert spec.params[key] == f.default
+
+
+@pytest.mark.parametrize("model,function", [
+    ("embedding_space.ClusterParams", "curate.embedding_space.clusters.run_cluster"),
+    ("embedding_space.SemDeDupParams", "curate.embedding_space.jobs.semdedup.run_semdedup"),
+    ("embedding_space.ExactDedupParams", "curate.embedding_space.jobs.exact_dedup.run_exact_dedup"),
+    ("embedding_space.NearDedupParams", "curate.embedding_space.jobs.near_dedup.run_near_dedup"),
+    ("embedding_space.DBPParams", "curate.embedding_space.jobs.prune.run_prune"),
+    ("embedding_space.PruneParams", "curate.embedding_space.jobs.prune.run_prune"),
+    ("embedding_space.DecontaminateParams", "curate.embedding_space.jobs.decontaminate.run_decontaminate"),
+    ("perceptual.PerceptualDedupParams", "curate.perceptual.job.run_perceptual_dedup"),
+    ("coverage.CoverageParams", "curate.coverage.job.run_coverage"),
+])
+def test_every_field_reaches_the_job_function(model, function):
+    """``job_kwargs()`` (what the command and the stage pass) names only arguments the job
+    function has, and every field not resolved by the caller is among them."""
+    import importlib
+    import inspect
+
+    module, name = model.rsplit(".", 1)
+    cls = getattr(importlib.import_module(f"curate.params.{module}"), name)
+    fmod, fname = function.rsplit(".", 1)
+    signature = inspect.signature(getattr(importlib.import_module(fmod), fname))
+    values = {**_required_values(cls), **({"concepts": "c.txt"} if "concepts" in cls.model_fields else {})}
+    kwargs = cls.model_validate(values).job_kwargs()
+    assert set(kwargs) <= set(signature.parameters), set(kwargs) - set(signature.parameters)
+    passed = {n for n in cls.model_fields if n not in cls.job_arg_exclude}
+    assert {cls.job_arg_names.get(n, n) for n in passed} - {"max_sample_gb"} <= set(kwargs)
+
+
+def _required_values(cls) -> dict:
+    return {n: {int: 1, float: 0.5}.get(f.annotation, "x") for n, f in cls.model_fields.items() if f.is_required()}

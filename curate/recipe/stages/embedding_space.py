@@ -81,7 +81,7 @@ def _reads_clusters():
 @register("semdedup", SemDeDupParams, family="dedup", reads=_reads_clusters(), code_modules=_MODULES)
 def run_semdedup_stage(ctx: StageContext, uids: pa.Array, p: SemDeDupParams) -> StageResult:
     """SemDeDup: within each cluster, drop samples too similar to a kept one."""
-    from curate.embedding_space.jobs import run_semdedup
+    from curate.embedding_space.jobs.semdedup import run_semdedup
 
     r = run_semdedup(ctx.dataset, _clusters_name(ctx, p.clusters), run=ctx.run_name, input_uids=pc.unique(uids),
                      executor=ctx.executor(), **p.job_kwargs())
@@ -98,7 +98,7 @@ class PruneStageParams(DBPParams):
 @register("prune", PruneStageParams, family="pruning", reads=_reads_clusters(), code_modules=_MODULES)
 def run_prune_stage(ctx: StageContext, uids: pa.Array, p: PruneStageParams) -> StageResult:
     """Density-based pruning (DBP) or SSP prototypes: keep a fraction, fewer from dense clusters."""
-    from curate.embedding_space.jobs import run_prune
+    from curate.embedding_space.jobs.prune import run_prune
 
     r = run_prune(ctx.dataset, _clusters_name(ctx, p.clusters), run=ctx.run_name, input_uids=pc.unique(uids),
                   executor=ctx.executor(), **p.job_kwargs())
@@ -108,7 +108,7 @@ def run_prune_stage(ctx: StageContext, uids: pa.Array, p: PruneStageParams) -> S
 @register("exact_dedup", ExactDedupParams, family="dedup", reads=("downloads",), code_modules=_MODULES)
 def run_exact_dedup_stage(ctx: StageContext, uids: pa.Array, p: ExactDedupParams) -> StageResult:
     """Exact image duplicates (same downloaded bytes): keep one per image."""
-    from curate.embedding_space.jobs import run_exact_dedup
+    from curate.embedding_space.jobs.exact_dedup import run_exact_dedup
 
     r = run_exact_dedup(ctx.dataset, run=ctx.run_name, input_uids=pc.unique(uids), executor=ctx.executor())
     return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
@@ -121,7 +121,7 @@ def _reads_near(p: NearDedupParams, dataset, model):
 @register("near_dedup", NearDedupParams, family="dedup", reads=_reads_near, code_modules=_MODULES)
 def run_near_dedup_stage(ctx: StageContext, uids: pa.Array, p: NearDedupParams) -> StageResult:
     """Near duplicates by embedding similarity (FAISS range search): keep one per group."""
-    from curate.embedding_space.jobs import run_near_dedup
+    from curate.embedding_space.jobs.near_dedup import run_near_dedup
 
     r = run_near_dedup(ctx.dataset, _model(ctx, p.embeddings), run=ctx.run_name, input_uids=pc.unique(uids),
                        executor=ctx.executor(), **p.job_kwargs())
@@ -132,7 +132,7 @@ def run_near_dedup_stage(ctx: StageContext, uids: pa.Array, p: NearDedupParams) 
           code_modules=_MODULES)
 def run_decontaminate_stage(ctx: StageContext, uids: pa.Array, p: DecontaminateParams) -> StageResult:
     """Remove pool samples whose image is a near copy of an evaluation image."""
-    from curate.embedding_space.jobs import run_decontaminate
+    from curate.embedding_space.jobs.decontaminate import run_decontaminate
 
     r = run_decontaminate(ctx.dataset, _model(ctx, p.embeddings), run=ctx.run_name, input_uids=pc.unique(uids),
                           executor=ctx.executor(), **p.job_kwargs())
