@@ -30,7 +30,8 @@ from typing_extensions import Annotated
 from curate.errors import CurateError
 
 __all__ = ["JobParams", "JobParamsError", "Name", "ModelSpec", "Field", "AliasChoices", "Literal", "Optional",
-           "cli_extra", "field_flags", "choices", "describe_validation", "parse_params"]
+           "cli_extra", "field_flags", "negative_flag", "deprecated_flags", "base_type", "choices",
+           "describe_error", "describe_validation", "parse_params"]
 
 
 class JobParamsError(CurateError):
