@@ -77,7 +77,7 @@ def test_bad_arguments_fail_before_spark(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("curate: error: "), (label, r["err"])
         assert not r["pyspark"], f"{label}: pyspark was imported before the error: {r['err']}"
     by = dict(zip(cases, results))
-    assert "k >= 1" in by["cluster k"]["err"]
+    assert "--k must be >= 1, got '0'" in by["cluster k"]["err"]
     assert "embeddings/nope not found" in by["cluster model"]["err"]
     assert "does not exist" in by["cluster dataset"]["err"]
     assert "at least k=100" in by["cluster rows"]["err"]
