@@ -38,14 +38,7 @@ def _cli():
     return get_command(cli.app)
 
 
-def _command(group, path: tuple[str, ...]) -> click.Command:
-    cmd = group
-    for word in path:
-        cmd = cmd.commands[word]
-    return cmd
-
-
-def _generated(group: click.Command, path=()):
+def _generated(group, path=()):
     """Every command generated from a job model: (path, click command, its model, the job's model)."""
     if hasattr(group, "commands"):
         for name, sub in group.commands.items():
