@@ -89,7 +89,7 @@ SUBSET_TMP_ROWS = 1_000_000
 def write_subset_frame(dataset: Dataset, name: str, uids, manifest: dict):
     """``subsets/<name>`` from a frame of uids in any order: the workers sort it into temporary
     shards (``_tmp/subset-<name>``), the driver streams those into the subset's files."""
-    import shutil
+    from curate.storage import remove_tree
 
     tmp = f"_tmp/subset-{name}"
     try:
@@ -97,7 +97,7 @@ def write_subset_frame(dataset: Dataset, name: str, uids, manifest: dict):
         return write_subset_sorted(dataset, name, sorted_uids_from_table(dataset, tmp, None), written["rows"],
                                    manifest)
     finally:
-        shutil.rmtree(dataset.table_dir(tmp), ignore_errors=True)
+        remove_tree(dataset.table_dir(tmp))
 
 
 class RunResult(dict):

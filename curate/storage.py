@@ -359,3 +359,182 @@ def listing(loc: Location) -> list[pafs.FileInfo]:
         return loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=False))
     except OSError as e:
         raise StorageError(f"cannot list {loc}: {e}") from None
+
+
+# ---- paths a job passes around (a local Path/str or a URI string) ----------------------
+
+def join(base, *parts: str):
+    """``base`` / ``parts``: a ``Path`` for a local ``Path``, a URI string for a URI (no
+    ``os.path`` on a URI), a string for a local string."""
+    if isinstance(base, Path):
+        return base.joinpath(*parts)
+    if is_uri(base):
+        return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts if p)])
+    return str(Path(base).joinpath(*parts))
+
+
+def basename(path) -> str:
+    return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def open_input(path):
+    """What a pyarrow/numpy reader takes: a local path as it is, a URI opened as a
+    random-access file on its filesystem (with the configured settings)."""
+    if not is_uri(path):
+        return path
+    loc = resolve(path)
+    try:
+        return loc.fs.open_input_file(loc.path)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise StorageError(f"cannot read {loc}: {e}") from None
+
+
+def read_parquet(path, columns: list[str] | None = None, **kw):
+    """``pyarrow.parquet.read_table`` of one file, local or on a store."""
+    import pyarrow.parquet as pq
+
+    src = open_input(path)
+    try:
+        return pq.read_table(src, columns=columns, **kw)
+    finally:
+        if src is not path:
+            src.close()
+
+
+def parquet_file(path):
+    """``pyarrow.parquet.ParquetFile`` of one file, local or on a store."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(open_input(path))
+
+
+def load_npy(path, mmap: bool = False):
+    """A ``.npy`` array: memory-mapped from a local file when asked, read whole from a store
+    (callers keep these bounded by one shard or one small table)."""
+    import io
+
+    import numpy as np
+
+    if not is_uri(path):
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+
+
+def npy_bytes(array) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def fingerprint(path) -> tuple:
+    """(path, mtime ns, size): a worker cache key that changes when the file is rewritten."""
+    if not is_uri(path):
+        st = os.stat(path)
+        return (str(path), st.st_mtime_ns, st.st_size)
+    info = _info(resolve(path))
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(str(path))
+    return (str(path), info.mtime_ns, info.size)
+
+
+def remove_tree(path) -> None:
+    """Delete a folder/prefix and everything under it (a job's scratch ``_tmp/<run>``)."""
+    if not is_uri(path):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    loc = resolve(path)
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
+    except OSError as e:
+        raise StorageError(f"cannot list {loc}: {e}") from None
+    for i in infos:
+        if i.type == pafs.FileType.File:
+            delete(Location(loc.fs, i.path, loc.scheme, loc.prefix))
+
+
+def list_files(path, recursive: bool = False) -> list[str]:
+    """Files under a folder/prefix as paths of the same kind (URIs for a URI), sorted; hidden
+    names (``_``/``.``) below ``path`` left out."""
+    if not is_uri(path):
+        p = Path(path)
+        if not p.is_dir():
+            return []
+        it = p.rglob("*") if recursive else p.iterdir()
+        return sorted(str(f) for f in it if f.is_file()
+                      and not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts))
+    loc = resolve(path)
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=recursive))
+    except OSError as e:
+        raise StorageError(f"cannot list {loc}: {e}") from None
+    prefix = loc.path.rstrip("/") + "/"
+    out = []
+    for i in infos:
+        rel = i.path[len(prefix):] if i.path.startswith(prefix) else i.base_name
+        if i.type == pafs.FileType.File and not any(part.startswith(("_", ".")) for part in rel.split("/")):
+            out.append(Location(loc.fs, i.path, loc.scheme, loc.prefix).uri)
+    return sorted(out)
+
+
+def expand(pattern: str) -> list[str]:
+    """Input files a user named: a file, a folder's files, or a glob (``*``, ``?``, ``[``) in the
+    last parts of a path or URI (listed through the store: no shell glob on a bucket)."""
+    import fnmatch
+
+    if not is_uri(pattern):
+        import glob as _glob
+
+        if any(c in pattern for c in "*?["):
+            return sorted(_glob.glob(os.path.expanduser(pattern)))
+        return [pattern]
+    if not any(c in pattern for c in "*?["):
+        return [pattern]
+    first = min(i for i in (pattern.find(c) for c in "*?[") if i >= 0)
+    base = pattern[:first].rsplit("/", 1)[0]
+    recursive = "/" in pattern[len(base) + 1:]
+    return [u for u in list_files(base, recursive=recursive) if fnmatch.fnmatchcase(u, pattern)]
+
+
+# ---- settings on Spark workers -----------------------------------------------------------
+_WORKER_ENV = (OPTIONS_ENV, *_AWS_ENV, "AWS_EC2_METADATA_DISABLED")
+
+
+def worker_env() -> dict[str, str]:
+    """The storage settings of this (driver) process, for a Spark task closure: executors do
+    not inherit the driver's environment (and Spark local mode's Python workers only the
+    environment of the session's start), so the engine ships these with every task."""
+    return {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
+
+
+def apply_worker_env(env: dict[str, str]) -> None:
+    """On a worker: take the driver's storage settings (``worker_env``) before touching a URI.
+    Settings the driver did not have are removed, so a reused worker keeps no stale ones."""
+    for k in _WORKER_ENV:
+        if k in env:
+            if os.environ.get(k) != env[k]:
+                os.environ[k] = env[k]
+        elif k in (OPTIONS_ENV,):
+            os.environ.pop(k, None)
+
+
+def fetch_folder(path, dest) -> list[str]:
+    """Copy the files under a folder/prefix to the local folder ``dest`` (same relative names;
+    hidden names left out); returns the relative names. For small inputs a local library must
+    read from disk (an evaluation image folder)."""
+    base = resolve(path).uri.rstrip("/") if is_uri(path) else str(path).rstrip("/")
+    out = []
+    for f in list_files(base, recursive=True):
+        rel = f[len(base) + 1:]
+        target = Path(dest) / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_bytes(f))
+        out.append(rel)
+    return out

@@ -18,15 +18,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import storage
 from curate.errors import DatasetError
 from curate.names import check_name
 from curate.tables import Dataset, atomic_write_bytes, load_schema
 from curate.uid import DATACOMP_DTYPE, UID_RE, uids_to_datacomp
 
 
-def subset_dir(dataset: Dataset, name: str) -> Path:
+def subset_dir(dataset: Dataset, name: str) -> Path | str:
+    """The subset's folder: a ``Path``, or a URI string for a dataset on object storage."""
     check_name(name, "subset name", reserved=False)
-    return dataset.root / "subsets" / name
+    return dataset.path(f"subsets/{name}")
 
 
 def write_subset(dataset: Dataset, name: str, uids: Iterable[str] | pa.Array | pa.ChunkedArray,
@@ -64,7 +66,7 @@ def write_subset_sorted(dataset: Dataset, name: str, chunks: Iterable[pa.Array],
     prev: str | None = None
     pending: list[pa.Array] = []
     pending_rows = 0
-    with atomic_path(d / "uids.parquet") as ptmp, atomic_path(d / "uids.npy") as ntmp:
+    with atomic_path(storage.join(d, "uids.parquet")) as ptmp, atomic_path(storage.join(d, "uids.npy")) as ntmp:
         writer = pq.ParquetWriter(ptmp, schema, **PARQUET_OPTIONS)
         with open(ntmp, "wb") as npy:
             header = np.lib.format.header_data_from_array_1_0(np.empty(0, dtype=DATACOMP_DTYPE))
@@ -111,7 +113,7 @@ def write_subset_sorted(dataset: Dataset, name: str, chunks: Iterable[pa.Array],
     meta.setdefault("name", name)
     meta["count"] = rows
     meta["distinct"] = distinct
-    atomic_write_bytes(d / "_manifest.json", (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode())
+    atomic_write_bytes(storage.join(d, "_manifest.json"), (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode())
     return d
 
 
@@ -124,7 +126,7 @@ def sorted_uids_from_table(dataset: Dataset, table: str, kept_column: str | None
 
     carry_uid, carry_n = None, 0  # a uid whose rows span a batch boundary
     for path in dataset.shards(table):
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(dataset.open_shard(path))
         cols = ["uid"] + ([kept_column] if kept_column else [])
         for b in pf.iter_batches(batch_size=65536, columns=cols):
             uid = b.column(0)
@@ -155,14 +157,10 @@ def sorted_uids_from_table(dataset: Dataset, table: str, kept_column: str | None
 
 def read_subset_array(path_or_dataset: str | Path | Dataset, name: str | None = None) -> pa.Array:
     """``read_subset`` as an Arrow string array (no Python list of the uids for a Parquet subset)."""
-    p = subset_dir(path_or_dataset, name or "") if isinstance(path_or_dataset, Dataset) else Path(path_or_dataset)
-    if p.is_dir():
-        p = p / "uids.parquet"
-    if p.suffix == ".parquet" and p.exists():
-        import pyarrow.parquet as pq
-
+    p = _subset_file(path_or_dataset, name)
+    if str(p).endswith(".parquet") and storage.exists(p):
         try:
-            return pq.read_table(p, columns=["uid"]).column("uid").combine_chunks().cast(pa.string())
+            return storage.read_parquet(p, columns=["uid"]).column("uid").combine_chunks().cast(pa.string())
         except (pa.ArrowInvalid, KeyError, OSError) as e:
             raise DatasetError(f"{p}: not a subset Parquet with a uid column ({e})") from None
     return pa.array(read_subset(path_or_dataset, name), pa.string())
@@ -172,17 +170,20 @@ def read_subset(path_or_dataset: str | Path | Dataset, name: str | None = None) 
     """uids of a subset: a subset folder, a ``uids.parquet``, a DataComp subset file (``.npy``
     or raw ``u8,u8`` records, told apart by content as DataComp's resharder does; sorted, with
     a warning, when it is not), or (dataset, name)."""
-    if isinstance(path_or_dataset, Dataset):
-        p = subset_dir(path_or_dataset, name or "")
-    else:
-        p = Path(path_or_dataset)
-    if p.is_dir():
-        p = p / "uids.parquet"
-    if not p.exists():
+    p = _subset_file(path_or_dataset, name)
+    if not storage.exists(p):
         raise DatasetError(f"subset not found: {p}")
     from curate.subset_file import is_parquet
 
-    if p.suffix != ".parquet" and not is_parquet(p):
+    if storage.is_uri(p) and not str(p).endswith(".parquet") and not is_parquet(p):
+        # a DataComp .npy on a store: read whole (16 bytes a uid), checked like a local one
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="curate-subset-") as tmp:
+            local = Path(tmp) / storage.basename(p)
+            local.write_bytes(storage.read_bytes(p))
+            return read_subset(local)
+    if not str(p).endswith(".parquet") and not is_parquet(p):
         from curate.progress import info
         from curate.subset_file import first_unsorted, hex_uids, open_subset_array, sort_records, unsorted_warning
 
@@ -192,20 +193,28 @@ def read_subset(path_or_dataset: str | Path | Dataset, name: str | None = None) 
             info(unsorted_warning(p, bad))
             arr = sort_records(arr)
         return hex_uids(arr).to_pylist()
-    import pyarrow.parquet as pq
-
     try:
-        return pq.read_table(p, columns=["uid"]).column("uid").to_pylist()
+        return storage.read_parquet(p, columns=["uid"]).column("uid").to_pylist()
     except (pa.ArrowInvalid, KeyError, OSError) as e:
         raise DatasetError(f"{p}: not a subset Parquet with a uid column ({e})") from None
 
 
+def _subset_file(path_or_dataset, name: str | None):
+    """The subset file named: (dataset, name)'s ``uids.parquet``, a folder's, or the file given."""
+    p = subset_dir(path_or_dataset, name or "") if isinstance(path_or_dataset, Dataset) else path_or_dataset
+    if not storage.is_uri(p):
+        p = Path(p)
+    return storage.join(p, "uids.parquet") if storage.is_dir(p) else p
+
+
 def read_subset_manifest(dataset: Dataset, name: str) -> dict:
-    p = subset_dir(dataset, name) / "_manifest.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+    p = storage.join(subset_dir(dataset, name), "_manifest.json")
+    return json.loads(storage.read_bytes(p)) if storage.exists(p) else {}
 
 
 def list_subsets(dataset: Dataset) -> list[str]:
+    if dataset.remote:
+        return sorted(t.split("/", 1)[1] for t in dataset.tables() if t.startswith("subsets/") and t.count("/") == 1)
     d = dataset.root / "subsets"
     if not d.is_dir():
         return []
@@ -216,10 +225,11 @@ def append_subset_manifest(dataset: Dataset, name: str, key: str, entry: dict, r
     """Append ``entry`` to the list ``key`` of a subset's ``_manifest.json`` (e.g. the
     trainings and evaluations made from it). With ``replace_on``, an earlier entry with the
     same value of that field is replaced instead of kept. Returns the updated manifest."""
-    p = subset_dir(dataset, name) / "_manifest.json"
-    if not p.parent.is_dir():
+    d = subset_dir(dataset, name)
+    p = storage.join(d, "_manifest.json")
+    if not storage.is_dir(d):
         raise DatasetError(f"subset {name!r} not found in {dataset.root}")
-    meta = json.loads(p.read_text()) if p.exists() else {"name": name}
+    meta = json.loads(storage.read_bytes(p)) if storage.exists(p) else {"name": name}
     items = [e for e in meta.get(key, [])
              if replace_on is None or e.get(replace_on) != entry.get(replace_on)]
     items.append(entry)

@@ -72,8 +72,17 @@ def open_subset_array(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     return np.memmap(p, DATACOMP_DTYPE, mode="r"), "raw"
 
 
-def is_parquet(path: Path) -> bool:
-    """Whether ``path`` is a file starting with Parquet's magic bytes."""
+def is_parquet(path) -> bool:
+    """Whether ``path`` (a path or URI) is a file starting with Parquet's magic bytes."""
+    from curate import storage
+
+    if storage.is_uri(path):
+        if not storage.is_file(path):
+            return False
+        loc = storage.resolve(path)
+        with loc.fs.open_input_file(loc.path) as f:
+            return f.read(4) == b"PAR1"
+    path = Path(path)
     if not path.is_file():
         return False
     with open(path, "rb") as f:

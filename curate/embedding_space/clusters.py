@@ -11,14 +11,15 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import storage
 from curate.embedding_space.common import (cleanup_tmp, collect_rows, embeddings_table, read_uid_filter, shard_tasks,
                                            write_json, write_uid_filter)
 from curate.embedding_space import guards
@@ -29,25 +30,26 @@ from curate.embedding_space.vectors import EMBEDDING_KINDS, binary_to_matrix, ch
 from curate.engine import LocalExecutor, worker_cache
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
-from curate.tables import Dataset, load_schema, write_parquet_atomic
+from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
 
 META = "_meta.json"
 SAMPLE_SCHEMA = pa.schema([("uid", pa.string()), ("hash", pa.int64()), ("embedding", pa.binary())])
 
 
-def centroids_dir(dataset: Dataset, name: str) -> Path:
+def centroids_dir(dataset: Dataset, name: str) -> Path | str:
     return dataset.table_dir(f"centroids/{name}")
 
 
 def load_clustering(dataset: Dataset, name: str) -> tuple[np.ndarray, dict]:
     """(centroids float32 (k, d), meta) of clustering ``name``."""
     d = centroids_dir(dataset, name)
-    meta_path = d / META
-    if not meta_path.exists():
-        have = sorted(p.name for p in (dataset.root / "centroids").iterdir()) if (dataset.root / "centroids").is_dir() else []
+    meta_path = storage.join(d, META)
+    if not storage.exists(meta_path):
+        have = sorted(t.split("/", 1)[1] for t in dataset.tables() if t.startswith("centroids/")) \
+            if dataset.exists() else []
         raise DatasetError(f"clustering {name!r} not found in {dataset.root} (no {meta_path}; clusterings: "
                            f"{have or 'none'}; run `curate cluster` first)")
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(storage.read_bytes(meta_path))
     t = dataset.read(f"centroids/{name}")
     t = t.sort_by("cluster_id")
     col = t.column("centroid").combine_chunks()
@@ -58,8 +60,7 @@ def load_clustering(dataset: Dataset, name: str) -> tuple[np.ndarray, dict]:
 def _load_centroids_cached(root: str, name: str) -> tuple[np.ndarray, dict]:
     ds = Dataset(root)
     p = ds.shard_path(f"centroids/{name}", 0)
-    st = p.stat()
-    return worker_cache(("centroids", str(p), st.st_mtime_ns, st.st_size), lambda: load_clustering(ds, name))
+    return worker_cache(("centroids", *storage.fingerprint(p)), lambda: load_clustering(ds, name))
 
 
 # ---------------------------------------------------------------- tasks
@@ -122,12 +123,10 @@ def assign_task(task: dict) -> dict:
 
     # per-cluster sums go to a file, not into the task result: S results of k numbers each would
     # sit on the driver together (S x k Python objects); the driver adds the files one by one
-    sums = Path(task["cache_dir"]).parent / f"sums-{task['index']:05d}.npz"
-    from curate.tables.dataset import atomic_path
-
-    with atomic_path(sums) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, size=size, distance_sum=dsum, similarity_hist=histogram(cos))
+    sums = storage.join(task["tmp_dir"], f"sums-{task['index']:05d}.npz")
+    buf = io.BytesIO()
+    np.savez(buf, size=size, distance_sum=dsum, similarity_hist=histogram(cos))
+    atomic_write_bytes(sums, buf.getvalue())
     return {"rows": int(len(ids)), "sums": str(sums)}
 
 
@@ -136,7 +135,7 @@ def check_cluster(ds: Dataset, model_id: str, k: int, embedding: str = "image", 
                   max_points_per_centroid: int = 256, input_uids=None) -> str:
     """The embeddings table to cluster, after every check that needs no data pass (run before
     an engine starts)."""
-    if not ds.root.is_dir():
+    if not ds.exists():
         raise DatasetError(f"dataset folder {ds.root} does not exist")
     if k < 1 or niter < 1 or max_points_per_centroid < 1:
         raise DatasetError(f"need k >= 1, --niter >= 1 and --max-points-per-centroid >= 1 "
@@ -177,7 +176,8 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     if want < k:
         raise DatasetError(f"clustering needs at least k={k} rows, {table} has {total}")
     # each shard is decoded once: the sample pass keeps the decoded matrices for the assign pass
-    cache_dir = ds.root / "_tmp" / f"cluster-{name}" / "decoded"
+    tmp_dir = ds.path(f"_tmp/cluster-{name}")
+    cache_dir = storage.join(tmp_dir, "decoded")
     _clear_cache(cache_dir)
     # Hash threshold giving ~10% more rows than wanted; the smallest hashes are then taken.
     frac = min(1.0, 1.1 * want / max(total, 1))
@@ -204,11 +204,10 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
                                pa.FixedSizeListArray.from_arrays(pa.array(c.reshape(-1)), c.shape[1])],
                               schema=load_schema("centroids").arrow(dim=c.shape[1]))
     ds.write_table(f"centroids/{name}", ct)
-    write_json(cdir / META, meta)
+    write_json(storage.join(cdir, META), meta)
     # drop shards of an earlier clustering with the same name before writing new ones
-    for old in ds.shards(f"clusters/{name}"):
-        old.unlink()
-    atasks = [dict(t, name=name, cache_dir=str(cache_dir)) for t in shard_tasks(ds, table)]
+    ds.remove_shards_beyond(f"clusters/{name}", 0)
+    atasks = [dict(t, name=name, cache_dir=str(cache_dir), tmp_dir=str(tmp_dir)) for t in shard_tasks(ds, table)]
     with m.stage("assign"):
         res = executor.map_tasks(atasks, assign_task, "assign")
     size, dsum, sim_hist = _add_sums([r["sums"] for r in res], k)
@@ -238,11 +237,11 @@ def _add_sums(paths: list[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     files, added in task order (memory O(k), whatever the number of shards)."""
     size, dsum, hist = np.zeros(k, np.int64), np.zeros(k), np.zeros(guards.BINS, np.int64)
     for p in paths:
-        with np.load(p, allow_pickle=False) as z:
+        with np.load(io.BytesIO(storage.read_bytes(p)), allow_pickle=False) as z:
             size += z["size"]
             dsum += z["distance_sum"]
             hist += z["similarity_hist"]
-        os.unlink(p)
+        storage.delete(storage.resolve(p))
     return size, dsum, hist
 
 
@@ -264,8 +263,5 @@ def write_cluster_stats(ds: Dataset, name: str, size, d_intra, d_inter, complexi
     ds.write_table(f"cluster_stats/{name}", t)
 
 
-def _clear_cache(cache_dir: Path) -> None:
-    if cache_dir.is_dir():
-        for p in cache_dir.iterdir():
-            p.unlink()
-        cache_dir.rmdir()
+def _clear_cache(cache_dir) -> None:
+    storage.remove_tree(cache_dir)

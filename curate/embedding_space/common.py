@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.engine import worker_cache
 from curate.errors import DatasetError
 from curate.tables import Dataset, write_parquet_atomic
@@ -24,7 +25,7 @@ RowsFn = Callable[[dict], Iterator[pa.RecordBatch]]
 def embeddings_table(dataset: Dataset, model_id: str) -> str:
     name = f"embeddings/{model_id}"
     if not dataset.has_table(name):
-        have = [t for t in dataset.tables() if t.startswith("embeddings/")] if dataset.root.is_dir() else []
+        have = [t for t in dataset.tables() if t.startswith("embeddings/")] if dataset.exists() else []
         raise DatasetError(f"table {name} not found in {dataset.root} (embeddings tables: {have or 'none'}; "
                            f"run `curate embed` first)")
     from curate.embedding_space.vectors import check_embedding_shards
@@ -57,7 +58,7 @@ class UidList:
         self.path = str(path)
 
     def __len__(self) -> int:  # rows, repeats included (as the list it stands for)
-        return pq.ParquetFile(self.path).metadata.num_rows
+        return storage.parquet_file(self.path).metadata.num_rows
 
 
 def write_uid_filter(dataset: Dataset, run: str, uids) -> str | None:
@@ -70,7 +71,7 @@ def write_uid_filter(dataset: Dataset, run: str, uids) -> str | None:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = pc.unique(arr.cast(pa.string()))
-    path = dataset.root / "_tmp" / run / "input_uids.parquet"
+    path = dataset.path(f"_tmp/{run}/input_uids.parquet")
     write_parquet_atomic(pa.table({"uid": arr}), path)
     return str(path)
 
@@ -91,9 +92,8 @@ def restricted_frame(executor, tasks: list[dict], fn: RowsFn, schema: pa.Schema,
 def read_uid_filter(path: str | None) -> pa.Array | None:
     if not path:
         return None
-    st = os.stat(path)
-    return worker_cache(("uid_filter", path, st.st_mtime_ns, st.st_size),
-                        lambda: pq.read_table(path).column("uid").combine_chunks())
+    return worker_cache(("uid_filter", *storage.fingerprint(path)),
+                        lambda: storage.read_parquet(path).column("uid").combine_chunks())
 
 
 def restrict(table: pa.Table, uid_filter: pa.Array | None) -> pa.Table:
@@ -110,17 +110,16 @@ def subset_uids(dataset: Dataset, subset: str | None):
     from curate.subset import read_subset, subset_dir
     from curate.subset_file import is_parquet
 
-    p = Path(subset)
-    src = p if (p.exists() and (p.is_file() or (p / "uids.parquet").exists())) else None
+    src = subset if (storage.is_file(subset) or storage.exists(storage.join(subset, "uids.parquet"))) else None
     if src is None:
-        src = subset_dir(dataset, subset) / "uids.parquet"
-        if not src.exists():
+        src = storage.join(subset_dir(dataset, subset), "uids.parquet")
+        if not storage.exists(src):
             read_subset(dataset, subset)  # its error: subset not found
-    if src.is_dir():
-        src = src / "uids.parquet"
-    if src.suffix == ".parquet" or is_parquet(src):
+    if storage.is_dir(src):
+        src = storage.join(src, "uids.parquet")
+    if str(src).endswith(".parquet") or is_parquet(src):
         try:
-            if "uid" not in pq.read_schema(src).names:
+            if "uid" not in storage.parquet_file(src).schema_arrow.names:
                 raise DatasetError(f"{src}: not a subset Parquet with a uid column")
         except (pa.ArrowInvalid, OSError) as e:
             raise DatasetError(f"{src}: not a subset Parquet with a uid column ({e})") from None
@@ -165,8 +164,11 @@ def _cast(t: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def cleanup_tmp(ds: Dataset, run: str) -> None:
-    """Remove a run's ``_tmp/<run>`` files (and the folder when empty)."""
-    d = ds.root / "_tmp" / run
+    """Remove a run's ``_tmp/<run>`` files (and the folder when empty); on a store, the prefix."""
+    d = ds.path(f"_tmp/{run}")
+    if storage.is_uri(d):
+        storage.remove_tree(d)
+        return
     if d.is_dir():
         for p in d.iterdir():
             if p.is_file():

@@ -69,11 +69,12 @@ def embedding_sample(paths, embedding: str = "image", limit: int = PAIR_SAMPLE, 
     shard on the driver (a bounded sample: at most ``limit`` rows are held)."""
     from curate.embedding_space.common import uid_hash
     from curate.embedding_space.vectors import embedding_columns, embedding_matrix
+    from curate.storage import read_parquet
 
     best_h = np.zeros(0, np.int64)
     best_x = None
     for p in paths:
-        t = pq.read_table(p, columns=["uid", *embedding_columns(embedding)])
+        t = read_parquet(p, columns=["uid", *embedding_columns(embedding)])
         if t.num_rows == 0:
             continue
         h = uid_hash(t.column("uid").to_pylist(), seed)

@@ -22,13 +22,13 @@ writes one decision per input row.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+
+from curate import storage
 from curate.decisions import decisions_table
 from curate.embedding_space.common import read_uid_filter, restrict
 from curate.embedding_space.duplicates import NEAR_REASON, connected_components
@@ -47,22 +47,20 @@ GROUPS_SCHEMA = pa.schema([("uid", pa.string()), ("kept", pa.bool_()), ("value",
 def _quantiser(path: str | None):
     if not path:
         return None
-    st = os.stat(path)
-
     def build():
         import faiss
 
-        c = np.load(path, allow_pickle=False)
+        c = storage.load_npy(path)
         q = faiss.IndexFlatIP(c.shape[1])
         q.add(np.ascontiguousarray(c, dtype=np.float32))
         return q
 
-    return worker_cache(("near_quantiser", path, st.st_mtime_ns, st.st_size), build)
+    return worker_cache(("near_quantiser", *storage.fingerprint(path)), build)
 
 
 def partition_rows(task: dict):
     """One shard's rows, each once per partition it probes (home first), float16 embeddings."""
-    t = pq.read_table(task["path"], columns=["uid", "clip_score", *embedding_columns(task["embedding"])])
+    t = storage.read_parquet(task["path"], columns=["uid", "clip_score", *embedding_columns(task["embedding"])])
     t = restrict(t, read_uid_filter(task.get("uid_filter")))
     if t.num_rows == 0:
         return
@@ -186,13 +184,12 @@ def write_groups(groups: pa.Table, path) -> str:
 
 
 def _groups(path: str) -> pa.Table:
-    st = os.stat(path)
-    return worker_cache(("near_groups", path, st.st_mtime_ns, st.st_size), lambda: pq.read_table(path))
+    return worker_cache(("near_groups", *storage.fingerprint(path)), lambda: storage.read_parquet(path))
 
 
 def decision_rows(task: dict):
     """One near-dedup decision per row of a shard (its group's outcome, or kept alone)."""
-    t = pq.read_table(task["path"], columns=["uid"])
+    t = storage.read_parquet(task["path"], columns=["uid"])
     t = restrict(t, read_uid_filter(task.get("uid_filter")))
     if t.num_rows == 0:
         return
@@ -224,14 +221,11 @@ def write_quantiser(ds, run: str, clusters: str | None, embedding: str, dim: int
     if cmeta["embedding"] != embedding or c.shape[1] != dim:
         raise DatasetError(f"clustering {clusters!r} is over {cmeta['embedding']} embeddings of dim {c.shape[1]}; "
                            f"near dedup uses {embedding} of dim {dim}")
-    path = ds.root / "_tmp" / run / "coarse_centroids.npy"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from curate.tables.dataset import atomic_path
+    path = ds.path(f"_tmp/{run}/coarse_centroids.npy")
+    from curate.tables.dataset import atomic_write_bytes
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12),
-                                            dtype=np.float32), allow_pickle=False)
+    atomic_write_bytes(path, storage.npy_bytes(np.asarray(
+        c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12), dtype=np.float32)))
     return str(path)
 
 
@@ -248,7 +242,7 @@ def near_duplicates(executor, ds, table: str, run: str, threshold: float, keep_b
     timed = manifest.stage if manifest is not None else (lambda name: nullcontext())
     dim = (check_embedding_shards(ds.shards(table)) or 1) * (2 if embedding == "concat" else 1)
     quantiser = write_quantiser(ds, run, clusters, embedding, dim)
-    k = len(np.load(quantiser, mmap_mode="r")) if quantiser else 1
+    k = len(storage.load_npy(quantiser, mmap=True)) if quantiser else 1
     tasks = shard_tasks(ds, table, embedding=embedding, uid_filter=uid_filter, centroids_npy=quantiser,
                         nprobe=min(int(nprobe), k))
     with timed("search"):
@@ -256,7 +250,7 @@ def near_duplicates(executor, ds, table: str, run: str, threshold: float, keep_b
                               lambda g: partition_pairs(g, threshold, dim), PAIR_SCHEMA)
     with timed("groups"):
         groups, stats = group_decisions(pairs, keep_by)
-        gpath = write_groups(groups, ds.root / "_tmp" / run / "near_groups.parquet")
+        gpath = write_groups(groups, ds.path(f"_tmp/{run}/near_groups.parquet"))
     # one decision per input row, written by shard tasks (an engine frame the shared finish writes)
     dec = restricted_frame(executor, shard_tasks(ds, table, groups=gpath, stage=stage), decision_rows,
                            load_schema("decisions").arrow(), uid_frame(executor, uid_filter))

@@ -13,8 +13,6 @@ with k, so the driver's memory is bounded whatever the pool (docs/scale.md).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -66,28 +64,36 @@ def uid_hash_array(uids, seed: int = 0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- decode cache
-def cache_paths(cache_dir: str, index: int, columns: list[str]) -> list[Path]:
-    return [Path(cache_dir) / f"{index:05d}-{c}.npy" for c in columns]
+def cache_paths(cache_dir: str, index: int, columns: list[str]) -> list[str]:
+    from curate.storage import join
+
+    return [join(str(cache_dir), f"{index:05d}-{c}.npy") for c in columns]
 
 
 def save_cache(cache_dir: str, index: int, columns: list[str], mats: list[np.ndarray]) -> None:
     """The shard's decoded float16 embedding matrices, one .npy per column, each written atomically."""
-    from curate.tables.dataset import atomic_path
+    from curate.storage import is_uri, npy_bytes
+    from curate.tables.dataset import atomic_path, atomic_write_bytes
 
     for p, x in zip(cache_paths(cache_dir, index, columns), mats):
+        if is_uri(p):  # one whole object (bounded by one shard)
+            atomic_write_bytes(p, npy_bytes(x))
+            continue
         with atomic_path(p) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(x), allow_pickle=False)
 
 
 def load_cache(cache_dir: str | None, index: int, columns: list[str], rows: int) -> list[np.ndarray] | None:
-    """The cached matrices (memory-mapped) when every one exists with ``rows`` rows, else None."""
+    """The cached matrices (memory-mapped locally) when every one exists with ``rows`` rows, else None."""
+    from curate import storage
+
     if not cache_dir:
         return None
     paths = cache_paths(cache_dir, index, columns)
-    if not all(os.path.exists(p) for p in paths):
+    if not all(storage.exists(p) for p in paths):
         return None
-    mats = [np.load(p, mmap_mode="r", allow_pickle=False) for p in paths]
+    mats = [storage.load_npy(p, mmap=True) for p in paths]
     return mats if all(m.ndim == 2 and m.shape[0] == rows for m in mats) else None
 
 
@@ -107,19 +113,18 @@ def read_shard_matrices(path: str, kind: str, cache_dir: str | None = None, inde
     """(uid column, decoded float16 matrices of ``kind``'s columns) of one embeddings shard, from the
     decode cache when it holds this shard; decoding is the costly part of reading a shard
     (Parquet stores float16 lists as dictionary-encoded 2-byte values, ~10 us a 512-d row)."""
-    import pyarrow.parquet as pq
-
     from curate.embedding_space.vectors import embedding_columns, list_to_matrix
+    from curate.storage import read_parquet
     from curate.errors import DatasetError
 
     cols = embedding_columns(kind)
     try:
         if cache_dir:
-            uids = pq.read_table(path, columns=["uid"]).column("uid").combine_chunks()
+            uids = read_parquet(path, columns=["uid"]).column("uid").combine_chunks()
             mats = load_cache(cache_dir, index, cols, len(uids))
             if mats is not None:
                 return uids, mats
-        t = pq.read_table(path, columns=["uid", *cols])
+        t = read_parquet(path, columns=["uid", *cols])
     except (pa.ArrowInvalid, OSError, KeyError) as e:
         raise DatasetError(f"{path}: cannot read columns {['uid', *cols]}: {e}") from e
     mats = [list_to_matrix(t.column(c), f"{path}: ") for c in cols]

@@ -54,11 +54,11 @@ def check_finite(x: np.ndarray, uids=None, where: str = "", column: str = "embed
 def check_embedding_shards(paths, columns=("image_embedding", "text_embedding")) -> int | None:
     """The embedding dim every shard shares, read from the Parquet footers (no data read);
     raises SchemaError naming the first shard whose embedding type or dim differs."""
-    import pyarrow.parquet as pq
+    from curate.storage import parquet_file
 
     dim, first = None, None
     for p in paths:
-        schema = pq.read_schema(p)
+        schema = parquet_file(p).schema_arrow
         for c in columns:
             if c not in schema.names:
                 continue

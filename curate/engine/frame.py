@@ -215,9 +215,9 @@ class LocalFrameBuilder(CountsDriverRows):
 
     def frame_read(self, paths: list[str], schema: pa.Schema) -> LocalFrame:
         """Parquet files read with the columns of ``schema``."""
-        import pyarrow.parquet as pq
+        from curate.storage import read_parquet
 
-        parts = [conform(pq.read_table(p, columns=schema.names), schema) for p in paths]
+        parts = [conform(read_parquet(p, columns=schema.names), schema) for p in paths]
         return LocalFrame(self, pa.concat_tables(parts) if parts else schema.empty_table())
 
     def frame_from_table(self, table: pa.Table) -> LocalFrame:

@@ -19,8 +19,13 @@ PART_FILE = "part-00000-local.parquet"  # one output file of a key-range operati
 
 def _parquet_files(paths: list[str]) -> list[str]:
     """Files of ``paths`` (a folder: its Parquet files, hidden names left out, as Spark reads)."""
+    from curate import storage
+
     out = []
     for raw in paths:
+        if storage.is_uri(raw):
+            out += storage.list_files(raw, recursive=True) if storage.is_dir(raw) else [raw]
+            continue
         p = Path(raw)
         if p.is_dir():
             out += sorted(str(f) for f in p.rglob("*.parquet")
@@ -66,7 +71,9 @@ class ArrowFrameOps:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        tables = [pq.read_table(f, schema=schema) for f in _parquet_files(paths)]
+        from curate.storage import read_parquet
+
+        tables = [read_parquet(f, schema=schema) for f in _parquet_files(paths)]
         return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def select_columns(self, frame, names: list[str]):
@@ -175,12 +182,14 @@ class ArrowFrameOps:
         lookups = lookups or {}
         t = frame.sort_by([("_rank", "ascending")])
         nshards = max(1, -(-total // rows_per_shard))
-        existing = {p.name for p in dataset.shards(table)} if skip_existing else set()
+        from curate.storage import basename
+
+        existing = {basename(p) for p in dataset.shards(table)} if skip_existing else set()
         keep, skipped = set(), 0
         for i in range(nshards if total else 0):
             out = dataset.shard_path(table, i)
-            keep.add(out.name)
-            if out.name in existing:
+            keep.add(basename(out))
+            if basename(out) in existing:
                 skipped += 1
                 continue
             part = t.slice(i * rows_per_shard, rows_per_shard)

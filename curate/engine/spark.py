@@ -15,6 +15,7 @@ from typing import Callable
 import pyarrow as pa
 
 from curate.engine.spark_frame import SparkFrameBuilder
+from curate.storage import apply_worker_env, worker_env
 from curate.engine.spark_frames import SparkFrameOps
 from curate.engine.spark_session import (  # noqa: F401 - re-exported: curate.engine.spark is the public module
     LOG4J2_CONFIG, JVM_NOISE, verbose, under_spark_submit, _log_level, log4j_java_options, _free_port,
@@ -48,8 +49,10 @@ class SparkExecutor(SparkFrameBuilder, SparkFrameOps):
         if not tasks:
             return []
         payload = [json.dumps(t, sort_keys=True) for t in tasks]
+        env = worker_env()
 
         def run_partition(index, rows):
+            apply_worker_env(env)
             for i, task_json in rows:
                 yield i, json.dumps(fn(json.loads(task_json)), sort_keys=True, default=str)
 

@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 import pyarrow as pa
 
 from curate.engine.spark_session import _StageProgress
+from curate.storage import apply_worker_env, worker_env
 from curate.tables import Dataset, write_parquet_atomic
 
 TaskBatchesFn = Callable[[dict], Iterator[pa.RecordBatch]]
@@ -25,8 +26,10 @@ def tasks_to_frame(spark, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schem
     payload = [(i, json.dumps(t, sort_keys=True)) for i, t in enumerate(tasks)]
     frame = spark.sparkContext.parallelize(payload, max(1, len(payload))).toDF("task_index int, task string")
     names = schema.names
+    env = worker_env()
 
     def run(batches):
+        apply_worker_env(env)
         for b in batches:
             for task_json in b.column("task").to_pylist():
                 for out in fn(json.loads(task_json)):
@@ -201,17 +204,22 @@ def write_ranked_table(df, dataset: Dataset, table: str, schema: pa.Schema, tota
     nshards = max(1, -(-total // rows_per_shard))
     root = str(dataset.root)
     names = schema.names
-    existing = {p.name for p in dataset.shards(table)} if skip_existing else set()
+    from curate.storage import basename
+
+    existing = {basename(p) for p in dataset.shards(table)} if skip_existing else set()
     shipped = [n for n in names if n not in lookups] + sorted({i for i, _ in lookups.values()} - set(names))
     numbered = df.select(*shipped, "_rank").withColumn("_shard", F.expr(f"_rank div {int(rows_per_shard)}"))
-    done = [i for i in range(nshards) if dataset.shard_path(table, i).name in existing]
+    done = [i for i in range(nshards) if basename(dataset.shard_path(table, i)) in existing]
     if done:  # resume: committed shards need no rows at all
         numbered = numbered.where(~F.col("_shard").isin(done))
     grouped = numbered.repartition(max(1, min(nshards, 4096)), "_shard").sortWithinPartitions("_shard", "_rank")
 
+    env = worker_env()
+
     def write(batches):
         from curate.tables import Dataset as _Dataset
 
+        apply_worker_env(env)
         ds = _Dataset(root)
         current, parts = None, []
 
@@ -243,8 +251,8 @@ def write_ranked_table(df, dataset: Dataset, table: str, schema: pa.Schema, tota
 
     with _StageProgress(df.sparkSession, f"write {table}", max(1, min(nshards, 4096)), unit="shards"):
         written = grouped.mapInArrow(write, "shard long, rows long").collect()
-    keep = {dataset.shard_path(table, r["shard"]).name for r in written}
-    keep |= {dataset.shard_path(table, i).name for i in done}
+    keep = {basename(dataset.shard_path(table, r["shard"])) for r in written}
+    keep |= {basename(dataset.shard_path(table, i)) for i in done}
     keep = dataset.finish_sharded_write(table, schema, keep, total)
     return {"rows": total, "shards": len(keep), "skipped_shards": len(done)}
 
@@ -261,8 +269,26 @@ def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort
 
 
 def read_parquet(spark, paths: list[str], schema: pa.Schema):
-    """A DataFrame over Parquet files or folders, read natively by Spark with ``schema``."""
-    return spark.read.schema(to_spark_schema(schema)).parquet(*paths)
+    """A DataFrame over Parquet files or folders, read natively by Spark with ``schema``.
+
+    Object-store URIs are read by Python tasks through ``curate.storage`` (one task a file):
+    Spark's own s3a/gs connectors are Hadoop jars a cluster may lack, and they would not see
+    ``--storage-option`` settings or the commit markers."""
+    from curate import storage
+
+    if not any(storage.is_uri(p) for p in paths):
+        return spark.read.schema(to_spark_schema(schema)).parquet(*paths)
+    files = []
+    for p in paths:
+        files += storage.list_files(p, recursive=True) if storage.is_uri(p) and storage.is_dir(p) else [p]
+
+    def rows(task: dict):
+        from curate.storage import read_parquet as read_file
+
+        t = read_file(task["path"], columns=schema.names)
+        yield from t.to_batches()
+
+    return tasks_to_frame(spark, [{"path": f} for f in files], rows, schema)
 
 
 def with_lookup(df, name: str, index_column: str, values: list[str]):
@@ -294,8 +320,10 @@ def group_apply(df, keys: list[str], fn: Callable[[pa.Table], pa.Table], schema:
     ``applyInArrow``): each group arrives whole in one Python worker, so per-group work (a
     cluster's similarity matrix) runs there as vectorised code. Output columns follow ``schema``."""
     names = schema.names
+    env = worker_env()
 
     def run(table: pa.Table) -> pa.Table:
+        apply_worker_env(env)
         out = fn(table)
         return pa.Table.from_arrays([out.column(n).cast(schema.field(n).type) for n in names], names=names)
 
@@ -325,8 +353,10 @@ def map_frame(df, fn: Callable[[pa.RecordBatch], pa.RecordBatch | pa.Table], sch
     ``fn`` returns a batch or table with (at least) the columns of ``schema``.
     """
     names = schema.names
+    env = worker_env()
 
     def run(batches):
+        apply_worker_env(env)
         for b in batches:
             out = fn(b)
             for ob in (out.to_batches() if isinstance(out, pa.Table) else [out]):

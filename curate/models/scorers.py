@@ -104,7 +104,9 @@ def embeddings_id(name: str | None, dataset_root: str | os.PathLike) -> str | No
     """The embeddings table id ``name`` means in a dataset: itself when ``embeddings/<name>``
     exists or it names no scorer, else the scorer's ``model_id`` (a recipe's ``embedding_model:
     dfn``, ``curate select --embedding-model dfn``)."""
-    if not name or (Path(dataset_root) / "embeddings" / name).is_dir():
+    from curate import storage
+
+    if not name or storage.is_dir(storage.join(dataset_root, "embeddings", name)):
         return name
     scorer = resolve_scorer(name, dataset_root)
     return scorer.model_id if scorer is not None else name

@@ -50,7 +50,7 @@ def _relation_sql(con, query: str) -> str:
 def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | None = None,
                allow_unknown: bool = False) -> dict:
     """Run ``query``, check its uids, write ``subsets/<name>``; returns counts and the path."""
-    if not dataset.root.is_dir():
+    if not dataset.exists():
         raise DatasetError(f"dataset folder {dataset.root} does not exist")
     t0 = time.perf_counter()
     from curate.models.scorers import embeddings_id

@@ -291,12 +291,18 @@ class Dataset:
                 old.unlink()
 
     def finish_sharded_write(self, name: str, schema: pa.Schema, keep: set[str], total: int) -> set[str]:
-        """After a sharded write of ``total`` rows into the shard files named ``keep`` (a local
-        dataset): an empty table is one empty shard, so the table and its schema exist; stale
+        """After a sharded write of ``total`` rows into the shard files named ``keep``: an empty table is one empty shard, so the table and its schema exist; stale
         shards go. Returns the shard names kept."""
         if total == 0:
             write_parquet_atomic(schema.empty_table(), self.shard_path(name, 0))
-            keep = {self.shard_path(name, 0).name}
+            keep = {SHARD_PATTERN.format(0)}
+        if self.remote:  # markers first (storage.uncommit_shard), unmarked leftovers too
+            d = storage.resolve(self.table_dir(name))
+            present = {i.base_name for i in storage.listing(d) if i.base_name.endswith(".parquet")}
+            present |= {i.base_name for i in storage.listing(d.join(storage.COMMIT_DIR))}
+            for old in sorted(present - set(keep)):
+                storage.uncommit_shard(d.join(old))
+            return keep
         for old in self.shards(name):
             if old.name not in keep:
                 old.unlink()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.embedding_space.clusters import load_clustering
 from curate.embedding_space.common import read_uid_filter, restrict, shard_tasks
 from curate.embedding_space.jobs.shared import DECISIONS
@@ -41,13 +41,13 @@ def cluster_rows(task: dict):
     """(cluster_id, uid, distance[, embedding]) of one embeddings shard and its aligned clusters shard."""
     ds = Dataset(task["root"])
     cpath = ds.shard_path(f"clusters/{task['clusters']}", task["index"])
-    if not cpath.exists():
+    if not storage.committed(cpath):
         raise DatasetError(f"{cpath} is missing: clusters/{task['clusters']} does not cover {task['path']} "
                            f"(rerun `curate cluster`)")
-    cl = pq.read_table(cpath, columns=["uid", "cluster_id", "distance"])
+    cl = storage.read_parquet(cpath, columns=["uid", "cluster_id", "distance"])
     cols = [("cluster_id", cl.column("cluster_id")), ("uid", cl.column("uid")), ("distance", cl.column("distance"))]
     if task.get("embedding"):
-        emb = pq.read_table(task["path"], columns=["uid", *embedding_columns(task["embedding"])])
+        emb = storage.read_parquet(task["path"], columns=["uid", *embedding_columns(task["embedding"])])
         if emb.num_rows != cl.num_rows or not emb.column("uid").equals(cl.column("uid")):
             raise DatasetError(f"{cpath} does not match {task['path']} row for row (embeddings changed after "
                                f"clustering; rerun `curate cluster`)")

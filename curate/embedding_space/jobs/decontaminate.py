@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.decisions import decisions_table
 from curate.embedding_space import guards as _guards
 from curate.embedding_space.common import (cleanup_tmp, embeddings_table, read_uid_filter, restrict,
@@ -23,7 +23,7 @@ from curate.engine import LocalExecutor, worker_cache
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
 from curate.selection import finish_selection
-from curate.tables import Dataset, load_schema
+from curate.tables import Dataset, atomic_write_bytes, load_schema
 
 
 def check_decontaminate(ds: Dataset, model_id: str, eval_source: str, threshold: float,
@@ -33,10 +33,10 @@ def check_decontaminate(ds: Dataset, model_id: str, eval_source: str, threshold:
     if not -1.0 <= threshold <= 1.0:
         raise DatasetError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
     table = embeddings_table(check_dataset(ds), model_id)
-    p = Path(str(eval_source))
-    if not p.exists() and not ds.has_table(str(eval_source)):
+    source = str(eval_source)
+    if not storage.exists(source) and not ds.has_table(source):
         raise DatasetError(f"--eval {eval_source}: neither an image folder, a Parquet table, nor a table of {ds.root}")
-    if p.is_dir() and not any(p.glob("*.parquet")):
+    if storage.is_dir(source) and not _eval_parquet_files(source):
         _eval_model_ref(ds, model_id, model_name, pretrained)
     return table
 
@@ -52,20 +52,18 @@ def _eval_model_ref(ds: Dataset, model_id: str, model_name: str | None, pretrain
 
 
 def _eval_index(path: str):
-    st = Path(path).stat()
-
     def build():
         from curate.embedding_space.decontaminate import build_eval_index
 
-        return build_eval_index(np.load(path, allow_pickle=False))
+        return build_eval_index(storage.load_npy(path))
 
-    return worker_cache(("eval_index", path, st.st_mtime_ns, st.st_size), build)
+    return worker_cache(("eval_index", *storage.fingerprint(path)), build)
 
 
 def _decontam_rows(task: dict):
     from curate.embedding_space.decontaminate import nearest_eval
 
-    t = pq.read_table(task["path"], columns=["uid", "image_embedding"])
+    t = storage.read_parquet(task["path"], columns=["uid", "image_embedding"])
     t = restrict(t, read_uid_filter(task.get("uid_filter")))
     if t.num_rows == 0:
         return
@@ -87,27 +85,46 @@ def _nearest_copy(group: pa.Table) -> pa.Table:
                      top.column("similarity").cast(pa.float64()), top.column("uid")], schema=_PER_EVAL)
 
 
+def _eval_parquet_files(source: str) -> list | None:
+    """The Parquet files of an evaluation source that is a Parquet file or a folder holding
+    some (a path or a URI); None for anything else (an image folder, a table name)."""
+    if not storage.is_uri(source):
+        p = Path(source)
+        if p.is_file() and p.suffix == ".parquet":
+            return [p]
+        return sorted(p.glob("*.parquet")) or None if p.is_dir() else None
+    if storage.is_file(source):
+        return [source] if source.endswith(".parquet") else None
+    return [f for f in storage.list_files(source) if f.endswith(".parquet")] or None
+
+
 def load_eval_embeddings(source: str, dataset: Dataset, model_id: str, model_name: str | None = None,
                          pretrained: str | None = None, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
     """Evaluation image ids and normalised embeddings from a folder of images (embedded with the
     pool's model), a Parquet file/table folder with ``image_embedding``, or a table of ``dataset``."""
-    p = Path(source)
-    table_path = None
-    if p.is_file() and p.suffix == ".parquet":
-        table_path = [p]
-    elif p.is_dir() and any(p.glob("*.parquet")):
-        table_path = sorted(p.glob("*.parquet"))
-    elif not p.exists() and dataset.has_table(source):
+    table_path = _eval_parquet_files(source)
+    if table_path is None and not storage.exists(source) and dataset.has_table(source):
         table_path = dataset.shards(source)
     if table_path is not None:
-        t = pa.concat_tables([pq.read_table(f) for f in table_path])
+        t = pa.concat_tables([storage.read_parquet(f) for f in table_path])
         if "image_embedding" not in t.column_names:
             raise DatasetError(f"{source}: evaluation table has no image_embedding column (columns: {t.column_names})")
         id_col = next((c for c in ("uid", "key", "path", "id") if c in t.column_names), None)
         ids = [str(v) for v in t.column(id_col).to_pylist()] if id_col else [str(i) for i in range(t.num_rows)]
         return ids, embedding_matrix(t, "image", f"{source}: ")
-    if not p.is_dir():
+    if not storage.is_dir(source):
         raise DatasetError(f"--eval {source}: neither an image folder, a Parquet table, nor a table of {dataset.root}")
+    if storage.is_uri(source):  # an evaluation set is small: its images are fetched to a local folder
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="curate-eval-") as tmp:
+            storage.fetch_folder(source, tmp)
+            return _embed_eval_folder(Path(tmp), dataset, model_id, model_name, pretrained, batch_size)
+    return _embed_eval_folder(Path(source), dataset, model_id, model_name, pretrained, batch_size)
+
+
+def _embed_eval_folder(p: Path, dataset: Dataset, model_id: str, model_name: str | None, pretrained: str | None,
+                       batch_size: int) -> tuple[list[str], np.ndarray]:
     from curate.embed import embed_image_folder
     from curate.models import load_model
 
@@ -137,11 +154,8 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
     if len(eval_ids) == 0:
         raise DatasetError(f"--eval {eval_source}: no evaluation images")
     m["inputs"] = [{"table": table, "rows": ds.count(table)}, {"eval": str(eval_source), "images": len(eval_ids)}]
-    tmp = ds.root / "_tmp" / run
-    tmp.mkdir(parents=True, exist_ok=True)
-    npy = tmp / "eval.npy"
-    with open(npy, "wb") as f:
-        np.save(f, np.ascontiguousarray(ex, dtype=np.float32))
+    npy = ds.path(f"_tmp/{run}/eval.npy")
+    atomic_write_bytes(npy, storage.npy_bytes(np.asarray(ex, dtype=np.float32)))
     uids = uid_frame(executor, write_uid_filter(ds, run, input_uids))
     with m.stage("search"):
         rows = restricted_frame(executor, shard_tasks(ds, table, eval_npy=str(npy)), _decontam_rows,

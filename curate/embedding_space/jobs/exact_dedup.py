@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.decisions import decisions_table
 from curate.embedding_space.common import (cleanup_tmp, read_uid_filter, restrict, restricted_frame, shard_tasks,
                                            uid_frame, write_uid_filter)
@@ -31,7 +31,7 @@ _DL_SCHEMA = pa.schema([("uid", pa.string()), ("status", pa.string()), ("sha256"
 
 
 def _downloads_rows(task: dict):
-    t = pq.read_table(task["path"], columns=["uid", "status", "sha256"])
+    t = storage.read_parquet(task["path"], columns=["uid", "status", "sha256"])
     t = restrict(t, read_uid_filter(task.get("uid_filter")))
     if t.num_rows:
         yield from t.to_batches()

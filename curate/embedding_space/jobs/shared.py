@@ -71,7 +71,7 @@ def with_missing(decisions, missing):
 
 # ---------------------------------------------------------------- checks (before any engine starts)
 def check_dataset(ds: Dataset) -> Dataset:
-    if not ds.root.is_dir():
+    if not ds.exists():
         raise DatasetError(f"dataset folder {ds.root} does not exist")
     return ds
 

@@ -1,0 +1,125 @@
+"""The embedding-space and selection jobs on a dataset in s3://bucket/ds, called directly with a
+``Dataset`` over the URI (no local working copy): cluster, dedup semantic/exact/near, prune,
+decontaminate, select. Every table object equals the file a local-path run writes, byte for
+byte; scratch (``_tmp/``) is gone afterwards; nothing the jobs wrote is invisible (unmarked)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from s3kit import bucket_objects
+
+from curate.embedding_space.clusters import run_cluster
+from curate.embedding_space.jobs import (run_decontaminate, run_exact_dedup, run_near_dedup, run_prune,
+                                         run_semdedup)
+from curate.engine import LocalExecutor
+from curate.subset import read_subset, read_subset_array
+from curate.tables import Dataset, load_schema
+
+
+def _uid(i: int) -> str:
+    return f"{(i * 0x9E3779B97F4A7C15) % (1 << 64):016x}{i:016x}"
+
+
+def _vectors(n: int = 300, d: int = 16, seed: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal((4, d)) * 2.5
+    x = mu[rng.integers(0, 4, n)] + rng.standard_normal((n, d))
+    dup = rng.choice(n, n // 5, replace=False)
+    x[dup] = x[rng.integers(0, n, len(dup))] + 0.001
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def build(root: str, x: np.ndarray) -> Dataset:
+    """An embeddings table (several shards) and a downloads table with repeated hashes."""
+    ds = Dataset(root)
+    n, d = x.shape
+    uids = [_uid(i) for i in range(n)]
+    f16 = x.astype(np.float16)
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(f16.reshape(-1)), d)
+    text = pa.FixedSizeListArray.from_arrays(pa.array(x[:, ::-1].astype(np.float16).reshape(-1)), d)
+    ds.write_table("embeddings/m", pa.Table.from_arrays(
+        [pa.array(uids), vec, text, pa.array(np.einsum("ij,ij->i", x, x[:, ::-1]).astype(np.float32))],
+        schema=load_schema("embeddings").arrow(dim=d)), schema="embeddings", rows_per_shard=70)
+    ok = [i % 11 != 0 for i in range(n)]
+    dl = pa.table({
+        "uid": uids, "status": ["success" if o else "failed" for o in ok],
+        "error_class": [None if o else "timeout" for o in ok], "error_message": [None] * n,
+        "sha256": [f"{i % 97:064x}" if o else None for i, o in enumerate(ok)],
+        "width": pa.array([1] * n, pa.int32()), "height": pa.array([1] * n, pa.int32()),
+        "original_width": pa.array([1] * n, pa.int32()), "original_height": pa.array([1] * n, pa.int32()),
+        "shard": [None] * n, "key": [None] * n, "attempts": pa.array([1] * n, pa.int32())},
+        schema=load_schema("downloads").arrow())
+    ds.write_table("downloads", dl, schema="downloads", rows_per_shard=120)
+    return ds
+
+
+def pipeline(ds: Dataset, executor, eval_source: str) -> dict:
+    out = {}
+    out["cluster"] = run_cluster(ds, "m", 5, executor=executor)["counts"]
+    out["semdedup"] = run_semdedup(ds, "kmeans", 0.02, executor=executor)["counts"]
+    out["prune"] = run_prune(ds, "kmeans", 0.6, run="dbp", input_uids=read_subset_array(ds, "semdedup"),
+                             executor=executor)["counts"]
+    out["exact"] = run_exact_dedup(ds, executor=executor)["counts"]
+    out["near"] = run_near_dedup(ds, "m", 0.999, clusters="kmeans", nprobe=2, executor=executor,
+                                 input_uids=read_subset_array(ds, "exact_dedup"))["counts"]
+    out["decontaminate"] = run_decontaminate(ds, "m", eval_source, 0.95, executor=executor)["counts"]
+    from curate.recipe.select import select_sql
+
+    select_sql(ds, "SELECT uid FROM subsets_near_dedup", "chosen")
+    return out
+
+
+def visible(files: dict) -> dict:
+    return {k: v for k, v in files.items() if not any(p[:1] in "_." for p in k.split("/"))}
+
+
+def local_files(root) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def write_eval(root, x: np.ndarray) -> None:
+    """An evaluation set as a Parquet table: a few pool vectors (so some rows are copies)."""
+    ev = Dataset(root)
+    ids = [f"eval/{i}.jpg" for i in range(6)]
+    sel = x[[3, 50, 120, 7, 8, 9]] if len(x) > 120 else x[:6]
+    sel = sel.copy()
+    sel[3:] = -sel[3:]  # three far from the pool
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(sel.astype(np.float16).reshape(-1)), x.shape[1])
+    ev.write_table("set", pa.table({"key": ids, "image_embedding": vec}))
+
+
+@pytest.mark.parametrize("engine", ["local", "spark"])
+def test_jobs_on_bucket_match_local(bucket, tmp_path, engine, request):
+    if engine == "spark":
+        from curate.engine.spark import SparkExecutor
+
+        executor = SparkExecutor(request.getfixturevalue("spark"))
+    else:
+        executor = LocalExecutor()
+    x = _vectors()
+    local = build(str(tmp_path / "local"), x)
+    remote = build(f"s3://{bucket}/ds", x)
+    write_eval(tmp_path / "evalset", x)
+    write_eval(f"s3://{bucket}/evalset", x)
+    want = pipeline(local, LocalExecutor(), str(tmp_path / "evalset" / "set"))
+    got = pipeline(remote, executor, f"s3://{bucket}/evalset/set")
+    assert got == want
+    assert want["exact"]["removed"] > 0 and want["near"]["reasons"].get("near_duplicate", 0) > 0
+    assert want["decontaminate"]["reasons"].get("eval_near_copy", 0) > 0
+
+    objects = bucket_objects(bucket, "ds/")
+    files = local_files(local.root)
+    assert visible(objects) == visible(files)
+    for t in ("clusters/kmeans", "decisions/semdedup", "decisions/dbp", "decisions/exact_dedup",
+              "decisions/near_dedup", "decisions/decontaminate", "decontamination/decontaminate",
+              "cluster_stats/dbp", "subsets/chosen"):
+        assert any(k.startswith(t + "/") for k in visible(files)), t
+    # no scratch left, every visible .parquet committed, the same run manifests
+    assert not [k for k in objects if k.startswith("_tmp/")]
+    marks = {k.replace("_committed/", "") for k in objects if "/_committed/" in k}
+    assert {k for k in visible(objects) if k.endswith(".parquet")} <= marks
+    assert {k for k in objects if k.startswith("_runs/") and k.count("/") == 1} == \
+        {k for k in files if k.startswith("_runs/") and k.count("/") == 1}
+    assert read_subset(remote, "chosen") == read_subset(local, "chosen")
