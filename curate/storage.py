@@ -538,3 +538,16 @@ def fetch_folder(path, dest) -> list[str]:
         target.write_bytes(read_bytes(f))
         out.append(rel)
     return out
+
+
+def open_input_stream(path):
+    """A sequential reader of a file or object (a tar streamed once, no seeks)."""
+    if not is_uri(path):
+        return open(path, "rb")
+    loc = resolve(path)
+    try:
+        return loc.fs.open_input_stream(loc.path)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise StorageError(f"cannot read {loc}: {e}") from None

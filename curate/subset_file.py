@@ -247,13 +247,25 @@ class _SubsetWriter:
         self.npy.close()
 
 
+def _connect(dataset):
+    """A DuckDB connection that reads ``dataset``'s shards (an object store through fsspec)."""
+    import duckdb
+
+    con = duckdb.connect()
+    if dataset.remote:
+        from curate import storage
+
+        con.register_filesystem(storage.fsspec_filesystem(dataset.location))
+    return con
+
+
 def _unknown_uids(dataset, parquet: Path) -> tuple[int, str | None]:
     """(uids of the subset file not in samples, the first of them); (0, None) without samples."""
     import duckdb
 
     if not dataset.has_table("samples"):
         return 0, None
-    con = duckdb.connect()
+    con = _connect(dataset)
     try:
         files = [str(p) for p in dataset.shards("samples")]
         n, first = con.sql(
@@ -272,7 +284,7 @@ def _drop_unknown(dataset, folder: Path, known: int, chunk_rows: int) -> tuple[i
     src = folder / "uids.all.parquet"
     (folder / "uids.parquet").rename(src)
     (folder / "uids.npy").unlink()
-    con = duckdb.connect()
+    con = _connect(dataset)
     try:
         reader = con.sql(
             "SELECT s.uid FROM read_parquet($sub) s SEMI JOIN read_parquet($samples) k USING (uid) ORDER BY s.uid",
@@ -287,8 +299,39 @@ def _drop_unknown(dataset, folder: Path, known: int, chunk_rows: int) -> tuple[i
     return writer.rows, writer.distinct
 
 
+def _import_via_local(dataset, name: str, path, allow_unknown: bool, chunk_rows: int) -> dict:
+    """``import_subset`` with a URI source or dataset: the source file is fetched to a local
+    temporary file (16 bytes a uid), the subset is made in a local staging folder (checked
+    against the dataset's samples, read where they are), then its files and run manifest are
+    uploaded whole (``uids.parquet`` with its commit marker)."""
+    import tempfile
+
+    from curate import storage
+    from curate.subset import subset_dir
+    from curate.tables import Dataset, atomic_write_bytes
+
+    with tempfile.TemporaryDirectory(prefix="curate-import-") as tmp:
+        src = path
+        if storage.is_uri(path):
+            src_uri = storage.join(str(path), "uids.parquet") if storage.is_dir(path) else str(path)
+            src = Path(tmp) / "source" / storage.basename(src_uri)
+            src.parent.mkdir()
+            src.write_bytes(storage.read_bytes(src_uri))
+        if not dataset.remote:
+            return import_subset(dataset, name, src, allow_unknown, chunk_rows, source_name=str(path))
+        stage = Dataset(Path(tmp) / "stage")
+        stage.root.mkdir()
+        out = import_subset(stage, name, src, allow_unknown, chunk_rows, source_name=str(path), samples=dataset)
+        final = subset_dir(dataset, name)
+        for f in ("uids.npy", "_manifest.json", "uids.parquet"):  # the table file last
+            atomic_write_bytes(storage.join(final, f), (subset_dir(stage, name) / f).read_bytes())
+        for f in sorted((stage.root / "_runs").rglob("*.json")):
+            atomic_write_bytes(dataset.path(f.relative_to(stage.root).as_posix()), f.read_bytes())
+    return {**out, "path": str(final)}
+
+
 def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bool = False,
-                  chunk_rows: int = CHUNK_ROWS) -> dict:
+                  chunk_rows: int = CHUNK_ROWS, source_name: str | None = None, samples=None) -> dict:
     """Write ``subsets/<name>/`` from a DataComp subset file (.npy or raw ``u8,u8``), or a
     curate subset (folder or ``uids.parquet``, e.g. from another dataset).
 
@@ -304,6 +347,10 @@ def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bo
     from curate.subset import subset_dir
     from curate.tables import atomic_write_bytes
 
+    from curate import storage
+
+    if dataset.remote or storage.is_uri(path):
+        return _import_via_local(dataset, name, path, allow_unknown, chunk_rows)
     t0 = time.perf_counter()
     final = subset_dir(dataset, name)  # the one place subset names become paths
     root = final.parent
@@ -327,15 +374,15 @@ def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bo
         writer.close()
         shutil.rmtree(tmp / "_sort", ignore_errors=True)
         (tmp / "_parquet.u8u8").unlink(missing_ok=True)
-        unknown, first_unknown = _unknown_uids(dataset, tmp / "uids.parquet")
+        unknown, first_unknown = _unknown_uids(samples or dataset, tmp / "uids.parquet")
         if unknown and not allow_unknown:
-            raise DatasetError(f"{path}: {unknown} uids are not in samples of {dataset.root} (first: "
+            raise DatasetError(f"{source_name or path}: {unknown} uids are not in samples of {(samples or dataset).root} (first: "
                                f"{first_unknown}); pass --allow-unknown to drop them")
         count, distinct = writer.rows, writer.distinct
         if unknown:
-            count, distinct = _drop_unknown(dataset, tmp, writer.rows - unknown, chunk_rows)
+            count, distinct = _drop_unknown(samples or dataset, tmp, writer.rows - unknown, chunk_rows)
         counts = {"file_rows": len(arr), "unknown_uid": unknown, "selected": count}
-        meta = {"stage": "import", "name": name, "source": str(Path(path).resolve()), "format": fmt,
+        meta = {"stage": "import", "name": name, "source": source_name or str(Path(path).resolve()), "format": fmt,
                 "sorted_input": bad is None, "first_unsorted": bad, "counts": counts,
                 "count": count, "distinct": distinct, "seconds": round(time.perf_counter() - t0, 4)}
         atomic_write_bytes(tmp / "_manifest.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
@@ -346,7 +393,7 @@ def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bo
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    m = RunManifest(f"select-{name}", {"from_file": str(path), "allow_unknown": allow_unknown})
+    m = RunManifest(f"select-{name}", {"from_file": source_name or str(path), "allow_unknown": allow_unknown})
     m["counts"] = counts
     m["outputs"] = {"subset": f"subsets/{name}"}
     m.write(dataset)

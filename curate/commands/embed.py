@@ -7,14 +7,14 @@ from typing import List, Optional
 
 import typer
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, StorageOpt, open_executor, use_storage_options
 from curate.lock import hold_dataset_lock
 
 
 def register(app: typer.Typer) -> None:
     @app.command("embed")
     def embed(
-        dataset: str = typer.Argument(..., help="Dataset folder with downloaded image shards (`curate download`)."),
+        dataset: str = typer.Argument(..., help="Dataset folder or URI (s3://bucket/ds) with downloaded image shards (`curate download`)."),
         model: str = typer.Option("ViT-B-32", "--model", "-m", help="open_clip model name (`curate models` lists them; curate-tiny and curate-small are built in), NAME:TAG, a checkpoint file, an embeddings table id (embed again with the same model), or a scorer: its name in DATASET/scorers/ or its folder (`curate scorer train`)."),
         pretrained: Optional[str] = typer.Option(None, "--pretrained", "-p", help="open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local checkpoint file. Without it: random weights from --seed."),
         device: str = typer.Option("auto", "--device", help="auto (the Spark task's GPU, else cuda if visible, else cpu), cpu, cuda, cuda:N."),
@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         master: Optional[str] = MasterOpt,
         conf: List[str] = ConfOpt,
         engine: str = EngineOpt,
+        storage_option: List[str] = StorageOpt,
     ):
         """Write DATASET/embeddings/<model_id>/ (uid, image/text embeddings as float16, clip_score)
         and DATASET/embed_failures/<model_id>/ for images that cannot be decoded.
@@ -41,6 +42,7 @@ def register(app: typer.Typer) -> None:
         from curate.progress import info
         from curate.tables import Dataset
 
+        use_storage_options(storage_option)
         hold_dataset_lock(dataset)  # one writer per dataset
         ds = Dataset(dataset)
         from curate.models.scorers import resolve_scorer

@@ -3,11 +3,11 @@ a DataComp subset file."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
+from curate.commands._common import StorageOpt, use_storage_options
 from curate.lock import hold_dataset_lock
 from curate.names import model_id_callback, name_callback
 
@@ -15,11 +15,11 @@ from curate.names import model_id_callback, name_callback
 def register(app: typer.Typer) -> None:
     @app.command("select")
     def select(
-        dataset: Path = typer.Argument(..., help="Dataset folder."),
+        dataset: str = typer.Argument(..., help="Dataset folder or URI (s3://bucket/ds, docs/storage.md)."),
         sql: Optional[str] = typer.Option(None, "--sql", help="SELECT returning a uid column; every table is a view "
                                           "(samples, downloads, embeddings_<model>, decisions_<run>, subsets_<name>...). "
                                           "A uid returned k times is kept k times (upsampling)."),
-        from_file: Optional[Path] = typer.Option(None, "--from-file", help="Import a DataComp subset file instead: "
+        from_file: Optional[str] = typer.Option(None, "--from-file", help="Import a DataComp subset file (a path or URI) instead: "
                                                  "a u8,u8 .npy (apply_filter.py's output) or the same records "
                                                  "without a header (raw memmap), or a curate subset folder/uids.parquet. "
                                                  "Unsorted files are sorted, with a warning."),
@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
                                            callback=model_id_callback),
         allow_unknown: bool = typer.Option(False, "--allow-unknown",
                                            help="Drop uids that are not in samples instead of failing."),
+        storage_option: List[str] = StorageOpt,
     ) -> None:
         """Write subsets/NAME (uids.parquet, DataComp uids.npy, manifest) from a SQL query or a DataComp subset file."""
         from curate.errors import CurateError
@@ -35,12 +36,13 @@ def register(app: typer.Typer) -> None:
 
         if (sql is None) == (from_file is None):
             raise CurateError("curate select needs exactly one of --sql QUERY or --from-file PATH")
+        use_storage_options(storage_option)
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
         if from_file is not None:
             from curate.subset_file import import_subset
 
-            if not ds.root.is_dir():
+            if not ds.exists():
                 raise CurateError(f"dataset folder {ds.root} does not exist")
             info = import_subset(ds, name, from_file, allow_unknown=allow_unknown)
             dropped = info["counts"]["unknown_uid"]

@@ -93,13 +93,19 @@ def shard_name(shard_id: int, digits: int = SHARD_DIGITS) -> str:
 def _complete_stems(dataset: Dataset) -> dict[int, str]:
     """Shard id -> file stem of every shard whose stats file exists (img2dataset writes it
     after the tar and parquet)."""
-    d = dataset.root / IMAGES
-    if not d.is_dir():
-        return {}
+    d = dataset.path(IMAGES)
+    if dataset.remote:  # one listing of the prefix (objects are whole: a stats object means a done shard)
+        from curate import storage
+
+        names = {i.base_name for i in storage.listing(storage.resolve(d))}
+    else:
+        if not d.is_dir():
+            return {}
+        names = {p.name for p in d.iterdir()}
     stems: dict[int, str] = {}
-    for p in d.iterdir():
-        m = _STATS_RE.match(p.name)
-        if m and (d / f"{m.group(1)}.parquet").exists():
+    for name in sorted(names):
+        m = _STATS_RE.match(name)
+        if m and f"{m.group(1)}.parquet" in names:
             i = int(m.group(1))
             if i in stems:
                 raise DatasetError(f"{d}: shards {stems[i]} and {m.group(1)} have the same number; "

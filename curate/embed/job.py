@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.download.job import IMAGES, complete_shards, shard_digits, shard_name
 from curate.embed.core import ImageDecodeError, ImagePipeline, TensorJpegPipeline, default_threads, encode_image_tensor, encode_text_tokens, prepared_batches
 from curate.embed.devices import DevicePlan, task_device_plan
@@ -104,12 +104,13 @@ def get_bundle(opts: EmbedOptions, plan: DevicePlan | None = None):
 
 
 # ---------------------------------------------------------------- reading a shard
-def shard_samples(root: Path, shard_id: int, digits: int | None = None) -> pa.Table:
-    """The shard's success rows from img2dataset's results: uid, key, caption."""
+def shard_samples(root: Path | str, shard_id: int, digits: int | None = None) -> pa.Table:
+    """The shard's success rows from img2dataset's results: uid, key, caption (``root`` a
+    dataset path or URI)."""
     digits = digits or shard_digits(Dataset(root))
-    path = root / IMAGES / f"{shard_name(shard_id, digits)}.parquet"
+    path = storage.join(root, IMAGES, f"{shard_name(shard_id, digits)}.parquet")
     try:
-        t = pq.read_table(path, columns=["uid", "key", "caption", "status"])
+        t = storage.read_parquet(path, columns=["uid", "key", "caption", "status"])
     except (pa.ArrowInvalid, OSError, KeyError) as e:
         raise DatasetError(f"{path}: cannot read img2dataset shard results ({e})") from e
     import pyarrow.compute as pc
@@ -117,11 +118,13 @@ def shard_samples(root: Path, shard_id: int, digits: int | None = None) -> pa.Ta
     return t.filter(pc.equal(t.column("status"), "success")).select(["uid", "key", "caption"])
 
 
-def read_tar_images(tar_path: Path, keys: set[str]) -> dict[str, bytes]:
-    """key -> encoded image bytes for the wanted keys (one sequential pass over the tar)."""
+def read_tar_images(tar_path: Path | str, keys: set[str]) -> dict[str, bytes]:
+    """key -> encoded image bytes for the wanted keys (one sequential pass over the tar, a
+    local file or an object streamed from the store)."""
     out: dict[str, bytes] = {}
     try:
-        with tarfile.open(tar_path, "r|*") as tf:  # streaming: no seeks, works on any file object
+        with storage.open_input_stream(tar_path) as src, tarfile.open(fileobj=src, mode="r|*") as tf:
+            # streaming: no seeks, works on any file object (an object on a store too)
             for m in tf:
                 if not m.isfile():
                     continue
@@ -248,7 +251,7 @@ def run_shard_task(task: dict) -> dict:
     shard_id = task["shard_id"]
     emb_name, fail_name = table_names(task["model_id"])
     out = ds.shard_path(emb_name, shard_id)
-    if out.exists():
+    if storage.committed(out):
         return {"shard_id": shard_id, "skipped": True}
     plan = task_plan(opts)
     bundle = get_bundle(opts, plan)
@@ -261,7 +264,7 @@ def run_shard_task(task: dict) -> dict:
     rows = shard_samples(ds.root, shard_id, digits)
     shard = f"{IMAGES}/{shard_name(shard_id, digits)}.tar"
     keys = rows.column("key").to_pylist()
-    images = read_tar_images(ds.root / shard, set(keys))
+    images = read_tar_images(storage.join(ds.root, shard), set(keys))
     batch = plan.batch_size
     emb, fails, stats = embed_shard(bundle, rows.column("uid").to_pylist(), keys, rows.column("caption").to_pylist(),
                                     images, shard, batch, opts.threads or default_threads(),
@@ -290,7 +293,7 @@ def check_embed(dataset: Dataset, opts: EmbedOptions) -> list:
         check_model(scorer.arch, str(scorer.checkpoint))
     else:
         check_model(opts.model, opts.pretrained)
-    if not dataset.root.is_dir():
+    if not dataset.exists():
         raise DatasetError(f"dataset folder {dataset.root} does not exist")
     shards = complete_shards(dataset)
     if not shards:

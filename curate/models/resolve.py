@@ -40,7 +40,7 @@ class ModelRef:
 
 
 def embeddings_ids(dataset) -> list[str]:
-    if not Path(dataset.root).is_dir():
+    if not dataset.exists():
         return []
     return sorted(t.split("/", 1)[1] for t in dataset.tables() if t.startswith("embeddings/"))
 
@@ -140,7 +140,7 @@ def _from_model_id(model_id: str, dataset=None) -> ModelRef | None:
     if dataset is not None:
         from curate.manifest import read_manifest
 
-        run = read_manifest(dataset, f"embed-{model_id}") if Path(dataset.root).is_dir() else None
+        run = read_manifest(dataset, f"embed-{model_id}") if dataset.exists() else None
         p = (run or {}).get("params") or {}
         if p.get("model"):
             return ModelRef(p["model"], p.get("pretrained"), int(p.get("seed") or 0))

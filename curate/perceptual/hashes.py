@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from curate import storage
 from curate.errors import DatasetError
 from curate.tables import Dataset, load_schema, write_parquet_atomic
 
@@ -85,12 +86,12 @@ def run_hash_task(task: dict) -> dict:
     ds = Dataset(task["root"])
     shard_id, digits = task["shard_id"], task["digits"]
     out = ds.shard_path(HASHES, shard_id)
-    if out.exists():
+    if storage.committed(out):
         return {"shard_id": shard_id, "skipped": True}
     rows = shard_samples(ds.root, shard_id, digits)
     shard = f"{IMAGES}/{shard_name(shard_id, digits)}.tar"
     keys = rows.column("key").to_pylist()
-    images = read_tar_images(ds.root / shard, set(keys))
+    images = read_tar_images(storage.join(ds.root, shard), set(keys))
     table, fails, stats = hash_images(rows.column("uid").to_pylist(), keys, images, shard)
     write_parquet_atomic(fails, ds.shard_path(FAILURES, shard_id))
     write_parquet_atomic(table, out)  # last: its existence marks the shard done
@@ -101,7 +102,7 @@ def check_hashes(ds: Dataset) -> list[int]:
     """The image shards to hash (before any engine starts)."""
     from curate.download.job import complete_shards
 
-    if not ds.root.is_dir():
+    if not ds.exists():
         raise DatasetError(f"dataset folder {ds.root} does not exist")
     if not ds.has_table(HASHES):
         shards = complete_shards(ds)
@@ -121,7 +122,7 @@ def run_hashes(ds: Dataset, executor) -> dict:
         return {"shards": 0, "shards_hashed": 0, "hashed": ds.count(HASHES), "failed": _count(ds, FAILURES)}
     digits = shard_digits(ds)
     tasks = [{"root": str(ds.root), "shard_id": s, "digits": digits} for s in shards
-             if not ds.shard_path(HASHES, s).exists()]
+             if not storage.committed(ds.shard_path(HASHES, s))]
     results = executor.map_tasks(tasks, run_hash_task, "perceptual hashes") if tasks else []
     done = [r for r in results if not r.get("skipped")]
     return {"shards": len(shards), "shards_hashed": len(done), "hashed": ds.count(HASHES),

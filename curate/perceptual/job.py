@@ -23,13 +23,11 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.decisions import decisions_table
 from curate.embedding_space.common import read_uid_filter, restrict, shard_tasks, write_uid_filter
 from curate.engine import LocalExecutor, worker_cache
@@ -78,8 +76,7 @@ def scores_table(ds: Dataset, embeddings: str | None) -> str | None:
 def _component_lookup(path: str | None):
     if not path:
         return None
-    st = os.stat(path)
-    return worker_cache(("perceptual_components", path, st.st_mtime_ns, st.st_size), lambda: pq.read_table(path))
+    return worker_cache(("perceptual_components", *storage.fingerprint(path)), lambda: storage.read_parquet(path))
 
 
 def _hash_column(t: pa.Table, kind: str) -> np.ndarray:
@@ -87,7 +84,7 @@ def _hash_column(t: pa.Table, kind: str) -> np.ndarray:
 
 
 def _bucket_rows(task: dict):
-    t = restrict(pq.read_table(task["path"], columns=["uid", task["hash"]]), read_uid_filter(task.get("uid_filter")))
+    t = restrict(storage.read_parquet(task["path"], columns=["uid", task["hash"]]), read_uid_filter(task.get("uid_filter")))
     if t.num_rows:
         yield G.bucket_entries(t.column("uid").combine_chunks(), _hash_column(t, task["hash"]), task["plan"], task["s"],
                                task["parts"])
@@ -98,7 +95,7 @@ def _member_rows(task: dict):
     CLIP scores from an embeddings shard."""
     look = _component_lookup(task["components"])
     cols = ["uid", task["hash"]] if task["kind"] == "hashes" else ["uid", "clip_score"]
-    t = restrict(pq.read_table(task["path"], columns=cols), read_uid_filter(task.get("uid_filter")))
+    t = restrict(storage.read_parquet(task["path"], columns=cols), read_uid_filter(task.get("uid_filter")))
     pos = pc.index_in(t.column("uid"), value_set=look.column("uid"))
     t = t.filter(pc.is_valid(pos))
     if not t.num_rows:
@@ -116,7 +113,7 @@ def _member_rows(task: dict):
 def _singles(task: dict):
     """Decisions of the hashed rows of one shard that are in no group: kept."""
     look = _component_lookup(task["components"])
-    t = restrict(pq.read_table(task["path"], columns=["uid"]), read_uid_filter(task.get("uid_filter")))
+    t = restrict(storage.read_parquet(task["path"], columns=["uid"]), read_uid_filter(task.get("uid_filter")))
     if look is not None:
         t = t.filter(pc.invert(pc.is_in(t.column("uid"), value_set=look.column("uid"))))
     if t.num_rows:
@@ -125,7 +122,7 @@ def _singles(task: dict):
 
 
 def _failed(task: dict):
-    t = restrict(pq.read_table(task["path"], columns=["uid", "error_class"]), read_uid_filter(task.get("uid_filter")))
+    t = restrict(storage.read_parquet(task["path"], columns=["uid", "error_class"]), read_uid_filter(task.get("uid_filter")))
     if t.num_rows:
         yield from decisions_table(t.column("uid"), task["stage"], [False] * t.num_rows, [UNDECODABLE] * t.num_rows,
                                    None, t.column("error_class")).to_batches()
@@ -177,7 +174,7 @@ def run_perceptual_dedup(dataset, radius: int = DEFAULT_RADIUS, hash_kind: str =
         nodes, labels = G.merge_links(links)
         comp_path = None
         if len(nodes):
-            comp_path = str(ds.root / "_tmp" / run / "components.parquet")
+            comp_path = str(ds.path(f"_tmp/{run}/components.parquet"))
             write_parquet_atomic(pa.table({"uid": pa.array(nodes.tolist(), pa.string()),
                                            "component": pa.array(labels, pa.int64())}), comp_path)
     with m.stage("survivors"):
@@ -223,7 +220,7 @@ def _missing(ds: Dataset, input_uids, stage: str) -> pa.Table:
 
     if input_uids is None:
         return decisions_table([], stage, [], [])
-    present = [pq.read_table(p, columns=["uid"]).column("uid").combine_chunks()
+    present = [storage.read_parquet(p, columns=["uid"]).column("uid").combine_chunks()
                for t in (HASHES, FAILURES) if ds.has_table(t) for p in ds.shards(t)]
     miss = missing_uids(pa.array(input_uids, pa.string()) if not isinstance(input_uids, (pa.Array, pa.ChunkedArray))
                         else input_uids.cast(pa.string()),

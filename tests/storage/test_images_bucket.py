@@ -1,0 +1,103 @@
+"""Jobs that read the downloaded image shards (tars) of a dataset in s3://bucket/ds: `curate embed`
+(CLI, in-process engine and Spark local mode) and perceptual dedup (job function). The tars are
+streamed from the store; embeddings and hashes are written to it. Every visible object equals a
+local-path run's file."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from s3kit import bucket_objects
+
+from curate.download import DownloadOptions, FetchPolicy, run_download
+from curate.engine import LocalExecutor
+from curate.tables import Dataset
+from curate.tables.publish import publish
+from curate.uid import derive_uid
+
+MODEL_ID = "curate-tiny__random-seed0"
+
+
+@pytest.fixture(scope="module")
+def downloaded_template(tmp_path_factory, shared_data) -> Path:
+    """12 flickr8k photos with their captions in 2 image shards of 6 (the real download job, file:// URLs)."""
+    photos = sorted((shared_data / "flickr8k" / "images").glob("*.jpg"))[:12]
+    captions = {}
+    with open(shared_data / "flickr8k" / "captions.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            captions.setdefault(row["image"], row["caption"])
+    urls = [p.resolve().as_uri() for p in photos]
+    texts = [captions.get(p.name, "") for p in photos]
+    n = len(urls)
+    samples = pa.table({
+        "uid": [derive_uid(u, t) for u, t in zip(urls, texts)], "url": urls, "text": texts,
+        "source_file": ["/test/pool.parquet"] * n, "source_row": pa.array(range(n), pa.int64()),
+        "original_width": pa.array([None] * n, pa.int32()), "original_height": pa.array([None] * n, pa.int32()),
+        "extra": pa.array([None] * n, pa.string())})
+    root = tmp_path_factory.mktemp("images") / "template"
+    ds = Dataset(root)
+    ds.write_table("samples", samples, schema="samples")
+    stats = run_download(ds, LocalExecutor(), DownloadOptions(samples_per_shard=6, thread_count=4,
+                                                              policy=FetchPolicy(allow_file_urls=True)))
+    assert stats["success"] == n, stats
+    return root
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "curate.cli", *args], capture_output=True, text=True)
+
+
+def _visible(files: dict, prefix: str = "") -> dict:
+    return {k: v for k, v in files.items() if k.startswith(prefix) and not any(p[:1] in "_." for p in k.split("/"))}
+
+
+def _local(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _pair(template: Path, tmp_path: Path, bucket: str) -> tuple[Dataset, str]:
+    shutil.copytree(template, tmp_path / "local")
+    uri = f"s3://{bucket}/ds"
+    publish(template, uri)
+    return Dataset(tmp_path / "local"), uri
+
+
+@pytest.mark.parametrize("engine", ["local", "spark"])
+def test_embed_on_bucket_matches_local(downloaded_template, tmp_path, bucket, engine):
+    local, uri = _pair(downloaded_template, tmp_path, bucket)
+    for root in (str(local.root), uri):
+        args = ["embed", root, "--model", "curate-tiny", "--batch-size", "4", "--engine", engine]
+        if engine == "spark":
+            args += ["--master", "local[2]"]
+        r = _cli(*args)
+        assert r.returncode == 0, r.stderr
+    want = _visible(_local(local.root), f"embeddings/{MODEL_ID}/")
+    assert len(want) == 2
+    objects = bucket_objects(bucket, "ds/")
+    assert _visible(objects, f"embeddings/{MODEL_ID}/") == want
+    assert _visible(objects, f"embed_failures/{MODEL_ID}/") == _visible(_local(local.root), f"embed_failures/{MODEL_ID}/")
+    assert Dataset(uri).count(f"embeddings/{MODEL_ID}") == 12
+    # a rerun skips every committed shard
+    r = _cli("embed", uri, "--model", "curate-tiny", "--engine", "local")
+    assert r.returncode == 0 and "2 of 2 shards already done" in r.stderr, r.stderr
+
+
+def test_perceptual_dedup_on_bucket_matches_local(downloaded_template, tmp_path, bucket):
+    from curate.perceptual.job import run_perceptual_dedup
+
+    local, uri = _pair(downloaded_template, tmp_path, bucket)
+    want = run_perceptual_dedup(local, radius=4)["counts"]
+    got = run_perceptual_dedup(Dataset(uri), radius=4)["counts"]
+    for c in (want, got):
+        c["hash"].pop("seconds")
+    assert got == want and want["input"] == 12
+    objects, files = bucket_objects(bucket, "ds/"), _local(local.root)
+    for t in ("phashes/", "decisions/perceptual_dedup/", "subsets/perceptual_dedup/"):
+        assert _visible(files, t) and _visible(objects, t) == _visible(files, t), t
+    assert not [k for k in objects if k.startswith("_tmp/")]
