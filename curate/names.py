@@ -63,8 +63,22 @@ def check_output_path(path: str | os.PathLike, dataset_root: str | os.PathLike, 
     Allowed: anywhere outside the dataset, or inside it under a folder that is not a table
     folder (``DATASET/webdataset/...``, ``DATASET/reports/...``). Refused: the dataset folder
     itself, a folder holding it, and any path inside a table or hidden folder (``samples/``,
-    ``subsets/``, ``_runs/``, ...).
+    ``subsets/``, ``_runs/``, ...). A URI (``s3://bucket/shards``) is compared as a URI and
+    returned as a string.
     """
+    from curate import storage
+
+    if storage.is_uri(path) or storage.is_uri(dataset_root):
+        out_s, root_s = storage.resolve(path).uri.rstrip("/"), storage.resolve(dataset_root).uri.rstrip("/")
+        if out_s == root_s or root_s.startswith(out_s + "/"):
+            raise InvalidNameError(f"{what} {str(path)!r} is the dataset {root_s} or holds it; "
+                                   f"choose a folder of its own")
+        if out_s.startswith(root_s + "/"):
+            top = out_s[len(root_s) + 1:].split("/")[0]
+            if top.startswith((".", "_")) or top.lower() in PROTECTED_FOLDERS:
+                raise InvalidNameError(f"{what} {str(path)!r} is inside the dataset's {top!r} folder; "
+                                       f"choose a path outside the dataset's tables")
+        return out_s if storage.is_uri(path) else Path(path).expanduser().resolve()
     out = Path(path).expanduser().resolve()
     root = Path(dataset_root).expanduser().resolve()
     if out == root or root.is_relative_to(out):

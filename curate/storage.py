@@ -551,3 +551,17 @@ def open_input_stream(path):
         raise
     except OSError as e:
         raise StorageError(f"cannot read {loc}: {e}") from None
+
+
+def put_file(loc: Location, local_path, chunk: int = 8 << 20) -> None:
+    """A local file uploaded as one whole object under its final key, streamed in chunks (S3
+    and GCS publish the object only when the upload completes)."""
+    try:
+        with open(local_path, "rb") as src, loc.fs.open_output_stream(loc.path) as f:
+            while True:
+                block = src.read(chunk)
+                if not block:
+                    break
+                f.write(block)
+    except OSError as e:
+        raise StorageError(f"cannot write {loc}: {e}") from None

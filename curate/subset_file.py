@@ -314,6 +314,8 @@ def _import_via_local(dataset, name: str, path, allow_unknown: bool, chunk_rows:
         src = path
         if storage.is_uri(path):
             src_uri = storage.join(str(path), "uids.parquet") if storage.is_dir(path) else str(path)
+            if not storage.is_file(src_uri):
+                raise InputFileError(src_uri, "subset file not found")
             src = Path(tmp) / "source" / storage.basename(src_uri)
             src.parent.mkdir()
             src.write_bytes(storage.read_bytes(src_uri))

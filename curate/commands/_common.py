@@ -79,9 +79,14 @@ def require_paths(paths, what: str) -> None:
     the readers report it as an unreadable file)."""
     from pathlib import Path
 
+    from curate import storage
     from curate.errors import InputFileError
 
     for raw in paths:
+        if storage.is_uri(raw):
+            if not storage.exists(raw):
+                raise InputFileError(str(raw), f"no such {what}")
+            continue
         p = Path(raw)
         if not p.exists() and not p.is_symlink():
             raise InputFileError(str(raw), f"no such {what}")

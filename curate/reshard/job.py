@@ -26,7 +26,6 @@ import os
 import random
 import tarfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +34,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import storage
 from curate.errors import DatasetError
 from curate.manifest import RunManifest, code_version, stable_hash
 from curate.subset import read_subset, read_subset_manifest, subset_dir
 from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
+from curate.tables.dataset import atomic_path
 from curate.uid import uids_to_datacomp
 
 OUTPUT_SHARD_FORMAT = "{:08d}.tar"
@@ -137,13 +138,13 @@ def plan_reshard(dataset: Dataset, uids: list[str] | pa.Array, shard_size: int =
 
     root = dataset.root
     tasks = []
-    out = Path(output) if output is not None else None
+    out = _out_path(output) if output is not None else None
     for index, begin in enumerate(range(0, planned, shard_size)):
         sources: list[dict] = []
         for pos in range(begin, min(begin + shard_size, planned)):
             r = int(rows[pos])
             if not sources or sources[-1]["rel"] != g_shard[r]:
-                sources.append({"rel": g_shard[r], "path": str(root / g_shard[r]), "items": []})
+                sources.append({"rel": g_shard[r], "path": str(storage.join(root, g_shard[r])), "items": []})
             sources[-1]["items"].append([g_key[r], g_uid[r], int(j[pos])])
         tasks.append({
             "index": index,
@@ -161,7 +162,7 @@ def _read_members(path: str, wanted: set[str]) -> tuple[dict[str, dict[str, byte
     """Members of ``wanted`` keys in one tar, streamed once; (samples, error or None)."""
     found: dict[str, dict[str, bytes]] = {}
     try:
-        with tarfile.open(path, "r:*") as tf:
+        with storage.open_input_stream(path) as src, tarfile.open(fileobj=src, mode="r|*") as tf:
             for m in tf:
                 if not m.isfile():
                     continue
@@ -178,12 +179,12 @@ def _read_members(path: str, wanted: set[str]) -> tuple[dict[str, dict[str, byte
 
 def write_shard_task(task: dict) -> dict:
     """Write output shard ``task['index']`` (tar, then its stats file last). Skips a finished shard."""
-    out = Path(task["output"])
+    out = _out_path(task["output"])
     index = task["index"]
-    tar_path = out / OUTPUT_SHARD_FORMAT.format(index)
-    stats_path = out / STATS_FORMAT.format(index)
-    if stats_path.exists() and tar_path.exists():
-        stats = json.loads(stats_path.read_text())
+    tar_path = storage.join(out, OUTPUT_SHARD_FORMAT.format(index))
+    stats_path = storage.join(out, STATS_FORMAT.format(index))
+    if storage.exists(stats_path) and storage.exists(tar_path):  # the stats file is written last
+        stats = json.loads(storage.read_bytes(stats_path))
         if stats.get("plan_hash") == task.get("plan_hash"):
             stats["skipped"] = True
             return stats
@@ -225,30 +226,24 @@ def write_shard_task(task: dict) -> dict:
 
     import webdataset as wds
 
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{tar_path.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    # written aside (locally: renamed into place; on a store: uploaded whole under its key)
+    with atomic_path(tar_path) as tmp:
         with open(tmp, "wb") as f:
             # Fixed mtime/owner: same plan, same bytes.
             writer = wds.TarWriter(f, encoder=False, mtime=0.0, user="curate", group="curate")
             for s in samples:
                 writer.write(s)
             writer.close()
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, tar_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        size = tmp.stat().st_size
     reasons = Counter(r for _, r in missing)
     stats = {
-        "shard": tar_path.name,
+        "shard": storage.basename(tar_path),
         "index": index,
         "successes": len(samples),  # DataComp's field name for a shard's sample count
         "planned": sum(len(s["items"]) for s in task["sources"]),
         "missing": dict(sorted(reasons.items())),
         "missing_uids": missing,
-        "bytes": tar_path.stat().st_size,
+        "bytes": size,
         "sources": [s["rel"] for s in task["sources"]],
         "errors": errors,
         "seconds": round(time.perf_counter() - t0, 4),
@@ -259,10 +254,31 @@ def write_shard_task(task: dict) -> dict:
     return stats
 
 
-def _clear_output(out: Path) -> None:
-    for p in out.iterdir():
-        if p.is_file() and (p.suffix in (".tar", ".json", ".npy", ".parquet") or p.name.endswith(".tmp")):
-            p.unlink()
+def _out_path(output) -> Path | str:
+    """An output folder: a ``Path``, or a URI string (``s3://bucket/shards``)."""
+    return str(output) if storage.is_uri(output) else Path(output)
+
+
+def _out_names(out) -> list[str]:
+    """Names of the files directly in an output folder/prefix (none when it does not exist)."""
+    if storage.is_uri(out):
+        return sorted(i.base_name for i in storage.listing(storage.resolve(out))
+                      if i.type == storage.pafs.FileType.File)
+    return sorted(p.name for p in out.iterdir() if p.is_file()) if out.is_dir() else []
+
+
+def _remove(out, name: str) -> None:
+    p = storage.join(out, name)
+    if storage.is_uri(p):
+        storage.delete(storage.resolve(p))
+    else:
+        p.unlink()
+
+
+def _clear_output(out) -> None:
+    for n in _out_names(out):
+        if n.rsplit(".", 1)[-1] in ("tar", "json", "npy", "parquet") or n.endswith(".tmp"):
+            _remove(out, n)
 
 
 def reshard(dataset: Dataset | str | os.PathLike, subset: str | None = None, output: str | os.PathLike | None = None,
@@ -284,25 +300,29 @@ def reshard(dataset: Dataset | str | os.PathLike, subset: str | None = None, out
     manifest = RunManifest("reshard", params)
     with manifest.stage("plan"):
         uids = read_subset(subset_file) if subset_file is not None else read_subset(ds, subset)
-        out = Path(output) if output is not None else ds.root / "webdataset" / name
+        out = _out_path(output) if output is not None else ds.path(f"webdataset/{name}")
         plan = plan_reshard(ds, uids, shard_size=shard_size, shuffle=shuffle, seed=seed, output=out)
-    meta_path = out / "meta.json"
-    if out.exists() and any(out.iterdir()):
-        old = json.loads(meta_path.read_text()) if meta_path.exists() else None
-        resumable = any(out.glob("*_stats.json")) and not meta_path.exists()
+    meta_path = storage.join(out, "meta.json")
+    present = _out_names(out)
+    if present:
+        old = json.loads(storage.read_bytes(meta_path)) if "meta.json" in present else None
+        resumable = any(n.endswith("_stats.json") for n in present) and "meta.json" not in present
         if overwrite:
             _clear_output(out)
         elif resumable:  # an interrupted run: keep finished shards of this plan, drop extra ones
-            for p in list(out.glob("*.tar")) + list(out.glob("*_stats.json")):
-                stem = p.name.split("_")[0].split(".")[0]
+            for n in present:
+                if not (n.endswith(".tar") or n.endswith("_stats.json")):
+                    continue
+                stem = n.split("_")[0].split(".")[0]
                 if stem.isdigit() and int(stem) >= len(plan.tasks):
-                    p.unlink()
+                    _remove(out, n)
         elif old is not None and old.get("plan_hash") == plan.plan_hash:
             return old  # already complete with this exact plan
         elif not resumable:
             raise DatasetError(f"{out} is not empty and holds a different reshard; pass --overwrite "
                                f"to replace it or choose another --output")
-    out.mkdir(parents=True, exist_ok=True)
+    if not storage.is_uri(out):
+        out.mkdir(parents=True, exist_ok=True)
     for t in plan.tasks:
         t["plan_hash"] = plan.plan_hash
 
@@ -324,12 +344,12 @@ def reshard(dataset: Dataset | str | os.PathLike, subset: str | None = None, out
                          "copies": pa.array(list(missing_rows.values()), pa.int64()),
                          "reason": pa.array([k[1] for k in missing_rows], pa.string())})
         missing_table = pa.concat_tables([plan.dropped_table, late]).sort_by([("uid", "ascending"), ("reason", "ascending")])
-        write_parquet_atomic(load_schema("reshard_missing").conform(missing_table), out / "_missing.parquet")
+        write_parquet_atomic(load_schema("reshard_missing").conform(missing_table), storage.join(out, "_missing.parquet"))
         buf = io.BytesIO()
         np.save(buf, uids_to_datacomp(sorted(uids)))
-        atomic_write_bytes(out / "sample_ids.npy", buf.getvalue())
+        atomic_write_bytes(storage.join(out, "sample_ids.npy"), buf.getvalue())
         sizes = {r["shard"]: r["successes"] for r in results}
-        atomic_write_bytes(out / "sizes.json", (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(storage.join(out, "sizes.json"), (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
         written = sum(sizes.values())
         not_written = Counter(plan.dropped) + task_missing
         if written + sum(not_written.values()) != plan.subset_rows:  # bookkeeping invariant
@@ -369,32 +389,32 @@ def reshard(dataset: Dataset | str | os.PathLike, subset: str | None = None, out
 
 
 def read_meta(folder: str | os.PathLike) -> dict:
-    p = Path(folder) / "meta.json"
-    if not p.exists():
+    p = storage.join(_out_path(folder), "meta.json")
+    if not storage.exists(p):
         raise DatasetError(f"{folder}: no meta.json (not a finished reshard output)")
-    return json.loads(p.read_text())
+    return json.loads(storage.read_bytes(p))
 
 
 def shard_sizes(folder: str | os.PathLike, names: list[str]) -> dict[str, int | None]:
     """Samples per shard: from ``sizes.json`` (curate, open_clip) or else the shard's
     ``<stem>_stats.json`` ``successes`` (DataComp's resharder and img2dataset); None when
     neither says."""
-    folder = Path(folder)
+    folder = _out_path(folder)
     table: dict = {}
-    sizes_path = folder / "sizes.json"
-    if sizes_path.exists():
+    sizes_path = storage.join(folder, "sizes.json")
+    if storage.exists(sizes_path):
         try:
-            table = json.loads(sizes_path.read_text())
+            table = json.loads(storage.read_bytes(sizes_path))
         except ValueError as e:
             raise DatasetError(f"{sizes_path}: not valid JSON ({e})") from None
     out: dict[str, int | None] = {}
     for n in names:
         size = table.get(n)
         if size is None:
-            stats = folder / (n[: -len(".tar")] + "_stats.json" if n.endswith(".tar") else n + "_stats.json")
-            if stats.exists():
+            stats = storage.join(folder, n[: -len(".tar")] + "_stats.json" if n.endswith(".tar") else n + "_stats.json")
+            if storage.exists(stats):
                 try:
-                    size = json.loads(stats.read_text()).get("successes")
+                    size = json.loads(storage.read_bytes(stats)).get("successes")
                 except (ValueError, AttributeError) as e:
                     raise DatasetError(f"{stats}: not a shard stats JSON object ({e})") from None
         out[n] = int(size) if size is not None else None
@@ -404,15 +424,15 @@ def shard_sizes(folder: str | os.PathLike, names: list[str]) -> dict[str, int | 
 def shard_urls(folder: str | os.PathLike) -> tuple[list[str], int]:
     """Shard paths of a reshard output (curate's or DataComp's, or any folder of .tar files)
     and their sample total (0 when some shard's size is unknown)."""
-    folder = Path(folder)
-    meta = read_meta(folder) if (folder / "meta.json").exists() else {}
+    folder = _out_path(folder)
+    meta = read_meta(folder) if storage.exists(storage.join(folder, "meta.json")) else {}
     if "output_shard_format" in meta and "output_shard_count" in meta:
         fmt, n = meta["output_shard_format"], int(meta["output_shard_count"])
         names = [fmt.format(i) for i in range(n)]
     else:
-        names = sorted(p.name for p in folder.glob("*.tar"))
+        names = [n for n in _out_names(folder) if n.endswith(".tar")]
     if not names:
         raise DatasetError(f"{folder}: no .tar shards")
     sizes = shard_sizes(folder, names)
     total = 0 if any(v is None for v in sizes.values()) else sum(sizes.values())
-    return [str(folder / n) for n in names], total
+    return [str(storage.join(folder, n)) for n in names], total

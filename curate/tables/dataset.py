@@ -61,7 +61,10 @@ def _remote_atomic_path(path: str) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
-        _commit_object(loc, tmp.read_bytes())  # bounded by one shard/file: the same bytes a local write holds
+        if loc.name.endswith(".parquet") and not _hidden(loc.name):
+            _commit_object(loc, tmp.read_bytes())  # one shard: hashed for its marker
+        else:
+            storage.put_file(loc, tmp)  # streamed (a WebDataset tar can be large), still one whole object
     finally:
         tmp.unlink(missing_ok=True)
 

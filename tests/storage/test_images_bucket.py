@@ -101,3 +101,31 @@ def test_perceptual_dedup_on_bucket_matches_local(downloaded_template, tmp_path,
     for t in ("phashes/", "decisions/perceptual_dedup/", "subsets/perceptual_dedup/"):
         assert _visible(files, t) and _visible(objects, t) == _visible(files, t), t
     assert not [k for k in objects if k.startswith("_tmp/")]
+
+
+def test_select_and_reshard_on_bucket_match_local(downloaded_template, tmp_path, bucket):
+    """`curate select` (SQL and --from-file from the bucket) and `curate reshard --out s3://...`:
+    the WebDataset tars are whole objects equal to a local run's files."""
+    local, uri = _pair(downloaded_template, tmp_path, bucket)
+    outs = {uri: f"s3://{bucket}/shards", str(local.root): str(tmp_path / "shards")}
+    for root, out in outs.items():
+        r = _cli("select", root, "--sql", "SELECT uid FROM samples WHERE source_row % 3 <> 1", "--name", "some")
+        assert r.returncode == 0, r.stderr
+        r = _cli("select", root, "--from-file", f"{uri}/subsets/some/uids.npy", "--name", "again")
+        assert r.returncode == 0, r.stderr
+        r = _cli("reshard", root, "--subset", "again", "--out", out, "--shard-size", "3", "--engine", "local")
+        assert r.returncode == 0, r.stderr
+    files = _local(local.root)
+    objects = bucket_objects(bucket, "ds/")
+    for t in ("subsets/some/", "subsets/again/"):
+        assert _visible(files, t) and _visible(objects, t) == _visible(files, t)
+    assert files["subsets/again/uids.npy"] == files["subsets/some/uids.npy"]
+    want = {k: v for k, v in _local(tmp_path / "shards").items() if not k.endswith("_stats.json") and k != "meta.json"}
+    got = {k: v for k, v in bucket_objects(bucket, "shards/").items()
+           if not k.endswith("_stats.json") and k != "meta.json"}
+    assert got == want and sum(k.endswith(".tar") for k in want) == 3
+    from curate.reshard.job import read_meta, shard_urls
+
+    urls, total = shard_urls(f"s3://{bucket}/shards")
+    assert total == 8 and urls[0] == f"s3://{bucket}/shards/00000000.tar"
+    assert read_meta(f"s3://{bucket}/shards")["counts"]["written"] == 8
