@@ -49,10 +49,22 @@ def resolve_train_data(data: str | os.PathLike | list) -> dict:
     shard count, sample count (0 when unknown) and the reshard meta when there is one."""
     from curate.reshard import shard_urls
 
+    from curate import storage
+
     meta = None
     if isinstance(data, (list, tuple)):
         paths = [str(p) for p in data]
         total = 0
+    elif storage.is_uri(data) and "{" not in str(data) and "::" not in str(data):
+        # shards on object storage: listed through curate.storage, read through ``pipe:`` URLs
+        if storage.is_dir(data):
+            paths, total = shard_urls(str(data))
+            if storage.exists(storage.join(str(data), "meta.json")):
+                meta = json.loads(storage.read_bytes(storage.join(str(data), "meta.json")))
+        elif storage.is_file(data):
+            paths, total = [str(data)], 0
+        else:
+            raise TrainError(f"training data {data} does not exist")
     else:
         p = Path(data)
         if p.is_dir():
@@ -67,9 +79,15 @@ def resolve_train_data(data: str | os.PathLike | list) -> dict:
             paths, total = list(wds.shardlists.expand_urls(str(data))), 0
         else:
             raise TrainError(f"training data {data} does not exist")
-    missing = [x for x in paths if "://" not in x and not os.path.exists(x)]
+    def on_store(x: str) -> bool:  # webdataset opens http(s), pipe: and local paths itself
+        return storage.is_uri(x) and not x.startswith(("http://", "https://", "pipe:"))
+
+    missing = [x for x in paths if ("://" not in x and not os.path.exists(x)) or (on_store(x) and not storage.exists(x))]
     if missing:
         raise TrainError(f"training shard {missing[0]} does not exist ({len(missing)} missing)")
+    from curate.storage_cat import pipe_url
+
+    paths = [pipe_url(x) if on_store(x) else x for x in paths]  # other stores stream through curate.storage
     if meta is not None and meta.get("counts", {}).get("written", 1) == 0:
         raise TrainError(f"{data}: the reshard wrote no samples")
     return {"urls": "::".join(paths), "shards": len(paths), "samples": total, "reshard": meta,

@@ -129,3 +129,28 @@ def test_select_and_reshard_on_bucket_match_local(downloaded_template, tmp_path,
     urls, total = shard_urls(f"s3://{bucket}/shards")
     assert total == 8 and urls[0] == f"s3://{bucket}/shards/00000000.tar"
     assert read_meta(f"s3://{bucket}/shards")["counts"]["written"] == 8
+
+
+def test_training_shards_read_from_bucket(downloaded_template, tmp_path, bucket):
+    """The training input of `curate train` for a reshard in a bucket: webdataset reads the
+    shards through ``pipe:`` URLs (curate.storage_cat) and yields the local shards' samples."""
+    import webdataset as wds
+
+    from curate.reshard import reshard
+    from curate.train import resolve_train_data
+
+    local, uri = _pair(downloaded_template, tmp_path, bucket)
+    for ds, out in ((local, str(tmp_path / "shards")), (Dataset(uri), f"s3://{bucket}/shards")):
+        from curate.subset import write_subset
+
+        write_subset(ds, "all", ds.read("samples", columns=["uid"]).column("uid"))
+        reshard(ds, "all", out, shard_size=5)
+    info = resolve_train_data(f"s3://{bucket}/shards")
+    assert info["shards"] == 3 and info["samples"] == 12 and info["reshard"]["counts"]["written"] == 12
+    assert info["urls"].startswith("pipe:")
+
+    def samples(urls):
+        return [(s["__key__"], s["jpg"]) for s in wds.WebDataset(urls.split("::"), shardshuffle=False)]
+
+    want = samples(resolve_train_data(str(tmp_path / "shards"))["urls"])
+    assert len(want) == 12 and samples(info["urls"]) == want
