@@ -565,3 +565,48 @@ def put_file(loc: Location, local_path, chunk: int = 8 << 20) -> None:
                 f.write(block)
     except OSError as e:
         raise StorageError(f"cannot write {loc}: {e}") from None
+
+
+def input_cache_dir() -> Path:
+    """Where input files named by URI are copied for readers that need a local file:
+    ``$CURATE_WORK_DIR/inputs`` (default ~/.cache/curate/work/inputs)."""
+    base = Path(os.environ.get("CURATE_WORK_DIR") or Path.home() / ".cache" / "curate" / "work")
+    return base / "inputs"
+
+
+def fetch_inputs(items: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Input paths for a job whose readers open local files: every URI item is expanded (a
+    glob is listed on the store, a folder's files are listed recursively) and each file is
+    copied to ``input_cache_dir()`` (kept when the copy there already has the object's size
+    and modification time). Returns the local paths (plain paths unchanged) and a map from
+    each local copy to the URI it stands for (the name recorded as ``source_file``)."""
+    out, sources = [], {}
+    for item in items:
+        if not is_uri(item):
+            out.append(item)
+            continue
+        files = expand(item) if any(c in item for c in "*?[") else \
+            (list_files(item, recursive=True) if is_dir(item) else [resolve(item).uri])
+        if not files:
+            raise StorageError(f"{item}: no input files there")
+        for uri in files:
+            info = _info(resolve(uri))
+            if info.type == pafs.FileType.NotFound:
+                raise StorageError(f"{uri}: no such input file")
+            local = input_cache_dir() / hashlib.sha256(uri.encode()).hexdigest()[:16] / basename(uri)
+            stamp = local.with_name(local.name + ".src.json")
+            want = json.dumps({"uri": uri, "size": info.size, "mtime_ns": info.mtime_ns}, sort_keys=True)
+            if not (local.is_file() and stamp.is_file() and stamp.read_text() == want):
+                local.parent.mkdir(parents=True, exist_ok=True)
+                tmp = local.with_name(f".{local.name}.tmp")
+                with open_input_stream(uri) as src, open(tmp, "wb") as dst:
+                    while True:
+                        block = src.read(8 << 20)
+                        if not block:
+                            break
+                        dst.write(block)
+                os.replace(tmp, local)
+                stamp.write_text(want)
+            out.append(str(local))
+            sources[str(local)] = uri
+    return out, sources

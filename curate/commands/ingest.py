@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from curate.commands._common import (ConfOpt, EngineOpt, MasterOpt, StorageOpt, open_executor, require_local,
+from curate.commands._common import (ConfOpt, EngineOpt, MasterOpt, StorageOpt, open_executor,
                                      require_paths, use_storage_options)
 from curate.ingest.stage import IngestRules
 from curate.lock import hold_dataset_lock
@@ -71,8 +71,10 @@ def register(app: typer.Typer) -> None:
             rows_per_shard=rows_per_shard,
         )
         use_storage_options(storage_option)
-        for raw in inputs:
-            require_local(raw, "input")
+        # inputs named by URI (globs listed on the store) are copied to a local input cache;
+        # source_file and the run manifest name the URIs
+        inputs, cfg.sources = storage.fetch_inputs(list(inputs))
+        cfg.inputs = list(inputs)
         require_paths(inputs, "file or folder")
         remote = None
         if storage.is_uri(output):  # ingest writes a local working folder, published when done

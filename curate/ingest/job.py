@@ -67,10 +67,11 @@ class IngestConfig:
     rules: IngestRules = field(default_factory=IngestRules)
     rows_per_shard: int = 500_000
     task_rows: int = 250_000  # Parquet files are split into tasks of about this many rows
+    sources: dict[str, str] = field(default_factory=dict)  # local copy -> the URI it was fetched from
 
     def params(self) -> dict:
         return {
-            "inputs": self.inputs,
+            "inputs": [self.sources.get(i, i) for i in self.inputs],
             "format": self.format,
             "options": self.options.to_dict(),
             "rules": self.rules.to_dict(),
@@ -98,8 +99,9 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
     tasks, fingerprints = [], []
     for file_index, (path, fmt) in enumerate(files):
         fp = _folder_fingerprint(path, options.exclude) if fmt == "imagefolder" else file_fingerprint(path)
-        fingerprints.append({**fp, "format": fmt, "file_index": file_index})
-        base = {"path": path, "source": path, "format": fmt, "file_index": file_index, "options": opts,
+        source = cfg.sources.get(str(path), path)  # an input named by URI: read from its local copy
+        fingerprints.append({**fp, "path": source, "format": fmt, "file_index": file_index})
+        base = {"path": path, "source": source, "format": fmt, "file_index": file_index, "options": opts,
                 "rules": cfg.rules.to_dict()}
         if fmt == "imagefolder" and cfg.options.captions:
             base["source"] = str(Path(cfg.options.captions).resolve())

@@ -3,6 +3,8 @@ server: every table object equals a local-path run's file; a rerun writes nothin
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -72,14 +74,47 @@ def test_ingest_into_bucket_matches_local(bucket, tmp_path, monkeypatch):
     assert (tmp_path / "n.csv").read_text().splitlines()[1] == str(ref.count("samples"))
 
 
-def test_ingest_refuses_cluster_master_and_uri_inputs(bucket, tmp_path):
+def test_ingest_refuses_cluster_master_and_missing_uri_inputs(bucket, tmp_path):
     inp = _input(tmp_path / "pool.csv", 5)
     r = subprocess.run([sys.executable, "-m", "curate.cli", "ingest", str(inp), "-o", f"s3://{bucket}/ds",
                         "--master", "spark://127.0.0.1:1"], capture_output=True, text=True)
     assert r.returncode == 2 and "not supported yet" in r.stderr and r.stderr.count("\n") == 1
     r = subprocess.run([sys.executable, "-m", "curate.cli", "ingest", f"s3://{bucket}/in.csv", "-o",
                         str(tmp_path / "ds")], capture_output=True, text=True)
-    assert r.returncode == 2 and "input s3://" in r.stderr and r.stderr.count("\n") == 1
+    assert r.returncode == 2 and f"s3://{bucket}/in.csv" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_ingest_inputs_from_a_bucket_glob(bucket, tmp_path, monkeypatch):
+    """`curate ingest 's3://bucket/pool/*.csv'`: the glob is listed on the store, the files are
+    read from local copies, ``source_file`` names the objects; every other column equals a
+    local ingest of the same files."""
+    import boto3
+    import pyarrow.compute as pc
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    for name, n in (("a.csv", 7), ("b.csv", 5)):
+        (folder / name).write_text("url,caption\n" + "".join(
+            f"http://127.0.0.1/{name}/{i}.jpg,photo {i} of {name}\n" for i in range(n)) + "not a url,bad row\n")
+        s3.put_object(Bucket=bucket, Key=f"pool/{name}", Body=(folder / name).read_bytes())
+    s3.put_object(Bucket=bucket, Key="pool/notes.txt", Body=b"not matched by the glob")
+    r = _ingest(folder, str(tmp_path / "local"))
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "ingest", f"s3://{bucket}/pool/*.csv", "-o",
+                        f"s3://{bucket}/ds", "--engine", "local", "--rows-per-shard", "64"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    want = Dataset(tmp_path / "local").read("samples")
+    got = Dataset(f"s3://{bucket}/ds").read("samples")
+    assert got.num_rows == want.num_rows == 13, (sorted(got.column("url").to_pylist()), sorted(want.column("url").to_pylist()))
+    assert sorted(set(got.column("source_file").to_pylist())) == [f"s3://{bucket}/pool/a.csv", f"s3://{bucket}/pool/b.csv"]
+    names = [c for c in want.column_names if c != "source_file"]
+    assert got.select(names).equals(want.select(names))
+    assert pc.all(pc.equal(pc.utf8_slice_codeunits(got.column("source_file"), 0, 5), "s3://")).as_py()
+    m = json.loads(bucket_objects(bucket, "ds/_runs/")["ingest.json"])
+    assert all(i.startswith(f"s3://{bucket}/pool/") for i in m["params"]["inputs"])
 
 
 def test_ingest_killed_mid_publish_then_rerun(bucket, tmp_path):
