@@ -610,3 +610,22 @@ def fetch_inputs(items: list[str]) -> tuple[list[str], dict[str, str]]:
             out.append(str(local))
             sources[str(local)] = uri
     return out, sources
+
+
+def local_copy(path) -> str:
+    """A local path for a small input a library must read from disk (an evaluation set, a
+    metadata file): a plain path as it is; a URI's folder or file copied into
+    ``input_cache_dir()`` (a folder refetched whole, a file kept while size and mtime match)."""
+    if not is_uri(path):
+        return str(path)
+    if is_dir(path):
+        uri = resolve(path).uri
+        dest = input_cache_dir() / hashlib.sha256(uri.encode()).hexdigest()[:16] / basename(uri)
+        import shutil
+
+        shutil.rmtree(dest, ignore_errors=True)
+        fetch_folder(uri, dest)
+        return str(dest)
+    if not is_file(path):
+        raise StorageError(f"{path}: no such file or folder")
+    return fetch_inputs([str(path)])[0][0]

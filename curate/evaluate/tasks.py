@@ -161,8 +161,9 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
              zeroshot: list | tuple = (), retrieval_sets: list | tuple = (), templates=None,
              max_per_class: int | None = None, retrieval_images: list[str] | None = None,
              output: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 256,
-             seed: int = 0, pretrained: str | None = None) -> dict:
+             seed: int = 0, pretrained: str | None = None, sources: dict[str, str] | None = None) -> dict:
     """Evaluate one checkpoint on zero-shot folders and retrieval sets; writes and returns the results.
+    ``sources``: the name to record for a set read from a local copy (its URI).
 
     ``model`` defaults to the architecture recorded in the run's ``train.json``. ``checkpoint``
     None evaluates random weights from ``seed`` (the chance baseline; ``output`` is then needed),
@@ -198,6 +199,9 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
     for cap in retrieval_sets:
         key = Path(cap).name if Path(cap).is_dir() else Path(cap).parent.name
         results["retrieval"][key] = retrieval(bundle, cap, images=retrieval_images, batch_size=batch_size)
+    for group in results.values():
+        for v in group.values():
+            v["dataset"] = (sources or {}).get(v["dataset"], v["dataset"])
     summary = {}
     for k, v in results["zeroshot"].items():
         summary[f"{k}/top1"] = v["top1"]

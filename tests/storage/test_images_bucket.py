@@ -154,3 +154,44 @@ def test_training_shards_read_from_bucket(downloaded_template, tmp_path, bucket)
 
     want = samples(resolve_train_data(str(tmp_path / "shards"))["urls"])
     assert len(want) == 12 and samples(info["urls"]) == want
+
+
+def test_eval_sets_in_a_bucket(shared_data, tmp_path, bucket, monkeypatch):
+    """`curate eval -z s3://.../cifar -r s3://.../flickr/captions.csv`: the same scores as the local folders."""
+    import json
+
+    import boto3
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    s3 = boto3.client("s3")
+    root = tmp_path / "evals"
+    for cls in ("cat", "dog", "ship"):
+        (root / "cifar" / cls).mkdir(parents=True)
+        for p in sorted((shared_data / "cifar10_test" / cls).glob("*.jpg"))[:3]:
+            shutil.copy(p, root / "cifar" / cls / p.name)
+    rows = list(csv.DictReader(open(shared_data / "flickr8k" / "captions.csv", newline="")))
+    names = sorted({r["image"] for r in rows})[:6]
+    (root / "flickr" / "images").mkdir(parents=True)
+    for n in names:
+        shutil.copy(shared_data / "flickr8k" / "images" / n, root / "flickr" / "images" / n)
+    with open(root / "flickr" / "captions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption"])
+        w.writerows([r["image"], r["caption"]] for r in rows if r["image"] in names)
+    for p in root.rglob("*"):
+        if p.is_file():
+            s3.put_object(Bucket=bucket, Key=f"evals/{p.relative_to(root).as_posix()}", Body=p.read_bytes())
+    out = {}
+    for where, base in (("local", str(root)), ("bucket", f"s3://{bucket}/evals")):
+        r = _cli("eval", "--model", "curate-tiny", "-z", f"{base}/cifar", "-r", f"{base}/flickr/captions.csv",
+                 "-o", str(tmp_path / f"{where}.json"), "--device", "cpu")
+        assert r.returncode == 0, r.stderr
+        out[where] = json.loads((tmp_path / f"{where}.json").read_text())
+    assert out["bucket"]["zeroshot"]["cifar"].pop("dataset") == f"s3://{bucket}/evals/cifar"
+    assert out["bucket"]["retrieval"]["flickr"].pop("dataset").startswith(f"s3://{bucket}/evals/flickr")
+    for group, name in (("zeroshot", "cifar"), ("retrieval", "flickr")):
+        out["local"][group][name].pop("dataset")
+        assert out["bucket"][group][name] == out["local"][group][name]
+    assert out["local"]["zeroshot"]["cifar"]["n_images"] == 9
+    r = _cli("eval", "--model", "curate-tiny", "-z", f"s3://{bucket}/evals/nothing")
+    assert r.returncode == 2 and "does not exist" in r.stderr
