@@ -11,7 +11,8 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        workdir: Path = typer.Option(Path("demo-output"), "--workdir", "-w", help="Folder for everything the demo writes."),
+        workdir: str = typer.Option("demo-output", "--workdir", "-w", help="Local folder for everything the demo "
+                                    "writes (the demo serves and trains on this machine; no object storage)."),
         scale: str = typer.Option("default", "--scale", help="default (about 15 min on 2 cores) or tiny (smoke run)."),
         seeds: int = typer.Option(3, "--seeds", help="Training seeds per arm."),
         samples_seen: Optional[int] = typer.Option(None, "--samples-seen", help="Samples seen per baseline model."),
@@ -24,7 +25,10 @@ def register(app: typer.Typer) -> None:
         """Generate a pool, serve it on 127.0.0.1, ingest, download, train a DFN scorer, embed, curate with
         the recipe, reshard, train tiny CLIP baselines (raw / random / curated, equal samples seen), evaluate
         and write the report."""
+        from curate.commands._common import require_local
         from curate.demo.run import SCALES, DemoConfig, run_demo
+
+        require_local(workdir, "--workdir")
 
         if scale not in SCALES:
             raise typer.BadParameter(f"--scale must be one of {', '.join(SCALES)}")
@@ -33,7 +37,7 @@ def register(app: typer.Typer) -> None:
             over["samples_seen"] = samples_seen
         if pool_size:
             over["pool_size"] = pool_size
-        cfg = DemoConfig(workdir=workdir, seeds=tuple(range(seeds)), recipe=recipe, master=master, engine=engine, **over)
+        cfg = DemoConfig(workdir=Path(workdir), seeds=tuple(range(seeds)), recipe=recipe, master=master, engine=engine, **over)
         summary = run_demo(cfg)
         if open_report:
             import webbrowser

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor, require_tables
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, StorageOpt, open_executor, require_tables, use_storage_options
 from curate.lock import hold_dataset_lock
 
 
@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
         master: Optional[str] = MasterOpt,
         conf: List[str] = ConfOpt,
         engine: str = EngineOpt,
+        storage_option: List[str] = StorageOpt,
     ):
         """Download DATASET's images into DATASET/images/*.tar and write DATASET/downloads.
 
@@ -71,12 +72,17 @@ def register(app: typer.Typer) -> None:
             samples_per_shard=samples_per_shard, thread_count=threads, processes_count=processes,
             timeout=timeout, retries=retries, shard_digits=shard_digits, policy=policy)
         opts.check()
+        from curate.tables.publish import publish_working_copies, working_copy
+
+        use_storage_options(storage_option)
+        dataset = working_copy(dataset, master)  # a URI: fetched here, published back below (docs/storage.md)
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
         require_tables(dataset, {"samples": "curate ingest"})
         executor = open_executor(engine, master, conf, "curate-download", dataset=dataset)
         stats = run_download(ds, executor, opts, retry_failed=retry_failed,
                              retry_classes=list(retry_class) or None)
+        publish_working_copies()
         if stats.get("skipped"):
             info("download: nothing to do (every sample has a result in a complete shard)")
             return

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, open_executor, require_paths, require_tables
+from curate.commands._common import (ConfOpt, EngineOpt, MasterOpt, StorageOpt, open_executor, require_paths,
+                                     require_tables, use_storage_options)
 from curate.lock import hold_dataset_lock
 from curate.names import check_name, check_output_path, name_callback
 
@@ -94,6 +95,7 @@ def match(
     engine: str = EngineOpt,
     master: Optional[str] = MasterOpt,
     conf: List[str] = ConfOpt,
+    storage_option: List[str] = StorageOpt,
 ):
     """Match every sample's text against the metadata (MetaCLIP v1 substring semantics).
 
@@ -106,9 +108,15 @@ def match(
 
     from pathlib import Path
 
+    from curate import storage
+    from curate.tables.publish import publish_working_copies, working_copy
+
+    use_storage_options(storage_option)
+    require_paths([metadata], "metadata file")
+    metadata = storage.local_copy(metadata)  # a metadata list (or folder) on a store: copied locally
+    dataset = working_copy(dataset, master)  # a URI: fetched here, published back below (docs/storage.md)
     hold_dataset_lock(dataset)  # one writer per dataset
     require_tables(dataset, {"samples": "curate ingest"})
-    require_paths([metadata], "metadata file")
     if Path(metadata).is_dir():  # worldwide: check the lists and the language model before any engine
         from curate.filters.langid import resolve_model_path
         from curate.metaclip.jobs import NOSPACE_MODES
@@ -122,6 +130,7 @@ def match(
     result = run_match(Dataset(dataset), metadata, executor, batch_size=batch_size, resume=resume,
                        params={"engine": engine, "master": master}, lid_model=lid_model,
                        nospace_match=nospace_match)
+    publish_working_copies()
     c = result["counts"]
     info(f"match: {c['samples']:,} samples, {c['matched']:,} matched, {c['unmatched']:,} unmatched, "
          f"{c['pairs']:,} matches over {c['entries_matched']:,} of {c['entries']:,} entries "
@@ -143,6 +152,7 @@ def balance(
     engine: str = EngineOpt,
     master: Optional[str] = MasterOpt,
     conf: List[str] = ConfOpt,
+    storage_option: List[str] = StorageOpt,
 ):
     """Balance the pool with a per-entry cap t (MetaCLIP), deterministically.
 
@@ -160,12 +170,17 @@ def balance(
         raise typer.BadParameter("--t must be positive")
     if tail_proportion is not None and not 0 <= tail_proportion <= 1:
         raise typer.BadParameter("--tail-proportion must be between 0 and 1")
+    from curate.tables.publish import publish_working_copies, working_copy
+
+    use_storage_options(storage_option)
+    dataset = working_copy(dataset, master)  # a URI: fetched here, published back below (docs/storage.md)
     hold_dataset_lock(dataset)  # one writer per dataset
     require_tables(dataset, {"metadata_matches": "curate metadata match", "entry_counts": "curate metadata match"})
     executor = open_executor(engine, master, conf, "curate-metadata-balance", dataset=dataset)
     result = run_balance(Dataset(dataset), executor, t=t, t_reference_pool=t_reference_pool, seed=seed,
                          name=name, batch_size=batch_size, params={"engine": engine, "master": master},
                          tail_proportion=tail_proportion)
+    publish_working_copies()
     c = result["counts"]
     info(f"balance (t={result['params']['t_effective']:,.0f}): {c['input']:,} in -> {c['kept_total']:,} kept; "
          + json.dumps({k: v for k, v in c.items() if k not in ('input', 'kept_total')}))

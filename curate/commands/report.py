@@ -7,13 +7,14 @@ from typing import Optional
 
 import typer
 
+from curate.commands._common import StorageOpt, use_storage_options
 from curate.names import check_output_path, name_callback
 
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
-        dataset: Path = typer.Argument(..., help="Dataset folder."),
+        dataset: str = typer.Argument(..., help="Dataset folder or URI (s3://bucket/ds: worked on a local copy)."),
         subset: Optional[str] = typer.Option(None, "--subset", "-s", help="Subset to report on, however it was made (run, select, "
                                              "filter, import): its lineage, galleries and the evaluations its manifest lists. "
                                              "Default: the output of the latest `curate run`, else the only subset.",
@@ -28,12 +29,20 @@ def register(app: typer.Typer) -> None:
                                                       "open_clip NAME[:TAG] or checkpoint (default: the recipe's)."),
         title: Optional[str] = typer.Option(None, "--title"),
         open_: bool = typer.Option(False, "--open", help="Open the report in a browser when done."),
+        storage_option: list[str] = StorageOpt,
     ) -> None:
         """Write the HTML report: funnel, evaluation results, distributions, galleries per stage, lineage."""
         from curate.report import build_report
         from curate.tables import Dataset
 
+        from curate.commands._common import require_local
+        from curate.tables.publish import publish_working_copies, working_copy
+
+        use_storage_options(storage_option)
+        if out is not None:
+            require_local(str(out), "--out")
         out = out and check_output_path(out, dataset, "--out")
+        dataset = working_copy(dataset)  # a URI: fetched here; the report is published back below
         evals = {}
         for item in eval_:
             if "=" not in item:
@@ -50,7 +59,8 @@ def register(app: typer.Typer) -> None:
         subset = subset or default_subset(ds)
         path = build_report(ds, subset, out=out, evals=evals, comparison=comparison,
                             pool_subset=pool_subset, embedding_model=embedding_model, title=title)
-        typer.echo(f"report: {path}")
+        published = publish_working_copies()
+        typer.echo(f"report: {path}" + (f" (published to {published[0]['target']})" if published else ""))
         if open_:
             import webbrowser
 

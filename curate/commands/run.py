@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, StorageOpt, use_storage_options
 from curate.lock import hold_dataset_lock
 from curate.names import model_id_callback, name_callback
 
@@ -17,8 +17,9 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         recipe: Path = typer.Argument(..., help="Recipe YAML (see docs/recipe.md)."),
-        dataset: Optional[Path] = typer.Option(None, "--dataset", "-d",
-                                               help="Dataset folder; overrides the recipe's 'dataset'."),
+        dataset: Optional[str] = typer.Option(None, "--dataset", "-d",
+                                              help="Dataset folder or URI (s3://bucket/ds: run on a local working "
+                                                   "copy, published back); overrides the recipe's 'dataset'."),
         output: Optional[str] = typer.Option(None, "--output", "-o", help="Subset name; overrides the recipe's 'output'.",
                                           callback=name_callback),
         embedding_model: Optional[str] = typer.Option(None, "--embedding-model", "-m",
@@ -29,13 +30,18 @@ def register(app: typer.Typer) -> None:
         master: Optional[str] = MasterOpt,
         conf: list[str] = ConfOpt,
         engine: str = EngineOpt,
+        storage_option: list[str] = StorageOpt,
     ) -> None:
         """Run RECIPE: stages in order from the pool to subsets/OUTPUT, with lineage and per-stage cache."""
         from curate.recipe import load_recipe, run_recipe
 
+        from curate import storage
+        from curate.tables.publish import publish_working_copies, working_copy
+
+        use_storage_options(storage_option)
         loaded = load_recipe(recipe)
         if dataset is not None:
-            loaded.recipe.dataset = str(dataset.resolve())
+            loaded.recipe.dataset = dataset if storage.is_uri(dataset) else str(Path(dataset).resolve())
         if output is not None:
             loaded.recipe.output = output
         if embedding_model is not None:
@@ -46,8 +52,11 @@ def register(app: typer.Typer) -> None:
                            f"{'' if s.enabled else '  [disabled]'}")
             typer.echo(f"recipe {loaded.name}: {len(loaded.stages)} stages, ok")
             return
+        if storage.is_uri(loaded.recipe.dataset or ""):  # fetched here, published back below (docs/storage.md)
+            loaded.recipe.dataset = working_copy(loaded.recipe.dataset, master)
         hold_dataset_lock(loaded.dataset_path())  # one writer per dataset
         run_recipe(loaded, engine=engine, master=master, conf=conf, use_cache=not no_cache)
+        publish_working_copies()
 
     @app.command("stages")
     def stages() -> None:

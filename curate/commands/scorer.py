@@ -55,6 +55,9 @@ def scorer_train(
         seed_set=seed_set, name=name, output=str(output) if output is not None else None, preset=preset, seed=seed,
         samples_seen=samples_seen, batch_size=batch_size, lr=lr, warmup=warmup, arch=model, device=device,
         threads=threads, overwrite=overwrite)
+    from curate.commands._common import require_local
+
+    require_local(dataset)  # a scorer is model files read by path (resolve_scorer); docs/storage.md
     ds = Dataset(dataset)
     executor = None
     if ds.root.is_dir() and seed_kind(ds, seed_set) == "subset":
