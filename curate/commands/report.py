@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
                                              "filter, import): its lineage, galleries and the evaluations its manifest lists. "
                                              "Default: the output of the latest `curate run`, else the only subset.",
                                              callback=name_callback),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default DATASET/reports/SUBSET.html)."),
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="HTML file, a local path (default DATASET/reports/SUBSET.html)."),
         eval_: list[str] = typer.Option([], "--eval", help="LABEL=PATH of an evaluation JSON (curate eval), repeatable; "
                                     "those the subset's manifest lists are added."),
         comparison: Optional[Path] = typer.Option(None, "--comparison", help="Multi-seed comparison JSON (curate demo writes one)."),
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
         use_storage_options(storage_option)
         if out is not None:
-            require_local(str(out), "--out")
+            require_local(out, "--out")
         out = out and check_output_path(out, dataset, "--out")
         dataset = working_copy(dataset)  # a URI: fetched here; the report is published back below
         evals = {}
