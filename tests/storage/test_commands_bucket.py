@@ -51,3 +51,23 @@ def test_commands_that_refuse_a_uri_say_so_in_one_line(bucket, tmp_path):
                  ["sql", f"s3://{bucket}/ds", "SELECT 1", "--out", f"s3://{bucket}/out.csv"]):
         r = _cli(*args)
         assert r.returncode == 2 and "object storage" in r.stderr and r.stderr.strip().count("\n") == 0, (args, r.stderr)
+
+
+def test_cluster_and_dedup_commands_on_bucket(bucket, tmp_path):
+    """The generated job commands take a URI DATASET: `curate cluster`, `dedup semantic`,
+    `dedup exact` and `prune` on s3://bucket/ds write the objects a local run writes."""
+    from test_jobs_bucket import _vectors, build, local_files, visible
+
+    x = _vectors(n=200)
+    local = build(str(tmp_path / "local"), x)
+    uri = f"s3://{bucket}/ds"
+    build(uri, x)
+    for root in (str(local.root), uri):
+        for args in (["cluster", root, "-k", "4", "-m", "m"],
+                     ["dedup", "semantic", root, "--eps", "0.02"],
+                     ["prune", "dbp", root, "--keep-fraction", "0.5", "--subset", "semdedup"],
+                     ["dedup", "exact", root]):
+            r = _cli(*args, "--engine", "local")
+            assert r.returncode == 0, (args, r.stderr)
+    want, got = visible(local_files(local.root)), visible(bucket_objects(bucket, "ds/"))
+    assert any(k.startswith("decisions/dbp/") for k in want) and got == want

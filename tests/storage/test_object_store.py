@@ -203,7 +203,7 @@ def test_lock_object_on_bucket(bucket):
 
 
 def test_unconverted_command_refuses_uri(bucket):
-    r = _cli("download", f"s3://{bucket}/ds")
+    r = _cli("coverage", f"s3://{bucket}/ds", "--concepts", "concepts.txt")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "this command does not read or write object storage yet (docs/storage.md" in r.stderr
 
