@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from curate.commands._common import StorageOpt, use_storage_options
+
 
 def register(app: typer.Typer) -> None:
     @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -48,6 +50,7 @@ def register(app: typer.Typer) -> None:
         local_loss: Optional[bool] = typer.Option(None, "--local-loss/--global-loss", help="With several ranks: "
                                                   "--local-loss --gather-with-grad (default: the preset's; on for "
                                                   "DataComp's scales)."),
+        storage_option: list[str] = StorageOpt,
     ) -> None:
         """Train CLIP on shards at a fixed samples-seen budget. Extra arguments after `--` go to
         open_clip_train unchanged."""
@@ -55,6 +58,7 @@ def register(app: typer.Typer) -> None:
         from curate.train import Launch, train
 
         require_local(output, "--output")
+        use_storage_options(storage_option)  # DATA on a store: its pipe: readers inherit the settings
 
         launch = Launch(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
                         master_port=master_port, accum_freq=accum_freq)
