@@ -555,7 +555,16 @@ def open_input_stream(path):
 
 def put_file(loc: Location, local_path, chunk: int = 8 << 20) -> None:
     """A local file uploaded as one whole object under its final key, streamed in chunks (S3
-    and GCS publish the object only when the upload completes)."""
+    and GCS publish the object only when the upload completes). On S3 through boto3's managed
+    upload, which aborts a failed multipart upload: an error midway publishes nothing (a
+    pyarrow output stream closed by an unwinding error would publish what it had)."""
+    if loc.scheme == "s3":
+        bucket, _, key = loc.path.partition("/")
+        try:
+            s3_client().upload_file(str(local_path), bucket, key)
+        except Exception as e:  # boto3/s3transfer errors: one line, like every other storage failure
+            raise StorageError(f"cannot write {loc}: {e}") from None
+        return
     try:
         with open(local_path, "rb") as src, loc.fs.open_output_stream(loc.path) as f:
             while True:
