@@ -52,13 +52,21 @@ UID_SCHEMA = pa.schema([("uid", pa.string())])
 
 class UidList:
     """uids a run is restricted to, as a Parquet file with a ``uid`` column (a subset's
-    ``uids.parquet``) that the engine reads and joins against; never loaded on the driver."""
+    ``uids.parquet``) or a folder of such shards (a recipe's uid table), that the engine
+    reads and joins against; never loaded on the driver."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
 
     def __len__(self) -> int:  # rows, repeats included (as the list it stands for)
-        return storage.parquet_file(self.path).metadata.num_rows
+        return sum(storage.parquet_file(f).metadata.num_rows for f in uid_files(self.path))
+
+
+def uid_files(path) -> list[str]:
+    """The Parquet files of a uid restriction: the file itself, or a folder's shards."""
+    if storage.is_dir(path):
+        return [f for f in storage.list_files(path) if f.endswith(".parquet")]
+    return [str(path)]
 
 
 def write_uid_filter(dataset: Dataset, run: str, uids) -> str | None:
@@ -80,7 +88,7 @@ def uid_frame(executor, uid_filter: str | None):
     """The distinct uids of a stored input restriction as an engine frame; None = no filter."""
     if not uid_filter:
         return None
-    return executor.frame_read([uid_filter], UID_SCHEMA).distinct()
+    return executor.frame_read(uid_files(uid_filter), UID_SCHEMA).distinct()
 
 
 def restricted_frame(executor, tasks: list[dict], fn: RowsFn, schema: pa.Schema, uids=None):
@@ -92,8 +100,11 @@ def restricted_frame(executor, tasks: list[dict], fn: RowsFn, schema: pa.Schema,
 def read_uid_filter(path: str | None) -> pa.Array | None:
     if not path:
         return None
-    return worker_cache(("uid_filter", *storage.fingerprint(path)),
-                        lambda: storage.read_parquet(path).column("uid").combine_chunks())
+    files = uid_files(path)
+    return worker_cache(("uid_filter", *(storage.fingerprint(f) for f in files)),
+                        lambda: pa.concat_arrays([storage.read_parquet(f, columns=["uid"]).column("uid").combine_chunks()
+                                                  .cast(pa.string()) for f in files])
+                        if files else pa.array([], pa.string()))
 
 
 def restrict(table: pa.Table, uid_filter: pa.Array | None) -> pa.Table:

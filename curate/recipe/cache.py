@@ -3,44 +3,37 @@
 The key of a stage run is the hash of (input subset hash, stage kind, parameters, code hash,
 fingerprints of the tables it reads). Change one stage's parameters and its key changes;
 its output subset then differs (or not), so the keys after it change only when their
-input really changed. Entries are written atomically (folder renamed into place last).
+input really changed. An entry's tables are written by the workers; its ``meta.json``, written
+last and atomically, commits it and records every table's fingerprint, checked on read.
+
+The subset hash changed in this version (``uid_tables.DIGEST_VERSION``: an order-free sum the
+workers compute, instead of a sha256 of the sorted uids on the driver): every key changes
+once, so a cache made before is simply recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curate.manifest import stable_hash
-from curate.tables import Dataset, load_schema, write_parquet_atomic
+from curate.recipe.uid_tables import UidTable
+from curate.tables import Dataset, atomic_write_bytes, load_schema
 
 CACHE_DIR = "_cache/recipe"
 
 
 def subset_hash(uids: pa.Array) -> str:
-    """Hash of a uid multiset (order-independent: sorted first)."""
-    import pyarrow.compute as pc
+    """Hash of a uid multiset (order-independent; repeats count): the digest the workers
+    compute for the recipe's tables (``curate.recipe.uid_tables``), here over an array."""
+    from curate.recipe.uid_tables import subset_digest_array
 
-    arr = uids.cast(pa.string())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    arr = arr.take(pc.array_sort_indices(arr))
-    h = hashlib.sha256(str(len(arr)).encode())
-    if len(arr):
-        import numpy as np
-
-        # take() returns a fresh array (offset 0): hash its offsets and character data
-        off = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1)
-        h.update(off.tobytes())
-        h.update(memoryview(arr.buffers()[2])[off[0]:off[-1]])
-    return h.hexdigest()
+    return subset_digest_array(uids.cast(pa.string()))
 
 
 def table_fingerprint(dataset: Dataset, name: str) -> dict:
@@ -64,7 +57,21 @@ def cache_key(input_hash: str, kind: str, params: dict, code: str, reads: list[d
     return stable_hash({"input": input_hash, "kind": kind, "params": params, "code": code, "reads": reads})[:32]
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    """A cached stage run: its decisions table and output uid table (dataset table names under
+    the entry's folder, or the stage's input table for a pass-through) and its meta."""
+
+    decisions: str
+    uids: UidTable
+    meta: dict
+
+
 class StageCache:
+    """Entries ``_cache/recipe/<key>/``: ``decisions/`` and ``uids/`` tables written by the
+    workers, then ``meta.json`` (written last: an entry without it does not exist) holding the
+    counts, the output uid table's reference and every table's fingerprint, checked on read."""
+
     def __init__(self, dataset: Dataset, enabled: bool = True):
         self.dataset, self.enabled = dataset, enabled
         self.root = dataset.root / CACHE_DIR
@@ -72,31 +79,50 @@ class StageCache:
     def path(self, key: str) -> Path:
         return self.root / key
 
-    def get(self, key: str) -> tuple[pa.Table, pa.Array, dict] | None:
-        """(decisions, output uids, meta) of a cached stage run, or None."""
+    def table(self, key: str, what: str) -> str:
+        return f"{CACHE_DIR}/{key}/{what}"
+
+    def begin(self, key: str) -> None:
+        """Clear what a killed earlier run left under ``key`` before writing its tables."""
+        if self.path(key).exists():
+            shutil.rmtree(self.path(key))
+
+    def get(self, key: str) -> CacheEntry | None:
+        """The entry of ``key`` whose tables still match their fingerprints, or None."""
         d = self.path(key)
         if not self.enabled or not (d / "meta.json").exists():
             return None
         try:
-            decisions = pq.read_table(d / "decisions.parquet")
-            uids = pq.read_table(d / "uids.parquet").column("uid").combine_chunks()
             meta = json.loads((d / "meta.json").read_text())
-        except (OSError, pa.ArrowInvalid, ValueError):
-            return None  # a damaged entry is recomputed, never trusted
-        return decisions, uids, meta
+            for name, fp in meta["fingerprints"].items():
+                if table_fingerprint(self.dataset, name) != fp:
+                    return None  # a damaged or replaced table: recomputed, never trusted
+            u = meta["uids"]
+            return CacheEntry(meta["decisions"], UidTable(u["table"], int(u["rows"]), int(u["distinct"])), meta)
+        except (OSError, KeyError, TypeError, ValueError):
+            return None
 
-    def put(self, key: str, decisions: pa.Table, uids: pa.Array, meta: dict) -> Path:
-        final = self.path(key)
-        tmp = self.root / f".{key}.{uuid.uuid4().hex}.tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        try:
-            write_parquet_atomic(load_schema("decisions").conform(decisions), tmp / "decisions.parquet")
-            write_parquet_atomic(pa.table({"uid": uids.cast(pa.string())}), tmp / "uids.parquet")
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return final
+    def commit(self, key: str, decisions: str, uids: UidTable, meta: dict) -> CacheEntry:
+        """Record the entry of ``key`` whose tables are written (fingerprints taken now)."""
+        meta = dict(meta, decisions=decisions,
+                    uids={"table": uids.name, "rows": uids.rows, "distinct": uids.distinct},
+                    fingerprints={t: table_fingerprint(self.dataset, t) for t in sorted({decisions, uids.name})})
+        self.path(key).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path(key) / "meta.json",
+                           (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode())
+        return CacheEntry(decisions, uids, meta)
+
+    def put(self, key: str, decisions: pa.Table, uids: pa.Array, meta: dict) -> CacheEntry:
+        """An entry from tables the caller holds (small ones: tests, the legacy stage adapter)."""
+        from curate.engine import LocalExecutor
+        from curate.recipe.uid_tables import write_uid_table
+        from curate.selection import DECISIONS_SHARD_ROWS
+
+        ex = LocalExecutor()
+        self.begin(key)
+        dec = self.table(key, "decisions")
+        ex.frame_from_table(load_schema("decisions").conform(decisions)).write_sorted(
+            self.dataset, dec, "decisions", ["uid", "stage"], DECISIONS_SHARD_ROWS)
+        out = write_uid_table(self.dataset, self.table(key, "uids"),
+                              ex.frame_from_table(pa.table({"uid": uids.cast(pa.string())})))
+        return self.commit(key, dec, out, meta)

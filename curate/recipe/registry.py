@@ -1,10 +1,15 @@
 """Stage kinds a recipe can name, registered by small adapter modules in ``curate/recipe/stages/``.
 
-An adapter declares a pydantic model of its parameters and a function
-``run(ctx, uids, params) -> StageResult``: it gets the current subset (a uid array) and
-returns one decision row per input uid. Adding a stage family means adding one module
-there; the runner, the cache and the other stages are untouched. Every module in
-``curate/recipe/stages/`` is imported on first use of the registry.
+An adapter declares a pydantic model of its parameters and a function. A stage registered
+with ``frames=True`` has ``run(ctx, inp: UidTable, params) -> StageOutput``: its input is a
+reference to a uid table of the dataset (``inp.uid_list(ctx.dataset)`` is a job's
+``input_uids``), its output the decisions table its job's workers wrote (or a frame of
+decision rows); the runner restricts, checks, counts and writes with the engine, so no
+per-row data reaches the driver. A stage not converted yet has the legacy
+``run(ctx, uids, params) -> StageResult`` over a uid array, which the runner feeds through a
+bounded adapter (``runner.LEGACY_MAX_ROWS``, rows counted in ``executor.driver_counter``).
+Adding a stage family means adding one module there; the runner, the cache and the other
+stages are untouched. Every module in ``curate/recipe/stages/`` is imported on first use.
 """
 
 from __future__ import annotations
@@ -37,6 +42,16 @@ class StageResult:
 
     decisions: pa.Table
     uids: pa.Array | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageOutput:
+    """A converted stage's output: ``decisions`` is a decisions table of the dataset (e.g. the
+    ``decisions/<run>`` its job wrote; it may decide more uids than the input, the runner keeps
+    the input's rows with a semi-join) or a frame of decision rows; ``stats`` is small."""
+
+    decisions: Any
     stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -113,6 +128,7 @@ class StageKind:
     code_modules: tuple[str, ...] = ()   # modules whose source is part of the cache key
     version: str = "1"                   # bump when behaviour changes in a way the source hash misses
     named_output: bool = False           # the stage's name names what it makes: part of the cache key
+    frames: bool = False                 # run(ctx, UidTable, params) -> StageOutput (no rows on the driver)
 
 
 _REGISTRY: dict[str, StageKind] = {}
@@ -120,15 +136,17 @@ _loaded = False
 
 
 def register(kind: str, params: type[Params], *, family: str, reads: Any = (),
-             code_modules: tuple[str, ...] = (), version: str = "1", named_output: bool = False):
-    """Decorator registering ``fn(ctx, uids, params) -> StageResult`` as stage ``kind``."""
+             code_modules: tuple[str, ...] = (), version: str = "1", named_output: bool = False,
+             frames: bool = False):
+    """Decorator registering ``fn(ctx, uids, params) -> StageResult`` as stage ``kind`` (with
+    ``frames``: ``fn(ctx, UidTable, params) -> StageOutput``)."""
 
     def deco(fn: RunFn) -> RunFn:
         if kind in _REGISTRY and _REGISTRY[kind].run is not fn:
             raise ValueError(f"stage kind {kind!r} registered twice")
         doc = inspect.getdoc(fn) or ""
         _REGISTRY[kind] = StageKind(kind, params, fn, family, doc.split("\n\n")[0], reads,
-                                    (fn.__module__, *code_modules), version, named_output)
+                                    (fn.__module__, *code_modules), version, named_output, frames)
         return fn
 
     return deco

@@ -33,8 +33,9 @@ def test_damaged_entry_is_a_miss(pool):
     cache = StageCache(pool)
     d = decisions_table([A, B], "s", [True, False], ["kept", "x"])
     cache.put("k1", d, pa.array([A]), {"stats": {"n": 1}})
-    dec, uids, meta = cache.get("k1")
-    assert dec.num_rows == 2 and uids.to_pylist() == [A] and meta["stats"] == {"n": 1}
-    (cache.path("k1") / "decisions.parquet").write_bytes(b"not parquet")
+    e = cache.get("k1")  # table references, read by the engine when used
+    assert pool.count(e.decisions) == 2 and pool.read(e.uids.name).column("uid").to_pylist() == [A]
+    assert (e.uids.rows, e.uids.distinct) == (1, 1) and e.meta["stats"] == {"n": 1}
+    pool.shards(e.decisions)[0].write_bytes(b"not parquet")  # the fingerprint no longer matches
     assert cache.get("k1") is None
     assert StageCache(pool, enabled=False).get("k1") is None

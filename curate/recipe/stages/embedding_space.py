@@ -1,6 +1,8 @@
 """Embedding-space stages (issue 6): cluster, semdedup, prune (DBP/SSP), exact_dedup,
 near_dedup, decontaminate. Each calls the job function of ``curate.embedding_space`` with
-``input_uids`` = this stage's input, so the work is done on the current subset only.
+``input_uids`` = this stage's input uid table (read and joined by the engine), so the work is
+done on the current subset only; the job's workers write ``decisions/<run>``, which the
+runner restricts, checks and counts with the engine (no per-row data on the driver).
 
 ``cluster`` keeps every sample; it writes ``clusters/<name>`` that ``semdedup`` and
 ``prune`` read (name it with ``clusters:`` in both; default ``recipe-<recipe>``).
@@ -14,11 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from curate.decisions import KEPT, decisions_table
+from curate.decisions import KEPT
 from curate.params import Name
 from curate.params.embedding_space import (ClusterParams, DBPParams, DecontaminateParams, ExactDedupParams,
                                            NearDedupParams, SemDeDupParams)
-from curate.recipe.registry import StageContext, StageResult, register
+from curate.recipe.registry import StageContext, StageOutput, register
+from curate.recipe.uid_tables import UidTable
 
 _MODULES = ("curate.embedding_space",)
 
@@ -47,26 +50,48 @@ class ClusterStageParams(ClusterParams):
                                      "recipe-<recipe>.")
 
 
-@register("cluster", ClusterStageParams, family="clustering", reads=("{embeddings}",), code_modules=_MODULES)
-def run_cluster_stage(ctx: StageContext, uids: pa.Array, p: ClusterStageParams) -> StageResult:
+_DECISION_COLUMNS = ("uid", "stage", "kept", "reason", "value", "detail")
+
+
+def _clustered(stage: str):
+    def rows(b: pa.RecordBatch) -> pa.Table:
+        n = b.num_rows
+        detail = pc.binary_join_element_wise("cluster ", pc.cast(b.column("cluster_id"), pa.string()), "")
+        return pa.table([b.column("uid"), pa.array([stage] * n, pa.string()), pa.array([True] * n),
+                         pa.array([KEPT] * n, pa.string()), pc.cast(b.column("distance"), pa.float64()), detail],
+                        names=list(_DECISION_COLUMNS))
+    return rows
+
+
+def _unclustered(stage: str):
+    def rows(b: pa.RecordBatch) -> pa.Table:
+        n = b.num_rows
+        return pa.table([b.column("uid"), pa.array([stage] * n, pa.string()), pa.array([False] * n),
+                         pa.array(["no_embedding"] * n, pa.string()), pa.nulls(n, pa.float64()),
+                         pa.nulls(n, pa.string())], names=list(_DECISION_COLUMNS))
+    return rows
+
+
+@register("cluster", ClusterStageParams, family="clustering", reads=("{embeddings}",), code_modules=_MODULES,
+          frames=True)
+def run_cluster_stage(ctx: StageContext, inp: UidTable, p: ClusterStageParams) -> StageOutput:
     """k-means over the input's embeddings; keeps everything, writes clusters/<name> for later stages."""
     from curate.embedding_space.clusters import run_cluster
+    from curate.selection import DECISIONS
 
     name = _clusters_name(ctx, p.clusters)
-    distinct = pc.unique(uids)
-    r = run_cluster(ctx.dataset, _model(ctx, p.embeddings), name=name, executor=ctx.executor(), input_uids=distinct,
-                    **p.job_kwargs())
-    c = ctx.dataset.read(f"clusters/{name}", columns=["uid", "cluster_id", "distance"])
-    c = c.filter(pc.is_in(c.column("uid"), value_set=distinct))
-    by = dict(zip(c.column("uid").to_pylist(), zip(c.column("cluster_id").to_pylist(), c.column("distance").to_pylist())))
-    ids = distinct.to_pylist()
-    has = [u in by for u in ids]
-    kept = has  # a sample without an embedding cannot be clustered
-    reason = [KEPT if h else "no_embedding" for h in has]
-    value = [by[u][1] if u in by else None for u in ids]
-    detail = [f"cluster {by[u][0]}" if u in by else None for u in ids]
-    return StageResult(decisions_table(distinct, ctx.stage_name, kept, reason, value, detail),
-                       stats={"clusters": f"clusters/{name}", **r.get("counts", {}), **_warnings(r)})
+    ex = ctx.executor()
+    r = run_cluster(ctx.dataset, _model(ctx, p.embeddings), name=name, executor=ex,
+                    input_uids=inp.uid_list(ctx.dataset), **p.job_kwargs())
+    # decisions by the engine: a clustered input uid is kept (its distance and cluster), one
+    # without an embedding cannot be clustered
+    schema = pa.schema([("uid", pa.string()), ("cluster_id", pa.int32()), ("distance", pa.float32())])
+    clusters = ex.frame_read([str(x) for x in ctx.dataset.shards(f"clusters/{name}")], schema)
+    uids = inp.frame(ctx.dataset, ex)
+    stage = ctx.stage_name
+    decisions = (clusters.semi_join(uids).map_batches(_clustered(stage), DECISIONS)
+                 .union(uids.anti_join(clusters).map_batches(_unclustered(stage), DECISIONS)))
+    return StageOutput(decisions, stats={"clusters": f"clusters/{name}", **r.get("counts", {}), **_warnings(r)})
 
 
 def _reads_clusters():
@@ -78,14 +103,19 @@ def _reads_clusters():
     return reads
 
 
-@register("semdedup", SemDeDupParams, family="dedup", reads=_reads_clusters(), code_modules=_MODULES)
-def run_semdedup_stage(ctx: StageContext, uids: pa.Array, p: SemDeDupParams) -> StageResult:
+def _output(ctx: StageContext, r: dict) -> StageOutput:
+    """The job's decisions/<run> (the runner restricts it to the input with the engine)."""
+    return StageOutput(f"decisions/{r.get('run', ctx.run_name)}", stats={**r.get("counts", {}), **_warnings(r)})
+
+
+@register("semdedup", SemDeDupParams, family="dedup", reads=_reads_clusters(), code_modules=_MODULES, frames=True)
+def run_semdedup_stage(ctx: StageContext, inp: UidTable, p: SemDeDupParams) -> StageOutput:
     """SemDeDup: within each cluster, drop samples too similar to a kept one."""
     from curate.embedding_space.jobs.semdedup import run_semdedup
 
-    r = run_semdedup(ctx.dataset, _clusters_name(ctx, p.clusters), run=ctx.run_name, input_uids=pc.unique(uids),
-                     executor=ctx.executor(), **p.job_kwargs())
-    return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
+    r = run_semdedup(ctx.dataset, _clusters_name(ctx, p.clusters), run=ctx.run_name,
+                     input_uids=inp.uid_list(ctx.dataset), executor=ctx.executor(), **p.job_kwargs())
+    return _output(ctx, r)
 
 
 class PruneStageParams(DBPParams):
@@ -95,45 +125,45 @@ class PruneStageParams(DBPParams):
                                           "the DBP-only keys are ignored).")
 
 
-@register("prune", PruneStageParams, family="pruning", reads=_reads_clusters(), code_modules=_MODULES)
-def run_prune_stage(ctx: StageContext, uids: pa.Array, p: PruneStageParams) -> StageResult:
+@register("prune", PruneStageParams, family="pruning", reads=_reads_clusters(), code_modules=_MODULES, frames=True)
+def run_prune_stage(ctx: StageContext, inp: UidTable, p: PruneStageParams) -> StageOutput:
     """Density-based pruning (DBP) or SSP prototypes: keep a fraction, fewer from dense clusters."""
     from curate.embedding_space.jobs.prune import run_prune
 
-    r = run_prune(ctx.dataset, _clusters_name(ctx, p.clusters), run=ctx.run_name, input_uids=pc.unique(uids),
-                  executor=ctx.executor(), **p.job_kwargs())
-    return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
+    r = run_prune(ctx.dataset, _clusters_name(ctx, p.clusters), run=ctx.run_name,
+                  input_uids=inp.uid_list(ctx.dataset), executor=ctx.executor(), **p.job_kwargs())
+    return _output(ctx, r)
 
 
-@register("exact_dedup", ExactDedupParams, family="dedup", reads=("downloads",), code_modules=_MODULES)
-def run_exact_dedup_stage(ctx: StageContext, uids: pa.Array, p: ExactDedupParams) -> StageResult:
+@register("exact_dedup", ExactDedupParams, family="dedup", reads=("downloads",), code_modules=_MODULES, frames=True)
+def run_exact_dedup_stage(ctx: StageContext, inp: UidTable, p: ExactDedupParams) -> StageOutput:
     """Exact image duplicates (same downloaded bytes): keep one per image."""
     from curate.embedding_space.jobs.exact_dedup import run_exact_dedup
 
-    r = run_exact_dedup(ctx.dataset, run=ctx.run_name, input_uids=pc.unique(uids), executor=ctx.executor())
-    return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
+    r = run_exact_dedup(ctx.dataset, run=ctx.run_name, input_uids=inp.uid_list(ctx.dataset), executor=ctx.executor())
+    return _output(ctx, r)
 
 
 def _reads_near(p: NearDedupParams, dataset, model):
     return [f"embeddings/{p.embeddings or model}", *([f"clusters/{p.clusters}"] if p.clusters else [])]
 
 
-@register("near_dedup", NearDedupParams, family="dedup", reads=_reads_near, code_modules=_MODULES)
-def run_near_dedup_stage(ctx: StageContext, uids: pa.Array, p: NearDedupParams) -> StageResult:
+@register("near_dedup", NearDedupParams, family="dedup", reads=_reads_near, code_modules=_MODULES, frames=True)
+def run_near_dedup_stage(ctx: StageContext, inp: UidTable, p: NearDedupParams) -> StageOutput:
     """Near duplicates by embedding similarity (FAISS range search): keep one per group."""
     from curate.embedding_space.jobs.near_dedup import run_near_dedup
 
-    r = run_near_dedup(ctx.dataset, _model(ctx, p.embeddings), run=ctx.run_name, input_uids=pc.unique(uids),
-                       executor=ctx.executor(), **p.job_kwargs())
-    return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
+    r = run_near_dedup(ctx.dataset, _model(ctx, p.embeddings), run=ctx.run_name,
+                       input_uids=inp.uid_list(ctx.dataset), executor=ctx.executor(), **p.job_kwargs())
+    return _output(ctx, r)
 
 
 @register("decontaminate", DecontaminateParams, family="decontamination", reads=("{embeddings}",),
-          code_modules=_MODULES)
-def run_decontaminate_stage(ctx: StageContext, uids: pa.Array, p: DecontaminateParams) -> StageResult:
+          code_modules=_MODULES, frames=True)
+def run_decontaminate_stage(ctx: StageContext, inp: UidTable, p: DecontaminateParams) -> StageOutput:
     """Remove pool samples whose image is a near copy of an evaluation image."""
     from curate.embedding_space.jobs.decontaminate import run_decontaminate
 
-    r = run_decontaminate(ctx.dataset, _model(ctx, p.embeddings), run=ctx.run_name, input_uids=pc.unique(uids),
-                          executor=ctx.executor(), **p.job_kwargs())
-    return StageResult(ctx.restrict(r["decisions"], uids), stats={**r.get("counts", {}), **_warnings(r)})
+    r = run_decontaminate(ctx.dataset, _model(ctx, p.embeddings), run=ctx.run_name,
+                          input_uids=inp.uid_list(ctx.dataset), executor=ctx.executor(), **p.job_kwargs())
+    return _output(ctx, r)
