@@ -216,12 +216,14 @@ def _rows(ds: Dataset, table: str) -> int:
 
 def _missing(ds: Dataset, input_uids, stage: str) -> pa.Table:
     """Input uids neither hashed nor failed (not downloaded, or not hashed): ``no_phash``."""
-    from curate.embedding_space.common import missing_uids
+    from curate.embedding_space.common import UidList, missing_uids, read_uid_filter
 
     if input_uids is None:
         return decisions_table([], stage, [], [])
     present = [storage.read_parquet(p, columns=["uid"]).column("uid").combine_chunks()
                for t in (HASHES, FAILURES) if ds.has_table(t) for p in ds.shards(t)]
+    if isinstance(input_uids, UidList):  # a uid table (file or folder of shards), e.g. a recipe's
+        input_uids = read_uid_filter(input_uids.path)
     miss = missing_uids(pa.array(input_uids, pa.string()) if not isinstance(input_uids, (pa.Array, pa.ChunkedArray))
                         else input_uids.cast(pa.string()),
                         pa.concat_arrays(present) if present else pa.array([], pa.string()))

@@ -55,6 +55,22 @@ class StageOutput:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def keep_all(ctx: "StageContext", inp) -> Any:
+    """Decision rows keeping every distinct uid of ``inp`` (pass-through stages), as a frame."""
+    from curate.decisions import KEPT
+    from curate.selection import DECISIONS
+
+    stage = ctx.stage_name
+
+    def rows(b: pa.RecordBatch) -> pa.Table:
+        n = b.num_rows
+        return pa.table([b.column("uid"), pa.array([stage] * n, pa.string()), pa.array([True] * n),
+                         pa.array([KEPT] * n, pa.string()), pa.nulls(n, pa.float64()), pa.nulls(n, pa.string())],
+                        schema=DECISIONS)
+
+    return inp.frame(ctx.dataset, ctx.executor()).distinct().map_batches(rows, DECISIONS)
+
+
 @dataclass
 class StageContext:
     """What a stage may use besides its input uids and parameters."""

@@ -121,7 +121,8 @@ class UidTable:
         """The table as the embedding-space jobs' ``input_uids`` (read and joined by the engine)."""
         from curate.embedding_space.common import UidList
 
-        return UidList(dataset.table_dir(self.name))
+        paths = self.paths(dataset)  # one file (a subset's uids.parquet) or the folder of shards
+        return UidList(paths[0] if len(paths) == 1 else dataset.table_dir(self.name))
 
 
 def write_uid_table(dataset: Dataset, name: str, frame, distinct: int | None = None) -> UidTable:

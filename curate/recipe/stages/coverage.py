@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from typing import ClassVar, Optional
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
-from curate.decisions import KEPT, decisions_table
 from curate.params.coverage import CoverageParams
-from curate.recipe.registry import StageContext, StageResult, register
+from curate.recipe.registry import StageContext, StageOutput, keep_all, register
+from curate.recipe.uid_tables import UidTable, write_uid_table
 
 
 class CoverageStageParams(CoverageParams):
@@ -48,13 +46,13 @@ def _path(ctx: StageContext, raw: str) -> str:
     return str(p)
 
 
-@register("coverage", CoverageStageParams, family="report", reads=_reads, code_modules=("curate.coverage",))
-def run_coverage_stage(ctx: StageContext, uids: pa.Array, p: CoverageStageParams) -> StageResult:
+@register("coverage", CoverageStageParams, family="report", reads=_reads, code_modules=("curate.coverage",),
+          frames=True)
+def run_coverage_stage(ctx: StageContext, inp: UidTable, p: CoverageStageParams) -> StageOutput:
     """Count concepts in the selection so far vs the pool (keeps every sample)."""
     from curate.coverage.concepts import from_eval_folder, from_file, from_metadata
     from curate.coverage.job import run_coverage
     from curate.names import check_name
-    from curate.tables import write_parquet_atomic
 
     if p.concepts:
         concepts = from_file(_path(ctx, p.concepts))
@@ -64,11 +62,10 @@ def run_coverage_stage(ctx: StageContext, uids: pa.Array, p: CoverageStageParams
         concepts = from_metadata(_path(ctx, p.metadata))
     name = check_name(p.table or ctx.run_name, "coverage table")
     label = check_name(p.label or ctx.output or ctx.stage_name, "coverage label")
-    distinct = pc.unique(uids)
-    # the selection as a sorted uid file the tasks read by uid range, like a subset
-    sel = ctx.dataset.table_dir(f"coverage/{name}") / "_selection.parquet"
-    write_parquet_atomic(pa.table({"uid": distinct.take(pc.array_sort_indices(distinct))}), sel)
-    summary = run_coverage(ctx.dataset, concepts, ctx.executor(), name=name, subsets={label: str(sel)},
+    # the selection as sorted distinct uid shards (written by the workers) the tasks read by uid range
+    sel = f"coverage/{name}/_selection"
+    write_uid_table(ctx.dataset, sel, inp.frame(ctx.dataset, ctx.executor()).distinct(), inp.distinct)
+    summary = run_coverage(ctx.dataset, concepts, ctx.executor(), name=name, subsets={label: str(ctx.dataset.table_dir(sel))},
                            embeddings=(p.embeddings or ctx.embedding_model) if p.threshold is not None else None,
                            **p.job_kwargs(),
                            params={"stage": ctx.stage_name, "recipe": ctx.recipe_name})
@@ -77,6 +74,4 @@ def run_coverage_stage(ctx: StageContext, uids: pa.Array, p: CoverageStageParams
                       "concepts_lost": s["subsets"][label]["concepts_lost"],
                       "starved": [r["concept"] for r in s["subsets"][label]["starved"][:5]]}
                 for src, s in summary["sources"].items()}}
-    kept = pa.array([True] * len(distinct))
-    return StageResult(decisions_table(distinct, ctx.stage_name, kept, [KEPT] * len(distinct)),
-                       stats=stats)
+    return StageOutput(keep_all(ctx, inp), stats=stats)

@@ -2,21 +2,21 @@
 
 Each stage runs ``curate.filters.job.run_filters`` with one filter (parameters and defaults
 are the filter job's own, see ``curate filter --help``) and keeps the decisions of the
-stage's input uids. Filters decide each sample on its own, so running them over the pool
+stage's input uids (a semi-join by the engine). Filters decide each sample on its own, so running them over the pool
 and restricting is the same as running them over the subset; the exception is a fraction,
 which in a recipe means "of this stage's input": ``clip_score`` turns it into the matching
-threshold over the input (DataComp's rule), ``image_based``'s ``clip_fraction`` stays pool-wide.
+threshold over the input (DataComp's rule, the filter job's exact radix select over the
+input's scores, written by the workers), ``image_based``'s ``clip_fraction`` stays pool-wide.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from curate.recipe.registry import Params, StageContext, StageResult, register
+from curate.recipe.registry import Params, StageContext, StageOutput, register
+from curate.recipe.uid_tables import UidTable
 
 _MODULES = ("curate.filters",)
 
@@ -27,7 +27,29 @@ def _spec(name: str, given: dict):
     return filter_spec(name, given, f"{name} (recipe stage)")
 
 
-def _run(ctx: StageContext, uids: pa.Array, name: str, p: Params) -> StageResult:
+def _input_threshold(ctx: StageContext, inp: UidTable, fraction: float) -> dict:
+    """DataComp's fraction threshold over this stage's input: the input's scores written by the
+    workers (a semi-join of the embeddings), then the filter job's exact radix select over them."""
+    import shutil
+
+    from curate.filters.threshold import top_fraction_threshold
+
+    ex = ctx.executor()
+    schema = pa.schema([("uid", pa.string()), ("clip_score", pa.float32())])
+    emb = ctx.embeddings_table()
+    scores = ex.frame_read([str(x) for x in ctx.dataset.shards(emb)], schema).semi_join(inp.frame(ctx.dataset, ex))
+    tmp = f"_tmp/{ctx.run_name}/input_scores"
+    try:
+        scores.write_sorted(ctx.dataset, tmp, schema, ["uid"], 2_000_000)
+        r = top_fraction_threshold([str(x) for x in ctx.dataset.shards(tmp)], "clip_score", fraction, ex)
+    finally:
+        shutil.rmtree(ctx.dataset.table_dir(tmp), ignore_errors=True)
+    # no scored input: nothing can pass (DataComp's expression has no cut to take)
+    thr = r["threshold"] if r["n"] else float("inf")
+    return {"fraction": fraction, "threshold": thr, "over": int(r["n"])}
+
+
+def _run(ctx: StageContext, inp: UidTable, name: str, p: Params) -> StageOutput:
     from curate.filters.job import run_filters
 
     given = p.model_dump()
@@ -35,18 +57,12 @@ def _run(ctx: StageContext, uids: pa.Array, name: str, p: Params) -> StageResult
         given["model"] = ctx.embedding_model
     stats: dict[str, Any] = {}
     if name == "clip_score" and given.get("fraction") is not None:
-        from curate.filters.threshold import reference_threshold
-
-        emb = ctx.dataset.read(ctx.embeddings_table(), columns=["uid", "clip_score"])
-        scores = emb.filter(pc.is_in(emb.column("uid"), value_set=pc.unique(uids))).column("clip_score")
-        s = scores.to_numpy(zero_copy_only=False).astype(np.float32)
-        thr = reference_threshold(s, given["fraction"]) if len(s) else float("inf")
-        stats["threshold_from_fraction"] = {"fraction": given["fraction"], "threshold": thr, "over": int(len(s))}
-        given = dict(given, fraction=None, threshold=thr)
+        stats["threshold_from_fraction"] = _input_threshold(ctx, inp, given["fraction"])
+        given = dict(given, fraction=None, threshold=stats["threshold_from_fraction"]["threshold"])
     result = run_filters(ctx.dataset, [_spec(name, given)], ctx.executor(), name=ctx.run_name)
-    decisions = ctx.dataset.read(f"decisions/{ctx.run_name}")
     stats["resolved"] = result.get("resolved", {}).get(name, {})
-    return StageResult(ctx.restrict(decisions, uids), stats=stats)
+    # the pool's decisions/<run>; the runner keeps the input's rows with a semi-join
+    return StageOutput(f"decisions/{ctx.run_name}", stats=stats)
 
 
 def _reads(name: str):
@@ -65,12 +81,12 @@ def _make(name: str, doc: str):
 
     params = FILTERS[name]  # the model `curate filter -f NAME:key=value` parses through
 
-    def run(ctx: StageContext, uids: pa.Array, p) -> StageResult:
-        return _run(ctx, uids, name, p)
+    def run(ctx: StageContext, inp: UidTable, p) -> StageOutput:
+        return _run(ctx, inp, name, p)
 
     run.__doc__ = doc
     run.__name__ = f"run_{name}"
-    register(name, params, family="filters", reads=_reads(name), code_modules=_MODULES)(run)
+    register(name, params, family="filters", reads=_reads(name), code_modules=_MODULES, frames=True)(run)
 
 
 try:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-import pyarrow as pa
 from pydantic import Field
 
-from curate.recipe.registry import Params, StageContext, StageResult, register
+from curate.recipe.registry import Params, StageContext, StageOutput, register
+from curate.recipe.uid_tables import UidTable
 
 
 class BalanceParams(Params):
@@ -35,8 +35,9 @@ def _reads(p, dataset, model):
     return ["samples"]
 
 
-@register("metaclip_balance", BalanceParams, family="balancing", reads=_reads, code_modules=("curate.metaclip",))
-def run_balance_stage(ctx: StageContext, uids: pa.Array, p: BalanceParams) -> StageResult:
+@register("metaclip_balance", BalanceParams, family="balancing", reads=_reads, code_modules=("curate.metaclip",),
+          frames=True)
+def run_balance_stage(ctx: StageContext, inp: UidTable, p: BalanceParams) -> StageOutput:
     """MetaCLIP: substring-match captions to metadata entries, then sample each entry up to t."""
     from curate.metaclip.jobs import run_balance, run_match
     from curate.errors import RecipeError
@@ -52,7 +53,7 @@ def run_balance_stage(ctx: StageContext, uids: pa.Array, p: BalanceParams) -> St
     match = run_match(ctx.dataset, meta, ex, lid_model=p.lid_model, nospace_match=p.nospace_match)
     bal = run_balance(ctx.dataset, ex, t=p.t, t_reference_pool=p.t_reference_pool, seed=p.seed, name=ctx.run_name,
                       tail_proportion=p.tail_proportion)
-    decisions = ctx.dataset.read(f"decisions/{ctx.run_name}")
-    return StageResult(ctx.restrict(decisions, uids),
+    # the pool's decisions/<run>; the runner keeps the input's rows with a semi-join
+    return StageOutput(f"decisions/{ctx.run_name}",
                        stats={"counts": bal.get("counts", {}), "match": match.get("counts", {}),
                               **({"languages": bal["languages"]} if "languages" in bal else {})})

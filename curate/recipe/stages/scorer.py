@@ -21,16 +21,14 @@ is reused by the trainer, ``overwrite: true`` retrains it.
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from curate.decisions import KEPT, decisions_table
-from curate.recipe.registry import StageContext, StageResult, register
+from curate.recipe.registry import StageContext, StageOutput, keep_all, register
+from curate.recipe.uid_tables import UidTable
 from curate.train.scorer import ScorerTrainParams, seed_kind
 
 
-@register("scorer", ScorerTrainParams, family="scorer", code_modules=("curate.train.scorer",), named_output=True)
-def run_scorer(ctx: StageContext, uids: pa.Array, p: ScorerTrainParams) -> StageResult:
+@register("scorer", ScorerTrainParams, family="scorer", code_modules=("curate.train.scorer",), named_output=True,
+          frames=True)
+def run_scorer(ctx: StageContext, inp: UidTable, p: ScorerTrainParams) -> StageOutput:
     """Train a DFN scorer on a trusted seed set (`curate scorer train`); later stages use it by name."""
     from curate.models.scorers import check_scorer_name
 
@@ -38,9 +36,7 @@ def run_scorer(ctx: StageContext, uids: pa.Array, p: ScorerTrainParams) -> Stage
     p = p.model_copy(update={"name": check_scorer_name(ctx.stage_name)})
     executor = ctx.executor() if seed_kind(ctx.dataset, p.seed_set) == "subset" else None
     m = p.train(ctx.dataset, executor)
-    distinct = pc.unique(uids)
-    kept = pa.array([True] * len(distinct), pa.bool_())
     stats = {"scorer": m["name"], "model_id": m["model_id"], "arch": m["arch"], "seed_set": m["seed_set"].get("source"),
              "seed_samples": m["seed_set"].get("samples"), "samples_seen": m["samples_seen"],
              "loss_first": m["loss_first"], "loss_last": m["loss_last"]}
-    return StageResult(decisions_table(distinct, ctx.stage_name, kept, pa.array([KEPT] * len(distinct))), stats=stats)
+    return StageOutput(keep_all(ctx, inp), stats=stats)
