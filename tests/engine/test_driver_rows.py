@@ -130,3 +130,130 @@ def test_on_spark_the_driver_gets_summaries_not_rows(tmp_path, spark):
         shards = len(ds.shards("embeddings/m"))
         assert ex.driver_counter.driver_rows <= 2 * K + 20 + 2 * shards + 2000, (job, ex.driver_counter.by_call)
         assert ex.driver_counter.driver_rows < 3000 // 2, (job, ex.driver_counter.by_call)
+
+
+# ---------------------------------------------------------------- the recipe runner
+RECIPE = """\
+name: drv
+dataset: {root}
+embedding_model: m
+input: downloaded
+output: curated
+stages:
+  - kind: cluster
+    clusters: rk
+    k: {k}
+  - kind: semdedup
+    clusters: km
+    eps: 0.05
+  - kind: prune
+    clusters: km
+    keep_fraction: 0.8
+  - kind: exact_dedup
+  - kind: decontaminate
+    eval: eval_set
+    threshold: 0.99
+"""
+RECIPE_STAGES = 5
+
+
+def _run_recipe(ds: Dataset, ex, tmp: Path):
+    from curate.recipe import load_recipe, run_recipe
+
+    path = tmp / f"{ds.root.name}.yaml"
+    path.write_text(RECIPE.format(root=ds.root, k=K))
+    lineage = run_recipe(load_recipe(path), engine=ex.name, quiet=True, executor=ex, use_cache=False)
+    return lineage
+
+
+def _recipe_bound(ds: Dataset, lineage: dict) -> int:
+    """What the runner and its jobs may bring back: per-stage reasons and checks, per-shard
+    write records, per-cluster sums, the eval images and histogram bins; never per row."""
+    reasons = sum(len(s["reasons"]) for s in lineage["stages"])
+    shards = len(ds.shards("embeddings/m")) + len(ds.shards("downloads"))
+    return RECIPE_STAGES * (2 * K + 12 + 2 * shards) + 4 * reasons + 5 + 2000
+
+
+def test_recipe_driver_gets_summaries_not_rows(tmp_path):
+    """A recipe of converted stages on two pool sizes: the driver rows stay bounded by stages,
+    reasons and shards (the legacy adapter, which counts its rows here, is not used)."""
+    seen = {}
+    for n in (1500, 6000):
+        ds = _pool(tmp_path / f"p{n}", n)
+        ex = LocalExecutor()
+        lineage = _run_recipe(ds, ex, tmp_path)
+        assert "legacy_stage_decisions" not in ex.driver_counter.by_call
+        rows = ex.driver_counter.driver_rows
+        assert rows <= _recipe_bound(ds, lineage), ex.driver_counter.by_call
+        seen[n] = (rows, dict(ex.driver_counter.by_call))
+        # complete: every stage decided every uid it got, the counts add up
+        dec = ds.read("decisions/drv")
+        assert dec.num_rows == sum(s["input_count"] for s in lineage["stages"])
+        assert ds.count("subsets/curated") == lineage["output_count"] > 0
+    assert seen[6000][0] < 6000 // 2, seen
+    # the runner's own calls (counts, reason summaries, digests) do not grow with the pool
+    assert seen[6000][1]["count"] == seen[1500][1]["count"], seen
+
+
+def _job_chain(ds: Dataset, ex) -> str:
+    """The recipe above as the CLI's chain of jobs, each on the previous one's subset."""
+    from curate.embedding_space.clusters import run_cluster
+    from curate.subset import write_subset
+
+    dl = ds.read("downloads", columns=["uid", "status"])
+    write_subset(ds, "chain-in", dl.filter(pc.equal(dl["status"], "success"))["uid"])
+    prev = lambda name: UidList(ds.root / "subsets" / name / "uids.parquet")  # noqa: E731
+    run_cluster(ds, "m", K, name="rk-chain", executor=ex, input_uids=prev("chain-in"))
+    run_semdedup(ds, "km", 0.05, run="chain-semdedup", input_uids=prev("chain-in"), executor=ex)
+    run_prune(ds, "km", 0.8, run="chain-prune", input_uids=prev("chain-semdedup"), executor=ex)
+    run_exact_dedup(ds, run="chain-exact", input_uids=prev("chain-prune"), executor=ex)
+    run_decontaminate(ds, "m", "eval_set", 0.99, run="chain-decon", input_uids=prev("chain-exact"), executor=ex)
+    return "chain-decon"
+
+
+def _same_subset(ds: Dataset, a: str, b: str) -> None:
+    for f in ("uids.parquet", "uids.npy"):
+        assert (ds.root / "subsets" / a / f).read_bytes() == (ds.root / "subsets" / b / f).read_bytes(), f
+
+
+def test_recipe_output_is_the_job_chains_subset_byte_for_byte(tmp_path):
+    ds = _pool(tmp_path / "pool", 1500)
+    lineage = _run_recipe(ds, LocalExecutor(), tmp_path)
+    _same_subset(ds, "curated", _job_chain(ds, LocalExecutor()))
+    # and the recipe's decisions of each stage are the job's, row for row (stage name aside)
+    dec = ds.read("decisions/drv")
+    for stage, run in (("semdedup", "chain-semdedup"), ("prune", "chain-prune"), ("exact_dedup", "chain-exact"),
+                       ("decontaminate", "chain-decon")):
+        mine = dec.filter(pc.equal(dec["stage"], stage)).drop_columns(["stage"])
+        theirs = ds.read(f"decisions/{run}").sort_by([("uid", "ascending")]).drop_columns(["stage"])
+        assert mine.equals(theirs), stage
+    assert {s["name"]: s["output_count"] for s in lineage["stages"]}["decontaminate"] == ds.count("subsets/chain-decon")
+
+
+@pytest.mark.slow
+def test_on_spark_the_recipe_driver_gets_summaries_not_rows(tmp_path, spark):
+    """The same recipe on Spark at two pool sizes: bounded driver rows, and the output subset
+    byte-identical to the local engine's."""
+    from curate.engine.spark import SparkExecutor
+
+    counts = {}
+    for n in (1500, 4500):
+        ds = _pool(tmp_path / f"p{n}", n)
+        ex = SparkExecutor(spark)
+        lineage = _run_recipe(ds, ex, tmp_path)
+        assert ex.driver_counter.driver_rows <= _recipe_bound(ds, lineage), ex.driver_counter.by_call
+        assert ex.driver_counter.driver_rows < n // 2 or n == 1500, ex.driver_counter.by_call
+        counts[n] = ex.driver_counter.by_call["count"]
+        if n == 1500:
+            local = _pool(tmp_path / "local", n)
+            _run_recipe(local, LocalExecutor(), tmp_path)
+            for f in ("uids.parquet", "uids.npy"):
+                assert (ds.root / "subsets/curated" / f).read_bytes() == (local.root / "subsets/curated" / f).read_bytes()
+            assert lineage["output_hash"] == _lineage_hash(local)
+    assert counts[1500] == counts[4500], counts
+
+
+def _lineage_hash(ds: Dataset) -> str:
+    import json
+
+    return json.loads((ds.root / "subsets/curated/_manifest.json").read_text())["lineage"]["output_hash"]
