@@ -10,20 +10,23 @@ The query sees every table as a view (``samples``, ``downloads``, ``embeddings_<
         SELECT uid FROM input_subset JOIN embeddings USING (uid)
         WHERE clip_score >= (SELECT median(clip_score) FROM input_subset JOIN embeddings USING (uid))
 
-A ``value`` column in the result is stored as the decision value of kept rows.
+A ``value`` column in the result is stored as the decision value of kept rows (a uid the query
+returns more than once: its largest value). DuckDB joins the input with the result and
+streams the decisions to a table (one batch in memory at a time); the runner checks and
+counts them with the engine.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
-from curate.decisions import KEPT, decisions_table
-from curate.recipe.duck import connect, query_uids
-from curate.recipe.registry import Params, StageContext, StageResult, register
+from curate.decisions import KEPT
+from curate.engine.frame import conform
+from curate.recipe.duck import connect
+from curate.recipe.registry import Params, StageContext, StageOutput, register
+from curate.recipe.uid_tables import UidTable
 
 
 class SQLParams(Params):
@@ -32,20 +35,34 @@ class SQLParams(Params):
     reason: str = Field("sql_excluded", pattern=r"^[a-z0-9_]+$", description="removal reason recorded")
 
 
-def select_decisions(ctx: StageContext, uids: pa.Array, p: SQLParams, stage: str) -> pa.Table:
-    con = connect(ctx.dataset, ctx.embedding_model)
-    distinct = pc.unique(uids)
-    con.register("input_subset", pa.table({"uid": distinct}))
-    result = query_uids(con, p.query)
-    hit = result.column("uid").combine_chunks()
-    in_result = pc.is_in(distinct, value_set=hit.drop_null() if hit.null_count else hit)
-    kept = in_result if p.mode == "keep" else pc.invert(in_result)
-    reason = pc.if_else(kept, KEPT, p.reason)
-    value = None
-    if "value" in result.column_names and p.mode == "keep":
-        by_uid = dict(zip(hit.to_pylist(), result.column("value").cast(pa.float64()).to_pylist()))
-        value = [by_uid.get(u) for u in distinct.to_pylist()]
-    return decisions_table(distinct, stage, kept, reason, value)
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + x.replace("'", "''") + "'" for x in paths) + "]"
+
+
+def decisions_query(con, inp_paths: list[str], p: SQLParams) -> str:
+    """The stage's decisions as one DuckDB query: every distinct input uid, kept where the
+    query returned it (``keep``) or where it did not (``remove``); a ``value`` column (keep
+    mode) is the decision value (a uid returned more than once: the largest value)."""
+    import duckdb
+
+    from curate.recipe.duck import SQLError
+    from curate.recipe.select import _relation_sql
+
+    con.execute("CREATE OR REPLACE VIEW input_subset AS SELECT DISTINCT uid FROM "
+                + (f"read_parquet({_sql_list(inp_paths)})" if inp_paths else "(SELECT NULL::VARCHAR AS uid WHERE false)"))
+    _relation_sql(con, p.query)  # read-only, binds, has a textual uid column (SQLError otherwise)
+    body = p.query.strip().rstrip(";").strip()
+    try:
+        has_value = "value" in con.sql(p.query).columns and p.mode == "keep"
+    except duckdb.Error as e:  # pragma: no cover - _relation_sql bound the same query
+        raise SQLError(f"query failed: {e}") from e
+    value = "max(CAST(value AS DOUBLE))" if has_value else "CAST(NULL AS DOUBLE)"
+    hits = f"SELECT CAST(uid AS VARCHAR) AS uid, {value} AS value FROM ({body}) AS q WHERE uid IS NOT NULL GROUP BY 1"
+    kept = "h.uid IS NOT NULL" if p.mode == "keep" else "h.uid IS NULL"
+    return (f"SELECT i.uid AS uid, 'sql' AS stage, ({kept}) AS kept, "
+            f"CASE WHEN {kept} THEN '{KEPT}' ELSE '{p.reason}' END AS reason, "
+            f"{'h.value' if has_value else 'CAST(NULL AS DOUBLE)'} AS value, CAST(NULL AS VARCHAR) AS detail "
+            f"FROM input_subset AS i LEFT JOIN ({hits}) AS h ON i.uid = h.uid")
 
 
 def _tables_in_query(p: SQLParams, dataset, embedding_model: str | None) -> list[str]:
@@ -61,7 +78,29 @@ def _tables_in_query(p: SQLParams, dataset, embedding_model: str | None) -> list
     return names
 
 
-@register("sql", SQLParams, family="sql", reads=_tables_in_query)
-def run_sql(ctx: StageContext, uids: pa.Array, p: SQLParams) -> StageResult:
+@register("sql", SQLParams, family="sql", reads=_tables_in_query, frames=True)
+def run_sql(ctx: StageContext, inp: UidTable, p: SQLParams) -> StageOutput:
     """Keep or remove the uids a DuckDB query over the dataset returns."""
-    return StageResult(select_decisions(ctx, uids, p, ctx.stage_name))
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from curate.recipe.duck import SQLError
+    from curate.selection import DECISIONS
+    from curate.tables.dataset import PARQUET_OPTIONS, atomic_path
+
+    # DuckDB joins the input with the query's result and streams the decisions into a table
+    # the runner reads as a frame: one batch in memory at a time, no Python list of uids
+    con = connect(ctx.dataset, ctx.embedding_model)
+    table = f"_tmp/{ctx.run_name}/sql_decisions"
+    try:
+        reader = con.sql(decisions_query(con, inp.paths(ctx.dataset), p)).to_arrow_reader(65536)
+        with atomic_path(ctx.dataset.table_dir(table) / "part-00000.parquet") as tmp:
+            with pq.ParquetWriter(tmp, DECISIONS, **PARQUET_OPTIONS) as writer:
+                for batch in reader:
+                    writer.write_table(conform(batch, DECISIONS))
+    except duckdb.Error as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SQLError(f"query failed: {msg}") from e
+    finally:
+        con.close()
+    return StageOutput(table)
