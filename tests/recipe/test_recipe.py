@@ -161,3 +161,44 @@ def test_a_stage_with_nothing_left_is_not_run(pool, tmp_path):
     assert [s["output_count"] for s in lin["stages"]] == [0, 0]
     assert lin["stages"][1]["reasons"] == {} and lin["output_count"] == 0
     assert read_subset(pool, "empty") == []
+
+
+def test_converted_stages_bring_no_rows_and_the_legacy_adapter_is_bounded(pool, tmp_path, monkeypatch):
+    """sql runs in DuckDB and its decisions are checked by the engine; `sample` (the one stage
+    on the legacy array interface) brings its input to the driver, counted and bounded."""
+    import curate.recipe.runner as runner
+    from curate.engine import LocalExecutor
+
+    path = write(tmp_path, RECIPE.format(ds=pool.root, threshold=-0.2))
+    ex = LocalExecutor()
+    lineage = run_recipe(load_recipe(path), engine="local", quiet=True, executor=ex, use_cache=False)
+    sample = {s["name"]: s for s in lineage["stages"]}["sample"]
+    # the adapter's rows: the sample stage's input uids and its decisions, nothing of the sql stages
+    assert ex.driver_counter.by_call["legacy_stage_decisions"] == sample["input_count"]
+    assert ex.driver_counter.by_call["collect_small"] < 2 * sample["input_count"] + 20
+    monkeypatch.setattr(runner, "LEGACY_MAX_ROWS", sample["input_count"] - 1)  # a smaller bound
+    with pytest.raises(RecipeError, match="stage 'sample'.*still takes its input on the driver"):
+        run_recipe(load_recipe(path), engine="local", quiet=True, use_cache=False)
+
+
+def test_upsampled_input_keeps_its_repeats(pool, tmp_path):
+    from curate.subset import write_subset
+
+    uids = pool.read("samples")["uid"].to_pylist()
+    write_subset(pool, "up", uids[:30] + uids[:10])  # ten uids twice
+    path = write(tmp_path, f"""\
+        name: upr
+        dataset: {pool.root}
+        input: subset:up
+        stages:
+          - kind: sql
+            query: SELECT uid FROM input_subset WHERE uid NOT IN (SELECT uid FROM input_subset ORDER BY uid LIMIT 3)
+            reason: first_three
+        """)
+    lineage = run_recipe(load_recipe(path), engine="local", quiet=True)
+    st = lineage["stages"][0]
+    assert st["input_count"] == 40 and st["reasons"] == {KEPT: 27, "first_three": 3}
+    out = read_subset(pool, "upr")
+    first3 = set(sorted(set(uids[:30]))[:3])
+    assert out == sorted(u for u in uids[:30] + uids[:10] if u not in first3)
+    assert lineage["output_count"] == len(out) and lineage["output_distinct"] == 27
