@@ -272,7 +272,8 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
     }
     cur, cur_hash = inp, in_hash0
     say(f"recipe {recipe.name}: {inp.rows:,} samples from {recipe.input}")
-    stage_decisions: list[str] = []
+    stage_decisions: list[tuple[str, str]] = []  # (decisions table, stage name)
+    this_run: dict[str, Any] = {}  # key -> entry made earlier in this run (an identical stage again)
     for spec in loaded.stages:
         if not spec.enabled:
             lineage["stages"].append({"name": spec.name, "kind": spec.kind, "line": spec.line, "enabled": False})
@@ -288,7 +289,7 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         key_params = {**spec.params, "name": spec.name} if kind.named_output else spec.params
         key = cache_key(in_hash, spec.kind, key_params, code, reads)
         t0 = time.perf_counter()
-        hit = cache.get(key) if cur.rows else None
+        hit = (this_run.get(key) or cache.get(key)) if cur.rows else None
         if not cur.rows:  # nothing left to decide: the stage is not run
             dec_table, out_uids, stats, counts, cached, out_hash = None, cur, {}, {}, False, in_hash
         elif hit is not None:
@@ -309,7 +310,7 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
             # a pass-through that removed nothing has its input's hash
             out_hash = in_hash if out_uids is cur else subset_digest_frame(out_uids.frame(dataset, ex))[0]
             cached = False
-            cache.commit(key, dec_table, out_uids, {"stage": spec.name, "kind": spec.kind, "params": spec.params,
+            this_run[key] = cache.commit(key, dec_table, out_uids, {"stage": spec.name, "kind": spec.kind, "params": spec.params,
                                                     "input_hash": in_hash, "output_hash": out_hash,
                                                     "code": code, "reads": reads, "reasons": counts,
                                                     "stats": stats})
@@ -326,7 +327,7 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
         for w in (stats or {}).get("warnings", []):  # embedding-space guards
             say(f"    warning: {w}")
         if dec_table is not None:
-            stage_decisions.append(dec_table)
+            stage_decisions.append((dec_table, spec.name))
         cur, cur_hash = out_uids, out_hash
 
     lineage["embedding_model"] = recipe.embedding_model  # resolved, when a stage trained the scorer
@@ -336,8 +337,10 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
     lineage["output_hash"] = cur_hash
     with manifest.stage("write"):
         if any(s.get("enabled", True) for s in lineage["stages"]):  # every stage's rows, sorted by the workers
-            frames = [ex.frame_read([str(p) for p in dataset.shards(t)], DECISIONS) for t in stage_decisions
-                      if dataset.has_table(t)]
+            # each entry's rows under this run's stage name (a cache hit may have been made under another)
+            frames = [ex.frame_read([str(p) for p in dataset.shards(t)], DECISIONS).map_batches(_stage_column(name),
+                                                                                                 DECISIONS)
+                      for t, name in stage_decisions if dataset.has_table(t)]
             allf = frames[0] if frames else ex.frame_from_table(DECISIONS.empty_table())
             for f in frames[1:]:
                 allf = allf.union(f)

@@ -202,3 +202,14 @@ def test_upsampled_input_keeps_its_repeats(pool, tmp_path):
     first3 = set(sorted(set(uids[:30]))[:3])
     assert out == sorted(u for u in uids[:30] + uids[:10] if u not in first3)
     assert lineage["output_count"] == len(out) and lineage["output_distinct"] == 27
+
+
+def test_renamed_stage_hits_the_cache_under_its_new_name(pool, tmp_path):
+    text = RECIPE.format(ds=pool.root, threshold=-0.2)
+    run_recipe(load_recipe(write(tmp_path, text)), engine="local", quiet=True)
+    lineage = run_recipe(load_recipe(write(tmp_path, text.replace("name: clip\n", "name: clip2\n"))),
+                         engine="local", quiet=True)
+    st = {s["name"]: s for s in lineage["stages"]}
+    assert st["clip2"]["cached"]  # the key is the work, not the name
+    dec = pool.read("decisions/toy")
+    assert set(dec["stage"].to_pylist()) == {"no-spam", "clip2", "sample"}
