@@ -39,3 +39,20 @@ def test_damaged_entry_is_a_miss(pool):
     pool.shards(e.decisions)[0].write_bytes(b"not parquet")  # the fingerprint no longer matches
     assert cache.get("k1") is None
     assert StageCache(pool, enabled=False).get("k1") is None
+
+
+def test_the_workers_digest_equals_the_array_hash():
+    """The subset hash the engine sums (per batch on the workers, one row back) is the array's."""
+    import numpy as np
+
+    from curate.engine import LocalExecutor
+    from curate.recipe.uid_tables import subset_digest_frame
+
+    rng = np.random.default_rng(0)
+    uids = pa.array([f"{x:032x}" for x in rng.integers(0, 2**62, 70_000)] * 2)  # more than one batch, repeats
+    ex = LocalExecutor()
+    digest, n = subset_digest_frame(ex.frame_from_table(pa.table({"uid": uids})))
+    assert (digest, n) == (subset_hash(uids), 140_000)
+    assert ex.driver_counter.driver_rows == 1
+    assert subset_hash(uids.slice(1)) != digest
+    assert subset_hash(pa.array(["not-hex", "x"])) == subset_hash(pa.array(["x", "not-hex"]))  # any text hashes
