@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from curate import storage
 from curate.embedding_space.common import (cleanup_tmp, collect_rows, embeddings_table, read_uid_filter, shard_tasks,
                                            write_json, write_uid_filter)
 from curate.embedding_space import guards
 from curate.embedding_space.kmeans import assign, train_kmeans
-from curate.embedding_space.sampling import (MAX_SAMPLE_BYTES, normalized_matrix, read_shard_matrices,
-                                             sample_rows, uid_hash_array)
+from curate.embedding_space.sampling import (MAX_SAMPLE_BYTES, merge_guard_candidates, normalized_matrix,
+                                             read_shard_matrices, sample_rows, save_guard_candidates,
+                                             uid_hash_array)
 from curate.embedding_space.vectors import EMBEDDING_KINDS, binary_to_matrix, check_embedding_shards, matrix_to_binary
 from curate.engine import LocalExecutor, worker_cache
 from curate.errors import DatasetError
@@ -71,6 +73,8 @@ def sample_task(task: dict):
     shard is decoded once per job."""
     uids, mats = read_shard_matrices(task["path"], task["embedding"], task.get("cache_dir"), task["index"],
                                      write_cache=True)
+    if task.get("cache_dir") and len(uids):
+        save_guard_candidates(task["cache_dir"], task["index"], uids, mats, task["embedding"], f"{task['path']}: ")
     keep = np.ones(len(uids), dtype=bool)
     uid_filter = read_uid_filter(task.get("uid_filter"))
     if uid_filter is not None:
@@ -199,6 +203,12 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
 
     meta = dict(params, name=name, dim=int(c.shape[1]), embeddings_table=table, train_rows=int(len(xs)),
                 faiss=faiss.__version__)
+    # the embeddings table's health (guards.table_health) as the later jobs on this clustering
+    # report it, from the candidates the sample tasks kept: they need not decode the table again
+    xg = merge_guard_candidates(str(cache_dir), [pq.ParquetFile(p).metadata.num_rows for p in ds.shards(table)])
+    if xg is not None:
+        table_h, table_w = guards.embedding_health(guards.pairwise_histogram(xg))
+        meta["embeddings_health"] = {"health": table_h, "warnings": table_w}
     cdir = centroids_dir(ds, name)
     ct = pa.Table.from_arrays([pa.array(np.arange(k, dtype=np.int32)),
                                pa.FixedSizeListArray.from_arrays(pa.array(c.reshape(-1)), c.shape[1])],

@@ -131,3 +131,47 @@ def read_shard_matrices(path: str, kind: str, cache_dir: str | None = None, inde
     if write_cache and cache_dir:
         save_cache(cache_dir, index, cols, mats)
     return t.column("uid").combine_chunks(), mats
+
+
+# ---------------------------------------------------------------- the guards' sample, from the sample pass
+def guard_candidates_path(cache_dir: str, index: int) -> Path:
+    return Path(cache_dir) / f"guard-{index:05d}.npz"
+
+
+def save_guard_candidates(cache_dir: str, index: int, uids: pa.Array, mats: list[np.ndarray], kind: str,
+                          where: str = "") -> None:
+    """The shard's share of ``guards.embedding_sample``: its ``PAIR_SAMPLE`` rows with the
+    smallest seed-0 uid hash (stable order), normalised as that function does. `curate cluster`
+    has every shard decoded in its sample pass already; without this, each later job's guard
+    decoded the whole embeddings table once more on the driver."""
+    from curate.embedding_space.guards import PAIR_SAMPLE
+    from curate.tables.dataset import atomic_path
+
+    h = uid_hash_array(uids, 0)
+    sel = np.argsort(h, kind="stable")[:PAIR_SAMPLE]
+    x = normalized_matrix([np.asarray(m[sel]) for m in mats], kind, uids.take(pa.array(sel)), where)
+    with atomic_path(guard_candidates_path(cache_dir, index)) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, hash=h[sel], x=x)
+
+
+def merge_guard_candidates(cache_dir: str, shard_rows: list[int]) -> np.ndarray | None:
+    """``guards.embedding_sample(shards)`` from the per-shard candidates (same rows, same order,
+    same bits: shards merged in order, ties kept stable); None when a non-empty shard's file
+    is missing."""
+    from curate.embedding_space.guards import PAIR_SAMPLE
+
+    best_h, best_x = np.zeros(0, np.int64), None
+    for i, rows in enumerate(shard_rows):
+        if rows == 0:
+            continue
+        p = guard_candidates_path(cache_dir, i)
+        if not p.exists():
+            return None
+        with np.load(p, allow_pickle=False) as z:
+            h, x = z["hash"], z["x"]
+        hs = np.concatenate([best_h, h])
+        xs = x if best_x is None else np.concatenate([best_x, x])
+        keep = np.argsort(hs, kind="stable")[:PAIR_SAMPLE]
+        best_h, best_x = hs[keep], xs[keep]
+    return best_x if best_x is not None else np.zeros((0, 1), np.float32)

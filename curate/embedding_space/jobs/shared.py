@@ -47,6 +47,13 @@ def _concat_decisions(*tables: pa.Table) -> pa.Table:
 
 
 def clustering_health(ds: Dataset, meta: dict) -> tuple[dict, list[str]]:
+    """The health of the embeddings a clustering was made from: recorded by `curate cluster`
+    (the same sample and numbers; no second decode of the table), or read now for older ones."""
+    rec = meta.get("embeddings_health")
+    if rec is not None:
+        h = rec["health"]  # _meta.json sorts keys: back to guards.embedding_health's order
+        first = [k for k in ("what", "n", "quantiles", "median", "spread_p10_p90") if k in h]
+        return {k: h[k] for k in first + sorted(set(h) - set(first))}, list(rec["warnings"])
     return _guards.table_health(ds, meta["embeddings_table"], meta["embedding"])
 
 
