@@ -145,6 +145,23 @@ def select_in_cluster(uids, distances, quota: int, keep: str = "hard", seed: int
     return mask
 
 
+def prune_group_decisions(group, quota: int, stage: str, reason: str, keep: str = "hard", seed: int = 0):
+    """Decisions of one cluster (an Arrow table with ``cluster_id, uid, distance``): its ``quota``
+    members chosen by ``select_in_cluster`` kept, the others removed with ``reason``; value =
+    the distance, detail = ``cluster=<id>``. Arrow columns throughout (no Python object per row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from curate.decisions import decisions_table
+
+    cid = int(group.column("cluster_id")[0].as_py())
+    uids = group.column("uid").combine_chunks()
+    dist = group.column("distance").to_numpy()
+    mask = pa.array(select_in_cluster(uids, dist, quota, keep=keep, seed=seed, cluster_id=cid))
+    return decisions_table(uids, stage, mask, pc.if_else(mask, "kept", reason), pa.array(dist.astype(np.float64)),
+                           pa.array([f"cluster={cid}"] * len(uids), pa.string()))
+
+
 def n_keep_from_fraction(total: int, keep_fraction: float) -> int:
     if not 0.0 <= keep_fraction <= 1.0:
         raise ValueError(f"keep fraction must be in [0, 1], got {keep_fraction}")

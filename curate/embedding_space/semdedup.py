@@ -20,25 +20,37 @@ KEEP_CHOICES = ("hard", "easy", "random")
 REASON = "semantic_duplicate"
 
 
-def cluster_order(uids: np.ndarray | list, distances: np.ndarray, keep: str = "hard", seed: int = 0,
+def cluster_order(uids: np.ndarray | list | pa.Array, distances: np.ndarray, keep: str = "hard", seed: int = 0,
                   cluster_id: int = 0) -> np.ndarray:
     """Processing order of a cluster's members (indices into the inputs).
 
     hard: farthest from the centroid first; easy: nearest first; random: a permutation
     seeded by (seed, cluster_id). Ties (and the random permutation's base order) go by uid,
-    so the order never depends on how rows were partitioned.
+    so the order never depends on how rows were partitioned. ``uids`` as an Arrow string
+    array is sorted by Arrow (no Python string per row); the order is the same (UTF-8 byte
+    order is code point order, both sorts are stable).
     """
-    uids = np.asarray(uids, dtype=object).astype(str)
     d = np.asarray(distances, dtype=np.float64)
-    if keep == "hard":
-        return np.lexsort((uids, -d))
-    if keep == "easy":
-        return np.lexsort((uids, d))
-    if keep == "random":
+    if keep not in KEEP_CHOICES:
+        raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {keep!r}")
+    if isinstance(uids, (pa.Array, pa.ChunkedArray)):
+        import pyarrow.compute as pc
+
+        if keep == "random":
+            base = pc.sort_indices(uids).to_numpy()
+        else:
+            t = pa.table({"d": pa.array(d), "u": uids})
+            return pc.sort_indices(t, [("d", "descending" if keep == "hard" else "ascending"),
+                                       ("u", "ascending")]).to_numpy().astype(np.int64)
+    else:
+        uids = np.asarray(uids, dtype=object).astype(str)
+        if keep == "hard":
+            return np.lexsort((uids, -d))
+        if keep == "easy":
+            return np.lexsort((uids, d))
         base = np.argsort(uids, kind="stable")
-        rng = np.random.default_rng([int(seed), int(cluster_id)])
-        return base[rng.permutation(len(base))]
-    raise ValueError(f"keep must be one of {KEEP_CHOICES}, got {keep!r}")
+    rng = np.random.default_rng([int(seed), int(cluster_id)])
+    return base[rng.permutation(len(base))]
 
 
 def _block_rows(n: int, max_cells: int) -> int:
@@ -115,12 +127,15 @@ def semdedup_cluster(x: np.ndarray, uids, distances, eps: float, keep: str = "ha
     """SemDeDup of one cluster. ``x``: (n, d) normalised float32 rows aligned with ``uids``.
 
     Returns arrays aligned with the inputs: ``kept`` (bool), ``max_sim`` (float32, NaN for
-    the first item), ``nearest`` (uid of the most similar earlier item, None for the first)
+    the first item), ``nearest`` (uid of the most similar earlier item, None for the first;
+    an Arrow array when ``uids`` is one)
     and ``rank`` (position in the processing order).
     """
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"eps must be in [0, 1], got {eps}")
-    uids = np.asarray(uids, dtype=object)
+    arrow = isinstance(uids, (pa.Array, pa.ChunkedArray))
+    if not arrow:
+        uids = np.asarray(uids, dtype=object)
     n = len(uids)
     order = cluster_order(uids, distances, keep=keep, seed=seed, cluster_id=cluster_id)
     xs = np.ascontiguousarray(x[order], dtype=np.float32)
@@ -130,9 +145,14 @@ def semdedup_cluster(x: np.ndarray, uids, distances, eps: float, keep: str = "ha
     kept[order] = ~removed_sorted
     max_sim = np.full(n, np.nan, dtype=np.float32)
     max_sim[order] = np.where(np.isfinite(best), best, np.nan)
-    nearest = np.empty(n, dtype=object)
-    sorted_uids = uids[order]
-    nearest[order] = [sorted_uids[a] if a >= 0 else None for a in arg]
+    if arrow:  # an Arrow array of uids gives an Arrow array back (nulls for none)
+        near = np.full(n, -1, dtype=np.int64)
+        near[order] = np.where(arg >= 0, order[np.maximum(arg, 0)], -1)
+        nearest = uids.take(pa.array(near, mask=near < 0))
+    else:
+        nearest = np.empty(n, dtype=object)
+        sorted_uids = uids[order]
+        nearest[order] = [sorted_uids[a] if a >= 0 else None for a in arg]
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     return {"kept": kept, "max_sim": max_sim, "nearest": nearest, "rank": rank}
@@ -162,13 +182,14 @@ def semdedup_group_table(group: pa.Table, eps: float, dim: int, keep: str = "har
 
     if group.num_rows == 0:
         return decisions_table([], stage, [], [])
+    import pyarrow.compute as pc
+
     cid = int(group.column("cluster_id")[0].as_py())
-    uids = np.asarray(group.column("uid").to_pylist(), dtype=object)
+    uids = group.column("uid").combine_chunks()
     dist = group.column("distance").to_numpy()
     x = normalize_rows(binary_to_matrix(group.column("embedding"), dim))
     r = semdedup_cluster(x, uids, dist, eps, keep=keep, seed=seed, cluster_id=cid,
                          block_cells=block_cells, device=device)
-    kept = r["kept"]
-    reason = np.where(kept, "kept", REASON)
-    value = [None if np.isnan(v) else float(v) for v in r["max_sim"]]
-    return decisions_table(list(uids), stage, kept.tolist(), reason.tolist(), value, r["nearest"].tolist())
+    kept = pa.array(r["kept"])
+    value = pa.array(r["max_sim"].astype(np.float64), mask=np.isnan(r["max_sim"]))
+    return decisions_table(uids, stage, kept, pc.if_else(kept, "kept", REASON), value, r["nearest"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from curate.decisions import decisions_table
 from curate.embedding_space import dbp as _dbp
 from curate.embedding_space.clusters import load_clustering, write_cluster_stats
 from curate.embedding_space.common import cleanup_tmp, restricted_frame, uid_frame, write_uid_filter
@@ -85,11 +84,7 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
 
     def group_fn(group: pa.Table) -> pa.Table:
         cid = int(group.column("cluster_id")[0].as_py())
-        uids = np.asarray(group.column("uid").to_pylist(), dtype=object)
-        dist = group.column("distance").to_numpy()
-        mask = _dbp.select_in_cluster(uids, dist, int(quota_list[cid]), keep=keep, seed=seed, cluster_id=cid)
-        out = decisions_table(list(uids), stage, mask.tolist(), np.where(mask, "kept", reason).tolist(),
-                              dist.astype(np.float64).tolist(), [f"cluster={cid}"] * len(uids))
+        out = _dbp.prune_group_decisions(group, int(quota_list[cid]), stage, reason, keep=keep, seed=seed)
         return with_cluster(out, group)
 
     with m.stage("select"):
