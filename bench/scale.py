@@ -52,7 +52,7 @@ DIM = 64
 ROWS_PER_TAR = 10_000
 TARGET_RSS, TARGET_TIME = 1.2, 1.3
 
-SPARK = ["--engine", "spark"]
+SPARK = ["--engine", "{engine}"]
 # on a machine loaded far past its cores the driver's Python can take longer than Spark's
 # default 15 s to pick up a collected result (SocketAuthServer timeout): wait longer
 PATIENT = ["--conf", "spark.python.authenticate.socketTimeout=300s"]
@@ -61,7 +61,7 @@ JOBS = [
     ("filter", ["filter", "{ds}", "-f", "basic", "-f", "clip_score:fraction=0.3", "--name", "f", *SPARK]),
     ("metadata match", ["metadata", "match", "{ds}", "-m", "{meta}", *SPARK]),
     ("metadata balance", ["metadata", "balance", "{ds}", "--t", "{t}", "--name", "balanced", *SPARK]),
-    ("cluster", ["cluster", "{ds}", "-k", "{k}", "--name", "km", *SPARK]),
+    ("cluster", ["cluster", "{ds}", "-k", "{k}", "--sample-size", "{sample}", "--name", "km", *SPARK]),
     ("dedup semantic", ["dedup", "semantic", "{ds}", "--eps", "0.05", "--clusters", "km", *SPARK]),
     ("dedup exact", ["dedup", "exact", "{ds}", *SPARK]),
     ("prune dbp", ["prune", "dbp", "{ds}", "--keep-fraction", "0.5", "--clusters", "km", "--subset", "semdedup",
@@ -71,6 +71,11 @@ JOBS = [
                 "INTERSECT SELECT uid FROM subsets_exact_dedup"]),
     ("reshard", ["reshard", "{ds}", "-s", "final", "-o", "{work}/shards", "--shard-size", "10000", *SPARK]),
 ]
+JOB_NAMES = [name for name, _ in JOBS]
+VECTOR_JOBS = ("cluster", "dedup semantic", "prune dbp")
+# the sweep's clustering: a fixed mean cluster size (SemDeDup's work per row stays flat as the
+# pool grows) and a fixed k-means sample (the driver's documented bound, docs/scale.md)
+ROWS_PER_CLUSTER, SAMPLE = 1000, 100_000
 
 
 # ---------------------------------------------------------------- memory polling (/proc, no psutil)
@@ -269,7 +274,8 @@ def build_metadata(work: Path, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the size sweep
-def sweep(sizes: list[int], workdir: Path, keep: bool) -> dict:
+def sweep(sizes: list[int], workdir: Path, keep: bool, engine: str = "spark", jobs=JOB_NAMES,
+          gap_at: int | None = None) -> dict:
     results: dict[str, dict] = {}
     metadata = workdir / "metadata.json"
     for n in sizes:
@@ -280,13 +286,18 @@ def sweep(sizes: list[int], workdir: Path, keep: bool) -> dict:
         build_pool(work, n)
         print(f"\n{n:,} rows: pool written in {time.perf_counter() - t:.0f} s (not timed); "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
-        subst = {"work": str(work), "ds": str(work / "ds"), "k": str(max(8, int(np.sqrt(n / 2)))),
-                 "t": str(max(1, n // 500)), "meta": str(metadata)}
+        k = max(8, n // ROWS_PER_CLUSTER)
+        subst = {"work": str(work), "ds": str(work / "ds"), "k": str(k), "sample": str(max(k, min(n, SAMPLE))),
+                 "t": str(max(1, n // 500)), "meta": str(metadata), "engine": engine}
         results[str(n)] = {}
         for name, argv in JOBS:
+            if name not in jobs:
+                continue
             if name == "metadata match" and not metadata.exists():
                 build_metadata(work, metadata)
             argv = [a.format(**subst) for a in argv]
+            if engine == "spark" and "--engine" in argv:
+                argv += PATIENT
             r = run_job(argv)
             r["rows_per_s"] = n / r["wall_s"]
             r["load_avg"] = os.getloadavg()[0]
@@ -294,6 +305,8 @@ def sweep(sizes: list[int], workdir: Path, keep: bool) -> dict:
             print(f"  {name:<17} {r['wall_s']:7.1f} s {r['cpu_s']:7.1f} cpu s {r['rows_per_s']:>10,.0f} rows/s  driver peak "
                   f"{r['driver_peak_rss'] / 2**20:7.0f} MiB  tree peak {r['tree_peak_rss'] / 2**20:7.0f} MiB"
                   + (f"  FAILED {r['error']}" if "error" in r else ""), flush=True)
+        if gap_at == n and all(j in results[str(n)] for j in VECTOR_JOBS):
+            results[str(n)]["_gap"] = pool_gap(work / "ds", n, k, int(subst["sample"]), results[str(n)])
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     return results
@@ -303,7 +316,9 @@ def growth(results: dict) -> dict:
     sizes = sorted(int(s) for s in results)
     lo, hi = str(sizes[0]), str(sizes[-1])
     out = {}
-    for name, _ in JOBS:
+    for name in JOB_NAMES:
+        if name not in results[lo] or name not in results[hi]:
+            continue
         a, b = results[lo][name], results[hi][name]
         out[name] = {"time_per_row": (b["wall_s"] / int(hi)) / (a["wall_s"] / int(lo)),
                      "cpu_per_row": (b["cpu_s"] / int(hi)) / max(a["cpu_s"] / int(lo), 1e-12),
@@ -330,7 +345,34 @@ def print_growth(results: dict, g: dict) -> None:
 
 
 # ---------------------------------------------------------------- jobs vs the in-memory pipeline
-def gap(n: int, workdir: Path, k: int, ppc: int) -> dict:
+def pool_gap(ds_root: Path, n: int, k: int, sample: int, res: dict) -> dict:
+    """bench/dedup.py's in-memory pipeline (k-means on ``sample`` rows, assignment, SemDeDup,
+    DBP) on this pool's image embeddings, against the cluster + dedup semantic + prune dbp jobs
+    just measured (eps 0.05, keep fraction 0.5 as the jobs ran): ratio of wall and CPU time."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from dedup import library_pipeline
+
+    from curate.embedding_space.vectors import list_to_matrix
+
+    shards = sorted((ds_root / "embeddings" / MODEL).glob("*.parquet"))
+    t = pa.concat_tables([pq.read_table(p, columns=["uid", "image_embedding"]) for p in shards])
+    x16 = list_to_matrix(t.column("image_embedding"))
+    uids = np.asarray(t.column("uid").to_pylist(), dtype=object)
+    del t
+    c0, t0 = time.process_time(), time.perf_counter()
+    tm, _, _ = library_pipeline(x16, uids, k, 20, -(-sample // k), 0.05, 0.5)
+    lib = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "stages_s": tm}
+    jobs_wall = sum(res[j]["wall_s"] for j in VECTOR_JOBS)
+    jobs_cpu = sum(res[j]["cpu_s"] for j in VECTOR_JOBS)
+    out = {"library": lib, "jobs_wall_s": jobs_wall, "jobs_cpu_s": jobs_cpu,
+           "ratio": jobs_wall / lib["wall_s"], "cpu_ratio": jobs_cpu / max(lib["cpu_s"], 1e-9)}
+    print(f"  in-memory pipeline {lib['wall_s']:.1f} s wall / {lib['cpu_s']:.1f} s cpu; cluster + dedup semantic + "
+          f"prune dbp jobs {jobs_wall:.1f} s / {jobs_cpu:.1f} s cpu: {out['ratio']:.2f}x wall, "
+          f"{out['cpu_ratio']:.2f}x cpu (target <= 1.5x)", flush=True)
+    return out
+
+
+def gap(n: int, workdir: Path, k: int, ppc: int, engine: str = "spark") -> dict:
     sys.path.insert(0, str(REPO / "bench"))
     from dedup import library_pipeline, make_data
 
@@ -368,6 +410,9 @@ def gap(n: int, workdir: Path, k: int, ppc: int) -> dict:
                        ("dedup semantic", ["dedup", "semantic", str(ds.root), "--eps", "0.01", *SPARK, *PATIENT]),
                        ("prune dbp", ["prune", "dbp", str(ds.root), "--keep-fraction", "0.5", "--subset", "semdedup",
                                       *SPARK, *PATIENT])):
+        argv = [a.format(engine=engine) for a in argv]
+        if engine != "spark":
+            argv = [a for a in argv if a not in PATIENT]
         jobs[name] = run_job(argv)
         print(f"  job {name:<15} {jobs[name]['wall_s']:6.1f} s wall {jobs[name]['cpu_s']:6.1f} s cpu  driver peak "
               f"{jobs[name]['driver_peak_rss'] / 2**20:.0f} MiB"
@@ -392,16 +437,26 @@ def main(argv=None) -> int:
     ap.add_argument("--gap", type=int, default=0, help="rows for the jobs-vs-in-memory comparison instead")
     ap.add_argument("--gap-k", type=int, default=700)
     ap.add_argument("--gap-ppc", type=int, default=64)
+    ap.add_argument("--engine", default="spark", choices=("spark", "local"),
+                    help="engine of every job (select is DuckDB either way)")
+    ap.add_argument("--jobs", default=",".join(JOB_NAMES), help="comma-separated jobs to run (default: all)")
+    ap.add_argument("--gap-at", type=int, default=1_000_000,
+                    help="pool size at which the sweep also runs the in-memory pipeline (0: never)")
     a = ap.parse_args(argv)
     work = a.workdir or Path(tempfile.mkdtemp(prefix="curate-scale-"))
     info = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
-            "load_avg_start": os.getloadavg()[0], "spark": "local mode (--engine spark, local[*])"}
+            "load_avg_start": os.getloadavg()[0], "engine": a.engine,
+            "spark": "local mode (--engine spark, local[*])" if a.engine == "spark" else None}
     print(f"machine: {info['machine']}, load average {info['load_avg_start']:.1f}; work in {work}")
     if a.gap:
-        out = {"info": info, "gap": gap(a.gap, work, a.gap_k, a.gap_ppc)}
+        out = {"info": info, "gap": gap(a.gap, work, a.gap_k, a.gap_ppc, a.engine)}
     else:
         sizes = [int(s) for s in a.sizes.split(",")]
-        res = sweep(sizes, work, a.keep)
+        jobs = [j.strip() for j in a.jobs.split(",")]
+        unknown = sorted(set(jobs) - set(JOB_NAMES))
+        if unknown:
+            ap.error(f"unknown jobs {unknown}; choose from {JOB_NAMES}")
+        res = sweep(sizes, work, a.keep, a.engine, jobs, a.gap_at or None)
         g = growth(res)
         print_growth(res, g)
         out = {"info": info, "sizes": sizes, "results": res, "growth": g}
