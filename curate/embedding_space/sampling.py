@@ -149,7 +149,10 @@ def save_guard_candidates(cache_dir: str, index: int, uids: pa.Array, mats: list
 
     h = uid_hash_array(uids, 0)
     sel = np.argsort(h, kind="stable")[:PAIR_SAMPLE]
-    x = normalized_matrix([np.asarray(m[sel]) for m in mats], kind, uids.take(pa.array(sel)), where)
+    picked = [np.asarray(m[sel]) for m in mats]
+    if not all(np.isfinite(m).all() for m in picked):
+        return  # no file: the later job reads the table and names the bad row as it always did
+    x = normalized_matrix(picked, kind, uids.take(pa.array(sel)), where)
     with atomic_path(guard_candidates_path(cache_dir, index)) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, hash=h[sel], x=x)
