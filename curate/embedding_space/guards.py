@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 BINS = 2000
 DEGENERATE_MEDIAN = 0.9
@@ -65,26 +64,43 @@ def pairwise_histogram(x: np.ndarray) -> np.ndarray:
 
 
 def embedding_sample(paths, embedding: str = "image", limit: int = PAIR_SAMPLE, seed: int = 0) -> np.ndarray:
-    """Up to ``limit`` rows of an embeddings table with the smallest uid hash, read shard by
-    shard on the driver (a bounded sample: at most ``limit`` rows are held)."""
-    from curate.embedding_space.common import uid_hash
+    """Up to ``limit`` rows of an embeddings table with the smallest uid hash (ties: earlier
+    shard, then earlier row), read on the driver: the uid columns first, then only the row
+    groups that hold a picked row (decoding the embeddings is the costly part of a read; at
+    most ``limit`` row groups are decoded whatever the pool, one at a time)."""
+    from curate.embedding_space.sampling import uid_hash_array
     from curate.embedding_space.vectors import embedding_columns, embedding_matrix
-    from curate.storage import read_parquet
+    from curate.storage import parquet_file, read_parquet
 
+    paths = list(paths)
     best_h = np.zeros(0, np.int64)
-    best_x = None
-    for p in paths:
-        t = read_parquet(p, columns=["uid", *embedding_columns(embedding)])
-        if t.num_rows == 0:
+    best_at = np.zeros((0, 2), np.int64)  # (shard, row) of each pick
+    for i, p in enumerate(paths):
+        u = read_parquet(p, columns=["uid"]).column("uid")
+        if len(u) == 0:
             continue
-        h = uid_hash(t.column("uid").to_pylist(), seed)
+        h = uid_hash_array(u, seed)
         sel = np.argsort(h, kind="stable")[:limit]
-        x = embedding_matrix(t.take(pa.array(sel)), embedding, where=f"{p}: ")
         hs = np.concatenate([best_h, h[sel]])
-        xs = x if best_x is None else np.concatenate([best_x, x])
+        at = np.concatenate([best_at, np.stack([np.full(len(sel), i), sel], axis=1)])
         keep = np.argsort(hs, kind="stable")[:limit]
-        best_h, best_x = hs[keep], xs[keep]
-    return best_x if best_x is not None else np.zeros((0, 1), np.float32)
+        best_h, best_at = hs[keep], at[keep]
+    if len(best_h) == 0:
+        return np.zeros((0, 1), np.float32)
+    out = None
+    for i in np.unique(best_at[:, 0]):
+        pos = np.flatnonzero(best_at[:, 0] == i)
+        rows = best_at[pos, 1]
+        f = parquet_file(paths[i])
+        starts = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+        for g in np.unique(np.searchsorted(starts, rows, side="right") - 1):
+            in_g = (rows >= starts[g]) & (rows < starts[g + 1])
+            t = f.read_row_group(int(g), columns=["uid", *embedding_columns(embedding)])
+            x = embedding_matrix(t.take(pa.array(rows[in_g] - starts[g])), embedding, where=f"{paths[i]}: ")
+            if out is None:
+                out = np.zeros((len(best_h), x.shape[1]), x.dtype)
+            out[pos[in_g]] = x
+    return out
 
 
 def embedding_health(pair_hist) -> tuple[dict, list[str]]:
