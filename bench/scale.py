@@ -185,8 +185,9 @@ def _jpeg() -> bytes:
     return _JPEG
 
 
-def build_pool(work: Path, rows: int, seed: int = 0) -> None:
-    """input/pool.parquet, and the dataset's embeddings and downloads (+ tars) the jobs read."""
+def build_pool(work: Path, rows: int, seed: int = 0, parts=("input", "embeddings", "downloads")) -> None:
+    """input/pool.parquet, and the dataset's embeddings and downloads (+ tars) the jobs read
+    (``parts``: only those; the tars are most of the build time)."""
     from curate.tables import Dataset, load_schema
 
     src = DATA / "alttext" / "web_alttext_10k.parquet"
@@ -198,14 +199,18 @@ def build_pool(work: Path, rows: int, seed: int = 0) -> None:
     hi = rng.integers(0, 1 << 63, rows, dtype=np.int64).astype(np.uint64)
     uids = np.char.add(np.char.zfill(np.char.mod("%x", hi), 16), np.char.zfill(np.char.mod("%x", np.arange(rows)), 16))
     uid_arr = pa.array(uids.tolist(), pa.string())
-    (work / "input").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({
-        "uid": uid_arr,
-        "url": pa.array(np.char.add("http://127.0.0.1/img/", np.arange(rows).astype(str)).tolist(), pa.string()),
-        "text": texts,
-        "original_width": pa.array(rng.choice([120, 200, 256, 640, 1024, 3000], rows).astype(np.int32)),
-        "original_height": pa.array(rng.choice([150, 200, 480, 768, 1000], rows).astype(np.int32)),
-    }), work / "input" / "pool.parquet", row_group_size=65536)
+    # drawn whatever ``parts`` holds, so the embeddings are the same pool either way
+    widths = rng.choice([120, 200, 256, 640, 1024, 3000], rows).astype(np.int32)
+    heights = rng.choice([150, 200, 480, 768, 1000], rows).astype(np.int32)
+    if "input" in parts:
+        (work / "input").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({
+            "uid": uid_arr,
+            "url": pa.array(np.char.add("http://127.0.0.1/img/", np.arange(rows).astype(str)).tolist(), pa.string()),
+            "text": texts,
+            "original_width": pa.array(widths),
+            "original_height": pa.array(heights),
+        }), work / "input" / "pool.parquet", row_group_size=65536)
 
     ds = Dataset(work / "ds")
     order = np.argsort(uids)
@@ -226,6 +231,8 @@ def build_pool(work: Path, rows: int, seed: int = 0) -> None:
          "clip_score": pa.array(np.einsum("ij,ij->i", x, y).astype(np.float32))},
         schema=load_schema("embeddings").arrow(dim=DIM)), schema="embeddings", rows_per_shard=100_000)
     del x, y
+    if "downloads" not in parts:
+        return
 
     # downloads: 97% success; 5% of images are byte copies of another row's image
     import hashlib
@@ -283,7 +290,11 @@ def sweep(sizes: list[int], workdir: Path, keep: bool, engine: str = "spark", jo
         if work.exists():
             shutil.rmtree(work)
         t = time.perf_counter()
-        build_pool(work, n)
+        needs = {"embeddings"} | ({"input"} if set(jobs) & {"ingest", "filter", "metadata match",
+                                                           "metadata balance", "select", "reshard"} else set())
+        if set(jobs) & {"dedup exact", "select", "reshard"}:
+            needs.add("downloads")
+        build_pool(work, n, parts=needs)
         print(f"\n{n:,} rows: pool written in {time.perf_counter() - t:.0f} s (not timed); "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
         k = max(8, n // ROWS_PER_CLUSTER)
