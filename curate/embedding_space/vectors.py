@@ -30,16 +30,36 @@ def list_to_matrix(arr, where: str = "") -> np.ndarray:
     return flat.to_numpy(zero_copy_only=False).reshape(len(arr), d)
 
 
+NORMALIZE_BLOCK_ROWS = 4096
+
+
 def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, eps)
+    """float32 rows divided by their L2 norm (floored at ``eps``). The same bits as
+    ``x / max(np.linalg.norm(x, axis=1), eps)`` (the norm is that function's own
+    ``sqrt(add.reduce(x * x))``), computed in blocks of rows into one output array: no
+    full-size temporaries for the float32 copy, the squares and the quotient."""
+    x = np.asarray(x)
+    if x.ndim != 2:
+        x = np.asarray(x, dtype=np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+    out = np.empty(x.shape, dtype=np.float32)
+    for s in range(0, x.shape[0], NORMALIZE_BLOCK_ROWS):
+        xb = out[s:s + NORMALIZE_BLOCK_ROWS]
+        xb[...] = x[s:s + NORMALIZE_BLOCK_ROWS]
+        n = np.sqrt(np.add.reduce(xb * xb, axis=1, keepdims=True))
+        np.divide(xb, np.maximum(n, eps), out=xb)
+    return out
 
 
 def check_finite(x: np.ndarray, uids=None, where: str = "", column: str = "embedding") -> None:
     """Raise SchemaError naming the first row (its uid when given) holding NaN or infinity:
     one such row would poison k-means, similarities and thresholds for the whole pool."""
-    ok = np.isfinite(x).all(axis=1) if x.ndim == 2 else np.isfinite(x)
+    if x.dtype == np.float16:  # exponent bits all set = inf or NaN (3x faster than isfinite on float16)
+        bits = np.asarray(x).view(np.uint16) & np.uint16(0x7C00)
+        fin = bits != np.uint16(0x7C00)
+    else:
+        fin = np.isfinite(x)
+    ok = fin.all(axis=1) if x.ndim == 2 else fin
     if ok.all():
         return
     bad = np.flatnonzero(~ok)

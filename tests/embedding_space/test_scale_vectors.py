@@ -191,3 +191,63 @@ def test_sample_tasks_never_send_more_than_the_sample(tmp_path, data):
         got = [u for b in sample_task(t) for u in b.column("uid").to_pylist()]
         shard = pq.read_table(t["path"], columns=["uid"]).column("uid").to_pylist()
         assert len(got) == 50 and set(got) == set(sorted(shard)[:50])  # equal hashes: the smallest uids
+
+
+def _sample_reference(paths, embedding: str, limit: int) -> np.ndarray:
+    """guards.embedding_sample as first written: every shard read and decoded whole."""
+    import pyarrow.parquet as pq
+
+    from curate.embedding_space.vectors import embedding_columns, embedding_matrix
+
+    best_h, best_x = np.zeros(0, np.int64), None
+    for p in paths:
+        t = pq.read_table(p, columns=["uid", *embedding_columns(embedding)])
+        h = uid_hash(t.column("uid").to_pylist(), 0)
+        sel = np.argsort(h, kind="stable")[:limit]
+        x = embedding_matrix(t.take(pa.array(sel)), embedding)
+        hs = np.concatenate([best_h, h[sel]])
+        xs = x if best_x is None else np.concatenate([best_x, x])
+        keep = np.argsort(hs, kind="stable")[:limit]
+        best_h, best_x = hs[keep], xs[keep]
+    return best_x
+
+
+def test_guard_sample_reads_only_picked_row_groups_and_equals_the_whole_read(tmp_path, data):
+    import pyarrow.parquet as pq
+
+    from curate.embedding_space import guards
+
+    ds = Dataset(tmp_path / "ds")
+    write_embeddings(ds, "m", data, rows_per_shard=700)
+    # several row groups per shard, so the picks fall in some and not others
+    for p in ds.shards("embeddings/m"):
+        pq.write_table(pq.read_table(p), p, row_group_size=64)
+    paths = ds.shards("embeddings/m")
+    for embedding in ("image", "concat"):
+        for limit in (256, 7):
+            got = guards.embedding_sample(paths, embedding, limit)
+            want = _sample_reference(paths, embedding, limit)
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_clustering_records_the_table_health_later_jobs_report(tmp_path, spark, data):
+    """`curate cluster` picks the guards' sample in its sample tasks (no second decode of the
+    table); semdedup and prune report exactly what guards.table_health reads from the table."""
+    import json
+
+    from curate.embedding_space import guards
+    from curate.embedding_space.jobs import run_prune, run_semdedup
+    from curate.engine.spark import SparkExecutor
+
+    for name, executor, rows in (("local", LocalExecutor(), 1800), ("spark", SparkExecutor(spark), 400)):
+        ds = Dataset(tmp_path / name)
+        write_embeddings(ds, "m", data, rows_per_shard=rows)
+        run_cluster(ds, "m", K, executor=executor)
+        want = guards.table_health(ds, "embeddings/m", "image")
+        meta = json.loads((ds.root / "centroids" / "kmeans" / "_meta.json").read_text())
+        assert meta["embeddings_health"]["health"] == json.loads(json.dumps(want[0]))
+        sd = run_semdedup(ds, "kmeans", 0.01, executor=executor)
+        dbp = run_prune(ds, "kmeans", 0.5, executor=executor)
+        for res in (sd, dbp):
+            assert res["guards"]["distributions"]["embeddings"] == want[0]
+            assert list(res["guards"]["distributions"]["embeddings"]) == list(want[0])  # same key order
