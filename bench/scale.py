@@ -5,15 +5,24 @@ an input Parquet file (uid, url, real web alt-text captions replicated, stated i
 a 64-d float16 embeddings table (Gaussian mixture with 10% noisy near copies, CLIP scores),
 and a downloads table with img2dataset-style tars (tiny JPEG bytes, 5% exact byte copies).
 Then every job runs as its own ``curate`` process, as a user types it, on Spark local mode
-(``--engine spark``; ``select`` has no engine, it is DuckDB):
+(``--engine spark``, the default; ``--engine local`` for the in-process engine; ``select`` has
+no engine, it is DuckDB); ``--jobs`` picks some of them (the pool then holds only the parts
+they read):
 
     ingest | filter -f basic -f clip_score:fraction=0.3 | metadata match | metadata balance |
     cluster | dedup semantic | dedup exact | prune dbp | select | reshard
 
-For every job: wall time, rows/s, peak RSS of the driver process (the ``curate`` Python
-process) and of its whole process tree (driver + JVM + Python workers), polled from /proc
-every 50 ms; then the growth factors from the smallest to the largest size. Targets: driver
-peak RSS at the largest size <= 1.2x the smallest; time per row at the largest <= 1.3x.
+``cluster`` runs with k = N / 1000 (a fixed mean cluster size, so SemDeDup's work per row does
+not grow with the pool) and a fixed 100,000-row k-means sample (``--sample-size``: the driver's
+documented bound).
+
+For every job: wall time, rows/s, CPU seconds of the whole process tree, peak RSS of the
+driver process (the ``curate`` Python process) and of its whole process tree (driver + JVM +
+Python workers), polled from /proc every 50 ms; then the growth factors from the smallest to
+the largest size. Targets: driver peak RSS at the largest size <= 1.2x the smallest; time per
+row at the largest <= 1.3x. At ``--gap-at`` rows (default 1M) the sweep also runs
+bench/dedup.py's in-memory pipeline on the pool's own embeddings and prints the cluster +
+dedup semantic + prune dbp jobs' wall and CPU time against it (target <= 1.5x).
 ``--json FILE`` writes every figure.
 
 ``--gap N`` instead measures the cluster + dedup semantic + prune dbp jobs (Parquet in and out,
@@ -21,8 +30,9 @@ Spark local mode, own processes) against bench/dedup.py's in-memory pipeline (k-
 assignment, SemDeDup, DBP through the same library calls) on N x 512 embeddings, in the same
 run: target jobs <= 1.5x the in-memory pipeline.
 
-    .venv/bin/python bench/scale.py --sizes 100000,200000,400000 --json scale.json
-    .venv/bin/python bench/scale.py --gap 1000000
+    .venv/bin/python bench/scale.py --sizes 1000000,2000000,4000000,8000000 --json scale.json
+    .venv/bin/python bench/scale.py --sizes 250000,1000000 --jobs "cluster,dedup semantic,prune dbp"
+    .venv/bin/python bench/scale.py --gap 1000000 --engine local
 """
 
 from __future__ import annotations
