@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curate import storage
 from curate.embedding_space.common import (cleanup_tmp, collect_rows, embeddings_table, read_uid_filter, shard_tasks,
@@ -205,7 +204,8 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
                 faiss=faiss.__version__)
     # the embeddings table's health (guards.table_health) as the later jobs on this clustering
     # report it, from the candidates the sample tasks kept: they need not decode the table again
-    xg = merge_guard_candidates(str(cache_dir), [pq.ParquetFile(p).metadata.num_rows for p in ds.shards(table)])
+    xg = merge_guard_candidates(str(cache_dir), [storage.parquet_file(p).metadata.num_rows
+                                                    for p in ds.shards(table)])
     if xg is not None:
         table_h, table_w = guards.embedding_health(guards.pairwise_histogram(xg))
         meta["embeddings_health"] = {"health": table_h, "warnings": table_w}

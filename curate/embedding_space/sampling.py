@@ -134,8 +134,10 @@ def read_shard_matrices(path: str, kind: str, cache_dir: str | None = None, inde
 
 
 # ---------------------------------------------------------------- the guards' sample, from the sample pass
-def guard_candidates_path(cache_dir: str, index: int) -> Path:
-    return Path(cache_dir) / f"guard-{index:05d}.npz"
+def guard_candidates_path(cache_dir: str, index: int) -> str:
+    from curate.storage import join
+
+    return join(str(cache_dir), f"guard-{index:05d}.npz")
 
 
 def save_guard_candidates(cache_dir: str, index: int, uids: pa.Array, mats: list[np.ndarray], kind: str,
@@ -144,8 +146,10 @@ def save_guard_candidates(cache_dir: str, index: int, uids: pa.Array, mats: list
     smallest seed-0 uid hash (stable order), normalised as that function does. `curate cluster`
     has every shard decoded in its sample pass already; without this, each later job's guard
     decoded the whole embeddings table once more on the driver."""
+    import io
+
     from curate.embedding_space.guards import PAIR_SAMPLE
-    from curate.tables.dataset import atomic_path
+    from curate.tables.dataset import atomic_write_bytes
 
     h = uid_hash_array(uids, 0)
     sel = np.argsort(h, kind="stable")[:PAIR_SAMPLE]
@@ -153,15 +157,18 @@ def save_guard_candidates(cache_dir: str, index: int, uids: pa.Array, mats: list
     if not all(np.isfinite(m).all() for m in picked):
         return  # no file: the later job reads the table and names the bad row as it always did
     x = normalized_matrix(picked, kind, uids.take(pa.array(sel)), where)
-    with atomic_path(guard_candidates_path(cache_dir, index)) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, hash=h[sel], x=x)
+    buf = io.BytesIO()
+    np.savez(buf, hash=h[sel], x=x)
+    atomic_write_bytes(guard_candidates_path(cache_dir, index), buf.getvalue())  # local path or object
 
 
 def merge_guard_candidates(cache_dir: str, shard_rows: list[int]) -> np.ndarray | None:
     """``guards.embedding_sample(shards)`` from the per-shard candidates (same rows, same order,
     same bits: shards merged in order, ties kept stable); None when a non-empty shard's file
     is missing."""
+    import io
+
+    from curate import storage
     from curate.embedding_space.guards import PAIR_SAMPLE
 
     best_h, best_x = np.zeros(0, np.int64), None
@@ -169,9 +176,9 @@ def merge_guard_candidates(cache_dir: str, shard_rows: list[int]) -> np.ndarray 
         if rows == 0:
             continue
         p = guard_candidates_path(cache_dir, i)
-        if not p.exists():
+        if not storage.exists(p):
             return None
-        with np.load(p, allow_pickle=False) as z:
+        with np.load(io.BytesIO(storage.read_bytes(p)), allow_pickle=False) as z:
             h, x = z["hash"], z["x"]
         hs = np.concatenate([best_h, h])
         xs = x if best_x is None else np.concatenate([best_x, x])
