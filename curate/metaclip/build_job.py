@@ -1,0 +1,117 @@
+"""MetaCLIP metadata build: the entry list from numbers, WordNet, wordfreq, mined bigrams and
+user lists; bigram counting over a pool is per-shard (gram, order, n) rows summed by a shuffle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from curate.manifest import file_fingerprint
+from curate.metaclip.metadata import NGRAM_SCHEMA, ngram_batch
+from curate.tables import Dataset, atomic_write_bytes
+from curate.metaclip.job_shards import (check_columns, input_shards)
+
+
+def ngram_count_task(task: dict) -> Iterator[pa.RecordBatch]:
+    """(gram, order, n) counts of one input shard's text column, one batch per read batch."""
+    pf = check_columns(Path(task["input"]), [task.get("column", "text")])
+    for b in pf.iter_batches(batch_size=task.get("batch_size", 65536), columns=[task.get("column", "text")]):
+        yield ngram_batch(b.column(0))
+
+
+def count_dataset_ngrams(dataset: Dataset, executor, min_count: int) -> tuple[dict[str, int], dict[str, int], int]:
+    """Unigram and bigram counts (those of at least ``min_count``) over the pool's captions,
+    plus the total number of word tokens. Summed by the executor (a shuffle on Spark)."""
+    shards = input_shards(dataset, "samples", "run `curate ingest` first, or give --bigram-corpus")
+    tasks = [{"input": str(p)} for p in shards]
+    summed = executor.sum_task_rows(tasks, ngram_count_task, NGRAM_SCHEMA, ["gram", "order"], "n", min_count)
+    # The order-0 row holds the number of word tokens; below min_count it is filtered out,
+    # and then no bigram can reach min_count either.
+    total_words = 0
+    uni: dict[str, int] = {}
+    bi: dict[str, int] = {}
+    for g, o, n in zip(summed["gram"].to_pylist(), summed["order"].to_pylist(), summed["n"].to_pylist()):
+        if o == 0:
+            total_words = n
+        else:
+            (uni if o == 1 else bi)[g] = n
+    return uni, bi, total_words
+
+
+def run_build(output: str | Path, *, numbers: bool = True, wordnet: bool = True, wordnet_dir: str | None = None,
+              wordfreq_top: int | None = 100_000, wordfreq_min_frequency: float | None = None,
+              wordfreq_list: str = "best", dataset: Dataset | None = None, corpus: list[str] | None = None,
+              corpus_column: str = "text", bigram_min_count: int = 10, bigram_min_pmi: float = 8.0,
+              bigrams: bool = True, entry_lists: list[str] | None = None, keep_unmatchable: bool = False,
+              max_entries: int | None = None, executor=None, languages: list[str] | None = None,
+              lid_model: str | None = None) -> dict:
+    """Build a metadata JSON list from the sources of ``curate.metaclip.metadata``; writes
+    ``output`` and ``<output>.build.json`` (sources, parameters, counts) and returns the latter.
+
+    ``languages`` other than None or ``["en"]`` builds MetaCLIP 2 worldwide metadata instead:
+    ``output`` is then a folder with one ``<lang>.json`` per language
+    (``curate.metaclip.worldwide_build``)."""
+    if languages is not None and list(languages) != ["en"]:
+        from curate.metaclip.worldwide_build import run_build_worldwide
+
+        return run_build_worldwide(
+            output, list(languages), numbers=numbers, wordnet=wordnet, wordnet_dir=wordnet_dir,
+            wordfreq_top=wordfreq_top, wordfreq_min_frequency=wordfreq_min_frequency, wordfreq_list=wordfreq_list,
+            dataset=dataset, corpus=corpus, corpus_column=corpus_column, bigram_min_count=bigram_min_count,
+            bigram_min_pmi=bigram_min_pmi, bigrams=bigrams, entry_lists=entry_lists,
+            keep_unmatchable=keep_unmatchable, max_entries=max_entries, executor=executor, lid_model=lid_model)
+    import time
+
+    from curate.manifest import code_version
+    from curate.metaclip import metadata as md
+
+    timings: dict[str, float] = {}
+    sources: list[tuple[str, list[str]]] = []
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        timings[name] = round(time.perf_counter() - t0, 3)
+        return out
+
+    if numbers:
+        sources.append(("numbers", md.number_entries()))
+    if wordnet:
+        sources.append(("wordnet", timed("wordnet", lambda: md.wordnet_entries(wordnet_dir))))
+    if wordfreq_top or wordfreq_min_frequency is not None:
+        sources.append(("wordfreq", timed("wordfreq", lambda: md.wordfreq_entries(
+            wordfreq_top, wordfreq_min_frequency, wordlist=wordfreq_list))))
+    bigram_info: dict = {}
+    if bigrams and (corpus or dataset is not None):
+        def mine():
+            if corpus:
+                texts = (t for path in corpus for t in md.iter_corpus_file(path, corpus_column))
+                uni, bi = md.count_ngrams(md.spacing(t) for t in texts)
+                total = sum(uni.values())
+            else:
+                uni, bi, total = count_dataset_ngrams(dataset, executor, bigram_min_count)
+            return md.pmi_bigrams(uni, bi, total, bigram_min_count, bigram_min_pmi), total
+
+        mined, total_words = timed("bigrams", mine)
+        sources.append(("bigrams", [b.text for b in mined]))
+        bigram_info = {"corpus": list(corpus) if corpus else f"{dataset.root}/samples",
+                       "word_tokens": total_words, "mined": len(mined),
+                       "top": [{"bigram": b.text, "count": b.count, "pmi": round(b.pmi, 3)} for b in mined[:20]]}
+    for path in entry_lists or []:
+        sources.append((f"user:{path}", md.read_entry_list(path)))
+    entries, report = md.assemble(sources, keep_unmatchable=keep_unmatchable, max_entries=max_entries)
+    out = md.write_metadata(entries, output)
+    build = {
+        "output": str(out), "entries": report.entries, "sources": report.sources, "bigrams": bigram_info,
+        "params": {"numbers": numbers, "wordnet": wordnet, "wordnet_dir": wordnet_dir, "wordfreq_top": wordfreq_top,
+                   "wordfreq_min_frequency": wordfreq_min_frequency, "wordfreq_list": wordfreq_list,
+                   "bigram_min_count": bigram_min_count, "bigram_min_pmi": bigram_min_pmi,
+                   "keep_unmatchable": keep_unmatchable, "max_entries": max_entries,
+                   "entry_lists": list(entry_lists or [])},
+        "sha256": file_fingerprint(out)["sha256"], "code": code_version(), "timings_s": timings,
+    }
+    atomic_write_bytes(Path(f"{out}.build.json"), (json.dumps(build, indent=2, sort_keys=True) + "\n").encode())
+    return build
