@@ -1,0 +1,147 @@
+"""A response body read under the request's size and time limits, with its content encoding
+(gzip, deflate, br and zstd when their decoders are installed) decoded under the same limit;
+a body shorter than its Content-Length is an error, not a truncated image."""
+
+from __future__ import annotations
+
+import time
+import zlib
+
+from curate.download.address_policy import FetchPolicy
+
+
+class BodyLimitError(OSError):
+    """The response body took too long, was too big or could not be decoded."""
+
+
+class ShortBodyError(OSError):
+    """The connection closed before the body its Content-Length announced was complete."""
+
+
+# ---------------------------------------------------------------- the body
+def _decoders():
+    """Content codings we can decode: name -> function(bytes, limit) -> bytes."""
+    def inflate(data, limit, wbits):
+        out, total = [], 0
+        while data:
+            d = zlib.decompressobj(wbits)
+            chunk = d.decompress(data, limit + 1 - total)
+            out.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise BodyLimitError(f"too large: decoded body over {limit} bytes")
+            if d.unconsumed_tail:
+                raise BodyLimitError(f"too large: decoded body over {limit} bytes")
+            if not d.eof:
+                raise zlib.error("compressed stream is incomplete")
+            # gzip may hold several members; anything else after the stream is ignored, as browsers do
+            data = d.unused_data if wbits == 31 and d.unused_data[:2] == b"\x1f\x8b" else b""
+        return b"".join(out)
+
+    def deflate(data, limit):
+        try:
+            return inflate(data, limit, 15)  # RFC 9110 deflate: zlib-wrapped
+        except zlib.error:
+            return inflate(data, limit, -15)  # what many servers send: raw deflate
+
+    table = {"gzip": lambda d, n: inflate(d, n, 31), "x-gzip": lambda d, n: inflate(d, n, 31), "deflate": deflate}
+    for module in ("brotli", "brotlicffi"):
+        try:
+            br = __import__(module)
+        except ImportError:
+            continue
+
+        def brotli_decode(data, limit, br=br):
+            d = br.Decompressor()
+            out = d.process(data)  # brotli has no output cap; the input cap bounds it in practice
+            if len(out) > limit:
+                raise BodyLimitError(f"too large: decoded body over {limit} bytes")
+            return out
+
+        table["br"] = brotli_decode
+        break
+    try:
+        import zstandard
+
+        def zstd_decode(data, limit):
+            out = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+            if len(out) > limit:
+                raise BodyLimitError(f"too large: decoded body over {limit} bytes")
+            return out
+
+        table["zstd"] = zstd_decode
+    except ImportError:
+        pass
+    return table
+
+
+CONTENT_DECODERS = _decoders()
+ACCEPT_ENCODING = ", ".join(k for k in CONTENT_DECODERS if k != "x-gzip")
+
+
+def decode_content(body: bytes, encoding_header: str | None, limit: int) -> bytes:
+    """``body`` with its Content-Encoding undone (codings applied in order are undone in reverse)."""
+    codings = [c.strip().lower() for c in (encoding_header or "").split(",") if c.strip()]
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        decode = CONTENT_DECODERS.get(coding)
+        if decode is None:
+            raise BodyLimitError(f"unsupported content encoding {coding!r} (accepted: {ACCEPT_ENCODING})")
+        try:
+            body = decode(body, limit)
+        except BodyLimitError:
+            raise
+        except Exception as e:  # noqa: BLE001 - each decoder has its own error types
+            raise BodyLimitError(f"corrupt content encoding {coding}: {e}") from e
+    return body
+
+
+class LimitedBody:
+    """Wraps the final response: reads the body under the limits and decodes it."""
+
+    def __init__(self, response, policy: FetchPolicy):
+        self._r = response
+        self._policy = policy
+        self.headers = response.headers
+        self.status = getattr(response, "status", None)
+        self.url = response.geturl()
+
+    def read(self, amt=None):
+        limit = self._policy.max_bytes
+        declared = self.headers.get("Content-Length")
+        if declared and declared.strip().isdigit() and int(declared) > limit:
+            raise BodyLimitError(f"too large: Content-Length {int(declared)} over {limit} bytes")
+        deadline = time.monotonic() + self._policy.max_seconds  # file:// has no socket deadline
+        chunks, total = [], 0
+        while True:
+            chunk = self._r.read(65536)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise BodyLimitError(f"too large: body over {limit} bytes")
+            if time.monotonic() > deadline:
+                raise BodyLimitError(f"timed out: body not complete after {self._policy.max_seconds:g}s")
+            chunks.append(chunk)
+        missing = getattr(self._r, "length", None)
+        if missing:  # http.client ends a short body silently when reading in pieces
+            raise ShortBodyError(f"connection closed early: body shorter than its Content-Length "
+                                 f"(got {total} bytes, {missing} missing)")
+        body = b"".join(chunks)
+        return decode_content(body, self.headers.get("Content-Encoding"), limit)
+
+    def geturl(self):
+        return self.url
+
+    def info(self):
+        return self.headers
+
+    def close(self):
+        self._r.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
