@@ -1,0 +1,141 @@
+"""The ingest plan: the job's settings, its inputs scanned and cut into tasks (a file, or a slice
+of row groups of a big Parquet file), and the row estimate ``--engine auto`` sizes it by."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import field, replace
+from pathlib import Path
+
+from curate.errors import DatasetError
+from curate.ingest.shards import ROW_ID_BITS
+from curate.ingest.stage import IngestRules
+from curate.manifest import file_fingerprint
+from curate.readers import InputScan, ReaderOptions, scan_inputs
+from curate.readers.parquet import plan_parquet
+
+
+class IngestConfig:
+    inputs: list[str]
+    output: str
+    format: str | None = None
+    options: ReaderOptions = field(default_factory=ReaderOptions)
+    rules: IngestRules = field(default_factory=IngestRules)
+    rows_per_shard: int = 500_000
+    task_rows: int = 250_000  # Parquet files are split into tasks of about this many rows
+    sources: dict[str, str] = field(default_factory=dict)  # local copy -> the URI it was fetched from
+
+    def params(self) -> dict:
+        return {
+            "inputs": [self.sources.get(i, i) for i in self.inputs],
+            "format": self.format,
+            "options": self.options.to_dict(),
+            "rules": self.rules.to_dict(),
+            "rows_per_shard": self.rows_per_shard,
+            "task_rows": self.task_rows,
+        }
+
+
+def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
+    """(tasks, input fingerprints, the scan with every file not read). File order (as given,
+    folders sorted) fixes dedup priority. The output folder is never read as input."""
+    scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions)
+    files = scan.files
+    if not files:
+        if scan.skipped:
+            first = scan.skipped[0]
+            raise DatasetError(f"no readable input files in {cfg.inputs}: {len(scan.skipped)} skipped, the first "
+                               f"{first.path}: {first.outcome}: {first.detail}")
+        raise DatasetError(f"no input files found in {cfg.inputs}")
+    if len(files) >= 1 << (63 - ROW_ID_BITS):
+        raise DatasetError(f"{len(files):,} input files: ingest takes at most {(1 << (63 - ROW_ID_BITS)) - 1:,} "
+                           "per run (merge small files or ingest in parts)")
+    options = replace(cfg.options, exclude=[str(Path(cfg.output).resolve())])
+    opts = options.to_dict()
+    tasks, fingerprints = [], []
+    for file_index, (path, fmt) in enumerate(files):
+        fp = _folder_fingerprint(path, options.exclude) if fmt == "imagefolder" else file_fingerprint(path)
+        source = cfg.sources.get(str(path), path)  # an input named by URI: read from its local copy
+        fingerprints.append({**fp, "path": source, "format": fmt, "file_index": file_index})
+        base = {"path": path, "source": source, "format": fmt, "file_index": file_index, "options": opts,
+                "rules": cfg.rules.to_dict()}
+        if fmt == "imagefolder" and cfg.options.captions:
+            base["source"] = str(Path(cfg.options.captions).resolve())
+        if fmt == "parquet":
+            for piece in plan_parquet(path, cfg.task_rows):
+                tasks.append({**base, "row_groups": piece["row_groups"], "first_row": piece["first_row"]})
+        else:
+            tasks.append(base)
+    return tasks, fingerprints, scan
+
+
+# ``--engine auto`` sizes an ingest by its inputs (the dataset does not exist yet): text
+# inputs by bytes, at this many a row (web alt-text rows in CSV/TSV/JSONL/COCO JSON take
+# 100-300 bytes, so this errs towards more rows, i.e. towards Spark).
+INPUT_BYTES_PER_ROW = 100
+
+
+def estimate_input_rows(cfg: IngestConfig) -> int:
+    """Rows the inputs hold, without reading any data (docs/engine.md): Parquet files by
+    their footers, WebDataset tars by their distinct keys (tar headers only), an image
+    folder by its files, any other file by its size / ``INPUT_BYTES_PER_ROW``."""
+    import tarfile
+
+    from curate.readers.parquet import open_parquet
+
+    scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions)
+    rows = 0
+    for path, fmt in scan.files:
+        p = Path(path)
+        if fmt in ("parquet", "datacomp", "img2dataset"):
+            rows += open_parquet(path).metadata.num_rows  # a broken file: its one-line error, now
+        elif fmt == "imagefolder":
+            rows += sum(1 for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", ".")))
+        elif fmt == "webdataset":
+            try:
+                with tarfile.open(path, "r:") as tar:
+                    rows += len({_tar_key(m.name) for m in tar if m.isfile()})
+            except (tarfile.TarError, OSError):  # the job reports it; size it as text
+                rows += p.stat().st_size // INPUT_BYTES_PER_ROW
+        else:
+            rows += -(-p.stat().st_size // INPUT_BYTES_PER_ROW)
+    return rows
+
+
+def _tar_key(name: str) -> str:
+    """WebDataset's sample key of a tar member: its path up to the first dot of its file name."""
+    folder, _, base = name.rpartition("/")
+    return f"{folder}/{base.split('.', 1)[0]}"
+
+
+def _folder_fingerprint(root: str, exclude: list[str]) -> dict:
+    """An image folder's fingerprint over the files ingest may read (hidden names and the
+    output left out); a file that cannot be read is fingerprinted by its error."""
+    import hashlib
+
+    skip = {Path(x) for x in exclude}
+    h, size = hashlib.sha256(), 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(("_", ".")) and (here / d).resolve() not in skip)
+        for name in sorted(f for f in filenames if not f.startswith(("_", "."))):
+            f = here / name
+            try:
+                fp = file_fingerprint(f)
+                digest, size = fp["sha256"], size + fp["bytes"]
+            except OSError as e:
+                digest = f"unreadable:{e.errno}"
+            h.update(f"{f.relative_to(root).as_posix()}:{digest}\n".encode("utf-8", "surrogateescape"))
+    return {"path": str(root), "bytes": size, "sha256": h.hexdigest(), "kind": "folder"}
+
+
+def report_skipped(scan: InputScan, limit: int = 20) -> None:
+    """One line per file not read (the first ``limit``; all are in the run manifest)."""
+    from curate.progress import info
+
+    for f in scan.skipped[:limit]:
+        info(f"ingest: not reading {f.path}: {f.outcome}: {f.detail}")
+    if len(scan.skipped) > limit:
+        info(f"ingest: ... and {len(scan.skipped) - limit} more files not read (see _runs/ingest.json, skipped_files)")
+    for d in scan.excluded:
+        info(f"ingest: not reading {d}: it is the output dataset")
