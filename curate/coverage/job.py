@@ -150,7 +150,8 @@ def _caption_tasks(dataset: Dataset, concepts: ConceptList, common: dict, out_di
     """One caption task per ``samples`` shard; the concept list is written where every worker reads it."""
     concepts_path = out_dir / CONCEPTS_FILE
     atomic_write_bytes(concepts_path, json.dumps(concepts.names, ensure_ascii=False).encode())
-    return [dict(common, source=CAPTION, input=str(p), concepts=str(concepts_path), concepts_sha=concepts.sha256())
+    sha = concepts.sha256()
+    return [dict(common, source=CAPTION, input=str(p), concepts=str(concepts_path), concepts_sha=sha)
             for p in dataset.shards("samples")]
 
 

@@ -26,6 +26,7 @@ NO_LANGUAGE = "(none)"  # stats key for captions whose language has no metadata 
 COUNTS_DIR = "_counts"
 _COUNT_SCHEMA = pa.schema([("entry_id", pa.int32()), ("count", pa.int64())])
 
+
 def input_shards(dataset: Dataset, table: str, hint: str) -> list[Path]:
     shards = dataset.shards(table)
     if not shards:
