@@ -1,0 +1,93 @@
+"""Checks a filter run makes before any data pass (samples columns, the embeddings tables the
+filters read, image_based paths), and which embeddings table a filter reads."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.errors import DatasetError, InputFileError
+from curate.filters.stages import FilterSpec
+from curate.tables import Dataset
+
+
+def embedding_tables(dataset: Dataset) -> list[str]:
+    return [t for t in dataset.tables() if t.startswith("embeddings/")]
+
+
+def _checked(dataset: Dataset, table: str) -> str:
+    from curate.embedding_space.vectors import check_embedding_shards
+
+    check_embedding_shards(dataset.shards(table))  # one dim across shards, named shard if not
+    return table
+
+
+# DataComp's --arch names for the tables a DataComp pool import writes (curate.ingest.datacomp).
+MODEL_ALIASES = {"b32": "ViT-B-32__openai", "l14": "ViT-L-14__openai"}
+
+
+def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
+    from curate.models.resolve import resolve_embeddings
+
+    tables = embedding_tables(dataset)
+    if model:
+        model = MODEL_ALIASES.get(model, model)  # DataComp's --arch names
+        # any model spec: a table id, an open_clip NAME[:TAG], a checkpoint file
+        try:
+            return _checked(dataset, f"embeddings/{resolve_embeddings(dataset, model)}")
+        except DatasetError as e:
+            raise DatasetError(f"filter {spec.name}: no table embeddings/{model.removeprefix('embeddings/')} in "
+                               f"{dataset.root} (found: {', '.join(tables) or 'none'}; {e}); "
+                               f"run `curate embed` first") from None
+    if len(tables) == 1:
+        return _checked(dataset, tables[0])
+    if not tables:
+        raise DatasetError(f"filter {spec.name} needs CLIP embeddings but {dataset.root} has no "
+                           "embeddings/<model> table; run `curate embed` first")
+    raise DatasetError(f"filter {spec.name}: several embedding tables ({', '.join(tables)}); "
+                       f"choose one with {spec.name}:model=NAME")
+
+
+def check_filters(dataset: Dataset, specs: list[FilterSpec]) -> None:
+    """Every check that needs no data pass: samples table, embeddings tables the filters read,
+    image_based target paths. Run before an engine starts (a JVM takes seconds)."""
+    if not Path(dataset.root).is_dir():
+        raise DatasetError(f"dataset folder {dataset.root} does not exist")
+    check_samples(dataset)
+    for spec in specs:
+        if spec.name in ("clip_score", "laion2b", "image_based"):
+            resolve_model(dataset, spec.params.get("model"), spec)
+        if spec.name == "image_based":
+            for key in ("target", "centroids"):
+                v = spec.params.get(key)
+                if v and not Path(v).exists() and not (any(c in v for c in "*?[") and glob.glob(v)):
+                    raise InputFileError(str(v), f"image_based {key} does not exist")
+            t = Path(spec.params.get("target") or "")
+            if (spec.params.get("target") and t.is_dir()
+                    and not any(next(t.glob(f"*.{ext}"), None) for ext in ("parquet", "pt", "npy"))):
+                from curate.models.resolve import resolve_model as resolve_model_spec
+
+                table = resolve_model(dataset, spec.params.get("model"), spec)
+                resolve_model_spec(table.split("/", 1)[1], dataset=dataset)  # the model that embeds the folder
+
+
+def check_samples(dataset: Dataset) -> list[Path]:
+    shards = dataset.shards("samples")
+    if not shards:
+        raise DatasetError(f"no samples table in {dataset.root}; run `curate ingest` first")
+    want = {"uid": pa.string(), "text": pa.string()}
+    for p in shards:
+        try:
+            sch = pq.read_schema(p)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputFileError(str(p), f"cannot read Parquet footer ({e})") from e
+        for c in ("uid", "text", "original_width", "original_height"):
+            if c not in sch.names:
+                raise InputFileError(str(p), f"samples shard has no column {c!r}")
+        for c, typ in want.items():
+            if not sch.field(c).type.equals(typ) and not sch.field(c).type.equals(pa.large_string()):
+                raise InputFileError(str(p), f"column {c!r} has type {sch.field(c).type}, expected string")
+    return shards

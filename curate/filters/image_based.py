@@ -1,0 +1,147 @@
+"""DataComp's image_based filter prepared over the pool: k-means centroids of the caption-filtered
+pool embeddings (or given ones), the target images' clusters, and the embedding guards."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.errors import CurateError, InputFileError
+from curate.filters import stages
+from curate.manifest import file_fingerprint
+from curate.tables import Dataset
+from curate.filters.checks import resolve_model
+from curate.filters.readers import base_schema, base_tasks, caption_pass, emb_frame, fraction_threshold, read_base
+
+
+def _load_target(path: str, model_table: str, dataset: Dataset) -> np.ndarray:
+    """Target embeddings: a .npy or DataComp .pt file, a folder or glob of them (concatenated,
+    as DataComp joins its five ImageNet-1k files), a .parquet of embeddings, or an image
+    folder embedded with the pool's model."""
+    from curate.filters.assets import load_matrices, matrix_files
+
+    p = Path(path)
+    files = matrix_files(path)
+    if files:
+        x = load_matrices(files)
+    elif p.suffix == ".parquet" or (p.is_dir() and any(p.glob("*.parquet"))):
+        t = pq.read_table(p)
+        col = next((c for c in ("image_embedding", "embedding") if c in t.column_names), None)
+        if col is None:
+            raise InputFileError(str(p), "no image_embedding or embedding column")
+        c = t.column(col).combine_chunks()
+        x = c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), -1)
+    elif p.is_dir():
+        x = _embed_folder(p, model_table, dataset)
+    else:
+        raise InputFileError(str(p), "image_based target must be an image folder, a .npy / .pt file (or a folder "
+                             "or glob of them) or a .parquet of embeddings")
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise InputFileError(str(p), f"target embeddings must be a non-empty 2-D array, got shape {x.shape}")
+    return x
+
+
+def _embed_folder(folder: Path, model_table: str, dataset: Dataset) -> np.ndarray:
+    """Embed every image under ``folder`` with the model that made the pool's embeddings
+    (its name, weights and seed come from that embed run's manifest)."""
+    from curate.manifest import read_manifest
+
+    model_id = model_table.split("/", 1)[1]
+    run = read_manifest(dataset, f"embed-{model_id}")
+    if not run or "model" not in run.get("params", {}):
+        raise CurateError(f"image_based: cannot tell which model made {model_table} (no _runs/embed-{model_id}.json); "
+                          "pass target=FILE.npy with target embeddings from that model instead")
+    from curate.embed.core import embed_image_folder
+    from curate.models import load_model
+
+    from curate.models.resolve import resolve_model as resolve_model_spec
+
+    ref = resolve_model_spec(model_id, dataset=dataset)
+    bundle = load_model(ref.name, ref.pretrained, seed=ref.seed)
+    if bundle.model_id != model_id:
+        raise CurateError(f"image_based: loaded {bundle.model_id}, expected {model_id}; pass target=FILE.npy instead")
+    _, _, x = embed_image_folder(folder, bundle)
+    return np.asarray(x, dtype=np.float32)
+
+
+def prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name) -> tuple[dict, dict]:
+    p = spec.params
+    table = resolve_model(dataset, p["model"], spec)
+    j = plan.index(table, embedding=True)
+    ctx: dict = {"embedding_column": f"e{j}"}
+    info: dict = {"model": table}
+    if p["clip_threshold"] is not None or p["clip_fraction"] is not None:
+        # DataComp cuts on the B/32 or L/14 score (--arch) but clusters L/14 embeddings.
+        score_table = resolve_model(dataset, p["clip_model"], spec) if p["clip_model"] else table
+        js = plan.index(score_table, embedding=False)
+        if p["clip_fraction"] is not None:
+            info["clip"] = fraction_threshold(dataset, score_table, p["clip_fraction"], executor)
+        else:
+            info["clip"] = {"threshold": p["clip_threshold"]}
+        info["clip"]["model"] = score_table
+        ctx["score_column"], ctx["threshold"] = f"s{js}", info["clip"]["threshold"]
+    if p["centroids"]:
+        from curate.filters.assets import load_matrix
+
+        centroids = load_matrix(p["centroids"])
+        info["centroids"] = file_fingerprint(p["centroids"])
+    else:
+        centroids, x = _pool_centroids(dataset, p, frames, table, j, shards)
+        info.update({"kmeans_points": int(len(x)), "k": p["k"], "niter": p["niter"], "seed": p["seed"]})
+    path = dataset.root / "decisions" / run_name / "_image_based_centroids.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, centroids)
+    target = _load_target(p["target"], table, dataset)
+    if target.shape[1] != centroids.shape[1]:
+        raise CurateError(f"image_based: target embeddings have dim {target.shape[1]}, pool has {centroids.shape[1]}")
+    info["guards"] = _guards(dataset, table, centroids, None if p["centroids"] else x)
+    tc = np.unique(stages.assign_clusters(target, centroids))
+    ctx.update({"centroids_path": str(path), "target_clusters": [int(c) for c in tc]})
+    info.update({"target": p["target"], "target_images": int(len(target)), "target_clusters": int(len(tc)),
+                 "centroids_path": str(path.relative_to(dataset.root)),
+                 "centroids_sha256": hashlib.sha256(centroids.tobytes()).hexdigest()})
+    return ctx, info
+
+
+def _pool_centroids(dataset: Dataset, p: dict, frames, table: str, j: int, shards) -> tuple[np.ndarray, np.ndarray]:
+    """DataComp clusters the caption-filtered pool (no CLIP-score cut) with L2 k-means:
+    (centroids, the uid-sorted k-means input)."""
+    from curate.embedding_space.kmeans import train_kmeans
+
+    base = frames.from_tasks(base_tasks(dataset, shards, False), read_base, base_schema(False))
+    joined = frames.join(base, emb_frame(dataset, frames, table, j, True), how="inner")
+    out_schema = pa.schema([pa.field("uid", pa.string()), pa.field(f"e{j}", pa.binary())])
+    fn = functools.partial(caption_pass, params=p, column=f"e{j}", sample_ratio=p["sample_ratio"])
+    pool = frames.collect(frames.map(joined, fn, out_schema))
+    pool = pool.sort_by("uid")  # join order varies; the k-means input must not
+    _, x = stages.embeddings_from_binary(pool.column(f"e{j}"))
+    if len(x) < p["k"]:
+        raise CurateError(f"image_based: k={p['k']} clusters but only {len(x)} caption-filtered pool "
+                          "embeddings; pass image_based:k=N with a smaller N")
+    # max_points_per_centroid as DataComp: large, so FAISS does not subsample.
+    centroids = train_kmeans(x, p["k"], niter=p["niter"], seed=p["seed"], max_points_per_centroid=10_000_000)
+    return centroids, x
+
+
+def _guards(dataset: Dataset, table: str, centroids: np.ndarray, x: np.ndarray | None) -> dict:
+    """The embedding guards of the pool table and, after k-means on the pool, of what the
+    filter compares."""
+    from curate.embedding_space import guards
+
+    health, warns = guards.table_health(dataset, table, "image")
+    dists = {"embeddings": health}
+    if x is not None and len(x):
+        # what the filter compares: each sample's similarity to its nearest centroid (a bounded
+        # head of the uid-sorted k-means input, already on the driver)
+        xs = x[:8 * guards.PAIR_SAMPLE]
+        cn = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        xn = xs / np.maximum(np.linalg.norm(xs, axis=1, keepdims=True), 1e-12)
+        sims = np.einsum("ij,ij->i", xn, cn[stages.assign_clusters(xs, centroids)])
+        dists["acted_on"] = guards.distribution(guards.histogram(sims), "cosine of a sample to its nearest centroid")
+    return guards.guards_record(dists, warns)
