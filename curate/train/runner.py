@@ -36,6 +36,7 @@ from curate.train.launch import (Launch, align_resume_checkpoint, clear_rank_rec
                                  per_rank_batch, rank_environment, rank_record, read_rank_records,
                                  torchrun_command, write_rank_record)
 from curate.train.presets import Preset, get_preset
+from curate.train.open_clip_main import run_open_clip_train
 from curate.train.progress import TrainProgress
 
 
@@ -168,134 +169,7 @@ def _losses(log_path: Path) -> list[float]:
     return [float(m.group(1)) for m in _LOSS_RE.finditer(log_path.read_text(errors="replace"))]
 
 
-def _patch_webdataset_eof() -> None:
-    """webdataset >= 0.2.96 ends each tar with an ``{}`` EOF marker that open_clip_train's
-    ``group_by_keys_nothrow`` cannot read (KeyError 'fname'; webdataset#384, open_clip#935).
-    The fix upstream suggests: expand tars with ``eof_value=None``."""
-    import inspect
-
-    import open_clip_train.data as ocd
-    from webdataset.tariterators import tar_file_expander, url_opener
-
-    if getattr(ocd.tarfile_to_samples_nothrow, "_curate_patched", False):
-        return
-    if "eof_value" not in inspect.signature(tar_file_expander).parameters:
-        return  # older webdataset: nothing to fix
-
-    def tarfile_to_samples_nothrow(src, handler=ocd.log_and_continue):
-        streams = url_opener(src, handler=handler)
-        files = tar_file_expander(streams, handler=handler, eof_value=None)
-        return ocd.group_by_keys_nothrow(files, handler=handler)
-
-    tarfile_to_samples_nothrow._curate_patched = True
-    ocd.tarfile_to_samples_nothrow = tarfile_to_samples_nothrow
-
-
-def run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = False,
-                        epochs: list | None = None) -> int | None:
-    """open_clip_train.main.main in this process; undo its global logging and thread setup.
-
-    ``epochs``: a list that receives one record per epoch trained (samples, seconds, device).
-
-    Not verbose: its console log (model printout, every argument, progress) goes to
-    ``os.devnull``; ``out.log`` in the run folder has all of it either way.
-    """
-    import random
-
-    import numpy as np
-    import torch
-
-    from curate.models import register_configs
-    from open_clip_train.main import main as oc_main
-
-    _patch_webdataset_eof()
-    register_configs()  # curate-tiny & co. exist for open_clip_train once registered
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    levels = {n: logging.getLogger(n).level for n in list(logging.root.manager.loggerDict)}
-    old_threads = torch.get_num_threads()
-    # open_clip_train seeds the global RNGs; the caller's random streams stay as they were
-    rng_states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    if threads:
-        torch.set_num_threads(threads)
-    if not verbose:  # handlers someone else installed (basicConfig) would echo every line too
-        for h in handlers:
-            root.removeHandler(h)
-    try:
-        with contextlib.ExitStack() as stack:
-            if not verbose:
-                stack.enter_context(contextlib.redirect_stderr(stack.enter_context(open(os.devnull, "w"))))
-            if epochs is not None:
-                stack.enter_context(_timed_epochs(epochs))
-            if argv[argv.index("--device") + 1].startswith("cpu"):
-                stack.enter_context(_cpu_ddp())
-            return oc_main(argv)
-    finally:
-        for h in list(root.handlers):
-            if h not in handlers:
-                root.removeHandler(h)
-                h.close()
-        for h in handlers:
-            if h not in root.handlers:
-                root.addHandler(h)
-        root.setLevel(level)
-        for n, lv in levels.items():
-            logging.getLogger(n).setLevel(lv)
-        torch.set_num_threads(old_threads)
-        random.setstate(rng_states[0])
-        np.random.set_state(rng_states[1])
-        torch.set_rng_state(rng_states[2])
-
-
-@contextlib.contextmanager
-def _cpu_ddp():
-    """open_clip_train 3.3 wraps the model as ``DistributedDataParallel(model, device_ids=[device])``,
-    which torch refuses for a CPU module (device_ids must be None there), so its gloo/CPU path
-    cannot start. While it runs, DDP drops a CPU device list; everything else is torch's DDP."""
-    import torch
-
-    ddp = torch.nn.parallel.DistributedDataParallel
-
-    class CpuDistributedDataParallel(ddp):
-        def __init__(self, module, device_ids=None, *args, **kwargs):
-            if device_ids is not None and all(torch.device(d).type == "cpu" for d in device_ids):
-                device_ids = None
-            super().__init__(module, device_ids, *args, **kwargs)
-
-    torch.nn.parallel.DistributedDataParallel = CpuDistributedDataParallel
-    try:
-        yield
-    finally:
-        torch.nn.parallel.DistributedDataParallel = ddp
-
-
-@contextlib.contextmanager
-def _timed_epochs(records: list):
-    """Time open_clip_train's epoch loop (model building, data setup and saving excluded):
-    this rank's samples and seconds per epoch, for per-rank throughput."""
-    import open_clip_train.main as ocm
-
-    original = ocm.train_one_epoch
-
-    def timed(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=None):
-        import torch
-
-        t = time.perf_counter()
-        out = original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
-        if str(args.device).startswith("cuda"):
-            torch.cuda.synchronize(args.device)
-        records.append({"epoch": epoch + 1, "device": str(args.device),
-                        "samples": int(data["train"].dataloader.num_batches) * int(args.batch_size),
-                        "seconds": time.perf_counter() - t})
-        return out
-
-    ocm.train_one_epoch = timed
-    try:
-        yield
-    finally:
-        ocm.train_one_epoch = original
-
-
+# Over 60 lines only by its signature (the trainer's option list) and docstring; the body is steps.
 def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str = "tiny", *,
           seed: int = 0, samples_seen: int | None = None, batch_size: int | None = None,
           lr: float | None = None, warmup: int | None = None, checkpoints: int | None = None,
@@ -344,20 +218,50 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
                           every_s=progress_every_s)
             if progress and launch.node_rank == 0 else contextlib.nullcontext())
     with live:
-        if launch.uses_torchrun:
-            rc = _launch_torchrun(launch, rank_argv, output, dev, threads, verbose)
-        else:
-            epochs: list[dict] = []
-            rc = run_open_clip_train(rank_argv, threads, verbose, epochs=epochs)
-            if rc != -1:
-                write_rank_record(output, rank_record(0, 0, 1, dev, epochs))
+        rc = _run_ranks(launch, rank_argv, output, dev, threads, verbose)
     if launch.uses_torchrun and launch.node_rank != 0:
         return _node_result(launch, output)
     wall = time.perf_counter() - t0
     final = output / "checkpoints" / f"epoch_{steps['epochs']}.pt"
     if rc == -1 or not final.exists():
         raise TrainError(f"open_clip_train did not finish (see {output / 'out.log'}); expected {final}")
+    model_path = _save_final_weights(final, output / "model.pt", cfg.model)
+    ranks = read_rank_records(output)
+    info = {
+        "preset": cfg.to_dict(), "model": cfg.model, "pretrained": pretrained, "seed": seed, "device": dev,
+        "precision": prec,
+        **_data_and_steps(data_info, steps, _losses(output / "out.log")),
+        "checkpoint": str(model_path),
+        "train_checkpoint": str(final),
+        "wall_s": round(wall, 2),
+        "samples_per_s": round(steps["samples_seen"] / wall, 1) if wall > 0 else None,
+        "world_size": launch.world_size, "launch": launch.to_dict(),
+        "global_batch": global_batch, "per_rank_batch": rank_batch,
+        "ranks": ranks,  # this launch's ranks: epochs trained, samples, seconds in the epoch loop
+        "train_samples_per_s": _loop_throughput(ranks),
+        "argv": rank_argv, "config_hash": config_hash, "code": code_version(),
+    }
+    atomic_write_bytes(info_path, (json.dumps(info, indent=2, sort_keys=True, default=str) + "\n").encode())
+    link_to_subset(info, "trainings", {"train_json": str(info_path), "checkpoint": str(model_path),
+                                        "preset": cfg.name, "seed": seed, "samples_seen": steps["samples_seen"]},
+                    replace_on="train_json")
+    return info
 
+
+def _run_ranks(launch: Launch, rank_argv: list[str], output: Path, dev: str, threads: int | None,
+               verbose: bool) -> int | None:
+    """open_clip_train on this node: torchrun for several ranks, else in this process."""
+    if launch.uses_torchrun:
+        return _launch_torchrun(launch, rank_argv, output, dev, threads, verbose)
+    epochs: list[dict] = []
+    rc = run_open_clip_train(rank_argv, threads, verbose, epochs=epochs)
+    if rc != -1:
+        write_rank_record(output, rank_record(0, 0, 1, dev, epochs))
+    return rc
+
+
+def _save_final_weights(final: Path, path: Path, arch: str) -> Path:
+    """The last open_clip_train checkpoint's weights alone, loadable with ``weights_only``."""
     import torch
 
     from curate.models import save_checkpoint
@@ -370,17 +274,13 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
         def state_dict(self):
             return sd
 
-    model_path = save_checkpoint(_Weights(), output / "model.pt", arch=cfg.model, epoch=ckpt.get("epoch"))
-    losses = _losses(output / "out.log")
+    return save_checkpoint(_Weights(), path, arch=arch, epoch=ckpt.get("epoch"))
+
+
+def _data_and_steps(data_info: dict, steps: dict, losses: list[float]) -> dict:
+    """train.json's data lineage, step plan and first/last loss."""
     reshard_meta = data_info["reshard"] or {}
-    ranks = read_rank_records(output)
-    info = {
-        "preset": cfg.to_dict(),
-        "model": cfg.model,
-        "pretrained": pretrained,
-        "seed": seed,
-        "device": dev,
-        "precision": prec,
+    return {
         "data": {"path": data_info["path"], "shards": data_info["shards"], "samples": data_info["samples"],
                  "dataset": reshard_meta.get("dataset"), "subset": reshard_meta.get("subset"),
                  "reshard_plan_hash": reshard_meta.get("plan_hash")},
@@ -392,25 +292,7 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
                              if data_info["samples"] else None),
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
-        "checkpoint": str(model_path),
-        "train_checkpoint": str(final),
-        "wall_s": round(wall, 2),
-        "samples_per_s": round(steps["samples_seen"] / wall, 1) if wall > 0 else None,
-        "world_size": launch.world_size,
-        "launch": launch.to_dict(),
-        "global_batch": global_batch,
-        "per_rank_batch": rank_batch,
-        "ranks": ranks,  # this launch's ranks: epochs trained, samples, seconds in the epoch loop
-        "train_samples_per_s": _loop_throughput(ranks),
-        "argv": rank_argv,
-        "config_hash": config_hash,
-        "code": code_version(),
     }
-    atomic_write_bytes(info_path, (json.dumps(info, indent=2, sort_keys=True, default=str) + "\n").encode())
-    link_to_subset(info, "trainings", {"train_json": str(info_path), "checkpoint": str(model_path),
-                                        "preset": cfg.name, "seed": seed, "samples_seen": steps["samples_seen"]},
-                    replace_on="train_json")
-    return info
 
 
 def _prepare_run_folder(output: Path, config_hash: str, overwrite: bool) -> None:

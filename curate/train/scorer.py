@@ -128,7 +128,6 @@ def pack_image_folder(folder: Path, out: Path, shard_size: int = PACK_SHARD_SIZE
     ``caption_without_image`` for a lone ``.txt``; other files are ``other_file``.
     """
     import webdataset as wds
-    from PIL import Image, UnidentifiedImageError
 
     files = sorted(p for p in folder.iterdir() if p.is_file())
     stems_with_image = {p.stem for p in files if p.suffix.lower() in IMAGE_EXTS}
@@ -140,39 +139,17 @@ def pack_image_folder(folder: Path, out: Path, shard_size: int = PACK_SHARD_SIZE
         old.unlink()
     sizes: dict[str, int] = {}
     writer, shard = None, -1
-
-    def skip(p: Path, reason: str) -> None:
-        counts[reason] += 1
-        if len(skipped) < 1000:
-            skipped.append({"file": p.name, "reason": reason})
-
     try:
         for p in files:
-            ext = IMAGE_EXTS.get(p.suffix.lower())
-            if ext is None:
-                if p.suffix.lower() == ".txt":
-                    if p.stem not in stems_with_image:
-                        skip(p, "caption_without_image")
-                else:
-                    skip(p, "other_file")
+            sample = _pack_sample(p, stems_with_image)
+            if sample is None:  # the caption of an image
                 continue
-            cap = p.with_suffix(".txt")
-            if not cap.is_file():
-                skip(p, "no_caption")
+            if isinstance(sample, str):
+                counts[sample] += 1
+                if len(skipped) < 1000:
+                    skipped.append({"file": p.name, "reason": sample})
                 continue
-            caption = cap.read_text(encoding="utf-8", errors="replace").strip()
-            if not caption:
-                skip(p, "empty_caption")
-                continue
-            data = p.read_bytes()
-            try:
-                import io
-
-                with Image.open(io.BytesIO(data)) as im:
-                    im.verify()
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-                skip(p, "unreadable_image")
-                continue
+            ext, data, caption = sample
             if counts["packed"] % shard_size == 0:
                 if writer is not None:
                     writer.close()
@@ -192,6 +169,33 @@ def pack_image_folder(folder: Path, out: Path, shard_size: int = PACK_SHARD_SIZE
     atomic_write_bytes(out / "sizes.json", json.dumps(sizes, sort_keys=True).encode())
     atomic_write_bytes(out / "packing.json", (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
     return report
+
+
+def _pack_sample(p: Path, stems_with_image: set[str]) -> tuple[str, bytes, str] | str | None:
+    """(extension, image bytes, caption) of an image file with its caption, the reason it is
+    skipped, or None for a ``.txt`` caption beside an image."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    ext = IMAGE_EXTS.get(p.suffix.lower())
+    if ext is None:
+        if p.suffix.lower() == ".txt":
+            return None if p.stem in stems_with_image else "caption_without_image"
+        return "other_file"
+    cap = p.with_suffix(".txt")
+    if not cap.is_file():
+        return "no_caption"
+    caption = cap.read_text(encoding="utf-8", errors="replace").strip()
+    if not caption:
+        return "empty_caption"
+    data = p.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return "unreadable_image"
+    return ext, data, caption
 
 
 def read_url_list(path: Path) -> list[str]:
