@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
                        f"({info['format']}{'' if info['sorted_input'] else ', sorted'}"
                        f"{f', {dropped:,} unknown dropped' if dropped else ''}) -> {info['path']}")
             return
-        from curate.recipe.select import select_sql
+        from curate.sql.select import select_sql
 
         info = select_sql(ds, sql, name, embedding_model=embedding_model, allow_unknown=allow_unknown)
         typer.echo(f"subset {name}: {info['count']:,} uids ({info['distinct']:,} distinct) -> {info['path']}")

@@ -9,7 +9,7 @@ import typer
 
 from curate.commands._common import StorageOpt, use_storage_options
 from curate.names import check_output_path
-from curate.sql import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S
+from curate.sql import DEFAULT_MAX_SPILL, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, MAX_SPILL_ENV
 
 
 def data_console():
@@ -137,82 +137,98 @@ def register(app: typer.Typer) -> None:
         memory_limit: str = typer.Option(DEFAULT_MEMORY_LIMIT, "--memory-limit",
                                          help="DuckDB memory limit (4GB, 512MB or a share of RAM like 50%); "
                                               "larger sorts and joins spill to a temporary folder."),
+        max_spill: Optional[str] = typer.Option(None, "--max-spill",
+                                                help=f"Most the spill folder may hold (DuckDB's "
+                                                     f"max_temp_directory_size; default ${MAX_SPILL_ENV} or "
+                                                     f"{DEFAULT_MAX_SPILL})."),
         timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout",
                                       help="Seconds before the query is interrupted (0: no limit)."),
         storage_option: list[str] = StorageOpt,
     ):
         """Run read-only SQL (DuckDB) over views of every table in DATASET."""
-        from curate import storage
-        from curate.commands._common import require_local
-        from curate.sql import query_batches
-
         use_storage_options(storage_option)
-        if out:
-            require_local(out, "--out")
-            p = Path(out)
-            if p.suffix not in (".parquet", ".csv"):
-                raise typer.BadParameter("--out must end in .csv or .parquet")
-            if not storage.is_uri(dataset):  # a local --out cannot touch a dataset on a store
-                check_output_path(p, dataset, "--out")
-            n = _write_out(query_batches(dataset, query, memory_limit=memory_limit, timeout=timeout), p)
-            typer.echo(f"wrote {n} rows to {p}")
-            return
-        import pyarrow as pa
-
-        shown, more, schema = [], 0, None
-        for batch in query_batches(dataset, query, memory_limit=memory_limit, timeout=timeout):
-            schema = batch.schema
-            room = limit - sum(b.num_rows for b in shown)
-            if room > 0:
-                shown.append(batch.slice(0, room))
-            more += max(0, batch.num_rows - max(room, 0))  # the rest is counted, not kept
-        if schema is None:
-            return
-        _print_table(pa.Table.from_batches(shown, schema=schema), limit, more=more)
+        _run_sql(dataset, query, out, limit, dict(memory_limit=memory_limit, timeout=timeout,
+                                                  max_spill_size=max_spill))
 
     @app.command("stats")
     def stats(dataset: str = typer.Argument(..., help="Dataset folder or URI (s3://bucket/ds, ...)."),
               storage_option: list[str] = StorageOpt):
         """Row counts per table, download outcomes, and why rows were rejected or removed."""
-        import pyarrow as pa
-
         use_storage_options(storage_option)
-        from curate.download.job import IMAGES
-        from curate.sql import query as run_query
-        from curate.sql import table_views, view_name
-        from curate.tables import Dataset
+        _stats(dataset)
 
-        ds = Dataset(dataset)
-        views = table_views(ds)
-        # images/*.parquet are img2dataset's raw per-shard results, one row per attempt (a
-        # first all-blocked run and its retry both count): not a table of the dataset; the
-        # downloads table holds each sample's latest outcome
-        # one row per table folder (decisions/rep, not also the "decisions" view over all runs)
-        tables = [t for t in ds.tables() if t != IMAGES]
-        rows = [{"table": t, "rows": run_query(ds, f'SELECT count(*) AS n FROM "{view_name(t)}"').column(0)[0].as_py()}
-                for t in tables]
-        _print_table(pa.Table.from_pylist(rows, schema=pa.schema([("table", pa.string()), ("rows", pa.int64())])),
-                     1000, title=f"tables in {ds.root}")
-        if IMAGES in views:
-            attempts = run_query(ds, f'SELECT count(*) FROM "{IMAGES}"').column(0)[0].as_py()
-            files = len(ds.shards(IMAGES))
-            data_console().print(f"{IMAGES}/: img2dataset's raw results, {attempts:,} attempt rows in {files:,} "
+
+def _run_sql(dataset: str, query: str, out: str | None, limit: int, limits: dict) -> None:
+    """Print the first ``limit`` rows (the rest counted), or stream every row into ``out``."""
+    from curate import storage
+    from curate.commands._common import require_local
+    from curate.sql import query_batches
+
+    if out:
+        require_local(out, "--out")
+        p = Path(out)
+        if p.suffix not in (".parquet", ".csv"):
+            raise typer.BadParameter("--out must end in .csv or .parquet")
+        if not storage.is_uri(dataset):  # a local --out cannot touch a dataset on a store
+            check_output_path(p, dataset, "--out")
+        n = _write_out(query_batches(dataset, query, **limits), p)
+        typer.echo(f"wrote {n} rows to {p}")
+        return
+    import pyarrow as pa
+
+    shown, more, schema = [], 0, None
+    for batch in query_batches(dataset, query, **limits):
+        schema = batch.schema
+        room = limit - sum(b.num_rows for b in shown)
+        if room > 0:
+            shown.append(batch.slice(0, room))
+        more += max(0, batch.num_rows - max(room, 0))  # the rest is counted, not kept
+    if schema is None:
+        return
+    _print_table(pa.Table.from_batches(shown, schema=schema), limit, more=more)
+
+
+def _stats(dataset: str) -> None:
+    import pyarrow as pa
+
+    from curate.download.job import IMAGES
+    from curate.sql import query as run_query
+    from curate.sql import table_views, view_name
+    from curate.tables import Dataset
+
+    ds = Dataset(dataset)
+    views = table_views(ds)
+    # images/*.parquet are img2dataset's raw per-shard results, one row per attempt (a
+    # first all-blocked run and its retry both count): not a table of the dataset; the
+    # downloads table holds each sample's latest outcome
+    # one row per table folder (decisions/rep, not also the "decisions" view over all runs)
+    tables = [t for t in ds.tables() if t != IMAGES]
+    rows = [{"table": t, "rows": run_query(ds, f'SELECT count(*) AS n FROM "{view_name(t)}"').column(0)[0].as_py()}
+            for t in tables]
+    _print_table(pa.Table.from_pylist(rows, schema=pa.schema([("table", pa.string()), ("rows", pa.int64())])),
+                 1000, title=f"tables in {ds.root}")
+    if IMAGES in views:
+        attempts = run_query(ds, f'SELECT count(*) FROM "{IMAGES}"').column(0)[0].as_py()
+        files = len(ds.shards(IMAGES))
+        data_console().print(f"{IMAGES}/: img2dataset's raw results, {attempts:,} attempt rows in {files:,} "
                              "files (every attempt; not samples); see downloads for each sample's outcome",
                              highlight=False)
-        if "downloads" in views:
-            r = run_query(ds, "SELECT status, coalesce(error_class, '') AS error_class, count(*) AS samples "
-                              "FROM downloads GROUP BY ALL ORDER BY samples DESC, status, error_class")
-            if r.num_rows:
-                _print_table(r, 100, title="downloads by outcome (one row per sample)")
-        if "rejects" in views:
-            r = run_query(ds, "SELECT reason, count(*) AS rows FROM rejects GROUP BY reason ORDER BY rows DESC, reason")
-            if r.num_rows:
-                _print_table(r, 100, title="reject reasons")
-        if "duplicates" in views:
-            r = run_query(ds, "SELECT reason, count(*) AS rows FROM duplicates GROUP BY reason ORDER BY rows DESC, reason")
-            if r.num_rows:
-                _print_table(r, 100, title="duplicates")
-        if "decisions" in views:
-            r = run_query(ds, "SELECT _table AS run, stage, reason, count(*) AS rows FROM decisions "
-                              "GROUP BY ALL ORDER BY run, stage, rows DESC")
-            _print_table(r, 500, title="decisions")
+    for view, sql, rows_max, title in _STATS_QUERIES:
+        if view in views:
+            r = run_query(ds, sql)
+            if r.num_rows or view == "decisions":
+                _print_table(r, rows_max, title=title)
+
+
+# (view, query, rows to print, title) of the outcome tables `curate stats` shows when present
+_STATS_QUERIES = [
+    ("downloads", "SELECT status, coalesce(error_class, '') AS error_class, count(*) AS samples "
+                  "FROM downloads GROUP BY ALL ORDER BY samples DESC, status, error_class",
+     100, "downloads by outcome (one row per sample)"),
+    ("rejects", "SELECT reason, count(*) AS rows FROM rejects GROUP BY reason ORDER BY rows DESC, reason",
+     100, "reject reasons"),
+    ("duplicates", "SELECT reason, count(*) AS rows FROM duplicates GROUP BY reason ORDER BY rows DESC, reason",
+     100, "duplicates"),
+    ("decisions", "SELECT _table AS run, stage, reason, count(*) AS rows FROM decisions "
+                  "GROUP BY ALL ORDER BY run, stage, rows DESC", 500, "decisions"),
+]

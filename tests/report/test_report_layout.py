@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.recipe.select import select_sql
+from curate.sql.select import select_sql
 from curate.report import build_report, collect
 from curate.report import plots
 from curate.report.build import LONG_K, best_index

@@ -65,7 +65,7 @@ def pipeline(ds: Dataset, executor, eval_source: str) -> dict:
     out["near"] = run_near_dedup(ds, "m", 0.999, clusters="kmeans", nprobe=2, executor=executor,
                                  input_uids=read_subset_array(ds, "exact_dedup"))["counts"]
     out["decontaminate"] = run_decontaminate(ds, "m", eval_source, 0.95, executor=executor)["counts"]
-    from curate.recipe.select import select_sql
+    from curate.sql.select import select_sql
 
     select_sql(ds, "SELECT uid FROM subsets_near_dedup", "chosen")
     return out

@@ -13,7 +13,7 @@ The query sees every table as a view (``samples``, ``downloads``, ``embeddings_<
 A ``value`` column in the result is stored as the decision value of kept rows (a uid the query
 returns more than once: its largest value). DuckDB joins the input with the result and
 streams the decisions to a table (one batch in memory at a time); the runner checks and
-counts them with the engine.
+counts them with the engine. The connection and the query checks are ``curate.sql.select``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pydantic import Field
 
 from curate.decisions import KEPT
 from curate.engine.frame import conform
-from curate.recipe.duck import connect
 from curate.recipe.registry import Params, StageContext, StageOutput, register
 from curate.recipe.uid_tables import UidTable
+from curate.sql.select import SQLError, relation_sql, selection_connection, tables_in_query
 
 
 class SQLParams(Params):
@@ -45,12 +45,9 @@ def decisions_query(con, inp_paths: list[str], p: SQLParams) -> str:
     mode) is the decision value (a uid returned more than once: the largest value)."""
     import duckdb
 
-    from curate.recipe.duck import SQLError
-    from curate.recipe.select import _relation_sql
-
     con.execute("CREATE OR REPLACE VIEW input_subset AS SELECT DISTINCT uid FROM "
                 + (f"read_parquet({_sql_list(inp_paths)})" if inp_paths else "(SELECT NULL::VARCHAR AS uid WHERE false)"))
-    _relation_sql(con, p.query)  # read-only, binds, has a textual uid column (SQLError otherwise)
+    relation_sql(con, p.query)  # read-only, binds, has a textual uid column (SQLError otherwise)
     body = p.query.strip().rstrip(";").strip()
     try:
         has_value = "value" in con.sql(p.query).columns and p.mode == "keep"
@@ -66,31 +63,21 @@ def decisions_query(con, inp_paths: list[str], p: SQLParams) -> str:
 
 
 def _tables_in_query(p: SQLParams, dataset, embedding_model: str | None) -> list[str]:
-    """Tables whose view name appears as a word in the query (for the cache key)."""
-    import re
-
-    from curate.recipe.duck import view_name
-
-    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", p.query)}
-    names = [t for t in dataset.tables() if view_name(t).lower() in words]
-    if "embeddings" in words and embedding_model:
-        names.append(f"embeddings/{embedding_model}")
-    return names
+    return tables_in_query(p.query, dataset, embedding_model)
 
 
-@register("sql", SQLParams, family="sql", reads=_tables_in_query, frames=True)
+@register("sql", SQLParams, family="sql", reads=_tables_in_query, frames=True, code_modules=("curate.sql",))
 def run_sql(ctx: StageContext, inp: UidTable, p: SQLParams) -> StageOutput:
     """Keep or remove the uids a DuckDB query over the dataset returns."""
     import duckdb
     import pyarrow.parquet as pq
 
-    from curate.recipe.duck import SQLError
     from curate.selection import DECISIONS
     from curate.tables.dataset import PARQUET_OPTIONS, atomic_path
 
     # DuckDB joins the input with the query's result and streams the decisions into a table
     # the runner reads as a frame: one batch in memory at a time, no Python list of uids
-    con = connect(ctx.dataset, ctx.embedding_model)
+    con = selection_connection(ctx.dataset, ctx.embedding_model)
     table = f"_tmp/{ctx.run_name}/sql_decisions"
     try:
         reader = con.sql(decisions_query(con, inp.paths(ctx.dataset), p)).to_arrow_reader(65536)

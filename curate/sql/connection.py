@@ -1,19 +1,10 @@
-"""SQL over a dataset: DuckDB views named after every table folder, read-only.
-
-``samples/`` -> view ``samples``; nested tables join their path with ``_``
-(``embeddings/ViT-B-32`` -> ``embeddings_vit_b_32``). A folder whose sub-tables share one
-column set also gets a union view named after it (``decisions`` = all decision runs), with
-a ``_table`` column saying which sub-table a row came from.
-"""
+"""Read-only SQL over a dataset with DuckDB: the connection (views, limits, no writes), the
+read-only check, and queries run under a time and memory limit."""
 
 from __future__ import annotations
 
-import atexit
-import re
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,72 +12,24 @@ from typing import Iterator
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curate import storage
 from curate.errors import CurateError
+from curate.sql.spill import MAX_SPILL_ENV, max_spill, spill_dir
+from curate.sql.views import quote, table_views
 from curate.tables import Dataset
-
-
-def view_name(table: str) -> str:
-    name = re.sub(r"[^0-9a-zA-Z_]+", "_", table).strip("_").lower()
-    return name if not name[:1].isdigit() else f"t_{name}"
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def shard_list(dataset: Dataset, table: str) -> str:
-    """The table's shard files as a DuckDB list literal. Listed, not globbed: a dataset path such
-    as ``pool [v2]`` holds glob characters, and ``allowed_directories`` checks paths literally."""
-    return "[" + ", ".join(_q(str(p)) for p in dataset.shards(table)) + "]"
-
-
-def table_views(dataset: Dataset) -> dict[str, str]:
-    """view name -> SQL that reads it."""
-    views: dict[str, str] = {}
-    tables = dataset.tables()
-    for t in tables:
-        views[view_name(t)] = f"SELECT * FROM read_parquet({shard_list(dataset, t)})"
-    groups: dict[str, list[str]] = {}
-    for t in tables:
-        if "/" in t:
-            groups.setdefault(t.rsplit("/", 1)[0], []).append(t)
-    for parent, members in groups.items():
-        name = view_name(parent)
-        if name in views:
-            continue
-        schemas = {tuple(pq.read_schema(dataset.open_shard(dataset.shards(m)[0])).names) for m in members}
-        if len(schemas) != 1:
-            continue
-        parts = [f"SELECT *, {_q(m.rsplit('/', 1)[1])} AS _table FROM read_parquet({shard_list(dataset, m)})"
-                 for m in members]
-        views[name] = " UNION ALL BY NAME ".join(parts)
-    return views
-
 
 DEFAULT_MEMORY_LIMIT = "50%"  # of this machine's RAM; DuckDB spills sorts and joins beyond it
 DEFAULT_TIMEOUT_S = 600.0
 
 
-def _spill_dir() -> str:
-    """A private folder for DuckDB's spill files (by default it writes ``.tmp`` into the cwd)."""
-    global _SPILL
-    if _SPILL is None:
-        _SPILL = tempfile.mkdtemp(prefix="curate-sql-")
-        atexit.register(shutil.rmtree, _SPILL, True)
-    return _SPILL
-
-
-_SPILL: str | None = None
-
-
-def connect(dataset: Dataset | str | Path, memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
+def connect(dataset: Dataset | str | Path, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+            max_spill_size: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per table; external writes disabled.
 
     ``memory_limit`` is DuckDB's (``4GB``, ``50%``); beyond it queries spill to a private
-    temporary folder or fail with a one-line error.
+    temporary folder, up to ``max_spill_size`` (``curate.sql.spill.max_spill``), or fail with a
+    one-line error.
     """
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     con = duckdb.connect(":memory:")
@@ -96,20 +39,27 @@ def connect(dataset: Dataset | str | Path, memory_limit: str | None = DEFAULT_ME
         con.register_filesystem(storage.fsspec_filesystem(ds.location))
     for name, sql in table_views(ds).items():
         con.execute(f'CREATE VIEW "{name}" AS {sql}')
-    try:
-        if memory_limit:
-            con.execute(f"SET memory_limit = {_q(str(memory_limit))}")
-    except duckdb.Error as e:
-        con.close()
-        raise CurateError(f"--memory-limit {memory_limit!r} is not a size DuckDB understands "
-                          f"(e.g. 4GB, 512MB, 50%): {_first_line(e)}") from None
-    con.execute(f"SET temp_directory = {_q(_spill_dir())}")
+    _set(con, "memory_limit", memory_limit, "--memory-limit", "4GB, 512MB, 50%")
+    _set(con, "max_temp_directory_size", max_spill(max_spill_size), "--max-spill", "20GB, 500MB")
+    con.execute(f"SET temp_directory = {quote(spill_dir())}")
     # Read-only: the dataset folder may be read, nothing else may be touched (no COPY ... TO,
     # no ATTACH, no other files), and the settings are then locked.
-    con.execute(f"SET allowed_directories = [{_q(str(ds.root) + '/')}]")
+    con.execute(f"SET allowed_directories = [{quote(str(ds.root) + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def _set(con: duckdb.DuckDBPyConnection, setting: str, value: str | None, option: str, examples: str) -> None:
+    """A size setting; a value DuckDB does not read closes the connection with a one-line error."""
+    if not value:
+        return
+    try:
+        con.execute(f"SET {setting} = {quote(str(value))}")
+    except duckdb.Error as e:
+        con.close()
+        raise CurateError(f"{option} {value!r} is not a size DuckDB understands "
+                          f"(e.g. {examples}): {_first_line(e)}") from None
 
 
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -205,6 +155,9 @@ def limited(con: duckdb.DuckDBPyConnection, timeout: float | None = DEFAULT_TIME
                               f"or raise --timeout (0: no limit)") from None
         raise CurateError(f"SQL interrupted: {_first_line(e)}") from None
     except duckdb.OutOfMemoryException as e:
+        if "max_temp_directory_size" in str(e):
+            raise CurateError(f"SQL spilled more than --max-spill allows to its temporary folder; narrow the "
+                              f"query or raise --max-spill / ${MAX_SPILL_ENV} ({_first_line(e)})") from None
         raise CurateError(f"SQL needs more memory than --memory-limit {memory_limit} allows; narrow the query "
                           f"or raise --memory-limit ({_first_line(e)})") from None
     except duckdb.Error as e:
@@ -215,9 +168,9 @@ def limited(con: duckdb.DuckDBPyConnection, timeout: float | None = DEFAULT_TIME
 
 
 def query(dataset: Dataset | str | Path, sql: str, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
-          timeout: float | None = DEFAULT_TIMEOUT_S) -> pa.Table:
+          timeout: float | None = DEFAULT_TIMEOUT_S, max_spill_size: str | None = None) -> pa.Table:
     """Run read-only SQL over the dataset's views; the last statement's result as Arrow."""
-    con = connect(dataset, memory_limit=memory_limit)
+    con = connect(dataset, memory_limit=memory_limit, max_spill_size=max_spill_size)
     try:
         check_read_only(con, sql)
         with limited(con, timeout, memory_limit):
@@ -227,9 +180,10 @@ def query(dataset: Dataset | str | Path, sql: str, memory_limit: str | None = DE
 
 
 def query_batches(dataset: Dataset | str | Path, sql: str, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
-                  timeout: float | None = DEFAULT_TIMEOUT_S, batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+                  timeout: float | None = DEFAULT_TIMEOUT_S, batch_rows: int = 65536,
+                  max_spill_size: str | None = None) -> Iterator[pa.RecordBatch]:
     """The result of read-only SQL as a stream of record batches (never all rows in memory at once)."""
-    con = connect(dataset, memory_limit=memory_limit)
+    con = connect(dataset, memory_limit=memory_limit, max_spill_size=max_spill_size)
     try:
         check_read_only(con, sql)
         with limited(con, timeout, memory_limit):

@@ -1,23 +1,49 @@
-"""``curate select --sql``: a subset straight from a DuckDB query (DataComp's "bring your own filter").
+"""SQL selection: a subset or a stage's decisions straight from a DuckDB query (DataComp's "bring
+your own filter"), for ``curate select --sql`` and the recipe's ``sql`` stage.
 
-DuckDB runs the query and every check (nulls, uid syntax, uids unknown to ``samples``) as SQL,
-and streams the selected uids in uid order into the subset's files, one batch at a time: the
+Same read-only views as ``curate sql`` (``curate.sql.views``); with an embedding model given,
+``embeddings`` is that model's table, so recipe queries need not spell its id. ``select_sql``
+runs the query and every check (nulls, uid syntax, uids unknown to ``samples``) as SQL, and
+streams the selected uids in uid order into the subset's files, one batch at a time: the
 result is never held as a list.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import duckdb
 
-from curate.errors import DatasetError
+from curate.errors import CurateError, DatasetError
 from curate.manifest import RunManifest
-from curate.recipe.duck import SQLError, connect
-from curate.sql import check_read_only
+from curate.sql.connection import check_read_only, connect
+from curate.sql.views import shard_list, view_name
 from curate.subset import write_subset_sorted
 from curate.tables import Dataset
 from curate.uid import UID_RE
+
+
+class SQLError(CurateError):
+    """A selection query failed; the message carries DuckDB's explanation."""
+
+
+def selection_connection(dataset: Dataset, embedding_model: str | None = None) -> duckdb.DuckDBPyConnection:
+    """``curate.sql.connect`` plus an ``embeddings`` view of ``embedding_model``'s table."""
+    con = connect(dataset)
+    if embedding_model and dataset.has_table(f"embeddings/{embedding_model}"):
+        files = shard_list(dataset, f"embeddings/{embedding_model}")
+        con.execute(f"CREATE OR REPLACE VIEW embeddings AS SELECT * FROM read_parquet({files})")
+    return con
+
+
+def tables_in_query(query: str, dataset: Dataset, embedding_model: str | None) -> list[str]:
+    """Tables whose view name appears as a word in the query (a recipe stage's cache key)."""
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)}
+    names = [t for t in dataset.tables() if view_name(t).lower() in words]
+    if "embeddings" in words and embedding_model:
+        names.append(f"embeddings/{embedding_model}")
+    return names
 
 
 def _scalar(con, sql: str):
@@ -26,7 +52,7 @@ def _scalar(con, sql: str):
     return rows[0] if rows else None
 
 
-def _relation_sql(con, query: str) -> str:
+def relation_sql(con, query: str) -> str:
     """The query as a sub-select with ``uid`` as text; SQLError for a failing query or no uid."""
     try:
         check_read_only(con, query)
@@ -56,8 +82,8 @@ def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | N
     from curate.models.scorers import embeddings_id
 
     embedding_model = embeddings_id(embedding_model, dataset.root)  # a scorer's name: its embeddings
-    con = connect(dataset, embedding_model)
-    rel = _relation_sql(con, query)
+    con = selection_connection(dataset, embedding_model)
+    rel = relation_sql(con, query)
     try:
         returned, nulls = _scalar(con, f"SELECT count(*), count(*) - count(uid) FROM ({rel})")
         present = f"SELECT uid FROM ({rel}) WHERE uid IS NOT NULL"
