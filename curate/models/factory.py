@@ -1,0 +1,236 @@
+"""open_clip models by name: built-in or curate's small configs, with a pretrained tag or a
+local checkpoint, random init when neither is given.
+
+curate ships small architectures (``curate-tiny``, ``curate-small``) as JSON configs in
+``curate/models/configs/`` and registers them with open_clip's own config registry
+(``open_clip.add_model_config``), so every open_clip API (``create_model_and_transforms``,
+``get_tokenizer``, ``open_clip_train --model curate-tiny``) knows them once
+``register_configs()`` ran (every function here calls it).
+
+``load_model`` returns a :class:`ModelBundle`: the eval-mode model, its eval preprocess,
+its tokenizer and a ``model_id`` that names the weights (usable as a folder name, e.g.
+``embeddings/<model_id>/``).
+
+The factory of ``curate.models`` (open_clip's ``factory.py`` is the model: names and configs
+in, models out); ``curate.models`` re-exports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from curate.errors import CurateError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # curate/models/configs/
+
+# precision name -> (weight precision for open_clip, autocast dtype name or None)
+PRECISIONS = {
+    "fp32": ("fp32", None),
+    "amp_bf16": ("fp32", "bfloat16"),
+    "amp_fp16": ("fp32", "float16"),
+    "bf16": ("pure_bf16", None),
+    "fp16": ("pure_fp16", None),
+}
+
+_registered = False
+
+
+class ModelError(CurateError):
+    """A model name, pretrained tag or checkpoint cannot be used."""
+
+
+def register_configs() -> list[str]:
+    """Register curate's JSON configs with open_clip (idempotent); returns their names."""
+    global _registered
+    import open_clip
+
+    if not _registered:
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def list_models() -> list[str]:
+    """Every architecture open_clip knows, curate's included."""
+    import open_clip
+
+    register_configs()
+    return open_clip.list_models()
+
+
+def list_pretrained_tags(name: str) -> list[str]:
+    import open_clip
+
+    return list(open_clip.list_pretrained_tags_by_model(name))
+
+
+@dataclass
+class ModelBundle:
+    """An eval-mode open_clip model and what it takes to feed it."""
+
+    model: Any
+    preprocess: Callable  # PIL image -> CHW float tensor (the model's eval transform)
+    tokenizer: Callable  # list[str] -> LongTensor [n, context_length]
+    model_id: str
+    name: str
+    pretrained: str | None
+    device: str
+    precision: str
+    embed_dim: int
+    image_size: tuple[int, int]
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def autocast_dtype(self):
+        """torch dtype for autocast, or None (fp32 or weights already cast)."""
+        import torch
+
+        name = PRECISIONS[self.precision][1]
+        return getattr(torch, name) if name else None
+
+    def autocast(self):
+        """Context manager for inference under this bundle's precision."""
+        import contextlib
+
+        import torch
+
+        dtype = self.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=dtype)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+def file_digest(path: str | os.PathLike, nbytes: int = 12) -> str:
+    """Short SHA-256 of a file's content (identifies a checkpoint wherever it lies)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:nbytes]
+
+
+def model_id_for(name: str, pretrained: str | None, seed: int = 0) -> str:
+    """A folder-safe id for ``name`` + weights.
+
+    Pretrained tag: ``ViT-B-32__laion2b_s34b_b79k``. Checkpoint file: ``<name>__<file stem>-<content
+    hash>`` (same weights, same id, wherever the file lies). No weights: ``<name>__random-seed<seed>``.
+    """
+    if pretrained is None:
+        return f"{_safe(name)}__random-seed{seed}"
+    if os.path.isfile(pretrained):
+        return f"{_safe(name)}__{_safe(Path(pretrained).stem)}-{file_digest(pretrained)}"
+    return f"{_safe(name)}__{_safe(pretrained)}"
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto`` -> ``cuda`` when one is visible, else ``cpu``; anything else is passed through."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_precision(precision: str | None, device: str) -> str:
+    """``auto``: bf16 autocast on a GPU that supports it, fp16 autocast on older GPUs, fp32 on CPU."""
+    import torch
+
+    if precision in (None, "", "auto"):
+        if device.startswith("cuda"):
+            return "amp_bf16" if torch.cuda.is_bf16_supported() else "amp_fp16"
+        return "fp32"
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}; use auto or one of {sorted(PRECISIONS)}")
+    return precision
+
+
+def check_model(name: str, pretrained: str | None) -> None:
+    """A ModelError unless ``name`` is a known architecture and ``pretrained`` (if given) is a
+    checkpoint file or one of its pretrained tags. Loads nothing (cheap: run before any job)."""
+    import open_clip
+
+    register_configs()
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return
+    if open_clip.get_model_config(name) is None:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+    if pretrained is not None:
+        is_file = os.path.isfile(pretrained)
+        looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+        if not is_file and looks_like_path:
+            raise ModelError(f"checkpoint {pretrained} does not exist")
+        if not is_file and pretrained not in list_pretrained_tags(name):
+            raise ModelError(f"{pretrained!r} is neither a checkpoint file nor a pretrained tag of {name} "
+                             f"(tags: {', '.join(list_pretrained_tags(name)) or 'none'})")
+
+
+def load_model(name: str, pretrained: str | None = None, device: str = "cpu", precision: str = "auto",
+               seed: int = 0, cache_dir: str | None = None) -> ModelBundle:
+    """An eval-mode open_clip model, its eval preprocess and tokenizer.
+
+    ``pretrained`` is an open_clip pretrained tag (downloaded into open_clip's cache, or found
+    there) or a local checkpoint file (a state dict or an open_clip_train checkpoint, loaded
+    with ``weights_only=True``). ``None`` gives random weights from ``seed``.
+    """
+    import open_clip
+    import torch
+
+    register_configs()
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    schema_prefixed = name.startswith(("hf-hub:", "local-dir:"))
+    check_model(name, pretrained)
+    if pretrained is None:
+        torch.manual_seed(seed)  # random init is reproducible from the seed
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, device=device, precision=PRECISIONS[precision][0],
+            cache_dir=cache_dir, weights_only=True)
+    except (RuntimeError, AssertionError, KeyError, ValueError, OSError, pickle.UnpicklingError) as e:
+        # a checkpoint of another architecture, a corrupt file, a failed tag download, or one
+        # holding pickled objects that the weights-only loader refuses to run
+        where = f" from {pretrained}" if pretrained else ""
+        raise ModelError(f"cannot load {name}{where}: {type(e).__name__}: {str(e)[:300]}") from e
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
+    size = model.visual.image_size
+    size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
+    embed_dim = int(open_clip.get_model_config(name)["embed_dim"]) if not schema_prefixed else _probe_dim(model, device)
+    return ModelBundle(model=model, preprocess=preprocess, tokenizer=tokenizer,
+                       model_id=model_id_for(name, pretrained, seed), name=name, pretrained=pretrained,
+                       device=device, precision=precision, embed_dim=embed_dim, image_size=size)
+
+
+def _probe_dim(model, device) -> int:
+    import torch
+
+    with torch.no_grad():
+        size = model.visual.image_size
+        size = size if isinstance(size, (tuple, list)) else (size, size)
+        return int(model.encode_image(torch.zeros(1, 3, *size, device=device)).shape[-1])
+
+
+def save_checkpoint(model, path: str | os.PathLike, **info) -> Path:
+    """Write ``model``'s weights the way open_clip_train does ({"state_dict": ..., **info}),
+    loadable with ``load_model(name, pretrained=path)``."""
+    import io
+
+    import torch
+
+    from curate.tables import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), **info}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
