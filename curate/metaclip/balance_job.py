@@ -149,9 +149,7 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
     After a worldwide match (a metadata folder) t is per language (MetaCLIP 2): English keeps
     t, every other language gets ``p_to_t`` of English's tail proportion at t (or of
     ``tail_proportion``); also writes ``language_balance/<name>``."""
-    from curate.metaclip import report
-    from curate.selection import write_subset_frame
-    from curate.subset import subset_dir
+    from curate.selection import DECISIONS, write_subset_frame
 
     shards = input_shards(dataset, MATCHES, "run `curate metadata match` first")
     if not dataset.has_table(ENTRY_COUNTS):
@@ -166,66 +164,32 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
                           {"table": ENTRY_COUNTS, "rows": entry_counts.num_rows},
                           file_fingerprint(dataset.root / METADATA_COPY)]
     run = name
-    worldwide = (dataset.root / LANGUAGES_COPY).exists()
     counts_before = entry_counts.column("count").to_numpy()
-    thresholds = None
-    if worldwide:
-        from curate.metaclip import worldwide as ww
-
-        if len(dataset.shards(LANGUAGES)) != len(shards):
-            raise DatasetError(f"table {LANGUAGES!r} in {dataset.root} does not match {MATCHES!r}: "
-                               "rerun `curate metadata match`")
-        layout = json.loads((dataset.root / LANGUAGES_COPY).read_text(encoding="utf-8"))
-        p_tail, thresholds = ww.language_thresholds(counts_before, [tuple(r) for r in layout["ranges"]], t_eff,
-                                                    tail_proportion)
-        manifest["params"]["tail_proportion"] = p_tail
-        manifest["params"]["t_by_language"] = {th.lang: th.t for th in thresholds}
+    p_tail, thresholds = _language_thresholds(dataset, len(shards), counts_before, t_eff, tail_proportion)
+    by_language = ({"tail_proportion": p_tail, "t_by_language": {th.lang: th.t for th in thresholds}}
+                   if thresholds is not None else {})
+    manifest["params"].update(by_language)
     for table in (f"decisions/{run}", f"{ENTRY_BALANCE}/{run}", f"{LANGUAGE_BALANCE}/{run}"):
         clear_stale(dataset, table, 0)
-    tasks = [{"root": str(dataset.root), "shard": i, "input": str(p), "run": run, "t": t_eff, "seed": seed,
+    # one cap t for all entries, or per language (each language's global entry-id range)
+    limit = ({"t": t_eff} if thresholds is None else
+             {"thresholds": [[th.start, th.stop, th.t] for th in thresholds]})
+    tasks = [{"root": str(dataset.root), "shard": i, "input": str(p), "run": run, **limit, "seed": seed,
               "entries": entries_sha, "batch_size": batch_size} for i, p in enumerate(shards)]
-    if thresholds is not None:
-        for task in tasks:
-            del task["t"]
-            task["thresholds"] = [[th.start, th.stop, th.t] for th in thresholds]
     with manifest.stage("balance"):
         stats = executor.map_tasks(tasks, balance_shard_task, "metaclip balance")
     with manifest.stage("subset"):
-        from curate.selection import DECISIONS
-
         decisions = executor.frame_read([str(p) for p in dataset.shards(f"decisions/{run}")], DECISIONS)
         kept = decisions.filter_true("kept").select(["uid"])
-        parts = sorted((dataset.table_dir(f"{ENTRY_BALANCE}/{run}") / COUNTS_DIR).glob("part-*.parquet"))
-        counts_after = sum_sparse_counts(parts, len(counts_before))
-        if thresholds is None:
-            probs = bal.entry_probabilities(counts_before, t_eff)
-        else:
-            probs = ww.range_probabilities(counts_before, [(th.start, th.stop, th.t) for th in thresholds])
-        dataset.write_table(f"{ENTRY_BALANCE}/{run}", pa.table({
-            "entry_id": entry_counts.column("entry_id"), "entry": entry_counts.column("entry"),
-            "count": entry_counts.column("count"), "probability": pa.array(probs),
-            "kept": pa.array(counts_after)}), schema=ENTRY_BALANCE)
-        reasons: dict[str, int] = {}
-        for s in stats:
-            for k, v in s.items():
-                if k not in ("shard", "rows", "languages"):
-                    reasons[k] = reasons.get(k, 0) + v
-        summary = report.distribution_summary(entry_counts.column("entry").to_pylist(), counts_before,
-                                              counts_after, t_eff)
-        if thresholds is not None:
-            summary["tail_proportion"] = p_tail
-            summary["languages"] = _write_language_balance(dataset, run, thresholds, stats, counts_before,
-                                                           counts_after)
-        out_dir = subset_dir(dataset, name)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        plot = report.plot_distribution(counts_before, counts_after, t_eff, out_dir / "entry_distribution.png")
-        dataset.write_json(f"subsets/{name}/entry_distribution.json", summary)
+        counts_after = _write_entry_balance(dataset, run, entry_counts, t_eff, thresholds)
+        reasons = {k: sum(st.get(k, 0) for st in stats)
+                   for k in dict.fromkeys(k for st in stats for k in st if k not in ("shard", "rows", "languages"))}
+        summary, plot = _distribution_report(dataset, name, entry_counts, counts_after, t_eff, p_tail, thresholds,
+                                             stats)
         counts = {"input": pool, **dict(sorted(reasons.items())), "kept_total": int(reasons.get("kept", 0))}
         write_subset_frame(dataset, name, kept, manifest={
             "stage": STAGE, "params": {"t": t, "t_effective": t_eff, "t_reference_pool": t_reference_pool,
-                                       "seed": seed, **({"tail_proportion": p_tail,
-                                                         "t_by_language": {th.lang: th.t for th in thresholds}}
-                                                        if thresholds is not None else {})},
+                                       "seed": seed, **by_language},
             "decisions": f"decisions/{run}", "counts": counts,
             "entry_distribution": ["entry_distribution.json", plot.name]})
     # the selection count keys (input, kept, removed, reasons) beside the per-reason keys
@@ -239,3 +203,57 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
         manifest["outputs"][LANGUAGE_BALANCE] = f"{LANGUAGE_BALANCE}/{run}"
     manifest.write(dataset, f"metadata-balance-{name}")
     return manifest.data
+
+
+def _language_thresholds(dataset: Dataset, shards: int, counts_before: np.ndarray, t_eff: float,
+                         tail_proportion: float | None) -> tuple[float | None, list | None]:
+    """After a worldwide match: the tail proportion and each language's threshold; else (None, None)."""
+    if not (dataset.root / LANGUAGES_COPY).exists():
+        return None, None
+    from curate.metaclip import worldwide as ww
+
+    if len(dataset.shards(LANGUAGES)) != shards:
+        raise DatasetError(f"table {LANGUAGES!r} in {dataset.root} does not match {MATCHES!r}: "
+                           "rerun `curate metadata match`")
+    layout = json.loads((dataset.root / LANGUAGES_COPY).read_text(encoding="utf-8"))
+    return ww.language_thresholds(counts_before, [tuple(r) for r in layout["ranges"]], t_eff, tail_proportion)
+
+
+def _write_entry_balance(dataset: Dataset, run: str, entry_counts: pa.Table, t_eff: float,
+                         thresholds: list | None) -> np.ndarray:
+    """``entry_balance/<run>``: each entry's count, sampling probability and kept count (summed
+    from the tasks' sparse parts); returns the kept counts."""
+    counts_before = entry_counts.column("count").to_numpy()
+    parts = sorted((dataset.table_dir(f"{ENTRY_BALANCE}/{run}") / COUNTS_DIR).glob("part-*.parquet"))
+    counts_after = sum_sparse_counts(parts, len(counts_before))
+    if thresholds is None:
+        probs = bal.entry_probabilities(counts_before, t_eff)
+    else:
+        from curate.metaclip import worldwide as ww
+
+        probs = ww.range_probabilities(counts_before, [(th.start, th.stop, th.t) for th in thresholds])
+    dataset.write_table(f"{ENTRY_BALANCE}/{run}", pa.table({
+        "entry_id": entry_counts.column("entry_id"), "entry": entry_counts.column("entry"),
+        "count": entry_counts.column("count"), "probability": pa.array(probs),
+        "kept": pa.array(counts_after)}), schema=ENTRY_BALANCE)
+    return counts_after
+
+
+def _distribution_report(dataset: Dataset, name: str, entry_counts: pa.Table, counts_after: np.ndarray,
+                         t_eff: float, p_tail: float | None, thresholds: list | None, stats: list[dict]):
+    """The entry distribution summary and plot beside the subset (and ``language_balance/<name>``
+    after a worldwide match); returns (summary, plot path)."""
+    from curate.metaclip import report
+    from curate.subset import subset_dir
+
+    counts_before = entry_counts.column("count").to_numpy()
+    summary = report.distribution_summary(entry_counts.column("entry").to_pylist(), counts_before,
+                                          counts_after, t_eff)
+    if thresholds is not None:
+        summary["tail_proportion"] = p_tail
+        summary["languages"] = _write_language_balance(dataset, name, thresholds, stats, counts_before, counts_after)
+    out_dir = subset_dir(dataset, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot = report.plot_distribution(counts_before, counts_after, t_eff, out_dir / "entry_distribution.png")
+    dataset.write_json(f"subsets/{name}/entry_distribution.json", summary)
+    return summary, plot

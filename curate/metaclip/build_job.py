@@ -4,6 +4,7 @@ user lists; bigram counting over a pool is per-shard (gram, order, n) rows summe
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -63,43 +64,17 @@ def run_build(output: str | Path, *, numbers: bool = True, wordnet: bool = True,
             dataset=dataset, corpus=corpus, corpus_column=corpus_column, bigram_min_count=bigram_min_count,
             bigram_min_pmi=bigram_min_pmi, bigrams=bigrams, entry_lists=entry_lists,
             keep_unmatchable=keep_unmatchable, max_entries=max_entries, executor=executor, lid_model=lid_model)
-    import time
-
     from curate.manifest import code_version
     from curate.metaclip import metadata as md
 
     timings: dict[str, float] = {}
-    sources: list[tuple[str, list[str]]] = []
-
-    def timed(name, fn):
-        t0 = time.perf_counter()
-        out = fn()
-        timings[name] = round(time.perf_counter() - t0, 3)
-        return out
-
-    if numbers:
-        sources.append(("numbers", md.number_entries()))
-    if wordnet:
-        sources.append(("wordnet", timed("wordnet", lambda: md.wordnet_entries(wordnet_dir))))
-    if wordfreq_top or wordfreq_min_frequency is not None:
-        sources.append(("wordfreq", timed("wordfreq", lambda: md.wordfreq_entries(
-            wordfreq_top, wordfreq_min_frequency, wordlist=wordfreq_list))))
+    sources = _builtin_sources(numbers, wordnet, wordnet_dir, wordfreq_top, wordfreq_min_frequency, wordfreq_list,
+                               timings)
     bigram_info: dict = {}
     if bigrams and (corpus or dataset is not None):
-        def mine():
-            if corpus:
-                texts = (t for path in corpus for t in md.iter_corpus_file(path, corpus_column))
-                uni, bi = md.count_ngrams(md.spacing(t) for t in texts)
-                total = sum(uni.values())
-            else:
-                uni, bi, total = count_dataset_ngrams(dataset, executor, bigram_min_count)
-            return md.pmi_bigrams(uni, bi, total, bigram_min_count, bigram_min_pmi), total
-
-        mined, total_words = timed("bigrams", mine)
+        mined, bigram_info = _timed(timings, "bigrams", lambda: _mine_bigrams(
+            dataset, corpus, corpus_column, executor, bigram_min_count, bigram_min_pmi))
         sources.append(("bigrams", [b.text for b in mined]))
-        bigram_info = {"corpus": list(corpus) if corpus else f"{dataset.root}/samples",
-                       "word_tokens": total_words, "mined": len(mined),
-                       "top": [{"bigram": b.text, "count": b.count, "pmi": round(b.pmi, 3)} for b in mined[:20]]}
     for path in entry_lists or []:
         sources.append((f"user:{path}", md.read_entry_list(path)))
     entries, report = md.assemble(sources, keep_unmatchable=keep_unmatchable, max_entries=max_entries)
@@ -115,3 +90,45 @@ def run_build(output: str | Path, *, numbers: bool = True, wordnet: bool = True,
     }
     atomic_write_bytes(Path(f"{out}.build.json"), (json.dumps(build, indent=2, sort_keys=True) + "\n").encode())
     return build
+
+
+def _timed(timings: dict[str, float], name: str, fn):
+    t0 = time.perf_counter()
+    out = fn()
+    timings[name] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def _builtin_sources(numbers: bool, wordnet: bool, wordnet_dir: str | None, wordfreq_top: int | None,
+                     wordfreq_min_frequency: float | None, wordfreq_list: str,
+                     timings: dict[str, float]) -> list[tuple[str, list[str]]]:
+    """The entry sources that need no corpus: numbers, WordNet, wordfreq (each timed)."""
+    from curate.metaclip import metadata as md
+
+    sources: list[tuple[str, list[str]]] = []
+    if numbers:
+        sources.append(("numbers", md.number_entries()))
+    if wordnet:
+        sources.append(("wordnet", _timed(timings, "wordnet", lambda: md.wordnet_entries(wordnet_dir))))
+    if wordfreq_top or wordfreq_min_frequency is not None:
+        sources.append(("wordfreq", _timed(timings, "wordfreq", lambda: md.wordfreq_entries(
+            wordfreq_top, wordfreq_min_frequency, wordlist=wordfreq_list))))
+    return sources
+
+
+def _mine_bigrams(dataset: Dataset | None, corpus: list[str] | None, corpus_column: str, executor,
+                  min_count: int, min_pmi: float) -> tuple[list, dict]:
+    """High-PMI bigrams of the corpus files (or of the pool's captions), and their build record."""
+    from curate.metaclip import metadata as md
+
+    if corpus:
+        texts = (t for path in corpus for t in md.iter_corpus_file(path, corpus_column))
+        uni, bi = md.count_ngrams(md.spacing(t) for t in texts)
+        total = sum(uni.values())
+    else:
+        uni, bi, total = count_dataset_ngrams(dataset, executor, min_count)
+    mined = md.pmi_bigrams(uni, bi, total, min_count, min_pmi)
+    info = {"corpus": list(corpus) if corpus else f"{dataset.root}/samples", "word_tokens": total,
+            "mined": len(mined),
+            "top": [{"bigram": b.text, "count": b.count, "pmi": round(b.pmi, 3)} for b in mined[:20]]}
+    return mined, info

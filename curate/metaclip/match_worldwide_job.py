@@ -170,7 +170,6 @@ def run_match_worldwide(dataset: Dataset, metadata: str | Path, executor, *, bat
     ``metaclip/languages.json``. Writes ``metadata_matches``, ``metadata_languages``,
     ``entry_counts`` (with the per-language ranges, counts per language) and the manifest."""
     from curate.filters.langid import resolve_model_path
-    from curate.metaclip import worldwide as ww
 
     if nospace_match not in NOSPACE_MODES:
         raise DatasetError(f"--nospace-match must be one of {', '.join(NOSPACE_MODES)}, got {nospace_match!r}")
@@ -178,19 +177,8 @@ def run_match_worldwide(dataset: Dataset, metadata: str | Path, executor, *, bat
     manifest = RunManifest("metadata-match", dict(params or {}, metadata=str(metadata), batch_size=batch_size,
                                                   mode="worldwide", nospace_match=nospace_match, lid_model=lid))
     with manifest.stage("load_metadata"):
-        meta = ww.load_worldwide(metadata)
-        entries = meta.flat()
-        ranges = meta.ranges()
-        copy = dataset.root / METADATA_COPY
-        _write_if_changed(copy, json.dumps(entries, ensure_ascii=False).encode("utf-8"))
-        layout = {"mode": "worldwide", "source": str(metadata), "nospace_match": nospace_match,
-                  "ranges": [[lang, a, b] for lang, a, b in ranges],
-                  "tokenizers": {lang: ww.tokenizer_for(lang).describe() for lang, _, _ in ranges
-                                 if nospace_match == "tokens" and ww.base_language(lang) in ww.TOKENIZED_LANGUAGES},
-                  "metadata_sha256": file_fingerprint(copy)["sha256"]}
-        layout_bytes = (json.dumps(layout, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-        _write_if_changed(dataset.root / LANGUAGES_COPY, layout_bytes)
-        sha = file_fingerprint(dataset.root / LANGUAGES_COPY)["sha256"]
+        entries, ranges, sha = _write_layout(dataset, metadata, nospace_match)
+    copy = dataset.root / METADATA_COPY
     shards = input_shards(dataset, "samples", "run `curate ingest` first")
     manifest["inputs"] = [file_fingerprint(metadata), file_fingerprint(lid), {"table": "samples", "shards": len(shards)}]
     job_marker = dataset.table_dir(MATCHES) / "_job.json"
@@ -215,6 +203,41 @@ def run_match_worldwide(dataset: Dataset, metadata: str | Path, executor, *, bat
         dataset.write_table(ENTRY_COUNTS, pa.table({
             "entry_id": pa.array(np.arange(len(entries), dtype=np.int32)),
             "entry": pa.array(entries, pa.string()), "count": pa.array(counts)}), schema=ENTRY_COUNTS)
+    per_language = _per_language(stats, ranges, counts)
+    rows = sum(s["rows"] for s in stats)
+    totals = {k: sum(s.get(k, 0) for s in stats) for k in ("matched", "unmatched", "pairs", "skipped")}
+    manifest["counts"] = {"samples": rows, **totals, "entries": len(entries),
+                          "entries_matched": int((counts > 0).sum()), "engine": getattr(executor, "name", "?")}
+    manifest["languages"] = per_language
+    manifest["outputs"] = {MATCHES: len(tasks), LANGUAGES: len(tasks), ENTRY_COUNTS: 1, "metadata": str(copy),
+                           "layout": str(dataset.root / LANGUAGES_COPY)}
+    manifest.write(dataset, "metadata-match")
+    return manifest.data
+
+
+def _write_layout(dataset: Dataset, metadata: str | Path, nospace_match: str) -> tuple[list[str], list, str]:
+    """The language lists concatenated (``metaclip/metadata.json``) and their layout
+    (``metaclip/languages.json``), each rewritten only when it changed; returns the entries,
+    each language's id range and the layout's sha256."""
+    from curate.metaclip import worldwide as ww
+
+    meta = ww.load_worldwide(metadata)
+    entries = meta.flat()
+    ranges = meta.ranges()
+    copy = dataset.root / METADATA_COPY
+    _write_if_changed(copy, json.dumps(entries, ensure_ascii=False).encode("utf-8"))
+    layout = {"mode": "worldwide", "source": str(metadata), "nospace_match": nospace_match,
+              "ranges": [[lang, a, b] for lang, a, b in ranges],
+              "tokenizers": {lang: ww.tokenizer_for(lang).describe() for lang, _, _ in ranges
+                             if nospace_match == "tokens" and ww.base_language(lang) in ww.TOKENIZED_LANGUAGES},
+              "metadata_sha256": file_fingerprint(copy)["sha256"]}
+    layout_bytes = (json.dumps(layout, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    _write_if_changed(dataset.root / LANGUAGES_COPY, layout_bytes)
+    return entries, ranges, file_fingerprint(dataset.root / LANGUAGES_COPY)["sha256"]
+
+
+def _per_language(stats: list[dict], ranges: list, counts: np.ndarray) -> dict:
+    """The manifest's per-language counts: entries, matches, samples and their language labels."""
     langs: dict = {}
     for s in stats:
         _add_language_stats(langs, s.get("languages", {}))
@@ -228,12 +251,4 @@ def run_match_worldwide(dataset: Dataset, metadata: str | Path, executor, *, bat
         d = langs[NO_LANGUAGE]
         per_language[NO_LANGUAGE] = {"entries": 0, "entries_matched": 0, "pairs": 0, "samples": d["samples"],
                                      "matched": 0, "labels": dict(sorted(d["labels"].items()))}
-    rows = sum(s["rows"] for s in stats)
-    totals = {k: sum(s.get(k, 0) for s in stats) for k in ("matched", "unmatched", "pairs", "skipped")}
-    manifest["counts"] = {"samples": rows, **totals, "entries": len(entries),
-                          "entries_matched": int((counts > 0).sum()), "engine": getattr(executor, "name", "?")}
-    manifest["languages"] = per_language
-    manifest["outputs"] = {MATCHES: len(tasks), LANGUAGES: len(tasks), ENTRY_COUNTS: 1, "metadata": str(copy),
-                           "layout": str(dataset.root / LANGUAGES_COPY)}
-    manifest.write(dataset, "metadata-match")
-    return manifest.data
+    return per_language

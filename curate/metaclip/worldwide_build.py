@@ -223,6 +223,37 @@ def mine_language_bigrams(languages: list[str], *, dataset=None, corpus: list[st
 
 
 # ---------------------------------------------------------------- assembly
+def _prepare_output_folder(out_dir: Path, languages: list[str]) -> None:
+    """The output folder, without the lists an earlier build of ours made for other languages."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputFileError(str(out_dir), "worldwide metadata is a folder (one <lang>.json per language), "
+                                           "but this path is a file")
+    if (out_dir / "_build.json").is_file():  # our earlier build: drop lists of languages not built now
+        for old in out_dir.glob("*.json"):
+            if ww.is_language_file(old) and old.stem not in languages:
+                old.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _language_sources(lang: str, numbers: bool, wordnet: bool, wordnet_dir: str | None, wordfreq_top: int | None,
+                      wordfreq_min_frequency: float | None,
+                      wordfreq_list: str) -> tuple[list[tuple[str, list[str]]], dict[str, dict]]:
+    """One language's corpus-free sources (numbers, its WordNet, its wordfreq) and their records."""
+    sources: list[tuple[str, list[str]]] = []
+    info: dict[str, dict] = {}
+    if numbers:
+        sources.append(("numbers", md.number_entries()))
+    if wordnet and lang != ww.OTHER:
+        entries, info["wordnet"] = wordnet_source(lang, wordnet_dir)
+        if entries is not None:
+            sources.append(("wordnet", entries))
+    if (wordfreq_top or wordfreq_min_frequency is not None) and lang != ww.OTHER:
+        entries, info["wordfreq"] = wordfreq_source(lang, wordfreq_top, wordfreq_min_frequency, wordfreq_list)
+        if entries is not None:
+            sources.append(("wordfreq", entries))
+    return sources, info
+
+
 def run_build_worldwide(output: str | Path, languages: list[str], *, numbers: bool = True, wordnet: bool = True,
                         wordnet_dir: str | None = None, wordfreq_top: int | None = 100_000,
                         wordfreq_min_frequency: float | None = None, wordfreq_list: str = "best",
@@ -235,15 +266,8 @@ def run_build_worldwide(output: str | Path, languages: list[str], *, numbers: bo
     from curate.tables import atomic_write_bytes
 
     out_dir = Path(output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputFileError(str(out_dir), "worldwide metadata is a folder (one <lang>.json per language), "
-                                           "but this path is a file")
     languages = list(dict.fromkeys(languages))
-    if (out_dir / "_build.json").is_file():  # our earlier build: drop lists of languages not built now
-        for old in out_dir.glob("*.json"):
-            if ww.is_language_file(old) and old.stem not in languages:
-                old.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_output_folder(out_dir, languages)
     if lid_model is None and bigrams and (corpus or dataset is not None):
         from curate.filters.langid import resolve_model_path
 
@@ -260,18 +284,8 @@ def run_build_worldwide(output: str | Path, languages: list[str], *, numbers: bo
     per_lang: dict[str, dict] = {}
     for lang in languages:
         t0 = time.perf_counter()
-        sources: list[tuple[str, list[str]]] = []
-        info: dict[str, dict] = {}
-        if numbers:
-            sources.append(("numbers", md.number_entries()))
-        if wordnet and lang != ww.OTHER:
-            entries, info["wordnet"] = wordnet_source(lang, wordnet_dir)
-            if entries is not None:
-                sources.append(("wordnet", entries))
-        if (wordfreq_top or wordfreq_min_frequency is not None) and lang != ww.OTHER:
-            entries, info["wordfreq"] = wordfreq_source(lang, wordfreq_top, wordfreq_min_frequency, wordfreq_list)
-            if entries is not None:
-                sources.append(("wordfreq", entries))
+        sources, info = _language_sources(lang, numbers, wordnet, wordnet_dir, wordfreq_top, wordfreq_min_frequency,
+                                          wordfreq_list)
         if lang in mined:
             bg, total = mined[lang]
             sources.append(("bigrams", [b.text for b in bg]))
