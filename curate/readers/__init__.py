@@ -153,26 +153,31 @@ def detect_format(path: str) -> str:
     return fmt
 
 
+def _image_folder(root: Path, entries, scan: InputScan, captions: str | None) -> None:
+    """An image folder is one input; its files other than images and captions are counted."""
+    caption_files = {root / n for n in _CAPTIONS_FILES}
+    used = Path(captions) if captions else next((c for c in sorted(caption_files) if c in entries), None)
+    why = _unreadable(used) if used is not None else None
+    if why:
+        scan.skipped.append(SkippedFile(str(root), UNREADABLE, f"its captions file {used} cannot be read ({why})"))
+        return
+    scan.files.append((str(root.resolve()), "imagefolder"))
+    for e in entries:
+        ext = e.suffix.lower()
+        if ext in IMAGE_EXTS or ext == ".txt" or e in caption_files:
+            continue  # the image folder's own files (unreadable images become row rejects)
+        why = _unreadable(e)
+        if why:
+            scan.skipped.append(SkippedFile(str(e), UNREADABLE, why))
+        else:
+            scan.skipped.append(SkippedFile(str(e), UNSUPPORTED, "inside an image folder (images with their "
+                                            "captions file or .txt sidecars); ingest it on its own"))
+
+
 def _folder_files(root: Path, fmt: str | None, exclude: list[Path], scan: InputScan, captions: str | None) -> None:
     entries = _walk(root, exclude, scan)
     if fmt == "imagefolder" or (fmt is None and _classify_folder(root, entries) == "imagefolder"):
-        caption_files = {root / n for n in _CAPTIONS_FILES}
-        used = Path(captions) if captions else next((c for c in sorted(caption_files) if c in entries), None)
-        why = _unreadable(used) if used is not None else None
-        if why:
-            scan.skipped.append(SkippedFile(str(root), UNREADABLE, f"its captions file {used} cannot be read ({why})"))
-            return
-        scan.files.append((str(root.resolve()), "imagefolder"))
-        for e in entries:
-            ext = e.suffix.lower()
-            if ext in IMAGE_EXTS or ext == ".txt" or e in caption_files:
-                continue  # the image folder's own files (unreadable images become row rejects)
-            why = _unreadable(e)
-            if why:
-                scan.skipped.append(SkippedFile(str(e), UNREADABLE, why))
-            else:
-                scan.skipped.append(SkippedFile(str(e), UNSUPPORTED, "inside an image folder (images with their "
-                                                "captions file or .txt sidecars); ingest it on its own"))
+        _image_folder(root, entries, scan, captions)
         return
     # img2dataset: NNNNN.parquet holds every sample of its shard; the shard's tar, its
     # files folder and its stats are the same samples again.

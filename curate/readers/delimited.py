@@ -109,109 +109,121 @@ def read_delimited(path: str, options: ReaderOptions, delimiter: str) -> Iterato
         first = next(records, None)
         if first is None:
             return
-        cm = options.columns
-        header = options.header
-        if header == "auto":
-            f0 = first[1]
-            header = "no" if (f0 is not None and any(_URL_LIKE.match(x.strip()) for x in f0)) else "yes"
-        if header == "yes":
-            names, err = first[1], first[2]
-            if names is None:
-                raise InputFileError(path, f"cannot parse the header line ({err})")
-            # column names are labels, not data: undecodable bytes become U+FFFD
-            names = [n.strip().encode("utf-8", "surrogateescape").decode("utf-8", "replace") for n in names]
-            pending = None
-        else:
-            fields = first[1] or []
-            names = [str(i) for i in range(len(fields))]
-            pending = first
-        url_c = pick(names, cm.url, URL_CANDIDATES)
-        text_c = pick(names, cm.text, TEXT_CANDIDATES)
-        if header == "no" and pending is not None and pending[1] is not None:
-            # Headerless: the url column is the one that looks like a URL; with two columns
-            # the caption is the other one (e.g. Conceptual Captions' caption<TAB>url).
-            if url_c is None:
-                url_c = next((names[i] for i, x in enumerate(pending[1]) if _URL_LIKE.match(x.strip())), None)
-            if text_c is None and len(names) == 2 and url_c is not None:
-                text_c = names[1 - names.index(url_c)]
-        for role, c, flag in (("url", url_c, "--url-col"), ("text", text_c, "--text-col")):
-            if c is None:
-                asked = getattr(cm, role)
-                what = f"column {asked!r} not found" if asked else f"no {role} column found"
-                raise InputFileError(path, f"{what}; columns are {names}; map one with {flag}")
-        uid_c = pick(names, cm.uid, UID_CANDIDATES)
-        w_c = pick(names, cm.width, WIDTH_CANDIDATES)
-        h_c = pick(names, cm.height, HEIGHT_CANDIDATES)
-        ncol = len(names)
-        iu, it = names.index(url_c), names.index(text_c)
-        iuid = names.index(uid_c) if uid_c else None
-        iw = names.index(w_c) if w_c else None
-        ih = names.index(h_c) if h_c else None
-        used = {i for i in (iu, it, iuid, iw, ih) if i is not None}
-        extra_idx = [i for i in range(ncol) if i not in used]
+        columns, pending = _columns(path, first, options, delimiter)
         out = RawBuilder(options.batch_size)
-        delim_name = "tab" if delimiter == "\t" else repr(delimiter)
-
-        def starts_record(line: str) -> bool:
-            """Whether a physical line reads as a whole record of its own (the right number
-            of fields, a URL or image file where the url column is)."""
-            fields = next(csv.reader([line], delimiter=delimiter, strict=False), [])
-            if len(fields) != ncol:
-                return False
-            v = fields[iu].strip()
-            return bool(_URL_LIKE.match(v)) or Path(v).suffix.lower() in IMAGE_EXTS
-
-        def unterminated(lines) -> bool:
-            """A quote opened in the record's first line never closed where it should: the
-            file ended inside it, or it swallowed lines that are records of their own."""
-            if len(lines) > 1 and any(starts_record(t) for _, t in lines[1:]):
-                return True
-            return _ends_inside_quotes(lines, delimiter)
-
-        shift = 1 if header == "yes" else 0  # source_row counts data records only
-
-        def handle(index, fields, err, lines):
-            index -= shift
-            if fields is None:
-                out.reject(index, "malformed_record", err, "".join(t for _, t in lines))
-                return
-            if len(fields) != ncol:
-                out.reject(index, "malformed_record",
-                           f"line {lines[0][0]}: expected {ncol} {delim_name}-separated fields, found {len(fields)}",
-                           delimiter.join(fields).encode("utf-8", "surrogateescape"))
-                return
-            if (_has_bad_bytes(lines[0][1]) if len(lines) == 1 else any(_has_bad_bytes(t) for _, t in lines)):
-                bad = [names[i] for i, f in enumerate(fields) if _has_bad_bytes(f)]
-                out.reject(index, "text_not_utf8", f"line {lines[0][0]}: column(s) {bad} are not valid UTF-8",
-                           delimiter.join(fields).encode("utf-8", "surrogateescape"))
-                return
-            url, text = fields[iu], fields[it]
-            w, okw = as_int(fields[iw]) if iw is not None else (None, True)
-            h, okh = as_int(fields[ih]) if ih is not None else (None, True)
-            if not (okw and okh):
-                out.reject(index, "wrong_type", f"line {lines[0][0]}: width/height is not an integer",
-                           delimiter.join(fields))
-                return
-            extra = extra_json({names[i]: fields[i] for i in extra_idx}) if extra_idx else None
-            out.add(index, url=url, text=text, uid=fields[iuid] if iuid is not None else None,
-                    width=w, height=h, extra=extra)
-
-        def take(index, fields, err, lines):
-            # most records are one line with balanced quotes: nothing more to check
-            suspect = len(lines) > 1 or (len(lines) == 1 and lines[0][1].count('"') % 2 == 1)
-            if fields is not None and suspect and unterminated(lines):
-                out.reject(index - shift, "malformed_record",
-                           f"line {lines[0][0]}: unterminated quote (the quoted field does not close on this "
-                           "line; the lines after it are read as records of their own)",
-                           lines[0][1].encode("utf-8", "surrogateescape"))
-                feed.push_back(lines[1:])
-                return
-            handle(index, fields, err, lines)
-
         if pending is not None:
-            take(*pending)
+            columns.take(out, feed, *pending)
         for rec in records:
-            take(*rec)
+            columns.take(out, feed, *rec)
             if out.full():
                 yield from iter_flush(out)
         yield from iter_flush(out)
+
+
+def _columns(path: str, first, options: ReaderOptions, delimiter: str) -> tuple["_Columns", tuple | None]:
+    """The file's column roles from its first record (a header, or the first data record whose
+    URL-like field is the url column), and that record when it is data."""
+    cm = options.columns
+    header = options.header
+    if header == "auto":
+        f0 = first[1]
+        header = "no" if (f0 is not None and any(_URL_LIKE.match(x.strip()) for x in f0)) else "yes"
+    if header == "yes":
+        names, err = first[1], first[2]
+        if names is None:
+            raise InputFileError(path, f"cannot parse the header line ({err})")
+        # column names are labels, not data: undecodable bytes become U+FFFD
+        names = [n.strip().encode("utf-8", "surrogateescape").decode("utf-8", "replace") for n in names]
+        pending = None
+    else:
+        fields = first[1] or []
+        names = [str(i) for i in range(len(fields))]
+        pending = first
+    url_c = pick(names, cm.url, URL_CANDIDATES)
+    text_c = pick(names, cm.text, TEXT_CANDIDATES)
+    if header == "no" and pending is not None and pending[1] is not None:
+        # Headerless: the url column is the one that looks like a URL; with two columns
+        # the caption is the other one (e.g. Conceptual Captions' caption<TAB>url).
+        if url_c is None:
+            url_c = next((names[i] for i, x in enumerate(pending[1]) if _URL_LIKE.match(x.strip())), None)
+        if text_c is None and len(names) == 2 and url_c is not None:
+            text_c = names[1 - names.index(url_c)]
+    for role, c, flag in (("url", url_c, "--url-col"), ("text", text_c, "--text-col")):
+        if c is None:
+            asked = getattr(cm, role)
+            what = f"column {asked!r} not found" if asked else f"no {role} column found"
+            raise InputFileError(path, f"{what}; columns are {names}; map one with {flag}")
+    roles = (url_c, text_c, pick(names, cm.uid, UID_CANDIDATES), pick(names, cm.width, WIDTH_CANDIDATES),
+             pick(names, cm.height, HEIGHT_CANDIDATES))
+    return _Columns(names, roles, delimiter, shift=1 if header == "yes" else 0), pending
+
+
+class _Columns:
+    """Where each role sits in a record, and how one record becomes a sample or a reject."""
+
+    def __init__(self, names: list[str], roles: tuple, delimiter: str, shift: int):
+        url_c, text_c, uid_c, w_c, h_c = roles
+        self.names, self.ncol, self.delimiter = names, len(names), delimiter
+        self.iu, self.it = names.index(url_c), names.index(text_c)
+        self.iuid = names.index(uid_c) if uid_c else None
+        self.iw = names.index(w_c) if w_c else None
+        self.ih = names.index(h_c) if h_c else None
+        used = {i for i in (self.iu, self.it, self.iuid, self.iw, self.ih) if i is not None}
+        self.extra_idx = [i for i in range(self.ncol) if i not in used]
+        self.delim_name = "tab" if delimiter == "\t" else repr(delimiter)
+        self.shift = shift  # source_row counts data records only
+
+    def starts_record(self, line: str) -> bool:
+        """Whether a physical line reads as a whole record of its own (the right number
+        of fields, a URL or image file where the url column is)."""
+        fields = next(csv.reader([line], delimiter=self.delimiter, strict=False), [])
+        if len(fields) != self.ncol:
+            return False
+        v = fields[self.iu].strip()
+        return bool(_URL_LIKE.match(v)) or Path(v).suffix.lower() in IMAGE_EXTS
+
+    def unterminated(self, lines) -> bool:
+        """A quote opened in the record's first line never closed where it should: the
+        file ended inside it, or it swallowed lines that are records of their own."""
+        if len(lines) > 1 and any(self.starts_record(t) for _, t in lines[1:]):
+            return True
+        return _ends_inside_quotes(lines, self.delimiter)
+
+    def take(self, out: RawBuilder, feed: LineFeed, index, fields, err, lines) -> None:
+        # most records are one line with balanced quotes: nothing more to check
+        suspect = len(lines) > 1 or (len(lines) == 1 and lines[0][1].count('"') % 2 == 1)
+        if fields is not None and suspect and self.unterminated(lines):
+            out.reject(index - self.shift, "malformed_record",
+                       f"line {lines[0][0]}: unterminated quote (the quoted field does not close on this "
+                       "line; the lines after it are read as records of their own)",
+                       lines[0][1].encode("utf-8", "surrogateescape"))
+            feed.push_back(lines[1:])
+            return
+        self.handle(out, index, fields, err, lines)
+
+    def handle(self, out: RawBuilder, index, fields, err, lines) -> None:
+        index -= self.shift
+        delimiter, ncol = self.delimiter, self.ncol
+        if fields is None:
+            out.reject(index, "malformed_record", err, "".join(t for _, t in lines))
+            return
+        if len(fields) != ncol:
+            out.reject(index, "malformed_record",
+                       f"line {lines[0][0]}: expected {ncol} {self.delim_name}-separated fields, found {len(fields)}",
+                       delimiter.join(fields).encode("utf-8", "surrogateescape"))
+            return
+        if (_has_bad_bytes(lines[0][1]) if len(lines) == 1 else any(_has_bad_bytes(t) for _, t in lines)):
+            bad = [self.names[i] for i, f in enumerate(fields) if _has_bad_bytes(f)]
+            out.reject(index, "text_not_utf8", f"line {lines[0][0]}: column(s) {bad} are not valid UTF-8",
+                       delimiter.join(fields).encode("utf-8", "surrogateescape"))
+            return
+        url, text = fields[self.iu], fields[self.it]
+        w, okw = as_int(fields[self.iw]) if self.iw is not None else (None, True)
+        h, okh = as_int(fields[self.ih]) if self.ih is not None else (None, True)
+        if not (okw and okh):
+            out.reject(index, "wrong_type", f"line {lines[0][0]}: width/height is not an integer",
+                       delimiter.join(fields))
+            return
+        extra = extra_json({self.names[i]: fields[i] for i in self.extra_idx}) if self.extra_idx else None
+        out.add(index, url=url, text=text, uid=fields[self.iuid] if self.iuid is not None else None,
+                width=w, height=h, extra=extra)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import posixpath
 import tarfile
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import pyarrow as pa
@@ -42,119 +43,137 @@ def split_key(name: str) -> tuple[str, str]:
     return (posixpath.join(d, stem) if d else stem), ext.lower()
 
 
+@dataclass
+class _Group:
+    """The members of one sample key as read from the tar (text and json read, others named)."""
+
+    key: str
+    index: int  # member group number in the tar
+    repeat_of: str | None = None  # the member whose repeat started this group
+    parts: dict[str, bytes] = field(default_factory=dict)
+    unsafe: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    oversize: list[str] = field(default_factory=list)
+    oversize_exts: set[str] = field(default_factory=set)
+
+    def has(self, ext: str) -> bool:
+        return ext in self.parts or ext in self.skipped or ext in self.oversize_exts
+
+
 def read_webdataset(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
-    cm = options.columns
     out = RawBuilder(options.batch_size)
     try:
         tf = tarfile.open(path, "r|*")
     except (tarfile.TarError, OSError) as e:
         raise InputFileError(path, f"not a readable tar file ({e})") from e
-    group_index = -1
-    current_key = None
-    parts: dict[str, bytes] = {}
-    unsafe: list[str] = []
-
-    def finish():
-        if current_key is None:
-            return
-        i = group_index
-        if current_key in first_group:
-            first = first_group[current_key]
-            what = f"member {repeat_of}" if repeat_of else f"key {current_key!r}"
-            out.reject(i, "duplicate_member_key",
-                       f"{what} repeats in the tar (first at member group {first}); only the first copy is used",
-                       current_key)
-            return
-        first_group[current_key] = i
-        if not encodable(current_key):
-            out.reject(i, "text_not_utf8", f"tar member name {clip_raw(current_key)!r} is not valid UTF-8",
-                       current_key)
-            return
-        if unsafe:
-            out.reject(i, "unsafe_member_path", f"tar member path escapes the folder: {unsafe[0]!r}", unsafe[0])
-            return
-        if oversize:
-            out.reject(i, "text_too_long", f"member {oversize[0]!r} is larger than {_MAX_META} bytes", oversize[0])
-            return
-        meta = {}
-        if "json" in parts:
-            try:
-                meta = json.loads(parts["json"].decode("utf-8"))
-                if not isinstance(meta, dict):
-                    raise ValueError("not an object")
-            except UnicodeDecodeError as e:
-                out.reject(i, "text_not_utf8", f"member {current_key}.json is not valid UTF-8 ({e.reason} at byte "
-                           f"{e.start})", parts["json"])
-                return
-            except ValueError as e:
-                out.reject(i, "malformed_record", f"member {current_key}.json is not a JSON object ({e})", parts["json"])
-                return
-        text = None
-        txt_ext = next((e for e in parts if e in _TEXT_EXT), None)
-        if txt_ext is not None:
-            try:
-                text = parts[txt_ext].decode("utf-8")
-            except UnicodeDecodeError:
-                out.reject(i, "text_not_utf8", f"member {current_key}.{txt_ext} is not valid UTF-8", parts[txt_ext])
-                return
-        names = list(meta)
-        url_c = pick(names, cm.url, URL_CANDIDATES)
-        text_c = pick(names, cm.text, TEXT_CANDIDATES)
-        if text is None and text_c:
-            text = meta.get(text_c)
-        url = meta.get(url_c) if url_c else None
-        uid_c = pick(names, cm.uid, UID_CANDIDATES)
-        uid = meta.get(uid_c) if uid_c else None
-        if any(v is not None and not isinstance(v, str) for v in (url, text, uid)):
-            out.reject(i, "wrong_type", f"sample {current_key}: url/caption/uid must be strings", parts.get("json"))
-            return
-        w_c = pick(names, cm.width, WIDTH_CANDIDATES)
-        h_c = pick(names, cm.height, HEIGHT_CANDIDATES)
-        w, okw = as_int(meta.get(w_c)) if w_c else (None, True)
-        h, okh = as_int(meta.get(h_c)) if h_c else (None, True)
-        if not (okw and okh):
-            out.reject(i, "wrong_type", f"sample {current_key}: width/height must be integers", parts.get("json"))
-            return
-        used = {url_c, text_c, uid_c, w_c, h_c}
-        extra = {k: v for k, v in meta.items() if k not in used}
-        extra["__key__"] = current_key
-        extra["__members__"] = sorted(parts) + sorted(skipped)
-        out.add(i, url=url, text=text, uid=uid, width=w, height=h, extra=extra_json(extra))
-
-    skipped: list[str] = []
-    oversize: list[str] = []
-    oversize_exts: set[str] = set()
+    group: _Group | None = None
     first_group: dict[str, int] = {}  # key -> its first member group: a repeat is a reject, not an overwrite
-    repeat_of = None  # the member whose repeat started the current group
     try:
         for member in tf:
             if not member.isfile():
                 continue  # folders, links, devices: never followed
             key, ext = split_key(member.name)
             # A member whose extension the current group already has starts a new group:
-            # the same key again (a repeat), which ``finish`` rejects.
-            if key != current_key or ext in parts or ext in skipped or ext in oversize_exts:
-                finish()
+            # the same key again (a repeat), which ``_finish`` rejects.
+            if group is None or key != group.key or group.has(ext):
+                if group is not None:
+                    _finish(out, group, first_group, options)
                 if out.full():
                     yield from iter_flush(out)
-                repeat_of = member.name if key == current_key else None
-                current_key, parts, unsafe, skipped, oversize, oversize_exts = key, {}, [], [], [], set()
-                group_index += 1
+                repeat = group is not None and key == group.key
+                group = _Group(key, group.index + 1 if group else 0, repeat_of=member.name if repeat else None)
             if unsafe_member(member.name):
-                unsafe.append(member.name)
-                continue
-            if ext in _TEXT_EXT or ext == "json":
+                group.unsafe.append(member.name)
+            elif ext in _TEXT_EXT or ext == "json":
                 if member.size > _MAX_META:
-                    oversize.append(member.name)
-                    oversize_exts.add(ext)
+                    group.oversize.append(member.name)
+                    group.oversize_exts.add(ext)
                     continue
                 f = tf.extractfile(member)
-                parts[ext] = f.read() if f is not None else b""
+                group.parts[ext] = f.read() if f is not None else b""
             else:
-                skipped.append(ext)
-        finish()
+                group.skipped.append(ext)
+        if group is not None:
+            _finish(out, group, first_group, options)
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise InputFileError(path, f"corrupt or truncated tar after member group {group_index} ({e})") from e
+        index = group.index if group is not None else -1
+        raise InputFileError(path, f"corrupt or truncated tar after member group {index} ({e})") from e
     finally:
         tf.close()
     yield from iter_flush(out)
+
+
+def _finish(out: RawBuilder, g: _Group, first_group: dict[str, int], options: ReaderOptions) -> None:
+    """One sample from a member group, or a reject with its reason."""
+    i = g.index
+    if g.key in first_group:
+        what = f"member {g.repeat_of}" if g.repeat_of else f"key {g.key!r}"
+        out.reject(i, "duplicate_member_key",
+                   f"{what} repeats in the tar (first at member group {first_group[g.key]}); only the first copy "
+                   "is used", g.key)
+        return
+    first_group[g.key] = i
+    if not encodable(g.key):
+        out.reject(i, "text_not_utf8", f"tar member name {clip_raw(g.key)!r} is not valid UTF-8", g.key)
+        return
+    if g.unsafe:
+        out.reject(i, "unsafe_member_path", f"tar member path escapes the folder: {g.unsafe[0]!r}", g.unsafe[0])
+        return
+    if g.oversize:
+        out.reject(i, "text_too_long", f"member {g.oversize[0]!r} is larger than {_MAX_META} bytes", g.oversize[0])
+        return
+    read = _meta_and_text(out, g)
+    if read is None:
+        return
+    meta, text = read
+    cm = options.columns
+    names = list(meta)
+    url_c = pick(names, cm.url, URL_CANDIDATES)
+    text_c = pick(names, cm.text, TEXT_CANDIDATES)
+    if text is None and text_c:
+        text = meta.get(text_c)
+    url = meta.get(url_c) if url_c else None
+    uid_c = pick(names, cm.uid, UID_CANDIDATES)
+    uid = meta.get(uid_c) if uid_c else None
+    if any(v is not None and not isinstance(v, str) for v in (url, text, uid)):
+        out.reject(i, "wrong_type", f"sample {g.key}: url/caption/uid must be strings", g.parts.get("json"))
+        return
+    w_c = pick(names, cm.width, WIDTH_CANDIDATES)
+    h_c = pick(names, cm.height, HEIGHT_CANDIDATES)
+    w, okw = as_int(meta.get(w_c)) if w_c else (None, True)
+    h, okh = as_int(meta.get(h_c)) if h_c else (None, True)
+    if not (okw and okh):
+        out.reject(i, "wrong_type", f"sample {g.key}: width/height must be integers", g.parts.get("json"))
+        return
+    used = {url_c, text_c, uid_c, w_c, h_c}
+    extra = {k: v for k, v in meta.items() if k not in used}
+    extra["__key__"] = g.key
+    extra["__members__"] = sorted(g.parts) + sorted(g.skipped)
+    out.add(i, url=url, text=text, uid=uid, width=w, height=h, extra=extra_json(extra))
+
+
+def _meta_and_text(out: RawBuilder, g: _Group) -> tuple[dict, str | None] | None:
+    """The group's json object and caption member, or None after rejecting what cannot be read."""
+    i, parts = g.index, g.parts
+    meta = {}
+    if "json" in parts:
+        try:
+            meta = json.loads(parts["json"].decode("utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+        except UnicodeDecodeError as e:
+            out.reject(i, "text_not_utf8", f"member {g.key}.json is not valid UTF-8 ({e.reason} at byte "
+                       f"{e.start})", parts["json"])
+            return None
+        except ValueError as e:
+            out.reject(i, "malformed_record", f"member {g.key}.json is not a JSON object ({e})", parts["json"])
+            return None
+    text = None
+    txt_ext = next((e for e in parts if e in _TEXT_EXT), None)
+    if txt_ext is not None:
+        try:
+            text = parts[txt_ext].decode("utf-8")
+        except UnicodeDecodeError:
+            out.reject(i, "text_not_utf8", f"member {g.key}.{txt_ext} is not valid UTF-8", parts[txt_ext])
+            return None
+    return meta, text
