@@ -1,7 +1,8 @@
 """Download sample images with img2dataset (pyspark distributor) into WebDataset shards,
 with a uid-keyed downloads table and a crawler safety policy."""
 
-from curate.download.job import DownloadOptions, build_downloads_table, complete_shards, run_download
+from curate.download.job import DownloadOptions, complete_shards, run_download
+from curate.download.results import build_downloads_table
 from curate.download.safety import FetchPolicy, build_opener, robots_optout, user_agent
 from curate.download.fetch import classify_error
 
