@@ -4,7 +4,7 @@ of row groups of a big Parquet file), and the row estimate ``--engine auto`` siz
 from __future__ import annotations
 
 import os
-from dataclasses import field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from curate.errors import DatasetError
@@ -15,6 +15,7 @@ from curate.readers import InputScan, ReaderOptions, scan_inputs
 from curate.readers.parquet import plan_parquet
 
 
+@dataclass
 class IngestConfig:
     inputs: list[str]
     output: str
