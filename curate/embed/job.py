@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import tarfile
 import threading
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from curate import storage
 from curate.download.job import IMAGES, complete_shards, shard_digits, shard_name
-from curate.embed.core import ImageDecodeError, ImagePipeline, TensorJpegPipeline, default_threads, encode_image_tensor, encode_text_tokens, prepared_batches
+from curate.embed.core import default_threads
 from curate.embed.devices import DevicePlan, task_device_plan
+from curate.embed.shard import embed_shard, embeddings_table  # noqa: F401 - re-exported
 from curate.errors import CurateError, DatasetError
-from curate.tables import Dataset, load_schema, write_parquet_atomic
+from curate.tables import Dataset, write_parquet_atomic
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -134,109 +133,6 @@ def read_tar_images(tar_path: Path | str, keys: set[str]) -> dict[str, bytes]:
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DatasetError(f"{tar_path}: cannot read image shard ({e})") from e
     return out
-
-
-# ---------------------------------------------------------------- the per-shard function
-def embed_shard(bundle, uids: list[str], keys: list[str], texts: list[str], images: dict[str, bytes],
-                shard: str, batch_size: int, threads: int | None = None,
-                uint8_transfer: bool | None = None, fast_decode: bool = False,
-                decode: str = "pil") -> tuple[pa.Table, pa.Table, dict]:
-    """Embed one shard's samples. Returns (embeddings table, failures table, stats).
-
-    ``images`` maps key -> encoded bytes; a key without bytes is a ``missing_member`` failure.
-    Every input uid lands in exactly one of the two tables.
-
-    ``decode``: ``pil`` decodes and preprocesses in the threads with Pillow (open_clip's own
-    transform); ``uint8_transfer`` (default: on CUDA) then moves uint8 pixels to the device and
-    normalises there, ``fast_decode`` decodes large JPEGs at reduced scale. ``tensor`` decodes
-    JPEG batches with torchvision on the model's device (nvJPEG on CUDA) and resizes there
-    (see TensorJpegPipeline); it falls back to ``pil`` when the transform is not the usual one.
-    """
-    import torch
-
-    if decode not in ("pil", "tensor"):
-        raise CurateError(f"decode must be pil or tensor, got {decode!r}")
-    t0 = time.perf_counter()
-    n = len(uids)
-    d = bundle.embed_dim
-    img_out = np.zeros((n, d), np.float32)
-    txt_out = np.zeros((n, d), np.float32)
-    ok = np.zeros(n, bool)
-    failures: list[dict] = []
-    model_s = 0.0
-    pipe = ImagePipeline(bundle, uint8=uint8_transfer, fast_decode=fast_decode)
-    tpipe = TensorJpegPipeline(bundle) if decode == "tensor" else None
-    if tpipe is not None and not tpipe.usable:
-        tpipe = None
-
-    def where(i):
-        return f"{shard}:{keys[i]}"
-
-    def prepare(i):
-        data = images.get(keys[i])
-        if data is None:
-            raise ImageDecodeError(where(i), "missing_member", "the image shard has no image for this key")
-        try:
-            if tpipe is not None:
-                return tpipe.prepare(data, where(i))
-            return pipe.prepare(pipe.open(data, where=where(i)))
-        except ImageDecodeError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a transform error is this sample's failure, not the job's
-            raise ImageDecodeError(where(i), "preprocess_error", f"{type(e).__name__}: {e}") from e
-
-    def fail(i, err):
-        cls = err.error_class if isinstance(err, ImageDecodeError) else "decode_error"
-        msg = str(err) if isinstance(err, ImageDecodeError) else f"{type(err).__name__}: {err}"
-        failures.append({"uid": uids[i], "shard": shard, "key": keys[i], "error_class": cls, "error_message": msg})
-
-    for start, prepared in prepared_batches(list(range(n)), prepare, batch_size, threads):
-        good = []
-        for j, p in enumerate(prepared):
-            (fail(start + j, p) if isinstance(p, Exception) else good.append((start + j, p)))
-        if not good:
-            continue
-        tm = time.perf_counter()
-        if tpipe is not None:
-            idx_all = [i for i, _ in good]
-            tensors, errors = tpipe.batch([p for _, p in good], [images[keys[i]] for i in idx_all],
-                                          [where(i) for i in idx_all])
-            good = []
-            for i, t, e in zip(idx_all, tensors, errors):
-                (fail(i, e) if e is not None else good.append((i, t)))
-            if not good:
-                continue
-            pixels = torch.stack([t for _, t in good])
-        else:
-            pixels = pipe.batch([p for _, p in good])
-        idx = np.array([i for i, _ in good])
-        img_out[idx] = encode_image_tensor(bundle, pixels)
-        txt_out[idx] = encode_text_tokens(bundle, bundle.tokenizer([texts[i] or "" for i in idx]))
-        model_s += time.perf_counter() - tm
-        ok[idx] = True
-
-    keep = np.flatnonzero(ok)
-    emb = embeddings_table(np.asarray(uids, dtype=object)[keep].tolist(), img_out[keep], txt_out[keep])
-    fail_schema = load_schema("embed_failures").arrow()
-    fails = pa.Table.from_pylist(failures, schema=fail_schema) if failures else fail_schema.empty_table()
-    stats = {"samples": n, "embedded": int(len(keep)), "failed": len(failures),
-             "seconds": round(time.perf_counter() - t0, 4), "model_seconds": round(model_s, 4),
-             "decode": "tensor" if tpipe is not None else "pil"}
-    return emb, fails, stats
-
-
-def embeddings_table(uids: list[str], image_emb: np.ndarray, text_emb: np.ndarray) -> pa.Table:
-    """The embeddings schema: float16 fixed-size lists; clip_score from the float32 vectors."""
-    d = image_emb.shape[1]
-    score = np.einsum("ij,ij->i", image_emb, text_emb).astype(np.float32)
-
-    def fsl(a: np.ndarray) -> pa.Array:
-        flat = pa.array(np.ascontiguousarray(a, dtype=np.float16).reshape(-1), pa.float16())
-        return pa.FixedSizeListArray.from_arrays(flat, d)
-
-    schema = load_schema("embeddings").arrow(d)
-    return pa.Table.from_arrays([pa.array(uids, pa.string()), fsl(image_emb), fsl(text_emb),
-                                 pa.array(score, pa.float32())], schema=schema)
 
 
 # ---------------------------------------------------------------- the task and the job
