@@ -66,14 +66,12 @@ def _mark(reason, detail, cond, code, message):
     return pc.if_else(new, code, reason), pc.if_else(new, message, detail)
 
 
-def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
-                  rules: IngestRules = IngestRules()) -> tuple[pa.RecordBatch, Counter]:
-    """Raw reader rows -> staged rows (samples or rejects) and counts by outcome."""
-    n = raw.num_rows
+def _reject_reasons(raw: pa.RecordBatch, url: pa.Array, has_uid: pa.Array, uid_norm: pa.Array,
+                    rules: IngestRules) -> tuple[pa.Array, pa.Array]:
+    """Each row's reject reason and detail (null: a sample): the reader's own, else the first
+    rule here it fails, in this order."""
     reason = raw.column("reason")
     detail = raw.column("detail")
-    url_in = raw.column("url")
-    url = pc.utf8_trim_whitespace(url_in)
     text_in = raw.column("text")
     reason, detail = _mark(reason, detail, pc.or_kleene(pc.is_null(url), pc.equal(pc.utf8_length(url), 0)),
                            "empty_url", "url is empty or missing")
@@ -85,9 +83,6 @@ def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
     reason, detail = _mark(reason, detail, pc.is_null(text_in), "missing_text", "caption is missing (null)")
     reason, detail = _mark(reason, detail, pc.greater(pc.utf8_length(pc.fill_null(text_in, "")), rules.max_text_chars),
                            "text_too_long", f"caption longer than {rules.max_text_chars} characters")
-    given_uid = raw.column("uid")
-    has_uid = pc.is_valid(given_uid)
-    uid_norm = pc.utf8_lower(pc.utf8_trim_whitespace(given_uid))
     uid_ok = pc.match_substring_regex(uid_norm, r"^[0-9a-f]{32}$")
     reason, detail = _mark(reason, detail, pc.and_(has_uid, pc.invert(pc.fill_null(uid_ok, False))),
                            "invalid_uid", "uid is not 32 hex characters")
@@ -95,12 +90,24 @@ def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
     if rules.faithful:  # any stated size is kept for the filters to judge; only int32 bounds it
         bad_size = pc.or_kleene(pc.or_kleene(pc.less(w, _INT32_MIN), pc.less(h, _INT32_MIN)),
                                 pc.or_kleene(pc.greater(w, _INT32_MAX), pc.greater(h, _INT32_MAX)))
-        reason, detail = _mark(reason, detail, bad_size, "invalid_size", "stated width/height does not fit in 32 bits")
-    else:
-        bad_size = pc.or_kleene(pc.or_kleene(pc.less_equal(w, 0), pc.less_equal(h, 0)),
-                                pc.or_kleene(pc.greater(w, rules.max_size), pc.greater(h, rules.max_size)))
-        reason, detail = _mark(reason, detail, bad_size, "invalid_size", "stated width/height is not a positive image size")
+        return _mark(reason, detail, bad_size, "invalid_size", "stated width/height does not fit in 32 bits")
+    bad_size = pc.or_kleene(pc.or_kleene(pc.less_equal(w, 0), pc.less_equal(h, 0)),
+                            pc.or_kleene(pc.greater(w, rules.max_size), pc.greater(h, rules.max_size)))
+    return _mark(reason, detail, bad_size, "invalid_size", "stated width/height is not a positive image size")
 
+
+def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
+                  rules: IngestRules = IngestRules()) -> tuple[pa.RecordBatch, Counter]:
+    """Raw reader rows -> staged rows (samples or rejects) and counts by outcome."""
+    n = raw.num_rows
+    url_in = raw.column("url")
+    url = pc.utf8_trim_whitespace(url_in)
+    text_in = raw.column("text")
+    given_uid = raw.column("uid")
+    has_uid = pc.is_valid(given_uid)
+    uid_norm = pc.utf8_lower(pc.utf8_trim_whitespace(given_uid))
+    w, h = raw.column("original_width"), raw.column("original_height")
+    reason, detail = _reject_reasons(raw, url, has_uid, uid_norm, rules)
     unknown = set(pc.unique(reason).drop_null().to_pylist()) - REJECT_REASONS.keys()
     if unknown:  # every reason must be documented (REJECT_REASONS, schemas/rejects.yaml)
         raise ValueError(f"unregistered reject reason(s) {sorted(unknown)}")
