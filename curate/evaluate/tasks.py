@@ -157,6 +157,38 @@ def results_path(checkpoint: str | os.PathLike) -> Path:
     return c.with_name(f"{c.stem}.eval.json")
 
 
+def _checkpoint(checkpoint: str | os.PathLike | None, model: str | None) -> tuple[Path | None, dict | None, str]:
+    """The checkpoint file (a `curate train` run folder: its model.pt), its run's train.json and
+    the architecture: ``model``, else train.json's, else the one the checkpoint records."""
+    ck = Path(checkpoint).resolve() if checkpoint is not None else None
+    if ck is not None and ck.is_dir() and (ck / "model.pt").is_file():
+        ck = ck / "model.pt"  # a `curate train` run folder
+    if ck is not None and not ck.is_file():
+        raise EvalError(f"checkpoint {checkpoint} does not exist")
+    info = _find_train_info(ck) if ck is not None else None
+    arch = model or (info or {}).get("model")
+    if arch is None and ck is not None:
+        import torch
+
+        arch = torch.load(ck, map_location="cpu", weights_only=True).get("arch")
+    if arch is None:
+        raise EvalError(f"{checkpoint}: no train.json beside it; pass the model architecture (--model)")
+    return ck, info, arch
+
+
+def _summary(results: dict) -> dict:
+    """The headline numbers: top-1 and mean per-class recall per zero-shot set, recalls per retrieval set."""
+    summary = {}
+    for k, v in results["zeroshot"].items():
+        summary[f"{k}/top1"] = v["top1"]
+        summary[f"{k}/mean_per_class_recall"] = v["mean_per_class_recall"]
+    for k, v in results["retrieval"].items():
+        summary[f"{k}/mean_recall"] = v["mean_recall"]
+        summary[f"{k}/image_to_text_R@1"] = v["image_to_text_R@1"]
+        summary[f"{k}/text_to_image_R@1"] = v["text_to_image_R@1"]
+    return summary
+
+
 def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
              zeroshot: list | tuple = (), retrieval_sets: list | tuple = (), templates=None,
              max_per_class: int | None = None, retrieval_images: list[str] | None = None,
@@ -175,19 +207,7 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
 
     if not zeroshot and not retrieval_sets:
         raise EvalError("nothing to evaluate: give at least one zero-shot folder or retrieval set")
-    ck = Path(checkpoint).resolve() if checkpoint is not None else None
-    if ck is not None and ck.is_dir() and (ck / "model.pt").is_file():
-        ck = ck / "model.pt"  # a `curate train` run folder
-    if ck is not None and not ck.is_file():
-        raise EvalError(f"checkpoint {checkpoint} does not exist")
-    info = _find_train_info(ck) if ck is not None else None
-    arch = model or (info or {}).get("model")
-    if arch is None and ck is not None:
-        import torch
-
-        arch = torch.load(ck, map_location="cpu", weights_only=True).get("arch")
-    if arch is None:
-        raise EvalError(f"{checkpoint}: no train.json beside it; pass the model architecture (--model)")
+    ck, info, arch = _checkpoint(checkpoint, model)
     if output is None and ck is None:
         raise EvalError("evaluating random weights needs an output path")
     t0 = time.perf_counter()
@@ -202,14 +222,7 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
     for group in results.values():
         for v in group.values():
             v["dataset"] = (sources or {}).get(v["dataset"], v["dataset"])
-    summary = {}
-    for k, v in results["zeroshot"].items():
-        summary[f"{k}/top1"] = v["top1"]
-        summary[f"{k}/mean_per_class_recall"] = v["mean_per_class_recall"]
-    for k, v in results["retrieval"].items():
-        summary[f"{k}/mean_recall"] = v["mean_recall"]
-        summary[f"{k}/image_to_text_R@1"] = v["image_to_text_R@1"]
-        summary[f"{k}/text_to_image_R@1"] = v["text_to_image_R@1"]
+    summary = _summary(results)
     out = {
         "checkpoint": str(ck) if ck else None,
         "model": arch,
