@@ -87,15 +87,7 @@ def write_subset_sorted(dataset: Dataset, name: str, chunks: Iterable[pa.Array],
                 chunk = chunk.cast(pa.string())
                 if len(chunk) == 0:
                     continue
-                if chunk.null_count:
-                    raise DatasetError(f"subset {name!r}: {chunk.null_count} null uids")
-                ok = pc.match_substring_regex(chunk, UID_RE.pattern)
-                if not pc.all(ok).as_py():
-                    bad = chunk.filter(pc.invert(ok))[0].as_py()
-                    raise DatasetError(f"subset {name!r}: {bad!r} is not a 32-char lowercase hex uid")
-                values = chunk.to_numpy(zero_copy_only=False)
-                if (prev is not None and values[0] < prev) or bool((values[1:] < values[:-1]).any()):
-                    raise DatasetError(f"subset {name!r}: uids not in sorted order")
+                values = _checked_uids(chunk, name, prev)
                 distinct += int((values[1:] != values[:-1]).sum()) + int(prev is None or values[0] != prev)
                 prev = values[-1]
                 rows += len(chunk)
@@ -115,6 +107,20 @@ def write_subset_sorted(dataset: Dataset, name: str, chunks: Iterable[pa.Array],
     meta["distinct"] = distinct
     atomic_write_bytes(storage.join(d, "_manifest.json"), (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode())
     return d
+
+
+def _checked_uids(chunk: pa.Array, name: str, prev: str | None) -> np.ndarray:
+    """The chunk's uids as a numpy array, once each is a uid and all follow ``prev`` in order."""
+    if chunk.null_count:
+        raise DatasetError(f"subset {name!r}: {chunk.null_count} null uids")
+    ok = pc.match_substring_regex(chunk, UID_RE.pattern)
+    if not pc.all(ok).as_py():
+        bad = chunk.filter(pc.invert(ok))[0].as_py()
+        raise DatasetError(f"subset {name!r}: {bad!r} is not a 32-char lowercase hex uid")
+    values = chunk.to_numpy(zero_copy_only=False)
+    if (prev is not None and values[0] < prev) or bool((values[1:] < values[:-1]).any()):
+        raise DatasetError(f"subset {name!r}: uids not in sorted order")
+    return values
 
 
 def sorted_uids_from_table(dataset: Dataset, table: str, kept_column: str | None = "kept",
