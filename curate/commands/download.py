@@ -20,7 +20,7 @@ def blocked_hint(failed_by_class: dict[str, int]) -> str | None:
             "you trust, rerun with --retry-failed --allow-network CIDR (e.g. --allow-network 127.0.0.1/32)")
 
 
-# register and download are over 60 lines by download's signature (its option list); the body is ~37.
+# register and download are over 60 lines by download's signature (its option list), not their bodies.
 def register(app: typer.Typer) -> None:
     @app.command("download")
     def download(

@@ -13,7 +13,7 @@ from curate.ingest.stage import IngestRules
 from curate.lock import hold_dataset_lock
 
 
-# register and ingest are over 60 lines by ingest's signature (its option list); the body is ~40.
+# register and ingest are over 60 lines by ingest's signature (its option list), not their bodies.
 def register(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest(

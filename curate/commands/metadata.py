@@ -19,7 +19,7 @@ metadata_app = typer.Typer(
 )
 
 
-# Over 60 lines by its signature (the build's option list); the body is ~39.
+# Over 60 lines by its signature (the build's option list), not its body.
 @metadata_app.command("build")
 def build(
     output: str = typer.Argument(..., help="Metadata JSON file to write (a list of strings; an entry's id is its position); with --languages other than en, a folder of <lang>.json files."),
