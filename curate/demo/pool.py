@@ -1,14 +1,18 @@
 """A procedural image-text pool with known ground truth and controlled noise.
 
-Clean pairs: an object of some shape, colour, size and texture on a light background, with
-a caption that describes it ("a large red striped circle"). Noise, each at a set rate and
+Clean pairs: an object of some shape, colour, size and texture, placed, sized and turned at
+random on a background with its own smooth light and shade and a grey distractor shape, with a
+caption that describes the object ("a large red striped circle"). Distinct pictures are
+distinct as images, as distinct photos are: a perceptual hash tells them apart even when they
+show the same concept (docs/demo.md, "Perceptual duplicates"). Noise, each at a set rate and
 labelled in ``truth.parquet`` so the effect of every curation step can be checked:
 
 - ``swapped``: the caption of another image (the web's misattached alt-text),
 - ``non_english``: a correct description in German, French or Spanish,
 - ``spam``: advertising / boilerplate text on a random image,
 - ``duplicate``: the same image bytes under another URL, same caption,
-- ``near_duplicate``: the same scene re-rendered with a small shift and noise, same caption,
+- ``near_duplicate``: a copy of another sample's picture as the web copies it (one or two of:
+  resized, re-encoded, cropped, watermarked or framed, brightness/contrast changed), same caption,
 - ``tiny``: a 12 px image, ``extreme_aspect``: a 256x24 strip,
 - ``broken``: a URL that answers 404.
 
@@ -99,26 +103,50 @@ class NoiseRates:
 
 @dataclass(frozen=True)
 class Scene:
+    """One picture: the object (shape, colour, size, texture, where) that the caption names, on
+    a background and with a grey distractor that make distinct pictures distinct as images."""
+
     shape: str
     colour: str
     size: str
     texture: str
-    bg: tuple[int, int, int]
+    bg: tuple[int, int, int]  # background tint (a light, low-saturation colour)
     cx: float  # object centre, fraction of the canvas
     cy: float
     angle: float
+    scale: float = 0.36  # object radius, fraction of the shorter side
+    # background lightness on a coarse grid, interpolated smoothly across the canvas
+    field: tuple[float, ...] = ()
+    # a grey shape that is not the object: (kind, x, y, radius, grey level, angle)
+    distractor: tuple = ()
 
     @property
     def label(self) -> str:
         return f"{self.colour} {self.shape}"
 
 
+FIELD_GRID = 4  # the background's lightness grid (4x4 knots): low-frequency structure, as photos have
+FIELD_LOW = 0.35
+DISTRACTORS = ("disc", "box", "bar")
+
+
 def random_scene(rng: np.random.Generator, shapes=SHAPES, colours=tuple(COLOURS)) -> Scene:
+    """A random picture. Distinct pictures differ as images, not only in what they show: the
+    object's place, size and rotation vary widely, the background has its own smooth light
+    and shade, and a grey distractor sits somewhere else; so a perceptual hash of two
+    pictures of the same "large red circle" is as far apart as two photos' (docs/demo.md)."""
+    shape, colour, size, texture = (str(rng.choice(shapes)), str(rng.choice(colours)), str(rng.choice(SIZES)),
+                                    str(rng.choice(TEXTURES)))
     bg = tuple(int(v) for v in rng.integers(205, 250, size=3))
-    return Scene(shape=str(rng.choice(shapes)), colour=str(rng.choice(colours)), size=str(rng.choice(SIZES)),
-                 texture=str(rng.choice(TEXTURES)), bg=bg,  # type: ignore[arg-type]
-                 cx=float(rng.uniform(0.35, 0.65)), cy=float(rng.uniform(0.35, 0.65)),
-                 angle=float(rng.uniform(0, 2 * math.pi)))
+    scale = float(rng.uniform(0.14, 0.2) if size == "small" else rng.uniform(0.27, 0.36))
+    lo, hi = max(0.2, scale * 0.8), min(0.8, 1 - scale * 0.8)
+    cx, cy = float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))
+    angle = float(rng.uniform(0, 2 * math.pi))
+    field = tuple(float(v) for v in rng.uniform(FIELD_LOW, 1.0, FIELD_GRID * FIELD_GRID))
+    distractor = (str(rng.choice(DISTRACTORS)), float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.9)),
+                  float(rng.uniform(0.08, 0.2)), int(rng.integers(30, 230)), float(rng.uniform(0, math.pi)))
+    return Scene(shape=shape, colour=colour, size=size, texture=texture, bg=bg,  # type: ignore[arg-type]
+                 cx=cx, cy=cy, angle=angle, scale=scale, field=field, distractor=distractor)
 
 
 def caption(scene: Scene, rng: np.random.Generator) -> str:
@@ -174,15 +202,45 @@ def _texture(size: tuple[int, int], texture: str, colour: tuple[int, int, int], 
     return img
 
 
+def _background(scene: Scene, width: int, height: int) -> np.ndarray:
+    """The tint times a smooth lightness field (bicubic through the scene's knots)."""
+    if not scene.field:
+        return np.full((height, width, 3), scene.bg, dtype=np.float32)
+    g = FIELD_GRID
+    knots = Image.fromarray(np.asarray(scene.field, dtype=np.float32).reshape(g, g), mode="F")
+    light = np.asarray(knots.resize((width, height), Image.BICUBIC), dtype=np.float32)
+    return np.clip(light, 0.3, 1.05)[..., None] * np.asarray(scene.bg, dtype=np.float32)[None, None, :]
+
+
+def _draw_distractor(img: Image.Image, scene: Scene) -> None:
+    if not scene.distractor:
+        return
+    kind, x, y, r, grey, angle = scene.distractor
+    w, h = img.size
+    m = min(w, h)
+    x, y, r = x * w, y * h, r * m
+    d = ImageDraw.Draw(img)
+    fill = (grey, grey, grey)
+    if kind == "disc":
+        d.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+    elif kind == "box":
+        d.rectangle((x - r, y - r * 0.7, x + r, y + r * 0.7), fill=fill)
+    else:  # a bar: a long thin rotated rectangle
+        ca, sa = math.cos(angle), math.sin(angle)
+        pts = [(-2.2, -0.3), (2.2, -0.3), (2.2, 0.3), (-2.2, 0.3)]
+        d.polygon([(x + r * (px * ca - py * sa), y + r * (px * sa + py * ca)) for px, py in pts], fill=fill)
+
+
 def render(scene: Scene, width: int = 64, height: int = 64, jitter: tuple[int, int] = (0, 0),
            noise: float = 4.0, seed: int = 0) -> Image.Image:
-    """Draw a scene; ``jitter`` shifts the object (pixels) for near-duplicates."""
+    """Draw a scene: background, distractor, then the object; ``jitter`` shifts the object (pixels)."""
     rng = np.random.default_rng(seed)
-    base = np.full((height, width, 3), scene.bg, dtype=np.float32)
+    base = _background(scene, width, height)
     base += rng.normal(0, noise, size=base.shape)
     img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    _draw_distractor(img, scene)
     m = min(width, height)
-    r = m * (0.16 if scene.size == "small" else 0.36)
+    r = m * scene.scale
     cx, cy = scene.cx * width + jitter[0], scene.cy * height + jitter[1]
     mask = Image.new("L", (width, height), 0)
     md = ImageDraw.Draw(mask)
@@ -196,6 +254,60 @@ def render(scene: Scene, width: int = 64, height: int = 64, jitter: tuple[int, i
     fill = _texture((width, height), scene.texture, COLOURS[scene.colour], scale=max(2, m // 16))
     img.paste(fill, (0, 0), mask)
     return img
+
+
+WATERMARKS = ("© stockpix", "sample", "shop.example", "@daily_pics", "PREVIEW", "wallpapers4u")
+CROP_MAX = 0.08
+COPY_EDITS = ("resize", "reencode", "crop", "overlay", "tone")
+
+
+def web_copy(img: Image.Image, rng: np.random.Generator,
+             edits: list[str] | None = None) -> tuple[Image.Image, list[str], int]:
+    """A copy of a picture as the web makes them: one or two of resized (down or up),
+    re-encoded at a random JPEG quality, cropped (at most 8% of each side's length in all),
+    a watermark or a border, a brightness/contrast change. Returns (image, edits, JPEG quality
+    the copy is finally saved at; 0 for PNG)."""
+    from PIL import ImageEnhance, ImageFont
+
+    if edits is None:
+        edits = [str(e) for e in rng.choice(COPY_EDITS, size=int(rng.integers(1, 3)), replace=False)]
+    edits = sorted(edits, key=COPY_EDITS.index)
+    out = img
+    quality = 0
+    for e in edits:
+        w, h = out.size
+        if e == "crop":  # 2-8% of the area, split between width and height and between the sides
+            area = float(rng.uniform(0.02, CROP_MAX))
+            share = float(rng.uniform(0.25, 0.75))
+            cw, ch = int(round(w * area * share)), int(round(h * area * (1 - share)))
+            left, top = int(rng.integers(0, cw + 1)), int(rng.integers(0, ch + 1))
+            out = out.crop((left, top, w - (cw - left), h - (ch - top)))
+        elif e == "overlay":
+            out = out.copy()
+            d = ImageDraw.Draw(out)
+            if rng.random() < 0.5:  # a thin border (1 px in 64), as a framed re-post
+                b = max(1, min(w, h) // 64)
+                grey = int(rng.choice((0, 255, int(rng.integers(0, 256)))))
+                d.rectangle((0, 0, w - 1, h - 1), outline=(grey, grey, grey), width=b)
+            else:  # a watermark in a corner
+                font = ImageFont.load_default(size=max(5, min(w, h) // 10))
+                text = str(rng.choice(WATERMARKS))
+                box = font.getbbox(text)
+                x = int(rng.integers(0, max(1, w - (box[2] - box[0]))))
+                y = int(rng.choice((1, max(1, h - (box[3] - box[1]) - 3))))
+                layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
+                ImageDraw.Draw(layer).text((x, y), text, font=font, fill=(255, 255, 255, int(rng.integers(70, 150))))
+                out = Image.alpha_composite(out.convert("RGBA"), layer).convert("RGB")
+        elif e == "tone":
+            out = ImageEnhance.Brightness(out).enhance(float(rng.uniform(0.85, 1.15)))
+            out = ImageEnhance.Contrast(out).enhance(float(rng.uniform(0.85, 1.15)))
+        elif e == "resize":  # a thumbnail or an upscale, the aspect kept
+            f = float(rng.choice((rng.uniform(0.6, 0.85), rng.uniform(1.25, 2.0))))
+            out = out.resize((max(8, int(round(w * f))), max(8, int(round(h * f)))),
+                             (Image.BILINEAR, Image.BICUBIC, Image.LANCZOS)[int(rng.integers(0, 3))])
+        elif e == "reencode":
+            quality = int(rng.integers(30, 86))
+    return out, edits, quality
 
 
 def _png(img: Image.Image) -> bytes:
@@ -241,7 +353,8 @@ def generate_pool(out: Path, spec: PoolSpec, base_url: str = "{base}") -> dict:
         scene = scenes[i]
         text = captions[i]
         fname = f"{i:06d}.png"
-        w, h, jitter = s, s, (0, 0)
+        w, h = s, s
+        edits = ""
         source = fname  # the image this one shows: itself, or the clean sample it copies
         if kind in ("duplicate", "near_duplicate"):
             # a copy of a clean sample anywhere in the pool: same scene, render seed and caption
@@ -249,8 +362,6 @@ def generate_pool(out: Path, spec: PoolSpec, base_url: str = "{base}") -> dict:
             source = f"{src:06d}.png"
             scene = scenes[src]
             text = captions[src]
-            if kind == "near_duplicate":
-                jitter = (int(rng.integers(-2, 3)), int(rng.integers(-2, 3)) or 1)
             seed_img = spec.seed * 1_000_003 + src  # same render seed as the source
         else:
             seed_img = spec.seed * 1_000_003 + i
@@ -268,13 +379,16 @@ def generate_pool(out: Path, spec: PoolSpec, base_url: str = "{base}") -> dict:
         elif kind == "extreme_aspect":
             w, h = 256, 24
         if kind != "broken":
-            img = render(scene, w, h, jitter=jitter, seed=seed_img)
-            data = _png(img)
-            if kind == "near_duplicate":  # and a re-encode, as a re-upload would
-                data = _png(Image.open(io.BytesIO(_jpeg(img, quality=70))).convert("RGB"))
-            (www / fname).write_bytes(data)
+            img = render(scene, w, h, seed=seed_img)
+            if kind == "near_duplicate":  # the source picture copied as the web copies it
+                img, done, quality = web_copy(img, rng)
+                if quality:  # re-encoded: the JPEG's pixels, stored losslessly
+                    img = Image.open(io.BytesIO(_jpeg(img, quality=quality))).convert("RGB")
+                edits = "+".join(e if e != "reencode" else f"jpeg{quality}" for e in done)
+                w, h = img.size
+            (www / fname).write_bytes(_png(img))
         rows.append({"file": fname, "source": source, "text": text, "noise": kind, "shape": scene.shape, "colour": scene.colour,
-                     "size": scene.size, "texture": scene.texture, "width": w, "height": h})
+                     "size": scene.size, "texture": scene.texture, "width": w, "height": h, "edits": edits})
     urls = [f"{base_url}/img/{r['file']}" for r in rows]
     truth = pa.table({
         "url": urls, "text": [r["text"] for r in rows], "noise": [r["noise"] for r in rows],
@@ -284,6 +398,8 @@ def generate_pool(out: Path, spec: PoolSpec, base_url: str = "{base}") -> dict:
         "height": pa.array([r["height"] for r in rows], pa.int32()),
         # duplicates and near-duplicates name the file they copy: the true duplicate groups
         "source": [r["source"] for r in rows],
+        # a near-duplicate's edits, in order ("crop+jpeg55"); empty for every other row
+        "edits": [r["edits"] for r in rows],
     })
     pq.write_table(truth, out / "truth.parquet")
     counts: dict[str, int] = {}

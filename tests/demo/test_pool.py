@@ -51,8 +51,11 @@ def test_noise_is_labelled_and_true(pool):
             assert size == (12, 12)
         elif kind == "extreme_aspect":
             assert size == (256, 24)
+        elif kind == "near_duplicate":  # resized (down or up) and/or cropped, or as it was
+            assert 32 <= min(size) and max(size) <= 128 and size == (r["width"], r["height"])
+            assert 1 <= len(r["edits"].split("+")) <= 2 and r["source"] != f
         else:
-            assert size == (64, 64)
+            assert size == (64, 64) and r["edits"] == ""
         if kind == "duplicate":  # same bytes and caption as a clean sample
             twins = clean_by_hash.get(_sha(img / f), [])
             assert twins and twins[0]["text"] == r["text"]
@@ -117,3 +120,28 @@ def test_server_serves_pool_on_loopback(pool):
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(broken, timeout=10)
             assert e.value.code == 404
+
+
+def test_distinct_pictures_are_distinct_to_a_perceptual_hash_and_copies_are_not(pool):
+    """What makes the demo a test of perceptual dedup: two distinct pictures (even of the same
+    "large red circle") are far apart in pHash, a web-style copy is close to its source."""
+    import imagehash
+    import numpy as np
+
+    out, _, rows = pool
+    img = out / "www" / "img"
+    shown = [r for r in rows if r["noise"] not in ("broken", "tiny", "extreme_aspect")]
+
+    def bits(name):
+        with Image.open(img / name) as im:
+            return imagehash.phash(im.convert("RGB")).hash.ravel()
+
+    h = {r["url"].rsplit("/", 1)[1]: bits(r["url"].rsplit("/", 1)[1]) for r in shown}
+    originals = sorted({r["source"] for r in shown} & set(h))
+    b = np.array([h[f] for f in originals])
+    d = (b[:, None, :] != b[None, :, :]).sum(-1)
+    np.fill_diagonal(d, 64)
+    near = (d <= 10).any(1)  # a distinct picture within the demo recipe's radius
+    assert d.min() > 6 and near.sum() <= 0.01 * len(b), (d.min(), near.sum(), len(b))
+    copies = [int((h[r["url"].rsplit("/", 1)[1]] != h[r["source"]]).sum()) for r in shown if r["noise"] == "near_duplicate"]
+    assert copies and sum(c <= 10 for c in copies) >= 0.85 * len(copies), copies
