@@ -6,10 +6,11 @@
 1. **Demo pool truth.** The demo's generated pool (``curate.demo.pool``, 3,000 samples, seed 0)
    hashed with the job's own ``hash_images``; for each hash and radius, ``dedup perceptual`` on
    the hashed images (broken, tiny and strip images left out, as the demo's basic filter does):
-   recall = share of the redundant copies (byte duplicates and re-rendered near-duplicates
+   recall = share of the redundant copies (byte duplicates and web-style near-duplicate copies
    beyond one per source) removed; precision = share of removals whose survivor shows the same
-   source; distinct removed = removals whose survivor is another picture, over the distinct
-   pictures.
+   source; pictures lost = distinct pictures with no copy kept; duplicate share in / out =
+   redundant copies over the images in / kept; and, per kind of edit, the share of copies no
+   longer kept beside their original.
 2. **flickr8k** (``../shared/data``, skipped when absent): 1,000 real photos plus a resized,
    a re-encoded and a 2.5%-cropped copy of 200 of them; the same three figures.
 3. **Speed.** The grouping (multi-index buckets, local components, merge) on ``--n`` random
@@ -36,13 +37,15 @@ from curate.perceptual.hashes import hash_images  # noqa: E402
 from curate.perceptual.job import REASON, run_perceptual_dedup  # noqa: E402
 from curate.tables import Dataset  # noqa: E402
 
-GRID = {"phash": (0, 2, 4, 6, 8, 10), "dhash": (0, 2, 4, 6, 8, 10), "colorhash": (0, 1, 2)}
+GRID = {"phash": (0, 2, 4, 6, 8, 10, 12), "dhash": (0, 2, 4, 6, 8, 10), "colorhash": (0, 1, 2)}
 
 
-def score(dec: pa.Table, source: dict[str, str]) -> dict:
+def score(dec: pa.Table, source: dict[str, str], edits: dict[str, str] | None = None) -> dict:
     """precision: removals whose survivor shows the same picture; recall: share of the redundant
     copies (members beyond one per picture) gone from the kept set; distinct lost: pictures
-    with no member kept, over the distinct pictures."""
+    with no member kept, over the distinct pictures; redundant share before / after: redundant
+    copies over the rows in / kept; with ``edits`` (a copy's edits, "" for an original), the
+    share of copies of each edit no longer kept beside their source."""
     rows = dec.to_pylist()
     removed = [r for r in rows if r["reason"] == REASON]
     good = sum(source[r["uid"]] == source[r["detail"]] for r in removed)
@@ -54,16 +57,31 @@ def score(dec: pa.Table, source: dict[str, str]) -> dict:
             after[source[r["uid"]]] = after.get(source[r["uid"]], 0) + 1
     redundant = sum(c - 1 for c in before.values())
     left = sum(c - 1 for c in after.values())
-    return {"removed": len(removed), "precision": good / len(removed) if removed else 1.0,
-            "recall": 1 - left / redundant if redundant else 1.0,
-            "distinct_lost": (len(before) - len(after)) / len(before)}
+    kept = sum(after.values())
+    out = {"removed": len(removed), "precision": good / len(removed) if removed else 1.0,
+           "recall": 1 - left / redundant if redundant else 1.0,
+           "distinct_lost": (len(before) - len(after)) / len(before),
+           "share_before": redundant / len(rows), "share_after": left / max(1, kept)}
+    if edits:
+        kept_uid = {r["uid"] for r in rows if r["kept"]}
+        uid_of = {source[u]: u for u in source if not edits.get(u)}  # the original of each picture
+        found: dict[str, list[bool]] = {}
+        for u, e in edits.items():
+            if e and source[u] in uid_of:
+                hit = not (u in kept_uid and uid_of[source[u]] in kept_uid)
+                for one in e.split("+"):
+                    found.setdefault("jpeg" if one.startswith("jpeg") else one, []).append(hit)
+        out["by_edit"] = {k: sum(v) / len(v) for k, v in sorted(found.items())}
+    return out
 
 
-def evaluate(images: dict[str, bytes], source: dict[str, str], label: str, grid=GRID) -> None:
+def evaluate(images: dict[str, bytes], source: dict[str, str], label: str, grid=GRID,
+             edits: dict[str, str] | None = None) -> None:
     names = sorted(images)
     uids = [f"{i:032x}" for i in range(len(names))]  # sample uids (32 hex) for the job's subsets
     images = dict(zip(uids, (images[k] for k in names)))
     source = dict(zip(uids, (source[k] for k in names)))
+    edits = dict(zip(uids, (edits.get(k, "") for k in names))) if edits else None
     t = time.perf_counter()
     table, fails, _ = hash_images(uids, uids, images, label)
     secs = time.perf_counter() - t
@@ -72,12 +90,14 @@ def evaluate(images: dict[str, bytes], source: dict[str, str], label: str, grid=
     with tempfile.TemporaryDirectory() as tmp:
         ds = Dataset(Path(tmp) / "d")
         ds.write_table("phashes", table, schema="phashes")
-        print(f"{'hash':<10}{'radius':>7}{'removed':>9}{'precision':>11}{'recall':>9}{'pictures lost':>15}")
+        print(f"{'hash':<10}{'radius':>7}{'removed':>9}{'precision':>11}{'recall':>9}{'pictures lost':>15}"
+              f"{'dup share in':>14}{'dup share out':>15}" + ("   copies found by edit" if edits else ""))
         for kind, radii in grid.items():
             for r in radii:
-                s = score(run_perceptual_dedup(ds, r, kind, run=f"{kind}{r}")["decisions"], source)
+                s = score(run_perceptual_dedup(ds, r, kind, run=f"{kind}{r}")["decisions"], source, edits)
+                by = ("   " + " ".join(f"{k} {v:.2f}" for k, v in s["by_edit"].items())) if edits else ""
                 print(f"{kind:<10}{r:>7}{s['removed']:>9}{s['precision']:>11.3f}{s['recall']:>9.3f}"
-                      f"{s['distinct_lost']:>14.2%}")
+                      f"{s['distinct_lost']:>14.2%}{s['share_before']:>14.2%}{s['share_after']:>15.2%}{by}")
 
 
 def demo_pool() -> None:
@@ -93,7 +113,8 @@ def demo_pool() -> None:
         images = {r["url"].rsplit("/", 1)[1]: (out / "www" / "img" / r["url"].rsplit("/", 1)[1]).read_bytes()
                   for r in rows}
         source = {r["url"].rsplit("/", 1)[1]: r["source"] for r in rows}
-        evaluate(images, source, "demo pool (64 px renders)")
+        edits = {r["url"].rsplit("/", 1)[1]: r["edits"] for r in rows}
+        evaluate(images, source, "demo pool (64 px pictures; byte duplicates and web-style copies)", edits=edits)
 
 
 def flickr(shared: Path) -> None:
