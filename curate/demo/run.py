@@ -308,6 +308,14 @@ def _quality(ds, gen_dir: Path, subset: str) -> dict:
         if "source" in tt.column_names:
             sources = [row_of.get(u, {}).get("source") for u in uids]
             out[name]["redundant_copies"] = round((len(uids) - len(set(sources))) / max(1, len(uids)), 4)
+            # the near-duplicate share: copies of a picture beyond one, in the groups that hold a
+            # web-style copy (labelled near_duplicate); a group's one survivor is not a duplicate
+            # in the subset, whichever member it is
+            groups: dict = {}
+            for u, src in zip(uids, sources):
+                groups.setdefault(src, []).append(row_of.get(u, {}).get("noise"))
+            extra = sum(len(g) - 1 for g in groups.values() if len(g) > 1 and "near_duplicate" in g)
+            out[name]["near_duplicate_copies"] = round(extra / max(1, len(uids)), 4)
     if "source" in tt.column_names:
         out["perceptual"] = _perceptual_quality(ds, {u: r.get("source") for u, r in row_of.items()})
     return out
@@ -361,6 +369,7 @@ def _print_summary(comparison: dict, summary: dict) -> None:
         for k in sorted(q["raw"]["share"]) if k != "clean"))
     if "redundant_copies" in q["raw"]:
         info(f"redundant copies (true duplicate groups beyond one) raw -> curated: "
-             f"{q['raw']['redundant_copies']:.1%} -> {q['curated']['redundant_copies']:.1%}; perceptual stage: "
-             f"{q.get('perceptual')}")
+             f"{q['raw']['redundant_copies']:.1%} -> {q['curated']['redundant_copies']:.1%}, of them near-duplicate "
+             f"copies {q['raw']['near_duplicate_copies']:.1%} -> {q['curated']['near_duplicate_copies']:.1%}; "
+             f"perceptual stage: {q.get('perceptual')}")
     info(f"report: {summary['report']}   total {summary['total_s']:.0f}s")

@@ -46,6 +46,9 @@ def test_demo_end_to_end_tiny(tmp_path, spark):
     assert len({sha[u] for u in raw}) < len(raw)
     # the perceptual stage ran on what exact dedup left, measured against the truth's sources
     assert q["perceptual"]["input"] > 0 and "redundant_copies" in q["raw"] and "redundant_copies" in q["curated"]
+    assert q["curated"]["near_duplicate_copies"] <= q["curated"]["redundant_copies"]
+    p = q["perceptual"]  # the demo recipe's pHash radius finds the web-style copies, loses no picture
+    assert p["redundant_in_input"] > 0 and p["recall"] >= 0.75 and p["distinct_pictures_lost"] <= 1, p
     funnel = summary["recipe_funnel"]
     assert funnel[0][1] == len(raw) and funnel[-1][2] == len(cur)
     page = (wd / "report.html").read_text()
