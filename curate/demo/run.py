@@ -100,7 +100,6 @@ def _executor(cfg: DemoConfig):
 
 def run_demo(cfg: DemoConfig) -> dict:
     from curate.demo import pool as gen
-    from curate.demo.server import StaticServer
     from curate.tables import Dataset
 
     wd = Path(cfg.workdir).resolve()
@@ -128,8 +127,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     g = steps.run("generate", generate)
     executor = None
 
-    server = StaticServer(gen_dir / "www")
+    server = _serve(gen_dir, ds)
     base = server.start()
+    (gen_dir / "_served.json").write_text(json.dumps({"url": base}) + "\n")
     try:
         pool_file = gen.bind_pool(gen_dir, base)
         executor = _executor(cfg)
@@ -167,6 +167,26 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 
 # ---------------------------------------------------------------- steps
+def _serve(gen_dir: Path, ds):
+    """The pool's web server, on the port of the first run when the demo resumes: a sample's uid
+    is a hash of its URL, so a new port would make ingest write new uids that the downloads
+    (kept from the first run) do not have."""
+    from curate.demo.server import StaticServer
+    from curate.errors import DatasetError
+
+    served = gen_dir / "_served.json"
+    if not served.exists():
+        return StaticServer(gen_dir / "www")
+    url = json.loads(served.read_text())["url"]
+    try:
+        return StaticServer(gen_dir / "www", port=int(url.rsplit(":", 1)[1]))
+    except OSError as e:
+        if ds.has_table("samples"):
+            raise DatasetError(f"{ds.root}: its samples were downloaded from {url}, which is taken now ({e.strerror}); "
+                               f"free that port or remove {ds.root} to start the demo over") from None
+        return StaticServer(gen_dir / "www")
+
+
 def _ingest(cfg: DemoConfig, executor, pool_file: Path, ds) -> dict:
     from curate.ingest.job import IngestConfig, run_ingest
 

@@ -145,3 +145,32 @@ def test_distinct_pictures_are_distinct_to_a_perceptual_hash_and_copies_are_not(
     assert d.min() > 6 and near.sum() <= 0.01 * len(b), (d.min(), near.sum(), len(b))
     copies = [int((h[r["url"].rsplit("/", 1)[1]] != h[r["source"]]).sum()) for r in shown if r["noise"] == "near_duplicate"]
     assert copies and sum(c <= 10 for c in copies) >= 0.85 * len(copies), copies
+
+
+def test_a_resumed_demo_serves_the_pool_at_the_first_runs_address(tmp_path):
+    """A sample's uid hashes its URL: a resumed demo must serve on the same port, or say why not."""
+    import json
+
+    import pyarrow as pa
+
+    from curate.demo.run import _serve
+    from curate.errors import DatasetError
+    from curate.tables import Dataset
+
+    (tmp_path / "www").mkdir()
+    ds = Dataset(tmp_path / "dataset")
+    first = _serve(tmp_path, ds)
+    url = first.start()
+    first.stop()
+    (tmp_path / "_served.json").write_text(json.dumps({"url": url}))
+    again = _serve(tmp_path, ds)
+    assert again.start() == url
+    try:  # the port taken: without samples a new one is fine, with samples it is an error
+        other = _serve(tmp_path, ds)
+        assert other.url != url
+        other.httpd.server_close()
+        ds.write_table("samples", pa.table({"uid": ["0" * 32]}))
+        with pytest.raises(DatasetError, match="taken now"):
+            _serve(tmp_path, ds)
+    finally:
+        again.stop()
