@@ -113,11 +113,11 @@ def match(
     from curate.tables.publish import publish_working_copies, working_copy
 
     use_storage_options(storage_option)
-    require_paths([metadata], "metadata file")
-    metadata = storage.local_copy(metadata)  # a metadata list (or folder) on a store: copied locally
     dataset = working_copy(dataset, master)  # a URI: fetched here, published back below (docs/storage.md)
     hold_dataset_lock(dataset)  # one writer per dataset
-    require_tables(dataset, {"samples": "curate ingest"})
+    require_tables(dataset, {"samples": "curate ingest"})  # the dataset first: the README's order of steps
+    require_paths([metadata], "metadata file")
+    metadata = storage.local_copy(metadata)  # a metadata list (or folder) on a store: copied locally
     if Path(metadata).is_dir():  # worldwide: check the lists and the language model before any engine
         from curate.filters.langid import resolve_model_path
         from curate.metaclip.jobs import NOSPACE_MODES
