@@ -204,6 +204,28 @@ def records_from_hex(uids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return out
 
 
+def write_uid_table(path: str | os.PathLike, out: str | os.PathLike, chunk_rows: int = CHUNK_ROWS) -> int:
+    """A DataComp subset file (.npy or raw ``u8,u8``) as a one-column ``uid`` Parquet file at
+    ``out``, for the engine to join against: streamed a chunk at a time from the memmap, in the
+    file's order (membership needs no sort), never a Python list. Warns, as ``read_subset``
+    does, when the file is unsorted (DataComp's resharder would drop samples). Returns rows."""
+    from curate.progress import info
+    from curate.tables.dataset import PARQUET_OPTIONS, atomic_path
+
+    arr, _ = open_subset_array(path)
+    bad = first_unsorted(arr, chunk_rows)
+    if bad is not None:
+        info(unsorted_warning(path, bad))
+    schema = pa.schema([("uid", pa.string())])
+    with atomic_path(out) as tmp:
+        with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
+            for s in range(0, len(arr), _HEX_ROWS):
+                writer.write_table(pa.Table.from_arrays([hex_uids(np.asarray(arr[s:s + _HEX_ROWS]))], schema=schema))
+            if len(arr) == 0:
+                writer.write_table(schema.empty_table())
+    return len(arr)
+
+
 def _write_npy_header(f, n: int) -> None:
     np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(DATACOMP_DTYPE),
                                             "fortran_order": False, "shape": (n,)})

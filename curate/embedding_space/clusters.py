@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curate import storage
-from curate.embedding_space.common import (cleanup_tmp, collect_rows, embeddings_table, read_uid_filter, shard_tasks,
+from curate.embedding_space.common import (cleanup_tmp, collect_rows, embeddings_table, shard_tasks, uid_frame,
                                            write_json, write_uid_filter)
 from curate.embedding_space import guards
 from curate.embedding_space.kmeans import assign, train_kmeans
@@ -65,33 +64,56 @@ def _load_centroids_cached(root: str, name: str) -> tuple[np.ndarray, dict]:
 
 
 # ---------------------------------------------------------------- tasks
+SAMPLE_ROWS_SCHEMA = SAMPLE_SCHEMA.append(pa.field("shard", pa.int32()))
+
+
 def sample_task(task: dict):
     """Rows of one shard whose uid hash is below the threshold, embeddings as float16 bytes.
 
     With ``cache_dir`` the shard's decoded matrices are kept there for the assign pass, so each
-    shard is decoded once per job."""
+    shard is decoded once per job. With ``restricted`` the rows go to the engine's semi-join
+    with the input restriction first, and the per-shard limit is applied after it
+    (``smallest_of_shard``); otherwise it is applied here."""
     uids, mats = read_shard_matrices(task["path"], task["embedding"], task.get("cache_dir"), task["index"],
                                      write_cache=True)
     if task.get("cache_dir") and len(uids):
         save_guard_candidates(task["cache_dir"], task["index"], uids, mats, task["embedding"], f"{task['path']}: ")
-    keep = np.ones(len(uids), dtype=bool)
-    uid_filter = read_uid_filter(task.get("uid_filter"))
-    if uid_filter is not None:
-        keep = pc.is_in(uids, value_set=uid_filter).to_numpy(zero_copy_only=False)
-    if not keep.any():
+    if len(uids) == 0:
         return
     h = uid_hash_array(uids, task["seed"])
-    sel = np.flatnonzero(keep & (h <= task["threshold"]))
-    if len(sel) > task["limit"]:
-        # no task sends more than the whole sample: the smallest (hash, uid) are the ones the
-        # driver would keep anyway (matters only when hashes bunch, e.g. the take-all retry)
-        order = np.lexsort((np.asarray(uids.take(pa.array(sel)).to_pylist(), dtype=str), h[sel]))
-        sel = np.sort(sel[order[:task["limit"]]])
+    sel = np.flatnonzero(h <= task["threshold"])
+    if not task.get("restricted"):
+        sel = _smallest(uids, h, sel, task["limit"])
     if len(sel) == 0:
         return
     su = uids.take(pa.array(sel))
     x = normalized_matrix([np.asarray(m[sel]) for m in mats], task["embedding"], su, f"{task['path']}: ")
-    yield pa.record_batch([su, pa.array(h[sel], pa.int64()), matrix_to_binary(x)], schema=SAMPLE_SCHEMA)
+    cols = [su, pa.array(h[sel], pa.int64()), matrix_to_binary(x)]
+    if task.get("restricted"):
+        yield pa.record_batch(cols + [pa.array(np.full(len(sel), task["index"], np.int32))], schema=SAMPLE_ROWS_SCHEMA)
+    else:
+        yield pa.record_batch(cols, schema=SAMPLE_SCHEMA)
+
+
+def _smallest(uids, h: np.ndarray, sel: np.ndarray, limit: int) -> np.ndarray:
+    """``sel`` cut to its ``limit`` smallest (hash, uid), in row order: no task sends more than the
+    whole sample, and the smallest are the ones the driver would keep anyway (matters only when
+    hashes bunch, e.g. the take-all retry)."""
+    if len(sel) <= limit:
+        return sel
+    order = np.lexsort((np.asarray(uids.take(pa.array(sel)).to_pylist(), dtype=str), h[sel]))
+    return np.sort(sel[order[:limit]])
+
+
+def smallest_of_shard(limit: int):
+    """The per-shard limit of ``sample_task`` for rows already restricted by the engine: one
+    shard's rows whole in one group (``group_apply`` by shard)."""
+    def take(group: pa.Table) -> pa.Table:
+        uids = group.column("uid").combine_chunks()
+        sel = _smallest(uids, group.column("hash").to_numpy(), np.arange(group.num_rows), limit)
+        return group.take(pa.array(sel)).select(SAMPLE_SCHEMA.names)
+
+    return take
 
 
 def assign_task(task: dict) -> dict:
@@ -185,13 +207,14 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     # Hash threshold giving ~10% more rows than wanted; the smallest hashes are then taken.
     frac = min(1.0, 1.1 * want / max(total, 1))
     threshold = int(min(2**63 - 1, frac * 2**63)) if frac < 1.0 else 2**63 - 1
-    tasks = shard_tasks(ds, table, embedding=embedding, seed=seed, threshold=threshold, uid_filter=uid_filter,
-                        cache_dir=str(cache_dir), limit=int(want))
+    tasks = shard_tasks(ds, table, embedding=embedding, seed=seed, threshold=threshold, cache_dir=str(cache_dir),
+                        limit=int(want), restricted=uid_filter is not None)
+    uids = uid_frame(executor, uid_filter)  # --subset: a semi-join in the engine, no uid set per worker
     with m.stage("sample"):
-        sample = collect_rows(executor, tasks, sample_task, SAMPLE_SCHEMA, "sample")
+        sample = _sample(executor, tasks, uids, want)
         if sample.num_rows < want:  # unlucky hash draw: take everything
             tasks = [dict(t, threshold=2**63 - 1) for t in tasks]
-            sample = collect_rows(executor, tasks, sample_task, SAMPLE_SCHEMA, "sample")
+            sample = _sample(executor, tasks, uids, want)
         sample = sample.sort_by([("hash", "ascending"), ("uid", "ascending")]).slice(0, want)
         xs = binary_to_matrix(sample.column("embedding"), dim).astype(np.float32)
         del sample
@@ -240,6 +263,15 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     _clear_cache(cache_dir)
     cleanup_tmp(ds, f"cluster-{name}")
     return {"name": name, "counts": counts, "timings_s": m["timings_s"], "meta": meta, "guards": m["guards"]}
+
+
+def _sample(executor, tasks: list[dict], uids, want: int) -> pa.Table:
+    """The sample candidates of every shard (at most ``want`` per shard); with an input
+    restriction ``uids`` (a frame), rows are semi-joined with it and cut per shard after."""
+    if uids is None:
+        return collect_rows(executor, tasks, sample_task, SAMPLE_SCHEMA, "sample")
+    rows = executor.frame_from_tasks(tasks, sample_task, SAMPLE_ROWS_SCHEMA).semi_join(uids)
+    return rows.group_apply("shard", smallest_of_shard(want), SAMPLE_SCHEMA).collect_small(want * max(1, len(tasks)))
 
 
 def _add_sums(paths: list[str], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

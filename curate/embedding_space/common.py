@@ -114,12 +114,13 @@ def restrict(table: pa.Table, uid_filter: pa.Array | None) -> pa.Table:
 
 
 def subset_uids(dataset: Dataset, subset: str | None):
-    """The input restriction ``--subset`` names: a ``UidList`` over its Parquet file (read by
-    the engine), or, for a DataComp ``.npy`` / raw subset file, the uids themselves."""
+    """The input restriction ``--subset`` names, as a ``UidList`` the engine joins against: the
+    subset's Parquet file, or for a DataComp ``.npy`` / raw subset file its uids streamed into
+    ``_tmp/subset-files/`` (named after the source path, size and time)."""
     if not subset:
         return None
     from curate.subset import read_subset, subset_dir
-    from curate.subset_file import is_parquet
+    from curate.subset_file import is_parquet, write_uid_table
 
     src = subset if (storage.is_file(subset) or storage.exists(storage.join(subset, "uids.parquet"))) else None
     if src is None:
@@ -135,7 +136,12 @@ def subset_uids(dataset: Dataset, subset: str | None):
         except (pa.ArrowInvalid, OSError) as e:
             raise DatasetError(f"{src}: not a subset Parquet with a uid column ({e})") from None
         return UidList(src)
-    return pa.array(read_subset(src), pa.string())
+    import hashlib
+
+    key = hashlib.sha256(repr(storage.fingerprint(src)).encode()).hexdigest()[:16]
+    out = dataset.path(f"_tmp/subset-files/{Path(str(src)).stem}-{key}.parquet")
+    write_uid_table(storage.local_copy(src), out)
+    return UidList(out)
 
 
 def missing_uids(wanted: pa.Array | None, present: pa.Array) -> pa.Array:

@@ -14,10 +14,11 @@ partitions both find is emitted only by the smaller of them, so pairs are never 
 twice. At ``nprobe`` = number of centroids every pair is found (the exact result).
 
 Decisions: the pairs (two uids, a similarity, and each side's CLIP score: a few dozen bytes
-per *duplicate pair*, never per input row) are joined into connected components; one row per
-component is kept (the smallest uid, or with ``keep_by="clip_score"`` the highest score, ties
-by uid), as ``duplicates.near_duplicate_decisions`` does. A second pass over the shards then
-writes one decision per input row.
+per *duplicate pair*, never per input row) form a frame; its connected components are found
+by the engine (``components.component_labels``: min-label propagation, no node list on the
+driver); one row per component is kept (the smallest uid, or with ``keep_by="clip_score"``
+the highest score, ties by uid), as ``duplicates.near_duplicate_decisions`` does, in a
+grouped apply per component. Every other input row is kept alone (an anti-join).
 """
 
 from __future__ import annotations
@@ -30,11 +31,9 @@ import pyarrow.compute as pc
 
 from curate import storage
 from curate.decisions import decisions_table
-from curate.embedding_space.common import read_uid_filter, restrict
-from curate.embedding_space.duplicates import NEAR_REASON, connected_components
+from curate.embedding_space.duplicates import NEAR_REASON
 from curate.embedding_space.vectors import binary_to_matrix, embedding_columns, embedding_matrix, matrix_to_binary
 from curate.engine import worker_cache
-from curate.tables import write_parquet_atomic
 
 ROW_SCHEMA = pa.schema([("partition", pa.int32()), ("uid", pa.string()), ("clip_score", pa.float32()),
                         ("home", pa.int32()), ("probes", pa.binary()), ("embedding", pa.binary())])
@@ -61,7 +60,6 @@ def _quantiser(path: str | None):
 def partition_rows(task: dict):
     """One shard's rows, each once per partition it probes (home first), float16 embeddings."""
     t = storage.read_parquet(task["path"], columns=["uid", "clip_score", *embedding_columns(task["embedding"])])
-    t = restrict(t, read_uid_filter(task.get("uid_filter")))
     if t.num_rows == 0:
         return
     x16 = np.ascontiguousarray(embedding_matrix(t, task["embedding"], f"{task['path']}: "), dtype=np.float16)
@@ -146,70 +144,6 @@ def _finder(probes: np.ndarray, home: np.ndarray, i: np.ndarray, j: np.ndarray) 
     return np.minimum(np.where(hj_in_i, home[j], big), np.where(hi_in_j, home[i], big))
 
 
-def group_decisions(pairs: pa.Table, keep_by: str) -> tuple[pa.Table, dict]:
-    """For every uid in a pair: kept, value (its highest similarity) and detail (its group's kept
-    uid); as ``near_duplicate_decisions`` decides them."""
-    if pairs.num_rows == 0:
-        return GROUPS_SCHEMA.empty_table(), {"pairs": 0, "groups_with_duplicates": 0, "removed": 0}
-    both = pa.chunked_array(pairs.column("uid_a").chunks + pairs.column("uid_b").chunks).combine_chunks()
-    nodes = pc.unique(both).sort()
-    n = len(nodes)
-    a = pc.index_in(pairs.column("uid_a"), value_set=nodes).to_numpy()
-    b = pc.index_in(pairs.column("uid_b"), value_set=nodes).to_numpy()
-    s = pairs.column("similarity").to_numpy().astype(np.float64)
-    labels = connected_components(n, a, b)
-    best = np.full(n, -np.inf)
-    np.maximum.at(best, np.concatenate([a, b]), np.concatenate([s, s]))
-    score = np.zeros(n)
-    if keep_by == "clip_score":
-        score[a] = pairs.column("score_a").to_numpy(zero_copy_only=False)
-        score[b] = pairs.column("score_b").to_numpy(zero_copy_only=False)
-    # nodes are uid-sorted, so index order is uid order: keeper = first of (label, -score, index)
-    order = np.lexsort((np.arange(n), -score, labels))
-    first = np.ones(n, dtype=bool)
-    first[1:] = labels[order][1:] != labels[order][:-1]
-    keeper_of = np.empty(n, np.int64)
-    keeper_of[labels[order[first]]] = order[first]
-    keeper = keeper_of[labels]
-    kept = keeper == np.arange(n)
-    t = pa.Table.from_arrays([nodes, pa.array(kept), pa.array(best), nodes.take(pa.array(keeper))],
-                             schema=GROUPS_SCHEMA)
-    stats = {"pairs": int(pairs.num_rows), "groups_with_duplicates": int(kept.sum()), "removed": int((~kept).sum())}
-    return t, stats
-
-
-def write_groups(groups: pa.Table, path) -> str:
-    write_parquet_atomic(groups, path)
-    return str(path)
-
-
-def _groups(path: str) -> pa.Table:
-    return worker_cache(("near_groups", *storage.fingerprint(path)), lambda: storage.read_parquet(path))
-
-
-def decision_rows(task: dict):
-    """One near-dedup decision per row of a shard (its group's outcome, or kept alone)."""
-    t = storage.read_parquet(task["path"], columns=["uid"])
-    t = restrict(t, read_uid_filter(task.get("uid_filter")))
-    if t.num_rows == 0:
-        return
-    uid = t.column("uid").combine_chunks()
-    g = _groups(task["groups"])
-    pos = pc.index_in(uid, value_set=g.column("uid").combine_chunks())
-    hit = pc.is_valid(pos)
-    take = pc.fill_null(pos, 0)
-
-    def col(name):
-        nulls = pa.nulls(len(uid), g.schema.field(name).type)
-        if g.num_rows == 0:  # no pair anywhere in the pool: every row is kept alone
-            return nulls
-        return pc.if_else(hit, g.column(name).combine_chunks().take(take), nulls)
-
-    kept = pc.fill_null(col("kept"), True)
-    reason = pc.if_else(kept, "kept", NEAR_REASON)
-    yield from decisions_table(uid, task["stage"], kept, reason, col("value"), col("detail")).to_batches()
-
-
 def write_quantiser(ds, run: str, clusters: str | None, embedding: str, dim: int) -> str | None:
     """The clustering's normalised centroids as a .npy every task can read (None: one partition)."""
     if not clusters:
@@ -229,30 +163,89 @@ def write_quantiser(ds, run: str, clusters: str | None, embedding: str, dim: int
     return str(path)
 
 
+def _uid_rows(task: dict):
+    t = storage.read_parquet(task["path"], columns=["uid"])
+    if t.num_rows:
+        yield from t.to_batches()
+
+
+def _ends(batch: pa.RecordBatch) -> pa.Table:
+    """Both ends of each pair: (uid, dst, similarity, score of uid)."""
+    t = pa.Table.from_batches([batch])
+    a = [t.column("uid_a"), t.column("uid_b"), t.column("similarity"), t.column("score_a")]
+    b = [t.column("uid_b"), t.column("uid_a"), t.column("similarity"), t.column("score_b")]
+    return pa.concat_tables([pa.Table.from_arrays(a, schema=ENDS_SCHEMA), pa.Table.from_arrays(b, schema=ENDS_SCHEMA)])
+
+
+ENDS_SCHEMA = pa.schema([("uid", pa.string()), ("dst", pa.string()), ("similarity", pa.float32()),
+                         ("score", pa.float32())])
+
+
+def group_decisions(executor, pairs, keep_by: str):
+    """(frame of (uid, kept, value, detail) for every uid in a pair, stats): components by the
+    engine, one keeper per component chosen in a grouped apply."""
+    from curate.embedding_space.components import component_labels, keepers
+
+    ends = pairs.map_batches(_ends, ENDS_SCHEMA).cache()
+    labels, rounds = component_labels(ends.select(["uid", "dst"]))
+    best = ends.aggregate(["uid"], {"best": ("similarity", "max"), "score": ("score", "max")})
+    groups = labels.join(best, "uid").group_apply("label", keepers(keep_by), GROUPS_SCHEMA).cache()
+    kept = groups.aggregate(["kept"], {"n": ("uid", "count")}).collect_small(2)
+    by = dict(zip(kept.column("kept").to_pylist(), kept.column("n").to_pylist()))
+    ends.release()
+    labels.release()
+    stats = {"groups_with_duplicates": int(by.get(True, 0)), "removed": int(by.get(False, 0)),
+             "component_rounds": rounds}
+    return groups, stats
+
+
+def _group_decisions(stage: str):
+    def to_decisions(batch: pa.RecordBatch) -> pa.Table:
+        kept = batch.column("kept")
+        return decisions_table(batch.column("uid"), stage, kept, pc.if_else(kept, "kept", NEAR_REASON),
+                               batch.column("value"), batch.column("detail"))
+
+    return to_decisions
+
+
+def _alone_decisions(stage: str):
+    def to_decisions(batch: pa.RecordBatch) -> pa.Table:
+        n = batch.num_rows
+        return decisions_table(batch.column("uid"), stage, pa.array([True] * n), pa.array(["kept"] * n, pa.string()))
+
+    return to_decisions
+
+
 def near_duplicates(executor, ds, table: str, run: str, threshold: float, keep_by: str, embedding: str,
-                    clusters: str | None, nprobe: int, uid_filter, stage: str = "near_dedup", manifest=None):
-    """(decisions of every input row as an engine frame, stats): pairs searched per partition by
-    the executor's grouped apply, components over the pairs, decisions written by shard tasks."""
+                    clusters: str | None, nprobe: int, uids=None, stage: str = "near_dedup", manifest=None):
+    """(decisions of every input row as an engine frame, stats, release): pairs searched per
+    partition by the engine's grouped apply, components over the pairs frame by the engine,
+    decisions as a frame for the shared finish; ``release()`` frees what the engine keeps
+    cached for them once they are written. ``uids``: the input restriction as a frame (a
+    semi-join), or None."""
     from contextlib import nullcontext
 
-    from curate.embedding_space.common import grouped_apply, restricted_frame, shard_tasks, uid_frame
+    from curate.embedding_space.common import UID_SCHEMA, shard_tasks
     from curate.embedding_space.vectors import check_embedding_shards
     from curate.tables import load_schema
 
+    decisions = load_schema("decisions").arrow()
     timed = manifest.stage if manifest is not None else (lambda name: nullcontext())
     dim = (check_embedding_shards(ds.shards(table)) or 1) * (2 if embedding == "concat" else 1)
     quantiser = write_quantiser(ds, run, clusters, embedding, dim)
     k = len(storage.load_npy(quantiser, mmap=True)) if quantiser else 1
-    tasks = shard_tasks(ds, table, embedding=embedding, uid_filter=uid_filter, centroids_npy=quantiser,
-                        nprobe=min(int(nprobe), k))
+    tasks = shard_tasks(ds, table, embedding=embedding, centroids_npy=quantiser, nprobe=min(int(nprobe), k))
     with timed("search"):
-        pairs = grouped_apply(executor, tasks, partition_rows, ROW_SCHEMA, "partition",
-                              lambda g: partition_pairs(g, threshold, dim), PAIR_SCHEMA)
+        rows = executor.frame_from_tasks(tasks, partition_rows, ROW_SCHEMA)
+        rows = rows.semi_join(uids) if uids is not None else rows
+        pairs = rows.group_apply("partition", lambda g: partition_pairs(g, threshold, dim), PAIR_SCHEMA).cache()
+        n_pairs = pairs.count()
     with timed("groups"):
-        groups, stats = group_decisions(pairs, keep_by)
-        gpath = write_groups(groups, ds.path(f"_tmp/{run}/near_groups.parquet"))
-    # one decision per input row, written by shard tasks (an engine frame the shared finish writes)
-    dec = restricted_frame(executor, shard_tasks(ds, table, groups=gpath, stage=stage), decision_rows,
-                           load_schema("decisions").arrow(), uid_frame(executor, uid_filter))
-    stats = dict(stats, partitions=k, nprobe=min(int(nprobe), k))
-    return dec, stats
+        groups, stats = group_decisions(executor, pairs, keep_by)
+    pairs.release()
+    inputs = executor.frame_from_tasks(shard_tasks(ds, table), _uid_rows, UID_SCHEMA)
+    inputs = inputs.semi_join(uids) if uids is not None else inputs
+    dec = (groups.map_batches(_group_decisions(stage), decisions)
+           .union(inputs.anti_join(groups).map_batches(_alone_decisions(stage), decisions)))
+    stats = dict(stats, pairs=n_pairs, partitions=k, nprobe=min(int(nprobe), k))
+    return dec, stats, groups.release

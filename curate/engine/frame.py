@@ -2,8 +2,8 @@
 reaching the driver.
 
 An executor makes frames (``frame_from_tasks``, ``frame_read``, ``frame_from_table``); a frame
-is transformed (``map_batches``, ``group_apply``, ``semi_join`` / ``anti_join`` on a key,
-``distinct``, ``union``, ``aggregate``) and consumed in one of three ways:
+is transformed (``map_batches``, ``group_apply``, ``semi_join`` / ``anti_join`` / ``join`` on a
+key, ``distinct``, ``union``, ``aggregate``) and consumed in one of three ways:
 
 - ``write_sorted``: range-partitioned sort and exact-size shards written by the workers;
 - ``count`` / ``aggregate(...).collect_small(limit)``: numbers and per-key summaries for the
@@ -65,6 +65,14 @@ def histogram_rows(values: np.ndarray, bins: int, lo: float, hi: float) -> pa.Re
 HISTOGRAM_SCHEMA = pa.schema([("bin", pa.int32()), ("n", pa.int64())])
 
 
+def joined_schema(left: pa.Schema, right: pa.Schema, on: str) -> pa.Schema:
+    """The columns of ``left.join(right, on)``: the left's, then the right's but the key."""
+    clash = (set(left.names) & set(right.names)) - {on}
+    if clash:
+        raise ValueError(f"join on {on!r}: both sides have {sorted(clash)}")
+    return pa.schema(list(left) + [f for f in right if f.name != on])
+
+
 class DriverCounter:
     """What came back to the driver through the executor interface, in rows (instrumentation)."""
 
@@ -116,6 +124,15 @@ class LocalFrame:
         """Rows whose ``on`` value does not occur in ``keys``."""
         value_set = pc.unique(keys.table.column(on).combine_chunks())
         return self._new(self.table.filter(pc.invert(pc.is_in(self.table.column(on), value_set=value_set))))
+
+    def join(self, other: "LocalFrame", on: str) -> "LocalFrame":
+        """Inner join on ``on``: each row of this frame with the other columns of every row of
+        ``other`` with the same key (columns: this frame's, then ``other``'s but ``on``)."""
+        schema = joined_schema(self.schema, other.schema, on)
+        if self.table.num_rows == 0 or other.table.num_rows == 0:
+            return self._new(schema.empty_table())
+        t = self.table.join(other.table, keys=on, join_type="inner", use_threads=False)
+        return self._new(conform(t, schema))
 
     def distinct(self) -> "LocalFrame":
         t = self.table

@@ -1,7 +1,7 @@
 """``SparkFrame``: the frame operations of ``curate.engine.frame`` on a Spark DataFrame.
 
 Same rows as ``LocalFrame`` for every operation; the shuffles are Spark's (left-semi /
-left-anti joins, ``groupBy().agg``, grouped ``applyInArrow``) and sorted writes go through
+left-anti / inner joins, ``groupBy().agg``, grouped ``applyInArrow``) and sorted writes go through
 ``write_sorted_table`` (range partitions, exact-size shards written by the workers).
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 from curate.engine import spark_shuffles as _spark
-from curate.engine.frame import AGGREGATIONS, BatchFn, CountsDriverRows, GroupFn, TaskBatchesFn, TooManyRows, conform
+from curate.engine.frame import (AGGREGATIONS, BatchFn, CountsDriverRows, GroupFn, TaskBatchesFn, TooManyRows, conform,
+                                 joined_schema)
 
 
 class SparkFrame:
@@ -42,6 +43,10 @@ class SparkFrame:
 
     def anti_join(self, keys: "SparkFrame", on: str = "uid") -> "SparkFrame":
         return self._new(self.df.join(keys.df.select(on), on=on, how="left_anti"), self.schema)
+
+    def join(self, other: "SparkFrame", on: str) -> "SparkFrame":
+        schema = joined_schema(self.schema, other.schema, on)
+        return self._new(self.df.join(other.df, on=on, how="inner").select(*schema.names), schema)
 
     def distinct(self) -> "SparkFrame":
         return self._new(self.df.distinct(), self.schema)

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from curate import storage
 from curate.embedding_space.clusters import load_clustering
-from curate.embedding_space.common import read_uid_filter, restrict, shard_tasks
+from curate.embedding_space.common import shard_tasks
 from curate.embedding_space.jobs.shared import DECISIONS
 from curate.embedding_space.vectors import embedding_columns, embedding_matrix, matrix_to_binary
 from curate.errors import DatasetError
@@ -36,7 +36,6 @@ def cluster_sums(group: pa.Table) -> pa.Table:
                      pa.array([_distance_sum(group)])], schema=CLUSTER_SUMS)
 
 
-
 def cluster_rows(task: dict):
     """(cluster_id, uid, distance[, embedding]) of one embeddings shard and its aligned clusters shard."""
     ds = Dataset(task["root"])
@@ -53,7 +52,6 @@ def cluster_rows(task: dict):
                                f"clustering; rerun `curate cluster`)")
         cols.append(("embedding", matrix_to_binary(embedding_matrix(emb, task["embedding"], f"{task['path']}: "))))
     t = pa.table(dict(cols))
-    t = restrict(t, read_uid_filter(task.get("uid_filter")))
     if t.num_rows:
         yield from t.to_batches()
 

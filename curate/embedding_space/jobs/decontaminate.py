@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 from curate import storage
 from curate.decisions import decisions_table
 from curate.embedding_space import guards as _guards
-from curate.embedding_space.common import (cleanup_tmp, embeddings_table, read_uid_filter, restrict,
-                                           restricted_frame, shard_tasks, uid_frame, write_uid_filter)
+from curate.embedding_space.common import (cleanup_tmp, embeddings_table, restricted_frame, shard_tasks, uid_frame,
+                                           write_uid_filter)
 from curate.embedding_space.decontaminate import REASON as EVAL_REASON
 from curate.embedding_space.jobs.shared import (DECISIONS, NO_EMBEDDING, as_dataset, check_dataset, missing_frame,
                                                 with_missing)
@@ -50,7 +50,6 @@ def _eval_model_ref(ds: Dataset, model_id: str, model_name: str | None, pretrain
     return resolve_model(model_name, pretrained)
 
 
-
 def _eval_index(path: str):
     def build():
         from curate.embedding_space.decontaminate import build_eval_index
@@ -64,7 +63,6 @@ def _decontam_rows(task: dict):
     from curate.embedding_space.decontaminate import nearest_eval
 
     t = storage.read_parquet(task["path"], columns=["uid", "image_embedding"])
-    t = restrict(t, read_uid_filter(task.get("uid_filter")))
     if t.num_rows == 0:
         return
     x = embedding_matrix(t, "image", f"{task['path']}: ")

@@ -9,8 +9,7 @@ import pyarrow.compute as pc
 
 from curate import storage
 from curate.decisions import decisions_table
-from curate.embedding_space.common import (cleanup_tmp, read_uid_filter, restrict, restricted_frame, shard_tasks,
-                                           uid_frame, write_uid_filter)
+from curate.embedding_space.common import cleanup_tmp, restricted_frame, shard_tasks, uid_frame, write_uid_filter
 from curate.embedding_space.jobs.shared import (DECISIONS, NOT_DOWNLOADED, as_dataset, check_dataset,
                                                 missing_frame, with_missing)
 from curate.engine import LocalExecutor
@@ -26,13 +25,11 @@ def check_exact_dedup(ds: Dataset) -> None:
         raise DatasetError(f"table downloads not found in {ds.root} (run `curate download` first)")
 
 
-
 _DL_SCHEMA = pa.schema([("uid", pa.string()), ("status", pa.string()), ("sha256", pa.string())])
 
 
 def _downloads_rows(task: dict):
     t = storage.read_parquet(task["path"], columns=["uid", "status", "sha256"])
-    t = restrict(t, read_uid_filter(task.get("uid_filter")))
     if t.num_rows:
         yield from t.to_batches()
 

@@ -33,7 +33,6 @@ def check_near_dedup(ds: Dataset, model_id: str, threshold: float, keep_by: str 
     return table
 
 
-
 def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_dedup", keep_by: str = "uid",
                    embedding: str = "image", clusters: str | None = None, nprobe: int = 8, input_uids=None,
                    executor=None, output: str | None = None) -> dict:
@@ -51,13 +50,17 @@ def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_de
                               restricted=input_uids is not None, engine=executor.name))
     m["inputs"] = [{"table": table, "rows": ds.count(table)}]
     # searched within the partitions of the clustering's IVF layout (one partition without one)
-    dec, stats = near_duplicates(executor, ds, table, run, threshold, keep_by, embedding, clusters, nprobe,
-                                 uid_filter, manifest=m)
-    miss = missing_frame(executor, ds, uid_frame(executor, uid_filter), table, "near_dedup", NO_EMBEDDING)
-    health, warns = _guards.table_health(ds, table, embedding)
-    return finish_selection(executor, ds, run, "near_dedup", with_missing(dec, miss), m,
-                            output, stats, guards=({"embeddings": health}, warns),
-                            acted_on=("cosine of each removed sample to its group", None),
-                            cleanup=lambda: cleanup_tmp(ds, run))
+    uids = uid_frame(executor, uid_filter)
+    dec, stats, release = near_duplicates(executor, ds, table, run, threshold, keep_by, embedding, clusters, nprobe,
+                                          uids, manifest=m)
+    try:
+        miss = missing_frame(executor, ds, uids, table, "near_dedup", NO_EMBEDDING)
+        health, warns = _guards.table_health(ds, table, embedding)
+        return finish_selection(executor, ds, run, "near_dedup", with_missing(dec, miss), m,
+                                output, stats, guards=({"embeddings": health}, warns),
+                                acted_on=("cosine of each removed sample to its group", None),
+                                cleanup=lambda: cleanup_tmp(ds, run))
+    finally:
+        release()
 
 

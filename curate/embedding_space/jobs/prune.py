@@ -37,7 +37,6 @@ def check_prune(ds: Dataset, clusters: str, keep_fraction: float, method: str = 
     check_clustering(ds, clusters)
 
 
-
 def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp", run: str | None = None,
               keep: str = "hard", seed: int = 0, temperature: float = 0.5, balance_ratio: float = 0.5,
               n_neighbors: int = 20, input_uids=None, executor=None, output: str | None = None) -> dict:

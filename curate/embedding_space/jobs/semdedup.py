@@ -30,7 +30,6 @@ def check_semdedup(ds: Dataset, clusters: str, eps: float, keep: str) -> None:
     check_clustering(ds, clusters)
 
 
-
 def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep: str = "hard", seed: int = 0,
                  input_uids=None, executor=None, output: str | None = None, block_cells: int = 1 << 24,
                  device: str = "auto") -> dict:
