@@ -1,8 +1,9 @@
 """Subset -> WebDataset training shards (DataComp resharder semantics).
 
-``reshard(dataset, subset, output)`` plans on the driver (subset uid counts joined with the
-``downloads`` table), then writes each output shard in its own task (Spark or local) with
-the webdataset library's ``TarWriter``. See docs/reshard.md.
+``reshard(dataset, subset, output)`` plans with the engine (subset uid counts joined with the
+``downloads`` table, positions assigned per source shard by the workers: ``plan.py``), then
+writes each output shard in its own task (Spark or local) with the webdataset library's
+``TarWriter``. See docs/reshard.md.
 """
 
 from curate.reshard.job import (

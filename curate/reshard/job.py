@@ -4,9 +4,10 @@ Semantics follow DataComp's resharder: a uid that appears k times in the subset 
 k times, keyed ``<uid>-0`` ... ``<uid>-(k-1)`` (every sample gets the ``-j`` suffix), shards
 hold ``shard_size`` samples (default 10,000), and ``meta.json`` carries
 ``output_shard_count`` / ``output_shard_format`` so DataComp's and curate's trainers find
-the shards. Unlike DataComp, output shards are planned on the driver, so shard contents
-and names are deterministic, every shard is one independent, resumable task, and every
-subset row ends written or listed in ``_missing.parquet`` with a reason.
+the shards. Unlike DataComp, output shards are planned ahead (by the engine's workers, with
+one summary per source shard on the driver: ``curate.reshard.plan``), so shard contents and
+names are deterministic, every shard is one independent, resumable task, and every subset
+row ends written or listed in ``_missing.parquet`` with a reason.
 
 Output folder::
 
@@ -20,55 +21,39 @@ Output folder::
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import os
 import random
 import tarfile
+import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from curate import storage
 from curate.errors import DatasetError
-from curate.manifest import RunManifest, code_version, stable_hash
-from curate.subset import read_subset, read_subset_manifest, subset_dir
+from curate.manifest import RunManifest, code_version
+from curate.reshard.plan import (DOWNLOAD_FAILED, DROPPED, NO_IMAGE_SHARD, NOT_IN_DOWNLOADS,  # noqa: F401
+                                 ReshardPlan, plan_reshard, task_sources)
+from curate.subset import read_subset_manifest, subset_dir
 from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
 from curate.tables.dataset import atomic_path
-from curate.uid import uids_to_datacomp
 
 OUTPUT_SHARD_FORMAT = "{:08d}.tar"
 STATS_FORMAT = "{:08d}_stats.json"
 
-# Reasons a subset row is not written.
-NOT_IN_DOWNLOADS = "not_in_downloads"
-DOWNLOAD_FAILED = "download_failed"
-NO_IMAGE_SHARD = "no_image_shard"
+# Reasons a subset row is not written (besides the plan's NOT_IN_DOWNLOADS, DOWNLOAD_FAILED and
+# NO_IMAGE_SHARD, re-exported here).
 SOURCE_UNREADABLE = "source_shard_unreadable"
 MISSING_IN_SHARD = "missing_in_shard"
 NO_IMAGE_MEMBER = "no_image_member"
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-
-
-@dataclass
-class ReshardPlan:
-    """What goes where: one task per output shard, plus the rows dropped before any reading."""
-
-    tasks: list[dict]
-    subset_rows: int
-    distinct_uids: int
-    planned: int
-    dropped: dict[str, int]  # reason -> rows (with multiplicity)
-    dropped_table: pa.Table  # uid, copies, reason
-    plan_hash: str
-    sources: int
-    extra: dict = field(default_factory=dict)
 
 
 def _split_member(name: str) -> tuple[str, str] | None:
@@ -78,84 +63,6 @@ def _split_member(name: str) -> tuple[str, str] | None:
     if dot < 0:
         return None
     return name[:dot], name[dot + 1:].lower()
-
-
-def plan_reshard(dataset: Dataset, uids: list[str] | pa.Array, shard_size: int = 10_000,
-                 shuffle: bool = False, seed: int = 0, output: str | os.PathLike | None = None) -> ReshardPlan:
-    """Join the subset's uid counts with ``downloads`` and cut the result into output shards.
-
-    Order without shuffle: by source shard, then key (each output task streams a run of
-    source shards). With shuffle: source shards in a seeded random order, and each task
-    shuffles its shard's samples with a seed derived from ``seed`` and the shard index.
-    """
-    if shard_size < 1:
-        raise DatasetError(f"shard size must be >= 1, got {shard_size}")
-    arr = uids if isinstance(uids, (pa.Array, pa.ChunkedArray)) else pa.array(list(uids), pa.string())
-    subset_rows = len(arr)
-    counts = pa.table({"uid": arr}).group_by("uid").aggregate([("uid", "count")]).rename_columns(["uid", "copies"])
-    if not dataset.has_table("downloads"):
-        raise DatasetError(f"{dataset.root}: no downloads table; run `curate download` first")
-    downloads = dataset.read("downloads", columns=["uid", "status", "shard", "key"])
-    dup = downloads.group_by("uid").aggregate([("uid", "count")])
-    dup = dup.filter(pc.greater(dup["uid_count"], 1))
-    if dup.num_rows:
-        raise DatasetError(f"{dataset.table_dir('downloads')}: uid {dup['uid'][0].as_py()} has "
-                           f"{dup['uid_count'][0].as_py()} rows; downloads must have one row per uid")
-    joined = counts.join(downloads, "uid", join_type="left outer").sort_by("uid")
-
-    status = joined["status"]
-    reason = pc.if_else(pc.is_null(status), NOT_IN_DOWNLOADS,
-                        pc.if_else(pc.not_equal(status, "success"), DOWNLOAD_FAILED,
-                                   pc.if_else(pc.or_(pc.is_null(joined["shard"]), pc.is_null(joined["key"])),
-                                              NO_IMAGE_SHARD, "ok")))
-    ok_mask = pc.equal(reason, "ok")
-    dropped = joined.filter(pc.invert(ok_mask))
-    dropped_table = pa.table({"uid": dropped["uid"], "copies": dropped["copies"].cast(pa.int64()),
-                              "reason": reason.filter(pc.invert(ok_mask))})
-    dropped_counts: Counter = Counter()
-    for r, c in zip(dropped_table["reason"].to_pylist(), dropped_table["copies"].to_pylist()):
-        dropped_counts[r] += c
-
-    good = joined.filter(ok_mask)
-    shard_names = sorted(set(good["shard"].to_pylist()))
-    if shuffle:
-        order = list(range(len(shard_names)))
-        random.Random(seed).shuffle(order)
-        rank = {name: order[i] for i, name in enumerate(shard_names)}
-    else:
-        rank = {name: i for i, name in enumerate(shard_names)}
-    shard_rank = pa.array([rank[s] for s in good["shard"].to_pylist()], pa.int64())
-    good = good.append_column("shard_rank", shard_rank).sort_by([("shard_rank", "ascending"), ("key", "ascending")])
-
-    copies = good["copies"].to_numpy().astype(np.int64)
-    rows = np.repeat(np.arange(good.num_rows), copies)
-    starts = np.repeat(np.cumsum(copies) - copies, copies)
-    j = np.arange(len(rows)) - starts
-    planned = int(len(rows))
-    g_uid = good["uid"].to_pylist()
-    g_shard = good["shard"].to_pylist()
-    g_key = good["key"].to_pylist()
-
-    root = dataset.root
-    tasks = []
-    out = _out_path(output) if output is not None else None
-    for index, begin in enumerate(range(0, planned, shard_size)):
-        sources: list[dict] = []
-        for pos in range(begin, min(begin + shard_size, planned)):
-            r = int(rows[pos])
-            if not sources or sources[-1]["rel"] != g_shard[r]:
-                sources.append({"rel": g_shard[r], "path": str(storage.join(root, g_shard[r])), "items": []})
-            sources[-1]["items"].append([g_key[r], g_uid[r], int(j[pos])])
-        tasks.append({
-            "index": index,
-            "output": str(out) if out is not None else None,
-            "sources": sources,
-            "shuffle_seed": (seed * 1_000_003 + index) if shuffle else None,
-        })
-    plan_hash = stable_hash({"tasks": [[t["index"], t["sources"], t["shuffle_seed"]] for t in tasks]})
-    return ReshardPlan(tasks=tasks, subset_rows=subset_rows, distinct_uids=counts.num_rows, planned=planned,
-                       dropped=dict(dropped_counts), dropped_table=dropped_table, plan_hash=plan_hash,
-                       sources=len(shard_names))
 
 
 def _read_members(path: str, wanted: set[str]) -> tuple[dict[str, dict[str, bytes]], str | None]:
@@ -192,7 +99,8 @@ def write_shard_task(task: dict) -> dict:
     samples: list[dict] = []
     missing: list[list] = []  # [uid, reason]
     errors: list[str] = []
-    for src in task["sources"]:
+    sources = task_sources(task)
+    for src in sources:
         wanted = {item[0] for item in src["items"]}
         found, err = _read_members(src["path"], wanted)
         if err:
@@ -240,11 +148,11 @@ def write_shard_task(task: dict) -> dict:
         "shard": storage.basename(tar_path),
         "index": index,
         "successes": len(samples),  # DataComp's field name for a shard's sample count
-        "planned": sum(len(s["items"]) for s in task["sources"]),
+        "planned": sum(len(s["items"]) for s in sources),
         "missing": dict(sorted(reasons.items())),
         "missing_uids": missing,
         "bytes": size,
-        "sources": [s["rel"] for s in task["sources"]],
+        "sources": [s["rel"] for s in sources],
         "errors": errors,
         "seconds": round(time.perf_counter() - t0, 4),
         "plan_hash": task.get("plan_hash"),
@@ -281,6 +189,100 @@ def _clear_output(out) -> None:
             _remove(out, n)
 
 
+_SPILLED = pa.schema([("uid", pa.string()), ("reason", pa.string())])
+MISSING_ROW_GROUP = 65536  # write_parquet_atomic's row group size: same bytes either way
+
+
+def write_shard_spill(task: dict) -> dict:
+    """``write_shard_task``, its missing rows written to ``task['missing_out']`` for the engine
+    to count (the driver gets per-reason counts, not a row per missing sample)."""
+    stats = write_shard_task(task)
+    rows = stats.pop("missing_uids", [])
+    write_parquet_atomic(pa.table([pa.array([r[0] for r in rows], pa.string()), pa.array([r[1] for r in rows], pa.string())],
+                                  schema=_SPILLED), task["missing_out"])
+    return stats
+
+
+def _subset_source(ds: Dataset, subset: str | None, subset_file):
+    """The file holding the subset's uids: a subset's ``uids.parquet``, or the given file
+    (a path or a URI)."""
+    from curate.subset_file import is_parquet
+
+    p = (str(subset_file) if storage.is_uri(subset_file) else Path(subset_file)) if subset_file is not None \
+        else subset_dir(ds, subset)
+    if storage.is_dir(p):
+        p = storage.join(p, "uids.parquet")
+    if not storage.exists(p):
+        raise DatasetError(f"subset not found: {p}")
+    if str(p).endswith(".parquet") or is_parquet(p):
+        try:
+            if "uid" not in storage.parquet_file(p).schema_arrow.names:
+                raise DatasetError(f"{p}: not a subset Parquet with a uid column")
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DatasetError(f"{p}: not a subset Parquet with a uid column ({e})") from None
+    return p
+
+
+def _uid_table(source, converted):
+    """A Parquet file with the subset's uids (with repeats) for the engine: the source itself,
+    or a DataComp ``.npy`` / raw file streamed into ``converted``."""
+    from curate.subset_file import is_parquet, write_uid_table
+
+    if str(source).endswith(".parquet") or is_parquet(source):
+        return source
+    write_uid_table(storage.local_copy(source), converted)
+    return converted
+
+
+def _write_missing(ds: Dataset, table: str, rows, path) -> None:
+    """``_missing.parquet``: the rows sorted by (uid, reason) by the workers, then streamed into
+    one file a row group at a time (the bytes of a whole-table ``write_parquet_atomic``)."""
+    from curate.tables.dataset import PARQUET_OPTIONS
+
+    schema = load_schema("reshard_missing").conform(DROPPED.empty_table()).schema
+    written = rows.write_sorted(ds, table, DROPPED, ["uid", "reason"], 1 << 40)
+    if written["rows"] == 0:
+        write_parquet_atomic(schema.empty_table(), path)
+        return
+    pending: list[pa.RecordBatch] = []
+    n = 0
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
+            def flush(final: bool) -> None:
+                nonlocal pending, n
+                while n >= MISSING_ROW_GROUP or (final and n):
+                    t = pa.Table.from_batches(pending, schema=DROPPED).combine_chunks()
+                    head, rest = t.slice(0, MISSING_ROW_GROUP), t.slice(MISSING_ROW_GROUP)
+                    writer.write_table(pa.Table.from_arrays(head.columns, schema=schema),
+                                       row_group_size=MISSING_ROW_GROUP)
+                    pending, n = rest.to_batches(), rest.num_rows
+
+            for shard in ds.shards(table):
+                for b in storage.parquet_file(shard).iter_batches(batch_size=MISSING_ROW_GROUP, columns=DROPPED.names):
+                    pending.append(b.cast(DROPPED))
+                    n += b.num_rows
+                    flush(False)
+            flush(True)
+
+
+def _write_sample_ids(source, work: Path, path) -> None:
+    """``sample_ids.npy``: the subset's uids (with repeats) as DataComp's sorted ``u8,u8`` array,
+    streamed a chunk at a time (sorted through bucket files when the source is not)."""
+    from curate.subset_file import (CHUNK_ROWS, _parquet_records, _write_npy_header, first_unsorted,
+                                    is_parquet, open_subset_array, sorted_chunks)
+    if str(source).endswith(".parquet") or is_parquet(source):
+        arr = _parquet_records(storage.local_copy(source), work / "sample_ids.u8u8")
+    else:
+        arr, _ = open_subset_array(storage.local_copy(source))
+    chunks = (sorted_chunks(arr, work / "sort") if first_unsorted(arr) is not None else
+              (np.asarray(arr[s:s + CHUNK_ROWS]) for s in range(0, len(arr), CHUNK_ROWS)))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            _write_npy_header(f, len(arr))
+            for c in chunks:
+                f.write(np.ascontiguousarray(c).tobytes())
+
+
 def reshard(dataset: Dataset | str | os.PathLike, subset: str | None = None, output: str | os.PathLike | None = None,
             *, subset_file: str | os.PathLike | None = None, shard_size: int = 10_000, shuffle: bool = False,
             seed: int = 0, overwrite: bool = False, executor=None) -> dict:
@@ -298,63 +300,69 @@ def reshard(dataset: Dataset | str | os.PathLike, subset: str | None = None, out
     params = {"subset": subset, "subset_file": str(subset_file) if subset_file else None,
               "shard_size": shard_size, "shuffle": shuffle, "seed": seed}
     manifest = RunManifest("reshard", params)
-    with manifest.stage("plan"):
-        uids = read_subset(subset_file) if subset_file is not None else read_subset(ds, subset)
-        out = _out_path(output) if output is not None else ds.path(f"webdataset/{name}")
-        plan = plan_reshard(ds, uids, shard_size=shard_size, shuffle=shuffle, seed=seed, output=out)
-    meta_path = storage.join(out, "meta.json")
-    present = _out_names(out)
-    if present:
-        old = json.loads(storage.read_bytes(meta_path)) if "meta.json" in present else None
-        resumable = any(n.endswith("_stats.json") for n in present) and "meta.json" not in present
-        if overwrite:
-            _clear_output(out)
-        elif resumable:  # an interrupted run: keep finished shards of this plan, drop extra ones
-            for n in present:
-                if not (n.endswith(".tar") or n.endswith("_stats.json")):
-                    continue
-                stem = n.split("_")[0].split(".")[0]
-                if stem.isdigit() and int(stem) >= len(plan.tasks):
-                    _remove(out, n)
-        elif old is not None and old.get("plan_hash") == plan.plan_hash:
-            return old  # already complete with this exact plan
-        elif not resumable:
-            raise DatasetError(f"{out} is not empty and holds a different reshard; pass --overwrite "
-                               f"to replace it or choose another --output")
-    if not storage.is_uri(out):
-        out.mkdir(parents=True, exist_ok=True)
-    for t in plan.tasks:
-        t["plan_hash"] = plan.plan_hash
-
+    out = _out_path(output) if output is not None else ds.path(f"webdataset/{name}")
+    work = f"_tmp/reshard-{name}-{hashlib.sha256(str(out).encode()).hexdigest()[:8]}"
+    storage.remove_tree(ds.path(work))
     if executor is None:
         from curate.engine import LocalExecutor
 
         executor = LocalExecutor()
-    with manifest.stage("write"):
-        results = executor.map_tasks(plan.tasks, write_shard_task, description="reshard")
+    scratch = tempfile.mkdtemp(prefix="curate-reshard-")  # local scratch (sorting sample ids)
+    try:
+        with manifest.stage("plan"):
+            source = _subset_source(ds, subset, subset_file)
+            plan = plan_reshard(ds, _uid_table(source, ds.path(f"{work}/uids.parquet")), work, shard_size=shard_size,
+                                shuffle=shuffle, seed=seed, output=out, executor=executor)
+        meta_path = storage.join(out, "meta.json")
+        present = _out_names(out)
+        if present:
+            old = json.loads(storage.read_bytes(meta_path)) if "meta.json" in present else None
+            resumable = any(n.endswith("_stats.json") for n in present) and "meta.json" not in present
+            if overwrite:
+                _clear_output(out)
+            elif resumable:  # an interrupted run: keep finished shards of this plan, drop extra ones
+                for n in present:
+                    if not (n.endswith(".tar") or n.endswith("_stats.json")):
+                        continue
+                    stem = n.split("_")[0].split(".")[0]
+                    if stem.isdigit() and int(stem) >= len(plan.tasks):
+                        _remove(out, n)
+            elif old is not None and old.get("plan_hash") == plan.plan_hash:
+                return old  # already complete with this exact plan
+            elif not resumable:
+                raise DatasetError(f"{out} is not empty and holds a different reshard; pass --overwrite "
+                                   f"to replace it or choose another --output")
+        if not storage.is_uri(out):
+            out.mkdir(parents=True, exist_ok=True)
+        for t in plan.tasks:
+            t["plan_hash"] = plan.plan_hash
+            t["missing_out"] = str(ds.path(f"{work}/missing/part-{t['index']:05d}.parquet"))
 
-    with manifest.stage("finish"):
-        missing_rows: Counter = Counter()
-        task_missing: Counter = Counter()
-        for r in results:
-            for uid, reason in r["missing_uids"]:
-                missing_rows[(uid, reason)] += 1
-                task_missing[reason] += 1
-        late = pa.table({"uid": pa.array([k[0] for k in missing_rows], pa.string()),
-                         "copies": pa.array(list(missing_rows.values()), pa.int64()),
-                         "reason": pa.array([k[1] for k in missing_rows], pa.string())})
-        missing_table = pa.concat_tables([plan.dropped_table, late]).sort_by([("uid", "ascending"), ("reason", "ascending")])
-        write_parquet_atomic(load_schema("reshard_missing").conform(missing_table), storage.join(out, "_missing.parquet"))
-        buf = io.BytesIO()
-        np.save(buf, uids_to_datacomp(sorted(uids)))
-        atomic_write_bytes(storage.join(out, "sample_ids.npy"), buf.getvalue())
-        sizes = {r["shard"]: r["successes"] for r in results}
-        atomic_write_bytes(storage.join(out, "sizes.json"), (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
-        written = sum(sizes.values())
-        not_written = Counter(plan.dropped) + task_missing
-        if written + sum(not_written.values()) != plan.subset_rows:  # bookkeeping invariant
-            raise DatasetError(f"reshard accounting mismatch: {written} written + {sum(not_written.values())} "
-                               f"not written != {plan.subset_rows} subset rows")
+        with manifest.stage("write"):
+            results = executor.map_tasks(plan.tasks, write_shard_spill, description="reshard")
+
+        with manifest.stage("finish"):
+            task_missing: Counter = Counter()
+            for r in results:
+                task_missing.update(r["missing"])
+            late = executor.frame_read([t["missing_out"] for t in plan.tasks], _SPILLED).aggregate(
+                ["uid", "reason"], {"copies": ("uid", "count")}).select(DROPPED.names)
+            _write_missing(ds, f"{work}/missing_sorted", plan.dropped_rows.union(late),
+                           storage.join(out, "_missing.parquet"))
+            _write_sample_ids(source, Path(scratch), storage.join(out, "sample_ids.npy"))
+            sizes = {r["shard"]: r["successes"] for r in results}
+            atomic_write_bytes(storage.join(out, "sizes.json"),
+                               (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
+            written = sum(sizes.values())
+            not_written = Counter(plan.dropped) + task_missing
+            if written + sum(not_written.values()) != plan.subset_rows:  # bookkeeping invariant
+                raise DatasetError(f"reshard accounting mismatch: {written} written + {sum(not_written.values())} "
+                                   f"not written != {plan.subset_rows} subset rows")
+    finally:
+        storage.remove_tree(ds.path(work))
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
     sub_manifest = read_subset_manifest(ds, subset) if subset else {}
     meta = {
         "dataset": str(ds.root),
