@@ -1,11 +1,15 @@
 """Connected components of a pairs frame, computed by the engine (no node list on the driver).
 
-Min-label propagation: every node starts labelled with its own uid; each round
+Min-label propagation with hooking: every node starts labelled with its own uid; each round
 
-1. every node takes the smallest label among its own and its neighbours' (the edges frame
+1. every node finds the smallest label among its own and its neighbours' (the edges frame
    joined with the labels on the source node, then the minimum per destination);
-2. pointer jumping: every node takes its label's label (shortens chains of labels, so a
-   path of length d settles in about log d rounds instead of d).
+2. hooking: the node its old label names is offered that smallest label too, so whole label
+   trees merge at once;
+3. pointer jumping: every node takes its label's label.
+
+Labels only decrease and stay inside a component; a path of length d settles in about
+log d rounds, not d (steps 2 and 3).
 
 A round that changes no label ends it. Then every node carries the smallest uid of its
 component: the labels ``duplicates.connected_components`` gives over uid-sorted nodes. Each
@@ -17,60 +21,43 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 LABELS = pa.schema([("uid", pa.string()), ("label", pa.string())])
 EDGES = pa.schema([("uid", pa.string()), ("dst", pa.string())])
-_PARENT = pa.schema([("label", pa.string()), ("jump", pa.string())])
-_BEFORE = pa.schema([("uid", pa.string()), ("before", pa.string())])
-MAX_ROUNDS = 10_000  # a guard: each round at least halves the longest label chain or ends
-
-
-def _self_labels(batch: pa.RecordBatch) -> pa.Table:
-    return pa.table([batch.column("uid"), batch.column("uid")], schema=LABELS)
-
-
-def _messages(batch: pa.RecordBatch) -> pa.Table:
-    """(uid, dst, label of uid) -> dst is offered that label."""
-    return pa.table([batch.column("dst"), batch.column("label")], schema=LABELS)
-
-
-def _as_parent(batch: pa.RecordBatch) -> pa.Table:
-    return pa.table([batch.column("uid"), batch.column("label")], schema=_PARENT)
-
-
-def _jumped(batch: pa.RecordBatch) -> pa.Table:
-    # a label's own label is never larger than it (labels only ever decrease from the uid)
-    return pa.table([batch.column("uid"), pc.min_element_wise(batch.column("label"), batch.column("jump"))],
-                    schema=LABELS)
-
-
-def _as_before(batch: pa.RecordBatch) -> pa.Table:
-    return pa.table([batch.column("uid"), batch.column("label")], schema=_BEFORE)
-
-
-def _changed(batch: pa.RecordBatch) -> pa.Table:
-    t = pa.Table.from_batches([batch])
-    return t.filter(pc.not_equal(t.column("label"), t.column("before")))
+MAX_ROUNDS = 10_000  # a guard: labels only decrease, so rounds are finite; this says it loudly
 
 
 def component_labels(edges) -> tuple[object, int]:
     """(frame of (uid, label = smallest uid of its component) for every node of ``edges``,
-    rounds). ``edges``: a frame of (uid, dst) holding each edge in both directions."""
-    labels = edges.select(["uid"]).distinct().map_batches(_self_labels, LABELS).cache()
+    rounds). ``edges``: a frame of (uid, dst) holding each edge in both directions.
+
+    Every step is a join, union, distinct or minimum by key (no pass in Python per row, so on
+    Spark the rounds stay in the JVM)."""
+    labels = edges.select(["uid"]).distinct().select_as([("uid", "uid"), ("label", "uid")]).cache()
+    nodes = labels.count()
     rounds = 0
     while True:
         rounds += 1
         if rounds > MAX_ROUNDS:
             raise RuntimeError(f"connected components did not settle in {MAX_ROUNDS} rounds")
-        offered = edges.join(labels, "uid").map_batches(_messages, LABELS)
-        lowest = offered.union(labels).aggregate(["uid"], {"label": ("label", "min")})
-        new = lowest.join(lowest.map_batches(_as_parent, _PARENT), "label").map_batches(_jumped, LABELS).cache()
-        compared = new.join(labels.map_batches(_as_before, _BEFORE), "uid")
-        changed = compared.map_batches(_changed, compared.schema).count()
+        # 1. the smallest label among a node's own and its neighbours'
+        offered = edges.join(labels, "uid").select_as([("uid", "dst"), ("label", "label")])
+        lowest = offered.union(labels).aggregate(["uid"], {"lowest": ("label", "min")})
+        # 2. hooking: the node a node's old label names is offered that smallest label too, so
+        #    whole label trees merge in one round
+        moved = lowest.join(labels, "uid")  # (uid, lowest, label)
+        hooked = (moved.select_as([("uid", "uid"), ("label", "lowest")])
+                  .union(moved.select_as([("uid", "label"), ("label", "lowest")]))
+                  .aggregate(["uid"], {"label": ("label", "min")}))
+        # 3. pointer jumping: a node takes its label's label (never larger: a node's label is
+        #    never above its own uid)
+        parent = hooked.select_as([("label", "uid"), ("jump", "label")])
+        new = hooked.join(parent, "label").select_as([("uid", "uid"), ("label", "jump")]).cache()
+        # labels only decrease: the round changed nothing iff old and new rows are the same set
+        settled = new.union(labels).distinct().count() == nodes
         labels.release()
         labels = new
-        if changed == 0:
+        if settled:
             return labels, rounds
 
 

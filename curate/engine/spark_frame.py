@@ -33,6 +33,12 @@ class SparkFrame:
     def select(self, names: list[str]) -> "SparkFrame":
         return self._new(self.df.select(*names), pa.schema([self.schema.field(n) for n in names]))
 
+    def select_as(self, columns: list[tuple[str, str]]) -> "SparkFrame":
+        from pyspark.sql import functions as F
+
+        return self._new(self.df.select(*[F.col(src).alias(out) for out, src in columns]),
+                         pa.schema([self.schema.field(src).with_name(out) for out, src in columns]))
+
     def filter_true(self, column: str) -> "SparkFrame":
         from pyspark.sql import functions as F
 

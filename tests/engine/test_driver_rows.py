@@ -14,13 +14,16 @@ import pytest
 
 from curate.embedding_space.clusters import run_cluster
 from curate.embedding_space.common import UidList
-from curate.embedding_space.jobs import run_decontaminate, run_exact_dedup, run_prune, run_semdedup
+from curate.embedding_space.jobs import run_decontaminate, run_exact_dedup, run_near_dedup, run_prune, run_semdedup
+from curate.reshard import reshard
+from curate.subset import write_subset
 from curate.engine import LocalExecutor
 from curate.engine.frame import TooManyRows
 from curate.tables import Dataset, load_schema
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from embedding_space.helpers import clustered_embeddings, uid, write_embeddings  # noqa: E402
+from reshard.conftest import build_download_shards  # noqa: E402
 
 K = 4
 SHARD_ROWS = 500
@@ -257,3 +260,89 @@ def _lineage_hash(ds: Dataset) -> str:
     import json
 
     return json.loads((ds.root / "subsets/curated/_manifest.json").read_text())["lineage"]["output_hash"]
+
+
+# ---------------------------------------------------------------- cluster --subset, near dedup, reshard
+SAMPLE = 200  # k-means training rows: a fixed bound, whatever the pool
+
+
+def _half(ds: Dataset) -> UidList:
+    """A subset of every other row, as the engine reads it (its uids.parquet)."""
+    uids = ds.read("embeddings/m", columns=["uid"]).column("uid").to_pylist()
+    return UidList(write_subset(ds, "half", uids[::2]) / "uids.parquet")
+
+
+def _reshard_pool(root: Path, n: int) -> Dataset:
+    ds = Dataset(root)
+    uids = build_download_shards(ds, n=n, per_shard=50, failed=tuple(range(3, n, 17)))
+    write_subset(ds, "pick", uids[::3] + uids + ["0" * 32])  # repeats and a uid not downloaded
+    return ds
+
+
+MORE_JOBS = {
+    # the training sample comes back (bounded by SAMPLE, not by the pool), then shard records
+    "cluster_subset": (lambda root, n: _pool_plain(root, n),
+                       lambda ds, ex: run_cluster(ds, "m", K, name="sub", executor=ex, input_uids=_half(ds),
+                                                  sample_size=SAMPLE),
+                       lambda ds: 2 * SAMPLE + 3 * len(ds.shards("embeddings/m")) + 2 * K + 20),
+    # per-round change counts, kept/removed counts, reasons, histogram bins, shard records
+    "near_dedup": (lambda root, n: _pool(root, n),
+                   lambda ds, ex: run_near_dedup(ds, "m", 0.99, clusters="km", nprobe=2, executor=ex,
+                                                 input_uids=_half(ds)),
+                   lambda ds: 3 * len(ds.shards("embeddings/m")) + 200 + 40),
+    # per-source-shard summaries, one record per output shard (write, task), reasons
+    "reshard": (lambda root, n: _reshard_pool(root, n),
+                lambda ds, ex: reshard(ds, "pick", ds.root / "out", shard_size=40, executor=ex),
+                lambda ds: 3 * len(ds.shards("downloads")) + 3 * (ds.count("subsets/pick") // 40 + 1) + 40),
+}
+
+
+def _pool_plain(root: Path, n: int) -> Dataset:
+    """A pool whose uids hash evenly (the helpers' uids all hash alike, which sends the sample
+    pass to its take-everything retry)."""
+    import hashlib
+
+    ds = Dataset(root)
+    uids = [hashlib.md5(str(i).encode()).hexdigest() for i in range(n)]
+    write_embeddings(ds, "m", clustered_embeddings(n=n, d=16, centers=K, seed=7), uids=uids, rows_per_shard=SHARD_ROWS)
+    return ds
+
+
+def _rows_of(job: str, make, run, ex, root: Path, n: int) -> tuple[int, dict, Dataset]:
+    ds = make(root, n)
+    before = ex.driver_counter.driver_rows
+    calls = dict(ex.driver_counter.by_call)
+    run(ds, ex)
+    after = {k: v - calls.get(k, 0) for k, v in ex.driver_counter.by_call.items()}
+    return ex.driver_counter.driver_rows - before, after, ds
+
+
+@pytest.mark.parametrize("job", list(MORE_JOBS))
+def test_subset_near_dedup_and_reshard_keep_rows_off_the_driver(tmp_path, job):
+    make, run, bound = MORE_JOBS[job]
+    sizes = (1500, 6000) if job != "reshard" else (400, 1600)
+    got = [_rows_of(job, make, run, LocalExecutor(), tmp_path / str(n), n) for n in sizes]
+    for (rows, calls, ds), n in zip(got, sizes):
+        assert rows <= bound(ds), (job, n, calls, bound(ds))
+        assert rows < n // 4, (job, n, calls)
+    if job == "reshard":  # and the output is complete: every subset row written or listed missing
+        meta = read_meta_counts(got[1][2])
+        assert meta["written"] + sum(meta["not_written"].values()) == meta["subset_rows"]
+
+
+def read_meta_counts(ds: Dataset) -> dict:
+    from curate.reshard import read_meta
+
+    return read_meta(ds.root / "out")["counts"]
+
+
+@pytest.mark.slow
+def test_on_spark_subset_near_dedup_and_reshard_keep_rows_off_the_driver(tmp_path, spark):
+    from curate.engine.spark import SparkExecutor
+
+    for job, (make, run, bound) in MORE_JOBS.items():
+        sizes = (1000, 3000) if job != "reshard" else (300, 900)
+        for n in sizes:
+            rows, calls, ds = _rows_of(job, make, run, SparkExecutor(spark), tmp_path / f"{job}-{n}", n)
+            assert rows <= bound(ds), (job, n, calls, bound(ds))
+            assert rows < n // 4, (job, n, calls)
