@@ -33,7 +33,9 @@ def component_labels(edges) -> tuple[object, int]:
 
     Every step is a join, union, distinct or minimum by key (no pass in Python per row, so on
     Spark the rounds stay in the JVM)."""
-    labels = edges.select(["uid"]).distinct().select_as([("uid", "uid"), ("label", "uid")]).cache()
+    # each round's labels are checkpointed: the next round's plan starts from them, not from
+    # every round before (and no cache is released under a frame still built on it)
+    labels = edges.select(["uid"]).distinct().select_as([("uid", "uid"), ("label", "uid")]).checkpoint()
     nodes = labels.count()
     rounds = 0
     while True:
@@ -52,10 +54,9 @@ def component_labels(edges) -> tuple[object, int]:
         # 3. pointer jumping: a node takes its label's label (never larger: a node's label is
         #    never above its own uid)
         parent = hooked.select_as([("label", "uid"), ("jump", "label")])
-        new = hooked.join(parent, "label").select_as([("uid", "uid"), ("label", "jump")]).cache()
+        new = hooked.join(parent, "label").select_as([("uid", "uid"), ("label", "jump")]).checkpoint()
         # labels only decrease: the round changed nothing iff old and new rows are the same set
         settled = new.union(labels).distinct().count() == nodes
-        labels.release()
         labels = new
         if settled:
             return labels, rounds

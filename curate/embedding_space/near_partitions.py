@@ -182,8 +182,8 @@ ENDS_SCHEMA = pa.schema([("uid", pa.string()), ("dst", pa.string()), ("similarit
 
 
 def group_decisions(executor, pairs, keep_by: str):
-    """(frame of (uid, kept, value, detail) for every uid in a pair, stats): components by the
-    engine, one keeper per component chosen in a grouped apply."""
+    """(frame of (uid, kept, value, detail) for every uid in a pair, stats, the cached frame it
+    is built on): components by the engine, one keeper per component in a grouped apply."""
     from curate.embedding_space.components import component_labels, keepers
 
     ends = pairs.map_batches(_ends, ENDS_SCHEMA).cache()
@@ -192,11 +192,11 @@ def group_decisions(executor, pairs, keep_by: str):
     groups = labels.join(best, "uid").group_apply("label", keepers(keep_by), GROUPS_SCHEMA).cache()
     kept = groups.aggregate(["kept"], {"n": ("uid", "count")}).collect_small(2)
     by = dict(zip(kept.column("kept").to_pylist(), kept.column("n").to_pylist()))
-    ends.release()
-    labels.release()
     stats = {"groups_with_duplicates": int(by.get(True, 0)), "removed": int(by.get(False, 0)),
              "component_rounds": rounds}
-    return groups, stats
+    # ``ends`` is released with ``groups`` once the decisions are written (releasing it now
+    # would make Spark recompute the cached groups built on it)
+    return groups, stats, ends
 
 
 def _group_decisions(stage: str):
@@ -241,11 +241,15 @@ def near_duplicates(executor, ds, table: str, run: str, threshold: float, keep_b
         pairs = rows.group_apply("partition", lambda g: partition_pairs(g, threshold, dim), PAIR_SCHEMA).cache()
         n_pairs = pairs.count()
     with timed("groups"):
-        groups, stats = group_decisions(executor, pairs, keep_by)
-    pairs.release()
+        groups, stats, ends = group_decisions(executor, pairs, keep_by)
     inputs = executor.frame_from_tasks(shard_tasks(ds, table), _uid_rows, UID_SCHEMA)
     inputs = inputs.semi_join(uids) if uids is not None else inputs
     dec = (groups.map_batches(_group_decisions(stage), decisions)
            .union(inputs.anti_join(groups).map_batches(_alone_decisions(stage), decisions)))
     stats = dict(stats, pairs=n_pairs, partitions=k, nprobe=min(int(nprobe), k))
-    return dec, stats, groups.release
+
+    def release() -> None:
+        for frame in (groups, ends, pairs):
+            frame.release()
+
+    return dec, stats, release

@@ -190,6 +190,11 @@ class LocalFrame:
     def release(self) -> None:
         return None
 
+    def checkpoint(self) -> "LocalFrame":
+        """The frame computed now, its lineage cut (iterations whose plans would otherwise
+        grow round by round); an in-process table already is."""
+        return self
+
     # ---- results for the driver
     def count(self) -> int:
         self.executor.driver_counter.note("count", 1)

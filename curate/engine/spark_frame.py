@@ -87,7 +87,13 @@ class SparkFrame:
         return self._new(self.df.persist(StorageLevel.MEMORY_AND_DISK), self.schema)
 
     def release(self) -> None:
+        # Spark re-plans (and recomputes) a cached frame built on this one when this one is
+        # unpersisted: release a frame only when nothing cached on it is still needed
         self.df.unpersist()
+
+    def checkpoint(self) -> "SparkFrame":
+        """Computed now and kept by the executors, lineage cut (``localCheckpoint``)."""
+        return self._new(self.df.localCheckpoint(eager=True), self.schema)
 
     # ---- results for the driver
     def count(self) -> int:
