@@ -31,7 +31,13 @@ SHARD_ROWS = 500
 
 def _pool(root: Path, n: int) -> Dataset:
     ds = Dataset(root)
-    uids = write_embeddings(ds, "m", clustered_embeddings(n=n, d=16, centers=K, seed=7), rows_per_shard=SHARD_ROWS)
+    import hashlib
+
+    # uids that hash evenly: the helpers' uids all hash alike, which sends k-means sampling to
+    # its take-everything retry (every restricted row back through the engine)
+    even = [hashlib.md5(str(i).encode()).hexdigest() for i in range(n)]
+    uids = write_embeddings(ds, "m", clustered_embeddings(n=n, d=16, centers=K, seed=7), uids=even,
+                            rows_per_shard=SHARD_ROWS)
     sha = [f"{i % (n // 3):08x}" if i % 11 else None for i in range(n)]  # about 3 copies of every image
     dl = pa.table({
         "uid": uids, "status": ["failed" if i % 13 == 4 else "success" for i in range(n)],
@@ -171,10 +177,12 @@ def _run_recipe(ds: Dataset, ex, tmp: Path):
 
 def _recipe_bound(ds: Dataset, lineage: dict) -> int:
     """What the runner and its jobs may bring back: per-stage reasons and checks, per-shard
-    write records, per-cluster sums, the eval images and histogram bins; never per row."""
+    write records, per-cluster sums, the eval images and histogram bins, and the cluster stage's
+    k-means training sample (restricted to the stage's input, it comes back through the engine
+    and is counted: at most k x 256 rows, whatever the pool); never per row."""
     reasons = sum(len(s["reasons"]) for s in lineage["stages"])
     shards = len(ds.shards("embeddings/m")) + len(ds.shards("downloads"))
-    return RECIPE_STAGES * (2 * K + 12 + 2 * shards) + 4 * reasons + 5 + 2000
+    return RECIPE_STAGES * (2 * K + 12 + 2 * shards) + 4 * reasons + 5 + 2000 + K * 256
 
 
 def test_recipe_driver_gets_summaries_not_rows(tmp_path):
