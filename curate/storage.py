@@ -382,13 +382,7 @@ def open_input(path):
     random-access file on its filesystem (with the configured settings)."""
     if not is_uri(path):
         return path
-    loc = resolve(path)
-    try:
-        return loc.fs.open_input_file(loc.path)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise StorageError(f"cannot read {loc}: {e}") from None
+    return _open_object(path, "open_input_file")
 
 
 def read_parquet(path, columns: list[str] | None = None, **kw):
@@ -544,9 +538,15 @@ def open_input_stream(path):
     """A sequential reader of a file or object (a tar streamed once, no seeks)."""
     if not is_uri(path):
         return open(path, "rb")
+    return _open_object(path, "open_input_stream")
+
+
+def _open_object(path, how: str):
+    """``fs.open_input_file`` / ``open_input_stream`` of a URI; a missing object stays
+    FileNotFoundError, any other failure is one StorageError naming it."""
     loc = resolve(path)
     try:
-        return loc.fs.open_input_stream(loc.path)
+        return getattr(loc.fs, how)(loc.path)
     except FileNotFoundError:
         raise
     except OSError as e:

@@ -72,6 +72,25 @@ def open_subset_array(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     return np.memmap(p, DATACOMP_DTYPE, mode="r"), "raw"
 
 
+def is_uid_parquet(path) -> bool:
+    """Whether ``path`` is a Parquet file (by name or magic bytes); one without a ``uid``
+    column, or unreadable, is a one-line DatasetError naming it."""
+    import pyarrow as pa
+
+    from curate import storage
+    from curate.errors import DatasetError
+
+    if not (str(path).endswith(".parquet") or is_parquet(path)):
+        return False
+    try:
+        names = storage.parquet_file(path).schema_arrow.names
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DatasetError(f"{path}: not a subset Parquet with a uid column ({e})") from None
+    if "uid" not in names:
+        raise DatasetError(f"{path}: not a subset Parquet with a uid column")
+    return True
+
+
 def is_parquet(path) -> bool:
     """Whether ``path`` (a path or URI) is a file starting with Parquet's magic bytes."""
     from curate import storage

@@ -120,7 +120,7 @@ def subset_uids(dataset: Dataset, subset: str | None):
     if not subset:
         return None
     from curate.subset import read_subset, subset_dir
-    from curate.subset_file import is_parquet, write_uid_table
+    from curate.subset_file import is_uid_parquet, write_uid_table
 
     src = subset if (storage.is_file(subset) or storage.exists(storage.join(subset, "uids.parquet"))) else None
     if src is None:
@@ -129,12 +129,7 @@ def subset_uids(dataset: Dataset, subset: str | None):
             read_subset(dataset, subset)  # its error: subset not found
     if storage.is_dir(src):
         src = storage.join(src, "uids.parquet")
-    if str(src).endswith(".parquet") or is_parquet(src):
-        try:
-            if "uid" not in storage.parquet_file(src).schema_arrow.names:
-                raise DatasetError(f"{src}: not a subset Parquet with a uid column")
-        except (pa.ArrowInvalid, OSError) as e:
-            raise DatasetError(f"{src}: not a subset Parquet with a uid column ({e})") from None
+    if is_uid_parquet(src):
         return UidList(src)
     import hashlib
 

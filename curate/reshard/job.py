@@ -206,7 +206,7 @@ def write_shard_spill(task: dict) -> dict:
 def _subset_source(ds: Dataset, subset: str | None, subset_file):
     """The file holding the subset's uids: a subset's ``uids.parquet``, or the given file
     (a path or a URI)."""
-    from curate.subset_file import is_parquet
+    from curate.subset_file import is_uid_parquet
 
     p = (str(subset_file) if storage.is_uri(subset_file) else Path(subset_file)) if subset_file is not None \
         else subset_dir(ds, subset)
@@ -214,12 +214,7 @@ def _subset_source(ds: Dataset, subset: str | None, subset_file):
         p = storage.join(p, "uids.parquet")
     if not storage.exists(p):
         raise DatasetError(f"subset not found: {p}")
-    if str(p).endswith(".parquet") or is_parquet(p):
-        try:
-            if "uid" not in storage.parquet_file(p).schema_arrow.names:
-                raise DatasetError(f"{p}: not a subset Parquet with a uid column")
-        except (pa.ArrowInvalid, OSError) as e:
-            raise DatasetError(f"{p}: not a subset Parquet with a uid column ({e})") from None
+    is_uid_parquet(p)  # a Parquet without a uid column is an error here
     return p
 
 
