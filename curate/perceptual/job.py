@@ -6,19 +6,21 @@
    each row's bucket entries (bands of the hash, multi-index hashing); the executor's grouped
    apply sends each bucket whole to one worker, which returns the bucket's local components
    as (uid, smallest uid) links, only for rows that have a partner within the radius.
-3. **Components**: the links are joined on the driver (vectorised union-find, bounded by the
-   rows that have a duplicate, a few links each; never by the pool size): groups are the
-   connected components of "within ``radius``" (single linkage: a chain a~b~c is one group
-   even when a and c are farther apart).
-4. **Survivors**: a grouped apply by component over the duplicate rows (hash from
-   ``phashes``, CLIP score from the embeddings table when there is one) keeps one per group:
-   highest CLIP score, then smallest uid (no score = ranked last). Removed rows get
+3. **Components**: the links (kept by the engine as a frame, both directions as (uid, dst)
+   edges) go to ``components.component_labels`` (min-label propagation in the engine; no node
+   list on the driver): groups are the connected components of "within ``radius``" (single
+   linkage: a chain a~b~c is one group even when a and c are farther apart).
+4. **Survivors**: the labelled rows joined with their hash (``phashes``) and CLIP score (the
+   embeddings table, when there is one), then a grouped apply per component keeps one per
+   group: highest CLIP score, then smallest uid (no score = ranked last). Removed rows get
    ``perceptual_duplicate`` with the Hamming distance to the survivor as ``value`` and the
    survivor's uid as ``detail``; the survivor gets value 0 and its own uid.
-5. Every other hashed row is kept (value empty); rows whose image could not be decoded get
-   ``undecodable_image`` (``detail`` = the error class), input uids with neither
-   (not downloaded, not hashed) ``no_phash``. The selection finish of the embedding-space jobs
-   writes decisions, the kept subset and the manifest.
+5. Every other hashed row is kept (an anti-join, value empty); rows whose image could not be
+   decoded get ``undecodable_image`` (``detail`` = the error class), input uids with neither
+   (not downloaded, not hashed) ``no_phash`` (an anti-join of the restriction). The decisions
+   stay a frame: ``selection.finish_selection`` writes decisions, the kept subset and the
+   manifest. The guards are small aggregates: the histogram of removed rows' distances (one
+   row per distance) and the largest group's size (one row).
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ import pyarrow.compute as pc
 from curate import storage
 from curate.decisions import decisions_table
 from curate.embedding_space.common import read_uid_filter, restrict, shard_tasks, write_uid_filter
-from curate.engine import LocalExecutor, worker_cache
+from curate.embedding_space.components import EDGES
+from curate.engine import LocalExecutor
+from curate.engine.frame import HISTOGRAM_SCHEMA
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
 from curate.perceptual import groups as G
 from curate.perceptual.hashes import FAILURES, HASH_BITS, HASH_KINDS, HASHES, check_hashes, run_hashes
-from curate.tables import Dataset, write_parquet_atomic
+from curate.tables import Dataset
 
 REASON = "perceptual_duplicate"
 UNDECODABLE = "undecodable_image"
@@ -47,8 +51,8 @@ DEFAULT_RADIUS = 8
 MAX_GROUP_FRACTION = 0.01
 MIN_SUSPECT_GROUP = 50
 
-_MEMBER_ROWS = pa.schema([("component", pa.int64()), ("uid", pa.string()), ("hash", pa.int64()),
-                          ("score", pa.float64())])
+_MEMBER_ROWS = pa.schema([("uid", pa.string()), ("hash", pa.int64()), ("score", pa.float64())])
+_SIZES = pa.schema([("one", pa.int32()), ("n", pa.int64())])
 
 
 def check_perceptual_dedup(ds: Dataset, radius: int, hash_kind: str = "phash", bands: int | None = None,
@@ -73,12 +77,6 @@ def scores_table(ds: Dataset, embeddings: str | None) -> str | None:
 
 
 # ---------------------------------------------------------------- task functions
-def _component_lookup(path: str | None):
-    if not path:
-        return None
-    return worker_cache(("perceptual_components", *storage.fingerprint(path)), lambda: storage.read_parquet(path))
-
-
 def _hash_column(t: pa.Table, kind: str) -> np.ndarray:
     return t.column(kind).to_numpy().astype(np.uint64)
 
@@ -90,35 +88,30 @@ def _bucket_rows(task: dict):
                                task["parts"])
 
 
+def _link_edges(batch: pa.RecordBatch) -> pa.Table:
+    """Each link (uid, root of its bucket-local component) as edges in both directions."""
+    u, r = batch.column("uid"), batch.column("root")
+    return pa.table({"uid": pa.concat_arrays([u, r]), "dst": pa.concat_arrays([r, u])}, schema=EDGES)
+
+
 def _member_rows(task: dict):
-    """Duplicate rows of one shard with their component: hashes from a phashes shard, or
-    CLIP scores from an embeddings shard."""
-    look = _component_lookup(task["components"])
+    """One shard's rows with a hash (a phashes shard) or a CLIP score (an embeddings shard)."""
     cols = ["uid", task["hash"]] if task["kind"] == "hashes" else ["uid", "clip_score"]
     t = restrict(storage.read_parquet(task["path"], columns=cols), read_uid_filter(task.get("uid_filter")))
-    pos = pc.index_in(t.column("uid"), value_set=look.column("uid"))
-    t = t.filter(pc.is_valid(pos))
-    if not t.num_rows:
-        return
-    comp = look.column("component").take(pos.drop_null())
     n = t.num_rows
+    if not n:
+        return
     if task["kind"] == "hashes":
         h, sc = pa.array(_hash_column(t, task["hash"]).view(np.int64)), pa.nulls(n, pa.float64())
     else:
         h, sc = pa.nulls(n, pa.int64()), t.column("clip_score").cast(pa.float64())
-    yield pa.table({"component": comp, "uid": t.column("uid"), "hash": h, "score": sc},
-                   schema=_MEMBER_ROWS).combine_chunks().to_batches()[0]
+    yield pa.table({"uid": t.column("uid"), "hash": h, "score": sc}, schema=_MEMBER_ROWS).combine_chunks().to_batches()[0]
 
 
-def _singles(task: dict):
-    """Decisions of the hashed rows of one shard that are in no group: kept."""
-    look = _component_lookup(task["components"])
+def _uid_rows(task: dict):
     t = restrict(storage.read_parquet(task["path"], columns=["uid"]), read_uid_filter(task.get("uid_filter")))
-    if look is not None:
-        t = t.filter(pc.invert(pc.is_in(t.column("uid"), value_set=look.column("uid"))))
     if t.num_rows:
-        yield from decisions_table(t.column("uid"), task["stage"], [True] * t.num_rows,
-                                   ["kept"] * t.num_rows).to_batches()
+        yield from t.to_batches()
 
 
 def _failed(task: dict):
@@ -126,6 +119,26 @@ def _failed(task: dict):
     if t.num_rows:
         yield from decisions_table(t.column("uid"), task["stage"], [False] * t.num_rows, [UNDECODABLE] * t.num_rows,
                                    None, t.column("error_class")).to_batches()
+
+
+def _singles(stage: str):
+    def to_decisions(batch: pa.RecordBatch) -> pa.Table:
+        n = batch.num_rows
+        return decisions_table(batch.column("uid"), stage, pa.array([True] * n), pa.array(["kept"] * n, pa.string()))
+
+    return to_decisions
+
+
+def _removed_distances(batch: pa.RecordBatch) -> pa.Table:
+    """Partial histogram (bin = Hamming distance) of one batch's removed group rows."""
+    t = pa.Table.from_batches([batch]).filter(pc.invert(batch.column("kept")))
+    d = np.bincount(t.column("value").to_numpy(zero_copy_only=False).astype(np.int64)) if t.num_rows else np.zeros(0)
+    nz = np.flatnonzero(d)
+    return pa.table([pa.array(nz.astype(np.int32)), pa.array(d[nz].astype(np.int64))], schema=HISTOGRAM_SCHEMA)
+
+
+def _one_key(batch: pa.RecordBatch) -> pa.Table:
+    return pa.table({"one": pa.array(np.zeros(batch.num_rows, np.int32)), "n": batch.column("n")}, schema=_SIZES)
 
 
 def group_decisions(group: pa.Table, stage: str = STAGE) -> pa.Table:
@@ -148,9 +161,10 @@ def group_decisions(group: pa.Table, stage: str = STAGE) -> pa.Table:
 def run_perceptual_dedup(dataset, radius: int = DEFAULT_RADIUS, hash_kind: str = "phash", run: str = "perceptual_dedup",
                          bands: int | None = None, embeddings: str | None = None, input_uids=None, executor=None,
                          output: str | None = None, stage: str = STAGE) -> dict:
-    from curate.embedding_space import guards as _guards
-    from curate.embedding_space.common import collect_rows, grouped_apply
-    from curate.embedding_space.jobs import DECISIONS, _concat_decisions, _finish
+    from curate.embedding_space.common import UID_SCHEMA, cleanup_tmp, uid_frame
+    from curate.embedding_space.components import component_labels
+    from curate.embedding_space.jobs.shared import with_missing
+    from curate.selection import DECISIONS, finish_selection
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     executor = executor or LocalExecutor()
@@ -167,64 +181,64 @@ def run_perceptual_dedup(dataset, radius: int = DEFAULT_RADIUS, hash_kind: str =
     base = dict(hash=hash_kind, uid_filter=uid_filter, stage=stage)
     with m.stage("candidates"):
         parts = G.partitions(ds.count(HASHES), plan, s)
-        tasks = shard_tasks(ds, HASHES, plan=[list(p) for p in plan], s=s, parts=parts, **base)
-        links = grouped_apply(executor, tasks, _bucket_rows, G.BUCKET_ROWS, "part",
-                              lambda g: G.bucket_links(g, radius), G.LINKS)
+        rows = executor.frame_from_tasks(shard_tasks(ds, HASHES, plan=[list(p) for p in plan], s=s, parts=parts, **base),
+                                         _bucket_rows, G.BUCKET_ROWS)
+        links = rows.group_apply("part", lambda g: G.bucket_links(g, radius), G.LINKS).cache()
+        n_links = links.count()
     with m.stage("components"):
-        nodes, labels = G.merge_links(links)
-        comp_path = None
-        if len(nodes):
-            comp_path = str(ds.path(f"_tmp/{run}/components.parquet"))
-            write_parquet_atomic(pa.table({"uid": pa.array(nodes.tolist(), pa.string()),
-                                           "component": pa.array(labels, pa.int64())}), comp_path)
+        labels, rounds = component_labels(links.map_batches(_link_edges, EDGES))
     with m.stage("survivors"):
-        dec_groups = DECISIONS.empty_table()
-        if comp_path:
-            mtasks = shard_tasks(ds, HASHES, kind="hashes", components=comp_path, **base)
-            if score_table:
-                mtasks += shard_tasks(ds, score_table, kind="scores", components=comp_path, **base)
-            dec_groups = grouped_apply(executor, mtasks, _member_rows, _MEMBER_ROWS, "component",
-                                       lambda g: group_decisions(g, stage), DECISIONS)
-        singles = collect_rows(executor, shard_tasks(ds, HASHES, components=comp_path, **base), _singles, DECISIONS)
-        failed = (collect_rows(executor, shard_tasks(ds, FAILURES, **base), _failed, DECISIONS)
-                  if ds.has_table(FAILURES) else DECISIONS.empty_table())
-    missing = _missing(ds, input_uids, stage)
-    dec = _concat_decisions(dec_groups, singles, failed, missing)
-    # guards: distances acted on (removed rows to their survivor) and a suspiciously large group
-    removed = dec_groups.filter(pc.invert(dec_groups.column("kept")))
-    dist = removed.column("value").to_numpy(zero_copy_only=False).astype(np.int64) if removed.num_rows else np.zeros(0, np.int64)
-    sizes = (pc.value_counts(dec_groups.column("detail").combine_chunks()).field("counts").to_numpy()
-             if dec_groups.num_rows else np.zeros(0, np.int64))
-    largest = int(sizes.max()) if len(sizes) else 0
-    warns = []
-    if dec.num_rows and largest >= MIN_SUSPECT_GROUP and largest > MAX_GROUP_FRACTION * dec.num_rows:
-        warns.append(f"the largest perceptual group holds {largest} of {dec.num_rows} samples "
-                     f"({largest / dec.num_rows:.1%}): placeholder or blank images, or --radius {radius} too large "
-                     f"for {hash_kind}?")
-    dists = {"hamming_to_survivor": {"what": f"Hamming distance ({hash_kind}) of each removed sample to its survivor",
-                                     "n": int(len(dist)),
-                                     "counts": {str(k): int(v) for k, v in enumerate(np.bincount(dist)) if v}}}
-    extra = {"groups_with_duplicates": int(len(sizes)), "largest_group": largest, "links": int(links.num_rows),
-             "bucket_partitions": parts,
-             "hash": hstats}
-    return _finish(ds, run, stage, dec, m, output, extra, guards=(dists, warns))
+        mtasks = shard_tasks(ds, HASHES, kind="hashes", **base)
+        if score_table:
+            mtasks += shard_tasks(ds, score_table, kind="scores", **base)
+        members = labels.join(executor.frame_from_tasks(mtasks, _member_rows, _MEMBER_ROWS), "uid")
+        groups = members.group_apply("label", lambda g: group_decisions(g, stage), DECISIONS).cache()
+        # guards: distances acted on (removed rows to their survivor) and a suspiciously large group
+        bins = (groups.map_batches(_removed_distances, HISTOGRAM_SCHEMA).aggregate(["bin"], {"n": ("n", "sum")})
+                .collect_small(HASH_BITS[hash_kind] + 1))
+        sizes = (groups.aggregate(["detail"], {"n": ("uid", "count")}).map_batches(_one_key, _SIZES)
+                 .aggregate(["one"], {"largest": ("n", "max"), "groups": ("n", "count")}).collect_small(1))
+    hashed = executor.frame_from_tasks(shard_tasks(ds, HASHES, **base), _uid_rows, UID_SCHEMA)
+    dec = groups.union(hashed.anti_join(groups).map_batches(_singles(stage), DECISIONS))
+    if ds.has_table(FAILURES):
+        dec = dec.union(executor.frame_from_tasks(shard_tasks(ds, FAILURES, **base), _failed, DECISIONS))
+    uids = uid_frame(executor, uid_filter)
+    miss = None
+    if uids is not None:  # input uids neither hashed nor failed (not downloaded, or not hashed)
+        present = executor.frame_read([str(p) for t in (HASHES, FAILURES) if ds.has_table(t) for p in ds.shards(t)],
+                                      UID_SCHEMA)
+        miss = uids.anti_join(present).map_batches(_no_phash(stage), DECISIONS)
+    dec = with_missing(dec, miss)
+    hist = dict(zip(bins.column("bin").to_pylist(), bins.column("n").to_pylist()))
+    largest = int(sizes.column("largest")[0].as_py()) if sizes.num_rows else 0
+    n_groups = int(sizes.column("groups")[0].as_py()) if sizes.num_rows else 0
+    try:
+        warns = []
+        if largest >= MIN_SUSPECT_GROUP:
+            n = dec.count()
+            if largest > MAX_GROUP_FRACTION * n:
+                warns.append(f"the largest perceptual group holds {largest} of {n} samples "
+                             f"({largest / n:.1%}): placeholder or blank images, or --radius {radius} too large "
+                             f"for {hash_kind}?")
+        dists = {"hamming_to_survivor": {"what": f"Hamming distance ({hash_kind}) of each removed sample to its survivor",
+                                         "n": int(sum(hist.values())),
+                                         "counts": {str(k): int(hist[k]) for k in sorted(hist)}}}
+        extra = {"groups_with_duplicates": n_groups, "largest_group": largest, "links": int(n_links),
+                 "bucket_partitions": parts, "component_rounds": rounds, "hash": hstats}
+        return finish_selection(executor, ds, run, stage, dec, m, output, extra, guards=(dists, warns),
+                                cleanup=lambda: cleanup_tmp(ds, run))
+    finally:
+        for frame in (groups, links):
+            frame.release()
+
+
+def _no_phash(stage: str):
+    def to_decisions(batch: pa.RecordBatch) -> pa.Table:
+        n = batch.num_rows
+        return decisions_table(batch.column("uid"), stage, pa.array([False] * n), pa.array([NO_PHASH] * n, pa.string()))
+
+    return to_decisions
 
 
 def _rows(ds: Dataset, table: str) -> int:
     return ds.count(table) if ds.has_table(table) else 0
-
-
-def _missing(ds: Dataset, input_uids, stage: str) -> pa.Table:
-    """Input uids neither hashed nor failed (not downloaded, or not hashed): ``no_phash``."""
-    from curate.embedding_space.common import UidList, missing_uids, read_uid_filter
-
-    if input_uids is None:
-        return decisions_table([], stage, [], [])
-    present = [storage.read_parquet(p, columns=["uid"]).column("uid").combine_chunks()
-               for t in (HASHES, FAILURES) if ds.has_table(t) for p in ds.shards(t)]
-    if isinstance(input_uids, UidList):  # a uid table (file or folder of shards), e.g. a recipe's
-        input_uids = read_uid_filter(input_uids.path)
-    miss = missing_uids(pa.array(input_uids, pa.string()) if not isinstance(input_uids, (pa.Array, pa.ChunkedArray))
-                        else input_uids.cast(pa.string()),
-                        pa.concat_arrays(present) if present else pa.array([], pa.string()))
-    return decisions_table(miss, stage, [False] * len(miss), [NO_PHASH] * len(miss))
