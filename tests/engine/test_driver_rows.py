@@ -354,3 +354,83 @@ def test_on_spark_subset_near_dedup_and_reshard_keep_rows_off_the_driver(tmp_pat
             rows, calls, ds = _rows_of(job, make, run, SparkExecutor(spark), tmp_path / f"{job}-{n}", n)
             assert rows <= bound(ds), (job, n, calls, bound(ds))
             assert rows < n // 4, (job, n, calls)
+
+
+def _perceptual_pool(root: Path, n: int) -> Dataset:
+    """img2dataset's layout (tar, results parquet, stats file per shard) of ``n`` 16x16 noise
+    images, every picture in about 3 copies; every 17th download failed, every 37th image undecodable."""
+    import io
+    import json
+
+    import pyarrow.parquet as pq
+    import webdataset as wds
+    from PIL import Image
+
+    from curate.uid import derive_uid
+
+    ds = Dataset(root)
+    (root / "images").mkdir(parents=True)
+    per_shard, uids, dl = 50, [], []
+    for s in range(-(-n // per_shard)):
+        stem = f"{s:05d}"
+        rows = []
+        with wds.TarWriter(str(root / f"images/{stem}.tar"), encoder=False) as w:
+            for i in range(s * per_shard, min(n, (s + 1) * per_shard)):
+                u, key = derive_uid(f"http://127.0.0.1/{i}.jpg", f"caption {i}"), f"{stem}{i % per_shard:04d}"
+                uids.append(u)
+                ok = i % 17 != 3
+                rows.append({"uid": u, "key": key, "caption": f"caption {i}", "status": "success" if ok else "failed"})
+                dl.append({"uid": u, "status": rows[-1]["status"], "shard": f"images/{stem}.tar" if ok else None,
+                           "key": key if ok else None, "attempts": 1, "error_class": None if ok else "http_404"})
+                if ok:
+                    pixels = np.random.default_rng(i // 3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                    buf = io.BytesIO()
+                    Image.fromarray(pixels).save(buf, format="PNG")
+                    data = buf.getvalue() if i % 37 != 6 else b"not an image"
+                    w.write({"__key__": key, "png": data, "txt": f"caption {i}".encode()})
+        pq.write_table(pa.Table.from_pylist(rows), root / f"images/{stem}.parquet")
+        (root / f"images/{stem}_stats.json").write_text(json.dumps({"count": len(rows)}))
+    schema = load_schema("downloads").arrow()
+    ds.write_table("downloads", pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in dl],
+                                                     schema=schema), schema="downloads")
+    write_subset(ds, "pick", uids[::2] + ["0" * 32])  # failed downloads and a uid never downloaded: no_phash
+    return ds
+
+
+def _run_perceptual(ds: Dataset, ex):
+    from curate.perceptual.job import run_perceptual_dedup
+
+    return run_perceptual_dedup(ds, executor=ex, input_uids=UidList(ds.root / "subsets/pick/uids.parquet"))
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.slow)])
+def test_perceptual_dedup_keeps_rows_off_the_driver(tmp_path, engine, request):
+    from curate.perceptual.hashes import HASH_BITS
+
+    def executor():
+        if engine == "local":
+            return LocalExecutor()
+        from curate.engine.spark import SparkExecutor
+
+        return SparkExecutor(request.getfixturevalue("spark"))
+
+    sizes = (400, 1600)
+    got = [_rows_of("perceptual", _perceptual_pool, _run_perceptual, executor(), tmp_path / str(n), n) for n in sizes]
+    for (rows, calls, ds), n in zip(got, sizes):
+        reasons = len(ds.read("decisions/perceptual_dedup", columns=["reason"]).column("reason").unique())
+        # per-shard hash summaries and task records, per-round change counts, per-(reason, kept)
+        # counts, distance bins, one largest-group row, shard records
+        bound = 4 * (n // 50 + 1) + 2 * reasons + HASH_BITS["phash"] + 1 + 60
+        assert rows <= bound, (n, calls, bound)
+        assert rows < n // 4, (n, calls)
+        # and complete: every picked uid has its decision
+        assert ds.count("decisions/perceptual_dedup") == ds.count("subsets/pick")
+        counts = RunManifestCounts(ds)
+        assert counts["groups_with_duplicates"] > n // 20 and counts["reasons"]["perceptual_duplicate"] > n // 10, counts
+        assert counts["reasons"]["no_phash"] > 0 and counts["reasons"]["undecodable_image"] > 0, counts
+
+
+def RunManifestCounts(ds: Dataset) -> dict:
+    import json
+
+    return json.loads((ds.root / "_runs/perceptual_dedup.json").read_text())["counts"]
