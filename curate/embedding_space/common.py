@@ -152,7 +152,7 @@ def collect_rows(executor, tasks: list[dict], fn: RowsFn, schema: pa.Schema, des
     """Concatenate the batches ``fn`` yields for every task (in-process or as Spark tasks)."""
     if not tasks:
         return schema.empty_table()
-    return _cast(executor.collect_task_rows(tasks, fn, schema), schema)
+    return _counted(executor, "collect_rows", _cast(executor.collect_task_rows(tasks, fn, schema), schema))
 
 
 def grouped_apply(executor, tasks: list[dict], rows_fn: RowsFn, row_schema: pa.Schema, key: str,
@@ -164,7 +164,16 @@ def grouped_apply(executor, tasks: list[dict], rows_fn: RowsFn, row_schema: pa.S
     """
     if not tasks:
         return out_schema.empty_table()
-    return _cast(executor.grouped_apply(tasks, rows_fn, row_schema, key, group_fn, out_schema), out_schema)
+    return _counted(executor, "grouped_apply",
+                    _cast(executor.grouped_apply(tasks, rows_fn, row_schema, key, group_fn, out_schema), out_schema))
+
+
+def _counted(executor, call: str, t: pa.Table) -> pa.Table:
+    """``t``, its rows counted as rows on the driver (``executor.driver_counter``)."""
+    counter = getattr(executor, "driver_counter", None)
+    if counter is not None:
+        counter.note(call, t.num_rows)
+    return t
 
 
 def _cast(t: pa.Table, schema: pa.Schema) -> pa.Table:
