@@ -202,7 +202,7 @@ def test_a_dataset_with_five_digit_image_shards_embeds(tmp_path, shared_data):
     from curate.download import DownloadOptions, FetchPolicy, run_download
     from curate.tables import Dataset
 
-    from .conftest import make_samples
+    from tests.shared_sets import photo_samples as make_samples
 
     photos = sorted((shared_data / "flickr8k" / "images").glob("*.jpg"))[:5]
     ds = Dataset(tmp_path / "old")

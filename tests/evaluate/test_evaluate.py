@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import csv
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 from curate.evaluate import EvalError, evaluate, retrieval, zero_shot, zero_shot_metrics
+from tests.shared_sets import write_eval_sets
 
 
 @pytest.fixture(scope="module")
@@ -20,23 +19,8 @@ def bundle():
 @pytest.fixture(scope="module")
 def small_sets(shared_data, tmp_path_factory):
     """5 CIFAR-10 classes x 4 photos and 12 Flickr8k photos with their 5 captions each."""
-    root = tmp_path_factory.mktemp("evalsets")
-    for cls in ["airplane", "cat", "dog", "ship", "truck"]:
-        (root / "cifar" / cls).mkdir(parents=True)
-        for p in sorted((shared_data / "cifar10_test" / cls).glob("*.jpg"))[:4]:
-            shutil.copy(p, root / "cifar" / cls / p.name)
-    rows = list(csv.DictReader(open(shared_data / "flickr8k" / "captions.csv", newline="")))
-    names = sorted({r["image"] for r in rows})[:12]
-    (root / "flickr" / "images").mkdir(parents=True)
-    for n in names:
-        shutil.copy(shared_data / "flickr8k" / "images" / n, root / "flickr" / "images" / n)
-    with open(root / "flickr" / "captions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "caption"])
-        for r in rows:
-            if r["image"] in names:
-                w.writerow([r["image"], r["caption"]])
-    return root
+    return write_eval_sets(shared_data, tmp_path_factory.mktemp("evalsets"),
+                           ["airplane", "cat", "dog", "ship", "truck"], per_class=4, photos=12)
 
 
 def test_zero_shot_on_a_class_folder(bundle, small_sets):

@@ -5,21 +5,19 @@ local-path run's file."""
 
 from __future__ import annotations
 
-import csv
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 from s3kit import bucket_objects
 
 from curate.download import DownloadOptions, FetchPolicy, run_download
 from curate.engine import LocalExecutor
 from curate.tables import Dataset
+from tests.shared_sets import first_captions, photo_samples, write_eval_sets
 from curate.tables.publish import publish
-from curate.uid import derive_uid
 
 MODEL_ID = "curate-tiny__random-seed0"
 
@@ -28,18 +26,9 @@ MODEL_ID = "curate-tiny__random-seed0"
 def downloaded_template(tmp_path_factory, shared_data) -> Path:
     """12 flickr8k photos with their captions in 2 image shards of 6 (the real download job, file:// URLs)."""
     photos = sorted((shared_data / "flickr8k" / "images").glob("*.jpg"))[:12]
-    captions = {}
-    with open(shared_data / "flickr8k" / "captions.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            captions.setdefault(row["image"], row["caption"])
-    urls = [p.resolve().as_uri() for p in photos]
-    texts = [captions.get(p.name, "") for p in photos]
-    n = len(urls)
-    samples = pa.table({
-        "uid": [derive_uid(u, t) for u, t in zip(urls, texts)], "url": urls, "text": texts,
-        "source_file": ["/test/pool.parquet"] * n, "source_row": pa.array(range(n), pa.int64()),
-        "original_width": pa.array([None] * n, pa.int32()), "original_height": pa.array([None] * n, pa.int32()),
-        "extra": pa.array([None] * n, pa.string())})
+    captions = first_captions(shared_data)
+    samples = photo_samples(photos, [captions.get(p.name, "") for p in photos])
+    n = samples.num_rows
     root = tmp_path_factory.mktemp("images") / "template"
     ds = Dataset(root)
     ds.write_table("samples", samples, schema="samples")
@@ -165,19 +154,7 @@ def test_eval_sets_in_a_bucket(shared_data, tmp_path, bucket, monkeypatch):
     monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
     s3 = boto3.client("s3")
     root = tmp_path / "evals"
-    for cls in ("cat", "dog", "ship"):
-        (root / "cifar" / cls).mkdir(parents=True)
-        for p in sorted((shared_data / "cifar10_test" / cls).glob("*.jpg"))[:3]:
-            shutil.copy(p, root / "cifar" / cls / p.name)
-    rows = list(csv.DictReader(open(shared_data / "flickr8k" / "captions.csv", newline="")))
-    names = sorted({r["image"] for r in rows})[:6]
-    (root / "flickr" / "images").mkdir(parents=True)
-    for n in names:
-        shutil.copy(shared_data / "flickr8k" / "images" / n, root / "flickr" / "images" / n)
-    with open(root / "flickr" / "captions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "caption"])
-        w.writerows([r["image"], r["caption"]] for r in rows if r["image"] in names)
+    write_eval_sets(shared_data, root, ["cat", "dog", "ship"], per_class=3, photos=6)
     for p in root.rglob("*"):
         if p.is_file():
             s3.put_object(Bucket=bucket, Key=f"evals/{p.relative_to(root).as_posix()}", Body=p.read_bytes())
