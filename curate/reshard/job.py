@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from curate import storage
@@ -171,7 +172,7 @@ def _out_names(out) -> list[str]:
     """Names of the files directly in an output folder/prefix (none when it does not exist)."""
     if storage.is_uri(out):
         return sorted(i.base_name for i in storage.listing(storage.resolve(out))
-                      if i.type == storage.pafs.FileType.File)
+                      if i.type == pafs.FileType.File)
     return sorted(p.name for p in out.iterdir() if p.is_file()) if out.is_dir() else []
 
 

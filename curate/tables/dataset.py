@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from curate import storage
@@ -176,7 +177,7 @@ class Dataset:
         """Committed shards only: a ``.parquet`` object with its ``_committed/`` marker."""
         d = storage.resolve(self.table_dir(name))
         files = {i.base_name for i in storage.listing(d)
-                 if i.type == storage.pafs.FileType.File and i.base_name.endswith(".parquet") and not _hidden(i.base_name)}
+                 if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not _hidden(i.base_name)}
         if not files:
             return []
         marked = {i.base_name for i in storage.listing(d.join(storage.COMMIT_DIR))}
@@ -203,7 +204,7 @@ class Dataset:
     def _remote_tables(self) -> list[str]:
         loc = self.location
         try:
-            infos = loc.fs.get_file_info(storage.pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
+            infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
         except OSError as e:
             raise DatasetError(f"cannot list dataset {self.root}: {e}") from None
         if not infos and not storage.is_dir(loc):
@@ -211,7 +212,7 @@ class Dataset:
         prefix = loc.path.rstrip("/") + "/"
         shards, marks = set(), set()
         for i in infos:
-            if i.type != storage.pafs.FileType.File or not i.path.startswith(prefix):
+            if i.type != pafs.FileType.File or not i.path.startswith(prefix):
                 continue
             parts = i.path[len(prefix):].split("/")
             if len(parts) >= 3 and parts[-2] == storage.COMMIT_DIR and not any(_hidden(p) for p in parts[:-2]):

@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 from curate import storage
 
 # never published: the local lock, staging and temporary files of the working folder
@@ -111,12 +113,12 @@ def fetch(target: str, local_root: str | os.PathLike) -> dict:
     root = Path(local_root)
     remote = Dataset(target)
     loc = remote.location
-    infos = loc.fs.get_file_info(storage.pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
     prefix = loc.path.rstrip("/") + "/"
     committed = {u[len(remote.root) + 1:] for t in remote.tables() for u in remote.shards(t)}
     fetched = kept = 0
     for i in infos:
-        if i.type != storage.pafs.FileType.File:
+        if i.type != pafs.FileType.File:
             continue
         rel = i.path[len(prefix):]
         parts = rel.split("/")

@@ -1,0 +1,47 @@
+"""Commit markers: how a table shard becomes visible where there is no rename (docs/storage.md).
+
+On a local path (and HDFS) a file is written aside and renamed. Object stores have no rename:
+an object is written once, whole, under its final key, and a table shard counts only once its
+commit marker ``<table>/_committed/<shard>`` exists, written after the shard's upload returned.
+A shard without a marker (a writer killed or failed between the two) is invisible to readers
+and rewritten by a rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from curate.storage.location import Location, resolve
+from curate.storage.objects import delete, exists, put_bytes
+
+COMMIT_DIR = "_committed"
+
+
+def marker(shard: Location) -> Location:
+    """The commit marker of a table shard: ``<table>/_committed/<shard name>``."""
+    return shard.parent.join(COMMIT_DIR, shard.name)
+
+
+def commit_shard(shard: Location, data: bytes) -> None:
+    """Object-store commit of one shard: the old marker goes first (a rewrite is invisible
+    until done), then the whole object, then its marker recording size and SHA-256."""
+    delete(marker(shard))
+    put_bytes(shard, data)
+    body = json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, sort_keys=True)
+    put_bytes(marker(shard), (body + "\n").encode())
+
+
+def uncommit_shard(shard: Location) -> None:
+    """Remove a shard: its marker first, so no reader sees it half-removed."""
+    delete(marker(shard))
+    delete(shard)
+
+
+def committed(path) -> bool:
+    """A shard is done: locally the file exists (renamed into place); on an object store its
+    commit marker exists too."""
+    loc = resolve(path)
+    if loc.renames:
+        return exists(loc)
+    return exists(marker(loc)) and exists(loc)

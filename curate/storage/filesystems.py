@@ -1,0 +1,106 @@
+"""The filesystem objects behind a URI's scheme that need settings: pyarrow's S3 filesystem
+(one per settings and process), the boto3 client for what pyarrow cannot do on S3, and the
+fsspec filesystem DuckDB reads object stores through."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+from curate.storage.settings import StorageError, default_options, truthy
+
+if TYPE_CHECKING:
+    from curate.storage.location import Location
+
+# S3FileSystem settings given as text on the command line that are really booleans/numbers
+_S3_BOOL = {"anonymous", "background_writes", "force_virtual_addressing", "allow_bucket_creation",
+            "allow_bucket_deletion", "check_directory_existence_before_creation"}
+_S3_FLOAT = {"connect_timeout", "request_timeout"}
+
+
+@functools.lru_cache(maxsize=16)
+def cached_s3_filesystem(options_json: str, pid: int, *env) -> pafs.S3FileSystem:
+    """One S3 filesystem (and its connection pool) per settings, not one per call; the
+    environment values are part of the key so a changed variable takes effect, and the pid so
+    a forked worker never shares its parent's connections."""
+    return _s3(json.loads(options_json))
+
+
+def _s3(options: dict) -> pafs.S3FileSystem:
+    """pyarrow's S3 filesystem from the AWS environment variables, overridden by ``options``."""
+    env = os.environ
+    kw: dict = {}
+    endpoint = options.pop("endpoint_url", None) or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        u = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kw["endpoint_override"], kw["scheme"] = u.netloc, u.scheme
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        kw["region"] = region
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        kw["access_key"], kw["secret_key"] = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        if env.get("AWS_SESSION_TOKEN"):
+            kw["session_token"] = env["AWS_SESSION_TOKEN"]
+    aliases = {"key": "access_key", "secret": "secret_key", "token": "session_token", "region_name": "region"}
+    for k, v in options.items():
+        k = aliases.get(k, k)
+        kw[k] = truthy(v) if k in _S3_BOOL else float(v) if k in _S3_FLOAT else v
+    try:
+        return pafs.S3FileSystem(**kw)
+    except (TypeError, ValueError) as e:
+        raise StorageError(f"--storage-option for s3: {e}") from None
+
+
+def s3_settings(options: dict | None = None) -> dict:
+    """The resolved S3 settings (endpoint, region, keys) as s3fs/boto3 keyword arguments."""
+    opts = {**default_options(), **(options or {})}
+    env = os.environ
+    endpoint = opts.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    out: dict = {}
+    if endpoint:
+        out["endpoint_url"] = endpoint
+    region = opts.get("region") or opts.get("region_name") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        out["region_name"] = region
+    key = opts.get("access_key") or opts.get("key") or env.get("AWS_ACCESS_KEY_ID")
+    secret = opts.get("secret_key") or opts.get("secret") or env.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        out["aws_access_key_id"], out["aws_secret_access_key"] = key, secret
+        token = opts.get("session_token") or opts.get("token") or env.get("AWS_SESSION_TOKEN")
+        if token:
+            out["aws_session_token"] = token
+    return out
+
+
+def fsspec_filesystem(loc: Location):
+    """An fsspec filesystem for ``loc``'s scheme (DuckDB reads object stores through one)."""
+    import fsspec
+
+    if loc.scheme == "s3":
+        s = s3_settings()
+        kw = {"client_kwargs": {k: s[k] for k in ("endpoint_url", "region_name") if k in s}}
+        if "aws_access_key_id" in s:
+            kw.update(key=s["aws_access_key_id"], secret=s["aws_secret_access_key"],
+                      token=s.get("aws_session_token"))
+        if truthy(default_options().get("anonymous", "")):
+            kw["anon"] = True
+        return fsspec.filesystem("s3", **kw)
+    return fsspec.filesystem(loc.scheme, **default_options())
+
+
+def s3_client():
+    """A boto3 S3 client with the same settings (for what pyarrow cannot do: conditional
+    create, and deleting without leaving an empty folder-marker object behind)."""
+    return _s3_client(json.dumps(s3_settings(), sort_keys=True), os.getpid())
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_client(settings_json: str, pid: int):
+    import boto3
+
+    return boto3.client("s3", **json.loads(settings_json))

@@ -1,0 +1,96 @@
+"""Local copies of inputs named by URI, for readers and libraries that open local files
+(kept in ``input_cache_dir()`` while the object's size and modification time match)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from curate.storage.location import is_uri, resolve
+from curate.storage.objects import file_info, is_dir, is_file, read_bytes
+from curate.storage.paths import basename, expand, list_files
+from curate.storage.readers import open_input_stream
+from curate.storage.settings import StorageError
+
+
+def input_cache_dir() -> Path:
+    """Where input files named by URI are copied for readers that need a local file:
+    ``$CURATE_WORK_DIR/inputs`` (default ~/.cache/curate/work/inputs)."""
+    base = Path(os.environ.get("CURATE_WORK_DIR") or Path.home() / ".cache" / "curate" / "work")
+    return base / "inputs"
+
+
+def fetch_folder(path, dest) -> list[str]:
+    """Copy the files under a folder/prefix to the local folder ``dest`` (same relative names;
+    hidden names left out); returns the relative names. For small inputs a local library must
+    read from disk (an evaluation image folder)."""
+    base = resolve(path).uri.rstrip("/") if is_uri(path) else str(path).rstrip("/")
+    out = []
+    for f in list_files(base, recursive=True):
+        rel = f[len(base) + 1:]
+        target = Path(dest) / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_bytes(f))
+        out.append(rel)
+    return out
+
+
+def fetch_inputs(items: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Input paths for a job whose readers open local files: every URI item is expanded (a
+    glob is listed on the store, a folder's files are listed recursively) and each file is
+    copied to ``input_cache_dir()`` (kept when the copy there already has the object's size
+    and modification time). Returns the local paths (plain paths unchanged) and a map from
+    each local copy to the URI it stands for (the name recorded as ``source_file``)."""
+    out, sources = [], {}
+    for item in items:
+        if not is_uri(item):
+            out.append(item)
+            continue
+        files = expand(item) if any(c in item for c in "*?[") else \
+            (list_files(item, recursive=True) if is_dir(item) else [resolve(item).uri])
+        if not files:
+            raise StorageError(f"{item}: no input files there")
+        for uri in files:
+            info = file_info(resolve(uri))
+            if info.type == pafs.FileType.NotFound:
+                raise StorageError(f"{uri}: no such input file")
+            local = input_cache_dir() / hashlib.sha256(uri.encode()).hexdigest()[:16] / basename(uri)
+            stamp = local.with_name(local.name + ".src.json")
+            want = json.dumps({"uri": uri, "size": info.size, "mtime_ns": info.mtime_ns}, sort_keys=True)
+            if not (local.is_file() and stamp.is_file() and stamp.read_text() == want):
+                local.parent.mkdir(parents=True, exist_ok=True)
+                tmp = local.with_name(f".{local.name}.tmp")
+                with open_input_stream(uri) as src, open(tmp, "wb") as dst:
+                    while True:
+                        block = src.read(8 << 20)
+                        if not block:
+                            break
+                        dst.write(block)
+                os.replace(tmp, local)
+                stamp.write_text(want)
+            out.append(str(local))
+            sources[str(local)] = uri
+    return out, sources
+
+
+def local_copy(path) -> str:
+    """A local path for a small input a library must read from disk (an evaluation set, a
+    metadata file): a plain path as it is; a URI's folder or file copied into
+    ``input_cache_dir()`` (a folder refetched whole, a file kept while size and mtime match)."""
+    if not is_uri(path):
+        return str(path)
+    if is_dir(path):
+        uri = resolve(path).uri
+        dest = input_cache_dir() / hashlib.sha256(uri.encode()).hexdigest()[:16] / basename(uri)
+        import shutil
+
+        shutil.rmtree(dest, ignore_errors=True)
+        fetch_folder(uri, dest)
+        return str(dest)
+    if not is_file(path):
+        raise StorageError(f"{path}: no such file or folder")
+    return fetch_inputs([str(path)])[0][0]

@@ -1,0 +1,140 @@
+"""Single files and objects on any filesystem: existence, whole reads and writes, deletes,
+one folder's listing, and a folder's removal."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow.fs as pafs
+
+from curate.storage.filesystems import s3_client
+from curate.storage.location import Location, is_uri, resolve
+from curate.storage.settings import StorageError
+
+
+def file_info(loc: Location) -> pafs.FileInfo:
+    try:
+        return loc.fs.get_file_info(loc.path)
+    except OSError as e:
+        raise StorageError(f"{loc}: cannot reach storage ({e})") from None
+
+
+def exists(path) -> bool:
+    loc = resolve(path)
+    return file_info(loc).type != pafs.FileType.NotFound
+
+
+def is_file(path) -> bool:
+    return file_info(resolve(path)).type == pafs.FileType.File
+
+
+def is_dir(path) -> bool:
+    """A folder; on an object store, a prefix with objects under it (or a bucket)."""
+    loc = resolve(path)
+    info = file_info(loc)
+    if info.type == pafs.FileType.Directory:
+        return True
+    if loc.local or info.type == pafs.FileType.File:
+        return False
+    try:
+        return bool(loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=False)))
+    except OSError:
+        return False
+
+
+def read_bytes(path) -> bytes:
+    loc = resolve(path)
+    try:
+        with loc.fs.open_input_stream(loc.path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise StorageError(f"cannot read {loc}: {e}") from None
+
+
+def put_bytes(loc: Location, data: bytes) -> None:
+    """One whole object under its final key (object stores publish it only when complete)."""
+    try:
+        with loc.fs.open_output_stream(loc.path) as f:
+            f.write(data)
+    except OSError as e:
+        raise StorageError(f"cannot write {loc}: {e}") from None
+
+
+def put_file(loc: Location, local_path, chunk: int = 8 << 20) -> None:
+    """A local file uploaded as one whole object under its final key, streamed in chunks (S3
+    and GCS publish the object only when the upload completes). On S3 through boto3's managed
+    upload, which aborts a failed multipart upload: an error midway publishes nothing (a
+    pyarrow output stream closed by an unwinding error would publish what it had)."""
+    if loc.scheme == "s3":
+        bucket, _, key = loc.path.partition("/")
+        try:
+            s3_client().upload_file(str(local_path), bucket, key)
+        except Exception as e:  # boto3/s3transfer errors: one line, like every other storage failure
+            raise StorageError(f"cannot write {loc}: {e}") from None
+        return
+    try:
+        with open(local_path, "rb") as src, loc.fs.open_output_stream(loc.path) as f:
+            while True:
+                block = src.read(chunk)
+                if not block:
+                    break
+                f.write(block)
+    except OSError as e:
+        raise StorageError(f"cannot write {loc}: {e}") from None
+
+
+def delete(loc: Location) -> None:
+    if loc.scheme == "s3":
+        # pyarrow's delete_file writes an empty "<parent>/" marker object when the parent
+        # prefix would be left empty; a dataset holds no such objects
+        bucket, _, key = loc.path.partition("/")
+        try:
+            s3_client().delete_object(Bucket=bucket, Key=key)
+        except Exception as e:  # botocore's errors: one line, like every other storage failure
+            raise StorageError(f"cannot delete {loc}: {e}") from None
+        return
+    try:
+        loc.fs.delete_file(loc.path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if file_info(loc).type != pafs.FileType.NotFound:
+            raise StorageError(f"cannot delete {loc}: {e}") from None
+
+
+def listing(loc: Location) -> list[pafs.FileInfo]:
+    """Direct children of a folder/prefix (empty when there is none)."""
+    try:
+        return loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=False))
+    except OSError as e:
+        raise StorageError(f"cannot list {loc}: {e}") from None
+
+
+def fingerprint(path) -> tuple:
+    """(path, mtime ns, size): a worker cache key that changes when the file is rewritten."""
+    if not is_uri(path):
+        st = os.stat(path)
+        return (str(path), st.st_mtime_ns, st.st_size)
+    info = file_info(resolve(path))
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(str(path))
+    return (str(path), info.mtime_ns, info.size)
+
+
+def remove_tree(path) -> None:
+    """Delete a folder/prefix and everything under it (a job's scratch ``_tmp/<run>``)."""
+    if not is_uri(path):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    loc = resolve(path)
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
+    except OSError as e:
+        raise StorageError(f"cannot list {loc}: {e}") from None
+    for i in infos:
+        if i.type == pafs.FileType.File:
+            delete(Location(loc.fs, i.path, loc.scheme, loc.prefix))

@@ -1,0 +1,76 @@
+"""What pyarrow and numpy readers take, for a local path or a URI: open files and streams,
+Parquet files and tables, ``.npy`` arrays (and their bytes for a whole-object write)."""
+
+from __future__ import annotations
+
+from curate.storage.location import is_uri, resolve
+from curate.storage.objects import read_bytes
+from curate.storage.settings import StorageError
+
+
+def open_input(path):
+    """What a pyarrow/numpy reader takes: a local path as it is, a URI opened as a
+    random-access file on its filesystem (with the configured settings)."""
+    if not is_uri(path):
+        return path
+    return _open_object(path, "open_input_file")
+
+
+def open_input_stream(path):
+    """A sequential reader of a file or object (a tar streamed once, no seeks)."""
+    if not is_uri(path):
+        return open(path, "rb")
+    return _open_object(path, "open_input_stream")
+
+
+def _open_object(path, how: str):
+    """``fs.open_input_file`` / ``open_input_stream`` of a URI; a missing object stays
+    FileNotFoundError, any other failure is one StorageError naming it."""
+    loc = resolve(path)
+    try:
+        return getattr(loc.fs, how)(loc.path)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise StorageError(f"cannot read {loc}: {e}") from None
+
+
+def read_parquet(path, columns: list[str] | None = None, **kw):
+    """``pyarrow.parquet.read_table`` of one file, local or on a store."""
+    import pyarrow.parquet as pq
+
+    src = open_input(path)
+    try:
+        return pq.read_table(src, columns=columns, **kw)
+    finally:
+        if src is not path:
+            src.close()
+
+
+def parquet_file(path):
+    """``pyarrow.parquet.ParquetFile`` of one file, local or on a store."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(open_input(path))
+
+
+def load_npy(path, mmap: bool = False):
+    """A ``.npy`` array: memory-mapped from a local file when asked, read whole from a store
+    (callers keep these bounded by one shard or one small table)."""
+    import io
+
+    import numpy as np
+
+    if not is_uri(path):
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+
+
+def npy_bytes(array) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
