@@ -191,7 +191,8 @@ def read_subset(path_or_dataset: str | Path | Dataset, name: str | None = None) 
             return read_subset(local)
     if not str(p).endswith(".parquet") and not is_parquet(p):
         from curate.progress import info
-        from curate.subset_file import first_unsorted, hex_uids, open_subset_array, sort_records, unsorted_warning
+        from curate.subset_file import open_subset_array
+        from curate.subset_records import first_unsorted, hex_uids, sort_records, unsorted_warning
 
         arr = np.array(open_subset_array(p)[0])
         bad = first_unsorted(arr)

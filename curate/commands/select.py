@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         ds = Dataset(dataset)
         hold_dataset_lock(dataset)  # one writer per dataset
         if from_file is not None:
-            from curate.subset_file import import_subset
+            from curate.subset_import import import_subset
 
             if not ds.exists():
                 raise CurateError(f"dataset folder {ds.root} does not exist")

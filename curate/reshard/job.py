@@ -264,17 +264,17 @@ def _write_missing(ds: Dataset, table: str, rows, path) -> None:
 def _write_sample_ids(source, work: Path, path) -> None:
     """``sample_ids.npy``: the subset's uids (with repeats) as DataComp's sorted ``u8,u8`` array,
     streamed a chunk at a time (sorted through bucket files when the source is not)."""
-    from curate.subset_file import (CHUNK_ROWS, _parquet_records, _write_npy_header, first_unsorted,
-                                    is_parquet, open_subset_array, sorted_chunks)
+    from curate.subset_file import is_parquet, open_subset_array, parquet_records
+    from curate.subset_records import CHUNK_ROWS, first_unsorted, sorted_chunks, write_npy_header
     if str(source).endswith(".parquet") or is_parquet(source):
-        arr = _parquet_records(storage.local_copy(source), work / "sample_ids.u8u8")
+        arr = parquet_records(storage.local_copy(source), work / "sample_ids.u8u8")
     else:
         arr, _ = open_subset_array(storage.local_copy(source))
     chunks = (sorted_chunks(arr, work / "sort") if first_unsorted(arr) is not None else
               (np.asarray(arr[s:s + CHUNK_ROWS]) for s in range(0, len(arr), CHUNK_ROWS)))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            _write_npy_header(f, len(arr))
+            write_npy_header(f, len(arr))
             for c in chunks:
                 f.write(np.ascontiguousarray(c).tobytes())
 

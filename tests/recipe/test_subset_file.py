@@ -16,7 +16,8 @@ from curate.cli import main
 from curate.recipe import load_recipe, run_recipe
 from curate.sql import query
 from curate.subset import read_subset, read_subset_manifest
-from curate.subset_file import hex_uids, import_subset, records_from_hex, sorted_chunks
+from curate.subset_import import import_subset
+from curate.subset_records import hex_uids, records_from_hex, sorted_chunks
 
 U16 = np.dtype("u8,u8")
 

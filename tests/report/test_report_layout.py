@@ -22,7 +22,7 @@ from curate.report import build_report, collect
 from curate.report import plots
 from curate.report.build import LONG_K, best_index
 from curate.subset import append_subset_manifest, read_subset
-from curate.subset_file import import_subset
+from curate.subset_import import import_subset
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")

@@ -6,7 +6,7 @@ import numpy as np
 
 from curate.reshard import reshard
 from curate.subset import write_subset
-from curate.subset_file import import_subset
+from curate.subset_import import import_subset
 
 from .test_reshard import _samples
 

@@ -1,0 +1,125 @@
+"""DataComp's uid records (dtype ``u8,u8``: each uid's high and low 64 bits, as
+``apply_filter.py`` writes them): hex conversion both ways, the sortedness check, sorting
+(in memory, or through bucket files on disk for a file larger than a chunk), and the ``.npy``
+header of a streamed array.
+
+DataComp's resharder looks uids up with ``searchsorted``, so an unsorted file silently loses
+samples there; curate reports an unsorted file and sorts it. Uids are hashes, so buckets by
+leading bits are even and memory stays about one chunk whatever the file size.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.uid import DATACOMP_DTYPE
+
+CHUNK_ROWS = 4_000_000  # 64 MB of u8,u8 records per chunk
+HEX_ROWS = 1_000_000  # records converted to hex strings at a time (~100 MB of temporaries)
+_MAX_BUCKET_BITS = 8  # at most 256 bucket files open at once
+_HEX = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
+_NIBBLE = np.full(256, 255, np.uint8)
+_NIBBLE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_NIBBLE[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+
+
+def first_unsorted(arr: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> int | None:
+    """Index of the first record smaller than the one before it, or None when sorted."""
+    prev = None
+    for start in range(0, len(arr), chunk_rows):
+        c = np.asarray(arr[start:start + chunk_rows])
+        hi, lo = c["f0"], c["f1"]
+        down = (hi[1:] < hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] < lo[:-1]))
+        if prev is not None and (hi[0] < prev[0] or (hi[0] == prev[0] and lo[0] < prev[1])):
+            return start
+        if down.any():
+            return start + 1 + int(np.argmax(down))
+        prev = (hi[-1], lo[-1])
+    return None
+
+
+def sort_records(a: np.ndarray) -> np.ndarray:
+    """``u8,u8`` records in DataComp's order (by high, then low 64 bits). Sorts by the high
+    half (one uint64 argsort, ~2x faster than a two-key lexsort), then orders the rare runs
+    of equal high halves (repeats) by their low half."""
+    s = a[np.argsort(a["f0"])]
+    eq = s["f0"][1:] == s["f0"][:-1]
+    if eq.any():
+        run = np.zeros(len(s), bool)
+        run[1:] |= eq
+        run[:-1] |= eq
+        idx = np.flatnonzero(run)
+        sub = s[idx]
+        s[idx] = sub[np.lexsort((sub["f1"], sub["f0"]))]
+    return s
+
+
+def unsorted_warning(path, index: int) -> str:
+    return (f"warning: {path} is not sorted (row {index} is smaller than the row before it); "
+            f"sorting it. DataComp's resharder needs a sorted file: unsorted, it silently drops samples")
+
+
+def sorted_chunks(arr: np.ndarray, work_dir: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+    """The records of ``arr`` in sorted order, as consecutive chunks. Small inputs are sorted
+    in memory; larger ones are split by the leading bits of the uid into bucket files,
+    each then sorted on its own."""
+    n = len(arr)
+    if n <= chunk_rows:
+        if n:
+            yield sort_records(np.array(arr))
+        return
+    bits = min(_MAX_BUCKET_BITS, max(1, math.ceil(math.log2(2 * n / chunk_rows))))
+    shift = np.uint64(64 - bits)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    paths = [work_dir / f"bucket-{i:04d}.u8u8" for i in range(1 << bits)]
+    files = [open(p, "wb") for p in paths]
+    try:
+        for start in range(0, n, chunk_rows):
+            c = np.asarray(arr[start:start + chunk_rows])
+            b = (c["f0"] >> shift).astype(np.int64)
+            order = np.argsort(b, kind="stable")
+            c, b = c[order], b[order]
+            bounds = np.searchsorted(b, np.arange((1 << bits) + 1))
+            for i, f in enumerate(files):
+                if bounds[i + 1] > bounds[i]:
+                    f.write(c[bounds[i]:bounds[i + 1]].tobytes())
+    finally:
+        for f in files:
+            f.close()
+    for p in paths:
+        a = np.fromfile(p, DATACOMP_DTYPE)
+        p.unlink()
+        if len(a):
+            yield sort_records(a)
+
+
+def hex_uids(a: np.ndarray) -> pa.StringArray:
+    """32-char lowercase hex uids of ``u8,u8`` records (vectorised ``f"{hi:016x}{lo:016x}"``)."""
+    n = len(a)
+    be = np.empty((n, 2), ">u8")
+    be[:, 0], be[:, 1] = a["f0"], a["f1"]
+    data = _HEX[be.view(np.uint8).reshape(n, 16)].tobytes()
+    offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int64)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data)).cast(pa.string())
+
+
+def records_from_hex(uids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``u8,u8`` records of 32-char lowercase hex uids (inverse of ``hex_uids``)."""
+    raw = np.asarray(pc.cast(uids, pa.large_binary()).to_numpy(zero_copy_only=False).astype("S32"))
+    digits = _NIBBLE[raw.view(np.uint8).reshape(len(raw), 32)].astype(np.uint64)
+    out = np.empty(len(raw), DATACOMP_DTYPE)
+    weights = np.uint64(16) ** np.arange(15, -1, -1, dtype=np.uint64)
+    out["f0"] = digits[:, :16] @ weights
+    out["f1"] = digits[:, 16:] @ weights
+    return out
+
+
+def write_npy_header(f, n: int) -> None:
+    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(DATACOMP_DTYPE),
+                                            "fortran_order": False, "shape": (n,)})
