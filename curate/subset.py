@@ -58,7 +58,7 @@ def write_subset_sorted(dataset: Dataset, name: str, chunks: Iterable[pa.Array],
     ``uids.npy`` its records as they come, so the bytes equal a whole-array write."""
     import pyarrow.parquet as pq
 
-    from curate.tables.dataset import PARQUET_OPTIONS, atomic_path
+    from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
 
     d = subset_dir(dataset, name)
     schema = load_schema("subset").arrow()

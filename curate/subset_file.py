@@ -122,7 +122,7 @@ def write_uid_table(path: str | os.PathLike, out: str | os.PathLike, chunk_rows:
     file's order (membership needs no sort), never a Python list. Warns, as ``read_subset``
     does, when the file is unsorted (DataComp's resharder would drop samples). Returns rows."""
     from curate.progress import info
-    from curate.tables.dataset import PARQUET_OPTIONS, atomic_path
+    from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
 
     arr, _ = open_subset_array(path)
     bad = first_unsorted(arr, chunk_rows)

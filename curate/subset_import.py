@@ -31,7 +31,7 @@ class _SubsetWriter:
 
     def __init__(self, folder: Path, n: int):
         from curate.tables import load_schema
-        from curate.tables.dataset import PARQUET_OPTIONS
+        from curate.tables.atomic import PARQUET_OPTIONS
 
         folder.mkdir(parents=True, exist_ok=True)
         self.schema = load_schema("subset").arrow()

@@ -106,7 +106,7 @@ def _write_out(batches, p: Path) -> int:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
-    from curate.tables.dataset import atomic_path
+    from curate.tables.atomic import atomic_path
 
     rows = 0
     with atomic_path(p) as tmp:

@@ -156,7 +156,7 @@ def write_quantiser(ds, run: str, clusters: str | None, embedding: str, dim: int
         raise DatasetError(f"clustering {clusters!r} is over {cmeta['embedding']} embeddings of dim {c.shape[1]}; "
                            f"near dedup uses {embedding} of dim {dim}")
     path = ds.path(f"_tmp/{run}/coarse_centroids.npy")
-    from curate.tables.dataset import atomic_write_bytes
+    from curate.tables.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, storage.npy_bytes(np.asarray(
         c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12), dtype=np.float32)))

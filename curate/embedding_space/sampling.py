@@ -73,7 +73,7 @@ def cache_paths(cache_dir: str, index: int, columns: list[str]) -> list[str]:
 def save_cache(cache_dir: str, index: int, columns: list[str], mats: list[np.ndarray]) -> None:
     """The shard's decoded float16 embedding matrices, one .npy per column, each written atomically."""
     from curate.storage import is_uri, npy_bytes
-    from curate.tables.dataset import atomic_path, atomic_write_bytes
+    from curate.tables.atomic import atomic_path, atomic_write_bytes
 
     for p, x in zip(cache_paths(cache_dir, index, columns), mats):
         if is_uri(p):  # one whole object (bounded by one shard)
@@ -149,7 +149,7 @@ def save_guard_candidates(cache_dir: str, index: int, uids: pa.Array, mats: list
     import io
 
     from curate.embedding_space.guards import PAIR_SAMPLE
-    from curate.tables.dataset import atomic_write_bytes
+    from curate.tables.atomic import atomic_write_bytes
 
     h = uid_hash_array(uids, 0)
     sel = np.argsort(h, kind="stable")[:PAIR_SAMPLE]

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from curate.errors import DatasetError, InputFileError
 from curate.tables import Dataset, load_schema
-from curate.tables.dataset import PARQUET_OPTIONS, atomic_path
+from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
 
 # name -> (open_clip model, pretrained tag, Parquet score column)
 MODELS = {

@@ -22,7 +22,7 @@ def stage_task(task: dict) -> dict:
     number of runs. Files already committed by an earlier (killed) run are reused."""
     import pyarrow.parquet as pq
 
-    from curate.tables.dataset import atomic_path
+    from curate.tables.atomic import atomic_path
 
     samples_path, rejects_path = Path(task["staged_path"]), Path(task["rejects_path"])
     if samples_path.exists() and rejects_path.exists():  # resume: both were committed

@@ -43,7 +43,7 @@ from curate.reshard.plan import (DOWNLOAD_FAILED, DROPPED, NO_IMAGE_SHARD, NOT_I
                                  ReshardPlan, plan_reshard, task_sources)
 from curate.subset import read_subset_manifest, subset_dir
 from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
-from curate.tables.dataset import atomic_path
+from curate.tables.atomic import atomic_path
 
 OUTPUT_SHARD_FORMAT = "{:08d}.tar"
 STATS_FORMAT = "{:08d}_stats.json"
@@ -233,7 +233,7 @@ def _uid_table(source, converted):
 def _write_missing(ds: Dataset, table: str, rows, path) -> None:
     """``_missing.parquet``: the rows sorted by (uid, reason) by the workers, then streamed into
     one file a row group at a time (the bytes of a whole-table ``write_parquet_atomic``)."""
-    from curate.tables.dataset import PARQUET_OPTIONS
+    from curate.tables.atomic import PARQUET_OPTIONS
 
     schema = load_schema("reshard_missing").conform(DROPPED.empty_table()).schema
     written = rows.write_sorted(ds, table, DROPPED, ["uid", "reason"], 1 << 40)

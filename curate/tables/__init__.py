@@ -7,7 +7,8 @@ files) are never part of a table.
 """
 
 from curate.tables.schema import TableSchema, load_schema, schema_names
-from curate.tables.dataset import Dataset, ShardWriter, atomic_write_bytes, write_parquet_atomic
+from curate.tables.atomic import atomic_write_bytes, write_parquet_atomic
+from curate.tables.dataset import Dataset, ShardWriter
 
 __all__ = [
     "TableSchema",

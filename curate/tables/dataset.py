@@ -1,4 +1,5 @@
-"""A dataset folder and its tables: discovery, reading, atomic shard writing.
+"""A dataset folder and its tables: discovery, reading, writing shards (each atomically:
+``curate.tables.atomic``).
 
 A dataset root may be a plain path (files written aside and renamed into place, as always)
 or a URI (``s3://bucket/ds``, ``gs://``, ``hdfs://``, ...; see ``curate.storage`` and
@@ -10,9 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -22,103 +20,10 @@ import pyarrow.parquet as pq
 
 from curate import storage
 from curate.errors import DatasetError, SchemaError
+from curate.tables.atomic import atomic_write_bytes, is_hidden, write_parquet_atomic
 from curate.tables.schema import TableSchema, load_schema
 
 SHARD_PATTERN = "part-{:05d}.parquet"
-_SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
-
-# Fixed writer options so the same rows always give the same bytes.
-PARQUET_OPTIONS = dict(
-    compression="zstd",
-    compression_level=3,
-    use_dictionary=True,
-    write_statistics=True,
-    version="2.6",
-    data_page_version="1.0",
-    store_schema=True,
-)
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith("_") or name.startswith(".")
-
-
-def _commit_object(loc: storage.Location, data: bytes) -> None:
-    """An object store's commit: a visible ``.parquet`` file is a table shard and gets a commit
-    marker after its upload (``storage.commit_shard``); anything else is one whole object."""
-    if loc.name.endswith(".parquet") and not _hidden(loc.name):
-        storage.commit_shard(loc, data)
-    else:
-        storage.put_bytes(loc, data)
-
-
-@contextmanager
-def _remote_atomic_path(path: str) -> Iterator[Path]:
-    import tempfile
-
-    loc = storage.resolve(path)
-    fd, tmp = tempfile.mkstemp(prefix=".curate-", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        if loc.name.endswith(".parquet") and not _hidden(loc.name):
-            _commit_object(loc, tmp.read_bytes())  # one shard: hashed for its marker
-        else:
-            storage.put_file(loc, tmp)  # streamed (a WebDataset tar can be large), still one whole object
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A hidden temporary path beside ``path`` to write to; on success it is fsynced and
-    renamed over ``path``, so readers see the old file or the whole new one, never a part.
-    ``path`` may be a URI: the temporary file is local and is uploaded whole on success."""
-    if storage.is_uri(path):
-        with _remote_atomic_path(str(path)) as tmp:
-            yield tmp
-        return
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:  # disk full, read-only or missing folder: one clear line, not a traceback
-        raise DatasetError(f"cannot write {path}: {e.strerror or e}") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
-    if storage.is_uri(path):
-        _commit_object(storage.resolve(path), data)
-        return
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, row_group_size: int = 65536) -> int:
-    """Write ``table`` to ``path`` atomically; returns the byte size written.
-
-    Output bytes depend only on the table's contents and schema (no timestamps,
-    no random names), so a rerun over the same rows is byte-identical, here or on an object store.
-    """
-    if storage.is_uri(path):
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, row_group_size=row_group_size, **PARQUET_OPTIONS)
-        data = sink.getvalue().to_pybytes()
-        _commit_object(storage.resolve(path), data)
-        return len(data)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=row_group_size, **PARQUET_OPTIONS)
-        size = tmp.stat().st_size
-    return size
 
 
 class Dataset:
@@ -171,13 +76,13 @@ class Dataset:
         d = self.table_dir(name)
         if not d.is_dir():
             return []
-        return sorted(p for p in d.iterdir() if p.is_file() and p.suffix == ".parquet" and not _hidden(p.name))
+        return sorted(p for p in d.iterdir() if p.is_file() and p.suffix == ".parquet" and not is_hidden(p.name))
 
     def _remote_shards(self, name: str) -> list[str]:
         """Committed shards only: a ``.parquet`` object with its ``_committed/`` marker."""
         d = storage.resolve(self.table_dir(name))
         files = {i.base_name for i in storage.listing(d)
-                 if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not _hidden(i.base_name)}
+                 if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not is_hidden(i.base_name)}
         if not files:
             return []
         marked = {i.base_name for i in storage.listing(d.join(storage.COMMIT_DIR))}
@@ -194,10 +99,10 @@ class Dataset:
             raise DatasetError(f"dataset folder {self.root} does not exist")
         found = []
         for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
             if Path(dirpath) == self.root:
                 continue
-            if any(f.endswith(".parquet") and not _hidden(f) for f in filenames):
+            if any(f.endswith(".parquet") and not is_hidden(f) for f in filenames):
                 found.append(Path(dirpath).relative_to(self.root).as_posix())
         return sorted(found)
 
@@ -215,9 +120,9 @@ class Dataset:
             if i.type != pafs.FileType.File or not i.path.startswith(prefix):
                 continue
             parts = i.path[len(prefix):].split("/")
-            if len(parts) >= 3 and parts[-2] == storage.COMMIT_DIR and not any(_hidden(p) for p in parts[:-2]):
+            if len(parts) >= 3 and parts[-2] == storage.COMMIT_DIR and not any(is_hidden(p) for p in parts[:-2]):
                 marks.add(("/".join(parts[:-2]), parts[-1]))
-            elif len(parts) >= 2 and parts[-1].endswith(".parquet") and not any(_hidden(p) for p in parts):
+            elif len(parts) >= 2 and parts[-1].endswith(".parquet") and not any(is_hidden(p) for p in parts):
                 shards.add(("/".join(parts[:-1]), parts[-1]))
         return sorted({t for t, _ in shards & marks})
 
@@ -282,7 +187,21 @@ class Dataset:
 
     def remove_shards_beyond(self, name: str, count: int) -> None:
         """Drop shards ``part-<count>`` and later (a shorter rewrite of a table)."""
-        keep = {SHARD_PATTERN.format(i) for i in range(count)}
+        self._remove_shards_except(name, {SHARD_PATTERN.format(i) for i in range(count)})
+
+    def finish_sharded_write(self, name: str, schema: pa.Schema, keep: set[str], total: int) -> set[str]:
+        """After a sharded write of ``total`` rows into the shard files named ``keep``: an empty
+        table is one empty shard, so the table and its schema exist; stale shards go. Returns the
+        shard names kept."""
+        if total == 0:
+            write_parquet_atomic(schema.empty_table(), self.shard_path(name, 0))
+            keep = {SHARD_PATTERN.format(0)}
+        self._remove_shards_except(name, set(keep))
+        return keep
+
+    def _remove_shards_except(self, name: str, keep: set[str]) -> None:
+        """Delete the table's shards not named in ``keep``; on an object store markers first
+        (``storage.uncommit_shard``), and unmarked leftovers too."""
         if self.remote:
             d = storage.resolve(self.table_dir(name))
             present = {i.base_name for i in storage.listing(d) if i.base_name.endswith(".parquet")}
@@ -293,24 +212,6 @@ class Dataset:
         for old in self.shards(name):
             if old.name not in keep:
                 old.unlink()
-
-    def finish_sharded_write(self, name: str, schema: pa.Schema, keep: set[str], total: int) -> set[str]:
-        """After a sharded write of ``total`` rows into the shard files named ``keep``: an empty table is one empty shard, so the table and its schema exist; stale
-        shards go. Returns the shard names kept."""
-        if total == 0:
-            write_parquet_atomic(schema.empty_table(), self.shard_path(name, 0))
-            keep = {SHARD_PATTERN.format(0)}
-        if self.remote:  # markers first (storage.uncommit_shard), unmarked leftovers too
-            d = storage.resolve(self.table_dir(name))
-            present = {i.base_name for i in storage.listing(d) if i.base_name.endswith(".parquet")}
-            present |= {i.base_name for i in storage.listing(d.join(storage.COMMIT_DIR))}
-            for old in sorted(present - set(keep)):
-                storage.uncommit_shard(d.join(old))
-            return keep
-        for old in self.shards(name):
-            if old.name not in keep:
-                old.unlink()
-        return keep
 
     def write_json(self, relpath: str, obj) -> Path | str:
         p = self.path(relpath)

@@ -108,7 +108,7 @@ def fetch(target: str, local_root: str | os.PathLike) -> dict:
     committed shard and every other file (not markers, not unmarked shards, not the lock);
     a local file already equal to the object is kept. Returns counts."""
     from curate.tables import Dataset
-    from curate.tables.dataset import atomic_write_bytes
+    from curate.tables.atomic import atomic_write_bytes
 
     root = Path(local_root)
     remote = Dataset(target)

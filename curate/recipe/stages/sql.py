@@ -73,7 +73,7 @@ def run_sql(ctx: StageContext, inp: UidTable, p: SQLParams) -> StageOutput:
     import pyarrow.parquet as pq
 
     from curate.selection import DECISIONS
-    from curate.tables.dataset import PARQUET_OPTIONS, atomic_path
+    from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
 
     # DuckDB joins the input with the query's result and streams the decisions into a table
     # the runner reads as a frame: one batch in memory at a time, no Python list of uids

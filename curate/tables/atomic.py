@@ -1,0 +1,116 @@
+"""Atomic writes of one file: readers see the old file or the whole new one, never a part.
+
+Locally a file is written aside (a hidden temporary name in the same folder), fsynced and
+renamed over its path. On an object store (``curate.storage``, docs/storage.md) it is one whole
+object under its final key, and a table shard then gets its commit marker. Parquet is written
+with fixed options, so the same rows give the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate import storage
+from curate.errors import DatasetError
+
+# Fixed writer options so the same rows always give the same bytes.
+PARQUET_OPTIONS = dict(
+    compression="zstd",
+    compression_level=3,
+    use_dictionary=True,
+    write_statistics=True,
+    version="2.6",
+    data_page_version="1.0",
+    store_schema=True,
+)
+
+
+def is_hidden(name: str) -> bool:
+    """Names starting with ``_`` or ``.`` (run manifests, markers, temporary files) are never
+    part of a table."""
+    return name.startswith("_") or name.startswith(".")
+
+
+def _commit_object(loc: storage.Location, data: bytes) -> None:
+    """An object store's commit: a visible ``.parquet`` file is a table shard and gets a commit
+    marker after its upload (``storage.commit_shard``); anything else is one whole object."""
+    if loc.name.endswith(".parquet") and not is_hidden(loc.name):
+        storage.commit_shard(loc, data)
+    else:
+        storage.put_bytes(loc, data)
+
+
+@contextmanager
+def _remote_atomic_path(path: str) -> Iterator[Path]:
+    import tempfile
+
+    loc = storage.resolve(path)
+    fd, tmp = tempfile.mkstemp(prefix=".curate-", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        if loc.name.endswith(".parquet") and not is_hidden(loc.name):
+            _commit_object(loc, tmp.read_bytes())  # one shard: hashed for its marker
+        else:
+            storage.put_file(loc, tmp)  # streamed (a WebDataset tar can be large), still one whole object
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A hidden temporary path beside ``path`` to write to; on success it is fsynced and
+    renamed over ``path``, so readers see the old file or the whole new one, never a part.
+    ``path`` may be a URI: the temporary file is local and is uploaded whole on success."""
+    if storage.is_uri(path):
+        with _remote_atomic_path(str(path)) as tmp:
+            yield tmp
+        return
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:  # disk full, read-only or missing folder: one clear line, not a traceback
+        raise DatasetError(f"cannot write {path}: {e.strerror or e}") from e
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
+    if storage.is_uri(path):
+        _commit_object(storage.resolve(path), data)
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, row_group_size: int = 65536) -> int:
+    """Write ``table`` to ``path`` atomically; returns the byte size written.
+
+    Output bytes depend only on the table's contents and schema (no timestamps,
+    no random names), so a rerun over the same rows is byte-identical, here or on an object store.
+    """
+    if storage.is_uri(path):
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, row_group_size=row_group_size, **PARQUET_OPTIONS)
+        data = sink.getvalue().to_pybytes()
+        _commit_object(storage.resolve(path), data)
+        return len(data)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size, **PARQUET_OPTIONS)
+        size = tmp.stat().st_size
+    return size
