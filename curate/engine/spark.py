@@ -1,5 +1,5 @@
-"""The one module that talks to Spark (with its parts ``spark_session``, ``spark_shuffles`` and
-``spark_frame``, which only the engine imports).
+"""The one module that talks to Spark (with its parts ``spark_session``, ``spark_shuffles``,
+``spark_sorted_writes``, ``spark_key_ranges`` and ``spark_frame``, which only the engine imports).
 
 Stages are plain functions over Arrow batches or whole shards; this adapter ships them to
 Spark tasks (``map_tasks``, ``tasks_to_frame``), runs the shuffles that need a cluster
@@ -22,11 +22,15 @@ from curate.engine.spark_session import (  # noqa: F401 - re-exported: curate.en
     _default_local_conf, _launch_quiet_gateway, _apply_log_config, get_session, kill_driver_jvm, activate,
     task_resource_addresses, task_cpus, _python, ui_url, _StageProgress,
 )
+from curate.engine.spark_key_ranges import (  # noqa: F401 - re-exported: curate.engine.spark is the public module
+    spark_hash_long, first_by_key_ranges, duplicates_by_key_ranges,
+)
 from curate.engine.spark_shuffles import (  # noqa: F401 - re-exported: curate.engine.spark is the public module
-    to_spark_schema, tasks_to_frame, _LOW33, rank_rows, _rank_from_mid, range_sorted, spark_hash_long,
-    _route_key_ranges, _part_files, first_by_key_ranges, duplicates_by_key_ranges, write_ranked_table,
-    write_sorted_table, read_parquet, with_lookup, unpersist, select_columns, with_column_sql, group_apply,
-    collect_arrow, join_frames, map_frame, sum_by_key, TaskBatchesFn,
+    to_spark_schema, tasks_to_frame, read_parquet, with_lookup, unpersist, select_columns, with_column_sql,
+    group_apply, collect_arrow, join_frames, map_frame, sum_by_key, TaskBatchesFn,
+)
+from curate.engine.spark_sorted_writes import (  # noqa: F401 - re-exported: curate.engine.spark is the public module
+    rank_rows, range_sorted, write_ranked_table, write_sorted_table,
 )
 
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 from curate.engine import spark_shuffles as _spark
 from curate.engine.frame import (AGGREGATIONS, BatchFn, CountsDriverRows, GroupFn, TaskBatchesFn, TooManyRows, conform,
                                  joined_schema)
+from curate.engine.spark_sorted_writes import write_sorted_table
 
 
 class SparkFrame:
@@ -113,7 +114,7 @@ class SparkFrame:
 
         arrow = load_schema(schema).arrow() if isinstance(schema, str) else (
             schema.arrow() if hasattr(schema, "arrow") else schema)
-        out = _spark.write_sorted_table(self.df, dataset, table, arrow, sort_by, rows_per_shard)
+        out = write_sorted_table(self.df, dataset, table, arrow, sort_by, rows_per_shard)
         self.executor.driver_counter.note("write_sorted", out["shards"])
         return out
 
