@@ -169,6 +169,26 @@ def plan_reshard(dataset: Dataset, uids_path: str | Path, work: str, shard_size:
         joined.map_batches(_not_ok, DROPPED))
     good = joined.map_batches(_ok, JOINED)
 
+    subset_rows, distinct, dropped = _subset_counts(copies, dropped_rows)
+    summary = good.group_apply("shard", _summary, SUMMARY).collect_small(MAX_SOURCE_SHARDS, sort_by=["shard"])
+    sources, offsets, planned = _ordered_sources(summary, shuffle, seed)
+
+    items = f"{work}/items"
+    good.group_apply("shard", _positions(offsets), ITEMS).write_sorted(dataset, items, ITEMS, ["pos"], shard_size)
+    joined.release()
+    copies.release()
+    out = str(output) if output is not None else None
+    tasks = [{"index": i, "output": out, "root": str(dataset.root),
+              "items": str(dataset.shard_path(items, i)), "shuffle_seed": (seed * 1_000_003 + i) if shuffle else None}
+             for i in range(-(-planned // shard_size))]
+    plan_hash = stable_hash({"root": str(dataset.root), "shard_size": shard_size, "shuffle": shuffle, "seed": seed,
+                             "sources": sources})
+    return ReshardPlan(tasks=tasks, subset_rows=subset_rows, distinct_uids=distinct, planned=planned,
+                       dropped=dropped, dropped_rows=dropped_rows, plan_hash=plan_hash, sources=len(sources))
+
+
+def _subset_counts(copies, dropped_rows) -> tuple[int, int, dict[str, int]]:
+    """(subset rows with repeats, distinct uids, rows set aside by reason), summed by the engine."""
     totals = copies.map_batches(lambda b: pa.table({"one": pa.array([0] * b.num_rows, pa.int32()),
                                                     "copies": b.column("copies")}),
                                 pa.schema([("one", pa.int32()), ("copies", pa.int64())]))
@@ -177,8 +197,13 @@ def plan_reshard(dataset: Dataset, uids_path: str | Path, work: str, shard_size:
     distinct = int(t.column("uids")[0].as_py()) if t.num_rows else 0
     d = dropped_rows.aggregate(["reason"], {"rows": ("copies", "sum")}).collect_small(MAX_REASONS)
     dropped = {r: int(n) for r, n in zip(d.column("reason").to_pylist(), d.column("rows").to_pylist())}
+    return subset_rows, distinct, dropped
 
-    summary = good.group_apply("shard", _summary, SUMMARY).collect_small(MAX_SOURCE_SHARDS, sort_by=["shard"])
+
+def _ordered_sources(summary: pa.Table, shuffle: bool, seed: int) -> tuple[list[list], dict[str, int], int]:
+    """The source shards in write order (by name, or a seeded shuffle) as [name, rank, rows,
+    digest] (what the plan hash covers), each one's offset (samples before it), and the
+    samples planned in all."""
     names = summary.column("shard").to_pylist()
     if shuffle:
         order = list(range(len(names)))
@@ -193,19 +218,7 @@ def plan_reshard(dataset: Dataset, uids_path: str | Path, work: str, shard_size:
     for i in by_rank:
         offsets[names[i]] = planned
         planned += int(rows[i])
-
-    items = f"{work}/items"
-    good.group_apply("shard", _positions(offsets), ITEMS).write_sorted(dataset, items, ITEMS, ["pos"], shard_size)
-    joined.release()
-    copies.release()
-    out = str(output) if output is not None else None
-    tasks = [{"index": i, "output": out, "root": str(dataset.root),
-              "items": str(dataset.shard_path(items, i)), "shuffle_seed": (seed * 1_000_003 + i) if shuffle else None}
-             for i in range(-(-planned // shard_size))]
-    plan_hash = stable_hash({"root": str(dataset.root), "shard_size": shard_size, "shuffle": shuffle, "seed": seed,
-                             "sources": [[names[i], rank[names[i]], int(rows[i]), digests[i]] for i in by_rank]})
-    return ReshardPlan(tasks=tasks, subset_rows=subset_rows, distinct_uids=distinct, planned=planned,
-                       dropped=dropped, dropped_rows=dropped_rows, plan_hash=plan_hash, sources=len(names))
+    return [[names[i], rank[names[i]], int(rows[i]), digests[i]] for i in by_rank], offsets, planned
 
 
 def task_sources(task: dict) -> list[dict]:

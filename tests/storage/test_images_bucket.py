@@ -113,7 +113,7 @@ def test_select_and_reshard_on_bucket_match_local(downloaded_template, tmp_path,
     got = {k: v for k, v in bucket_objects(bucket, "shards/").items()
            if not k.endswith("_stats.json") and k != "meta.json"}
     assert got == want and sum(k.endswith(".tar") for k in want) == 3
-    from curate.reshard.job import read_meta, shard_urls
+    from curate.reshard import read_meta, shard_urls
 
     urls, total = shard_urls(f"s3://{bucket}/shards")
     assert total == 8 and urls[0] == f"s3://{bucket}/shards/00000000.tar"

@@ -1,0 +1,95 @@
+"""What a reshard writes after its shards: ``_missing.parquet`` (every subset row not written,
+with its reason, sorted by the workers), ``sample_ids.npy`` (the subset as DataComp's sorted
+``u8,u8`` array), ``sizes.json``, and the check that every subset row is accounted for."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate import storage
+from curate.errors import DatasetError
+from curate.reshard.plan import DROPPED, ReshardPlan
+from curate.reshard.shard_task import SPILLED
+from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
+from curate.tables.atomic import atomic_path
+
+MISSING_ROW_GROUP = 65536  # write_parquet_atomic's row group size: same bytes either way
+
+
+def finish_outputs(ds: Dataset, executor, plan: ReshardPlan, results: list[dict], source, work: str, out,
+                   scratch: Path) -> tuple[int, Counter]:
+    """Write ``_missing.parquet``, ``sample_ids.npy`` and ``sizes.json`` into ``out`` after the
+    shard tasks' ``results``; returns (samples written, rows not written by reason)."""
+    task_missing: Counter = Counter()
+    for r in results:
+        task_missing.update(r["missing"])
+    late = executor.frame_read([t["missing_out"] for t in plan.tasks], SPILLED).aggregate(
+        ["uid", "reason"], {"copies": ("uid", "count")}).select(DROPPED.names)
+    _write_missing(ds, f"{work}/missing_sorted", plan.dropped_rows.union(late),
+                   storage.join(out, "_missing.parquet"))
+    _write_sample_ids(source, scratch, storage.join(out, "sample_ids.npy"))
+    sizes = {r["shard"]: r["successes"] for r in results}
+    atomic_write_bytes(storage.join(out, "sizes.json"),
+                       (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
+    written = sum(sizes.values())
+    not_written = Counter(plan.dropped) + task_missing
+    if written + sum(not_written.values()) != plan.subset_rows:  # bookkeeping invariant
+        raise DatasetError(f"reshard accounting mismatch: {written} written + {sum(not_written.values())} "
+                           f"not written != {plan.subset_rows} subset rows")
+    return written, not_written
+
+
+def _write_missing(ds: Dataset, table: str, rows, path) -> None:
+    """``_missing.parquet``: the rows sorted by (uid, reason) by the workers, then streamed into
+    one file a row group at a time (the bytes of a whole-table ``write_parquet_atomic``)."""
+    from curate.tables.atomic import PARQUET_OPTIONS
+
+    schema = load_schema("reshard_missing").conform(DROPPED.empty_table()).schema
+    written = rows.write_sorted(ds, table, DROPPED, ["uid", "reason"], 1 << 40)
+    if written["rows"] == 0:
+        write_parquet_atomic(schema.empty_table(), path)
+        return
+    pending: list[pa.RecordBatch] = []
+    n = 0
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
+            def flush(final: bool) -> None:
+                nonlocal pending, n
+                while n >= MISSING_ROW_GROUP or (final and n):
+                    t = pa.Table.from_batches(pending, schema=DROPPED).combine_chunks()
+                    head, rest = t.slice(0, MISSING_ROW_GROUP), t.slice(MISSING_ROW_GROUP)
+                    writer.write_table(pa.Table.from_arrays(head.columns, schema=schema),
+                                       row_group_size=MISSING_ROW_GROUP)
+                    pending, n = rest.to_batches(), rest.num_rows
+
+            for shard in ds.shards(table):
+                for b in storage.parquet_file(shard).iter_batches(batch_size=MISSING_ROW_GROUP, columns=DROPPED.names):
+                    pending.append(b.cast(DROPPED))
+                    n += b.num_rows
+                    flush(False)
+            flush(True)
+
+
+def _write_sample_ids(source, work: Path, path) -> None:
+    """``sample_ids.npy``: the subset's uids (with repeats) as DataComp's sorted ``u8,u8`` array,
+    streamed a chunk at a time (sorted through bucket files when the source is not)."""
+    from curate.subset_file import is_parquet, open_subset_array, parquet_records
+    from curate.subset_records import CHUNK_ROWS, first_unsorted, sorted_chunks, write_npy_header
+
+    if str(source).endswith(".parquet") or is_parquet(source):
+        arr = parquet_records(storage.local_copy(source), work / "sample_ids.u8u8")
+    else:
+        arr, _ = open_subset_array(storage.local_copy(source))
+    chunks = (sorted_chunks(arr, work / "sort") if first_unsorted(arr) is not None else
+              (np.asarray(arr[s:s + CHUNK_ROWS]) for s in range(0, len(arr), CHUNK_ROWS)))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            write_npy_header(f, len(arr))
+            for c in chunks:
+                f.write(np.ascontiguousarray(c).tobytes())
