@@ -13,7 +13,7 @@ demo: setup
 	$(CURATE) demo --workdir demo-output
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=40 tests
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
