@@ -1,11 +1,13 @@
 """A job's typer command, generated from its parameters model (``curate.params``).
 
 ``job_command(Model, body, ...)`` returns a function whose ``__signature__`` is the DATASET
-argument, one ``typer.Option`` per field of ``Model`` and the common options (--name,
---subset, --output, --engine, --master, --conf), declared here once. When the command runs,
-the options are validated by ``Model`` (a bad value is one line naming the option, exit 2),
-the dataset lock is taken, and ``body(run, params)`` does the job: ``run`` is a ``JobRun``
-(dataset, run name, input subset, executor), ``params`` the validated model.
+argument, one ``typer.Option`` per field of ``Model`` (a ``Typer.Argument`` for a field marked
+``cli_extra(argument=True)``) and the common options (--name, --subset, --output, --engine,
+--master, --conf, --storage-option), declared here once; ``Common`` says which of them a
+command has. When the command runs, the options are validated by ``Model`` (a bad value is one
+line naming the option, exit 2), the dataset lock is taken, and ``body(run, params)`` does the
+job: ``run`` is a ``JobRun`` (dataset, run name, input subset, executor), ``params`` the
+validated model.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
 import typer
+from typer.models import ArgumentInfo
 from pydantic import BaseModel
 
-from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, echo_guards, open_executor
+from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, StorageOpt, echo_guards, open_executor
 from curate.names import name_callback
-from curate.params import base_type, choices, deprecated_flags, field_flags, negative_flag, parse_params
+from curate.params import (base_type, choices, deprecated_flags, field_flags, is_argument, negative_flag,
+                           parse_params)
 
 SubsetOpt = typer.Option(None, "--subset", "-s",
                          help="Input: only this subset's samples (a name under subsets/, or a subset file/folder).")
@@ -33,7 +37,7 @@ _DEPRECATED = "__deprecated"  # suffix of the parameter that takes a field's old
 class JobRun:
     """The common options of a job command, and what a job body needs from them."""
 
-    dataset: str
+    dataset: Optional[str]           # None: the command has no DATASET argument
     name: Optional[str]
     subset: Optional[str]
     output: Optional[str]
@@ -41,6 +45,7 @@ class JobRun:
     master: Optional[str]
     conf: list[str]
     app_name: str
+    extra_args: list[str] = field(default_factory=list)  # after `--` (Common(extra_args=True))
     _ds: Any = field(default=None, repr=False)
 
     @property
@@ -78,6 +83,16 @@ class Common:
     subset: bool = True                # has --subset (one input subset)
     output: bool = True                # has --output (the kept subset's name)
     lock_first: bool = True            # take the dataset lock before the body (else the body calls run.lock())
+    name_option: Optional[bool] = None  # has --name (default: when run_name is given; True: --name defaults to None)
+    dataset: bool = True               # has the DATASET argument
+    engine: bool = True                # has --engine, --master, --conf
+    storage: bool = False              # has --storage-option
+    working_copy: bool = False         # a dataset URI: a local working copy, published back after the body
+    extra_args: bool = False           # takes arguments after `--` (run.extra_args)
+
+    @property
+    def has_name(self) -> bool:
+        return self.run_name is not None if self.name_option is None else self.name_option
 
 
 def _metavar(f) -> str:
@@ -101,6 +116,9 @@ def _option(name: str, f) -> inspect.Parameter:
     elif getattr(t, "__origin__", None) in (list, List):
         opt = typer.Option([] if f.default is None else default, *flags, help=f.description)
         annotation = List[str]
+    elif is_argument(f):
+        opt = typer.Argument(default, help=f.description, metavar=name.upper(), show_default=False)
+        annotation = Optional[str]
     else:
         opt = typer.Option(default, *flags, help=f.description, metavar=_metavar(f),
                            show_default=not required and default is not None)
@@ -117,11 +135,14 @@ def _deprecated_option(name: str, f) -> inspect.Parameter | None:
 
 
 def _common_params(common: Common) -> list[inspect.Parameter]:
+    """The common options a command has (``common``); DATASET first when it has one."""
     kw = inspect.Parameter.KEYWORD_ONLY
-    out = [inspect.Parameter("dataset", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                             default=typer.Argument(..., help=common.dataset_help))]
-    if common.run_name is not None:
-        out.append(inspect.Parameter("name", kw, annotation=str, default=typer.Option(
+    out = []
+    if common.dataset:
+        out.append(inspect.Parameter("dataset", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                                     default=typer.Argument(..., help=common.dataset_help)))
+    if common.has_name:
+        out.append(inspect.Parameter("name", kw, annotation=Optional[str], default=typer.Option(
             common.run_name, "--name", help=common.name_help, callback=name_callback)))
     if common.subset:
         out.append(inspect.Parameter("subset", kw, annotation=Optional[str],
@@ -129,10 +150,32 @@ def _common_params(common: Common) -> list[inspect.Parameter]:
                                      typer.Option(None, "--subset", "-s", help=common.subset_help)))
     if common.output:
         out.append(inspect.Parameter("output", kw, annotation=Optional[str], default=OutputOpt))
-    out += [inspect.Parameter("engine", kw, annotation=str, default=EngineOpt),
-            inspect.Parameter("master", kw, annotation=Optional[str], default=MasterOpt),
-            inspect.Parameter("conf", kw, annotation=List[str], default=ConfOpt)]
+    if common.engine:
+        out += [inspect.Parameter("engine", kw, annotation=str, default=EngineOpt),
+                inspect.Parameter("master", kw, annotation=Optional[str], default=MasterOpt),
+                inspect.Parameter("conf", kw, annotation=List[str], default=ConfOpt)]
+    if common.storage:
+        out.append(inspect.Parameter("storage_option", kw, annotation=List[str], default=StorageOpt))
     return out
+
+
+def _signature(model: type[BaseModel], common: Common) -> inspect.Signature:
+    """DATASET, the model's arguments, its options, their old spellings, the common options."""
+    fields = model.model_fields
+    common_params = _common_params(common)
+    clash = {p.name for p in common_params} & set(fields)
+    if clash:
+        raise TypeError(f"{model.__name__}: fields {sorted(clash)} clash with the common options")
+    own = [_option(n, f) for n, f in fields.items()]
+    params = [] if not common.extra_args else [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    params += common_params[:1] if common.dataset else []
+    params += [p for p in own if isinstance(p.default, ArgumentInfo)]
+    params += [p for p in own if not isinstance(p.default, ArgumentInfo)]
+    params += [p for p in (_deprecated_option(n, f) for n, f in fields.items()) if p is not None]
+    params += common_params[1:] if common.dataset else common_params
+    # a positional parameter may not follow a keyword-only one: typer reads them all by name
+    return inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params])
 
 
 def option_label(model: type[BaseModel]) -> Callable[[str], str]:
@@ -159,31 +202,43 @@ def params_from_cli(model: type[BaseModel], kwargs: dict):
                         lambda n: spelled.get(n) or label(n))
 
 
+def _run_of(common: Common, kwargs: dict, app_name: str) -> JobRun:
+    ctx = kwargs.get("ctx")
+    return JobRun(dataset=kwargs["dataset"] if common.dataset else None,
+                  name=kwargs.get("name") if common.has_name else None,
+                  subset=kwargs.get("subset") if common.subset else None,
+                  output=kwargs.get("output") if common.output else None,
+                  engine=kwargs.get("engine", "auto"), master=kwargs.get("master"), conf=kwargs.get("conf") or [],
+                  app_name=app_name, extra_args=list(ctx.args) if ctx is not None else [])
+
+
 def job_command(model: type[BaseModel], body: Callable[[JobRun, Any], None], *, common: Common, app_name: str,
                 help: str, job_model: type[BaseModel] | None = None) -> Callable[..., None]:
     """The typer command function of a job (register it with ``app.command("NAME")(...)``).
     ``model`` is the job's model, or a subclass adding command-line-only options to the job
     model ``job_model`` that the recipe stage shares."""
-    fields = model.model_fields
-    common_params = _common_params(common)
-    taken = {p.name for p in common_params}
-    clash = taken & set(fields)
-    if clash:
-        raise TypeError(f"{model.__name__}: fields {sorted(clash)} clash with the common options")
-    params = common_params[:1] + [_option(n, f) for n, f in fields.items()]
-    params += [p for p in (_deprecated_option(n, f) for n, f in fields.items()) if p is not None]
-    params += common_params[1:]
+    signature = _signature(model, common)
 
     def command(**kwargs) -> None:
+        if common.storage:
+            from curate.commands._common import use_storage_options
+
+            use_storage_options(kwargs["storage_option"])
         p = params_from_cli(model, kwargs)
-        run = JobRun(dataset=kwargs["dataset"], name=kwargs.get("name"), subset=kwargs.get("subset"),
-                     output=kwargs.get("output"), engine=kwargs["engine"], master=kwargs["master"],
-                     conf=kwargs["conf"], app_name=app_name)
+        run = _run_of(common, kwargs, app_name)
+        if common.working_copy:
+            from curate.tables.publish import working_copy
+
+            run.dataset = working_copy(run.dataset, run.master)  # published back below (docs/storage.md)
         if common.lock_first:
             run.lock()
         body(run, p)
+        if common.working_copy:
+            from curate.tables.publish import publish_working_copies
 
-    command.__signature__ = inspect.Signature(params)  # typer reads the options from here
+            publish_working_copies()
+
+    command.__signature__ = signature  # typer reads the options from here
     command.__doc__ = help
     command.__name__ = app_name.replace("-", "_")
     command.params_model = model  # for tests and docs: the model this command was made from

@@ -12,7 +12,8 @@ CLI-only spellings go in the field's ``json_schema_extra``:
 
 - ``flags``: extra spellings (``["-k"]``, ``["-c"]``);
 - ``negative``: the off switch of a bool (``"--euclidean"`` gives ``--spherical/--euclidean``);
-- ``deprecated_flags``: old spellings still accepted, with a one-line warning on stderr.
+- ``deprecated_flags``: old spellings still accepted, with a one-line warning on stderr;
+- ``argument``: a positional argument rather than an option (``curate sql DATASET QUERY``).
 
 An old recipe key is kept with ``validation_alias=AliasChoices(new, old)``.
 
@@ -30,7 +31,7 @@ from typing_extensions import Annotated
 from curate.errors import CurateError
 
 __all__ = ["JobParams", "JobParamsError", "Name", "ModelSpec", "Field", "AliasChoices", "Literal", "Optional",
-           "cli_extra", "field_flags", "negative_flag", "deprecated_flags", "base_type", "choices",
+           "cli_extra", "field_flags", "negative_flag", "deprecated_flags", "is_argument", "old_keys", "base_type", "choices",
            "describe_error", "describe_validation", "parse_params"]
 
 
@@ -57,9 +58,10 @@ class JobParams(BaseModel):
                 if k not in self.job_arg_exclude}
 
 
-def cli_extra(*flags: str, negative: str | None = None, deprecated: tuple[str, ...] = ()) -> dict:
+def cli_extra(*flags: str, negative: str | None = None, deprecated: tuple[str, ...] = (),
+              argument: bool = False) -> dict:
     """``json_schema_extra`` for a field's CLI spellings (see the module docstring)."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"argument": True} if argument else {}
     if flags:
         out["flags"] = list(flags)
     if negative:
@@ -85,6 +87,20 @@ def negative_flag(field) -> str | None:
 
 def deprecated_flags(field) -> list[str]:
     return list(_extra(field).get("deprecated_flags", []))
+
+
+def is_argument(field) -> bool:
+    return bool(_extra(field).get("argument"))
+
+
+def old_keys(model: type[BaseModel]) -> dict[str, str]:
+    """Old recipe key -> its field, from each field's ``validation_alias=AliasChoices(new, old)``."""
+    out: dict[str, str] = {}
+    for name, f in model.model_fields.items():
+        alias = f.validation_alias
+        if isinstance(alias, AliasChoices):
+            out.update({a: name for a in alias.choices if isinstance(a, str) and a != name})
+    return out
 
 
 def _inner(annotation):
