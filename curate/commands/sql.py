@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from curate.commands._common import StorageOpt, use_storage_options
+from curate.commands._jobcli import Common, JobRun, job_command
 from curate.names import check_output_path
-from curate.sql import DEFAULT_MAX_SPILL, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, MAX_SPILL_ENV
+from curate.params import JobParams
+from curate.params.sql import SQLQueryParams
+
+# `curate sql` and `curate stats` read (DuckDB over the tables): no engine, no lock
+_READ_ONLY = dict(run_name=None, dataset_help="Dataset folder or URI (s3://bucket/ds, gs://..., file://...).",
+                  subset=False, output=False, engine=False, storage=True, lock_first=False)
 
 
 def data_console():
@@ -126,36 +130,25 @@ def _write_out(batches, p: Path) -> int:
     return rows
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("sql")
-    def sql(
-        dataset: str = typer.Argument(..., help="Dataset folder or URI (s3://bucket/ds, gs://..., file://...)."),
-        query: str = typer.Argument(..., help="SELECT statement; every table is a view (samples, rejects, "
-                                              "decisions_<run>, embeddings_<model>, subsets_<name>, ...)."),
-        out: Optional[str] = typer.Option(None, "--out", help="Write the result to a .csv or .parquet file instead of printing."),
-        limit: int = typer.Option(50, "--limit", help="Rows to print."),
-        memory_limit: str = typer.Option(DEFAULT_MEMORY_LIMIT, "--memory-limit",
-                                         help="DuckDB memory limit (4GB, 512MB or a share of RAM like 50%); "
-                                              "larger sorts and joins spill to a temporary folder."),
-        max_spill: Optional[str] = typer.Option(None, "--max-spill",
-                                                help=f"Most the spill folder may hold (DuckDB's "
-                                                     f"max_temp_directory_size; default ${MAX_SPILL_ENV} or "
-                                                     f"{DEFAULT_MAX_SPILL})."),
-        timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout",
-                                      help="Seconds before the query is interrupted (0: no limit)."),
-        storage_option: list[str] = StorageOpt,
-    ):
-        """Run read-only SQL (DuckDB) over views of every table in DATASET."""
-        use_storage_options(storage_option)
-        _run_sql(dataset, query, out, limit, dict(memory_limit=memory_limit, timeout=timeout,
-                                                  max_spill_size=max_spill))
+class StatsParams(JobParams):
+    """``curate stats`` has no parameters of its own."""
 
-    @app.command("stats")
-    def stats(dataset: str = typer.Argument(..., help="Dataset folder or URI (s3://bucket/ds, ...)."),
-              storage_option: list[str] = StorageOpt):
-        """Row counts per table, download outcomes, and why rows were rejected or removed."""
-        use_storage_options(storage_option)
-        _stats(dataset)
+
+def sql(run: JobRun, p: SQLQueryParams) -> None:
+    _run_sql(run.dataset, p.query, p.out, p.limit, p.limits())
+
+
+def stats(run: JobRun, p: StatsParams) -> None:
+    _stats(run.dataset)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sql")(job_command(SQLQueryParams, sql, common=Common(**_READ_ONLY), app_name="curate-sql",
+                                   help="Run read-only SQL (DuckDB) over views of every table in DATASET."))
+    app.command("stats")(job_command(
+        StatsParams, stats, common=Common(**{**_READ_ONLY, "dataset_help": "Dataset folder or URI (s3://bucket/ds, "
+                                             "...)."}), app_name="curate-stats",
+        help="Row counts per table, download outcomes, and why rows were rejected or removed."))
 
 
 def _run_sql(dataset: str, query: str, out: str | None, limit: int, limits: dict) -> None:

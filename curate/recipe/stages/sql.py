@@ -18,21 +18,12 @@ counts them with the engine. The connection and the query checks are ``curate.sq
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
 from curate.decisions import KEPT
 from curate.engine.frame import conform
-from curate.recipe.registry import Params, StageContext, StageOutput, register
+from curate.params.sql import SQLParams
+from curate.recipe.registry import StageContext, StageOutput, register
 from curate.recipe.uid_tables import UidTable
 from curate.sql.select import SQLError, relation_sql, selection_connection, tables_in_query
-
-
-class SQLParams(Params):
-    query: str = Field(min_length=1, description="SELECT returning a uid column (and optionally value)")
-    mode: Literal["keep", "remove"] = "keep"
-    reason: str = Field("sql_excluded", pattern=r"^[a-z0-9_]+$", description="removal reason recorded")
 
 
 def _sql_list(paths: list[str]) -> str:
