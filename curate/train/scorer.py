@@ -28,13 +28,11 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from curate.errors import CurateError
 from curate.manifest import code_version
 from curate.models.scorers import MANIFEST, check_scorer_name, list_scorers
+from curate.params.scorer import ScorerTrainParams  # noqa: F401 - the job's parameters (curate/params/)
 from curate.tables import Dataset, atomic_write_bytes
 
 IMAGE_EXTS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
@@ -43,58 +41,6 @@ PACK_SHARD_SIZE = 10_000
 
 class ScorerError(CurateError):
     """A scorer cannot be trained from what was given."""
-
-
-class ScorerTrainParams(BaseModel):
-    """What a scorer is trained from and how: the parameters of `curate scorer train` and of
-    the recipe stage ``kind: scorer`` (one model, so the two never drift)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed_set: str = Field(description="trusted pairs: a folder of images with a .txt caption beside each, a subset "
-                                      "name of the dataset, WebDataset shards (a folder of .tar, a .tar, a brace "
-                                      "pattern) or a file listing shard paths/URLs")
-    name: str = Field("dfn", description="scorer name: DATASET/scorers/NAME, `curate embed DS --model NAME`")
-    output: Optional[str] = Field(None, description="scorer folder (default DATASET/scorers/NAME)")
-    preset: str = Field("tiny", description="training scale (tiny fits a laptop CPU)")
-    seed: int = 0
-    samples_seen: Optional[int] = Field(None, gt=0, description="override the preset's budget")
-    batch_size: Optional[int] = Field(None, gt=0, description="override the global batch size")
-    lr: Optional[float] = Field(None, gt=0)
-    warmup: Optional[int] = Field(None, ge=0, description="warmup steps")
-    arch: Optional[str] = Field(None, description="override the preset's architecture")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    threads: Optional[int] = Field(None, gt=0, description="torch CPU threads")
-    overwrite: bool = Field(False, description="retrain a scorer of this name")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        try:
-            return check_scorer_name(v)
-        except CurateError as e:  # a ValueError, so a recipe reports it with its line
-            raise ValueError(str(e)) from None
-
-    @classmethod
-    def checked(cls, **values) -> "ScorerTrainParams":
-        """Validated parameters, or a ScorerError naming the first bad one (the CLI's one line)."""
-        from pydantic import ValidationError
-
-        try:
-            return cls(**values)
-        except ValidationError as e:
-            err = e.errors()[0]
-            field = ".".join(str(x) for x in err["loc"])
-            raise ScorerError(f"{field}: {err['msg'].removeprefix('Value error, ')}") from None
-
-    def train(self, dataset: "Dataset | str | os.PathLike", executor=None, **runtime) -> dict:
-        """``train_scorer`` with these parameters; ``runtime``: how it runs, not what it makes
-        (verbose, launch, progress_every_s, extra_args)."""
-        return train_scorer(dataset, self.name, self.seed_set, preset=self.preset, output=self.output,
-                            executor=executor, overwrite=self.overwrite, seed=self.seed,
-                            samples_seen=self.samples_seen, batch_size=self.batch_size, lr=self.lr,
-                            warmup=self.warmup, model=self.arch, device=self.device, threads=self.threads,
-                            **runtime)
 
 
 # ---------------------------------------------------------------- seed sets

@@ -10,25 +10,12 @@ accept that the caps were computed on the pool rather than on the current subset
 
 from __future__ import annotations
 
-from typing import Literal, Optional
-
-from pydantic import Field
-
-from curate.recipe.registry import Params, StageContext, StageOutput, register
+from curate.params.metaclip import MetaclipStageParams
+from curate.recipe.registry import StageContext, StageOutput, register
 from curate.recipe.uid_tables import UidTable
 
-
-class BalanceParams(Params):
-    metadata: str = Field(description="metadata file (curate metadata build), JSON list of entries; or a "
-                                      "worldwide folder of <lang>.json lists (MetaCLIP 2)")
-    t: float = Field(20_000, gt=0, description="per-entry cap (MetaCLIP: 20,000 for 400M)")
-    t_reference_pool: Optional[int] = Field(None, ge=1, description="scale t by pool size / this")
-    seed: int = 0
-    tail_proportion: Optional[float] = Field(None, ge=0, le=1, description="worldwide: the tail proportion "
-                                             "each language's t is set from (default: English's at t)")
-    nospace_match: Literal["substring", "tokens"] = Field("substring", description="worldwide, zh/ja/th: "
-                                                          "MetaCLIP 2 substring or whole-token matching")
-    lid_model: Optional[str] = Field(None, description="worldwide: fastText language model (default lid.176.ftz)")
+# the keys of `curate metadata match` and `curate metadata balance` (one model of both jobs)
+BalanceParams = MetaclipStageParams
 
 
 def _reads(p, dataset, model):
@@ -50,9 +37,8 @@ def run_balance_stage(ctx: StageContext, inp: UidTable, p: BalanceParams) -> Sta
     if not meta.exists():
         raise RecipeError(f"stage {ctx.stage_name!r}: metadata file {meta} not found (curate metadata build)")
     ex = ctx.executor()
-    match = run_match(ctx.dataset, meta, ex, lid_model=p.lid_model, nospace_match=p.nospace_match)
-    bal = run_balance(ctx.dataset, ex, t=p.t, t_reference_pool=p.t_reference_pool, seed=p.seed, name=ctx.run_name,
-                      tail_proportion=p.tail_proportion)
+    match = run_match(ctx.dataset, meta, ex, **p.match_kwargs())
+    bal = run_balance(ctx.dataset, ex, name=ctx.run_name, **p.balance_kwargs())
     # the pool's decisions/<run>; the runner keeps the input's rows with a semi-join
     return StageOutput(f"decisions/{ctx.run_name}",
                        stats={"counts": bal.get("counts", {}), "match": match.get("counts", {}),

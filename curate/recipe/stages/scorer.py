@@ -14,7 +14,7 @@ the scorer before the next stage and filters on its CLIP scores:
       - kind: clip_score
         fraction: 0.5
 
-The other parameters are those of ``curate.train.scorer.ScorerTrainParams``, the command's
+The other parameters are those of ``curate.params.scorer.ScorerTrainParams``, the command's
 own. Cached like any stage (by its parameters and input); a finished scorer of the same name
 is reused by the trainer, ``overwrite: true`` retrains it.
 """
@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from curate.recipe.registry import StageContext, StageOutput, keep_all, register
 from curate.recipe.uid_tables import UidTable
-from curate.train.scorer import ScorerTrainParams, seed_kind
+from curate.params.scorer import ScorerTrainParams
+from curate.train.scorer import seed_kind
 
 
-@register("scorer", ScorerTrainParams, family="scorer", code_modules=("curate.train.scorer",), named_output=True,
+@register("scorer", ScorerTrainParams, family="scorer", code_modules=("curate.train.scorer", "curate.params.scorer"), named_output=True,
           frames=True)
 def run_scorer(ctx: StageContext, inp: UidTable, p: ScorerTrainParams) -> StageOutput:
     """Train a DFN scorer on a trusted seed set (`curate scorer train`); later stages use it by name."""
