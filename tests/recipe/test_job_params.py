@@ -273,3 +273,109 @@ def test_every_field_reaches_the_job_function(model, function):
 
 def _required_values(cls) -> dict:
     return {n: {int: 1, float: 0.5}.get(f.annotation, "x") for n, f in cls.model_fields.items() if f.is_required()}
+
+
+# recipe stage kind -> (its parameters model, values for its required keys)
+STAGE_MODELS = {
+    "metaclip_balance": ("curate.params.metaclip.MetaclipStageParams", {"metadata": "m.json"}),
+    "scorer": ("curate.params.scorer.ScorerTrainParams", {"seed_set": "seed/"}),
+    "sql": ("curate.params.sql.SQLParams", {"query": "SELECT uid FROM samples"}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STAGE_MODELS))
+def test_every_field_is_a_recipe_key_and_listed_by_curate_stages(kind, tmp_path, capsys):
+    """The stage's model is the job's, declared in curate/params/: every field is listed by
+    ``curate stages`` (default and help) and is a key a recipe takes."""
+    import importlib
+
+    import yaml
+
+    from curate.recipe.registry import describe_params
+
+    path, required = STAGE_MODELS[kind]
+    module, name = path.rsplit(".", 1)
+    model = getattr(importlib.import_module(module), name)
+    stage = get_kind(kind)
+    assert stage.params is model
+    listed = dict(describe_params(stage))
+    for key, f in model.model_fields.items():
+        default = "required" if f.is_required() else repr(f.default)
+        assert listed[f"{key}={default}"] == f.description and f.description, key
+    keys = {k: required.get(k, f.default) for k, f in model.model_fields.items() if k != "name"}
+    text = yaml.safe_dump({"name": "r", "dataset": "d", "stages": [{"kind": kind, **keys}]})
+    loaded = load_recipe(tmp_path / "r.yaml", text).stages[0].params
+    assert {k: loaded[k] for k in keys} == keys
+    listed_keys = _curate_stages_keys(kind, capsys)
+    assert listed_keys == list(model.model_fields)
+
+
+def _curate_stages_keys(kind: str, capsys) -> list[str]:
+    """The keys `curate stages` prints under ``kind``."""
+    from curate.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["stages"])
+    assert not e.value.code
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{kind} "))
+    keys = []
+    for line in lines[start + 1:]:
+        if not line.startswith("    "):
+            break
+        keys.append(line.split("=", 1)[0].strip())
+    return keys
+
+
+def test_an_old_recipe_key_warns_naming_stage_old_and_new_key(tmp_path, capsys):
+    load_recipe(tmp_path / "r.yaml", "name: r\ndataset: d\nstages:\n"
+                "  - kind: near_dedup\n    name: near\n    threshold: 0.9\n    model: toy\n"
+                "  - kind: decontaminate\n    eval: e\n    pretrained: w.pt\n"
+                "  - kind: cluster\n    k: 2\n    embeddings: toy\n")
+    assert capsys.readouterr().err.splitlines() == [
+        f"curate: warning: {tmp_path / 'r.yaml'}:7: stage 'near': key 'model' is deprecated, use 'embeddings'",
+        f"curate: warning: {tmp_path / 'r.yaml'}:10: stage 'decontaminate': key 'pretrained' is deprecated, "
+        "use 'eval_pretrained'"]
+    # a filter whose parameter is called model is not an old key
+    load_recipe(tmp_path / "r.yaml", "name: r\ndataset: d\nstages:\n  - kind: clip_score\n    threshold: 0.3\n"
+                "    model: toy\n")
+    assert capsys.readouterr().err == ""
+
+
+def test_sql_defaults_are_curate_sql_s():
+    import curate.params.sql as params
+    import curate.sql as sql
+
+    for name in ("DEFAULT_MEMORY_LIMIT", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_SPILL", "MAX_SPILL_ENV"):
+        assert getattr(params, name) == getattr(sql, name), name
+
+
+def test_generated_commands_check_values_as_one_line(tmp_path):
+    r = _curate("metadata", "balance", str(tmp_path), "--t", "0")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["curate: error: --t must be > 0, got '0'"]
+    r = _curate("metadata", "match", str(tmp_path), "-m", "m.json", "--nospace-match", "words")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "curate: error: --nospace-match must be one of substring, tokens, got 'words'"]
+    r = _curate("sql", str(tmp_path), "SELECT 1", "--limit", "many")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["curate: error: --limit must be an integer, "
+                                                                   "got 'many'"]
+    r = _curate("scorer", "train", str(tmp_path), "-s", "seed", "--samples-seen", "0")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["curate: error: --samples-seen must be > 0, "
+                                                                   "got '0'"]
+
+
+@pytest.mark.parametrize("path", sorted(OLD_FLAGS))
+def test_help_shows_every_field_with_its_help(path, capsys, monkeypatch):
+    """What `--help` prints: each field's option (or argument) with its description."""
+    from curate.cli import main
+
+    cmd = dict(((p, c) for p, c, _, _ in _generated(_cli())))[path]
+    model = cmd.callback.params_model
+    monkeypatch.setenv("COLUMNS", "600")  # one line per option: the help text is not wrapped
+    with pytest.raises(SystemExit) as e:
+        main([*path, "--help"])
+    assert not e.value.code
+    out = " ".join(capsys.readouterr().out.split())
+    for n, f in model.model_fields.items():
+        assert (n.upper() if is_argument(f) else field_flags(n, f)[0]) in out, n
+        assert " ".join(f.description.split()) in out, n
