@@ -75,7 +75,7 @@ class Common:
     """Which common options a command has, and how they read for it. A command whose own
     model declares --subset or --output (coverage) turns the common ones off."""
 
-    run_name: Optional[str]            # --name's default; None: no --name
+    run_name: Optional[str]            # --name's default; None: no --name (unless name_option)
     name_help: str = "Run name (decisions/<name>, subsets/<name>)."
     dataset_help: str = "Dataset folder or URI."
     subset_help: Optional[str] = None  # None: SubsetOpt's
