@@ -36,6 +36,7 @@ JOBS = {
     ("scorer", "list"): None,
     ("sql",): None,  # a query's rows; the `sql` stage (a uid selection) is another job
     ("stats",): None,
+    ("demo",): None,  # the demo runs a whole recipe itself
 }
 
 # every spelling the hand-written commands had (before issue 17): each still works
@@ -56,6 +57,7 @@ OLD_FLAGS = {
     ("scorer", "list"): "",
     ("sql",): "--out --limit --memory-limit --max-spill --timeout --storage-option",
     ("stats",): "--storage-option",
+    ("demo",): "--workdir -w --scale --seeds --samples-seen --pool-size --recipe --master --engine --open",
 }
 
 
@@ -348,6 +350,15 @@ def test_sql_defaults_are_curate_sql_s():
 
     for name in ("DEFAULT_MEMORY_LIMIT", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_SPILL", "MAX_SPILL_ENV"):
         assert getattr(params, name) == getattr(sql, name), name
+
+
+def test_demo_scales_are_the_demo_s():
+    from typing import get_args
+
+    from curate.demo.run import SCALES
+    from curate.params.demo import DemoParams
+
+    assert set(get_args(DemoParams.model_fields["scale"].annotation)) == set(SCALES)
 
 
 def test_generated_commands_check_values_as_one_line(tmp_path):
