@@ -63,44 +63,16 @@ def pairwise_histogram(x: np.ndarray) -> np.ndarray:
     return histogram(s[np.triu_indices(len(x), 1)])
 
 
-def embedding_sample(paths, embedding: str = "image", limit: int = PAIR_SAMPLE, seed: int = 0) -> np.ndarray:
+def embedding_sample(paths, embedding: str = "image", limit: int = PAIR_SAMPLE, seed: int = 0,
+                     executor=None) -> np.ndarray:
     """Up to ``limit`` rows of an embeddings table with the smallest uid hash (ties: earlier
-    shard, then earlier row), read on the driver: the uid columns first, then only the row
-    groups that hold a picked row (decoding the embeddings is the costly part of a read; at
-    most ``limit`` row groups are decoded whatever the pool, one at a time)."""
-    from curate.embedding_space.sampling import uid_hash_array
-    from curate.embedding_space.vectors import embedding_columns, embedding_matrix
-    from curate.storage import parquet_file, read_parquet
+    shard, then earlier row), normalised. The workers read the uid columns and the picked rows
+    (``curate.embedding_space.guard_sample``); the driver gets at most ``8 x limit`` small
+    (hash, shard, row) triples and the ``limit`` vectors, whatever the pool."""
+    from curate.embedding_space.guard_sample import embedding_sample as sample
+    from curate.engine import LocalExecutor
 
-    paths = list(paths)
-    best_h = np.zeros(0, np.int64)
-    best_at = np.zeros((0, 2), np.int64)  # (shard, row) of each pick
-    for i, p in enumerate(paths):
-        u = read_parquet(p, columns=["uid"]).column("uid")
-        if len(u) == 0:
-            continue
-        h = uid_hash_array(u, seed)
-        sel = np.argsort(h, kind="stable")[:limit]
-        hs = np.concatenate([best_h, h[sel]])
-        at = np.concatenate([best_at, np.stack([np.full(len(sel), i), sel], axis=1)])
-        keep = np.argsort(hs, kind="stable")[:limit]
-        best_h, best_at = hs[keep], at[keep]
-    if len(best_h) == 0:
-        return np.zeros((0, 1), np.float32)
-    out = None
-    for i in np.unique(best_at[:, 0]):
-        pos = np.flatnonzero(best_at[:, 0] == i)
-        rows = best_at[pos, 1]
-        f = parquet_file(paths[i])
-        starts = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
-        for g in np.unique(np.searchsorted(starts, rows, side="right") - 1):
-            in_g = (rows >= starts[g]) & (rows < starts[g + 1])
-            t = f.read_row_group(int(g), columns=["uid", *embedding_columns(embedding)])
-            x = embedding_matrix(t.take(pa.array(rows[in_g] - starts[g])), embedding, where=f"{paths[i]}: ")
-            if out is None:
-                out = np.zeros((len(best_h), x.shape[1]), x.dtype)
-            out[pos[in_g]] = x
-    return out
+    return sample(executor or LocalExecutor(), paths, embedding, limit, seed)
 
 
 def embedding_health(pair_hist) -> tuple[dict, list[str]]:
@@ -118,8 +90,9 @@ def embedding_health(pair_hist) -> tuple[dict, list[str]]:
     return d, []
 
 
-def table_health(dataset, table: str, embedding: str = "image") -> tuple[dict, list[str]]:
-    return embedding_health(pairwise_histogram(embedding_sample(dataset.shards(table), embedding)))
+def table_health(dataset, table: str, embedding: str = "image", executor=None) -> tuple[dict, list[str]]:
+    return embedding_health(pairwise_histogram(embedding_sample(dataset.shards(table), embedding,
+                                                                executor=executor)))
 
 
 def removal_warning(stage: str, n_input: int, n_removed: int) -> list[str]:

@@ -100,7 +100,7 @@ def prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name)
     target = _load_target(p["target"], table, dataset)
     if target.shape[1] != centroids.shape[1]:
         raise CurateError(f"image_based: target embeddings have dim {target.shape[1]}, pool has {centroids.shape[1]}")
-    info["guards"] = _guards(dataset, table, centroids, None if p["centroids"] else x)
+    info["guards"] = _guards(dataset, table, centroids, None if p["centroids"] else x, executor)
     tc = np.unique(stages.assign_clusters(target, centroids))
     ctx.update({"centroids_path": str(path), "target_clusters": [int(c) for c in tc]})
     info.update({"target": p["target"], "target_images": int(len(target)), "target_clusters": int(len(tc)),
@@ -129,12 +129,12 @@ def _pool_centroids(dataset: Dataset, p: dict, frames, table: str, j: int, shard
     return centroids, x
 
 
-def _guards(dataset: Dataset, table: str, centroids: np.ndarray, x: np.ndarray | None) -> dict:
+def _guards(dataset: Dataset, table: str, centroids: np.ndarray, x: np.ndarray | None, executor=None) -> dict:
     """The embedding guards of the pool table and, after k-means on the pool, of what the
     filter compares."""
     from curate.embedding_space import guards
 
-    health, warns = guards.table_health(dataset, table, "image")
+    health, warns = guards.table_health(dataset, table, "image", executor=executor)
     dists = {"embeddings": health}
     if x is not None and len(x):
         # what the filter compares: each sample's similarity to its nearest centroid (a bounded

@@ -189,7 +189,7 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
              pa.array(nearest.tolist(), pa.string())], schema=load_schema("decontamination").arrow())
         ds.write_table(f"decontamination/{run}", report)
         miss = missing_frame(executor, ds, uids, table, "decontaminate", NO_EMBEDDING)
-        health, warns = _guards.table_health(ds, table, "image")
+        health, warns = _guards.table_health(ds, table, "image", executor=executor)
         res = finish_selection(executor, ds, run, "decontaminate",
                                with_missing(rows.map_batches(to_decisions, DECISIONS), miss), m, output,
                                {"eval_images": len(eval_ids), "eval_images_with_copies": int((count > 0).sum())},

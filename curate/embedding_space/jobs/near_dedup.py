@@ -55,7 +55,7 @@ def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_de
                                           uids, manifest=m)
     try:
         miss = missing_frame(executor, ds, uids, table, "near_dedup", NO_EMBEDDING)
-        health, warns = _guards.table_health(ds, table, embedding)
+        health, warns = _guards.table_health(ds, table, embedding, executor=executor)
         return finish_selection(executor, ds, run, "near_dedup", with_missing(dec, miss), m,
                                 output, stats, guards=({"embeddings": health}, warns),
                                 acted_on=("cosine of each removed sample to its group", None),
