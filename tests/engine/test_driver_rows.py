@@ -569,3 +569,71 @@ def test_on_spark_guard_jobs_hold_shards_plus_a_constant(tmp_path, spark, job):
 
     got = _guard_job_rows(job, lambda: SparkExecutor(spark), tmp_path, (1000, 3000))
     _grows_by_shards_only(job, got, 3)
+
+
+# ---------------------------------------------------------------- the recipe's sample stage
+SAMPLE_RECIPE = """\
+name: smp
+dataset: {root}
+input: subset:start
+output: sampled
+stages:
+  - kind: sample
+    fraction: 0.3
+    seed: 5
+"""
+
+
+def _run_sample(ds: Dataset, ex, tmp: Path) -> dict:
+    from curate.recipe import load_recipe, run_recipe
+
+    if not (ds.root / "subsets/start").exists():
+        uids = ds.read("embeddings/m", columns=["uid"]).column("uid").to_pylist()
+        write_subset(ds, "start", uids + uids[:50])  # repeats: the draw is over distinct uids
+    path = tmp / f"{ds.root.name}-sample.yaml"
+    path.write_text(SAMPLE_RECIPE.format(root=ds.root))
+    return run_recipe(load_recipe(path), engine=ex.name, quiet=True, executor=ex, use_cache=False)
+
+
+def _sample_bound(ds: Dataset) -> int:
+    """The runner's counts, reasons and digests and one record per shard written or ranked."""
+    return 40 + 4 * len(ds.shards("embeddings/m"))
+
+
+def test_recipe_sample_stage_runs_in_the_engine(tmp_path):
+    """`sample` is an engine stage: the kept uids are the in-memory draw's (smallest seeded hash),
+    and the driver holds counts and shard records at two pool sizes."""
+    from curate.recipe.stages.sample import sample_uids
+    from curate.subset import read_subset
+
+    rows = {}
+    for n in (1500, 6000):
+        ds = _pool_plain(tmp_path / f"s{n}", n)
+        ex = LocalExecutor()
+        lineage = _run_sample(ds, ex, tmp_path)
+        assert "legacy_stage_decisions" not in ex.driver_counter.by_call
+        assert ex.driver_counter.driver_rows <= _sample_bound(ds), ex.driver_counter.by_call
+        rows[n] = ex.driver_counter.driver_rows
+        st = lineage["stages"][0]
+        assert st["input_count"] == n + 50  # repeats counted; the draw is over distinct uids
+        assert st["reasons"] == {"kept": round(n * 0.3), "not_sampled": n - round(n * 0.3)}
+        want = sample_uids(pa.array(ds.read("embeddings/m", columns=["uid"]).column("uid").to_pylist()), 0.3, None, 5)
+        kept = set(read_subset(ds, "sampled"))
+        assert kept == set(want.to_pylist()) and len(kept) == round(n * 0.3)
+    assert rows[6000] - rows[1500] <= 4 * (6000 - 1500) // SHARD_ROWS, rows
+
+
+@pytest.mark.slow
+def test_on_spark_the_recipe_sample_stage_equals_local(tmp_path, spark):
+    from curate.engine.spark import SparkExecutor
+
+    spark_ds, local_ds = _pool_plain(tmp_path / "spark", 3000), _pool_plain(tmp_path / "local", 3000)
+    ex = SparkExecutor(spark)
+    lineage = _run_sample(spark_ds, ex, tmp_path)
+    assert ex.driver_counter.driver_rows <= _sample_bound(spark_ds), ex.driver_counter.by_call
+    local = _run_sample(local_ds, LocalExecutor(), tmp_path)
+    assert lineage["output_hash"] == local["output_hash"]
+    for f in ("subsets/sampled/uids.parquet", "subsets/sampled/uids.npy"):
+        assert (spark_ds.root / f).read_bytes() == (local_ds.root / f).read_bytes(), f
+    for a, b in zip(spark_ds.shards("decisions/smp"), local_ds.shards("decisions/smp"), strict=True):
+        assert Path(a).read_bytes() == Path(b).read_bytes()

@@ -164,21 +164,44 @@ def test_a_stage_with_nothing_left_is_not_run(pool, tmp_path):
 
 
 def test_converted_stages_bring_no_rows_and_the_legacy_adapter_is_bounded(pool, tmp_path, monkeypatch):
-    """sql runs in DuckDB and its decisions are checked by the engine; `sample` (the one stage
-    on the legacy array interface) brings its input to the driver, counted and bounded."""
+    """sql runs in DuckDB, `sample` in the engine; their decisions are checked by the engine and
+    no row of them reaches the driver. A stage still on the legacy array interface (none ships;
+    one registered here) brings its input to the driver, counted and bounded."""
     import curate.recipe.runner as runner
+    from curate.decisions import decisions_table
     from curate.engine import LocalExecutor
+    from curate.recipe import registry
+    from curate.recipe.registry import Params, StageResult, get_kind, register
 
     path = write(tmp_path, RECIPE.format(ds=pool.root, threshold=-0.2))
     ex = LocalExecutor()
     lineage = run_recipe(load_recipe(path), engine="local", quiet=True, executor=ex, use_cache=False)
     sample = {s["name"]: s for s in lineage["stages"]}["sample"]
-    # the adapter's rows: the sample stage's input uids and its decisions, nothing of the sql stages
-    assert ex.driver_counter.by_call["legacy_stage_decisions"] == sample["input_count"]
-    assert ex.driver_counter.by_call["collect_small"] < 2 * sample["input_count"] + 20
-    monkeypatch.setattr(runner, "LEGACY_MAX_ROWS", sample["input_count"] - 1)  # a smaller bound
-    with pytest.raises(RecipeError, match="stage 'sample'.*still takes its input on the driver"):
-        run_recipe(load_recipe(path), engine="local", quiet=True, use_cache=False)
+    assert "legacy_stage_decisions" not in ex.driver_counter.by_call
+    assert ex.driver_counter.by_call["collect_small"] < sample["input_count"] // 2, ex.driver_counter.by_call
+
+    class KeepParams(Params):
+        pass
+
+    def keep(ctx, uids, p):
+        import pyarrow.compute as pc
+
+        d = pc.unique(uids)
+        return StageResult(decisions_table(d, ctx.stage_name, [True] * len(d), [KEPT] * len(d)))
+
+    get_kind("sample")  # the shipped stages first
+    register("test_legacy_keep", KeepParams, family="test")(keep)
+    try:
+        legacy = write(tmp_path, f"name: leg\ndataset: {pool.root}\ninput: all\nstages:\n  - kind: test_legacy_keep\n",
+                       name="leg.yaml")
+        ex = LocalExecutor()
+        lin = run_recipe(load_recipe(legacy), engine="local", quiet=True, executor=ex, use_cache=False)
+        assert ex.driver_counter.by_call["legacy_stage_decisions"] == lin["stages"][0]["input_count"]
+        monkeypatch.setattr(runner, "LEGACY_MAX_ROWS", lin["stages"][0]["input_count"] - 1)  # a smaller bound
+        with pytest.raises(RecipeError, match="stage 'test_legacy_keep'.*still takes its input on the driver"):
+            run_recipe(load_recipe(legacy), engine="local", quiet=True, use_cache=False)
+    finally:
+        registry._REGISTRY.pop("test_legacy_keep", None)
 
 
 def test_upsampled_input_keeps_its_repeats(pool, tmp_path):
