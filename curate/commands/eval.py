@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         max_per_class: Optional[int] = typer.Option(None, "--max-per-class", help="Zero-shot: first N images per class."),
         images: Optional[str] = typer.Option(None, "--images", help="Retrieval: a file listing the image names "
                                                                      "to use (a held-out split; a path or URI)."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Results JSON, a local path (default "
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Results JSON, a path or URI (default "
                                                                            "<checkpoint stem>.eval.json beside it)."),
         device: str = typer.Option("auto", "--device"),
         batch_size: int = typer.Option(256, "--batch-size"),
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         use_storage_options(storage_option)
         from curate.commands._common import require_local
 
-        for p in [*([output] if output else []), *([str(checkpoint)] if checkpoint else [])]:
+        for p in [*([str(checkpoint)] if checkpoint else [])]:
             require_local(p, "path")
         for p in [*zeroshot, *retrieval, *([images] if images else [])]:
             if not storage.exists(p):

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
                                              "filter, import): its lineage, galleries and the evaluations its manifest lists. "
                                              "Default: the output of the latest `curate run`, else the only subset.",
                                              callback=name_callback),
-        out: Optional[str] = typer.Option(None, "--out", "-o", help="HTML file, a local path (default DATASET/reports/SUBSET.html)."),
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="HTML file: a path or a URI (s3://bucket/report.html; default DATASET/reports/SUBSET.html)."),
         eval_: list[str] = typer.Option([], "--eval", help="LABEL=PATH of an evaluation JSON (curate eval), repeatable; "
                                     "those the subset's manifest lists are added."),
         comparison: Optional[Path] = typer.Option(None, "--comparison", help="Multi-seed comparison JSON (curate demo writes one)."),
@@ -35,13 +35,10 @@ def register(app: typer.Typer) -> None:
         from curate.report import build_report
         from curate.tables import Dataset
 
-        from curate.commands._common import require_local
         from curate.tables.publish import publish_working_copies, working_copy
 
         use_storage_options(storage_option)
-        if out is not None:
-            require_local(out, "--out")
-        out = out and check_output_path(out, dataset, "--out")
+        out = out and check_output_path(out, dataset, "--out")  # a URI: one object, written whole
         dataset = working_copy(dataset)  # a URI: fetched here; the report is published back below
         evals = {}
         for item in eval_:
@@ -64,4 +61,4 @@ def register(app: typer.Typer) -> None:
         if open_:
             import webbrowser
 
-            webbrowser.open(path.resolve().as_uri())
+            webbrowser.open(path if isinstance(path, str) else path.resolve().as_uri())

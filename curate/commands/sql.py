@@ -105,29 +105,11 @@ def _print_table(table, max_rows: int, title: str | None = None, more: int = 0) 
         console.print(f"... {more} more rows (use --limit or --out)")
 
 
-def _write_out(batches, p: Path) -> int:
-    """Stream the result into a .parquet or .csv file (atomic: a temp file renamed at the end)."""
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
+def _write_out(batches, p) -> int:
+    """Stream the result into a .parquet or .csv file or object (committed whole at the end)."""
+    from curate.outputs import write_batches
 
-    from curate.tables.atomic import atomic_path
-
-    rows = 0
-    with atomic_path(p) as tmp:
-        writer = None
-        try:
-            for batch in batches:
-                if writer is None:
-                    writer = (pq.ParquetWriter(tmp, batch.schema) if p.suffix == ".parquet"
-                              else pcsv.CSVWriter(tmp, batch.schema))
-                writer.write_batch(batch)
-                rows += batch.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:  # no batches at all: an empty file of the right kind
-            tmp.write_bytes(b"")
-    return rows
+    return write_batches(batches, p)
 
 
 class StatsParams(JobParams):
@@ -154,18 +136,15 @@ def register(app: typer.Typer) -> None:
 def _run_sql(dataset: str, query: str, out: str | None, limit: int, limits: dict) -> None:
     """Print the first ``limit`` rows (the rest counted), or stream every row into ``out``."""
     from curate import storage
-    from curate.commands._common import require_local
+    from curate.outputs import display, suffix
     from curate.sql import query_batches
 
     if out:
-        require_local(out, "--out")
-        p = Path(out)
-        if p.suffix not in (".parquet", ".csv"):
+        if suffix(out) not in (".parquet", ".csv"):
             raise typer.BadParameter("--out must end in .csv or .parquet")
-        if not storage.is_uri(dataset):  # a local --out cannot touch a dataset on a store
-            check_output_path(p, dataset, "--out")
+        p = check_output_path(out, dataset, "--out")  # never inside the dataset's tables (a URI too)
         n = _write_out(query_batches(dataset, query, **limits), p)
-        typer.echo(f"wrote {n} rows to {p}")
+        typer.echo(f"wrote {n} rows to {display(p)}")
         return
     import pyarrow as pa
 

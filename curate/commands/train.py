@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         data: str = typer.Argument(..., help="Training shards: a `curate reshard` folder, a folder of .tar, "
                                              "one .tar or a brace pattern."),
-        output: str = typer.Option(..., "--output", "-o", help="Run folder, a local path (logs, checkpoints, model.pt, "
+        output: str = typer.Option(..., "--output", "-o", help="Run folder, a path or URI (logs, checkpoints, model.pt, "
                                                              "train.json). DATA may be a URI (s3://bucket/shards)."),
         preset: str = typer.Option("tiny", "--preset", "-p", help="tiny, small, medium, large or xlarge."),
         seed: int = typer.Option(0, "--seed"),
@@ -54,10 +54,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train CLIP on shards at a fixed samples-seen budget. Extra arguments after `--` go to
         open_clip_train unchanged."""
-        from curate.commands._common import require_local
         from curate.train import Launch, train
 
-        require_local(output, "--output")
         use_storage_options(storage_option)  # DATA on a store: its pipe: readers inherit the settings
 
         launch = Launch(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,

@@ -233,8 +233,14 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
         "wall_s": round(time.perf_counter() - t0, 2),
         "code": code_version(),
     }
-    path = Path(output) if output is not None else results_path(ck)
-    atomic_write_bytes(path, (json.dumps(out, indent=2, sort_keys=True, default=str) + "\n").encode())
+    from curate import outputs, storage
+
+    path = (str(output) if storage.is_uri(output) else Path(output)) if output is not None else results_path(ck)
+    data = (json.dumps(out, indent=2, sort_keys=True, default=str) + "\n").encode()
+    if isinstance(path, str):  # a URI: one whole object (curate.outputs)
+        outputs.write_bytes(path, data)
+    else:
+        atomic_write_bytes(path, data)
     out["results_path"] = str(path)
     if info:
         from curate.train.runner import link_to_subset

@@ -251,10 +251,11 @@ def subset_evaluations(data: dict, explicit: dict[str, Path]) -> tuple[dict[str,
     return found, missing
 
 
-def build_report(dataset: Dataset, subset: str, out: Path | None = None, evals: dict[str, Path] | None = None,
+def build_report(dataset: Dataset, subset: str, out: Path | str | None = None, evals: dict[str, Path] | None = None,
                  comparison: Path | None = None, pool_subset: str | None = None,
-                 embedding_model: str | None = None, title: str | None = None) -> Path:
-    """Write the report (default ``DATASET/reports/<subset>.html``); returns its path."""
+                 embedding_model: str | None = None, title: str | None = None) -> Path | str:
+    """Write the report (default ``DATASET/reports/<subset>.html``); returns its path (``out``
+    may be a URI: one whole object, ``curate.outputs``)."""
     data = collect(dataset, subset, pool_subset=pool_subset, embedding_model=embedding_model)
     listed, missing = subset_evaluations(data, evals or {})
     ev = load_evals({**(evals or {}), **listed}, comparison)
@@ -262,6 +263,11 @@ def build_report(dataset: Dataset, subset: str, out: Path | None = None, evals: 
     from curate.report.coverage import coverage_section
 
     page = render(data, ev, title, coverage=coverage_section(dataset, subset))
+    from curate import outputs, storage
+
+    if out is not None and storage.is_uri(out):
+        outputs.write_bytes(str(out), page.encode("utf-8"))
+        return str(out)
     out = Path(out) if out else dataset.root / "reports" / f"{subset}.html"
     atomic_write_bytes(out, page.encode("utf-8"))
     return out

@@ -1,0 +1,106 @@
+"""Outputs a user names as a URI: `curate sql --out`, `curate report --out`, `curate eval
+--output`, `curate train --output` write objects in the loopback S3 server (curate.outputs:
+written locally, uploaded whole), equal to a local-path run's files where the output is
+deterministic."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from s3kit import bucket_objects
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "curate.cli", *args], capture_output=True, text=True, env=env)
+
+
+def test_sql_and_report_out_to_a_bucket(bucket, tmp_path):
+    from report.toypool import make_downloaded_pool, run_two_stage_recipe
+
+    ds = make_downloaded_pool(tmp_path / "pool")
+    run_two_stage_recipe(tmp_path, ds)
+    root = str(ds.root)
+    query = "SELECT uid, text FROM samples ORDER BY uid"
+    for name in ("q.parquet", "q.csv"):
+        for out in (str(tmp_path / name), f"s3://{bucket}/out/{name}"):
+            r = _cli("sql", root, query, "--out", out)
+            assert r.returncode == 0 and "wrote 60 rows" in r.stdout, (out, r.stderr)
+    r = _cli("sql", root, "SELECT uid FROM samples WHERE false", "--out", f"s3://{bucket}/out/empty.csv")
+    assert r.returncode == 0, r.stderr
+    for out in (str(tmp_path / "report.html"), f"s3://{bucket}/out/report.html"):
+        r = _cli("report", root, "--subset", "curated", "--out", out)
+        assert r.returncode == 0 and out in r.stdout, (out, r.stderr)
+    objects = bucket_objects(bucket, "out/")
+    assert sorted(objects) == ["empty.csv", "q.csv", "q.parquet", "report.html"]  # no markers, no temporaries
+    for name in ("q.parquet", "q.csv"):
+        assert objects[name] == (tmp_path / name).read_bytes(), name
+    assert objects["empty.csv"] == b""
+
+    def unstamped(page: bytes) -> str:  # the report says when it was made, to the minute
+        return re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "STAMP", page.decode())
+
+    assert unstamped(objects["report.html"]) == unstamped((tmp_path / "report.html").read_bytes())
+    # a URI inside the dataset's tables is refused, as a local path is
+    r = _cli("sql", f"s3://{bucket}/ds", "SELECT 1", "--out", f"s3://{bucket}/ds/samples/x.csv")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_eval_output_to_a_bucket(bucket, tmp_path, shared_data):
+    from shared_sets import write_eval_sets
+
+    sets = write_eval_sets(shared_data, tmp_path / "sets", ["airplane", "cat"], per_class=2, photos=4)
+    for out in (str(tmp_path / "random.eval.json"), f"s3://{bucket}/evals/random.eval.json"):
+        r = _cli("eval", "--model", "curate-tiny", "-z", str(sets / "cifar"), "-o", out)
+        assert r.returncode == 0 and out in r.stdout, r.stderr
+    got = json.loads(bucket_objects(bucket, "evals/")["random.eval.json"])
+    want = json.loads((tmp_path / "random.eval.json").read_text())
+    for d in (got, want):  # the run's seconds and code version differ between runs
+        d.pop("wall_s"), d.pop("code")
+    assert got == want and got["zeroshot"]["cifar"]["n_images"] == 4
+
+
+def _shards(d: Path) -> Path:
+    """Two WebDataset tars of solid-colour squares (the train tests' shards)."""
+    import webdataset as wds
+
+    from train.conftest import COLOURS, jpeg_square
+
+    d.mkdir()
+    names, sizes = list(COLOURS), {}
+    for s in range(2):
+        with wds.TarWriter(str(d / f"{s:08d}.tar"), encoder=False) as w:
+            for i in range(24):
+                c = names[(s * 24 + i) % 4]
+                w.write({"__key__": f"{s}{i:04d}", "jpg": jpeg_square(COLOURS[c]), "txt": f"a {c} square".encode()})
+        sizes[f"{s:08d}.tar"] = 24
+    (d / "sizes.json").write_text(json.dumps(sizes))
+    return d
+
+
+@pytest.mark.slow
+def test_train_output_to_a_bucket(bucket, tmp_path, monkeypatch):
+    """open_clip_train writes locally (a working folder), the finished run's files are uploaded
+    whole; the same call again returns the finished run and uploads the same bytes."""
+    from curate.train import train
+    from curate.train.output_uri import work_dir
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    shards = _shards(tmp_path / "shards")
+    uri = f"s3://{bucket}/runs/tiny"
+    info = train(shards, uri, "tiny", seed=1, samples_seen=64, batch_size=16, progress=False)
+    assert info["output_uri"] == uri
+    objects = bucket_objects(bucket, "runs/tiny/")
+    assert {"train.json", "model.pt", "out.log"} <= set(objects), sorted(objects)
+    local = work_dir(uri)
+    assert {str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()} == set(objects)
+    for key, data in objects.items():
+        assert (local / key).read_bytes() == data, key
+    again = train(shards, uri, "tiny", seed=1, samples_seen=64, batch_size=16, progress=False)
+    assert again["config_hash"] == info["config_hash"] and bucket_objects(bucket, "runs/tiny/") == objects
