@@ -63,11 +63,14 @@ def write_bytes(path, data: bytes) -> None:
     storage.put_bytes(storage.resolve(str(path)), data)
 
 
-def upload_folder(local, uri: str) -> list[str]:
+def upload_folder(local, uri: str, last: tuple[str, ...] = ()) -> list[str]:
     """Every file under the local folder ``local`` as an object under ``uri`` (same relative
-    names), each uploaded whole; returns the relative names, in sorted order."""
+    names), each uploaded whole, in name order but the names in ``last`` at the end (a manifest
+    that readers look for first: it appears only once what it names is there); returns the
+    relative names in upload order."""
     base = Path(local)
     names = sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
+    names = [n for n in names if n not in last] + [n for n in last if n in names]
     for rel in names:
         storage.put_file(storage.resolve(storage.join(uri, rel)), base / rel)
     return names

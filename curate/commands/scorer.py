@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
@@ -16,16 +15,16 @@ scorer_app = typer.Typer(help="Scorers: filtering CLIP models (DFNs) trained on 
 
 
 def train(run: JobRun, p: ScorerTrainCommandParams) -> None:
-    from curate.commands._common import require_local
     from curate.progress import info
     from curate.tables import Dataset
     from curate.train import Launch
     from curate.train.scorer import seed_kind
 
     # the recipe stage `kind: scorer` takes the same parameters (ScorerTrainParams), checked before a JVM starts
-    require_local(run.dataset)  # a scorer is model files read by path (resolve_scorer); docs/storage.md
-    ds = Dataset(run.dataset)
-    executor = run.executor() if ds.root.is_dir() and seed_kind(ds, p.seed_set) == "subset" else None
+    from curate import storage
+
+    ds = Dataset(run.dataset)  # a URI: the scorer is made locally and uploaded (curate.train.scorer)
+    executor = run.executor() if storage.is_dir(ds.root) and seed_kind(ds, p.seed_set) == "subset" else None
     m = p.train(ds, executor, verbose=p.verbose, extra_args=run.extra_args,
               launch=Launch(nproc_per_node=p.nproc_per_node), progress_every_s=p.progress_every)
     sd = m["seed_set"]
@@ -52,10 +51,11 @@ class ScorerListParams(JobParams):
 
 
 def scorer_list(run: JobRun, p: ScorerListParams) -> None:
+    from curate import storage
     from curate.models.scorers import list_scorers, read_scorer
 
     for n in list_scorers(run.dataset):
-        s = read_scorer(Path(run.dataset) / "scorers" / n)
+        s = read_scorer(storage.join(run.dataset, "scorers", n))  # a URI dataset too
         print(json.dumps({"name": s.name, "arch": s.arch, "model_id": s.model_id,
                           "seed_set": s.manifest.get("seed_set", {}).get("source"),
                           "samples_seen": s.manifest.get("samples_seen")}))

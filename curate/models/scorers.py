@@ -60,7 +60,27 @@ def scorer_folder(dataset_root: str | os.PathLike, name: str) -> Path:
 
 
 def read_scorer(folder: str | os.PathLike) -> ScorerRef:
-    """The scorer in ``folder`` (or the folder of a ``scorer.json`` path)."""
+    """The scorer in ``folder`` (or the folder of a ``scorer.json`` path). A URI folder (a
+    scorer trained on a dataset in a bucket) is read through ``curate.storage``; its weights are
+    copied to the local input cache (``storage.local_copy``: refetched only when the object
+    changed), since open_clip loads a local file; the model id hashes the content, so it is the
+    same as for the folder on disk."""
+    from curate import storage
+
+    if storage.is_uri(folder):
+        uri = str(folder).rstrip("/")
+        path = uri if storage.basename(uri) == MANIFEST else storage.join(uri, MANIFEST)
+        parent = path[: -len(MANIFEST) - 1]
+        try:
+            m = json.loads(storage.read_bytes(path))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{path}: not a readable scorer manifest ({type(e).__name__}: {e})") from e
+        ckpt_uri = storage.join(parent, m.get("checkpoint", ""))
+        if not m.get("arch") or not m.get("checkpoint") or not storage.is_file(ckpt_uri):
+            raise ModelError(f"{path}: scorer {m.get('name', '?')!r} has no weights at {ckpt_uri} (train it again "
+                             f"with `curate scorer train`)")
+        return ScorerRef(name=m.get("name") or storage.basename(parent), folder=parent, arch=m["arch"],
+                         checkpoint=Path(storage.local_copy(ckpt_uri)), manifest=m)
     folder = Path(folder)
     path = folder if folder.name == MANIFEST else folder / MANIFEST
     try:
@@ -83,12 +103,21 @@ def resolve_scorer(name: str, dataset_root: str | os.PathLike | None = None) -> 
     scorer folder / ``scorer.json``. Anything else (an open_clip model name, an embeddings id)
     gives None, so a model-id resolver can try scorers first and fall through.
     """
+    from curate import storage
+
     if not name:
         return None
+    if storage.is_uri(name):  # a scorer folder or scorer.json in a bucket
+        uri = name.rstrip("/")
+        return read_scorer(uri) if storage.is_file(uri if storage.basename(uri) == MANIFEST
+                                                    else storage.join(uri, MANIFEST)) else None
     p = Path(name)
     if (p.is_dir() and (p / MANIFEST).is_file()) or (p.name == MANIFEST and p.is_file()):
         return read_scorer(p)
     if dataset_root is not None and _NAME_RE.match(name):
+        if storage.is_uri(dataset_root):
+            folder = storage.join(str(dataset_root), SCORERS_DIR, name)
+            return read_scorer(folder) if storage.is_file(storage.join(folder, MANIFEST)) else None
         folder = Path(dataset_root) / SCORERS_DIR / name
         if (folder / MANIFEST).is_file():
             return read_scorer(folder)
@@ -96,6 +125,14 @@ def resolve_scorer(name: str, dataset_root: str | os.PathLike | None = None) -> 
 
 
 def list_scorers(dataset_root: str | os.PathLike) -> list[str]:
+    from curate import storage
+
+    if storage.is_uri(dataset_root):
+        d = storage.join(str(dataset_root), SCORERS_DIR)
+        if not storage.is_dir(d):
+            return []
+        return sorted({f[len(d) + 1:].split("/")[0] for f in storage.list_files(d, recursive=True)
+                       if f[len(d) + 1:].endswith("/" + MANIFEST) and f[len(d) + 1:].count("/") == 1})
     d = Path(dataset_root) / SCORERS_DIR
     return sorted(p.name for p in d.iterdir() if (p / MANIFEST).is_file()) if d.is_dir() else []
 

@@ -34,5 +34,5 @@ def train(data, output, preset: str = "tiny", **kwargs) -> dict:
     uri = storage.resolve(str(output)).uri
     local = work_dir(uri)
     info = train_local(data, local, preset, **kwargs)
-    upload_folder(local, uri)
+    upload_folder(local, uri, last=("train.json",))  # the run's record once its files are there
     return dict(info, output_uri=uri)

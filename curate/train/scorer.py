@@ -57,7 +57,9 @@ def seed_kind(dataset: Dataset, seed_set: str) -> str:
         return "webdataset" if p.suffix == ".tar" else "list"
     if "{" in seed_set or "::" in seed_set:
         return "webdataset"
-    if (dataset.root / "subsets" / seed_set / "uids.parquet").exists():
+    from curate import storage
+
+    if storage.exists(storage.join(dataset.root, "subsets", seed_set, "uids.parquet")):  # a URI dataset too
         return "subset"
     from curate.subset import list_subsets
 
@@ -192,13 +194,25 @@ def train_scorer(dataset: Dataset | str | os.PathLike, name: str, seed_set: str,
     :func:`curate.train.train` (seed, samples_seen, batch_size, device, threads, verbose ...).
     The same call again returns the finished scorer without training; ``overwrite`` retrains.
     """
+    from curate import storage
     from curate.train.runner import train
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
-    if not ds.root.is_dir():
+    if not storage.is_dir(ds.root):
         raise ScorerError(f"dataset folder {ds.root} does not exist")
     check_scorer_name(name)
-    folder = Path(output).resolve() if output else ds.root / "scorers" / name
+    # a scorer folder on a store (a URI dataset's scorers/NAME, or a URI output) is made in a
+    # local working folder, then every file of it uploaded whole (curate.outputs)
+    remote = storage.join(str(ds.root), "scorers", name) if output is None and ds.remote else (
+        storage.resolve(str(output)).uri if output is not None and storage.is_uri(output) else None)
+    if remote is not None:
+        from curate.train.output_uri import work_dir
+
+        folder = work_dir(remote)
+        if overwrite:
+            storage.remove_tree(remote)
+    else:
+        folder = Path(output).resolve() if output else ds.root / "scorers" / name
     if overwrite and folder.exists():
         import shutil
 
@@ -233,6 +247,10 @@ def train_scorer(dataset: Dataset | str | os.PathLike, name: str, seed_set: str,
         "code": code_version(),
     }
     atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode())
+    if remote is not None:
+        from curate.outputs import upload_folder
+
+        upload_folder(folder, remote, last=(MANIFEST,))  # the manifest once its weights are there
     return manifest
 
 

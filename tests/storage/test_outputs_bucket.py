@@ -104,3 +104,41 @@ def test_train_output_to_a_bucket(bucket, tmp_path, monkeypatch):
         assert (local / key).read_bytes() == data, key
     again = train(shards, uri, "tiny", seed=1, samples_seen=64, batch_size=16, progress=False)
     assert again["config_hash"] == info["config_hash"] and bucket_objects(bucket, "runs/tiny/") == objects
+
+
+@pytest.mark.slow
+def test_scorer_on_a_bucket_dataset(bucket, tmp_path, monkeypatch):
+    """`curate scorer train s3://bucket/ds`: the scorer is trained in a local working folder and
+    uploaded to ds/scorers/NAME/ (manifest last); `resolve_scorer` reads it back from the bucket
+    (the weights copied to the local input cache) with the model id the manifest records."""
+    import numpy as np
+
+    from curate.models.scorers import list_scorers, resolve_scorer
+    from curate.tables import Dataset
+    from curate.train.output_uri import work_dir
+    from filters.conftest import write_samples
+    from train.conftest import COLOURS, jpeg_square
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    seed = tmp_path / "trusted"
+    seed.mkdir()
+    for i in range(24):
+        c = list(COLOURS)[i % 4]
+        (seed / f"{i:03d}.jpg").write_bytes(jpeg_square(COLOURS[c]))
+        (seed / f"{i:03d}.txt").write_text(f"a {c} square\n")
+    uri = f"s3://{bucket}/ds"
+    write_samples(Dataset(uri), ["a red square"] * 4, [24] * 4, [24] * 4)
+    r = _cli("scorer", "train", uri, "--seed-set", str(seed), "--name", "dfn", "--samples-seen", "64",
+             "--batch-size", "16", "--progress-every", "0")
+    assert r.returncode == 0, r.stderr
+    objects = bucket_objects(bucket, "ds/scorers/dfn/")
+    local = work_dir(f"{uri}/scorers/dfn")
+    assert {str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()} == set(objects)
+    assert all((local / k).read_bytes() == v for k, v in objects.items())
+    m = json.loads(objects["scorer.json"])
+    assert m["dataset"] == uri and m["seed_set"]["samples"] == 24 and np.isfinite(m["loss_last"])
+    assert list_scorers(uri) == ["dfn"]
+    ref = resolve_scorer("dfn", uri)
+    assert ref is not None and ref.model_id == m["model_id"] and ref.checkpoint.read_bytes() == objects["dfn.pt"]
+    assert resolve_scorer(f"{uri}/scorers/dfn", None).model_id == m["model_id"]  # by folder URI
+    assert resolve_scorer("nope", uri) is None
