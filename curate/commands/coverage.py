@@ -75,7 +75,11 @@ class CoverageCommandParams(CoverageParams):
 def coverage(run: JobRun, p: CoverageCommandParams) -> None:
     from curate.coverage.job import population_spec, run_coverage, subset_uids_path
     from curate.errors import CurateError
+    from curate.tables.publish import publish_working_copies, working_copy
 
+    # a URI: fetched to a local working copy here (its tables and plots are written by path),
+    # published back at the end (docs/storage.md)
+    run.dataset, run._ds = working_copy(run.dataset, run.master), None
     # everything is checked before any engine starts
     require_tables(run.dataset, {"samples": "curate ingest"})
     ds = run.ds
@@ -108,13 +112,14 @@ def coverage(run: JobRun, p: CoverageCommandParams) -> None:
     summary = run_coverage(ds, cl, run.executor(), name=name, subsets=subsets, embeddings=emb_id,
                            accuracy_files=acc_files, params={"engine": run.engine, "master": run.master},
                            **p.job_kwargs())
+    publish_working_copies()
     echo_summary(summary)
 
 
 def register(app: typer.Typer) -> None:
     app.command("coverage")(job_command(
         CoverageCommandParams, coverage, job_model=CoverageParams, app_name="curate-coverage",
-        common=Common(None, dataset_help="Dataset folder with a samples table.", subset=False, output=False,
+        common=Common(None, dataset_help="Dataset folder or URI with a samples table (a URI: worked on a local copy).", subset=False, output=False,
                       lock_first=False),
         help="Count concepts (eval class names, a concept list or MetaCLIP entries) in the pool and in each subset: "
         "captions with the MetaCLIP matcher, images by prompt similarity.\n\n"

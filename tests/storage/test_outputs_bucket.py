@@ -6,6 +6,7 @@ deterministic."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -142,3 +143,37 @@ def test_scorer_on_a_bucket_dataset(bucket, tmp_path, monkeypatch):
     assert ref is not None and ref.model_id == m["model_id"] and ref.checkpoint.read_bytes() == objects["dfn.pt"]
     assert resolve_scorer(f"{uri}/scorers/dfn", None).model_id == m["model_id"]  # by folder URI
     assert resolve_scorer("nope", uri) is None
+
+
+def test_coverage_on_a_bucket_dataset(bucket, tmp_path, monkeypatch):
+    """`curate coverage s3://bucket/ds` works on a local copy and publishes coverage/NAME (its
+    table and plots) back: the objects equal a local run's files."""
+    import importlib.util
+
+    from curate.subset import write_subset
+    from curate.tables.publish import publish
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"coverage_{name}", Path(__file__).parents[1] / "coverage" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    cov = load("conftest")
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    texts = ["a dog on the grass", "two dogs", "a cat, a dog.", "a hot dog stand", "a red bird", "nothing here"]
+    ds = cov.write_pool(tmp_path / "pool", texts * 3, shards=2)
+    u = cov.uid_of(ds)
+    write_subset(ds, "a", [u[i] for i in (0, 1, 4, 5)])
+    concepts = tmp_path / "animals.txt"
+    concepts.write_text("dog\ncat\nbird\nhot dog\nzebra\n")
+    uri = f"s3://{bucket}/ds"
+    publish(str(ds.root), uri)
+    for root in (str(ds.root), uri):
+        r = _cli("coverage", root, "--concepts", str(concepts), "--subset", "a", "--engine", "local", env=dict(os.environ))
+        assert r.returncode == 0 and "coverage animals: 5 concepts" in r.stdout, r.stderr
+    local = {p.relative_to(ds.root).as_posix(): p.read_bytes() for p in (ds.root / "coverage").rglob("*") if p.is_file()}
+    objects = {k: v for k, v in bucket_objects(bucket, "ds/").items() if k.startswith("coverage/")}
+    visible = {k: v for k, v in objects.items() if not any(part[:1] in "_." for part in k.split("/")[1:])}
+    want = {k: v for k, v in local.items() if not any(part[:1] in "_." for part in k.split("/")[1:])}
+    assert want and visible == want, (sorted(visible), sorted(want))
