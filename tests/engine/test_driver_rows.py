@@ -256,7 +256,8 @@ def test_on_spark_the_recipe_driver_gets_summaries_not_rows(tmp_path, spark):
         ex = SparkExecutor(spark)
         lineage = _run_recipe(ds, ex, tmp_path)
         assert ex.driver_counter.driver_rows <= _recipe_bound(ds, lineage), ex.driver_counter.by_call
-        assert ex.driver_counter.driver_rows < n // 2 or n == 1500, ex.driver_counter.by_call
+        # (the decontaminate stage's guard sample is a constant GUARD rows, whatever n)
+        assert ex.driver_counter.driver_rows < n // 2 + GUARD or n == 1500, ex.driver_counter.by_call
         counts[n] = ex.driver_counter.by_call["count"]
         if n == 1500:
             local = _pool(tmp_path / "local", n)
