@@ -143,6 +143,8 @@ def test_scorer_on_a_bucket_dataset(bucket, tmp_path, monkeypatch):
     assert ref is not None and ref.model_id == m["model_id"] and ref.checkpoint.read_bytes() == objects["dfn.pt"]
     assert resolve_scorer(f"{uri}/scorers/dfn", None).model_id == m["model_id"]  # by folder URI
     assert resolve_scorer("nope", uri) is None
+    r = _cli("scorer", "list", uri)
+    assert r.returncode == 0 and json.loads(r.stdout)["model_id"] == m["model_id"], r.stderr
 
 
 def test_coverage_on_a_bucket_dataset(bucket, tmp_path, monkeypatch):
