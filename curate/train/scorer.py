@@ -201,8 +201,29 @@ def train_scorer(dataset: Dataset | str | os.PathLike, name: str, seed_set: str,
     if not storage.is_dir(ds.root):
         raise ScorerError(f"dataset folder {ds.root} does not exist")
     check_scorer_name(name)
-    # a scorer folder on a store (a URI dataset's scorers/NAME, or a URI output) is made in a
-    # local working folder, then every file of it uploaded whole (curate.outputs)
+    folder, remote = _scorer_folder(ds, name, output, overwrite)
+    data, desc = prepare_seed_set(ds, seed_set, folder, executor)
+    t0 = time.perf_counter()
+    info = train(data, folder / "run", preset, **train_kwargs)
+    # the scorer's weights are named after it, so its embeddings are embeddings/<arch>__<name>-<hash>
+    model_path = folder / f"{name}.pt"
+    _link_or_copy(Path(info["checkpoint"]), model_path)
+    manifest = _scorer_manifest(name, ds, desc, folder, model_path, info, wall_s=time.perf_counter() - t0)
+    atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode())
+    if remote is not None:
+        from curate.outputs import upload_folder
+
+        upload_folder(folder, remote, last=(MANIFEST,))  # the manifest once its weights are there
+    return manifest
+
+
+def _scorer_folder(ds: Dataset, name: str, output, overwrite: bool) -> tuple[Path, str | None]:
+    """The local folder the scorer is made in, and the store URI it is uploaded to (or None).
+
+    A scorer folder on a store (a URI dataset's scorers/NAME, or a URI output) is made in a
+    local working folder, then every file of it uploaded whole (curate.outputs)."""
+    from curate import storage
+
     remote = storage.join(str(ds.root), "scorers", name) if output is None and ds.remote else (
         storage.resolve(str(output)).uri if output is not None and storage.is_uri(output) else None)
     if remote is not None:
@@ -218,22 +239,21 @@ def train_scorer(dataset: Dataset | str | os.PathLike, name: str, seed_set: str,
 
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    data, desc = prepare_seed_set(ds, seed_set, folder, executor)
-    t0 = time.perf_counter()
-    info = train(data, folder / "run", preset, **train_kwargs)
-    # the scorer's weights are named after it, so its embeddings are embeddings/<arch>__<name>-<hash>
-    model_path = folder / f"{name}.pt"
-    _link_or_copy(Path(info["checkpoint"]), model_path)
+    return folder, remote
+
+
+def _scorer_manifest(name: str, ds: Dataset, seed_set_desc, folder: Path, model_path: Path, info: dict,
+                     wall_s: float) -> dict:
     from curate.models import model_id_for
 
-    manifest = {
+    return {
         "name": name,
         "kind": "dfn",
         "arch": info["model"],
         "checkpoint": os.path.relpath(model_path, folder),
         "model_id": model_id_for(info["model"], str(model_path)),
         "dataset": str(ds.root),
-        "seed_set": desc,
+        "seed_set": seed_set_desc,
         "preset": info["preset"],
         "seed": info["seed"],
         "samples_seen": info["samples_seen"],
@@ -243,15 +263,9 @@ def train_scorer(dataset: Dataset | str | os.PathLike, name: str, seed_set: str,
         "loss_last": info["loss_last"],
         "device": info["device"],
         "train_json": os.path.relpath(folder / "run" / "train.json", folder),
-        "wall_s": round(time.perf_counter() - t0, 2),
+        "wall_s": round(wall_s, 2),
         "code": code_version(),
     }
-    atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode())
-    if remote is not None:
-        from curate.outputs import upload_folder
-
-        upload_folder(folder, remote, last=(MANIFEST,))  # the manifest once its weights are there
-    return manifest
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
