@@ -7,7 +7,7 @@ reference to a uid table of the dataset (``inp.uid_list(ctx.dataset)`` is a job'
 decision rows); the runner restricts, checks, counts and writes with the engine, so no
 per-row data reaches the driver. A stage not converted yet has the legacy
 ``run(ctx, uids, params) -> StageResult`` over a uid array, which the runner feeds through a
-bounded adapter (``runner.LEGACY_MAX_ROWS``, rows counted in ``executor.driver_counter``).
+bounded adapter (``stage_run.LEGACY_MAX_ROWS``, rows counted in ``executor.driver_counter``).
 Adding a stage family means adding one module there; the runner, the cache and the other
 stages are untouched. Every module in ``curate/recipe/stages/`` is imported on first use.
 """
@@ -83,16 +83,16 @@ class StageContext:
     engine: str = "spark"
     master: str | None = None
     conf: list[str] = field(default_factory=list)
-    _executor: Any = None
+    run_executor: Any = None  # the executor every stage of the recipe run shares (None: opened on first use)
 
     def executor(self):
         """The job executor (``engine``: auto, local or spark), opened once per recipe run."""
-        if self._executor is None:
+        if self.run_executor is None:
             from curate.engine.factory import open_executor
 
-            self._executor = open_executor(self.engine, self.master, self.conf, app_name="curate-run",
-                                           dataset=str(self.dataset.root))
-        return self._executor
+            self.run_executor = open_executor(self.engine, self.master, self.conf, app_name="curate-run",
+                                              dataset=str(self.dataset.root))
+        return self.run_executor
 
     @property
     def run_name(self) -> str:

@@ -167,7 +167,7 @@ def test_converted_stages_bring_no_rows_and_the_legacy_adapter_is_bounded(pool, 
     """sql runs in DuckDB, `sample` in the engine; their decisions are checked by the engine and
     no row of them reaches the driver. A stage still on the legacy array interface (none ships;
     one registered here) brings its input to the driver, counted and bounded."""
-    import curate.recipe.runner as runner
+    import curate.recipe.stage_run as stage_run
     from curate.decisions import decisions_table
     from curate.engine import LocalExecutor
     from curate.recipe import registry
@@ -197,7 +197,7 @@ def test_converted_stages_bring_no_rows_and_the_legacy_adapter_is_bounded(pool, 
         ex = LocalExecutor()
         lin = run_recipe(load_recipe(legacy), engine="local", quiet=True, executor=ex, use_cache=False)
         assert ex.driver_counter.by_call["legacy_stage_decisions"] == lin["stages"][0]["input_count"]
-        monkeypatch.setattr(runner, "LEGACY_MAX_ROWS", lin["stages"][0]["input_count"] - 1)  # a smaller bound
+        monkeypatch.setattr(stage_run, "LEGACY_MAX_ROWS", lin["stages"][0]["input_count"] - 1)  # a smaller bound
         with pytest.raises(RecipeError, match="stage 'test_legacy_keep'.*still takes its input on the driver"):
             run_recipe(load_recipe(legacy), engine="local", quiet=True, use_cache=False)
     finally:
