@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from curate.errors import CurateError, RecipeError
 from curate.manifest import RunManifest
