@@ -153,24 +153,24 @@ def test_a_resumed_demo_serves_the_pool_at_the_first_runs_address(tmp_path):
 
     import pyarrow as pa
 
-    from curate.demo.run import _serve
+    from curate.demo.steps import serve_pool
     from curate.errors import DatasetError
     from curate.tables import Dataset
 
     (tmp_path / "www").mkdir()
     ds = Dataset(tmp_path / "dataset")
-    first = _serve(tmp_path, ds)
+    first = serve_pool(tmp_path, ds)
     url = first.start()
     first.stop()
     (tmp_path / "_served.json").write_text(json.dumps({"url": url}))
-    again = _serve(tmp_path, ds)
+    again = serve_pool(tmp_path, ds)
     assert again.start() == url
     try:  # the port taken: without samples a new one is fine, with samples it is an error
-        other = _serve(tmp_path, ds)
+        other = serve_pool(tmp_path, ds)
         assert other.url != url
         other.httpd.server_close()
         ds.write_table("samples", pa.table({"uid": ["0" * 32]}))
         with pytest.raises(DatasetError, match="taken now"):
-            _serve(tmp_path, ds)
+            serve_pool(tmp_path, ds)
     finally:
         again.stop()
