@@ -183,8 +183,6 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     The training sample is the rows with the smallest uid hashes, at most
     ``sample_size or k * max_points_per_centroid`` rows and at most ``max_sample_bytes`` of float32
     (``curate.embedding_space.sampling``): the driver's share does not grow with the pool."""
-    from curate.embedding_space.dbp import centroid_d_inter
-
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     executor = executor or LocalExecutor()
     table = check_cluster(ds, model_id, k, embedding, niter, max_points_per_centroid, input_uids)
@@ -204,65 +202,88 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     tmp_dir = ds.path(f"_tmp/cluster-{name}")
     cache_dir = storage.join(tmp_dir, "decoded")
     _clear_cache(cache_dir)
-    # Hash threshold giving ~10% more rows than wanted; the smallest hashes are then taken.
-    frac = min(1.0, 1.1 * want / max(total, 1))
-    threshold = int(min(2**63 - 1, frac * 2**63)) if frac < 1.0 else 2**63 - 1
-    tasks = shard_tasks(ds, table, embedding=embedding, seed=seed, threshold=threshold, cache_dir=str(cache_dir),
-                        limit=int(want), restricted=uid_filter is not None)
-    uids = uid_frame(executor, uid_filter)  # --subset: a semi-join in the engine, no uid set per worker
     with m.stage("sample"):
-        sample = _sample(executor, tasks, uids, want)
-        if sample.num_rows < want:  # unlucky hash draw: take everything
-            tasks = [dict(t, threshold=2**63 - 1) for t in tasks]
-            sample = _sample(executor, tasks, uids, want)
-        sample = sample.sort_by([("hash", "ascending"), ("uid", "ascending")]).slice(0, want)
-        xs = binary_to_matrix(sample.column("embedding"), dim).astype(np.float32)
-        del sample
+        xs = _training_sample(ds, executor, table, embedding, seed, want, total, dim, str(cache_dir), uid_filter)
     with m.stage("train"):
         c = train_kmeans(xs, k, niter=niter, seed=seed, spherical=spherical,
                          max_points_per_centroid=max_points_per_centroid, gpu=gpu)
-    import faiss
-
-    meta = dict(params, name=name, dim=int(c.shape[1]), embeddings_table=table, train_rows=int(len(xs)),
-                faiss=faiss.__version__)
-    # the embeddings table's health (guards.table_health) as the later jobs on this clustering
-    # report it, from the candidates the sample tasks kept: they need not decode the table again
-    xg = merge_guard_candidates(str(cache_dir), [storage.parquet_file(p).metadata.num_rows
-                                                    for p in ds.shards(table)])
-    if xg is not None:
-        table_h, table_w = guards.embedding_health(guards.pairwise_histogram(xg))
-        meta["embeddings_health"] = {"health": table_h, "warnings": table_w}
-    cdir = centroids_dir(ds, name)
-    ct = pa.Table.from_arrays([pa.array(np.arange(k, dtype=np.int32)),
-                               pa.FixedSizeListArray.from_arrays(pa.array(c.reshape(-1)), c.shape[1])],
-                              schema=load_schema("centroids").arrow(dim=c.shape[1]))
-    ds.write_table(f"centroids/{name}", ct)
-    write_json(storage.join(cdir, META), meta)
+    meta = _write_centroids(ds, name, c, dict(params, name=name, dim=int(c.shape[1]), embeddings_table=table,
+                                              train_rows=int(len(xs))), str(cache_dir))
     # drop shards of an earlier clustering with the same name before writing new ones
     ds.remove_shards_beyond(f"clusters/{name}", 0)
     atasks = [dict(t, name=name, cache_dir=str(cache_dir), tmp_dir=str(tmp_dir)) for t in shard_tasks(ds, table)]
     with m.stage("assign"):
         res = executor.map_tasks(atasks, assign_task, "assign")
     size, dsum, sim_hist = _add_sums([r["sums"] for r in res], k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d_intra = np.where(size > 0, dsum / np.maximum(size, 1), np.nan)
-    d_inter = centroid_d_inter(c, n_neighbors)
-    write_cluster_stats(ds, name, size, d_intra, d_inter)
+    _write_assigned_stats(ds, name, c, size, dsum, n_neighbors)
     counts = {"rows": int(size.sum()), "clusters": k, "empty_clusters": int((size == 0).sum()),
               "largest_cluster": int(size.max()) if k else 0, "train_rows": int(len(xs)),
               "sample_capped": bool(capped)}
     m["counts"] = counts
-    # guards: the sample is ordered by uid hash, so its head is a random pick
-    health, warns = guards.embedding_health(guards.pairwise_histogram(xs[:guards.PAIR_SAMPLE]))
-    m["guards"] = guards.guards_record(
-        {"embeddings": health, "acted_on": guards.distribution(sim_hist, "cosine to the assigned centroid")},
-        warns + guards.cluster_warnings(counts["rows"], k, counts["empty_clusters"]))
+    m["guards"] = _cluster_guards(xs, sim_hist, counts)
     m["outputs"] = {"centroids": f"centroids/{name}", "clusters": f"clusters/{name}",
                     "cluster_stats": f"cluster_stats/{name}"}
     m.write(ds, f"cluster-{name}")
     _clear_cache(cache_dir)
     cleanup_tmp(ds, f"cluster-{name}")
     return {"name": name, "counts": counts, "timings_s": m["timings_s"], "meta": meta, "guards": m["guards"]}
+
+
+def _training_sample(ds: Dataset, executor, table: str, embedding: str, seed: int, want: int, total: int, dim: int,
+                     cache_dir: str, uid_filter) -> np.ndarray:
+    """The k-means training rows (float32): the ``want`` smallest (uid hash, uid) of the input."""
+    # Hash threshold giving ~10% more rows than wanted; the smallest hashes are then taken.
+    frac = min(1.0, 1.1 * want / max(total, 1))
+    threshold = int(min(2**63 - 1, frac * 2**63)) if frac < 1.0 else 2**63 - 1
+    tasks = shard_tasks(ds, table, embedding=embedding, seed=seed, threshold=threshold, cache_dir=cache_dir,
+                        limit=int(want), restricted=uid_filter is not None)
+    uids = uid_frame(executor, uid_filter)  # --subset: a semi-join in the engine, no uid set per worker
+    sample = _sample(executor, tasks, uids, want)
+    if sample.num_rows < want:  # unlucky hash draw: take everything
+        tasks = [dict(t, threshold=2**63 - 1) for t in tasks]
+        sample = _sample(executor, tasks, uids, want)
+    sample = sample.sort_by([("hash", "ascending"), ("uid", "ascending")]).slice(0, want)
+    return binary_to_matrix(sample.column("embedding"), dim).astype(np.float32)
+
+
+def _write_centroids(ds: Dataset, name: str, c: np.ndarray, meta: dict, cache_dir: str) -> dict:
+    """``centroids/<name>`` and its ``_meta.json`` (``meta`` plus the FAISS version and the
+    embeddings table's health); returns the meta."""
+    import faiss
+
+    meta = dict(meta, faiss=faiss.__version__)
+    table = meta["embeddings_table"]
+    # the embeddings table's health (guards.table_health) as the later jobs on this clustering
+    # report it, from the candidates the sample tasks kept: they need not decode the table again
+    xg = merge_guard_candidates(cache_dir, [storage.parquet_file(p).metadata.num_rows for p in ds.shards(table)])
+    if xg is not None:
+        table_h, table_w = guards.embedding_health(guards.pairwise_histogram(xg))
+        meta["embeddings_health"] = {"health": table_h, "warnings": table_w}
+    k = c.shape[0]
+    ct = pa.Table.from_arrays([pa.array(np.arange(k, dtype=np.int32)),
+                               pa.FixedSizeListArray.from_arrays(pa.array(c.reshape(-1)), c.shape[1])],
+                              schema=load_schema("centroids").arrow(dim=c.shape[1]))
+    ds.write_table(f"centroids/{name}", ct)
+    write_json(storage.join(centroids_dir(ds, name), META), meta)
+    return meta
+
+
+def _write_assigned_stats(ds: Dataset, name: str, c: np.ndarray, size: np.ndarray, dsum: np.ndarray,
+                          n_neighbors: int) -> None:
+    """``cluster_stats/<name>``: sizes, d_intra (mean distance to the centroid), d_inter."""
+    from curate.embedding_space.dbp import centroid_d_inter
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_intra = np.where(size > 0, dsum / np.maximum(size, 1), np.nan)
+    write_cluster_stats(ds, name, size, d_intra, centroid_d_inter(c, n_neighbors))
+
+
+def _cluster_guards(xs: np.ndarray, sim_hist: np.ndarray, counts: dict) -> dict:
+    # the sample is ordered by uid hash, so its head is a random pick
+    health, warns = guards.embedding_health(guards.pairwise_histogram(xs[:guards.PAIR_SAMPLE]))
+    return guards.guards_record(
+        {"embeddings": health, "acted_on": guards.distribution(sim_hist, "cosine to the assigned centroid")},
+        warns + guards.cluster_warnings(counts["rows"], counts["clusters"], counts["empty_clusters"]))
 
 
 def _sample(executor, tasks: list[dict], uids, want: int) -> pa.Table:

@@ -155,44 +155,21 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
     npy = ds.path(f"_tmp/{run}/eval.npy")
     atomic_write_bytes(npy, storage.npy_bytes(np.asarray(ex, dtype=np.float32)))
     uids = uid_frame(executor, write_uid_filter(ds, run, input_uids))
+    eval_names = pa.array(eval_ids, pa.string())
     with m.stage("search"):
         rows = restricted_frame(executor, shard_tasks(ds, table, eval_npy=str(npy)), _decontam_rows,
                                 _DECONTAM_SCHEMA, uids).cache()
-        eval_names = pa.array(eval_ids, pa.string())
-
-        def to_decisions(batch: pa.RecordBatch) -> pa.Table:
-            sims = batch.column("similarity").to_numpy()
-            removed = sims >= threshold
-            detail = pc.if_else(pa.array(removed), eval_names.take(batch.column("eval_index")),
-                                pa.nulls(batch.num_rows, pa.string()))
-            return decisions_table(batch.column("uid"), "decontaminate", pa.array(~removed),
-                                   pa.array(np.where(removed, EVAL_REASON, "kept")), pa.array(sims.astype(np.float64)),
-                                   detail)
-
-        def hits(batch: pa.RecordBatch) -> pa.Table:
-            return pa.Table.from_batches([batch]).filter(pc.greater_equal(batch.column("similarity"), threshold))
-
         # per evaluation image: how many pool samples were its near copies, the closest one
         # (highest similarity, then smallest uid); one row per evaluation image comes back
-        per_eval = (rows.map_batches(hits, _DECONTAM_SCHEMA).group_apply("eval_index", _nearest_copy, _PER_EVAL)
-                    .collect_small(len(eval_ids)))
+        per_eval = (rows.map_batches(_hits(threshold), _DECONTAM_SCHEMA)
+                    .group_apply("eval_index", _nearest_copy, _PER_EVAL).collect_small(len(eval_ids)))
     try:
-        e = per_eval.column("eval_index").to_numpy()
-        count = np.zeros(len(eval_ids), np.int64)
-        count[e] = per_eval.column("count").to_numpy()
-        best = np.full(len(eval_ids), np.nan)
-        best[e] = per_eval.column("best").to_numpy()
-        nearest = np.full(len(eval_ids), None, dtype=object)
-        nearest[e] = per_eval.column("nearest").to_pylist()
-        report = pa.Table.from_arrays(
-            [eval_names, pa.array(count), pa.array(best, pa.float64(), mask=np.isnan(best)),
-             pa.array(nearest.tolist(), pa.string())], schema=load_schema("decontamination").arrow())
-        ds.write_table(f"decontamination/{run}", report)
+        report, count = _write_report(ds, run, per_eval, eval_names)
         miss = missing_frame(executor, ds, uids, table, "decontaminate", NO_EMBEDDING)
         health, warns = _guards.table_health(ds, table, "image", executor=executor)
         res = finish_selection(executor, ds, run, "decontaminate",
-                               with_missing(rows.map_batches(to_decisions, DECISIONS), miss), m, output,
-                               {"eval_images": len(eval_ids), "eval_images_with_copies": int((count > 0).sum())},
+                               with_missing(rows.map_batches(_to_decisions(threshold, eval_names), DECISIONS), miss),
+                               m, output, {"eval_images": len(eval_ids), "eval_images_with_copies": int((count > 0).sum())},
                                guards=({"embeddings": health}, warns),
                                acted_on=("cosine to the nearest evaluation image", None),
                                cleanup=lambda: cleanup_tmp(ds, run))
@@ -200,3 +177,43 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
         rows.release()
     res["report"] = report
     return res
+
+
+def _hits(threshold: float):
+    """A batch's rows at or above ``threshold`` (pool copies of an evaluation image)."""
+    def hits(batch: pa.RecordBatch) -> pa.Table:
+        return pa.Table.from_batches([batch]).filter(pc.greater_equal(batch.column("similarity"), threshold))
+
+    return hits
+
+
+def _to_decisions(threshold: float, eval_names: pa.Array):
+    """A batch's decisions: removed at or above ``threshold``, with the evaluation image it copies."""
+    def to_decisions(batch: pa.RecordBatch) -> pa.Table:
+        sims = batch.column("similarity").to_numpy()
+        removed = sims >= threshold
+        detail = pc.if_else(pa.array(removed), eval_names.take(batch.column("eval_index")),
+                            pa.nulls(batch.num_rows, pa.string()))
+        return decisions_table(batch.column("uid"), "decontaminate", pa.array(~removed),
+                               pa.array(np.where(removed, EVAL_REASON, "kept")), pa.array(sims.astype(np.float64)),
+                               detail)
+
+    return to_decisions
+
+
+def _write_report(ds: Dataset, run: str, per_eval: pa.Table, eval_names: pa.Array) -> tuple[pa.Table, np.ndarray]:
+    """``decontamination/<run>``: every evaluation image, its number of pool copies and the
+    closest; returns the table and the copies per evaluation image."""
+    n = len(eval_names)
+    e = per_eval.column("eval_index").to_numpy()
+    count = np.zeros(n, np.int64)
+    count[e] = per_eval.column("count").to_numpy()
+    best = np.full(n, np.nan)
+    best[e] = per_eval.column("best").to_numpy()
+    nearest = np.full(n, None, dtype=object)
+    nearest[e] = per_eval.column("nearest").to_pylist()
+    report = pa.Table.from_arrays(
+        [eval_names, pa.array(count), pa.array(best, pa.float64(), mask=np.isnan(best)),
+         pa.array(nearest.tolist(), pa.string())], schema=load_schema("decontamination").arrow())
+    ds.write_table(f"decontamination/{run}", report)
+    return report, count

@@ -57,28 +57,9 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
     m["inputs"] = [{"table": f"clusters/{clusters}", "rows": ds.count(f"clusters/{clusters}")}]
     with m.stage("stats"):
         rows = restricted_frame(executor, tasks, cluster_rows, row_schema(False), uids).cache()
-        t = rows.select(["cluster_id", "uid", "distance"]).group_apply("cluster_id", cluster_sums,
-                                                                     CLUSTER_SUMS).collect_small(k)
-        cid = t.column("cluster_id").to_numpy()
-        size = np.bincount(cid, weights=t.column("n").to_numpy(), minlength=k).astype(np.int64)
-        dsum = np.zeros(k)
-        dsum[cid] = t.column("distance_sum").to_numpy()
-    total = int(size.sum())
-    try:
-        n_keep = _dbp.n_keep_from_fraction(total, keep_fraction)
-    except ValueError as e:
-        raise DatasetError(str(e)) from e
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d_intra = np.where(size > 0, dsum / np.maximum(size, 1), np.nan)
-    d_inter = _dbp.centroid_d_inter(c, n_neighbors)
-    if method == "dbp":
-        plan = _dbp.dbp_plan(size, d_intra, d_inter, n_keep, temperature=temperature, balance_ratio=balance_ratio)
-        quota = plan["quota"]
-    else:
-        plan = {"complexity": None, "probability": None}
-        quota = _dbp.ssp_quotas(size, n_keep)
-    quota_list = quota.astype(np.int64)
-    stage = method
+        size, dsum = _cluster_sizes(rows, k)
+    plan = _plan(c, size, dsum, keep_fraction, method, temperature, balance_ratio, n_neighbors)
+    stage, quota_list = method, plan["quota"].astype(np.int64)
     reason = "dbp_pruned" if method == "dbp" else "ssp_pruned"
 
     def group_fn(group: pa.Table) -> pa.Table:
@@ -90,9 +71,11 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
         dec = rows.group_apply("cluster_id", group_fn, DECISIONS_C).cache()
         size2, kept, _ = per_cluster(dec, k)
     try:
+        n_keep = plan["n_keep"]
         if not np.array_equal(size2, size) or int(kept.sum()) != n_keep:
             raise DatasetError(f"{run}: internal count mismatch (kept {int(kept.sum())}, planned {n_keep})")
-        write_cluster_stats(ds, run, size, d_intra, d_inter, plan["complexity"], plan["probability"], quota, kept)
+        write_cluster_stats(ds, run, size, plan["d_intra"], plan["d_inter"], plan["complexity"], plan["probability"],
+                            plan["quota"], kept)
         miss = missing_frame(executor, ds, uids, table, stage, NO_EMBEDDING)
         health, warns = clustering_health(ds, meta)
         # removing most of the input is what a small --keep-fraction asks for: no removal warning here
@@ -103,6 +86,39 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
     finally:
         dec.release()
         rows.release()
+
+
+def _cluster_sizes(rows, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster sizes and distance sums of the input rows (one row per cluster from the engine)."""
+    t = rows.select(["cluster_id", "uid", "distance"]).group_apply("cluster_id", cluster_sums,
+                                                                 CLUSTER_SUMS).collect_small(k)
+    cid = t.column("cluster_id").to_numpy()
+    size = np.bincount(cid, weights=t.column("n").to_numpy(), minlength=k).astype(np.int64)
+    dsum = np.zeros(k)
+    dsum[cid] = t.column("distance_sum").to_numpy()
+    return size, dsum
+
+
+def _plan(c: np.ndarray, size: np.ndarray, dsum: np.ndarray, keep_fraction: float, method: str,
+          temperature: float, balance_ratio: float, n_neighbors: int) -> dict:
+    """The driver's plan: how many to keep in all (``n_keep``) and per cluster (``quota``),
+    with the cluster statistics it was made from (d_intra, d_inter; DBP's complexity and
+    probability, None for SSP)."""
+    try:
+        n_keep = _dbp.n_keep_from_fraction(int(size.sum()), keep_fraction)
+    except ValueError as e:
+        raise DatasetError(str(e)) from e
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_intra = np.where(size > 0, dsum / np.maximum(size, 1), np.nan)
+    d_inter = _dbp.centroid_d_inter(c, n_neighbors)
+    if method == "dbp":
+        plan = _dbp.dbp_plan(size, d_intra, d_inter, n_keep, temperature=temperature, balance_ratio=balance_ratio)
+        quota = plan["quota"]
+    else:
+        plan = {"complexity": None, "probability": None}
+        quota = _dbp.ssp_quotas(size, n_keep)
+    return {"n_keep": n_keep, "quota": quota, "d_intra": d_intra, "d_inter": d_inter,
+            "complexity": plan["complexity"], "probability": plan["probability"]}
 
 
 def _one_minus(d: np.ndarray) -> np.ndarray:
