@@ -161,10 +161,9 @@ def group_decisions(group: pa.Table, stage: str = STAGE) -> pa.Table:
 def run_perceptual_dedup(dataset, radius: int = DEFAULT_RADIUS, hash_kind: str = "phash", run: str = "perceptual_dedup",
                          bands: int | None = None, embeddings: str | None = None, input_uids=None, executor=None,
                          output: str | None = None, stage: str = STAGE) -> dict:
-    from curate.embedding_space.common import UID_SCHEMA, cleanup_tmp, uid_frame
+    from curate.embedding_space.common import cleanup_tmp
     from curate.embedding_space.components import component_labels
-    from curate.embedding_space.jobs.shared import with_missing
-    from curate.selection import DECISIONS, finish_selection
+    from curate.selection import finish_selection
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     executor = executor or LocalExecutor()
@@ -188,48 +187,76 @@ def run_perceptual_dedup(dataset, radius: int = DEFAULT_RADIUS, hash_kind: str =
     with m.stage("components"):
         labels, rounds = component_labels(links.map_batches(_link_edges, EDGES))
     with m.stage("survivors"):
-        mtasks = shard_tasks(ds, HASHES, kind="hashes", **base)
-        if score_table:
-            mtasks += shard_tasks(ds, score_table, kind="scores", **base)
-        members = labels.join(executor.frame_from_tasks(mtasks, _member_rows, _MEMBER_ROWS), "uid")
-        groups = members.group_apply("label", lambda g: group_decisions(g, stage), DECISIONS).cache()
-        # guards: distances acted on (removed rows to their survivor) and a suspiciously large group
-        bins = (groups.map_batches(_removed_distances, HISTOGRAM_SCHEMA).aggregate(["bin"], {"n": ("n", "sum")})
-                .collect_small(HASH_BITS[hash_kind] + 1))
-        sizes = (groups.aggregate(["detail"], {"n": ("uid", "count")}).map_batches(_one_key, _SIZES)
-                 .aggregate(["one"], {"largest": ("n", "max"), "groups": ("n", "count")}).collect_small(1))
+        groups, bins, sizes = _survivors(executor, ds, labels, score_table, base, HASH_BITS[hash_kind])
+    dec = _all_decisions(executor, ds, groups, base, uid_filter)
+    largest = int(sizes.column("largest")[0].as_py()) if sizes.num_rows else 0
+    n_groups = int(sizes.column("groups")[0].as_py()) if sizes.num_rows else 0
+    try:
+        guards = _guards(dec, bins, largest, radius, hash_kind)
+        extra = {"groups_with_duplicates": n_groups, "largest_group": largest, "links": int(n_links),
+                 "bucket_partitions": parts, "component_rounds": rounds, "hash": hstats}
+        return finish_selection(executor, ds, run, stage, dec, m, output, extra, guards=guards,
+                                cleanup=lambda: cleanup_tmp(ds, run))
+    finally:
+        for frame in (groups, links):
+            frame.release()
+
+
+def _survivors(executor, ds: Dataset, labels, score_table: str | None, base: dict, bits: int):
+    """The grouped rows' decisions (a cached frame: the caller releases it), the histogram of
+    removed rows' distances to their survivor, and the largest group's size with the number
+    of groups (one row)."""
+    from curate.selection import DECISIONS
+
+    stage = base["stage"]
+    mtasks = shard_tasks(ds, HASHES, kind="hashes", **base)
+    if score_table:
+        mtasks += shard_tasks(ds, score_table, kind="scores", **base)
+    members = labels.join(executor.frame_from_tasks(mtasks, _member_rows, _MEMBER_ROWS), "uid")
+    groups = members.group_apply("label", lambda g: group_decisions(g, stage), DECISIONS).cache()
+    # guards: distances acted on (removed rows to their survivor) and a suspiciously large group
+    bins = (groups.map_batches(_removed_distances, HISTOGRAM_SCHEMA).aggregate(["bin"], {"n": ("n", "sum")})
+            .collect_small(bits + 1))
+    sizes = (groups.aggregate(["detail"], {"n": ("uid", "count")}).map_batches(_one_key, _SIZES)
+             .aggregate(["one"], {"largest": ("n", "max"), "groups": ("n", "count")}).collect_small(1))
+    return groups, bins, sizes
+
+
+def _all_decisions(executor, ds: Dataset, groups, base: dict, uid_filter):
+    """Every input uid's decision: the grouped rows', every other hashed row kept, undecodable
+    images, and input uids neither hashed nor failed (not downloaded, or not hashed)."""
+    from curate.embedding_space.common import UID_SCHEMA, uid_frame
+    from curate.embedding_space.jobs.shared import with_missing
+    from curate.selection import DECISIONS
+
+    stage = base["stage"]
     hashed = executor.frame_from_tasks(shard_tasks(ds, HASHES, **base), _uid_rows, UID_SCHEMA)
     dec = groups.union(hashed.anti_join(groups).map_batches(_singles(stage), DECISIONS))
     if ds.has_table(FAILURES):
         dec = dec.union(executor.frame_from_tasks(shard_tasks(ds, FAILURES, **base), _failed, DECISIONS))
     uids = uid_frame(executor, uid_filter)
     miss = None
-    if uids is not None:  # input uids neither hashed nor failed (not downloaded, or not hashed)
+    if uids is not None:
         present = executor.frame_read([str(p) for t in (HASHES, FAILURES) if ds.has_table(t) for p in ds.shards(t)],
                                       UID_SCHEMA)
         miss = uids.anti_join(present).map_batches(_no_phash(stage), DECISIONS)
-    dec = with_missing(dec, miss)
+    return with_missing(dec, miss)
+
+
+def _guards(dec, bins: pa.Table, largest: int, radius: int, hash_kind: str) -> tuple[dict, list[str]]:
+    """The removed rows' Hamming distances, and a warning when one group holds too much of the input."""
     hist = dict(zip(bins.column("bin").to_pylist(), bins.column("n").to_pylist()))
-    largest = int(sizes.column("largest")[0].as_py()) if sizes.num_rows else 0
-    n_groups = int(sizes.column("groups")[0].as_py()) if sizes.num_rows else 0
-    try:
-        warns = []
-        if largest >= MIN_SUSPECT_GROUP:
-            n = dec.count()
-            if largest > MAX_GROUP_FRACTION * n:
-                warns.append(f"the largest perceptual group holds {largest} of {n} samples "
-                             f"({largest / n:.1%}): placeholder or blank images, or --radius {radius} too large "
-                             f"for {hash_kind}?")
-        dists = {"hamming_to_survivor": {"what": f"Hamming distance ({hash_kind}) of each removed sample to its survivor",
-                                         "n": int(sum(hist.values())),
-                                         "counts": {str(k): int(hist[k]) for k in sorted(hist)}}}
-        extra = {"groups_with_duplicates": n_groups, "largest_group": largest, "links": int(n_links),
-                 "bucket_partitions": parts, "component_rounds": rounds, "hash": hstats}
-        return finish_selection(executor, ds, run, stage, dec, m, output, extra, guards=(dists, warns),
-                                cleanup=lambda: cleanup_tmp(ds, run))
-    finally:
-        for frame in (groups, links):
-            frame.release()
+    warns = []
+    if largest >= MIN_SUSPECT_GROUP:
+        n = dec.count()
+        if largest > MAX_GROUP_FRACTION * n:
+            warns.append(f"the largest perceptual group holds {largest} of {n} samples "
+                         f"({largest / n:.1%}): placeholder or blank images, or --radius {radius} too large "
+                         f"for {hash_kind}?")
+    dists = {"hamming_to_survivor": {"what": f"Hamming distance ({hash_kind}) of each removed sample to its survivor",
+                                     "n": int(sum(hist.values())),
+                                     "counts": {str(k): int(hist[k]) for k in sorted(hist)}}}
+    return dists, warns
 
 
 def _no_phash(stage: str):
