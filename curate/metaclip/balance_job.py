@@ -171,11 +171,7 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
     manifest["params"].update(by_language)
     for table in (f"decisions/{run}", f"{ENTRY_BALANCE}/{run}", f"{LANGUAGE_BALANCE}/{run}"):
         clear_stale(dataset, table, 0)
-    # one cap t for all entries, or per language (each language's global entry-id range)
-    limit = ({"t": t_eff} if thresholds is None else
-             {"thresholds": [[th.start, th.stop, th.t] for th in thresholds]})
-    tasks = [{"root": str(dataset.root), "shard": i, "input": str(p), "run": run, **limit, "seed": seed,
-              "entries": entries_sha, "batch_size": batch_size} for i, p in enumerate(shards)]
+    tasks = _balance_tasks(dataset, shards, run, t_eff, thresholds, seed, entries_sha, batch_size)
     with manifest.stage("balance"):
         stats = executor.map_tasks(tasks, balance_shard_task, "metaclip balance")
     with manifest.stage("subset"):
@@ -192,17 +188,33 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
                                        "seed": seed, **by_language},
             "decisions": f"decisions/{run}", "counts": counts,
             "entry_distribution": ["entry_distribution.json", plot.name]})
+    _record_outcome(manifest, counts, reasons, summary, pool, name, plot.name, thresholds is not None)
+    manifest.write(dataset, f"metadata-balance-{name}")
+    return manifest.data
+
+
+def _balance_tasks(dataset: Dataset, shards: list, run: str, t_eff: float, thresholds: list | None, seed: int,
+                   entries_sha: str, batch_size: int) -> list[dict]:
+    """One task per ``metadata_matches`` shard."""
+    # one cap t for all entries, or per language (each language's global entry-id range)
+    limit = ({"t": t_eff} if thresholds is None else
+             {"thresholds": [[th.start, th.stop, th.t] for th in thresholds]})
+    return [{"root": str(dataset.root), "shard": i, "input": str(p), "run": run, **limit, "seed": seed,
+             "entries": entries_sha, "batch_size": batch_size} for i, p in enumerate(shards)]
+
+
+def _record_outcome(manifest: RunManifest, counts: dict, reasons: dict, summary: dict, pool: int, name: str,
+                    plot: str, worldwide: bool) -> None:
+    """The manifest's counts, entry distribution and outputs (the run's tables are named ``name``)."""
     # the selection count keys (input, kept, removed, reasons) beside the per-reason keys
     kept_n = int(reasons.get("kept", 0))
     manifest["counts"] = {**counts, "kept": kept_n, "removed": pool - kept_n, "reasons": dict(sorted(reasons.items()))}
     manifest["distribution"] = {k: summary[k] for k in ("before", "after")}
-    manifest["outputs"] = {"subset": f"subsets/{name}", "decisions": f"decisions/{run}",
-                           ENTRY_BALANCE: f"{ENTRY_BALANCE}/{run}", "plot": f"subsets/{name}/{plot.name}"}
-    if thresholds is not None:
+    manifest["outputs"] = {"subset": f"subsets/{name}", "decisions": f"decisions/{name}",
+                           ENTRY_BALANCE: f"{ENTRY_BALANCE}/{name}", "plot": f"subsets/{name}/{plot}"}
+    if worldwide:
         manifest["languages"] = summary["languages"]
-        manifest["outputs"][LANGUAGE_BALANCE] = f"{LANGUAGE_BALANCE}/{run}"
-    manifest.write(dataset, f"metadata-balance-{name}")
-    return manifest.data
+        manifest["outputs"][LANGUAGE_BALANCE] = f"{LANGUAGE_BALANCE}/{name}"
 
 
 def _language_thresholds(dataset: Dataset, shards: int, counts_before: np.ndarray, t_eff: float,

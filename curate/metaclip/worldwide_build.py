@@ -254,6 +254,30 @@ def _language_sources(lang: str, numbers: bool, wordnet: bool, wordnet_dir: str 
     return sources, info
 
 
+def _bigrams_info(bg: list, total: int, corpus) -> dict:
+    """What the build record says of a language's mined bigrams (the 20 first)."""
+    return {"corpus": corpus, "captions": "those whose fastText language is this one",
+            "word_tokens": total, "mined": len(bg),
+            "top": [{"bigram": b.text, "count": b.count, "pmi": round(b.pmi, 3)} for b in bg[:20]]}
+
+
+def _write_language(out_dir: Path, lang: str, sources: list[tuple[str, list[str]]], info: dict,
+                    keep_unmatchable: bool, max_entries: int | None) -> dict:
+    """``out_dir/<lang>.json`` from its sources; returns its record in ``_build.json``."""
+    from curate.manifest import file_fingerprint
+
+    entries, report = md.assemble(sources, keep_unmatchable=keep_unmatchable, max_entries=max_entries,
+                                  is_punctuation=ww.is_pure_punctuation, max_chars=ww.MAX_ENTRY_CHARS)
+    path = md.write_metadata(entries, out_dir / f"{lang}.json")
+    tok = ww.tokenizer_for(lang)
+    return {
+        "file": path.name, "entries": report.entries, "sources": report.sources, "source_info": info,
+        "tokenizer": tok.describe(),
+        "script": "no spaces (entries unspaced at CJK/Thai/Lao/Burmese/Khmer/Tibetan ends)"
+                  if ww.base_language(lang) in ww.NO_SPACE_LANGUAGES else "space-separated",
+        "sha256": file_fingerprint(path)["sha256"]}
+
+
 def run_build_worldwide(output: str | Path, languages: list[str], *, numbers: bool = True, wordnet: bool = True,
                         wordnet_dir: str | None = None, wordfreq_top: int | None = 100_000,
                         wordfreq_min_frequency: float | None = None, wordfreq_list: str = "best",
@@ -262,7 +286,7 @@ def run_build_worldwide(output: str | Path, languages: list[str], *, numbers: bo
                         entry_lists: list[str] | None = None, keep_unmatchable: bool = False,
                         max_entries: int | None = None, executor=None, lid_model: str | None = None) -> dict:
     """Write ``output/<lang>.json`` for every language and ``output/_build.json``."""
-    from curate.manifest import code_version, file_fingerprint
+    from curate.manifest import code_version
     from curate.tables import atomic_write_bytes
 
     out_dir = Path(output)
@@ -287,24 +311,11 @@ def run_build_worldwide(output: str | Path, languages: list[str], *, numbers: bo
         sources, info = _language_sources(lang, numbers, wordnet, wordnet_dir, wordfreq_top, wordfreq_min_frequency,
                                           wordfreq_list)
         if lang in mined:
-            bg, total = mined[lang]
-            sources.append(("bigrams", [b.text for b in bg]))
-            info["bigrams"] = {"corpus": list(corpus) if corpus else f"{dataset.root}/samples",
-                               "captions": "those whose fastText language is this one",
-                               "word_tokens": total, "mined": len(bg),
-                               "top": [{"bigram": b.text, "count": b.count, "pmi": round(b.pmi, 3)} for b in bg[:20]]}
+            sources.append(("bigrams", [b.text for b in mined[lang][0]]))
+            info["bigrams"] = _bigrams_info(*mined[lang], list(corpus) if corpus else f"{dataset.root}/samples")
         for path in [*shared_lists, *lang_lists.get(lang, [])]:
             sources.append((f"user:{path}", md.read_entry_list(path)))
-        entries, report = md.assemble(sources, keep_unmatchable=keep_unmatchable, max_entries=max_entries,
-                                      is_punctuation=ww.is_pure_punctuation, max_chars=ww.MAX_ENTRY_CHARS)
-        path = md.write_metadata(entries, out_dir / f"{lang}.json")
-        tok = ww.tokenizer_for(lang)
-        per_lang[lang] = {
-            "file": path.name, "entries": report.entries, "sources": report.sources, "source_info": info,
-            "tokenizer": tok.describe(),
-            "script": "no spaces (entries unspaced at CJK/Thai/Lao/Burmese/Khmer/Tibetan ends)"
-                      if ww.base_language(lang) in ww.NO_SPACE_LANGUAGES else "space-separated",
-            "sha256": file_fingerprint(path)["sha256"]}
+        per_lang[lang] = _write_language(out_dir, lang, sources, info, keep_unmatchable, max_entries)
         timings[lang] = round(time.perf_counter() - t0, 3)
     build = {"output": str(out_dir), "mode": "worldwide", "languages": per_lang,
              "entries": sum(v["entries"] for v in per_lang.values()),
