@@ -27,6 +27,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from curate.errors import CurateError
 from curate.manifest import code_version, stable_hash
@@ -105,7 +106,38 @@ def _losses(log_path: Path) -> list[float]:
     return [float(m.group(1)) for m in _LOSS_RE.finditer(log_path.read_text(errors="replace"))]
 
 
-# Over 60 lines only by its signature (the trainer's option list) and docstring; the body is steps.
+class _RunPlan(NamedTuple):
+    """What a training call resolves before anything runs."""
+
+    cfg: Any  # the preset with this call's overrides
+    data_info: dict
+    device: str
+    precision: str
+    rank_batch: int
+    global_batch: int
+    steps: dict
+    config_hash: str
+    rank_argv: list[str]
+
+
+def _plan_run(data, output: Path, preset: str, seed: int, samples_seen, batch_size, lr, warmup, checkpoints, model,
+              pretrained, workers: int, device, precision, extra_args, launch: Launch, local_loss) -> _RunPlan:
+    """The preset, the data, the device and the open_clip_train arguments of each rank."""
+    cfg = get_preset(preset, samples_seen=samples_seen, batch_size=batch_size, lr=lr, warmup=warmup,
+                     checkpoints=checkpoints, model=model, local_loss=local_loss)
+    data_info = resolve_train_data(data)
+    dev, prec = _device_and_precision(device, precision)
+    rank_batch = per_rank_batch(cfg.batch_size, launch.world_size, launch.accum_freq)
+    global_batch = rank_batch * launch.world_size * launch.accum_freq
+    log_every = max(1, min(50, plan_steps(cfg.samples_seen, global_batch, cfg.checkpoints)["steps_per_epoch"] // 4))
+    # the hash covers what decides the result, not how many ranks compute it: resumable anywhere
+    argv, steps = build_args(data_info, cfg, output, seed, workers, dev, prec, pretrained, log_every=log_every,
+                             extra_args=extra_args, batch_size=global_batch)
+    config_hash = stable_hash({"argv": argv, "preset": {k: v for k, v in cfg.to_dict().items() if k != "local_loss"}})
+    rank_argv = with_batch_size(argv, rank_batch) + distributed_args(cfg.local_loss, launch)
+    return _RunPlan(cfg, data_info, dev, prec, rank_batch, global_batch, steps, config_hash, rank_argv)
+
+
 def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str = "tiny", *,
           seed: int = 0, samples_seen: int | None = None, batch_size: int | None = None,
           lr: float | None = None, warmup: int | None = None, checkpoints: int | None = None,
@@ -126,62 +158,60 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
     """
     output = Path(output).resolve()
     launch = launch or Launch()
-    cfg = get_preset(preset, samples_seen=samples_seen, batch_size=batch_size, lr=lr, warmup=warmup,
-                     checkpoints=checkpoints, model=model, local_loss=local_loss)
-    data_info = resolve_train_data(data)
-    dev, prec = _device_and_precision(device, precision)
-    rank_batch = per_rank_batch(cfg.batch_size, launch.world_size, launch.accum_freq)
-    global_batch = rank_batch * launch.world_size * launch.accum_freq
-    log_every = max(1, min(50, plan_steps(cfg.samples_seen, global_batch, cfg.checkpoints)["steps_per_epoch"] // 4))
-    # the hash covers what decides the result, not how many ranks compute it: resumable anywhere
-    argv, steps = build_args(data_info, cfg, output, seed, workers, dev, prec, pretrained, log_every=log_every,
-                             extra_args=extra_args, batch_size=global_batch)
-    config_hash = stable_hash({"argv": argv, "preset": {k: v for k, v in cfg.to_dict().items() if k != "local_loss"}})
-    rank_argv = with_batch_size(argv, rank_batch) + distributed_args(cfg.local_loss, launch)
+    plan = _plan_run(data, output, preset, seed, samples_seen, batch_size, lr, warmup, checkpoints, model, pretrained,
+                     workers, device, precision, extra_args, launch, local_loss)
     info_path = output / "train.json"
     if info_path.exists():
         old = json.loads(info_path.read_text())
-        if old.get("config_hash") == config_hash and Path(old.get("checkpoint", "")).exists():
+        if old.get("config_hash") == plan.config_hash and Path(old.get("checkpoint", "")).exists():
             return old if launch.node_rank == 0 else _node_result(launch, output)
     if launch.node_rank == 0:
-        _prepare_run_folder(output, config_hash, overwrite)
+        _prepare_run_folder(output, plan.config_hash, overwrite)
         clear_rank_records(output)
         if launch.uses_torchrun:
             align_resume_checkpoint(output / "checkpoints", distributed=True)
 
     t0 = time.perf_counter()
-    live = (TrainProgress(output / "out.log", steps["steps_per_epoch"], global_batch, steps["epochs"],
+    live = (TrainProgress(output / "out.log", plan.steps["steps_per_epoch"], plan.global_batch, plan.steps["epochs"],
                           every_s=progress_every_s)
             if progress and launch.node_rank == 0 else contextlib.nullcontext())
     with live:
-        rc = _run_ranks(launch, rank_argv, output, dev, threads, verbose)
+        rc = _run_ranks(launch, plan.rank_argv, output, plan.device, threads, verbose)
     if launch.uses_torchrun and launch.node_rank != 0:
         return _node_result(launch, output)
     wall = time.perf_counter() - t0
-    final = output / "checkpoints" / f"epoch_{steps['epochs']}.pt"
+    final = output / "checkpoints" / f"epoch_{plan.steps['epochs']}.pt"
     if rc == -1 or not final.exists():
         raise TrainError(f"open_clip_train did not finish (see {output / 'out.log'}); expected {final}")
-    model_path = _save_final_weights(final, output / "model.pt", cfg.model)
+    model_path = _save_final_weights(final, output / "model.pt", plan.cfg.model)
+    info = _train_record(plan, output, pretrained, seed, model_path, final, wall, launch)
+    atomic_write_bytes(info_path, (json.dumps(info, indent=2, sort_keys=True, default=str) + "\n").encode())
+    link_to_subset(info, "trainings", {"train_json": str(info_path), "checkpoint": str(model_path),
+                                        "preset": plan.cfg.name, "seed": seed,
+                                        "samples_seen": plan.steps["samples_seen"]},
+                   replace_on="train_json")
+    return info
+
+
+def _train_record(plan: _RunPlan, output: Path, pretrained: str | None, seed: int, model_path: Path, final: Path,
+                  wall: float, launch: Launch) -> dict:
+    """``train.json``: the preset, data lineage, steps, losses, timings, ranks and arguments."""
     ranks = read_rank_records(output)
-    info = {
-        "preset": cfg.to_dict(), "model": cfg.model, "pretrained": pretrained, "seed": seed, "device": dev,
-        "precision": prec,
-        **_data_and_steps(data_info, steps, _losses(output / "out.log")),
+    steps = plan.steps
+    return {
+        "preset": plan.cfg.to_dict(), "model": plan.cfg.model, "pretrained": pretrained, "seed": seed,
+        "device": plan.device, "precision": plan.precision,
+        **_data_and_steps(plan.data_info, steps, _losses(output / "out.log")),
         "checkpoint": str(model_path),
         "train_checkpoint": str(final),
         "wall_s": round(wall, 2),
         "samples_per_s": round(steps["samples_seen"] / wall, 1) if wall > 0 else None,
         "world_size": launch.world_size, "launch": launch.to_dict(),
-        "global_batch": global_batch, "per_rank_batch": rank_batch,
+        "global_batch": plan.global_batch, "per_rank_batch": plan.rank_batch,
         "ranks": ranks,  # this launch's ranks: epochs trained, samples, seconds in the epoch loop
         "train_samples_per_s": _loop_throughput(ranks),
-        "argv": rank_argv, "config_hash": config_hash, "code": code_version(),
+        "argv": plan.rank_argv, "config_hash": plan.config_hash, "code": code_version(),
     }
-    atomic_write_bytes(info_path, (json.dumps(info, indent=2, sort_keys=True, default=str) + "\n").encode())
-    link_to_subset(info, "trainings", {"train_json": str(info_path), "checkpoint": str(model_path),
-                                        "preset": cfg.name, "seed": seed, "samples_seen": steps["samples_seen"]},
-                    replace_on="train_json")
-    return info
 
 
 def _run_ranks(launch: Launch, rank_argv: list[str], output: Path, dev: str, threads: int | None,
