@@ -89,7 +89,7 @@ def run_demo_recipe(cfg: DemoConfig, ds, model_id: str) -> dict:
 
 def write_baseline_subsets(ds, curated_size: int, seed: int) -> dict:
     """raw = every downloaded sample; random = a uniform sample of it as large as curated."""
-    from curate.recipe.runner import initial_uids
+    from curate.recipe.inputs import initial_uids
     from curate.recipe.stages.sample import sample_uids
     from curate.subset import write_subset
 

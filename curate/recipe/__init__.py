@@ -6,7 +6,8 @@ it and writes the final subset with its lineage. Stage families plug in through
 """
 
 from curate.recipe.registry import Params, StageContext, StageResult, get_kind, kinds, register
-from curate.recipe.runner import initial_uids, run_recipe
+from curate.recipe.inputs import initial_uids
+from curate.recipe.runner import run_recipe
 from curate.errors import RecipeError
 from curate.recipe.spec import LoadedRecipe, load_recipe
 

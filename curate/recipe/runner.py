@@ -28,15 +28,13 @@ from curate.errors import CurateError, RecipeError
 from curate.manifest import RunManifest
 from curate.progress import info
 from curate.recipe.cache import CACHE_DIR, StageCache, cache_key, table_fingerprint
-from curate.recipe.inputs import initial_table, initial_uids
+from curate.recipe.inputs import initial_table
 from curate.recipe.registry import StageContext, code_hash, get_kind, tables_read
 from curate.recipe.spec import LoadedRecipe, StageSpec
 from curate.recipe.stage_run import run_legacy_stage, run_table_stage, stage_column
 from curate.recipe.uid_tables import UidTable, subset_digest_frame
 from curate.selection import DECISIONS, write_decisions_frame, write_subset_frame
 from curate.tables import Dataset
-
-__all__ = ["initial_table", "initial_uids", "run_recipe"]
 
 
 def _embed_with_scorer(loaded: LoadedRecipe, dataset: Dataset, engine: str, master: str | None,
