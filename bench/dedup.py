@@ -203,9 +203,9 @@ def jobs_bench(x16, uids, k, niter, ppc, eps, keep_fraction, spark_too: bool):
             emb = pa.FixedSizeListArray.from_arrays(pa.array(x16[s:e].reshape(-1)), d)
             tb = pa.Table.from_arrays([pa.array(uids[s:e].tolist(), pa.string()), emb, emb,
                                        pa.array(np.ones(e - s, np.float32))], schema=schema)
-            from curate.tables import write_parquet_atomic
+            from curate.embedding_space.vectors import write_vectors_parquet
 
-            write_parquet_atomic(tb, ds.shard_path("embeddings/bench", i))
+            write_vectors_parquet(tb, ds.shard_path("embeddings/bench", i))
         print(f"  wrote {n:,} rows in {(n + per - 1) // per} shards ({time.perf_counter() - t:.1f} s, not timed)")
         out = {}
         engines = [("local", LocalExecutor())]

@@ -198,6 +198,7 @@ def _jpeg() -> bytes:
 def build_pool(work: Path, rows: int, seed: int = 0, parts=("input", "embeddings", "downloads")) -> None:
     """input/pool.parquet, and the dataset's embeddings and downloads (+ tars) the jobs read
     (``parts``: only those; the tars are most of the build time)."""
+    from curate.embedding_space.vectors import write_embeddings_table
     from curate.tables import Dataset, load_schema
 
     src = DATA / "alttext" / "web_alttext_10k.parquet"
@@ -236,10 +237,10 @@ def build_pool(work: Path, rows: int, seed: int = 0, parts=("input", "embeddings
     def fsl(a):
         return pa.FixedSizeListArray.from_arrays(pa.array(a.astype(np.float16).ravel(), pa.float16()), DIM)
 
-    ds.write_table(f"embeddings/{MODEL}", pa.table(
+    write_embeddings_table(ds, f"embeddings/{MODEL}", pa.table(
         {"uid": uid_sorted, "image_embedding": fsl(x), "text_embedding": fsl(y),
          "clip_score": pa.array(np.einsum("ij,ij->i", x, y).astype(np.float32))},
-        schema=load_schema("embeddings").arrow(dim=DIM)), schema="embeddings", rows_per_shard=100_000)
+        schema=load_schema("embeddings").arrow(dim=DIM)), rows_per_shard=100_000)
     del x, y
     if "downloads" not in parts:
         return
@@ -419,9 +420,9 @@ def gap(n: int, workdir: Path, k: int, ppc: int, engine: str = "spark") -> dict:
     for i, s in enumerate(range(0, n, 100_000)):
         e = min(n, s + 100_000)
         emb = pa.FixedSizeListArray.from_arrays(pa.array(x16[s:e].reshape(-1)), 512)
-        from curate.tables import write_parquet_atomic
+        from curate.embedding_space.vectors import write_vectors_parquet
 
-        write_parquet_atomic(pa.Table.from_arrays([pa.array(uids[s:e].tolist(), pa.string()), emb, emb,
+        write_vectors_parquet(pa.Table.from_arrays([pa.array(uids[s:e].tolist(), pa.string()), emb, emb,
                                                    pa.array(np.ones(e - s, np.float32))], schema=schema),
                              ds.shard_path(f"embeddings/{MODEL}", i))
     del x16

@@ -63,6 +63,7 @@ SHARED_WITH_DATACOMP = {"filter"}
 
 
 def build_pool(root: Path, rows: int, dim: int = 512, seed: int = 0) -> None:
+    from curate.embedding_space.vectors import write_embeddings_table
     from curate.tables import Dataset, load_schema
 
     src = DATA / "alttext" / "web_alttext_10k.parquet"
@@ -98,7 +99,7 @@ def build_pool(root: Path, rows: int, dim: int = 512, seed: int = 0) -> None:
     emb = pa.table({"uid": t.column("uid"), "image_embedding": fsl(x), "text_embedding": fsl(y),
                     "clip_score": pa.array(np.einsum("ij,ij->i", x, y).astype(np.float32))},
                    schema=load_schema("embeddings").arrow(dim=dim))
-    ds.write_table(f"embeddings/{MODEL}", emb, schema="embeddings")
+    write_embeddings_table(ds, f"embeddings/{MODEL}", emb)
 
 
 def run_step(argv: list[str], engine: str) -> tuple[float, float]:

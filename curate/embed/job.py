@@ -29,6 +29,7 @@ from curate.download.job import IMAGES, complete_shards, shard_digits, shard_nam
 from curate.embed.core import default_threads
 from curate.embed.devices import DevicePlan, task_device_plan
 from curate.embed.shard import embed_shard, embeddings_table  # noqa: F401 - re-exported
+from curate.embedding_space.vectors import write_vectors_parquet
 from curate.errors import CurateError, DatasetError
 from curate.tables import Dataset, write_parquet_atomic
 
@@ -166,7 +167,7 @@ def run_shard_task(task: dict) -> dict:
                                     images, shard, batch, opts.threads or default_threads(),
                                     fast_decode=opts.fast_decode, decode=opts.decode)
     write_parquet_atomic(fails, ds.shard_path(fail_name, shard_id))
-    write_parquet_atomic(emb, out)  # last: its existence marks the shard done
+    write_vectors_parquet(emb, out)  # last: its existence marks the shard done; vectors PLAIN (fast decode)
     return {"shard_id": shard_id, "skipped": False, "device": bundle.device, "precision": bundle.precision,
             "batch_size": batch, "gpu": plan.gpu, **stats}
 

@@ -1,7 +1,14 @@
-"""Embedding columns <-> NumPy matrices, and the binary form used to move them through Spark.
+"""Embedding columns <-> NumPy matrices, the embeddings table's Parquet layout, and the binary
+form used to move vectors through Spark.
 
 The embeddings table stores ``fixed_size_list<float16>``; Spark has neither float16 nor
 fixed-size lists, so rows travel through Spark as ``binary`` holding the raw float16 bytes.
+
+On disk the vector columns are written PLAIN (no dictionary, no min/max statistics), ZSTD as
+every table: a dictionary of float16 values saves nothing (about 2^14 distinct values, 14-bit
+indices for 16-bit values) and costs about 4x the decode (bench/embeddings_layout.py,
+docs/scale.md). The logical schema is unchanged, so tables written before (dictionary-encoded)
+read the same, as does every other Parquet reader (DuckDB, user code).
 """
 
 from __future__ import annotations
@@ -91,6 +98,49 @@ def check_embedding_shards(paths, columns=("image_embedding", "text_embedding"))
                 raise SchemaError(f"{p}: {c} has dim {t.list_size}, but {first[0]} ({first[1]}) has dim {dim}; "
                                   "one embeddings table holds one model's embeddings")
     return dim
+
+
+def vector_parquet_options(schema: pa.Schema) -> dict:
+    """The dataset's fixed writer options (``PARQUET_OPTIONS``) with the fixed-size-list (vector)
+    columns left out of dictionary encoding and statistics; every other column as before."""
+    from curate.tables.dataset import PARQUET_OPTIONS
+
+    vectors = {f.name for f in schema if pa.types.is_fixed_size_list(f.type)}
+    if not vectors:
+        return dict(PARQUET_OPTIONS)
+    others = [f.name for f in schema if f.name not in vectors]
+    return {**PARQUET_OPTIONS, "use_dictionary": others, "write_statistics": others}
+
+
+def write_vectors_parquet(table: pa.Table, path, row_group_size: int = 65536) -> int:
+    """``tables.write_parquet_atomic`` with ``vector_parquet_options``: one shard of an embeddings
+    table (or any table of vectors), atomically, local path or URI; returns the bytes written.
+    The same rows always give the same bytes (fixed options, no timestamps)."""
+    import pyarrow.parquet as pq
+
+    from curate.tables.dataset import atomic_path
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size, **vector_parquet_options(table.schema))
+        size = tmp.stat().st_size
+    return size
+
+
+def write_embeddings_table(dataset, name: str, table: pa.Table, rows_per_shard: int = 1_000_000) -> list:
+    """``Dataset.write_table(name, table, schema="embeddings", rows_per_shard=...)`` in the
+    embeddings layout (``write_vectors_parquet`` per shard): for benchmarks, tests and tools
+    that write a whole embeddings table at once."""
+    from curate.tables import load_schema
+
+    table = load_schema("embeddings").conform(table)
+    nshards = max(1, -(-table.num_rows // rows_per_shard))
+    paths = []
+    for i in range(nshards):
+        p = dataset.shard_path(name, i)
+        write_vectors_parquet(table.slice(i * rows_per_shard, rows_per_shard), p)
+        paths.append(p)
+    dataset.remove_shards_beyond(name, nshards)
+    return paths
 
 
 def embedding_matrix(table: pa.Table | pa.RecordBatch, kind: str = "image", where: str = "") -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from curate.embedding_space.vectors import write_embeddings_table
 from curate.tables import Dataset, load_schema
 
 
@@ -31,7 +32,11 @@ def clustered_embeddings(n: int = 2000, d: int = 32, centers: int = 8, dup_frac:
 
 
 def write_embeddings(ds: Dataset, model_id: str, x: np.ndarray, uids: list[str] | None = None,
-                     text: np.ndarray | None = None, rows_per_shard: int = 700) -> list[str]:
+                     text: np.ndarray | None = None, rows_per_shard: int = 700,
+                     dictionary_encoded: bool = False) -> list[str]:
+    """The embed job's layout (``vectors.write_embeddings_table``: vector columns PLAIN), or with
+    ``dictionary_encoded`` the layout tables written before 2026-12-02 have (every column
+    dictionary-encoded, ``Dataset.write_table``'s options)."""
     n, d = x.shape
     uids = uids or [uid(i) for i in range(n)]
     text = x[:, ::-1].copy() if text is None else text
@@ -42,5 +47,8 @@ def write_embeddings(ds: Dataset, model_id: str, x: np.ndarray, uids: list[str] 
          pa.FixedSizeListArray.from_arrays(pa.array(text.astype(np.float16).reshape(-1)), d),
          pa.array(np.einsum("ij,ij->i", x, text).astype(np.float32))],
         schema=load_schema("embeddings").arrow(dim=d))
-    ds.write_table(f"embeddings/{model_id}", t, schema="embeddings", rows_per_shard=rows_per_shard)
+    if dictionary_encoded:
+        ds.write_table(f"embeddings/{model_id}", t, schema="embeddings", rows_per_shard=rows_per_shard)
+    else:
+        write_embeddings_table(ds, f"embeddings/{model_id}", t, rows_per_shard=rows_per_shard)
     return uids

@@ -39,3 +39,42 @@ def test_uid_hash_is_order_free_and_seeded():
     assert not np.array_equal(uid_hash(uids, seed=2), h)
     # roughly uniform: about half below the midpoint
     assert 400 < int((h < 2**62).sum()) < 600
+
+
+def test_vector_columns_written_plain_keep_the_logical_schema(tmp_path):
+    """write_vectors_parquet: the vector columns skip dictionary encoding and statistics (the
+    fast decode), every other column keeps the dataset's options, the Arrow schema is the
+    embeddings schema, and DuckDB reads the vectors as before."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from curate.embedding_space.vectors import vector_parquet_options, write_vectors_parquet
+    from curate.tables import load_schema, write_parquet_atomic
+    from curate.tables.dataset import PARQUET_OPTIONS
+
+    schema = load_schema("embeddings").arrow(dim=4)
+    opts = vector_parquet_options(schema)
+    assert opts["use_dictionary"] == ["uid", "clip_score"] and opts["write_statistics"] == ["uid", "clip_score"]
+    assert vector_parquet_options(pa.schema([("uid", pa.string())])) == PARQUET_OPTIONS
+    x = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float16)
+    fsl = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 4)
+    t = pa.Table.from_arrays([pa.array([f"{i:032x}" for i in range(50)]), fsl, fsl,
+                              pa.array(np.ones(50, np.float32))], schema=schema)
+    p = tmp_path / "part-00000.parquet"
+    size = write_vectors_parquet(t, p)
+    assert size == p.stat().st_size
+    first = p.read_bytes()
+    write_vectors_parquet(t, p)
+    assert p.read_bytes() == first  # same rows, same bytes
+    f = pq.ParquetFile(p)
+    rg = f.metadata.row_group(0)
+    cols = {rg.column(i).path_in_schema.split(".")[0]: rg.column(i) for i in range(rg.num_columns)}
+    assert "RLE_DICTIONARY" not in cols["image_embedding"].encodings and not cols["image_embedding"].is_stats_set
+    assert "RLE_DICTIONARY" in cols["uid"].encodings and cols["uid"].is_stats_set
+    back = pq.read_table(p)
+    write_parquet_atomic(t, tmp_path / "dictionary.parquet")  # the layout tables written before have
+    before = pq.read_table(tmp_path / "dictionary.parquet")
+    assert back.schema.equals(before.schema, check_metadata=True) and back.equals(before)
+    np.testing.assert_array_equal(list_to_matrix(back.column("image_embedding")), x)
+    got = duckdb.sql(f"SELECT image_embedding FROM read_parquet('{p}') ORDER BY uid LIMIT 1").fetchall()[0][0]
+    np.testing.assert_allclose(np.asarray(got, np.float32), x[0].astype(np.float32))
