@@ -60,6 +60,15 @@ def test_embeddings_equal_direct_open_clip_within_float16(downloaded):
     np.testing.assert_allclose(score, np.sum(d_img * d_txt, axis=1), atol=1e-5)  # cosine, in float32
     np.testing.assert_allclose(score, np.sum(img * txt, axis=1), atol=2e-3)
     assert (downloaded.root / "_runs" / f"embed-{TINY}.json").exists()
+    # the vector columns are PLAIN (a dictionary of float16 values costs ~4x the decode:
+    # docs/scale.md), the uid column keeps the dataset's dictionary encoding
+    import pyarrow.parquet as pq
+
+    for p in downloaded.shards(f"embeddings/{TINY}"):
+        rg = pq.ParquetFile(p).metadata.row_group(0)
+        enc = {rg.column(i).path_in_schema.split(".")[0]: rg.column(i).encodings for i in range(rg.num_columns)}
+        assert "RLE_DICTIONARY" not in enc["image_embedding"] + enc["text_embedding"], enc
+        assert "RLE_DICTIONARY" in enc["uid"], enc
 
 
 def test_local_checkpoint_gives_its_own_table(downloaded, tmp_path):
