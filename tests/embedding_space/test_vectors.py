@@ -78,3 +78,18 @@ def test_vector_columns_written_plain_keep_the_logical_schema(tmp_path):
     np.testing.assert_array_equal(list_to_matrix(back.column("image_embedding")), x)
     got = duckdb.sql(f"SELECT image_embedding FROM read_parquet('{p}') ORDER BY uid LIMIT 1").fetchall()[0][0]
     np.testing.assert_allclose(np.asarray(got, np.float32), x[0].astype(np.float32))
+
+
+def test_float32_rows_to_float16_binary_round_as_numpy():
+    """matrix_to_binary's float32 -> float16 (Arrow's cast) gives NumPy's bits, ties and
+    overflow included."""
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.standard_normal((300, 8)).astype(np.float32) * s for s in (1e-8, 1e-4, 1.0, 1e4)])
+    ties = (np.arange(1, 9, dtype=np.float32) + np.float32(0.5)) * np.float32(2.0 ** -10)  # halfway values
+    x = np.concatenate([x, np.tile(ties, (1, 1)), np.array([[7e4, -7e4, 65520, 65519, 6e-8, 3e-8, 0, -0.0]],
+                                                           np.float32)])
+    got = binary_to_matrix(matrix_to_binary(x), 8)
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16)
+    assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
+    np.testing.assert_array_equal(binary_to_matrix(matrix_to_binary(x[::2]), 8), want[::2])  # strided input
