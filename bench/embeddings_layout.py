@@ -9,7 +9,8 @@ CPU) and the ratio against today's layout:
 - ``dict+zstd`` (what ``PARQUET_OPTIONS`` wrote until 2026-12-02): ``fixed_size_list<halffloat>``,
   dictionary-encoded, ZSTD;
 - ``plain+zstd``: the same logical type with ``use_dictionary`` off for the vector columns;
-- ``bss+zstd``: the same, BYTE_STREAM_SPLIT encoding for the vector columns (pyarrow >= 17);
+- ``bss+zstd``: the same, BYTE_STREAM_SPLIT asked for the vector columns (pyarrow 26 writes
+  PLAIN for halffloat anyway: the encodings used are printed);
 - ``plain`` / ``bss``: the same two without compression for the vector columns;
 - ``fixed_size_binary+zstd`` / ``fixed_size_binary``: one ``fixed_size_binary(2d)`` value a row
   (changes the logical type: every reader would need to know it);
@@ -106,8 +107,12 @@ def main(argv=None) -> int:
             if ref is None:
                 ref = best_c
             rows.append((name, p.stat().st_size, write_s, best_w, best_c))
+            # the encodings the writer really used (it may ignore a requested one for a type)
+            rg = pq.ParquetFile(p).metadata.row_group(0)
+            enc = next(rg.column(i).encodings for i in range(rg.num_columns)
+                       if rg.column(i).path_in_schema.startswith(VECTORS[0]))
             print(f"  {name:<24} {p.stat().st_size / 2**20:7.1f} MiB  write {write_s:5.2f} s  decode {best_w:6.3f} s wall "
-                  f"{best_c:6.3f} s cpu  {best_c / ref:5.2f}x today's", flush=True)
+                  f"{best_c:6.3f} s cpu  {best_c / ref:5.2f}x today's  {'/'.join(enc)}", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 
