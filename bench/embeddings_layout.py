@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     from dedup import make_data
 
     from curate.embedding_space.vectors import list_to_matrix
-    from curate.tables.dataset import PARQUET_OPTIONS
+    from curate.tables.atomic import PARQUET_OPTIONS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100_000)

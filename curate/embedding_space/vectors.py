@@ -103,7 +103,7 @@ def check_embedding_shards(paths, columns=("image_embedding", "text_embedding"))
 def vector_parquet_options(schema: pa.Schema) -> dict:
     """The dataset's fixed writer options (``PARQUET_OPTIONS``) with the fixed-size-list (vector)
     columns left out of dictionary encoding and statistics; every other column as before."""
-    from curate.tables.dataset import PARQUET_OPTIONS
+    from curate.tables.atomic import PARQUET_OPTIONS
 
     vectors = {f.name for f in schema if pa.types.is_fixed_size_list(f.type)}
     if not vectors:
@@ -118,7 +118,7 @@ def write_vectors_parquet(table: pa.Table, path, row_group_size: int = 65536) ->
     The same rows always give the same bytes (fixed options, no timestamps)."""
     import pyarrow.parquet as pq
 
-    from curate.tables.dataset import atomic_path
+    from curate.tables.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size, **vector_parquet_options(table.schema))

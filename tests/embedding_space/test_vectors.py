@@ -50,7 +50,7 @@ def test_vector_columns_written_plain_keep_the_logical_schema(tmp_path):
 
     from curate.embedding_space.vectors import vector_parquet_options, write_vectors_parquet
     from curate.tables import load_schema, write_parquet_atomic
-    from curate.tables.dataset import PARQUET_OPTIONS
+    from curate.tables.atomic import PARQUET_OPTIONS
 
     schema = load_schema("embeddings").arrow(dim=4)
     opts = vector_parquet_options(schema)
