@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from curate.commands._common import StorageOpt, use_storage_options
+from curate.commands._modelcli import CommandRun, model_command
+from curate.params.evaluate import EvalParams
 
 
 def _retrieval_copy(path: str) -> str:
@@ -20,66 +21,48 @@ def _retrieval_copy(path: str) -> str:
     return storage.local_copy(path)
 
 
+def _resolve(p: EvalParams) -> tuple[Optional[Path], Optional[str], int, Optional[str]]:
+    """(checkpoint, architecture, seed, pretrained tag) by the one model resolver: --model may be
+    NAME, NAME:TAG, a checkpoint file or an embeddings id."""
+    checkpoint = Path(p.checkpoint) if p.checkpoint is not None else None
+    if p.model is None:
+        return checkpoint, None, p.seed, None
+    from curate.models.resolve import resolve_model
+
+    ref = resolve_model(p.model, None, p.seed)
+    if ref.pretrained and Path(ref.pretrained).is_file() and checkpoint is None:
+        return Path(ref.pretrained), ref.name, ref.seed, None
+    return checkpoint, ref.name, ref.seed, ref.pretrained or None
+
+
+def eval_cmd(p: EvalParams, run: CommandRun) -> None:
+    from curate import storage
+    from curate.commands._common import require_local
+    from curate.errors import CurateError
+    from curate.evaluate import evaluate
+
+    checkpoint, model, seed, tag = _resolve(p)
+    if checkpoint:
+        require_local(str(checkpoint), "path")
+    for path in [*p.zeroshot, *p.retrieval, *([p.images] if p.images else [])]:
+        if not storage.exists(path):
+            raise CurateError(f"{path} does not exist")
+    # evaluation sets are small: one on a store is copied to the local input cache first
+    copies = {path: storage.local_copy(path) for path in p.zeroshot}
+    copies.update({path: _retrieval_copy(path) for path in p.retrieval})
+    sources = {v: k for k, v in copies.items() if v != k}
+    names = None
+    if p.images is not None:
+        names = [ln.strip() for ln in storage.read_bytes(p.images).decode().splitlines() if ln.strip()]
+    res = evaluate(checkpoint, model, zeroshot=[Path(copies[z]) for z in p.zeroshot],
+                   retrieval_sets=[Path(copies[r]) for r in p.retrieval], templates=p.templates,
+                   max_per_class=p.max_per_class, retrieval_images=names, output=p.output, device=p.device,
+                   batch_size=p.batch_size, seed=seed, pretrained=tag, sources=sources)
+    typer.echo(json.dumps(res["summary"], indent=1, sort_keys=True))
+    typer.echo(f"eval: results in {res['results_path']}")
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("eval")
-    def eval_cmd(
-        checkpoint: Optional[Path] = typer.Argument(
-            None, help="Checkpoint (a run's model.pt or checkpoints/epoch_k.pt) or a run folder; omit with --model for random weights."),
-        model: Optional[str] = typer.Option(None, "--model", help="Architecture (default: from the run's train.json); "
-                                            "also NAME:TAG, a checkpoint file, or an embeddings id such as "
-                                            "curate-tiny__random-seed0."),
-        zeroshot: list[str] = typer.Option([], "--zeroshot", "-z", help="Labelled image folder FOLDER/<class>/*.jpg "
-                                                                         "(a path or URI: s3://bucket/evals/cifar); repeatable."),
-        retrieval: list[str] = typer.Option([], "--retrieval", "-r", help="Image-caption set: a folder with "
-                                                                          "captions.csv (image,caption) and images/, "
-                                                                          "or the csv (a path or URI); repeatable."),
-        templates: Optional[str] = typer.Option(None, "--templates", help="default, openai, simple or a file "
-                                                                          "with one {} template per line."),
-        max_per_class: Optional[int] = typer.Option(None, "--max-per-class", help="Zero-shot: first N images per class."),
-        images: Optional[str] = typer.Option(None, "--images", help="Retrieval: a file listing the image names "
-                                                                     "to use (a held-out split; a path or URI)."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Results JSON, a path or URI (default "
-                                                                           "<checkpoint stem>.eval.json beside it)."),
-        device: str = typer.Option("auto", "--device"),
-        batch_size: int = typer.Option(256, "--batch-size"),
-        seed: int = typer.Option(0, "--seed", help="Seed of the random weights when no checkpoint is given."),
-        storage_option: list[str] = StorageOpt,
-    ) -> None:
-        """Evaluate a checkpoint; results JSON beside it, linked from the trained subset's manifest."""
-        from curate.evaluate import evaluate
-        from curate.models.resolve import resolve_model
-
-        tag = None
-        if model is not None:  # the one model resolver: NAME, NAME:TAG, a checkpoint, an embeddings id
-            ref = resolve_model(model, None, seed)
-            model, seed = ref.name, ref.seed
-            if ref.pretrained and Path(ref.pretrained).is_file() and checkpoint is None:
-                checkpoint = Path(ref.pretrained)
-            elif ref.pretrained:
-                tag = ref.pretrained
-        from curate import storage
-
-        use_storage_options(storage_option)
-        from curate.commands._common import require_local
-
-        for p in [*([str(checkpoint)] if checkpoint else [])]:
-            require_local(p, "path")
-        for p in [*zeroshot, *retrieval, *([images] if images else [])]:
-            if not storage.exists(p):
-                from curate.errors import CurateError
-
-                raise CurateError(f"{p} does not exist")
-        # evaluation sets are small: one on a store is copied to the local input cache first
-        copies = {p: storage.local_copy(p) for p in zeroshot}
-        copies.update({p: _retrieval_copy(p) for p in retrieval})
-        sources = {v: k for k, v in copies.items() if v != k}
-        zeroshot = [Path(copies[p]) for p in zeroshot]
-        retrieval = [Path(copies[p]) for p in retrieval]
-        names = None
-        if images is not None:
-            names = [ln.strip() for ln in storage.read_bytes(images).decode().splitlines() if ln.strip()]
-        res = evaluate(checkpoint, model, zeroshot=zeroshot, retrieval_sets=retrieval, templates=templates,
-                       max_per_class=max_per_class, retrieval_images=names, output=output, device=device,
-                       batch_size=batch_size, seed=seed, pretrained=tag, sources=sources)
-        typer.echo(json.dumps(res["summary"], indent=1, sort_keys=True))
-        typer.echo(f"eval: results in {res['results_path']}")
+    app.command("eval")(model_command(
+        EvalParams, eval_cmd, app_name="curate-eval",
+        help="Evaluate a checkpoint; results JSON beside it, linked from the trained subset's manifest."))
