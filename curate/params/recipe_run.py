@@ -1,0 +1,23 @@
+"""Parameters of ``curate run``: a recipe file and what the command line overrides in it."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from curate.params import JobParams, Name, cli_extra
+from curate.params.common import ModelId, cli_argument
+
+
+class RunParams(JobParams):
+    recipe: str = Field(description="Recipe YAML (see docs/recipe.md).", json_schema_extra=cli_argument())
+    dataset: Optional[str] = Field(None, description="Dataset folder or URI (s3://bucket/ds: run on a local working "
+                                   "copy, published back); overrides the recipe's 'dataset'.",
+                                   json_schema_extra=cli_extra("-d"))
+    output: Optional[Name] = Field(None, description="Subset name; overrides the recipe's 'output'.",
+                                   json_schema_extra=cli_extra("-o"))
+    embedding_model: Optional[ModelId] = Field(None, description="Model id (embeddings/<id>); overrides the recipe's.",
+                                               json_schema_extra=cli_extra("-m"))
+    no_cache: bool = Field(False, description="Recompute every stage (the cache is still refreshed).")
+    check: bool = Field(False, description="Only validate the recipe and list its stages.")
