@@ -1,0 +1,129 @@
+"""The commands that are not selection jobs (ingest, download, embed, reshard, select, train,
+eval, run) are generated from one parameters model each (curate/params/, _modelcli.py): every
+field is an argument or option with its help text in ``--help``, a bad value is one line naming
+the option (exit 2), and the model's defaults are the library's (issue 17)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from curate.cli import main
+from curate.params import field_flags
+from curate.params.common import is_argument
+
+# command -> its model, by name (so a command that stops being generated fails here)
+COMMANDS = {"ingest": "IngestParams", "download": "DownloadParams", "embed": "EmbedParams",
+            "reshard": "ReshardParams", "select": "SelectParams", "train": "TrainParams", "eval": "EvalParams",
+            "run": "RunParams"}
+
+
+def _app():
+    from curate import cli
+
+    cli._load_commands()
+    return cli.app
+
+
+def _help(name: str) -> str:
+    """``curate NAME --help`` as one line of words (wide enough that nothing is cut)."""
+    r = CliRunner().invoke(_app(), [name, "--help"], env={"COLUMNS": "3000", "TERMINAL_WIDTH": "3000"})
+    assert r.exit_code == 0, r.output
+    return re.sub(r"[\s│]+", " ", r.output)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_field_shows_in_help_with_its_help_text(name):
+    cmd = get_command(_app()).commands[name]
+    model = cmd.callback.command_model
+    assert model.__name__ == COMMANDS[name]
+    params = {p.name: p for p in cmd.params}
+    text = _help(name)
+    for field_name, f in model.model_fields.items():
+        assert field_name in params, f"{name}: field {field_name} is not an argument or option"
+        p = params[field_name]
+        assert f.description and " ".join(f.description.split()) in text, (name, field_name)
+        assert p.required == f.is_required(), (name, field_name)
+        if is_argument(f):
+            assert p.param_type_name == "argument", (name, field_name)
+            continue
+        for flag in field_flags(field_name, f):
+            assert flag in p.opts + p.secondary_opts and flag in text, (name, flag)
+        assert p.help == f.description and not p.hidden
+
+
+# (argv, the one error line): a bad value of each command, refused before any work
+BAD = [
+    (["ingest", "in.csv", "-o", "{tmp}/ds", "--header", "maybe"],
+     "--header must be one of auto, yes, no, got 'maybe'"),
+    (["ingest", "in.csv", "-o", "{tmp}/ds", "--max-text-chars", "0"], "--max-text-chars must be >= 1, got '0'"),
+    (["download", "{tmp}/ds", "--threads", "many"], "--threads must be an integer, got 'many'"),
+    (["download", "{tmp}/ds", "--resize-mode", "stretch"],
+     "--resize-mode must be one of no, keep_ratio, keep_ratio_largest, center_crop, border, got 'stretch'"),
+    (["embed", "{tmp}/ds", "--batch-size", "1.5"], "--batch-size must be an integer, got '1.5'"),
+    (["reshard", "{tmp}/ds", "--shard-size", "big"], "--shard-size must be an integer, got 'big'"),
+    (["reshard", "{tmp}/ds", "--subset", "../samples"],
+     "--subset '../samples' contains a path separator; use a plain name such as 'my_subset'"),
+    (["select", "{tmp}/ds", "--name", "s"], "curate select needs exactly one of --sql QUERY or --from-file PATH"),
+    (["select", "{tmp}/ds", "--name", "s", "--sql", "SELECT uid FROM samples", "--embedding-model", "a/b"],
+     "--embedding-model 'a/b' contains a path separator; use a plain name such as 'my_subset'"),
+    (["train", "{tmp}/shards", "-o", "{tmp}/run", "--lr", "fast"], "--lr must be a number, got 'fast'"),
+    (["eval", "--max-per-class", "all"], "--max-per-class must be an integer, got 'all'"),
+    (["run", "recipes/demo.yaml", "--output", "a/b"],
+     "--output 'a/b' contains a path separator; use a plain name such as 'my_subset'"),
+]
+
+
+@pytest.mark.parametrize("argv,line", BAD, ids=[f"{a[0]}-{i}" for i, (a, _) in enumerate(BAD)])
+def test_a_bad_value_is_one_line_naming_the_option(tmp_path, capsys, argv, line):
+    with pytest.raises(SystemExit) as info:
+        main([a.format(tmp=tmp_path) for a in argv])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"curate: error: {line}"]
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "run").exists()  # nothing written
+
+
+def test_every_command_is_tested_here():
+    generated = {n for n, c in get_command(_app()).commands.items() if hasattr(c.callback, "command_model")}
+    assert generated == set(COMMANDS)
+    assert {a[0] for a, _ in BAD} == set(COMMANDS)
+
+
+def _defaults(function) -> dict:
+    return {n: p.default for n, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def test_defaults_are_the_librarys():
+    """The models make the library's config objects; with no option given they are the
+    library's defaults (a default changed on one side only fails here)."""
+    from curate.download import DownloadOptions
+    from curate.embed.job import EmbedOptions
+    from curate.evaluate import evaluate
+    from curate.ingest.job import IngestConfig
+    from curate.params.download import DownloadParams
+    from curate.params.embed import EmbedParams
+    from curate.params.evaluate import EvalParams
+    from curate.params.ingest import IngestParams
+    from curate.params.reshard import ReshardParams
+    from curate.params.train import TrainParams
+    from curate.reshard import reshard
+    from curate.train import Launch, train
+
+    assert IngestParams(inputs=["a.csv"], output="ds").config() == IngestConfig(inputs=["a.csv"], output="ds")
+    assert DownloadParams(dataset="ds").options() == DownloadOptions()
+    p = EmbedParams(dataset="ds")
+    assert p.options(p.model, p.pretrained, p.seed) == EmbedOptions()
+    kw = TrainParams(data="shards", output="run").job_kwargs()
+    assert kw.pop("launch") == Launch()
+    assert set(kw) - {"data", "output"} <= set(_defaults(train))
+    assert kw == {**{k: v for k, v in _defaults(train).items() if k in kw}, "data": "shards", "output": "run"}
+    kw = ReshardParams(dataset="ds").job_kwargs()
+    assert kw == {k: v for k, v in _defaults(reshard).items() if k in kw} and set(kw) <= set(_defaults(reshard))
+    ev = EvalParams().model_dump()
+    assert {k: ev[k] for k in ("max_per_class", "device", "batch_size", "seed", "templates", "output")} == \
+        {k: _defaults(evaluate)[k] for k in ("max_per_class", "device", "batch_size", "seed", "templates", "output")}
