@@ -127,3 +127,48 @@ def test_defaults_are_the_librarys():
     ev = EvalParams().model_dump()
     assert {k: ev[k] for k in ("max_per_class", "device", "batch_size", "seed", "templates", "output")} == \
         {k: _defaults(evaluate)[k] for k in ("max_per_class", "device", "batch_size", "seed", "templates", "output")}
+
+
+def _parsed(name: str, argv: list[str]):
+    """The validated model ``curate NAME ARGV`` would run with (parsed, nothing run)."""
+    from curate.commands._jobcli import params_from_cli
+
+    cmd = get_command(_app()).commands[name]
+    ctx = cmd.make_context(name, list(argv))
+    return params_from_cli(cmd.callback.command_model, ctx.params), ctx.args
+
+
+def test_switches_and_spellings_reach_the_config():
+    """Off switches, a bool whose default depends on another option, extra spellings and the
+    arguments after ``--`` reach the library's config as before the change."""
+    from curate.train import Launch
+
+    assert _parsed("ingest", ["a.csv", "-o", "ds"])[0].config().rules.faithful is False
+    assert _parsed("ingest", ["a.npy", "-o", "ds", "--format", "datacomp"])[0].config().rules.faithful is True
+    cfg = _parsed("ingest", ["a.npy", "-o", "ds", "--format", "datacomp", "--no-faithful"])[0].config()
+    assert cfg.rules.faithful is False
+    cfg = _parsed("ingest", ["a.csv", "b/", "--output", "ds", "--faithful", "--url-col", "0",
+                             "--header", "no"])[0].config()
+    assert (cfg.inputs, cfg.rules.faithful, cfg.options.columns.url, cfg.options.header) == (["a.csv", "b/"], True,
+                                                                                             "0", "no")
+    opts = _parsed("download", ["ds", "--resize-always", "--always-reencode", "--allow-private-addresses",
+                                "--allow-network", "127.0.0.1/32", "--disallow-directive", "noai",
+                                "--threads", "3", "--processes", "2"])[0].options()
+    assert (opts.resize_only_if_bigger, opts.skip_reencode, opts.thread_count, opts.processes_count) == (False, False,
+                                                                                                          3, 2)
+    assert (opts.policy.allow_private, opts.policy.allow_networks, opts.policy.disallowed_directives) == (
+        True, ["127.0.0.1/32"], ["noai"])
+    assert _parsed("reshard", ["ds", "--out", "o", "--no-shuffle"])[0].output == "o"
+    assert _parsed("reshard", ["ds", "-o", "o", "--shuffle"])[0].job_kwargs()["shuffle"] is True
+    p, extra = _parsed("train", ["shards", "-o", "run", "--global-loss", "-v", "--nproc-per-node", "2", "--",
+                                 "--grad-clip-norm", "1"])
+    kw = p.job_kwargs()
+    assert (kw["local_loss"], kw["verbose"], kw["launch"], extra) == (False, True, Launch(nproc_per_node=2),
+                                                                      ["--grad-clip-norm", "1"])
+    p = _parsed("train", ["shards", "-o", "run", "--progress-every", "2.5"])[0]
+    assert p.job_kwargs()["progress_every_s"] == 2.5
+    p = _parsed("eval", ["-z", "a", "--zeroshot", "b", "-r", "c"])[0]
+    assert (p.zeroshot, p.retrieval) == (["a", "b"], ["c"])
+    assert _parsed("select", ["ds", "-n", "s", "--from-file", "x.npy"])[0].name == "s"
+    assert _parsed("run", ["r.yaml", "-d", "ds", "-m", "m1", "--no-cache"])[0].model_dump() == {
+        "recipe": "r.yaml", "dataset": "ds", "output": None, "embedding_model": "m1", "no_cache": True, "check": False}
