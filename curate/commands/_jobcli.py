@@ -113,7 +113,8 @@ def _option(name: str, f) -> inspect.Parameter:
         opt = typer.Option(default, f"{flags[0]}/{neg}", *flags[1:], help=f.description)
         annotation: Any = bool
     elif getattr(t, "__origin__", None) in (list, List):
-        opt = typer.Option([] if f.default is None else default, *flags, help=f.description)
+        opt = typer.Argument(default, help=f.description, metavar=name.upper()) if is_argument(f) else \
+            typer.Option([] if f.default is None else default, *flags, help=f.description)  # an argument: every word
         annotation = List[str]
     elif is_argument(f):
         opt = typer.Argument(default, help=f.description, metavar=name.upper(), show_default=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import typer
 
-from curate.commands._common import require_tables
-from curate.commands._modelcli import CommandRun, Shared, model_command
+from curate.commands._common import open_executor, require_tables
+from curate.commands._jobcli import Common, JobRun, job_command
 from curate.lock import hold_dataset_lock
 from curate.params.download import DownloadParams
 
@@ -20,19 +20,19 @@ def blocked_hint(failed_by_class: dict[str, int]) -> str | None:
             "you trust, rerun with --retry-failed --allow-network CIDR (e.g. --allow-network 127.0.0.1/32)")
 
 
-def download(p: DownloadParams, run: CommandRun) -> None:
+def download(run: JobRun, p: DownloadParams) -> None:
     from curate.download import run_download
     from curate.progress import info
     from curate.tables import Dataset
     from curate.tables.publish import publish_working_copies, working_copy
 
     opts = p.options()
-    dataset = working_copy(p.dataset, run.master)  # a URI: fetched here, published back below (docs/storage.md)
+    dataset = working_copy(run.dataset, run.master)  # a URI: fetched here, published back below (docs/storage.md)
     ds = Dataset(dataset)
     hold_dataset_lock(dataset)  # one writer per dataset
     require_tables(dataset, {"samples": "curate ingest"})
-    stats = run_download(ds, run.executor(dataset=dataset), opts, retry_failed=p.retry_failed,
-                         retry_classes=list(p.retry_class) or None)
+    executor = open_executor(run.engine, run.master, run.conf, run.app_name, dataset=dataset)
+    stats = run_download(ds, executor, opts, retry_failed=p.retry_failed, retry_classes=list(p.retry_class) or None)
     publish_working_copies()
     if stats.get("skipped"):
         info("download: nothing to do (every sample has a result in a complete shard)")
@@ -49,8 +49,10 @@ def download(p: DownloadParams, run: CommandRun) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("download")(model_command(
-        DownloadParams, download, app_name="curate-download", shared=Shared(engine=True),
+    app.command("download")(job_command(
+        DownloadParams, download, app_name="curate-download",
+        common=Common(None, dataset_help="Dataset folder holding a samples table (from `curate ingest`).", subset=False,
+                      output=False, storage=True, lock_first=False),  # the body locks its working copy
         help="Download DATASET's images into DATASET/images/*.tar and write DATASET/downloads.\n\n"
         "Every samples uid gets one downloads row: success (sha256, sizes, shard, key) or failed (error class and "
         "message). Reruns download only what no complete shard holds."))

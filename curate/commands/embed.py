@@ -7,27 +7,24 @@ from typing import Optional
 
 import typer
 
-from curate.commands._modelcli import CommandRun, Shared, model_command
-from curate.lock import hold_dataset_lock
+from curate.commands._jobcli import Common, JobRun, job_command
 from curate.params.embed import EmbedParams
 
 
-def embed(p: EmbedParams, run: CommandRun) -> None:
+def embed(run: JobRun, p: EmbedParams) -> None:
     from curate.embed.job import check_embed, run_embed
     from curate.models.resolve import resolve_model
     from curate.models.scorers import resolve_scorer
     from curate.progress import info
-    from curate.tables import Dataset
 
-    hold_dataset_lock(p.dataset)  # one writer per dataset
-    ds = Dataset(p.dataset)
+    ds = run.ds
     if p.pretrained is None and resolve_scorer(p.model, ds.root) is not None:
         opts = p.options(p.model, None, p.seed)  # run_embed records the scorer by name
     else:
         ref = resolve_model(p.model, p.pretrained, p.seed, dataset=ds)
         opts = p.options(ref.name, ref.pretrained, ref.seed)
     check_embed(ds, opts)
-    stats = run_embed(ds, run.executor(dataset=p.dataset), opts)
+    stats = run_embed(ds, run.executor(), opts)
     info(f"embed {stats['model_id']}: {stats['embedded']} embedded, {stats['failed']} failed, "
          f"{stats['shards_skipped']} of {stats['shards']} shards already done")
     if stats.get("unaccounted"):
@@ -36,8 +33,10 @@ def embed(p: EmbedParams, run: CommandRun) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("embed")(model_command(
-        EmbedParams, embed, app_name="curate-embed", shared=Shared(engine=True),
+    app.command("embed")(job_command(
+        EmbedParams, embed, app_name="curate-embed",
+        common=Common(None, dataset_help="Dataset folder or URI (s3://bucket/ds) with downloaded image shards "
+                      "(`curate download`).", subset=False, output=False, storage=True),
         help="Write DATASET/embeddings/<model_id>/ (uid, image/text embeddings as float16, clip_score) and "
         "DATASET/embed_failures/<model_id>/ for images that cannot be decoded.\n\n"
         "One task per image shard; reruns skip finished shards. On a GPU cluster give each task a GPU: --conf "

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from curate.commands._modelcli import CommandRun, model_command
+from curate.commands._jobcli import Common, JobRun, job_command
 from curate.params.evaluate import EvalParams
 
 
@@ -35,7 +35,7 @@ def _resolve(p: EvalParams) -> tuple[Optional[Path], Optional[str], int, Optiona
     return checkpoint, ref.name, ref.seed, ref.pretrained or None
 
 
-def eval_cmd(p: EvalParams, run: CommandRun) -> None:
+def eval_cmd(run: JobRun, p: EvalParams) -> None:
     from curate import storage
     from curate.commands._common import require_local
     from curate.errors import CurateError
@@ -63,6 +63,7 @@ def eval_cmd(p: EvalParams, run: CommandRun) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(model_command(
+    app.command("eval")(job_command(
         EvalParams, eval_cmd, app_name="curate-eval",
+        common=Common(None, dataset=False, subset=False, output=False, engine=False, storage=True, lock_first=False),
         help="Evaluate a checkpoint; results JSON beside it, linked from the trained subset's manifest."))

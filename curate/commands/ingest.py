@@ -6,13 +6,13 @@ import json
 
 import typer
 
-from curate.commands._common import require_paths
-from curate.commands._modelcli import CommandRun, Shared, model_command
+from curate.commands._common import open_executor, require_paths
+from curate.commands._jobcli import Common, JobRun, job_command
 from curate.lock import hold_dataset_lock
 from curate.params.ingest import IngestParams
 
 
-def ingest(p: IngestParams, run: CommandRun) -> None:
+def ingest(run: JobRun, p: IngestParams) -> None:
     from curate import storage
     from curate.engine import ENGINES
     from curate.ingest.job import estimate_input_rows, run_ingest
@@ -35,7 +35,7 @@ def ingest(p: IngestParams, run: CommandRun) -> None:
     # The dataset does not exist yet: --engine auto sizes the job by its inputs.
     rows = estimate_input_rows(cfg) if run.engine == "auto" and not run.master and not run.conf else None
     hold_dataset_lock(output, create=True)  # one writer per dataset
-    result = run_ingest(run.executor(rows=rows), cfg)
+    result = run_ingest(open_executor(run.engine, run.master, run.conf, run.app_name, rows=rows), cfg)
     if remote:
         from curate.tables.publish import publish
 
@@ -45,9 +45,13 @@ def ingest(p: IngestParams, run: CommandRun) -> None:
     _report(result)
 
 
+# the dataset is --output, made by the body; inputs are the arguments
+NO_DATASET = Common(None, dataset=False, subset=False, output=False, storage=True, lock_first=False)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("ingest")(model_command(
-        IngestParams, ingest, app_name="curate-ingest", shared=Shared(engine=True),
+    app.command("ingest")(job_command(
+        IngestParams, ingest, app_name="curate-ingest", common=NO_DATASET,
         help="Read pools into DATASET/samples (uid-keyed, deduplicated), with rejects and duplicates beside it.\n\n"
         "Every input row ends in exactly one of samples, duplicates or rejects; the counts and the inputs' "
         "fingerprints are written to DATASET/_runs/ingest.json."))

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 import typer
 
-from curate.commands._modelcli import CommandRun, Shared, model_command
+from curate.commands._jobcli import Common, JobRun, job_command
 from curate.lock import hold_dataset_lock
 from curate.params.recipe_run import RunParams
 
 
-def run_cmd(p: RunParams, run: CommandRun) -> None:
+def run_cmd(run: JobRun, p: RunParams) -> None:
     from curate import storage
     from curate.recipe import load_recipe, run_recipe
     from curate.tables.publish import publish_working_copies, working_copy
@@ -37,8 +37,9 @@ def run_cmd(p: RunParams, run: CommandRun) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(model_command(
-        RunParams, run_cmd, app_name="curate-run", shared=Shared(engine=True),
+    app.command("run")(job_command(
+        RunParams, run_cmd, app_name="curate-run",
+        common=Common(None, dataset=False, subset=False, output=False, storage=True, lock_first=False),
         help="Run RECIPE: stages in order from the pool to subsets/OUTPUT, with lineage and per-stage cache."))
 
     @app.command("stages")

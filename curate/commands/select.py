@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import typer
 
-from curate.commands._modelcli import CommandRun, model_command
-from curate.lock import hold_dataset_lock
+from curate.commands._jobcli import Common, JobRun, job_command
 from curate.params.select import SelectParams
 
 
-def select(p: SelectParams, run: CommandRun) -> None:
+def select(run: JobRun, p: SelectParams) -> None:
     from curate.errors import CurateError
-    from curate.tables import Dataset
-
-    ds = Dataset(p.dataset)
-    hold_dataset_lock(p.dataset)  # one writer per dataset
+    ds = run.ds
     if p.from_file is not None:
         from curate.subset_import import import_subset
 
@@ -34,7 +30,9 @@ def select(p: SelectParams, run: CommandRun) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("select")(model_command(
+    app.command("select")(job_command(
         SelectParams, select, app_name="curate-select",
+        common=Common(None, dataset_help="Dataset folder or URI (s3://bucket/ds, docs/storage.md).", subset=False,
+                      output=False, engine=False, storage=True),
         help="Write subsets/NAME (uids.parquet, DataComp uids.npy, manifest) from a SQL query or a DataComp subset "
         "file."))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from curate.commands._modelcli import CommandRun, Shared, model_command
+from curate.commands._jobcli import Common, JobRun, job_command
 from curate.params.train import TrainParams
 
 
-def train_cmd(p: TrainParams, run: CommandRun) -> None:
+def train_cmd(run: JobRun, p: TrainParams) -> None:
     from curate.train import train
 
     info = train(extra_args=run.extra_args, **p.job_kwargs())
@@ -22,7 +22,9 @@ def train_cmd(p: TrainParams, run: CommandRun) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(model_command(
-        TrainParams, train_cmd, app_name="curate-train", shared=Shared(extra_args=True),
+    app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(job_command(
+        TrainParams, train_cmd, app_name="curate-train",
+        common=Common(None, dataset=False, subset=False, output=False, engine=False, storage=True, lock_first=False,
+                      extra_args=True),
         help="Train CLIP on shards at a fixed samples-seen budget. Extra arguments after `--` go to open_clip_train "
         "unchanged."))

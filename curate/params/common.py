@@ -1,5 +1,5 @@
-"""Field helpers of the commands that are not selection jobs (``curate/commands/_modelcli.py``):
-positional arguments and embeddings model ids. Imports only pydantic, as ``curate.params``."""
+"""A field type the commands' models share beyond ``curate.params``: an embeddings model id.
+Imports only pydantic, as ``curate.params``."""
 
 from __future__ import annotations
 
@@ -7,16 +7,6 @@ from pydantic import AfterValidator
 from typing_extensions import Annotated
 
 from curate.errors import CurateError
-
-
-def cli_argument() -> dict:
-    """``json_schema_extra`` of a field that is a positional argument (DATASET, INPUTS...)."""
-    return {"argument": True}
-
-
-def is_argument(field) -> bool:
-    extra = field.json_schema_extra
-    return isinstance(extra, dict) and bool(extra.get("argument"))
 
 
 def _check_model_id(value: str, info) -> str:

@@ -7,14 +7,11 @@ from typing import Optional
 from pydantic import Field
 
 from curate.params import JobParams, cli_extra
-from curate.params.common import cli_argument
 
 
 class DownloadParams(JobParams):
     # Defaults are the library's (DownloadOptions, FetchPolicy: DataComp's download of its pools);
     # tests/recipe/test_command_params.py keeps them equal.
-    dataset: str = Field(description="Dataset folder holding a samples table (from `curate ingest`).",
-                         json_schema_extra=cli_argument())
     retry_failed: bool = Field(False, description="Also re-attempt the uids whose latest attempt failed; results "
                                "are merged.")
     retry_class: list[str] = Field([], description="With --retry-failed: only these error classes (repeatable, e.g. "

@@ -7,13 +7,10 @@ from typing import Optional
 from pydantic import Field
 
 from curate.params import JobParams, cli_extra
-from curate.params.common import cli_argument
 
 
 class EmbedParams(JobParams):
     # Defaults are the library's (EmbedOptions); tests/recipe/test_command_params.py keeps them equal.
-    dataset: str = Field(description="Dataset folder or URI (s3://bucket/ds) with downloaded image shards "
-                         "(`curate download`).", json_schema_extra=cli_argument())
     model: str = Field("ViT-B-32", description="open_clip model name (`curate models` lists them; curate-tiny and "
                        "curate-small are built in), NAME:TAG, a checkpoint file, an embeddings table id (embed again "
                        "with the same model), or a scorer: its name in DATASET/scorers/ or its folder (`curate scorer "
@@ -39,5 +36,5 @@ class EmbedParams(JobParams):
         """The job's ``EmbedOptions`` for the resolved model (name, weights and seed)."""
         from curate.embed.job import EmbedOptions
 
-        kw = self.model_dump(exclude={"dataset", "model", "pretrained", "seed"})
+        kw = self.model_dump(exclude={"model", "pretrained", "seed"})
         return EmbedOptions(model=model, pretrained=pretrained, seed=seed, **kw)

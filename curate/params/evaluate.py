@@ -7,13 +7,12 @@ from typing import Optional
 from pydantic import Field
 
 from curate.params import JobParams, cli_extra
-from curate.params.common import cli_argument
 
 
 class EvalParams(JobParams):
     checkpoint: Optional[str] = Field(None, description="Checkpoint (a run's model.pt or checkpoints/epoch_k.pt) or a "
                                       "run folder; omit with --model for random weights.",
-                                      json_schema_extra=cli_argument())
+                                      json_schema_extra=cli_extra(argument=True))
     model: Optional[str] = Field(None, description="Architecture (default: from the run's train.json); also NAME:TAG, "
                                  "a checkpoint file, or an embeddings id such as curate-tiny__random-seed0.")
     zeroshot: list[str] = Field([], description="Labelled image folder FOLDER/<class>/*.jpg (a path or URI: "

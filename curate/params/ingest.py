@@ -7,12 +7,11 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from curate.params import JobParams, cli_extra
-from curate.params.common import cli_argument
 
 
 class IngestParams(JobParams):
     inputs: list[str] = Field(description="Input files or folders (Parquet, CSV, TSV, JSONL, COCO JSON, WebDataset "
-                              "tars, img2dataset output, image folders).", json_schema_extra=cli_argument())
+                              "tars, img2dataset output, image folders).", json_schema_extra=cli_extra(argument=True))
     output: str = Field(description="Dataset folder or URI (s3://bucket/ds, ...) to write (samples, rejects, "
                         "duplicates).", json_schema_extra=cli_extra("-o"))
     format: Optional[str] = Field(None, description="Force a format: parquet, datacomp, csv, tsv, jsonl, coco, "

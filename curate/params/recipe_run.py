@@ -7,11 +7,11 @@ from typing import Optional
 from pydantic import Field
 
 from curate.params import JobParams, Name, cli_extra
-from curate.params.common import ModelId, cli_argument
+from curate.params.common import ModelId
 
 
 class RunParams(JobParams):
-    recipe: str = Field(description="Recipe YAML (see docs/recipe.md).", json_schema_extra=cli_argument())
+    recipe: str = Field(description="Recipe YAML (see docs/recipe.md).", json_schema_extra=cli_extra(argument=True))
     dataset: Optional[str] = Field(None, description="Dataset folder or URI (s3://bucket/ds: run on a local working "
                                    "copy, published back); overrides the recipe's 'dataset'.",
                                    json_schema_extra=cli_extra("-d"))
@@ -19,5 +19,6 @@ class RunParams(JobParams):
                                    json_schema_extra=cli_extra("-o"))
     embedding_model: Optional[ModelId] = Field(None, description="Model id (embeddings/<id>); overrides the recipe's.",
                                                json_schema_extra=cli_extra("-m"))
-    no_cache: bool = Field(False, description="Recompute every stage (the cache is still refreshed).")
+    no_cache: bool = Field(False, description="Recompute every stage (the cache is still refreshed).",
+                           json_schema_extra=cli_extra(negative="--cache"))
     check: bool = Field(False, description="Only validate the recipe and list its stages.")

@@ -7,12 +7,9 @@ from typing import ClassVar, Optional
 from pydantic import Field
 
 from curate.params import JobParams, Name, cli_extra
-from curate.params.common import cli_argument
 
 
 class ReshardParams(JobParams):
-    dataset: str = Field(description="Dataset folder or URI (holds downloads/ and images/*.tar).",
-                         json_schema_extra=cli_argument())
     subset: Optional[Name] = Field(None, description="Subset name (DATASET/subsets/NAME).",
                                    json_schema_extra=cli_extra("-s"))
     subset_file: Optional[str] = Field(None, description="Any subset file instead (path or URI): folder, "
@@ -26,5 +23,5 @@ class ReshardParams(JobParams):
     seed: int = Field(0, description="Shuffle seed.")
     overwrite: bool = Field(False, description="Replace a different reshard in --output.")
 
-    # the command resolves and checks the output path, and passes the dataset first
-    job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"dataset", "subset", "output"})
+    # the command resolves and checks the output path and passes the subset first
+    job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"subset", "output"})

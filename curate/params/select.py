@@ -7,12 +7,10 @@ from typing import Optional
 from pydantic import Field, model_validator
 
 from curate.params import JobParams, Name, cli_extra
-from curate.params.common import ModelId, cli_argument
+from curate.params.common import ModelId
 
 
 class SelectParams(JobParams):
-    dataset: str = Field(description="Dataset folder or URI (s3://bucket/ds, docs/storage.md).",
-                         json_schema_extra=cli_argument())
     sql: Optional[str] = Field(None, description="SELECT returning a uid column; every table is a view (samples, "
                                "downloads, embeddings_<model>, decisions_<run>, subsets_<name>...). A uid returned k "
                                "times is kept k times (upsampling).")

@@ -8,7 +8,6 @@ from typing import Any, ClassVar, Optional
 from pydantic import Field
 
 from curate.params import JobParams, cli_extra
-from curate.params.common import cli_argument
 
 # the fields that are the library's Launch (torchrun's parameters and gradient accumulation)
 LAUNCH_FIELDS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port", "accum_freq")
@@ -16,7 +15,7 @@ LAUNCH_FIELDS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master
 
 class TrainParams(JobParams):
     data: str = Field(description="Training shards: a `curate reshard` folder, a folder of .tar, one .tar or a brace "
-                      "pattern.", json_schema_extra=cli_argument())
+                      "pattern.", json_schema_extra=cli_extra(argument=True))
     output: str = Field(description="Run folder, a path or URI (logs, checkpoints, model.pt, train.json). DATA may be "
                         "a URI (s3://bucket/shards).", json_schema_extra=cli_extra("-o"))
     preset: str = Field("tiny", description="tiny, small, medium, large or xlarge.", json_schema_extra=cli_extra("-p"))

@@ -37,6 +37,15 @@ JOBS = {
     ("sql",): None,  # a query's rows; the `sql` stage (a uid selection) is another job
     ("stats",): None,
     ("demo",): None,  # the demo runs a whole recipe itself
+    # the pipeline's other commands (tests/recipe/test_command_params.py); `run` runs a recipe
+    ("ingest",): None,
+    ("download",): None,
+    ("embed",): None,
+    ("reshard",): None,
+    ("select",): None,
+    ("train",): None,
+    ("eval",): None,
+    ("run",): None,
 }
 
 # every spelling the hand-written commands had (before issue 17): each still works
@@ -58,6 +67,28 @@ OLD_FLAGS = {
     ("sql",): "--out --limit --memory-limit --max-spill --timeout --storage-option",
     ("stats",): "--storage-option",
     ("demo",): "--workdir -w --scale --seeds --samples-seen --pool-size --recipe --master --engine --open",
+    ("ingest",): "--output -o --format --url-col --text-col --uid-col --width-col --height-col --image-col --captions "
+                 "--header --rows-per-shard --max-text-chars --max-url-chars --faithful --no-faithful --master --conf "
+                 "--engine --storage-option",
+    ("download",): "--retry-failed --retry-class --image-size --resize-mode --resize-only-if-bigger --resize-always "
+                   "--encode-format --encode-quality --skip-reencode --always-reencode --min-image-size "
+                   "--max-image-area --max-aspect-ratio --samples-per-shard --shard-digits --threads --processes "
+                   "--timeout --max-seconds --max-bytes --retries --allow-private-addresses --allow-network "
+                   "--allow-file-urls --user-agent-token --disallow-directive --master --conf --engine "
+                   "--storage-option",
+    ("embed",): "--model -m --pretrained -p --device --precision --batch-size --threads --seed --limit-shards "
+                "--decode --fast-decode --master --conf --engine --storage-option",
+    ("reshard",): "--subset -s --subset-file --output --out -o --shard-size --shuffle --no-shuffle --seed --overwrite "
+                  "--engine --master --conf --storage-option",
+    ("select",): "--sql --from-file --name -n --embedding-model --allow-unknown --storage-option",
+    ("train",): "--output -o --preset -p --seed --samples-seen --batch-size --lr --warmup --checkpoints --model "
+                "--pretrained --workers --device --precision --threads --overwrite --verbose -v --progress "
+                "--no-progress --progress-every --nproc-per-node --nnodes --node-rank --master-addr --master-port "
+                "--accum-freq --local-loss --global-loss --storage-option",
+    ("eval",): "--model --zeroshot -z --retrieval -r --templates --max-per-class --images --output -o --device "
+               "--batch-size --seed --storage-option",
+    ("run",): "--dataset -d --output -o --embedding-model -m --no-cache --check --master --conf --engine "
+              "--storage-option",
 }
 
 
@@ -95,6 +126,9 @@ def _cli_args(cmd, model) -> tuple[list[str], set[str]]:
     if "concepts" in model.model_fields:  # coverage: one concept source is needed
         options += ["--concepts", "c.txt"]
         given.add("concepts")
+    if "from_file" in model.model_fields:  # select: a query or a subset file
+        options += ["--sql", "SELECT uid FROM samples"]
+        given.add("sql")
     return args + options, given
 
 
