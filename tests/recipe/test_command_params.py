@@ -111,7 +111,8 @@ def test_defaults_are_the_librarys():
     from curate.params.reshard import ReshardParams
     from curate.params.train import TrainParams
     from curate.reshard import reshard
-    from curate.train import Launch, train
+    from curate.train import Launch
+    from curate.train.runner import train  # (curate.train.train: this, with an output URI uploaded)
 
     assert IngestParams(inputs=["a.csv"], output="ds").config() == IngestConfig(inputs=["a.csv"], output="ds")
     assert DownloadParams().options() == DownloadOptions()
