@@ -52,3 +52,25 @@ def write_embeddings(ds: Dataset, model_id: str, x: np.ndarray, uids: list[str] 
     else:
         write_embeddings_table(ds, f"embeddings/{model_id}", t, rows_per_shard=rows_per_shard)
     return uids
+
+
+def sample_on_the_driver(paths, embedding: str, limit: int) -> np.ndarray:
+    """guards.embedding_sample as first written (the reference the engine's pick is checked
+    against): every shard's uid column read in this process, the ``limit`` smallest seed-0 uid
+    hashes (ties: earlier shard, then earlier row), then the picked rows' vectors."""
+    import pyarrow.parquet as pq
+
+    from curate.embedding_space.sampling import uid_hash_array
+    from curate.embedding_space.vectors import embedding_columns, embedding_matrix
+
+    best_h, best_x = np.zeros(0, np.int64), None
+    for p in paths:
+        t = pq.read_table(p, columns=["uid", *embedding_columns(embedding)])
+        h = uid_hash_array(t.column("uid"), 0)
+        sel = np.argsort(h, kind="stable")[:limit]
+        x = embedding_matrix(t.take(pa.array(sel)), embedding)
+        hs = np.concatenate([best_h, h[sel]])
+        xs = x if best_x is None else np.concatenate([best_x, x])
+        keep = np.argsort(hs, kind="stable")[:limit]
+        best_h, best_x = hs[keep], xs[keep]
+    return best_x

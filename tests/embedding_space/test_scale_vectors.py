@@ -18,7 +18,7 @@ from curate.embedding_space.sampling import sample_rows, uid_hash_array
 from curate.engine import LocalExecutor
 from curate.tables import Dataset
 
-from .helpers import clustered_embeddings, uid, write_embeddings
+from .helpers import clustered_embeddings, sample_on_the_driver, uid, write_embeddings
 
 K = 6
 
@@ -193,25 +193,6 @@ def test_sample_tasks_never_send_more_than_the_sample(tmp_path, data):
         assert len(got) == 50 and set(got) == set(sorted(shard)[:50])  # equal hashes: the smallest uids
 
 
-def _sample_reference(paths, embedding: str, limit: int) -> np.ndarray:
-    """guards.embedding_sample as first written: every shard read and decoded whole."""
-    import pyarrow.parquet as pq
-
-    from curate.embedding_space.vectors import embedding_columns, embedding_matrix
-
-    best_h, best_x = np.zeros(0, np.int64), None
-    for p in paths:
-        t = pq.read_table(p, columns=["uid", *embedding_columns(embedding)])
-        h = uid_hash(t.column("uid").to_pylist(), 0)
-        sel = np.argsort(h, kind="stable")[:limit]
-        x = embedding_matrix(t.take(pa.array(sel)), embedding)
-        hs = np.concatenate([best_h, h[sel]])
-        xs = x if best_x is None else np.concatenate([best_x, x])
-        keep = np.argsort(hs, kind="stable")[:limit]
-        best_h, best_x = hs[keep], xs[keep]
-    return best_x
-
-
 def test_guard_sample_reads_only_picked_row_groups_and_equals_the_whole_read(tmp_path, data):
     import pyarrow.parquet as pq
 
@@ -226,7 +207,7 @@ def test_guard_sample_reads_only_picked_row_groups_and_equals_the_whole_read(tmp
     for embedding in ("image", "concat"):
         for limit in (256, 7):
             got = guards.embedding_sample(paths, embedding, limit)
-            want = _sample_reference(paths, embedding, limit)
+            want = sample_on_the_driver(paths, embedding, limit)
             assert got.dtype == want.dtype and np.array_equal(got, want)
 
 

@@ -23,7 +23,7 @@ from curate.engine.frame import TooManyRows
 from curate.tables import Dataset, load_schema
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from embedding_space.helpers import clustered_embeddings, uid, write_embeddings  # noqa: E402
+from embedding_space.helpers import clustered_embeddings, sample_on_the_driver, uid, write_embeddings  # noqa: E402
 from reshard.conftest import build_download_shards  # noqa: E402
 
 K = 4
@@ -443,25 +443,6 @@ def RunManifestCounts(ds: Dataset) -> dict:
 
 
 # ---------------------------------------------------------------- the guards' embedding sample
-def _sample_on_the_driver(paths: list[str], embedding: str, limit: int) -> np.ndarray:
-    """guards.embedding_sample as it was: every shard's uid column read here, the ``limit``
-    smallest uid hashes (ties: earlier shard, then earlier row), then the picked rows."""
-    import pyarrow.parquet as pq
-
-    from curate.embedding_space.sampling import uid_hash_array
-    from curate.embedding_space.vectors import embedding_columns, embedding_matrix
-
-    best_h, best_x = np.zeros(0, np.int64), None
-    for p in paths:
-        t = pq.read_table(p, columns=["uid", *embedding_columns(embedding)])
-        h = uid_hash_array(t.column("uid"), 0)
-        sel = np.argsort(h, kind="stable")[:limit]
-        x = embedding_matrix(t.take(pa.array(sel)), embedding)
-        hs = np.concatenate([best_h, h[sel]])
-        xs = x if best_x is None else np.concatenate([best_x, x])
-        keep = np.argsort(hs, kind="stable")[:limit]
-        best_h, best_x = hs[keep], xs[keep]
-    return best_x
 
 
 @pytest.mark.parametrize("uids", ["even", "bunched", "bunched_high"])
@@ -484,7 +465,7 @@ def test_guard_sample_is_the_driver_side_pick_with_a_bounded_driver(tmp_path, ui
     for embedding, limit in (("image", PAIR_SAMPLE), ("concat", 7)):
         ex = LocalExecutor()
         got = guards.embedding_sample(paths, embedding, limit, executor=ex)
-        want = _sample_on_the_driver(paths, embedding, limit)
+        want = sample_on_the_driver(paths, embedding, limit)
         assert got.dtype == want.dtype and np.array_equal(got, want), (uids, embedding, limit)
         # the vectors, one count per threshold pass and per reduction level (two 16-shard levels at most here)
         assert ex.driver_counter.driver_rows <= limit + 6, ex.driver_counter.by_call

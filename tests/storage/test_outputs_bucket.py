@@ -69,20 +69,9 @@ def test_eval_output_to_a_bucket(bucket, tmp_path, shared_data):
 
 def _shards(d: Path) -> Path:
     """Two WebDataset tars of solid-colour squares (the train tests' shards)."""
-    import webdataset as wds
+    from train.conftest import write_colour_shards
 
-    from train.conftest import COLOURS, jpeg_square
-
-    d.mkdir()
-    names, sizes = list(COLOURS), {}
-    for s in range(2):
-        with wds.TarWriter(str(d / f"{s:08d}.tar"), encoder=False) as w:
-            for i in range(24):
-                c = names[(s * 24 + i) % 4]
-                w.write({"__key__": f"{s}{i:04d}", "jpg": jpeg_square(COLOURS[c]), "txt": f"a {c} square".encode()})
-        sizes[f"{s:08d}.tar"] = 24
-    (d / "sizes.json").write_text(json.dumps(sizes))
-    return d
+    return write_colour_shards(d)
 
 
 @pytest.mark.slow

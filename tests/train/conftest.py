@@ -17,11 +17,11 @@ def jpeg_square(rgb) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
+def write_colour_shards(d: Path) -> Path:
+    """Two WebDataset tars of 24 solid-colour squares each, and their sizes.json, in ``d``."""
     import webdataset as wds
 
-    d = tmp_path_factory.mktemp("wds")
+    d.mkdir(parents=True, exist_ok=True)
     names = list(COLOURS)
     sizes = {}
     for s in range(2):
@@ -32,3 +32,8 @@ def shards(tmp_path_factory):
         sizes[f"{s:08d}.tar"] = 24
     (d / "sizes.json").write_text(json.dumps(sizes))
     return d
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_colour_shards(tmp_path_factory.mktemp("wds"))
