@@ -18,7 +18,7 @@ from curate.params import field_flags, is_argument
 # command -> its model, by name (so a command that stops being generated fails here)
 COMMANDS = {"ingest": "IngestParams", "download": "DownloadParams", "embed": "EmbedParams",
             "reshard": "ReshardParams", "select": "SelectParams", "train": "TrainParams", "eval": "EvalParams",
-            "run": "RunParams"}
+            "run": "RunParams", "report": "ReportParams"}
 
 
 def _app():
@@ -72,6 +72,7 @@ BAD = [
      "--embedding-model 'a/b' contains a path separator; use a plain name such as 'my_subset'"),
     (["train", "{tmp}/shards", "-o", "{tmp}/run", "--lr", "fast"], "--lr must be a number, got 'fast'"),
     (["eval", "--max-per-class", "all"], "--max-per-class must be an integer, got 'all'"),
+    (["report", "{tmp}/ds", "--eval", "results.json"], "--eval: expects LABEL=PATH, got 'results.json'"),
     (["run", "recipes/demo.yaml", "--output", "a/b"],
      "--output 'a/b' contains a path separator; use a plain name such as 'my_subset'"),
 ]

@@ -46,6 +46,7 @@ JOBS = {
     ("train",): None,
     ("eval",): None,
     ("run",): None,
+    ("report",): None,
 }
 
 # every spelling the hand-written commands had (before issue 17): each still works
@@ -89,6 +90,8 @@ OLD_FLAGS = {
                "--batch-size --seed --storage-option",
     ("run",): "--dataset -d --output -o --embedding-model -m --no-cache --check --master --conf --engine "
               "--storage-option",
+    ("report",): "--subset -s --out -o --eval --comparison --pool-subset --embeddings --embedding-model --title "
+                 "--open --storage-option",
 }
 
 
