@@ -128,9 +128,8 @@ def _on_interrupt(signum, frame) -> None:
         _interrupted = True
         sys.stderr.write(f"curate: {INTERRUPTED}\n")
         sys.stderr.flush()
-    engine = sys.modules.get("curate.engine.spark")
-    context = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
-    if engine is None or context is None or getattr(context.SparkContext, "_active_spark_context", None) is None:
+    engine = sys.modules.get("curate.engine.spark")  # loaded only once a job opened Spark
+    if engine is None or not engine.context_running():
         raise KeyboardInterrupt
     try:
         engine.kill_driver_jvm()

@@ -20,7 +20,7 @@ from curate.engine.spark_frames import SparkFrameOps
 from curate.engine.spark_session import (  # noqa: F401 - re-exported: curate.engine.spark is the public module
     LOG4J2_CONFIG, JVM_NOISE, verbose, under_spark_submit, _log_level, log4j_java_options, _free_port,
     _default_local_conf, _launch_quiet_gateway, _apply_log_config, get_session, kill_driver_jvm, activate,
-    task_resource_addresses, task_cpus, _python, ui_url, _StageProgress,
+    context_running, task_resource_addresses, task_cpus, _python, ui_url, _StageProgress,
 )
 from curate.engine.spark_key_ranges import (  # noqa: F401 - re-exported: curate.engine.spark is the public module
     spark_hash_long, first_by_key_ranges, duplicates_by_key_ranges,

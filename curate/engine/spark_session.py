@@ -173,6 +173,14 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
     return spark
 
 
+def context_running() -> bool:
+    """Whether this process has a running Spark context (read without importing pyspark)."""
+    import sys
+
+    context = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
+    return context is not None and getattr(context.SparkContext, "_active_spark_context", None) is not None
+
+
 def kill_driver_jvm() -> None:
     """SIGKILL the Spark JVM this process started, if any (the CLI's Ctrl-C: no shutdown noise;
     every committed shard stays, as after kill -9, and a rerun resumes)."""
