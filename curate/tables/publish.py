@@ -155,6 +155,10 @@ def working_copy(dataset: str, master: str | None = None) -> str:
     if not storage.is_uri(dataset):
         return dataset
     target = storage.resolve(dataset).uri
+    if not storage.is_dir(target):  # named as the user gave it, not as the empty local copy
+        from curate.errors import DatasetError
+
+        raise DatasetError(f"dataset folder {target} does not exist")
     work = work_folder(target, master)
     hold_dataset_lock(target)
     fetch(target, work)

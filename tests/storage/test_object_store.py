@@ -202,10 +202,15 @@ def test_lock_object_on_bucket(bucket):
     release(root)
 
 
-def test_unconverted_command_refuses_uri(bucket):
-    r = _cli("coverage", f"s3://{bucket}/ds", "--concepts", "concepts.txt")
+def test_demo_workdir_stays_local_and_a_missing_uri_dataset_is_named(bucket):
+    """`demo --workdir` is the one path still refused as a URI (it serves its pool from disk);
+    a command on a working copy of a URI dataset that is not there names the URI, not the
+    local copy."""
+    r = _cli("demo", "--workdir", f"s3://{bucket}/demo")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "this command does not read or write object storage yet (docs/storage.md" in r.stderr
+    r = _cli("coverage", f"s3://{bucket}/nods", "--concepts", "concepts.txt")
+    assert r.returncode == 2 and r.stderr == f"curate: error: dataset folder s3://{bucket}/nods does not exist\n"
 
 
 def test_resolve_schemes(tmp_path, s3_env):
