@@ -14,12 +14,7 @@ These are single files and folders of files, not dataset tables: no commit marke
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from curate import storage
 
@@ -34,33 +29,19 @@ def display(path) -> str:
     return storage.resolve(str(path)).uri if storage.is_uri(path) else str(path)
 
 
-@contextmanager
-def output_file(path) -> Iterator[Path]:
-    """A local file to write ``path``'s content to; committed when the block succeeds."""
+def output_file(path):
+    """A local file to write ``path``'s content to, committed whole when the block succeeds
+    (``tables.atomic.atomic_path``; on a store one object, no table commit marker)."""
     from curate.tables.atomic import atomic_path
 
-    if not storage.is_uri(path):
-        with atomic_path(path) as tmp:
-            yield tmp
-        return
-    fd, name = tempfile.mkstemp(prefix=".curate-out-", suffix=suffix(path))
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        storage.put_file(storage.resolve(str(path)), tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return atomic_path(path, shard=False)
 
 
 def write_bytes(path, data: bytes) -> None:
     """``data`` as the file or object ``path`` (one whole object on a store)."""
     from curate.tables.atomic import atomic_write_bytes
 
-    if not storage.is_uri(path):
-        atomic_write_bytes(path, data)
-        return
-    storage.put_bytes(storage.resolve(str(path)), data)
+    atomic_write_bytes(path, data, shard=False)
 
 
 def upload_folder(local, uri: str, last: tuple[str, ...] = ()) -> list[str]:
@@ -74,23 +55,6 @@ def upload_folder(local, uri: str, last: tuple[str, ...] = ()) -> list[str]:
     for rel in names:
         storage.put_file(storage.resolve(storage.join(uri, rel)), base / rel)
     return names
-
-
-@contextmanager
-def output_folder(path) -> Iterator[Path]:
-    """A local folder to write ``path``'s files to: the folder itself for a local path; for a
-    URI a temporary folder whose files are uploaded when the block succeeds (a failed block
-    uploads nothing)."""
-    if not storage.is_uri(path):
-        Path(path).mkdir(parents=True, exist_ok=True)
-        yield Path(path)
-        return
-    tmp = Path(tempfile.mkdtemp(prefix=".curate-out-"))
-    try:
-        yield tmp
-        upload_folder(tmp, storage.resolve(str(path)).uri)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_batches(batches, path) -> int:

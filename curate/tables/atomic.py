@@ -38,17 +38,22 @@ def is_hidden(name: str) -> bool:
     return name.startswith("_") or name.startswith(".")
 
 
-def _commit_object(loc: storage.Location, data: bytes) -> None:
+def _is_shard(loc: storage.Location, shard: bool) -> bool:
+    return shard and loc.name.endswith(".parquet") and not is_hidden(loc.name)
+
+
+def _commit_object(loc: storage.Location, data: bytes, shard: bool = True) -> None:
     """An object store's commit: a visible ``.parquet`` file is a table shard and gets a commit
-    marker after its upload (``storage.commit_shard``); anything else is one whole object."""
-    if loc.name.endswith(".parquet") and not is_hidden(loc.name):
+    marker after its upload (``storage.commit_shard``); anything else (and any file when
+    ``shard`` is False: a user's output file, not a table) is one whole object."""
+    if _is_shard(loc, shard):
         storage.commit_shard(loc, data)
     else:
         storage.put_bytes(loc, data)
 
 
 @contextmanager
-def _remote_atomic_path(path: str) -> Iterator[Path]:
+def _remote_atomic_path(path: str, shard: bool) -> Iterator[Path]:
     import tempfile
 
     loc = storage.resolve(path)
@@ -57,7 +62,7 @@ def _remote_atomic_path(path: str) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
-        if loc.name.endswith(".parquet") and not is_hidden(loc.name):
+        if _is_shard(loc, shard):
             _commit_object(loc, tmp.read_bytes())  # one shard: hashed for its marker
         else:
             storage.put_file(loc, tmp)  # streamed (a WebDataset tar can be large), still one whole object
@@ -66,12 +71,13 @@ def _remote_atomic_path(path: str) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, shard: bool = True) -> Iterator[Path]:
     """A hidden temporary path beside ``path`` to write to; on success it is fsynced and
     renamed over ``path``, so readers see the old file or the whole new one, never a part.
-    ``path`` may be a URI: the temporary file is local and is uploaded whole on success."""
+    ``path`` may be a URI: the temporary file is local and is uploaded whole on success (with a
+    commit marker when it is a table shard; ``shard=False`` for a file that is not)."""
     if storage.is_uri(path):
-        with _remote_atomic_path(str(path)) as tmp:
+        with _remote_atomic_path(str(path), shard) as tmp:
             yield tmp
         return
     path = Path(path)
@@ -89,10 +95,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, shard: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
     if storage.is_uri(path):
-        _commit_object(storage.resolve(path), data)
+        _commit_object(storage.resolve(path), data, shard)
         return
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
