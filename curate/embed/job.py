@@ -219,6 +219,7 @@ def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
     digits = shard_digits(dataset)
     tasks = [{"root": str(dataset.root), "shard_id": s, "digits": digits, "model_id": model_id, "opts": asdict(opts)}
              for s in shards]
+    dataset.remove_temp_files(emb_name, fail_name)  # a killed run's half-written parts
     with manifest.stage("embed"):
         results = executor.map_tasks(tasks, run_shard_task, description=f"embed {model_id}")
     done = [r for r in results if not r["skipped"]]

@@ -163,6 +163,7 @@ def compute_text_stats(dataset: Dataset, executor, lid_model: str | None = None,
     shards = dataset.shards("samples")
     tasks = [{"root": str(dataset.root), "samples_shard": str(p), "index": i, "lid_model": model_path,
               "recompute": recompute} for i, p in enumerate(shards)]
+    dataset.remove_temp_files(TABLE)  # a killed run's half-written parts
     results = executor.map_tasks(tasks, text_stats_task, description="text stats")
     # A shorter samples table leaves stale shards behind: drop them.
     keep = {dataset.shard_path(TABLE, i).name for i in range(len(shards))}

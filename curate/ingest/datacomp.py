@@ -255,6 +255,7 @@ def run_npz_import(dataset: Dataset, plan: dict, executor, sources: list[str], k
                 shutil.rmtree(d)
     tasks = [{**t, "root": str(dataset.root), "source": sources[t["file_index"]], "tables": tables,
               "dims": plan["models"]} for t in plan["tasks"]]
+    dataset.remove_temp_files(*(f"embeddings/{mid}" for mid in tables.values()))  # a killed run's parts
     results = executor.map_tasks(tasks, import_npz_task, "import DataComp embeddings")
     outputs = {}
     for name, mid in tables.items():

@@ -26,13 +26,9 @@ def remove_if_empty(folder: Path) -> None:
 
 
 def remove_stale_temp_files(dataset: Dataset) -> list[Path]:
-    """Temp files of writes a kill -9 interrupted (``atomic_path``'s hidden ``.*.tmp``) in
-    the tables ingest writes, its run records and its staging; run before anything is
-    written, so none belongs to a live writer of this dataset."""
-    found = []
-    for d in [*(dataset.table_dir(t) for t in INGEST_TABLES), dataset.runs_dir(), dataset.runs_dir() / "history"]:
-        if d.is_dir():
-            found += [p for p in d.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    """Temp files of writes a kill -9 interrupted in the tables ingest writes, its run records
+    and its staging; run before anything is written, so none belongs to a live writer."""
+    found = dataset.remove_temp_files(*INGEST_TABLES)
     staging = dataset.root / STAGING_DIR
     if staging.is_dir():
         found += [p for p in staging.rglob(".*.tmp")]

@@ -123,6 +123,7 @@ def run_hashes(ds: Dataset, executor) -> dict:
     digits = shard_digits(ds)
     tasks = [{"root": str(ds.root), "shard_id": s, "digits": digits} for s in shards
              if not storage.committed(ds.shard_path(HASHES, s))]
+    ds.remove_temp_files(HASHES, FAILURES)  # a killed run's half-written parts
     results = executor.map_tasks(tasks, run_hash_task, "perceptual hashes") if tasks else []
     done = [r for r in results if not r.get("skipped")]
     return {"shards": len(shards), "shards_hashed": len(done), "hashed": ds.count(HASHES),

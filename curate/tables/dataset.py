@@ -213,6 +213,21 @@ class Dataset:
             if old.name not in keep:
                 old.unlink()
 
+    def remove_temp_files(self, *names: str) -> list[Path]:
+        """Delete the hidden ``.*.tmp`` files a kill -9 left mid-write (``atomic_path``) in the
+        named tables and the run records. Call it when a job starts, before its tasks write, so
+        none belongs to a live writer (one writer per dataset: ``curate.lock``). An object store
+        has none: its uploads are whole objects."""
+        if self.remote:
+            return []
+        found = []
+        for d in [*(self.table_dir(n) for n in names), self.runs_dir(), self.runs_dir() / "history"]:
+            if d.is_dir():
+                found += [p for p in d.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+        for p in found:
+            p.unlink(missing_ok=True)
+        return found
+
     def write_json(self, relpath: str, obj) -> Path | str:
         p = self.path(relpath)
         atomic_write_bytes(p, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())

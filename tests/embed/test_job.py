@@ -141,6 +141,7 @@ def test_resume_skips_finished_shards_and_redoes_a_killed_one(downloaded):
     assert second["shards"] == 3 and second["shards_skipped"] == 1
     assert part0.stat().st_mtime_ns == mtime and part0.read_bytes() == before
     assert second["embedded"] == 18 and second["failed"] == 0 and second["unaccounted"] == 0
+    assert not (emb_dir / ".part-00001.parquet.dead.tmp").exists()  # the killed write's temp file is gone
     third = run_embed(downloaded, LocalExecutor(), _opts())
     assert third["shards_skipped"] == 3
 
