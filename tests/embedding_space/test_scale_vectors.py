@@ -232,3 +232,10 @@ def test_clustering_records_the_table_health_later_jobs_report(tmp_path, spark, 
         for res in (sd, dbp):
             assert res["guards"]["distributions"]["embeddings"] == want[0]
             assert list(res["guards"]["distributions"]["embeddings"]) == list(want[0])  # same key order
+        # a clustering made before the health was recorded: the sample is drawn now, by this executor
+        meta_path = ds.root / "centroids" / "kmeans" / "_meta.json"
+        old = json.loads(meta_path.read_text())
+        del old["embeddings_health"]
+        meta_path.write_text(json.dumps(old))
+        again = run_semdedup(ds, "kmeans", 0.01, executor=executor, run="semdedup_old")
+        assert again["guards"]["distributions"]["embeddings"] == want[0]

@@ -77,7 +77,7 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
         write_cluster_stats(ds, run, size, plan["d_intra"], plan["d_inter"], plan["complexity"], plan["probability"],
                             plan["quota"], kept)
         miss = missing_frame(executor, ds, uids, table, stage, NO_EMBEDDING)
-        health, warns = clustering_health(ds, meta)
+        health, warns = clustering_health(ds, meta, executor)
         # removing most of the input is what a small --keep-fraction asks for: no removal warning here
         return finish_selection(executor, ds, run, stage, with_missing(dec, miss), m, output,
                                 {"target_kept": n_keep}, guards=({"embeddings": health}, warns),

@@ -57,7 +57,7 @@ def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep
     try:
         write_cluster_stats(ds, run, size, d_intra, _dbp.centroid_d_inter(c), kept=kept)
         miss = missing_frame(executor, ds, uids, table, "semdedup", NO_EMBEDDING)
-        health, warns = clustering_health(ds, meta)
+        health, warns = clustering_health(ds, meta, executor)
         return finish_selection(executor, ds, run, "semdedup", with_missing(dec, miss), m, output,
                                 {"clusters_with_removals": int(((size - kept) > 0).sum())},
                                 guards=({"embeddings": health}, warns),

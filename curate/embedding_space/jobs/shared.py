@@ -46,15 +46,16 @@ def _concat_decisions(*tables: pa.Table) -> pa.Table:
     return pa.concat_tables(parts) if parts else DECISIONS.empty_table()
 
 
-def clustering_health(ds: Dataset, meta: dict) -> tuple[dict, list[str]]:
+def clustering_health(ds: Dataset, meta: dict, executor) -> tuple[dict, list[str]]:
     """The health of the embeddings a clustering was made from: recorded by `curate cluster`
-    (the same sample and numbers; no second decode of the table), or read now for older ones."""
+    (the same sample and numbers; no second decode of the table), or drawn now for older ones
+    (on the workers: ``guards.embedding_sample``)."""
     rec = meta.get("embeddings_health")
     if rec is not None:
         h = rec["health"]  # _meta.json sorts keys: back to guards.embedding_health's order
         first = [k for k in ("what", "n", "quantiles", "median", "spread_p10_p90") if k in h]
         return {k: h[k] for k in first + sorted(set(h) - set(first))}, list(rec["warnings"])
-    return _guards.table_health(ds, meta["embeddings_table"], meta["embedding"])
+    return _guards.table_health(ds, meta["embeddings_table"], meta["embedding"], executor=executor)
 
 
 def missing_frame(executor, ds: Dataset, uids, table: str, stage: str, reason: str):
