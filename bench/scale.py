@@ -23,7 +23,12 @@ the largest size. Targets: driver peak RSS at the largest size <= 1.2x the small
 row at the largest <= 1.3x. At ``--gap-at`` rows (default 1M) the sweep also runs
 bench/dedup.py's in-memory pipeline on the pool's own embeddings and prints the cluster +
 dedup semantic + prune dbp jobs' wall and CPU time against it (target <= 1.5x).
-``--json FILE`` writes every figure.
+``--json FILE`` writes every figure; ``--merge FILE`` (repeatable) adds the sizes of earlier
+runs on the same machine to the growth table, for a sweep longer than one idle window:
+
+    .venv/bin/python bench/scale.py --sizes 1000000,2000000 --json scale-1-2.json
+    .venv/bin/python bench/scale.py --sizes 4000000 --json scale-4.json
+    .venv/bin/python bench/scale.py --sizes "" --merge scale-1-2.json --merge scale-4.json --json scale.json
 
 ``--gap N`` instead measures the cluster + dedup semantic + prune dbp jobs (Parquet in and out,
 Spark local mode, own processes) against bench/dedup.py's in-memory pipeline (k-means,
@@ -464,6 +469,10 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", default=",".join(JOB_NAMES), help="comma-separated jobs to run (default: all)")
     ap.add_argument("--gap-at", type=int, default=1_000_000,
                     help="pool size at which the sweep also runs the in-memory pipeline (0: never)")
+    ap.add_argument("--merge", type=Path, action="append", default=[],
+                    help="an earlier run's --json: its sizes join this run's in the growth table (this run "
+                         "wins where both have a size), so a sweep too long for one idle window can be run "
+                         "a few sizes at a time on the same machine; repeatable")
     a = ap.parse_args(argv)
     work = a.workdir or Path(tempfile.mkdtemp(prefix="curate-scale-"))
     info = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
@@ -473,15 +482,21 @@ def main(argv=None) -> int:
     if a.gap:
         out = {"info": info, "gap": gap(a.gap, work, a.gap_k, a.gap_ppc, a.engine)}
     else:
-        sizes = [int(s) for s in a.sizes.split(",")]
+        sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
         jobs = [j.strip() for j in a.jobs.split(",")]
         unknown = sorted(set(jobs) - set(JOB_NAMES))
         if unknown:
             ap.error(f"unknown jobs {unknown}; choose from {JOB_NAMES}")
-        res = sweep(sizes, work, a.keep, a.engine, jobs, a.gap_at or None)
+        res = sweep(sizes, work, a.keep, a.engine, jobs, a.gap_at or None) if sizes else {}
+        runs = [info]
+        for earlier in a.merge:  # earlier runs first: this run's figures replace theirs
+            old = json.loads(earlier.read_text())
+            runs.insert(-1, {**old["info"], "file": str(earlier), "sizes": old["sizes"]})
+            res = {**old["results"], **res}
         g = growth(res)
         print_growth(res, g)
-        out = {"info": info, "sizes": sizes, "results": res, "growth": g}
+        out = {"info": info, "sizes": sorted(int(s) for s in res), "results": res, "growth": g,
+               **({"runs": runs} if a.merge else {})}
     out["info"]["load_avg_end"] = os.getloadavg()[0]
     if a.json:
         a.json.write_text(json.dumps(out, indent=2) + "\n")
