@@ -24,6 +24,10 @@ replaces. How it is found without the uid columns on the driver:
 
 The driver sees one count per pass and per reduction level, then the ``limit`` vectors: with
 uniform hashes one pass, so 1 + ``limit`` rows (257 for the guards), whatever the pool.
+
+Steps 1-3 (``smallest_picks``) take any frame of (hash, shard, tie-breaking columns): the
+``image_based`` filter draws its bounded k-means input with them from the caption-filtered
+pool, ties broken by uid as ``curate cluster``'s sample does (``curate.filters.image_based``).
 """
 
 from __future__ import annotations
@@ -37,8 +41,6 @@ FAN = 16  # shards (then groups) merged per reduction level
 MAX_HASH = 2**63 - 1  # uid_hash is a non-negative int64
 
 PICKS = pa.schema([("hash", pa.int64()), ("shard", pa.int32()), ("row", pa.int64())])
-GROUPED_PICKS = pa.schema([("group", pa.int64()), *PICKS])
-RANKED = pa.schema([("shard", pa.int32()), ("row", pa.int64()), ("pos", pa.int32())])
 VECTORS = pa.schema([("pos", pa.int32()), ("dtype", pa.string()), ("x", pa.binary())])
 
 
@@ -75,18 +77,33 @@ def pick_task(task: dict):
                            pa.array(rows.astype(np.int64))], schema=PICKS)
 
 
-def _grouped(width: int):
+ORDER = ("hash", "shard", "row")  # the guards' sample order: ties by earlier shard, then earlier row
+
+
+def grouped_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([("group", pa.int64()), *schema])
+
+
+def ranked_schema(schema: pa.Schema) -> pa.Schema:
+    """A pick's columns but its hash, then its place in sample order."""
+    return pa.schema([*(f for f in schema if f.name != "hash"), ("pos", pa.int32())])
+
+
+def _grouped(width: int, schema: pa.Schema = PICKS):
+    out = grouped_schema(schema)
+
     def fn(batch: pa.RecordBatch) -> pa.RecordBatch:
         shard = batch.column("shard").to_numpy()
-        return pa.record_batch([pa.array(shard.astype(np.int64) // width), *batch.columns], schema=GROUPED_PICKS)
+        return pa.record_batch([pa.array(shard.astype(np.int64) // width),
+                                *(batch.column(f.name) for f in schema)], schema=out)
 
     return fn
 
 
-def _group_smallest(limit: int):
+def _group_smallest(limit: int, order=ORDER, schema: pa.Schema = PICKS):
     def fn(t: pa.Table) -> pa.Table:
-        t = t.sort_by([("hash", "ascending"), ("shard", "ascending"), ("row", "ascending")])
-        return t.slice(0, limit).select(PICKS.names)
+        t = t.sort_by([(c, "ascending") for c in order])
+        return t.slice(0, limit).select(schema.names)
 
     return fn
 
@@ -116,13 +133,46 @@ def _read_picks(paths: list[str], embedding: str):
     return fn
 
 
-def _ranked(limit: int):
+def _ranked(limit: int, order=ORDER, schema: pa.Schema = PICKS):
+    out = ranked_schema(schema)
+
     def fn(t: pa.Table) -> pa.Table:
-        t = t.sort_by([("hash", "ascending"), ("shard", "ascending"), ("row", "ascending")]).slice(0, limit)
-        return pa.table([t.column("shard"), t.column("row"), pa.array(np.arange(t.num_rows, dtype=np.int32))],
-                        schema=RANKED)
+        t = t.sort_by([(c, "ascending") for c in order]).slice(0, limit)
+        return pa.table([*(t.column(f.name) for f in out if f.name != "pos"),
+                         pa.array(np.arange(t.num_rows, dtype=np.int32))], schema=out)
 
     return fn
+
+
+def smallest_picks(candidates, total: int, limit: int, schema: pa.Schema = PICKS, order=ORDER):
+    """Steps 1-3 above over any frame of picks: ``candidates(threshold)`` makes the frame of
+    rows (``schema``: at least ``hash`` and ``shard``, plus what breaks ties) whose hash is at
+    most ``threshold``, ``total`` rows in all; returns (the cached frame the caller releases
+    when done, a frame of the ``limit`` smallest by ``order`` numbered ``pos`` in that order),
+    or None when ``total`` is 0. The driver sees one count per pass and per level."""
+    want = min(limit, total)
+    if want == 0:
+        return None
+    threshold = first_threshold(total, limit)
+    while True:
+        frame = candidates(threshold).cache()
+        n = frame.count()
+        if n >= want or threshold >= MAX_HASH:
+            break
+        frame.release()
+        threshold = MAX_HASH if threshold > MAX_HASH // WIDEN else threshold * WIDEN
+    width = 1
+    while n > max_picks(limit):
+        width *= FAN
+        cut = (frame.map_batches(_grouped(width, schema), grouped_schema(schema))
+               .group_apply("group", _group_smallest(limit, order, schema), schema).cache())
+        n = cut.count()
+        frame.release()
+        frame = cut
+    # at most max_picks(limit) rows left: one group ranks them
+    ranked = (frame.map_batches(_grouped(1 << 62, schema), grouped_schema(schema))
+              .group_apply("group", _ranked(limit, order, schema), ranked_schema(schema)))
+    return frame, ranked
 
 
 def sample_picks(executor, paths: list[str], limit: int, seed: int = 0):
@@ -132,28 +182,12 @@ def sample_picks(executor, paths: list[str], limit: int, seed: int = 0):
 
     paths = [str(p) for p in paths]
     total = sum(parquet_file(p).metadata.num_rows for p in paths)  # footers only
-    want = min(limit, total)
-    if want == 0:
-        return None
-    threshold = first_threshold(total, limit)
-    while True:
+
+    def candidates(threshold: int):
         tasks = [dict(path=p, index=i, seed=seed, threshold=threshold, limit=limit) for i, p in enumerate(paths)]
-        frame = executor.frame_from_tasks(tasks, pick_task, PICKS).cache()
-        n = frame.count()
-        if n >= want or threshold >= MAX_HASH:
-            break
-        frame.release()
-        threshold = MAX_HASH if threshold > MAX_HASH // WIDEN else threshold * WIDEN
-    width = 1
-    while n > max_picks(limit):
-        width *= FAN
-        cut = (frame.map_batches(_grouped(width), GROUPED_PICKS)
-               .group_apply("group", _group_smallest(limit), PICKS).cache())
-        n = cut.count()
-        frame.release()
-        frame = cut
-    # at most max_picks(limit) rows left: one group ranks them
-    return frame, frame.map_batches(_grouped(1 << 62), GROUPED_PICKS).group_apply("group", _ranked(limit), RANKED)
+        return executor.frame_from_tasks(tasks, pick_task, PICKS)
+
+    return smallest_picks(candidates, total, limit)
 
 
 def embedding_sample(executor, paths, embedding: str = "image", limit: int = 256, seed: int = 0) -> np.ndarray:

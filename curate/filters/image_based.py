@@ -9,14 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.errors import CurateError, InputFileError
+from curate.errors import CurateError, DatasetError, InputFileError
 from curate.filters import stages
 from curate.manifest import file_fingerprint
 from curate.tables import Dataset
 from curate.filters.checks import resolve_model
-from curate.filters.readers import base_schema, base_tasks, caption_pass, emb_frame, fraction_threshold, read_base
+from curate.filters.readers import (base_schema, base_tasks, caption_pass, emb_schema, fraction_threshold, read_base,
+                                    read_embeddings)
 
 
 def _load_target(path: str, model_table: str, dataset: Dataset) -> np.ndarray:
@@ -92,8 +94,8 @@ def prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name)
         centroids = load_matrix(p["centroids"])
         info["centroids"] = file_fingerprint(p["centroids"])
     else:
-        centroids, x = _pool_centroids(dataset, p, frames, table, j, shards)
-        info.update({"kmeans_points": int(len(x)), "k": p["k"], "niter": p["niter"], "seed": p["seed"]})
+        centroids, x, drawn = _pool_centroids(dataset, p, executor, table, j, shards)
+        info.update({"kmeans_points": int(len(x)), **drawn, "k": p["k"], "niter": p["niter"], "seed": p["seed"]})
     path = dataset.root / "decisions" / run_name / "_image_based_centroids.npy"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, centroids)
@@ -109,24 +111,103 @@ def prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name)
     return ctx, info
 
 
-def _pool_centroids(dataset: Dataset, p: dict, frames, table: str, j: int, shards) -> tuple[np.ndarray, np.ndarray]:
+def _pool_centroids(dataset: Dataset, p: dict, executor, table: str, j: int, shards) -> tuple[np.ndarray, np.ndarray, dict]:
     """DataComp clusters the caption-filtered pool (no CLIP-score cut) with L2 k-means:
-    (centroids, the uid-sorted k-means input)."""
+    (centroids, the uid-sorted k-means input, what it was drawn from)."""
     from curate.embedding_space.kmeans import train_kmeans
 
-    base = frames.from_tasks(base_tasks(dataset, shards, False), read_base, base_schema(False))
-    joined = frames.join(base, emb_frame(dataset, frames, table, j, True), how="inner")
-    out_schema = pa.schema([pa.field("uid", pa.string()), pa.field(f"e{j}", pa.binary())])
-    fn = functools.partial(caption_pass, params=p, column=f"e{j}", sample_ratio=p["sample_ratio"])
-    pool = frames.collect(frames.map(joined, fn, out_schema))
-    pool = pool.sort_by("uid")  # join order varies; the k-means input must not
-    _, x = stages.embeddings_from_binary(pool.column(f"e{j}"))
+    column = f"e{j}"
+    bound = kmeans_bound(dataset, table, p)
+    pool = _caption_filtered_pool(dataset, executor, p, table, j, shards)
+    rows, n = kmeans_input(pool, bound, column)
+    _, x = stages.embeddings_from_binary(rows.column(column))
     if len(x) < p["k"]:
         raise CurateError(f"image_based: k={p['k']} clusters but only {len(x)} caption-filtered pool "
                           "embeddings; pass image_based:k=N with a smaller N")
-    # max_points_per_centroid as DataComp: large, so FAISS does not subsample.
+    # max_points_per_centroid as DataComp: large, so FAISS does not subsample (the bound above does).
     centroids = train_kmeans(x, p["k"], niter=p["niter"], seed=p["seed"], max_points_per_centroid=10_000_000)
-    return centroids, x
+    return centroids, x, {"caption_filtered_rows": int(n), "kmeans_bound": int(bound), "kmeans_sampled": n > bound}
+
+
+def kmeans_bound(dataset: Dataset, table: str, p: dict) -> int:
+    """The most k-means input rows: ``max_kmeans_points``, else ``curate cluster``'s default
+    byte cap on the float32 training matrix (``sampling.MAX_SAMPLE_BYTES``), never below k."""
+    from curate.embedding_space.sampling import MAX_SAMPLE_BYTES
+    from curate.embedding_space.vectors import check_embedding_shards
+
+    if p.get("max_kmeans_points") is not None:
+        return int(p["max_kmeans_points"])
+    dim = check_embedding_shards(dataset.shards(table), ("image_embedding",)) or 1
+    return max(int(p["k"]), MAX_SAMPLE_BYTES // (4 * dim))
+
+
+KEYS = pa.schema([("hash", pa.int64()), ("shard", pa.int32()), ("uid", pa.string())])
+KEY_ORDER = ("hash", "uid")  # curate cluster's sample order: smallest uid hash, ties by uid
+
+
+def _pool_schema(column: str) -> pa.Schema:
+    return pa.schema([("uid", pa.string()), (column, pa.binary()), ("shard", pa.int32()), ("hash", pa.int64())])
+
+
+def _read_base_of_shard(task: dict):
+    """``read_base`` with the samples shard's index (the bounded reduction groups by it)."""
+    for b in read_base(task):
+        yield b.append_column("shard", pa.array(np.full(b.num_rows, task["index"], np.int32)))
+
+
+def _caption_rows(batch: pa.RecordBatch, params: dict, column: str) -> pa.Table:
+    """The caption-filtered rows of a joined batch with their seed-``params['seed']`` uid hash."""
+    from curate.embedding_space.sampling import uid_hash_array
+
+    t = caption_pass(batch, params, column, params["sample_ratio"], keep=("shard",))
+    return t.append_column("hash", pa.array(uid_hash_array(t.column("uid"), params["seed"]), pa.int64()))
+
+
+def _caption_filtered_pool(dataset: Dataset, executor, p: dict, table: str, j: int, shards):
+    """A frame (uid, e<j>, shard, hash) of the caption-filtered pool, on the workers."""
+    column = f"e{j}"
+    tasks = [dict(t, index=i) for i, t in enumerate(base_tasks(dataset, shards, False))]
+    base = executor.frame_from_tasks(tasks, _read_base_of_shard,
+                                     base_schema(False).append(pa.field("shard", pa.int32())))
+    emb = executor.frame_from_tasks([{"path": str(s), "j": j, "with_embedding": True} for s in dataset.shards(table)],
+                                    read_embeddings, emb_schema(j, True))
+    fn = functools.partial(_caption_rows, params=p, column=column)
+    return base.join(emb, "uid").map_batches(fn, _pool_schema(column))
+
+
+def _below(threshold: int):
+    def fn(batch: pa.RecordBatch) -> pa.Table:
+        t = pa.Table.from_batches([batch]).select(KEYS.names)
+        return t.filter(pc.less_equal(t.column("hash"), threshold))
+
+    return fn
+
+
+def kmeans_input(pool, bound: int, column: str) -> tuple[pa.Table, int]:
+    """(uid-sorted (uid, ``column``) rows of the k-means input, caption-filtered rows): the whole
+    pool when it has at most ``bound`` rows (DataComp's input), else its ``bound`` smallest
+    (uid hash, uid), found by the workers (``guard_sample.smallest_picks``). The driver gets
+    counts and at most ``bound`` rows."""
+    from curate.embedding_space.guard_sample import smallest_picks
+    from curate.engine.frame import TooManyRows
+
+    keys = pool.select(KEYS.names).cache()
+    try:
+        n = keys.count()
+        picked = None if n <= bound else smallest_picks(lambda t: keys.map_batches(_below(t), KEYS), n, bound,
+                                                         KEYS, KEY_ORDER)
+        try:
+            rows = pool if picked is None else pool.semi_join(picked[1].select(["uid"]))
+            rows = rows.select(["uid", column]).collect_small(bound)
+        except TooManyRows as e:
+            raise DatasetError(f"image_based: more k-means input rows than uids picked ({e}); duplicate uids in "
+                               "samples or in the embeddings table?") from None
+        finally:
+            if picked is not None:
+                picked[0].release()
+    finally:
+        keys.release()
+    return rows.sort_by("uid"), n  # join order varies; the k-means input must not
 
 
 def _guards(dataset: Dataset, table: str, centroids: np.ndarray, x: np.ndarray | None, executor=None) -> dict:
@@ -138,7 +219,8 @@ def _guards(dataset: Dataset, table: str, centroids: np.ndarray, x: np.ndarray |
     dists = {"embeddings": health}
     if x is not None and len(x):
         # what the filter compares: each sample's similarity to its nearest centroid (a bounded
-        # head of the uid-sorted k-means input, already on the driver)
+        # head of the uid-sorted k-means input, already on the driver; sampled or not, its rows
+        # are a pseudo-random pick: uids are hashes)
         xs = x[:8 * guards.PAIR_SAMPLE]
         cn = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
         xn = xs / np.maximum(np.linalg.norm(xs, axis=1, keepdims=True), 1e-12)

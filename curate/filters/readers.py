@@ -105,8 +105,10 @@ def decide_all(batch: pa.RecordBatch, specs: list[FilterSpec], ctxs: list[dict])
     return pa.concat_tables(parts)
 
 
-def caption_pass(batch: pa.RecordBatch, params: dict, column: str, sample_ratio: float) -> pa.Table:
-    """Pool rows that pass the image-based caption filter (k-means input), uid-hash sampled."""
+def caption_pass(batch: pa.RecordBatch, params: dict, column: str, sample_ratio: float,
+                 keep: tuple[str, ...] = ()) -> pa.Table:
+    """Pool rows that pass the image-based caption filter (k-means input), uid-hash sampled:
+    uid, ``column`` and the ``keep`` columns."""
     t = pa.Table.from_batches([batch])
     ok = t.column(column).is_valid().to_numpy(zero_copy_only=False).astype(bool)
     for _, mask, _, _ in stages.caption_rules(t, params):
@@ -114,7 +116,7 @@ def caption_pass(batch: pa.RecordBatch, params: dict, column: str, sample_ratio:
     if sample_ratio > 0:  # deterministic: the uid's first 32 bits are uniform
         head = np.array([int(u[:8], 16) for u in t.column("uid").to_pylist()], dtype=np.uint64)
         ok &= head < np.uint64(int(sample_ratio * 2**32))
-    return t.filter(pa.array(ok)).select(["uid", column])
+    return t.filter(pa.array(ok)).select(["uid", column, *keep])
 
 
 def base_tasks(dataset: Dataset, shards: list[Path], with_text: bool, with_stats: bool = True) -> list[dict]:

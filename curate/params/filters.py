@@ -18,6 +18,7 @@ def _none_word(value):
 
 
 OptFloat = Annotated[Optional[float], BeforeValidator(_none_word)]
+OptInt = Annotated[Optional[int], BeforeValidator(_none_word)]
 
 
 class BasicFilterParams(JobParams):
@@ -56,6 +57,9 @@ class ImageBasedFilterParams(JobParams):
     niter: int = Field(20, description="k-means iterations")
     seed: int = Field(0, description="k-means seed")
     sample_ratio: float = Field(-1.0, description="share of caption-filtered pool embeddings to cluster (<= 0: all)")
+    max_kmeans_points: OptInt = Field(None, ge=1, description="k-means trains on at most this many caption-filtered "
+                                      "pool embeddings, the smallest uid hashes when there are more (default: a 2 GiB "
+                                      "float32 matrix, 699,050 at 768 dims, never below k; DataComp trains on all)")
     centroids: Optional[str] = Field(None, description="precomputed pool centroids, k x d: a .npy, or DataComp's "
                                      "<scale>_centroids_l14.pt; skips k-means")
     clip_threshold: OptFloat = Field(None, description="also require clip_score >= this")
@@ -73,6 +77,8 @@ class ImageBasedFilterParams(JobParams):
             raise ValueError("image_based needs target=PATH (an image folder, or a .npy/.parquet of target embeddings)")
         if self.clip_threshold is not None and self.clip_fraction is not None:
             raise ValueError("give at most one of clip_threshold, clip_fraction")
+        if self.max_kmeans_points is not None and self.max_kmeans_points < self.k:
+            raise ValueError(f"max_kmeans_points={self.max_kmeans_points} is below k={self.k} (k-means needs k points)")
         return self
 
 
