@@ -1,7 +1,8 @@
 """The table operations the filter job is written against, run by its executor.
 
 The filter job is written once against these operations (frames from per-shard tasks, a
-left join on uid, a per-batch map, collect, sorted sharded write). Each is an executor
+left join on uid, a per-batch map, sorted sharded write; no per-row collect: image_based's
+bounded k-means input is drawn with the executor's frames). Each is an executor
 method (``curate.engine``: Arrow tables in this process on ``LocalExecutor``, DataFrames on
 ``SparkExecutor``), so nothing here knows which engine runs the job.
 """
@@ -30,9 +31,6 @@ class ExecutorFrames:
 
     def map(self, frame, fn: BatchFn, schema: pa.Schema):
         return self.executor.map_frame(frame, fn, schema)
-
-    def collect(self, frame) -> pa.Table:
-        return self.executor.collect_frame(frame)
 
     def write_sorted(self, frame, dataset: Dataset, table: str, schema_name: str, sort_by: list[str],
                      rows_per_shard: int) -> dict:

@@ -72,7 +72,7 @@ def _embed_folder(folder: Path, model_table: str, dataset: Dataset) -> np.ndarra
     return np.asarray(x, dtype=np.float32)
 
 
-def prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name) -> tuple[dict, dict]:
+def prepare_image_based(dataset, spec, executor, plan, shards, run_name) -> tuple[dict, dict]:
     p = spec.params
     table = resolve_model(dataset, p["model"], spec)
     j = plan.index(table, embedding=True)

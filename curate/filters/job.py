@@ -4,8 +4,9 @@ Steps (each timed in the run manifest):
 1. ``text_stats``: per samples shard (a task each), fastText language + word/char/token
    counts, written row-aligned as ``text_stats`` shard i; current shards are skipped.
 2. ``prepare``: what needs the whole pool: a fraction's exact threshold (radix select over
-   the embeddings shards), image_based k-means over caption-filtered pool embeddings and the
-   clusters of the target images, text_based target synsets.
+   the embeddings shards), image_based k-means over caption-filtered pool embeddings (all of
+   them up to ``max_kmeans_points``, else a uid-hash sample of that many drawn by the workers)
+   and the clusters of the target images, text_based target synsets.
 3. ``decide``: samples + text_stats (per shard) left-joined with the embeddings columns the
    filters need, every filter decides every row; ``decisions/<run>`` sorted by (uid, stage).
 4. ``subset``: uids every filter kept -> ``subsets/<run>`` (Parquet + DataComp .npy);
@@ -145,7 +146,7 @@ def _prepare(dataset, spec: FilterSpec, executor, frames, plan: ColumnPlan, shar
         return ({"target_offsets": offsets},
                 {"target_synsets": len(offsets), "synsets_file": file_fingerprint(p["synsets"]), "wordnet": str(root)})
     if spec.name == "image_based":
-        return prepare_image_based(dataset, spec, executor, frames, plan, shards, run_name)
+        return prepare_image_based(dataset, spec, executor, plan, shards, run_name)
     raise FilterSpecError(f"unknown filter {spec.name}")
 
 
