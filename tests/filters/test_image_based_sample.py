@@ -131,3 +131,30 @@ def test_the_driver_gets_counts_and_the_bounds_vectors(big_pool, engine, request
 def test_a_bound_below_k_is_refused():
     with pytest.raises(FilterSpecError, match="max_kmeans_points=3 is below k=4"):
         parse_filter("image_based:k=4,max_kmeans_points=3,target=t.npy")
+
+
+def test_the_jobs_driver_rows_do_not_grow_with_the_pool(tmp_path):
+    """The whole filter job at two pool sizes (4x): the driver's rows grow by per-shard records
+    only, the k-means input staying at the bound."""
+    from curate.embedding_space.guards import PAIR_SAMPLE
+    from curate.tables import Dataset
+
+    bound, got = 40, []
+    for n in (600, 2400):
+        ds = Dataset(tmp_path / str(n))
+        ds.root.mkdir()
+        uids = write_samples(ds, [ENGLISH[i % len(ENGLISH)] for i in range(n)], [640] * n, [480] * n,
+                             rows_per_shard=200)
+        write_embeddings(ds, "tiny", uids, np.full(n, 0.3), rows_per_shard=200)
+        np.save(ds.root / "target.npy", np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32))
+        ex = LocalExecutor()
+        r = run_filters(ds, [parse_filter(_spec(ds, max_kmeans_points=bound))], ex, name="ib")
+        assert r["resolved"]["image_based"]["kmeans_points"] == bound
+        shards = len(ds.shards("samples"))
+        rows = ex.driver_counter.driver_rows
+        # k-means input, the guards' sample, counts, per-(filter, reason) rows, shard records
+        assert rows <= bound + PAIR_SAMPLE + 2 * shards + 40, ex.driver_counter.by_call
+        got.append((rows, shards))
+        assert ex.driver_counter.by_call["collect_small"] <= bound + PAIR_SAMPLE + 40
+    (small, s_small), (large, s_large) = got
+    assert large - small <= 2 * (s_large - s_small)
