@@ -25,7 +25,8 @@ def select(run: JobRun, p: SelectParams) -> None:
         return
     from curate.sql.select import select_sql
 
-    info = select_sql(ds, p.sql, p.name, embedding_model=p.embedding_model, allow_unknown=p.allow_unknown)
+    info = select_sql(ds, p.sql, p.name, embedding_model=p.embedding_model, allow_unknown=p.allow_unknown,
+                      memory_limit=p.memory_limit)
     typer.echo(f"subset {p.name}: {info['count']:,} uids ({info['distinct']:,} distinct) -> {info['path']}")
 
 

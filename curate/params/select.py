@@ -6,11 +6,12 @@ from typing import Optional
 
 from pydantic import Field, model_validator
 
-from curate.params import JobParams, Name, cli_extra
+from curate.params import Name, cli_extra
 from curate.params.common import ModelId
+from curate.params.sql import DuckDBMemory
 
 
-class SelectParams(JobParams):
+class SelectParams(DuckDBMemory):
     sql: Optional[str] = Field(None, description="SELECT returning a uid column; every table is a view (samples, "
                                "downloads, embeddings_<model>, decisions_<run>, subsets_<name>...). A uid returned k "
                                "times is kept k times (upsampling).")

@@ -18,15 +18,20 @@ DEFAULT_MAX_SPILL = "20GB"
 MAX_SPILL_ENV = "CURATE_SQL_MAX_SPILL"
 
 
-class SQLQueryParams(JobParams):
+class DuckDBMemory(JobParams):
+    """The DuckDB memory limit of a command that runs one query in this process."""
+
+    memory_limit: str = Field(DEFAULT_MEMORY_LIMIT, description="DuckDB memory limit (4GB, 512MB or a share of RAM "
+                              "like 50%); larger sorts and joins spill to a temporary folder.")
+
+
+class SQLQueryParams(DuckDBMemory):
     """``curate sql DATASET QUERY``."""
 
     query: str = Field(description="SELECT statement; every table is a view (samples, rejects, decisions_<run>, "
                        "embeddings_<model>, subsets_<name>, ...).", json_schema_extra=cli_extra(argument=True))
     out: Optional[str] = Field(None, description="Write the result to a .csv or .parquet file instead of printing.")
     limit: int = Field(50, description="Rows to print.")
-    memory_limit: str = Field(DEFAULT_MEMORY_LIMIT, description="DuckDB memory limit (4GB, 512MB or a share of RAM "
-                              "like 50%); larger sorts and joins spill to a temporary folder.")
     max_spill: Optional[str] = Field(None, description=f"Most the spill folder may hold (DuckDB's "
                                      f"max_temp_directory_size; default ${MAX_SPILL_ENV} or {DEFAULT_MAX_SPILL}).")
     timeout: float = Field(DEFAULT_TIMEOUT_S, description="Seconds before the query is interrupted (0: no limit).")

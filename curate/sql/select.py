@@ -17,7 +17,7 @@ import duckdb
 
 from curate.errors import CurateError, DatasetError
 from curate.manifest import RunManifest
-from curate.sql.connection import check_read_only, connect
+from curate.sql.connection import DEFAULT_MEMORY_LIMIT, check_read_only, connect
 from curate.sql.views import shard_list, view_name
 from curate.subset import write_subset_sorted
 from curate.tables import Dataset
@@ -28,9 +28,10 @@ class SQLError(CurateError):
     """A selection query failed; the message carries DuckDB's explanation."""
 
 
-def selection_connection(dataset: Dataset, embedding_model: str | None = None) -> duckdb.DuckDBPyConnection:
+def selection_connection(dataset: Dataset, embedding_model: str | None = None,
+                         memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
     """``curate.sql.connect`` plus an ``embeddings`` view of ``embedding_model``'s table."""
-    con = connect(dataset)
+    con = connect(dataset, memory_limit=memory_limit)
     if embedding_model and dataset.has_table(f"embeddings/{embedding_model}"):
         files = shard_list(dataset, f"embeddings/{embedding_model}")
         con.execute(f"CREATE OR REPLACE VIEW embeddings AS SELECT * FROM read_parquet({files})")
@@ -74,15 +75,16 @@ def relation_sql(con, query: str) -> str:
 
 
 def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | None = None,
-               allow_unknown: bool = False) -> dict:
-    """Run ``query``, check its uids, write ``subsets/<name>``; returns counts and the path."""
+               allow_unknown: bool = False, memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> dict:
+    """Run ``query``, check its uids, write ``subsets/<name>``; returns counts and the path.
+    DuckDB holds up to ``memory_limit`` for the query's joins and sort and spills beyond it."""
     if not dataset.exists():
         raise DatasetError(f"dataset folder {dataset.root} does not exist")
     t0 = time.perf_counter()
     from curate.models.scorers import embeddings_id
 
     embedding_model = embeddings_id(embedding_model, dataset.root)  # a scorer's name: its embeddings
-    con = selection_connection(dataset, embedding_model)
+    con = selection_connection(dataset, embedding_model, memory_limit)
     rel = relation_sql(con, query)
     try:
         returned, nulls = _scalar(con, f"SELECT count(*), count(*) - count(uid) FROM ({rel})")

@@ -42,6 +42,16 @@ def test_select_sql_upsamples_repeats_and_uses_embeddings_alias(pool):
     assert len(got) == 2 * n and len(set(got)) == n
 
 
+def test_select_memory_limit_reaches_duckdb(pool):
+    """--memory-limit bounds DuckDB's joins and sort (it spills beyond); the same subset either way."""
+    q = "SELECT uid FROM samples WHERE uid IN (SELECT uid FROM embeddings_toy_model)"
+    r = curate("select", str(pool.root), "--sql", q, "--name", "small_mem", "--memory-limit", "64MB")
+    assert r.returncode == 0, r.stderr
+    assert read_subset(pool, "small_mem") == sorted(pool.read("embeddings/toy-model")["uid"].to_pylist())
+    r = curate("select", str(pool.root), "--sql", q, "--name", "x", "--memory-limit", "lots")
+    assert r.returncode == 2 and "--memory-limit" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_select_sql_errors_are_one_clear_line(pool):
     r = curate("select", str(pool.root), "--sql", "SELECT url FROM samples", "--name", "x")
     assert r.returncode == 2 and "must return a 'uid' column" in r.stderr
