@@ -470,8 +470,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gap-at", type=int, default=1_000_000,
                     help="pool size at which the sweep also runs the in-memory pipeline (0: never)")
     ap.add_argument("--merge", type=Path, action="append", default=[],
-                    help="an earlier run's --json: its sizes join this run's in the growth table (this run "
-                         "wins where both have a size), so a sweep too long for one idle window can be run "
+                    help="an earlier run's --json: its sizes join this run's in the growth table (this run's "
+                         "figures win where both measured a job at a size), so a sweep too long for one idle window can be run "
                          "a few sizes at a time on the same machine; repeatable")
     a = ap.parse_args(argv)
     work = a.workdir or Path(tempfile.mkdtemp(prefix="curate-scale-"))
@@ -489,10 +489,11 @@ def main(argv=None) -> int:
             ap.error(f"unknown jobs {unknown}; choose from {JOB_NAMES}")
         res = sweep(sizes, work, a.keep, a.engine, jobs, a.gap_at or None) if sizes else {}
         runs = [info]
-        for earlier in a.merge:  # earlier runs first: this run's figures replace theirs
+        for earlier in a.merge:  # this run wins, then the files in the order given
             old = json.loads(earlier.read_text())
             runs.insert(-1, {**old["info"], "file": str(earlier), "sizes": old["sizes"]})
-            res = {**old["results"], **res}
+            res = {size: {**old["results"].get(size, {}), **res.get(size, {})}
+                   for size in {*old["results"], *res}}  # per size and job
         g = growth(res)
         print_growth(res, g)
         out = {"info": info, "sizes": sorted(int(s) for s in res), "results": res, "growth": g,
