@@ -1,12 +1,13 @@
-"""The filesystem objects behind a URI's scheme that need settings: pyarrow's S3 filesystem
-(one per settings and process), the boto3 client for what pyarrow cannot do on S3, and the
-fsspec filesystem DuckDB reads object stores through."""
+"""The filesystem objects behind a URI's scheme that need settings: pyarrow's S3 and GCS
+filesystems (one per settings and process), the boto3 client for what pyarrow cannot do on S3,
+and the fsspec filesystem DuckDB reads object stores through."""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -77,6 +78,52 @@ def s3_settings(options: dict | None = None) -> dict:
     return out
 
 
+# GcsFileSystem settings given as text on the command line that are really booleans/durations
+_GCS_BOOL = {"anonymous"}
+_GCS_SECONDS = {"retry_time_limit"}
+
+
+@functools.lru_cache(maxsize=16)
+def cached_gcs_filesystem(options_json: str, pid: int, *env) -> pafs.GcsFileSystem:
+    """One GCS filesystem per settings and process (as for S3: the environment values and the
+    pid are part of the key)."""
+    return _gcs(json.loads(options_json))
+
+
+def _gcs(options: dict) -> pafs.GcsFileSystem:
+    """pyarrow's GCS filesystem from the environment Google's clients read, overridden by ``options``.
+
+    ``STORAGE_EMULATOR_HOST`` (``http://127.0.0.1:9023`` or ``host:port``) is the variable every
+    Google Cloud Storage client honours for an emulator: requests go there, without
+    credentials. ``GOOGLE_CLOUD_PROJECT`` (the project new buckets are made in) and
+    ``GOOGLE_APPLICATION_CREDENTIALS`` are read by pyarrow's own credential chain."""
+    kw: dict = {}
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        # an emulator that does not answer is not a transient fault: give up after 30 s, not
+        # after the Google client's default of many minutes of retries
+        kw.update(_endpoint(emulator, "http"), anonymous=True, retry_time_limit=timedelta(seconds=30))
+    endpoint = options.pop("endpoint_url", None)
+    if endpoint:
+        kw.update(_endpoint(endpoint, "https"))
+    aliases = {"project": "project_id", "endpoint": "endpoint_override"}
+    try:
+        for k, v in options.items():
+            k = aliases.get(k, k)
+            if k == "token" and v == "anon":  # gcsfs's spelling of an anonymous client
+                k, v = "anonymous", "true"
+            kw[k] = truthy(v) if k in _GCS_BOOL else timedelta(seconds=float(v)) if k in _GCS_SECONDS else v
+        return pafs.GcsFileSystem(**kw)
+    except (TypeError, ValueError) as e:
+        raise StorageError(f"--storage-option for gs: {e}") from None
+
+
+def _endpoint(url: str, default_scheme: str) -> dict:
+    """``endpoint_override`` and ``scheme`` of GcsFileSystem from ``scheme://host:port`` or ``host:port``."""
+    u = urlsplit(url if "://" in url else f"{default_scheme}://{url}")
+    return {"endpoint_override": u.netloc, "scheme": u.scheme}
+
+
 def fsspec_filesystem(loc: Location):
     """An fsspec filesystem for ``loc``'s scheme (DuckDB reads object stores through one)."""
     import fsspec
@@ -90,7 +137,22 @@ def fsspec_filesystem(loc: Location):
         if truthy(default_options().get("anonymous", "")):
             kw["anon"] = True
         return fsspec.filesystem("s3", **kw)
+    if loc.scheme == "gs":
+        return _gcs_fsspec_class()(loc.fs)
     return fsspec.filesystem(loc.scheme, **default_options())
+
+
+@functools.lru_cache(maxsize=1)
+def _gcs_fsspec_class():
+    """fsspec's wrapper of pyarrow's GCS filesystem under the ``gs``/``gcs`` protocols, so DuckDB
+    reads ``gs://`` through the same client and settings as every other read (no second GCS
+    library with its own credentials)."""
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    class GcsArrowFS(ArrowFSWrapper):
+        protocol = ("gs", "gcs")
+
+    return GcsArrowFS
 
 
 def s3_client():

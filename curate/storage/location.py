@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
-from curate.storage.filesystems import cached_s3_filesystem
-from curate.storage.settings import AWS_ENV, StorageError, default_options
+from curate.storage.filesystems import cached_gcs_filesystem, cached_s3_filesystem
+from curate.storage.settings import AWS_ENV, GCS_CREDENTIALS_ENV, GCS_ENV, StorageError, default_options
 
 
 def is_uri(path: str | os.PathLike) -> bool:
@@ -70,8 +70,9 @@ def resolve(path: str | os.PathLike | Location, options: dict | None = None) -> 
 
     ``options`` (else the ``configure``d ones) are the filesystem's settings: for S3 the
     ``pyarrow.fs.S3FileSystem`` arguments (``endpoint_url``, ``region``, ``access_key``,
-    ``secret_key``, ``anonymous``, ...); for other schemes the arguments of the pyarrow or
-    fsspec filesystem class.
+    ``secret_key``, ``anonymous``, ...); for GCS the ``pyarrow.fs.GcsFileSystem`` arguments
+    (``endpoint_url``, ``project_id``, ``anonymous``, ...); for other schemes the arguments of
+    the pyarrow or fsspec filesystem class.
     """
     if isinstance(path, Location):
         return path
@@ -90,10 +91,8 @@ def resolve(path: str | os.PathLike | Location, options: dict | None = None) -> 
         return Location(cached_s3_filesystem(json.dumps(opts, sort_keys=True), os.getpid(),
                                              *(os.environ.get(k) for k in AWS_ENV)), inner, "s3")
     if scheme in ("gs", "gcs"):
-        try:
-            return Location(pafs.GcsFileSystem(**opts), inner, "gs")
-        except (TypeError, ValueError) as e:
-            raise StorageError(f"--storage-option for gs: {e}") from None
+        env = (os.environ.get(k) for k in (*GCS_ENV, GCS_CREDENTIALS_ENV))
+        return Location(cached_gcs_filesystem(json.dumps(opts, sort_keys=True), os.getpid(), *env), inner, "gs")
     if scheme in ("hdfs", "viewfs"):
         try:
             fs, inner = pafs.FileSystem.from_uri(text)

@@ -1,9 +1,11 @@
-"""Storage settings: ``--storage-option`` values and the AWS environment, and how both reach
-Spark workers and subprocesses.
+"""Storage settings: ``--storage-option`` values and the AWS and Google Cloud environment, and
+how they reach Spark workers and subprocesses.
 
 S3 reads ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``), ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN`` and ``AWS_REGION`` / ``AWS_DEFAULT_REGION``;
-``--storage-option KEY=VALUE`` (``configure``) overrides them. Options reach Spark workers and
+GCS reads ``STORAGE_EMULATOR_HOST`` and ``GOOGLE_CLOUD_PROJECT`` (and pyarrow's credential
+chain ``GOOGLE_APPLICATION_CREDENTIALS``); ``--storage-option KEY=VALUE`` (``configure``)
+overrides them. Options reach Spark workers and
 subprocesses through the ``CURATE_STORAGE_OPTIONS`` environment variable (JSON), which
 ``configure`` sets.
 """
@@ -58,8 +60,14 @@ AWS_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT
            "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
+# GOOGLE_APPLICATION_CREDENTIALS is left out on purpose: it names a file on the driver, which an
+# executor may not have (its own credentials, e.g. a service account, are used there)
+GCS_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")
+GCS_CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+
+
 # ---- settings on Spark workers -----------------------------------------------------------
-_WORKER_ENV = (OPTIONS_ENV, *AWS_ENV, "AWS_EC2_METADATA_DISABLED")
+_WORKER_ENV = (OPTIONS_ENV, *AWS_ENV, "AWS_EC2_METADATA_DISABLED", *GCS_ENV)
 
 
 def worker_env() -> dict[str, str]:

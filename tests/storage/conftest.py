@@ -1,4 +1,5 @@
-"""A real S3-compatible server on 127.0.0.1 (moto's standalone server, spoken to over HTTP)."""
+"""Real object-storage servers on 127.0.0.1, spoken to over HTTP: S3 (moto's standalone server)
+and Google Cloud Storage (gcp-storage-emulator, the JSON API with resumable uploads)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # s3kit.py, shard_writer.py beside it
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # s3kit.py, gcskit.py, shard_writer.py beside it
 
 
 def _free_port() -> int:
@@ -66,4 +67,53 @@ def bucket(s3_env):
 
     name = f"curate-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    """``gcp-storage-emulator start`` (in memory) bound to loopback; yields its URL; stopped by its pid."""
+    pytest.importorskip("gcp_storage_emulator", reason="gcp-storage-emulator (the test extras) is not installed")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("gcs") / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+                             "--port", str(port), "--in-memory", "--quiet"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/storage/v1/b", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"GCS emulator did not start on {url}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def gcs_env(gcs_server, monkeypatch):
+    """The environment a Google Cloud Storage user sets for an emulator: STORAGE_EMULATOR_HOST
+    (every Google client honours it) and the project new buckets are made in."""
+    env = {"STORAGE_EMULATOR_HOST": gcs_server, "GOOGLE_CLOUD_PROJECT": "curate-test"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("CURATE_STORAGE_OPTIONS", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    return env
+
+
+@pytest.fixture
+def gs_bucket(gcs_env):
+    """A fresh bucket (created through pyarrow's GCS filesystem) for one test; its name."""
+    from curate import storage
+
+    name = f"curate-{uuid.uuid4().hex[:12]}"
+    loc = storage.resolve(f"gs://{name}")
+    loc.fs.create_dir(loc.path)
     return name
