@@ -4,6 +4,7 @@ one folder's listing, and a folder's removal."""
 from __future__ import annotations
 
 import os
+import uuid
 
 import pyarrow.fs as pafs
 
@@ -64,9 +65,10 @@ def put_bytes(loc: Location, data: bytes) -> None:
 
 def put_file(loc: Location, local_path, chunk: int = 8 << 20) -> None:
     """A local file uploaded as one whole object under its final key, streamed in chunks (S3
-    and GCS publish the object only when the upload completes). On S3 through boto3's managed
-    upload, which aborts a failed multipart upload: an error midway publishes nothing (a
-    pyarrow output stream closed by an unwinding error would publish what it had)."""
+    and GCS publish the object only when the upload completes). An error midway publishes
+    nothing where the store allows it (a pyarrow output stream closed by an unwinding error
+    would publish what it had): on S3 through boto3's managed upload, which aborts a failed
+    multipart upload; on GCS through a temporary key copied to the final one when complete."""
     if loc.scheme == "s3":
         bucket, _, key = loc.path.partition("/")
         try:
@@ -74,15 +76,31 @@ def put_file(loc: Location, local_path, chunk: int = 8 << 20) -> None:
         except Exception as e:  # boto3/s3transfer errors: one line, like every other storage failure
             raise StorageError(f"cannot write {loc}: {e}") from None
         return
+    if loc.scheme == "gs":
+        # a GCS output stream closed by an unwinding error (or dropped) publishes what it had:
+        # upload under a hidden temporary key, then a server-side copy publishes it whole
+        tmp = loc.parent.join(f".{loc.name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            _stream_file(tmp, local_path, chunk)
+            loc.fs.copy_file(tmp.path, loc.path)
+        except OSError as e:
+            raise StorageError(f"cannot write {loc}: {e}") from None
+        finally:
+            delete(tmp)
+        return
     try:
-        with open(local_path, "rb") as src, loc.fs.open_output_stream(loc.path) as f:
-            while True:
-                block = src.read(chunk)
-                if not block:
-                    break
-                f.write(block)
+        _stream_file(loc, local_path, chunk)
     except OSError as e:
         raise StorageError(f"cannot write {loc}: {e}") from None
+
+
+def _stream_file(loc: Location, local_path, chunk: int) -> None:
+    with open(local_path, "rb") as src, loc.fs.open_output_stream(loc.path) as f:
+        while True:
+            block = src.read(chunk)
+            if not block:
+                break
+            f.write(block)
 
 
 def delete(loc: Location) -> None:
