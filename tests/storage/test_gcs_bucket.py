@@ -170,9 +170,9 @@ def test_lock_on_gs_is_advisory_but_holds(gs_bucket):
 
 
 def test_storage_options_and_bad_paths(gs_bucket, gcs_server, tmp_path):
-    """--storage-option endpoint_url=... (no STORAGE_EMULATOR_HOST) reaches the server; a missing
-    dataset, a URI without a bucket, a bad option value and an endpoint that does not answer are
-    each one line, exit 2."""
+    """--storage-option endpoint_url=... (no STORAGE_EMULATOR_HOST) reaches the server; a query
+    outside the dataset, a missing dataset, a URI without a bucket, a bad option value and an
+    endpoint that does not answer are each one line, exit 2."""
     Dataset(f"gs://{gs_bucket}/ds").write_table("samples", _samples(5))
     env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
     opts = ["--storage-option", f"endpoint_url={gcs_server}", "--storage-option", "anonymous=true"]
@@ -180,7 +180,14 @@ def test_storage_options_and_bad_paths(gs_bucket, gcs_server, tmp_path):
              *opts, env=env)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "n.csv").read_text().splitlines()[1] == "5"
-    for args, text in (
+    # gcsfs-style aliases name the same settings (in-process, options given to resolve)
+    loc = storage.resolve(f"gs://{gs_bucket}/ds/samples", {"endpoint_url": gcs_server, "token": "anon",
+                                                            "project": "p", "retry_time_limit": "5"})
+    assert storage.listing(loc) and loc.fs.type_name == "gcs"
+    Dataset(f"gs://{gs_bucket}/other").write_table("t", _samples(3))
+    other = f"gs://{gs_bucket}/other/t/part-00000.parquet"
+    for args, text in (  # the first: read-only and confined to the dataset, another prefix is refused
+            (["sql", f"gs://{gs_bucket}/ds", f"SELECT * FROM read_parquet('{other}')"], "SQL error"),
             (["sql", f"gs://{gs_bucket}/nope", "SELECT 1"], f"gs://{gs_bucket}/nope does not exist"),
             (["stats", "gs:///ds"], "needs a bucket"),
             (["stats", f"gs://{gs_bucket}/ds", "--storage-option", "retry_time_limit=soon"], "--storage-option for gs"),
