@@ -1,4 +1,5 @@
-"""Shared fixtures: a local Spark session, the shared real data, a scratch dataset."""
+"""Shared fixtures: a local Spark session, the shared real data, a scratch dataset; and how the
+suite is split between pytest-xdist workers (`make test` runs ``-n 2 --dist loadgroup``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,38 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """Each test's pytest-xdist group (used by ``--dist loadgroup``, harmless otherwise): its
+    file, so a module-scoped fixture is built once and a file's tests keep their order; every
+    file with a test on the standalone cluster shares one group, so only one worker starts that
+    cluster (a session fixture: a master, two workers and their JVMs).
+
+    In an xdist worker the groups are also ordered longest-looking first (the cluster group,
+    then files with ``slow``/``cluster`` tests, then by test count), so that a long file does
+    not start last while the other worker idles; `make test` passes ``--no-loadscope-reorder``
+    so that xdist hands the groups out in this order. A plain run keeps pytest's own order."""
+    on_cluster = {i.path for i in items if "standalone" in getattr(i, "fixturenames", ())}
+    group = {}
+    for item in items:
+        group[item] = "spark-standalone" if item.path in on_cluster else str(item.path.relative_to(REPO))
+        item.add_marker(pytest.mark.xdist_group(group[item]))
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    size: dict[str, int] = {}
+    slow: set[str] = set()
+    for item in items:
+        size[group[item]] = size.get(group[item], 0) + 1
+        if item.get_closest_marker("slow") or item.get_closest_marker("cluster"):
+            slow.add(group[item])
+    first = {g: i for i, g in reversed(list(enumerate(group[i] for i in items)))}
+
+    def rank(g: str) -> tuple:
+        return (g != "spark-standalone", g not in slow, -size[g], first[g])
+
+    items.sort(key=lambda item: rank(group[item]))  # stable: a file's own order is kept
 
 
 @pytest.fixture(scope="session")

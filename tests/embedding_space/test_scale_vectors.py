@@ -63,6 +63,7 @@ def test_sample_rows_bound():
     assert sample_rows(10**6, 100, 512, 256, max_sample_bytes=1000) == (100, True)
 
 
+@pytest.mark.slow
 def test_capped_sample_is_the_smallest_hashes_and_spark_equals_local(tmp_path, spark, data):
     from curate.engine.spark import SparkExecutor
 

@@ -137,6 +137,7 @@ def run_cli(*args, env_extra=None):
                           timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_ingest_auto_runs_in_process_and_matches_spark(pool, tmp_path):
     auto = run_cli("ingest", str(pool), "-o", str(tmp_path / "auto"), "--rows-per-shard", "13")
     assert auto.returncode == 0, auto.stderr

@@ -356,6 +356,7 @@ def test_worldwide_build_per_language_sources_tokenizers_and_determinism(tmp_pat
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u0e00-\u0e7f]")
 
 
+@pytest.mark.slow
 def test_real_cjk_captions_unmatched_by_v1_now_match(shared_data, tmp_path, make_samples):
     import pyarrow.parquet as pq
 

@@ -70,6 +70,7 @@ def test_blocked_hint_names_allow_network():
     assert "\n" not in line and line.startswith("12 rows") and "--allow-network" in line and "--retry-failed" in line
 
 
+@pytest.mark.slow
 def test_stats_counts_samples_not_attempts_and_wraps_by_words(tmp_path, loopback_server):
     ds = Dataset(tmp_path / "a-dataset-with-a-rather-long-folder-name")
     urls = [f"{loopback_server}/{i}.jpg" for i in range(N - 1)] + [f"{loopback_server}/missing"]

@@ -31,6 +31,7 @@ def reference(spark, pool, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_ingest_prints_one_line_and_the_rerun_resumes_to_identical_output(spark, pool, reference, tmp_path):
     out = tmp_path / "ds"
     log = tmp_path / "ingest.log"

@@ -57,6 +57,7 @@ def _pair(template: Path, tmp_path: Path, bucket: str) -> tuple[Dataset, str]:
     return Dataset(tmp_path / "local"), uri
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["local", "spark"])
 def test_embed_on_bucket_matches_local(downloaded_template, tmp_path, bucket, engine):
     local, uri = _pair(downloaded_template, tmp_path, bucket)

@@ -90,6 +90,7 @@ def write_eval(root, x: np.ndarray) -> None:
     ev.write_table("set", pa.table({"key": ids, "image_embedding": vec}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["local", "spark"])
 def test_jobs_on_bucket_match_local(bucket, tmp_path, engine, request):
     if engine == "spark":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from s3kit import bucket_objects
 
 from curate import storage
@@ -54,6 +55,7 @@ def _visible(files: dict) -> dict:
     return {k: v for k, v in files.items() if not any(p[:1] in "_." for p in k.split("/"))}
 
 
+@pytest.mark.slow
 def test_kill_mid_write_leaves_no_partial_shard_and_rerun_is_identical(bucket, tmp_path):
     local = _downloads(str(tmp_path / "local"))
     r = _job(str(local.root))

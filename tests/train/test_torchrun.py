@@ -38,6 +38,7 @@ def test_per_rank_batch_is_datacomps_arithmetic():
         Launch(nnodes=2, node_rank=2, master_addr="h")
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_train_the_single_process_budget_and_resume_across_world_sizes(shards, tmp_path):
     from curate.embed.core import embed_images, embed_texts
     from curate.models import load_model
