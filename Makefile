@@ -13,10 +13,10 @@ demo: setup
 	$(CURATE) demo --workdir demo-output
 
 # Two pytest-xdist workers (CI has 2 cores; most tests wait on JVMs, subprocesses and servers).
-# Groups and their order: tests/conftest.py (pytest_collection_modifyitems). TEST_WORKERS=0: serial.
+# One file per worker at a time; the order and the one shared unit: tests/conftest.py. TEST_WORKERS=0: serial.
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q --durations=40 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests
+	$(PY) -m pytest -q --durations=40 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
