@@ -8,9 +8,17 @@ import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+# Hypothesis: no per-example deadline and no too-slow health check. Timing is never what a
+# test asserts (speed lives in bench/), and under a loaded CI machine, or beside another xdist
+# worker, a slow example would fail a property that holds.
+settings.register_profile("curate", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("curate")
 
 
 # `make test` runs two pytest-xdist workers, ``-n 2 --dist loadfile --no-loadscope-reorder``:
