@@ -3,6 +3,7 @@ and Google Cloud Storage (gcp-storage-emulator, the JSON API with resumable uplo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -23,29 +24,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """``python -m moto.server`` bound to loopback; yields its endpoint URL; stopped by its pid."""
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+@contextlib.contextmanager
+def _loopback_server(argv: list[str], url: str, probe: str, log_dir, name: str):
+    """Start a test server process (its output to ``log_dir``), wait until ``url + probe``
+    answers, yield; stop it by its pid."""
+    log = open(log_dir / "server.log", "wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 60
         while True:
             try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=2).read()
+                urllib.request.urlopen(url + probe, timeout=2).read()
                 break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"moto server did not start on {url}")
+                    raise RuntimeError(f"{name} did not start on {url}")
                 time.sleep(0.2)
         yield url
     finally:
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """``python -m moto.server`` bound to loopback; yields its endpoint URL; stopped by its pid."""
+    port = _free_port()
+    with _loopback_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                          f"http://127.0.0.1:{port}", "/moto-api/", tmp_path_factory.mktemp("moto"),
+                          "moto server") as url:
+        yield url
 
 
 @pytest.fixture
@@ -75,25 +84,10 @@ def gcs_server(tmp_path_factory):
     """``gcp-storage-emulator start`` (in memory) bound to loopback; yields its URL; stopped by its pid."""
     pytest.importorskip("gcp_storage_emulator", reason="gcp-storage-emulator (the test extras) is not installed")
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("gcs") / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                             "--port", str(port), "--in-memory", "--quiet"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + "/storage/v1/b", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"GCS emulator did not start on {url}")
-                time.sleep(0.2)
+    with _loopback_server([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+                           "--port", str(port), "--in-memory", "--quiet"], f"http://127.0.0.1:{port}",
+                          "/storage/v1/b", tmp_path_factory.mktemp("gcs"), "GCS emulator") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 @pytest.fixture
