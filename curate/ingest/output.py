@@ -28,13 +28,11 @@ def remove_if_empty(folder: Path) -> None:
 def remove_stale_temp_files(dataset: Dataset) -> list[Path]:
     """Temp files of writes a kill -9 interrupted in the tables ingest writes, its run records
     and its staging; run before anything is written, so none belongs to a live writer."""
-    found = dataset.remove_temp_files(*INGEST_TABLES)
     staging = dataset.root / STAGING_DIR
-    if staging.is_dir():
-        found += [p for p in staging.rglob(".*.tmp")]
-    for p in found:
+    staged = list(staging.rglob(".*.tmp")) if staging.is_dir() else []
+    for p in staged:
         p.unlink(missing_ok=True)
-    return found
+    return dataset.remove_temp_files(*INGEST_TABLES) + staged
 
 
 def finish_pending_swap(dataset: Dataset) -> None:

@@ -57,16 +57,23 @@ def s3_server(tmp_path_factory):
         yield url
 
 
+def _store_env(monkeypatch, env: dict, unset: tuple[str, ...]) -> dict:
+    """Set a store's environment for one test; curate's own storage options and ``unset`` are
+    cleared so nothing from the developer's shell reaches a real endpoint."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for k in ("CURATE_STORAGE_OPTIONS", *unset):
+        monkeypatch.delenv(k, raising=False)
+    return env
+
+
 @pytest.fixture
 def s3_env(s3_server, monkeypatch):
     """The AWS environment a pyarrow/boto3/s3fs user sets, pointing at the loopback server."""
-    env = {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("CURATE_STORAGE_OPTIONS", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    return env
+    return _store_env(monkeypatch, {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing",
+                                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+                                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"},
+                      unset=("AWS_ENDPOINT_URL_S3",))
 
 
 @pytest.fixture
@@ -94,12 +101,8 @@ def gcs_server(tmp_path_factory):
 def gcs_env(gcs_server, monkeypatch):
     """The environment a Google Cloud Storage user sets for an emulator: STORAGE_EMULATOR_HOST
     (every Google client honours it) and the project new buckets are made in."""
-    env = {"STORAGE_EMULATOR_HOST": gcs_server, "GOOGLE_CLOUD_PROJECT": "curate-test"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("CURATE_STORAGE_OPTIONS", raising=False)
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    return env
+    return _store_env(monkeypatch, {"STORAGE_EMULATOR_HOST": gcs_server, "GOOGLE_CLOUD_PROJECT": "curate-test"},
+                      unset=("GOOGLE_APPLICATION_CREDENTIALS",))
 
 
 @pytest.fixture
