@@ -26,7 +26,7 @@ def select(run: JobRun, p: SelectParams) -> None:
     from curate.sql.select import select_sql
 
     info = select_sql(ds, p.sql, p.name, embedding_model=p.embedding_model, allow_unknown=p.allow_unknown,
-                      memory_limit=p.memory_limit)
+                      memory_limit=p.memory_limit, executor=run.executor())
     typer.echo(f"subset {p.name}: {info['count']:,} uids ({info['distinct']:,} distinct) -> {info['path']}")
 
 
@@ -34,6 +34,6 @@ def register(app: typer.Typer) -> None:
     app.command("select")(job_command(
         SelectParams, select, app_name="curate-select",
         common=Common(None, dataset_help="Dataset folder or URI (s3://bucket/ds, docs/storage.md).", subset=False,
-                      output=False, engine=False, storage=True),
+                      output=False, engine=True, storage=True),
         help="Write subsets/NAME (uids.parquet, DataComp uids.npy, manifest) from a SQL query or a DataComp subset "
         "file."))

@@ -24,12 +24,13 @@ DEFAULT_TIMEOUT_S = 600.0
 
 
 def connect(dataset: Dataset | str | Path, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
-            max_spill_size: str | None = None) -> duckdb.DuckDBPyConnection:
+            max_spill_size: str | None = None, views: dict[str, str] | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per table; external writes disabled.
 
     ``memory_limit`` is DuckDB's (``4GB``, ``50%``); beyond it queries spill to a private
     temporary folder, up to ``max_spill_size`` (``curate.sql.spill.max_spill``), or fail with a
-    one-line error.
+    one-line error. ``views`` (``table_views``'s, listed once by a driver for its tasks) saves
+    listing the dataset again.
     """
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     con = duckdb.connect(":memory:")
@@ -37,7 +38,7 @@ def connect(dataset: Dataset | str | Path, memory_limit: str | None = DEFAULT_ME
         # an object store is read through an fsspec filesystem registered with DuckDB (s3fs for
         # s3://), never a DuckDB extension (none can be downloaded); same URIs, same settings
         con.register_filesystem(storage.fsspec_filesystem(ds.location))
-    for name, sql in table_views(ds).items():
+    for name, sql in (table_views(ds) if views is None else views).items():
         con.execute(f'CREATE VIEW "{name}" AS {sql}')
     _set(con, "memory_limit", memory_limit, "--memory-limit", "4GB, 512MB, 50%")
     _set(con, "max_temp_directory_size", max_spill(max_spill_size), "--max-spill", "20GB, 500MB")

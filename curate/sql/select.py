@@ -3,9 +3,10 @@ your own filter"), for ``curate select --sql`` and the recipe's ``sql`` stage.
 
 Same read-only views as ``curate sql`` (``curate.sql.views``); with an embedding model given,
 ``embeddings`` is that model's table, so recipe queries need not spell its id. ``select_sql``
-runs the query and every check (nulls, uid syntax, uids unknown to ``samples``) as SQL, and
-streams the selected uids in uid order into the subset's files, one batch at a time: the
-result is never held as a list.
+has the engine's tasks run the query one uid range each (``curate.sql.ranges``) with every
+check (nulls, uid syntax, uids unknown to ``samples``) as SQL; the driver streams their sorted
+parts into the subset's files, one batch at a time: the result is never held as a list, and
+no process holds more than about one range.
 """
 
 from __future__ import annotations
@@ -18,24 +19,29 @@ import duckdb
 from curate.errors import CurateError, DatasetError
 from curate.manifest import RunManifest
 from curate.sql.connection import DEFAULT_MEMORY_LIMIT, check_read_only, connect
-from curate.sql.views import shard_list, view_name
-from curate.subset import write_subset_sorted
+from curate.sql.views import shard_list, table_views, view_name
+from curate.subset import sorted_uids_from_table, write_subset_sorted
 from curate.tables import Dataset
-from curate.uid import UID_RE
 
 
 class SQLError(CurateError):
     """A selection query failed; the message carries DuckDB's explanation."""
 
 
-def selection_connection(dataset: Dataset, embedding_model: str | None = None,
-                         memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
-    """``curate.sql.connect`` plus an ``embeddings`` view of ``embedding_model``'s table."""
-    con = connect(dataset, memory_limit=memory_limit)
+def selection_views(dataset: Dataset, embedding_model: str | None = None) -> dict[str, str]:
+    """``curate.sql.views.table_views`` plus ``embeddings``, ``embedding_model``'s table."""
+    views = table_views(dataset)
     if embedding_model and dataset.has_table(f"embeddings/{embedding_model}"):
-        files = shard_list(dataset, f"embeddings/{embedding_model}")
-        con.execute(f"CREATE OR REPLACE VIEW embeddings AS SELECT * FROM read_parquet({files})")
-    return con
+        views["embeddings"] = f"SELECT * FROM read_parquet({shard_list(dataset, f'embeddings/{embedding_model}')})"
+    return views
+
+
+def selection_connection(dataset: Dataset, embedding_model: str | None = None,
+                         memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+                         views: dict[str, str] | None = None) -> duckdb.DuckDBPyConnection:
+    """``curate.sql.connect`` with ``selection_views`` (or ``views``, listed once by the driver)."""
+    return connect(dataset, memory_limit=memory_limit,
+                   views=selection_views(dataset, embedding_model) if views is None else views)
 
 
 def tables_in_query(query: str, dataset: Dataset, embedding_model: str | None) -> list[str]:
@@ -45,12 +51,6 @@ def tables_in_query(query: str, dataset: Dataset, embedding_model: str | None) -
     if "embeddings" in words and embedding_model:
         names.append(f"embeddings/{embedding_model}")
     return names
-
-
-def _scalar(con, sql: str):
-    """The first row of ``sql`` (None when it has none)."""
-    rows = con.execute(sql).fetchall()
-    return rows[0] if rows else None
 
 
 def relation_sql(con, query: str) -> str:
@@ -75,45 +75,64 @@ def relation_sql(con, query: str) -> str:
 
 
 def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | None = None,
-               allow_unknown: bool = False, memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> dict:
+               allow_unknown: bool = False, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+               executor=None, range_rows: int | None = None) -> dict:
     """Run ``query``, check its uids, write ``subsets/<name>``; returns counts and the path.
-    DuckDB holds up to ``memory_limit`` for the query's joins and sort and spills beyond it."""
+
+    The engine's tasks run the query one uid range each (``curate.sql.ranges``), each DuckDB
+    holding up to ``memory_limit`` (it spills beyond); the driver binds the query once (its
+    errors are one line before any task starts), sums the tasks' counts and streams their
+    sorted parts into the subset."""
+    from curate.engine import LocalExecutor
+    from curate.sql import ranges
+    from curate.storage import remove_tree
+
     if not dataset.exists():
         raise DatasetError(f"dataset folder {dataset.root} does not exist")
     t0 = time.perf_counter()
     from curate.models.scorers import embeddings_id
 
     embedding_model = embeddings_id(embedding_model, dataset.root)  # a scorer's name: its embeddings
-    con = selection_connection(dataset, embedding_model, memory_limit)
-    rel = relation_sql(con, query)
+    views = selection_views(dataset, embedding_model)
+    con = selection_connection(dataset, memory_limit=memory_limit, views=views)
     try:
-        returned, nulls = _scalar(con, f"SELECT count(*), count(*) - count(uid) FROM ({rel})")
-        present = f"SELECT uid FROM ({rel}) WHERE uid IS NOT NULL"
-        bad = _scalar(con, f"SELECT i, uid FROM (SELECT row_number() OVER () - 1 AS i, uid FROM ({present})) "
-                           f"WHERE NOT regexp_full_match(uid, '{UID_RE.pattern.strip('^$')}') ORDER BY i LIMIT 1")
-        if bad is not None:
-            raise DatasetError(f"query result row {bad[0]}: {bad[1]!r} is not a 32-char lowercase hex uid")
-        unknown = 0
-        selected_sql = present
-        if dataset.has_table("samples"):
-            outside = f"SELECT uid FROM ({present}) WHERE uid NOT IN (SELECT uid FROM samples)"
-            unknown = _scalar(con, f"SELECT count(*) FROM ({outside})")[0]
-            if unknown and not allow_unknown:
-                first = _scalar(con, f"{outside} LIMIT 1")[0]
-                raise DatasetError(f"query returned {unknown} uids that are not in samples (first: {first}); "
-                                   f"pass --allow-unknown to drop them")
-            selected_sql = f"SELECT uid FROM ({present}) WHERE uid IN (SELECT uid FROM samples)"
-        selected, distinct = _scalar(con, f"SELECT count(*), count(DISTINCT uid) FROM ({selected_sql})")
+        relation_sql(con, query)  # read-only, binds, a textual uid column: SQLError before any task
+    finally:
+        con.close()
+    bounds = ranges.uid_ranges(dataset, tables_in_query(query, dataset, embedding_model) or dataset.tables(),
+                               range_rows or ranges.RANGE_ROWS)
+    tmp = f"_tmp/select-{name}"
+    remove_tree(dataset.table_dir(tmp))
+    base = {"root": str(dataset.root), "query": query, "views": views, "memory_limit": memory_limit, "table": tmp,
+            "has_samples": dataset.has_table("samples"), "allow_unknown": allow_unknown}
+    tasks = [dict(base, index=i, lo=lo, hi=hi) for i, (lo, hi) in enumerate(bounds)]
+    try:
+        parts = (executor or LocalExecutor()).map_tasks(tasks, ranges.select_range, "select ranges")
+        counts = _checked_counts(parts, allow_unknown, dataset.has_table("samples"))
         m = RunManifest(f"select-{name}", {"sql": query, "embedding_model": embedding_model})
-        counts = {"returned": returned, "null_uid": nulls, "unknown_uid": unknown, "selected": selected}
-        reader = con.sql(f"{selected_sql} ORDER BY uid").fetch_record_batch(65536)
-        path = write_subset_sorted(dataset, name, (b.column(0) for b in reader), selected,
+        path = write_subset_sorted(dataset, name, sorted_uids_from_table(dataset, tmp, None), counts["selected"],
                                    manifest={"stage": "select_sql", "sql": query, "counts": counts,
                                              "seconds": round(time.perf_counter() - t0, 4)})
-    except duckdb.Error as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SQLError(f"query failed: {msg}") from e
+    finally:
+        remove_tree(dataset.table_dir(tmp))
     m["counts"] = counts
+    m["ranges"] = len(tasks)
     m["outputs"] = {"subset": f"subsets/{name}"}
     m.write(dataset)
-    return {"count": selected, "distinct": distinct, "path": str(path), **counts}
+    return {"count": counts["selected"], "distinct": sum(p["distinct"] for p in parts), "path": str(path), **counts}
+
+
+def _checked_counts(parts: list[dict], allow_unknown: bool, has_samples: bool) -> dict:
+    """The tasks' counts summed; DatasetError for a malformed uid or (unless allowed) one not in
+    samples, naming the first in uid order and how many."""
+    total = {k: sum(p[k] for p in parts) for k in ("returned", "null_uid", "bad", "unknown", "selected")}
+    if total["bad"]:
+        first = min(p["first_bad"] for p in parts if p["bad"])
+        raise DatasetError(f"query result: {first!r} is not a 32-char lowercase hex uid "
+                           f"({total['bad']} such rows; the first in uid order is named)")
+    if total["unknown"] and not allow_unknown:
+        first = min(p["first_unknown"] for p in parts if p["unknown"])
+        raise DatasetError(f"query returned {total['unknown']} uids that are not in samples (first: {first}); "
+                           f"pass --allow-unknown to drop them")
+    return {"returned": total["returned"], "null_uid": total["null_uid"],
+            "unknown_uid": total["unknown"] if has_samples else 0, "selected": total["selected"]}
