@@ -5,9 +5,10 @@ an input Parquet file (uid, url, real web alt-text captions replicated, stated i
 a 64-d float16 embeddings table (Gaussian mixture with 10% noisy near copies, CLIP scores),
 and a downloads table with img2dataset-style tars (tiny JPEG bytes, 5% exact byte copies).
 Then every job runs as its own ``curate`` process, as a user types it, on Spark local mode
-(``--engine spark``, the default; ``--engine local`` for the in-process engine; ``select`` has
-no engine, it is DuckDB); ``--jobs`` picks some of them (the pool then holds only the parts
-they read):
+(``--engine spark``, the default; ``--engine local`` for the in-process engine; ``select``'s
+tasks are DuckDB queries, one uid range each); ``--jobs`` picks some of them (the pool then
+holds only the parts they read; ``select`` without the jobs that make its three input subsets
+gets a ``samples`` table and three random subsets of 30%, 50% and 95% of the pool instead):
 
     ingest | filter -f basic -f clip_score:fraction=0.3 | metadata match | metadata balance |
     cluster | dedup semantic | dedup exact | prune dbp | select | reshard
@@ -83,7 +84,7 @@ JOBS = [
                    *SPARK]),
     ("select", ["select", "{ds}", "--name", "final", "--sql",
                 "SELECT uid FROM subsets_f INTERSECT SELECT uid FROM subsets_dbp "
-                "INTERSECT SELECT uid FROM subsets_exact_dedup"]),
+                "INTERSECT SELECT uid FROM subsets_exact_dedup", *SPARK]),
     ("reshard", ["reshard", "{ds}", "-s", "final", "-o", "{work}/shards", "--shard-size", "10000", *SPARK]),
 ]
 JOB_NAMES = [name for name, _ in JOBS]
@@ -231,6 +232,10 @@ def build_pool(work: Path, rows: int, seed: int = 0, parts=("input", "embeddings
     ds = Dataset(work / "ds")
     order = np.argsort(uids)
     uid_sorted = uid_arr.take(pa.array(order))
+    if "select_inputs" in parts:
+        _select_inputs(ds, uid_arr, texts, widths, heights, seed)
+    if "embeddings" not in parts:
+        return
     centers = rng.standard_normal((256, DIM)).astype(np.float32) * 2.0
     x = centers[rng.integers(0, 256, rows)] + rng.standard_normal((rows, DIM), dtype=np.float32)
     dup = rng.choice(rows, rows // 10, replace=False)
@@ -288,6 +293,23 @@ def build_pool(work: Path, rows: int, seed: int = 0, parts=("input", "embeddings
         schema="downloads", rows_per_shard=100_000)
 
 
+def _select_inputs(ds, uids: pa.Array, texts: pa.Array, widths, heights, seed: int) -> None:
+    """What ``select`` reads when the jobs that make it are not run: ``samples`` (ingest's
+    table) and the subsets ``f``, ``dbp``, ``exact_dedup`` as random 30%, 50%, 95% of the pool
+    (about the fractions the filter, prune and exact dedup jobs keep)."""
+    from curate.subset import write_subset
+
+    n = len(uids)
+    ds.write_table("samples", pa.table({
+        "uid": uids, "url": pa.array(np.char.add("http://127.0.0.1/img/", np.arange(n).astype(str)).tolist()),
+        "text": texts, "source_file": pa.array(["pool.parquet"] * n), "source_row": pa.array(np.arange(n)),
+        "original_width": pa.array(widths), "original_height": pa.array(heights),
+        "extra": pa.nulls(n, pa.string())}).sort_by("uid"), schema="samples", rows_per_shard=500_000)
+    rng = np.random.default_rng(seed + 1)
+    for name, frac in (("f", 0.3), ("dbp", 0.5), ("exact_dedup", 0.95)):
+        write_subset(ds, name, uids.filter(pa.array(rng.random(n) < frac)))
+
+
 def build_metadata(work: Path, path: Path) -> None:
     """A MetaCLIP metadata list from the smallest pool's captions (reused at every size)."""
     r = subprocess.run([sys.executable, "-m", "curate.cli", "metadata", "build", str(path), "--dataset",
@@ -310,6 +332,8 @@ def sweep(sizes: list[int], workdir: Path, keep: bool, engine: str = "spark", jo
                                                            "metadata balance", "select", "reshard"} else set())
         if set(jobs) & {"dedup exact", "select", "reshard"}:
             needs.add("downloads")
+        if set(jobs) == {"select"}:  # its inputs made directly, not by the jobs before it
+            needs = {"select_inputs"}
         build_pool(work, n, parts=needs)
         print(f"\n{n:,} rows: pool written in {time.perf_counter() - t:.0f} s (not timed); "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
