@@ -53,7 +53,7 @@ def _prefix(uid: str | None, default: int) -> int:
     return int(head, 16) if re.fullmatch(r"[0-9a-f]+", head) else default
 
 
-def uid_ranges(dataset: Dataset, tables: list[str], range_rows: int = RANGE_ROWS) -> list[tuple[str | None, str | None]]:
+def uid_ranges(dataset: Dataset, tables: list[str], range_rows: int | None = None) -> list[tuple[str | None, str | None]]:
     """Contiguous ranges ``[lo, hi)`` of text covering every string (the first has no lower
     bound, the last no upper one), about ``range_rows`` rows of the largest of ``tables`` each:
     cut at evenly spaced 16-hex-digit prefixes between the smallest and largest uid the
@@ -64,7 +64,7 @@ def uid_ranges(dataset: Dataset, tables: list[str], range_rows: int = RANGE_ROWS
         rows = max(rows, n)
         lo = a if lo is None or (a is not None and a < lo) else lo
         hi = b if hi is None or (b is not None and b > hi) else hi
-    parts = min(MAX_RANGES, max(1, math.ceil(rows / max(1, range_rows))))
+    parts = min(MAX_RANGES, max(1, math.ceil(rows / max(1, range_rows or RANGE_ROWS))))
     a, b = _prefix(lo, 0), _prefix(hi, 16**_HEX - 1)
     if b <= a:
         a, b = 0, 16**_HEX - 1
@@ -72,7 +72,7 @@ def uid_ranges(dataset: Dataset, tables: list[str], range_rows: int = RANGE_ROWS
     return list(zip([None, *cuts], [*cuts, None]))
 
 
-def _range_condition(lo: str | None, hi: str | None, column: str = "uid") -> str:
+def range_condition(lo: str | None, hi: str | None, column: str = "uid") -> str:
     from curate.sql.views import quote
 
     parts = ([f"{column} >= {quote(lo)}"] if lo is not None else []) + ([f"{column} < {quote(hi)}"] if hi is not None else [])
@@ -107,7 +107,7 @@ def select_range(task: dict) -> dict:
 
 
 def _run_range(con, ds: Dataset, task: dict, rel: str) -> dict:
-    cond = _range_condition(task["lo"], task["hi"])
+    cond = range_condition(task["lo"], task["hi"])
     # nulls belong to no range: the first task counts them
     where = f"uid IS NULL OR ({cond})" if task["index"] == 0 else cond
     known = (f"uid IN (SELECT uid FROM samples WHERE {cond})" if task["has_samples"] else "true")

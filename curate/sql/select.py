@@ -100,7 +100,7 @@ def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | N
     finally:
         con.close()
     bounds = ranges.uid_ranges(dataset, tables_in_query(query, dataset, embedding_model) or dataset.tables(),
-                               range_rows or ranges.RANGE_ROWS)
+                               range_rows)
     tmp = f"_tmp/select-{name}"
     remove_tree(dataset.table_dir(tmp))
     base = {"root": str(dataset.root), "query": query, "views": views, "memory_limit": memory_limit, "table": tmp,

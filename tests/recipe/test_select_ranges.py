@@ -106,3 +106,47 @@ def test_a_uid_local_query_takes_the_range_into_every_scan(pool):
     plan = con.execute(f"EXPLAIN SELECT uid FROM ({rel}) AS r WHERE uid >= '4' AND uid < '8'").fetchall()[0][1]
     flat = "".join(plan.split())
     assert flat.count("READ_PARQUET") == 2 and flat.count("uid>='4'") == 2, plan
+
+
+RECIPE = """name: ranged
+dataset: {root}
+input: all
+output: out
+stages:
+  - kind: sql
+    name: no-spam
+    query: SELECT uid FROM samples WHERE text NOT LIKE 'spam%'
+    reason: spam
+  - kind: sql
+    name: clip
+    query: SELECT uid, clip_score AS value FROM embeddings WHERE clip_score > 0
+  - kind: sql
+    name: above-median
+    mode: remove
+    query: >
+      SELECT uid FROM input_subset JOIN embeddings USING (uid)
+      WHERE clip_score < (SELECT median(clip_score) FROM input_subset JOIN embeddings USING (uid))
+"""
+
+
+def test_recipe_sql_stage_by_ranges_equals_one_range(tmp_path, monkeypatch):
+    """The recipe's ``sql`` stage runs one uid range per task too: values, remove mode and a
+    query relative to the stage's whole input (``input_subset``'s median) are unchanged."""
+    from curate.recipe import load_recipe, run_recipe
+    from curate.sql import ranges
+
+    from .conftest import make_pool
+
+    out = {}
+    for label, rows in (("one", 10**9), ("many", 13)):
+        monkeypatch.setattr(ranges, "RANGE_ROWS", rows)
+        ds = make_pool(tmp_path / label)
+        p = tmp_path / f"{label}.yaml"
+        p.write_text(RECIPE.format(root=ds.root))
+        lin = run_recipe(load_recipe(p), engine="local", quiet=True)
+        out[label] = ([(s["input_count"], s["output_count"]) for s in lin["stages"]], _files(ds, "out"),
+                      ds.read("decisions/ranged").sort_by([("uid", "ascending"), ("stage", "ascending")]),
+                      [s["output_hash"] for s in lin["stages"]])
+    assert out["many"][0] == out["one"][0] and out["one"][0][-1][1] > 0
+    assert out["many"][1] == out["one"][1]
+    assert out["many"][2].equals(out["one"][2]) and out["many"][3] == out["one"][3]

@@ -23,6 +23,7 @@ from curate.engine.frame import conform
 from curate.params.sql import SQLParams
 from curate.recipe.registry import StageContext, StageOutput, register
 from curate.recipe.uid_tables import UidTable
+from curate.sql.ranges import range_condition
 from curate.sql.select import SQLError, relation_sql, selection_connection, tables_in_query
 
 
@@ -30,10 +31,11 @@ def _sql_list(paths: list[str]) -> str:
     return "[" + ", ".join("'" + x.replace("'", "''") + "'" for x in paths) + "]"
 
 
-def decisions_query(con, inp_paths: list[str], p: SQLParams) -> str:
-    """The stage's decisions as one DuckDB query: every distinct input uid, kept where the
-    query returned it (``keep``) or where it did not (``remove``); a ``value`` column (keep
-    mode) is the decision value (a uid returned more than once: the largest value)."""
+def decisions_query(con, inp_paths: list[str], p: SQLParams, lo: str | None = None, hi: str | None = None) -> str:
+    """The stage's decisions as one DuckDB query: every distinct input uid in ``[lo, hi)`` (a
+    task's uid range; None: unbounded), kept where the query returned it (``keep``) or where it
+    did not (``remove``); a ``value`` column (keep mode) is the decision value (a uid returned
+    more than once: the largest value)."""
     import duckdb
 
     con.execute("CREATE OR REPLACE VIEW input_subset AS SELECT DISTINCT uid FROM "
@@ -45,12 +47,15 @@ def decisions_query(con, inp_paths: list[str], p: SQLParams) -> str:
     except duckdb.Error as e:  # pragma: no cover - _relation_sql bound the same query
         raise SQLError(f"query failed: {e}") from e
     value = "max(CAST(value AS DOUBLE))" if has_value else "CAST(NULL AS DOUBLE)"
-    hits = f"SELECT CAST(uid AS VARCHAR) AS uid, {value} AS value FROM ({body}) AS q WHERE uid IS NOT NULL GROUP BY 1"
+    in_range = range_condition(lo, hi, "CAST(uid AS VARCHAR)")
+    hits = (f"SELECT CAST(uid AS VARCHAR) AS uid, {value} AS value FROM ({body}) AS q "
+            f"WHERE uid IS NOT NULL AND {in_range} GROUP BY 1")
     kept = "h.uid IS NOT NULL" if p.mode == "keep" else "h.uid IS NULL"
     return (f"SELECT i.uid AS uid, 'sql' AS stage, ({kept}) AS kept, "
             f"CASE WHEN {kept} THEN '{KEPT}' ELSE '{p.reason}' END AS reason, "
             f"{'h.value' if has_value else 'CAST(NULL AS DOUBLE)'} AS value, CAST(NULL AS VARCHAR) AS detail "
-            f"FROM input_subset AS i LEFT JOIN ({hits}) AS h ON i.uid = h.uid")
+            f"FROM (SELECT uid FROM input_subset WHERE {range_condition(lo, hi)}) AS i "
+            f"LEFT JOIN ({hits}) AS h ON i.uid = h.uid")
 
 
 def _tables_in_query(p: SQLParams, dataset, embedding_model: str | None) -> list[str]:
@@ -60,25 +65,52 @@ def _tables_in_query(p: SQLParams, dataset, embedding_model: str | None) -> list
 @register("sql", SQLParams, family="sql", reads=_tables_in_query, frames=True, code_modules=("curate.sql",))
 def run_sql(ctx: StageContext, inp: UidTable, p: SQLParams) -> StageOutput:
     """Keep or remove the uids a DuckDB query over the dataset returns."""
+    # the engine's tasks run the query one uid range each (curate.sql.ranges) and write that
+    # range's decisions, one batch in memory at a time; the runner reads the parts as a frame
+    from curate.sql import ranges
+    from curate.sql.select import selection_views
+    from curate.storage import remove_tree
+
+    views = selection_views(ctx.dataset, ctx.embedding_model)
+    inputs = [str(x) for x in inp.paths(ctx.dataset)]
+    con = selection_connection(ctx.dataset, views=views)
+    try:
+        decisions_query(con, inputs, p)  # read-only, binds, a textual uid column: SQLError before any task
+    finally:
+        con.close()
+    table = f"_tmp/{ctx.run_name}/sql_decisions"
+    remove_tree(ctx.dataset.table_dir(table))
+    bounds = ranges.uid_ranges(ctx.dataset, _tables_in_query(p, ctx.dataset, ctx.embedding_model) or ["samples"])
+    base = {"root": str(ctx.dataset.root), "views": views, "inputs": inputs,
+            "params": p.model_dump(mode="json"), "table": table}
+    ctx.executor().map_tasks([dict(base, index=i, lo=lo, hi=hi) for i, (lo, hi) in enumerate(bounds)],
+                             sql_decisions_range, "sql stage ranges")
+    return StageOutput(table)
+
+
+def sql_decisions_range(task: dict) -> dict:
+    """One uid range of the stage's decisions, written to part ``index`` of ``task["table"]``."""
     import duckdb
     import pyarrow.parquet as pq
 
     from curate.selection import DECISIONS
+    from curate.tables import Dataset
     from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
 
-    # DuckDB joins the input with the query's result and streams the decisions into a table
-    # the runner reads as a frame: one batch in memory at a time, no Python list of uids
-    con = selection_connection(ctx.dataset, ctx.embedding_model)
-    table = f"_tmp/{ctx.run_name}/sql_decisions"
+    ds, p = Dataset(task["root"]), SQLParams(**task["params"])
+    con = selection_connection(ds, views=task["views"])
+    rows = 0
     try:
-        reader = con.sql(decisions_query(con, inp.paths(ctx.dataset), p)).to_arrow_reader(65536)
-        with atomic_path(ctx.dataset.table_dir(table) / "part-00000.parquet") as tmp:
+        query = decisions_query(con, task["inputs"], p, task["lo"], task["hi"])
+        reader = con.sql(query).to_arrow_reader(65536)
+        with atomic_path(ds.shard_path(task["table"], task["index"])) as tmp:
             with pq.ParquetWriter(tmp, DECISIONS, **PARQUET_OPTIONS) as writer:
                 for batch in reader:
+                    rows += batch.num_rows
                     writer.write_table(conform(batch, DECISIONS))
     except duckdb.Error as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SQLError(f"query failed: {msg}") from e
     finally:
         con.close()
-    return StageOutput(table)
+    return {"index": task["index"], "rows": rows}
