@@ -21,10 +21,9 @@ def _retrieval_copy(path: str) -> str:
     return storage.local_copy(path)
 
 
-def _resolve(p: EvalParams) -> tuple[Optional[Path], Optional[str], int, Optional[str]]:
+def _resolve(p: EvalParams, checkpoint: Optional[Path]) -> tuple[Optional[Path], Optional[str], int, Optional[str]]:
     """(checkpoint, architecture, seed, pretrained tag) by the one model resolver: --model may be
     NAME, NAME:TAG, a checkpoint file or an embeddings id."""
-    checkpoint = Path(p.checkpoint) if p.checkpoint is not None else None
     if p.model is None:
         return checkpoint, None, p.seed, None
     from curate.models.resolve import resolve_model
@@ -41,7 +40,14 @@ def eval_cmd(run: JobRun, p: EvalParams) -> None:
     from curate.errors import CurateError
     from curate.evaluate import evaluate
 
-    checkpoint, model, seed, tag = _resolve(p)
+    checkpoint_uri = None
+    if p.checkpoint is not None and storage.is_uri(p.checkpoint):
+        from curate.evaluate.remote import checkpoint_copy
+
+        local, checkpoint_uri = checkpoint_copy(p.checkpoint)  # open_clip loads a local file
+    else:
+        local = Path(p.checkpoint) if p.checkpoint is not None else None
+    checkpoint, model, seed, tag = _resolve(p, local)
     if checkpoint:
         require_local(str(checkpoint), "path")
     for path in [*p.zeroshot, *p.retrieval, *([p.images] if p.images else [])]:
@@ -57,7 +63,8 @@ def eval_cmd(run: JobRun, p: EvalParams) -> None:
     res = evaluate(checkpoint, model, zeroshot=[Path(copies[z]) for z in p.zeroshot],
                    retrieval_sets=[Path(copies[r]) for r in p.retrieval], templates=p.templates,
                    max_per_class=p.max_per_class, retrieval_images=names, output=p.output, device=p.device,
-                   batch_size=p.batch_size, seed=seed, pretrained=tag, sources=sources)
+                   batch_size=p.batch_size, seed=seed, pretrained=tag, sources=sources,
+                   checkpoint_uri=checkpoint_uri if checkpoint == local else None)
     typer.echo(json.dumps(res["summary"], indent=1, sort_keys=True))
     typer.echo(f"eval: results in {res['results_path']}")
 

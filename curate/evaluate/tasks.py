@@ -193,9 +193,12 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
              zeroshot: list | tuple = (), retrieval_sets: list | tuple = (), templates=None,
              max_per_class: int | None = None, retrieval_images: list[str] | None = None,
              output: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 256,
-             seed: int = 0, pretrained: str | None = None, sources: dict[str, str] | None = None) -> dict:
+             seed: int = 0, pretrained: str | None = None, sources: dict[str, str] | None = None,
+             checkpoint_uri: str | None = None) -> dict:
     """Evaluate one checkpoint on zero-shot folders and retrieval sets; writes and returns the results.
-    ``sources``: the name to record for a set read from a local copy (its URI).
+    ``sources``: the name to record for a set read from a local copy (its URI); ``checkpoint_uri``:
+    the store's checkpoint of which ``checkpoint`` is the local copy (``curate.evaluate.remote``):
+    recorded, and the results go beside it.
 
     ``model`` defaults to the architecture recorded in the run's ``train.json``. ``checkpoint``
     None evaluates random weights from ``seed`` (the chance baseline; ``output`` is then needed),
@@ -224,7 +227,7 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
             v["dataset"] = (sources or {}).get(v["dataset"], v["dataset"])
     summary = _summary(results)
     out = {
-        "checkpoint": str(ck) if ck else None,
+        "checkpoint": checkpoint_uri or (str(ck) if ck else None),
         "model": arch,
         "model_id": bundle.model_id,
         "train": {k: (info or {}).get(k) for k in ("preset", "seed", "samples_seen", "data")} if info else None,
@@ -235,6 +238,10 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
     }
     from curate import outputs, storage
 
+    if output is None and checkpoint_uri:
+        from curate.evaluate.remote import results_uri
+
+        output = results_uri(checkpoint_uri)
     path = (str(output) if storage.is_uri(output) else Path(output)) if output is not None else results_path(ck)
     data = (json.dumps(out, indent=2, sort_keys=True, default=str) + "\n").encode()
     if isinstance(path, str):  # a URI: one whole object (curate.outputs)

@@ -11,7 +11,7 @@ from curate.params import JobParams, cli_extra
 
 class EvalParams(JobParams):
     checkpoint: Optional[str] = Field(None, description="Checkpoint (a run's model.pt or checkpoints/epoch_k.pt) or a "
-                                      "run folder; omit with --model for random weights.",
+                                      "run folder, a path or URI; omit with --model for random weights.",
                                       json_schema_extra=cli_extra(argument=True))
     model: Optional[str] = Field(None, description="Architecture (default: from the run's train.json); also NAME:TAG, "
                                  "a checkpoint file, or an embeddings id such as curate-tiny__random-seed0.")

@@ -67,6 +67,41 @@ def test_eval_output_to_a_bucket(bucket, tmp_path, shared_data):
     assert got == want and got["zeroshot"]["cifar"]["n_images"] == 4
 
 
+def test_eval_of_a_checkpoint_in_a_bucket(bucket, tmp_path, shared_data, monkeypatch):
+    """`curate eval s3://.../run` (or its model.pt): the checkpoint and its train.json copied to
+    the input cache, the results beside it on the store, the same numbers as the local run."""
+    from shared_sets import write_eval_sets
+
+    from curate import outputs
+    from curate.models import load_model, save_checkpoint
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    sets = write_eval_sets(shared_data, tmp_path / "sets", ["airplane", "cat"], per_class=2, photos=4)
+    run = tmp_path / "run"
+    save_checkpoint(load_model("curate-tiny", seed=5).model, run / "model.pt", arch="curate-tiny")
+    (run / "train.json").write_text(json.dumps({"model": "curate-tiny", "preset": "tiny", "seed": 5}))
+    for f in ("model.pt", "train.json"):
+        outputs.write_bytes(f"s3://{bucket}/runs/r/{f}", (run / f).read_bytes())
+    r = _cli("eval", str(run / "model.pt"), "-z", str(sets / "cifar"))
+    assert r.returncode == 0, r.stderr
+    want = json.loads((run / "model.eval.json").read_text())
+    r = _cli("eval", f"s3://{bucket}/runs/r", "-z", str(sets / "cifar"))  # the run folder
+    assert r.returncode == 0 and f"s3://{bucket}/runs/r/model.eval.json" in r.stdout, r.stderr
+    got = json.loads(bucket_objects(bucket, "runs/r/")["model.eval.json"])
+    assert got["checkpoint"] == f"s3://{bucket}/runs/r/model.pt" and got["train"]["seed"] == 5
+    for d in (got, want):
+        d.pop("wall_s", None), d.pop("code", None), d.pop("checkpoint", None)
+    assert got == want
+    # the checkpoint's own URI: the same local copy, its train.json beside it
+    from curate.evaluate.remote import checkpoint_copy
+
+    local, uri = checkpoint_copy(f"s3://{bucket}/runs/r/model.pt")
+    assert uri == f"s3://{bucket}/runs/r/model.pt" and local.read_bytes() == (run / "model.pt").read_bytes()
+    assert json.loads((local.parent / "train.json").read_text())["seed"] == 5
+    r = _cli("eval", f"s3://{bucket}/runs/none", "-z", str(sets / "cifar"))
+    assert r.returncode == 2 and "does not exist" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
 def _shards(d: Path) -> Path:
     """Two WebDataset tars of solid-colour squares (the train tests' shards)."""
     from train.conftest import write_colour_shards
