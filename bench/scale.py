@@ -8,7 +8,8 @@ Then every job runs as its own ``curate`` process, as a user types it, on Spark 
 (``--engine spark``, the default; ``--engine local`` for the in-process engine; ``select``'s
 tasks are DuckDB queries, one uid range each); ``--jobs`` picks some of them (the pool then
 holds only the parts they read; ``select`` without the jobs that make its three input subsets
-gets a ``samples`` table and three random subsets of 30%, 50% and 95% of the pool instead):
+gets a ``samples`` table and three random subsets of 30%, 50% and 95% of the pool instead, and
+``reshard`` alone the downloads and a random 10.7% subset ``final``):
 
     ingest | filter -f basic -f clip_score:fraction=0.3 | metadata match | metadata balance |
     cluster | dedup semantic | dedup exact | prune dbp | select | reshard
@@ -234,26 +235,29 @@ def build_pool(work: Path, rows: int, seed: int = 0, parts=("input", "embeddings
     uid_sorted = uid_arr.take(pa.array(order))
     if "select_inputs" in parts:
         _select_inputs(ds, uid_arr, texts, widths, heights, seed)
-    if "embeddings" not in parts:
-        return
-    centers = rng.standard_normal((256, DIM)).astype(np.float32) * 2.0
-    x = centers[rng.integers(0, 256, rows)] + rng.standard_normal((rows, DIM), dtype=np.float32)
-    dup = rng.choice(rows, rows // 10, replace=False)
-    x[dup] = x[rng.integers(0, rows, len(dup))] + rng.standard_normal((len(dup), DIM), dtype=np.float32) * 0.02
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    y = x + rng.standard_normal((rows, DIM), dtype=np.float32) * 2.0
-    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    if "embeddings" in parts:
+        centers = rng.standard_normal((256, DIM)).astype(np.float32) * 2.0
+        x = centers[rng.integers(0, 256, rows)] + rng.standard_normal((rows, DIM), dtype=np.float32)
+        dup = rng.choice(rows, rows // 10, replace=False)
+        x[dup] = x[rng.integers(0, rows, len(dup))] + rng.standard_normal((len(dup), DIM), dtype=np.float32) * 0.02
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        y = x + rng.standard_normal((rows, DIM), dtype=np.float32) * 2.0
+        y /= np.linalg.norm(y, axis=1, keepdims=True)
 
-    def fsl(a):
-        return pa.FixedSizeListArray.from_arrays(pa.array(a.astype(np.float16).ravel(), pa.float16()), DIM)
+        def fsl(a):
+            return pa.FixedSizeListArray.from_arrays(pa.array(a.astype(np.float16).ravel(), pa.float16()), DIM)
 
-    write_embeddings_table(ds, f"embeddings/{MODEL}", pa.table(
-        {"uid": uid_sorted, "image_embedding": fsl(x), "text_embedding": fsl(y),
-         "clip_score": pa.array(np.einsum("ij,ij->i", x, y).astype(np.float32))},
-        schema=load_schema("embeddings").arrow(dim=DIM)), rows_per_shard=100_000)
-    del x, y
+        write_embeddings_table(ds, f"embeddings/{MODEL}", pa.table(
+            {"uid": uid_sorted, "image_embedding": fsl(x), "text_embedding": fsl(y),
+             "clip_score": pa.array(np.einsum("ij,ij->i", x, y).astype(np.float32))},
+            schema=load_schema("embeddings").arrow(dim=DIM)), rows_per_shard=100_000)
+        del x, y
     if "downloads" not in parts:
         return
+    if "reshard_inputs" in parts:  # reshard alone: about the share the select of the sweep keeps
+        from curate.subset import write_subset
+
+        write_subset(ds, "final", uid_arr.filter(pa.array(np.random.default_rng(seed + 2).random(rows) < 0.107)))
 
     # downloads: 97% success; 5% of images are byte copies of another row's image
     import hashlib
@@ -334,6 +338,8 @@ def sweep(sizes: list[int], workdir: Path, keep: bool, engine: str = "spark", jo
             needs.add("downloads")
         if set(jobs) == {"select"}:  # its inputs made directly, not by the jobs before it
             needs = {"select_inputs"}
+        if set(jobs) == {"reshard"}:  # the downloads and a subset "final" made directly
+            needs = {"downloads", "reshard_inputs"}
         build_pool(work, n, parts=needs)
         print(f"\n{n:,} rows: pool written in {time.perf_counter() - t:.0f} s (not timed); "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)

@@ -11,8 +11,9 @@ leading bits are even and memory stays about one chunk whatever the file size.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -31,9 +32,15 @@ _NIBBLE[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
 
 def first_unsorted(arr: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> int | None:
     """Index of the first record smaller than the one before it, or None when sorted."""
-    prev = None
-    for start in range(0, len(arr), chunk_rows):
-        c = np.asarray(arr[start:start + chunk_rows])
+    return first_unsorted_in(np.asarray(arr[s:s + chunk_rows]) for s in range(0, len(arr), chunk_rows))
+
+
+def first_unsorted_in(chunks: Iterable[np.ndarray]) -> int | None:
+    """``first_unsorted`` over consecutive chunks of records (e.g. ``file_chunks``)."""
+    prev, start = None, 0
+    for c in chunks:
+        if not len(c):
+            continue
         hi, lo = c["f0"], c["f1"]
         down = (hi[1:] < hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] < lo[:-1]))
         if prev is not None and (hi[0] < prev[0] or (hi[0] == prev[0] and lo[0] < prev[1])):
@@ -41,7 +48,22 @@ def first_unsorted(arr: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> int | None:
         if down.any():
             return start + 1 + int(np.argmax(down))
         prev = (hi[-1], lo[-1])
+        start += len(c)
     return None
+
+
+STREAM_ROWS = 262_144  # records read at a time from a records file (4 MB): the reader's memory, whatever the file
+
+
+def file_chunks(path: str | os.PathLike, chunk_rows: int = STREAM_ROWS) -> Iterator[np.ndarray]:
+    """The ``u8,u8`` records of a raw records file in chunks read into memory (not memory-mapped:
+    a mapped file's touched pages count in the process's resident memory until it is closed)."""
+    with open(path, "rb") as f:
+        while True:
+            c = np.fromfile(f, DATACOMP_DTYPE, count=chunk_rows)
+            if not len(c):
+                return
+            yield c
 
 
 def sort_records(a: np.ndarray) -> np.ndarray:
@@ -110,13 +132,18 @@ def hex_uids(a: np.ndarray) -> pa.StringArray:
 
 
 def records_from_hex(uids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """``u8,u8`` records of 32-char lowercase hex uids (inverse of ``hex_uids``)."""
-    raw = np.asarray(pc.cast(uids, pa.large_binary()).to_numpy(zero_copy_only=False).astype("S32"))
-    digits = _NIBBLE[raw.view(np.uint8).reshape(len(raw), 32)].astype(np.uint64)
-    out = np.empty(len(raw), DATACOMP_DTYPE)
-    weights = np.uint64(16) ** np.arange(15, -1, -1, dtype=np.uint64)
-    out["f0"] = digits[:, :16] @ weights
-    out["f1"] = digits[:, 16:] @ weights
+    """``u8,u8`` records of 32-char lowercase hex uids (inverse of ``hex_uids``): the uid bytes
+    read from Arrow's buffer (no Python object per uid), two hex digits packed per byte and
+    read as big-endian 64-bit halves; temporaries ~64 bytes a uid."""
+    arr = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
+    fixed = pc.cast(arr, pa.binary(32))
+    n = len(fixed)
+    raw = np.frombuffer(fixed.buffers()[1], np.uint8, count=32 * (fixed.offset + n))[32 * fixed.offset:]
+    nibbles = _NIBBLE[raw].reshape(n, 32)
+    packed = (nibbles[:, 0::2] << np.uint8(4)) | nibbles[:, 1::2]
+    halves = np.ascontiguousarray(packed).view(">u8").reshape(n, 2)
+    out = np.empty(n, DATACOMP_DTYPE)
+    out["f0"], out["f1"] = halves[:, 0], halves[:, 1]
     return out
 
 

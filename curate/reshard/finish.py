@@ -78,18 +78,30 @@ def _write_missing(ds: Dataset, table: str, rows, path) -> None:
 
 def _write_sample_ids(source, work: Path, path) -> None:
     """``sample_ids.npy``: the subset's uids (with repeats) as DataComp's sorted ``u8,u8`` array,
-    streamed a chunk at a time (sorted through bucket files when the source is not)."""
+    streamed a chunk at a time (sorted through bucket files when the source is not). A Parquet
+    subset's records go through a file read back in chunks, never mapped, so the driver's memory
+    does not grow with the subset."""
     from curate.subset_file import is_parquet, open_subset_array, parquet_records
-    from curate.subset_records import CHUNK_ROWS, first_unsorted, sorted_chunks, write_npy_header
+    from curate.subset_records import (CHUNK_ROWS, file_chunks, first_unsorted, first_unsorted_in, sorted_chunks,
+                                       write_npy_header)
+    from curate.uid import DATACOMP_DTYPE
 
+    records = work / "sample_ids.u8u8"
     if str(source).endswith(".parquet") or is_parquet(source):
-        arr = parquet_records(storage.local_copy(source), work / "sample_ids.u8u8")
+        arr = parquet_records(storage.local_copy(source), records)
+        n = len(arr)
+        del arr  # the memory map: read back in chunks below
+        if n and first_unsorted_in(file_chunks(records)) is None:
+            chunks = file_chunks(records)
+        else:
+            chunks = sorted_chunks(np.memmap(records, DATACOMP_DTYPE, mode="r"), work / "sort") if n else iter(())
     else:
         arr, _ = open_subset_array(storage.local_copy(source))
-    chunks = (sorted_chunks(arr, work / "sort") if first_unsorted(arr) is not None else
-              (np.asarray(arr[s:s + CHUNK_ROWS]) for s in range(0, len(arr), CHUNK_ROWS)))
+        n = len(arr)
+        chunks = (sorted_chunks(arr, work / "sort") if first_unsorted(arr) is not None else
+                  (np.asarray(arr[s:s + CHUNK_ROWS]) for s in range(0, n, CHUNK_ROWS)))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            write_npy_header(f, len(arr))
+            write_npy_header(f, n)
             for c in chunks:
                 f.write(np.ascontiguousarray(c).tobytes())
