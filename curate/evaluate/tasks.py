@@ -189,6 +189,23 @@ def _summary(results: dict) -> dict:
     return summary
 
 
+def _write_results(out: dict, output, ck: Path | None, checkpoint_uri: str | None) -> str:
+    """Write the results JSON (``output``, else beside the checkpoint or its URI); returns where."""
+    from curate import outputs, storage
+
+    if output is None and checkpoint_uri:
+        from curate.evaluate.remote import results_uri
+
+        output = results_uri(checkpoint_uri)
+    path = (str(output) if storage.is_uri(output) else Path(output)) if output is not None else results_path(ck)
+    data = (json.dumps(out, indent=2, sort_keys=True, default=str) + "\n").encode()
+    if isinstance(path, str):  # a URI: one whole object (curate.outputs)
+        outputs.write_bytes(path, data)
+    else:
+        atomic_write_bytes(path, data)
+    return str(path)
+
+
 def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
              zeroshot: list | tuple = (), retrieval_sets: list | tuple = (), templates=None,
              max_per_class: int | None = None, retrieval_images: list[str] | None = None,
@@ -236,23 +253,11 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
         "wall_s": round(time.perf_counter() - t0, 2),
         "code": code_version(),
     }
-    from curate import outputs, storage
-
-    if output is None and checkpoint_uri:
-        from curate.evaluate.remote import results_uri
-
-        output = results_uri(checkpoint_uri)
-    path = (str(output) if storage.is_uri(output) else Path(output)) if output is not None else results_path(ck)
-    data = (json.dumps(out, indent=2, sort_keys=True, default=str) + "\n").encode()
-    if isinstance(path, str):  # a URI: one whole object (curate.outputs)
-        outputs.write_bytes(path, data)
-    else:
-        atomic_write_bytes(path, data)
-    out["results_path"] = str(path)
+    out["results_path"] = _write_results(out, output, ck, checkpoint_uri)
     if info:
         from curate.train.runner import link_to_subset
 
-        link_to_subset(info, "evaluations", {"results": str(path), "checkpoint": out["checkpoint"],
+        link_to_subset(info, "evaluations", {"results": out["results_path"], "checkpoint": out["checkpoint"],
                                               "seed": info.get("seed"), "summary": summary},
                         replace_on="results")
     return out
