@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import InputFileError
-from curate.subset_records import CHUNK_ROWS, HEX_ROWS, STREAM_ROWS, first_unsorted, hex_uids, records_from_hex, unsorted_warning
+from curate.subset_records import CHUNK_ROWS, HEX_ROWS, PARSE_ROWS, first_unsorted, hex_uids, records_from_hex, unsorted_warning
 from curate.uid import DATACOMP_DTYPE
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -105,7 +105,7 @@ def parquet_records(path: Path, out: Path) -> np.ndarray:
     out.parent.mkdir(parents=True, exist_ok=True)
     row = 0
     with open(out, "wb") as f:
-        for batch in pf.iter_batches(columns=["uid"], batch_size=STREAM_ROWS):
+        for batch in pf.iter_batches(columns=["uid"], batch_size=PARSE_ROWS):
             col = batch.column(0)
             ok = pc.fill_null(pc.match_substring_regex(col, r"^[0-9a-f]{32}$"), False)
             if not pc.all(ok).as_py():

@@ -53,6 +53,10 @@ def first_unsorted_in(chunks: Iterable[np.ndarray]) -> int | None:
 
 
 STREAM_ROWS = 262_144  # records read at a time from a records file (4 MB): the reader's memory, whatever the file
+# uids parsed at a time from a Parquet subset: one row group of curate's uids.parquet. Its
+# temporaries (the decoded strings, the syntax check, the records: ~11 MB) are reached by any
+# subset over 65,536 rows, so the reader's peak does not grow with the subset beyond that
+PARSE_ROWS = 65_536
 
 
 def file_chunks(path: str | os.PathLike, chunk_rows: int = STREAM_ROWS) -> Iterator[np.ndarray]:
