@@ -36,6 +36,13 @@ def selection_views(dataset: Dataset, embedding_model: str | None = None) -> dic
     return views
 
 
+def views_in_query(views: dict[str, str], query: str, keep: tuple[str, ...] = ("samples",)) -> dict[str, str]:
+    """The views a query can name (its words, case-insensitively) and ``keep``: what a task
+    needs, so that a task's payload does not list every shard of every table."""
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)} | set(keep)
+    return {name: sql for name, sql in views.items() if name.lower() in words}
+
+
 def selection_connection(dataset: Dataset, embedding_model: str | None = None,
                          memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
                          views: dict[str, str] | None = None) -> duckdb.DuckDBPyConnection:
@@ -103,7 +110,8 @@ def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | N
                                range_rows)
     tmp = f"_tmp/select-{name}"
     remove_tree(dataset.table_dir(tmp))
-    base = {"root": str(dataset.root), "query": query, "views": views, "memory_limit": memory_limit, "table": tmp,
+    base = {"root": str(dataset.root), "query": query, "views": views_in_query(views, query),
+            "memory_limit": memory_limit, "table": tmp,
             "has_samples": dataset.has_table("samples"), "allow_unknown": allow_unknown}
     tasks = [dict(base, index=i, lo=lo, hi=hi) for i, (lo, hi) in enumerate(bounds)]
     try:

@@ -150,3 +150,18 @@ def test_recipe_sql_stage_by_ranges_equals_one_range(tmp_path, monkeypatch):
     assert out["many"][0] == out["one"][0] and out["one"][0][-1][1] > 0
     assert out["many"][1] == out["one"][1]
     assert out["many"][2].equals(out["one"][2]) and out["many"][3] == out["one"][3]
+
+
+def test_a_task_carries_only_the_views_its_query_names(pool):
+    """Each task's payload lists the shards of the tables the query can name (and samples, for
+    the checks), not every table of the dataset: at a billion rows that list is megabytes."""
+    seen = []
+
+    class Recording(LocalExecutor):
+        def map_tasks(self, tasks, fn, description=""):
+            seen.extend(tasks)
+            return super().map_tasks(tasks, fn, description)
+
+    select_sql(pool, QUERIES["repeats"].replace("embeddings_toy_model", "EMBEDDINGS_TOY_MODEL"), "v",
+               range_rows=50, executor=Recording())
+    assert len(seen) > 1 and all(set(t["views"]) == {"samples", "embeddings_toy_model"} for t in seen)

@@ -24,7 +24,7 @@ from curate.params.sql import SQLParams
 from curate.recipe.registry import StageContext, StageOutput, register
 from curate.recipe.uid_tables import UidTable
 from curate.sql.ranges import range_condition
-from curate.sql.select import SQLError, relation_sql, selection_connection, tables_in_query
+from curate.sql.select import SQLError, relation_sql, selection_connection, tables_in_query, views_in_query
 
 
 def _sql_list(paths: list[str]) -> str:
@@ -81,7 +81,7 @@ def run_sql(ctx: StageContext, inp: UidTable, p: SQLParams) -> StageOutput:
     table = f"_tmp/{ctx.run_name}/sql_decisions"
     remove_tree(ctx.dataset.table_dir(table))
     bounds = ranges.uid_ranges(ctx.dataset, _tables_in_query(p, ctx.dataset, ctx.embedding_model) or ["samples"])
-    base = {"root": str(ctx.dataset.root), "views": views, "inputs": inputs,
+    base = {"root": str(ctx.dataset.root), "views": views_in_query(views, p.query), "inputs": inputs,
             "params": p.model_dump(mode="json"), "table": table}
     ctx.executor().map_tasks([dict(base, index=i, lo=lo, hi=hi) for i, (lo, hi) in enumerate(bounds)],
                              sql_decisions_range, "sql stage ranges")
