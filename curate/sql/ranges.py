@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from curate.tables import Dataset
@@ -79,14 +78,6 @@ def range_condition(lo: str | None, hi: str | None, column: str = "uid") -> str:
     return " AND ".join(parts) or "true"
 
 
-def _distinct_sorted(values: np.ndarray, previous) -> int:
-    """Distinct values in a sorted chunk that differ from ``previous`` (the last one before it)."""
-    if not len(values):
-        return 0
-    new = int((values[1:] != values[:-1]).sum()) + 1
-    return new - (1 if previous is not None and values[0] == previous else 0)
-
-
 def select_range(task: dict) -> dict:
     """One range of a selection (runs on a worker): counts, the first bad and unknown uids in
     uid order, and the range's selected uids sorted into ``task["part"]`` (when it has any and
@@ -118,7 +109,7 @@ def _run_range(con, ds: Dataset, task: dict, rel: str) -> dict:
         f"FROM (SELECT uid, regexp_full_match(uid, '{pattern}') AS ok, {known} AS known "
         f"FROM ({rel}) AS r WHERE {where}) AS c").fetchall()[0]
     out = {"index": task["index"], "returned": n, "null_uid": nulls, "bad": bad, "first_bad": first_bad,
-           "unknown": unknown, "first_unknown": first_unknown, "selected": 0, "distinct": 0, "written": False}
+           "unknown": unknown, "first_unknown": first_unknown, "selected": 0, "written": False}
     if bad or (unknown and not task["allow_unknown"]) or n - nulls - unknown == 0:
         return out
     import pyarrow as pa
@@ -128,14 +119,10 @@ def _run_range(con, ds: Dataset, task: dict, rel: str) -> dict:
 
     schema = load_schema("subset").arrow()
     reader = con.sql(f"SELECT uid FROM ({rel}) AS r WHERE {cond} AND {known} ORDER BY uid").to_arrow_reader(65536)
-    previous = None
     with atomic_path(ds.shard_path(task["table"], task["index"])) as tmp:
         with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
             for batch in reader:
-                values = batch.column(0).to_numpy(zero_copy_only=False)
-                out["selected"] += len(values)
-                out["distinct"] += _distinct_sorted(values, previous)
-                previous = values[-1] if len(values) else previous
+                out["selected"] += batch.num_rows
                 writer.write_table(pa.Table.from_batches([batch]).cast(schema))
     out["written"] = True
     return out

@@ -20,7 +20,7 @@ from curate.errors import CurateError, DatasetError
 from curate.manifest import RunManifest
 from curate.sql.connection import DEFAULT_MEMORY_LIMIT, check_read_only, connect
 from curate.sql.views import shard_list, table_views, view_name
-from curate.subset import sorted_uids_from_table, write_subset_sorted
+from curate.subset import read_subset_manifest, sorted_uids_from_table, write_subset_sorted
 from curate.tables import Dataset
 
 
@@ -127,7 +127,9 @@ def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | N
     m["ranges"] = len(tasks)
     m["outputs"] = {"subset": f"subsets/{name}"}
     m.write(dataset)
-    return {"count": counts["selected"], "distinct": sum(p["distinct"] for p in parts), "path": str(path), **counts}
+    # distinct uids: counted once, by the subset writer as it streams the parts (its manifest)
+    return {"count": counts["selected"], "distinct": read_subset_manifest(dataset, name)["distinct"],
+            "path": str(path), **counts}
 
 
 def _checked_counts(parts: list[dict], allow_unknown: bool, has_samples: bool) -> dict:
