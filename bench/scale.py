@@ -35,7 +35,9 @@ runs on the same machine to the growth table, for a sweep longer than one idle w
 ``--gap N`` instead measures the cluster + dedup semantic + prune dbp jobs (Parquet in and out,
 Spark local mode, own processes) against bench/dedup.py's in-memory pipeline (k-means,
 assignment, SemDeDup, DBP through the same library calls) on N x 512 embeddings, in the same
-run: target jobs <= 1.5x the in-memory pipeline.
+run: target jobs <= 1.5x the in-memory pipeline. Then the same jobs on a ``--gap-fixed`` row
+pool (default 20,000): their fixed cost (process and JVM start, cold first tasks, each
+finish's passes), so the jobs' per-row (marginal) cost is reported against the pipeline too.
 
     .venv/bin/python bench/scale.py --sizes 1000000,2000000,4000000,8000000 --json scale.json
     .venv/bin/python bench/scale.py --sizes 250000,1000000 --jobs "cluster,dedup semantic,prune dbp"
@@ -429,38 +431,34 @@ def pool_gap(ds_root: Path, n: int, k: int, sample: int, res: dict) -> dict:
     return out
 
 
-def gap(n: int, workdir: Path, k: int, ppc: int, engine: str = "spark") -> dict:
-    sys.path.insert(0, str(REPO / "bench"))
-    from dedup import library_pipeline, make_data
-
-    from curate.tables import Dataset, load_schema
-
-    x16, _, _, _ = make_data(n, 512, 1000, 0.1)
+def _gap_uids(n: int, seed: int) -> np.ndarray:
     # random uids: bench/dedup.py's (hi = i * golden, lo = i) cancel inside the sampling hash's
     # first mix (hi ^ lo * golden), so every row would hash alike
-    rng = np.random.default_rng(1)
-    uids = np.array([f"{a:016x}{b:016x}" for a, b in zip(rng.integers(0, 1 << 63, n).tolist(),
+    rng = np.random.default_rng(seed)
+    return np.array([f"{a:016x}{b:016x}" for a, b in zip(rng.integers(0, 1 << 63, n).tolist(),
                                                          rng.integers(0, 1 << 63, n).tolist())], dtype=object)
-    print(f"gap: {n:,} x 512 float16, k={k}, sample k x {ppc}; load average {os.getloadavg()[0]:.1f}", flush=True)
-    c0 = time.process_time()
-    t = time.perf_counter()
-    tm, cpu, res = library_pipeline(x16, uids, k, 20, ppc, 0.01, 0.5)
-    lib = {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c0, "stages_s": tm}
-    print(f"  in-memory pipeline (k-means + assignment + SemDeDup + DBP): {lib['wall_s']:.1f} s wall, "
-          f"{lib['cpu_s']:.1f} s cpu  {({key: round(v, 1) for key, v in tm.items()})}", flush=True)
-    ds = Dataset(workdir / "gap")
+
+
+def _gap_pool(root: Path, x16: np.ndarray, uids: np.ndarray):
+    """The embeddings table the gap's jobs read: 100,000-row shards sorted by uid, vectors PLAIN."""
+    from curate.embedding_space.vectors import write_vectors_parquet
+    from curate.tables import Dataset, load_schema
+
+    ds = Dataset(root)
     schema = load_schema("embeddings").arrow(dim=512)
     order = np.argsort(uids)
     x16, uids = x16[order], uids[order]
-    for i, s in enumerate(range(0, n, 100_000)):
-        e = min(n, s + 100_000)
+    for i, s in enumerate(range(0, len(uids), 100_000)):
+        e = min(len(uids), s + 100_000)
         emb = pa.FixedSizeListArray.from_arrays(pa.array(x16[s:e].reshape(-1)), 512)
-        from curate.embedding_space.vectors import write_vectors_parquet
-
         write_vectors_parquet(pa.Table.from_arrays([pa.array(uids[s:e].tolist(), pa.string()), emb, emb,
                                                    pa.array(np.ones(e - s, np.float32))], schema=schema),
-                             ds.shard_path(f"embeddings/{MODEL}", i))
-    del x16
+                              ds.shard_path(f"embeddings/{MODEL}", i))
+    return ds
+
+
+def _gap_jobs(ds, k: int, ppc: int, engine: str, label: str) -> dict:
+    """cluster, dedup semantic and prune dbp as their own ``curate`` processes on ``ds``."""
     jobs = {}
     for name, argv in (("cluster", ["cluster", str(ds.root), "-k", str(k), "--max-points-per-centroid", str(ppc),
                                     *SPARK, *PATIENT]),
@@ -471,18 +469,58 @@ def gap(n: int, workdir: Path, k: int, ppc: int, engine: str = "spark") -> dict:
         if engine != "spark":
             argv = [a for a in argv if a not in PATIENT]
         jobs[name] = run_job(argv)
-        print(f"  job {name:<15} {jobs[name]['wall_s']:6.1f} s wall {jobs[name]['cpu_s']:6.1f} s cpu  driver peak "
-              f"{jobs[name]['driver_peak_rss'] / 2**20:.0f} MiB"
+        print(f"  {label} job {name:<15} {jobs[name]['wall_s']:6.1f} s wall {jobs[name]['cpu_s']:6.1f} s cpu  "
+              f"driver peak {jobs[name]['driver_peak_rss'] / 2**20:.0f} MiB"
               + (f"  FAILED {jobs[name]['error']}" if "error" in jobs[name] else ""), flush=True)
+    return jobs
+
+
+def gap(n: int, workdir: Path, k: int, ppc: int, engine: str = "spark", fixed_rows: int = 20_000) -> dict:
+    """The three vector jobs against bench/dedup.py's in-memory pipeline on the same n x 512
+    matrix; then, in the same run, the same jobs on a ``fixed_rows`` pool (k = fixed_rows / 1000):
+    what they cost whatever the pool (process and JVM start, cold first tasks, the passes of
+    each finish), so the figures split into fixed and per-row (marginal) cost."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from dedup import library_pipeline, make_data
+
+    x16, _, _, _ = make_data(n, 512, 1000, 0.1)
+    uids = _gap_uids(n, 1)
+    print(f"gap: {n:,} x 512 float16, k={k}, sample k x {ppc}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    c0 = time.process_time()
+    t = time.perf_counter()
+    tm, cpu, res = library_pipeline(x16, uids, k, 20, ppc, 0.01, 0.5)
+    lib = {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c0, "stages_s": tm}
+    print(f"  in-memory pipeline (k-means + assignment + SemDeDup + DBP): {lib['wall_s']:.1f} s wall, "
+          f"{lib['cpu_s']:.1f} s cpu  {({key: round(v, 1) for key, v in tm.items()})}", flush=True)
+    ds = _gap_pool(workdir / "gap", x16, uids)
+    del x16
+    jobs = _gap_jobs(ds, k, ppc, engine, f"{n:,} rows:")
+    shutil.rmtree(ds.root, ignore_errors=True)
+    small = None
+    if fixed_rows:
+        xs, _, _, _ = make_data(fixed_rows, 512, max(2, fixed_rows // 1000), 0.1)
+        ds = _gap_pool(workdir / "gap-small", xs, _gap_uids(fixed_rows, 2))
+        small = _gap_jobs(ds, max(2, fixed_rows // 1000), ppc, engine, f"{fixed_rows:,} rows:")
+        shutil.rmtree(ds.root, ignore_errors=True)
     total = sum(j["wall_s"] for j in jobs.values())
     total_cpu = sum(j["cpu_s"] for j in jobs.values())
     ratio = total / lib["wall_s"]
     print(f"  jobs total {total:.1f} s wall / {total_cpu:.1f} s cpu vs in-memory {lib['wall_s']:.1f} s wall / "
           f"{lib['cpu_s']:.1f} s cpu: {ratio:.2f}x wall, {total_cpu / max(lib['cpu_s'], 1e-9):.2f}x cpu "
           f"(target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}); load average {os.getloadavg()[0]:.1f}")
-    shutil.rmtree(ds.root, ignore_errors=True)
-    return {"rows": n, "k": k, "ppc": ppc, "library": lib, "jobs": jobs, "jobs_total_s": total,
-            "jobs_total_cpu_s": total_cpu, "ratio": ratio, "cpu_ratio": total_cpu / max(lib["cpu_s"], 1e-9)}
+    out = {"rows": n, "k": k, "ppc": ppc, "library": lib, "jobs": jobs, "jobs_total_s": total,
+           "jobs_total_cpu_s": total_cpu, "ratio": ratio, "cpu_ratio": total_cpu / max(lib["cpu_s"], 1e-9)}
+    if small is not None:
+        fixed = sum(j["wall_s"] for j in small.values())
+        fixed_cpu = sum(j["cpu_s"] for j in small.values())
+        out.update(fixed_rows=fixed_rows, small_jobs=small, fixed_s=fixed, fixed_cpu_s=fixed_cpu,
+                   marginal_ratio=(total - fixed) / lib["wall_s"],
+                   marginal_cpu_ratio=(total_cpu - fixed_cpu) / max(lib["cpu_s"], 1e-9))
+        print(f"  fixed cost (the same jobs on {fixed_rows:,} rows): {fixed:.1f} s wall / {fixed_cpu:.1f} s cpu "
+              f"({fixed / lib['wall_s']:.2f}x the in-memory pipeline by itself); per-row (marginal) cost "
+              f"{total - fixed:.1f} s wall / {total_cpu - fixed_cpu:.1f} s cpu = {out['marginal_ratio']:.2f}x wall, "
+              f"{out['marginal_cpu_ratio']:.2f}x cpu of the in-memory pipeline")
+    return out
 
 
 def main(argv=None) -> int:
@@ -494,6 +532,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gap", type=int, default=0, help="rows for the jobs-vs-in-memory comparison instead")
     ap.add_argument("--gap-k", type=int, default=700)
     ap.add_argument("--gap-ppc", type=int, default=64)
+    ap.add_argument("--gap-fixed", type=int, default=20_000,
+                    help="rows of the small pool the gap's jobs also run on, for their fixed cost (0: skip)")
     ap.add_argument("--engine", default="spark", choices=("spark", "local"),
                     help="engine of every job (select is DuckDB either way)")
     ap.add_argument("--jobs", default=",".join(JOB_NAMES), help="comma-separated jobs to run (default: all)")
@@ -510,7 +550,7 @@ def main(argv=None) -> int:
             "spark": "local mode (--engine spark, local[*])" if a.engine == "spark" else None}
     print(f"machine: {info['machine']}, load average {info['load_avg_start']:.1f}; work in {work}")
     if a.gap:
-        out = {"info": info, "gap": gap(a.gap, work, a.gap_k, a.gap_ppc, a.engine)}
+        out = {"info": info, "gap": gap(a.gap, work, a.gap_k, a.gap_ppc, a.engine, a.gap_fixed)}
     else:
         sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
         jobs = [j.strip() for j in a.jobs.split(",")]
