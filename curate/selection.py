@@ -6,12 +6,14 @@ decision rows with the ``decisions`` schema (uid, stage, kept, reason, value, de
 per input uid and stage, ``reason == "kept"`` exactly where ``kept``; it never collects them.
 ``finish_selection`` then
 
-1. counts rows per (reason, kept) and distinct uids with the engine (a distributed count, not
-   a driver-side unique) and fails if an input uid got more than one decision;
+1. counts rows per (reason, kept) with the engine (a distributed count, not a driver-side
+   tally);
 2. sums the per-task partial histograms of the decision ``value`` (the guards' "acted on"
    distribution) when the step asks for one;
 3. writes ``decisions/<run>`` sorted by (uid, stage) in shards of exactly
-   ``DECISIONS_SHARD_ROWS`` rows (range-partitioned sort, written by the workers);
+   ``DECISIONS_SHARD_ROWS`` rows (range-partitioned sort, written by the workers), and fails
+   before writing any shard if an input uid got more than one decision (equal uids are side by
+   side once sorted: the sort's own pass counts them, no distinct-count shuffle);
 4. streams the kept uids from those sorted shards into ``subsets/<name>`` (``uids.parquet``
    and DataComp's ``uids.npy``, one batch in memory at a time);
 5. writes the manifest with one set of count keys: ``input``, ``kept``, ``removed`` and
@@ -28,6 +30,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from curate.engine.frame import RepeatedKeys
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
 from curate.names import check_name
@@ -70,10 +73,12 @@ def value_histogram(decisions, transform: Callable[[np.ndarray], np.ndarray] | N
     return h
 
 
-def write_decisions_frame(dataset: Dataset, run: str, decisions) -> dict:
-    """``decisions/<run>`` from a frame: sorted by (uid, stage), exact-size shards, by the workers."""
+def write_decisions_frame(dataset: Dataset, run: str, decisions, unique: bool = False) -> dict:
+    """``decisions/<run>`` from a frame: sorted by (uid, stage), exact-size shards, by the workers.
+    ``unique``: one row per uid (a one-stage step), else ``RepeatedKeys`` and nothing written."""
     check_name(run, "decisions run name", reserved=False)
-    return decisions.write_sorted(dataset, f"decisions/{run}", "decisions", ["uid", "stage"], DECISIONS_SHARD_ROWS)
+    return decisions.write_sorted(dataset, f"decisions/{run}", "decisions", ["uid", "stage"], DECISIONS_SHARD_ROWS,
+                                  unique="uid" if unique else None)
 
 
 def write_kept_subset(dataset: Dataset, run: str, name: str, kept: int, manifest: dict, stages: int = 1):
@@ -133,9 +138,6 @@ def finish_selection(executor, dataset: Dataset, run: str, stage: str, decisions
     try:
         reasons, n_kept = count_reasons(dec)
         n = sum(reasons.values())
-        distinct = dec.select(["uid"]).distinct().count()
-        if distinct != n:
-            raise DatasetError(f"{run}: {n - distinct} input uids got more than one decision (duplicate uids in input?)")
         dists, warns = guards or ({}, [])
         dists = dict(dists)
         if acted_on is not None:
@@ -145,7 +147,11 @@ def finish_selection(executor, dataset: Dataset, run: str, stage: str, decisions
             warns = list(warns) + _guards.removal_warning(stage, n, n - n_kept)
         g = _guards.guards_record(dists, warns)
         with manifest.stage("write"):
-            write_decisions_frame(dataset, run, dec)
+            try:  # one decision per uid: checked by the sort of the write, before any shard is written
+                write_decisions_frame(dataset, run, dec, unique=True)
+            except RepeatedKeys as e:
+                raise DatasetError(f"{run}: {e.count} input uids got more than one decision (duplicate uids in "
+                                   f"input?)") from None
             name = output or run
             write_kept_subset(dataset, run, name, n_kept,
                               {"stage": stage, "run": run, "params": manifest["params"], "input_count": n,

@@ -40,6 +40,26 @@ class TooManyRows(RuntimeError):
     """A driver-side result larger than its declared bound: a job asked for per-row data."""
 
 
+class RepeatedKeys(ValueError):
+    """``write_sorted(..., unique=column)`` found rows sharing a value of ``column``; nothing
+    was written. ``count``: rows equal to the row before them in the sort order."""
+
+    def __init__(self, column: str, count: int):
+        super().__init__(f"{count} rows repeat a {column} of the row before them")
+        self.column, self.count = column, count
+
+
+def adjacent_repeats(values: pa.Array | pa.ChunkedArray) -> int:
+    """Rows of a sorted column equal to the row before them (nulls equal nulls)."""
+    n = len(values)
+    if n < 2:
+        return 0
+    a, b = values.slice(1), values.slice(0, n - 1)
+    same = pc.fill_null(pc.equal(a, b), False)
+    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+    return int(pc.sum(pc.or_(same, both_null)).as_py() or 0)
+
+
 def conform(t: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table:
     """``t`` with exactly the columns of ``schema``, in order, cast to its types."""
     if isinstance(t, pa.RecordBatch):
@@ -208,18 +228,31 @@ class LocalFrame:
         t = self.table
         return t.sort_by([(k, "ascending") for k in sort_by]) if sort_by and t.num_rows else t
 
-    def write_sorted(self, dataset, table: str, schema, sort_by: list[str], rows_per_shard: int) -> dict:
+    def write_sorted(self, dataset, table: str, schema, sort_by: list[str], rows_per_shard: int,
+                     unique: str | None = None) -> dict:
         """``table`` sorted by ``sort_by`` in shards of exactly ``rows_per_shard`` rows (last
-        smaller), each committed atomically; the bytes equal ``SparkFrame.write_sorted``'s."""
+        smaller), each committed atomically; the bytes equal ``SparkFrame.write_sorted``'s.
+        ``unique`` (the first sort column): raise ``RepeatedKeys`` before writing anything if
+        two rows share its value (found in the sort itself: no extra shuffle on Spark)."""
         from curate.tables import load_schema
 
         ts = load_schema(schema) if isinstance(schema, str) else schema
         t = self.table.sort_by([(c, "ascending") for c in sort_by]) if self.table.num_rows else self.table
+        if unique is not None:
+            _check_unique(t.column(unique), unique, sort_by)
         t = conform(t, ts.arrow() if hasattr(ts, "arrow") else ts)
         paths = dataset.write_table(table, t, schema=ts if hasattr(ts, "arrow") else None,
                                     rows_per_shard=rows_per_shard)
         self.executor.driver_counter.note("write_sorted", len(paths))
         return {"rows": t.num_rows, "shards": len(paths)}
+
+
+def _check_unique(values, column: str, sort_by: list[str]) -> None:
+    if not sort_by or sort_by[0] != column:
+        raise ValueError(f"unique={column!r} needs {column!r} as the first sort column (got {sort_by})")
+    repeats = adjacent_repeats(values)
+    if repeats:
+        raise RepeatedKeys(column, repeats)
 
 
 class CountsDriverRows:

@@ -109,12 +109,13 @@ class SparkFrame:
         t = conform(t, self.schema)
         return t.sort_by([(k, "ascending") for k in sort_by]) if sort_by and t.num_rows else t
 
-    def write_sorted(self, dataset, table: str, schema, sort_by: list[str], rows_per_shard: int) -> dict:
+    def write_sorted(self, dataset, table: str, schema, sort_by: list[str], rows_per_shard: int,
+                     unique: str | None = None) -> dict:
         from curate.tables import load_schema
 
         arrow = load_schema(schema).arrow() if isinstance(schema, str) else (
             schema.arrow() if hasattr(schema, "arrow") else schema)
-        out = write_sorted_table(self.df, dataset, table, arrow, sort_by, rows_per_shard)
+        out = write_sorted_table(self.df, dataset, table, arrow, sort_by, rows_per_shard, unique=unique)
         self.executor.driver_counter.note("write_sorted", out["shards"])
         return out
 

@@ -14,13 +14,18 @@ from curate.tables import Dataset, write_parquet_atomic
 _LOW33 = (1 << 33) - 1  # monotonically_increasing_id: partition index << 33 | row index
 
 
-def rank_rows(df, sort_by: list[str], partitions: int | None = None):
+def rank_rows(df, sort_by: list[str], partitions: int | None = None, unique: str | None = None):
     """(``df`` with ``_rank`` = 0..n-1 in global ``sort_by`` order, persisted; n).
 
     Runs in the JVM, no Python pass: range partitions sorted inside, each row's index in its
     partition (the low bits of ``monotonically_increasing_id``) plus the row counts of the
     partitions before it. The result is persisted so every later pass sees the same ranks.
     Deterministic when ``sort_by`` is unique per row. The caller unpersists it.
+
+    ``unique`` (the first sort column): the partitions' counts come from one Python pass that
+    also counts rows equal to the one before them, within and across partitions; any such row
+    raises ``RepeatedKeys`` (nothing persisted is left). A distinct count would shuffle the
+    whole column once more; the sort has already put equal values side by side.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -28,14 +33,62 @@ def rank_rows(df, sort_by: list[str], partitions: int | None = None):
     ordered = (range_sorted(df, sort_by, [], partitions)
                .withColumn("_mid", F.monotonically_increasing_id())
                .persist(StorageLevel.MEMORY_AND_DISK))
-    return _rank_from_mid(ordered)
+    if unique is None:
+        return _rank_from_mid(ordered, _partition_counts(ordered))
+    try:
+        counts = _partition_counts_checked(ordered, unique, sort_by)
+    except BaseException:
+        ordered.unpersist()
+        raise
+    return _rank_from_mid(ordered, counts)
 
 
-def _rank_from_mid(ordered):
+def _partition_counts(ordered) -> dict[int, int]:
     from pyspark.sql import functions as F
 
-    counts = {r["_pid"]: r["count"] for r in
-              ordered.groupBy(F.shiftright("_mid", 33).alias("_pid")).count().collect()}
+    return {r["_pid"]: r["count"] for r in ordered.groupBy(F.shiftright("_mid", 33).alias("_pid")).count().collect()}
+
+
+def _partition_counts_checked(ordered, unique: str, sort_by: list[str]) -> dict[int, int]:
+    """Rows per range partition, and ``RepeatedKeys`` if two rows share ``unique``: each task
+    reports (partition, rows, repeats inside, first and last value); the driver adds the
+    repeats across neighbouring partitions (one row per partition comes back)."""
+    from curate.engine.frame import RepeatedKeys, adjacent_repeats
+
+    if not sort_by or sort_by[0] != unique:
+        raise ValueError(f"unique={unique!r} needs {unique!r} as the first sort column (got {sort_by})")
+    out_schema = pa.schema([("pid", pa.int64()), ("n", pa.int64()), ("repeats", pa.int64()),
+                            ("first", pa.string()), ("last", pa.string())])
+
+    def summarise(batches):
+        pid, n, repeats, first, last = None, 0, 0, None, None
+        for b in batches:
+            if not b.num_rows:
+                continue
+            col = b.column(1).cast(pa.string())
+            if pid is None:
+                pid, first = int(b.column(0)[0].as_py()) >> 33, col[0].as_py()
+            elif col[0].as_py() == last:
+                repeats += 1
+            repeats += adjacent_repeats(col)
+            n, last = n + b.num_rows, col[len(col) - 1].as_py()
+        if pid is not None:
+            yield pa.record_batch([[pid], [n], [repeats], [first], [last]], schema=out_schema)
+
+    from curate.engine.spark_shuffles import to_spark_schema
+
+    rows = sorted(ordered.select("_mid", unique).mapInArrow(summarise, to_spark_schema(out_schema)).collect(),
+                  key=lambda r: r["pid"])
+    repeats = sum(r["repeats"] for r in rows)
+    repeats += sum(1 for a, b in zip(rows, rows[1:]) if a["last"] == b["first"])
+    if repeats:
+        raise RepeatedKeys(unique, repeats)
+    return {r["pid"]: r["n"] for r in rows}
+
+
+def _rank_from_mid(ordered, counts: dict[int, int]):
+    from pyspark.sql import functions as F
+
     total = sum(counts.values())
     offsets, acc = [], 0
     for pid in range(max(counts) + 1 if counts else 1):
@@ -140,10 +193,11 @@ def _write_shard(ds: Dataset, table: str, schema: pa.Schema, lookups: dict, shar
 
 
 def write_sorted_table(df, dataset: Dataset, table: str, schema: pa.Schema, sort_by: list[str],
-                       rows_per_shard: int, skip_existing: bool = False) -> dict:
+                       rows_per_shard: int, skip_existing: bool = False, unique: str | None = None) -> dict:
     """Write ``df`` as ``table``: globally sorted by ``sort_by``, shards of exactly
-    ``rows_per_shard`` rows (the last may be smaller); see ``write_ranked_table``."""
-    ranked, total = rank_rows(df.select(*schema.names), sort_by)
+    ``rows_per_shard`` rows (the last may be smaller); see ``write_ranked_table``. ``unique``:
+    see ``rank_rows`` (checked before any shard is written)."""
+    ranked, total = rank_rows(df.select(*schema.names), sort_by, unique=unique)
     try:
         return write_ranked_table(ranked, dataset, table, schema, total, rows_per_shard, skip_existing)
     finally:

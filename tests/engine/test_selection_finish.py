@@ -86,7 +86,49 @@ def test_finish_counts_checks_and_writes(tmp_path):
     assert read_subset(ds, "run") == sorted(u for u, k in zip(uids, kept) if k)
     written = ds.read("decisions/run")
     assert written.column("uid").to_pylist() == sorted(uids) and r["decisions"].equals(written)
-    # a uid decided twice is an error, found by the engine's distinct count
+    # a uid decided twice is an error, found by the sort of the write: nothing is written
     twice = pa.concat_tables([dec, dec.slice(0, 1)])
-    with pytest.raises(DatasetError, match="more than one decision"):
+    with pytest.raises(DatasetError, match="1 input uids got more than one decision"):
         finish_selection(ex, ds, "run2", "st", ex.frame_from_table(twice), RunManifest("run2", {}))
+    assert not ds.has_table("decisions/run2") and not (ds.root / "subsets" / "run2").exists()
+
+
+def _repeats_cases() -> dict[str, pa.Table]:
+    """Decisions with repeated uids where a sorted write finds them: inside one range partition,
+    repeated three times, every row twice, the same uid under two stages (which a range bound
+    can split: first in one partition, last in the one before), and none."""
+    uids = sorted(_uids(4000, seed=9))
+    one = decisions_table(uids, "st", [True] * 4000, ["kept"] * 4000)
+    return {"none": (one, 0),
+            "inside": (pa.concat_tables([one, one.slice(17, 1), one.slice(3000, 1)]), 2),
+            "three_times": (pa.concat_tables([one, one.slice(5, 1), one.slice(5, 1)]), 2),
+            "every_row": (pa.concat_tables([one, one]), 4000),
+            # (uid, "a") and (uid, "b") are different sort keys: a range bound can fall between them
+            "two_stages": (pa.concat_tables([one, decisions_table(uids, "zz", [True] * 4000, ["kept"] * 4000)]), 4000)}
+
+
+@pytest.mark.parametrize("case", list(_repeats_cases()))
+def test_unique_write_counts_repeats_on_both_engines(tmp_path, spark, case):
+    """``write_sorted(unique="uid")``: the same count of repeated rows locally and on Spark (at
+    4 range partitions and at 1, so repeats sit inside partitions and across their boundaries),
+    and no shard written when there are any."""
+    from curate.engine.frame import RepeatedKeys
+    from curate.engine.spark import SparkExecutor
+
+    table, want = _repeats_cases()[case]
+    executors = {"local": LocalExecutor(), "spark": SparkExecutor(spark)}
+    for parts in ("4", "1"):
+        spark.conf.set("spark.sql.shuffle.partitions", parts)
+        try:
+            for name, ex in executors.items():
+                ds = Dataset(tmp_path / f"{name}-{parts}")
+                frame = ex.frame_from_table(table)
+                if want:
+                    with pytest.raises(RepeatedKeys) as e:
+                        write_decisions_frame(ds, "r", frame, unique=True)
+                    assert e.value.count == want, (name, parts)
+                    assert not ds.has_table("decisions/r")
+                else:
+                    assert write_decisions_frame(ds, "r", frame, unique=True)["rows"] == table.num_rows
+        finally:
+            spark.conf.set("spark.sql.shuffle.partitions", "4")
