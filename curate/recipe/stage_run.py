@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.decisions import KEPT, reason_counts
-from curate.engine.frame import TooManyRows
+from curate.engine.frame import RepeatedKeys, TooManyRows
 from curate.errors import DatasetError, RecipeError
 from curate.recipe.cache import StageCache
 from curate.recipe.registry import StageContext, StageOutput, StageResult
@@ -51,19 +51,33 @@ def _inconsistent(b: pa.RecordBatch) -> pa.Table:
     return t.filter(pc.fill_null(bad, True)).select(["uid"])
 
 
+def _one_decision_each(stage: str, n: int, inp: UidTable, repeats: int = 0) -> DatasetError:
+    twice = f", {repeats} of them for a uid decided already" if repeats else ""
+    return DatasetError(f"stage {stage!r} returned {n} decision rows for {inp.distinct} distinct "
+                        f"input uids{twice} (each input uid needs exactly one decision)")
+
+
 def check_stage_decisions(dec, inp: UidTable, stage: str) -> tuple[dict[str, int], int]:
     """The engine's checks of a stage's decisions frame (already restricted to its input):
-    one decision per distinct input uid, ``reason == kept`` exactly where kept. Returns the
-    (rows per reason, rows kept) counts; O(reasons) rows reach the driver."""
+    as many decisions as distinct input uids, ``reason == kept`` exactly where kept (that no
+    uid has two is checked by the sorted write: ``write_stage_decisions``). Returns the (rows
+    per reason, rows kept) counts; O(reasons) rows reach the driver."""
     reasons, n_kept = count_reasons(dec)
     n = sum(reasons.values())
-    distinct = dec.select(["uid"]).distinct().count() if n else 0
-    if n != inp.distinct or distinct != n:
-        raise DatasetError(f"stage {stage!r} returned {n} decision rows for {inp.distinct} distinct "
-                           f"input uids (each input uid needs exactly one decision)")
+    if n != inp.distinct:
+        raise _one_decision_each(stage, n, inp)
     if n and dec.map_batches(_inconsistent, UID_SCHEMA).count():
         raise DatasetError(f"stage {stage!r}: reason must be 'kept' exactly where kept is true")
     return reasons, n_kept
+
+
+def write_stage_decisions(dataset: Dataset, table: str, dec, inp: UidTable, stage: str) -> dict:
+    """A checked stage's decisions written sorted; a uid with two decisions (so another input
+    uid has none) fails before any shard is written, found by the sort itself."""
+    try:
+        return dec.write_sorted(dataset, table, "decisions", ["uid", "stage"], DECISIONS_SHARD_ROWS, unique="uid")
+    except RepeatedKeys as e:
+        raise _one_decision_each(stage, inp.distinct, inp, e.count) from None
 
 
 def _check_legacy_decisions(decisions: pa.Table, uids: pa.Array, stage: str) -> pa.Table:
@@ -123,7 +137,7 @@ def run_table_stage(ctx: StageContext, kind, params, inp: UidTable, cache: Stage
         reasons, n_kept = check_stage_decisions(dec, inp, stage)
         cache.begin(key)
         dec_table = cache.table(key, "decisions")
-        write_decisions_table(ds, dec_table, dec)
+        write_stage_decisions(ds, dec_table, dec, inp, stage)
         if n_kept == inp.distinct:  # removed nothing: the output is the input table
             out_uids = inp
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from curate.recipe.cache import StageCache, subset_hash, table_fingerprint
 
@@ -56,3 +57,32 @@ def test_the_workers_digest_equals_the_array_hash():
     assert ex.driver_counter.driver_rows == 1
     assert subset_hash(uids.slice(1)) != digest
     assert subset_hash(pa.array(["not-hex", "x"])) == subset_hash(pa.array(["x", "not-hex"]))  # any text hashes
+
+
+def test_a_stage_deciding_a_uid_twice_fails_before_its_decisions_are_written(tmp_path):
+    """As many decision rows as input uids, but one uid decided twice and another not at all:
+    the sorted write finds the repeat (no distinct-count pass) and nothing of the stage is
+    cached or written."""
+    from types import SimpleNamespace
+
+    from curate.decisions import decisions_table
+    from curate.engine import LocalExecutor
+    from curate.errors import DatasetError
+    from curate.recipe.cache import StageCache
+    from curate.recipe.registry import StageContext, StageOutput
+    from curate.recipe.stage_run import run_table_stage
+    from curate.recipe.uid_tables import write_uid_table
+    from curate.tables import Dataset
+
+    ds = Dataset(tmp_path / "d")
+    ex = LocalExecutor()
+    uids = [f"{i:032x}" for i in range(10)]
+    inp = write_uid_table(ds, "_tmp/in", ex.frame_from_table(pa.table({"uid": uids})))
+    bad = uids[:4] + [uids[3]] + uids[5:]  # uid 3 twice, uid 4 missing: still 10 rows
+    kind = SimpleNamespace(run=lambda ctx, job_in, params: StageOutput(
+        ex.frame_from_table(decisions_table(bad, "x", [True] * 10, ["kept"] * 10))))
+    ctx = StageContext(dataset=ds, embedding_model=None, stage_name="bad", engine="local", run_executor=ex)
+    cache = StageCache(ds)
+    with pytest.raises(DatasetError, match=r"returned 10 decision rows for 10 distinct input uids, 1 of them"):
+        run_table_stage(ctx, kind, None, inp, cache, "k1", "bad")
+    assert cache.get("k1") is None and not ds.has_table(cache.table("k1", "decisions"))
