@@ -85,12 +85,18 @@ def histogram_rows(values: np.ndarray, bins: int, lo: float, hi: float) -> pa.Re
 HISTOGRAM_SCHEMA = pa.schema([("bin", pa.int32()), ("n", pa.int64())])
 
 
-def joined_schema(left: pa.Schema, right: pa.Schema, on: str) -> pa.Schema:
-    """The columns of ``left.join(right, on)``: the left's, then the right's but the key."""
+JOINS = ("inner", "left")
+
+
+def joined_schema(left: pa.Schema, right: pa.Schema, on: str, how: str = "inner") -> pa.Schema:
+    """The columns of ``left.join(right, on, how)``: the left's, then the right's but the key
+    (nullable after a left join: a left row without a match gets nulls)."""
+    if how not in JOINS:
+        raise ValueError(f"join how={how!r} not in {JOINS}")
     clash = (set(left.names) & set(right.names)) - {on}
     if clash:
         raise ValueError(f"join on {on!r}: both sides have {sorted(clash)}")
-    return pa.schema(list(left) + [f for f in right if f.name != on])
+    return pa.schema(list(left) + [f.with_nullable(True) if how == "left" else f for f in right if f.name != on])
 
 
 class DriverCounter:
@@ -151,13 +157,15 @@ class LocalFrame:
         value_set = pc.unique(keys.table.column(on).combine_chunks())
         return self._new(self.table.filter(pc.invert(pc.is_in(self.table.column(on), value_set=value_set))))
 
-    def join(self, other: "LocalFrame", on: str) -> "LocalFrame":
-        """Inner join on ``on``: each row of this frame with the other columns of every row of
-        ``other`` with the same key (columns: this frame's, then ``other``'s but ``on``)."""
-        schema = joined_schema(self.schema, other.schema, on)
-        if self.table.num_rows == 0 or other.table.num_rows == 0:
+    def join(self, other: "LocalFrame", on: str, how: str = "inner") -> "LocalFrame":
+        """Join on ``on``: each row of this frame with the other columns of every row of
+        ``other`` with the same key (columns: this frame's, then ``other``'s but ``on``);
+        ``how="left"`` also keeps this frame's rows without a match, with nulls."""
+        schema = joined_schema(self.schema, other.schema, on, how)
+        if self.table.num_rows == 0 or (other.table.num_rows == 0 and how == "inner"):
             return self._new(schema.empty_table())
-        t = self.table.join(other.table, keys=on, join_type="inner", use_threads=False)
+        join_type = {"inner": "inner", "left": "left outer"}[how]
+        t = self.table.join(other.table, keys=on, join_type=join_type, use_threads=False)
         return self._new(conform(t, schema))
 
     def distinct(self) -> "LocalFrame":

@@ -2,7 +2,7 @@
 
 A frame is an opaque handle a job passes back to its executor: a Spark DataFrame on
 ``SparkExecutor`` (``curate.engine.spark_frames``), a ``pa.Table`` here. Jobs written against
-these methods (the filter job, ingest) run unchanged on either executor and write the same
+these methods (ingest) run unchanged on either executor and write the same
 bytes: the sharded writes below cut and encode shards exactly as ``curate.engine.spark``'s.
 
 Everything here holds its rows in memory; ``--engine auto`` only picks this executor for
@@ -12,7 +12,6 @@ inputs under ``CURATE_LOCAL_MAX_ROWS`` (docs/engine.md), so exact dedup may sort
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
 
 PART_FILE = "part-00000-local.parquet"  # one output file of a key-range operation (one range)
 
@@ -58,14 +57,6 @@ class ArrowFrameOps:
         return None
 
     # ------------------------------------------------------------ frames
-    def tasks_to_frame(self, tasks: list[dict], fn: Callable[[dict], Iterator], schema):
-        """The batches ``fn`` yields for each task, in task order, as ``schema``."""
-        import pyarrow as pa
-
-        batches = [b.select(schema.names) for t in tasks for b in fn(t)]
-        batches = [b.cast(schema) if b.schema != schema else b for b in batches]
-        return pa.Table.from_batches(batches, schema=schema) if batches else schema.empty_table()
-
     def read_parquet(self, paths: list[str], schema):
         """Parquet files or folders as one table with ``schema``."""
         import pyarrow as pa
@@ -106,18 +97,6 @@ class ArrowFrameOps:
     def join_frames(self, left, right, on, how: str = "left", broadcast_right: bool = False):
         join_type = {"left": "left outer", "inner": "inner"}[how]
         return left.join(right, keys=on, join_type=join_type)
-
-    def map_frame(self, frame, fn: Callable, schema):
-        """``fn`` over the frame's rows in batches of 65,536, as ``schema``."""
-        import pyarrow as pa
-
-        parts = []
-        for b in frame.combine_chunks().to_batches(max_chunksize=65536):
-            out = fn(b)
-            parts.append(out if isinstance(out, pa.Table) else pa.Table.from_batches([out]))
-        if not parts:
-            return schema.empty_table()
-        return pa.concat_tables([p.select(schema.names).cast(schema) for p in parts])
 
     def collect_frame(self, frame):
         return frame

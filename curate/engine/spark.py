@@ -67,10 +67,6 @@ class SparkExecutor(SparkFrameBuilder, SparkFrameOps):
         self.driver_counter.note("map_tasks", len(out))
         return [json.loads(r) for _, r in out]
 
-    def tasks_to_frame(self, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schema):
-        """A DataFrame of the batches ``fn`` yields for each task (one partition per task)."""
-        return tasks_to_frame(self.spark, tasks, fn, schema)
-
     # The data operations of LocalExecutor, on Spark.
     def collect_task_rows(self, tasks: list[dict], fn: TaskBatchesFn, schema: pa.Schema) -> pa.Table:
         return collect_arrow(tasks_to_frame(self.spark, tasks, fn, schema))

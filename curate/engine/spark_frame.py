@@ -51,9 +51,9 @@ class SparkFrame:
     def anti_join(self, keys: "SparkFrame", on: str = "uid") -> "SparkFrame":
         return self._new(self.df.join(keys.df.select(on), on=on, how="left_anti"), self.schema)
 
-    def join(self, other: "SparkFrame", on: str) -> "SparkFrame":
-        schema = joined_schema(self.schema, other.schema, on)
-        return self._new(self.df.join(other.df, on=on, how="inner").select(*schema.names), schema)
+    def join(self, other: "SparkFrame", on: str, how: str = "inner") -> "SparkFrame":
+        schema = joined_schema(self.schema, other.schema, on, how)
+        return self._new(self.df.join(other.df, on=on, how=how).select(*schema.names), schema)
 
     def distinct(self) -> "SparkFrame":
         return self._new(self.df.distinct(), self.schema)

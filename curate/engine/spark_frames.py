@@ -8,8 +8,6 @@ than its range's keys.
 
 from __future__ import annotations
 
-from typing import Callable
-
 
 class SparkFrameOps:
     """Frame operations on ``self.spark`` (mixed into ``SparkExecutor``)."""
@@ -25,7 +23,6 @@ class SparkFrameOps:
         return ui_url(self.spark)
 
     # ------------------------------------------------------------ frames
-    # (``tasks_to_frame`` is SparkExecutor's own method.)
     def read_parquet(self, paths: list[str], schema):
         from curate.engine.spark import read_parquet
 
@@ -56,11 +53,6 @@ class SparkFrameOps:
         from curate.engine.spark import join_frames
 
         return join_frames(left, right, on=on, how=how, broadcast_right=broadcast_right)
-
-    def map_frame(self, frame, fn: Callable, schema):
-        from curate.engine.spark import map_frame
-
-        return map_frame(frame, fn, schema)
 
     def collect_frame(self, frame):
         from curate.engine.spark import collect_arrow

@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 from curate.errors import DatasetError
 from curate.filters import stages, text_stats
 from curate.filters.checks import check_filters, check_samples, resolve_model  # noqa: F401 - re-exported
-from curate.filters.frames import frames_for
 from curate.filters.image_based import prepare_image_based
 from curate.filters.readers import (DOWNLOAD_SCHEMA, ColumnPlan, base_schema, base_tasks, decide_all, emb_frame,
                                     fraction_threshold, read_base, read_downloads)
@@ -48,7 +47,6 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
     name = name or "+".join(seen)
     check_name(name, "filter run name")
     shards = check_samples(dataset)
-    frames = frames_for(executor)
     m = RunManifest("filter", {"name": name, "filters": [str(s) for s in specs],
                                "specs": [{"name": s.name, **s.params} for s in specs],
                                "engine": executor.name, "rows_per_shard": rows_per_shard})
@@ -60,7 +58,7 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
     plan, ctxs, resolved = ColumnPlan(), [], {}
     with m.stage("prepare"):
         for spec in specs:
-            ctx, info = _prepare(dataset, spec, executor, frames, plan, shards, name)
+            ctx, info = _prepare(dataset, spec, executor, plan, shards, name)
             ctxs.append(ctx)
             resolved[spec.name] = info
     for table in plan.models:
@@ -68,7 +66,7 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
     m["resolved"] = resolved
 
     with m.stage("decide"):
-        written = _decide(dataset, specs, ctxs, frames, plan, shards, with_stats, name, rows_per_shard)
+        written = _decide(dataset, specs, ctxs, executor, plan, shards, with_stats, name, rows_per_shard)
     m["outputs"] = {"decisions": f"decisions/{name}", "decision_rows": written["rows"]}
 
     with m.stage("subset"):
@@ -105,25 +103,26 @@ def _text_stats(dataset: Dataset, specs: list[FilterSpec], executor, lid_model: 
     return ts, True
 
 
-def _decide(dataset: Dataset, specs: list[FilterSpec], ctxs: list[dict], frames, plan: ColumnPlan, shards,
+def _decide(dataset: Dataset, specs: list[FilterSpec], ctxs: list[dict], executor, plan: ColumnPlan, shards,
             with_stats: bool, name: str, rows_per_shard: int) -> dict:
-    """samples + text_stats (+ download sizes) joined with the embeddings columns the filters
-    read; every filter decides every row; ``decisions/<name>`` sorted by (uid, stage)."""
+    """samples + text_stats (+ download sizes) left-joined with the embeddings columns the
+    filters read (engine frames); every filter decides every row; ``decisions/<name>`` sorted
+    by (uid, stage), written by the workers."""
     with_text = any(s.name == "text_based" or (s.name == "laion2b" and s.params["lang_id"] == "gcld3")
                     for s in specs)
-    base = frames.from_tasks(base_tasks(dataset, shards, with_text, with_stats), read_base,
-                             base_schema(with_text, with_stats))
+    base = executor.frame_from_tasks(base_tasks(dataset, shards, with_text, with_stats), read_base,
+                                     base_schema(with_text, with_stats))
     if any(s.name == "basic" for s in specs) and dataset.has_table("downloads"):
         tasks = [{"path": str(p)} for p in dataset.shards("downloads")]
-        base = frames.join(base, frames.from_tasks(tasks, read_downloads, DOWNLOAD_SCHEMA))
+        base = base.join(executor.frame_from_tasks(tasks, read_downloads, DOWNLOAD_SCHEMA), "uid", how="left")
     for j, table in enumerate(plan.models):
-        base = frames.join(base, emb_frame(dataset, frames, table, j, plan.with_embedding[j]))
+        base = base.join(emb_frame(dataset, executor, table, j, plan.with_embedding[j]), "uid", how="left")
     fn = functools.partial(decide_all, specs=specs, ctxs=ctxs)
-    out = frames.map(base, fn, load_schema("decisions").arrow())
-    return frames.write_sorted(out, dataset, f"decisions/{name}", "decisions", ["uid", "stage"], rows_per_shard)
+    out = base.map_batches(fn, load_schema("decisions").arrow())
+    return out.write_sorted(dataset, f"decisions/{name}", "decisions", ["uid", "stage"], rows_per_shard)
 
 
-def _prepare(dataset, spec: FilterSpec, executor, frames, plan: ColumnPlan, shards, run_name: str) -> tuple[dict, dict]:
+def _prepare(dataset, spec: FilterSpec, executor, plan: ColumnPlan, shards, run_name: str) -> tuple[dict, dict]:
     p = spec.params
     if spec.name == "basic":
         return {}, {"size_source": "samples, then downloads" if dataset.has_table("downloads") else "samples"}

@@ -125,9 +125,9 @@ def base_tasks(dataset: Dataset, shards: list[Path], with_text: bool, with_stats
             for i, p in enumerate(shards)]
 
 
-def emb_frame(dataset: Dataset, frames, table: str, j: int, with_embedding: bool):
+def emb_frame(dataset: Dataset, executor, table: str, j: int, with_embedding: bool):
     tasks = [{"path": str(p), "j": j, "with_embedding": with_embedding} for p in dataset.shards(table)]
-    return frames.from_tasks(tasks, read_embeddings, emb_schema(j, with_embedding))
+    return executor.frame_from_tasks(tasks, read_embeddings, emb_schema(j, with_embedding))
 
 
 def fraction_threshold(dataset: Dataset, table: str, fraction: float, executor) -> dict:

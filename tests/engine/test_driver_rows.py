@@ -124,11 +124,17 @@ def test_spark_frames_match_local_frames(spark):
         grouped = f.group_apply("g", lambda grp: grp.sort_by("v").slice(0, 1), t.schema)
         doubled = f.map_batches(lambda b: pa.table({"uid": b.column("uid"), "g": b.column("g"),
                                                     "v": pc.multiply(b.column("v"), 2.0)}), t.schema)
+        tagged = ex.frame_from_table(pa.table({"uid": keys.column("uid"), "tag": pa.array(range(keys.num_rows))}))
+        left = f.join(tagged, "uid", how="left")  # rows without a key keep null tags
+        inner = f.join(tagged, "uid")
         return [x.collect_small(300, sort_by=cols) for x, cols in
-                ((semi, ["g"]), (anti, ["g"]), (grouped, ["g"]), (doubled.union(f), ["uid", "v"]))]
+                ((semi, ["g"]), (anti, ["g"]), (grouped, ["g"]), (doubled.union(f), ["uid", "v"]),
+                 (left, ["uid", "v"]), (inner, ["uid", "v"]))]
 
-    for a, b in zip(ops(LocalExecutor()), ops(SparkExecutor(spark))):
+    local, remote = ops(LocalExecutor()), ops(SparkExecutor(spark))
+    for a, b in zip(local, remote, strict=True):
         assert a.equals(b), (a, b)
+    assert local[-2].num_rows == 120 and local[-2].column("tag").null_count == 120 - local[-1].num_rows > 0
 
 
 @pytest.mark.slow
