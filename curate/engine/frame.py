@@ -255,9 +255,14 @@ class LocalFrame:
         return {"rows": t.num_rows, "shards": len(paths)}
 
 
-def _check_unique(values, column: str, sort_by: list[str]) -> None:
+def check_unique_sort(column: str, sort_by: list[str]) -> None:
+    """Equal values are neighbours only when ``column`` is the first sort column."""
     if not sort_by or sort_by[0] != column:
         raise ValueError(f"unique={column!r} needs {column!r} as the first sort column (got {sort_by})")
+
+
+def _check_unique(values, column: str, sort_by: list[str]) -> None:
+    check_unique_sort(column, sort_by)
     repeats = adjacent_repeats(values)
     if repeats:
         raise RepeatedKeys(column, repeats)

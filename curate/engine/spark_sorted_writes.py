@@ -53,10 +53,9 @@ def _partition_counts_checked(ordered, unique: str, sort_by: list[str]) -> dict[
     """Rows per range partition, and ``RepeatedKeys`` if two rows share ``unique``: each task
     reports (partition, rows, repeats inside, first and last value); the driver adds the
     repeats across neighbouring partitions (one row per partition comes back)."""
-    from curate.engine.frame import RepeatedKeys, adjacent_repeats
+    from curate.engine.frame import RepeatedKeys, adjacent_repeats, check_unique_sort
 
-    if not sort_by or sort_by[0] != unique:
-        raise ValueError(f"unique={unique!r} needs {unique!r} as the first sort column (got {sort_by})")
+    check_unique_sort(unique, sort_by)
     out_schema = pa.schema([("pid", pa.int64()), ("n", pa.int64()), ("repeats", pa.int64()),
                             ("first", pa.string()), ("last", pa.string())])
 
