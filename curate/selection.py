@@ -73,12 +73,17 @@ def value_histogram(decisions, transform: Callable[[np.ndarray], np.ndarray] | N
     return h
 
 
-def write_decisions_frame(dataset: Dataset, run: str, decisions, unique: bool = False) -> dict:
-    """``decisions/<run>`` from a frame: sorted by (uid, stage), exact-size shards, by the workers.
+def write_decisions_table(dataset: Dataset, table: str, decisions, unique: bool = False) -> dict:
+    """A decisions frame as ``table``: sorted by (uid, stage), exact-size shards, by the workers.
     ``unique``: one row per uid (a one-stage step), else ``RepeatedKeys`` and nothing written."""
-    check_name(run, "decisions run name", reserved=False)
-    return decisions.write_sorted(dataset, f"decisions/{run}", "decisions", ["uid", "stage"], DECISIONS_SHARD_ROWS,
+    return decisions.write_sorted(dataset, table, "decisions", ["uid", "stage"], DECISIONS_SHARD_ROWS,
                                   unique="uid" if unique else None)
+
+
+def write_decisions_frame(dataset: Dataset, run: str, decisions, unique: bool = False) -> dict:
+    """``decisions/<run>`` from a frame (``write_decisions_table``)."""
+    check_name(run, "decisions run name", reserved=False)
+    return write_decisions_table(dataset, f"decisions/{run}", decisions, unique)
 
 
 def write_kept_subset(dataset: Dataset, run: str, name: str, kept: int, manifest: dict, stages: int = 1):

@@ -21,7 +21,7 @@ from curate.errors import DatasetError, RecipeError
 from curate.recipe.cache import StageCache
 from curate.recipe.registry import StageContext, StageOutput, StageResult
 from curate.recipe.uid_tables import UID_SCHEMA, UidTable, write_uid_table
-from curate.selection import DECISIONS, DECISIONS_SHARD_ROWS, count_reasons
+from curate.selection import DECISIONS, count_reasons, write_decisions_table
 from curate.tables import Dataset, load_schema
 
 LEGACY_MAX_ROWS = 20_000_000  # input rows a stage not converted to tables may take on the driver
@@ -75,7 +75,7 @@ def write_stage_decisions(dataset: Dataset, table: str, dec, inp: UidTable, stag
     """A checked stage's decisions written sorted; a uid with two decisions (so another input
     uid has none) fails before any shard is written, found by the sort itself."""
     try:
-        return dec.write_sorted(dataset, table, "decisions", ["uid", "stage"], DECISIONS_SHARD_ROWS, unique="uid")
+        return write_decisions_table(dataset, table, dec, unique=True)
     except RepeatedKeys as e:
         raise _one_decision_each(stage, inp.distinct, inp, e.count) from None
 
@@ -100,11 +100,6 @@ def _check_legacy_decisions(decisions: pa.Table, uids: pa.Array, stage: str) -> 
     if not pc.all(pc.equal(is_kept_reason, decisions.column("kept"))).as_py():
         raise DatasetError(f"stage {stage!r}: reason must be 'kept' exactly where kept is true")
     return decisions
-
-
-def write_decisions_table(dataset: Dataset, table: str, decisions) -> dict:
-    """A decisions frame as ``table``, sorted by (uid, stage) in exact-size shards (workers)."""
-    return decisions.write_sorted(dataset, table, "decisions", ["uid", "stage"], DECISIONS_SHARD_ROWS)
 
 
 def _decisions_frame(ctx: StageContext, executor, out: StageOutput):
