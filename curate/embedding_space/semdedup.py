@@ -53,8 +53,14 @@ def cluster_order(uids: np.ndarray | list | pa.Array, distances: np.ndarray, kee
     return base[rng.permutation(len(base))]
 
 
+# rows per block: small enough that the blocks skip most of the upper triangle (about 40% of
+# the products and of the masking for clusters of ~1,500; bench/semdedup_kernel.py), large
+# enough for BLAS to run at full speed
+BLOCK_ROWS = 256
+
+
 def _block_rows(n: int, max_cells: int) -> int:
-    return max(1, min(n, max_cells // max(n, 1)))
+    return max(1, min(n, BLOCK_ROWS, max_cells // max(n, 1)))
 
 
 def max_earlier_similarity(x: np.ndarray, block_cells: int = 1 << 24, device: str = "auto",
@@ -62,8 +68,10 @@ def max_earlier_similarity(x: np.ndarray, block_cells: int = 1 << 24, device: st
     """For each row j of ``x`` (ordered, normalised): the max similarity to rows i < j and its i.
 
     Row 0 gets (-inf, -1). The maximum is located with float32 matrix products and its value
-    recomputed in float64. Rows are processed in blocks of B so that a B x j similarity
-    block stays under ``block_cells`` entries.
+    recomputed in float64. Rows go in blocks of B (at most ``BLOCK_ROWS``, and a B x j block
+    under ``block_cells`` entries); block [s, e) is multiplied with rows [0, e) only, so the
+    upper triangle beyond the block is never computed, and only its own B x B diagonal part is
+    masked.
     """
     n = x.shape[0]
     best = np.full(n, -np.inf, dtype=np.float64)
@@ -72,25 +80,25 @@ def max_earlier_similarity(x: np.ndarray, block_cells: int = 1 << 24, device: st
         return best, arg
     use_torch = _torch_device(device)
     B = _block_rows(n, block_cells)
+    # the diagonal block's cells on or after the diagonal: only earlier items count
+    upper = np.arange(B)[None, :] >= np.arange(B)[:, None]
     if use_torch is not None:
         import torch
 
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(use_torch)
+        upper_t = torch.from_numpy(upper).to(use_torch)
     for s in range(0, n, B):
         e = min(n, s + B)
-        if s == 0 and e == 1:
+        if e == 1:
             continue
         if use_torch is not None:
-            sims = (xt[s:e] @ xt[:e].T)
-            rows = torch.arange(s, e, device=use_torch)[:, None]
-            cols = torch.arange(e, device=use_torch)[None, :]
-            sims = sims.masked_fill(cols >= rows, float("-inf"))
+            sims = xt[s:e] @ xt[:e].T
+            sims[:, s:e].masked_fill_(upper_t[:e - s, :e - s], float("-inf"))
             m, a = sims.max(dim=1)
             m, a = m.cpu().numpy(), a.cpu().numpy()
         else:
             sims = x[s:e] @ x[:e].T
-            # mask the diagonal and everything after it: only earlier items count
-            sims[np.arange(e)[None, :] >= np.arange(s, e)[:, None]] = -np.inf
+            sims[:, s:e][upper[:e - s, :e - s]] = -np.inf
             a = sims.argmax(axis=1)
             m = sims[np.arange(e - s), a]
         best[s:e] = m

@@ -58,12 +58,35 @@ def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return out
 
 
+FINITE_BLOCK_ROWS = 4096
+
+
+def _float16_all_finite(x: np.ndarray) -> bool:
+    """Whether no float16 value is inf or NaN: the largest magnitude bit pattern (sign cleared)
+    is below 0x7C00, the first with every exponent bit set. In blocks of rows into one small
+    buffer: a matrix-sized temporary costs more in fresh pages than the test itself (0.46 s
+    against 0.05 s for a just-decoded 100,000 x 512 shard)."""
+    if x.size == 0:
+        return True
+    v = x.reshape(x.shape[0], -1).view(np.uint16) if x.ndim else x.reshape(1, 1).view(np.uint16)
+    buf = np.empty(min(len(v), FINITE_BLOCK_ROWS) * v.shape[1], np.uint16)
+    for s in range(0, len(v), FINITE_BLOCK_ROWS):
+        blk = v[s:s + FINITE_BLOCK_ROWS]
+        out = buf[:blk.size].reshape(blk.shape)
+        np.bitwise_and(blk, np.uint16(0x7FFF), out=out)
+        if int(out.max()) >= 0x7C00:
+            return False
+    return True
+
+
 def check_finite(x: np.ndarray, uids=None, where: str = "", column: str = "embedding") -> None:
     """Raise SchemaError naming the first row (its uid when given) holding NaN or infinity:
     one such row would poison k-means, similarities and thresholds for the whole pool."""
-    if x.dtype == np.float16:  # exponent bits all set = inf or NaN (3x faster than isfinite on float16)
-        bits = np.asarray(x).view(np.uint16) & np.uint16(0x7C00)
-        fin = bits != np.uint16(0x7C00)
+    if x.dtype == np.float16:
+        if _float16_all_finite(np.asarray(x)):
+            return
+        # exponent bits all set = inf or NaN (3x faster than isfinite on float16)
+        fin = (np.asarray(x).view(np.uint16) & np.uint16(0x7C00)) != np.uint16(0x7C00)
     else:
         fin = np.isfinite(x)
     ok = fin.all(axis=1) if x.ndim == 2 else fin
@@ -160,6 +183,23 @@ def embedding_matrix(table: pa.Table | pa.RecordBatch, kind: str = "image", wher
     if kind == "concat":
         return normalize_rows(np.concatenate(mats, axis=1))
     return mats[0]
+
+
+def embedding_binary(table: pa.Table | pa.RecordBatch, kind: str = "image", where: str = "") -> pa.Array:
+    """The chosen embedding as one binary float16 value per row, to move through the engine;
+    the receiver normalises it (``normalize_rows(binary_to_matrix(...))``). ``image``/``text``:
+    the stored row's bytes as they are (no copy), so the receiver's float32 normalisation is
+    the one ``embedding_matrix`` makes, the reference's single normalisation of the stored
+    vector (not one of a float16 rounding of it); ``concat``: the normalised concatenation,
+    rounded to float16."""
+    if kind == "concat":
+        return matrix_to_binary(embedding_matrix(table, kind, where))
+    if kind not in EMBEDDING_KINDS:
+        raise ValueError(f"embedding must be one of {EMBEDDING_KINDS}, got {kind!r}")
+    col = embedding_columns(kind)[0]
+    x = list_to_matrix(table.column(col), where)
+    check_finite(x, table.column("uid") if "uid" in table.schema.names else None, where, col)
+    return matrix_to_binary(x)
 
 
 def embedding_columns(kind: str) -> list[str]:

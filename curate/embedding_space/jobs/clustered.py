@@ -12,7 +12,7 @@ from curate import storage
 from curate.embedding_space.clusters import load_clustering
 from curate.embedding_space.common import shard_tasks
 from curate.embedding_space.jobs.shared import DECISIONS
-from curate.embedding_space.vectors import embedding_columns, embedding_matrix, matrix_to_binary
+from curate.embedding_space.vectors import embedding_binary, embedding_columns
 from curate.errors import DatasetError
 from curate.tables import Dataset
 
@@ -50,7 +50,7 @@ def cluster_rows(task: dict):
         if emb.num_rows != cl.num_rows or not emb.column("uid").equals(cl.column("uid")):
             raise DatasetError(f"{cpath} does not match {task['path']} row for row (embeddings changed after "
                                f"clustering; rerun `curate cluster`)")
-        cols.append(("embedding", matrix_to_binary(embedding_matrix(emb, task["embedding"], f"{task['path']}: "))))
+        cols.append(("embedding", embedding_binary(emb, task["embedding"], f"{task['path']}: ")))
     t = pa.table(dict(cols))
     if t.num_rows:
         yield from t.to_batches()
