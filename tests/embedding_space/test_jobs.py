@@ -91,6 +91,9 @@ def test_semdedup_job_matches_reference_and_counts_add_up(tmp_path, data):
         if not r["kept"]:
             assert r["reason"] == "semantic_duplicate" and r["value"] > 0.99
             assert cid[r["detail"]] == cid[r["uid"]]
+            # the cosine of the stored vectors normalised once in float32, as the reference
+            a, b = x16[pos[r["uid"]]].astype(np.float64), x16[pos[r["detail"]]].astype(np.float64)
+            assert r["value"] == float(np.float32(a @ b))  # decisions hold values as float32
     st = ds.read("cluster_stats/semdedup").to_pylist()
     assert sum(s["size"] for s in st) == len(uids) and sum(s["kept"] for s in st) == c["kept"]
     assert all(s["d_intra"] > 0 and s["d_inter"] > 0 for s in st if s["size"])
