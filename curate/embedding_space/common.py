@@ -80,15 +80,41 @@ def write_uid_filter(dataset: Dataset, run: str, uids) -> str | None:
         arr = arr.combine_chunks()
     arr = pc.unique(arr.cast(pa.string()))
     path = dataset.path(f"_tmp/{run}/input_uids.parquet")
-    write_parquet_atomic(pa.table({"uid": arr}), path)
+    write_parquet_atomic(pa.table({"uid": arr}).replace_schema_metadata(UNIQUE_UIDS), path)
     return str(path)
 
 
+# the Parquet key-value metadata of a uid file written with each uid once (write_uid_filter)
+UNIQUE_UIDS = {b"curate.unique_uids": b"true"}
+
+
+def distinct_uids(uid_filter: str | None) -> int | None:
+    """How many distinct uids a stored restriction holds, when known without reading its rows:
+    a file ``write_uid_filter`` wrote (its footer), or a curate subset's ``uids.parquet`` whose
+    ``_manifest.json`` counts as many distinct uids as rows, as many as the footer holds.
+    None otherwise (a recipe's uid table, a file from elsewhere)."""
+    if not uid_filter or storage.is_dir(uid_filter):
+        return None
+    meta = storage.parquet_file(uid_filter).metadata
+    if (meta.metadata or {}).get(b"curate.unique_uids") == b"true":
+        return meta.num_rows
+    if not str(uid_filter).endswith("/uids.parquet"):
+        return None
+    manifest = str(uid_filter)[:-len("uids.parquet")] + "_manifest.json"
+    if not storage.exists(manifest):
+        return None
+    m = json.loads(storage.read_bytes(manifest))
+    return meta.num_rows if m.get("count") == m.get("distinct") == meta.num_rows else None
+
+
 def uid_frame(executor, uid_filter: str | None):
-    """The distinct uids of a stored input restriction as an engine frame; None = no filter."""
+    """The distinct uids of a stored input restriction as an engine frame; None = no filter.
+    A restriction known to hold each uid once (``distinct_uids``) is read as it is: no
+    distinct pass (a shuffle of every uid on Spark)."""
     if not uid_filter:
         return None
-    return executor.frame_read(uid_files(uid_filter), UID_SCHEMA).distinct()
+    frame = executor.frame_read(uid_files(uid_filter), UID_SCHEMA)
+    return frame if distinct_uids(uid_filter) is not None else frame.distinct()
 
 
 def restricted_frame(executor, tasks: list[dict], fn: RowsFn, schema: pa.Schema, uids=None):

@@ -3,7 +3,7 @@ reaching the driver.
 
 An executor makes frames (``frame_from_tasks``, ``frame_read``, ``frame_from_table``); a frame
 is transformed (``map_batches``, ``group_apply``, ``semi_join`` / ``anti_join`` / ``join`` on a
-key, ``distinct``, ``union``, ``aggregate``) and consumed in one of three ways:
+key, ``distinct``, ``union``, ``aggregate``, ``partition_by``) and consumed in one of three ways:
 
 - ``write_sorted``: range-partitioned sort and exact-size shards written by the workers;
 - ``count`` / ``aggregate(...).collect_small(limit)``: numbers and per-key summaries for the
@@ -211,6 +211,12 @@ class LocalFrame:
             if how == "count":
                 g = g.set_column(g.schema.get_field_index(out), out, g.column(out).cast(pa.int64()))
         return self._new(g)
+
+    def partition_by(self, key: str) -> "LocalFrame":
+        """Rows placed by ``key`` (one hash partition per key value) so that the next
+        ``group_apply`` / ``aggregate`` on ``key`` of this frame (cache it first) need not move
+        them again; in-process a no-op."""
+        return self
 
     def cache(self) -> "LocalFrame":
         return self

@@ -82,6 +82,11 @@ class SparkFrame:
                 fields.append(pa.field(out, typ))
         return self._new(self.df.groupBy(*keys).agg(*exprs), pa.schema(fields))
 
+    def partition_by(self, key: str) -> "SparkFrame":
+        # hash partitioning on key satisfies the clustering a grouped apply or an aggregate on
+        # key (or on key and more columns) needs, so Spark adds no exchange for them
+        return self._new(self.df.repartition(key), self.schema)
+
     def cache(self) -> "SparkFrame":
         from pyspark import StorageLevel
 

@@ -127,14 +127,37 @@ def test_spark_frames_match_local_frames(spark):
         tagged = ex.frame_from_table(pa.table({"uid": keys.column("uid"), "tag": pa.array(range(keys.num_rows))}))
         left = f.join(tagged, "uid", how="left")  # rows without a key keep null tags
         inner = f.join(tagged, "uid")
+        placed = f.partition_by("g").cache()
+        regrouped = placed.group_apply("g", lambda grp: grp.sort_by("v").slice(0, 1), t.schema)
+        summed = placed.aggregate(["g", "uid"], {"n": ("uid", "count")})
         return [x.collect_small(300, sort_by=cols) for x, cols in
                 ((semi, ["g"]), (anti, ["g"]), (grouped, ["g"]), (doubled.union(f), ["uid", "v"]),
-                 (left, ["uid", "v"]), (inner, ["uid", "v"]))]
+                 (regrouped, ["g"]), (summed, ["g", "uid"]), (left, ["uid", "v"]), (inner, ["uid", "v"]))]
 
     local, remote = ops(LocalExecutor()), ops(SparkExecutor(spark))
     for a, b in zip(local, remote, strict=True):
         assert a.equals(b), (a, b)
     assert local[-2].num_rows == 120 and local[-2].column("tag").null_count == 120 - local[-1].num_rows > 0
+
+
+@pytest.mark.slow
+def test_a_frame_partitioned_by_its_group_key_is_grouped_without_another_shuffle(spark):
+    from curate.engine.spark import SparkExecutor
+
+    t = pa.table({"uid": [uid(i) for i in range(50)], "g": pa.array([i % 4 for i in range(50)], pa.int32())})
+    f = SparkExecutor(spark).frame_from_table(t)
+
+    def exchanges(frame) -> int:  # shuffles of the plan outside the cached relation
+        plan = frame.df._jdf.queryExecution().executedPlan().toString()
+        return plan.split("InMemoryRelation")[0].count("Exchange")
+
+    def first(grp):
+        return grp.slice(0, 1)
+
+    assert exchanges(f.cache().group_apply("g", first, t.schema)) == 1
+    placed = f.partition_by("g").cache()
+    assert exchanges(placed.group_apply("g", first, t.schema)) == 0
+    assert exchanges(placed.select(["g", "uid"]).group_apply("g", first, t.schema)) == 0
 
 
 @pytest.mark.slow

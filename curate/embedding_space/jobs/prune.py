@@ -47,7 +47,8 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
     check_prune(ds, clusters, keep_fraction, method, keep, temperature, balance_ratio, n_neighbors)
     c, _ = load_clustering(ds, clusters)
     k = c.shape[0]
-    uids = uid_frame(executor, write_uid_filter(ds, run, input_uids))
+    uid_filter = write_uid_filter(ds, run, input_uids)
+    uids = uid_frame(executor, uid_filter)
     meta, table, tasks = clustering_tasks(ds, clusters, with_embedding=False)
     params = dict(stage=method, clusters=clusters, keep_fraction=keep_fraction, keep=keep, seed=seed,
                   model_id=meta["model_id"], restricted=input_uids is not None, engine=executor.name)
@@ -56,7 +57,9 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
     m = RunManifest(run, params)
     m["inputs"] = [{"table": f"clusters/{clusters}", "rows": ds.count(f"clusters/{clusters}")}]
     with m.stage("stats"):
-        rows = restricted_frame(executor, tasks, cluster_rows, row_schema(False), uids).cache()
+        # placed by cluster once: both grouped passes (sums, then selection) read them there
+        rows = restricted_frame(executor, tasks, cluster_rows, row_schema(False), uids)
+        rows = rows.partition_by("cluster_id").cache()
         size, dsum = _cluster_sizes(rows, k)
     plan = _plan(c, size, dsum, keep_fraction, method, temperature, balance_ratio, n_neighbors)
     stage, quota_list = method, plan["quota"].astype(np.int64)
@@ -76,7 +79,7 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
             raise DatasetError(f"{run}: internal count mismatch (kept {int(kept.sum())}, planned {n_keep})")
         write_cluster_stats(ds, run, size, plan["d_intra"], plan["d_inter"], plan["complexity"], plan["probability"],
                             plan["quota"], kept)
-        miss = missing_frame(executor, ds, uids, table, stage, NO_EMBEDDING)
+        miss = missing_frame(executor, ds, uids, table, stage, NO_EMBEDDING, uid_filter, int(size.sum()))
         health, warns = clustering_health(ds, meta, executor)
         # removing most of the input is what a small --keep-fraction asks for: no removal warning here
         return finish_selection(executor, ds, run, stage, with_missing(dec, miss), m, output,

@@ -37,7 +37,8 @@ def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep
     executor = executor or LocalExecutor()
     check_semdedup(ds, clusters, eps, keep)
     c, _ = load_clustering(ds, clusters)
-    uids = uid_frame(executor, write_uid_filter(ds, run, input_uids))
+    uid_filter = write_uid_filter(ds, run, input_uids)
+    uids = uid_frame(executor, uid_filter)
     meta, table, tasks = clustering_tasks(ds, clusters, with_embedding=True)
     m = RunManifest(run, dict(stage="semdedup", clusters=clusters, eps=eps, keep=keep, seed=seed,
                               model_id=meta["model_id"], embedding=meta["embedding"],
@@ -56,7 +57,7 @@ def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep
         size, kept, d_intra = per_cluster(dec, c.shape[0])
     try:
         write_cluster_stats(ds, run, size, d_intra, _dbp.centroid_d_inter(c), kept=kept)
-        miss = missing_frame(executor, ds, uids, table, "semdedup", NO_EMBEDDING)
+        miss = missing_frame(executor, ds, uids, table, "semdedup", NO_EMBEDDING, uid_filter, int(size.sum()))
         health, warns = clustering_health(ds, meta, executor)
         return finish_selection(executor, ds, run, "semdedup", with_missing(dec, miss), m, output,
                                 {"clusters_with_removals": int(((size - kept) > 0).sum())},
