@@ -38,6 +38,8 @@ assignment, SemDeDup, DBP through the same library calls) on N x 512 embeddings,
 run: target jobs <= 1.5x the in-memory pipeline. Then the same jobs on a ``--gap-fixed`` row
 pool (default 20,000): their fixed cost (process and JVM start, cold first tasks, each
 finish's passes), so the jobs' per-row (marginal) cost is reported against the pipeline too.
+And the three steps as stages of one ``curate run`` (a recipe from a subset of the whole pool):
+one process and one session, the fixed cost paid once.
 
     .venv/bin/python bench/scale.py --sizes 1000000,2000000,4000000,8000000 --json scale.json
     .venv/bin/python bench/scale.py --sizes 250000,1000000 --jobs "cluster,dedup semantic,prune dbp"
@@ -475,6 +477,35 @@ def _gap_jobs(ds, k: int, ppc: int, engine: str, label: str) -> dict:
     return jobs
 
 
+def _gap_recipe(ds, uids: np.ndarray, k: int, ppc: int, engine: str, label: str) -> dict:
+    """The same three steps as stages of one ``curate run`` (one process, one session: the
+    fixed cost paid once), from a subset holding every uid of the pool."""
+    from curate.subset import write_subset
+
+    write_subset(ds, "pool", pa.array(uids.tolist(), pa.string()))
+    recipe = Path(ds.root) / "gap-recipe.yaml"
+    recipe.write_text(f"""name: gap
+dataset: {ds.root}
+embedding_model: {MODEL}
+input: subset:pool
+output: gap
+stages:
+  - kind: cluster
+    k: {k}
+    max_points_per_centroid: {ppc}
+  - kind: semdedup
+    eps: 0.01
+  - kind: prune
+    keep_fraction: 0.5
+""")
+    argv = ["run", str(recipe), "--no-cache", "--engine", engine, *(PATIENT if engine == "spark" else [])]
+    r = run_job(argv)
+    print(f"  {label} one `curate run` (cluster, semdedup, prune) {r['wall_s']:6.1f} s wall {r['cpu_s']:6.1f} s cpu  "
+          f"driver peak {r['driver_peak_rss'] / 2**20:.0f} MiB" + (f"  FAILED {r['error']}" if "error" in r else ""),
+          flush=True)
+    return r
+
+
 def gap(n: int, workdir: Path, k: int, ppc: int, engine: str = "spark", fixed_rows: int = 20_000) -> dict:
     """The three vector jobs against bench/dedup.py's in-memory pipeline on the same n x 512
     matrix; then, in the same run, the same jobs on a ``fixed_rows`` pool (k = fixed_rows / 1000):
@@ -495,6 +526,7 @@ def gap(n: int, workdir: Path, k: int, ppc: int, engine: str = "spark", fixed_ro
     ds = _gap_pool(workdir / "gap", x16, uids)
     del x16
     jobs = _gap_jobs(ds, k, ppc, engine, f"{n:,} rows:")
+    recipe = _gap_recipe(ds, uids, k, ppc, engine, f"{n:,} rows:")
     shutil.rmtree(ds.root, ignore_errors=True)
     small = None
     if fixed_rows:
@@ -508,8 +540,12 @@ def gap(n: int, workdir: Path, k: int, ppc: int, engine: str = "spark", fixed_ro
     print(f"  jobs total {total:.1f} s wall / {total_cpu:.1f} s cpu vs in-memory {lib['wall_s']:.1f} s wall / "
           f"{lib['cpu_s']:.1f} s cpu: {ratio:.2f}x wall, {total_cpu / max(lib['cpu_s'], 1e-9):.2f}x cpu "
           f"(target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}); load average {os.getloadavg()[0]:.1f}")
+    print(f"  the three as one `curate run`: {recipe['wall_s']:.1f} s wall / {recipe['cpu_s']:.1f} s cpu = "
+          f"{recipe['wall_s'] / lib['wall_s']:.2f}x wall, {recipe['cpu_s'] / max(lib['cpu_s'], 1e-9):.2f}x cpu "
+          f"of the in-memory pipeline")
     out = {"rows": n, "k": k, "ppc": ppc, "library": lib, "jobs": jobs, "jobs_total_s": total,
-           "jobs_total_cpu_s": total_cpu, "ratio": ratio, "cpu_ratio": total_cpu / max(lib["cpu_s"], 1e-9)}
+           "jobs_total_cpu_s": total_cpu, "ratio": ratio, "cpu_ratio": total_cpu / max(lib["cpu_s"], 1e-9),
+           "recipe": recipe, "recipe_ratio": recipe["wall_s"] / lib["wall_s"]}
     if small is not None:
         fixed = sum(j["wall_s"] for j in small.values())
         fixed_cpu = sum(j["cpu_s"] for j in small.values())
