@@ -4,6 +4,7 @@ each runnable in-process (LocalExecutor) or on Spark with identical results."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -53,13 +54,37 @@ UID_SCHEMA = pa.schema([("uid", pa.string())])
 class UidList:
     """uids a run is restricted to, as a Parquet file with a ``uid`` column (a subset's
     ``uids.parquet``) or a folder of such shards (a recipe's uid table), that the engine
-    reads and joins against; never loaded on the driver."""
+    reads and joins against; never loaded on the driver.
 
-    def __init__(self, path: str | Path):
+    ``distinct``: how many uids it holds when each is known to appear once (then the engine
+    joins it as read, without a distinct pass); None when that is not known. Given by whoever
+    counted them (a recipe's uid table, a job's own uid file), else read from a curate subset's
+    manifest (``subset_distinct``)."""
+
+    def __init__(self, path: str | Path, distinct: int | None = None):
         self.path = str(path)
+        self._distinct = distinct
+
+    @functools.cached_property
+    def distinct(self) -> int | None:
+        return self._distinct if self._distinct is not None else subset_distinct(self.path)
 
     def __len__(self) -> int:  # rows, repeats included (as the list it stands for)
         return sum(storage.parquet_file(f).metadata.num_rows for f in uid_files(self.path))
+
+
+def subset_distinct(path: str) -> int | None:
+    """The uid count of a curate subset's ``uids.parquet`` whose ``_manifest.json`` counts as many
+    distinct uids as rows, as many as the file's footer holds; None for anything else (a
+    subset with repeats, a manifest that no longer describes the file, a file from elsewhere)."""
+    if not path.endswith("/uids.parquet") or storage.is_dir(path):
+        return None
+    manifest = path[:-len("uids.parquet")] + "_manifest.json"
+    if not storage.exists(manifest):
+        return None
+    m = json.loads(storage.read_bytes(manifest))
+    rows = storage.parquet_file(path).metadata.num_rows
+    return rows if m.get("count") == m.get("distinct") == rows else None
 
 
 def uid_files(path) -> list[str]:
@@ -69,52 +94,29 @@ def uid_files(path) -> list[str]:
     return [str(path)]
 
 
-def write_uid_filter(dataset: Dataset, run: str, uids) -> str | None:
-    """Store the uids a run is restricted to where every task can read them; None = no filter."""
+def write_uid_filter(dataset: Dataset, run: str, uids) -> UidList | None:
+    """The uids a run is restricted to, stored where every task can read them; None = no filter."""
     if uids is None:
         return None
     if isinstance(uids, UidList):
-        return uids.path
+        return uids
     arr = uids if isinstance(uids, (pa.Array, pa.ChunkedArray)) else pa.array(list(uids), pa.string())
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = pc.unique(arr.cast(pa.string()))
     path = dataset.path(f"_tmp/{run}/input_uids.parquet")
-    write_parquet_atomic(pa.table({"uid": arr}).replace_schema_metadata(UNIQUE_UIDS), path)
-    return str(path)
+    write_parquet_atomic(pa.table({"uid": arr}), path)
+    return UidList(path, distinct=len(arr))
 
 
-# the Parquet key-value metadata of a uid file written with each uid once (write_uid_filter)
-UNIQUE_UIDS = {b"curate.unique_uids": b"true"}
-
-
-def distinct_uids(uid_filter: str | None) -> int | None:
-    """How many distinct uids a stored restriction holds, when known without reading its rows:
-    a file ``write_uid_filter`` wrote (its footer), or a curate subset's ``uids.parquet`` whose
-    ``_manifest.json`` counts as many distinct uids as rows, as many as the footer holds.
-    None otherwise (a recipe's uid table, a file from elsewhere)."""
-    if not uid_filter or storage.is_dir(uid_filter):
-        return None
-    meta = storage.parquet_file(uid_filter).metadata
-    if (meta.metadata or {}).get(b"curate.unique_uids") == b"true":
-        return meta.num_rows
-    if not str(uid_filter).endswith("/uids.parquet"):
-        return None
-    manifest = str(uid_filter)[:-len("uids.parquet")] + "_manifest.json"
-    if not storage.exists(manifest):
-        return None
-    m = json.loads(storage.read_bytes(manifest))
-    return meta.num_rows if m.get("count") == m.get("distinct") == meta.num_rows else None
-
-
-def uid_frame(executor, uid_filter: str | None):
+def uid_frame(executor, restriction: UidList | None):
     """The distinct uids of a stored input restriction as an engine frame; None = no filter.
-    A restriction known to hold each uid once (``distinct_uids``) is read as it is: no
-    distinct pass (a shuffle of every uid on Spark)."""
-    if not uid_filter:
+    One known to hold each uid once (``UidList.distinct``) is read as it is: no distinct pass
+    (a shuffle of every uid on Spark)."""
+    if restriction is None:
         return None
-    frame = executor.frame_read(uid_files(uid_filter), UID_SCHEMA)
-    return frame if distinct_uids(uid_filter) is not None else frame.distinct()
+    frame = executor.frame_read(uid_files(restriction.path), UID_SCHEMA)
+    return frame if restriction.distinct is not None else frame.distinct()
 
 
 def restricted_frame(executor, tasks: list[dict], fn: RowsFn, schema: pa.Schema, uids=None):

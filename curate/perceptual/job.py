@@ -177,7 +177,7 @@ def run_perceptual_dedup(dataset, radius: int = DEFAULT_RADIUS, hash_kind: str =
         raise DatasetError(f"{ds.root}: no {HASHES} table after hashing")
     m["inputs"] = [{"table": HASHES, "rows": ds.count(HASHES)}, {"table": FAILURES, "rows": _rows(ds, FAILURES)}]
     uid_filter = write_uid_filter(ds, run, input_uids)
-    base = dict(hash=hash_kind, uid_filter=uid_filter, stage=stage)
+    base = dict(hash=hash_kind, uid_filter=uid_filter.path if uid_filter else None, stage=stage)
     with m.stage("candidates"):
         parts = G.partitions(ds.count(HASHES), plan, s)
         rows = executor.frame_from_tasks(shard_tasks(ds, HASHES, plan=[list(p) for p in plan], s=s, parts=parts, **base),

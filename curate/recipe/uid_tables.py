@@ -122,7 +122,8 @@ class UidTable:
         from curate.embedding_space.common import UidList
 
         paths = self.paths(dataset)  # one file (a subset's uids.parquet) or the folder of shards
-        return UidList(paths[0] if len(paths) == 1 else dataset.table_dir(self.name))
+        return UidList(paths[0] if len(paths) == 1 else dataset.table_dir(self.name),
+                       distinct=self.distinct if self.distinct == self.rows else None)
 
 
 def write_uid_table(dataset: Dataset, name: str, frame, distinct: int | None = None) -> UidTable:

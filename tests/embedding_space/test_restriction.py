@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.embedding_space.common import distinct_uids, subset_uids, uid_frame, write_uid_filter
+from curate.embedding_space.common import UidList, subset_uids, uid_frame, write_uid_filter
 from curate.embedding_space.jobs.shared import NO_EMBEDDING, missing_frame
 from curate.engine import LocalExecutor
 from curate.subset import write_subset
@@ -21,21 +21,21 @@ def test_distinct_count_is_known_for_written_filters_and_curate_subsets(tmp_path
     ds = Dataset(tmp_path / "d")
     ds.root.mkdir()
     a, b, c = uid(1), uid(2), uid(3)
-    assert distinct_uids(write_uid_filter(ds, "r", pa.array([b, a, b]))) == 2
-    assert distinct_uids(None) is None
+    assert write_uid_filter(ds, "r", pa.array([b, a, b])).distinct == 2
+    assert write_uid_filter(ds, "r", None) is None
     write_subset(ds, "once", [c, a, b])
-    assert distinct_uids(subset_uids(ds, "once").path) == 3
+    assert subset_uids(ds, "once").distinct == 3
     write_subset(ds, "twice", [a, b, b])  # a subset may repeat a uid: its manifest says so
-    assert distinct_uids(subset_uids(ds, "twice").path) is None
+    assert subset_uids(ds, "twice").distinct is None
     # a manifest that no longer describes the file beside it is not trusted
     path = subset_uids(ds, "once").path
     pq.write_table(pa.table({"uid": [a, b]}), path)
-    assert distinct_uids(path) is None
-    # a uid file from elsewhere, and a folder of uid shards: unknown
+    assert UidList(path).distinct is None
+    # a uid file from elsewhere, and a folder of uid shards: unknown unless the caller counted
     other = tmp_path / "mine.parquet"
     pq.write_table(pa.table({"uid": [a, b]}), other)
-    assert distinct_uids(str(other)) is None
-    assert distinct_uids(str(ds.path("subsets/once"))) is None
+    assert UidList(other).distinct is None and UidList(other, distinct=2).distinct == 2
+    assert UidList(ds.path("subsets/once")).distinct is None
 
 
 def test_a_restriction_with_repeats_is_made_distinct_and_missing_uids_are_decided(tmp_path):
@@ -46,7 +46,7 @@ def test_a_restriction_with_repeats_is_made_distinct_and_missing_uids_are_decide
     table = "embeddings/m"
     ghost = uid(10_000)
     write_subset(ds, "with-ghost", [*uids[:5], uids[0], ghost])  # a repeat: distinct pass needed
-    f = subset_uids(ds, "with-ghost").path
+    f = subset_uids(ds, "with-ghost")
     frame = uid_frame(ex, f)
     assert sorted(frame.collect_small(100).column("uid").to_pylist()) == sorted([*uids[:5], ghost])
     # 5 of its 6 distinct uids found: the anti-join runs and decides the ghost
@@ -54,7 +54,20 @@ def test_a_restriction_with_repeats_is_made_distinct_and_missing_uids_are_decide
     assert miss.column("uid").to_pylist() == [ghost] and miss.column("reason").to_pylist() == [NO_EMBEDDING]
     # every uid of a known-distinct restriction found: nothing to anti-join
     write_subset(ds, "present", uids[:5])
-    p = subset_uids(ds, "present").path
+    p = subset_uids(ds, "present")
     assert missing_frame(ex, ds, uid_frame(ex, p), table, "s", NO_EMBEDDING, p, found=5) is None
     # a count short of the distinct uids: the anti-join runs (and here finds every uid present)
     assert missing_frame(ex, ds, uid_frame(ex, p), table, "s", NO_EMBEDDING, p, found=4).collect_small(100).num_rows == 0
+
+
+def test_a_recipe_uid_table_passes_on_what_it_counted(tmp_path):
+    from curate.recipe.uid_tables import write_uid_table
+
+    ds = Dataset(tmp_path / "d")
+    ds.root.mkdir()
+    ex = LocalExecutor()
+    once = write_uid_table(ds, "_work/once", ex.frame_from_table(pa.table({"uid": [uid(2), uid(1)]})))
+    assert (once.rows, once.distinct) == (2, 2) and once.uid_list(ds).distinct == 2
+    upsampled = write_uid_table(ds, "_work/up", ex.frame_from_table(pa.table({"uid": [uid(1), uid(1), uid(2)]})))
+    assert (upsampled.rows, upsampled.distinct) == (3, 2) and upsampled.uid_list(ds).distinct is None
+    assert uid_frame(ex, upsampled.uid_list(ds)).count() == 2

@@ -10,7 +10,7 @@ import pyarrow as pa
 from curate.decisions import decisions_table
 from curate.embedding_space import guards as _guards
 from curate.embedding_space.clusters import load_clustering
-from curate.embedding_space.common import UID_SCHEMA, cleanup_tmp, distinct_uids
+from curate.embedding_space.common import UID_SCHEMA, UidList, cleanup_tmp
 from curate.engine import LocalExecutor
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
@@ -58,16 +58,16 @@ def clustering_health(ds: Dataset, meta: dict, executor) -> tuple[dict, list[str
     return _guards.table_health(ds, meta["embeddings_table"], meta["embedding"], executor=executor)
 
 
-def missing_frame(executor, ds: Dataset, uids, table: str, stage: str, reason: str, uid_filter: str | None = None,
-                  found: int | None = None):
+def missing_frame(executor, ds: Dataset, uids, table: str, stage: str, reason: str,
+                  restriction: UidList | None = None, found: int | None = None):
     """Decisions (removed, ``reason``) for the restriction's uids absent from ``table``: an
     anti-join in the engine; None without a restriction, or when the ``found`` rows of
-    ``table`` the restriction matched are as many as its distinct uids (``distinct_uids`` of
-    ``uid_filter``): then every uid was found once (table uids are unique; a repeated one
-    would repeat a decision, which the decisions write refuses)."""
+    ``table`` the restriction matched are as many as its uids known to be distinct
+    (``restriction.distinct``): then every uid was found once (table uids are unique; a
+    repeated one would repeat a decision, which the decisions write refuses)."""
     if uids is None:
         return None
-    if found is not None and found == distinct_uids(uid_filter):
+    if found is not None and restriction is not None and found == restriction.distinct:
         return None
     present = executor.frame_read([str(p) for p in ds.shards(table)], UID_SCHEMA)
 
