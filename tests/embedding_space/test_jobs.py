@@ -166,6 +166,14 @@ def test_near_and_exact_duplicates(tmp_path):
     assert dec[uid(5)]["reason"] == "not_downloaded"
     assert r["counts"] == {"input": 6, "kept": 3, "removed": 3,
                            "reasons": {"exact_duplicate": 2, "kept": 3, "not_downloaded": 1}}
+    # restricted: a uid without a downloads row is found by the anti-join; when every uid of a
+    # restriction known to hold each once is found, the counts add up without it
+    r = run_exact_dedup(ds, run="exact-ghost", input_uids=[uid(1), uid(2), uid(99)])
+    assert {d["uid"]: d["reason"] for d in r["decisions"].to_pylist()} == {
+        uid(1): "exact_duplicate", uid(2): "kept", uid(99): "not_downloaded"}
+    r = run_exact_dedup(ds, run="exact-found", input_uids=[uid(1), uid(2), uid(5)])
+    assert r["counts"] == {"input": 3, "kept": 1, "removed": 2,
+                           "reasons": {"exact_duplicate": 1, "kept": 1, "not_downloaded": 1}}
 
 
 def test_near_duplicate_survivor_is_the_smallest_uid_not_the_first_row(tmp_path):

@@ -66,16 +66,20 @@ def run_exact_dedup(dataset, run: str = "exact_dedup", input_uids=None, executor
     ds = as_dataset(dataset)
     executor = executor or LocalExecutor()
     check_exact_dedup(ds)
-    uids = uid_frame(executor, write_uid_filter(ds, run, input_uids))
+    restriction = write_uid_filter(ds, run, input_uids)
+    uids = uid_frame(executor, restriction)
     m = RunManifest(run, dict(stage="exact_dedup", restricted=input_uids is not None, engine=executor.name))
     m["inputs"] = [{"table": "downloads", "rows": ds.count("downloads")}]
     with m.stage("read"):
         rows = restricted_frame(executor, shard_tasks(ds, "downloads"), _downloads_rows, _DL_SCHEMA, uids).cache()
+        # with a restriction known to hold each uid once, a count of the rows found (of the
+        # frame cached anyway) can spare the anti-join for uids without a downloads row
+        found = rows.count() if restriction is not None and restriction.distinct is not None else None
     try:
         with m.stage("dedup"):
             dec = rows.map_batches(_hash_rows, _HASH_SCHEMA).group_apply("bucket", _exact_group, DECISIONS)
         dec = dec.union(rows.map_batches(_not_downloaded, DECISIONS))
-        miss = missing_frame(executor, ds, uids, "downloads", "exact_dedup", NOT_DOWNLOADED)
+        miss = missing_frame(executor, ds, uids, "downloads", "exact_dedup", NOT_DOWNLOADED, restriction, found)
         return finish_selection(executor, ds, run, "exact_dedup", with_missing(dec, miss), m, output,
                                 cleanup=lambda: cleanup_tmp(ds, run))
     finally:
