@@ -116,11 +116,12 @@ def parquet_records(path: Path, out: Path) -> np.ndarray:
     return np.memmap(out, DATACOMP_DTYPE, mode="r") if row else np.zeros(0, DATACOMP_DTYPE)
 
 
-def write_uid_table(path: str | os.PathLike, out: str | os.PathLike, chunk_rows: int = CHUNK_ROWS) -> int:
+def write_uid_table(path: str | os.PathLike, out: str | os.PathLike, chunk_rows: int = CHUNK_ROWS) -> tuple[int, bool]:
     """A DataComp subset file (.npy or raw ``u8,u8``) as a one-column ``uid`` Parquet file at
     ``out``, for the engine to join against: streamed a chunk at a time from the memmap, in the
     file's order (membership needs no sort), never a Python list. Warns, as ``read_subset``
-    does, when the file is unsorted (DataComp's resharder would drop samples). Returns rows."""
+    does, when the file is unsorted (DataComp's resharder would drop samples). Returns (rows,
+    whether each uid appears once: known for a sorted file, by its neighbours)."""
     from curate.progress import info
     from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
 
@@ -129,10 +130,16 @@ def write_uid_table(path: str | os.PathLike, out: str | os.PathLike, chunk_rows:
     if bad is not None:
         info(unsorted_warning(path, bad))
     schema = pa.schema([("uid", pa.string())])
+    repeats, prev = 0, None
     with atomic_path(out) as tmp:
         with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
             for s in range(0, len(arr), HEX_ROWS):
-                writer.write_table(pa.Table.from_arrays([hex_uids(np.asarray(arr[s:s + HEX_ROWS]))], schema=schema))
+                records = np.asarray(arr[s:s + HEX_ROWS])
+                same_hi = records[1:]["f0"] == records[:-1]["f0"]
+                repeats += int((same_hi & (records[1:]["f1"] == records[:-1]["f1"])).sum())
+                repeats += int(prev is not None and len(records) > 0 and records[0] == prev)
+                prev = records[-1] if len(records) else prev
+                writer.write_table(pa.Table.from_arrays([hex_uids(records)], schema=schema))
             if len(arr) == 0:
                 writer.write_table(schema.empty_table())
-    return len(arr)
+    return len(arr), bad is None and repeats == 0

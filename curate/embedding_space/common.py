@@ -163,8 +163,8 @@ def subset_uids(dataset: Dataset, subset: str | None):
 
     key = hashlib.sha256(repr(storage.fingerprint(src)).encode()).hexdigest()[:16]
     out = dataset.path(f"_tmp/subset-files/{Path(str(src)).stem}-{key}.parquet")
-    write_uid_table(storage.local_copy(src), out)
-    return UidList(out)
+    rows, unique = write_uid_table(storage.local_copy(src), out)
+    return UidList(out, distinct=rows if unique else None)
 
 
 def missing_uids(wanted: pa.Array | None, present: pa.Array) -> pa.Array:

@@ -71,3 +71,21 @@ def test_a_recipe_uid_table_passes_on_what_it_counted(tmp_path):
     upsampled = write_uid_table(ds, "_work/up", ex.frame_from_table(pa.table({"uid": [uid(1), uid(1), uid(2)]})))
     assert (upsampled.rows, upsampled.distinct) == (3, 2) and upsampled.uid_list(ds).distinct is None
     assert uid_frame(ex, upsampled.uid_list(ds)).count() == 2
+
+
+def test_a_datacomp_subset_file_is_known_distinct_only_when_sorted_without_repeats(tmp_path):
+    from curate.uid import uids_to_datacomp
+
+    ds = Dataset(tmp_path / "d")
+    ds.root.mkdir()
+    a, b, c = sorted([uid(1), uid(2), uid(3)])
+    records = uids_to_datacomp([a, b, c])  # sorted records
+    cases = {"sorted": ([0, 1, 2], 3), "repeat": ([0, 1, 1, 2], None), "unsorted": ([2, 0, 1], None)}
+    for name, (rows, distinct) in cases.items():
+        path = tmp_path / f"{name}.npy"
+        np.save(path, records[rows])
+        uids = [[a, b, c][i] for i in rows]
+        restriction = subset_uids(ds, str(path))
+        assert restriction.distinct == distinct, name
+        assert sorted(uid_frame(LocalExecutor(), restriction).collect_small(10).column("uid").to_pylist()) == \
+            sorted(set(uids)), name
