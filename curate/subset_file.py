@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import InputFileError
-from curate.subset_records import CHUNK_ROWS, HEX_ROWS, PARSE_ROWS, first_unsorted, hex_uids, records_from_hex, unsorted_warning
+from curate.subset_records import HEX_ROWS, PARSE_ROWS, RecordOrder, hex_uids, records_from_hex, unsorted_warning
 from curate.uid import DATACOMP_DTYPE
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -116,7 +116,7 @@ def parquet_records(path: Path, out: Path) -> np.ndarray:
     return np.memmap(out, DATACOMP_DTYPE, mode="r") if row else np.zeros(0, DATACOMP_DTYPE)
 
 
-def write_uid_table(path: str | os.PathLike, out: str | os.PathLike, chunk_rows: int = CHUNK_ROWS) -> tuple[int, bool]:
+def write_uid_table(path: str | os.PathLike, out: str | os.PathLike) -> tuple[int, bool]:
     """A DataComp subset file (.npy or raw ``u8,u8``) as a one-column ``uid`` Parquet file at
     ``out``, for the engine to join against: streamed a chunk at a time from the memmap, in the
     file's order (membership needs no sort), never a Python list. Warns, as ``read_subset``
@@ -126,20 +126,16 @@ def write_uid_table(path: str | os.PathLike, out: str | os.PathLike, chunk_rows:
     from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
 
     arr, _ = open_subset_array(path)
-    bad = first_unsorted(arr, chunk_rows)
-    if bad is not None:
-        info(unsorted_warning(path, bad))
     schema = pa.schema([("uid", pa.string())])
-    repeats, prev = 0, None
+    order = RecordOrder()  # sortedness and repeats seen in the one pass that converts
     with atomic_path(out) as tmp:
         with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
             for s in range(0, len(arr), HEX_ROWS):
                 records = np.asarray(arr[s:s + HEX_ROWS])
-                same_hi = records[1:]["f0"] == records[:-1]["f0"]
-                repeats += int((same_hi & (records[1:]["f1"] == records[:-1]["f1"])).sum())
-                repeats += int(prev is not None and len(records) > 0 and records[0] == prev)
-                prev = records[-1] if len(records) else prev
+                order.feed(records)
                 writer.write_table(pa.Table.from_arrays([hex_uids(records)], schema=schema))
             if len(arr) == 0:
                 writer.write_table(schema.empty_table())
-    return len(arr), bad is None and repeats == 0
+    if order.first_unsorted is not None:
+        info(unsorted_warning(path, order.first_unsorted))
+    return len(arr), order.first_unsorted is None and order.repeats == 0

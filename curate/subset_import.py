@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 
 from curate.errors import DatasetError, InputFileError
 from curate.subset_file import is_parquet, open_subset_array, parquet_records
-from curate.subset_records import (CHUNK_ROWS, HEX_ROWS, first_unsorted, hex_uids, records_from_hex, sorted_chunks,
-                                   unsorted_warning, write_npy_header)
+from curate.subset_records import (CHUNK_ROWS, HEX_ROWS, RecordOrder, first_unsorted, hex_uids, records_from_hex,
+                                   sorted_chunks, unsorted_warning, write_npy_header)
 
 
 class _SubsetWriter:
@@ -40,7 +40,7 @@ class _SubsetWriter:
         write_npy_header(self.npy, n)
         self.n = n
         self.rows = self.distinct = 0
-        self._last: tuple | None = None
+        self._order = RecordOrder()
 
     def write(self, records: np.ndarray) -> None:
         if not len(records):
@@ -49,11 +49,9 @@ class _SubsetWriter:
         for s in range(0, len(records), HEX_ROWS):
             part = hex_uids(records[s:s + HEX_ROWS])
             self.parquet.write_table(pa.Table.from_arrays([part], schema=self.schema), row_group_size=65536)
-        same = (records["f0"][1:] == records["f0"][:-1]) & (records["f1"][1:] == records["f1"][:-1])
-        first_new = self._last is None or (records["f0"][0], records["f1"][0]) != self._last
-        self.distinct += int(len(records) - 1 - same.sum()) + int(first_new)
-        self.rows += len(records)
-        self._last = (records["f0"][-1], records["f1"][-1])
+        self._order.feed(records)
+        self.rows = self._order.rows
+        self.distinct = self.rows - self._order.repeats
 
     def close(self) -> None:
         if self.rows != self.n:  # the .npy header promised n records

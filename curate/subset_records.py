@@ -35,20 +35,41 @@ def first_unsorted(arr: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> int | None:
     return first_unsorted_in(np.asarray(arr[s:s + chunk_rows]) for s in range(0, len(arr), chunk_rows))
 
 
+class RecordOrder:
+    """What consecutive chunks of records fed in order say of their order: ``first_unsorted``,
+    the index of the first record smaller than the one before it (None while sorted), and
+    ``repeats``, the records equal to the one before them (on a sorted run, ``rows - repeats``
+    is the distinct count)."""
+
+    def __init__(self):
+        self.rows, self.repeats = 0, 0
+        self.first_unsorted: int | None = None
+        self._last: tuple | None = None
+
+    def feed(self, c: np.ndarray) -> None:
+        if not len(c):
+            return
+        hi, lo = c["f0"], c["f1"]
+        same_hi = hi[1:] == hi[:-1]
+        down = (hi[1:] < hi[:-1]) | (same_hi & (lo[1:] < lo[:-1]))
+        self.repeats += int((same_hi & (lo[1:] == lo[:-1])).sum())
+        if self._last is not None:
+            self.repeats += int((hi[0], lo[0]) == self._last)
+            if self.first_unsorted is None and (hi[0], lo[0]) < self._last:
+                self.first_unsorted = self.rows
+        if self.first_unsorted is None and down.any():
+            self.first_unsorted = self.rows + 1 + int(np.argmax(down))
+        self.rows += len(c)
+        self._last = (hi[-1], lo[-1])
+
+
 def first_unsorted_in(chunks: Iterable[np.ndarray]) -> int | None:
     """``first_unsorted`` over consecutive chunks of records (e.g. ``file_chunks``)."""
-    prev, start = None, 0
+    order = RecordOrder()
     for c in chunks:
-        if not len(c):
-            continue
-        hi, lo = c["f0"], c["f1"]
-        down = (hi[1:] < hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] < lo[:-1]))
-        if prev is not None and (hi[0] < prev[0] or (hi[0] == prev[0] and lo[0] < prev[1])):
-            return start
-        if down.any():
-            return start + 1 + int(np.argmax(down))
-        prev = (hi[-1], lo[-1])
-        start += len(c)
+        order.feed(c)
+        if order.first_unsorted is not None:
+            return order.first_unsorted
     return None
 
 
