@@ -49,6 +49,16 @@ def pytest_xdist_make_scheduler(config, log):
     return FileScheduling(config, log)
 
 
+def pytest_configure(config):
+    """Before any test (once, in the controlling process): the driver JVM's class archive,
+    so that no test's process is the one that saves it at exit (curate/engine/jvm_archive.py;
+    `make test` has done this already in scripts/setup.sh)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        from curate.engine import jvm_archive
+
+        jvm_archive.warm()
+
+
 def pytest_collection_modifyitems(config, items):
     """In an xdist worker, order the files longest-looking first (the standalone cluster's,
     then those with ``slow``/``cluster`` tests, then by test count; a file's own order is kept),

@@ -8,6 +8,8 @@ import signal
 import threading
 import time
 
+from curate.engine import jvm_archive
+
 # ---------------------------------------------------------------- session
 LOG4J2_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
 
@@ -154,16 +156,27 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
     ui_on = settings.get("spark.ui.enabled", submitted.get("spark.ui.enabled", "true")).lower() == "true"
     if ui_on and "spark.ui.port" not in settings and not submitted.contains("spark.ui.port"):
         settings["spark.ui.port"] = str(_free_port())  # no "could not bind on port 4040" probing
+    archive = None
     if not submit:
+        from pyspark import SparkContext
+
         java_opts = settings.get("spark.driver.extraJavaOptions", "")
         if "log4j2.configurationFile" not in java_opts:
-            settings["spark.driver.extraJavaOptions"] = f"{log4j_java_options()} {java_opts}".strip()
+            java_opts = f"{log4j_java_options()} {java_opts}".strip()
+        if SparkContext._gateway is None:  # this call starts the driver JVM
+            archive = jvm_archive.plan(settings)
+            java_opts = f"{java_opts} {archive.java_options}".strip()
+        settings["spark.driver.extraJavaOptions"] = java_opts
         if not verbose():
             _launch_quiet_gateway(settings)
     for k, v in settings.items():
         builder = builder.config(k, v)
     handler = signal.getsignal(signal.SIGINT)
     spark = builder.getOrCreate()
+    if archive is not None:
+        from pyspark import SparkContext
+
+        archive.started(getattr(SparkContext._gateway, "proc", None))
     if getattr(handler, "keep_over_spark", False):  # the CLI's Ctrl-C handling stays (pyspark replaces it)
         signal.signal(signal.SIGINT, handler)
     if submit:
