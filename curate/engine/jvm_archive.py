@@ -1,5 +1,5 @@
 """A class-data-sharing archive for the local driver JVM: most of a short Spark job's fixed
-cost is the JVM loading and verifying some 15,000 classes (Spark, Hadoop, Scala). JDK 13+
+cost is the JVM loading and verifying some 20,000 classes (Spark, Hadoop, Scala). JDK 13+
 can save the classes a run loaded to a file at exit (``-XX:ArchiveClassesAtExit``) and map
 them at the next start (``-XX:SharedArchiveFile``): the session starts and runs its first
 action about 5 s faster on a 2-core machine (docs/engine.md, "Start-up").
@@ -7,8 +7,10 @@ action about 5 s faster on a 2-core machine (docs/engine.md, "Start-up").
 Only the driver JVM that curate launches itself uses it (not under spark-submit, not the
 executors of a cluster). It changes how classes load, never what a job computes. The JVM
 checks the archive against its own build and class path and ignores one that does not
-match, silently (``-Xshare:auto``, CDS logging off), so a stale or damaged file costs only
-the time it would have saved. ``CURATE_JVM_ARCHIVE=0`` turns it off;
+match, silently (``-Xshare:auto``, CDS logging off), and runs without class sharing (the
+JDK's own default archive included: its ~1,300 core classes are a small part, and such a
+start measured no slower than one without an archive), so a stale or damaged file costs
+the time it would have saved; the key below is precise so that this stays rare. ``CURATE_JVM_ARCHIVE=0`` turns it off;
 ``CURATE_JVM_ARCHIVE_DIR`` moves it from ``~/.cache/curate/jvm``.
 
 The first run without an archive for its key (java build, Spark jars, class path, heap
@@ -62,15 +64,16 @@ def _heap_bytes(text: str) -> int:
 
 
 def archive_key(settings: dict[str, str]) -> str | None:
-    """What the archive depends on: the java build, Spark's jars, any extra class path, the
-    user's JVM options and whether the heap allows compressed pointers (over 32 GiB it does
-    not, and the JVM would reject an archive saved the other way). None when no java or
-    Spark home is found (then pyspark fails on its own, with its own message)."""
+    """What the archive depends on: the java build, Spark's jars (where they are, their names
+    and sizes), any extra class path, the user's JVM options and whether the heap allows
+    compressed pointers (over 32 GiB it does not, and the JVM would reject an archive saved
+    the other way). None when no java or Spark home is found (then pyspark fails on its own,
+    with its own message)."""
     java = _java_binary()
     try:
         from pyspark.find_spark_home import _find_spark_home
 
-        jars = Path(_find_spark_home()) / "jars"
+        jars = Path(_find_spark_home()).resolve() / "jars"
         listing = sorted((p.name, p.stat().st_size) for p in jars.iterdir())
     except Exception:  # noqa: BLE001 - no Spark home: nothing to key on
         return None
@@ -80,7 +83,12 @@ def archive_key(settings: dict[str, str]) -> str | None:
     opts = settings.get("spark.driver.extraJavaOptions", "")
     # The log4j options carry a level and a path that do not touch class loading.
     opts = " ".join(o for o in opts.split() if not o.startswith(("-Dlog4j2.", "-Dcurate.")))
-    parts = [java, str(st.st_mtime_ns), str(st.st_size), repr(listing),
+    # The class path as Spark's launcher builds it: the jars' own path counts (the JVM
+    # compares paths: a copy of the same jars elsewhere, e.g. another virtualenv, does not
+    # match), and so do the folders and extra entries it adds from the environment.
+    launcher_env = [os.environ.get(v, "") for v in ("SPARK_CONF_DIR", "HADOOP_CONF_DIR", "YARN_CONF_DIR",
+                                                    "SPARK_DIST_CLASSPATH", "SPARK_PREPEND_CLASSES")]
+    parts = [java, str(st.st_mtime_ns), str(st.st_size), str(jars), repr(listing), *launcher_env,
              settings.get("spark.driver.extraClassPath", ""), settings.get("spark.jars", ""),
              settings.get("spark.jars.packages", ""), opts,
              "big-heap" if _heap_bytes(settings.get("spark.driver.memory", "1g")) >= 32 * 2**30 else "coops"]

@@ -128,3 +128,22 @@ def test_archives_of_other_keys_are_pruned(tmp_path, monkeypatch):
     assert jvm_archive.plan(_settings_of_session()).saves
     left = sorted(p.name for p in tmp_path.glob("*.jsa"))
     assert left == ["old0.jsa", "old1.jsa", "old2.jsa"]  # the KEEP most recently used; the dead temporary gone
+
+
+def test_the_same_jars_elsewhere_are_another_key(tmp_path, monkeypatch):
+    """The JVM compares class paths: an archive saved with one virtualenv's pyspark is
+    rejected by a JVM running another's, even with identical jars, so the key tells them apart."""
+    from pyspark import find_spark_home
+
+    real = Path(find_spark_home._find_spark_home()).resolve()
+    (tmp_path / "jars").mkdir()
+    for jar in (real / "jars").iterdir():
+        with open(tmp_path / "jars" / jar.name, "wb") as f:
+            f.truncate(jar.stat().st_size)  # same names, same sizes
+    settings = _settings_of_session()
+    key = jvm_archive.archive_key(settings)
+    monkeypatch.setattr(find_spark_home, "_find_spark_home", lambda: str(tmp_path))
+    assert jvm_archive.archive_key(settings) != key
+    monkeypatch.setattr(find_spark_home, "_find_spark_home", lambda: str(real))
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    assert jvm_archive.archive_key(settings) != key
