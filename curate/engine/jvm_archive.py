@@ -211,8 +211,9 @@ class Plan:
 def plan(settings: dict[str, str]) -> Plan:
     """The archive options for a driver JVM started with ``settings``: use the archive when
     one exists for this key, else save one at exit if no other process is saving it."""
-    if not enabled():
-        return Plan()
+    own = settings.get("spark.driver.extraJavaOptions", "")
+    if not enabled() or any(flag in own for flag in ("SharedArchiveFile", "ArchiveClassesAtExit", "-Xshare")):
+        return Plan()  # off, or the user set class sharing up themselves
     key = archive_key(settings)
     if key is None:
         return Plan()

@@ -172,11 +172,13 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
     for k, v in settings.items():
         builder = builder.config(k, v)
     handler = signal.getsignal(signal.SIGINT)
-    spark = builder.getOrCreate()
-    if archive is not None:
-        from pyspark import SparkContext
+    try:
+        spark = builder.getOrCreate()
+    finally:
+        if archive is not None:  # also when the session failed: the lock is given back
+            from pyspark import SparkContext
 
-        archive.started(getattr(SparkContext._gateway, "proc", None))
+            archive.started(getattr(SparkContext._gateway, "proc", None))
     if getattr(handler, "keep_over_spark", False):  # the CLI's Ctrl-C handling stays (pyspark replaces it)
         signal.signal(signal.SIGINT, handler)
     if submit:

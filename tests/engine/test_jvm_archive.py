@@ -80,6 +80,8 @@ def test_off_switch_and_no_key(tmp_path, monkeypatch):
     plan = jvm_archive.plan(_settings_of_session())
     assert plan.java_options == "" and not plan.saves and list(tmp_path.iterdir()) == []
     monkeypatch.setenv("CURATE_JVM_ARCHIVE", "1")
+    for own in ("-Xshare:off", "-XX:SharedArchiveFile=/opt/app.jsa"):  # the user's own class sharing wins
+        assert jvm_archive.plan({**_settings_of_session(), "spark.driver.extraJavaOptions": own}).java_options == ""
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))  # no java: run as before
     assert jvm_archive.plan(_settings_of_session()).java_options == ""
 
