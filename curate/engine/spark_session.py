@@ -119,6 +119,23 @@ def _apply_log_config(jvm, submitted) -> None:
             configurator.setLevel(name, level("ERROR"))
 
 
+def _driver_java_options(settings: dict[str, str]) -> jvm_archive.Plan | None:
+    """Add to ``settings`` the driver JVM's options: curate's log4j2 configuration unless the
+    user gave a file, and the class archive when this call starts the JVM (the archive's plan
+    is returned then; None when a JVM already runs in this process)."""
+    from pyspark import SparkContext
+
+    java_opts = settings.get("spark.driver.extraJavaOptions", "")
+    if "log4j2.configurationFile" not in java_opts:
+        java_opts = f"{log4j_java_options()} {java_opts}".strip()
+    archive = None
+    if SparkContext._gateway is None:
+        archive = jvm_archive.plan(settings)
+        java_opts = f"{java_opts} {archive.java_options}".strip()
+    settings["spark.driver.extraJavaOptions"] = java_opts
+    return archive
+
+
 def get_session(master: str | None = None, conf: dict[str, str] | None = None, app_name: str = "curate"):
     """A SparkSession: ``master`` if given, else the one spark-submit set, else ``local[*]``.
 
@@ -158,15 +175,7 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
         settings["spark.ui.port"] = str(_free_port())  # no "could not bind on port 4040" probing
     archive = None
     if not submit:
-        from pyspark import SparkContext
-
-        java_opts = settings.get("spark.driver.extraJavaOptions", "")
-        if "log4j2.configurationFile" not in java_opts:
-            java_opts = f"{log4j_java_options()} {java_opts}".strip()
-        if SparkContext._gateway is None:  # this call starts the driver JVM
-            archive = jvm_archive.plan(settings)
-            java_opts = f"{java_opts} {archive.java_options}".strip()
-        settings["spark.driver.extraJavaOptions"] = java_opts
+        archive = _driver_java_options(settings)
         if not verbose():
             _launch_quiet_gateway(settings)
     for k, v in settings.items():
