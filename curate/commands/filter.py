@@ -33,9 +33,9 @@ def register(app: typer.Typer) -> None:
 
     app.command("filter")(job_command(
         FilterRunParams, filter_job, app_name="curate-filter",
-        common=Common(None, name_option=True, subset=False, output=False, storage=True, working_copy=True,
+        common=Common(None, name_option=True, subset=False, output=False, storage=True,
                       name_help="Run name (decisions/NAME, subsets/NAME); default: filter names joined by '+'",
-                      dataset_help="Dataset folder (with samples, and embeddings/<model> for CLIP filters)"),
+                      dataset_help="Dataset folder or URI (with samples, and embeddings/<model> for CLIP filters)"),
         help="Run DataComp's filtering baselines: one decision per sample and filter in "
         "decisions/NAME, the samples every filter kept in subsets/NAME (uids.parquet + DataComp "
         "uids.npy), counts per filter and reason in _runs/filter-NAME.json, caption language and "

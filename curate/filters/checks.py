@@ -7,8 +7,8 @@ import glob
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.errors import DatasetError, InputFileError
 from curate.filters.stages import FilterSpec
 from curate.tables import Dataset
@@ -54,8 +54,8 @@ def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
 def check_filters(dataset: Dataset, specs: list[FilterSpec]) -> None:
     """Every check that needs no data pass: samples table, embeddings tables the filters read,
     image_based target paths. Run before an engine starts (a JVM takes seconds)."""
-    if not Path(dataset.root).is_dir():
-        raise DatasetError(f"dataset folder {dataset.root} does not exist")
+    if not dataset.exists():
+        raise DatasetError(f"dataset {dataset.root} does not exist")
     check_samples(dataset)
     for spec in specs:
         if spec.name in ("clip_score", "laion2b", "image_based"):
@@ -63,7 +63,7 @@ def check_filters(dataset: Dataset, specs: list[FilterSpec]) -> None:
         if spec.name == "image_based":
             for key in ("target", "centroids"):
                 v = spec.params.get(key)
-                if v and not Path(v).exists() and not (any(c in v for c in "*?[") and glob.glob(v)):
+                if v and not _exists(v):
                     raise InputFileError(str(v), f"image_based {key} does not exist")
             t = Path(spec.params.get("target") or "")
             if (spec.params.get("target") and t.is_dir()
@@ -74,14 +74,21 @@ def check_filters(dataset: Dataset, specs: list[FilterSpec]) -> None:
                 resolve_model_spec(table.split("/", 1)[1], dataset=dataset)  # the model that embeds the folder
 
 
-def check_samples(dataset: Dataset) -> list[Path]:
+def _exists(spec: str) -> bool:
+    """A target/centroids path, URI or local glob names something."""
+    if storage.is_uri(spec):
+        return storage.exists(spec)
+    return Path(spec).exists() or bool(any(c in spec for c in "*?[") and glob.glob(spec))
+
+
+def check_samples(dataset: Dataset) -> list[Path] | list[str]:
     shards = dataset.shards("samples")
     if not shards:
         raise DatasetError(f"no samples table in {dataset.root}; run `curate ingest` first")
     want = {"uid": pa.string(), "text": pa.string()}
     for p in shards:
         try:
-            sch = pq.read_schema(p)
+            sch = storage.parquet_file(p).schema_arrow
         except (pa.ArrowInvalid, OSError) as e:
             raise InputFileError(str(p), f"cannot read Parquet footer ({e})") from e
         for c in ("uid", "text", "original_width", "original_height"):

@@ -176,10 +176,10 @@ def embeddings_to_binary(col) -> pa.Array:
 
 
 def _centroids(path: str) -> np.ndarray:
-    import os
+    from curate import storage
 
-    key = ("filters-centroids", path, os.stat(path).st_mtime_ns)
-    return worker_cache(key, lambda: np.load(path, allow_pickle=False).astype(np.float32))
+    key = ("filters-centroids", *storage.fingerprint(path))
+    return worker_cache(key, lambda: storage.load_npy(path).astype(np.float32))
 
 
 def assign_clusters(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -12,10 +12,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.errors import CurateError, DatasetError, InputFileError
 from curate.filters import stages
 from curate.manifest import file_fingerprint
-from curate.tables import Dataset
+from curate.tables import Dataset, atomic_write_bytes
 from curate.filters.checks import resolve_model
 from curate.filters.readers import (base_schema, base_tasks, caption_pass, emb_schema, fraction_threshold, read_base,
                                     read_embeddings)
@@ -27,6 +28,7 @@ def _load_target(path: str, model_table: str, dataset: Dataset) -> np.ndarray:
     folder embedded with the pool's model."""
     from curate.filters.assets import load_matrices, matrix_files
 
+    path = storage.local_copy(path)  # a URI's file or folder, copied (small: the target set)
     p = Path(path)
     files = matrix_files(path)
     if files:
@@ -91,22 +93,22 @@ def prepare_image_based(dataset, spec, executor, plan, shards, run_name) -> tupl
     if p["centroids"]:
         from curate.filters.assets import load_matrix
 
-        centroids = load_matrix(p["centroids"])
-        info["centroids"] = file_fingerprint(p["centroids"])
+        local = storage.local_copy(p["centroids"])
+        centroids = load_matrix(local)
+        info["centroids"] = dict(file_fingerprint(local), path=p["centroids"])
     else:
         centroids, x, drawn = _pool_centroids(dataset, p, executor, table, j, shards)
         info.update({"kmeans_points": int(len(x)), **drawn, "k": p["k"], "niter": p["niter"], "seed": p["seed"]})
-    path = dataset.root / "decisions" / run_name / "_image_based_centroids.npy"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, centroids)
+    rel = f"decisions/{run_name}/_image_based_centroids.npy"  # read by every worker that decides
+    atomic_write_bytes(dataset.path(rel), storage.npy_bytes(centroids))
     target = _load_target(p["target"], table, dataset)
     if target.shape[1] != centroids.shape[1]:
         raise CurateError(f"image_based: target embeddings have dim {target.shape[1]}, pool has {centroids.shape[1]}")
     info["guards"] = _guards(dataset, table, centroids, None if p["centroids"] else x, executor)
     tc = np.unique(stages.assign_clusters(target, centroids))
-    ctx.update({"centroids_path": str(path), "target_clusters": [int(c) for c in tc]})
+    ctx.update({"centroids_path": str(dataset.path(rel)), "target_clusters": [int(c) for c in tc]})
     info.update({"target": p["target"], "target_images": int(len(target)), "target_clusters": int(len(tc)),
-                 "centroids_path": str(path.relative_to(dataset.root)),
+                 "centroids_path": rel,
                  "centroids_sha256": hashlib.sha256(centroids.tobytes()).hexdigest()})
     return ctx, info
 

@@ -78,10 +78,10 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
             removed = ts["rows"] - counts["image_based"].get("kept", 0)
             g["warnings"] += guards.removal_warning("image_based", ts["rows"], removed)
             m["guards"] = g
-        d = write_kept_subset(dataset, name, name, n_kept, manifest={
+        write_kept_subset(dataset, name, name, n_kept, manifest={
             "stage": "filter", "filters": [str(s) for s in specs], "decisions": f"decisions/{name}",
             "run": f"_runs/filter-{name}.json", "resolved": resolved}, stages=len(specs))
-    m["outputs"]["subset"] = str(d.relative_to(dataset.root))
+    m["outputs"]["subset"] = f"subsets/{name}"
     # the selection count keys (input, kept, removed, reasons = rows of decisions/<run> per reason)
     m["counts"] = {"input": ts["rows"], "reasons": _rows_per_reason(counts),
                    "samples": ts["rows"], "kept": n_kept, "removed": ts["rows"] - n_kept,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.decisions import decisions_table
 from curate.errors import DatasetError, InputFileError
 from curate.filters import stages
@@ -41,13 +41,13 @@ def read_base(task: dict):
     src, stats = task["samples_shard"], task["stats_shard"]
     cols = SAMPLE_COLUMNS + (["text"] if task["with_text"] else [])
     try:
-        s = pq.read_table(src, columns=cols)
+        s = storage.read_parquet(src, columns=cols)
     except (pa.ArrowInvalid, OSError, KeyError) as e:
         raise InputFileError(src, f"cannot read columns {', '.join(cols)} ({e})") from e
     schema = base_schema(task["with_text"], stats is not None)
     arrays = [s.column(c).cast(schema.field(c).type) for c in cols]
     if stats is not None:
-        t = pq.read_table(stats, columns=["uid"] + STAT_COLUMNS)
+        t = storage.read_parquet(stats, columns=["uid"] + STAT_COLUMNS)
         if t.num_rows != s.num_rows or not t.column("uid").equals(s.column("uid")):
             raise DatasetError(f"{stats} does not match {src} row for row; rerun with --recompute-stats")
         arrays += [t.column(c) for c in STAT_COLUMNS]
@@ -66,7 +66,7 @@ def read_embeddings(task: dict):
     j, with_emb = task["j"], task["with_embedding"]
     cols = ["uid", "clip_score"] + (["image_embedding"] if with_emb else [])
     try:
-        t = pq.read_table(task["path"], columns=cols)
+        t = storage.read_parquet(task["path"], columns=cols)
     except (pa.ArrowInvalid, OSError, KeyError) as e:
         raise InputFileError(task["path"], f"cannot read columns {', '.join(cols)} ({e})") from e
     arrays = [t.column("uid"), t.column("clip_score").cast(pa.float32())]
@@ -80,7 +80,7 @@ def read_embeddings(task: dict):
 
 
 def read_downloads(task: dict):
-    t = pq.read_table(task["path"], columns=["uid", "original_width", "original_height"])
+    t = storage.read_parquet(task["path"], columns=["uid", "original_width", "original_height"])
     yield from pa.Table.from_arrays(
         [t.column("uid"), t.column("original_width").cast(pa.int32()), t.column("original_height").cast(pa.int32())],
         schema=DOWNLOAD_SCHEMA).to_batches(max_chunksize=65536)
@@ -119,7 +119,7 @@ def caption_pass(batch: pa.RecordBatch, params: dict, column: str, sample_ratio:
     return t.filter(pa.array(ok)).select(["uid", column, *keep])
 
 
-def base_tasks(dataset: Dataset, shards: list[Path], with_text: bool, with_stats: bool = True) -> list[dict]:
+def base_tasks(dataset: Dataset, shards: list[Path] | list[str], with_text: bool, with_stats: bool = True) -> list[dict]:
     return [{"samples_shard": str(p), "with_text": with_text,
              "stats_shard": str(dataset.shard_path("text_stats", i)) if with_stats else None}
             for i, p in enumerate(shards)]

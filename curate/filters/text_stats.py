@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.errors import InputFileError
 from curate.filters import langid
 from curate.tables import Dataset, load_schema, write_parquet_atomic
@@ -101,24 +101,26 @@ def text_stats(uids: pa.Array, texts: pa.Array, model) -> pa.Table:
 
 
 # ---------------------------------------------------------------- per-shard task
-def _source_key(samples_shard: Path, model_path: str) -> str:
+def _source_key(samples_shard: str, model_path: str) -> str:
     # The shard's content hash, not its mtime: the key is written into the output, and the
     # same samples must give the same text_stats bytes (reruns, other machines, clusters).
     h = hashlib.sha256()
-    with open(samples_shard, "rb") as f:
+    with storage.open_input_stream(samples_shard) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return f"{samples_shard.name}:{h.hexdigest()}:{Path(model_path).name}:{os.path.getsize(model_path)}"
+    return f"{storage.basename(samples_shard)}:{h.hexdigest()}:{Path(model_path).name}:{os.path.getsize(model_path)}"
 
 
-def _is_current(out: Path, key: str) -> bool:
-    if not out.exists():
-        return False
+def _current_rows(out, key: str) -> int | None:
+    """Rows of the committed shard ``out`` when it was made from ``key``; else None."""
+    if not storage.committed(out):
+        return None
     try:
-        meta = pq.read_schema(out).metadata or {}
+        pf = storage.parquet_file(out)
     except (pa.ArrowInvalid, OSError):
-        return False
-    return meta.get(_SOURCE_KEY, b"").decode() == key
+        return None
+    meta = pf.schema_arrow.metadata or {}
+    return pf.metadata.num_rows if meta.get(_SOURCE_KEY, b"").decode() == key else None
 
 
 def text_stats_task(task: dict) -> dict:
@@ -128,13 +130,14 @@ def text_stats_task(task: dict) -> dict:
     rerun recomputes exactly the shards whose input or model changed.
     """
     ds = Dataset(task["root"])
-    src = Path(task["samples_shard"])
+    src = task["samples_shard"]
     out = ds.shard_path(TABLE, task["index"])
     key = _source_key(src, task["lid_model"])
-    if not task.get("recompute") and _is_current(out, key):
-        return {"rows": pq.ParquetFile(out).metadata.num_rows, "skipped": 1}
+    rows = None if task.get("recompute") else _current_rows(out, key)
+    if rows is not None:
+        return {"rows": rows, "skipped": 1}
     try:
-        t = pq.read_table(src, columns=["uid", "text"])
+        t = storage.read_parquet(src, columns=["uid", "text"])
     except (pa.ArrowInvalid, OSError, KeyError) as e:
         raise InputFileError(str(src), f"cannot read columns uid, text ({e})") from e
     for name in ("uid", "text"):
@@ -165,10 +168,6 @@ def compute_text_stats(dataset: Dataset, executor, lid_model: str | None = None,
               "recompute": recompute} for i, p in enumerate(shards)]
     dataset.remove_temp_files(TABLE)  # a killed run's half-written parts
     results = executor.map_tasks(tasks, text_stats_task, description="text stats")
-    # A shorter samples table leaves stale shards behind: drop them.
-    keep = {dataset.shard_path(TABLE, i).name for i in range(len(shards))}
-    for old in dataset.shards(TABLE):
-        if old.name not in keep:
-            old.unlink()
+    dataset.remove_shards_beyond(TABLE, len(shards))  # a shorter samples table leaves stale shards
     return {"rows": sum(r["rows"] for r in results), "shards": len(tasks),
             "skipped_shards": sum(r["skipped"] for r in results), "lid_model": model_path}

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyarrow.parquet as pq
+
+from curate import storage
 
 _NAN_KEY = 0  # below every number's key
 
@@ -31,7 +32,7 @@ def order_keys(scores: np.ndarray) -> np.ndarray:
 
 
 def _read_scores(task: dict) -> np.ndarray:
-    col = pq.read_table(task["path"], columns=[task["column"]]).column(0)
+    col = storage.read_parquet(task["path"], columns=[task["column"]]).column(0)
     return col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
 
 

@@ -1,63 +1,133 @@
-"""`curate filter` (local engine) on a dataset in s3://bucket/ds: the job works on a local
-working copy fetched from the bucket and publishes its outputs back with commit markers; every
-table object equals a local-path run's file."""
+"""`curate filter` on a dataset in s3://bucket/ds, reading and writing the bucket directly (no local
+working copy): text statistics, DataComp's basic, CLIP-score fraction and image_based filters
+(pool k-means, centroids written to the store and read by every task, a target file given as
+a URI), through the CLI on the in-process engine and through Spark local mode. Every table
+object equals a local-path run's file, byte for byte; a rerun recomputes nothing and changes
+nothing."""
 
 from __future__ import annotations
 
+import io
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 from s3kit import bucket_objects
 
-from curate.tables import Dataset, load_schema
+from curate import storage
+from curate.engine import LocalExecutor
+from curate.filters.job import run_filters
+from curate.filters.stages import parse_filter
+from curate.tables import Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from filters.conftest import ENGLISH, OTHER, write_embeddings, write_samples  # noqa: E402
+
+N = 160
+CENTROIDS = "decisions/f/_image_based_centroids.npy"
 
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "curate.cli", *args], capture_output=True, text=True)
 
 
-def _build(root: str, csv) -> Dataset:
-    r = _cli("ingest", str(csv), "-o", root, "--engine", "local", "--rows-per-shard", "40")
-    assert r.returncode == 0, r.stderr
+def _build(root: str) -> Dataset:
+    """160 samples in 4 shards (English and other captions, varied sizes), embeddings for 150."""
     ds = Dataset(root)
-    uids = ds.read("samples", columns=["uid"]).column(0).to_pylist()
-    rng = np.random.default_rng(3)
-    emb = rng.standard_normal((len(uids), 8)).astype(np.float16)
-    schema = load_schema("embeddings").arrow(dim=8)
-    vec = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float16()), 8)
-    table = pa.table({"uid": uids, "image_embedding": vec, "text_embedding": vec,
-                      "clip_score": pa.array(rng.uniform(0.1, 0.4, len(uids)).round(2), pa.float32())}, schema=schema)
-    ds.write_table("embeddings/tiny", table, schema="embeddings", rows_per_shard=50)
+    rng = np.random.default_rng(11)
+    texts = [(ENGLISH + OTHER)[i % 11] for i in range(N)]
+    widths = [int(w) for w in rng.choice([100, 200, 640, 1000], N)]
+    heights = [int(h) for h in rng.choice([150, 200, 480, 2500], N)]
+    uids = write_samples(ds, texts, widths, heights, rows_per_shard=40)
+    write_embeddings(ds, "tiny", uids[:150], rng.uniform(0.1, 0.4, 150).round(2), dim=8, rows_per_shard=50)
     return ds
+
+
+def _filters(target: str) -> list[str]:
+    return ["basic", "clip_score:fraction=0.5", f"image_based:k=3,seed=7,target={target}"]
 
 
 def _visible(files: dict) -> dict:
     return {k: v for k, v in files.items() if not any(p[:1] in "_." for p in k.split("/"))}
 
 
-def test_filter_on_bucket_matches_local(bucket, tmp_path, monkeypatch):
+def _local_files(ds: Dataset) -> dict:
+    return {p.relative_to(ds.root).as_posix(): p.read_bytes() for p in ds.root.rglob("*") if p.is_file()}
+
+
+def _target_bytes() -> bytes:
+    return storage.npy_bytes(np.random.default_rng(4).normal(size=(3, 8)).astype(np.float32))
+
+
+def _local_run(tmp_path) -> dict:
+    local = _build(str(tmp_path / "local"))
+    (tmp_path / "target.npy").write_bytes(_target_bytes())
+    run_filters(local, [parse_filter(f) for f in _filters(str(tmp_path / "target.npy"))],
+                LocalExecutor(), name="f")
+    return _local_files(local)
+
+
+def _check_same(want: dict, bucket: str) -> None:
+    got = bucket_objects(bucket, "ds/")
+    assert {k for k in _visible(want) if k.startswith("text_stats/")}  # the caption statistics were written
+    assert any(k.startswith("decisions/f/") for k in _visible(want)) and "subsets/f/uids.npy" in want
+    assert _visible(got) == _visible(want)
+    assert got[CENTROIDS] == want[CENTROIDS]  # what every task read
+    assert not any(k.startswith("ds/_tmp/") for k in got)
+    # every shard the job wrote is committed (visible to readers)
+    for k in _visible(got):
+        if k.endswith(".parquet"):
+            folder, name = k.rsplit("/", 1)
+            assert f"{folder}/_committed/{name}" in got, k
+
+
+def test_filter_cli_on_bucket_matches_local(bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
-    csv = tmp_path / "pool.csv"
-    csv.write_text("url,caption\n" + "".join(f"http://127.0.0.1/{i}.jpg,a red thing number {i}\n" for i in range(120)))
-    local = _build(str(tmp_path / "local"), csv)
+    want = _local_run(tmp_path)
     uri = f"s3://{bucket}/ds"
-    remote = _build(uri, csv)
-    for ds in (str(local.root), uri):
-        r = _cli("filter", ds, "-f", "clip_score:fraction=0.5", "--name", "half", "--engine", "local")
-        assert r.returncode == 0, r.stderr
-    want = _visible({p.relative_to(local.root).as_posix(): p.read_bytes()
-                     for p in local.root.rglob("*") if p.is_file()})
-    got = _visible(bucket_objects(bucket, "ds/"))
-    assert any(k.startswith("decisions/half/") for k in want) and any(k.startswith("subsets/half/") for k in want)
-    assert got == want
-    assert remote.tables() == local.tables()
-    assert remote.count("decisions/half") == local.count("decisions/half") == 120
-    # the same run manifests (their contents name the folder and the times, so differ)
-    runs = {p.relative_to(local.root).as_posix() for p in local.root.glob("_runs/*.json")}
-    assert {k for k in bucket_objects(bucket, "ds/") if k.startswith("_runs/") and k.count("/") == 1} == runs
-    assert "_runs/ingest.json" in runs and len(runs) >= 2
-    r = _cli("sql", uri, "SELECT count(*) AS n FROM decisions_half WHERE kept", "--out", str(tmp_path / "k.csv"))
+    remote = _build(uri)
+    storage.put_bytes(storage.resolve(f"s3://{bucket}/assets/target.npy"), _target_bytes())
+    args = ["filter", uri, *[a for f in _filters(f"s3://{bucket}/assets/target.npy") for a in ("-f", f)],
+            "--name", "f", "--engine", "local"]
+    r = _cli(*args)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "k.csv").read_text().splitlines()[1] == str(remote.count("subsets/half"))
+    assert f"of {N:,} samples" in r.stdout, r.stdout
+    _check_same(want, bucket)
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.parquet"))  # no local copy
+    before = bucket_objects(bucket, "ds/")
+    r = _cli(*args)  # rerun: text statistics current, every table rewritten with the same bytes
+    assert r.returncode == 0, r.stderr
+    after = bucket_objects(bucket, "ds/")
+    assert _visible(after) == _visible(before)
+    run = json.loads(after["_runs/filter-f.json"])
+    assert run["counts"]["text_stats"]["skipped_shards"] == 4
+    assert run["counts"]["samples"] == N == remote.count("decisions/f") // 3
+    r = _cli("sql", uri, "SELECT count(*) AS n FROM decisions_f WHERE kept AND stage = 'basic'", "--out",
+             str(tmp_path / "k.csv"))
+    assert r.returncode == 0, r.stderr
+    assert int((tmp_path / "k.csv").read_text().splitlines()[1]) == run["counts"]["filters"]["basic"]["kept"]
+
+
+def test_filter_spark_on_bucket_matches_local(bucket, tmp_path, spark):
+    from curate.engine.spark import SparkExecutor
+
+    want = _local_run(tmp_path)
+    uri = f"s3://{bucket}/ds"
+    remote = _build(uri)
+    storage.put_bytes(storage.resolve(f"s3://{bucket}/assets/target.npy"), _target_bytes())
+    result = run_filters(remote, [parse_filter(f) for f in _filters(f"s3://{bucket}/assets/target.npy")],
+                         SparkExecutor(spark), name="f")
+    assert result["outputs"]["subset"] == "subsets/f"
+    _check_same(want, bucket)
+    cent = np.load(io.BytesIO(bucket_objects(bucket, "ds/")[CENTROIDS]))
+    assert cent.shape == (3, 8)
+
+
+def test_filter_on_missing_bucket_dataset_is_one_line(bucket):
+    r = _cli("filter", f"s3://{bucket}/nothing-here", "-f", "basic", "--engine", "local")
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "nothing-here" in err[0], r.stderr
+
