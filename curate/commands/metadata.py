@@ -64,7 +64,7 @@ def match(run: JobRun, p: MetadataMatchCommandParams) -> None:
     from curate.metaclip.jobs import run_match
     from curate.progress import info
 
-    require_tables(run.dataset, {"samples": "curate ingest"})  # the dataset first: the README's order of steps
+    require_tables(run.dataset, {"samples": "curate ingest"}, remote_ok=True)  # the dataset first: the README's order
     require_paths([p.metadata], "metadata file")
     metadata = storage.local_copy(p.metadata)  # a metadata list (or folder) on a store: copied locally
     if Path(metadata).is_dir():  # worldwide: check the lists and the language model before any engine
@@ -88,7 +88,8 @@ def balance(run: JobRun, p: MetadataBalanceParams) -> None:
     from curate.metaclip.jobs import run_balance
     from curate.progress import info
 
-    require_tables(run.dataset, {"metadata_matches": "curate metadata match", "entry_counts": "curate metadata match"})
+    require_tables(run.dataset, {"metadata_matches": "curate metadata match", "entry_counts": "curate metadata match"},
+                   remote_ok=True)
     result = run_balance(run.ds, run.executor(), name=run.name, params={"engine": run.engine, "master": run.master},
                          **p.job_kwargs())
     c = result["counts"]
@@ -102,7 +103,7 @@ def balance(run: JobRun, p: MetadataBalanceParams) -> None:
                  f"{r['kept']:,} kept")
 
 
-_POOL = dict(subset=False, output=False, storage=True, working_copy=True)  # a job over the whole pool, in place
+_POOL = dict(subset=False, output=False, storage=True)  # a job over the whole pool, in place (a URI too)
 
 metadata_app.command("build")(job_command(
     MetadataBuildParams, build, app_name="curate-metadata-build",
@@ -112,14 +113,14 @@ metadata_app.command("build")(job_command(
     "same file. Writes OUTPUT and OUTPUT.build.json (per-source counts)."))
 metadata_app.command("match")(job_command(
     MetadataMatchCommandParams, match, job_model=MetadataMatchParams, app_name="curate-metadata-match",
-    common=Common(None, dataset_help="Dataset folder with a samples table.", **_POOL),
+    common=Common(None, dataset_help="Dataset folder or URI with a samples table.", **_POOL),
     help="Match every sample's text against the metadata (MetaCLIP v1 substring semantics).\n\n"
     "Writes DATASET/metadata_matches (uid, sorted entry ids), DATASET/entry_counts and "
     "DATASET/_runs/metadata-match.json; the metadata is copied to DATASET/metaclip/metadata.json."))
 metadata_app.command("balance")(job_command(
     MetadataBalanceParams, balance, app_name="curate-metadata-balance",
     common=Common("metaclip", name_help="Subset and decisions run name: subsets/NAME, decisions/NAME.",
-                  dataset_help="Dataset folder with metadata_matches and entry_counts.", **_POOL),
+                  dataset_help="Dataset folder or URI with metadata_matches and entry_counts.", **_POOL),
     help="Balance the pool with a per-entry cap t (MetaCLIP), deterministically.\n\n"
     "A text is kept if, for one of its entries, its draw is below p = min(1, t / count); texts matching nothing "
     "are dropped (no_metadata_match), the rest not drawn are balanced_out.\n\n"

@@ -4,25 +4,27 @@ counts; the driver writes the subset, ``entry_balance/<run>`` and the distributi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import storage
 from curate.decisions import decisions_table, reason_counts
 from curate.engine import worker_cache
 from curate.errors import DatasetError
-from curate.manifest import RunManifest, file_fingerprint
+from curate.manifest import RunManifest
 from curate.metaclip import balance as bal
 from curate.metaclip.matching import load_metadata
 from curate.tables import Dataset, load_schema, write_parquet_atomic
-from curate.metaclip.job_shards import (COUNTS_DIR, ENTRY_BALANCE, ENTRY_COUNTS, LANGUAGE_BALANCE, LANGUAGES, LANGUAGES_COPY, MATCHES, METADATA_COPY, NO_LANGUAGE, STAGE, check_columns, clear_stale, input_shards, sum_sparse_counts, write_sparse_counts)
+from curate.metaclip.job_shards import (ENTRY_BALANCE, ENTRY_COUNTS, LANGUAGE_BALANCE, LANGUAGES, LANGUAGES_COPY, MATCHES,
+                                        METADATA_COPY, NO_LANGUAGE, STAGE, check_columns, clear_stale, counts_table,
+                                        file_record, input_shards, sum_sparse_counts, write_sparse_counts)
 
 
 def _probabilities(root: str, t: float) -> np.ndarray:
     ds = Dataset(root)
-    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in ds.shards(ENTRY_COUNTS))
+    stamp = _counts_stamp(ds)
 
     def build():
         counts = ds.read(ENTRY_COUNTS, columns=["entry_id", "count"]).sort_by("entry_id")
@@ -35,7 +37,7 @@ def _range_probabilities(root: str, thresholds: list) -> np.ndarray:
     from curate.metaclip.worldwide import range_probabilities
 
     ds = Dataset(root)
-    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in ds.shards(ENTRY_COUNTS))
+    stamp = _counts_stamp(ds)
     key = tuple(tuple(x) for x in thresholds)
 
     def build():
@@ -43,6 +45,11 @@ def _range_probabilities(root: str, thresholds: list) -> np.ndarray:
         return range_probabilities(counts.column("count").to_numpy(), key)
 
     return worker_cache(("curate.metaclip.range_probs", root, stamp, key), build)
+
+
+def _counts_stamp(ds: Dataset) -> tuple:
+    """Changes when ``entry_counts`` is rewritten (a worker's cache key)."""
+    return tuple(storage.fingerprint(p) for p in ds.shards(ENTRY_COUNTS))
 
 
 def _balance_language_stats(metadata_lang: list, r: "bal.BalanceResult", entry_ids) -> dict:
@@ -71,7 +78,7 @@ def balance_shard_task(task: dict) -> dict:
         lang_pf = check_columns(ds.shard_path(LANGUAGES, i), ["metadata_lang"])
         lang_batches = lang_pf.iter_batches(batch_size=task.get("batch_size", 65536), columns=["metadata_lang"])
     entries = task["entries"]
-    pf = check_columns(Path(task["input"]), ["uid", "entry_ids"])
+    pf = check_columns(task["input"], ["uid", "entry_ids"])
     kept_counts = np.zeros(len(probs), dtype=np.int64)
     parts, reasons = [], {}
     entry_names = None
@@ -99,7 +106,7 @@ def balance_shard_task(task: dict) -> dict:
     schema = load_schema("decisions").arrow()
     table = pa.concat_tables(parts) if parts else schema.empty_table()
     table = table.sort_by([("uid", "ascending")])
-    write_sparse_counts(kept_counts, ds.table_dir(f"{ENTRY_BALANCE}/{run}") / COUNTS_DIR / f"part-{i:05d}.parquet")
+    write_sparse_counts(kept_counts, ds.shard_path(counts_table(f"{ENTRY_BALANCE}/{run}"), i))
     write_parquet_atomic(table, ds.shard_path(f"decisions/{run}", i))
     out = {"shard": i, "rows": table.num_rows, **reasons}
     if worldwide:
@@ -109,7 +116,7 @@ def balance_shard_task(task: dict) -> dict:
 
 def _entry_names(root: str, sha: str) -> list[str]:
     return worker_cache(("curate.metaclip.entries", root, sha),
-                        lambda: load_metadata(Path(root) / METADATA_COPY))
+                        lambda: load_metadata(Dataset(root).path(METADATA_COPY)))
 
 
 def _write_language_balance(dataset: Dataset, run: str, thresholds, stats: list[dict], before: np.ndarray,
@@ -159,10 +166,10 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
     manifest = RunManifest("metadata-balance", dict(params or {}, t=t, t_reference_pool=t_reference_pool,
                                                     t_effective=t_eff, seed=seed, name=name))
     entry_counts = dataset.read(ENTRY_COUNTS).sort_by("entry_id")
-    entries_sha = file_fingerprint(dataset.root / METADATA_COPY)["sha256"]
+    metadata = file_record(dataset.path(METADATA_COPY))
+    entries_sha = metadata["sha256"]
     manifest["inputs"] = [{"table": MATCHES, "shards": len(shards), "rows": pool},
-                          {"table": ENTRY_COUNTS, "rows": entry_counts.num_rows},
-                          file_fingerprint(dataset.root / METADATA_COPY)]
+                          {"table": ENTRY_COUNTS, "rows": entry_counts.num_rows}, metadata]
     run = name
     counts_before = entry_counts.column("count").to_numpy()
     p_tail, thresholds = _language_thresholds(dataset, len(shards), counts_before, t_eff, tail_proportion)
@@ -187,8 +194,8 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
             "stage": STAGE, "params": {"t": t, "t_effective": t_eff, "t_reference_pool": t_reference_pool,
                                        "seed": seed, **by_language},
             "decisions": f"decisions/{run}", "counts": counts,
-            "entry_distribution": ["entry_distribution.json", plot.name]})
-    _record_outcome(manifest, counts, reasons, summary, pool, name, plot.name, thresholds is not None)
+            "entry_distribution": ["entry_distribution.json", plot]})
+    _record_outcome(manifest, counts, reasons, summary, pool, name, plot, thresholds is not None)
     manifest.write(dataset, f"metadata-balance-{name}")
     return manifest.data
 
@@ -220,14 +227,15 @@ def _record_outcome(manifest: RunManifest, counts: dict, reasons: dict, summary:
 def _language_thresholds(dataset: Dataset, shards: int, counts_before: np.ndarray, t_eff: float,
                          tail_proportion: float | None) -> tuple[float | None, list | None]:
     """After a worldwide match: the tail proportion and each language's threshold; else (None, None)."""
-    if not (dataset.root / LANGUAGES_COPY).exists():
+    layout_path = dataset.path(LANGUAGES_COPY)
+    if not storage.exists(layout_path):
         return None, None
     from curate.metaclip import worldwide as ww
 
     if len(dataset.shards(LANGUAGES)) != shards:
         raise DatasetError(f"table {LANGUAGES!r} in {dataset.root} does not match {MATCHES!r}: "
                            "rerun `curate metadata match`")
-    layout = json.loads((dataset.root / LANGUAGES_COPY).read_text(encoding="utf-8"))
+    layout = json.loads(storage.read_bytes(layout_path).decode("utf-8"))
     return ww.language_thresholds(counts_before, [tuple(r) for r in layout["ranges"]], t_eff, tail_proportion)
 
 
@@ -236,8 +244,7 @@ def _write_entry_balance(dataset: Dataset, run: str, entry_counts: pa.Table, t_e
     """``entry_balance/<run>``: each entry's count, sampling probability and kept count (summed
     from the tasks' sparse parts); returns the kept counts."""
     counts_before = entry_counts.column("count").to_numpy()
-    parts = sorted((dataset.table_dir(f"{ENTRY_BALANCE}/{run}") / COUNTS_DIR).glob("part-*.parquet"))
-    counts_after = sum_sparse_counts(parts, len(counts_before))
+    counts_after = sum_sparse_counts(dataset.shards(counts_table(f"{ENTRY_BALANCE}/{run}")), len(counts_before))
     if thresholds is None:
         probs = bal.entry_probabilities(counts_before, t_eff)
     else:
@@ -254,7 +261,7 @@ def _write_entry_balance(dataset: Dataset, run: str, entry_counts: pa.Table, t_e
 def _distribution_report(dataset: Dataset, name: str, entry_counts: pa.Table, counts_after: np.ndarray,
                          t_eff: float, p_tail: float | None, thresholds: list | None, stats: list[dict]):
     """The entry distribution summary and plot beside the subset (and ``language_balance/<name>``
-    after a worldwide match); returns (summary, plot path)."""
+    after a worldwide match); returns (summary, the plot's file name)."""
     from curate.metaclip import report
     from curate.subset import subset_dir
 
@@ -264,8 +271,7 @@ def _distribution_report(dataset: Dataset, name: str, entry_counts: pa.Table, co
     if thresholds is not None:
         summary["tail_proportion"] = p_tail
         summary["languages"] = _write_language_balance(dataset, name, thresholds, stats, counts_before, counts_after)
-    out_dir = subset_dir(dataset, name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plot = report.plot_distribution(counts_before, counts_after, t_eff, out_dir / "entry_distribution.png")
+    plot = report.plot_distribution(counts_before, counts_after, t_eff,
+                                    storage.join(subset_dir(dataset, name), "entry_distribution.png"))
     dataset.write_json(f"subsets/{name}/entry_distribution.json", summary)
     return summary, plot

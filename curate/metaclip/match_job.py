@@ -4,19 +4,20 @@ and a sparse per-shard entry count in ``metadata_matches/_counts/``; the driver 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.engine import worker_cache
 from curate.manifest import RunManifest, file_fingerprint
 from curate.metaclip.matching import Matcher, load_metadata
-from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
-from curate.metaclip.job_shards import (COUNTS_DIR, ENTRY_COUNTS, MATCHES, METADATA_COPY, check_columns, clear_stale, input_shards, sum_sparse_counts, write_sparse_counts)
+from curate.tables import Dataset, load_schema, write_parquet_atomic
+from curate.metaclip.job_shards import (ENTRY_COUNTS, MATCHES, METADATA_COPY, check_columns, clear_stale, counts_table,
+                                        input_shards, input_stamps, read_plan, sum_sparse_counts, write_if_changed,
+                                        write_sparse_counts)
 from curate.metaclip.match_worldwide_job import drop_worldwide_outputs, run_match_worldwide
 
 
@@ -29,11 +30,11 @@ def match_shard_task(task: dict) -> dict:
     ds = Dataset(task["root"])
     i = task["shard"]
     out = ds.shard_path(MATCHES, i)
-    counts_path = ds.table_dir(MATCHES) / COUNTS_DIR / out.name
-    if task.get("resume") and out.exists() and counts_path.exists():
-        return {"shard": i, "rows": pq.ParquetFile(out).metadata.num_rows, "skipped": 1}
+    counts_path = ds.shard_path(counts_table(MATCHES), i)
+    if task.get("resume") and storage.committed(out) and storage.committed(counts_path):
+        return {"shard": i, "rows": storage.parquet_file(out).metadata.num_rows, "skipped": 1}
     matcher = _matcher(task["metadata"], task["metadata_sha"])
-    pf = check_columns(Path(task["input"]), ["uid", "text"])
+    pf = check_columns(task["input"], ["uid", "text"])
     schema = load_schema(MATCHES).arrow()
     counts = np.zeros(matcher.num_entries, dtype=np.int64)
     batches, rows, matched, pairs = [], 0, 0, 0
@@ -58,6 +59,7 @@ def run_match(dataset: Dataset, metadata: str | Path, executor, *, batch_size: i
 
     A metadata folder (one ``<lang>.json`` per language) runs MetaCLIP 2's worldwide matching
     (``run_match_worldwide``); a file runs MetaCLIP v1's."""
+    metadata = storage.local_copy(metadata)  # a list (or folder) on a store: read here, small
     if Path(metadata).is_dir():
         return run_match_worldwide(dataset, metadata, executor, batch_size=batch_size, resume=resume,
                                    params=params, lid_model=lid_model, nospace_match=nospace_match)
@@ -65,18 +67,15 @@ def run_match(dataset: Dataset, metadata: str | Path, executor, *, batch_size: i
     manifest = RunManifest("metadata-match", dict(params or {}, metadata=str(metadata), batch_size=batch_size))
     with manifest.stage("load_metadata"):
         entries = load_metadata(metadata)
-        copy = dataset.root / METADATA_COPY
+        copy = dataset.path(METADATA_COPY)
         src_fp = file_fingerprint(metadata)
-        if not copy.exists() or file_fingerprint(copy)["sha256"] != src_fp["sha256"]:
-            # Executors read the entries from the dataset folder, which every node can reach.
-            atomic_write_bytes(copy, Path(metadata).read_bytes())
-        sha = file_fingerprint(copy)["sha256"]
+        # Executors read the entries from the dataset, which every node can reach.
+        write_if_changed(copy, Path(metadata).read_bytes())
+        sha = src_fp["sha256"]
     shards = input_shards(dataset, "samples", "run `curate ingest` first")
     manifest["inputs"] = [src_fp, {"table": "samples", "shards": len(shards)}]
-    job_marker = dataset.table_dir(MATCHES) / "_job.json"
-    plan = {"metadata_sha256": sha,
-            "inputs": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in shards]}
-    if resume and job_marker.exists() and json.loads(job_marker.read_text()) != plan:
+    plan = {"metadata_sha256": sha, "inputs": input_stamps(shards)}
+    if resume and read_plan(dataset) != plan:
         resume = False  # different metadata or inputs: nothing to resume
     if not resume:
         clear_stale(dataset, MATCHES, 0)
@@ -88,9 +87,8 @@ def run_match(dataset: Dataset, metadata: str | Path, executor, *, batch_size: i
         stats = executor.map_tasks(tasks, match_shard_task, "metaclip match")
     clear_stale(dataset, MATCHES, len(tasks))
     with manifest.stage("entry_counts"):
-        parts = [dataset.table_dir(MATCHES) / COUNTS_DIR / dataset.shard_path(MATCHES, i).name
-                 for i in range(len(tasks))]
-        counts = sum_sparse_counts(parts, len(entries))
+        counts = sum_sparse_counts([dataset.shard_path(counts_table(MATCHES), i) for i in range(len(tasks))],
+                                   len(entries))
         table = pa.table({"entry_id": pa.array(np.arange(len(entries), dtype=np.int32)),
                           "entry": pa.array(entries, pa.string()),
                           "count": pa.array(counts)})

@@ -3,20 +3,24 @@ language's metadata list; writes ``metadata_matches``, ``metadata_languages`` an
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.engine import worker_cache
 from curate.errors import DatasetError
 from curate.manifest import RunManifest, file_fingerprint
 from curate.metaclip.matching import Matcher, load_metadata
-from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
-from curate.metaclip.job_shards import (COUNTS_DIR, ENTRY_COUNTS, LANGUAGES, LANGUAGES_COPY, MATCHES, METADATA_COPY, NO_LANGUAGE, check_columns, clear_stale, input_shards, sum_sparse_counts, write_sparse_counts)
+from curate.tables import Dataset, load_schema, write_parquet_atomic
+from curate.metaclip.job_shards import (ENTRY_COUNTS, LANGUAGES, LANGUAGES_COPY, MATCHES, METADATA_COPY, NO_LANGUAGE,
+                                        check_columns, clear_stale, counts_table, file_sha256, input_shards,
+                                        input_stamps, read_plan, sum_sparse_counts, write_if_changed,
+                                        write_sparse_counts)
 
 
 NOSPACE_MODES = ("substring", "tokens")
@@ -24,13 +28,8 @@ NOSPACE_MODES = ("substring", "tokens")
 
 def drop_worldwide_outputs(dataset: Dataset) -> None:
     """A v1 match replaces a worldwide one: its language layout and table would be stale."""
-    (dataset.root / LANGUAGES_COPY).unlink(missing_ok=True)
+    storage.delete(storage.resolve(dataset.path(LANGUAGES_COPY)))
     clear_stale(dataset, LANGUAGES, 0)
-
-
-def _write_if_changed(path: Path, data: bytes) -> None:
-    if not path.exists() or path.read_bytes() != data:
-        atomic_write_bytes(path, data)
 
 
 def _worldwide_matchers(root: str, sha: str) -> dict:
@@ -38,8 +37,9 @@ def _worldwide_matchers(root: str, sha: str) -> dict:
     def build():
         from curate.metaclip import worldwide as ww
 
-        layout = json.loads((Path(root) / LANGUAGES_COPY).read_text(encoding="utf-8"))
-        entries = load_metadata(Path(root) / METADATA_COPY)
+        ds = Dataset(root)
+        layout = json.loads(storage.read_bytes(ds.path(LANGUAGES_COPY)).decode("utf-8"))
+        entries = load_metadata(ds.path(METADATA_COPY))
         mode = layout["nospace_match"]
         out = {}
         for lang, a, b in layout["ranges"]:
@@ -125,17 +125,17 @@ def match_worldwide_shard_task(task: dict) -> dict:
     i = task["shard"]
     out = ds.shard_path(MATCHES, i)
     lang_out = ds.shard_path(LANGUAGES, i)
-    counts_path = ds.table_dir(MATCHES) / COUNTS_DIR / out.name
-    if task.get("resume") and out.exists() and counts_path.exists() and lang_out.exists():
-        t = pq.read_table(lang_out, columns=["lang", "metadata_lang"])
-        m = pq.read_table(out, columns=["entry_ids"]).column("entry_ids")
+    counts_path = ds.shard_path(counts_table(MATCHES), i)
+    if task.get("resume") and all(storage.committed(x) for x in (out, counts_path, lang_out)):
+        t = storage.read_parquet(lang_out, columns=["lang", "metadata_lang"])
+        m = storage.read_parquet(out, columns=["entry_ids"]).column("entry_ids")
         matched = pc.greater(pc.list_value_length(m), 0).to_numpy(zero_copy_only=False)
         langs = _language_stats(t.column("metadata_lang").to_pylist(), t.column("lang").to_pylist(), matched)
         return {"shard": i, "rows": t.num_rows, "skipped": 1, "languages": langs}
     matchers = _worldwide_matchers(task["root"], task["layout_sha"])
     total_entries = task["entries"]
     model = load_model(task.get("lid_model"))
-    pf = check_columns(Path(task["input"]), ["uid", "text"])
+    pf = check_columns(task["input"], ["uid", "text"])
     schema = load_schema(MATCHES).arrow()
     lang_schema = load_schema(LANGUAGES).arrow()
     counts = np.zeros(total_entries, dtype=np.int64)
@@ -178,13 +178,11 @@ def run_match_worldwide(dataset: Dataset, metadata: str | Path, executor, *, bat
                                                   mode="worldwide", nospace_match=nospace_match, lid_model=lid))
     with manifest.stage("load_metadata"):
         entries, ranges, sha = _write_layout(dataset, metadata, nospace_match)
-    copy = dataset.root / METADATA_COPY
+    copy = dataset.path(METADATA_COPY)
     shards = input_shards(dataset, "samples", "run `curate ingest` first")
     manifest["inputs"] = [file_fingerprint(metadata), file_fingerprint(lid), {"table": "samples", "shards": len(shards)}]
-    job_marker = dataset.table_dir(MATCHES) / "_job.json"
-    plan = {"metadata_sha256": sha, "lid_model": file_fingerprint(lid)["sha256"],
-            "inputs": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in shards]}
-    if resume and job_marker.exists() and json.loads(job_marker.read_text()) != plan:
+    plan = {"metadata_sha256": sha, "lid_model": file_fingerprint(lid)["sha256"], "inputs": input_stamps(shards)}
+    if resume and read_plan(dataset) != plan:
         resume = False
     if not resume:
         clear_stale(dataset, MATCHES, 0)
@@ -197,9 +195,8 @@ def run_match_worldwide(dataset: Dataset, metadata: str | Path, executor, *, bat
     clear_stale(dataset, MATCHES, len(tasks))
     clear_stale(dataset, LANGUAGES, len(tasks))
     with manifest.stage("entry_counts"):
-        parts = [dataset.table_dir(MATCHES) / COUNTS_DIR / dataset.shard_path(MATCHES, i).name
-                 for i in range(len(tasks))]
-        counts = sum_sparse_counts(parts, len(entries))
+        counts = sum_sparse_counts([dataset.shard_path(counts_table(MATCHES), i) for i in range(len(tasks))],
+                                   len(entries))
         dataset.write_table(ENTRY_COUNTS, pa.table({
             "entry_id": pa.array(np.arange(len(entries), dtype=np.int32)),
             "entry": pa.array(entries, pa.string()), "count": pa.array(counts)}), schema=ENTRY_COUNTS)
@@ -210,7 +207,7 @@ def run_match_worldwide(dataset: Dataset, metadata: str | Path, executor, *, bat
                           "entries_matched": int((counts > 0).sum()), "engine": getattr(executor, "name", "?")}
     manifest["languages"] = per_language
     manifest["outputs"] = {MATCHES: len(tasks), LANGUAGES: len(tasks), ENTRY_COUNTS: 1, "metadata": str(copy),
-                           "layout": str(dataset.root / LANGUAGES_COPY)}
+                           "layout": str(dataset.path(LANGUAGES_COPY))}
     manifest.write(dataset, "metadata-match")
     return manifest.data
 
@@ -224,16 +221,16 @@ def _write_layout(dataset: Dataset, metadata: str | Path, nospace_match: str) ->
     meta = ww.load_worldwide(metadata)
     entries = meta.flat()
     ranges = meta.ranges()
-    copy = dataset.root / METADATA_COPY
-    _write_if_changed(copy, json.dumps(entries, ensure_ascii=False).encode("utf-8"))
+    copy = dataset.path(METADATA_COPY)
+    write_if_changed(copy, json.dumps(entries, ensure_ascii=False).encode("utf-8"))
     layout = {"mode": "worldwide", "source": str(metadata), "nospace_match": nospace_match,
               "ranges": [[lang, a, b] for lang, a, b in ranges],
               "tokenizers": {lang: ww.tokenizer_for(lang).describe() for lang, _, _ in ranges
                              if nospace_match == "tokens" and ww.base_language(lang) in ww.TOKENIZED_LANGUAGES},
-              "metadata_sha256": file_fingerprint(copy)["sha256"]}
+              "metadata_sha256": file_sha256(copy)}
     layout_bytes = (json.dumps(layout, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-    _write_if_changed(dataset.root / LANGUAGES_COPY, layout_bytes)
-    return entries, ranges, file_fingerprint(dataset.root / LANGUAGES_COPY)["sha256"]
+    write_if_changed(dataset.path(LANGUAGES_COPY), layout_bytes)
+    return entries, ranges, hashlib.sha256(layout_bytes).hexdigest()
 
 
 def _per_language(stats: list[dict], ranges: list, counts: np.ndarray) -> dict:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from curate import storage
 
 
 def _side(counts: np.ndarray, t: float) -> dict:
@@ -49,14 +50,16 @@ def distribution_summary(entries: Sequence[str], before: np.ndarray, after: np.n
     }
 
 
-def plot_distribution(before: np.ndarray, after: np.ndarray, t: float, path: str | Path) -> Path:
-    """Rank/count plot (log-log) of matched entries before and after balancing, with t marked."""
+def plot_distribution(before: np.ndarray, after: np.ndarray, t: float, path) -> str:
+    """Rank/count plot (log-log) of matched entries before and after balancing, with t marked;
+    written whole to ``path`` (a local path or a URI). Returns the file's name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
+    from curate.tables.atomic import atomic_path
+
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for counts, label in ((before, "before"), (after, "after")):
         c = np.sort(np.asarray(counts))[::-1]
@@ -69,12 +72,10 @@ def plot_distribution(before: np.ndarray, after: np.ndarray, t: float, path: str
     ax.set_title("MetaCLIP metadata entry distribution")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, metadata={"Software": None})
+    with atomic_path(path, shard=False) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return storage.basename(path)
 
 
 def language_section(dataset, subset: str, lineage: dict | None = None) -> dict | None:

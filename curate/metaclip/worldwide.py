@@ -37,6 +37,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from curate import storage
 from curate.errors import InputFileError
 
 OTHER = "other"  # MetaCLIP 2's fallback list for languages without their own metadata
@@ -216,9 +217,9 @@ def read_language_file(path: str | os.PathLike, allow_object: bool = True) -> li
     """One language's entries: a JSON list (``data/metadata/<lang>.json``) or, when
     ``allow_object``, a JSON object whose keys are the entries (``metadata_per_lang/<lang>.json``),
     in file order. Errors name the file and the line."""
-    p = Path(path)
+    p = path  # a local path, or a dataset's copy on a store (read by the workers)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = storage.read_bytes(p).decode("utf-8")
     except FileNotFoundError:
         raise InputFileError(str(p), "metadata file not found") from None
     except UnicodeDecodeError as e:
