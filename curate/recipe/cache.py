@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
+from curate import storage
 from curate.manifest import stable_hash
 from curate.recipe.uid_tables import UidTable
 from curate.tables import Dataset, atomic_write_bytes, load_schema
@@ -45,11 +45,14 @@ def table_fingerprint(dataset: Dataset, name: str) -> dict:
     """
     shards = []
     for p in dataset.shards(name):
-        size = p.stat().st_size
-        with open(p, "rb") as f:
+        f = storage.open_input(p)
+        if f is p:  # a local path
+            f = open(p, "rb")
+        with f:
+            size = f.seek(0, 2)
             f.seek(max(0, size - 65536))
             tail = hashlib.sha256(f.read()).hexdigest()[:16]
-        shards.append([p.name, size, tail])
+        shards.append([storage.basename(p), size, tail])
     return {"table": name, "shards": shards}
 
 
@@ -74,26 +77,25 @@ class StageCache:
 
     def __init__(self, dataset: Dataset, enabled: bool = True):
         self.dataset, self.enabled = dataset, enabled
-        self.root = dataset.root / CACHE_DIR
+        self.root = dataset.path(CACHE_DIR)
 
-    def path(self, key: str) -> Path:
-        return self.root / key
+    def path(self, key: str) -> Path | str:
+        return storage.join(self.root, key)
 
     def table(self, key: str, what: str) -> str:
         return f"{CACHE_DIR}/{key}/{what}"
 
     def begin(self, key: str) -> None:
         """Clear what a killed earlier run left under ``key`` before writing its tables."""
-        if self.path(key).exists():
-            shutil.rmtree(self.path(key))
+        storage.remove_tree(self.path(key))
 
     def get(self, key: str) -> CacheEntry | None:
         """The entry of ``key`` whose tables still match their fingerprints, or None."""
-        d = self.path(key)
-        if not self.enabled or not (d / "meta.json").exists():
+        meta_path = storage.join(self.path(key), "meta.json")
+        if not self.enabled or not storage.exists(meta_path):
             return None
         try:
-            meta = json.loads((d / "meta.json").read_text())
+            meta = json.loads(storage.read_bytes(meta_path))
             for name, fp in meta["fingerprints"].items():
                 if table_fingerprint(self.dataset, name) != fp:
                     return None  # a damaged or replaced table: recomputed, never trusted
@@ -107,8 +109,7 @@ class StageCache:
         meta = dict(meta, decisions=decisions,
                     uids={"table": uids.name, "rows": uids.rows, "distinct": uids.distinct},
                     fingerprints={t: table_fingerprint(self.dataset, t) for t in sorted({decisions, uids.name})})
-        self.path(key).mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.path(key) / "meta.json",
+        atomic_write_bytes(storage.join(self.path(key), "meta.json"),
                            (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode())
         return CacheEntry(decisions, uids, meta)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.engine import LocalExecutor
 from curate.errors import DatasetError, RecipeError
+from curate.storage import remove_tree
 from curate.recipe.uid_tables import UID_SCHEMA, UidTable, counted_uid_table, write_uid_table
 from curate.tables import Dataset
 
@@ -22,7 +21,7 @@ def initial_uids(dataset: Dataset, spec: str) -> pa.Array:
         return t.frame(dataset, ex).table.column("uid").combine_chunks().cast(pa.string())
     finally:
         if t.name.startswith("_tmp/"):
-            shutil.rmtree(dataset.table_dir(t.name), ignore_errors=True)
+            remove_tree(dataset.table_dir(t.name))
 
 
 def initial_table(dataset: Dataset, spec: str, executor, work: str) -> UidTable:
@@ -44,6 +43,6 @@ def initial_table(dataset: Dataset, spec: str, executor, work: str) -> UidTable:
     if spec.startswith("subset:"):
         name = spec[len("subset:"):]
         if not dataset.has_table(f"subsets/{name}"):
-            raise DatasetError(f"subset not found: {dataset.root / 'subsets' / name / 'uids.parquet'}")
+            raise DatasetError(f"subset not found: {dataset.path(f'subsets/{name}/uids.parquet')}")
         return counted_uid_table(dataset, f"subsets/{name}", executor)
     raise RecipeError(f"unknown recipe input {spec!r}")

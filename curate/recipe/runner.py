@@ -107,10 +107,9 @@ def _open_run(loaded: LoadedRecipe, engine: str, master: str | None, conf: list[
               use_cache: bool, quiet: bool, executor) -> _RecipeRun:
     """The dataset (checked), the scorer's embeddings when the recipe names one, the cache,
     the manifest and the executor (``executor``, or one opened from ``engine``)."""
-    ds_path = loaded.dataset_path()
-    if not ds_path.is_dir():
-        raise RecipeError(f"{loaded.where(('dataset',))}: dataset folder {ds_path} does not exist")
-    dataset = Dataset(ds_path)
+    dataset = Dataset(loaded.dataset_path())
+    if not dataset.exists():
+        raise RecipeError(f"{loaded.where(('dataset',))}: dataset folder {dataset.root} does not exist")
     recipe = loaded.recipe
     _embed_with_scorer(loaded, dataset, engine, master, conf, quiet)
     manifest = RunManifest(f"recipe-{recipe.name}", {"recipe": recipe.model_dump(mode="json"),
@@ -261,5 +260,5 @@ def run_recipe(loaded: LoadedRecipe, engine: str = "spark", master: str | None =
     lineage.update(output=loaded.output, output_count=cur.rows, output_distinct=cur.distinct, output_hash=cur_hash)
     _write_outputs(run, lineage, cur, stage_decisions)
     _write_manifest(run, lineage, cur)
-    run.say(f"subset {loaded.output}: {cur.rows:,} samples -> {run.dataset.root / lineage['subset']}")
+    run.say(f"subset {loaded.output}: {cur.rows:,} samples -> {run.dataset.path(lineage['subset'])}")
     return lineage

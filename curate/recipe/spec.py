@@ -87,7 +87,12 @@ class LoadedRecipe:
     def output(self) -> str:
         return self.recipe.output or self.recipe.name
 
-    def dataset_path(self) -> Path:
+    def dataset_path(self) -> Path | str:
+        """The dataset: a URI as written, a path relative to the recipe file resolved."""
+        from curate import storage
+
+        if storage.is_uri(self.recipe.dataset):
+            return self.recipe.dataset
         p = Path(self.recipe.dataset).expanduser()
         if not p.is_absolute() and self.path is not None:
             p = self.path.parent / p

@@ -9,7 +9,6 @@ returns driver-side decisions, through a bounded adapter (``LEGACY_MAX_ROWS``).
 
 from __future__ import annotations
 
-import shutil
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -22,6 +21,7 @@ from curate.recipe.cache import StageCache
 from curate.recipe.registry import StageContext, StageOutput, StageResult
 from curate.recipe.uid_tables import UID_SCHEMA, UidTable, write_uid_table
 from curate.selection import DECISIONS, count_reasons, write_decisions_table
+from curate.storage import remove_tree
 from curate.tables import Dataset, load_schema
 
 LEGACY_MAX_ROWS = 20_000_000  # input rows a stage not converted to tables may take on the driver
@@ -140,7 +140,7 @@ def run_table_stage(ctx: StageContext, kind, params, inp: UidTable, cache: Stage
                                        distinct=n_kept)
     finally:
         dec.release()
-        shutil.rmtree(ds.table_dir(f"_tmp/{ctx.run_name}"), ignore_errors=True)
+        remove_tree(ds.table_dir(f"_tmp/{ctx.run_name}"))
     return StageRun(dec_table, out_uids, out.stats, reasons, n_kept)
 
 

@@ -46,8 +46,9 @@ def _path(ctx: StageContext, raw: str) -> str:
     return str(p)
 
 
+# curate coverage's job writes POSIX paths (plots, its table): on a dataset URI the run uses a working copy
 @register("coverage", CoverageStageParams, family="report", reads=_reads, code_modules=("curate.coverage",),
-          frames=True)
+          frames=True, uri_ok=False)
 def run_coverage_stage(ctx: StageContext, inp: UidTable, p: CoverageStageParams) -> StageOutput:
     """Count concepts in the selection so far vs the pool (keeps every sample)."""
     from curate.coverage.concepts import from_eval_folder, from_file, from_metadata

@@ -30,9 +30,8 @@ def _spec(name: str, given: dict):
 def _input_threshold(ctx: StageContext, inp: UidTable, fraction: float) -> dict:
     """DataComp's fraction threshold over this stage's input: the input's scores written by the
     workers (a semi-join of the embeddings), then the filter job's exact radix select over them."""
-    import shutil
-
     from curate.filters.threshold import top_fraction_threshold
+    from curate.storage import remove_tree
 
     ex = ctx.executor()
     schema = pa.schema([("uid", pa.string()), ("clip_score", pa.float32())])
@@ -43,7 +42,7 @@ def _input_threshold(ctx: StageContext, inp: UidTable, fraction: float) -> dict:
         scores.write_sorted(ctx.dataset, tmp, schema, ["uid"], 2_000_000)
         r = top_fraction_threshold([str(x) for x in ctx.dataset.shards(tmp)], "clip_score", fraction, ex)
     finally:
-        shutil.rmtree(ctx.dataset.table_dir(tmp), ignore_errors=True)
+        remove_tree(ctx.dataset.table_dir(tmp))
     # no scored input: nothing can pass (DataComp's expression has no cut to take)
     thr = r["threshold"] if r["n"] else float("inf")
     return {"fraction": fraction, "threshold": thr, "over": int(r["n"])}

@@ -31,10 +31,13 @@ def run_balance_stage(ctx: StageContext, inp: UidTable, p: BalanceParams) -> Sta
 
     from pathlib import Path
 
-    meta = Path(p.metadata)
-    if not meta.is_absolute():
-        meta = (ctx.dataset.root / meta) if (ctx.dataset.root / meta).exists() else meta.resolve()
-    if not meta.exists():
+    from curate import storage
+
+    meta = p.metadata  # a URI, a path in the dataset, or a path here
+    if not storage.is_uri(meta) and not Path(meta).is_absolute():
+        inside = storage.join(ctx.dataset.root, meta)
+        meta = inside if storage.exists(inside) else str(Path(meta).resolve())
+    if not storage.exists(meta):
         raise RecipeError(f"stage {ctx.stage_name!r}: metadata file {meta} not found (curate metadata build)")
     ex = ctx.executor()
     match = run_match(ctx.dataset, meta, ex, **p.match_kwargs())

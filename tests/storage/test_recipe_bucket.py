@@ -1,0 +1,127 @@
+"""`curate run` (a recipe) on a dataset in s3://bucket/ds, in place (no local working copy):
+DataComp filters, k-means, SemDeDup, DBP, exact dedup, SQL and sampling stages read and write
+the bucket; every table object equals a local-path run's file, byte for byte; a second run
+takes every stage from the cache on the bucket; Spark local mode writes the same objects. A
+recipe with a stage that needs a local copy (coverage) says so and works on one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from s3kit import bucket_objects
+from test_jobs_bucket import _vectors, build, local_files, visible
+
+from curate.recipe import load_recipe, run_recipe
+from curate.tables import Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from filters.conftest import ENGLISH, OTHER, write_samples  # noqa: E402
+
+RECIPE = """\
+name: bucketed
+dataset: {ds}
+embedding_model: m
+input: downloaded
+output: curated
+stages:
+  - kind: basic
+  - kind: clip_score
+    fraction: 0.8
+  - kind: cluster
+    k: 4
+  - kind: semdedup
+    eps: 0.02
+  - kind: prune
+    keep_fraction: 0.7
+  - kind: exact_dedup
+  - kind: sql
+    name: no-cat
+    query: SELECT uid FROM samples WHERE text NOT LIKE '%cat%'
+    reason: cat
+  - kind: sample
+    fraction: 0.9
+    seed: 3
+"""
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "curate.cli", *args], capture_output=True, text=True)
+
+
+def _pool(root: str) -> Dataset:
+    """Embeddings (300 x 16, planted near copies), downloads (repeated hashes, some failures)
+    and samples (English and other captions, varied sizes) for the same uids."""
+    ds = build(root, _vectors(n=300))
+    uids = ds.read("embeddings/m", columns=["uid"]).column(0).to_pylist()
+    n = len(uids)
+    write_samples(ds, [(ENGLISH + OTHER)[i % 11] for i in range(n)], [640 if i % 7 else 50 for i in range(n)],
+                  [480] * n, uids=uids, rows_per_shard=80)
+    return ds
+
+
+# On Spark the embedding-space stages are the jobs test_jobs_bucket.py runs there already; the
+# recipe's own tables (uid tables, cache entries, the decisions over every stage) come from these.
+SPARK_STAGES = ("basic", "clip_score", "sql", "sample")
+
+
+def _recipe(tmp_path: Path, ds: str, name: str, kinds: tuple[str, ...] | None = None) -> Path:
+    head, *stages = RECIPE.format(ds=ds).split("  - kind: ")
+    keep = [st for st in stages if kinds is None or st.split()[0] in kinds]
+    p = tmp_path / name
+    p.write_text(head + "".join("  - kind: " + st for st in keep))
+    return p
+
+
+def test_recipe_on_bucket_matches_local_and_caches(bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    local = _pool(str(tmp_path / "local"))
+    uri = f"s3://{bucket}/ds"
+    _pool(uri)
+    for ds, name in ((str(local.root), "local.yaml"), (uri, "bucket.yaml")):
+        r = _cli("run", str(_recipe(tmp_path, ds, name)), "--engine", "local")
+        assert r.returncode == 0, r.stderr
+        assert "local copy" not in r.stderr + r.stdout
+    want, got = local_files(local.root), bucket_objects(bucket, "ds/")
+    assert "subsets/curated/uids.npy" in want and any(k.startswith("decisions/bucketed/") for k in want)
+    assert visible(got) == visible(want)
+    cache = {k for k in got if k.startswith("_cache/recipe/") and k.endswith("meta.json")}
+    assert len(cache) == 8  # one entry per stage
+    assert not any(k.startswith("_tmp/") for k in got)
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.parquet"))  # no working copy
+    r = _cli("run", str(_recipe(tmp_path, uri, "bucket.yaml")), "--engine", "local")
+    assert r.returncode == 0, r.stderr
+    assert (r.stdout + r.stderr).count("(cached)") == 8
+    assert visible(bucket_objects(bucket, "ds/")) == visible(got)
+
+
+def test_recipe_on_bucket_with_spark(bucket, tmp_path, spark):
+    from curate.engine import LocalExecutor
+    from curate.engine.spark import SparkExecutor
+
+    local = _pool(str(tmp_path / "local"))
+    uri = f"s3://{bucket}/ds"
+    _pool(uri)
+    a = run_recipe(load_recipe(_recipe(tmp_path, str(local.root), "local.yaml", SPARK_STAGES)),
+                   executor=LocalExecutor(), quiet=True)
+    b = run_recipe(load_recipe(_recipe(tmp_path, uri, "bucket.yaml", SPARK_STAGES)), executor=SparkExecutor(spark),
+                   quiet=True)
+    assert [s["kind"] for s in b["stages"]] == list(SPARK_STAGES)
+    assert a["output_hash"] == b["output_hash"] and a["output_count"] == b["output_count"] > 0
+    assert visible(bucket_objects(bucket, "ds/")) == visible(local_files(local.root))
+
+
+def test_recipe_with_a_local_only_stage_uses_a_working_copy(bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    uri = f"s3://{bucket}/ds"
+    _pool(uri)
+    concepts = tmp_path / "concepts.txt"
+    concepts.write_text("dog\ncat\nbeach\n")
+    p = _recipe(tmp_path, uri, "cov.yaml", ("basic",))
+    p.write_text(p.read_text() + f"  - kind: coverage\n    concepts: {concepts}\n")
+    r = _cli("run", str(p), "--engine", "local")
+    assert r.returncode == 0, r.stderr
+    assert "need a local copy" in r.stdout + r.stderr
+    got = bucket_objects(bucket, "ds/")
+    assert "subsets/curated/uids.npy" in got and any(k.startswith("coverage/") for k in got)
