@@ -4,7 +4,6 @@ and Google Cloud Storage (gcp-storage-emulator, the JSON API with resumable uplo
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys

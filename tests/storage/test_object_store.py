@@ -17,7 +17,7 @@ import pytest
 
 from curate import storage
 from curate.manifest import RunManifest, read_manifest
-from curate.tables import Dataset, ShardWriter, load_schema
+from curate.tables import Dataset, ShardWriter
 from s3kit import bucket_objects
 from shard_writer import shard_rows
 
