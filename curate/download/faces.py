@@ -29,53 +29,52 @@ FACE_BBOXES_TYPE = pa.list_(pa.list_(pa.float64()))  # DataComp's metadata type
 BLUR_MAP = "_blur_metadata_map.json"
 
 
-def _source_expr(dataset: Dataset) -> tuple[str, str] | None:
-    """(SQL expression giving the boxes as JSON or a list, row prefilter) over samples, or None."""
+def face_source(dataset: Dataset) -> tuple[pa.Field, str, str] | None:
+    """(the samples column holding the boxes, SQL expression giving them as JSON or a list, row
+    prefilter), or None when samples carry no face boxes."""
+    from curate import storage
+
     shards = dataset.shards("samples")
     if not shards:
         return None
-    schema = pq.read_schema(shards[0])
+    schema = storage.parquet_file(shards[0]).schema_arrow
     if FACE_BBOXES in schema.names:
-        t = schema.field(FACE_BBOXES).type
+        field = schema.field(FACE_BBOXES)
+        t = field.type
         expr = f"{FACE_BBOXES}::JSON" if pa.types.is_string(t) or pa.types.is_large_string(t) else FACE_BBOXES
-        return expr, f"{FACE_BBOXES} IS NOT NULL"
+        return field, expr, f"{FACE_BBOXES} IS NOT NULL"
     if "extra" in schema.names:
-        return f"json_extract(extra, '$.{FACE_BBOXES}')", f"extra LIKE '%\"{FACE_BBOXES}\"%'"
+        return schema.field("extra"), f"json_extract(extra, '$.{FACE_BBOXES}')", f"extra LIKE '%\"{FACE_BBOXES}\"%'"
     return None
 
 
-def with_face_bboxes(dataset: Dataset, todo: pa.Table) -> pa.Table:
-    """``todo`` (uid, url, text) plus a ``face_bboxes`` column, same row order, when any
-    sample of the pool carries face boxes; ``todo`` unchanged otherwise. A value that is
-    not a list of 4-number boxes is an error naming the uid."""
+TODO = pa.schema([("uid", pa.string()), ("url", pa.string()), ("text", pa.string())])
+WITH_BOXES = (TODO.append(pa.field(FACE_BBOXES, FACE_BBOXES_TYPE)).append(pa.field("has_raw", pa.bool_()))
+              .append(pa.field("position", pa.int64())))
+
+
+def with_face_bboxes(batch: pa.RecordBatch, expr: str, where: str, samples_dir: str) -> pa.Table:
+    """One batch of (uid, url, text, <box column>, position) as (uid, url, text, face_bboxes,
+    has_raw, position), same row order. A value that is not a list of 4-number boxes is an error naming the uid."""
     import duckdb
 
-    source = _source_expr(dataset)
-    if source is None or todo.num_rows == 0:
-        return todo
-    expr, where = source
-    files = [str(p) for p in dataset.shards("samples")]
     con = duckdb.connect()
     try:
-        con.register("todo", todo.append_column("_order", pa.array(range(todo.num_rows), pa.int64())))
+        con.register("todo", pa.Table.from_batches([batch]).append_column(
+            "_order", pa.array(np.arange(batch.num_rows, dtype=np.int64))))
         out = con.sql(f"""
-            WITH f AS (
-                SELECT uid, {expr} AS raw FROM read_parquet($files) WHERE {where}
-            )
-            SELECT t.uid, t.url, t.text,
-                   TRY_CAST(f.raw AS DOUBLE[][]) AS {FACE_BBOXES},
-                   f.raw IS NOT NULL AND json_type(f.raw::JSON) <> 'NULL' AS has_raw
-            FROM todo t LEFT JOIN f USING (uid)
-            ORDER BY t._order
-        """, params={"files": files}).to_arrow_table()
+            WITH f AS (SELECT *, CASE WHEN {where} THEN {expr} END AS raw FROM todo)
+            SELECT uid, url, text, TRY_CAST(raw AS DOUBLE[][]) AS {FACE_BBOXES},
+                   raw IS NOT NULL AND json_type(raw::JSON) <> 'NULL' AS has_raw, position
+            FROM f ORDER BY _order
+        """).to_arrow_table()
     except duckdb.Error as e:
-        raise DatasetError(f"{dataset.table_dir('samples')}: cannot read face_bboxes ({e})") from e
+        raise DatasetError(f"{samples_dir}: cannot read face_bboxes ({e})") from e
     finally:
         con.close()
-    if not pc.any(out.column("has_raw")).as_py():
-        return todo  # a pool without face boxes: the shards' Parquet stays as img2dataset writes it
+    has_raw = pc.fill_null(out.column("has_raw"), False).combine_chunks()
     boxes = out.column(FACE_BBOXES).combine_chunks().cast(FACE_BBOXES_TYPE)
-    unparsed = pc.and_(out.column("has_raw").combine_chunks(), pc.is_null(boxes))
+    unparsed = pc.and_(has_raw, pc.is_null(boxes))
     inner = boxes.flatten()  # one list per box
     bad_box = ~pc.fill_null(pc.equal(pc.list_value_length(inner), 4), False).to_numpy(zero_copy_only=False)
     coords = inner.flatten()
@@ -89,9 +88,10 @@ def with_face_bboxes(dataset: Dataset, todo: pa.Table) -> pa.Table:
         bad_row = pc.list_parent_indices(boxes)[int(np.argmax(bad_box))].as_py()
     if bad_row is not None:
         uid = out.column("uid")[bad_row].as_py()
-        raise DatasetError(f"{dataset.table_dir('samples')}: uid {uid}: face_bboxes is not a list of "
+        raise DatasetError(f"{samples_dir}: uid {uid}: face_bboxes is not a list of "
                            f"[x1, y1, x2, y2] boxes (DataComp's format)")
-    return todo.append_column(pa.field(FACE_BBOXES, FACE_BBOXES_TYPE), boxes)
+    return pa.Table.from_arrays([out.column("uid"), out.column("url"), out.column("text"), boxes, has_raw,
+                                 out.column("position")], schema=WITH_BOXES)
 
 
 def write_blur_metadata_map(dataset: Dataset) -> int:

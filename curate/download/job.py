@@ -21,6 +21,7 @@ reruns as a no-op.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -28,15 +29,17 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.download.faces import BLUR_MAP, FACE_BBOXES, with_face_bboxes, write_blur_metadata_map
+from curate.download.faces import (BLUR_MAP, FACE_BBOXES, TODO, WITH_BOXES, face_source, with_face_bboxes,
+                                   write_blur_metadata_map)
 from curate.download.fetch import DEFAULT_MAX_IMAGE_AREA, SafeDownloader, SafeResizer
 from curate.download.safety import FetchPolicy
 from curate.errors import CurateError, DatasetError
 from curate.lock import dataset_lock
-from curate.tables import Dataset, write_parquet_atomic
+from curate.tables import Dataset
 
 IMAGES = "images"
 WORK = "_download"  # hidden: img2dataset's input file and temporary feather shards
@@ -195,24 +198,22 @@ def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOpt
         blurring_bbox_col=FACE_BBOXES if FACE_BBOXES in column_list else None)
 
 
-def _run_img2dataset(dataset: Dataset, todo: pa.Table, first_shard: int, opts: DownloadOptions, executor,
+def _run_img2dataset(dataset: Dataset, first_shard: int, carried: list[str], opts: DownloadOptions, executor,
                      digits: int = SHARD_DIGITS) -> None:
+    """img2dataset over the todo parts the workers wrote in ``_download/input`` (read one part at
+    a time by its reader, in name order: the shards are those of one file, as every part but the
+    last holds a whole number of shards)."""
     from img2dataset.reader import Reader
 
     work = dataset.root / WORK
-    if work.exists():
-        shutil.rmtree(work)
+    shutil.rmtree(work / "tmp", ignore_errors=True)
     (work / "tmp").mkdir(parents=True)
     (dataset.root / IMAGES).mkdir(parents=True, exist_ok=True)
-    input_file = work / "input.parquet"
-    write_parquet_atomic(todo, input_file)
-    carried = [c for c in todo.column_names if c not in ("url", "text")]  # uid (+ face_bboxes)
-    reader = Reader(str(input_file), "parquet", "url", "text", None, None, carried, opts.samples_per_shard,
-                    set(), str(work / "tmp"), first_shard)
+    reader = Reader(str(dataset.table_dir(TODO_TABLE)), "parquet", "url", "text", None, None, carried,
+                    opts.samples_per_shard, set(), str(work / "tmp"), first_shard)
     downloader = _make_downloader(dataset, reader.column_list, opts, digits)
     # Spark: img2dataset's pyspark distributor; local: the same downloader in a plain loop
     executor.run_img2dataset(downloader, reader, opts.processes_count, opts.subjob_size, opts.max_shard_retry)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 @contextmanager
@@ -245,46 +246,104 @@ def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None
     return stats
 
 
+TODO_TABLE = f"{WORK}/input"  # the uids to fetch, sorted, written by the workers
+TODO_PART_ROWS = 1_000_000  # about: a whole number of image shards per part (img2dataset reads a part at once)
+
+
 def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: bool,
               retry_classes: list[str] | None, manifest) -> dict:
-    from curate.download.results import all_results, build_downloads_table  # it reads this module's shard names
+    from curate.download.results import build_downloads_table  # it reads this module's shard names
 
     if not dataset.has_table("samples"):
         raise DatasetError(f"{dataset.root} has no samples table; run `curate ingest` first")
-    samples = dataset.read("samples", columns=["uid", "url", "text"])
     removed = remove_incomplete(dataset)
     digits = shard_digits(dataset, opts.shard_digits)
-    attempted = all_results(dataset).column("uid").combine_chunks().cast(pa.string())
-    todo_mask = pc.invert(pc.is_in(samples.column("uid"), value_set=attempted))
-    retried = 0
-    if retry_failed and dataset.has_table("downloads"):
-        prev = dataset.read("downloads", columns=["uid", "status", "error_class"])
-        wanted = pc.equal(prev.column("status"), "failed")
-        if retry_classes:
-            wanted = pc.and_(wanted, pc.is_in(prev.column("error_class"), value_set=pa.array(retry_classes, pa.string())))
-        failed = prev.filter(wanted).column("uid")
-        retry_mask = pc.is_in(samples.column("uid"), value_set=failed.combine_chunks())
-        retried = int(pc.sum(pc.and_(retry_mask, pc.invert(todo_mask))).as_py() or 0)
-        todo_mask = pc.or_(todo_mask, retry_mask)
-    todo = with_face_bboxes(dataset, samples.filter(todo_mask))
-    stats = {"to_download": todo.num_rows, "retried": retried, "removed_incomplete_files": len(removed)}
-    if todo.num_rows == 0 and dataset.has_table("downloads") and dataset.count("downloads") == samples.num_rows:
-        stats["skipped"] = True  # finished: nothing to fetch, table up to date
-        return stats
-    if todo.num_rows:
-        done = complete_shards(dataset)
-        first = (max(done) + 1) if done else 0
-        with manifest.stage("img2dataset"):
-            _run_img2dataset(dataset, todo, first, opts, executor, digits)
-        stats["new_shards"] = [shard_name(i, digits) for i in complete_shards(dataset) if i >= first]
-    with manifest.stage("downloads_table"):
-        table, counts = build_downloads_table(dataset, samples.column("uid"))
-        dataset.write_table("downloads", table, schema="downloads")
-        write_blur_metadata_map(dataset)
-    stats.update(counts)
+    shutil.rmtree(dataset.root / WORK, ignore_errors=True)
+    try:
+        samples = _samples_frame(dataset, executor)
+        todo, retried, carried = _todo(dataset, executor, samples, retry_failed, retry_classes,
+                                       opts.samples_per_shard)
+        n_samples = dataset.count("samples")
+        stats = {"to_download": todo, "retried": retried, "removed_incomplete_files": len(removed)}
+        if todo == 0 and dataset.has_table("downloads") and dataset.count("downloads") == n_samples:
+            stats["skipped"] = True  # finished: nothing to fetch, table up to date
+            return stats
+        if todo:
+            done = complete_shards(dataset)
+            first = (max(done) + 1) if done else 0
+            with manifest.stage("img2dataset"):
+                _run_img2dataset(dataset, first, carried, opts, executor, digits)
+            stats["new_shards"] = [shard_name(i, digits) for i in complete_shards(dataset) if i >= first]
+        with manifest.stage("downloads_table"):
+            stats.update(build_downloads_table(dataset, executor, samples))
+            write_blur_metadata_map(dataset)
+    finally:
+        shutil.rmtree(dataset.root / WORK, ignore_errors=True)
     stats["datacomp_resharder_args"] = datacomp_resharder_args(dataset)
     stats["skipped"] = False
     return stats
+
+
+POSITION = pa.field("position", pa.int64())  # (samples shard, row): img2dataset gets the samples in table order
+
+
+def _samples_frame(dataset: Dataset, executor):
+    """(uid, url, text, the column holding face boxes when there is one, position) of every sample."""
+    schema = TODO
+    source = face_source(dataset)
+    if source is not None:
+        schema = schema.append(source[0])
+    tasks = [{"path": str(p), "index": i, "columns": schema.names} for i, p in enumerate(dataset.shards("samples"))]
+    return executor.frame_from_tasks(tasks, _read_samples, schema.append(POSITION))
+
+
+def _read_samples(task: dict):
+    from curate import storage
+
+    t = storage.read_parquet(task["path"], columns=task["columns"])
+    pos = (np.int64(task["index"]) << np.int64(32)) + np.arange(t.num_rows, dtype=np.int64)
+    yield from t.append_column(POSITION, pa.array(pos)).to_batches()
+
+
+def _todo(dataset: Dataset, executor, samples, retry_failed: bool, retry_classes: list[str] | None,
+          samples_per_shard: int) -> tuple[int, int, list[str]]:
+    """Write the samples to fetch (no complete shard holds them, or, with ``retry_failed``, their
+    latest attempt failed) to ``TODO_TABLE`` in the samples table's order, with the pool's face boxes when it
+    has any; returns (rows, retried, columns img2dataset carries besides url and text)."""
+    from curate.download.results import UIDS, results_frame, valid_uids
+
+    attempted = results_frame(dataset, executor).map_batches(valid_uids, UIDS)
+    retried = 0
+    if retry_failed and dataset.has_table("downloads"):
+        def failed(batch: pa.RecordBatch) -> pa.Table:
+            wanted = pc.equal(batch.column("status"), "failed")
+            if retry_classes:
+                wanted = pc.and_(wanted, pc.is_in(batch.column("error_class"),
+                                                  value_set=pa.array(retry_classes, pa.string())))
+            return pa.table([batch.column("uid")], schema=UIDS).filter(pc.fill_null(wanted, False))
+
+        dl = executor.frame_read([str(p) for p in dataset.shards("downloads")],
+                                 pa.schema([("uid", pa.string()), ("status", pa.string()), ("error_class", pa.string())]))
+        retry = dl.map_batches(failed, UIDS)
+        retried = attempted.semi_join(retry).distinct().semi_join(samples.select(["uid"])).count()
+        attempted = attempted.anti_join(retry)
+    todo = samples.anti_join(attempted)
+    carried = ["uid"]
+    source = face_source(dataset)
+    if source is not None:
+        fn = functools.partial(with_face_bboxes, expr=source[1], where=source[2],
+                               samples_dir=str(dataset.table_dir("samples")))
+        todo = todo.map_batches(fn, WITH_BOXES).cache()
+        if todo.filter_true("has_raw").count():
+            carried.append(FACE_BBOXES)  # else: the shards' Parquet stays as img2dataset writes it
+    schema = pa.schema([WITH_BOXES.field(c) for c in ["uid", "url", "text"] + carried[1:]] + [POSITION])
+    try:
+        rows_per_part = max(1, TODO_PART_ROWS // samples_per_shard) * samples_per_shard
+        written = todo.select(schema.names).write_sorted(dataset, TODO_TABLE, schema, [POSITION.name], rows_per_part)
+    finally:
+        if source is not None:
+            todo.release()
+    return written["rows"], retried, carried
 
 
 def options_dict(opts: DownloadOptions) -> dict:

@@ -1,101 +1,157 @@
 """The downloads table: one row per samples uid from img2dataset's per-shard results of every
 complete image shard (a uid's latest attempt wins; ``attempts`` counts them), each failure
-with its error class."""
+with its error class.
+
+Built by the engine: the samples' uids and every shard's result rows meet in groups of a uid
+prefix (uids are hashes, so the groups are even and bounded by pool / 16^4), each group
+decides its uids' rows, and the workers write the table sorted by uid. The driver gets counts
+per status and error class, never a row."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.download.fetch import classify_error
 from curate.download.job import IMAGES, complete_shards, shard_digits, shard_name
 from curate.errors import DatasetError
 from curate.tables import Dataset, load_schema
 
+RESULTS = pa.schema([("uid", pa.string()), ("key", pa.string()), ("status", pa.string()),
+                     ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                     ("original_width", pa.int32()), ("original_height", pa.int32()),
+                     ("sha256", pa.string()), ("shard_id", pa.int32())])
+_RESULT_COLUMNS = RESULTS.names[:-1]
+UID_BUCKET_CHARS = 4  # rows of one uid prefix meet in one group
+_ROWS = RESULTS.append(pa.field("bucket", pa.string())).append(pa.field("is_sample", pa.bool_()))
+DOWNLOADS_SHARD_ROWS = 1_000_000
 
-_RESULT_COLUMNS = ["uid", "key", "status", "error_message", "width", "height", "original_width",
-                   "original_height", "sha256"]
+
+def shard_results_path(dataset: Dataset, shard_id: int, digits: int) -> str:
+    return str(dataset.path(f"{IMAGES}/{shard_name(shard_id, digits)}.parquet"))
 
 
-def shard_results(dataset: Dataset, shard_id: int, digits: int | None = None) -> pa.Table:
-    """img2dataset's per-shard parquet, normalised, with the shard's id."""
-    digits = digits or shard_digits(dataset)
-    path = dataset.root / IMAGES / f"{shard_name(shard_id, digits)}.parquet"
+def shard_results(path: str, shard_id: int) -> pa.Table:
+    """img2dataset's per-shard parquet, normalised (one type per column), with the shard's id."""
     try:
-        t = pq.read_table(path)
+        t = storage.read_parquet(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise DatasetError(f"{path}: cannot read img2dataset shard results ({e})") from e
     for c in _RESULT_COLUMNS:
         if c not in t.column_names:
             raise DatasetError(f"{path}: img2dataset shard results lack column {c!r}")
-    t = t.select(_RESULT_COLUMNS)
-    return t.append_column("shard_id", pa.array([shard_id] * t.num_rows, pa.int32()))
+    cols = [t.column(c).cast(RESULTS.field(c).type) for c in _RESULT_COLUMNS]
+    return pa.Table.from_arrays(cols + [pa.array(np.full(t.num_rows, shard_id, np.int32))], schema=RESULTS)
 
 
-def all_results(dataset: Dataset) -> pa.Table:
-    ids = complete_shards(dataset)
-    if not ids:
-        schema = pa.schema([("uid", pa.string()), ("key", pa.string()), ("status", pa.string()),
-                            ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-                            ("original_width", pa.int32()), ("original_height", pa.int32()),
-                            ("sha256", pa.string()), ("shard_id", pa.int32())])
-        return schema.empty_table()
+def _results_task(task: dict):
+    yield from shard_results(task["path"], task["shard_id"]).to_batches()
+
+
+def results_frame(dataset: Dataset, executor):
+    """Every complete shard's result rows (one task per shard)."""
     digits = shard_digits(dataset)
-    return pa.concat_tables([shard_results(dataset, i, digits) for i in ids], promote_options="permissive")
+    tasks = [{"path": shard_results_path(dataset, i, digits), "shard_id": i} for i in complete_shards(dataset)]
+    return executor.frame_from_tasks(tasks, _results_task, RESULTS)
 
 
 # ---------------------------------------------------------------- the downloads table
-def build_downloads_table(dataset: Dataset, samples_uids: pa.Array) -> tuple[pa.Table, dict]:
-    """One row per samples uid from every complete shard (latest attempt wins)."""
-    import duckdb
+def _bucketed(batch: pa.RecordBatch, is_sample: bool) -> pa.Table:
+    t = pa.Table.from_batches([batch])
+    if not is_sample:
+        t = t.filter(pc.is_valid(t.column("uid")))
+    n = t.num_rows
+    cols = [t.column(f.name) if f.name in t.column_names else pa.nulls(n, f.type) for f in RESULTS]
+    bucket = pc.utf8_slice_codeunits(t.column("uid"), 0, UID_BUCKET_CHARS)
+    return pa.Table.from_arrays(cols + [bucket, pa.array(np.full(n, is_sample))], schema=_ROWS)
 
-    results = all_results(dataset)
+
+def _sample_rows(batch: pa.RecordBatch) -> pa.Table:
+    return _bucketed(batch, True)
+
+
+def _result_rows(batch: pa.RecordBatch) -> pa.Table:
+    return _bucketed(batch, False)
+
+
+def _latest_attempts(results: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """Each uid's latest attempt (the highest shard id) and its number of attempts."""
+    r = results.sort_by([("uid", "ascending"), ("shard_id", "descending")])
+    uids = r.column("uid").to_numpy(zero_copy_only=False)
+    first = np.ones(len(uids), bool)
+    first[1:] = uids[1:] != uids[:-1]
+    starts = np.flatnonzero(first)
+    return r.filter(pa.array(first)), np.diff(np.append(starts, len(uids)))
+
+
+def downloads_rows(group: pa.Table, digits: int) -> pa.Table:
+    """The downloads rows of one group's sample uids (sorted by uid) from its result rows."""
+    is_sample = group.column("is_sample").combine_chunks()
+    sample_uids = group.filter(is_sample).column("uid").combine_chunks()
+    uids = sample_uids.take(pc.array_sort_indices(sample_uids))
+    latest, attempts = _latest_attempts(group.filter(pc.invert(is_sample)).select(RESULTS.names))
+    at = pc.index_in(uids, value_set=latest.column("uid").combine_chunks())
+    r = latest.take(at)  # null where a uid has no attempt
+    raw = r.column("status").combine_chunks()
+    ok = pc.fill_null(pc.equal(raw, "success"), False)
+    found = at.is_valid().to_numpy(zero_copy_only=False)
+    n_attempts = np.zeros(len(uids), np.int32)
+    n_attempts[found] = attempts[at.to_numpy(zero_copy_only=False)[found].astype(np.int64)]
+    shard_ids = r.column("shard_id").to_pylist()
+    shard = [f"{IMAGES}/{s:0{digits}d}.tar" if s is not None and good else None
+             for s, good in zip(shard_ids, ok.to_pylist())]
+    classes, messages = _errors(raw.to_pylist(), r.column("error_message").to_pylist())
+    cols = {"uid": uids, "status": pc.if_else(ok, "success", "failed"), "sha256": r.column("sha256"),
+            "width": r.column("width"), "height": r.column("height"), "original_width": r.column("original_width"),
+            "original_height": r.column("original_height"), "shard": pa.array(shard, pa.string()),
+            "key": pc.if_else(ok, r.column("key"), pa.scalar(None, pa.string())),
+            "attempts": pa.array(n_attempts), "error_class": pa.array(classes, pa.string()),
+            "error_message": pa.array(messages, pa.string())}
+    schema = load_schema("downloads").arrow()
+    return pa.Table.from_arrays([_array(cols[f.name]).cast(f.type) for f in schema], schema=schema)
+
+
+def _array(x) -> pa.Array:
+    return x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
+
+
+def build_downloads_table(dataset: Dataset, executor, samples) -> dict:
+    """Write ``downloads`` (one row per samples uid, from every complete shard; latest attempt
+    wins) from ``samples`` (a frame with a ``uid`` column); returns its counts."""
+    import functools
+
     digits = shard_digits(dataset)
-    uids = pa.table({"uid": samples_uids})
-    con = duckdb.connect()
-    con.register("results", results)
-    con.register("samples", uids)
-    rel = con.sql(f"""
-        WITH ranked AS (
-            SELECT *, row_number() OVER (PARTITION BY uid ORDER BY shard_id DESC) AS rn,
-                   count(*) OVER (PARTITION BY uid) AS n
-            FROM results WHERE uid IS NOT NULL
-        )
-        SELECT s.uid,
-               CASE WHEN r.status = 'success' THEN 'success' ELSE 'failed' END AS status,
-               r.error_message, r.sha256,
-               r.width::INTEGER AS width, r.height::INTEGER AS height,
-               r.original_width::INTEGER AS original_width, r.original_height::INTEGER AS original_height,
-               CASE WHEN r.status = 'success'
-                    THEN '{IMAGES}/' || printf('%0{digits}d', r.shard_id) || '.tar' END AS shard,
-               CASE WHEN r.status = 'success' THEN r.key END AS key,
-               coalesce(r.n, 0)::INTEGER AS attempts,
-               r.status AS raw_status
-        FROM samples s LEFT JOIN (SELECT * FROM ranked WHERE rn = 1) r USING (uid)
-        ORDER BY s.uid
-    """)
-    table = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-    stale = con.execute("SELECT count(DISTINCT uid) FROM results WHERE uid NOT IN (SELECT uid FROM samples)").fetchone()[0]
-    con.close()
-
-    classes, messages = _errors(table.column("raw_status").to_pylist(), table.column("error_message").to_pylist())
-    table = table.drop_columns(["raw_status", "error_message"])
-    table = table.append_column("error_class", pa.array(classes, pa.string()))
-    table = table.append_column("error_message", pa.array(messages, pa.string()))
-    schema = load_schema("downloads")
-    table = pa.Table.from_arrays([table.column(n).cast(schema.arrow().field(n).type) for n in schema.names],
-                                 schema=schema.arrow())
-    counts = {"samples": table.num_rows,
-              "success": int(pc.sum(pc.equal(table.column("status"), "success")).as_py() or 0),
-              "stale_uids_in_shards": int(stale)}
-    counts["failed"] = counts["samples"] - counts["success"]
+    results = results_frame(dataset, executor)
+    uids = samples.select(["uid"])
+    rows = uids.map_batches(_sample_rows, _ROWS).union(results.map_batches(_result_rows, _ROWS))
+    schema = load_schema("downloads").arrow()
+    table = rows.group_apply("bucket", functools.partial(downloads_rows, digits=digits), schema).cache()
+    try:
+        per_class = table.aggregate(["status", "error_class"], {"n": ("uid", "count")}).collect_small(10_000)
+        table.write_sorted(dataset, "downloads", "downloads", ["uid"], DOWNLOADS_SHARD_ROWS, unique="uid")
+    finally:
+        table.release()
+    stale_uids = results.map_batches(valid_uids, UIDS).anti_join(uids).distinct().count()
+    counts = {"samples": 0, "success": 0, "stale_uids_in_shards": int(stale_uids)}
     by_class: dict[str, int] = {}
-    for c in classes:
-        if c is not None:
-            by_class[c] = by_class.get(c, 0) + 1
+    for status, cls, n in zip(per_class.column("status").to_pylist(), per_class.column("error_class").to_pylist(),
+                              per_class.column("n").to_pylist()):
+        counts["samples"] += n
+        counts["success"] += n if status == "success" else 0
+        if cls is not None:
+            by_class[cls] = by_class.get(cls, 0) + n
+    counts["failed"] = counts["samples"] - counts["success"]
     counts["failed_by_class"] = dict(sorted(by_class.items()))
-    return table, counts
+    return counts
+
+
+UIDS = pa.schema([("uid", pa.string())])
+
+
+def valid_uids(batch: pa.RecordBatch) -> pa.Table:
+    return pa.table([batch.column("uid")], schema=UIDS).filter(pc.is_valid(batch.column("uid")))
 
 
 def _errors(raw: list, msgs: list) -> tuple[list, list]:
