@@ -208,3 +208,21 @@ def test_one_download_per_dataset_at_a_time(tmp_path, image_server, photos):
         with pytest.raises(DatasetError, match="is being written by"):
             run_download(ds, LocalExecutor(), _opts())
     assert run_download(ds, LocalExecutor(), _opts())["success"] == 1
+
+
+def test_the_driver_gets_counts_not_rows(tmp_path):
+    """What reaches the driver through the engine interface (``driver_counter``, counted the same
+    by both executors) does not grow with the pool: the uids to fetch and the downloads table are
+    made and written by the workers."""
+    seen = {}
+    for n in (30, 300):
+        ds = Dataset(tmp_path / f"n{n}")
+        # refused before any connection: the same outcome for every row, whatever the machine's load
+        ds.write_table("samples", samples_table([(f"file:///nowhere/{i}.jpg", f"gone {i}") for i in range(n)]),
+                       schema="samples")
+        ex = LocalExecutor()
+        stats = run_download(ds, ex, _opts(samples_per_shard=1000, thread_count=32))
+        assert stats["samples"] == n and stats["failed_by_class"] == {"unsupported_url": n}
+        assert ds.count("downloads") == n and complete_shards(ds) == [0]
+        seen[n] = dict(ex.driver_counter.by_call)
+    assert seen[300] == seen[30], seen
