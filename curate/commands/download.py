@@ -11,6 +11,9 @@ from curate.lock import hold_dataset_lock
 from curate.params.download import DownloadParams
 
 
+DIRECT_SCHEMES = ("s3",)  # a dataset URI the download reads and writes in place (others: a working copy)
+
+
 def blocked_hint(failed_by_class: dict[str, int]) -> str | None:
     """One line saying what to do when the address policy refused rows (a private or loopback server)."""
     n = failed_by_class.get("blocked_address", 0)
@@ -26,11 +29,17 @@ def download(run: JobRun, p: DownloadParams) -> None:
     from curate.tables import Dataset
     from curate.tables.publish import publish_working_copies, working_copy
 
+    from curate import storage
+
     opts = p.options()
-    dataset = working_copy(run.dataset, run.master)  # a URI: fetched here, published back below (docs/storage.md)
+    dataset = run.dataset
+    if storage.is_uri(dataset) and storage.resolve(dataset).scheme not in DIRECT_SCHEMES:
+        # img2dataset writes through fsspec, which has no client here for other stores: fetched
+        # here, published back below (docs/storage.md)
+        dataset = working_copy(dataset, run.master)
     ds = Dataset(dataset)
     hold_dataset_lock(dataset)  # one writer per dataset
-    require_tables(dataset, {"samples": "curate ingest"})
+    require_tables(dataset, {"samples": "curate ingest"}, remote_ok=True)
     executor = open_executor(run.engine, run.master, run.conf, run.app_name, dataset=dataset)
     stats = run_download(ds, executor, opts, retry_failed=p.retry_failed, retry_classes=list(p.retry_class) or None)
     publish_working_copies()
@@ -51,7 +60,7 @@ def download(run: JobRun, p: DownloadParams) -> None:
 def register(app: typer.Typer) -> None:
     app.command("download")(job_command(
         DownloadParams, download, app_name="curate-download",
-        common=Common(None, dataset_help="Dataset folder holding a samples table (from `curate ingest`).", subset=False,
+        common=Common(None, dataset_help="Dataset folder or URI holding a samples table (from `curate ingest`).", subset=False,
                       output=False, storage=True, lock_first=False),  # the body locks its working copy
         help="Download DATASET's images into DATASET/images/*.tar and write DATASET/downloads.\n\n"
         "Every samples uid gets one downloads row: success (sha256, sizes, shard, key) or failed (error class and "

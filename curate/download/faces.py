@@ -19,7 +19,6 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curate.errors import DatasetError
 from curate.tables import Dataset, atomic_write_bytes
@@ -100,18 +99,20 @@ def write_blur_metadata_map(dataset: Dataset) -> int:
     shards whose Parquet has face boxes; returns how many. No such shard: no map."""
     from curate.download.job import IMAGES, complete_shards, shard_digits, shard_name
 
-    d = (dataset.root / IMAGES).resolve()
-    path = d / BLUR_MAP
+    from curate import storage
+
+    d = dataset.path(IMAGES)
+    d = d.resolve() if not dataset.remote else d
+    path = storage.join(d, BLUR_MAP)
     digits = shard_digits(dataset)
     entries = {}
     for i in complete_shards(dataset):
         name = shard_name(i, digits)
-        parquet = d / f"{name}.parquet"
-        if FACE_BBOXES in pq.read_schema(parquet).names and (d / f"{name}.tar").exists():
-            entries[name] = {"parquet": str(parquet), "shards": [str(d / f"{name}.tar")]}
+        parquet, tar = storage.join(d, f"{name}.parquet"), storage.join(d, f"{name}.tar")
+        if FACE_BBOXES in storage.parquet_file(parquet).schema_arrow.names and storage.exists(tar):
+            entries[name] = {"parquet": str(parquet), "shards": [str(tar)]}
     if not entries:
-        if path.exists():
-            path.unlink()
+        storage.delete(storage.resolve(path))
         return 0
     atomic_write_bytes(path, (json.dumps(entries, indent=1, sort_keys=True) + "\n").encode())
     return len(entries)

@@ -106,10 +106,19 @@ class SafeDownloader(Downloader):
     """img2dataset's Downloader whose fetches go through ``policy``'s opener."""
 
     def __init__(self, *args, policy: FetchPolicy, **kwargs):
+        from curate import storage
+
         super().__init__(*args, **kwargs)
         self.policy = policy
+        # a task writes its shard through fsspec: on a cluster's executors (which do not inherit
+        # the driver's environment) with the driver's storage settings
+        self.storage_env = storage.worker_env()
 
     def __call__(self, row):
+        from curate import storage
+
+        storage.apply_worker_env(self.storage_env)
+        storage.configure_fsspec()
         previous = urllib.request._opener  # restore afterwards: Spark reuses this worker process
         urllib.request.install_opener(build_opener(self.policy))
         try:

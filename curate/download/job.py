@@ -25,13 +25,16 @@ import functools
 import json
 import math
 import re
-import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from curate import storage
 
 from curate.download.faces import (BLUR_MAP, FACE_BBOXES, TODO, WITH_BOXES, face_source, with_face_bboxes,
                                    write_blur_metadata_map)
@@ -97,8 +100,6 @@ def _complete_stems(dataset: Dataset) -> dict[int, str]:
     after the tar and parquet)."""
     d = dataset.path(IMAGES)
     if dataset.remote:  # one listing of the prefix (objects are whole: a stats object means a done shard)
-        from curate import storage
-
         names = {i.base_name for i in storage.listing(storage.resolve(d))}
     else:
         if not d.is_dir():
@@ -134,10 +135,10 @@ def shard_digits(dataset: Dataset, requested: int | None = None) -> int:
     width = min(len(s) for s in stems)
     odd = next((s for s in stems if len(s) != width and s.startswith("0")), None)
     if odd is not None:
-        raise DatasetError(f"{dataset.root / IMAGES}: shard names of different widths ({odd} and "
+        raise DatasetError(f"{dataset.path(IMAGES)}: shard names of different widths ({odd} and "
                            f"{width}-digit ones); rename them to one width")
     if requested is not None and requested != width:
-        raise CurateError(f"{dataset.root / IMAGES} holds {width}-digit shards; --shard-digits {requested} "
+        raise CurateError(f"{dataset.path(IMAGES)} holds {width}-digit shards; --shard-digits {requested} "
                           f"would mix names (download into a new dataset to change the width)")
     return width
 
@@ -155,25 +156,24 @@ def datacomp_resharder_args(dataset: Dataset) -> list[str]:
         args += ["--shard-format", f"{{:0{digits}d}}.tar", "--shard-stats-format", f"{{:0{digits}d}}_stats.json"]
     if ids != list(range(len(ids))):
         args += ["--num-shards", str(ids[-1] + 1)]
-    blur_map = (dataset.root / IMAGES / BLUR_MAP).resolve()
-    if blur_map.exists():
+    blur_map = dataset.path(f"{IMAGES}/{BLUR_MAP}")
+    if storage.exists(blur_map):
         args += ["--blur-metadata-map", str(blur_map)]
     return args
 
 
 def remove_incomplete(dataset: Dataset) -> list[str]:
     """Delete shard files of killed runs (no stats file); returns their names."""
-    d = dataset.root / IMAGES
-    if not d.is_dir():
-        return []
+    d = storage.resolve(dataset.path(IMAGES))
     done = set(_complete_stems(dataset).values())
     removed = []
-    for p in sorted(d.iterdir()):
-        if p.is_file() and not p.name.startswith((".", "_")):
-            stem = p.name.split(".")[0].split("_")[0]
+    for info in sorted(storage.listing(d), key=lambda i: i.base_name):
+        name = info.base_name
+        if info.type == pafs.FileType.File and not name.startswith((".", "_")):
+            stem = name.split(".")[0].split("_")[0]
             if stem.isdigit() and stem not in done:
-                p.unlink()
-                removed.append(p.name)
+                storage.delete(d.join(name))
+                removed.append(name)
     return removed
 
 
@@ -188,7 +188,7 @@ def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOpt
         max_aspect_ratio=opts.max_aspect_ratio)
     return SafeDownloader(
         sample_writer_class=WebDatasetSampleWriter, resizer=resizer, thread_count=opts.thread_count,
-        save_caption=True, extract_exif=opts.extract_exif, output_folder=str(dataset.root / IMAGES),
+        save_caption=True, extract_exif=opts.extract_exif, output_folder=str(dataset.path(IMAGES)),
         column_list=column_list, timeout=opts.timeout, number_sample_per_shard=opts.samples_per_shard,
         oom_shard_count=digits, compute_hash="sha256", verify_hash_type=None,
         encode_format=opts.encode_format, retries=opts.retries, user_agent_token=opts.policy.user_agent_token,
@@ -205,12 +205,14 @@ def _run_img2dataset(dataset: Dataset, first_shard: int, carried: list[str], opt
     last holds a whole number of shards)."""
     from img2dataset.reader import Reader
 
-    work = dataset.root / WORK
-    shutil.rmtree(work / "tmp", ignore_errors=True)
-    (work / "tmp").mkdir(parents=True)
-    (dataset.root / IMAGES).mkdir(parents=True, exist_ok=True)
+    tmp = str(dataset.path(f"{WORK}/tmp"))  # img2dataset's feather shards: written here, read by its tasks
+    storage.remove_tree(tmp)
+    if not dataset.remote:
+        Path(tmp).mkdir(parents=True)
+        (dataset.root / IMAGES).mkdir(parents=True, exist_ok=True)
+    storage.configure_fsspec()  # img2dataset reads and writes through fsspec (a URI: with curate's settings)
     reader = Reader(str(dataset.table_dir(TODO_TABLE)), "parquet", "url", "text", None, None, carried,
-                    opts.samples_per_shard, set(), str(work / "tmp"), first_shard)
+                    opts.samples_per_shard, set(), tmp, first_shard)
     downloader = _make_downloader(dataset, reader.column_list, opts, digits)
     # Spark: img2dataset's pyspark distributor; local: the same downloader in a plain loop
     executor.run_img2dataset(downloader, reader, opts.processes_count, opts.subjob_size, opts.max_shard_retry)
@@ -241,7 +243,7 @@ def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None
     with download_lock(dataset):
         stats = _download(dataset, executor, opts, retry_failed, retry_classes, manifest)
     manifest["counts"] = stats
-    manifest["outputs"] = {"downloads": str(dataset.table_dir("downloads")), "images": str(dataset.root / IMAGES)}
+    manifest["outputs"] = {"downloads": str(dataset.table_dir("downloads")), "images": str(dataset.path(IMAGES))}
     manifest.write(dataset)
     return stats
 
@@ -258,7 +260,7 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
         raise DatasetError(f"{dataset.root} has no samples table; run `curate ingest` first")
     removed = remove_incomplete(dataset)
     digits = shard_digits(dataset, opts.shard_digits)
-    shutil.rmtree(dataset.root / WORK, ignore_errors=True)
+    storage.remove_tree(dataset.path(WORK))
     try:
         samples = _samples_frame(dataset, executor)
         todo, retried, carried = _todo(dataset, executor, samples, retry_failed, retry_classes,
@@ -278,7 +280,7 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
             stats.update(build_downloads_table(dataset, executor, samples))
             write_blur_metadata_map(dataset)
     finally:
-        shutil.rmtree(dataset.root / WORK, ignore_errors=True)
+        storage.remove_tree(dataset.path(WORK))
     stats["datacomp_resharder_args"] = datacomp_resharder_args(dataset)
     stats["skipped"] = False
     return stats

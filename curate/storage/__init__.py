@@ -15,7 +15,7 @@ do with files there (docs/storage.md).
 """
 
 from curate.storage.commits import COMMIT_DIR, commit_shard, committed, marker, uncommit_shard
-from curate.storage.filesystems import fsspec_filesystem, s3_client, s3_settings
+from curate.storage.filesystems import configure_fsspec, fsspec_filesystem, s3_client, s3_settings
 from curate.storage.local_copies import fetch_folder, fetch_inputs, input_cache_dir, local_copy
 from curate.storage.location import Location, is_uri, resolve
 from curate.storage.objects import (delete, exists, fingerprint, is_dir, is_file, listing, put_bytes, put_file,
@@ -27,6 +27,7 @@ from curate.storage.settings import (OPTIONS_ENV, StorageError, apply_worker_env
 
 __all__ = [
     "COMMIT_DIR", "OPTIONS_ENV", "Location", "StorageError", "apply_worker_env", "basename", "commit_shard",
+    "configure_fsspec",
     "committed", "configure", "default_options", "delete", "exists", "expand", "fetch_folder", "fetch_inputs",
     "fingerprint", "fsspec_filesystem", "input_cache_dir", "is_dir", "is_file", "is_uri", "join", "list_files",
     "listing", "load_npy", "local_copy", "marker", "npy_bytes", "open_input", "open_input_stream", "parquet_file",

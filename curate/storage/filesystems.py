@@ -129,17 +129,31 @@ def fsspec_filesystem(loc: Location):
     import fsspec
 
     if loc.scheme == "s3":
-        s = s3_settings()
-        kw = {"client_kwargs": {k: s[k] for k in ("endpoint_url", "region_name") if k in s}}
-        if "aws_access_key_id" in s:
-            kw.update(key=s["aws_access_key_id"], secret=s["aws_secret_access_key"],
-                      token=s.get("aws_session_token"))
-        if truthy(default_options().get("anonymous", "")):
-            kw["anon"] = True
-        return fsspec.filesystem("s3", **kw)
+        return fsspec.filesystem("s3", **_s3fs_options())
     if loc.scheme == "gs":
         return _gcs_fsspec_class()(loc.fs)
     return fsspec.filesystem(loc.scheme, **default_options())
+
+
+def _s3fs_options() -> dict:
+    """s3fs's arguments for curate's S3 settings (endpoint, region, keys, anonymous)."""
+    s = s3_settings()
+    kw = {"client_kwargs": {k: s[k] for k in ("endpoint_url", "region_name") if k in s}}
+    if "aws_access_key_id" in s:
+        kw.update(key=s["aws_access_key_id"], secret=s["aws_secret_access_key"], token=s.get("aws_session_token"))
+    if truthy(default_options().get("anonymous", "")):
+        kw["anon"] = True
+    return kw
+
+
+def configure_fsspec() -> None:
+    """Make curate's S3 settings fsspec's defaults in this process, for libraries that open
+    URIs through fsspec themselves (img2dataset's reader, writers and downloader)."""
+    import fsspec.config
+
+    # no listings cache: a rerun rewrites objects (img2dataset's input parts) that a cached
+    # listing would still describe with their old ETag (s3fs then refuses the read)
+    fsspec.config.conf["s3"] = dict(_s3fs_options(), use_listings_cache=False)
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,102 @@
+"""`curate download` into a dataset in s3://bucket/ds, in place (no local working copy): img2dataset
+reads the uids to fetch from the bucket and writes its shards there through fsspec with
+curate's S3 settings, on the in-process engine and on Spark local mode (whose workers get the
+settings from the driver). The downloads table equals a local-path run's file byte for byte,
+every shard holds the same members, the scratch folder is gone and a rerun does nothing."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+
+import pyarrow as pa
+import pytest
+from PIL import Image
+from s3kit import bucket_objects
+
+from curate.download import DownloadOptions, FetchPolicy, run_download
+from curate.engine import LocalExecutor
+from curate.tables import Dataset, load_schema
+from curate.uid import derive_uid
+
+
+def _samples(tmp_path) -> pa.Table:
+    """12 photos on disk (file:// URLs) and 2 that are not there."""
+    rows = []
+    for i in range(12):
+        p = tmp_path / "photos" / f"{i}.jpg"
+        p.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (40 + i, 30), (20 * i, 100, 200 - 10 * i)).save(p, quality=90)
+        rows.append((p.as_uri(), f"photo {i}"))
+    rows += [((tmp_path / "photos" / f"gone{i}.jpg").as_uri(), f"gone {i}") for i in range(2)]
+    n = len(rows)
+    t = pa.table({"uid": [derive_uid(u, c) for u, c in rows], "url": [u for u, _ in rows], "text": [c for _, c in rows],
+                  "source_file": ["/in/pool.csv"] * n, "source_row": pa.array(range(n), pa.int64()),
+                  "original_width": pa.nulls(n, pa.int32()), "original_height": pa.nulls(n, pa.int32()),
+                  "extra": pa.nulls(n, pa.string())})
+    return load_schema("samples").conform(t.sort_by("uid"))
+
+
+def _opts() -> DownloadOptions:
+    return DownloadOptions(samples_per_shard=5, thread_count=4, policy=FetchPolicy(allow_file_urls=True))
+
+
+def _members(data: bytes) -> dict:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        return {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+
+
+def _check_same(local: Dataset, bucket: str) -> None:
+    got = bucket_objects(bucket, "ds/")
+    want = {p.relative_to(local.root).as_posix(): p.read_bytes() for p in local.root.rglob("*") if p.is_file()}
+    table = {k: v for k, v in want.items() if k.startswith("downloads/")}
+    assert table and {k: v for k, v in got.items() if k.startswith("downloads/") and "/_committed/" not in k} == table
+    assert all(f"downloads/_committed/{k.split('/')[-1]}" in got for k in table)  # committed shards
+    tars = sorted(k for k in want if k.endswith(".tar"))
+    assert tars == sorted(k for k in got if k.endswith(".tar")) and len(tars) == 3
+    for k in tars:
+        assert _members(got[k]) == _members(want[k]), k
+    assert {k for k in got if k.endswith("_stats.json")} == {k for k in want if k.endswith("_stats.json")}
+    assert not any(k.startswith("_download/") for k in got)  # the uids to fetch and img2dataset's scratch
+
+
+@pytest.mark.parametrize("engine", ["local", "spark"])
+def test_download_into_bucket_matches_local(bucket, tmp_path, engine, request):
+    samples = _samples(tmp_path)
+    local = Dataset(tmp_path / "local")
+    local.write_table("samples", samples, schema="samples")
+    assert run_download(local, LocalExecutor(), _opts())["success"] == 12
+    remote = Dataset(f"s3://{bucket}/ds")
+    remote.write_table("samples", samples, schema="samples")
+    if engine == "spark":
+        from curate.engine.spark import SparkExecutor
+
+        executor = SparkExecutor(request.getfixturevalue("spark"))
+    else:
+        executor = LocalExecutor()
+    stats = run_download(remote, executor, _opts())
+    assert stats["success"] == 12 and stats["failed"] == 2 and stats["new_shards"] == ["00000000", "00000001", "00000002"]
+    _check_same(local, bucket)
+    again = run_download(remote, executor, _opts(), retry_failed=True)  # the two missing files, retried
+    assert again["to_download"] == 2 and again["new_shards"] == ["00000003"]
+    assert remote.count("downloads") == 14
+
+
+def test_download_cli_into_bucket(bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    remote = Dataset(f"s3://{bucket}/ds")
+    remote.write_table("samples", _samples(tmp_path), schema="samples")
+    args = [sys.executable, "-m", "curate.cli", "download", f"s3://{bucket}/ds", "--samples-per-shard", "5",
+            "--allow-file-urls", "--engine", "local"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "12 success, 2 failed of 14 samples" in r.stdout + r.stderr
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.parquet"))  # no working copy
+    before = bucket_objects(bucket, "ds/")
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0 and "nothing to do" in r.stdout + r.stderr, r.stderr
+    after = bucket_objects(bucket, "ds/")
+    assert {k: v for k, v in after.items() if not k.startswith("_runs/")} == \
+        {k: v for k, v in before.items() if not k.startswith("_runs/")}
