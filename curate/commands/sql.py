@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import typer
 
@@ -135,7 +134,6 @@ def register(app: typer.Typer) -> None:
 
 def _run_sql(dataset: str, query: str, out: str | None, limit: int, limits: dict) -> None:
     """Print the first ``limit`` rows (the rest counted), or stream every row into ``out``."""
-    from curate import storage
     from curate.outputs import display, suffix
     from curate.sql import query_batches
 
