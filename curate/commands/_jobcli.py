@@ -86,7 +86,6 @@ class Common:
     dataset: bool = True               # has the DATASET argument
     engine: bool = True                # has --engine, --master, --conf
     storage: bool = False              # has --storage-option
-    working_copy: bool = False         # a dataset URI: a local working copy, published back after the body
     extra_args: bool = False           # takes arguments after `--` (run.extra_args)
 
     @property
@@ -225,17 +224,9 @@ def job_command(model: type[BaseModel], body: Callable[[JobRun, Any], None], *, 
             use_storage_options(kwargs["storage_option"])
         p = params_from_cli(model, kwargs)
         run = _run_of(common, kwargs, app_name)
-        if common.working_copy:
-            from curate.tables.publish import working_copy
-
-            run.dataset = working_copy(run.dataset, run.master)  # published back below (docs/storage.md)
         if common.lock_first:
             run.lock()
         body(run, p)
-        if common.working_copy:
-            from curate.tables.publish import publish_working_copies
-
-            publish_working_copies()
 
     command.__signature__ = signature  # typer reads the options from here
     command.__doc__ = help

@@ -18,13 +18,15 @@ from curate.params.coverage import CoverageParams
 
 def load_concepts(p: CoverageParams):
     """The concept list from the one source the parameters name (errors name file and line)."""
+    from curate import storage
     from curate.coverage.concepts import from_eval_folder, from_file, from_metadata
 
+    # a URI (a file or an eval folder on a store) is copied here: small, read by libraries from disk
     if p.concepts:
-        return from_file(p.concepts)
+        return from_file(storage.local_copy(p.concepts))
     if p.eval:
-        return from_eval_folder(p.eval)
-    return from_metadata(p.metadata)
+        return from_eval_folder(storage.local_copy(p.eval))
+    return from_metadata(storage.local_copy(p.metadata))
 
 
 def default_name(source: str) -> str:
@@ -73,15 +75,12 @@ class CoverageCommandParams(CoverageParams):
 
 
 def coverage(run: JobRun, p: CoverageCommandParams) -> None:
+    from curate import storage
     from curate.coverage.job import population_spec, run_coverage, subset_uids_path
     from curate.errors import CurateError
-    from curate.tables.publish import publish_working_copies, working_copy
 
-    # a URI: fetched to a local working copy here (its tables and plots are written by path),
-    # published back at the end (docs/storage.md)
-    run.dataset, run._ds = working_copy(run.dataset, run.master), None
     # everything is checked before any engine starts
-    require_tables(run.dataset, {"samples": "curate ingest"})
+    require_tables(run.dataset, {"samples": "curate ingest"}, remote_ok=True)
     ds = run.ds
     cl = load_concepts(p)
     name = p.output or default_name(cl.source)
@@ -105,21 +104,20 @@ def coverage(run: JobRun, p: CoverageCommandParams) -> None:
             raise CurateError(f"--accuracy expects SUBSET=EVAL_JSON, got {item!r}")
         if sub not in subsets:
             raise CurateError(f"--accuracy {item}: subset {sub!r} is not one of the --subset names")
-        if not Path(path).is_file():
+        if not storage.is_file(path):
             raise CurateError(f"--accuracy {item}: {path} does not exist")
         acc_files.setdefault(sub, []).append(path)
     run.lock()
     summary = run_coverage(ds, cl, run.executor(), name=name, subsets=subsets, embeddings=emb_id,
                            accuracy_files=acc_files, params={"engine": run.engine, "master": run.master},
                            **p.job_kwargs())
-    publish_working_copies()
     echo_summary(summary)
 
 
 def register(app: typer.Typer) -> None:
     app.command("coverage")(job_command(
         CoverageCommandParams, coverage, job_model=CoverageParams, app_name="curate-coverage",
-        common=Common(None, dataset_help="Dataset folder or URI with a samples table (a URI: worked on a local copy).", subset=False, output=False,
+        common=Common(None, dataset_help="Dataset folder or URI with a samples table.", subset=False, output=False,
                       lock_first=False),
         help="Count concepts (eval class names, a concept list or MetaCLIP entries) in the pool and in each subset: "
         "captions with the MetaCLIP matcher, images by prompt similarity.\n\n"

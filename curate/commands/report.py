@@ -15,10 +15,9 @@ def report(run: JobRun, p: ReportParams) -> None:
     from curate.report import build_report
     from curate.report.build import default_subset
     from curate.tables import Dataset
-    from curate.tables.publish import publish_working_copies, working_copy
 
     out = p.out and check_output_path(p.out, run.dataset, "--out")  # a URI: one object, written whole
-    ds = Dataset(working_copy(run.dataset))  # a URI: fetched here; the report is published back below
+    ds = Dataset(run.dataset)  # a URI: read in place; the default page goes to DATASET/reports/ there
     embeddings = p.embeddings
     if embeddings:
         from curate.models.resolve import resolve_embeddings
@@ -27,8 +26,7 @@ def report(run: JobRun, p: ReportParams) -> None:
     subset = p.subset or default_subset(ds)
     path = build_report(ds, subset, out=out, evals=p.evals(), comparison=p.comparison and Path(p.comparison),
                         pool_subset=p.pool_subset, embedding_model=embeddings, title=p.title)
-    published = publish_working_copies()
-    typer.echo(f"report: {path}" + (f" (published to {published[0]['target']})" if published else ""))
+    typer.echo(f"report: {path}")
     if p.open:
         import webbrowser
 
@@ -38,6 +36,6 @@ def report(run: JobRun, p: ReportParams) -> None:
 def register(app: typer.Typer) -> None:
     app.command("report")(job_command(
         ReportParams, report, app_name="curate-report",
-        common=Common(None, dataset_help="Dataset folder or URI (s3://bucket/ds: worked on a local copy).",
+        common=Common(None, dataset_help="Dataset folder or URI (s3://bucket/ds).",
                       subset=False, output=False, engine=False, storage=True, lock_first=False),
         help="Write the HTML report: funnel, evaluation results, distributions, galleries per stage, lineage."))

@@ -14,8 +14,6 @@ from curate.params.recipe_run import RunParams
 def run_cmd(run: JobRun, p: RunParams) -> None:
     from curate import storage
     from curate.recipe import load_recipe, run_recipe
-    from curate.progress import info
-    from curate.tables.publish import publish_working_copies, working_copy
 
     loaded = load_recipe(Path(p.recipe))
     if p.dataset is not None:
@@ -30,21 +28,8 @@ def run_cmd(run: JobRun, p: RunParams) -> None:
                        f"{'' if s.enabled else '  [disabled]'}")
         typer.echo(f"recipe {loaded.name}: {len(loaded.stages)} stages, ok")
         return
-    local_only = _stages_needing_a_working_copy(loaded)
-    if storage.is_uri(loaded.recipe.dataset or "") and local_only:  # fetched here, published back below
-        info(f"recipe stages {', '.join(local_only)} need a local copy of {loaded.recipe.dataset}: "
-             "working on one (docs/storage.md)")
-        loaded.recipe.dataset = working_copy(loaded.recipe.dataset, run.master)
     hold_dataset_lock(loaded.dataset_path())  # one writer per dataset
     run_recipe(loaded, engine=run.engine, master=run.master, conf=run.conf, use_cache=not p.no_cache)
-    publish_working_copies()
-
-
-def _stages_needing_a_working_copy(loaded) -> list[str]:
-    """Enabled stages whose kind cannot run on a dataset URI in place (``uri_ok=False``)."""
-    from curate.recipe.registry import get_kind
-
-    return [s.name for s in loaded.stages if s.enabled and not get_kind(s.kind).uri_ok]
 
 
 def register(app: typer.Typer) -> None:

@@ -4,15 +4,14 @@ image task one ``embeddings/<model>`` shard; each counts concept matches per pop
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.engine import worker_cache
 from curate.errors import DatasetError, InputFileError
 from curate.metaclip.matching import Matcher, load_metadata
@@ -37,17 +36,30 @@ def _uid_range_filter(lo: str, hi: str):
     return (pc.field("uid") >= lo) & (pc.field("uid") <= hi)
 
 
+def _parquet_dataset(paths):
+    """A pyarrow dataset over a file, a folder or a list of files, local or on a store."""
+    if isinstance(paths, list):
+        if not paths or not storage.is_uri(paths[0]):
+            return pads.dataset(paths, format="parquet")
+        locs = [storage.resolve(p) for p in paths]
+        return pads.dataset([loc.path for loc in locs], format="parquet", filesystem=locs[0].fs)
+    if not storage.is_uri(paths):
+        return pads.dataset(paths, format="parquet")
+    loc = storage.resolve(paths)
+    return pads.dataset(loc.path, format="parquet", filesystem=loc.fs)
+
+
 def _population_uids(spec: dict, lo: str, hi: str) -> pa.Array | None:
     """uids of a population within [lo, hi]; None means every row (the whole pool)."""
     kind = spec["kind"]
     if kind == "all":
         return None
     if kind == "uids":
-        t = pads.dataset(spec["path"], format="parquet").to_table(columns=["uid"], filter=_uid_range_filter(lo, hi))
+        t = _parquet_dataset(spec["path"]).to_table(columns=["uid"], filter=_uid_range_filter(lo, hi))
         return t.column("uid").combine_chunks()
     if kind == "downloaded":
         files = [str(p) for p in Dataset(spec["root"]).shards("downloads")]
-        t = pads.dataset(files, format="parquet").to_table(
+        t = _parquet_dataset(files).to_table(
             columns=["uid"], filter=_uid_range_filter(lo, hi) & (pc.field("status") == "success"))
         return t.column("uid").combine_chunks()
     raise ValueError(f"unknown population kind {kind!r}")
@@ -73,7 +85,7 @@ def _concept_matcher(path: str, sha: str) -> Matcher:
 
 
 def _concept_weights(path: str, sha: str) -> np.ndarray:
-    return worker_cache(("curate.coverage.weights", path, sha), lambda: np.load(path))
+    return worker_cache(("curate.coverage.weights", path, sha), lambda: storage.load_npy(path))
 
 
 def _rows(source: str, totals: dict[str, np.ndarray], sizes: dict[str, int]) -> pa.RecordBatch:
@@ -96,9 +108,9 @@ def _shard_matches(task: dict) -> Iterator[tuple[pa.Array, dict[str, np.ndarray]
     """Per batch of one shard: (uids, population masks, row, concept) where each (row,
     concept) pair is a match of the task's source (caption substring, or image-prompt cosine
     at or above the threshold). Subset masks are already restricted to the pool."""
-    path = Path(task["input"])
+    path = task["input"]
     try:
-        pf = pq.ParquetFile(path)
+        pf = storage.parquet_file(path)
     except (OSError, pa.ArrowInvalid) as e:
         raise InputFileError(str(path), f"cannot read Parquet shard ({e})") from None
     source = task["source"]

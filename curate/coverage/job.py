@@ -30,6 +30,7 @@ from curate.coverage.counting import (BOTH, CAPTION, CONCEPTS_FILE, COUNT_SCHEMA
                                       BucketCounts, coverage_counts_task, coverage_match_rows_task)
 from curate.coverage.table import (build_table, evaluation_files, ordinal_rank,  # noqa: F401 - re-exported
                                    per_class_accuracy, rank_correlation, relative_drop, starved)
+from curate import storage
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
 from curate.tables import Dataset, atomic_write_bytes
@@ -49,8 +50,8 @@ def population_spec(dataset: Dataset, pool: str) -> tuple[dict, str]:
             raise DatasetError(f"{dataset.root} has no downloads table; use --pool all or run `curate download`")
         return {"kind": "downloaded", "root": str(dataset.root)}, "downloaded samples"
     if pool.startswith("subset:") and len(pool) > 7:
-        p = subset_dir(dataset, pool[7:]) / "uids.parquet"
-        if not p.is_file():
+        p = storage.join(subset_dir(dataset, pool[7:]), "uids.parquet")
+        if not storage.is_file(p):
             raise DatasetError(f"pool subset {pool[7:]!r} not found ({p})")
         return {"kind": "uids", "path": str(p)}, f"subset {pool[7:]}"
     raise DatasetError(f"--pool must be all, downloaded, auto or subset:NAME, got {pool!r}")
@@ -59,9 +60,9 @@ def population_spec(dataset: Dataset, pool: str) -> tuple[dict, str]:
 def subset_uids_path(dataset: Dataset, name: str) -> str:
     from curate.subset import list_subsets, subset_dir
 
-    p = subset_dir(dataset, name) / "uids.parquet"
-    if not p.is_file():
-        raise DatasetError(f"subset {name!r} not found in {dataset.root / 'subsets'} "
+    p = storage.join(subset_dir(dataset, name), "uids.parquet")
+    if not storage.is_file(p):
+        raise DatasetError(f"subset {name!r} not found in {dataset.path('subsets')} "
                            f"(have: {', '.join(list_subsets(dataset)) or 'none'})")
     return str(p)
 
@@ -131,7 +132,7 @@ def run_coverage(dataset: Dataset, concepts: ConceptList, executor, *, name: str
                                                      acc_info, min_pool_count)
     with manifest.stage("plots"):
         files = _write_plots(table, summary, out_dir, bool(accuracy))
-    summary["plots"] = {k: Path(v).name for k, v in files.items()}
+    summary["plots"] = {k: storage.basename(v) for k, v in files.items()}
     dataset.write_json(f"{table_name}/_summary.json", summary)
     manifest["inputs"] = [{"table": "samples", "shards": len(dataset.shards("samples"))}, concepts.describe()]
     if embeddings:
@@ -146,9 +147,9 @@ def run_coverage(dataset: Dataset, concepts: ConceptList, executor, *, name: str
     return summary
 
 
-def _caption_tasks(dataset: Dataset, concepts: ConceptList, common: dict, out_dir: Path) -> list[dict]:
+def _caption_tasks(dataset: Dataset, concepts: ConceptList, common: dict, out_dir: Path | str) -> list[dict]:
     """One caption task per ``samples`` shard; the concept list is written where every worker reads it."""
-    concepts_path = out_dir / CONCEPTS_FILE
+    concepts_path = storage.join(out_dir, CONCEPTS_FILE)
     atomic_write_bytes(concepts_path, json.dumps(concepts.names, ensure_ascii=False).encode())
     sha = concepts.sha256()
     return [dict(common, source=CAPTION, input=str(p), concepts=str(concepts_path), concepts_sha=sha)
@@ -156,7 +157,7 @@ def _caption_tasks(dataset: Dataset, concepts: ConceptList, common: dict, out_di
 
 
 def _image_tasks(dataset: Dataset, concepts: ConceptList, embeddings: str, threshold: float | None, templates,
-                 device: str, common: dict, out_dir: Path, manifest: RunManifest) -> tuple[list[dict], dict]:
+                 device: str, common: dict, out_dir: Path | str, manifest: RunManifest) -> tuple[list[dict], dict]:
     """One image task per embeddings shard, with the concept prompt embeddings they compare to."""
     if threshold is None:
         raise DatasetError("image matching needs a similarity threshold (--threshold)")
@@ -167,9 +168,10 @@ def _image_tasks(dataset: Dataset, concepts: ConceptList, embeddings: str, thres
         weights, model_info = concept_prompt_embeddings(concepts, embeddings, dataset, templates, device)
         buf = io.BytesIO()
         np.save(buf, weights)
-        atomic_write_bytes(out_dir / PROMPTS_FILE, buf.getvalue())
+        atomic_write_bytes(storage.join(out_dir, PROMPTS_FILE), buf.getvalue())
         wsha = hashlib.sha256(buf.getvalue()).hexdigest()
-    tasks = [dict(common, source=IMAGE, input=str(p), weights=str(out_dir / PROMPTS_FILE), weights_sha=wsha,
+    weights_path = str(storage.join(out_dir, PROMPTS_FILE))
+    tasks = [dict(common, source=IMAGE, input=str(p), weights=weights_path, weights_sha=wsha,
                   threshold=float(threshold)) for p in dataset.shards(table)]
     return tasks, model_info
 
@@ -232,13 +234,13 @@ def _source_summary(table, source: str, counts: dict, sizes: dict, subsets: list
     return entry
 
 
-def _write_plots(table, summary: dict, out_dir: Path, with_accuracy: bool) -> dict:
+def _write_plots(table, summary: dict, out_dir: Path | str, with_accuracy: bool) -> dict:
     from curate.coverage import plots
 
     png = plots.long_tail_png(table)
-    atomic_write_bytes(out_dir / "_longtail.png", png)
-    files = {"long_tail": str(out_dir / "_longtail.png")}
+    files = {"long_tail": str(storage.join(out_dir, "_longtail.png"))}
+    atomic_write_bytes(files["long_tail"], png)
     if with_accuracy:
-        atomic_write_bytes(out_dir / "_accuracy.png", plots.accuracy_png(table, summary))
-        files["accuracy"] = str(out_dir / "_accuracy.png")
+        files["accuracy"] = str(storage.join(out_dir, "_accuracy.png"))
+        atomic_write_bytes(files["accuracy"], plots.accuracy_png(table, summary))
     return files

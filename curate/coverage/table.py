@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from curate.coverage.concepts import ConceptList
 from curate.coverage.counting import POOL, STARVED_K, TABLE
+from curate import storage
 from curate.errors import InputFileError
 from curate.tables import Dataset, load_schema
 
@@ -85,7 +86,7 @@ def evaluation_files(dataset: Dataset, subset: str) -> list[str]:
 
     man = read_subset_manifest(dataset, subset)
     return [e["results"] for e in man.get("evaluations", []) if isinstance(e, dict) and e.get("results")
-            and Path(e["results"]).is_file()]
+            and storage.is_file(e["results"])]
 
 
 def per_class_accuracy(concepts: ConceptList, files: list[str]) -> tuple[dict[int, float], dict]:
@@ -97,7 +98,7 @@ def per_class_accuracy(concepts: ConceptList, files: list[str]) -> tuple[dict[in
     used = []
     for f in files:
         try:
-            res = json.loads(Path(f).read_text())
+            res = json.loads(storage.read_bytes(f))
         except (OSError, ValueError) as e:
             raise InputFileError(str(f), f"cannot read evaluation results ({e})") from None
         sets = {k: v.get("per_class_recall") or {} for k, v in (res.get("zeroshot") or {}).items()

@@ -145,7 +145,6 @@ class StageKind:
     version: str = "1"                   # bump when behaviour changes in a way the source hash misses
     named_output: bool = False           # the stage's name names what it makes: part of the cache key
     frames: bool = False                 # run(ctx, UidTable, params) -> StageOutput (no rows on the driver)
-    uri_ok: bool = True                  # runs on a dataset URI in place (False: the run needs a local working copy)
 
 
 _REGISTRY: dict[str, StageKind] = {}
@@ -154,7 +153,7 @@ _loaded = False
 
 def register(kind: str, params: type[Params], *, family: str, reads: Any = (),
              code_modules: tuple[str, ...] = (), version: str = "1", named_output: bool = False,
-             frames: bool = False, uri_ok: bool = True):
+             frames: bool = False):
     """Decorator registering ``fn(ctx, uids, params) -> StageResult`` as stage ``kind`` (with
     ``frames``: ``fn(ctx, UidTable, params) -> StageOutput``)."""
 
@@ -163,7 +162,7 @@ def register(kind: str, params: type[Params], *, family: str, reads: Any = (),
             raise ValueError(f"stage kind {kind!r} registered twice")
         doc = inspect.getdoc(fn) or ""
         _REGISTRY[kind] = StageKind(kind, params, fn, family, doc.split("\n\n")[0], reads,
-                                    (fn.__module__, *code_modules), version, named_output, frames, uri_ok)
+                                    (fn.__module__, *code_modules), version, named_output, frames)
         return fn
 
     return deco

@@ -22,6 +22,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from curate import storage
 from curate.manifest import code_version
 from curate.report import plots
 from curate.report.collect import collect, default_subset, load_evals  # noqa: F401 - re-exported
@@ -233,21 +234,24 @@ def subset_evaluations(data: dict, explicit: dict[str, Path]) -> tuple[dict[str,
     """The evaluations the subset's manifest lists (curate eval links them), beside --eval ones.
 
     Returns label -> results path, and the listed files that are gone (shown, not fatal)."""
-    seen = {Path(p).resolve() for p in explicit.values()}
+    def key(p) -> str:
+        return str(p) if storage.is_uri(p) else str(Path(p).resolve())
+
+    seen = {key(p) for p in explicit.values()}
     found: dict[str, Path] = {}
     missing: list[str] = []
     for i, e in enumerate(data.get("evaluations") or []):
-        p = Path(e["results"])
-        if p.resolve() in seen:
+        p = e["results"] if storage.is_uri(e["results"]) else Path(e["results"])
+        if key(p) in seen:
             continue
-        if not p.is_file():
+        if not storage.is_file(p):
             missing.append(str(p))
             continue
         label = f"{data['subset']} seed {e['seed']}" if e.get("seed") is not None else f"{data['subset']} #{i + 1}"
         while label in explicit or label in found:
             label += "'"
         found[label] = p
-        seen.add(p.resolve())
+        seen.add(key(p))
     return found, missing
 
 
@@ -263,11 +267,11 @@ def build_report(dataset: Dataset, subset: str, out: Path | str | None = None, e
     from curate.report.coverage import coverage_section
 
     page = render(data, ev, title, coverage=coverage_section(dataset, subset))
-    from curate import outputs, storage
+    from curate import outputs
 
     if out is not None and storage.is_uri(out):
         outputs.write_bytes(str(out), page.encode("utf-8"))
         return str(out)
-    out = Path(out) if out else dataset.root / "reports" / f"{subset}.html"
+    out = Path(out) if out else dataset.path(f"reports/{subset}.html")
     atomic_write_bytes(out, page.encode("utf-8"))
     return out

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import storage
 from curate.errors import DatasetError
 from curate.report.distributions import distributions, stable_pick
 from curate.report.images import thumbnails
@@ -31,9 +32,11 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, float]:
 def default_subset(dataset: Dataset) -> str:
     """The output of the most recent ``curate run`` on this dataset, else its only subset."""
     subsets = list_subsets(dataset)
-    runs = sorted(dataset.runs_dir().glob("recipe-*.json"), key=lambda p: p.stat().st_mtime)
+    runs = [p for p in storage.list_files(dataset.runs_dir())
+            if storage.basename(p).startswith("recipe-") and p.endswith(".json")]
+    runs.sort(key=lambda p: storage.fingerprint(p)[1])
     for p in reversed(runs):
-        out = (json.loads(p.read_text()).get("lineage") or {}).get("output")
+        out = (json.loads(storage.read_bytes(p)).get("lineage") or {}).get("output")
         if out and out in subsets:
             return out
     if len(subsets) == 1:
@@ -76,7 +79,7 @@ def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embed
             per_reason: int = 6) -> dict:
     """Everything the report shows, as plain data (tested apart from the HTML)."""
     if subset not in list_subsets(dataset):
-        raise DatasetError(f"subset {subset!r} not found in {dataset.root / 'subsets'} "
+        raise DatasetError(f"subset {subset!r} not found in {dataset.path('subsets')} "
                            f"(have: {', '.join(list_subsets(dataset)) or 'none'})")
     man = read_subset_manifest(dataset, subset)
     lineage = man.get("lineage") or {}
@@ -194,13 +197,13 @@ def load_evals(evals: dict[str, Path], comparison: Path | None) -> dict:
     runs = {}
     for label, p in evals.items():
         try:
-            runs[label] = _flatten(json.loads(Path(p).read_text()))
+            runs[label] = _flatten(json.loads(storage.read_bytes(p)))
         except (OSError, ValueError) as e:
             raise DatasetError(f"{p}: cannot read evaluation results ({e})") from e
     comp = None
     if comparison is not None:
         try:
-            comp = json.loads(Path(comparison).read_text())
+            comp = json.loads(storage.read_bytes(comparison))
         except (OSError, ValueError) as e:
             raise DatasetError(f"{comparison}: cannot read comparison ({e})") from e
     return {"runs": runs, "comparison": comp}

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.tables import Dataset
 
 
@@ -29,7 +29,7 @@ def _find_tables_with(dataset: Dataset, columns: set[str], prefix: str | None = 
         if prefix and not t.startswith(prefix):
             continue
         try:
-            names = set(pq.read_schema(dataset.shards(t)[0]).names)
+            names = set(storage.parquet_file(dataset.shards(t)[0]).schema_arrow.names)
         except (OSError, pa.ArrowInvalid, IndexError):
             continue
         if columns <= names:
@@ -69,7 +69,7 @@ def _cluster_sizes(dataset: Dataset, lineage: dict, before: pa.Array, final: pa.
         return None
     # the clustering this run made, else the most recently written one
     own = [t for t in clusters if t == f"clusters/recipe-{lineage.get('recipe')}"]
-    name = own[0] if own else max(clusters, key=lambda t: max(p.stat().st_mtime for p in dataset.shards(t)))
+    name = own[0] if own else max(clusters, key=lambda t: max(storage.fingerprint(p)[1] for p in dataset.shards(t)))
     c = dataset.read(name, columns=["uid", "cluster_id"])
     sizes_before = pc.value_counts(uids_in(c, before).column("cluster_id").combine_chunks()).field("counts")
     sizes_after = pc.value_counts(uids_in(c, final).column("cluster_id").combine_chunks()).field("counts")

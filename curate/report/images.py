@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import storage
 from curate.tables import Dataset
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
@@ -49,11 +50,11 @@ def thumbnails(dataset: Dataset, uids: list[str], size: int = 112) -> dict[str, 
             by_shard[shard][key] = uid
     out: dict[str, str] = {}
     for shard, keys in sorted(by_shard.items()):
-        path = Path(shard) if Path(shard).is_absolute() else dataset.root / shard
-        if not path.exists():
+        path = shard if storage.is_uri(shard) or Path(shard).is_absolute() else storage.join(dataset.root, shard)
+        if not storage.exists(path):
             continue
         try:
-            with tarfile.open(path) as tf:
+            with storage.open_input_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|*") as tf:
                 for m in tf:
                     stem, dot, ext = m.name.rpartition(".")
                     if not dot or f".{ext.lower()}" not in IMAGE_EXTS or stem not in keys:

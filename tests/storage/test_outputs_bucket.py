@@ -53,6 +53,31 @@ def test_sql_and_report_out_to_a_bucket(bucket, tmp_path):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
 
 
+def test_report_of_a_bucket_dataset_in_place(bucket, tmp_path, monkeypatch):
+    """`curate report s3://bucket/ds` reads the dataset in place (its image shards streamed for
+    the thumbnails) and writes DATASET/reports/SUBSET.html there: the page a local run makes."""
+    from report.toypool import make_downloaded_pool, run_two_stage_recipe
+
+    from curate.tables.publish import publish
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    ds = make_downloaded_pool(tmp_path / "pool")
+    run_two_stage_recipe(tmp_path, ds)
+    publish(ds.root, f"s3://{bucket}/ds")
+    for root in (str(ds.root), f"s3://{bucket}/ds"):
+        r = _cli("report", root, "--subset", "curated")
+        assert r.returncode == 0 and "reports/curated.html" in r.stdout, (root, r.stderr)
+    page = bucket_objects(bucket, "ds/reports/")["curated.html"]
+    assert b"data:image/" in page  # thumbnails from the shards in the bucket
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")
+    local = (ds.root / "reports" / "curated.html").read_bytes().decode()
+    def plain(text: str) -> str:  # the page names the dataset it reports on; everything else is the same
+        return stamp.sub("STAMP", text).replace(f"s3://{bucket}/ds", "DS").replace(str(ds.root), "DS")
+
+    assert plain(page.decode()) == plain(local)
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.parquet"))  # no working copy
+
+
 def test_eval_output_to_a_bucket(bucket, tmp_path, shared_data):
     from shared_sets import write_eval_sets
 

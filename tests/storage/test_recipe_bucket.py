@@ -1,8 +1,8 @@
 """`curate run` (a recipe) on a dataset in s3://bucket/ds, in place (no local working copy):
 DataComp filters, k-means, SemDeDup, DBP, exact dedup, SQL and sampling stages read and write
 the bucket; every table object equals a local-path run's file, byte for byte; a second run
-takes every stage from the cache on the bucket; Spark local mode writes the same objects. A
-recipe with a stage that needs a local copy (coverage) says so and works on one."""
+takes every stage from the cache on the bucket; Spark local mode writes the same objects; a
+coverage stage writes its table and plots into the bucket."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from s3kit import bucket_objects
 from test_jobs_bucket import _vectors, build, local_files, visible
 
+from curate import storage
 from curate.recipe import load_recipe, run_recipe
 from curate.tables import Dataset
 
@@ -82,7 +83,6 @@ def test_recipe_on_bucket_matches_local_and_caches(bucket, tmp_path, monkeypatch
     for ds, name in ((str(local.root), "local.yaml"), (uri, "bucket.yaml")):
         r = _cli("run", str(_recipe(tmp_path, ds, name)), "--engine", "local")
         assert r.returncode == 0, r.stderr
-        assert "local copy" not in r.stderr + r.stdout
     want, got = local_files(local.root), bucket_objects(bucket, "ds/")
     assert "subsets/curated/uids.npy" in want and any(k.startswith("decisions/bucketed/") for k in want)
     assert visible(got) == visible(want)
@@ -112,16 +112,25 @@ def test_recipe_on_bucket_with_spark(bucket, tmp_path, spark):
     assert visible(bucket_objects(bucket, "ds/")) == visible(local_files(local.root))
 
 
-def test_recipe_with_a_local_only_stage_uses_a_working_copy(bucket, tmp_path, monkeypatch):
+def test_recipe_with_a_coverage_stage_on_bucket(bucket, tmp_path, monkeypatch):
+    """The coverage stage counts concepts (a list in the bucket, copied here) and writes its table,
+    summary and plots into the bucket: the same objects as a local run."""
     monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    local = _pool(str(tmp_path / "local"))
     uri = f"s3://{bucket}/ds"
     _pool(uri)
-    concepts = tmp_path / "concepts.txt"
-    concepts.write_text("dog\ncat\nbeach\n")
-    p = _recipe(tmp_path, uri, "cov.yaml", ("basic",))
-    p.write_text(p.read_text() + f"  - kind: coverage\n    concepts: {concepts}\n")
-    r = _cli("run", str(p), "--engine", "local")
-    assert r.returncode == 0, r.stderr
-    assert "need a local copy" in r.stdout + r.stderr
-    got = bucket_objects(bucket, "ds/")
-    assert "subsets/curated/uids.npy" in got and any(k.startswith("coverage/") for k in got)
+    concepts = "dog\ncat\nbeach\ncar\n"
+    (local.root / "concepts.txt").write_text(concepts)
+    storage.put_bytes(storage.resolve(f"{uri}/concepts.txt"), concepts.encode())
+    for ds, name in ((str(local.root), "local.yaml"), (uri, "bucket.yaml")):
+        p = _recipe(tmp_path, ds, name, ("basic",))
+        p.write_text(p.read_text() + "  - kind: coverage\n    concepts: concepts.txt\n")  # inside the dataset
+        r = _cli("run", str(p), "--engine", "local")
+        assert r.returncode == 0, r.stderr
+    want, got = local_files(local.root), bucket_objects(bucket, "ds/")
+    cov = {k: v for k, v in want.items() if k.startswith("coverage/") and "/_committed/" not in k
+           and not k.endswith("_summary.json")}  # the summary names the concept file's path
+    assert any(k.endswith("_longtail.png") for k in cov) and any(k.endswith(".parquet") for k in cov)
+    assert {k: got.get(k) for k in cov} == cov
+    assert visible(got) == visible(want)
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.parquet"))  # no working copy

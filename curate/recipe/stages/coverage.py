@@ -38,17 +38,20 @@ def _reads(p: CoverageStageParams, dataset, model):
 
 
 def _path(ctx: StageContext, raw: str) -> str:
+    """A concept source: a URI, a path inside the dataset, or a path here; a URI's file or folder
+    is copied here (small, read by libraries from disk)."""
     from pathlib import Path
 
-    p = Path(raw)
-    if not p.is_absolute() and (ctx.dataset.root / p).exists():
-        p = ctx.dataset.root / p
-    return str(p)
+    from curate import storage
+
+    p = raw
+    if not storage.is_uri(raw) and not Path(raw).is_absolute() and storage.exists(storage.join(ctx.dataset.root, raw)):
+        p = storage.join(ctx.dataset.root, raw)
+    return storage.local_copy(p)
 
 
-# curate coverage's job writes POSIX paths (plots, its table): on a dataset URI the run uses a working copy
 @register("coverage", CoverageStageParams, family="report", reads=_reads, code_modules=("curate.coverage",),
-          frames=True, uri_ok=False)
+          frames=True)
 def run_coverage_stage(ctx: StageContext, inp: UidTable, p: CoverageStageParams) -> StageOutput:
     """Count concepts in the selection so far vs the pool (keeps every sample)."""
     from curate.coverage.concepts import from_eval_folder, from_file, from_metadata
