@@ -11,7 +11,7 @@ from curate.lock import hold_dataset_lock
 from curate.params.download import DownloadParams
 
 
-DIRECT_SCHEMES = ("s3",)  # a dataset URI the download reads and writes in place (others: a working copy)
+DIRECT_SCHEMES = ("s3", "gs")  # a dataset URI the download reads and writes in place (others: a working copy)
 
 
 def blocked_hint(failed_by_class: dict[str, int]) -> str | None:

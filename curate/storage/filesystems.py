@@ -147,13 +147,34 @@ def _s3fs_options() -> dict:
 
 
 def configure_fsspec() -> None:
-    """Make curate's S3 settings fsspec's defaults in this process, for libraries that open
-    URIs through fsspec themselves (img2dataset's reader, writers and downloader)."""
+    """Make curate's store settings fsspec's in this process, for libraries that open URIs
+    through fsspec themselves (img2dataset's reader, writers and downloader): s3fs's defaults
+    for ``s3://``, and for ``gs://`` fsspec's wrapper of the same pyarrow GCS filesystem every
+    other read uses (no gcsfs needed)."""
+    import fsspec
     import fsspec.config
 
     # no listings cache: a rerun rewrites objects (img2dataset's input parts) that a cached
     # listing would still describe with their old ETag (s3fs then refuses the read)
     fsspec.config.conf["s3"] = dict(_s3fs_options(), use_listings_cache=False)
+    for protocol in ("gs", "gcs"):
+        fsspec.register_implementation(protocol, _gcs_fsspec_default_class(), clobber=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _gcs_fsspec_default_class():
+    """``_gcs_fsspec_class`` made with no arguments (as ``fsspec.core.url_to_fs`` makes it):
+    the configured pyarrow GCS filesystem of this process."""
+
+    class ConfiguredGcsArrowFS(_gcs_fsspec_class()):
+        def __init__(self, fs=None, **kwargs):
+            if fs is None:
+                from curate.storage.location import resolve
+
+                fs = resolve("gs://any-bucket").fs  # one filesystem per settings, whatever the bucket
+            super().__init__(fs, **kwargs)
+
+    return ConfiguredGcsArrowFS
 
 
 @functools.lru_cache(maxsize=1)

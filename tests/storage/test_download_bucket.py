@@ -100,3 +100,26 @@ def test_download_cli_into_bucket(bucket, tmp_path, monkeypatch):
     after = bucket_objects(bucket, "ds/")
     assert {k: v for k, v in after.items() if not k.startswith("_runs/")} == \
         {k: v for k, v in before.items() if not k.startswith("_runs/")}
+
+
+def test_download_into_gs_bucket_matches_local(gs_bucket, tmp_path):
+    """The same into gs:// (the loopback GCS emulator): img2dataset gets fsspec's wrapper of the
+    pyarrow GCS filesystem curate reads with."""
+    from gcskit import gs_objects
+
+    samples = _samples(tmp_path)
+    local = Dataset(tmp_path / "local")
+    local.write_table("samples", samples, schema="samples")
+    run_download(local, LocalExecutor(), _opts())
+    remote = Dataset(f"gs://{gs_bucket}/ds")
+    remote.write_table("samples", samples, schema="samples")
+    stats = run_download(remote, LocalExecutor(), _opts())
+    assert stats["success"] == 12 and stats["new_shards"] == ["00000000", "00000001", "00000002"]
+    got = gs_objects(gs_bucket, "ds/")
+    want = {p.relative_to(local.root).as_posix(): p.read_bytes() for p in local.root.rglob("*") if p.is_file()}
+    table = {k: v for k, v in want.items() if k.startswith("downloads/")}
+    assert table and {k: v for k, v in got.items() if k.startswith("downloads/") and "/_committed/" not in k} == table
+    for k in sorted(k for k in want if k.endswith(".tar")):
+        assert _members(got[k]) == _members(want[k]), k
+    assert not any(k.startswith("_download/") for k in got)
+    assert run_download(remote, LocalExecutor(), _opts())["skipped"] is True
