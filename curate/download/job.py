@@ -21,7 +21,6 @@ reruns as a no-op.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -29,15 +28,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from curate import storage
-
-from curate.download.faces import (BLUR_MAP, FACE_BBOXES, TODO, WITH_BOXES, face_source, with_face_bboxes,
-                                   write_blur_metadata_map)
+from curate.download.faces import BLUR_MAP, FACE_BBOXES, write_blur_metadata_map
 from curate.download.fetch import DEFAULT_MAX_IMAGE_AREA, SafeDownloader, SafeResizer
 from curate.download.safety import FetchPolicy
 from curate.errors import CurateError, DatasetError
@@ -45,7 +39,7 @@ from curate.lock import dataset_lock
 from curate.tables import Dataset
 
 IMAGES = "images"
-WORK = "_download"  # hidden: img2dataset's input file and temporary feather shards
+WORK = "_download"  # hidden: the uids to fetch (curate.download.todo) and img2dataset's feather shards
 SHARD_DIGITS = 8  # DataComp's download_upstream.py (oom_shard_count=8) and resharder.py ({:08d}.tar)
 _STATS_RE = re.compile(r"^(\d+)_stats\.json$")
 
@@ -211,6 +205,8 @@ def _run_img2dataset(dataset: Dataset, first_shard: int, carried: list[str], opt
         Path(tmp).mkdir(parents=True)
         (dataset.root / IMAGES).mkdir(parents=True, exist_ok=True)
     storage.configure_fsspec()  # img2dataset reads and writes through fsspec (a URI: with curate's settings)
+    from curate.download.todo import TODO_TABLE
+
     reader = Reader(str(dataset.table_dir(TODO_TABLE)), "parquet", "url", "text", None, None, carried,
                     opts.samples_per_shard, set(), tmp, first_shard)
     downloader = _make_downloader(dataset, reader.column_list, opts, digits)
@@ -248,13 +244,10 @@ def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None
     return stats
 
 
-TODO_TABLE = f"{WORK}/input"  # the uids to fetch, sorted, written by the workers
-TODO_PART_ROWS = 1_000_000  # about: a whole number of image shards per part (img2dataset reads a part at once)
-
-
 def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: bool,
               retry_classes: list[str] | None, manifest) -> dict:
-    from curate.download.results import build_downloads_table  # it reads this module's shard names
+    from curate.download.results import build_downloads_table  # they read this module's shard names
+    from curate.download.todo import samples_frame, write_todo
 
     if not dataset.has_table("samples"):
         raise DatasetError(f"{dataset.root} has no samples table; run `curate ingest` first")
@@ -262,9 +255,9 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
     digits = shard_digits(dataset, opts.shard_digits)
     storage.remove_tree(dataset.path(WORK))
     try:
-        samples = _samples_frame(dataset, executor)
-        todo, retried, carried = _todo(dataset, executor, samples, retry_failed, retry_classes,
-                                       opts.samples_per_shard)
+        samples = samples_frame(dataset, executor)
+        todo, retried, carried = write_todo(dataset, executor, samples, retry_failed, retry_classes,
+                                            opts.samples_per_shard)
         n_samples = dataset.count("samples")
         stats = {"to_download": todo, "retried": retried, "removed_incomplete_files": len(removed)}
         if todo == 0 and dataset.has_table("downloads") and dataset.count("downloads") == n_samples:
@@ -284,68 +277,6 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
     stats["datacomp_resharder_args"] = datacomp_resharder_args(dataset)
     stats["skipped"] = False
     return stats
-
-
-POSITION = pa.field("position", pa.int64())  # (samples shard, row): img2dataset gets the samples in table order
-
-
-def _samples_frame(dataset: Dataset, executor):
-    """(uid, url, text, the column holding face boxes when there is one, position) of every sample."""
-    schema = TODO
-    source = face_source(dataset)
-    if source is not None:
-        schema = schema.append(source[0])
-    tasks = [{"path": str(p), "index": i, "columns": schema.names} for i, p in enumerate(dataset.shards("samples"))]
-    return executor.frame_from_tasks(tasks, _read_samples, schema.append(POSITION))
-
-
-def _read_samples(task: dict):
-    from curate import storage
-
-    t = storage.read_parquet(task["path"], columns=task["columns"])
-    pos = (np.int64(task["index"]) << np.int64(32)) + np.arange(t.num_rows, dtype=np.int64)
-    yield from t.append_column(POSITION, pa.array(pos)).to_batches()
-
-
-def _todo(dataset: Dataset, executor, samples, retry_failed: bool, retry_classes: list[str] | None,
-          samples_per_shard: int) -> tuple[int, int, list[str]]:
-    """Write the samples to fetch (no complete shard holds them, or, with ``retry_failed``, their
-    latest attempt failed) to ``TODO_TABLE`` in the samples table's order, with the pool's face boxes when it
-    has any; returns (rows, retried, columns img2dataset carries besides url and text)."""
-    from curate.download.results import UIDS, results_frame, valid_uids
-
-    attempted = results_frame(dataset, executor).map_batches(valid_uids, UIDS)
-    retried = 0
-    if retry_failed and dataset.has_table("downloads"):
-        def failed(batch: pa.RecordBatch) -> pa.Table:
-            wanted = pc.equal(batch.column("status"), "failed")
-            if retry_classes:
-                wanted = pc.and_(wanted, pc.is_in(batch.column("error_class"),
-                                                  value_set=pa.array(retry_classes, pa.string())))
-            return pa.table([batch.column("uid")], schema=UIDS).filter(pc.fill_null(wanted, False))
-
-        dl = executor.frame_read([str(p) for p in dataset.shards("downloads")],
-                                 pa.schema([("uid", pa.string()), ("status", pa.string()), ("error_class", pa.string())]))
-        retry = dl.map_batches(failed, UIDS)
-        retried = attempted.semi_join(retry).distinct().semi_join(samples.select(["uid"])).count()
-        attempted = attempted.anti_join(retry)
-    todo = samples.anti_join(attempted)
-    carried = ["uid"]
-    source = face_source(dataset)
-    if source is not None:
-        fn = functools.partial(with_face_bboxes, expr=source[1], where=source[2],
-                               samples_dir=str(dataset.table_dir("samples")))
-        todo = todo.map_batches(fn, WITH_BOXES).cache()
-        if todo.filter_true("has_raw").count():
-            carried.append(FACE_BBOXES)  # else: the shards' Parquet stays as img2dataset writes it
-    schema = pa.schema([WITH_BOXES.field(c) for c in ["uid", "url", "text"] + carried[1:]] + [POSITION])
-    try:
-        rows_per_part = max(1, TODO_PART_ROWS // samples_per_shard) * samples_per_shard
-        written = todo.select(schema.names).write_sorted(dataset, TODO_TABLE, schema, [POSITION.name], rows_per_part)
-    finally:
-        if source is not None:
-            todo.release()
-    return written["rows"], retried, carried
 
 
 def options_dict(opts: DownloadOptions) -> dict:
