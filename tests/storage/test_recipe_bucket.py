@@ -1,8 +1,9 @@
 """`curate run` (a recipe) on a dataset in s3://bucket/ds, in place (no local working copy):
 DataComp filters, k-means, SemDeDup, DBP, exact dedup, SQL and sampling stages read and write
 the bucket; every table object equals a local-path run's file, byte for byte; a second run
-takes every stage from the cache on the bucket; Spark local mode writes the same objects; a
-coverage stage writes its table and plots into the bucket."""
+takes every stage from the cache on the bucket; a coverage stage writes its table and plots into
+the bucket. (Spark local mode on a bucket: the stages' jobs in test_jobs_bucket.py, the runner's
+frames in tests/engine/test_driver_rows.py; not repeated here, for the suite's time.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from s3kit import bucket_objects
 from test_jobs_bucket import _vectors, build, local_files, visible
 
 from curate import storage
-from curate.recipe import load_recipe, run_recipe
 from curate.tables import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -62,11 +62,6 @@ def _pool(root: str) -> Dataset:
     return ds
 
 
-# On Spark the embedding-space stages are the jobs test_jobs_bucket.py runs there already; the
-# recipe's own tables (uid tables, cache entries, the decisions over every stage) come from these.
-SPARK_STAGES = ("basic", "clip_score", "sql", "sample")
-
-
 def _recipe(tmp_path: Path, ds: str, name: str, kinds: tuple[str, ...] | None = None) -> Path:
     head, *stages = RECIPE.format(ds=ds).split("  - kind: ")
     keep = [st for st in stages if kinds is None or st.split()[0] in kinds]
@@ -94,22 +89,6 @@ def test_recipe_on_bucket_matches_local_and_caches(bucket, tmp_path, monkeypatch
     assert r.returncode == 0, r.stderr
     assert (r.stdout + r.stderr).count("(cached)") == 8
     assert visible(bucket_objects(bucket, "ds/")) == visible(got)
-
-
-def test_recipe_on_bucket_with_spark(bucket, tmp_path, spark):
-    from curate.engine import LocalExecutor
-    from curate.engine.spark import SparkExecutor
-
-    local = _pool(str(tmp_path / "local"))
-    uri = f"s3://{bucket}/ds"
-    _pool(uri)
-    a = run_recipe(load_recipe(_recipe(tmp_path, str(local.root), "local.yaml", SPARK_STAGES)),
-                   executor=LocalExecutor(), quiet=True)
-    b = run_recipe(load_recipe(_recipe(tmp_path, uri, "bucket.yaml", SPARK_STAGES)), executor=SparkExecutor(spark),
-                   quiet=True)
-    assert [s["kind"] for s in b["stages"]] == list(SPARK_STAGES)
-    assert a["output_hash"] == b["output_hash"] and a["output_count"] == b["output_count"] > 0
-    assert visible(bucket_objects(bucket, "ds/")) == visible(local_files(local.root))
 
 
 def test_recipe_with_a_coverage_stage_on_bucket(bucket, tmp_path, monkeypatch):
