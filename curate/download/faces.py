@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import storage
 from curate.errors import DatasetError
 from curate.tables import Dataset, atomic_write_bytes
 
@@ -31,8 +32,6 @@ BLUR_MAP = "_blur_metadata_map.json"
 def face_source(dataset: Dataset) -> tuple[pa.Field, str, str] | None:
     """(the samples column holding the boxes, SQL expression giving them as JSON or a list, row
     prefilter), or None when samples carry no face boxes."""
-    from curate import storage
-
     shards = dataset.shards("samples")
     if not shards:
         return None
@@ -99,10 +98,7 @@ def write_blur_metadata_map(dataset: Dataset) -> int:
     shards whose Parquet has face boxes; returns how many. No such shard: no map."""
     from curate.download.job import IMAGES, complete_shards, shard_digits, shard_name
 
-    from curate import storage
-
-    d = dataset.path(IMAGES)
-    d = d.resolve() if not dataset.remote else d
+    d = dataset.path(IMAGES)  # absolute: the dataset's root is resolved
     path = storage.join(d, BLUR_MAP)
     digits = shard_digits(dataset)
     entries = {}

@@ -246,7 +246,7 @@ def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None
 
 def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: bool,
               retry_classes: list[str] | None, manifest) -> dict:
-    from curate.download.results import build_downloads_table  # they read this module's shard names
+    from curate.download.results import write_downloads_table  # they read this module's shard names
     from curate.download.todo import samples_frame, write_todo
 
     if not dataset.has_table("samples"):
@@ -270,7 +270,7 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
                 _run_img2dataset(dataset, first, carried, opts, executor, digits)
             stats["new_shards"] = [shard_name(i, digits) for i in complete_shards(dataset) if i >= first]
         with manifest.stage("downloads_table"):
-            stats.update(build_downloads_table(dataset, executor, samples))
+            stats.update(write_downloads_table(dataset, executor, samples))
             write_blur_metadata_map(dataset)
     finally:
         storage.remove_tree(dataset.path(WORK))

@@ -99,13 +99,12 @@ def downloads_rows(group: pa.Table, digits: int) -> pa.Table:
     found = at.is_valid().to_numpy(zero_copy_only=False)
     n_attempts = np.zeros(len(uids), np.int32)
     n_attempts[found] = attempts[at.to_numpy(zero_copy_only=False)[found].astype(np.int64)]
-    shard_ids = r.column("shard_id").to_pylist()
-    shard = [f"{IMAGES}/{s:0{digits}d}.tar" if s is not None and good else None
-             for s, good in zip(shard_ids, ok.to_pylist())]
+    number = pc.utf8_lpad(pc.cast(r.column("shard_id"), pa.string()), digits, "0")  # longer ids stay whole
+    shard = pc.if_else(ok, pc.binary_join_element_wise(f"{IMAGES}/", number, ".tar", ""), pa.scalar(None, pa.string()))
     classes, messages = _errors(raw.to_pylist(), r.column("error_message").to_pylist())
     cols = {"uid": uids, "status": pc.if_else(ok, "success", "failed"), "sha256": r.column("sha256"),
             "width": r.column("width"), "height": r.column("height"), "original_width": r.column("original_width"),
-            "original_height": r.column("original_height"), "shard": pa.array(shard, pa.string()),
+            "original_height": r.column("original_height"), "shard": shard,
             "key": pc.if_else(ok, r.column("key"), pa.scalar(None, pa.string())),
             "attempts": pa.array(n_attempts), "error_class": pa.array(classes, pa.string()),
             "error_message": pa.array(messages, pa.string())}
@@ -117,23 +116,26 @@ def _array(x) -> pa.Array:
     return x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
 
 
-def build_downloads_table(dataset: Dataset, executor, samples) -> dict:
+def write_downloads_table(dataset: Dataset, executor, samples) -> dict:
     """Write ``downloads`` (one row per samples uid, from every complete shard; latest attempt
     wins) from ``samples`` (a frame with a ``uid`` column); returns its counts."""
     import functools
 
     digits = shard_digits(dataset)
-    results = results_frame(dataset, executor)
+    results = results_frame(dataset, executor).cache()  # read once: for the table and the stale count
     uids = samples.select(["uid"])
-    rows = uids.map_batches(_sample_rows, _ROWS).union(results.map_batches(_result_rows, _ROWS))
-    schema = load_schema("downloads").arrow()
-    table = rows.group_apply("bucket", functools.partial(downloads_rows, digits=digits), schema).cache()
     try:
-        per_class = table.aggregate(["status", "error_class"], {"n": ("uid", "count")}).collect_small(10_000)
-        table.write_sorted(dataset, "downloads", "downloads", ["uid"], DOWNLOADS_SHARD_ROWS, unique="uid")
+        rows = uids.map_batches(_sample_rows, _ROWS).union(results.map_batches(_result_rows, _ROWS))
+        schema = load_schema("downloads").arrow()
+        table = rows.group_apply("bucket", functools.partial(downloads_rows, digits=digits), schema).cache()
+        try:
+            per_class = table.aggregate(["status", "error_class"], {"n": ("uid", "count")}).collect_small(10_000)
+            table.write_sorted(dataset, "downloads", "downloads", ["uid"], DOWNLOADS_SHARD_ROWS, unique="uid")
+        finally:
+            table.release()
+        stale_uids = results.map_batches(valid_uids, UIDS).anti_join(uids).distinct().count()
     finally:
-        table.release()
-    stale_uids = results.map_batches(valid_uids, UIDS).anti_join(uids).distinct().count()
+        results.release()
     counts = {"samples": 0, "success": 0, "stale_uids_in_shards": int(stale_uids)}
     by_class: dict[str, int] = {}
     for status, cls, n in zip(per_class.column("status").to_pylist(), per_class.column("error_class").to_pylist(),

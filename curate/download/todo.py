@@ -38,10 +38,10 @@ def _read_samples(task: dict):
 
 
 def write_todo(dataset: Dataset, executor, samples, retry_failed: bool, retry_classes: list[str] | None,
-          samples_per_shard: int) -> tuple[int, int, list[str]]:
+               samples_per_shard: int) -> tuple[int, int, list[str]]:
     """Write the samples to fetch (no complete shard holds them, or, with ``retry_failed``, their
-    latest attempt failed) to ``TODO_TABLE`` in the samples table's order, with the pool's face boxes when it
-    has any; returns (rows, retried, columns img2dataset carries besides url and text)."""
+    latest attempt failed) to ``TODO_TABLE`` in the samples table's order, with the pool's face
+    boxes when it has any; returns (rows, retried, columns img2dataset carries besides url and text)."""
     from curate.download.results import UIDS, results_frame, valid_uids
 
     attempted = results_frame(dataset, executor).map_batches(valid_uids, UIDS)
@@ -65,11 +65,11 @@ def write_todo(dataset: Dataset, executor, samples, retry_failed: bool, retry_cl
     if source is not None:
         fn = functools.partial(with_face_bboxes, expr=source[1], where=source[2],
                                samples_dir=str(dataset.table_dir("samples")))
-        todo = todo.map_batches(fn, WITH_BOXES).cache()
-        if todo.filter_true("has_raw").count():
-            carried.append(FACE_BBOXES)  # else: the shards' Parquet stays as img2dataset writes it
-    schema = pa.schema([WITH_BOXES.field(c) for c in ["uid", "url", "text"] + carried[1:]] + [POSITION])
+        todo = todo.map_batches(fn, WITH_BOXES).cache()  # read twice: the boxes' presence, then the write
     try:
+        if source is not None and todo.filter_true("has_raw").count():
+            carried.append(FACE_BBOXES)  # else: the shards' Parquet stays as img2dataset writes it
+        schema = pa.schema([WITH_BOXES.field(c) for c in ["uid", "url", "text"] + carried[1:]] + [POSITION])
         rows_per_part = max(1, TODO_PART_ROWS // samples_per_shard) * samples_per_shard
         written = todo.select(schema.names).write_sorted(dataset, TODO_TABLE, schema, [POSITION.name], rows_per_part)
     finally:

@@ -175,11 +175,11 @@ def embeddings_to_binary(col) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), n, [None, offsets, data])
 
 
-def _centroids(path: str) -> np.ndarray:
+def _centroids(path: str, sha256: str) -> np.ndarray:
+    """The run's centroids, read once per worker (keyed by their content: no store request per batch)."""
     from curate import storage
 
-    key = ("filters-centroids", *storage.fingerprint(path))
-    return worker_cache(key, lambda: storage.load_npy(path).astype(np.float32))
+    return worker_cache(("filters-centroids", path, sha256), lambda: storage.load_npy(path).astype(np.float32))
 
 
 def assign_clusters(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -216,7 +216,7 @@ def decide_image_based(t: pa.Table, p: dict, ctx: dict) -> Decision:
     cluster = np.full(n, np.nan)
     in_target = np.zeros(n, dtype=bool)
     if reach.any():
-        ids = assign_clusters(x[reach[valid]], _centroids(ctx["centroids_path"]))
+        ids = assign_clusters(x[reach[valid]], _centroids(ctx["centroids_path"], ctx["centroids_sha256"]))
         cluster[reach] = ids
         in_target[reach] = np.isin(ids, np.asarray(ctx["target_clusters"], dtype=np.int64))
     rules.append(("cluster_without_target", reach & ~in_target, cluster, None))

@@ -106,10 +106,11 @@ def prepare_image_based(dataset, spec, executor, plan, shards, run_name) -> tupl
         raise CurateError(f"image_based: target embeddings have dim {target.shape[1]}, pool has {centroids.shape[1]}")
     info["guards"] = _guards(dataset, table, centroids, None if p["centroids"] else x, executor)
     tc = np.unique(stages.assign_clusters(target, centroids))
-    ctx.update({"centroids_path": str(dataset.path(rel)), "target_clusters": [int(c) for c in tc]})
+    sha = hashlib.sha256(centroids.tobytes()).hexdigest()
+    ctx.update({"centroids_path": str(dataset.path(rel)), "centroids_sha256": sha,
+                "target_clusters": [int(c) for c in tc]})
     info.update({"target": p["target"], "target_images": int(len(target)), "target_clusters": int(len(tc)),
-                 "centroids_path": rel,
-                 "centroids_sha256": hashlib.sha256(centroids.tobytes()).hexdigest()})
+                 "centroids_path": rel, "centroids_sha256": sha})
     return ctx, info
 
 

@@ -82,11 +82,6 @@ def input_stamps(shards: list) -> list[list]:
     return out
 
 
-def file_sha256(path) -> str:
-    """SHA-256 of a dataset file (local or on a store; metadata copies are a few MB)."""
-    return hashlib.sha256(storage.read_bytes(path)).hexdigest()
-
-
 def file_record(path) -> dict:
     """A run manifest's input record of a dataset file (as ``manifest.file_fingerprint``)."""
     data = storage.read_bytes(path)
@@ -98,7 +93,8 @@ def write_if_changed(path, data: bytes) -> None:
         atomic_write_bytes(path, data)
 
 
-def read_plan(dataset: Dataset) -> dict | None:
-    """What the last match ran on (``metadata_matches/_job.json``), or None."""
+def plan_changed(dataset: Dataset, plan: dict) -> bool:
+    """Whether the last match recorded (``metadata_matches/_job.json``) another plan than
+    ``plan`` (different metadata or inputs: nothing to resume); False when none is recorded."""
     path = dataset.path(f"{MATCHES}/_job.json")
-    return json.loads(storage.read_bytes(path)) if storage.exists(path) else None
+    return storage.exists(path) and json.loads(storage.read_bytes(path)) != plan

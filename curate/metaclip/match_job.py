@@ -16,7 +16,7 @@ from curate.manifest import RunManifest, file_fingerprint
 from curate.metaclip.matching import Matcher, load_metadata
 from curate.tables import Dataset, load_schema, write_parquet_atomic
 from curate.metaclip.job_shards import (ENTRY_COUNTS, MATCHES, METADATA_COPY, check_columns, clear_stale, counts_table,
-                                        input_shards, input_stamps, read_plan, sum_sparse_counts, write_if_changed,
+                                        input_shards, input_stamps, plan_changed, sum_sparse_counts, write_if_changed,
                                         write_sparse_counts)
 from curate.metaclip.match_worldwide_job import drop_worldwide_outputs, run_match_worldwide
 
@@ -75,7 +75,7 @@ def run_match(dataset: Dataset, metadata: str | Path, executor, *, batch_size: i
     shards = input_shards(dataset, "samples", "run `curate ingest` first")
     manifest["inputs"] = [src_fp, {"table": "samples", "shards": len(shards)}]
     plan = {"metadata_sha256": sha, "inputs": input_stamps(shards)}
-    if resume and read_plan(dataset) != plan:
+    if resume and plan_changed(dataset, plan):
         resume = False  # different metadata or inputs: nothing to resume
     if not resume:
         clear_stale(dataset, MATCHES, 0)

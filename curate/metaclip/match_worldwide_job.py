@@ -18,8 +18,8 @@ from curate.manifest import RunManifest, file_fingerprint
 from curate.metaclip.matching import Matcher, load_metadata
 from curate.tables import Dataset, load_schema, write_parquet_atomic
 from curate.metaclip.job_shards import (ENTRY_COUNTS, LANGUAGES, LANGUAGES_COPY, MATCHES, METADATA_COPY, NO_LANGUAGE,
-                                        check_columns, clear_stale, counts_table, file_sha256, input_shards,
-                                        input_stamps, read_plan, sum_sparse_counts, write_if_changed,
+                                        check_columns, clear_stale, counts_table, input_shards, input_stamps,
+                                        plan_changed, sum_sparse_counts, write_if_changed,
                                         write_sparse_counts)
 
 
@@ -182,7 +182,7 @@ def run_match_worldwide(dataset: Dataset, metadata: str | Path, executor, *, bat
     shards = input_shards(dataset, "samples", "run `curate ingest` first")
     manifest["inputs"] = [file_fingerprint(metadata), file_fingerprint(lid), {"table": "samples", "shards": len(shards)}]
     plan = {"metadata_sha256": sha, "lid_model": file_fingerprint(lid)["sha256"], "inputs": input_stamps(shards)}
-    if resume and read_plan(dataset) != plan:
+    if resume and plan_changed(dataset, plan):
         resume = False
     if not resume:
         clear_stale(dataset, MATCHES, 0)
@@ -221,13 +221,13 @@ def _write_layout(dataset: Dataset, metadata: str | Path, nospace_match: str) ->
     meta = ww.load_worldwide(metadata)
     entries = meta.flat()
     ranges = meta.ranges()
-    copy = dataset.path(METADATA_COPY)
-    write_if_changed(copy, json.dumps(entries, ensure_ascii=False).encode("utf-8"))
+    entries_bytes = json.dumps(entries, ensure_ascii=False).encode("utf-8")
+    write_if_changed(dataset.path(METADATA_COPY), entries_bytes)
     layout = {"mode": "worldwide", "source": str(metadata), "nospace_match": nospace_match,
               "ranges": [[lang, a, b] for lang, a, b in ranges],
               "tokenizers": {lang: ww.tokenizer_for(lang).describe() for lang, _, _ in ranges
                              if nospace_match == "tokens" and ww.base_language(lang) in ww.TOKENIZED_LANGUAGES},
-              "metadata_sha256": file_sha256(copy)}
+              "metadata_sha256": hashlib.sha256(entries_bytes).hexdigest()}
     layout_bytes = (json.dumps(layout, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
     write_if_changed(dataset.path(LANGUAGES_COPY), layout_bytes)
     return entries, ranges, hashlib.sha256(layout_bytes).hexdigest()

@@ -45,11 +45,9 @@ def table_fingerprint(dataset: Dataset, name: str) -> dict:
     """
     shards = []
     for p in dataset.shards(name):
-        f = storage.open_input(p)
-        if f is p:  # a local path
-            f = open(p, "rb")
-        with f:
-            size = f.seek(0, 2)
+        loc = storage.resolve(p)
+        with loc.fs.open_input_file(loc.path) as f:
+            size = f.size()
             f.seek(max(0, size - 65536))
             tail = hashlib.sha256(f.read()).hexdigest()[:16]
         shards.append([storage.basename(p), size, tail])

@@ -27,8 +27,7 @@ from curate.storage.settings import (OPTIONS_ENV, StorageError, apply_worker_env
 
 __all__ = [
     "COMMIT_DIR", "OPTIONS_ENV", "Location", "StorageError", "apply_worker_env", "basename", "commit_shard",
-    "configure_fsspec",
-    "committed", "configure", "default_options", "delete", "exists", "expand", "fetch_folder", "fetch_inputs",
+    "committed", "configure", "configure_fsspec", "default_options", "delete", "exists", "expand", "fetch_folder", "fetch_inputs",
     "fingerprint", "fsspec_filesystem", "input_cache_dir", "is_dir", "is_file", "is_uri", "join", "list_files",
     "listing", "load_npy", "local_copy", "marker", "npy_bytes", "open_input", "open_input_stream", "parquet_file",
     "parse_options", "put_bytes", "put_file", "read_bytes", "read_parquet", "remove_tree", "resolve", "s3_client",

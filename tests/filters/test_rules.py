@@ -211,7 +211,7 @@ def test_image_based_assignment(model, tmp_path):
     emb = [[0.9, 0.1, 0, 0], [0.1, 0.9, 0, 0], [0.8, 0.2, 0, 0], [0.7, 0.1, 0, 0]]
     texts = [EN, EN, "ok", "un chien noir qui court dans le jardin"]
     t = joined(model, texts, embeddings=emb, scores=[0.3, 0.3, 0.3, 0.3])
-    ctx = {"embedding_column": "e0", "centroids_path": str(path), "target_clusters": [0]}
+    ctx = {"embedding_column": "e0", "centroids_path": str(path), "centroids_sha256": "c", "target_clusters": [0]}
     d = decide("image_based", t, ctx, target="x.npy")
     assert list(d.reason) == ["kept", "cluster_without_target", "too_few_tokens", "not_english"]
     assert d.value[0] == 0 and d.value[1] == 1
