@@ -32,8 +32,7 @@ import pyarrow.fs as pafs
 
 from curate import storage
 from curate.download.faces import BLUR_MAP, FACE_BBOXES, write_blur_metadata_map
-from curate.download.fetch import DEFAULT_MAX_IMAGE_AREA, SafeDownloader, SafeResizer
-from curate.download.safety import FetchPolicy
+from curate.download.safety import DEFAULT_MAX_IMAGE_AREA, FetchPolicy
 from curate.errors import CurateError, DatasetError
 from curate.lock import dataset_lock
 from curate.tables import Dataset
@@ -172,8 +171,12 @@ def remove_incomplete(dataset: Dataset) -> list[str]:
 
 
 # ---------------------------------------------------------------- running img2dataset
-def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOptions, digits: int) -> SafeDownloader:
+def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOptions, digits: int):
+    # img2dataset (and through it torch, albumentations, wandb) is imported only to download:
+    # the shard layout above serves `stats`, `sql`, `embed`... without it
     from img2dataset.writer import WebDatasetSampleWriter
+
+    from curate.download.fetch import SafeDownloader, SafeResizer
 
     resizer = SafeResizer(
         image_size=opts.image_size, resize_mode=opts.resize_mode, resize_only_if_bigger=opts.resize_only_if_bigger,

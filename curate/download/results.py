@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import storage
-from curate.download.fetch import classify_error
+from curate.download.error_classes import classify_error
 from curate.download.job import IMAGES, complete_shards, shard_digits, shard_name
 from curate.errors import DatasetError
 from curate.tables import Dataset, load_schema

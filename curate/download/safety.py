@@ -43,6 +43,8 @@ from curate.download.response_body import (ACCEPT_ENCODING, CONTENT_DECODERS, Bo
 
 
 PROJECT_URL = "https://github.com/curate-project/curate"
+# Pillow's own decompression-bomb threshold (about 89.5 megapixels): the default image-area limit.
+DEFAULT_MAX_IMAGE_AREA = 89_478_485
 
 
 class RobotsOptOutError(OSError):

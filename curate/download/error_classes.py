@@ -1,0 +1,35 @@
+"""The downloads table's ``error_class``: img2dataset's error texts sorted into a few classes.
+Apart from curate.download.fetch so that reading the table needs no img2dataset import."""
+
+from __future__ import annotations
+
+import re
+
+# (pattern over the downloader's error text, error class), first match wins
+_ERROR_CLASSES = [
+    (r"blocked address", "blocked_address"),
+    (r"robots opt-out|disallowed by X-Robots-Tag", "robots_optout"),
+    (r"HTTP Error 404", "http_404"),
+    (r"HTTP Error \d+", "http_error"),
+    (r"unsupported image format|unsupported content encoding", "unsupported_format"),
+    (r"timed out|timeout", "timeout"),
+    (r"aspect ratio too large", "bad_aspect_ratio"),
+    (r"too large", "too_large"),
+    (r"image too small", "too_small"),
+    (r"not an image", "not_an_image"),
+    (r"connection closed early|IncompleteRead|RemoteDisconnected", "connection_error"),
+    (r"decode error|decoding error|truncated|cannot identify|corrupt content encoding", "decode_error"),
+    (r"unknown url type|no host given|unsupported url|InvalidURL|nonnumeric port|can't contain control", "unsupported_url"),
+    (r"hash mismatch", "hash_mismatch"),
+    (r"urlopen error|Connection|Errno|cannot resolve|cannot connect", "connection_error"),
+]
+
+
+def classify_error(message: str | None) -> str | None:
+    """The downloads table's ``error_class`` for one of img2dataset's error texts."""
+    if message is None:
+        return None
+    for pattern, cls in _ERROR_CLASSES:
+        if re.search(pattern, message, re.IGNORECASE):
+            return cls
+    return "other"
