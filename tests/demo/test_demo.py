@@ -16,10 +16,14 @@ from curate.subset import read_subset
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_tiny(tmp_path, spark):
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.extended)])
+def test_demo_end_to_end_tiny(tmp_path, engine):
+    """`make demo` runs on Spark local mode; the default suite runs the same steps in-process
+    (every job's Spark output equals the in-process one: tests/engine, tests/spine, ...)."""
     from curate.demo.run import SCALES, DemoConfig, run_demo
 
-    cfg = DemoConfig(workdir=tmp_path / "demo", seeds=(0,), master="local[2]", **SCALES["tiny"])
+    master = "local[2]" if engine == "spark" else None
+    cfg = DemoConfig(workdir=tmp_path / "demo", seeds=(0,), engine=engine, master=master, **SCALES["tiny"])
     summary = run_demo(cfg)
     wd = tmp_path / "demo"
     comp = json.loads((wd / "comparison.json").read_text())

@@ -236,7 +236,7 @@ def test_malformed_face_boxes_are_a_one_line_error_naming_the_uid(tmp_path, imag
     assert not (ds.root / "images").exists() or not any((ds.root / "images").glob("*.tar"))  # checked first
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_face_boxes_on_spark_match_the_local_loop(tmp_path, image_server, photos, spark):
     from curate.engine.spark import SparkExecutor
 

@@ -63,10 +63,8 @@ def test_sample_rows_bound():
     assert sample_rows(10**6, 100, 512, 256, max_sample_bytes=1000) == (100, True)
 
 
-@pytest.mark.slow
-def test_capped_sample_is_the_smallest_hashes_and_spark_equals_local(tmp_path, spark, data):
-    from curate.engine.spark import SparkExecutor
-
+def _capped_run(tmp_path, data) -> tuple[Dataset, dict, int]:
+    """run_cluster with a byte cap on the sample, checked against training on the cap's rows."""
     cap_rows = 300
     cap = cap_rows * 4 * data.shape[1]
     a = Dataset(tmp_path / "a")
@@ -84,7 +82,20 @@ def test_capped_sample_is_the_smallest_hashes_and_spark_equals_local(tmp_path, s
     c = train_kmeans(xs, K, seed=0, spherical=True)
     got = np.asarray(a.read("centroids/kmeans").sort_by("cluster_id").column("centroid").to_pylist(), np.float32)
     np.testing.assert_array_equal(got, c)
-    # Spark, seven shards, three shuffle partitions: the same bytes
+    assert not (a.root / "_tmp" / "cluster-kmeans").exists()  # the decode cache is removed
+    return a, ra, cap
+
+
+def test_capped_sample_is_the_smallest_hashes(tmp_path, data):
+    _capped_run(tmp_path, data)
+
+
+@pytest.mark.extended
+def test_capped_sample_on_spark_equals_local(tmp_path, spark, data):
+    """Spark, seven shards, three shuffle partitions: the same bytes as the local run."""
+    from curate.engine.spark import SparkExecutor
+
+    a, ra, cap = _capped_run(tmp_path, data)
     b = Dataset(tmp_path / "b")
     write_embeddings(b, "m", data, rows_per_shard=260)
     old = spark.conf.get("spark.sql.shuffle.partitions")
@@ -101,7 +112,6 @@ def test_capped_sample_is_the_smallest_hashes_and_spark_equals_local(tmp_path, s
     assert a.read("clusters/kmeans").sort_by("uid").equals(b.read("clusters/kmeans").sort_by("uid"))
     for run in ("exact", "ivf2"):
         assert _files(a, (f"decisions/{run}/", f"subsets/{run}/")) == _files(b, (f"decisions/{run}/", f"subsets/{run}/"))
-    assert not (a.root / "_tmp" / "cluster-kmeans").exists()  # the decode cache is removed
 
 
 def test_near_dedup_partitions_full_probe_equals_all_pairs_and_recall_below(tmp_path, data):

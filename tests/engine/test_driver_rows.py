@@ -273,7 +273,7 @@ def test_recipe_output_is_the_job_chains_subset_byte_for_byte(tmp_path):
     assert {s["name"]: s["output_count"] for s in lineage["stages"]}["decontaminate"] == ds.count("subsets/chain-decon")
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_on_spark_the_recipe_driver_gets_summaries_not_rows(tmp_path, spark):
     """The same recipe on Spark: driver rows within the bound (stages, reasons and shards, not
     rows), and the output subset byte-identical to the local engine's. One pool size: that the
@@ -376,7 +376,7 @@ def read_meta_counts(ds: Dataset) -> dict:
     return read_meta(ds.root / "out")["counts"]
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_on_spark_subset_near_dedup_and_reshard_keep_rows_off_the_driver(tmp_path, spark):
     from curate.engine.spark import SparkExecutor
 
@@ -437,7 +437,7 @@ def _run_perceptual(ds: Dataset, ex):
     return run_perceptual_dedup(ds, executor=ex, input_uids=UidList(ds.root / "subsets/pick/uids.parquet"))
 
 
-@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.extended)])
 def test_perceptual_dedup_keeps_rows_off_the_driver(tmp_path, engine, request):
     from curate.perceptual.hashes import HASH_BITS
 
@@ -574,7 +574,7 @@ def test_guard_jobs_hold_shards_plus_a_constant(tmp_path, job):
     assert got[1][0] < 6000 // 4 + (2000 if job == "decontaminate" else 0)
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.parametrize("job", list(GUARD_JOBS))
 def test_on_spark_guard_jobs_hold_shards_plus_a_constant(tmp_path, spark, job):
     from curate.engine.spark import SparkExecutor
@@ -635,7 +635,7 @@ def test_recipe_sample_stage_runs_in_the_engine(tmp_path):
     assert rows[6000] - rows[1500] <= 4 * (6000 - 1500) // SHARD_ROWS, rows
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_on_spark_the_recipe_sample_stage_equals_local(tmp_path, spark):
     from curate.engine.spark import SparkExecutor
 

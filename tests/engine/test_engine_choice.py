@@ -141,22 +141,27 @@ def _ingest(tmp_path: Path, name: str, *flags: str) -> subprocess.CompletedProce
 
 
 @pytest.mark.slow
-def test_a_spark_job_prints_no_noise_and_verbose_brings_info_back(tmp_path):
+def test_a_spark_job_prints_no_noise(tmp_path):
     # The UI is asked for here so that port selection is exercised too (no 4040 probing).
     quiet = _ingest(tmp_path, "quiet")
     assert quiet.returncode == 0, quiet.stderr
     assert "2 rows in -> 2 samples" in quiet.stderr
     noisy = [line for line in quiet.stderr.splitlines() if any(n in line for n in NOISE) or " INFO " in line]
     assert not noisy, noisy
+    assert (tmp_path / "quiet" / "samples").is_dir()
+
+
+@pytest.mark.extended
+def test_verbose_brings_spark_info_back(tmp_path):
     loud = _ingest(tmp_path, "loud", "-v")
     assert loud.returncode == 0, loud.stderr
     # Spark filters a pyspark driver's console at WARN during start-up (its shell rule);
     # from the first job on, -v shows INFO.
     assert re.search(r" INFO (SparkContext|DAGScheduler|TaskSetManager|Executor): ", loud.stderr), loud.stderr[-2000:]
-    assert (tmp_path / "quiet" / "samples").is_dir() and (tmp_path / "loud" / "samples").is_dir()
+    assert (tmp_path / "loud" / "samples").is_dir()
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_under_spark_submit_the_jobs_print_no_info(tmp_path):
     """spark-submit's own JVM start-up lines come before curate runs (docs/engine.md); once
     the session exists curate's levels apply, so the job itself logs nothing at INFO."""

@@ -137,12 +137,22 @@ def run_cli(*args, env_extra=None):
                           timeout=600)
 
 
-@pytest.mark.slow
-def test_cli_ingest_auto_runs_in_process_and_matches_spark(pool, tmp_path):
+def _cli_auto_local(pool, tmp_path):
     auto = run_cli("ingest", str(pool), "-o", str(tmp_path / "auto"), "--rows-per-shard", "13")
     assert auto.returncode == 0, auto.stderr
     assert "engine auto: local (" in auto.stderr and "input rows <=" in auto.stderr
     assert "SparkContext" not in auto.stderr  # no JVM started
+
+
+def test_cli_ingest_auto_runs_in_process(pool, tmp_path):
+    _cli_auto_local(pool, tmp_path)
+
+
+@pytest.mark.extended
+def test_cli_ingest_auto_runs_in_process_and_matches_spark(pool, tmp_path):
+    """Above CURATE_LOCAL_MAX_ROWS the CLI starts Spark, with the same bytes (the rule itself:
+    test_auto_rules; the engines' bytes: test_default_mode_local_and_spark_write_the_same_bytes)."""
+    _cli_auto_local(pool, tmp_path)
     big = run_cli("ingest", str(pool), "-o", str(tmp_path / "spark"), "--rows-per-shard", "13",
                   env_extra={"CURATE_LOCAL_MAX_ROWS": "10"})
     assert big.returncode == 0, big.stderr

@@ -58,7 +58,7 @@ def test_saved_at_exit_then_mapped_by_the_next_jvm(tmp_path):
     assert "cds" not in err.lower(), err
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_a_damaged_archive_is_ignored_quietly(tmp_path):
     key = jvm_archive.archive_key(_settings_of_session())
     (tmp_path / f"{key}.jsa").write_bytes(os.urandom(1 << 20))

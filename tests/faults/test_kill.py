@@ -54,6 +54,7 @@ def test_driver_killed_mid_ingest_leaves_only_complete_shards_and_resumes(spark,
 
 
 @pytest.mark.cluster
+@pytest.mark.extended
 def test_worker_killed_mid_stage_job_completes_with_identical_output(standalone, fault_pool, reference, tmp_path):
     out = tmp_path / "ds"
     log = tmp_path / "submit.log"

@@ -62,7 +62,7 @@ def _check_same(local: Dataset, bucket: str) -> None:
     assert not any(k.startswith("_download/") for k in got)  # the uids to fetch and img2dataset's scratch
 
 
-@pytest.mark.parametrize("engine", ["local", "spark"])
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.extended)])
 def test_download_into_bucket_matches_local(bucket, tmp_path, engine, request):
     samples = _samples(tmp_path)
     local = Dataset(tmp_path / "local")

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from gcskit import gs_objects
 from test_images_bucket import downloaded_template  # noqa: F401 (a fixture: the downloaded images)
 from test_object_store import _samples, _write_everything, local_files
@@ -76,6 +77,7 @@ def test_ingest_into_gs_matches_local(gs_bucket, tmp_path, monkeypatch):
     assert _tables_only(gs_objects(gs_bucket, "pools/ds/")) == want
 
 
+@pytest.mark.extended
 def test_dedup_select_sql_reshard_on_gs_match_local(downloaded_template, gs_bucket, tmp_path):
     """A downloaded dataset in gs://: `dedup exact` -> `select` -> `sql --out gs://` / `stats` ->
     `reshard --out gs://`, every object equal to a local-path run's file."""

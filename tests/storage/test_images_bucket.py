@@ -58,7 +58,7 @@ def _pair(template: Path, tmp_path: Path, bucket: str) -> tuple[Dataset, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["local", "spark"])
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.extended)])
 def test_embed_on_bucket_matches_local(downloaded_template, tmp_path, bucket, engine):
     local, uri = _pair(downloaded_template, tmp_path, bucket)
     for root in (str(local.root), uri):

@@ -91,7 +91,7 @@ def write_eval(root, x: np.ndarray) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["local", "spark"])
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.extended)])
 def test_jobs_on_bucket_match_local(bucket, tmp_path, engine, request):
     if engine == "spark":
         from curate.engine.spark import SparkExecutor
