@@ -3,8 +3,11 @@ complete image shard (a uid's latest attempt wins; ``attempts`` counts them), ea
 with its error class.
 
 Built by the engine: the samples' uids and every shard's result rows meet in groups of a uid
-prefix (uids are hashes, so the groups are even and bounded by pool / 16^4), each group
-decides its uids' rows, and the workers write the table sorted by uid. The driver gets counts
+prefix (uids are hashes, so the groups are even), each group decides its uids' rows, and the
+workers write the table sorted by uid. The prefix is as long as it takes for groups of about
+``GROUP_ROWS`` samples (one hex digit more multiplies the groups by 16): each group is a call
+with a fixed cost, so 65,536 groups of a small pool cost half a minute and those of 12.8B
+samples need five digits. The driver gets counts
 per status and error class, never a row."""
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ RESULTS = pa.schema([("uid", pa.string()), ("key", pa.string()), ("status", pa.s
                      ("original_width", pa.int32()), ("original_height", pa.int32()),
                      ("sha256", pa.string()), ("shard_id", pa.int32())])
 _RESULT_COLUMNS = RESULTS.names[:-1]
-UID_BUCKET_CHARS = 4  # rows of one uid prefix meet in one group
+GROUP_ROWS = 100_000  # samples per uid-prefix group, at most about (rows of a group: these and their attempts)
+MAX_PREFIX = 8
 _ROWS = RESULTS.append(pa.field("bucket", pa.string())).append(pa.field("is_sample", pa.bool_()))
 DOWNLOADS_SHARD_ROWS = 1_000_000
 
@@ -58,22 +62,24 @@ def results_frame(dataset: Dataset, executor):
 
 
 # ---------------------------------------------------------------- the downloads table
-def _bucketed(batch: pa.RecordBatch, is_sample: bool) -> pa.Table:
+def prefix_chars(samples: int) -> int:
+    """Hex digits of the uid prefix that groups ``samples`` in groups of at most ~GROUP_ROWS."""
+    chars = 1
+    while samples > GROUP_ROWS * 16 ** chars and chars < MAX_PREFIX:
+        chars += 1
+    return chars
+
+
+def _bucketed(batch: pa.RecordBatch, is_sample: bool, chars: int) -> pa.Table:
     t = pa.Table.from_batches([batch])
     if not is_sample:
         t = t.filter(pc.is_valid(t.column("uid")))
     n = t.num_rows
     cols = [t.column(f.name) if f.name in t.column_names else pa.nulls(n, f.type) for f in RESULTS]
-    bucket = pc.utf8_slice_codeunits(t.column("uid"), 0, UID_BUCKET_CHARS)
+    bucket = pc.utf8_slice_codeunits(t.column("uid"), 0, chars)
     return pa.Table.from_arrays(cols + [bucket, pa.array(np.full(n, is_sample))], schema=_ROWS)
 
 
-def _sample_rows(batch: pa.RecordBatch) -> pa.Table:
-    return _bucketed(batch, True)
-
-
-def _result_rows(batch: pa.RecordBatch) -> pa.Table:
-    return _bucketed(batch, False)
 
 
 def _latest_attempts(results: pa.Table) -> tuple[pa.Table, np.ndarray]:
@@ -124,8 +130,10 @@ def write_downloads_table(dataset: Dataset, executor, samples) -> dict:
     digits = shard_digits(dataset)
     results = results_frame(dataset, executor).cache()  # read once: for the table and the stale count
     uids = samples.select(["uid"])
+    chars = prefix_chars(dataset.count("samples"))
     try:
-        rows = uids.map_batches(_sample_rows, _ROWS).union(results.map_batches(_result_rows, _ROWS))
+        rows = (uids.map_batches(functools.partial(_bucketed, is_sample=True, chars=chars), _ROWS)
+                .union(results.map_batches(functools.partial(_bucketed, is_sample=False, chars=chars), _ROWS)))
         schema = load_schema("downloads").arrow()
         table = rows.group_apply("bucket", functools.partial(downloads_rows, digits=digits), schema).cache()
         try:

@@ -100,7 +100,7 @@ def test_every_uid_once_with_status_reason_and_exact_bytes(tmp_path, image_serve
     assert manifest["counts"]["success"] == stats["success"]
 
 
-def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, image_server, photos):
+def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, image_server, photos, monkeypatch):
     b = image_server.base
     pool = [(f"{b}/img/{p.name}", f"c{i}") for i, p in enumerate(photos[:5])]
     pool += [(f"{b}/flaky/{photos[5].name}", "flaky"), (f"{b}/missing", "gone")]
@@ -137,6 +137,29 @@ def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, im
         if r["status"] == "success":
             assert after[u] == r
     assert complete_shards(ds) == [0, 1, 2]
+
+    # the table does not depend on how the uids meet their attempts: a group per uid (an
+    # 8-digit prefix) writes the bytes of the pool-sized prefix (one digit here)
+    from curate.download import results
+    from curate.download.todo import samples_frame
+
+    assert results.prefix_chars(len(pool)) == 1
+    want = [p.read_bytes() for p in ds.shards("downloads")]
+    monkeypatch.setattr(results, "GROUP_ROWS", 0)
+    ex = LocalExecutor()
+    results.write_downloads_table(ds, ex, samples_frame(ds, ex))
+    assert [p.read_bytes() for p in ds.shards("downloads")] == want
+
+
+def test_uid_prefix_groups_hold_about_group_rows_samples():
+    from curate.download.results import GROUP_ROWS, MAX_PREFIX, prefix_chars
+
+    assert prefix_chars(0) == prefix_chars(16 * GROUP_ROWS) == 1
+    assert prefix_chars(16 * GROUP_ROWS + 1) == 2
+    for n in (10**6, 10**8, 12_800_000_000):  # up to DataComp's xlarge pool
+        chars = prefix_chars(n)
+        assert n / 16**chars <= GROUP_ROWS < n / 16 ** (chars - 1)
+    assert prefix_chars(10**30) == MAX_PREFIX
 
 
 def test_killed_run_resumes_without_duplicates(tmp_path, image_server, photos):
