@@ -64,3 +64,14 @@ def datacomp_to_uids(arr: np.ndarray) -> list[str]:
     if arr.dtype != DATACOMP_DTYPE:
         raise ValueError(f"expected dtype {DATACOMP_DTYPE}, got {arr.dtype}")
     return [f"{(int(hi) << 64) | int(lo):032x}" for hi, lo in zip(arr["f0"], arr["f1"])]
+
+
+def hex_prefix_chars(rows: int, per_group: int, most: int = 8) -> int:
+    """Hex digits of a prefix of uniform hex hashes (uids, sha256) that splits ``rows`` into
+    groups of at most about ``per_group`` rows (at least one digit, at most ``most``). Jobs
+    that group rows by such a prefix pay a fixed cost per group: a fixed 4 digits made 65,536
+    groups of a small pool (half a minute of calls) and groups of ~200,000 rows at 12.8B."""
+    chars = 1
+    while rows > per_group * 16 ** chars and chars < most:
+        chars += 1
+    return chars

@@ -21,6 +21,7 @@ from curate.download.error_classes import classify_error
 from curate.download.job import IMAGES, complete_shards, shard_digits, shard_name
 from curate.errors import DatasetError
 from curate.tables import Dataset, load_schema
+from curate.uid import hex_prefix_chars
 
 RESULTS = pa.schema([("uid", pa.string()), ("key", pa.string()), ("status", pa.string()),
                      ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
@@ -28,7 +29,6 @@ RESULTS = pa.schema([("uid", pa.string()), ("key", pa.string()), ("status", pa.s
                      ("sha256", pa.string()), ("shard_id", pa.int32())])
 _RESULT_COLUMNS = RESULTS.names[:-1]
 GROUP_ROWS = 100_000  # samples per uid-prefix group, at most about (rows of a group: these and their attempts)
-MAX_PREFIX = 8
 _ROWS = RESULTS.append(pa.field("bucket", pa.string())).append(pa.field("is_sample", pa.bool_()))
 DOWNLOADS_SHARD_ROWS = 1_000_000
 
@@ -62,14 +62,6 @@ def results_frame(dataset: Dataset, executor):
 
 
 # ---------------------------------------------------------------- the downloads table
-def prefix_chars(samples: int) -> int:
-    """Hex digits of the uid prefix that groups ``samples`` in groups of at most ~GROUP_ROWS."""
-    chars = 1
-    while samples > GROUP_ROWS * 16 ** chars and chars < MAX_PREFIX:
-        chars += 1
-    return chars
-
-
 def _bucketed(batch: pa.RecordBatch, is_sample: bool, chars: int) -> pa.Table:
     t = pa.Table.from_batches([batch])
     if not is_sample:
@@ -130,7 +122,7 @@ def write_downloads_table(dataset: Dataset, executor, samples) -> dict:
     digits = shard_digits(dataset)
     results = results_frame(dataset, executor).cache()  # read once: for the table and the stale count
     uids = samples.select(["uid"])
-    chars = prefix_chars(dataset.count("samples"))
+    chars = hex_prefix_chars(dataset.count("samples"), GROUP_ROWS)
     try:
         rows = (uids.map_batches(functools.partial(_bucketed, is_sample=True, chars=chars), _ROWS)
                 .union(results.map_batches(functools.partial(_bucketed, is_sample=False, chars=chars), _ROWS)))

@@ -142,8 +142,9 @@ def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, im
     # 8-digit prefix) writes the bytes of the pool-sized prefix (one digit here)
     from curate.download import results
     from curate.download.todo import samples_frame
+    from curate.uid import hex_prefix_chars
 
-    assert results.prefix_chars(len(pool)) == 1
+    assert hex_prefix_chars(len(pool), results.GROUP_ROWS) == 1
     want = [p.read_bytes() for p in ds.shards("downloads")]
     monkeypatch.setattr(results, "GROUP_ROWS", 0)
     ex = LocalExecutor()
@@ -151,15 +152,16 @@ def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, im
     assert [p.read_bytes() for p in ds.shards("downloads")] == want
 
 
-def test_uid_prefix_groups_hold_about_group_rows_samples():
-    from curate.download.results import GROUP_ROWS, MAX_PREFIX, prefix_chars
+def test_hash_prefix_groups_hold_about_per_group_rows():
+    from curate.uid import hex_prefix_chars
 
-    assert prefix_chars(0) == prefix_chars(16 * GROUP_ROWS) == 1
-    assert prefix_chars(16 * GROUP_ROWS + 1) == 2
+    g = 100_000
+    assert hex_prefix_chars(0, g) == hex_prefix_chars(16 * g, g) == 1
+    assert hex_prefix_chars(16 * g + 1, g) == 2
     for n in (10**6, 10**8, 12_800_000_000):  # up to DataComp's xlarge pool
-        chars = prefix_chars(n)
-        assert n / 16**chars <= GROUP_ROWS < n / 16 ** (chars - 1)
-    assert prefix_chars(10**30) == MAX_PREFIX
+        chars = hex_prefix_chars(n, g)
+        assert n / 16**chars <= g < n / 16 ** (chars - 1)
+    assert hex_prefix_chars(10**30, g) == 8
 
 
 def test_killed_run_resumes_without_duplicates(tmp_path, image_server, photos):

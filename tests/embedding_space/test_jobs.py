@@ -128,7 +128,7 @@ def test_subset_uids_without_embeddings_are_reported(tmp_path, data):
     assert set(read_subset(ds, "semdedup")) <= set(uids[:100])
 
 
-def test_near_and_exact_duplicates(tmp_path):
+def test_near_and_exact_duplicates(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     base = rng.standard_normal((40, 16)).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
@@ -174,6 +174,16 @@ def test_near_and_exact_duplicates(tmp_path):
     r = run_exact_dedup(ds, run="exact-found", input_uids=[uid(1), uid(2), uid(5)])
     assert r["counts"] == {"input": 3, "kept": 1, "removed": 2,
                            "reasons": {"exact_duplicate": 1, "kept": 1, "not_downloaded": 1}}
+    # the decisions do not depend on the hash prefix the rows group by (its length follows the
+    # pool's size): a group per 8-digit prefix writes the bytes of the one-digit groups here
+    from curate.embedding_space.jobs import exact_dedup
+
+    monkeypatch.setattr(exact_dedup, "GROUP_ROWS", 0)
+    run_exact_dedup(ds, run="exact-fine")
+    for t in ("decisions", "subsets"):
+        want, got = ds.root / t / "exact_dedup", ds.root / t / "exact-fine"
+        files = sorted(p.relative_to(want) for p in want.rglob("*") if p.is_file() and not p.name.startswith("_"))
+        assert files and all((want / f).read_bytes() == (got / f).read_bytes() for f in files), t
 
 
 def test_near_duplicate_survivor_is_the_smallest_uid_not_the_first_row(tmp_path):

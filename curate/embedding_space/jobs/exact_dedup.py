@@ -4,6 +4,8 @@ downloads table; rows that were not downloaded are removed with ``not_downloaded
 
 from __future__ import annotations
 
+import functools
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -17,6 +19,7 @@ from curate.errors import DatasetError
 from curate.manifest import RunManifest
 from curate.selection import finish_selection
 from curate.tables import Dataset
+from curate.uid import hex_prefix_chars
 
 
 def check_exact_dedup(ds: Dataset) -> None:
@@ -35,17 +38,17 @@ def _downloads_rows(task: dict):
 
 
 _HASH_SCHEMA = pa.schema([("bucket", pa.string()), ("uid", pa.string()), ("sha256", pa.string())])
-HASH_BUCKET_CHARS = 4  # rows group by this prefix of the hash: whole hash groups, bounded group size
+GROUP_ROWS = 100_000  # rows group by a prefix of the hash: whole hash groups of about this many rows at most
 
 
 def _downloaded(batch: pa.RecordBatch):
     return pc.fill_null(pc.and_(pc.equal(batch.column("status"), "success"), pc.is_valid(batch.column("sha256"))), False)
 
 
-def _hash_rows(batch: pa.RecordBatch) -> pa.Table:
+def _hash_rows(batch: pa.RecordBatch, chars: int) -> pa.Table:
     b = batch.filter(_downloaded(batch))
     sha = b.column("sha256")
-    return pa.table([pc.utf8_slice_codeunits(sha, 0, HASH_BUCKET_CHARS), b.column("uid"), sha], schema=_HASH_SCHEMA)
+    return pa.table([pc.utf8_slice_codeunits(sha, 0, chars), b.column("uid"), sha], schema=_HASH_SCHEMA)
 
 
 def _not_downloaded(batch: pa.RecordBatch) -> pa.Table:
@@ -69,7 +72,9 @@ def run_exact_dedup(dataset, run: str = "exact_dedup", input_uids=None, executor
     restriction = write_uid_filter(ds, run, input_uids)
     uids = uid_frame(executor, restriction)
     m = RunManifest(run, dict(stage="exact_dedup", restricted=input_uids is not None, engine=executor.name))
-    m["inputs"] = [{"table": "downloads", "rows": ds.count("downloads")}]
+    n_rows = ds.count("downloads")
+    m["inputs"] = [{"table": "downloads", "rows": n_rows}]
+    hash_rows = functools.partial(_hash_rows, chars=hex_prefix_chars(n_rows, GROUP_ROWS))
     with m.stage("read"):
         rows = restricted_frame(executor, shard_tasks(ds, "downloads"), _downloads_rows, _DL_SCHEMA, uids).cache()
         # with a restriction known to hold each uid once, a count of the rows found (of the
@@ -77,7 +82,7 @@ def run_exact_dedup(dataset, run: str = "exact_dedup", input_uids=None, executor
         found = rows.count() if restriction is not None and restriction.distinct is not None else None
     try:
         with m.stage("dedup"):
-            dec = rows.map_batches(_hash_rows, _HASH_SCHEMA).group_apply("bucket", _exact_group, DECISIONS)
+            dec = rows.map_batches(hash_rows, _HASH_SCHEMA).group_apply("bucket", _exact_group, DECISIONS)
         dec = dec.union(rows.map_batches(_not_downloaded, DECISIONS))
         miss = missing_frame(executor, ds, uids, "downloads", "exact_dedup", NOT_DOWNLOADED, restriction, found)
         return finish_selection(executor, ds, run, "exact_dedup", with_missing(dec, miss), m, output,
