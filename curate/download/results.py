@@ -7,8 +7,7 @@ prefix (uids are hashes, so the groups are even), each group decides its uids' r
 workers write the table sorted by uid. The prefix is as long as it takes for groups of about
 ``GROUP_ROWS`` samples (one hex digit more multiplies the groups by 16): each group is a call
 with a fixed cost, so 65,536 groups of a small pool cost half a minute and those of 12.8B
-samples need five digits. The driver gets counts
-per status and error class, never a row."""
+samples need five digits. The driver gets counts per status and error class, never a row."""
 
 from __future__ import annotations
 
@@ -70,8 +69,6 @@ def _bucketed(batch: pa.RecordBatch, is_sample: bool, chars: int) -> pa.Table:
     cols = [t.column(f.name) if f.name in t.column_names else pa.nulls(n, f.type) for f in RESULTS]
     bucket = pc.utf8_slice_codeunits(t.column("uid"), 0, chars)
     return pa.Table.from_arrays(cols + [bucket, pa.array(np.full(n, is_sample))], schema=_ROWS)
-
-
 
 
 def _latest_attempts(results: pa.Table) -> tuple[pa.Table, np.ndarray]:
