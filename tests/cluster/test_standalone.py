@@ -15,7 +15,6 @@ from curate.engine.spark import SparkExecutor
 from curate.filters.job import run_filters
 from curate.filters.stages import parse_filter
 from curate.ingest.job import IngestConfig, run_ingest
-from curate.engine.spark import SparkExecutor
 from curate.tables import Dataset
 
 pytestmark = pytest.mark.cluster
@@ -73,7 +72,7 @@ def _submit_ok(standalone, job, args):
     return r
 
 
-def test_ingest_and_filter_on_the_cluster_equal_local_mode(standalone, spark, pool, tmp_path):
+def test_ingest_on_the_cluster_equals_local_mode(standalone, spark, pool, tmp_path):
     local, remote = tmp_path / "local", tmp_path / "cluster"
     run_ingest(SparkExecutor(spark), IngestConfig(inputs=pool, output=str(local), rows_per_shard=40))
     _submit_ok(standalone, "ingest", [*pool, "-o", str(remote), "--rows-per-shard", "40"])
@@ -82,8 +81,17 @@ def test_ingest_and_filter_on_the_cluster_equal_local_mode(standalone, spark, po
     assert len([f for f in files if f.startswith("samples/")]) == 7
     assert_same_tables(remote, local)
 
-    specs = [parse_filter("basic")]
-    run_filters(Dataset(local), specs, SparkExecutor(spark))
+
+@pytest.mark.extended
+def test_filter_on_the_cluster_equals_local_mode(standalone, spark, pool, tmp_path):
+    """A selection job on the cluster (ingest's sorted writes and dedup are the default test's;
+    these are the selection's: text statistics, decisions and subset written by the executors)."""
+    import shutil
+
+    local, remote = tmp_path / "local", tmp_path / "cluster"
+    run_ingest(SparkExecutor(spark), IngestConfig(inputs=pool, output=str(local), rows_per_shard=40))
+    shutil.copytree(local, remote)
+    run_filters(Dataset(local), [parse_filter("basic")], SparkExecutor(spark))
     _submit_ok(standalone, "filter", [str(remote), "--filter", "basic"])
     files = table_files(local)
     assert {"text_stats", "decisions", "subsets"} <= {f.split("/")[0] for f in files}
