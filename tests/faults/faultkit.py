@@ -37,12 +37,56 @@ def start_group(cmd: list[str], log: Path, env: dict | None = None) -> subproces
                             start_new_session=True)
 
 
+def _descendants(pid: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = [], list(kids.get(pid, []))
+    while todo:
+        out.append(todo.pop())
+        todo.extend(kids.get(out[-1], []))
+    return out
+
+
 def kill_group(p: subprocess.Popen) -> None:
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """SIGKILL ``p``'s process group and every process group under it, as a lost machine loses
+    them: pyspark's daemon puts itself and its Python workers in a group of their own
+    (``os.setpgid`` in pyspark/daemon.py), so killing the driver's group alone left workers
+    that could still write a shard's temp file after the test's rerun had cleaned them."""
+    groups = {p.pid}
+    for pid in _descendants(p.pid):  # before the kill: then the daemon's parent is init
+        try:
+            groups.add(os.getpgid(pid))
+        except ProcessLookupError:
+            pass
+    groups.discard(os.getpgrp())
+    for g in sorted(groups):
+        try:
+            os.killpg(g, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     p.wait(timeout=60)
+    deadline = time.time() + 30
+    while time.time() < deadline and _running(groups):
+        time.sleep(0.05)
+
+
+def _running(groups: set[int]) -> bool:
+    """Whether a process of ``groups`` still runs (a zombie waiting for its parent does not)."""
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) in groups:
+            return True
+    return False
 
 
 def wait_for(cond, proc: subprocess.Popen, timeout: float, log: Path, what: str) -> None:
