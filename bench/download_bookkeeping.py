@@ -103,7 +103,7 @@ def step(root: str, name: str, engine: str) -> dict:
     if name == "todo":
         rows, _, _ = write_todo(ds, ex, samples, False, None, IMAGE_SHARD)
         return {"rows": rows}
-    counts = write_downloads_table(ds, ex, samples)
+    counts = write_downloads_table(ds, ex, samples, ds.count("samples"))
     return {"rows": counts["samples"], "success": counts["success"]}
 
 

@@ -21,7 +21,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports al
 from img2dataset.downloader import Downloader  # noqa: E402
 from img2dataset.resizer import Resizer  # noqa: E402
 
-from curate.download.error_classes import classify_error  # noqa: E402,F401 - re-exported
 from curate.download.safety import FetchPolicy, build_opener  # noqa: E402
 
 

@@ -273,7 +273,7 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
                 _run_img2dataset(dataset, first, carried, opts, executor, digits)
             stats["new_shards"] = [shard_name(i, digits) for i in complete_shards(dataset) if i >= first]
         with manifest.stage("downloads_table"):
-            stats.update(write_downloads_table(dataset, executor, samples))
+            stats.update(write_downloads_table(dataset, executor, samples, n_samples))
             write_blur_metadata_map(dataset)
     finally:
         storage.remove_tree(dataset.path(WORK))

@@ -111,15 +111,16 @@ def _array(x) -> pa.Array:
     return x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
 
 
-def write_downloads_table(dataset: Dataset, executor, samples) -> dict:
+def write_downloads_table(dataset: Dataset, executor, samples, n_samples: int) -> dict:
     """Write ``downloads`` (one row per samples uid, from every complete shard; latest attempt
-    wins) from ``samples`` (a frame with a ``uid`` column); returns its counts."""
+    wins) from ``samples`` (a frame with a ``uid`` column, ``n_samples`` rows: they size the uid
+    groups); returns its counts."""
     import functools
 
     digits = shard_digits(dataset)
     results = results_frame(dataset, executor).cache()  # read once: for the table and the stale count
     uids = samples.select(["uid"])
-    chars = hex_prefix_chars(dataset.count("samples"), GROUP_ROWS)
+    chars = hex_prefix_chars(n_samples, GROUP_ROWS)
     try:
         rows = (uids.map_batches(functools.partial(_bucketed, is_sample=True, chars=chars), _ROWS)
                 .union(results.map_batches(functools.partial(_bucketed, is_sample=False, chars=chars), _ROWS)))

@@ -148,7 +148,7 @@ def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, im
     want = [p.read_bytes() for p in ds.shards("downloads")]
     monkeypatch.setattr(results, "GROUP_ROWS", 0)
     ex = LocalExecutor()
-    results.write_downloads_table(ds, ex, samples_frame(ds, ex))
+    results.write_downloads_table(ds, ex, samples_frame(ds, ex), len(pool))
     assert [p.read_bytes() for p in ds.shards("downloads")] == want
 
 
