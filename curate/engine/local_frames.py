@@ -60,7 +60,6 @@ class ArrowFrameOps:
     def read_parquet(self, paths: list[str], schema):
         """Parquet files or folders as one table with ``schema``."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         from curate.storage import read_parquet
 
@@ -117,9 +116,11 @@ class ArrowFrameOps:
         t, first = _first_of_each_key(frame.select(cols), key, order_column)
         kept = t.filter(first)
         out = pa.table({"uid": kept.column(id_column), order_column: kept.column(order_column)})
-        path = Path(kept_dir) / PART_FILE
-        write_parquet_atomic(out, path)
-        return [(str(path), out.num_rows)]
+        from curate.storage import join
+
+        path = join(str(kept_dir), PART_FILE)  # a path or a URI
+        write_parquet_atomic(out, path, shard=False)
+        return [(path, out.num_rows)]
 
     def duplicates_by_key_ranges(self, frame, key: str, id_column: str, order_column: str, boundaries: list[str],
                                  reason: str, out_dir: str) -> None:
@@ -140,7 +141,9 @@ class ArrowFrameOps:
                         "duplicate_of": ids.take(pa.array(group_start, pa.int64()).take(dup_at)),
                         "reason": pa.array([reason] * len(dup_at), pa.string()),
                         order_column: t.column(order_column).take(dup_at)})
-        write_parquet_atomic(out, Path(out_dir) / PART_FILE)
+        from curate.storage import join
+
+        write_parquet_atomic(out, join(str(out_dir), PART_FILE), shard=False)
 
     # ------------------------------------------------------------ sorted, sharded writes
     def rank_rows(self, frame, sort_by: list[str]):

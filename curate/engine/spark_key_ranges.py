@@ -46,31 +46,79 @@ def _route_key_ranges(df, key: str, boundaries: list[str]):
     return df.withColumn("_to", to).repartition(n, "_to")
 
 
-def _part_files(folder: str) -> dict[int, str]:
-    """Spark's output files in ``folder`` by task partition (``part-NNNNN-...``)."""
-    import re
-    from pathlib import Path
+# A range file is written in row groups of up to this many rows (batches are buffered to it):
+# gather reads a shard's slice of a range file by row group.
+RANGE_ROW_GROUP = 1 << 20
 
-    out = {}
-    for p in Path(folder).glob("part-*.parquet"):
-        m = re.match(r"part-(\d+)-", p.name)
-        if m:
-            if int(m.group(1)) in out:
-                raise RuntimeError(f"two output files for partition {m.group(1)} in {folder}")
-            out[int(m.group(1))] = str(p)
-    return out
+
+def _write_ranges(df, out_dir: str, description: str, ranges: int) -> list[dict]:
+    """Each partition of ``df`` written in its order to ``out_dir/part-NNNNN.parquet`` (NNNNN
+    its partition, one key range) by a Python task through ``curate.storage``, so ``out_dir``
+    may be a URI on any store pyarrow reaches (Spark's own writer would need a Hadoop
+    connector for it). Partitions without rows write no file, unless none has rows: then one
+    empty part-00000. Returns [{part, rows, first, last}] (the first and last value of the
+    frame's first column) in partition order."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from curate.storage import apply_worker_env, join, worker_env
+
+    schema = to_arrow_schema(df.schema)
+    env = worker_env()
+
+    def write(batches):
+        import itertools
+
+        import pyarrow.parquet as pq
+        from pyspark import TaskContext
+
+        from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
+
+        apply_worker_env(env)
+        part = TaskContext.get().partitionId()
+        batches = (b for b in batches if b.num_rows)
+        first = next(batches, None)
+        if first is None:  # an empty range: no file
+            return
+        rows, pending, held = 0, [], 0
+        last = first
+        with atomic_path(join(out_dir, f"part-{part:05d}.parquet"), shard=False) as tmp, \
+                pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as w:
+            for b in itertools.chain([first], batches):
+                pending.append(b)
+                held += b.num_rows
+                rows += b.num_rows
+                last = b
+                if held >= RANGE_ROW_GROUP:
+                    w.write_table(pa.Table.from_batches(pending, schema), row_group_size=RANGE_ROW_GROUP)
+                    pending, held = [], 0
+            if pending:
+                w.write_table(pa.Table.from_batches(pending, schema), row_group_size=RANGE_ROW_GROUP)
+        span = {"first": str(first.column(0)[0].as_py()), "last": str(last.column(0)[last.num_rows - 1].as_py())}
+        yield pa.RecordBatch.from_pylist([{"part": part, "rows": rows, **span}])
+
+    with _StageProgress(df.sparkSession, description, ranges):
+        out = sorted(df.mapInArrow(write, "part long, rows long, first string, last string").collect(),
+                     key=lambda r: r["part"])
+    if not out:  # no rows at all: one empty file, so readers find the table's schema
+        from curate.tables.atomic import write_parquet_atomic
+
+        write_parquet_atomic(schema.empty_table(), join(out_dir, "part-00000.parquet"), shard=False)
+        return [{"part": 0, "rows": 0, "first": None, "last": None}]
+    return [r.asDict() for r in out]
 
 
 def first_by_key_ranges(df, key: str, id_column: str, order_column: str, boundaries: list[str],
                         kept_dir: str) -> list[tuple[str, int]]:
     """Exact dedup on the JVM: for each ``key`` the row with the smallest ``order_column`` (a
     long, unique per row) is kept. Writes the kept rows as (uid = its ``id_column``,
-    ``order_column``) to ``kept_dir``, one file per key range in key order (see
-    ``_route_key_ranges``); returns [(file, rows)] in range order. One shuffle: the
+    ``order_column``) to ``kept_dir`` (a path or URI), one file per key range in key order
+    (see ``_route_key_ranges``); returns [(file, rows)] in range order. One shuffle: the
     aggregation groups on the routing column too, so it needs none of its own.
     """
-    import pyarrow.parquet as pq
     from pyspark.sql import functions as F
+
+    from curate.storage import join
 
     aggs = [F.min(order_column).alias(order_column)]
     if id_column != key:
@@ -78,16 +126,12 @@ def first_by_key_ranges(df, key: str, id_column: str, order_column: str, boundar
     firsts = _route_key_ranges(df, key, boundaries).groupBy("_to", key).agg(*aggs)
     uid = F.col(key) if id_column == key else F.col("_id")
     kept = firsts.sortWithinPartitions(key).select(uid.alias("uid"), order_column)
-    with _StageProgress(df.sparkSession, f"dedup by {key}", len(boundaries) + 1):
-        kept.write.mode("overwrite").option("maxRecordsPerFile", 0).parquet(kept_dir)  # one file a range
-    files = _part_files(kept_dir)
-    metas = [pq.ParquetFile(files[i]).metadata for i in sorted(files)]
+    parts = _write_ranges(kept, kept_dir, f"dedup by {key}", len(boundaries) + 1)
     if id_column == key:  # the files must follow each other in uid order: check the routing
-        spans = [(m.row_group(0).column(0).statistics.min, m.row_group(m.num_row_groups - 1).column(0).statistics.max)
-                 for m in metas if m.num_rows]
+        spans = [(r["first"], r["last"]) for r in parts if r["rows"]]
         if any(a[1] >= b[0] for a, b in zip(spans, spans[1:])):
             raise RuntimeError(f"key ranges out of order in {kept_dir}: Spark's hash partitioning changed?")
-    return [(files[i], m.num_rows) for i, m in zip(sorted(files), metas)]
+    return [(join(kept_dir, f"part-{r['part']:05d}.parquet"), r["rows"]) for r in parts]
 
 
 def duplicates_by_key_ranges(df, key: str, id_column: str, order_column: str, boundaries: list[str],
@@ -104,5 +148,4 @@ def duplicates_by_key_ranges(df, key: str, id_column: str, order_column: str, bo
             .where(F.col(order_column) != F.col("_first"))
             .select(F.col(id_column).alias("uid"), F.col("_first_id").alias("duplicate_of"),
                     F.lit(reason).alias("reason"), order_column))
-    with _StageProgress(df.sparkSession, f"duplicates by {key}", len(boundaries) + 1):
-        dups.write.mode("overwrite").parquet(out_dir)
+    _write_ranges(dups, out_dir, f"duplicates by {key}", len(boundaries) + 1)

@@ -104,8 +104,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, shard: bool = True)
         tmp.write_bytes(data)
 
 
-def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, row_group_size: int = 65536) -> int:
-    """Write ``table`` to ``path`` atomically; returns the byte size written.
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, row_group_size: int = 65536,
+                         shard: bool = True) -> int:
+    """Write ``table`` to ``path`` atomically; returns the byte size written. ``shard=False``: a
+    job's scratch file, not a table shard (no commit marker on a store).
 
     Output bytes depend only on the table's contents and schema (no timestamps,
     no random names), so a rerun over the same rows is byte-identical, here or on an object store.
@@ -114,7 +116,7 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, row_group_siz
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, row_group_size=row_group_size, **PARQUET_OPTIONS)
         data = sink.getvalue().to_pybytes()
-        _commit_object(storage.resolve(path), data)
+        _commit_object(storage.resolve(path), data, shard)
         return len(data)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size, **PARQUET_OPTIONS)
