@@ -16,8 +16,6 @@ def ingest(run: JobRun, p: IngestParams) -> None:
     from curate import storage
     from curate.engine import ENGINES
     from curate.ingest.job import estimate_input_rows, run_ingest
-    from curate.progress import info
-    from curate.tables.publish import work_folder
 
     if run.engine not in ENGINES:
         raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}, got {run.engine!r}")
@@ -27,21 +25,12 @@ def ingest(run: JobRun, p: IngestParams) -> None:
     inputs, cfg.sources = storage.fetch_inputs(list(p.inputs))
     cfg.inputs = list(inputs)
     require_paths(inputs, "file or folder")
-    output, remote = p.output, None
-    if storage.is_uri(output):  # ingest writes a local working folder, published when done
-        remote = (work_folder(output, run.master), storage.resolve(output).uri)
-        hold_dataset_lock(remote[1])
-        cfg.output = output = str(remote[0])
+    # A URI output is written in place by every task (staging, dedup scratch and tables on the store).
+    output = cfg.output = storage.resolve(p.output).uri if storage.is_uri(p.output) else p.output
     # The dataset does not exist yet: --engine auto sizes the job by its inputs.
     rows = estimate_input_rows(cfg) if run.engine == "auto" and not run.master and not run.conf else None
     hold_dataset_lock(output, create=True)  # one writer per dataset
     result = run_ingest(open_executor(run.engine, run.master, run.conf, run.app_name, rows=rows), cfg)
-    if remote:
-        from curate.tables.publish import publish
-
-        pub = publish(*remote)
-        info(f"ingest: published to {remote[1]} ({pub['uploaded']} objects written, "
-             f"{pub['skipped']} shards already there)")
     _report(result)
 
 

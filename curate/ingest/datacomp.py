@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.errors import DatasetError, InputFileError
 from curate.tables import Dataset, load_schema
 from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
@@ -53,8 +54,9 @@ def npz_path(parquet: str) -> Path:
     return Path(parquet).with_suffix(".npz")
 
 
-def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """{array name: (shape, dtype)} from an .npz's member headers (no array data read)."""
+def npz_headers(path: str | Path, name: str | None = None) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{array name: (shape, dtype)} from an .npz's member headers (no array data read); errors
+    name the file as ``name`` (its URI) when given."""
     out = {}
     try:
         with zipfile.ZipFile(path) as z:
@@ -67,60 +69,77 @@ def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
                                        else np.lib.format.read_array_header_2_0(f))
                 out[name[:-4]] = (tuple(shape), str(dtype))
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise InputFileError(str(path), f"not a readable .npz ({e})") from e
+        raise InputFileError(name or str(path), f"not a readable .npz ({e})") from e
     return out
+
+
+def _find_npz(f: dict) -> tuple[str, str] | None:
+    """(local file, name) of an input shard's .npz, or None. An input named by URI: the object
+    beside it on the store (``<shard>.npz``), copied to the input cache like the shard."""
+    source = f.get("source", f["path"])
+    if storage.is_uri(source):
+        uri = source[:-len(".parquet")] + ".npz" if source.endswith(".parquet") else source + ".npz"
+        return (storage.fetch_inputs([uri])[0][0], uri) if storage.is_file(uri) else None
+    npz = npz_path(f["path"])
+    return (str(npz), str(npz)) if npz.is_file() else None
 
 
 def plan_npz_import(inputs: list[dict]) -> dict:
     """Check every input shard's .npz from its headers; returns the import plan.
 
-    ``inputs``: [{"path", "file_index"}] of the pool's Parquet shards. The plan lists the
-    models found (name -> dim), one task per shard, and the .npz fingerprints (size, mtime).
+    ``inputs``: [{"path", "file_index", "source"?}] of the pool's Parquet shards (``path`` the
+    local file read, ``source`` the URI it was copied from, if any). The plan lists the models
+    found (name -> dim), one task per shard, and the .npz fingerprints (size, mtime).
     """
-    have = [npz_path(f["path"]).is_file() for f in inputs]
+    found_npz = [_find_npz(f) for f in inputs]
+    have = [n is not None for n in found_npz]
     if not any(have):
         return {"models": {}, "tasks": [], "npz": []}
     if not all(have):
-        missing = inputs[have.index(False)]["path"]
-        raise InputFileError(missing, f"DataComp shard without its embeddings file {npz_path(missing).name} "
+        missing = inputs[have.index(False)]
+        name = missing.get("source", missing["path"])
+        raise InputFileError(name, f"DataComp shard without its embeddings file {npz_path(name).name} "
                              f"({have.count(False)} of {len(have)} shards lack one)")
     models: dict[str, int] | None = None
     tasks, fingerprints = [], []
-    for f in inputs:
-        npz = npz_path(f["path"])
-        heads = npz_headers(npz)
+    for f, (npz, npz_name) in zip(inputs, found_npz):
+        shard_name = f.get("source", f["path"])
+        heads = npz_headers(npz, npz_name)
         found = {}
         for name in MODELS:
             img, txt = heads.get(f"{name}_img"), heads.get(f"{name}_txt")
             if img is None and txt is None:
                 continue
             if img is None or txt is None:
-                raise InputFileError(str(npz), f"has {name}_{'img' if img else 'txt'} but not "
+                raise InputFileError(npz_name, f"has {name}_{'img' if img else 'txt'} but not "
                                      f"{name}_{'txt' if img else 'img'}")
             for key, (shape, dtype) in ((f"{name}_img", img), (f"{name}_txt", txt)):
                 if len(shape) != 2 or not dtype.lstrip("<>=|").startswith("f"):
-                    raise InputFileError(str(npz), f"{key} must be a 2-D float array, got {dtype} of shape {shape}")
+                    raise InputFileError(npz_name, f"{key} must be a 2-D float array, got {dtype} of shape {shape}")
             if img[0] != txt[0]:
-                raise InputFileError(str(npz), f"{name}_img shape {img[0]} and {name}_txt shape {txt[0]} differ")
+                raise InputFileError(npz_name, f"{name}_img shape {img[0]} and {name}_txt shape {txt[0]} differ")
             found[name] = img[0]
         if not found:
-            raise InputFileError(str(npz), f"no embeddings (expected {', '.join(k + '_img/_txt' for k in MODELS)}; "
+            raise InputFileError(npz_name, f"no embeddings (expected {', '.join(k + '_img/_txt' for k in MODELS)}; "
                                  f"found {sorted(heads)})")
         rows = pq.ParquetFile(f["path"]).metadata.num_rows
         schema = pq.read_schema(f["path"])
         for name, shape in found.items():
             if shape[0] != rows:
-                raise InputFileError(str(npz), f"{name}_img has {shape[0]} rows, {Path(f['path']).name} has {rows}")
+                raise InputFileError(npz_name, f"{name}_img has {shape[0]} rows, {storage.basename(shard_name)} "
+                                     f"has {rows}")
             if MODELS[name][2] not in schema.names:
-                raise InputFileError(f["path"], f"no column {MODELS[name][2]} for the {name} embeddings of {npz.name}")
+                raise InputFileError(shard_name, f"no column {MODELS[name][2]} for the {name} embeddings of "
+                                     f"{storage.basename(npz_name)}")
         dims = {name: int(shape[1]) for name, shape in found.items()}
         if models is None:
             models = dims
         elif dims != models:
-            raise InputFileError(str(npz), f"embeddings {dims} (name: dim) differ from the first shard's {models}")
-        st = npz.stat()
-        fingerprints.append({"path": str(npz), "bytes": st.st_size, "mtime": st.st_mtime})
-        tasks.append({"path": f["path"], "npz": str(npz), "file_index": f["file_index"], "rows": rows})
+            raise InputFileError(npz_name, f"embeddings {dims} (name: dim) differ from the first shard's {models}")
+        st = Path(npz).stat()
+        fingerprints.append({"path": npz_name, "bytes": st.st_size, "mtime": st.st_mtime})
+        tasks.append({"path": f["path"], "npz": npz, "npz_source": npz_name, "file_index": f["file_index"],
+                      "rows": rows})
     return {"models": models or {}, "tasks": tasks, "npz": fingerprints}
 
 
@@ -130,12 +149,10 @@ def _removed_rows(root: str, source: str) -> np.ndarray:
     ds = Dataset(root)
     out = []
     for table in ("rejects", "duplicates"):
-        shards = ds.shards(table)
-        if not shards:
-            continue
         # Both tables are sorted by (source_file, source_row): the filter skips other files' row groups.
-        t = pq.read_table([str(p) for p in shards], columns=["source_row"], filters=[("source_file", "=", source)])
-        out.append(t.column(0).to_numpy())
+        for shard in ds.shards(table):
+            t = storage.read_parquet(shard, columns=["source_row"], filters=[("source_file", "=", source)])
+            out.append(t.column(0).to_numpy())
     return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
@@ -183,24 +200,36 @@ def _fsl(x: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
 
 
+def _local(path: str, source: str) -> str:
+    """The driver's local copy where this process sees it, else (a cluster worker) its own copy
+    of the object ``source`` (see ``curate.ingest.stage.task_input``)."""
+    import os
+
+    if os.path.exists(path) or not storage.is_uri(source):
+        return path
+    return storage.fetch_inputs([source])[0][0]
+
+
 def import_npz_task(task: dict) -> dict:
     """Write this shard's part of every ``embeddings/<model>`` table (skipped when committed)."""
     ds = Dataset(task["root"])
     outs = {name: ds.shard_path(f"embeddings/{mid}", task["file_index"]) for name, mid in task["tables"].items()}
-    if all(p.exists() for p in outs.values()):
-        return {"rows": {name: pq.ParquetFile(p).metadata.num_rows for name, p in outs.items()}, "skipped": 1}
-    path, npz = task["path"], task["npz"]
+    if all(storage.committed(p) for p in outs.values()):
+        return {"rows": {name: storage.parquet_file(p).metadata.num_rows for name, p in outs.items()}, "skipped": 1}
+    path = _local(task["path"], task["source"])
+    npz_name = task.get("npz_source", task["npz"])  # errors name the inputs as the user did
+    npz = _local(task["npz"], npz_name)
     score_cols = [MODELS[name][2] for name in outs]
     try:
         meta = pq.read_table(path, columns=["uid", *score_cols])
     except (pa.ArrowInvalid, OSError, KeyError) as e:
-        raise InputFileError(path, f"cannot read columns uid, {', '.join(score_cols)} ({e})") from e
+        raise InputFileError(task["source"], f"cannot read columns uid, {', '.join(score_cols)} ({e})") from e
     raw_uid = meta.column("uid").combine_chunks().cast(pa.string())
     uids = _sample_uids(path, raw_uid)
     try:
         arrays = np.load(npz, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise InputFileError(npz, f"not a readable .npz ({e})") from e
+        raise InputFileError(npz_name, f"not a readable .npz ({e})") from e
     npz_uids = None
     if "uid" in arrays.files:
         u = arrays["uid"]
@@ -216,13 +245,14 @@ def import_npz_task(task: dict) -> dict:
     for name, out in outs.items():
         img, txt = arrays[f"{name}_img"], arrays[f"{name}_txt"]
         if len(img) != meta.num_rows or len(txt) != meta.num_rows:
-            raise InputFileError(npz, f"{name} arrays have {len(img)}/{len(txt)} rows, {Path(path).name} has "
+            raise InputFileError(npz_name, f"{name} arrays have {len(img)}/{len(txt)} rows, "
+                                 f"{storage.basename(task['source'])} has "
                                  f"{meta.num_rows}")
         if img.shape[1] != task["dims"][name] or txt.shape[1] != task["dims"][name]:
-            raise InputFileError(npz, f"{name} dims {img.shape[1]}/{txt.shape[1]}, expected {task['dims'][name]}")
+            raise InputFileError(npz_name, f"{name} dims {img.shape[1]}/{txt.shape[1]}, expected {task['dims'][name]}")
         col = meta.column(MODELS[name][2]).combine_chunks()
         scores = col.cast(pa.float32()).fill_null(np.nan).to_numpy(zero_copy_only=False)
-        _check_rows(npz, name, img, txt, scores, uid_list, npz_uids)
+        _check_rows(npz_name, name, img, txt, scores, uid_list, npz_uids)
         schema = load_schema("embeddings").arrow(img.shape[1])
         k = np.flatnonzero(keep)
         table = pa.Table.from_arrays([kept_uids, _fsl(img[k]), _fsl(txt[k]), pa.array(scores[k], pa.float32())],
@@ -241,8 +271,6 @@ def run_npz_import(dataset: Dataset, plan: dict, executor, sources: list[str], k
     """Import every shard's .npz into ``dataset`` (where this ingest run writes its tables;
     see ``import_npz_task``); checks each table has one row per sample; writes an embed-style
     run manifest per model to ``runs_dataset`` (default: ``dataset``). Returns outputs per table."""
-    import shutil
-
     from curate.manifest import RunManifest
 
     if not plan["models"]:
@@ -250,9 +278,7 @@ def run_npz_import(dataset: Dataset, plan: dict, executor, sources: list[str], k
     tables = {name: model_id(name) for name in plan["models"]}
     if not resume:
         for mid in tables.values():
-            d = dataset.table_dir(f"embeddings/{mid}")
-            if d.exists():
-                shutil.rmtree(d)
+            storage.remove_tree(dataset.table_dir(f"embeddings/{mid}"))
     tasks = [{**t, "root": str(dataset.root), "source": sources[t["file_index"]], "tables": tables,
               "dims": plan["models"]} for t in plan["tasks"]]
     dataset.remove_temp_files(*(f"embeddings/{mid}" for mid in tables.values()))  # a killed run's parts

@@ -1,16 +1,16 @@
 """Exact dedup of ingest over keys only (hashes and input positions): the executor keeps the
 earliest input row of each key in key ranges cut from the staged key samples; the
-duplicates are listed with their source file and row."""
+duplicates are listed with their source file and row. Folders are paths or URIs (the staging
+of a dataset on a store is on the store)."""
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import storage
 from curate.ingest.shards import ROW_ID_BITS
 from curate.ingest.stage import STAGED_SCHEMA
 from curate.tables import Dataset, load_schema
@@ -23,15 +23,15 @@ DUP_SCHEMA = pa.schema([("uid", pa.string()), ("duplicate_of", pa.string()), ("r
 
 
 def dedup_pass(executor, keys, key: str, id_column: str, reason: str, sample: list[str], rows: int,
-                folder: Path) -> dict:
+                folder) -> dict:
     """One exact-dedup pass over ``keys`` by the executor, in ranges of ``key`` cut from
     ``sample``: the earliest input row of each key is kept. Returns the kept files in key
     order, their row counts, and the duplicates' folder and count (``rows`` - kept)."""
-    shutil.rmtree(folder, ignore_errors=True)  # ranges of a killed run may differ
+    storage.remove_tree(folder)  # ranges of a killed run may differ
     cuts = _boundaries(sample, executor.key_ranges)
-    kept = executor.first_by_key_ranges(keys, key, id_column, "row_id", cuts, str(folder / "kept"))
+    kept = executor.first_by_key_ranges(keys, key, id_column, "row_id", cuts, str(storage.join(folder, "kept")))
     n_kept = sum(n for _, n in kept)
-    dups_dir = str(folder / "dups")
+    dups_dir = str(storage.join(folder, "dups"))
     if n_kept < rows:  # only then a second pass lists the duplicates
         executor.duplicates_by_key_ranges(keys, key, id_column, "row_id", cuts, reason, dups_dir)
     return {"kept_files": [f for f, _ in kept], "kept_counts": [n for _, n in kept], "kept": n_kept,
@@ -39,12 +39,12 @@ def dedup_pass(executor, keys, key: str, id_column: str, reason: str, sample: li
 
 
 def report_pair_duplicates(executor, dataset: Dataset, keys, kept: dict, sample: list[str], sources: list[str],
-                            folder: Path, rows_per_shard: int, resume: bool) -> dict:
+                            folder, rows_per_shard: int, resume: bool) -> dict:
     """Faithful mode: the ``url_text_duplicates`` table lists every kept sample whose
     (url, text) an earlier kept sample already has (input order), pointing at that one. Keys
     only travel: the kept rows' pair keys, deduplicated in ranges as in ``dedup_pass``."""
     ex = executor
-    shutil.rmtree(folder, ignore_errors=True)
+    storage.remove_tree(folder)
     kept_ids = ex.select_columns(ex.read_parquet(kept["kept_files"], KEY_SCHEMA), ["row_id"])
     kept_keys = ex.join_frames(ex.select_columns(keys, ["pair_key", "uid", "row_id"]), kept_ids, "row_id", "inner")
     cuts = _boundaries(sample, ex.key_ranges)
@@ -54,10 +54,10 @@ def report_pair_duplicates(executor, dataset: Dataset, keys, kept: dict, sample:
                                   ["source_file", "source_row"], rows_per_shard, skip_existing=resume)
 
 
-def read_staged_rows(executor, staging: Path, columns: list[str] | None = None):
+def read_staged_rows(executor, staging, columns: list[str] | None = None):
     """The staged samples (``columns`` of them, or all) with their ``row_id``."""
     schema = STAGED_SCHEMA if columns is None else pa.schema([STAGED_SCHEMA.field(c) for c in columns])
-    staged = executor.read_parquet([str(staging / "samples")], schema)
+    staged = executor.read_parquet([str(storage.join(staging, "samples"))], schema)
     return executor.with_packed_long(staged, "row_id", "file_index", "source_row", ROW_ID_BITS)
 
 
@@ -78,15 +78,15 @@ def _boundaries(sample: list[str], ranges: int) -> list[str]:
 def duplicate_counts(passes: list[dict]) -> tuple[dict, dict]:
     """Duplicates by reason and by input file index, from the dedup passes' files (keys
     only, read file by file: bounded memory)."""
-    import pyarrow.parquet as pq
-
     by_reason: Counter = Counter()
     by_file: Counter = Counter()
     for p in passes:
         if not p["duplicates"]:
             continue
-        for f in sorted(Path(p["dups_dir"]).rglob("*.parquet")):
-            t = pq.read_table(f, columns=["reason", "row_id"])
+        for f in storage.list_files(p["dups_dir"], recursive=True):
+            if not f.endswith(".parquet"):
+                continue
+            t = storage.read_parquet(f, columns=["reason", "row_id"])
             for item in pc.value_counts(t.column("reason")).to_pylist():
                 by_reason[item["values"]] += item["counts"]
             files = pc.shift_right(t.column("row_id"), ROW_ID_BITS)

@@ -19,19 +19,23 @@ Inputs are scanned first (``curate.readers.scan_inputs``): every file found but 
 a counted outcome in the manifest, and the output folder is never read. A run with a new
 plan over a completed one writes its tables in its staging folder and swaps them in only
 when all are complete, so a failing rerun never destroys committed tables.
+
+The output may be a URI (``s3://``, ``gs://``, ...): the staged files, the dedup scratch and the
+tables are written there by the tasks themselves (``curate.storage``), so a cluster's workers
+need no shared folder; inputs named by URI are read from a local copy on each machine.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
-from pathlib import Path
 
+from curate import storage
 from curate.errors import DatasetError
 from curate.ingest.dedup import (DUP_SCHEMA, KEY_SCHEMA, dedup_pass, duplicate_counts, read_staged_rows,
                                  report_pair_duplicates, with_source)
 from curate.ingest.output import (INGEST_TABLES, PLAN_FILE, STAGING_DIR, SWAP_FILE,  # noqa: F401 - re-exported
-                                  finish_pending_swap, prepare_output, remove_if_empty, remove_stale_temp_files)
+                                  finish_pending_swap, prepare_output, remove_if_empty, remove_stale_temp_files,
+                                  staging_folder, staging_name)
 from curate.ingest.plan import (INPUT_BYTES_PER_ROW, IngestConfig, estimate_input_rows,  # noqa: F401 - re-exported
                                 plan_tasks, report_skipped)
 from curate.ingest.shards import gather_samples_shard, plan_segments, write_segments_shard
@@ -66,17 +70,15 @@ def _plan_shard_tasks(dataset: Dataset, table: str, parts: list[str], counts: li
     """Tasks writing ``table`` from ordered parts (files of ``counts`` rows); committed shards
     are skipped when resuming. Also returns the table's output entry for the manifest."""
     segments = plan_segments(counts, rows_per_shard) or [[]]
+    committed = {storage.basename(p) for p in dataset.shards(table)} if skip_existing else set()
     tasks, skipped = [], 0
     for i, segs in enumerate(segments):
         out = dataset.shard_path(table, i)
-        if skip_existing and out.exists():
+        if storage.basename(out) in committed:
             skipped += 1
             continue
         tasks.append({"table": table, "shard": i, "out": str(out), "parts": parts, "segments": segs, **extra})
-    keep = {dataset.shard_path(table, i).name for i in range(len(segments))}
-    for old in dataset.shards(table):  # shards past the end of an earlier, larger run
-        if old.name not in keep:
-            old.unlink()
+    dataset.remove_shards_beyond(table, len(segments))  # shards past the end of an earlier, larger run
     return tasks, {"rows": sum(counts), "shards": len(segments), "skipped_shards": skipped}
 
 
@@ -98,7 +100,7 @@ def run_ingest(executor, cfg: IngestConfig) -> dict:
     ui = ex.ui_url()
     if ui:
         manifest["spark_ui"] = ui
-    staging = dataset.root / STAGING_DIR / f"ingest-{plan_key[:16]}"
+    staging = staging_folder(dataset, plan_key)
     sources = _stage_paths(tasks, fingerprints, staging)
 
     with manifest.stage("read_normalise"):
@@ -121,7 +123,7 @@ def run_ingest(executor, cfg: IngestConfig) -> dict:
         with manifest.stage("report_url_text_duplicates"):
             outputs["url_text_duplicates"] = report_pair_duplicates(
                 ex, target, keys, passes[-1], [k for r in results for k in r["pair_key_sample"]], sources,
-                staging / "pair-report", cfg.rows_per_shard, resume)
+                storage.join(staging, "pair-report"), cfg.rows_per_shard, resume)
     if npz_plan["models"]:
         from curate.ingest.datacomp import run_npz_import
 
@@ -132,13 +134,13 @@ def run_ingest(executor, cfg: IngestConfig) -> dict:
     manifest["outputs"] = outputs
     manifest["tasks"] = len(tasks)
     if target.root != dataset.root:  # put the new tables in place only now that all are complete
-        dataset.write_json(str(staging.relative_to(dataset.root) / SWAP_FILE),
+        dataset.write_json(f"{staging_name(plan_key)}/{SWAP_FILE}",
                            {"plan_key": plan_key, "manifest": manifest.data,
                             "tables": [*INGEST_TABLES, *(t for t in outputs if t.startswith("embeddings/"))]})
         finish_pending_swap(dataset)
     manifest.write(dataset, "ingest")
-    shutil.rmtree(staging, ignore_errors=True)
-    remove_if_empty(dataset.root / STAGING_DIR)
+    storage.remove_tree(staging)
+    remove_if_empty(dataset.path(STAGING_DIR))
     return manifest.data
 
 
@@ -156,16 +158,19 @@ def _plan(cfg: IngestConfig, manifest: RunManifest) -> tuple[list[dict], list[di
         from curate.ingest.datacomp import plan_npz_import
 
         with manifest.stage("plan_npz"):
-            npz_plan = plan_npz_import(fingerprints)
+            local = {t["file_index"]: t["path"] for t in tasks}  # the copy read of an input named by URI
+            npz_plan = plan_npz_import([{"path": local.get(f["file_index"], f["path"]), "source": f["path"],
+                                         "file_index": f["file_index"]} for f in fingerprints])
         manifest["npz_inputs"] = npz_plan["npz"]
     return tasks, fingerprints, scan, npz_plan
 
 
-def _stage_paths(tasks: list[dict], fingerprints: list[dict], staging: Path) -> list[str]:
-    """Each task's staged files and settings, in place; returns the source name per file index."""
+def _stage_paths(tasks: list[dict], fingerprints: list[dict], staging) -> list[str]:
+    """Each task's staged files (paths or URIs) and settings, in place; returns the source
+    name per file index."""
     for i, t in enumerate(tasks):
-        t["staged_path"] = str(staging / "samples" / f"task-{i:06d}.parquet")
-        t["rejects_path"] = str(staging / "rejects" / f"task-{i:06d}.parquet")
+        t["staged_path"] = str(storage.join(staging, "samples", f"task-{i:06d}.parquet"))
+        t["rejects_path"] = str(storage.join(staging, "rejects", f"task-{i:06d}.parquet"))
         t.update(run_rows=STAGED_RUN_ROWS, row_group=STAGED_ROW_GROUP, sample_every=KEY_SAMPLE_EVERY)
     sources = [f["path"] for f in fingerprints]
     for t in tasks:
@@ -173,7 +178,7 @@ def _stage_paths(tasks: list[dict], fingerprints: list[dict], staging: Path) -> 
     return sources
 
 
-def _dedup(ex, staging: Path, results: list[dict], input_uids: int, faithful_uids: bool) -> tuple[object, list[dict]]:
+def _dedup(ex, staging, results: list[dict], input_uids: int, faithful_uids: bool) -> tuple[object, list[dict]]:
     """The dedup passes over keys (the last one's kept keys are the samples), and the key frame."""
     # Keys only (hashes and positions): captions never cross a shuffle here.
     # Derived uids are the pair keys themselves: then the uid column need not travel.
@@ -185,24 +190,25 @@ def _dedup(ex, staging: Path, results: list[dict], input_uids: int, faithful_uid
     # earliest row wins); repeated (url, text) pairs are reported apart, not removed.
     if faithful_uids:
         passes = [dedup_pass(ex, keys, "uid", "uid", "duplicate_uid",
-                             [k for r in results for k in r["uid_sample"]], staged_rows, staging / "dedup-uids")]
+                             [k for r in results for k in r["uid_sample"]], staged_rows,
+                             storage.join(staging, "dedup-uids"))]
     else:
         # 1) same (url, text): keep the earliest input row (file order, then row).
         passes = [dedup_pass(ex, keys, "pair_key", id_column, "duplicate_url_text",
                              [k for r in results for k in r["pair_key_sample"]], staged_rows,
-                             staging / "dedup-pairs")]
+                             storage.join(staging, "dedup-pairs"))]
     if input_uids and not faithful_uids:
         # 2) same input uid with other url/text: again the earliest row wins. (Without
         # input uids, pass 1's kept keys are already unique uids, in uid order.)
         firsts = ex.read_parquet(passes[0]["kept_files"], KEY_SCHEMA)
         passes.append(dedup_pass(ex, firsts, "uid", "uid", "duplicate_uid",
                                  [k for r in results for k in r["uid_sample"]], passes[0]["kept"],
-                                 staging / "dedup-uids"))
+                                 storage.join(staging, "dedup-uids")))
     return keys, passes
 
 
 def _write_samples_rejects(ex, cfg: IngestConfig, target: Dataset, tasks: list[dict], results: list[dict],
-                           kept: dict, staging: Path, sources: list[str], resume: bool,
+                           kept: dict, staging, sources: list[str], resume: bool,
                            manifest: RunManifest) -> dict:
     """The samples (gathered from the staged runs, or cut from one shuffle) and rejects tables;
     returns their output entries."""

@@ -1,13 +1,19 @@
 """Where ingest writes: the tables of a new plan over a completed run are written in its
 staging folder and swapped in only when all are complete (a failing rerun never destroys
-committed tables); temp files of a killed run are removed first."""
+committed tables); temp files of a killed run are removed first.
+
+The dataset may be a folder or a URI: every step goes through ``curate.storage``. A local swap
+renames each table folder; a store has no rename, so there each committed shard is copied
+(server-side) under the table's key, its commit marker after it, and the staged copy removed
+last: a run killed part-way leaves the staged table, and the next run swaps it again.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
-from pathlib import Path
 
+from curate import storage
 from curate.tables import Dataset
 
 
@@ -18,16 +24,42 @@ STAGED_TABLES = "tables"  # a new plan's tables, written in its staging folder w
 SWAP_FILE = "swap.json"  # written once those tables are complete: put them in place
 
 
-def remove_if_empty(folder: Path) -> None:
+def staging_folder(dataset: Dataset, plan_key: str):
+    """This plan's staging folder: a ``Path``, or a URI for a dataset on a store."""
+    return dataset.path(staging_name(plan_key))
+
+
+def staging_name(plan_key: str) -> str:
+    return f"{STAGING_DIR}/ingest-{plan_key[:16]}"
+
+
+def _staging_runs(dataset: Dataset) -> list[str]:
+    """Names of the plans with a staging folder (``ingest-<key>``), sorted."""
+    where = dataset.path(STAGING_DIR)
+    if not dataset.remote:
+        return sorted(p.name for p in where.glob("ingest-*")) if where.is_dir() else []
+    import pyarrow.fs as pafs
+
+    return sorted(i.base_name for i in storage.listing(storage.resolve(where))
+                  if i.type == pafs.FileType.Directory and i.base_name.startswith("ingest-"))
+
+
+def remove_if_empty(folder) -> None:
+    """A local folder removed when empty (a prefix on a store has no folder to remove)."""
+    if storage.is_uri(folder):
+        return
     try:
-        folder.rmdir()
+        os.rmdir(folder)
     except OSError:  # not empty (another plan's staging) or already gone
         pass
 
 
-def remove_stale_temp_files(dataset: Dataset) -> list[Path]:
+def remove_stale_temp_files(dataset: Dataset) -> list:
     """Temp files of writes a kill -9 interrupted in the tables ingest writes, its run records
-    and its staging; run before anything is written, so none belongs to a live writer."""
+    and its staging; run before anything is written, so none belongs to a live writer. A store
+    has none (its objects are written whole)."""
+    if dataset.remote:
+        return []
     staging = dataset.root / STAGING_DIR
     staged = list(staging.rglob(".*.tmp")) if staging.is_dir() else []
     for p in staged:
@@ -35,27 +67,44 @@ def remove_stale_temp_files(dataset: Dataset) -> list[Path]:
     return dataset.remove_temp_files(*INGEST_TABLES) + staged
 
 
+def _move_table(dataset: Dataset, new, table: str) -> None:
+    """Table ``table`` replaced by the staged table folder ``new``."""
+    old = dataset.table_dir(table)
+    if not dataset.remote:
+        if old.exists():
+            import shutil
+
+            shutil.rmtree(old)
+        os.replace(new, old)
+        return
+    storage.remove_tree(old)
+    staged = storage.resolve(new)
+    for name in sorted(storage.basename(u) for u in storage.list_files(new)):  # shards, then their markers
+        storage.copy_object(staged.join(name), storage.resolve(old).join(name))
+        mark = staged.join(storage.COMMIT_DIR, name)
+        if storage.exists(mark):
+            storage.copy_object(mark, storage.resolve(old).join(storage.COMMIT_DIR, name))
+    storage.remove_tree(new)
+
+
 def finish_pending_swap(dataset: Dataset) -> None:
     """Put in place the tables of a run that completed them in its staging folder (see
     ``prepare_output``): each old table is replaced by the new one, then the staging folder
     goes. Idempotent, so a run killed half-way through is finished by the next one."""
-    import json
-
-    for marker in sorted((dataset.root / STAGING_DIR).glob(f"ingest-*/{SWAP_FILE}")):
-        staging = marker.parent
-        spec = json.loads(marker.read_text())
+    for run in _staging_runs(dataset):
+        staging = storage.join(dataset.path(STAGING_DIR), run)
+        marker = storage.join(staging, SWAP_FILE)
+        if not storage.exists(marker):
+            continue
+        spec = json.loads(storage.read_bytes(marker))
         for t in spec["tables"]:
-            new = staging / STAGED_TABLES / t
-            if not new.exists():
-                continue  # moved by the killed run already
-            old = dataset.table_dir(t)
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(new, old)
+            new = storage.join(staging, STAGED_TABLES, t)
+            if storage.exists(new):  # else moved by the killed run already
+                _move_table(dataset, new, t)
         if spec.get("manifest"):  # the manifest of those tables (a finishing run rewrites it)
             dataset.write_json("_runs/ingest.json", spec["manifest"])
         dataset.write_json(PLAN_FILE, {"plan_key": spec["plan_key"], "target": "."})
-        marker.unlink()
+        storage.delete(storage.resolve(marker))
 
 
 def prepare_output(dataset: Dataset, plan_key: str) -> tuple[Dataset, bool]:
@@ -64,30 +113,26 @@ def prepare_output(dataset: Dataset, plan_key: str) -> tuple[Dataset, bool]:
     removed before the new ones are complete: a new plan then writes into its staging
     folder and ``finish_pending_swap`` replaces them at the end; a failing run leaves them
     and their manifest as they were. Without a completed run, tables are written in place."""
-    import json
-
-    plan_path = dataset.root / PLAN_FILE
-    own = Path(STAGING_DIR) / f"ingest-{plan_key[:16]}"
-    staging_tables = own / STAGED_TABLES
+    plan_path = dataset.path(PLAN_FILE)
+    own = staging_name(plan_key)
+    staging_tables = f"{own}/{STAGED_TABLES}"
     plan = {}
-    if plan_path.exists():
+    if storage.exists(plan_path):
         try:
-            plan = json.loads(plan_path.read_text())
+            plan = json.loads(storage.read_bytes(plan_path))
         except ValueError:
             pass
     same = plan.get("plan_key") == plan_key
-    for old in (dataset.root / STAGING_DIR).glob("ingest-*"):  # other plans' files never resume
-        if not (same and old == dataset.root / own):
-            shutil.rmtree(old, ignore_errors=True)
+    for run in _staging_runs(dataset):  # other plans' files never resume
+        if not (same and f"{STAGING_DIR}/{run}" == own):
+            storage.remove_tree(dataset.path(f"{STAGING_DIR}/{run}"))
     if same:
         where = plan.get("target", ".")
-        return (dataset if where == "." else Dataset(dataset.root / where)), True
-    if (dataset.runs_dir() / "ingest.json").exists() and any(dataset.table_dir(t).exists() for t in INGEST_TABLES):
-        dataset.write_json(PLAN_FILE, {"plan_key": plan_key, "target": str(staging_tables)})
-        return Dataset(dataset.root / staging_tables), False
+        return (dataset if where == "." else Dataset(dataset.path(where))), True
+    if storage.exists(dataset.path("_runs/ingest.json")) and any(dataset.has_table(t) for t in INGEST_TABLES):
+        dataset.write_json(PLAN_FILE, {"plan_key": plan_key, "target": staging_tables})
+        return Dataset(dataset.path(staging_tables)), False
     for t in INGEST_TABLES:  # leftovers of a run that never completed
-        d = dataset.table_dir(t)
-        if d.exists():
-            shutil.rmtree(d)
+        storage.remove_tree(dataset.table_dir(t))
     dataset.write_json(PLAN_FILE, {"plan_key": plan_key, "target": "."})
     return dataset, False

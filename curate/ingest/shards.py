@@ -5,7 +5,7 @@ shard i (exactly ``rows_per_shard`` rows, the last may be smaller) is a list of 
 (``plan_segments``). Rejects are such a concatenation of the staged reject files. Samples are
 gathered: a shard's kept keys are slices of the dedup output (in uid order), and its rows
 are read from every staged samples file, each sorted by uid so that only the row groups of
-the shard's uid range are read (``gather_samples_shard``).
+the shard's uid range are read (``gather_samples_shard``). Parts and shards are paths or URIs.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate import storage
 from curate.errors import DatasetError
 from curate.tables import load_schema, write_parquet_atomic
 
@@ -46,7 +46,7 @@ def read_segments(paths: list[str], segments: list[Segment], columns: list[str] 
     groups a slice overlaps are read: a part is often shared by several shards."""
     pieces = []
     for part, start, stop in segments:
-        f = pq.ParquetFile(paths[part])
+        f = storage.parquet_file(paths[part])
         groups, first, row = [], 0, 0
         for g in range(f.metadata.num_row_groups):
             n = f.metadata.row_group(g).num_rows
@@ -92,7 +92,8 @@ def gather_samples_shard(task: dict) -> dict:
     uids = keys.column("uid")
     lo, hi = uids[0].as_py(), uids[len(uids) - 1].as_py()
     wanted = keys.column("row_id")
-    pieces = [pq.read_table(path, columns=[*schema.names, "file_index"], filters=[("uid", ">=", lo), ("uid", "<=", hi)])
+    pieces = [storage.read_parquet(path, columns=[*schema.names, "file_index"],
+                                   filters=[("uid", ">=", lo), ("uid", "<=", hi)])
               for path in task["staged"]]
     candidates = pa.concat_tables(pieces)  # the shard's rows, plus duplicates of them in its uid range
     ids = pa.array(row_ids(candidates.column("file_index").combine_chunks(),

@@ -1,9 +1,9 @@
 """The stage step of ingest: one task read and normalised into its staged files (samples sorted
-by uid in runs, rejects in input order), with the counts and key samples the driver plans by."""
+by uid in runs, rejects in input order), with the counts and key samples the driver plans by.
+Staged files are paths or URIs (a dataset on a store keeps its staging there: every worker
+of a cluster reaches it); each is written whole, once (``atomic_path``)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,16 +22,18 @@ def stage_task(task: dict) -> dict:
     number of runs. Files already committed by an earlier (killed) run are reused."""
     import pyarrow.parquet as pq
 
+    from curate import storage
     from curate.tables.atomic import atomic_path
 
-    samples_path, rejects_path = Path(task["staged_path"]), Path(task["rejects_path"])
-    if samples_path.exists() and rejects_path.exists():  # resume: both were committed
-        meta = pq.ParquetFile(samples_path).metadata
-        tables = [pq.read_table(p, columns=["kind", "reason", "uid", "pair_key"]) for p in (samples_path, rejects_path)]
+    samples_path, rejects_path = task["staged_path"], task["rejects_path"]
+    if storage.exists(samples_path) and storage.exists(rejects_path):  # resume: both were committed
+        meta = storage.parquet_file(samples_path).metadata
+        tables = [storage.read_parquet(p, columns=["kind", "reason", "uid", "pair_key"])
+                  for p in (samples_path, rejects_path)]
         return {**_staged_counts(tables), **_key_samples(tables[0], task["sample_every"]),
                 "runs": int((meta.metadata or {}).get(b"curate.runs", b"0"))}
     parts, pending, runs, sampled = [], [], 0, []
-    with atomic_path(rejects_path) as rej_tmp, atomic_path(samples_path) as smp_tmp:
+    with atomic_path(rejects_path, shard=False) as rej_tmp, atomic_path(samples_path, shard=False) as smp_tmp:
         with pq.ParquetWriter(rej_tmp, STAGED_SCHEMA, **STAGED_PARQUET) as rej_w, \
              pq.ParquetWriter(smp_tmp, STAGED_SCHEMA, **STAGED_PARQUET) as smp_w:
 

@@ -12,8 +12,8 @@ from curate.params.common import ModelId
 
 class RunParams(JobParams):
     recipe: str = Field(description="Recipe YAML (see docs/recipe.md).", json_schema_extra=cli_extra(argument=True))
-    dataset: Optional[str] = Field(None, description="Dataset folder or URI (s3://bucket/ds: run on a local working "
-                                   "copy, published back); overrides the recipe's 'dataset'.",
+    dataset: Optional[str] = Field(None, description="Dataset folder or URI (s3://bucket/ds, gs://...: read and "
+                                   "written there); overrides the recipe's 'dataset'.",
                                    json_schema_extra=cli_extra("-d"))
     output: Optional[Name] = Field(None, description="Subset name; overrides the recipe's 'output'.",
                                    json_schema_extra=cli_extra("-o"))

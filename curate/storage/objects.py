@@ -103,6 +103,15 @@ def _stream_file(loc: Location, local_path, chunk: int) -> None:
             f.write(block)
 
 
+def copy_object(src: Location, dest: Location) -> None:
+    """One object copied whole to another key of the same store (server-side on S3 and GCS:
+    the bytes do not pass through this process)."""
+    try:
+        src.fs.copy_file(src.path, dest.path)
+    except OSError as e:
+        raise StorageError(f"cannot copy {src} to {dest}: {e}") from None
+
+
 def delete(loc: Location) -> None:
     if loc.scheme == "s3":
         # pyarrow's delete_file writes an empty "<parent>/" marker object when the parent

@@ -1,7 +1,8 @@
 """Put a finished local dataset folder onto an object store, with the object-store commit protocol.
 
-Used by jobs whose own writes are still POSIX-only (write aside + rename, staging folders): the
-job runs into a local working folder, then ``publish`` uploads what it made. Each shard is
+Used where a job's own writes are still POSIX-only: ``curate download`` into a store other than
+``s3://``/``gs://`` (img2dataset's writer there) runs into a local working folder, then
+``publish`` uploads what it made. (Ingest and every other job write the store directly.) Each shard is
 committed as ``curate.storage.commit_shard`` does (whole object, then its marker), so a
 publish killed midway leaves only whole shards visible, and a rerun skips every shard whose
 marker already records the same SHA-256. Run manifests (``_runs/``) go last: once
@@ -91,7 +92,7 @@ def publish(local_root: str | os.PathLike, target: str) -> dict:
 def work_folder(target: str, master: str | None = None) -> Path:
     """The local working folder of a dataset URI: ``$CURATE_WORK_DIR`` (default
     ~/.cache/curate/work) / a hash of the URI, so a rerun finds its earlier work there. Every
-    worker must see it, so a cluster master is refused until jobs write the store directly."""
+    worker must see it, so a cluster master is refused (``working_copy``'s users only)."""
     import hashlib
 
     from curate.errors import DatasetError

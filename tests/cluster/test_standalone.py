@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +17,9 @@ from curate.filters.job import run_filters
 from curate.filters.stages import parse_filter
 from curate.ingest.job import IngestConfig, run_ingest
 from curate.tables import Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))  # the loopback S3 server's helpers
+from s3kit import S3_ENV, bucket_objects, free_port, loopback_server, moto_argv  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 
@@ -72,14 +76,50 @@ def _submit_ok(standalone, job, args):
     return r
 
 
-def test_ingest_on_the_cluster_equals_local_mode(standalone, spark, pool, tmp_path):
-    local, remote = tmp_path / "local", tmp_path / "cluster"
+@pytest.fixture(scope="module")
+def local_ingest(spark, pool, tmp_path_factory) -> Path:
+    """The pool ingested on Spark local mode: the bytes the cluster must write."""
+    local = tmp_path_factory.mktemp("local-ingest") / "ds"
     run_ingest(SparkExecutor(spark), IngestConfig(inputs=pool, output=str(local), rows_per_shard=40))
+    return local
+
+
+def test_ingest_on_the_cluster_equals_local_mode(standalone, local_ingest, pool, tmp_path):
+    remote = tmp_path / "cluster"
     _submit_ok(standalone, "ingest", [*pool, "-o", str(remote), "--rows-per-shard", "40"])
-    files = table_files(local)
+    files = table_files(local_ingest)
     assert {f.split("/")[0] for f in files} == {"samples", "rejects", "duplicates"}
     assert len([f for f in files if f.startswith("samples/")]) == 7
-    assert_same_tables(remote, local)
+    assert_same_tables(remote, local_ingest)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 for this file (tests/storage has its own)."""
+    port = free_port()
+    with loopback_server(moto_argv(port), f"http://127.0.0.1:{port}", "/moto-api/", tmp_path_factory.mktemp("moto"),
+                         "moto server") as url:
+        yield url
+
+
+def test_ingest_into_a_bucket_on_the_cluster_equals_local_mode(standalone, local_ingest, pool, s3_endpoint,
+                                                                 monkeypatch):
+    """`--master spark://... -o s3://bucket/ds`: the executors write the staged files, the dedup
+    scratch and the shards to the bucket themselves (the executors' environment has no S3
+    settings: the engine ships the driver's); the objects equal local mode's files."""
+    import boto3
+
+    for k, v in {"AWS_ENDPOINT_URL": s3_endpoint, **S3_ENV}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("CURATE_STORAGE_OPTIONS", raising=False)
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="cluster")
+    _submit_ok(standalone, "ingest", [*pool, "-o", "s3://cluster/ds", "--rows-per-shard", "40"])
+    got = {k: hashlib.sha256(v).hexdigest() for k, v in bucket_objects("cluster", "ds/").items()
+           if not any(part.startswith(("_", ".")) for part in k.split("/"))}
+    assert got == table_files(local_ingest)
+    keys = bucket_objects("cluster", "ds/")
+    assert "_runs/ingest.json" in keys and not [k for k in keys if k.startswith("_staging/")]
+    assert len([k for k in keys if "/_committed/" in k]) == len(got)  # every shard has its marker
 
 
 @pytest.mark.extended

@@ -3,12 +3,7 @@ and Google Cloud Storage (gcp-storage-emulator, the JSON API with resumable uplo
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -16,42 +11,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # s3kit.py, gcskit.py, shard_writer.py beside it
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _loopback_server(argv: list[str], url: str, probe: str, log_dir, name: str):
-    """Start a test server process (its output to ``log_dir``), wait until ``url + probe``
-    answers, yield; stop it by its pid."""
-    log = open(log_dir / "server.log", "wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + probe, timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"{name} did not start on {url}")
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+from s3kit import S3_ENV, free_port as _free_port, loopback_server as _loopback_server, moto_argv  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """``python -m moto.server`` bound to loopback; yields its endpoint URL; stopped by its pid."""
     port = _free_port()
-    with _loopback_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                          f"http://127.0.0.1:{port}", "/moto-api/", tmp_path_factory.mktemp("moto"),
+    with _loopback_server(moto_argv(port), f"http://127.0.0.1:{port}", "/moto-api/", tmp_path_factory.mktemp("moto"),
                           "moto server") as url:
         yield url
 
@@ -69,10 +36,7 @@ def _store_env(monkeypatch, env: dict, unset: tuple[str, ...]) -> dict:
 @pytest.fixture
 def s3_env(s3_server, monkeypatch):
     """The AWS environment a pyarrow/boto3/s3fs user sets, pointing at the loopback server."""
-    return _store_env(monkeypatch, {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing",
-                                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-                                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"},
-                      unset=("AWS_ENDPOINT_URL_S3",))
+    return _store_env(monkeypatch, {"AWS_ENDPOINT_URL": s3_server, **S3_ENV}, unset=("AWS_ENDPOINT_URL_S3",))
 
 
 @pytest.fixture

@@ -1,8 +1,53 @@
-"""Helpers for the object-storage tests (read back a bucket with boto3)."""
+"""Helpers for the object-storage tests: start a loopback server, read back a bucket with boto3.
+Also imported by tests outside tests/storage (the standalone cluster's bucket test)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+# What an S3 user sets besides the endpoint: fixed test keys, a region, no instance metadata.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+          "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def moto_argv(port: int) -> list[str]:
+    """moto's standalone S3 server, bound to loopback."""
+    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def loopback_server(argv: list[str], url: str, probe: str, log_dir, name: str):
+    """Start a test server process (its output to ``log_dir``), wait until ``url + probe``
+    answers, yield; stop it by its pid."""
+    log = open(log_dir / "server.log", "wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + probe, timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"{name} did not start on {url}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
 
 
 def bucket_objects(bucket: str, prefix: str = "") -> dict[str, bytes]:

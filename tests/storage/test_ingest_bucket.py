@@ -1,11 +1,11 @@
 """`curate ingest` of a local input into s3://bucket/ds (local engine) on the loopback S3
-server: every table object equals a local-path run's file; a rerun writes nothing new."""
+server: every table object equals a local-path run's file; a rerun writes nothing new; a new
+plan's tables are swapped in by copy; a task on another machine fetches its own input copy."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -37,6 +37,8 @@ def _tables_only(files: dict) -> dict:
 
 
 def test_ingest_into_bucket_matches_local(bucket, tmp_path, monkeypatch):
+    """Every task writes the store directly (staging, dedup scratch, tables): no local working
+    folder, nothing left under ``_staging/``, and the table objects equal a local run's files."""
     monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
     inp = _input(tmp_path / "pool.csv")
     local = tmp_path / "local"
@@ -45,26 +47,29 @@ def test_ingest_into_bucket_matches_local(bucket, tmp_path, monkeypatch):
     uri = f"s3://{bucket}/pools/ds"
     r = _ingest(inp, uri)
     assert r.returncode == 0, r.stderr
-    assert f"published to {uri}" in r.stderr + r.stdout
+    assert not (tmp_path / "work").exists()  # no working copy of the dataset on this machine
 
     want = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*")
             if p.is_file() and not p.relative_to(local).as_posix().startswith(("_", "."))}
     got = bucket_objects(bucket, "pools/ds/")
     assert _tables_only(got) == want and any(k.startswith("samples/") for k in want)
     assert "_runs/ingest.json" in got and "_curate.lock" not in got  # the lock object is gone at the end
+    assert not [k for k in got if k.startswith("_staging/")]
     ds, ref = Dataset(uri), Dataset(local)
     assert ds.tables() == ref.tables()
     for t in ref.tables():
         assert ds.count(t) == ref.count(t)
     # every input row ends somewhere: samples + duplicates + rejects = the 241 rows read
     assert sum(ds.count(t) for t in ("samples", "duplicates", "rejects") if t in ds.tables()) == 241
+    m = json.loads(got["_runs/ingest.json"])
+    assert m["resumed"] is False
 
-    # a rerun resumes in the working folder and finds every shard already committed
+    # a rerun of the same plan resumes and finds every shard already committed
     r = _ingest(inp, uri)
     assert r.returncode == 0, r.stderr
-    m = re.search(r"\((\d+) objects written, (\d+) shards already there\)", r.stderr + r.stdout)
-    assert m and int(m[2]) == len([k for k in want if k.endswith(".parquet")])
-    assert int(m[1]) == len([k for k in bucket_objects(bucket, "pools/ds/_runs/")])  # only manifests
+    m = json.loads(bucket_objects(bucket, "pools/ds/_runs/")["ingest.json"])
+    assert m["resumed"] is True
+    assert all(o["skipped_shards"] == o["shards"] for o in m["outputs"].values()), m["outputs"]
     assert _tables_only(bucket_objects(bucket, "pools/ds/")) == want
 
     # then curate sql reads the bucket's tables
@@ -74,14 +79,80 @@ def test_ingest_into_bucket_matches_local(bucket, tmp_path, monkeypatch):
     assert (tmp_path / "n.csv").read_text().splitlines()[1] == str(ref.count("samples"))
 
 
-def test_ingest_refuses_cluster_master_and_missing_uri_inputs(bucket, tmp_path):
-    inp = _input(tmp_path / "pool.csv", 5)
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "ingest", str(inp), "-o", f"s3://{bucket}/ds",
-                        "--master", "spark://127.0.0.1:1"], capture_output=True, text=True)
-    assert r.returncode == 2 and "not supported yet" in r.stderr and r.stderr.count("\n") == 1
+def test_a_new_plan_over_a_bucket_dataset_swaps_its_tables_in(bucket, tmp_path, monkeypatch):
+    """A new plan over a completed run on a store writes its tables under ``_staging/`` and
+    copies them into place at the end (a store has no rename). Killed part-way through that
+    copy, the next run finishes it: the tables equal a local run of the new plan."""
+    from curate.engine import LocalExecutor
+    from curate.ingest import output
+    from curate.ingest.job import IngestConfig, run_ingest
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    first, second = _input(tmp_path / "a.csv", 150), _input(tmp_path / "b.csv", 300)
+    uri = f"s3://{bucket}/ds"
+    run_ingest(LocalExecutor(), IngestConfig(inputs=[str(first)], output=uri, rows_per_shard=64))
+    before = _tables_only(bucket_objects(bucket, "ds/"))
+    local = tmp_path / "local"
+    run_ingest(LocalExecutor(), IngestConfig(inputs=[str(second)], output=str(local), rows_per_shard=64))
+    want = {p.relative_to(local).as_posix(): p.read_bytes() for p in local.rglob("*")
+            if p.is_file() and not p.relative_to(local).as_posix().startswith(("_", "."))}
+    assert want != before
+
+    moved = []
+    real_move = output._move_table
+
+    def move_once_then_die(dataset, new, table):
+        if moved:
+            raise KeyboardInterrupt("killed mid-swap")
+        real_move(dataset, new, table)
+        moved.append(table)
+
+    monkeypatch.setattr(output, "_move_table", move_once_then_die)
+    try:
+        run_ingest(LocalExecutor(), IngestConfig(inputs=[str(second)], output=uri, rows_per_shard=64))
+    except KeyboardInterrupt:
+        pass
+    assert moved == ["samples"]
+    assert any(k.startswith("_staging/") and k.endswith("swap.json") for k in bucket_objects(bucket, "ds/"))
+    monkeypatch.setattr(output, "_move_table", real_move)
+
+    m = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(second)], output=uri, rows_per_shard=64))
+    got = bucket_objects(bucket, "ds/")
+    assert _tables_only(got) == want
+    assert not [k for k in got if k.startswith("_staging/")]
+    assert json.loads(got["_runs/ingest.json"])["plan_key"] == m["plan_key"]
+    assert m["counts"]["input_rows"] == 301
+
+
+def test_ingest_refuses_missing_uri_inputs(bucket, tmp_path):
     r = subprocess.run([sys.executable, "-m", "curate.cli", "ingest", f"s3://{bucket}/in.csv", "-o",
                         str(tmp_path / "ds")], capture_output=True, text=True)
     assert r.returncode == 2 and f"s3://{bucket}/in.csv" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_worker_without_the_drivers_input_copy_fetches_its_own(bucket, tmp_path, monkeypatch):
+    """On a cluster the driver's input cache is on the driver's machine: a task whose local
+    copy is not there reads its own copy of the object, and stages the same rows."""
+    import shutil
+
+    import boto3
+    import pyarrow as pa
+
+    from curate import storage
+    from curate.ingest.plan import IngestConfig, plan_tasks
+    from curate.ingest.stage import ingest_task_batches
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "driver"))
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    s3.put_object(Bucket=bucket, Key="pool/in.csv", Body=_input(tmp_path / "in.csv", 30).read_bytes())
+    inputs, sources = storage.fetch_inputs([f"s3://{bucket}/pool/in.csv"])
+    tasks, _, _ = plan_tasks(IngestConfig(inputs=inputs, output=str(tmp_path / "ds"), sources=sources))
+    want = pa.Table.from_batches([b for t in tasks for b in ingest_task_batches(t)])
+    shutil.rmtree(tmp_path / "driver")  # now this process is a worker on another machine
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "worker"))
+    got = pa.Table.from_batches([b for t in tasks for b in ingest_task_batches(t)])
+    assert got.equals(want) and got.num_rows == 31
+    assert list((tmp_path / "worker").rglob("in.csv"))  # its own copy
 
 
 def test_ingest_inputs_from_a_bucket_glob(bucket, tmp_path, monkeypatch):
@@ -117,9 +188,9 @@ def test_ingest_inputs_from_a_bucket_glob(bucket, tmp_path, monkeypatch):
     assert all(i.startswith(f"s3://{bucket}/pool/") for i in m["params"]["inputs"])
 
 
-def test_ingest_killed_mid_publish_then_rerun(bucket, tmp_path):
-    """kill -9 of `curate ingest -o s3://...` while it uploads: only whole, committed shards are
-    visible; the rerun publishes the rest and the objects equal a local run's files."""
+def test_ingest_killed_mid_write_then_rerun(bucket, tmp_path):
+    """kill -9 of `curate ingest -o s3://...` while it writes its shards: only whole, committed
+    shards are visible; the rerun writes the rest and the objects equal a local run's files."""
     import os
     import signal
     import time
@@ -136,7 +207,7 @@ def test_ingest_killed_mid_publish_then_rerun(bucket, tmp_path):
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     proc = subprocess.Popen(_ingest_cmd(inp, uri, 5), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:  # the first committed shard: publishing
+    while time.time() < deadline and proc.poll() is None:  # the first committed shard: writing tables
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="ds/").get("Contents", [])]
         if any("/_committed/" in k for k in keys):
             break
@@ -155,3 +226,59 @@ def test_ingest_killed_mid_publish_then_rerun(bucket, tmp_path):
     r = _ingest(inp, uri, 5, env=env)
     assert r.returncode == 0, r.stderr
     assert _tables_only(bucket_objects(bucket, "ds/")) == want
+
+
+def _datacomp_shard(folder, shard: int, rows: int = 40):
+    """A DataComp metadata shard and its .npz (b32 vectors; the shipped score is their cosine)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(shard)
+    img = rng.standard_normal((rows, 16)).astype(np.float16)
+    txt = rng.standard_normal((rows, 16)).astype(np.float16)
+    a, b = img.astype(np.float32), txt.astype(np.float32)
+    score = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    uids = [f"{shard:08x}{i:024x}" for i in range(rows)]
+    pq.write_table(pa.table({"uid": uids, "url": [f"http://127.0.0.1/{shard}/{i}.jpg" for i in range(rows)],
+                             "text": [f"photo {i} of shard {shard}" for i in range(rows)],
+                             "clip_b32_similarity_score": pa.array(score, pa.float32())}),
+                   folder / f"{shard:08d}.parquet")
+    np.savez(folder / f"{shard:08d}.npz", b32_img=img, b32_txt=txt)
+
+
+def test_datacomp_pool_in_a_bucket_imports_its_npz(bucket, tmp_path, monkeypatch):
+    """`curate ingest 's3://bucket/pool/*.parquet' --format datacomp`: each shard's .npz beside
+    it on the store is found (not only when the glob names it) and imported; the embeddings
+    equal a local ingest of the same files. A shard whose .npz is missing is one line naming
+    the object."""
+    import boto3
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    for shard in range(2):
+        _datacomp_shard(folder, shard)
+    for f in sorted(folder.iterdir()):
+        s3.put_object(Bucket=bucket, Key=f"pool/{f.name}", Body=f.read_bytes())
+
+    def ingest(inputs, out):
+        return subprocess.run([sys.executable, "-m", "curate.cli", "ingest", inputs, "-o", out, "--engine", "local",
+                               "--format", "datacomp", "--rows-per-shard", "64"], capture_output=True, text=True)
+
+    r = ingest(str(folder), str(tmp_path / "local"))
+    assert r.returncode == 0, r.stderr
+    r = ingest(f"s3://{bucket}/pool/*.parquet", f"s3://{bucket}/ds")
+    assert r.returncode == 0, r.stderr
+    want, got = Dataset(tmp_path / "local"), Dataset(f"s3://{bucket}/ds")
+    (table,) = [t for t in want.tables() if t.startswith("embeddings/")]
+    assert got.tables() == want.tables()
+    assert got.read(table).equals(want.read(table)) and got.count(table) == 80
+    m = json.loads(bucket_objects(bucket, "ds/_runs/")["ingest.json"])
+    assert [n["path"] for n in m["npz_inputs"]] == [f"s3://{bucket}/pool/0000000{i}.npz" for i in range(2)]
+
+    s3.delete_object(Bucket=bucket, Key="pool/00000001.npz")
+    r = ingest(f"s3://{bucket}/pool/*.parquet", f"s3://{bucket}/ds2")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
+    assert f"s3://{bucket}/pool/00000001.parquet: DataComp shard without its embeddings file 00000001.npz" in r.stderr
