@@ -189,7 +189,7 @@ def group_decisions(executor, pairs, keep_by: str):
     ends = pairs.map_batches(_ends, ENDS_SCHEMA).cache()
     labels, rounds = component_labels(ends.select(["uid", "dst"]))
     best = ends.aggregate(["uid"], {"best": ("similarity", "max"), "score": ("score", "max")})
-    groups = labels.join(best, "uid").group_apply("label", keepers(keep_by), GROUPS_SCHEMA).cache()
+    groups = labels.join(best, "uid").group_apply_many("label", keepers(keep_by), GROUPS_SCHEMA).cache()
     kept = groups.aggregate(["kept"], {"n": ("uid", "count")}).collect_small(2)
     by = dict(zip(kept.column("kept").to_pylist(), kept.column("n").to_pylist()))
     stats = {"groups_with_duplicates": int(by.get(True, 0)), "removed": int(by.get(False, 0)),

@@ -2,7 +2,7 @@
 reaching the driver.
 
 An executor makes frames (``frame_from_tasks``, ``frame_read``, ``frame_from_table``); a frame
-is transformed (``map_batches``, ``group_apply``, ``semi_join`` / ``anti_join`` / ``join`` on a
+is transformed (``map_batches``, ``group_apply`` / ``group_apply_many``, ``semi_join`` / ``anti_join`` / ``join`` on a
 key, ``distinct``, ``union``, ``aggregate``, ``partition_by``) and consumed in one of three ways:
 
 - ``write_sorted``: range-partitioned sort and exact-size shards written by the workers;
@@ -31,6 +31,9 @@ import pyarrow.compute as pc
 BatchFn = Callable[[pa.RecordBatch], "pa.RecordBatch | pa.Table"]
 TaskBatchesFn = Callable[[dict], Iterator[pa.RecordBatch]]
 GroupFn = Callable[[pa.Table], pa.Table]
+
+# group_apply_many() hands its function about this many rows a call (whole groups)
+MANY_GROUPS_ROWS = 1 << 18
 
 # aggregate() specs: {output column: (input column, how)}; "count" ignores its column.
 AGGREGATIONS = ("sum", "count", "min", "max")
@@ -187,6 +190,25 @@ class LocalFrame:
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         ends = np.r_[starts[1:], len(keys)]
         outs = [conform(o, schema) for o in (fn(rows.slice(s, e - s)) for s, e in zip(starts, ends)) if o.num_rows]
+        return self._new(pa.concat_tables(outs) if outs else schema.empty_table())
+
+    def group_apply_many(self, key: str, fn: GroupFn, schema: pa.Schema) -> "LocalFrame":
+        """``fn`` on tables of several whole groups of ``key`` (rows sorted by ``key``), for many
+        small groups (duplicate components) where a call per group costs more than its work.
+        ``fn`` decides each group on its own: which groups share a call is not part of the
+        contract. Here: calls of about ``MANY_GROUPS_ROWS`` rows, cut between groups."""
+        rows = self.table
+        if rows.num_rows == 0:
+            return self._new(schema.empty_table())
+        rows = rows.sort_by([(key, "ascending")])
+        keys = rows.column(key).to_numpy(zero_copy_only=False)
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        cuts = [0]
+        for s in starts:
+            if s - cuts[-1] >= MANY_GROUPS_ROWS:
+                cuts.append(int(s))
+        cuts.append(rows.num_rows)
+        outs = [conform(o, schema) for o in (fn(rows.slice(a, b - a)) for a, b in zip(cuts, cuts[1:])) if o.num_rows]
         return self._new(pa.concat_tables(outs) if outs else schema.empty_table())
 
     def aggregate(self, keys: list[str], aggs: dict[str, tuple[str, str]]) -> "LocalFrame":

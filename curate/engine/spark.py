@@ -27,7 +27,7 @@ from curate.engine.spark_key_ranges import (  # noqa: F401 - re-exported: curate
 )
 from curate.engine.spark_shuffles import (  # noqa: F401 - re-exported: curate.engine.spark is the public module
     to_spark_schema, tasks_to_frame, read_parquet, with_lookup, unpersist, select_columns, with_column_sql,
-    group_apply, collect_arrow, join_frames, map_frame, sum_by_key, TaskBatchesFn,
+    group_apply, group_apply_many, collect_arrow, join_frames, map_frame, sum_by_key, TaskBatchesFn,
 )
 from curate.engine.spark_sorted_writes import (  # noqa: F401 - re-exported: curate.engine.spark is the public module
     rank_rows, range_sorted, write_ranked_table, write_sorted_table,

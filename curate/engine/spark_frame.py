@@ -64,6 +64,9 @@ class SparkFrame:
     def group_apply(self, key: str, fn: GroupFn, schema: pa.Schema) -> "SparkFrame":
         return self._new(_spark.group_apply(self.df, [key], fn, schema), schema)
 
+    def group_apply_many(self, key: str, fn: GroupFn, schema: pa.Schema) -> "SparkFrame":
+        return self._new(_spark.group_apply_many(self.df, key, fn, schema), schema)
+
     def aggregate(self, keys: list[str], aggs: dict[str, tuple[str, str]]) -> "SparkFrame":
         from pyspark.sql import functions as F
 

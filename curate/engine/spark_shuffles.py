@@ -100,6 +100,41 @@ def group_apply(df, keys: list[str], fn: Callable[[pa.Table], pa.Table], schema:
     return df.groupBy(*keys).applyInArrow(run, to_spark_schema(schema))
 
 
+def group_apply_many(df, key: str, fn: Callable[[pa.Table], pa.Table], schema: pa.Schema):
+    """``fn`` on tables of several whole groups of ``key`` (see ``LocalFrame.group_apply_many``):
+    rows hash-partitioned by ``key`` and sorted within each partition, streamed through
+    ``mapInArrow``; each Arrow batch's complete groups go to ``fn`` at once and the last group
+    waits for the next batch, as it may continue there. Memory per task: a batch plus the
+    largest group, whatever the number of groups (``applyInArrow`` calls Python once a group)."""
+    names = schema.names
+    env = worker_env()
+    partitions = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+
+    def run(batches):
+        import pyarrow.compute as pc
+
+        apply_worker_env(env)
+        carry = None
+        for b in batches:
+            if not b.num_rows:
+                continue
+            t = pa.Table.from_batches([b]) if carry is None else pa.concat_tables([carry, pa.Table.from_batches([b])])
+            cut = pc.index(t.column(key), t.column(key)[t.num_rows - 1]).as_py()  # the last group's first row
+            if cut:
+                yield from _conformed(fn(t.slice(0, cut)), schema, names)
+            carry = t.slice(cut)
+        if carry is not None:
+            yield from _conformed(fn(carry), schema, names)
+
+    return df.repartition(partitions, key).sortWithinPartitions(key).mapInArrow(run, to_spark_schema(schema))
+
+
+def _conformed(out: pa.Table, schema: pa.Schema, names: list[str]):
+    if out.num_rows:
+        yield from pa.Table.from_arrays([out.column(n).cast(schema.field(n).type) for n in names],
+                                        names=names).to_batches()
+
+
 def collect_arrow(df) -> pa.Table:
     """All rows of ``df`` as one Arrow table on the driver (results that fit in driver memory)."""
     return df.toArrow()

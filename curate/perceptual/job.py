@@ -141,20 +141,26 @@ def _one_key(batch: pa.RecordBatch) -> pa.Table:
     return pa.table({"one": pa.array(np.zeros(batch.num_rows, np.int32)), "n": batch.column("n")}, schema=_SIZES)
 
 
-def group_decisions(group: pa.Table, stage: str = STAGE) -> pa.Table:
-    """One component's decisions: survivor by highest score, then smallest uid; the others
-    removed with their Hamming distance to it."""
+def group_decisions(rows: pa.Table, stage: str = STAGE) -> pa.Table:
+    """Components' decisions (rows of one or several components, ``label`` naming each):
+    survivor by highest score, then smallest uid; the others removed with their Hamming
+    distance to it. Vectorised over components (``group_apply_many``)."""
+    from curate.embedding_space.components import first_of_runs
+
     # a uid arrives once with its hash and, when it has an embedding, once with its score
-    t = group.group_by("uid").aggregate([("hash", "max"), ("score", "max")]).sort_by("uid")
-    u = np.asarray(t.column("uid").to_pylist(), dtype=object)
+    t = rows.group_by(["label", "uid"], use_threads=False).aggregate([("hash", "max"), ("score", "max")])
+    s = t.column("score_max").cast(pa.float64())
+    s = pc.if_else(pc.is_nan(s), pa.scalar(None, pa.float64()), s)  # NaN ranks as no score
+    # G.survivor_order within each component: scored rows first, highest score, then smallest uid
+    t = t.append_column("_neg_score", pc.negate(s)).sort_by(
+        [("label", "ascending"), ("_neg_score", "ascending"), ("uid", "ascending")])
+    best = first_of_runs(t.column("label"))
     h = t.column("hash_max").to_numpy().view(np.uint64)
-    sc = t.column("score_max").to_numpy(zero_copy_only=False).astype(np.float64)  # null -> NaN
-    rank = G.survivor_order(u, sc)
-    best = rank[0]
     dist = G.popcount(h ^ h[best])
-    kept = np.arange(len(u)) == best
-    return decisions_table(u.tolist(), stage, kept.tolist(), np.where(kept, "kept", REASON).tolist(),
-                           dist.astype(np.float64).tolist(), [u[best]] * len(u))
+    kept = np.arange(t.num_rows) == best
+    u = t.column("uid").combine_chunks()
+    return decisions_table(u, stage, pa.array(kept), pa.array(np.where(kept, "kept", REASON)),
+                           pa.array(dist.astype(np.float64)), u.take(pa.array(best)))
 
 
 # ---------------------------------------------------------------- the job
@@ -213,7 +219,7 @@ def _survivors(executor, ds: Dataset, labels, score_table: str | None, base: dic
     if score_table:
         mtasks += shard_tasks(ds, score_table, kind="scores", **base)
     members = labels.join(executor.frame_from_tasks(mtasks, _member_rows, _MEMBER_ROWS), "uid")
-    groups = members.group_apply("label", lambda g: group_decisions(g, stage), DECISIONS).cache()
+    groups = members.group_apply_many("label", lambda g: group_decisions(g, stage), DECISIONS).cache()
     # guards: distances acted on (removed rows to their survivor) and a suspiciously large group
     bins = (groups.map_batches(_removed_distances, HISTOGRAM_SCHEMA).aggregate(["bin"], {"n": ("n", "sum")})
             .collect_small(bits + 1))

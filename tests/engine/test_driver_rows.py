@@ -141,6 +141,40 @@ def test_spark_frames_match_local_frames(spark):
 
 
 @pytest.mark.slow
+def test_group_apply_many_hands_whole_groups_to_few_calls(spark, monkeypatch):
+    """``group_apply_many``: every group reaches its function whole, in calls holding many
+    groups (here a 100,000-row group that spans Spark's Arrow batches, and 40,000 pairs):
+    one first row per group, the same rows on Spark as in this process, and in-process far
+    fewer calls than groups."""
+    from curate.embedding_space.components import first_of_runs
+    from curate.engine import frame
+    from curate.engine.spark import SparkExecutor
+
+    monkeypatch.setattr(frame, "MANY_GROUPS_ROWS", 30_000)  # in-process calls are cut between groups
+    big, pairs = 100_000, 40_000
+    g = np.r_[np.zeros(big, np.int64), 1 + np.repeat(np.arange(pairs), 2)]
+    rng = np.random.default_rng(3)
+    t = pa.table({"g": pa.array([f"{x:08d}" for x in g]), "v": pa.array(rng.permutation(len(g)), pa.int64())})
+    calls = []
+
+    def firsts(rows: pa.Table) -> pa.Table:  # the smallest v of each group, vectorised
+        calls.append(rows.num_rows)
+        rows = rows.sort_by([("g", "ascending"), ("v", "ascending")])
+        first = first_of_runs(rows.column("g"))
+        return rows.filter(pa.array(first == np.arange(rows.num_rows)))
+
+    local = LocalExecutor().frame_from_table(t).group_apply_many("g", firsts, t.schema).collect_small(
+        pairs + 1, sort_by=["g"])
+    assert 1 < len(calls) < 10 and calls[0] == big  # whole groups in ~MANY_GROUPS_ROWS-row calls, not 40,001
+    remote = SparkExecutor(spark).frame_from_table(t).group_apply_many("g", firsts, t.schema).collect_small(
+        pairs + 1, sort_by=["g"])
+    assert local.num_rows == pairs + 1 and local.equals(remote)
+    want = pa.table({"g": t.column("g"), "v": t.column("v")}).group_by("g").aggregate([("v", "min")])
+    got = dict(zip(local.column("g").to_pylist(), local.column("v").to_pylist()))
+    assert dict(zip(*want.to_pydict().values())) == got
+
+
+@pytest.mark.slow
 def test_a_frame_partitioned_by_its_group_key_is_grouped_without_another_shuffle(spark):
     from curate.engine.spark import SparkExecutor
 
