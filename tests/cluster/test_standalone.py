@@ -19,7 +19,7 @@ from curate.ingest.job import IngestConfig, run_ingest
 from curate.tables import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))  # the loopback S3 server's helpers
-from s3kit import S3_ENV, bucket_objects, free_port, loopback_server, moto_argv  # noqa: E402
+from s3kit import S3_ENV, bucket_objects, moto_server  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 
@@ -96,9 +96,7 @@ def test_ingest_on_the_cluster_equals_local_mode(standalone, local_ingest, pool,
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """moto's S3 server on 127.0.0.1 for this file (tests/storage has its own)."""
-    port = free_port()
-    with loopback_server(moto_argv(port), f"http://127.0.0.1:{port}", "/moto-api/", tmp_path_factory.mktemp("moto"),
-                         "moto server") as url:
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
         yield url
 
 

@@ -11,15 +11,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # s3kit.py, gcskit.py, shard_writer.py beside it
 
-from s3kit import S3_ENV, free_port as _free_port, loopback_server as _loopback_server, moto_argv  # noqa: E402
+from s3kit import S3_ENV, free_port as _free_port, loopback_server as _loopback_server, moto_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """``python -m moto.server`` bound to loopback; yields its endpoint URL; stopped by its pid."""
-    port = _free_port()
-    with _loopback_server(moto_argv(port), f"http://127.0.0.1:{port}", "/moto-api/", tmp_path_factory.mktemp("moto"),
-                          "moto server") as url:
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
         yield url
 
 

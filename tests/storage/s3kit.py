@@ -16,9 +16,13 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "A
           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-def moto_argv(port: int) -> list[str]:
-    """moto's standalone S3 server, bound to loopback."""
-    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+@contextlib.contextmanager
+def moto_server(log_dir):
+    """moto's standalone S3 server on 127.0.0.1 (its log in ``log_dir``); yields its endpoint URL."""
+    port = free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with loopback_server(argv, f"http://127.0.0.1:{port}", "/moto-api/", log_dir, "moto server") as url:
+        yield url
 
 
 def free_port() -> int:
