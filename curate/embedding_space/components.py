@@ -71,6 +71,7 @@ def keepers(keep_by: str):
     ``duplicates.near_duplicate_decisions``. Vectorised over components, so a call decides
     thousands of small groups (``group_apply_many``)."""
     from curate.embedding_space.near_partitions import GROUPS_SCHEMA
+    from curate.engine.frame import first_of_runs
 
     def decide(rows: pa.Table) -> pa.Table:
         order = [("label", "ascending")]
@@ -87,16 +88,3 @@ def keepers(keep_by: str):
                                     schema=GROUPS_SCHEMA)
 
     return decide
-
-
-def first_of_runs(values) -> np.ndarray:
-    """For each row of a column sorted into runs of equal values, the index of its run's first row."""
-    v = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    n = len(v)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    first = np.ones(n, bool)
-    if n > 1:
-        first[1:] = pc.not_equal(v.slice(1), v.slice(0, n - 1)).to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(first)
-    return starts[np.cumsum(first) - 1]

@@ -114,6 +114,20 @@ class DriverCounter:
         self.by_call[call] = self.by_call.get(call, 0) + int(rows)
 
 
+def first_of_runs(values) -> np.ndarray:
+    """For each row of a column sorted into runs of equal values, the index of its run's first row
+    (a ``group_apply_many`` function finds its groups with it)."""
+    v = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    n = len(v)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    first = np.ones(n, bool)
+    if n > 1:
+        first[1:] = pc.not_equal(v.slice(1), v.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(first)
+    return starts[np.cumsum(first) - 1]
+
+
 class LocalFrame:
     """A frame held as one Arrow table in this process (the reference implementation)."""
 

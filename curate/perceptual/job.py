@@ -145,7 +145,7 @@ def group_decisions(rows: pa.Table, stage: str = STAGE) -> pa.Table:
     """Components' decisions (rows of one or several components, ``label`` naming each):
     survivor by highest score, then smallest uid; the others removed with their Hamming
     distance to it. Vectorised over components (``group_apply_many``)."""
-    from curate.embedding_space.components import first_of_runs
+    from curate.engine.frame import first_of_runs
 
     # a uid arrives once with its hash and, when it has an embedding, once with its score
     t = rows.group_by(["label", "uid"], use_threads=False).aggregate([("hash", "max"), ("score", "max")])

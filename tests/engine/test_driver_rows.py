@@ -146,7 +146,7 @@ def test_group_apply_many_hands_whole_groups_to_few_calls(spark, monkeypatch):
     groups (here a 100,000-row group that spans Spark's Arrow batches, and 40,000 pairs):
     one first row per group, the same rows on Spark as in this process, and in-process far
     fewer calls than groups."""
-    from curate.embedding_space.components import first_of_runs
+    from curate.engine.frame import first_of_runs
     from curate.engine import frame
     from curate.engine.spark import SparkExecutor
 

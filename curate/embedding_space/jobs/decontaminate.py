@@ -76,10 +76,15 @@ _PER_EVAL = pa.schema([("eval_index", pa.int64()), ("count", pa.int64()), ("best
                        ("nearest", pa.string())])
 
 
-def _nearest_copy(group: pa.Table) -> pa.Table:
-    """One evaluation image's pool copies: their number, the closest (ties: smallest uid)."""
-    top = group.sort_by([("similarity", "descending"), ("uid", "ascending")]).slice(0, 1)
-    return pa.table([top.column("eval_index"), pa.array([group.num_rows], pa.int64()),
+def _nearest_copy(rows: pa.Table) -> pa.Table:
+    """Each evaluation image's pool copies (rows of one or several images): their number, the
+    closest (ties: smallest uid). Vectorised over images (``group_apply_many``)."""
+    from curate.engine.frame import first_of_runs
+
+    t = rows.sort_by([("eval_index", "ascending"), ("similarity", "descending"), ("uid", "ascending")])
+    starts = np.flatnonzero(first_of_runs(t.column("eval_index")) == np.arange(t.num_rows))
+    top = t.take(pa.array(starts))
+    return pa.table([top.column("eval_index"), pa.array(np.diff(np.r_[starts, t.num_rows]), pa.int64()),
                      top.column("similarity").cast(pa.float64()), top.column("uid")], schema=_PER_EVAL)
 
 
@@ -162,7 +167,7 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
         # per evaluation image: how many pool samples were its near copies, the closest one
         # (highest similarity, then smallest uid); one row per evaluation image comes back
         per_eval = (rows.map_batches(_hits(threshold), _DECONTAM_SCHEMA)
-                    .group_apply("eval_index", _nearest_copy, _PER_EVAL).collect_small(len(eval_ids)))
+                    .group_apply_many("eval_index", _nearest_copy, _PER_EVAL).collect_small(len(eval_ids)))
     try:
         report, count = _write_report(ds, run, per_eval, eval_names)
         miss = missing_frame(executor, ds, uids, table, "decontaminate", NO_EMBEDDING)
