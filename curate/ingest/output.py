@@ -78,12 +78,14 @@ def _move_table(dataset: Dataset, new, table: str) -> None:
         os.replace(new, old)
         return
     storage.remove_tree(old)
-    staged = storage.resolve(new)
-    for name in sorted(storage.basename(u) for u in storage.list_files(new)):  # shards, then their markers
-        storage.copy_object(staged.join(name), storage.resolve(old).join(name))
-        mark = staged.join(storage.COMMIT_DIR, name)
-        if storage.exists(mark):
-            storage.copy_object(mark, storage.resolve(old).join(storage.COMMIT_DIR, name))
+    staged, dest = storage.resolve(new), storage.resolve(old)
+    names = sorted(storage.basename(u) for u in storage.list_files(new))
+    marked = {i.base_name for i in storage.listing(staged.join(storage.COMMIT_DIR))}
+    # every shard before any marker: a reader never sees a marked shard that is not there yet
+    storage.for_each_object(lambda n: storage.copy_object(staged.join(n), dest.join(n)), names)
+    storage.for_each_object(lambda n: storage.copy_object(staged.join(storage.COMMIT_DIR, n),
+                                                          dest.join(storage.COMMIT_DIR, n)),
+                            [n for n in names if n in marked])
     storage.remove_tree(new)
 
 

@@ -150,6 +150,25 @@ def fingerprint(path) -> tuple:
     return (str(path), info.mtime_ns, info.size)
 
 
+# Per-object requests (deletes, copies) a store gets at once from one process: each is a round
+# trip, so a folder of thousands of objects is not removed or copied one object at a time.
+STORE_REQUESTS = 16
+
+
+def for_each_object(fn, items) -> None:
+    """``fn(item)`` for every item, ``STORE_REQUESTS`` at a time (the first error is raised)."""
+    items = list(items)
+    if len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(STORE_REQUESTS, len(items))) as pool:
+        for _ in pool.map(fn, items):
+            pass
+
+
 def remove_tree(path) -> None:
     """Delete a folder/prefix and everything under it (a job's scratch ``_tmp/<run>``)."""
     if not is_uri(path):
@@ -162,6 +181,7 @@ def remove_tree(path) -> None:
         infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
     except OSError as e:
         raise StorageError(f"cannot list {loc}: {e}") from None
-    for i in infos:
-        if i.type == pafs.FileType.File:
-            delete(Location(loc.fs, i.path, loc.scheme, loc.prefix))
+    files = [Location(loc.fs, i.path, loc.scheme, loc.prefix) for i in infos if i.type == pafs.FileType.File]
+    if files and loc.scheme == "s3":
+        s3_client()  # made once here: creating boto3 clients from several threads is not safe
+    for_each_object(delete, files)
