@@ -40,8 +40,15 @@ def _staging_runs(dataset: Dataset) -> list[str]:
         return sorted(p.name for p in where.glob("ingest-*")) if where.is_dir() else []
     import pyarrow.fs as pafs
 
-    return sorted(i.base_name for i in storage.listing(storage.resolve(where))
-                  if i.type == pafs.FileType.Directory and i.base_name.startswith("ingest-"))
+    # a recursive listing: GCS lists a folder's objects, not its sub-folders (docs/storage.md)
+    loc = storage.resolve(where)
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=True))
+    except OSError as e:
+        raise storage.StorageError(f"cannot list {loc}: {e}") from None
+    prefix = loc.path.rstrip("/") + "/"
+    return sorted({i.path[len(prefix):].split("/", 1)[0] for i in infos if i.type == pafs.FileType.File
+                   and i.path.startswith(prefix) and i.path[len(prefix):].startswith("ingest-")})
 
 
 def remove_if_empty(folder) -> None:

@@ -55,8 +55,8 @@ def test_round_trip_identical_to_local(gs_bucket, tmp_path):
 
 
 def test_ingest_into_gs_matches_local(gs_bucket, tmp_path, monkeypatch):
-    """`curate ingest` into gs://: the published objects equal a local run's files; a rerun
-    keeps every object (same bytes, nothing new)."""
+    """`curate ingest` into gs://: the objects equal a local run's files; a rerun keeps every
+    object (same bytes, nothing new); a new plan's tables replace them."""
     from test_ingest_bucket import _ingest, _input, _tables_only
 
     monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
@@ -75,6 +75,16 @@ def test_ingest_into_gs_matches_local(gs_bucket, tmp_path, monkeypatch):
     r = _ingest(inp, uri)
     assert r.returncode == 0, r.stderr
     assert _tables_only(gs_objects(gs_bucket, "pools/ds/")) == want
+
+    # a new plan over the completed run: its tables are swapped in (GCS lists a folder's
+    # objects, not its sub-folders: the staging runs are found by a recursive listing)
+    other, local2 = _input(tmp_path / "other.csv", 90), tmp_path / "local2"
+    assert _ingest(other, str(local2)).returncode == 0
+    r = _ingest(other, uri)
+    assert r.returncode == 0, r.stderr
+    got = gs_objects(gs_bucket, "pools/ds/")
+    assert _tables_only(got) == {k: v for k, v in local_files(local2).items() if not k.startswith(("_", "."))}
+    assert not [k for k in got if k.startswith("_staging/")]
 
 
 @pytest.mark.extended
