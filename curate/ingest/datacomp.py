@@ -200,25 +200,15 @@ def _fsl(x: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
 
 
-def _local(path: str, source: str) -> str:
-    """The driver's local copy where this process sees it, else (a cluster worker) its own copy
-    of the object ``source`` (see ``curate.ingest.stage.task_input``)."""
-    import os
-
-    if os.path.exists(path) or not storage.is_uri(source):
-        return path
-    return storage.fetch_inputs([source])[0][0]
-
-
 def import_npz_task(task: dict) -> dict:
     """Write this shard's part of every ``embeddings/<model>`` table (skipped when committed)."""
     ds = Dataset(task["root"])
     outs = {name: ds.shard_path(f"embeddings/{mid}", task["file_index"]) for name, mid in task["tables"].items()}
     if all(storage.committed(p) for p in outs.values()):
         return {"rows": {name: storage.parquet_file(p).metadata.num_rows for name, p in outs.items()}, "skipped": 1}
-    path = _local(task["path"], task["source"])
+    path = storage.local_input(task["path"], task["source"])
     npz_name = task.get("npz_source", task["npz"])  # errors name the inputs as the user did
-    npz = _local(task["npz"], npz_name)
+    npz = storage.local_input(task["npz"], npz_name)
     score_cols = [MODELS[name][2] for name in outs]
     try:
         meta = pq.read_table(path, columns=["uid", *score_cols])

@@ -156,19 +156,6 @@ def _derive(url: pa.Array, text: pa.Array, mask: pa.Array) -> pa.Array:
     return pc.replace_with_mask(pa.nulls(len(url), pa.string()), mask, sub)
 
 
-def task_input(task: dict) -> str:
-    """The local file a task reads: the driver's copy of its input (``fetch_inputs``) where this
-    process sees it (this machine), else, for an input named by URI, this machine's own copy
-    (a worker of a cluster: the driver's input cache is not there)."""
-    import os
-
-    from curate import storage
-
-    if os.path.exists(task["path"]) or not storage.is_uri(task["source"]):
-        return task["path"]
-    return storage.fetch_inputs([task["source"]])[0][0]
-
-
 def ingest_task_batches(task: dict) -> Iterator[pa.RecordBatch]:
     """Staged batches for one ingest task (a file or a row-group slice of one)."""
     options = ReaderOptions.from_dict(task["options"])
@@ -176,6 +163,9 @@ def ingest_task_batches(task: dict) -> Iterator[pa.RecordBatch]:
     slice_args = {}
     if task.get("row_groups") is not None:
         slice_args = {"row_groups": task["row_groups"], "first_row": task["first_row"]}
-    for raw in read_file_raw(task_input(task), options, task["format"], **slice_args):
+    from curate import storage
+
+    # the driver's copy of an input named by URI, or on a cluster worker this machine's own
+    for raw in read_file_raw(storage.local_input(task["path"], task["source"]), options, task["format"], **slice_args):
         staged, _ = prepare_batch(raw, task["source"], task["file_index"], rules)
         yield staged

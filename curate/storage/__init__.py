@@ -16,7 +16,7 @@ do with files there (docs/storage.md).
 
 from curate.storage.commits import COMMIT_DIR, commit_shard, committed, marker, uncommit_shard
 from curate.storage.filesystems import configure_fsspec, fsspec_filesystem, s3_client, s3_settings
-from curate.storage.local_copies import fetch_folder, fetch_inputs, input_cache_dir, local_copy
+from curate.storage.local_copies import fetch_folder, fetch_inputs, input_cache_dir, local_copy, local_input
 from curate.storage.location import Location, is_uri, resolve
 from curate.storage.objects import (copy_object, delete, exists, fingerprint, for_each_object, is_dir, is_file,
                                     listing, put_bytes, put_file, read_bytes, remove_tree)
@@ -30,7 +30,8 @@ __all__ = [
     "committed", "configure", "configure_fsspec", "copy_object", "default_options", "delete", "exists", "expand",
     "fetch_folder", "fetch_inputs", "for_each_object",
     "fingerprint", "fsspec_filesystem", "input_cache_dir", "is_dir", "is_file", "is_uri", "join", "list_files",
-    "listing", "load_npy", "local_copy", "marker", "npy_bytes", "open_input", "open_input_stream", "parquet_file",
+    "listing", "load_npy", "local_copy", "local_input", "marker", "npy_bytes", "open_input", "open_input_stream",
+    "parquet_file",
     "parse_options", "put_bytes", "put_file", "read_bytes", "read_parquet", "remove_tree", "resolve", "s3_client",
     "s3_settings", "uncommit_shard", "worker_env",
 ]

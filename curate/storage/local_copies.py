@@ -94,3 +94,12 @@ def local_copy(path) -> str:
     if not is_file(path):
         raise StorageError(f"{path}: no such file or folder")
     return fetch_inputs([str(path)])[0][0]
+
+
+def local_input(path: str, source: str) -> str:
+    """The local file a task reads for an input: ``path`` (the driver's copy, ``fetch_inputs``)
+    where this process sees it, else, for an input named by URI ``source``, this machine's own
+    copy (a worker of a cluster: the driver's input cache is not there)."""
+    if os.path.exists(path) or not is_uri(source):
+        return path
+    return fetch_inputs([source])[0][0]
