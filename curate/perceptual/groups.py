@@ -181,14 +181,3 @@ def merge_links(links: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     n = links.num_rows
     labels = connected_components(len(nodes), inv[:n], inv[n:])
     return nodes, labels.astype(np.int64)
-
-
-def survivor_order(uids: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
-    """Row order of a group, survivor first: highest score (NaN = no score, ranked last), then
-    smallest uid."""
-    u = np.asarray(uids).astype(str)
-    if scores is None:
-        return np.argsort(u, kind="stable")
-    sc = np.asarray(scores, dtype=np.float64)
-    has = ~np.isnan(sc)
-    return np.lexsort((u, np.where(has, -sc, 0.0), ~has))

@@ -151,7 +151,7 @@ def group_decisions(rows: pa.Table, stage: str = STAGE) -> pa.Table:
     t = rows.group_by(["label", "uid"], use_threads=False).aggregate([("hash", "max"), ("score", "max")])
     s = t.column("score_max").cast(pa.float64())
     s = pc.if_else(pc.is_nan(s), pa.scalar(None, pa.float64()), s)  # NaN ranks as no score
-    # G.survivor_order within each component: scored rows first, highest score, then smallest uid
+    # the survivor first in each component: scored rows first, highest score, then smallest uid
     t = t.append_column("_neg_score", pc.negate(s)).sort_by(
         [("label", "ascending"), ("_neg_score", "ascending"), ("uid", "ascending")])
     best = first_of_runs(t.column("label"))
