@@ -91,6 +91,7 @@ JOBS = [
                 "SELECT uid FROM subsets_f INTERSECT SELECT uid FROM subsets_dbp "
                 "INTERSECT SELECT uid FROM subsets_exact_dedup", *SPARK]),
     ("reshard", ["reshard", "{ds}", "-s", "final", "-o", "{work}/shards", "--shard-size", "10000", *SPARK]),
+    ("report", ["report", "{ds}", "-s", "final", "-o", "{work}/report.html", *SPARK]),
 ]
 JOB_NAMES = [name for name, _ in JOBS]
 VECTOR_JOBS = ("cluster", "dedup semantic", "prune dbp")
@@ -344,6 +345,8 @@ def sweep(sizes: list[int], workdir: Path, keep: bool, engine: str = "spark", jo
             needs = {"select_inputs"}
         if set(jobs) == {"reshard"}:  # the downloads and a subset "final" made directly
             needs = {"downloads", "reshard_inputs"}
+        if set(jobs) == {"report"}:  # samples, embeddings, downloads (+ tars) and "final" made directly
+            needs = {"select_inputs", "embeddings", "downloads", "reshard_inputs"}
         build_pool(work, n, parts=needs)
         print(f"\n{n:,} rows: pool written in {time.perf_counter() - t:.0f} s (not timed); "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)

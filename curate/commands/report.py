@@ -25,7 +25,8 @@ def report(run: JobRun, p: ReportParams) -> None:
         embeddings = resolve_embeddings(ds, embeddings)
     subset = p.subset or default_subset(ds)
     path = build_report(ds, subset, out=out, evals=p.evals(), comparison=p.comparison and Path(p.comparison),
-                        pool_subset=p.pool_subset, embedding_model=embeddings, title=p.title)
+                        pool_subset=p.pool_subset, embedding_model=embeddings, title=p.title,
+                        executor=run.executor())
     typer.echo(f"report: {path}")
     if p.open:
         import webbrowser
@@ -37,5 +38,5 @@ def register(app: typer.Typer) -> None:
     app.command("report")(job_command(
         ReportParams, report, app_name="curate-report",
         common=Common(None, dataset_help="Dataset folder or URI (s3://bucket/ds).",
-                      subset=False, output=False, engine=False, storage=True, lock_first=False),
+                      subset=False, output=False, engine=True, storage=True, lock_first=False),
         help="Write the HTML report: funnel, evaluation results, distributions, galleries per stage, lineage."))

@@ -129,7 +129,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     comparison = compare_arms(cfg, results, sizes, model_id)
     comp_path = wd / "comparison.json"
     comp_path.write_text(json.dumps(comparison, indent=2, sort_keys=True) + "\n")
-    report = steps.run("report", st.write_report, ds, comp_path, wd / "report.html")
+    report = steps.run("report", st.write_report, ds, comp_path, wd / "report.html", executor)
     total = round(time.perf_counter() - t0, 1)
     summary = {"config": cfg.to_dict(), "timings_s": steps.timings, "cpu_s": steps.cpu, "total_s": total,
                "total_cpu_s": round(sum(steps.cpu.values()), 1), "report": str(report),

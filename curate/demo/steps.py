@@ -122,8 +122,8 @@ def evaluate_arm(checkpoint: str, ev: dict) -> dict:
     return {k: float(v) for k, v in out.items() if v is not None}
 
 
-def write_report(ds, comparison: Path, out: Path) -> Path:
+def write_report(ds, comparison: Path, out: Path, executor=None) -> Path:
     from curate.report import build_report
 
     return build_report(ds, "curated", out=out, comparison=comparison, pool_subset="raw",
-                        title="curate demo: procedural pool, DFN-scored recipe, tiny baselines")
+                        title="curate demo: procedural pool, DFN-scored recipe, tiny baselines", executor=executor)

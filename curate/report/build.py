@@ -154,8 +154,8 @@ def _dist_view(d: dict) -> list[tuple[str, str]]:
     if "clip_score" in d:
         imgs.append(("CLIP score", plots.histogram(d["clip_score"], "CLIP score (image-text cosine)", "clip_score")))
     if "caption_words" in d:
-        cw = {k: np.minimum(v, 60) for k, v in d["caption_words"].items()}
-        imgs.append(("caption length", plots.histogram(cw, "Caption length (words, capped at 60)", "words", bins=30)))
+        imgs.append(("caption length", plots.histogram(d["caption_words"], "Caption length (words, capped at 60)",
+                                                       "words")))
     if "language" in d:
         lg = d["language"]
         imgs.append(("language", plots.grouped_bars(lg["labels"], {"pool": lg["pool"], "curated": lg["curated"]},
@@ -163,15 +163,13 @@ def _dist_view(d: dict) -> list[tuple[str, str]]:
                                                     "share of samples")))
     if "cluster_sizes" in d:
         cs = d["cluster_sizes"]
-        imgs.append(("cluster sizes", plots.histogram({"pool": cs["pool"], "curated": cs["curated"]},
-                                                       f"Samples per cluster ({cs['table']})", "cluster size",
-                                                       bins=30, share=False)))
+        imgs.append(("cluster sizes", plots.histogram(cs, f"Samples per cluster ({cs['table']})", "cluster size",
+                                                       share=False)))
     if "metadata_entries" in d:
         me = d["metadata_entries"]
-        imgs.append(("metadata entries", plots.histogram({"before balancing": np.log10(me["pool"]),
-                                                          "after": np.log10(me["curated"])},
-                                                         f"Matches per metadata entry ({me['table']})",
-                                                         "log10(matches)", bins=30, share=False, log=True)))
+        imgs.append(("metadata entries", plots.histogram(me, f"Matches per metadata entry ({me['table']})",
+                                                         "log10(matches)", share=False, log=True,
+                                                         names={"pool": "before balancing", "curated": "after"})))
     return imgs
 
 
@@ -257,10 +255,11 @@ def subset_evaluations(data: dict, explicit: dict[str, Path]) -> tuple[dict[str,
 
 def build_report(dataset: Dataset, subset: str, out: Path | str | None = None, evals: dict[str, Path] | None = None,
                  comparison: Path | None = None, pool_subset: str | None = None,
-                 embedding_model: str | None = None, title: str | None = None) -> Path | str:
+                 embedding_model: str | None = None, title: str | None = None, executor=None) -> Path | str:
     """Write the report (default ``DATASET/reports/<subset>.html``); returns its path (``out``
-    may be a URI: one whole object, ``curate.outputs``)."""
-    data = collect(dataset, subset, pool_subset=pool_subset, embedding_model=embedding_model)
+    may be a URI: one whole object, ``curate.outputs``). ``executor`` reads the per-row tables
+    (default in-process; ``curate.report.collect``)."""
+    data = collect(dataset, subset, pool_subset=pool_subset, embedding_model=embedding_model, executor=executor)
     listed, missing = subset_evaluations(data, evals or {})
     ev = load_evals({**(evals or {}), **listed}, comparison)
     ev["missing"] = missing

@@ -13,10 +13,13 @@ import pyarrow.compute as pc
 
 from curate import storage
 from curate.errors import DatasetError
-from curate.report.distributions import distributions, stable_pick
+from curate.report.distributions import distributions
+from curate.report.frames import stable_sample, table_frame
 from curate.report.images import thumbnails
-from curate.subset import list_subsets, read_subset, read_subset_manifest
+from curate.subset import list_subsets, read_subset_manifest
 from curate.tables import Dataset
+
+MAX_REASONS = 10_000  # distinct (stage, reason) or (status, error) pairs; more is a bug
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, float]:
@@ -76,51 +79,85 @@ def _decisions_table(dataset: Dataset, man: dict, lineage: dict) -> str | None:
 
 
 def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embedding_model: str | None = None,
-            per_reason: int = 6) -> dict:
-    """Everything the report shows, as plain data (tested apart from the HTML)."""
+            per_reason: int = 6, executor=None) -> dict:
+    """Everything the report shows, as plain data (tested apart from the HTML).
+
+    The per-row tables are read by ``executor``'s workers (default: in-process): counts,
+    histogram bins and the few samples shown reach the driver, never a table's rows
+    (docs/scale.md, "report")."""
+    from curate.embedding_space.common import subset_uids, uid_frame
+    from curate.engine import LocalExecutor
+
     if subset not in list_subsets(dataset):
         raise DatasetError(f"subset {subset!r} not found in {dataset.path('subsets')} "
                            f"(have: {', '.join(list_subsets(dataset)) or 'none'})")
+    ex = executor or LocalExecutor()
     man = read_subset_manifest(dataset, subset)
     lineage = man.get("lineage") or {}
     model = embedding_model or lineage.get("embedding_model") or (man.get("params") or {}).get("embedding_model")
     if not model:  # a subset made without a recipe: the dataset's only embeddings table, if one
         emb = [t for t in dataset.tables() if t.startswith("embeddings/")]
         model = emb[0].split("/", 1)[1] if len(emb) == 1 else None
-    final = pa.array(sorted(set(read_subset(dataset, subset))), pa.string())
-    origin = None if lineage else _subset_lineage(subset, man, len(final))
+    final = uid_frame(ex, subset_uids(dataset, subset)).cache()
+    final_count = final.count()
+    origin = None if lineage else _subset_lineage(subset, man, final_count)
     out: dict[str, Any] = {"dataset": str(dataset.root), "subset": subset, "lineage": lineage, "origin": origin,
                            "made_by": "curate run (recipe " + str(lineage.get("recipe")) + ")" if lineage else origin["made_by"],
                            "recipe_text": man.get("recipe_text"), "manifest": man, "model": model,
                            "evaluations": [e for e in man.get("evaluations", []) if isinstance(e, dict) and e.get("results")]}
-    out["funnel"] = _funnel(dataset, subset, lineage, origin, len(final))
-    before, out["before_label"] = _before_population(dataset, subset, pool_subset, final)
-    out["before_count"], out["after_count"] = len(before), len(final)
-    samples = dataset.read("samples", columns=["uid", "text"]) if dataset.has_table("samples") else None
-    out["distributions"] = distributions(dataset, model, lineage, samples, before, final)
-    texts = dict(zip(samples.column("uid").to_pylist(), samples.column("text").to_pylist())) if samples is not None else {}
+    out["funnel"] = _funnel(ex, dataset, subset, lineage, origin, final_count)
+    before, out["before_label"] = _before_population(ex, dataset, subset, pool_subset, final)
+    before = before.cache()
+    out["before_count"], out["after_count"] = before.count(), final_count
+    out["distributions"] = distributions(ex, dataset, model, lineage, before, final)
     dec_name = _decisions_table(dataset, man, lineage)
-    out["galleries"] = _galleries(dataset, subset, dec_name, lineage, origin, texts, before, final,
+    out["galleries"] = _galleries(ex, dataset, subset, dec_name, lineage, origin, before, final,
                                   out["before_label"], per_reason)
     from curate.report.perceptual import perceptual_groups
 
-    out["perceptual_groups"] = perceptual_groups(dataset, dec_name, texts)
+    out["perceptual_groups"] = perceptual_groups(ex, dataset, dec_name)
+    items = [it for g in out["galleries"] for grp in g["groups"] for it in grp["items"]]
+    items += [it for g in out["perceptual_groups"] for it in [g["survivor"], *g["removed"]]]
+    _show(ex, dataset, items)
+    before.release()
+    final.release()
     from curate.metaclip.report import language_section
 
     out["metaclip_languages"] = language_section(dataset, subset, lineage)  # worldwide MetaCLIP only
     return out
 
 
-def _funnel(dataset: Dataset, subset: str, lineage: dict, origin: dict | None, final_count: int) -> list[dict]:
+def _show(executor, dataset: Dataset, items: list[dict]) -> None:
+    """Each shown item's caption and thumbnail, read for those uids only."""
+    uids = sorted({it["uid"] for it in items})
+    texts: dict[str, str] = {}
+    if uids and dataset.has_table("samples"):
+        t = (table_frame(executor, dataset, "samples", ["uid", "text"])
+             .semi_join(executor.frame_from_table(pa.table({"uid": pa.array(uids, pa.string())})))
+             .collect_small(2 * len(uids)))
+        texts = dict(zip(t.column("uid").to_pylist(), t.column("text").to_pylist()))
+    thumbs = thumbnails(dataset, uids, executor=executor)
+    for it in items:
+        it["text"] = texts.get(it["uid"]) or ""
+        it["thumb"] = thumbs.get(it["uid"])
+
+
+def _funnel(executor, dataset: Dataset, subset: str, lineage: dict, origin: dict | None,
+            final_count: int) -> list[dict]:
     """Pool -> download -> recipe stages (or the one step that made the subset)."""
     steps: list[dict] = []
     if dataset.has_table("samples"):
         steps.append({"name": "pool (ingested samples)", "count": dataset.count("samples"), "reasons": {}})
         if dataset.has_table("downloads"):
-            d = dataset.read("downloads", columns=["status", "error_class"])
-            ok = pc.sum(pc.equal(d.column("status"), "success")).as_py() or 0
-            failed = d.filter(pc.not_equal(d.column("status"), "success")).column("error_class")
-            reasons = {r["values"] or "unknown": r["counts"] for r in pc.value_counts(failed.combine_chunks()).to_pylist()} if len(failed) else {}
+            d = (table_frame(executor, dataset, "downloads", ["uid", "status", "error_class"])
+                 .aggregate(["status", "error_class"], {"n": ("uid", "count")}).collect_small(MAX_REASONS))
+            ok, reasons = 0, {}
+            for status, error, n in zip(d.column("status").to_pylist(), d.column("error_class").to_pylist(),
+                                        d.column("n").to_pylist()):
+                if status == "success":
+                    ok += int(n)
+                else:
+                    reasons[error or "unknown"] = reasons.get(error or "unknown", 0) + int(n)
             steps.append({"name": "downloaded", "count": ok, "reasons": dict(sorted(reasons.items()))})
     for s in lineage.get("stages", []):
         if s.get("enabled") is False:
@@ -129,65 +166,81 @@ def _funnel(dataset: Dataset, subset: str, lineage: dict, origin: dict | None, f
         steps.append({"name": f"{s['name']} ({s['kind']})", "count": s["output_count"], "reasons": removed,
                       "cached": s.get("cached"), "seconds": s.get("seconds"), "input": s["input_count"]})
     if origin:
-        steps.append({"name": f"subset {subset} ({origin['kind']})", "count": final_count, "reasons": origin["reasons"]})
+        steps.append({"name": f"subset {subset} ({origin['kind']})", "count": final_count,
+                      "reasons": origin["reasons"]})
     return steps
 
 
-def _before_population(dataset: Dataset, subset: str, pool_subset: str | None, final: pa.Array) -> tuple[pa.Array, str]:
-    """The "before" population for distributions and its label: --pool-subset, else every
-    downloaded sample, else every ingested one."""
+UID = pa.schema([("uid", pa.string())])
+
+
+def _downloaded(batch: pa.RecordBatch) -> pa.Table:
+    ok = pc.fill_null(pc.equal(batch.column("status"), "success"), False)
+    return pa.table([batch.column("uid").filter(ok)], schema=UID)
+
+
+def _before_population(executor, dataset: Dataset, subset: str, pool_subset: str | None, final) -> tuple[Any, str]:
+    """The "before" population (a frame of distinct uids) and its label: --pool-subset, else
+    every downloaded sample, else every ingested one."""
+    from curate.embedding_space.common import subset_uids, uid_frame
+
     if pool_subset:
-        return pa.array(sorted(set(read_subset(dataset, pool_subset))), pa.string()), f"subset {pool_subset}"
+        return uid_frame(executor, subset_uids(dataset, pool_subset)), f"subset {pool_subset}"
     if dataset.has_table("downloads"):
-        d = dataset.read("downloads", columns=["uid", "status"])
-        return d.filter(pc.equal(d.column("status"), "success")).column("uid").combine_chunks(), "downloaded"
+        return (table_frame(executor, dataset, "downloads", ["uid", "status"]).map_batches(_downloaded, UID),
+                "downloaded")
     if dataset.has_table("samples"):
-        return dataset.read("samples", columns=["uid"]).column("uid").combine_chunks(), "ingested"
+        return table_frame(executor, dataset, "samples", ["uid"]), "ingested"
     return final, subset
 
 
-def _galleries(dataset: Dataset, subset: str, dec_name: str | None, lineage: dict, origin: dict | None, texts: dict,
-               before: pa.Array, final: pa.Array, before_label: str, per_reason: int) -> list[dict]:
-    """Per stage, a few kept and a few per removal reason, with value/detail and thumbnails; a
-    subset without decisions (select, import) shows selected vs not-selected samples of the
-    "before" set."""
+def _galleries(executor, dataset: Dataset, subset: str, dec_name: str | None, lineage: dict, origin: dict | None,
+               before, final, before_label: str, per_reason: int) -> list[dict]:
+    """Per stage, a few kept and a few per removal reason, with value/detail; a subset without
+    decisions (select, import) shows selected vs not-selected samples of the "before" set.
+    Captions and thumbnails are added by ``_show``."""
     if dec_name:
-        groups_by_stage = _decision_groups(dataset.read(dec_name), lineage, origin, texts, per_reason)
-    else:
-        not_chosen = before.filter(pc.invert(pc.is_in(before, value_set=final))).to_pylist()
-        groups = [{"reason": f"not selected (of {before_label})", "uids": not_chosen},
-                  {"reason": "kept", "uids": final.to_pylist()}]
-        groups_by_stage = [{"stage": subset, "kind": origin["kind"] if origin else "subset", "groups": [
-            {"reason": g["reason"], "count": len(g["uids"]),
-             "items": [{"uid": u, "value": None, "detail": None, "text": texts.get(u, "")}
-                       for u in stable_pick(g["uids"], per_reason, subset + g["reason"])]}
-            for g in groups if g["uids"]]}] if len(final) else []
-    galleries = [g for g in groups_by_stage if g["groups"]]
-    thumbs = thumbnails(dataset, [it["uid"] for g in galleries for grp in g["groups"] for it in grp["items"]])
-    for g in galleries:
-        for grp in g["groups"]:
-            for it in grp["items"]:
-                it["thumb"] = thumbs.get(it["uid"])
-    return galleries
+        return [g for g in _decision_groups(executor, dataset, dec_name, lineage, origin, per_reason) if g["groups"]]
+    sides = [(f"not selected (of {before_label})", before.anti_join(final)), ("kept", final)]
+    groups = []
+    for reason, frame in sides:
+        n = frame.count()
+        if not n:
+            continue
+        picked = stable_sample(frame, per_reason, {(): n}, lambda g, r=reason: subset + r)[()]
+        groups.append({"reason": reason, "count": n,
+                       "items": [{"uid": u, "value": None, "detail": None} for u in picked.column("uid").to_pylist()]})
+    if not groups or not any(g["reason"] == "kept" for g in groups):
+        return []
+    return [{"stage": subset, "kind": origin["kind"] if origin else "subset", "groups": groups}]
 
 
-def _decision_groups(dec: pa.Table, lineage: dict, origin: dict | None, texts: dict, per_reason: int) -> list[dict]:
-    """A stable pick of each stage's decisions per reason (kept last)."""
+DECISION_COLUMNS = ["uid", "stage", "reason", "value", "detail"]
+
+
+def _decision_groups(executor, dataset: Dataset, dec_name: str, lineage: dict, origin: dict | None,
+                     per_reason: int) -> list[dict]:
+    """A stable pick of each stage's decisions per reason (kept last), listed by uid."""
+    dec = table_frame(executor, dataset, dec_name, DECISION_COLUMNS)
+    t = dec.aggregate(["stage", "reason"], {"n": ("uid", "count")}).collect_small(MAX_REASONS)
+    counts = {(s, r): int(n) for s, r, n in zip(t.column("stage").to_pylist(), t.column("reason").to_pylist(),
+                                                  t.column("n").to_pylist())}
     if lineage:
         stages = [(s["name"], s["kind"]) for s in lineage.get("stages", []) if s.get("enabled") is not False]
     else:
-        stages = [(n, origin["kind"]) for n in sorted(set(dec.column("stage").to_pylist()))]
+        stages = [(n, origin["kind"]) for n in sorted({s for s, _ in counts})]
+    names = {name for name, _ in stages}
+    picks = stable_sample(dec, per_reason, {g: n for g, n in counts.items() if g[0] in names},
+                          lambda g: g[0] + g[1], groups=("stage", "reason"))
     groups_by_stage = []
     for name, kind in stages:
-        rows = dec.filter(pc.equal(dec.column("stage"), name))
         groups = []
-        for reason in sorted(set(rows.column("reason").to_pylist()), key=lambda r: (r == "kept", r)):
-            r = rows.filter(pc.equal(rows.column("reason"), reason))
-            pick = set(stable_pick(r.column("uid").to_pylist(), per_reason, name + reason))
-            items = [{"uid": u, "value": v, "detail": dt, "text": texts.get(u, "")}
-                     for u, v, dt in zip(r.column("uid").to_pylist(), r.column("value").to_pylist(),
-                                         r.column("detail").to_pylist()) if u in pick]
-            groups.append({"reason": reason, "count": r.num_rows, "items": items})
+        for reason in sorted((r for s, r in counts if s == name), key=lambda r: (r == "kept", r)):
+            rows = picks[(name, reason)].sort_by([("uid", "ascending")])
+            items = [{"uid": u, "value": v, "detail": dt} for u, v, dt in
+                     zip(rows.column("uid").to_pylist(), rows.column("value").to_pylist(),
+                         rows.column("detail").to_pylist())]
+            groups.append({"reason": reason, "count": counts[(name, reason)], "items": items})
         groups_by_stage.append({"stage": name, "kind": kind, "groups": groups})
     return groups_by_stage
 

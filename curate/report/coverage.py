@@ -10,6 +10,7 @@ import json
 
 import pyarrow.compute as pc
 
+from curate import storage
 from curate.report.images import data_uri
 from curate.tables import Dataset
 
@@ -18,7 +19,7 @@ def _pick_table(dataset: Dataset, subset: str) -> tuple[str, bool] | None:
     tables = [t for t in dataset.tables() if t.startswith("coverage/") and dataset.shards(t)]
     if not tables:
         return None
-    newest = sorted(tables, key=lambda t: (max(p.stat().st_mtime_ns for p in dataset.shards(t)), t), reverse=True)
+    newest = sorted(tables, key=lambda t: (max(storage.fingerprint(p)[1] for p in dataset.shards(t)), t), reverse=True)
     for t in newest:
         subs = dataset.read(t, columns=["subset"]).column("subset")
         if pc.any(pc.equal(subs, subset)).as_py():
@@ -36,8 +37,8 @@ def coverage_section(dataset: Dataset, subset: str, k: int = 10) -> dict | None:
         return None
     name, has_subset = picked
     table = dataset.read(name)
-    p = dataset.table_dir(name) / "_summary.json"
-    summary = json.loads(p.read_text()) if p.is_file() else {}
+    p = storage.join(dataset.table_dir(name), "_summary.json")
+    summary = json.loads(storage.read_bytes(p)) if storage.exists(p) else {}
     min_pool = summary.get("min_pool_count", DEFAULT_MIN_POOL_COUNT)
     sources = []
     for source in sorted(set(table.column("source").to_pylist())):

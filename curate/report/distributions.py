@@ -1,9 +1,12 @@
-"""Distributions of the pool vs the curated subset for the report (plain data; the charts are
-made by the view in ``curate.report.build``)."""
+"""Distributions of the pool vs the curated subset for the report, as histograms the engine
+computes (``curate.report.frames``); the charts are made by the view in ``curate.report.build``.
+
+``before`` and ``final`` are frames of distinct uids (the "before" population and the subset);
+every distribution is a semi-join of a dataset table against them, binned by the workers.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -11,16 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import storage
+from curate.report.frames import SIDE, VALUE, stable_sample, table_frame, value_histogram, values_of
 from curate.tables import Dataset
 
-
-def uids_in(t: pa.Table, uids: pa.Array) -> pa.Table:
-    return t.filter(pc.is_in(t.column("uid"), value_set=uids))
-
-
-def stable_pick(uids: list[str], k: int, salt: str) -> list[str]:
-    """k uids chosen by a salted hash: varied, but the same on every rebuild."""
-    return sorted(uids, key=lambda u: hashlib.blake2b(f"{salt}{u}".encode(), digest_size=8).digest())[:k]
+CAPTION_WORDS_CAP = 60  # longer captions share the last bar
+LANGUAGE_SAMPLE = 5000  # captions per side given to fastText when no text_stats table exists
+MAX_LANGUAGES = 10_000
 
 
 def _find_tables_with(dataset: Dataset, columns: set[str], prefix: str | None = None) -> list[str]:
@@ -37,87 +36,126 @@ def _find_tables_with(dataset: Dataset, columns: set[str], prefix: str | None = 
     return found
 
 
-def distributions(dataset: Dataset, model: str | None, lineage: dict, samples: pa.Table | None, before: pa.Array,
-                  final: pa.Array) -> dict[str, Any]:
+SIDES = ["pool", "curated"]
+
+
+def sides_frame(executor, before, final):
+    """(uid, side) rows: every "before" uid as ``pool``, every subset uid as ``curated`` (a uid
+    in both has both rows), so that one join tags a table's rows with their sides."""
+    def tag(name: str):
+        schema = pa.schema([("uid", pa.string()), (SIDE, pa.string())])
+        return lambda b: pa.table([b.column("uid"), pa.array([name] * b.num_rows, pa.string())], schema=schema)
+
+    schema = pa.schema([("uid", pa.string()), (SIDE, pa.string())])
+    return before.map_batches(tag("pool"), schema).union(final.map_batches(tag("curated"), schema))
+
+
+def distributions(executor, dataset: Dataset, model: str | None, lineage: dict, before, final) -> dict[str, Any]:
     """Pool vs curated: caption length, CLIP score, language, cluster sizes, metadata entry
-    counts, each when its table exists."""
+    counts, each when its table exists (histograms: ``frames.value_histogram``)."""
     dists: dict[str, Any] = {}
-    if samples is not None:
-        wc = pc.list_value_length(pc.utf8_split_whitespace(samples.column("text")))
-        st = pa.table({"uid": samples.column("uid"), "words": wc})
-        dists["caption_words"] = {"pool": uids_in(st, before).column("words").to_numpy(zero_copy_only=False),
-                                  "curated": uids_in(st, final).column("words").to_numpy(zero_copy_only=False)}
+    sides = sides_frame(executor, before, final).cache()
+    if dataset.has_table("samples"):
+        samples = table_frame(executor, dataset, "samples", ["uid", "text"])
+
+        def words(b: pa.RecordBatch) -> pa.Array:
+            n = pc.list_value_length(pc.utf8_split_whitespace(b.column("text")))
+            return pc.min_element_wise(n, pa.scalar(CAPTION_WORDS_CAP, n.type))
+
+        dists["caption_words"] = value_histogram(values_of(samples.join(sides, "uid"), words, integer=True), SIDES,
+                                                 bins=30, integer=True)
     if model and dataset.has_table(f"embeddings/{model}"):
-        e = dataset.read(f"embeddings/{model}", columns=["uid", "clip_score"])
-        dists["clip_score"] = {"pool": uids_in(e, before).column("clip_score").to_numpy(zero_copy_only=False),
-                               "curated": uids_in(e, final).column("clip_score").to_numpy(zero_copy_only=False)}
-    lang = _languages(dataset, samples, before, final)
+        emb = table_frame(executor, dataset, f"embeddings/{model}", ["uid", "clip_score"])
+        dists["clip_score"] = value_histogram(values_of(emb.join(sides, "uid"), lambda b: b.column("clip_score"),
+                                                        integer=False), SIDES, bins=40, integer=False)
+    lang = _languages(executor, dataset, sides, before, final)
     if lang:
         dists["language"] = lang
-    clusters = _cluster_sizes(dataset, lineage, before, final)
+    clusters = _cluster_sizes(executor, dataset, lineage, sides)
     if clusters:
         dists["cluster_sizes"] = clusters
-    meta = _metadata_counts(dataset, before, final)
+    meta = _metadata_counts(executor, dataset, sides)
     if meta:
         dists["metadata_entries"] = meta
+    sides.release()
     return dists
 
 
-def _cluster_sizes(dataset: Dataset, lineage: dict, before: pa.Array, final: pa.Array) -> dict | None:
+def _per_key_counts(frame, key: str):
+    """(side, v = rows per value of ``key`` on that side): per cluster, per metadata entry."""
+    return frame.aggregate([SIDE, key], {VALUE: ("uid", "count")}).select([SIDE, VALUE])
+
+
+def _cluster_sizes(executor, dataset: Dataset, lineage: dict, sides) -> dict | None:
     clusters = _find_tables_with(dataset, {"uid", "cluster_id"}, prefix="clusters/")
     if not clusters:
         return None
     # the clustering this run made, else the most recently written one
     own = [t for t in clusters if t == f"clusters/recipe-{lineage.get('recipe')}"]
     name = own[0] if own else max(clusters, key=lambda t: max(storage.fingerprint(p)[1] for p in dataset.shards(t)))
-    c = dataset.read(name, columns=["uid", "cluster_id"])
-    sizes_before = pc.value_counts(uids_in(c, before).column("cluster_id").combine_chunks()).field("counts")
-    sizes_after = pc.value_counts(uids_in(c, final).column("cluster_id").combine_chunks()).field("counts")
-    return {"table": name, "pool": sizes_before.to_numpy(), "curated": sizes_after.to_numpy()}
+    c = table_frame(executor, dataset, name, ["uid", "cluster_id"])
+    hist = value_histogram(_per_key_counts(c.join(sides, "uid"), "cluster_id"), SIDES, bins=30, integer=True)
+    return {"table": name, **hist}
 
 
-def _languages(dataset: Dataset, samples, before: pa.Array, final: pa.Array, limit: int = 5000) -> dict | None:
-    """Language label shares before/after: from text_stats when present, else fastText on a sample."""
+def _languages(executor, dataset: Dataset, sides, before, final) -> dict | None:
+    """Language label shares before/after: from text_stats when present (every sample), else
+    fastText on a stable sample of each side's captions."""
+    counts: dict[str, dict[str, int]] = {k: {} for k in SIDES}
     if dataset.has_table("text_stats"):
-        t = dataset.read("text_stats", columns=["uid", "language"])
-    elif samples is not None:
+        t = table_frame(executor, dataset, "text_stats", ["uid", "language"])
+        got = t.join(sides, "uid").aggregate([SIDE, "language"], {"n": ("uid", "count")}).collect_small(MAX_LANGUAGES)
+        for side, lang, n in zip(got.column(SIDE).to_pylist(), got.column("language").to_pylist(),
+                                 got.column("n").to_pylist()):
+            counts[side][lang or "none"] = counts[side].get(lang or "none", 0) + int(n)
+    elif dataset.has_table("samples"):
         try:
             from curate.filters.langid import load_model, predict_languages
         except ImportError:
             return None
-        pool_uids = stable_pick(before.to_pylist(), limit, "lang")
-        both = pa.array(sorted(set(pool_uids) | set(stable_pick(final.to_pylist(), limit, "lang"))), pa.string())
-        s = uids_in(samples, both)
-        try:
-            labels, _ = predict_languages(s.column("text"), load_model())
-        except Exception:  # no language model here: the section is left out, not the report
-            return None
-        t = pa.table({"uid": s.column("uid"), "language": labels})
+        samples = table_frame(executor, dataset, "samples", ["uid", "text"])
+        for side, uids in zip(SIDES, (before, final)):
+            rows = samples.semi_join(uids)
+            picked = stable_sample(rows, LANGUAGE_SAMPLE, {(): rows.count()}, lambda g: "lang").get(())
+            if picked is None:
+                continue
+            try:
+                labels, _ = predict_languages(picked.column("text"), load_model())
+            except Exception:  # no language model here: the section is left out, not the report
+                return None
+            vc = pc.value_counts(pc.fill_null(labels, "none")).to_pylist()
+            counts[side] = {r["values"]: int(r["counts"]) for r in vc}
     else:
         return None
-    def shares(uids):
-        col = uids_in(t, uids).column("language").fill_null("none").combine_chunks()
-        vc = {r["values"]: r["counts"] for r in pc.value_counts(col).to_pylist()}
-        n = max(1, sum(vc.values()))
-        return {k: v / n for k, v in vc.items()}, sum(vc.values())
-    b, nb = shares(before)
-    a, na = shares(final)
-    top = sorted(set(b) | set(a), key=lambda k: -(b.get(k, 0) + a.get(k, 0)))[:12]
+
+    def shares(vc: dict) -> tuple[dict, int]:
+        n = sum(vc.values())
+        return {k: v / max(1, n) for k, v in vc.items()}, n
+
+    b, nb = shares(counts["pool"])
+    a, na = shares(counts["curated"])
+    top = sorted(set(b) | set(a), key=lambda k: (-(b.get(k, 0) + a.get(k, 0)), k))[:12]
     return {"labels": top, "pool": [b.get(k, 0) for k in top], "curated": [a.get(k, 0) for k in top],
             "n_pool": nb, "n_curated": na}
 
 
-def _metadata_counts(dataset: Dataset, before: pa.Array, final: pa.Array) -> dict | None:
+ENTRY = pa.schema([("uid", pa.string()), ("entry_id", pa.int64())])
+
+
+def _entries(batch: pa.RecordBatch) -> pa.Table:
+    """One row per (uid, matched metadata entry)."""
+    ids = batch.column("entry_ids")
+    idx = pc.list_parent_indices(ids)
+    return pa.table([pc.take(batch.column("uid"), idx), pc.list_flatten(ids).cast(pa.int64())], schema=ENTRY)
+
+
+def _metadata_counts(executor, dataset: Dataset, sides) -> dict | None:
     """Matches per metadata entry before/after, from MetaCLIP's metadata_matches (uid, entry_ids)."""
     if not dataset.has_table("metadata_matches"):
         return None
-    t = dataset.read("metadata_matches", columns=["uid", "entry_ids"])
-
-    def per_entry(uids):
-        ids = pc.list_flatten(uids_in(t, uids).column("entry_ids").combine_chunks())
-        return pc.value_counts(ids).field("counts").to_numpy() if len(ids) else np.array([], np.int64)
-
-    b, a = per_entry(before), per_entry(final)
-    if not len(b):
+    t = table_frame(executor, dataset, "metadata_matches", ["uid", "entry_ids"])
+    hist = value_histogram(_per_key_counts(t.map_batches(_entries, ENTRY).join(sides, "uid"), "entry_id"), SIDES,
+                           bins=30, integer=True, transform=np.log10)
+    if not hist["n"].get("pool"):
         return None
-    return {"table": "metadata_matches", "pool": b, "curated": a}
+    return {"table": "metadata_matches", **hist}

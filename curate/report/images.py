@@ -37,13 +37,19 @@ def thumbnail(data: bytes, size: int = 112) -> tuple[str, tuple[int, int]] | Non
     return data_uri(buf.getvalue(), "image/jpeg"), (w, h)
 
 
-def thumbnails(dataset: Dataset, uids: list[str], size: int = 112) -> dict[str, str]:
-    """uid -> thumbnail data URI for the uids that have a downloaded image (one pass per tar)."""
+def thumbnails(dataset: Dataset, uids: list[str], size: int = 112, executor=None) -> dict[str, str]:
+    """uid -> thumbnail data URI for the uids that have a downloaded image (one pass per tar).
+    The downloads rows of those uids are found by ``executor``'s workers (default in-process)."""
     if not uids or not dataset.has_table("downloads"):
         return {}
-    t = dataset.read("downloads", columns=["uid", "status", "shard", "key"])
-    t = t.filter(pc.and_(pc.is_in(t.column("uid"), value_set=pa.array(sorted(set(uids)), pa.string())),
-                         pc.equal(t.column("status"), "success")))
+    from curate.engine import LocalExecutor
+    from curate.report.frames import table_frame
+
+    ex = executor or LocalExecutor()
+    wanted = ex.frame_from_table(pa.table({"uid": pa.array(sorted(set(uids)), pa.string())}))
+    t = (table_frame(ex, dataset, "downloads", ["uid", "status", "shard", "key"]).semi_join(wanted)
+         .collect_small(2 * len(uids)))
+    t = t.filter(pc.fill_null(pc.equal(t.column("status"), "success"), False))
     by_shard: dict[str, dict[str, str]] = defaultdict(dict)
     for uid, shard, key in zip(t.column("uid").to_pylist(), t.column("shard").to_pylist(), t.column("key").to_pylist()):
         if shard and key:

@@ -64,33 +64,37 @@ def _png(plt, fig) -> str:
 
 def bin_heights(series: dict[str, np.ndarray], bins: int = 40, share: bool = True
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Shared bin edges and each series' bar heights: with ``share`` the fraction of that
-    series' samples in each bin (its bars sum to 1, so groups of different sizes compare; not
-    a density, which exceeds 1 on narrow bins), else raw counts."""
+    """Shared bin edges and each series' bar heights for arrays in memory (the report's own
+    histograms are binned by the engine with the same rule: ``curate.report.frames``)."""
+    from curate.report.frames import bin_edges
+
     vals = [np.asarray(v, dtype=float) for v in series.values() if len(v)]
     if not vals:
         return np.array([0.0, 1.0]), {}
     allv = np.concatenate(vals)
-    lo, hi = float(np.nanmin(allv)), float(np.nanmax(allv))
-    if np.all(np.mod(allv, 1) == 0) and hi - lo <= bins:  # integers (word counts): one bar each
-        edges = np.arange(lo - 0.5, hi + 1.5)
-    else:
-        edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
-    heights = {}
-    for name, v in series.items():
-        if len(v):
-            counts, _ = np.histogram(np.asarray(v, float), bins=edges)
-            heights[name] = counts / len(v) if share else counts.astype(float)
-    return edges, heights
+    edges = bin_edges(float(np.nanmin(allv)), float(np.nanmax(allv)), bins, bool(np.all(np.mod(allv, 1) == 0)))
+    counts = {name: np.histogram(np.asarray(v, float), bins=edges)[0] for name, v in series.items() if len(v)}
+    return edges, bar_heights(counts, share)
 
 
-def histogram(series: dict[str, np.ndarray], title: str, xlabel: str, bins: int = 40,
-              log: bool = False, share: bool = True) -> str:
-    """Overlaid histograms (e.g. pool vs curated) on shared bins (see ``bin_heights``)."""
+def bar_heights(counts: dict[str, np.ndarray], share: bool = True) -> dict[str, np.ndarray]:
+    """Bar heights from rows per bin: with ``share`` the fraction of that series' rows in each
+    bin (its bars sum to 1, so groups of different sizes compare; not a density, which exceeds
+    1 on narrow bins), else raw counts."""
+    return {name: (c / max(1, c.sum())) if share else c.astype(float) for name, c in counts.items()}
+
+
+def histogram(hist: dict, title: str, xlabel: str, log: bool = False, share: bool = True,
+              names: dict[str, str] | None = None) -> str:
+    """Overlaid histograms (e.g. pool vs curated) on shared bins: ``hist`` is
+    ``{"edges", "counts": {series: rows per bin}, "n": {series: rows}}``
+    (``curate.report.frames.value_histogram``)."""
     plt, fig, ax = _fig()
-    edges, heights = bin_heights(series, bins, share)
+    edges = np.asarray(hist["edges"], float)
+    heights = bar_heights(hist["counts"], share)
     for i, (name, h) in enumerate(heights.items()):
-        ax.hist(edges[:-1], bins=edges, weights=h, alpha=0.55, label=f"{name} (n={len(series[name]):,})",
+        ax.hist(edges[:-1], bins=edges, weights=h, alpha=0.55,
+                label=f"{(names or {}).get(name, name)} (n={hist['n'].get(name, int(hist['counts'][name].sum())):,})",
                 color=PALETTE[i % len(PALETTE)])
     if heights:
         ax.legend(fontsize=8)

@@ -66,7 +66,7 @@ def test_filters_and_embedding_space_stages(tmp_path):
 
     cs = collect(ds, "es")["distributions"]["cluster_sizes"]
     assert cs["table"] == "clusters/recipe-es"
-    assert cs["pool"].sum() == 54 and cs["curated"].sum() == lin["output_count"]
+    assert cs["total"]["pool"] == 54 and cs["total"]["curated"] == lin["output_count"]
 
     again = run_recipe(load_recipe(p), engine="local", quiet=True)
     assert all(s["cached"] for s in again["stages"])

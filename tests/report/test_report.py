@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from curate.report import build_report, collect
@@ -21,8 +22,22 @@ def test_collect_matches_the_run(curated_pool):
     assert counts[0] == 60 and counts[1] == 54 and counts[-1] == lineage["output_count"]
     assert data["funnel"][1]["reasons"] == {"http_404": 6}
     assert data["funnel"][2]["reasons"] == {"spam": lineage["stages"][0]["reasons"]["spam"]}
-    assert len(data["distributions"]["clip_score"]["curated"]) == lineage["output_count"]
-    assert len(data["distributions"]["caption_words"]["pool"]) == 54
+    clip = data["distributions"]["clip_score"]
+    assert clip["n"]["curated"] == clip["counts"]["curated"].sum() == lineage["output_count"]
+    words = data["distributions"]["caption_words"]
+    assert words["n"]["pool"] == words["counts"]["pool"].sum() == 54
+    # the engine's bins are numpy's histogram of the whole columns (the rule of plots.bin_heights)
+    from curate.report import plots
+    from curate.subset import read_subset
+
+    emb = ds.read("embeddings/toy", columns=["uid", "clip_score"]).to_pydict()
+    score = dict(zip(emb["uid"], emb["clip_score"]))
+    dl = ds.read("downloads", columns=["uid", "status"]).to_pydict()
+    pool = [score[u] for u, s in zip(dl["uid"], dl["status"]) if s == "success"]
+    curated = [score[u] for u in read_subset(ds, "curated")]
+    edges, heights = plots.bin_heights({"pool": pool, "curated": curated}, bins=40, share=False)
+    assert np.array_equal(clip["edges"], edges)
+    assert all(np.array_equal(clip["counts"][k], heights[k]) for k in heights)
     gal = {g["stage"]: g for g in data["galleries"]}
     spam = [grp for grp in gal["no-spam"]["groups"] if grp["reason"] == "spam"][0]
     assert all(it["text"].startswith("buy") and it["thumb"].startswith("data:image/jpeg;base64,") for it in spam["items"])

@@ -202,7 +202,7 @@ def test_select_and_imported_subsets_get_evaluations_galleries_lineage(tmp_path)
 
     data = collect(ds, "reds")
     assert data["made_by"] == "curate select --sql" and data["origin"]["params"]["sql"].startswith("SELECT uid")
-    assert data["model"] == "toy" and len(data["distributions"]["clip_score"]["curated"]) > 0  # the only embeddings
+    assert data["model"] == "toy" and data["distributions"]["clip_score"]["n"]["curated"] > 0  # the only embeddings
     reds = set(read_subset(ds, "reds"))
     d = ds.read("downloads", columns=["uid", "status"]).to_pylist()
     downloaded = {r["uid"] for r in d if r["status"] == "success"}
