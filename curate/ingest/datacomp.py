@@ -211,7 +211,7 @@ def import_npz_task(task: dict) -> dict:
     npz = storage.local_input(task["npz"], npz_name)
     score_cols = [MODELS[name][2] for name in outs]
     try:
-        meta = pq.read_table(path, columns=["uid", *score_cols])
+        meta = pq.read_table(storage.open_input(path), columns=["uid", *score_cols])
     except (pa.ArrowInvalid, OSError, KeyError) as e:
         raise InputFileError(task["source"], f"cannot read columns uid, {', '.join(score_cols)} ({e})") from e
     raw_uid = meta.column("uid").combine_chunks().cast(pa.string())

@@ -37,7 +37,7 @@ from curate.ingest.output import (INGEST_TABLES, PLAN_FILE, STAGING_DIR, SWAP_FI
                                   finish_pending_swap, prepare_output, remove_if_empty, remove_stale_temp_files,
                                   staging_folder, staging_name)
 from curate.ingest.plan import (INPUT_BYTES_PER_ROW, IngestConfig, estimate_input_rows,  # noqa: F401 - re-exported
-                                plan_tasks, report_skipped)
+                                input_version, plan_tasks, report_skipped)
 from curate.ingest.shards import gather_samples_shard, plan_segments, write_segments_shard
 from curate.ingest.staging import stage_task
 from curate.manifest import RunManifest, stable_hash
@@ -89,7 +89,7 @@ def run_ingest(executor, cfg: IngestConfig) -> dict:
     dataset = Dataset(cfg.output)
     manifest = RunManifest("ingest", cfg.params())
     tasks, fingerprints, scan, npz_plan = _plan(cfg, manifest)  # before anything in the output is touched
-    plan_key = stable_hash({"params": cfg.params(), "inputs": [(f["path"], f["sha256"]) for f in fingerprints],
+    plan_key = stable_hash({"params": cfg.params(), "inputs": [(f["path"], input_version(f)) for f in fingerprints],
                             "skipped": [(f.path, f.outcome) for f in scan.skipped], "npz": npz_plan["npz"],
                             "code": manifest["code"]["curate"]})
     finish_pending_swap(dataset)  # a run killed while putting its tables in place

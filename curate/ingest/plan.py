@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from curate import storage
 from curate.errors import DatasetError
 from curate.ingest.shards import ROW_ID_BITS
 from curate.ingest.stage import IngestRules
@@ -55,7 +56,8 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
     opts = options.to_dict()
     tasks, fingerprints = [], []
     for file_index, (path, fmt) in enumerate(files):
-        fp = _folder_fingerprint(path, options.exclude) if fmt == "imagefolder" else file_fingerprint(path)
+        fp = (_folder_fingerprint(path, options.exclude) if fmt == "imagefolder"
+              else object_fingerprint(path) if storage.is_uri(path) else file_fingerprint(path))
         source = cfg.sources.get(str(path), path)  # an input named by URI: read from its local copy
         fingerprints.append({**fp, "path": source, "format": fmt, "file_index": file_index})
         base = {"path": path, "source": source, "format": fmt, "file_index": file_index, "options": opts,
@@ -68,6 +70,31 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
         else:
             tasks.append(base)
     return tasks, fingerprints, scan
+
+
+PARQUET_FORMATS = ("parquet", "datacomp", "img2dataset")
+
+
+def reads_in_place(uri: str, fmt: str | None) -> bool:
+    """Whether ingest reads an input object in place (Parquet, by range reads) rather than from
+    a local copy: a ``.parquet`` object read as Parquet (``--format`` unset or a Parquet one)."""
+    return uri.lower().endswith(".parquet") and (fmt is None or fmt in PARQUET_FORMATS)
+
+
+def object_fingerprint(uri: str) -> dict:
+    """An input object's fingerprint without reading it: size and modification time (an object
+    is rewritten whole, so a new version has a new time). Its ``version`` stands where a local
+    file's SHA-256 does in the plan key (hashing a pool's objects would read all of them on the
+    driver)."""
+    from curate.storage.objects import file_info
+
+    info = file_info(storage.resolve(uri))
+    return {"path": uri, "bytes": info.size, "version": f"{info.size}:{info.mtime_ns}", "kind": "object"}
+
+
+def input_version(fp: dict) -> str:
+    """What identifies an input's content in the plan key: its SHA-256, or an object's version."""
+    return fp.get("sha256") or fp["version"]
 
 
 # ``--engine auto`` sizes an ingest by its inputs (the dataset does not exist yet): text

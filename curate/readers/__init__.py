@@ -234,9 +234,22 @@ def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (
     folder inside an input folder is left out."""
     if fmt is not None and fmt not in FORMATS:
         raise InputFileError(str(fmt), f"unknown format; choose one of {', '.join(FORMATS)}")
-    excluded = [Path(x).resolve() for x in exclude]
+    from curate import storage
+
+    excluded = [Path(x).resolve() for x in exclude if not storage.is_uri(x)]
+    excluded_uris = [storage.resolve(x).uri.rstrip("/") + "/" for x in exclude if storage.is_uri(x)]
     scan = InputScan()
     for raw in paths:
+        if storage.is_uri(raw):  # an object read in place (a Parquet input: ``fetch_inputs(in_place=...)``)
+            inside = next((x for x in excluded_uris if raw.startswith(x)), None)
+            if inside is not None:
+                raise InputFileError(raw, f"is inside the output dataset {inside.rstrip('/')}: ingest would read its "
+                                          "own output; write the output elsewhere")
+            if not storage.is_file(raw):
+                raise InputFileError(raw, "no such object")
+            f = fmt or detect_format(raw)
+            scan.files.append((raw, "parquet" if f in ("datacomp", "img2dataset") else f))
+            continue
         p = Path(raw)
         if not p.exists() and not p.is_symlink():
             raise InputFileError(raw, "no such file or folder")

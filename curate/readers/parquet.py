@@ -17,8 +17,12 @@ _STRINGISH = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, 
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
+    """A Parquet file, or an object named by URI opened for random access: reading a footer or a
+    few row groups fetches those byte ranges, not the object."""
+    from curate import storage
+
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(storage.open_input(path))
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
         raise InputFileError(path, f"not a readable Parquet file ({e})") from e
 

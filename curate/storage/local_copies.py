@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import pyarrow.fs as pafs
 
@@ -39,12 +40,15 @@ def fetch_folder(path, dest) -> list[str]:
     return out
 
 
-def fetch_inputs(items: list[str]) -> tuple[list[str], dict[str, str]]:
+def fetch_inputs(items: list[str], in_place: Callable[[str], bool] | None = None
+                 ) -> tuple[list[str], dict[str, str]]:
     """Input paths for a job whose readers open local files: every URI item is expanded (a
     glob is listed on the store, a folder's files are listed recursively) and each file is
     copied to ``input_cache_dir()`` (kept when the copy there already has the object's size
-    and modification time). Returns the local paths (plain paths unchanged) and a map from
-    each local copy to the URI it stands for (the name recorded as ``source_file``)."""
+    and modification time), except the objects ``in_place`` accepts, which are returned as
+    their URIs (a reader that takes byte ranges: Parquet). Returns the paths (plain paths
+    unchanged) and a map from each path to the URI it stands for (the name recorded as
+    ``source_file``)."""
     out, sources = [], {}
     for item in items:
         if not is_uri(item):
@@ -58,6 +62,10 @@ def fetch_inputs(items: list[str]) -> tuple[list[str], dict[str, str]]:
             info = file_info(resolve(uri))
             if info.type == pafs.FileType.NotFound:
                 raise StorageError(f"{uri}: no such input file")
+            if in_place is not None and in_place(uri):
+                out.append(uri)
+                sources[uri] = uri
+                continue
             local = input_cache_dir() / hashlib.sha256(uri.encode()).hexdigest()[:16] / basename(uri)
             stamp = local.with_name(local.name + ".src.json")
             want = json.dumps({"uri": uri, "size": info.size, "mtime_ns": info.mtime_ns}, sort_keys=True)
@@ -99,7 +107,8 @@ def local_copy(path) -> str:
 def local_input(path: str, source: str) -> str:
     """The local file a task reads for an input: ``path`` (the driver's copy, ``fetch_inputs``)
     where this process sees it, else, for an input named by URI ``source``, this machine's own
-    copy (a worker of a cluster: the driver's input cache is not there)."""
-    if os.path.exists(path) or not is_uri(source):
+    copy (a worker of a cluster: the driver's input cache is not there). An input read in place
+    (``path`` a URI) is returned as it is."""
+    if is_uri(path) or os.path.exists(path) or not is_uri(source):
         return path
     return fetch_inputs([source])[0][0]

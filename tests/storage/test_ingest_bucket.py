@@ -282,3 +282,67 @@ def test_datacomp_pool_in_a_bucket_imports_its_npz(bucket, tmp_path, monkeypatch
     r = ingest(f"s3://{bucket}/pool/*.parquet", f"s3://{bucket}/ds2")
     assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
     assert f"s3://{bucket}/pool/00000001.parquet: DataComp shard without its embeddings file 00000001.npz" in r.stderr
+
+
+def _parquet_pool(path, n=3000, row_group=400):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"a photo number {i % 2500} of a thing" for i in range(n)]  # 500 duplicates
+    urls = [f"http://127.0.0.1/img/{i % 2500}.jpg" if i % 97 else "" for i in range(n)]  # 31 rejects
+    pq.write_table(pa.table({"url": urls, "caption": texts}), path, row_group_size=row_group)
+    return path
+
+
+def test_parquet_inputs_in_a_bucket_are_read_in_place(bucket, tmp_path, monkeypatch):
+    """`curate ingest s3://bucket/pool/in.parquet`: no copy of the object on this machine (its
+    footer and row groups are read by range), the tables equal a local ingest of the same file
+    but for ``source_file``, the manifest fingerprints the object by size and time, and a rerun
+    resumes; tasks of a few row groups each read their slice of the object."""
+    import boto3
+    import pyarrow.compute as pc
+
+    from curate import storage
+    from curate.engine import LocalExecutor
+    from curate.ingest.job import IngestConfig, run_ingest
+    from curate.ingest.plan import reads_in_place
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    src = _parquet_pool(tmp_path / "in.parquet")
+    boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).put_object(
+        Bucket=bucket, Key="pool/in.parquet", Body=src.read_bytes())
+    uri = f"s3://{bucket}/pool/in.parquet"
+    r = _ingest(src, str(tmp_path / "local"))
+    assert r.returncode == 0, r.stderr
+    r = _ingest(uri, f"s3://{bucket}/ds")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "work").exists()  # nothing copied: no input cache at all
+    want, got = Dataset(tmp_path / "local"), Dataset(f"s3://{bucket}/ds")
+    assert got.tables() == want.tables()
+    for t in want.tables():
+        w, g = want.read(t), got.read(t)
+        names = [c for c in w.column_names if c != "source_file"]
+        assert g.select(names).equals(w.select(names)), t
+        if "source_file" in w.column_names:
+            assert g.num_rows and pc.all(pc.equal(g.column("source_file"), uri)).as_py(), t
+    m = json.loads(bucket_objects(bucket, "ds/_runs/")["ingest.json"])
+    (fp,) = m["inputs"]
+    assert fp["kind"] == "object" and fp["path"] == uri and fp["bytes"] == src.stat().st_size and "sha256" not in fp
+    r = _ingest(uri, f"s3://{bucket}/ds")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(bucket_objects(bucket, "ds/_runs/")["ingest.json"])["resumed"] is True
+
+    # row-group slices: eight tasks read their slices of the object = the same slices of the file
+    def run(inputs, sources, out):
+        cfg = IngestConfig(inputs=inputs, output=out, rows_per_shard=700, task_rows=400, sources=sources)
+        return run_ingest(LocalExecutor(), cfg)
+
+    inputs, sources = storage.fetch_inputs([uri], in_place=lambda u: reads_in_place(u, None))
+    assert inputs == [uri] and not (tmp_path / "work").exists()
+    res = run(inputs, sources, f"s3://{bucket}/sliced")
+    ref = run([str(src)], {}, str(tmp_path / "sliced"))
+    assert res["counts"] == ref["counts"] and res["counts"]["input_rows"] == 3000 and res["counts"]["rejects"] == 31
+    s_got, s_want = Dataset(f"s3://{bucket}/sliced").read("samples"), Dataset(tmp_path / "sliced").read("samples")
+    names = [c for c in s_want.column_names if c != "source_file"]
+    assert s_got.select(names).equals(s_want.select(names))
+    assert len(json.loads(bucket_objects(bucket, "sliced/_runs/")["ingest.json"])["inputs"]) == 1
