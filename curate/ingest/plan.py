@@ -72,13 +72,18 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
     return tasks, fingerprints, scan
 
 
-PARQUET_FORMATS = ("parquet", "datacomp", "img2dataset")
+# formats whose readers take an object in place: Parquet by range reads (footer, row groups),
+# the others streamed once from start to end (curate.storage.open_binary)
+IN_PLACE_FORMATS = ("parquet", "datacomp", "img2dataset", "csv", "tsv", "jsonl", "coco", "webdataset")
 
 
 def reads_in_place(uri: str, fmt: str | None) -> bool:
-    """Whether ingest reads an input object in place (Parquet, by range reads) rather than from
-    a local copy: a ``.parquet`` object read as Parquet (``--format`` unset or a Parquet one)."""
-    return uri.lower().endswith(".parquet") and (fmt is None or fmt in PARQUET_FORMATS)
+    """Whether ingest reads an input object in place rather than from a local copy: any file
+    in a format above (``--format``, else the extension); an image folder's files, a DataComp
+    shard's ``.npz`` and a name whose format the extension does not tell are copied."""
+    from curate.readers import format_of_name
+
+    return (fmt or format_of_name(uri)) in IN_PLACE_FORMATS
 
 
 def object_fingerprint(uri: str) -> dict:
@@ -106,7 +111,8 @@ INPUT_BYTES_PER_ROW = 100
 def estimate_input_rows(cfg: IngestConfig) -> int:
     """Rows the inputs hold, without reading any data (docs/engine.md): Parquet files by
     their footers, WebDataset tars by their distinct keys (tar headers only), an image
-    folder by its files, any other file by its size / ``INPUT_BYTES_PER_ROW``."""
+    folder by its files, any other file by its size / ``INPUT_BYTES_PER_ROW`` (a tar object on a
+    store too: its headers are spread through the whole object)."""
     import tarfile
 
     from curate.readers.parquet import open_parquet
@@ -117,6 +123,8 @@ def estimate_input_rows(cfg: IngestConfig) -> int:
         p = Path(path)
         if fmt in ("parquet", "datacomp", "img2dataset"):
             rows += open_parquet(path).metadata.num_rows  # a broken file: its one-line error, now
+        elif storage.is_uri(path):
+            rows += -(-object_fingerprint(path)["bytes"] // INPUT_BYTES_PER_ROW)
         elif fmt == "imagefolder":
             rows += sum(1 for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", ".")))
         elif fmt == "webdataset":

@@ -134,6 +134,11 @@ def _classify_folder(root: Path, entries: list[Path]) -> str:
     return "files"
 
 
+def format_of_name(path: str) -> str | None:
+    """The format a file's extension tells (None: it does not)."""
+    return _EXT.get(Path(path).suffix.lower())
+
+
 def detect_format(path: str) -> str:
     """The format of a file (by extension), or of a folder: "imagefolder", the one format
     all its data files share ("img2dataset" for Parquet + tars), or "mixed"."""

@@ -16,8 +16,10 @@ from curate.readers.base import RawBuilder, ReaderOptions, as_int, extra_json, i
 
 
 def is_coco(path: str) -> bool:
+    from curate import storage
+
     try:
-        with open(path, "rb") as f:
+        with storage.open_binary(path) as f:
             head = f.read(4096)
     except OSError:
         return False
@@ -26,8 +28,10 @@ def is_coco(path: str) -> bool:
 
 
 def read_coco(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
+    from curate import storage
+
     try:
-        with open(path, "rb") as f:
+        with storage.open_binary(path) as f:
             # Bytes that are not UTF-8 stay as surrogate escapes: only the annotations holding
             # them become text_not_utf8 rejects (RawBuilder), not the whole file.
             doc = json.loads(f.read().decode("utf-8", "surrogateescape"))

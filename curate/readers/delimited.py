@@ -31,8 +31,12 @@ def _has_bad_bytes(s: str) -> bool:
 
 
 def _open_text(path: str):
-    try:
-        return open(path, "r", encoding="utf-8", errors="surrogateescape", newline="")
+    import io
+
+    from curate import storage
+
+    try:  # a URI: the object streamed (curate.storage.open_binary), never copied
+        return io.TextIOWrapper(storage.open_binary(path), encoding="utf-8", errors="surrogateescape", newline="")
     except OSError as e:
         raise InputFileError(path, f"cannot open ({e.strerror})") from e
 

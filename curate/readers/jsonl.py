@@ -17,8 +17,10 @@ def read_jsonl(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
     """source_row is the 0-based line number; blank lines are skipped but keep their number."""
     cm = options.columns
     out = RawBuilder(options.batch_size)
-    try:
-        fh = open(path, "rb")
+    from curate import storage
+
+    try:  # a URI: the object streamed, never copied
+        fh = storage.open_binary(path)
     except OSError as e:
         raise InputFileError(path, f"cannot open ({e.strerror})") from e
     with fh:

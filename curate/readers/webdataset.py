@@ -61,10 +61,17 @@ class _Group:
 
 
 def read_webdataset(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
+    from curate import storage
+
     out = RawBuilder(options.batch_size)
     try:
-        tf = tarfile.open(path, "r|*")
+        raw = storage.open_binary(path)  # a URI: streamed, never copied
+    except OSError as e:
+        raise InputFileError(path, f"not a readable tar file ({e})") from e
+    try:
+        tf = tarfile.open(fileobj=raw, mode="r|*")
     except (tarfile.TarError, OSError) as e:
+        raw.close()
         raise InputFileError(path, f"not a readable tar file ({e})") from e
     group: _Group | None = None
     first_group: dict[str, int] = {}  # key -> its first member group: a repeat is a reject, not an overwrite
@@ -100,6 +107,7 @@ def read_webdataset(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatc
         raise InputFileError(path, f"corrupt or truncated tar after member group {index} ({e})") from e
     finally:
         tf.close()
+        raw.close()  # tarfile closes only the files it opened itself
     yield from iter_flush(out)
 
 

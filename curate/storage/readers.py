@@ -23,6 +23,20 @@ def open_input_stream(path):
     return _open_object(path, "open_input_stream")
 
 
+def open_binary(path):
+    """A buffered binary reader of a file or object, read once from start to end (lines
+    iterate, ``read`` works; no seeks): how the text and tar readers stream an input object
+    instead of copying it."""
+    if not is_uri(path):
+        return open(path, "rb")
+    import io
+
+    try:
+        return io.BufferedReader(_open_object(path, "open_input_stream"), buffer_size=1 << 20)
+    except StorageError as e:
+        raise OSError(str(e)) from None  # readers report an input they cannot open as an OSError
+
+
 def _open_object(path, how: str):
     """``fs.open_input_file`` / ``open_input_stream`` of a URI; a missing object stays
     FileNotFoundError, any other failure is one StorageError naming it."""

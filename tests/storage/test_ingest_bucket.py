@@ -156,8 +156,8 @@ def test_a_worker_without_the_drivers_input_copy_fetches_its_own(bucket, tmp_pat
 
 
 def test_ingest_inputs_from_a_bucket_glob(bucket, tmp_path, monkeypatch):
-    """`curate ingest 's3://bucket/pool/*.csv'`: the glob is listed on the store, the files are
-    read from local copies, ``source_file`` names the objects; every other column equals a
+    """`curate ingest 's3://bucket/pool/*.csv'`: the glob is listed on the store, the objects
+    are streamed (no local copy), ``source_file`` names them; every other column equals a
     local ingest of the same files."""
     import boto3
     import pyarrow.compute as pc
@@ -186,6 +186,7 @@ def test_ingest_inputs_from_a_bucket_glob(bucket, tmp_path, monkeypatch):
     assert pc.all(pc.equal(pc.utf8_slice_codeunits(got.column("source_file"), 0, 5), "s3://")).as_py()
     m = json.loads(bucket_objects(bucket, "ds/_runs/")["ingest.json"])
     assert all(i.startswith(f"s3://{bucket}/pool/") for i in m["params"]["inputs"])
+    assert not (tmp_path / "work").exists()  # streamed: no input cache
 
 
 def test_ingest_killed_mid_write_then_rerun(bucket, tmp_path):
@@ -346,3 +347,52 @@ def test_parquet_inputs_in_a_bucket_are_read_in_place(bucket, tmp_path, monkeypa
     names = [c for c in s_want.column_names if c != "source_file"]
     assert s_got.select(names).equals(s_want.select(names))
     assert len(json.loads(bucket_objects(bucket, "sliced/_runs/")["ingest.json"])["inputs"]) == 1
+
+
+def test_every_streamed_format_from_a_bucket_prefix(bucket, tmp_path, monkeypatch):
+    """A prefix holding CSV, TSV, JSONL, COCO JSON and a WebDataset tar (one with bad rows):
+    each object streamed once, nothing copied; every table equals a local ingest of the same
+    files but for the source names, row for row."""
+    import io
+    import tarfile
+
+    import boto3
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.csv").write_text("url,caption\nhttp://127.0.0.1/a/1.jpg,one\n,no url\nhttp://127.0.0.1/a/2.jpg,two\n")
+    (folder / "b.tsv").write_text("url\tcaption\nhttp://127.0.0.1/b/1.jpg\tb one\nhttp://127.0.0.1/a/1.jpg\tone\n")
+    (folder / "c.jsonl").write_bytes(b'{"url": "http://127.0.0.1/c/1.jpg", "caption": "c one"}\n{"url": 3}\n'
+                                     b'\n{"url": "http://127.0.0.1/c/2.jpg", "caption": "\xff"}\n')
+    (folder / "d.json").write_text(json.dumps({"images": [{"id": 1, "coco_url": "http://127.0.0.1/d/1.jpg"}],
+                                               "annotations": [{"image_id": 1, "caption": "d one"},
+                                                               {"image_id": 2, "caption": "no image"}]}))
+    with tarfile.open(folder / "e.tar", "w") as tf:
+        for name, data in (("0.txt", b"e zero"), ("0.json", b'{"url": "http://127.0.0.1/e/0.jpg"}'),
+                           ("1.txt", b"\xff"), ("1.json", b'{"url": "http://127.0.0.1/e/1.jpg"}')):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    for f in folder.iterdir():
+        s3.put_object(Bucket=bucket, Key=f"mixed/{f.name}", Body=f.read_bytes())
+    r = _ingest(folder, str(tmp_path / "local"))
+    assert r.returncode == 0, r.stderr
+    r = _ingest(f"s3://{bucket}/mixed/", f"s3://{bucket}/ds")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "work").exists()
+    want, got = Dataset(tmp_path / "local"), Dataset(f"s3://{bucket}/ds")
+    assert got.tables() == want.tables() and {"samples", "rejects", "duplicates"} <= set(want.tables())
+    assert (want.count("samples"), want.count("rejects"), want.count("duplicates")) == (6, 5, 1)
+    local_to_uri = {str(f): f"s3://{bucket}/mixed/{f.name}" for f in folder.iterdir()}
+    for t in want.tables():
+        w, g = want.read(t).to_pylist(), got.read(t).to_pylist()
+        for row in w:
+            for k, v in row.items():
+                if isinstance(v, str) and v in local_to_uri:
+                    row[k] = local_to_uri[v]
+        key = lambda r: json.dumps(r, sort_keys=True, default=str)  # noqa: E731
+        assert sorted(g, key=key) == sorted(w, key=key), t
+    m = json.loads(bucket_objects(bucket, "ds/_runs/")["ingest.json"])
+    assert sorted(i["kind"] for i in m["inputs"]) == ["object"] * 5
