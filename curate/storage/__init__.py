@@ -31,8 +31,8 @@ __all__ = [
     "committed", "configure", "configure_fsspec", "copy_object", "default_options", "delete", "exists", "expand",
     "fetch_folder", "fetch_inputs", "for_each_object",
     "fingerprint", "fsspec_filesystem", "input_cache_dir", "is_dir", "is_file", "is_uri", "join", "list_files",
-    "listing", "load_npy", "local_copy", "local_input", "marker", "npy_bytes", "open_binary", "open_input", "open_input_stream",
-    "parquet_file",
+    "listing", "load_npy", "local_copy", "local_input", "marker", "npy_bytes", "open_binary", "open_input",
+    "open_input_stream", "parquet_file",
     "parse_options", "put_bytes", "put_file", "read_bytes", "read_parquet", "remove_tree", "resolve", "s3_client",
     "s3_settings", "uncommit_shard", "worker_env",
 ]
