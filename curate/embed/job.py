@@ -198,6 +198,23 @@ def check_embed(dataset: Dataset, opts: EmbedOptions) -> list:
     return shards
 
 
+_SHARD = pa.schema([("shard", pa.string())])
+
+
+def _downloaded_in(executor, dataset: Dataset, shards: pa.Array) -> int:
+    """Successful downloads in the image shards ``shards``, counted by the engine's workers
+    (the downloads table is a row per sample: never read on the driver)."""
+    import pyarrow.compute as pc
+
+    def ok(b: pa.RecordBatch) -> pa.Table:
+        keep = pc.and_(pc.equal(b.column("status"), "success"), pc.is_in(b.column("shard"), value_set=shards))
+        return pa.table([b.column("shard").filter(pc.fill_null(keep, False))], schema=_SHARD)
+
+    rows = executor.frame_read([str(p) for p in dataset.shards("downloads")],
+                               pa.schema([("status", pa.string()), ("shard", pa.string())]))
+    return rows.map_batches(ok, _SHARD).count()
+
+
 def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
     """Embed every complete image shard of ``dataset``; returns counts (also in the run manifest)."""
     from curate.manifest import RunManifest
@@ -226,13 +243,10 @@ def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
     stats = {"model_id": model_id, **({"scorer": scorer.name} if scorer is not None else {}), "shards": len(shards), "shards_skipped": len(results) - len(done),
              "embedded": dataset.count(emb_name), "failed": dataset.count(fail_name)}
     if dataset.has_table("downloads"):
-        import pyarrow.compute as pc
-
-        d = dataset.read("downloads", columns=["status", "shard"])
-        wanted = {f"{IMAGES}/{shard_name(s, digits)}.tar" for s in shards}
-        success = d.filter(pc.and_(pc.equal(d.column("status"), "success"), pc.is_in(d.column("shard"), pa.array(sorted(wanted)))))
-        stats["downloads_success"] = success.num_rows
-        stats["unaccounted"] = success.num_rows - stats["embedded"] - stats["failed"]
+        wanted = pa.array(sorted({f"{IMAGES}/{shard_name(s, digits)}.tar" for s in shards}), pa.string())
+        success = _downloaded_in(executor, dataset, wanted)
+        stats["downloads_success"] = success
+        stats["unaccounted"] = success - stats["embedded"] - stats["failed"]
     secs = sum(r["seconds"] for r in done)
     if done:
         stats["images_per_second_per_task"] = round(sum(r["samples"] for r in done) / max(secs, 1e-9), 2)
