@@ -122,8 +122,8 @@ def plan_npz_import(inputs: list[dict]) -> dict:
         if not found:
             raise InputFileError(npz_name, f"no embeddings (expected {', '.join(k + '_img/_txt' for k in MODELS)}; "
                                  f"found {sorted(heads)})")
-        rows = pq.ParquetFile(f["path"]).metadata.num_rows
-        schema = pq.read_schema(f["path"])
+        meta = pq.ParquetFile(storage.open_input(f["path"]))  # an input object: its footer, read in place
+        rows, schema = meta.metadata.num_rows, meta.schema_arrow
         for name, shape in found.items():
             if shape[0] != rows:
                 raise InputFileError(npz_name, f"{name}_img has {shape[0]} rows, {storage.basename(shard_name)} "
@@ -163,7 +163,7 @@ def _sample_uids(path: str, uid: pa.Array) -> pa.Array:
     from curate.text import normalize_text
     from curate.uid import derive_uids
 
-    t = pq.read_table(path, columns=["url", "text"])
+    t = pq.read_table(storage.open_input(path), columns=["url", "text"])  # an input object: read in place
     url = pc.utf8_trim_whitespace(t.column("url").combine_chunks())
     text = normalize_text(t.column("text").combine_chunks())
     derived = derive_uids(url.fill_null("").to_pylist(), text.fill_null("").to_pylist())
