@@ -192,6 +192,21 @@ def test_storage_options_and_bad_paths(gs_bucket, gcs_server, tmp_path):
              *opts, env=env)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "n.csv").read_text().splitlines()[1] == "5"
+    # ingest reads its input objects in place (Parquet by range reads, CSV streamed) with the same settings
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"url": [f"http://127.0.0.1/p/{i}.jpg" for i in range(6)], "caption": ["p"] * 6}), buf,
+                   row_group_size=2)
+    storage.put_bytes(storage.resolve(f"gs://{gs_bucket}/in/a.parquet"), buf.getvalue().to_pybytes())
+    storage.put_bytes(storage.resolve(f"gs://{gs_bucket}/in/b.csv"),
+                      b"url,caption\nhttp://127.0.0.1/c/1.jpg,c\n,no url\n")
+    r = _cli("ingest", f"gs://{gs_bucket}/in/", "-o", str(tmp_path / "ing"), "--engine", "local", *opts,
+             env={**env, "CURATE_WORK_DIR": str(tmp_path / "work")})
+    assert r.returncode == 0, r.stderr
+    assert (Dataset(tmp_path / "ing").count("samples"), Dataset(tmp_path / "ing").count("rejects")) == (7, 1)
+    assert not (tmp_path / "work").exists()  # nothing copied
     # gcsfs-style aliases name the same settings (in-process, options given to resolve)
     loc = storage.resolve(f"gs://{gs_bucket}/ds/samples", {"endpoint_url": gcs_server, "token": "anon",
                                                             "project": "p", "retry_time_limit": "5"})
