@@ -102,22 +102,36 @@ def s3_endpoint(tmp_path_factory):
 
 def test_ingest_into_a_bucket_on_the_cluster_equals_local_mode(standalone, local_ingest, pool, s3_endpoint,
                                                                  monkeypatch):
-    """`--master spark://... -o s3://bucket/ds`: the executors write the staged files, the dedup
-    scratch and the shards to the bucket themselves (the executors' environment has no S3
-    settings: the engine ships the driver's); the objects equal local mode's files."""
+    """`--master spark://... s3://bucket/in/ -o s3://bucket/ds`: the executors read the input
+    objects in place (Parquet by range reads, JSONL and CSV streamed) and write the staged
+    files, the dedup scratch and the shards to the bucket themselves (the executors'
+    environment has no S3 settings: the engine ships the driver's); every table equals local
+    mode's on the local files, the source names aside."""
     import boto3
 
     for k, v in {"AWS_ENDPOINT_URL": s3_endpoint, **S3_ENV}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("CURATE_STORAGE_OPTIONS", raising=False)
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="cluster")
-    _submit_ok(standalone, "ingest", [*pool, "-o", "s3://cluster/ds", "--rows-per-shard", "40"])
-    got = {k: hashlib.sha256(v).hexdigest() for k, v in bucket_objects("cluster", "ds/").items()
-           if not any(part.startswith(("_", ".")) for part in k.split("/"))}
-    assert got == table_files(local_ingest)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="cluster")
+    names = {}
+    for f in pool:
+        s3.put_object(Bucket="cluster", Key=f"in/{Path(f).name}", Body=Path(f).read_bytes())
+        names[f] = f"s3://cluster/in/{Path(f).name}"
+    _submit_ok(standalone, "ingest", ["s3://cluster/in/", "-o", "s3://cluster/ds", "--rows-per-shard", "40"])
     keys = bucket_objects("cluster", "ds/")
+    shards = [k for k in keys if k.endswith(".parquet") and not any(p.startswith(("_", ".")) for p in k.split("/"))]
+    assert sorted(shards) == sorted(table_files(local_ingest))
+    remote = Dataset("s3://cluster/ds")
+    for table in {k.split("/")[0] for k in shards}:
+        want = Dataset(local_ingest).read(table)
+        if "source_file" in want.column_names:
+            mapped = [names.get(v, v) for v in want.column("source_file").to_pylist()]
+            field = want.schema.field("source_file")
+            want = want.set_column(want.schema.get_field_index("source_file"), field, pa.array(mapped, field.type))
+        assert remote.read(table).equals(want), table
     assert "_runs/ingest.json" in keys and not [k for k in keys if k.startswith("_staging/")]
-    assert len([k for k in keys if "/_committed/" in k]) == len(got)  # every shard has its marker
+    assert len([k for k in keys if "/_committed/" in k]) == len(shards)  # every shard has its marker
 
 
 @pytest.mark.extended
