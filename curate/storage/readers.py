@@ -3,6 +3,8 @@ Parquet files and tables, ``.npy`` arrays (and their bytes for a whole-object wr
 
 from __future__ import annotations
 
+import io
+
 from curate.storage.location import is_uri, resolve
 from curate.storage.objects import read_bytes
 from curate.storage.settings import StorageError
@@ -23,18 +25,45 @@ def open_input_stream(path):
     return _open_object(path, "open_input_stream")
 
 
+STREAM_BLOCK = 4 << 20  # bytes asked of a store's input stream at a time
+
+
 def open_binary(path):
     """A buffered binary reader of a file or object, read once from start to end (lines
     iterate, ``read`` works; no seeks): how the text and tar readers stream an input object
     instead of copying it."""
     if not is_uri(path):
         return open(path, "rb")
-    import io
-
     try:
-        return io.BufferedReader(_open_object(path, "open_input_stream"), buffer_size=1 << 20)
+        return io.BufferedReader(_Blocks(_open_object(path, "open_input_stream")), buffer_size=1 << 20)
     except StorageError as e:
         raise OSError(str(e)) from None  # readers report an input they cannot open as an OSError
+
+
+class _Blocks(io.RawIOBase):
+    """A store's input stream read ``STREAM_BLOCK`` bytes at a time, whatever the reader above
+    asks for: each read of an object stream can be a request of its own, and a text reader
+    asks for 8 KiB at a time (a 35 MiB TSV object took 20x its local time that way)."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self._stream, self._block, self._at = stream, b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._at >= len(self._block):
+            self._block, self._at = self._stream.read(STREAM_BLOCK), 0
+        n = min(len(b), len(self._block) - self._at)
+        b[:n] = self._block[self._at:self._at + n]
+        self._at += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
 
 
 def _open_object(path, how: str):

@@ -396,3 +396,32 @@ def test_every_streamed_format_from_a_bucket_prefix(bucket, tmp_path, monkeypatc
         assert sorted(g, key=key) == sorted(w, key=key), t
     m = json.loads(bucket_objects(bucket, "ds/_runs/")["ingest.json"])
     assert sorted(i["kind"] for i in m["inputs"]) == ["object"] * 5
+
+
+def test_a_streamed_object_is_asked_for_in_large_blocks():
+    """A text reader asks its stream for 8 KiB at a time; each read of a store's object stream
+    can be a request of its own (a 35 MiB TSV object took 20x its local time), so the stream
+    behind ``open_binary`` is read in ``STREAM_BLOCK`` bytes whatever the reader asks."""
+    import io
+
+    import pyarrow as pa
+
+    from curate.storage.readers import STREAM_BLOCK, _Blocks
+
+    data = b"".join(b"http://127.0.0.1/%d.jpg\tcaption %d\n" % (i, i) for i in range(400_000))
+    asked = []
+
+    class Recorded:  # a real pyarrow stream over the bytes, its read sizes written down
+        def __init__(self):
+            self.stream = pa.BufferReader(data)
+
+        def read(self, n):
+            asked.append(n)
+            return self.stream.read(n)
+
+        def close(self):
+            self.stream.close()
+
+    text = io.TextIOWrapper(io.BufferedReader(_Blocks(Recorded()), buffer_size=1 << 20), encoding="utf-8")
+    assert text.read() == data.decode()
+    assert set(asked) == {STREAM_BLOCK} and len(asked) == len(data) // STREAM_BLOCK + 2
