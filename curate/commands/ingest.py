@@ -20,9 +20,9 @@ def ingest(run: JobRun, p: IngestParams) -> None:
     if run.engine not in ENGINES:
         raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}, got {run.engine!r}")
     cfg = p.config()
-    # inputs named by URI (globs listed on the store): Parquet files are read in place by the
-    # tasks (footers and row groups by range reads), the others copied to a local input cache;
-    # source_file and the run manifest name the URIs
+    # inputs named by URI (globs listed on the store) are read in place by the tasks (Parquet by
+    # range reads, text and tar formats streamed); image folders' files are copied to a local
+    # input cache; source_file and the run manifest name the URIs
     from curate.ingest.plan import reads_in_place
 
     inputs, cfg.sources = storage.fetch_inputs(list(p.inputs), in_place=lambda uri: reads_in_place(uri, cfg.format))

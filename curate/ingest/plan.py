@@ -58,7 +58,7 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
     for file_index, (path, fmt) in enumerate(files):
         fp = (_folder_fingerprint(path, options.exclude) if fmt == "imagefolder"
               else object_fingerprint(path) if storage.is_uri(path) else file_fingerprint(path))
-        source = cfg.sources.get(str(path), path)  # an input named by URI: read from its local copy
+        source = cfg.sources.get(str(path), path)  # an input named by URI: the URI (``path`` the same, or a copy)
         fingerprints.append({**fp, "path": source, "format": fmt, "file_index": file_index})
         base = {"path": path, "source": source, "format": fmt, "file_index": file_index, "options": opts,
                 "rules": cfg.rules.to_dict()}

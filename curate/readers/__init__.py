@@ -245,7 +245,7 @@ def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (
     excluded_uris = [storage.resolve(x).uri.rstrip("/") + "/" for x in exclude if storage.is_uri(x)]
     scan = InputScan()
     for raw in paths:
-        if storage.is_uri(raw):  # an object read in place (a Parquet input: ``fetch_inputs(in_place=...)``)
+        if storage.is_uri(raw):  # an object read in place (``fetch_inputs(in_place=...)``)
             inside = next((x for x in excluded_uris if raw.startswith(x)), None)
             if inside is not None:
                 raise InputFileError(raw, f"is inside the output dataset {inside.rstrip('/')}: ingest would read its "
