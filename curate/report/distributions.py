@@ -39,22 +39,23 @@ def _find_tables_with(dataset: Dataset, columns: set[str], prefix: str | None = 
 SIDES = ["pool", "curated"]
 
 
-def sides_frame(executor, before, final):
+SIDES_SCHEMA = pa.schema([("uid", pa.string()), (SIDE, pa.string())])
+
+
+def sides_frame(before, final):
     """(uid, side) rows: every "before" uid as ``pool``, every subset uid as ``curated`` (a uid
     in both has both rows), so that one join tags a table's rows with their sides."""
     def tag(name: str):
-        schema = pa.schema([("uid", pa.string()), (SIDE, pa.string())])
-        return lambda b: pa.table([b.column("uid"), pa.array([name] * b.num_rows, pa.string())], schema=schema)
+        return lambda b: pa.table([b.column("uid"), pa.array([name] * b.num_rows, pa.string())], schema=SIDES_SCHEMA)
 
-    schema = pa.schema([("uid", pa.string()), (SIDE, pa.string())])
-    return before.map_batches(tag("pool"), schema).union(final.map_batches(tag("curated"), schema))
+    return before.map_batches(tag("pool"), SIDES_SCHEMA).union(final.map_batches(tag("curated"), SIDES_SCHEMA))
 
 
 def distributions(executor, dataset: Dataset, model: str | None, lineage: dict, before, final) -> dict[str, Any]:
     """Pool vs curated: caption length, CLIP score, language, cluster sizes, metadata entry
     counts, each when its table exists (histograms: ``frames.value_histogram``)."""
     dists: dict[str, Any] = {}
-    sides = sides_frame(executor, before, final).cache()
+    sides = sides_frame(before, final).cache()
     if dataset.has_table("samples"):
         samples = table_frame(executor, dataset, "samples", ["uid", "text"])
 

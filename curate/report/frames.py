@@ -42,10 +42,6 @@ def table_frame(executor, dataset, table: str, columns: list[str]):
     return executor.frame_read(shards, pa.schema([schema.field(c) for c in columns]))
 
 
-def _scalar(t: pa.Table, column: str):
-    return t.column(column)[0].as_py() if t.num_rows else None
-
-
 # ------------------------------------------------------------------ histograms
 def bin_edges(lo: float, hi: float, bins: int, integer: bool) -> np.ndarray:
     """Integers spanning at most ``bins`` values: one bar each; otherwise ``bins`` equal bins."""
