@@ -116,8 +116,9 @@ def _languages(executor, dataset: Dataset, sides, before, final) -> dict | None:
             return None
         samples = table_frame(executor, dataset, "samples", ["uid", "text"])
         for side, uids in zip(SIDES, (before, final)):
-            rows = samples.semi_join(uids)
+            rows = samples.semi_join(uids).cache()  # counted, then sampled: the join computed once
             picked = stable_sample(rows, LANGUAGE_SAMPLE, {(): rows.count()}, lambda g: "lang").get(())
+            rows.release()
             if picked is None:
                 continue
             try:

@@ -83,6 +83,14 @@ def value_histogram(frame, sides: list[str], bins: int, integer: bool,
     before binning (log10)."""
     if integer:
         return _integer_histogram(frame, sides, bins, transform)
+    frame = frame.cache()  # two passes (range, then bins): the join behind the values computed once
+    try:
+        return _float_histogram(frame, sides, bins)
+    finally:
+        frame.release()
+
+
+def _float_histogram(frame, sides: list[str], bins: int) -> dict:
     t = frame.aggregate([SIDE], {"lo": (VALUE, "min"), "hi": (VALUE, "max"), "n": (VALUE, "count"),
                                  "total": (VALUE, "sum")}).collect_small(len(sides))
     stats = {r[SIDE]: r for r in t.to_pylist() if r["n"]}

@@ -46,7 +46,8 @@ def fetch_inputs(items: list[str], in_place: Callable[[str], bool] | None = None
     glob is listed on the store, a folder's files are listed recursively) and each file is
     copied to ``input_cache_dir()`` (kept when the copy there already has the object's size
     and modification time), except the objects ``in_place`` accepts, which are returned as
-    their URIs (a reader that takes byte ranges: Parquet). Returns the paths (plain paths
+    their URIs (readers that take an object in place: Parquet by range reads, text and tar
+    formats streamed). Returns the paths (plain paths
     unchanged) and a map from each path to the URI it stands for (the name recorded as
     ``source_file``)."""
     out, sources = [], {}
