@@ -16,12 +16,15 @@ the shipped score, which must be the cosine of the row's two vectors (float16 er
 Plan (driver): file names and ``.npy`` headers only. Import (executors): one task per shard
 reads its uids, scores and arrays, drops the rows ingest rejected or merged (read from the
 rejects and duplicates tables for that file), and commits one part per model; a rerun skips
-shards whose parts exist.
+shards whose parts exist. An ``.npz`` on a store is read in place, like its shard: its
+directory and members by ranged reads (``storage.open_npz``), never copied.
 """
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -55,43 +58,67 @@ def npz_path(parquet: str) -> Path:
 
 
 def npz_headers(path: str | Path, name: str | None = None) -> dict[str, tuple[tuple[int, ...], str]]:
-    """{array name: (shape, dtype)} from an .npz's member headers (no array data read); errors
-    name the file as ``name`` (its URI) when given."""
+    """{array name: (shape, dtype)} from an .npz's member headers (no array data read; an object
+    on a store is read in place, its directory and each member's first block); errors name the
+    file as ``name`` (its URI) when given."""
     out = {}
     try:
-        with zipfile.ZipFile(path) as z:
-            for name in z.namelist():
-                if not name.endswith(".npy"):
+        with storage.open_random(path) as src, zipfile.ZipFile(src) as z:
+            for member in z.namelist():
+                if not member.endswith(".npy"):
                     continue
-                with z.open(name) as f:
+                with z.open(member) as f:
                     version = np.lib.format.read_magic(f)
                     shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
                                        else np.lib.format.read_array_header_2_0(f))
-                out[name[:-4]] = (tuple(shape), str(dtype))
+                out[member[:-4]] = (tuple(shape), str(dtype))
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise InputFileError(name or str(path), f"not a readable .npz ({e})") from e
     return out
 
 
 def _find_npz(f: dict) -> tuple[str, str] | None:
-    """(local file, name) of an input shard's .npz, or None. An input named by URI: the object
-    beside it on the store (``<shard>.npz``), copied to the input cache like the shard."""
+    """(file read, name) of an input shard's .npz, or None. An input named by URI: the object
+    beside it on the store (``<shard>.npz``), read in place like the shard."""
     source = f.get("source", f["path"])
     if storage.is_uri(source):
         uri = source[:-len(".parquet")] + ".npz" if source.endswith(".parquet") else source + ".npz"
-        return (storage.fetch_inputs([uri])[0][0], uri) if storage.is_file(uri) else None
+        return (uri, uri) if storage.is_file(uri) else None
     npz = npz_path(f["path"])
     return (str(npz), str(npz)) if npz.is_file() else None
+
+
+def _per_shard(fn, items: list) -> list:
+    """``[fn(item) for item in items]``, ``STORE_REQUESTS`` at a time: on a store each
+    shard's checks are a few round trips, and a pool has thousands of shards. The first
+    failing item in order raises."""
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curate.storage.objects import STORE_REQUESTS
+
+    with ThreadPoolExecutor(min(STORE_REQUESTS, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _shard_facts(item: tuple[dict, tuple[str, str]]) -> tuple[dict, int, pa.Schema, tuple]:
+    """An input shard's .npz headers, its Parquet row count and schema (footer), and the .npz
+    fingerprint (path, mtime ns, bytes)."""
+    f, (npz, npz_name) = item
+    heads = npz_headers(npz, npz_name)
+    meta = pq.ParquetFile(storage.open_input(f["path"]))  # an input object: its footer, read in place
+    return heads, meta.metadata.num_rows, meta.schema_arrow, storage.fingerprint(npz)
 
 
 def plan_npz_import(inputs: list[dict]) -> dict:
     """Check every input shard's .npz from its headers; returns the import plan.
 
     ``inputs``: [{"path", "file_index", "source"?}] of the pool's Parquet shards (``path`` the
-    local file read, ``source`` the URI it was copied from, if any). The plan lists the models
-    found (name -> dim), one task per shard, and the .npz fingerprints (size, mtime).
+    file read, ``source`` the name the user gave, if another). The plan lists the models found
+    (name -> dim), one task per shard, and the .npz fingerprints (size, mtime).
     """
-    found_npz = [_find_npz(f) for f in inputs]
+    found_npz = _per_shard(_find_npz, inputs)
     have = [n is not None for n in found_npz]
     if not any(have):
         return {"models": {}, "tasks": [], "npz": []}
@@ -102,9 +129,9 @@ def plan_npz_import(inputs: list[dict]) -> dict:
                              f"({have.count(False)} of {len(have)} shards lack one)")
     models: dict[str, int] | None = None
     tasks, fingerprints = [], []
-    for f, (npz, npz_name) in zip(inputs, found_npz):
+    facts = _per_shard(_shard_facts, list(zip(inputs, found_npz)))
+    for f, (npz, npz_name), (heads, rows, schema, (_, mtime_ns, size)) in zip(inputs, found_npz, facts):
         shard_name = f.get("source", f["path"])
-        heads = npz_headers(npz, npz_name)
         found = {}
         for name in MODELS:
             img, txt = heads.get(f"{name}_img"), heads.get(f"{name}_txt")
@@ -122,8 +149,6 @@ def plan_npz_import(inputs: list[dict]) -> dict:
         if not found:
             raise InputFileError(npz_name, f"no embeddings (expected {', '.join(k + '_img/_txt' for k in MODELS)}; "
                                  f"found {sorted(heads)})")
-        meta = pq.ParquetFile(storage.open_input(f["path"]))  # an input object: its footer, read in place
-        rows, schema = meta.metadata.num_rows, meta.schema_arrow
         for name, shape in found.items():
             if shape[0] != rows:
                 raise InputFileError(npz_name, f"{name}_img has {shape[0]} rows, {storage.basename(shard_name)} "
@@ -136,8 +161,7 @@ def plan_npz_import(inputs: list[dict]) -> dict:
             models = dims
         elif dims != models:
             raise InputFileError(npz_name, f"embeddings {dims} (name: dim) differ from the first shard's {models}")
-        st = Path(npz).stat()
-        fingerprints.append({"path": npz_name, "bytes": st.st_size, "mtime": st.st_mtime})
+        fingerprints.append({"path": npz_name, "bytes": size, "mtime": mtime_ns / 1e9})
         tasks.append({"path": f["path"], "npz": npz, "npz_source": npz_name, "file_index": f["file_index"],
                       "rows": rows})
     return {"models": models or {}, "tasks": tasks, "npz": fingerprints}
@@ -207,8 +231,8 @@ def import_npz_task(task: dict) -> dict:
     if all(storage.committed(p) for p in outs.values()):
         return {"rows": {name: storage.parquet_file(p).metadata.num_rows for name, p in outs.items()}, "skipped": 1}
     path = storage.local_input(task["path"], task["source"])
-    npz_name = task.get("npz_source", task["npz"])  # errors name the inputs as the user did
-    npz = storage.local_input(task["npz"], npz_name)
+    npz = task["npz"]  # a local file, or the object read in place
+    npz_name = task.get("npz_source", npz)  # errors name the inputs as the user did
     score_cols = [MODELS[name][2] for name in outs]
     try:
         meta = pq.read_table(storage.open_input(path), columns=["uid", *score_cols])
@@ -216,24 +240,51 @@ def import_npz_task(task: dict) -> dict:
         raise InputFileError(task["source"], f"cannot read columns uid, {', '.join(score_cols)} ({e})") from e
     raw_uid = meta.column("uid").combine_chunks().cast(pa.string())
     uids = _sample_uids(path, raw_uid)
-    try:
-        arrays = np.load(npz, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise InputFileError(npz_name, f"not a readable .npz ({e})") from e
-    npz_uids = None
-    if "uid" in arrays.files:
-        u = arrays["uid"]
-        npz_uids = ([f"{int(hi):016x}{int(lo):016x}" for hi, lo in u.tolist()] if u.dtype.names
-                    else [str(x).strip().lower() for x in u.tolist()])
     keep = np.ones(meta.num_rows, dtype=bool)
     removed = _removed_rows(task["root"], task["source"])
     keep[removed[removed < meta.num_rows]] = False
+    with _npz_arrays(npz, npz_name) as (members, member):
+        return _write_parts(task, outs, members, member, npz_name, meta, uids, keep)
+
+
+# an archive or member numpy cannot read (a bad deflate stream is zlib's own error)
+NPZ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+@contextlib.contextmanager
+def _npz_arrays(npz: str, npz_name: str):
+    """(member names, ``member(name)``) of the shard's open .npz, read on demand; an archive or member that cannot be
+    read is one line naming the file (a failure writing the tables stays what it is)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            arrays = stack.enter_context(storage.open_npz(npz))
+        except NPZ_ERRORS as e:
+            raise InputFileError(npz_name, f"not a readable .npz ({e})") from e
+
+        def member(key: str) -> np.ndarray:
+            try:
+                return arrays[key]
+            except NPZ_ERRORS as e:
+                raise InputFileError(npz_name, f"not a readable .npz ({key}: {e})") from e
+
+        yield arrays.files, member
+
+
+def _write_parts(task: dict, outs: dict, members: list[str], member, npz_name: str, meta: pa.Table,
+                 uids: pa.Array, keep: np.ndarray) -> dict:
+    """Check the shard's arrays (``member(name)``, one model at a time) and commit its part of
+    each table."""
+    npz_uids = None
+    if "uid" in members:
+        u = member("uid")
+        npz_uids = ([f"{int(hi):016x}{int(lo):016x}" for hi, lo in u.tolist()] if u.dtype.names
+                    else [str(x).strip().lower() for x in u.tolist()])
     uid_list = uids.to_pylist()
     idx = pa.array(np.flatnonzero(keep))
     kept_uids = uids.take(idx)
     written = {}
     for name, out in outs.items():
-        img, txt = arrays[f"{name}_img"], arrays[f"{name}_txt"]
+        img, txt = member(f"{name}_img"), member(f"{name}_txt")
         if len(img) != meta.num_rows or len(txt) != meta.num_rows:
             raise InputFileError(npz_name, f"{name} arrays have {len(img)}/{len(txt)} rows, "
                                  f"{storage.basename(task['source'])} has "

@@ -1,5 +1,6 @@
 """What pyarrow and numpy readers take, for a local path or a URI: open files and streams,
-Parquet files and tables, ``.npy`` arrays (and their bytes for a whole-object write)."""
+Parquet files and tables, ``.npy`` arrays (and their bytes for a whole-object write), ``.npz``
+archives read in place."""
 
 from __future__ import annotations
 
@@ -18,60 +19,115 @@ def open_input(path):
     return _open_object(path, "open_input_file")
 
 
+# Bytes asked of a store per request when an object is read from start to end. Each read of
+# a store's input stream is a ranged request of its own, and readers read small: tarfile's
+# stream mode 10 KiB at a time (a 19 MiB tar of images was 1,972 requests, 14-18 s on a
+# loopback store; 6 requests, 0.12 s in these blocks), a text reader 8 KiB.
+STREAM_BLOCK = 4 << 20
+
+
 def open_input_stream(path):
-    """A sequential reader of a file or object (a tar streamed once, no seeks)."""
+    """A buffered binary reader of a file or object, read once from start to end (``read``,
+    lines; no seeks): a tar streamed, a text input read, an object hashed or copied. A store
+    object is fetched ``STREAM_BLOCK`` bytes per request whatever the reader above asks for,
+    and as stored (no decompression guessed from its name)."""
     if not is_uri(path):
         return open(path, "rb")
-    return _open_object(path, "open_input_stream")
-
-
-STREAM_BLOCK = 4 << 20  # bytes asked of a store's input stream at a time
+    raw = _open_object(path, "open_input_stream", compression=None, buffer_size=STREAM_BLOCK)
+    return io.BufferedReader(raw, buffer_size=1 << 20)
 
 
 def open_binary(path):
-    """A buffered binary reader of a file or object, read once from start to end (lines
-    iterate, ``read`` works; no seeks): how the text and tar readers stream an input object
-    instead of copying it."""
+    """``open_input_stream`` for the ingest readers, which report an input they cannot open
+    as an OSError: how the text and tar readers stream an input object instead of copying it."""
+    try:
+        return open_input_stream(path)
+    except StorageError as e:
+        raise OSError(str(e)) from None
+
+
+RANDOM_BLOCK = 64 << 10  # bytes a random-access reader of an object asks for at least
+
+
+def open_random(path):
+    """A seekable buffered binary reader of a file or object, for readers that jump about (a
+    zip's directory, then its members' headers). On a store each read of a random-access file
+    is a ranged request: reads smaller than ``RANDOM_BLOCK`` are served from one request of that
+    size (a zip's header reads are a few dozen bytes each); larger reads are one request."""
     if not is_uri(path):
         return open(path, "rb")
-    try:
-        return io.BufferedReader(_Blocks(_open_object(path, "open_input_stream")), buffer_size=1 << 20)
-    except StorageError as e:
-        raise OSError(str(e)) from None  # readers report an input they cannot open as an OSError
+    return io.BufferedReader(_open_object(path, "open_input_file"), buffer_size=RANDOM_BLOCK)
 
 
-class _Blocks(io.RawIOBase):
-    """A store's input stream read ``STREAM_BLOCK`` bytes at a time, whatever the reader above
-    asks for: each read of an object stream can be a request of its own, and a text reader
-    asks for 8 KiB at a time (a 35 MiB TSV object took 20x its local time that way)."""
+# An .npz object up to this size is fetched whole, in one request (a DataComp shard's archive of
+# 10,000 rows of ViT-B/32 and ViT-L/14 vectors is 51 MB); a larger one member by member, so a
+# task holds one member's bytes at a time.
+NPZ_WHOLE_BYTES = 256 << 20
 
-    def __init__(self, stream):
-        super().__init__()
-        self._stream, self._block, self._at = stream, b"", 0
 
-    def readable(self) -> bool:
-        return True
+class NpzArchive:
+    """The arrays of an ``.npz`` (numpy's zip of ``.npy`` members), a local file or an object
+    read in place: ``files`` (the array names), ``archive[name]`` reads that member whole. On a
+    store an archive up to ``NPZ_WHOLE_BYTES`` is one request; a larger one costs a few small
+    requests for its directory and, per member, one large ranged read and at most two of
+    ``RANDOM_BLOCK`` (its headers, its tail). numpy's own reader asks for 256 KiB at a time: 181
+    requests and 6.3 s for a 40 MB archive on a loopback store, against 0.6 s member by member.
+    Use as a context manager."""
 
-    def readinto(self, b) -> int:
-        if self._at >= len(self._block):
-            self._block, self._at = self._stream.read(STREAM_BLOCK), 0
-        n = min(len(b), len(self._block) - self._at)
-        b[:n] = self._block[self._at:self._at + n]
-        self._at += n
-        return n
+    def __init__(self, path):
+        import zipfile
+
+        self._src = _npz_source(path)
+        try:
+            self._zip = zipfile.ZipFile(self._src)
+        except BaseException:
+            self._src.close()
+            raise
+        self.files = [n[:-4] for n in self._zip.namelist() if n.endswith(".npy")]
+
+    def __getitem__(self, name: str):
+        import numpy as np
+
+        if name not in self.files:
+            raise KeyError(f"{name} is not an array in the archive")
+        data = self._zip.read(name + ".npy")  # CRC checked; a compressed member inflated
+        return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
 
     def close(self) -> None:
-        if not self.closed:
-            self._stream.close()
-        super().close()
+        self._zip.close()
+        self._src.close()
+
+    def __enter__(self) -> NpzArchive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def _open_object(path, how: str):
+def _npz_source(path):
+    """What an ``NpzArchive`` reads: a local file; a store object's bytes (up to
+    ``NPZ_WHOLE_BYTES``), else the object as a buffered random-access file."""
+    if not is_uri(path):
+        return open(path, "rb")
+    f = _open_object(path, "open_input_file")
+    if f.size() > NPZ_WHOLE_BYTES:
+        return io.BufferedReader(f, buffer_size=RANDOM_BLOCK)
+    with f:
+        return io.BytesIO(f.read())
+
+
+def open_npz(path) -> NpzArchive:
+    """An ``.npz`` archive's arrays, local or read in place from a store (no copy); see
+    ``NpzArchive``."""
+    return NpzArchive(path)
+
+
+def _open_object(path, how: str, **options):
     """``fs.open_input_file`` / ``open_input_stream`` of a URI; a missing object stays
     FileNotFoundError, any other failure is one StorageError naming it."""
     loc = resolve(path)
     try:
-        return getattr(loc.fs, how)(loc.path)
+        return getattr(loc.fs, how)(loc.path, **options)
     except FileNotFoundError:
         raise
     except OSError as e:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -404,6 +405,16 @@ def test_npz_problems_are_one_line_errors_naming_the_shard(pool, spark, tmp_path
     np.savez(d / "00000001.npz", **z)
     uid = pd.read_parquet(d / "00000001.parquet").uid[17]
     assert error_of(d).endswith(f"00000001.npz: b32_img row 17 (uid {uid}): not a finite vector (1 such rows)")
+    d = copy("damaged")  # a member's bytes damaged, the headers intact: the task reading it names it
+    z = dict(np.load(d / "00000000.npz"))
+    np.savez(d / "00000000.npz", **z)  # uncompressed: the damage shows at the member's CRC check
+    with zipfile.ZipFile(d / "00000000.npz") as zf:
+        info = zf.getinfo("l14_img.npy")
+    data = bytearray((d / "00000000.npz").read_bytes())
+    at = info.header_offset + 30 + len(info.filename) + 4096  # past the .npy header the plan reads
+    data[at:at + 64] = bytes(64)
+    (d / "00000000.npz").write_bytes(bytes(data))
+    assert error_of(d).endswith("00000000.npz: not a readable .npz (l14_img: Bad CRC-32 for file 'l14_img.npy')")
     # With the .npz in order the same folder imports; a rerun resumes.
     d = copy("ok")
     r = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(d)], output=str(tmp_path / "ok-out"), format="datacomp",

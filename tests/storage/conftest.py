@@ -15,10 +15,24 @@ from s3kit import S3_ENV, free_port as _free_port, loopback_server as _loopback_
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
+def s3_server_dir(tmp_path_factory):
+    """Where the loopback S3 server writes its log (one access-log line per request)."""
+    return tmp_path_factory.mktemp("moto")
+
+
+@pytest.fixture(scope="session")
+def s3_server(s3_server_dir):
     """``python -m moto.server`` bound to loopback; yields its endpoint URL; stopped by its pid."""
-    with moto_server(tmp_path_factory.mktemp("moto")) as url:
+    with moto_server(s3_server_dir) as url:
         yield url
+
+
+@pytest.fixture
+def s3_requests(s3_server_dir, bucket):
+    """``s3_requests(key)``: requests the server has logged for that object of ``bucket``."""
+    from s3kit import requests_for
+
+    return lambda key: requests_for(s3_server_dir, bucket, key)
 
 
 def _store_env(monkeypatch, env: dict, unset: tuple[str, ...]) -> dict:

@@ -64,3 +64,25 @@ def bucket_objects(bucket: str, prefix: str = "") -> dict[str, bytes]:
         for o in page.get("Contents", []):
             out[o["Key"][len(prefix):]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
     return out
+
+
+def requests_for(log_dir, bucket: str, key: str) -> int:
+    """Requests the loopback server has logged for one object so far (HEADs and each ranged
+    GET: one access-log line each). A request for a missing sentinel object is sent first and
+    awaited in the log: every request made before it is logged by then."""
+    import uuid
+
+    import boto3
+
+    log = os.path.join(log_dir, "server.log")
+    sentinel = f"_sentinel-{uuid.uuid4().hex}"
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    with contextlib.suppress(Exception):
+        s3.head_object(Bucket=bucket, Key=sentinel)
+    deadline = time.time() + 30
+    while True:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        if f"/{bucket}/{sentinel} " in text or time.time() > deadline:
+            return text.count(f"/{bucket}/{key} ")
+        time.sleep(0.05)

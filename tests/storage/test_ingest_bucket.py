@@ -230,7 +230,8 @@ def test_ingest_killed_mid_write_then_rerun(bucket, tmp_path):
 
 
 def _datacomp_shard(folder, shard: int, rows: int = 40):
-    """A DataComp metadata shard and its .npz (b32 vectors; the shipped score is their cosine)."""
+    """A DataComp metadata shard and its .npz (b32 vectors; the shipped score is their cosine);
+    odd shards' archives compressed (DataComp's are not, numpy's savez_compressed ones are)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -245,14 +246,14 @@ def _datacomp_shard(folder, shard: int, rows: int = 40):
                              "text": [f"photo {i} of shard {shard}" for i in range(rows)],
                              "clip_b32_similarity_score": pa.array(score, pa.float32())}),
                    folder / f"{shard:08d}.parquet")
-    np.savez(folder / f"{shard:08d}.npz", b32_img=img, b32_txt=txt)
+    (np.savez_compressed if shard % 2 else np.savez)(folder / f"{shard:08d}.npz", b32_img=img, b32_txt=txt)
 
 
 def test_datacomp_pool_in_a_bucket_imports_its_npz(bucket, tmp_path, monkeypatch):
     """`curate ingest 's3://bucket/pool/*.parquet' --format datacomp`: each shard's .npz beside
-    it on the store is found (not only when the glob names it) and imported; the embeddings
-    equal a local ingest of the same files. A shard whose .npz is missing is one line naming
-    the object."""
+    it on the store is found (not only when the glob names it) and read in place (nothing is
+    copied to this machine); the embeddings equal a local ingest of the same files. A shard
+    whose .npz is missing, or cut short, is one line naming the object."""
     import boto3
 
     monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
@@ -272,12 +273,28 @@ def test_datacomp_pool_in_a_bucket_imports_its_npz(bucket, tmp_path, monkeypatch
     assert r.returncode == 0, r.stderr
     r = ingest(f"s3://{bucket}/pool/*.parquet", f"s3://{bucket}/ds")
     assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "work").exists()  # no input cache: shards and archives read in place
     want, got = Dataset(tmp_path / "local"), Dataset(f"s3://{bucket}/ds")
     (table,) = [t for t in want.tables() if t.startswith("embeddings/")]
     assert got.tables() == want.tables()
     assert got.read(table).equals(want.read(table)) and got.count(table) == 80
     m = json.loads(bucket_objects(bucket, "ds/_runs/")["ingest.json"])
     assert [n["path"] for n in m["npz_inputs"]] == [f"s3://{bucket}/pool/0000000{i}.npz" for i in range(2)]
+    assert [n["bytes"] for n in m["npz_inputs"]] == [(folder / f"0000000{i}.npz").stat().st_size for i in range(2)]
+
+    # an archive cut short on the store: its directory is gone, the plan names the object
+    whole = (folder / "00000001.npz").read_bytes()
+    s3.put_object(Bucket=bucket, Key="pool/00000001.npz", Body=whole[:len(whole) // 2])
+    r = ingest(f"s3://{bucket}/pool/*.parquet", f"s3://{bucket}/ds3")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
+    assert f"s3://{bucket}/pool/00000001.npz: not a readable .npz" in r.stderr
+    # a member's bytes damaged (the directory intact): one line naming the object and the member
+    damaged = bytearray(whole)
+    damaged[len(whole) // 3:len(whole) // 3 + 64] = bytes(64)
+    s3.put_object(Bucket=bucket, Key="pool/00000001.npz", Body=bytes(damaged))
+    r = ingest(f"s3://{bucket}/pool/*.parquet", f"s3://{bucket}/ds3")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
+    assert f"s3://{bucket}/pool/00000001.npz: not a readable .npz (" in r.stderr and "b32_" in r.stderr
 
     s3.delete_object(Bucket=bucket, Key="pool/00000001.npz")
     r = ingest(f"s3://{bucket}/pool/*.parquet", f"s3://{bucket}/ds2")
@@ -398,30 +415,69 @@ def test_every_streamed_format_from_a_bucket_prefix(bucket, tmp_path, monkeypatc
     assert sorted(i["kind"] for i in m["inputs"]) == ["object"] * 5
 
 
-def test_a_streamed_object_is_asked_for_in_large_blocks():
-    """A text reader asks its stream for 8 KiB at a time; each read of a store's object stream
-    can be a request of its own (a 35 MiB TSV object took 20x its local time), so the stream
-    behind ``open_binary`` is read in ``STREAM_BLOCK`` bytes whatever the reader asks."""
+def test_objects_are_read_in_few_requests(bucket, s3_requests, tmp_path, monkeypatch):
+    """Each read of a store's input stream or random-access file is a ranged request of its
+    own, and readers read small (tarfile 10 KiB at a time, a text reader 8 KiB, numpy an .npz
+    member 256 KiB, an input stream's ``read()`` 256 KiB). Counted in the loopback server's
+    access log: a tar streamed through ``storage.open_input_stream`` and a text object read by
+    lines through ``open_binary`` cost one request per ``STREAM_BLOCK``; ``read_bytes`` of an
+    object one request; an .npz archive one request (a large one: per member one large read
+    and at most two small ones), and the plan's header check a few requests, not the arrays."""
     import io
+    import tarfile
 
-    import pyarrow as pa
+    import boto3
+    import numpy as np
 
-    from curate.storage.readers import STREAM_BLOCK, _Blocks
+    from curate import storage
+    from curate.ingest.datacomp import npz_headers
+    from curate.storage import readers
+    from curate.storage.readers import STREAM_BLOCK
 
-    data = b"".join(b"http://127.0.0.1/%d.jpg\tcaption %d\n" % (i, i) for i in range(400_000))
-    asked = []
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for i in range(120):
+            data = rng.bytes(100_000)
+            info = tarfile.TarInfo(f"{i:06d}.jpg")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    tar = buf.getvalue()  # 11.5 MiB: 1,180 requests in tarfile's own reads
+    s3.put_object(Bucket=bucket, Key="t.tar", Body=tar)
+    put = s3_requests("t.tar")  # the upload's own
+    with storage.open_input_stream(f"s3://{bucket}/t.tar") as src, tarfile.open(fileobj=src, mode="r|*") as tf:
+        assert sum(len(tf.extractfile(m).read()) for m in tf if m.isfile()) == 120 * 100_000
+    blocks = -(-len(tar) // STREAM_BLOCK)
+    assert s3_requests("t.tar") - put <= blocks + 2  # the size lookup, the blocks, the end
 
-    class Recorded:  # a real pyarrow stream over the bytes, its read sizes written down
-        def __init__(self):
-            self.stream = pa.BufferReader(data)
+    text = b"".join(b"http://127.0.0.1/%d.jpg\tcaption %d\n" % (i, i) for i in range(300_000))
+    s3.put_object(Bucket=bucket, Key="in.tsv", Body=text)
+    put = s3_requests("in.tsv")
+    with io.TextIOWrapper(storage.open_binary(f"s3://{bucket}/in.tsv"), encoding="utf-8") as f:
+        assert sum(1 for _ in f) == 300_000
+    assert s3_requests("in.tsv") - put <= -(-len(text) // STREAM_BLOCK) + 2
 
-        def read(self, n):
-            asked.append(n)
-            return self.stream.read(n)
+    s3.put_object(Bucket=bucket, Key="blob", Body=tar)
+    put = s3_requests("blob")
+    assert storage.read_bytes(f"s3://{bucket}/blob") == tar
+    assert s3_requests("blob") - put == 2  # the size lookup, one read
 
-        def close(self):
-            self.stream.close()
-
-    text = io.TextIOWrapper(io.BufferedReader(_Blocks(Recorded()), buffer_size=1 << 20), encoding="utf-8")
-    assert text.read() == data.decode()
-    assert set(asked) == {STREAM_BLOCK} and len(asked) == len(data) // STREAM_BLOCK + 2
+    arrays = {"b32_img": rng.standard_normal((20_000, 64)).astype(np.float16),
+              "b32_txt": rng.standard_normal((20_000, 64)).astype(np.float16)}
+    np.savez(tmp_path / "s.npz", **arrays)  # two members of 2.4 MiB: numpy reads each in 10 requests
+    s3.put_object(Bucket=bucket, Key="s.npz", Body=(tmp_path / "s.npz").read_bytes())
+    put = s3_requests("s.npz")
+    assert npz_headers(f"s3://{bucket}/s.npz") == {k: ((20_000, 64), "float16") for k in arrays}
+    headers = s3_requests("s.npz") - put
+    assert headers <= 6  # the size lookup, the end record (two reads), the directory, a block per member
+    with storage.open_npz(f"s3://{bucket}/s.npz") as z:
+        assert sorted(z.files) == sorted(arrays)
+        assert all((z[k] == v).all() for k, v in arrays.items())
+    assert s3_requests("s.npz") - put - headers == 2  # an archive this size: fetched whole
+    monkeypatch.setattr(readers, "NPZ_WHOLE_BYTES", 1 << 20)  # a larger one: member by member
+    before = s3_requests("s.npz")
+    with storage.open_npz(f"s3://{bucket}/s.npz") as z:
+        opened = s3_requests("s.npz") - before
+        assert all((z[k] == v).all() for k, v in arrays.items())
+    assert opened <= 4 and s3_requests("s.npz") - before - opened <= 2 * 3
