@@ -25,7 +25,8 @@ def ingest(run: JobRun, p: IngestParams) -> None:
     # input cache; source_file and the run manifest name the URIs
     from curate.ingest.plan import reads_in_place
 
-    inputs, cfg.sources = storage.fetch_inputs(list(p.inputs), in_place=lambda uri: reads_in_place(uri, cfg.format))
+    inputs, cfg.sources = storage.fetch_inputs(list(p.inputs), in_place=lambda uri: reads_in_place(uri, cfg.format),
+                                               listed=cfg.listed)
     cfg.inputs = list(inputs)
     require_paths(inputs, "file or folder")
     # A URI output is written in place by every task (staging, dedup scratch and tables on the store).

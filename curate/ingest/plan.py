@@ -26,6 +26,7 @@ class IngestConfig:
     rows_per_shard: int = 500_000
     task_rows: int = 250_000  # Parquet files are split into tasks of about this many rows
     sources: dict[str, str] = field(default_factory=dict)  # local copy -> the URI it was fetched from
+    listed: set[str] = field(default_factory=set)  # inputs a store's prefix or glob expanded to (a folder's files)
 
     def params(self) -> dict:
         return {
@@ -41,7 +42,8 @@ class IngestConfig:
 def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
     """(tasks, input fingerprints, the scan with every file not read). File order (as given,
     folders sorted) fixes dedup priority. The output folder is never read as input."""
-    scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions)
+    scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions,
+                       sources=cfg.sources, listed=cfg.listed)
     files = scan.files
     if not files:
         if scan.skipped:
@@ -117,7 +119,8 @@ def estimate_input_rows(cfg: IngestConfig) -> int:
 
     from curate.readers.parquet import open_parquet
 
-    scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions)
+    scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions,
+                       sources=cfg.sources, listed=cfg.listed)
     rows = 0
     for path, fmt in scan.files:
         p = Path(path)

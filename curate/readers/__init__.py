@@ -230,13 +230,62 @@ def _folder_files(root: Path, fmt: str | None, exclude: list[Path], scan: InputS
         scan.files.append((str(e.resolve()), file_fmt))
 
 
+def _listed_objects(items: list[str], fmt: str | None, sources: dict[str, str], scan: InputScan) -> set[str]:
+    """The inputs listed from a store's prefix or glob are a folder's files: the same outcomes
+    as ``_folder_files`` gives a local folder's (an img2dataset shard's tar, stats and files
+    folder and a DataComp shard's .npz covered by the shard's Parquet file beside them; a file
+    the format does not read unsupported), each named by its URI (``sources``: a local copy's).
+    Appends those outcomes to ``scan``; returns the items not to read."""
+    names = {item: sources.get(item, item) for item in items}
+    split = {item: name.rsplit("/", 1) for item, name in names.items()}
+    stems = {(parent, Path(name).stem) for parent, name in split.values()
+             if Path(name).suffix.lower() in (".parquet", ".pq")}
+    if fmt not in (None, "img2dataset", "parquet", "datacomp"):
+        stems = set()  # e.g. --format webdataset: the tars are what was asked for
+    owners = {f"{parent}/{stem}" for parent, stem in stems}
+    reported: set[str] = set()
+    skip = set()
+    for item in items:
+        name = names[item]
+        parent, base = split[item]
+        ext = Path(base).suffix.lower()
+        stem = base[: -len("_stats.json")] if base.endswith("_stats.json") else Path(base).stem
+        parts = name.split("/")
+        owner = next((o for o in ("/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)) if o in owners), None)
+        skip.add(item)
+        if owner is not None:
+            if owner not in reported:
+                reported.add(owner)
+                scan.skipped.append(SkippedFile(owner, COVERED, f"img2dataset shard files: their samples are read "
+                                                f"from {owner.rsplit('/', 1)[-1]}.parquet"))
+        elif fmt == "datacomp" and ext == ".npz" and (parent, stem) in stems:
+            scan.skipped.append(SkippedFile(name, COVERED, f"not sample rows: the embeddings of {stem}.parquet, "
+                                            "read by the DataComp import into embeddings/<model>"))
+        elif (parent, stem) in stems and ext in (".tar", ".json"):
+            scan.skipped.append(SkippedFile(name, COVERED, f"img2dataset shard {'stats' if ext == '.json' else 'tar'}: "
+                                            f"its samples are read from {stem}.parquet"))
+        else:
+            file_fmt = _EXT.get(ext)
+            if file_fmt == "coco" and not is_coco(item):
+                file_fmt = None
+            wanted = _FORCED_READS.get(fmt) if fmt else file_fmt
+            if file_fmt is None or file_fmt != wanted:
+                what = f"--format {fmt} was given" if fmt and file_fmt else "no reader for this kind of file"
+                scan.skipped.append(SkippedFile(name, UNSUPPORTED, what))
+            else:
+                skip.discard(item)
+    return skip
+
+
 def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (),
-                captions: str | None = None) -> InputScan:
+                captions: str | None = None, sources: dict[str, str] | None = None,
+                listed: set[str] | frozenset = frozenset()) -> InputScan:
     """Every input file with the reader it gets, and every file found but not read with its
     outcome (see ``InputScan``). Folders are read file by file, each with its own format
     (Parquet, CSV, TSV, JSONL, COCO JSON, WebDataset tars; img2dataset output), or as one
-    image folder. An input inside an ``exclude`` folder (the output) is an error; such a
-    folder inside an input folder is left out."""
+    image folder; so are the ``listed`` inputs (objects a store's prefix or glob expanded to,
+    or their local copies, named by ``sources``). An input inside an ``exclude`` folder (the
+    output) is an error; such a folder inside an input folder is left out."""
     if fmt is not None and fmt not in FORMATS:
         raise InputFileError(str(fmt), f"unknown format; choose one of {', '.join(FORMATS)}")
     from curate import storage
@@ -244,7 +293,11 @@ def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (
     excluded = [Path(x).resolve() for x in exclude if not storage.is_uri(x)]
     excluded_uris = [storage.resolve(x).uri.rstrip("/") + "/" for x in exclude if storage.is_uri(x)]
     scan = InputScan()
+    not_read = (_listed_objects([p for p in paths if p in listed], fmt, sources or {}, scan)
+                if listed and fmt != "imagefolder" else set())
     for raw in paths:
+        if raw in not_read:
+            continue
         if storage.is_uri(raw):  # an object read in place (``fetch_inputs(in_place=...)``)
             inside = next((x for x in excluded_uris if raw.startswith(x)), None)
             if inside is not None:

@@ -18,10 +18,10 @@ from curate.readers.base import RawBuilder, ReaderOptions, as_int, extra_json, i
 def is_coco(path: str) -> bool:
     from curate import storage
 
-    try:
-        with storage.open_binary(path) as f:
+    try:  # a sniff: one small read of an object, not a stream block
+        with storage.open_random(path) as f:
             head = f.read(4096)
-    except OSError:
+    except (OSError, storage.StorageError):
         return False
     h = head.lstrip()
     return h.startswith(b"{") and b'"images"' in head or (h.startswith(b"{") and b'"info"' in head)

@@ -40,8 +40,8 @@ def fetch_folder(path, dest) -> list[str]:
     return out
 
 
-def fetch_inputs(items: list[str], in_place: Callable[[str], bool] | None = None
-                 ) -> tuple[list[str], dict[str, str]]:
+def fetch_inputs(items: list[str], in_place: Callable[[str], bool] | None = None,
+                 listed: set[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """Input paths for a job whose readers open local files: every URI item is expanded (a
     glob is listed on the store, a folder's files are listed recursively) and each file is
     copied to ``input_cache_dir()`` (kept when the copy there already has the object's size
@@ -49,14 +49,16 @@ def fetch_inputs(items: list[str], in_place: Callable[[str], bool] | None = None
     their URIs (readers that take an object in place: Parquet by range reads, text and tar
     formats streamed). Returns the paths (plain paths
     unchanged) and a map from each path to the URI it stands for (the name recorded as
-    ``source_file``)."""
+    ``source_file``). ``listed``, when given, receives every path that a glob or a folder
+    expanded to (ingest reads those as a folder's files)."""
     out, sources = [], {}
     for item in items:
         if not is_uri(item):
             out.append(item)
             continue
-        files = expand(item) if any(c in item for c in "*?[") else \
-            (list_files(item, recursive=True) if is_dir(item) else [resolve(item).uri])
+        pattern = any(c in item for c in "*?[")
+        folder = not pattern and is_dir(item)
+        files = expand(item) if pattern else (list_files(item, recursive=True) if folder else [resolve(item).uri])
         if not files:
             raise StorageError(f"{item}: no input files there")
         for uri in files:
@@ -66,6 +68,8 @@ def fetch_inputs(items: list[str], in_place: Callable[[str], bool] | None = None
             if in_place is not None and in_place(uri):
                 out.append(uri)
                 sources[uri] = uri
+                if listed is not None and (pattern or folder):
+                    listed.add(uri)
                 continue
             local = input_cache_dir() / hashlib.sha256(uri.encode()).hexdigest()[:16] / basename(uri)
             stamp = local.with_name(local.name + ".src.json")
@@ -83,6 +87,8 @@ def fetch_inputs(items: list[str], in_place: Callable[[str], bool] | None = None
                 stamp.write_text(want)
             out.append(str(local))
             sources[str(local)] = uri
+            if listed is not None and (pattern or folder):
+                listed.add(str(local))
     return out, sources
 
 

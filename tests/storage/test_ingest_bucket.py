@@ -481,3 +481,81 @@ def test_objects_are_read_in_few_requests(bucket, s3_requests, tmp_path, monkeyp
         opened = s3_requests("s.npz") - before
         assert all((z[k] == v).all() for k, v in arrays.items())
     assert opened <= 4 and s3_requests("s.npz") - before - opened <= 2 * 3
+
+
+def test_a_bucket_prefix_is_read_as_a_local_folder_is(bucket, tmp_path, monkeypatch):
+    """`curate ingest s3://bucket/pool/`: the objects under the prefix get a local folder's
+    outcomes: each data file read by its reader; an img2dataset shard's tar, stats and files
+    folder covered by its Parquet file (not read again as WebDataset samples and COCO); a file no
+    reader takes, or a JSON file that is not COCO, unsupported. Same files read, same outcomes
+    (named by URI), same tables as a local ingest of the folder; with ``--format datacomp`` a
+    shard's .npz is covered and imported, not read as Parquet."""
+    import io
+    import tarfile
+
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    pool = tmp_path / "pool"
+    (pool / "nested").mkdir(parents=True)
+    (pool / "i2d" / "00001").mkdir(parents=True)
+    pq.write_table(pa.table({"url": ["http://127.0.0.1/a/0.jpg", "http://127.0.0.1/a/1.jpg"],
+                             "caption": ["first", "second"]}), pool / "a.parquet")
+    (pool / "b.csv").write_text("url,caption\nhttp://127.0.0.1/b/0.jpg,from csv\nnot a url,bad\n")
+    (pool / "nested" / "h.tsv").write_text("url\tcaption\nhttp://127.0.0.1/h/0.jpg\tfrom tsv\n")
+    (pool / "f.json").write_text(json.dumps({"images": [{"id": 1, "coco_url": "http://127.0.0.1/coco/1.jpg"}],
+                                             "annotations": [{"image_id": 1, "caption": "a coco caption"}]}))
+    (pool / "README.md").write_text("# notes\n")
+    (pool / "notes.json").write_text('{"not": "coco"}')
+    for shard in ("00000", "00001"):  # img2dataset shards: Parquet, tar or files folder, stats
+        pq.write_table(pa.table({"url": [f"http://127.0.0.1/i2d/{shard}.jpg"], "caption": [f"i2d {shard}"]}),
+                       pool / "i2d" / f"{shard}.parquet")
+        (pool / "i2d" / f"{shard}_stats.json").write_text("{}")
+    with tarfile.open(pool / "i2d" / "00000.tar", "w") as tf:
+        for name, data in (("000000000.txt", b"i2d 00000"), ("000000000.json", b'{"url": "http://127.0.0.1/x.jpg"}')):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    (pool / "i2d" / "00001" / "000000000.txt").write_text("i2d 00001")
+    for f in sorted(p for p in pool.rglob("*") if p.is_file()):
+        s3.put_object(Bucket=bucket, Key=f"pool/{f.relative_to(pool).as_posix()}", Body=f.read_bytes())
+
+    r = _ingest(pool, str(tmp_path / "local"))
+    assert r.returncode == 0, r.stderr
+    r = _ingest(f"s3://{bucket}/pool/", f"s3://{bucket}/ds")
+    assert r.returncode == 0, r.stderr
+    local = json.loads((tmp_path / "local" / "_runs" / "ingest.json").read_text())
+    remote = json.loads(bucket_objects(bucket, "ds/_runs/")["ingest.json"])
+
+    def named(path: str) -> str:
+        return path.split("/pool/", 1)[1]
+
+    assert [(named(f["path"]), f["format"], f["rows"]) for f in remote["inputs"]] == \
+        [(named(f["path"]), f["format"], f["rows"]) for f in local["inputs"]]
+    assert {named(f["path"]): f["outcome"] for f in remote["skipped_files"]} == \
+        {named(f["path"]): f["outcome"] for f in local["skipped_files"]} == \
+        {"README.md": "unsupported", "notes.json": "unsupported", "i2d/00000.tar": "covered",
+         "i2d/00000_stats.json": "covered", "i2d/00001_stats.json": "covered", "i2d/00001": "covered"}
+    assert remote["counts"] == local["counts"]
+    want, got = Dataset(tmp_path / "local"), Dataset(f"s3://{bucket}/ds")
+    assert got.tables() == want.tables()
+    for t in want.tables():
+        w, g = want.read(t), got.read(t)
+        names = [c for c in w.column_names if c != "source_file"]
+        assert g.select(names).equals(w.select(names)), t
+
+    dc = tmp_path / "dc"  # a DataComp pool by prefix: the .npz beside each shard is not a Parquet input
+    dc.mkdir()
+    for shard in range(2):
+        _datacomp_shard(dc, shard)
+    for f in sorted(dc.iterdir()):
+        s3.put_object(Bucket=bucket, Key=f"dc/{f.name}", Body=f.read_bytes())
+    r = subprocess.run(_ingest_cmd(f"s3://{bucket}/dc/", f"s3://{bucket}/dcds") + ["--format", "datacomp"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(bucket_objects(bucket, "dcds/_runs/")["ingest.json"])
+    assert [f["outcome"] for f in m["skipped_files"]] == ["covered", "covered"]
+    assert Dataset(f"s3://{bucket}/dcds").count("embeddings/ViT-B-32__openai") == 80
