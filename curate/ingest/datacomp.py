@@ -16,8 +16,9 @@ the shipped score, which must be the cosine of the row's two vectors (float16 er
 Plan (driver): file names and ``.npy`` headers only. Import (executors): one task per shard
 reads its uids, scores and arrays, drops the rows ingest rejected or merged (read from the
 rejects and duplicates tables for that file), and commits one part per model; a rerun skips
-shards whose parts exist. An ``.npz`` on a store is read in place, like its shard: its
-directory and members by ranged reads (``storage.open_npz``), never copied.
+shards whose parts exist. An ``.npz`` on a store is read in place, like its shard, never
+copied: the plan reads its headers by small ranged reads, a task fetches it in one request
+(``storage.open_npz``; member by member when it is over 256 MiB).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def npz_path(parquet: str) -> Path:
 
 def npz_headers(path: str | Path, name: str | None = None) -> dict[str, tuple[tuple[int, ...], str]]:
     """{array name: (shape, dtype)} from an .npz's member headers (no array data read; an object
-    on a store is read in place, its directory and each member's first block); errors name the
+    on a store is read in place: its directory and a 64 KiB block per member); errors name the
     file as ``name`` (its URI) when given."""
     out = {}
     try:
@@ -253,8 +254,9 @@ NPZ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 @contextlib.contextmanager
 def _npz_arrays(npz: str, npz_name: str):
-    """(member names, ``member(name)``) of the shard's open .npz, read on demand; an archive or member that cannot be
-    read is one line naming the file (a failure writing the tables stays what it is)."""
+    """(member names, ``member(name)``) of the shard's open .npz, read on demand; an archive or
+    member that cannot be read is one line naming the file (a failure writing the tables stays
+    what it is)."""
     with contextlib.ExitStack() as stack:
         try:
             arrays = stack.enter_context(storage.open_npz(npz))

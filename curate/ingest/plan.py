@@ -81,8 +81,9 @@ IN_PLACE_FORMATS = ("parquet", "datacomp", "img2dataset", "csv", "tsv", "jsonl",
 
 def reads_in_place(uri: str, fmt: str | None) -> bool:
     """Whether ingest reads an input object in place rather than from a local copy: any file
-    in a format above (``--format``, else the extension); an image folder's files, a DataComp
-    shard's ``.npz`` and a name whose format the extension does not tell are copied."""
+    in a format above (``--format``, else the extension; with ``--format datacomp`` a shard's
+    ``.npz`` too); an image folder's files and a name whose format the extension does not tell
+    are copied."""
     from curate.readers import format_of_name
 
     return (fmt or format_of_name(uri)) in IN_PLACE_FORMATS
