@@ -21,12 +21,14 @@ def ingest(run: JobRun, p: IngestParams) -> None:
         raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}, got {run.engine!r}")
     cfg = p.config()
     # inputs named by URI (globs listed on the store) are read in place by the tasks (Parquet by
-    # range reads, text and tar formats streamed); image folders' files are copied to a local
+    # range reads, text and tar formats streamed); an image folder is copied whole to a local
     # input cache; source_file and the run manifest name the URIs
-    from curate.ingest.plan import reads_in_place
+    from curate.ingest.plan import fetch_image_folders, reads_in_place
 
-    inputs, cfg.sources = storage.fetch_inputs(list(p.inputs), in_place=lambda uri: reads_in_place(uri, cfg.format),
+    items, folders = fetch_image_folders(list(p.inputs), cfg.format)
+    inputs, cfg.sources = storage.fetch_inputs(items, in_place=lambda uri: reads_in_place(uri, cfg.format),
                                                listed=cfg.listed)
+    cfg.sources.update(folders)
     cfg.inputs = list(inputs)
     require_paths(inputs, "file or folder")
     # A URI output is written in place by every task (staging, dedup scratch and tables on the store).

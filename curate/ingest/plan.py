@@ -89,6 +89,33 @@ def reads_in_place(uri: str, fmt: str | None) -> bool:
     return (fmt or format_of_name(uri)) in IN_PLACE_FORMATS
 
 
+def fetch_image_folders(items: list[str], fmt: str | None) -> tuple[list[str], dict[str, str]]:
+    """Image folders named by URI copied whole, as one folder, to the input cache (the image
+    folder reader walks a folder on disk for its images and finds the captions file beside
+    them; a copy per object, which ``fetch_inputs`` makes, is not a folder). A URI folder is an
+    image folder with ``--format imagefolder``, or, with no format, when it holds images and no
+    Parquet or tar files (how a local folder is classified). Returns the items with those
+    folders replaced by their copies, and copy -> URI (the name ``source_file`` records). Each
+    run copies the folder afresh; its samples' urls are ``file://`` URIs of the copy."""
+    from curate.readers import _classify_folder
+    from curate.storage.objects import is_dir
+
+    out, sources = [], {}
+    for item in items:
+        if not (storage.is_uri(item) and fmt in (None, "imagefolder") and not any(c in item for c in "*?[")
+                and is_dir(item)):
+            out.append(item)
+            continue
+        names = [Path(f) for f in storage.list_files(item, recursive=True)]
+        if fmt is None and _classify_folder(Path(item), names) != "imagefolder":
+            out.append(item)
+            continue
+        local = str(Path(storage.local_copy(item)).resolve())
+        out.append(local)
+        sources[local] = storage.resolve(item).uri
+    return out, sources
+
+
 def object_fingerprint(uri: str) -> dict:
     """An input object's fingerprint without reading it: size and modification time (an object
     is rewritten whole, so a new version has a new time). Its ``version`` stands where a local

@@ -167,5 +167,17 @@ def ingest_task_batches(task: dict) -> Iterator[pa.RecordBatch]:
 
     # the driver's copy of an input named by URI, or on a cluster worker this machine's own
     for raw in read_file_raw(storage.local_input(task["path"], task["source"]), options, task["format"], **slice_args):
+        if task["format"] == "imagefolder" and storage.is_uri(task["source"]):
+            raw = _named_by_uri(raw, task["path"], task["source"])
         staged, _ = prepare_batch(raw, task["source"], task["file_index"], rules)
         yield staged
+
+
+def _named_by_uri(raw: pa.RecordBatch, copy: str, uri: str) -> pa.RecordBatch:
+    """An image folder copied from a store: its rejects' details and raw values name the images
+    by the folder's URI, not by this machine's copy (urls stay the copy's file:// URIs)."""
+    cols = {name: raw.column(name) for name in raw.schema.names}
+    for name in ("detail", "raw"):
+        if name in cols:
+            cols[name] = pc.replace_substring(cols[name], str(copy).rstrip("/"), uri.rstrip("/"))
+    return pa.RecordBatch.from_arrays(list(cols.values()), schema=raw.schema)

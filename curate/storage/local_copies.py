@@ -12,7 +12,7 @@ from typing import Callable
 import pyarrow.fs as pafs
 
 from curate.storage.location import is_uri, resolve
-from curate.storage.objects import file_info, is_dir, is_file, read_bytes
+from curate.storage.objects import file_info, for_each_object, is_dir, is_file, read_bytes
 from curate.storage.paths import basename, expand, list_files
 from curate.storage.readers import open_input_stream
 from curate.storage.settings import StorageError
@@ -30,14 +30,15 @@ def fetch_folder(path, dest) -> list[str]:
     hidden names left out); returns the relative names. For small inputs a local library must
     read from disk (an evaluation image folder)."""
     base = resolve(path).uri.rstrip("/") if is_uri(path) else str(path).rstrip("/")
-    out = []
-    for f in list_files(base, recursive=True):
-        rel = f[len(base) + 1:]
-        target = Path(dest) / rel
+    files = list_files(base, recursive=True)
+
+    def copy(f: str) -> None:  # each object one request of its own: STORE_REQUESTS at a time
+        target = Path(dest) / f[len(base) + 1:]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(read_bytes(f))
-        out.append(rel)
-    return out
+
+    for_each_object(copy, files)
+    return [f[len(base) + 1:] for f in files]
 
 
 def fetch_inputs(items: list[str], in_place: Callable[[str], bool] | None = None,

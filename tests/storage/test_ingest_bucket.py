@@ -561,3 +561,45 @@ def test_a_bucket_prefix_is_read_as_a_local_folder_is(bucket, tmp_path, monkeypa
     m = json.loads(bucket_objects(bucket, "dcds/_runs/")["ingest.json"])
     assert [f["outcome"] for f in m["skipped_files"]] == ["covered", "covered"]
     assert Dataset(f"s3://{bucket}/dcds").count("embeddings/ViT-B-32__openai") == 80
+
+
+def test_an_image_folder_in_a_bucket_is_copied_as_one_folder(bucket, tmp_path, monkeypatch):
+    """`curate ingest s3://bucket/imgs/` (images with a captions file, one nested): the folder is
+    copied whole to the input cache and read as a local image folder (a copy per object was not
+    a folder: the run failed). Same rows as a local ingest of the folder but ``url`` (the copy's
+    file:// URI), ``source_file`` and a reject's detail (the folder's URI); the same with
+    ``--format imagefolder``."""
+    import boto3
+    from PIL import Image
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8 + i, 8), (i * 40, 0, 0)).save(folder / f"{i}.jpg")
+    Image.new("RGB", (5, 7)).save(folder / "sub" / "s.jpg")
+    (folder / "captions.csv").write_text("image,caption\n0.jpg,zero\n1.jpg,one\n2.jpg,two\nsub/s.jpg,nested\n"
+                                         "missing.jpg,no such image\n")
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        s3.put_object(Bucket=bucket, Key=f"imgs/{f.relative_to(folder).as_posix()}", Body=f.read_bytes())
+    r = _ingest(folder, str(tmp_path / "local"))
+    assert r.returncode == 0, r.stderr
+    want = Dataset(tmp_path / "local")
+    for extra in ([], ["--format", "imagefolder"]):
+        out = f"s3://{bucket}/ds{len(extra)}"
+        r = subprocess.run(_ingest_cmd(f"s3://{bucket}/imgs/", out) + extra, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        got = Dataset(out)
+        assert got.tables() == want.tables()
+        for t in want.tables():
+            w, g = want.read(t), got.read(t)
+            names = [c for c in w.column_names if c not in ("source_file", "url", "uid", "detail")]
+            order = [("source_row", "ascending")] if "source_row" in names else []  # uids come from the urls
+            assert g.select(names).sort_by(order).equals(w.select(names).sort_by(order)), t
+        (detail,) = got.read("rejects").column("detail").to_pylist()
+        assert detail == f"image 's3://{bucket}/imgs/missing.jpg' does not exist"  # named as the user did
+        samples = got.read("samples")
+        assert samples.num_rows == 4 and set(samples.column("source_file").to_pylist()) == {f"s3://{bucket}/imgs"}
+        assert all(u.startswith("file://" + str(tmp_path / "work")) for u in samples.column("url").to_pylist())
+        assert got.count("rejects") == 1
