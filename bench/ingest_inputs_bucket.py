@@ -19,7 +19,6 @@ Run from a checkout (its `curate` is the one measured):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -140,9 +139,9 @@ def main(argv=None) -> int:
                       f"bucket/local {bucket['wall_s'] / local['wall_s']:.2f}x", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if a.json:
-        a.json.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {a.json}")
+    from scale import write_results
+
+    write_results(a.json, out)
     return 0
 
 

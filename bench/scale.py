@@ -100,6 +100,13 @@ VECTOR_JOBS = ("cluster", "dedup semantic", "prune dbp")
 ROWS_PER_CLUSTER, SAMPLE = 1000, 100_000
 
 
+def write_results(path, out: dict) -> None:
+    """A benchmark's results as JSON at ``path`` (its ``--json``), when one is given."""
+    if path:
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
 # ---------------------------------------------------------------- memory polling (/proc, no psutil)
 def _rss_kib(pid: int) -> int:
     try:
@@ -608,9 +615,7 @@ def main(argv=None) -> int:
         out = {"info": info, "sizes": sorted(int(s) for s in res), "results": res, "growth": g,
                **({"runs": runs} if a.merge else {})}
     out["info"]["load_avg_end"] = os.getloadavg()[0]
-    if a.json:
-        a.json.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {a.json}")
+    write_results(a.json, out)
     if not a.keep and not a.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

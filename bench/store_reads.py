@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "storage"))
+sys.path.insert(0, str(REPO / "bench"))
 
 
 def _tar(mib: int) -> bytes:
@@ -118,9 +118,9 @@ def main(argv=None) -> int:
                   f"{base['wall_s']:.2f} s; curate.storage {ours['requests']} requests {ours['wall_s']:.2f} s; "
                   f"requests {base['requests'] / ours['requests']:.0f}x fewer, time "
                   f"{base['wall_s'] / ours['wall_s']:.1f}x less", flush=True)
-    if a.json:
-        a.json.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {a.json}")
+    from scale import write_results
+
+    write_results(a.json, out)
     return 0
 
 

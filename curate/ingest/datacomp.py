@@ -31,9 +31,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from curate import storage
+from curate.storage.objects import file_info
 from curate.errors import DatasetError, InputFileError
 from curate.tables import Dataset, load_schema
 from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
@@ -78,38 +80,28 @@ def npz_headers(path: str | Path, name: str | None = None) -> dict[str, tuple[tu
     return out
 
 
-def _find_npz(f: dict) -> tuple[str, str] | None:
-    """(file read, name) of an input shard's .npz, or None. An input named by URI: the object
-    beside it on the store (``<shard>.npz``), read in place like the shard."""
+def _find_npz(f: dict) -> tuple[str, str, int, int] | None:
+    """(file read, name, mtime ns, bytes) of an input shard's .npz, or None, from one metadata
+    lookup. An input named by URI: the object beside it on the store (``<shard>.npz``), read
+    in place like the shard."""
     source = f.get("source", f["path"])
     if storage.is_uri(source):
         uri = source[:-len(".parquet")] + ".npz" if source.endswith(".parquet") else source + ".npz"
-        return (uri, uri) if storage.is_file(uri) else None
+        info = file_info(storage.resolve(uri))
+        return (uri, uri, info.mtime_ns, info.size) if info.type == pafs.FileType.File else None
     npz = npz_path(f["path"])
-    return (str(npz), str(npz)) if npz.is_file() else None
+    if not npz.is_file():
+        return None
+    st = npz.stat()
+    return (str(npz), str(npz), st.st_mtime_ns, st.st_size)
 
 
-def _per_shard(fn, items: list) -> list:
-    """``[fn(item) for item in items]``, ``STORE_REQUESTS`` at a time: on a store each
-    shard's checks are a few round trips, and a pool has thousands of shards. The first
-    failing item in order raises."""
-    if len(items) <= 1:
-        return [fn(item) for item in items]
-    from concurrent.futures import ThreadPoolExecutor
-
-    from curate.storage.objects import STORE_REQUESTS
-
-    with ThreadPoolExecutor(min(STORE_REQUESTS, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
-def _shard_facts(item: tuple[dict, tuple[str, str]]) -> tuple[dict, int, pa.Schema, tuple]:
-    """An input shard's .npz headers, its Parquet row count and schema (footer), and the .npz
-    fingerprint (path, mtime ns, bytes)."""
-    f, (npz, npz_name) = item
+def _shard_facts(item: tuple[dict, tuple]) -> tuple[dict, int, pa.Schema]:
+    """An input shard's .npz headers and its Parquet row count and schema (footer)."""
+    f, (npz, npz_name, _, _) = item
     heads = npz_headers(npz, npz_name)
     meta = pq.ParquetFile(storage.open_input(f["path"]))  # an input object: its footer, read in place
-    return heads, meta.metadata.num_rows, meta.schema_arrow, storage.fingerprint(npz)
+    return heads, meta.metadata.num_rows, meta.schema_arrow
 
 
 def plan_npz_import(inputs: list[dict]) -> dict:
@@ -119,7 +111,8 @@ def plan_npz_import(inputs: list[dict]) -> dict:
     file read, ``source`` the name the user gave, if another). The plan lists the models found
     (name -> dim), one task per shard, and the .npz fingerprints (size, mtime).
     """
-    found_npz = _per_shard(_find_npz, inputs)
+    # on a store each shard's checks are a few round trips, and a pool has thousands of shards
+    found_npz = storage.map_objects(_find_npz, inputs)
     have = [n is not None for n in found_npz]
     if not any(have):
         return {"models": {}, "tasks": [], "npz": []}
@@ -130,8 +123,8 @@ def plan_npz_import(inputs: list[dict]) -> dict:
                              f"({have.count(False)} of {len(have)} shards lack one)")
     models: dict[str, int] | None = None
     tasks, fingerprints = [], []
-    facts = _per_shard(_shard_facts, list(zip(inputs, found_npz)))
-    for f, (npz, npz_name), (heads, rows, schema, (_, mtime_ns, size)) in zip(inputs, found_npz, facts):
+    facts = storage.map_objects(_shard_facts, list(zip(inputs, found_npz)))
+    for f, (npz, npz_name, mtime_ns, size), (heads, rows, schema) in zip(inputs, found_npz, facts):
         shard_name = f.get("source", f["path"])
         found = {}
         for name in MODELS:

@@ -98,19 +98,17 @@ def fetch_image_folders(items: list[str], fmt: str | None) -> tuple[list[str], d
     folders replaced by their copies, and copy -> URI (the name ``source_file`` records). Each
     run copies the folder afresh; its samples' urls are ``file://`` URIs of the copy."""
     from curate.readers import _classify_folder
-    from curate.storage.objects import is_dir
 
     out, sources = [], {}
     for item in items:
-        if not (storage.is_uri(item) and fmt in (None, "imagefolder") and not any(c in item for c in "*?[")
-                and is_dir(item)):
+        if not (storage.is_uri(item) and fmt in (None, "imagefolder") and not any(c in item for c in "*?[")):
             out.append(item)
             continue
-        names = [Path(f) for f in storage.list_files(item, recursive=True)]
-        if fmt is None and _classify_folder(Path(item), names) != "imagefolder":
+        files = storage.list_files(item, recursive=True)  # empty: an object, not a folder
+        if not files or (fmt is None and _classify_folder(Path(item), [Path(f) for f in files]) != "imagefolder"):
             out.append(item)
             continue
-        local = str(Path(storage.local_copy(item)).resolve())
+        local = str(Path(storage.local_copy(item, files)).resolve())
         out.append(local)
         sources[local] = storage.resolve(item).uri
     return out, sources

@@ -179,35 +179,68 @@ def _image_folder(root: Path, entries, scan: InputScan, captions: str | None) ->
                                             "captions file or .txt sidecars); ingest it on its own"))
 
 
+def _shard_stems(files: list[tuple[str, str]], fmt: str | None) -> set[tuple[str, str]]:
+    """(folder, stem) of every Parquet file among (folder, name) pairs: an img2dataset shard
+    (NNNNN.parquet holds every sample of its shard; the shard's tar, its files folder and its
+    stats are the same samples again) or a DataComp shard (its .npz holds the embeddings)."""
+    if fmt not in (None, "img2dataset", "parquet", "datacomp"):
+        return set()  # e.g. --format webdataset: the tars are what was asked for
+    return {(parent, Path(name).stem) for parent, name in files if Path(name).suffix.lower() in (".parquet", ".pq")}
+
+
+def _files_folder_outcome(owner: str) -> SkippedFile:
+    """An img2dataset shard's files folder (reported once for all its files)."""
+    return SkippedFile(owner, COVERED, f"img2dataset shard files: their samples are read from "
+                                       f"{owner.rstrip('/').rsplit('/', 1)[-1]}.parquet")
+
+
+def _shard_file_outcome(path: str, parent: str, name: str, fmt: str | None,
+                        stems: set[tuple[str, str]]) -> SkippedFile | None:
+    """The outcome of a file beside a shard's Parquet file that the Parquet file covers, or None."""
+    ext = Path(name).suffix.lower()
+    stem = name[: -len("_stats.json")] if name.endswith("_stats.json") else Path(name).stem
+    if (parent, stem) not in stems:
+        return None
+    if fmt == "datacomp" and ext == ".npz":
+        return SkippedFile(path, COVERED, f"not sample rows: the embeddings of {stem}.parquet, "
+                                          "read by the DataComp import into embeddings/<model>")
+    if ext in (".tar", ".json"):
+        return SkippedFile(path, COVERED, f"img2dataset shard {'stats' if ext == '.json' else 'tar'}: "
+                                          f"its samples are read from {stem}.parquet")
+    return None
+
+
+def _reader_of(read_path: str, path: str, fmt: str | None) -> tuple[str | None, SkippedFile | None]:
+    """(the format a folder's file is read as, None), or (None, its unsupported outcome): the
+    extension's reader (a ``.json`` only when it is COCO), and with ``--format`` that reader only."""
+    file_fmt = _EXT.get(Path(path).suffix.lower())
+    if file_fmt == "coco" and not is_coco(read_path):
+        file_fmt = None
+    wanted = _FORCED_READS.get(fmt) if fmt else file_fmt
+    if file_fmt is None or file_fmt != wanted:
+        what = f"--format {fmt} was given" if fmt and file_fmt else "no reader for this kind of file"
+        return None, SkippedFile(path, UNSUPPORTED, what)
+    return file_fmt, None
+
+
 def _folder_files(root: Path, fmt: str | None, exclude: list[Path], scan: InputScan, captions: str | None) -> None:
     entries = _walk(root, exclude, scan)
     if fmt == "imagefolder" or (fmt is None and _classify_folder(root, entries) == "imagefolder"):
         _image_folder(root, entries, scan, captions)
         return
-    # img2dataset: NNNNN.parquet holds every sample of its shard; the shard's tar, its
-    # files folder and its stats are the same samples again.
-    shard_stems = {(e.parent, e.stem) for e in entries if e.suffix.lower() in (".parquet", ".pq")}
-    if fmt not in (None, "img2dataset", "parquet", "datacomp"):
-        shard_stems = set()  # e.g. --format webdataset: the tars are what was asked for
-    covered_dirs = {parent / stem for parent, stem in shard_stems}
-    reported_dirs: set[Path] = set()
+    shard_stems = _shard_stems([(str(e.parent), e.name) for e in entries], fmt)
+    covered_dirs = {str(Path(parent) / stem) for parent, stem in shard_stems}
+    reported_dirs: set[str] = set()
     for e in entries:
-        ext = e.suffix.lower()
-        owner = next((d for d in e.parents if d in covered_dirs), None) if covered_dirs else None
+        owner = next((str(d) for d in e.parents if str(d) in covered_dirs), None) if covered_dirs else None
         if owner is not None:
             if owner not in reported_dirs:
                 reported_dirs.add(owner)
-                scan.skipped.append(SkippedFile(str(owner), COVERED, f"img2dataset shard files: their samples "
-                                                f"are read from {owner.name}.parquet"))
+                scan.skipped.append(_files_folder_outcome(owner))
             continue
-        stem = e.name[: -len("_stats.json")] if e.name.endswith("_stats.json") else e.stem
-        if fmt == "datacomp" and ext == ".npz" and (e.parent, stem) in shard_stems:
-            scan.skipped.append(SkippedFile(str(e), COVERED, f"not sample rows: the embeddings of {stem}.parquet, "
-                                            "read by the DataComp import into embeddings/<model>"))
-            continue
-        if (e.parent, stem) in shard_stems and ext in (".tar", ".json"):
-            scan.skipped.append(SkippedFile(str(e), COVERED, f"img2dataset shard {'stats' if ext == '.json' else 'tar'}: "
-                                            f"its samples are read from {stem}.parquet"))
+        covered = _shard_file_outcome(str(e), str(e.parent), e.name, fmt, shard_stems)
+        if covered is not None:
+            scan.skipped.append(covered)
             continue
         why = _unreadable(e)
         if why:
@@ -219,13 +252,9 @@ def _folder_files(root: Path, fmt: str | None, exclude: list[Path], scan: InputS
         if not e.is_file():
             scan.skipped.append(SkippedFile(str(e), UNSUPPORTED, "not a regular file"))
             continue
-        file_fmt = _EXT.get(ext)
-        if file_fmt == "coco" and not is_coco(str(e)):
-            file_fmt = None
-        wanted = _FORCED_READS.get(fmt) if fmt else file_fmt
-        if file_fmt is None or file_fmt != wanted:
-            what = f"--format {fmt} was given" if fmt and file_fmt else "no reader for this kind of file"
-            scan.skipped.append(SkippedFile(str(e), UNSUPPORTED, what))
+        file_fmt, unsupported = _reader_of(str(e), str(e), fmt)
+        if unsupported is not None:
+            scan.skipped.append(unsupported)
             continue
         scan.files.append((str(e.resolve()), file_fmt))
 
@@ -238,42 +267,24 @@ def _listed_objects(items: list[str], fmt: str | None, sources: dict[str, str], 
     Appends those outcomes to ``scan``; returns the items not to read."""
     names = {item: sources.get(item, item) for item in items}
     split = {item: name.rsplit("/", 1) for item, name in names.items()}
-    stems = {(parent, Path(name).stem) for parent, name in split.values()
-             if Path(name).suffix.lower() in (".parquet", ".pq")}
-    if fmt not in (None, "img2dataset", "parquet", "datacomp"):
-        stems = set()  # e.g. --format webdataset: the tars are what was asked for
+    stems = _shard_stems(list(split.values()), fmt)
     owners = {f"{parent}/{stem}" for parent, stem in stems}
     reported: set[str] = set()
     skip = set()
     for item in items:
-        name = names[item]
-        parent, base = split[item]
-        ext = Path(base).suffix.lower()
-        stem = base[: -len("_stats.json")] if base.endswith("_stats.json") else Path(base).stem
+        name, (parent, base) = names[item], split[item]
         parts = name.split("/")
         owner = next((o for o in ("/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)) if o in owners), None)
-        skip.add(item)
         if owner is not None:
             if owner not in reported:
                 reported.add(owner)
-                scan.skipped.append(SkippedFile(owner, COVERED, f"img2dataset shard files: their samples are read "
-                                                f"from {owner.rsplit('/', 1)[-1]}.parquet"))
-        elif fmt == "datacomp" and ext == ".npz" and (parent, stem) in stems:
-            scan.skipped.append(SkippedFile(name, COVERED, f"not sample rows: the embeddings of {stem}.parquet, "
-                                            "read by the DataComp import into embeddings/<model>"))
-        elif (parent, stem) in stems and ext in (".tar", ".json"):
-            scan.skipped.append(SkippedFile(name, COVERED, f"img2dataset shard {'stats' if ext == '.json' else 'tar'}: "
-                                            f"its samples are read from {stem}.parquet"))
-        else:
-            file_fmt = _EXT.get(ext)
-            if file_fmt == "coco" and not is_coco(item):
-                file_fmt = None
-            wanted = _FORCED_READS.get(fmt) if fmt else file_fmt
-            if file_fmt is None or file_fmt != wanted:
-                what = f"--format {fmt} was given" if fmt and file_fmt else "no reader for this kind of file"
-                scan.skipped.append(SkippedFile(name, UNSUPPORTED, what))
-            else:
-                skip.discard(item)
+                scan.skipped.append(_files_folder_outcome(owner))
+            skip.add(item)
+            continue
+        outcome = _shard_file_outcome(name, parent, base, fmt, stems) or _reader_of(item, name, fmt)[1]
+        if outcome is not None:
+            scan.skipped.append(outcome)
+            skip.add(item)
     return skip
 
 

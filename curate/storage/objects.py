@@ -158,18 +158,21 @@ def fingerprint(path) -> tuple:
 STORE_REQUESTS = 16
 
 
-def for_each_object(fn, items) -> None:
-    """``fn(item)`` for every item, ``STORE_REQUESTS`` at a time (the first error is raised)."""
+def map_objects(fn, items) -> list:
+    """``[fn(item) for item in items]``, ``STORE_REQUESTS`` at a time, results in order (the
+    first failing item in order raises)."""
     items = list(items)
     if len(items) <= 1:
-        for item in items:
-            fn(item)
-        return
+        return [fn(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(min(STORE_REQUESTS, len(items))) as pool:
-        for _ in pool.map(fn, items):
-            pass
+        return list(pool.map(fn, items))
+
+
+def for_each_object(fn, items) -> None:
+    """``fn(item)`` for every item, ``STORE_REQUESTS`` at a time (the first error is raised)."""
+    map_objects(fn, items)
 
 
 def remove_tree(path) -> None:
