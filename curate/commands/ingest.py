@@ -22,7 +22,7 @@ def ingest(run: JobRun, p: IngestParams) -> None:
     cfg = p.config()
     # inputs named by URI (globs listed on the store) are read in place by the tasks (Parquet by
     # range reads, text and tar formats streamed); an image folder is copied whole to a local
-    # input cache; source_file and the run manifest name the URIs
+    # input cache (read there, its urls the objects' URIs); source_file and the run manifest name the URIs
     from curate.ingest.plan import fetch_image_folders, reads_in_place
 
     items, folders = fetch_image_folders(list(p.inputs), cfg.format)
@@ -38,6 +38,11 @@ def ingest(run: JobRun, p: IngestParams) -> None:
     hold_dataset_lock(output, create=True)  # one writer per dataset
     result = run_ingest(open_executor(run.engine, run.master, run.conf, run.app_name, rows=rows), cfg)
     _report(result)
+    from curate.progress import info
+
+    for uri in sorted(folders.values()):  # their urls are the objects' URIs: say how to fetch them
+        info(f"ingest: the urls of {uri} are its objects' URIs; download them with "
+             f"--allow-store-prefix {uri.rstrip('/')}/")
 
 
 # the dataset is --output, made by the body; inputs are the arguments

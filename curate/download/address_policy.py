@@ -133,6 +133,9 @@ class FetchPolicy:
     # networks allowed despite the default block, each optionally with a port: see parse_allow_entry
     allow_networks: list[str] = field(default_factory=list)
     allow_file_urls: bool = False
+    # object-store folders whose URLs (s3://bucket/imgs/0.jpg) are read with the run's storage
+    # settings: curate.download.store_urls
+    allow_store_prefixes: list[str] = field(default_factory=list)
     user_agent_token: str = "curate"
     disallowed_directives: list[str] = field(default_factory=lambda: ["noai", "noimageai"])
     max_seconds: float = 30.0  # wall clock for one whole request: connect, headers, redirects, body
@@ -140,7 +143,11 @@ class FetchPolicy:
 
     def check(self) -> None:
         """Raise CurateError for an allow-list entry that does not parse."""
+        from curate.download.store_urls import store_prefix
+
         self._allow_entries()
+        for entry in self.allow_store_prefixes:
+            store_prefix(entry)
         if not self.max_seconds > 0 or self.max_bytes < 1:
             raise CurateError("--max-seconds and --max-bytes must be positive")
 

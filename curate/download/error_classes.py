@@ -21,6 +21,7 @@ _ERROR_CLASSES = [
     (r"decode error|decoding error|truncated|cannot identify|corrupt content encoding", "decode_error"),
     (r"unknown url type|no host given|unsupported url|InvalidURL|nonnumeric port|can't contain control", "unsupported_url"),
     (r"hash mismatch", "hash_mismatch"),
+    (r"no such object|No such file or directory", "missing_object"),  # a store URL's or file:// URL's
     (r"urlopen error|Connection|Errno|cannot resolve|cannot connect", "connection_error"),
 ]
 

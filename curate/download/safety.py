@@ -6,7 +6,8 @@
   link-local, shared (CGNAT), multicast, reserved, documentation, site-local and
   cloud-metadata addresses are refused, and IPv6 forms that embed an IPv4 address (mapped,
   compatible, 6to4, Teredo, NAT64) are judged by the address they embed.
-- Only http and https (file:// only when allowed): no ftp:, data:, or local files.
+- Only http and https (file:// only when allowed, store URLs under allowed folders:
+  curate.download.store_urls): no ftp:, data:, or local files.
 - No proxies from the environment (a proxy would hide the real destination from the check).
 - URLs are percent-encoded as a browser does (spaces, non-ASCII, IDNA host names).
 - An honest User-Agent replaces img2dataset's browser string.
@@ -40,6 +41,7 @@ from curate.download.address_policy import (AllowEntry, BlockedAddressError, Fet
                                             embedded_ipv4, parse_allow_entry)
 from curate.download.response_body import (ACCEPT_ENCODING, CONTENT_DECODERS, BodyLimitError,  # noqa: F401 - re-exported
                                            ShortBodyError, LimitedBody, decode_content)
+from curate.download.store_urls import StoreHandler
 
 
 PROJECT_URL = "https://github.com/curate-project/curate"
@@ -338,6 +340,7 @@ def build_opener(policy: FetchPolicy) -> urllib.request.OpenerDirector:
                 urllib.request.HTTPErrorProcessor(), _PolicyProcessor(policy)]
     if policy.allow_file_urls:
         handlers.append(urllib.request.FileHandler())
+    handlers.append(StoreHandler(policy.allow_store_prefixes, policy.max_bytes, policy.max_seconds))
     for h in handlers:
         opener.add_handler(h)
     return opener

@@ -96,7 +96,7 @@ def fetch_image_folders(items: list[str], fmt: str | None) -> tuple[list[str], d
     image folder with ``--format imagefolder``, or, with no format, when it holds images and no
     Parquet or tar files (how a local folder is classified). Returns the items with those
     folders replaced by their copies, and copy -> URI (the name ``source_file`` records). Each
-    run copies the folder afresh; its samples' urls are ``file://`` URIs of the copy."""
+    run copies the folder afresh; its samples' urls are the objects' URIs (``_named_by_uri``)."""
     from curate.readers import _classify_folder
 
     out, sources = [], {}

@@ -46,6 +46,9 @@ class DownloadParams(JobParams):
                                      "with a port or port range, repeatable (127.0.0.1/32, 127.0.0.1:8080, "
                                      "10.0.0.0/8:8000-8099, [::1]:8080).")
     allow_file_urls: bool = Field(False, description="Read file:// URLs from this machine's disk.")
+    allow_store_prefix: list[str] = Field([], description="Read image URLs on object storage under this folder "
+                                          "(s3://bucket/imgs/, gs://..., hdfs://...) with this run's storage "
+                                          "settings, repeatable; other store URLs are refused.")
     user_agent_token: str = Field("curate", description="Our name in the User-Agent and in X-Robots-Tag user-agent "
                                   "directives.")
     disallow_directive: list[str] = Field(["noai", "noimageai"], description="X-Robots-Tag directives that forbid "
@@ -56,7 +59,8 @@ class DownloadParams(JobParams):
         from curate.download import DownloadOptions, FetchPolicy
 
         policy = FetchPolicy(allow_private=self.allow_private_addresses, allow_networks=list(self.allow_network),
-                             allow_file_urls=self.allow_file_urls, user_agent_token=self.user_agent_token,
+                             allow_file_urls=self.allow_file_urls,
+                             allow_store_prefixes=list(self.allow_store_prefix), user_agent_token=self.user_agent_token,
                              disallowed_directives=list(self.disallow_directive), max_seconds=self.max_seconds,
                              max_bytes=self.max_bytes)
         opts = DownloadOptions(

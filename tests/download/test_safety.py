@@ -160,6 +160,11 @@ def test_robots_optout(values, hit):
     ("not an image (empty body)", "not_an_image"),
     ("decode error: image file is truncated (3 bytes not processed)", "decode_error"),
     ("<urlopen error unsupported url: invalid host name 'a..b' (x)>", "unsupported_url"),
+    ("<urlopen error [Errno 2] No such file or directory: '/p/gone.jpg'>", "missing_object"),  # file://
+    ("no such object: s3://b/imgs/gone.jpg", "missing_object"),
+    ("blocked address: store URL s3://b/x.jpg is not under an --allow-store-prefix folder", "blocked_address"),
+    ("too large: object of 300002 bytes over 200000 bytes", "too_large"),
+    ("cannot connect to storage for s3://b/k: AWS Error NETWORK_CONNECTION", "connection_error"),
     (None, None),
 ])
 def test_error_classes(message, cls):
@@ -239,3 +244,30 @@ def test_a_name_lookup_past_the_deadline_is_a_timeout():
         FetchPolicy(allow_private=True).resolve("localhost", 80, deadline=time.monotonic() - 1)
     assert FetchPolicy(allow_private=True).resolve("127.0.0.1", 80, deadline=time.monotonic() - 1)
     assert FetchPolicy(allow_private=True).resolve("localhost", 80, deadline=time.monotonic() + 30)
+
+
+def test_store_url_rules():
+    """Which URLs are store URLs, and which of them an ``--allow-store-prefix`` list allows:
+    folder boundaries, scheme spellings (``gcs``/``gs``, ``s3a``/``s3``, any case) and ``..``."""
+    from curate.download.store_urls import is_store_url, store_prefix, store_url_problem
+    from curate.errors import CurateError
+
+    allowed = [store_prefix(p) for p in ("s3://b/imgs", "gcs://c/", "az://d/x/")]
+    assert allowed == ["s3://b/imgs/", "gs://c/", "az://d/x/"]
+    for url in ("s3://b/imgs/0.jpg", "S3://b/imgs/a b.jpg", "s3a://b/imgs/sub/1.png", "gs://c/any.jpg",
+                "gcs://c/k.jpg", "az://d/x/y.jpg"):
+        assert is_store_url(url, allowed) and store_url_problem(url, allowed) is None, url
+    for url in ("s3://b/imgs2/0.jpg", "s3://b/other.jpg", "s3://bb/imgs/0.jpg", "hdfs://nn/imgs/0.jpg",
+                "az://d/y.jpg"):
+        assert is_store_url(url, allowed) and "not under an --allow-store-prefix" in store_url_problem(url, allowed)
+    assert "'..'" in store_url_problem("s3://b/imgs/../secret.jpg", allowed)
+    assert "'..'" in store_url_problem("s3://b/imgs/./0.jpg", allowed)
+    for url in ("http://h/a.jpg", "https://h/a.jpg", "ftp://h/a.jpg", "file:///p/a.jpg", "data:image/png;base64,"):
+        assert not is_store_url(url, allowed), url  # left to urllib: refused there unless http(s) or allowed file://
+    assert is_store_url("az://d/x/y.jpg", allowed) and not is_store_url("az://d/x/y.jpg", [])
+    for bad, why in (("imgs/", "not an object-store folder"), ("https://h/imgs/", "not an object-store folder"),
+                     ("s3:///imgs", "name a bucket"), ("s3://b/a/../c", "no '.' or '..'")):
+        with pytest.raises(CurateError, match=why):
+            store_prefix(bad)
+    with pytest.raises(CurateError, match="not an object-store folder"):
+        FetchPolicy(allow_store_prefixes=["/data/imgs"]).check()

@@ -13,6 +13,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from curate.cli import main
+from curate.errors import CurateError
 from curate.params import field_flags, is_argument
 
 # command -> its model, by name (so a command that stops being generated fails here)
@@ -154,11 +155,15 @@ def test_switches_and_spellings_reach_the_config():
                                                                                              "0", "no")
     opts = _parsed("download", ["ds", "--resize-always", "--always-reencode", "--allow-private-addresses",
                                 "--allow-network", "127.0.0.1/32", "--disallow-directive", "noai",
+                                "--allow-store-prefix", "s3://b/imgs", "--allow-store-prefix", "gs://c",
                                 "--threads", "3", "--processes", "2"])[0].options()
     assert (opts.resize_only_if_bigger, opts.skip_reencode, opts.thread_count, opts.processes_count) == (False, False,
                                                                                                           3, 2)
     assert (opts.policy.allow_private, opts.policy.allow_networks, opts.policy.disallowed_directives) == (
         True, ["127.0.0.1/32"], ["noai"])
+    assert opts.policy.allow_store_prefixes == ["s3://b/imgs", "gs://c"]
+    with pytest.raises(CurateError, match="--allow-store-prefix 'imgs/': not an object-store folder"):
+        _parsed("download", ["ds", "--allow-store-prefix", "imgs/"])[0].options()
     assert _parsed("reshard", ["ds", "--out", "o", "--no-shuffle"])[0].output == "o"
     assert _parsed("reshard", ["ds", "-o", "o", "--shuffle"])[0].job_kwargs()["shuffle"] is True
     p, extra = _parsed("train", ["shards", "-o", "run", "--global-loss", "-v", "--nproc-per-node", "2", "--",

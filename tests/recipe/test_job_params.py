@@ -75,7 +75,7 @@ OLD_FLAGS = {
                    "--encode-format --encode-quality --skip-reencode --always-reencode --min-image-size "
                    "--max-image-area --max-aspect-ratio --samples-per-shard --shard-digits --threads --processes "
                    "--timeout --max-seconds --max-bytes --retries --allow-private-addresses --allow-network "
-                   "--allow-file-urls --user-agent-token --disallow-directive --master --conf --engine "
+                   "--allow-file-urls --allow-store-prefix --user-agent-token --disallow-directive --master --conf --engine "
                    "--storage-option",
     ("embed",): "--model -m --pretrained -p --device --precision --batch-size --threads --seed --limit-shards "
                 "--decode --fast-decode --master --conf --engine --storage-option",

@@ -123,3 +123,91 @@ def test_download_into_gs_bucket_matches_local(gs_bucket, tmp_path):
         assert _members(got[k]) == _members(want[k]), k
     assert not any(k.startswith("_download/") for k in got)
     assert run_download(remote, LocalExecutor(), _opts())["skipped"] is True
+
+
+def _store_images(bucket: str, tmp_path) -> dict:
+    """Photos on disk and the same bytes in the bucket, plus objects that must not be read;
+    name -> local path of the photos."""
+    import boto3
+    import os
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    photos = {}
+    for name in ("0.jpg", "sub/1.png", "two words.jpg"):
+        p = tmp_path / "photos" / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (30 + len(name), 20), (len(name) * 20, 90, 160)).save(p)
+        s3.put_object(Bucket=bucket, Key=f"imgs/{name}", Body=p.read_bytes())
+        photos[name] = p
+    s3.put_object(Bucket=bucket, Key="imgs/big.jpg", Body=b"\xff\xd8" + bytes(300_000))  # over --max-bytes
+    s3.put_object(Bucket=bucket, Key="imgs/notes.jpg", Body=b"<html>not a picture</html>")
+    s3.put_object(Bucket=bucket, Key="imgs/folder/x.jpg", Body=photos["0.jpg"].read_bytes())
+    for key in ("secret/a.jpg", "imgs2/a.jpg"):  # outside the allowed folder
+        s3.put_object(Bucket=bucket, Key=key, Body=photos["0.jpg"].read_bytes())
+    return photos
+
+
+def _pool(urls: list[str]) -> pa.Table:
+    n = len(urls)
+    t = pa.table({"uid": [derive_uid(u, "c") for u in urls], "url": urls, "text": ["c"] * n,
+                  "source_file": ["/in/pool.csv"] * n, "source_row": pa.array(range(n), pa.int64()),
+                  "original_width": pa.nulls(n, pa.int32()), "original_height": pa.nulls(n, pa.int32()),
+                  "extra": pa.nulls(n, pa.string())})
+    return load_schema("samples").conform(t.sort_by("uid"))
+
+
+def _by_url(ds: Dataset) -> dict:
+    """url -> (status, error_class, sha256, width, height) of each downloaded sample."""
+    urls = dict(zip(*ds.read("samples").select(["uid", "url"]).to_pydict().values()))
+    d = ds.read("downloads").to_pydict()
+    return {urls[u]: (s, c, h, w, ht) for u, s, c, h, w, ht in
+            zip(d["uid"], d["status"], d["error_class"], d["sha256"], d["width"], d["height"])}
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.extended)])
+def test_store_urls_are_read_under_allowed_folders(bucket, tmp_path, s3_requests, engine, request):
+    """Image URLs on the store (``s3://bucket/imgs/0.jpg``) are fetched through curate.storage
+    with the run's storage settings, under ``--allow-store-prefix`` folders only: each stores
+    what a ``file://`` download of the same bytes stores (key as written, a space too). Refused
+    as blocked addresses without a request to the store: a URL outside the folder, one that
+    climbs out of it with ``..``, a folder whose name only starts like the allowed one, and
+    every store URL when none is allowed. A missing object, a folder, an object over
+    ``--max-bytes`` and one that is no image are named as such."""
+    photos = _store_images(bucket, tmp_path)
+    keys = ("secret/a.jpg", "imgs2/a.jpg", "imgs/0.jpg")
+    before = {key: s3_requests(key) for key in keys}  # its upload
+    base = f"s3://{bucket}/imgs"
+    good = [f"{base}/{name}" for name in photos]
+    bad = {f"{base}/gone.jpg": "missing_object", f"{base}/folder": "missing_object",
+           f"{base}/big.jpg": "too_large", f"{base}/notes.jpg": "not_an_image",
+           f"{base}/../secret/a.jpg": "blocked_address", f"s3://{bucket}/secret/a.jpg": "blocked_address",
+           f"s3://{bucket}/imgs2/a.jpg": "blocked_address"}
+    if engine == "spark":
+        from curate.engine.spark import SparkExecutor
+
+        executor = SparkExecutor(request.getfixturevalue("spark"))
+    else:
+        executor = LocalExecutor()
+    local = Dataset(tmp_path / "local")
+    local.write_table("samples", _pool([p.as_uri() for p in photos.values()]), schema="samples")
+    run_download(local, LocalExecutor(), _opts())
+    want = {name: v for name, v in zip(photos, (_by_url(local)[p.as_uri()] for p in photos.values()))}
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("samples", _pool(good + list(bad)), schema="samples")
+    policy = FetchPolicy(allow_store_prefixes=[base], max_bytes=200_000)
+    stats = run_download(ds, executor, DownloadOptions(samples_per_shard=5, thread_count=4, policy=policy))
+    got = _by_url(ds)
+    assert stats["success"] == 3 and {name: got[f"{base}/{name}"] for name in photos} == want
+    assert {u: got[u][1] for u in bad} == bad
+    read = {key: s3_requests(key) - before[key] for key in keys}
+    assert read == {"secret/a.jpg": 0, "imgs2/a.jpg": 0, "imgs/0.jpg": 2}  # its size, then the whole object
+    messages = dict(zip(*ds.read("downloads").select(["uid", "error_message"]).to_pydict().values()))
+    uid = dict(zip(*ds.read("samples").select(["url", "uid"]).to_pydict().values()))
+    assert messages[uid[f"{base}/gone.jpg"]] == f"no such object: {base}/gone.jpg"
+    assert messages[uid[f"s3://{bucket}/imgs2/a.jpg"]] == (
+        f"blocked address: store URL s3://{bucket}/imgs2/a.jpg is not under an --allow-store-prefix folder")
+    none = Dataset(tmp_path / "none")  # no folder allowed: every store URL refused, none read
+    none.write_table("samples", _pool(good), schema="samples")
+    run_download(none, LocalExecutor(), _opts())
+    assert {v[1] for v in _by_url(none).values()} == {"blocked_address"}
+    assert s3_requests("imgs/0.jpg") - before["imgs/0.jpg"] == 2

@@ -566,9 +566,10 @@ def test_a_bucket_prefix_is_read_as_a_local_folder_is(bucket, tmp_path, monkeypa
 def test_an_image_folder_in_a_bucket_is_copied_as_one_folder(bucket, tmp_path, monkeypatch):
     """`curate ingest s3://bucket/imgs/` (images with a captions file, one nested): the folder is
     copied whole to the input cache and read as a local image folder (a copy per object was not
-    a folder: the run failed). Same rows as a local ingest of the folder but ``url`` (the copy's
-    file:// URI), ``source_file`` and a reject's detail (the folder's URI); the same with
-    ``--format imagefolder``."""
+    a folder: the run failed). Same rows as a local ingest of the folder but ``url`` (each
+    object's URI, not the copy's file:// URI), ``uid``, ``source_file`` and a reject's detail (the
+    folder's URI); the same with ``--format imagefolder``. ``download --allow-store-prefix``
+    fetches the images from the bucket."""
     import boto3
     from PIL import Image
 
@@ -590,6 +591,7 @@ def test_an_image_folder_in_a_bucket_is_copied_as_one_folder(bucket, tmp_path, m
         out = f"s3://{bucket}/ds{len(extra)}"
         r = subprocess.run(_ingest_cmd(f"s3://{bucket}/imgs/", out) + extra, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
+        assert f"download them with --allow-store-prefix s3://{bucket}/imgs/" in r.stdout + r.stderr
         got = Dataset(out)
         assert got.tables() == want.tables()
         for t in want.tables():
@@ -601,5 +603,14 @@ def test_an_image_folder_in_a_bucket_is_copied_as_one_folder(bucket, tmp_path, m
         assert detail == f"image 's3://{bucket}/imgs/missing.jpg' does not exist"  # named as the user did
         samples = got.read("samples")
         assert samples.num_rows == 4 and set(samples.column("source_file").to_pylist()) == {f"s3://{bucket}/imgs"}
-        assert all(u.startswith("file://" + str(tmp_path / "work")) for u in samples.column("url").to_pylist())
+        assert sorted(samples.column("url").to_pylist()) == [f"s3://{bucket}/imgs/{n}" for n in
+                                                             ("0.jpg", "1.jpg", "2.jpg", "sub/s.jpg")]
         assert got.count("rejects") == 1
+    # the urls are the objects': any machine with the store's settings downloads them
+    r = subprocess.run([sys.executable, "-m", "curate.cli", "download", f"s3://{bucket}/ds0", "--engine", "local",
+                        "--allow-store-prefix", f"s3://{bucket}/imgs/"], capture_output=True, text=True)
+    assert r.returncode == 0 and "4 success, 0 failed of 4 samples" in r.stdout + r.stderr, r.stderr
+    local = dict(zip(*want.read("samples").select(["text", "original_width"]).to_pydict().values()))
+    remote = Dataset(f"s3://{bucket}/ds0")
+    width = dict(zip(*remote.read("downloads").select(["uid", "original_width"]).to_pydict().values()))
+    assert {t: width[u] for u, t in zip(*remote.read("samples").select(["uid", "text"]).to_pydict().values())} == local
