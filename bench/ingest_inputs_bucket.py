@@ -3,7 +3,8 @@
 A Parquet file (row groups of 65,536 rows) and a TSV file of the same rows (real alt-text from
 ../shared/data, repeated), and a DataComp pool as shipped (``--datacomp-shards`` metadata shards of
 10,000 rows, each with its uncompressed ``.npz`` of float16 ViT-B/32 and ViT-L/14 image and text
-vectors: 51 MB a shard) are put in a bucket of moto's standalone S3 server on 127.0.0.1; each
+vectors: 51 MB a shard), and an image folder (``--image-folder`` JPEGs of 256 x 192 noise with a
+captions file) are put in a bucket of moto's standalone S3 server on 127.0.0.1; each
 is ingested from the bucket and from a local path (`curate ingest ... --engine local`, the
 output a local folder), one after the other in this process's machine. Printed per input:
 wall time, peak RSS of the ingest process, the bytes it left in the input cache
@@ -13,7 +14,7 @@ The loopback server holds objects in memory, so the bucket's own cost is a lower
 real store's; what this shows is the copy a run makes (or does not make) before reading.
 Run from a checkout (its `curate` is the one measured):
 
-    python bench/ingest_inputs_bucket.py --rows 400000 --datacomp-shards 4 [--json out.json]
+    python bench/ingest_inputs_bucket.py --rows 400000 --datacomp-shards 4 --image-folder 2000 [--json out.json]
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ def _datacomp_pool(folder: Path, shards: int, texts: pa.Array) -> None:
         np.savez(folder / f"{s:08d}.npz", **arrays)
 
 
+def _image_folder(folder: Path, n: int, texts: pa.Array) -> None:
+    """``n`` JPEGs of noise (256 x 192, about 40 KB each, 100 a sub-folder) and captions.csv."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = ["image,caption"]
+    for i in range(n):
+        rel = f"{i // 100:03d}/{i}.jpg"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (192, 256, 3), dtype=np.uint8)).save(folder / rel, quality=80)
+        caption = str(texts[i % len(texts)]).replace('"', "'").replace(",", " ")
+        rows.append(f"{rel},{caption}")
+    (folder / "captions.csv").write_text("\n".join(rows) + "\n")
+
+
 def _ingest(inp: str, out: Path, work: Path, *extra: str) -> dict:
     from scale import PeakRss
 
@@ -101,6 +118,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=400_000)
     ap.add_argument("--datacomp-shards", type=int, default=4, help="0: no DataComp pool")
+    ap.add_argument("--image-folder", type=int, default=0, help="images in an image folder (0: none)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     import boto3
@@ -129,6 +147,15 @@ def main(argv=None) -> int:
                 runs.append(("datacomp", str(work / "dc"), "s3://bench/dc/*.parquet",
                              sum(f.stat().st_size for f in (work / "dc").iterdir()),
                              a.datacomp_shards * DATACOMP_ROWS, ("--format", "datacomp")))
+            if a.image_folder:
+                _image_folder(work / "imgs", a.image_folder, pool.column("caption"))
+                files = sorted(f for f in (work / "imgs").rglob("*") if f.is_file())
+                from curate.storage import map_objects
+
+                keys = ["imgs/" + f.relative_to(work / "imgs").as_posix() for f in files]
+                map_objects(lambda fk: s3.upload_file(str(fk[0]), "bench", fk[1]), list(zip(files, keys)))
+                runs.append(("imagefolder", str(work / "imgs"), "s3://bench/imgs/",
+                             sum(f.stat().st_size for f in files), a.image_folder, ()))
             for name, local_in, bucket_in, size, rows, extra in runs:
                 local = _ingest(local_in, work / f"out-local-{name}", work / f"w-local-{name}", *extra)
                 bucket = _ingest(bucket_in, work / f"out-bucket-{name}", work / f"w-bucket-{name}", *extra)

@@ -21,14 +21,11 @@ def ingest(run: JobRun, p: IngestParams) -> None:
         raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}, got {run.engine!r}")
     cfg = p.config()
     # inputs named by URI (globs listed on the store) are read in place by the tasks (Parquet by
-    # range reads, text and tar formats streamed); an image folder is copied whole to a local
-    # input cache (read there, its urls the objects' URIs); source_file and the run manifest name the URIs
-    from curate.ingest.plan import fetch_image_folders, reads_in_place
+    # range reads, text and tar formats streamed, an image folder's listing and headers); other
+    # objects are copied to a local input cache; source_file and the run manifest name the URIs
+    from curate.ingest.plan import fetch_ingest_inputs
 
-    items, folders = fetch_image_folders(list(p.inputs), cfg.format)
-    inputs, cfg.sources = storage.fetch_inputs(items, in_place=lambda uri: reads_in_place(uri, cfg.format),
-                                               listed=cfg.listed)
-    cfg.sources.update(folders)
+    inputs, cfg.sources, folders = fetch_ingest_inputs(list(p.inputs), cfg.format, cfg.listed)
     cfg.inputs = list(inputs)
     require_paths(inputs, "file or folder")
     # A URI output is written in place by every task (staging, dedup scratch and tables on the store).
@@ -40,7 +37,7 @@ def ingest(run: JobRun, p: IngestParams) -> None:
     _report(result)
     from curate.progress import info
 
-    for uri in sorted(folders.values()):  # their urls are the objects' URIs: say how to fetch them
+    for uri in sorted(folders):  # their urls are the objects' URIs: say how to fetch them
         info(f"ingest: the urls of {uri} are its objects' URIs; download them with "
              f"--allow-store-prefix {uri.rstrip('/')}/")
 

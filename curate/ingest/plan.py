@@ -54,7 +54,8 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
     if len(files) >= 1 << (63 - ROW_ID_BITS):
         raise DatasetError(f"{len(files):,} input files: ingest takes at most {(1 << (63 - ROW_ID_BITS)) - 1:,} "
                            "per run (merge small files or ingest in parts)")
-    options = replace(cfg.options, exclude=[str(Path(cfg.output).resolve())])
+    output = storage.resolve(cfg.output).uri if storage.is_uri(cfg.output) else str(Path(cfg.output).resolve())
+    options = replace(cfg.options, exclude=[output])
     opts = options.to_dict()
     tasks, fingerprints = [], []
     for file_index, (path, fmt) in enumerate(files):
@@ -65,7 +66,8 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
         base = {"path": path, "source": source, "format": fmt, "file_index": file_index, "options": opts,
                 "rules": cfg.rules.to_dict()}
         if fmt == "imagefolder" and cfg.options.captions:
-            base["source"] = str(Path(cfg.options.captions).resolve())
+            captions = cfg.options.captions
+            base["source"] = captions if storage.is_uri(captions) else str(Path(captions).resolve())
         if fmt == "parquet":
             for piece in plan_parquet(path, cfg.task_rows):
                 tasks.append({**base, "row_groups": piece["row_groups"], "first_row": piece["first_row"]})
@@ -82,36 +84,47 @@ IN_PLACE_FORMATS = ("parquet", "datacomp", "img2dataset", "csv", "tsv", "jsonl",
 def reads_in_place(uri: str, fmt: str | None) -> bool:
     """Whether ingest reads an input object in place rather than from a local copy: any file
     in a format above (``--format``, else the extension; with ``--format datacomp`` a shard's
-    ``.npz`` too); an image folder's files and a name whose format the extension does not tell
-    are copied."""
+    ``.npz`` too); a name whose format the extension does not tell is copied. (An image folder
+    is read in place as a folder: ``find_image_folders``.)"""
     from curate.readers import format_of_name
 
     return (fmt or format_of_name(uri)) in IN_PLACE_FORMATS
 
 
-def fetch_image_folders(items: list[str], fmt: str | None) -> tuple[list[str], dict[str, str]]:
-    """Image folders named by URI copied whole, as one folder, to the input cache (the image
-    folder reader walks a folder on disk for its images and finds the captions file beside
-    them; a copy per object, which ``fetch_inputs`` makes, is not a folder). A URI folder is an
-    image folder with ``--format imagefolder``, or, with no format, when it holds images and no
-    Parquet or tar files (how a local folder is classified). Returns the items with those
-    folders replaced by their copies, and copy -> URI (the name ``source_file`` records). Each
-    run copies the folder afresh; its samples' urls are the objects' URIs (``_named_by_uri``)."""
+def find_image_folders(items: list[str], fmt: str | None) -> set[str]:
+    """The inputs that are image folders named by URI, read in place by the image folder
+    reader (``fetch_inputs`` would list a folder into its objects, each read on its own). A URI
+    folder is an image folder with ``--format imagefolder``, or, with no format, when it holds
+    images and no Parquet or tar files (how a local folder is classified)."""
     from curate.readers import _classify_folder
 
-    out, sources = [], {}
+    found = set()
     for item in items:
         if not (storage.is_uri(item) and fmt in (None, "imagefolder") and not any(c in item for c in "*?[")):
-            out.append(item)
             continue
         files = storage.list_files(item, recursive=True)  # empty: an object, not a folder
-        if not files or (fmt is None and _classify_folder(Path(item), [Path(f) for f in files]) != "imagefolder"):
-            out.append(item)
+        if files and (fmt == "imagefolder" or _classify_folder(Path(item), [Path(f) for f in files]) == "imagefolder"):
+            found.add(item)
+    return found
+
+
+def fetch_ingest_inputs(items: list[str], fmt: str | None, listed: set[str]) -> tuple[list[str], dict[str, str], set]:
+    """Ingest's inputs, in the order given: plain paths as they are; image folders named by URI
+    as their URIs (read in place); other URIs through ``storage.fetch_inputs`` (objects in a
+    format read in place as their URIs, others copied). Returns the inputs, each input's
+    source name (``source_file``) and the image folders named by URI."""
+    folders = find_image_folders(items, fmt)
+    inputs, sources = [], {}
+    for item in items:
+        if item in folders:
+            uri = storage.resolve(item).uri
+            inputs.append(uri)
+            sources[uri] = uri
             continue
-        local = str(Path(storage.local_copy(item, files)).resolve())
-        out.append(local)
-        sources[local] = storage.resolve(item).uri
-    return out, sources
+        got, named = storage.fetch_inputs([item], in_place=lambda uri: reads_in_place(uri, fmt), listed=listed)
+        inputs += got
+        sources.update(named)
+    return inputs, sources, {storage.resolve(f).uri for f in folders}
 
 
 def object_fingerprint(uri: str) -> dict:
@@ -152,10 +165,11 @@ def estimate_input_rows(cfg: IngestConfig) -> int:
         p = Path(path)
         if fmt in ("parquet", "datacomp", "img2dataset"):
             rows += open_parquet(path).metadata.num_rows  # a broken file: its one-line error, now
+        elif fmt == "imagefolder":
+            rows += len(storage.list_files(path, recursive=True)) if storage.is_uri(path) else \
+                sum(1 for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", ".")))
         elif storage.is_uri(path):
             rows += -(-object_fingerprint(path)["bytes"] // INPUT_BYTES_PER_ROW)
-        elif fmt == "imagefolder":
-            rows += sum(1 for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", ".")))
         elif fmt == "webdataset":
             try:
                 with tarfile.open(path, "r:") as tar:
@@ -175,9 +189,19 @@ def _tar_key(name: str) -> str:
 
 def _folder_fingerprint(root: str, exclude: list[str]) -> dict:
     """An image folder's fingerprint over the files ingest may read (hidden names and the
-    output left out); a file that cannot be read is fingerprinted by its error."""
+    output left out); a file that cannot be read is fingerprinted by its error. A folder on a
+    store: over its objects' names, sizes and times (one listing; nothing read), its
+    ``version`` standing where a local folder's SHA-256 does, as for an object."""
     import hashlib
 
+    if storage.is_uri(root):
+        skip = [x.rstrip("/") + "/" for x in exclude]
+        h, size = hashlib.sha256(), 0
+        for name, nbytes, mtime_ns in storage.list_objects(root):
+            if not any(name.startswith(x) for x in skip):
+                size += nbytes
+                h.update(f"{name[len(root.rstrip('/')) + 1:]}:{nbytes}:{mtime_ns}\n".encode())
+        return {"path": root, "bytes": size, "version": h.hexdigest(), "kind": "folder"}
     skip = {Path(x) for x in exclude}
     h, size = hashlib.sha256(), 0
     for dirpath, dirnames, filenames in os.walk(root):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
@@ -168,24 +167,5 @@ def ingest_task_batches(task: dict) -> Iterator[pa.RecordBatch]:
 
     # the driver's copy of an input named by URI, or on a cluster worker this machine's own
     for raw in read_file_raw(storage.local_input(task["path"], task["source"]), options, task["format"], **slice_args):
-        if task["format"] == "imagefolder" and storage.is_uri(task["source"]):
-            raw = _named_by_uri(raw, task["path"], task["source"])
         staged, _ = prepare_batch(raw, task["source"], task["file_index"], rules)
         yield staged
-
-
-def _named_by_uri(raw: pa.RecordBatch, copy: str, uri: str) -> pa.RecordBatch:
-    """An image folder copied from a store, named as the store names it: each image's url is its
-    object's URI (the copy's ``file://`` URI would tie the uid to this machine's cache folder, and
-    no other machine could read it; download reads it with ``--allow-store-prefix``), and rejects'
-    details and raw values name the images by the folder's URI."""
-    from urllib.parse import unquote
-
-    cols = {name: raw.column(name) for name in raw.schema.names}
-    for name in ("detail", "raw"):
-        if name in cols:
-            cols[name] = pc.replace_substring(cols[name], str(copy).rstrip("/"), uri.rstrip("/"))
-    base, folder = Path(copy).resolve().as_uri().rstrip("/") + "/", uri.rstrip("/") + "/"
-    cols["url"] = pa.array([folder + unquote(u[len(base):]) if u is not None and u.startswith(base) else u
-                            for u in cols["url"].to_pylist()], pa.string())
-    return pa.RecordBatch.from_arrays(list(cols.values()), schema=raw.schema)

@@ -315,6 +315,9 @@ def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (
                 raise InputFileError(raw, f"is inside the output dataset {inside.rstrip('/')}: ingest would read its "
                                           "own output; write the output elsewhere")
             if not storage.is_file(raw):
+                if fmt in (None, "imagefolder") and storage.is_dir(raw):  # an image folder read in place
+                    scan.files.append((raw, "imagefolder"))
+                    continue
                 raise InputFileError(raw, "no such object")
             f = fmt or detect_format(raw)
             scan.files.append((raw, "parquet" if f in ("datacomp", "img2dataset") else f))

@@ -1,12 +1,14 @@
 """Image folders with captions: a folder of images plus a captions file (CSV/TSV/JSONL with
 an image-file column and a caption column, e.g. Flickr8k's ``image,caption``), or a
-sidecar ``name.txt`` beside each image. url = the image's ``file://`` URI.
+sidecar ``name.txt`` beside each image. url = the image's ``file://`` URI; in a folder on a
+store (``s3://bucket/imgs/``), read in place, the image's object URI.
 """
 
 from __future__ import annotations
 
+import io
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import pyarrow as pa
@@ -15,15 +17,22 @@ from curate.errors import InputFileError
 from curate.readers.base import IMAGE_EXTS, ColumnMap, RawBuilder, ReaderOptions, iter_flush
 
 IMAGE_CANDIDATES = ("image", "file_name", "filename", "file", "image_path", "path", "img")
+# images of a folder on a store whose headers (and sidecar captions) are read at a time, each
+# by its own requests: a store answers each in tens of ms, so one at a time would take hours
+STORE_CHUNK = 1024
 
 
-def _image_size(path: Path) -> tuple[int, int] | None:
+def _image_size(path) -> tuple[int, int] | None:
+    """An image's (width, height) from its header; a path, or an object URI (read through a
+    64 KiB block: two requests, the open and one ranged read, for most headers)."""
     from PIL import Image
 
+    from curate import storage
+
     try:
-        with Image.open(path) as im:
+        with storage.open_random(path) if storage.is_uri(path) else open(path, "rb") as f, Image.open(f) as im:
             return im.size
-    except Exception:  # any PIL failure means: not a readable image header
+    except Exception:  # any PIL or storage failure means: not a readable image header
         return None
 
 
@@ -40,15 +49,108 @@ def list_images(folder: Path, exclude: list[str] = ()) -> list[Path]:
     return sorted(found)
 
 
+class _LocalFolder:
+    """A folder on this machine's disk: images named by path, urls their ``file://`` URIs."""
+
+    def __init__(self, root: str):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputFileError(root, "image folder does not exist")
+
+    def file(self, rel: str) -> Path:
+        return self.root / rel
+
+    def is_file(self, p: Path) -> bool:
+        return p.is_file()
+
+    def images(self, exclude: list[str]) -> list[Path]:
+        return list_images(self.root, exclude)
+
+    def sizes(self, paths: list[Path]) -> dict:
+        return {p: _image_size(p) for p in paths}
+
+    @staticmethod
+    def caption_files(images: list[Path]) -> list[tuple]:
+        """Per image, its sidecar caption: (name, its bytes, an OSError, or None when there is none)."""
+        def read(image: Path) -> tuple:
+            txt = image.with_suffix(".txt")
+            if not txt.exists() and not txt.is_symlink():
+                return txt, None
+            try:
+                return txt, txt.read_bytes()
+            except OSError as e:
+                return txt, e
+
+        return [read(p) for p in images]
+
+    @staticmethod
+    def url(p: Path) -> str:
+        return p.resolve().as_uri()
+
+
+class _StoreFolder:
+    """A folder on a store read in place: one listing, then each image's header (and sidecar)
+    by its own requests, ``STORE_CHUNK`` images a time, 16 requests at once. Images are named by
+    their URIs (the url too: the key as written, never percent-encoded) and sorted as a local
+    folder's paths are (by path components), so a sidecar folder's rows number alike."""
+
+    def __init__(self, root: str):
+        from curate import storage
+
+        self.root = storage.resolve(root).uri.rstrip("/")
+        self.files = set(storage.list_files(self.root, recursive=True))
+        if not self.files:
+            raise InputFileError(root, "image folder does not exist (no objects under it)")
+
+    def file(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def is_file(self, uri: str) -> bool:
+        return uri in self.files
+
+    def images(self, exclude: list[str]) -> list[str]:
+        skip = [x.rstrip("/") + "/" for x in exclude]
+        found = [f for f in self.files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS
+                 and not any(f.startswith(x) for x in skip)]  # hidden names: left out by the listing
+        return sorted(found, key=lambda f: f[len(self.root) + 1:].split("/"))
+
+    def sizes(self, uris: list[str]) -> dict:
+        from curate import storage
+
+        return dict(zip(uris, storage.map_objects(_image_size, uris)))
+
+    def caption_files(self, images: list[str]) -> list[tuple]:
+        from curate import storage
+
+        def read(image: str) -> tuple:
+            txt = image[:len(image) - len(PurePosixPath(image).suffix)] + ".txt"
+            if txt not in self.files:
+                return txt, None
+            try:
+                return txt, storage.read_bytes(txt)
+            except (OSError, storage.StorageError) as e:
+                return txt, e
+
+        return storage.map_objects(read, images)
+
+    @staticmethod
+    def url(uri: str) -> str:
+        return uri
+
+
+def _folder(root: str):
+    from curate import storage
+
+    return _StoreFolder(root) if storage.is_uri(root) else _LocalFolder(root)
+
+
 def read_imagefolder(folder: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
-    root = Path(folder)
-    if not root.is_dir():
-        raise InputFileError(folder, "image folder does not exist")
+    root = _folder(folder)
     captions = options.captions
     if captions is None:
         for name in ("captions.csv", "captions.tsv", "captions.jsonl"):
-            if (root / name).exists():
-                captions = str(root / name)
+            if root.is_file(root.file(name)):
+                captions = str(root.file(name))
                 break
     if captions is None:
         yield from _read_sidecars(root, options)
@@ -56,97 +158,110 @@ def read_imagefolder(folder: str, options: ReaderOptions) -> Iterator[pa.RecordB
     yield from _read_captions_file(root, captions, options)
 
 
-def _read_captions_file(root: Path, captions: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
+def _read_captions_file(root, captions: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
     from curate.readers import read_file_raw  # the captions file is itself a delimited/jsonl file
 
     cm = options.columns
     image_col = cm.image
     sub = ReaderOptions(columns=ColumnMap(url=image_col or _detect_image_col(captions), text=cm.text),
                         header=options.header, batch_size=options.batch_size)
-    sizes: dict[str, tuple[int, int] | None] = {}
+    sizes: dict = {}  # image -> (w, h), None (unreadable) or "missing"
     out = RawBuilder(options.batch_size)
     for raw in read_file_raw(captions, sub):
         d = raw.to_pydict()
+        images = [None] * raw.num_rows  # each row's image, once its name passes the checks
         for i in range(raw.num_rows):
-            row = d["source_row"][i]
+            name = d["url"][i]
+            if d["reason"][i] is None and name and name.strip():
+                rel = Path(name.strip())
+                if not (rel.is_absolute() or ".." in rel.parts):
+                    images[i] = root.file(rel.as_posix())
+        todo = list(dict.fromkeys(p for p in images if p is not None and p not in sizes))
+        present = [p for p in todo if root.is_file(p)]
+        sizes.update({p: "missing" for p in todo})
+        sizes.update(root.sizes(present))
+        for i in range(raw.num_rows):
+            row, name, p = d["source_row"][i], d["url"][i], images[i]
             if d["reason"][i] is not None:
                 out.reject(row, d["reason"][i], d["detail"][i], d["raw"][i])
                 continue
-            name = d["url"][i]
             if not name or not name.strip():
                 out.reject(row, "missing_image", "no image file named", None)
                 continue
-            rel = Path(name.strip())
-            if rel.is_absolute() or ".." in rel.parts:
+            if p is None:
                 out.reject(row, "unsafe_member_path", f"image path {name!r} leaves the image folder", name)
                 continue
-            p = root / rel
-            key = str(p)
-            if key not in sizes:
-                sizes[key] = _image_size(p) if p.is_file() else None
-                if not p.is_file():
-                    sizes[key] = ("missing",)  # type: ignore[assignment]
-            size = sizes[key]
-            if size == ("missing",):
+            size = sizes[p]
+            if size == "missing":
                 out.reject(row, "missing_image", f"image {str(p)!r} does not exist", name)
                 continue
             if size is None:
                 out.reject(row, "unreadable_image", f"image {str(p)!r} is not a readable image", name)
                 continue
-            out.add(row, url=p.resolve().as_uri(), text=d["text"][i], width=size[0], height=size[1],
-                    extra=d["extra"][i])
+            out.add(row, url=root.url(p), text=d["text"][i], width=size[0], height=size[1], extra=d["extra"][i])
             if out.full():
                 yield from iter_flush(out)
     yield from iter_flush(out)
+
+
+def _first_line(path: str) -> str:
+    """The first line of a text file or object, read as text (universal newlines)."""
+    from curate import storage
+
+    with storage.open_binary(path) if storage.is_uri(path) else open(path, "rb") as f:
+        return io.TextIOWrapper(f, encoding="utf-8", errors="replace").readline()
 
 
 def _detect_image_col(captions: str) -> str:
     from curate.readers import detect_format
 
     fmt = detect_format(captions)
+    first = _first_line(captions)
     if fmt in ("csv", "tsv"):
-        with open(captions, encoding="utf-8", errors="replace") as f:
-            first = f.readline()
         names = [n.strip().strip('"') for n in first.rstrip("\r\n").split("," if fmt == "csv" else "\t")]
     else:
         import json
 
-        with open(captions, encoding="utf-8", errors="replace") as f:
-            try:
-                names = list(json.loads(f.readline()))
-            except (ValueError, TypeError):
-                names = []
+        try:
+            names = list(json.loads(first))
+        except (ValueError, TypeError):
+            names = []
     for c in IMAGE_CANDIDATES:
         if c in names:
             return c
     raise InputFileError(captions, f"no image column found (tried {IMAGE_CANDIDATES}); map one with --image-col")
 
 
-def _read_sidecars(root: Path, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
+def _read_sidecars(root, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
     """source_row = index of the image in sorted order; an image without a .txt is a reject."""
     out = RawBuilder(options.batch_size)
-    for i, p in enumerate(list_images(root, options.exclude)):
-        txt = p.with_suffix(".txt")
-        if not txt.exists() and not txt.is_symlink():
-            out.reject(i, "missing_text", f"no caption file {txt.name} beside {p.name}", str(p))
-            continue
-        try:
-            data = txt.read_bytes()
-        except OSError as e:
-            out.reject(i, "missing_text", f"cannot read the caption file {txt} ({e.strerror or e})", str(p))
-            continue
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            out.reject(i, "text_not_utf8", f"{txt} is not valid UTF-8", data[:2000])
-            continue
-        size = _image_size(p)
-        if size is None:
-            out.reject(i, "unreadable_image", f"{p} is not a readable image", str(p))
-            continue
-        out.add(i, url=p.resolve().as_uri(), text=text, width=size[0], height=size[1],
-                extra=None)
-        if out.full():
-            yield from iter_flush(out)
+    images = root.images(options.exclude)
+    for first in range(0, len(images), STORE_CHUNK):
+        chunk = images[first:first + STORE_CHUNK]
+        texts = root.caption_files(chunk)
+        sizes = root.sizes([p for p, (_, data) in zip(chunk, texts) if isinstance(data, bytes)])
+        for i, p, (txt, data) in zip(range(first, first + len(chunk)), chunk, texts):
+            if data is None:
+                out.reject(i, "missing_text", f"no caption file {_name(txt)} beside {_name(p)}", str(p))
+                continue
+            if isinstance(data, Exception):
+                why = getattr(data, "strerror", None) or data
+                out.reject(i, "missing_text", f"cannot read the caption file {txt} ({why})", str(p))
+                continue
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                out.reject(i, "text_not_utf8", f"{txt} is not valid UTF-8", data[:2000])
+                continue
+            size = sizes[p]
+            if size is None:
+                out.reject(i, "unreadable_image", f"{p} is not a readable image", str(p))
+                continue
+            out.add(i, url=root.url(p), text=text, width=size[0], height=size[1], extra=None)
+            if out.full():
+                yield from iter_flush(out)
     yield from iter_flush(out)
 
+
+def _name(p) -> str:
+    return str(p).rsplit("/", 1)[-1]

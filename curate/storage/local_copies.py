@@ -25,13 +25,12 @@ def input_cache_dir() -> Path:
     return base / "inputs"
 
 
-def fetch_folder(path, dest, files: list[str] | None = None) -> list[str]:
+def fetch_folder(path, dest) -> list[str]:
     """Copy the files under a folder/prefix to the local folder ``dest`` (same relative names;
-    hidden names left out; ``files``: its listing, when the caller has it); returns the
-    relative names. For small inputs a local library must read from disk (an evaluation image
-    folder)."""
+    hidden names left out); returns the relative names. For small inputs a local library must
+    read from disk (an evaluation image folder)."""
     base = resolve(path).uri.rstrip("/") if is_uri(path) else str(path).rstrip("/")
-    files = list_files(base, recursive=True) if files is None else files
+    files = list_files(base, recursive=True)
 
     def copy(f: str) -> None:  # each object one request of its own: STORE_REQUESTS at a time
         target = Path(dest) / f[len(base) + 1:]
@@ -94,20 +93,19 @@ def fetch_inputs(items: list[str], in_place: Callable[[str], bool] | None = None
     return out, sources
 
 
-def local_copy(path, files: list[str] | None = None) -> str:
+def local_copy(path) -> str:
     """A local path for a small input a library must read from disk (an evaluation set, a
     metadata file): a plain path as it is; a URI's folder or file copied into
-    ``input_cache_dir()`` (a folder refetched whole, a file kept while size and mtime match).
-    ``files``: a folder's listing, when the caller has it."""
+    ``input_cache_dir()`` (a folder refetched whole, a file kept while size and mtime match)."""
     if not is_uri(path):
         return str(path)
-    if files is not None or is_dir(path):
+    if is_dir(path):
         uri = resolve(path).uri
         dest = input_cache_dir() / hashlib.sha256(uri.encode()).hexdigest()[:16] / basename(uri)
         import shutil
 
         shutil.rmtree(dest, ignore_errors=True)
-        fetch_folder(uri, dest, files)
+        fetch_folder(uri, dest)
         return str(dest)
     if not is_file(path):
         raise StorageError(f"{path}: no such file or folder")

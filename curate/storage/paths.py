@@ -36,6 +36,16 @@ def list_files(path, recursive: bool = False) -> list[str]:
         it = p.rglob("*") if recursive else p.iterdir()
         return sorted(str(f) for f in it if f.is_file()
                       and not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts))
+    return [uri for uri, _ in _store_files(path, recursive)]
+
+
+def list_objects(path) -> list[tuple[str, int, int]]:
+    """(URI, size, modification time in ns) of every object under a prefix, recursively, sorted;
+    hidden names left out as ``list_files`` does: one listing, no object read."""
+    return [(uri, info.size, info.mtime_ns) for uri, info in _store_files(path, True)]
+
+
+def _store_files(path, recursive: bool) -> list[tuple[str, pafs.FileInfo]]:
     loc = resolve(path)
     try:
         infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=recursive))
@@ -46,8 +56,8 @@ def list_files(path, recursive: bool = False) -> list[str]:
     for i in infos:
         rel = i.path[len(prefix):] if i.path.startswith(prefix) else i.base_name
         if i.type == pafs.FileType.File and not any(part.startswith(("_", ".")) for part in rel.split("/")):
-            out.append(Location(loc.fs, i.path, loc.scheme, loc.prefix).uri)
-    return sorted(out)
+            out.append((Location(loc.fs, i.path, loc.scheme, loc.prefix).uri, i))
+    return sorted(out, key=lambda x: x[0])
 
 
 def expand(pattern: str) -> list[str]:

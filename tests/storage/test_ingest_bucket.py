@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from s3kit import bucket_objects
 
 from curate.tables import Dataset
@@ -563,13 +564,14 @@ def test_a_bucket_prefix_is_read_as_a_local_folder_is(bucket, tmp_path, monkeypa
     assert Dataset(f"s3://{bucket}/dcds").count("embeddings/ViT-B-32__openai") == 80
 
 
-def test_an_image_folder_in_a_bucket_is_copied_as_one_folder(bucket, tmp_path, monkeypatch):
-    """`curate ingest s3://bucket/imgs/` (images with a captions file, one nested): the folder is
-    copied whole to the input cache and read as a local image folder (a copy per object was not
-    a folder: the run failed). Same rows as a local ingest of the folder but ``url`` (each
-    object's URI, not the copy's file:// URI), ``uid``, ``source_file`` and a reject's detail (the
-    folder's URI); the same with ``--format imagefolder``. ``download --allow-store-prefix``
-    fetches the images from the bucket."""
+def test_an_image_folder_in_a_bucket_is_read_in_place(bucket, tmp_path, monkeypatch, s3_requests):
+    """`curate ingest s3://bucket/imgs/` (images with a captions file, one nested) reads the
+    folder in place: one listing, then each image's header in two requests (the open, one
+    ranged read); nothing is copied (a copy per object was not a folder: the run failed;
+    session 17's copy of the whole folder tied the urls to the copy). Same rows as a local ingest
+    of the folder but ``url`` (each object's URI), ``uid``, ``source_file`` and a reject's
+    detail (the folder's URI); the same with ``--format imagefolder``. ``download
+    --allow-store-prefix`` then fetches the images from the bucket."""
     import boto3
     from PIL import Image
 
@@ -587,6 +589,7 @@ def test_an_image_folder_in_a_bucket_is_copied_as_one_folder(bucket, tmp_path, m
     r = _ingest(folder, str(tmp_path / "local"))
     assert r.returncode == 0, r.stderr
     want = Dataset(tmp_path / "local")
+    uploaded = s3_requests("imgs/sub/s.jpg")
     for extra in ([], ["--format", "imagefolder"]):
         out = f"s3://{bucket}/ds{len(extra)}"
         r = subprocess.run(_ingest_cmd(f"s3://{bucket}/imgs/", out) + extra, capture_output=True, text=True)
@@ -606,6 +609,8 @@ def test_an_image_folder_in_a_bucket_is_copied_as_one_folder(bucket, tmp_path, m
         assert sorted(samples.column("url").to_pylist()) == [f"s3://{bucket}/imgs/{n}" for n in
                                                              ("0.jpg", "1.jpg", "2.jpg", "sub/s.jpg")]
         assert got.count("rejects") == 1
+        assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.jpg"))  # nothing copied
+    assert s3_requests("imgs/sub/s.jpg") - uploaded == 2 * 2  # two runs: the open and one ranged read each
     # the urls are the objects': any machine with the store's settings downloads them
     r = subprocess.run([sys.executable, "-m", "curate.cli", "download", f"s3://{bucket}/ds0", "--engine", "local",
                         "--allow-store-prefix", f"s3://{bucket}/imgs/"], capture_output=True, text=True)
@@ -614,3 +619,50 @@ def test_an_image_folder_in_a_bucket_is_copied_as_one_folder(bucket, tmp_path, m
     remote = Dataset(f"s3://{bucket}/ds0")
     width = dict(zip(*remote.read("downloads").select(["uid", "original_width"]).to_pydict().values()))
     assert {t: width[u] for u, t in zip(*remote.read("samples").select(["uid", "text"]).to_pydict().values())} == local
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.extended)])
+def test_an_image_folder_of_sidecars_in_a_bucket_matches_local(bucket, tmp_path, monkeypatch, engine):
+    """A sidecar image folder (``name.txt`` beside each image) read in place from a bucket gives
+    a local ingest's rows, numbered alike (images sorted by path components: ``a/b.jpg``
+    before ``a.b/c.jpg``, which a plain string sort puts first), with its rejects (no caption,
+    a caption not UTF-8, an image that is not one) naming the objects; hidden names and an
+    output dataset inside the folder are not read. On Spark a task reads the folder in place."""
+    import boto3
+    from PIL import Image
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    folder = tmp_path / "side"
+    for rel in ("a/b.jpg", "a.b/c.jpg", "x.jpg", "y.png", "_hidden/z.jpg", ".h.jpg", "a/.d/e.jpg"):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (6 + len(rel), 9), (len(rel) * 9, 40, 80)).save(folder / rel)
+        if rel != "x.jpg":
+            (folder / rel).with_suffix(".txt").write_text(f"caption of {rel}\n")
+    (folder / "y.txt").write_bytes(b"caf\xe9")  # Latin-1, not UTF-8
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    (folder / "broken.txt").write_text("a broken image")
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        s3.put_object(Bucket=bucket, Key=f"side/{f.relative_to(folder).as_posix()}", Body=f.read_bytes())
+    r = _ingest(folder, str(tmp_path / "local"))
+    assert r.returncode == 0, r.stderr
+    want = Dataset(tmp_path / "local")
+    out = f"s3://{bucket}/side/out"  # inside the input folder: left out of it
+    r = subprocess.run(_ingest_cmd(f"s3://{bucket}/side", out) + ["--engine", engine], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = Dataset(out)
+    assert got.tables() == want.tables()
+    for t in want.tables():
+        w, g = want.read(t), got.read(t)
+        names = [c for c in w.column_names if c not in ("source_file", "url", "uid", "detail", "raw")]
+        order = [("source_row", "ascending")] if "source_row" in names else []
+        assert g.select(names).sort_by(order).equals(w.select(names).sort_by(order)), t
+    samples = got.read("samples").sort_by("source_row")
+    assert samples.column("url").to_pylist() == [f"s3://{bucket}/side/{n}" for n in ("a/b.jpg", "a.b/c.jpg")]
+    rejects = got.read("rejects").sort_by("source_row").to_pydict()
+    local_detail = [d.replace(str(folder), f"s3://{bucket}/side") for d in
+                    want.read("rejects").sort_by("source_row").column("detail").to_pylist()]
+    assert rejects["detail"] == local_detail and len(local_detail) == 3
+    assert rejects["reason"] == ["unreadable_image", "missing_text", "text_not_utf8"]
+    assert rejects["detail"][1] == "no caption file x.txt beside x.jpg"
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.jpg"))  # nothing copied
