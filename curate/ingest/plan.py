@@ -91,29 +91,33 @@ def reads_in_place(uri: str, fmt: str | None) -> bool:
     return (fmt or format_of_name(uri)) in IN_PLACE_FORMATS
 
 
-def find_image_folders(items: list[str], fmt: str | None) -> set[str]:
+def find_image_folders(items: list[str], fmt: str | None, output: str | None = None) -> set[str]:
     """The inputs that are image folders named by URI, read in place by the image folder
     reader (``fetch_inputs`` would list a folder into its objects, each read on its own). A URI
     folder is an image folder with ``--format imagefolder``, or, with no format, when it holds
-    images and no Parquet or tar files (how a local folder is classified)."""
+    images and no Parquet or tar files (how a local folder is classified), ``output`` (the
+    dataset, when inside the folder) left out as a local folder leaves it out."""
     from curate.readers import _classify_folder
 
+    inside = storage.resolve(output).uri.rstrip("/") + "/" if output and storage.is_uri(output) else None
     found = set()
     for item in items:
         if not (storage.is_uri(item) and fmt in (None, "imagefolder") and not any(c in item for c in "*?[")):
             continue
-        files = storage.list_files(item, recursive=True)  # empty: an object, not a folder
+        files = [f for f in storage.list_files(item, recursive=True)  # empty: an object, not a folder
+                 if inside is None or not f.startswith(inside)]
         if files and (fmt == "imagefolder" or _classify_folder(Path(item), [Path(f) for f in files]) == "imagefolder"):
             found.add(item)
     return found
 
 
-def fetch_ingest_inputs(items: list[str], fmt: str | None, listed: set[str]) -> tuple[list[str], dict[str, str], set]:
+def fetch_ingest_inputs(items: list[str], fmt: str | None, listed: set[str],
+                        output: str | None = None) -> tuple[list[str], dict[str, str], set]:
     """Ingest's inputs, in the order given: plain paths as they are; image folders named by URI
     as their URIs (read in place); other URIs through ``storage.fetch_inputs`` (objects in a
     format read in place as their URIs, others copied). Returns the inputs, each input's
     source name (``source_file``) and the image folders named by URI."""
-    folders = find_image_folders(items, fmt)
+    folders = find_image_folders(items, fmt, output)
     inputs, sources = [], {}
     for item in items:
         if item in folders:

@@ -666,3 +666,13 @@ def test_an_image_folder_of_sidecars_in_a_bucket_matches_local(bucket, tmp_path,
     assert rejects["reason"] == ["unreadable_image", "missing_text", "text_not_utf8"]
     assert rejects["detail"][1] == "no caption file x.txt beside x.jpg"
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.jpg"))  # nothing copied
+    (fp,) = json.loads(bucket_objects(bucket, "side/out/_runs/")["ingest.json"])["inputs"]
+    assert fp["kind"] == "folder" and fp["path"] == f"s3://{bucket}/side" and "sha256" not in fp
+    assert fp["bytes"] == sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()
+                              and not any(p.startswith((".", "_")) for p in f.relative_to(folder).parts))
+    r = subprocess.run(_ingest_cmd(f"s3://{bucket}/side", out), capture_output=True, text=True)
+    assert r.returncode == 0 and json.loads(bucket_objects(bucket, "side/out/_runs/")["ingest.json"])["resumed"]
+    s3.put_object(Bucket=bucket, Key="side/a/b.txt", Body=b"a new caption")  # a new version: a new plan
+    r = subprocess.run(_ingest_cmd(f"s3://{bucket}/side", out), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "a new caption" in got.read("samples").column("text").to_pylist()
