@@ -158,6 +158,9 @@ def detect_format(path: str) -> str:
     return fmt
 
 
+_IN_IMAGE_FOLDER = "inside an image folder (images with their captions file or .txt sidecars); ingest it on its own"
+
+
 def _image_folder(root: Path, entries, scan: InputScan, captions: str | None) -> None:
     """An image folder is one input; its files other than images and captions are counted."""
     caption_files = {root / n for n in _CAPTIONS_FILES}
@@ -175,8 +178,26 @@ def _image_folder(root: Path, entries, scan: InputScan, captions: str | None) ->
         if why:
             scan.skipped.append(SkippedFile(str(e), UNREADABLE, why))
         else:
-            scan.skipped.append(SkippedFile(str(e), UNSUPPORTED, "inside an image folder (images with their "
-                                            "captions file or .txt sidecars); ingest it on its own"))
+            scan.skipped.append(SkippedFile(str(e), UNSUPPORTED, _IN_IMAGE_FOLDER))
+
+
+def _store_image_folder(root: str, exclude: list[str], scan: InputScan) -> None:
+    """An image folder on a store (read in place) is one input, as a local one is: its objects
+    other than images and captions are counted, an output dataset inside it left out."""
+    from curate import storage
+
+    base = root.rstrip("/")
+    scan.files.append((base, "imagefolder"))
+    caption_files = {f"{base}/{n}" for n in _CAPTIONS_FILES}
+    for f in storage.list_files(base, recursive=True):
+        inside = next((x for x in exclude if f.startswith(x)), None)
+        if inside is not None:
+            if inside.rstrip("/") not in scan.excluded:
+                scan.excluded.append(inside.rstrip("/"))
+            continue
+        ext = Path(f).suffix.lower()
+        if not (ext in IMAGE_EXTS or ext == ".txt" or f in caption_files):
+            scan.skipped.append(SkippedFile(f, UNSUPPORTED, _IN_IMAGE_FOLDER))
 
 
 def _shard_stems(files: list[tuple[str, str]], fmt: str | None) -> set[tuple[str, str]]:
@@ -316,7 +337,7 @@ def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (
                                           "own output; write the output elsewhere")
             if not storage.is_file(raw):
                 if fmt in (None, "imagefolder") and storage.is_dir(raw):  # an image folder read in place
-                    scan.files.append((raw, "imagefolder"))
+                    _store_image_folder(raw, excluded_uris, scan)
                     continue
                 raise InputFileError(raw, "no such object")
             f = fmt or detect_format(raw)

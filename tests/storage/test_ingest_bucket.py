@@ -642,6 +642,8 @@ def test_an_image_folder_of_sidecars_in_a_bucket_matches_local(bucket, tmp_path,
     (folder / "y.txt").write_bytes(b"caf\xe9")  # Latin-1, not UTF-8
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     (folder / "broken.txt").write_text("a broken image")
+    (folder / "README.md").write_text("not read: counted")
+    (folder / "a" / "meta.json").write_text("{}")
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         s3.put_object(Bucket=bucket, Key=f"side/{f.relative_to(folder).as_posix()}", Body=f.read_bytes())
     r = _ingest(folder, str(tmp_path / "local"))
@@ -666,12 +668,17 @@ def test_an_image_folder_of_sidecars_in_a_bucket_matches_local(bucket, tmp_path,
     assert rejects["reason"] == ["unreadable_image", "missing_text", "text_not_utf8"]
     assert rejects["detail"][1] == "no caption file x.txt beside x.jpg"
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.jpg"))  # nothing copied
-    (fp,) = json.loads(bucket_objects(bucket, "side/out/_runs/")["ingest.json"])["inputs"]
+    local_skipped = [{**f, "path": f["path"].replace(str(folder), f"s3://{bucket}/side")}
+                     for f in json.loads((tmp_path / "local" / "_runs" / "ingest.json").read_text())["skipped_files"]]
+    m = json.loads(bucket_objects(bucket, "side/out/_runs/")["ingest.json"])
+    assert m["skipped_files"] == local_skipped and len(local_skipped) == 2  # README.md, a/meta.json
+    (fp,) = m["inputs"]
     assert fp["kind"] == "folder" and fp["path"] == f"s3://{bucket}/side" and "sha256" not in fp
     assert fp["bytes"] == sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()
                               and not any(p.startswith((".", "_")) for p in f.relative_to(folder).parts))
     r = subprocess.run(_ingest_cmd(f"s3://{bucket}/side", out), capture_output=True, text=True)
-    assert r.returncode == 0 and json.loads(bucket_objects(bucket, "side/out/_runs/")["ingest.json"])["resumed"]
+    m = json.loads(bucket_objects(bucket, "side/out/_runs/")["ingest.json"])
+    assert r.returncode == 0 and m["resumed"] and m["excluded_folders"] == [out]
     s3.put_object(Bucket=bucket, Key="side/a/b.txt", Body=b"a new caption")  # a new version: a new plan
     r = subprocess.run(_ingest_cmd(f"s3://{bucket}/side", out), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
