@@ -5,9 +5,10 @@ A pool's URLs come from the web as often as from its owner, and a store URL is r
 run's own credentials: read, it would copy a private object into the dataset. So a store URL is
 read only under a folder the user allowed (``--allow-store-prefix s3://bucket/imgs/``); any
 other is refused as a blocked address, and one with a ``.`` or ``..`` segment always is. An
-object is read in two requests (its size, then the whole object), refused before reading when
-it is over ``--max-bytes``. The key is the URL's text as written (no percent-decoding: store
-keys are literal, as the AWS and gcloud tools take them).
+object is read whole by ``storage.read_object`` (on S3 one request; elsewhere two, the size then
+the object), refused before its body is read when it is over ``--max-bytes``. The key is the
+URL's text as written (no percent-decoding: store keys are literal, as the AWS and gcloud tools
+take them).
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class StoreHandler(urllib.request.BaseHandler):
         self.prefixes = [store_prefix(p) for p in prefixes]
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
+        if any(p.startswith("s3://") for p in self.prefixes):
+            from curate import storage
+
+            storage.s3_client()  # made here, before the download's threads: creating it in several is not safe
 
     def default_open(self, req):
         url = req.full_url
@@ -98,18 +103,13 @@ class StoreHandler(urllib.request.BaseHandler):
 
         started = time.monotonic()
         try:
-            loc = storage.resolve(url)
-            with loc.fs.open_input_file(loc.path) as f:  # the open looks up the size: one request
-                size = f.size()
-                if size > self.max_bytes:
-                    raise StoreURLError(f"too large: object of {size} bytes over {self.max_bytes} bytes")
-                data = f.read(size)
-        except StoreURLError:
-            raise
+            data = storage.read_object(url, self.max_bytes)
         except FileNotFoundError:
             raise StoreURLError(f"no such object: {url}") from None
         except IsADirectoryError:
             raise StoreURLError(f"no such object: {url} is a folder") from None
+        except storage.ObjectTooLarge as e:
+            raise StoreURLError(f"too large: object of {e.size} bytes over {e.limit} bytes") from None
         except (OSError, CurateError) as e:
             raise StoreURLError(f"cannot connect to storage for {url}: {e}") from None
         if time.monotonic() - started > self.max_seconds:

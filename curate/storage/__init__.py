@@ -18,8 +18,9 @@ from curate.storage.commits import COMMIT_DIR, commit_shard, committed, marker, 
 from curate.storage.filesystems import configure_fsspec, fsspec_filesystem, s3_client, s3_settings
 from curate.storage.local_copies import fetch_folder, fetch_inputs, input_cache_dir, local_copy, local_input
 from curate.storage.location import Location, is_uri, resolve
-from curate.storage.objects import (copy_object, delete, exists, fingerprint, for_each_object, is_dir, is_file,
-                                    listing, map_objects, put_bytes, put_file, read_bytes, remove_tree)
+from curate.storage.objects import (ObjectTooLarge, copy_object, delete, exists, fingerprint, for_each_object,
+                                    is_dir, is_file, listing, map_objects, put_bytes, put_file, read_bytes,
+                                    read_object, remove_tree)
 from curate.storage.paths import basename, expand, join, list_files, list_objects
 from curate.storage.readers import (load_npy, npy_bytes, open_binary, open_input, open_input_stream, open_npz,
                                     open_random, parquet_file, read_parquet)
@@ -27,11 +28,12 @@ from curate.storage.settings import (OPTIONS_ENV, StorageError, apply_worker_env
                                      parse_options, worker_env)
 
 __all__ = [
-    "COMMIT_DIR", "OPTIONS_ENV", "Location", "StorageError", "apply_worker_env", "basename", "commit_shard",
-    "committed", "configure", "configure_fsspec", "copy_object", "default_options", "delete", "exists", "expand",
-    "fetch_folder", "fetch_inputs", "for_each_object", "fingerprint", "fsspec_filesystem", "input_cache_dir",
-    "is_dir", "is_file", "is_uri", "join", "list_files", "list_objects", "listing", "load_npy", "local_copy",
-    "local_input", "map_objects", "marker", "npy_bytes", "open_binary", "open_input", "open_input_stream", "open_npz",
-    "open_random", "parquet_file", "parse_options", "put_bytes", "put_file", "read_bytes", "read_parquet",
-    "remove_tree", "resolve", "s3_client", "s3_settings", "uncommit_shard", "worker_env",
+    "COMMIT_DIR", "OPTIONS_ENV", "Location", "ObjectTooLarge", "StorageError", "apply_worker_env", "basename",
+    "commit_shard", "committed", "configure", "configure_fsspec", "copy_object", "default_options", "delete",
+    "exists", "expand", "fetch_folder", "fetch_inputs", "for_each_object", "fingerprint", "fsspec_filesystem",
+    "input_cache_dir", "is_dir", "is_file", "is_uri", "join", "list_files", "list_objects", "listing", "load_npy",
+    "local_copy", "local_input", "map_objects", "marker", "npy_bytes", "open_binary", "open_input",
+    "open_input_stream", "open_npz", "open_random", "parquet_file", "parse_options", "put_bytes", "put_file",
+    "read_bytes", "read_object", "read_parquet", "remove_tree", "resolve", "s3_client", "s3_settings",
+    "uncommit_shard", "worker_env",
 ]

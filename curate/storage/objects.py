@@ -57,6 +57,57 @@ def read_bytes(path) -> bytes:
         raise StorageError(f"cannot read {loc}: {e}") from None
 
 
+class ObjectTooLarge(StorageError):
+    """An object over the size a reader accepts, refused before its body was read."""
+
+    def __init__(self, loc: Location, size: int, limit: int):
+        super().__init__(f"{loc}: object of {size} bytes over {limit} bytes")
+        self.size, self.limit = size, limit
+
+
+def read_object(path, max_bytes: int | None = None) -> bytes:
+    """A whole object in as few requests as the store allows, refused (``ObjectTooLarge``)
+    before its body is read when it is over ``max_bytes``: on S3 one GET through boto3 (every
+    pyarrow open looks up the size first: two requests), elsewhere the size lookup and one read.
+    For many small objects read one each (a pool's images named by store URLs). A missing
+    object raises FileNotFoundError."""
+    loc = resolve(path)
+    if loc.scheme == "s3":
+        from botocore.exceptions import ClientError
+
+        bucket, _, key = loc.path.partition("/")
+        try:
+            response = s3_client().get_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(str(loc)) from None
+            raise StorageError(f"cannot read {loc}: {e}") from None
+        except Exception as e:  # botocore's connection errors: one line, like every other storage failure
+            raise StorageError(f"cannot read {loc}: {e}") from None
+        body = response["Body"]
+        try:
+            size = response.get("ContentLength")
+            if max_bytes is not None and size is not None and size > max_bytes:
+                raise ObjectTooLarge(loc, size, max_bytes)
+            return body.read()
+        except (StorageError, FileNotFoundError):
+            raise
+        except Exception as e:
+            raise StorageError(f"cannot read {loc}: {e}") from None
+        finally:
+            body.close()
+    try:
+        with loc.fs.open_input_file(loc.path) as f:
+            size = f.size()
+            if max_bytes is not None and size > max_bytes:
+                raise ObjectTooLarge(loc, size, max_bytes)
+            return f.read(size)
+    except (FileNotFoundError, StorageError):
+        raise
+    except OSError as e:
+        raise StorageError(f"cannot read {loc}: {e}") from None
+
+
 def put_bytes(loc: Location, data: bytes) -> None:
     """One whole object under its final key (object stores publish it only when complete)."""
     try:
