@@ -22,15 +22,31 @@ IMAGE_CANDIDATES = ("image", "file_name", "filename", "file", "image_path", "pat
 STORE_CHUNK = 1024
 
 
+# bytes of an object read for its image header: one request holds nearly every image's
+# (a JPEG with a large EXIF block or thumbnail may need more: then the object is read as a file)
+HEADER_BYTES = 64 << 10
+
+
 def _image_size(path) -> tuple[int, int] | None:
-    """An image's (width, height) from its header; a path, or an object URI (read through a
-    64 KiB block: two requests, the open and one ranged read, for most headers)."""
+    """An image's (width, height) from its header; a path, or an object URI (its first
+    ``HEADER_BYTES`` in one request on S3; a header longer than that read through
+    ``storage.open_random``)."""
     from PIL import Image
 
     from curate import storage
 
     try:
-        with storage.open_random(path) if storage.is_uri(path) else open(path, "rb") as f, Image.open(f) as im:
+        if storage.is_uri(path):
+            head = storage.read_head(path, HEADER_BYTES)
+            try:
+                with Image.open(io.BytesIO(head)) as im:
+                    return im.size
+            except Exception:
+                if len(head) < HEADER_BYTES:
+                    return None  # the whole object, and no image header in it
+            with storage.open_random(path) as f, Image.open(f) as im:
+                return im.size
+        with Image.open(path) as im:
             return im.size
     except Exception:  # any PIL or storage failure means: not a readable image header
         return None

@@ -20,7 +20,7 @@ from curate.storage.local_copies import fetch_folder, fetch_inputs, input_cache_
 from curate.storage.location import Location, is_uri, resolve
 from curate.storage.objects import (ObjectTooLarge, copy_object, delete, exists, fingerprint, for_each_object,
                                     is_dir, is_file, listing, map_objects, put_bytes, put_file, read_bytes,
-                                    read_object, remove_tree)
+                                    read_head, read_object, remove_tree)
 from curate.storage.paths import basename, expand, join, list_files, list_objects
 from curate.storage.readers import (load_npy, npy_bytes, open_binary, open_input, open_input_stream, open_npz,
                                     open_random, parquet_file, read_parquet)
@@ -34,6 +34,6 @@ __all__ = [
     "input_cache_dir", "is_dir", "is_file", "is_uri", "join", "list_files", "list_objects", "listing", "load_npy",
     "local_copy", "local_input", "map_objects", "marker", "npy_bytes", "open_binary", "open_input",
     "open_input_stream", "open_npz", "open_random", "parquet_file", "parse_options", "put_bytes", "put_file",
-    "read_bytes", "read_object", "read_parquet", "remove_tree", "resolve", "s3_client", "s3_settings",
+    "read_bytes", "read_head", "read_object", "read_parquet", "remove_tree", "resolve", "s3_client", "s3_settings",
     "uncommit_shard", "worker_env",
 ]

@@ -3,6 +3,7 @@ one folder's listing, and a folder's removal."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -106,6 +107,37 @@ def read_object(path, max_bytes: int | None = None) -> bytes:
         raise
     except OSError as e:
         raise StorageError(f"cannot read {loc}: {e}") from None
+
+
+def read_head(path, nbytes: int) -> bytes:
+    """The first ``nbytes`` of an object (all of it when shorter): on S3 one ranged GET through
+    boto3, elsewhere the size lookup and one ranged read. For headers of many small objects
+    (an image folder's image sizes). A missing object raises FileNotFoundError."""
+    loc = resolve(path)
+    if loc.scheme != "s3":
+        try:
+            with loc.fs.open_input_file(loc.path) as f:
+                return f.read(nbytes)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise StorageError(f"cannot read {loc}: {e}") from None
+    from botocore.exceptions import ClientError
+
+    bucket, _, key = loc.path.partition("/")
+    try:
+        response = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{nbytes - 1}")
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise FileNotFoundError(str(loc)) from None
+        if code == "InvalidRange":  # an empty object
+            return b""
+        raise StorageError(f"cannot read {loc}: {e}") from None
+    except Exception as e:  # botocore's connection errors: one line, like every other storage failure
+        raise StorageError(f"cannot read {loc}: {e}") from None
+    with contextlib.closing(response["Body"]) as body:
+        return body.read()
 
 
 def put_bytes(loc: Location, data: bytes) -> None:

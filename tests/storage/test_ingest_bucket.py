@@ -566,8 +566,8 @@ def test_a_bucket_prefix_is_read_as_a_local_folder_is(bucket, tmp_path, monkeypa
 
 def test_an_image_folder_in_a_bucket_is_read_in_place(bucket, tmp_path, monkeypatch, s3_requests):
     """`curate ingest s3://bucket/imgs/` (images with a captions file, one nested) reads the
-    folder in place: one listing, then each image's header in two requests (the open, one
-    ranged read); nothing is copied (a copy per object was not a folder: the run failed;
+    folder in place: one listing, then each image's header in one request (a ranged GET of its
+    first 64 KiB); nothing is copied (a copy per object was not a folder: the run failed;
     session 17's copy of the whole folder tied the urls to the copy). Same rows as a local ingest
     of the folder but ``url`` (each object's URI), ``uid``, ``source_file`` and a reject's
     detail (the folder's URI); the same with ``--format imagefolder``. ``download
@@ -610,7 +610,7 @@ def test_an_image_folder_in_a_bucket_is_read_in_place(bucket, tmp_path, monkeypa
                                                              ("0.jpg", "1.jpg", "2.jpg", "sub/s.jpg")]
         assert got.count("rejects") == 1
         assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.jpg"))  # nothing copied
-    assert s3_requests("imgs/sub/s.jpg") - uploaded == 2 * 2  # two runs: the open and one ranged read each
+    assert s3_requests("imgs/sub/s.jpg") - uploaded == 2  # two runs: one ranged GET each
     # the urls are the objects': any machine with the store's settings downloads them
     r = subprocess.run([sys.executable, "-m", "curate.cli", "download", f"s3://{bucket}/ds0", "--engine", "local",
                         "--allow-store-prefix", f"s3://{bucket}/imgs/"], capture_output=True, text=True)
@@ -642,6 +642,9 @@ def test_an_image_folder_of_sidecars_in_a_bucket_matches_local(bucket, tmp_path,
     (folder / "y.txt").write_bytes(b"caf\xe9")  # Latin-1, not UTF-8
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     (folder / "broken.txt").write_text("a broken image")
+    # a header longer than the first read (a 100 KB colour profile before the pixels)
+    Image.new("RGB", (13, 17), (1, 2, 3)).save(folder / "a" / "icc.jpg", icc_profile=bytes(100_000))
+    (folder / "a" / "icc.txt").write_text("a long header")
     (folder / "README.md").write_text("not read: counted")
     (folder / "a" / "meta.json").write_text("{}")
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -660,7 +663,9 @@ def test_an_image_folder_of_sidecars_in_a_bucket_matches_local(bucket, tmp_path,
         order = [("source_row", "ascending")] if "source_row" in names else []
         assert g.select(names).sort_by(order).equals(w.select(names).sort_by(order)), t
     samples = got.read("samples").sort_by("source_row")
-    assert samples.column("url").to_pylist() == [f"s3://{bucket}/side/{n}" for n in ("a/b.jpg", "a.b/c.jpg")]
+    assert samples.column("url").to_pylist() == [f"s3://{bucket}/side/{n}" for n in ("a/b.jpg", "a/icc.jpg",
+                                                                                     "a.b/c.jpg")]
+    assert samples.column("original_width").to_pylist()[1] == 13
     rejects = got.read("rejects").sort_by("source_row").to_pydict()
     local_detail = [d.replace(str(folder), f"s3://{bucket}/side") for d in
                     want.read("rejects").sort_by("source_row").column("detail").to_pylist()]
