@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import tarfile
 from collections import defaultdict
@@ -38,8 +39,10 @@ def thumbnail(data: bytes, size: int = 112) -> tuple[str, tuple[int, int]] | Non
 
 
 def thumbnails(dataset: Dataset, uids: list[str], size: int = 112, executor=None) -> dict[str, str]:
-    """uid -> thumbnail data URI for the uids that have a downloaded image (one pass per tar).
-    The downloads rows of those uids are found by ``executor``'s workers (default in-process)."""
+    """uid -> thumbnail data URI for the uids that have a downloaded image. The downloads rows of
+    those uids are found by ``executor``'s workers (default in-process), and each tar shard
+    holding some is read by a task of its own (``shard_thumbnails``), so no machine reads more
+    than its shards and a cluster reads them side by side."""
     if not uids or not dataset.has_table("downloads"):
         return {}
     from curate.engine import LocalExecutor
@@ -54,21 +57,45 @@ def thumbnails(dataset: Dataset, uids: list[str], size: int = 112, executor=None
     for uid, shard, key in zip(t.column("uid").to_pylist(), t.column("shard").to_pylist(), t.column("key").to_pylist()):
         if shard and key:
             by_shard[shard][key] = uid
+    def where(shard: str) -> str:
+        return shard if storage.is_uri(shard) or Path(shard).is_absolute() else storage.join(dataset.root, shard)
+
+    tasks = [{"path": str(where(shard)), "keys": keys, "size": size} for shard, keys in sorted(by_shard.items())]
     out: dict[str, str] = {}
-    for shard, keys in sorted(by_shard.items()):
-        path = shard if storage.is_uri(shard) or Path(shard).is_absolute() else storage.join(dataset.root, shard)
-        if not storage.exists(path):
-            continue
-        try:
-            with storage.open_input_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|*") as tf:
-                for m in tf:
-                    stem, dot, ext = m.name.rpartition(".")
-                    if not dot or f".{ext.lower()}" not in IMAGE_EXTS or stem not in keys:
-                        continue
-                    f = tf.extractfile(m)
-                    th = thumbnail(f.read(), size) if f else None
-                    if th:
-                        out[keys[stem]] = th[0]
-        except (tarfile.TarError, OSError):
-            continue  # a damaged shard leaves its samples without a picture, not the report
+    for r in ex.map_tasks(tasks, shard_thumbnails, "thumbnails"):
+        out.update(r["thumbs"])
     return out
+
+
+def shard_thumbnails(task: dict) -> dict:
+    """The thumbnails of one tar shard's wanted members (``task["keys"]``: key -> uid). A local
+    shard is read by its headers only (tarfile skips each member's data by seeking); a shard on
+    a store is streamed (a seek there is a request of its own). Either way the read stops once
+    every wanted image is found. A missing or damaged shard leaves its samples without a
+    picture, not the report."""
+    keys, size, path = task["keys"], task["size"], task["path"]
+    thumbs: dict[str, str] = {}
+    if not storage.exists(path):
+        return {"thumbs": thumbs}
+    left = set(keys)
+    try:
+        with contextlib.ExitStack() as stack:
+            if storage.is_uri(path):
+                stream = stack.enter_context(storage.open_input_stream(path))
+                tf = stack.enter_context(tarfile.open(fileobj=stream, mode="r|*"))
+            else:
+                tf = stack.enter_context(tarfile.open(path, mode="r:*"))
+            for m in tf:
+                stem, dot, ext = m.name.rpartition(".")
+                if not dot or f".{ext.lower()}" not in IMAGE_EXTS or stem not in left:
+                    continue
+                left.discard(stem)
+                f = tf.extractfile(m)
+                th = thumbnail(f.read(), size) if f else None
+                if th:
+                    thumbs[keys[stem]] = th[0]
+                if not left:
+                    break
+    except (tarfile.TarError, OSError):
+        pass  # what was read before the damage is kept
+    return {"thumbs": thumbs}
