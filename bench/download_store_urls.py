@@ -17,30 +17,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "storage"))
 sys.path.insert(0, str(REPO / "bench"))
-
-
-def _images(folder: Path, n: int) -> list[Path]:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        p = folder / f"{i // 100:03d}" / f"{i}.jpg"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (192, 256, 3), dtype=np.uint8)).save(p, quality=80)
-        out.append(p)
-    return out
 
 
 def _download(root: Path, urls: list[str], threads: int, prefixes: list[str]) -> dict:
@@ -74,44 +58,44 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
+    from scale import in_scratch
+
+    return in_scratch("curate-bench-store-urls-", lambda work: _run(a, work), a.json)
+
+
+def _run(a, work: Path) -> dict:
     import boto3
     from s3kit import S3_ENV, moto_server
-
-    from curate.storage import map_objects
+    from scale import noise_jpegs, upload_folder
 
     os.environ.update(S3_ENV)
-    work = Path(tempfile.mkdtemp(prefix="curate-bench-store-urls-"))
     out = {"images": a.images, "threads": a.threads, "code": subprocess.run(
         ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO).stdout.strip()}
-    try:
-        files = _images(work / "imgs", a.images)
-        with moto_server(work) as url:
-            os.environ["AWS_ENDPOINT_URL"] = url
-            s3 = boto3.client("s3", endpoint_url=url)
-            s3.create_bucket(Bucket="bench")
-            keys = ["imgs/" + f.relative_to(work / "imgs").as_posix() for f in files]
-            map_objects(lambda fk: s3.upload_file(str(fk[0]), "bench", fk[1]), list(zip(files, keys)))
-            log = work / "server.log"
-            before = log.read_text(errors="replace").count("GET /bench/imgs/") + \
-                log.read_text(errors="replace").count("HEAD /bench/imgs/")
-            _download(work / "ds-warm", [f.as_uri() for f in files[:20]], a.threads, [])  # imports, first start
-            out["file"] = _download(work / "ds-file", [f.as_uri() for f in files], a.threads, [])
-            out["store"] = _download(work / "ds-store", [f"s3://bench/{k}" for k in keys], a.threads,
-                                     ["s3://bench/imgs/"])
-            time.sleep(1)  # the server's log is written behind its answers
-            text = log.read_text(errors="replace")
-            out["store"]["requests"] = text.count("GET /bench/imgs/") + text.count("HEAD /bench/imgs/") - before
-        f, s = out["file"], out["store"]
-        out["store_over_file"] = s["wall_s"] / f["wall_s"]
-        print(f"{a.images:,} images, {a.threads} threads: file:// {f['wall_s']:.1f} s ({f['images_per_s']:.0f}/s); "
-              f"s3:// {s['wall_s']:.1f} s ({s['images_per_s']:.0f}/s, {s['requests']:,} requests); "
-              f"store/file {out['store_over_file']:.2f}x", flush=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    from scale import write_results
+    files = noise_jpegs(work / "imgs", a.images)
+    with moto_server(work) as url:
+        os.environ["AWS_ENDPOINT_URL"] = url
+        s3 = boto3.client("s3", endpoint_url=url)
+        s3.create_bucket(Bucket="bench")
+        keys = upload_folder(s3, work / "imgs", "bench", "imgs/")
+        log = work / "server.log"
 
-    write_results(a.json, out)
-    return 0
+        def requests() -> int:
+            text = log.read_text(errors="replace")
+            return text.count("GET /bench/imgs/") + text.count("HEAD /bench/imgs/")
+
+        before = requests()
+        _download(work / "ds-warm", [f.as_uri() for f in files[:20]], a.threads, [])  # imports, first start
+        out["file"] = _download(work / "ds-file", [f.as_uri() for f in files], a.threads, [])
+        out["store"] = _download(work / "ds-store", [f"s3://bench/{k}" for k in keys], a.threads,
+                                 ["s3://bench/imgs/"])
+        time.sleep(1)  # the server's log is written behind its answers
+        out["store"]["requests"] = requests() - before
+    f, s = out["file"], out["store"]
+    out["store_over_file"] = s["wall_s"] / f["wall_s"]
+    print(f"{a.images:,} images, {a.threads} threads: file:// {f['wall_s']:.1f} s ({f['images_per_s']:.0f}/s); "
+          f"s3:// {s['wall_s']:.1f} s ({s['images_per_s']:.0f}/s, {s['requests']:,} requests); "
+          f"store/file {out['store_over_file']:.2f}x", flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -79,18 +79,13 @@ def _datacomp_pool(folder: Path, shards: int, texts: pa.Array) -> None:
 
 
 def _image_folder(folder: Path, n: int, texts: pa.Array) -> None:
-    """``n`` JPEGs of noise (256 x 192, about 40 KB each, 100 a sub-folder) and captions.csv."""
-    import numpy as np
-    from PIL import Image
+    """``n`` noise JPEGs (``scale.noise_jpegs``) and a captions.csv naming them."""
+    from scale import noise_jpegs
 
-    rng = np.random.default_rng(0)
     rows = ["image,caption"]
-    for i in range(n):
-        rel = f"{i // 100:03d}/{i}.jpg"
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (192, 256, 3), dtype=np.uint8)).save(folder / rel, quality=80)
+    for i, p in enumerate(noise_jpegs(folder, n)):
         caption = str(texts[i % len(texts)]).replace('"', "'").replace(",", " ")
-        rows.append(f"{rel},{caption}")
+        rows.append(f"{p.relative_to(folder).as_posix()},{caption}")
     (folder / "captions.csv").write_text("\n".join(rows) + "\n")
 
 
@@ -148,14 +143,13 @@ def main(argv=None) -> int:
                              sum(f.stat().st_size for f in (work / "dc").iterdir()),
                              a.datacomp_shards * DATACOMP_ROWS, ("--format", "datacomp")))
             if a.image_folder:
-                _image_folder(work / "imgs", a.image_folder, pool.column("caption"))
-                files = sorted(f for f in (work / "imgs").rglob("*") if f.is_file())
-                from curate.storage import map_objects
+                from scale import upload_folder
 
-                keys = ["imgs/" + f.relative_to(work / "imgs").as_posix() for f in files]
-                map_objects(lambda fk: s3.upload_file(str(fk[0]), "bench", fk[1]), list(zip(files, keys)))
+                _image_folder(work / "imgs", a.image_folder, pool.column("caption"))
+                upload_folder(s3, work / "imgs", "bench", "imgs/")
                 runs.append(("imagefolder", str(work / "imgs"), "s3://bench/imgs/",
-                             sum(f.stat().st_size for f in files), a.image_folder, ()))
+                             sum(f.stat().st_size for f in (work / "imgs").rglob("*") if f.is_file()),
+                             a.image_folder, ()))
             for name, local_in, bucket_in, size, rows, extra in runs:
                 local = _ingest(local_in, work / f"out-local-{name}", work / f"w-local-{name}", *extra)
                 bucket = _ingest(bucket_in, work / f"out-bucket-{name}", work / f"w-bucket-{name}", *extra)

@@ -107,6 +107,43 @@ def write_results(path, out: dict) -> None:
         print(f"wrote {path}")
 
 
+def in_scratch(prefix: str, run, json_path=None) -> int:
+    """``run(work)`` in a fresh temporary folder (removed afterwards, whatever happens); its
+    results written to ``json_path`` (a benchmark's ``--json``). A bench script's exit status."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        out = run(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    write_results(json_path, out)
+    return 0
+
+
+def noise_jpegs(folder: Path, n: int) -> list[Path]:
+    """``n`` JPEGs of 256 x 192 noise (about 32 KB each at quality 80), 100 a sub-folder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        p = folder / f"{i // 100:03d}" / f"{i}.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (192, 256, 3), dtype=np.uint8)).save(p, quality=80)
+        out.append(p)
+    return out
+
+
+def upload_folder(s3, folder: Path, bucket: str, prefix: str) -> list[str]:
+    """Every file under ``folder`` put in ``bucket`` under ``prefix`` (16 at a time); the keys."""
+    from curate.storage import map_objects
+
+    files = sorted(f for f in folder.rglob("*") if f.is_file())
+    keys = [prefix + f.relative_to(folder).as_posix() for f in files]
+    map_objects(lambda fk: s3.upload_file(str(fk[0]), bucket, fk[1]), list(zip(files, keys)))
+    return keys
+
+
 # ---------------------------------------------------------------- memory polling (/proc, no psutil)
 def _rss_kib(pid: int) -> int:
     try:
