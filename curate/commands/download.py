@@ -15,12 +15,19 @@ DIRECT_SCHEMES = ("s3", "gs")  # a dataset URI the download reads and writes in 
 
 
 def blocked_hint(failed_by_class: dict[str, int]) -> str | None:
-    """One line saying what to do when the address policy refused rows (a private or loopback server)."""
+    """What to do when the policy refused rows: a line for a private or loopback server, one for
+    store URLs outside every allowed folder."""
+    lines = []
     n = failed_by_class.get("blocked_address", 0)
-    if not n:
-        return None
-    return (f"{n:,} rows were refused by the address policy (private, loopback or link-local host); for a server "
-            "you trust, rerun with --retry-failed --allow-network CIDR (e.g. --allow-network 127.0.0.1/32)")
+    if n:
+        lines.append(f"{n:,} rows were refused by the address policy (private, loopback or link-local host); for a "
+                     "server you trust, rerun with --retry-failed --allow-network CIDR (e.g. --allow-network "
+                     "127.0.0.1/32)")
+    n = failed_by_class.get("blocked_store_url", 0)
+    if n:
+        lines.append(f"{n:,} rows name objects on a store (s3://, gs://, ...) outside every --allow-store-prefix "
+                     "folder; for a folder you trust, rerun with --retry-failed --allow-store-prefix s3://BUCKET/FOLDER/")
+    return "\n".join(lines) or None
 
 
 def download(run: JobRun, p: DownloadParams) -> None:

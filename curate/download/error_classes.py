@@ -7,6 +7,7 @@ import re
 
 # (pattern over the downloader's error text, error class), first match wins
 _ERROR_CLASSES = [
+    (r"blocked store URL", "blocked_store_url"),
     (r"blocked address", "blocked_address"),
     (r"robots opt-out|disallowed by X-Robots-Tag", "robots_optout"),
     (r"HTTP Error 404", "http_404"),

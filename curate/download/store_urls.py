@@ -4,7 +4,7 @@ curate.storage reads), fetched through curate.storage with this run's storage se
 A pool's URLs come from the web as often as from its owner, and a store URL is read with the
 run's own credentials: read, it would copy a private object into the dataset. So a store URL is
 read only under a folder the user allowed (``--allow-store-prefix s3://bucket/imgs/``); any
-other is refused as a blocked address, and one with a ``.`` or ``..`` segment always is. An
+other is refused (``blocked_store_url``), and one with a ``.`` or ``..`` segment always is. An
 object is read whole by ``storage.read_object`` (on S3 one request; elsewhere two, the size then
 the object), refused before its body is read when it is over ``--max-bytes``. The key is the
 URL's text as written (no percent-decoding: store keys are literal, as the AWS and gcloud tools
@@ -65,9 +65,9 @@ def store_url_problem(url: str, prefixes: list[str]) -> str | None:
     """Why a store URL is refused, or None when it may be read."""
     normal = _normal(url)
     if any(p in (".", "..") for p in urlsplit(normal).path.split("/")):
-        return f"store URL {url} has a '.' or '..' segment"
+        return f"{url} has a '.' or '..' segment"
     if not any(normal.startswith(p) for p in prefixes):
-        return f"store URL {url} is not under an --allow-store-prefix folder"
+        return f"{url} is not under an --allow-store-prefix folder"
     return None
 
 
@@ -91,7 +91,7 @@ class StoreHandler(urllib.request.BaseHandler):
             return None
         problem = store_url_problem(url, self.prefixes)
         if problem:
-            raise StoreURLError(f"blocked address: {problem}")
+            raise StoreURLError(f"blocked store URL: {problem}")
         data = self._read(url)
         headers = email.message.Message()
         headers["Content-Length"] = str(len(data))

@@ -162,7 +162,7 @@ def test_robots_optout(values, hit):
     ("<urlopen error unsupported url: invalid host name 'a..b' (x)>", "unsupported_url"),
     ("<urlopen error [Errno 2] No such file or directory: '/p/gone.jpg'>", "missing_object"),  # file://
     ("no such object: s3://b/imgs/gone.jpg", "missing_object"),
-    ("blocked address: store URL s3://b/x.jpg is not under an --allow-store-prefix folder", "blocked_address"),
+    ("blocked store URL: s3://b/x.jpg is not under an --allow-store-prefix folder", "blocked_store_url"),
     ("too large: object of 300002 bytes over 200000 bytes", "too_large"),
     ("cannot connect to storage for s3://b/k: AWS Error NETWORK_CONNECTION", "connection_error"),
     (None, None),

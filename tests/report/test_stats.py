@@ -68,6 +68,10 @@ def test_blocked_hint_names_allow_network():
     assert blocked_hint({"http_404": 3}) is None
     line = blocked_hint({"blocked_address": 12, "http_404": 1})
     assert "\n" not in line and line.startswith("12 rows") and "--allow-network" in line and "--retry-failed" in line
+    line = blocked_hint({"blocked_store_url": 3})
+    assert "\n" not in line and line.startswith("3 rows") and "--allow-store-prefix" in line
+    assert "--retry-failed" in line
+    assert len(blocked_hint({"blocked_address": 1, "blocked_store_url": 1}).splitlines()) == 2
 
 
 @pytest.mark.slow

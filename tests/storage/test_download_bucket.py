@@ -169,7 +169,7 @@ def test_store_urls_are_read_under_allowed_folders(bucket, tmp_path, s3_requests
     """Image URLs on the store (``s3://bucket/imgs/0.jpg``) are fetched through curate.storage
     with the run's storage settings, under ``--allow-store-prefix`` folders only: each stores
     what a ``file://`` download of the same bytes stores (key as written, a space too). Refused
-    as blocked addresses without a request to the store: a URL outside the folder, one that
+    (``blocked_store_url``) without a request to the store: a URL outside the folder, one that
     climbs out of it with ``..``, a folder whose name only starts like the allowed one, and
     every store URL when none is allowed. A missing object, a folder, an object over
     ``--max-bytes`` and one that is no image are named as such."""
@@ -180,8 +180,8 @@ def test_store_urls_are_read_under_allowed_folders(bucket, tmp_path, s3_requests
     good = [f"{base}/{name}" for name in photos]
     bad = {f"{base}/gone.jpg": "missing_object", f"{base}/folder": "missing_object",
            f"{base}/big.jpg": "too_large", f"{base}/notes.jpg": "not_an_image",
-           f"{base}/../secret/a.jpg": "blocked_address", f"s3://{bucket}/secret/a.jpg": "blocked_address",
-           f"s3://{bucket}/imgs2/a.jpg": "blocked_address"}
+           f"{base}/../secret/a.jpg": "blocked_store_url", f"s3://{bucket}/secret/a.jpg": "blocked_store_url",
+           f"s3://{bucket}/imgs2/a.jpg": "blocked_store_url"}
     if engine == "spark":
         from curate.engine.spark import SparkExecutor
 
@@ -205,11 +205,11 @@ def test_store_urls_are_read_under_allowed_folders(bucket, tmp_path, s3_requests
     uid = dict(zip(*ds.read("samples").select(["url", "uid"]).to_pydict().values()))
     assert messages[uid[f"{base}/gone.jpg"]] == f"no such object: {base}/gone.jpg"
     assert messages[uid[f"s3://{bucket}/imgs2/a.jpg"]] == (
-        f"blocked address: store URL s3://{bucket}/imgs2/a.jpg is not under an --allow-store-prefix folder")
+        f"blocked store URL: s3://{bucket}/imgs2/a.jpg is not under an --allow-store-prefix folder")
     none = Dataset(tmp_path / "none")  # no folder allowed: every store URL refused, none read
     none.write_table("samples", _pool(good), schema="samples")
     run_download(none, LocalExecutor(), _opts())
-    assert {v[1] for v in _by_url(none).values()} == {"blocked_address"}
+    assert {v[1] for v in _by_url(none).values()} == {"blocked_store_url"}
     assert s3_requests("imgs/0.jpg") - before["imgs/0.jpg"] == 1
 
 

@@ -612,8 +612,12 @@ def test_an_image_folder_in_a_bucket_is_read_in_place(bucket, tmp_path, monkeypa
         assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.jpg"))  # nothing copied
     assert s3_requests("imgs/sub/s.jpg") - uploaded == 2  # two runs: one ranged GET each
     # the urls are the objects': any machine with the store's settings downloads them
-    r = subprocess.run([sys.executable, "-m", "curate.cli", "download", f"s3://{bucket}/ds0", "--engine", "local",
-                        "--allow-store-prefix", f"s3://{bucket}/imgs/"], capture_output=True, text=True)
+    download = [sys.executable, "-m", "curate.cli", "download", f"s3://{bucket}/ds0", "--engine", "local"]
+    r = subprocess.run(download, capture_output=True, text=True)  # no folder allowed: refused, and the summary says so
+    assert r.returncode == 0 and "0 success, 4 failed of 4 samples" in r.stdout + r.stderr, r.stderr
+    assert "4 rows name objects on a store" in r.stdout + r.stderr and "--allow-store-prefix" in r.stdout + r.stderr
+    r = subprocess.run(download + ["--retry-failed", "--allow-store-prefix", f"s3://{bucket}/imgs/"],
+                       capture_output=True, text=True)
     assert r.returncode == 0 and "4 success, 0 failed of 4 samples" in r.stdout + r.stderr, r.stderr
     local = dict(zip(*want.read("samples").select(["text", "original_width"]).to_pydict().values()))
     remote = Dataset(f"s3://{bucket}/ds0")
