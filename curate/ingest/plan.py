@@ -59,7 +59,7 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
     opts = options.to_dict()
     tasks, fingerprints = [], []
     for file_index, (path, fmt) in enumerate(files):
-        fp = (_folder_fingerprint(path, options.exclude) if fmt == "imagefolder"
+        fp = (_folder_fingerprint(path, options.exclude, scan.listings.get(path)) if fmt == "imagefolder"
               else object_fingerprint(path) if storage.is_uri(path) else file_fingerprint(path))
         source = cfg.sources.get(str(path), path)  # an input named by URI: the URI (``path`` the same, or a copy)
         fingerprints.append({**fp, "path": source, "format": fmt, "file_index": file_index})
@@ -170,7 +170,7 @@ def estimate_input_rows(cfg: IngestConfig) -> int:
         if fmt in ("parquet", "datacomp", "img2dataset"):
             rows += open_parquet(path).metadata.num_rows  # a broken file: its one-line error, now
         elif fmt == "imagefolder":
-            rows += len(storage.list_files(path, recursive=True)) if storage.is_uri(path) else \
+            rows += len(scan.listings[path]) if path in scan.listings else \
                 sum(1 for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", ".")))
         elif storage.is_uri(path):
             rows += -(-object_fingerprint(path)["bytes"] // INPUT_BYTES_PER_ROW)
@@ -191,17 +191,19 @@ def _tar_key(name: str) -> str:
     return f"{folder}/{base.split('.', 1)[0]}"
 
 
-def _folder_fingerprint(root: str, exclude: list[str]) -> dict:
+def _folder_fingerprint(root: str, exclude: list[str], listing: list[tuple[str, int, int]] | None = None) -> dict:
     """An image folder's fingerprint over the files ingest may read (hidden names and the
     output left out); a file that cannot be read is fingerprinted by its error. A folder on a
-    store: over its objects' names, sizes and times (one listing; nothing read), its
-    ``version`` standing where a local folder's SHA-256 does, as for an object."""
+    store: over its objects' names, sizes and times (``listing``: the scan's, the output left
+    out; nothing read), its ``version`` standing where a local folder's SHA-256 does, as for an
+    object."""
     import hashlib
 
     if storage.is_uri(root):
         skip = [x.rstrip("/") + "/" for x in exclude]
+        listing = storage.list_objects(root) if listing is None else listing
         h, size = hashlib.sha256(), 0
-        for name, nbytes, mtime_ns in storage.list_objects(root):
+        for name, nbytes, mtime_ns in listing:
             if not any(name.startswith(x) for x in skip):
                 size += nbytes
                 h.update(f"{name[len(root.rstrip('/')) + 1:]}:{nbytes}:{mtime_ns}\n".encode())

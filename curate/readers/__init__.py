@@ -50,11 +50,14 @@ class SkippedFile:
 class InputScan:
     """What ingest reads: ``files`` as (path, format) in dedup-priority order, and every
     other file it found with the reason it is not read. ``excluded``: folders left out
-    because they are the output dataset."""
+    because they are the output dataset. ``listings``: an image folder on a store -> its
+    objects' (URI, size, modification time ns), the output left out (listed once: the plan
+    fingerprints the folder from it)."""
 
     files: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
+    listings: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
 
 
 def _hidden(name: str) -> bool:
@@ -189,12 +192,14 @@ def _store_image_folder(root: str, exclude: list[str], scan: InputScan) -> None:
     base = root.rstrip("/")
     scan.files.append((base, "imagefolder"))
     caption_files = {f"{base}/{n}" for n in _CAPTIONS_FILES}
-    for f in storage.list_files(base, recursive=True):
+    listing = scan.listings[base] = []
+    for f, size, mtime_ns in storage.list_objects(base):
         inside = next((x for x in exclude if f.startswith(x)), None)
         if inside is not None:
             if inside.rstrip("/") not in scan.excluded:
                 scan.excluded.append(inside.rstrip("/"))
             continue
+        listing.append((f, size, mtime_ns))
         ext = Path(f).suffix.lower()
         if not (ext in IMAGE_EXTS or ext == ".txt" or f in caption_files):
             scan.skipped.append(SkippedFile(f, UNSUPPORTED, _IN_IMAGE_FOLDER))

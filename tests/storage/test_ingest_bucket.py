@@ -683,6 +683,11 @@ def test_an_image_folder_of_sidecars_in_a_bucket_matches_local(bucket, tmp_path,
     assert m["skipped_files"] == local_skipped and len(local_skipped) == 2  # README.md, a/meta.json
     (fp,) = m["inputs"]
     assert fp["kind"] == "folder" and fp["path"] == f"s3://{bucket}/side" and "sha256" not in fp
+    from curate.ingest.plan import IngestConfig, estimate_input_rows  # --engine auto's size: the files listed
+
+    files = [f for f in folder.rglob("*") if f.is_file() and not any(p.startswith((".", "_"))
+                                                                     for p in f.relative_to(folder).parts)]
+    assert estimate_input_rows(IngestConfig(inputs=[f"s3://{bucket}/side"], output=out)) == len(files)
     assert fp["bytes"] == sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()
                               and not any(p.startswith((".", "_")) for p in f.relative_to(folder).parts))
     r = subprocess.run(_ingest_cmd(f"s3://{bucket}/side", out), capture_output=True, text=True)
