@@ -117,6 +117,8 @@ class _StoreFolder:
         self.files = set(storage.list_files(self.root, recursive=True))
         if not self.files:
             raise InputFileError(root, "image folder does not exist (no objects under it)")
+        if self.root.startswith("s3://"):
+            storage.s3_client()  # made here, before the header reads' threads: creating it in several is not safe
 
     def file(self, rel: str) -> str:
         return f"{self.root}/{rel}"
