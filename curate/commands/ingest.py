@@ -25,7 +25,7 @@ def ingest(run: JobRun, p: IngestParams) -> None:
     # objects are copied to a local input cache; source_file and the run manifest name the URIs
     from curate.ingest.plan import fetch_ingest_inputs
 
-    inputs, cfg.sources, folders = fetch_ingest_inputs(list(p.inputs), cfg.format, cfg.listed, p.output)
+    inputs, cfg.sources, cfg.store_folders = fetch_ingest_inputs(list(p.inputs), cfg.format, cfg.listed, p.output)
     cfg.inputs = list(inputs)
     require_paths(inputs, "file or folder")
     # A URI output is written in place by every task (staging, dedup scratch and tables on the store).
@@ -37,7 +37,7 @@ def ingest(run: JobRun, p: IngestParams) -> None:
     _report(result)
     from curate.progress import info
 
-    for uri in sorted(folders):  # their urls are the objects' URIs: say how to fetch them
+    for uri in sorted(cfg.store_folders):  # their urls are the objects' URIs: say how to fetch them
         info(f"ingest: the urls of {uri} are its objects' URIs; download them with "
              f"--allow-store-prefix {uri.rstrip('/')}/")
 

@@ -80,10 +80,6 @@ class StoreHandler(urllib.request.BaseHandler):
         self.prefixes = [store_prefix(p) for p in prefixes]
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
-        if any(p.startswith("s3://") for p in self.prefixes):
-            from curate import storage
-
-            storage.s3_client()  # made here, before the download's threads: creating it in several is not safe
 
     def default_open(self, req):
         url = req.full_url

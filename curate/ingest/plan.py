@@ -27,6 +27,8 @@ class IngestConfig:
     task_rows: int = 250_000  # Parquet files are split into tasks of about this many rows
     sources: dict[str, str] = field(default_factory=dict)  # local copy -> the URI it was fetched from
     listed: set[str] = field(default_factory=set)  # inputs a store's prefix or glob expanded to (a folder's files)
+    # image folders on a store -> their objects (URI, size, mtime ns), as listed to classify them
+    store_folders: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
 
     def params(self) -> dict:
         return {
@@ -43,7 +45,7 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
     """(tasks, input fingerprints, the scan with every file not read). File order (as given,
     folders sorted) fixes dedup priority. The output folder is never read as input."""
     scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions,
-                       sources=cfg.sources, listed=cfg.listed)
+                       sources=cfg.sources, listed=cfg.listed, folders=cfg.store_folders)
     files = scan.files
     if not files:
         if scan.skipped:
@@ -91,44 +93,46 @@ def reads_in_place(uri: str, fmt: str | None) -> bool:
     return (fmt or format_of_name(uri)) in IN_PLACE_FORMATS
 
 
-def find_image_folders(items: list[str], fmt: str | None, output: str | None = None) -> set[str]:
+def find_image_folders(items: list[str], fmt: str | None,
+                       output: str | None = None) -> dict[str, list[tuple[str, int, int]]]:
     """The inputs that are image folders named by URI, read in place by the image folder
-    reader (``fetch_inputs`` would list a folder into its objects, each read on its own). A URI
-    folder is an image folder with ``--format imagefolder``, or, with no format, when it holds
-    images and no Parquet or tar files (how a local folder is classified), ``output`` (the
-    dataset, when inside the folder) left out as a local folder leaves it out."""
+    reader (``fetch_inputs`` would list a folder into its objects, each read on its own), each
+    with its listing (the scan reuses it). A URI folder is an image folder with ``--format
+    imagefolder``, or, with no format, when it holds images and no Parquet or tar files (how a
+    local folder is classified), ``output`` (the dataset, when inside the folder) left out as a
+    local folder leaves it out."""
     from curate.readers import _classify_folder
 
     inside = storage.resolve(output).uri.rstrip("/") + "/" if output and storage.is_uri(output) else None
-    found = set()
+    found = {}
     for item in items:
         if not (storage.is_uri(item) and fmt in (None, "imagefolder") and not any(c in item for c in "*?[")):
             continue
-        files = [f for f in storage.list_files(item, recursive=True)  # empty: an object, not a folder
-                 if inside is None or not f.startswith(inside)]
+        objects = storage.list_objects(item)  # empty: an object, not a folder
+        files = [f for f, _, _ in objects if inside is None or not f.startswith(inside)]
         if files and (fmt == "imagefolder" or _classify_folder(Path(item), [Path(f) for f in files]) == "imagefolder"):
-            found.add(item)
+            found[storage.resolve(item).uri] = objects
     return found
 
 
 def fetch_ingest_inputs(items: list[str], fmt: str | None, listed: set[str],
-                        output: str | None = None) -> tuple[list[str], dict[str, str], set]:
+                        output: str | None = None) -> tuple[list[str], dict[str, str], dict]:
     """Ingest's inputs, in the order given: plain paths as they are; image folders named by URI
     as their URIs (read in place); other URIs through ``storage.fetch_inputs`` (objects in a
     format read in place as their URIs, others copied). Returns the inputs, each input's
-    source name (``source_file``) and the image folders named by URI."""
+    source name (``source_file``) and the image folders named by URI with their listings."""
     folders = find_image_folders(items, fmt, output)
     inputs, sources = [], {}
     for item in items:
-        if item in folders:
-            uri = storage.resolve(item).uri
+        uri = storage.resolve(item).uri if storage.is_uri(item) else None
+        if uri in folders:
             inputs.append(uri)
             sources[uri] = uri
             continue
         got, named = storage.fetch_inputs([item], in_place=lambda uri: reads_in_place(uri, fmt), listed=listed)
         inputs += got
         sources.update(named)
-    return inputs, sources, {storage.resolve(f).uri for f in folders}
+    return inputs, sources, folders
 
 
 def object_fingerprint(uri: str) -> dict:
@@ -163,7 +167,7 @@ def estimate_input_rows(cfg: IngestConfig) -> int:
     from curate.readers.parquet import open_parquet
 
     scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions,
-                       sources=cfg.sources, listed=cfg.listed)
+                       sources=cfg.sources, listed=cfg.listed, folders=cfg.store_folders)
     rows = 0
     for path, fmt in scan.files:
         p = Path(path)

@@ -184,16 +184,18 @@ def _image_folder(root: Path, entries, scan: InputScan, captions: str | None) ->
             scan.skipped.append(SkippedFile(str(e), UNSUPPORTED, _IN_IMAGE_FOLDER))
 
 
-def _store_image_folder(root: str, exclude: list[str], scan: InputScan) -> None:
+def _store_image_folder(root: str, exclude: list[str], scan: InputScan,
+                        objects: list[tuple[str, int, int]] | None = None) -> None:
     """An image folder on a store (read in place) is one input, as a local one is: its objects
-    other than images and captions are counted, an output dataset inside it left out."""
+    other than images and captions are counted, an output dataset inside it left out.
+    ``objects``: its listing, when the caller has it."""
     from curate import storage
 
     base = root.rstrip("/")
     scan.files.append((base, "imagefolder"))
     caption_files = {f"{base}/{n}" for n in _CAPTIONS_FILES}
     listing = scan.listings[base] = []
-    for f, size, mtime_ns in storage.list_objects(base):
+    for f, size, mtime_ns in storage.list_objects(base) if objects is None else objects:
         inside = next((x for x in exclude if f.startswith(x)), None)
         if inside is not None:
             if inside.rstrip("/") not in scan.excluded:
@@ -316,13 +318,14 @@ def _listed_objects(items: list[str], fmt: str | None, sources: dict[str, str], 
 
 def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (),
                 captions: str | None = None, sources: dict[str, str] | None = None,
-                listed: set[str] | frozenset = frozenset()) -> InputScan:
+                listed: set[str] | frozenset = frozenset(), folders: dict | None = None) -> InputScan:
     """Every input file with the reader it gets, and every file found but not read with its
     outcome (see ``InputScan``). Folders are read file by file, each with its own format
     (Parquet, CSV, TSV, JSONL, COCO JSON, WebDataset tars; img2dataset output), or as one
     image folder; so are the ``listed`` inputs (objects a store's prefix or glob expanded to,
-    or their local copies, named by ``sources``). An input inside an ``exclude`` folder (the
-    output) is an error; such a folder inside an input folder is left out."""
+    or their local copies, named by ``sources``). ``folders``: image folders on a store with
+    their listings (``ingest.plan.find_image_folders``). An input inside an ``exclude`` folder
+    (the output) is an error; such a folder inside an input folder is left out."""
     if fmt is not None and fmt not in FORMATS:
         raise InputFileError(str(fmt), f"unknown format; choose one of {', '.join(FORMATS)}")
     from curate import storage
@@ -340,6 +343,9 @@ def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (
             if inside is not None:
                 raise InputFileError(raw, f"is inside the output dataset {inside.rstrip('/')}: ingest would read its "
                                           "own output; write the output elsewhere")
+            if folders and raw in folders:  # an image folder read in place, as listed to classify it
+                _store_image_folder(raw, excluded_uris, scan, folders[raw])
+                continue
             if not storage.is_file(raw):
                 if fmt in (None, "imagefolder") and storage.is_dir(raw):  # an image folder read in place
                     _store_image_folder(raw, excluded_uris, scan)

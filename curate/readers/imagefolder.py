@@ -117,8 +117,6 @@ class _StoreFolder:
         self.files = set(storage.list_files(self.root, recursive=True))
         if not self.files:
             raise InputFileError(root, "image folder does not exist (no objects under it)")
-        if self.root.startswith("s3://"):
-            storage.s3_client()  # made here, before the header reads' threads: creating it in several is not safe
 
     def file(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -145,7 +143,7 @@ class _StoreFolder:
             if txt not in self.files:
                 return txt, None
             try:
-                return txt, storage.read_bytes(txt)
+                return txt, storage.read_object(txt)  # one request on S3, as the image headers
             except (OSError, storage.StorageError) as e:
                 return txt, e
 

@@ -75,8 +75,6 @@ def shard_thumbnails(task: dict) -> dict:
     picture, not the report."""
     keys, size, path = task["keys"], task["size"], task["path"]
     thumbs: dict[str, str] = {}
-    if not storage.exists(path):
-        return {"thumbs": thumbs}
     left = set(keys)
     try:
         with contextlib.ExitStack() as stack:
@@ -96,6 +94,6 @@ def shard_thumbnails(task: dict) -> dict:
                     thumbs[keys[stem]] = th[0]
                 if not left:
                     break
-    except (tarfile.TarError, OSError):
+    except (tarfile.TarError, OSError):  # missing (FileNotFoundError) or damaged; a store that cannot be reached raises
         pass  # what was read before the damage is kept
     return {"thumbs": thumbs}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -190,10 +191,16 @@ def _gcs_fsspec_class():
     return GcsArrowFS
 
 
+_S3_CLIENT_LOCK = threading.Lock()
+
+
 def s3_client():
     """A boto3 S3 client with the same settings (for what pyarrow cannot do: conditional
-    create, and deleting without leaving an empty folder-marker object behind)."""
-    return _s3_client(json.dumps(s3_settings(), sort_keys=True), os.getpid())
+    create, deleting without leaving an empty folder-marker object behind, reading an object in
+    one request). One per process and settings, shared by threads; made under a lock, since
+    creating boto3 clients from several threads at once is not safe."""
+    with _S3_CLIENT_LOCK:
+        return _s3_client(json.dumps(s3_settings(), sort_keys=True), os.getpid())
 
 
 @functools.lru_cache(maxsize=16)

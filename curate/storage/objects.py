@@ -72,72 +72,56 @@ def read_object(path, max_bytes: int | None = None) -> bytes:
     pyarrow open looks up the size first: two requests), elsewhere the size lookup and one read.
     For many small objects read one each (a pool's images named by store URLs). A missing
     object raises FileNotFoundError."""
-    loc = resolve(path)
-    if loc.scheme == "s3":
-        from botocore.exceptions import ClientError
+    return _read_start(resolve(path), max_bytes=max_bytes)
 
-        bucket, _, key = loc.path.partition("/")
-        try:
-            response = s3_client().get_object(Bucket=bucket, Key=key)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                raise FileNotFoundError(str(loc)) from None
-            raise StorageError(f"cannot read {loc}: {e}") from None
-        except Exception as e:  # botocore's connection errors: one line, like every other storage failure
-            raise StorageError(f"cannot read {loc}: {e}") from None
-        body = response["Body"]
-        try:
-            size = response.get("ContentLength")
-            if max_bytes is not None and size is not None and size > max_bytes:
-                raise ObjectTooLarge(loc, size, max_bytes)
-            return body.read()
-        except (StorageError, FileNotFoundError):
-            raise
-        except Exception as e:
-            raise StorageError(f"cannot read {loc}: {e}") from None
-        finally:
-            body.close()
+
+def read_head(path, nbytes: int) -> bytes:
+    """The first ``nbytes`` of an object (all of it when shorter), in the same requests as
+    ``read_object``. For headers of many small objects (an image folder's image sizes)."""
+    return _read_start(resolve(path), head=nbytes)
+
+
+def _read_start(loc: Location, max_bytes: int | None = None, head: int | None = None) -> bytes:
+    """An object from its start: whole (over ``max_bytes``: refused before its body is read),
+    or its first ``head`` bytes."""
+    if loc.scheme == "s3":
+        return _s3_read_start(loc, max_bytes, head)
     try:
         with loc.fs.open_input_file(loc.path) as f:
             size = f.size()
             if max_bytes is not None and size > max_bytes:
                 raise ObjectTooLarge(loc, size, max_bytes)
-            return f.read(size)
+            return f.read(size if head is None else head)
     except (FileNotFoundError, StorageError):
         raise
     except OSError as e:
         raise StorageError(f"cannot read {loc}: {e}") from None
 
 
-def read_head(path, nbytes: int) -> bytes:
-    """The first ``nbytes`` of an object (all of it when shorter): on S3 one ranged GET through
-    boto3, elsewhere the size lookup and one ranged read. For headers of many small objects
-    (an image folder's image sizes). A missing object raises FileNotFoundError."""
-    loc = resolve(path)
-    if loc.scheme != "s3":
-        try:
-            with loc.fs.open_input_file(loc.path) as f:
-                return f.read(nbytes)
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            raise StorageError(f"cannot read {loc}: {e}") from None
+def _s3_read_start(loc: Location, max_bytes: int | None, head: int | None) -> bytes:
     from botocore.exceptions import ClientError
 
     bucket, _, key = loc.path.partition("/")
+    ranged = {} if head is None else {"Range": f"bytes=0-{head - 1}"}
     try:
-        response = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{nbytes - 1}")
+        response = s3_client().get_object(Bucket=bucket, Key=key, **ranged)
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code")
         if code in ("NoSuchKey", "404", "NotFound"):
             raise FileNotFoundError(str(loc)) from None
-        if code == "InvalidRange":  # an empty object
+        if code == "InvalidRange":  # a range of an empty object
             return b""
         raise StorageError(f"cannot read {loc}: {e}") from None
     except Exception as e:  # botocore's connection errors: one line, like every other storage failure
         raise StorageError(f"cannot read {loc}: {e}") from None
     with contextlib.closing(response["Body"]) as body:
-        return body.read()
+        size = response.get("ContentLength")
+        if max_bytes is not None and size is not None and size > max_bytes:
+            raise ObjectTooLarge(loc, size, max_bytes)
+        try:
+            return body.read()
+        except Exception as e:  # the connection dropped mid-body
+            raise StorageError(f"cannot read {loc}: {e}") from None
 
 
 def put_bytes(loc: Location, data: bytes) -> None:
@@ -271,6 +255,4 @@ def remove_tree(path) -> None:
     except OSError as e:
         raise StorageError(f"cannot list {loc}: {e}") from None
     files = [Location(loc.fs, i.path, loc.scheme, loc.prefix) for i in infos if i.type == pafs.FileType.File]
-    if files and loc.scheme == "s3":
-        s3_client()  # made once here: creating boto3 clients from several threads is not safe
     for_each_object(delete, files)
