@@ -3,7 +3,8 @@ reaching the driver.
 
 An executor makes frames (``frame_from_tasks``, ``frame_read``, ``frame_from_table``); a frame
 is transformed (``map_batches``, ``group_apply`` / ``group_apply_many``, ``semi_join`` / ``anti_join`` / ``join`` on a
-key, ``distinct``, ``union``, ``aggregate``, ``partition_by``) and consumed in one of three ways:
+key, ``keep_values`` (a few keys the driver holds), ``distinct``, ``union``, ``aggregate``, ``partition_by``) and
+consumed in one of three ways:
 
 - ``write_sorted``: range-partitioned sort and exact-size shards written by the workers;
 - ``count`` / ``aggregate(...).collect_small(limit)``: numbers and per-key summaries for the
@@ -34,6 +35,9 @@ GroupFn = Callable[[pa.Table], pa.Table]
 
 # group_apply_many() hands its function about this many rows a call (whole groups)
 MANY_GROUPS_ROWS = 1 << 18
+
+# keep_values() takes at most this many keys: they travel inside the plan to every task
+MAX_KEEP_VALUES = 10_000
 
 # aggregate() specs: {output column: (input column, how)}; "count" ignores its column.
 AGGREGATIONS = ("sum", "count", "min", "max")
@@ -169,6 +173,12 @@ class LocalFrame:
         value_set = pc.unique(keys.table.column(on).combine_chunks())
         return self._new(self.table.filter(pc.is_in(self.table.column(on), value_set=value_set)))
 
+    def keep_values(self, on: str, values: pa.Array) -> "LocalFrame":
+        """Rows whose ``on`` value is one of ``values``: a few keys the driver holds (the
+        samples a report shows), sent with the plan, so on Spark the table is filtered where it
+        is read, with no shuffle (``semi_join`` against a frame moves both sides by key)."""
+        return self._new(self.table.filter(pc.is_in(self.table.column(on), value_set=keep_value_set(values))))
+
     def anti_join(self, keys: "LocalFrame", on: str = "uid") -> "LocalFrame":
         """Rows whose ``on`` value does not occur in ``keys``."""
         value_set = pc.unique(keys.table.column(on).combine_chunks())
@@ -295,6 +305,15 @@ class LocalFrame:
                                     rows_per_shard=rows_per_shard)
         self.executor.driver_counter.note("write_sorted", len(paths))
         return {"rows": t.num_rows, "shards": len(paths)}
+
+
+def keep_value_set(values) -> pa.Array:
+    """``keep_values``'s keys, distinct and non-null; ``ValueError`` past ``MAX_KEEP_VALUES``."""
+    values = pa.array(values) if not isinstance(values, (pa.Array, pa.ChunkedArray)) else values
+    values = pc.unique(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values).drop_null()
+    if len(values) > MAX_KEEP_VALUES:
+        raise ValueError(f"keep_values: {len(values)} keys, more than {MAX_KEEP_VALUES} (semi_join a frame instead)")
+    return values
 
 
 def check_unique_sort(column: str, sort_by: list[str]) -> None:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from curate.engine import spark_shuffles as _spark
 from curate.engine.frame import (AGGREGATIONS, BatchFn, CountsDriverRows, GroupFn, TaskBatchesFn, TooManyRows, conform,
-                                 joined_schema)
+                                 joined_schema, keep_value_set)
 from curate.engine.spark_sorted_writes import write_sorted_table
 
 
@@ -47,6 +47,12 @@ class SparkFrame:
 
     def semi_join(self, keys: "SparkFrame", on: str = "uid") -> "SparkFrame":
         return self._new(self.df.join(keys.df.select(on), on=on, how="left_semi"), self.schema)
+
+    def keep_values(self, on: str, values: pa.Array) -> "SparkFrame":
+        from pyspark.sql import functions as F
+
+        wanted = keep_value_set(values).cast(self.schema.field(on).type).to_pylist()
+        return self._new(self.df.where(F.col(on).isin(wanted)), self.schema)
 
     def anti_join(self, keys: "SparkFrame", on: str = "uid") -> "SparkFrame":
         return self._new(self.df.join(keys.df.select(on), on=on, how="left_anti"), self.schema)

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from curate import storage
 from curate.errors import DatasetError
 from curate.report.distributions import distributions
-from curate.report.frames import stable_sample, table_frame
+from curate.report.frames import rows_for_keys, stable_sample, table_frame
 from curate.report.images import thumbnails
 from curate.subset import list_subsets, read_subset_manifest
 from curate.tables import Dataset
@@ -132,9 +132,8 @@ def _show(executor, dataset: Dataset, items: list[dict]) -> None:
     uids = sorted({it["uid"] for it in items})
     texts: dict[str, str] = {}
     if uids and dataset.has_table("samples"):
-        t = (table_frame(executor, dataset, "samples", ["uid", "text"])
-             .semi_join(executor.frame_from_table(pa.table({"uid": pa.array(uids, pa.string())})))
-             .collect_small(2 * len(uids)))
+        t = rows_for_keys(table_frame(executor, dataset, "samples", ["uid", "text"]), "uid",
+                          pa.array(uids, pa.string())).collect_small(2 * len(uids))
         texts = dict(zip(t.column("uid").to_pylist(), t.column("text").to_pylist()))
     thumbs = thumbnails(dataset, uids, executor=executor)
     for it in items:

@@ -56,20 +56,25 @@ def distributions(executor, dataset: Dataset, model: str | None, lineage: dict, 
     counts, each when its table exists (histograms: ``frames.value_histogram``)."""
     dists: dict[str, Any] = {}
     sides = sides_frame(before, final).cache()
+    captions = None  # (uid, text, side): the samples tagged once, for caption lengths and languages
     if dataset.has_table("samples"):
-        samples = table_frame(executor, dataset, "samples", ["uid", "text"])
+        captions = table_frame(executor, dataset, "samples", ["uid", "text"]).join(sides, "uid")
+        if not dataset.has_table("text_stats"):
+            captions = captions.cache()  # read again for the language sample
 
         def words(b: pa.RecordBatch) -> pa.Array:
             n = pc.list_value_length(pc.utf8_split_whitespace(b.column("text")))
             return pc.min_element_wise(n, pa.scalar(CAPTION_WORDS_CAP, n.type))
 
-        dists["caption_words"] = value_histogram(values_of(samples.join(sides, "uid"), words, integer=True), SIDES,
+        dists["caption_words"] = value_histogram(values_of(captions, words, integer=True), SIDES,
                                                  bins=30, integer=True)
     if model and dataset.has_table(f"embeddings/{model}"):
         emb = table_frame(executor, dataset, f"embeddings/{model}", ["uid", "clip_score"])
         dists["clip_score"] = value_histogram(values_of(emb.join(sides, "uid"), lambda b: b.column("clip_score"),
                                                         integer=False), SIDES, bins=40, integer=False)
-    lang = _languages(executor, dataset, sides, before, final)
+    lang = _languages(executor, dataset, sides, captions)
+    if captions is not None:
+        captions.release()
     if lang:
         dists["language"] = lang
     clusters = _cluster_sizes(executor, dataset, lineage, sides)
@@ -99,9 +104,10 @@ def _cluster_sizes(executor, dataset: Dataset, lineage: dict, sides) -> dict | N
     return {"table": name, **hist}
 
 
-def _languages(executor, dataset: Dataset, sides, before, final) -> dict | None:
+def _languages(executor, dataset: Dataset, sides, captions) -> dict | None:
     """Language label shares before/after: from text_stats when present (every sample), else
-    fastText on a stable sample of each side's captions."""
+    fastText on a stable sample of each side's captions (``captions``: the samples tagged with
+    their sides; both sides picked in one pass, each by the same salted hash)."""
     counts: dict[str, dict[str, int]] = {k: {} for k in SIDES}
     if dataset.has_table("text_stats"):
         t = table_frame(executor, dataset, "text_stats", ["uid", "language"])
@@ -109,18 +115,15 @@ def _languages(executor, dataset: Dataset, sides, before, final) -> dict | None:
         for side, lang, n in zip(got.column(SIDE).to_pylist(), got.column("language").to_pylist(),
                                  got.column("n").to_pylist()):
             counts[side][lang or "none"] = counts[side].get(lang or "none", 0) + int(n)
-    elif dataset.has_table("samples"):
+    elif captions is not None:
         try:
             from curate.filters.langid import load_model, predict_languages
         except ImportError:
             return None
-        samples = table_frame(executor, dataset, "samples", ["uid", "text"])
-        for side, uids in zip(SIDES, (before, final)):
-            rows = samples.semi_join(uids).cache()  # counted, then sampled: the join computed once
-            picked = stable_sample(rows, LANGUAGE_SAMPLE, {(): rows.count()}, lambda g: "lang").get(())
-            rows.release()
-            if picked is None:
-                continue
+        rows = captions.aggregate([SIDE], {"n": ("uid", "count")}).collect_small(len(SIDES))
+        picks = stable_sample(captions, LANGUAGE_SAMPLE, {(s,): int(n) for s, n in zip(
+            rows.column(SIDE).to_pylist(), rows.column("n").to_pylist())}, lambda g: "lang", groups=(SIDE,))
+        for (side,), picked in sorted(picks.items()):
             try:
                 labels, _ = predict_languages(picked.column("text"), load_model())
             except Exception:  # no language model here: the section is left out, not the report

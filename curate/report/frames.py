@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import storage
-from curate.engine.frame import conform, first_of_runs
+from curate.engine.frame import MAX_KEEP_VALUES, conform, first_of_runs
 
 # distinct integer values a histogram series may have (cluster sizes, matches per entry: at most
 # sqrt(2 * rows) distinct sums of rows, 45,000 at a billion); more is a bug
@@ -40,6 +40,14 @@ def table_frame(executor, dataset, table: str, columns: list[str]):
     shards = [str(p) for p in dataset.shards(table)]
     schema = storage.parquet_file(shards[0]).schema_arrow
     return executor.frame_read(shards, pa.schema([schema.field(c) for c in columns]))
+
+
+def rows_for_keys(frame, on: str, values: pa.Array):
+    """``frame``'s rows whose ``on`` is one of ``values`` (the samples shown): filtered where read
+    (``keep_values``: no shuffle) up to ``MAX_KEEP_VALUES`` keys, joined against them past that."""
+    if len(values) <= MAX_KEEP_VALUES:
+        return frame.keep_values(on, values)
+    return frame.semi_join(frame.executor.frame_from_table(pa.table({on: values})), on=on)
 
 
 # ------------------------------------------------------------------ histograms

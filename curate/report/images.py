@@ -46,12 +46,11 @@ def thumbnails(dataset: Dataset, uids: list[str], size: int = 112, executor=None
     if not uids or not dataset.has_table("downloads"):
         return {}
     from curate.engine import LocalExecutor
-    from curate.report.frames import table_frame
+    from curate.report.frames import rows_for_keys, table_frame
 
     ex = executor or LocalExecutor()
-    wanted = ex.frame_from_table(pa.table({"uid": pa.array(sorted(set(uids)), pa.string())}))
-    t = (table_frame(ex, dataset, "downloads", ["uid", "status", "shard", "key"]).semi_join(wanted)
-         .collect_small(2 * len(uids)))
+    t = rows_for_keys(table_frame(ex, dataset, "downloads", ["uid", "status", "shard", "key"]), "uid",
+                      pa.array(sorted(set(uids)), pa.string())).collect_small(2 * len(uids))
     t = t.filter(pc.fill_null(pc.equal(t.column("status"), "success"), False))
     by_shard: dict[str, dict[str, str]] = defaultdict(dict)
     for uid, shard, key in zip(t.column("uid").to_pylist(), t.column("shard").to_pylist(), t.column("key").to_pylist()):

@@ -40,9 +40,8 @@ def perceptual_groups(executor, dataset: Dataset, decisions: str | None, max_gro
     top = top_k(sizes, [("n", "descending"), ("detail", "ascending"), ("stage", "ascending")], max_groups)
     if top.num_rows == 0:
         return []
-    keys = executor.frame_from_table(pa.table({KEY: top.column(KEY)}))
-    members = top_k(removed.semi_join(keys, on=KEY), [("value", "ascending"), ("uid", "ascending")], max_members,
-                    by=KEY, groups=top.num_rows)
+    members = top_k(removed.keep_values(KEY, top.column(KEY)), [("value", "ascending"), ("uid", "ascending")],
+                    max_members, by=KEY, groups=top.num_rows)
     groups = []
     for key, stage, survivor, n in zip(top.column(KEY).to_pylist(), top.column("stage").to_pylist(),
                                        top.column("detail").to_pylist(), top.column("n").to_pylist()):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from curate.embedding_space.clusters import run_cluster
@@ -130,13 +131,17 @@ def test_spark_frames_match_local_frames(spark):
         placed = f.partition_by("g").cache()
         regrouped = placed.group_apply("g", lambda grp: grp.sort_by("v").slice(0, 1), t.schema)
         summed = placed.aggregate(["g", "uid"], {"n": ("uid", "count")})
+        # repeated and null keys: each row at most once, a null key matches nothing
+        picked = f.keep_values("uid", pa.array([uid(3), uid(3), None, uid(39), "absent"]))
         return [x.collect_small(300, sort_by=cols) for x, cols in
-                ((semi, ["g"]), (anti, ["g"]), (grouped, ["g"]), (doubled.union(f), ["uid", "v"]),
-                 (regrouped, ["g"]), (summed, ["g", "uid"]), (left, ["uid", "v"]), (inner, ["uid", "v"]))]
+                ((picked, ["uid", "v"]), (semi, ["g"]), (anti, ["g"]), (grouped, ["g"]),
+                 (doubled.union(f), ["uid", "v"]), (regrouped, ["g"]), (summed, ["g", "uid"]), (left, ["uid", "v"]),
+                 (inner, ["uid", "v"]))]
 
     local, remote = ops(LocalExecutor()), ops(SparkExecutor(spark))
     for a, b in zip(local, remote, strict=True):
         assert a.equals(b), (a, b)
+    assert sorted(local[0].column("uid").to_pylist()) == sorted([uid(3)] * 3 + [uid(39)] * 3)
     assert local[-2].num_rows == 120 and local[-2].column("tag").null_count == 120 - local[-1].num_rows > 0
 
 
@@ -192,6 +197,32 @@ def test_a_frame_partitioned_by_its_group_key_is_grouped_without_another_shuffle
     placed = f.partition_by("g").cache()
     assert exchanges(placed.group_apply("g", first, t.schema)) == 0
     assert exchanges(placed.select(["g", "uid"]).group_apply("g", first, t.schema)) == 0
+
+
+def test_keep_values_is_for_a_few_keys():
+    from curate.engine.frame import MAX_KEEP_VALUES
+
+    f = LocalExecutor().frame_from_table(pa.table({"uid": [uid(i) for i in range(10)]}))
+    assert f.keep_values("uid", pa.array([uid(i % 3) for i in range(MAX_KEEP_VALUES + 5)])).count() == 3
+    with pytest.raises(ValueError, match="more than 10000"):
+        f.keep_values("uid", pa.array([uid(i) for i in range(MAX_KEEP_VALUES + 1)]))
+
+
+@pytest.mark.slow
+def test_keep_values_filters_where_the_table_is_read(spark, tmp_path):
+    """On Spark the keys go with the plan: the Parquet scan is filtered, nothing is shuffled
+    (a ``semi_join`` against a frame of the same keys moves the whole table by key)."""
+    from curate.engine.spark import SparkExecutor
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"uid": [uid(i) for i in range(100)], "v": pa.array(range(100), pa.int64())}), path)
+    ex = SparkExecutor(spark)
+    f = ex.frame_read([str(path)], pa.schema([("uid", pa.string()), ("v", pa.int64())]))
+    kept = f.keep_values("uid", pa.array([uid(7), uid(70)]))
+    assert "Exchange" not in kept.df._jdf.queryExecution().executedPlan().toString()
+    assert "Exchange" in f.semi_join(ex.frame_from_table(pa.table({"uid": [uid(7)]}))).df._jdf.queryExecution(
+        ).executedPlan().toString()
+    assert kept.collect_small(2, sort_by=["v"]).column("v").to_pylist() == [7, 70]
 
 
 @pytest.mark.slow

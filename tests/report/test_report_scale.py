@@ -25,15 +25,20 @@ def _uid(i: int) -> str:
     return hashlib.md5(str(i).encode()).hexdigest()
 
 
-def _pool(root, n: int) -> Dataset:
+CAPTIONS = ("a small red house by the lake", "ein kleines rotes Haus am See", "une petite maison rouge au bord du lac",
+            "una pequeña casa roja junto al lago")
+
+
+def _pool(root, n: int, text_stats: bool = True) -> Dataset:
     """n samples: downloads (every 10th failed), embeddings, clusters, metadata matches,
-    text_stats, and a filter-like run (kept / low score / perceptual copies of a few
-    survivors) whose kept uids are subsets/curated."""
+    text_stats (else captions in four languages), and a filter-like run (kept / low score /
+    perceptual copies of a few survivors) whose kept uids are subsets/curated."""
     rng = np.random.default_rng(n)
     ds = Dataset(root)
     uids = sorted(_uid(i) for i in range(n))
     words = rng.integers(1, 80, n)
-    texts = [" ".join(["w"] * int(w)) for w in words]
+    texts = ([" ".join(["w"] * int(w)) for w in words] if text_stats else
+             [CAPTIONS[int(i)] for i in rng.integers(0, len(CAPTIONS), n)])
     ds.write_table("samples", pa.table({
         "uid": uids, "url": [f"http://127.0.0.1:1/{i}" for i in range(n)], "text": texts,
         "source_file": ["pool.parquet"] * n, "source_row": pa.array(range(n), pa.int64()),
@@ -60,9 +65,10 @@ def _pool(root, n: int) -> Dataset:
     entries = [sorted(set(rng.integers(0, 50, int(k)).tolist())) for k in rng.integers(0, 4, n)]
     ds.write_table("metadata_matches", pa.table({"uid": uids, "entry_ids": pa.array(entries, pa.list_(pa.int32()))}),
                    rows_per_shard=SHARD_ROWS)
-    ds.write_table("text_stats", pa.table({"uid": uids, "language": [("en", "de", None, "zh")[i % 4]
-                                                                      for i in range(n)]}),
-                   rows_per_shard=SHARD_ROWS)
+    if text_stats:
+        ds.write_table("text_stats", pa.table({"uid": uids, "language": [("en", "de", None, "zh")[i % 4]
+                                                                          for i in range(n)]}),
+                       rows_per_shard=SHARD_ROWS)
     # the run: survivors 0..4 each have a group of copies (group j: 3 + j copies, distances 1..)
     reason, value, detail = [], [], []
     copies: dict[str, tuple[str, int]] = {}
@@ -146,6 +152,46 @@ def test_a_pick_is_the_smallest_salted_hashes_and_stable(tmp_path):
     # a count far above the truth thins too much at first; the retry still finds k
     again = stable_sample(frame, 7, {("a",): 2_500_000}, lambda g: "salt" + g[0], groups=("g",))
     assert again[("a",)].equals(picks[("a",)])
+
+
+def _language_shares(ds: Dataset, uids: list[str], k: int) -> tuple[dict, int]:
+    """fastText's labels of the ``k`` captions of ``uids`` with the smallest salted hashes."""
+    from curate.filters.langid import load_model, predict_languages
+    from curate.report.frames import pick_hash
+
+    texts = dict(zip(*ds.read("samples", columns=["uid", "text"]).to_pydict().values()))
+    h = pick_hash(pa.array(uids), "lang")
+    picked = [uids[i] for i in np.lexsort((np.array(uids), h))[:k]]
+    labels, _ = predict_languages([texts[u] for u in picked], load_model())
+    got = labels.to_pylist()
+    return {lab: got.count(lab) / len(got) for lab in set(got)}, len(got)
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.extended)])
+def test_languages_without_text_stats_are_fasttext_on_each_sides_stable_sample(tmp_path, monkeypatch, engine,
+                                                                               request):
+    """No text_stats table: each side's language shares are fastText's labels of its
+    ``LANGUAGE_SAMPLE`` captions with the smallest salted uid hashes (both sides picked in
+    one pass over the samples tagged with their sides)."""
+    pytest.importorskip("fasttext")
+    from curate.report import distributions
+    from curate.subset import read_subset
+
+    monkeypatch.setattr(distributions, "LANGUAGE_SAMPLE", 60)
+    ds = _pool(tmp_path / "pool", 1500, text_stats=False)
+    ex = LocalExecutor()
+    if engine == "spark":
+        from curate.engine.spark import SparkExecutor
+
+        ex = SparkExecutor(request.getfixturevalue("spark"))
+    lang = _collect(ds, ex)["distributions"]["language"]
+    d = ds.read("downloads", columns=["uid", "status"]).to_pydict()
+    pool = [u for u, st in zip(d["uid"], d["status"]) if st == "success"]
+    for side, uids in (("pool", pool), ("curated", read_subset(ds, "curated"))):
+        shares, n = _language_shares(ds, uids, 60)
+        assert lang[f"n_{side}"] == n == 60
+        assert dict(zip(lang["labels"], lang[side])) == {k: shares.get(k, 0) for k in lang["labels"]}
+        assert set(shares) <= set(lang["labels"]) and len(shares) >= 3, shares
 
 
 @pytest.mark.extended  # the frame operations it uses match in-process ones in the default suite

@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 import tarfile
 
+import pytest
+
 from toypool import make_downloaded_pool
 
 from curate.report.images import shard_thumbnails, thumbnail, thumbnails
@@ -30,6 +32,20 @@ def test_thumbnails_on_spark_equal_in_process(tmp_path, spark):
     with tarfile.open(ds.root / "images" / "00000.tar") as tf:
         u, k = _wanted(ds, 1)[0]
         assert local[u] == thumbnail(tf.extractfile(f"{k}.jpg").read())[0]
+
+
+def test_more_shown_samples_than_keep_values_takes_are_joined(tmp_path, monkeypatch):
+    """Past ``MAX_KEEP_VALUES`` shown uids the downloads rows are found by a join instead of a
+    filter carrying the keys: the same pictures."""
+    from curate.engine.frame import LocalFrame
+    from curate.report import frames
+
+    ds = make_downloaded_pool(tmp_path / "ds")
+    uids = [u for u, _ in _wanted(ds, 12)]
+    filtered = thumbnails(ds, uids)
+    monkeypatch.setattr(frames, "MAX_KEEP_VALUES", 5)
+    monkeypatch.setattr(LocalFrame, "keep_values", lambda *a: pytest.fail("keys carried past the bound"))
+    assert thumbnails(ds, uids) == filtered and len(filtered) == 12
 
 
 def test_a_shard_is_read_until_its_images_are_found(tmp_path, monkeypatch):
