@@ -3,7 +3,7 @@ reaching the driver.
 
 An executor makes frames (``frame_from_tasks``, ``frame_read``, ``frame_from_table``); a frame
 is transformed (``map_batches``, ``group_apply`` / ``group_apply_many``, ``semi_join`` / ``anti_join`` / ``join`` on a
-key, ``keep_values`` (a few keys the driver holds), ``distinct``, ``union``, ``aggregate``, ``partition_by``) and
+key, ``keep_values`` (a few keys the driver holds), ``with_constant``, ``distinct``, ``union``, ``aggregate``, ``partition_by``) and
 consumed in one of three ways:
 
 - ``write_sorted``: range-partitioned sort and exact-size shards written by the workers;
@@ -163,6 +163,12 @@ class LocalFrame:
         without a pass over the rows in Python on Spark."""
         return self._new(pa.Table.from_arrays([self.table.column(src) for _, src in columns],
                                               names=[out for out, _ in columns]))
+
+    def with_constant(self, column: str, value, type: pa.DataType) -> "LocalFrame":
+        """A column ``column`` of ``type`` holding ``value`` on every row, appended (in the JVM on
+        Spark: no pass over the rows in Python)."""
+        return self._new(self.table.append_column(pa.field(column, type),
+                                                  pa.array([value] * self.table.num_rows, type)))
 
     def filter_true(self, column: str) -> "LocalFrame":
         """Rows where boolean ``column`` is true."""

@@ -40,6 +40,13 @@ class SparkFrame:
         return self._new(self.df.select(*[F.col(src).alias(out) for out, src in columns]),
                          pa.schema([self.schema.field(src).with_name(out) for out, src in columns]))
 
+    def with_constant(self, column: str, value, type: pa.DataType) -> "SparkFrame":
+        from pyspark.sql import functions as F
+
+        schema = self.schema.append(pa.field(column, type))
+        spark_type = _spark.to_spark_schema(pa.schema([pa.field(column, type)]))[column].dataType
+        return self._new(self.df.withColumn(column, F.lit(value).cast(spark_type)), schema)
+
     def filter_true(self, column: str) -> "SparkFrame":
         from pyspark.sql import functions as F
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curate import storage
 from curate.errors import DatasetError
@@ -170,14 +169,6 @@ def _funnel(executor, dataset: Dataset, subset: str, lineage: dict, origin: dict
     return steps
 
 
-UID = pa.schema([("uid", pa.string())])
-
-
-def _downloaded(batch: pa.RecordBatch) -> pa.Table:
-    ok = pc.fill_null(pc.equal(batch.column("status"), "success"), False)
-    return pa.table([batch.column("uid").filter(ok)], schema=UID)
-
-
 def _before_population(executor, dataset: Dataset, subset: str, pool_subset: str | None, final) -> tuple[Any, str]:
     """The "before" population (a frame of distinct uids) and its label: --pool-subset, else
     every downloaded sample, else every ingested one."""
@@ -186,8 +177,8 @@ def _before_population(executor, dataset: Dataset, subset: str, pool_subset: str
     if pool_subset:
         return uid_frame(executor, subset_uids(dataset, pool_subset)), f"subset {pool_subset}"
     if dataset.has_table("downloads"):
-        return (table_frame(executor, dataset, "downloads", ["uid", "status"]).map_batches(_downloaded, UID),
-                "downloaded")
+        return (table_frame(executor, dataset, "downloads", ["uid", "status"])
+                .keep_values("status", pa.array(["success"])).select(["uid"]), "downloaded")
     if dataset.has_table("samples"):
         return table_frame(executor, dataset, "samples", ["uid"]), "ingested"
     return final, subset

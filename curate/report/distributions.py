@@ -39,16 +39,11 @@ def _find_tables_with(dataset: Dataset, columns: set[str], prefix: str | None = 
 SIDES = ["pool", "curated"]
 
 
-SIDES_SCHEMA = pa.schema([("uid", pa.string()), (SIDE, pa.string())])
-
-
 def sides_frame(before, final):
     """(uid, side) rows: every "before" uid as ``pool``, every subset uid as ``curated`` (a uid
     in both has both rows), so that one join tags a table's rows with their sides."""
-    def tag(name: str):
-        return lambda b: pa.table([b.column("uid"), pa.array([name] * b.num_rows, pa.string())], schema=SIDES_SCHEMA)
-
-    return before.map_batches(tag("pool"), SIDES_SCHEMA).union(final.map_batches(tag("curated"), SIDES_SCHEMA))
+    return (before.select(["uid"]).with_constant(SIDE, "pool", pa.string())
+            .union(final.select(["uid"]).with_constant(SIDE, "curated", pa.string())))
 
 
 def distributions(executor, dataset: Dataset, model: str | None, lineage: dict, before, final) -> dict[str, Any]:

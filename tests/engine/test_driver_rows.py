@@ -133,8 +133,9 @@ def test_spark_frames_match_local_frames(spark):
         summed = placed.aggregate(["g", "uid"], {"n": ("uid", "count")})
         # repeated and null keys: each row at most once, a null key matches nothing
         picked = f.keep_values("uid", pa.array([uid(3), uid(3), None, uid(39), "absent"]))
+        tagged_rows = f.select(["uid"]).with_constant("tag", "t", pa.string()).with_constant("n", 7, pa.int16())
         return [x.collect_small(300, sort_by=cols) for x, cols in
-                ((picked, ["uid", "v"]), (semi, ["g"]), (anti, ["g"]), (grouped, ["g"]),
+                ((picked, ["uid", "v"]), (tagged_rows, ["uid"]), (semi, ["g"]), (anti, ["g"]), (grouped, ["g"]),
                  (doubled.union(f), ["uid", "v"]), (regrouped, ["g"]), (summed, ["g", "uid"]), (left, ["uid", "v"]),
                  (inner, ["uid", "v"]))]
 
@@ -142,6 +143,7 @@ def test_spark_frames_match_local_frames(spark):
     for a, b in zip(local, remote, strict=True):
         assert a.equals(b), (a, b)
     assert sorted(local[0].column("uid").to_pylist()) == sorted([uid(3)] * 3 + [uid(39)] * 3)
+    assert local[1].schema.field("n").type == pa.int16() and set(local[1].column("tag").to_pylist()) == {"t"}
     assert local[-2].num_rows == 120 and local[-2].column("tag").null_count == 120 - local[-1].num_rows > 0
 
 
