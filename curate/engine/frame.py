@@ -3,8 +3,8 @@ reaching the driver.
 
 An executor makes frames (``frame_from_tasks``, ``frame_read``, ``frame_from_table``); a frame
 is transformed (``map_batches``, ``group_apply`` / ``group_apply_many``, ``semi_join`` / ``anti_join`` / ``join`` on a
-key, ``keep_values`` (a few keys the driver holds), ``with_constant``, ``distinct``, ``union``, ``aggregate``, ``partition_by``) and
-consumed in one of three ways:
+key, ``keep_values`` (a few keys the driver holds), ``with_constant``, ``distinct``, ``union``, ``aggregate``,
+``partition_by``) and consumed in one of three ways:
 
 - ``write_sorted``: range-partitioned sort and exact-size shards written by the workers;
 - ``count`` / ``aggregate(...).collect_small(limit)``: numbers and per-key summaries for the
