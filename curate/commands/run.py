@@ -15,7 +15,7 @@ def run_cmd(run: JobRun, p: RunParams) -> None:
     from curate import storage
     from curate.recipe import load_recipe, run_recipe
 
-    loaded = load_recipe(Path(p.recipe))
+    loaded = load_recipe(p.recipe)
     if p.dataset is not None:
         loaded.recipe.dataset = p.dataset if storage.is_uri(p.dataset) else str(Path(p.dataset).resolve())
     if p.output is not None:

@@ -4,7 +4,7 @@ A recipe names the pool (a dataset folder), the embedding model whose ``embeddin
 table embedding stages read, where selection starts, and an ordered list of stages::
 
     name: default
-    dataset: ./pool            # relative paths are relative to the recipe file
+    dataset: ./pool            # relative paths are relative to the recipe file (a file or a URI)
     embedding_model: curate-tiny
     input: downloaded          # all | downloaded | subset:NAME
     output: curated            # subset written at the end (subsets/curated/)
@@ -75,7 +75,7 @@ class Recipe(BaseModel):
 class LoadedRecipe:
     """A validated recipe plus where it came from (for line numbers and relative paths)."""
 
-    def __init__(self, recipe: Recipe, stages: list[StageSpec], path: Path | None, text: str,
+    def __init__(self, recipe: Recipe, stages: list[StageSpec], path: Path | str | None, text: str,
                  lines: dict[tuple, int]):
         self.recipe, self.stages, self.path, self.text, self._lines = recipe, stages, path, text, lines
 
@@ -93,6 +93,8 @@ class LoadedRecipe:
 
         if storage.is_uri(self.recipe.dataset):
             return self.recipe.dataset
+        if storage.is_uri(self.path):  # a recipe on a store: beside it on that store
+            return _beside_uri(str(self.path), self.recipe.dataset, self.where(("dataset",)))
         p = Path(self.recipe.dataset).expanduser()
         if not p.is_absolute() and self.path is not None:
             p = self.path.parent / p
@@ -102,7 +104,20 @@ class LoadedRecipe:
         return _where(self.path, self._lines, loc)
 
 
-def _where(path: Path | None, lines: dict[tuple, int], loc: tuple) -> str:
+def _beside_uri(recipe_uri: str, relative: str, where: str) -> str:
+    """``relative`` (a path in a recipe) resolved against the folder of ``recipe_uri``."""
+    import posixpath
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(recipe_uri)
+    key = posixpath.normpath(posixpath.join(posixpath.dirname(parts.path.lstrip("/")), relative))
+    if relative.startswith(("/", "~")) or key == ".." or key.startswith("../"):
+        raise RecipeError(f"{where}: dataset {relative!r} is not a folder beside the recipe on "
+                          f"{parts.scheme}://{parts.netloc}/ (write the dataset's URI)")
+    return f"{parts.scheme}://{parts.netloc}" + ("" if key == "." else f"/{key}")
+
+
+def _where(path: Path | str | None, lines: dict[tuple, int], loc: tuple) -> str:
     """'file:line' of the deepest known node on ``loc``."""
     loc = tuple(loc)
     while loc and loc not in lines:
@@ -137,13 +152,12 @@ def _format_validation(err: ValidationError, path: Path | None, lines: dict[tupl
 
 
 def load_recipe(source: str | Path, text: str | None = None) -> LoadedRecipe:
-    """Parse and validate a recipe file (or ``text`` with ``source`` as its name)."""
-    path = Path(source) if source else None
+    """Parse and validate a recipe file, local or a URI (or ``text`` with ``source`` as its name)."""
+    from curate import storage
+
+    path = (str(source) if storage.is_uri(source) else Path(source)) if source else None
     if text is None:
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise RecipeError(f"{path}: cannot read recipe ({e.strerror or e})") from e
+        text = _read_recipe(path)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -162,7 +176,22 @@ def load_recipe(source: str | Path, text: str | None = None) -> LoadedRecipe:
     return LoadedRecipe(recipe, stages, path, text, lines)
 
 
-def _stage_specs(recipe: Recipe, path: Path | None, lines: dict[tuple, int]) -> list[StageSpec]:
+def _read_recipe(path: Path | str) -> str:
+    from curate import storage
+
+    try:
+        data = storage.read_bytes(path) if isinstance(path, str) else path.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except (OSError, storage.StorageError) as e:
+        raise RecipeError(f"{path}: cannot read recipe ({getattr(e, 'strerror', None) or e})") from e
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: a recipe is UTF-8 text (byte {e.start} is not)") from None
+
+
+def _stage_specs(recipe: Recipe, path: Path | str | None, lines: dict[tuple, int]) -> list[StageSpec]:
     from curate.recipe.registry import get_kind, kinds
 
     out: list[StageSpec] = []

@@ -145,6 +145,19 @@ def test_relative_dataset_and_input_subset(pool, tmp_path):
     assert set(read_subset(pool, "rel")) <= set(some)
 
 
+@pytest.mark.parametrize("dataset,want", [
+    ("pool", "s3://b/recipes/pool"), ("./pool/", "s3://b/recipes/pool"), ("../pools/a", "s3://b/pools/a"),
+    ("..", "s3://b"), ("gs://other/ds", "gs://other/ds"),
+    ("../../ds", None), ("/abs/ds", None), ("~/ds", None)])
+def test_a_recipe_on_a_store_finds_a_relative_dataset_beside_it(dataset, want):
+    loaded = load_recipe("s3://b/recipes/r.yaml", text=f"name: r\ndataset: {dataset}\nstages: []\n")
+    if want:
+        assert loaded.dataset_path() == want
+    else:
+        with pytest.raises(RecipeError, match=r"^s3://b/recipes/r.yaml:2: dataset .* is not a folder beside the"):
+            loaded.dataset_path()
+
+
 def test_bad_query_names_the_stage(pool, tmp_path):
     p = write(tmp_path, f"name: bad\ndataset: {pool.root}\nstages:\n  - kind: sql\n    query: SELECT uid FROM nosuchtable\n")
     from curate.errors import CurateError

@@ -113,3 +113,32 @@ def test_recipe_with_a_coverage_stage_on_bucket(bucket, tmp_path, monkeypatch):
     assert {k: got.get(k) for k in cov} == cov
     assert visible(got) == visible(want)
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("*.parquet"))  # no working copy
+
+
+def test_a_recipe_file_on_the_bucket(bucket, tmp_path, monkeypatch):
+    """``curate run s3://bucket/recipes/r.yaml``: the recipe is read from the store, a relative
+    dataset resolves beside it on that store (``../ds``), and the run writes what the same
+    recipe from a local file writes; a missing recipe object, or a dataset path that climbs out
+    of the bucket, is one line naming the recipe."""
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    uri = f"s3://{bucket}/ds"
+    _pool(uri)
+    text = _recipe(tmp_path, "../ds", "rel.yaml", ("basic", "sample")).read_text()
+    storage.put_bytes(storage.resolve(f"s3://{bucket}/recipes/r.yaml"), text.encode())
+    r = _cli("run", f"s3://{bucket}/recipes/r.yaml", "--check")
+    assert r.returncode == 0 and f"s3://{bucket}/recipes/r.yaml:7: basic (basic)" in r.stdout, r.stdout + r.stderr
+    r = _cli("run", f"s3://{bucket}/recipes/r.yaml", "--engine", "local")
+    assert r.returncode == 0, r.stderr
+    from_store = bucket_objects(bucket, "ds/subsets/curated/")
+    assert "uids.parquet" in from_store
+    r = _cli("run", str(_recipe(tmp_path, uri, "local.yaml", ("basic", "sample"))), "--engine", "local", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    again = bucket_objects(bucket, "ds/subsets/curated/")
+    assert {k: v for k, v in again.items() if k.endswith(".parquet")} == \
+        {k: v for k, v in from_store.items() if k.endswith(".parquet")}
+    r = _cli("run", f"s3://{bucket}/recipes/missing.yaml", "--check")
+    assert r.returncode != 0 and f"s3://{bucket}/recipes/missing.yaml: no such recipe file" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    storage.put_bytes(storage.resolve(f"s3://{bucket}/recipes/out.yaml"), text.replace("../ds", "../../ds").encode())
+    r = _cli("run", f"s3://{bucket}/recipes/out.yaml", "--engine", "local")
+    assert r.returncode != 0 and f"s3://{bucket}/recipes/out.yaml:2: dataset '../../ds'" in r.stderr, r.stderr
