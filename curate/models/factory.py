@@ -119,16 +119,35 @@ def file_digest(path: str | os.PathLike, nbytes: int = 12) -> str:
     return h.hexdigest()[:nbytes]
 
 
+def checkpoint_file(pretrained: str | None) -> str | None:
+    """``pretrained`` as something open_clip can open: a checkpoint named by URI (``s3://``,
+    ``gs://``, a `curate train` output on a store) copied into the input cache, where it is kept
+    while the object is unchanged (each machine that loads the model makes its own copy); a
+    tag or a local path as it is."""
+    from curate import storage
+
+    if pretrained is None or not storage.is_uri(pretrained):
+        return pretrained
+    try:
+        if storage.is_file(pretrained):
+            return storage.local_copy(pretrained)
+    except (OSError, storage.StorageError) as e:
+        raise ModelError(f"checkpoint {pretrained}: cannot read it ({e})") from e
+    raise ModelError(f"checkpoint {pretrained} does not exist")
+
+
 def model_id_for(name: str, pretrained: str | None, seed: int = 0) -> str:
     """A folder-safe id for ``name`` + weights.
 
     Pretrained tag: ``ViT-B-32__laion2b_s34b_b79k``. Checkpoint file: ``<name>__<file stem>-<content
-    hash>`` (same weights, same id, wherever the file lies). No weights: ``<name>__random-seed<seed>``.
+    hash>`` (same weights, same id, wherever the file lies: a checkpoint on a store gets the id of
+    the same file on disk). No weights: ``<name>__random-seed<seed>``.
     """
     if pretrained is None:
         return f"{_safe(name)}__random-seed{seed}"
-    if os.path.isfile(pretrained):
-        return f"{_safe(name)}__{_safe(Path(pretrained).stem)}-{file_digest(pretrained)}"
+    local = checkpoint_file(pretrained)
+    if os.path.isfile(local):
+        return f"{_safe(name)}__{_safe(Path(local).stem)}-{file_digest(local)}"
     return f"{_safe(name)}__{_safe(pretrained)}"
 
 
@@ -165,7 +184,7 @@ def check_model(name: str, pretrained: str | None) -> None:
     if open_clip.get_model_config(name) is None:
         raise ModelError(f"unknown model {name!r}; known: {', '.join(list_models())}")
     if pretrained is not None:
-        is_file = os.path.isfile(pretrained)
+        is_file = os.path.isfile(checkpoint_file(pretrained))
         looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
         if not is_file and looks_like_path:
             raise ModelError(f"checkpoint {pretrained} does not exist")
@@ -179,8 +198,9 @@ def load_model(name: str, pretrained: str | None = None, device: str = "cpu", pr
     """An eval-mode open_clip model, its eval preprocess and tokenizer.
 
     ``pretrained`` is an open_clip pretrained tag (downloaded into open_clip's cache, or found
-    there) or a local checkpoint file (a state dict or an open_clip_train checkpoint, loaded
-    with ``weights_only=True``). ``None`` gives random weights from ``seed``.
+    there) or a checkpoint file, local or a URI (``checkpoint_file``): a state dict or an
+    open_clip_train checkpoint, loaded with ``weights_only=True``. ``None`` gives random weights
+    from ``seed``.
     """
     import open_clip
     import torch
@@ -194,7 +214,7 @@ def load_model(name: str, pretrained: str | None = None, device: str = "cpu", pr
         torch.manual_seed(seed)  # random init is reproducible from the seed
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=device, precision=PRECISIONS[precision][0],
+            name, pretrained=checkpoint_file(pretrained), device=device, precision=PRECISIONS[precision][0],
             cache_dir=cache_dir, weights_only=True)
     except (RuntimeError, AssertionError, KeyError, ValueError, OSError, pickle.UnpicklingError) as e:
         # a checkpoint of another architecture, a corrupt file, a failed tag download, or one

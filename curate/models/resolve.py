@@ -58,23 +58,34 @@ def _known_name(name: str) -> bool:
 
 def _split(spec: str, pretrained: str | None) -> tuple[str, str | None]:
     """``NAME:TAG`` -> (NAME, TAG); a separate ``pretrained`` wins."""
+    from curate import storage
+
     if pretrained is None and ":" in spec and not spec.startswith(("hf-hub:", "local-dir:")) \
-            and not os.path.exists(spec):
+            and not os.path.exists(spec) and not storage.is_uri(spec):
         name, tag = spec.split(":", 1)
         return name, tag or None
     return spec, pretrained
 
 
 def _looks_like_checkpoint(spec: str) -> bool:
-    return os.path.isfile(spec) or os.sep in spec or spec.endswith(_CHECKPOINT_SUFFIXES)
+    from curate import storage
+
+    return storage.is_uri(spec) or os.path.isfile(spec) or os.sep in spec or spec.endswith(_CHECKPOINT_SUFFIXES)
 
 
 def checkpoint_arch(path: str) -> str:
-    """The architecture of a checkpoint file: train.json beside it, else the checkpoint's ``arch``."""
+    """The architecture of a checkpoint file (local or a URI): train.json beside it or in the
+    folder above (a `curate train` run), else the checkpoint's ``arch``."""
+    from curate import storage
     from curate.evaluate.tasks import _find_train_info
+    from curate.models.factory import checkpoint_file
 
-    p = Path(path).resolve()
-    info = _find_train_info(p) or {}
+    if storage.is_uri(path):
+        info = _train_info_beside(path)
+        p = Path(checkpoint_file(path))
+    else:
+        p = Path(path).resolve()
+        info = _find_train_info(p) or {}
     if info.get("model"):
         return str(info["model"])
     import torch
@@ -87,6 +98,19 @@ def checkpoint_arch(path: str) -> str:
         raise ModelError(f"checkpoint {path}: no train.json beside it and no 'arch' entry; "
                          f"pass the architecture as NAME:{path}")
     return str(arch)
+
+
+def _train_info_beside(uri: str) -> dict:
+    import json
+
+    from curate import storage
+
+    folder = uri.rsplit("/", 1)[0]
+    for d in (folder, folder.rsplit("/", 1)[0]):
+        p = storage.join(d, "train.json")
+        if storage.is_file(p):
+            return json.loads(storage.read_bytes(p))
+    return {}
 
 
 def resolve_embeddings(dataset, spec: str | None, pretrained: str | None = None) -> str:
@@ -175,7 +199,9 @@ def resolve_model(spec: str, pretrained: str | None = None, seed: int = 0, datas
     name, tag = _split(s, pretrained)
     if (tag is None and not name.startswith(("hf-hub:", "local-dir:")) and _looks_like_checkpoint(name)
             and not _known_name(name)):
-        if not os.path.isfile(name):
+        from curate import storage
+
+        if not (storage.is_file(name) if storage.is_uri(name) else os.path.isfile(name)):
             raise ModelError(f"checkpoint {name} does not exist")
         return check_ref(ModelRef(checkpoint_arch(name), name, seed))
     return check_ref(ModelRef(name, tag, seed))
@@ -201,10 +227,12 @@ def model_spec_callback(ctx, param, value):  # untyped: typer passes (ctx, param
     opts = getattr(param, "opts", None) or []
     what = "--model" if "--model" in opts else (max(opts, key=len) if opts else "--model")
     v = value[len("embeddings/"):] if value.startswith("embeddings/") else value
-    if os.path.isfile(v):
+    from curate import storage
+
+    if os.path.isfile(v) or storage.is_uri(v):  # a checkpoint file (a URI: checked when it is read)
         return value
     name, sep, tag = v.partition(":")
     check_name(name, what, reserved=False)
-    if sep and tag and not os.path.isfile(tag):
+    if sep and tag and not os.path.isfile(tag) and not storage.is_uri(tag):
         check_name(tag, what, reserved=False)
     return value

@@ -15,8 +15,9 @@ class EmbedParams(JobParams):
                        "curate-small are built in), NAME:TAG, a checkpoint file, an embeddings table id (embed again "
                        "with the same model), or a scorer: its name in DATASET/scorers/ or its folder (`curate scorer "
                        "train`).", json_schema_extra=cli_extra("-m"))
-    pretrained: Optional[str] = Field(None, description="open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local "
-                                      "checkpoint file. Without it: random weights from --seed.",
+    pretrained: Optional[str] = Field(None, description="open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a "
+                                      "checkpoint file, local or a URI (s3://, gs://: copied to each machine's input "
+                                      "cache). Without it: random weights from --seed.",
                                       json_schema_extra=cli_extra("-p"))
     device: str = Field("auto", description="auto (the Spark task's GPU, else cuda if visible, else cpu), cpu, cuda, "
                         "cuda:N.")

@@ -78,6 +78,42 @@ def test_embed_on_bucket_matches_local(downloaded_template, tmp_path, bucket, en
     assert r.returncode == 0 and "2 of 2 shards already done" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.extended)])
+def test_embed_with_a_checkpoint_in_a_bucket(downloaded_template, tmp_path, bucket, engine, monkeypatch):
+    """``--pretrained s3://.../model.pt`` (or ``--model`` naming it, the architecture from the
+    train.json beside it): the checkpoint copied to each machine's input cache, the same model
+    id and embeddings as the same file on disk; a missing object is one line."""
+    import json
+
+    from curate import outputs
+    from curate.models import load_model, save_checkpoint
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    run = tmp_path / "run"
+    save_checkpoint(load_model("curate-tiny", seed=5).model, run / "model.pt", arch="curate-tiny")
+    (run / "train.json").write_text(json.dumps({"model": "curate-tiny", "seed": 5}))
+    for f in ("model.pt", "train.json"):
+        outputs.write_bytes(f"s3://{bucket}/runs/r/{f}", (run / f).read_bytes())
+    extra = ["--batch-size", "4", "--engine", engine] + (["--master", "local[2]"] if engine == "spark" else [])
+    tables = {}
+    for name, model in (("disk", ["--model", "curate-tiny", "--pretrained", str(run / "model.pt")]),
+                        ("store", ["--model", "curate-tiny", "--pretrained", f"s3://{bucket}/runs/r/model.pt"]),
+                        ("store-arch", ["--model", f"s3://{bucket}/runs/r/model.pt"])):
+        root = tmp_path / name
+        shutil.copytree(downloaded_template, root)
+        r = _cli("embed", str(root), *model, *extra)
+        assert r.returncode == 0, r.stderr
+        emb = [t for t in Dataset(root).tables() if t.startswith("embeddings/")]
+        assert len(emb) == 1, emb
+        tables[name] = (emb[0], _visible(_local(root), emb[0] + "/"))
+    (table, files), *others = tables.values()
+    assert table.startswith("embeddings/curate-tiny__model-") and len(files) == 2
+    assert all(o == (table, files) for o in others)
+    r = _cli("embed", str(tmp_path / "disk"), "--model", "curate-tiny", "--pretrained", f"s3://{bucket}/runs/none.pt")
+    assert r.returncode != 0 and f"checkpoint s3://{bucket}/runs/none.pt does not exist" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_perceptual_dedup_on_bucket_matches_local(downloaded_template, tmp_path, bucket):
     from curate.perceptual.job import run_perceptual_dedup
 
