@@ -158,8 +158,11 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
     """
     output = Path(output).resolve()
     launch = launch or Launch()
-    plan = _plan_run(data, output, preset, seed, samples_seen, batch_size, lr, warmup, checkpoints, model, pretrained,
-                     workers, device, precision, extra_args, launch, local_loss)
+    from curate.models.factory import checkpoint_file
+
+    # a starting checkpoint on a store: open_clip_train opens a local file (the URI is recorded)
+    plan = _plan_run(data, output, preset, seed, samples_seen, batch_size, lr, warmup, checkpoints, model,
+                     checkpoint_file(pretrained), workers, device, precision, extra_args, launch, local_loss)
     info_path = output / "train.json"
     if info_path.exists():
         old = json.loads(info_path.read_text())

@@ -154,6 +154,10 @@ def test_train_output_to_a_bucket(bucket, tmp_path, monkeypatch):
         assert (local / key).read_bytes() == data, key
     again = train(shards, uri, "tiny", seed=1, samples_seen=64, batch_size=16, progress=False)
     assert again["config_hash"] == info["config_hash"] and bucket_objects(bucket, "runs/tiny/") == objects
+    # a run that starts from that checkpoint on the store (copied here; its URI recorded)
+    more = train(shards, tmp_path / "more", "tiny", seed=1, samples_seen=64, batch_size=16, progress=False,
+                 pretrained=f"{uri}/model.pt")
+    assert more["pretrained"] == f"{uri}/model.pt" and (tmp_path / "more" / "model.pt").is_file()
 
 
 @pytest.mark.slow
