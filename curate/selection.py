@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from curate.decisions import KEPT
 from curate.engine.frame import RepeatedKeys
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
@@ -44,13 +45,22 @@ DECISIONS = load_schema("decisions").arrow()
 
 def count_reasons(decisions) -> tuple[dict[str, int], int]:
     """(rows per reason sorted by reason, rows kept) of a decisions frame, counted by the engine."""
+    reasons, kept, _ = count_decisions(decisions)
+    return reasons, kept
+
+
+def count_decisions(decisions) -> tuple[dict[str, int], int, int]:
+    """``count_reasons`` and the rows whose ``kept`` disagrees with their reason (kept is true
+    exactly where the reason is ``kept``; a null flag is false, a null reason disagrees), all
+    from one count per (reason, kept) pair."""
     t = decisions.aggregate(["reason", "kept"], {"n": ("uid", "count")}).collect_small(MAX_REASONS)
     reasons: dict[str, int] = {}
-    kept = 0
+    kept = inconsistent = 0
     for r, k, n in zip(t.column("reason").to_pylist(), t.column("kept").to_pylist(), t.column("n").to_pylist()):
         reasons[r] = reasons.get(r, 0) + int(n)
         kept += int(n) if k else 0
-    return dict(sorted(reasons.items())), kept
+        inconsistent += int(n) if r is None or (r == KEPT) != bool(k) else 0
+    return dict(sorted(reasons.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))), kept, inconsistent
 
 
 def value_histogram(decisions, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:

@@ -31,7 +31,7 @@ from curate.recipe.cache import CACHE_DIR, StageCache, cache_key, table_fingerpr
 from curate.recipe.inputs import initial_table
 from curate.recipe.registry import StageContext, code_hash, get_kind, tables_read
 from curate.recipe.spec import LoadedRecipe, StageSpec
-from curate.recipe.stage_run import run_legacy_stage, run_table_stage, stage_column
+from curate.recipe.stage_run import run_legacy_stage, run_table_stage, with_stage
 from curate.recipe.uid_tables import UidTable, subset_digest_frame
 from curate.selection import DECISIONS, write_decisions_frame, write_subset_frame
 from curate.tables import Dataset
@@ -203,8 +203,7 @@ def _write_outputs(run: _RecipeRun, lineage: dict, out: UidTable, stage_decision
     with run.manifest.stage("write"):
         if any(s.get("enabled", True) for s in lineage["stages"]):
             # each entry's rows under this run's stage name (a cache hit may have been made under another)
-            frames = [ex.frame_read([str(p) for p in dataset.shards(t)], DECISIONS).map_batches(stage_column(name),
-                                                                                                DECISIONS)
+            frames = [with_stage(ex.frame_read([str(p) for p in dataset.shards(t)], DECISIONS), name)
                       for t, name in stage_decisions if dataset.has_table(t)]
             allf = frames[0] if frames else ex.frame_from_table(DECISIONS.empty_table())
             for f in frames[1:]:

@@ -19,8 +19,8 @@ from curate.engine.frame import RepeatedKeys, TooManyRows
 from curate.errors import DatasetError, RecipeError
 from curate.recipe.cache import StageCache
 from curate.recipe.registry import StageContext, StageOutput, StageResult
-from curate.recipe.uid_tables import UID_SCHEMA, UidTable, write_uid_table
-from curate.selection import DECISIONS, count_reasons, write_decisions_table
+from curate.recipe.uid_tables import UidTable, write_uid_table
+from curate.selection import DECISIONS, count_decisions, write_decisions_table
 from curate.storage import remove_tree
 from curate.tables import Dataset, load_schema
 
@@ -37,18 +37,11 @@ class StageRun(NamedTuple):
     kept: int
 
 
-def stage_column(stage: str):
-    """A batch function setting every row's ``stage`` to ``stage``."""
-    def set_stage(b: pa.RecordBatch) -> pa.Table:
-        t = pa.Table.from_batches([b])
-        return t.set_column(t.schema.get_field_index("stage"), "stage", pa.array([stage] * t.num_rows, pa.string()))
-    return set_stage
-
-
-def _inconsistent(b: pa.RecordBatch) -> pa.Table:
-    t = pa.Table.from_batches([b])
-    bad = pc.not_equal(pc.equal(t.column("reason"), KEPT), pc.fill_null(t.column("kept"), False))
-    return t.filter(pc.fill_null(bad, True)).select(["uid"])
+def with_stage(decisions, stage: str):
+    """A decisions frame with every row's ``stage`` set to ``stage`` (in the JVM on Spark: no
+    pass of the rows through Python)."""
+    others = [n for n in DECISIONS.names if n != "stage"]
+    return decisions.select(others).with_constant("stage", stage, pa.string()).select(DECISIONS.names)
 
 
 def _one_decision_each(stage: str, n: int, inp: UidTable, repeats: int = 0) -> DatasetError:
@@ -62,11 +55,11 @@ def check_stage_decisions(dec, inp: UidTable, stage: str) -> tuple[dict[str, int
     as many decisions as distinct input uids, ``reason == kept`` exactly where kept (that no
     uid has two is checked by the sorted write: ``write_stage_decisions``). Returns the (rows
     per reason, rows kept) counts; O(reasons) rows reach the driver."""
-    reasons, n_kept = count_reasons(dec)
+    reasons, n_kept, inconsistent = count_decisions(dec)
     n = sum(reasons.values())
     if n != inp.distinct:
         raise _one_decision_each(stage, n, inp)
-    if n and dec.map_batches(_inconsistent, UID_SCHEMA).count():
+    if inconsistent:
         raise DatasetError(f"stage {stage!r}: reason must be 'kept' exactly where kept is true")
     return reasons, n_kept
 
@@ -126,7 +119,7 @@ def run_table_stage(ctx: StageContext, kind, params, inp: UidTable, cache: Stage
     job_in = _job_input(ds, ex, inp, f"_tmp/{ctx.run_name}/input")
     out: StageOutput = kind.run(ctx, job_in, params)
     in_frame = inp.frame(ds, ex)
-    dec = _decisions_frame(ctx, ex, out).semi_join(job_in.frame(ds, ex)).map_batches(stage_column(stage), DECISIONS)
+    dec = with_stage(_decisions_frame(ctx, ex, out).semi_join(job_in.frame(ds, ex)), stage)
     dec = dec.cache()
     try:
         reasons, n_kept = check_stage_decisions(dec, inp, stage)

@@ -84,3 +84,40 @@ def test_filter_parameter_errors_point_at_the_stage(tmp_path):
     p.write_text("name: x\ndataset: d\nstages:\n  - kind: basic\n    min_words: many\n")
     with pytest.raises(RecipeError, match=rf"{p}:5: stages.0.min_words"):
         load_recipe(p)
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.extended)])
+def test_a_stage_s_decisions_are_checked_and_restaged_by_the_engine(engine, request):
+    """``check_stage_decisions``: counts per reason and kept from one aggregate, which also finds
+    rows whose ``kept`` disagrees with their reason (a null flag is false); ``with_stage`` names
+    the stage on every row without a pass through Python."""
+    from curate.engine import LocalExecutor
+    from curate.errors import DatasetError
+    from curate.recipe.stage_run import check_stage_decisions, with_stage
+    from curate.recipe.uid_tables import UidTable
+    from curate.selection import DECISIONS
+
+    ex = LocalExecutor()
+    if engine == "spark":
+        from curate.engine.spark import SparkExecutor
+
+        ex = SparkExecutor(request.getfixturevalue("spark"))
+
+    def frame(rows):
+        t = pa.table({"uid": [f"{i:032x}" for i in range(len(rows))], "stage": ["job"] * len(rows),
+                      "kept": [k for k, _ in rows], "reason": [r for _, r in rows],
+                      "value": pa.nulls(len(rows), pa.float64()), "detail": pa.nulls(len(rows), pa.string())})
+        nullable = pa.schema([f.with_nullable(True) for f in DECISIONS])  # as a stage's own table may be
+        return with_stage(ex.frame_from_table(t.select(DECISIONS.names).cast(nullable)), "mine")
+
+    inp = UidTable("unused", rows=5, distinct=5)
+    good = frame([(True, "kept"), (True, "kept"), (False, "low"), (False, "low"), (False, "dup")])
+    assert check_stage_decisions(good, inp, "s") == ({"dup": 1, "kept": 2, "low": 2}, 2)
+    assert set(good.collect_small(5).column("stage").to_pylist()) == {"mine"}
+    assert good.schema.names == DECISIONS.names
+    for bad in ([(True, "kept")] * 4 + [(True, "low")], [(True, "kept")] * 4 + [(None, "kept")],
+                [(True, "kept")] * 4 + [(False, "kept")]):
+        with pytest.raises(DatasetError, match="reason must be 'kept' exactly where kept is true"):
+            check_stage_decisions(frame(bad), inp, "s")
+    with pytest.raises(DatasetError, match="returned 4 decision rows for 5 distinct"):
+        check_stage_decisions(frame([(True, "kept")] * 4), inp, "s")
