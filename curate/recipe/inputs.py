@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curate.engine import LocalExecutor
 from curate.errors import DatasetError, RecipeError
 from curate.storage import remove_tree
-from curate.recipe.uid_tables import UID_SCHEMA, UidTable, counted_uid_table, write_uid_table
+from curate.recipe.uid_tables import UidTable, counted_uid_table, write_uid_table
 from curate.tables import Dataset
 
 
@@ -34,11 +33,8 @@ def initial_table(dataset: Dataset, spec: str, executor, work: str) -> UidTable:
             raise DatasetError(f"{dataset.root}: no downloads table; run `curate download` first "
                                f"or start the recipe with `input: all`")
         schema = pa.schema([("uid", pa.string()), ("status", pa.string())])
-
-        def success(b: pa.RecordBatch) -> pa.Table:
-            return pa.Table.from_batches([b]).filter(pc.equal(b.column("status"), "success")).select(["uid"])
-
-        frame = executor.frame_read([str(p) for p in dataset.shards("downloads")], schema).map_batches(success, UID_SCHEMA)
+        frame = (executor.frame_read([str(p) for p in dataset.shards("downloads")], schema)
+                 .keep_values("status", pa.array(["success"])).select(["uid"]))  # filtered where read
         return write_uid_table(dataset, work, frame)
     if spec.startswith("subset:"):
         name = spec[len("subset:"):]
