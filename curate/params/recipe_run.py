@@ -11,7 +11,8 @@ from curate.params.common import ModelId
 
 
 class RunParams(JobParams):
-    recipe: str = Field(description="Recipe YAML (see docs/recipe.md).", json_schema_extra=cli_extra(argument=True))
+    recipe: str = Field(description="Recipe YAML, a file or a URI (see docs/recipe.md).",
+                        json_schema_extra=cli_extra(argument=True))
     dataset: Optional[str] = Field(None, description="Dataset folder or URI (s3://bucket/ds, gs://...: read and "
                                    "written there); overrides the recipe's 'dataset'.",
                                    json_schema_extra=cli_extra("-d"))
