@@ -65,6 +65,8 @@ def check_filters(dataset: Dataset, specs: list[FilterSpec]) -> None:
                 v = spec.params.get(key)
                 if v and not _exists(v):
                     raise InputFileError(str(v), f"image_based {key} does not exist")
+        if spec.name == "text_based" and spec.params.get("synsets") and not _exists(spec.params["synsets"]):
+            raise InputFileError(str(spec.params["synsets"]), "synset list not found")
             t = Path(spec.params.get("target") or "")
             if (spec.params.get("target") and t.is_dir()
                     and not any(next(t.glob(f"*.{ext}"), None) for ext in ("parquet", "pt", "npy"))):

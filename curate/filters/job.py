@@ -21,6 +21,7 @@ import functools
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import storage
 from curate.errors import DatasetError
 from curate.filters import stages, text_stats
 from curate.filters.checks import check_filters, check_samples, resolve_model  # noqa: F401 - re-exported
@@ -138,12 +139,13 @@ def _prepare(dataset, spec: FilterSpec, executor, plan: ColumnPlan, shards, run_
         info["model"] = table
         return {"score_column": f"s{j}", "threshold": info["threshold"]}, info
     if spec.name == "text_based":
-        offsets = stages.read_synset_offsets(p["synsets"], p["wordnet_dir"])
+        synsets = storage.local_copy(p["synsets"])  # a list named by URI: copied (checked by check_filters)
+        offsets = stages.read_synset_offsets(synsets, p["wordnet_dir"])
         from curate.wordnet import check_wordnet
 
         root = check_wordnet(p["wordnet_dir"])
-        return ({"target_offsets": offsets},
-                {"target_synsets": len(offsets), "synsets_file": file_fingerprint(p["synsets"]), "wordnet": str(root)})
+        return ({"target_offsets": offsets}, {"target_synsets": len(offsets), "wordnet": str(root),
+                                              "synsets_file": {**file_fingerprint(synsets), "path": p["synsets"]}})
     if spec.name == "image_based":
         return prepare_image_based(dataset, spec, executor, plan, shards, run_name)
     raise FilterSpecError(f"unknown filter {spec.name}")

@@ -131,3 +131,29 @@ def test_filter_on_missing_bucket_dataset_is_one_line(bucket):
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "nothing-here" in err[0], r.stderr
 
+
+
+def test_text_based_synsets_list_in_a_bucket(bucket, tmp_path, monkeypatch):
+    """``text_based:synsets=s3://...``: the list is read from the store (copied to the input
+    cache) and decides as the same list on disk, byte for byte; the run records the URI; a list
+    that is not there is one line before any work."""
+    from curate.wordnet import get_wordnet
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    wn = get_wordnet()
+    text = "\n".join(f"n{wn.synsets(w)[0].offset():08d}" for w in ("dog", "cat", "beach")) + "\n"
+    (tmp_path / "t.txt").write_text(text)
+    storage.put_bytes(storage.resolve(f"s3://{bucket}/assets/t.txt"), text.encode())
+    tables = {}
+    for name, synsets in (("disk", str(tmp_path / "t.txt")), ("store", f"s3://{bucket}/assets/t.txt")):
+        ds = _build(str(tmp_path / name))
+        r = run_filters(ds, [parse_filter(f"text_based:synsets={synsets}")], LocalExecutor(), name="tb")
+        assert r["outputs"]["subset"] == "subsets/tb"
+        tables[name] = {k: v for k, v in _visible(_local_files(ds)).items() if k.startswith(("decisions/", "subsets/"))}
+        run = json.loads((ds.root / "_runs" / "filter-tb.json").read_text())
+        assert json.dumps(run).count(synsets) >= 1
+    assert tables["disk"] == tables["store"] and any(k.startswith("decisions/tb/") for k in tables["disk"])
+    r = _cli("filter", str(tmp_path / "disk"), "-f", f"text_based:synsets=s3://{bucket}/assets/none.txt",
+             "--name", "x", "--engine", "local")
+    assert r.returncode != 0 and f"s3://{bucket}/assets/none.txt" in r.stderr and "synset list not found" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
