@@ -22,7 +22,8 @@ class ScorerTrainParams(JobParams):
 
     seed_set: str = Field(description="Trusted pairs: a folder of images with a .txt caption beside each (cat.jpg + "
                           "cat.txt), a subset name of DATASET, a folder of WebDataset .tar shards, a .tar, a brace "
-                          "pattern, or a file listing shard paths/URLs.", json_schema_extra=cli_extra("-s"))
+                          "pattern, or a file listing shard paths/URLs; a path or a URI (s3://, gs://).",
+                          json_schema_extra=cli_extra("-s"))
     name: str = Field("dfn", description="Scorer name (`curate embed DS --model NAME`).",
                       json_schema_extra=cli_extra("-n"))
     output: Optional[str] = Field(None, description="Scorer folder (default DATASET/scorers/NAME); use it elsewhere "

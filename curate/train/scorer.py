@@ -45,7 +45,12 @@ class ScorerError(CurateError):
 
 # ---------------------------------------------------------------- seed sets
 def seed_kind(dataset: Dataset, seed_set: str) -> str:
-    """What ``seed_set`` is: ``images`` (image + caption files), ``subset``, ``webdataset`` or ``list``."""
+    """What ``seed_set`` is: ``images`` (image + caption files), ``subset``, ``webdataset`` or ``list``;
+    a local path or a URI (a folder or file on object storage)."""
+    from curate import storage
+
+    if storage.is_uri(seed_set) and "{" not in seed_set and "::" not in seed_set:
+        return _store_seed_kind(seed_set)
     p = Path(seed_set)
     if p.is_dir():
         if any(p.glob("*.tar")):
@@ -160,10 +165,34 @@ def read_url_list(path: Path) -> list[str]:
     return out
 
 
+def _store_seed_kind(uri: str) -> str:
+    """``seed_kind`` of a URI: a folder of .tar shards (read in place by the trainer) or of
+    image files, a .tar shard, or a list of shard URLs."""
+    from curate import storage
+
+    if storage.is_dir(uri):
+        names = [storage.basename(f) for f in storage.list_files(uri)]
+        if any(n.endswith(".tar") for n in names):
+            return "webdataset"
+        if any(Path(n).suffix.lower() in IMAGE_EXTS for n in names):
+            return "images"
+        raise ScorerError(f"seed set {uri}: a folder with neither .tar shards nor image files (with .txt captions)")
+    if storage.is_file(uri):
+        return "webdataset" if uri.endswith(".tar") else "list"
+    raise ScorerError(f"seed set {uri}: no such file or folder")
+
+
 def prepare_seed_set(dataset: Dataset, seed_set: str, folder: Path, executor=None) -> tuple[object, dict]:
-    """The training input for ``seed_set`` and a description of it for the manifest."""
+    """The training input for ``seed_set`` and a description of it for the manifest. An image
+    folder or a list named by URI is copied to the input cache (a seed set of trusted pairs is
+    small); shards on a store are read in place by the trainer."""
+    from curate import storage
+
     kind = seed_kind(dataset, seed_set)
-    source = str(Path(seed_set).resolve()) if kind in ("images", "list") or Path(seed_set).exists() else seed_set
+    if storage.is_uri(seed_set) and kind in ("images", "list"):
+        source, seed_set = seed_set, storage.local_copy(seed_set)
+    else:
+        source = str(Path(seed_set).resolve()) if kind in ("images", "list") or Path(seed_set).exists() else seed_set
     desc: dict = {"kind": kind, "source": source}
     if kind == "images":
         rep = pack_image_folder(Path(seed_set), folder / "seed")

@@ -160,6 +160,46 @@ def test_train_output_to_a_bucket(bucket, tmp_path, monkeypatch):
     assert more["pretrained"] == f"{uri}/model.pt" and (tmp_path / "more" / "model.pt").is_file()
 
 
+def _members(tar: Path) -> list[tuple[str, bytes]]:
+    import tarfile
+
+    with tarfile.open(tar) as tf:
+        return [(m.name, tf.extractfile(m).read()) for m in tf.getmembers() if m.isfile()]
+
+
+def test_scorer_seed_set_in_a_bucket(bucket, tmp_path, monkeypatch):
+    """A seed set named by URI: an image folder on the store is copied and packed into the same
+    shards as the folder on disk, its URI recorded; shards on a store are left for the trainer
+    to read in place; a seed set that is not there is one error naming it."""
+    from curate import storage
+    from curate.tables import Dataset
+    from curate.train.scorer import ScorerError, prepare_seed_set, seed_kind
+    from train.conftest import COLOURS, jpeg_square
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    seed = tmp_path / "trusted"
+    seed.mkdir()
+    for i in range(12):
+        c = list(COLOURS)[i % 4]
+        (seed / f"{i:03d}.jpg").write_bytes(jpeg_square(COLOURS[c]))
+        (seed / f"{i:03d}.txt").write_text(f"a {c} square\n")
+    for f in seed.iterdir():
+        storage.put_bytes(storage.resolve(f"s3://{bucket}/trusted/{f.name}"), f.read_bytes())
+    storage.put_bytes(storage.resolve(f"s3://{bucket}/shards/00000.tar"), b"")
+    ds = Dataset(tmp_path / "ds")
+    packed = {}
+    for name, where in (("disk", str(seed)), ("store", f"s3://{bucket}/trusted")):
+        data, desc = prepare_seed_set(ds, where, tmp_path / name)
+        assert desc["kind"] == "images" and desc["samples"] == 12 and desc["source"] == (
+            str(seed.resolve()) if name == "disk" else where)
+        packed[name] = {p.name: _members(p) for p in sorted(Path(data).glob("*.tar"))}
+    assert packed["disk"] == packed["store"] and len(packed["disk"]["00000000.tar"]) == 24  # jpg and txt each
+    assert seed_kind(ds, f"s3://{bucket}/shards") == "webdataset"
+    assert seed_kind(ds, f"s3://{bucket}/shards/00000.tar") == "webdataset"
+    with pytest.raises(ScorerError, match=f"seed set s3://{bucket}/none: no such file or folder"):
+        seed_kind(ds, f"s3://{bucket}/none")
+
+
 @pytest.mark.slow
 def test_scorer_on_a_bucket_dataset(bucket, tmp_path, monkeypatch):
     """`curate scorer train s3://bucket/ds`: the scorer is trained in a local working folder and
