@@ -47,10 +47,12 @@ def load_templates(spec: str | os.PathLike | list | tuple | None) -> list[str]:
         fns = OPENAI_IMAGENET_TEMPLATES if spec == "openai" else SIMPLE_IMAGENET_TEMPLATES
         templates = [f("{}") for f in fns]
     else:
-        p = Path(spec)
-        if not p.is_file():
+        from curate import storage
+
+        if not storage.is_file(spec):  # a local file or an object on a store
             raise EvalError(f"templates: {spec} is neither default/openai/simple nor a file")
-        templates = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        text = storage.read_bytes(spec).decode("utf-8")
+        templates = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     bad = [t for t in templates if "{}" not in t and "{c}" not in t]
     if bad or not templates:
         raise EvalError(f"every template needs a {{}} placeholder for the class name; bad: {bad[:1] or 'none given'}")

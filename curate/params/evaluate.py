@@ -19,8 +19,8 @@ class EvalParams(JobParams):
                                 "s3://bucket/evals/cifar); repeatable.", json_schema_extra=cli_extra("-z"))
     retrieval: list[str] = Field([], description="Image-caption set: a folder with captions.csv (image,caption) and "
                                  "images/, or the csv (a path or URI); repeatable.", json_schema_extra=cli_extra("-r"))
-    templates: Optional[str] = Field(None, description="default, openai, simple or a file with one {} template per "
-                                     "line.")
+    templates: Optional[str] = Field(None, description="default, openai, simple or a file (a path or URI) with one "
+                                     "{} template per line.")
     max_per_class: Optional[int] = Field(None, description="Zero-shot: first N images per class.")
     images: Optional[str] = Field(None, description="Retrieval: a file listing the image names to use (a held-out "
                                   "split; a path or URI).")

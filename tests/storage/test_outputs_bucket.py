@@ -92,6 +92,20 @@ def test_eval_output_to_a_bucket(bucket, tmp_path, shared_data):
     assert got == want and got["zeroshot"]["cifar"]["n_images"] == 4
 
 
+def test_eval_templates_file_in_a_bucket(bucket, tmp_path):
+    from curate import outputs
+    from curate.evaluate import load_templates
+    from curate.evaluate.tasks import EvalError
+
+    text = "# prompts\na drawing of a {}\na photo of a {c}.\n"
+    outputs.write_bytes(f"s3://{bucket}/prompts.txt", text.encode())
+    (tmp_path / "prompts.txt").write_text(text)
+    assert load_templates(f"s3://{bucket}/prompts.txt") == load_templates(str(tmp_path / "prompts.txt")) == [
+        "a drawing of a {}", "a photo of a {}."]
+    with pytest.raises(EvalError, match=f"templates: s3://{bucket}/none.txt is neither"):
+        load_templates(f"s3://{bucket}/none.txt")
+
+
 def test_eval_of_a_checkpoint_in_a_bucket(bucket, tmp_path, shared_data, monkeypatch):
     """`curate eval s3://.../run` (or its model.pt): the checkpoint and its train.json copied to
     the input cache, the results beside it on the store, the same numbers as the local run."""
