@@ -3,6 +3,7 @@ user lists; bigram counting over a pool is per-shard (gram, order, n) rows summe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from curate.manifest import file_fingerprint
+from curate import storage
 from curate.metaclip.metadata import NGRAM_SCHEMA, ngram_batch
 from curate.tables import Dataset, atomic_write_bytes
 from curate.metaclip.job_shards import (check_columns, input_shards)
@@ -86,9 +87,10 @@ def run_build(output: str | Path, *, numbers: bool = True, wordnet: bool = True,
                    "bigram_min_count": bigram_min_count, "bigram_min_pmi": bigram_min_pmi,
                    "keep_unmatchable": keep_unmatchable, "max_entries": max_entries,
                    "entry_lists": list(entry_lists or [])},
-        "sha256": file_fingerprint(out)["sha256"], "code": code_version(), "timings_s": timings,
+        "sha256": hashlib.sha256(storage.read_bytes(out)).hexdigest(), "code": code_version(), "timings_s": timings,
     }
-    atomic_write_bytes(Path(f"{out}.build.json"), (json.dumps(build, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(f"{out}.build.json" if storage.is_uri(out) else Path(f"{out}.build.json"),
+                       (json.dumps(build, indent=2, sort_keys=True) + "\n").encode(), shard=False)
     return build
 
 

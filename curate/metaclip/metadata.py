@@ -64,9 +64,22 @@ def wordfreq_entries(top: int | None = 100_000, min_frequency: float | None = No
     return words
 
 
+def local_input(path: str | os.PathLike, what: str) -> Path:
+    """A build input (an entry list, a corpus file) as a local file: a URI's object copied to the
+    input cache (``InputFileError`` naming the URI when it is not there), a path as it is."""
+    from curate import storage
+
+    if not storage.is_uri(path):
+        return Path(path)
+    if not storage.is_file(path):
+        raise InputFileError(str(path), f"{what} not found")
+    return Path(storage.local_copy(path))
+
+
 def read_entry_list(path: str | os.PathLike) -> list[str]:
-    """A user list: a ``.json`` list of strings, else a UTF-8 text file with one entry a line."""
-    p = Path(path)
+    """A user list: a ``.json`` list of strings, else a UTF-8 text file with one entry a line;
+    a path or a URI."""
+    p = local_input(path, "entry list")
     if p.suffix.lower() == ".json":
         from curate.metaclip.matching import load_metadata
 
@@ -75,9 +88,9 @@ def read_entry_list(path: str | os.PathLike) -> list[str]:
         with open(p, encoding="utf-8") as f:
             return [line.rstrip("\r\n") for line in f if line.strip()]
     except FileNotFoundError:
-        raise InputFileError(str(p), "entry list not found") from None
+        raise InputFileError(str(path), "entry list not found") from None
     except UnicodeDecodeError as e:
-        raise InputFileError(str(p), f"not UTF-8 text ({e})") from None
+        raise InputFileError(str(path), f"not UTF-8 text ({e})") from None
 
 
 # ---------------------------------------------------------------- bigram mining
@@ -145,17 +158,18 @@ def pmi_bigrams(unigrams: dict[str, int], bigrams: dict[str, int], total_words: 
 
 
 def iter_corpus_file(path: str | os.PathLike, column: str = "text") -> Iterator[str]:
-    """Texts of a corpus file: Parquet (``column``), else UTF-8 text with one text a line."""
-    p = Path(path)
+    """Texts of a corpus file: Parquet (``column``), else UTF-8 text with one text a line; a
+    path or a URI."""
+    p = local_input(path, "corpus file")
     if p.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
         try:
             pf = pq.ParquetFile(p)
         except (OSError, pa.ArrowInvalid) as e:
-            raise InputFileError(str(p), f"cannot read Parquet ({e})") from None
+            raise InputFileError(str(path), f"cannot read Parquet ({e})") from None
         if column not in pf.schema_arrow.names:
-            raise InputFileError(str(p), f"no column {column!r} (columns: {', '.join(pf.schema_arrow.names)})")
+            raise InputFileError(str(path), f"no column {column!r} (columns: {', '.join(pf.schema_arrow.names)})")
         for b in pf.iter_batches(columns=[column]):
             yield from (t or "" for t in b.column(0).to_pylist())
         return
@@ -164,9 +178,9 @@ def iter_corpus_file(path: str | os.PathLike, column: str = "text") -> Iterator[
             for line in f:
                 yield line.rstrip("\r\n")
     except FileNotFoundError:
-        raise InputFileError(str(p), "corpus file not found") from None
+        raise InputFileError(str(path), "corpus file not found") from None
     except UnicodeDecodeError as e:
-        raise InputFileError(str(p), f"not UTF-8 text ({e})") from None
+        raise InputFileError(str(path), f"not UTF-8 text ({e})") from None
 
 
 # ---------------------------------------------------------------- assembly
@@ -217,10 +231,12 @@ def assemble(sources: Sequence[tuple[str, Iterable[str]]], keep_unmatchable: boo
     return entries, report
 
 
-def write_metadata(entries: Sequence[str], path: str | os.PathLike) -> Path:
-    """Write a metadata JSON list (UTF-8, one JSON array), atomically."""
+def write_metadata(entries: Sequence[str], path: str | os.PathLike) -> Path | str:
+    """Write a metadata JSON list (UTF-8, one JSON array), atomically: a file, or one whole
+    object under a URI."""
+    from curate import storage
     from curate.tables import atomic_write_bytes
 
-    p = Path(path)
-    atomic_write_bytes(p, json.dumps(list(entries), ensure_ascii=False).encode("utf-8"))
+    p = str(path) if storage.is_uri(path) else Path(path)
+    atomic_write_bytes(p, json.dumps(list(entries), ensure_ascii=False).encode("utf-8"), shard=False)
     return p

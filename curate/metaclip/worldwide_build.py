@@ -223,6 +223,26 @@ def mine_language_bigrams(languages: list[str], *, dataset=None, corpus: list[st
 
 
 # ---------------------------------------------------------------- assembly
+def _publish(local: Path, uri: str, build: dict) -> dict:
+    """A worldwide build made in ``local`` uploaded under ``uri``: the lists an earlier build of
+    ours left there for other languages deleted first (as a local rebuild drops them), each list
+    one whole object, ``_build.json`` (naming the URI) last."""
+    from curate import outputs, storage
+
+    if storage.is_file(storage.join(uri, "_build.json")):
+        for old in storage.list_files(uri):
+            name = storage.basename(old)
+            if name.endswith(".json") and not name.startswith(("_", ".")) and name[:-5] not in build["languages"]:
+                storage.delete(storage.resolve(old))
+    build = dict(build, output=uri)
+    for f in sorted(local.glob("*.json")):
+        if f.name != "_build.json":
+            storage.put_file(storage.resolve(storage.join(uri, f.name)), f)
+    outputs.write_bytes(storage.join(uri, "_build.json"),
+                        (json.dumps(build, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+    return build
+
+
 def _prepare_output_folder(out_dir: Path, languages: list[str]) -> None:
     """The output folder, without the lists an earlier build of ours made for other languages."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -285,7 +305,21 @@ def run_build_worldwide(output: str | Path, languages: list[str], *, numbers: bo
                         bigram_min_count: int = 10, bigram_min_pmi: float = 8.0, bigrams: bool = True,
                         entry_lists: list[str] | None = None, keep_unmatchable: bool = False,
                         max_entries: int | None = None, executor=None, lid_model: str | None = None) -> dict:
-    """Write ``output/<lang>.json`` for every language and ``output/_build.json``."""
+    """Write ``output/<lang>.json`` for every language and ``output/_build.json``. A URI output is
+    built in a local folder and uploaded, ``_build.json`` last (``_publish``)."""
+    from curate import storage
+
+    if storage.is_uri(output):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="curate-metadata-") as local:
+            build = run_build_worldwide(
+                local, languages, numbers=numbers, wordnet=wordnet, wordnet_dir=wordnet_dir, wordfreq_top=wordfreq_top,
+                wordfreq_min_frequency=wordfreq_min_frequency, wordfreq_list=wordfreq_list, dataset=dataset,
+                corpus=corpus, corpus_column=corpus_column, bigram_min_count=bigram_min_count,
+                bigram_min_pmi=bigram_min_pmi, bigrams=bigrams, entry_lists=entry_lists,
+                keep_unmatchable=keep_unmatchable, max_entries=max_entries, executor=executor, lid_model=lid_model)
+            return _publish(Path(local), storage.resolve(str(output)).uri, build)
     from curate.manifest import code_version
     from curate.tables import atomic_write_bytes
 

@@ -15,7 +15,7 @@ class MetadataBuildParams(JobParams):
     """``curate metadata build OUTPUT``: a metadata list (or a worldwide folder of them)."""
 
     output: str = Field(description="Metadata JSON file to write (a list of strings; an entry's id is its position); "
-                        "with --languages other than en, a folder of <lang>.json files.",
+                        "with --languages other than en, a folder of <lang>.json files. A path or a URI.",
                         json_schema_extra=cli_extra(argument=True))
     languages: Optional[str] = Field(None, description="MetaCLIP 2 worldwide: comma-separated languages (fastText "
                                      "codes, e.g. en,de,fr,zh,ja,th,ko; `other` is the fallback list), one <lang>.json "
@@ -25,7 +25,7 @@ class MetadataBuildParams(JobParams):
     dataset: Optional[str] = Field(None, description="Pool whose captions (samples.text) are the default bigram "
                                    "corpus; counted on Spark.", json_schema_extra=cli_extra("-d"))
     bigram_corpus: list[str] = Field([], description="Bigram corpus file instead of the pool: text (one text a line) "
-                                     "or Parquet; repeatable.")
+                                     "or Parquet, a path or a URI; repeatable.")
     corpus_column: str = Field("text", description="Text column of Parquet corpus files.")
     bigrams: bool = Field(True, description="Mine bigrams (needs --dataset or --bigram-corpus).")
     bigram_min_count: int = Field(10, description="Keep bigrams seen at least this often.")

@@ -286,3 +286,48 @@ def test_coverage_on_a_bucket_dataset(bucket, tmp_path, monkeypatch):
     visible = {k: v for k, v in objects.items() if not any(part[:1] in "_." for part in k.split("/")[1:])}
     want = {k: v for k, v in local.items() if not any(part[:1] in "_." for part in k.split("/")[1:])}
     assert want and visible == want, (sorted(visible), sorted(want))
+
+
+def test_metadata_build_with_inputs_and_output_in_a_bucket(bucket, tmp_path, monkeypatch):
+    """`metadata build` from a corpus and an entry list on the store, into the store: the same
+    list as a local build (the record names the URIs and the list's sha256); a worldwide build
+    into a folder URI uploads each language then `_build.json`, and a rebuild with fewer
+    languages deletes the lists of ours it no longer makes; a corpus that is not there is one
+    error naming its URI."""
+    from curate import outputs
+    from curate.errors import InputFileError
+    from curate.metaclip.build_job import run_build
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    corpus = "\n".join(["Golden Gate Bridge view", "the Golden Gate Bridge", "Golden Gate park"] * 4
+                       + ["a cat on a mat", "a dog on a log"] * 10)
+    (tmp_path / "corpus.txt").write_text(corpus, encoding="utf-8")
+    (tmp_path / "mine.txt").write_text("my entry\nGolden Gate\n", encoding="utf-8")
+    for f in ("corpus.txt", "mine.txt"):
+        outputs.write_bytes(f"s3://{bucket}/in/{f}", (tmp_path / f).read_bytes())
+    kw = dict(wordnet=False, wordfreq_top=500, bigram_min_count=3, bigram_min_pmi=1.0)
+    local = run_build(tmp_path / "m.json", corpus=[str(tmp_path / "corpus.txt")],
+                      entry_lists=[str(tmp_path / "mine.txt")], **kw)
+    remote = run_build(f"s3://{bucket}/meta/m.json", corpus=[f"s3://{bucket}/in/corpus.txt"],
+                       entry_lists=[f"s3://{bucket}/in/mine.txt"], **kw)
+    objects = bucket_objects(bucket, "meta/")
+    assert objects["m.json"] == (tmp_path / "m.json").read_bytes() and remote["sha256"] == local["sha256"]
+    side = json.loads(objects["m.json.build.json"])
+    assert side["output"] == f"s3://{bucket}/meta/m.json" and side["bigrams"]["mined"] >= 2
+    assert f"user:s3://{bucket}/in/mine.txt" in side["sources"] and side["bigrams"]["corpus"] == [
+        f"s3://{bucket}/in/corpus.txt"]
+    with pytest.raises(InputFileError, match=f"s3://{bucket}/in/none.txt: corpus file not found"):
+        run_build(f"s3://{bucket}/meta/x.json", corpus=[f"s3://{bucket}/in/none.txt"], **kw)
+    r = _cli("metadata", "build", f"s3://{bucket}/meta/cli.json", "--bigram-corpus", f"s3://{bucket}/in/corpus.txt",
+             "--no-wordnet", "--wordfreq-top", "500", "--bigram-min-count", "3", "--bigram-min-pmi", "1.0")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(bucket_objects(bucket, "meta/")["cli.json"])[:3] == ["0", "1", "2"]
+    ww = dict(wordnet=False, wordfreq_top=50, bigrams=False)
+    run_build(f"s3://{bucket}/ww", languages=["en", "de", "fr"], **ww)
+    assert {"en.json", "de.json", "fr.json", "_build.json"} <= set(bucket_objects(bucket, "ww/"))
+    run_build(tmp_path / "ww", languages=["en", "de"], **ww)
+    again = run_build(f"s3://{bucket}/ww", languages=["en", "de"], **ww)
+    got = bucket_objects(bucket, "ww/")
+    assert set(got) == {"en.json", "de.json", "_build.json"}
+    assert all(got[f] == (tmp_path / "ww" / f).read_bytes() for f in ("en.json", "de.json"))
+    assert json.loads(got["_build.json"])["output"] == again["output"] == f"s3://{bucket}/ww"
