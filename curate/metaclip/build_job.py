@@ -19,7 +19,7 @@ from curate.metaclip.job_shards import (check_columns, input_shards)
 
 def ngram_count_task(task: dict) -> Iterator[pa.RecordBatch]:
     """(gram, order, n) counts of one input shard's text column, one batch per read batch."""
-    pf = check_columns(Path(task["input"]), [task.get("column", "text")])
+    pf = check_columns(task["input"], [task.get("column", "text")])  # a path or a URI
     for b in pf.iter_batches(batch_size=task.get("batch_size", 65536), columns=[task.get("column", "text")]):
         yield ngram_batch(b.column(0))
 

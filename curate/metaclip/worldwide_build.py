@@ -158,13 +158,12 @@ def lang_ngram_rows(counted: dict[str, tuple[dict, dict]]) -> pa.RecordBatch:
 
 def lang_ngram_task(task: dict) -> Iterator[pa.RecordBatch]:
     """(lang, gram, order, n) counts of one shard's captions, by fastText language."""
-    import pyarrow.parquet as pq
-
+    from curate import storage
     from curate.filters.langid import load_model, predict_languages
 
     model = load_model(task.get("lid_model"))
     languages = set(task["languages"])
-    pf = pq.ParquetFile(task["input"])
+    pf = storage.parquet_file(task["input"])  # a path or a URI, with the run's storage settings
     col = task.get("column", "text")
     if col not in pf.schema_arrow.names:
         raise InputFileError(task["input"], f"no column {col!r}")

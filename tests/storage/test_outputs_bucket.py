@@ -322,6 +322,19 @@ def test_metadata_build_with_inputs_and_output_in_a_bucket(bucket, tmp_path, mon
              "--no-wordnet", "--wordfreq-top", "500", "--bigram-min-count", "3", "--bigram-min-pmi", "1.0")
     assert r.returncode == 0, r.stderr
     assert json.loads(bucket_objects(bucket, "meta/")["cli.json"])[:3] == ["0", "1", "2"]
+    from curate.tables import Dataset
+    from filters.conftest import write_samples
+
+    write_samples(Dataset(f"s3://{bucket}/ds"), corpus.splitlines(), [64] * 32, [64] * 32)
+    r = _cli("metadata", "build", f"s3://{bucket}/meta/pool.json", "--dataset", f"s3://{bucket}/ds", "--no-wordnet",
+             "--wordfreq-top", "0", "--bigram-min-count", "3", "--bigram-min-pmi", "1.0", "--engine", "local")
+    assert r.returncode == 0, r.stderr
+    assert "Golden Gate" in json.loads(bucket_objects(bucket, "meta/")["pool.json"])
+    r = _cli("metadata", "build", str(tmp_path / "pool-ww"), "--dataset", f"s3://{bucket}/ds", "--languages", "en,fr",
+             "--no-wordnet", "--wordfreq-top", "0", "--bigram-min-count", "3", "--bigram-min-pmi", "1.0",
+             "--engine", "local")  # the worldwide corpus pass reads the pool's shards from the store too
+    assert r.returncode == 0, r.stderr
+    assert "Golden Gate" in json.loads((tmp_path / "pool-ww" / "en.json").read_text())
     ww = dict(wordnet=False, wordfreq_top=50, bigrams=False)
     run_build(f"s3://{bucket}/ww", languages=["en", "de", "fr"], **ww)
     assert {"en.json", "de.json", "fr.json", "_build.json"} <= set(bucket_objects(bucket, "ww/"))
