@@ -174,6 +174,18 @@ def test_train_output_to_a_bucket(bucket, tmp_path, monkeypatch):
     assert more["pretrained"] == f"{uri}/model.pt" and (tmp_path / "more" / "model.pt").is_file()
 
 
+def _seed_folder(seed: Path, n: int) -> Path:
+    """``n`` solid-colour squares with a caption file beside each (a DFN seed set)."""
+    from train.conftest import COLOURS, jpeg_square
+
+    seed.mkdir()
+    for i in range(n):
+        c = list(COLOURS)[i % 4]
+        (seed / f"{i:03d}.jpg").write_bytes(jpeg_square(COLOURS[c]))
+        (seed / f"{i:03d}.txt").write_text(f"a {c} square\n")
+    return seed
+
+
 def _members(tar: Path) -> list[tuple[str, bytes]]:
     import tarfile
 
@@ -188,15 +200,9 @@ def test_scorer_seed_set_in_a_bucket(bucket, tmp_path, monkeypatch):
     from curate import storage
     from curate.tables import Dataset
     from curate.train.scorer import ScorerError, prepare_seed_set, seed_kind
-    from train.conftest import COLOURS, jpeg_square
 
     monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
-    seed = tmp_path / "trusted"
-    seed.mkdir()
-    for i in range(12):
-        c = list(COLOURS)[i % 4]
-        (seed / f"{i:03d}.jpg").write_bytes(jpeg_square(COLOURS[c]))
-        (seed / f"{i:03d}.txt").write_text(f"a {c} square\n")
+    seed = _seed_folder(tmp_path / "trusted", 12)
     for f in seed.iterdir():
         storage.put_bytes(storage.resolve(f"s3://{bucket}/trusted/{f.name}"), f.read_bytes())
     storage.put_bytes(storage.resolve(f"s3://{bucket}/shards/00000.tar"), b"")
@@ -225,15 +231,9 @@ def test_scorer_on_a_bucket_dataset(bucket, tmp_path, monkeypatch):
     from curate.tables import Dataset
     from curate.train.output_uri import work_dir
     from filters.conftest import write_samples
-    from train.conftest import COLOURS, jpeg_square
 
     monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
-    seed = tmp_path / "trusted"
-    seed.mkdir()
-    for i in range(24):
-        c = list(COLOURS)[i % 4]
-        (seed / f"{i:03d}.jpg").write_bytes(jpeg_square(COLOURS[c]))
-        (seed / f"{i:03d}.txt").write_text(f"a {c} square\n")
+    seed = _seed_folder(tmp_path / "trusted", 24)
     uri = f"s3://{bucket}/ds"
     write_samples(Dataset(uri), ["a red square"] * 4, [24] * 4, [24] * 4)
     r = _cli("scorer", "train", uri, "--seed-set", str(seed), "--name", "dfn", "--samples-seen", "64",
