@@ -43,6 +43,17 @@ MAX_REASONS = 10_000  # distinct (reason, kept) pairs a step may produce; more i
 DECISIONS = load_schema("decisions").arrow()
 
 
+def uniform_decisions(uids, stage: str, kept: bool, reason: str):
+    """A decision for every row of the uid frame ``uids``, all alike (kept, or removed with
+    ``reason``; no value, no detail): the samples a job leaves alone or cannot judge. Built from
+    constant columns, in the JVM on Spark (no pass of the uids through Python)."""
+    if kept != (reason == KEPT):
+        raise ValueError(f"reason {reason!r} with kept={kept}: 'kept' exactly where kept")
+    return (uids.select(["uid"]).with_constant("stage", stage, pa.string()).with_constant("kept", kept, pa.bool_())
+            .with_constant("reason", reason, pa.string()).with_constant("value", None, pa.float64())
+            .with_constant("detail", None, pa.string()).select(DECISIONS.names))
+
+
 def count_reasons(decisions) -> tuple[dict[str, int], int]:
     """(rows per reason sorted by reason, rows kept) of a decisions frame, counted by the engine."""
     reasons, kept, _ = count_decisions(decisions)

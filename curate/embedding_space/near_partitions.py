@@ -208,14 +208,6 @@ def _group_decisions(stage: str):
     return to_decisions
 
 
-def _alone_decisions(stage: str):
-    def to_decisions(batch: pa.RecordBatch) -> pa.Table:
-        n = batch.num_rows
-        return decisions_table(batch.column("uid"), stage, pa.array([True] * n), pa.array(["kept"] * n, pa.string()))
-
-    return to_decisions
-
-
 def near_duplicates(executor, ds, table: str, run: str, threshold: float, keep_by: str, embedding: str,
                     clusters: str | None, nprobe: int, uids=None, stage: str = "near_dedup", manifest=None):
     """(decisions of every input row as an engine frame, stats, release): pairs searched per
@@ -227,6 +219,7 @@ def near_duplicates(executor, ds, table: str, run: str, threshold: float, keep_b
 
     from curate.embedding_space.common import UID_SCHEMA, shard_tasks
     from curate.embedding_space.vectors import check_embedding_shards
+    from curate.selection import uniform_decisions
     from curate.tables import load_schema
 
     decisions = load_schema("decisions").arrow()
@@ -245,7 +238,7 @@ def near_duplicates(executor, ds, table: str, run: str, threshold: float, keep_b
     inputs = executor.frame_from_tasks(shard_tasks(ds, table), _uid_rows, UID_SCHEMA)
     inputs = inputs.semi_join(uids) if uids is not None else inputs
     dec = (groups.map_batches(_group_decisions(stage), decisions)
-           .union(inputs.anti_join(groups).map_batches(_alone_decisions(stage), decisions)))
+           .union(uniform_decisions(inputs.anti_join(groups), stage, True, "kept")))
     stats = dict(stats, pairs=n_pairs, partitions=k, nprobe=min(int(nprobe), k))
 
     def release() -> None:

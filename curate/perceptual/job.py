@@ -121,14 +121,6 @@ def _failed(task: dict):
                                    None, t.column("error_class")).to_batches()
 
 
-def _singles(stage: str):
-    def to_decisions(batch: pa.RecordBatch) -> pa.Table:
-        n = batch.num_rows
-        return decisions_table(batch.column("uid"), stage, pa.array([True] * n), pa.array(["kept"] * n, pa.string()))
-
-    return to_decisions
-
-
 def _removed_distances(batch: pa.RecordBatch) -> pa.Table:
     """Partial histogram (bin = Hamming distance) of one batch's removed group rows."""
     t = pa.Table.from_batches([batch]).filter(pc.invert(batch.column("kept")))
@@ -233,11 +225,11 @@ def _all_decisions(executor, ds: Dataset, groups, base: dict, uid_filter):
     images, and input uids neither hashed nor failed (not downloaded, or not hashed)."""
     from curate.embedding_space.common import UID_SCHEMA, uid_frame
     from curate.embedding_space.jobs.shared import with_missing
-    from curate.selection import DECISIONS
+    from curate.selection import DECISIONS, uniform_decisions
 
     stage = base["stage"]
     hashed = executor.frame_from_tasks(shard_tasks(ds, HASHES, **base), _uid_rows, UID_SCHEMA)
-    dec = groups.union(hashed.anti_join(groups).map_batches(_singles(stage), DECISIONS))
+    dec = groups.union(uniform_decisions(hashed.anti_join(groups), stage, True, "kept"))
     if ds.has_table(FAILURES):
         dec = dec.union(executor.frame_from_tasks(shard_tasks(ds, FAILURES, **base), _failed, DECISIONS))
     uids = uid_frame(executor, uid_filter)
@@ -245,7 +237,7 @@ def _all_decisions(executor, ds: Dataset, groups, base: dict, uid_filter):
     if uids is not None:
         present = executor.frame_read([str(p) for t in (HASHES, FAILURES) if ds.has_table(t) for p in ds.shards(t)],
                                       UID_SCHEMA)
-        miss = uids.anti_join(present).map_batches(_no_phash(stage), DECISIONS)
+        miss = uniform_decisions(uids.anti_join(present), stage, False, NO_PHASH)
     return with_missing(dec, miss)
 
 
@@ -263,14 +255,6 @@ def _guards(dec, bins: pa.Table, largest: int, radius: int, hash_kind: str) -> t
                                      "n": int(sum(hist.values())),
                                      "counts": {str(k): int(hist[k]) for k in sorted(hist)}}}
     return dists, warns
-
-
-def _no_phash(stage: str):
-    def to_decisions(batch: pa.RecordBatch) -> pa.Table:
-        n = batch.num_rows
-        return decisions_table(batch.column("uid"), stage, pa.array([False] * n), pa.array([NO_PHASH] * n, pa.string()))
-
-    return to_decisions
 
 
 def _rows(ds: Dataset, table: str) -> int:

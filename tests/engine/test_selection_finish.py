@@ -132,3 +132,25 @@ def test_unique_write_counts_repeats_on_both_engines(tmp_path, spark, case):
                     assert write_decisions_frame(ds, "r", frame, unique=True)["rows"] == table.num_rows
         finally:
             spark.conf.set("spark.sql.shuffle.partitions", "4")
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("spark", marks=pytest.mark.extended)])
+def test_uniform_decisions_equal_the_driver_built_table(engine, request):
+    """``uniform_decisions`` (constant columns in the engine) gives the rows and types
+    ``decisions_table`` builds for the same uids; a reason that contradicts ``kept`` is refused."""
+    from curate.selection import DECISIONS, uniform_decisions
+
+    ex = LocalExecutor()
+    if engine == "spark":
+        from curate.engine.spark import SparkExecutor
+
+        ex = SparkExecutor(request.getfixturevalue("spark"))
+    uids = _uids(300, seed=4)
+    frame = ex.frame_from_table(pa.table({"uid": uids, "other": list(range(300))}))
+    for kept, reason in ((True, "kept"), (False, "no_embedding")):
+        got = uniform_decisions(frame, "st", kept, reason).collect_small(300, sort_by=["uid"])
+        want = decisions_table(pa.array(sorted(uids)), "st", [kept] * 300, [reason] * 300)
+        assert got.schema.names == DECISIONS.names
+        assert got.cast(DECISIONS).equals(want), (got.slice(0, 2), want.slice(0, 2))
+    with pytest.raises(ValueError, match="'kept' exactly where kept"):
+        uniform_decisions(frame, "st", False, "kept")

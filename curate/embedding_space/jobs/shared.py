@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from curate.decisions import decisions_table
 from curate.embedding_space import guards as _guards
 from curate.embedding_space.clusters import load_clustering
 from curate.embedding_space.common import UID_SCHEMA, UidList, cleanup_tmp
 from curate.engine import LocalExecutor
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
-from curate.selection import finish_selection
+from curate.selection import finish_selection, uniform_decisions
 from curate.tables import Dataset, load_schema
 
 NO_EMBEDDING = "no_embedding"
@@ -70,12 +69,7 @@ def missing_frame(executor, ds: Dataset, uids, table: str, stage: str, reason: s
     if found is not None and restriction is not None and found == restriction.distinct:
         return None
     present = executor.frame_read([str(p) for p in ds.shards(table)], UID_SCHEMA)
-
-    def to_decisions(batch: pa.RecordBatch) -> pa.Table:
-        n = batch.num_rows
-        return decisions_table(batch.column("uid"), stage, pa.array([False] * n), pa.array([reason] * n, pa.string()))
-
-    return uids.anti_join(present).map_batches(to_decisions, DECISIONS)
+    return uniform_decisions(uids.anti_join(present), stage, False, reason)
 
 
 def with_missing(decisions, missing):

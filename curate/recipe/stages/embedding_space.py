@@ -63,21 +63,12 @@ def _clustered(stage: str):
     return rows
 
 
-def _unclustered(stage: str):
-    def rows(b: pa.RecordBatch) -> pa.Table:
-        n = b.num_rows
-        return pa.table([b.column("uid"), pa.array([stage] * n, pa.string()), pa.array([False] * n),
-                         pa.array(["no_embedding"] * n, pa.string()), pa.nulls(n, pa.float64()),
-                         pa.nulls(n, pa.string())], names=list(_DECISION_COLUMNS))
-    return rows
-
-
 @register("cluster", ClusterStageParams, family="clustering", reads=("{embeddings}",), code_modules=_MODULES,
           frames=True)
 def run_cluster_stage(ctx: StageContext, inp: UidTable, p: ClusterStageParams) -> StageOutput:
     """k-means over the input's embeddings; keeps everything, writes clusters/<name> for later stages."""
     from curate.embedding_space.clusters import run_cluster
-    from curate.selection import DECISIONS
+    from curate.selection import DECISIONS, uniform_decisions
 
     name = _clusters_name(ctx, p.clusters)
     ex = ctx.executor()
@@ -90,7 +81,7 @@ def run_cluster_stage(ctx: StageContext, inp: UidTable, p: ClusterStageParams) -
     uids = inp.frame(ctx.dataset, ex)
     stage = ctx.stage_name
     decisions = (clusters.semi_join(uids).map_batches(_clustered(stage), DECISIONS)
-                 .union(uids.anti_join(clusters).map_batches(_unclustered(stage), DECISIONS)))
+                 .union(uniform_decisions(uids.anti_join(clusters), stage, False, "no_embedding")))
     return StageOutput(decisions, stats={"clusters": f"clusters/{name}", **r.get("counts", {}), **_warnings(r)})
 
 
