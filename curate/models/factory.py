@@ -209,12 +209,13 @@ def load_model(name: str, pretrained: str | None = None, device: str = "cpu", pr
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     schema_prefixed = name.startswith(("hf-hub:", "local-dir:"))
-    check_model(name, pretrained)
+    weights = checkpoint_file(pretrained)  # a URI looked up and copied once, here
+    check_model(name, weights)
     if pretrained is None:
         torch.manual_seed(seed)  # random init is reproducible from the seed
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=checkpoint_file(pretrained), device=device, precision=PRECISIONS[precision][0],
+            name, pretrained=weights, device=device, precision=PRECISIONS[precision][0],
             cache_dir=cache_dir, weights_only=True)
     except (RuntimeError, AssertionError, KeyError, ValueError, OSError, pickle.UnpicklingError) as e:
         # a checkpoint of another architecture, a corrupt file, a failed tag download, or one
@@ -227,7 +228,7 @@ def load_model(name: str, pretrained: str | None = None, device: str = "cpu", pr
     size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
     embed_dim = int(open_clip.get_model_config(name)["embed_dim"]) if not schema_prefixed else _probe_dim(model, device)
     return ModelBundle(model=model, preprocess=preprocess, tokenizer=tokenizer,
-                       model_id=model_id_for(name, pretrained, seed), name=name, pretrained=pretrained,
+                       model_id=model_id_for(name, weights, seed), name=name, pretrained=pretrained,
                        device=device, precision=precision, embed_dim=embed_dim, image_size=size)
 
 

@@ -180,7 +180,7 @@ def _read_recipe(path: Path | str) -> str:
     from curate import storage
 
     try:
-        data = storage.read_bytes(path) if isinstance(path, str) else path.read_bytes()
+        data = storage.read_bytes(path)  # a file or an object
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such recipe file") from None
     except (OSError, storage.StorageError) as e:
