@@ -11,7 +11,6 @@ from curate import storage
 from curate.errors import DatasetError
 from curate.ingest.shards import ROW_ID_BITS
 from curate.ingest.stage import IngestRules
-from curate.manifest import file_fingerprint
 from curate.readers import InputScan, ReaderOptions, scan_inputs
 from curate.readers.parquet import plan_parquet
 
@@ -61,9 +60,9 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
     opts = options.to_dict()
     tasks, fingerprints = [], []
     for file_index, (path, fmt) in enumerate(files):
-        fp = (_folder_fingerprint(path, options.exclude, scan.listings.get(path)) if fmt == "imagefolder"
-              else object_fingerprint(path) if storage.is_uri(path) else file_fingerprint(path))
         source = cfg.sources.get(str(path), path)  # an input named by URI: the URI (``path`` the same, or a copy)
+        fp = (_folder_fingerprint(path, options.exclude, scan.listings.get(path)) if fmt == "imagefolder"
+              else object_fingerprint(source) if storage.is_uri(source) else local_file_fingerprint(path))
         fingerprints.append({**fp, "path": source, "format": fmt, "file_index": file_index})
         base = {"path": path, "source": source, "format": fmt, "file_index": file_index, "options": opts,
                 "rules": cfg.rules.to_dict()}
@@ -146,9 +145,19 @@ def object_fingerprint(uri: str) -> dict:
     return {"path": uri, "bytes": info.size, "version": f"{info.size}:{info.mtime_ns}", "kind": "object"}
 
 
+def local_file_fingerprint(path: str) -> dict:
+    """A local input file's fingerprint without reading it: size and modification time in ns, as
+    an object's (and as make or rsync tell a changed file). Hashing the content would read the
+    whole pool on the driver, one file after another, before any task runs: 3 TB for DataComp's
+    xlarge metadata, hours on a network file system."""
+    st = os.stat(path)
+    return {"path": str(path), "bytes": st.st_size, "version": f"{st.st_size}:{st.st_mtime_ns}", "kind": "file"}
+
+
 def input_version(fp: dict) -> str:
-    """What identifies an input's content in the plan key: its SHA-256, or an object's version."""
-    return fp.get("sha256") or fp["version"]
+    """What identifies an input in the plan key: its version (size and modification time), or
+    the SHA-256 a run made before versions were used recorded."""
+    return fp.get("version") or fp["sha256"]
 
 
 # ``--engine auto`` sizes an ingest by its inputs (the dataset does not exist yet): text
@@ -197,35 +206,34 @@ def _tar_key(name: str) -> str:
 
 def _folder_fingerprint(root: str, exclude: list[str], listing: list[tuple[str, int, int]] | None = None) -> dict:
     """An image folder's fingerprint over the files ingest may read (hidden names and the
-    output left out); a file that cannot be read is fingerprinted by its error. A folder on a
-    store: over its objects' names, sizes and times (``listing``: the scan's, the output left
-    out; nothing read), its ``version`` standing where a local folder's SHA-256 does, as for an
-    object."""
+    output left out): their names, sizes and modification times, nothing read (a folder on a
+    store: from its listing, ``listing`` the scan's). A file whose facts cannot be read is
+    fingerprinted by its error."""
     import hashlib
 
+    h, size = hashlib.sha256(), 0
     if storage.is_uri(root):
         skip = [x.rstrip("/") + "/" for x in exclude]
         listing = storage.list_objects(root) if listing is None else listing
-        h, size = hashlib.sha256(), 0
         for name, nbytes, mtime_ns in listing:
             if not any(name.startswith(x) for x in skip):
                 size += nbytes
                 h.update(f"{name[len(root.rstrip('/')) + 1:]}:{nbytes}:{mtime_ns}\n".encode())
         return {"path": root, "bytes": size, "version": h.hexdigest(), "kind": "folder"}
     skip = {Path(x) for x in exclude}
-    h, size = hashlib.sha256(), 0
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(("_", ".")) and (here / d).resolve() not in skip)
         for name in sorted(f for f in filenames if not f.startswith(("_", "."))):
             f = here / name
             try:
-                fp = file_fingerprint(f)
-                digest, size = fp["sha256"], size + fp["bytes"]
+                st = f.stat()
+                # the mode: a file made readable (or not) is read again, with a new outcome
+                fact, size = f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode & 0o777:o}", size + st.st_size
             except OSError as e:
-                digest = f"unreadable:{e.errno}"
-            h.update(f"{f.relative_to(root).as_posix()}:{digest}\n".encode("utf-8", "surrogateescape"))
-    return {"path": str(root), "bytes": size, "sha256": h.hexdigest(), "kind": "folder"}
+                fact = f"unreadable:{e.errno}"
+            h.update(f"{f.relative_to(root).as_posix()}:{fact}\n".encode("utf-8", "surrogateescape"))
+    return {"path": str(root), "bytes": size, "version": h.hexdigest(), "kind": "folder"}
 
 
 def report_skipped(scan: InputScan, limit: int = 20) -> None:

@@ -158,3 +158,45 @@ def test_cli_ingest_auto_runs_in_process_and_matches_spark(pool, tmp_path):
     assert big.returncode == 0, big.stderr
     assert "engine auto: spark (" in big.stderr and "input rows > 10" in big.stderr
     assert table_bytes(tmp_path / "auto") == table_bytes(tmp_path / "spark") != {}
+
+
+def test_input_versions_tell_changed_inputs_without_reading_them(tmp_path):
+    """The plan key knows each input by its size and modification time (an image folder by its
+    files' names, sizes, times and modes): an unchanged rerun resumes; an image rewritten, a
+    caption added, or an image's mode changed makes a new plan."""
+    from PIL import Image
+
+    from curate.ingest.plan import local_file_fingerprint
+
+    side = tmp_path / "side"
+    side.mkdir()
+    for n in range(3):
+        Image.new("RGB", (8 + n, 8)).save(side / f"{n}.png")
+        (side / f"{n}.txt").write_text(f"caption {n}\n")
+    (side / "2.txt").unlink()
+    out = tmp_path / "ds"
+
+    def ingest():
+        return run_ingest(LocalExecutor(), IngestConfig(inputs=[str(side)], output=str(out)))
+
+    first = ingest()
+    fp = first["inputs"][0]
+    assert (fp["kind"], fp["bytes"]) == ("folder", sum(p.stat().st_size for p in side.iterdir()))
+    assert "sha256" not in fp and first["counts"]["kept"] == 2
+    again = ingest()
+    assert again["resumed"] is True and again["inputs"][0]["version"] == fp["version"]
+    (side / "2.txt").write_text("caption 2\n")
+    added = ingest()
+    assert added["resumed"] is False and added["counts"]["kept"] == 3
+    os.chmod(side / "0.png", 0o600)
+    moded = ingest()
+    assert moded["resumed"] is False and moded["inputs"][0]["version"] != added["inputs"][0]["version"]
+    Image.new("RGB", (9, 8), "blue").save(side / "0.png")
+    rewritten = ingest()
+    assert rewritten["resumed"] is False and rewritten["inputs"][0]["version"] != moded["inputs"][0]["version"]
+    # A file's version: its size and time, from stat alone.
+    f = tmp_path / "pool.csv"
+    f.write_text("url,caption\nhttp://x/1.jpg,one\n")
+    st = f.stat()
+    assert local_file_fingerprint(str(f)) == {"path": str(f), "bytes": st.st_size, "kind": "file",
+                                              "version": f"{st.st_size}:{st.st_mtime_ns}"}
