@@ -172,23 +172,19 @@ def read_subset_array(path_or_dataset: str | Path | Dataset, name: str | None = 
     return pa.array(read_subset(path_or_dataset, name), pa.string())
 
 
-def read_subset(path_or_dataset: str | Path | Dataset, name: str | None = None) -> list[str]:
+def read_subset(path_or_dataset: str | Path | Dataset, name: str | None = None,
+                shown: str | None = None) -> list[str]:
     """uids of a subset: a subset folder, a ``uids.parquet``, a DataComp subset file (``.npy``
     or raw ``u8,u8`` records, told apart by content as DataComp's resharder does; sorted, with
-    a warning, when it is not), or (dataset, name)."""
+    a warning, when it is not), or (dataset, name). ``shown``: the name a warning gives the file."""
     p = _subset_file(path_or_dataset, name)
     if not storage.exists(p):
         raise DatasetError(f"subset not found: {p}")
     from curate.subset_file import is_parquet
 
     if storage.is_uri(p) and not str(p).endswith(".parquet") and not is_parquet(p):
-        # a DataComp .npy on a store: read whole (16 bytes a uid), checked like a local one
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="curate-subset-") as tmp:
-            local = Path(tmp) / storage.basename(p)
-            local.write_bytes(storage.read_bytes(p))
-            return read_subset(local)
+        # a DataComp .npy on a store: streamed to the input cache, checked like a local one
+        return read_subset(storage.local_copy(p), shown=str(p))
     if not str(p).endswith(".parquet") and not is_parquet(p):
         from curate.progress import info
         from curate.subset_file import open_subset_array
@@ -197,7 +193,7 @@ def read_subset(path_or_dataset: str | Path | Dataset, name: str | None = None) 
         arr = np.array(open_subset_array(p)[0])
         bad = first_unsorted(arr)
         if bad is not None:
-            info(unsorted_warning(p, bad))
+            info(unsorted_warning(shown or p, bad))
             arr = sort_records(arr)
         return hex_uids(arr).to_pylist()
     try:

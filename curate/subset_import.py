@@ -115,8 +115,9 @@ def _drop_unknown(dataset, folder: Path, known: int, chunk_rows: int) -> tuple[i
 
 
 def _import_via_local(dataset, name: str, path, allow_unknown: bool, chunk_rows: int) -> dict:
-    """``import_subset`` with a URI source or dataset: the source file is fetched to a local
-    temporary file (16 bytes a uid), the subset is made in a local staging folder (checked
+    """``import_subset`` with a URI source or dataset: the source file is streamed to this
+    machine's input cache (16 bytes a uid on disk, never in memory: a DataComp subset of an
+    xlarge pool holds billions), the subset is made in a local staging folder (checked
     against the dataset's samples, read where they are), then its files and run manifest are
     uploaded whole (``uids.parquet`` with its commit marker)."""
     import tempfile
@@ -131,9 +132,7 @@ def _import_via_local(dataset, name: str, path, allow_unknown: bool, chunk_rows:
             src_uri = storage.join(str(path), "uids.parquet") if storage.is_dir(path) else str(path)
             if not storage.is_file(src_uri):
                 raise InputFileError(src_uri, "subset file not found")
-            src = Path(tmp) / "source" / storage.basename(src_uri)
-            src.parent.mkdir()
-            src.write_bytes(storage.read_bytes(src_uri))
+            src = Path(storage.local_copy(src_uri))
         if not dataset.remote:
             return import_subset(dataset, name, src, allow_unknown, chunk_rows, source_name=str(path))
         stage = Dataset(Path(tmp) / "stage")
@@ -167,7 +166,7 @@ def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bo
     tmp = final.parent / f".{name}.import-{uuid.uuid4().hex}"
     try:
         arr, fmt = _source_records(path, tmp)
-        writer, bad = _write_sorted(arr, tmp, chunk_rows, path)
+        writer, bad = _write_sorted(arr, tmp, chunk_rows, source_name or path)  # warnings name the URI, not a copy
         unknown, count, distinct = _keep_known(samples or dataset, tmp, writer, allow_unknown, chunk_rows,
                                                source_name or path)
         counts = {"file_rows": len(arr), "unknown_uid": unknown, "selected": count}

@@ -124,3 +124,43 @@ def test_jobs_on_bucket_match_local(bucket, tmp_path, engine, request):
     assert {k for k in objects if k.startswith("_runs/") and k.count("/") == 1} == \
         {k for k in files if k.startswith("_runs/") and k.count("/") == 1}
     assert read_subset(remote, "chosen") == read_subset(local, "chosen")
+
+
+def test_a_datacomp_subset_file_in_a_bucket_is_imported_from_a_streamed_copy(bucket, tmp_path, monkeypatch, capsys):
+    """``import_subset`` and ``read_subset`` of a DataComp ``.npy`` named by URI: the object is
+    streamed to the input cache (a file on disk, kept while the object is unchanged; it was read
+    whole into memory), and the subset equals the import of the same file on disk, into a local
+    dataset and into one in the bucket. The unsorted file's warning names the URI, not the copy."""
+    import boto3
+    import os
+
+    from curate.subset_import import import_subset
+    from curate.uid import DATACOMP_DTYPE
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    n = 50
+    uids = sorted(_uid(i) for i in range(n))
+    samples = pa.table({"uid": uids, "url": [f"http://x/{i}.jpg" for i in range(n)], "text": ["t"] * n,
+                        "source_file": ["p"] * n, "source_row": list(range(n)),
+                        "original_width": pa.nulls(n, pa.int32()), "original_height": pa.nulls(n, pa.int32()),
+                        "extra": pa.nulls(n, pa.string())})
+    picked = [uids[i] for i in (40, 3, 17, 3, 8)]  # unsorted, one repeat
+    rec = np.array([(int(u[:16], 16), int(u[16:], 16)) for u in picked], DATACOMP_DTYPE)
+    np.save(tmp_path / "pick.npy", rec)
+    uri = f"s3://{bucket}/subsets/pick.npy"
+    boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).upload_file(
+        str(tmp_path / "pick.npy"), bucket, "subsets/pick.npy")
+    results = {}
+    for kind, root in (("file", str(tmp_path / "a")), ("uri", str(tmp_path / "b")), ("both", f"s3://{bucket}/ds")):
+        ds = Dataset(root)
+        ds.write_table("samples", samples, schema="samples")
+        out = import_subset(ds, "pick", str(tmp_path / "pick.npy") if kind == "file" else uri)
+        results[kind] = (out["counts"], out["sorted_input"], read_subset(ds, "pick"))
+    assert results["file"] == results["uri"] == results["both"]
+    assert results["file"][2] == sorted(picked) and results["file"][1] is False  # DataComp keeps repeats
+    warned = [x for x in capsys.readouterr().err.splitlines() if "is not sorted" in x]
+    assert len(warned) == 3 and sum(x.startswith(f"warning: {uri} ") for x in warned) == 2
+    copies = [p for p in (tmp_path / "work" / "inputs").rglob("*") if p.is_file() and p.name == "pick.npy"]
+    assert len(copies) == 1 and copies[0].read_bytes() == (tmp_path / "pick.npy").read_bytes()
+    assert read_subset(uri) == read_subset(str(tmp_path / "pick.npy")) == sorted(picked)
+    assert f"warning: {uri} is not sorted" in capsys.readouterr().err
