@@ -125,6 +125,7 @@ def _import_via_local(dataset, name: str, path, allow_unknown: bool, chunk_rows:
     from curate import storage
     from curate.subset import subset_dir
     from curate.tables import Dataset, atomic_write_bytes
+    from curate.tables.atomic import upload_file_atomic
 
     with tempfile.TemporaryDirectory(prefix="curate-import-") as tmp:
         src = path
@@ -139,8 +140,8 @@ def _import_via_local(dataset, name: str, path, allow_unknown: bool, chunk_rows:
         stage.root.mkdir()
         out = import_subset(stage, name, src, allow_unknown, chunk_rows, source_name=str(path), samples=dataset)
         final = subset_dir(dataset, name)
-        for f in ("uids.npy", "_manifest.json", "uids.parquet"):  # the table file last
-            atomic_write_bytes(storage.join(final, f), (subset_dir(stage, name) / f).read_bytes())
+        for f in ("uids.npy", "_manifest.json", "uids.parquet"):  # the table file last; streamed, never in memory
+            upload_file_atomic(subset_dir(stage, name) / f, storage.join(final, f))
         for f in sorted((stage.root / "_runs").rglob("*.json")):
             atomic_write_bytes(dataset.path(f.relative_to(stage.root).as_posix()), f.read_bytes())
     return {**out, "path": str(final)}

@@ -157,12 +157,15 @@ def _derive(url: pa.Array, text: pa.Array, mask: pa.Array) -> pa.Array:
 
 
 def ingest_task_batches(task: dict) -> Iterator[pa.RecordBatch]:
-    """Staged batches for one ingest task (a file or a row-group slice of one)."""
+    """Staged batches for one ingest task (a file, a row-group slice of one, or a slice of an
+    image folder's rows)."""
     options = ReaderOptions.from_dict(task["options"])
     rules = IngestRules(**task.get("rules", {}))
     slice_args = {}
     if task.get("row_groups") is not None:
         slice_args = {"row_groups": task["row_groups"], "first_row": task["first_row"]}
+    if task.get("rows") is not None:  # an image folder's slice
+        slice_args = {"rows": tuple(task["rows"])}
     from curate import storage
 
     # the driver's copy of an input named by URI, or on a cluster worker this machine's own

@@ -20,11 +20,11 @@ import pyarrow as pa
 from curate.errors import InputFileError
 from curate.readers.base import IMAGE_EXTS, RAW_SCHEMA, REJECT_REASONS, ColumnMap, ReaderOptions
 from curate.readers.coco import is_coco
+from curate.readers.imagefolder import CAPTIONS_FILES
 
 FORMATS = ("parquet", "datacomp", "csv", "tsv", "jsonl", "coco", "webdataset", "img2dataset", "imagefolder")
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
         ".ndjson": "jsonl", ".tar": "webdataset", ".json": "coco"}
-_CAPTIONS_FILES = ("captions.csv", "captions.tsv", "captions.jsonl")
 # What a forced --format reads from a folder (by file format); image folders are one unit.
 _FORCED_READS = {"parquet": "parquet", "datacomp": "parquet", "img2dataset": "parquet", "csv": "csv",
                  "tsv": "tsv", "jsonl": "jsonl", "coco": "coco", "webdataset": "webdataset"}
@@ -166,7 +166,7 @@ _IN_IMAGE_FOLDER = "inside an image folder (images with their captions file or .
 
 def _image_folder(root: Path, entries, scan: InputScan, captions: str | None) -> None:
     """An image folder is one input; its files other than images and captions are counted."""
-    caption_files = {root / n for n in _CAPTIONS_FILES}
+    caption_files = {root / n for n in CAPTIONS_FILES}
     used = Path(captions) if captions else next((c for c in sorted(caption_files) if c in entries), None)
     why = _unreadable(used) if used is not None else None
     if why:
@@ -193,7 +193,7 @@ def _store_image_folder(root: str, exclude: list[str], scan: InputScan,
 
     base = root.rstrip("/")
     scan.files.append((base, "imagefolder"))
-    caption_files = {f"{base}/{n}" for n in _CAPTIONS_FILES}
+    caption_files = {f"{base}/{n}" for n in CAPTIONS_FILES}
     listing = scan.listings[base] = []
     for f, size, mtime_ns in storage.list_objects(base) if objects is None else objects:
         inside = next((x for x in exclude if f.startswith(x)), None)
@@ -412,7 +412,7 @@ def read_file_raw(path: str, options: ReaderOptions, fmt: str | None = None, **s
     if fmt == "imagefolder":
         from curate.readers.imagefolder import read_imagefolder
 
-        return read_imagefolder(path, options)
+        return read_imagefolder(path, options, **slice_args)
     raise InputFileError(path, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 

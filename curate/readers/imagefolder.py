@@ -125,10 +125,15 @@ class _StoreFolder:
         return uri in self.files
 
     def images(self, exclude: list[str]) -> list[str]:
+        return self.pick_images(self.root, self.files, exclude)
+
+    @staticmethod
+    def pick_images(root: str, files, exclude: list[str]) -> list[str]:
+        """The image objects of a listing, in the order a local folder's paths sort."""
         skip = [x.rstrip("/") + "/" for x in exclude]
-        found = [f for f in self.files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS
+        found = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS
                  and not any(f.startswith(x) for x in skip)]  # hidden names: left out by the listing
-        return sorted(found, key=lambda f: f[len(self.root) + 1:].split("/"))
+        return sorted(found, key=lambda f: f[len(root) + 1:].split("/"))
 
     def sizes(self, uris: list[str]) -> dict:
         from curate import storage
@@ -160,21 +165,83 @@ def _folder(root: str):
     return _StoreFolder(root) if storage.is_uri(root) else _LocalFolder(root)
 
 
-def read_imagefolder(folder: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
+CAPTIONS_FILES = ("captions.csv", "captions.tsv", "captions.jsonl")
+# a captions file's bytes a row, to cut its rows into tasks without reading it: short captions
+# (Flickr8k's rows take 60-80 bytes), so the estimate errs towards more (possibly empty) tasks
+CAPTION_ROW_BYTES = 40
+
+
+def _captions_file(root, options: ReaderOptions) -> str | None:
+    """The captions file: ``--captions``, else one of ``CAPTIONS_FILES`` in the folder, else None
+    (sidecars)."""
+    if options.captions is not None:
+        return options.captions
+    return next((str(root.file(n)) for n in CAPTIONS_FILES if root.is_file(root.file(n))), None)
+
+
+def plan_slices(folder: str, options: ReaderOptions, per_task: int,
+                listing: list[tuple[str, int, int]] | None = None) -> list[tuple[int, int | None]]:
+    """An image folder cut into tasks of about ``per_task`` rows: ``(first, end)`` row ranges,
+    the last open-ended (``end`` None), so rows the plan did not see (a folder that grew, an
+    estimate that fell short) are read too. Sidecar rows are images in sorted order, counted
+    from the listing (a store's: ``listing``, the scan's); a captions file's rows are estimated
+    from its size (``CAPTION_ROW_BYTES``): nothing is read. A task reads only its rows' images,
+    each task listing the folder (a sidecar folder) or parsing the captions file itself."""
+    from curate import storage
+    from curate.storage.objects import file_info
+
+    if listing is not None:
+        base = folder.rstrip("/")
+        sizes = {f: size for f, size, _ in listing}
+        captions = options.captions or next((f"{base}/{n}" for n in CAPTIONS_FILES if f"{base}/{n}" in sizes), None)
+    else:
+        sizes, captions = {}, _captions_file(_LocalFolder(folder), options)
+    if captions is not None:
+        size = sizes.get(captions)
+        if size is None:
+            size = file_info(storage.resolve(captions)).size if storage.is_uri(captions) else os.stat(captions).st_size
+        rows = -(-size // CAPTION_ROW_BYTES)
+    elif listing is not None:
+        rows = len(_StoreFolder.pick_images(base, sizes, options.exclude))
+    else:
+        rows = len(list_images(Path(folder), options.exclude))
+    firsts = list(range(0, max(rows, 1), per_task))
+    return [(first, nxt) for first, nxt in zip(firsts, firsts[1:])] + [(firsts[-1], None)]
+
+
+def read_imagefolder(folder: str, options: ReaderOptions, rows: tuple[int, int | None] | None = None
+                     ) -> Iterator[pa.RecordBatch]:
+    """Raw batches of an image folder, or of its rows ``rows = (first, end)`` (``end`` None: to
+    the last), numbered as in the whole folder."""
     root = _folder(folder)
-    captions = options.captions
+    first, end = rows or (0, None)
+    captions = _captions_file(root, options)
     if captions is None:
-        for name in ("captions.csv", "captions.tsv", "captions.jsonl"):
-            if root.is_file(root.file(name)):
-                captions = str(root.file(name))
-                break
-    if captions is None:
-        yield from _read_sidecars(root, options)
+        yield from _read_sidecars(root, options, first, end)
         return
-    yield from _read_captions_file(root, captions, options)
+    yield from _read_captions_file(root, captions, options, first, end)
 
 
-def _read_captions_file(root, captions: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
+def _rows_in(raws: Iterator[pa.RecordBatch], first: int, end: int | None) -> Iterator[pa.RecordBatch]:
+    """The raw batches' rows with ``first <= source_row < end``; stops reading past ``end``
+    (rows come in order)."""
+    import pyarrow.compute as pc
+
+    for raw in raws:
+        rows = raw.column("source_row")
+        if end is not None and raw.num_rows and rows[0].as_py() >= end:
+            return
+        if first or end is not None:
+            keep = pc.greater_equal(rows, first)
+            if end is not None:
+                keep = pc.and_(keep, pc.less(rows, end))
+            raw = raw.filter(keep)
+        if raw.num_rows:
+            yield raw
+
+
+def _read_captions_file(root, captions: str, options: ReaderOptions, first: int = 0,
+                        end: int | None = None) -> Iterator[pa.RecordBatch]:
     from curate.readers import read_file_raw  # the captions file is itself a delimited/jsonl file
 
     cm = options.columns
@@ -183,7 +250,7 @@ def _read_captions_file(root, captions: str, options: ReaderOptions) -> Iterator
                         header=options.header, batch_size=options.batch_size)
     sizes: dict = {}  # image -> (w, h), None (unreadable) or "missing"
     out = RawBuilder(options.batch_size)
-    for raw in read_file_raw(captions, sub):
+    for raw in _rows_in(read_file_raw(captions, sub), first, end):
         d = raw.to_pydict()
         images = [None] * raw.num_rows  # each row's image, once its name passes the checks
         for i in range(raw.num_rows):
@@ -248,12 +315,14 @@ def _detect_image_col(captions: str) -> str:
     raise InputFileError(captions, f"no image column found (tried {IMAGE_CANDIDATES}); map one with --image-col")
 
 
-def _read_sidecars(root, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
-    """source_row = index of the image in sorted order; an image without a .txt is a reject."""
+def _read_sidecars(root, options: ReaderOptions, lo: int = 0, hi: int | None = None) -> Iterator[pa.RecordBatch]:
+    """source_row = index of the image in sorted order (of images ``lo`` to ``hi``); an image
+    without a .txt is a reject."""
     out = RawBuilder(options.batch_size)
     images = root.images(options.exclude)
-    for first in range(0, len(images), STORE_CHUNK):
-        chunk = images[first:first + STORE_CHUNK]
+    end = len(images) if hi is None else min(hi, len(images))
+    for first in range(lo, end, STORE_CHUNK):
+        chunk = images[first:min(first + STORE_CHUNK, end)]
         texts = root.caption_files(chunk)
         sizes = root.sizes([p for p, (_, data) in zip(chunk, texts) if isinstance(data, bytes)])
         for i, p, (txt, data) in zip(range(first, first + len(chunk)), chunk, texts):

@@ -14,7 +14,7 @@ do with files there (docs/storage.md).
 - ``local_copies``: local copies of URI inputs for libraries that open local files.
 """
 
-from curate.storage.commits import COMMIT_DIR, commit_shard, committed, marker, uncommit_shard
+from curate.storage.commits import COMMIT_DIR, commit_shard, commit_shard_file, committed, marker, uncommit_shard
 from curate.storage.filesystems import configure_fsspec, fsspec_filesystem, s3_client, s3_settings
 from curate.storage.local_copies import fetch_folder, fetch_inputs, input_cache_dir, local_copy, local_input
 from curate.storage.location import Location, is_uri, resolve
@@ -29,7 +29,7 @@ from curate.storage.settings import (OPTIONS_ENV, StorageError, apply_worker_env
 
 __all__ = [
     "COMMIT_DIR", "OPTIONS_ENV", "Location", "ObjectTooLarge", "StorageError", "apply_worker_env", "basename",
-    "commit_shard", "committed", "configure", "configure_fsspec", "copy_object", "default_options", "delete",
+    "commit_shard", "commit_shard_file", "committed", "configure", "configure_fsspec", "copy_object", "default_options", "delete",
     "exists", "expand", "fetch_folder", "fetch_inputs", "for_each_object", "fingerprint", "fsspec_filesystem",
     "input_cache_dir", "is_dir", "is_file", "is_uri", "join", "list_files", "list_objects", "listing", "load_npy",
     "local_copy", "local_input", "map_objects", "marker", "npy_bytes", "open_binary", "open_input",

@@ -32,6 +32,22 @@ def commit_shard(shard: Location, data: bytes) -> None:
     put_bytes(marker(shard), (body + "\n").encode())
 
 
+def commit_shard_file(shard: Location, local_path) -> None:
+    """``commit_shard`` of a local file: uploaded streamed and hashed a block at a time, so a
+    large shard (a subset's ``uids.parquet`` of a billion uids is ~18 GB) is never in memory."""
+    from curate.storage.objects import put_file
+
+    h, size = hashlib.sha256(), 0
+    with open(local_path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+            size += len(block)
+    delete(marker(shard))
+    put_file(shard, local_path)
+    body = json.dumps({"bytes": size, "sha256": h.hexdigest()}, sort_keys=True)
+    put_bytes(marker(shard), (body + "\n").encode())
+
+
 def uncommit_shard(shard: Location) -> None:
     """Remove a shard: its marker first, so no reader sees it half-removed."""
     delete(marker(shard))

@@ -62,12 +62,20 @@ def _remote_atomic_path(path: str, shard: bool) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
-        if _is_shard(loc, shard):
-            _commit_object(loc, tmp.read_bytes())  # one shard: hashed for its marker
-        else:
-            storage.put_file(loc, tmp)  # streamed (a WebDataset tar can be large), still one whole object
+        upload_file_atomic(tmp, path, shard)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def upload_file_atomic(local: str | os.PathLike, uri: str, shard: bool = True) -> None:
+    """A finished local file put at ``uri`` as one whole object, streamed (a WebDataset tar or
+    a billion-uid subset is many GB): a table shard with its commit marker after it (its hash
+    read a block at a time), anything else (``shard=False`` too) as it is."""
+    loc = storage.resolve(uri)
+    if _is_shard(loc, shard):
+        storage.commit_shard_file(loc, local)
+    else:
+        storage.put_file(loc, local)
 
 
 @contextmanager

@@ -200,3 +200,66 @@ def test_input_versions_tell_changed_inputs_without_reading_them(tmp_path):
     st = f.stat()
     assert local_file_fingerprint(str(f)) == {"path": str(f), "bytes": st.st_size, "kind": "file",
                                               "version": f"{st.st_size}:{st.st_mtime_ns}"}
+
+
+@pytest.fixture
+def image_folders(tmp_path):
+    """A sidecar folder (a subfolder, an image without a caption, a broken image, a repeated
+    caption) and a folder with a captions file (a missing image, an unsafe path, a malformed
+    row, a repeated (image, caption) pair)."""
+    from PIL import Image
+
+    side = tmp_path / "side"
+    (side / "sub").mkdir(parents=True)
+    for n, where in enumerate(["a", "b", "sub/c", "sub/d", "e", "f", "g"]):
+        Image.new("RGB", (10 + n, 12)).save(side / f"{where}.png")
+        if where != "e":
+            (side / f"{where}.txt").write_text(f"caption {n % 5}\n")
+    (side / "h.jpg").write_bytes(b"not an image")
+    (side / "h.txt").write_text("broken\n")
+    caps = tmp_path / "caps"
+    caps.mkdir()
+    for n in range(4):
+        Image.new("RGB", (20, 10 + n)).save(caps / f"{n}.jpg")
+    lines = ["image,caption"] + [f"{n % 4}.jpg,words {n % 6}" for n in range(14)]
+    lines[5:5] = ["missing.jpg,x", "../0.jpg,escape", '"1.jpg,unterminated']
+    (caps / "captions.csv").write_text("\n".join(lines) + "\n3.jpg,last\n")
+    return side, caps
+
+
+@pytest.mark.parametrize("folder", ["side", "caps"])
+def test_an_image_folder_cut_into_tasks_writes_what_one_task_writes(spark, image_folders, tmp_path, monkeypatch,
+                                                                    folder):
+    """An image folder is read by tasks of ``IMAGE_TASK_ROWS`` rows (sidecars: images in sorted
+    order, counted from the listing; a captions file: rows estimated from its size, the last
+    task open-ended): the tables, counts and per-file counts equal one task's, whether the
+    estimate is high (empty tasks) or low (the last task reads the rest), in-process or on Spark."""
+    import curate.ingest.plan as plan
+    import curate.readers.imagefolder as imagefolder
+
+    src = image_folders[0] if folder == "side" else image_folders[1]
+    runs = {}
+    for name, task_rows, row_bytes in (("one", 10 ** 6, 40), ("cut", 2, 40), ("high", 3, 1), ("low", 3, 10 ** 6),
+                                       ("spark", 2, 40)):
+        monkeypatch.setattr(plan, "IMAGE_TASK_ROWS", task_rows)
+        monkeypatch.setattr(imagefolder, "CAPTION_ROW_BYTES", row_bytes)
+        cfg = IngestConfig(inputs=[str(src)], output=str(tmp_path / name), rows_per_shard=4)
+        tasks = plan.plan_tasks(cfg)[0]
+        m = run_ingest(SparkExecutor(spark) if name == "spark" else LocalExecutor(), cfg)
+        runs[name] = (len(tasks), table_bytes(tmp_path / name), m["counts"], per_file(m))
+    rows = runs["one"][2]["input_rows"]
+    assert rows == (8 if folder == "side" else 18)
+    size = (src / "captions.csv").stat().st_size if folder == "caps" else None
+    want = {"one": 1, "cut": 4, "high": 3, "low": 3} if folder == "side" else \
+        {"one": 1, "cut": -(-(-(-size // 40)) // 2), "high": -(-size // 3), "low": 1}
+    want["spark"] = want["cut"]
+    assert {k: v[0] for k, v in runs.items()} == want
+    for name in ("cut", "high", "low", "spark"):
+        assert runs[name][1:] == runs["one"][1:], name
+    c = runs["one"][2]
+    assert c["kept"] + c["duplicates"] + c["rejects"] == rows
+    if folder == "side":
+        assert c["reject_reasons"] == {"missing_text": 1, "unreadable_image": 1} and c["duplicates"] == 0
+    else:
+        assert c["reject_reasons"] == {"malformed_record": 1, "missing_image": 1, "unsafe_member_path": 1}
+        assert c["duplicates"] > 0

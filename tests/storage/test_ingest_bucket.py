@@ -697,3 +697,45 @@ def test_an_image_folder_of_sidecars_in_a_bucket_matches_local(bucket, tmp_path,
     r = subprocess.run(_ingest_cmd(f"s3://{bucket}/side", out), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "a new caption" in got.read("samples").column("text").to_pylist()
+
+
+def test_an_image_folder_in_a_bucket_cut_into_tasks(bucket, tmp_path, monkeypatch):
+    """An image folder on a store is read by several tasks (``IMAGE_TASK_ROWS`` rows each; the
+    rows counted from the plan's listing, or a captions object's rows estimated from its listed
+    size), each reading only its rows' headers: the objects written equal one task's."""
+    import boto3
+    from PIL import Image
+
+    import curate.ingest.plan as plan
+    from curate.engine import LocalExecutor
+    from curate.ingest.job import run_ingest
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    for name, captions in (("side", False), ("caps", True)):
+        for i in range(7):
+            body = __import__("io").BytesIO()
+            Image.new("RGB", (5 + i, 6)).save(body, "PNG")
+            s3.put_object(Bucket=bucket, Key=f"{name}/{'sub/' if i % 3 == 0 else ''}{i}.png", Body=body.getvalue())
+            if not captions and i != 4:
+                s3.put_object(Bucket=bucket, Key=f"{name}/{'sub/' if i % 3 == 0 else ''}{i}.txt", Body=f"c {i % 4}".encode())
+        size = None
+        if captions:
+            rows = "".join(f"{'sub/' if i % 7 % 3 == 0 else ''}{i % 7}.png,words {i % 5}\n" for i in range(15))
+            body = f"image,caption\n{rows}gone.png,x\n".encode()
+            s3.put_object(Bucket=bucket, Key=f"{name}/captions.csv", Body=body)
+            size = len(body)
+        got = {}
+        for task_rows in (10 ** 6, 2):
+            monkeypatch.setattr(plan, "IMAGE_TASK_ROWS", task_rows)
+            cfg = plan.IngestConfig(inputs=[f"s3://{bucket}/{name}"], output=f"s3://{bucket}/out-{name}-{task_rows}",
+                                    rows_per_shard=4, store_folders=plan.find_image_folders([f"s3://{bucket}/{name}"],
+                                                                                            None))
+            tasks = plan.plan_tasks(cfg)[0]
+            m = run_ingest(LocalExecutor(), cfg)
+            objects = bucket_objects(bucket, f"out-{name}-{task_rows}/")
+            got[task_rows] = (len(tasks), _tables_only(objects), m["counts"])
+        cut = 4 if name == "side" else -(-(-(-size // 40)) // 2)  # 7 images; captions: ~size / 40 rows
+        assert got[10 ** 6][0] == 1 and got[2][0] == cut > 2, name
+        assert got[2][1:] == got[10 ** 6][1:] and got[2][1], name
+        c = got[2][2]
+        assert c["input_rows"] == (7 if name == "side" else 16) and c["rejects"] == 1, name

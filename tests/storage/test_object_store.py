@@ -232,3 +232,23 @@ def test_resolve_schemes(tmp_path, s3_env):
     with pytest.raises(storage.StorageError, match="no filesystem"):
         storage.resolve("nosuchscheme://x/y")
     assert not storage.is_uri("plain/path") and not storage.is_uri(f"file://{tmp_path}") and storage.is_uri("gs://b/k")
+
+
+def test_a_shard_committed_from_a_file_is_streamed_and_marked_alike(bucket, tmp_path):
+    """``commit_shard_file`` (every table shard written through ``atomic_path`` on a store, a
+    subset's ``uids.parquet`` included) uploads the file streamed and hashes it a block at a
+    time: the object and its marker equal ``commit_shard`` of the same bytes (a file of several
+    8 MiB blocks; before, the file was read whole into memory first)."""
+    import os
+
+    from curate import storage
+
+    data = os.urandom((8 << 20) * 2 + 12345)
+    (tmp_path / "part.parquet").write_bytes(data)
+    storage.commit_shard_file(storage.resolve(f"s3://{bucket}/a/t/part-00000.parquet"), tmp_path / "part.parquet")
+    storage.commit_shard(storage.resolve(f"s3://{bucket}/b/t/part-00000.parquet"), data)
+    a, b = bucket_objects(bucket, "a/"), bucket_objects(bucket, "b/")
+    assert a == b and a["t/part-00000.parquet"] == data
+    assert json.loads(a["t/_committed/part-00000.parquet"]) == {"bytes": len(data),
+                                                                "sha256": hashlib.sha256(data).hexdigest()}
+    assert storage.committed(f"s3://{bucket}/a/t/part-00000.parquet")
