@@ -106,8 +106,10 @@ def main() -> None:
             files = [f for f in folders[1].rglob("*") if f.is_file()]
             t0 = time.perf_counter()
             with ThreadPoolExecutor(16) as pool:
-                list(pool.map(lambda f: s3.put_object(Bucket="bench", Key=f"caps/{f.relative_to(folders[1]).as_posix()}",
-                                                      Body=f.read_bytes()), files))
+                def put(f: Path) -> None:
+                    s3.put_object(Bucket="bench", Key=f"caps/{f.relative_to(folders[1]).as_posix()}", Body=f.read_bytes())
+
+                list(pool.map(put, files))
             print(f"uploaded {len(files):,} objects in {time.perf_counter() - t0:.1f} s", flush=True)
             folders = (*folders, "s3://bench/caps")
         spark = get_session(master=a.master)

@@ -234,16 +234,25 @@ def _training_sample(ds: Dataset, executor, table: str, embedding: str, seed: in
     """The k-means training rows (float32): the ``want`` smallest (uid hash, uid) of the input."""
     # Hash threshold giving ~10% more rows than wanted; the smallest hashes are then taken.
     frac = min(1.0, 1.1 * want / max(total, 1))
-    threshold = int(min(2**63 - 1, frac * 2**63)) if frac < 1.0 else 2**63 - 1
-    tasks = shard_tasks(ds, table, embedding=embedding, seed=seed, threshold=threshold, cache_dir=cache_dir,
-                        limit=int(want), restricted=uid_filter is not None)
+    tasks = shard_tasks(ds, table, embedding=embedding, seed=seed, threshold=_hash_threshold(frac),
+                        cache_dir=cache_dir, limit=int(want), restricted=uid_filter is not None)
     uids = uid_frame(executor, uid_filter)  # --subset: a semi-join in the engine, no uid set per worker
     sample = _sample(executor, tasks, uids, want)
-    if sample.num_rows < want:  # unlucky hash draw: take everything
-        tasks = [dict(t, threshold=2**63 - 1) for t in tasks]
+    while sample.num_rows < want and frac < 1.0:
+        # Short: an unlucky draw, or fewer rows than ``total`` (a --subset naming uids without
+        # embeddings). A larger fraction sized by what this one found (~1.2x ``want`` expected),
+        # never "every row": that brought up to ``want`` rows a shard, the whole table, to the
+        # driver. The ``want`` smallest hashes are the same whichever threshold holds them.
+        frac = min(1.0, max(2 * frac, 1.2 * frac * want / max(sample.num_rows, 1)))
+        tasks = [dict(t, threshold=_hash_threshold(frac)) for t in tasks]
         sample = _sample(executor, tasks, uids, want)
     sample = sample.sort_by([("hash", "ascending"), ("uid", "ascending")]).slice(0, want)
     return binary_to_matrix(sample.column("embedding"), dim).astype(np.float32)
+
+
+def _hash_threshold(frac: float) -> int:
+    """The uid-hash bound keeping about ``frac`` of the rows (every row at 1)."""
+    return int(min(2**63 - 1, frac * 2**63)) if frac < 1.0 else 2**63 - 1
 
 
 def _write_centroids(ds: Dataset, name: str, c: np.ndarray, meta: dict, cache_dir: str) -> dict:

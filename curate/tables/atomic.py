@@ -56,7 +56,7 @@ def _commit_object(loc: storage.Location, data: bytes, shard: bool = True) -> No
 def _remote_atomic_path(path: str, shard: bool) -> Iterator[Path]:
     import tempfile
 
-    loc = storage.resolve(path)
+    storage.resolve(path)  # a bad URI fails before the work, not after it
     fd, tmp = tempfile.mkstemp(prefix=".curate-", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp)

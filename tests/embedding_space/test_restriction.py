@@ -89,3 +89,48 @@ def test_a_datacomp_subset_file_is_known_distinct_only_when_sorted_without_repea
         assert restriction.distinct == distinct, name
         assert sorted(uid_frame(LocalExecutor(), restriction).collect_small(10).column("uid").to_pylist()) == \
             sorted(set(uids)), name
+
+
+def test_a_restriction_naming_many_missing_uids_samples_a_bounded_draw(tmp_path):
+    """``cluster --subset`` whose uids mostly have no embedding: the first hash draw (sized by
+    the subset's count) comes back short; the next draw's fraction is sized by what the first
+    found, so the rows brought to the driver stay near the sample size (the retry took every
+    row of the restriction: up to ``want`` a shard, the whole table at scale). The training
+    sample, hence the centroids and assignments, equal a clustering restricted to the present
+    uids alone (the ``want`` smallest hashes, whichever draw holds them)."""
+    import curate.embedding_space.clusters as clusters
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2_000, 8)).astype(np.float32)
+    ds = Dataset(tmp_path / "d")
+    # random uids: ``uid(i)``'s two words cancel in the uid hash's first step (every hash 0)
+    hexes = [rng.bytes(16).hex() for _ in range(3_800)]
+    uids = write_embeddings(ds, "m", x / np.linalg.norm(x, axis=1, keepdims=True), uids=sorted(hexes[:2_000]),
+                            rows_per_shard=100)
+    present = uids[::10]  # 200 rows with embeddings
+    ghosts = hexes[2_000:]
+    drawn = []
+    real_sample = clusters._sample
+
+    def counting_sample(*a, **kw):
+        got = real_sample(*a, **kw)
+        drawn.append(got.num_rows)
+        return got
+
+    clusters._sample = counting_sample
+    try:
+        out = {}
+        for name, restriction in (("ghosts", present + ghosts), ("present", present)):
+            drawn.clear()
+            r = clusters.run_cluster(ds, "m", 4, name=name, max_points_per_centroid=16, executor=LocalExecutor(),
+                                     input_uids=pa.array(restriction))
+            out[name] = (r["counts"]["train_rows"], list(drawn),
+                         ds.read(f"centroids/{name}").column("centroid").to_pylist(),
+                         ds.read(f"clusters/{name}").sort_by("uid").column("cluster_id").to_pylist())
+    finally:
+        clusters._sample = real_sample
+    want = 64  # k x max points per centroid
+    assert out["ghosts"][0] == out["present"][0] == want
+    assert len(out["ghosts"][1]) >= 2 and out["ghosts"][1][0] < want  # short, then drawn again
+    assert want <= out["ghosts"][1][-1] < 2.5 * want < 200  # not all 200 rows of the restriction
+    assert out["ghosts"][2:] == out["present"][2:]
