@@ -107,7 +107,8 @@ def main() -> None:
             t0 = time.perf_counter()
             with ThreadPoolExecutor(16) as pool:
                 def put(f: Path) -> None:
-                    s3.put_object(Bucket="bench", Key=f"caps/{f.relative_to(folders[1]).as_posix()}", Body=f.read_bytes())
+                    key = f"caps/{f.relative_to(folders[1]).as_posix()}"
+                    s3.put_object(Bucket="bench", Key=key, Body=f.read_bytes())
 
                 list(pool.map(put, files))
             print(f"uploaded {len(files):,} objects in {time.perf_counter() - t0:.1f} s", flush=True)
