@@ -16,7 +16,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import storage
-from curate.engine import worker_cache
 from curate.errors import DatasetError
 from curate.tables import Dataset, write_parquet_atomic
 
@@ -123,22 +122,6 @@ def restricted_frame(executor, tasks: list[dict], fn: RowsFn, schema: pa.Schema,
     """Rows ``fn`` yields for the tasks, restricted to the ``uids`` frame by a semi-join."""
     frame = executor.frame_from_tasks(tasks, fn, schema)
     return frame.semi_join(uids) if uids is not None else frame
-
-
-def read_uid_filter(path: str | None) -> pa.Array | None:
-    if not path:
-        return None
-    files = uid_files(path)
-    return worker_cache(("uid_filter", *(storage.fingerprint(f) for f in files)),
-                        lambda: pa.concat_arrays([storage.read_parquet(f, columns=["uid"]).column("uid").combine_chunks()
-                                                  .cast(pa.string()) for f in files])
-                        if files else pa.array([], pa.string()))
-
-
-def restrict(table: pa.Table, uid_filter: pa.Array | None) -> pa.Table:
-    if uid_filter is None:
-        return table
-    return table.filter(pc.is_in(table.column("uid"), value_set=uid_filter))
 
 
 def subset_uids(dataset: Dataset, subset: str | None):

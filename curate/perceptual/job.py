@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from curate import storage
 from curate.decisions import decisions_table
-from curate.embedding_space.common import read_uid_filter, restrict, shard_tasks, write_uid_filter
+from curate.embedding_space.common import restricted_frame, shard_tasks, uid_frame, write_uid_filter
 from curate.embedding_space.components import EDGES
 from curate.engine import LocalExecutor
 from curate.engine.frame import HISTOGRAM_SCHEMA
@@ -81,11 +81,30 @@ def _hash_column(t: pa.Table, kind: str) -> np.ndarray:
     return t.column(kind).to_numpy().astype(np.uint64)
 
 
-def _bucket_rows(task: dict):
-    t = restrict(storage.read_parquet(task["path"], columns=["uid", task["hash"]]), read_uid_filter(task.get("uid_filter")))
+_HASH_ROWS = pa.schema([("uid", pa.string()), ("hash", pa.int64())])
+
+
+def _hash_rows(task: dict):
+    """One hashes shard's (uid, hash as the int64 of its 64 bits)."""
+    t = storage.read_parquet(task["path"], columns=["uid", task["hash"]])
     if t.num_rows:
-        yield G.bucket_entries(t.column("uid").combine_chunks(), _hash_column(t, task["hash"]), task["plan"], task["s"],
-                               task["parts"])
+        h = pa.array(_hash_column(t, task["hash"]).view(np.int64))
+        yield pa.record_batch([t.column("uid").combine_chunks(), h], schema=_HASH_ROWS)
+
+
+def _bucket_entries(plan: list, s: int, parts: int):
+    """(uid, hash) rows -> their bucket entries (``groups.bucket_entries``)."""
+    def entries(batch: pa.RecordBatch) -> pa.Table:
+        uids = batch.column("uid")
+        h = batch.column("hash").to_numpy(zero_copy_only=False).view(np.uint64)
+        return pa.Table.from_batches([G.bucket_entries(uids, h, plan, s, parts)])
+
+    return entries
+
+
+def _bucket_rows(task: dict):
+    for batch in _hash_rows(task):
+        yield from _bucket_entries(task["plan"], task["s"], task["parts"])(batch).to_batches()
 
 
 def _link_edges(batch: pa.RecordBatch) -> pa.Table:
@@ -97,7 +116,7 @@ def _link_edges(batch: pa.RecordBatch) -> pa.Table:
 def _member_rows(task: dict):
     """One shard's rows with a hash (a phashes shard) or a CLIP score (an embeddings shard)."""
     cols = ["uid", task["hash"]] if task["kind"] == "hashes" else ["uid", "clip_score"]
-    t = restrict(storage.read_parquet(task["path"], columns=cols), read_uid_filter(task.get("uid_filter")))
+    t = storage.read_parquet(task["path"], columns=cols)  # joined with the groups' labels: restricted by them
     n = t.num_rows
     if not n:
         return
@@ -108,14 +127,8 @@ def _member_rows(task: dict):
     yield pa.table({"uid": t.column("uid"), "hash": h, "score": sc}, schema=_MEMBER_ROWS).combine_chunks().to_batches()[0]
 
 
-def _uid_rows(task: dict):
-    t = restrict(storage.read_parquet(task["path"], columns=["uid"]), read_uid_filter(task.get("uid_filter")))
-    if t.num_rows:
-        yield from t.to_batches()
-
-
 def _failed(task: dict):
-    t = restrict(storage.read_parquet(task["path"], columns=["uid", "error_class"]), read_uid_filter(task.get("uid_filter")))
+    t = storage.read_parquet(task["path"], columns=["uid", "error_class"])
     if t.num_rows:
         yield from decisions_table(t.column("uid"), task["stage"], [False] * t.num_rows, [UNDECODABLE] * t.num_rows,
                                    None, t.column("error_class")).to_batches()
@@ -175,18 +188,26 @@ def run_perceptual_dedup(dataset, radius: int = DEFAULT_RADIUS, hash_kind: str =
         raise DatasetError(f"{ds.root}: no {HASHES} table after hashing")
     m["inputs"] = [{"table": HASHES, "rows": ds.count(HASHES)}, {"table": FAILURES, "rows": _rows(ds, FAILURES)}]
     uid_filter = write_uid_filter(ds, run, input_uids)
-    base = dict(hash=hash_kind, uid_filter=uid_filter.path if uid_filter else None, stage=stage)
+    # --subset: semi-joins in the engine (each task loaded the whole uid list before)
+    uids = uid_frame(executor, uid_filter)
+    base = dict(hash=hash_kind, stage=stage)
+    # the hashed rows of the input: read by the tasks when every row is in, else joined and kept
+    hashed = (restricted_frame(executor, shard_tasks(ds, HASHES, **base), _hash_rows, _HASH_ROWS, uids).cache()
+              if uids is not None else None)
     with m.stage("candidates"):
         parts = G.partitions(ds.count(HASHES), plan, s)
-        rows = executor.frame_from_tasks(shard_tasks(ds, HASHES, plan=[list(p) for p in plan], s=s, parts=parts, **base),
-                                         _bucket_rows, G.BUCKET_ROWS)
+        if hashed is None:
+            rows = executor.frame_from_tasks(shard_tasks(ds, HASHES, plan=[list(p) for p in plan], s=s, parts=parts,
+                                                         **base), _bucket_rows, G.BUCKET_ROWS)
+        else:
+            rows = hashed.map_batches(_bucket_entries([list(p) for p in plan], s, parts), G.BUCKET_ROWS)
         links = rows.group_apply("part", lambda g: G.bucket_links(g, radius), G.LINKS).cache()
         n_links = links.count()
     with m.stage("components"):
         labels, rounds = component_labels(links.map_batches(_link_edges, EDGES))
     with m.stage("survivors"):
         groups, bins, sizes = _survivors(executor, ds, labels, score_table, base, HASH_BITS[hash_kind])
-    dec = _all_decisions(executor, ds, groups, base, uid_filter)
+    dec = _all_decisions(executor, ds, groups, base, uids, hashed)
     largest = int(sizes.column("largest")[0].as_py()) if sizes.num_rows else 0
     n_groups = int(sizes.column("groups")[0].as_py()) if sizes.num_rows else 0
     try:
@@ -196,8 +217,9 @@ def run_perceptual_dedup(dataset, radius: int = DEFAULT_RADIUS, hash_kind: str =
         return finish_selection(executor, ds, run, stage, dec, m, output, extra, guards=guards,
                                 cleanup=lambda: cleanup_tmp(ds, run))
     finally:
-        for frame in (groups, links):
-            frame.release()
+        for frame in (groups, links, hashed):
+            if frame is not None:
+                frame.release()
 
 
 def _survivors(executor, ds: Dataset, labels, score_table: str | None, base: dict, bits: int):
@@ -220,19 +242,20 @@ def _survivors(executor, ds: Dataset, labels, score_table: str | None, base: dic
     return groups, bins, sizes
 
 
-def _all_decisions(executor, ds: Dataset, groups, base: dict, uid_filter):
+def _all_decisions(executor, ds: Dataset, groups, base: dict, uids, hashed):
     """Every input uid's decision: the grouped rows', every other hashed row kept, undecodable
-    images, and input uids neither hashed nor failed (not downloaded, or not hashed)."""
-    from curate.embedding_space.common import UID_SCHEMA, uid_frame
+    images, and input uids neither hashed nor failed (not downloaded, or not hashed). ``uids``:
+    the restriction's frame (None: every row), ``hashed`` its hashed rows."""
+    from curate.embedding_space.common import UID_SCHEMA
     from curate.embedding_space.jobs.shared import with_missing
     from curate.selection import DECISIONS, uniform_decisions
 
     stage = base["stage"]
-    hashed = executor.frame_from_tasks(shard_tasks(ds, HASHES, **base), _uid_rows, UID_SCHEMA)
+    if hashed is None:
+        hashed = executor.frame_read([str(p) for p in ds.shards(HASHES)], UID_SCHEMA)
     dec = groups.union(uniform_decisions(hashed.anti_join(groups), stage, True, "kept"))
     if ds.has_table(FAILURES):
-        dec = dec.union(executor.frame_from_tasks(shard_tasks(ds, FAILURES, **base), _failed, DECISIONS))
-    uids = uid_frame(executor, uid_filter)
+        dec = dec.union(restricted_frame(executor, shard_tasks(ds, FAILURES, **base), _failed, DECISIONS, uids))
     miss = None
     if uids is not None:
         present = executor.frame_read([str(p) for t in (HASHES, FAILURES) if ds.has_table(t) for p in ds.shards(t)],

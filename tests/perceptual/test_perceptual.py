@@ -173,17 +173,38 @@ def test_resume_hashes_only_missing_shards(copies_ds):
     assert [p.read_bytes() for p in ds.shards("decisions/perceptual_dedup")] == dec_before
 
 
-def test_subset_restriction(copies_ds):
+def test_subset_restriction(copies_ds, tmp_path, spark):
+    """A restriction is joined by the engine (no uid list in any task): only its uids are
+    grouped and decided, its uids without a hash are NO_PHASH, its undecodable images
+    UNDECODABLE and the others' left out; the same bytes on Spark."""
+    import shutil
+
+    from curate.engine.spark import SparkExecutor
+    from curate.tables import Dataset
+
     ds, truth = copies_ds
     groups = [sorted(g) for g in _by_truth(truth).values() if len(g) > 1]
-    inp = [groups[0][0], groups[0][1]] + [g[0] for g in groups[1:]] + ["f" * 32]
+    alone = sorted(set(truth) - {u for g in groups for u in g})
+    corrupt_member(ds, alone[0], b"not an image")
+    corrupt_member(ds, alone[1], b"not an image either")  # outside the restriction
+    inp = [groups[0][0], groups[0][1]] + [g[0] for g in groups[1:]] + ["f" * 32, alone[0], alone[2]]
+    other = Dataset(tmp_path / "spark")
+    shutil.copytree(ds.root, other.root)
     r = run_perceptual_dedup(ds, RADIUS, input_uids=pa.array(inp), output="restricted")
     dec = {x["uid"]: x for x in r["decisions"].to_pylist()}
     assert set(dec) == set(inp)
-    assert dec["f" * 32]["reason"] == NO_PHASH
+    assert dec["f" * 32]["reason"] == NO_PHASH and dec[alone[0]]["reason"] == UNDECODABLE
+    assert dec[alone[2]]["kept"] and dec[alone[2]]["reason"] == "kept"
     assert dec[groups[0][1]]["reason"] == REASON and dec[groups[0][1]]["detail"] == groups[0][0]
     assert all(dec[g[0]]["kept"] for g in groups)
     assert sorted(read_subset(ds, "restricted")) == sorted(u for u, x in dec.items() if x["kept"])
+    b = run_perceptual_dedup(other, RADIUS, input_uids=pa.array(inp), output="restricted",
+                             executor=SparkExecutor(spark))
+    assert b["counts"]["reasons"] == r["counts"]["reasons"]
+    table = "decisions/perceptual_dedup"
+    assert [p.read_bytes() for p in ds.shards(table)] == [p.read_bytes() for p in other.shards(table)] != []
+    for f in ("uids.parquet", "uids.npy"):
+        assert (ds.root / "subsets/restricted" / f).read_bytes() == (other.root / "subsets/restricted" / f).read_bytes()
 
 
 def test_spark_equals_local_byte_for_byte(copies_ds, tmp_path, spark):
