@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -75,21 +76,29 @@ def _boundaries(sample: list[str], ranges: int) -> list[str]:
     return sorted(set(cuts))
 
 
-def duplicate_counts(passes: list[dict]) -> tuple[dict, dict]:
-    """Duplicates by reason and by input file index, from the dedup passes' files (keys
-    only, read file by file: bounded memory)."""
+_DUP_KEYS = pa.schema([("reason", pa.string()), ("file_index", pa.int64()), ("n", pa.int64())])
+
+
+def _dup_keys(batch: pa.RecordBatch) -> pa.Table:
+    """A duplicate's reason and input file index (``row_id``'s high bits), counted once."""
+    files = pc.shift_right(batch.column("row_id"), ROW_ID_BITS)
+    return pa.table([batch.column("reason"), files, pa.array(np.ones(batch.num_rows, np.int64))], schema=_DUP_KEYS)
+
+
+def duplicate_counts(executor, passes: list[dict], inputs: int) -> tuple[dict, dict]:
+    """Duplicates by reason and by input file index, summed by the engine from the dedup passes'
+    files (the driver gets one row per (reason, input file); it read every duplicate's keys,
+    file after file, before). ``inputs``: the number of input files (the bound on those rows)."""
+    files = [f for p in passes if p["duplicates"] for f in storage.list_files(p["dups_dir"], recursive=True)
+             if f.endswith(".parquet")]
+    if not files:
+        return {}, {}
+    keys = pa.schema([DUP_SCHEMA.field("reason"), DUP_SCHEMA.field("row_id")])
+    sums = (executor.frame_read(files, keys).map_batches(_dup_keys, _DUP_KEYS)
+            .aggregate(["reason", "file_index"], {"n": ("n", "sum")}).collect_small(2 * max(inputs, 1)))
     by_reason: Counter = Counter()
     by_file: Counter = Counter()
-    for p in passes:
-        if not p["duplicates"]:
-            continue
-        for f in storage.list_files(p["dups_dir"], recursive=True):
-            if not f.endswith(".parquet"):
-                continue
-            t = storage.read_parquet(f, columns=["reason", "row_id"])
-            for item in pc.value_counts(t.column("reason")).to_pylist():
-                by_reason[item["values"]] += item["counts"]
-            files = pc.shift_right(t.column("row_id"), ROW_ID_BITS)
-            for item in pc.value_counts(files).to_pylist():
-                by_file[item["values"]] += item["counts"]
+    for reason, index, n in zip(*(sums.column(c).to_pylist() for c in ("reason", "file_index", "n"))):
+        by_reason[reason] += n
+        by_file[index] += n
     return dict(sorted(by_reason.items())), dict(by_file)

@@ -130,7 +130,7 @@ def run_ingest(executor, cfg: IngestConfig) -> dict:
         with manifest.stage("import_npz"):
             outputs.update(run_npz_import(target, npz_plan, ex, sources,
                                           outputs["samples"]["rows"], resume, runs_dataset=dataset))
-    manifest["counts"] = _counts(outcome, rows_in, outputs, passes, fingerprints, tasks, results, scan)
+    manifest["counts"] = _counts(ex, outcome, rows_in, outputs, passes, fingerprints, tasks, results, scan)
     manifest["outputs"] = outputs
     manifest["tasks"] = len(tasks)
     if target.root != dataset.root:  # put the new tables in place only now that all are complete
@@ -264,11 +264,11 @@ def _write_duplicates(ex, cfg: IngestConfig, target: Dataset, passes: list[dict]
     return output
 
 
-def _counts(outcome: dict, rows_in: int, outputs: dict, passes: list[dict], fingerprints: list[dict],
+def _counts(ex, outcome: dict, rows_in: int, outputs: dict, passes: list[dict], fingerprints: list[dict],
             tasks: list[dict], results: list[dict], scan: InputScan) -> dict:
     """The manifest's counts; every input row is kept, a duplicate or a reject, in total and per file."""
     reject_reasons = {k: v for k, v in outcome.items() if k != "sample"}
-    dup_reasons, dups_by_file = duplicate_counts(passes)
+    dup_reasons, dups_by_file = duplicate_counts(ex, passes, len(fingerprints))
     counts = {
         "input_rows": rows_in,
         "kept": outputs["samples"]["rows"],
