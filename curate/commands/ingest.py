@@ -14,7 +14,7 @@ from curate.params.ingest import IngestParams
 
 def ingest(run: JobRun, p: IngestParams) -> None:
     from curate import storage
-    from curate.engine import ENGINES
+    from curate.engine import ENGINES, local_max_rows
     from curate.ingest.job import estimate_input_rows, run_ingest
 
     if run.engine not in ENGINES:
@@ -31,7 +31,8 @@ def ingest(run: JobRun, p: IngestParams) -> None:
     # A URI output is written in place by every task (staging, dedup scratch and tables on the store).
     output = cfg.output = storage.resolve(p.output).uri if storage.is_uri(p.output) else p.output
     # The dataset does not exist yet: --engine auto sizes the job by its inputs.
-    rows = estimate_input_rows(cfg) if run.engine == "auto" and not run.master and not run.conf else None
+    rows = (estimate_input_rows(cfg, stop_above=local_max_rows())
+            if run.engine == "auto" and not run.master and not run.conf else None)
     hold_dataset_lock(output, create=True)  # one writer per dataset
     result = run_ingest(open_executor(run.engine, run.master, run.conf, run.app_name, rows=rows), cfg)
     _report(result)

@@ -160,6 +160,7 @@ def auto_engine(master: str | None = None, conf: list[str] | None = None,
     if rows is None:
         return "spark", "dataset size unknown"
     limit = local_max_rows()
-    if rows > limit:
-        return "spark", f"{rows:,} {what} > {limit:,} (CURATE_LOCAL_MAX_ROWS)"
+    if rows > limit:  # input rows: counted until past the limit (``estimate_input_rows``)
+        least = "at least " if what == "input rows" else ""
+        return "spark", f"{least}{rows:,} {what} > {limit:,} (CURATE_LOCAL_MAX_ROWS)"
     return "local", f"{rows:,} {what} <= {limit:,} (CURATE_LOCAL_MAX_ROWS)"

@@ -176,11 +176,13 @@ def input_version(fp: dict) -> str:
 INPUT_BYTES_PER_ROW = 100
 
 
-def estimate_input_rows(cfg: IngestConfig) -> int:
+def estimate_input_rows(cfg: IngestConfig, stop_above: int | None = None) -> int:
     """Rows the inputs hold, without reading any data (docs/engine.md): Parquet files by
     their footers, WebDataset tars by their distinct keys (tar headers only), an image
     folder by its files, any other file by its size / ``INPUT_BYTES_PER_ROW`` (a tar object on a
-    store too: its headers are spread through the whole object)."""
+    store too: its headers are spread through the whole object). ``stop_above``: counting stops
+    once past it (a lower bound is then returned): ``--engine auto`` only asks whether the inputs
+    are over ``CURATE_LOCAL_MAX_ROWS``, and a pool's tar headers are billions of reads."""
     import tarfile
 
     from curate.readers.parquet import open_parquet
@@ -189,6 +191,8 @@ def estimate_input_rows(cfg: IngestConfig) -> int:
                        sources=cfg.sources, listed=cfg.listed, folders=cfg.store_folders)
     rows = 0
     for path, fmt in scan.files:
+        if stop_above is not None and rows > stop_above:
+            break
         p = Path(path)
         if fmt in ("parquet", "datacomp", "img2dataset"):
             rows += open_parquet(path).metadata.num_rows  # a broken file: its one-line error, now
@@ -199,8 +203,14 @@ def estimate_input_rows(cfg: IngestConfig) -> int:
             rows += -(-object_fingerprint(path)["bytes"] // INPUT_BYTES_PER_ROW)
         elif fmt == "webdataset":
             try:
+                keys = set()
                 with tarfile.open(path, "r:") as tar:
-                    rows += len({_tar_key(m.name) for m in tar if m.isfile()})
+                    for m in tar:
+                        if m.isfile():
+                            keys.add(_tar_key(m.name))
+                            if stop_above is not None and rows + len(keys) > stop_above:
+                                break
+                rows += len(keys)
             except (tarfile.TarError, OSError):  # the job reports it; size it as text
                 rows += p.stat().st_size // INPUT_BYTES_PER_ROW
         else:

@@ -128,6 +128,14 @@ def test_input_rows_are_estimated_without_reading_data(pool, tmp_path):
     assert est == 20 + 5 + text_rows  # Parquet footer rows + tar keys + text bytes / 100
     assert auto_engine(rows=est) == ("local", f"{est:,} input rows <= 500,000 (CURATE_LOCAL_MAX_ROWS)")
     assert auto_engine(rows=500_001)[0] == "spark"
+    # --engine auto asks only whether the inputs pass the limit: counting stops there
+    # (after the first file, a.jsonl; the tar's headers are read only until past the limit)
+    first = -(-(pool / "a.jsonl").stat().st_size // INPUT_BYTES_PER_ROW)
+    assert estimate_input_rows(IngestConfig(inputs=[str(pool)], output=str(tmp_path / "o")),
+                               stop_above=first - 1) == first < est
+    assert estimate_input_rows(IngestConfig(inputs=[str(pool / "d.tar")], output=str(tmp_path / "o")),
+                               stop_above=2) == 3
+    assert auto_engine(rows=20)[1] == "20 input rows <= 500,000 (CURATE_LOCAL_MAX_ROWS)"
     assert auto_engine(master="local[2]", rows=10)[0] == "spark"
 
 
