@@ -190,6 +190,8 @@ def plan_slices(folder: str, options: ReaderOptions, per_task: int,
     from curate import storage
     from curate.storage.objects import file_info
 
+    if listing is None and storage.is_uri(folder):
+        listing = storage.list_objects(folder)
     if listing is not None:
         base = folder.rstrip("/")
         sizes = {f: size for f, size, _ in listing}
