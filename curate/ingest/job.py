@@ -48,7 +48,30 @@ BROADCAST_KEYS_MAX_ROWS = 4_000_000  # kept keys are ~24 bytes a row: up to ~100
 STAGED_RUN_ROWS = 262_144  # a stage task sorts its samples by uid in runs of this many rows
 STAGED_ROW_GROUP = 16_384  # ...written in row groups of this many: the unit a uid-range read skips by
 GATHER_SLACK_ROWS = 1_000_000
-KEY_SAMPLE_EVERY = 1024  # staged rows per key sampled for the dedup ranges
+KEY_SAMPLE_EVERY = 1024  # staged rows per key sampled for the dedup ranges (at least)
+# keys sampled for the dedup ranges in all, at most (about): the ranges are the engine's shuffle
+# partitions, a setting, not a function of the pool, so past ~268M rows a key every 1,024 rows
+# only grows the driver's sample (12.8B rows: 12.5M keys x 2, ~2.5 GB); 262,144 keys still give
+# ~100 a range at 2,600 ranges
+KEY_SAMPLE_MAX = 262_144
+
+
+def key_sample_every(tasks: list[dict], fingerprints: list[dict]) -> int:
+    """Staged rows a sampled key for this plan: ``KEY_SAMPLE_EVERY``, or more when the inputs'
+    rows (estimated without reading: Parquet slices' footer rows, an image folder's tasks at
+    their size, any other file's bytes / ``INPUT_BYTES_PER_ROW``) would pass ``KEY_SAMPLE_MAX``."""
+    from curate.ingest.plan import IMAGE_TASK_ROWS
+
+    rows, sized = 0, set()
+    for t in tasks:
+        if t.get("rows_planned") is not None:
+            rows += t["rows_planned"]
+            sized.add(t["file_index"])
+        elif t["format"] == "imagefolder":
+            rows += IMAGE_TASK_ROWS
+            sized.add(t["file_index"])
+    rows += sum(-(-f["bytes"] // INPUT_BYTES_PER_ROW) for f in fingerprints if f["file_index"] not in sized)
+    return max(KEY_SAMPLE_EVERY, -(-rows // KEY_SAMPLE_MAX))
 
 
 def _gather_reads_little(runs: int, shards: int, staged_rows: int, kept: int) -> bool:
@@ -168,10 +191,11 @@ def _plan(cfg: IngestConfig, manifest: RunManifest) -> tuple[list[dict], list[di
 def _stage_paths(tasks: list[dict], fingerprints: list[dict], staging) -> list[str]:
     """Each task's staged files (paths or URIs) and settings, in place; returns the source
     name per file index."""
+    every = key_sample_every(tasks, fingerprints)
     for i, t in enumerate(tasks):
         t["staged_path"] = str(storage.join(staging, "samples", f"task-{i:06d}.parquet"))
         t["rejects_path"] = str(storage.join(staging, "rejects", f"task-{i:06d}.parquet"))
-        t.update(run_rows=STAGED_RUN_ROWS, row_group=STAGED_ROW_GROUP, sample_every=KEY_SAMPLE_EVERY)
+        t.update(run_rows=STAGED_RUN_ROWS, row_group=STAGED_ROW_GROUP, sample_every=every)
     sources = [f["path"] for f in fingerprints]
     for t in tasks:
         sources[t["file_index"]] = t["source"]

@@ -78,7 +78,8 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
             base["source"] = captions if storage.is_uri(captions) else str(Path(captions).resolve())
         if fmt == "parquet":
             for piece in plan_parquet(path, cfg.task_rows):
-                tasks.append({**base, "row_groups": piece["row_groups"], "first_row": piece["first_row"]})
+                tasks.append({**base, "row_groups": piece["row_groups"], "first_row": piece["first_row"],
+                              "rows_planned": piece["rows"]})
         elif fmt == "imagefolder":
             for first, end in plan_slices(path, options, IMAGE_TASK_ROWS, scan.listings.get(path)):
                 tasks.append({**base, "rows": [first, end], "first_row": first})

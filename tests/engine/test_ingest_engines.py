@@ -271,3 +271,29 @@ def test_an_image_folder_cut_into_tasks_writes_what_one_task_writes(spark, image
     else:
         assert c["reject_reasons"] == {"malformed_record": 1, "missing_image": 1, "unsafe_member_path": 1}
         assert c["duplicates"] > 0
+
+
+def test_the_key_sample_for_dedup_ranges_is_bounded(spark, pool, tmp_path, monkeypatch):
+    """The driver's key sample (for the dedup pass's key ranges) is a key every
+    ``KEY_SAMPLE_EVERY`` rows up to ``KEY_SAMPLE_MAX`` keys in all, from the plan's row estimate:
+    past it the keys thin out (the ranges are the engine's shuffle partitions, not a function of
+    the pool). Sparser cuts change no byte of the tables."""
+    import curate.ingest.job as job
+
+    small = [{"file_index": 0, "format": "parquet", "rows_planned": 250_000}, {"file_index": 1, "format": "csv"}]
+    sizes = [{"file_index": 0, "bytes": 10 ** 9}, {"file_index": 1, "bytes": 10 ** 6}]
+    assert job.key_sample_every(small, sizes) == 1024
+    big = [{"file_index": i, "format": "parquet", "rows_planned": 250_000} for i in range(4_000)]  # 1B rows
+    assert job.key_sample_every(big, [{"file_index": i, "bytes": 1} for i in range(4_000)]) == -(-10 ** 9 // 262_144)
+    folder = [{"file_index": 0, "format": "imagefolder"}] * 3  # three tasks of an image folder, not its bytes
+    assert job.key_sample_every(folder, [{"file_index": 0, "bytes": 10 ** 12}]) == 1024
+    text = [{"file_index": 0, "format": "tsv"}]
+    assert job.key_sample_every(text, [{"file_index": 0, "bytes": 10 ** 12}]) == -(-10 ** 10 // 262_144)
+    monkeypatch.setattr(job, "KEY_SAMPLE_EVERY", 2)  # several key ranges from a dense sample
+    dense = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(tmp_path / "dense"),
+                                                          rows_per_shard=9))
+    monkeypatch.setattr(job, "KEY_SAMPLE_MAX", 3)  # a key every ~43 rows of this pool's estimate
+    sparse = run_ingest(SparkExecutor(spark), IngestConfig(inputs=[str(pool)], output=str(tmp_path / "sparse"),
+                                                           rows_per_shard=9))
+    assert table_bytes(tmp_path / "dense") == table_bytes(tmp_path / "sparse") != {}
+    assert dense["counts"] == sparse["counts"] and per_file(dense) == per_file(sparse)
