@@ -51,6 +51,16 @@ def test_streamed_subset_refuses_unsorted_or_bad_uids(tmp_path):
         write_subset_sorted(ds, "x", [pa.array([b]), pa.array([a])], 2)
     with pytest.raises(DatasetError, match="hex uid"):
         write_subset_sorted(ds, "x", [pa.array(["NOT-A-UID"])], 1)
+    # the same high 64 bits, the low ones going down: within a chunk and across chunks
+    lo_down = ["0" * 16 + "0" * 15 + "2", "0" * 16 + "0" * 15 + "1"]
+    with pytest.raises(DatasetError, match="sorted"):
+        write_subset_sorted(ds, "x", [pa.array(lo_down)], 2)
+    with pytest.raises(DatasetError, match="sorted"):
+        write_subset_sorted(ds, "x", [pa.array(lo_down[:1]), pa.array(lo_down[1:])], 2)
+    # repeats are counted once, within a chunk and across a chunk boundary
+    write_subset_sorted(ds, "x", [pa.array([a, a, b]), pa.array([b, b])], 5)
+    m = __import__("json").loads((ds.root / "subsets" / "x" / "_manifest.json").read_text())
+    assert (m["count"], m["distinct"]) == (5, 2) and read_subset(ds, "x") == [a, a, b, b, b]
 
 
 def test_kept_by_every_stage_streams_across_batches(tmp_path):
