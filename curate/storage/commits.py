@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 from curate.storage.location import Location, resolve
 from curate.storage.objects import delete, exists, put_bytes
@@ -32,11 +33,21 @@ def commit_shard(shard: Location, data: bytes) -> None:
     put_bytes(marker(shard), (body + "\n").encode())
 
 
+# a shard file up to this size is committed from memory (one request on any store); a larger one
+# is streamed (on GCS through a temporary key and a copy: three requests)
+WHOLE_SHARD_BYTES = 64 << 20
+
+
 def commit_shard_file(shard: Location, local_path) -> None:
-    """``commit_shard`` of a local file: uploaded streamed and hashed a block at a time, so a
-    large shard (a subset's ``uids.parquet`` of a billion uids is ~18 GB) is never in memory."""
+    """``commit_shard`` of a local file: past ``WHOLE_SHARD_BYTES`` uploaded streamed and hashed
+    a block at a time, so a large shard (a subset's ``uids.parquet`` of a billion uids is ~18 GB)
+    is never in memory."""
     from curate.storage.objects import put_file
 
+    if os.path.getsize(local_path) <= WHOLE_SHARD_BYTES:
+        with open(local_path, "rb") as f:
+            commit_shard(shard, f.read())
+        return
     h, size = hashlib.sha256(), 0
     with open(local_path, "rb") as f:
         while block := f.read(8 << 20):

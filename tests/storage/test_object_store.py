@@ -234,15 +234,17 @@ def test_resolve_schemes(tmp_path, s3_env):
     assert not storage.is_uri("plain/path") and not storage.is_uri(f"file://{tmp_path}") and storage.is_uri("gs://b/k")
 
 
-def test_a_shard_committed_from_a_file_is_streamed_and_marked_alike(bucket, tmp_path):
+def test_a_shard_committed_from_a_file_is_streamed_and_marked_alike(bucket, tmp_path, monkeypatch):
     """``commit_shard_file`` (every table shard written through ``atomic_path`` on a store, a
-    subset's ``uids.parquet`` included) uploads the file streamed and hashes it a block at a
-    time: the object and its marker equal ``commit_shard`` of the same bytes (a file of several
-    8 MiB blocks; before, the file was read whole into memory first)."""
+    subset's ``uids.parquet`` included) uploads a file past ``WHOLE_SHARD_BYTES`` streamed and
+    hashes it a block at a time: the object and its marker equal ``commit_shard`` of the same
+    bytes (a file of several 8 MiB blocks; before, every file was read whole into memory)."""
     import os
 
     from curate import storage
+    from curate.storage import commits
 
+    monkeypatch.setattr(commits, "WHOLE_SHARD_BYTES", 1 << 20)
     data = os.urandom((8 << 20) * 2 + 12345)
     (tmp_path / "part.parquet").write_bytes(data)
     storage.commit_shard_file(storage.resolve(f"s3://{bucket}/a/t/part-00000.parquet"), tmp_path / "part.parquet")
