@@ -44,8 +44,12 @@ def build(run: JobRun, p: MetadataBuildParams) -> None:
     if p.bigrams and ds is None and not p.bigram_corpus:
         info("metadata: no bigram corpus (--dataset or --bigram-corpus), so no bigrams")
     executor = None
-    if ds is not None and p.bigrams and not p.bigram_corpus:
-        executor = open_executor(run.engine, run.master, run.conf, run.app_name, dataset=p.dataset)
+    if p.bigrams and (ds is not None or p.bigram_corpus):  # bigrams are mined in the engine
+        from curate.metaclip.build_job import corpus_rows
+
+        rows = corpus_rows(p.bigram_corpus) if p.bigram_corpus else None  # --engine auto sizes the corpus
+        executor = open_executor(run.engine, run.master, run.conf, run.app_name,
+                                 dataset=None if p.bigram_corpus else p.dataset, rows=rows)
     result = run_build(output, dataset=ds, executor=executor, languages=langs, **p.job_kwargs())
     if "languages" in result:
         for lang, r in result["languages"].items():

@@ -1,5 +1,6 @@
 """MetaCLIP metadata build: the entry list from numbers, WordNet, wordfreq, mined bigrams and
-user lists; bigram counting over a pool is per-shard (gram, order, n) rows summed by a shuffle."""
+user lists; bigrams are mined in the engine (``bigram_mining``) from the pool's shards or the
+corpus files, one task each."""
 
 from __future__ import annotations
 
@@ -22,25 +23,6 @@ def ngram_count_task(task: dict) -> Iterator[pa.RecordBatch]:
     pf = check_columns(task["input"], [task.get("column", "text")])  # a path or a URI
     for b in pf.iter_batches(batch_size=task.get("batch_size", 65536), columns=[task.get("column", "text")]):
         yield ngram_batch(b.column(0))
-
-
-def count_dataset_ngrams(dataset: Dataset, executor, min_count: int) -> tuple[dict[str, int], dict[str, int], int]:
-    """Unigram and bigram counts (those of at least ``min_count``) over the pool's captions,
-    plus the total number of word tokens. Summed by the executor (a shuffle on Spark)."""
-    shards = input_shards(dataset, "samples", "run `curate ingest` first, or give --bigram-corpus")
-    tasks = [{"input": str(p)} for p in shards]
-    summed = executor.sum_task_rows(tasks, ngram_count_task, NGRAM_SCHEMA, ["gram", "order"], "n", min_count)
-    # The order-0 row holds the number of word tokens; below min_count it is filtered out,
-    # and then no bigram can reach min_count either.
-    total_words = 0
-    uni: dict[str, int] = {}
-    bi: dict[str, int] = {}
-    for g, o, n in zip(summed["gram"].to_pylist(), summed["order"].to_pylist(), summed["n"].to_pylist()):
-        if o == 0:
-            total_words = n
-        else:
-            (uni if o == 1 else bi)[g] = n
-    return uni, bi, total_words
 
 
 def run_build(output: str | Path, *, numbers: bool = True, wordnet: bool = True, wordnet_dir: str | None = None,
@@ -120,17 +102,47 @@ def _builtin_sources(numbers: bool, wordnet: bool, wordnet_dir: str | None, word
 
 def _mine_bigrams(dataset: Dataset | None, corpus: list[str] | None, corpus_column: str, executor,
                   min_count: int, min_pmi: float) -> tuple[list, dict]:
-    """High-PMI bigrams of the corpus files (or of the pool's captions), and their build record."""
-    from curate.metaclip import metadata as md
+    """High-PMI bigrams of the corpus files (or of the pool's captions), mined in the engine
+    (``bigram_mining``), and their build record."""
+    from curate.engine import LocalExecutor
+    from curate.metaclip.bigram_mining import corpus_ngram_task, mine_bigrams
 
     if corpus:
-        texts = (t for path in corpus for t in md.iter_corpus_file(path, corpus_column))
-        uni, bi = md.count_ngrams(md.spacing(t) for t in texts)
-        total = sum(uni.values())
+        tasks, fn = corpus_tasks(corpus, corpus_column), corpus_ngram_task
     else:
-        uni, bi, total = count_dataset_ngrams(dataset, executor, min_count)
-    mined = md.pmi_bigrams(uni, bi, total, min_count, min_pmi)
+        shards = input_shards(dataset, "samples", "run `curate ingest` first, or give --bigram-corpus")
+        tasks, fn = [{"input": str(p)} for p in shards], ngram_count_task
+    found = mine_bigrams(executor or LocalExecutor(), tasks, fn, NGRAM_SCHEMA, min_count, min_pmi)
+    mined, total = found.get("", ([], 0))
     info = {"corpus": list(corpus) if corpus else f"{dataset.root}/samples", "word_tokens": total,
             "mined": len(mined),
             "top": [{"bigram": b.text, "count": b.count, "pmi": round(b.pmi, 3)} for b in mined[:20]]}
     return mined, info
+
+
+def corpus_tasks(corpus: list[str], column: str, **extra) -> list[dict]:
+    """One n-gram task per corpus file, each checked to exist first (one line naming it)."""
+    from curate.errors import InputFileError
+
+    for path in corpus:
+        if not (storage.is_file(path) if storage.is_uri(path) else Path(path).is_file()):
+            raise InputFileError(str(path), "corpus file not found")
+    return [{"corpus": str(path), "column": column, **extra} for path in corpus]
+
+
+CORPUS_LINE_BYTES = 40  # a caption-like line, to size a text corpus for ``--engine auto``
+
+
+def corpus_rows(corpus: list[str]) -> int | None:
+    """About how many texts the corpus files hold, from Parquet footers and text files' sizes
+    (nothing else is read); None when a file cannot be sized (its task will say why)."""
+    rows = 0
+    for path in corpus:
+        try:
+            if str(path).lower().endswith(".parquet"):
+                rows += storage.parquet_file(str(path)).metadata.num_rows
+            else:
+                rows += storage.fingerprint(path)[2] // CORPUS_LINE_BYTES + 1
+        except (OSError, pa.ArrowInvalid):
+            return None
+    return rows

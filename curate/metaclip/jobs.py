@@ -15,7 +15,7 @@ per job; this one re-exports their entry points:
 from __future__ import annotations
 
 from curate.metaclip.balance_job import balance_shard_task, run_balance
-from curate.metaclip.build_job import count_dataset_ngrams, ngram_count_task, run_build
+from curate.metaclip.build_job import ngram_count_task, run_build
 from curate.metaclip.job_shards import (ENTRY_BALANCE, ENTRY_COUNTS, LANGUAGE_BALANCE, LANGUAGES, LANGUAGES_COPY,
                                         MATCHES, METADATA_COPY, NO_LANGUAGE, STAGE)
 from curate.metaclip.match_job import match_shard_task, run_match
@@ -24,7 +24,7 @@ from curate.metaclip.match_worldwide_job import (NOSPACE_MODES, match_worldwide_
 
 __all__ = [
     "ENTRY_BALANCE", "ENTRY_COUNTS", "LANGUAGE_BALANCE", "LANGUAGES", "LANGUAGES_COPY", "MATCHES", "METADATA_COPY",
-    "NO_LANGUAGE", "NOSPACE_MODES", "STAGE", "balance_shard_task", "count_dataset_ngrams", "match_shard_task",
+    "NO_LANGUAGE", "NOSPACE_MODES", "STAGE", "balance_shard_task", "match_shard_task",
     "match_worldwide_batch", "match_worldwide_shard_task", "ngram_count_task", "run_balance", "run_build",
     "run_match", "run_match_worldwide",
 ]

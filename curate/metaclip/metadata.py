@@ -31,7 +31,7 @@ from typing import Iterable, Iterator, Sequence
 import pyarrow as pa
 
 from curate.errors import InputFileError
-from curate.metaclip.matching import PUNCTS_TO_WRAP, can_match, spacing, spacing_array
+from curate.metaclip.matching import PUNCTS_TO_WRAP, can_match, spacing_array
 
 _PUNCTUATION = frozenset(string.punctuation)
 _WRAPPED = frozenset(PUNCTS_TO_WRAP)
@@ -150,18 +150,34 @@ def pmi_bigrams(unigrams: dict[str, int], bigrams: dict[str, int], total_words: 
         if c < min_count:
             continue
         w1, w2 = text.split(" ")
-        pmi = math.log2(c * total_words / (unigrams[w1] * unigrams[w2]))
+        pmi = bigram_pmi(c, total_words, unigrams[w1], unigrams[w2])
         if pmi >= min_pmi:
             out.append(Bigram(text, c, pmi))
-    out.sort(key=lambda b: (-b.pmi, -b.count, b.text))
-    return out
+    return sorted_bigrams(out)
 
 
-def iter_corpus_file(path: str | os.PathLike, column: str = "text") -> Iterator[str]:
-    """Texts of a corpus file: Parquet (``column``), else UTF-8 text with one text a line; a
-    path or a URI."""
+def bigram_pmi(count: int, total_words: int, count_w1: int, count_w2: int) -> float:
+    """``log2(n(w1 w2) * N / (n(w1) * n(w2)))`` on Python ints (exact products: at a pool's
+    size ``n * N`` passes 2^63), divided once, as NLTK does."""
+    return math.log2(count * total_words / (count_w1 * count_w2))
+
+
+def sorted_bigrams(bigrams: Iterable[Bigram]) -> list[Bigram]:
+    """Mined bigrams in their list order: by PMI, then count (both descending), then text."""
+    return sorted(bigrams, key=lambda b: (-b.pmi, -b.count, b.text))
+
+
+CORPUS_BATCH_ROWS = 65536
+
+
+def corpus_text_batches(path: str | os.PathLike, column: str = "text",
+                        rows: int = CORPUS_BATCH_ROWS) -> Iterator[pa.Array]:
+    """Texts of a corpus file in Arrow batches of up to ``rows`` (a null text is ""): Parquet
+    (``column``), else UTF-8 text with one text a line; a path or a URI (copied to this
+    machine's input cache, so each worker reads its own copy)."""
     p = local_input(path, "corpus file")
     if p.suffix.lower() == ".parquet":
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         try:
@@ -170,13 +186,19 @@ def iter_corpus_file(path: str | os.PathLike, column: str = "text") -> Iterator[
             raise InputFileError(str(path), f"cannot read Parquet ({e})") from None
         if column not in pf.schema_arrow.names:
             raise InputFileError(str(path), f"no column {column!r} (columns: {', '.join(pf.schema_arrow.names)})")
-        for b in pf.iter_batches(columns=[column]):
-            yield from (t or "" for t in b.column(0).to_pylist())
+        for b in pf.iter_batches(batch_size=rows, columns=[column]):
+            yield pc.fill_null(b.column(0).cast(pa.string()), "")
         return
     try:
         with open(p, encoding="utf-8") as f:
+            lines: list[str] = []
             for line in f:
-                yield line.rstrip("\r\n")
+                lines.append(line.rstrip("\r\n"))
+                if len(lines) == rows:
+                    yield pa.array(lines, pa.string())
+                    lines = []
+            if lines:
+                yield pa.array(lines, pa.string())
     except FileNotFoundError:
         raise InputFileError(str(path), "corpus file not found") from None
     except UnicodeDecodeError as e:

@@ -157,18 +157,23 @@ def lang_ngram_rows(counted: dict[str, tuple[dict, dict]]) -> pa.RecordBatch:
 
 
 def lang_ngram_task(task: dict) -> Iterator[pa.RecordBatch]:
-    """(lang, gram, order, n) counts of one shard's captions, by fastText language."""
+    """(lang, gram, order, n) counts of one pool shard's (``input``) or corpus file's
+    (``corpus``) texts, by fastText language."""
     from curate import storage
     from curate.filters.langid import load_model, predict_languages
 
     model = load_model(task.get("lid_model"))
     languages = set(task["languages"])
-    pf = storage.parquet_file(task["input"])  # a path or a URI, with the run's storage settings
     col = task.get("column", "text")
-    if col not in pf.schema_arrow.names:
-        raise InputFileError(task["input"], f"no column {col!r}")
-    for b in pf.iter_batches(batch_size=task.get("batch_size", 16384), columns=[col]):
-        texts = b.column(0)
+    rows = task.get("batch_size", 16384)
+    if "corpus" in task:
+        batches = md.corpus_text_batches(task["corpus"], col, rows)
+    else:
+        pf = storage.parquet_file(task["input"])  # a path or a URI, with the run's storage settings
+        if col not in pf.schema_arrow.names:
+            raise InputFileError(task["input"], f"no column {col!r}")
+        batches = (b.column(0) for b in pf.iter_batches(batch_size=rows, columns=[col]))
+    for texts in batches:
         labels, _ = predict_languages(texts, model)
         yield lang_ngram_rows(count_language_ngrams(texts.to_pylist(), labels.to_pylist(), languages))
 
@@ -176,22 +181,17 @@ def lang_ngram_task(task: dict) -> Iterator[pa.RecordBatch]:
 def mine_language_bigrams(languages: list[str], *, dataset=None, corpus: list[str] | None = None,
                           corpus_column: str = "text", executor=None, lid_model: str | None = None,
                           min_count: int = 10, min_pmi: float = 8.0) -> dict[str, tuple[list, int]]:
-    """Per language: (bigrams by PMI, word tokens), from the pool (summed by the executor) or
-    from corpus files (in this process)."""
-    langs = set(languages)
-    totals: dict[str, int] = {}
-    uni: dict[str, dict] = {l: {} for l in languages}
-    bi: dict[str, dict] = {l: {} for l in languages}
-    if corpus:
-        from curate.filters.langid import load_model, predict_languages
+    """Per language: (bigrams by PMI, word tokens), mined in the engine (``bigram_mining``) from
+    the pool's shards or the corpus files, one task each."""
+    from curate.engine import LocalExecutor
+    from curate.filters.langid import resolve_model_path
+    from curate.metaclip.bigram_mining import mine_bigrams
+    from curate.metaclip.build_job import corpus_tasks
 
-        model = load_model(lid_model)
-        texts = [t for path in corpus for t in md.iter_corpus_file(path, corpus_column)]
-        labels, _ = predict_languages(pa.array(texts, pa.string()), model)
-        for lang, (u, b) in count_language_ngrams(texts, labels.to_pylist(), langs).items():
-            totals[lang] = sum(u.values())
-            uni[lang] = {k: v for k, v in u.items() if v >= min_count}
-            bi[lang] = {k: v for k, v in b.items() if v >= min_count}
+    lid = str(resolve_model_path(lid_model))
+    common = {"languages": sorted(set(languages)), "lid_model": lid}
+    if corpus:
+        tasks = corpus_tasks(corpus, corpus_column, **common)
     else:
         shards = dataset.shards("samples")
         if not shards:
@@ -199,21 +199,11 @@ def mine_language_bigrams(languages: list[str], *, dataset=None, corpus: list[st
 
             raise DatasetError(f"table 'samples' not found in {dataset.root}: run `curate ingest` first, "
                                "or give --bigram-corpus")
-        from curate.filters.langid import resolve_model_path
-
-        lid = str(resolve_model_path(lid_model))
-        tasks = [{"input": str(p), "languages": sorted(langs), "lid_model": lid} for p in shards]
-        summed = executor.sum_task_rows(tasks, lang_ngram_task, LANG_NGRAM_SCHEMA, ["lang", "gram", "order"], "n",
-                                        min_count)
-        for lang, g, o, n in zip(*(summed[c].to_pylist() for c in ("lang", "gram", "order", "n"))):
-            if o == 0:
-                totals[lang] = n
-            else:
-                (uni if o == 1 else bi)[lang][g] = n
+        tasks = [{"input": str(p), **common} for p in shards]
+    found = mine_bigrams(executor or LocalExecutor(), tasks, lang_ngram_task, LANG_NGRAM_SCHEMA, min_count, min_pmi)
     out = {}
     for lang in languages:
-        total = totals.get(lang, 0)
-        mined = md.pmi_bigrams(uni[lang], bi[lang], total, min_count, min_pmi) if total else []
+        mined, total = found.get(lang, ([], 0))
         if ww.base_language(lang) in ww.NO_SPACE_LANGUAGES:
             for b in mined:  # MetaCLIP 2 joins a no-space language's bigram without the space
                 b.text = b.text.replace(" ", "")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from curate.engine import LocalExecutor
-from curate.metaclip.jobs import count_dataset_ngrams, run_balance, run_build, run_match
-from curate.metaclip.matching import Matcher
-from curate.metaclip.metadata import count_ngrams, spacing
+from curate.metaclip.jobs import ngram_count_task, run_balance, run_build, run_match
+from curate.metaclip.matching import Matcher, spacing
+from curate.metaclip.metadata import count_ngrams
 from curate.subset import read_subset
 from curate.tables import Dataset
 
@@ -110,13 +112,44 @@ def test_outputs_on_disk_and_manifests(tmp_path, pool_texts, small_metadata, mak
     assert changed["counts"]["skipped"] == 0 and ds.count("entry_counts") == 2
 
 
-def test_bigram_counts_spark_equal_local(spark, tmp_path, pool_texts, make_samples):
+def test_bigrams_mined_in_the_engine_equal_the_in_memory_mining(spark, tmp_path, pool_texts, make_samples):
+    """Spark, the in-process engine and metadata.pmi_bigrams (every count held in one process)
+    mine the same bigrams, counts, PMI floats and order, from a pool and from corpus files; the
+    driver receives the word total and the mined rows only."""
     from curate.engine.spark import SparkExecutor
+    from curate.metaclip.bigram_mining import corpus_ngram_task, mine_bigrams
+    from curate.metaclip.metadata import NGRAM_SCHEMA, pmi_bigrams
+
+    uni, bi = count_ngrams(spacing(t) for t in pool_texts)
+    total = sum(uni.values())
+    want = [(b.text, b.count, b.pmi) for b in pmi_bigrams(uni, bi, total, 3, 4.0)]
+    assert 100 < len(want) < len([k for k, v in bi.items() if v >= 3])  # the PMI threshold bites
 
     ds = make_samples(tmp_path / "pool", pool_texts, shards=3)
-    uni_s, bi_s, total_s = count_dataset_ngrams(ds, SparkExecutor(spark), min_count=3)
-    uni_l, bi_l, total_l = count_dataset_ngrams(ds, LocalExecutor(), min_count=3)
-    assert (uni_s, bi_s, total_s) == (uni_l, bi_l, total_l)
-    uni, bi = count_ngrams(spacing(t) for t in pool_texts)
-    assert total_s == sum(uni.values())
-    assert bi_s == {k: v for k, v in bi.items() if v >= 3} and len(bi_s) > 100
+    pool_tasks = [{"input": str(p)} for p in ds.shards("samples")]
+    half = len(pool_texts) // 2
+    corpus = [tmp_path / "a.txt", tmp_path / "b.parquet"]
+    corpus[0].write_text("\n".join(t.replace("\n", " ") for t in pool_texts[:half]) + "\n", encoding="utf-8")
+    pq.write_table(pa.table({"text": pa.array(pool_texts[half:], pa.string())}), corpus[1])
+    corpus_tasks = [{"corpus": str(p), "column": "text", "batch_size": 1000} for p in corpus]
+    for name, ex in (("spark", SparkExecutor(spark)), ("local", LocalExecutor())):
+        for tasks, fn in ((pool_tasks, ngram_count_task), (corpus_tasks, corpus_ngram_task)):
+            before = ex.driver_counter.driver_rows
+            found = mine_bigrams(ex, tasks, fn, NGRAM_SCHEMA, min_count=3, min_pmi=4.0)
+            assert list(found) == [""], name
+            mined, words = found[""]
+            assert words == total, (name, fn.__name__)
+            assert [(b.text, b.count, b.pmi) for b in mined] == want, (name, fn.__name__)
+            # the driver got the mined rows and one total: no vocabulary
+            assert ex.driver_counter.driver_rows - before == len(want) + 1, (name, fn.__name__)
+
+    # Above the bound on mined bigrams: one line naming the thresholds to raise.
+    import curate.metaclip.bigram_mining as bm
+    from curate.errors import DatasetError
+
+    old, bm.MAX_MINED_BIGRAMS = bm.MAX_MINED_BIGRAMS, 10
+    try:
+        with pytest.raises(DatasetError, match="raise --bigram-min-count or --bigram-min-pmi"):
+            mine_bigrams(LocalExecutor(), pool_tasks, ngram_count_task, NGRAM_SCHEMA, min_count=3, min_pmi=4.0)
+    finally:
+        bm.MAX_MINED_BIGRAMS = old

@@ -10,7 +10,7 @@ import pytest
 from curate.errors import InputFileError
 from curate.metaclip import metadata as md
 from curate.metaclip.jobs import run_build
-from curate.metaclip.matching import load_metadata
+from curate.metaclip.matching import load_metadata, spacing
 
 
 def test_assemble_order_dedup_and_drops():
@@ -29,7 +29,7 @@ def test_assemble_order_dedup_and_drops():
 
 
 def test_count_ngrams_breaks_at_wrapped_punctuation():
-    uni, bi = md.count_ngrams([md.spacing("New York, New York. a b-c (d) e")])
+    uni, bi = md.count_ngrams([spacing("New York, New York. a b-c (d) e")])
     assert dict(bi) == {"New York": 2, "a b-c": 1, "b-c (d)": 1, "(d) e": 1}
     assert uni["New"] == 2 and "," not in uni
 
@@ -40,7 +40,7 @@ def test_pmi_equals_nltk():
 
     texts = ["golden gate bridge at night", "the golden gate bridge", "a dog on the bridge",
              "the dog and the cat", "golden retriever dog", "the golden gate"] * 3
-    uni, bi = md.count_ngrams(md.spacing(t) for t in texts)
+    uni, bi = md.count_ngrams(spacing(t) for t in texts)
     total = sum(uni.values())
     mined = md.pmi_bigrams(uni, bi, total, min_count=2, min_pmi=-100)
     finder = BigramCollocationFinder(FreqDist(uni), FreqDist({tuple(k.split()): v for k, v in bi.items()}))
