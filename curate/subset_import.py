@@ -5,7 +5,8 @@ works everywhere a subset does: ``curate select``, recipes (``input: subset:NAME
 
 The file is memory-mapped and streamed in chunks; an unsorted file is reported and sorted
 through bucket files on disk (``curate.subset_records``), so memory stays about one chunk
-whatever the file size. Uids not in the dataset's samples are an error, or dropped when asked.
+whatever the file size. Uids not in the dataset's samples are an error, or dropped when asked;
+the engine's tasks check them, one uid range each, so the driver never reads ``samples``.
 """
 
 from __future__ import annotations
@@ -41,85 +42,49 @@ class _SubsetWriter:
         self.n = n
         self.rows = self.distinct = 0
         self._order = RecordOrder()
+        self._pending: list[pa.Array] = []
+        self._pending_rows = 0
 
     def write(self, records: np.ndarray) -> None:
         if not len(records):
             return
         self.npy.write(np.ascontiguousarray(records).tobytes())
         for s in range(0, len(records), HEX_ROWS):
-            part = hex_uids(records[s:s + HEX_ROWS])
-            self.parquet.write_table(pa.Table.from_arrays([part], schema=self.schema), row_group_size=65536)
+            self._pending.append(hex_uids(records[s:s + HEX_ROWS]))
+            self._pending_rows += len(self._pending[-1])
+            self._flush(final=False)
         self._order.feed(records)
         self.rows = self._order.rows
         self.distinct = self.rows - self._order.repeats
 
+    def _flush(self, final: bool) -> None:
+        """Row groups of exactly ``SUBSET_ROW_GROUP`` rows whatever the chunks written (the
+        file's bytes do not depend on how the uids came: a file, or the known rows of one)."""
+        from curate.subset import SUBSET_ROW_GROUP
+
+        while self._pending_rows >= SUBSET_ROW_GROUP or (final and self._pending_rows):
+            whole = pa.concat_arrays(self._pending) if len(self._pending) > 1 else self._pending[0]
+            head = whole.slice(0, SUBSET_ROW_GROUP)
+            self.parquet.write_table(pa.Table.from_arrays([head], schema=self.schema), row_group_size=SUBSET_ROW_GROUP)
+            rest = whole.slice(len(head))
+            self._pending, self._pending_rows = ([rest] if len(rest) else []), len(rest)
+
     def close(self) -> None:
         if self.rows != self.n:  # the .npy header promised n records
             raise DatasetError(f"subset import wrote {self.rows} uids, expected {self.n}")
+        self._flush(final=True)
         self.parquet.close()
         self.npy.flush()
         os.fsync(self.npy.fileno())
         self.npy.close()
 
 
-def _connect(dataset):
-    """A DuckDB connection that reads ``dataset``'s shards (an object store through fsspec)."""
-    import duckdb
-
-    con = duckdb.connect()
-    if dataset.remote:
-        from curate import storage
-
-        con.register_filesystem(storage.fsspec_filesystem(dataset.location))
-    return con
-
-
-def _unknown_uids(dataset, parquet: Path) -> tuple[int, str | None]:
-    """(uids of the subset file not in samples, the first of them); (0, None) without samples."""
-    import duckdb
-
-    if not dataset.has_table("samples"):
-        return 0, None
-    con = _connect(dataset)
-    try:
-        files = [str(p) for p in dataset.shards("samples")]
-        n, first = con.sql(
-            "SELECT count(*), min(s.uid) FROM read_parquet($sub) s ANTI JOIN read_parquet($samples) k USING (uid)",
-            params={"sub": str(parquet), "samples": files}).fetchall()[0]
-    finally:
-        con.close()
-    return int(n), first
-
-
-def _drop_unknown(dataset, folder: Path, known: int, chunk_rows: int) -> tuple[int, int]:
-    """Rewrite the subset in ``folder`` keeping only uids that are in samples (sorted);
-    returns its (rows, distinct)."""
-    import duckdb
-
-    src = folder / "uids.all.parquet"
-    (folder / "uids.parquet").rename(src)
-    (folder / "uids.npy").unlink()
-    con = _connect(dataset)
-    try:
-        reader = con.sql(
-            "SELECT s.uid FROM read_parquet($sub) s SEMI JOIN read_parquet($samples) k USING (uid) ORDER BY s.uid",
-            params={"sub": str(src), "samples": [str(p) for p in dataset.shards("samples")]}).to_arrow_reader(chunk_rows)
-        writer = _SubsetWriter(folder, known)
-        for batch in reader:
-            writer.write(records_from_hex(batch.column(0)))
-        writer.close()
-    finally:
-        con.close()
-    src.unlink()
-    return writer.rows, writer.distinct
-
-
-def _import_via_local(dataset, name: str, path, allow_unknown: bool, chunk_rows: int) -> dict:
+def _import_via_local(dataset, name: str, path, allow_unknown: bool, chunk_rows: int, executor=None) -> dict:
     """``import_subset`` with a URI source or dataset: the source file is streamed to this
     machine's input cache (16 bytes a uid on disk, never in memory: a DataComp subset of an
-    xlarge pool holds billions), the subset is made in a local staging folder (checked
-    against the dataset's samples, read where they are), then its files and run manifest are
-    uploaded whole (``uids.parquet`` with its commit marker)."""
+    xlarge pool holds billions), the subset is made in a local staging folder (checked by the
+    engine's tasks against the dataset's samples, read where they are), then its files and run
+    manifest are uploaded whole (``uids.parquet`` with its commit marker)."""
     import tempfile
 
     from curate import storage
@@ -135,10 +100,12 @@ def _import_via_local(dataset, name: str, path, allow_unknown: bool, chunk_rows:
                 raise InputFileError(src_uri, "subset file not found")
             src = Path(storage.local_copy(src_uri))
         if not dataset.remote:
-            return import_subset(dataset, name, src, allow_unknown, chunk_rows, source_name=str(path))
+            return import_subset(dataset, name, src, allow_unknown, chunk_rows, source_name=str(path),
+                                 executor=executor)
         stage = Dataset(Path(tmp) / "stage")
         stage.root.mkdir()
-        out = import_subset(stage, name, src, allow_unknown, chunk_rows, source_name=str(path), samples=dataset)
+        out = import_subset(stage, name, src, allow_unknown, chunk_rows, source_name=str(path), samples=dataset,
+                            executor=executor)
         final = subset_dir(dataset, name)
         for f in ("uids.npy", "_manifest.json", "uids.parquet"):  # the table file last; streamed, never in memory
             upload_file_atomic(subset_dir(stage, name) / f, storage.join(final, f))
@@ -148,28 +115,30 @@ def _import_via_local(dataset, name: str, path, allow_unknown: bool, chunk_rows:
 
 
 def import_subset(dataset, name: str, path: str | os.PathLike, allow_unknown: bool = False,
-                  chunk_rows: int = CHUNK_ROWS, source_name: str | None = None, samples=None) -> dict:
+                  chunk_rows: int = CHUNK_ROWS, source_name: str | None = None, samples=None,
+                  executor=None) -> dict:
     """Write ``subsets/<name>/`` from a DataComp subset file (.npy or raw ``u8,u8``), or a
     curate subset (folder or ``uids.parquet``, e.g. from another dataset).
 
     Returns counts: rows, distinct, format, sorted_input (False: the file was unsorted and is
     stored sorted; ``first_unsorted`` is the first out-of-order row), unknown_uid (uids not in
-    samples: an error unless ``allow_unknown``, which drops them). The subset folder is
-    replaced as a whole, never left half-written.
+    samples: an error unless ``allow_unknown``, which drops them; checked by ``executor``'s
+    tasks, in-process by default). The subset folder is replaced as a whole, never left
+    half-written.
     """
     from curate import storage
     from curate.subset import subset_dir
 
     if dataset.remote or storage.is_uri(path):
-        return _import_via_local(dataset, name, path, allow_unknown, chunk_rows)
+        return _import_via_local(dataset, name, path, allow_unknown, chunk_rows, executor)
     t0 = time.perf_counter()
     final = subset_dir(dataset, name)  # the one place subset names become paths
     tmp = final.parent / f".{name}.import-{uuid.uuid4().hex}"
     try:
         arr, fmt = _source_records(path, tmp)
         writer, bad = _write_sorted(arr, tmp, chunk_rows, source_name or path)  # warnings name the URI, not a copy
-        unknown, count, distinct = _keep_known(samples or dataset, tmp, writer, allow_unknown, chunk_rows,
-                                               source_name or path)
+        unknown, count, distinct = _keep_known(samples or dataset, tmp, writer, allow_unknown, source_name or path,
+                                               executor)
         counts = {"file_rows": len(arr), "unknown_uid": unknown, "selected": count}
         meta = {"stage": "import", "name": name, "source": source_name or str(Path(path).resolve()), "format": fmt,
                 "sorted_input": bad is None, "first_unsorted": bad, "counts": counts,
@@ -211,17 +180,41 @@ def _write_sorted(arr: np.ndarray, tmp: Path, chunk_rows: int, path) -> tuple[_S
     return writer, bad
 
 
-def _keep_known(samples, tmp: Path, writer: _SubsetWriter, allow_unknown: bool, chunk_rows: int,
-                source_name) -> tuple[int, int, int]:
+def _keep_known(samples, tmp: Path, writer: _SubsetWriter, allow_unknown: bool, source_name,
+                executor) -> tuple[int, int, int]:
     """(uids not in ``samples``, rows, distinct) of the subset in ``tmp``: unknown uids are an
-    error naming the file, or, with ``allow_unknown``, dropped by rewriting the subset."""
-    unknown, first_unknown = _unknown_uids(samples, tmp / "uids.parquet")
-    if unknown and not allow_unknown:
-        raise DatasetError(f"{source_name}: {unknown} uids are not in samples of {samples.root} (first: "
-                           f"{first_unknown}); pass --allow-unknown to drop them")
-    if unknown:
-        return (unknown, *_drop_unknown(samples, tmp, writer.rows - unknown, chunk_rows))
-    return unknown, writer.rows, writer.distinct
+    error naming the file, or, with ``allow_unknown``, dropped by rewriting the subset from the
+    known rows. The engine's tasks do the check, one uid range of samples and of the sorted
+    subset each (``curate.sql.select.check_uid_file``): the driver never reads samples."""
+    from curate import storage
+    from curate.sql.select import check_uid_file
+    from curate.subset import sorted_uids_from_table
+
+    if not samples.has_table("samples"):
+        return 0, writer.rows, writer.distinct
+    staged, known = f"_tmp/import-{uuid.uuid4().hex}", f"_tmp/import-{uuid.uuid4().hex}"
+    try:
+        uids_file = str(tmp / "uids.parquet")
+        if samples.remote:  # staged on this machine: the tasks read it from the dataset's store
+            uids_file = storage.join(samples.table_dir(staged), "uids.parquet")
+            storage.put_file(storage.resolve(uids_file), tmp / "uids.parquet")
+        found = check_uid_file(samples, uids_file, known, allow_unknown, executor)
+        unknown = found["unknown"]
+        if unknown and not allow_unknown:
+            raise DatasetError(f"{source_name}: {unknown} uids are not in samples of {samples.root} (first: "
+                               f"{found['first_unknown']}); pass --allow-unknown to drop them")
+        if not unknown:
+            return 0, writer.rows, writer.distinct
+        (tmp / "uids.parquet").unlink()
+        (tmp / "uids.npy").unlink()
+        kept = _SubsetWriter(tmp, writer.rows - unknown)
+        for chunk in sorted_uids_from_table(samples, known, None):
+            kept.write(records_from_hex(chunk))
+        kept.close()
+        return unknown, kept.rows, kept.distinct
+    finally:
+        for t in (staged, known):
+            storage.remove_tree(samples.table_dir(t))
 
 
 def _replace_folder(tmp: Path, final: Path, name: str, meta: dict) -> None:

@@ -17,7 +17,7 @@ def select(run: JobRun, p: SelectParams) -> None:
 
         if not ds.exists():
             raise CurateError(f"dataset folder {ds.root} does not exist")
-        info = import_subset(ds, p.name, p.from_file, allow_unknown=p.allow_unknown)
+        info = import_subset(ds, p.name, p.from_file, allow_unknown=p.allow_unknown, executor=run.executor())
         dropped = info["counts"]["unknown_uid"]
         typer.echo(f"subset {p.name}: {info['count']:,} uids ({info['distinct']:,} distinct) from {p.from_file} "
                    f"({info['format']}{'' if info['sorted_input'] else ', sorted'}"

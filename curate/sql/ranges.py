@@ -110,7 +110,7 @@ def _run_range(con, ds: Dataset, task: dict, rel: str) -> dict:
         f"FROM ({rel}) AS r WHERE {where}) AS c").fetchall()[0]
     out = {"index": task["index"], "returned": n, "null_uid": nulls, "bad": bad, "first_bad": first_bad,
            "unknown": unknown, "first_unknown": first_unknown, "selected": 0, "written": False}
-    if bad or (unknown and not task["allow_unknown"]) or n - nulls - unknown == 0:
+    if bad or (unknown and not task["allow_unknown"]) or n - nulls - unknown == 0 or not task.get("write", True):
         return out
     import pyarrow as pa
 

@@ -146,3 +146,29 @@ def _checked_counts(parts: list[dict], allow_unknown: bool, has_samples: bool) -
                            f"pass --allow-unknown to drop them")
     return {"returned": total["returned"], "null_uid": total["null_uid"],
             "unknown_uid": total["unknown"] if has_samples else 0, "selected": total["selected"]}
+
+
+def check_uid_file(dataset: Dataset, uids_file: str, table: str, allow_unknown: bool, executor=None,
+                   range_rows: int | None = None) -> dict:
+    """The uids of one sorted uid Parquet file under ``dataset`` (an imported subset) checked
+    against ``samples`` by the engine's tasks, one uid range each, as ``select_sql`` checks a
+    query's result: {"unknown": rows whose uid is not in samples, "first_unknown": the smallest}.
+    With ``allow_unknown`` the tasks also write the known rows, sorted, as the parts of
+    ``table`` (stream them with ``sorted_uids_from_table``); nothing per row reaches the driver."""
+    from curate.engine import LocalExecutor
+    from curate.sql import ranges
+    from curate.sql.views import quote
+    from curate.storage import remove_tree
+
+    views = {"samples": table_views(dataset)["samples"], "imported": f"SELECT uid FROM read_parquet({quote(uids_file)})"}
+    base = {"root": str(dataset.root), "query": "SELECT uid FROM imported", "views": views,
+            "memory_limit": DEFAULT_MEMORY_LIMIT, "table": table, "has_samples": True,
+            "allow_unknown": allow_unknown, "write": allow_unknown}
+    remove_tree(dataset.table_dir(table))
+    bounds = ranges.uid_ranges(dataset, ["samples"], range_rows)
+    tasks = [dict(base, index=i, lo=lo, hi=hi) for i, (lo, hi) in enumerate(bounds)]
+    parts = (executor or LocalExecutor()).map_tasks(tasks, ranges.select_range, "subset check")
+    unknown = sum(p["unknown"] for p in parts)
+    return {"unknown": unknown, "first_unknown": min((p["first_unknown"] for p in parts if p["unknown"]), default=None),
+            "ranges": len(tasks)}
+

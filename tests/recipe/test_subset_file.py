@@ -132,6 +132,40 @@ def test_unknown_uids_fail_unless_allowed(pool, picks, tmp_path, capsys):
                                                            "selected": len(picks)}
 
 
+def test_the_check_against_samples_is_done_by_engine_tasks_alike(pool, picks, tmp_path, spark, monkeypatch):
+    """The unknown-uid check runs as the engine's tasks, one uid range of samples each (the
+    driver reads neither samples nor the subset): with many ranges, unknown uids below, among
+    and above the pool's (one repeated), Spark and the in-process engine give the same error,
+    and with ``allow_unknown`` the same files as a file holding only the known uids."""
+    from curate.engine import LocalExecutor
+    from curate.engine.spark import SparkExecutor
+    from curate.errors import DatasetError
+    from curate.sql import ranges
+
+    monkeypatch.setattr(ranges, "RANGE_ROWS", 7)  # samples cut into many ranges
+    strangers = ["0" * 32, picks[5][:31] + ("0" if picks[5][31] != "0" else "1"), "f" * 32, "f" * 32]
+    strangers = [u for u in strangers if u not in pool.read("samples")["uid"].to_pylist()]
+    assert len(strangers) == 4
+    mixed, clean = tmp_path / "mixed.npy", tmp_path / "clean.npy"
+    np.save(mixed, _records(sorted(picks + strangers)))
+    np.save(clean, _records(picks))
+    files = {}
+    for name, ex in (("local", LocalExecutor()), ("spark", SparkExecutor(spark))):
+        with pytest.raises(DatasetError) as e:
+            import_subset(pool, f"dc_{name}", mixed, executor=ex)
+        assert f"4 uids are not in samples of {pool.root} (first: {'0' * 32})" in str(e.value), name
+        assert not (pool.root / "subsets" / f"dc_{name}").exists()
+        tasks_before = ex.driver_counter.by_call.get("map_tasks", 0)
+        out = import_subset(pool, f"dc_{name}", mixed, allow_unknown=True, executor=ex)
+        assert ex.driver_counter.by_call["map_tasks"] - tasks_before > 3, name  # one result per range
+        assert out["counts"] == {"file_rows": len(picks) + 4, "unknown_uid": 4, "selected": len(picks)}
+        files[name] = {f: (pool.root / "subsets" / f"dc_{name}" / f).read_bytes() for f in ("uids.parquet", "uids.npy")}
+        assert not list((pool.root / "_tmp").glob("import-*")) if (pool.root / "_tmp").exists() else True
+    import_subset(pool, "dc_clean", clean)
+    want = {f: (pool.root / "subsets" / "dc_clean" / f).read_bytes() for f in ("uids.parquet", "uids.npy")}
+    assert files["local"] == files["spark"] == want
+
+
 def _bad_files(tmp_path, picks):
     good = _records(picks)
     files = {}

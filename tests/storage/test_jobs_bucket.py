@@ -164,3 +164,43 @@ def test_a_datacomp_subset_file_in_a_bucket_is_imported_from_a_streamed_copy(buc
     assert len(copies) == 1 and copies[0].read_bytes() == (tmp_path / "pick.npy").read_bytes()
     assert read_subset(uri) == read_subset(str(tmp_path / "pick.npy")) == sorted(picked)
     assert f"warning: {uri} is not sorted" in capsys.readouterr().err
+
+
+def test_a_subset_file_with_unknown_uids_into_a_bucket_dataset(bucket, tmp_path, monkeypatch):
+    """A subset imported into a dataset in the bucket is checked against its samples by the
+    engine's tasks, which read the staged file from the bucket (it is made on the driver's disk):
+    the same error and, with ``allow_unknown``, the same objects as into a local dataset; no
+    scratch object is left."""
+    from curate.errors import DatasetError
+    from curate.sql import ranges
+    from curate.subset_import import import_subset
+    from curate.uid import DATACOMP_DTYPE
+
+    monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setattr(ranges, "RANGE_ROWS", 9)
+    n = 40
+    uids = sorted(_uid(i) for i in range(n))
+    samples = pa.table({"uid": uids, "url": [f"http://x/{i}.jpg" for i in range(n)], "text": ["t"] * n,
+                        "source_file": ["p"] * n, "source_row": list(range(n)),
+                        "original_width": pa.nulls(n, pa.int32()), "original_height": pa.nulls(n, pa.int32()),
+                        "extra": pa.nulls(n, pa.string())})
+    picked = sorted([uids[i] for i in (3, 8, 8, 17, 39)] + ["0" * 31 + "1", "f" * 32])  # _uid(0) is all 0s
+    np.save(tmp_path / "pick.npy", np.array([(int(u[:16], 16), int(u[16:], 16)) for u in picked], DATACOMP_DTYPE))
+    got = {}
+    for kind, root in (("local", str(tmp_path / "a")), ("bucket", f"s3://{bucket}/ds")):
+        ds = Dataset(root)
+        ds.write_table("samples", samples, schema="samples", rows_per_shard=10)
+        with pytest.raises(DatasetError, match=f"2 uids are not in samples of .* \\(first: {'0' * 31}1\\)"):
+            import_subset(ds, "pick", str(tmp_path / "pick.npy"))
+        out = import_subset(ds, "pick", str(tmp_path / "pick.npy"), allow_unknown=True)
+        assert out["counts"] == {"file_rows": 7, "unknown_uid": 2, "selected": 5}, kind
+        got[kind] = {f: bytes(_read(ds, f"subsets/pick/{f}")) for f in ("uids.parquet", "uids.npy")}
+    assert got["local"] == got["bucket"]
+    assert read_subset(Dataset(f"s3://{bucket}/ds"), "pick") == [u for u in picked if u in uids]
+    assert not [k for k in bucket_objects(bucket) if k.startswith("ds/_tmp/")]
+
+
+def _read(ds: Dataset, rel: str) -> bytes:
+    from curate import storage
+
+    return storage.read_bytes(ds.path(rel))
