@@ -33,7 +33,8 @@ def finish_outputs(ds: Dataset, executor, plan: ReshardPlan, results: list[dict]
         ["uid", "reason"], {"copies": ("uid", "count")}).select(DROPPED.names)
     _write_missing(ds, f"{work}/missing_sorted", plan.dropped_rows.union(late),
                    storage.join(out, "_missing.parquet"))
-    _write_sample_ids(source, scratch, storage.join(out, "sample_ids.npy"))
+    if not _copy_subset_records(source, plan.subset_rows, storage.join(out, "sample_ids.npy")):
+        _write_sample_ids(source, scratch, storage.join(out, "sample_ids.npy"))
     sizes = {r["shard"]: r["successes"] for r in results}
     atomic_write_bytes(storage.join(out, "sizes.json"),
                        (json.dumps(sizes, indent=1, sort_keys=True) + "\n").encode())
@@ -74,6 +75,58 @@ def _write_missing(ds: Dataset, table: str, rows, path) -> None:
                     n += b.num_rows
                     flush(False)
             flush(True)
+
+
+def _copy_subset_records(source, rows: int, path) -> bool:
+    """``sample_ids.npy`` copied whole from the subset's own ``uids.npy`` when ``source`` is a
+    curate subset's ``uids.parquet`` (server-side on one object store: no uid read or parsed on
+    the driver; a subset of a billion uids is 16 GB of records). That file holds the same
+    sorted records with the same header, so the bytes are the ones ``_write_sample_ids``
+    writes; it is used only when the subset's manifest, the ``.npy`` header and size, and its
+    first and last records agree with the Parquet file (its rows and its first and last
+    uids). False otherwise: the caller converts the source."""
+    import io
+    import json
+
+    from curate.subset_records import hex_uids
+    from curate.tables.atomic import copy_file_atomic
+    from curate.uid import DATACOMP_DTYPE
+
+    if storage.basename(str(source)) != "uids.parquet":
+        return False
+    folder = str(source)[: -len("uids.parquet")].rstrip("/") or "."
+    npy, manifest = storage.join(folder, "uids.npy"), storage.join(folder, "_manifest.json")
+    try:
+        if not (storage.is_file(npy) and storage.is_file(manifest)):
+            return False
+        if json.loads(storage.read_bytes(manifest)).get("count") != rows:
+            return False
+        head = io.BytesIO(storage.read_head(npy, 4096))
+        if np.lib.format.read_magic(head) != (1, 0):
+            return False
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+        start = head.tell()
+        if shape != (rows,) or fortran or dtype != DATACOMP_DTYPE or storage.fingerprint(npy)[2] != start + 16 * rows:
+            return False
+        meta = storage.parquet_file(str(source)).metadata
+        if meta.num_rows != rows:
+            return False
+        if rows:
+            col = [meta.schema.column(i).name for i in range(meta.num_columns)].index("uid")
+            first = meta.row_group(0).column(col).statistics
+            last = meta.row_group(meta.num_row_groups - 1).column(col).statistics
+            with storage.open_random(npy) as f:
+                f.seek(start)
+                a = np.frombuffer(f.read(16), DATACOMP_DTYPE)
+                f.seek(start + 16 * (rows - 1))
+                b = np.frombuffer(f.read(16), DATACOMP_DTYPE)
+            ends = hex_uids(np.concatenate([a, b])).to_pylist()
+            if first is None or last is None or not first.has_min_max or ends != [first.min, last.max]:
+                return False
+    except (OSError, ValueError, KeyError, pa.ArrowInvalid):
+        return False
+    copy_file_atomic(npy, path)
+    return True
 
 
 def _write_sample_ids(source, work: Path, path) -> None:

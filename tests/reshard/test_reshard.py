@@ -151,3 +151,43 @@ def test_cli_reshard_local_engine(download_dataset, tmp_path, capsys):
         main(["reshard", str(ds.root), "--subset", "nope", "--engine", "local"])
     assert e.value.code == 2
     assert "subset not found" in capsys.readouterr().err
+
+
+def test_sample_ids_copied_from_the_subsets_own_records(download_dataset, tmp_path, monkeypatch):
+    """A subset's ``sample_ids.npy`` is its ``uids.npy`` copied whole (no uid parsed on the
+    driver): the same bytes the conversion of ``uids.parquet`` writes. When the subset's files
+    disagree (a manifest count, a header, an end record), the conversion runs instead."""
+    import numpy as np
+
+    from curate.reshard import finish
+
+    ds, uids = download_dataset
+    _subset(ds, uids)
+    sub = ds.root / "subsets" / "pick"
+    converted = tmp_path / "converted.npy"
+    finish._write_sample_ids(sub / "uids.parquet", tmp_path, converted)
+    conversions = []
+    real = finish._write_sample_ids
+    monkeypatch.setattr(finish, "_write_sample_ids", lambda *a: (conversions.append(a), real(*a)))
+    reshard(ds, "pick", tmp_path / "a", shard_size=10)
+    assert conversions == []
+    assert (tmp_path / "a" / "sample_ids.npy").read_bytes() == converted.read_bytes() == (sub / "uids.npy").read_bytes()
+
+    good = (sub / "uids.npy").read_bytes()
+    rec = np.load(sub / "uids.npy")
+    wrong_end = rec.copy()
+    wrong_end[-1] = (0, 0)
+    manifest = json.loads((sub / "_manifest.json").read_text())
+    for case in ("manifest", "header", "end"):
+        (sub / "uids.npy").write_bytes(good)
+        (sub / "_manifest.json").write_text(json.dumps(manifest))
+        if case == "manifest":
+            (sub / "_manifest.json").write_text(json.dumps({**manifest, "count": manifest["count"] + 1}))
+        elif case == "header":
+            np.save(sub / "uids.npy", rec[:-1])
+        else:
+            np.save(sub / "uids.npy", wrong_end)
+        reshard(ds, "pick", tmp_path / case, shard_size=10)
+        assert len(conversions) == 1, case
+        conversions.clear()
+        assert (tmp_path / case / "sample_ids.npy").read_bytes() == converted.read_bytes(), case
