@@ -1,4 +1,4 @@
-"""`curate sql` and `curate stats`: look at any dataset with SQL."""
+"""`curate sql` and `curate stats`: look at any dataset with SQL, or at its tables and outcomes."""
 
 from __future__ import annotations
 
@@ -120,15 +120,22 @@ def sql(run: JobRun, p: SQLQueryParams) -> None:
 
 
 def stats(run: JobRun, p: StatsParams) -> None:
-    _stats(run.dataset)
+    from curate.commands._common import open_executor
+    from curate.stats import outcome_rows
+    from curate.tables import Dataset
+
+    # --engine auto: sized by the largest table the outcome counts read (in-process when none)
+    rows = outcome_rows(Dataset(run.dataset))
+    _stats(run.dataset, open_executor(run.engine, run.master, run.conf, run.app_name, rows=rows))
 
 
 def register(app: typer.Typer) -> None:
     app.command("sql")(job_command(SQLQueryParams, sql, common=Common(**_READ_ONLY), app_name="curate-sql",
                                    help="Run read-only SQL (DuckDB) over views of every table in DATASET."))
     app.command("stats")(job_command(
-        StatsParams, stats, common=Common(**{**_READ_ONLY, "dataset_help": "Dataset folder or URI (s3://bucket/ds, "
-                                             "...)."}), app_name="curate-stats",
+        StatsParams, stats, common=Common(**{**_READ_ONLY, "engine": True,
+                                             "dataset_help": "Dataset folder or URI (s3://bucket/ds, ...)."}),
+        app_name="curate-stats",
         help="Row counts per table, download outcomes, and why rows were rejected or removed."))
 
 
@@ -158,47 +165,16 @@ def _run_sql(dataset: str, query: str, out: str | None, limit: int, limits: dict
     _print_table(pa.Table.from_batches(shown, schema=schema), limit, more=more)
 
 
-def _stats(dataset: str) -> None:
-    import pyarrow as pa
-
-    from curate.download.job import IMAGES
-    from curate.sql import query as run_query
-    from curate.sql import table_views, view_name
+def _stats(dataset: str, executor) -> None:
+    from curate.stats import image_attempts, outcome_tables, table_rows
     from curate.tables import Dataset
 
     ds = Dataset(dataset)
-    views = table_views(ds)
-    # images/*.parquet are img2dataset's raw per-shard results, one row per attempt (a
-    # first all-blocked run and its retry both count): not a table of the dataset; the
-    # downloads table holds each sample's latest outcome
-    # one row per table folder (decisions/rep, not also the "decisions" view over all runs)
-    tables = [t for t in ds.tables() if t != IMAGES]
-    rows = [{"table": t, "rows": run_query(ds, f'SELECT count(*) AS n FROM "{view_name(t)}"').column(0)[0].as_py()}
-            for t in tables]
-    _print_table(pa.Table.from_pylist(rows, schema=pa.schema([("table", pa.string()), ("rows", pa.int64())])),
-                 1000, title=f"tables in {ds.root}")
-    if IMAGES in views:
-        attempts = run_query(ds, f'SELECT count(*) FROM "{IMAGES}"').column(0)[0].as_py()
-        files = len(ds.shards(IMAGES))
-        data_console().print(f"{IMAGES}/: img2dataset's raw results, {attempts:,} attempt rows in {files:,} "
+    _print_table(table_rows(ds), 1000, title=f"tables in {ds.root}")
+    images = image_attempts(ds)
+    if images is not None:
+        data_console().print(f"images/: img2dataset's raw results, {images[0]:,} attempt rows in {images[1]:,} "
                              "files (every attempt; not samples); see downloads for each sample's outcome",
                              highlight=False)
-    for view, sql, rows_max, title in _STATS_QUERIES:
-        if view in views:
-            r = run_query(ds, sql)
-            if r.num_rows or view == "decisions":
-                _print_table(r, rows_max, title=title)
-
-
-# (view, query, rows to print, title) of the outcome tables `curate stats` shows when present
-_STATS_QUERIES = [
-    ("downloads", "SELECT status, coalesce(error_class, '') AS error_class, count(*) AS samples "
-                  "FROM downloads GROUP BY ALL ORDER BY samples DESC, status, error_class",
-     100, "downloads by outcome (one row per sample)"),
-    ("rejects", "SELECT reason, count(*) AS rows FROM rejects GROUP BY reason ORDER BY rows DESC, reason",
-     100, "reject reasons"),
-    ("duplicates", "SELECT reason, count(*) AS rows FROM duplicates GROUP BY reason ORDER BY rows DESC, reason",
-     100, "duplicates"),
-    ("decisions", "SELECT _table AS run, stage, reason, count(*) AS rows FROM decisions "
-                  "GROUP BY ALL ORDER BY run, stage, rows DESC", 500, "decisions"),
-]
+    for title, table, rows_max in outcome_tables(ds, executor):
+        _print_table(table, rows_max, title=title)

@@ -149,3 +149,63 @@ def test_wrap_words_never_leaves_a_lone_letter_whatever_the_path_length():
             assert "".join(lines).replace(" ", "") == text.replace(" ", "")
             assert min(len(line) for line in lines) >= 3, lines
     assert wrap_words("downloads by outcome and more", 20) == ["downloads by outcome", "and more"]
+
+
+def _full(schema_name: str, columns: dict) -> pa.Table:
+    """A table of ``schema_name`` from some of its columns, the others null."""
+    from curate.tables import load_schema
+
+    schema = load_schema(schema_name).arrow()
+    n = len(next(iter(columns.values())))
+    return pa.table({f.name: pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(n, f.type)
+                     for f in schema}, schema=schema)
+
+
+def test_outcome_counts_by_the_engine_equal_duckdbs_over_the_same_tables(tmp_path, spark):
+    """`curate stats`'s outcome tables are engine aggregates (one row per outcome reaches the
+    driver): Spark and the in-process engine give the tables DuckDB's queries over every row
+    gave before (no error class and an empty one read alike; decisions by run)."""
+    from curate.engine import LocalExecutor
+    from curate.engine.spark import SparkExecutor
+    from curate.sql import query
+    from curate.stats import outcome_rows, outcome_tables
+
+    ds = Dataset(tmp_path / "ds")
+    n = 60
+    uids = sorted(f"{i:032x}" for i in range(n))
+    status = ["success" if i % 3 else "failed" for i in range(n)]
+    errors = [None if s == "success" else ("" if i % 9 == 0 else ("http_404" if i % 2 else "timeout"))
+              for i, s in enumerate(status)]
+    ds.write_table("downloads", _full("downloads", {"uid": uids, "status": status, "error_class": errors,
+                                                    "attempts": [1] * n}), schema="downloads", rows_per_shard=25)
+    ds.write_table("rejects", _full("rejects", {"source_file": ["a.csv"] * 7, "source_row": list(range(7)),
+                                                "reason": ["empty_url"] * 4 + ["missing_text"] * 3}), schema="rejects")
+    ds.write_table("duplicates", _full("duplicates", {"uid": uids[:5], "duplicate_of": uids[5:10],
+                                                      "reason": ["duplicate_uid"] * 2 + ["duplicate_url_text"] * 3,
+                                                      "source_file": ["a.csv"] * 5, "source_row": list(range(5))}),
+                   schema="duplicates")
+    for run, stages in (("basic", ["basic"]), ("mix", ["clip_score", "semdedup"])):
+        rows = [(u, st, i % 4 != 0, "kept" if i % 4 else f"low_{st}") for st in stages for i, u in enumerate(uids)]
+        ds.write_table(f"decisions/{run}", _full("decisions", {
+            "uid": [r[0] for r in rows], "stage": [r[1] for r in rows], "kept": [r[2] for r in rows],
+            "reason": [r[3] for r in rows]}), schema="decisions", rows_per_shard=40)
+    assert outcome_rows(ds) == 2 * n
+
+    want = {
+        "downloads by outcome (one row per sample)": query(
+            ds, "SELECT status, coalesce(error_class, '') AS error_class, count(*) AS samples FROM downloads "
+                "GROUP BY ALL ORDER BY samples DESC, status, error_class"),
+        "reject reasons": query(ds, "SELECT reason, count(*) AS rows FROM rejects GROUP BY reason "
+                                    "ORDER BY rows DESC, reason"),
+        "duplicates": query(ds, "SELECT reason, count(*) AS rows FROM duplicates GROUP BY reason "
+                                "ORDER BY rows DESC, reason"),
+        "decisions": query(ds, "SELECT _table AS run, stage, reason, count(*) AS rows FROM decisions "
+                               "GROUP BY ALL ORDER BY run, stage, rows DESC, reason"),
+    }
+    for ex in (LocalExecutor(), SparkExecutor(spark)):
+        got = {title: t for title, t, _ in outcome_tables(ds, ex)}
+        assert list(got) == list(want)
+        for title, t in want.items():
+            assert got[title].to_pylist() == t.to_pylist(), (type(ex).__name__, title)
+        assert ex.driver_counter.by_call.get("collect_small", 0) == sum(t.num_rows for t in want.values())
+    assert ("failed", "", 7) in [tuple(r.values()) for r in want["downloads by outcome (one row per sample)"].to_pylist()]
