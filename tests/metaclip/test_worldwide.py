@@ -220,6 +220,16 @@ def test_balancing_reproducible_across_partitionings_and_local_equals_spark(spar
         built[engine] = {f.name: f.read_bytes() for f in out.glob("*.json") if f.name != "_build.json"}
     assert built["local"] == built["spark"] and len(built["local"]) == 3
     assert len(json.loads(built["local"]["zh.json"])) > 200  # numbers, wordfreq, then mined zh bigrams
+    # The same captions as corpus files (one a task, read by the workers): the same lists.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
+    for engine in ("local", "spark"):
+        out = tmp_path / f"corpus-{engine}"
+        ex = LocalExecutor() if engine == "local" else SparkExecutor(spark)
+        run_build(out, languages=["en", "de", "zh"], corpus=[str(corpus)], executor=ex, wordnet=False,
+                  wordfreq_top=100, bigram_min_count=2, bigram_min_pmi=0.5)
+        assert {f.name: f.read_bytes() for f in out.glob("*.json") if f.name != "_build.json"} == built["local"], \
+            engine
 
 
 def test_v1_output_is_byte_identical_with_languages_en(tmp_path, make_samples):
