@@ -140,10 +140,7 @@ def test_a_datacomp_subset_file_in_a_bucket_is_imported_from_a_streamed_copy(buc
     monkeypatch.setenv("CURATE_WORK_DIR", str(tmp_path / "work"))
     n = 50
     uids = sorted(_uid(i) for i in range(n))
-    samples = pa.table({"uid": uids, "url": [f"http://x/{i}.jpg" for i in range(n)], "text": ["t"] * n,
-                        "source_file": ["p"] * n, "source_row": list(range(n)),
-                        "original_width": pa.nulls(n, pa.int32()), "original_height": pa.nulls(n, pa.int32()),
-                        "extra": pa.nulls(n, pa.string())})
+    samples = _samples_of(uids)
     picked = [uids[i] for i in (40, 3, 17, 3, 8)]  # unsorted, one repeat
     rec = np.array([(int(u[:16], 16), int(u[16:], 16)) for u in picked], DATACOMP_DTYPE)
     np.save(tmp_path / "pick.npy", rec)
@@ -180,10 +177,7 @@ def test_a_subset_file_with_unknown_uids_into_a_bucket_dataset(bucket, tmp_path,
     monkeypatch.setattr(ranges, "RANGE_ROWS", 9)
     n = 40
     uids = sorted(_uid(i) for i in range(n))
-    samples = pa.table({"uid": uids, "url": [f"http://x/{i}.jpg" for i in range(n)], "text": ["t"] * n,
-                        "source_file": ["p"] * n, "source_row": list(range(n)),
-                        "original_width": pa.nulls(n, pa.int32()), "original_height": pa.nulls(n, pa.int32()),
-                        "extra": pa.nulls(n, pa.string())})
+    samples = _samples_of(uids)
     picked = sorted([uids[i] for i in (3, 8, 8, 17, 39)] + ["0" * 31 + "1", "f" * 32])  # _uid(0) is all 0s
     np.save(tmp_path / "pick.npy", np.array([(int(u[:16], 16), int(u[16:], 16)) for u in picked], DATACOMP_DTYPE))
     got = {}
@@ -198,6 +192,14 @@ def test_a_subset_file_with_unknown_uids_into_a_bucket_dataset(bucket, tmp_path,
     assert got["local"] == got["bucket"]
     assert read_subset(Dataset(f"s3://{bucket}/ds"), "pick") == [u for u in picked if u in uids]
     assert not [k for k in bucket_objects(bucket) if k.startswith("ds/_tmp/")]
+
+
+def _samples_of(uids: list[str]) -> pa.Table:
+    n = len(uids)
+    return pa.table({"uid": uids, "url": [f"http://x/{i}.jpg" for i in range(n)], "text": ["t"] * n,
+                     "source_file": ["p"] * n, "source_row": list(range(n)),
+                     "original_width": pa.nulls(n, pa.int32()), "original_height": pa.nulls(n, pa.int32()),
+                     "extra": pa.nulls(n, pa.string())})
 
 
 def _read(ds: Dataset, rel: str) -> bytes:
