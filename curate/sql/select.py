@@ -160,7 +160,8 @@ def check_uid_file(dataset: Dataset, uids_file: str, table: str, allow_unknown: 
     from curate.sql.views import quote
     from curate.storage import remove_tree
 
-    views = {"samples": table_views(dataset)["samples"], "imported": f"SELECT uid FROM read_parquet({quote(uids_file)})"}
+    views = {"samples": f"SELECT uid FROM read_parquet({shard_list(dataset, 'samples')})",
+             "imported": f"SELECT uid FROM read_parquet({quote(uids_file)})"}
     base = {"root": str(dataset.root), "query": "SELECT uid FROM imported", "views": views,
             "memory_limit": DEFAULT_MEMORY_LIMIT, "table": table, "has_samples": True,
             "allow_unknown": allow_unknown, "write": allow_unknown}
