@@ -112,13 +112,40 @@ class SafeDownloader(Downloader):
         self.storage_env = storage.worker_env()
 
     def __call__(self, row):
+        """Download one shard: ``row`` is (shard id, its todo part), as ``todo_shards`` lists them,
+        or (shard id, an img2dataset feather file). Returns (done, the row as given), so that a
+        retry, on any worker, starts again from the part."""
         from curate import storage
 
         storage.apply_worker_env(self.storage_env)
         storage.configure_fsspec()
+        shard_id, source = row
+        feather = self.shard_file(source) if str(source).endswith(".parquet") else None
         previous = urllib.request._opener  # restore afterwards: Spark reuses this worker process
         urllib.request.install_opener(build_opener(self.policy))
         try:
-            return super().__call__(row)
+            ok, _ = super().__call__((shard_id, feather or source))
+            return ok, row
         finally:
             urllib.request._opener = previous
+            if feather is not None and os.path.exists(feather):  # img2dataset removes it when done
+                os.unlink(feather)
+
+    def shard_file(self, part: str) -> str:
+        """The shard's rows as img2dataset's reader would have cut them from its todo part: its
+        url, text (as ``caption``) and carried columns in ``column_list`` order, in a feather
+        file local to this task (the driver reads no todo row)."""
+        import tempfile
+
+        import pyarrow as pa
+
+        from curate import storage
+
+        carried = [c for c in self.column_list if c not in ("caption", "url")]
+        t = storage.read_parquet(part, columns=["url", "text", *carried])
+        t = t.rename_columns(["caption" if c == "text" else c for c in t.column_names]).select(self.column_list)
+        fd, path = tempfile.mkstemp(prefix="curate-shard-", suffix=".feather")
+        os.close(fd)
+        with pa.OSFile(path, "wb") as f, pa.ipc.new_file(f, t.schema) as writer:
+            writer.write_table(t)
+        return path

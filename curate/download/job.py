@@ -26,7 +26,6 @@ import math
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import pyarrow.fs as pafs
 
@@ -38,7 +37,7 @@ from curate.lock import dataset_lock
 from curate.tables import Dataset
 
 IMAGES = "images"
-WORK = "_download"  # hidden: the uids to fetch (curate.download.todo) and img2dataset's feather shards
+WORK = "_download"  # hidden: the uids to fetch (curate.download.todo), one part per image shard
 SHARD_DIGITS = 8  # DataComp's download_upstream.py (oom_shard_count=8) and resharder.py ({:08d}.tar)
 _STATS_RE = re.compile(r"^(\d+)_stats\.json$")
 
@@ -197,24 +196,30 @@ def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOpt
 
 def _run_img2dataset(dataset: Dataset, first_shard: int, carried: list[str], opts: DownloadOptions, executor,
                      digits: int = SHARD_DIGITS) -> None:
-    """img2dataset over the todo parts the workers wrote in ``_download/input`` (read one part at
-    a time by its reader, in name order: the shards are those of one file, as every part but the
-    last holds a whole number of shards)."""
-    from img2dataset.reader import Reader
-
-    tmp = str(dataset.path(f"{WORK}/tmp"))  # img2dataset's feather shards: written here, read by its tasks
-    storage.remove_tree(tmp)
+    """img2dataset's downloader over the todo parts the workers wrote in ``_download/input``, one
+    part per image shard: each task reads its own part (``SafeDownloader.shard_file``), so the
+    driver lists the parts and reads none (img2dataset's reader cut every part into shard files
+    on the driver, a serial pass over the whole todo)."""
     if not dataset.remote:
-        Path(tmp).mkdir(parents=True)
         (dataset.root / IMAGES).mkdir(parents=True, exist_ok=True)
-    storage.configure_fsspec()  # img2dataset reads and writes through fsspec (a URI: with curate's settings)
+    storage.configure_fsspec()  # img2dataset writes through fsspec (a URI: with curate's settings)
+    shards = todo_shards(dataset, first_shard)
+    # img2dataset's reader's column order: the carried columns, then caption, then url
+    downloader = _make_downloader(dataset, [*carried, "caption", "url"], opts, digits)
+    # Spark: img2dataset's pyspark distributor; local: the same downloader in a plain loop
+    executor.run_img2dataset(downloader, shards, opts.processes_count, opts.subjob_size, opts.max_shard_retry)
+
+
+def todo_shards(dataset: Dataset, first_shard: int) -> list[tuple[int, str]]:
+    """(image shard id, its todo part) for every part: part ``i`` (the number in its name, not its
+    place in a listing sorted as text) is shard ``first_shard + i``."""
     from curate.download.todo import TODO_TABLE
 
-    reader = Reader(str(dataset.table_dir(TODO_TABLE)), "parquet", "url", "text", None, None, carried,
-                    opts.samples_per_shard, set(), tmp, first_shard)
-    downloader = _make_downloader(dataset, reader.column_list, opts, digits)
-    # Spark: img2dataset's pyspark distributor; local: the same downloader in a plain loop
-    executor.run_img2dataset(downloader, reader, opts.processes_count, opts.subjob_size, opts.max_shard_retry)
+    out = []
+    for p in dataset.shards(TODO_TABLE):
+        name = storage.basename(str(p))
+        out.append((first_shard + int(name[len("part-"):-len(".parquet")]), str(p)))
+    return sorted(out)
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """The uids a download fetches: ``samples`` anti-joined with the uids every complete image shard
 attempted (less the failed ones a retry re-attempts), with the pool's face boxes, written by the
-workers to ``_download/input/`` in the samples table's order, in parts of whole image shards
-that img2dataset's reader takes one at a time."""
+workers to ``_download/input/`` in the samples table's order, one part per image shard: part
+``i`` is the input of the run's ``i``-th shard, read by the task that downloads it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from curate.download.job import WORK
 from curate.tables import Dataset
 
 TODO_TABLE = f"{WORK}/input"  # the uids to fetch, written by the workers
-TODO_PART_ROWS = 1_000_000  # about: a whole number of image shards per part (img2dataset reads a part at once)
 POSITION = pa.field("position", pa.int64())  # (samples shard, row): img2dataset gets the samples in table order
 
 
@@ -70,8 +69,8 @@ def write_todo(dataset: Dataset, executor, samples, retry_failed: bool, retry_cl
         if source is not None and todo.filter_true("has_raw").count():
             carried.append(FACE_BBOXES)  # else: the shards' Parquet stays as img2dataset writes it
         schema = pa.schema([WITH_BOXES.field(c) for c in ["uid", "url", "text"] + carried[1:]] + [POSITION])
-        rows_per_part = max(1, TODO_PART_ROWS // samples_per_shard) * samples_per_shard
-        written = todo.select(schema.names).write_sorted(dataset, TODO_TABLE, schema, [POSITION.name], rows_per_part)
+        written = todo.select(schema.names).write_sorted(dataset, TODO_TABLE, schema, [POSITION.name],
+                                                         samples_per_shard)
     finally:
         if source is not None:
             todo.release()

@@ -8,6 +8,7 @@ import json
 import tarfile
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from curate.download import DownloadOptions, FetchPolicy, complete_shards, run_download
@@ -219,6 +220,60 @@ def test_pyspark_distributor_gives_the_same_results_as_the_local_loop(tmp_path, 
     assert results["spark"] == results["local"]
     assert sum(r["status"] == "success" for r in results["spark"]) == 7
     assert spark.range(3).count() == 3  # img2dataset left our session running
+
+
+def test_each_task_reads_its_own_todo_part_as_img2datasets_reader_would_cut_it(tmp_path, image_server, photos,
+                                                                               monkeypatch):
+    """The driver lists the todo parts (one per image shard) and each download task reads its
+    own part; the image shards' tars and Parquet files are byte for byte those of img2dataset's
+    own reader, which cut every part into feather files on the driver (the code before): the
+    same members, and the same rows with the same schema (img2dataset writes a shard's samples
+    in the order its threads finish, so the order within a shard varies from run to run)."""
+    from img2dataset.reader import Reader
+
+    from curate.download import job
+    from curate.download.todo import TODO_TABLE
+
+    b = image_server.base
+    pool = [(f"{b}/img/{p.name}", f"c{i}") for i, p in enumerate(photos[:9])] + [(f"{b}/missing", "gone")]
+
+    def with_img2datasets_reader(dataset, first_shard, carried, opts, executor, digits=job.SHARD_DIGITS):
+        tmp = str(dataset.path(f"{job.WORK}/tmp"))
+        (dataset.root / job.IMAGES).mkdir(parents=True, exist_ok=True)
+        (dataset.root / job.WORK / "tmp").mkdir(parents=True, exist_ok=True)
+        reader = Reader(str(dataset.table_dir(TODO_TABLE)), "parquet", "url", "text", None, None, carried,
+                        opts.samples_per_shard, set(), tmp, first_shard)
+        assert reader.column_list == [*carried, "caption", "url"]
+        executor.run_img2dataset(job._make_downloader(dataset, reader.column_list, opts, digits), reader,
+                                 opts.processes_count, opts.subjob_size, opts.max_shard_retry)
+
+    def shard_files(images) -> dict:
+        files = {p.name: _read_tar(p) for p in images.glob("*.tar")}
+        for p in images.glob("*.parquet"):
+            t = pq.read_table(p)
+            files[p.name] = (t.schema, t.schema.metadata, t.sort_by("key").to_pylist())
+        return files
+
+    parts: list = []
+    real_todo_shards = job.todo_shards
+
+    def listed(*a):
+        parts.extend(real_todo_shards(*a))
+        return parts
+
+    files = {}
+    for name in ("tasks", "reader"):
+        ds = Dataset(tmp_path / name)
+        ds.write_table("samples", samples_table(pool), schema="samples")
+        with monkeypatch.context() as m:
+            if name == "reader":
+                m.setattr(job, "_run_img2dataset", with_img2datasets_reader)
+            else:
+                m.setattr(job, "todo_shards", listed)
+            run_download(ds, LocalExecutor(), _opts(samples_per_shard=3, thread_count=2))
+        files[name] = shard_files(ds.root / "images")
+    assert [(i, p.rsplit("/", 1)[1]) for i, p in parts] == [(i, f"part-{i:05d}.parquet") for i in range(4)]
+    assert len(files["tasks"]) == 8 and files["tasks"] == files["reader"]
 
 
 def test_one_download_per_dataset_at_a_time(tmp_path, image_server, photos):
