@@ -34,8 +34,8 @@ from curate.errors import DatasetError
 from curate.ingest.dedup import (DUP_SCHEMA, KEY_SCHEMA, dedup_pass, duplicate_counts, read_staged_rows,
                                  report_pair_duplicates, with_source)
 from curate.ingest.output import (INGEST_TABLES, PLAN_FILE, STAGING_DIR, SWAP_FILE,  # noqa: F401 - re-exported
-                                  finish_pending_swap, prepare_output, remove_if_empty, remove_stale_temp_files,
-                                  staging_folder, staging_name)
+                                  finish_pending_swap, prepare_output, remove_if_empty, remove_other_staging,
+                                  remove_stale_temp_files, staging_folder, staging_name)
 from curate.ingest.plan import (INPUT_BYTES_PER_ROW, IngestConfig, estimate_input_rows,  # noqa: F401 - re-exported
                                 input_version, plan_tasks, report_skipped)
 from curate.ingest.shards import gather_samples_shard, plan_segments, write_segments_shard
@@ -163,6 +163,10 @@ def run_ingest(executor, cfg: IngestConfig) -> dict:
         finish_pending_swap(dataset)
     manifest.write(dataset, "ingest")
     storage.remove_tree(staging)
+    # other plans' staging too: removed when this run started, but a task of a run that failed
+    # just before may have been writing for a moment after its job's error (a killed Spark
+    # task's Python worker stops up to spark.python.task.killTimeout later); never resumed
+    remove_other_staging(dataset)
     remove_if_empty(dataset.path(STAGING_DIR))
     return manifest.data
 

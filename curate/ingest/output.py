@@ -51,6 +51,13 @@ def _staging_runs(dataset: Dataset) -> list[str]:
                    and i.path.startswith(prefix) and i.path[len(prefix):].startswith("ingest-")})
 
 
+def remove_other_staging(dataset: Dataset) -> None:
+    """Every plan's staging folder removed (a run ends holding the dataset's lock, its own
+    tables in place: any staging left is another plan's, which never resumes)."""
+    for run in _staging_runs(dataset):
+        storage.remove_tree(dataset.path(f"{STAGING_DIR}/{run}"))
+
+
 def remove_if_empty(folder) -> None:
     """A local folder removed when empty (a prefix on a store has no folder to remove)."""
     if storage.is_uri(folder):
