@@ -26,6 +26,13 @@ from curate.tables.schema import TableSchema, load_schema
 SHARD_PATTERN = "part-{:05d}.parquet"
 
 
+def shard_order(name: str) -> tuple[int, str]:
+    """A table's shards in index order: ``part-100000`` after ``part-99999`` (names past five
+    digits are longer; sorted as text they would come first, and a table sorted by uid across
+    its shards would be read out of order: a todo of 1B rows has 100,000 parts)."""
+    return len(name), name
+
+
 class Dataset:
     """A folder of tables. Table names may be nested paths (``embeddings/ViT-B-32``).
 
@@ -76,7 +83,8 @@ class Dataset:
         d = self.table_dir(name)
         if not d.is_dir():
             return []
-        return sorted(p for p in d.iterdir() if p.is_file() and p.suffix == ".parquet" and not is_hidden(p.name))
+        return sorted((p for p in d.iterdir() if p.is_file() and p.suffix == ".parquet" and not is_hidden(p.name)),
+                      key=lambda p: shard_order(p.name))
 
     def _remote_shards(self, name: str) -> list[str]:
         """Committed shards only: a ``.parquet`` object with its ``_committed/`` marker."""
@@ -86,7 +94,7 @@ class Dataset:
         if not files:
             return []
         marked = {i.base_name for i in storage.listing(d.join(storage.COMMIT_DIR))}
-        return [f"{d.uri}/{f}" for f in sorted(files & marked)]
+        return [f"{d.uri}/{f}" for f in sorted(files & marked, key=shard_order)]
 
     def has_table(self, name: str) -> bool:
         return bool(self.shards(name))

@@ -254,3 +254,22 @@ def test_a_shard_committed_from_a_file_is_streamed_and_marked_alike(bucket, tmp_
     assert json.loads(a["t/_committed/part-00000.parquet"]) == {"bytes": len(data),
                                                                 "sha256": hashlib.sha256(data).hexdigest()}
     assert storage.committed(f"s3://{bucket}/a/t/part-00000.parquet")
+
+
+def test_shards_past_five_digits_list_in_index_order(bucket, tmp_path):
+    """A table of more than 99,999 shards (a todo of 1B rows has 100,000 parts): ``part-100000``
+    lists after ``part-99999``, locally and in a bucket, so a table sorted by uid across its
+    shards streams in order."""
+    from curate.subset import sorted_uids_from_table
+    from curate.tables.atomic import write_parquet_atomic
+
+    schema = pa.schema([("uid", pa.string())])
+    indices = [99_998, 99_999, 100_000, 100_001, 1_000_000]
+    for root in (tmp_path / "ds", f"s3://{bucket}/ds"):
+        ds = Dataset(root)
+        for k, i in enumerate(indices):  # shard i holds uids greater than every earlier shard's
+            write_parquet_atomic(pa.table({"uid": [f"{k:032x}"]}, schema=schema), ds.shard_path("t", i))
+        names = [storage.basename(str(p)) for p in ds.shards("t")]
+        assert names == [f"part-{i:05d}.parquet" for i in indices], root
+        assert [u for c in sorted_uids_from_table(ds, "t", None) for u in c.to_pylist()] == \
+            [f"{k:032x}" for k in range(len(indices))]
