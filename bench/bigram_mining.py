@@ -18,14 +18,11 @@ RSS target as bench/scale.py's: <= 1.2x). Both steps must mine the same list (ch
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import TARGET_RSS, PeakRss  # noqa: E402 - bench/scale.py's /proc polling
+from scale import TARGET_RSS, run_measured, step_sweep_parser  # noqa: E402 - bench/scale.py's /proc polling
 
 SHARD_ROWS = 100_000
 STEPS = ("engine", "driver-side scoring (before)")
@@ -84,28 +81,14 @@ def step(root: str, name: str) -> dict:
 
 
 def run_step(root: Path, name: str) -> dict:
-    t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, __file__, "--step", name, "--root", str(root)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    mon = PeakRss(p.pid)
-    mon.start()
-    out, err = p.communicate()
-    wall = time.perf_counter() - t0
-    mon.stop()
-    if p.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{err[-3000:]}")
-    return {**json.loads(out.strip().splitlines()[-1]), "wall_s": wall, "driver_peak_rss": mon.driver,
-            "tree_peak_rss": mon.tree}
+    r, done = run_measured([sys.executable, __file__, "--step", name, "--root", str(root)])
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), **r}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="250000,500000,1000000")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--step", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
+    a = step_sweep_parser(__doc__, "250000,500000,1000000").parse_args(argv)
     if a.step:
         print(json.dumps(step(a.root, a.step)))
         return 0

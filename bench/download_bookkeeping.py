@@ -21,11 +21,9 @@ driver RSS <= 1.2x, time per row <= 1.3x). ``--json PATH`` writes the numbers.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import TARGET_RSS, TARGET_TIME, PeakRss  # noqa: E402 - bench/scale.py's /proc polling
+from scale import TARGET_RSS, TARGET_TIME, run_measured, step_sweep_parser  # noqa: E402 - bench/scale.py's /proc polling
 
 SHARD_ROWS = 500_000  # samples shards
 IMAGE_SHARD = 10_000  # img2dataset's samples per image shard
@@ -123,19 +121,10 @@ def _driver_side_todo(ds) -> dict:
 
 
 def run_step(root: Path, name: str, engine: str) -> dict:
-    t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, __file__, "--step", name, "--root", str(root), "--engine", engine],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    mon = PeakRss(p.pid)
-    mon.start()
-    out, err = p.communicate()
-    wall = time.perf_counter() - t0
-    mon.stop()
-    if p.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{err[-3000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
-    return {**result, "wall_s": wall, "cpu_s": sum(mon.cpu.values()), "driver_peak_rss": mon.driver,
-            "tree_peak_rss": mon.tree}
+    r, done = run_measured([sys.executable, __file__, "--step", name, "--root", str(root), "--engine", engine])
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), **r}
 
 
 # ---------------------------------------------------------------- the sweep
@@ -169,13 +158,8 @@ def growth(results: dict, sizes: list[int]) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="1000000,2000000,4000000")
+    ap = step_sweep_parser(__doc__, "1000000,2000000,4000000")
     ap.add_argument("--engine", default="spark", choices=["spark", "local"])
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--step", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.step:
         print(json.dumps(step(a.root, a.step, a.engine)))

@@ -218,21 +218,38 @@ class PeakRss(threading.Thread):
         self.join()
 
 
-def run_job(argv: list[str]) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "CURATE_VERBOSE"}
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[dict, subprocess.CompletedProcess]:
+    """``cmd`` run as a child process: its wall time, the CPU seconds of its whole tree (driver,
+    JVM, Python workers: steadier than wall time on a busy machine), the peak RSS of the child
+    and of its tree; and its exit status and output."""
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "curate.cli", *argv], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     mon = PeakRss(p.pid)
     mon.start()
     out, err = p.communicate()
     wall = time.perf_counter() - t0
     mon.stop()
-    # CPU of the whole tree (driver, JVM, Python workers): steadier than wall time on a busy machine
-    cpu = sum(mon.cpu.values())
-    r = {"wall_s": wall, "cpu_s": cpu, "driver_peak_rss": mon.driver, "tree_peak_rss": mon.tree}
-    if p.returncode != 0:  # recorded and shown; the sweep goes on with the next job
-        r["error"] = f"exit {p.returncode}: " + " | ".join(err.strip().splitlines()[-3:])
+    return ({"wall_s": wall, "cpu_s": sum(mon.cpu.values()), "driver_peak_rss": mon.driver, "tree_peak_rss": mon.tree},
+            subprocess.CompletedProcess(cmd, p.returncode, out, err))
+
+
+def step_sweep_parser(doc: str, sizes: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that sweeps pool sizes and runs each step in its own process
+    (itself with the hidden ``--step`` and ``--root``): ``--sizes``, ``--json``, ``--workdir``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--sizes", default=sizes, help="comma-separated pool sizes")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--step", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
+    return ap
+
+
+def run_job(argv: list[str]) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "CURATE_VERBOSE"}
+    r, done = run_measured([sys.executable, "-m", "curate.cli", *argv], env)
+    if done.returncode != 0:  # recorded and shown; the sweep goes on with the next job
+        r["error"] = f"exit {done.returncode}: " + " | ".join(done.stderr.strip().splitlines()[-3:])
     return r
 
 
