@@ -14,7 +14,7 @@ import json
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Self
 
 import numpy as np
 import pyarrow as pa
@@ -54,46 +54,80 @@ SUBSET_ROW_GROUP = 65536  # write_parquet_atomic's row group size: same bytes ei
 WRITES_AHEAD = 2  # row groups handed to the Parquet encoding thread and not yet written
 
 
+class UidRowGroups:
+    """A subset's ``uids.parquet`` from uids appended in order, in row groups of exactly
+    ``SUBSET_ROW_GROUP`` rows whatever the chunks (so the bytes equal a whole-array write).
+    Parquet's encoding (~40% of a subset write) runs in one thread beside the caller's reading
+    and checking of its next chunks (both release the GIL); one thread keeps the row groups in
+    order; at most ``ahead`` row groups wait. A context manager: ``finish()`` completes the file,
+    an error stops the thread."""
+
+    def __init__(self, path, ahead: int = WRITES_AHEAD):
+        import pyarrow.parquet as pq
+
+        from curate.tables.atomic import PARQUET_OPTIONS
+
+        self.schema = load_schema("subset").arrow()
+        self._writer = pq.ParquetWriter(path, self.schema, **PARQUET_OPTIONS)
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="subset-parquet")
+        self._writes: deque = deque()
+        self._pending: list[pa.Array] = []
+        self._pending_rows = self.rows = 0
+        self._ahead = ahead
+
+    def add(self, uids: pa.Array) -> None:
+        self._pending.append(uids)
+        self._pending_rows += len(uids)
+        self.rows += len(uids)
+        self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        while self._pending_rows >= SUBSET_ROW_GROUP or (final and self._pending_rows):
+            whole = pa.concat_arrays(self._pending) if len(self._pending) > 1 else self._pending[0]
+            head = whole.slice(0, SUBSET_ROW_GROUP)
+            self._writes.append(self._encoder.submit(self._writer.write_table,
+                                                     pa.Table.from_arrays([head], schema=self.schema),
+                                                     row_group_size=SUBSET_ROW_GROUP))
+            while len(self._writes) > self._ahead:
+                self._writes.popleft().result()
+            rest = whole.slice(len(head))
+            self._pending, self._pending_rows = ([rest] if len(rest) else []), len(rest)
+
+    def finish(self) -> None:
+        self._flush(final=True)
+        while self._writes:
+            self._writes.popleft().result()
+        if self.rows == 0:
+            self._writer.write_table(self.schema.empty_table())
+        self._writer.close()
+        self._encoder.shutdown()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is not None:  # the file is discarded by the caller; stop the thread
+            self._encoder.shutdown(wait=True, cancel_futures=True)
+            self._writer.close()
+
+
 def write_subset_sorted(dataset: Dataset, name: str, chunks: Iterable[pa.Array], count: int,
                         manifest: dict | None = None) -> Path:
     """Write a subset from ``chunks`` of uids already in sorted order (e.g. streamed from the
     sorted shards a job's workers wrote), ``count`` uids in all. One chunk in memory at a
-    time: ``uids.parquet`` gets row groups of exactly ``SUBSET_ROW_GROUP`` rows and
-    ``uids.npy`` its records as they come, so the bytes equal a whole-array write."""
-    import pyarrow.parquet as pq
-
-    from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
+    time: ``uids.parquet`` gets row groups of exactly ``SUBSET_ROW_GROUP`` rows
+    (``UidRowGroups``) and ``uids.npy`` its records as they come, so the bytes equal a
+    whole-array write."""
+    from curate.tables.atomic import atomic_path
 
     d = subset_dir(dataset, name)
-    schema = load_schema("subset").arrow()
     rows = distinct = 0
     prev: tuple[int, int] | None = None  # the last record written
-    pending: list[pa.Array] = []
-    pending_rows = 0
-    with atomic_path(storage.join(d, "uids.parquet")) as ptmp, atomic_path(storage.join(d, "uids.npy")) as ntmp, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="subset-parquet") as encoder:
-        writer = pq.ParquetWriter(ptmp, schema, **PARQUET_OPTIONS)
-        # Parquet's encoding (41% of a subset write) runs in one thread beside the reading and
-        # checking of the next chunks (both release the GIL); one thread keeps the row groups in
-        # order, so the bytes are the same; at most WRITES_AHEAD row groups wait
-        writes: deque = deque()
-        with open(ntmp, "wb") as npy:
+    with atomic_path(storage.join(d, "uids.parquet")) as ptmp, atomic_path(storage.join(d, "uids.npy")) as ntmp:
+        with UidRowGroups(ptmp) as groups, open(ntmp, "wb") as npy:
             header = np.lib.format.header_data_from_array_1_0(np.empty(0, dtype=DATACOMP_DTYPE))
             header["shape"] = (count,)
             np.lib.format.write_array_header_1_0(npy, header)
-
-            def flush(final: bool) -> None:
-                nonlocal pending, pending_rows
-                while pending_rows >= SUBSET_ROW_GROUP or (final and pending_rows):
-                    whole = pa.concat_arrays(pending) if len(pending) > 1 else pending[0]
-                    head = whole.slice(0, SUBSET_ROW_GROUP)
-                    writes.append(encoder.submit(writer.write_table, pa.Table.from_arrays([head], schema=schema),
-                                                 row_group_size=SUBSET_ROW_GROUP))
-                    while len(writes) > WRITES_AHEAD:
-                        writes.popleft().result()
-                    rest = whole.slice(len(head))
-                    pending, pending_rows = ([rest] if len(rest) else []), len(rest)
-
             for chunk in chunks:
                 chunk = chunk.combine_chunks() if isinstance(chunk, pa.ChunkedArray) else chunk
                 chunk = chunk.cast(pa.string())
@@ -108,15 +142,8 @@ def write_subset_sorted(dataset: Dataset, name: str, chunks: Iterable[pa.Array],
                 prev = records[-1].tolist()
                 rows += len(chunk)
                 npy.write(records.tobytes())
-                pending.append(chunk)
-                pending_rows += len(chunk)
-                flush(False)
-            flush(True)
-            while writes:
-                writes.popleft().result()
-            if rows == 0:
-                writer.write_table(schema.empty_table())
-        writer.close()
+                groups.add(chunk)
+            groups.finish()
         if rows != count:
             raise DatasetError(f"subset {name!r}: {rows} uids written, {count} announced")
     meta = dict(manifest or {})

@@ -18,8 +18,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curate.errors import DatasetError, InputFileError
 from curate.subset_file import is_parquet, open_subset_array, parquet_records
@@ -31,49 +29,32 @@ class _SubsetWriter:
     """uids.parquet and uids.npy of a subset written chunk by chunk (records in sorted order)."""
 
     def __init__(self, folder: Path, n: int):
-        from curate.tables import load_schema
-        from curate.tables.atomic import PARQUET_OPTIONS
+        from curate.subset import UidRowGroups
 
         folder.mkdir(parents=True, exist_ok=True)
-        self.schema = load_schema("subset").arrow()
-        self.parquet = pq.ParquetWriter(folder / "uids.parquet", self.schema, **PARQUET_OPTIONS)
+        # a chunk's uids are ~15 row groups: they may all wait for the encoding thread while the
+        # next chunk is converted
+        self.parquet = UidRowGroups(folder / "uids.parquet", ahead=2 * (HEX_ROWS // 65536 + 1))
         self.npy = open(folder / "uids.npy", "wb")
         write_npy_header(self.npy, n)
         self.n = n
         self.rows = self.distinct = 0
         self._order = RecordOrder()
-        self._pending: list[pa.Array] = []
-        self._pending_rows = 0
 
     def write(self, records: np.ndarray) -> None:
         if not len(records):
             return
         self.npy.write(np.ascontiguousarray(records).tobytes())
         for s in range(0, len(records), HEX_ROWS):
-            self._pending.append(hex_uids(records[s:s + HEX_ROWS]))
-            self._pending_rows += len(self._pending[-1])
-            self._flush(final=False)
+            self.parquet.add(hex_uids(records[s:s + HEX_ROWS]))
         self._order.feed(records)
         self.rows = self._order.rows
         self.distinct = self.rows - self._order.repeats
 
-    def _flush(self, final: bool) -> None:
-        """Row groups of exactly ``SUBSET_ROW_GROUP`` rows whatever the chunks written (the
-        file's bytes do not depend on how the uids came: a file, or the known rows of one)."""
-        from curate.subset import SUBSET_ROW_GROUP
-
-        while self._pending_rows >= SUBSET_ROW_GROUP or (final and self._pending_rows):
-            whole = pa.concat_arrays(self._pending) if len(self._pending) > 1 else self._pending[0]
-            head = whole.slice(0, SUBSET_ROW_GROUP)
-            self.parquet.write_table(pa.Table.from_arrays([head], schema=self.schema), row_group_size=SUBSET_ROW_GROUP)
-            rest = whole.slice(len(head))
-            self._pending, self._pending_rows = ([rest] if len(rest) else []), len(rest)
-
     def close(self) -> None:
         if self.rows != self.n:  # the .npy header promised n records
             raise DatasetError(f"subset import wrote {self.rows} uids, expected {self.n}")
-        self._flush(final=True)
-        self.parquet.close()
+        self.parquet.finish()
         self.npy.flush()
         os.fsync(self.npy.fileno())
         self.npy.close()
