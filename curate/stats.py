@@ -30,27 +30,29 @@ def table_rows(dataset: Dataset) -> pa.Table:
 
 def image_attempts(dataset: Dataset) -> tuple[int, int] | None:
     """(attempt rows, files) of img2dataset's raw results (every attempt, not samples), or None."""
-    if not dataset.has_table(IMAGES):
-        return None
-    return dataset.count(IMAGES), len(dataset.shards(IMAGES))
+    files = len(dataset.shards(IMAGES))
+    return (dataset.count(IMAGES), files) if files else None
 
 
-def outcome_rows(dataset: Dataset) -> int:
-    """Rows of the largest table ``outcome_tables`` aggregates (footers): what sizes the engine."""
-    return max((dataset.count(t) for t in _outcome_sources(dataset)), default=0)
+def outcome_rows(dataset: Dataset, rows: pa.Table | None = None) -> int:
+    """Rows of the largest table ``outcome_tables`` aggregates, from ``table_rows`` (read from
+    the footers when not given): what sizes the engine."""
+    rows = table_rows(dataset) if rows is None else rows
+    return max((n for t, n in zip(rows["table"].to_pylist(), rows["rows"].to_pylist()) if _is_outcome(t)),
+               default=0)
 
 
-def _outcome_sources(dataset: Dataset) -> list[str]:
-    return [t for t in dataset.tables() if t in ("downloads", "rejects", "duplicates")
-            or t.rsplit("/", 1)[0] == "decisions"]
+def _is_outcome(table: str) -> bool:
+    return table in ("downloads", "rejects", "duplicates") or table.rsplit("/", 1)[0] == "decisions"
 
 
-def outcome_tables(dataset: Dataset, executor) -> list[tuple[str, pa.Table, int]]:
+def outcome_tables(dataset: Dataset, executor, tables: list[str] | None = None) -> list[tuple[str, pa.Table, int]]:
     """(title, table, rows to print) for each outcome table the dataset has (the decisions one
-    always, empty without decisions)."""
+    always, empty without decisions). ``tables``: the dataset's tables, when already listed."""
+    tables = dataset.tables() if tables is None else tables
     out = []
-    if dataset.has_table("downloads"):
-        t = _counts(dataset, executor, ["downloads"], ["status", "error_class"], "samples")
+    if "downloads" in tables:
+        t = _counts(dataset, executor, "downloads", ["status", "error_class"], "samples")
         # no error class and an empty one read alike (as SQL's coalesce(error_class, ''))
         t = _merged(t.set_column(1, "error_class", pc.fill_null(t.column("error_class"), "")),
                     ["status", "error_class"], "samples")
@@ -58,14 +60,13 @@ def outcome_tables(dataset: Dataset, executor) -> list[tuple[str, pa.Table, int]
                     t.sort_by([("samples", "descending"), ("status", "ascending"), ("error_class", "ascending")]),
                     100))
     for table, title in (("rejects", "reject reasons"), ("duplicates", "duplicates")):
-        if dataset.has_table(table):
-            t = _counts(dataset, executor, [table], ["reason"], "rows")
+        if table in tables:
+            t = _counts(dataset, executor, table, ["reason"], "rows")
             if t.num_rows:
                 out.append((title, t.sort_by([("rows", "descending"), ("reason", "ascending")]), 100))
-    runs = [t for t in dataset.tables() if t.rsplit("/", 1)[0] == "decisions"]
     parts = []
-    for table in runs:
-        t = _counts(dataset, executor, [table], ["stage", "reason"], "rows")
+    for table in (t for t in tables if t.rsplit("/", 1)[0] == "decisions"):
+        t = _counts(dataset, executor, table, ["stage", "reason"], "rows")
         parts.append(pa.table({"run": pa.array([table.rsplit("/", 1)[1]] * t.num_rows, pa.string()),
                                "stage": t.column("stage"), "reason": t.column("reason"), "rows": t.column("rows")}))
     decisions = pa.concat_tables(parts) if parts else pa.table(
@@ -76,12 +77,11 @@ def outcome_tables(dataset: Dataset, executor) -> list[tuple[str, pa.Table, int]
     return out
 
 
-def _counts(dataset: Dataset, executor, tables: list[str], keys: list[str], name: str) -> pa.Table:
-    """Rows of ``tables`` counted by ``keys`` by the engine: one row per distinct key."""
+def _counts(dataset: Dataset, executor, table: str, keys: list[str], name: str) -> pa.Table:
+    """Rows of ``table`` counted by ``keys`` by the engine: one row per distinct key."""
     schema = pa.schema([pa.field(k, pa.string()) for k in keys])
-    paths = [str(p) for t in tables for p in dataset.shards(t)]
-    return (executor.frame_read(paths, schema).aggregate(keys, {name: (keys[0], "count")})
-            .collect_small(MAX_OUTCOMES))
+    return (executor.frame_read([str(p) for p in dataset.shards(table)], schema)
+            .aggregate(keys, {name: (keys[0], "count")}).collect_small(MAX_OUTCOMES))
 
 
 def _merged(t: pa.Table, keys: list[str], name: str) -> pa.Table:

@@ -121,12 +121,21 @@ def sql(run: JobRun, p: SQLQueryParams) -> None:
 
 def stats(run: JobRun, p: StatsParams) -> None:
     from curate.commands._common import open_executor
-    from curate.stats import outcome_rows
+    from curate.stats import image_attempts, outcome_rows, outcome_tables, table_rows
     from curate.tables import Dataset
 
+    ds = Dataset(run.dataset)
+    rows = table_rows(ds)  # one listing and one footer read per shard, for every use below
+    _print_table(rows, 1000, title=f"tables in {ds.root}")
+    images = image_attempts(ds)
+    if images is not None:
+        data_console().print(f"images/: img2dataset's raw results, {images[0]:,} attempt rows in {images[1]:,} "
+                             "files (every attempt; not samples); see downloads for each sample's outcome",
+                             highlight=False)
     # --engine auto: sized by the largest table the outcome counts read (in-process when none)
-    rows = outcome_rows(Dataset(run.dataset))
-    _stats(run.dataset, open_executor(run.engine, run.master, run.conf, run.app_name, rows=rows))
+    executor = open_executor(run.engine, run.master, run.conf, run.app_name, rows=outcome_rows(ds, rows))
+    for title, table, rows_max in outcome_tables(ds, executor, rows["table"].to_pylist()):
+        _print_table(table, rows_max, title=title)
 
 
 def register(app: typer.Typer) -> None:
@@ -163,18 +172,3 @@ def _run_sql(dataset: str, query: str, out: str | None, limit: int, limits: dict
     if schema is None:
         return
     _print_table(pa.Table.from_batches(shown, schema=schema), limit, more=more)
-
-
-def _stats(dataset: str, executor) -> None:
-    from curate.stats import image_attempts, outcome_tables, table_rows
-    from curate.tables import Dataset
-
-    ds = Dataset(dataset)
-    _print_table(table_rows(ds), 1000, title=f"tables in {ds.root}")
-    images = image_attempts(ds)
-    if images is not None:
-        data_console().print(f"images/: img2dataset's raw results, {images[0]:,} attempt rows in {images[1]:,} "
-                             "files (every attempt; not samples); see downloads for each sample's outcome",
-                             highlight=False)
-    for title, table, rows_max in outcome_tables(ds, executor):
-        _print_table(table, rows_max, title=title)

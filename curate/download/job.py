@@ -211,15 +211,11 @@ def _run_img2dataset(dataset: Dataset, first_shard: int, carried: list[str], opt
 
 
 def todo_shards(dataset: Dataset, first_shard: int) -> list[tuple[int, str]]:
-    """(image shard id, its todo part) for every part: part ``i`` (the number in its name, not its
-    place in a listing sorted as text) is shard ``first_shard + i``."""
+    """(image shard id, its todo part) for every part: part ``i`` is shard ``first_shard + i``
+    (the parts are numbered from 0 without a gap, and listed in index order)."""
     from curate.download.todo import TODO_TABLE
 
-    out = []
-    for p in dataset.shards(TODO_TABLE):
-        name = storage.basename(str(p))
-        out.append((first_shard + int(name[len("part-"):-len(".parquet")]), str(p)))
-    return sorted(out)
+    return [(first_shard + i, str(p)) for i, p in enumerate(dataset.shards(TODO_TABLE))]
 
 
 @contextmanager
