@@ -23,9 +23,10 @@ import pyarrow.compute as pc
 from curate import storage
 from curate.errors import DatasetError
 from curate.names import check_name
-from curate.subset_records import records_from_hex
+from curate.subset_records import NotAUid, records_from_hex
 from curate.tables import Dataset, atomic_write_bytes, load_schema
-from curate.uid import DATACOMP_DTYPE, UID_RE
+from curate.tables.read_ahead import read_ahead
+from curate.uid import DATACOMP_DTYPE
 
 
 def subset_dir(dataset: Dataset, name: str) -> Path | str:
@@ -52,6 +53,7 @@ def write_subset(dataset: Dataset, name: str, uids: Iterable[str] | pa.Array | p
 
 SUBSET_ROW_GROUP = 65536  # write_parquet_atomic's row group size: same bytes either way
 WRITES_AHEAD = 2  # row groups handed to the Parquet encoding thread and not yet written
+READ_AHEAD_BATCHES = 4  # decoded 65,536-row batches waiting for a finish's checks (~2.5 MB each)
 
 
 class UidRowGroups:
@@ -65,10 +67,10 @@ class UidRowGroups:
     def __init__(self, path, ahead: int = WRITES_AHEAD):
         import pyarrow.parquet as pq
 
-        from curate.tables.atomic import PARQUET_OPTIONS
+        from curate.tables.atomic import UID_PARQUET_OPTIONS
 
         self.schema = load_schema("subset").arrow()
-        self._writer = pq.ParquetWriter(path, self.schema, **PARQUET_OPTIONS)
+        self._writer = pq.ParquetWriter(path, self.schema, **UID_PARQUET_OPTIONS)
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="subset-parquet")
         self._writes: deque = deque()
         self._pending: list[pa.Array] = []
@@ -160,11 +162,10 @@ def _checked_records(chunk: pa.Array, name: str, prev: tuple[int, int] | None) -
     strings' order."""
     if chunk.null_count:
         raise DatasetError(f"subset {name!r}: {chunk.null_count} null uids")
-    ok = pc.match_substring_regex(chunk, UID_RE.pattern)
-    if not pc.all(ok).as_py():
-        bad = chunk.filter(pc.invert(ok))[0].as_py()
-        raise DatasetError(f"subset {name!r}: {bad!r} is not a 32-char lowercase hex uid")
-    records = records_from_hex(chunk)
+    try:
+        records = records_from_hex(chunk, checked=True)
+    except NotAUid as e:
+        raise DatasetError(f"subset {name!r}: {chunk[e.row].as_py()!r} is not a 32-char lowercase hex uid") from None
     hi, lo = records["f0"], records["f1"]
     down = (hi[1:] < hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] < lo[:-1]))
     if (prev is not None and tuple(records[0].tolist()) < tuple(prev)) or bool(down.any()):
@@ -179,33 +180,37 @@ def sorted_uids_from_table(dataset: Dataset, table: str, kept_column: str | None
     stage, one per stage), the uids whose every stage kept them."""
     import pyarrow.parquet as pq
 
+    cols = ["uid"] + ([kept_column] if kept_column else [])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for path in dataset.shards(table):
+            yield from pq.ParquetFile(dataset.open_shard(path)).iter_batches(batch_size=65536, columns=cols)
+
     carry_uid, carry_n = None, 0  # a uid whose rows span a batch boundary
-    for path in dataset.shards(table):
-        pf = pq.ParquetFile(dataset.open_shard(path))
-        cols = ["uid"] + ([kept_column] if kept_column else [])
-        for b in pf.iter_batches(batch_size=65536, columns=cols):
-            uid = b.column(0)
-            if kept_column is None:
-                yield uid
-                continue
-            kept = pc.fill_null(b.column(1), False)
-            if stages == 1:
-                yield uid.filter(kept)
-                continue
-            # rows of one uid are adjacent: count kept rows per run of equal uids
-            u = uid.to_numpy(zero_copy_only=False)
-            k = kept.to_numpy(zero_copy_only=False).astype(np.int64)
-            starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-            sums = np.add.reduceat(k, starts) if len(u) else np.zeros(0, np.int64)
-            firsts = u[starts]
-            if carry_uid is not None and len(firsts) and firsts[0] == carry_uid:
-                sums[0] += carry_n
-            elif carry_uid is not None and carry_n == stages:
-                yield pa.array([carry_uid], pa.string())
-            carry_uid, carry_n = (firsts[-1], int(sums[-1])) if len(firsts) else (carry_uid, carry_n)
-            done = sums[:-1] == stages
-            if done.any():
-                yield pa.array(firsts[:-1][done].tolist(), pa.string())
+    # decoding (and a store's ranged reads) in a thread beside the caller's checks and writes
+    for b in read_ahead(batches(), READ_AHEAD_BATCHES):
+        uid = b.column(0)
+        if kept_column is None:
+            yield uid
+            continue
+        kept = pc.fill_null(b.column(1), False)
+        if stages == 1:
+            yield uid.filter(kept)
+            continue
+        # rows of one uid are adjacent: count kept rows per run of equal uids
+        u = uid.to_numpy(zero_copy_only=False)
+        k = kept.to_numpy(zero_copy_only=False).astype(np.int64)
+        starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+        sums = np.add.reduceat(k, starts) if len(u) else np.zeros(0, np.int64)
+        firsts = u[starts]
+        if carry_uid is not None and len(firsts) and firsts[0] == carry_uid:
+            sums[0] += carry_n
+        elif carry_uid is not None and carry_n == stages:
+            yield pa.array([carry_uid], pa.string())
+        carry_uid, carry_n = (firsts[-1], int(sums[-1])) if len(firsts) else (carry_uid, carry_n)
+        done = sums[:-1] == stages
+        if done.any():
+            yield pa.array(firsts[:-1][done].tolist(), pa.string())
     if stages > 1 and carry_uid is not None and carry_n == stages:
         yield pa.array([carry_uid], pa.string())
 

@@ -30,6 +30,11 @@ PARQUET_OPTIONS = dict(
     data_page_version="1.0",
     store_schema=True,
 )
+# A table of uids alone (a subset's ``uids.parquet`` and its parts): every value is distinct,
+# so a dictionary would be built and abandoned in each row group, and zstd's level 3 finds no
+# more in hex text than level 1. Half the encoding CPU of the options above and 12% smaller
+# (2.8M uids: 0.53 -> 0.25 CPU s, 47.4 -> 41.6 MiB); the same rows still give the same bytes.
+UID_PARQUET_OPTIONS = {**PARQUET_OPTIONS, "use_dictionary": False, "compression_level": 1}
 
 
 def is_hidden(name: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +17,10 @@ from curate.errors import DatasetError
 from curate.manifest import RunManifest
 from curate.selection import finish_selection, write_decisions_frame, write_kept_subset
 from curate.subset import read_subset, write_subset, write_subset_sorted
+from curate.subset_records import NotAUid, records_from_hex
 from curate.tables import Dataset
+from curate.tables.read_ahead import read_ahead
+from curate.uid import UID_RE
 
 
 def _uids(n: int, seed: int = 0) -> list[str]:
@@ -61,6 +65,67 @@ def test_streamed_subset_refuses_unsorted_or_bad_uids(tmp_path):
     write_subset_sorted(ds, "x", [pa.array([a, a, b]), pa.array([b, b])], 5)
     m = __import__("json").loads((ds.root / "subsets" / "x" / "_manifest.json").read_text())
     assert (m["count"], m["distinct"]) == (5, 2) and read_subset(ds, "x") == [a, a, b, b, b]
+
+
+def test_checked_records_follow_the_uid_rule(tmp_path):
+    """The finish checks uids on the bytes it decodes (no regex): the same rule as UID_RE, the
+    first bad row named, in whichever chunk and at whichever offset it comes."""
+    good = _uids(200, seed=3)
+    bad = ["0" * 31, "0" * 33, "A" * 32, "0" * 31 + "g", "0" * 31 + " ", "0" * 30 + "é", "0" * 31 + "\n", ""]
+    for b in bad:
+        assert UID_RE.match(b) is None
+        for at in (0, 57, 199):
+            values = good[:at] + [b] + good[at:]
+            with pytest.raises(NotAUid) as e:
+                records_from_hex(pa.array(values), checked=True)
+            assert e.value.row == at, (b, at)
+            with pytest.raises(NotAUid) as e:  # a slice: the row is counted from the slice's start
+                records_from_hex(pa.array(["z"] * 5 + values).slice(5), checked=True)
+            assert e.value.row == at
+    with pytest.raises(NotAUid) as e:
+        records_from_hex(pa.array(good[:4] + [None]), checked=True)
+    assert e.value.row == 4
+    edges = ["0" * 32, "f" * 32, "0123456789abcdef" * 2, "fedcba9876543210" * 2]
+    records = records_from_hex(pa.array(good + edges), checked=True)
+    assert records.tolist() == [(int(u[:16], 16), int(u[16:], 16)) for u in good + edges]
+    assert np.array_equal(records, records_from_hex(pa.array(good + edges)))
+    assert len(records_from_hex(pa.array([], pa.string()), checked=True)) == 0
+    ds = Dataset(tmp_path / "d")
+    s = sorted(good)
+    with pytest.raises(DatasetError, match=r"subset 'x': 'A{32}' is not a 32-char lowercase hex uid"):
+        write_subset_sorted(ds, "x", [pa.array(s[:10]), pa.array(s[10:20] + ["A" * 32])], 21)
+
+
+def test_read_ahead_keeps_order_raises_and_stops():
+    assert list(read_ahead(iter(range(1000)), depth=3)) == list(range(1000))
+    assert list(read_ahead([], depth=1)) == []
+
+    def failing():
+        yield 1
+        yield 2
+        raise OSError("shard 3 unreadable")
+
+    got = []
+    with pytest.raises(OSError, match="shard 3 unreadable"):
+        for x in read_ahead(failing(), depth=2):
+            got.append(x)
+    assert got == [1, 2]
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    it = read_ahead(endless(), depth=2)
+    assert [next(it) for _ in range(5)] == list(range(5))
+    before = threading.active_count()
+    it.close()  # the caller stops early: the thread ends, at most depth + 2 items past the caller
+    assert threading.active_count() <= before - 1
+    assert len(produced) <= 5 + 2 + 2
 
 
 def test_kept_by_every_stage_streams_across_batches(tmp_path):
