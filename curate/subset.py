@@ -67,10 +67,10 @@ class UidRowGroups:
     def __init__(self, path, ahead: int = WRITES_AHEAD):
         import pyarrow.parquet as pq
 
-        from curate.tables.atomic import UID_PARQUET_OPTIONS
+        from curate.tables.atomic import parquet_options
 
         self.schema = load_schema("subset").arrow()
-        self._writer = pq.ParquetWriter(path, self.schema, **UID_PARQUET_OPTIONS)
+        self._writer = pq.ParquetWriter(path, self.schema, **parquet_options(self.schema))
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="subset-parquet")
         self._writes: deque = deque()
         self._pending: list[pa.Array] = []

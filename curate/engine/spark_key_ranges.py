@@ -72,7 +72,7 @@ def _write_ranges(df, out_dir: str, description: str, ranges: int) -> list[dict]
         import pyarrow.parquet as pq
         from pyspark import TaskContext
 
-        from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
+        from curate.tables.atomic import atomic_path, parquet_options
 
         apply_worker_env(env)
         part = TaskContext.get().partitionId()
@@ -83,7 +83,7 @@ def _write_ranges(df, out_dir: str, description: str, ranges: int) -> list[dict]
         rows, pending, held = 0, [], 0
         last = first
         with atomic_path(join(out_dir, f"part-{part:05d}.parquet"), shard=False) as tmp, \
-                pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as w:
+                pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as w:
             for b in itertools.chain([first], batches):
                 pending.append(b)
                 held += b.num_rows

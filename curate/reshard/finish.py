@@ -49,7 +49,7 @@ def finish_outputs(ds: Dataset, executor, plan: ReshardPlan, results: list[dict]
 def _write_missing(ds: Dataset, table: str, rows, path) -> None:
     """``_missing.parquet``: the rows sorted by (uid, reason) by the workers, then streamed into
     one file a row group at a time (the bytes of a whole-table ``write_parquet_atomic``)."""
-    from curate.tables.atomic import PARQUET_OPTIONS
+    from curate.tables.atomic import parquet_options
 
     schema = load_schema("reshard_missing").conform(DROPPED.empty_table()).schema
     written = rows.write_sorted(ds, table, DROPPED, ["uid", "reason"], 1 << 40)
@@ -59,7 +59,7 @@ def _write_missing(ds: Dataset, table: str, rows, path) -> None:
     pending: list[pa.RecordBatch] = []
     n = 0
     with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) as writer:
+        with pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:
             def flush(final: bool) -> None:
                 nonlocal pending, n
                 while n >= MISSING_ROW_GROUP or (final and n):

@@ -115,12 +115,12 @@ def _run_range(con, ds: Dataset, task: dict, rel: str) -> dict:
     import pyarrow as pa
 
     from curate.tables import load_schema
-    from curate.tables.atomic import UID_PARQUET_OPTIONS, atomic_path
+    from curate.tables.atomic import atomic_path, parquet_options
 
     schema = load_schema("subset").arrow()
     reader = con.sql(f"SELECT uid FROM ({rel}) AS r WHERE {cond} AND {known} ORDER BY uid").to_arrow_reader(65536)
     with atomic_path(ds.shard_path(task["table"], task["index"])) as tmp:
-        with pq.ParquetWriter(tmp, schema, **UID_PARQUET_OPTIONS) as writer:
+        with pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:
             for batch in reader:
                 out["selected"] += batch.num_rows
                 writer.write_table(pa.Table.from_batches([batch]).cast(schema))

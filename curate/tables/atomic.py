@@ -37,6 +37,13 @@ PARQUET_OPTIONS = dict(
 UID_PARQUET_OPTIONS = {**PARQUET_OPTIONS, "use_dictionary": False, "compression_level": 1}
 
 
+def parquet_options(schema: pa.Schema) -> dict:
+    """The fixed writer options for a table of ``schema``: ``UID_PARQUET_OPTIONS`` for uids
+    alone (one ``uid`` column), else ``PARQUET_OPTIONS``. Every writer of a table asks this, so
+    the same rows give the same bytes whichever engine or writer wrote them."""
+    return UID_PARQUET_OPTIONS if schema.names == ["uid"] else PARQUET_OPTIONS
+
+
 def is_hidden(name: str) -> bool:
     """Names starting with ``_`` or ``.`` (run manifests, markers, temporary files) are never
     part of a table."""
@@ -154,11 +161,11 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, row_group_siz
     """
     if storage.is_uri(path):
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, row_group_size=row_group_size, **PARQUET_OPTIONS)
+        pq.write_table(table, sink, row_group_size=row_group_size, **parquet_options(table.schema))
         data = sink.getvalue().to_pybytes()
         _commit_object(storage.resolve(path), data, shard)
         return len(data)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=row_group_size, **PARQUET_OPTIONS)
+        pq.write_table(table, tmp, row_group_size=row_group_size, **parquet_options(table.schema))
         size = tmp.stat().st_size
     return size

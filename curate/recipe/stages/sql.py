@@ -95,7 +95,7 @@ def sql_decisions_range(task: dict) -> dict:
 
     from curate.selection import DECISIONS
     from curate.tables import Dataset
-    from curate.tables.atomic import PARQUET_OPTIONS, atomic_path
+    from curate.tables.atomic import atomic_path, parquet_options
 
     ds, p = Dataset(task["root"]), SQLParams(**task["params"])
     con = selection_connection(ds, views=task["views"])
@@ -104,7 +104,7 @@ def sql_decisions_range(task: dict) -> dict:
         query = decisions_query(con, task["inputs"], p, task["lo"], task["hi"])
         reader = con.sql(query).to_arrow_reader(65536)
         with atomic_path(ds.shard_path(task["table"], task["index"])) as tmp:
-            with pq.ParquetWriter(tmp, DECISIONS, **PARQUET_OPTIONS) as writer:
+            with pq.ParquetWriter(tmp, DECISIONS, **parquet_options(DECISIONS)) as writer:
                 for batch in reader:
                     rows += batch.num_rows
                     writer.write_table(conform(batch, DECISIONS))
