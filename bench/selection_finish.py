@@ -14,8 +14,10 @@ Prints wall time, CPU seconds, ns per decision row, the driver's peak RSS, the f
 floor, and the growth from the smallest to the largest size. The loopback server answers a
 ranged read with the cost of its whole object, so bucket times overstate per-request costs and
 understate a real store's latency (tens of ms a request); the request counts hold on any store.
+``--latency-ms`` puts tests/storage/store_latency.py's proxy in front of it: each request held that long,
+ranges served as a store serves them, and the requests and the most in flight counted.
 
-    python bench/selection_finish.py --sizes 2000000,4000000,8000000 [--bucket] [--json PATH]
+    python bench/selection_finish.py --sizes 2000000,4000000,8000000 [--bucket [--latency-ms 30]] [--json PATH]
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ def step(root: str, name: str, kept: int) -> dict:
 def main() -> None:
     ap = step_sweep_parser(__doc__, "2000000,4000000,8000000")
     ap.add_argument("--bucket", action="store_true", help="the decisions in a bucket of a loopback S3 server")
+    ap.add_argument("--latency-ms", type=float, default=None,
+                    help="with --bucket: each request held this long by a proxy that serves ranges as a store does "
+                         "(tests/storage/store_latency.py)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each step per size (best kept)")
     ap.add_argument("--kept", type=int, default=None, help=__import__("argparse").SUPPRESS)
     a = ap.parse_args()
@@ -109,6 +114,11 @@ def main() -> None:
             os.environ.update(S3_ENV)
             os.environ["AWS_ENDPOINT_URL"] = store.enter_context(moto_server(work))
             boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench")
+            if a.latency_ms is not None:
+                from store_latency import latency_proxy  # tests/storage, on the path above
+
+                proxy, stats = store.enter_context(latency_proxy(os.environ["AWS_ENDPOINT_URL"], a.latency_ms / 1000))
+                results["latency_ms"] = a.latency_ms
         store.callback(lambda: None if a.workdir else shutil.rmtree(work, ignore_errors=True))
         for rows in [int(s) for s in a.sizes.split(",")]:
             root = f"s3://bench/pool-{rows}" if a.bucket else str(work / f"pool-{rows}")
@@ -117,8 +127,14 @@ def main() -> None:
             for name in STEPS:
                 best = None
                 for _ in range(a.repeat):
+                    env = dict(os.environ)
+                    if a.latency_ms is not None:  # the steps through the proxy (the build went straight in)
+                        env["AWS_ENDPOINT_URL"] = proxy
+                        stats.reset()
                     r, done = run_measured([sys.executable, __file__, "--step", name, "--root", root,
-                                            "--kept", str(kept)], dict(os.environ))
+                                            "--kept", str(kept)], env)
+                    if a.latency_ms is not None:
+                        r.update(requests=stats.requests, most_in_flight=stats.most_in_flight)
                     if done.returncode != 0:
                         raise SystemExit(f"{name} at {rows:,}: {done.stderr.strip().splitlines()[-1]}")
                     r.update(json.loads(done.stdout.split("RESULT ", 1)[1]))
@@ -127,7 +143,9 @@ def main() -> None:
                 per[name] = best
                 print(f"{rows:>10,} {name:24s} {best['inner_s']:7.2f} s in the step ({best['wall_s']:.2f} s process, "
                       f"{best['cpu_s']:.2f} CPU s)  {best['ns_per_row']:6.0f} ns/row  driver peak "
-                      f"{best['driver_peak_rss'] / 2**20:6.0f} MiB", flush=True)
+                      f"{best['driver_peak_rss'] / 2**20:6.0f} MiB"
+                      + (f"  {best['requests']} requests, at most {best['most_in_flight']} at once"
+                         if "requests" in best else ""), flush=True)
             print(f"{rows:>10,} finish / floor: {per['finish']['inner_s'] / per[STEPS[1]]['inner_s']:.2f}x", flush=True)
             results["sizes"][rows] = per
             if not a.bucket:

@@ -25,7 +25,6 @@ from curate.errors import DatasetError
 from curate.names import check_name
 from curate.subset_records import NotAUid, records_from_hex
 from curate.tables import Dataset, atomic_write_bytes, load_schema
-from curate.tables.read_ahead import read_ahead
 from curate.uid import DATACOMP_DTYPE
 
 
@@ -53,7 +52,7 @@ def write_subset(dataset: Dataset, name: str, uids: Iterable[str] | pa.Array | p
 
 SUBSET_ROW_GROUP = 65536  # write_parquet_atomic's row group size: same bytes either way
 WRITES_AHEAD = 2  # row groups handed to the Parquet encoding thread and not yet written
-READ_AHEAD_BATCHES = 4  # decoded 65,536-row batches waiting for a finish's checks (~2.5 MB each)
+READ_AHEAD_BATCHES = 8  # 65,536-row batches of (uid, kept) read ahead by Arrow's threads (~2.5 MB each)
 
 
 class UidRowGroups:
@@ -178,17 +177,11 @@ def sorted_uids_from_table(dataset: Dataset, table: str, kept_column: str | None
     """The uids of a table sorted by uid (e.g. ``decisions/<run>``), streamed one batch at a
     time: rows whose ``kept_column`` is true, or with ``stages`` > 1 (rows sorted by uid then
     stage, one per stage), the uids whose every stage kept them."""
-    import pyarrow.parquet as pq
-
     cols = ["uid"] + ([kept_column] if kept_column else [])
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for path in dataset.shards(table):
-            yield from pq.ParquetFile(dataset.open_shard(path)).iter_batches(batch_size=65536, columns=cols)
-
     carry_uid, carry_n = None, 0  # a uid whose rows span a batch boundary
-    # decoding (and a store's ranged reads) in a thread beside the caller's checks and writes
-    for b in read_ahead(batches(), READ_AHEAD_BATCHES):
+    # Arrow's threads read and decode the next batches beside the caller's checks and writes
+    # (on a store, that many ranged reads in flight)
+    for b in dataset.iter_batches(table, cols, 65536, READ_AHEAD_BATCHES):
         uid = b.column(0)
         if kept_column is None:
             yield uid

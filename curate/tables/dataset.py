@@ -160,10 +160,24 @@ class Dataset:
                 ts.validate(table, where=str(self.table_dir(name)))
         return table
 
-    def iter_batches(self, name: str, columns: list[str] | None = None, batch_size: int = 65536) -> Iterator[pa.RecordBatch]:
+    def iter_batches(self, name: str, columns: list[str] | None = None, batch_size: int = 65536,
+                     readahead: int = 4) -> Iterator[pa.RecordBatch]:
+        """The table's rows in order, shard after shard, in batches of at most ``batch_size``
+        rows. Arrow's threads read and decode up to ``readahead`` batches ahead of the caller
+        (the memory: that many batches of ``columns``), each row group's columns as one ranged
+        read: on a store, ``readahead`` requests in flight, where ``ParquetFile.iter_batches``
+        waits for one round trip after another (S3: tens of ms each, ~31 for a 2M-row shard)."""
+        import pyarrow.dataset as pads
+
+        fmt = pads.ParquetFileFormat(default_fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=True))
         for f in self.shards(name):
-            pf = pq.ParquetFile(self.open_shard(f))
-            yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+            loc = storage.resolve(f)
+            try:
+                fragment = fmt.make_fragment(loc.path, loc.fs)
+                yield from pads.Scanner.from_fragment(fragment, columns=columns, batch_size=batch_size,
+                                                      batch_readahead=readahead).to_batches()
+            except (pa.ArrowInvalid, OSError) as e:
+                raise DatasetError(f"{f}: cannot read Parquet shard ({e})") from e
 
     def count(self, name: str) -> int:
         return sum(pq.ParquetFile(self.open_shard(f)).metadata.num_rows for f in self.shards(name))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import threading
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +18,6 @@ from curate.selection import finish_selection, write_decisions_frame, write_kept
 from curate.subset import read_subset, write_subset, write_subset_sorted
 from curate.subset_records import NotAUid, records_from_hex
 from curate.tables import Dataset
-from curate.tables.read_ahead import read_ahead
 from curate.uid import UID_RE
 
 
@@ -94,38 +92,6 @@ def test_checked_records_follow_the_uid_rule(tmp_path):
     s = sorted(good)
     with pytest.raises(DatasetError, match=r"subset 'x': 'A{32}' is not a 32-char lowercase hex uid"):
         write_subset_sorted(ds, "x", [pa.array(s[:10]), pa.array(s[10:20] + ["A" * 32])], 21)
-
-
-def test_read_ahead_keeps_order_raises_and_stops():
-    assert list(read_ahead(iter(range(1000)), depth=3)) == list(range(1000))
-    assert list(read_ahead([], depth=1)) == []
-
-    def failing():
-        yield 1
-        yield 2
-        raise OSError("shard 3 unreadable")
-
-    got = []
-    with pytest.raises(OSError, match="shard 3 unreadable"):
-        for x in read_ahead(failing(), depth=2):
-            got.append(x)
-    assert got == [1, 2]
-
-    produced = []
-
-    def endless():
-        i = 0
-        while True:
-            produced.append(i)
-            yield i
-            i += 1
-
-    it = read_ahead(endless(), depth=2)
-    assert [next(it) for _ in range(5)] == list(range(5))
-    before = threading.active_count()
-    it.close()  # the caller stops early: the thread ends, at most depth + 2 items past the caller
-    assert threading.active_count() <= before - 1
-    assert len(produced) <= 5 + 2 + 2
 
 
 def test_kept_by_every_stage_streams_across_batches(tmp_path):

@@ -1,0 +1,70 @@
+"""``Dataset.iter_batches``: a table's rows in order, shard after shard, whether the dataset is a
+folder or in a bucket; on a store, its row groups' reads in flight together (each request is a
+round trip on S3), which is what lets a driver's serial pass (the selection finish) stream
+thousands of shards without waiting for each read in turn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from store_latency import latency_proxy
+
+from curate.errors import DatasetError
+from curate.selection import write_kept_subset
+from curate.subset import read_subset
+from curate.tables import Dataset, write_parquet_atomic
+
+ROW_GROUP = 65536
+
+
+def _decisions(ds: Dataset, shards: int, rows: int) -> pa.Table:
+    """``decisions/run``: ``shards`` shards of ``rows`` sorted uids (several row groups each)."""
+    rng = np.random.default_rng(7)
+    uids = sorted(f"{a:016x}{b:016x}" for a, b in rng.integers(0, 2**63, (shards * rows, 2)))
+    kept = rng.random(len(uids)) < 0.6
+    whole = pa.table({"uid": uids, "stage": ["s"] * len(uids), "kept": kept,
+                      "reason": np.where(kept, "kept", "low"), "value": rng.random(len(uids))})
+    for s in range(shards):
+        write_parquet_atomic(whole.slice(s * rows, rows), ds.shard_path("decisions/run", s), row_group_size=ROW_GROUP)
+    return whole
+
+
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_batches_come_in_table_order(where, tmp_path, request):
+    root = str(tmp_path / "ds") if where == "folder" else f"s3://{request.getfixturevalue('bucket')}/ds"
+    ds = Dataset(root)
+    whole = _decisions(ds, shards=3, rows=150_000)
+    batches = list(ds.iter_batches("decisions/run", ["uid", "kept"], batch_size=40_000, readahead=3))
+    assert all(b.num_rows <= 40_000 for b in batches)
+    assert pa.Table.from_batches(batches).equals(whole.select(["uid", "kept"]))
+    # the finish streams the same uids a whole-table read keeps
+    write_kept_subset(ds, "run", "final", int(np.sum(whole["kept"])), {})
+    assert read_subset(ds, "final") == whole.filter(whole["kept"])["uid"].to_pylist()
+
+
+def test_a_bad_shard_is_named(tmp_path):
+    ds = Dataset(tmp_path / "ds")
+    _decisions(ds, shards=2, rows=1000)
+    bad = ds.shard_path("decisions/run", 1)
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(DatasetError, match=r"part-00001.parquet: cannot read Parquet shard"):
+        list(ds.iter_batches("decisions/run", ["uid"]))
+
+
+def test_a_shard_in_a_bucket_is_read_with_requests_in_flight_together(bucket, monkeypatch):
+    """Behind a proxy that holds each request 50 ms (a store's round trip), one shard of 16
+    row groups: its ranged reads go out together, up to the read-ahead, not one after another."""
+    ds = Dataset(f"s3://{bucket}/ds")
+    whole = _decisions(ds, shards=1, rows=16 * ROW_GROUP)
+    assert pq.ParquetFile(ds.open_shard(ds.shards("decisions/run")[0])).metadata.num_row_groups == 16
+    import os
+
+    with latency_proxy(os.environ["AWS_ENDPOINT_URL"], 0.05) as (url, stats):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        got = pa.Table.from_batches(list(Dataset(f"s3://{bucket}/ds").iter_batches("decisions/run", ["uid"],
+                                                                                    readahead=8)))
+    assert got.equals(whole.select(["uid"]))
+    assert stats.most_in_flight >= 4, (stats.requests, stats.most_in_flight)
+    assert stats.requests <= 16 + 6  # one read a row group; the listings, a HEAD and the footer
