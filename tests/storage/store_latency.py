@@ -70,11 +70,14 @@ def latency_proxy(upstream: str, delay_s: float):
     class Forward(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def _reply(self, status: int, reason: str, headers: list, data: bytes, length: int | None = None) -> None:
+        def _reply(self, status: int, reason: str, headers: list, data: bytes, length: int | None = None,
+                   content_range: str | None = None) -> None:
             self.send_response(status, reason)
             for k, v in headers:
                 if k.lower() not in ("transfer-encoding", "connection", "content-length", "content-range"):
                     self.send_header(k, v)
+            if content_range:
+                self.send_header("Content-Range", content_range)
             self.send_header("Content-Length", str(len(data) if length is None else length))
             self.end_headers()
             if self.command != "HEAD":
@@ -120,14 +123,8 @@ def latency_proxy(upstream: str, delay_s: float):
                 data, rheaders = cached
                 lo = int(ranged.group(1))
                 hi = min(int(ranged.group(2)) if ranged.group(2) else len(data) - 1, len(data) - 1)
-                self.send_response(206, "Partial Content")
-                for k, v in rheaders:
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "content-range"):
-                        self.send_header(k, v)
-                self.send_header("Content-Range", f"bytes {lo}-{hi}/{len(data)}")
-                self.send_header("Content-Length", str(hi - lo + 1))
-                self.end_headers()
-                self.wfile.write(data[lo:hi + 1])
+                return self._reply(206, "Partial Content", rheaders, data[lo:hi + 1],
+                                   content_range=f"bytes {lo}-{hi}/{len(data)}")
             finally:
                 stats.leave()
 

@@ -5,6 +5,8 @@ thousands of shards without waiting for each read in turn."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -59,8 +61,6 @@ def test_a_shard_in_a_bucket_is_read_with_requests_in_flight_together(bucket, mo
     ds = Dataset(f"s3://{bucket}/ds")
     whole = _decisions(ds, shards=1, rows=16 * ROW_GROUP)
     assert pq.ParquetFile(ds.open_shard(ds.shards("decisions/run")[0])).metadata.num_row_groups == 16
-    import os
-
     with latency_proxy(os.environ["AWS_ENDPOINT_URL"], 0.05) as (url, stats):
         monkeypatch.setenv("AWS_ENDPOINT_URL", url)
         got = pa.Table.from_batches(list(Dataset(f"s3://{bucket}/ds").iter_batches("decisions/run", ["uid"],
