@@ -63,13 +63,13 @@ class UidRowGroups:
     order; at most ``ahead`` row groups wait. A context manager: ``finish()`` completes the file,
     an error stops the thread."""
 
-    def __init__(self, path, ahead: int = WRITES_AHEAD):
+    def __init__(self, where, ahead: int = WRITES_AHEAD):
         import pyarrow.parquet as pq
 
         from curate.tables.atomic import parquet_options
 
         self.schema = load_schema("subset").arrow()
-        self._writer = pq.ParquetWriter(path, self.schema, **parquet_options(self.schema))
+        self._writer = pq.ParquetWriter(where, self.schema, **parquet_options(self.schema))
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="subset-parquet")
         self._writes: deque = deque()
         self._pending: list[pa.Array] = []
@@ -119,13 +119,14 @@ def write_subset_sorted(dataset: Dataset, name: str, chunks: Iterable[pa.Array],
     time: ``uids.parquet`` gets row groups of exactly ``SUBSET_ROW_GROUP`` rows
     (``UidRowGroups``) and ``uids.npy`` its records as they come, so the bytes equal a
     whole-array write."""
-    from curate.tables.atomic import atomic_path
+    from curate.tables.atomic import atomic_stream
 
     d = subset_dir(dataset, name)
     rows = distinct = 0
     prev: tuple[int, int] | None = None  # the last record written
-    with atomic_path(storage.join(d, "uids.parquet")) as ptmp, atomic_path(storage.join(d, "uids.npy")) as ntmp:
-        with UidRowGroups(ptmp) as groups, open(ntmp, "wb") as npy:
+    # on a store both files go up while they are written (no local copy), published at the end
+    with atomic_stream(storage.join(d, "uids.parquet")) as pout, atomic_stream(storage.join(d, "uids.npy")) as npy:
+        with UidRowGroups(pout) as groups:
             header = np.lib.format.header_data_from_array_1_0(np.empty(0, dtype=DATACOMP_DTYPE))
             header["shape"] = (count,)
             np.lib.format.write_array_header_1_0(npy, header)

@@ -29,7 +29,13 @@ def commit_shard(shard: Location, data: bytes) -> None:
     until done), then the whole object, then its marker recording size and SHA-256."""
     delete(marker(shard))
     put_bytes(shard, data)
-    body = json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, sort_keys=True)
+    put_marker(shard, len(data), hashlib.sha256(data).hexdigest())
+
+
+def put_marker(shard: Location, size: int, sha256: str) -> None:
+    """The commit marker of a shard just uploaded whole: its size and SHA-256 (what a reader
+    or a working copy checks a local file against)."""
+    body = json.dumps({"bytes": size, "sha256": sha256}, sort_keys=True)
     put_bytes(marker(shard), (body + "\n").encode())
 
 
@@ -55,8 +61,7 @@ def commit_shard_file(shard: Location, local_path) -> None:
             size += len(block)
     delete(marker(shard))
     put_file(shard, local_path)
-    body = json.dumps({"bytes": size, "sha256": h.hexdigest()}, sort_keys=True)
-    put_bytes(marker(shard), (body + "\n").encode())
+    put_marker(shard, size, h.hexdigest())
 
 
 def uncommit_shard(shard: Location) -> None:

@@ -142,6 +142,35 @@ def atomic_path(path: str | os.PathLike, shard: bool = True) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextmanager
+def atomic_stream(path: str | os.PathLike, shard: bool = True) -> Iterator:
+    """A binary writer (``write``) whose bytes become ``path`` atomically when the block ends
+    without error, and nothing on an error. Locally a native file on ``atomic_path``'s hidden
+    temporary path. On a store the bytes go up while they are written (``storage.ObjectUpload``:
+    no copy on local disk, the upload overlapped with the work), the object published at the
+    end, a table shard's commit marker after it (the old marker removed just before)."""
+    if not storage.is_uri(path):
+        with atomic_path(path, shard) as tmp:
+            f = pa.OSFile(str(tmp), "wb")
+            try:
+                yield f
+            finally:
+                f.close()
+        return
+    loc = storage.resolve(str(path))
+    upload = storage.ObjectUpload(loc)
+    try:
+        yield upload
+        if _is_shard(loc, shard):
+            storage.delete(storage.marker(loc))
+        upload.complete()
+    except BaseException:
+        upload.abort()  # after a complete(), nothing to abort
+        raise
+    if _is_shard(loc, shard):
+        storage.put_marker(loc, upload.size, upload.sha256)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, shard: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
     if storage.is_uri(path):
