@@ -32,7 +32,7 @@ from curate.storage.settings import StorageError
 
 PART_BYTES = 8 << 20  # s3transfer's part size; S3 wants >= 5 MiB for every part but the last
 PARTS_PER_SIZE = 1000  # the part size doubles every this many parts: 10,000 parts (S3's most) reach ~8 TB
-PARTS_IN_FLIGHT = 4  # parts uploading at once; also the bound on the parts held in memory
+PARTS_IN_FLIGHT = 4  # parts uploading at once: with the one filling, the parts held in memory
 
 
 def part_bytes(part_number: int) -> int:
@@ -116,7 +116,7 @@ class _S3Parts:
         number = len(self.parts) + len(self.in_flight) + 1
         body, self.buffer = bytes(self.buffer), bytearray()
         self.in_flight.append((number, self.pool.submit(self._put_part, number, body)))
-        while len(self.in_flight) >= self.most:
+        while len(self.in_flight) > self.most:
             self._settle_one()
 
     def _put_part(self, number: int, body: bytes) -> dict:
