@@ -123,13 +123,13 @@ def write_uid_table(path: str | os.PathLike, out: str | os.PathLike) -> tuple[in
     does, when the file is unsorted (DataComp's resharder would drop samples). Returns (rows,
     whether each uid appears once: known for a sorted file, by its neighbours)."""
     from curate.progress import info
-    from curate.tables.atomic import atomic_path, parquet_options
+    from curate.tables.atomic import atomic_stream, parquet_options
 
     arr, _ = open_subset_array(path)
     schema = pa.schema([("uid", pa.string())])
     order = RecordOrder()  # sortedness and repeats seen in the one pass that converts
-    with atomic_path(out) as tmp:
-        with pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:
+    with atomic_stream(out) as sink:  # on a store, streamed up during the pass
+        with pq.ParquetWriter(sink, schema, **parquet_options(schema)) as writer:
             for s in range(0, len(arr), HEX_ROWS):
                 records = np.asarray(arr[s:s + HEX_ROWS])
                 order.feed(records)

@@ -17,7 +17,7 @@ from curate.errors import DatasetError
 from curate.reshard.plan import DROPPED, ReshardPlan
 from curate.reshard.shard_task import SPILLED
 from curate.tables import Dataset, atomic_write_bytes, load_schema, write_parquet_atomic
-from curate.tables.atomic import atomic_path
+from curate.tables.atomic import atomic_stream
 
 MISSING_ROW_GROUP = 65536  # write_parquet_atomic's row group size: same bytes either way
 
@@ -58,8 +58,8 @@ def _write_missing(ds: Dataset, table: str, rows, path) -> None:
         return
     pending: list[pa.RecordBatch] = []
     n = 0
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:
+    with atomic_stream(path) as out:  # on a store, streamed up during the pass
+        with pq.ParquetWriter(out, schema, **parquet_options(schema)) as writer:
             def flush(final: bool) -> None:
                 nonlocal pending, n
                 while n >= MISSING_ROW_GROUP or (final and n):
@@ -153,8 +153,7 @@ def _write_sample_ids(source, work: Path, path) -> None:
         n = len(arr)
         chunks = (sorted_chunks(arr, work / "sort") if first_unsorted(arr) is not None else
                   (np.asarray(arr[s:s + CHUNK_ROWS]) for s in range(0, n, CHUNK_ROWS)))
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            write_npy_header(f, n)
-            for c in chunks:
-                f.write(np.ascontiguousarray(c).tobytes())
+    with atomic_stream(path) as f:  # on a store, streamed up during the pass
+        write_npy_header(f, n)
+        for c in chunks:
+            f.write(np.ascontiguousarray(c).tobytes())

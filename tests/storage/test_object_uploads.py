@@ -205,3 +205,27 @@ write_subset_sorted(Dataset(sys.argv[1]), "s", chunks(), len(uids))
     local = {p.name: p.read_bytes() for p in (tmp_path / "local/subsets/s").iterdir()}
     got = bucket_objects(bucket, "ds/subsets/s/")
     assert {k: v for k, v in got.items() if not k.startswith("_committed/")} == local
+
+
+def test_datacomp_subset_conversions_stream_into_a_bucket_as_they_write_locally(bucket, tmp_path):
+    """A DataComp ``.npy`` subset (unsorted, with a repeat) converted on the driver: reshard's
+    ``sample_ids.npy`` and a job's ``--subset`` uid table, each written into the bucket as a
+    stream, equal the local files."""
+    from curate.reshard.finish import _write_sample_ids
+    from curate.subset_file import write_uid_table
+    from curate.uid import DATACOMP_DTYPE
+
+    hexes = _uids(50_000, seed=3).to_pylist()
+    hexes = hexes[::-1] + hexes[:1]  # unsorted, one uid twice
+    src = tmp_path / "pick.npy"
+    np.save(src, np.array([(int(u[:16], 16), int(u[16:], 16)) for u in hexes], DATACOMP_DTYPE))
+    for out in (tmp_path / "local", f"s3://{bucket}/out"):
+        work = tmp_path / f"work-{len(str(out))}"
+        work.mkdir()
+        _write_sample_ids(src, work, storage.join(out, "sample_ids.npy"))
+        assert write_uid_table(src, storage.join(out, "t/part-00000.parquet")) == (len(hexes), False)
+    got = bucket_objects(bucket, "out/")
+    assert got["sample_ids.npy"] == (tmp_path / "local/sample_ids.npy").read_bytes()
+    assert got["t/part-00000.parquet"] == (tmp_path / "local/t/part-00000.parquet").read_bytes()
+    assert storage.committed(f"s3://{bucket}/out/t/part-00000.parquet")  # a table shard: marked
+    assert len(np.load(tmp_path / "local/sample_ids.npy")) == len(hexes)
