@@ -229,3 +229,13 @@ def test_datacomp_subset_conversions_stream_into_a_bucket_as_they_write_locally(
     assert got["t/part-00000.parquet"] == (tmp_path / "local/t/part-00000.parquet").read_bytes()
     assert storage.committed(f"s3://{bucket}/out/t/part-00000.parquet")  # a table shard: marked
     assert len(np.load(tmp_path / "local/sample_ids.npy")) == len(hexes)
+
+
+def test_a_store_that_refuses_the_upload_is_one_line_naming_the_object(bucket, monkeypatch):
+    """The store's refusal reaches the writer (also from Parquet's encoding thread) as one line
+    naming the object, and the job fails without publishing."""
+    monkeypatch.setattr(uploads, "PART_BYTES", 5 * MIB)
+    uids = _uids(400_000)
+    ds = Dataset(f"s3://{bucket}-missing/ds")  # a bucket that does not exist
+    with pytest.raises(storage.StorageError, match=rf"cannot write s3://{bucket}-missing/ds/subsets/s/uids\."):
+        write_subset_sorted(ds, "s", [uids], len(uids))
