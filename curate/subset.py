@@ -56,7 +56,8 @@ READ_AHEAD_BATCHES = 8  # 65,536-row batches of (uid, kept) read ahead by Arrow'
 
 
 class UidRowGroups:
-    """A subset's ``uids.parquet`` from uids appended in order, in row groups of exactly
+    """A subset's ``uids.parquet`` (``where``: a path, or a binary writer such as
+    ``atomic_stream``'s) from uids appended in order, in row groups of exactly
     ``SUBSET_ROW_GROUP`` rows whatever the chunks (so the bytes equal a whole-array write).
     Parquet's encoding (~40% of a subset write) runs in one thread beside the caller's reading
     and checking of its next chunks (both release the GIL); one thread keeps the row groups in
