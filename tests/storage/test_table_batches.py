@@ -68,3 +68,30 @@ def test_a_shard_in_a_bucket_is_read_with_requests_in_flight_together(bucket, mo
     assert got.equals(whole.select(["uid"]))
     assert stats.most_in_flight >= 4, (stats.requests, stats.most_in_flight)
     assert stats.requests <= 16 + 6  # one read a row group; the listings, a HEAD and the footer
+
+
+_PEAK = """
+import sys
+import pyarrow as pa
+from curate.tables import Dataset
+for b in Dataset(sys.argv[1]).iter_batches("decisions/run", ["uid", "kept"], readahead=int(sys.argv[2])):
+    pass
+print(pa.default_memory_pool().max_memory())
+"""
+
+
+def test_memory_is_bounded_by_the_read_ahead_not_the_shard(tmp_path):
+    """Arrow's peak while a shard is read (a fresh process each: the pool's peak is per
+    process) is the same for a shard of 8 row groups as for one of 32: what is held is the
+    read-ahead's row groups, not the shard (a whole shard pre-buffered held all of its columns)."""
+    import subprocess
+    import sys
+
+    peaks = {}
+    for groups in (8, 32):
+        ds = Dataset(tmp_path / f"ds{groups}")
+        _decisions(ds, shards=1, rows=groups * ROW_GROUP)
+        out = subprocess.run([sys.executable, "-c", _PEAK, str(ds.root), "4"], capture_output=True, text=True,
+                             check=True)
+        peaks[groups] = int(out.stdout.split()[-1])
+    assert peaks[32] < 1.25 * peaks[8], peaks
