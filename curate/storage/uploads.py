@@ -77,7 +77,7 @@ class ObjectUpload:
             self._sink.complete()
         except StorageError:
             raise
-        except Exception as e:  # boto3/botocore/pyarrow errors: one line, like every storage failure
+        except Exception as e:  # noqa: BLE001 - boto3/botocore/pyarrow errors: one line, as every storage failure
             raise StorageError(f"cannot write {self.loc}: {e}") from None
         self._done = True
 
@@ -158,7 +158,7 @@ class _S3Parts:
         if self.upload_id is not None:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
-            except Exception:  # noqa: BLE001 - unreachable store: the upload stays invisible, reclaimed by lifecycle
+            except Exception:  # noqa: BLE001, S110 - unreachable store: the upload stays invisible, reclaimed by lifecycle
                 pass
 
 
@@ -194,7 +194,7 @@ class _GcsStream:
     def _drop_tmp(self) -> None:
         try:
             delete(self.tmp)
-        except Exception:  # noqa: BLE001 - a leftover hidden temporary object is not part of any table
+        except Exception:  # noqa: BLE001, S110 - a leftover hidden temporary object is not part of any table
             pass
 
 

@@ -80,12 +80,12 @@ def test_s3_stream_under_a_part_is_one_put(bucket, size):
 
 def test_s3_stream_that_fails_publishes_nothing_and_aborts_its_upload(bucket, monkeypatch):
     monkeypatch.setattr(uploads, "PART_BYTES", 5 * MIB)
-    with pytest.raises(RuntimeError, match="the writer failed"):
-        with atomic_stream(f"s3://{bucket}/t/part-00000.parquet") as out:
-            for b in _blocks(11 * MIB):
-                out.write(b)
-            assert len(_pending_uploads(bucket)) == 1  # parts went up during the writes
-            raise RuntimeError("the writer failed")
+    with pytest.raises(RuntimeError, match="the writer failed"), \
+            atomic_stream(f"s3://{bucket}/t/part-00000.parquet") as out:
+        for b in _blocks(11 * MIB):
+            out.write(b)
+        assert len(_pending_uploads(bucket)) == 1  # parts went up during the writes
+        raise RuntimeError("the writer failed")
     assert bucket_objects(bucket) == {}  # no object, no marker
     assert _pending_uploads(bucket) == []
 
@@ -103,10 +103,9 @@ def test_a_streamed_shard_gets_its_marker_and_a_rewrite_replaces_both(bucket, mo
             "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         assert storage.committed(uri)
     # a rewrite that fails leaves no marker: the old object is not taken for the new one
-    with pytest.raises(RuntimeError):
-        with atomic_stream(uri) as out:
-            out.write(b"x")
-            raise RuntimeError("stop")
+    with pytest.raises(RuntimeError), atomic_stream(uri) as out:
+        out.write(b"x")
+        raise RuntimeError("stop")
     assert storage.committed(uri)  # the failure came before the publish: the old shard stands
 
 
@@ -119,10 +118,9 @@ def test_gcs_stream_publishes_at_the_end_and_a_failure_leaves_nothing(gs_bucket)
     assert not storage.exists(loc)
     up.complete()
     assert gs_objects(gs_bucket) == {"d/blob.bin": b"".join(blocks)}  # the temporary key is gone
-    with pytest.raises(RuntimeError):
-        with atomic_stream(f"gs://{gs_bucket}/d/other.bin", shard=False) as out:
-            out.write(b"half")
-            raise RuntimeError("stop")
+    with pytest.raises(RuntimeError), atomic_stream(f"gs://{gs_bucket}/d/other.bin", shard=False) as out:
+        out.write(b"half")
+        raise RuntimeError("stop")
     assert gs_objects(gs_bucket) == {"d/blob.bin": b"".join(blocks)}
 
 
