@@ -103,21 +103,25 @@ class _S3Parts:
 
     def write(self, data) -> None:
         self.buffer += data
-        if len(self.buffer) >= part_bytes(len(self.parts) + len(self.in_flight) + 1):
-            self._send()
+        if len(self.buffer) >= part_bytes(self._next_part()):
+            if self.upload_id is None:
+                try:
+                    self.upload_id = self.client.create_multipart_upload(Bucket=self.bucket,
+                                                                         Key=self.key)["UploadId"]
+                except Exception as e:  # noqa: BLE001 - botocore's errors: one line
+                    raise StorageError(f"cannot write {self.loc}: {e}") from None
+                self.pool = ThreadPoolExecutor(max_workers=self.most, thread_name_prefix="s3-part")
+            self._submit_buffer()
+            while len(self.in_flight) > self.most:
+                self._settle_one()
 
-    def _send(self) -> None:
-        if self.upload_id is None:
-            try:
-                self.upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
-            except Exception as e:  # noqa: BLE001 - botocore's errors: one line
-                raise StorageError(f"cannot write {self.loc}: {e}") from None
-            self.pool = ThreadPoolExecutor(max_workers=self.most, thread_name_prefix="s3-part")
-        number = len(self.parts) + len(self.in_flight) + 1
+    def _next_part(self) -> int:
+        return len(self.parts) + len(self.in_flight) + 1
+
+    def _submit_buffer(self) -> None:
+        number = self._next_part()
         body, self.buffer = bytes(self.buffer), bytearray()
         self.in_flight.append((number, self.pool.submit(self._put_part, number, body)))
-        while len(self.in_flight) > self.most:
-            self._settle_one()
 
     def _put_part(self, number: int, body: bytes) -> dict:
         r = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
@@ -138,18 +142,13 @@ class _S3Parts:
             self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer))
             return
         if self.buffer:
-            self._send_last()
+            self._submit_buffer()  # the last part may be under S3's minimum
         while self.in_flight:
             self._settle_one()
         self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                               MultipartUpload={"Parts": sorted(self.parts,
                                                                                key=lambda p: p["PartNumber"])})
         self.pool.shutdown()
-
-    def _send_last(self) -> None:
-        number = len(self.parts) + len(self.in_flight) + 1
-        body, self.buffer = bytes(self.buffer), bytearray()
-        self.in_flight.append((number, self.pool.submit(self._put_part, number, body)))
 
     def abort(self) -> None:
         self.buffer = bytearray()

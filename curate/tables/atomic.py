@@ -158,16 +158,17 @@ def atomic_stream(path: str | os.PathLike, shard: bool = True) -> Iterator:
                 f.close()
         return
     loc = storage.resolve(str(path))
+    marked = _is_shard(loc, shard)
     upload = storage.ObjectUpload(loc)
     try:
         yield upload
-        if _is_shard(loc, shard):
+        if marked:
             storage.delete(storage.marker(loc))
         upload.complete()
     except BaseException:
         upload.abort()  # after a complete(), nothing to abort
         raise
-    if _is_shard(loc, shard):
+    if marked:
         storage.put_marker(loc, upload.size, upload.sha256)
 
 

@@ -200,9 +200,8 @@ class Dataset:
                 groups = fragment.metadata.num_row_groups
             except (pa.ArrowInvalid, OSError) as e:
                 raise DatasetError(f"{f}: cannot read Parquet shard ({e})") from e
-            for s in range(0, groups, window) if groups > window else [0]:
-                part = (fragment if groups <= window else
-                        fragment.subset(row_group_ids=list(range(s, min(groups, s + window)))))
+            for s in range(0, groups, window):  # a shard without row groups has no rows
+                part = fragment.subset(row_group_ids=list(range(s, min(groups, s + window))))
                 yield f, pads.Scanner.from_fragment(part, columns=columns, batch_size=batch_size,
                                                     batch_readahead=window)
 
