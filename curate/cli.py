@@ -118,6 +118,14 @@ def _user_message(exc: BaseException) -> str | None:
     return found
 
 
+def _interrupt_message() -> str:
+    """Ctrl-C's line, or why the dataset lock's renewal stopped this process (another writer
+    took the lock over: rerunning now would not resume, it would meet that writer)."""
+    lock = sys.modules.get("curate.object_lock")
+    lost = lock.lost_message() if lock is not None else None
+    return f"error: {lost}" if lost else INTERRUPTED
+
+
 def _on_interrupt(signum, frame) -> None:
     """Ctrl-C: one line, exit 130. Without Spark a KeyboardInterrupt unwinds, so ``finally``
     blocks tidy up (typer turns it into exit 130). With a Spark JVM running, unwinding would
@@ -126,7 +134,7 @@ def _on_interrupt(signum, frame) -> None:
     global _interrupted
     if not _interrupted:
         _interrupted = True
-        sys.stderr.write(f"curate: {INTERRUPTED}\n")
+        sys.stderr.write(f"curate: {_interrupt_message()}\n")
         sys.stderr.flush()
     engine = sys.modules.get("curate.engine.spark")  # loaded only once a job opened Spark
     if engine is None or not engine.context_running():
@@ -138,6 +146,7 @@ def _on_interrupt(signum, frame) -> None:
 
 
 _on_interrupt.keep_over_spark = True  # curate.engine.spark.get_session puts it back over pyspark's
+_on_interrupt.says_lost_lock = True  # its line names the writer that took the dataset lock over
 _interrupted = False
 
 
@@ -151,7 +160,7 @@ def cli_errors() -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         if not _interrupted:
-            print(f"curate: {INTERRUPTED}", file=sys.stderr)
+            print(f"curate: {_interrupt_message()}", file=sys.stderr)
         _interrupted = False
         sys.exit(130)
     except Exception as exc:

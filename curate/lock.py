@@ -10,12 +10,10 @@ Within one process the lock is re-entrant: a CLI command holds it until it retur
 (``hold_dataset_lock``), and the jobs it calls may take it again (``dataset_lock``).
 
 A dataset on an object store (``s3://...``) has no flock: the lock is the object
-``DATASET/_curate.lock`` holding the holder's line, created with a conditional PUT
-(``If-None-Match: *``), so of two writers starting at once exactly one gets it; it is deleted
-when the command ends. A kill -9 leaves it behind: a lock left by a dead process on this host
-is taken over; one from another host names its holder and says to delete the object when that
-holder is gone. Stores without conditional create (other schemes, or an S3 server that
-answers NotImplemented) get an advisory lock: check, then write (docs/storage.md).
+``DATASET/_curate.lock`` holding the holder's line and a lease its holder renews
+(``curate.object_lock``): of two writers starting at once exactly one gets it; it is deleted
+when the command ends; one a kill -9 left behind is taken over at once on the same host and,
+from any host, once its lease ran out unrenewed (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -23,32 +21,20 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
-import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from curate import storage
 from curate.errors import DatasetError
+from curate.object_lock import LOCK_FILE, DatasetLockedError, ObjectLock, holder_info, holder_text
 
-LOCK_FILE = "_curate.lock"
+__all__ = ["LOCK_FILE", "DatasetLockedError", "acquire", "dataset_lock", "hold_dataset_lock", "release",
+           "release_command_locks"]
 
-_held: dict = {}  # resolved dataset root (Path, or URI str) -> [fd or lock body, depth]
+_held: dict = {}  # resolved dataset root (Path, or URI str) -> [fd or ObjectLock, depth]
 _guard = threading.Lock()
-
-
-class DatasetLockedError(DatasetError):
-    """Another process is writing this dataset."""
-
-
-def _holder_text(info: dict) -> str:
-    if not info:
-        return "another process (no holder information yet)"
-    return (f"pid {info.get('pid')} on {info.get('host')} since {info.get('started')}, "
-            f"running `{info.get('command')}`")
 
 
 def acquire(root: str | os.PathLike, create: bool = False) -> Path:
@@ -84,11 +70,9 @@ def acquire(root: str | os.PathLike, create: bool = False) -> Path:
             except (OSError, ValueError):
                 info = {}
             os.close(fd)
-            raise DatasetLockedError(f"dataset {root} is being written by {_holder_text(info)}; wait for it to "
+            raise DatasetLockedError(f"dataset {root} is being written by {holder_text(info)}; wait for it to "
                                      f"finish (lock file {path})") from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "command": " ".join(["curate", *sys.argv[1:]]) if sys.argv else "curate",
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        info = holder_info()
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
@@ -98,81 +82,16 @@ def acquire(root: str | os.PathLike, create: bool = False) -> Path:
         return root
 
 
-def _holder_info() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "command": " ".join(["curate", *sys.argv[1:]]) if sys.argv else "curate",
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, TypeError, ValueError):
-        return True
-    return True
-
-
-def _create_if_absent(loc: storage.Location, body: bytes) -> bool | None:
-    """Conditional create of the lock object: True created, False it exists, None the store
-    cannot do a conditional create (the caller falls back to check-then-write)."""
-    if loc.scheme != "s3":
-        return None
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, _, key = loc.path.partition("/")
-    try:
-        storage.s3_client().put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
-        return True
-    except ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "")
-        if code in ("PreconditionFailed", "ConditionalRequestConflict") or \
-                e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
-            return False
-        if code in ("NotImplemented", "501"):
-            return None
-        raise DatasetError(f"cannot create the lock object {loc}: {code or e}") from None
-    except BotoCoreError as e:
-        raise DatasetError(f"cannot create the lock object {loc}: {e}") from None
-
-
 def _acquire_remote(root: storage.Location) -> str:
     key = root.uri
     with _guard:
         if key in _held:
             _held[key][1] += 1
             return key
-        loc = root.join(LOCK_FILE)
-        body = (json.dumps(_holder_info()) + "\n").encode()
-        for _ in range(2):  # a second try only after taking over a dead holder's lock
-            created = _create_if_absent(loc, body)
-            if created is None:  # advisory: check, then write
-                created = not storage.exists(loc)
-                if created:
-                    storage.put_bytes(loc, body)
-            if created:
-                _held[key] = [body, 1]
-                return key
-            try:
-                info = json.loads(storage.read_bytes(loc).decode() or "{}")
-            except (OSError, ValueError, storage.StorageError):
-                info = {}
-            if info.get("host") == socket.gethostname() and not _pid_alive(info.get("pid")):
-                storage.delete(loc)  # its holder died (kill -9) on this host: the lock is stale
-                continue
-            break
-        raise DatasetLockedError(f"dataset {key} is being written by {_holder_text(info)}; wait for it to finish "
-                                 f"(lock object {loc}; delete it if that process is gone)")
-
-
-def _release_remote(root: storage.Location, body: bytes) -> None:
-    loc = root.join(LOCK_FILE)
-    try:
-        if storage.read_bytes(loc) == body:  # never delete a lock another writer took since
-            storage.delete(loc)
-    except (OSError, storage.StorageError):
-        pass
+        held = ObjectLock(root)
+        held.acquire()
+        _held[key] = [held, 1]
+        return key
 
 
 def release(root: str | os.PathLike) -> None:
@@ -188,7 +107,7 @@ def release(root: str | os.PathLike) -> None:
         if entry[1] == 0:
             del _held[root]
             if remote:
-                _release_remote(storage.resolve(root), entry[0])
+                entry[0].release()
                 return
             fcntl.flock(entry[0], fcntl.LOCK_UN)
             os.close(entry[0])
