@@ -52,7 +52,7 @@ def write_subset(dataset: Dataset, name: str, uids: Iterable[str] | pa.Array | p
 
 SUBSET_ROW_GROUP = 65536  # write_parquet_atomic's row group size: same bytes either way
 WRITES_AHEAD = 2  # row groups handed to the Parquet encoding thread and not yet written
-READ_AHEAD_BATCHES = 8  # 65,536-row batches of (uid, kept) read ahead by Arrow's threads (~2.5 MB each)
+READ_AHEAD_BATCHES = 8  # on a store: 65,536-row batches of (uid, kept) read ahead by Arrow's threads (~2.5 MB each)
 
 
 class UidRowGroups:
@@ -181,8 +181,8 @@ def sorted_uids_from_table(dataset: Dataset, table: str, kept_column: str | None
     stage, one per stage), the uids whose every stage kept them."""
     cols = ["uid"] + ([kept_column] if kept_column else [])
     carry_uid, carry_n = None, 0  # a uid whose rows span a batch boundary
-    # Arrow's threads read and decode the next batches beside the caller's checks and writes
-    # (on a store, that many ranged reads in flight)
+    # on a store Arrow's threads read and decode the next batches beside the caller's checks
+    # and writes, that many ranged reads in flight (a local table is read a row group at a time)
     for b in dataset.iter_batches(table, cols, 65536, READ_AHEAD_BATCHES):
         uid = b.column(0)
         if kept_column is None:

@@ -171,7 +171,14 @@ class Dataset:
         A shard is scanned in windows of ``readahead // 2`` row groups, the next window's reads
         started while the caller takes the current one: Arrow's pre-buffering holds every row
         group of what it scans until the scan ends, so a whole shard scanned at once held the
-        shard's columns (driver memory grew with the shard, 1M -> 2M rows: +40 MiB)."""
+        shard's columns (driver memory grew with the shard, 1M -> 2M rows: +40 MiB).
+
+        A local dataset has no round trips to hide: its shards are read one row group at a
+        time, as fast (the page cache reads ahead) and holding one batch, not ``readahead``
+        row groups (the selection finish at 8M rows: 1.1 s either way, driver 250 -> 197 MiB)."""
+        if not self.remote:
+            yield from self._iter_local_batches(name, columns, batch_size)
+            return
         from concurrent.futures import ThreadPoolExecutor
 
         window = max(1, readahead // 2)
@@ -185,6 +192,14 @@ class Dataset:
                 current = started
             if current is not None:
                 yield from _drain_window(*current)
+
+    def _iter_local_batches(self, name: str, columns, batch_size: int) -> Iterator[pa.RecordBatch]:
+        for f in self.shards(name):
+            try:
+                yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_size, columns=columns,
+                                                                              use_threads=False)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise DatasetError(f"{f}: cannot read Parquet shard ({e})") from e
 
     def _scan_windows(self, name: str, columns, batch_size: int, window: int):
         """(shard, scanner) for each window of ``window`` row groups of each shard, in order."""

@@ -80,16 +80,19 @@ print(pa.default_memory_pool().max_memory())
 """
 
 
-def test_memory_is_bounded_by_the_read_ahead_not_the_shard(tmp_path):
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_memory_is_bounded_by_the_read_ahead_not_the_shard(where, tmp_path, request):
     """Arrow's peak while a shard is read (a fresh process each: the pool's peak is per
     process) is the same for a shard of 8 row groups as for one of 32: what is held is the
-    read-ahead's row groups, not the shard (a whole shard pre-buffered held all of its columns)."""
+    read-ahead's row groups on a store, one row group in a folder, not the shard (a whole shard
+    pre-buffered held all of its columns)."""
     import subprocess
     import sys
 
     peaks = {}
     for groups in (8, 32):
-        ds = Dataset(tmp_path / f"ds{groups}")
+        root = tmp_path / f"ds{groups}" if where == "folder" else f"s3://{request.getfixturevalue('bucket')}/ds{groups}"
+        ds = Dataset(root)
         _decisions(ds, shards=1, rows=groups * ROW_GROUP)
         out = subprocess.run([sys.executable, "-c", _PEAK, str(ds.root), "4"], capture_output=True, text=True,
                              check=True)
