@@ -210,12 +210,16 @@ class ObjectLock:
                 self.conditional = False
             except (_Precondition, _Missing):
                 seen = self._read()  # an earlier renewal that did land, its answer lost
-                if seen is None or seen.info.get("token") != self.info["token"]:
+                if seen is None:  # deleted by hand and taken by nobody: ours again if still free
+                    return self._create()
+                if seen.info.get("token") != self.info["token"]:
                     return False
                 self.etag = seen.etag
                 return True
         seen = self._read()
-        if seen is None or seen.info.get("token") != self.info["token"]:
+        if seen is None:
+            return self._create()
+        if seen.info.get("token") != self.info["token"]:
             return False
         storage.put_bytes(self.loc, body)
         return True

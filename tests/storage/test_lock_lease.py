@@ -76,9 +76,9 @@ def test_a_live_holder_renews_and_a_frozen_one_is_taken_over_and_stops(bucket):
             _, err = holder.communicate(timeout=30)
             assert holder.returncode == 130
             assert err.splitlines() == [
-                f"curate: error: lost the write lock {root}/{LOCK_FILE} to pid {os.getpid()} on {mine['host']} "
-                f"since {mine['started']}, running `{mine['command']}` (this process could not renew it for 2 s); "
-                "stopped so that two writers do not write the dataset at once"]
+                (f"curate: error: lost the write lock {root}/{LOCK_FILE} to pid {os.getpid()} on {mine['host']} "
+                 f"since {mine['started']}, running `{mine['command']}` (this process could not renew it for 2 s); "
+                 "stopped so that two writers do not write the dataset at once")]
             assert _lock_object(bucket)[0]["token"] == mine["token"]  # and left ours alone
         finally:
             release(root)
@@ -169,3 +169,23 @@ def test_gs_lock_lease_is_renewed_and_a_stale_one_taken_over(gs_bucket, monkeypa
         assert json.loads(gs_objects(gs_bucket, "ds/")[LOCK_FILE])["pid"] == os.getpid()
     finally:
         release(root)
+
+
+def test_a_lock_deleted_by_hand_is_written_again_by_its_live_holder(bucket, monkeypatch):
+    """Someone deletes a live holder's lock object (the old advice for a stuck lock): while no
+    other writer took it, the holder's next renewal creates it again, so it stays exclusive."""
+    root = f"s3://{bucket}/ds"
+    monkeypatch.setenv("CURATE_LOCK_LEASE_S", "1")
+    acquire(root)
+    try:
+        token = _lock_object(bucket)[0]["token"]
+        boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).delete_object(Bucket=bucket,
+                                                                                     Key=f"ds/{LOCK_FILE}")
+        time.sleep(1.0)
+        assert _lock_object(bucket)[0]["token"] == token
+        other = subprocess.run([sys.executable, "-c", f"from curate.lock import acquire; acquire({root!r})"],
+                               check=False, capture_output=True, text=True)
+        assert other.returncode != 0 and f"is being written by pid {os.getpid()} on " in other.stderr
+    finally:
+        release(root)
+    assert LOCK_FILE not in bucket_objects(bucket, "ds/")
