@@ -142,7 +142,19 @@ def _on_interrupt(signum, frame) -> None:
     try:
         engine.kill_driver_jvm()
     finally:
+        _release_locks_at_exit()
         os._exit(130)
+
+
+def _release_locks_at_exit() -> None:
+    """Before ``os._exit``: a dataset lock held on an object store is deleted (a local flock
+    goes with the process), so the next writer, from any host, need not wait for its lease."""
+    lock = sys.modules.get("curate.lock")
+    if lock is not None:
+        try:
+            lock.release_all()
+        except Exception:  # noqa: BLE001 - exiting anyway; a lock left behind is taken over once stale
+            pass
 
 
 _on_interrupt.keep_over_spark = True  # curate.engine.spark.get_session puts it back over pyspark's

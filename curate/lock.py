@@ -34,7 +34,7 @@ __all__ = ["LOCK_FILE", "DatasetLockedError", "acquire", "dataset_lock", "hold_d
            "release_command_locks"]
 
 _held: dict = {}  # resolved dataset root (Path, or URI str) -> [fd or ObjectLock, depth]
-_guard = threading.Lock()
+_guard = threading.RLock()  # re-entrant: the Ctrl-C handler may release while the main thread holds it
 
 
 def acquire(root: str | os.PathLike, create: bool = False) -> Path:
@@ -129,6 +129,17 @@ def hold_dataset_lock(root: str | os.PathLike, create: bool = False) -> Path:
     path = acquire(root, create=create)
     _command_holds.append(path)
     return path
+
+
+def release_all() -> None:
+    """Drop every hold this process has (a process about to ``os._exit``)."""
+    with _guard:
+        roots = list(_held)
+        for root in roots:
+            _held[root][1] = 1
+    for root in roots:
+        release(root)
+    _command_holds.clear()
 
 
 def release_command_locks() -> None:

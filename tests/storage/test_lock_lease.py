@@ -189,3 +189,34 @@ def test_a_lock_deleted_by_hand_is_written_again_by_its_live_holder(bucket, monk
     finally:
         release(root)
     assert LOCK_FILE not in bucket_objects(bucket, "ds/")
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_spark_job_into_a_bucket_leaves_no_lock_behind(bucket, tmp_path):
+    """Ctrl-C while Spark runs ends the process at once (os._exit after killing the JVM); the
+    dataset's lock object is deleted first, so the next writer, from any host, need not wait
+    for its lease."""
+    rows = [json.dumps({"url": f"http://127.0.0.1/{i}.jpg", "caption": f"a photo number {i}"}) for i in range(600)]
+    (tmp_path / "pool.jsonl").write_text("\n".join(rows) + "\n")
+    root = f"s3://{bucket}/ds"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1",
+               CURATE_WORK_DIR=str(tmp_path / "work"))
+    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "ingest", str(tmp_path / "pool.jsonl"), "-o", root,
+                             "--rows-per-shard", "5", "--master", "local[2]"], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:  # Spark is writing the tables
+            if any("/_committed/" in k for k in bucket_objects(bucket, "ds/")):
+                break
+            time.sleep(0.05)
+        assert LOCK_FILE in bucket_objects(bucket, "ds/")
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole foreground group
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out[-3000:]
+    assert out.splitlines()[-1] == "curate: interrupted; rerun the same command to resume"
+    assert LOCK_FILE not in bucket_objects(bucket, "ds/")
