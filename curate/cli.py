@@ -11,7 +11,7 @@ import re
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
@@ -151,10 +151,8 @@ def _release_locks_at_exit() -> None:
     goes with the process), so the next writer, from any host, need not wait for its lease."""
     lock = sys.modules.get("curate.lock")
     if lock is not None:
-        try:
+        with suppress(Exception):  # exiting anyway; a lock left behind is taken over once stale
             lock.release_all()
-        except Exception:  # noqa: BLE001 - exiting anyway; a lock left behind is taken over once stale
-            pass
 
 
 _on_interrupt.keep_over_spark = True  # curate.engine.spark.get_session puts it back over pyspark's
