@@ -45,6 +45,7 @@ LOCK_FILE = "_curate.lock"
 LEASE_ENV = "CURATE_LOCK_LEASE_S"
 DEFAULT_LEASE_S = 300.0
 RENEWALS_PER_LEASE = 5
+_VERBS = {"put_object": "write", "get_object": "read", "delete_object": "delete"}
 
 _lost: list[str] = []  # why this process lost a lock it held (read by the CLI's Ctrl-C handler)
 
@@ -101,6 +102,14 @@ class Seen:
     info: dict
     etag: str | None
     age: float | None
+
+
+class _Precondition(Exception):
+    """The object is not the one the request was conditional on."""
+
+
+class _Missing(Exception):
+    """There is no lock object."""
 
 
 class _Unsupported(Exception):
@@ -302,17 +311,9 @@ class ObjectLock:
             if status == "unsupported":
                 raise _Unsupported() from None
             code = e.response.get("Error", {}).get("Code", "")
-            raise DatasetError(f"cannot {op.replace('_', ' ')} the lock {self.loc}: {code or e}") from None
+            raise DatasetError(f"cannot {_VERBS[op]} the lock object {self.loc}: {code or e}") from None
         except BotoCoreError as e:
-            raise DatasetError(f"cannot {op.replace('_', ' ')} the lock {self.loc}: {e}") from None
-
-
-class _Precondition(Exception):
-    """The object is not the one the request was conditional on."""
-
-
-class _Missing(Exception):
-    """There is no lock object."""
+            raise DatasetError(f"cannot {_VERBS[op]} the lock object {self.loc}: {e}") from None
 
 
 def _parse(body: bytes) -> dict:
