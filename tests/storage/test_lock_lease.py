@@ -52,21 +52,21 @@ def _start_holder(root: str, lease: str) -> subprocess.Popen:
 
 def test_a_live_holder_renews_and_a_frozen_one_is_taken_over_and_stops(bucket):
     root = f"s3://{bucket}/ds"
-    holder = _start_holder(root, "2")
+    holder = _start_holder(root, "3")
     try:
         info, etag = _lock_object(bucket)
-        assert info["pid"] == holder.pid and info["lease_s"] == 2
-        time.sleep(4.5)  # over two leases: without renewals the lock would be stale by now
+        assert info["pid"] == holder.pid and info["lease_s"] == 3
+        time.sleep(6.5)  # over two leases: without renewals the lock would be stale by now
         renewed, etag2 = _lock_object(bucket)
         assert etag2 != etag and renewed["token"] == info["token"]  # rewritten by its holder, same acquisition
         with pytest.raises(DatasetLockedError) as e:
             acquire(root)
         msg = str(e.value)
         assert msg.startswith(f"dataset {root} is being written by pid {holder.pid} on ") and "\n" not in msg
-        assert "s ago; taken over once not renewed for 2 s" in msg
+        assert "s ago; taken over once not renewed for 3 s" in msg
 
         os.kill(holder.pid, signal.SIGSTOP)  # alive, but renews nothing (a frozen or cut-off driver)
-        time.sleep(4.5)
+        time.sleep(6.5)
         acquire(root)  # the same host and a live pid: taken over by the lease alone
         try:
             mine, _ = _lock_object(bucket)
@@ -77,7 +77,7 @@ def test_a_live_holder_renews_and_a_frozen_one_is_taken_over_and_stops(bucket):
             assert holder.returncode == 130
             assert err.splitlines() == [
                 (f"curate: error: lost the write lock {root}/{LOCK_FILE} to pid {os.getpid()} on {mine['host']} "
-                 f"since {mine['started']}, running `{mine['command']}` (this process could not renew it for 2 s); "
+                 f"since {mine['started']}, running `{mine['command']}` (this process could not renew it for 3 s); "
                  "stopped so that two writers do not write the dataset at once")]
             assert _lock_object(bucket)[0]["token"] == mine["token"]  # and left ours alone
         finally:
@@ -96,11 +96,11 @@ def test_a_holder_gone_from_another_host_is_taken_over_after_its_lease(bucket):
     error says to delete it."""
     root = f"s3://{bucket}/ds"
     gone = {"pid": 4242, "host": "another-host", "command": "curate dedup exact", "started": "2026-12-04T00:00:00Z",
-            "token": "0" * 32, "lease_s": 2}
+            "token": "0" * 32, "lease_s": 4}
     _put_lock(bucket, gone)
-    with pytest.raises(DatasetLockedError, match="pid 4242 on another-host .*taken over once not renewed for 2 s"):
+    with pytest.raises(DatasetLockedError, match="pid 4242 on another-host .*taken over once not renewed for 4 s"):
         acquire(root)
-    time.sleep(3.2)  # the store's clock: its Date header less the object's Last-Modified (1 s resolution)
+    time.sleep(5.2)  # the store's clock: its Date header less the object's Last-Modified (1 s resolution)
     acquire(root)
     try:
         assert _lock_object(bucket)[0]["pid"] == os.getpid()
@@ -125,7 +125,7 @@ def test_of_several_writers_taking_over_a_stale_lock_one_gets_it(bucket):
     code = (f"import sys, time; from curate.lock import acquire, DatasetLockedError\n"
             f"time.sleep(max(0, {start} - time.time()))\n"
             f"try:\n    acquire({root!r})\nexcept DatasetLockedError as e:\n    print('refused', e); sys.exit(3)\n"
-            f"print('held'); time.sleep(4)\n")
+            f"print('held'); time.sleep(10)\n")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     outs = [p.communicate(timeout=60) for p in procs]
@@ -159,11 +159,11 @@ def test_gs_lock_lease_is_renewed_and_a_stale_one_taken_over(gs_bucket, monkeypa
         release(root)
     assert LOCK_FILE not in gs_objects(gs_bucket, "ds/")
     stale = {"pid": 7, "host": "another-host", "command": "curate ingest", "started": "2026-12-04T00:00:00Z",
-             "token": "2" * 32, "lease_s": 1}
+             "token": "2" * 32, "lease_s": 3}
     storage.put_bytes(storage.resolve(f"{root}/{LOCK_FILE}"), (json.dumps(stale) + "\n").encode())
     with pytest.raises(DatasetLockedError, match="pid 7 on another-host"):
         acquire(root)
-    time.sleep(2.2)
+    time.sleep(4.2)
     acquire(root)
     try:
         assert json.loads(gs_objects(gs_bucket, "ds/")[LOCK_FILE])["pid"] == os.getpid()
@@ -181,7 +181,9 @@ def test_a_lock_deleted_by_hand_is_written_again_by_its_live_holder(bucket, monk
         token = _lock_object(bucket)[0]["token"]
         boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).delete_object(Bucket=bucket,
                                                                                      Key=f"ds/{LOCK_FILE}")
-        time.sleep(1.0)
+        deadline = time.time() + 10
+        while LOCK_FILE not in bucket_objects(bucket, "ds/") and time.time() < deadline:
+            time.sleep(0.05)  # a renewal every 0.2 s
         assert _lock_object(bucket)[0]["token"] == token
         other = subprocess.run([sys.executable, "-c", f"from curate.lock import acquire; acquire({root!r})"],
                                check=False, capture_output=True, text=True)
