@@ -133,6 +133,7 @@ class ObjectLock:
     """One acquisition of the lock object under ``root`` (a ``storage.Location``)."""
 
     def __init__(self, root: storage.Location):
+        self.root = root.uri
         self.loc = root.join(LOCK_FILE)
         self.lease = lease_seconds()
         self.info = dict(holder_info(), token=uuid.uuid4().hex, lease_s=self.lease)
@@ -162,7 +163,7 @@ class ObjectLock:
 
                 warn(f"took over the lock {self.loc}: {why}")
                 return self._start_renewing()
-        raise DatasetLockedError(_locked_message(self.loc, seen))
+        raise DatasetLockedError(_locked_message(self.root, self.loc, seen))
 
     def release(self) -> None:
         """Stop renewing; delete the object if it is still this acquisition's."""
@@ -335,9 +336,8 @@ def _stale(seen: Seen) -> str | None:
     return None
 
 
-def _locked_message(loc: storage.Location, seen: Seen | None) -> str:
+def _locked_message(root: str, loc: storage.Location, seen: Seen | None) -> str:
     info = seen.info if seen is not None else {}
-    root = loc.uri.rsplit("/", 1)[0]
     lease = info.get("lease_s")
     if isinstance(lease, (int, float)):
         renewed = f"renewed {seen.age:.0f} s ago; " if seen.age is not None else ""

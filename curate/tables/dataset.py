@@ -87,14 +87,18 @@ class Dataset:
                       key=lambda p: shard_order(p.name))
 
     def _remote_shards(self, name: str) -> list[str]:
-        """Committed shards only: a ``.parquet`` object with its ``_committed/`` marker."""
+        return [uri for uri, _ in self._remote_shard_sizes(name)]
+
+    def _remote_shard_sizes(self, name: str) -> list[tuple[str, int]]:
+        """Committed shards only (a ``.parquet`` object with its ``_committed/`` marker), each
+        with its size as the listing gave it."""
         d = storage.resolve(self.table_dir(name))
-        files = {i.base_name for i in storage.listing(d)
+        files = {i.base_name: i.size for i in storage.listing(d)
                  if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not is_hidden(i.base_name)}
         if not files:
             return []
         marked = {i.base_name for i in storage.listing(d.join(storage.COMMIT_DIR))}
-        return [f"{d.uri}/{f}" for f in sorted(files & marked, key=shard_order)]
+        return [(f"{d.uri}/{f}", files[f]) for f in sorted(files.keys() & marked, key=shard_order)]
 
     def has_table(self, name: str) -> bool:
         return bool(self.shards(name))
@@ -176,9 +180,19 @@ class Dataset:
         A local dataset has no round trips to hide: its shards are read one row group at a
         time, as fast (the page cache reads ahead) and holding one batch, not ``readahead``
         row groups (the selection finish at 8M rows: 1.1 s either way, driver 250 -> 197 MiB)."""
-        if not self.remote:
-            yield from self._iter_local_batches(name, columns, batch_size)
-            return
+        if self.remote:
+            return self._iter_store_batches(name, columns, batch_size, readahead)
+        return self._iter_local_batches(name, columns, batch_size)
+
+    def _iter_local_batches(self, name: str, columns, batch_size: int) -> Iterator[pa.RecordBatch]:
+        for f in self.shards(name):
+            try:
+                yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_size, columns=columns,
+                                                                              use_threads=False)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise DatasetError(f"{f}: cannot read Parquet shard ({e})") from e
+
+    def _iter_store_batches(self, name: str, columns, batch_size: int, readahead: int) -> Iterator[pa.RecordBatch]:
         from concurrent.futures import ThreadPoolExecutor
 
         window = max(1, readahead // 2)
@@ -193,24 +207,16 @@ class Dataset:
             if current is not None:
                 yield from _drain_window(*current)
 
-    def _iter_local_batches(self, name: str, columns, batch_size: int) -> Iterator[pa.RecordBatch]:
-        for f in self.shards(name):
-            try:
-                yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_size, columns=columns,
-                                                                              use_threads=False)
-            except (pa.ArrowInvalid, OSError) as e:
-                raise DatasetError(f"{f}: cannot read Parquet shard ({e})") from e
-
     def _scan_windows(self, name: str, columns, batch_size: int, window: int):
-        """(shard, scanner) for each window of ``window`` row groups of each shard, in order."""
+        """(shard, scanner) for each window of ``window`` row groups of each shard of a table on
+        a store, in order."""
         import pyarrow.dataset as pads
 
         fmt = pads.ParquetFileFormat(default_fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=True))
-        for f in self.shards(name):
+        for f, size in self._remote_shard_sizes(name):
             loc = storage.resolve(f)
             try:
-                # the size known, each window's scan opens the object without asking it again
-                size = loc.fs.get_file_info(loc.path).size
+                # the size from the listing: no request per shard to ask it, nor one per window
                 fragment = fmt.make_fragment(loc.path, loc.fs, file_size=size)
                 groups = fragment.metadata.num_row_groups
             except (pa.ArrowInvalid, OSError) as e:
