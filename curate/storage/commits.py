@@ -45,21 +45,35 @@ WHOLE_SHARD_BYTES = 64 << 20
 
 
 def commit_shard_file(shard: Location, local_path) -> None:
-    """``commit_shard`` of a local file: past ``WHOLE_SHARD_BYTES`` uploaded streamed and hashed
-    a block at a time, so a large shard (a subset's ``uids.parquet`` of a billion uids is ~18 GB)
-    is never in memory."""
+    """``commit_shard`` of a local file: past ``WHOLE_SHARD_BYTES`` streamed a block at a time,
+    so a large shard (a subset's ``uids.parquet`` of a billion uids is ~18 GB) is never in
+    memory. On S3 and GCS the file is read once, hashed on the way up (``ObjectUpload``); on
+    another store it is hashed, then uploaded (``put_file``: no partial object on an error)."""
     from curate.storage.objects import put_file
+    from curate.storage.uploads import ObjectUpload
 
     if os.path.getsize(local_path) <= WHOLE_SHARD_BYTES:
         with open(local_path, "rb") as f:
             commit_shard(shard, f.read())
+        return
+    delete(marker(shard))
+    if shard.scheme in ("s3", "gs"):
+        upload = ObjectUpload(shard)
+        try:
+            with open(local_path, "rb") as f:
+                while block := f.read(8 << 20):
+                    upload.write(block)
+            upload.complete()
+        except BaseException:
+            upload.abort()
+            raise
+        put_marker(shard, upload.size, upload.sha256)
         return
     h, size = hashlib.sha256(), 0
     with open(local_path, "rb") as f:
         while block := f.read(8 << 20):
             h.update(block)
             size += len(block)
-    delete(marker(shard))
     put_file(shard, local_path)
     put_marker(shard, size, h.hexdigest())
 

@@ -238,16 +238,22 @@ def test_a_shard_committed_from_a_file_is_streamed_and_marked_alike(bucket, tmp_
     """``commit_shard_file`` (every table shard written through ``atomic_path`` on a store, a
     subset's ``uids.parquet`` included) uploads a file past ``WHOLE_SHARD_BYTES`` streamed and
     hashes it a block at a time: the object and its marker equal ``commit_shard`` of the same
-    bytes (a file of several 8 MiB blocks; before, every file was read whole into memory)."""
+    bytes (a file of several 8 MiB blocks; before, every file was read whole into memory). The
+    file is read once: hashed on its way up, not in a pass of its own before the upload."""
     import os
 
     from curate import storage
     from curate.storage import commits
 
+    def bytes_read() -> int:  # read by this process, every thread, from files and sockets
+        return int(dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())["rchar"])
+
     monkeypatch.setattr(commits, "WHOLE_SHARD_BYTES", 1 << 20)
     data = os.urandom((8 << 20) * 2 + 12345)
     (tmp_path / "part.parquet").write_bytes(data)
+    before = bytes_read()
     storage.commit_shard_file(storage.resolve(f"s3://{bucket}/a/t/part-00000.parquet"), tmp_path / "part.parquet")
+    assert bytes_read() - before < 1.5 * len(data)  # once (the hashing pass of its own read it twice)
     storage.commit_shard(storage.resolve(f"s3://{bucket}/b/t/part-00000.parquet"), data)
     a, b = bucket_objects(bucket, "a/"), bucket_objects(bucket, "b/")
     assert a == b and a["t/part-00000.parquet"] == data
