@@ -8,7 +8,12 @@ standalone S3 server on 127.0.0.1. Each step runs in its own process:
 
 - ``finish``: ``curate.selection.write_kept_subset``, what every selection job runs;
 - ``read floor (baseline)``: the same shards' ``(uid, kept)`` columns read and filtered, one
-  shard after the other, nothing checked or written: the least any finish must do.
+  shard after the other, nothing checked or written: the least any finish must do;
+- ``finish from parts``: the same finish with a Spark executor (local[2], the session started
+  before the clock): one task a decisions shard reads, checks and converts its kept uids
+  (``curate.subset_parts``), the driver appends the parts. Its ``driver_s`` is what stays
+  serial on the driver (the step less the tasks' Spark job): on a cluster the tasks spread
+  over executors, so this is the figure that scales the finish to 12.8B rows.
 
 Prints wall time, CPU seconds, ns per decision row, the driver's peak RSS, the finish over the
 floor, and the growth from the smallest to the largest size. The loopback server answers a
@@ -39,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO / "tests" / "storage"))
 from scale import run_measured, step_sweep_parser  # noqa: E402 - bench/scale.py's /proc polling
 
-STEPS = ("finish", "read floor (baseline)")
+STEPS = ("finish", "read floor (baseline)", "finish from parts")
 KEPT_FRACTION = 0.7
 
 
@@ -74,11 +79,26 @@ def step(root: str, name: str, kept: int) -> dict:
     from curate.tables import Dataset
 
     ds = Dataset(root)
+    executor, tasks_s = None, [0.0]
+    if name == "finish from parts":
+        from curate.engine.spark import SparkExecutor, get_session
+
+        class Timed(SparkExecutor):  # the real executor; its task jobs timed apart from the driver's part
+            def map_tasks(self, tasks, fn, description=""):
+                t = time.perf_counter()
+                try:
+                    return super().map_tasks(tasks, fn, description)
+                finally:
+                    tasks_s[0] += time.perf_counter() - t
+
+        executor = Timed(get_session(master="local[2]", app_name="bench-finish"))
+        executor.map_tasks([{}], lambda t: t)  # the first Python worker started before the clock
+        tasks_s[0] = 0.0
     t0 = time.perf_counter()
-    if name == "finish":
+    if name.startswith("finish"):
         from curate.selection import write_kept_subset
 
-        write_kept_subset(ds, "run", "final", kept, {"stage": "bench"})
+        write_kept_subset(ds, "run", "final", kept, {"stage": "bench"}, executor=executor)
         from curate.storage import read_bytes
 
         got = json.loads(read_bytes(str(ds.path("subsets/final/_manifest.json"))))["count"]
@@ -88,7 +108,8 @@ def step(root: str, name: str, kept: int) -> dict:
             t = pq.read_table(ds.open_shard(path), columns=["uid", "kept"])
             got += len(t.column("uid").filter(pc.fill_null(t.column("kept"), False)))
     assert got == kept, (got, kept)
-    return {"inner_s": time.perf_counter() - t0}
+    inner = time.perf_counter() - t0
+    return {"inner_s": inner, **({"tasks_s": tasks_s[0], "driver_s": inner - tasks_s[0]} if executor else {})}
 
 
 def main() -> None:
@@ -145,8 +166,12 @@ def main() -> None:
                       f"{best['cpu_s']:.2f} CPU s)  {best['ns_per_row']:6.0f} ns/row  driver peak "
                       f"{best['driver_peak_rss'] / 2**20:6.0f} MiB"
                       + (f"  {best['requests']} requests, at most {best['most_in_flight']} at once"
-                         if "requests" in best else ""), flush=True)
-            print(f"{rows:>10,} finish / floor: {per['finish']['inner_s'] / per[STEPS[1]]['inner_s']:.2f}x", flush=True)
+                         if "requests" in best else "")
+                      + (f"  tasks {best['tasks_s']:.2f} s, driver {best['driver_s']:.2f} s "
+                         f"({best['driver_s'] / rows * 1e9:.0f} ns/row)" if "driver_s" in best else ""), flush=True)
+            print(f"{rows:>10,} finish / floor: {per['finish']['inner_s'] / per[STEPS[1]]['inner_s']:.2f}x; "
+                  f"serial on the driver, parts / one pass: "
+                  f"{per[STEPS[2]]['driver_s'] / per['finish']['inner_s']:.2f}x", flush=True)
             results["sizes"][rows] = per
             if not a.bucket:
                 shutil.rmtree(root, ignore_errors=True)

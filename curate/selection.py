@@ -14,8 +14,10 @@ per input uid and stage, ``reason == "kept"`` exactly where ``kept``; it never c
    ``DECISIONS_SHARD_ROWS`` rows (range-partitioned sort, written by the workers), and fails
    before writing any shard if an input uid got more than one decision (equal uids are side by
    side once sorted: the sort's own pass counts them, no distinct-count shuffle);
-4. streams the kept uids from those sorted shards into ``subsets/<name>`` (``uids.parquet``
-   and DataComp's ``uids.npy``, one batch in memory at a time);
+4. writes the kept uids of those sorted shards into ``subsets/<name>`` (``uids.parquet``
+   and DataComp's ``uids.npy``): from parts the workers make of each shard where the executor
+   runs tasks side by side (``subset_parts``), else streamed by the driver, one batch in
+   memory at a time;
 5. writes the manifest with one set of count keys: ``input``, ``kept``, ``removed`` and
    ``reasons`` (rows per reason), plus what the step adds.
 
@@ -35,7 +37,7 @@ from curate.engine.frame import RepeatedKeys
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
 from curate.names import check_name
-from curate.subset import sorted_uids_from_table, write_subset_sorted
+from curate.subset_parts import write_subset_from_table
 from curate.tables import Dataset, load_schema
 
 DECISIONS_SHARD_ROWS = 2_000_000
@@ -107,26 +109,26 @@ def write_decisions_frame(dataset: Dataset, run: str, decisions, unique: bool = 
     return write_decisions_table(dataset, f"decisions/{run}", decisions, unique)
 
 
-def write_kept_subset(dataset: Dataset, run: str, name: str, kept: int, manifest: dict, stages: int = 1):
-    """``subsets/<name>`` streamed from the sorted ``decisions/<run>``: uids every one of the
-    ``stages`` decisions kept."""
-    return write_subset_sorted(dataset, name, sorted_uids_from_table(dataset, f"decisions/{run}", "kept", stages),
-                               kept, manifest)
+def write_kept_subset(dataset: Dataset, run: str, name: str, kept: int, manifest: dict, stages: int = 1,
+                      executor=None):
+    """``subsets/<name>`` from the sorted ``decisions/<run>``: uids every one of the ``stages``
+    decisions kept; read, checked and converted by ``executor``'s tasks where they run side by
+    side (``subset_parts``), else streamed by the driver."""
+    return write_subset_from_table(executor, dataset, name, f"decisions/{run}", "kept", kept, manifest, stages)
 
 
 SUBSET_TMP_ROWS = 1_000_000
 
 
-def write_subset_frame(dataset: Dataset, name: str, uids, manifest: dict):
+def write_subset_frame(dataset: Dataset, name: str, uids, manifest: dict, executor=None):
     """``subsets/<name>`` from a frame of uids in any order: the workers sort it into temporary
-    shards (``_tmp/subset-<name>``), the driver streams those into the subset's files."""
+    shards (``_tmp/subset-<name>``), which become the subset's files (``write_subset_from_table``)."""
     from curate.storage import remove_tree
 
     tmp = f"_tmp/subset-{name}"
     try:
         written = uids.select(["uid"]).write_sorted(dataset, tmp, load_schema("subset"), ["uid"], SUBSET_TMP_ROWS)
-        return write_subset_sorted(dataset, name, sorted_uids_from_table(dataset, tmp, None), written["rows"],
-                                   manifest)
+        return write_subset_from_table(executor, dataset, name, tmp, None, written["rows"], manifest)
     finally:
         remove_tree(dataset.table_dir(tmp))
 
@@ -181,7 +183,7 @@ def finish_selection(executor, dataset: Dataset, run: str, stage: str, decisions
             name = output or run
             write_kept_subset(dataset, run, name, n_kept,
                               {"stage": stage, "run": run, "params": manifest["params"], "input_count": n,
-                               "reasons": reasons, "guards": g})
+                               "reasons": reasons, "guards": g}, executor=executor)
     finally:
         dec.release()
     c = {"input": n, "kept": int(reasons.get("kept", 0)), "removed": n - int(reasons.get("kept", 0)),

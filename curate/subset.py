@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator, Self
@@ -120,35 +121,59 @@ def write_subset_sorted(dataset: Dataset, name: str, chunks: Iterable[pa.Array],
     time: ``uids.parquet`` gets row groups of exactly ``SUBSET_ROW_GROUP`` rows
     (``UidRowGroups``) and ``uids.npy`` its records as they come, so the bytes equal a
     whole-array write."""
+    distinct = 0
+    prev: tuple[int, int] | None = None  # the last record written
+    with subset_files(dataset, name, count) as (npy, groups):
+        for chunk in chunks:
+            chunk = chunk.combine_chunks() if isinstance(chunk, pa.ChunkedArray) else chunk
+            chunk = chunk.cast(pa.string())
+            if len(chunk) == 0:
+                continue
+            # records straight from Arrow's buffer (no Python string per uid, no re-sort:
+            # 55% of a subset write before); order and repeats checked on them
+            records = checked_records(chunk, name, prev)
+            distinct += distinct_records(records, prev)
+            prev = records[-1].tolist()
+            npy.write(records.tobytes())
+            groups.add(chunk)
+    return write_subset_manifest(dataset, name, manifest, groups.rows, distinct)
+
+
+@contextmanager
+def subset_files(dataset: Dataset, name: str, count: int) -> Iterator[tuple]:
+    """(``uids.npy`` writer past its header, ``UidRowGroups`` of ``uids.parquet``) of subset
+    ``name`` announced to hold ``count`` uids; both published when the block ends with
+    ``count`` uids in each, neither on an error. On a store both go up while they are written
+    (no local copy)."""
     from curate.tables.atomic import atomic_stream
 
     d = subset_dir(dataset, name)
-    rows = distinct = 0
-    prev: tuple[int, int] | None = None  # the last record written
-    # on a store both files go up while they are written (no local copy), published at the end
     with atomic_stream(storage.join(d, "uids.parquet")) as pout, atomic_stream(storage.join(d, "uids.npy")) as npy:
+        records = _CountedWriter(npy)
         with UidRowGroups(pout) as groups:
             header = np.lib.format.header_data_from_array_1_0(np.empty(0, dtype=DATACOMP_DTYPE))
             header["shape"] = (count,)
             np.lib.format.write_array_header_1_0(npy, header)
-            for chunk in chunks:
-                chunk = chunk.combine_chunks() if isinstance(chunk, pa.ChunkedArray) else chunk
-                chunk = chunk.cast(pa.string())
-                if len(chunk) == 0:
-                    continue
-                # records straight from Arrow's buffer (no Python string per uid, no re-sort:
-                # 55% of a subset write before); order and repeats checked on them
-                records = _checked_records(chunk, name, prev)
-                hi, lo = records["f0"], records["f1"]
-                new = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
-                distinct += int(new.sum()) + int(prev is None or records[0].tolist() != prev)
-                prev = records[-1].tolist()
-                rows += len(chunk)
-                npy.write(records.tobytes())
-                groups.add(chunk)
+            yield records, groups
             groups.finish()
-        if rows != count:
-            raise DatasetError(f"subset {name!r}: {rows} uids written, {count} announced")
+        if groups.rows != count or records.bytes != count * DATACOMP_DTYPE.itemsize:
+            raise DatasetError(f"subset {name!r}: {groups.rows} uids written, {count} announced")
+
+
+class _CountedWriter:
+    """A binary writer counting what went through it (the records after ``uids.npy``'s header)."""
+
+    def __init__(self, out):
+        self.out, self.bytes = out, 0
+
+    def write(self, data) -> None:
+        self.bytes += memoryview(data).nbytes
+        self.out.write(data)
+
+
+def write_subset_manifest(dataset: Dataset, name: str, manifest: dict | None, rows: int, distinct: int):
+    """The subset's ``_manifest.json``: how it was made, its uids (``count``) and distinct uids."""
+    d = subset_dir(dataset, name)
     meta = dict(manifest or {})
     meta.setdefault("name", name)
     meta["count"] = rows
@@ -157,7 +182,14 @@ def write_subset_sorted(dataset: Dataset, name: str, chunks: Iterable[pa.Array],
     return d
 
 
-def _checked_records(chunk: pa.Array, name: str, prev: tuple[int, int] | None) -> np.ndarray:
+def distinct_records(records: np.ndarray, prev: tuple[int, int] | None) -> int:
+    """Distinct uids among sorted ``records`` that the record before them (``prev``) is not."""
+    hi, lo = records["f0"], records["f1"]
+    new = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+    return int(new.sum()) + int(prev is None or tuple(records[0].tolist()) != tuple(prev))
+
+
+def checked_records(chunk: pa.Array, name: str, prev: tuple[int, int] | None) -> np.ndarray:
     """The chunk's uids as DataComp records, once each is a uid and all follow ``prev`` (the
     record before) in order. For 32-char lowercase hex the records' (high, low) order is the
     strings' order."""

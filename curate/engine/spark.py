@@ -41,6 +41,7 @@ class SparkExecutor(SparkFrameBuilder, SparkFrameOps):
     operations and key-range shuffles."""
 
     name = "spark"
+    parallel_tasks = True
 
     def __init__(self, spark):
         self.spark = spark

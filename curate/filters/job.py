@@ -81,7 +81,7 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
             m["guards"] = g
         write_kept_subset(dataset, name, name, n_kept, manifest={
             "stage": "filter", "filters": [str(s) for s in specs], "decisions": f"decisions/{name}",
-            "run": f"_runs/filter-{name}.json", "resolved": resolved}, stages=len(specs))
+            "run": f"_runs/filter-{name}.json", "resolved": resolved}, stages=len(specs), executor=executor)
     m["outputs"]["subset"] = f"subsets/{name}"
     # the selection count keys (input, kept, removed, reasons = rows of decisions/<run> per reason)
     m["counts"] = {"input": ts["rows"], "reasons": _rows_per_reason(counts),

@@ -194,7 +194,7 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
             "stage": STAGE, "params": {"t": t, "t_effective": t_eff, "t_reference_pool": t_reference_pool,
                                        "seed": seed, **by_language},
             "decisions": f"decisions/{run}", "counts": counts,
-            "entry_distribution": ["entry_distribution.json", plot]})
+            "entry_distribution": ["entry_distribution.json", plot]}, executor=executor)
     _record_outcome(manifest, counts, reasons, summary, pool, name, plot, thresholds is not None)
     manifest.write(dataset, f"metadata-balance-{name}")
     return manifest.data

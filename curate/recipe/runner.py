@@ -211,7 +211,8 @@ def _write_outputs(run: _RecipeRun, lineage: dict, out: UidTable, stage_decision
             write_decisions_frame(dataset, recipe.name, allf)
             lineage["decisions"] = f"decisions/{recipe.name}"
         write_subset_frame(dataset, run.loaded.output, out.frame(dataset, ex),
-                           manifest={"lineage": lineage, "recipe": recipe.name, "recipe_text": run.loaded.text})
+                           manifest={"lineage": lineage, "recipe": recipe.name, "recipe_text": run.loaded.text},
+                           executor=ex)
     lineage["subset"] = f"subsets/{run.loaded.output}"
 
 

@@ -20,7 +20,8 @@ from curate.errors import CurateError, DatasetError
 from curate.manifest import RunManifest
 from curate.sql.connection import DEFAULT_MEMORY_LIMIT, check_read_only, connect
 from curate.sql.views import shard_list, table_views, view_name
-from curate.subset import read_subset_manifest, sorted_uids_from_table, write_subset_sorted
+from curate.subset import read_subset_manifest
+from curate.subset_parts import write_subset_from_table
 from curate.tables import Dataset
 
 
@@ -118,9 +119,9 @@ def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | N
         parts = (executor or LocalExecutor()).map_tasks(tasks, ranges.select_range, "select ranges")
         counts = _checked_counts(parts, allow_unknown, dataset.has_table("samples"))
         m = RunManifest(f"select-{name}", {"sql": query, "embedding_model": embedding_model})
-        path = write_subset_sorted(dataset, name, sorted_uids_from_table(dataset, tmp, None), counts["selected"],
-                                   manifest={"stage": "select_sql", "sql": query, "counts": counts,
-                                             "seconds": round(time.perf_counter() - t0, 4)})
+        path = write_subset_from_table(executor, dataset, name, tmp, None, counts["selected"],
+                                       manifest={"stage": "select_sql", "sql": query, "counts": counts,
+                                                 "seconds": round(time.perf_counter() - t0, 4)})
     finally:
         remove_tree(dataset.table_dir(tmp))
     m["counts"] = counts

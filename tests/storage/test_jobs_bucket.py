@@ -206,3 +206,31 @@ def _read(ds: Dataset, rel: str) -> bytes:
     from curate import storage
 
     return storage.read_bytes(ds.path(rel))
+
+
+def test_a_subset_from_workers_parts_in_a_bucket(bucket, tmp_path, spark):
+    """A selection's subset written from the workers' parts (``subset_parts``, Spark) into a
+    bucket: every object equals the local one-pass write's file, a multi-stage uid straddling
+    shards included; the parts' scratch is gone."""
+    from test_object_store import local_files
+
+    from curate.decisions import decisions_table
+    from curate.engine.spark import SparkExecutor
+    from curate.subset_parts import write_subset_from_table
+
+    uids = sorted(_uid(i) for i in range(50))
+    rng = np.random.default_rng(3)
+    kept = rng.random((50, 2)) < 0.8
+    dec = pa.concat_tables([decisions_table(uids, f"s{j}", kept[:, j].tolist(),
+                                            np.where(kept[:, j], "kept", "no").tolist()) for j in range(2)])
+    dec = dec.sort_by([("uid", "ascending"), ("stage", "ascending")])
+    want = [u for u, k in zip(uids, kept) if k.all()]
+    local, remote = Dataset(tmp_path / "ds"), Dataset(f"s3://{bucket}/ds")
+    for ds, ex in ((local, LocalExecutor()), (remote, SparkExecutor(spark))):
+        ds.write_table("decisions/r", dec, schema="decisions", rows_per_shard=7)  # pairs cut at odd rows
+        write_subset_from_table(ex, ds, "s", "decisions/r", "kept", len(want), {"stage": "t"}, stages=2)
+    objects = bucket_objects(bucket, "ds/")
+    assert not [k for k in objects if k.startswith("_tmp/")]
+    subset_files = {k: v for k, v in objects.items() if k.startswith("subsets/") and "/_committed/" not in k}
+    assert subset_files == {k: v for k, v in local_files(local.root).items() if k.startswith("subsets/")}
+    assert read_subset(remote, "s") == want

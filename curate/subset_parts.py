@@ -1,0 +1,191 @@
+"""A subset written from a sorted table with its pass shared out among the workers.
+
+Every selection job ends by streaming its kept uids from the sorted ``decisions/<run>`` into
+``subsets/<name>`` (``uids.parquet`` and DataComp's ``uids.npy``, one file each). Done on the
+driver alone that pass reads every decision row, checks and converts every kept uid: ~140 ns a
+decision row here, ~30 minutes at DataComp xlarge's 12.8B. Where the executor runs tasks side
+by side (``Executor.parallel_tasks``) and the table has several shards, one task a shard does
+the reading, the checks and the conversion instead: it writes its shard's kept uids as a
+Parquet part and their DataComp records as a raw ``.bin`` part under ``_tmp/``, and returns
+one summary. The driver then only appends the parts in order: the Parquet part's uids into
+``UidRowGroups`` (so the row groups, and the bytes, equal the one-pass write's) and the records
+copied as bytes.
+
+A uid whose rows straddle two shards (a multi-stage table: one row per stage, a uid kept only
+if every stage kept it) is left out of both parts; each task returns its first and last
+uid's partial count, and the driver settles them in order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate import storage
+from curate.subset import (checked_records, distinct_records, sorted_uids_from_table, subset_files,
+                           write_subset_manifest, write_subset_sorted)
+from curate.tables import Dataset, load_schema
+
+PARTS_MIN_SHARDS = 2  # a one-shard table has nothing to share out: the driver's one pass is the same work
+COPY_BLOCK = 8 << 20
+
+
+def write_subset_from_table(executor, dataset: Dataset, name: str, table: str, kept_column: str | None,
+                            count: int, manifest: dict | None = None, stages: int = 1) -> Path | str:
+    """``subsets/<name>`` from ``table`` sorted by uid: the rows whose ``kept_column`` is true
+    (every row when None), or with ``stages`` > 1 (rows sorted by uid then stage) the uids every
+    stage kept; ``count`` uids announced. The same bytes whichever way it is written."""
+    shards = dataset.shards(table)
+    if executor is None or not getattr(executor, "parallel_tasks", False) or len(shards) < PARTS_MIN_SHARDS:
+        return write_subset_sorted(dataset, name, sorted_uids_from_table(dataset, table, kept_column, stages),
+                                   count, manifest)
+    from curate.storage import remove_tree
+
+    tmp = f"_tmp/subset-parts-{name}"
+    remove_tree(dataset.table_dir(tmp))  # a killed run's parts are never read
+    try:
+        tasks = [{"root": str(dataset.root), "shard": str(s), "index": i, "shards": len(shards),
+                  "kept_column": kept_column, "stages": stages, "name": name, "tmp": tmp}
+                 for i, s in enumerate(shards)]
+        parts = executor.map_tasks(tasks, kept_uid_part, "subset parts")
+        return _assemble(dataset, name, tmp, parts, count, manifest, stages)
+    finally:
+        remove_tree(dataset.table_dir(tmp))
+
+
+def part_paths(dataset: Dataset, tmp: str, index: int) -> tuple:
+    """(Parquet part, records part) of shard ``index``."""
+    return dataset.shard_path(f"{tmp}/uids", index), storage.join(dataset.path(f"{tmp}/records"), f"part-{index:05d}.bin")
+
+
+def kept_uid_part(task: dict) -> dict:
+    """One shard's kept uids (a worker task): checked, written as a Parquet part and a records
+    part (when there are any); returns their count, their first and last records, their
+    distinct uids, and for a multi-stage table the partial counts of the shard's first and last
+    uid (``head``, ``tail``: [uid, kept rows]), which are not in the parts."""
+    from curate.tables.atomic import atomic_write_bytes, write_parquet_atomic
+
+    ds, name, stages = Dataset(task["root"]), task["name"], task["stages"]
+    cols = ["uid"] + ([task["kept_column"]] if task["kept_column"] else [])
+    t = storage.read_parquet(task["shard"], columns=cols)
+    uid = t.column("uid").combine_chunks().cast(pa.string())
+    out = {"index": task["index"], "rows": 0, "distinct": 0, "first": None, "last": None, "head": None, "tail": None}
+    if task["kept_column"] is None:
+        kept_uids = uid
+    else:
+        kept = pc.fill_null(t.column(task["kept_column"]).combine_chunks(), False)
+        if stages == 1:
+            kept_uids = uid.filter(kept)
+        else:
+            kept_uids, out["head"], out["tail"] = _whole_groups(uid, kept, stages)
+    del t
+    if len(kept_uids):
+        records = checked_records(kept_uids, name, None)
+        parquet, raw = part_paths(ds, task["tmp"], task["index"])
+        write_parquet_atomic(pa.table([kept_uids], schema=load_schema("subset").arrow()), parquet)
+        atomic_write_bytes(raw, records.tobytes(), shard=False)
+        out.update(rows=len(kept_uids), distinct=distinct_records(records, None),
+                   first=records[0].tolist(), last=records[-1].tolist())
+    return out
+
+
+def _whole_groups(uid: pa.Array, kept: pa.Array, stages: int) -> tuple[pa.Array, list, list]:
+    """The uids of runs of equal uids every stage kept (``kept`` rows == ``stages``), leaving out
+    the shard's first and last runs, which may go on in the shards beside it: those come back
+    as [uid, kept rows] (the same run twice when the shard holds one uid)."""
+    u = uid.to_numpy(zero_copy_only=False)
+    k = kept.to_numpy(zero_copy_only=False).astype(np.int64)
+    if not len(u):
+        return uid.slice(0, 0), None, None
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    sums = np.add.reduceat(k, starts)
+    head, tail = [u[starts[0]], int(sums[0])], [u[starts[-1]], int(sums[-1])]
+    inner = starts[1:-1][sums[1:-1] == stages]
+    return uid.take(pa.array(inner, pa.int64())), head, tail
+
+
+def _assemble(dataset: Dataset, name: str, tmp: str, parts: list[dict], count: int, manifest: dict | None,
+              stages: int) -> Path | str:
+    """The driver's part: the parts appended in shard order, the straddling uids settled
+    between them."""
+    with subset_files(dataset, name, count) as (npy, groups):
+        out = _Appender(dataset, tmp, name, npy, groups)
+        pending: list | None = None  # [uid, kept rows] of a run that may go on in the next shard
+        for p in parts:
+            if p["head"] is not None:  # a multi-stage table's shard: its first and last runs
+                if pending is not None and pending[0] == p["head"][0]:
+                    pending[1] += p["head"][1]
+                else:
+                    out.settle(pending, stages)
+                    pending = list(p["head"])
+                if p["head"][0] == p["tail"][0]:
+                    continue  # the shard is one run, which may go on in the next shard
+                out.settle(pending, stages)  # the next run starts in this shard: the first is over
+                pending = list(p["tail"])
+            out.part(p)  # the shard's inner runs: before its last run, after its first
+        out.settle(pending, stages)
+    return write_subset_manifest(dataset, name, manifest, groups.rows, out.distinct)
+
+
+class _Appender:
+    """Appends to a subset's two files in order, checking the order across parts on their first
+    and last records and counting distinct uids."""
+
+    def __init__(self, dataset: Dataset, tmp: str, name: str, npy, groups):
+        self.dataset, self.tmp, self.name, self.npy, self.groups = dataset, tmp, name, npy, groups
+        self.prev: tuple[int, int] | None = None  # the last record written
+        self.distinct = 0
+
+    def _follows(self, first, last, distinct: int) -> None:
+        from curate.errors import DatasetError
+
+        if self.prev is not None and tuple(first) < self.prev:
+            raise DatasetError(f"subset {self.name!r}: uids not in sorted order")
+        self.distinct += distinct - int(self.prev is not None and tuple(first) == self.prev)
+        self.prev = tuple(last)
+
+    def settle(self, run: list | None, stages: int) -> None:
+        """A run that is over: its uid is kept if every stage kept it."""
+        if run is None or run[1] != stages:
+            return
+        uid = pa.array([run[0]], pa.string())
+        rec = checked_records(uid, self.name, None)
+        self._follows(rec[0].tolist(), rec[0].tolist(), 1)
+        self.npy.write(rec.tobytes())
+        self.groups.add(uid)
+
+    def part(self, p: dict) -> None:
+        """One shard's part: its Parquet uids into the row groups, its records copied as bytes."""
+        from curate.errors import DatasetError
+
+        if not p["rows"]:
+            return
+        self._follows(p["first"], p["last"], p["distinct"])
+        parquet, raw = part_paths(self.dataset, self.tmp, p["index"])
+        rows = size = 0
+        for b in _part_batches(parquet):
+            self.groups.add(b.column(0))
+            rows += b.num_rows
+        with storage.open_input_stream(raw) as f:
+            while block := f.read(COPY_BLOCK):
+                self.npy.write(block)
+                size += len(block)
+        if rows != p["rows"] or size != p["rows"] * 16:
+            raise DatasetError(f"{parquet}: {rows} uids and {size // 16} records, {p['rows']} written")
+
+
+def _part_batches(parquet):
+    """A part's uid batches, one row group at a time (a part on a store: read ahead whole,
+    ~17 bytes a uid, at most one decisions shard's kept uids)."""
+    import pyarrow.parquet as pq
+
+    src = storage.open_input(parquet)
+    try:
+        yield from pq.ParquetFile(src, pre_buffer=storage.is_uri(parquet)).iter_batches(batch_size=65536,
+                                                                                       use_threads=False)
+    finally:
+        if src is not parquet:
+            src.close()
