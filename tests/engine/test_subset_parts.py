@@ -24,7 +24,7 @@ from curate.tables import Dataset
 
 def _uids(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    return sorted("%032x" % rng.getrandbits(128) for _ in range(n))
+    return sorted(f"{rng.getrandbits(128):032x}" for _ in range(n))
 
 
 def _files(ds: Dataset, name: str) -> dict[str, str]:
