@@ -48,7 +48,7 @@ STEPS = ("finish", "read floor (baseline)", "finish from parts")
 KEPT_FRACTION = 0.7
 
 
-def build(root: str, rows: int, seed: int = 0) -> int:
+def build(root: str, rows: int, seed: int = 0, kept_fraction: float = KEPT_FRACTION) -> int:
     """``decisions/run`` of ``rows`` sorted random uids in the dataset at ``root`` (a folder or
     a URI: committed as a job's shards are); returns the kept count."""
     from curate.selection import DECISIONS_SHARD_ROWS
@@ -61,7 +61,7 @@ def build(root: str, rows: int, seed: int = 0) -> int:
     records = np.empty(rows, DATACOMP_DTYPE)
     records["f0"], records["f1"] = rng.integers(0, 2**63, rows, np.uint64), rng.integers(0, 2**63, rows, np.uint64)
     records = sort_records(records)
-    kept = rng.random(rows) < KEPT_FRACTION
+    kept = rng.random(rows) < kept_fraction
     for s, start in enumerate(range(0, rows, DECISIONS_SHARD_ROWS)):
         k = kept[start:start + DECISIONS_SHARD_ROWS]
         n = len(k)
@@ -91,6 +91,9 @@ def step(root: str, name: str, kept: int) -> dict:
                 finally:
                     tasks_s[0] += time.perf_counter() - t
 
+        import curate.subset_parts
+
+        curate.subset_parts.PARTS_MIN_SLOTS = 1  # local[2] has 2 slots: parts all the same, to time them
         executor = Timed(get_session(master="local[2]", app_name="bench-finish"))
         executor.map_tasks([{}], lambda t: t)  # the first Python worker started before the clock
         tasks_s[0] = 0.0
@@ -118,6 +121,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=None,
                     help="with --bucket: each request held this long by a proxy that serves ranges as a store does "
                          "(tests/storage/store_latency.py)")
+    ap.add_argument("--kept-fraction", type=float, default=KEPT_FRACTION, help="decisions kept (default 0.7)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each step per size (best kept)")
     ap.add_argument("--kept", type=int, default=None, help=__import__("argparse").SUPPRESS)
     a = ap.parse_args()
@@ -126,7 +130,7 @@ def main() -> None:
         return
     work = Path(a.workdir or tempfile.mkdtemp(prefix="bench-finish-"))
     work.mkdir(parents=True, exist_ok=True)
-    results = {"steps": STEPS, "sizes": {}, "bucket": a.bucket}
+    results = {"steps": STEPS, "sizes": {}, "bucket": a.bucket, "kept_fraction": a.kept_fraction}
     with contextlib.ExitStack() as store:
         if a.bucket:
             import boto3
@@ -143,7 +147,7 @@ def main() -> None:
         store.callback(lambda: None if a.workdir else shutil.rmtree(work, ignore_errors=True))
         for rows in [int(s) for s in a.sizes.split(",")]:
             root = f"s3://bench/pool-{rows}" if a.bucket else str(work / f"pool-{rows}")
-            kept = build(root, rows)
+            kept = build(root, rows, kept_fraction=a.kept_fraction)
             per = {}
             for name in STEPS:
                 best = None

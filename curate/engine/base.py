@@ -33,9 +33,9 @@ class Executor(Protocol):
     rows reaching the driver. ``driver_counter`` counts the rows that do come back."""
 
     name: str
-    # map_tasks runs tasks side by side in other processes (a cluster's executors): a serial
-    # pass of the driver's is worth sharing out (e.g. a subset's files, ``subset_parts``)
-    parallel_tasks: bool
+    # tasks map_tasks runs at once (1: one after another in this process); where there are
+    # many, a serial pass of the driver's is worth sharing out (a subset's files, ``subset_parts``)
+    task_slots: int
 
     def map_tasks(self, tasks: list[dict], fn: TaskFn, description: str = "") -> list[dict]: ...
 
@@ -51,7 +51,7 @@ class LocalExecutor(LocalFrameBuilder, ArrowFrameOps):
     (``LocalFrameBuilder``) and frame operations (``ArrowFrameOps``) hold their rows in memory."""
 
     name = "local"
-    parallel_tasks = False
+    task_slots = 1
 
     def __init__(self, progress: bool = False):
         self.progress = progress

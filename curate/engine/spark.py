@@ -41,7 +41,6 @@ class SparkExecutor(SparkFrameBuilder, SparkFrameOps):
     operations and key-range shuffles."""
 
     name = "spark"
-    parallel_tasks = True
 
     def __init__(self, spark):
         self.spark = spark
@@ -49,6 +48,10 @@ class SparkExecutor(SparkFrameBuilder, SparkFrameOps):
     @property
     def parallelism(self) -> int:
         return self.spark.sparkContext.defaultParallelism
+
+    @property
+    def task_slots(self) -> int:
+        return self.parallelism
 
     def map_tasks(self, tasks: list[dict], fn: Callable[[dict], dict], description: str = "") -> list[dict]:
         if not tasks:

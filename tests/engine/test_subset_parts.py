@@ -22,6 +22,14 @@ from curate.subset_parts import write_subset_from_table
 from curate.tables import Dataset
 
 
+@pytest.fixture(autouse=True)
+def parts_on_two_slots(monkeypatch):
+    """local[2] (2 task slots) writes from parts here, as a cluster does (the default wants 8)."""
+    import curate.subset_parts
+
+    monkeypatch.setattr(curate.subset_parts, "PARTS_MIN_SLOTS", 2)
+
+
 def _uids(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return sorted(f"{rng.getrandbits(128):032x}" for _ in range(n))
@@ -67,6 +75,21 @@ def test_parts_have_the_bytes_of_the_one_pass(tmp_path, spark, stages):
         assert read_subset(parts, "s") == want
         assert _files(parts, "s")["manifest"]["distinct"] == len(want)
         assert not (parts.root / "_tmp").exists() or not any((parts.root / "_tmp").iterdir())
+
+
+def test_few_task_slots_keep_the_one_pass(tmp_path, spark, monkeypatch):
+    """Below ``PARTS_MIN_SLOTS`` (Spark local mode on a laptop) the driver's one pass is faster
+    than tasks on the same cores: no tasks are run."""
+    import curate.subset_parts
+    from curate.engine.spark import SparkExecutor
+
+    monkeypatch.setattr(curate.subset_parts, "PARTS_MIN_SLOTS", 8)
+    dec, want = _decisions(_uids(20), 1, seed=1)
+    ds, ex = Dataset(tmp_path / "d"), SparkExecutor(spark)
+    ds.write_table("decisions/r", dec, schema="decisions", rows_per_shard=3)
+    write_subset_from_table(ex, ds, "s", "decisions/r", "kept", len(want))
+    assert ex.task_slots == 2 and ex.driver_counter.by_call.get("map_tasks", 0) == 0
+    assert read_subset(ds, "s") == want
 
 
 def test_uid_tables_with_repeats_and_empty_shards(tmp_path, spark):

@@ -208,7 +208,7 @@ def _read(ds: Dataset, rel: str) -> bytes:
     return storage.read_bytes(ds.path(rel))
 
 
-def test_a_subset_from_workers_parts_in_a_bucket(bucket, tmp_path, spark):
+def test_a_subset_from_workers_parts_in_a_bucket(bucket, tmp_path, spark, monkeypatch):
     """A selection's subset written from the workers' parts (``subset_parts``, Spark) into a
     bucket: every object equals the local one-pass write's file, a multi-stage uid straddling
     shards included; the parts' scratch is gone."""
@@ -216,8 +216,10 @@ def test_a_subset_from_workers_parts_in_a_bucket(bucket, tmp_path, spark):
 
     from curate.decisions import decisions_table
     from curate.engine.spark import SparkExecutor
+    from curate import subset_parts
     from curate.subset_parts import write_subset_from_table
 
+    monkeypatch.setattr(subset_parts, "PARTS_MIN_SLOTS", 2)  # local[2] as a cluster
     uids = sorted(_uid(i) for i in range(50))
     rng = np.random.default_rng(3)
     kept = rng.random((50, 2)) < 0.8
