@@ -11,8 +11,9 @@ Parquet part and their DataComp records as a raw ``.bin`` part under ``_tmp/``, 
 one summary. The driver then only appends the parts in order: the Parquet part's uids into
 ``UidRowGroups`` (so the row groups, and the bytes, equal the one-pass write's) and the records
 copied as bytes. What stays serial is then proportional to the kept uids, not the decisions,
-and is mostly Parquet's encoding of the one ``uids.parquet`` (bench/selection_finish.py: 44 ns
-a decision row at 30% kept, 107 at 70%, against 96 and 146 for the one pass).
+and is mostly Parquet's encoding of the one ``uids.parquet`` (bench/selection_finish.py, 4-8M
+decisions: 46-68 ns a decision row at 30% kept, 107-120 at 70%, against 98-118 and 139-153 for
+the one pass; docs/scale.md, session 25).
 
 A uid whose rows straddle two shards (a multi-stage table: one row per stage, a uid kept only
 if every stage kept it) is left out of both parts; each task returns its first and last
