@@ -225,21 +225,30 @@ def sorted_uids_from_table(dataset: Dataset, table: str, kept_column: str | None
             yield uid.filter(kept)
             continue
         # rows of one uid are adjacent: count kept rows per run of equal uids
-        u = uid.to_numpy(zero_copy_only=False)
-        k = kept.to_numpy(zero_copy_only=False).astype(np.int64)
-        starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-        sums = np.add.reduceat(k, starts) if len(u) else np.zeros(0, np.int64)
-        firsts = u[starts]
-        if carry_uid is not None and len(firsts) and firsts[0] == carry_uid:
+        starts, sums = kept_runs(uid, kept)
+        if not len(starts):
+            continue
+        firsts = uid.take(pa.array(starts, pa.int64()))
+        if carry_uid is not None and firsts[0].as_py() == carry_uid:
             sums[0] += carry_n
         elif carry_uid is not None and carry_n == stages:
             yield pa.array([carry_uid], pa.string())
-        carry_uid, carry_n = (firsts[-1], int(sums[-1])) if len(firsts) else (carry_uid, carry_n)
+        carry_uid, carry_n = firsts[-1].as_py(), int(sums[-1])
         done = sums[:-1] == stages
         if done.any():
-            yield pa.array(firsts[:-1][done].tolist(), pa.string())
+            yield firsts.slice(0, len(firsts) - 1).filter(pa.array(done))
     if stages > 1 and carry_uid is not None and carry_n == stages:
         yield pa.array([carry_uid], pa.string())
+
+
+def kept_runs(uid: pa.Array, kept: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(first row, kept rows) of each run of equal uids in ``uid`` (sorted by uid; ``kept`` with
+    no nulls): a multi-stage table's rows of one uid, one per stage."""
+    from curate.engine.frame import first_of_runs
+
+    starts = np.flatnonzero(first_of_runs(uid) == np.arange(len(uid)))
+    k = kept.to_numpy(zero_copy_only=False).astype(np.int64)
+    return starts, (np.add.reduceat(k, starts) if len(starts) else np.zeros(0, np.int64))
 
 
 def read_subset_array(path_or_dataset: str | Path | Dataset, name: str | None = None) -> pa.Array:

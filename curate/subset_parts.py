@@ -22,16 +22,17 @@ uid's partial count, and the driver settles them in order.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import storage
-from curate.subset import (checked_records, distinct_records, sorted_uids_from_table, subset_files,
+from curate.subset import (checked_records, distinct_records, kept_runs, sorted_uids_from_table, subset_files,
                            write_subset_manifest, write_subset_sorted)
 from curate.tables import Dataset, load_schema
+from curate.uid import DATACOMP_DTYPE
 
 PARTS_MIN_SHARDS = 2  # a one-shard table has nothing to share out: the driver's one pass is the same work
 # The tasks redo the one pass's reading and checking, and write parts the driver reads back: on
@@ -48,8 +49,9 @@ def write_subset_from_table(executor, dataset: Dataset, name: str, table: str, k
     """``subsets/<name>`` from ``table`` sorted by uid: the rows whose ``kept_column`` is true
     (every row when None), or with ``stages`` > 1 (rows sorted by uid then stage) the uids every
     stage kept; ``count`` uids announced. The same bytes whichever way it is written."""
-    shards = dataset.shards(table)
-    if executor is None or getattr(executor, "task_slots", 1) < PARTS_MIN_SLOTS or len(shards) < PARTS_MIN_SHARDS:
+    one_pass = executor is None or getattr(executor, "task_slots", 1) < PARTS_MIN_SLOTS
+    shards = [] if one_pass else dataset.shards(table)  # listed only where the parts may be used
+    if len(shards) < PARTS_MIN_SHARDS:
         return write_subset_sorted(dataset, name, sorted_uids_from_table(dataset, table, kept_column, stages),
                                    count, manifest)
     from curate.storage import remove_tree
@@ -57,8 +59,7 @@ def write_subset_from_table(executor, dataset: Dataset, name: str, table: str, k
     tmp = f"_tmp/subset-parts-{name}"
     remove_tree(dataset.table_dir(tmp))  # a killed run's parts are never read
     try:
-        tasks = [{"root": str(dataset.root), "shard": str(s), "index": i, "shards": len(shards),
-                  "kept_column": kept_column, "stages": stages, "name": name, "tmp": tmp}
+        tasks = [{"root": str(dataset.root), "shard": str(s), "index": i, "kept_column": kept_column, "stages": stages, "name": name, "tmp": tmp}
                  for i, s in enumerate(shards)]
         parts = executor.map_tasks(tasks, kept_uid_part, "subset parts")
         return _assemble(dataset, name, tmp, parts, count, manifest, stages)
@@ -106,13 +107,10 @@ def _whole_groups(uid: pa.Array, kept: pa.Array, stages: int) -> tuple[pa.Array,
     """The uids of runs of equal uids every stage kept (``kept`` rows == ``stages``), leaving out
     the shard's first and last runs, which may go on in the shards beside it: those come back
     as [uid, kept rows] (the same run twice when the shard holds one uid)."""
-    u = uid.to_numpy(zero_copy_only=False)
-    k = kept.to_numpy(zero_copy_only=False).astype(np.int64)
-    if not len(u):
+    starts, sums = kept_runs(uid, kept)
+    if not len(starts):
         return uid.slice(0, 0), None, None
-    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-    sums = np.add.reduceat(k, starts)
-    head, tail = [u[starts[0]], int(sums[0])], [u[starts[-1]], int(sums[-1])]
+    head, tail = [uid[int(starts[0])].as_py(), int(sums[0])], [uid[int(starts[-1])].as_py(), int(sums[-1])]
     inner = starts[1:-1][sums[1:-1] == stages]
     return uid.take(pa.array(inner, pa.int64())), head, tail
 
@@ -175,16 +173,14 @@ class _Appender:
             return
         self._follows(p["first"], p["last"], p["distinct"])
         parquet, raw = part_paths(self.dataset, self.tmp, p["index"])
-        rows = size = 0
+        rows_before, bytes_before = self.groups.rows, self.npy.bytes
         for b in _part_batches(parquet):
             self.groups.add(b.column(0))
-            rows += b.num_rows
         with storage.open_input_stream(raw) as f:
-            while block := f.read(COPY_BLOCK):
-                self.npy.write(block)
-                size += len(block)
-        if rows != p["rows"] or size != p["rows"] * 16:
-            raise DatasetError(f"{parquet}: {rows} uids and {size // 16} records, {p['rows']} written")
+            shutil.copyfileobj(f, self.npy, COPY_BLOCK)
+        rows, records = self.groups.rows - rows_before, (self.npy.bytes - bytes_before) // DATACOMP_DTYPE.itemsize
+        if rows != p["rows"] or records != p["rows"]:
+            raise DatasetError(f"{parquet}: {rows} uids and {records} records, {p['rows']} written")
 
 
 def _part_batches(parquet):

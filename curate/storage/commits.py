@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 
 from curate.storage.location import Location, resolve
 from curate.storage.objects import delete, exists, put_bytes
@@ -61,8 +62,7 @@ def commit_shard_file(shard: Location, local_path) -> None:
         upload = ObjectUpload(shard)
         try:
             with open(local_path, "rb") as f:
-                while block := f.read(8 << 20):
-                    upload.write(block)
+                shutil.copyfileobj(f, upload, 8 << 20)
             upload.complete()
         except BaseException:
             upload.abort()
