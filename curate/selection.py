@@ -16,7 +16,7 @@ per input uid and stage, ``reason == "kept"`` exactly where ``kept``; it never c
    side once sorted: the sort's own pass counts them, no distinct-count shuffle);
 4. writes the kept uids of those sorted shards into ``subsets/<name>`` (``uids.parquet``
    and DataComp's ``uids.npy``): from parts the workers make of each shard where the executor
-   runs tasks side by side (``subset_parts``), else streamed by the driver, one batch in
+   runs at least 8 tasks at once (``subset_parts``), else streamed by the driver, one batch in
    memory at a time;
 5. writes the manifest with one set of count keys: ``input``, ``kept``, ``removed`` and
    ``reasons`` (rows per reason), plus what the step adds.
@@ -112,8 +112,8 @@ def write_decisions_frame(dataset: Dataset, run: str, decisions, unique: bool = 
 def write_kept_subset(dataset: Dataset, run: str, name: str, kept: int, manifest: dict, stages: int = 1,
                       executor=None):
     """``subsets/<name>`` from the sorted ``decisions/<run>``: uids every one of the ``stages``
-    decisions kept; read, checked and converted by ``executor``'s tasks where they run side by
-    side (``subset_parts``), else streamed by the driver."""
+    decisions kept; read, checked and converted by ``executor``'s tasks where it runs at least 8
+    at once (``subset_parts``), else streamed by the driver."""
     return write_subset_from_table(executor, dataset, name, f"decisions/{run}", "kept", kept, manifest, stages)
 
 
