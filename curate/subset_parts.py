@@ -13,7 +13,7 @@ one summary. The driver then only appends the parts in order: the Parquet part's
 copied as bytes. What stays serial is then proportional to the kept uids, not the decisions,
 and is mostly Parquet's encoding of the one ``uids.parquet`` (bench/selection_finish.py, 4-8M
 decisions: 46-68 ns a decision row at 30% kept, 107-120 at 70%, against 98-118 and 139-153 for
-the one pass; docs/scale.md, session 25).
+the one pass; docs/scale-history.md, session 25).
 
 A uid whose rows straddle two shards (a multi-stage table: one row per stage, a uid kept only
 if every stage kept it) is left out of both parts; each task returns its first and last

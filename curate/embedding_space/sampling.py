@@ -113,7 +113,7 @@ def read_shard_matrices(path: str, kind: str, cache_dir: str | None = None, inde
     """(uid column, decoded float16 matrices of ``kind``'s columns) of one embeddings shard, from the
     decode cache when it holds this shard; decoding is the costly part of reading a shard
     (a 512-d float16 list row: ~3 us PLAIN as embed writes it since 2026-12-02, ~12 us in the
-    dictionary-encoded layout of older tables; docs/scale.md)."""
+    dictionary-encoded layout of older tables; docs/scale-history.md)."""
     from curate.embedding_space.vectors import embedding_columns, list_to_matrix
     from curate.storage import read_parquet
     from curate.errors import DatasetError

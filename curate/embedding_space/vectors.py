@@ -7,7 +7,7 @@ fixed-size lists, so rows travel through Spark as ``binary`` holding the raw flo
 On disk the vector columns are written PLAIN (no dictionary, no min/max statistics), ZSTD as
 every table: a dictionary of float16 values saves nothing (about 2^14 distinct values, 14-bit
 indices for 16-bit values) and costs about 4x the decode (bench/embeddings_layout.py,
-docs/scale.md). The logical schema is unchanged, so tables written before (dictionary-encoded)
+docs/scale-history.md). The logical schema is unchanged, so tables written before (dictionary-encoded)
 read the same, as does every other Parquet reader (DuckDB, user code).
 """
 

@@ -83,7 +83,7 @@ def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embed
 
     The per-row tables are read by ``executor``'s workers (default: in-process): counts,
     histogram bins and the few samples shown reach the driver, never a table's rows
-    (docs/scale.md, "report")."""
+    (docs/scale-history.md, "report")."""
     from curate.embedding_space.common import subset_uids, uid_frame
     from curate.engine import LocalExecutor
 

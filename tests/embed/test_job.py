@@ -61,7 +61,7 @@ def test_embeddings_equal_direct_open_clip_within_float16(downloaded):
     np.testing.assert_allclose(score, np.sum(img * txt, axis=1), atol=2e-3)
     assert (downloaded.root / "_runs" / f"embed-{TINY}.json").exists()
     # the vector columns are PLAIN (a dictionary of float16 values costs ~4x the decode:
-    # docs/scale.md), the uid column keeps the dataset's dictionary encoding
+    # docs/scale-history.md), the uid column keeps the dataset's dictionary encoding
     import pyarrow.parquet as pq
 
     for p in downloaded.shards(f"embeddings/{TINY}"):

@@ -143,7 +143,7 @@ def test_near_dedup_partitions_full_probe_equals_all_pairs_and_recall_below(tmp_
 
 def test_near_dedup_recall_against_all_pairs(tmp_path):
     """Uniform vectors on the sphere put many near pairs across partition borders: recall
-    below full probe is measured against the exact all-pairs search (figures in docs/scale.md)."""
+    below full probe is measured against the exact all-pairs search (figures in docs/embedding_space.md)."""
     from curate.embedding_space.near_partitions import near_duplicates
 
     rng = np.random.default_rng(0)
