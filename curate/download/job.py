@@ -173,9 +173,10 @@ def remove_incomplete(dataset: Dataset) -> list[str]:
 def _make_downloader(dataset: Dataset, column_list: list[str], opts: DownloadOptions, digits: int):
     # img2dataset (and through it torch, albumentations, wandb) is imported only to download:
     # the shard layout above serves `stats`, `sql`, `embed`... without it
-    from img2dataset.writer import WebDatasetSampleWriter
-
-    from curate.download.fetch import SafeDownloader, SafeResizer
+    # curate.download.fetch first: it turns off albumentations' update check (a request to
+    # PyPI at import), which importing img2dataset would otherwise make
+    from curate.download.fetch import SafeDownloader, SafeResizer  # isort: skip
+    from img2dataset.writer import WebDatasetSampleWriter  # isort: skip
 
     resizer = SafeResizer(
         image_size=opts.image_size, resize_mode=opts.resize_mode, resize_only_if_bigger=opts.resize_only_if_bigger,

@@ -47,12 +47,28 @@ class IngestConfig:
         }
 
 
+def _uncaptioned_images(files: list[tuple[str, str]], cfg: IngestConfig, scan: InputScan) -> None:
+    """An image folder's images that its captions file names in no row: found, not read, and
+    counted (``UNCAPTIONED``), never left out in silence."""
+    from curate.readers import UNCAPTIONED, SkippedFile
+    from curate.readers.imagefolder import images_without_rows
+
+    output = storage.resolve(cfg.output).uri if storage.is_uri(cfg.output) else str(Path(cfg.output).resolve())
+    options = replace(cfg.options, exclude=[output])
+    for path, fmt in files:
+        if fmt == "imagefolder":
+            captions, images = images_without_rows(path, options)
+            scan.skipped += [SkippedFile(str(p), UNCAPTIONED, f"named by no row of its captions file {captions}")
+                             for p in images]
+
+
 def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
     """(tasks, input fingerprints, the scan with every file not read). File order (as given,
     folders sorted) fixes dedup priority. The output folder is never read as input."""
     scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions,
                        sources=cfg.sources, listed=cfg.listed, folders=cfg.store_folders)
     files = scan.files
+    _uncaptioned_images(files, cfg, scan)
     if not files:
         if scan.skipped:
             first = scan.skipped[0]

@@ -6,6 +6,7 @@ batch into a "staged" batch where every row is either a sample or a reject with 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -14,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.readers import RAW_SCHEMA, REJECT_REASONS, ReaderOptions, read_file_raw
+from curate.readers.base import clip_raw
 from curate.text import normalize_text
 from curate.uid import derive_uids
 
@@ -119,11 +121,7 @@ def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
         text = pc.if_else(is_sample, text_in, pa.scalar(None, pa.string()))
         url = url_in
     uid = pc.if_else(pc.and_(is_sample, has_uid), uid_norm, derived)
-    raw_col = raw.column("raw")
-    reject_raw = pc.if_else(pc.is_null(raw_col),
-                            pc.utf8_slice_codeunits(pc.fill_null(text_in, ""), 0, 2000), raw_col)
-    raw_out = pc.if_else(is_sample, pa.scalar(None, pa.string()), reject_raw)
-    # Rejects whose reason was decided here: show url + caption as the raw value.
+    raw_out = _reject_raw(raw, is_sample)
     kind = pc.if_else(is_sample, "sample", "reject")
     staged = pa.RecordBatch.from_arrays([
         kind,
@@ -144,6 +142,24 @@ def prepare_batch(raw: pa.RecordBatch, source_file: str, file_index: int,
     counts = Counter({"rows": n, "samples": pc.sum(is_sample.cast(pa.int64())).as_py() or 0})
     counts["rejects"] = n - counts["samples"]
     return staged, counts
+
+
+def _reject_raw(raw: pa.RecordBatch, is_sample: pa.Array) -> pa.Array:
+    """The raw value each reject shows: the reader's (the record as read), else, for a reason
+    decided here, the row's fields as JSON (url, caption, uid, sizes: whichever the rule
+    judged is among them), cut to the rejects table's bound. Null for samples."""
+    raw_col = raw.column("raw")
+    todo = pc.indices_nonzero(pc.and_(pc.invert(is_sample), pc.is_null(raw_col))).to_pylist()
+    if not todo:
+        return pc.if_else(is_sample, pa.scalar(None, pa.string()), raw_col)
+    fields = {"url": "url", "text": "caption", "uid": "uid", "original_width": "width", "original_height": "height"}
+    rows = raw.select(list(fields)).take(pa.array(todo, pa.int64())).to_pylist()
+    shown = [clip_raw(json.dumps({fields[k]: v for k, v in r.items() if v is not None}, ensure_ascii=False))
+             for r in rows]
+    filled = pc.replace_with_mask(raw_col, pc.is_in(pa.array(range(raw.num_rows), pa.int64()),
+                                                    value_set=pa.array(todo, pa.int64())),
+                                  pa.array(shown, pa.string()))
+    return pc.if_else(is_sample, pa.scalar(None, pa.string()), filled)
 
 
 def _derive(url: pa.Array, text: pa.Array, mask: pa.Array) -> pa.Array:

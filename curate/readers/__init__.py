@@ -32,6 +32,7 @@ _FORCED_READS = {"parquet": "parquet", "datacomp": "parquet", "img2dataset": "pa
 # Outcomes of an input file that is not read (counted in the run manifest, never silent).
 UNREADABLE = "unreadable"    # no permission, broken link, folder that cannot be listed, undecodable name
 UNSUPPORTED = "unsupported"  # no reader for this kind of file (or not the --format given)
+UNCAPTIONED = "uncaptioned"  # an image in an image folder whose captions file names it in no row
 COVERED = "covered"          # img2dataset: a shard's tar/folder/stats, whose samples its Parquet file holds;
                              # DataComp: a shard's .npz, read by the embeddings import
 
@@ -39,7 +40,7 @@ COVERED = "covered"          # img2dataset: a shard's tar/folder/stats, whose sa
 @dataclass(frozen=True)
 class SkippedFile:
     path: str
-    outcome: str  # UNREADABLE | UNSUPPORTED | COVERED
+    outcome: str  # UNREADABLE | UNSUPPORTED | UNCAPTIONED | COVERED
     detail: str
 
     def to_dict(self) -> dict:

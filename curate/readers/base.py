@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
@@ -231,25 +232,50 @@ def _reject_unencodable(cols: dict[str, list]) -> None:
                 cols[n][i] = v.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_SIGNED_DIGITS = re.compile(r"[+-]?[0-9]+")  # ASCII only: str.isdigit() also takes '²' and '①'
+
+
 def as_int(v: Any) -> tuple[int | None, bool]:
-    """(value, ok) for a width/height field: ints, integral floats and digit strings pass."""
+    """(value, ok) for a width/height field: ints, integral floats and (signed) ASCII digit
+    strings pass; NaN and empty are unknown (None, ok). The value may be past int64."""
     if v is None or v == "":
         return None, True
     if isinstance(v, bool):
         return None, False
-    if isinstance(v, int):
-        return v, True
     if isinstance(v, float):
-        if math.isfinite(v) and v.is_integer():
-            return int(v), True
-        return None, not math.isfinite(v) and math.isnan(v)  # NaN = unknown, inf = bad
+        if math.isnan(v):
+            return None, True  # pandas' missing value
+        if not (math.isfinite(v) and v.is_integer()):
+            return None, False  # inf or a fraction
+        return int(v), True
     if isinstance(v, str):
         s = v.strip()
-        if s.isdigit():
-            return int(s), True
         if s == "":
             return None, True
-    return None, False
+        return (int(s), True) if _SIGNED_DIGITS.fullmatch(s) else (None, False)
+    return (v, True) if isinstance(v, int) else (None, False)
+
+
+def stated_size(width: Any, height: Any) -> tuple[int | None, int | None, tuple[str, str] | None]:
+    """(width, height, problem) of a record's stated size fields. ``problem`` is a reject's
+    (reason, detail) when either is not an integer (``wrong_type``) or is past int64
+    (``invalid_size``: no image is that large, and the table's column could not hold it); the
+    ingest stage judges the rest (positive, within --max-size)."""
+    (w, okw), (h, okh) = as_int(width), as_int(height)
+    if not (okw and okh):
+        return None, None, ("wrong_type", "width/height is not an integer")
+    if any(v is not None and not _INT64_MIN <= v <= _INT64_MAX for v in (w, h)):
+        return None, None, ("invalid_size", "stated width/height is not a positive image size")
+    return w, h, None
+
+
+def shown_columns(names: list[str], most: int = 20, width: int = 40) -> str:
+    """A file's column names for a one-line error: at most ``most`` of them, each cut to
+    ``width`` characters (a header that swallowed the file must not print the file)."""
+    shown = [n if len(n) <= width else n[:width] + "..." for n in names[:most]]
+    more = f" and {len(names) - most:,} more" if len(names) > most else ""
+    return f"{shown!r}{more}"
 
 
 def iter_flush(builder: RawBuilder) -> Iterator[pa.RecordBatch]:

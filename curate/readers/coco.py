@@ -7,12 +7,16 @@ the image record. source_row is the annotation's index in the file.
 from __future__ import annotations
 
 import json
+import re
 from typing import Iterator
 
 import pyarrow as pa
 
 from curate.errors import InputFileError
-from curate.readers.base import RawBuilder, ReaderOptions, as_int, extra_json, iter_flush
+from curate.readers.base import RawBuilder, ReaderOptions, extra_json, stated_size, iter_flush
+
+
+_COCO_FIRST_KEY = re.compile(rb'\{\s*"(info|licenses|images|annotations|categories)"\s*:\s*[\[{]')
 
 
 def is_coco(path: str) -> bool:
@@ -24,7 +28,11 @@ def is_coco(path: str) -> bool:
     except (OSError, storage.StorageError):
         return False
     h = head.lstrip()
-    return h.startswith(b"{") and b'"images"' in head or (h.startswith(b"{") and b'"info"' in head)
+    if not h.startswith(b"{"):
+        return False
+    # the images list, or any COCO section as the first key (an annotations list of a few MB
+    # may come first, so "images" need not be in the head)
+    return b'"images"' in head or b'"info"' in head or bool(_COCO_FIRST_KEY.match(h))
 
 
 def read_coco(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
@@ -41,7 +49,7 @@ def read_coco(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
         raise InputFileError(path, "expected a JSON object with 'images' and 'annotations' lists (COCO captions format)")
     images = {}
     for im in doc["images"]:
-        if isinstance(im, dict) and "id" in im:
+        if isinstance(im, dict) and _is_id(im.get("id")):
             images[im["id"]] = im
     url_key = options.columns.url
     out = RawBuilder(options.batch_size)
@@ -49,7 +57,7 @@ def read_coco(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
         if not isinstance(ann, dict):
             out.reject(i, "malformed_record", f"annotation {i} is not an object", json.dumps(ann)[:2000])
             continue
-        im = images.get(ann.get("image_id"))
+        im = images.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
         if im is None:
             out.reject(i, "malformed_record", f"annotation {i}: image_id {ann.get('image_id')!r} has no image record",
                        json.dumps(ann, ensure_ascii=False))
@@ -59,10 +67,9 @@ def read_coco(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
             out.reject(i, "wrong_type", f"annotation {i}: caption must be a string", json.dumps(ann, ensure_ascii=False))
             continue
         url = im.get(url_key) if url_key else (im.get("coco_url") or im.get("flickr_url") or im.get("url"))
-        w, okw = as_int(im.get("width"))
-        h, okh = as_int(im.get("height"))
-        if not (okw and okh):
-            out.reject(i, "wrong_type", f"annotation {i}: image width/height must be integers", json.dumps(im))
+        w, h, problem = stated_size(im.get("width"), im.get("height"))
+        if problem:
+            out.reject(i, problem[0], f"annotation {i}: its image's {problem[1]}", json.dumps(im, ensure_ascii=False))
             continue
         extra = extra_json({"image_id": ann.get("image_id"), "annotation_id": ann.get("id"),
                             "file_name": im.get("file_name"), "flickr_url": im.get("flickr_url"),
@@ -71,3 +78,8 @@ def read_coco(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
         if out.full():
             yield from iter_flush(out)
     yield from iter_flush(out)
+
+
+def _is_id(v) -> bool:
+    """A COCO id: a number or a string (a list or an object cannot name an image record)."""
+    return isinstance(v, (int, float, str)) and not isinstance(v, bool)

@@ -8,9 +8,10 @@ are kept as surrogate escapes while parsing and turn the row into a ``text_not_u
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 import sys
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Iterator
 
@@ -18,8 +19,8 @@ import pyarrow as pa
 
 from curate.errors import InputFileError
 from curate.readers.base import (HEIGHT_CANDIDATES, IMAGE_EXTS, TEXT_CANDIDATES, UID_CANDIDATES, URL_CANDIDATES,
-                                 WIDTH_CANDIDATES, RawBuilder, ReaderOptions, as_int, extra_json, iter_flush,
-                                 pick)
+                                 WIDTH_CANDIDATES, RawBuilder, ReaderOptions, extra_json, iter_flush,
+                                 pick, shown_columns, stated_size)
 
 csv.field_size_limit(sys.maxsize)
 _URL_LIKE = re.compile(r"^(https?|file|s3|gs)://", re.I)
@@ -36,7 +37,8 @@ def _open_text(path: str):
     from curate import storage
 
     try:  # a URI: the object streamed (curate.storage.open_binary), never copied
-        return io.TextIOWrapper(storage.open_binary(path), encoding="utf-8", errors="surrogateescape", newline="")
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+        return io.TextIOWrapper(storage.open_binary(path), encoding="utf-8-sig", errors="surrogateescape", newline="")
     except OSError as e:
         raise InputFileError(path, f"cannot open ({e.strerror})") from e
 
@@ -113,7 +115,7 @@ def read_delimited(path: str, options: ReaderOptions, delimiter: str) -> Iterato
         first = next(records, None)
         if first is None:
             return
-        columns, pending = _columns(path, first, options, delimiter)
+        columns, pending = _columns(path, first, options, delimiter, lambda: _usual_record(path, delimiter))
         out = RawBuilder(options.batch_size)
         if pending is not None:
             columns.take(out, feed, *pending)
@@ -124,9 +126,29 @@ def read_delimited(path: str, options: ReaderOptions, delimiter: str) -> Iterato
         yield from iter_flush(out)
 
 
-def _columns(path: str, first, options: ReaderOptions, delimiter: str) -> tuple["_Columns", tuple | None]:
-    """The file's column roles from its first record (a header, or the first data record whose
-    URL-like field is the url column), and that record when it is data."""
+SAMPLE_RECORDS = 100  # records a headerless file's column count is taken from
+
+
+def _usual_record(path: str, delimiter: str) -> list[str] | None:
+    """The first of a headerless file's first ``SAMPLE_RECORDS`` records that has their most
+    common field count: the file's shape, so that a ragged first record is one reject rather
+    than the whole file refused (or every other record rejected). Read from a second stream of
+    the file: the main reader's records are not held back."""
+    with _open_text(path) as fh:
+        feed = LineFeed(fh)
+        reader = csv.reader(feed, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
+        sample = [f for _, f, _, _ in itertools.islice(_records(reader, feed, path), SAMPLE_RECORDS) if f]
+    if not sample:
+        return None
+    usual = Counter(len(f) for f in sample).most_common(1)[0][0]
+    return next(f for f in sample if len(f) == usual)
+
+
+def _columns(path: str, first, options: ReaderOptions, delimiter: str,
+             usual_record=None) -> tuple["_Columns", tuple | None]:
+    """The file's column roles from its first record (a header, or, headerless, the first of
+    the usual shape (``usual_record()``) whose URL-like field is the url column), and the first
+    record when it is data."""
     cm = options.columns
     header = options.header
     if header == "auto":
@@ -140,23 +162,23 @@ def _columns(path: str, first, options: ReaderOptions, delimiter: str) -> tuple[
         names = [n.strip().encode("utf-8", "surrogateescape").decode("utf-8", "replace") for n in names]
         pending = None
     else:
-        fields = first[1] or []
+        fields = (usual_record() if usual_record else None) or first[1] or []
         names = [str(i) for i in range(len(fields))]
         pending = first
     url_c = pick(names, cm.url, URL_CANDIDATES)
     text_c = pick(names, cm.text, TEXT_CANDIDATES)
-    if header == "no" and pending is not None and pending[1] is not None:
+    if header == "no" and pending is not None and fields:
         # Headerless: the url column is the one that looks like a URL; with two columns
         # the caption is the other one (e.g. Conceptual Captions' caption<TAB>url).
         if url_c is None:
-            url_c = next((names[i] for i, x in enumerate(pending[1]) if _URL_LIKE.match(x.strip())), None)
+            url_c = next((names[i] for i, x in enumerate(fields) if _URL_LIKE.match(x.strip())), None)
         if text_c is None and len(names) == 2 and url_c is not None:
             text_c = names[1 - names.index(url_c)]
     for role, c, flag in (("url", url_c, "--url-col"), ("text", text_c, "--text-col")):
         if c is None:
             asked = getattr(cm, role)
             what = f"column {asked!r} not found" if asked else f"no {role} column found"
-            raise InputFileError(path, f"{what}; columns are {names}; map one with {flag}")
+            raise InputFileError(path, f"{what}; columns are {shown_columns(names)}; map one with {flag}")
     roles = (url_c, text_c, pick(names, cm.uid, UID_CANDIDATES), pick(names, cm.width, WIDTH_CANDIDATES),
              pick(names, cm.height, HEIGHT_CANDIDATES))
     return _Columns(names, roles, delimiter, shift=1 if header == "yes" else 0), pending
@@ -222,11 +244,10 @@ class _Columns:
                        delimiter.join(fields).encode("utf-8", "surrogateescape"))
             return
         url, text = fields[self.iu], fields[self.it]
-        w, okw = as_int(fields[self.iw]) if self.iw is not None else (None, True)
-        h, okh = as_int(fields[self.ih]) if self.ih is not None else (None, True)
-        if not (okw and okh):
-            out.reject(index, "wrong_type", f"line {lines[0][0]}: width/height is not an integer",
-                       delimiter.join(fields))
+        w, h, problem = stated_size(fields[self.iw] if self.iw is not None else None,
+                                    fields[self.ih] if self.ih is not None else None)
+        if problem:
+            out.reject(index, problem[0], f"line {lines[0][0]}: {problem[1]}", delimiter.join(fields))
             return
         extra = extra_json({self.names[i]: fields[i] for i in self.extra_idx}) if self.extra_idx else None
         out.add(index, url=url, text=text, uid=fields[self.iuid] if self.iuid is not None else None,

@@ -224,6 +224,33 @@ def read_imagefolder(folder: str, options: ReaderOptions, rows: tuple[int, int |
     yield from _read_captions_file(root, captions, options, first, end)
 
 
+def images_without_rows(folder: str, options: ReaderOptions) -> tuple[str | None, list]:
+    """(its captions file, the folder's images that no row of it names), in sorted order: files
+    ingest finds and does not read, counted as such (``readers.UNCAPTIONED``). A sidecar folder
+    has none: each image is a row (one without a caption a ``missing_text`` reject). Planning
+    holds the folder's listing and the set of image names its captions file gives."""
+    from curate.readers import read_file_raw
+
+    root = _folder(folder)
+    captions = _captions_file(root, options)
+    if captions is None:
+        return None, []
+    named = set()
+    for raw in read_file_raw(captions, _captions_options(captions, options)):
+        for name in raw.column("url").to_pylist():
+            rel = Path(name.strip()) if name and name.strip() else None
+            if rel is not None and not (rel.is_absolute() or ".." in rel.parts):
+                named.add(root.file(rel.as_posix()))
+    return captions, [p for p in root.images(options.exclude) if p not in named]
+
+
+def _captions_options(captions: str, options: ReaderOptions) -> ReaderOptions:
+    """How a captions file is read: its image column as the url, the caption as the text."""
+    cm = options.columns
+    return ReaderOptions(columns=ColumnMap(url=cm.image or _detect_image_col(captions), text=cm.text),
+                         header=options.header, batch_size=options.batch_size)
+
+
 def _rows_in(raws: Iterator[pa.RecordBatch], first: int, end: int | None) -> Iterator[pa.RecordBatch]:
     """The raw batches' rows with ``first <= source_row < end``; stops reading past ``end``
     (rows come in order)."""
@@ -246,10 +273,7 @@ def _read_captions_file(root, captions: str, options: ReaderOptions, first: int 
                         end: int | None = None) -> Iterator[pa.RecordBatch]:
     from curate.readers import read_file_raw  # the captions file is itself a delimited/jsonl file
 
-    cm = options.columns
-    image_col = cm.image
-    sub = ReaderOptions(columns=ColumnMap(url=image_col or _detect_image_col(captions), text=cm.text),
-                        header=options.header, batch_size=options.batch_size)
+    sub = _captions_options(captions, options)
     sizes: dict = {}  # image -> (w, h), None (unreadable) or "missing"
     out = RawBuilder(options.batch_size)
     for raw in _rows_in(read_file_raw(captions, sub), first, end):

@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from curate.errors import InputFileError
 from curate.readers.base import (HEIGHT_CANDIDATES, TEXT_CANDIDATES, UID_CANDIDATES, URL_CANDIDATES,
-                                 WIDTH_CANDIDATES, RawBuilder, ReaderOptions, as_int, extra_json, iter_flush,
-                                 pick)
+                                 WIDTH_CANDIDATES, RawBuilder, ReaderOptions, extra_json, iter_flush,
+                                 pick, stated_size)
 
 
 def read_jsonl(path: str, options: ReaderOptions) -> Iterator[pa.RecordBatch]:
@@ -36,6 +36,8 @@ def _read_lines(fh, path: str, cm, out: RawBuilder) -> Iterator[pa.RecordBatch]:
     for lineno, line in enumerate(fh):
         if not line.strip():
             continue
+        if lineno == 0 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]  # a byte-order mark: not part of the first record
         try:
             s = line.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -62,10 +64,9 @@ def _read_lines(fh, path: str, cm, out: RawBuilder) -> Iterator[pa.RecordBatch]:
         if bad:
             out.reject(lineno, "wrong_type", f"line {lineno + 1}: field(s) {bad} must be strings", s)
             continue
-        w, okw = as_int(obj.get(w_c)) if w_c else (None, True)
-        h, okh = as_int(obj.get(h_c)) if h_c else (None, True)
-        if not (okw and okh):
-            out.reject(lineno, "wrong_type", f"line {lineno + 1}: width/height must be integers", s)
+        w, h, problem = stated_size(obj.get(w_c) if w_c else None, obj.get(h_c) if h_c else None)
+        if problem:
+            out.reject(lineno, problem[0], f"line {lineno + 1}: {problem[1]}", s)
             continue
         used = {url_c, text_c, uid_c, w_c, h_c}
         extra = extra_json({k: v for k, v in obj.items() if k not in used})

@@ -11,9 +11,23 @@ import pyarrow.parquet as pq
 from curate.errors import InputFileError
 from curate.readers.base import (HEIGHT_CANDIDATES, RAW_SCHEMA, TEXT_CANDIDATES, UID_CANDIDATES,
                                  URL_CANDIDATES, WIDTH_CANDIDATES, ReaderOptions, clip_raw, extra_json,
-                                 pick)
+                                 pick, shown_columns)
 
 _STRINGISH = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+_INT64_MAX = (1 << 63) - 1
+_FLOAT_INT64_MAX = 9.2e18  # below 2**63: larger floats do not fit int64
+
+
+def _value_type(t: pa.DataType) -> pa.DataType:
+    """A dictionary column's value type (pandas' Categorical, a dictionary-encoded string
+    column), else the type itself."""
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _stringish(t: pa.DataType) -> bool:
+    """A column that can hold url/caption/uid text: a string or binary type (dictionary-encoded
+    too), or the null type pyarrow gives a column with no value at all."""
+    return pa.types.is_null(t) or any(f(_value_type(t)) for f in _STRINGISH)
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
@@ -41,20 +55,25 @@ def resolve_columns(path: str, schema: pa.Schema, options: ReaderOptions) -> dic
         if cols[role] is None:
             asked = getattr(cm, role)
             what = f"column {asked!r} not found" if asked else f"no {role} column found"
-            raise InputFileError(path, f"{what}; columns are {names}; map one with {flag}")
+            raise InputFileError(path, f"{what}; columns are {shown_columns(names)}; map one with {flag}")
     for role in ("url", "text", "uid"):
         c = cols[role]
-        if c is not None and not any(f(schema.field(c).type) for f in _STRINGISH):
+        if c is not None and not _stringish(schema.field(c).type):
             raise InputFileError(path, f"column {c!r} ({role}) has type {schema.field(c).type}, expected a string type")
     for role in ("width", "height"):
         c = cols[role]
-        if c is not None and not (pa.types.is_integer(schema.field(c).type) or pa.types.is_floating(schema.field(c).type)):
+        t = _value_type(schema.field(c).type) if c is not None else None
+        if c is not None and not (pa.types.is_null(t) or pa.types.is_integer(t) or pa.types.is_floating(t)):
             raise InputFileError(path, f"column {c!r} ({role}) has type {schema.field(c).type}, expected a number")
     return cols
 
 
 def _to_string(arr: pa.Array, path: str, column: str, offsets: int):
     """Binary -> string; returns (strings, mask of rows whose bytes are not UTF-8)."""
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), pa.string()), None
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         try:  # Parquet does not check that strings are UTF-8: a writer may have stored any bytes
             arr.validate(full=True)
@@ -121,16 +140,32 @@ def _raw_from_batch(b: pa.RecordBatch, cols: dict, extras: list[str], row0: int,
             raw = pc.if_else(pc.and_(bad, pc.is_null(raw)), raws, raw)
 
     def size(role):
+        """(int64 sizes, [(mask, reason, detail, values given)] of the rows the reader rejects): a value that is
+        not an integer (inf, a fraction) is a ``wrong_type``, one past int64 an ``invalid_size``,
+        as in the text formats; NaN is unknown (pandas' missing value)."""
         c = cols[role]
         if c is None:
-            return pa.nulls(n, pa.int64())
+            return pa.nulls(n, pa.int64()), []
         a = b.column(c)
+        if pa.types.is_dictionary(a.type):
+            a = a.dictionary_decode()
+        if pa.types.is_null(a.type):
+            return pa.nulls(n, pa.int64()), []
+        found, given = [], a
         if pa.types.is_floating(a.type):
-            ok = pc.or_(pc.is_null(a), pc.equal(pc.floor(a), a))
-            a = pc.if_else(ok, a, None)  # non-integral sizes -> unknown
-            a = pc.if_else(pc.is_nan(a), None, a) if len(a) else a
-            return pc.cast(a, pa.int64(), safe=False)
-        return a.cast(pa.int64())
+            a = pc.if_else(pc.is_nan(a), None, a) if len(a) else a  # NaN -> null
+            wrong = pc.fill_null(pc.or_(pc.is_inf(a), pc.not_equal(pc.floor(a), a)), False)
+            huge = pc.fill_null(pc.greater(pc.abs(a), _FLOAT_INT64_MAX), False)
+        elif pa.types.is_uint64(a.type):
+            wrong, huge = None, pc.fill_null(pc.greater(a, pa.scalar(_INT64_MAX, pa.uint64())), False)
+        else:
+            return a.cast(pa.int64()), []
+        for mask, code, what in ((wrong, "wrong_type", "is not an integer"),
+                                 (huge, "invalid_size", "is not a positive image size")):
+            if mask is not None and pc.any(mask).as_py():
+                found.append((mask, code, f"column {c!r} ({role}) {what}", given))
+                a = pc.if_else(mask, None, a)
+        return pc.cast(a, pa.int64()), found
 
     if extras:
         extra, bad_extra = _extra_json_column(b.select(extras))
@@ -141,9 +176,15 @@ def _raw_from_batch(b: pa.RecordBatch, cols: dict, extras: list[str], row0: int,
             extra = pc.if_else(bad_extra, pa.scalar(None, pa.string()), extra)
     else:
         extra = pa.nulls(n, pa.string())
+    (width, bad_w), (height, bad_h) = size("width"), size("height")
+    for bad, code, message, values in bad_w + bad_h:
+        bad_now = pc.and_(bad, pc.is_null(reason))
+        reason = pc.if_else(bad_now, code, reason)
+        detail = pc.if_else(bad_now, message, detail)
+        raw = pc.if_else(pc.and_(bad_now, pc.is_null(raw)), values.cast(pa.string()), raw)
     source_row = pa.array(range(row0, row0 + n), pa.int64())
     return pa.RecordBatch.from_arrays(
-        [source_row, url, text, uid, size("width"), size("height"), extra, reason, detail, raw], schema=RAW_SCHEMA)
+        [source_row, url, text, uid, width, height, extra, reason, detail, raw], schema=RAW_SCHEMA)
 
 
 def _extra_json_column(extras: pa.RecordBatch) -> tuple[pa.Array, pa.Array | None]:

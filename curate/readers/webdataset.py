@@ -20,8 +20,8 @@ import pyarrow as pa
 
 from curate.errors import InputFileError
 from curate.readers.base import (HEIGHT_CANDIDATES, TEXT_CANDIDATES, UID_CANDIDATES, URL_CANDIDATES,
-                                 WIDTH_CANDIDATES, RawBuilder, ReaderOptions, as_int, clip_raw, encodable,
-                                 extra_json, iter_flush, pick)
+                                 WIDTH_CANDIDATES, RawBuilder, ReaderOptions, clip_raw, encodable,
+                                 extra_json, iter_flush, pick, stated_size)
 
 _TEXT_EXT = {"txt", "text", "caption"}
 _MAX_META = 10 << 20  # never load more than 10 MiB of a text/json member
@@ -148,10 +148,9 @@ def _finish(out: RawBuilder, g: _Group, first_group: dict[str, int], options: Re
         return
     w_c = pick(names, cm.width, WIDTH_CANDIDATES)
     h_c = pick(names, cm.height, HEIGHT_CANDIDATES)
-    w, okw = as_int(meta.get(w_c)) if w_c else (None, True)
-    h, okh = as_int(meta.get(h_c)) if h_c else (None, True)
-    if not (okw and okh):
-        out.reject(i, "wrong_type", f"sample {g.key}: width/height must be integers", g.parts.get("json"))
+    w, h, problem = stated_size(meta.get(w_c) if w_c else None, meta.get(h_c) if h_c else None)
+    if problem:
+        out.reject(i, problem[0], f"sample {g.key}: {problem[1]}", g.parts.get("json"))
         return
     used = {url_c, text_c, uid_c, w_c, h_c}
     extra = {k: v for k, v in meta.items() if k not in used}

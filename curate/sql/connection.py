@@ -39,7 +39,13 @@ def connect(dataset: Dataset | str | Path, memory_limit: str | None = DEFAULT_ME
         # s3://), never a DuckDB extension (none can be downloaded); same URIs, same settings
         con.register_filesystem(storage.fsspec_filesystem(ds.location))
     for name, sql in (table_views(ds) if views is None else views).items():
-        con.execute(f'CREATE VIEW "{name}" AS {sql}')
+        try:
+            con.execute(f'CREATE VIEW "{name}" AS {sql}')
+        except duckdb.Error as e:  # a damaged shard: the other tables stay queryable
+            from curate.progress import info
+
+            info(f"curate sql: table {name!r} left out: {str(e).splitlines()[0]} (a damaged shard: remove it "
+                 "and run the job that wrote the table again)")
     _set(con, "memory_limit", memory_limit, "--memory-limit", "4GB, 512MB, 50%")
     _set(con, "max_temp_directory_size", max_spill(max_spill_size), "--max-spill", "20GB, 500MB")
     con.execute(f"SET temp_directory = {quote(spill_dir())}")

@@ -227,7 +227,16 @@ class Dataset:
                                                     batch_readahead=window)
 
     def count(self, name: str) -> int:
-        return sum(pq.ParquetFile(self.open_shard(f)).metadata.num_rows for f in self.shards(name))
+        return sum(self.shard_rows(name, f) for f in self.shards(name))
+
+    def shard_rows(self, name: str, shard) -> int:
+        """A shard's rows from its footer; a damaged shard (cut short, not Parquet) is a one-line
+        error naming it."""
+        try:
+            return pq.ParquetFile(self.open_shard(shard)).metadata.num_rows
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DatasetError(f"{shard}: a damaged shard of table {name!r} ({str(e).splitlines()[0]}); "
+                               "remove it and run the job that wrote the table again") from None
 
     # ---- writing ------------------------------------------------------------
     def write_table(self, name: str, table: pa.Table, schema: str | TableSchema | None = None,
