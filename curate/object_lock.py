@@ -304,6 +304,9 @@ class ObjectLock:
         try:
             return getattr(storage.s3_client(), op)(Bucket=bucket, Key=key, **kwargs)
         except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "NoSuchBucket":  # not a missing lock: nowhere to write
+                raise DatasetError(f"cannot write to {self.loc.uri.rsplit('/', 1)[0]}: the bucket {bucket!r} does not "
+                                   "exist (create it first, or check the endpoint)") from None
             status = _s3_status(e)
             if status == "precondition":
                 raise _Precondition() from None

@@ -85,7 +85,7 @@ class Common:
     name_option: Optional[bool] = None  # has --name (default: when run_name is given; True: --name defaults to None)
     dataset: bool = True               # has the DATASET argument
     engine: bool = True                # has --engine, --master, --conf
-    storage: bool = False              # has --storage-option
+    storage: bool = True               # has --storage-option (every command that may name a store)
     extra_args: bool = False           # takes arguments after `--` (run.extra_args)
 
     @property

@@ -33,7 +33,7 @@ def demo(run: JobRun, p: DemoParams) -> None:
 def register(app: typer.Typer) -> None:
     app.command("demo")(job_command(
         DemoParams, demo, app_name="curate-demo",
-        common=Common(None, dataset=False, subset=False, output=False, engine=False, lock_first=False),
+        common=Common(None, dataset=False, subset=False, output=False, engine=False, storage=False, lock_first=False),
         help="Generate a pool, serve it on 127.0.0.1, ingest, download, train a DFN scorer, embed, curate with the "
         "recipe, reshard, train tiny CLIP baselines (raw / random / curated, equal samples seen), evaluate and write "
         "the report."))

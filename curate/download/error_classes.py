@@ -26,6 +26,10 @@ _ERROR_CLASSES = [
     (r"urlopen error|Connection|Errno|cannot resolve|cannot connect", "connection_error"),
 ]
 
+# every class a failed row can carry ("other": no pattern matched; "not_downloaded": its shard
+# never completed, curate.download.results), in the order of first match
+ERROR_CLASSES = [*dict.fromkeys(cls for _, cls in _ERROR_CLASSES), "other", "not_downloaded"]
+
 
 def classify_error(message: str | None) -> str | None:
     """The downloads table's ``error_class`` for one of img2dataset's error texts."""

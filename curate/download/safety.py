@@ -122,29 +122,39 @@ class _DeadlineMixin:
     op_timeout: float | None = None
     max_seconds: float = 0.0
 
-    def _arm(self):
+    def _arm(self) -> bool:
+        """Set the wait for the next operation; True when it is the per-operation ``--timeout``
+        (rather than what is left of the request's ``--max-seconds``) that bounds it."""
         if self.deadline is None:
-            return
+            return self.op_timeout is not None
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"timed out: request not complete after {self.max_seconds:g}s (--max-seconds)")
         self.settimeout(left if self.op_timeout is None else min(self.op_timeout, left))
+        return self.op_timeout is not None and self.op_timeout < left
+
+    def _io(self, op, *a, **kw):
+        """A socket operation whose timeout names the limit that ran out, not the socket's bare
+        "timed out"."""
+        per_op = self._arm()
+        try:
+            return op(*a, **kw)
+        except TimeoutError:
+            if per_op:
+                raise TimeoutError(f"timed out: no data for {self.op_timeout:g}s (--timeout)") from None
+            raise TimeoutError(f"timed out: request not complete after {self.max_seconds:g}s (--max-seconds)") from None
 
     def recv(self, *a, **kw):
-        self._arm()
-        return super().recv(*a, **kw)
+        return self._io(super().recv, *a, **kw)
 
     def recv_into(self, *a, **kw):
-        self._arm()
-        return super().recv_into(*a, **kw)
+        return self._io(super().recv_into, *a, **kw)
 
     def send(self, *a, **kw):
-        self._arm()
-        return super().send(*a, **kw)
+        return self._io(super().send, *a, **kw)
 
     def sendall(self, *a, **kw):
-        self._arm()
-        return super().sendall(*a, **kw)
+        return self._io(super().sendall, *a, **kw)
 
 
 class _DeadlineSocket(_DeadlineMixin, socket.socket):
@@ -198,10 +208,9 @@ def _checked_connection(policy: FetchPolicy):
             try:
                 if source_address:
                     sock.bind(source_address)
-                sock._arm()
                 if sock.deadline is None and sock.op_timeout is not None:
                     sock.settimeout(sock.op_timeout)
-                sock.connect(sockaddr)
+                sock._io(sock.connect, sockaddr)
                 return sock
             except OSError as e:
                 last = e

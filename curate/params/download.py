@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from curate.params import JobParams, cli_extra
 
@@ -16,6 +16,18 @@ class DownloadParams(JobParams):
                                "are merged.")
     retry_class: list[str] = Field([], description="With --retry-failed: only these error classes (repeatable, e.g. "
                                    "timeout, connection_error, http_error).")
+
+    @field_validator("retry_class")
+    @classmethod
+    def _known_classes(cls, value: list[str]) -> list[str]:
+        from curate.download.error_classes import ERROR_CLASSES
+
+        unknown = [c for c in value if c not in ERROR_CLASSES]
+        if unknown:  # a typo would retry nothing, silently
+            raise ValueError(f"retry_class {', '.join(map(repr, unknown))} is not an error class; the classes are "
+                             f"{', '.join(ERROR_CLASSES)}")
+        return value
+
     image_size: int = Field(512, description="Target size in pixels for the resize mode.")
     resize_mode: str = Field("keep_ratio_largest", description="no, keep_ratio (shorter side = size), "
                              "keep_ratio_largest (longer side = size), center_crop, border.")

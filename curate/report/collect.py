@@ -49,7 +49,10 @@ def default_subset(dataset: Dataset) -> str:
 
 # how a subset was made, from its manifest's "stage" (recipes carry a lineage instead)
 MADE_BY = {"select_sql": "curate select --sql", "import": "curate select --from-file (imported subset file)",
-           "filter": "curate filter", "demo": "curate demo"}
+           "filter": "curate filter", "demo": "curate demo", "semdedup": "curate dedup semantic",
+           "exact_dedup": "curate dedup exact", "near_dedup": "curate dedup near",
+           "perceptual_dedup": "curate dedup perceptual", "dbp": "curate prune dbp", "ssp": "curate prune ssp",
+           "decontaminate": "curate decontaminate", "metaclip_balance": "curate metadata balance"}
 # manifest keys that describe the run rather than configure it (left out of the lineage parameters)
 _NOT_PARAMS = {"lineage", "evaluations", "trainings", "counts", "reasons", "stage", "seconds", "recipe_text",
                "count", "distinct", "name", "created", "code"}

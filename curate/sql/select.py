@@ -19,7 +19,7 @@ import duckdb
 from curate.errors import CurateError, DatasetError
 from curate.manifest import RunManifest
 from curate.sql.connection import DEFAULT_MEMORY_LIMIT, check_read_only, connect
-from curate.sql.views import shard_list, table_views, view_name
+from curate.sql.views import shard_list, table_views, view_names
 from curate.subset import read_subset_manifest
 from curate.subset_parts import write_subset_from_table
 from curate.tables import Dataset
@@ -55,7 +55,7 @@ def selection_connection(dataset: Dataset, embedding_model: str | None = None,
 def tables_in_query(query: str, dataset: Dataset, embedding_model: str | None) -> list[str]:
     """Tables whose view name appears as a word in the query (a recipe stage's cache key)."""
     words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)}
-    names = [t for t in dataset.tables() if view_name(t).lower() in words]
+    names = [t for t, name in view_names(dataset.tables()).items() if name in words]
     if "embeddings" in words and embedding_model:
         names.append(f"embeddings/{embedding_model}")
     return names

@@ -11,8 +11,29 @@ from curate.tables import Dataset
 
 
 def view_name(table: str) -> str:
+    """A table's view name as written in SQL: characters other than letters, digits and ``_``
+    become ``_`` (``decisions/basic+clip_score`` -> ``decisions_basic_clip_score``). Tables that
+    meet on one name are told apart by ``view_names``."""
     name = re.sub(r"[^0-9a-zA-Z_]+", "_", table).strip("_").lower()
     return name if not name[:1].isdigit() else f"t_{name}"
+
+
+def view_names(tables: list[str]) -> dict[str, str]:
+    """table -> its view name, one each: where tables meet on a ``view_name``, the one whose
+    name is that name with only ``/`` for ``_`` keeps it and the others take a suffix from a
+    hash of their own name (``decisions_basic_clip_score_5d41a2``), so no table is hidden by
+    another and a name never changes when other tables come."""
+    import hashlib
+
+    by_name: dict[str, list[str]] = {}
+    for t in tables:
+        by_name.setdefault(view_name(t), []).append(t)
+    out = {}
+    for name, same in by_name.items():
+        plain = [t for t in same if t.replace("/", "_").lower() == name] if len(same) > 1 else same
+        for t in same:
+            out[t] = name if t in plain[:1] else f"{name}_{hashlib.sha1(t.encode()).hexdigest()[:6]}"
+    return out
 
 
 def quote(s: str) -> str:
@@ -30,8 +51,8 @@ def table_views(dataset: Dataset) -> dict[str, str]:
     """view name -> SQL that reads it."""
     views: dict[str, str] = {}
     tables = dataset.tables()
-    for t in tables:
-        views[view_name(t)] = f"SELECT * FROM read_parquet({shard_list(dataset, t)})"
+    for t, name in view_names(tables).items():
+        views[name] = f"SELECT * FROM read_parquet({shard_list(dataset, t)})"
     groups: dict[str, list[str]] = {}
     for t in tables:
         if "/" in t:

@@ -271,3 +271,23 @@ def test_store_url_rules():
             store_prefix(bad)
     with pytest.raises(CurateError, match="not an object-store folder"):
         FetchPolicy(allow_store_prefixes=["/data/imgs"]).check()
+
+
+@pytest.mark.parametrize("timeout, max_seconds, named", [(0.4, 30, "no data for 0.4s (--timeout)"),
+                                                         (5, 0.6, "not complete after 0.6s (--max-seconds)")])
+def test_a_silent_server_times_out_naming_the_limit_that_ran_out(timeout, max_seconds, named):
+    """A server that accepts and never answers: the error names --timeout (one socket wait)
+    or --max-seconds (the whole request), not the socket's bare "timed out"."""
+    import socket
+    import urllib.error
+
+    from curate.download.safety import build_opener
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/x.jpg"
+        opener = build_opener(FetchPolicy(allow_networks=["127.0.0.1/32"], max_seconds=max_seconds))
+        with pytest.raises((TimeoutError, urllib.error.URLError)) as e:
+            opener.open(url, timeout=timeout)
+    assert named in str(e.value) and classify_error(str(e.value)) == "timeout"

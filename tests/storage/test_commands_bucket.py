@@ -116,3 +116,27 @@ def test_metaclip_worldwide_on_bucket_with_spark(bucket, tmp_path, spark):
     again = run_match(remote, folder, SparkExecutor(spark), resume=True)
     assert again["counts"]["skipped"] == 4 and again["counts"]["samples"] == n
     assert _visible(bucket_objects(bucket, "ds/"), "") == _visible(got, "")
+
+
+def test_a_missing_bucket_is_one_line_and_every_job_takes_the_endpoint_as_an_option(bucket, tmp_path, s3_env):
+    """Writing into a bucket that does not exist is one line naming it (it was a traceback from
+    the lock); `cluster`, `dedup` and `prune` take --storage-option as the other jobs do."""
+    import os
+
+    from test_jobs_bucket import _vectors, build
+
+    pool = tmp_path / "pool.csv"
+    pool.write_text("url,caption\nhttp://x/1.jpg,one\n")
+    r = _cli("ingest", str(pool), "-o", "s3://no-such-bucket/ds", "--engine", "local")
+    assert r.returncode == 2 and "bucket 'no-such-bucket' does not exist" in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+
+    uri = f"s3://{bucket}/ds"
+    build(uri, _vectors(n=100))
+    env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}  # the option alone names the server
+    for args in (["cluster", uri, "-k", "2", "-m", "m"], ["dedup", "semantic", uri, "--eps", "0.02"],
+                 ["prune", "dbp", uri, "--keep-fraction", "0.5", "--subset", "semdedup"]):
+        r = subprocess.run([sys.executable, "-m", "curate.cli", *args, "--engine", "local",
+                            "--storage-option", f"endpoint_url={s3_env['AWS_ENDPOINT_URL']}"],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, (args, r.stderr)
