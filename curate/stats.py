@@ -30,8 +30,10 @@ def table_rows(dataset: Dataset) -> pa.Table:
 
 def image_attempts(dataset: Dataset) -> tuple[int, int] | None:
     """(attempt rows, files) of img2dataset's raw results (every attempt, not samples), or None."""
-    files = len(dataset.shards(IMAGES))
-    return (dataset.count(IMAGES), files) if files else None
+    from curate.download.results import image_results_files
+
+    files = image_results_files(dataset)
+    return (sum(dataset.shard_rows(IMAGES, f) for f in files), len(files)) if files else None
 
 
 def outcome_rows(dataset: Dataset, rows: pa.Table | None = None) -> int:

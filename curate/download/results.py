@@ -36,6 +36,16 @@ def shard_results_path(dataset: Dataset, shard_id: int, digits: int) -> str:
     return str(dataset.path(f"{IMAGES}/{shard_name(shard_id, digits)}.parquet"))
 
 
+def image_results_files(dataset: Dataset) -> list[str]:
+    """img2dataset's per-shard results Parquet of every complete shard (its stats file is
+    written last): what ``images`` holds, found the same way in a folder and in a bucket, where
+    img2dataset's objects have no commit markers."""
+    from curate.download.job import complete_shards, shard_digits
+
+    digits = shard_digits(dataset)
+    return [shard_results_path(dataset, i, digits) for i in complete_shards(dataset)]
+
+
 def shard_results(path: str, shard_id: int) -> pa.Table:
     """img2dataset's per-shard parquet, normalised (one type per column), with the shard's id."""
     try:

@@ -79,9 +79,12 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
             removed = ts["rows"] - counts["image_based"].get("kept", 0)
             g["warnings"] += guards.removal_warning("image_based", ts["rows"], removed)
             m["guards"] = g
+        # input and removal reasons as every selection's subset records them (a sample removed
+        # by several filters counts under each of their reasons)
         write_kept_subset(dataset, name, name, n_kept, manifest={
             "stage": "filter", "filters": [str(s) for s in specs], "decisions": f"decisions/{name}",
-            "run": f"_runs/filter-{name}.json", "resolved": resolved}, stages=len(specs), executor=executor)
+            "run": f"_runs/filter-{name}.json", "resolved": resolved, "input_count": ts["rows"],
+            "reasons": _rows_per_reason(counts)}, stages=len(specs), executor=executor)
     m["outputs"]["subset"] = f"subsets/{name}"
     # the selection count keys (input, kept, removed, reasons = rows of decisions/<run> per reason)
     m["counts"] = {"input": ts["rows"], "reasons": _rows_per_reason(counts),

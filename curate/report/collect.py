@@ -54,7 +54,7 @@ MADE_BY = {"select_sql": "curate select --sql", "import": "curate select --from-
            "perceptual_dedup": "curate dedup perceptual", "dbp": "curate prune dbp", "ssp": "curate prune ssp",
            "decontaminate": "curate decontaminate", "metaclip_balance": "curate metadata balance"}
 # manifest keys that describe the run rather than configure it (left out of the lineage parameters)
-_NOT_PARAMS = {"lineage", "evaluations", "trainings", "counts", "reasons", "stage", "seconds", "recipe_text",
+_NOT_PARAMS = {"lineage", "evaluations", "trainings", "counts", "reasons", "stage", "seconds", "recipe_text", "input_count",
                "count", "distinct", "name", "created", "code"}
 
 
@@ -167,8 +167,13 @@ def _funnel(executor, dataset: Dataset, subset: str, lineage: dict, origin: dict
         steps.append({"name": f"{s['name']} ({s['kind']})", "count": s["output_count"], "reasons": removed,
                       "cached": s.get("cached"), "seconds": s.get("seconds"), "input": s["input_count"]})
     if origin:
-        steps.append({"name": f"subset {subset} ({origin['kind']})", "count": final_count,
-                      "reasons": origin["reasons"]})
+        step = {"name": f"subset {subset} ({origin['kind']})", "count": final_count, "reasons": origin["reasons"]}
+        n_in = origin.get("input_count")
+        if isinstance(n_in, int) and origin["reasons"]:  # a selection's removals count from its own input
+            step["input"] = n_in
+            if steps and steps[-1]["count"] != n_in:
+                step["name"] += f", of its {n_in:,} input samples"
+        steps.append(step)
     return steps
 
 

@@ -7,6 +7,7 @@ import re
 
 import pyarrow.parquet as pq
 
+from curate.errors import DatasetError
 from curate.tables import Dataset
 
 
@@ -50,9 +51,17 @@ def shard_list(dataset: Dataset, table: str) -> str:
 def table_views(dataset: Dataset) -> dict[str, str]:
     """view name -> SQL that reads it."""
     views: dict[str, str] = {}
-    tables = dataset.tables()
-    for t, name in view_names(tables).items():
-        views[name] = f"SELECT * FROM read_parquet({shard_list(dataset, t)})"
+    from curate.download.job import IMAGES
+    from curate.download.results import image_results_files
+
+    tables = [t for t in dataset.tables() if t != IMAGES]
+    try:  # img2dataset's raw results: complete shards only
+        images = image_results_files(dataset)
+    except DatasetError:  # shard names of several widths: the images view is left out, nothing else
+        images = []
+    for t, name in view_names(tables + ([IMAGES] if images else [])).items():
+        files = images if t == IMAGES else dataset.shards(t)
+        views[name] = "SELECT * FROM read_parquet([" + ", ".join(quote(str(p)) for p in files) + "])"
     groups: dict[str, list[str]] = {}
     for t in tables:
         if "/" in t:

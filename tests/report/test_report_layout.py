@@ -241,6 +241,22 @@ def test_stage_subset_gallery_comes_from_its_decisions(tmp_path):
     page = build_report(ds, "nd", out=tmp_path / "nd.html").read_text()
     assert "id=galleries" in page and "id=lineage" in page and "0.5" in page
 
+    # the funnel's removals add up to the reasons, counted from the stage's own input: the whole
+    # pool (not only the downloaded samples), or the subset a chained stage was restricted to
+    from curate.report.build import _funnel_view
+    from curate.subset import read_subset_array
+
+    assert data["made_by"] == "curate dedup near"
+    last = _funnel_view(data["funnel"])["rows"][-1]
+    assert last["removed"] == sum(data["funnel"][-1]["reasons"].values()) == res["counts"]["input"] - last["count"]
+    run_near_dedup(ds, "toy", 0.999, run="nd_all")  # keeps every downloaded sample
+    chained = run_near_dedup(ds, "toy", 0.5, run="nd2", input_uids=read_subset_array(ds, "nd_all").slice(0, 30))
+    data2 = collect(ds, "nd2")
+    last2 = _funnel_view(data2["funnel"])["rows"][-1]
+    assert data2["funnel"][-1]["input"] == chained["counts"]["input"] == 30
+    assert last2["removed"] == sum(data2["funnel"][-1]["reasons"].values()) == 30 - last2["count"] > 0
+    assert "of its 30 input samples" in last2["name"]
+
 
 def test_split_metrics_keeps_a_long_summary_and_moves_per_class_rows():
     from curate.report.build import split_metrics

@@ -79,6 +79,13 @@ def test_download_into_bucket_matches_local(bucket, tmp_path, engine, request):
     stats = run_download(remote, executor, _opts())
     assert stats["success"] == 12 and stats["failed"] == 2 and stats["new_shards"] == ["00000000", "00000001", "00000002"]
     _check_same(local, bucket)
+    # img2dataset's raw results (no commit markers in a bucket) are `images` in SQL and stats, as in a folder
+    from curate.sql.connection import connect
+    from curate.stats import image_attempts
+
+    sql = "SELECT count(*), count(DISTINCT url) FROM images"
+    assert connect(remote).execute(sql).fetchone() == connect(local).execute(sql).fetchone() == (14, 14)
+    assert image_attempts(remote) == image_attempts(local) == (14, 3)
     again = run_download(remote, executor, _opts(), retry_failed=True)  # the two missing files, retried
     assert again["to_download"] == 2 and again["new_shards"] == ["00000003"]
     assert remote.count("downloads") == 14
