@@ -194,7 +194,8 @@ stages:
     assert [s["cached"] for s in again["stages"]] == [True, True]
 
     # one parameter model: the CLI's names and checks are the stage's
-    cli_only = {"ctx", "dataset", "nproc_per_node", "verbose", "progress_every", "master", "conf", "engine", "model"}
+    cli_only = {"ctx", "dataset", "nproc_per_node", "verbose", "progress_every", "master", "conf", "engine", "model",
+                "storage_option"}
     import inspect
 
     from curate.commands.scorer import scorer_train
