@@ -88,6 +88,11 @@ def match(run: JobRun, p: MetadataMatchCommandParams) -> None:
              f"over {d['entries_matched']:,} of {d['entries']:,} entries")
 
 
+def _t_text(t: float) -> str:
+    """A balancing threshold as printed: whole counts with separators, a fraction as it is."""
+    return f"{t:,.0f}" if t >= 1 or t == 0 else f"{t:.3g}"
+
+
 def balance(run: JobRun, p: MetadataBalanceParams) -> None:
     from curate.metaclip.jobs import run_balance
     from curate.progress import info
@@ -97,12 +102,16 @@ def balance(run: JobRun, p: MetadataBalanceParams) -> None:
     result = run_balance(run.ds, run.executor(), name=run.name, params={"engine": run.engine, "master": run.master},
                          **p.job_kwargs())
     c = result["counts"]
-    info(f"balance (t={result['params']['t_effective']:,.0f}): {c['input']:,} in -> {c['kept_total']:,} kept; "
+    t_eff = result["params"]["t_effective"]
+    if t_eff < 1:  # e.g. --t-reference-pool scaled it down: few captions of any matched entry stay
+        info(f"warning: the effective t is {_t_text(t_eff)} (below 1): an entry's captions are kept with "
+             "probability t / matches, so most matched captions go; check --t and --t-reference-pool")
+    info(f"balance (t={_t_text(t_eff)}): {c['input']:,} in -> {c['kept_total']:,} kept; "
          + json.dumps({k: v for k, v in c.items() if k not in ('input', 'kept_total')}))
     if "languages" in result:
         info(f"  tail proportion p = {result['params']['tail_proportion']:.6g}")
         for r in result["languages"]:
-            t_text = "-" if r.get("t") is None else f"{r['t']:,.0f}"
+            t_text = "-" if r.get("t") is None else _t_text(r["t"])
             info(f"  {r['lang']}: t={t_text}, {r['samples']:,} captions, {r['matched']:,} matched, "
                  f"{r['kept']:,} kept")
 

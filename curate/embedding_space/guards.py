@@ -95,10 +95,17 @@ def table_health(dataset, table: str, embedding: str = "image", executor=None) -
                                                                 executor=executor)))
 
 
+# what to check when a stage removed most of its input: the options that set how much it removes
+_REMOVAL_ADVICE = {"perceptual_dedup": "check --radius and --hash", "exact_dedup": "check the downloads' hashes",
+                   "dbp": "check --keep-fraction", "ssp": "check --keep-fraction",
+                   "metaclip_balance": "check --t and --t-reference-pool"}
+
+
 def removal_warning(stage: str, n_input: int, n_removed: int) -> list[str]:
     if n_input and n_removed > MAX_REMOVED_FRACTION * n_input:
+        advice = _REMOVAL_ADVICE.get(stage, "check the threshold and the embeddings")
         return [f"{stage} removed {n_removed} of {n_input} samples ({n_removed / n_input:.0%}, more than "
-                f"{MAX_REMOVED_FRACTION:.0%}); check the threshold and the embeddings"]
+                f"{MAX_REMOVED_FRACTION:.0%}); {advice}"]
     return []
 
 

@@ -86,9 +86,9 @@ class MetadataBalanceParams(JobParams):
     t_reference_pool: Optional[int] = Field(None, ge=1, description="Scale t linearly with pool size: t * pool / "
                                             "THIS (the pool size t was chosen for).")
     seed: int = Field(0, description="Seed of the deterministic per-(uid, entry) draws.")
-    tail_proportion: Optional[float] = Field(None, ge=0, le=1, description="Worldwide: the tail proportion p every "
-                                             "language's t is set from (p_to_t); default: English's at --t "
-                                             "(MetaCLIP 2).")
+    tail_proportion: Optional[float] = Field(None, gt=0, le=1, description="Worldwide: the tail proportion p every "
+                                             "language's t is set from (p_to_t), English's too; default: "
+                                             "English's at --t, English keeping --t (MetaCLIP 2).")
     batch_size: int = Field(65536, ge=1, description="Rows per Arrow batch inside a task.")
 
 

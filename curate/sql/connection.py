@@ -77,6 +77,19 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def _view_hint(e: BaseException) -> str:
+    """For a table named as a folder (``"subsets/bh"``, as `curate stats` lists it): its view's
+    name (``subsets_bh``)."""
+    import re
+
+    from curate.sql.views import view_name
+
+    m = re.search(r"Table with name (\S+) does not exist", str(e))
+    if m and "/" in m.group(1):
+        return f" (a table's view is named {view_name(m.group(1))}: SHOW TABLES lists them)"
+    return ""
+
+
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     """Only SELECT-like statements (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) run."""
     try:
@@ -168,7 +181,7 @@ def limited(con: duckdb.DuckDBPyConnection, timeout: float | None = DEFAULT_TIME
         raise CurateError(f"SQL needs more memory than --memory-limit {memory_limit} allows; narrow the query "
                           f"or raise --memory-limit ({_first_line(e)})") from None
     except duckdb.Error as e:
-        raise CurateError(f"SQL error: {_first_line(e)}") from None
+        raise CurateError(f"SQL error: {_first_line(e)}{_view_hint(e)}") from None
     finally:
         if timer is not None:
             timer.cancel()

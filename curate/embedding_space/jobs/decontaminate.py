@@ -37,8 +37,19 @@ def check_decontaminate(ds: Dataset, model_id: str, eval_source: str, threshold:
     if not storage.exists(source) and not ds.has_table(source):
         raise DatasetError(f"--eval {eval_source}: neither an image folder, a Parquet table, nor a table of {ds.root}")
     if storage.is_dir(source) and not _eval_parquet_files(source):
+        _check_has_images(source)  # before the engine and the model start
         _eval_model_ref(ds, model_id, model_name, pretrained)
     return table
+
+
+def _check_has_images(folder: str) -> None:
+    """An evaluation image folder holds at least one image (a one-line error, found by listing)."""
+    from curate.embed.core import IMAGE_SUFFIXES, list_image_folder
+
+    if not storage.is_uri(folder):
+        list_image_folder(folder)  # its error: no images under the folder
+    elif not any(f.lower().endswith(IMAGE_SUFFIXES) for f in storage.list_files(folder, recursive=True)):
+        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
 
 
 def _eval_model_ref(ds: Dataset, model_id: str, model_name: str | None, pretrained: str | None):

@@ -1,0 +1,62 @@
+"""What a job says when its input or options cannot do what was asked (session 26's audits):
+an empty evaluation folder before any engine or model starts, a SQL table named as its folder,
+a balancing t below 1 or a tail proportion of 0, and the removal guard naming the options of
+the stage that removed most of its input."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from curate.errors import CurateError
+from curate.tables import Dataset
+
+
+def test_an_empty_evaluation_folder_is_refused_before_the_engine_starts(tmp_path, monkeypatch):
+    from curate.embedding_space.jobs import decontaminate as job
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "report"))
+    from toypool import make_downloaded_pool
+
+    ds = make_downloaded_pool(tmp_path / "pool")
+    (tmp_path / "eval" / "cats").mkdir(parents=True)
+    (tmp_path / "eval" / "cats" / "notes.txt").write_text("no image here")
+
+    def no_model(*_a, **_k):
+        raise AssertionError("the model was resolved before the folder was checked")
+
+    monkeypatch.setattr(job, "_eval_model_ref", no_model)
+    with pytest.raises(CurateError, match="no images .* under .*eval"):
+        job.check_decontaminate(ds, "toy", str(tmp_path / "eval"), 0.9)
+
+
+def test_a_table_named_as_its_folder_in_sql_gets_its_view_name(tmp_path):
+    from curate.sql.connection import query
+
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("subsets/bh", pa.table({"uid": ["a"]}))
+    assert query(ds, "SELECT count(*) AS n FROM subsets_bh").column("n").to_pylist() == [1]
+    with pytest.raises(CurateError, match="a table's view is named subsets_bh"):
+        query(ds, 'SELECT count(*) FROM "subsets/bh"')
+
+
+def test_balancing_prints_a_fractional_t_and_refuses_a_tail_proportion_of_zero():
+    from curate.commands.metadata import _t_text
+    from curate.params import parse_params
+    from curate.params.metaclip import MetadataBalanceParams
+
+    assert (_t_text(20000.0), _t_text(0.5), _t_text(1e-4), _t_text(0.0)) == ("20,000", "0.5", "0.0001", "0")
+    with pytest.raises(CurateError, match="tail_proportion"):
+        parse_params(MetadataBalanceParams, {"tail_proportion": 0})
+    assert parse_params(MetadataBalanceParams, {"tail_proportion": 1}).tail_proportion == 1
+
+
+def test_the_removal_guard_names_the_stages_own_options():
+    from curate.embedding_space.guards import removal_warning
+
+    assert removal_warning("perceptual_dedup", 43, 42)[0].endswith("check --radius and --hash")
+    assert removal_warning("semdedup", 10, 9)[0].endswith("check the threshold and the embeddings")
+    assert removal_warning("dbp", 10, 4) == []
