@@ -38,10 +38,8 @@ def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
         # any model spec: a table id, an open_clip NAME[:TAG], a checkpoint file
         try:
             return _checked(dataset, f"embeddings/{resolve_embeddings(dataset, model)}")
-        except DatasetError as e:
-            raise DatasetError(f"filter {spec.name}: no table embeddings/{model.removeprefix('embeddings/')} in "
-                               f"{dataset.root} (found: {', '.join(tables) or 'none'}; {e}); "
-                               f"run `curate embed` first") from None
+        except DatasetError as e:  # its message names the table looked for and the ones there
+            raise DatasetError(f"filter {spec.name}: {e}; run `curate embed` first") from None
     if len(tables) == 1:
         return _checked(dataset, tables[0])
     if not tables:

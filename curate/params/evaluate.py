@@ -21,7 +21,7 @@ class EvalParams(JobParams):
                                  "images/, or the csv (a path or URI); repeatable.", json_schema_extra=cli_extra("-r"))
     templates: Optional[str] = Field(None, description="default, openai, simple or a file (a path or URI) with one "
                                      "{} template per line.")
-    max_per_class: Optional[int] = Field(None, description="Zero-shot: first N images per class.")
+    max_per_class: Optional[int] = Field(None, ge=1, description="Zero-shot: first N images per class.")
     images: Optional[str] = Field(None, description="Retrieval: a file listing the image names to use (a held-out "
                                   "split; a path or URI).")
     output: Optional[str] = Field(None, description="Results JSON, a path or URI (default <checkpoint stem>.eval.json "

@@ -152,9 +152,12 @@ def _execute_stage(run: _RecipeRun, spec: StageSpec, kind, params, cur: UidTable
                           f"{spec.name!r}: {e}") from e
     # a pass-through that removed nothing has its input's hash
     out_hash = in_hash if done.uids is cur else subset_digest_frame(done.uids.frame(run.dataset, run.executor))[0]
+    # the tables the stage wrote beside its decisions (a clustering): a later hit is good only
+    # while they are still these (another run may have written the same name since)
+    writes = {t: table_fingerprint(run.dataset, t) for t in done.stats.get("writes", ())}
     run.this_run[key] = run.cache.commit(key, done.decisions, done.uids, {
         "stage": spec.name, "kind": spec.kind, "params": spec.params, "input_hash": in_hash,
-        "output_hash": out_hash, **identity, "reasons": done.reasons, "stats": done.stats})
+        "output_hash": out_hash, **identity, "reasons": done.reasons, "stats": done.stats, "writes": writes})
     return _StageOutcome(done.decisions, done.uids, done.stats, done.reasons, out_hash, False)
 
 
@@ -170,6 +173,9 @@ def _run_stage(run: _RecipeRun, spec: StageSpec, cur: UidTable, in_hash: str) ->
     key = cache_key(in_hash, spec.kind, key_params, code, reads)
     t0 = time.perf_counter()
     hit = (run.this_run.get(key) or run.cache.get(key)) if cur.rows else None
+    if hit is not None and any(table_fingerprint(run.dataset, t) != fp
+                               for t, fp in hit.meta.get("writes", {}).items()):
+        hit = None  # what it wrote was overwritten since (the same clustering name, other parameters): run again
     if not cur.rows:  # nothing left to decide: the stage is not run
         outcome = _StageOutcome(None, cur, {}, {}, in_hash, False)
     elif hit is not None:

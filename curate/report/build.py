@@ -143,8 +143,10 @@ def _funnel_view(steps: list[dict]) -> dict | None:
         if s.get("cached") is not None:
             run = "cached" if s["cached"] else f"{s.get('seconds', 0):.2f}s"
         base = s["input"] if s.get("input") is not None else prev  # a step's own input, when it has one
-        rows.append({"name": s["name"], "count": s["count"],
-                     "removed": None if base is None else base - s["count"],
+        # a count above the step before (a subset with repeats, or with uids never downloaded)
+        # removed nothing from it: no removal is shown rather than a negative one
+        removed = None if base is None or base < s["count"] else base - s["count"]
+        rows.append({"name": s["name"], "count": s["count"], "removed": removed,
                      "reasons": sorted(s["reasons"].items(), key=lambda kv: -kv[1]), "run": run})
         prev = s["count"]
     return {"rows": rows, "chart": plots.funnel([s["name"] for s in steps], [s["count"] for s in steps])}

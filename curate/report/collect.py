@@ -160,6 +160,10 @@ def _funnel(executor, dataset: Dataset, subset: str, lineage: dict, origin: dict
                 else:
                     reasons[error or "unknown"] = reasons.get(error or "unknown", 0) + int(n)
             steps.append({"name": "downloaded", "count": ok, "reasons": dict(sorted(reasons.items()))})
+    if (lineage and lineage.get("input") not in (None, "all", "downloaded")
+            and isinstance(lineage.get("input_count"), int)):
+        # a recipe run from a subset: its first stage's input is that subset, not the pool
+        steps.append({"name": f"recipe input ({lineage['input']})", "count": lineage["input_count"], "reasons": {}})
     for s in lineage.get("stages", []):
         if s.get("enabled") is False:
             continue

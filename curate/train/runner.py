@@ -281,7 +281,7 @@ def _prepare_run_folder(output: Path, config_hash: str, overwrite: bool) -> None
             for p in used:
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         elif not same:
-            raise TrainError(f"{output} holds another training run; pass overwrite=True (--overwrite) "
+            raise TrainError(f"{output} holds another training run; pass --overwrite "
                              f"or choose another output folder")
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(output / "_config_hash", config_hash.encode())

@@ -136,7 +136,9 @@ def test_errors(tmp_dataset, pool, writers):
     write_embeddings(pool, "other", ["0" * 32], [0.1])
     with pytest.raises(DatasetError, match="several embedding tables"):
         run_filters(pool, specs("clip_score:threshold=0.2"), LocalExecutor())
-    with pytest.raises(DatasetError, match="no table embeddings/nope"):
+    # one line: the table looked for, the ones there, what to do (no part said twice)
+    with pytest.raises(DatasetError, match=r"clip_score: table embeddings/nope not found in .* "
+                                           r"\(embeddings tables: [^;]*\); run `curate embed` first$"):
         run_filters(pool, specs("clip_score:threshold=0.2,model=nope"), LocalExecutor())
     with pytest.raises(CurateError, match="k=1000"):
         np.save(pool.root / "t.npy", np.ones((2, 8), np.float32))

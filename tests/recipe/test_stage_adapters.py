@@ -121,3 +121,43 @@ def test_a_stage_s_decisions_are_checked_and_restaged_by_the_engine(engine, requ
             check_stage_decisions(frame(bad), inp, "s")
     with pytest.raises(DatasetError, match="returned 4 decision rows for 5 distinct"):
         check_stage_decisions(frame([(True, "kept")] * 4), inp, "s")
+
+
+def test_a_cached_cluster_stage_runs_again_when_its_clustering_was_overwritten(tmp_path):
+    """k = 3, then k = 2, then k = 3 again under the same clustering name: the third run's
+    cluster stage hits its first run's cache entry, whose clusters/<name> the second run
+    overwrote; it runs again rather than hand the later stages the k = 2 clustering."""
+    ds = make_downloaded_pool(tmp_path / "pool")
+    recipe = "name: kk\ndataset: {ds}\nembedding_model: toy\nstages:\n  - kind: cluster\n    k: {k}\n" \
+             "  - kind: semdedup\n    eps: 0.3\n"
+    runs = []
+    for k in (3, 2, 3):
+        p = tmp_path / f"r{k}.yaml"
+        p.write_text(recipe.format(ds=ds.root, k=k))
+        lineage = run_recipe(load_recipe(p), engine="local", quiet=True)
+        name = lineage["stages"][0]["stats"]["writes"][0]  # clusters/<name>
+        ids = pc.unique(ds.read(name, columns=["cluster_id"]).column("cluster_id")).to_pylist()
+        runs.append((len(ids), [s["cached"] for s in lineage["stages"]], read_subset(ds, "kk")))
+    assert [n for n, _, _ in runs] == [3, 2, 3]
+    assert runs[2][1] == [False, True]  # the clustering made again; semdedup's k = 3 entry is good again
+    assert runs[2][2] == runs[0][2]
+    again = run_recipe(load_recipe(tmp_path / "r3.yaml"), engine="local", quiet=True)
+    assert [s["cached"] for s in again["stages"]] == [True, True]
+
+
+def test_a_sql_stage_whose_query_returns_malformed_uids_is_an_error_not_a_silent_removal(tmp_path):
+    """As `curate select --sql`: an uppercased uid matches no sample; the stage names the first
+    and counts them instead of removing every input row with exit 0."""
+    from curate.errors import CurateError
+
+    ds = make_downloaded_pool(tmp_path / "pool")
+    for query, ok in (("SELECT upper(uid) AS uid FROM input_subset", False), ("SELECT 1 AS uid", False),
+                      ("SELECT uid FROM input_subset", True)):
+        p = tmp_path / "q.yaml"
+        p.write_text(f"name: q\ndataset: {ds.root}\nstages:\n  - kind: sql\n    query: \"{query}\"\n")
+        if ok:
+            lineage = run_recipe(load_recipe(p), engine="local", quiet=True)
+            assert lineage["stages"][0]["output_count"] == lineage["input_count"]
+            continue
+        with pytest.raises(CurateError, match="is not a 32-char lowercase hex uid"):
+            run_recipe(load_recipe(p), engine="local", quiet=True, use_cache=False)

@@ -53,3 +53,22 @@ def test_retry_class_takes_only_error_classes(tmp_path):
                         "--retry-class", "http404"], capture_output=True, text=True, check=False)
     assert r.returncode == 2 and "'http404' is not an error class" in r.stderr and "http_404" in r.stderr
     assert r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_the_funnel_starts_a_recipe_from_its_input_subset_and_shows_no_negative_removal(tmp_path):
+    from curate.engine import LocalExecutor
+    from curate.report.build import _funnel_view
+    from curate.report.collect import _funnel
+
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("other", pa.table({"uid": ["a"]}))  # no samples or downloads: the steps are the lineage's
+    lineage = {"input": "subset:few", "input_count": 5,
+               "stages": [{"name": "c", "kind": "cluster", "output_count": 4, "input_count": 5,
+                           "reasons": {"kept": 4, "no_embedding": 1}}]}
+    steps = _funnel(LocalExecutor(), ds, "out", lineage, None, 4)
+    assert [(s["name"], s["count"]) for s in steps] == [("recipe input (subset:few)", 5), ("c (cluster)", 4)]
+    rows = _funnel_view(steps)["rows"]
+    assert [r["removed"] for r in rows] == [None, 1]
+    grown = _funnel_view([{"name": "downloaded", "count": 280, "reasons": {}},
+                          {"name": "subset s (select_sql)", "count": 300, "reasons": {}}])["rows"]
+    assert grown[1]["removed"] is None  # repeats or never-downloaded uids: nothing was removed

@@ -66,7 +66,8 @@ def _clustered(stage: str):
 @register("cluster", ClusterStageParams, family="clustering", reads=("{embeddings}",), code_modules=_MODULES,
           frames=True)
 def run_cluster_stage(ctx: StageContext, inp: UidTable, p: ClusterStageParams) -> StageOutput:
-    """k-means over the input's embeddings; keeps everything, writes clusters/<name> for later stages."""
+    """k-means over the input's embeddings; keeps every sample with an embedding (one without
+    is removed as no_embedding: it cannot be clustered), writes clusters/<name> for later stages."""
     from curate.embedding_space.clusters import run_cluster
     from curate.selection import DECISIONS, uniform_decisions
 
@@ -82,7 +83,8 @@ def run_cluster_stage(ctx: StageContext, inp: UidTable, p: ClusterStageParams) -
     stage = ctx.stage_name
     decisions = (clusters.semi_join(uids).map_batches(_clustered(stage), DECISIONS)
                  .union(uniform_decisions(uids.anti_join(clusters), stage, False, "no_embedding")))
-    return StageOutput(decisions, stats={"clusters": f"clusters/{name}", **r.get("counts", {}), **_warnings(r)})
+    return StageOutput(decisions, stats={"clusters": f"clusters/{name}", **r.get("counts", {}), **_warnings(r),
+                                         "writes": [f"clusters/{name}", f"cluster_stats/{name}"]})
 
 
 def _reads_clusters():

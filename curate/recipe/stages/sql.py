@@ -31,31 +31,40 @@ def _sql_list(paths: list[str]) -> str:
     return "[" + ", ".join("'" + x.replace("'", "''") + "'" for x in paths) + "]"
 
 
-def decisions_query(con, inp_paths: list[str], p: SQLParams, lo: str | None = None, hi: str | None = None) -> str:
+def decisions_query(con, inp_paths: list[str], p: SQLParams, lo: str | None = None, hi: str | None = None,
+                    hits_from: str | None = None) -> str:
     """The stage's decisions as one DuckDB query: every distinct input uid in ``[lo, hi)`` (a
     task's uid range; None: unbounded), kept where the query returned it (``keep``) or where it
     did not (``remove``); a ``value`` column (keep mode) is the decision value (a uid returned
-    more than once: the largest value)."""
-    import duckdb
-
+    more than once: the largest value). ``hits_from``: a table holding ``hits_query``'s rows,
+    read instead of running the query again."""
     con.execute("CREATE OR REPLACE VIEW input_subset AS SELECT DISTINCT uid FROM "
                 + (f"read_parquet({_sql_list(inp_paths)})" if inp_paths else "(SELECT NULL::VARCHAR AS uid WHERE false)"))
-    relation_sql(con, p.query)  # read-only, binds, has a textual uid column (SQLError otherwise)
-    body = p.query.strip().rstrip(";").strip()
-    try:
-        has_value = "value" in con.sql(p.query).columns and p.mode == "keep"
-    except duckdb.Error as e:  # pragma: no cover - _relation_sql bound the same query
-        raise SQLError(f"query failed: {e}") from e
-    value = "max(CAST(value AS DOUBLE))" if has_value else "CAST(NULL AS DOUBLE)"
-    in_range = range_condition(lo, hi, "CAST(uid AS VARCHAR)")
-    hits = (f"SELECT CAST(uid AS VARCHAR) AS uid, {value} AS value FROM ({body}) AS q "
-            f"WHERE uid IS NOT NULL AND {in_range} GROUP BY 1")
+    hits, has_value = hits_query(con, p, lo, hi)
+    hits = hits_from or f"({hits})"
     kept = "h.uid IS NOT NULL" if p.mode == "keep" else "h.uid IS NULL"
     return (f"SELECT i.uid AS uid, 'sql' AS stage, ({kept}) AS kept, "
             f"CASE WHEN {kept} THEN '{KEPT}' ELSE '{p.reason}' END AS reason, "
             f"{'h.value' if has_value else 'CAST(NULL AS DOUBLE)'} AS value, CAST(NULL AS VARCHAR) AS detail "
             f"FROM (SELECT uid FROM input_subset WHERE {range_condition(lo, hi)}) AS i "
-            f"LEFT JOIN ({hits}) AS h ON i.uid = h.uid")
+            f"LEFT JOIN {hits} AS h ON i.uid = h.uid")
+
+
+def hits_query(con, p: SQLParams, lo: str | None = None, hi: str | None = None) -> tuple[str, bool]:
+    """(the distinct non-null uids the stage's query returns in ``[lo, hi)`` with their value,
+    whether it has a value column)."""
+    import duckdb
+
+    relation_sql(con, p.query)  # read-only, binds, has a textual uid column (SQLError otherwise)
+    body = p.query.strip().rstrip(";").strip()
+    try:
+        has_value = "value" in con.sql(p.query).columns and p.mode == "keep"
+    except duckdb.Error as e:  # pragma: no cover - relation_sql bound the same query
+        raise SQLError(f"query failed: {e}") from e
+    value = "max(CAST(value AS DOUBLE))" if has_value else "CAST(NULL AS DOUBLE)"
+    in_range = range_condition(lo, hi, "CAST(uid AS VARCHAR)")
+    return (f"SELECT CAST(uid AS VARCHAR) AS uid, {value} AS value FROM ({body}) AS q "
+            f"WHERE uid IS NOT NULL AND {in_range} GROUP BY 1"), has_value
 
 
 def _tables_in_query(p: SQLParams, dataset, embedding_model: str | None) -> list[str]:
@@ -83,8 +92,13 @@ def run_sql(ctx: StageContext, inp: UidTable, p: SQLParams) -> StageOutput:
     bounds = ranges.uid_ranges(ctx.dataset, _tables_in_query(p, ctx.dataset, ctx.embedding_model) or ["samples"])
     base = {"root": str(ctx.dataset.root), "views": views_in_query(views, p.query), "inputs": inputs,
             "params": p.model_dump(mode="json"), "table": table}
-    ctx.executor().map_tasks([dict(base, index=i, lo=lo, hi=hi) for i, (lo, hi) in enumerate(bounds)],
-                             sql_decisions_range, "sql stage ranges")
+    parts = ctx.executor().map_tasks([dict(base, index=i, lo=lo, hi=hi) for i, (lo, hi) in enumerate(bounds)],
+                                     sql_decisions_range, "sql stage ranges")
+    bad = sum(r["bad"] for r in parts)
+    if bad:  # as `curate select --sql`: a malformed uid matches no sample, and would remove in silence
+        first = min(r["first_bad"] for r in parts if r["bad"])
+        raise SQLError(f"query result: {first!r} is not a 32-char lowercase hex uid ({bad} such rows; the first "
+                       "in uid order is named)")
     return StageOutput(table)
 
 
@@ -101,7 +115,12 @@ def sql_decisions_range(task: dict) -> dict:
     con = selection_connection(ds, views=task["views"])
     rows = 0
     try:
-        query = decisions_query(con, task["inputs"], p, task["lo"], task["hi"])
+        decisions_query(con, task["inputs"], p)  # the input_subset view, the query bound
+        hits, _ = hits_query(con, p, task["lo"], task["hi"])
+        con.execute(f"CREATE TEMP TABLE stage_hits AS {hits}")  # the query run once (spilled past memory)
+        bad, first_bad = con.execute("SELECT count(*), min(uid) FROM stage_hits "
+                                     "WHERE NOT regexp_full_match(uid, '[0-9a-f]{32}')").fetchone()
+        query = decisions_query(con, task["inputs"], p, task["lo"], task["hi"], hits_from="stage_hits")
         reader = con.sql(query).to_arrow_reader(65536)
         with atomic_path(ds.shard_path(task["table"], task["index"])) as tmp:
             with pq.ParquetWriter(tmp, DECISIONS, **parquet_options(DECISIONS)) as writer:
@@ -113,4 +132,4 @@ def sql_decisions_range(task: dict) -> dict:
         raise SQLError(f"query failed: {msg}") from e
     finally:
         con.close()
-    return {"index": task["index"], "rows": rows}
+    return {"index": task["index"], "rows": rows, "bad": int(bad), "first_bad": first_bad}
