@@ -97,4 +97,6 @@ def test_memory_is_bounded_by_the_read_ahead_not_the_shard(where, tmp_path, requ
         out = subprocess.run([sys.executable, "-c", _PEAK, str(ds.root), "4"], capture_output=True, text=True,
                              check=True)
         peaks[groups] = int(out.stdout.split()[-1])
-    assert peaks[32] < 1.25 * peaks[8], peaks
+    # a shard held whole would be 4x; the store's read-ahead timing moves the peak a little
+    # under load (1.28x once in a loaded clean-clone run, 1.0-1.1x idle)
+    assert peaks[32] < 1.5 * peaks[8], peaks
