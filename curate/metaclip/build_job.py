@@ -64,7 +64,9 @@ def run_build(output: str | Path, *, numbers: bool = True, wordnet: bool = True,
     out = md.write_metadata(entries, output)
     build = {
         "output": str(out), "entries": report.entries, "sources": report.sources, "bigrams": bigram_info,
-        "params": {"numbers": numbers, "wordnet": wordnet, "wordnet_dir": wordnet_dir, "wordfreq_top": wordfreq_top,
+        # wordfreq_top 0 as the user gave it (the job takes None for no top-N list)
+        "params": {"numbers": numbers, "wordnet": wordnet, "wordnet_dir": wordnet_dir,
+                   "wordfreq_top": wordfreq_top or 0,
                    "wordfreq_min_frequency": wordfreq_min_frequency, "wordfreq_list": wordfreq_list,
                    "bigram_min_count": bigram_min_count, "bigram_min_pmi": bigram_min_pmi,
                    "keep_unmatchable": keep_unmatchable, "max_entries": max_entries,

@@ -153,3 +153,10 @@ def test_bigrams_mined_in_the_engine_equal_the_in_memory_mining(spark, tmp_path,
             mine_bigrams(LocalExecutor(), pool_tasks, ngram_count_task, NGRAM_SCHEMA, min_count=3, min_pmi=4.0)
     finally:
         bm.MAX_MINED_BIGRAMS = old
+
+
+def test_a_build_without_a_wordfreq_list_records_the_zero_it_was_given(tmp_path):
+    """`--wordfreq-top 0` (no top-N list) is recorded as 0 in the build's parameters, not null."""
+    path = tmp_path / "m.json"
+    run_build(path, wordnet=False, wordfreq_top=0)
+    assert json.loads((tmp_path / "m.json.build.json").read_text())["params"]["wordfreq_top"] == 0
