@@ -149,17 +149,15 @@ def _reject_raw(raw: pa.RecordBatch, is_sample: pa.Array) -> pa.Array:
     decided here, the row's fields as JSON (url, caption, uid, sizes: whichever the rule
     judged is among them), cut to the rejects table's bound. Null for samples."""
     raw_col = raw.column("raw")
-    todo = pc.indices_nonzero(pc.and_(pc.invert(is_sample), pc.is_null(raw_col))).to_pylist()
-    if not todo:
-        return pc.if_else(is_sample, pa.scalar(None, pa.string()), raw_col)
-    fields = {"url": "url", "text": "caption", "uid": "uid", "original_width": "width", "original_height": "height"}
-    rows = raw.select(list(fields)).take(pa.array(todo, pa.int64())).to_pylist()
-    shown = [clip_raw(json.dumps({fields[k]: v for k, v in r.items() if v is not None}, ensure_ascii=False))
-             for r in rows]
-    filled = pc.replace_with_mask(raw_col, pc.is_in(pa.array(range(raw.num_rows), pa.int64()),
-                                                    value_set=pa.array(todo, pa.int64())),
-                                  pa.array(shown, pa.string()))
-    return pc.if_else(is_sample, pa.scalar(None, pa.string()), filled)
+    todo = pc.and_(pc.invert(is_sample), pc.is_null(raw_col))
+    if pc.any(todo).as_py():
+        fields = {"url": "url", "text": "caption", "uid": "uid", "original_width": "width",
+                  "original_height": "height"}
+        rows = raw.select(list(fields)).filter(todo).to_pylist()
+        shown = [clip_raw(json.dumps({fields[k]: v for k, v in r.items() if v is not None}, ensure_ascii=False))
+                 for r in rows]
+        raw_col = pc.replace_with_mask(raw_col, todo, pa.array(shown, pa.string()))
+    return pc.if_else(is_sample, pa.scalar(None, pa.string()), raw_col)
 
 
 def _derive(url: pa.Array, text: pa.Array, mask: pa.Array) -> pa.Array:

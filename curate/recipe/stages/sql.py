@@ -31,17 +31,25 @@ def _sql_list(paths: list[str]) -> str:
     return "[" + ", ".join("'" + x.replace("'", "''") + "'" for x in paths) + "]"
 
 
-def decisions_query(con, inp_paths: list[str], p: SQLParams, lo: str | None = None, hi: str | None = None,
-                    hits_from: str | None = None) -> str:
+def decisions_query(con, inp_paths: list[str], p: SQLParams, lo: str | None = None, hi: str | None = None) -> str:
     """The stage's decisions as one DuckDB query: every distinct input uid in ``[lo, hi)`` (a
     task's uid range; None: unbounded), kept where the query returned it (``keep``) or where it
     did not (``remove``); a ``value`` column (keep mode) is the decision value (a uid returned
-    more than once: the largest value). ``hits_from``: a table holding ``hits_query``'s rows,
-    read instead of running the query again."""
+    more than once: the largest value)."""
+    input_view(con, inp_paths)
+    hits, has_value = hits_query(con, p, lo, hi)
+    return decisions_from(f"({hits})", has_value, p, lo, hi)
+
+
+def input_view(con, inp_paths: list[str]) -> None:
+    """The ``input_subset`` view the query may read: the stage's distinct input uids."""
     con.execute("CREATE OR REPLACE VIEW input_subset AS SELECT DISTINCT uid FROM "
                 + (f"read_parquet({_sql_list(inp_paths)})" if inp_paths else "(SELECT NULL::VARCHAR AS uid WHERE false)"))
-    hits, has_value = hits_query(con, p, lo, hi)
-    hits = hits_from or f"({hits})"
+
+
+def decisions_from(hits: str, has_value: bool, p: SQLParams, lo: str | None, hi: str | None) -> str:
+    """The decisions of the input uids in ``[lo, hi)`` from ``hits`` (``hits_query``'s rows: a
+    sub-query, or a table holding them)."""
     kept = "h.uid IS NOT NULL" if p.mode == "keep" else "h.uid IS NULL"
     return (f"SELECT i.uid AS uid, 'sql' AS stage, ({kept}) AS kept, "
             f"CASE WHEN {kept} THEN '{KEPT}' ELSE '{p.reason}' END AS reason, "
@@ -115,12 +123,12 @@ def sql_decisions_range(task: dict) -> dict:
     con = selection_connection(ds, views=task["views"])
     rows = 0
     try:
-        decisions_query(con, task["inputs"], p)  # the input_subset view, the query bound
-        hits, _ = hits_query(con, p, task["lo"], task["hi"])
+        input_view(con, task["inputs"])
+        hits, has_value = hits_query(con, p, task["lo"], task["hi"])
         con.execute(f"CREATE TEMP TABLE stage_hits AS {hits}")  # the query run once (spilled past memory)
         bad, first_bad = con.execute("SELECT count(*), min(uid) FROM stage_hits "
-                                     "WHERE NOT regexp_full_match(uid, '[0-9a-f]{32}')").fetchone()
-        query = decisions_query(con, task["inputs"], p, task["lo"], task["hi"], hits_from="stage_hits")
+                                     "WHERE NOT regexp_full_match(uid, '[0-9a-f]{32}')").fetchall()[0]
+        query = decisions_from("stage_hits", has_value, p, task["lo"], task["hi"])
         reader = con.sql(query).to_arrow_reader(65536)
         with atomic_path(ds.shard_path(task["table"], task["index"])) as tmp:
             with pq.ParquetWriter(tmp, DECISIONS, **parquet_options(DECISIONS)) as writer:
