@@ -24,7 +24,7 @@ class ImageDecodeError(CurateError):
     """An image could not be decoded; ``error_class`` says how."""
 
     def __init__(self, where: str, error_class: str, message: str):
-        self.where, self.error_class = where, error_class
+        self.where, self.error_class, self.message = where, error_class, message
         super().__init__(f"{where}: {error_class}: {message}")
 
 
@@ -301,19 +301,41 @@ def embed_images(bundle, images: Sequence[Any], batch_size: int = 256, threads: 
     which records failures instead, for web data).
     """
 
+    return _embed_images(bundle, images, batch_size, threads, skip_undecodable=False)[0]
+
+
+def embed_decodable_images(bundle, images: Sequence[Any], batch_size: int = 256,
+                           threads: int | None = None) -> tuple[np.ndarray, list[tuple[int, ImageDecodeError]]]:
+    """As ``embed_images``, but an image that cannot be decoded is left out instead of
+    stopping the call: (the decodable images' embeddings in order, [(index, error), ...] of the others)."""
+    out, errors = _embed_images(bundle, images, batch_size, threads, skip_undecodable=True)
+    bad = np.zeros(len(out), bool)
+    bad[[i for i, _ in errors]] = True
+    return out[~bad], errors
+
+
+def _embed_images(bundle, images: Sequence[Any], batch_size: int, threads: int | None,
+                  skip_undecodable: bool) -> tuple[np.ndarray, list[tuple[int, ImageDecodeError]]]:
     images = list(images)
     out = np.zeros((len(images), bundle.embed_dim), np.float32)
+    errors: list[tuple[int, ImageDecodeError]] = []
     pipe = ImagePipeline(bundle)
 
     def prepare(item):
         return pipe.prepare(open_image(item))
 
     for start, prepared in prepared_batches(images, prepare, batch_size, threads):
-        for p in prepared:
-            if isinstance(p, Exception):
+        rows = []
+        for i, p in enumerate(prepared):
+            if not isinstance(p, Exception):
+                rows.append(i)
+            elif skip_undecodable and isinstance(p, ImageDecodeError):
+                errors.append((start + i, p))
+            else:
                 raise p
-        out[start:start + len(prepared)] = encode_image_tensor(bundle, pipe.batch(prepared))
-    return out
+        if rows:
+            out[[start + i for i in rows]] = encode_image_tensor(bundle, pipe.batch([prepared[i] for i in rows]))
+    return out, errors
 
 
 def list_image_folder(folder: str | os.PathLike) -> tuple[list[str], list[str]]:

@@ -103,3 +103,39 @@ def test_eval_image_folder_embedded_with_pool_model(tmp_path, shared_data):
 
     with pytest.raises(Exception, match="pool embeddings are curate-tiny__random-seed7"):
         load_eval_embeddings(str(eval_dir), ds, "curate-tiny__random-seed7", model_name="curate-tiny")
+
+
+def test_an_undecodable_eval_image_is_left_out_said_and_counted(tmp_path, shared_data, capsys):
+    """One broken file in an evaluation folder does not stop the job: the others are searched,
+    the broken ones are named in a warning, counted, and listed in the manifest."""
+    import json
+    import shutil
+
+    from curate.cli import main
+    from curate.embed import embed_images
+    from curate.models import load_model
+
+    eval_paths = _cifar(shared_data, 1, 0)
+    eval_dir = tmp_path / "eval"
+    for p in eval_paths:
+        (eval_dir / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, eval_dir / p.parent.name / p.name)
+    (eval_dir / "cat" / "broken.jpg").write_bytes(b"not an image at all")
+    (eval_dir / "dog" / "cut.jpg").write_bytes(eval_paths[5].read_bytes()[:200])  # truncated JPEG
+    bundle = load_model("curate-tiny", seed=0)
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, bundle.model_id, np.asarray(embed_images(bundle, [str(p) for p in eval_paths[:2]])),
+                            rows_per_shard=1000)
+    with pytest.raises(SystemExit) as info:
+        main(["decontaminate", str(ds.root), "--eval", str(eval_dir), "--threshold", "0.9999", "--engine", "local"])
+    out = capsys.readouterr()
+    assert info.value.code in (0, None), out.err
+    warning = [line for line in (out.out + out.err).splitlines() if "could not be decoded" in line]
+    assert len(warning) == 1 and "cat/broken.jpg (decode_error" in warning[0] and "dog/cut.jpg (" in warning[0]
+    assert str(eval_dir) not in warning[0]  # ids, not the folder's path
+    assert "2 of 10 evaluation images had near copies" in out.out
+    manifest = json.loads((ds.root / "_runs" / "decontaminate.json").read_text())
+    assert manifest["counts"]["eval_images_undecodable"] == 2 and manifest["counts"]["removed"] == len(uids)
+    assert sorted(u["eval_id"] for u in manifest["eval_undecodable"]) == ["cat/broken.jpg", "dog/cut.jpg"]
+    report = ds.read("decontamination/decontaminate").column("eval_id").to_pylist()
+    assert len(report) == 10 and "cat/broken.jpg" not in report

@@ -113,9 +113,12 @@ def _eval_parquet_files(source: str) -> list | None:
 
 
 def load_eval_embeddings(source: str, dataset: Dataset, model_id: str, model_name: str | None = None,
-                         pretrained: str | None = None, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
+                         pretrained: str | None = None,
+                         batch_size: int = 64) -> tuple[list[str], np.ndarray, list[dict]]:
     """Evaluation image ids and normalised embeddings from a folder of images (embedded with the
-    pool's model), a Parquet file/table folder with ``image_embedding``, or a table of ``dataset``."""
+    pool's model), a Parquet file/table folder with ``image_embedding``, or a table of ``dataset``;
+    and the folder's images that could not be decoded (``{"eval_id", "error"}``; they are left
+    out, as a web image that cannot be decoded is left out of the embed job)."""
     table_path = _eval_parquet_files(source)
     if table_path is None and not storage.exists(source) and dataset.has_table(source):
         table_path = dataset.shards(source)
@@ -125,7 +128,7 @@ def load_eval_embeddings(source: str, dataset: Dataset, model_id: str, model_nam
             raise DatasetError(f"{source}: evaluation table has no image_embedding column (columns: {t.column_names})")
         id_col = next((c for c in ("uid", "key", "path", "id") if c in t.column_names), None)
         ids = [str(v) for v in t.column(id_col).to_pylist()] if id_col else [str(i) for i in range(t.num_rows)]
-        return ids, embedding_matrix(t, "image", f"{source}: ")
+        return ids, embedding_matrix(t, "image", f"{source}: "), []
     if not storage.is_dir(source):
         raise DatasetError(f"--eval {source}: neither an image folder, a Parquet table, nor a table of {dataset.root}")
     if storage.is_uri(source):  # an evaluation set is small: its images are fetched to a local folder
@@ -138,8 +141,8 @@ def load_eval_embeddings(source: str, dataset: Dataset, model_id: str, model_nam
 
 
 def _embed_eval_folder(p: Path, dataset: Dataset, model_id: str, model_name: str | None, pretrained: str | None,
-                       batch_size: int) -> tuple[list[str], np.ndarray]:
-    from curate.embed import embed_image_folder
+                       batch_size: int) -> tuple[list[str], np.ndarray, list[dict]]:
+    from curate.embed.core import embed_decodable_images, list_image_folder
     from curate.models import load_model
 
     ref = _eval_model_ref(dataset, model_id, model_name, pretrained)
@@ -147,9 +150,13 @@ def _embed_eval_folder(p: Path, dataset: Dataset, model_id: str, model_name: str
     if bundle.model_id != model_id:
         raise DatasetError(f"evaluation images would be embedded with {bundle.model_id}, but the pool embeddings "
                            f"are {model_id}; pass --eval-model/--eval-pretrained matching the pool's model")
-    paths, _, x = embed_image_folder(p, bundle, batch_size=batch_size)
-    ids = [str(Path(q).relative_to(p)) for q in paths]
-    return ids, np.asarray(x, dtype=np.float32)
+    paths, _ = list_image_folder(p)
+    x, errors = embed_decodable_images(bundle, paths, batch_size=batch_size)
+    ids = [Path(q).relative_to(p).as_posix() for q in paths]
+    failed = {i for i, _ in errors}
+    undecodable = [{"eval_id": ids[i], "error": f"{e.error_class}: {e.message.replace(str(p) + '/', '')}"}
+                   for i, e in errors]
+    return [e for i, e in enumerate(ids) if i not in failed], np.asarray(x, dtype=np.float32), undecodable
 
 
 def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float, run: str = "decontaminate",
@@ -163,10 +170,12 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
     m = RunManifest(run, dict(stage="decontaminate", model_id=model_id, eval=str(eval_source), threshold=threshold,
                               restricted=input_uids is not None, engine=executor.name))
     with m.stage("embed_eval"):
-        eval_ids, ex = load_eval_embeddings(str(eval_source), ds, model_id, model_name, pretrained)
+        eval_ids, ex, undecodable = load_eval_embeddings(str(eval_source), ds, model_id, model_name, pretrained)
     ex = normalize_rows(ex)
     if len(eval_ids) == 0:
-        raise DatasetError(f"--eval {eval_source}: no evaluation images")
+        raise DatasetError(f"--eval {eval_source}: no evaluation images"
+                           + (f" could be decoded ({_undecodable_line(undecodable)})" if undecodable else ""))
+    m["eval_undecodable"] = undecodable
     m["inputs"] = [{"table": table, "rows": ds.count(table)}, {"eval": str(eval_source), "images": len(eval_ids)}]
     npy = ds.path(f"_tmp/{run}/eval.npy")
     atomic_write_bytes(npy, storage.npy_bytes(np.asarray(ex, dtype=np.float32)))
@@ -183,9 +192,14 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
         report, count = _write_report(ds, run, per_eval, eval_names)
         miss = missing_frame(executor, ds, uids, table, "decontaminate", NO_EMBEDDING)
         health, warns = _guards.table_health(ds, table, "image", executor=executor)
+        if undecodable:  # not checked for copies in the pool: said, not silent
+            said = (f"{len(undecodable)} evaluation image(s) could not be decoded and were not searched for: "
+                    f"{_undecodable_line(undecodable)} (all listed in the manifest's eval_undecodable)")
+            warns = [said, *warns]
         res = finish_selection(executor, ds, run, "decontaminate",
                                with_missing(rows.map_batches(_to_decisions(threshold, eval_names), DECISIONS), miss),
-                               m, output, {"eval_images": len(eval_ids), "eval_images_with_copies": int((count > 0).sum())},
+                               m, output, {"eval_images": len(eval_ids), "eval_images_with_copies": int((count > 0).sum()),
+                                           "eval_images_undecodable": len(undecodable)},
                                guards=({"embeddings": health}, warns),
                                acted_on=("cosine to the nearest evaluation image", None),
                                cleanup=lambda: cleanup_tmp(ds, run))
@@ -193,6 +207,12 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
         rows.release()
     res["report"] = report
     return res
+
+
+def _undecodable_line(undecodable: list[dict], shown: int = 3) -> str:
+    """The first few undecodable evaluation images, for a one-line message."""
+    names = "; ".join(f"{u['eval_id']} ({u['error']})" for u in undecodable[:shown])
+    return names + (f"; and {len(undecodable) - shown} more" if len(undecodable) > shown else "")
 
 
 def _hits(threshold: float):
