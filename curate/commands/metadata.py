@@ -37,10 +37,10 @@ def build(run: JobRun, p: MetadataBuildParams) -> None:
     langs = _languages(p.languages)
     ds = Dataset(p.dataset) if p.dataset else None
     output = str(check_output_path(p.output, ds.root, "OUTPUT")) if ds is not None else p.output
-    if langs is not None and langs != ["en"] and p.bigrams and (ds is not None or p.bigram_corpus):
-        from curate.filters.langid import resolve_model_path
+    if langs is not None and langs != ["en"]:
+        from curate.metaclip.worldwide_build import check_languages
 
-        resolve_model_path(p.lid_model)  # before any engine starts
+        check_languages(langs, p.lid_model)  # before any engine starts (and the model resolves)
     if p.bigrams and ds is None and not p.bigram_corpus:
         info("metadata: no bigram corpus (--dataset or --bigram-corpus), so no bigrams")
     executor = None

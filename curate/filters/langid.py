@@ -63,6 +63,13 @@ def load_model(path: str | os.PathLike | None = None):
     return worker_cache(("fasttext-lid", str(p)), build)
 
 
+def model_labels(path: str | os.PathLike | None = None) -> list[str]:
+    """Every label the model can give (without ``__label__``), sorted: asking for all labels
+    with no probability floor returns each once (fasttext-predict has no ``get_labels``)."""
+    r = load_model(path).f.predict("\n", -1, -1.0, "strict")
+    return sorted(label[len(_LABEL_PREFIX):] for _, label in r)
+
+
 def predict_languages(texts: pa.Array | pa.ChunkedArray | list[str], model) -> tuple[pa.Array, pa.Array]:
     """Top-1 label (without ``__label__``) and its probability for every caption.
 

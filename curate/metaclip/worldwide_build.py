@@ -287,6 +287,27 @@ def _write_language(out_dir: Path, lang: str, sources: list[tuple[str, list[str]
         "sha256": file_fingerprint(path)["sha256"]}
 
 
+def check_languages(languages: list[str], lid_model: str | None = None) -> None:
+    """Each language names a list a caption can be matched against: a label the language-ID
+    model gives (match picks a caption's list by its label), or ``other``. A code the model
+    never gives would build a list no caption ever uses, so it is refused in one line."""
+    import difflib
+
+    from curate.errors import DatasetError
+    from curate.filters.langid import model_labels, resolve_model_path
+
+    labels = model_labels(lid_model)
+    for lang in languages:
+        if lang != ww.OTHER and lang not in labels:
+            base = ww.base_language(lang)  # a Wikipedia variant (zh_yue) -> its language
+            near = [base] if base in labels else difflib.get_close_matches(lang, labels, n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(near)}? " if near else ""
+            raise DatasetError(
+                f"--languages {lang}: the language-ID model {resolve_model_path(lid_model).name} never labels a "
+                f"caption '{lang}', so its list would never be matched; {hint}use one of its {len(labels)} "
+                f"codes ({', '.join(labels[:8])}, ...), '{ww.OTHER}', or pass the --lid-model that gives it")
+
+
 def run_build_worldwide(output: str | Path, languages: list[str], *, numbers: bool = True, wordnet: bool = True,
                         wordnet_dir: str | None = None, wordfreq_top: int | None = 100_000,
                         wordfreq_min_frequency: float | None = None, wordfreq_list: str = "best",
@@ -314,6 +335,7 @@ def run_build_worldwide(output: str | Path, languages: list[str], *, numbers: bo
 
     out_dir = Path(output)
     languages = list(dict.fromkeys(languages))
+    check_languages(languages, lid_model)
     _prepare_output_folder(out_dir, languages)
     if lid_model is None and bigrams and (corpus or dataset is not None):
         from curate.filters.langid import resolve_model_path

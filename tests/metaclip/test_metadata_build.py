@@ -102,3 +102,25 @@ def test_bad_metadata_file_errors_name_file_and_entry(tmp_path, content, message
     with pytest.raises(InputFileError, match=message) as e:
         load_metadata(p)
     assert str(p) in str(e.value)
+
+
+def test_a_language_the_lid_model_never_gives_is_refused_before_anything_is_written(tmp_path, capsys):
+    """match picks a caption's list by its fastText label, so a list named by a code the model
+    never gives (a typo, a three-letter code, a Wikipedia variant) would never be used."""
+    from curate.cli import main
+    from curate.errors import CurateError
+    from curate.filters.langid import model_labels
+
+    labels = model_labels()
+    assert len(labels) == 176 and {"en", "de", "zh", "yue"} <= set(labels) and "other" not in labels
+    for code, hint in (("xx", None), ("eng", "did you mean en?"), ("zh_yue", "did you mean zh?")):
+        with pytest.raises(CurateError, match=f"--languages {code}: the language-ID model lid.176.ftz never") as info:
+            run_build(tmp_path / "ww", languages=["de", code], numbers=True, wordnet=False, wordfreq_top=None)
+        assert hint is None or hint in str(info.value)
+        assert not (tmp_path / "ww").exists()
+    with pytest.raises(SystemExit) as info:
+        main(["metadata", "build", str(tmp_path / "cli"), "--languages", "de,xx", "--no-bigrams"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and "--languages xx" in err[0] and not (tmp_path / "cli").exists()
+    r = run_build(tmp_path / "ok", languages=["de", "other"], numbers=True, wordnet=False, wordfreq_top=None)
+    assert sorted(r["languages"]) == ["de", "other"]
