@@ -58,8 +58,23 @@ def _uncaptioned_images(files: list[tuple[str, str]], cfg: IngestConfig, scan: I
     for path, fmt in files:
         if fmt == "imagefolder":
             captions, images = images_without_rows(path, options)
-            scan.skipped += [SkippedFile(str(p), UNCAPTIONED, f"named by no row of its captions file {captions}")
+            scan.skipped += [SkippedFile(_as_given(str(p), cfg.inputs), UNCAPTIONED,
+                                         f"named by no row of its captions file {_as_given(captions, cfg.inputs)}")
                              for p in images]
+
+
+def _as_given(path: str, inputs: list[str]) -> str:
+    """A local file found under an input, named from that input as the user wrote it (as the
+    scan names the files it skips), not by its resolved path."""
+    if storage.is_uri(path):
+        return path
+    for given in inputs:
+        if not storage.is_uri(given):
+            try:
+                return str(Path(given) / Path(path).relative_to(Path(given).resolve()))
+            except ValueError:
+                continue
+    return path
 
 
 def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:

@@ -157,7 +157,7 @@ def test_a_header_that_swallows_the_file_gives_a_bounded_one_line_error(tmp_path
     assert len(msg) < 1000
 
 
-def test_images_a_captions_file_does_not_name_are_counted_not_lost(tmp_path):
+def test_images_a_captions_file_does_not_name_are_counted_not_lost(tmp_path, monkeypatch):
     folder = tmp_path / "imgs"
     (folder / "sub").mkdir(parents=True)
     for name in ("a.jpg", "b.jpg", "c.png", "e.jpg", "sub/d.jpg"):
@@ -169,6 +169,11 @@ def test_images_a_captions_file_does_not_name_are_counted_not_lost(tmp_path):
     skipped = {Path(f["path"]).name: f["outcome"] for f in m["skipped_files"]}
     assert skipped == {"c.png": "uncaptioned", "e.jpg": "uncaptioned"}
     assert c["files_skipped"] == {"uncaptioned": 2}
+    # named from the input as given (here relative to the working folder), as other skipped files are
+    monkeypatch.chdir(tmp_path)
+    m = run_ingest(LocalExecutor(), IngestConfig(inputs=["imgs"], output=str(tmp_path / "ds2")))
+    assert sorted(f["path"] for f in m["skipped_files"]) == ["imgs/c.png", "imgs/e.jpg"]
+    assert m["skipped_files"][0]["detail"] == "named by no row of its captions file imgs/captions.csv"
 
 
 def test_a_damaged_shard_is_one_line_in_stats_and_left_out_of_sql(tmp_path, capsys):
