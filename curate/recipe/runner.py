@@ -132,7 +132,7 @@ def _start_lineage(run: _RecipeRun) -> tuple[dict[str, Any], UidTable, str]:
     lineage: dict[str, Any] = {
         "recipe": recipe.name, "recipe_file": str(run.loaded.path) if run.loaded.path else None,
         "dataset": str(dataset.root), "input": recipe.input, "embedding_model": recipe.embedding_model,
-        "input_count": inp.rows, "input_hash": in_hash, "stages": [],
+        "input_count": inp.rows, "input_distinct": inp.distinct, "input_hash": in_hash, "stages": [],
     }
     run.say(f"recipe {recipe.name}: {inp.rows:,} samples from {recipe.input}")
     return lineage, inp, in_hash
@@ -188,7 +188,8 @@ def _run_stage(run: _RecipeRun, spec: StageSpec, cur: UidTable, in_hash: str) ->
     run.manifest.data["timings_s"][spec.name] = seconds
     entry = {"name": spec.name, "kind": spec.kind, "family": kind.family, "line": spec.line,
              "params": spec.params, "cache_key": key, "cached": outcome.cached, "code_hash": code,
-             "input_count": cur.rows, "input_hash": in_hash, "output_count": outcome.uids.rows,
+             "input_count": cur.rows, "input_distinct": cur.distinct, "input_hash": in_hash,
+             "output_count": outcome.uids.rows, "output_distinct": outcome.uids.distinct,
              "output_hash": outcome.output_hash, "reasons": outcome.reasons, "seconds": seconds,
              "stats": outcome.stats}
     return entry, outcome

@@ -143,6 +143,12 @@ def _show(executor, dataset: Dataset, items: list[dict]) -> None:
         it["thumb"] = thumbs.get(it["uid"])
 
 
+def _distinct(entry: dict, side: str) -> int:
+    """A recipe step's distinct samples (``input``/``output``): its reasons count distinct uids,
+    so its removals must too; a lineage from before distinct counts were kept gives its rows."""
+    return entry.get(f"{side}_distinct", entry[f"{side}_count"])
+
+
 def _funnel(executor, dataset: Dataset, subset: str, lineage: dict, origin: dict | None,
             final_count: int) -> list[dict]:
     """Pool -> download -> recipe stages (or the one step that made the subset)."""
@@ -163,13 +169,16 @@ def _funnel(executor, dataset: Dataset, subset: str, lineage: dict, origin: dict
     if (lineage and lineage.get("input") not in (None, "all", "downloaded")
             and isinstance(lineage.get("input_count"), int)):
         # a recipe run from a subset: its first stage's input is that subset, not the pool
-        steps.append({"name": f"recipe input ({lineage['input']})", "count": lineage["input_count"], "reasons": {}})
+        name = f"recipe input ({lineage['input']})"
+        if lineage.get("input_distinct", lineage["input_count"]) != lineage["input_count"]:
+            name += f", {lineage['input_count']:,} rows with repeats"
+        steps.append({"name": name, "count": _distinct(lineage, "input"), "reasons": {}})
     for s in lineage.get("stages", []):
         if s.get("enabled") is False:
             continue
         removed = {k: v for k, v in s.get("reasons", {}).items() if k != "kept"}
-        steps.append({"name": f"{s['name']} ({s['kind']})", "count": s["output_count"], "reasons": removed,
-                      "cached": s.get("cached"), "seconds": s.get("seconds"), "input": s["input_count"]})
+        steps.append({"name": f"{s['name']} ({s['kind']})", "count": _distinct(s, "output"), "reasons": removed,
+                      "cached": s.get("cached"), "seconds": s.get("seconds"), "input": _distinct(s, "input")})
     if origin:
         step = {"name": f"subset {subset} ({origin['kind']})", "count": final_count, "reasons": origin["reasons"]}
         n_in = origin.get("input_count")

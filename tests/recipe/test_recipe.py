@@ -238,6 +238,17 @@ def test_upsampled_input_keeps_its_repeats(pool, tmp_path):
     first3 = set(sorted(set(uids[:30]))[:3])
     assert out == sorted(u for u in uids[:30] + uids[:10] if u not in first3)
     assert lineage["output_count"] == len(out) and lineage["output_distinct"] == 27
+    assert (st["input_distinct"], st["output_distinct"]) == (30, 27) and lineage["input_distinct"] == 30
+    # the report's funnel counts distinct samples, as the stage's reasons do: its removals add up
+    from curate.engine import LocalExecutor
+    from curate.report.build import _funnel_view
+    from curate.report.collect import _funnel
+
+    rows = _funnel_view(_funnel(LocalExecutor(), pool, "upr", lineage, None, len(out)))["rows"]
+    steps = {r["name"]: r for r in rows}
+    assert steps["recipe input (subset:up), 40 rows with repeats"]["count"] == 30
+    sql = steps["sql (sql)"]
+    assert sql["count"] == 27 and sql["removed"] == 3 == dict(sql["reasons"])["first_three"]
 
 
 def test_renamed_stage_hits_the_cache_under_its_new_name(pool, tmp_path):
