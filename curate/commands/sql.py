@@ -84,9 +84,12 @@ def _print_table(table, max_rows: int, title: str | None = None, more: int = 0) 
     for field in table.schema:
         numeric = pat.is_integer(field.type) or pat.is_floating(field.type) or pat.is_decimal(field.type)
         t.add_column(Text(field.name), overflow="fold", justify="right" if numeric else "left")
-    rows = table.slice(0, max_rows).to_pylist()
+    # rows as value lists, never dicts: two result columns may share a name (``SELECT 1 AS a, 2 AS a``)
+    shown = table.slice(0, max_rows)
+    names = shown.column_names
+    rows = list(zip(*(c.to_pylist() for c in shown.columns))) if names else []
     for row in rows:
-        t.add_row(*[Text("" if v is None else str(v)) for v in row.values()])
+        t.add_row(*[Text("" if v is None else str(v)) for v in row])
     natural = Measurement.get(console, console.options.update_width(1 << 20), t).maximum
     if natural <= console.width:
         console.print(t)
@@ -96,7 +99,7 @@ def _print_table(table, max_rows: int, title: str | None = None, more: int = 0) 
         for i, row in enumerate(rows):
             if i:
                 console.print()
-            for name, v in row.items():
+            for name, v in zip(names, row):
                 _print_wrapped(console, f"{name}: {'' if v is None else v}", bold_prefix=len(name) + 1)
         console.print()
     more += max(0, table.num_rows - max_rows)

@@ -93,3 +93,16 @@ def test_ctrl_c_stops_a_running_query_with_one_line(ds, tmp_path):
     assert proc.returncode == 130, err.decode()[-3000:]
     assert err.decode().splitlines() == ["curate: interrupted; rerun the same command to resume"]
     assert not (tmp_path / ".tmp").exists()  # nothing spilled into the working directory
+
+
+def test_result_columns_that_share_a_name_each_print_their_own_values(ds, capsys, monkeypatch):
+    for width in ("200", "10"):  # a grid, and the expanded "column: value" lines of a narrow terminal
+        monkeypatch.setenv("COLUMNS", width)
+        with pytest.raises(SystemExit) as info:
+            main(["sql", str(ds.root), "SELECT 1 AS a, 2 AS a, 'x' AS b"])
+        assert info.value.code in (0, None)
+        out = capsys.readouterr().out
+        cells = out.split()
+        assert cells.index("1") < cells.index("2") < cells.index("x"), out
+        if width == "10":
+            assert "a: 1" in out and "a: 2" in out and "b: x" in out, out
