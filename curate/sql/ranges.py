@@ -5,7 +5,9 @@ query in the driver (its joins and sort grow with the pool), the uid space is cu
 of about ``RANGE_ROWS`` rows of the largest table the query names, and each task runs the
 query with its result restricted to one range (``SELECT uid FROM (query) WHERE lo <= uid <
 hi``). The restriction is on the query's result, so any query means what it meant in one
-process (a global top-N or a quantile over a whole table is still global); where the query
+process (a global top-N or a quantile over a whole table is still global; a query that draws
+at random, ``ORDER BY random()`` or ``USING SAMPLE``, runs as one task, since each task would
+draw a sample of its own); where the query
 joins or filters tables on ``uid`` DuckDB pushes the range down into every scan and the
 uid-sorted row groups outside the range are skipped, so a task reads and holds about one
 range. Each task checks its uids (syntax, present in ``samples``) and writes them sorted to
@@ -69,6 +71,46 @@ def uid_ranges(dataset: Dataset, tables: list[str], range_rows: int | None = Non
         a, b = 0, 16**_HEX - 1
     cuts = sorted({f"{a + (b - a) * i // parts:0{_HEX}x}" for i in range(1, parts)})
     return list(zip([None, *cuts], [*cuts, None]))
+
+
+# functions whose value differs from one call (or one process) to the next: a query using one,
+# or a sample clause, draws differently in each range task, so it runs as one task
+VOLATILE_FUNCTIONS = frozenset({"random", "setseed", "uuid", "gen_random_uuid", "uuidv4", "uuidv7"})
+
+
+def draws_at_random(query: str) -> bool:
+    """Whether the query's result depends on a random draw (``ORDER BY random()``, ``USING
+    SAMPLE``, ``TABLESAMPLE``, ``uuid()``): from DuckDB's own parse of it, so a word inside a
+    string or a column name does not count."""
+    import json
+
+    import duckdb
+
+    try:
+        with duckdb.connect() as con:
+            tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0])
+    except (duckdb.Error, TypeError, ValueError):  # no json support: the words decide, erring towards one task
+        words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)}
+        return bool(words & (VOLATILE_FUNCTIONS | {"sample", "tablesample"}))
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("sample") is not None or str(node.get("function_name", "")).lower() in VOLATILE_FUNCTIONS:
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def query_ranges(dataset: Dataset, query: str, tables: list[str],
+                 range_rows: int | None = None) -> list[tuple[str | None, str | None]]:
+    """The uid ranges a query runs in: ``uid_ranges``, or one range (the whole query in one
+    task) for a query that draws at random, since each task would draw its own sample."""
+    if draws_at_random(query):
+        return [(None, None)]
+    return uid_ranges(dataset, tables, range_rows)
 
 
 def range_condition(lo: str | None, hi: str | None, column: str = "uid") -> str:

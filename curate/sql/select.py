@@ -107,8 +107,8 @@ def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | N
         relation_sql(con, query)  # read-only, binds, a textual uid column: SQLError before any task
     finally:
         con.close()
-    bounds = ranges.uid_ranges(dataset, tables_in_query(query, dataset, embedding_model) or dataset.tables(),
-                               range_rows)
+    bounds = ranges.query_ranges(dataset, query, tables_in_query(query, dataset, embedding_model) or dataset.tables(),
+                                 range_rows)
     tmp = f"_tmp/select-{name}"
     remove_tree(dataset.table_dir(tmp))
     base = {"root": str(dataset.root), "query": query, "views": views_in_query(views, query),

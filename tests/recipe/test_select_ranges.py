@@ -165,3 +165,19 @@ def test_a_task_carries_only_the_views_its_query_names(pool):
     select_sql(pool, QUERIES["repeats"].replace("embeddings_toy_model", "EMBEDDINGS_TOY_MODEL"), "v",
                range_rows=50, executor=Recording())
     assert len(seen) > 1 and all(set(t["views"]) == {"samples", "embeddings_toy_model"} for t in seen)
+
+
+@pytest.mark.parametrize("query", ["SELECT uid FROM samples ORDER BY random() LIMIT 10",
+                                   "SELECT uid FROM samples USING SAMPLE 10 ROWS",
+                                   "SELECT uid FROM samples WHERE uid IN (SELECT uid FROM samples TABLESAMPLE 10 ROWS)"])
+def test_a_query_that_draws_at_random_runs_as_one_task_and_returns_its_whole_draw(pool, query):
+    """Each range task would draw a sample of its own and keep only its range of it: 10 asked
+    for, a few returned. A random draw is one task; a word in a string is not a draw."""
+    from curate.sql.ranges import draws_at_random
+
+    r = select_sql(pool, query, "rnd", range_rows=7)
+    assert r["count"] == 10 and len(set(read_subset(pool, "rnd"))) == 10
+    assert read_manifest(pool, "select-rnd")["ranges"] == 1
+    assert not draws_at_random("SELECT uid FROM samples WHERE text NOT LIKE '%random() USING SAMPLE%'")
+    select_sql(pool, "SELECT uid FROM samples WHERE text NOT LIKE '%random()%'", "word", range_rows=7)
+    assert read_manifest(pool, "select-word")["ranges"] > 1

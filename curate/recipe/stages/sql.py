@@ -97,7 +97,8 @@ def run_sql(ctx: StageContext, inp: UidTable, p: SQLParams) -> StageOutput:
         con.close()
     table = f"_tmp/{ctx.run_name}/sql_decisions"
     remove_tree(ctx.dataset.table_dir(table))
-    bounds = ranges.uid_ranges(ctx.dataset, _tables_in_query(p, ctx.dataset, ctx.embedding_model) or ["samples"])
+    bounds = ranges.query_ranges(ctx.dataset, p.query,
+                                 _tables_in_query(p, ctx.dataset, ctx.embedding_model) or ["samples"])
     base = {"root": str(ctx.dataset.root), "views": views_in_query(views, p.query), "inputs": inputs,
             "params": p.model_dump(mode="json"), "table": table}
     parts = ctx.executor().map_tasks([dict(base, index=i, lo=lo, hi=hi) for i, (lo, hi) in enumerate(bounds)],
