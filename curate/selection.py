@@ -188,6 +188,9 @@ def finish_selection(executor, dataset: Dataset, run: str, stage: str, decisions
         dec.release()
     c = {"input": n, "kept": int(reasons.get("kept", 0)), "removed": n - int(reasons.get("kept", 0)),
          "reasons": reasons}
+    clash = set(c) & set(extra_counts or {})
+    if clash:  # a stage's own figures never stand in for the counts of its decisions
+        raise ValueError(f"{stage}: extra counts {sorted(clash)} would replace the decisions' counts")
     c.update(extra_counts or {})
     manifest["counts"] = c
     manifest["guards"] = g

@@ -192,8 +192,9 @@ def group_decisions(executor, pairs, keep_by: str):
     groups = labels.join(best, "uid").group_apply_many("label", keepers(keep_by), GROUPS_SCHEMA).cache()
     kept = groups.aggregate(["kept"], {"n": ("uid", "count")}).collect_small(2)
     by = dict(zip(kept.column("kept").to_pylist(), kept.column("n").to_pylist()))
-    stats = {"groups_with_duplicates": int(by.get(True, 0)), "removed": int(by.get(False, 0)),
-             "component_rounds": rounds}
+    # what each group removed is the decisions' own count (``near_duplicate``); a "removed" here
+    # would stand in for the job's, which also counts samples without an embedding
+    stats = {"groups_with_duplicates": int(by.get(True, 0)), "component_rounds": rounds}
     # ``ends`` is released with ``groups`` once the decisions are written (releasing it now
     # would make Spark recompute the cached groups built on it)
     return groups, stats, ends

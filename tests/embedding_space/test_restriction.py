@@ -134,3 +134,16 @@ def test_a_restriction_naming_many_missing_uids_samples_a_bounded_draw(tmp_path)
     assert len(out["ghosts"][1]) >= 2 and out["ghosts"][1][0] < want  # short, then drawn again
     assert want <= out["ghosts"][1][-1] < 2.5 * want < 200  # not all 200 rows of the restriction
     assert out["ghosts"][2:] == out["present"][2:]
+
+
+def test_near_dedup_counts_add_up_when_some_restricted_uids_have_no_embedding(tmp_path):
+    """The job's counts are its decisions' (near duplicates and samples without an embedding),
+    never the grouping's own figure for "removed"."""
+    from curate.embedding_space.jobs import run_near_dedup
+
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", np.eye(4, 8, dtype=np.float32).repeat(5, axis=0), rows_per_shard=10)
+    ghosts = [uid(10_000 + i) for i in range(3)]
+    c = run_near_dedup(ds, "m", 0.95, input_uids=pa.array(uids + ghosts))["counts"]
+    assert c["reasons"] == {"kept": 4, "near_duplicate": 16, NO_EMBEDDING: 3}
+    assert (c["input"], c["kept"], c["removed"]) == (23, 4, 19) and c["groups_with_duplicates"] == 4

@@ -58,7 +58,7 @@ def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_de
         health, warns = _guards.table_health(ds, table, embedding, executor=executor)
         return finish_selection(executor, ds, run, "near_dedup", with_missing(dec, miss), m,
                                 output, stats, guards=({"embeddings": health}, warns),
-                                acted_on=("cosine of each removed sample to its group", None),
+                                acted_on=("highest cosine of each grouped sample (kept or removed) to another of its group", None),
                                 cleanup=lambda: cleanup_tmp(ds, run))
     finally:
         release()
