@@ -144,8 +144,11 @@ def _finder(probes: np.ndarray, home: np.ndarray, i: np.ndarray, j: np.ndarray) 
     return np.minimum(np.where(hj_in_i, home[j], big), np.where(hi_in_j, home[i], big))
 
 
-def write_quantiser(ds, run: str, clusters: str | None, embedding: str, dim: int) -> str | None:
-    """The clustering's normalised centroids as a .npy every task can read (None: one partition)."""
+def write_quantiser(ds, run: str, clusters: str | None, embedding: str, dim: int,
+                    table: str | None = None) -> str | None:
+    """The clustering's normalised centroids as a .npy every task can read (None: one partition).
+    A clustering of another embeddings table (another model of the same dim) is refused: its
+    partitions are not neighbourhoods of this table's space, and pairs across them are missed."""
     if not clusters:
         return None
     from curate.embedding_space.clusters import load_clustering
@@ -155,6 +158,10 @@ def write_quantiser(ds, run: str, clusters: str | None, embedding: str, dim: int
     if cmeta["embedding"] != embedding or c.shape[1] != dim:
         raise DatasetError(f"clustering {clusters!r} is over {cmeta['embedding']} embeddings of dim {c.shape[1]}; "
                            f"near dedup uses {embedding} of dim {dim}")
+    if table is not None and cmeta.get("embeddings_table") not in (None, table):
+        raise DatasetError(f"clustering {clusters!r} was made from {cmeta['embeddings_table']}; near dedup searches "
+                           f"{table}: cluster that table (`curate cluster -m MODEL --name NAME`) or leave out "
+                           "--clusters")
     path = ds.path(f"_tmp/{run}/coarse_centroids.npy")
     from curate.tables.atomic import atomic_write_bytes
 
@@ -226,7 +233,7 @@ def near_duplicates(executor, ds, table: str, run: str, threshold: float, keep_b
     decisions = load_schema("decisions").arrow()
     timed = manifest.stage if manifest is not None else (lambda name: nullcontext())
     dim = (check_embedding_shards(ds.shards(table)) or 1) * (2 if embedding == "concat" else 1)
-    quantiser = write_quantiser(ds, run, clusters, embedding, dim)
+    quantiser = write_quantiser(ds, run, clusters, embedding, dim, table)
     k = len(storage.load_npy(quantiser, mmap=True)) if quantiser else 1
     tasks = shard_tasks(ds, table, embedding=embedding, centroids_npy=quantiser, nprobe=min(int(nprobe), k))
     with timed("search"):

@@ -13,6 +13,7 @@ from curate.embedding_space.clusters import run_cluster
 from curate.embedding_space.jobs import run_exact_dedup, run_near_dedup, run_prune, run_semdedup
 from curate.embedding_space.semdedup import semdedup_reference
 from curate.engine import LocalExecutor
+from curate.errors import DatasetError
 from curate.subset import read_subset
 from curate.tables import Dataset
 
@@ -240,6 +241,11 @@ def test_near_dedup_ivf_with_all_lists_equals_exact_and_keep_by_score(tmp_path, 
     for r in by_score:
         if not r["kept"]:
             assert score[r["detail"]] >= score[r["uid"]]
+    # another model's clustering of the same dim partitions another space: refused, not used
+    write_embeddings(ds, "m2", data[::-1][:900].copy(), rows_per_shard=450)
+    with pytest.raises(DatasetError, match="clustering 'kmeans' was made from embeddings/m; near dedup searches "
+                                           "embeddings/m2"):
+        run_near_dedup(ds, "m2", 0.98, clusters="kmeans", nprobe=1, run="other")
 
 
 def test_concat_embedding_clustering(tmp_path, data):
