@@ -170,7 +170,8 @@ def check_cluster(ds: Dataset, model_id: str, k: int, embedding: str = "image", 
     table = embeddings_table(ds, model_id)
     total = len(input_uids) if input_uids is not None else ds.count(table)
     if total < k:
-        raise DatasetError(f"clustering needs at least k={k} rows, {table} has {total}")
+        raise DatasetError(f"clustering needs at least k={k} rows, "
+                           + (f"the input subset holds {total} uids" if input_uids is not None else f"{table} has {total}"))
     return table
 
 
@@ -204,6 +205,11 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     _clear_cache(cache_dir)
     with m.stage("sample"):
         xs = _training_sample(ds, executor, table, embedding, seed, want, total, dim, str(cache_dir), uid_filter)
+    if len(xs) < k:  # a restriction whose uids are mostly not in the table (only those are sampled)
+        _clear_cache(cache_dir)
+        cleanup_tmp(ds, f"cluster-{name}")
+        raise DatasetError(f"clustering needs at least k={k} rows with embeddings: {len(xs)} of the input subset's "
+                           f"{total} uids have a row in {table}")
     with m.stage("train"):
         c = train_kmeans(xs, k, niter=niter, seed=seed, spherical=spherical,
                          max_points_per_centroid=max_points_per_centroid, gpu=gpu)

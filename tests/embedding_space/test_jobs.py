@@ -297,3 +297,15 @@ def test_tables_written_dictionary_encoded_give_the_same_outputs(tmp_path, data)
     da, db = digests(new), digests(old)
     assert {k.split("/")[0] for k in da} >= {"centroids", "clusters", "cluster_stats", "decisions"}
     assert da == db
+
+
+def test_clustering_a_subset_with_fewer_embedded_uids_than_k_is_one_line(tmp_path, data):
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", data[:300], rows_per_shard=150)
+    ghosts = [uid(10_000 + i) for i in range(6)]
+    with pytest.raises(DatasetError, match=r"at least k=4 rows with embeddings: 2 of the input subset's 8 uids have "
+                                           r"a row in embeddings/m"):
+        run_cluster(ds, "m", 4, input_uids=pa.array(uids[:2] + ghosts))
+    assert not (ds.root / "_tmp" / "cluster-kmeans").exists()
+    with pytest.raises(DatasetError, match="at least k=4 rows, the input subset holds 0 uids"):
+        run_cluster(ds, "m", 4, input_uids=pa.array([], pa.string()))
