@@ -116,6 +116,26 @@ def parquet_records(path: Path, out: Path) -> np.ndarray:
     return np.memmap(out, DATACOMP_DTYPE, mode="r") if row else np.zeros(0, DATACOMP_DTYPE)
 
 
+def check_uid_parquet(path) -> int:
+    """A uid Parquet file from elsewhere (not a subset curate wrote), read once a batch at a
+    time: every uid 32-char lowercase hex, none null; a one-line error names the file and row.
+    Returns its rows."""
+    from curate import storage
+
+    row = 0
+    for batch in storage.parquet_file(path).iter_batches(columns=["uid"], batch_size=PARSE_ROWS):
+        col = batch.column(0)
+        if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+            raise InputFileError(str(path), f"column 'uid' has type {col.type}, expected text")
+        try:
+            records_from_hex(col, checked=True)
+        except NotAUid as e:
+            raise InputFileError(str(path), f"row {row + e.row}: {col[e.row].as_py()!r} is not a 32-char "
+                                            "lowercase hex uid") from None
+        row += len(col)
+    return row
+
+
 def write_uid_table(path: str | os.PathLike, out: str | os.PathLike) -> tuple[int, bool]:
     """A DataComp subset file (.npy or raw ``u8,u8``) as a one-column ``uid`` Parquet file at
     ``out``, for the engine to join against: streamed a chunk at a time from the memmap, in the

@@ -131,7 +131,7 @@ def subset_uids(dataset: Dataset, subset: str | None):
     if not subset:
         return None
     from curate.subset import read_subset, subset_dir
-    from curate.subset_file import is_uid_parquet, write_uid_table
+    from curate.subset_file import check_uid_parquet, is_uid_parquet, write_uid_table
 
     src = subset if (storage.is_file(subset) or storage.exists(storage.join(subset, "uids.parquet"))) else None
     if src is None:
@@ -141,6 +141,9 @@ def subset_uids(dataset: Dataset, subset: str | None):
     if storage.is_dir(src):
         src = storage.join(src, "uids.parquet")
     if is_uid_parquet(src):
+        beside = str(src)[:-len("uids.parquet")] + "_manifest.json" if str(src).endswith("uids.parquet") else None
+        if beside is None or not storage.exists(beside):
+            check_uid_parquet(src)  # a file from elsewhere: its uids are checked before any work
         return UidList(src)
     import hashlib
 

@@ -147,3 +147,24 @@ def test_near_dedup_counts_add_up_when_some_restricted_uids_have_no_embedding(tm
     c = run_near_dedup(ds, "m", 0.95, input_uids=pa.array(uids + ghosts))["counts"]
     assert c["reasons"] == {"kept": 4, "near_duplicate": 16, NO_EMBEDDING: 3}
     assert (c["input"], c["kept"], c["removed"]) == (23, 4, 19) and c["groups_with_duplicates"] == 4
+
+
+def test_a_uid_parquet_from_elsewhere_is_checked_before_any_work(tmp_path):
+    """A Parquet file named with --subset that curate did not write: a null or malformed uid is
+    one line naming the file and row; a subset curate wrote is trusted as it is."""
+    import pytest
+
+    from curate.errors import CurateError
+
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", np.eye(4, 8, dtype=np.float32).repeat(5, axis=0), rows_per_shard=10)
+    for name, bad, shown in (("nulls", None, "None"), ("notahex", "notahex", "'notahex'")):
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.table({"uid": pa.array([*uids[:3], bad], pa.string())}), path)
+        with pytest.raises(CurateError, match=f"{name}.parquet.*row 3: {shown} is not a 32-char lowercase hex uid"):
+            subset_uids(ds, str(path))
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"uid": uids[:3]}), good)
+    assert len(subset_uids(ds, str(good))) == 3
+    write_subset(ds, "mine", uids[:3])
+    assert subset_uids(ds, "mine").distinct == 3
