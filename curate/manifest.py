@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -101,13 +102,26 @@ class RunManifest:
     def write(self, dataset: Dataset, name: str | None = None) -> Path | str:
         self.data["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
         self.data["timings_s"]["total"] = round(time.perf_counter() - self._t0, 4)
-        body = (json.dumps(self.data, indent=2, sort_keys=True, default=str) + "\n").encode()
+        body = (json.dumps(_json_safe(self.data), indent=2, sort_keys=True, default=str, allow_nan=False)
+                + "\n").encode()
         stem = name or self.job
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         atomic_write_bytes(dataset.path(f"_runs/history/{stem}-{stamp}.json"), body)
         path = dataset.path(f"_runs/{stem}.json")
         atomic_write_bytes(path, body)
         return path
+
+
+def _json_safe(v: Any) -> Any:
+    """Non-finite floats as the strings "inf", "-inf" and "nan": JSON has no such numbers, and
+    Python's ``Infinity`` is refused by strict parsers (JavaScript's, ``jq --strict``)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
 
 
 def read_manifest(dataset: Dataset, name: str) -> dict | None:

@@ -20,7 +20,8 @@ _ERROR_CLASSES = [
     (r"not an image", "not_an_image"),
     (r"connection closed early|IncompleteRead|RemoteDisconnected", "connection_error"),
     (r"decode error|decoding error|truncated|cannot identify|corrupt content encoding", "decode_error"),
-    (r"unknown url type|no host given|unsupported url|InvalidURL|nonnumeric port|can't contain control", "unsupported_url"),
+    ((r"unknown url type|no host given|unsupported url|InvalidURL|nonnumeric port|can't contain control|"
+      r"not on local host"), "unsupported_url"),
     (r"hash mismatch", "hash_mismatch"),
     (r"no such object|No such file or directory", "missing_object"),  # a store URL's or file:// URL's
     (r"urlopen error|Connection|Errno|cannot resolve|cannot connect", "connection_error"),
@@ -31,11 +32,19 @@ _ERROR_CLASSES = [
 ERROR_CLASSES = [*dict.fromkeys(cls for _, cls in _ERROR_CLASSES), "other", "not_downloaded"]
 
 
+# text a server chose, quoted in an error: the start of a body that is not an image, and an
+# HTTP status line's reason phrase; a page reading "timed out" or "blocked address" must not
+# decide the class
+_SERVER_TEXT = re.compile(r"\(content starts with b?(['\"]).*?\1\)|(?<=HTTP Error \d{3}):.*", re.DOTALL)
+
+
 def classify_error(message: str | None) -> str | None:
-    """The downloads table's ``error_class`` for one of img2dataset's error texts."""
+    """The downloads table's ``error_class`` for one of img2dataset's error texts (what the
+    server wrote in it left out)."""
     if message is None:
         return None
+    ours = _SERVER_TEXT.sub("", message)
     for pattern, cls in _ERROR_CLASSES:
-        if re.search(pattern, message, re.IGNORECASE):
+        if re.search(pattern, ours, re.IGNORECASE):
             return cls
     return "other"

@@ -47,6 +47,19 @@ class SafeResizer(Resizer):
 
     _OPENCV_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        import warnings
+
+        from PIL import Image
+
+        # --max-image-area is the limit (checked from the header below): Pillow's own, a
+        # process-wide setting, is raised to it so that it neither refuses a smaller image first
+        # nor prints its warning for one this check refuses
+        if Image.MAX_IMAGE_PIXELS is not None and self.max_image_area > Image.MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = int(self.max_image_area)
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
     def __call__(self, img_stream, blurring_bbox_list=None):
         from PIL import Image
 
@@ -62,7 +75,8 @@ class SafeResizer(Resizer):
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
                 if w * h > self.max_image_area:
-                    return (*failed, f"image area too large ({w}x{h} pixels, limit {self.max_image_area:.0f})")
+                    return (*failed, (f"image area too large ({w}x{h} pixels, over --max-image-area "
+                                      f"{self.max_image_area:.0f})"))
                 fmt = im.format or "?"
                 # 16-bit samples (e.g. RGB;16B) load into 8-bit modes here but reach OpenCV as 16-bit
                 deep = any(re.search(r";(16|32)", str(t[3][0] if isinstance(t[3], tuple) else t[3]))
@@ -87,8 +101,8 @@ class SafeResizer(Resizer):
                         return result
                     # OpenCV could not decode what Pillow did: go on with Pillow's pixels
                 pixels = display_pixels(im, apply_orientation=rotate)
-        except Image.DecompressionBombError as e:
-            return (*failed, f"image area too large ({e})")
+        except Image.DecompressionBombError as e:  # over twice --max-image-area: refused by Pillow as it opens
+            return (*failed, f"image area too large (over --max-image-area {self.max_image_area:.0f}: {e})")
         except Image.UnidentifiedImageError:
             named = sniff_image_format(data)
             if named:

@@ -79,6 +79,19 @@ class DownloadOptions:
             raise CurateError("--samples-per-shard, --threads and --image-size must be positive")
         if self.shard_digits is not None and not 1 <= self.shard_digits <= 12:
             raise CurateError(f"--shard-digits must be between 1 and 12, got {self.shard_digits}")
+        # each would fail every row (a zero timeout, no area) or the job (negative retries)
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise CurateError(f"--timeout must be a positive number of seconds, got {self.timeout}")
+        if self.retries < 0 or self.processes_count < 0 or self.min_image_size < 0:
+            raise CurateError(f"--retries, --processes and --min-image-size must be 0 or more, got {self.retries}, "
+                              f"{self.processes_count} and {self.min_image_size}")
+        if not self.max_image_area > 0:
+            raise CurateError(f"--max-image-area must be a positive number of pixels, got {self.max_image_area}")
+        if not self.max_aspect_ratio >= 1:
+            raise CurateError(f"--max-aspect-ratio is longer side over shorter side, so at least 1; got "
+                              f"{self.max_aspect_ratio}")
+        if not 0 <= self.encode_quality <= 100:
+            raise CurateError(f"--encode-quality must be between 0 and 100, got {self.encode_quality}")
         self.policy.check()
 
 

@@ -26,6 +26,7 @@ The address policy is ``curate.download.address_policy``, the body reader
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import select
 import socket
@@ -95,14 +96,20 @@ def browser_url(url: str) -> str:
     if scheme not in ("http", "https"):
         return url
     netloc = parts.netloc.replace("\\", "/")
-    userinfo, at, hostport = netloc.rpartition("@")
+    _userinfo, at, hostport = netloc.rpartition("@")
+    if at:  # browsers refuse subresources with embedded credentials (and they would be sent on)
+        raise ValueError("unsupported url: credentials in the url (user:password@)")
     if hostport.startswith("["):
-        host, port = hostport, ""
+        host, close, port = hostport.partition("]")
+        host += close
     else:
         host, colon, port = hostport.partition(":")
         port = colon + port
         host = _ascii_host(host)
-    netloc = f"{userinfo}{at}{host}{port}"
+    if port and not (re.fullmatch(r":\d{1,5}", port) and 1 <= int(port[1:]) <= 65535):
+        # the resolver keeps a port's low 16 bits: :83617 would dial 18081
+        raise ValueError(f"unsupported url: bad port {port[1:]!r}")
+    netloc = f"{host}{port}"
     try:
         path = urllib.parse.quote(parts.path.replace("\\", "/"), safe=_PATH_SAFE)
         query = urllib.parse.quote(parts.query, safe=_QUERY_SAFE)
@@ -314,6 +321,26 @@ class _PolicyProcessor(urllib.request.BaseHandler):
 
     https_response = http_response
 
+    def file_response(self, req, response):  # a file:// read is held to the same size and time limits
+        return LimitedBody(response, self.policy)
+
+
+class _SafeFileHandler(urllib.request.FileHandler):
+    """file:// URLs (``--allow-file-urls``) of regular files only: a FIFO or a device would
+    block in ``open`` or never end, before any limit could apply."""
+
+    def open_local_file(self, req):
+        import stat
+
+        path = urllib.request.url2pathname(req.selector)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            raise urllib.error.URLError(f"no such object: {path} ({e.strerror})") from None
+        if not stat.S_ISREG(mode):
+            raise urllib.error.URLError(f"no such object: {path} is not a regular file")
+        return super().open_local_file(req)
+
 
 class _PolicyOpener(urllib.request.OpenerDirector):
     """Starts the request's deadline (redirects are nested calls and share it) and sends
@@ -348,7 +375,7 @@ def build_opener(policy: FetchPolicy) -> urllib.request.OpenerDirector:
                 urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPRedirectHandler(),
                 urllib.request.HTTPErrorProcessor(), _PolicyProcessor(policy)]
     if policy.allow_file_urls:
-        handlers.append(urllib.request.FileHandler())
+        handlers.append(_SafeFileHandler())
     handlers.append(StoreHandler(policy.allow_store_prefixes, policy.max_bytes, policy.max_seconds))
     for h in handlers:
         opener.add_handler(h)

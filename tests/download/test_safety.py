@@ -291,3 +291,113 @@ def test_a_silent_server_times_out_naming_the_limit_that_ran_out(timeout, max_se
         with pytest.raises((TimeoutError, urllib.error.URLError)) as e:
             opener.open(url, timeout=timeout)
     assert named in str(e.value) and classify_error(str(e.value)) == "timeout"
+
+
+@pytest.mark.parametrize("message, cls", [
+    ("not an image (content starts with b'timed out, pleas')", "not_an_image"),
+    ("not an image (content starts with b'blocked address ')", "not_an_image"),
+    ("not an image (content starts with b'HTTP Error 404 x')", "not_an_image"),
+    ("HTTP Error 404: blocked address", "http_404"),
+    ("HTTP Error 503: timed out", "http_error"),
+    ("<urlopen error file not on local host>", "unsupported_url"),
+])
+def test_what_a_server_wrote_does_not_decide_the_error_class(message, cls):
+    assert classify_error(message) == cls
+
+
+@pytest.mark.parametrize("url, why", [
+    ("http://127.0.0.1:83617/x.jpg", "bad port '83617'"),  # the resolver would dial 83617 - 65536
+    ("http://127.0.0.1:0/x.jpg", "bad port '0'"),
+    ("http://127.0.0.1:80:80/x.jpg", "bad port '80:80'"),
+    ("http://[::1]:70000/x.jpg", "bad port '70000'"),
+    ("http://user:pass@127.0.0.1/x.jpg", "credentials in the url"),
+])
+def test_a_url_a_browser_would_not_fetch_is_unsupported(url, why):
+    from curate.download.safety import browser_url
+
+    with pytest.raises(ValueError, match=why) as e:
+        browser_url(url)
+    assert classify_error(str(e.value)) == "unsupported_url"
+
+
+def test_file_urls_are_held_to_the_limits_and_read_regular_files_only(tmp_path):
+    """--allow-file-urls: a file over --max-bytes is too large (file:// had no limit: /dev/zero
+    filled memory); a device, a FIFO or a folder is refused before it is opened (a FIFO
+    blocked forever)."""
+    import os
+    import urllib.error
+
+    from curate.download.safety import build_opener
+
+    opener = build_opener(FetchPolicy(allow_file_urls=True, max_bytes=1_000_000, max_seconds=5))
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * 1_000_001)
+    with pytest.raises(Exception, match="too large: Content-Length 1000001 over 1000000 bytes") as e:
+        opener.open(f"file://{big}", timeout=2).read()
+    assert classify_error(str(e.value)) == "too_large"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", fifo, tmp_path):
+        with pytest.raises(urllib.error.URLError, match="is not a regular file") as e:
+            opener.open(f"file://{path}", timeout=2)
+        assert classify_error(str(e.value)) == "missing_object"
+    ok = tmp_path / "ok.bin"
+    ok.write_bytes(b"x" * 10)
+    assert opener.open(f"file://{ok}", timeout=2).read() == b"x" * 10
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("timeout", 0, "--timeout"), ("timeout", -1, "--timeout"), ("retries", -3, "--retries"),
+    ("max_image_area", 0, "--max-image-area"), ("max_aspect_ratio", 0.5, "--max-aspect-ratio"),
+    ("encode_quality", 500, "--encode-quality"), ("processes_count", -2, "--processes"),
+])
+def test_download_options_that_would_fail_every_row_are_refused(field, value, named):
+    from curate.download import DownloadOptions
+    from curate.errors import CurateError
+
+    with pytest.raises(CurateError, match=named):
+        DownloadOptions(**{field: value}).check()
+    DownloadOptions().check()
+
+
+def test_a_run_manifest_is_strict_json_with_an_infinite_default(tmp_path):
+    import json
+    import math
+
+    from curate.manifest import RunManifest
+    from curate.tables import Dataset
+
+    ds = Dataset(tmp_path / "ds")
+    path = RunManifest("download", {"max_aspect_ratio": math.inf, "x": [float("nan")]}).write(ds)
+    text = path.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert data["params"]["max_aspect_ratio"] == "inf" and data["params"]["x"] == ["nan"]
+
+
+def test_max_image_area_decides_not_pillows_own_limit():
+    """An area allowed by --max-image-area above Pillow's bomb threshold (179 M pixels refused
+    by Pillow as it opens) reaches curate's check, and a refusal names the option."""
+    import io
+
+    from PIL import Image
+
+    from curate.download.fetch import SafeResizer
+
+    before = Image.MAX_IMAGE_PIXELS
+    try:
+        im = Image.new("1", (15000, 15000))  # 225 M pixels, 27 KB as a PNG
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        small = SafeResizer(image_size=64, resize_mode="keep_ratio", resize_only_if_bigger=True,
+                            encode_quality=95, encode_format="jpg", skip_reencode=True, min_image_size=0,
+                            max_image_area=100_000_000, max_aspect_ratio=float("inf"))
+        assert "over --max-image-area 100000000" in small(io.BytesIO(buf.getvalue()))[-1]
+        SafeResizer(image_size=64, resize_mode="keep_ratio", resize_only_if_bigger=True, encode_quality=95,
+                    encode_format="jpg", skip_reencode=True, min_image_size=0, max_image_area=500_000_000,
+                    max_aspect_ratio=float("inf"))
+        assert Image.MAX_IMAGE_PIXELS == 500_000_000  # Pillow refuses only past twice the option
+        with Image.open(io.BytesIO(buf.getvalue())) as opened:  # no DecompressionBombError
+            assert opened.size == (15000, 15000)
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
