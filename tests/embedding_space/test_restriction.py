@@ -168,3 +168,22 @@ def test_a_uid_parquet_from_elsewhere_is_checked_before_any_work(tmp_path):
     assert len(subset_uids(ds, str(good))) == 3
     write_subset(ds, "mine", uids[:3])
     assert subset_uids(ds, "mine").distinct == 3
+
+
+def test_samples_without_a_row_in_the_jobs_table_are_said_not_left_out_in_silence(tmp_path):
+    """Without --subset a job's input is its table's rows: the pool's other samples get no
+    decision, so a warning says how many and how to decide them."""
+    from curate.embedding_space.clusters import run_cluster
+    from curate.embedding_space.jobs import run_near_dedup, run_semdedup
+
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", np.eye(4, 8, dtype=np.float32).repeat(5, axis=0), rows_per_shard=10)
+    ds.write_table("samples", pa.table({"uid": sorted(uids + [uid(10_000 + i) for i in range(3)])}))
+    run_cluster(ds, "m", 2)
+    for r, table in ((run_near_dedup(ds, "m", 0.95), "embeddings/m"), (run_semdedup(ds, "kmeans", 0.05),
+                                                                       "clusters/kmeans")):
+        said = [w for w in r["guards"]["warnings"] if "of the pool's" in w]
+        assert said and said[0].startswith(f"3 of the pool's 23 samples have no row in {table}"), r["guards"]
+        assert r["counts"]["input"] == 20
+    restricted = run_near_dedup(ds, "m", 0.95, input_uids=pa.array(uids), run="r")
+    assert not [w for w in restricted["guards"]["warnings"] if "of the pool's" in w]

@@ -17,7 +17,7 @@ from curate.embedding_space.common import (cleanup_tmp, embeddings_table, restri
                                            write_uid_filter)
 from curate.embedding_space.decontaminate import REASON as EVAL_REASON
 from curate.embedding_space.jobs.shared import (DECISIONS, NO_EMBEDDING, as_dataset, check_dataset, missing_frame,
-                                                with_missing)
+                                                samples_left_out, with_missing)
 from curate.embedding_space.vectors import embedding_matrix
 from curate.engine import LocalExecutor, worker_cache
 from curate.errors import DatasetError
@@ -192,6 +192,7 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
         report, count = _write_report(ds, run, per_eval, eval_names)
         miss = missing_frame(executor, ds, uids, table, "decontaminate", NO_EMBEDDING)
         health, warns = _guards.table_health(ds, table, "image", executor=executor)
+        warns = warns + samples_left_out(ds, table, uids is not None)
         if undecodable:  # not checked for copies in the pool: said, not silent
             said = (f"{len(undecodable)} evaluation image(s) could not be decoded and were not searched for: "
                     f"{_undecodable_line(undecodable)} (all listed in the manifest's eval_undecodable)")

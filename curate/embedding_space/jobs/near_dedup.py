@@ -6,7 +6,7 @@ from __future__ import annotations
 from curate.embedding_space import guards as _guards
 from curate.embedding_space.common import cleanup_tmp, embeddings_table, uid_frame, write_uid_filter
 from curate.embedding_space.jobs.shared import (NO_EMBEDDING, as_dataset, check_clustering, check_dataset,
-                                                missing_frame, with_missing)
+                                                missing_frame, samples_left_out, with_missing)
 from curate.engine import LocalExecutor
 from curate.errors import DatasetError
 from curate.manifest import RunManifest
@@ -56,6 +56,7 @@ def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_de
     try:
         miss = missing_frame(executor, ds, uids, table, "near_dedup", NO_EMBEDDING)
         health, warns = _guards.table_health(ds, table, embedding, executor=executor)
+        warns = warns + samples_left_out(ds, table, uids is not None)
         return finish_selection(executor, ds, run, "near_dedup", with_missing(dec, miss), m,
                                 output, stats, guards=({"embeddings": health}, warns),
                                 acted_on=("highest cosine of each grouped sample (kept or removed) to another of its group", None),

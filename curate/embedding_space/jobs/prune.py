@@ -14,7 +14,7 @@ from curate.embedding_space.common import cleanup_tmp, restricted_frame, uid_fra
 from curate.embedding_space.jobs.clustered import (CLUSTER_SUMS, DECISIONS_C, cluster_rows, cluster_sums,
                                                    clustering_tasks, per_cluster, row_schema, with_cluster)
 from curate.embedding_space.jobs.shared import (NO_EMBEDDING, as_dataset, check_clustering, clustering_health,
-                                                missing_frame, with_missing)
+                                                missing_frame, samples_left_out, with_missing)
 from curate.embedding_space.semdedup import KEEP_CHOICES
 from curate.engine import LocalExecutor
 from curate.errors import DatasetError
@@ -81,6 +81,7 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
                             plan["quota"], kept)
         miss = missing_frame(executor, ds, uids, table, stage, NO_EMBEDDING, uid_filter, int(size.sum()))
         health, warns = clustering_health(ds, meta, executor)
+        warns = warns + samples_left_out(ds, f"clusters/{clusters}", uids is not None)
         # removing most of the input is what a small --keep-fraction asks for: no removal warning here
         return finish_selection(executor, ds, run, stage, with_missing(dec, miss), m, output,
                                 {"target_kept": n_keep}, guards=({"embeddings": health}, warns),

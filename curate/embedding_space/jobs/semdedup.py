@@ -13,7 +13,7 @@ from curate.embedding_space.common import cleanup_tmp, restricted_frame, uid_fra
 from curate.embedding_space.jobs.clustered import (DECISIONS_C, cluster_rows, clustering_tasks, per_cluster,
                                                    row_schema, with_cluster)
 from curate.embedding_space.jobs.shared import (NO_EMBEDDING, as_dataset, check_clustering, clustering_health,
-                                                missing_frame, with_missing)
+                                                missing_frame, samples_left_out, with_missing)
 from curate.embedding_space.semdedup import KEEP_CHOICES, semdedup_group_table
 from curate.engine import LocalExecutor
 from curate.errors import DatasetError
@@ -59,6 +59,7 @@ def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep
         write_cluster_stats(ds, run, size, d_intra, _dbp.centroid_d_inter(c), kept=kept)
         miss = missing_frame(executor, ds, uids, table, "semdedup", NO_EMBEDDING, uid_filter, int(size.sum()))
         health, warns = clustering_health(ds, meta, executor)
+        warns = warns + samples_left_out(ds, f"clusters/{clusters}", uids is not None)
         return finish_selection(executor, ds, run, "semdedup", with_missing(dec, miss), m, output,
                                 {"clusters_with_removals": int(((size - kept) > 0).sum())},
                                 guards=({"embeddings": health}, warns),

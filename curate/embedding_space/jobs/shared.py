@@ -72,6 +72,21 @@ def missing_frame(executor, ds: Dataset, uids, table: str, stage: str, reason: s
     return uniform_decisions(uids.anti_join(present), stage, False, reason)
 
 
+def samples_left_out(ds: Dataset, table: str, restricted: bool) -> list[str]:
+    """Without ``--subset`` a job's input is ``table``'s rows, so the pool's samples with no row
+    there get no decision and are not in its subset: said in one warning (counted from the
+    tables' footers), never left out in silence."""
+    if restricted or not ds.has_table("samples"):
+        return []
+    total = ds.count("samples")
+    left = total - ds.count(table)
+    if left <= 0:
+        return []
+    return [f"{left:,} of the pool's {total:,} samples have no row in {table}: they are not this job's input "
+            "and not in its subset (to decide them as no_embedding, pass --subset with every sample: "
+            "curate select DATA --sql 'SELECT uid FROM samples' --name all)"]
+
+
 def with_missing(decisions, missing):
     decisions = decisions.select(DECISIONS.names)
     return decisions.union(missing) if missing is not None else decisions
