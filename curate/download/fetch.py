@@ -32,6 +32,42 @@ def _ppm(pixels) -> bytes:
     return magic + b"\n%d %d\n255\n" % (w, h) + pixels.tobytes()
 
 
+SHARD_FILE_PREFIX = "curate-shard-"
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def remove_stale_shard_files(root: str | None = None) -> list[str]:
+    """Remove the shard feather files in ``root`` (the system temporary folder) of download
+    tasks on this host whose process is gone (killed before its ``finally`` ran); returns them.
+    Files of live processes and of other hosts stay."""
+    import tempfile
+
+    from curate.object_lock import pid_alive
+
+    root = root or tempfile.gettempdir()
+    pattern = re.compile(rf"{re.escape(SHARD_FILE_PREFIX)}{_host_tag()}-(\d+)-[^/]*\.feather")
+    removed = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            try:
+                os.unlink(os.path.join(root, name))
+                removed.append(os.path.join(root, name))
+            except OSError:
+                pass
+    return removed
+
+
 class SafeResizer(Resizer):
     """img2dataset's Resizer behind a Pillow decode.
 
@@ -158,7 +194,8 @@ class SafeDownloader(Downloader):
         carried = [c for c in self.column_list if c not in ("caption", "url")]
         t = storage.read_parquet(part, columns=["url", "text", *carried])
         t = t.rename_columns(["caption" if c == "text" else c for c in t.column_names]).select(self.column_list)
-        fd, path = tempfile.mkstemp(prefix="curate-shard-", suffix=".feather")
+        remove_stale_shard_files()
+        fd, path = tempfile.mkstemp(prefix=f"{SHARD_FILE_PREFIX}{_host_tag()}-{os.getpid()}-", suffix=".feather")
         os.close(fd)
         with pa.OSFile(path, "wb") as f, pa.ipc.new_file(f, t.schema) as writer:
             writer.write_table(t)

@@ -244,13 +244,15 @@ def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None
     """Download the images of ``dataset``'s samples and write its downloads table.
 
     ``retry_failed`` re-attempts the uids whose latest attempt failed, only those whose
-    ``error_class`` is in ``retry_classes`` when given (e.g. ``["timeout", "connection_error"]``).
+    ``error_class`` is in ``retry_classes`` when given (e.g. ``["timeout", "connection_error"]``);
+    ``retry_classes`` alone implies ``retry_failed`` (it would otherwise retry nothing, silently).
     Returns the run's counts; the run manifest goes to ``_runs/download.json``.
     """
     from curate.manifest import RunManifest
 
     opts = opts or DownloadOptions()
     opts.check()
+    retry_failed = retry_failed or bool(retry_classes)
     manifest = RunManifest("download", {**options_dict(opts), "retry_failed": retry_failed,
                                         "retry_classes": retry_classes,
                                         "engine": getattr(executor, "name", "?")})

@@ -73,6 +73,7 @@ _QUERY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "\"#<>'
 def _ascii_host(host: str) -> str:
     host = urllib.parse.unquote(host)
     if host.isascii():
+        _check_labels(host)
         return host.lower()
     import idna
 
@@ -85,6 +86,15 @@ def _ascii_host(host: str) -> str:
             raise ValueError(f"unsupported url: invalid host name {host!r} ({e})") from None
 
 
+def _check_labels(host: str) -> None:
+    """A DNS name no resolver takes (no host, an empty label, a label over 63 or a name over 253
+    characters) is an unsupported url, never a lookup that fails as a transient error."""
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if not host or len(host) > 253 or any(not 1 <= len(label) <= 63 for label in labels):
+        shown = host if len(host) <= 80 else host[:77] + "..."
+        raise ValueError(f"unsupported url: invalid host name {shown!r}" if host else "unsupported url: no host")
+
+
 def browser_url(url: str) -> str:
     """``url`` as a browser would request it: surrounding spaces and tabs/newlines removed,
     the host name in IDNA (punycode), path and query percent-encoded (UTF-8), no fragment.
@@ -95,6 +105,9 @@ def browser_url(url: str) -> str:
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         return url
+    head = re.match(r"[^?#]*", url).group(0)
+    if "\\" in head:  # a browser reads a backslash before the query as a slash (host, port, path)
+        parts = urllib.parse.urlsplit(head.replace("\\", "/") + url[len(head):])
     netloc = parts.netloc.replace("\\", "/")
     _userinfo, at, hostport = netloc.rpartition("@")
     if at:  # browsers refuse subresources with embedded credentials (and they would be sent on)

@@ -14,8 +14,8 @@ class DownloadParams(JobParams):
     # tests/recipe/test_command_params.py keeps them equal.
     retry_failed: bool = Field(False, description="Also re-attempt the uids whose latest attempt failed; results "
                                "are merged.")
-    retry_class: list[str] = Field([], description="With --retry-failed: only these error classes (repeatable, e.g. "
-                                   "timeout, connection_error, http_error).")
+    retry_class: list[str] = Field([], description="Re-attempt only the failed uids of these error classes "
+                                   "(repeatable, e.g. timeout, connection_error, http_error; implies --retry-failed).")
 
     @field_validator("retry_class")
     @classmethod

@@ -124,10 +124,15 @@ def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, im
     narrow = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4), retry_failed=True, retry_classes=["timeout"])
     assert narrow["to_download"] == 0 and narrow["skipped"]
     assert len(image_server.requests) == n_requests
+    # a class alone implies --retry-failed (it used to retry nothing, silently): the 500 again
+    # (http_error), not the 404 (http_404)
+    one = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4), retry_classes=["http_error"])
+    assert one["to_download"] == 1 and one["retried"] == 1
+    n_requests += 1
 
     retry = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4), retry_failed=True)
-    assert retry["to_download"] == 2 and retry["retried"] == 2
-    assert len(image_server.requests) == n_requests + 2  # only the failed uids were asked for
+    assert retry["to_download"] == 1 and retry["retried"] == 1
+    assert len(image_server.requests) == n_requests + 1  # only the failed uids were asked for
     after = {r["uid"]: r for r in ds.read("downloads").to_pylist()}
     assert set(after) == set(before)
     flaky = after[uid[pool[5][0]]]
@@ -137,7 +142,7 @@ def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, im
     for u, r in before.items():  # earlier successes are untouched
         if r["status"] == "success":
             assert after[u] == r
-    assert complete_shards(ds) == [0, 1, 2]
+    assert complete_shards(ds) == [0, 1, 2, 3]  # the class-only retry's shard, then the 404's
 
     # the table does not depend on how the uids meet their attempts: a group per uid (an
     # 8-digit prefix) writes the bytes of the pool-sized prefix (one digit here)

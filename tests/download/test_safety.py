@@ -188,6 +188,7 @@ def test_user_agent_names_us():
     ("  http://h.test/x.jpg\n", "http://h.test/x.jpg"),
     ("http://h.test/x\t\n.jpg", "http://h.test/x.jpg"),
     ("http://h.test/a\\b.jpg", "http://h.test/a/b.jpg"),
+    ("http://h.test:8080\\img\\x.jpg?q", "http://h.test:8080/img/x.jpg?q"),  # a backslash ends the host
     ("HTTP://H.Test:8080/X.jpg", "http://h.test:8080/X.jpg"),
     ("http://Bücher.example/x.jpg", "http://xn--bcher-kva.example/x.jpg"),
     ("http://例え.テスト/写真.jpg", "http://xn--r8jz45g.xn--zckzah/%E5%86%99%E7%9C%9F.jpg"),
@@ -311,6 +312,9 @@ def test_what_a_server_wrote_does_not_decide_the_error_class(message, cls):
     ("http://127.0.0.1:80:80/x.jpg", "bad port '80:80'"),
     ("http://[::1]:70000/x.jpg", "bad port '70000'"),
     ("http://user:pass@127.0.0.1/x.jpg", "credentials in the url"),
+    ("http://:8080/x.jpg", "no host"),  # a lookup of "" failed as a transient connection_error
+    ("http://a..b/x.jpg", "invalid host name 'a..b'"),
+    ("http://" + "a" * 64 + ".test/x.jpg", "invalid host name"),
 ])
 def test_a_url_a_browser_would_not_fetch_is_unsupported(url, why):
     from curate.download.safety import browser_url
@@ -401,3 +405,21 @@ def test_max_image_area_decides_not_pillows_own_limit():
             assert opened.size == (15000, 15000)
     finally:
         Image.MAX_IMAGE_PIXELS = before
+
+
+def test_a_killed_tasks_shard_file_is_removed_by_the_next_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from curate.download.fetch import SHARD_FILE_PREFIX, _host_tag, remove_stale_shard_files
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    gone = tmp_path / f"{SHARD_FILE_PREFIX}{_host_tag()}-{dead.stdout.strip()}-abc.feather"
+    mine = tmp_path / f"{SHARD_FILE_PREFIX}{_host_tag()}-{os.getpid()}-def.feather"
+    other_host = tmp_path / f"{SHARD_FILE_PREFIX}00000000-{dead.stdout.strip()}-ghi.feather"
+    for p in (gone, mine, other_host):
+        p.write_bytes(b"x")
+    assert remove_stale_shard_files(str(tmp_path)) == [str(gone)]
+    assert mine.exists() and other_host.exists() and not gone.exists()
