@@ -27,7 +27,10 @@ def select(run: JobRun, p: SelectParams) -> None:
 
     info = select_sql(ds, p.sql, p.name, embedding_model=p.embedding_model, allow_unknown=p.allow_unknown,
                       memory_limit=p.memory_limit, executor=run.executor())
-    typer.echo(f"subset {p.name}: {info['count']:,} uids ({info['distinct']:,} distinct) -> {info['path']}")
+    # rows the query returned that are not in the subset are said, not dropped in silence
+    dropped = "".join(f", {info[k]:,} {what} dropped" for k, what in (("null_uid", "NULL uids"),
+                                                                        ("unknown_uid", "unknown uids")) if info.get(k))
+    typer.echo(f"subset {p.name}: {info['count']:,} uids ({info['distinct']:,} distinct{dropped}) -> {info['path']}")
 
 
 def register(app: typer.Typer) -> None:

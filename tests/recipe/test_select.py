@@ -77,3 +77,14 @@ def test_run_cli_check_and_run(pool, tmp_path):
     bad.write_text(f"name: cli\ndataset: {pool.root}\nstages:\n  - kind: sample\n    count: -1\n")
     r = curate("run", str(bad))
     assert r.returncode == 2 and f"{bad}:5:" in r.stderr
+
+
+def test_rows_a_query_returns_that_the_subset_leaves_out_are_said(pool):
+    """A LEFT JOIN's NULL uids and, with --allow-unknown, uids not in samples are dropped: the
+    summary line says how many, as the manifest counts them."""
+    q = ("SELECT uid FROM samples UNION ALL SELECT NULL AS uid UNION ALL SELECT '" + "f" * 32 + "' AS uid")
+    r = curate("select", str(pool.root), "--sql", q, "--name", "holes", "--allow-unknown")
+    assert r.returncode == 0, r.stderr
+    n = pool.count("samples")
+    assert f"subset holes: {n:,} uids ({n:,} distinct, 1 NULL uids dropped, 1 unknown uids dropped)" in r.stdout
+    assert read_subset_manifest(pool, "holes")["counts"]["null_uid"] == 1
