@@ -74,14 +74,18 @@ def _float16_all_finite(x: np.ndarray) -> bool:
         blk = v[s:s + FINITE_BLOCK_ROWS]
         out = buf[:blk.size].reshape(blk.shape)
         np.bitwise_and(blk, np.uint16(0x7FFF), out=out)
-        if int(out.max()) >= 0x7C00:
+        top = out.max(axis=1)  # per row: a row of (signed) zeros has 0 here
+        if int(top.max()) >= 0x7C00 or int(top.min()) == 0:
             return False
     return True
 
 
 def check_finite(x: np.ndarray, uids=None, where: str = "", column: str = "embedding") -> None:
-    """Raise SchemaError naming the first row (its uid when given) holding NaN or infinity:
-    one such row would poison k-means, similarities and thresholds for the whole pool."""
+    """Raise SchemaError naming the first row (its uid when given) holding NaN or infinity, or
+    all zeros: one such row would poison k-means, similarities and thresholds for the whole
+    pool, and a zero vector has no direction (every cosine with it is 0: never a duplicate,
+    always "far" from its centroid, so DBP keeps it first). A zero vector is the usual
+    placeholder for a missing embedding; leave such rows out of the table instead."""
     if x.dtype == np.float16:
         if _float16_all_finite(np.asarray(x)):
             return
@@ -90,15 +94,21 @@ def check_finite(x: np.ndarray, uids=None, where: str = "", column: str = "embed
     else:
         fin = np.isfinite(x)
     ok = fin.all(axis=1) if x.ndim == 2 else fin
-    if ok.all():
+    if not ok.all():
+        _bad_rows(~ok, uids, f"{where}{column} has NaN or infinite values")
+    if x.ndim == 2 and len(x):
+        _bad_rows(~np.asarray(x != 0).any(axis=1), uids, f"{where}{column} is all zeros")
+
+
+def _bad_rows(bad_mask: np.ndarray, uids, what: str) -> None:
+    bad = np.flatnonzero(bad_mask)
+    if not len(bad):
         return
-    bad = np.flatnonzero(~ok)
     row = f"row {bad[0]}"
     if uids is not None:
         u = uids[int(bad[0])]
         row += f" (uid {u.as_py() if hasattr(u, 'as_py') else u})"
-    raise SchemaError(f"{where}{column} has NaN or infinite values in {len(bad)} rows, first {row}; "
-                      "re-embed those samples or drop them")
+    raise SchemaError(f"{what} in {len(bad)} rows, first {row}; re-embed those samples or drop them")
 
 
 def check_embedding_shards(paths, columns=("image_embedding", "text_embedding")) -> int | None:

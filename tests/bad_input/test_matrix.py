@@ -277,7 +277,8 @@ def test_bad_parquet_files_are_one_clear_error_naming_the_file(spark, tmp_path, 
 
 
 # ---------------------------------------------------------------- embeddings
-def _emb_dataset(root: Path, n: int = 24, nan_row: int | None = None, second_dim: int | None = None) -> Dataset:
+def _emb_dataset(root: Path, n: int = 24, nan_row: int | None = None, zero_row: int | None = None,
+                 second_dim: int | None = None) -> Dataset:
     ds = Dataset(root)
     rows = [(f"http://f/{i}.jpg", f"a photo of a dog number {i}") for i in range(n)]
     samples = _samples(rows).sort_by("uid")
@@ -292,6 +293,8 @@ def _emb_dataset(root: Path, n: int = 24, nan_row: int | None = None, second_dim
         x = rng.normal(size=(hi - lo, dim)).astype(np.float16)
         if nan_row is not None and lo <= nan_row < hi:
             x[nan_row - lo, 2] = np.nan
+        if zero_row is not None and lo <= zero_row < hi:
+            x[zero_row - lo] = 0  # the usual placeholder for a missing embedding
         fsl = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel(), pa.float16()), dim)
         t = pa.table({"uid": uids[lo:hi], "image_embedding": fsl, "text_embedding": fsl,
                       "clip_score": pa.array(rng.uniform(0.1, 0.4, hi - lo), pa.float32())})
@@ -301,12 +304,13 @@ def _emb_dataset(root: Path, n: int = 24, nan_row: int | None = None, second_dim
     return ds
 
 
-@pytest.mark.parametrize("problem", ["nan", "wrong_dim"])
+@pytest.mark.parametrize("problem", ["nan", "zero", "wrong_dim"])
 @pytest.mark.parametrize("job", ["cluster", "image_based_filter"])
 def test_bad_embeddings_are_rejected_naming_shard_and_row(tmp_path, problem, job):
     from curate.embedding_space.clusters import run_cluster
 
     ds = _emb_dataset(tmp_path / "ds", nan_row=15 if problem == "nan" else None,
+                      zero_row=15 if problem == "zero" else None,
                       second_dim=16 if problem == "wrong_dim" else None)
     with pytest.raises(CurateError) as info:
         if job == "cluster":
@@ -317,9 +321,9 @@ def test_bad_embeddings_are_rejected_naming_shard_and_row(tmp_path, problem, job
             run_filters(ds, [parse_filter(f"image_based:target={target},k=2")], LocalExecutor())
     msg = str(info.value)
     assert "part-00001.parquet" in msg
-    if problem == "nan":
+    if problem in ("nan", "zero"):
         bad_uid = ds.read("embeddings/m").column("uid")[15].as_py()
-        assert "NaN" in msg and bad_uid in msg
+        assert ("NaN" if problem == "nan" else "all zeros in 1 rows") in msg and bad_uid in msg
     else:
         assert "dim 16" in msg and "dim 8" in msg
 
