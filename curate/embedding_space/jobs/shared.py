@@ -82,9 +82,10 @@ def samples_left_out(ds: Dataset, table: str, restricted: bool) -> list[str]:
     left = total - ds.count(table)
     if left <= 0:
         return []
-    return [f"{left:,} of the pool's {total:,} samples have no row in {table}: they are not this job's input "
+    said = (f"{left:,} of the pool's {total:,} samples have no row in {table}: they are not this job's input "
             "and not in its subset (to decide them as no_embedding, pass --subset with every sample: "
-            "curate select DATA --sql 'SELECT uid FROM samples' --name all)"]
+            "curate select DATA --sql 'SELECT uid FROM samples' --name all)")
+    return [said]
 
 
 def with_missing(decisions, missing):
