@@ -193,6 +193,10 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
                   engine=executor.name, n_neighbors=n_neighbors)
     m = RunManifest("cluster", params)
     m["inputs"] = [{"table": table, "rows": ds.count(table)}]
+    # what later jobs check the table against: new vectors under the same uids need a new clustering
+    from curate.tables.fingerprint import table_fingerprint
+
+    fingerprint = table_fingerprint(ds, table)
     uid_filter = write_uid_filter(ds, f"cluster-{name}", input_uids)
     total = len(input_uids) if input_uids is not None else ds.count(table)
     dim = (check_embedding_shards(ds.shards(table)) or 1) * (2 if embedding == "concat" else 1)
@@ -214,7 +218,8 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
         c = train_kmeans(xs, k, niter=niter, seed=seed, spherical=spherical,
                          max_points_per_centroid=max_points_per_centroid, gpu=gpu)
     meta = _write_centroids(ds, name, c, dict(params, name=name, dim=int(c.shape[1]), embeddings_table=table,
-                                              train_rows=int(len(xs))), str(cache_dir))
+                                              train_rows=int(len(xs)), embeddings_fingerprint=fingerprint),
+                            str(cache_dir))
     # drop shards of an earlier clustering with the same name before writing new ones
     ds.remove_shards_beyond(f"clusters/{name}", 0)
     atasks = [dict(t, name=name, cache_dir=str(cache_dir), tmp_dir=str(tmp_dir)) for t in shard_tasks(ds, table)]

@@ -13,7 +13,6 @@ once, so a cache made before is simply recomputed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from curate import storage
 from curate.manifest import stable_hash
 from curate.recipe.uid_tables import UidTable
 from curate.tables import Dataset, atomic_write_bytes, load_schema
+from curate.tables.fingerprint import table_fingerprint  # noqa: F401 - the cache's notion of a table's content
 
 CACHE_DIR = "_cache/recipe"
 
@@ -34,24 +34,6 @@ def subset_hash(uids: pa.Array) -> str:
     from curate.recipe.uid_tables import subset_digest_array
 
     return subset_digest_array(uids.cast(pa.string()))
-
-
-def table_fingerprint(dataset: Dataset, name: str) -> dict:
-    """Cheap content identity of a table: per shard, its name, size and a hash of its tail.
-
-    A Parquet file ends with its footer (row counts, column statistics, page offsets), so
-    the tail changes with the content while reading it costs one small read per shard;
-    rewriting identical rows (our writers are byte-deterministic) keeps the fingerprint.
-    """
-    shards = []
-    for p in dataset.shards(name):
-        loc = storage.resolve(p)
-        with loc.fs.open_input_file(loc.path) as f:
-            size = f.size()
-            f.seek(max(0, size - 65536))
-            tail = hashlib.sha256(f.read()).hexdigest()[:16]
-        shards.append([storage.basename(p), size, tail])
-    return {"table": name, "shards": shards}
 
 
 def cache_key(input_hash: str, kind: str, params: dict, code: str, reads: list[dict]) -> str:

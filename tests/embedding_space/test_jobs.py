@@ -309,3 +309,20 @@ def test_clustering_a_subset_with_fewer_embedded_uids_than_k_is_one_line(tmp_pat
     assert not (ds.root / "_tmp" / "cluster-kmeans").exists()
     with pytest.raises(DatasetError, match="at least k=4 rows, the input subset holds 0 uids"):
         run_cluster(ds, "m", 4, input_uids=pa.array([], pa.string()))
+
+
+def test_a_clustering_of_vectors_since_rewritten_under_the_same_uids_is_refused(tmp_path, data):
+    """semdedup and prune use the clustering's assignments with the vectors: after a re-embed
+    (new vectors, same uids and shards) they are refused in one line, not mixed."""
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", data[:300], rows_per_shard=150)
+    run_cluster(ds, "m", 3)
+    write_embeddings(ds, "m", data[:300], uids=uids, rows_per_shard=150)  # the same bytes: still current
+    run_semdedup(ds, "kmeans", 0.05)
+    write_embeddings(ds, "m", data[300:600].copy(), uids=uids, rows_per_shard=150)
+    for job in (lambda: run_semdedup(ds, "kmeans", 0.05, run="s2"), lambda: run_prune(ds, "kmeans", 0.5)):
+        with pytest.raises(DatasetError, match=r"clustering 'kmeans' was made from embeddings/m as it was before it "
+                                               r"changed \(2 shard\(s\) differ, first part-00000.parquet\)"):
+            job()
+    run_cluster(ds, "m", 3)  # a new clustering of the new vectors
+    assert run_semdedup(ds, "kmeans", 0.05, run="s3")["counts"]["input"] == 300

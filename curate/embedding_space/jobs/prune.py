@@ -34,7 +34,7 @@ def check_prune(ds: Dataset, clusters: str, keep_fraction: float, method: str = 
     if temperature <= 0 or not 0.0 <= balance_ratio <= 1.0 or n_neighbors < 1:
         raise DatasetError(f"need --temperature > 0, --balance-ratio in [0, 1] and --neighbors >= 1 "
                            f"(got {temperature}, {balance_ratio}, {n_neighbors})")
-    check_clustering(ds, clusters)
+    check_clustering(ds, clusters, current=True)
 
 
 def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp", run: str | None = None,

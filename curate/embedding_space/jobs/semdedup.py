@@ -27,7 +27,7 @@ def check_semdedup(ds: Dataset, clusters: str, eps: float, keep: str) -> None:
         raise DatasetError(f"--keep must be one of {KEEP_CHOICES}, got {keep!r}")
     if not 0.0 <= eps <= 1.0:
         raise DatasetError(f"--eps must be in [0, 1], got {eps}")
-    check_clustering(ds, clusters)
+    check_clustering(ds, clusters, current=True)
 
 
 def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep: str = "hard", seed: int = 0,

@@ -100,11 +100,24 @@ def check_dataset(ds: Dataset) -> Dataset:
     return ds
 
 
-def check_clustering(ds: Dataset, clusters: str) -> dict:
-    """The clustering's metadata; an error if it or the embeddings table it was made from is missing."""
+def check_clustering(ds: Dataset, clusters: str, current: bool = False) -> dict:
+    """The clustering's metadata; an error if it or the embeddings table it was made from is
+    missing, and with ``current`` (jobs that use its assignments and distances with the vectors)
+    if that table has changed since: the same uids with new vectors would be judged by a
+    clustering of the old ones."""
     check_dataset(ds)
     _, meta = load_clustering(ds, clusters)
-    if not ds.has_table(meta["embeddings_table"]):
-        raise DatasetError(f"clustering {clusters!r} was made from {meta['embeddings_table']}, which is missing "
-                           f"in {ds.root}")
+    table = meta["embeddings_table"]
+    if not ds.has_table(table):
+        raise DatasetError(f"clustering {clusters!r} was made from {table}, which is missing in {ds.root}")
+    then = meta.get("embeddings_fingerprint")  # recorded since 2026-12-05; older clusterings are trusted
+    if current and then is not None:
+        from curate.tables.fingerprint import table_fingerprint
+
+        now = table_fingerprint(ds, table)
+        if now != then:
+            was = {s[0]: s for s in then["shards"]}
+            changed = [s[0] for s in now["shards"] if was.pop(s[0], None) != s] + sorted(was)
+            raise DatasetError(f"clustering {clusters!r} was made from {table} as it was before it changed "
+                               f"({len(changed)} shard(s) differ, first {changed[0]}); rerun `curate cluster`")
     return meta
