@@ -153,8 +153,13 @@ class RunResult(dict):
 def finish_selection(executor, dataset: Dataset, run: str, stage: str, decisions, manifest: RunManifest,
                      output: str | None = None, extra_counts: dict | None = None,
                      guards: tuple[dict, list[str]] | None = None, acted_on: tuple[str, Callable | None] | None = None,
-                     removal_guard: bool = True, cleanup: Callable[[], None] | None = None) -> RunResult:
+                     removal_guard: bool = True, cleanup: Callable[[], None] | None = None,
+                     input_rows: tuple[str, int] | None = None) -> RunResult:
     """Check, count and write a selection step's decisions frame (module docstring).
+
+    ``input_rows``: (table, its rows) when every row of that table is an input that must get a
+    decision of its own; fewer decisions mean repeated uids in it, which a step that groups by
+    uid would otherwise fold into one in silence.
 
     ``guards``: (distributions, warnings) the step measured itself; ``acted_on``: (what,
     transform) asks for the histogram of the decisions' values under ``distributions["acted_on"]``;
@@ -166,6 +171,9 @@ def finish_selection(executor, dataset: Dataset, run: str, stage: str, decisions
     try:
         reasons, n_kept = count_reasons(dec)
         n = sum(reasons.values())
+        if input_rows is not None and n != input_rows[1]:
+            raise DatasetError(f"{input_rows[0]} has {input_rows[1]:,} rows, {stage} made {n:,} decisions: a uid must "
+                               "have one row (duplicate uids in the table?)")
         dists, warns = guards or ({}, [])
         dists = dict(dists)
         if acted_on is not None:

@@ -326,3 +326,11 @@ def test_a_clustering_of_vectors_since_rewritten_under_the_same_uids_is_refused(
             job()
     run_cluster(ds, "m", 3)  # a new clustering of the new vectors
     assert run_semdedup(ds, "kmeans", 0.05, run="s3")["counts"]["input"] == 300
+
+
+def test_near_dedup_refuses_a_table_with_repeated_uids_rather_than_folding_them(tmp_path, data):
+    ds = Dataset(tmp_path / "d")
+    uids = [uid(i) for i in range(300)]
+    write_embeddings(ds, "m", data[:320], uids=uids + uids[:20], rows_per_shard=160)  # 20 uids twice
+    with pytest.raises(DatasetError, match="embeddings/m has 320 rows, near_dedup made 3"):
+        run_near_dedup(ds, "m", 0.98)

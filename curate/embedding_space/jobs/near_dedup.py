@@ -60,6 +60,7 @@ def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_de
         return finish_selection(executor, ds, run, "near_dedup", with_missing(dec, miss), m,
                                 output, stats, guards=({"embeddings": health}, warns),
                                 acted_on=("highest cosine of each grouped sample (kept or removed) to another of its group", None),
+                                input_rows=None if uids is not None else (table, ds.count(table)),
                                 cleanup=lambda: cleanup_tmp(ds, run))
     finally:
         release()
