@@ -16,7 +16,7 @@ def filter_job(run: JobRun, p: FilterRunParams) -> None:
     from curate.progress import console
 
     specs = [parse_filter(f) for f in p.filter]
-    check_filters(run.ds, specs)
+    check_filters(run.ds, specs, p.lid_model)
     result = run_filters(run.ds, specs, run.executor(), name=run.name, **p.job_kwargs())
     c = result["counts"]
     console.print(f"filter {result['params']['name']}: kept {c['kept']:,} of {c['samples']:,} samples")

@@ -49,29 +49,83 @@ def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
                        f"choose one with {spec.name}:model=NAME")
 
 
-def check_filters(dataset: Dataset, specs: list[FilterSpec]) -> None:
+def check_filters(dataset: Dataset, specs: list[FilterSpec], lid_model: str | None = None) -> None:
     """Every check that needs no data pass: samples table, embeddings tables the filters read,
-    image_based target paths. Run before an engine starts (a JVM takes seconds)."""
+    the language each filter asks for, image_based target paths and dims, the model that would
+    embed a target folder, text_based's synset list and WordNet. Run before an engine starts (a
+    JVM takes seconds) and before the fastText pass over the pool (the long step)."""
     if not dataset.exists():
         raise DatasetError(f"dataset {dataset.root} does not exist")
     check_samples(dataset)
     for spec in specs:
+        p = spec.params
         if spec.name in ("clip_score", "laion2b", "image_based"):
-            resolve_model(dataset, spec.params.get("model"), spec)
+            resolve_model(dataset, p.get("model"), spec)
+        if spec.name in ("basic", "image_based", "text_based") or (spec.name == "laion2b"
+                                                                    and p.get("lang_id") == "fasttext"):
+            _check_language(spec, lid_model)
         if spec.name == "image_based":
-            for key in ("target", "centroids"):
-                v = spec.params.get(key)
-                if v and not _exists(v):
-                    raise InputFileError(str(v), f"image_based {key} does not exist")
-        if spec.name == "text_based" and spec.params.get("synsets") and not _exists(spec.params["synsets"]):
-            raise InputFileError(str(spec.params["synsets"]), "synset list not found")
-            t = Path(spec.params.get("target") or "")
-            if (spec.params.get("target") and t.is_dir()
-                    and not any(next(t.glob(f"*.{ext}"), None) for ext in ("parquet", "pt", "npy"))):
-                from curate.models.resolve import resolve_model as resolve_model_spec
+            _check_image_based(dataset, spec)
+        if spec.name == "text_based" and p.get("synsets"):
+            from curate.filters.decide import read_synset_offsets
+            from curate.wordnet import check_wordnet
 
-                table = resolve_model(dataset, spec.params.get("model"), spec)
-                resolve_model_spec(table.split("/", 1)[1], dataset=dataset)  # the model that embeds the folder
+            if not _exists(p["synsets"]):
+                raise InputFileError(str(p["synsets"]), "synset list not found")
+            check_wordnet(p.get("wordnet_dir"))
+            read_synset_offsets(storage.local_copy(p["synsets"]), p.get("wordnet_dir"))  # its one-line errors
+
+
+def _check_language(spec: FilterSpec, lid_model: str | None) -> None:
+    """The label a filter requires is one the fastText model gives: another (``EN``,
+    ``english``, empty) would remove every sample."""
+    from curate.filters.langid import model_labels
+
+    lang = spec.params.get("lang")
+    labels = model_labels(lid_model)
+    if lang not in labels:
+        import difflib
+
+        near = difflib.get_close_matches(str(lang).lower(), labels, n=3, cutoff=0.5)
+        raise DatasetError(f"filter {spec.name}: lang={lang!r} is not a label the fastText model gives, so every "
+                           f"sample would be removed; {'did you mean ' + ', '.join(near) + '? ' if near else ''}"
+                           f"its {len(labels)} labels are codes such as en, de, zh")
+
+
+def _check_image_based(dataset: Dataset, spec: FilterSpec) -> None:
+    """The target and centroids exist; a target file's dim is the pool's (from its header); a
+    target folder's model resolves (the one that made the pool's embeddings embeds it)."""
+    from curate.embedding_space.vectors import check_embedding_shards
+
+    p = spec.params
+    for key in ("target", "centroids"):
+        v = p.get(key)
+        if v and not _exists(v):
+            raise InputFileError(str(v), f"image_based {key} does not exist")
+    target = p.get("target")
+    if not target or storage.is_uri(target):
+        return
+    table = resolve_model(dataset, p.get("model"), spec)
+    t = Path(target)
+    if t.is_dir() and not any(next(t.glob(f"*.{ext}"), None) for ext in ("parquet", "pt", "npy")):
+        from curate.models.resolve import resolve_model as resolve_model_spec
+
+        resolve_model_spec(table.split("/", 1)[1], dataset=dataset)  # the model that embeds the folder
+        return
+    dim = None
+    if t.is_file() and t.suffix == ".npy":
+        import numpy as np
+
+        shape = np.load(t, mmap_mode="r").shape
+        dim = shape[1] if len(shape) == 2 else None
+    elif t.is_file() and t.suffix == ".parquet":
+        schema = storage.parquet_file(str(t)).schema_arrow
+        col = next((c for c in ("image_embedding", "embedding") if c in schema.names), None)
+        typ = schema.field(col).type if col else None
+        dim = getattr(typ, "list_size", None)
+    pool = check_embedding_shards(dataset.shards(table))
+    if dim is not None and pool is not None and dim != pool:
+        raise InputFileError(str(t), f"image_based target embeddings have dim {dim}, {table} has {pool}")
 
 
 def _exists(spec: str) -> bool:

@@ -47,6 +47,7 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
         raise FilterSpecError(f"filter {dup[0]} given twice; run it again under another --name instead")
     name = name or "+".join(seen)
     check_name(name, "filter run name")
+    check_filters(dataset, specs, lid_model)  # again for a library or recipe caller: before any pass
     shards = check_samples(dataset)
     m = RunManifest("filter", {"name": name, "filters": [str(s) for s in specs],
                                "specs": [{"name": s.name, **s.params} for s in specs],
@@ -66,12 +67,23 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
         m["inputs"].append({"table": table, "rows": dataset.count(table), "shards": len(dataset.shards(table))})
     m["resolved"] = resolved
 
+    if "image_based" not in seen:  # an earlier run of this name's centroids: not this run's
+        from curate import storage
+
+        storage.delete(storage.resolve(str(dataset.path(f"decisions/{name}/_image_based_centroids.npy"))))
     with m.stage("decide"):
         written = _decide(dataset, specs, ctxs, executor, plan, shards, with_stats, name, rows_per_shard)
     m["outputs"] = {"decisions": f"decisions/{name}", "decision_rows": written["rows"]}
 
     with m.stage("subset"):
-        counts, n_kept = _summarize(dataset, name, [s.name for s in specs], ts["rows"], executor)
+        try:
+            counts, n_kept = _summarize(dataset, name, [s.name for s in specs], ts["rows"], executor)
+        except DatasetError as e:  # a broken table is not left where the next job would read it
+            from curate.storage import remove_tree
+
+            remove_tree(dataset.table_dir(f"decisions/{name}"))
+            tables = ", ".join(["samples", *plan.models])
+            raise DatasetError(f"{e} (tables read: {tables}); decisions/{name} was removed") from None
         if "image_based" in resolved:  # guards: degenerate embeddings, most of the pool removed
             from curate.embedding_space import guards
 

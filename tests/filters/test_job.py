@@ -131,6 +131,9 @@ def test_sizes_fall_back_to_downloads(tmp_dataset, writers):
 
 def test_errors(tmp_dataset, pool, writers):
     write_embeddings = writers[1]
+    with pytest.raises(DatasetError, match="empty does not exist"):
+        run_filters(tmp_dataset.__class__(tmp_dataset.root / "empty"), specs("basic"), LocalExecutor())
+    (tmp_dataset.root / "empty").mkdir()
     with pytest.raises(DatasetError, match="no samples table"):
         run_filters(tmp_dataset.__class__(tmp_dataset.root / "empty"), specs("basic"), LocalExecutor())
     write_embeddings(pool, "other", ["0" * 32], [0.1])
@@ -151,8 +154,42 @@ def test_duplicate_embedding_uids_fail(pool, writers):
     write_embeddings = writers[1]
     uids = pool.read("samples", columns=["uid"]).column("uid").to_pylist()
     write_embeddings(pool, "tiny", uids[:5] + uids[:5], [0.3] * 10)
-    with pytest.raises(DatasetError, match="decisions for 60 samples"):
+    with pytest.raises(DatasetError, match=r"decisions for 60 samples.*tables read: samples, embeddings/tiny\); "
+                                           r"decisions/clip_score was removed"):
         run_filters(pool, specs("clip_score:threshold=0.2"), LocalExecutor())
+    assert not pool.has_table("decisions/clip_score")  # no broken table left for the next job to read
+
+
+def test_options_that_would_remove_everything_are_refused_before_any_pass(pool, tmp_path):
+    """A label the fastText model never gives, a NaN or infinite threshold, a parameter given
+    twice, bounds; a bad synset list or target dim is found before the fastText pass."""
+    from curate.filters.checks import check_filters
+    from curate.filters.stages import FilterSpecError
+
+    for spec, said in (("basic:lang=EN", "did you mean en"), ("basic:lang=english", "not a label"),
+                       ("basic:lang=", "not a label")):
+        with pytest.raises(DatasetError, match=f"filter basic: lang=.* {said}"):
+            check_filters(pool, specs(spec))
+    for spec, said in (("clip_score:threshold=nan", "finite"), ("clip_score:threshold=inf", "finite"),
+                       ("basic:max_aspect=nan", ">= 1"), ("basic:min_words=-1", ">= 0"),
+                       ("clip_score:fraction=0.3,fraction=0.5", "fraction is given twice")):
+        with pytest.raises(FilterSpecError, match=said):
+            parse_filter(spec)
+    (tmp_path / "bad.txt").write_text("n02084071\nbogus_line\n")
+    with pytest.raises(CurateError, match="bogus_line"):
+        check_filters(pool, specs(f"text_based:synsets={tmp_path / 'bad.txt'}"))
+    np.save(tmp_path / "t16.npy", np.ones((3, 16), np.float32))
+    with pytest.raises(CurateError, match="target embeddings have dim 16, embeddings/tiny has 8"):
+        check_filters(pool, specs(f"image_based:k=2,target={tmp_path / 't16.npy'}"))
+    check_filters(pool, specs("basic", "clip_score:threshold=0.2"))
+
+
+def test_a_rerun_without_image_based_leaves_no_centroids_of_the_earlier_run(pool):
+    np.save(pool.root / "target.npy", np.random.default_rng(3).normal(size=(4, 8)).astype(np.float32))
+    run_filters(pool, specs(f"image_based:k=3,target={pool.root / 'target.npy'}"), LocalExecutor(), name="combo")
+    assert (pool.root / "decisions" / "combo" / "_image_based_centroids.npy").exists()
+    run_filters(pool, specs("basic"), LocalExecutor(), name="combo")
+    assert not (pool.root / "decisions" / "combo" / "_image_based_centroids.npy").exists()
 
 
 @pytest.mark.slow
