@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
@@ -134,16 +135,41 @@ def _on_interrupt(signum, frame) -> None:
     global _interrupted
     if not _interrupted:
         _interrupted = True
-        sys.stderr.write(f"curate: {_interrupt_message()}\n")
-        sys.stderr.flush()
+        # a job that silences a library's output (training) points stderr at /dev/null: this
+        # line is the user's, so it goes to the process's own stderr then
+        out = sys.__stderr__ if getattr(sys.stderr, "name", None) == os.devnull and sys.__stderr__ else sys.stderr
+        out.write(f"curate: {_interrupt_message()}\n")
+        out.flush()
     engine = sys.modules.get("curate.engine.spark")  # loaded only once a job opened Spark
     if engine is None or not engine.context_running():
+        _exit_if_unwinding_stalls()
         raise KeyboardInterrupt
     try:
         engine.kill_driver_jvm()
     finally:
         _release_locks_at_exit()
         os._exit(130)
+
+
+# seconds the unwinding of a KeyboardInterrupt may take (``finally`` blocks tidying up) before
+# the process exits as a kill -9 would: a library's thread pool can wait forever in its own
+# ``__exit__`` for a worker blocked on a semaphore (img2dataset's, in-process)
+UNWIND_SECONDS = float(os.environ.get("CURATE_INTERRUPT_UNWIND_SECONDS", "10"))
+_watchdog: threading.Thread | None = None
+
+
+def _exit_if_unwinding_stalls() -> None:
+    global _watchdog
+    if _watchdog is not None:
+        return
+
+    def watch() -> None:
+        time.sleep(UNWIND_SECONDS)
+        _release_locks_at_exit()  # what is left is what kill -9 leaves; the rerun resumes
+        os._exit(130)
+
+    _watchdog = threading.Thread(target=watch, name="curate-interrupt-watchdog", daemon=True)
+    _watchdog.start()
 
 
 def _release_locks_at_exit() -> None:

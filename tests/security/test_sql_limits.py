@@ -106,3 +106,4 @@ def test_result_columns_that_share_a_name_each_print_their_own_values(ds, capsys
         assert cells.index("1") < cells.index("2") < cells.index("x"), out
         if width == "10":
             assert "a: 1" in out and "a: 2" in out and "b: x" in out, out
+
