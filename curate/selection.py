@@ -206,4 +206,4 @@ def finish_selection(executor, dataset: Dataset, run: str, stage: str, decisions
     manifest.write(dataset, run)
     if cleanup is not None:
         cleanup()
-    return RunResult(dataset, run, run=run, counts=c, timings_s=manifest["timings_s"], guards=g)
+    return RunResult(dataset, run, run=run, subset=name, counts=c, timings_s=manifest["timings_s"], guards=g)

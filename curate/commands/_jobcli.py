@@ -239,6 +239,6 @@ def job_command(model: type[BaseModel], body: Callable[[JobRun, Any], None], *, 
 def echo_result(r: dict) -> None:
     c = r["counts"]
     reasons = ", ".join(f"{k}={v}" for k, v in c["reasons"].items() if k != "kept") or "none"
-    typer.echo(f"{r['run']}: kept {c['kept']} of {c['input']} (removed: {reasons}) -> subsets/{r['run']}, "
-               f"decisions/{r['run']}")
+    typer.echo(f"{r['run']}: kept {c['kept']} of {c['input']} (removed: {reasons}) -> "
+               f"subsets/{r.get('subset') or r['run']}, decisions/{r['run']}")
     echo_guards(r.get("guards"))

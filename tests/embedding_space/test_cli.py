@@ -32,7 +32,7 @@ def test_cli_chain_and_sql(tmp_path, capsys):
     assert code == 0 and "semdedup: kept" in out
     code, out, _ = _run(["prune", "dbp", root, "--keep-fraction", "0.4", "-c", "km", "--subset", "semdedup",
                          "--engine", "local", "--output", "pruned"], capsys)
-    assert code == 0
+    assert code == 0 and "-> subsets/pruned, decisions/dbp" in out  # the subset it wrote, not its run's name
     sd = read_subset(ds, "semdedup")
     pruned = read_subset(ds, "pruned")
     assert len(pruned) == int(len(sd) * 0.4) and set(pruned) <= set(sd)
