@@ -79,7 +79,8 @@ def _extra(field) -> dict:
 
 def field_flags(name: str, field) -> list[str]:
     """A field's CLI spellings: ``--kebab-case`` of its name first, then its extra ``flags``."""
-    return [f"--{name.replace('_', '-')}", *_extra(field).get("flags", [])]
+    # a field's own spelling given again among its extra flags is listed once
+    return list(dict.fromkeys([f"--{name.replace('_', '-')}", *_extra(field).get("flags", [])]))
 
 
 def negative_flag(field) -> str | None:

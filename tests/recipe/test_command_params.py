@@ -178,3 +178,21 @@ def test_switches_and_spellings_reach_the_config():
     assert _parsed("select", ["ds", "-n", "s", "--from-file", "x.npy"])[0].name == "s"
     assert _parsed("run", ["r.yaml", "-d", "ds", "-m", "m1", "--no-cache"])[0].model_dump() == {
         "recipe": "r.yaml", "dataset": "ds", "output": None, "embedding_model": "m1", "no_cache": True, "check": False}
+
+
+def test_no_command_lists_an_option_spelling_twice():
+    """``report --help`` showed ``--subset,--subset -s``: a field's own flag repeated in its extra
+    spellings is listed once, in every command."""
+    import click
+
+    def walk(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path, cmd
+
+    for path, cmd in walk(get_command(_app()), []):
+        for p in cmd.params:
+            spellings = [*p.opts, *p.secondary_opts]
+            assert len(spellings) == len(set(spellings)), (path, spellings)
