@@ -119,6 +119,9 @@ class StatsParams(JobParams):
 
 
 def sql(run: JobRun, p: SQLQueryParams) -> None:
+    from curate.tables import Dataset
+
+    Dataset(run.dataset).require()
     _run_sql(run.dataset, p.query, p.out, p.limit, p.limits())
 
 
@@ -127,7 +130,7 @@ def stats(run: JobRun, p: StatsParams) -> None:
     from curate.stats import image_attempts, outcome_rows, outcome_tables, table_rows
     from curate.tables import Dataset
 
-    ds = Dataset(run.dataset)
+    ds = Dataset(run.dataset).require()
     rows = table_rows(ds)  # one listing and one footer read per shard, for every use below
     _print_table(rows, 1000, title=f"tables in {ds.root}")
     images = image_attempts(ds)

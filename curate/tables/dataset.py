@@ -77,6 +77,24 @@ class Dataset:
     def exists(self) -> bool:
         return storage.is_dir(self.location) if self.remote else self.root.is_dir()
 
+    def require(self) -> "Dataset":
+        """This dataset, after checking that the folder exists and is one curate wrote: at its top
+        a table family (``samples``, ``subsets``, ...) or run records (``_runs``). A reader of
+        any other folder (``docs``, a folder of several datasets) would list whatever Parquet
+        lies anywhere below it as tables; each case is one line."""
+        from curate.names import RESERVED
+
+        if not self.remote and self.root.exists() and not self.root.is_dir():
+            raise DatasetError(f"{self.root} is a file, not a dataset folder")
+        if not self.exists():
+            raise DatasetError(f"dataset folder {self.root} does not exist")
+        top = ({i.base_name for i in storage.listing(self.location)} if self.remote
+               else {p.name for p in self.root.iterdir()})
+        if not top & (RESERVED | {"_runs", "metaclip"}):
+            raise DatasetError(f"{self.root} is not a curate dataset (no samples, subsets or other tables, no _runs "
+                               "at its top); create one with `curate ingest INPUTS -o DATASET`")
+        return self
+
     def shards(self, name: str) -> list[Path] | list[str]:
         if self.remote:
             return self._remote_shards(name)

@@ -60,3 +60,26 @@ def test_the_removal_guard_names_the_stages_own_options():
     assert removal_warning("perceptual_dedup", 43, 42)[0].endswith("check --radius and --hash")
     assert removal_warning("semdedup", 10, 9)[0].endswith("check the threshold and the embeddings")
     assert removal_warning("dbp", 10, 4) == []
+
+
+def test_stats_and_sql_refuse_a_folder_that_is_not_a_dataset(tmp_path, capsys):
+    """`curate stats docs` listed nothing with exit 0; a folder of several datasets listed their
+    tables as its own; a file was said not to exist."""
+    from curate.cli import main
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("x")
+    (tmp_path / "note.txt").write_text("x")
+    many = tmp_path / "many"
+    Dataset(many / "one").write_table("samples", pa.table({"uid": ["ab" * 16]}))
+    for argv, said in ((["stats", str(tmp_path / "docs")], "is not a curate dataset"),
+                       (["sql", str(tmp_path / "docs"), "SELECT 1"], "is not a curate dataset"),
+                       (["stats", str(many)], "is not a curate dataset"),
+                       (["stats", str(tmp_path / "note.txt")], "is a file, not a dataset folder")):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and said in err[0], (argv, err)
+    with pytest.raises(SystemExit) as info:
+        main(["stats", str(many / "one")])
+    assert info.value.code in (0, None)
