@@ -91,6 +91,10 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
             removed = ts["rows"] - counts["image_based"].get("kept", 0)
             g["warnings"] += guards.removal_warning("image_based", ts["rows"], removed)
             m["guards"] = g
+        said = _empty_warnings(counts, ts["rows"], n_kept)
+        if said:
+            m["guards"] = m.data.get("guards") or {"distributions": {}, "warnings": []}
+            m["guards"]["warnings"] += said
         # input and removal reasons as every selection's subset records them (a sample removed
         # by several filters counts under each of their reasons)
         write_kept_subset(dataset, name, name, n_kept, manifest={
@@ -164,6 +168,23 @@ def _prepare(dataset, spec: FilterSpec, executor, plan: ColumnPlan, shards, run_
     if spec.name == "image_based":
         return prepare_image_based(dataset, spec, executor, plan, shards, run_name)
     raise FilterSpecError(f"unknown filter {spec.name}")
+
+
+def _empty_warnings(counts: dict[str, dict[str, int]], n_samples: int, n_kept: int) -> list[str]:
+    """What a run that keeps nothing says (DataComp's filters remove most of a pool by design,
+    so only an empty result, or sizes missing for most samples, is worth a line)."""
+    out = []
+    missing = counts.get("basic", {}).get("missing_size", 0)
+    if n_samples and missing > n_samples / 2:
+        out.append(f"basic: {missing:,} of {n_samples:,} samples have no image size (missing_size): sizes come from "
+                   "the input's width/height columns, else from `curate download`; run it first")
+    for stage, reasons in counts.items():
+        if n_samples and not reasons.get("kept"):
+            top = ", ".join(f"{r} {n:,}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+            out.append(f"{stage} kept none of the {n_samples:,} samples ({top}): check its parameters")
+    if n_samples and not n_kept and not out:
+        out.append(f"no sample was kept by every filter (of {n_samples:,}): the subset is empty")
+    return out
 
 
 def _rows_per_reason(per_stage: dict[str, dict[str, int]]) -> dict[str, int]:

@@ -192,6 +192,8 @@ def _run_stage(run: _RecipeRun, spec: StageSpec, cur: UidTable, in_hash: str) ->
              "output_count": outcome.uids.rows, "output_distinct": outcome.uids.distinct,
              "output_hash": outcome.output_hash, "reasons": outcome.reasons, "seconds": seconds,
              "stats": outcome.stats}
+    if cur.rows and not outcome.uids.rows:  # said, not only seen in the funnel
+        entry["warnings"] = [f"removed every one of its {cur.rows:,} input samples; check its parameters"]
     return entry, outcome
 
 
@@ -200,7 +202,7 @@ def _say_stage(run: _RecipeRun, entry: dict) -> None:
     n_in, n_out = entry["input_count"], entry["output_count"]
     run.say(f"  {entry['name']:<24} {n_in:>10,} -> {n_out:>10,}  (-{n_in - n_out:,})"
             f"{'  (cached)' if entry['cached'] else ''}  {entry['seconds']:.2f}s")
-    for w in (entry["stats"] or {}).get("warnings", []):  # embedding-space guards
+    for w in [*(entry["stats"] or {}).get("warnings", []), *entry.get("warnings", [])]:  # guards, an empty output
         run.say(f"    warning: {w}")
 
 

@@ -341,3 +341,12 @@ def test_jobs_entry_point(pool):
     p = subprocess.run([sys.executable, str(repo / "jobs" / "filter.py"), str(pool.root), "--filter", "nope",
                         "--engine", "local"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "unknown filter 'nope'" in p.stderr
+
+
+def test_a_filter_that_keeps_nothing_says_so(tmp_dataset, writers):
+    write_samples, _ = writers
+    write_samples(tmp_dataset, ["a dog running on the beach"] * 4, [None] * 4, [None] * 4)  # sizes unknown
+    r = run_filters(tmp_dataset, specs("basic"), LocalExecutor())
+    warnings = r["guards"]["warnings"]
+    assert any("4 of 4 samples have no image size" in w and "curate download" in w for w in warnings)
+    assert any(w.startswith("basic kept none of the 4 samples (missing_size 4)") for w in warnings)

@@ -260,3 +260,20 @@ def test_renamed_stage_hits_the_cache_under_its_new_name(pool, tmp_path):
     assert st["clip2"]["cached"]  # the key is the work, not the name
     dec = pool.read("decisions/toy")
     assert set(dec["stage"].to_pylist()) == {"no-spam", "clip2", "sample"}
+
+
+def test_a_stage_that_removes_every_sample_is_said(pool, tmp_path, capsys):
+    path = write(tmp_path, f"""\
+        name: none
+        dataset: {pool.root}
+        input: all
+        stages:
+          - kind: sql
+            query: SELECT uid FROM input_subset WHERE false
+            reason: nothing
+        """)
+    lineage = run_recipe(load_recipe(path), engine="local")
+    st = lineage["stages"][0]
+    assert st["output_count"] == 0 and st["warnings"][0].startswith("removed every one of its")
+    said = capsys.readouterr()
+    assert "warning: removed every one of its 200 input samples" in said.out + said.err
