@@ -20,6 +20,11 @@ import typer
 
 from curate.errors import CurateError
 
+try:  # typer carries its own copy of click; its usage errors are that copy's classes
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # a typer that uses click itself
+    from click import exceptions as click_exceptions
+
 app = typer.Typer(
     name="curate",
     help="Curate web image-text pools into CLIP training sets: ingest, download, embed, "
@@ -199,6 +204,16 @@ def cli_errors() -> Iterator[None]:
             print(f"curate: {_interrupt_message()}", file=sys.stderr)
         _interrupted = False
         sys.exit(130)
+    except click_exceptions.NoArgsIsHelpError as exc:  # a group or command given nothing: its help
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click_exceptions.ClickException as exc:  # a usage error: one line, as every other error
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print(f"curate: error: {' '.join(exc.format_message().split())}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
     except Exception as exc:
         msg = _user_message(exc)
         if msg is None:
@@ -217,7 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with cli_errors():
             _load_commands(_modules_for(sys.argv[1:] if argv is None else list(argv)))
-            app(args=argv, prog_name="curate", standalone_mode=True)
+            # not standalone: click's usage errors come here as exceptions, to be one line
+            code = app(args=argv, prog_name="curate", standalone_mode=False)
+            sys.exit(code if isinstance(code, int) else 0)  # as standalone click ends: SystemExit
     finally:
         from curate.lock import release_command_locks
 

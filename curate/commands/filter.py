@@ -13,18 +13,18 @@ def filter_job(run: JobRun, p: FilterRunParams) -> None:
     from curate.commands._common import echo_guards
     from curate.filters.job import check_filters, run_filters
     from curate.filters.stages import parse_filter
-    from curate.progress import console
+    from curate.progress import info as say
 
     specs = [parse_filter(f) for f in p.filter]
     check_filters(run.ds, specs, p.lid_model)
     result = run_filters(run.ds, specs, run.executor(), name=run.name, **p.job_kwargs())
     c = result["counts"]
-    console.print(f"filter {result['params']['name']}: kept {c['kept']:,} of {c['samples']:,} samples")
+    say(f"filter {result['params']['name']}: kept {c['kept']:,} of {c['samples']:,} samples")
     for stage, reasons in c["filters"].items():
         info = result["resolved"].get(stage, {})
         thr = f" (threshold {info['threshold']:.6g})" if isinstance(info.get("threshold"), float) else ""
-        console.print(f"  {stage}{thr}: " + ", ".join(f"{r} {n:,}" for r, n in reasons.items()))
-    console.print(f"  subset: {result['outputs']['subset']}  decisions: {result['outputs']['decisions']}")
+        say(f"  {stage}{thr}: " + ", ".join(f"{r} {n:,}" for r, n in reasons.items()))  # one line each, piped too
+    say(f"  subset: {result['outputs']['subset']}  decisions: {result['outputs']['decisions']}")
     echo_guards(result.get("guards"))
 
 

@@ -182,7 +182,12 @@ def check_model(name: str, pretrained: str | None) -> None:
     if name.startswith(("hf-hub:", "local-dir:")):
         return
     if open_clip.get_model_config(name) is None:
-        raise ModelError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+        import difflib
+
+        known = list_models()
+        near = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        raise ModelError(f"unknown model {name!r}; {'did you mean ' + ', '.join(near) + '? ' if near else ''}"
+                         f"`curate models` lists the {len(known)} known names")
     if pretrained is not None:
         is_file = os.path.isfile(checkpoint_file(pretrained))
         looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))

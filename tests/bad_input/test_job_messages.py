@@ -83,3 +83,20 @@ def test_stats_and_sql_refuse_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["stats", str(many / "one")])
     assert info.value.code in (0, None)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["filter"], "Missing argument 'dataset'. (see `curate filter --help`)"),
+    (["filter", "ds", "--filtre", "basic"], "No such option: --filtre (Possible options: --filter)"),
+    (["filtr"], "No such command 'filtr'. Did you mean 'filter'?"),
+    (["reshard", "ds", "mine"], "Got unexpected extra argument(s) (mine)"),
+])
+def test_a_usage_error_is_one_line_too(argv, said):
+    """click's usage errors were a five-line box; every other error is one line."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "curate.cli", *argv], capture_output=True, text=True, check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("curate: error: ") and said in lines[0]
+    nothing = subprocess.run([sys.executable, "-m", "curate.cli"], capture_output=True, text=True, check=False)
+    assert nothing.returncode == 2 and "Usage: curate" in nothing.stdout  # no arguments: the help, as before

@@ -84,7 +84,7 @@ def samples_left_out(ds: Dataset, table: str, restricted: bool) -> list[str]:
         return []
     said = (f"{left:,} of the pool's {total:,} samples have no row in {table}: they are not this job's input "
             "and not in its subset (to decide them as no_embedding, pass --subset with every sample: "
-            "curate select DATA --sql 'SELECT uid FROM samples' --name all)")
+            f"curate select {ds.root} --sql 'SELECT uid FROM samples' --name all)")
     return [said]
 
 
