@@ -167,6 +167,9 @@ def finish_selection(executor, dataset: Dataset, run: str, stage: str, decisions
     """
     from curate.embedding_space import guards as _guards
 
+    clash = {"input", "kept", "removed", "reasons"} & set(extra_counts or {})
+    if clash:  # a stage's own figures never stand in for the counts of its decisions (a bug: before any write)
+        raise ValueError(f"{stage}: extra counts {sorted(clash)} would replace the decisions' counts")
     dec = decisions.cache()
     try:
         reasons, n_kept = count_reasons(dec)
@@ -196,9 +199,6 @@ def finish_selection(executor, dataset: Dataset, run: str, stage: str, decisions
         dec.release()
     c = {"input": n, "kept": int(reasons.get("kept", 0)), "removed": n - int(reasons.get("kept", 0)),
          "reasons": reasons}
-    clash = set(c) & set(extra_counts or {})
-    if clash:  # a stage's own figures never stand in for the counts of its decisions
-        raise ValueError(f"{stage}: extra counts {sorted(clash)} would replace the decisions' counts")
     c.update(extra_counts or {})
     manifest["counts"] = c
     manifest["guards"] = g
