@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from curate import storage
 from curate.errors import DatasetError
 from curate.filters import stages, text_stats
-from curate.filters.checks import check_filters, check_samples, resolve_model  # noqa: F401 - re-exported
+from curate.filters.checks import check_filters, check_samples, resolve_model  # also re-exported
 from curate.filters.image_based import prepare_image_based
 from curate.filters.readers import (DOWNLOAD_SCHEMA, ColumnPlan, base_schema, base_tasks, decide_all, emb_frame,
                                     fraction_threshold, read_base, read_downloads)

@@ -23,7 +23,7 @@ from curate import storage
 from curate.manifest import stable_hash
 from curate.recipe.uid_tables import UidTable
 from curate.tables import Dataset, atomic_write_bytes, load_schema
-from curate.tables.fingerprint import table_fingerprint  # noqa: F401 - the cache's notion of a table's content
+from curate.tables.fingerprint import table_fingerprint  # the cache's notion of a table's content
 
 CACHE_DIR = "_cache/recipe"
 

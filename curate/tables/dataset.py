@@ -77,7 +77,7 @@ class Dataset:
     def exists(self) -> bool:
         return storage.is_dir(self.location) if self.remote else self.root.is_dir()
 
-    def require(self) -> "Dataset":
+    def require(self) -> Dataset:
         """This dataset, after checking that the folder exists and is one curate wrote: at its top
         a table family (``samples``, ``subsets``, ...) or run records (``_runs``). A reader of
         any other folder (``docs``, a folder of several datasets) would list whatever Parquet

@@ -37,6 +37,6 @@ def test_ctrl_c_exits_even_when_the_unwinding_stalls_and_says_so_past_a_silenced
     assert proc.stdout.readline().strip() == b"ready"
     t0 = time.time()
     os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and time.time() - t0 < 30
     assert err.decode().splitlines() == ["curate: interrupted; rerun the same command to resume"]
