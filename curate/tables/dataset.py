@@ -88,9 +88,12 @@ class Dataset:
             raise DatasetError(f"{self.root} is a file, not a dataset folder")
         if not self.exists():
             raise DatasetError(f"dataset folder {self.root} does not exist")
+        known = RESERVED | {"_runs", "metaclip"}
         top = ({i.base_name for i in storage.listing(self.location)} if self.remote
                else {p.name for p in self.root.iterdir()})
-        if not top & (RESERVED | {"_runs", "metaclip"}):
+        if not top & known and self.remote:  # a store whose listing shows no implicit folders (GCS)
+            top = {n for n in ("samples", "_runs", "subsets", "downloads") if storage.is_dir(self.location.join(n))}
+        if not top & known:
             raise DatasetError(f"{self.root} is not a curate dataset (no samples, subsets or other tables, no _runs "
                                "at its top); create one with `curate ingest INPUTS -o DATASET`")
         return self
