@@ -12,13 +12,12 @@ from curate.params.embed import EmbedParams
 
 
 def embed(run: JobRun, p: EmbedParams) -> None:
-    from curate.embed.job import check_embed, check_embed_dataset, run_embed
+    from curate.embed.job import check_embed, run_embed
     from curate.models.resolve import resolve_model
     from curate.models.scorers import resolve_scorer
     from curate.progress import info
 
     ds = run.ds
-    check_embed_dataset(ds)  # a missing download is said before the model (and torch) load
     if p.pretrained is None and resolve_scorer(p.model, ds.root) is not None:
         opts = p.options(p.model, None, p.seed)  # run_embed records the scorer by name
     else:

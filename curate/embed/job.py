@@ -190,12 +190,6 @@ def check_embed(dataset: Dataset, opts: EmbedOptions) -> list:
         check_model(scorer.arch, str(scorer.checkpoint))
     else:
         check_model(opts.model, opts.pretrained)
-    return check_embed_dataset(dataset)
-
-
-def check_embed_dataset(dataset: Dataset) -> list:
-    """The dataset's complete image shards; an error when there is no dataset or no download
-    yet (checked before the model is resolved: importing open_clip takes seconds)."""
     if not dataset.exists():
         raise DatasetError(f"dataset folder {dataset.root} does not exist")
     shards = complete_shards(dataset)
