@@ -59,13 +59,13 @@ def check_filters(dataset: Dataset, specs: list[FilterSpec], lid_model: str | No
     check_samples(dataset)
     for spec in specs:
         p = spec.params
-        if spec.name in ("clip_score", "laion2b", "image_based"):
-            resolve_model(dataset, p.get("model"), spec)
+        table = resolve_model(dataset, p.get("model"), spec) if spec.name in ("clip_score", "laion2b",
+                                                                               "image_based") else None
         if spec.name in ("basic", "image_based", "text_based") or (spec.name == "laion2b"
                                                                     and p.get("lang_id") == "fasttext"):
             _check_language(spec, lid_model)
         if spec.name == "image_based":
-            _check_image_based(dataset, spec)
+            _check_image_based(dataset, spec, table)
         if spec.name == "text_based" and p.get("synsets"):
             from curate.filters.decide import read_synset_offsets
             from curate.wordnet import check_wordnet
@@ -92,9 +92,10 @@ def _check_language(spec: FilterSpec, lid_model: str | None) -> None:
                            f"its {len(labels)} labels are codes such as en, de, zh")
 
 
-def _check_image_based(dataset: Dataset, spec: FilterSpec) -> None:
+def _check_image_based(dataset: Dataset, spec: FilterSpec, table: str) -> None:
     """The target and centroids exist; a target file's dim is the pool's (from its header); a
-    target folder's model resolves (the one that made the pool's embeddings embeds it)."""
+    target folder's model resolves (the one that made the pool's embeddings embeds it).
+    ``table``: the pool's embeddings table, resolved (and its shards checked) by the caller."""
     from curate.embedding_space.vectors import check_embedding_shards
 
     p = spec.params
@@ -105,7 +106,6 @@ def _check_image_based(dataset: Dataset, spec: FilterSpec) -> None:
     target = p.get("target")
     if not target or storage.is_uri(target):
         return
-    table = resolve_model(dataset, p.get("model"), spec)
     t = Path(target)
     if t.is_dir() and not any(next(t.glob(f"*.{ext}"), None) for ext in ("parquet", "pt", "npy")):
         from curate.models.resolve import resolve_model as resolve_model_spec
