@@ -101,6 +101,10 @@ def _short(metric: str) -> str:
             .replace("zeroshot_", "zero-shot ").replace("_", " "))
 
 
+def _share(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
 def print_summary(comparison: dict, summary: dict) -> None:
     info("")
     info(comparison["title"])
@@ -117,7 +121,10 @@ def print_summary(comparison: dict, summary: dict) -> None:
             cells.append(f"{np.mean(v):>9.3f} ± {np.std(v):.3f}")
         info(f"{_short(m):<31}" + "".join(f"{c:>17}" for c in cells)
              + "".join(f"{comparison['margins'][o].get(m, float('nan')):>+11.3f}" for o in others))
-    info(f"seeds where curated beats (zero-shot top-1): {comparison['seed_wins_zeroshot_top1']}")
+    n_seeds = len(arms[0]["runs"]) if arms else 0
+    wins = comparison["seed_wins_zeroshot_top1"]
+    info("seeds where curated beats (zero-shot top-1): "
+         + ", ".join(f"{other} {n} of {n_seeds}" for other, n in wins.items()))
     q = summary["curation_quality"]
     info("noise share raw -> curated: " + ", ".join(
         f"{k} {q['raw']['share'].get(k, 0):.1%}->{q['curated']['share'].get(k, 0):.1%}"
@@ -125,6 +132,11 @@ def print_summary(comparison: dict, summary: dict) -> None:
     if "redundant_copies" in q["raw"]:
         info(f"redundant copies (true duplicate groups beyond one) raw -> curated: "
              f"{q['raw']['redundant_copies']:.1%} -> {q['curated']['redundant_copies']:.1%}, of them near-duplicate "
-             f"copies {q['raw']['near_duplicate_copies']:.1%} -> {q['curated']['near_duplicate_copies']:.1%}; "
-             f"perceptual stage: {q.get('perceptual')}")
+             f"copies {q['raw']['near_duplicate_copies']:.1%} -> {q['curated']['near_duplicate_copies']:.1%}")
+    p = q.get("perceptual")
+    if p:
+        info(f"perceptual stage ({p['table']}): removed {p['removed']:,} of {p['input']:,}, "
+             f"{p['true_removals']:,} true copies (precision {_share(p['precision'])}, recall "
+             f"{_share(p['recall'])} of {p['redundant_in_input']:,} redundant), "
+             f"{p['distinct_pictures_lost']:,} distinct pictures lost ({p['distinct_lost_share']:.1%})")
     info(f"report: {summary['report']}   total {summary['total_s']:.0f}s")

@@ -58,3 +58,28 @@ def test_demo_end_to_end_tiny(tmp_path, engine):
     page = (wd / "report.html").read_text()
     assert "Tiny CLIP baselines" in page and "curated − raw" in page and "Funnel" in page
     assert set(summary["timings_s"]) >= {"generate", "ingest", "download", "train DFN", "embed", "recipe", "report"}
+
+
+def test_summary_lines_are_sentences_not_python_dicts(capsys):
+    """The demo's closing summary reads as lines: wins per baseline out of the seeds, the
+    perceptual stage's precision and recall, no Python dict or None."""
+    from curate.demo.summary import print_summary
+
+    runs = [{"metrics": {"zeroshot_top1": 0.5}}, {"metrics": {"zeroshot_top1": 0.4}}]
+    comparison = {"title": "Tiny CLIP baselines", "metrics": ["zeroshot_top1"],
+                  "arms": [{"name": a, "size": 10, "runs": runs} for a in ("raw", "random", "curated")],
+                  "margins": {"raw": {"zeroshot_top1": 0.0}, "random": {"zeroshot_top1": 0.0}},
+                  "seed_wins_zeroshot_top1": {"raw": 1, "random": 0}}
+    quality = {"raw": {"share": {"clean": 0.5, "tiny": 0.5}, "redundant_copies": 0.2, "near_duplicate_copies": 0.1},
+               "curated": {"share": {"clean": 1.0}, "redundant_copies": 0.0, "near_duplicate_copies": 0.0},
+               "perceptual": {"table": "decisions/recipe-x-perceptual_dedup", "input": 40, "removed": 4,
+                              "true_removals": 4, "precision": 1.0, "redundant_in_input": 5, "recall": 0.8,
+                              "distinct_pictures_lost": 0, "distinct_lost_share": 0.0}}
+    print_summary(comparison, {"curation_quality": quality, "report": "r.html", "total_s": 3.0})
+    err = capsys.readouterr().err
+    assert "{" not in err and "None" not in err, err
+    assert "seeds where curated beats (zero-shot top-1): raw 1 of 2, random 0 of 2" in err
+    assert "removed 4 of 40, 4 true copies (precision 100.0%, recall 80.0% of 5 redundant)" in err
+    quality["perceptual"].update(removed=0, true_removals=0, precision=None)
+    print_summary(comparison, {"curation_quality": quality, "report": "r.html", "total_s": 3.0})
+    assert "precision n/a" in capsys.readouterr().err
