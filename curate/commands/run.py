@@ -26,7 +26,16 @@ def run_cmd(run: JobRun, p: RunParams) -> None:
         for s in loaded.stages:
             typer.echo(f"{loaded.path}:{s.line}: {s.name} ({s.kind}) {json.dumps(s.params, sort_keys=True)}"
                        f"{'' if s.enabled else '  [disabled]'}")
-        typer.echo(f"recipe {loaded.name}: {len(loaded.stages)} stages, ok")
+        from curate.recipe.preflight import check_dataset_inputs
+        from curate.tables import Dataset
+
+        dataset = Dataset(loaded.dataset_path())
+        if dataset.exists():  # a recipe may be written before its dataset: then only the file is checked
+            check_dataset_inputs(loaded, dataset)
+            typer.echo(f"recipe {loaded.name}: {len(loaded.stages)} stages, ok (inputs found in {dataset.root})")
+        else:
+            typer.echo(f"recipe {loaded.name}: {len(loaded.stages)} stages, ok (dataset {dataset.root} not found: "
+                       f"its tables were not checked)")
         return
     hold_dataset_lock(loaded.dataset_path())  # one writer per dataset
     run_recipe(loaded, engine=run.engine, master=run.master, conf=run.conf, use_cache=not p.no_cache)

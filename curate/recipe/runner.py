@@ -29,6 +29,7 @@ from curate.manifest import RunManifest
 from curate.progress import info
 from curate.recipe.cache import CACHE_DIR, StageCache, cache_key, table_fingerprint
 from curate.recipe.inputs import initial_table
+from curate.recipe.preflight import check_dataset_inputs
 from curate.recipe.registry import StageContext, code_hash, get_kind, tables_read
 from curate.recipe.spec import LoadedRecipe, StageSpec
 from curate.recipe.stage_run import run_legacy_stage, run_table_stage, with_stage
@@ -111,6 +112,7 @@ def _open_run(loaded: LoadedRecipe, engine: str, master: str | None, conf: list[
     if not dataset.exists():
         raise RecipeError(f"{loaded.where(('dataset',))}: dataset folder {dataset.root} does not exist")
     recipe = loaded.recipe
+    check_dataset_inputs(loaded, dataset)  # a missing model or table: now, not after the stages before it
     _embed_with_scorer(loaded, dataset, engine, master, conf, quiet)
     manifest = RunManifest(f"recipe-{recipe.name}", {"recipe": recipe.model_dump(mode="json"),
                                                      "recipe_file": str(loaded.path) if loaded.path else None,

@@ -277,3 +277,49 @@ def test_a_stage_that_removes_every_sample_is_said(pool, tmp_path, capsys):
     assert st["output_count"] == 0 and st["warnings"][0].startswith("removed every one of its")
     said = capsys.readouterr()
     assert "warning: removed every one of its 200 input samples" in said.out + said.err
+
+
+def test_missing_tables_fail_before_the_first_stage_naming_the_line(pool, tmp_path):
+    """A stage reading a table the dataset lacks (and no earlier stage makes) fails before any
+    stage runs, even when an earlier stage would remove everything; a cluster stage's clustering
+    and a scorer stage's embeddings count as made."""
+    from curate.recipe.preflight import check_dataset_inputs
+
+    emptying = "  - kind: sql\n    query: SELECT uid FROM samples WHERE false\n"
+    p = write(tmp_path, f"name: m\ndataset: {pool.root}\nembedding_model: nope\ninput: all\nstages:\n"
+                        f"{emptying}  - kind: clip_score\n    threshold: 0.1\n")
+    with pytest.raises(RecipeError, match=rf"{p}:8: stage 'clip_score' reads embeddings/nope, which is not in "
+                                          r".*set embedding_model to one of the dataset's: toy-model"):
+        run_recipe(load_recipe(p), engine="local", quiet=True)
+    assert not pool.has_table("decisions/recipe-m-sql")  # nothing ran
+    p = write(tmp_path, f"name: m\ndataset: {pool.root}\nembedding_model: toy-model\ninput: all\nstages:\n"
+                        "  - kind: semdedup\n    clusters: c9\n    eps: 0.1\n")
+    with pytest.raises(RecipeError, match=r":6: stage 'semdedup' reads clusters/c9, .*add a cluster stage before it"):
+        check_dataset_inputs(load_recipe(p), pool)
+    ok = write(tmp_path, f"name: m\ndataset: {pool.root}\nembedding_model: toy-model\ninput: all\nstages:\n"
+                         "  - kind: cluster\n    k: 2\n  - kind: semdedup\n    eps: 0.1\n")
+    check_dataset_inputs(load_recipe(ok), pool)  # the cluster stage makes clusters/recipe-m
+    scorer = write(tmp_path, f"name: m\ndataset: {pool.root}\nembedding_model: dfn\ninput: all\nstages:\n"
+                             "  - kind: scorer\n    name: dfn\n    seed_set: trusted/\n  - kind: clip_score\n"
+                             "    fraction: 0.5\n")
+    check_dataset_inputs(load_recipe(scorer), pool)
+    sub = write(tmp_path, f"name: m\ndataset: {pool.root}\ninput: subset:gone\nstages: []\n")
+    with pytest.raises(RecipeError, match=r":3: input 'subset:gone' needs subsets/gone, which is not in .*subsets here: none"):
+        check_dataset_inputs(load_recipe(sub), pool)
+
+
+def test_check_lists_the_stages_and_checks_the_dataset_when_there(pool, tmp_path):
+    from curate.cli import main
+
+    p = write(tmp_path, f"name: m\ndataset: {pool.root}\nembedding_model: nope\ninput: all\nstages:\n"
+                        "  - kind: clip_score\n    threshold: 0.1\n")
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(p), "--check"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(p), "--check", "--embedding-model", "toy-model"])
+    assert e.value.code == 0
+    gone = write(tmp_path, f"name: m\ndataset: {tmp_path / 'later'}\nstages:\n  - kind: sample\n    count: 3\n")
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(gone), "--check"])
+    assert e.value.code == 0

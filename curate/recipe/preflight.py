@@ -1,0 +1,74 @@
+"""What a recipe needs from its dataset, checked before its first stage runs (and by ``curate
+run --check`` when the dataset is there): its input, and every table a stage reads, is in the
+dataset or made by an earlier stage of the recipe (a ``scorer`` stage's embeddings, a
+``cluster`` stage's clustering). A missing model then fails at once, naming the recipe line,
+not after the stages before it ran, nor never when an earlier stage removed everything."""
+
+from __future__ import annotations
+
+from curate.errors import RecipeError
+from curate.recipe.registry import get_kind, tables_read
+from curate.recipe.spec import LoadedRecipe
+from curate.tables import Dataset
+
+# stages that read a clustering by name, made by a ``cluster`` stage or `curate cluster`
+_CLUSTERED = ("semdedup", "prune")
+
+
+def check_dataset_inputs(loaded: LoadedRecipe, dataset: Dataset) -> None:
+    """RecipeError, one line naming the recipe line, for the first input or table that is
+    neither in ``dataset`` nor made by an earlier enabled stage."""
+    from curate.models.scorers import resolve_scorer
+
+    recipe = loaded.recipe
+    _check_input(loaded, dataset)
+    made: set[str] = set()  # tables earlier stages of this recipe write
+    scorers: set[str] = set()  # scorers earlier stages train (their embeddings are made on the way)
+    for i, spec in enumerate(loaded.stages):
+        if not spec.enabled:
+            continue
+        kind = get_kind(spec.kind)
+        params = kind.params.model_validate(spec.params)
+        needed = tables_read(kind, params, dataset, recipe.embedding_model)
+        default_clusters = f"clusters/{getattr(params, 'clusters', None) or f'recipe-{recipe.name}'}"
+        if spec.kind in _CLUSTERED:
+            needed = [t for t in needed if not t.startswith("clusters/")] + [default_clusters]
+        for table in needed:
+            if table in made or dataset.has_table(table):
+                continue
+            family, _, name = table.partition("/")
+            if family == "embeddings" and (name in scorers or resolve_scorer(name, dataset.root) is not None):
+                continue
+            raise RecipeError(f"{loaded.where(('stages', i))}: stage {spec.name!r} reads {table}, which is not "
+                              f"in {dataset.root}; {_hint(table, dataset)}")
+        if spec.kind == "scorer":
+            scorers.add(spec.name)
+        if spec.kind == "cluster":
+            made.add(default_clusters)
+
+
+def _check_input(loaded: LoadedRecipe, dataset: Dataset) -> None:
+    spec = loaded.recipe.input
+    table = ("downloads" if spec == "downloaded" else f"subsets/{spec[len('subset:'):]}"
+             if spec.startswith("subset:") else "samples")
+    if not dataset.has_table(table):
+        hint = ("run `curate download` first, or start from `input: all`" if table == "downloads"
+                else _hint(table, dataset))
+        raise RecipeError(f"{loaded.where(('input',))}: input {spec!r} needs {table}, which is not in "
+                          f"{dataset.root}; {hint}")
+
+
+def _hint(table: str, dataset: Dataset) -> str:
+    family, _, name = table.partition("/")
+    if family == "embeddings":
+        have = sorted(t.partition("/")[2] for t in dataset.tables() if t.startswith("embeddings/"))
+        return (f"run `curate embed` with that model first, or set embedding_model to one of the dataset's: "
+                f"{', '.join(have)}" if have else "run `curate embed` first (the dataset has no embeddings yet)")
+    if family == "clusters":
+        return f"add a cluster stage before it (clusters: {name}) or run `curate cluster --name {name}` first"
+    if family == "subsets":
+        have = sorted(t.partition("/")[2] for t in dataset.tables() if t.startswith("subsets/"))
+        return f"subsets here: {', '.join(have[:10]) or 'none'}{' ...' if len(have) > 10 else ''}"
+    if table == "downloads":
+        return "run `curate download` first"
+    return "run `curate ingest` first"
