@@ -45,34 +45,71 @@ def _decoders():
             return inflate(data, limit, -15)  # what many servers send: raw deflate
 
     table = {"gzip": lambda d, n: inflate(d, n, 31), "x-gzip": lambda d, n: inflate(d, n, 31), "deflate": deflate}
-    for module in ("brotli", "brotlicffi"):
-        try:
-            br = __import__(module)
-        except ImportError:
-            continue
-
-        def brotli_decode(data, limit, br=br):
-            d = br.Decompressor()
-            out = d.process(data)  # brotli has no output cap; the input cap bounds it in practice
-            if len(out) > limit:
-                raise BodyLimitError(f"too large: decoded body over {limit} bytes")
-            return out
-
+    brotli_decode = _bounded_brotli()
+    if brotli_decode is not None:
         table["br"] = brotli_decode
-        break
+    zstd_decode = _bounded_zstd()
+    if zstd_decode is not None:
+        table["zstd"] = zstd_decode
+    return table
+
+
+def _bounded_brotli():
+    """A brotli decoder whose output stops near ``limit`` (brotli >= 1.2's ``output_buffer_limit``),
+    or None: an older brotli or brotlicffi decodes a whole body at once, so a small body could
+    expand to gigabytes before its size is seen; without a bound br is neither accepted nor decoded."""
+    try:
+        import brotli
+    except ImportError:
+        return None
+    try:
+        brotli.Decompressor().process(brotli.compress(b"x"), output_buffer_limit=16)
+    except (TypeError, AttributeError):
+        return None
+
+    def decode(data, limit):
+        d = brotli.Decompressor()
+        out = d.process(data, output_buffer_limit=limit + 1)  # grows a chunk past it at most
+        if len(out) > limit:
+            raise BodyLimitError(f"too large: decoded body over {limit} bytes")
+        if not d.is_finished():
+            raise ValueError("compressed stream is incomplete")
+        return out
+
+    return decode
+
+
+ZSTD_STEP = 1024  # compressed bytes fed at a time: a zstd block needs >= 4 bytes for 128 KB, so <= 32 MB past the limit
+
+
+def _bounded_zstd():
+    """A zstd decoder fed ``ZSTD_STEP`` bytes at a time, stopping once the output passes
+    ``limit``; several frames are one body (RFC 8878), bytes after the last are ignored."""
     try:
         import zstandard
-
-        def zstd_decode(data, limit):
-            out = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-            if len(out) > limit:
-                raise BodyLimitError(f"too large: decoded body over {limit} bytes")
-            return out
-
-        table["zstd"] = zstd_decode
     except ImportError:
-        pass
-    return table
+        return None
+    magic = b"\x28\xb5\x2f\xfd"
+
+    def decode(data, limit):
+        out, total, rest = [], 0, memoryview(data)
+        while True:
+            d = zstandard.ZstdDecompressor().decompressobj()
+            pos = 0
+            while pos < len(rest) and not d.eof:
+                chunk = d.decompress(rest[pos:pos + ZSTD_STEP])
+                pos += ZSTD_STEP
+                total += len(chunk)
+                if total > limit:
+                    raise BodyLimitError(f"too large: decoded body over {limit} bytes")
+                out.append(chunk)
+            if not d.eof:
+                raise ValueError("compressed stream is incomplete")
+            rest = memoryview(d.unused_data + bytes(rest[pos:]))
+            if bytes(rest[:4]) != magic:
+                return b"".join(out)
+
+    return decode
 
 
 CONTENT_DECODERS = _decoders()

@@ -16,7 +16,7 @@
   headers, every redirect, the body. Every socket operation waits at most until then, so a
   server that drips bytes cannot hold a thread. The body also has a size limit, and a body
   shorter than its Content-Length is an error, not a truncated image.
-- Content encodings (gzip, deflate, br and zstd when their decoders are installed) are
+- Content encodings (gzip, deflate, br and zstd when their decoders are installed, with an output bound) are
   decoded, under the same size limit.
 
 The address policy is ``curate.download.address_policy``, the body reader

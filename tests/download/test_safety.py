@@ -227,6 +227,39 @@ def test_content_decoding_and_its_limits():
         decode_content(data, "compress", 10**6)
 
 
+def test_brotli_and_zstd_bodies_are_decoded_under_the_limit(monkeypatch):
+    """br and zstd (the test extra installs brotli and zstandard) stop near the limit, as gzip
+    does, instead of expanding a bomb whole and checking its size after; a brotli without an
+    output bound is not offered."""
+    import brotli
+    import zstandard
+
+    from curate.download import response_body
+    from curate.download.safety import ACCEPT_ENCODING, BodyLimitError, decode_content
+
+    data = bytes(range(256)) * 40
+    z = zstandard.ZstdCompressor()
+    assert "br" in ACCEPT_ENCODING and "zstd" in ACCEPT_ENCODING
+    assert decode_content(brotli.compress(data), "br", 10**6) == data
+    assert decode_content(z.compress(data), "zstd", 10**6) == data
+    assert decode_content(z.compress(data[:100]) + z.compress(data[100:]) + b"\0\0", "zstd", 10**6) == data
+    assert decode_content(brotli.compress(z.compress(data)), "zstd, br", 10**6) == data
+    bombs = {"br": brotli.compress(b"\0" * 10**8), "zstd": z.compress(b"\0" * 10**8)}  # 0.1 GB from 158 / 3,071 bytes
+    for coding, body in bombs.items():
+        with pytest.raises(BodyLimitError, match="too large: decoded body over 1000 bytes"):
+            decode_content(body, coding, 1000)
+    for coding, body in {"br": brotli.compress(data)[:-3], "zstd": z.compress(data)[:-10]}.items():
+        with pytest.raises(BodyLimitError, match=f"corrupt content encoding {coding}: compressed stream is incomplete"):
+            decode_content(body, coding, 10**6)
+
+    class Unbounded:  # brotli < 1.2: process(data) only
+        def process(self, data):
+            return b""
+
+    monkeypatch.setattr(brotli, "Decompressor", Unbounded)
+    assert response_body._bounded_brotli() is None
+
+
 def test_a_malformed_allow_network_entry_is_a_one_line_error(tmp_path, capsys):
     from curate.cli import main
 
