@@ -16,7 +16,7 @@ DIRECT_SCHEMES = ("s3", "gs")  # a dataset URI the download reads and writes in 
 
 def blocked_hint(failed_by_class: dict[str, int]) -> str | None:
     """What to do when the policy refused rows: a line for a private or loopback server, one for
-    store URLs outside every allowed folder."""
+    store URLs outside every allowed folder, one for local files."""
     lines = []
     n = failed_by_class.get("blocked_address", 0)
     if n:
@@ -27,6 +27,10 @@ def blocked_hint(failed_by_class: dict[str, int]) -> str | None:
     if n:
         lines.append(f"{n:,} rows name objects on a store (s3://, gs://, ...) outside every --allow-store-prefix "
                      "folder; for a folder you trust, rerun with --retry-failed --allow-store-prefix s3://BUCKET/FOLDER/")
+    n = failed_by_class.get("blocked_file_url", 0)
+    if n:
+        lines.append(f"{n:,} rows name local files (file://, as an image folder's ingest writes them); to read "
+                     "them, rerun with --retry-failed --allow-file-urls")
     return "\n".join(lines) or None
 
 

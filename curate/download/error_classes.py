@@ -9,6 +9,7 @@ import re
 _ERROR_CLASSES = [
     (r"blocked store URL", "blocked_store_url"),
     (r"blocked address", "blocked_address"),
+    (r"blocked file URL", "blocked_file_url"),
     (r"robots opt-out|disallowed by X-Robots-Tag", "robots_optout"),
     (r"HTTP Error 404", "http_404"),
     (r"HTTP Error \d+", "http_error"),

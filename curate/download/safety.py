@@ -355,6 +355,14 @@ class _SafeFileHandler(urllib.request.FileHandler):
         return super().open_local_file(req)
 
 
+class _RefusedFileHandler(urllib.request.BaseHandler):
+    """file:// URLs without ``--allow-file-urls``: refused as such (``blocked_file_url``), so the
+    summary can name the flag, rather than urllib's "unknown url type"."""
+
+    def file_open(self, req):
+        raise urllib.error.URLError(f"blocked file URL: {req.full_url} is read only with --allow-file-urls")
+
+
 class _PolicyOpener(urllib.request.OpenerDirector):
     """Starts the request's deadline (redirects are nested calls and share it) and sends
     every URL, the first and each redirect target, the way a browser would write it."""
@@ -387,8 +395,7 @@ def build_opener(policy: FetchPolicy) -> urllib.request.OpenerDirector:
     handlers = [urllib.request.UnknownHandler(), _SafeHTTPHandler(policy), _SafeHTTPSHandler(policy),
                 urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPRedirectHandler(),
                 urllib.request.HTTPErrorProcessor(), _PolicyProcessor(policy)]
-    if policy.allow_file_urls:
-        handlers.append(_SafeFileHandler())
+    handlers.append(_SafeFileHandler() if policy.allow_file_urls else _RefusedFileHandler())
     handlers.append(StoreHandler(policy.allow_store_prefixes, policy.max_bytes, policy.max_seconds))
     for h in handlers:
         opener.add_handler(h)

@@ -47,7 +47,7 @@ def _pool(server, photos):
         (f"{b}/redirect-loopback", "redirect to another loopback address", "blocked_address", None),
         ("http://10.1.2.3/x.jpg", "private network", "blocked_address", None),
         ("http://169.254.169.254/latest/meta-data/", "metadata", "blocked_address", None),
-        ("file:///etc/passwd", "local file", "unsupported_url", None),
+        ("file:///etc/passwd", "local file", "blocked_file_url", None),
         (f"{b}/flaky/{photos[16].name}", "fails once", "http_error", photos[16].read_bytes()),
     ]
     return rows
@@ -307,7 +307,7 @@ def test_the_driver_gets_counts_not_rows(tmp_path):
                        schema="samples")
         ex = LocalExecutor()
         stats = run_download(ds, ex, _opts(samples_per_shard=1000, thread_count=32))
-        assert stats["samples"] == n and stats["failed_by_class"] == {"unsupported_url": n}
+        assert stats["samples"] == n and stats["failed_by_class"] == {"blocked_file_url": n}
         assert ds.count("downloads") == n and complete_shards(ds) == [0]
         seen[n] = dict(ex.driver_counter.by_call)
     assert seen[300] == seen[30], seen

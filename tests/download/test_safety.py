@@ -381,6 +381,34 @@ def test_file_urls_are_held_to_the_limits_and_read_regular_files_only(tmp_path):
     ok = tmp_path / "ok.bin"
     ok.write_bytes(b"x" * 10)
     assert opener.open(f"file://{ok}", timeout=2).read() == b"x" * 10
+    refused = build_opener(FetchPolicy())  # without the flag: refused by name, nothing read
+    with pytest.raises(urllib.error.URLError, match="blocked file URL: .* is read only with --allow-file-urls") as e:
+        refused.open(f"file://{ok}", timeout=2)
+    assert classify_error(str(e.value)) == "blocked_file_url"
+
+
+def test_an_image_folder_download_names_the_file_url_flag(tmp_path, capsys):
+    """An image folder ingests as file:// URLs; downloading it without --allow-file-urls fails
+    every row as blocked_file_url and the summary says which flag reads them."""
+    from PIL import Image
+
+    from curate.cli import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 48), (40 * i, 90, 200)).save(folder / f"p{i}.jpg")
+        (folder / f"p{i}.txt").write_text(f"a blue picture number {i}")
+    ds = tmp_path / "ds"
+    for args in (["ingest", str(folder), "-o", str(ds)], ["download", str(ds)],
+                 ["download", str(ds), "--retry-failed", "--allow-file-urls"]):
+        with pytest.raises(SystemExit) as e:
+            main([*args, "--engine", "local"])
+        assert e.value.code == 0
+    out = capsys.readouterr()
+    assert '"blocked_file_url": 3' in out.out + out.err
+    assert "3 rows name local files (file://" in out.err and "--retry-failed --allow-file-urls" in out.err
+    assert "download: 3 success, 0 failed of 3 samples" in out.out + out.err
 
 
 @pytest.mark.parametrize("field, value, named", [

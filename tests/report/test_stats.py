@@ -72,6 +72,8 @@ def test_blocked_hint_names_allow_network():
     assert "\n" not in line and line.startswith("3 rows") and "--allow-store-prefix" in line
     assert "--retry-failed" in line
     assert len(blocked_hint({"blocked_address": 1, "blocked_store_url": 1}).splitlines()) == 2
+    line = blocked_hint({"blocked_file_url": 150})
+    assert line.startswith("150 rows name local files") and "--retry-failed --allow-file-urls" in line
 
 
 @pytest.mark.slow
