@@ -79,7 +79,23 @@ def acquire(root: str | os.PathLike, create: bool = False) -> Path:
         except OSError:  # a full disk: the lock holds all the same; the job itself will say why it fails
             pass
         _held[root] = [fd, 1]
+        _remove_dead_writers_temp_files(root)
         return root
+
+
+def _remove_dead_writers_temp_files(root: Path) -> None:
+    """The hidden ``.*.tmp`` files a killed writer left mid-write (``atomic_path``) anywhere in
+    the dataset's folders: no other writer is alive now that this one holds the lock, so none
+    is in use. Files at the top (a report's page may be written there, lock-free) are left."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        if dirpath == str(root):
+            continue
+        for name in filenames:
+            if name.startswith(".") and name.endswith(".tmp"):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                except OSError:
+                    pass
 
 
 def _acquire_remote(root: storage.Location) -> str:

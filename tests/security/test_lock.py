@@ -101,6 +101,25 @@ def test_the_lock_is_reentrant_in_one_process_and_released(ds):
     release(ds.root)
 
 
+def test_taking_the_lock_removes_the_temp_files_a_killed_writer_left(ds):
+    """A kill -9 mid-write leaves hidden ``.*.tmp`` files (atomic_path) in whatever table,
+    subset or cache folder it was writing; the next writer removes them all when it takes the
+    lock, since no other writer can be alive. The dataset's top level (a report page) is left."""
+    left = [ds.root / "decisions/f2/.part-00000.parquet.19d3.tmp", ds.root / "subsets/r/.uids.npy.aa.tmp",
+            ds.root / "_cache/recipe/input-r1/uids/.part-00000.parquet.54c6.tmp"]
+    for p in left:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+    kept = [ds.root / ".report.html.77.tmp", ds.root / "decisions/f2/part-00000.parquet", ds.root / "subsets/r/a.tmp"]
+    for p in kept:
+        p.write_bytes(b"x")
+    with dataset_lock(ds.root):
+        assert not any(p.exists() for p in left) and all(p.exists() for p in kept)
+        left[0].write_bytes(b"mine")  # this writer's own: a re-entrant hold leaves it
+        with dataset_lock(ds.root):
+            assert left[0].exists()
+
+
 def test_a_missing_dataset_is_not_created_by_the_lock(tmp_path):
     from curate.errors import DatasetError
 
