@@ -27,8 +27,14 @@ def embed(run: JobRun, p: EmbedParams) -> None:
     stats = run_embed(ds, run.executor(), opts)
     info(f"embed {stats['model_id']}: {stats['embedded']} embedded, {stats['failed']} failed, "
          f"{stats['shards_skipped']} of {stats['shards']} shards already done")
-    if stats.get("unaccounted"):
-        info(f"warning: {stats['unaccounted']} downloaded samples have neither an embedding nor a failure row")
+    n = stats.get("unaccounted")
+    if n and n > 0:
+        info(f"warning: {n:,} downloaded samples have neither an embedding nor a failure row")
+    elif n:  # images of samples an ingest with other inputs replaced are still in the tars
+        info(f"warning: {-n:,} more embedding and failure rows than downloaded samples: the images/ tars hold "
+             f"samples that are no longer in the pool (an ingest with other inputs replaced it); jobs reading "
+             f"{stats['model_id']} by its rows (a clip_score fraction) count them too. Ingest every input together "
+             f"into a new dataset to start clean")
     info(json.dumps({k: v for k, v in stats.items() if k not in ('model_id',)}))
 
 

@@ -69,6 +69,13 @@ def _report(result: dict) -> None:
     if c.get("url_text_duplicates"):
         info(f"{c['url_text_duplicates']} samples repeat an earlier (url, text) with their own uid "
              "(kept; listed in url_text_duplicates)")
+    derived = (result.get("replaced") or {}).get("derived_tables")
+    if derived:
+        shown = ", ".join(derived[:6]) + (f" and {len(derived) - 6} more" if len(derived) > 6 else "")
+        info(f"warning: these samples replaced an earlier ingest's (other inputs or options); {shown} were made "
+             "from the earlier samples and keep rows of any that are gone. To add inputs to a pool, ingest every "
+             "input together: uids derive from url and text, so downloads and embeddings of the samples kept "
+             "still apply")
     for table, out in result["outputs"].items():
         if table.startswith("embeddings/"):
             info(f"{table}: {out['rows']} rows imported from the pool's .npz files")

@@ -157,6 +157,7 @@ def run_ingest(executor, cfg: IngestConfig) -> dict:
     manifest["outputs"] = outputs
     manifest["tasks"] = len(tasks)
     if target.root != dataset.root:  # put the new tables in place only now that all are complete
+        manifest["replaced"] = _replaced_note(dataset, outputs)
         dataset.write_json(f"{staging_name(plan_key)}/{SWAP_FILE}",
                            {"plan_key": plan_key, "manifest": manifest.data,
                             "tables": [*INGEST_TABLES, *(t for t in outputs if t.startswith("embeddings/"))]})
@@ -169,6 +170,14 @@ def run_ingest(executor, cfg: IngestConfig) -> dict:
     remove_other_staging(dataset)
     remove_if_empty(dataset.path(STAGING_DIR))
     return manifest.data
+
+
+def _replaced_note(dataset: Dataset, outputs: dict) -> dict:
+    """This run replaces a completed ingest's samples (other inputs or options): the tables made
+    from the earlier samples, which keep rows of any sample no longer in the pool."""
+    made_here = {*INGEST_TABLES, *outputs}
+    derived = [t for t in dataset.tables() if t not in made_here and not t.startswith(("_", STAGING_DIR))]
+    return {"earlier_ingest": True, "derived_tables": derived}
 
 
 def _plan(cfg: IngestConfig, manifest: RunManifest) -> tuple[list[dict], list[dict], InputScan, dict]:

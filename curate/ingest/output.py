@@ -85,11 +85,16 @@ def _move_table(dataset: Dataset, new, table: str) -> None:
     """Table ``table`` replaced by the staged table folder ``new``."""
     old = dataset.table_dir(table)
     if not dataset.remote:
-        if old.exists():
-            import shutil
+        import shutil
 
-            shutil.rmtree(old)
+        # renamed aside, not deleted shard by shard: a reader sees the whole old table or the
+        # whole new one (or, between the two renames, none), never a mix of their shards
+        aside = old.parent / f".{old.name}.replaced"
+        shutil.rmtree(aside, ignore_errors=True)  # a run killed here before
+        if old.exists():
+            os.replace(old, aside)
         os.replace(new, old)
+        shutil.rmtree(aside, ignore_errors=True)
         return
     storage.remove_tree(old)
     staged, dest = storage.resolve(new), storage.resolve(old)
@@ -117,6 +122,11 @@ def finish_pending_swap(dataset: Dataset) -> None:
             new = storage.join(staging, STAGED_TABLES, t)
             if storage.exists(new):  # else moved by the killed run already
                 _move_table(dataset, new, t)
+            elif not dataset.remote:  # ...which may have been killed before removing the old one
+                import shutil
+
+                old = dataset.table_dir(t)
+                shutil.rmtree(old.parent / f".{old.name}.replaced", ignore_errors=True)
         if spec.get("manifest"):  # the manifest of those tables (a finishing run rewrites it)
             dataset.write_json("_runs/ingest.json", spec["manifest"])
         dataset.write_json(PLAN_FILE, {"plan_key": spec["plan_key"], "target": "."})

@@ -422,6 +422,8 @@ def test_a_swap_cut_short_by_a_kill_is_finished_by_the_next_run(tmp_path):
         (staged / "tables" / t / "part-00000.parquet").write_bytes(b"new " + t.encode())
     (ds.root / "samples").mkdir()
     (ds.root / "samples" / "part-00000.parquet").write_bytes(b"new samples")
+    (ds.root / ".samples.replaced").mkdir()  # the old samples, renamed aside before the kill
+    (ds.root / ".samples.replaced" / "part-00000.parquet").write_bytes(b"old samples")
     ds.write_json("_runs/ingest.json", {"plan_key": "old"})
     ds.write_json(str(staged.relative_to(ds.root) / "swap.json"),
                   {"plan_key": "new", "tables": ["samples", "rejects", "duplicates"], "manifest": {"plan_key": "new"}})
@@ -430,5 +432,30 @@ def test_a_swap_cut_short_by_a_kill_is_finished_by_the_next_run(tmp_path):
         "samples": b"new samples", "rejects": b"new rejects", "duplicates": b"new duplicates"}
     assert _manifest(ds.root) == {"plan_key": "new"}
     assert not (staged / "swap.json").exists()
+    assert sorted(p.name for p in ds.root.iterdir() if p.name.startswith(".")) == []  # nothing set aside is left
     finish_pending_swap(ds)  # idempotent
     assert (ds.root / "samples" / "part-00000.parquet").read_bytes() == b"new samples"
+
+
+def test_an_ingest_of_other_inputs_over_a_pool_says_which_tables_were_made_from_the_old_samples(tmp_path, capsys):
+    """A second ingest with other inputs replaces the samples (a new plan); the tables made from
+    the earlier samples (downloads, a subset) would keep rows of samples that are gone, so the
+    summary names them and says how to add inputs; the old tables were renamed aside whole,
+    never deleted shard by shard under a reader."""
+    from curate.cli import main
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("url,text\nhttp://127.0.0.1/a.jpg,a cat\nhttp://127.0.0.1/b.jpg,a dog\n")
+    b.write_text("url,text\nhttp://127.0.0.1/c.jpg,a cow\n")
+    ds = tmp_path / "ds"
+    for args in (["ingest", str(a), "-o", str(ds)], ["select", str(ds), "--sql", "SELECT uid FROM samples", "--name", "all"],
+                 ["ingest", str(b), "-o", str(ds)], ["ingest", str(b), "-o", str(ds)]):
+        with pytest.raises(SystemExit) as e:
+            main([*args, "--engine", "local"])
+        assert e.value.code == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: these samples replaced an earlier ingest's") == 1, err  # the rerun of b replaces nothing
+    assert "subsets/all were made from the earlier samples" in err and "ingest every input together" in err
+    assert Dataset(ds).count("samples") == 1
+    assert "replaced" not in json.loads((ds / "_runs" / "ingest.json").read_text())  # the last run replaced nothing
+    assert not [p for p in ds.iterdir() if p.name.endswith(".replaced")]
