@@ -239,9 +239,25 @@ def images_without_rows(folder: str, options: ReaderOptions) -> tuple[str | None
     for raw in read_file_raw(captions, _captions_options(captions, options)):
         for name in raw.column("url").to_pylist():
             rel = Path(name.strip()) if name and name.strip() else None
-            if rel is not None and not (rel.is_absolute() or ".." in rel.parts):
-                named.add(root.file(rel.as_posix()))
+            if rel is not None and not (rel.is_absolute() or ".." in rel.parts):  # as the reader finds it
+                named.update((root.file(rel.as_posix()), root.file(f"{IMAGES_SUBFOLDER}/{rel.as_posix()}")))
     return captions, [p for p in root.images(options.exclude) if p not in named]
+
+
+IMAGES_SUBFOLDER = "images"  # Flickr8k/30k's layout (captions.csv beside images/), as `curate eval -r` reads it
+
+
+def _named_image(root, rel: str, where: dict):
+    """The image a captions row names: ``rel`` in the folder, or, when it is not there, in the
+    folder's ``images/`` subfolder (the file the row means in the Flickr8k layout)."""
+    p = where.get(rel)
+    if p is None:
+        p = root.file(rel)
+        if not root.is_file(p):
+            alt = root.file(f"{IMAGES_SUBFOLDER}/{rel}")
+            p = alt if root.is_file(alt) else p
+        where[rel] = p
+    return p
 
 
 def _captions_options(captions: str, options: ReaderOptions) -> ReaderOptions:
@@ -275,6 +291,7 @@ def _read_captions_file(root, captions: str, options: ReaderOptions, first: int 
 
     sub = _captions_options(captions, options)
     sizes: dict = {}  # image -> (w, h), None (unreadable) or "missing"
+    where: dict[str, object] = {}  # a name -> the image it means (beside the captions file, or in images/)
     out = RawBuilder(options.batch_size)
     for raw in _rows_in(read_file_raw(captions, sub), first, end):
         d = raw.to_pydict()
@@ -284,7 +301,7 @@ def _read_captions_file(root, captions: str, options: ReaderOptions, first: int 
             if d["reason"][i] is None and name and name.strip():
                 rel = Path(name.strip())
                 if not (rel.is_absolute() or ".." in rel.parts):
-                    images[i] = root.file(rel.as_posix())
+                    images[i] = _named_image(root, rel.as_posix(), where)
         todo = list(dict.fromkeys(p for p in images if p is not None and p not in sizes))
         present = [p for p in todo if root.is_file(p)]
         sizes.update({p: "missing" for p in todo})

@@ -176,6 +176,23 @@ def test_images_a_captions_file_does_not_name_are_counted_not_lost(tmp_path, mon
     assert m["skipped_files"][0]["detail"] == "named by no row of its captions file imgs/captions.csv"
 
 
+def test_a_captions_file_beside_an_images_folder_names_the_images_in_it(tmp_path):
+    """Flickr8k's layout (captions.csv beside images/, as `curate eval -r` reads it): a name not
+    beside the captions file is the image in images/; none of them is uncaptioned."""
+    folder = tmp_path / "flickr"
+    (folder / "images").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        Image.new("RGB", (8, 6)).save(folder / "images" / name)
+    Image.new("RGB", (4, 4)).save(folder / "b.jpg")  # one beside the file: that one is meant
+    (folder / "captions.csv").write_text("image,caption\na.jpg,one\na.jpg,uno\nb.jpg,two\nz.jpg,gone\n")
+    m = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(folder)], output=str(tmp_path / "ds")))
+    c = m["counts"]
+    assert (c["input_rows"], c["kept"], c["rejects"]) == (4, 3, 1)  # z.jpg: a missing_image reject
+    assert {Path(f["path"]).name: f["outcome"] for f in m["skipped_files"]} == {"c.jpg": "uncaptioned"}
+    urls = sorted(Dataset(tmp_path / "ds").read("samples").column("url").to_pylist())
+    assert [u.rsplit("/flickr/", 1)[1] for u in urls] == ["b.jpg", "images/a.jpg", "images/a.jpg"]
+
+
 def test_a_damaged_shard_is_one_line_in_stats_and_left_out_of_sql(tmp_path, capsys):
     from curate.sql.connection import connect
     from curate.stats import table_rows
