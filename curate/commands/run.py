@@ -29,6 +29,9 @@ def run_cmd(run: JobRun, p: RunParams) -> None:
         from curate.recipe.preflight import check_dataset_inputs
         from curate.tables import Dataset
 
+        if loaded.recipe.dataset is None:
+            typer.echo(f"recipe {loaded.name}: {len(loaded.stages)} stages, ok (no dataset: run it with --dataset)")
+            return
         dataset = Dataset(loaded.dataset_path())
         if dataset.exists():  # a recipe may be written before its dataset: then only the file is checked
             check_dataset_inputs(loaded, dataset)

@@ -47,7 +47,7 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    dataset: str
+    dataset: str | None = None  # or `curate run --dataset`
     embedding_model: str | None = None
     input: str = "downloaded"
     output: str | None = None
@@ -91,6 +91,9 @@ class LoadedRecipe:
         """The dataset: a URI as written, a path relative to the recipe file resolved."""
         from curate import storage
 
+        if self.recipe.dataset is None:
+            raise RecipeError(f"{self.path or '<recipe>'}: no dataset: set 'dataset:' in the recipe or run it "
+                              f"with --dataset DATASET")
         if storage.is_uri(self.recipe.dataset):
             return self.recipe.dataset
         if storage.is_uri(self.path):  # a recipe on a store: beside it on that store

@@ -323,3 +323,18 @@ def test_check_lists_the_stages_and_checks_the_dataset_when_there(pool, tmp_path
     with pytest.raises(SystemExit) as e:
         main(["run", str(gone), "--check"])
     assert e.value.code == 0
+
+
+def test_a_recipe_without_a_dataset_takes_the_command_s(pool, tmp_path, capsys):
+    """`dataset:` may be left to `curate run --dataset` (the docs' example); without either,
+    one line says so."""
+    from curate.cli import main
+
+    p = write(tmp_path, "name: nods\ninput: all\nstages:\n  - kind: sample\n    count: 3\n")
+    for args, code in ((["--check"], 0), (["--engine", "local"], 2),
+                       (["--engine", "local", "--dataset", str(pool.root), "-o", "three"], 0)):
+        with pytest.raises(SystemExit) as e:
+            main(["run", str(p), *args])
+        assert e.value.code == code
+    assert "no dataset: set 'dataset:' in the recipe or run it with --dataset DATASET" in capsys.readouterr().err
+    assert len(read_subset(pool, "three")) == 3
