@@ -64,6 +64,9 @@ def _report(result: dict) -> None:
          f"{c['rejects']} rejects ({result['timings_s']['total']:.1f} s)")
     if c["reject_reasons"]:
         info("reject reasons: " + json.dumps(c["reject_reasons"]))
+    if c["input_rows"] and not c["kept"]:  # exit 0 all the same: every row is accounted for
+        info("warning: no samples: every input row was rejected or a duplicate (the reasons above; each row's "
+             "detail is in the rejects table)")
     if c.get("files_skipped"):
         info("input files not read: " + json.dumps(c["files_skipped"]) + " (listed in _runs/ingest.json)")
     if c.get("url_text_duplicates"):

@@ -459,3 +459,14 @@ def test_an_ingest_of_other_inputs_over_a_pool_says_which_tables_were_made_from_
     assert Dataset(ds).count("samples") == 1
     assert "replaced" not in json.loads((ds / "_runs" / "ingest.json").read_text())  # the last run replaced nothing
     assert not [p for p in ds.iterdir() if p.name.endswith(".replaced")]
+
+
+def test_an_ingest_that_keeps_no_sample_says_so(tmp_path, capsys):
+    from curate.cli import main
+
+    src = tmp_path / "z.csv"
+    src.write_text("url,text\n,a cat\n,a dog\n")
+    with pytest.raises(SystemExit) as e:
+        main(["ingest", str(src), "-o", str(tmp_path / "ds"), "--engine", "local"])
+    assert e.value.code == 0  # every row accounted for: rejected with its reason
+    assert "warning: no samples: every input row was rejected or a duplicate" in capsys.readouterr().err
