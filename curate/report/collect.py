@@ -186,6 +186,8 @@ def _funnel(executor, dataset: Dataset, subset: str, lineage: dict, origin: dict
             step["input"] = n_in
             if steps and steps[-1]["count"] != n_in:
                 step["name"] += f", of its {n_in:,} input samples"
+            if sum(origin["reasons"].values()) > n_in - final_count >= 0:  # several filters removed one sample
+                step["name"] += "; a sample removed by several filters counts under each reason"
         steps.append(step)
     return steps
 

@@ -267,3 +267,19 @@ def test_split_metrics_keeps_a_long_summary_and_moves_per_class_rows():
     summary, long = split_metrics(runs)
     assert list(long) == ["zeroshot.x.per_class_recall"] and len(long["zeroshot.x.per_class_recall"]) == 13
     assert len(summary) == 40 + 5 + 1
+
+
+def test_a_filter_subset_s_step_says_when_a_sample_counts_under_several_reasons(tmp_path):
+    """A `curate filter` subset of several filters counts a sample every filter removed under
+    each reason, so its reasons add up to more than it removed: the step's name says so."""
+    from curate.engine import LocalExecutor
+    from curate.report.collect import _funnel
+    from curate.tables import Dataset
+
+    (tmp_path / "ds").mkdir()
+    ds = Dataset(tmp_path / "ds")
+    overlap = {"kind": "filter", "reasons": {"image_too_small": 5, "low_clip_score": 4}, "input_count": 10}
+    [step] = _funnel(LocalExecutor(), ds, "basic+clip_score", {}, overlap, 3)  # 7 removed, 9 reasons
+    assert step["name"].endswith("; a sample removed by several filters counts under each reason")
+    [step] = _funnel(LocalExecutor(), ds, "basic", {}, {**overlap, "reasons": {"image_too_small": 7}}, 3)
+    assert "several filters" not in step["name"]
