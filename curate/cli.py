@@ -218,27 +218,36 @@ def cli_errors() -> Iterator[None]:
         msg = _user_message(exc)
         if msg is None:
             raise
+        global _stopped_on_user_error
+        _stopped_on_user_error = True
         print(f"curate: error: {msg}", file=sys.stderr)
         sys.exit(2)
 
 
+_stopped_on_user_error = False  # the command ended on a user error: it said why, as a finished one does
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point; ``argv`` lets ``jobs/*.py`` call a subcommand directly."""
-    global _interrupted
+    global _interrupted, _stopped_on_user_error
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    _interrupted = False
+    _interrupted = _stopped_on_user_error = False
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _on_interrupt) if main_thread else None
+    returned = False
     try:
         with cli_errors():
             _load_commands(_modules_for(sys.argv[1:] if argv is None else list(argv)))
             # not standalone: click's usage errors come here as exceptions, to be one line
             code = app(args=argv, prog_name="curate", standalone_mode=False)
+            returned = True
             sys.exit(code if isinstance(code, int) else 0)  # as standalone click ends: SystemExit
     finally:
         from curate.lock import release_command_locks
 
-        release_command_locks()  # in-process callers (tests, notebooks) run the next command freely
+        # in-process callers (tests, notebooks) run the next command freely; an interrupted or
+        # crashed command's writes are not marked finished, so the next writer says so
+        release_command_locks(finished=returned or _stopped_on_user_error)
         if main_thread:  # and get their Ctrl-C handler back
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 

@@ -73,14 +73,71 @@ def acquire(root: str | os.PathLike, create: bool = False) -> Path:
             raise DatasetLockedError(f"dataset {root} is being written by {holder_text(info)}; wait for it to "
                                      f"finish (lock file {path})") from None
         info = holder_info()
+        info["job"] = _job_name()
+        info["unfinished"] = _unfinished_before(fd, info["job"])
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         except OSError:  # a full disk: the lock holds all the same; the job itself will say why it fails
             pass
-        _held[root] = [fd, 1]
+        _say_unfinished(root, info["unfinished"], info["job"])
+        _held[root] = [fd, 1, info]
         _remove_dead_writers_temp_files(root)
         return root
+
+
+# writers that did not finish, remembered in the lock file until a run of the same job finishes
+UNFINISHED_KEPT = 5
+
+
+def _job_name() -> str | None:
+    """The running command's words (``curate dedup semantic``), without its arguments."""
+    try:  # typer's own copy of click, where it has one (as curate.cli imports its exceptions)
+        from typer._click.globals import get_current_context
+    except ImportError:
+        try:
+            from click import get_current_context
+        except ImportError:
+            return None
+    ctx = get_current_context(silent=True)
+    return ctx.command_path if ctx is not None else None
+
+
+def _unfinished_before(fd: int, job: str | None) -> list[dict]:
+    """The writers before this one that did not finish: the last holder's line when it was not
+    marked finished (kill -9, Ctrl-C, a crash), and those it still carried; a run of the same
+    job as this one is left out (this run takes it up)."""
+    try:
+        last = json.loads(os.pread(fd, 65536, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return []
+    if not isinstance(last, dict):
+        return []
+    carried = [u for u in last.get("unfinished") or [] if isinstance(u, dict)]
+    if last.get("job") and not last.get("finished"):  # a command's (a library caller's has no job)
+        carried.append({k: last.get(k) for k in ("command", "job", "pid", "host", "started")})
+    return [u for u in carried if u.get("job") != job][-UNFINISHED_KEPT:]
+
+
+def _say_unfinished(root: Path, unfinished: list[dict], job: str | None) -> None:
+    from curate.progress import info
+
+    for u in unfinished:
+        info(f"warning: an earlier writer of {root} did not finish: `{u.get('command')}` (pid {u.get('pid')} "
+             f"on {u.get('host')}, started {u.get('started')}); tables it was writing may be partial, and jobs "
+             f"reading them see only part of the pool. Rerun it to complete them (said until a `{u.get('job')}` "
+             f"run finishes)")
+
+
+def _mark_finished(fd: int, info: dict) -> None:
+    """The holder's line, marked finished (the command returned, or stopped on a user error):
+    the next writer has nothing to warn about, but what earlier writers left unfinished."""
+    done = {**info, "finished": True}
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(done) + "\n").encode(), 0)
+    except OSError:
+        pass
 
 
 def _remove_dead_writers_temp_files(root: Path) -> None:
@@ -110,9 +167,10 @@ def _acquire_remote(root: storage.Location) -> str:
         return key
 
 
-def release(root: str | os.PathLike) -> None:
-    """Drop one hold of the lock; the last one unlocks (the file stays, empty of meaning; a
-    remote lock object is deleted)."""
+def release(root: str | os.PathLike, finished: bool = True) -> None:
+    """Drop one hold of the lock; the last one unlocks (the file stays, with the holder's line
+    marked finished, unless ``finished`` is False: an interrupted or crashed command; a remote
+    lock object is deleted)."""
     remote = storage.is_uri(root)
     root = storage.resolve(root).uri if remote else Path(root).expanduser().resolve()
     with _guard:
@@ -125,6 +183,8 @@ def release(root: str | os.PathLike) -> None:
             if remote:
                 entry[0].release()
                 return
+            if finished:
+                _mark_finished(entry[0], entry[2])
             fcntl.flock(entry[0], fcntl.LOCK_UN)
             os.close(entry[0])
 
@@ -148,20 +208,22 @@ def hold_dataset_lock(root: str | os.PathLike, create: bool = False) -> Path:
 
 
 def release_all() -> None:
-    """Drop every hold this process has (a process about to ``os._exit``)."""
+    """Drop every hold this process has (a process about to ``os._exit``: interrupted, so its
+    writes are not marked finished)."""
     with _guard:
         roots = list(_held)
         for root in roots:
             _held[root][1] = 1
     for root in roots:
-        release(root)
+        release(root, finished=False)
     _command_holds.clear()
 
 
-def release_command_locks() -> None:
-    """Drop the holds ``hold_dataset_lock`` took (the end of a CLI command)."""
+def release_command_locks(finished: bool = True) -> None:
+    """Drop the holds ``hold_dataset_lock`` took (the end of a CLI command; ``finished`` False:
+    it was interrupted or crashed, and the next writer says so)."""
     while _command_holds:
-        release(_command_holds.pop())
+        release(_command_holds.pop(), finished=finished)
 
 
 _command_holds: list[Path] = []

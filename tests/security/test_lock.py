@@ -120,6 +120,38 @@ def test_taking_the_lock_removes_the_temp_files_a_killed_writer_left(ds):
             assert left[0].exists()
 
 
+def test_a_writer_that_did_not_finish_is_said_by_the_next_until_its_job_runs_to_the_end(tmp_path, capsys):
+    """kill -9 leaves the lock file's holder line unmarked (a finished command marks it); the next
+    writers warn that its tables may be partial, until a run of the same job finishes. A command
+    that stops on a user error has said why: it counts as finished."""
+    src = tmp_path / "p.csv"
+    src.write_text("url,text\nhttp://127.0.0.1/a.jpg,a cat\n")
+    ds = tmp_path / "ds"
+
+    def run(*argv, code=0):
+        with pytest.raises(SystemExit) as e:
+            main([*argv, "--engine", "local"])
+        assert e.value.code == code
+        return capsys.readouterr().err
+
+    assert "did not finish" not in run("ingest", str(src), "-o", str(ds))
+    lock = ds / LOCK_FILE
+    assert json.loads(lock.read_text())["finished"] is True
+    # what a kill -9 of `curate ingest` leaves: its line, not marked finished
+    killed = {"pid": 4242, "host": "elsewhere", "command": f"curate ingest {src} -o {ds}", "job": "curate ingest",
+              "started": "2026-01-02T03:04:05Z", "unfinished": []}
+    lock.write_text(json.dumps(killed) + "\n")
+    select = ("select", str(ds), "--sql", "SELECT uid FROM samples", "--name", "a")
+    for _ in range(2):  # said by every writer until it is taken up
+        err = run(*select)
+        assert f"warning: an earlier writer of {ds.resolve()} did not finish: `curate ingest {src} -o {ds}`" in err
+        assert "(said until a `curate ingest` run finishes)" in err
+    assert "did not finish" in run("select", str(ds), "--sql", "SELECT 1 AS nope", "--name", "b", code=2)
+    assert "did not finish" not in run("ingest", str(src), "-o", str(ds))  # the same job: it takes it up
+    assert "did not finish" not in run(*select)
+    assert json.loads(lock.read_text())["unfinished"] == []
+
+
 def test_a_missing_dataset_is_not_created_by_the_lock(tmp_path):
     from curate.errors import DatasetError
 
@@ -157,8 +189,11 @@ def test_two_concurrent_ingests_the_second_gets_one_line_naming_the_first(tmp_pa
     finally:
         kill_group(first)
         first.wait(60)
+    left = json.loads((out / LOCK_FILE).read_text())  # its line, never marked finished: the next writer says so
+    assert left["pid"] == first.pid and left["job"] == "curate ingest" and not left.get("finished")
     acquire(out)  # kill -9 of the holder leaves no stale lock
     release(out)
+    assert json.loads((out / LOCK_FILE).read_text())["unfinished"][0]["pid"] == first.pid
 
 
 def test_an_in_process_command_lets_go_of_the_lock_when_it_returns(ds, capsys):
