@@ -123,11 +123,16 @@ def reshard(dataset: Dataset | str | os.PathLike, subset: str | None = None, out
 def _meta(ds: Dataset, subset: str | None, subset_file, out, plan: ReshardPlan, results: list[dict], written: int,
           not_written, manifest: RunManifest) -> dict:
     """``meta.json``: parameters, counts, shard list, code version, timings."""
+    from curate.tables.fingerprint import table_fingerprint
+
     sub_manifest = read_subset_manifest(ds, subset) if subset else {}
     params = manifest["params"]
     return {
         "dataset": str(ds.root),
         "subset": subset,
+        # what the subset's uids were: a training or evaluation links into the subset's manifest
+        # only while they still are (a later select of the same name is another subset)
+        "subset_fingerprint": table_fingerprint(ds, f"subsets/{subset}") if subset else None,
         "subset_path": str(subset_file) if subset_file else str(subset_dir(ds, subset)),
         "subset_manifest": sub_manifest,
         "output_dir": str(out),

@@ -252,7 +252,8 @@ def _data_and_steps(data_info: dict, steps: dict, losses: list[float]) -> dict:
     return {
         "data": {"path": data_info["path"], "shards": data_info["shards"], "samples": data_info["samples"],
                  "dataset": reshard_meta.get("dataset"), "subset": reshard_meta.get("subset"),
-                 "reshard_plan_hash": reshard_meta.get("plan_hash")},
+                 "reshard_plan_hash": reshard_meta.get("plan_hash"),
+                 "subset_fingerprint": reshard_meta.get("subset_fingerprint")},
         "samples_seen": steps["samples_seen"],
         "steps": steps["steps"],
         "epochs": steps["epochs"],
@@ -325,8 +326,17 @@ def link_to_subset(info: dict, key: str, entry: dict, replace_on: str | None = N
         return
     from curate.subset import append_subset_manifest
     from curate.tables import Dataset
+    from curate.tables.fingerprint import table_fingerprint
 
+    ds = Dataset(data["dataset"])
     try:
-        append_subset_manifest(Dataset(data["dataset"]), data["subset"], key, entry, replace_on=replace_on)
+        if data.get("subset_fingerprint") is not None:  # shards resharded since that was recorded
+            now = table_fingerprint(ds, f"subsets/{data['subset']}") if ds.has_table(f"subsets/{data['subset']}") else None
+            if now != data["subset_fingerprint"]:
+                logging.getLogger(__name__).warning(
+                    "not linking %s into subset %s: its uids changed since the shards were made from it (a later "
+                    "run wrote that name); this model was trained on the earlier subset", key, data["subset"])
+                return
+        append_subset_manifest(ds, data["subset"], key, entry, replace_on=replace_on)
     except (OSError, CurateError) as e:  # the dataset may have moved; the run itself stands
         logging.getLogger(__name__).warning("could not link %s into subset %s: %s", key, data["subset"], e)

@@ -11,7 +11,7 @@ from curate.reshard import reshard
 from curate.subset import read_subset_manifest, write_subset
 
 
-def test_reshard_train_eval_links_into_subset_manifest(download_dataset, tmp_path, capsys):
+def test_reshard_train_eval_links_into_subset_manifest(download_dataset, tmp_path, capsys, caplog):
     from curate.cli import main
 
     ds, uids = download_dataset
@@ -42,3 +42,9 @@ def test_reshard_train_eval_links_into_subset_manifest(download_dataset, tmp_pat
     # evaluating again replaces the link instead of piling up duplicates
     evaluate(info["checkpoint"], zeroshot=[zs])
     assert len(read_subset_manifest(ds, "pick")["evaluations"]) == 1
+    # a later subset of the same name is another subset: the model's evaluation is not its
+    write_subset(ds, "pick", uids[:5])
+    with caplog.at_level("WARNING"):
+        evaluate(info["checkpoint"], zeroshot=[zs])
+    assert "evaluations" not in read_subset_manifest(ds, "pick")
+    assert "not linking evaluations into subset pick: its uids changed since the shards were made" in caplog.text
