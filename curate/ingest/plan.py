@@ -63,6 +63,21 @@ def _uncaptioned_images(files: list[tuple[str, str]], cfg: IngestConfig, scan: I
                              for p in images]
 
 
+def _check_format_options(cfg: IngestConfig, files: list[tuple[str, str]]) -> None:
+    """Options that only one kind of input reads are not taken in silence by the others."""
+    if not files:
+        return
+    fmts = {fmt for _, fmt in files}
+    o = cfg.options
+    read = ", ".join(sorted(fmts))
+    for flag, value in (("--captions", o.captions), ("--image-col", o.columns.image)):
+        if value and "imagefolder" not in fmts:
+            raise DatasetError(f"{flag} {value!r} applies to an image folder; no input is one (formats read: {read})")
+    if o.header != "auto" and not fmts & {"csv", "tsv", "imagefolder"}:
+        raise DatasetError(f"--header {o.header} applies to CSV/TSV files and an image folder's captions file; no "
+                           f"input is one (formats read: {read})")
+
+
 def _as_given(path: str, inputs: list[str]) -> str:
     """A local file found under an input, named from that input as the user wrote it (as the
     scan names the files it skips), not by its resolved path."""
@@ -83,6 +98,7 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
     scan = scan_inputs(cfg.inputs, cfg.format, exclude=[cfg.output], captions=cfg.options.captions,
                        sources=cfg.sources, listed=cfg.listed, folders=cfg.store_folders)
     files = scan.files
+    _check_format_options(cfg, files)
     _uncaptioned_images(files, cfg, scan)
     if not files:
         if scan.skipped:

@@ -470,3 +470,20 @@ def test_an_ingest_that_keeps_no_sample_says_so(tmp_path, capsys):
         main(["ingest", str(src), "-o", str(tmp_path / "ds"), "--engine", "local"])
     assert e.value.code == 0  # every row accounted for: rejected with its reason
     assert "warning: no samples: every input row was rejected or a duplicate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, said", [
+    (["--captions", "/nonexistent.csv"], "--captions '/nonexistent.csv' applies to an image folder; no input is one"),
+    (["--image-col", "file"], "--image-col 'file' applies to an image folder"),
+    (["--header", "no"], "--header no applies to CSV/TSV files and an image folder's captions file"),
+])
+def test_an_option_no_input_reads_is_refused_not_ignored(tmp_path, capsys, options, said):
+    from curate.cli import main
+
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"url": "http://127.0.0.1/a.jpg", "text": "a cat"}\n')
+    with pytest.raises(SystemExit) as e:
+        main(["ingest", str(src), "-o", str(tmp_path / "ds"), *options, "--engine", "local"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and err.rstrip().endswith("(formats read: jsonl)")
