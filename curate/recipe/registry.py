@@ -84,6 +84,23 @@ class StageContext:
     master: str | None = None
     conf: list[str] = field(default_factory=list)
     run_executor: Any = None  # the executor every stage of the recipe run shares (None: opened on first use)
+    recipe_dir: Any = None  # the recipe file's folder (a path or URI; None: a recipe given as text)
+
+    def find_path(self, raw: str) -> str:
+        """A file or folder a stage's parameter names: a URI or an absolute path as written; a
+        relative one in the dataset, else beside the recipe file, else where curate runs (the
+        first that exists; the last when none does, for the stage's own error)."""
+        from pathlib import Path
+
+        from curate import storage
+
+        if storage.is_uri(raw) or Path(raw).expanduser().is_absolute():
+            return str(Path(raw).expanduser()) if not storage.is_uri(raw) else raw
+        places = [storage.join(self.dataset.root, raw)]
+        if self.recipe_dir is not None:
+            places.append(storage.join(self.recipe_dir, raw) if storage.is_uri(self.recipe_dir)
+                          else str(Path(self.recipe_dir) / raw))
+        return next((str(q) for q in places if storage.exists(q)), str(Path(raw).resolve()))
 
     def executor(self):
         """The job executor (``engine``: auto, local or spark), opened once per recipe run."""

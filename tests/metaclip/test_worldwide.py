@@ -430,7 +430,7 @@ def test_cli_and_recipe_stage_worldwide(tmp_path, make_samples, capsys):
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"name: ww\ndataset: {ds.root}\ninput: all\noutput: wwcurated\nstages:\n  - kind: metaclip_balance\n"
-                      f"    metadata: {meta}\n    t: 4\n    seed: 2\n", encoding="utf-8")
+                      f"    metadata: {meta.name}\n    t: 4\n    seed: 2\n", encoding="utf-8")  # beside the recipe
     lineage = run_recipe(load_recipe(recipe), engine="local", quiet=True)
     assert read_subset(ds, "wwcurated") == cli_subset
     assert lineage["stages"][0]["output_count"] == len(cli_subset)

@@ -338,3 +338,20 @@ def test_a_recipe_without_a_dataset_takes_the_command_s(pool, tmp_path, capsys):
         assert e.value.code == code
     assert "no dataset: set 'dataset:' in the recipe or run it with --dataset DATASET" in capsys.readouterr().err
     assert len(read_subset(pool, "three")) == 3
+
+
+def test_a_stage_s_relative_file_is_found_in_the_dataset_then_beside_the_recipe_then_here(pool, tmp_path,
+                                                                                         monkeypatch):
+    from curate.recipe.registry import StageContext
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    ctx = StageContext(dataset=pool, embedding_model=None, stage_name="s", recipe_dir=str(recipes))
+    monkeypatch.chdir(tmp_path)
+    assert ctx.find_path("m.json") == str(tmp_path / "m.json")  # nowhere: here, for the stage's own error
+    (recipes / "m.json").write_text("[]")
+    assert ctx.find_path("m.json") == str(recipes / "m.json")
+    (pool.root / "m.json").write_text("[]")
+    assert ctx.find_path("m.json") == str(pool.root / "m.json")
+    assert ctx.find_path(str(tmp_path / "x.json")) == str(tmp_path / "x.json")
+    assert ctx.find_path("s3://b/m.json") == "s3://b/m.json"

@@ -38,16 +38,12 @@ def _reads(p: CoverageStageParams, dataset, model):
 
 
 def _path(ctx: StageContext, raw: str) -> str:
-    """A concept source: a URI, a path inside the dataset, or a path here; a URI's file or folder
-    is copied here (small, read by libraries from disk)."""
-    from pathlib import Path
-
+    """A concept source: a URI, or a path in the dataset, beside the recipe or here
+    (``StageContext.find_path``); a URI's file or folder is copied here (small, read by libraries
+    from disk)."""
     from curate import storage
 
-    p = raw
-    if not storage.is_uri(raw) and not Path(raw).is_absolute() and storage.exists(storage.join(ctx.dataset.root, raw)):
-        p = storage.join(ctx.dataset.root, raw)
-    return storage.local_copy(p)
+    return storage.local_copy(ctx.find_path(raw))
 
 
 @register("coverage", CoverageStageParams, family="report", reads=_reads, code_modules=("curate.coverage",),

@@ -157,6 +157,7 @@ def run_decontaminate_stage(ctx: StageContext, inp: UidTable, p: DecontaminatePa
     """Remove pool samples whose image is a near copy of an evaluation image."""
     from curate.embedding_space.jobs.decontaminate import run_decontaminate
 
+    p = p.model_copy(update={"eval": ctx.find_path(p.eval)})  # in the dataset, beside the recipe, here
     r = run_decontaminate(ctx.dataset, _model(ctx, p.embeddings), run=ctx.run_name,
                           input_uids=inp.uid_list(ctx.dataset), executor=ctx.executor(), **p.job_kwargs())
     return _output(ctx, r)

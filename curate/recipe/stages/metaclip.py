@@ -33,12 +33,12 @@ def run_balance_stage(ctx: StageContext, inp: UidTable, p: BalanceParams) -> Sta
 
     from curate import storage
 
-    meta = p.metadata  # a URI, a path in the dataset, or a path here
-    if not storage.is_uri(meta) and not Path(meta).is_absolute():
-        inside = storage.join(ctx.dataset.root, meta)
-        meta = inside if storage.exists(inside) else str(Path(meta).resolve())
+    meta = ctx.find_path(p.metadata)  # a URI; or in the dataset, beside the recipe, here
     if not storage.exists(meta):
-        raise RecipeError(f"stage {ctx.stage_name!r}: metadata file {meta} not found (curate metadata build)")
+        where = "" if storage.is_uri(p.metadata) or Path(p.metadata).is_absolute() else \
+            " (looked for in the dataset, beside the recipe and here)"
+        raise RecipeError(f"stage {ctx.stage_name!r}: metadata file {p.metadata} not found{where}; make it with "
+                          f"`curate metadata build`")
     ex = ctx.executor()
     match = run_match(ctx.dataset, meta, ex, **p.match_kwargs())
     bal = run_balance(ctx.dataset, ex, name=ctx.run_name, **p.balance_kwargs())
