@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# albumentations (imported by img2dataset) checks PyPI for a newer version unless told not to;
+# curate.download.fetch says so before its import, and so must a test importing img2dataset first
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" / "data"))
 

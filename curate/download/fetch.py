@@ -11,6 +11,7 @@ rotated, high-bit-depth, CMYK, palette and animated images are stored as a viewe
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -149,6 +150,45 @@ class SafeResizer(Resizer):
         return super().__call__(io.BytesIO(_ppm(pixels)), boxes)
 
 
+# a write that no later sample can succeed at: the disk or quota is full, the folder read-only
+_WRITES_STOPPED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+class _WriterStoppedQuietly:
+    """img2dataset's sample writer, called as its class is: once a write fails for a reason no
+    later sample can escape (``_WRITES_STOPPED``), the rest of the shard's writes are dropped
+    instead of each failing with a traceback img2dataset prints (a full disk printed 80,000
+    lines); the error is kept in ``errors`` by shard and the downloader raises it once."""
+
+    def __init__(self, writer_class, errors: dict):
+        self.writer_class, self.errors = writer_class, errors
+
+    def __call__(self, shard_id, *args, **kwargs):
+        return _StoppingWriter(self.writer_class(shard_id, *args, **kwargs), shard_id, self.errors)
+
+
+class _StoppingWriter:
+    def __init__(self, writer, shard_id, errors: dict):
+        self.writer, self.shard_id, self.errors = writer, shard_id, errors
+
+    def _call(self, method, *args, **kwargs):
+        if self.shard_id in self.errors:
+            return None
+        try:
+            return getattr(self.writer, method)(*args, **kwargs)
+        except OSError as e:
+            if e.errno not in _WRITES_STOPPED:
+                raise
+            self.errors[self.shard_id] = e
+            return None
+
+    def write(self, *args, **kwargs):
+        return self._call("write", *args, **kwargs)
+
+    def close(self):
+        return self._call("close")
+
+
 class SafeDownloader(Downloader):
     """img2dataset's Downloader whose fetches go through ``policy``'s opener."""
 
@@ -156,6 +196,8 @@ class SafeDownloader(Downloader):
         from curate import storage
 
         super().__init__(*args, **kwargs)
+        self.write_errors: dict = {}  # shard id -> the write error that stopped it
+        self.sample_writer_class = _WriterStoppedQuietly(self.sample_writer_class, self.write_errors)
         self.policy = policy
         # a task writes its shard through fsspec: on a cluster's executors (which do not inherit
         # the driver's environment) with the driver's storage settings
@@ -175,6 +217,20 @@ class SafeDownloader(Downloader):
         urllib.request.install_opener(build_opener(self.policy))
         try:
             ok, _ = super().__call__((shard_id, feather or source))
+            stopped = self.write_errors.pop(shard_id, None)
+            if stopped is not None:  # the job stops: every later shard would fail the same way
+                from curate.errors import DatasetError
+
+                # img2dataset counted the dropped writes as done: no file of the shard may say
+                # it is complete (its stats file is what a rerun skips by)
+                stem = f"{shard_id:0{self.oom_shard_count}d}"
+                for suffix in ("_stats.json", ".parquet", ".tar"):
+                    try:
+                        storage.delete(storage.resolve(storage.join(self.output_folder, stem + suffix)))
+                    except Exception:  # noqa: BLE001 - the error below is what the user needs
+                        pass
+                raise DatasetError(f"cannot write the images of shard {shard_id} to {self.output_folder}: "
+                                   f"{stopped.strerror or stopped}")
             return ok, row
         finally:
             urllib.request._opener = previous

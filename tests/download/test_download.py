@@ -311,3 +311,34 @@ def test_the_driver_gets_counts_not_rows(tmp_path):
         assert ds.count("downloads") == n and complete_shards(ds) == [0]
         seen[n] = dict(ex.driver_counter.by_call)
     assert seen[300] == seen[30], seen
+
+
+def test_a_full_disk_stops_the_download_in_one_line_and_no_shard_claims_it_is_done(tmp_path, image_server, photos,
+                                                                                     monkeypatch, capfd):
+    """Each sample's write failing with ENOSPC printed a traceback from img2dataset (80,000 lines
+    on a small pool): now the shard's first such error stops its writes, no file of the shard is
+    left to say it completed, and the job fails once with the disk's error."""
+    import errno
+
+    from img2dataset.writer import WebDatasetSampleWriter
+
+    from curate.errors import DatasetError
+
+    written = []
+
+    def full(self, *args, **kwargs):
+        written.append(1)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(WebDatasetSampleWriter, "write", full)
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("samples", samples_table([(f"{image_server.base}/img/{p.name}", f"photo {i}")
+                                             for i, p in enumerate(photos[:8])]), schema="samples")
+    with pytest.raises(DatasetError, match=r"cannot write the images of shard 0 to .*: No space left on device"):
+        run_download(ds, LocalExecutor(), _opts(samples_per_shard=8))
+    out = capfd.readouterr()
+    assert len(written) == 1 and "Traceback" not in out.out + out.err
+    assert complete_shards(ds) == [] and not list((ds.root / "images").glob("0*"))
+    monkeypatch.undo()  # space again: the rerun downloads the shard whole
+    run_download(ds, LocalExecutor(), _opts(samples_per_shard=8))
+    assert complete_shards(ds) == [0] and ds.count("downloads") == 8
