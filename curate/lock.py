@@ -185,6 +185,10 @@ def release(root: str | os.PathLike, finished: bool = True) -> None:
                 return
             if finished:
                 _mark_finished(entry[0], entry[2])
+                try:  # the jobs' scratch folder, once every job took its files away
+                    os.rmdir(root / "_tmp")
+                except OSError:
+                    pass
             fcntl.flock(entry[0], fcntl.LOCK_UN)
             os.close(entry[0])
 

@@ -150,6 +150,7 @@ def test_a_writer_that_did_not_finish_is_said_by_the_next_until_its_job_runs_to_
     assert "did not finish" not in run("ingest", str(src), "-o", str(ds))  # the same job: it takes it up
     assert "did not finish" not in run(*select)
     assert json.loads(lock.read_text())["unfinished"] == []
+    assert not (ds / "_tmp").exists()  # the jobs' scratch folder goes once empty
 
 
 def test_a_missing_dataset_is_not_created_by_the_lock(tmp_path):
