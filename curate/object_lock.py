@@ -161,7 +161,11 @@ class ObjectLock:
             if self._replace(seen):
                 from curate.params import warn
 
-                warn(f"took over the lock {self.loc}: {why}")
+                # a holder that let go would have deleted it: it was killed, and did not finish
+                command = seen.info.get("command")
+                warn(f"took over the lock {self.loc}: {why}; that writer did not finish"
+                     f"{f' (`{command}`)' if command else ''}, so tables it was writing may be partial: "
+                     "rerun its command to complete them")
                 return self._start_renewing()
         raise DatasetLockedError(_locked_message(self.root, self.loc, seen))
 

@@ -90,7 +90,7 @@ def test_a_live_holder_renews_and_a_frozen_one_is_taken_over_and_stops(bucket):
             holder.wait()
 
 
-def test_a_holder_gone_from_another_host_is_taken_over_after_its_lease(bucket):
+def test_a_holder_gone_from_another_host_is_taken_over_after_its_lease(bucket, capsys):
     """A driver killed on one machine and rerun on another (a rescheduled pod): no pid to ask,
     so the lease decides. A lock from a curate that renews nothing (no lease) stays, and the
     error says to delete it."""
@@ -101,7 +101,11 @@ def test_a_holder_gone_from_another_host_is_taken_over_after_its_lease(bucket):
     with pytest.raises(DatasetLockedError, match="pid 4242 on another-host .*taken over once not renewed for 4 s"):
         acquire(root)
     time.sleep(5.2)  # the store's clock: its Date header less the object's Last-Modified (1 s resolution)
+    capsys.readouterr()
     acquire(root)
+    err = capsys.readouterr().err
+    assert "took over the lock" in err and "that writer did not finish (`curate dedup exact`)" in err
+    assert "tables it was writing may be partial" in err
     try:
         assert _lock_object(bucket)[0]["pid"] == os.getpid()
     finally:
