@@ -227,7 +227,7 @@ class SafeDownloader(Downloader):
                 for suffix in ("_stats.json", ".parquet", ".tar"):
                     try:
                         storage.delete(storage.resolve(storage.join(self.output_folder, stem + suffix)))
-                    except Exception:  # noqa: BLE001 - the error below is what the user needs
+                    except Exception:  # noqa: BLE001, S110 - the error below is what the user needs
                         pass
                 raise DatasetError(f"cannot write the images of shard {shard_id} to {self.output_folder}: "
                                    f"{stopped.strerror or stopped}")
