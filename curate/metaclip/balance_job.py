@@ -193,7 +193,9 @@ def run_balance(dataset: Dataset, executor, *, t: float = bal.DEFAULT_T, t_refer
         write_subset_frame(dataset, name, kept, manifest={
             "stage": STAGE, "params": {"t": t, "t_effective": t_eff, "t_reference_pool": t_reference_pool,
                                        "seed": seed, **by_language},
-            "decisions": f"decisions/{run}", "counts": counts,
+            "decisions": f"decisions/{run}", "counts": counts, "input_count": pool,
+            # removals per reason, as every selection's subset records them (the report's funnel)
+            "reasons": {k: v for k, v in sorted(reasons.items()) if k != "kept"},
             "entry_distribution": ["entry_distribution.json", plot]}, executor=executor)
     _record_outcome(manifest, counts, reasons, summary, pool, name, plot, thresholds is not None)
     manifest.write(dataset, f"metadata-balance-{name}")

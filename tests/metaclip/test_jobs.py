@@ -97,7 +97,14 @@ def test_outputs_on_disk_and_manifests(tmp_path, pool_texts, small_metadata, mak
     assert (d / "entry_distribution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     dist = json.loads((d / "entry_distribution.json").read_text())
     assert dist["before"]["pairs"] > dist["after"]["pairs"] and dist["head"][0]["before"] > dist["head"][0]["after"]
-    assert json.loads((d / "_manifest.json").read_text())["stage"] == "metaclip_balance"
+    man = json.loads((d / "_manifest.json").read_text())
+    assert man["stage"] == "metaclip_balance"
+    # removals per reason, as every selection records them: the report's funnel shows them
+    assert man["reasons"] == {k: c[k] for k in ("balanced_out", "no_metadata_match") if c.get(k)}
+    assert man["input_count"] == 3000
+    from curate.report.collect import _subset_lineage
+
+    assert _subset_lineage("mc20", man, c["kept"])["reasons"] == man["reasons"]
     for name in ("metadata-match", "metadata-balance-mc20"):
         assert (ds.root / "_runs" / f"{name}.json").exists()
     # A rerun with a new seed replaces the decisions, never mixes shards of two runs.
