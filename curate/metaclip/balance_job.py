@@ -231,6 +231,11 @@ def _language_thresholds(dataset: Dataset, shards: int, counts_before: np.ndarra
     """After a worldwide match: the tail proportion and each language's threshold; else (None, None)."""
     layout_path = dataset.path(LANGUAGES_COPY)
     if not storage.exists(layout_path):
+        if tail_proportion is not None:  # it would be dropped in silence: one list has no tail to set
+            from curate.errors import CurateError
+
+            raise CurateError("--tail-proportion applies after a worldwide (MetaCLIP 2) match, whose languages "
+                              f"each get a t; {dataset.root}'s match used one metadata list (--t alone sets its cap)")
         return None, None
     from curate.metaclip import worldwide as ww
 

@@ -28,22 +28,23 @@ class MetadataBuildParams(JobParams):
                                      "or Parquet, a path or a URI; repeatable.")
     corpus_column: str = Field("text", description="Text column of Parquet corpus files.")
     bigrams: bool = Field(True, description="Mine bigrams (needs --dataset or --bigram-corpus).")
-    bigram_min_count: int = Field(10, description="Keep bigrams seen at least this often.")
+    bigram_min_count: int = Field(10, ge=1, description="Keep bigrams seen at least this often.")
     bigram_min_pmi: float = Field(8.0, description="Keep bigrams with PMI (log2) at least this.")
     wordnet: bool = Field(True, description="WordNet synset names (Debian's wordnet-base).")
     wordnet_dir: Optional[str] = Field(None, description="WordNet dict folder (default $CURATE_WORDNET_DIR or "
                                        "/usr/share/wordnet).")
-    wordfreq_top: int = Field(100_000, description="Most frequent English words from wordfreq (0: none unless "
+    wordfreq_top: int = Field(100_000, ge=0, description="Most frequent English words from wordfreq (0: none unless "
                               "--wordfreq-min-frequency).")
-    wordfreq_min_frequency: Optional[float] = Field(None, description="Only wordfreq words with at least this "
+    wordfreq_min_frequency: Optional[float] = Field(None, gt=0, description="Only wordfreq words with at least this "
                                                     "frequency (e.g. 1e-7).")
-    wordfreq_list: str = Field("best", description="wordfreq word list: best, large or small.")
+    wordfreq_list: Literal["best", "large", "small"] = Field("best", description="wordfreq word list: best, large or "
+                                                             "small.")
     numbers: bool = Field(True, description="Start with '0'..'99' as MetaCLIP does.")
     entries: list[str] = Field([], description="User list (.json list or text, one entry a line), appended; "
                                "repeatable. Worldwide: LANG=FILE for one language, FILE for all.")
     keep_unmatchable: bool = Field(False, description="Keep entries no text can match (holding , . ; : ? ! ` or "
                                    "tab/newline).")
-    max_entries: Optional[int] = Field(None, description="Stop after this many entries.")
+    max_entries: Optional[int] = Field(None, ge=1, description="Stop after this many entries.")
 
     job_arg_names: ClassVar[dict[str, str]] = {"bigram_corpus": "corpus", "entries": "entry_lists"}
     # output, dataset and languages are resolved by the command (a path, a Dataset, a list)

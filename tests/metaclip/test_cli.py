@@ -48,3 +48,28 @@ def test_user_errors_are_one_line(tmp_path, make_samples, capsys):
     assert err.startswith("curate: error:") and str(bad) in err and "entry 1" in err and "\n" not in err
     assert run(["metadata", "balance", str(tmp_path / "pool"), "--engine", "local"]) == 2
     assert "curate metadata match" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, said", [
+    (["--wordfreq-list", "huge"], "--wordfreq-list"), (["--wordfreq-top", "-1"], "--wordfreq-top"),
+    (["--bigram-min-count", "0"], "--bigram-min-count"), (["--max-entries", "0"], "--max-entries"),
+])
+def test_build_options_no_list_can_take_are_refused_in_one_line(tmp_path, capsys, options, said):
+    """A word list wordfreq does not have was a traceback (v1) or number-only lists (worldwide); a
+    negative top-N took one word."""
+    assert run(["metadata", "build", str(tmp_path / "m.json"), "--no-wordnet", "--no-bigrams", *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("curate: error:") and said in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_tail_proportion_after_a_one_list_match_is_refused(tmp_path, make_samples, capsys):
+    ds = make_samples(tmp_path / "pool", ["a dog on the grass", "the dog runs"] * 5, shards=1)
+    meta = tmp_path / "metadata.json"
+    meta.write_text('["dog", "grass"]', encoding="utf-8")
+    assert run(["metadata", "match", str(ds.root), "--metadata", str(meta), "--engine", "local"]) == 0
+    assert run(["metadata", "balance", str(ds.root), "--t", "3", "--tail-proportion", "0.01", "--engine", "local",
+                "--name", "tp"]) == 2
+    err = capsys.readouterr().err
+    assert "--tail-proportion applies after a worldwide (MetaCLIP 2) match" in err
+    assert not Dataset(ds.root).has_table("subsets/tp")
