@@ -174,10 +174,15 @@ def _empty_warnings(counts: dict[str, dict[str, int]], n_samples: int, n_kept: i
     """What a run that keeps nothing says (DataComp's filters remove most of a pool by design,
     so only an empty result, or sizes missing for most samples, is worth a line)."""
     out = []
-    missing = counts.get("basic", {}).get("missing_size", 0)
-    if n_samples and missing > n_samples / 2:
-        out.append(f"basic: {missing:,} of {n_samples:,} samples have no image size (missing_size): sizes come from "
-                   "the input's width/height columns, else from `curate download`; run it first")
+    basic = counts.get("basic", {})
+    missing = basic.get("missing_size", 0)
+    # basic asks for a size only of the samples its caption rules kept: those are the ones counted
+    caption_rules = ("too_few_words", "too_few_chars")
+    reached = sum(n for r, n in basic.items() if not (r.startswith("not_") or r in caption_rules))
+    if reached and missing > reached / 2:
+        out.append(f"basic: {missing:,} of the {reached:,} samples its caption rules kept have no image size "
+                   "(missing_size): sizes come from the input's width/height columns, else from `curate "
+                   "download`; run it first")
     for stage, reasons in counts.items():
         if n_samples and not reasons.get("kept"):
             top = ", ".join(f"{r} {n:,}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])

@@ -348,5 +348,11 @@ def test_a_filter_that_keeps_nothing_says_so(tmp_dataset, writers):
     write_samples(tmp_dataset, ["a dog running on the beach"] * 4, [None] * 4, [None] * 4)  # sizes unknown
     r = run_filters(tmp_dataset, specs("basic"), LocalExecutor())
     warnings = r["guards"]["warnings"]
-    assert any("4 of 4 samples have no image size" in w and "curate download" in w for w in warnings)
+    assert any("4 of the 4 samples its caption rules kept have no image size" in w and "curate download" in w
+               for w in warnings)
     assert any(w.startswith("basic kept none of the 4 samples (missing_size 4)") for w in warnings)
+    # most of a pool removed by the caption rules first: the share is of those that reached the size
+    # check (it was of the whole pool, so it was not said at all, or said with another count)
+    write_samples(tmp_dataset, ["a dog running on the beach"] * 2 + ["x"] * 6, [None] * 8, [None] * 8)
+    warnings = run_filters(tmp_dataset, specs("basic"), LocalExecutor())["guards"]["warnings"]
+    assert any("basic: 2 of the 2 samples its caption rules kept have no image size" in w for w in warnings), warnings
