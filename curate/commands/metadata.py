@@ -3,7 +3,6 @@ models (curate/params/metaclip.py), which the `metaclip_balance` recipe stage sh
 
 from __future__ import annotations
 
-import json
 
 import typer
 
@@ -106,8 +105,10 @@ def balance(run: JobRun, p: MetadataBalanceParams) -> None:
     if t_eff < 1:  # e.g. --t-reference-pool scaled it down: few captions of any matched entry stay
         info(f"warning: the effective t is {_t_text(t_eff)} (below 1): an entry's captions are kept with "
              "probability t / matches, so most matched captions go; check --t and --t-reference-pool")
-    info(f"balance (t={_t_text(t_eff)}): {c['input']:,} in -> {c['kept_total']:,} kept; "
-         + json.dumps({k: v for k, v in c.items() if k not in ('input', 'kept_total')}))
+    removed = {k: v for k, v in c.items() if k not in ("input", "kept", "kept_total") and isinstance(v, int) and v}
+    info(f"balance (t={_t_text(t_eff)}): {c['input']:,} in -> {c['kept_total']:,} kept"
+         + ("; removed: " + ", ".join(f"{k} {v:,}" for k, v in sorted(removed.items(), key=lambda kv: -kv[1]))
+            if removed else ""))
     if "languages" in result:
         info(f"  tail proportion p = {result['params']['tail_proportion']:.6g}")
         for r in result["languages"]:

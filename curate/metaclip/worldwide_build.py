@@ -300,7 +300,8 @@ def check_languages(languages: list[str], lid_model: str | None = None) -> None:
     for lang in languages:
         if lang != ww.OTHER and lang not in labels:
             base = ww.base_language(lang)  # a Wikipedia variant (zh_yue) -> its language
-            near = [base] if base in labels else difflib.get_close_matches(lang, labels, n=3, cutoff=0.6)
+            near = ([base] if base in labels else [lang.lower()] if lang.lower() in labels
+                    else difflib.get_close_matches(lang.lower(), labels, n=3, cutoff=0.6))
             hint = f"did you mean {', '.join(near)}? " if near else ""
             raise DatasetError(
                 f"--languages {lang}: the language-ID model {resolve_model_path(lid_model).name} never labels a "

@@ -32,7 +32,7 @@ def test_build_match_balance(tmp_path, make_samples, capsys):
     assert run(["metadata", "balance", str(ds.root), "--t", "3", "--seed", "5", "--engine", "local",
                 "--name", "mc"]) == 0
     out = capsys.readouterr()
-    assert "balance (t=3)" in out.err
+    assert "balance (t=3)" in out.err and "; removed: " in out.err and "{" not in out.err  # a line, not a dict
     decisions = Dataset(ds.root).read("decisions/mc")
     assert decisions.num_rows == len(texts)
     assert set(decisions.column("reason").to_pylist()) == {"kept", "balanced_out", "no_metadata_match"}

@@ -113,7 +113,8 @@ def test_a_language_the_lid_model_never_gives_is_refused_before_anything_is_writ
 
     labels = model_labels()
     assert len(labels) == 176 and {"en", "de", "zh", "yue"} <= set(labels) and "other" not in labels
-    for code, hint in (("xx", None), ("eng", "did you mean en?"), ("zh_yue", "did you mean zh?")):
+    for code, hint in (("xx", None), ("eng", "did you mean en?"), ("zh_yue", "did you mean zh?"),
+                       ("EN", "did you mean en?")):
         with pytest.raises(CurateError, match=f"--languages {code}: the language-ID model lid.176.ftz never") as info:
             run_build(tmp_path / "ww", languages=["de", code], numbers=True, wordnet=False, wordfreq_top=None)
         assert hint is None or hint in str(info.value)
