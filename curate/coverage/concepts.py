@@ -59,7 +59,17 @@ def from_eval_folder(folder: str | os.PathLike) -> ConceptList:
 
 def from_metadata(path: str | os.PathLike) -> ConceptList:
     """MetaCLIP metadata entries (a JSON list of strings), as is: order and repeats kept, so a
-    concept's id is the entry id of ``curate metadata match``."""
+    concept's id is the entry id of ``curate metadata match``. Worldwide (MetaCLIP 2) metadata,
+    a folder of per-language lists or a dataset's concatenation of one, is refused: coverage
+    counts every caption against one list with v1's matching, which is not how such a pool was
+    matched (each caption against its language's list), so its counts would not be the pool's."""
+    p = Path(path)
+    if p.is_dir() or (p.parent / "languages.json").is_file():
+        what = "a worldwide (MetaCLIP 2) metadata folder" if p.is_dir() else \
+            "the concatenated lists of a worldwide (MetaCLIP 2) match (languages.json beside it)"
+        raise InputFileError(str(p), f"{what}: coverage counts one metadata list with MetaCLIP v1's matching, not "
+                                     "each caption against its language's list; a worldwide pool's counts per entry "
+                                     "are `curate metadata match`'s entry_counts table")
     return ConceptList(load_metadata(path), "metadata", str(path))
 
 

@@ -77,3 +77,20 @@ def test_metadata_entries_as_is(tmp_path):
     f.write_text('["dog", "U.S.", "dog", "cat"]')
     c = from_metadata(f)  # MetaCLIP's list as is: repeats and unmatchable entries keep their ids
     assert c.names == ["dog", "U.S.", "dog", "cat"] and c.kind == "metadata"
+
+
+def test_worldwide_metadata_is_refused_not_counted_as_one_list(tmp_path):
+    """A worldwide folder failed as 'is a directory'; a worldwide dataset's concatenation counted
+    every caption against every language's list with v1 spacing (201,458 matches where
+    entry_counts had 28,432)."""
+    folder = tmp_path / "meta_ww"
+    folder.mkdir()
+    (folder / "en.json").write_text('["dog"]')
+    with pytest.raises(InputFileError, match="a worldwide \\(MetaCLIP 2\\) metadata folder: coverage counts one"):
+        from_metadata(folder)
+    copy = tmp_path / "metaclip"
+    copy.mkdir()
+    (copy / "metadata.json").write_text('["dog", "Hund"]')
+    (copy / "languages.json").write_text('{"ranges": []}')
+    with pytest.raises(InputFileError, match="concatenated lists of a worldwide .*entry_counts"):
+        from_metadata(copy / "metadata.json")
