@@ -143,9 +143,12 @@ def _mark_finished(fd: int, info: dict) -> None:
 def _remove_dead_writers_temp_files(root: Path) -> None:
     """The hidden ``.*.tmp`` files a killed writer left mid-write (``atomic_path``) anywhere in
     the dataset's folders: no other writer is alive now that this one holds the lock, so none
-    is in use. Files at the top (a report's page may be written there, lock-free) are left."""
-    for dirpath, _dirnames, filenames in os.walk(root):
+    is in use. Files at the top (a report's page may be written there, lock-free) are left, and
+    ``images/`` is not walked: img2dataset writes its tars itself (no ``.tmp`` files), and a
+    pool's tars are most of its files (1.3M at DataComp's 12.8B)."""
+    for dirpath, dirnames, filenames in os.walk(root):
         if dirpath == str(root):
+            dirnames[:] = [d for d in dirnames if d != "images"]
             continue
         for name in filenames:
             if name.startswith(".") and name.endswith(".tmp"):

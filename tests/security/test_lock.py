@@ -110,7 +110,9 @@ def test_taking_the_lock_removes_the_temp_files_a_killed_writer_left(ds):
     for p in left:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"half")
-    kept = [ds.root / ".report.html.77.tmp", ds.root / "decisions/f2/part-00000.parquet", ds.root / "subsets/r/a.tmp"]
+    kept = [ds.root / ".report.html.77.tmp", ds.root / "decisions/f2/part-00000.parquet", ds.root / "subsets/r/a.tmp",
+            ds.root / "images/.00000001.tar.x.tmp"]  # img2dataset's own folder (and the pool's bulk) is not walked
+    (ds.root / "images").mkdir()
     for p in kept:
         p.write_bytes(b"x")
     with dataset_lock(ds.root):
