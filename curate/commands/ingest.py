@@ -55,6 +55,22 @@ def register(app: typer.Typer) -> None:
         "fingerprints are written to DATASET/_runs/ingest.json."))
 
 
+def _say_columns(inputs: list[dict]) -> None:
+    """Which columns the url and caption came from, where not ones named url and text: a name
+    picked among the ones ingest tries (image_url, alt, title, ...), or mapped; per mapping, the
+    first file and how many more."""
+    from curate.progress import info
+
+    by_map: dict[tuple, list[str]] = {}
+    for f in inputs:
+        cols = f.get("columns")
+        if cols and (cols.get("url"), cols.get("text")) != ("url", "text"):
+            by_map.setdefault((cols["url"], cols["text"]), []).append(str(f.get("path")))
+    for (url, text), paths in by_map.items():
+        more = f" and {len(paths) - 1:,} more" if len(paths) > 1 else ""
+        info(f"columns: url from {url!r}, caption from {text!r} ({paths[0]}{more}); map others with --url-col/--text-col")
+
+
 def _report(result: dict) -> None:
     """Where every input row went, in a few lines."""
     from curate.progress import info
@@ -64,6 +80,7 @@ def _report(result: dict) -> None:
          f"{c['rejects']} rejects ({result['timings_s']['total']:.1f} s)")
     if c["reject_reasons"]:
         info("reject reasons: " + json.dumps(c["reject_reasons"]))
+    _say_columns(result.get("inputs") or [])
     if c["input_rows"] and not c["kept"]:  # exit 0 all the same: every row is accounted for
         info("warning: no samples: every input row was rejected or a duplicate (the reasons above; each row's "
              "detail is in the rejects table)")

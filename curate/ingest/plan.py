@@ -12,7 +12,7 @@ from curate import storage
 from curate.errors import DatasetError
 from curate.ingest.shards import ROW_ID_BITS
 from curate.ingest.stage import IngestRules
-from curate.readers import InputScan, ReaderOptions, scan_inputs
+from curate.readers import InputScan, ReaderOptions, columns_read, scan_inputs
 from curate.readers.imagefolder import plan_slices
 from curate.readers.parquet import plan_parquet
 
@@ -118,6 +118,9 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
         fp = (_folder_fingerprint(path, options.exclude, scan.listings.get(path)) if fmt == "imagefolder"
               else object_fingerprint(source) if storage.is_uri(source) else local_file_fingerprint(path))
         fingerprints.append({**fp, "path": source, "format": fmt, "file_index": file_index})
+        columns = columns_read(path, fmt, options)
+        if columns is not None:  # recorded, and said when not the plain names (an alias picked)
+            fingerprints[-1]["columns"] = columns
         base = {"path": path, "source": source, "format": fmt, "file_index": file_index, "options": opts,
                 "rules": cfg.rules.to_dict()}
         if fmt == "imagefolder" and cfg.options.captions:

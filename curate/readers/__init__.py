@@ -383,6 +383,27 @@ def expand_inputs(paths: list[str], fmt: str | None) -> list[tuple[str, str]]:
     return scan_inputs(paths, fmt).files
 
 
+def columns_read(path: str, fmt: str, options: ReaderOptions) -> dict[str, str] | None:
+    """The columns a Parquet, CSV or TSV input's url and caption are read from (found in its
+    footer or first records, as its reader finds them), so a run can say which it picked among
+    the names it tries; None for other formats, or where the reader itself will say what is wrong."""
+    from curate.errors import InputFileError
+
+    try:
+        if fmt in ("parquet", "datacomp", "img2dataset"):
+            from curate.readers.parquet import open_parquet, resolve_columns
+
+            cols = resolve_columns(path, open_parquet(path).schema_arrow, options)
+            return {"url": cols["url"], "text": cols["text"]}
+        if fmt in ("csv", "tsv"):
+            from curate.readers.delimited import delimited_columns
+
+            return delimited_columns(path, options, "," if fmt == "csv" else "\t")
+    except (InputFileError, OSError, ValueError):
+        return None
+    return None
+
+
 def read_file_raw(path: str, options: ReaderOptions, fmt: str | None = None, **slice_args) -> Iterator[pa.RecordBatch]:
     """Raw batches of one input (a file, or an image folder)."""
     fmt = fmt or detect_format(path)

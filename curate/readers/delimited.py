@@ -126,6 +126,20 @@ def read_delimited(path: str, options: ReaderOptions, delimiter: str) -> Iterato
         yield from iter_flush(out)
 
 
+def delimited_columns(path: str, options: ReaderOptions, delimiter: str) -> dict[str, str] | None:
+    """The columns the reader takes the url and caption from (a header's names, or ``column N``
+    of a headerless file), read from the file's first records; None for an empty file."""
+    with _open_text(path) as fh:
+        feed = LineFeed(fh)
+        reader = csv.reader(feed, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
+        first = next(_records(reader, feed, path), None)
+        if first is None:
+            return None
+        cols, _ = _columns(path, first, options, delimiter, lambda: _usual_record(path, delimiter))
+    named = cols.shift == 1
+    return {role: (cols.names[i] if named else f"column {i}") for role, i in (("url", cols.iu), ("text", cols.it))}
+
+
 SAMPLE_RECORDS = 100  # records a headerless file's column count is taken from
 
 

@@ -487,3 +487,25 @@ def test_an_option_no_input_reads_is_refused_not_ignored(tmp_path, capsys, optio
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert said in err and err.rstrip().endswith("(formats read: jsonl)")
+
+
+def test_the_columns_picked_among_the_names_ingest_tries_are_said_and_recorded(tmp_path, capsys):
+    """A Parquet file with image_url/alt/title: the url and caption columns ingest picked are
+    said (alt, not title) and kept per input in the run manifest; plain url/text is not said."""
+    from curate.cli import main
+
+    pq.write_table(pa.table({"image_url": ["http://127.0.0.1/a.jpg"], "alt": ["a cat"], "title": ["Cats"]}),
+                   tmp_path / "o.parquet")
+    (tmp_path / "h.tsv").write_text("http://127.0.0.1/x.jpg\tcaption x\n")
+    (tmp_path / "p.csv").write_text("url,text\nhttp://127.0.0.1/b.jpg,a dog\n")
+    with pytest.raises(SystemExit) as e:
+        main(["ingest", str(tmp_path / "o.parquet"), str(tmp_path / "h.tsv"), str(tmp_path / "p.csv"),
+              "-o", str(tmp_path / "ds"), "--engine", "local"])
+    assert e.value.code == 0
+    err = capsys.readouterr().err
+    assert f"columns: url from 'image_url', caption from 'alt' ({tmp_path / 'o.parquet'})" in err
+    assert f"columns: url from 'column 0', caption from 'column 1' ({tmp_path / 'h.tsv'})" in err
+    assert err.count("columns: ") == 2
+    inputs = json.loads((tmp_path / "ds" / "_runs" / "ingest.json").read_text())["inputs"]
+    assert [f.get("columns") for f in inputs] == [{"url": "image_url", "text": "alt"},
+                                                 {"url": "column 0", "text": "column 1"}, {"url": "url", "text": "text"}]
