@@ -124,12 +124,32 @@ def _user_message(exc: BaseException) -> str | None:
     return found
 
 
-def _interrupt_message() -> str:
-    """Ctrl-C's line, or why the dataset lock's renewal stopped this process (another writer
-    took the lock over: rerunning now would not resume, it would meet that writer)."""
+def _interrupt_message(signum: int | None = None) -> str:
+    """Ctrl-C's line (SIGTERM's: a scheduler stopping the job), or why the dataset lock's renewal
+    stopped this process (another writer took the lock over: rerunning now would not resume, it
+    would meet that writer)."""
     lock = sys.modules.get("curate.object_lock")
     lost = lock.lost_message() if lock is not None else None
-    return f"error: {lost}" if lost else INTERRUPTED
+    if lost:
+        return f"error: {lost}"
+    return TERMINATED if signum == signal.SIGTERM else INTERRUPTED
+
+
+TERMINATED = "terminated (SIGTERM); rerun the same command to resume"
+_signal_received = [signal.SIGINT]  # the signal that is stopping the command
+
+
+def _exit_status() -> int:
+    """128 + the signal's number, as a shell reports a process the signal ended: 130 for
+    Ctrl-C, 143 for SIGTERM."""
+    return 128 + int(_signal_received[0])
+
+
+def _on_terminate(signum, frame) -> None:
+    """SIGTERM (a scheduler preempting the job, ``kill``): as Ctrl-C, with its own line and 143,
+    so the Spark JVM is stopped and a store's lock object deleted rather than left to its lease."""
+    _signal_received[0] = signal.SIGTERM
+    _on_interrupt(signum, frame)
 
 
 def _on_interrupt(signum, frame) -> None:
@@ -143,7 +163,7 @@ def _on_interrupt(signum, frame) -> None:
         # a job that silences a library's output (training) points stderr at /dev/null: this
         # line is the user's, so it goes to the process's own stderr then
         out = sys.__stderr__ if getattr(sys.stderr, "name", None) == os.devnull and sys.__stderr__ else sys.stderr
-        out.write(f"curate: {_interrupt_message()}\n")
+        out.write(f"curate: {_interrupt_message(signum)}\n")
         out.flush()
     engine = sys.modules.get("curate.engine.spark")  # loaded only once a job opened Spark
     if engine is None or not engine.context_running():
@@ -153,7 +173,7 @@ def _on_interrupt(signum, frame) -> None:
         engine.kill_driver_jvm()
     finally:
         _release_locks_at_exit()
-        os._exit(130)
+        os._exit(_exit_status())
 
 
 # seconds the unwinding of a KeyboardInterrupt may take (``finally`` blocks tidying up) before
@@ -171,7 +191,7 @@ def _exit_if_unwinding_stalls() -> None:
     def watch() -> None:
         time.sleep(UNWIND_SECONDS)
         _release_locks_at_exit()  # what is left is what kill -9 leaves; the rerun resumes
-        os._exit(130)
+        os._exit(_exit_status())
 
     _watchdog = threading.Thread(target=watch, name="curate-interrupt-watchdog", daemon=True)
     _watchdog.start()
@@ -203,7 +223,9 @@ def cli_errors() -> Iterator[None]:
         if not _interrupted:
             print(f"curate: {_interrupt_message()}", file=sys.stderr)
         _interrupted = False
-        sys.exit(130)
+        status = _exit_status()
+        _signal_received[0] = signal.SIGINT
+        sys.exit(status)
     except click_exceptions.NoArgsIsHelpError as exc:  # a group or command given nothing: its help
         exc.show()
         sys.exit(exc.exit_code)
@@ -232,15 +254,20 @@ def main(argv: list[str] | None = None) -> None:
     global _interrupted, _stopped_on_user_error
     os.environ.setdefault("PYTHONHASHSEED", "0")
     _interrupted = _stopped_on_user_error = False
+    _signal_received[0] = signal.SIGINT
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _on_interrupt) if main_thread else None
+    previous_term = signal.signal(signal.SIGTERM, _on_terminate) if main_thread else None
     returned = False
     try:
         with cli_errors():
             _load_commands(_modules_for(sys.argv[1:] if argv is None else list(argv)))
             # not standalone: click's usage errors come here as exceptions, to be one line
             code = app(args=argv, prog_name="curate", standalone_mode=False)
-            returned = True
+            if _interrupted:  # typer turned the signal's KeyboardInterrupt into a 130: not finished
+                code = _exit_status()
+            else:
+                returned = True
             sys.exit(code if isinstance(code, int) else 0)  # as standalone click ends: SystemExit
     finally:
         from curate.lock import release_command_locks
@@ -248,8 +275,9 @@ def main(argv: list[str] | None = None) -> None:
         # in-process callers (tests, notebooks) run the next command freely; an interrupted or
         # crashed command's writes are not marked finished, so the next writer says so
         release_command_locks(finished=returned or _stopped_on_user_error)
-        if main_thread:  # and get their Ctrl-C handler back
+        if main_thread:  # and get their Ctrl-C and SIGTERM handlers back
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+            signal.signal(signal.SIGTERM, previous_term if previous_term is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

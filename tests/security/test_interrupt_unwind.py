@@ -40,3 +40,41 @@ def test_ctrl_c_exits_even_when_the_unwinding_stalls_and_says_so_past_a_silenced
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and time.time() - t0 < 30
     assert err.decode().splitlines() == ["curate: interrupted; rerun the same command to resume"]
+
+
+TERMINATED_WHILE_WRITING = """
+import sys, time
+from curate.cli import main
+sys.argv = ["curate", "select", sys.argv[1], "--sql", "SELECT uid FROM samples", "--name", "s"]
+import curate.sql.select as sel
+def slow(*args, **kwargs):
+    print("ready", flush=True)
+    time.sleep(120)
+sel.select_sql = slow
+main(sys.argv[1:])
+"""
+
+
+def test_sigterm_stops_a_command_with_one_line_and_143_and_the_next_writer_says_it_did_not_finish(tmp_path):
+    """A scheduler's SIGTERM (preemption) ends the command as Ctrl-C does, with its own line and
+    128 + 15; its lock line is left unfinished, so the next writer warns about its tables."""
+    from curate.cli import main
+
+    src = tmp_path / "p.csv"
+    src.write_text("url,text\nhttp://127.0.0.1/a.jpg,a cat\n")
+    ds = tmp_path / "ds"
+    try:
+        main(["ingest", str(src), "-o", str(ds), "--engine", "local"])
+    except SystemExit as e:
+        assert e.code == 0
+    proc = subprocess.Popen([sys.executable, "-c", TERMINATED_WHILE_WRITING, str(ds)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True,
+                            env=dict(os.environ, CURATE_INTERRUPT_UNWIND_SECONDS="5"))
+    assert proc.stdout.readline().strip() == b"ready"
+    os.killpg(proc.pid, signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.decode().splitlines()[-1] == "curate: terminated (SIGTERM); rerun the same command to resume"
+    done = subprocess.run([sys.executable, "-m", "curate.cli", "ingest", str(src), "-o", str(ds), "--engine", "local"],
+                          capture_output=True, text=True, timeout=120)  # another job: it says so
+    assert done.returncode == 0 and "did not finish: `curate select" in done.stderr
