@@ -23,17 +23,25 @@ def data_uri(data: bytes, mime: str) -> str:
 
 
 def thumbnail(data: bytes, size: int = 112) -> tuple[str, tuple[int, int]] | None:
-    """JPEG data URI of a thumbnail (longest side ``size``) and the original (w, h); None if undecodable."""
+    """JPEG data URI of a thumbnail (longest side ``size``) and the original (w, h); None if
+    undecodable, or over twice Pillow's pixel limit (a download may accept it, its
+    ``--max-image-area`` raising the limit there; the page shows no picture for it). A JPEG is
+    decoded at a reduced scale (``draft``): a 108 MP photo costs the thumbnail's memory, not 800 MB."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=80)
-    except (UnidentifiedImageError, OSError, ValueError):
+        with warnings.catch_warnings():  # a large photo of the pool is not a library warning for the user
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                im.draft("RGB", (size, size))
+                im = im.convert("RGB")
+                im.thumbnail((size, size))
+                buf = io.BytesIO()
+                im.save(buf, format="JPEG", quality=80)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
     return data_uri(buf.getvalue(), "image/jpeg"), (w, h)
 

@@ -81,3 +81,24 @@ def test_a_shard_is_read_until_its_images_are_found(tmp_path, monkeypatch):
     uid = {f"{k}.jpg": u for u, k in wanted}[first.name]
     assert shard_thumbnails({**task, "path": str(cut)})["thumbs"] == {uid: whole[uid]}
     assert shard_thumbnails({**task, "path": str(tmp_path / "gone.tar")})["thumbs"] == {}
+
+
+def test_a_huge_photo_is_thumbnailed_small_or_left_without_a_picture_never_a_crash(recwarn):
+    """A 108 MP JPEG (which a download with a raised --max-image-area accepts) is decoded at a
+    reduced scale, with no Pillow warning; one over twice Pillow's limit has no picture (it
+    raised DecompressionBombError through the whole report)."""
+    import io
+
+    from PIL import Image
+
+    from curate.report.images import thumbnail
+
+    def jpeg(w, h):
+        buf = io.BytesIO()
+        Image.new("L", (w, h), 128).save(buf, "JPEG")
+        return buf.getvalue()
+
+    uri, size = thumbnail(jpeg(12000, 9000))
+    assert size == (12000, 9000) and uri.startswith("data:image/jpeg;base64,")
+    assert thumbnail(jpeg(14000, 13000)) is None
+    assert not [w for w in recwarn if "DecompressionBomb" in str(w.category)]
