@@ -17,7 +17,7 @@ def report(run: JobRun, p: ReportParams) -> None:
     from curate.tables import Dataset
 
     out = p.out and check_output_path(p.out, run.dataset, "--out")  # a URI: one object, written whole
-    ds = Dataset(run.dataset)  # a URI: read in place; the default page goes to DATASET/reports/ there
+    ds = Dataset(run.dataset).require()  # a URI: read in place; the default page goes to DATASET/reports/ there
     embeddings = p.embeddings
     if embeddings:
         from curate.models.resolve import resolve_embeddings

@@ -30,9 +30,14 @@ class ReportParams(JobParams):
     @field_validator("eval")
     @classmethod
     def _label_path(cls, items: list[str]) -> list[str]:
+        seen = set()
         for item in items:
             if "=" not in item:
                 raise ValueError(f"expects LABEL=PATH, got {item!r}")
+            label = item.split("=", 1)[0]
+            if label in seen:  # a dict of runs by label kept the last one in silence
+                raise ValueError(f"label {label!r} given twice; give each run its own label")
+            seen.add(label)
         return items
 
     def evals(self) -> dict:

@@ -21,13 +21,15 @@ from curate.tables import Dataset
 MAX_REASONS = 10_000  # distinct (stage, reason) or (status, error) pairs; more is a bug
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
+def _flatten(obj: Any, prefix: str = "") -> dict[str, float | int]:
+    """An evaluation JSON's numbers by dotted path; counts stay ints (``n_images`` 50,000, not
+    5e+04), scores floats."""
+    out: dict[str, float | int] = {}
     if isinstance(obj, dict):
         for k, v in obj.items():
             out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        out[prefix] = float(obj)
+        out[prefix] = obj
     return out
 
 
@@ -272,4 +274,27 @@ def load_evals(evals: dict[str, Path], comparison: Path | None) -> dict:
             comp = json.loads(storage.read_bytes(comparison))
         except (OSError, ValueError) as e:
             raise DatasetError(f"{comparison}: cannot read comparison ({e})") from e
+        _check_comparison(comp, comparison)
     return {"runs": runs, "comparison": comp}
+
+
+def _check_comparison(comp: Any, path) -> None:
+    """The shape `curate demo` writes (comparison.json): {"arms": [{"name", "runs": [{"metrics":
+    {name: number}}]}]}; anything else is one line naming where it differs."""
+    def bad(where: str, what: str):
+        return DatasetError(f"{path}: not a comparison ({where}: {what}; expected "
+                            "{\"arms\": [{\"name\": ..., \"runs\": [{\"metrics\": {NAME: NUMBER}}]}]}, "
+                            "as curate demo writes comparison.json)")
+
+    if not isinstance(comp, dict) or not isinstance(comp.get("arms"), list):
+        raise bad("top level", "no 'arms' list")
+    for i, arm in enumerate(comp["arms"]):
+        if not isinstance(arm, dict) or not isinstance(arm.get("name"), str) or not isinstance(arm.get("runs"), list):
+            raise bad(f"arms[{i}]", "needs a 'name' and a 'runs' list")
+        for j, run in enumerate(arm["runs"]):
+            metrics = run.get("metrics") if isinstance(run, dict) else None
+            if not isinstance(metrics, dict):
+                raise bad(f"arms[{i}].runs[{j}]", "no 'metrics' object")
+            for m, v in metrics.items():
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise bad(f"arms[{i}].runs[{j}].metrics.{m}", f"{v!r} is not a number")

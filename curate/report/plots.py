@@ -50,6 +50,9 @@ def _fig(w=6.0, h=3.0):
     import matplotlib.pyplot as plt
 
     matplotlib.rcParams["font.family"] = font_families()
+    # labels are the data's names (metrics, arms, reasons, captions' words): "$x$" is text, not
+    # a formula for mathtext to parse (an unknown symbol stopped the report)
+    matplotlib.rcParams["text.parse_math"] = False
     fig, ax = plt.subplots(figsize=(w, h), dpi=100)
     return plt, fig, ax
 

@@ -283,3 +283,40 @@ def test_a_filter_subset_s_step_says_when_a_sample_counts_under_several_reasons(
     assert step["name"].endswith("; a sample removed by several filters counts under each reason")
     [step] = _funnel(LocalExecutor(), ds, "basic", {}, {**overlap, "reasons": {"image_too_small": 7}}, 3)
     assert "several filters" not in step["name"]
+
+
+def test_evaluation_inputs_are_checked_and_counts_stay_counts(tmp_path, capsys):
+    """A comparison of another shape, or with a metric that is not a number, is one line (it was
+    a traceback); a name with $...$ is text, not a formula; n_images prints as 50,000, not 5e+04;
+    a label given twice is refused (the last run replaced the first in silence); a dataset that
+    does not exist says so."""
+    import json
+
+    from curate.cli import main
+    from curate.errors import DatasetError
+    from curate.report.build import _comparison_view
+    from curate.report.collect import load_evals
+    from curate.report.plots import grouped_bars
+
+    e = tmp_path / "e.json"
+    e.write_text(json.dumps({"imagenet": {"top1": 0.51234, "n_images": 50000}, "samples_seen": 12800000}))
+    runs = load_evals({"a": e}, None)["runs"]
+    assert runs["a"] == {"imagenet.top1": 0.51234, "imagenet.n_images": 50000, "samples_seen": 12800000}
+    assert isinstance(runs["a"]["imagenet.n_images"], int)
+    for body, where in (([1], "top level"), ({"arms": [{"name": "a", "runs": [{"metrics": {"top1": "0.5"}}]}]},
+                                               "arms[0].runs[0].metrics.top1: '0.5' is not a number")):
+        c = tmp_path / "c.json"
+        c.write_text(json.dumps(body))
+        with pytest.raises(DatasetError, match=rf"c.json: not a comparison \({re.escape(where)}"):
+            load_evals({}, c)
+    math = {"arms": [{"name": n, "runs": [{"metrics": {"$\\foo$ recall": v}}]} for n, v in (("a", 0.5), ("b", 0.4))]}
+    view = _comparison_view(math)
+    assert view["rows"][0]["name"] == "$\\foo$ recall"
+    assert grouped_bars(["$\\foo$ recall"], {"a": [0.5], "b": [0.4]}, "t", "y").startswith("data:image/png")
+    for argv in (["report", str(tmp_path / "ds"), "--eval", f"a={e}", "--eval", f"a={e}"],
+                 ["report", str(tmp_path / "nowhere"), "-s", "x"]):
+        with pytest.raises(SystemExit) as ex:
+            main(argv)
+        assert ex.value.code == 2
+    err = capsys.readouterr().err
+    assert "label 'a' given twice" in err and f"dataset folder {tmp_path / 'nowhere'} does not exist" in err
