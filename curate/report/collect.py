@@ -225,7 +225,7 @@ def _galleries(executor, dataset: Dataset, subset: str, dec_name: str | None, li
         picked = stable_sample(frame, per_reason, {(): n}, lambda g, r=reason: subset + r)[()]
         groups.append({"reason": reason, "count": n,
                        "items": [{"uid": u, "value": None, "detail": None} for u in picked.column("uid").to_pylist()]})
-    if not groups or not any(g["reason"] == "kept" for g in groups):
+    if not groups:  # an empty subset still shows what it left out
         return []
     return [{"stage": subset, "kind": origin["kind"] if origin else "subset", "groups": groups}]
 

@@ -222,6 +222,12 @@ def test_select_and_imported_subsets_get_evaluations_galleries_lineage(tmp_path)
     assert "id=galleries" in page and "id=lineage" in page and "uids.parquet" in page
     assert read_subset(ds, "reds-copy") == read_subset(ds, "reds")
 
+    # an empty subset still shows what it left out (its galleries section was dropped whole)
+    select_sql(ds, "SELECT uid FROM samples WHERE false", "none", allow_unknown=True)
+    data = collect(ds, "none")
+    assert [g["reason"] for g in data["galleries"][0]["groups"]] == ["not selected (of downloaded)"]
+    assert "id=galleries" in build_report(ds, "none", out=tmp_path / "none.html").read_text()
+
 
 def test_stage_subset_gallery_comes_from_its_decisions(tmp_path):
     """A subset written by an embedding-space stage (no recipe) shows that stage's decisions."""
