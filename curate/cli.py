@@ -274,7 +274,11 @@ def main(argv: list[str] | None = None) -> None:
 
         # in-process callers (tests, notebooks) run the next command freely; an interrupted or
         # crashed command's writes are not marked finished, so the next writer says so
-        release_command_locks(finished=returned or _stopped_on_user_error)
+        try:
+            release_command_locks(finished=returned or _stopped_on_user_error)
+        except CurateError as e:  # the store went away: the command has said what it did; one more line
+            print(f"curate: warning: {e}; the next writer takes the lock over once its lease runs out",
+                  file=sys.stderr)
         if main_thread:  # and get their Ctrl-C and SIGTERM handlers back
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
             signal.signal(signal.SIGTERM, previous_term if previous_term is not None else signal.SIG_DFL)

@@ -49,10 +49,10 @@ def _s3(options: dict) -> pafs.S3FileSystem:
         if env.get("AWS_SESSION_TOKEN"):
             kw["session_token"] = env["AWS_SESSION_TOKEN"]
     aliases = {"key": "access_key", "secret": "secret_key", "token": "session_token", "region_name": "region"}
-    for k, v in options.items():
-        k = aliases.get(k, k)
-        kw[k] = truthy(v) if k in _S3_BOOL else float(v) if k in _S3_FLOAT else v
     try:
+        for k, v in options.items():
+            k = aliases.get(k, k)
+            kw[k] = truthy(v, k) if k in _S3_BOOL else float(v) if k in _S3_FLOAT else v
         return pafs.S3FileSystem(**kw)
     except (TypeError, ValueError) as e:
         raise StorageError(f"--storage-option for s3: {e}") from None
@@ -113,7 +113,7 @@ def _gcs(options: dict) -> pafs.GcsFileSystem:
             k = aliases.get(k, k)
             if k == "token" and v == "anon":  # gcsfs's spelling of an anonymous client
                 k, v = "anonymous", "true"
-            kw[k] = truthy(v) if k in _GCS_BOOL else timedelta(seconds=float(v)) if k in _GCS_SECONDS else v
+            kw[k] = truthy(v, k) if k in _GCS_BOOL else timedelta(seconds=float(v)) if k in _GCS_SECONDS else v
         return pafs.GcsFileSystem(**kw)
     except (TypeError, ValueError) as e:
         raise StorageError(f"--storage-option for gs: {e}") from None
@@ -142,7 +142,11 @@ def _s3fs_options() -> dict:
     kw = {"client_kwargs": {k: s[k] for k in ("endpoint_url", "region_name") if k in s}}
     if "aws_access_key_id" in s:
         kw.update(key=s["aws_access_key_id"], secret=s["aws_secret_access_key"], token=s.get("aws_session_token"))
-    if truthy(default_options().get("anonymous", "")):
+    try:
+        anonymous = truthy(default_options().get("anonymous", ""), "anonymous")
+    except ValueError as e:
+        raise StorageError(f"--storage-option for s3: {e}") from None
+    if anonymous:
         kw["anon"] = True
     return kw
 

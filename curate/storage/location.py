@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,11 +21,30 @@ from curate.storage.settings import AWS_ENV, GCS_CREDENTIALS_ENV, GCS_ENV, Stora
 
 
 def is_uri(path: str | os.PathLike) -> bool:
-    """True for ``scheme://...`` other than ``file://`` (a path a local file API cannot open)."""
+    """True for ``scheme://...`` other than ``file://`` (a path a local file API cannot open); the
+    scheme in any case (``S3://`` is ``s3://``, RFC 3986)."""
     if isinstance(path, os.PathLike):
         return False
-    scheme = urlsplit(str(path)).scheme
-    return len(scheme) > 1 and str(path).startswith(scheme + "://") and scheme != "file"
+    scheme = urlsplit(str(path)).scheme  # lowercased
+    return len(scheme) > 1 and str(path)[:len(scheme) + 3].lower() == scheme + "://" and scheme != "file"
+
+
+# schemes whose one-slash spelling (``s3:/b/x``, ``s3:b/x``) is a mistake, not a local folder
+_STORE_SCHEMES = ("s3", "s3a", "gs", "gcs", "hdfs", "viewfs", "file")
+_ONE_SLASH = re.compile(rf"^({'|'.join(_STORE_SCHEMES)}):(?!//)", re.IGNORECASE)
+
+
+def _check_uri(text: str) -> None:
+    """A URI whose key a parser would cut or a store refuse, refused in one line: ``#`` and ``?``
+    (read as a fragment and a query: ``s3://b/run#1`` wrote to ``b/run``, over another
+    dataset), and an empty folder name (``s3://b//ds``)."""
+    for c, what in (("#", "a fragment"), ("?", "a query")):
+        if c in text:
+            raise StorageError(f"{text}: {c!r} cannot be part of a URI's path here (it would be read as {what} and "
+                               "the rest dropped, writing somewhere else); rename that folder or object")
+    rest = text.split("://", 1)[1].rstrip("/")
+    if "//" in rest:
+        raise StorageError(f"{text}: an empty folder name ('//') in the path; write it with single slashes")
 
 
 @dataclass(frozen=True)
@@ -78,9 +98,15 @@ def resolve(path: str | os.PathLike | Location, options: dict | None = None) -> 
         return path
     text = os.fspath(path)
     if not is_uri(text):
-        if text.startswith("file://"):
+        if _ONE_SLASH.match(text):  # would be a local folder named "s3:" under the working folder
+            scheme = text.split(":", 1)[0].lower()
+            raise StorageError(f"{text}: not a {scheme}:// URI (one slash or none after '{scheme}:'); write "
+                               f"{scheme}://{text.split(':', 1)[1].lstrip('/')}")
+        if text[:7].lower() == "file://":
+            _check_uri(text)
             text = urlsplit(text).path
         return Location(pafs.LocalFileSystem(), Path(text).expanduser().resolve().as_posix(), "")
+    _check_uri(text)
     opts = {**default_options(), **(options or {})}
     u = urlsplit(text)
     scheme = u.scheme.lower()

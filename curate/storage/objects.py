@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 
 import pyarrow.fs as pafs
@@ -14,11 +15,21 @@ from curate.storage.location import Location, is_uri, resolve
 from curate.storage.settings import StorageError
 
 
+# what a store answers when it was reached and said no: credentials or permissions, not the network
+_REFUSED = re.compile(r"ACCESS_DENIED|AccessDenied|SignatureDoesNotMatch|InvalidAccessKeyId|PERMISSION_DENIED|"
+                      r"ExpiredToken|Forbidden|Unauthorized|(status|code):? 40[13]\b")
+
+
 def file_info(loc: Location) -> pafs.FileInfo:
     try:
         return loc.fs.get_file_info(loc.path)
     except OSError as e:
+        if _REFUSED.search(str(e)):
+            raise StorageError(f"{loc}: access denied: check the credentials and their permissions on it "
+                               f"({e})") from None
         raise StorageError(f"{loc}: cannot reach storage ({e})") from None
+    except ValueError as e:  # pyarrow's ArrowInvalid for a path it refuses
+        raise StorageError(f"{loc}: not a path this store takes ({e})") from None
 
 
 def exists(path) -> bool:

@@ -52,8 +52,18 @@ def default_options() -> dict[str, str]:
         raise StorageError(f"{OPTIONS_ENV} is not a JSON object: {e}") from None
 
 
-def truthy(v) -> bool:
-    return str(v).strip().lower() in ("1", "true", "yes", "on")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def truthy(v, name: str = "option") -> bool:
+    """A yes/no setting's value; a word that is neither is a ValueError (``anonymous=maybe`` was
+    read as false in silence)."""
+    word = str(v).strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"{name}={v!r}: expected true or false (1/0, yes/no, on/off)")
 
 
 AWS_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",

@@ -234,6 +234,37 @@ def test_resolve_schemes(tmp_path, s3_env):
     assert not storage.is_uri("plain/path") and not storage.is_uri(f"file://{tmp_path}") and storage.is_uri("gs://b/k")
 
 
+@pytest.mark.parametrize("uri, said", [
+    ("s3://bkt/run#1", "'#' cannot be part of a URI's path"),  # wrote to bkt/run, over another dataset
+    ("gs://b/q?r/ds", "'?' cannot be part of a URI's path"),
+    ("file:///tmp/fa#b/ds", "'#' cannot be part of a URI's path"),
+    ("s3://bkt//ds", "an empty folder name ('//')"),  # a pyarrow traceback
+    ("s3:/bkt/x", "not a s3:// URI (one slash or none after 's3:'); write s3://bkt/x"),  # a local folder "s3:"
+    ("GS:bkt/x", "not a gs:// URI"),
+])
+def test_uris_a_parser_would_cut_or_a_store_refuse_are_one_line(uri, said, s3_env):
+    with pytest.raises(storage.StorageError) as e:
+        storage.resolve(uri)
+    assert said in str(e.value) and str(e.value).startswith(uri)
+
+
+def test_an_upper_case_scheme_is_the_store_and_options_are_checked(s3_env, bucket):
+    """S3:// is s3:// (it was a local folder named S3:); a non-number or non-boolean storage
+    option is one line (a traceback, or anonymous=maybe read as false); a store that answers
+    'access denied' is not 'cannot reach storage'."""
+    from curate.storage.objects import _REFUSED
+    from curate.storage.settings import truthy
+
+    assert storage.is_uri(f"S3://{bucket}/ds") and storage.resolve(f"S3://{bucket}/ds").uri == f"s3://{bucket}/ds"
+    with pytest.raises(storage.StorageError, match="--storage-option for s3: could not convert string to float"):
+        storage.resolve(f"s3://{bucket}/ds", {"connect_timeout": "abc"})
+    with pytest.raises(storage.StorageError, match="anonymous='maybe': expected true or false"):
+        storage.resolve(f"s3://{bucket}/ds", {"anonymous": "maybe"})
+    assert truthy("Yes") and not truthy("off")
+    assert _REFUSED.search("AWS Error ACCESS_DENIED during HeadObject operation")
+    assert _REFUSED.search("HTTP status 403") and not _REFUSED.search("Could not connect to 127.0.0.1:4030")
+
+
 def test_a_shard_committed_from_a_file_is_streamed_and_marked_alike(bucket, tmp_path, monkeypatch):
     """``commit_shard_file`` (every table shard written through ``atomic_path`` on a store, a
     subset's ``uids.parquet`` included) uploads a file past ``WHOLE_SHARD_BYTES`` streamed and
