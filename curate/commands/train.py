@@ -19,6 +19,11 @@ def train_cmd(run: JobRun, p: TrainParams) -> None:
     typer.echo(f"train: {info['model']} saw {info['samples_seen']} samples in {info['steps']} steps "
                f"on {info['world_size']} rank(s) ({info['wall_s']} s, loss {info['loss_first']} -> {info['loss_last']}); "
                f"weights: {info['checkpoint']}")
+    asked = (info.get("preset") or {}).get("samples_seen")
+    if asked and info["samples_seen"] > asked:  # open_clip_train's rounding, not a budget of ours
+        typer.echo(f"note: {info['samples_seen'] - asked:,} samples past the {asked:,} asked: open_clip_train runs "
+                   f"whole batches, and with --workers a multiple of the workers' count of them per checkpoint; "
+                   f"compare runs at the samples seen train.json records")
 
 
 def register(app: typer.Typer) -> None:

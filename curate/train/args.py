@@ -10,11 +10,15 @@ from pathlib import Path
 from curate.train.presets import Preset
 
 
-def plan_steps(samples_seen: int, batch_size: int, checkpoints: int) -> dict:
-    """Per-"epoch" sample count and the step arithmetic open_clip_train will apply."""
+def plan_steps(samples_seen: int, batch_size: int, checkpoints: int, workers: int = 0) -> dict:
+    """Per-"epoch" sample count and the step arithmetic open_clip_train will apply: its batches
+    per epoch rounded up to a multiple of the data-loader workers (each iterates as many;
+    ``open_clip_train.data.get_wds_dataset``), so with ``workers`` > 1 it may see more than
+    ``samples_seen``; the count returned is what it sees."""
     checkpoints = max(1, int(checkpoints))
     per_epoch = max(batch_size, samples_seen // checkpoints)
-    steps_per_epoch = math.ceil(per_epoch / batch_size)
+    loaders = max(1, int(workers))
+    steps_per_epoch = math.ceil(math.ceil(per_epoch / batch_size) / loaders) * loaders
     return {"train_num_samples": per_epoch, "epochs": checkpoints, "steps_per_epoch": steps_per_epoch,
             "steps": steps_per_epoch * checkpoints,
             "samples_seen": steps_per_epoch * checkpoints * batch_size}
@@ -35,7 +39,7 @@ def build_args(data_info: dict, preset: Preset, output: Path, seed: int, workers
     independent form: ``launch`` turns ``--batch-size`` into the per-rank batch). ``batch_size``:
     the global batch actually used (the preset's, unless the world size does not divide it)."""
     batch_size = batch_size or preset.batch_size
-    steps = plan_steps(preset.samples_seen, batch_size, preset.checkpoints)
+    steps = plan_steps(preset.samples_seen, batch_size, preset.checkpoints, workers)
     warmup = min(preset.warmup, max(1, steps["steps"] // 2))  # a short --samples-seen keeps a real schedule
     args = [
         "--train-data", data_info["urls"],

@@ -129,7 +129,8 @@ def _plan_run(data, output: Path, preset: str, seed: int, samples_seen, batch_si
     dev, prec = _device_and_precision(device, precision)
     rank_batch = per_rank_batch(cfg.batch_size, launch.world_size, launch.accum_freq)
     global_batch = rank_batch * launch.world_size * launch.accum_freq
-    log_every = max(1, min(50, plan_steps(cfg.samples_seen, global_batch, cfg.checkpoints)["steps_per_epoch"] // 4))
+    log_every = max(1, min(50, plan_steps(cfg.samples_seen, global_batch, cfg.checkpoints,
+                                          workers)["steps_per_epoch"] // 4))
     # the hash covers what decides the result, not how many ranks compute it: resumable anywhere
     argv, steps = build_args(data_info, cfg, output, seed, workers, dev, prec, pretrained, log_every=log_every,
                              extra_args=extra_args, batch_size=global_batch)

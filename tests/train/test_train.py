@@ -10,6 +10,10 @@ def test_plan_steps_gives_equal_samples_seen_whatever_the_data_size():
     p = plan_steps(samples_seen=1000, batch_size=64, checkpoints=2)
     assert p == {"train_num_samples": 500, "epochs": 2, "steps_per_epoch": 8, "steps": 16, "samples_seen": 1024}
     assert plan_steps(64, 128, 1)["samples_seen"] == 128  # at least one full batch
+    # open_clip_train gives each data-loader worker as many batches: 4 batches on 3 workers are 6
+    # (the log showed [768/768] where train.json said 512)
+    assert plan_steps(512, 128, 1, workers=3)["samples_seen"] == 768 and plan_steps(384, 128, 1, 2)["steps"] == 4
+    assert plan_steps(512, 128, 1, workers=0) == plan_steps(512, 128, 1, workers=1)
     small = get_preset("small")
     assert (small.model, small.samples_seen, small.batch_size, small.lr, small.warmup) == (
         "ViT-B-32", 12_800_000, 4096, 5e-4, 500)
