@@ -134,7 +134,12 @@ def _plan_run(data, output: Path, preset: str, seed: int, samples_seen, batch_si
     # the hash covers what decides the result, not how many ranks compute it: resumable anywhere
     argv, steps = build_args(data_info, cfg, output, seed, workers, dev, prec, pretrained, log_every=log_every,
                              extra_args=extra_args, batch_size=global_batch)
-    config_hash = stable_hash({"argv": argv, "preset": {k: v for k, v in cfg.to_dict().items() if k != "local_loss"}})
+    # ... and the data: a reshard's plan hash digests its rows, so shards resharded from another
+    # subset under the same folder are another run (it returned the old one, with its lineage)
+    identity = {"argv": argv, "preset": {k: v for k, v in cfg.to_dict().items() if k != "local_loss"}}
+    if (data_info.get("reshard") or {}).get("plan_hash"):
+        identity["reshard_plan_hash"] = data_info["reshard"]["plan_hash"]
+    config_hash = stable_hash(identity)
     rank_argv = with_batch_size(argv, rank_batch) + distributed_args(cfg.local_loss, launch)
     return _RunPlan(cfg, data_info, dev, prec, rank_batch, global_batch, steps, config_hash, rank_argv)
 
@@ -283,8 +288,8 @@ def _prepare_run_folder(output: Path, config_hash: str, overwrite: bool) -> None
             for p in used:
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         elif not same:
-            raise TrainError(f"{output} holds another training run; pass --overwrite "
-                             f"or choose another output folder")
+            raise TrainError(f"{output} holds another training run (other arguments, preset or shards); pass "
+                             f"--overwrite or choose another output folder")
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(output / "_config_hash", config_hash.encode())
 

@@ -48,3 +48,10 @@ def test_reshard_train_eval_links_into_subset_manifest(download_dataset, tmp_pat
         evaluate(info["checkpoint"], zeroshot=[zs])
     assert "evaluations" not in read_subset_manifest(ds, "pick")
     assert "not linking evaluations into subset pick: its uids changed since the shards were made" in caplog.text
+    # the same command on shards resharded from the new subset is another run: not the old one handed back
+    reshard(ds, "pick", shard_size=8, overwrite=True)
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(ds.root / "webdataset" / "pick"), "-o", str(tmp_path / "run"), "--preset", "tiny",
+              "--samples-seen", "64", "--batch-size", "16"])
+    assert e.value.code == 2 and "holds another training run (other arguments, preset or shards)" in \
+        capsys.readouterr().err
