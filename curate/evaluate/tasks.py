@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -145,6 +146,22 @@ def retrieval(bundle, captions: str | os.PathLike, images: list[str] | None = No
     return out
 
 
+def _train_block(info: dict | None, ck: Path | None) -> dict | None:
+    """What the evaluated model was trained on, from its run's train.json. An intermediate
+    checkpoint (``checkpoints/epoch_K.pt`` of a run of E) saw K/E of the run's samples: it
+    records its own count and epoch, not the whole run's budget."""
+    if not info:
+        return None
+    out = {k: info.get(k) for k in ("preset", "seed", "samples_seen", "data")}
+    m = re.fullmatch(r"epoch_(\d+)\.pt", ck.name) if ck is not None else None
+    epochs = info.get("epochs")
+    if m and isinstance(epochs, int) and 0 < int(m.group(1)) < epochs and isinstance(info.get("samples_seen"), int):
+        k = int(m.group(1))
+        out.update(samples_seen=info["samples_seen"] * k // epochs, checkpoint_epoch=k, epochs=epochs,
+                   run_samples_seen=info["samples_seen"])
+    return out
+
+
 def _find_train_info(checkpoint: Path) -> dict | None:
     for d in (checkpoint.parent, checkpoint.parent.parent):
         p = d / "train.json"
@@ -249,14 +266,14 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
         "checkpoint": checkpoint_uri or (str(ck) if ck else None),
         "model": arch,
         "model_id": bundle.model_id,
-        "train": {k: (info or {}).get(k) for k in ("preset", "seed", "samples_seen", "data")} if info else None,
+        "train": _train_block(info, ck),
         "summary": summary,
         **results,
         "wall_s": round(time.perf_counter() - t0, 2),
         "code": code_version(),
     }
     out["results_path"] = _write_results(out, output, ck, checkpoint_uri)
-    if info:
+    if info and not (out["train"] or {}).get("checkpoint_epoch"):  # a run's model, not one of its way points
         from curate.train.runner import link_to_subset
 
         link_to_subset(info, "evaluations", {"results": out["results_path"], "checkpoint": out["checkpoint"],

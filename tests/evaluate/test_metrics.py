@@ -61,3 +61,18 @@ def test_templates(tmp_path):
     f.write_text("no placeholder\n")
     with pytest.raises(Exception, match="placeholder"):
         load_templates(f)
+
+
+def test_an_intermediate_checkpoint_records_what_it_saw_not_the_run_s_budget():
+    """checkpoints/epoch_2.pt of a 4-checkpoint run of 2,048 samples saw 1,024 (its eval said
+    2,048, and was linked into the subset's manifest beside the final model's)."""
+    from pathlib import Path
+
+    from curate.evaluate.tasks import _train_block
+
+    info = {"preset": "tiny", "seed": 0, "samples_seen": 2048, "epochs": 4, "data": {"subset": "all"}}
+    mid = _train_block(info, Path("/runs/r/checkpoints/epoch_2.pt"))
+    assert mid["samples_seen"] == 1024 and mid["checkpoint_epoch"] == 2 and mid["run_samples_seen"] == 2048
+    for final in ("/runs/r/model.pt", "/runs/r/checkpoints/epoch_4.pt"):
+        assert _train_block(info, Path(final)) == {k: info[k] for k in ("preset", "seed", "samples_seen", "data")}
+    assert _train_block(None, Path("/x/model.pt")) is None
