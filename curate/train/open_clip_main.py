@@ -69,6 +69,7 @@ def run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = Fa
                 stack.enter_context(contextlib.redirect_stderr(stack.enter_context(open(os.devnull, "w"))))
             if epochs is not None:
                 stack.enter_context(_timed_epochs(epochs))
+            stack.enter_context(_seeded_sample_shuffle())
             if argv[argv.index("--device") + 1].startswith("cpu"):
                 stack.enter_context(_cpu_ddp())
             return oc_main(argv)
@@ -87,6 +88,33 @@ def run_open_clip_train(argv: list[str], threads: int | None, verbose: bool = Fa
         random.setstate(rng_states[0])
         np.random.set_state(rng_states[1])
         torch.set_rng_state(rng_states[2])
+
+
+@contextlib.contextmanager
+def _seeded_sample_shuffle():
+    """open_clip_train shuffles samples with ``wds.shuffle``, which seeds itself from the pid and
+    the clock, so two runs with the same ``--seed`` saw their samples in another order (different
+    losses from the first step). While it runs, that stage draws from the data-loader worker's
+    seed, which open_clip_train's ``--seed`` fixes (its shard sampling does the same), a new one
+    each epoch: same seed, same data, same order."""
+    import open_clip_train.data as ocd
+    import webdataset as wds
+    from webdataset import filters
+
+    class SeededShuffle(wds.PipelineStage):
+        def __init__(self, bufsize=1000, initial=100):
+            self.bufsize, self.initial, self.epoch = bufsize, initial, 0
+
+        def run(self, src):
+            self.epoch += 1  # the stage lives as long as its (persistent) worker: one run an epoch
+            return filters._shuffle(src, self.bufsize, self.initial, seed=ocd.pytorch_worker_seed(self.epoch))
+
+    original = wds.shuffle
+    wds.shuffle = SeededShuffle
+    try:
+        yield
+    finally:
+        wds.shuffle = original
 
 
 @contextlib.contextmanager
