@@ -90,11 +90,45 @@ def resolve_train_data(data: str | os.PathLike | list) -> dict:
         raise TrainError(f"training shard {missing[0]} does not exist ({len(missing)} missing)")
     from curate.storage_cat import pipe_url
 
-    paths = [pipe_url(x) if on_store(x) else x for x in paths]  # other stores stream through curate.storage
     if meta is not None and meta.get("counts", {}).get("written", 1) == 0:
         raise TrainError(f"{data}: the reshard wrote no samples")
+    if meta is None and total == 0:
+        _require_a_usable_sample(paths, data)
+    paths = [pipe_url(x) if on_store(x) else x for x in paths]  # other stores stream through curate.storage
     return {"urls": "::".join(paths), "shards": len(paths), "samples": total, "reshard": meta,
             "path": str(data) if not isinstance(data, (list, tuple)) else None}
+
+
+_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # the members open_clip_train reads as the image
+
+
+def _require_a_usable_sample(paths: list[str], data) -> None:
+    """Shards of unknown content (no reshard meta, no sizes.json): some sample must have an
+    image and a ``.txt`` caption, else open_clip_train's resampling draws shards forever and
+    never forms a batch (it hung with no message). Local shards' tar headers are read in order
+    until one such sample is found (the first, normally); shards on a store or behind a URL are
+    left to open_clip_train."""
+    import tarfile
+
+    local = [p for p in paths if "://" not in p and not p.startswith("pipe:")]
+    if len(local) != len(paths):
+        return
+    for p in local:
+        seen: dict[str, set] = {}
+        try:
+            with tarfile.open(p, mode="r|*") as tf:
+                for m in tf:
+                    if not m.isfile() or "." not in m.name:
+                        continue
+                    key, ext = m.name.split(".", 1)
+                    exts = seen.setdefault(key, set())
+                    exts.add(ext.lower())
+                    if "txt" in exts and exts & set(_IMAGE_EXTS):
+                        return
+        except (OSError, tarfile.TarError):
+            continue  # a damaged shard: open_clip_train skips it too
+    raise TrainError(f"{data}: no sample in its {len(local)} shard(s) has an image ({', '.join(_IMAGE_EXTS)}) and a "
+                     ".txt caption, which open_clip_train needs; it would wait for a batch forever")
 
 
 _LOSS_RE = re.compile(r"Contrastive_loss: ([0-9.eE+-]+) \(([0-9.eE+-]+)\)")

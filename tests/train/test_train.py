@@ -67,6 +67,24 @@ def test_missing_data_is_a_clear_error(tmp_path):
         train(tmp_path / "nope", tmp_path / "run")
 
 
+def test_shards_with_no_trainable_sample_are_refused_not_waited_on_forever(tmp_path):
+    """An empty tar, or samples without a .txt caption: open_clip_train's resampling drew shards
+    forever (the run hung at 'Start epoch 0' with no message)."""
+    import io
+    import tarfile
+
+    for name, members in (("empty", []), ("nocaption", [("0001.jpg", b"\xff\xd8"), ("0001.json", b"{}")])):
+        folder = tmp_path / name
+        folder.mkdir()
+        with tarfile.open(folder / "a.tar", "w") as tf:
+            for member, data in members:
+                ti = tarfile.TarInfo(member)
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+        with pytest.raises(TrainError, match="no sample in its 1 shard\\(s\\) has an image .* and a .txt caption"):
+            train(folder, tmp_path / f"run-{name}", samples_seen=32, batch_size=16)
+
+
 def test_the_same_seed_trains_the_same_model(shards, tmp_path):
     """open_clip_train's sample shuffle seeded itself from the pid and the clock, so two runs of
     one seed differed from the first step; now it draws from the seeded worker seed (with data-
