@@ -345,8 +345,12 @@ def list_image_folder(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
     if not root.is_dir():
         raise CurateError(f"image folder {root} does not exist")
     paths, labels = [], []
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+    found = []  # class folders linked in (``ship -> /data/cifar10/ship``) are followed, as ImageFolder does
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        found += [Path(dirpath) / f for f in filenames]
+    for p in sorted(found):
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
             rel = p.relative_to(root)
             paths.append(str(p))
             labels.append(rel.parts[0] if len(rel.parts) > 1 else "")

@@ -85,6 +85,10 @@ def zero_shot(bundle, folder: str | os.PathLike, templates=None, classnames: dic
     folder = Path(folder)
     paths, labels = _folder_images(folder, max_per_class)
     folders = sorted(set(labels) - {""})
+    empty = sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name not in folders) if folder.is_dir() else []
+    if empty:  # a class left out would change the task (its chance, its classes) in silence
+        raise EvalError(f"{folder}: class folder {empty[0]!r} holds no image ({len(empty)} such); remove it or add "
+                        f"its images")
     if len(folders) < 2:
         raise EvalError(f"{folder}: zero-shot needs at least 2 class sub-folders, found {len(folders)}")
     names = [(classnames or {}).get(f, f.replace("_", " ")) for f in folders]
@@ -130,6 +134,10 @@ def retrieval(bundle, captions: str | os.PathLike, images: list[str] | None = No
     images_dir, rows = read_captions(captions)
     if images is not None:
         wanted = set(images)
+        unknown = sorted(wanted - {im for im, _ in rows})
+        if unknown:  # a typo in the split would evaluate a smaller set under the same name, in silence
+            raise EvalError(f"retrieval set {captions}: {len(unknown)} image(s) of the --images split are not in it "
+                            f"(the first: {unknown[0]!r})")
         rows = [r for r in rows if r[0] in wanted]
     order = sorted({im for im, _ in rows})
     if len(order) < 2:
@@ -246,6 +254,15 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
 
     if not zeroshot and not retrieval_sets:
         raise EvalError("nothing to evaluate: give at least one zero-shot folder or retrieval set")
+    for kind, sets, key_of in (("zero-shot", zeroshot, lambda x: Path(x).name),
+                               ("retrieval", retrieval_sets,
+                                lambda x: Path(x).name if Path(x).is_dir() else Path(x).parent.name)):
+        keys = [key_of(x) for x in sets]
+        twice = next((k for k in keys if keys.count(k) > 1), None)
+        if twice is not None:  # results are keyed by that name: the second replaced the first in silence
+            both = ", ".join(str(x) for x in sets if key_of(x) == twice)
+            raise EvalError(f"two {kind} sets are both named {twice!r} ({both}); results are keyed by the "
+                            f"folder's name: give one another name")
     ck, info, arch = _checkpoint(checkpoint, model)
     if output is None and ck is None:
         raise EvalError("evaluating random weights needs an output path")

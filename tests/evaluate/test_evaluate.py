@@ -84,3 +84,42 @@ def test_cli_eval_random_weights(small_sets, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["eval", str(tmp_path / "missing.pt"), "-z", str(small_sets / "cifar")])
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_eval_sets_mean_what_their_folders_hold(bundle, tmp_path):
+    """A linked class folder is a class (it was dropped: 2 classes, chance 0.5); an empty class
+    folder is refused (it was dropped too); two sets of one name are refused (the second
+    replaced the first); a held-out split naming an image the set lacks is refused (it was
+    left out in silence)."""
+    from PIL import Image
+
+    from curate.embed.core import list_image_folder
+
+    def classes(root, names):
+        for i, name in enumerate(names):
+            (root / name).mkdir(parents=True)
+            for j in range(2):
+                Image.new("RGB", (16, 16), (80 * i, 40 * j, 200 - 60 * i)).save(root / name / f"{j}.jpg")
+
+    classes(tmp_path / "elsewhere", ["green"])
+    zs = tmp_path / "a" / "colours"
+    classes(zs, ["red", "blue"])
+    (zs / "green").symlink_to(tmp_path / "elsewhere" / "green", target_is_directory=True)
+    assert sorted(set(list_image_folder(zs)[1])) == ["blue", "green", "red"]
+    assert zero_shot(bundle, zs, templates=["a {}."])["n_classes"] == 3
+    (zs / "ship").mkdir()
+    with pytest.raises(EvalError, match="class folder 'ship' holds no image"):
+        zero_shot(bundle, zs, templates=["a {}."])
+    (zs / "ship").rmdir()
+    other = tmp_path / "b" / "colours"
+    classes(other, ["red", "blue"])
+    with pytest.raises(EvalError, match="two zero-shot sets are both named 'colours'"):
+        evaluate(None, "curate-tiny", zeroshot=[zs, other], output=tmp_path / "r.json")
+    flickr = tmp_path / "f"
+    (flickr / "images").mkdir(parents=True)
+    for j in range(3):
+        Image.new("RGB", (16, 16), (70 * j, 0, 0)).save(flickr / "images" / f"{j}.jpg")
+    (flickr / "captions.csv").write_text("image,caption\n0.jpg,a\n1.jpg,b\n2.jpg,c\n")
+    assert retrieval(bundle, flickr, images=["0.jpg", "1.jpg"])["n_images"] == 2
+    with pytest.raises(EvalError, match="1 image\\(s\\) of the --images split are not in it \\(the first: 'typo.jpg'\\)"):
+        retrieval(bundle, flickr, images=["0.jpg", "1.jpg", "typo.jpg"])
