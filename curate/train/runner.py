@@ -99,6 +99,27 @@ def resolve_train_data(data: str | os.PathLike | list) -> dict:
             "path": str(data) if not isinstance(data, (list, tuple)) else None}
 
 
+def _check_before_start(plan) -> None:
+    """What open_clip_train would refuse once started, refused in one line first: an unknown
+    architecture (a traceback listing 180 names), and arguments its parser rejects (an extra
+    argument after `--`: its message went to a silenced stderr, exit 2 with nothing said)."""
+    import contextlib
+    import io
+
+    from curate.models.factory import check_model
+    from open_clip_train.params import parse_args
+
+    check_model(plan.cfg.model, None)
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            parse_args(list(plan.rank_argv))
+    except SystemExit:
+        lines = [ln for ln in said.getvalue().splitlines() if ln.strip()]
+        why = lines[-1].split("error: ", 1)[-1] if lines else "its argument parser stopped"
+        raise TrainError(f"open_clip_train refuses the arguments: {why}") from None
+
+
 _IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # the members open_clip_train reads as the image
 
 
@@ -203,6 +224,7 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
     # a starting checkpoint on a store: open_clip_train opens a local file (the URI is recorded)
     plan = _plan_run(data, output, preset, seed, samples_seen, batch_size, lr, warmup, checkpoints, model,
                      checkpoint_file(pretrained), workers, device, precision, extra_args, launch, local_loss)
+    _check_before_start(plan)  # before the folder is marked: a corrected command runs in it
     info_path = output / "train.json"
     if info_path.exists():
         old = json.loads(info_path.read_text())

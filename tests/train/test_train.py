@@ -113,3 +113,21 @@ def test_budgets_no_run_can_have_are_refused(tmp_path, capsys, option, value, sa
     with pytest.raises(SystemExit) as e:
         main(["train", str(tmp_path), "-o", str(tmp_path / "run"), option, value])
     assert e.value.code == 2 and f"curate: error: {option} {said}" in capsys.readouterr().err
+
+
+def test_what_open_clip_train_would_refuse_is_one_line_before_the_folder_is_used(shards, tmp_path, capsys):
+    """An extra argument open_clip_train's parser rejects exited 2 with nothing said (its stderr is
+    silenced); an unknown architecture was a traceback; both left the folder marked as used, so
+    the corrected command was refused."""
+    from curate.cli import main
+
+    out = tmp_path / "run"
+    for argv, said in ((["--", "--bogus-flag"], "open_clip_train refuses the arguments: unrecognized arguments: "
+                                                "--bogus-flag"),
+                       (["--model", "bogus-model"], "unknown model 'bogus-model'")):
+        with pytest.raises(SystemExit) as e:
+            main(["train", str(shards), "-o", str(out), "--samples-seen", "32", "--batch-size", "16", *argv])
+        assert e.value.code == 2 and said in capsys.readouterr().err
+    assert not (out / "_config_hash").exists()
+    info = train(shards, out, "tiny", seed=0, samples_seen=32, batch_size=16)
+    assert info["samples_seen"] == 32
