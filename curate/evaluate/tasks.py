@@ -190,6 +190,9 @@ def _checkpoint(checkpoint: str | os.PathLike | None, model: str | None) -> tupl
     ck = Path(checkpoint).resolve() if checkpoint is not None else None
     if ck is not None and ck.is_dir() and (ck / "model.pt").is_file():
         ck = ck / "model.pt"  # a `curate train` run folder
+    if ck is not None and ck.is_dir():  # a run folder whose training did not finish, or another folder
+        raise EvalError(f"{checkpoint} is a folder without model.pt: a `curate train` run that has not finished, or "
+                        f"not a run folder; give a checkpoint file (e.g. its checkpoints/epoch_N.pt)")
     if ck is not None and not ck.is_file():
         raise EvalError(f"checkpoint {checkpoint} does not exist")
     info = _find_train_info(ck) if ck is not None else None

@@ -263,6 +263,8 @@ def _train_record(plan: _RunPlan, output: Path, pretrained: str | None, seed: in
     """``train.json``: the preset, data lineage, steps, losses, timings, ranks and arguments."""
     ranks = read_rank_records(output)
     steps = plan.steps
+    # what this launch trained (a resumed run trained only the epochs after its checkpoint)
+    launched = sum(int(r.get("samples") or 0) for r in ranks) if ranks else steps["samples_seen"]
     return {
         "preset": plan.cfg.to_dict(), "model": plan.cfg.model, "pretrained": pretrained, "seed": seed,
         "device": plan.device, "precision": plan.precision,
@@ -270,7 +272,8 @@ def _train_record(plan: _RunPlan, output: Path, pretrained: str | None, seed: in
         "checkpoint": str(model_path),
         "train_checkpoint": str(final),
         "wall_s": round(wall, 2),
-        "samples_per_s": round(steps["samples_seen"] / wall, 1) if wall > 0 else None,
+        "samples_this_launch": launched,
+        "samples_per_s": round(launched / wall, 1) if wall > 0 else None,
         "world_size": launch.world_size, "launch": launch.to_dict(),
         "global_batch": plan.global_batch, "per_rank_batch": plan.rank_batch,
         "ranks": ranks,  # this launch's ranks: epochs trained, samples, seconds in the epoch loop

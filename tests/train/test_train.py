@@ -58,6 +58,8 @@ def test_tiny_training_writes_weights_only_checkpoints_and_resumes(shards, tmp_p
     (out / "model.pt").unlink()
     again = train(shards, out, "tiny", seed=1, samples_seen=64, batch_size=16)
     assert again["samples_seen"] == 64 and (out / "model.pt").exists()
+    assert again["samples_this_launch"] == 0  # it resumed after its last checkpoint: nothing left to train
+    assert info["samples_this_launch"] == 64
     with pytest.raises(TrainError, match="another training run"):
         train(shards, out, "tiny", seed=2, samples_seen=64, batch_size=16)
 
