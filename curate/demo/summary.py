@@ -118,7 +118,7 @@ def print_summary(comparison: dict, summary: dict) -> None:
         cells = []
         for a in arms:
             v = [r["metrics"][m] for r in a["runs"] if m in r["metrics"]]
-            cells.append(f"{np.mean(v):>9.3f} ± {np.std(v):.3f}")
+            cells.append(f"{np.mean(v):>9.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}")  # sample std
         info(f"{_short(m):<31}" + "".join(f"{c:>17}" for c in cells)
              + "".join(f"{comparison['margins'][o].get(m, float('nan')):>+11.3f}" for o in others))
     n_seeds = len(arms[0]["runs"]) if arms else 0

@@ -115,7 +115,7 @@ def _comparison_view(comp: dict) -> dict:
     for a in arms:
         vals = {m: [r["metrics"][m] for r in a.get("runs", []) if m in r.get("metrics", {})] for m in metrics}
         means[a["name"]] = [float(np.mean(vals[m])) if vals[m] else float("nan") for m in metrics]
-        stds[a["name"]] = [float(np.std(vals[m])) if len(vals[m]) > 1 else 0.0 for m in metrics]
+        stds[a["name"]] = [float(np.std(vals[m], ddof=1)) if len(vals[m]) > 1 else 0.0 for m in metrics]
         per[a["name"]] = [", ".join(f"{v:.3f}" for v in vals[m]) for m in metrics]
     margins = comp.get("margins") or {}
     rows = []

@@ -56,7 +56,7 @@ def test_report_is_self_contained(curated_pool, tmp_path):
     out = build_report(ds, "curated", out=tmp_path / "r.html", evals={"curated-seed0": ev}, comparison=comp)
     page = out.read_text()
     assert "<!doctype html>" in page and "Funnel" in page and "low_clip_score" in page
-    assert "0.310 ± 0.008" in page and "mean_per_class_recall" in page  # mean/std over seeds; flattened eval
+    assert "0.310 ± 0.010" in page and "mean_per_class_recall" in page  # mean, sample std over seeds; flattened eval
     srcs = re.findall(r"src='([^']*)'", page)
     assert len(srcs) >= 5 and all(s.startswith("data:image/") for s in srcs)
     assert not re.search(r"<(link|script)[^>]+(href|src)=", page)  # nothing fetched from outside
