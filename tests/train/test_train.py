@@ -124,9 +124,8 @@ def test_what_open_clip_train_would_refuse_is_one_line_before_the_folder_is_used
     from curate.cli import main
 
     out = tmp_path / "run"
-    for argv, said in ((["--", "--bogus-flag"], "open_clip_train refuses the arguments: unrecognized arguments: "
-                                                "--bogus-flag"),
-                       (["--model", "bogus-model"], "unknown model 'bogus-model'")):
+    refused = "open_clip_train refuses the arguments: unrecognized arguments: --bogus-flag"
+    for argv, said in ((["--", "--bogus-flag"], refused), (["--model", "bogus-model"], "unknown model 'bogus-model'")):
         with pytest.raises(SystemExit) as e:
             main(["train", str(shards), "-o", str(out), "--samples-seen", "32", "--batch-size", "16", *argv])
         assert e.value.code == 2 and said in capsys.readouterr().err
