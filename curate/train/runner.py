@@ -95,8 +95,10 @@ def resolve_train_data(data: str | os.PathLike | list) -> dict:
     if meta is None and total == 0:
         _require_a_usable_sample(paths, data)
     paths = [pipe_url(x) if on_store(x) else x for x in paths]  # other stores stream through curate.storage
-    return {"urls": "::".join(paths), "shards": len(paths), "samples": total, "reshard": meta,
-            "path": str(data) if not isinstance(data, (list, tuple)) else None}
+    where = None
+    if not isinstance(data, (list, tuple)):  # recorded as a path that means the same from anywhere
+        where = str(data) if "://" in str(data) or str(data).startswith("pipe:") else str(Path(data).resolve())
+    return {"urls": "::".join(paths), "shards": len(paths), "samples": total, "reshard": meta, "path": where}
 
 
 def _check_before_start(plan) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -33,6 +35,7 @@ def test_tiny_training_writes_weights_only_checkpoints_and_resumes(shards, tmp_p
     assert random.random() == random.Random(123).random()  # the caller's RNG is left alone
     assert info["samples_seen"] == 64 and info["steps"] == 4 and info["epochs"] == 1
     assert info["data"]["samples"] == 48 and info["passes_over_data"] == pytest.approx(64 / 48, abs=1e-3)
+    assert info["data"]["path"] == str(Path(shards).resolve())  # absolute, as the checkpoint's path is
     assert info["loss_first"] is not None and info["loss_last"] is not None
     for ck in (info["checkpoint"], info["train_checkpoint"]):
         sd = torch.load(ck, map_location="cpu", weights_only=True)["state_dict"]
