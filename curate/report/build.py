@@ -224,7 +224,8 @@ def render(data: dict, evals: dict | None = None, title: str | None = None, cove
              (f"subset {data['subset']}", data["after_count"])]
     cv = code_version()
     return _env().get_template("report.html.j2").render(
-        title=title, css=CSS, data=data, cards=cards, code=cv, warnings=guard_warnings(data.get("manifest") or {}),
+        title=title, css=CSS, data=data, cards=cards, code=cv,
+        warnings=guard_warnings(data.get("manifest") or {}) + [("report", n) for n in data.get("notes", [])],
         stamp=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         funnel=_funnel_view(data["funnel"]), evaluation=_eval_view(evals or {}),
         distributions=_dist_view(data["distributions"]), galleries=data["galleries"],

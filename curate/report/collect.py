@@ -74,11 +74,17 @@ def _subset_lineage(subset: str, man: dict, count: int) -> dict:
             "seconds": man.get("seconds")}
 
 
-def _decisions_table(dataset: Dataset, man: dict, lineage: dict) -> str | None:
+def _decisions_name(man: dict, lineage: dict) -> str | None:
+    """The decisions table the subset's manifest names, there or not."""
     name = lineage.get("decisions") or man.get("decisions")
     run = man.get("run")
     if not name and isinstance(run, str) and "/" not in run:
         name = f"decisions/{run}"  # embedding-space stages name their run, not the table
+    return name
+
+
+def _decisions_table(dataset: Dataset, man: dict, lineage: dict) -> str | None:
+    name = _decisions_name(man, lineage)
     return name if name and dataset.has_table(name) else None
 
 
@@ -115,6 +121,10 @@ def collect(dataset: Dataset, subset: str, pool_subset: str | None = None, embed
     out["before_count"], out["after_count"] = before.count(), final_count
     out["distributions"] = distributions(ex, dataset, model, lineage, before, final)
     dec_name = _decisions_table(dataset, man, lineage)
+    named = _decisions_name(man, lineage)
+    out["notes"] = ([f"{named}, which made this subset, is not in the dataset any more: the galleries show the "
+                     f"samples selected and not selected instead of its decisions per reason"]
+                    if named and dec_name is None else [])
     out["galleries"] = _galleries(ex, dataset, subset, dec_name, lineage, origin, before, final,
                                   out["before_label"], per_reason)
     from curate.report.perceptual import perceptual_groups

@@ -260,6 +260,15 @@ def test_stage_subset_gallery_comes_from_its_decisions(tmp_path):
     data2 = collect(ds, "nd2")
     last2 = _funnel_view(data2["funnel"])["rows"][-1]
     assert data2["funnel"][-1]["input"] == chained["counts"]["input"] == 30
+    assert data2["notes"] == []
+    # its decisions table deleted: the galleries fall back to selected / not selected, and say why
+    from curate.storage import remove_tree
+
+    remove_tree(ds.table_dir("decisions/nd2"))
+    gone = collect(ds, "nd2")
+    assert gone["notes"] == ["decisions/nd2, which made this subset, is not in the dataset any more: the galleries "
+                             "show the samples selected and not selected instead of its decisions per reason"]
+    assert "decisions/nd2, which made this subset" in build_report(ds, "nd2", out=tmp_path / "gone.html").read_text()
     assert last2["removed"] == sum(data2["funnel"][-1]["reasons"].values()) == 30 - last2["count"] > 0
     assert "of its 30 input samples" in last2["name"]
 
