@@ -75,11 +75,13 @@ def resolve_train_data(data: str | os.PathLike | list) -> dict:
             if (p / "meta.json").exists():
                 meta = json.loads((p / "meta.json").read_text())
         elif p.is_file():
-            paths, total = [str(p)], 0
+            paths = [str(p)]
+            total, meta = _sizes_beside(paths)
         elif "{" in str(data) or "::" in str(data):
             import webdataset as wds
 
-            paths, total = list(wds.shardlists.expand_urls(str(data))), 0
+            paths = list(wds.shardlists.expand_urls(str(data)))
+            total, meta = _sizes_beside(paths)
         else:
             raise TrainError(f"training data {data} does not exist")
     def on_store(x: str) -> bool:  # webdataset opens http(s), pipe: and local paths itself
@@ -99,6 +101,32 @@ def resolve_train_data(data: str | os.PathLike | list) -> dict:
     if not isinstance(data, (list, tuple)):  # recorded as a path that means the same from anywhere
         where = str(data) if "://" in str(data) or str(data).startswith("pipe:") else str(Path(data).resolve())
     return {"urls": "::".join(paths), "shards": len(paths), "samples": total, "reshard": meta, "path": where}
+
+
+def _sizes_beside(paths: list[str]) -> tuple[int, dict | None]:
+    """Local shards named one by one (a .tar, a brace pattern) in one folder: their sample total
+    from the folder's sizes.json or _stats.json files (0 when any is unknown), and the folder's
+    reshard meta when they are all of its shards (some of them are not the whole subset)."""
+    from curate.reshard.output import shard_sizes
+
+    folders = {str(Path(x).parent) for x in paths if "://" not in x and not x.startswith("pipe:")}
+    if len(folders) != 1 or len(paths) != sum(1 for x in paths if "://" not in x):
+        return 0, None
+    folder = Path(folders.pop())
+    names = [Path(x).name for x in paths]
+    try:
+        sizes = shard_sizes(folder, names)
+    except CurateError:
+        return 0, None
+    total = 0 if any(v is None for v in sizes.values()) else sum(sizes.values())
+    meta = None
+    if (folder / "meta.json").exists():
+        from curate.reshard import shard_urls
+
+        whole = {Path(x).name for x in shard_urls(folder)[0]}
+        if whole == set(names):
+            meta = json.loads((folder / "meta.json").read_text())
+    return total, meta
 
 
 def _check_before_start(plan) -> None:

@@ -55,3 +55,25 @@ def test_reshard_train_eval_links_into_subset_manifest(download_dataset, tmp_pat
               "--samples-seen", "64", "--batch-size", "16"])
     assert e.value.code == 2 and "holds another training run (other arguments, preset or shards)" in \
         capsys.readouterr().err
+
+
+def test_shards_named_one_by_one_keep_their_sizes_and_whole_sets_their_lineage(download_dataset, tmp_path):
+    """A single .tar or a brace pattern of a reshard output: the sample total comes from the
+    folder's sizes.json (it was 0: no passes_over_data), and the subset lineage only when the
+    pattern names every shard of it (some of them are part of the subset, not it)."""
+    from curate.train.runner import resolve_train_data
+
+    ds, uids = download_dataset
+    write_subset(ds, "three", uids[:20])
+    meta = reshard(ds, "three", shard_size=8)
+    folder = ds.root / "webdataset" / "three"
+    names = sorted(p.name for p in folder.glob("*.tar"))
+    assert len(names) == 3
+    sizes = json.loads((folder / "sizes.json").read_text())
+    one = resolve_train_data(folder / names[0])
+    assert one["samples"] == sizes[names[0]] and one["reshard"] is None
+    stem = names[0][: -len("0.tar")]
+    every = resolve_train_data(f"{folder}/{stem}{{0..2}}.tar")
+    assert every["samples"] == meta["counts"]["written"] and every["reshard"]["subset"] == "three"
+    two = resolve_train_data(f"{folder}/{stem}{{0..1}}.tar")
+    assert two["samples"] == sizes[names[0]] + sizes[names[1]] and two["reshard"] is None
