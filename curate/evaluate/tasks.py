@@ -154,6 +154,16 @@ def retrieval(bundle, captions: str | os.PathLike, images: list[str] | None = No
     return out
 
 
+def _zeroshot_key(folder) -> str:
+    """A zero-shot set's name in the results: its folder's."""
+    return Path(folder).name
+
+
+def _retrieval_key(captions) -> str:
+    """A retrieval set's name in the results: its folder's (a captions file: the folder holding it)."""
+    return Path(captions).name if Path(captions).is_dir() else Path(captions).parent.name
+
+
 def _train_block(info: dict | None, ck: Path | None) -> dict | None:
     """What the evaluated model was trained on, from its run's train.json. An intermediate
     checkpoint (``checkpoints/epoch_K.pt`` of a run of E) saw K/E of the run's samples: it
@@ -257,9 +267,7 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
 
     if not zeroshot and not retrieval_sets:
         raise EvalError("nothing to evaluate: give at least one zero-shot folder or retrieval set")
-    for kind, sets, key_of in (("zero-shot", zeroshot, lambda x: Path(x).name),
-                               ("retrieval", retrieval_sets,
-                                lambda x: Path(x).name if Path(x).is_dir() else Path(x).parent.name)):
+    for kind, sets, key_of in (("zero-shot", zeroshot, _zeroshot_key), ("retrieval", retrieval_sets, _retrieval_key)):
         keys = [key_of(x) for x in sets]
         twice = next((k for k in keys if keys.count(k) > 1), None)
         if twice is not None:  # results are keyed by that name: the second replaced the first in silence
@@ -273,11 +281,11 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
     bundle = load_model(arch, pretrained=str(ck) if ck else pretrained, device=device, seed=seed)
     results: dict = {"zeroshot": {}, "retrieval": {}}
     for folder in zeroshot:
-        results["zeroshot"][Path(folder).name] = zero_shot(bundle, folder, templates=templates,
+        results["zeroshot"][_zeroshot_key(folder)] = zero_shot(bundle, folder, templates=templates,
                                                            max_per_class=max_per_class, batch_size=batch_size)
     for cap in retrieval_sets:
-        key = Path(cap).name if Path(cap).is_dir() else Path(cap).parent.name
-        results["retrieval"][key] = retrieval(bundle, cap, images=retrieval_images, batch_size=batch_size)
+        results["retrieval"][_retrieval_key(cap)] = retrieval(bundle, cap, images=retrieval_images,
+                                                              batch_size=batch_size)
     for group in results.values():
         for v in group.values():
             v["dataset"] = (sources or {}).get(v["dataset"], v["dataset"])

@@ -14,7 +14,7 @@ from curate.ingest.shards import ROW_ID_BITS
 from curate.ingest.stage import IngestRules
 from curate.readers import InputScan, ReaderOptions, columns_read, scan_inputs
 from curate.readers.imagefolder import plan_slices
-from curate.readers.parquet import plan_parquet
+from curate.readers.parquet import open_parquet, plan_parquet
 
 
 # an image folder's rows a task: each row costs an image header read (and a sidecar), 0.1-1 ms
@@ -118,7 +118,8 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
         fp = (_folder_fingerprint(path, options.exclude, scan.listings.get(path)) if fmt == "imagefolder"
               else object_fingerprint(source) if storage.is_uri(source) else local_file_fingerprint(path))
         fingerprints.append({**fp, "path": source, "format": fmt, "file_index": file_index})
-        columns = columns_read(path, fmt, options)
+        pf = open_parquet(path) if fmt == "parquet" else None  # its footer, read once for columns and tasks
+        columns = columns_read(path, fmt, options, pf.schema_arrow if pf is not None else None)
         if columns is not None:  # recorded, and said when not the plain names (an alias picked)
             fingerprints[-1]["columns"] = columns
         base = {"path": path, "source": source, "format": fmt, "file_index": file_index, "options": opts,
@@ -127,7 +128,7 @@ def plan_tasks(cfg: IngestConfig) -> tuple[list[dict], list[dict], InputScan]:
             captions = cfg.options.captions
             base["source"] = captions if storage.is_uri(captions) else str(Path(captions).resolve())
         if fmt == "parquet":
-            for piece in plan_parquet(path, cfg.task_rows):
+            for piece in plan_parquet(path, cfg.task_rows, pf):
                 tasks.append({**base, "row_groups": piece["row_groups"], "first_row": piece["first_row"],
                               "rows_planned": piece["rows"]})
         elif fmt == "imagefolder":

@@ -383,17 +383,20 @@ def expand_inputs(paths: list[str], fmt: str | None) -> list[tuple[str, str]]:
     return scan_inputs(paths, fmt).files
 
 
-def columns_read(path: str, fmt: str, options: ReaderOptions) -> dict[str, str] | None:
+def columns_read(path: str, fmt: str, options: ReaderOptions, schema: pa.Schema | None = None
+                 ) -> dict[str, str] | None:
     """The columns a Parquet, CSV or TSV input's url and caption are read from (found in its
     footer or first records, as its reader finds them), so a run can say which it picked among
-    the names it tries; None for other formats, or where the reader itself will say what is wrong."""
+    the names it tries; None for other formats, or where the reader itself will say what is wrong.
+    ``schema``: a Parquet file's, when the caller has its footer already."""
     from curate.errors import InputFileError
 
     try:
         if fmt in ("parquet", "datacomp", "img2dataset"):
             from curate.readers.parquet import open_parquet, resolve_columns
 
-            cols = resolve_columns(path, open_parquet(path).schema_arrow, options)
+            schema = schema if schema is not None else open_parquet(path).schema_arrow
+            cols = resolve_columns(path, schema, options)
             return {"url": cols["url"], "text": cols["text"]}
         if fmt in ("csv", "tsv"):
             from curate.readers.delimited import delimited_columns

@@ -207,9 +207,10 @@ def _extra_json_column(extras: pa.RecordBatch) -> tuple[pa.Array, pa.Array | Non
     return pa.array([extra_json(r) for r in extras.to_pylist()], pa.string()), None
 
 
-def plan_parquet(path: str, target_rows: int) -> list[dict]:
-    """Split a Parquet file into tasks of whole row groups, about ``target_rows`` each."""
-    pf = open_parquet(path)
+def plan_parquet(path: str, target_rows: int, pf: pq.ParquetFile | None = None) -> list[dict]:
+    """Split a Parquet file into tasks of whole row groups, about ``target_rows`` each (``pf``:
+    the file already opened, so its footer is read once)."""
+    pf = pf or open_parquet(path)
     md = pf.metadata
     tasks, groups, first, rows, start = [], [], 0, 0, 0
     for i in range(md.num_row_groups):
