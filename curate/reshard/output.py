@@ -102,16 +102,21 @@ def shard_sizes(folder: str | os.PathLike, names: list[str]) -> dict[str, int | 
     return out
 
 
-def shard_urls(folder: str | os.PathLike) -> tuple[list[str], int]:
-    """Shard paths of a reshard output (curate's or DataComp's, or any folder of .tar files)
-    and their sample total (0 when some shard's size is unknown)."""
+def shard_names(folder: str | os.PathLike) -> list[str]:
+    """The .tar shard names of a reshard output (as its meta.json lists them), or of any folder."""
     folder = out_path(folder)
     meta = read_meta(folder) if storage.exists(storage.join(folder, "meta.json")) else {}
     if "output_shard_format" in meta and "output_shard_count" in meta:
         fmt, n = meta["output_shard_format"], int(meta["output_shard_count"])
-        names = [fmt.format(i) for i in range(n)]
-    else:
-        names = [n for n in out_names(folder) if n.endswith(".tar")]
+        return [fmt.format(i) for i in range(n)]
+    return [n for n in out_names(folder) if n.endswith(".tar")]
+
+
+def shard_urls(folder: str | os.PathLike) -> tuple[list[str], int]:
+    """Shard paths of a reshard output (curate's or DataComp's, or any folder of .tar files)
+    and their sample total (0 when some shard's size is unknown)."""
+    folder = out_path(folder)
+    names = shard_names(folder)
     if not names:
         raise DatasetError(f"{folder}: no .tar shards")
     sizes = shard_sizes(folder, names)

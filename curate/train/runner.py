@@ -121,10 +121,9 @@ def _sizes_beside(paths: list[str]) -> tuple[int, dict | None]:
     total = 0 if any(v is None for v in sizes.values()) else sum(sizes.values())
     meta = None
     if (folder / "meta.json").exists():
-        from curate.reshard import shard_urls
+        from curate.reshard.output import shard_names
 
-        whole = {Path(x).name for x in shard_urls(folder)[0]}
-        if whole == set(names):
+        if set(shard_names(folder)) == set(names):
             meta = json.loads((folder / "meta.json").read_text())
     return total, meta
 
