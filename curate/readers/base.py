@@ -12,6 +12,7 @@ import base64
 import json
 import math
 import re
+from decimal import Decimal
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
@@ -234,11 +235,15 @@ def _reject_unencodable(cols: dict[str, list]) -> None:
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _SIGNED_DIGITS = re.compile(r"[+-]?[0-9]+")  # ASCII only: str.isdigit() also takes '²' and '①'
+# a decimal number as pandas and spreadsheets write an integer column with gaps ("200.0", "2e2")
+_SIGNED_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_PAST_INT64 = 1 << 64  # what a size too large for any image stands for (judged invalid_size)
 
 
 def as_int(v: Any) -> tuple[int | None, bool]:
-    """(value, ok) for a width/height field: ints, integral floats and (signed) ASCII digit
-    strings pass; NaN and empty are unknown (None, ok). The value may be past int64."""
+    """(value, ok) for a width/height field: ints, integral floats and decimals, and (signed)
+    ASCII decimal strings of an integer ("200", "200.0", "2e2") pass; NaN and empty are unknown
+    (None, ok). The value may be past int64."""
     if v is None or v == "":
         return None, True
     if isinstance(v, bool):
@@ -253,7 +258,18 @@ def as_int(v: Any) -> tuple[int | None, bool]:
         s = v.strip()
         if s == "":
             return None, True
-        return (int(s), True) if _SIGNED_DIGITS.fullmatch(s) else (None, False)
+        if _SIGNED_DIGITS.fullmatch(s):
+            return int(s), True
+        if not _SIGNED_DECIMAL.fullmatch(s):
+            return None, False
+        v = Decimal(s)
+    if isinstance(v, Decimal):
+        if v.is_nan():
+            return None, True
+        if not v.is_finite() or v != v.to_integral_value():
+            return None, False
+        # exact, without building an integer of the exponent's digits ("1e999999999")
+        return (int(v) if v.adjusted() < 30 else _PAST_INT64 * (-1 if v < 0 else 1)), True
     return (v, True) if isinstance(v, int) else (None, False)
 
 

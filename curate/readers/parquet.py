@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from curate.errors import InputFileError
 from curate.readers.base import (HEIGHT_CANDIDATES, RAW_SCHEMA, TEXT_CANDIDATES, UID_CANDIDATES,
-                                 URL_CANDIDATES, WIDTH_CANDIDATES, ReaderOptions, clip_raw, extra_json,
+                                 URL_CANDIDATES, WIDTH_CANDIDATES, ReaderOptions, as_int, clip_raw, extra_json,
                                  pick, shown_columns)
 
 _STRINGISH = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
@@ -28,6 +28,11 @@ def _stringish(t: pa.DataType) -> bool:
     """A column that can hold url/caption/uid text: a string or binary type (dictionary-encoded
     too), or the null type pyarrow gives a column with no value at all."""
     return pa.types.is_null(t) or any(f(_value_type(t)) for f in _STRINGISH)
+
+
+def _decimal_or_text(t: pa.DataType) -> bool:
+    """A size column of decimals, or of text as a CSV's is ("200", "200.0")."""
+    return pa.types.is_decimal(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
@@ -63,8 +68,10 @@ def resolve_columns(path: str, schema: pa.Schema, options: ReaderOptions) -> dic
     for role in ("width", "height"):
         c = cols[role]
         t = _value_type(schema.field(c).type) if c is not None else None
-        if c is not None and not (pa.types.is_null(t) or pa.types.is_integer(t) or pa.types.is_floating(t)):
-            raise InputFileError(path, f"column {c!r} ({role}) has type {schema.field(c).type}, expected a number")
+        if c is not None and not (pa.types.is_null(t) or pa.types.is_integer(t) or pa.types.is_floating(t)
+                                  or _decimal_or_text(t)):
+            raise InputFileError(path, f"column {c!r} ({role}) has type {schema.field(c).type}, expected a number "
+                                       f"or number text; name another column with --{role}-col")
     return cols
 
 
@@ -156,6 +163,13 @@ def _raw_from_batch(b: pa.RecordBatch, cols: dict, extras: list[str], row0: int,
             a = pc.if_else(pc.is_nan(a), None, a) if len(a) else a  # NaN -> null
             wrong = pc.fill_null(pc.or_(pc.is_inf(a), pc.not_equal(pc.floor(a), a)), False)
             huge = pc.fill_null(pc.greater(pc.abs(a), _FLOAT_INT64_MAX), False)
+        elif _decimal_or_text(a.type):  # judged value by value, as the text formats' fields are
+            judged = [as_int(v) for v in a.to_pylist()]
+            wrong = pa.array([not ok for _, ok in judged], pa.bool_())
+            huge = pa.array([ok and v is not None and not -_INT64_MAX - 1 <= v <= _INT64_MAX for v, ok in judged],
+                            pa.bool_())
+            a = pa.array([v if ok and v is not None and -_INT64_MAX - 1 <= v <= _INT64_MAX else None
+                          for v, ok in judged], pa.int64())
         elif pa.types.is_uint64(a.type):
             wrong, huge = None, pc.fill_null(pc.greater(a, pa.scalar(_INT64_MAX, pa.uint64())), False)
         else:

@@ -12,6 +12,7 @@ add up per file.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from collections import Counter
 from pathlib import Path
 
@@ -65,6 +66,17 @@ def hostile(tmp_path_factory):
     anns = [{"image_id": 1, "id": i, "caption": f"caption number {i} " + "x" * 40} for i in range(120)]
     (pool / "annotations_first.json").write_text(json.dumps(
         {"annotations": anns, "images": [{"id": 1, "coco_url": "http://a/1", "width": 4, "height": 4}]}))
+    # integers as pandas writes a column with gaps ("200.0"), in a CSV and in Parquet text and decimal columns
+    (pool / "decimals.csv").write_text("url,caption,width,height\n"
+                                       "http://e/1,gap written,200.0,100\n"
+                                       "http://e/2,exponent,2e2,+3.\n"
+                                       "http://e/3,a fraction,250.5,300\n"
+                                       "http://e/4,huge exponent,1e999999999,4\n")
+    pq.write_table(pa.table({"url": [f"http://t/{i}" for i in range(4)], "text": list("abcd"),
+                             "width": pa.array(["200", "300.0", None, "x"])}), pool / "text_sizes.parquet")
+    pq.write_table(pa.table({"url": [f"http://m/{i}" for i in range(3)], "text": list("abc"),
+                             "width": pa.array([Decimal("200"), Decimal("300.5"), None], pa.decimal128(5, 1))}),
+                   pool / "decimal_sizes.parquet")
     out = pool.parent / "ds"
     m = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(pool)], output=str(out)))
     return pool, out, m
@@ -120,6 +132,19 @@ def test_parquet_sizes_are_judged_as_the_text_formats_judge_them(hostile):
     assert {i: r["reason"] for i, r in floats.items()} == {0: "wrong_type", 1: "wrong_type", 2: "invalid_size"}
     kept = {r["url"]: (r["original_width"], r["original_height"]) for r in _kept(out, "floats.parquet")}
     assert kept == {"http://f/3": (None, 5), "http://f/4": (640, 480)}  # NaN: unknown
+
+
+def test_an_integer_written_as_a_decimal_is_a_size_in_every_reader(hostile):
+    _, out, _ = hostile
+    kept = {r["url"]: (r["original_width"], r["original_height"]) for r in _kept(out, "decimals.csv")}
+    assert kept == {"http://e/1": (200, 100), "http://e/2": (200, 3)}
+    assert {i: r["reason"] for i, r in _rejects(out, "decimals.csv").items()} == {2: "wrong_type", 3: "invalid_size"}
+    kept = {r["url"]: r["original_width"] for r in _kept(out, "text_sizes.parquet")}
+    assert kept == {"http://t/0": 200, "http://t/1": 300, "http://t/2": None}
+    assert {i: (r["reason"], r["raw"]) for i, r in _rejects(out, "text_sizes.parquet").items()} == {3: ("wrong_type", "x")}
+    assert {r["url"]: r["original_width"] for r in _kept(out, "decimal_sizes.parquet")} == \
+        {"http://m/0": 200, "http://m/2": None}
+    assert {i: r["reason"] for i, r in _rejects(out, "decimal_sizes.parquet").items()} == {1: "wrong_type"}
 
 
 def test_all_null_and_dictionary_columns_are_read(hostile):
