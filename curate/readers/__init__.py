@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import pyarrow as pa
@@ -174,8 +174,16 @@ def _image_folder(root: Path, entries, scan: InputScan, captions: str | None) ->
         scan.skipped.append(SkippedFile(str(root), UNREADABLE, f"its captions file {used} cannot be read ({why})"))
         return
     scan.files.append((str(root.resolve()), "imagefolder"))
+    # compared resolved: --captions may name the file another way than the walk does
+    resolved = {str(e.resolve()): e for e in entries}
+    unread = _unread_caption_files(list(resolved), str(used.resolve()) if used is not None else None,
+                                   {str(c.resolve()) for c in caption_files})
+    unread = {resolved[f]: SkippedFile(str(resolved[f]), o.outcome, o.detail) for f, o in unread.items()}
     for e in entries:
         ext = e.suffix.lower()
+        if e in unread:
+            scan.skipped.append(unread[e])
+            continue
         if ext in IMAGE_EXTS or ext == ".txt" or e in caption_files:
             continue  # the image folder's own files (unreadable images become row rejects)
         why = _unreadable(e)
@@ -186,7 +194,7 @@ def _image_folder(root: Path, entries, scan: InputScan, captions: str | None) ->
 
 
 def _store_image_folder(root: str, exclude: list[str], scan: InputScan,
-                        objects: list[tuple[str, int, int]] | None = None) -> None:
+                        objects: list[tuple[str, int, int]] | None = None, captions: str | None = None) -> None:
     """An image folder on a store (read in place) is one input, as a local one is: its objects
     other than images and captions are counted, an output dataset inside it left out.
     ``objects``: its listing, when the caller has it."""
@@ -203,9 +211,38 @@ def _store_image_folder(root: str, exclude: list[str], scan: InputScan,
                 scan.excluded.append(inside.rstrip("/"))
             continue
         listing.append((f, size, mtime_ns))
+    used = captions or next((c for c in sorted(caption_files) if any(f == c for f, _, _ in listing)), None)
+    unread = _unread_caption_files([f for f, _, _ in listing], used, caption_files)
+    for f, _, _ in listing:
         ext = Path(f).suffix.lower()
-        if not (ext in IMAGE_EXTS or ext == ".txt" or f in caption_files):
+        if f in unread:
+            scan.skipped.append(unread[f])
+        elif not (ext in IMAGE_EXTS or ext == ".txt" or f in caption_files):
             scan.skipped.append(SkippedFile(f, UNSUPPORTED, _IN_IMAGE_FOLDER))
+
+
+def _unread_caption_files(files: list[str], used: str | None, caption_files: set[str]) -> dict[str, SkippedFile]:
+    """An image folder's caption files the reader does not read, by path: with a captions file
+    (``used``), the other ``captions.*`` files and every ``.txt``; without one, a ``.txt`` that is
+    no image's sidecar (an image ``x.jpg`` reads ``x.txt`` beside it, the suffix as written)."""
+    out = {}
+    if used is not None:
+        name = used.replace("\\", "/").rsplit("/", 1)[-1]
+        for f in files:
+            if f in caption_files and f != used:
+                out[f] = SkippedFile(f, UNSUPPORTED, f"another captions file: the folder's captions are read from "
+                                                     f"{name} (--captions names the one to read)")
+            elif f.lower().endswith(".txt") and f != used:
+                out[f] = SkippedFile(f, UNSUPPORTED, f"a .txt caption: the folder's captions are read from {name}, "
+                                                     "not from .txt sidecars")
+        return out
+    sidecars = {f[: len(f) - len(PurePosixPath(f).suffix)] + ".txt" for f in files
+                if PurePosixPath(f).suffix.lower() in IMAGE_EXTS}
+    for f in files:
+        if f.lower().endswith(".txt") and f not in sidecars:
+            out[f] = SkippedFile(f, UNSUPPORTED, "a .txt with no image of its name beside it (an image x.jpg's "
+                                                 "caption is x.txt)")
+    return out
 
 
 def _shard_stems(files: list[tuple[str, str]], fmt: str | None) -> set[tuple[str, str]]:
@@ -345,11 +382,11 @@ def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (
                 raise InputFileError(raw, f"is inside the output dataset {inside.rstrip('/')}: ingest would read its "
                                           "own output; write the output elsewhere")
             if folders and raw in folders:  # an image folder read in place, as listed to classify it
-                _store_image_folder(raw, excluded_uris, scan, folders[raw])
+                _store_image_folder(raw, excluded_uris, scan, folders[raw], captions)
                 continue
             if not storage.is_file(raw):
                 if fmt in (None, "imagefolder") and storage.is_dir(raw):  # an image folder read in place
-                    _store_image_folder(raw, excluded_uris, scan)
+                    _store_image_folder(raw, excluded_uris, scan, captions=captions)
                     continue
                 raise InputFileError(raw, "no such object")
             f = fmt or detect_format(raw)

@@ -308,8 +308,8 @@ def _read_captions_file(root, captions: str, options: ReaderOptions, first: int 
         sizes.update(root.sizes(present))
         for i in range(raw.num_rows):
             row, name, p = d["source_row"][i], d["url"][i], images[i]
-            if d["reason"][i] is not None:
-                out.reject(row, d["reason"][i], d["detail"][i], d["raw"][i])
+            if d["reason"][i] is not None:  # the captions file's own reject: its row, named by that file
+                out.reject(row, d["reason"][i], f"{_name(captions)}: {d['detail'][i]}", d["raw"][i])
                 continue
             if not name or not name.strip():
                 out.reject(row, "missing_image", "no image file named", None)

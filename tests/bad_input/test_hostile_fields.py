@@ -26,6 +26,7 @@ from curate.cli import _user_message
 from curate.engine import LocalExecutor
 from curate.errors import CurateError
 from curate.ingest.job import IngestConfig, run_ingest
+from curate.readers.base import ReaderOptions
 from curate.tables import Dataset
 
 
@@ -199,6 +200,42 @@ def test_images_a_captions_file_does_not_name_are_counted_not_lost(tmp_path, mon
     m = run_ingest(LocalExecutor(), IngestConfig(inputs=["imgs"], output=str(tmp_path / "ds2")))
     assert sorted(f["path"] for f in m["skipped_files"]) == ["imgs/c.png", "imgs/e.jpg"]
     assert m["skipped_files"][0]["detail"] == "named by no row of its captions file imgs/captions.csv"
+
+
+def test_caption_files_an_image_folder_does_not_read_are_counted(tmp_path):
+    """A folder read by its captions file reads neither a second captions file nor .txt
+    sidecars; a sidecar folder does not read a .txt that is no image's caption: each is a
+    counted outcome naming the file read instead. The captions file's own rejects name it."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("x.jpg", "y.jpg"):
+        Image.new("RGB", (8, 6)).save(folder / name)
+    (folder / "captions.csv").write_text("image,caption\nx.jpg,from csv\ny.jpg,a,b\n")
+    (folder / "captions.jsonl").write_text('{"image": "y.jpg", "caption": "from jsonl"}\n')
+    (folder / "y.txt").write_text("a sidecar")
+    m = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(folder)], output=str(tmp_path / "ds")))
+    skipped = {Path(f["path"]).name: (f["outcome"], f["detail"]) for f in m["skipped_files"]}
+    assert skipped["captions.jsonl"] == ("unsupported", "another captions file: the folder's captions are read "
+                                                        "from captions.csv (--captions names the one to read)")
+    assert skipped["y.txt"] == ("unsupported", "a .txt caption: the folder's captions are read from captions.csv, "
+                                               "not from .txt sidecars")
+    assert skipped["y.jpg"][0] == "uncaptioned" and len(skipped) == 3
+    [reject] = Dataset(tmp_path / "ds").read("rejects").to_pylist()
+    assert reject["detail"].startswith("captions.csv: line 3: ")
+    # --captions picks the other file: the first is then the one not read
+    m = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(folder)], output=str(tmp_path / "ds2"),
+                                                 options=ReaderOptions(captions=str(folder / "captions.jsonl"))))
+    skipped = {Path(f["path"]).name: f["outcome"] for f in m["skipped_files"]}
+    assert skipped == {"captions.csv": "unsupported", "y.txt": "unsupported", "x.jpg": "uncaptioned"}
+    # sidecars: a .txt beside no image of its name
+    side = tmp_path / "side"
+    side.mkdir()
+    Image.new("RGB", (8, 6)).save(side / "x.jpg")
+    (side / "x.txt").write_text("x's caption")
+    (side / "notes.txt").write_text("not a caption")
+    m = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(side)], output=str(tmp_path / "ds3")))
+    assert [(Path(f["path"]).name, f["outcome"]) for f in m["skipped_files"]] == [("notes.txt", "unsupported")]
+    assert m["counts"]["kept"] == 1
 
 
 def test_a_captions_file_beside_an_images_folder_names_the_images_in_it(tmp_path):

@@ -651,6 +651,7 @@ def test_an_image_folder_of_sidecars_in_a_bucket_matches_local(bucket, tmp_path,
     (folder / "a" / "icc.txt").write_text("a long header")
     (folder / "README.md").write_text("not read: counted")
     (folder / "a" / "meta.json").write_text("{}")
+    (folder / "a" / "notes.txt").write_text("no image of this name: counted")
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         s3.put_object(Bucket=bucket, Key=f"side/{f.relative_to(folder).as_posix()}", Body=f.read_bytes())
     r = _ingest(folder, str(tmp_path / "local"))
@@ -680,7 +681,9 @@ def test_an_image_folder_of_sidecars_in_a_bucket_matches_local(bucket, tmp_path,
     local_skipped = [{**f, "path": f["path"].replace(str(folder), f"s3://{bucket}/side")}
                      for f in json.loads((tmp_path / "local" / "_runs" / "ingest.json").read_text())["skipped_files"]]
     m = json.loads(bucket_objects(bucket, "side/out/_runs/")["ingest.json"])
-    assert m["skipped_files"] == local_skipped and len(local_skipped) == 2  # README.md, a/meta.json
+    assert m["skipped_files"] == local_skipped and len(local_skipped) == 3  # README.md, a/meta.json, a/notes.txt
+    assert {f["path"].rsplit("/side/", 1)[1]: f["outcome"] for f in local_skipped} == \
+        {"README.md": "unsupported", "a/meta.json": "unsupported", "a/notes.txt": "unsupported"}
     (fp,) = m["inputs"]
     assert fp["kind"] == "folder" and fp["path"] == f"s3://{bucket}/side" and "sha256" not in fp
     from curate.ingest.plan import IngestConfig, estimate_input_rows  # --engine auto's size: the files listed
