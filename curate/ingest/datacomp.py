@@ -189,7 +189,11 @@ def _sample_uids(path: str, uid: pa.Array) -> pa.Array:
 
 
 def _check_rows(npz: str, name: str, img: np.ndarray, txt: np.ndarray, scores: np.ndarray,
-                uids: list[str] | None, npz_uids) -> None:
+                uids: list[str] | None, npz_uids) -> dict:
+    """Refuses non-finite vectors, a uid order that differs, and a shard whose scores mostly do
+    not line up with its vectors; returns ``{"rows_off": n, "first_off": ...}`` for the rows
+    (at most ``ALIGN_MAX_SHARE``) whose shipped score is not the cosine of their vectors: the
+    job warns of them (a correct shard has none; a few rows swapped would pass the share)."""
     for key, x in ((f"{name}_img", img), (f"{name}_txt", txt)):
         bad = ~np.isfinite(x).all(axis=1)
         if bad.any():
@@ -200,7 +204,7 @@ def _check_rows(npz: str, name: str, img: np.ndarray, txt: np.ndarray, scores: n
         if len(npz_uids) != len(uids) or any(a != b for a, b in zip(npz_uids, uids)):
             row = next((i for i, (a, b) in enumerate(zip(npz_uids, uids)) if a != b), min(len(npz_uids), len(uids)))
             raise InputFileError(npz, f"uid order differs from the Parquet shard at row {row}")
-        return
+        return {"rows_off": 0}
     a, b = img.astype(np.float32), txt.astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -211,6 +215,11 @@ def _check_rows(npz: str, name: str, img: np.ndarray, txt: np.ndarray, scores: n
         raise InputFileError(npz, f"rows do not line up with the Parquet shard ({int(off.sum())} of {int(ok.sum())} "
                              f"rows off; row {row}: shipped {MODELS[name][2]} {scores[row]:.4f}, cosine of its "
                              f"{name} vectors {cos[row]:.4f}): wrong .npz, or rows in another order")
+    if not off.any():
+        return {"rows_off": 0}
+    row = int(np.flatnonzero(off)[0])
+    return {"rows_off": int(off.sum()), "first_off": f"{storage.basename(npz)} row {row} (uid "
+            f"{uids[row] if uids else '?'}): shipped {scores[row]:.4f}, cosine of its vectors {cos[row]:.4f}"}
 
 
 def _fsl(x: np.ndarray) -> pa.Array:
@@ -277,7 +286,7 @@ def _write_parts(task: dict, outs: dict, members: list[str], member, npz_name: s
     uid_list = uids.to_pylist()
     idx = pa.array(np.flatnonzero(keep))
     kept_uids = uids.take(idx)
-    written = {}
+    written, checks = {}, {}
     for name, out in outs.items():
         img, txt = member(f"{name}_img"), member(f"{name}_txt")
         if len(img) != meta.num_rows or len(txt) != meta.num_rows:
@@ -288,7 +297,11 @@ def _write_parts(task: dict, outs: dict, members: list[str], member, npz_name: s
             raise InputFileError(npz_name, f"{name} dims {img.shape[1]}/{txt.shape[1]}, expected {task['dims'][name]}")
         col = meta.column(MODELS[name][2]).combine_chunks()
         scores = col.cast(pa.float32()).fill_null(np.nan).to_numpy(zero_copy_only=False)
-        _check_rows(npz_name, name, img, txt, scores, uid_list, npz_uids)
+        checks[name] = _check_rows(npz_name, name, img, txt, scores, uid_list, npz_uids)
+        if pa.types.is_floating(col.type) and col.type.bit_width > 32:  # stored as float32, as DataComp's are
+            given = col.fill_null(np.nan).to_numpy(zero_copy_only=False)
+            given, stored = given[keep], scores[keep].astype(np.float64)
+            checks[name]["scores_rounded"] = int(np.count_nonzero(np.isfinite(given) & (stored != given)))
         schema = load_schema("embeddings").arrow(img.shape[1])
         k = np.flatnonzero(keep)
         table = pa.Table.from_arrays([kept_uids, _fsl(img[k]), _fsl(txt[k]), pa.array(scores[k], pa.float32())],
@@ -299,7 +312,28 @@ def _write_parts(task: dict, outs: dict, members: list[str], member, npz_name: s
             pq.write_table(table, tmp, row_group_size=65536, **{**PARQUET_OPTIONS, "use_dictionary": False,
                                                                "write_statistics": ["uid", "clip_score"]})
         written[name] = table.num_rows
-    return {"rows": written, "skipped": 0}
+    return {"rows": written, "skipped": 0, "checks": checks}
+
+
+def _checks_said(name: str, mid: str, checks: list[dict]) -> dict:
+    """The shards' score checks summed, each kind said in one warning line (a resumed shard's
+    were said when it was imported)."""
+    from curate.progress import info
+
+    out, column = {}, MODELS[name][2]
+    off = sum(c.get("rows_off", 0) for c in checks)
+    if off:
+        first = next(c["first_off"] for c in checks if c.get("rows_off"))
+        out["rows_off"] = off
+        info(f"ingest: warning: embeddings/{mid}: {off:,} rows' shipped {column} is not the cosine of their "
+             f"{name} vectors (more than {ALIGN_TOLERANCE} apart; first: {first}): those vectors may be another "
+             "row's (a correct .npz has none)")
+    rounded = sum(c.get("scores_rounded", 0) for c in checks)
+    if rounded:
+        out["scores_rounded"] = rounded
+        info(f"ingest: warning: embeddings/{mid}: {column} is float64 in the input; {rounded:,} scores change "
+             "when stored as float32 (clip_score, as DataComp ships it), and thresholds compare the float32 values")
+    return out
 
 
 def run_npz_import(dataset: Dataset, plan: dict, executor, sources: list[str], kept_samples: int,
@@ -325,7 +359,8 @@ def run_npz_import(dataset: Dataset, plan: dict, executor, sources: list[str], k
         if rows != kept_samples:
             raise DatasetError(f"embeddings/{mid}: {rows} rows imported for {kept_samples} samples")
         outputs[f"embeddings/{mid}"] = {"rows": rows, "shards": len(tasks),
-                                        "skipped_shards": sum(r["skipped"] for r in results)}
+                                        "skipped_shards": sum(r["skipped"] for r in results),
+                                        **_checks_said(name, mid, [r.get("checks", {}).get(name, {}) for r in results])}
         arch, tag, column = MODELS[name]
         m = RunManifest("embed", {"model": arch, "pretrained": tag, "model_id": mid, "source": "datacomp npz",
                                   "npz_arrays": [f"{name}_img", f"{name}_txt"], "score_column": column})

@@ -360,6 +360,42 @@ def test_image_based_with_datacomp_assets(imported, reference, pool):
     assert run(ds, glob, name="image_glob") == want
 
 
+def test_a_few_rows_out_of_line_and_float64_scores_are_warned_and_counted(pool, tmp_path, capsys):
+    """Rows of a .npz whose vectors do not give their shipped score (two rows swapped: under the
+    share that refuses the shard) and a float64 score column whose values float32 storage
+    changes import, each said in a warning line and counted in the outputs."""
+    import shutil
+
+    from curate.engine import LocalExecutor
+    from curate.ingest.job import IngestConfig, run_ingest
+    from curate.ingest.stage import IngestRules
+
+    d = tmp_path / "pool"
+    d.mkdir()
+    for f in sorted(pool["dir"].iterdir())[:4]:  # shards 0 and 1
+        shutil.copy(f, d / f.name)
+    df = pd.read_parquet(d / "00000000.parquet")
+    s = df["clip_l14_similarity_score"].to_numpy()
+    a, b = next((i, j) for i in range(20, ROWS) for j in range(i + 1, ROWS) if abs(s[i] - s[j]) > 0.2)
+    z = dict(np.load(d / "00000000.npz"))
+    for k in ("l14_img", "l14_txt"):
+        z[k][[a, b]] = z[k][[b, a]]
+    np.savez(d / "00000000.npz", **z)
+    df = pd.read_parquet(d / "00000001.parquet")
+    df["clip_l14_similarity_score"] = df["clip_l14_similarity_score"].astype("float64")
+    s1 = df["clip_l14_similarity_score"].to_numpy()
+    df.loc[[3, 4], "clip_l14_similarity_score"] = [s1[3] + 1e-11, s1[4] - 1e-12]  # between float32 values
+    df.to_parquet(d / "00000001.parquet", index=False)
+    r = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(d)], output=str(tmp_path / "ds"), format="datacomp",
+                                                 rules=IngestRules(faithful=True)))
+    out = r["outputs"]["embeddings/ViT-L-14__openai"]
+    assert out["rows_off"] == 2 and out["scores_rounded"] == 2  # the others' float64 values are float32 ones
+    assert "rows_off" not in r["outputs"]["embeddings/ViT-B-32__openai"]
+    err = capsys.readouterr().err
+    assert f"00000000.npz row {a} (uid {pool['uids'][a]})" in err
+    assert "clip_l14_similarity_score is float64 in the input; 2 scores change" in err
+
+
 def test_npz_problems_are_one_line_errors_naming_the_shard(pool, spark, tmp_path):
     """Each problem stops the import with the line the CLI prints (also from a Spark task)."""
     import shutil
