@@ -32,7 +32,8 @@ import pyarrow.compute as pc
 from curate import storage
 from curate.decisions import decisions_table
 from curate.embedding_space.duplicates import NEAR_REASON
-from curate.embedding_space.vectors import binary_to_matrix, embedding_columns, embedding_matrix, matrix_to_binary
+from curate.embedding_space.vectors import (binary_to_matrix, embedding_binary, embedding_columns, embedding_matrix,
+                                           matrix_to_binary, normalize_rows)
 from curate.engine import worker_cache
 
 ROW_SCHEMA = pa.schema([("partition", pa.int32()), ("uid", pa.string()), ("clip_score", pa.float32()),
@@ -62,13 +63,13 @@ def partition_rows(task: dict):
     t = storage.read_parquet(task["path"], columns=["uid", "clip_score", *embedding_columns(task["embedding"])])
     if t.num_rows == 0:
         return
-    x16 = np.ascontiguousarray(embedding_matrix(t, task["embedding"], f"{task['path']}: "), dtype=np.float16)
-    n = len(x16)
+    x = embedding_matrix(t, task["embedding"], f"{task['path']}: ")  # checks the rows are finite
+    n = len(x)
     q = _quantiser(task.get("centroids_npy"))
     if q is None:
         probes = np.zeros((n, 1), np.int32)
     else:
-        _, probes = q.search(x16.astype(np.float32), int(task["nprobe"]))
+        _, probes = q.search(x, int(task["nprobe"]))
         probes = probes.astype(np.int32)
     home = probes[:, 0]
     npr = probes.shape[1]
@@ -78,7 +79,9 @@ def partition_rows(task: dict):
         [pa.array(probes.reshape(-1)), uid.take(pa.array(rep)),
          t.column("clip_score").combine_chunks().take(pa.array(rep)), pa.array(home[rep]),
          matrix_to_binary(probes, dtype=np.int32).take(pa.array(rep)),
-         matrix_to_binary(x16).take(pa.array(rep))], schema=ROW_SCHEMA)
+         # the stored row's bytes: the receiver normalises them as the reference does (a float16
+         # rounding of the normalised row is off unit length by up to ~1e-4, cosines past 1)
+         embedding_binary(t, task["embedding"]).take(pa.array(rep))], schema=ROW_SCHEMA)
 
 
 def partition_pairs(group: pa.Table, threshold: float, dim: int) -> pa.Table:
@@ -91,7 +94,7 @@ def partition_pairs(group: pa.Table, threshold: float, dim: int) -> pa.Table:
     resident = np.flatnonzero(home == p)
     if len(resident) == 0 or group.num_rows < 2:
         return PAIR_SCHEMA.empty_table()
-    x = binary_to_matrix(group.column("embedding"), dim).astype(np.float32)
+    x = normalize_rows(binary_to_matrix(group.column("embedding"), dim))
     import faiss
 
     index = faiss.IndexFlatIP(dim)

@@ -248,6 +248,43 @@ def test_near_dedup_ivf_with_all_lists_equals_exact_and_keep_by_score(tmp_path, 
         run_near_dedup(ds, "m2", 0.98, clusters="kmeans", nprobe=1, run="other")
 
 
+def test_near_dedup_similarities_are_cosines_of_the_stored_vectors(tmp_path):
+    """Pairs are judged by the cosine of the stored (float16) vectors, each normalised in
+    float32 as the reference normalises them: no similarity past 1, and the pairs are the
+    float64 all-pairs cosines above the threshold (it sits in a gap of theirs)."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((60, 32)).astype(np.float32)
+    x = np.concatenate([base, base[:40] + rng.standard_normal((40, 32)).astype(np.float32) * 0.03,
+                        base[:10]])  # near copies around cosine 0.999, and exact ones
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", x, rows_per_shard=33)
+    v = ds.read("embeddings/m").column("image_embedding").combine_chunks().values.to_numpy(zero_copy_only=False)
+    v = v.astype(np.float64).reshape(len(x), -1)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    sims = np.triu(v @ v.T, 1)
+    near = np.sort(sims[sims > 0.99])
+    gap = int(np.argmax(np.diff(near[: len(near) // 2 + 1])))
+    threshold = float((near[gap] + near[gap + 1]) / 2)
+    r = run_near_dedup(ds, "m", threshold)
+    dec = {d["uid"]: d for d in r["decisions"].to_pylist()}
+    assert max(d["value"] for d in dec.values() if not d["kept"]) <= 1 + 1e-6
+    parent = list(range(len(x)))  # the reference's components, smallest uid kept
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(sims > threshold)):
+        parent[find(i)] = find(j)
+    groups: dict[int, list[str]] = {}
+    for i in range(len(x)):
+        groups.setdefault(find(i), []).append(uids[i])
+    removed = {u for g in groups.values() for u in sorted(g)[1:]}
+    assert {u for u, d in dec.items() if not d["kept"]} == removed and len(removed) > 10
+
+
 def test_concat_embedding_clustering(tmp_path, data):
     ds = Dataset(tmp_path / "d")
     write_embeddings(ds, "m", data[:400], rows_per_shard=400)
