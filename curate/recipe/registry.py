@@ -158,6 +158,9 @@ class StageKind:
     # tables whose content the output depends on ("{embeddings}" = the recipe model's), or a
     # function (params, dataset, embedding_model) -> table names, for stages like sql
     reads: tuple[str, ...] | Callable[[Any, Dataset, str | None], list[str]] = ()
+    # files and folders the output depends on outside the tables (evaluation images, a metadata
+    # file), found as the stage finds them: (params, ctx) -> paths, fingerprinted for the cache
+    files: Callable[[Any, "StageContext"], list[str]] | None = None
     code_modules: tuple[str, ...] = ()   # modules whose source is part of the cache key
     version: str = "1"                   # bump when behaviour changes in a way the source hash misses
     named_output: bool = False           # the stage's name names what it makes: part of the cache key
@@ -170,7 +173,7 @@ _loaded = False
 
 def register(kind: str, params: type[Params], *, family: str, reads: Any = (),
              code_modules: tuple[str, ...] = (), version: str = "1", named_output: bool = False,
-             frames: bool = False):
+             frames: bool = False, files: Callable[[Any, "StageContext"], list[str]] | None = None):
     """Decorator registering ``fn(ctx, uids, params) -> StageResult`` as stage ``kind`` (with
     ``frames``: ``fn(ctx, UidTable, params) -> StageOutput``)."""
 
@@ -178,7 +181,7 @@ def register(kind: str, params: type[Params], *, family: str, reads: Any = (),
         if kind in _REGISTRY and _REGISTRY[kind].run is not fn:
             raise ValueError(f"stage kind {kind!r} registered twice")
         doc = inspect.getdoc(fn) or ""
-        _REGISTRY[kind] = StageKind(kind, params, fn, family, doc.split("\n\n")[0], reads,
+        _REGISTRY[kind] = StageKind(kind, params, fn, family, doc.split("\n\n")[0], reads, files,
                                     (fn.__module__, *code_modules), version, named_output, frames)
         return fn
 

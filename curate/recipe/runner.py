@@ -29,7 +29,7 @@ from typing import Any
 from curate.errors import CurateError, RecipeError
 from curate.manifest import RunManifest
 from curate.progress import info
-from curate.recipe.cache import CACHE_DIR, StageCache, cache_key, table_fingerprint
+from curate.recipe.cache import CACHE_DIR, StageCache, cache_key, path_fingerprint, table_fingerprint
 from curate.recipe.inputs import initial_table
 from curate.recipe.preflight import check_dataset_inputs
 from curate.recipe.registry import StageContext, code_hash, get_kind, tables_read
@@ -181,6 +181,8 @@ def _run_stage(run: _RecipeRun, spec: StageSpec, cur: UidTable, in_hash: str) ->
     params = kind.params.model_validate(spec.params)
     reads = [table_fingerprint(run.dataset, t)
              for t in tables_read(kind, params, run.dataset, run.recipe.embedding_model)]
+    if kind.files is not None:  # evaluation images, a metadata file: replaced or added to, the stage runs again
+        reads += [path_fingerprint(f) for f in kind.files(params, run.context(spec.name))]
     code = code_hash(kind)
     key_params = {**spec.params, "name": spec.name} if kind.named_output else spec.params
     key = cache_key(in_hash, spec.kind, key_params, code, reads)

@@ -86,3 +86,45 @@ def test_a_stage_deciding_a_uid_twice_fails_before_its_decisions_are_written(tmp
     with pytest.raises(DatasetError, match=r"returned 10 decision rows for 10 distinct input uids, 1 of them"):
         run_table_stage(ctx, kind, None, inp, cache, "k1", "bad")
     assert cache.get("k1") is None and not ds.has_table(cache.table("k1", "decisions"))
+
+
+def test_a_stage_reruns_when_the_files_it_reads_change(pool, tmp_path):
+    """A cached stage is keyed on the files its parameters name outside the tables too:
+    decontaminate's evaluation set gains an image (a near copy of one more pool sample) and
+    the stage runs again, removing it; its own ``embeddings:`` table is the one keyed."""
+    import pyarrow.parquet as pq
+
+    from curate.recipe import load_recipe, run_recipe
+    from curate.recipe.cache import path_fingerprint
+
+    emb = pool.read("embeddings/toy-model")
+    pool.write_table("embeddings/other", emb, schema="embeddings")  # the stage's own table
+
+    def write_eval(n: int) -> None:
+        pq.write_table(pa.table({"key": [f"e{i}" for i in range(n)],
+                                 "image_embedding": emb.column("image_embedding").slice(0, n)}),
+                       tmp_path / "eval.parquet")
+
+    write_eval(2)
+    (tmp_path / "r.yaml").write_text(f"name: decon\ndataset: {pool.root}\nembedding_model: toy-model\n"
+                                     "input: downloaded\nstages:\n  - kind: decontaminate\n    eval: eval.parquet\n"
+                                     "    threshold: 0.999\n    embeddings: other\n")
+    first = run_recipe(load_recipe(tmp_path / "r.yaml"), engine="local", quiet=True)
+    again = run_recipe(load_recipe(tmp_path / "r.yaml"), engine="local", quiet=True)
+    assert [s["cached"] for s in again["stages"]] == [True]
+    write_eval(3)
+    changed = run_recipe(load_recipe(tmp_path / "r.yaml"), engine="local", quiet=True)
+    assert [s["cached"] for s in changed["stages"]] == [False]
+    assert changed["output_count"] == first["output_count"] - 1
+    # the other table, rewritten with other rows, is what the stage is keyed on
+    pool.write_table("embeddings/other", emb.slice(1), schema="embeddings")
+    assert [s["cached"] for s in run_recipe(load_recipe(tmp_path / "r.yaml"), engine="local",
+                                             quiet=True)["stages"]] == [False]
+    assert path_fingerprint(str(tmp_path / "nothing-*.npy")) == {"path": str(tmp_path / "nothing-*.npy"),
+                                                                  "missing": True}
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"1")
+    before = path_fingerprint(str(folder))
+    (folder / "b.jpg").write_bytes(b"2")
+    assert path_fingerprint(str(folder)) != before and path_fingerprint(str(folder))["files"] == 2

@@ -46,7 +46,11 @@ def _path(ctx: StageContext, raw: str) -> str:
     return storage.local_copy(ctx.find_path(raw))
 
 
-@register("coverage", CoverageStageParams, family="report", reads=_reads, code_modules=("curate.coverage",),
+def _files(p: CoverageStageParams, ctx: StageContext) -> list[str]:
+    return [ctx.find_path(x) for x in (p.concepts, p.eval, p.metadata) if x]
+
+
+@register("coverage", CoverageStageParams, family="report", reads=_reads, files=_files, code_modules=("curate.coverage",),
           frames=True)
 def run_coverage_stage(ctx: StageContext, inp: UidTable, p: CoverageStageParams) -> StageOutput:
     """Count concepts in the selection so far vs the pool (keeps every sample)."""

@@ -63,7 +63,12 @@ def _clustered(stage: str):
     return rows
 
 
-@register("cluster", ClusterStageParams, family="clustering", reads=("{embeddings}",), code_modules=_MODULES,
+def _reads_embeddings(p, dataset, model):
+    """The stage's own ``embeddings:``, else the recipe's model."""
+    return [f"embeddings/{p.embeddings or model}"]
+
+
+@register("cluster", ClusterStageParams, family="clustering", reads=_reads_embeddings, code_modules=_MODULES,
           frames=True)
 def run_cluster_stage(ctx: StageContext, inp: UidTable, p: ClusterStageParams) -> StageOutput:
     """k-means over the input's embeddings; keeps every sample with an embedding (one without
@@ -151,8 +156,14 @@ def run_near_dedup_stage(ctx: StageContext, inp: UidTable, p: NearDedupParams) -
     return _output(ctx, r)
 
 
-@register("decontaminate", DecontaminateParams, family="decontamination", reads=("{embeddings}",),
-          code_modules=_MODULES, frames=True)
+def _eval_files(p: DecontaminateParams, ctx: StageContext) -> list[str]:
+    """The evaluation images (a folder, a Parquet file or a dataset table) as the stage finds
+    them, and a checkpoint file that embeds them (a pretrained tag names no file)."""
+    return [ctx.find_path(p.eval), *([p.eval_pretrained] if p.eval_pretrained else [])]
+
+
+@register("decontaminate", DecontaminateParams, family="decontamination", reads=_reads_embeddings,
+          files=_eval_files, code_modules=_MODULES, frames=True)
 def run_decontaminate_stage(ctx: StageContext, inp: UidTable, p: DecontaminateParams) -> StageOutput:
     """Remove pool samples whose image is a near copy of an evaluation image."""
     from curate.embedding_space.jobs.decontaminate import run_decontaminate

@@ -75,6 +75,12 @@ def _reads(name: str):
     return reads
 
 
+def _files(p, ctx: StageContext) -> list[str]:
+    """image_based's target images or embeddings and centroids, text_based's synset list and
+    WordNet folder: paths as the filter job reads them."""
+    return [getattr(p, k) for k in ("target", "centroids", "synsets", "wordnet_dir") if getattr(p, k, None)]
+
+
 def _make(name: str, doc: str):
     from curate.params.filters import FILTERS
 
@@ -85,7 +91,8 @@ def _make(name: str, doc: str):
 
     run.__doc__ = doc
     run.__name__ = f"run_{name}"
-    register(name, params, family="filters", reads=_reads(name), code_modules=_MODULES, frames=True)(run)
+    register(name, params, family="filters", reads=_reads(name), files=_files, code_modules=_MODULES,
+             frames=True)(run)
 
 
 try:

@@ -22,7 +22,8 @@ def _reads(p, dataset, model):
     return ["samples"]
 
 
-@register("metaclip_balance", BalanceParams, family="balancing", reads=_reads, code_modules=("curate.metaclip",),
+@register("metaclip_balance", BalanceParams, family="balancing", reads=_reads,
+          files=lambda p, ctx: [ctx.find_path(p.metadata)], code_modules=("curate.metaclip",),
           frames=True)
 def run_balance_stage(ctx: StageContext, inp: UidTable, p: BalanceParams) -> StageOutput:
     """MetaCLIP: substring-match captions to metadata entries, then sample each entry up to t."""
