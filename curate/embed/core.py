@@ -8,6 +8,7 @@ are float32, L2-normalised, one row per input, in input order.
 from __future__ import annotations
 
 import io
+import re
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,12 +62,21 @@ def open_image(item: Any, where: str = "", min_side: int | None = None):
             im.load()
             return viewer_rgb(im)  # upright (EXIF), sRGB, 16-bit and float samples scaled
     except Image.DecompressionBombError as e:
-        raise ImageDecodeError(where, "too_large", str(e)) from e
+        raise ImageDecodeError(where, "too_large", _stable_message(e)) from e
     except OSError as e:
         cls = "truncated" if "truncated" in str(e).lower() else "decode_error"
-        raise ImageDecodeError(where, cls, str(e) or type(e).__name__) from e
+        raise ImageDecodeError(where, cls, _stable_message(e)) from e
     except (ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
-        raise ImageDecodeError(where, "decode_error", str(e) or type(e).__name__) from e
+        raise ImageDecodeError(where, "decode_error", _stable_message(e)) from e
+
+
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def _stable_message(e: Exception) -> str:
+    """A decoder's message without an object's memory address (PIL names the buffer it read,
+    ``<_io.BytesIO object at 0x7f...>``): failure tables stay byte-identical across runs."""
+    return _OBJECT_REPR.sub("", str(e)) or type(e).__name__
 
 
 def prepared_batches(items: Sequence[Any], prepare: Callable[[Any], Any], batch_size: int,

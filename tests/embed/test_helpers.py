@@ -50,6 +50,12 @@ def test_undecodable_image_names_the_input(tiny):
     with pytest.raises(ImageDecodeError, match="decode_error"):
         embed_images(tiny, [good.getvalue(), b"<html>not an image</html>"])
     assert embed_images(tiny, [good.getvalue()]).shape == (1, 64)
+    # the message names no memory address (PIL's repr of the buffer): failure tables rerun byte-identical
+    from curate.embed.core import open_image
+
+    with pytest.raises(ImageDecodeError) as e:
+        open_image(b"<html>not an image</html>")
+    assert e.value.message == "cannot identify image file"
 
 
 def test_labelled_folder(tiny, shared_data, tmp_path):
