@@ -94,7 +94,7 @@ def _npy_subset(tmp_path, uids):
 def _reference_decisions(ds, uids, x, pick, threshold):
     rows = [i for i, u in enumerate(uids) if u in pick]
     xx = x.astype(np.float16).astype(np.float32)
-    xx = (xx / np.linalg.norm(xx, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+    xx = xx / np.linalg.norm(xx, axis=1, keepdims=True)  # the stored vectors, normalised in float32
     emb = ds.read("embeddings/m", columns=["uid", "clip_score"])
     score = dict(zip(emb.column("uid").to_pylist(), emb.column("clip_score").to_pylist()))
     sub = [uids[i] for i in rows]

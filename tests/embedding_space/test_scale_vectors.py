@@ -122,7 +122,7 @@ def test_near_dedup_partitions_full_probe_equals_all_pairs_and_recall_below(tmp_
     threshold = 0.97
     # the in-memory all-pairs reference (the library function the job used to call on the driver)
     x = data.astype(np.float16).astype(np.float32)
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)  # the stored vectors, normalised in float32
     emb = ds.read("embeddings/m", columns=["uid", "clip_score"])
     score = dict(zip(emb.column("uid").to_pylist(), emb.column("clip_score").to_pylist()))
     for keep_by in ("uid", "clip_score"):
@@ -154,7 +154,7 @@ def test_near_dedup_recall_against_all_pairs(tmp_path):
     k, threshold = 16, 0.98
     run_cluster(ds, "m", k)
     xx = x.astype(np.float16).astype(np.float32)
-    xx = (xx / np.linalg.norm(xx, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+    xx = xx / np.linalg.norm(xx, axis=1, keepdims=True)  # the stored vectors, normalised in float32
     a, b, _ = similar_pairs(xx, threshold)
     exact_pairs = {tuple(sorted((uids[i], uids[j]))) for i, j in zip(a, b)}
     assert len(exact_pairs) > 50
