@@ -12,6 +12,7 @@ record operations (hex, sort).
 from __future__ import annotations
 
 import os
+import re
 import tokenize
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from curate.subset_records import (HEX_ROWS, PARSE_ROWS, NotAUid, RecordOrder, h
 from curate.uid import DATACOMP_DTYPE
 
 NPY_MAGIC = b"\x93NUMPY"
+_TEXT_UIDS = re.compile(rb"[0-9A-Fa-fxX\s,;\"']+")  # hex uids as text: one a line, or a CSV column
 
 
 def open_subset_array(path: str | os.PathLike) -> tuple[np.ndarray, str]:
@@ -50,6 +52,13 @@ def open_subset_array(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     size = p.stat().st_size
     if size == 0:
         raise InputFileError(str(p), "empty file (a raw DataComp subset holds 16 bytes per uid)")
+    with open(p, "rb") as f:
+        sniff = f.read(4096)
+    if _TEXT_UIDS.fullmatch(sniff) and any(c in sniff for c in b"\r\n\t ,"):
+        # 16 binary bytes per uid are never all hex digits and separators
+        raise InputFileError(str(p), "a text list of uids, not a DataComp subset (16 binary bytes per uid, "
+                                     "apply_filter.py's u8,u8 array); give the uids as a Parquet file with a "
+                                     "'uid' column, or as a .npy of dtype u8,u8")
     if size % DATACOMP_DTYPE.itemsize:
         raise InputFileError(str(p), f"no .npy header and a size of {size} bytes, not a multiple of 16: "
                                      f"neither a DataComp .npy nor a raw u8,u8 memmap")

@@ -193,6 +193,8 @@ def _bad_files(tmp_path, picks):
     files["pickle_not_npy"] = tmp_path / "uids.pkl"
     data = pickle.dumps(picks)
     files["pickle_not_npy"].write_bytes(data + b"\0" * (-len(data) % 16))
+    files["text_uids"] = tmp_path / "uids.txt"  # 32 lines of 33 bytes: a multiple of 16
+    files["text_uids"].write_text("".join(f"{u}\n" for u in (picks * 32)[:32]))
     files["missing"] = tmp_path / "nowhere.npy"
     return files
 
@@ -208,6 +210,7 @@ def _bad_files(tmp_path, picks):
     ("bad_header", "not a readable .npy subset"),
     ("raw_odd_size", "not a multiple of 16"),
     ("raw_empty", "empty file"),
+    ("text_uids", "a text list of uids, not a DataComp subset"),
     ("missing", "subset file not found"),
 ])
 def test_bad_subset_files_are_one_line_errors(pool, picks, tmp_path, capsys, case, needle):
