@@ -20,12 +20,32 @@ def filter_job(run: JobRun, p: FilterRunParams) -> None:
     result = run_filters(run.ds, specs, run.executor(), name=run.name, **p.job_kwargs())
     c = result["counts"]
     say(f"filter {result['params']['name']}: kept {c['kept']:,} of {c['samples']:,} samples")
+    fraction_used = False
     for stage, reasons in c["filters"].items():
         info = result["resolved"].get(stage, {})
         thr = f" (threshold {info['threshold']:.6g})" if isinstance(info.get("threshold"), float) else ""
+        if isinstance(info.get("pool_rows"), int):  # a fraction: of how many scored rows
+            thr = f" (threshold {info['threshold']:.6g}: top {info['fraction']:g} of {info['pool_rows']:,} scored rows)"
+            fraction_used = True
         say(f"  {stage}{thr}: " + ", ".join(f"{r} {n:,}" for r, n in reasons.items()))  # one line each, piped too
+    note = _left_out_note(run.ds) if fraction_used else ""
+    if note:
+        say(note)
     say(f"  subset: {result['outputs']['subset']}  decisions: {result['outputs']['decisions']}")
     echo_guards(result.get("guards"))
+
+
+def _left_out_note(ds) -> str:
+    """A fraction's N is the pool as ingested; say how many input rows ingest left out (DataComp's
+    apply_filter.py counts the scored ones among them: its cut then differs)."""
+    from curate.manifest import read_manifest
+
+    c = (read_manifest(ds, "ingest") or {}).get("counts") or {}
+    left = int(c.get("rejects") or 0) + int(c.get("duplicates") or 0)
+    if not left:
+        return ""
+    return (f"  note: the fraction is of the pool as ingested; ingest left out {left:,} input rows (rejects and "
+            "repeats, _runs/ingest.json), which DataComp's apply_filter.py would count in N where they have a score")
 
 
 def register(app: typer.Typer) -> None:

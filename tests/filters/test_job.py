@@ -211,7 +211,15 @@ def test_spark_equals_local_and_cli(pool, spark, capsys):
     assert e.value.code == 0
     local2 = run_filters(pool, specs("basic", "clip_score:fraction=0.25"), LocalExecutor(), name="api")
     assert read_subset(pool, "cli") == read_subset(pool, "api")
-    assert f"kept {local2['counts']['kept']:,} of 60" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"kept {local2['counts']['kept']:,} of 60" in err
+    assert "top 0.25 of 50 scored rows)" in err and "note:" not in err  # no ingest record here
+    # an ingest that left rows out: the fraction's line says DataComp would count them
+    pool.write_json("_runs/ingest.json", {"counts": {"rejects": 3, "duplicates": 2}})
+    with pytest.raises(SystemExit) as e:
+        main(["filter", str(pool.root), "-f", "clip_score:fraction=0.25", "--name", "cli2", "--engine", "local"])
+    assert e.value.code == 0
+    assert "ingest left out 5 input rows (rejects and repeats" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["filter", str(pool.root), "--filter", "clip_score", "--engine", "local"])
     assert e.value.code == 2
