@@ -66,8 +66,9 @@ class InClustersParams(JobParams):
 
 
 class SemDeDupParams(InClustersParams):
-    eps: float = Field(ge=0, le=1, description="Remove items with cosine > 1 - eps to an earlier item of their "
-                       "cluster.")
+    eps: float = Field(gt=0, le=1, description="Remove items with cosine > 1 - eps to an earlier item of their "
+                       "cluster (above 0: at 0 the rule 'cosine > 1' is decided by float rounding; exact copies "
+                       "are `curate dedup exact`'s, or a tiny eps such as 1e-6).")
     device: str = Field("auto", description="Where the similarity products run: auto (CUDA when torch sees one, "
                         "else NumPy), cpu, or a torch device such as cuda:1.")
 

@@ -371,3 +371,12 @@ def test_near_dedup_refuses_a_table_with_repeated_uids_rather_than_folding_them(
     write_embeddings(ds, "m", data[:320], uids=uids + uids[:20], rows_per_shard=160)  # 20 uids twice
     with pytest.raises(DatasetError, match="embeddings/m has 320 rows, near_dedup made 3"):
         run_near_dedup(ds, "m", 0.98)
+
+
+def test_semdedup_refuses_eps_zero_whose_rule_is_float_rounding(tmp_path, data):
+    ds = Dataset(tmp_path / "d")
+    write_embeddings(ds, "m", data[:200], rows_per_shard=200)
+    run_cluster(ds, "m", 2)
+    with pytest.raises(DatasetError, match=r"--eps must be in \(0, 1\], got 0.0 \(at 0 the rule 'cosine > 1' is "
+                                           r"decided by float rounding"):
+        run_semdedup(ds, "kmeans", 0.0)

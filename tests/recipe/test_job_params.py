@@ -226,7 +226,7 @@ def _curate(*argv: str) -> subprocess.CompletedProcess:
 def test_a_bad_value_is_one_line_naming_the_option(tmp_path):
     r = _curate("dedup", "semantic", str(tmp_path), "--eps", "2")
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["curate: error: --eps must be in [0, 1], got '2'"]
+    assert r.stderr.strip().splitlines() == ["curate: error: --eps must be in (0, 1], got '2'"]
     r = _curate("prune", "dbp", str(tmp_path), "--keep-fraction", "0.5", "--neighbors", "zero")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["curate: error: --neighbors must be an integer, got 'zero'"]

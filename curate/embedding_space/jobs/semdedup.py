@@ -25,8 +25,10 @@ from curate.tables import Dataset
 def check_semdedup(ds: Dataset, clusters: str, eps: float, keep: str) -> None:
     if keep not in KEEP_CHOICES:
         raise DatasetError(f"--keep must be one of {KEEP_CHOICES}, got {keep!r}")
-    if not 0.0 <= eps <= 1.0:
-        raise DatasetError(f"--eps must be in [0, 1], got {eps}")
+    if not 0.0 < eps <= 1.0:
+        why = " (at 0 the rule 'cosine > 1' is decided by float rounding: exact copies are `curate dedup " \
+              "exact`'s, or give a tiny eps such as 1e-6)" if eps == 0 else ""
+        raise DatasetError(f"--eps must be in (0, 1], got {eps}{why}")
     check_clustering(ds, clusters, current=True)
 
 
