@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from curate import storage
 from curate.embedding_space.common import (cleanup_tmp, collect_rows, embeddings_table, shard_tasks, uid_frame,
-                                           write_json, write_uid_filter)
+                                           input_record, write_json, write_uid_filter)
 from curate.embedding_space import guards
 from curate.embedding_space.kmeans import assign, train_kmeans
 from curate.embedding_space.sampling import (MAX_SAMPLE_BYTES, merge_guard_candidates, normalized_matrix,
@@ -190,6 +190,7 @@ def run_cluster(dataset: Dataset | str, model_id: str, k: int, name: str = "kmea
     params = dict(model_id=model_id, embedding=embedding, k=k, niter=niter, seed=seed, spherical=spherical,
                   max_points_per_centroid=max_points_per_centroid, sample_size=sample_size,
                   max_sample_bytes=int(max_sample_bytes), restricted=input_uids is not None,
+                  input_subset=input_record(input_uids),
                   engine=executor.name, n_neighbors=n_neighbors)
     m = RunManifest("cluster", params)
     m["inputs"] = [{"table": table, "rows": ds.count(table)}]

@@ -60,9 +60,10 @@ class UidList:
     counted them (a recipe's uid table, a job's own uid file), else read from a curate subset's
     manifest (``subset_distinct``)."""
 
-    def __init__(self, path: str | Path, distinct: int | None = None):
+    def __init__(self, path: str | Path, distinct: int | None = None, source: str | None = None):
         self.path = str(path)
         self._distinct = distinct
+        self.source = source  # the --subset as the user named it (a subset name, a file)
 
     @functools.cached_property
     def distinct(self) -> int | None:
@@ -70,6 +71,16 @@ class UidList:
 
     def __len__(self) -> int:  # rows, repeats included (as the list it stands for)
         return sum(storage.parquet_file(f).metadata.num_rows for f in uid_files(self.path))
+
+
+def input_record(input_uids) -> dict | None:
+    """What a run was restricted to, for its manifest and its subset's (``params.input_subset``):
+    the ``--subset`` as named and its uid rows; None for the whole pool."""
+    if input_uids is None:
+        return None
+    if isinstance(input_uids, UidList):
+        return {"subset": input_uids.source or input_uids.path, "uids": len(input_uids)}
+    return {"uids": len(input_uids)}  # a library caller's list
 
 
 def subset_distinct(path: str) -> int | None:
@@ -144,13 +155,13 @@ def subset_uids(dataset: Dataset, subset: str | None):
         beside = str(src)[:-len("uids.parquet")] + "_manifest.json" if str(src).endswith("uids.parquet") else None
         if beside is None or not storage.exists(beside):
             check_uid_parquet(src)  # a file from elsewhere: its uids are checked before any work
-        return UidList(src)
+        return UidList(src, source=subset)
     import hashlib
 
     key = hashlib.sha256(repr(storage.fingerprint(src)).encode()).hexdigest()[:16]
     out = dataset.path(f"_tmp/subset-files/{Path(str(src)).stem}-{key}.parquet")
     rows, unique = write_uid_table(storage.local_copy(src), out)
-    return UidList(out, distinct=rows if unique else None)
+    return UidList(out, distinct=rows if unique else None, source=subset)
 
 
 def missing_uids(wanted: pa.Array | None, present: pa.Array) -> pa.Array:

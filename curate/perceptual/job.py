@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from curate import storage
 from curate.decisions import decisions_table
-from curate.embedding_space.common import restricted_frame, shard_tasks, uid_frame, write_uid_filter
+from curate.embedding_space.common import input_record, restricted_frame, shard_tasks, uid_frame, write_uid_filter
 from curate.embedding_space.components import EDGES
 from curate.engine import LocalExecutor
 from curate.engine.frame import HISTOGRAM_SCHEMA
@@ -181,7 +181,8 @@ def run_perceptual_dedup(dataset, radius: int = DEFAULT_RADIUS, hash_kind: str =
     score_table = check_perceptual_dedup(ds, radius, hash_kind, bands, embeddings)
     plan, s = G.band_plan(HASH_BITS[hash_kind], radius, bands)
     m = RunManifest(run, dict(stage=stage, hash=hash_kind, radius=radius, bands=len(plan), band_radius=s,
-                              scores=score_table, restricted=input_uids is not None, engine=executor.name))
+                              scores=score_table, restricted=input_uids is not None,
+                              input_subset=input_record(input_uids), engine=executor.name))
     with m.stage("hash"):
         hstats = run_hashes(ds, executor)
     if not ds.has_table(HASHES):

@@ -187,3 +187,22 @@ def test_samples_without_a_row_in_the_jobs_table_are_said_not_left_out_in_silenc
         assert r["counts"]["input"] == 20
     restricted = run_near_dedup(ds, "m", 0.95, input_uids=pa.array(uids), run="r")
     assert not [w for w in restricted["guards"]["warnings"] if "of the pool's" in w]
+
+
+def test_a_runs_input_subset_is_recorded_in_its_manifests(tmp_path):
+    """A chain of --subset runs says, in each run's manifest and its subset's, which subset it
+    started from and how many uids that held."""
+    import json
+
+    from curate.embedding_space.jobs import run_near_dedup
+
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", np.eye(4, 8, dtype=np.float32).repeat(5, axis=0), rows_per_shard=10)
+    write_subset(ds, "first", uids[:12])
+    run_near_dedup(ds, "m", 0.95, run="after", input_uids=subset_uids(ds, "first"))
+    run_near_dedup(ds, "m", 0.95, run="whole")
+    m = json.loads(ds.path("_runs/after.json").read_text())
+    assert m["params"]["input_subset"] == {"subset": "first", "uids": 12}
+    assert json.loads(ds.path("subsets/after/_manifest.json").read_text())["params"]["input_subset"] == \
+        {"subset": "first", "uids": 12}
+    assert json.loads(ds.path("_runs/whole.json").read_text())["params"]["input_subset"] is None

@@ -14,7 +14,7 @@ from curate import storage
 from curate.decisions import decisions_table
 from curate.embedding_space import guards as _guards
 from curate.embedding_space.common import (cleanup_tmp, embeddings_table, restricted_frame, shard_tasks, uid_frame,
-                                           write_uid_filter)
+                                           input_record, write_uid_filter)
 from curate.embedding_space.decontaminate import REASON as EVAL_REASON
 from curate.embedding_space.jobs.shared import (DECISIONS, NO_EMBEDDING, as_dataset, check_dataset, missing_frame,
                                                 samples_left_out, with_missing)
@@ -168,7 +168,8 @@ def run_decontaminate(dataset, model_id: str, eval_source: str, threshold: float
     executor = executor or LocalExecutor()
     table = check_decontaminate(ds, model_id, eval_source, threshold, model_name, pretrained)
     m = RunManifest(run, dict(stage="decontaminate", model_id=model_id, eval=str(eval_source), threshold=threshold,
-                              restricted=input_uids is not None, engine=executor.name))
+                              restricted=input_uids is not None,
+                              input_subset=input_record(input_uids), engine=executor.name))
     with m.stage("embed_eval"):
         eval_ids, ex, undecodable = load_eval_embeddings(str(eval_source), ds, model_id, model_name, pretrained)
     ex = normalize_rows(ex)

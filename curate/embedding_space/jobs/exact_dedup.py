@@ -11,7 +11,8 @@ import pyarrow.compute as pc
 
 from curate import storage
 from curate.decisions import decisions_table
-from curate.embedding_space.common import cleanup_tmp, restricted_frame, shard_tasks, uid_frame, write_uid_filter
+from curate.embedding_space.common import (cleanup_tmp, input_record, restricted_frame, shard_tasks, uid_frame,
+                                           write_uid_filter)
 from curate.embedding_space.jobs.shared import (DECISIONS, NOT_DOWNLOADED, as_dataset, check_dataset,
                                                 missing_frame, with_missing)
 from curate.engine import LocalExecutor
@@ -71,7 +72,8 @@ def run_exact_dedup(dataset, run: str = "exact_dedup", input_uids=None, executor
     check_exact_dedup(ds)
     restriction = write_uid_filter(ds, run, input_uids)
     uids = uid_frame(executor, restriction)
-    m = RunManifest(run, dict(stage="exact_dedup", restricted=input_uids is not None, engine=executor.name))
+    m = RunManifest(run, dict(stage="exact_dedup", restricted=input_uids is not None,
+                              input_subset=input_record(input_uids), engine=executor.name))
     n_rows = ds.count("downloads")
     m["inputs"] = [{"table": "downloads", "rows": n_rows}]
     hash_rows = functools.partial(_hash_rows, chars=hex_prefix_chars(n_rows, GROUP_ROWS))

@@ -4,7 +4,7 @@ within the partitions of an IVF layout (``near_partitions``), one sample kept pe
 from __future__ import annotations
 
 from curate.embedding_space import guards as _guards
-from curate.embedding_space.common import cleanup_tmp, embeddings_table, uid_frame, write_uid_filter
+from curate.embedding_space.common import cleanup_tmp, embeddings_table, input_record, uid_frame, write_uid_filter
 from curate.embedding_space.jobs.shared import (NO_EMBEDDING, as_dataset, check_clustering, check_dataset,
                                                 missing_frame, samples_left_out, with_missing)
 from curate.engine import LocalExecutor
@@ -47,7 +47,8 @@ def run_near_dedup(dataset, model_id: str, threshold: float, run: str = "near_de
     uid_filter = write_uid_filter(ds, run, input_uids)
     m = RunManifest(run, dict(stage="near_dedup", model_id=model_id, threshold=threshold, keep_by=keep_by,
                               embedding=embedding, clusters=clusters, nprobe=nprobe,
-                              restricted=input_uids is not None, engine=executor.name))
+                              restricted=input_uids is not None,
+                              input_subset=input_record(input_uids), engine=executor.name))
     m["inputs"] = [{"table": table, "rows": ds.count(table)}]
     # searched within the partitions of the clustering's IVF layout (one partition without one)
     uids = uid_frame(executor, uid_filter)

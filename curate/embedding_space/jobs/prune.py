@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from curate.embedding_space import dbp as _dbp
 from curate.embedding_space.clusters import load_clustering, write_cluster_stats
-from curate.embedding_space.common import cleanup_tmp, restricted_frame, uid_frame, write_uid_filter
+from curate.embedding_space.common import cleanup_tmp, input_record, restricted_frame, uid_frame, write_uid_filter
 from curate.embedding_space.jobs.clustered import (CLUSTER_SUMS, DECISIONS_C, cluster_rows, cluster_sums,
                                                    clustering_tasks, per_cluster, row_schema, with_cluster)
 from curate.embedding_space.jobs.shared import (NO_EMBEDDING, as_dataset, check_clustering, clustering_health,
@@ -51,7 +51,8 @@ def run_prune(dataset, clusters: str, keep_fraction: float, method: str = "dbp",
     uids = uid_frame(executor, uid_filter)
     meta, table, tasks = clustering_tasks(ds, clusters, with_embedding=False)
     params = dict(stage=method, clusters=clusters, keep_fraction=keep_fraction, keep=keep, seed=seed,
-                  model_id=meta["model_id"], restricted=input_uids is not None, engine=executor.name)
+                  model_id=meta["model_id"], restricted=input_uids is not None,
+                  input_subset=input_record(input_uids), engine=executor.name)
     if method == "dbp":
         params.update(temperature=temperature, balance_ratio=balance_ratio, n_neighbors=n_neighbors)
     m = RunManifest(run, params)

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from curate.embedding_space import dbp as _dbp
 from curate.embedding_space.clusters import load_clustering, write_cluster_stats
-from curate.embedding_space.common import cleanup_tmp, restricted_frame, uid_frame, write_uid_filter
+from curate.embedding_space.common import cleanup_tmp, input_record, restricted_frame, uid_frame, write_uid_filter
 from curate.embedding_space.jobs.clustered import (DECISIONS_C, cluster_rows, clustering_tasks, per_cluster,
                                                    row_schema, with_cluster)
 from curate.embedding_space.jobs.shared import (NO_EMBEDDING, as_dataset, check_clustering, clustering_health,
@@ -44,7 +44,8 @@ def run_semdedup(dataset, clusters: str, eps: float, run: str = "semdedup", keep
     meta, table, tasks = clustering_tasks(ds, clusters, with_embedding=True)
     m = RunManifest(run, dict(stage="semdedup", clusters=clusters, eps=eps, keep=keep, seed=seed,
                               model_id=meta["model_id"], embedding=meta["embedding"],
-                              restricted=input_uids is not None, engine=executor.name))
+                              restricted=input_uids is not None,
+                              input_subset=input_record(input_uids), engine=executor.name))
     m["inputs"] = [{"table": table, "rows": ds.count(table)}, {"table": f"clusters/{clusters}"}]
     dim = meta["dim"]
 
