@@ -24,6 +24,7 @@ The seed set is one of:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -92,6 +93,7 @@ def pack_image_folder(folder: Path, out: Path, shard_size: int = PACK_SHARD_SIZE
         old.unlink()
     sizes: dict[str, int] = {}
     writer, shard = None, -1
+    digest = hashlib.sha256()  # of what is packed (the tars' headers carry the packing time)
     try:
         for p in files:
             sample = _pack_sample(p, stems_with_image)
@@ -110,12 +112,15 @@ def pack_image_folder(folder: Path, out: Path, shard_size: int = PACK_SHARD_SIZE
                 writer = wds.TarWriter(str(out / f"{shard:08d}.tar"), encoder=False)
                 sizes[f"{shard:08d}.tar"] = 0
             writer.write({"__key__": f"{counts['packed']:09d}", ext: data, "txt": caption.encode("utf-8")})
+            for part in (ext.encode(), data, caption.encode("utf-8")):
+                digest.update(len(part).to_bytes(8, "little") + part)
             sizes[f"{shard:08d}.tar"] += 1
             counts["packed"] += 1
     finally:
         if writer is not None:
             writer.close()
-    report = {"source": str(folder), "files": len(files), "counts": counts, "skipped": skipped}
+    report = {"source": str(folder), "files": len(files), "counts": counts, "skipped": skipped,
+              "digest": digest.hexdigest()[:32]}
     if not counts["packed"]:
         raise ScorerError(f"seed set {folder}: no image has a non-empty .txt caption beside it "
                           f"({json.dumps(counts)})")
@@ -182,10 +187,13 @@ def _store_seed_kind(uri: str) -> str:
     raise ScorerError(f"seed set {uri}: no such file or folder")
 
 
-def prepare_seed_set(dataset: Dataset, seed_set: str, folder: Path, executor=None) -> tuple[object, dict]:
-    """The training input for ``seed_set`` and a description of it for the manifest. An image
-    folder or a list named by URI is copied to the input cache (a seed set of trusted pairs is
-    small); shards on a store are read in place by the trainer."""
+def prepare_seed_set(dataset: Dataset, seed_set: str, folder: Path, executor=None,
+                     pack: str = "seed") -> tuple[object, dict]:
+    """The training input for ``seed_set`` and a description of it for the manifest (``digest``:
+    of the pairs packed, or of the reshard's rows, where there is one). An image folder or a
+    subset is packed into ``folder/pack``; an image folder or a list named by URI is copied to
+    the input cache (a seed set of trusted pairs is small); shards on a store are read in place
+    by the trainer."""
     from curate import storage
 
     kind = seed_kind(dataset, seed_set)
@@ -195,20 +203,21 @@ def prepare_seed_set(dataset: Dataset, seed_set: str, folder: Path, executor=Non
         source = str(Path(seed_set).resolve()) if kind in ("images", "list") or Path(seed_set).exists() else seed_set
     desc: dict = {"kind": kind, "source": source}
     if kind == "images":
-        rep = pack_image_folder(Path(seed_set), folder / "seed")
-        desc.update(samples=rep["counts"]["packed"], counts=rep["counts"], shards=str(folder / "seed"))
-        return folder / "seed", desc
+        rep = pack_image_folder(Path(seed_set), folder / pack)
+        desc.update(samples=rep["counts"]["packed"], counts=rep["counts"], shards=str(folder / "seed"),
+                    digest=rep["digest"])
+        return folder / pack, desc
     if kind == "subset":
         from curate.reshard.job import reshard
 
-        meta = reshard(dataset, subset=seed_set, output=folder / "seed", shard_size=PACK_SHARD_SIZE,
+        meta = reshard(dataset, subset=seed_set, output=folder / pack, shard_size=PACK_SHARD_SIZE,
                        overwrite=True, executor=executor)
         desc.update(samples=meta.get("counts", {}).get("written"), counts=meta.get("counts"),
-                    shards=str(folder / "seed"))
-        return folder / "seed", desc
+                    shards=str(folder / "seed"), digest=meta.get("plan_hash"))
+        return folder / pack, desc
     if kind == "list":
         urls = read_url_list(Path(seed_set))
-        desc.update(shards=len(urls))
+        desc.update(shards=len(urls), digest=hashlib.sha256("\n".join(urls).encode()).hexdigest()[:32])
         return urls, desc
     return seed_set, desc
 
@@ -231,9 +240,15 @@ def train_scorer(dataset: Dataset | str | os.PathLike, name: str, seed_set: str,
         raise ScorerError(f"dataset folder {ds.root} does not exist")
     check_scorer_name(name)
     folder, remote = _scorer_folder(ds, name, output, overwrite)
-    data, desc = prepare_seed_set(ds, seed_set, folder, executor)
+    done = _finished_manifest(folder)  # a trained scorer here: the same seed set returns it
+    data, desc = prepare_seed_set(ds, seed_set, folder, executor, pack="seed" if done is None else "seed.next")
+    if done is not None:
+        data, desc = _same_seed_set(name, done, data, desc, folder)
     t0 = time.perf_counter()
+    ran = _finished_manifest(folder / "run", "train.json")
     info = train(data, folder / "run", preset, **train_kwargs)
+    if done is not None and info == ran:  # the finished run returned as it was: its record too
+        return done
     # the scorer's weights are named after it, so its embeddings are embeddings/<arch>__<name>-<hash>
     model_path = folder / f"{name}.pt"
     _link_or_copy(Path(info["checkpoint"]), model_path)
@@ -244,6 +259,35 @@ def train_scorer(dataset: Dataset | str | os.PathLike, name: str, seed_set: str,
 
         upload_folder(folder, remote, last=(MANIFEST,))  # the manifest once its weights are there
     return manifest
+
+
+def _finished_manifest(folder: Path, name: str = MANIFEST) -> dict | None:
+    try:
+        return json.loads((folder / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _same_seed_set(name: str, done: dict, data, desc: dict, folder: Path) -> tuple[object, dict]:
+    """The scorer ``done`` was trained on this seed set (the same pairs: their digest, or for a
+    scorer trained before digests, the same source and count): its packed input and record.
+    Another seed set is refused before anything of the scorer changes (it returned the old
+    weights under the new seed set's record)."""
+    import shutil
+
+    was = done.get("seed_set") or {}
+    if isinstance(data, Path) and data.name == "seed.next":
+        shutil.rmtree(data, ignore_errors=True)
+        data = folder / "seed"
+    same = (was.get("digest") == desc.get("digest") if was.get("digest") and desc.get("digest") else
+            (was.get("source"), was.get("samples")) == (desc.get("source"), desc.get("samples")))
+    if not same:
+        def what(d: dict) -> str:
+            return f"{d.get('source')}" + (f", {d['samples']:,} pairs" if isinstance(d.get("samples"), int) else "")
+
+        raise ScorerError(f"scorer {name!r} was trained on another seed set ({what(was)}); this one is "
+                          f"{what(desc)}: --overwrite retrains it, or give another --name")
+    return data, {**desc, **{k: was[k] for k in ("shards",) if k in was}}
 
 
 def _scorer_folder(ds: Dataset, name: str, output, overwrite: bool) -> tuple[Path, str | None]:
@@ -307,6 +351,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+    # rename() onto a link of the same file does nothing, leaving the temporary name behind
+    tmp.unlink(missing_ok=True)
 
 
 __all__ = ["ScorerError", "train_scorer", "pack_image_folder", "prepare_seed_set", "seed_kind", "list_scorers"]

@@ -77,9 +77,24 @@ def test_scorer_train_then_embed_by_name(downloaded, seed_folder, capfd):
     assert resolve_scorer(str(folder), None).model_id == ref.model_id  # by folder, from anywhere
     assert resolve_scorer("curate-tiny", ds.root) is None and resolve_scorer("nope", ds.root) is None
 
-    # the same call again: the finished scorer, no training
+    # the same call again: the finished scorer, no training, nothing left behind
+    weights = (folder / "dfn.pt").read_bytes()
     assert _run(argv) in (0, None)
     capfd.readouterr()
+    assert (folder / "dfn.pt").read_bytes() == weights and not list(folder.glob("*.tmp"))
+    assert not (folder / "seed.next").exists()
+    # another seed set under the same name: refused, the scorer and its record unchanged
+    fewer = seed_folder.parent / "fewer"
+    fewer.mkdir(exist_ok=True)
+    for p in sorted(seed_folder.glob("*.jpg"))[:10]:
+        shutil.copy(p, fewer / p.name)
+        if p.with_suffix(".txt").exists():
+            shutil.copy(p.with_suffix(".txt"), fewer / f"{p.stem}.txt")
+    assert _run([*argv[:4], str(fewer), *argv[5:]]) == 2
+    err = " ".join(capfd.readouterr().err.split())
+    assert f"scorer 'dfn' was trained on another seed set ({seed_folder}, 24 pairs); this one is {fewer}" in err
+    assert "--overwrite retrains it" in err
+    assert json.loads((folder / "scorer.json").read_text()) == m and (folder / "dfn.pt").read_bytes() == weights
 
     assert _run(["embed", str(ds.root), "--model", "dfn", "--engine", "local", "--batch-size", "8"]) in (0, None)
     table = f"embeddings/{ref.model_id}"
