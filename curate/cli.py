@@ -234,7 +234,12 @@ def cli_errors() -> Iterator[None]:
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         print(f"curate: error: {' '.join(exc.format_message().split())}{hint}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except typer.Abort as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, EOFError):  # click turns an EOFError raised anywhere into a bare Abort
+            msg = _user_message(cause)
+            print(f"curate: error: {msg or f'unexpected end of a file or input (EOFError: {cause})'}", file=sys.stderr)
+            sys.exit(2)
         sys.exit(1)
     except Exception as exc:
         msg = _user_message(exc)

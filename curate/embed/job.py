@@ -17,6 +17,7 @@ benchmark and run it in a plain loop (``--engine local``).
 
 from __future__ import annotations
 
+import os
 import tarfile
 import threading
 from dataclasses import asdict, dataclass, replace
@@ -215,6 +216,16 @@ def _downloaded_in(executor, dataset: Dataset, shards: pa.Array) -> int:
     return rows.map_batches(ok, _SHARD).count()
 
 
+def _absolute_paths(opts: EmbedOptions) -> EmbedOptions:
+    """A local checkpoint file and a ``local-dir:`` folder as absolute paths: the run's manifest
+    records them, and embedding again by the embeddings id (from another folder) reads them."""
+    if opts.pretrained and not storage.is_uri(opts.pretrained) and os.path.isfile(opts.pretrained):
+        opts = replace(opts, pretrained=os.path.abspath(opts.pretrained))
+    if opts.model.startswith("local-dir:"):
+        opts = replace(opts, model="local-dir:" + os.path.abspath(os.path.expanduser(opts.model[len("local-dir:"):])))
+    return opts
+
+
 def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
     """Embed every complete image shard of ``dataset``; returns counts (also in the run manifest)."""
     from curate.manifest import RunManifest
@@ -228,6 +239,7 @@ def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
     scorer = resolve_scorer(opts.model, dataset.root) if opts.pretrained is None else None
     if scorer is not None:  # a trained scorer by name (`curate scorer train`): its arch + weights
         opts = replace(opts, model=scorer.arch, pretrained=str(scorer.checkpoint))
+    opts = _absolute_paths(opts)  # recorded so the embeddings id names the same file from anywhere
     model_id = model_id_for(opts.model, opts.pretrained, opts.seed)
     emb_name, fail_name = table_names(model_id)
     manifest = RunManifest("embed", {**asdict(opts), "model_id": model_id, "engine": getattr(executor, "name", "?"),

@@ -143,12 +143,31 @@ def model_id_for(name: str, pretrained: str | None, seed: int = 0) -> str:
     hash>`` (same weights, same id, wherever the file lies: a checkpoint on a store gets the id of
     the same file on disk). No weights: ``<name>__random-seed<seed>``.
     """
+    if pretrained is None and name.startswith("local-dir:"):
+        # the folder's weights name it (not its path, nor "random": open_clip loads them)
+        folder = Path(name[len("local-dir:"):]).expanduser()
+        weights = _local_dir_weights(folder)
+        label = f"local-dir-{_safe(folder.resolve().name)}"
+        return f"{label}__{_safe(Path(weights).stem)}-{file_digest(weights)}" if weights else f"{label}__random-seed{seed}"
+    if pretrained is None and name.startswith("hf-hub:"):
+        return f"{_safe(name)}__hub"  # the repository's weights, as the hub serves them
     if pretrained is None:
         return f"{_safe(name)}__random-seed{seed}"
     local = checkpoint_file(pretrained)
     if os.path.isfile(local):
         return f"{_safe(name)}__{_safe(Path(local).stem)}-{file_digest(local)}"
     return f"{_safe(name)}__{_safe(pretrained)}"
+
+
+def _local_dir_weights(folder: Path) -> str | None:
+    """The weights file open_clip loads from a ``local-dir:`` folder (its own choice among the
+    folder's .safetensors/.bin/.pth), or None when there is none."""
+    try:
+        from open_clip.factory import _find_checkpoint_in_dir  # open_clip's rule, not a copy of it
+    except ImportError:  # pragma: no cover - an open_clip without it: the preferred names
+        found = [folder / n for n in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin") if (folder / n).is_file()]
+        return str(found[0]) if found else None
+    return _find_checkpoint_in_dir(folder) if folder.is_dir() else None
 
 
 def resolve_device(device: str | None) -> str:
@@ -198,6 +217,42 @@ def check_model(name: str, pretrained: str | None) -> None:
                              f"(tags: {', '.join(list_pretrained_tags(name)) or 'none'})")
 
 
+def _state_dict_keys(text: str, kind: str) -> list[str]:
+    m = re.search(rf"{kind} key\(s\) in state_dict: (.*?)(?:\.\s*$|\.\s*\n|$)", text, re.S | re.M)
+    return re.findall(r'"([^"]+)"', m.group(1)) if m else []
+
+
+def load_error_text(e: BaseException, most: int = 300) -> str:
+    """One line for why open_clip could not load a model: torch's state-dict error names the
+    missing and unexpected keys on lines after an empty first one; an empty file, text or
+    another model's weights get a word of what they are."""
+    text = str(e)
+    kind = type(e).__name__
+    if "Error(s) in loading state_dict" in text:
+        parts = []
+        for what in ("Missing", "Unexpected"):
+            keys = _state_dict_keys(text, what)
+            if keys:
+                more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+                parts.append(f"{what.lower()} keys {', '.join(keys[:3])}{more}")
+        shapes = re.findall(r"size mismatch for ([^:]+):", text)
+        if shapes:
+            more = f" and {len(shapes) - 3} more" if len(shapes) > 3 else ""
+            parts.append(f"other shapes for {', '.join(shapes[:3])}{more}")
+        said = "; ".join(parts) or " ".join(text.split())
+        return f"the checkpoint's weights do not fit this architecture ({said})"
+    if isinstance(e, EOFError):
+        return "the file is empty or cut short (EOFError)"
+    if isinstance(e, AssertionError):
+        return f"a checkpoint of another architecture? ({kind}: {' '.join(text.split()) or 'no message'})"
+    if isinstance(e, KeyError):
+        return f"not a checkpoint this architecture can read ({kind}: {text})"
+    flat = " ".join(text.split())
+    if len(flat) > most:
+        flat = flat[:most].rsplit(" ", 1)[0] + " ..."
+    return f"{kind}: {flat}" if flat else kind
+
+
 def load_model(name: str, pretrained: str | None = None, device: str = "cpu", precision: str = "auto",
                seed: int = 0, cache_dir: str | None = None) -> ModelBundle:
     """An eval-mode open_clip model, its eval preprocess and tokenizer.
@@ -222,11 +277,11 @@ def load_model(name: str, pretrained: str | None = None, device: str = "cpu", pr
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=weights, device=device, precision=PRECISIONS[precision][0],
             cache_dir=cache_dir, weights_only=True)
-    except (RuntimeError, AssertionError, KeyError, ValueError, OSError, pickle.UnpicklingError) as e:
-        # a checkpoint of another architecture, a corrupt file, a failed tag download, or one
-        # holding pickled objects that the weights-only loader refuses to run
+    except (RuntimeError, AssertionError, KeyError, ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
+        # a checkpoint of another architecture, a corrupt or empty file, a failed tag download,
+        # or one holding pickled objects that the weights-only loader refuses to run
         where = f" from {pretrained}" if pretrained else ""
-        raise ModelError(f"cannot load {name}{where}: {type(e).__name__}: {str(e)[:300]}") from e
+        raise ModelError(f"cannot load {name}{where}: {load_error_text(e)}") from e
     model.eval()
     tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
     size = model.visual.image_size

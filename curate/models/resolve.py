@@ -195,7 +195,14 @@ def resolve_model(spec: str, pretrained: str | None = None, seed: int = 0, datas
             where = f" (no _runs/embed-{s}.json in {dataset.root})" if dataset is not None else ""
             raise ModelError(f"cannot tell which model made embeddings {s}{where}; pass the open_clip name "
                              f"and --pretrained instead")
-        return check_ref(ref)
+        ref = check_ref(ref)
+        if ref.pretrained is not None and _is_local_file(ref.pretrained):
+            now = ref.model_id  # the weights the recorded checkpoint holds today
+            if now != s:
+                raise ModelError(f"embeddings {s} were made from {ref.pretrained or ref.name}, which now holds other "
+                                 f"weights (embeddings {now}); name the model and checkpoint you mean with --model "
+                                 "and --pretrained")
+        return ref
     name, tag = _split(s, pretrained)
     if (tag is None and not name.startswith(("hf-hub:", "local-dir:")) and _looks_like_checkpoint(name)
             and not _known_name(name)):
@@ -205,6 +212,12 @@ def resolve_model(spec: str, pretrained: str | None = None, seed: int = 0, datas
             raise ModelError(f"checkpoint {name} does not exist")
         return check_ref(ModelRef(checkpoint_arch(name), name, seed))
     return check_ref(ModelRef(name, tag, seed))
+
+
+def _is_local_file(path: str) -> bool:
+    from curate import storage
+
+    return not storage.is_uri(path) and os.path.isfile(path)
 
 
 def check_ref(ref: ModelRef) -> ModelRef:

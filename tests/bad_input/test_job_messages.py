@@ -100,3 +100,21 @@ def test_a_usage_error_is_one_line_too(argv, said):
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("curate: error: ") and said in lines[0]
     nothing = subprocess.run([sys.executable, "-m", "curate.cli"], capture_output=True, text=True, check=False)
     assert nothing.returncode == 2 and "Usage: curate" in nothing.stdout  # no arguments: the help, as before
+
+
+def test_an_end_of_file_anywhere_is_a_line_not_a_silent_exit(tmp_path, monkeypatch, capsys):
+    """click turns an EOFError raised by any command into a bare Abort (a blank line, exit 1):
+    the CLI says what it was."""
+    from curate.cli import main
+    import curate.stats
+
+    Dataset(tmp_path / "ds").write_table("samples", pa.table({"uid": ["ab" * 16]}))
+
+    def cut_short(ds):
+        raise EOFError("Ran out of input")
+
+    monkeypatch.setattr(curate.stats, "table_rows", cut_short)
+    with pytest.raises(SystemExit) as info:
+        main(["stats", str(tmp_path / "ds")])
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert info.value.code == 2 and err == ["curate: error: unexpected end of a file or input (EOFError: Ran out of input)"]

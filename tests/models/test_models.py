@@ -69,8 +69,56 @@ def test_bad_names_and_weights_are_clear(tmp_path):
     save_checkpoint(other.model, tmp_path / "small.pt")
     with pytest.raises(ModelError, match="small.pt"):
         load_model("curate-tiny", pretrained=str(tmp_path / "small.pt"))
+    # what a file is, in one line: empty, not a checkpoint, weights that do not fit (their keys)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"empty.pt: the file is empty or cut short \(EOFError\)"):
+        load_model("curate-tiny", pretrained=str(tmp_path / "empty.pt"))
+    sd = {k: v for k, v in load_model("curate-tiny").model.state_dict().items() if k != "logit_scale"}
+    torch.save({**sd, "extra.weight": torch.zeros(1)}, tmp_path / "keys.pt")
+    with pytest.raises(ModelError) as e:
+        load_model("curate-tiny", pretrained=str(tmp_path / "keys.pt"))
+    assert str(e.value).endswith("keys.pt: the checkpoint's weights do not fit this architecture (missing keys "
+                                 "logit_scale; unexpected keys extra.weight)")
 
 
 def test_pretrained_tag_ids_for_builtin_models():
     assert model_id_for("ViT-B-32", "laion2b_s34b_b79k") == "ViT-B-32__laion2b_s34b_b79k"
     assert "laion2b_s34b_b79k" in open_clip.list_pretrained_tags_by_model("ViT-B-32")
+
+
+def test_a_local_dir_model_is_named_by_its_weights_not_its_path(tmp_path, monkeypatch):
+    """open_clip loads a ``local-dir:`` folder's weights: the id hashes them (it said "random"
+    and named the path, so new weights in the folder reused the old embeddings)."""
+    import json
+
+    def folder(where, seed):
+        where.mkdir(parents=True)
+        (where / "open_clip_config.json").write_text(json.dumps(
+            {"model_cfg": open_clip.get_model_config("curate-tiny"), "preprocess_cfg": {}}))
+        torch.save(load_model("curate-tiny", seed=seed).model.state_dict(), where / "open_clip_pytorch_model.bin")
+        return where
+
+    a = folder(tmp_path / "a" / "mymodel", 1)
+    monkeypatch.chdir(tmp_path)
+    ida = model_id_for("local-dir:a/mymodel", None)
+    assert ida.startswith("local-dir-mymodel__open_clip_pytorch_model-") and "random" not in ida
+    assert model_id_for(f"local-dir:{a}", None) == ida  # however the path is spelled
+    assert load_model("local-dir:a/mymodel").model_id == ida
+    torch.save(load_model("curate-tiny", seed=2).model.state_dict(), a / "open_clip_pytorch_model.bin")
+    assert model_id_for("local-dir:a/mymodel", None) != ida
+
+
+def test_an_embeddings_id_whose_checkpoint_now_holds_other_weights_is_refused(tmp_path, monkeypatch):
+    from curate.manifest import RunManifest
+    from curate.models.resolve import resolve_model
+    from curate.tables import Dataset
+
+    ckpt = save_checkpoint(load_model("curate-tiny", seed=1).model, tmp_path / "mut.pt")
+    mid = model_id_for("curate-tiny", str(ckpt))
+    ds = Dataset(tmp_path / "ds")
+    ds.root.mkdir()
+    RunManifest("embed", {"model": "curate-tiny", "pretrained": str(ckpt), "seed": 0}).write(ds, f"embed-{mid}")
+    assert resolve_model(mid, dataset=ds).pretrained == str(ckpt)
+    save_checkpoint(load_model("curate-tiny", seed=2).model, ckpt)  # other weights, same file
+    with pytest.raises(ModelError, match=f"embeddings {mid} were made from {ckpt}, which now holds other weights"):
+        resolve_model(mid, dataset=ds)
