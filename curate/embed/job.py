@@ -216,6 +216,13 @@ def _downloaded_in(executor, dataset: Dataset, shards: pa.Array) -> int:
     return rows.map_batches(ok, _SHARD).count()
 
 
+def _rows_in(dataset: Dataset, table: str, shards: list[int]) -> int:
+    """Rows of ``table``'s parts for ``shards`` (from their footers)."""
+    wanted = {storage.basename(dataset.shard_path(table, s)) for s in shards}
+    return sum(storage.parquet_file(p).metadata.num_rows for p in dataset.shards(table)
+               if storage.basename(p) in wanted)
+
+
 def _absolute_paths(opts: EmbedOptions) -> EmbedOptions:
     """A local checkpoint file and a ``local-dir:`` folder as absolute paths: the run's manifest
     records them, and embedding again by the embeddings id (from another folder) reads them."""
@@ -252,8 +259,10 @@ def run_embed(dataset: Dataset, executor, opts: EmbedOptions) -> dict:
     with manifest.stage("embed"):
         results = executor.map_tasks(tasks, run_shard_task, description=f"embed {model_id}")
     done = [r for r in results if not r["skipped"]]
-    stats = {"model_id": model_id, **({"scorer": scorer.name} if scorer is not None else {}), "shards": len(shards), "shards_skipped": len(results) - len(done),
-             "embedded": dataset.count(emb_name), "failed": dataset.count(fail_name)}
+    stats = {"model_id": model_id, **({"scorer": scorer.name} if scorer is not None else {}), "shards": len(shards),
+             "shards_skipped": len(results) - len(done),
+             # this run's shards only (--limit-shards after a whole run: the downloads below are theirs too)
+             "embedded": _rows_in(dataset, emb_name, shards), "failed": _rows_in(dataset, fail_name, shards)}
     if dataset.has_table("downloads"):
         wanted = pa.array(sorted({f"{IMAGES}/{shard_name(s, digits)}.tar" for s in shards}), pa.string())
         success = _downloaded_in(executor, dataset, wanted)

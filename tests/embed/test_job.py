@@ -144,6 +144,9 @@ def test_resume_skips_finished_shards_and_redoes_a_killed_one(downloaded):
     assert not (emb_dir / ".part-00001.parquet.dead.tmp").exists()  # the killed write's temp file is gone
     third = run_embed(downloaded, LocalExecutor(), _opts())
     assert third["shards_skipped"] == 3
+    # --limit-shards after the whole run: the counts are the limited shards' (no false warning)
+    limited = run_embed(downloaded, LocalExecutor(), _opts(limit_shards=1))
+    assert (limited["embedded"], limited["downloads_success"], limited["unaccounted"]) == (6, 6, 0)
 
 
 @pytest.mark.slow
