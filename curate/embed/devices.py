@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from curate.errors import DatasetError
+
 CPU_BATCH = 64
 GIB = 1 << 30
 
@@ -84,6 +86,9 @@ def plan_device(device: str, precision: str, batch_size: int, task_gpus: list[st
     if not device.startswith("cuda"):
         prec = "fp32" if precision in ("auto", "", None) else precision
         return DevicePlan(device=device, precision=prec, batch_size=batch_size or CPU_BATCH)
+    if not task_gpus and not cuda_available:  # asked for CUDA where torch sees none: one line, not torch's trace
+        raise DatasetError(f"--device {device}: no CUDA device is visible here (torch.cuda.is_available() is "
+                           "False); use --device auto or cpu, or run where a GPU is")
     props = gpu_properties(cuda_index(device))
     if precision in ("auto", "", None):
         precision = "amp_bf16" if props.bf16 else "amp_fp16"
@@ -115,6 +120,6 @@ def task_device_plan(device: str = "auto", precision: str = "auto", batch_size: 
         gpus = task_resource_addresses("gpu")
     except Exception:  # noqa: BLE001 - no Spark here
         gpus = []
-    needs_probe = not gpus and device in ("auto", "", None)
+    needs_probe = not gpus and (device in ("auto", "", None) or str(device).startswith("cuda"))
     return plan_device(device, precision, batch_size, gpus, gpu_properties,
                        cuda_available=cuda_available() if needs_probe else False)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from typing import Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from curate.params import JobParams, cli_extra
 
@@ -21,6 +23,13 @@ class EmbedParams(JobParams):
                                       json_schema_extra=cli_extra("-p"))
     device: str = Field("auto", description="auto (the Spark task's GPU, else cuda if visible, else cpu), cpu, cuda, "
                         "cuda:N.")
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):  # torch would say so only on a worker, at length
+            raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N")
+        return value
+
     precision: str = Field("auto", description="auto, fp32, amp_bf16, amp_fp16, bf16, fp16.")
     batch_size: int = Field(0, description="Images per forward pass (0: by the GPU's memory, 256-2048; 64 on CPU).")
     threads: int = Field(0, description="JPEG decode threads per task (0: min(8, cores)).")

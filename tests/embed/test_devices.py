@@ -41,6 +41,19 @@ def test_outside_spark_the_plan_is_this_process():
 
     p = task_device_plan("auto", "auto", 0, gpu_properties=lambda i: H100, cuda_available=lambda: False)
     assert (p.device, p.batch_size) == ("cpu", 64)
+    # CUDA asked for where none is visible: one line (torch's "no NVIDIA driver" trace before)
+    from curate.errors import DatasetError
+
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(DatasetError, match=f"--device {device}: no CUDA device is visible here"):
+            task_device_plan(device, "auto", 0, gpu_properties=lambda i: H100, cuda_available=lambda: False)
+
+
+def test_a_device_name_torch_does_not_know_is_refused_while_parsing():
+    from curate.params.embed import EmbedParams
+
+    with pytest.raises(ValueError, match="device 'gpu' is not one of auto, cpu, cuda, cuda:N"):
+        EmbedParams(dataset="ds", model="curate-tiny", device="gpu")
 
 
 def test_each_spark_task_gets_its_own_gpu_address_and_a_plan_for_that_gpu(tmp_path):
