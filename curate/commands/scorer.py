@@ -52,9 +52,17 @@ class ScorerListParams(JobParams):
 
 def scorer_list(run: JobRun, p: ScorerListParams) -> None:
     from curate import storage
+    from curate.errors import DatasetError
     from curate.models.scorers import list_scorers, read_scorer
 
-    for n in list_scorers(run.dataset):
+    if not storage.is_dir(run.dataset):  # said, as `scorer train` says it (an empty listing before)
+        raise DatasetError(f"dataset folder {run.dataset} does not exist")
+    names = list_scorers(run.dataset)
+    if not names:
+        from curate.progress import info
+
+        info(f"no scorers in {storage.join(run.dataset, 'scorers')} (train one with `curate scorer train`)")
+    for n in names:
         s = read_scorer(storage.join(run.dataset, "scorers", n))  # a URI dataset too
         print(json.dumps({"name": s.name, "arch": s.arch, "model_id": s.model_id,
                           "seed_set": s.manifest.get("seed_set", {}).get("source"),

@@ -8,8 +8,9 @@ are float32, L2-normalised, one row per input, in input order.
 from __future__ import annotations
 
 import io
-import re
 import os
+import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -50,6 +51,9 @@ def open_image(item: Any, where: str = "", min_side: int | None = None):
 
     if isinstance(item, Image.Image):
         return viewer_rgb(item)
+    # an image the download kept (up to its --max-image-area) is embedded without Pillow's
+    # warning line per image; past twice Pillow's limit it is too_large below
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     where = where or (str(item) if isinstance(item, (str, os.PathLike)) else "<bytes>")
     try:
         src = io.BytesIO(item) if isinstance(item, (bytes, bytearray, memoryview)) else item

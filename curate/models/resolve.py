@@ -186,8 +186,11 @@ def resolve_model(spec: str, pretrained: str | None = None, seed: int = 0, datas
     from curate.models.scorers import resolve_scorer
 
     s = spec[len("embeddings/"):] if spec.startswith("embeddings/") else spec
-    scorer = resolve_scorer(s, dataset.root if dataset is not None else None) if pretrained is None else None
-    if scorer is not None:  # a trained scorer (`curate scorer train`): its architecture and weights
+    scorer = resolve_scorer(s, dataset.root if dataset is not None else None)
+    if scorer is not None and pretrained is not None and not _known_name(s):
+        raise ModelError(f"{s} is a scorer, with its own weights ({scorer.checkpoint}); drop --pretrained, or name "
+                         "an open_clip architecture to load other weights into")
+    if scorer is not None and pretrained is None:  # a trained scorer (`curate scorer train`): its arch and weights
         return check_ref(ModelRef(scorer.arch, str(scorer.checkpoint), 0))
     if pretrained is None and "__" in s:
         ref = _from_model_id(s, dataset)

@@ -76,6 +76,11 @@ def test_scorer_train_then_embed_by_name(downloaded, seed_folder, capfd):
     assert ref is not None and ref.model_id == m["model_id"] and ref.model_id.startswith("curate-tiny__dfn-")
     assert resolve_scorer(str(folder), None).model_id == ref.model_id  # by folder, from anywhere
     assert resolve_scorer("curate-tiny", ds.root) is None and resolve_scorer("nope", ds.root) is None
+    from curate.models import ModelError
+    from curate.models.resolve import resolve_model
+
+    with pytest.raises(ModelError, match="dfn is a scorer, with its own weights"):
+        resolve_model("dfn", pretrained=str(folder / "dfn.pt"), dataset=ds)  # it said "unknown model 'dfn'"
 
     # the same call again: the finished scorer, no training, nothing left behind
     weights = (folder / "dfn.pt").read_bytes()
