@@ -261,7 +261,9 @@ def _all_decisions(executor, ds: Dataset, groups, base: dict, uids, hashed):
     if uids is not None:
         present = executor.frame_read([str(p) for t in (HASHES, FAILURES) if ds.has_table(t) for p in ds.shards(t)],
                                       UID_SCHEMA)
-        miss = uniform_decisions(uids.anti_join(present), stage, False, NO_PHASH)
+        from curate.embedding_space.jobs.shared import absent_decisions
+
+        miss = absent_decisions(executor, ds, uids.anti_join(present), stage, NO_PHASH)
     return with_missing(dec, miss)
 
 

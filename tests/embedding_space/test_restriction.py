@@ -206,3 +206,23 @@ def test_a_runs_input_subset_is_recorded_in_its_manifests(tmp_path):
     assert json.loads(ds.path("subsets/after/_manifest.json").read_text())["params"]["input_subset"] == \
         {"subset": "first", "uids": 12}
     assert json.loads(ds.path("_runs/whole.json").read_text())["params"]["input_subset"] is None
+
+
+def test_restricted_uids_that_are_no_sample_of_the_pool_are_not_in_pool(tmp_path):
+    """A subset file of another pool: its uids that are no sample here are ``not_in_pool``, not
+    ``no_embedding`` (which would pass them off as this pool's samples without embeddings)."""
+    from curate.embedding_space.jobs import run_exact_dedup, run_near_dedup
+    from curate.embedding_space.jobs.shared import NOT_IN_POOL
+
+    ds = Dataset(tmp_path / "d")
+    uids = write_embeddings(ds, "m", np.eye(4, 8, dtype=np.float32).repeat(5, axis=0), rows_per_shard=10)
+    unembedded = [uid(5_000 + i) for i in range(2)]  # samples of the pool with no embedding
+    ds.write_table("samples", pa.table({"uid": uids + unembedded}))
+    ghosts = [uid(10_000 + i) for i in range(3)]
+    c = run_near_dedup(ds, "m", 0.95, input_uids=pa.array(uids + unembedded + ghosts))["counts"]
+    assert c["reasons"] == {"kept": 4, "near_duplicate": 16, NO_EMBEDDING: 2, NOT_IN_POOL: 3}
+    assert c["input"] == 25
+    with_downloads = pa.table({"uid": uids, "status": ["success"] * len(uids), "sha256": [f"{i:064x}" for i in range(20)]})
+    ds.write_table("downloads", with_downloads)
+    c = run_exact_dedup(ds, run="ex", input_uids=pa.array(uids[:5] + ghosts))["counts"]
+    assert c["reasons"] == {"kept": 5, NOT_IN_POOL: 3}

@@ -69,7 +69,21 @@ def missing_frame(executor, ds: Dataset, uids, table: str, stage: str, reason: s
     if found is not None and restriction is not None and found == restriction.distinct:
         return None
     present = executor.frame_read([str(p) for p in ds.shards(table)], UID_SCHEMA)
-    return uniform_decisions(uids.anti_join(present), stage, False, reason)
+    return absent_decisions(executor, ds, uids.anti_join(present), stage, reason)
+
+
+NOT_IN_POOL = "not_in_pool"
+
+
+def absent_decisions(executor, ds: Dataset, absent, stage: str, reason: str):
+    """Decisions (removed) for restriction uids with no row in the table a job reads: ``reason``
+    for the pool's samples, ``not_in_pool`` for uids that are no sample at all (a subset file of
+    another pool passed as "mostly not downloaded"). Runs only when some uid was not found."""
+    if not ds.has_table("samples"):
+        return uniform_decisions(absent, stage, False, reason)
+    samples = executor.frame_read([str(p) for p in ds.shards("samples")], UID_SCHEMA)
+    return uniform_decisions(absent.semi_join(samples), stage, False, reason).union(
+        uniform_decisions(absent.anti_join(samples), stage, False, NOT_IN_POOL))
 
 
 def samples_left_out(ds: Dataset, table: str, restricted: bool) -> list[str]:
