@@ -260,6 +260,23 @@ def _files_folder_outcome(owner: str) -> SkippedFile:
                                        f"{owner.rstrip('/').rsplit('/', 1)[-1]}.parquet")
 
 
+_DATACOMP_HINT = ("a DataComp shard's embeddings beside {stem}.parquet, not read without --format datacomp "
+                  "(which imports them, and reads the pool as DataComp's scripts do)")
+_NPZ_COVERED = "not sample rows: the embeddings of {stem}.parquet, read by the DataComp import into embeddings/<model>"
+
+
+def _explicit_npz(path: str, fmt: str | None, siblings_exist: bool) -> SkippedFile | None:
+    """An ``.npz`` named as an input (a shell glob of a DataComp folder): beside its shard's
+    Parquet file it is that shard's embeddings (covered with --format datacomp), not a file to
+    read as Parquet."""
+    if not path.lower().endswith(".npz") or fmt not in (None, "datacomp") or not siblings_exist:
+        return None
+    stem = path.replace("\\", "/").rsplit("/", 1)[-1][:-len(".npz")]
+    if fmt == "datacomp":
+        return SkippedFile(path, COVERED, _NPZ_COVERED.format(stem=stem))
+    return SkippedFile(path, UNSUPPORTED, _DATACOMP_HINT.format(stem=stem))
+
+
 def _shard_file_outcome(path: str, parent: str, name: str, fmt: str | None,
                         stems: set[tuple[str, str]]) -> SkippedFile | None:
     """The outcome of a file beside a shard's Parquet file that the Parquet file covers, or None."""
@@ -268,8 +285,9 @@ def _shard_file_outcome(path: str, parent: str, name: str, fmt: str | None,
     if (parent, stem) not in stems:
         return None
     if fmt == "datacomp" and ext == ".npz":
-        return SkippedFile(path, COVERED, f"not sample rows: the embeddings of {stem}.parquet, "
-                                          "read by the DataComp import into embeddings/<model>")
+        return SkippedFile(path, COVERED, _NPZ_COVERED.format(stem=stem))
+    if fmt is None and ext == ".npz":
+        return SkippedFile(path, UNSUPPORTED, _DATACOMP_HINT.format(stem=stem))
     if ext in (".tar", ".json"):
         return SkippedFile(path, COVERED, f"img2dataset shard {'stats' if ext == '.json' else 'tar'}: "
                                           f"its samples are read from {stem}.parquet")
@@ -389,6 +407,10 @@ def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (
                     _store_image_folder(raw, excluded_uris, scan, captions=captions)
                     continue
                 raise InputFileError(raw, "no such object")
+            npz = _explicit_npz(raw, fmt, raw.lower().endswith(".npz") and storage.is_file(raw[:-4] + ".parquet"))
+            if npz is not None:
+                scan.skipped.append(npz)
+                continue
             f = fmt or detect_format(raw)
             scan.files.append((raw, "parquet" if f in ("datacomp", "img2dataset") else f))
             continue
@@ -409,6 +431,10 @@ def scan_inputs(paths: list[str], fmt: str | None = None, exclude: list[str] = (
             continue
         if not p.is_file():
             scan.skipped.append(SkippedFile(str(p), UNSUPPORTED, "not a regular file"))
+            continue
+        npz = _explicit_npz(raw, fmt, p.with_suffix(".parquet").is_file())
+        if npz is not None:
+            scan.skipped.append(npz)
             continue
         f = fmt or detect_format(raw)
         scan.files.append((str(real), "parquet" if f in ("datacomp", "img2dataset") else f))

@@ -396,6 +396,28 @@ def test_a_few_rows_out_of_line_and_float64_scores_are_warned_and_counted(pool, 
     assert "clip_l14_similarity_score is float64 in the input; 2 scores change" in err
 
 
+def test_a_shell_glob_of_the_pool_and_a_pool_without_the_format_say_what_the_npz_are(pool, tmp_path):
+    """`ingest pool/* --format datacomp` names each .npz as an input: it is its shard's
+    embeddings (covered), not a Parquet file; without --format the .npz say how to import them."""
+    import shutil
+
+    from curate.engine import LocalExecutor
+    from curate.ingest.job import IngestConfig, run_ingest
+
+    d = tmp_path / "pool"
+    d.mkdir()
+    for f in sorted(pool["dir"].iterdir())[:4]:
+        shutil.copy(f, d / f.name)
+    files = [str(f) for f in sorted(d.iterdir())]
+    r = run_ingest(LocalExecutor(), IngestConfig(inputs=files, output=str(tmp_path / "ds"), format="datacomp"))
+    assert {f["outcome"] for f in r["skipped_files"]} == {"covered"} and len(r["skipped_files"]) == 2
+    assert r["outputs"]["embeddings/ViT-L-14__openai"]["rows"] == r["counts"]["kept"]
+    r = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(d)], output=str(tmp_path / "auto")))
+    said = {f["detail"] for f in r["skipped_files"]}
+    assert said == {"a DataComp shard's embeddings beside 0000000%d.parquet, not read without --format datacomp "
+                    "(which imports them, and reads the pool as DataComp's scripts do)" % i for i in (0, 1)}
+
+
 def test_npz_problems_are_one_line_errors_naming_the_shard(pool, spark, tmp_path):
     """Each problem stops the import with the line the CLI prints (also from a Spark task)."""
     import shutil
