@@ -23,3 +23,8 @@ class DatasetError(CurateError):
 
 class RecipeError(CurateError):
     """A recipe is malformed; the message names the file and line."""
+
+
+class EngineStartError(CurateError):
+    """The execution engine (a Spark session) could not start: a bad master URL or setting, a
+    master that does not answer; the message carries the engine's own reason."""

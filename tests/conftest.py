@@ -13,6 +13,9 @@ from hypothesis import HealthCheck, settings
 # albumentations (imported by img2dataset) checks PyPI for a newer version unless told not to;
 # curate.download.fetch says so before its import, and so must a test importing img2dataset first
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# tests talk to loopback only: a driver on a test cluster's master binds and advertises 127.0.0.1
+# (curate leaves a cluster driver's address to Spark, which may pick another interface)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -93,12 +93,12 @@ def require_paths(paths, what: str) -> None:
 
 
 def open_executor(engine: str, master: Optional[str], conf: list[str], app_name: str,
-                  dataset: Optional[str] = None, rows: Optional[int] = None):
+                  dataset: Optional[str] = None, rows: Optional[int] = None, shared: Optional[str] = None):
     """``curate.engine.factory.open_executor`` with its setting errors shown as usage errors."""
     from curate.engine.factory import EngineSettingError, open_executor as open_engine
 
     try:
-        return open_engine(engine, master, conf, app_name, dataset=dataset, rows=rows)
+        return open_engine(engine, master, conf, app_name, dataset=dataset, rows=rows, shared=shared)
     except EngineSettingError as e:
         raise typer.BadParameter(str(e)) from None
 

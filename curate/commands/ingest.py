@@ -34,7 +34,8 @@ def ingest(run: JobRun, p: IngestParams) -> None:
     rows = (estimate_input_rows(cfg, stop_above=local_max_rows())
             if run.engine == "auto" and not run.master and not run.conf else None)
     hold_dataset_lock(output, create=True)  # one writer per dataset
-    result = run_ingest(open_executor(run.engine, run.master, run.conf, run.app_name, rows=rows), cfg)
+    result = run_ingest(open_executor(run.engine, run.master, run.conf, run.app_name, rows=rows, shared=cfg.output),
+                        cfg)
     _report(result)
     from curate.progress import info
 

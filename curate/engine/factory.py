@@ -25,11 +25,13 @@ def parse_spark_conf(conf: list[str]) -> dict[str, str]:
 
 
 def open_executor(engine: str, master: Optional[str], conf: list[str], app_name: str,
-                  dataset: Optional[str] = None, rows: Optional[int] = None):
+                  dataset: Optional[str] = None, rows: Optional[int] = None, shared: Optional[str] = None):
     """LocalExecutor or SparkExecutor for ``engine`` auto/local/spark.
 
     ``auto`` sizes the job by the samples in ``dataset`` (a folder), or by ``rows`` (a job
-    whose dataset does not exist yet: ingest); see ``auto_engine`` for the rule."""
+    whose dataset does not exist yet: ingest); see ``auto_engine`` for the rule. On a cluster
+    master, the executors must see ``shared`` (default ``dataset``; ingest's output) at the
+    driver's path: checked once here (``curate.engine.shared_path``)."""
     if engine not in ENGINES:
         raise EngineSettingError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     settings = parse_spark_conf(conf)  # checked before any JVM starts, whatever the engine
@@ -47,4 +49,12 @@ def open_executor(engine: str, master: Optional[str], conf: list[str], app_name:
     spark = get_session(master=master, conf=settings, app_name=app_name)
     if ui_url(spark):
         info(f"Spark UI: {ui_url(spark)} (master {spark.sparkContext.master})")
-    return SparkExecutor(spark)
+    executor = SparkExecutor(spark)
+    folder = shared or dataset
+    from curate import storage
+
+    if folder and not spark.sparkContext.master.startswith("local") and not storage.is_uri(folder):
+        from curate.engine.shared_path import check_shared_path
+
+        check_shared_path(executor, folder, max(2, min(16, spark.sparkContext.defaultParallelism)))
+    return executor

@@ -182,6 +182,7 @@ class Plan:
                     sys.stderr.write("curate: saving the Spark JVM's class archive for faster start-up "
                                      f"(once, about 20 s; {self.final.parent})\n")
                     sys.stderr.flush()
+                _stop_context()  # else the accumulator server's reader meets the JVM's exit: an EOFError trace
                 try:
                     proc.stdin.close()  # the gateway exits when its stdin closes
                 except (OSError, ValueError, AttributeError):
@@ -205,6 +206,17 @@ class Plan:
         try:
             self.lock.unlink()
         except OSError:
+            pass
+
+
+def _stop_context() -> None:
+    """Stop this process's Spark context, if one runs (its accumulator server with it)."""
+    context = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
+    sc = getattr(getattr(context, "SparkContext", None), "_active_spark_context", None)
+    if sc is not None:
+        try:
+            sc.stop()
+        except Exception:  # noqa: BLE001 - exiting anyway; the archive is what matters here
             pass
 
 

@@ -4,11 +4,13 @@ was given (GPUs, cores), and task progress on the console. Part of ``curate.engi
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
 
 from curate.engine import jvm_archive
+from curate.errors import EngineStartError
 
 # ---------------------------------------------------------------- session
 LOG4J2_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
@@ -68,36 +70,75 @@ def _default_local_conf() -> dict[str, str]:
     }
 
 
-def _launch_quiet_gateway(settings: dict[str, str]) -> None:
+def _launch_quiet_gateway(settings: dict[str, str]):
     """Start the driver JVM as pyspark would, but with its stderr piped through a filter that
-    drops the start-up lines in ``JVM_NOISE`` (everything else passes unchanged)."""
-    import subprocess
-
+    drops the start-up lines in ``JVM_NOISE`` (everything else passes unchanged). Its lines are
+    held until the session has started (the returned ``release(said)``): a session that cannot
+    start is one line, not Spark's stack traces. None when a JVM already runs here."""
     from pyspark import SparkConf, SparkContext
     from pyspark.java_gateway import launch_gateway
 
     if SparkContext._gateway is not None:
-        return
+        return None
     conf = SparkConf(loadDefaults=False)
     for k, v in settings.items():
         conf.set(k, v)
-    gateway = launch_gateway(conf, popen_kwargs={"stderr": subprocess.PIPE})
-    proc = getattr(gateway, "proc", None)
-    if proc is not None and proc.stderr is not None:
-        noise = tuple(n.encode() for n in JVM_NOISE)
+    noise = tuple(n.encode() for n in JVM_NOISE)
+    read_end, write_end = os.pipe()
+    held: list[bytes] = []  # the JVM's lines until it has started: its reason when it does not
+    lock, started = threading.Lock(), [False]
 
-        def pump(stream):
-            # To file descriptor 2, as the JVM would write itself; never stop reading, or a
-            # full pipe would block the JVM.
+    def pump() -> None:
+        # To file descriptor 2, as the JVM would write itself; never stop reading, or a full
+        # pipe would block the JVM.
+        with os.fdopen(read_end, "rb") as stream:
             for raw in iter(stream.readline, b""):
-                if not raw.startswith(noise):
-                    try:
-                        os.write(2, raw)
-                    except OSError:
-                        pass
+                if raw.startswith(noise):
+                    continue
+                with lock:
+                    if not started[0]:
+                        held.append(raw)
+                        continue
+                try:
+                    os.write(2, raw)
+                except OSError:
+                    pass
 
-        threading.Thread(target=pump, args=(proc.stderr,), name="spark-jvm-stderr", daemon=True).start()
+    reader = threading.Thread(target=pump, name="spark-jvm-stderr", daemon=True)
+    reader.start()
+    try:
+        gateway = launch_gateway(conf, popen_kwargs={"stderr": write_end})
+    except Exception as e:  # the launcher exited: its own words say why (pyspark says only that it exited)
+        os.close(write_end)
+        reader.join(timeout=5)
+        raise EngineStartError(f"cannot start Spark ({settings.get('spark.master', 'local')}): "
+                               f"{jvm_reason(b''.join(held).decode(errors='replace')) or e}") from None
+    os.close(write_end)  # the JVM holds its own copy
+
+    def release(said: bool) -> None:
+        """Once the session started (``said``: its lines go out) or failed (they are the
+        error's reason, said in one line): the JVM's lines pass through from now on."""
+        with lock:
+            started[0] = True
+            for raw in held if said else ():
+                try:
+                    os.write(2, raw)
+                except OSError:
+                    pass
+            held.clear()
+
     SparkContext._ensure_initialized(gateway=gateway)
+    return release
+
+
+def jvm_reason(text: str) -> str:
+    """The message of the first Java exception in ``text`` (a launcher's stderr, a Py4J error),
+    or its first ``Error:`` line: one line of what the JVM said, without its stack."""
+    m = re.search(r"(?m)^(?:Exception in thread \"[^\"]*\" |: |Caused by: )?([\w.$]+(?:Exception|Error)): (.+)$", text)
+    if m:
+        return f"{m.group(2).strip()} ({m.group(1).rsplit('.', 1)[-1]})"
+    m = re.search(r"(?m)^Error: (.+)$", text)
+    return m.group(1).strip() if m else ""
 
 
 def _apply_log_config(jvm, submitted) -> None:
@@ -146,7 +187,6 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON") or _python())
     submit = under_spark_submit()
     if submit:
@@ -163,6 +203,10 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
     elif not submitted.contains("spark.master"):
         settings["spark.master"] = "local[*]"
     effective_master = settings.get("spark.master") or submitted.get("spark.master", "")
+    if effective_master.startswith("local") and not submit:
+        # a laptop job talks to itself only; on a cluster the executors call the driver back on
+        # an address they can reach (Spark's own choice, or SPARK_LOCAL_IP / spark.driver.host)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     defaults = _default_local_conf()
     if not effective_master.startswith("local"):
         defaults = {k: v for k, v in defaults.items() if not k.startswith("spark.driver.") and k != "spark.ui.enabled"}
@@ -173,16 +217,23 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
     ui_on = settings.get("spark.ui.enabled", submitted.get("spark.ui.enabled", "true")).lower() == "true"
     if ui_on and "spark.ui.port" not in settings and not submitted.contains("spark.ui.port"):
         settings["spark.ui.port"] = str(_free_port())  # no "could not bind on port 4040" probing
-    archive = None
+    archive, release = None, None
     if not submit:
         archive = _driver_java_options(settings)
         if not verbose():
-            _launch_quiet_gateway(settings)
+            release = _launch_quiet_gateway(settings)
     for k, v in settings.items():
         builder = builder.config(k, v)
     handler = signal.getsignal(signal.SIGINT)
     try:
         spark = builder.getOrCreate()
+    except Exception as e:  # a bad master URL or setting, a master that does not answer: one line
+        if release is not None:
+            release(False)
+        raise EngineStartError(f"cannot start Spark on {effective_master or 'local'}: {_start_reason(e)}") from None
+    else:
+        if release is not None:
+            release(True)
     finally:
         if archive is not None:  # also when the session failed: the lock is given back
             from pyspark import SparkContext
@@ -195,6 +246,13 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
     if verbose() or "CURATE_SPARK_LOG_LEVEL" in os.environ:
         spark.sparkContext.setLogLevel(_log_level())
     return spark
+
+
+def _start_reason(e: Exception) -> str:
+    said = jvm_reason(str(e)) or " ".join(str(e).split())[:300] or type(e).__name__
+    if "stopped SparkContext" in said:  # what Spark says once it gave up on the master
+        said += "; the master did not answer (is it running, at that address and port?)"
+    return said
 
 
 def context_running() -> bool:

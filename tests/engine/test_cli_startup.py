@@ -94,3 +94,18 @@ def test_stats_and_sql_read_the_downloads_without_importing_img2dataset(tmp_path
         assert code == 0, argv
         assert argv[0] != "stats" or "curate.download.job" in mods  # stats reads the shard layout
         assert not {"img2dataset", "torch", "webdataset", "albumentations", "wandb"} & mods, argv
+
+
+def test_a_spark_session_that_cannot_start_is_one_line(tmp_path):
+    """A bad master URL (found by the launcher, or by the SparkContext) or setting: the JVM's
+    reason in one line, exit 2 (a 50-230 line Java/Py4J trace before; the launcher's reason was
+    dropped unless -v)."""
+    src = tmp_path / "pool.csv"
+    src.write_text("url,caption\nhttp://x/1,one\n")
+    for extra, said in ((["--master", "foo"], "cannot start Spark (foo): Master must either be yarn or start with "
+                                              "spark, k8s, or local (SparkException)"),
+                        (["--master", "spark://127.0.0.1"], "cannot start Spark on spark://127.0.0.1: Invalid master "
+                                                            "URL: spark://127.0.0.1 (SparkException)")):
+        r = subprocess.run([sys.executable, "-m", "curate.cli", "ingest", str(src), "-o", str(tmp_path / "ds"),
+                            "--engine", "spark", *extra], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"curate: error: {said}"], r.stderr
