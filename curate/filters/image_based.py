@@ -74,7 +74,10 @@ def _embed_folder(folder: Path, model_table: str, dataset: Dataset) -> np.ndarra
     return np.asarray(x, dtype=np.float32)
 
 
-def prepare_image_based(dataset, spec, executor, plan, shards, run_name) -> tuple[dict, dict]:
+CENTROIDS_FILE = "_image_based_centroids.npy"
+
+
+def prepare_image_based(dataset, spec, executor, plan, shards, run_name, staged: str) -> tuple[dict, dict]:
     p = spec.params
     table = resolve_model(dataset, p["model"], spec)
     j = plan.index(table, embedding=True)
@@ -99,15 +102,17 @@ def prepare_image_based(dataset, spec, executor, plan, shards, run_name) -> tupl
     else:
         centroids, x, drawn = _pool_centroids(dataset, p, executor, table, j, shards)
         info.update({"kmeans_points": int(len(x)), **drawn, "k": p["k"], "niter": p["niter"], "seed": p["seed"]})
-    rel = f"decisions/{run_name}/_image_based_centroids.npy"  # read by every worker that decides
-    atomic_write_bytes(dataset.path(rel), storage.npy_bytes(centroids))
+    # beside the run's staged decisions (read by every worker that decides), then in
+    # decisions/<run> with them (``rel``, recorded)
+    rel = f"decisions/{run_name}/{CENTROIDS_FILE}"
+    atomic_write_bytes(dataset.path(f"{staged}/{CENTROIDS_FILE}"), storage.npy_bytes(centroids))
     target = _load_target(p["target"], table, dataset)
     if target.shape[1] != centroids.shape[1]:
         raise CurateError(f"image_based: target embeddings have dim {target.shape[1]}, pool has {centroids.shape[1]}")
     info["guards"] = _guards(dataset, table, centroids, None if p["centroids"] else x, executor)
     tc = np.unique(stages.assign_clusters(target, centroids))
     sha = hashlib.sha256(centroids.tobytes()).hexdigest()
-    ctx.update({"centroids_path": str(dataset.path(rel)), "centroids_sha256": sha,
+    ctx.update({"centroids_path": str(dataset.path(f"{staged}/{CENTROIDS_FILE}")), "centroids_sha256": sha,
                 "target_clusters": [int(c) for c in tc]})
     info.update({"target": p["target"], "target_images": int(len(target)), "target_clusters": int(len(tc)),
                  "centroids_path": rel, "centroids_sha256": sha})

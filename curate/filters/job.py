@@ -25,7 +25,7 @@ from curate import storage
 from curate.errors import DatasetError
 from curate.filters import stages, text_stats
 from curate.filters.checks import check_filters, check_samples, resolve_model  # also re-exported
-from curate.filters.image_based import prepare_image_based
+from curate.filters.image_based import CENTROIDS_FILE, prepare_image_based
 from curate.filters.readers import (DOWNLOAD_SCHEMA, ColumnPlan, base_schema, base_tasks, decide_all, emb_frame,
                                     fraction_threshold, read_base, read_downloads)
 from curate.filters.stages import FilterSpec, FilterSpecError
@@ -33,6 +33,7 @@ from curate.manifest import RunManifest, file_fingerprint
 from curate.names import check_name
 from curate.selection import write_kept_subset
 from curate.tables import Dataset, load_schema
+from curate.tables.replace import replace_table
 
 
 def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str | None = None,
@@ -57,33 +58,35 @@ def run_filters(dataset: Dataset, specs: list[FilterSpec], executor, name: str |
     with m.stage("text_stats"):
         ts, with_stats = _text_stats(dataset, specs, executor, lid_model, recompute_stats, m)
 
+    # decisions are written and checked here first, then replace decisions/<name>: a run that
+    # fails its checks leaves an earlier run's decisions (and its subset) as they were
+    staged = f"_tmp/filter-{name}/decisions"
+    storage.remove_tree(dataset.table_dir(staged))  # a killed run's
     plan, ctxs, resolved = ColumnPlan(), [], {}
     with m.stage("prepare"):
         for spec in specs:
-            ctx, info = _prepare(dataset, spec, executor, plan, shards, name)
+            ctx, info = _prepare(dataset, spec, executor, plan, shards, name, staged)
             ctxs.append(ctx)
             resolved[spec.name] = info
     for table in plan.models:
         m["inputs"].append({"table": table, "rows": dataset.count(table), "shards": len(dataset.shards(table))})
     m["resolved"] = resolved
 
-    if "image_based" not in seen:  # an earlier run of this name's centroids: not this run's
-        from curate import storage
-
-        storage.delete(storage.resolve(str(dataset.path(f"decisions/{name}/_image_based_centroids.npy"))))
     with m.stage("decide"):
-        written = _decide(dataset, specs, ctxs, executor, plan, shards, with_stats, name, rows_per_shard)
+        written = _decide(dataset, specs, ctxs, executor, plan, shards, with_stats, staged, rows_per_shard)
     m["outputs"] = {"decisions": f"decisions/{name}", "decision_rows": written["rows"]}
 
     with m.stage("subset"):
         try:
-            counts, n_kept = _summarize(dataset, name, [s.name for s in specs], ts["rows"], executor)
-        except DatasetError as e:  # a broken table is not left where the next job would read it
-            from curate.storage import remove_tree
-
-            remove_tree(dataset.table_dir(f"decisions/{name}"))
+            counts, n_kept = _summarize(dataset, staged, [s.name for s in specs], ts["rows"], executor)
+        except DatasetError as e:  # a broken table is not put where the next job would read it
+            storage.remove_tree(dataset.path(f"_tmp/filter-{name}"))
             tables = ", ".join(["samples", *plan.models])
-            raise DatasetError(f"{e} (tables read: {tables}); decisions/{name} was removed") from None
+            kept = (f"; decisions/{name} of an earlier run is unchanged" if dataset.has_table(f"decisions/{name}")
+                    else "")
+            raise DatasetError(f"{e} (tables read: {tables}){kept}") from None
+        replace_table(dataset, dataset.table_dir(staged), f"decisions/{name}", also=(CENTROIDS_FILE,))
+        storage.remove_tree(dataset.path(f"_tmp/filter-{name}"))
         if "image_based" in resolved:  # guards: degenerate embeddings, most of the pool removed
             from curate.embedding_space import guards
 
@@ -124,10 +127,10 @@ def _text_stats(dataset: Dataset, specs: list[FilterSpec], executor, lid_model: 
 
 
 def _decide(dataset: Dataset, specs: list[FilterSpec], ctxs: list[dict], executor, plan: ColumnPlan, shards,
-            with_stats: bool, name: str, rows_per_shard: int) -> dict:
+            with_stats: bool, out_table: str, rows_per_shard: int) -> dict:
     """samples + text_stats (+ download sizes) left-joined with the embeddings columns the
-    filters read (engine frames); every filter decides every row; ``decisions/<name>`` sorted
-    by (uid, stage), written by the workers."""
+    filters read (engine frames); every filter decides every row; ``out_table`` (the run's
+    staged decisions) sorted by (uid, stage), written by the workers."""
     with_text = any(s.name == "text_based" or (s.name == "laion2b" and s.params["lang_id"] == "gcld3")
                     for s in specs)
     base = executor.frame_from_tasks(base_tasks(dataset, shards, with_text, with_stats), read_base,
@@ -139,10 +142,11 @@ def _decide(dataset: Dataset, specs: list[FilterSpec], ctxs: list[dict], executo
         base = base.join(emb_frame(dataset, executor, table, j, plan.with_embedding[j]), "uid", how="left")
     fn = functools.partial(decide_all, specs=specs, ctxs=ctxs)
     out = base.map_batches(fn, load_schema("decisions").arrow())
-    return out.write_sorted(dataset, f"decisions/{name}", "decisions", ["uid", "stage"], rows_per_shard)
+    return out.write_sorted(dataset, out_table, "decisions", ["uid", "stage"], rows_per_shard)
 
 
-def _prepare(dataset, spec: FilterSpec, executor, plan: ColumnPlan, shards, run_name: str) -> tuple[dict, dict]:
+def _prepare(dataset, spec: FilterSpec, executor, plan: ColumnPlan, shards, run_name: str,
+             staged: str) -> tuple[dict, dict]:
     p = spec.params
     if spec.name == "basic":
         return {}, {"size_source": "samples, then downloads" if dataset.has_table("downloads") else "samples"}
@@ -166,7 +170,7 @@ def _prepare(dataset, spec: FilterSpec, executor, plan: ColumnPlan, shards, run_
         return ({"target_offsets": offsets}, {"target_synsets": len(offsets), "wordnet": str(root),
                                               "synsets_file": {**file_fingerprint(synsets), "path": p["synsets"]}})
     if spec.name == "image_based":
-        return prepare_image_based(dataset, spec, executor, plan, shards, run_name)
+        return prepare_image_based(dataset, spec, executor, plan, shards, run_name, staged)
     raise FilterSpecError(f"unknown filter {spec.name}")
 
 
@@ -209,12 +213,12 @@ def _uid_kept(batch: pa.RecordBatch) -> pa.Table:
                     schema=_UID_KEPT)
 
 
-def _summarize(dataset: Dataset, name: str, stage_names: list[str], n_samples: int, executor) -> tuple[dict, int]:
+def _summarize(dataset: Dataset, table: str, stage_names: list[str], n_samples: int, executor) -> tuple[dict, int]:
     """Counts per filter and reason, and how many uids every filter kept, counted by the engine
     over the written decisions. Checks one decision per (uid, filter)."""
     from curate.selection import DECISIONS, MAX_REASONS
 
-    dec = executor.frame_read([str(p) for p in dataset.shards(f"decisions/{name}")], DECISIONS)
+    dec = executor.frame_read([str(p) for p in dataset.shards(table)], DECISIONS)
     g = dec.aggregate(["stage", "reason"], {"n": ("uid", "count")}).collect_small(MAX_REASONS)
     counts: dict[str, dict[str, int]] = {s: {} for s in stage_names}
     for stage, reason, n in zip(g.column("stage").to_pylist(), g.column("reason").to_pylist(), g.column("n").to_pylist()):
@@ -236,7 +240,7 @@ def _summarize(dataset: Dataset, name: str, stage_names: list[str], n_samples: i
             .collect_small(MAX_REASONS))
     uids = sum(hist.column("uids").to_pylist())
     if set(hist.column("n").to_pylist()) - {k} or uids != n_samples:
-        raise DatasetError(f"decisions/{name}: not exactly one decision per sample and filter "
+        raise DatasetError(f"{table}: not exactly one decision per sample and filter "
                            f"({uids} uids for {n_samples} samples); duplicate uids in samples?")
     kept = sum(u for u, a in zip(hist.column("uids").to_pylist(), hist.column("all_kept").to_pylist()) if a)
     return counts, kept

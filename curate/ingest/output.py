@@ -15,6 +15,7 @@ import os
 
 from curate import storage
 from curate.tables import Dataset
+from curate.tables.replace import remove_replaced_leftover, replace_table
 
 
 INGEST_TABLES = ("samples", "rejects", "duplicates", "url_text_duplicates")
@@ -81,33 +82,6 @@ def remove_stale_temp_files(dataset: Dataset) -> list:
     return dataset.remove_temp_files(*INGEST_TABLES) + staged
 
 
-def _move_table(dataset: Dataset, new, table: str) -> None:
-    """Table ``table`` replaced by the staged table folder ``new``."""
-    old = dataset.table_dir(table)
-    if not dataset.remote:
-        import shutil
-
-        # renamed aside, not deleted shard by shard: a reader sees the whole old table or the
-        # whole new one (or, between the two renames, none), never a mix of their shards
-        aside = old.parent / f".{old.name}.replaced"
-        shutil.rmtree(aside, ignore_errors=True)  # a run killed here before
-        if old.exists():
-            os.replace(old, aside)
-        os.replace(new, old)
-        shutil.rmtree(aside, ignore_errors=True)
-        return
-    storage.remove_tree(old)
-    staged, dest = storage.resolve(new), storage.resolve(old)
-    names = sorted(storage.basename(u) for u in storage.list_files(new))
-    marked = {i.base_name for i in storage.listing(staged.join(storage.COMMIT_DIR))}
-    # every shard before any marker: a reader never sees a marked shard that is not there yet
-    storage.for_each_object(lambda n: storage.copy_object(staged.join(n), dest.join(n)), names)
-    storage.for_each_object(lambda n: storage.copy_object(staged.join(storage.COMMIT_DIR, n),
-                                                          dest.join(storage.COMMIT_DIR, n)),
-                            [n for n in names if n in marked])
-    storage.remove_tree(new)
-
-
 def finish_pending_swap(dataset: Dataset) -> None:
     """Put in place the tables of a run that completed them in its staging folder (see
     ``prepare_output``): each old table is replaced by the new one, then the staging folder
@@ -121,12 +95,9 @@ def finish_pending_swap(dataset: Dataset) -> None:
         for t in spec["tables"]:
             new = storage.join(staging, STAGED_TABLES, t)
             if storage.exists(new):  # else moved by the killed run already
-                _move_table(dataset, new, t)
-            elif not dataset.remote:  # ...which may have been killed before removing the old one
-                import shutil
-
-                old = dataset.table_dir(t)
-                shutil.rmtree(old.parent / f".{old.name}.replaced", ignore_errors=True)
+                replace_table(dataset, new, t)
+            else:  # ...which may have been killed before removing the old one
+                remove_replaced_leftover(dataset, t)
         if spec.get("manifest"):  # the manifest of those tables (a finishing run rewrites it)
             dataset.write_json("_runs/ingest.json", spec["manifest"])
         dataset.write_json(PLAN_FILE, {"plan_key": spec["plan_key"], "target": "."})

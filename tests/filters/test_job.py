@@ -154,10 +154,28 @@ def test_duplicate_embedding_uids_fail(pool, writers):
     write_embeddings = writers[1]
     uids = pool.read("samples", columns=["uid"]).column("uid").to_pylist()
     write_embeddings(pool, "tiny", uids[:5] + uids[:5], [0.3] * 10)
-    with pytest.raises(DatasetError, match=r"decisions for 60 samples.*tables read: samples, embeddings/tiny\); "
-                                           r"decisions/clip_score was removed"):
+    with pytest.raises(DatasetError, match=r"decisions for 60 samples.*tables read: samples, embeddings/tiny\)$"):
         run_filters(pool, specs("clip_score:threshold=0.2"), LocalExecutor())
     assert not pool.has_table("decisions/clip_score")  # no broken table left for the next job to read
+    assert not (pool.root / "_tmp" / "filter-clip_score").exists()
+
+
+def test_a_failed_rerun_leaves_the_earlier_runs_decisions_and_subset(pool, writers):
+    """Decisions are staged and checked before they replace decisions/<name>: a rerun that fails
+    its checks (an embeddings table with a uid twice) leaves the earlier run whole."""
+    from curate.subset import read_subset
+
+    first = run_filters(pool, specs("clip_score:threshold=0.2"), LocalExecutor())
+    before = pool.read("decisions/clip_score")
+    kept = read_subset(pool, "clip_score")
+    uids = pool.read("samples", columns=["uid"]).column("uid").to_pylist()
+    writers[1](pool, "tiny", uids[:5] + uids[:5], [0.3] * 10)
+    with pytest.raises(DatasetError, match=r"decisions for 60 samples.*; decisions/clip_score of an earlier run is "
+                                           r"unchanged$"):
+        run_filters(pool, specs("clip_score:threshold=0.2"), LocalExecutor())
+    assert pool.read("decisions/clip_score").equals(before) and read_subset(pool, "clip_score") == kept
+    assert first["counts"]["kept"] == len(kept)
+    assert not (pool.root / "_tmp" / "filter-clip_score").exists()
 
 
 def test_options_that_would_remove_everything_are_refused_before_any_pass(pool, tmp_path):
