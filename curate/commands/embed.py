@@ -12,12 +12,13 @@ from curate.params.embed import EmbedParams
 
 
 def embed(run: JobRun, p: EmbedParams) -> None:
-    from curate.embed.job import check_embed, run_embed
+    from curate.embed.job import check_embed, downloaded_shards, run_embed
     from curate.models.resolve import resolve_model
     from curate.models.scorers import resolve_scorer
     from curate.progress import info
 
     ds = run.ds
+    downloaded_shards(ds)  # before the model is looked up: a dataset with no images says so first
     if p.pretrained is None and resolve_scorer(p.model, ds.root) is not None:
         opts = p.options(p.model, None, p.seed)  # run_embed records the scorer by name
     else:

@@ -184,6 +184,7 @@ def check_embed(dataset: Dataset, opts: EmbedOptions) -> list:
         raise CurateError(f"unknown precision {opts.precision!r}; use auto or one of {sorted(PRECISIONS)}")
     if opts.batch_size < 0 or opts.threads < 0 or opts.limit_shards < 0:
         raise CurateError("--batch-size, --threads and --limit-shards must be >= 0")
+    shards = downloaded_shards(dataset)  # the dataset's state first: no model matters without images
     from curate.models.scorers import resolve_scorer
 
     scorer = resolve_scorer(opts.model, dataset.root) if opts.pretrained is None else None
@@ -191,6 +192,11 @@ def check_embed(dataset: Dataset, opts: EmbedOptions) -> list:
         check_model(scorer.arch, str(scorer.checkpoint))
     else:
         check_model(opts.model, opts.pretrained)
+    return shards
+
+
+def downloaded_shards(dataset: Dataset) -> list:
+    """The dataset's complete image shards; an error when there is no dataset or none."""
     if not dataset.exists():
         raise DatasetError(f"dataset folder {dataset.root} does not exist")
     shards = complete_shards(dataset)

@@ -168,12 +168,19 @@ def test_spark_tasks_write_the_same_bytes_as_the_local_loop(downloaded, spark, t
         assert a == b
 
 
-def test_missing_downloads_is_a_clear_error(tmp_dataset):
+def test_missing_downloads_is_a_clear_error(tmp_dataset, capsys):
     from curate.errors import DatasetError
 
     tmp_dataset.root.mkdir(parents=True)
     with pytest.raises(DatasetError, match="no downloaded image shards"):
         run_embed(tmp_dataset, LocalExecutor(), _opts())
+    # the dataset's state is said before the model is looked at (a model error first told a
+    # user with no images yet to fix the model)
+    from curate.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["embed", str(tmp_dataset.root), "--model", "no-such-model"])
+    assert e.value.code == 2 and "no downloaded image shards" in capsys.readouterr().err
 
 
 def test_uint8_transfer_path_gives_the_same_shard(downloaded):
