@@ -23,6 +23,7 @@ others run as before.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import shutil
@@ -214,10 +215,8 @@ def _stop_context() -> None:
     context = sys.modules.get("pyspark.core.context") or sys.modules.get("pyspark.context")
     sc = getattr(getattr(context, "SparkContext", None), "_active_spark_context", None)
     if sc is not None:
-        try:
+        with contextlib.suppress(Exception):  # exiting anyway; the archive is what matters here
             sc.stop()
-        except Exception:  # noqa: BLE001 - exiting anyway; the archive is what matters here
-            pass
 
 
 def plan(settings: dict[str, str]) -> Plan:

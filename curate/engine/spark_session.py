@@ -108,7 +108,7 @@ def _launch_quiet_gateway(settings: dict[str, str]):
     reader.start()
     try:
         gateway = launch_gateway(conf, popen_kwargs={"stderr": write_end})
-    except Exception as e:  # the launcher exited: its own words say why (pyspark says only that it exited)
+    except Exception as e:  # noqa: BLE001 - the launcher exited: its own words say why (pyspark: only that it did)
         os.close(write_end)
         reader.join(timeout=5)
         raise EngineStartError(f"cannot start Spark ({settings.get('spark.master', 'local')}): "
@@ -227,7 +227,7 @@ def get_session(master: str | None = None, conf: dict[str, str] | None = None, a
     handler = signal.getsignal(signal.SIGINT)
     try:
         spark = builder.getOrCreate()
-    except Exception as e:  # a bad master URL or setting, a master that does not answer: one line
+    except Exception as e:  # noqa: BLE001 - a bad master URL or setting, a master that does not answer
         if release is not None:
             release(False)
         raise EngineStartError(f"cannot start Spark on {effective_master or 'local'}: {_start_reason(e)}") from None

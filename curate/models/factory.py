@@ -218,7 +218,7 @@ def check_model(name: str, pretrained: str | None) -> None:
 
 
 def _state_dict_keys(text: str, kind: str) -> list[str]:
-    m = re.search(rf"{kind} key\(s\) in state_dict: (.*?)(?:\.\s*$|\.\s*\n|$)", text, re.S | re.M)
+    m = re.search(rf"{kind} key\(s\) in state_dict: (.*?)(?:\.\s*$|\.\s*\n|$)", text, re.DOTALL | re.MULTILINE)
     return re.findall(r'"([^"]+)"', m.group(1)) if m else []
 
 

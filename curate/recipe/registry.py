@@ -160,7 +160,7 @@ class StageKind:
     reads: tuple[str, ...] | Callable[[Any, Dataset, str | None], list[str]] = ()
     # files and folders the output depends on outside the tables (evaluation images, a metadata
     # file), found as the stage finds them: (params, ctx) -> paths, fingerprinted for the cache
-    files: Callable[[Any, "StageContext"], list[str]] | None = None
+    files: Callable[[Any, StageContext], list[str]] | None = None
     code_modules: tuple[str, ...] = ()   # modules whose source is part of the cache key
     version: str = "1"                   # bump when behaviour changes in a way the source hash misses
     named_output: bool = False           # the stage's name names what it makes: part of the cache key
@@ -173,7 +173,7 @@ _loaded = False
 
 def register(kind: str, params: type[Params], *, family: str, reads: Any = (),
              code_modules: tuple[str, ...] = (), version: str = "1", named_output: bool = False,
-             frames: bool = False, files: Callable[[Any, "StageContext"], list[str]] | None = None):
+             frames: bool = False, files: Callable[[Any, StageContext], list[str]] | None = None):
     """Decorator registering ``fn(ctx, uids, params) -> StageResult`` as stage ``kind`` (with
     ``frames``: ``fn(ctx, UidTable, params) -> StageOutput``)."""
 

@@ -76,7 +76,7 @@ def hostile(tmp_path_factory):
     pq.write_table(pa.table({"url": [f"http://t/{i}" for i in range(4)], "text": list("abcd"),
                              "width": pa.array(["200", "300.0", None, "x"])}), pool / "text_sizes.parquet")
     pq.write_table(pa.table({"url": [f"http://m/{i}" for i in range(3)], "text": list("abc"),
-                             "width": pa.array([Decimal("200"), Decimal("300.5"), None], pa.decimal128(5, 1))}),
+                             "width": pa.array([Decimal(200), Decimal("300.5"), None], pa.decimal128(5, 1))}),
                    pool / "decimal_sizes.parquet")
     out = pool.parent / "ds"
     m = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(pool)], output=str(out)))
@@ -215,10 +215,10 @@ def test_caption_files_an_image_folder_does_not_read_are_counted(tmp_path):
     (folder / "y.txt").write_text("a sidecar")
     m = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(folder)], output=str(tmp_path / "ds")))
     skipped = {Path(f["path"]).name: (f["outcome"], f["detail"]) for f in m["skipped_files"]}
-    assert skipped["captions.jsonl"] == ("unsupported", "another captions file: the folder's captions are read "
-                                                        "from captions.csv (--captions names the one to read)")
-    assert skipped["y.txt"] == ("unsupported", "a .txt caption: the folder's captions are read from captions.csv, "
-                                               "not from .txt sidecars")
+    assert skipped["captions.jsonl"] == ("unsupported", ("another captions file: the folder's captions are read "
+                                                         "from captions.csv (--captions names the one to read)"))
+    assert skipped["y.txt"] == ("unsupported", ("a .txt caption: the folder's captions are read from captions.csv, "
+                                                "not from .txt sidecars"))
     assert skipped["y.jpg"][0] == "uncaptioned" and len(skipped) == 3
     [reject] = Dataset(tmp_path / "ds").read("rejects").to_pylist()
     assert reject["detail"].startswith("captions.csv: line 3: ")

@@ -102,10 +102,10 @@ def test_a_spark_session_that_cannot_start_is_one_line(tmp_path):
     dropped unless -v)."""
     src = tmp_path / "pool.csv"
     src.write_text("url,caption\nhttp://x/1,one\n")
-    for extra, said in ((["--master", "foo"], "cannot start Spark (foo): Master must either be yarn or start with "
-                                              "spark, k8s, or local (SparkException)"),
-                        (["--master", "spark://127.0.0.1"], "cannot start Spark on spark://127.0.0.1: Invalid master "
-                                                            "URL: spark://127.0.0.1 (SparkException)")):
+    for extra, said in ((["--master", "foo"], ("cannot start Spark (foo): Master must either be yarn or start with "
+                                               "spark, k8s, or local (SparkException)")),
+                        (["--master", "spark://127.0.0.1"], ("cannot start Spark on spark://127.0.0.1: Invalid master "
+                                                             "URL: spark://127.0.0.1 (SparkException)"))):
         r = subprocess.run([sys.executable, "-m", "curate.cli", "ingest", str(src), "-o", str(tmp_path / "ds"),
-                            "--engine", "spark", *extra], capture_output=True, text=True, timeout=300)
+                            "--engine", "spark", *extra], capture_output=True, text=True, timeout=300, check=False)
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"curate: error: {said}"], r.stderr

@@ -414,8 +414,8 @@ def test_a_shell_glob_of_the_pool_and_a_pool_without_the_format_say_what_the_npz
     assert r["outputs"]["embeddings/ViT-L-14__openai"]["rows"] == r["counts"]["kept"]
     r = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(d)], output=str(tmp_path / "auto")))
     said = {f["detail"] for f in r["skipped_files"]}
-    assert said == {"a DataComp shard's embeddings beside 0000000%d.parquet, not read without --format datacomp "
-                    "(which imports them, and reads the pool as DataComp's scripts do)" % i for i in (0, 1)}
+    assert said == {f"a DataComp shard's embeddings beside 0000000{i}.parquet, not read without --format datacomp "
+                    "(which imports them, and reads the pool as DataComp's scripts do)" for i in (0, 1)}
 
 
 def test_npz_problems_are_one_line_errors_naming_the_shard(pool, spark, tmp_path):
