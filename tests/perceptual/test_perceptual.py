@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from curate.embedding_space.duplicates import connected_components
+from curate.embedding_space.jobs.shared import NOT_IN_POOL
 from curate.engine import LocalExecutor
 from curate.perceptual import groups as G
 from curate.perceptual.hashes import image_hashes
@@ -175,8 +176,9 @@ def test_resume_hashes_only_missing_shards(copies_ds):
 
 def test_subset_restriction(copies_ds, tmp_path, spark):
     """A restriction is joined by the engine (no uid list in any task): only its uids are
-    grouped and decided, its uids without a hash are NO_PHASH, its undecodable images
-    UNDECODABLE and the others' left out; the same bytes on Spark."""
+    grouped and decided, its uids that are no sample are not_in_pool (NO_PHASH is a sample's
+    without a hash), its undecodable images UNDECODABLE and the others' left out; the same bytes
+    on Spark."""
     import shutil
 
     from curate.engine.spark import SparkExecutor
@@ -187,13 +189,17 @@ def test_subset_restriction(copies_ds, tmp_path, spark):
     alone = sorted(set(truth) - {u for g in groups for u in g})
     corrupt_member(ds, alone[0], b"not an image")
     corrupt_member(ds, alone[1], b"not an image either")  # outside the restriction
-    inp = [groups[0][0], groups[0][1]] + [g[0] for g in groups[1:]] + ["f" * 32, alone[0], alone[2]]
+    samples = ds.read("samples")  # a sample never downloaded (no hash): NO_PHASH
+    extra = samples.slice(0, 1).set_column(0, samples.schema.field("uid"), pa.array(["e" * 32]))
+    ds.write_table("samples", pa.concat_tables([samples, extra]), schema="samples")
+    inp = [groups[0][0], groups[0][1]] + [g[0] for g in groups[1:]] + ["f" * 32, "e" * 32, alone[0], alone[2]]
     other = Dataset(tmp_path / "spark")
     shutil.copytree(ds.root, other.root)
     r = run_perceptual_dedup(ds, RADIUS, input_uids=pa.array(inp), output="restricted")
     dec = {x["uid"]: x for x in r["decisions"].to_pylist()}
     assert set(dec) == set(inp)
-    assert dec["f" * 32]["reason"] == NO_PHASH and dec[alone[0]]["reason"] == UNDECODABLE
+    assert dec["f" * 32]["reason"] == NOT_IN_POOL and dec["e" * 32]["reason"] == NO_PHASH
+    assert dec[alone[0]]["reason"] == UNDECODABLE
     assert dec[alone[2]]["kept"] and dec[alone[2]]["reason"] == "kept"
     assert dec[groups[0][1]]["reason"] == REASON and dec[groups[0][1]]["detail"] == groups[0][0]
     assert all(dec[g[0]]["kept"] for g in groups)
