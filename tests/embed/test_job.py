@@ -233,3 +233,15 @@ def test_a_dataset_with_five_digit_image_shards_embeds(tmp_path, shared_data):
     stats = run_embed(ds, LocalExecutor(), _opts())
     assert (stats["embedded"], stats["failed"], stats["unaccounted"]) == (5, 0, 0)
     assert sorted(ds.read(f"embeddings/{TINY}")["uid"].to_pylist()) == sorted(ds.read("samples")["uid"].to_pylist())
+
+
+def test_a_bad_model_on_a_downloaded_dataset_fails_before_any_engine(downloaded):
+    """check_embed (which the command runs before it opens an executor) refuses an unknown
+    architecture and a tag that is no pretrained tag, on a dataset that has images."""
+    from curate.embed.job import check_embed
+    from curate.models import ModelError
+
+    with pytest.raises(ModelError, match="no-such-arch"):
+        check_embed(downloaded, _opts(model="no-such-arch"))
+    with pytest.raises(ModelError, match="no_such_tag"):
+        check_embed(downloaded, _opts(pretrained="no_such_tag"))

@@ -109,7 +109,7 @@ def test_a_new_plan_over_a_bucket_dataset_swaps_its_tables_in(bucket, tmp_path, 
     assert want != before
 
     moved = []
-    real_move = output._move_table
+    real_move = output.replace_table
 
     def move_once_then_die(dataset, new, table):
         if moved:
@@ -117,14 +117,14 @@ def test_a_new_plan_over_a_bucket_dataset_swaps_its_tables_in(bucket, tmp_path, 
         real_move(dataset, new, table)
         moved.append(table)
 
-    monkeypatch.setattr(output, "_move_table", move_once_then_die)
+    monkeypatch.setattr(output, "replace_table", move_once_then_die)
     try:
         run_ingest(LocalExecutor(), IngestConfig(inputs=[str(second)], output=uri, rows_per_shard=64))
     except KeyboardInterrupt:
         pass
     assert moved == ["samples"]
     assert any(k.startswith("_staging/") and k.endswith("swap.json") for k in bucket_objects(bucket, "ds/"))
-    monkeypatch.setattr(output, "_move_table", real_move)
+    monkeypatch.setattr(output, "replace_table", real_move)
 
     m = run_ingest(LocalExecutor(), IngestConfig(inputs=[str(second)], output=uri, rows_per_shard=64))
     got = bucket_objects(bucket, "ds/")
