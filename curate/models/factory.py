@@ -192,13 +192,20 @@ def resolve_precision(precision: str | None, device: str) -> str:
     return precision
 
 
-def check_model(name: str, pretrained: str | None) -> None:
+def check_model(name: str, pretrained: str | None, cache_dir: str | None = None) -> None:
     """A ModelError unless ``name`` is a known architecture and ``pretrained`` (if given) is a
-    checkpoint file or one of its pretrained tags. Loads nothing (cheap: run before any job)."""
+    checkpoint file or one of its pretrained tags whose weights are cached or can be fetched.
+    Loads nothing (cheap: run before any job; at most one short connection, curate.models.hub)."""
     import open_clip
 
+    from curate.models.hub import unreachable_reason
+
     register_configs()
-    if name.startswith(("hf-hub:", "local-dir:")):
+    if name.startswith("local-dir:"):
+        return
+    if name.startswith("hf-hub:"):
+        if (reason := unreachable_reason(name, None, cache_dir)) is not None:
+            raise ModelError(reason)
         return
     if open_clip.get_model_config(name) is None:
         import difflib
@@ -215,6 +222,8 @@ def check_model(name: str, pretrained: str | None) -> None:
         if not is_file and pretrained not in list_pretrained_tags(name):
             raise ModelError(f"{pretrained!r} is neither a checkpoint file nor a pretrained tag of {name} "
                              f"(tags: {', '.join(list_pretrained_tags(name)) or 'none'})")
+        if not is_file and (reason := unreachable_reason(name, pretrained, cache_dir)) is not None:
+            raise ModelError(reason)
 
 
 def _state_dict_keys(text: str, kind: str) -> list[str]:
@@ -270,7 +279,7 @@ def load_model(name: str, pretrained: str | None = None, device: str = "cpu", pr
     precision = resolve_precision(precision, device)
     schema_prefixed = name.startswith(("hf-hub:", "local-dir:"))
     weights = checkpoint_file(pretrained)  # a URI looked up and copied once, here
-    check_model(name, weights)
+    check_model(name, weights, cache_dir)
     if pretrained is None:
         torch.manual_seed(seed)  # random init is reproducible from the seed
     try:

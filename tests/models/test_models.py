@@ -122,3 +122,64 @@ def test_an_embeddings_id_whose_checkpoint_now_holds_other_weights_is_refused(tm
     save_checkpoint(load_model("curate-tiny", seed=2).model, ckpt)  # other weights, same file
     with pytest.raises(ModelError, match=f"embeddings {mid} were made from {ckpt}, which now holds other weights"):
         resolve_model(mid, dataset=ds)
+
+
+@pytest.fixture()
+def hub_on_loopback(monkeypatch):
+    """The Hub's endpoint on a loopback port: closed (``closed``) or listening (``open``)."""
+    import socket
+
+    for var in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "http_proxy", "HTTP_PROXY", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    open_port = listener.getsockname()[1]
+    listener.listen(4)
+    spare = socket.socket()
+    spare.bind(("127.0.0.1", 0))
+    closed_port = spare.getsockname()[1]
+    spare.close()  # nothing listens there now: a connection is refused at once
+    ports = {"open": open_port, "closed": closed_port}
+
+    def point(which: str) -> None:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{ports[which]}")
+
+    yield point
+    listener.close()
+
+
+def test_a_tag_whose_weights_cannot_be_fetched_is_one_line_before_any_download(tmp_path, hub_on_loopback,
+                                                                                monkeypatch):
+    """Without the weights in the cache and without the Hub, huggingface_hub retried each file
+    for ~75 s with two dozen warnings before failing, in every task; one connection says it."""
+    hub_on_loopback("closed")
+    with pytest.raises(ModelError) as e:
+        load_model("ViT-B-32", pretrained="openai", cache_dir=str(tmp_path))
+    text = str(e.value)
+    assert "\n" not in text and "ViT-B-32:openai" in text and str(tmp_path) in text
+    assert "127.0.0.1" in text and "cannot be reached" in text and "--pretrained a checkpoint file" in text
+    # hf-hub: names are checked the same way (their config comes from the Hub)
+    with pytest.raises(ModelError, match="hf-hub:org/repo are not in the Hugging Face cache"):
+        load_model("hf-hub:org/repo", cache_dir=str(tmp_path))
+    # HF_HUB_OFFLINE: no connection is tried, and the error says why
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="not in the Hugging Face cache .* and HF_HUB_OFFLINE is set"):
+        load_model("ViT-B-32", pretrained="openai", cache_dir=str(tmp_path))
+
+
+def test_a_tag_is_checked_against_the_cache_then_the_hub(tmp_path, hub_on_loopback):
+    from curate.models import check_model
+
+    # cached (open_clip's .safetensors choice, in huggingface_hub's layout): no connection needed
+    repo = tmp_path / "models--timm--vit_base_patch32_clip_224.openai"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "open_clip_model.safetensors").write_bytes(b"weights")
+    hub_on_loopback("closed")
+    check_model("ViT-B-32", "openai", cache_dir=str(tmp_path))
+    with pytest.raises(ModelError, match="cannot be reached"):  # another tag's weights are not there
+        check_model("ViT-B-32", "laion2b_s34b_b79k", cache_dir=str(tmp_path))
+    # not cached, and the Hub answers: the download is left to open_clip
+    hub_on_loopback("open")
+    check_model("ViT-B-32", "laion2b_s34b_b79k", cache_dir=str(tmp_path))
