@@ -163,7 +163,10 @@ class StageKind:
     files: Callable[[Any, StageContext], list[str]] | None = None
     code_modules: tuple[str, ...] = ()   # modules whose source is part of the cache key
     version: str = "1"                   # bump when behaviour changes in a way the source hash misses
-    named_output: bool = False           # the stage's name names what it makes: part of the cache key
+    # the names the stage's tables take (its decisions/recipe-<recipe>-<stage>, a clustering, a
+    # scorer): part of the cache key, so a renamed recipe or stage writes its own tables instead of
+    # taking a hit whose tables carry the other name; None: it writes nothing under a name
+    names: Callable[[Any, StageContext], dict] | None = None
     frames: bool = False                 # run(ctx, UidTable, params) -> StageOutput (no rows on the driver)
 
 
@@ -171,8 +174,14 @@ _REGISTRY: dict[str, StageKind] = {}
 _loaded = False
 
 
+def run_names(params, ctx: StageContext) -> dict:
+    """The default: the stage writes ``decisions/<ctx.run_name>`` (and what it names after it)."""
+    return {"run": ctx.run_name}
+
+
 def register(kind: str, params: type[Params], *, family: str, reads: Any = (),
-             code_modules: tuple[str, ...] = (), version: str = "1", named_output: bool = False,
+             code_modules: tuple[str, ...] = (), version: str = "1",
+             names: Callable[[Any, StageContext], dict] | None | str = "run",
              frames: bool = False, files: Callable[[Any, StageContext], list[str]] | None = None):
     """Decorator registering ``fn(ctx, uids, params) -> StageResult`` as stage ``kind`` (with
     ``frames``: ``fn(ctx, UidTable, params) -> StageOutput``)."""
@@ -182,7 +191,8 @@ def register(kind: str, params: type[Params], *, family: str, reads: Any = (),
             raise ValueError(f"stage kind {kind!r} registered twice")
         doc = inspect.getdoc(fn) or ""
         _REGISTRY[kind] = StageKind(kind, params, fn, family, doc.split("\n\n")[0], reads, files,
-                                    (fn.__module__, *code_modules), version, named_output, frames)
+                                    (fn.__module__, *code_modules), version,
+                                    run_names if names == "run" else names, frames)
         return fn
 
     return deco

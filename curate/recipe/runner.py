@@ -158,16 +158,22 @@ def _execute_stage(run: _RecipeRun, spec: StageSpec, kind, params, cur: UidTable
     execute = run_table_stage if kind.frames else run_legacy_stage
     try:
         done = execute(ctx, kind, params, cur, run.cache, key, spec.name)
-    except RecipeError:
-        raise
     except CurateError as e:  # say which recipe line the failing stage is on
-        raise CurateError(f"{run.loaded.where(('stages', run.loaded.stages.index(spec)))}: stage "
-                          f"{spec.name!r}: {e}") from e
+        where = run.loaded.where(("stages", run.loaded.stages.index(spec)))
+        text = str(e)
+        if text.startswith(f"{run.loaded.path or '<recipe>'}:"):  # said already (a preflight's line)
+            raise
+        if isinstance(e, RecipeError):  # the stage's own check, which names the stage
+            raise RecipeError(f"{where}: {text}" if text.startswith("stage ") else
+                              f"{where}: stage {spec.name!r}: {text}") from e
+        raise CurateError(f"{where}: stage {spec.name!r}: {text}") from e
     # a pass-through that removed nothing has its input's hash
     out_hash = in_hash if done.uids is cur else subset_digest_frame(done.uids.frame(run.dataset, run.executor))[0]
     # the tables the stage wrote beside its decisions (a clustering): a later hit is good only
     # while they are still these (another run may have written the same name since)
-    writes = {t: table_fingerprint(run.dataset, t) for t in done.stats.get("writes", ())}
+    # (and its decisions/<run>: a later run of other parameters under the same names replaces it)
+    written = [*done.stats.get("writes", ()), f"decisions/{ctx.run_name}"]
+    writes = {t: table_fingerprint(run.dataset, t) for t in written if run.dataset.has_table(t)}
     run.this_run[key] = run.cache.commit(key, done.decisions, done.uids, {
         "stage": spec.name, "kind": spec.kind, "params": spec.params, "input_hash": in_hash,
         "output_hash": out_hash, **identity, "reasons": done.reasons, "stats": done.stats, "writes": writes})
@@ -184,7 +190,8 @@ def _run_stage(run: _RecipeRun, spec: StageSpec, cur: UidTable, in_hash: str) ->
     if kind.files is not None:  # evaluation images, a metadata file: replaced or added to, the stage runs again
         reads += [path_fingerprint(f) for f in kind.files(params, run.context(spec.name))]
     code = code_hash(kind)
-    key_params = {**spec.params, "name": spec.name} if kind.named_output else spec.params
+    names = kind.names(params, run.context(spec.name)) if kind.names is not None else {}
+    key_params = {**spec.params, "_names": names} if names else spec.params
     key = cache_key(in_hash, spec.kind, key_params, code, reads)
     t0 = time.perf_counter()
     hit = (run.this_run.get(key) or run.cache.get(key)) if cur.rows else None

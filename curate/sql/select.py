@@ -53,12 +53,23 @@ def selection_connection(dataset: Dataset, embedding_model: str | None = None,
 
 
 def tables_in_query(query: str, dataset: Dataset, embedding_model: str | None) -> list[str]:
-    """Tables whose view name appears as a word in the query (a recipe stage's cache key)."""
+    """Tables whose view name appears as a word in the query (a recipe stage's cache key), and
+    every table of a folder whose union view it names (``decisions``, ``subsets``: a rerun of
+    one filter changes what they hold); ``embeddings`` with a model given is that model's table."""
+    from curate.sql.views import view_name
+
     words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)}
-    names = [t for t, name in view_names(dataset.tables()).items() if name in words]
+    tables = dataset.tables()
+    names = [t for t, name in view_names(tables).items() if name in words]
     if "embeddings" in words and embedding_model:
         names.append(f"embeddings/{embedding_model}")
-    return names
+    for t in tables:
+        parent = t.rsplit("/", 1)[0] if "/" in t else None
+        if parent is None or (parent == "embeddings" and embedding_model):
+            continue
+        if view_name(parent) in words and t not in names:
+            names.append(t)
+    return sorted(set(names))
 
 
 def relation_sql(con, query: str) -> str:
@@ -101,6 +112,11 @@ def select_sql(dataset: Dataset, query: str, name: str, embedding_model: str | N
     from curate.models.scorers import embeddings_id
 
     embedding_model = embeddings_id(embedding_model, dataset.root)  # a scorer's name: its embeddings
+    if embedding_model and not dataset.has_table(f"embeddings/{embedding_model}"):
+        # else ``embeddings`` would be the union of every model's table: each sample once per model
+        have = sorted(t.split("/", 1)[1] for t in dataset.tables() if t.startswith("embeddings/"))
+        raise DatasetError(f"{dataset.root} has no embeddings/{embedding_model} (embeddings: "
+                           f"{', '.join(have) or 'none; run `curate embed`'})")
     views = selection_views(dataset, embedding_model)
     con = selection_connection(dataset, memory_limit=memory_limit, views=views)
     try:

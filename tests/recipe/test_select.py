@@ -63,6 +63,11 @@ def test_select_sql_errors_are_one_clear_line(pool):
     assert r.returncode == 2 and "not in samples" in r.stderr
     r = curate("select", str(pool.root), "--sql", "SELECT '" + "0" * 32 + "' AS uid", "--name", "x", "--allow-unknown")
     assert r.returncode == 0 and read_subset(pool, "x") == []
+    # a model with no table: `embeddings` would be the union of every model's, each sample once per model
+    r = curate("select", str(pool.root), "--sql", "SELECT uid FROM embeddings", "--name", "y", "--embedding-model",
+               "nosuchmodel")
+    assert r.returncode == 2 and "has no embeddings/nosuchmodel (embeddings: toy-model)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not pool.has_table("subsets/y")
 
 
 def test_run_cli_check_and_run(pool, tmp_path):

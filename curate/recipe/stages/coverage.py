@@ -50,8 +50,13 @@ def _files(p: CoverageStageParams, ctx: StageContext) -> list[str]:
     return [ctx.find_path(x) for x in (p.concepts, p.eval, p.metadata) if x]
 
 
+def _names(p: CoverageStageParams, ctx: StageContext) -> dict:
+    """coverage/<table> and the label its selection goes under (the recipe's output by default)."""
+    return {"table": p.table or ctx.run_name, "label": p.label or ctx.output or ctx.stage_name}
+
+
 @register("coverage", CoverageStageParams, family="report", reads=_reads, files=_files, code_modules=("curate.coverage",),
-          frames=True)
+          names=_names, frames=True)
 def run_coverage_stage(ctx: StageContext, inp: UidTable, p: CoverageStageParams) -> StageOutput:
     """Count concepts in the selection so far vs the pool (keeps every sample)."""
     from curate.coverage.concepts import from_eval_folder, from_file, from_metadata
@@ -64,8 +69,9 @@ def run_coverage_stage(ctx: StageContext, inp: UidTable, p: CoverageStageParams)
         concepts = from_eval_folder(_path(ctx, p.eval))
     else:
         concepts = from_metadata(_path(ctx, p.metadata))
-    name = check_name(p.table or ctx.run_name, "coverage table")
-    label = check_name(p.label or ctx.output or ctx.stage_name, "coverage label")
+    names = _names(p, ctx)
+    name = check_name(names["table"], "coverage table")
+    label = check_name(names["label"], "coverage label")
     # the selection as sorted distinct uid shards (written by the workers) the tasks read by uid range
     sel = f"coverage/{name}/_selection"
     write_uid_table(ctx.dataset, sel, inp.frame(ctx.dataset, ctx.executor()).distinct(), inp.distinct)
@@ -73,7 +79,7 @@ def run_coverage_stage(ctx: StageContext, inp: UidTable, p: CoverageStageParams)
                            embeddings=(p.embeddings or ctx.embedding_model) if p.threshold is not None else None,
                            **p.job_kwargs(),
                            params={"stage": ctx.stage_name, "recipe": ctx.recipe_name})
-    stats = {"table": f"coverage/{name}", "label": label,
+    stats = {"table": f"coverage/{name}", "label": label, "writes": [f"coverage/{name}"],
              **{src: {"pool_size": s["pool_size"], "subset_size": s["subsets"][label]["size"],
                       "concepts_lost": s["subsets"][label]["concepts_lost"],
                       "starved": [r["concept"] for r in s["subsets"][label]["starved"][:5]]}

@@ -27,8 +27,12 @@ from curate.params.scorer import ScorerTrainParams
 from curate.train.scorer import seed_kind
 
 
-@register("scorer", ScorerTrainParams, family="scorer", code_modules=("curate.train.scorer", "curate.params.scorer"), named_output=True,
-          frames=True)
+def _scorer_names(p, ctx: StageContext) -> dict:
+    return {"name": ctx.stage_name}  # the stage's name names the scorer (DATASET/scorers/NAME)
+
+
+@register("scorer", ScorerTrainParams, family="scorer", code_modules=("curate.train.scorer", "curate.params.scorer"),
+          names=_scorer_names, frames=True)
 def run_scorer(ctx: StageContext, inp: UidTable, p: ScorerTrainParams) -> StageOutput:
     """Train a DFN scorer on a trusted seed set (`curate scorer train`); later stages use it by name."""
     from curate.models.scorers import check_scorer_name

@@ -79,7 +79,8 @@ def _tables_in_query(p: SQLParams, dataset, embedding_model: str | None) -> list
     return tables_in_query(p.query, dataset, embedding_model)
 
 
-@register("sql", SQLParams, family="sql", reads=_tables_in_query, frames=True, code_modules=("curate.sql",))
+@register("sql", SQLParams, family="sql", reads=_tables_in_query, frames=True, code_modules=("curate.sql",),
+          names=None)  # its decisions live in _tmp/ until the cache entry holds them
 def run_sql(ctx: StageContext, inp: UidTable, p: SQLParams) -> StageOutput:
     """Keep or remove the uids a DuckDB query over the dataset returns."""
     # the engine's tasks run the query one uid range each (curate.sql.ranges) and write that
