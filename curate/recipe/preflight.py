@@ -41,10 +41,33 @@ def check_dataset_inputs(loaded: LoadedRecipe, dataset: Dataset) -> None:
                 continue
             raise RecipeError(f"{loaded.where(('stages', i))}: stage {spec.name!r} reads {table}, which is not "
                               f"in {dataset.root}; {_hint(table, dataset)}")
+        if kind.files is not None:
+            _check_files(loaded, dataset, i, spec, kind, params)
         if spec.kind == "scorer":
             scorers.add(spec.name)
         if spec.kind == "cluster":
             made.add(default_clusters)
+
+
+def _check_files(loaded: LoadedRecipe, dataset: Dataset, i: int, spec, kind, params) -> None:
+    """The files and folders the stage's parameters name (evaluation images, a metadata file, a
+    synset list) exist where the stage looks for them (``StageContext.find_path``)."""
+    import glob
+
+    from curate import storage
+    from curate.recipe.registry import StageContext
+    from curate.recipe.runner import _folder_of
+
+    ctx = StageContext(dataset=dataset, embedding_model=loaded.recipe.embedding_model, stage_name=spec.name,
+                       recipe_name=loaded.recipe.name, output=loaded.output, recipe_dir=_folder_of(loaded.path))
+    for f in kind.files(params, ctx):
+        if any(c in f for c in "*?["):  # a glob of target files: its matches, or a store's listing later
+            if storage.is_uri(f) or glob.glob(f):
+                continue
+        elif storage.exists(f):
+            continue
+        raise RecipeError(f"{loaded.where(('stages', i))}: stage {spec.name!r}: {f} does not exist (a relative "
+                          "path is looked for in the dataset, beside the recipe, then here)")
 
 
 def _check_input(loaded: LoadedRecipe, dataset: Dataset) -> None:

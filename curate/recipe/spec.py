@@ -54,6 +54,15 @@ class Recipe(BaseModel):
     stages: list[dict[str, Any]] = Field(default_factory=list)
     description: str | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        try:  # it names decisions/<name> and subsets/<name> (the output by default), as select's --name does
+            check_name(v, "recipe name")
+        except CurateError as e:
+            raise ValueError(str(e)) from None
+        return v
+
     @field_validator("input")
     @classmethod
     def _check_input(cls, v: str) -> str:
@@ -129,6 +138,24 @@ def _where(path: Path | str | None, lines: dict[tuple, int], loc: tuple) -> str:
     return f"{path or '<recipe>'}:{line}"
 
 
+def _duplicate_key(node: yaml.Node) -> tuple[str, int, int] | None:
+    """The first key a mapping of the tree repeats: (key, its line, the first one's line)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                if k.value in seen:
+                    return k.value, k.start_mark.line + 1, seen[k.value]
+                seen[k.value] = k.start_mark.line + 1
+            if (dup := _duplicate_key(v)) is not None:
+                return dup
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            if (dup := _duplicate_key(v)) is not None:
+                return dup
+    return None
+
+
 def _node_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
     """Path (keys and list indexes) -> 1-based line, for every node of a composed YAML tree."""
     out = {prefix: node.start_mark.line + 1}
@@ -170,6 +197,10 @@ def load_recipe(source: str | Path, text: str | None = None) -> LoadedRecipe:
         raise RecipeError(f"{path or '<recipe>'}:{line}: invalid YAML: {e.problem or e}") from e
     if node is None or not isinstance(data, dict):
         raise RecipeError(f"{path or '<recipe>'}:1: a recipe is a YAML mapping (name, dataset, stages)")
+    if (dup := _duplicate_key(node)) is not None:  # YAML keeps the last in silence: a stages list lost
+        key, line, first = dup
+        raise RecipeError(f"{path or '<recipe>'}:{line}: key {key!r} is given twice (first at line {first}); "
+                          "keep one")
     lines = _node_lines(node)
     try:
         recipe = Recipe.model_validate(data)
@@ -213,6 +244,8 @@ def _stage_specs(recipe: Recipe, path: Path | str | None, lines: dict[tuple, int
         name = str(raw.get("name") or kind)
         try:  # the stage name becomes part of table paths (decisions/recipe-<recipe>-<stage>)
             check_name(name, "stage name", reserved=False)
+            check_name(f"recipe-{recipe.name}-{name}", f"stage {name!r}'s table name (recipe-<recipe>-<stage>)",
+                       reserved=False)
         except CurateError as e:
             raise RecipeError(f"{_where(path, lines, loc + ('name',))}: {e}") from None
         if name in seen:

@@ -355,3 +355,127 @@ def test_a_stage_s_relative_file_is_found_in_the_dataset_then_beside_the_recipe_
     assert ctx.find_path("m.json") == str(pool.root / "m.json")
     assert ctx.find_path(str(tmp_path / "x.json")) == str(tmp_path / "x.json")
     assert ctx.find_path("s3://b/m.json") == "s3://b/m.json"
+
+
+SAMPLE_ONLY = "name: {name}\ndataset: {ds}\ninput: downloaded\nstages:\n  - kind: sample\n    fraction: 0.5\n    seed: {seed}\n"
+
+
+def test_a_renamed_recipe_writes_its_own_tables_instead_of_taking_the_other_s_cache_entry(pool, tmp_path):
+    """A stage's tables are named after the recipe (decisions/recipe-<recipe>-<stage>, a
+    clustering): a hit made under another recipe's name left this one's tables unwritten, and a
+    later stage reading them failed."""
+    run_recipe(load_recipe(write(tmp_path, SAMPLE_ONLY.format(name="a", ds=pool.root, seed=7))),
+               engine="local", quiet=True)
+    b = run_recipe(load_recipe(write(tmp_path, SAMPLE_ONLY.format(name="b", ds=pool.root, seed=7))),
+                   engine="local", quiet=True)
+    assert [s["cached"] for s in b["stages"]] == [False]
+    assert pool.read("decisions/recipe-b-sample").equals(pool.read("decisions/recipe-a-sample"))
+
+
+def test_a_cached_stage_whose_table_a_later_run_rewrote_runs_again(pool, tmp_path):
+    """seed 7, seed 8, seed 7 under one recipe name: the third run's entry is the first's, but
+    the second rewrote decisions/recipe-r-sample; a hit would leave it holding seed 8's draw."""
+    tables = []
+    for seed in (7, 8, 7):
+        lineage = run_recipe(load_recipe(write(tmp_path, SAMPLE_ONLY.format(name="r", ds=pool.root, seed=seed))),
+                             engine="local", quiet=True)
+        tables.append((lineage["stages"][0]["cached"], pool.read("decisions/recipe-r-sample")))
+    assert [c for c, _ in tables] == [False, False, False]
+    assert tables[2][1].equals(tables[0][1]) and not tables[1][1].equals(tables[0][1])
+    again = run_recipe(load_recipe(tmp_path / "r.yaml"), engine="local", quiet=True)
+    assert again["stages"][0]["cached"]  # nothing rewrote it since: the hit stands
+
+
+def test_a_sql_stage_over_a_union_view_runs_again_when_a_member_table_changes(pool, tmp_path):
+    """``decisions`` (and ``subsets``, ``embeddings`` without a model) are unions of a folder's
+    tables; a rerun of one filter changes what they hold, so the stage's key covers them all."""
+    import pyarrow as pa
+
+    from curate.sql.select import tables_in_query
+
+    uids = pool.read("downloads")["uid"].to_pylist()
+
+    def decisions(n_removed: int) -> pa.Table:
+        kept = [i >= n_removed for i in range(len(uids))]
+        return pa.table({"uid": uids, "stage": ["f"] * len(uids), "kept": kept,
+                         "reason": ["kept" if k else "low" for k in kept], "value": pa.nulls(len(uids), pa.float64()),
+                         "detail": pa.nulls(len(uids), pa.string())})
+
+    pool.write_table("decisions/f2", decisions(10), schema="decisions")
+    pool.write_table("decisions/other", decisions(0), schema="decisions")
+    assert tables_in_query("SELECT uid FROM decisions WHERE _table = 'f2'", pool, None) == \
+        ["decisions/f2", "decisions/other"]
+    assert tables_in_query("SELECT uid FROM embeddings", pool, None) == ["embeddings/toy-model"]
+    assert tables_in_query("SELECT uid FROM embeddings", pool, "toy-model") == ["embeddings/toy-model"]
+    text = (f"name: u\ndataset: {pool.root}\ninput: downloaded\nstages:\n  - kind: sql\n    mode: remove\n"
+            "    query: SELECT uid FROM decisions WHERE _table = 'f2' AND NOT kept\n")
+    first = run_recipe(load_recipe(write(tmp_path, text)), engine="local", quiet=True)
+    pool.write_table("decisions/f2", decisions(30), schema="decisions")
+    second = run_recipe(load_recipe(write(tmp_path, text)), engine="local", quiet=True)
+    dl = pool.read("downloads")
+    ok = {u for u, st in zip(dl["uid"].to_pylist(), dl["status"].to_pylist()) if st == "success"}
+    assert first["stages"][0]["output_count"] == len(ok - set(uids[:10]))
+    assert not second["stages"][0]["cached"] and second["stages"][0]["output_count"] == len(ok - set(uids[:30]))
+
+
+@pytest.mark.parametrize("text, line, needle", [
+    ("name: d\nstages:\n  - kind: sample\n    count: 3\nstages:\n  - kind: sample\n    count: 4\n", 5,
+     "key 'stages' is given twice (first at line 2)"),
+    ("name: d\nstages:\n  - kind: sample\n    count: 3\n    count: 4\n", 5, "key 'count' is given twice (first at line 4)"),
+    ("name: samples\nstages: []\n", 1, "recipe name 'samples' is the name of a dataset table"),
+    ("name: a..b\nstages: []\n", 1, "recipe name 'a..b' contains '..'"),
+    (f"name: {'b' * 129}\nstages: []\n", 1, "is longer than 128 characters"),
+    (f"name: {'b' * 110}\nstages:\n  - kind: sample\n    name: {'s' * 20}\n    count: 3\n", 4,
+     "table name (recipe-<recipe>-<stage>) 'recipe-bbb"),
+])
+def test_duplicate_keys_and_names_that_make_no_table_fail_at_load_naming_the_line(tmp_path, text, line, needle):
+    """YAML keeps the last of two equal keys in silence (a stages list was lost); a recipe name
+    is checked as a subset name is (it names subsets/<name>), and its stages' table names fit."""
+    p = write(tmp_path, text)
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    assert str(e.value).startswith(f"{p}:{line}:") and needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_stage_s_missing_file_fails_before_the_first_stage_naming_the_line(pool, tmp_path):
+    """Even when an earlier stage would remove everything (the stage then never runs to say it)."""
+    emptying = "  - kind: sql\n    query: SELECT uid FROM samples WHERE false\n"
+    for stage in ("  - kind: decontaminate\n    eval: nosuch_eval_dir\n",
+                  "  - kind: text_based\n    synsets: nosuch.txt\n",
+                  "  - kind: metaclip_balance\n    metadata: nosuch.json\n"):
+        p = write(tmp_path, f"name: m\ndataset: {pool.root}\nembedding_model: toy-model\ninput: all\nstages:\n"
+                            f"{emptying}{stage}")
+        with pytest.raises(RecipeError, match=rf"^{p}:8: stage '\w+': .*nosuch\S* does not exist"):
+            run_recipe(load_recipe(p), engine="local", quiet=True)
+    assert not pool.has_table("decisions/recipe-m-sql")  # nothing ran
+
+
+def test_a_stage_s_file_is_found_beside_the_recipe_for_the_filters_too(pool, tmp_path, monkeypatch):
+    """text_based's synsets (and image_based's target/centroids) were opened as written, relative
+    to where curate runs, while every other stage's files are found in the dataset or beside
+    the recipe."""
+    from curate.recipe.registry import StageContext, get_kind
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "syn.txt").write_text("n02084071\n")
+    monkeypatch.chdir(tmp_path)
+    kind = get_kind("text_based")
+    ctx = StageContext(dataset=pool, embedding_model=None, stage_name="t", recipe_dir=str(recipes))
+    assert kind.files(kind.params.model_validate({"synsets": "syn.txt"}), ctx) == [str(recipes / "syn.txt")]
+    p = write(recipes, f"name: m\ndataset: {pool.root}\ninput: all\nstages:\n  - kind: text_based\n"
+                       "    synsets: syn.txt\n")
+    from curate.recipe.preflight import check_dataset_inputs
+
+    check_dataset_inputs(load_recipe(p), pool)  # found beside the recipe: no error
+
+
+def test_the_basic_filter_stage_reads_no_embeddings(pool):
+    """basic decides on captions and sizes: the recipe's model is no input of it (a missing
+    model was blamed on its line, and a re-embed invalidated its cache)."""
+    from curate.recipe.registry import get_kind, tables_read
+
+    kind = get_kind("basic")
+    assert not [t for t in tables_read(kind, kind.params.model_validate({}), pool, "dfn") if t.startswith("embeddings")]
+    clip = get_kind("clip_score")
+    assert "embeddings/dfn" in tables_read(clip, clip.params.model_validate({"threshold": 0.1}), pool, "dfn")

@@ -19,6 +19,7 @@ from curate.recipe.registry import Params, StageContext, StageOutput, register
 from curate.recipe.uid_tables import UidTable
 
 _MODULES = ("curate.filters",)
+_FILE_KEYS = ("target", "centroids", "synsets", "wordnet_dir")  # parameters that name files
 
 
 def _spec(name: str, given: dict):
@@ -52,6 +53,9 @@ def _run(ctx: StageContext, inp: UidTable, name: str, p: Params) -> StageOutput:
     from curate.filters.job import run_filters
 
     given = p.model_dump()
+    for k in _FILE_KEYS:  # in the dataset, beside the recipe, or here, as every stage's files
+        if given.get(k):
+            given[k] = ctx.find_path(given[k])
     if "model" in given and given["model"] is None and ctx.embedding_model and name != "text_based":
         given["model"] = ctx.embedding_model
     stats: dict[str, Any] = {}
@@ -69,8 +73,11 @@ def _reads(name: str):
         out = ["samples"]  # text_stats is derived from samples by the filter job itself
         if name == "basic":
             out.append("downloads")
-        if name != "text_based" and (getattr(p, "model", None) or model):
-            out.append(f"embeddings/{getattr(p, 'model', None) or model}")
+        # the filters that read embeddings have a model parameter (basic has none)
+        if name != "text_based" and "model" in type(p).model_fields and (p.model or model):
+            out.append(f"embeddings/{p.model or model}")
+        if getattr(p, "clip_model", None):  # image_based's clip cut on another model's scores
+            out.append(f"embeddings/{p.clip_model}")
         return out
     return reads
 
@@ -78,7 +85,7 @@ def _reads(name: str):
 def _files(p, ctx: StageContext) -> list[str]:
     """image_based's target images or embeddings and centroids, text_based's synset list and
     WordNet folder: paths as the filter job reads them."""
-    return [getattr(p, k) for k in ("target", "centroids", "synsets", "wordnet_dir") if getattr(p, k, None)]
+    return [ctx.find_path(getattr(p, k)) for k in _FILE_KEYS if getattr(p, k, None)]
 
 
 def _make(name: str, doc: str):
