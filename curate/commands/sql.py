@@ -175,6 +175,7 @@ def _run_sql(dataset: str, query: str, out: str | None, limit: int, limits: dict
         if room > 0:
             shown.append(batch.slice(0, room))
         more += max(0, batch.num_rows - max(room, 0))  # the rest is counted, not kept
-    if schema is None:
+    if schema is None:  # no batch at all (LIMIT 0, an empty table): said, not a blank
+        typer.echo("(no rows)")
         return
     _print_table(pa.Table.from_batches(shown, schema=schema), limit, more=more)

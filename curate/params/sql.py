@@ -31,7 +31,7 @@ class SQLQueryParams(DuckDBMemory):
     query: str = Field(description="SELECT statement; every table is a view (samples, rejects, decisions_<run>, "
                        "embeddings_<model>, subsets_<name>, ...).", json_schema_extra=cli_extra(argument=True))
     out: Optional[str] = Field(None, description="Write the result to a .csv or .parquet file instead of printing.")
-    limit: int = Field(50, description="Rows to print.")
+    limit: int = Field(50, ge=0, description="Rows to print.")
     max_spill: Optional[str] = Field(None, description=f"Most the spill folder may hold (DuckDB's "
                                      f"max_temp_directory_size; default ${MAX_SPILL_ENV} or {DEFAULT_MAX_SPILL}).")
     timeout: float = Field(DEFAULT_TIMEOUT_S, description="Seconds before the query is interrupted (0: no limit).")

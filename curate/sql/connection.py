@@ -49,6 +49,7 @@ def connect(dataset: Dataset | str | Path, memory_limit: str | None = DEFAULT_ME
     _set(con, "memory_limit", memory_limit, "--memory-limit", "4GB, 512MB, 50%")
     _set(con, "max_temp_directory_size", max_spill(max_spill_size), "--max-spill", "20GB, 500MB")
     con.execute(f"SET temp_directory = {quote(spill_dir())}")
+    con.execute("SET enable_progress_bar = false")  # its \r redraws end up in logs and piped stderr
     # Read-only: the dataset folder may be read, nothing else may be touched (no COPY ... TO,
     # no ATTACH, no other files), and the settings are then locked.
     con.execute(f"SET allowed_directories = [{quote(str(ds.root) + '/')}]")
@@ -98,6 +99,8 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         raise CurateError(f"SQL error: {_first_line(e)}") from e
     if not statements:
         raise CurateError("SQL error: no statement given")
+    if len(statements) > 1:  # DuckDB would run them all and return the last one's rows only
+        raise CurateError(f"SQL error: one statement at a time ({len(statements)} given, separated by ';')")
     for st in statements:
         if st.type not in _READ_ONLY:
             raise CurateError(f"curate sql is read-only: {st.type.name} statements are not allowed")
@@ -189,7 +192,7 @@ def limited(con: duckdb.DuckDBPyConnection, timeout: float | None = DEFAULT_TIME
 
 def query(dataset: Dataset | str | Path, sql: str, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
           timeout: float | None = DEFAULT_TIMEOUT_S, max_spill_size: str | None = None) -> pa.Table:
-    """Run read-only SQL over the dataset's views; the last statement's result as Arrow."""
+    """Run one read-only SQL statement over the dataset's views; its result as Arrow."""
     con = connect(dataset, memory_limit=memory_limit, max_spill_size=max_spill_size)
     try:
         check_read_only(con, sql)
@@ -207,10 +210,8 @@ def query_batches(dataset: Dataset | str | Path, sql: str, memory_limit: str | N
     try:
         check_read_only(con, sql)
         with limited(con, timeout, memory_limit):
-            # only the last statement's rows are wanted; the ones before it are read-only,
-            # so leaving them out changes nothing
-            last = con.extract_statements(sql)[-1]
-            reader = con.sql(last.query).to_arrow_reader(batch_rows)
+            only = con.extract_statements(sql)[0]  # one statement (check_read_only)
+            reader = con.sql(only.query).to_arrow_reader(batch_rows)
             yield from reader
     finally:
         con.close()

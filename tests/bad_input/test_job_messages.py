@@ -31,6 +31,13 @@ def test_an_empty_evaluation_folder_is_refused_before_the_engine_starts(tmp_path
     monkeypatch.setattr(job, "_eval_model_ref", no_model)
     with pytest.raises(CurateError, match="no images .* under .*eval"):
         job.check_decontaminate(ds, "toy", str(tmp_path / "eval"), 0.9)
+    # a missing folder given by its absolute path is said as missing (it was "table name ... must be
+    # a relative path inside the dataset")
+    with pytest.raises(CurateError) as e:
+        job.check_decontaminate(ds, "toy", str(tmp_path / "nonexistent_eval"), 0.9)
+    assert str(e.value).startswith(f"--eval {tmp_path / 'nonexistent_eval'}: neither an image folder")
+    with pytest.raises(CurateError, match="neither an image folder"):
+        job.check_decontaminate(ds, "toy", "../elsewhere", 0.9)
 
 
 def test_a_table_named_as_its_folder_in_sql_gets_its_view_name(tmp_path):
@@ -83,6 +90,24 @@ def test_stats_and_sql_refuse_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["stats", str(many / "one")])
     assert info.value.code in (0, None)
+
+
+def test_sql_says_what_it_does_with_no_rows_two_statements_and_a_negative_limit(tmp_path, capsys):
+    """LIMIT 0 printed nothing at all; two statements showed the last one's rows only; --limit -1
+    printed "... 2 more rows" for a 1-row result."""
+    from curate.cli import main
+
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("samples", pa.table({"uid": ["ab" * 16], "text": ["a cat"]}))
+    with pytest.raises(SystemExit) as info:
+        main(["sql", str(ds.root), "SELECT uid, text FROM samples LIMIT 0"])
+    assert info.value.code in (0, None) and capsys.readouterr().out.strip() == "(no rows)"
+    for argv, said in (([str(ds.root), "SELECT 1 AS a; SELECT 2 AS b"], "one statement at a time (2 given"),
+                       ([str(ds.root), "SELECT uid FROM samples", "--limit", "-1"], "--limit")):
+        with pytest.raises(SystemExit) as info:
+            main(["sql", *argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and said in err[0], (argv, err)
 
 
 @pytest.mark.parametrize("argv, said", [

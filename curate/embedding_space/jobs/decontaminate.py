@@ -34,12 +34,25 @@ def check_decontaminate(ds: Dataset, model_id: str, eval_source: str, threshold:
         raise DatasetError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
     table = embeddings_table(check_dataset(ds), model_id)
     source = str(eval_source)
-    if not storage.exists(source) and not ds.has_table(source):
+    if not storage.exists(source) and not _is_table(ds, source):
         raise DatasetError(f"--eval {eval_source}: neither an image folder, a Parquet table, nor a table of {ds.root}")
     if storage.is_dir(source) and not _eval_parquet_files(source):
         _check_has_images(source)  # before the engine and the model start
         _eval_model_ref(ds, model_id, model_name, pretrained)
     return table
+
+
+def _is_table(ds: Dataset, source: str) -> bool:
+    """Whether ``source`` names a table of ``ds``; a path (absolute, a URI, with ``..``) does not,
+    and is not an error here (a missing folder is said as one)."""
+    from curate.errors import CurateError
+
+    if storage.is_uri(source) or Path(source).is_absolute():
+        return False
+    try:
+        return ds.has_table(source)
+    except CurateError:  # not a table name at all
+        return False
 
 
 def _check_has_images(folder: str) -> None:
@@ -120,7 +133,7 @@ def load_eval_embeddings(source: str, dataset: Dataset, model_id: str, model_nam
     and the folder's images that could not be decoded (``{"eval_id", "error"}``; they are left
     out, as a web image that cannot be decoded is left out of the embed job)."""
     table_path = _eval_parquet_files(source)
-    if table_path is None and not storage.exists(source) and dataset.has_table(source):
+    if table_path is None and not storage.exists(source) and _is_table(dataset, source):
         table_path = dataset.shards(source)
     if table_path is not None:
         t = pa.concat_tables([storage.read_parquet(f) for f in table_path])
