@@ -40,6 +40,12 @@ def run_cmd(run: JobRun, p: RunParams) -> None:
             typer.echo(f"recipe {loaded.name}: {len(loaded.stages)} stages, ok (dataset {dataset.root} not found: "
                        f"its tables were not checked)")
         return
+    from curate.errors import RecipeError
+    from curate.tables import Dataset
+
+    if not Dataset(loaded.dataset_path()).exists():  # said with the recipe line, before the lock makes it
+        where = loaded.where(("dataset",)) if p.dataset is None else "--dataset"
+        raise RecipeError(f"{where}: dataset folder {loaded.dataset_path()} does not exist")
     hold_dataset_lock(loaded.dataset_path())  # one writer per dataset
     run_recipe(loaded, engine=run.engine, master=run.master, conf=run.conf, use_cache=not p.no_cache)
 

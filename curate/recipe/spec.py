@@ -66,7 +66,13 @@ class Recipe(BaseModel):
     @field_validator("input")
     @classmethod
     def _check_input(cls, v: str) -> str:
-        if v in ("all", "downloaded") or (v.startswith("subset:") and len(v) > 7):
+        if v.startswith("subset:") and len(v) > 7:
+            try:  # a subset's name, as select --name gives it (no path: subset:../samples)
+                check_name(v[len("subset:"):], "input subset", reserved=False)
+            except CurateError as e:
+                raise ValueError(str(e)) from None
+            return v
+        if v in ("all", "downloaded"):
             return v
         raise ValueError("input must be 'all', 'downloaded' or 'subset:NAME'")
 

@@ -424,6 +424,7 @@ def test_a_sql_stage_over_a_union_view_runs_again_when_a_member_table_changes(po
     ("name: d\nstages:\n  - kind: sample\n    count: 3\n    count: 4\n", 5, "key 'count' is given twice (first at line 4)"),
     ("name: samples\nstages: []\n", 1, "recipe name 'samples' is the name of a dataset table"),
     ("name: a..b\nstages: []\n", 1, "recipe name 'a..b' contains '..'"),
+    ("name: a\ninput: subset:../samples\nstages: []\n", 2, "input subset '../samples' contains a path separator"),
     (f"name: {'b' * 129}\nstages: []\n", 1, "is longer than 128 characters"),
     (f"name: {'b' * 110}\nstages:\n  - kind: sample\n    name: {'s' * 20}\n    count: 3\n", 4,
      "table name (recipe-<recipe>-<stage>) 'recipe-bbb"),
@@ -479,3 +480,14 @@ def test_the_basic_filter_stage_reads_no_embeddings(pool):
     assert not [t for t in tables_read(kind, kind.params.model_validate({}), pool, "dfn") if t.startswith("embeddings")]
     clip = get_kind("clip_score")
     assert "embeddings/dfn" in tables_read(clip, clip.params.model_validate({"threshold": 0.1}), pool, "dfn")
+
+
+def test_a_run_into_a_missing_dataset_names_the_recipe_line(tmp_path, capsys):
+    from curate.cli import main
+
+    p = write(tmp_path, f"name: m\ndataset: {tmp_path / 'nods'}\nstages:\n  - kind: sample\n    count: 3\n")
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(p), "--engine", "local"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err == [f"curate: error: {p}:2: dataset folder {tmp_path / 'nods'} does not exist"]
+    assert not (tmp_path / "nods").exists()
