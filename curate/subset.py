@@ -178,8 +178,31 @@ def write_subset_manifest(dataset: Dataset, name: str, manifest: dict | None, ro
     meta.setdefault("name", name)
     meta["count"] = rows
     meta["distinct"] = distinct
+    for key, entries in _still_linked(dataset, name).items():
+        meta.setdefault(key, entries)
     atomic_write_bytes(storage.join(d, "_manifest.json"), (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode())
     return d
+
+
+LINKED = ("trainings", "evaluations")  # what later commands record in a subset's manifest
+
+
+def _still_linked(dataset: Dataset, name: str) -> dict[str, list]:
+    """The trainings and evaluations of the subset's earlier manifest that were made from the
+    uids it holds now (their recorded ``subset_fingerprint`` is the new ``uids.parquet``'s): a
+    rerun writing the same uids (a cached recipe, the demo again) keeps them; other uids drop
+    them, since those models were not trained on this subset."""
+    try:
+        old = read_subset_manifest(dataset, name)
+    except (OSError, ValueError):  # no readable earlier manifest: nothing to keep
+        return {}
+    if not any(old.get(k) for k in LINKED):
+        return {}
+    from curate.tables.fingerprint import table_fingerprint
+
+    now = table_fingerprint(dataset, f"subsets/{name}")
+    return {k: kept for k in LINKED
+            if (kept := [e for e in old.get(k, []) if isinstance(e, dict) and e.get("subset_fingerprint") == now])}
 
 
 def distinct_records(records: np.ndarray, prev: tuple[int, int] | None) -> int:

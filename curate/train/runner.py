@@ -258,7 +258,10 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
     if info_path.exists():
         old = json.loads(info_path.read_text())
         if old.get("config_hash") == plan.config_hash and Path(old.get("checkpoint", "")).exists():
-            return old if launch.node_rank == 0 else _node_result(launch, output)
+            if launch.node_rank != 0:
+                return _node_result(launch, output)
+            _link_training(old, plan, info_path, seed)  # a subset rewritten since may have lost it
+            return old
     if launch.node_rank == 0:
         _prepare_run_folder(output, plan.config_hash, overwrite)
         clear_rank_records(output)
@@ -280,11 +283,15 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
     model_path = _save_final_weights(final, output / "model.pt", plan.cfg.model)
     info = _train_record(plan, output, pretrained, seed, model_path, final, wall, launch)
     atomic_write_bytes(info_path, (json.dumps(info, indent=2, sort_keys=True, default=str) + "\n").encode())
-    link_to_subset(info, "trainings", {"train_json": str(info_path), "checkpoint": str(model_path),
+    _link_training(info, plan, info_path, seed)
+    return info
+
+
+def _link_training(info: dict, plan: _RunPlan, info_path: Path, seed: int) -> None:
+    link_to_subset(info, "trainings", {"train_json": str(info_path), "checkpoint": str(info["checkpoint"]),
                                         "preset": plan.cfg.name, "seed": seed,
                                         "samples_seen": plan.steps["samples_seen"]},
                    replace_on="train_json")
-    return info
 
 
 def _train_record(plan: _RunPlan, output: Path, pretrained: str | None, seed: int, model_path: Path, final: Path,
@@ -424,13 +431,15 @@ def link_to_subset(info: dict, key: str, entry: dict, replace_on: str | None = N
 
     ds = Dataset(data["dataset"])
     try:
-        if data.get("subset_fingerprint") is not None:  # shards resharded since that was recorded
-            now = table_fingerprint(ds, f"subsets/{data['subset']}") if ds.has_table(f"subsets/{data['subset']}") else None
-            if now != data["subset_fingerprint"]:
-                logging.getLogger(__name__).warning(
-                    "not linking %s into subset %s: its uids changed since the shards were made from it (a later "
-                    "run wrote that name); this model was trained on the earlier subset", key, data["subset"])
-                return
+        now = table_fingerprint(ds, f"subsets/{data['subset']}") if ds.has_table(f"subsets/{data['subset']}") else None
+        if data.get("subset_fingerprint") is not None and now != data["subset_fingerprint"]:
+            # shards resharded since that was recorded
+            logging.getLogger(__name__).warning(
+                "not linking %s into subset %s: its uids changed since the shards were made from it (a later "
+                "run wrote that name); this model was trained on the earlier subset", key, data["subset"])
+            return
+        # the uids it was made from: a rewrite of the same uids keeps the entry (curate.subset)
+        entry = {**entry, "subset_fingerprint": now}
         append_subset_manifest(ds, data["subset"], key, entry, replace_on=replace_on)
     except (OSError, CurateError) as e:  # the dataset may have moved; the run itself stands
         logging.getLogger(__name__).warning("could not link %s into subset %s: %s", key, data["subset"], e)

@@ -42,11 +42,18 @@ def test_reshard_train_eval_links_into_subset_manifest(download_dataset, tmp_pat
     # evaluating again replaces the link instead of piling up duplicates
     evaluate(info["checkpoint"], zeroshot=[zs])
     assert len(read_subset_manifest(ds, "pick")["evaluations"]) == 1
+    # the same uids written again (a cached recipe, the demo rerun) keep their trainings and
+    # evaluations (the rewrite lost them, and the report its Evaluation section)
+    write_subset(ds, "pick", uids[:20] + [uids[0]])
+    again = read_subset_manifest(ds, "pick")
+    assert [e["checkpoint"] for e in again["trainings"]] == [info["checkpoint"]]
+    assert [e["results"] for e in again["evaluations"]] == [res["results_path"]]
     # a later subset of the same name is another subset: the model's evaluation is not its
     write_subset(ds, "pick", uids[:5])
     with caplog.at_level("WARNING"):
         evaluate(info["checkpoint"], zeroshot=[zs])
     assert "evaluations" not in read_subset_manifest(ds, "pick")
+    assert "trainings" not in read_subset_manifest(ds, "pick")  # other uids: not trained on them
     assert "not linking evaluations into subset pick: its uids changed since the shards were made" in caplog.text
     # the same command on shards resharded from the new subset is another run: not the old one handed back
     reshard(ds, "pick", shard_size=8, overwrite=True)
