@@ -219,7 +219,24 @@ def prepare_seed_set(dataset: Dataset, seed_set: str, folder: Path, executor=Non
         urls = read_url_list(Path(seed_set))
         desc.update(shards=len(urls), digest=hashlib.sha256("\n".join(urls).encode()).hexdigest()[:32])
         return urls, desc
+    desc.update(_shards_record(seed_set))
     return seed_set, desc
+
+
+def _shards_record(seed_set: str) -> dict:
+    """WebDataset shards given as a folder, a .tar or a brace/``::`` pattern: their count, the
+    samples their sizes.json gives (when there is one), and a digest of every shard's name, size
+    and modification time (nothing read), so that other shards under the same path are another
+    seed set (they were taken for the trained one: the old weights came back)."""
+    import webdataset as wds
+
+    from curate.recipe.cache import path_fingerprint
+    from curate.train.runner import resolve_train_data
+
+    info = resolve_train_data(seed_set)  # its one-line errors: a missing shard, no usable sample
+    prints = [path_fingerprint(p) for p in wds.shardlists.expand_urls(str(seed_set))]
+    digest = hashlib.sha256(json.dumps(prints, sort_keys=True).encode()).hexdigest()[:32]
+    return {"shards": info["shards"], "samples": info["samples"] or None, "digest": digest}
 
 
 # ---------------------------------------------------------------- training
@@ -279,8 +296,9 @@ def _same_seed_set(name: str, done: dict, data, desc: dict, folder: Path) -> tup
     if isinstance(data, Path) and data.name == "seed.next":
         shutil.rmtree(data, ignore_errors=True)
         data = folder / "seed"
+    counts = (was.get("samples"), desc.get("samples"))  # unknown for shards recorded before their digest
     same = (was.get("digest") == desc.get("digest") if was.get("digest") and desc.get("digest") else
-            (was.get("source"), was.get("samples")) == (desc.get("source"), desc.get("samples")))
+            was.get("source") == desc.get("source") and (None in counts or counts[0] == counts[1]))
     if not same:
         def what(d: dict) -> str:
             return f"{d.get('source')}" + (f", {d['samples']:,} pairs" if isinstance(d.get("samples"), int) else "")

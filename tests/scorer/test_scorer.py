@@ -170,6 +170,29 @@ def test_scorer_from_a_subset_then_a_recipe_names_it(downloaded):
     assert stage["kind"] == "clip_score" and stage["output_count"] < stage["input_count"]
 
 
+def test_a_webdataset_seed_set_whose_shards_changed_is_another_seed_set(downloaded, tmp_path):
+    """Shards under the same folder, replaced or added to, were taken for the seed set a scorer
+    was trained on (no digest was recorded): the old weights came back under the new shards."""
+    from curate.subset import write_subset
+    from curate.train.scorer import ScorerError, train_scorer
+
+    ds: Dataset = downloaded
+    uids = sorted(ds.read("samples", columns=["uid"]).column("uid").to_pylist())[:12]
+    write_subset(ds, "trusted-wds", uids)
+    from curate.reshard import reshard
+
+    reshard(ds, "trusted-wds", output=tmp_path / "wds", shard_size=6)
+    m = train_scorer(ds, "dfn-wds", str(tmp_path / "wds"), samples_seen=32, batch_size=16, progress=False)
+    seed = m["seed_set"]
+    assert seed["kind"] == "webdataset" and seed["shards"] == 2 and seed["samples"] == 12 and seed["digest"]
+    assert train_scorer(ds, "dfn-wds", str(tmp_path / "wds"), samples_seen=32, batch_size=16, progress=False) == m
+    tars = sorted((tmp_path / "wds").glob("*.tar"))
+    shutil.copy(tars[0], tmp_path / "wds" / "extra.tar")  # one more shard under the same folder
+    with pytest.raises(ScorerError, match="scorer 'dfn-wds' was trained on another seed set"):
+        train_scorer(ds, "dfn-wds", str(tmp_path / "wds"), samples_seen=32, batch_size=16, progress=False)
+    assert json.loads((ds.root / "scorers" / "dfn-wds" / "scorer.json").read_text()) == m
+
+
 @pytest.mark.slow
 def test_recipe_stage_trains_a_scorer_then_filters_on_it_by_name(downloaded, seed_folder, tmp_path):
     """`kind: scorer` trains a DFN from a trusted seed folder inside the recipe (the parameters of
