@@ -34,6 +34,7 @@ __all__ = ["LOCK_FILE", "DatasetLockedError", "acquire", "dataset_lock", "hold_d
            "release_command_locks"]
 
 _held: dict = {}  # resolved dataset root (Path, or URI str) -> [fd or ObjectLock, depth]
+_created: set = set()  # dataset folders this process made to write a new dataset into
 _guard = threading.RLock()  # re-entrant: the Ctrl-C handler may release while the main thread holds it
 
 
@@ -51,6 +52,8 @@ def acquire(root: str | os.PathLike, create: bool = False) -> Path:
             _held[root][1] += 1
             return root
         if create:
+            if not root.exists():  # made here: a command that writes nothing into it leaves no folder
+                _created.add(root)
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -194,6 +197,21 @@ def release(root: str | os.PathLike, finished: bool = True) -> None:
                     pass
             fcntl.flock(entry[0], fcntl.LOCK_UN)
             os.close(entry[0])
+            if root in _created:
+                _created.discard(root)
+                _remove_if_only_the_lock(root)
+
+
+def _remove_if_only_the_lock(root: Path) -> None:
+    """A folder this process made for a new dataset that still holds only its lock file (the
+    command failed before writing: an input that reads as nothing, a bad option) is removed,
+    so a failed first ingest leaves nothing behind."""
+    try:
+        if [p.name for p in root.iterdir()] == [LOCK_FILE]:
+            (root / LOCK_FILE).unlink()
+            root.rmdir()
+    except OSError:  # another writer came in, or the folder is not ours to empty: leave it
+        pass
 
 
 @contextmanager

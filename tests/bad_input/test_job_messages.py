@@ -143,3 +143,20 @@ def test_an_end_of_file_anywhere_is_a_line_not_a_silent_exit(tmp_path, monkeypat
         main(["stats", str(tmp_path / "ds")])
     err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert info.value.code == 2 and err == ["curate: error: unexpected end of a file or input (EOFError: Ran out of input)"]
+
+
+def test_a_failed_first_ingest_leaves_no_dataset_folder_behind(tmp_path, capsys):
+    """The folder it made held only _curate.lock; a folder that was there before stays."""
+    from curate.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "README.md").write_text("no pool here")
+    for out, existed in ((tmp_path / "new" / "ds", False), (tmp_path / "mine", True)):
+        if existed:
+            out.mkdir()
+        with pytest.raises(SystemExit) as info:
+            main(["ingest", str(src), "-o", str(out), "--engine", "local"])
+        assert info.value.code == 2 and "no readable input files" in capsys.readouterr().err
+        assert out.exists() == existed
+    assert (tmp_path / "new").is_dir()  # only the folder the dataset was to be made in
