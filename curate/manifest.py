@@ -99,14 +99,17 @@ class RunManifest:
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
 
-    def write(self, dataset: Dataset, name: str | None = None) -> Path | str:
+    def write(self, dataset: Dataset, name: str | None = None, current: bool = True) -> Path | str:
         self.data["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
         self.data["timings_s"]["total"] = round(time.perf_counter() - self._t0, 4)
         body = (json.dumps(_json_safe(self.data), indent=2, sort_keys=True, default=str, allow_nan=False)
                 + "\n").encode()
         stem = name or self.job
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        atomic_write_bytes(dataset.path(f"_runs/history/{stem}-{stamp}.json"), body)
+        history = dataset.path(f"_runs/history/{stem}-{stamp}.json")
+        atomic_write_bytes(history, body)
+        if not current:  # ``current`` False: a run that changed nothing leaves _runs/<stem>.json as it was
+            return history
         path = dataset.path(f"_runs/{stem}.json")
         atomic_write_bytes(path, body)
         return path

@@ -56,11 +56,16 @@ def download(run: JobRun, p: DownloadParams) -> None:
     publish_working_copies()
     if stats.get("skipped"):
         info("download: nothing to do (every sample has a result in a complete shard)")
+        if stats.get("datacomp_resharder_args"):
+            info("DataComp's resharder.py reads these shards with: " + " ".join(stats["datacomp_resharder_args"]))
         return
     info(f"download: {stats['success']} success, {stats['failed']} failed of {stats['samples']} samples "
          f"({stats['to_download']} attempted this run)")
     if stats["failed_by_class"]:
         info("failed by class: " + json.dumps(stats["failed_by_class"]))
+    if stats.get("shards_not_completed"):
+        info(f"warning: {stats['shards_not_completed']} of this run's image shards did not complete (img2dataset's "
+             "errors are above); their samples are not_downloaded, and a rerun fetches them")
     hint = blocked_hint(stats["failed_by_class"])
     if hint:
         info(hint)

@@ -54,7 +54,7 @@ class DownloadOptions:
     resize_mode: str = "keep_ratio_largest"
     resize_only_if_bigger: bool = True
     encode_format: str = "jpg"
-    encode_quality: int = 95
+    encode_quality: int | None = None  # None: 95 for jpg and webp, zlib level 6 for png (img2dataset needs 0-9)
     skip_reencode: bool = True
     min_image_size: int = 0
     max_image_area: float = DEFAULT_MAX_IMAGE_AREA
@@ -69,6 +69,10 @@ class DownloadOptions:
     extract_exif: bool = False
     shard_digits: int | None = None  # None: the dataset's existing width, else SHARD_DIGITS
     policy: FetchPolicy = field(default_factory=FetchPolicy)
+
+    def __post_init__(self) -> None:
+        if self.encode_quality is None:
+            self.encode_quality = 6 if self.encode_format == "png" else 95
 
     def check(self) -> None:
         if self.resize_mode not in RESIZE_MODES:
@@ -90,8 +94,10 @@ class DownloadOptions:
         if not self.max_aspect_ratio >= 1:
             raise CurateError(f"--max-aspect-ratio is longer side over shorter side, so at least 1; got "
                               f"{self.max_aspect_ratio}")
-        if not 0 <= self.encode_quality <= 100:
-            raise CurateError(f"--encode-quality must be between 0 and 100, got {self.encode_quality}")
+        top = 9 if self.encode_format == "png" else 100  # png's is zlib's compression level
+        if not 0 <= self.encode_quality <= top:
+            raise CurateError(f"--encode-quality must be between 0 and {top} for {self.encode_format}, got "
+                              f"{self.encode_quality}")
         self.policy.check()
 
 
@@ -120,6 +126,28 @@ def _complete_stems(dataset: Dataset) -> dict[int, str]:
                                    f"remove one of them")
             stems[i] = m.group(1)
     return stems
+
+
+def downloads_current(dataset: Dataset) -> bool:
+    """Whether ``downloads`` was written after every complete shard finished. A run stopped
+    after some of its shards completed and before it rewrote the table leaves their attempts
+    (the latest ones) in the shards only; a retry set read from that table would fetch
+    successes again, and a rerun with nothing to fetch would leave the table contradicting
+    the shards. One listing of ``images/``, one look at each downloads shard."""
+    if not dataset.has_table("downloads"):
+        return False
+    stats = {f"{s}_stats.json" for s in _complete_stems(dataset).values()}
+    if not stats:
+        return True
+    d = dataset.path(IMAGES)
+    if dataset.remote:
+        done = [i.mtime_ns or 0 for i in storage.listing(storage.resolve(d)) if i.base_name in stats]
+    else:
+        import os
+
+        done = [e.stat().st_mtime_ns for e in os.scandir(d) if e.name in stats]
+    table = min(storage.fingerprint(p)[1] for p in dataset.shards("downloads"))
+    return table >= max(done, default=0)
 
 
 def complete_shards(dataset: Dataset) -> list[int]:
@@ -260,7 +288,9 @@ def run_download(dataset: Dataset, executor, opts: DownloadOptions | None = None
         stats = _download(dataset, executor, opts, retry_failed, retry_classes, manifest)
     manifest["counts"] = stats
     manifest["outputs"] = {"downloads": str(dataset.table_dir("downloads")), "images": str(dataset.path(IMAGES))}
-    manifest.write(dataset)
+    # a run with nothing to do changed nothing: _runs/download.json stays the run that made the
+    # shards and the table (its counts and options); the no-op is kept in _runs/history/
+    manifest.write(dataset, current=not stats.get("skipped"))
     return stats
 
 
@@ -276,12 +306,19 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
     storage.remove_tree(dataset.path(WORK))
     try:
         samples = samples_frame(dataset, executor)
+        n_samples = dataset.count("samples")
+        current = downloads_current(dataset)
+        if retry_failed and dataset.has_table("downloads") and not current:
+            # the retry set is read from the table: first bring it to the shards' latest attempts
+            with manifest.stage("downloads_table_before_retry"):
+                write_downloads_table(dataset, executor, samples, n_samples)
+            current = True
         todo, retried, carried = write_todo(dataset, executor, samples, retry_failed, retry_classes,
                                             opts.samples_per_shard)
-        n_samples = dataset.count("samples")
         stats = {"to_download": todo, "retried": retried, "removed_incomplete_files": len(removed)}
-        if todo == 0 and dataset.has_table("downloads") and dataset.count("downloads") == n_samples:
+        if todo == 0 and current and dataset.count("downloads") == n_samples:
             stats["skipped"] = True  # finished: nothing to fetch, table up to date
+            stats["datacomp_resharder_args"] = datacomp_resharder_args(dataset)
             return stats
         if todo:
             done = complete_shards(dataset)
@@ -289,9 +326,14 @@ def _download(dataset: Dataset, executor, opts: DownloadOptions, retry_failed: b
             with manifest.stage("img2dataset"):
                 _run_img2dataset(dataset, first, carried, opts, executor, digits)
             stats["new_shards"] = [shard_name(i, digits) for i in complete_shards(dataset) if i >= first]
+            stats["shards_not_completed"] = math.ceil(todo / opts.samples_per_shard) - len(stats["new_shards"])
         with manifest.stage("downloads_table"):
             stats.update(write_downloads_table(dataset, executor, samples, n_samples))
             write_blur_metadata_map(dataset)
+        if todo and not stats["new_shards"]:  # every shard of the run failed (a read-only disk, ...)
+            raise DatasetError(f"download: none of this run's {stats['shards_not_completed']} image shards "
+                               f"completed (img2dataset's errors are above); their {todo:,} samples are "
+                               "not_downloaded in the downloads table: fix the cause and rerun")
     finally:
         storage.remove_tree(dataset.path(WORK))
     stats["datacomp_resharder_args"] = datacomp_resharder_args(dataset)

@@ -34,7 +34,8 @@ class DownloadParams(JobParams):
     resize_only_if_bigger: bool = Field(True, description="Only shrink; never upscale small images.",
                                         json_schema_extra=cli_extra(negative="--resize-always"))
     encode_format: str = Field("jpg", description="jpg, png or webp for stored images.")
-    encode_quality: int = Field(95, description="JPEG/WebP quality (PNG: compression 0-9).")
+    encode_quality: Optional[int] = Field(None, description="JPEG/WebP quality 0-100 (default 95); PNG: zlib "
+                                          "compression level 0-9 (default 6).")
     skip_reencode: bool = Field(True, description="Keep the original bytes when no resize is needed and the format "
                                 "matches.", json_schema_extra=cli_extra(negative="--always-reencode"))
     min_image_size: int = Field(0, description="Images whose shorter side is below this fail as too_small.")

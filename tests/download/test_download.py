@@ -158,6 +158,67 @@ def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, im
     assert [p.read_bytes() for p in ds.shards("downloads")] == want
 
 
+def test_a_retry_stopped_before_its_table_was_written_is_not_taken_from_the_stale_table(tmp_path, image_server,
+                                                                                       photos):
+    """A --retry-failed run that completed a shard and was stopped before it rewrote downloads:
+    the rerun's retry set came from the stale table (the successes were fetched again, into two
+    shards), and a rerun without the flag said "nothing to do" over a table the shards contradict."""
+    import os
+
+    b = image_server.base
+    pool = [(f"{b}/img/{p.name}", f"c{i}") for i, p in enumerate(photos[:3])]
+    pool += [(f"{b}/flaky/{photos[3].name}", "flaky"), (f"{b}/missing", "gone")]
+    ds = Dataset(tmp_path / "ds")
+    samples = samples_table(pool)
+    ds.write_table("samples", samples, schema="samples")
+    uid = dict(zip([u for u, _ in pool], samples.column("uid").to_pylist()))
+    run_download(ds, LocalExecutor(), _opts(samples_per_shard=4))
+    stale = [(p, p.read_bytes(), p.stat().st_mtime_ns) for p in ds.shards("downloads")]
+    retry = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4), retry_failed=True)
+    assert retry["to_download"] == 2 and ds.read("downloads").num_rows == 5  # the flaky one now succeeds
+
+    def stop_before_the_table():  # the table as the stopped run left it: the first run's, older than the shard
+        for p in ds.shards("downloads"):
+            p.unlink()
+        for p, data, ns in stale:
+            p.write_bytes(data)
+            os.utime(p, ns=(ns, ns))
+
+    stop_before_the_table()
+    n_requests = len(image_server.requests)
+    again = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4), retry_failed=True)
+    assert again["to_download"] == again["retried"] == 1  # the 404 only: the flaky one's success stands
+    assert len(image_server.requests) == n_requests + 1
+    rows = {r["uid"]: r for r in ds.read("downloads").to_pylist()}
+    assert rows[uid[pool[3][0]]]["status"] == "success" and rows[uid[pool[3][0]]]["attempts"] == 2
+    assert rows[uid[pool[4][0]]]["attempts"] == 3
+
+    stop_before_the_table()
+    plain = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4))
+    assert not plain["skipped"] and plain["to_download"] == 0  # the table is brought to the shards
+    assert {r["uid"]: r for r in ds.read("downloads").to_pylist()} == rows
+    assert run_download(ds, LocalExecutor(), _opts(samples_per_shard=4))["skipped"]
+    # a run that changed nothing keeps the manifest of the run that did (its counts and options)
+    assert json.loads((ds.root / "_runs" / "download.json").read_text())["counts"]["success"] == 4
+
+
+def test_a_run_whose_every_shard_failed_is_an_error_not_a_success(tmp_path, image_server, photos, monkeypatch):
+    """Shards whose task raised (a read-only disk) were dropped: exit 0 over a table of
+    not_downloaded rows, which a script took for success."""
+    from curate.errors import DatasetError
+
+    pool = [(f"{image_server.base}/img/{p.name}", "x") for p in photos[:3]]
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("samples", samples_table(pool), schema="samples")
+    ex = LocalExecutor()
+    # every shard's task fails as img2dataset's do: it reports the error and writes no shard
+    monkeypatch.setattr(ex, "run_img2dataset", lambda *a, **k: None)
+    with pytest.raises(DatasetError, match=r"none of this run's 1 image shards completed .* 3 samples are "
+                                           "not_downloaded"):
+        run_download(ds, ex, _opts(samples_per_shard=4))
+    assert set(ds.read("downloads")["error_class"].to_pylist()) == {"not_downloaded"}
+
+
 def test_hash_prefix_groups_hold_about_per_group_rows():
     from curate.uid import hex_prefix_chars
 

@@ -425,6 +425,19 @@ def test_download_options_that_would_fail_every_row_are_refused(field, value, na
     DownloadOptions().check()
 
 
+def test_png_gets_a_compression_level_not_a_jpeg_quality():
+    """--encode-format png alone failed in img2dataset's Resizer (quality 95 is no zlib level)
+    with a 55-line traceback."""
+    from curate.download import DownloadOptions
+    from curate.errors import CurateError
+
+    assert DownloadOptions(encode_format="png").encode_quality == 6
+    assert DownloadOptions().encode_quality == DownloadOptions(encode_format="webp").encode_quality == 95
+    with pytest.raises(CurateError, match="between 0 and 9 for png, got 50"):
+        DownloadOptions(encode_format="png", encode_quality=50).check()
+    DownloadOptions(encode_format="png", encode_quality=9).check()
+
+
 def test_a_run_manifest_is_strict_json_with_an_infinite_default(tmp_path):
     import json
     import math
