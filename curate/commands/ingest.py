@@ -90,10 +90,16 @@ def _report(result: dict) -> None:
     if c.get("url_text_duplicates"):
         info(f"{c['url_text_duplicates']} samples repeat an earlier (url, text) with their own uid "
              "(kept; listed in url_text_duplicates)")
-    derived = (result.get("replaced") or {}).get("derived_tables")
-    if derived:
+    replaced = result.get("replaced") or {}
+    derived = replaced.get("derived_tables")
+    if derived and replaced.get("earlier_samples_gone") == 0:  # the inputs grew: every earlier sample kept
+        info(f"these samples extend an earlier ingest's (every earlier sample is kept): {', '.join(derived[:6])}"
+             f"{' ...' if len(derived) > 6 else ''} still apply; download and embed again to cover the new ones")
+    elif derived:
         shown = ", ".join(derived[:6]) + (f" and {len(derived) - 6} more" if len(derived) > 6 else "")
-        info(f"warning: these samples replaced an earlier ingest's (other inputs or options); {shown} were made "
+        gone = replaced.get("earlier_samples_gone")
+        info(f"warning: these samples replaced an earlier ingest's (other inputs or options"
+             f"{f'; {gone:,} earlier samples are gone' if gone else ''}); {shown} were made "
              "from the earlier samples and keep rows of any that are gone. To add inputs to a pool, ingest every "
              "input together: uids derive from url and text, so downloads and embeddings of the samples kept "
              "still apply")

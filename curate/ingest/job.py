@@ -157,7 +157,7 @@ def run_ingest(executor, cfg: IngestConfig) -> dict:
     manifest["outputs"] = outputs
     manifest["tasks"] = len(tasks)
     if target.root != dataset.root:  # put the new tables in place only now that all are complete
-        manifest["replaced"] = _replaced_note(dataset, outputs)
+        manifest["replaced"] = _replaced_note(dataset, outputs, target, ex)
         dataset.write_json(f"{staging_name(plan_key)}/{SWAP_FILE}",
                            {"plan_key": plan_key, "manifest": manifest.data,
                             "tables": [*INGEST_TABLES, *(t for t in outputs if t.startswith("embeddings/"))]})
@@ -172,12 +172,20 @@ def run_ingest(executor, cfg: IngestConfig) -> dict:
     return manifest.data
 
 
-def _replaced_note(dataset: Dataset, outputs: dict) -> dict:
+def _replaced_note(dataset: Dataset, outputs: dict, target: Dataset, ex) -> dict:
     """This run replaces a completed ingest's samples (other inputs or options): the tables made
-    from the earlier samples, which keep rows of any sample no longer in the pool."""
+    from the earlier samples, which keep rows of any sample no longer in the pool, and how many
+    earlier samples are gone (one engine count; none when the inputs grew, as advised)."""
+    import pyarrow as pa
+
     made_here = {*INGEST_TABLES, *outputs}
     derived = [t for t in dataset.tables() if t not in made_here and not t.startswith(("_", STAGING_DIR))]
-    return {"earlier_ingest": True, "derived_tables": derived}
+    gone = None
+    if dataset.has_table("samples"):
+        uid = pa.schema([("uid", pa.string())])
+        earlier = ex.frame_read([str(p) for p in dataset.shards("samples")], uid)
+        gone = earlier.anti_join(ex.frame_read([str(p) for p in target.shards("samples")], uid)).count()
+    return {"earlier_ingest": True, "derived_tables": derived, "earlier_samples_gone": gone}
 
 
 def _plan(cfg: IngestConfig, manifest: RunManifest) -> tuple[list[dict], list[dict], InputScan, dict]:

@@ -455,10 +455,19 @@ def test_an_ingest_of_other_inputs_over_a_pool_says_which_tables_were_made_from_
         assert e.value.code == 0
     err = capsys.readouterr().err
     assert err.count("warning: these samples replaced an earlier ingest's") == 1, err  # the rerun of b replaces nothing
-    assert "subsets/all were made from the earlier samples" in err and "ingest every input together" in err
+    assert "2 earlier samples are gone); subsets/all were made from the earlier samples" in err
+    assert "ingest every input together" in err
     assert Dataset(ds).count("samples") == 1
     assert "replaced" not in json.loads((ds / "_runs" / "ingest.json").read_text())  # the last run replaced nothing
     assert not [p for p in ds.iterdir() if p.name.endswith(".replaced")]
+    # the advice followed (every input together): nothing earlier is gone, so no warning
+    with pytest.raises(SystemExit) as e:
+        main(["ingest", str(a), str(b), "-o", str(ds), "--engine", "local"])
+    assert e.value.code == 0
+    err = capsys.readouterr().err
+    assert "warning: these samples replaced" not in err
+    assert "these samples extend an earlier ingest's (every earlier sample is kept): subsets/all" in err
+    assert json.loads((ds / "_runs" / "ingest.json").read_text())["replaced"]["earlier_samples_gone"] == 0
 
 
 def test_an_ingest_that_keeps_no_sample_says_so(tmp_path, capsys):
