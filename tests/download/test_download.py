@@ -101,14 +101,19 @@ def test_every_uid_once_with_status_reason_and_exact_bytes(tmp_path, image_serve
     assert manifest["counts"]["success"] == stats["success"]
 
 
-def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, image_server, photos, monkeypatch):
+def _pool_with_a_flaky_and_a_missing_url(tmp_path, image_server, photos, good: int):
+    """``good`` photos, one that fails once (500) then loads, one 404: (dataset, pool, uid by url)."""
     b = image_server.base
-    pool = [(f"{b}/img/{p.name}", f"c{i}") for i, p in enumerate(photos[:5])]
-    pool += [(f"{b}/flaky/{photos[5].name}", "flaky"), (f"{b}/missing", "gone")]
+    pool = [(f"{b}/img/{p.name}", f"c{i}") for i, p in enumerate(photos[:good])]
+    pool += [(f"{b}/flaky/{photos[good].name}", "flaky"), (f"{b}/missing", "gone")]
     ds = Dataset(tmp_path / "ds")
     samples = samples_table(pool)
     ds.write_table("samples", samples, schema="samples")
-    uid = dict(zip([u for u, _ in pool], samples.column("uid").to_pylist()))
+    return ds, pool, dict(zip([u for u, _ in pool], samples.column("uid").to_pylist()))
+
+
+def test_retry_failed_merges_and_a_finished_download_reruns_as_noop(tmp_path, image_server, photos, monkeypatch):
+    ds, pool, uid = _pool_with_a_flaky_and_a_missing_url(tmp_path, image_server, photos, good=5)
 
     first = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4))
     before = {r["uid"]: r for r in ds.read("downloads").to_pylist()}
@@ -165,13 +170,7 @@ def test_a_retry_stopped_before_its_table_was_written_is_not_taken_from_the_stal
     shards), and a rerun without the flag said "nothing to do" over a table the shards contradict."""
     import os
 
-    b = image_server.base
-    pool = [(f"{b}/img/{p.name}", f"c{i}") for i, p in enumerate(photos[:3])]
-    pool += [(f"{b}/flaky/{photos[3].name}", "flaky"), (f"{b}/missing", "gone")]
-    ds = Dataset(tmp_path / "ds")
-    samples = samples_table(pool)
-    ds.write_table("samples", samples, schema="samples")
-    uid = dict(zip([u for u, _ in pool], samples.column("uid").to_pylist()))
+    ds, pool, uid = _pool_with_a_flaky_and_a_missing_url(tmp_path, image_server, photos, good=3)
     run_download(ds, LocalExecutor(), _opts(samples_per_shard=4))
     stale = [(p, p.read_bytes(), p.stat().st_mtime_ns) for p in ds.shards("downloads")]
     retry = run_download(ds, LocalExecutor(), _opts(samples_per_shard=4), retry_failed=True)
