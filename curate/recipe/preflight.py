@@ -43,6 +43,8 @@ def check_dataset_inputs(loaded: LoadedRecipe, dataset: Dataset) -> None:
                               f"in {dataset.root}; {_hint(table, dataset)}")
         if kind.files is not None:
             _check_files(loaded, dataset, i, spec, kind, params)
+        if spec.kind == "sql":
+            _check_query_parses(loaded, i, spec, params.query)
         if spec.kind == "scorer":
             scorers.add(spec.name)
         if spec.kind == "cluster":
@@ -68,6 +70,23 @@ def _check_files(loaded: LoadedRecipe, dataset: Dataset, i: int, spec, kind, par
             continue
         raise RecipeError(f"{loaded.where(('stages', i))}: stage {spec.name!r}: {f} does not exist (a relative "
                           "path is looked for in the dataset, beside the recipe, then here)")
+
+
+def _check_query_parses(loaded: LoadedRecipe, i: int, spec, query: str) -> None:
+    """A sql stage's query is one read-only statement DuckDB can parse. Parsed only, not bound:
+    a table an earlier stage makes is not there yet, so names are left to the stage's run."""
+    import duckdb
+
+    from curate.errors import CurateError
+    from curate.sql.connection import check_read_only
+
+    con = duckdb.connect(":memory:")
+    try:
+        check_read_only(con, query)
+    except CurateError as e:
+        raise RecipeError(f"{loaded.where(('stages', i))}: stage {spec.name!r}: {e}") from None
+    finally:
+        con.close()
 
 
 def _check_input(loaded: LoadedRecipe, dataset: Dataset) -> None:

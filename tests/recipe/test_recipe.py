@@ -491,3 +491,22 @@ def test_a_run_into_a_missing_dataset_names_the_recipe_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and err == [f"curate: error: {p}:2: dataset folder {tmp_path / 'nods'} does not exist"]
     assert not (tmp_path / "nods").exists()
+
+
+def test_a_sql_stage_s_query_that_does_not_parse_fails_before_the_first_stage(pool, tmp_path):
+    """A typo failed only when the stage ran, after the stages before it; a table name the query
+    uses is not checked then (an earlier stage may make it)."""
+    from curate.recipe.preflight import check_dataset_inputs
+
+    emptying = "  - kind: sql\n    query: SELECT uid FROM samples WHERE false\n"
+    for query, said in (("SELEC uid FROM samples", "SQL error"),
+                        ("SELECT 1 AS uid; SELECT 2 AS uid", "one statement at a time"),
+                        ("DELETE FROM samples", "read-only")):
+        p = write(tmp_path, f"name: m\ndataset: {pool.root}\ninput: all\nstages:\n{emptying}  - kind: sql\n"
+                            f"    name: typo\n    query: \"{query}\"\n")
+        with pytest.raises(RecipeError, match=rf"^{p}:7: stage 'typo': .*{said}"):
+            run_recipe(load_recipe(p), engine="local", quiet=True)
+        assert not pool.has_table("decisions/recipe-m-sql")  # nothing ran
+    later = write(tmp_path, f"name: m\ndataset: {pool.root}\ninput: all\nstages:\n  - kind: sql\n"
+                            "    query: SELECT uid FROM decisions_recipe_m_basic WHERE kept\n")
+    check_dataset_inputs(load_recipe(later), pool)  # parsed, not bound: the table may come from a stage
