@@ -106,24 +106,32 @@ def shard_name(shard_id: int, digits: int = SHARD_DIGITS) -> str:
     return f"{shard_id:0{digits}d}"
 
 
-def _complete_stems(dataset: Dataset) -> dict[int, str]:
-    """Shard id -> file stem of every shard whose stats file exists (img2dataset writes it
-    after the tar and parquet)."""
+def _images_listing(dataset: Dataset, times: bool = False) -> dict[str, int]:
+    """Name -> modification time (ns; 0 locally unless ``times``, which costs a stat per file)
+    of every file in ``images/``: one listing of the folder or prefix (objects are whole: a
+    stats object means a done shard)."""
     d = dataset.path(IMAGES)
-    if dataset.remote:  # one listing of the prefix (objects are whole: a stats object means a done shard)
-        names = {i.base_name for i in storage.listing(storage.resolve(d))}
-    else:
-        if not d.is_dir():
-            return {}
-        names = {p.name for p in d.iterdir()}
+    if dataset.remote:
+        return {i.base_name: i.mtime_ns or 0 for i in storage.listing(storage.resolve(d))}
+    if not d.is_dir():
+        return {}
+    import os
+
+    return {e.name: e.stat().st_mtime_ns if times else 0 for e in os.scandir(d)}
+
+
+def _complete_stems(dataset: Dataset, names=None) -> dict[int, str]:
+    """Shard id -> file stem of every shard whose stats file exists (img2dataset writes it
+    after the tar and parquet); ``names``: a listing already made (``_images_listing``)."""
+    names = _images_listing(dataset) if names is None else names
     stems: dict[int, str] = {}
     for name in sorted(names):
         m = _STATS_RE.match(name)
         if m and f"{m.group(1)}.parquet" in names:
             i = int(m.group(1))
             if i in stems:
-                raise DatasetError(f"{d}: shards {stems[i]} and {m.group(1)} have the same number; "
-                                   f"remove one of them")
+                raise DatasetError(f"{dataset.path(IMAGES)}: shards {stems[i]} and {m.group(1)} have the same "
+                                   "number; remove one of them")
             stems[i] = m.group(1)
     return stems
 
@@ -136,18 +144,12 @@ def downloads_current(dataset: Dataset) -> bool:
     the shards. One listing of ``images/``, one look at each downloads shard."""
     if not dataset.has_table("downloads"):
         return False
-    stats = {f"{s}_stats.json" for s in _complete_stems(dataset).values()}
-    if not stats:
+    listed = _images_listing(dataset, times=True)
+    done = [listed[f"{s}_stats.json"] for s in _complete_stems(dataset, listed).values()]
+    if not done:
         return True
-    d = dataset.path(IMAGES)
-    if dataset.remote:
-        done = [i.mtime_ns or 0 for i in storage.listing(storage.resolve(d)) if i.base_name in stats]
-    else:
-        import os
-
-        done = [e.stat().st_mtime_ns for e in os.scandir(d) if e.name in stats]
     table = min(storage.fingerprint(p)[1] for p in dataset.shards("downloads"))
-    return table >= max(done, default=0)
+    return table >= max(done)
 
 
 def complete_shards(dataset: Dataset) -> list[int]:

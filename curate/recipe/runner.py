@@ -29,7 +29,8 @@ from typing import Any
 from curate.errors import CurateError, RecipeError
 from curate.manifest import RunManifest
 from curate.progress import info
-from curate.recipe.cache import CACHE_DIR, StageCache, cache_key, path_fingerprint, table_fingerprint
+from curate.recipe.cache import CACHE_DIR, StageCache, cache_key
+from curate.tables.fingerprint import path_fingerprint, table_fingerprint
 from curate.recipe.inputs import initial_table
 from curate.recipe.preflight import check_dataset_inputs
 from curate.recipe.registry import StageContext, code_hash, get_kind, tables_read

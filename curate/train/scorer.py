@@ -230,7 +230,7 @@ def _shards_record(seed_set: str) -> dict:
     seed set (they were taken for the trained one: the old weights came back)."""
     import webdataset as wds
 
-    from curate.recipe.cache import path_fingerprint
+    from curate.tables.fingerprint import path_fingerprint
     from curate.train.runner import resolve_train_data
 
     info = resolve_train_data(seed_set)  # its one-line errors: a missing shard, no usable sample

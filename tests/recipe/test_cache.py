@@ -95,7 +95,7 @@ def test_a_stage_reruns_when_the_files_it_reads_change(pool, tmp_path):
     import pyarrow.parquet as pq
 
     from curate.recipe import load_recipe, run_recipe
-    from curate.recipe.cache import path_fingerprint
+    from curate.tables.fingerprint import path_fingerprint
 
     emb = pool.read("embeddings/toy-model")
     pool.write_table("embeddings/other", emb, schema="embeddings")  # the stage's own table
