@@ -93,8 +93,28 @@ class Common:
         return self.run_name is not None if self.name_option is None else self.name_option
 
 
+def _typer_angle_labels() -> bool:
+    """Whether the installed typer labels types ``<int>`` and required arguments ``{NAME}``
+    (0.27 on) rather than ``INTEGER`` and ``NAME``."""
+    from importlib.metadata import version
+
+    try:
+        return tuple(int(x) for x in version("typer").split(".")[:2]) >= (0, 27)
+    except ValueError:  # a version like 0.27.0rc1's last part is not read; an odd one: the new style
+        return True
+
+
+_ANGLE_LABELS = _typer_angle_labels()
+
+
 def _metavar(f) -> str:
+    """A field's type label in help. Values reach the model as text, so typer would call every
+    one a string: the label says the field's own type (and a Literal's choices), in the style
+    typer gives its own options, so a command's help reads as one table."""
     c = choices(f)
+    if _ANGLE_LABELS:
+        kind = "|".join(str(x) for x in c) if c else {int: "int", float: "float"}.get(base_type(f), "str")
+        return f"<{kind}>"
     if c:
         return "[" + "|".join(str(x) for x in c) + "]"
     return {int: "INTEGER", float: "FLOAT"}.get(base_type(f), "TEXT")
@@ -139,7 +159,7 @@ def _common_params(common: Common) -> list[inspect.Parameter]:
     out = []
     if common.dataset:
         out.append(inspect.Parameter("dataset", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                                     default=typer.Argument(..., help=common.dataset_help)))
+                                     default=typer.Argument(..., help=common.dataset_help, metavar="DATASET")))
     if common.has_name:
         out.append(inspect.Parameter("name", kw, annotation=Optional[str], default=typer.Option(
             common.run_name, "--name", help=common.name_help, callback=name_callback)))

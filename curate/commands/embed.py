@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         "cluster's GPU discovery script)."))
 
     @app.command("models")
-    def models(name: Optional[str] = typer.Argument(None, help="Show this model's pretrained tags and config.")):
+    def models(name: Optional[str] = typer.Argument(None, help="Show this model's pretrained tags and config.", metavar="NAME")):
         """List open_clip model names (curate's small configs included), or one model's tags."""
         import open_clip
 

@@ -29,6 +29,22 @@ def _app():
     return cli.app
 
 
+def _leaf_commands():
+    """(words, command) of every command that runs, subcommands included. A group is anything
+    with ``commands``: typer 0.27 on builds on its own copy of click, not ``click.Group``."""
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path, cmd
+
+    found = list(walk(get_command(_app()), []))
+    assert len(found) > 20, found  # every command, not the group alone
+    return found
+
+
 def _help(name: str) -> str:
     """``curate NAME --help`` as one line of words (wide enough that nothing is cut)."""
     r = CliRunner().invoke(_app(), [name, "--help"], env={"COLUMNS": "3000", "TERMINAL_WIDTH": "3000"})
@@ -183,16 +199,24 @@ def test_switches_and_spellings_reach_the_config():
 def test_no_command_lists_an_option_spelling_twice():
     """``report --help`` showed ``--subset,--subset -s``: a field's own flag repeated in its extra
     spellings is listed once, in every command."""
-    import click
-
-    def walk(cmd, path):
-        if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
-                yield from walk(sub, [*path, name])
-        else:
-            yield path, cmd
-
-    for path, cmd in walk(get_command(_app()), []):
+    for path, cmd in _leaf_commands():
         for p in cmd.params:
             spellings = [*p.opts, *p.secondary_opts]
             assert len(spellings) == len(set(spellings)), (path, spellings)
+
+
+def test_every_help_labels_types_in_one_style():
+    """Values reach the models as text, and the labels the generated options gave (``TEXT``,
+    ``INTEGER``) were older typer's while the shared options took typer 0.27's ``<str>``: one help
+    table mixed both, and DATASET was ``{dataset}`` beside ``{INPUTS}``. Every command's help now
+    uses the installed typer's style, and every argument is named in capitals."""
+    from curate.commands._jobcli import _ANGLE_LABELS
+
+    old, new = re.compile(r"(?<![\w-])(TEXT|INTEGER|FLOAT)(?![\w-])"), re.compile(r"<(str|int|float)>")
+    for path, _ in _leaf_commands():
+        r = CliRunner().invoke(_app(), [*path, "--help"], env={"COLUMNS": "3000", "TERMINAL_WIDTH": "3000"})
+        assert r.exit_code == 0, (path, r.output)
+        labels = " ".join(line.split("│")[1] if "│" in line else "" for line in r.output.splitlines())
+        assert not (old if _ANGLE_LABELS else new).search(labels), (path, r.output)
+        usage = next(line for line in r.output.splitlines() if "Usage:" in line)
+        assert not re.search(r"[{\[]?\b[a-z_]+\b[}\]]?\.{0,3}$", usage.split("[OPTIONS]")[-1].strip() or "X"), usage
