@@ -49,3 +49,23 @@ def classify_error(message: str | None) -> str | None:
         if re.search(pattern, ours, re.IGNORECASE):
             return cls
     return "other"
+
+
+# HTTP statuses a later attempt can change: request timeout, too early, too many requests, and the
+# server-side errors that say "try again" (RFC 9110); other 4xx and 501/505 answer the same again
+_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# classes another attempt within the run cannot change: the URL, the policy or the body decides
+_PERMANENT_CLASSES = set(ERROR_CLASSES) - {"timeout", "connection_error", "http_error", "other"}
+
+
+def is_transient(message: str | None) -> bool:
+    """Whether one more request for the same URL may succeed where this error came: a timeout, a
+    connection error, an HTTP 408/425/429/500/502/503/504, or an error no class names. A 404, another
+    4xx, a refusal by the safety policy or an opt-out, and a body that is not a usable image are not."""
+    cls = classify_error(message)
+    if cls is None or cls in _PERMANENT_CLASSES:
+        return False
+    if cls == "http_error":
+        m = re.search(r"HTTP Error (\d{3})", message)
+        return m is not None and int(m.group(1)) in _TRANSIENT_STATUS
+    return True

@@ -19,10 +19,24 @@ import urllib.request
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports albumentations; no network calls
 
+import img2dataset.downloader as _i2d_downloader  # noqa: E402
 from img2dataset.downloader import Downloader  # noqa: E402
 from img2dataset.resizer import Resizer  # noqa: E402
 
+from curate.download.error_classes import is_transient  # noqa: E402
 from curate.download.safety import FetchPolicy, build_opener  # noqa: E402
+
+
+def download_with_transient_retries(row, timeout, retries, user_agent_token, disallowed_header_directives):
+    """img2dataset's ``download_image_with_retry`` asking again only after an error another attempt
+    can change (``is_transient``): img2dataset's asks a server ``--retries`` more times for a 404, an
+    opt-out or a page that is not an image, each the same answer, and re-runs refused URLs."""
+    for _ in range(retries + 1):
+        key, img_stream, err = _i2d_downloader.download_image(row, timeout, user_agent_token,
+                                                              disallowed_header_directives)
+        if img_stream is not None or not is_transient(err):
+            break
+    return key, img_stream, err
 
 
 def _ppm(pixels) -> bytes:
@@ -215,6 +229,9 @@ class SafeDownloader(Downloader):
         feather = self.shard_file(source) if str(source).endswith(".parquet") else None
         previous = urllib.request._opener  # restore afterwards: Spark reuses this worker process
         urllib.request.install_opener(build_opener(self.policy))
+        # img2dataset's shard loop looks its retry function up in its module when it calls it
+        previous_retry = _i2d_downloader.download_image_with_retry
+        _i2d_downloader.download_image_with_retry = download_with_transient_retries
         try:
             ok, _ = super().__call__((shard_id, feather or source))
             stopped = self.write_errors.pop(shard_id, None)
@@ -234,6 +251,7 @@ class SafeDownloader(Downloader):
             return ok, row
         finally:
             urllib.request._opener = previous
+            _i2d_downloader.download_image_with_retry = previous_retry
             if feather is not None and os.path.exists(feather):  # img2dataset removes it when done
                 os.unlink(feather)
 

@@ -52,7 +52,9 @@ class DownloadParams(JobParams):
     max_seconds: float = Field(30.0, description="Wall-clock limit for one whole request: connect, headers, "
                                "redirects and body.")
     max_bytes: int = Field(50 * 1024 * 1024, description="Largest response body accepted.")
-    retries: int = Field(0, description="Extra attempts per URL within this run.")
+    retries: int = Field(0, description="Extra attempts per URL within this run, after an error another attempt "
+                         "can change (timeout, connection error, HTTP 408/425/429/500/502/503/504); a 404, an "
+                         "opt-out or a body that is no image is not asked again.")
     allow_private_addresses: bool = Field(False, description="Allow loopback, private, link-local and metadata "
                                           "addresses (trusted networks only).")
     allow_network: list[str] = Field([], description="Address or CIDR allowed despite the address block, optionally "

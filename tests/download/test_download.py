@@ -101,6 +101,42 @@ def test_every_uid_once_with_status_reason_and_exact_bytes(tmp_path, image_serve
     assert manifest["counts"]["success"] == stats["success"]
 
 
+def test_retries_ask_again_only_after_an_error_another_attempt_can_change(tmp_path, image_server, photos):
+    """img2dataset's retry loop asked a server --retries more times for a 404, a 403, an opt-out
+    and a page that is no image (each the same answer again); a 500 is asked again and loads."""
+    b = image_server.base
+    pool = [(f"{b}/img/{photos[0].name}", "a photo"), (f"{b}/missing", "gone"), (f"{b}/forbidden", "forbidden"),
+            (f"{b}/page.html", "an html page"), (f"{b}/noai/{photos[1].name}", "opted out"),
+            (f"{b}/tiny.gif", "tracking pixel"), (f"{b}/flaky/{photos[2].name}", "fails once")]
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("samples", samples_table(pool), schema="samples")
+
+    stats = run_download(ds, LocalExecutor(), _opts(retries=3))
+
+    asked = {}
+    for path, _ in image_server.requests:
+        asked[path] = asked.get(path, 0) + 1
+    assert asked == {p.removeprefix(b): 2 if "/flaky/" in p else 1 for p, _ in pool}, asked
+    rows = {r["url"]: r for r in ds.read("downloads").join(ds.read("samples"), "uid").to_pylist()}
+    assert stats["success"] == 2 and rows[pool[-1][0]]["status"] == "success"
+    assert [rows[u]["error_class"] for u, _ in pool[1:-1]] == ["http_404", "http_error", "not_an_image",
+                                                               "robots_optout", "too_small"]
+
+
+def test_which_errors_are_transient():
+    from curate.download.error_classes import is_transient
+
+    again = ["timed out: no data for 10s (--timeout)", "HTTP Error 503: Service Unavailable", "HTTP Error 429: slow down",
+             "HTTP Error 500: Internal Server Error", "<urlopen error [Errno 111] Connection refused>",
+             "connection closed early: body shorter than its Content-Length", "something nobody classed"]
+    same = ["HTTP Error 404: Not Found", "HTTP Error 403: Forbidden", "HTTP Error 501: Not Implemented",
+            "HTTP Error 404: timed out", "blocked address 10.1.2.3 (private network)", "blocked file URL",
+            "robots opt-out (X-Robots-Tag: noai)", "not an image (content starts with b'<html')", "image too small",
+            None]
+    assert [is_transient(m) for m in again] == [True] * len(again)
+    assert [is_transient(m) for m in same] == [False] * len(same)
+
+
 def _pool_with_a_flaky_and_a_missing_url(tmp_path, image_server, photos, good: int):
     """``good`` photos, one that fails once (500) then loads, one 404: (dataset, pool, uid by url)."""
     b = image_server.base
