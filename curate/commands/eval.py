@@ -66,7 +66,7 @@ def eval_cmd(run: JobRun, p: EvalParams) -> None:
                    batch_size=p.batch_size, seed=seed, pretrained=tag, sources=sources,
                    checkpoint_uri=checkpoint_uri if checkpoint == local else None)
     typer.echo(json.dumps(res["summary"], indent=1, sort_keys=True))
-    typer.echo(f"eval: results in {res['results_path']}")
+    typer.echo(f"eval: {res['model_id']}: results in {res['results_path']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,14 +75,24 @@ def _folder_images(folder: Path, max_per_class: int | None) -> tuple[list[str], 
     return paths, labels
 
 
-def zero_shot(bundle, folder: str | os.PathLike, templates=None, classnames: dict[str, str] | None = None,
-              max_per_class: int | None = None, batch_size: int = 256) -> dict:
-    """Zero-shot classification of ``folder/<class>/*.jpg``: top-1, top-5, mean per-class recall.
+@dataclass
+class ZeroShotSet:
+    """A zero-shot folder read and checked, nothing embedded: its images, each one's class index,
+    the class prompt names and the templates."""
 
-    Class names are the folder names with ``_`` as spaces, unless ``classnames`` maps a folder
-    name to a prompt name."""
-    from curate.embed.core import embed_images, embed_texts
+    folder: Path
+    paths: list[str]
+    labels: list[int]
+    names: list[str]
+    templates: list[str]
+    max_per_class: int | None
 
+
+def zero_shot_set(folder: str | os.PathLike, templates=None, classnames: dict[str, str] | None = None,
+                  max_per_class: int | None = None) -> ZeroShotSet:
+    """``folder/<class>/*.jpg`` listed and checked (every class folder holds an image, at least two
+    classes; templates usable). Class names are the folder names with ``_`` as spaces, unless
+    ``classnames`` maps a folder name to a prompt name."""
     folder = Path(folder)
     paths, labels = _folder_images(folder, max_per_class)
     folders = sorted(set(labels) - {""})
@@ -91,15 +102,24 @@ def zero_shot(bundle, folder: str | os.PathLike, templates=None, classnames: dic
                         f"its images")
     if len(folders) < 2:
         raise EvalError(f"{folder}: zero-shot needs at least 2 class sub-folders, found {len(folders)}")
-    names = [(classnames or {}).get(f, f.replace("_", " ")) for f in folders]
-    tmpl = load_templates(templates)
-    prompts = [t.format(n) for n in names for t in tmpl]
-    class_emb = class_embeddings(embed_texts(bundle, prompts), len(names), len(tmpl))
     keep = [i for i, lab in enumerate(labels) if lab]
-    img = embed_images(bundle, [paths[i] for i in keep], batch_size=batch_size)
-    y = np.array([folders.index(labels[i]) for i in keep])
-    out = zero_shot_metrics(img, y, class_emb, names)
-    out.update(task="zeroshot", dataset=str(folder), templates=len(tmpl), max_per_class=max_per_class)
+    return ZeroShotSet(folder, [paths[i] for i in keep], [folders.index(labels[i]) for i in keep],
+                       [(classnames or {}).get(f, f.replace("_", " ")) for f in folders], load_templates(templates),
+                       max_per_class)
+
+
+def zero_shot(bundle, folder: str | os.PathLike | ZeroShotSet, templates=None, classnames: dict[str, str] | None = None,
+              max_per_class: int | None = None, batch_size: int = 256) -> dict:
+    """Zero-shot classification of ``folder/<class>/*.jpg`` (or a ``ZeroShotSet`` read before):
+    top-1, top-5, mean per-class recall."""
+    from curate.embed.core import embed_images, embed_texts
+
+    zs = folder if isinstance(folder, ZeroShotSet) else zero_shot_set(folder, templates, classnames, max_per_class)
+    prompts = [t.format(n) for n in zs.names for t in zs.templates]
+    class_emb = class_embeddings(embed_texts(bundle, prompts), len(zs.names), len(zs.templates))
+    img = embed_images(bundle, zs.paths, batch_size=batch_size)
+    out = zero_shot_metrics(img, np.array(zs.labels), class_emb, zs.names)
+    out.update(task="zeroshot", dataset=str(zs.folder), templates=len(zs.templates), max_per_class=zs.max_per_class)
     return out
 
 
@@ -124,13 +144,20 @@ def read_captions(path: str | os.PathLike) -> tuple[Path, list[tuple[str, str]]]
     return images_dir, rows
 
 
-def retrieval(bundle, captions: str | os.PathLike, images: list[str] | None = None,
-              batch_size: int = 256, ks: tuple[int, ...] = (1, 5, 10)) -> dict:
-    """Image-text retrieval recall@k on an image-caption set (e.g. Flickr8k: images/ + captions.csv).
+@dataclass
+class RetrievalSet:
+    """A retrieval set read and checked, nothing embedded: its images in order, and each caption
+    with its image's index."""
 
-    ``images`` restricts the set to those image files (a held-out split)."""
-    from curate.embed.core import embed_images, embed_texts
+    captions_path: str
+    images: list[str]
+    captions: list[str]
+    image_of_caption: list[int]
 
+
+def retrieval_set(captions: str | os.PathLike, images: list[str] | None = None) -> RetrievalSet:
+    """An image-caption set (e.g. Flickr8k: images/ + captions.csv) read and checked: at least two
+    images, each on disk; ``images`` restricts it to those image files (a held-out split)."""
     images_dir, rows = read_captions(captions)
     if images is not None:
         wanted = set(images)
@@ -147,10 +174,20 @@ def retrieval(bundle, captions: str | os.PathLike, images: list[str] | None = No
         raise EvalError(f"retrieval set {captions}: image {images_dir / missing[0]} not found "
                         f"({len(missing)} missing)")
     index = {im: i for i, im in enumerate(order)}
-    img = embed_images(bundle, [str(images_dir / im) for im in order], batch_size=batch_size)
-    txt = embed_texts(bundle, [c for _, c in rows])
-    out = retrieval_metrics(img, txt, np.array([index[im] for im, _ in rows]), ks=ks)
-    out.update(task="retrieval", dataset=str(captions))
+    return RetrievalSet(str(captions), [str(images_dir / im) for im in order], [c for _, c in rows],
+                        [index[im] for im, _ in rows])
+
+
+def retrieval(bundle, captions: str | os.PathLike | RetrievalSet, images: list[str] | None = None,
+              batch_size: int = 256, ks: tuple[int, ...] = (1, 5, 10)) -> dict:
+    """Image-text retrieval recall@k on an image-caption set (or a ``RetrievalSet`` read before)."""
+    from curate.embed.core import embed_images, embed_texts
+
+    rs = captions if isinstance(captions, RetrievalSet) else retrieval_set(captions, images)
+    img = embed_images(bundle, rs.images, batch_size=batch_size)
+    txt = embed_texts(bundle, rs.captions)
+    out = retrieval_metrics(img, txt, np.array(rs.image_of_caption), ks=ks)
+    out.update(task="retrieval", dataset=rs.captions_path)
     return out
 
 
@@ -277,15 +314,17 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
     ck, info, arch = _checkpoint(checkpoint, model)
     if output is None and ck is None:
         raise EvalError("evaluating random weights needs an output path")
+    # every set is listed and checked before the model loads and the first set is embedded: a
+    # typo in the last one is one line at once, not after minutes of evaluating the others
+    zs_sets = {_zeroshot_key(f): zero_shot_set(f, templates, max_per_class=max_per_class) for f in zeroshot}
+    rt_sets = {_retrieval_key(c): retrieval_set(c, retrieval_images) for c in retrieval_sets}
     t0 = time.perf_counter()
     bundle = load_model(arch, pretrained=str(ck) if ck else pretrained, device=device, seed=seed)
     results: dict = {"zeroshot": {}, "retrieval": {}}
-    for folder in zeroshot:
-        results["zeroshot"][_zeroshot_key(folder)] = zero_shot(bundle, folder, templates=templates,
-                                                           max_per_class=max_per_class, batch_size=batch_size)
-    for cap in retrieval_sets:
-        results["retrieval"][_retrieval_key(cap)] = retrieval(bundle, cap, images=retrieval_images,
-                                                              batch_size=batch_size)
+    for key, zs in zs_sets.items():
+        results["zeroshot"][key] = zero_shot(bundle, zs, batch_size=batch_size)
+    for key, rs in rt_sets.items():
+        results["retrieval"][key] = retrieval(bundle, rs, batch_size=batch_size)
     for group in results.values():
         for v in group.values():
             v["dataset"] = (sources or {}).get(v["dataset"], v["dataset"])

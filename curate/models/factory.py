@@ -17,6 +17,7 @@ in, models out); ``curate.models`` re-exports it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -262,6 +263,26 @@ def load_error_text(e: BaseException, most: int = 300) -> str:
     return f"{kind}: {flat}" if flat else kind
 
 
+@contextlib.contextmanager
+def _random_weights_said_by_id(asked: bool):
+    """Without open_clip's root-logger line "No pretrained weights loaded ... initialized randomly"
+    when random weights are what was asked for (no --pretrained): the model id says so
+    (``NAME__random-seedN``), and the line came once per process and task, as ``WARNING:root:``."""
+    import logging
+
+    def drop(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+    root = logging.getLogger()
+    if asked:
+        root.addFilter(drop)
+    try:
+        yield
+    finally:
+        if asked:
+            root.removeFilter(drop)
+
+
 def load_model(name: str, pretrained: str | None = None, device: str = "cpu", precision: str = "auto",
                seed: int = 0, cache_dir: str | None = None) -> ModelBundle:
     """An eval-mode open_clip model, its eval preprocess and tokenizer.
@@ -283,9 +304,10 @@ def load_model(name: str, pretrained: str | None = None, device: str = "cpu", pr
     if pretrained is None:
         torch.manual_seed(seed)  # random init is reproducible from the seed
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=weights, device=device, precision=PRECISIONS[precision][0],
-            cache_dir=cache_dir, weights_only=True)
+        with _random_weights_said_by_id(pretrained is None):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=weights, device=device, precision=PRECISIONS[precision][0],
+                cache_dir=cache_dir, weights_only=True)
     except (RuntimeError, AssertionError, KeyError, ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
         # a checkpoint of another architecture, a corrupt or empty file, a failed tag download,
         # or one holding pickled objects that the weights-only loader refuses to run

@@ -86,6 +86,35 @@ def test_cli_eval_random_weights(small_sets, tmp_path, capsys):
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
 
 
+def test_every_set_is_checked_before_the_model_loads(small_sets, tmp_path, capsys, caplog, monkeypatch):
+    """A retrieval set given last without its captions, or a template file without {}, failed
+    only after the model loaded and the zero-shot sets before it were embedded (minutes for a
+    large model on a real set); and random weights asked for printed open_clip's
+    'WARNING:root:No pretrained weights loaded' (the results' model id says so)."""
+    import curate.models
+    from curate.cli import main
+
+    loads = []
+    real = curate.models.load_model
+    monkeypatch.setattr(curate.models, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    (tmp_path / "rt").mkdir()
+    (tmp_path / "t.txt").write_text("a photo\n")
+    for bad, said in (([ "-r", str(tmp_path / "rt")], "no captions.csv"),
+                      (["--templates", str(tmp_path / "t.txt")], "needs a {} placeholder")):
+        with pytest.raises(SystemExit) as e:
+            main(["eval", "--model", "curate-tiny", "-z", str(small_sets / "cifar"), *bad, "-o", str(tmp_path / "o.json")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said in err and err.count("\n") == 1, err
+    assert loads == []  # no model was loaded for a run that could not finish
+
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--model", "curate-tiny", "-z", str(small_sets / "cifar"), "-o", str(tmp_path / "o.json")])
+    out = capsys.readouterr()
+    assert e.value.code == 0 and len(loads) == 1
+    assert "curate-tiny__random-seed0: results in" in out.out
+    assert not [r for r in caplog.records if "No pretrained weights" in r.getMessage()]
+
+
 def test_eval_sets_mean_what_their_folders_hold(bundle, tmp_path):
     """A linked class folder is a class (it was dropped: 2 classes, chance 0.5); an empty class
     folder is refused (it was dropped too); two sets of one name are refused (the second
