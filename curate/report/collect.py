@@ -45,6 +45,9 @@ def default_subset(dataset: Dataset) -> str:
             return out
     if len(subsets) == 1:
         return subsets[0]
+    if not subsets:  # a report is of a subset: say how to make one, not which to pick of none
+        raise DatasetError(f"{dataset.root}: no subset to report on yet; make one first (curate run, filter, "
+                           "select or dedup)")
     raise DatasetError(f"{dataset.root}: say which subset to report on (--subset); "
                        f"have: {', '.join(subsets) or 'none'}")
 

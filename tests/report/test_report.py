@@ -107,3 +107,15 @@ def test_cli_defaults_to_the_latest_recipe_output(curated_pool, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "subset <b>curated</b>" in out.read_text()
+
+
+def test_a_dataset_without_subsets_says_how_to_make_one(tmp_path):
+    """It said 'say which subset to report on (--subset); have: none': a choice among none."""
+    from curate.errors import DatasetError
+    from curate.report.collect import default_subset
+    from curate.tables import Dataset
+
+    ds = Dataset(tmp_path / "ds")
+    ds.runs_dir().mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"no subset to report on yet; make one first \(curate run"):
+        default_subset(ds)
