@@ -163,6 +163,7 @@ def _require_a_usable_sample(paths: list[str], data) -> None:
     local = [p for p in paths if "://" not in p and not p.startswith("pipe:")]
     if len(local) != len(paths):
         return
+    unreadable: list[str] = []
     for p in local:
         seen: dict[str, set] = {}
         try:
@@ -175,10 +176,13 @@ def _require_a_usable_sample(paths: list[str], data) -> None:
                     exts.add(ext.lower())
                     if "txt" in exts and exts & set(_IMAGE_EXTS):
                         return
-        except (OSError, tarfile.TarError):
-            continue  # a damaged shard: open_clip_train skips it too
+        except (OSError, tarfile.TarError) as e:
+            unreadable.append(f"{p} ({e})")  # a damaged shard: open_clip_train skips it too
+    if len(unreadable) == len(local):  # no archive at all: say that, not that its samples lack captions
+        raise TrainError(f"{data}: no shard is a readable tar archive (the first: {unreadable[0]})")
     raise TrainError(f"{data}: no sample in its {len(local)} shard(s) has an image ({', '.join(_IMAGE_EXTS)}) and a "
-                     ".txt caption, which open_clip_train needs; it would wait for a batch forever")
+                     ".txt caption, which open_clip_train needs; it would wait for a batch forever"
+                     + (f" ({len(unreadable)} not readable as tar, the first: {unreadable[0]})" if unreadable else ""))
 
 
 _LOSS_RE = re.compile(r"Contrastive_loss: ([0-9.eE+-]+) \(([0-9.eE+-]+)\)")

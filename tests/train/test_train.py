@@ -88,6 +88,10 @@ def test_shards_with_no_trainable_sample_are_refused_not_waited_on_forever(tmp_p
                 tf.addfile(ti, io.BytesIO(data))
         with pytest.raises(TrainError, match="no sample in its 1 shard\\(s\\) has an image .* and a .txt caption"):
             train(folder, tmp_path / f"run-{name}", samples_seen=32, batch_size=16)
+    # a file that is no archive at all is said as such (it was 'no sample ... has an image')
+    (tmp_path / "text.tar").write_text("not a tar\n")
+    with pytest.raises(TrainError, match=r"text.tar: no shard is a readable tar archive \(the first: .*text.tar"):
+        train(tmp_path / "text.tar", tmp_path / "run-text", samples_seen=32, batch_size=16)
 
 
 def test_the_same_seed_trains_the_same_model(shards, tmp_path):
