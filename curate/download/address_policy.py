@@ -148,8 +148,10 @@ class FetchPolicy:
         self._allow_entries()
         for entry in self.allow_store_prefixes:
             store_prefix(entry)
-        if not self.max_seconds > 0 or self.max_bytes < 1:
-            raise CurateError("--max-seconds and --max-bytes must be positive")
+        if not self.max_seconds > 0:
+            raise CurateError(f"--max-seconds must be > 0, got {self.max_seconds}")
+        if self.max_bytes < 1:
+            raise CurateError(f"--max-bytes must be >= 1, got {self.max_bytes}")
 
     def _allow_entries(self) -> list[AllowEntry]:
         key = tuple(self.allow_networks)

@@ -79,16 +79,16 @@ class DownloadOptions:
             raise CurateError(f"--resize-mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
         if self.encode_format not in ("jpg", "png", "webp"):
             raise CurateError(f"--encode-format must be jpg, png or webp, got {self.encode_format!r}")
-        if self.samples_per_shard < 1 or self.thread_count < 1 or self.image_size < 1:
-            raise CurateError("--samples-per-shard, --threads and --image-size must be positive")
+        for flag, value, least in (("--samples-per-shard", self.samples_per_shard, 1), ("--threads", self.thread_count, 1),
+                                   ("--image-size", self.image_size, 1), ("--retries", self.retries, 0),
+                                   ("--processes", self.processes_count, 0), ("--min-image-size", self.min_image_size, 0)):
+            if value < least:  # each would fail every row or the job
+                raise CurateError(f"{flag} must be >= {least}, got {value}")
         if self.shard_digits is not None and not 1 <= self.shard_digits <= 12:
             raise CurateError(f"--shard-digits must be between 1 and 12, got {self.shard_digits}")
         # each would fail every row (a zero timeout, no area) or the job (negative retries)
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise CurateError(f"--timeout must be a positive number of seconds, got {self.timeout}")
-        if self.retries < 0 or self.processes_count < 0 or self.min_image_size < 0:
-            raise CurateError(f"--retries, --processes and --min-image-size must be 0 or more, got {self.retries}, "
-                              f"{self.processes_count} and {self.min_image_size}")
         if not self.max_image_area > 0:
             raise CurateError(f"--max-image-area must be a positive number of pixels, got {self.max_image_area}")
         if not self.max_aspect_ratio >= 1:

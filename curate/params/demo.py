@@ -15,9 +15,9 @@ class DemoParams(JobParams):
     # the keys of curate.demo.run.SCALES (tests/recipe/test_job_params.py checks they agree)
     scale: Literal["default", "tiny"] = Field("default", description="default (about 15 min on 2 cores) or tiny "
                                               "(smoke run).")
-    seeds: int = Field(3, description="Training seeds per arm.")
-    samples_seen: Optional[int] = Field(None, description="Samples seen per baseline model.")
-    pool_size: Optional[int] = Field(None, description="Samples in the generated pool.")
+    seeds: int = Field(3, ge=1, description="Training seeds per arm.")
+    samples_seen: Optional[int] = Field(None, ge=1, description="Samples seen per baseline model.")
+    pool_size: Optional[int] = Field(None, ge=1, description="Samples in the generated pool.")
     recipe: Optional[str] = Field(None, description="Recipe to curate with (default recipes/demo.yaml).")
     master: str = Field("local[2]", description="Spark master for the jobs.")
     engine: str = Field("spark", description="spark or local.")

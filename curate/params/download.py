@@ -28,7 +28,7 @@ class DownloadParams(JobParams):
                              f"{', '.join(ERROR_CLASSES)}")
         return value
 
-    image_size: int = Field(512, description="Target size in pixels for the resize mode.")
+    image_size: int = Field(512, ge=1, description="Target size in pixels for the resize mode.")
     resize_mode: str = Field("keep_ratio_largest", description="no, keep_ratio (shorter side = size), "
                              "keep_ratio_largest (longer side = size), center_crop, border.")
     resize_only_if_bigger: bool = Field(True, description="Only shrink; never upscale small images.",
@@ -38,21 +38,21 @@ class DownloadParams(JobParams):
                                           "compression level 0-9 (default 6).")
     skip_reencode: bool = Field(True, description="Keep the original bytes when no resize is needed and the format "
                                 "matches.", json_schema_extra=cli_extra(negative="--always-reencode"))
-    min_image_size: int = Field(0, description="Images whose shorter side is below this fail as too_small.")
-    max_image_area: float = Field(89_478_485, description="Images with more pixels fail as too_large, checked from "
+    min_image_size: int = Field(0, ge=0, description="Images whose shorter side is below this fail as too_small.")
+    max_image_area: float = Field(89_478_485, gt=0, description="Images with more pixels fail as too_large, checked from "
                                   "the header before decoding (decompression bombs).")
-    max_aspect_ratio: float = Field(float("inf"), description="Images more elongated than this fail as "
+    max_aspect_ratio: float = Field(float("inf"), ge=1, description="Images more elongated than this fail as "
                                     "bad_aspect_ratio.")
-    samples_per_shard: int = Field(10_000, description="Samples per image shard (one Spark task each).")
-    shard_digits: Optional[int] = Field(None, description="Digits in shard names (default: the dataset's existing "
+    samples_per_shard: int = Field(10_000, ge=1, description="Samples per image shard (one Spark task each).")
+    shard_digits: Optional[int] = Field(None, ge=1, le=12, description="Digits in shard names (default: the dataset's existing "
                                         "shards', else 8 = DataComp's 00000000.tar).")
-    threads: int = Field(64, description="Download threads per task.")
-    processes: int = Field(0, description="Concurrent tasks (0: the Spark default parallelism).")
-    timeout: float = Field(10.0, description="Seconds per socket operation.")
-    max_seconds: float = Field(30.0, description="Wall-clock limit for one whole request: connect, headers, "
+    threads: int = Field(64, ge=1, description="Download threads per task.")
+    processes: int = Field(0, ge=0, description="Concurrent tasks (0: the Spark default parallelism).")
+    timeout: float = Field(10.0, gt=0, description="Seconds per socket operation.")
+    max_seconds: float = Field(30.0, gt=0, description="Wall-clock limit for one whole request: connect, headers, "
                                "redirects and body.")
-    max_bytes: int = Field(50 * 1024 * 1024, description="Largest response body accepted.")
-    retries: int = Field(0, description="Extra attempts per URL within this run, after an error another attempt "
+    max_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest response body accepted.")
+    retries: int = Field(0, ge=0, description="Extra attempts per URL within this run, after an error another attempt "
                          "can change (timeout, connection error, HTTP 408/425/429/500/502/503/504); a 404, an "
                          "opt-out or a body that is no image is not asked again.")
     allow_private_addresses: bool = Field(False, description="Allow loopback, private, link-local and metadata "

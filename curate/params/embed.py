@@ -31,10 +31,10 @@ class EmbedParams(JobParams):
         return value
 
     precision: str = Field("auto", description="auto, fp32, amp_bf16, amp_fp16, bf16, fp16.")
-    batch_size: int = Field(0, description="Images per forward pass (0: by the GPU's memory, 256-2048; 64 on CPU).")
-    threads: int = Field(0, description="JPEG decode threads per task (0: min(8, cores)).")
+    batch_size: int = Field(0, ge=0, description="Images per forward pass (0: by the GPU's memory, 256-2048; 64 on CPU).")
+    threads: int = Field(0, ge=0, description="JPEG decode threads per task (0: min(8, cores)).")
     seed: int = Field(0, description="Seed of the random weights when no --pretrained is given.")
-    limit_shards: int = Field(0, description="Embed only the first N image shards (0: all).")
+    limit_shards: int = Field(0, ge=0, description="Embed only the first N image shards (0: all).")
     decode: str = Field("pil", description="pil: Pillow in CPU threads (open_clip's own transform); tensor: "
                         "torchvision batch JPEG decode + resize on the model's device (nvJPEG on CUDA), for GPUs that "
                         "the CPU cannot feed.")

@@ -27,5 +27,5 @@ class EvalParams(JobParams):
     output: Optional[str] = Field(None, description="Results JSON, a path or URI (default <checkpoint stem>.eval.json "
                                   "beside it).", json_schema_extra=cli_extra("-o"))
     device: str = Field("auto", description="auto (cuda if visible, else cpu), cpu, cuda, cuda:N.")
-    batch_size: int = Field(256, description="Images or captions per forward pass.")
+    batch_size: int = Field(256, ge=1, description="Images or captions per forward pass.")
     seed: int = Field(0, description="Seed of the random weights when no checkpoint is given.")

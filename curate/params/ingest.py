@@ -27,7 +27,7 @@ class IngestParams(JobParams):
                                     "captions.* inside the folder, else name.txt sidecars.")
     header: Literal["auto", "yes", "no"] = Field("auto", description="CSV/TSV header line: yes, no, or auto (no "
                                                  "header when the first row holds a URL).")
-    rows_per_shard: int = Field(500_000, description="Rows per output Parquet shard.")
+    rows_per_shard: int = Field(500_000, ge=1, description="Rows per output Parquet shard.")
     # the library's defaults (IngestRules); tests/recipe/test_command_params.py keeps them equal
     max_text_chars: int = Field(100_000, ge=1, description="Longer captions are rejected (text_too_long).")
     max_url_chars: int = Field(4096, ge=1, description="Longer URLs are rejected (url_too_long).")

@@ -17,7 +17,7 @@ class ReshardParams(JobParams):
     output: Optional[str] = Field(None, description="Output folder or URI (s3://bucket/shards; default "
                                   "DATASET/webdataset/<subset>). On object storage each tar is one whole object.",
                                   json_schema_extra=cli_extra("--out", "-o"))
-    shard_size: int = Field(10_000, description="Samples per output shard.")
+    shard_size: int = Field(10_000, ge=1, description="Samples per output shard.")
     shuffle: bool = Field(False, description="Shuffle source-shard order and samples within each shard.",
                           json_schema_extra=cli_extra(negative="--no-shuffle"))
     seed: int = Field(0, description="Shuffle seed.")

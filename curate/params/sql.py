@@ -34,7 +34,7 @@ class SQLQueryParams(DuckDBMemory):
     limit: int = Field(50, ge=0, description="Rows to print.")
     max_spill: Optional[str] = Field(None, description=f"Most the spill folder may hold (DuckDB's "
                                      f"max_temp_directory_size; default ${MAX_SPILL_ENV} or {DEFAULT_MAX_SPILL}).")
-    timeout: float = Field(DEFAULT_TIMEOUT_S, description="Seconds before the query is interrupted (0: no limit).")
+    timeout: float = Field(DEFAULT_TIMEOUT_S, ge=0, description="Seconds before the query is interrupted (0: no limit).")
 
     def limits(self) -> dict:
         """``curate.sql.query_batches``'s resource limits."""

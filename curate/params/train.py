@@ -30,19 +30,19 @@ class TrainParams(JobParams):
     workers: int = Field(0, ge=0, description="Data loader processes (0: load in the training process).")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     precision: str = Field("auto", description="auto (amp on GPU, fp32 on CPU) or an open_clip_train precision.")
-    threads: Optional[int] = Field(None, description="torch CPU threads.")
+    threads: Optional[int] = Field(None, gt=0, description="torch CPU threads.")
     overwrite: bool = Field(False, description="Replace another run in --output.")
     verbose: bool = Field(False, description="Show open_clip_train's log on the console.",
                           json_schema_extra=cli_extra("-v"))
     progress: bool = Field(True, description="A live line: step, samples seen, loss, samples/s, ETA (verbose or not).",
                            json_schema_extra=cli_extra(negative="--no-progress"))
-    progress_every: float = Field(10.0, description="Seconds between progress lines when stderr is not a terminal (a "
+    progress_every: float = Field(10.0, gt=0, description="Seconds between progress lines when stderr is not a terminal (a "
                                   "terminal gets one updating line).")
-    nproc_per_node: int = Field(1, description="Ranks on this node (GPUs; on CPU, gloo processes). Above 1: torchrun.")
-    nnodes: int = Field(1, description="Nodes in the run (run the same command on each).")
-    node_rank: int = Field(0, description="This node's rank; node 0 writes the run's files.")
+    nproc_per_node: int = Field(1, ge=1, description="Ranks on this node (GPUs; on CPU, gloo processes). Above 1: torchrun.")
+    nnodes: int = Field(1, ge=1, description="Nodes in the run (run the same command on each).")
+    node_rank: int = Field(0, ge=0, description="This node's rank; node 0 writes the run's files.")
     master_addr: Optional[str] = Field(None, description="Node 0's address (needed with --nnodes > 1).")
-    master_port: int = Field(29500, description="Node 0's rendezvous port.")
+    master_port: int = Field(29500, ge=1, le=65535, description="Node 0's rendezvous port.")
     accum_freq: int = Field(1, description="Gradient accumulation: per-rank batch = global batch // (world size x "
                             "accum freq).")
     local_loss: Optional[bool] = Field(None, description="With several ranks: --local-loss --gather-with-grad "

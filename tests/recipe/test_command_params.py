@@ -220,3 +220,35 @@ def test_every_help_labels_types_in_one_style():
         assert not (old if _ANGLE_LABELS else new).search(labels), (path, r.output)
         usage = next(line for line in r.output.splitlines() if "Usage:" in line)
         assert not re.search(r"[{\[]?\b[a-z_]+\b[}\]]?\.{0,3}$", usage.split("[OPTIONS]")[-1].strip() or "X"), usage
+
+
+# (argv, the one error line): a count or size a command would crash on, divide by or loop on
+# (eval's batch 0 and ingest's shard size 0 were tracebacks; demo --seeds 0 ran the whole demo;
+# embed's and train's came after the dataset's checks)
+BOUNDS = [
+    (["download", "DS", "--samples-per-shard", "0"], "--samples-per-shard must be >= 1, got '0'"),
+    (["download", "DS", "--max-bytes", "0"], "--max-bytes must be >= 1, got '0'"),
+    (["download", "DS", "--processes", "-1"], "--processes must be >= 0, got '-1'"),
+    (["download", "DS", "--timeout", "0"], "--timeout must be > 0, got '0'"),
+    (["embed", "DS", "--batch-size", "-1"], "--batch-size must be >= 0, got '-1'"),
+    (["embed", "DS", "--limit-shards", "-2"], "--limit-shards must be >= 0, got '-2'"),
+    (["eval", "--model", "curate-tiny", "-z", "Z", "--batch-size", "0"], "--batch-size must be >= 1, got '0'"),
+    (["ingest", "IN", "-o", "DS", "--rows-per-shard", "0"], "--rows-per-shard must be >= 1, got '0'"),
+    (["reshard", "DS", "-s", "x", "--shard-size", "0"], "--shard-size must be >= 1, got '0'"),
+    (["sql", "DS", "select 1", "--timeout", "-1"], "--timeout must be >= 0, got '-1'"),
+    (["train", "T", "-o", "R", "--threads", "-2"], "--threads must be > 0, got '-2'"),
+    (["train", "T", "-o", "R", "--progress-every", "0"], "--progress-every must be > 0, got '0'"),
+    (["train", "T", "-o", "R", "--master-port", "70000"], "--master-port must be in [1, 65535], got '70000'"),
+    (["demo", "--seeds", "0"], "--seeds must be >= 1, got '0'"),
+    (["demo", "--samples-seen", "0"], "--samples-seen must be >= 1, got '0'"),
+    (["demo", "--pool-size", "0"], "--pool-size must be >= 1, got '0'"),
+]
+
+
+@pytest.mark.parametrize("argv, line", BOUNDS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BOUNDS])
+def test_counts_and_sizes_out_of_range_are_one_line_before_any_work(argv, line, tmp_path, capsys):
+    """Refused by the parameters model, before any file is looked at (the paths here do not exist)."""
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / w) if w in ("DS", "IN", "Z", "T", "R") else w for w in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and line in err and err.count("\n") == 1, err
