@@ -58,10 +58,9 @@ def _check_files(loaded: LoadedRecipe, dataset: Dataset, i: int, spec, kind, par
 
     from curate import storage
     from curate.recipe.registry import StageContext
-    from curate.recipe.runner import _folder_of
 
     ctx = StageContext(dataset=dataset, embedding_model=loaded.recipe.embedding_model, stage_name=spec.name,
-                       recipe_name=loaded.recipe.name, output=loaded.output, recipe_dir=_folder_of(loaded.path))
+                       recipe_name=loaded.recipe.name, output=loaded.output, recipe_dir=loaded.folder)
     for f in kind.files(params, ctx):
         if any(c in f for c in "*?["):  # a glob of target files: its matches, or a store's listing later
             if storage.is_uri(f) or glob.glob(f):

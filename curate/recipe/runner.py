@@ -20,7 +20,6 @@ cache hit or run, lineage, the recipe's outputs).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import time
 from dataclasses import dataclass, field
@@ -93,15 +92,7 @@ class _RecipeRun:
         return StageContext(dataset=self.dataset, embedding_model=recipe.embedding_model, stage_name=stage_name,
                             recipe_name=recipe.name, output=self.loaded.output, engine=self.engine,
                             master=self.master, conf=list(self.conf or []), run_executor=self.executor,
-                            recipe_dir=_folder_of(self.loaded.path))
-
-
-def _folder_of(path) -> str | None:
-    from curate import storage
-
-    if path is None:
-        return None
-    return str(path).rsplit("/", 1)[0] if storage.is_uri(path) else str(Path(path).resolve().parent)
+                            recipe_dir=self.loaded.folder)
 
 
 @dataclass

@@ -102,6 +102,17 @@ class LoadedRecipe:
     def output(self) -> str:
         return self.recipe.output or self.recipe.name
 
+    @property
+    def folder(self) -> str | None:
+        """The recipe file's folder, where a stage's relative file is looked for after the dataset
+        (a path or URI; None for a recipe given as text)."""
+        from curate import storage
+
+        if self.path is None:
+            return None
+        p = str(self.path)
+        return p.rsplit("/", 1)[0] if storage.is_uri(p) else str(Path(p).resolve().parent)
+
     def dataset_path(self) -> Path | str:
         """The dataset: a URI as written, a path relative to the recipe file resolved."""
         from curate import storage
