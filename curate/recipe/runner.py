@@ -20,7 +20,6 @@ cache hit or run, lineage, the recipe's outputs).
 
 from __future__ import annotations
 
-
 import time
 from dataclasses import dataclass, field
 from typing import Any
