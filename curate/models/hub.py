@@ -34,14 +34,9 @@ def _hub_files(name: str, tag: str | None) -> tuple[str, list[str]] | None:
         return None
     repo, filename = os.path.split(hub)
     filename = filename or "open_clip_pytorch_model.bin"
-    # open_clip tries a .safetensors alternative first (pretrained._get_safe_alternatives)
-    if filename == "open_clip_pytorch_model.bin":
-        names = ["open_clip_model.safetensors", filename]
-    elif filename.endswith((".bin", ".pth")):
-        names = [filename[:-4] + ".safetensors", filename]
-    else:
-        names = [filename]
-    return repo, names
+    # open_clip tries its .safetensors alternatives first: by its own rule, where it has one
+    alternatives = getattr(open_clip.pretrained, "_get_safe_alternatives", None)
+    return repo, [*(alternatives(filename) if alternatives else ()), filename]
 
 
 def cached(repo: str, names: list[str], cache_dir: str | None = None) -> bool:
