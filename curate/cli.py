@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import typer
+from typer.core import TyperGroup
 
 from curate.errors import CurateError
 
@@ -25,8 +26,30 @@ try:  # typer carries its own copy of click; its usage errors are that copy's cl
 except ImportError:  # a typer that uses click itself
     from click import exceptions as click_exceptions
 
+# The top-level help's panels, in a pool's order through curate; every command has a place
+# (tests/engine/test_cli_startup.py), so a new one is placed on purpose.
+HELP_PANELS = {
+    "Build a dataset": ("ingest", "download", "embed"),
+    "Curate": ("filter", "dedup", "metadata", "cluster", "prune", "decontaminate", "coverage", "scorer", "select",
+               "run"),
+    "Train and evaluate": ("reshard", "train", "eval", "report"),
+    "Inspect": ("stats", "sql", "models", "stages"),
+    "Try it": ("demo",),
+}
+_HELP_ORDER = {name: i for i, name in enumerate(n for names in HELP_PANELS.values() for n in names)}
+
+
+class _WorkflowGroup(TyperGroup):
+    """Lists its commands in ``HELP_PANELS``' order (typer lists them as they were registered:
+    by module name, groups last)."""
+
+    def list_commands(self, ctx):
+        return sorted(super().list_commands(ctx), key=lambda n: _HELP_ORDER.get(n, len(_HELP_ORDER)))
+
+
 app = typer.Typer(
     name="curate",
+    cls=_WorkflowGroup,
     help="Curate web image-text pools into CLIP training sets: ingest, download, embed, "
     "filter, dedup, balance, select, reshard, train, evaluate, report. "
     "Small pools run in-process, larger ones on Spark (--engine auto; --master for a cluster).",
@@ -73,6 +96,9 @@ def _load_commands(modules: list[str] | None = None) -> None:
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
+    panel = {name: title for title, names in HELP_PANELS.items() for name in names}
+    for entry in [*app.registered_commands, *app.registered_groups]:
+        entry.rich_help_panel = panel.get(entry.name)
 
 
 def _modules_for(argv: list[str]) -> list[str] | None:

@@ -43,6 +43,26 @@ def test_every_command_is_found_without_importing_the_modules():
     assert cli._modules_for(["--help"]) is None and cli._modules_for(["no-such-command"]) is None
 
 
+def test_the_top_level_help_lists_every_command_in_its_panel_in_workflow_order():
+    """It listed them as the modules were registered (cluster, coverage, decontaminate, demo, ...,
+    the groups last): every command has one panel, and the help shows them in that order."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from curate import cli
+
+    placed = [n for names in cli.HELP_PANELS.values() for n in names]
+    assert sorted(placed) == sorted(cli._command_modules()) and len(placed) == len(set(placed))
+    cli._load_commands()
+    r = CliRunner().invoke(cli.app, ["--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    assert r.exit_code == 0, r.output
+    listed = [m.group(1) for m in re.finditer(r"^│ ([a-z]+) {2,}", r.output, re.MULTILINE)]
+    assert listed == placed, listed
+    panels = [m.group(1).strip() for m in re.finditer(r"╭─ ([^─]+)─", r.output)]
+    assert panels == ["Options", *cli.HELP_PANELS], panels
+
+
 def test_filter_imports_no_other_command_and_nothing_heavy(tmp_path):
     n = 50
     urls = [f"http://127.0.0.1/{i}.jpg" for i in range(n)]
