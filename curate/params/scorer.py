@@ -68,4 +68,5 @@ class ScorerTrainCommandParams(ScorerTrainParams):
     nproc_per_node: int = Field(1, ge=1, description="Ranks on this node (torchrun above 1).")
     verbose: bool = Field(False, description="Show open_clip_train's log on the console.",
                           json_schema_extra=cli_extra("-v"))
-    progress_every: float = Field(10.0, gt=0, description="Seconds between progress lines when stderr is not a terminal.")
+    progress_every: float = Field(10.0, ge=0, description="Seconds between progress lines when stderr is not a terminal "
+                                  "(0: a line at every update).")

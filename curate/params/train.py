@@ -36,8 +36,8 @@ class TrainParams(JobParams):
                           json_schema_extra=cli_extra("-v"))
     progress: bool = Field(True, description="A live line: step, samples seen, loss, samples/s, ETA (verbose or not).",
                            json_schema_extra=cli_extra(negative="--no-progress"))
-    progress_every: float = Field(10.0, gt=0, description="Seconds between progress lines when stderr is not a terminal (a "
-                                  "terminal gets one updating line).")
+    progress_every: float = Field(10.0, ge=0, description="Seconds between progress lines when stderr is not a terminal (0: "
+                                  "a line at every update; a terminal gets one updating line).")
     nproc_per_node: int = Field(1, ge=1, description="Ranks on this node (GPUs; on CPU, gloo processes). Above 1: torchrun.")
     nnodes: int = Field(1, ge=1, description="Nodes in the run (run the same command on each).")
     node_rank: int = Field(0, ge=0, description="This node's rank; node 0 writes the run's files.")

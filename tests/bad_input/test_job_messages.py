@@ -111,7 +111,7 @@ def test_sql_says_what_it_does_with_no_rows_two_statements_and_a_negative_limit(
 
 
 @pytest.mark.parametrize("argv, said", [
-    (["filter"], "Missing argument 'dataset'. (see `curate filter --help`)"),
+    (["filter"], "Missing argument 'DATASET'. (see `curate filter --help`)"),
     (["filter", "ds", "--filtre", "basic"], "No such option: --filtre (Possible options: --filter)"),
     (["filtr"], "No such command 'filtr'. Did you mean 'filter'?"),
     (["reshard", "ds", "mine"], "Got unexpected extra argument(s) (mine)"),

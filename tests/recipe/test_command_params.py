@@ -237,7 +237,7 @@ BOUNDS = [
     (["reshard", "DS", "-s", "x", "--shard-size", "0"], "--shard-size must be >= 1, got '0'"),
     (["sql", "DS", "select 1", "--timeout", "-1"], "--timeout must be >= 0, got '-1'"),
     (["train", "T", "-o", "R", "--threads", "-2"], "--threads must be > 0, got '-2'"),
-    (["train", "T", "-o", "R", "--progress-every", "0"], "--progress-every must be > 0, got '0'"),
+    (["train", "T", "-o", "R", "--progress-every", "-1"], "--progress-every must be >= 0, got '-1'"),
     (["train", "T", "-o", "R", "--master-port", "70000"], "--master-port must be in [1, 65535], got '70000'"),
     (["demo", "--seeds", "0"], "--seeds must be >= 1, got '0'"),
     (["demo", "--samples-seen", "0"], "--samples-seen must be >= 1, got '0'"),
