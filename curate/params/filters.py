@@ -30,7 +30,8 @@ class BasicFilterParams(JobParams):
 
 
 class ClipScoreFilterParams(JobParams):
-    threshold: OptFloat = Field(None, allow_inf_nan=False, description="keep clip_score >= threshold")
+    threshold: OptFloat = Field(None, ge=-1, le=1, allow_inf_nan=False,
+                                description="keep clip_score >= threshold (a cosine: 0.3, not 30)")
     fraction: OptFloat = Field(None, ge=0, le=1, description="keep the top fraction of the pool (ties at the cut kept)")
     model: Optional[str] = Field(None, description="embeddings/<model> table to read (default: the only one)")
 
@@ -42,7 +43,7 @@ class ClipScoreFilterParams(JobParams):
 
 
 class Laion2bFilterParams(JobParams):
-    threshold: float = Field(0.28, allow_inf_nan=False, description="minimum clip_score")
+    threshold: float = Field(0.28, ge=-1, le=1, allow_inf_nan=False, description="minimum clip_score (a cosine)")
     lang: str = Field("en", description="required language")
     lang_id: Literal["gcld3", "fasttext"] = Field("gcld3", description="language identifier: gcld3 (DataComp's "
                                                   "choice for this baseline) or fasttext")
@@ -63,7 +64,8 @@ class ImageBasedFilterParams(JobParams):
                                       "float32 matrix, 699,050 at 768 dims, never below k; DataComp trains on all)")
     centroids: Optional[str] = Field(None, description="precomputed pool centroids, k x d: a .npy, or DataComp's "
                                      "<scale>_centroids_l14.pt; skips k-means")
-    clip_threshold: OptFloat = Field(None, allow_inf_nan=False, description="also require clip_score >= this")
+    clip_threshold: OptFloat = Field(None, ge=-1, le=1, allow_inf_nan=False,
+                                     description="also require clip_score >= this (a cosine)")
     clip_fraction: OptFloat = Field(None, ge=0, le=1, description="also require the top fraction by clip_score")
     clip_model: Optional[str] = Field(None, description="embeddings/<model> whose clip_score the clip cut uses "
                                       "(default: model; DataComp: --arch b32 or l14, while clustering L/14 embeddings)")

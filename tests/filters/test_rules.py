@@ -231,7 +231,10 @@ def test_image_based_is_dot_product_not_l2():
 @pytest.mark.parametrize("text,match", [
     ("nope", "unknown filter"), ("basic:min_side", "key=value"), ("basic:size=3", "no parameter"),
     ("clip_score", "exactly one"), ("clip_score:fraction=1.5", r"\[0, 1\]"), ("image_based:k=5", "target"),
-    ("text_based", "synsets"), ("basic:min_side=abc", "bad value")])
+    ("text_based", "synsets"), ("basic:min_side=abc", "bad value"),
+    # a CLIP score is a cosine: 28 (a score x 100, as some tools print it) kept nothing, in silence
+    ("clip_score:threshold=28", r"threshold: must be in \[-1, 1\]"), ("laion2b:threshold=30", r"\[-1, 1\]"),
+    ("image_based:target=t.npy,clip_threshold=-2", r"clip_threshold: must be in \[-1, 1\]")])
 def test_bad_specs(text, match):
     with pytest.raises(FilterSpecError, match=match):
         parse_filter(text)
