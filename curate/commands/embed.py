@@ -62,9 +62,8 @@ def register(app: typer.Typer) -> None:
             for m in list_models():
                 print(f"{m}{'  (curate)' if m in ours else ''}")
             return
-        cfg = open_clip.get_model_config(name)
-        if cfg is None:
-            from curate.errors import CurateError
+        from curate.models.factory import check_model
 
-            raise CurateError(f"unknown model {name!r}; `curate models` lists them")
+        check_model(name, None)  # an unknown name: one line with the near ones
+        cfg = open_clip.get_model_config(name)
         print(json.dumps({"model": name, "pretrained_tags": list_pretrained_tags(name), "config": cfg}, indent=2))

@@ -212,7 +212,8 @@ def check_model(name: str, pretrained: str | None, cache_dir: str | None = None)
         import difflib
 
         known = list_models()
-        near = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        by_lower = {k.lower(): k for k in known}  # vit-b-32 is ViT-B-32's typo, not a stranger to it
+        near = [by_lower[k] for k in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)]
         raise ModelError(f"unknown model {name!r}; {'did you mean ' + ', '.join(near) + '? ' if near else ''}"
                          f"`curate models` lists the {len(known)} known names")
     if pretrained is not None:

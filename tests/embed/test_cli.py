@@ -41,3 +41,6 @@ def test_models_command_lists_curate_configs(capsys):
     assert _run(["models", "ViT-B-32"]) in (0, None)
     info = json.loads(capsys.readouterr().out)
     assert "laion2b_s34b_b79k" in info["pretrained_tags"] and info["config"]["embed_dim"] == 512
+    # an unknown name is the one line every command gives, with the near names (case aside)
+    assert _run(["models", "vit-b-32"]) == 2
+    assert "unknown model 'vit-b-32'; did you mean ViT-B-32" in " ".join(capsys.readouterr().err.split())

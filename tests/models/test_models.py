@@ -58,6 +58,8 @@ def test_local_checkpoint_round_trip(tmp_path):
 def test_bad_names_and_weights_are_clear(tmp_path):
     with pytest.raises(ModelError, match="unknown model 'no-such-model'"):
         load_model("no-such-model")
+    with pytest.raises(ModelError, match="unknown model 'vit-b-32'; did you mean ViT-B-32"):  # case is a typo too
+        load_model("vit-b-32")
     with pytest.raises(ModelError, match="neither a checkpoint file nor a pretrained tag"):
         load_model("curate-tiny", pretrained="laion2b_s34b_b79k")
     with pytest.raises(ModelError, match="does not exist"):
