@@ -10,11 +10,12 @@ from curate.params.embedding_space import DecontaminateParams
 
 
 def decontaminate(run: JobRun, p: DecontaminateParams) -> None:
-    from curate.embedding_space.jobs.decontaminate import check_decontaminate, run_decontaminate
+    from curate.embedding_space.jobs.decontaminate import check_decontaminate, check_eval_source, run_decontaminate
     from curate.embedding_space.jobs.shared import check_dataset
     from curate.models.resolve import resolve_embeddings
 
-    model = resolve_embeddings(check_dataset(run.ds), p.embeddings)
+    check_eval_source(check_dataset(run.ds), p.eval)  # the path the user typed, before the dataset's tables
+    model = resolve_embeddings(run.ds, p.embeddings)
     check_decontaminate(run.ds, model, p.eval, p.threshold, p.eval_model, p.eval_pretrained)
     uids = run.input_uids()
     r = run_decontaminate(run.ds, model, run=run.name, input_uids=uids, executor=run.executor(), output=run.output,

@@ -40,6 +40,22 @@ def test_an_empty_evaluation_folder_is_refused_before_the_engine_starts(tmp_path
         job.check_decontaminate(ds, "toy", "../elsewhere", 0.9)
 
 
+def test_decontaminate_says_a_missing_eval_path_before_the_missing_embeddings(tmp_path, capsys):
+    """On a dataset not yet embedded, a typo in --eval was said only after `curate embed` had run."""
+    from curate.cli import main
+
+    ds = Dataset(tmp_path / "ds")
+    ds.write_table("samples", pa.table({"uid": ["a"]}))
+    with pytest.raises(SystemExit) as e:
+        main(["decontaminate", str(ds.root), "--eval", str(tmp_path / "evl"), "--engine", "local"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--eval {tmp_path / 'evl'}: neither an image folder" in err, err
+    (tmp_path / "evl").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["decontaminate", str(ds.root), "--eval", str(tmp_path / "evl"), "--engine", "local"])
+    assert e.value.code == 2 and "no embeddings table" in capsys.readouterr().err
+
+
 def test_a_table_named_as_its_folder_in_sql_gets_its_view_name(tmp_path):
     from curate.sql.connection import query
 

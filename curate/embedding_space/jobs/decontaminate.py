@@ -33,13 +33,20 @@ def check_decontaminate(ds: Dataset, model_id: str, eval_source: str, threshold:
     if not -1.0 <= threshold <= 1.0:
         raise DatasetError(f"--threshold must be a cosine similarity in [-1, 1], got {threshold}")
     table = embeddings_table(check_dataset(ds), model_id)
-    source = str(eval_source)
-    if not storage.exists(source) and not _is_table(ds, source):
-        raise DatasetError(f"--eval {eval_source}: neither an image folder, a Parquet table, nor a table of {ds.root}")
+    source = check_eval_source(ds, eval_source)
     if storage.is_dir(source) and not _eval_parquet_files(source):
         _check_has_images(source)  # before the engine and the model start
         _eval_model_ref(ds, model_id, model_name, pretrained)
     return table
+
+
+def check_eval_source(ds: Dataset, eval_source) -> str:
+    """``--eval`` names something that is there: an image folder, a Parquet table, or a table of
+    ``ds`` (checked before the dataset's own tables, so a typo in it is said first)."""
+    source = str(eval_source)
+    if not storage.exists(source) and not _is_table(ds, source):
+        raise DatasetError(f"--eval {eval_source}: neither an image folder, a Parquet table, nor a table of {ds.root}")
+    return source
 
 
 def _is_table(ds: Dataset, source: str) -> bool:
