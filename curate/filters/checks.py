@@ -49,6 +49,12 @@ def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
                        f"choose one with {spec.name}:model=NAME")
 
 
+# (parameter, what its error says) of each file a filter's parameters name
+_NAMED_FILES = {"image_based": (("target", "image_based target does not exist"),
+                                ("centroids", "image_based centroids does not exist")),
+                "text_based": (("synsets", "synset list not found"),)}
+
+
 def check_filters(dataset: Dataset, specs: list[FilterSpec], lid_model: str | None = None) -> None:
     """Every check that needs no data pass: samples table, embeddings tables the filters read,
     the language each filter asks for, image_based target paths and dims, the model that would
@@ -57,6 +63,10 @@ def check_filters(dataset: Dataset, specs: list[FilterSpec], lid_model: str | No
     if not dataset.exists():
         raise DatasetError(f"dataset {dataset.root} does not exist")
     check_samples(dataset)
+    for spec in specs:  # the files the user named first: a typo is said before the dataset's missing tables
+        for key, what in _NAMED_FILES.get(spec.name, ()):
+            if spec.params.get(key) and not _exists(spec.params[key]):
+                raise InputFileError(str(spec.params[key]), what)
     for spec in specs:
         p = spec.params
         table = resolve_model(dataset, p.get("model"), spec) if spec.name in ("clip_score", "laion2b",
@@ -70,8 +80,6 @@ def check_filters(dataset: Dataset, specs: list[FilterSpec], lid_model: str | No
             from curate.filters.decide import read_synset_offsets
             from curate.wordnet import check_wordnet
 
-            if not _exists(p["synsets"]):
-                raise InputFileError(str(p["synsets"]), "synset list not found")
             check_wordnet(p.get("wordnet_dir"))
             read_synset_offsets(storage.local_copy(p["synsets"]), p.get("wordnet_dir"))  # its one-line errors
 
@@ -93,16 +101,13 @@ def _check_language(spec: FilterSpec, lid_model: str | None) -> None:
 
 
 def _check_image_based(dataset: Dataset, spec: FilterSpec, table: str) -> None:
-    """The target and centroids exist; a target file's dim is the pool's (from its header); a
-    target folder's model resolves (the one that made the pool's embeddings embeds it).
-    ``table``: the pool's embeddings table, resolved (and its shards checked) by the caller."""
+    """A target file's dim is the pool's (from its header); a target folder's model resolves (the
+    one that made the pool's embeddings embeds it). That the target and centroids exist is checked
+    before, with the other files filters name. ``table``: the pool's embeddings table, resolved
+    (and its shards checked) by the caller."""
     from curate.embedding_space.vectors import check_embedding_shards
 
     p = spec.params
-    for key in ("target", "centroids"):
-        v = p.get(key)
-        if v and not _exists(v):
-            raise InputFileError(str(v), f"image_based {key} does not exist")
     target = p.get("target")
     if not target or storage.is_uri(target):
         return

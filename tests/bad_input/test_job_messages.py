@@ -5,6 +5,7 @@ the stage that removed most of its input."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -54,6 +55,26 @@ def test_decontaminate_says_a_missing_eval_path_before_the_missing_embeddings(tm
     with pytest.raises(SystemExit) as e:
         main(["decontaminate", str(ds.root), "--eval", str(tmp_path / "evl"), "--engine", "local"])
     assert e.value.code == 2 and "no embeddings table" in capsys.readouterr().err
+
+
+def test_filter_says_a_missing_named_file_before_the_missing_embeddings(tmp_path):
+    """image_based's target was looked for only once an embeddings table was there."""
+    from curate.filters.checks import check_filters
+    from curate.filters.stages import parse_filter
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "report"))
+    from toypool import make_downloaded_pool
+
+    ds = make_downloaded_pool(tmp_path / "pool")
+    shutil.rmtree(ds.root / "embeddings")  # not embedded yet
+    for spec, said in ((f"image_based:target={tmp_path / 'tgt.npy'}", "image_based target does not exist"),
+                       (f"image_based:target={tmp_path},centroids={tmp_path / 'c.npy'}",
+                        "image_based centroids does not exist"),
+                       (f"text_based:synsets={tmp_path / 's.txt'}", "synset list not found")):
+        with pytest.raises(CurateError, match=said):
+            check_filters(ds, [parse_filter(spec)])
+    with pytest.raises(CurateError, match="needs CLIP embeddings"):  # once the named files are there
+        check_filters(ds, [parse_filter(f"image_based:target={tmp_path}")])
 
 
 def test_a_table_named_as_its_folder_in_sql_gets_its_view_name(tmp_path):
