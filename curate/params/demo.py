@@ -13,7 +13,7 @@ class DemoParams(JobParams):
     workdir: str = Field("demo-output", description="Local folder for everything the demo writes (the demo serves "
                          "and trains on this machine; no object storage).", json_schema_extra=cli_extra("-w"))
     # the keys of curate.demo.run.SCALES (tests/recipe/test_job_params.py checks they agree)
-    scale: Literal["default", "tiny"] = Field("default", description="default (about 15 min on 2 cores) or tiny "
+    scale: Literal["default", "tiny"] = Field("default", description="default (about 3 min on 2 idle cores) or tiny "
                                               "(smoke run).")
     seeds: int = Field(3, ge=1, description="Training seeds per arm.")
     samples_seen: Optional[int] = Field(None, ge=1, description="Samples seen per baseline model.")
