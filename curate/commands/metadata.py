@@ -28,6 +28,19 @@ def _languages(languages: str | None) -> list[str] | None:
     return langs
 
 
+def _check_output_kind(output: str, worldwide: bool) -> None:
+    """OUTPUT is the kind the build writes: a file for one list, a folder of <lang>.json lists for
+    --languages (a folder given for one list failed only at the end, after the bigrams were mined)."""
+    from curate import storage
+    from curate.errors import CurateError
+
+    if not worldwide and storage.is_dir(output):
+        raise CurateError(f"OUTPUT {output} is a folder; one metadata list is a file (OUTPUT.json), a folder is "
+                          "written for --languages other than en")
+    if worldwide and storage.is_file(output):
+        raise CurateError(f"OUTPUT {output} is a file; --languages writes a folder of <lang>.json lists")
+
+
 def build(run: JobRun, p: MetadataBuildParams) -> None:
     from curate.metaclip.jobs import run_build
     from curate.progress import info
@@ -36,10 +49,12 @@ def build(run: JobRun, p: MetadataBuildParams) -> None:
     langs = _languages(p.languages)
     ds = Dataset(p.dataset) if p.dataset else None
     output = str(check_output_path(p.output, ds.root, "OUTPUT")) if ds is not None else p.output
-    if langs is not None and langs != ["en"]:
+    worldwide = langs is not None and langs != ["en"]
+    if worldwide:
         from curate.metaclip.worldwide_build import check_languages
 
         check_languages(langs, p.lid_model)  # before any engine starts (and the model resolves)
+    _check_output_kind(output, worldwide)
     if p.bigrams and ds is None and not p.bigram_corpus:
         info("metadata: no bigram corpus (--dataset or --bigram-corpus), so no bigrams")
     executor = None

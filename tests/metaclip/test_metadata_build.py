@@ -125,3 +125,19 @@ def test_a_language_the_lid_model_never_gives_is_refused_before_anything_is_writ
     assert info.value.code == 2 and len(err) == 1 and "--languages xx" in err[0] and not (tmp_path / "cli").exists()
     r = run_build(tmp_path / "ok", languages=["de", "other"], numbers=True, wordnet=False, wordfreq_top=None)
     assert sorted(r["languages"]) == ["de", "other"]
+
+
+def test_output_of_the_wrong_kind_is_refused_before_the_build(tmp_path, capsys):
+    """A folder given for one list failed only when the file was written, after every source (and
+    the bigrams of a whole pool) was built."""
+    from curate.cli import main
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.json").write_text("[]")
+    for argv, said in (([str(tmp_path / "folder")], "is a folder; one metadata list is a file"),
+                       ([str(tmp_path / "file.json"), "--languages", "de,en"], "is a file; --languages writes a folder")):
+        with pytest.raises(SystemExit) as info:
+            main(["metadata", "build", *argv, "--no-bigrams"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and said in err[0], err
+    assert (tmp_path / "file.json").read_text() == "[]" and not any((tmp_path / "folder").iterdir())
