@@ -112,3 +112,13 @@ def model_id_callback(ctx, param, value):
 def _option(param) -> str:
     opts = getattr(param, "opts", None) or []
     return max(opts, key=len) if opts else getattr(param, "name", None) or "name"
+
+
+def check_file_output(path: str | os.PathLike, what: str, example: str) -> None:
+    """A file ``path`` a command will write is not an existing folder (writing it failed only at
+    the end, "Is a directory", after the work); ``example``: a file name to suggest inside it."""
+    from curate import storage
+
+    if storage.is_dir(str(path)):
+        raise InvalidNameError(f"{what} {path} is a folder; give the file's path (e.g. "
+                               f"{storage.join(str(path), example)})")

@@ -33,10 +33,10 @@ def _check_output_kind(output: str, worldwide: bool) -> None:
     --languages (a folder given for one list failed only at the end, after the bigrams were mined)."""
     from curate import storage
     from curate.errors import CurateError
+    from curate.names import check_file_output
 
-    if not worldwide and storage.is_dir(output):
-        raise CurateError(f"OUTPUT {output} is a folder; one metadata list is a file (OUTPUT.json), a folder is "
-                          "written for --languages other than en")
+    if not worldwide:  # a folder is what --languages writes
+        check_file_output(output, "OUTPUT", "metadata.json")
     if worldwide and storage.is_file(output):
         raise CurateError(f"OUTPUT {output} is a file; --languages writes a folder of <lang>.json lists")
 

@@ -11,12 +11,14 @@ from curate.params.report import ReportParams
 
 
 def report(run: JobRun, p: ReportParams) -> None:
-    from curate.names import check_output_path
+    from curate.names import check_file_output, check_output_path
     from curate.report import build_report
     from curate.report.build import default_subset
     from curate.tables import Dataset
 
     out = p.out and check_output_path(p.out, run.dataset, "--out")  # a URI: one object, written whole
+    if out:
+        check_file_output(out, "--out", "report.html")
     ds = Dataset(run.dataset).require()  # a URI: read in place; the default page goes to DATASET/reports/ there
     embeddings = p.embeddings
     if embeddings:

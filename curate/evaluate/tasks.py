@@ -314,6 +314,10 @@ def evaluate(checkpoint: str | os.PathLike | None, model: str | None = None, *,
     ck, info, arch = _checkpoint(checkpoint, model)
     if output is None and ck is None:
         raise EvalError("evaluating random weights needs an output path")
+    if output is not None:
+        from curate.names import check_file_output
+
+        check_file_output(output, "--output", "results.eval.json")
     # every set is listed and checked before the model loads and the first set is embedded: a
     # typo in the last one is one line at once, not after minutes of evaluating the others
     zs_sets = {_zeroshot_key(f): zero_shot_set(f, templates, max_per_class=max_per_class) for f in zeroshot}

@@ -100,9 +100,11 @@ def test_every_set_is_checked_before_the_model_loads(small_sets, tmp_path, capsy
     (tmp_path / "rt").mkdir()
     (tmp_path / "t.txt").write_text("a photo\n")
     for bad, said in (([ "-r", str(tmp_path / "rt")], "no captions.csv"),
-                      (["--templates", str(tmp_path / "t.txt")], "needs a {} placeholder")):
+                      (["--templates", str(tmp_path / "t.txt")], "needs a {} placeholder"),
+                      (["-o", str(tmp_path)], "is a folder; give the file's path")):  # it failed after the eval
         with pytest.raises(SystemExit) as e:
-            main(["eval", "--model", "curate-tiny", "-z", str(small_sets / "cifar"), *bad, "-o", str(tmp_path / "o.json")])
+            main(["eval", "--model", "curate-tiny", "-z", str(small_sets / "cifar"), "-o", str(tmp_path / "o.json"),
+                  *bad])
         err = capsys.readouterr().err
         assert e.value.code == 2 and said in err and err.count("\n") == 1, err
     assert loads == []  # no model was loaded for a run that could not finish

@@ -134,7 +134,7 @@ def test_output_of_the_wrong_kind_is_refused_before_the_build(tmp_path, capsys):
 
     (tmp_path / "folder").mkdir()
     (tmp_path / "file.json").write_text("[]")
-    for argv, said in (([str(tmp_path / "folder")], "is a folder; one metadata list is a file"),
+    for argv, said in (([str(tmp_path / "folder")], "is a folder; give the file's path (e.g. "),
                        ([str(tmp_path / "file.json"), "--languages", "de,en"], "is a file; --languages writes a folder")):
         with pytest.raises(SystemExit) as info:
             main(["metadata", "build", *argv, "--no-bigrams"])

@@ -119,3 +119,14 @@ def test_a_dataset_without_subsets_says_how_to_make_one(tmp_path):
     ds.runs_dir().mkdir(parents=True)
     with pytest.raises(DatasetError, match=r"no subset to report on yet; make one first \(curate run"):
         default_subset(ds)
+
+
+def test_an_out_path_that_is_a_folder_is_refused_before_the_report_is_built(tmp_path, capsys):
+    """It failed writing the page ('Is a directory'), after every count and thumbnail was made."""
+    from curate.cli import main
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path / "ds"), "-o", str(tmp_path / "out"), "--engine", "local"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--out {tmp_path / 'out'} is a folder; give the file's path" in err, err
