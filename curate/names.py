@@ -122,3 +122,12 @@ def check_file_output(path: str | os.PathLike, what: str, example: str) -> None:
     if storage.is_dir(str(path)):
         raise InvalidNameError(f"{what} {path} is a folder; give the file's path (e.g. "
                                f"{storage.join(str(path), example)})")
+
+
+def check_folder_output(path: str | os.PathLike, what: str) -> None:
+    """A folder ``path`` a command will write into is not an existing file (a traceback,
+    FileExistsError or NotADirectoryError, once the work began)."""
+    from curate import storage
+
+    if storage.is_file(str(path)):
+        raise InvalidNameError(f"{what} {path} is a file; give a folder to write into")

@@ -6,7 +6,7 @@ import typer
 
 from curate.commands._common import require_paths, require_tables
 from curate.commands._jobcli import Common, JobRun, job_command
-from curate.names import check_output_path
+from curate.names import check_folder_output, check_output_path
 from curate.params.reshard import ReshardParams
 
 
@@ -15,6 +15,8 @@ def reshard_cmd(run: JobRun, p: ReshardParams) -> None:
 
     dataset = run.dataset
     output = p.output and check_output_path(p.output, dataset, "--output")
+    if output:
+        check_folder_output(output, "--output")
     run.lock()
     require_tables(dataset, {}, remote_ok=True)
     if p.subset_file is not None:

@@ -23,6 +23,10 @@ def train(run: JobRun, p: ScorerTrainCommandParams) -> None:
     # the recipe stage `kind: scorer` takes the same parameters (ScorerTrainParams), checked before a JVM starts
     from curate import storage
 
+    if p.output is not None:
+        from curate.names import check_folder_output
+
+        check_folder_output(p.output, "--output")  # the scorer folder
     ds = Dataset(run.dataset)  # a URI: the scorer is made locally and uploaded (curate.train.scorer)
     executor = run.executor() if storage.is_dir(ds.root) and seed_kind(ds, p.seed_set) == "subset" else None
     m = p.train(ds, executor, verbose=p.verbose, extra_args=run.extra_args,

@@ -9,8 +9,10 @@ from curate.params.train import TrainParams
 
 
 def train_cmd(run: JobRun, p: TrainParams) -> None:
+    from curate.names import check_folder_output
     from curate.train import train
 
+    check_folder_output(p.output, "--output")  # the run folder
     info = train(extra_args=run.extra_args, **p.job_kwargs())
     if "model" not in info:  # a node other than 0: node 0 writes the run's files
         typer.echo(f"train: node {info['node_rank']}'s ranks finished ({info['world_size']} ranks in all); "

@@ -252,3 +252,29 @@ def test_counts_and_sizes_out_of_range_are_one_line_before_any_work(argv, line, 
         main([str(tmp_path / w) if w in ("DS", "IN", "Z", "T", "R") else w for w in argv])
     err = capsys.readouterr().err
     assert e.value.code == 2 and line in err and err.count("\n") == 1, err
+
+
+# (argv with FILE or FOLDER, the one error line): an output of the wrong kind, said before any work
+# (train and reshard into a file were tracebacks; eval and report into a folder failed after the work)
+WRONG_KIND = [
+    (["train", "T", "-o", "FILE"], "--output {FILE} is a file; give a folder to write into"),
+    (["reshard", "DS", "-s", "x", "-o", "FILE"], "--output {FILE} is a file; give a folder to write into"),
+    (["scorer", "train", "DS", "--seed-set", "T", "-o", "FILE"], "--output {FILE} is a file; give a folder"),
+    (["eval", "--model", "curate-tiny", "-z", "T", "-o", "FOLDER"], "--output {FOLDER} is a folder; give the file's"),
+    (["report", "DS", "-o", "FOLDER"], "--out {FOLDER} is a folder; give the file's path"),
+    (["metadata", "build", "FOLDER", "--no-bigrams"], "OUTPUT {FOLDER} is a folder; give the file's path"),
+]
+
+
+@pytest.mark.parametrize("argv, line", WRONG_KIND, ids=[" ".join(a[:2]) for a, _ in WRONG_KIND])
+def test_an_output_of_the_wrong_kind_is_one_line_before_any_work(argv, line, tmp_path, capsys):
+    paths = {"FILE": tmp_path / "a-file", "FOLDER": tmp_path / "a-folder", "DS": tmp_path / "ds", "T": tmp_path / "t"}
+    paths["FILE"].write_text("x")
+    paths["FOLDER"].mkdir()
+    (tmp_path / "t").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main([str(paths[w]) if w in paths else w for w in argv])
+    err = capsys.readouterr().err
+    want = line.format(**{k: str(v) for k, v in paths.items()})
+    assert e.value.code == 2 and want in err and err.count("\n") == 1, err
+    assert not (tmp_path / "ds").exists() and not any(paths["FOLDER"].iterdir())
