@@ -16,6 +16,9 @@ def demo(run: JobRun, p: DemoParams) -> None:
     from curate.demo.run import SCALES, DemoConfig, run_demo
 
     require_local(p.workdir, "--workdir")
+    from curate.names import check_folder_output
+
+    check_folder_output(p.workdir, "--workdir")
     over = dict(SCALES[p.scale])
     if p.samples_seen:
         over["samples_seen"] = p.samples_seen

@@ -263,6 +263,7 @@ WRONG_KIND = [
     (["eval", "--model", "curate-tiny", "-z", "T", "-o", "FOLDER"], "--output {FOLDER} is a folder; give the file's"),
     (["report", "DS", "-o", "FOLDER"], "--out {FOLDER} is a folder; give the file's path"),
     (["metadata", "build", "FOLDER", "--no-bigrams"], "OUTPUT {FOLDER} is a folder; give the file's path"),
+    (["demo", "--workdir", "FILE"], "--workdir {FILE} is a file; give a folder to write into"),
 ]
 
 
