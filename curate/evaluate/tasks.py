@@ -245,9 +245,18 @@ def _checkpoint(checkpoint: str | os.PathLike | None, model: str | None) -> tupl
     info = _find_train_info(ck) if ck is not None else None
     arch = model or (info or {}).get("model")
     if arch is None and ck is not None:
+        import pickle
+
         import torch
 
-        arch = torch.load(ck, map_location="cpu", weights_only=True).get("arch")
+        from curate.models.factory import load_error_text
+
+        try:
+            saved = torch.load(ck, map_location="cpu", weights_only=True)
+        except (RuntimeError, KeyError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:  # empty, text
+            why = load_error_text(e) if isinstance(e, EOFError) else f"not a PyTorch checkpoint ({type(e).__name__})"
+            raise EvalError(f"cannot load checkpoint {checkpoint}: {why}") from None
+        arch = saved.get("arch") if isinstance(saved, dict) else None
     if arch is None:
         raise EvalError(f"{checkpoint}: no train.json beside it; pass the model architecture (--model)")
     return ck, info, arch

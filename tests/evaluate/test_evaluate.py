@@ -71,6 +71,14 @@ def test_evaluate_writes_results_beside_the_checkpoint(bundle, small_sets, tmp_p
         evaluate(tmp_path / "nope.pt", "curate-tiny", zeroshot=[small_sets / "cifar"])
     with pytest.raises(EvalError, match="nothing to evaluate"):
         evaluate(ck)
+    # a file that is no checkpoint, with no train.json beside it to name the model (an EOFError with no
+    # file named, or a KeyError traceback)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "notes.pt").write_text("hello\n")
+    with pytest.raises(EvalError, match=r"cannot load checkpoint .*empty.pt: the file is empty or cut short"):
+        evaluate(tmp_path / "empty.pt", zeroshot=[small_sets / "cifar"])
+    with pytest.raises(EvalError, match=r"cannot load checkpoint .*notes.pt: not a PyTorch checkpoint"):
+        evaluate(tmp_path / "notes.pt", zeroshot=[small_sets / "cifar"])
 
 
 def test_cli_eval_random_weights(small_sets, tmp_path, capsys):
