@@ -217,15 +217,33 @@ def check_model(name: str, pretrained: str | None, cache_dir: str | None = None)
         raise ModelError(f"unknown model {name!r}; {'did you mean ' + ', '.join(near) + '? ' if near else ''}"
                          f"`curate models` lists the {len(known)} known names")
     if pretrained is not None:
-        is_file = os.path.isfile(checkpoint_file(pretrained))
+        local = checkpoint_file(pretrained)
+        is_file = os.path.isfile(local)
         looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
         if not is_file and looks_like_path:
             raise ModelError(f"checkpoint {pretrained} does not exist")
+        if is_file:
+            _check_checkpoint_bytes(pretrained, local)
         if not is_file and pretrained not in list_pretrained_tags(name):
             raise ModelError(f"{pretrained!r} is neither a checkpoint file nor a pretrained tag of {name} "
                              f"(tags: {', '.join(list_pretrained_tags(name)) or 'none'})")
         if not is_file and (reason := unreachable_reason(name, pretrained, cache_dir)) is not None:
             raise ModelError(reason)
+
+
+def _check_checkpoint_bytes(name: str, path: str) -> None:
+    """A checkpoint file starts as one can: a zip (torch.save), a pickle (torch's legacy format) or
+    a safetensors header. An empty or text file failed deep inside torch (an EOFError naming no
+    file, a KeyError traceback from open_clip_train); its first bytes are read, nothing more."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise ModelError(f"checkpoint {name} is an empty file")
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return
+    if len(head) >= 9 and head[8:9] == b"{" and name.endswith(".safetensors"):
+        return
+    raise ModelError(f"checkpoint {name} is not a PyTorch or safetensors file (it starts with {head[:8]!r})")
 
 
 def _state_dict_keys(text: str, kind: str) -> list[str]:

@@ -128,7 +128,7 @@ def _sizes_beside(paths: list[str]) -> tuple[int, dict | None]:
     return total, meta
 
 
-def _check_before_start(plan) -> None:
+def _check_before_start(plan, pretrained: str | None) -> None:
     """What open_clip_train would refuse once started, refused in one line first: an unknown
     architecture (a traceback listing 180 names), and arguments its parser rejects (an extra
     argument after `--`: its message went to a silenced stderr, exit 2 with nothing said)."""
@@ -138,7 +138,7 @@ def _check_before_start(plan) -> None:
     from curate.models.factory import check_model
     from open_clip_train.params import parse_args
 
-    check_model(plan.cfg.model, None)
+    check_model(plan.cfg.model, pretrained)  # a tag with no reachable weights, a file that is no checkpoint
     said = io.StringIO()
     try:
         with contextlib.redirect_stderr(said):
@@ -257,7 +257,7 @@ def train(data: str | os.PathLike | list, output: str | os.PathLike, preset: str
     # a starting checkpoint on a store: open_clip_train opens a local file (the URI is recorded)
     plan = _plan_run(data, output, preset, seed, samples_seen, batch_size, lr, warmup, checkpoints, model,
                      checkpoint_file(pretrained), workers, device, precision, extra_args, launch, local_loss)
-    _check_before_start(plan)  # before the folder is marked: a corrected command runs in it
+    _check_before_start(plan, pretrained)  # before the folder is marked: a corrected command runs in it
     info_path = output / "train.json"
     if info_path.exists():
         old = json.loads(info_path.read_text())

@@ -73,8 +73,12 @@ def test_bad_names_and_weights_are_clear(tmp_path):
         load_model("curate-tiny", pretrained=str(tmp_path / "small.pt"))
     # what a file is, in one line: empty, not a checkpoint, weights that do not fit (their keys)
     (tmp_path / "empty.pt").write_bytes(b"")
-    with pytest.raises(ModelError, match=r"empty.pt: the file is empty or cut short \(EOFError\)"):
+    with pytest.raises(ModelError, match=r"checkpoint .*empty.pt is an empty file"):
         load_model("curate-tiny", pretrained=str(tmp_path / "empty.pt"))
+    (tmp_path / "notes.pt").write_text("hello\n")  # a KeyError traceback from open_clip_train before
+    with pytest.raises(ModelError, match=r"checkpoint .*notes.pt is not a PyTorch or safetensors file \(it starts "
+                                         r"with b'hello\\n'\)"):
+        load_model("curate-tiny", pretrained=str(tmp_path / "notes.pt"))
     sd = {k: v for k, v in load_model("curate-tiny").model.state_dict().items() if k != "logit_scale"}
     torch.save({**sd, "extra.weight": torch.zeros(1)}, tmp_path / "keys.pt")
     with pytest.raises(ModelError) as e:

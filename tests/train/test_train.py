@@ -67,6 +67,16 @@ def test_tiny_training_writes_weights_only_checkpoints_and_resumes(shards, tmp_p
         train(shards, out, "tiny", seed=2, samples_seen=64, batch_size=16)
 
 
+def test_a_pretrained_file_that_is_no_checkpoint_is_one_line_before_training(shards, tmp_path):
+    """open_clip_train raised a KeyError traceback for a text file given as --pretrained."""
+    from curate.errors import CurateError
+
+    (tmp_path / "notes.pt").write_text("hello\n")
+    with pytest.raises(CurateError, match=r"notes.pt is not a PyTorch or safetensors file"):
+        train(shards, tmp_path / "run", pretrained=str(tmp_path / "notes.pt"), samples_seen=32, batch_size=16)
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
 def test_missing_data_is_a_clear_error(tmp_path):
     with pytest.raises(TrainError, match="does not exist"):
         train(tmp_path / "nope", tmp_path / "run")
