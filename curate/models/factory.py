@@ -241,7 +241,7 @@ def _check_checkpoint_bytes(name: str, path: str) -> None:
         raise ModelError(f"checkpoint {name} is an empty file")
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return
-    if len(head) >= 9 and head[8:9] == b"{" and name.endswith(".safetensors"):
+    if head[8:9] == b"{":  # safetensors: an 8-byte header length, then its JSON header
         return
     raise ModelError(f"checkpoint {name} is not a PyTorch or safetensors file (it starts with {head[:8]!r})")
 
