@@ -108,10 +108,22 @@ def _modules_for(argv: list[str]) -> list[str] | None:
     return _command_modules().get(words[0]) if words else None
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from curate.manifest import code_version
+
+        v = code_version()  # the commit too, from a git checkout: what a bug report needs
+        commit = f" (git {v['git_commit'][:12]}{', modified' if v.get('git_dirty') else ''})" if "git_commit" in v else ""
+        typer.echo(f"curate {v['curate']}{commit}, Python {v['python']}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
     verbose: bool = typer.Option(False, "--verbose", "-v",
                                  help="Show Spark's INFO logs (quiet by default: WARN and above)."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print curate's version (and git commit) and exit."),
 ) -> None:
     if verbose:
         os.environ["CURATE_VERBOSE"] = "1"  # read by curate.engine.spark.get_session

@@ -129,3 +129,13 @@ def test_a_spark_session_that_cannot_start_is_one_line(tmp_path):
         r = subprocess.run([sys.executable, "-m", "curate.cli", "ingest", str(src), "-o", str(tmp_path / "ds"),
                             "--engine", "spark", *extra], capture_output=True, text=True, timeout=300, check=False)
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"curate: error: {said}"], r.stderr
+
+
+def test_version_prints_one_line_and_exits():
+    """`curate --version` was 'No such option'; a bug report needs the version and the commit."""
+    import re
+
+    r = subprocess.run([sys.executable, "-m", "curate", "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert re.fullmatch(r"curate \d+\.\d+\.\d+\S*( \(git [0-9a-f]{12}(, modified)?\))?, Python \d+\.\d+\.\d+\n",
+                        r.stdout), r.stdout
