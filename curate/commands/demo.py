@@ -14,10 +14,9 @@ from curate.params.demo import DemoParams
 def demo(run: JobRun, p: DemoParams) -> None:
     from curate.commands._common import require_local
     from curate.demo.run import SCALES, DemoConfig, run_demo
-
-    require_local(p.workdir, "--workdir")
     from curate.names import check_folder_output
 
+    require_local(p.workdir, "--workdir")
     check_folder_output(p.workdir, "--workdir")
     over = dict(SCALES[p.scale])
     if p.samples_seen:

@@ -49,10 +49,10 @@ def resolve_model(dataset: Dataset, model: str | None, spec: FilterSpec) -> str:
                        f"choose one with {spec.name}:model=NAME")
 
 
-# (parameter, what its error says) of each file a filter's parameters name
-_NAMED_FILES = {"image_based": (("target", "image_based target does not exist"),
-                                ("centroids", "image_based centroids does not exist")),
-                "text_based": (("synsets", "synset list not found"),)}
+# the filter parameters that name a file (image_based's, text_based's), and what their error says
+# when it is not there; the recipe stages find these files beside the recipe too
+NAMED_FILES = {"target": "image_based target does not exist", "centroids": "image_based centroids does not exist",
+               "synsets": "synset list not found"}
 
 
 def check_filters(dataset: Dataset, specs: list[FilterSpec], lid_model: str | None = None) -> None:
@@ -64,7 +64,7 @@ def check_filters(dataset: Dataset, specs: list[FilterSpec], lid_model: str | No
         raise DatasetError(f"dataset {dataset.root} does not exist")
     check_samples(dataset)
     for spec in specs:  # the files the user named first: a typo is said before the dataset's missing tables
-        for key, what in _NAMED_FILES.get(spec.name, ()):
+        for key, what in NAMED_FILES.items():
             if spec.params.get(key) and not _exists(spec.params[key]):
                 raise InputFileError(str(spec.params[key]), what)
     for spec in specs:

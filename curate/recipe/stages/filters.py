@@ -15,11 +15,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from curate.filters.checks import NAMED_FILES
 from curate.recipe.registry import Params, StageContext, StageOutput, register
 from curate.recipe.uid_tables import UidTable
 
 _MODULES = ("curate.filters",)
-_FILE_KEYS = ("target", "centroids", "synsets", "wordnet_dir")  # parameters that name files
+# parameters that name files: the filter job's (curate.filters.checks), and the WordNet folder
+_FILE_KEYS = (*NAMED_FILES, "wordnet_dir")
 
 
 def _spec(name: str, given: dict):
